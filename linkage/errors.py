@@ -1,0 +1,56 @@
+"""Exception tree of the package.
+
+LinkageError
+├── ConfigError      bad YAML or config value; names the file and key path
+├── InputError       bad input data; names the file, row and column
+└── NotFittedError   a model used before fit() or load()
+"""
+
+from __future__ import annotations
+
+
+class LinkageError(Exception):
+    """Base class of every error the package raises on purpose."""
+
+
+class ConfigError(LinkageError):
+    """A configuration file or value is invalid."""
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None):
+        self.path = path
+        self.key = key
+        where = ""
+        if path:
+            where += f"{path}: "
+        if key:
+            where += f"key '{key}': "
+        super().__init__(where + message)
+
+
+class InputError(LinkageError):
+    """An input file or table cannot be used as given."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        row: int | None = None,
+        column: str | None = None,
+    ):
+        self.path = path
+        self.row = row
+        self.column = column
+        where = []
+        if path:
+            where.append(str(path))
+        if row is not None:
+            where.append(f"line {row}")
+        if column:
+            where.append(f"column '{column}'")
+        prefix = (", ".join(where) + ": ") if where else ""
+        super().__init__(prefix + message)
+
+
+class NotFittedError(LinkageError):
+    """A model was used before it was fitted or loaded."""

@@ -1,0 +1,41 @@
+"""Run a normalizer once per distinct value and map the result back to every row.
+
+Registries repeat names, dates and addresses heavily, so this is the main speed lever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def map_distinct(
+    values: pd.Series,
+    func: Callable[[Sequence[str]], pd.DataFrame],
+    null_row: dict | None = None,
+) -> pd.DataFrame:
+    """Apply ``func`` to the distinct non-null values of ``values``; return one row per input row.
+
+    ``func`` receives a list of distinct strings and returns a DataFrame with one row per
+    string, in order. Null inputs get ``null_row`` (column -> value), default all null and
+    an empty flag string where the result has a ``quality_flags`` column.
+    """
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    distinct = func(list(uniques))
+    if len(distinct) != len(uniques):
+        raise ValueError("normalizer returned a different number of rows than it was given")
+    distinct = distinct.reset_index(drop=True)
+    null_values = {c: None for c in distinct.columns}
+    if "quality_flags" in distinct.columns:
+        null_values["quality_flags"] = ""
+    if null_row:
+        null_values.update(null_row)
+    null_frame = pd.DataFrame([null_values], columns=distinct.columns)
+    table = pd.concat([distinct, null_frame], ignore_index=True)
+    # -1 (null) points at the appended null row
+    take = np.where(codes < 0, len(distinct), codes)
+    out = table.iloc[take].reset_index(drop=True)
+    out.index = values.index
+    return out
