@@ -1,0 +1,168 @@
+"""Typed run configuration loaded from YAML.
+
+Owns the YAML layout (sources, includes, relative paths) and its validation; imports only
+schema and errors. Every problem found is reported at once, each naming file and key path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from linkage import schema
+from linkage.errors import ConfigError
+
+Encoding = Literal["auto", "utf-8", "utf-8-sig", "gb18030", "gbk", "gb2312", "big5"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class SourceConfig(_Model):
+    """One registry: where its file is and how its headers map to canonical fields."""
+
+    name: str = ""
+    path: Path
+    record_id: str = Field(min_length=1)
+    columns: dict[str, str] = Field(default_factory=dict)
+    encoding: Encoding = "auto"
+    sheet: str | int | None = None
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    department: str | None = None
+    priority: int = 0
+
+    @field_validator("columns")
+    @classmethod
+    def _check_columns(cls, columns: dict[str, str]) -> dict[str, str]:
+        problems = []
+        seen: dict[str, str] = {}
+        for column, field in columns.items():
+            if field not in schema.MAPPABLE_FIELDS:
+                problems.append(
+                    f"column '{column}' maps to '{field}', expected one of "
+                    f"{', '.join(schema.MAPPABLE_FIELDS)}"
+                )
+            elif field in seen:
+                problems.append(f"columns '{seen[field]}' and '{column}' both map to '{field}'")
+            else:
+                seen[field] = column
+        if problems:
+            raise ValueError("; ".join(problems))
+        return columns
+
+
+class StandardizeConfig(_Model):
+    """Options of the standardization stage."""
+
+    two_digit_year_pivot: int = Field(default=30, ge=0, le=99)
+
+
+class RunConfig(_Model):
+    """A whole run: its sources and the settings of each stage."""
+
+    sources: dict[str, SourceConfig] = Field(min_length=1)
+    standardize: StandardizeConfig = Field(default_factory=StandardizeConfig)
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    def source_names(self) -> list[str]:
+        """Return the source names in config order."""
+        return list(self.sources)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError("file not found", path=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text ({exc.reason})", path=str(path)) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"invalid YAML{where}: {getattr(exc, 'problem', exc)}", path=str(path)
+        ) from None
+
+
+def _resolve_source(name: str, entry: Any, base: Path, config_file: Path) -> dict:
+    """Merge an ``include`` file under an entry and make relative paths absolute."""
+    if not isinstance(entry, dict):
+        raise ConfigError(
+            f"expected a mapping with path, record_id and columns, got {type(entry).__name__}",
+            path=str(config_file),
+            key=f"sources.{name}",
+        )
+    entry = dict(entry)
+    merged: dict[str, Any] = {}
+    include = entry.pop("include", None)
+    if include is not None:
+        include_path = (base / str(include)).resolve()
+        included = _read_yaml(include_path)
+        if not isinstance(included, dict):
+            raise ConfigError("expected a mapping of source settings", path=str(include_path))
+        if "path" in included:
+            included["path"] = str((include_path.parent / str(included["path"])).resolve())
+        merged.update(included)
+    if "path" in entry and entry["path"] is not None:
+        entry["path"] = str((base / str(entry["path"])).resolve())
+    merged.update(entry)
+    merged["name"] = name
+    return merged
+
+
+def _format_errors(exc: ValidationError, prefix: str = "") -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+        key = f"{prefix}{loc}" if loc else prefix.rstrip(".")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif err["type"] == "literal_error":
+            msg = f"{msg}, got {err.get('input')!r}"
+        lines.append(f"key '{key}': {msg}")
+    return lines
+
+
+def config_from_dict(data: Any, *, path: str | Path | None = None) -> RunConfig:
+    """Validate a run configuration given as a dict; relative paths resolve against ``path``'s folder."""
+    config_file = Path(path).resolve() if path else Path.cwd() / "<config>"
+    base = config_file.parent
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping with a 'sources' key", path=str(config_file))
+    data = dict(data)
+    problems: list[str] = []
+    sources = data.get("sources")
+    if isinstance(sources, dict):
+        resolved = {}
+        for name, entry in sources.items():
+            try:
+                resolved[str(name)] = _resolve_source(str(name), entry, base, config_file)
+            except ConfigError as exc:
+                problems.append(str(exc))
+        data["sources"] = resolved
+    if problems:
+        raise ConfigError("\n  " + "\n  ".join(problems), path=str(config_file))
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = _format_errors(exc)
+        raise ConfigError(
+            f"{len(lines)} problem(s):\n  " + "\n  ".join(lines), path=str(config_file)
+        ) from None
+    config.config_path = config_file if path else None
+    return config
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Load and validate a run configuration YAML file."""
+    path = Path(path)
+    return config_from_dict(_read_yaml(path.resolve()), path=path)

@@ -1,0 +1,1 @@
+"""Standardization of Chinese person records: one module per field, combined in ``combine``."""
