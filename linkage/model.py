@@ -1,0 +1,635 @@
+"""Fellegi–Sunter match model: u by sampling, m and lambda by EM, scoring, explanations, JSON I/O.
+
+Pure numpy/pandas; imports no linkage module except ``linkage.schema`` and ``linkage.errors``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from linkage.errors import InputError, NotFittedError
+from linkage.schema import GAMMA_PREFIX, MATCH_PROBABILITY, MATCH_WEIGHT, MW_PREFIX
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MODEL_KIND = "fellegi_sunter"
+PRIOR_ROW = "prior"
+# Patterns are counted with np.bincount over a mixed-radix key while the key space stays
+# below this size (O(n), no sort); above it, np.unique over the keys (a sort) is used.
+_BINCOUNT_MAX_KEYS = 1 << 24
+_LAMBDA_CLIP = 1e-12
+
+
+def match_probability(weight: np.ndarray | float) -> np.ndarray:
+    """Return 2^w / (1 + 2^w) without overflow for any finite or infinite weight."""
+    w = np.asarray(weight, dtype=np.float64)
+    # exp2 of a non-positive number never overflows; pick the form that keeps it so.
+    e = np.exp2(-np.abs(w))
+    return np.where(w >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _smoothed_distribution(counts: np.ndarray, floor: float) -> np.ndarray:
+    """Additive (Jeffreys, +0.5) smoothing, then lift every level to at least ``floor``."""
+    k = len(counts)
+    n = counts.sum()
+    if n <= 0:
+        return np.full(k, 1.0 / k)
+    # +0.5 pseudo-counts: an unobserved level gets about 1/(2n) instead of 0, so its weight
+    # log2(m/u) stays finite; near-miss ID levels are typically unobserved among random pairs.
+    p = (counts + 0.5) / (n + 0.5 * k)
+    return _apply_floor(p, floor)
+
+
+def _apply_floor(p: np.ndarray, floor: float) -> np.ndarray:
+    """Raise entries below ``floor`` to it and take the excess from the other entries."""
+    p = np.asarray(p, dtype=np.float64)
+    low = p < floor
+    if not low.any():
+        return p / p.sum()
+    if low.all() or floor * len(p) >= 1.0:
+        return np.full(len(p), 1.0 / len(p))
+    out = p.copy()
+    out[low] = floor
+    free = ~low
+    out[free] *= (1.0 - floor * low.sum()) / p[free].sum()
+    return out
+
+
+class FellegiSunterModel:
+    """Fellegi–Sunter model over comparison vectors (``gamma_<name>`` int8 columns).
+
+    Levels per comparison: -1 null (weight 0), 0 else, 1..K-1 increasingly close agreement.
+    ``prior`` is the match share among blocked pairs: EM's starting lambda, and the lambda
+    of :meth:`fit_supervised` in place of the label share. ``u_floor`` (default 1/(2n) of
+    the sampled pairs) bounds u and term frequencies from below. ``tf_columns`` maps a
+    comparison to its exact-agreement level, the one that gets term-frequency adjustment.
+    Editing the result of :meth:`score` never edits its input.
+    """
+
+    def __init__(
+        self,
+        levels: dict[str, list[str]],
+        *,
+        prior: float | None = None,
+        max_iter: int = 100,
+        tol: float = 1e-5,
+        m_floor: float = 1e-6,
+        u_floor: float | None = None,
+        tf_columns: dict[str, int] | None = None,
+        settings: dict | None = None,
+    ):
+        self.levels = {str(k): [str(x) for x in v] for k, v in levels.items()}
+        self.prior = prior
+        self.max_iter = max_iter
+        self.tol = tol
+        self.m_floor = m_floor
+        self.u_floor = u_floor
+        self.tf_columns = dict(tf_columns or {})
+        self.settings = settings
+        self._validate_settings()
+
+    # ------------------------------------------------------------------ validation helpers
+
+    def _validate_settings(self) -> None:
+        if not self.levels:
+            raise ValueError("levels must name at least one comparison")
+        for name, names in self.levels.items():
+            if len(names) < 2:
+                raise ValueError(
+                    f"comparison '{name}' needs at least 2 levels (else + one agreement)"
+                )
+            if len(names) > 127:
+                raise ValueError(f"comparison '{name}' has more levels than int8 can hold")
+        for name, level in self.tf_columns.items():
+            if name not in self.levels:
+                raise ValueError(f"tf_columns names unknown comparison '{name}'")
+            if not 1 <= int(level) < len(self.levels[name]):
+                raise ValueError(
+                    f"tf_columns['{name}'] = {level}: must be an agreement level "
+                    f"1..{len(self.levels[name]) - 1}"
+                )
+        if self.prior is not None and not 0.0 < self.prior < 1.0:
+            raise ValueError(f"prior must lie strictly between 0 and 1, got {self.prior}")
+        if self.m_floor <= 0 or (self.u_floor is not None and self.u_floor <= 0):
+            raise ValueError("m_floor and u_floor must be positive")
+
+    @property
+    def comparisons(self) -> list[str]:
+        """Comparison names in model order."""
+        return list(self.levels)
+
+    def _k(self, name: str) -> int:
+        return len(self.levels[name])
+
+    def _gamma_matrix(self, vectors: pd.DataFrame) -> np.ndarray:
+        """Return the (n, C) int8 level matrix; missing values become -1; range is checked."""
+        cols = []
+        for name in self.comparisons:
+            col = GAMMA_PREFIX + name
+            if col not in vectors.columns:
+                raise InputError(f"comparison vectors lack column '{col}'", column=col)
+            s = vectors[col]
+            if s.dtype == np.int8:
+                arr = s.to_numpy()
+            else:
+                # Nullable / float columns: a missing level means a side is missing.
+                arr = s.to_numpy(dtype=np.float64, na_value=np.nan)
+                arr = np.where(np.isnan(arr), -1, arr).astype(np.int8)
+            if len(arr):
+                lo, hi = int(arr.min()), int(arr.max())
+                if lo < -1 or hi >= self._k(name):
+                    raise InputError(
+                        f"levels must lie in -1..{self._k(name) - 1}, found {lo}..{hi}",
+                        column=col,
+                    )
+            cols.append(arr)
+        return np.column_stack(cols) if cols else np.empty((len(vectors), 0), np.int8)
+
+    def _patterns(self, gamma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Group identical rows: (distinct patterns, counts).
+
+        Same result as np.unique(gamma, axis=0, return_counts=True), but each row is packed
+        into one int64 mixed-radix key first, so grouping is a bincount (or a 1-D sort).
+        """
+        radices = np.array([self._k(n) + 1 for n in self.comparisons], dtype=np.int64)
+        if float(np.prod(radices.astype(np.float64))) >= 2.0**62:
+            return np.unique(gamma, axis=0, return_counts=True)
+        strides = np.ones(len(radices), dtype=np.int64)
+        strides[:-1] = np.cumprod(radices[::-1])[::-1][1:]
+        key = np.zeros(len(gamma), dtype=np.int64)
+        for j in range(gamma.shape[1]):
+            key += (gamma[:, j].astype(np.int64) + 1) * strides[j]
+        space = int(np.prod(radices))
+        if space <= _BINCOUNT_MAX_KEYS:
+            counts = np.bincount(key, minlength=space)
+            keys = np.flatnonzero(counts)
+            counts = counts[keys]
+        else:
+            keys, counts = np.unique(key, return_counts=True)
+        patterns = ((keys[:, None] // strides[None, :]) % radices[None, :] - 1).astype(np.int8)
+        return patterns, counts.astype(np.float64)
+
+    def _check_fitted(self) -> None:
+        missing = [a for a in ("m_", "u_", "lambda_") if not hasattr(self, a)]
+        if missing:
+            raise NotFittedError(
+                f"model has no {', '.join(missing)}: call estimate_u() then fit(), "
+                "fit_supervised(), or FellegiSunterModel.load()"
+            )
+
+    def _u_floor_for(self, n: float) -> float:
+        if self.u_floor is not None:
+            return float(self.u_floor)
+        return 1.0 / (2.0 * max(n, 1.0))
+
+    # ------------------------------------------------------------------ estimation
+
+    def estimate_u(self, vectors: pd.DataFrame) -> FellegiSunterModel:
+        """Estimate u-probabilities from comparison vectors of randomly sampled record pairs."""
+        gamma = self._gamma_matrix(vectors)
+        self.u_ = {}
+        self.u_floor_ = {}
+        self.n_u_pairs_ = {}
+        for j, name in enumerate(self.comparisons):
+            g = gamma[:, j]
+            counts = np.bincount(g[g >= 0], minlength=self._k(name)).astype(np.float64)
+            n = counts.sum()
+            if n == 0:
+                logger.warning("no non-null sampled pairs for '%s': u set uniform", name)
+            # Floor: u_floor if set, else 1/(2 n): below that the sample says nothing.
+            floor = self._u_floor_for(n)
+            self.u_[name] = _smoothed_distribution(counts, floor)
+            self.u_floor_[name] = floor
+            self.n_u_pairs_[name] = int(n)
+            unseen = np.flatnonzero(counts == 0)
+            if len(unseen):
+                logger.info(
+                    "u for '%s': levels %s unobserved in %d sampled pairs, smoothed to %.3g",
+                    name,
+                    [self.levels[name][i] for i in unseen],
+                    int(n),
+                    self.u_[name][unseen].min(),
+                )
+        return self
+
+    def estimate_prior(
+        self, vectors_blocked: pd.DataFrame, rule: Mapping[str, int], *, recall: float = 1.0
+    ) -> FellegiSunterModel:
+        """Estimate lambda (match share among blocked pairs) from a deterministic rule.
+
+        A pair counts as a match when every comparison named in ``rule`` is at or above the
+        given level; ``recall`` is the share of true matches the rule is believed to catch.
+        """
+        if not rule:
+            raise ValueError("rule must name at least one comparison")
+        if not 0.0 < recall <= 1.0:
+            raise ValueError(f"recall must lie in (0, 1], got {recall}")
+        gamma = self._gamma_matrix(vectors_blocked)
+        hit = np.ones(len(gamma), dtype=bool)
+        for name, level in rule.items():
+            if name not in self.levels:
+                raise ValueError(f"rule names unknown comparison '{name}'")
+            hit &= gamma[:, self.comparisons.index(name)] >= int(level)
+        n = max(len(gamma), 1)
+        share = hit.sum() / recall / n
+        self.prior_estimate_ = float(np.clip(share, _LAMBDA_CLIP, 1 - _LAMBDA_CLIP))
+        logger.info("estimated lambda %.4g from %d rule hits in %d pairs", share, hit.sum(), n)
+        return self
+
+    def _initial_m(self, name: str) -> np.ndarray:
+        # Monotone increasing in level: closer agreement is likelier among matches.
+        m = 3.0 ** np.arange(self._k(name))
+        return m / m.sum()
+
+    def fit(self, vectors: pd.DataFrame, *, fix_u: bool = True) -> FellegiSunterModel:
+        """Estimate m-probabilities and lambda by EM over blocked pairs (u fixed by default)."""
+        if fix_u and not hasattr(self, "u_"):
+            raise NotFittedError(
+                "fit(fix_u=True) needs u: call estimate_u() on sampled pairs first"
+            )
+        gamma = self._gamma_matrix(vectors)
+        if len(gamma) == 0:
+            raise InputError("cannot fit on an empty comparison-vector table")
+        patterns, counts = self._patterns(gamma)
+        logger.info("EM over %d pairs, %d distinct patterns", len(gamma), len(patterns))
+        names = self.comparisons
+        m = {n: self._initial_m(n) for n in names}
+        if hasattr(self, "u_"):
+            u = {n: np.asarray(self.u_[n], dtype=np.float64).copy() for n in names}
+        else:
+            u = {n: self._initial_m(n)[::-1].copy() for n in names}
+        u_floor = {
+            n: getattr(self, "u_floor_", {}).get(n, self._u_floor_for(len(gamma))) for n in names
+        }
+        lam = self.prior if self.prior is not None else getattr(self, "prior_estimate_", 0.1)
+        # Per-comparison column indices into [null, level 0, ..., level K-1] lookup tables.
+        idx = [patterns[:, j].astype(np.intp) + 1 for j in range(len(names))]
+        history: list[float] = []
+        converged = False
+        n_iter = 0
+        while n_iter < self.max_iter:
+            n_iter += 1
+            log_m = np.full(len(patterns), math.log(lam))
+            log_u = np.full(len(patterns), math.log1p(-lam))
+            for j, n in enumerate(names):
+                log_m += np.concatenate(([0.0], np.log(m[n])))[idx[j]]
+                log_u += np.concatenate(([0.0], np.log(u[n])))[idx[j]]
+            log_total = np.logaddexp(log_m, log_u)
+            history.append(float((counts * log_total).sum()))
+            post = np.exp(log_m - log_total)  # P(match | pattern)
+            w_match = counts * post
+            w_non = counts - w_match
+            new_lam = float(np.clip(w_match.sum() / counts.sum(), _LAMBDA_CLIP, 1 - _LAMBDA_CLIP))
+            delta = abs(new_lam - lam)
+            for j, n in enumerate(names):
+                k = self._k(n)
+                cm = np.bincount(idx[j], weights=w_match, minlength=k + 1)[1:]
+                if cm.sum() > 0:
+                    new_m = _apply_floor(cm / cm.sum(), self.m_floor)
+                    delta = max(delta, float(np.abs(new_m - m[n]).max()))
+                    m[n] = new_m
+                if not fix_u:
+                    cu = np.bincount(idx[j], weights=w_non, minlength=k + 1)[1:]
+                    if cu.sum() > 0:
+                        new_u = _apply_floor(cu / cu.sum(), u_floor[n])
+                        delta = max(delta, float(np.abs(new_u - u[n]).max()))
+                        u[n] = new_u
+            lam = new_lam
+            if delta < self.tol:
+                converged = True
+                break
+        if not converged:
+            logger.warning("EM did not converge in %d iterations", self.max_iter)
+        self.m_ = m
+        self.u_ = u
+        self.u_floor_ = u_floor
+        self.lambda_ = lam
+        self.n_iter_ = n_iter
+        self.converged_ = converged
+        self.history_ = history
+        return self
+
+    def fit_supervised(self, vectors: pd.DataFrame, labels: np.ndarray) -> FellegiSunterModel:
+        """Estimate m and u from labelled pairs (1 = match); lambda from the prior or label share."""
+        gamma = self._gamma_matrix(vectors)
+        y = np.asarray(labels)
+        if y.shape != (len(gamma),):
+            raise InputError(f"labels have shape {y.shape}, expected ({len(gamma)},)")
+        if not np.isin(y, (0, 1)).all():
+            raise InputError("labels must be 0 or 1")
+        y = y.astype(bool)
+        n_pos, n_neg = int(y.sum()), int((~y).sum())
+        if n_pos == 0 or n_neg == 0:
+            raise InputError("supervised fit needs both matching and non-matching labelled pairs")
+        self.m_, self.u_, self.u_floor_ = {}, {}, {}
+        for j, name in enumerate(self.comparisons):
+            g = gamma[:, j]
+            k = self._k(name)
+            cm = np.bincount(g[y & (g >= 0)], minlength=k).astype(np.float64)
+            cu = np.bincount(g[~y & (g >= 0)], minlength=k).astype(np.float64)
+            floor = self._u_floor_for(cu.sum())
+            self.m_[name] = _smoothed_distribution(cm, self.m_floor)
+            self.u_[name] = _smoothed_distribution(cu, floor)
+            self.u_floor_[name] = floor
+        self.lambda_ = float(self.prior) if self.prior is not None else n_pos / len(y)
+        self.n_iter_ = 0
+        self.converged_ = True
+        self.history_ = []
+        return self
+
+    # ------------------------------------------------------------------ weights and scoring
+
+    @property
+    def weights_(self) -> dict[str, np.ndarray]:
+        """log2(m/u) per comparison and level."""
+        self._check_fitted()
+        return {n: np.log2(self.m_[n] / self.u_[n]) for n in self.comparisons}
+
+    @property
+    def prior_weight_(self) -> float:
+        """log2(lambda / (1 - lambda))."""
+        self._check_fitted()
+        return float(math.log2(self.lambda_) - math.log2(1.0 - self.lambda_))
+
+    def _tf_floor(self, name: str) -> float:
+        if self.u_floor is not None:
+            return float(self.u_floor)
+        return float(getattr(self, "u_floor_", {}).get(name, 1e-12))
+
+    def _tf_weight(self, name: str, tf: np.ndarray) -> np.ndarray:
+        """Term-frequency partial weight log2(m_level / max(tf, floor)) for the tf level."""
+        m_level = self.m_[name][self.tf_columns[name]]
+        return np.log2(m_level) - np.log2(np.maximum(tf, self._tf_floor(name)))
+
+    def _check_tf(self, tf: Mapping[str, np.ndarray] | None, n: int) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for name, values in (tf or {}).items():
+            if name not in self.tf_columns:
+                raise InputError(
+                    f"term frequencies given for '{name}', which is not in tf_columns",
+                    column=name,
+                )
+            arr = np.asarray(values, dtype=np.float64)
+            if arr.shape != (n,):
+                raise InputError(
+                    f"term frequencies for '{name}' have shape {arr.shape}, expected ({n},)",
+                    column=name,
+                )
+            out[name] = arr
+        return out
+
+    def score(self, vectors: pd.DataFrame, tf: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+        """Return ``vectors`` plus ``mw_<name>``, ``match_weight`` and ``match_probability``.
+
+        ``tf[name]`` holds, per pair, the relative frequency of the agreeing value (NaN where
+        unknown); pairs at that comparison's tf level get log2(m / max(tf, u_floor)).
+        """
+        self._check_fitted()
+        gamma = self._gamma_matrix(vectors)
+        tf_arrays = self._check_tf(tf, len(gamma))
+        total = np.full(len(gamma), self.prior_weight_, dtype=np.float64)
+        new: dict[str, np.ndarray] = {}
+        weights = self.weights_
+        for j, name in enumerate(self.comparisons):
+            # Lookup table indexed by level + 1: slot 0 is the null level, weight 0.
+            table = np.concatenate(([0.0], weights[name]))
+            g = gamma[:, j]
+            mw = table[g + 1]  # int8 index: no 10M-element intp temporary
+            if name in tf_arrays:
+                t = tf_arrays[name]
+                at = (g == self.tf_columns[name]) & ~np.isnan(t)
+                mw[at] = self._tf_weight(name, t[at])
+            total += mw
+            new[MW_PREFIX + name] = mw
+        new[MATCH_WEIGHT] = total
+        new[MATCH_PROBABILITY] = match_probability(total)
+        # The new float columns go in uncopied (copy=False, one block each): pd.concat or
+        # column assignment copies them, over 1 s per 10M pairs. Input columns are copied
+        # (cheap: int8 levels, int row keys) so editing the result never edits the input.
+        kept = {c: vectors[c].copy() for c in vectors.columns if c not in new}
+        return pd.DataFrame({**kept, **new}, index=vectors.index, copy=False)
+
+    # ------------------------------------------------------------------ explanation
+
+    def _as_row(self, row: Any) -> pd.Series:
+        if isinstance(row, pd.DataFrame):
+            if len(row) != 1:
+                raise InputError(f"explain takes one pair, got {len(row)} rows")
+            return row.iloc[0]
+        if isinstance(row, pd.Series):
+            return row
+        if isinstance(row, Mapping):
+            # Accept {name: level} as well as {gamma_name: level}.
+            prefixed = (GAMMA_PREFIX, MW_PREFIX)
+            return pd.Series(
+                {(k if k.startswith(prefixed) else GAMMA_PREFIX + k): v for k, v in row.items()}
+            )
+        raise TypeError(f"explain takes a Series, one-row DataFrame or mapping, not {type(row)}")
+
+    def explain(
+        self, scored_row_or_vector: Any, tf: Mapping[str, float] | None = None
+    ) -> pd.DataFrame:
+        """Per comparison: level, level name, m, u, partial weight, tf flag; last row the prior.
+
+        A scored row's ``mw_`` values are used as they are (they carry any tf adjustment);
+        for a bare vector, ``tf`` gives the agreeing value's frequency per tf comparison.
+        """
+        self._check_fitted()
+        row = self._as_row(scored_row_or_vector)
+        weights = self.weights_
+        records = []
+        for name in self.comparisons:
+            col = GAMMA_PREFIX + name
+            if col not in row.index:
+                raise InputError(f"pair lacks column '{col}'", column=col)
+            raw = row[col]
+            level = -1 if pd.isna(raw) else int(raw)
+            if not -1 <= level < self._k(name):
+                raise InputError(f"level {level} outside -1..{self._k(name) - 1}", column=col)
+            if level < 0:
+                records.append((name, -1, "null", np.nan, np.nan, 0.0, False))
+                continue
+            base = float(weights[name][level])
+            weight = base
+            tf_adjusted = False
+            is_tf_level = self.tf_columns.get(name) == level
+            mw_col = MW_PREFIX + name
+            if mw_col in row.index and not pd.isna(row[mw_col]):
+                weight = float(row[mw_col])
+                tf_adjusted = is_tf_level and not math.isclose(weight, base, abs_tol=1e-9)
+            elif is_tf_level and tf is not None and name in tf and not pd.isna(tf[name]):
+                weight = float(self._tf_weight(name, np.array([float(tf[name])]))[0])
+                tf_adjusted = True
+            records.append(
+                (
+                    name,
+                    level,
+                    self.levels[name][level],
+                    float(self.m_[name][level]),
+                    float(self.u_[name][level]),
+                    weight,
+                    tf_adjusted,
+                )
+            )
+        records.append((PRIOR_ROW, -1, "", np.nan, np.nan, self.prior_weight_, False))
+        return pd.DataFrame(
+            records,
+            columns=["comparison", "level", "level_name", "m", "u", "weight", "tf_adjusted"],
+        )
+
+    def waterfall_data(
+        self, scored_row_or_vector: Any, tf: Mapping[str, float] | None = None
+    ) -> pd.DataFrame:
+        """Prior first, then each comparison, then the total: weight, start, end, probability."""
+        ex = self.explain(scored_row_or_vector, tf)
+        ex = pd.concat([ex.iloc[[-1]], ex.iloc[:-1]], ignore_index=True)
+        end = ex["weight"].cumsum().to_numpy()
+        start = np.concatenate(([0.0], end[:-1]))
+        steps = pd.DataFrame(
+            {
+                "step": [
+                    c if c == PRIOR_ROW else f"{c}: {n}"
+                    for c, n in zip(ex["comparison"], ex["level_name"], strict=True)
+                ],
+                "weight": ex["weight"].to_numpy(),
+                "start": start,
+                "end": end,
+            }
+        )
+        total = pd.DataFrame(
+            {"step": ["total"], "weight": [end[-1]], "start": [0.0], "end": [end[-1]]}
+        )
+        out = pd.concat([steps, total], ignore_index=True)
+        out["probability"] = match_probability(out["end"].to_numpy())
+        return out
+
+    def parameters_table(self) -> pd.DataFrame:
+        """One row per comparison level: comparison, level, level_name, m, u, weight."""
+        self._check_fitted()
+        weights = self.weights_
+        rows = [
+            (
+                n,
+                k,
+                self.levels[n][k],
+                float(self.m_[n][k]),
+                float(self.u_[n][k]),
+                float(weights[n][k]),
+            )
+            for n in self.comparisons
+            for k in range(self._k(n))
+        ]
+        return pd.DataFrame(rows, columns=["comparison", "level", "level_name", "m", "u", "weight"])
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_dict(self) -> dict:
+        """Versioned, JSON-ready description of the settings and learned parameters."""
+        self._check_fitted()
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "model": MODEL_KIND,
+            "levels": {n: list(v) for n, v in self.levels.items()},
+            "params": {
+                "prior": self.prior,
+                "max_iter": self.max_iter,
+                "tol": self.tol,
+                "m_floor": self.m_floor,
+                "u_floor": self.u_floor,
+            },
+            "tf_columns": dict(self.tf_columns),
+            "lambda": float(self.lambda_),
+            "m": {n: [float(x) for x in self.m_[n]] for n in self.comparisons},
+            "u": {n: [float(x) for x in self.u_[n]] for n in self.comparisons},
+            "u_floor_fitted": {n: float(v) for n, v in getattr(self, "u_floor_", {}).items()},
+            "fit": {
+                "n_iter": int(getattr(self, "n_iter_", 0)),
+                "converged": bool(getattr(self, "converged_", True)),
+                "history": [float(x) for x in getattr(self, "history_", [])],
+            },
+            "settings": self.settings,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FellegiSunterModel:
+        """Rebuild a fitted model from :meth:`to_dict` output; other schema versions are refused."""
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise InputError(
+                f"model file has schema_version {version!r}; this version of linkage reads "
+                f"schema_version {SCHEMA_VERSION} only: re-train the model or use a matching release"
+            )
+        if data.get("model", MODEL_KIND) != MODEL_KIND:
+            raise InputError(f"not a Fellegi–Sunter model file (model = {data.get('model')!r})")
+        try:
+            params = data.get("params", {})
+            model = cls(
+                data["levels"],
+                tf_columns={k: int(v) for k, v in data.get("tf_columns", {}).items()},
+                settings=data.get("settings"),
+                **params,
+            )
+            model.m_ = {n: np.asarray(data["m"][n], dtype=np.float64) for n in model.comparisons}
+            model.u_ = {n: np.asarray(data["u"][n], dtype=np.float64) for n in model.comparisons}
+            model.lambda_ = float(data["lambda"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"model file is incomplete or malformed: {exc!r}") from exc
+        for n in model.comparisons:
+            for part, arr in (("m", model.m_[n]), ("u", model.u_[n])):
+                if arr.shape != (model._k(n),) or not (arr > 0).all():
+                    raise InputError(
+                        f"model file: {part}['{n}'] must hold {model._k(n)} positive values"
+                    )
+        model.u_floor_ = {k: float(v) for k, v in data.get("u_floor_fitted", {}).items()}
+        fit = data.get("fit", {})
+        model.n_iter_ = int(fit.get("n_iter", 0))
+        model.converged_ = bool(fit.get("converged", True))
+        model.history_ = [float(x) for x in fit.get("history", [])]
+        return model
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model as JSON atomically (temp file in the same folder, then os.replace)."""
+        path = Path(path)
+        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=2, allow_nan=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> FellegiSunterModel:
+        """Read a model written by :meth:`save`."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not a JSON model file: {exc}", path=str(path)) from exc
+        if not isinstance(data, dict):
+            raise InputError("model file must hold a JSON object", path=str(path))
+        try:
+            return cls.from_dict(data)
+        except InputError as exc:
+            raise InputError(str(exc), path=str(path)) from exc
+
+    def __repr__(self) -> str:
+        fitted = "fitted" if hasattr(self, "lambda_") else "unfitted"
+        return f"FellegiSunterModel({len(self.levels)} comparisons, {fitted})"
