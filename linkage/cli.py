@@ -130,6 +130,105 @@ def standardize_cmd(
     )
 
 
+def _progress(quiet: bool) -> Callable[[str], None]:
+    """Return a stage reporter printing elapsed time, silent with --quiet."""
+    start = time.perf_counter()
+
+    def say(stage: str) -> None:
+        if not quiet:
+            typer.echo(f"[{time.perf_counter() - start:7.1f}s] {stage}", err=True)
+
+    return say
+
+
+def _print_summary(summary: dict, quiet: bool) -> None:
+    if quiet:
+        return
+    typer.echo(f"records:          {summary['records']:,}  {summary['records_per_source']}")
+    typer.echo(f"candidate pairs:  {summary['candidate_pairs']:,}")
+    for rule, count in summary["pairs_per_rule"].items():
+        typer.echo(f"  {rule:<28} {count:>12,}")
+    typer.echo(f"matches:          {summary['matches']:,}")
+    typer.echo(f"identities:       {summary['identities']:,}")
+    stats = summary.get("cluster_stats", {})
+    typer.echo("cluster sizes:    " + ", ".join(f"{k}={v}" for k, v in stats.items()))
+    typer.echo(
+        "seconds:          " + ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items())
+    )
+
+
+@app.command()
+@_handle_errors
+def run(
+    config: Annotated[Path, typer.Argument(help="Run config YAML.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the outputs.")],
+    quiet: Quiet = False,
+) -> None:
+    """Run the whole batch merge: identities.csv, golden records, scored pairs, model, summary."""
+    from linkage.linker import Linker
+
+    _setup_logging(quiet)
+    linker = Linker.from_yaml(config)
+    result = linker.run(progress=_progress(quiet))
+    paths = linker.write(output)
+    _print_summary(result.summary, quiet)
+    _echo(f"wrote {', '.join(str(p) for p in paths.values())}", quiet)
+
+
+@app.command("blocking")
+@_handle_errors
+def blocking_cmd(
+    config: Annotated[Path, typer.Argument(help="Run config YAML.")],
+    top: Annotated[int, typer.Option(help="Largest blocks to list per rule.")] = 3,
+    quiet: Quiet = False,
+) -> None:
+    """Report how many pairs each blocking rule yields, and the largest blocks, before comparing."""
+    from linkage.blocking import blocking_report, largest_blocks
+    from linkage.linker import Linker
+
+    _setup_logging(True)
+    linker = Linker.from_yaml(config)
+    records = linker.standardize()
+    settings = linker.config.blocking
+    report = blocking_report(records, settings)
+    typer.echo(f"{len(records):,} records")
+    typer.echo(report.to_string(index=False))
+    typer.echo(f"total pairs before de-duplication across rules: {int(report['pairs'].sum()):,}")
+    big = largest_blocks(records, settings, top=top)
+    if len(big):
+        typer.echo("\nlargest blocks:")
+        typer.echo(big.to_string(index=False))
+    over = report[report["blocks_over_warning"] > 0]
+    for row in over.itertuples():
+        typer.echo(
+            f"warning: rule '{row.rule}' has {row.blocks_over_warning} block(s) over "
+            f"{settings.warn_block_size} records ({row.blocks_skipped} over "
+            f"{settings.max_block_size} are skipped)",
+            err=True,
+        )
+
+
+@app.command()
+@_handle_errors
+def evaluate(
+    truth: Annotated[Path, typer.Option("--truth", help="CSV with source, record_id, person_id.")],
+    pred: Annotated[Path, typer.Option("--pred", help="identities.csv from a run.")],
+    by_tag: Annotated[
+        bool, typer.Option(help="Also print recall per corruption type (truth column corruptions).")
+    ] = True,
+) -> None:
+    """Print pairwise precision, recall, F1 and B-cubed scores of a run against ground truth."""
+    from linkage.evaluate import evaluate_files, format_scores, recall_by_tag_files
+
+    scores = evaluate_files(truth, pred)
+    typer.echo(format_scores(scores))
+    if by_tag:
+        table = recall_by_tag_files(truth, pred)
+        if table is not None and len(table):
+            typer.echo("\nrecall by corruption type:")
+            typer.echo(table.to_string(index=False))
+
+
 @app.command()
 @_handle_errors
 def demo(
@@ -140,27 +239,27 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     quiet: Quiet = False,
 ) -> None:
-    """Generate synthetic registries and run them end to end."""
-    from linkage.config import load_config
-    from linkage.io import read_sources, write_parquet
+    """Generate synthetic registries and run the batch merge on them end to end, then evaluate."""
+    from linkage.evaluate import evaluate_files, format_scores
+    from linkage.linker import Linker
     from linkage.profile import format_profile
-    from linkage.standardize.combine import standardize
     from linkage.synth import generate
 
     _setup_logging(True)
     data_dir = output / "data"
-    start = time.perf_counter()
+    say = _progress(quiet)
+    say(f"generating registries for {persons:,} persons")
     generate(persons, seed=seed, output=data_dir)
-    _echo(f"generated registries for {persons:,} persons in {data_dir}", quiet)
-    cfg = load_config(data_dir / "run.yaml")
-    records = standardize(read_sources(cfg), cfg.standardize)
-    write_parquet(records, output / "standardized.parquet")
-    _echo(format_profile(records), quiet)
-    _echo(
-        f"standardized {len(records):,} records -> {output / 'standardized.parquet'} "
-        f"({time.perf_counter() - start:.1f}s)",
-        quiet,
-    )
+    linker = Linker.from_yaml(data_dir / "run.yaml")
+    result = linker.run(progress=say)
+    paths = linker.write(output)
+    if not quiet:
+        typer.echo(format_profile(result.records))
+        typer.echo("")
+    _print_summary(result.summary, quiet)
+    _echo("\naccuracy against the generator's ground truth:", quiet)
+    _echo(format_scores(evaluate_files(data_dir / "truth.csv", paths["identities"])), quiet)
+    _echo(f"\noutputs in {output}: {', '.join(p.name for p in paths.values())}", quiet)
 
 
 def main() -> None:

@@ -13,7 +13,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from linkage import schema
+from linkage.blocking import BlockingSettings
 from linkage.errors import ConfigError
+from linkage.merge import GoldenSettings
 
 Encoding = Literal["auto", "utf-8", "utf-8-sig", "gb18030", "gbk", "gb2312", "big5"]
 
@@ -61,11 +63,53 @@ class StandardizeConfig(_Model):
     two_digit_year_pivot: int = Field(default=30, ge=0, le=99)
 
 
+class ModelSettings(_Model):
+    """Scoring: how the Fellegi–Sunter model is trained."""
+
+    # Random record pairs compared to estimate u-probabilities (non-matches dominate them).
+    u_sample_pairs: int = Field(default=1_000_000, ge=1000)
+    max_iter: int = Field(default=100, ge=1)
+    # Prior match share among candidate pairs; null lets EM estimate it.
+    prior: float | None = Field(default=None, gt=0, lt=1)
+    # Comparisons whose exact level is adjusted by how common the value is (张伟 vs 欧阳婧璇).
+    term_frequency: dict[str, str] = Field(
+        default_factory=lambda: {"name": schema.name_col(schema.NAME, "clean")}
+    )
+    # Optional CSV of reviewed pairs (source_l, record_id_l, source_r, record_id_r, label).
+    labels: Path | None = None
+    # A saved model to use instead of training.
+    load: Path | None = None
+    seed: int = 0
+
+
+class ClusterSettings(_Model):
+    """Clustering: which scored pairs join records into one identity."""
+
+    threshold: float = Field(default=0.9, gt=0, lt=1)
+    max_cluster_size: int = Field(default=20, ge=2)
+    # Records of one source with different valid ID numbers are never merged.
+    cannot_link_same_source_ids: bool = True
+
+
+class OutputSettings(_Model):
+    """What goes into the output folder besides identities.csv."""
+
+    # Scored pairs below this probability are left out of pairs.parquet.
+    pairs_min_probability: float = Field(default=0.01, ge=0, le=1)
+
+
 class RunConfig(_Model):
     """A whole run: its sources and the settings of each stage."""
 
     sources: dict[str, SourceConfig] = Field(min_length=1)
     standardize: StandardizeConfig = Field(default_factory=StandardizeConfig)
+    blocking: BlockingSettings = Field(default_factory=BlockingSettings)
+    # Comparison entries ({type: name, name: name}, ...); null uses the defaults.
+    comparisons: list[dict[str, Any]] | None = None
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    clustering: ClusterSettings = Field(default_factory=ClusterSettings)
+    golden: GoldenSettings = Field(default_factory=GoldenSettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
     config_path: Path | None = Field(default=None, exclude=True)
 
     def source_names(self) -> list[str]:
@@ -140,6 +184,13 @@ def config_from_dict(data: Any, *, path: str | Path | None = None) -> RunConfig:
         raise ConfigError("expected a mapping with a 'sources' key", path=str(config_file))
     data = dict(data)
     problems: list[str] = []
+    model = data.get("model")
+    if isinstance(model, dict):
+        model = dict(model)
+        for key in ("labels", "load"):
+            if model.get(key):
+                model[key] = str((base / str(model[key])).resolve())
+        data["model"] = model
     sources = data.get("sources")
     if isinstance(sources, dict):
         resolved = {}

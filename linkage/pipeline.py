@@ -1,0 +1,309 @@
+"""The batch linking path: block → compare → score → cluster → merge over standardized records.
+
+Composes the stage functions; holds no state. The Linker, the CLI and (later) incremental
+ingest call ``link_records`` so the paths cannot drift apart. Must not import the Linker or CLI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from linkage import schema
+from linkage.blocking import block, sample_random_pairs
+from linkage.cluster import cluster_pairs, cluster_size_distribution, cluster_stats
+from linkage.compare import (
+    Comparison,
+    compare,
+    comparisons_from_config,
+    default_comparisons,
+    pair_tf,
+    term_frequencies,
+)
+from linkage.config import RunConfig
+from linkage.errors import InputError
+from linkage.merge import merge_records
+from linkage.model import FellegiSunterModel
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class LinkResult:
+    """Tables of one batch run; every table is a pandas DataFrame."""
+
+    records: pd.DataFrame
+    pairs: pd.DataFrame
+    identities: pd.DataFrame
+    golden: pd.DataFrame
+    model: FellegiSunterModel
+    comparisons: list[Comparison]
+    summary: dict = field(default_factory=dict)
+
+    def cluster_sizes(self) -> pd.DataFrame:
+        """Return the cluster-size distribution (size, clusters, records)."""
+        return cluster_size_distribution(self.identities[schema.IDENTITY_ID])
+
+    def explain(self, index: int) -> pd.DataFrame:
+        """Return the per-comparison levels and weights behind scored pair ``index``."""
+        return self.model.explain(self.pairs.loc[index])
+
+    def pairs_with_keys(self) -> pd.DataFrame:
+        """Return scored pairs with both records' source and record id in front."""
+        return attach_keys(self.pairs, self.records)
+
+
+def build_comparisons(config: RunConfig) -> list[Comparison]:
+    """Return the run's comparisons: from the config, or the defaults for canonical fields."""
+    if config.comparisons is None:
+        return default_comparisons()
+    return comparisons_from_config(config.comparisons)
+
+
+def attach_keys(pairs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    """Add ``source_l``, ``record_id_l``, ``source_r``, ``record_id_r`` to a pair table."""
+    left = pairs[schema.ROW_L].to_numpy()
+    right = pairs[schema.ROW_R].to_numpy()
+    src = records[schema.SOURCE].to_numpy()
+    rid = records[schema.RECORD_ID].to_numpy()
+    keys = pd.DataFrame(
+        {
+            "source_l": src[left],
+            "record_id_l": rid[left],
+            "source_r": src[right],
+            "record_id_r": rid[right],
+        },
+        index=pairs.index,
+    )
+    return pd.concat([keys, pairs], axis=1)
+
+
+def identity_ids(records: pd.DataFrame, labels: pd.Series) -> np.ndarray:
+    """Name each cluster after its smallest (source, record_id), so ids do not depend on row order."""
+    key = records[schema.SOURCE].astype(str) + "\x1f" + records[schema.RECORD_ID].astype(str)
+    smallest = key.groupby(labels.to_numpy()).transform("min")
+    codes, uniques = pd.factorize(smallest)
+    names = np.array(
+        ["ID" + hashlib.sha1(u.encode("utf-8")).hexdigest()[:14].upper() for u in uniques],
+        dtype=object,
+    )
+    return names[codes]
+
+
+def _labels_to_pairs(
+    labels: pd.DataFrame, records: pd.DataFrame
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Map a reviewed-pairs table (source/record_id of both sides, label) to row pairs."""
+    need = {"source_l", "record_id_l", "source_r", "record_id_r", "label"}
+    missing = need - set(labels.columns)
+    if missing:
+        raise InputError(f"labels need columns {sorted(need)}; missing {sorted(missing)}")
+    index = pd.Series(
+        records[schema.ROW].to_numpy(),
+        index=pd.MultiIndex.from_arrays(
+            [records[schema.SOURCE].astype(str), records[schema.RECORD_ID].astype(str)]
+        ),
+    )
+    left = index.reindex(
+        pd.MultiIndex.from_arrays(
+            [labels["source_l"].astype(str), labels["record_id_l"].astype(str)]
+        )
+    )
+    right = index.reindex(
+        pd.MultiIndex.from_arrays(
+            [labels["source_r"].astype(str), labels["record_id_r"].astype(str)]
+        )
+    )
+    ok = left.notna().to_numpy() & right.notna().to_numpy()
+    if not ok.any():
+        raise InputError("no labelled pair refers to records of this run")
+    lo = np.minimum(left.to_numpy()[ok], right.to_numpy()[ok]).astype(np.int64)
+    hi = np.maximum(left.to_numpy()[ok], right.to_numpy()[ok]).astype(np.int64)
+    y = labels["label"].astype(str).str.strip().str.lower().isin(["1", "true", "match", "yes"])
+    return pd.DataFrame({schema.ROW_L: lo, schema.ROW_R: hi}), y.to_numpy()[ok].astype(np.int8)
+
+
+def train_model(
+    records: pd.DataFrame,
+    vectors: pd.DataFrame,
+    comparisons: list[Comparison],
+    config: RunConfig,
+    tf: dict[str, np.ndarray],
+) -> FellegiSunterModel:
+    """Estimate u from random pairs and m by EM (or from labelled pairs when given)."""
+    settings = config.model
+    levels = {c.name: list(c.levels) for c in comparisons}
+    tf_levels = {name: len(levels[name]) - 1 for name in tf if name in levels}
+    model = FellegiSunterModel(
+        levels,
+        prior=settings.prior,
+        max_iter=settings.max_iter,
+        tf_columns=tf_levels,
+        settings=config.model_dump(mode="json", exclude={"sources"}),
+    )
+    random_pairs = sample_random_pairs(len(records), settings.u_sample_pairs, seed=settings.seed)
+    model.estimate_u(compare(records, random_pairs, comparisons))
+    if settings.labels is not None:
+        labels = pd.read_csv(settings.labels, dtype=str)
+        pairs, y = _labels_to_pairs(labels, records)
+        model.fit_supervised(compare(records, pairs, comparisons), y)
+        logger.info("model trained from %d labelled pairs", len(y))
+    elif len(vectors):
+        model.fit(vectors)
+    else:
+        logger.warning("no candidate pairs: the model keeps its u-probabilities only")
+    return model
+
+
+def link_records(
+    records: pd.DataFrame,
+    config: RunConfig,
+    *,
+    model: FellegiSunterModel | None = None,
+    progress: Progress | None = None,
+) -> LinkResult:
+    """Link standardized records (with ``rid`` 0..n-1) into identities; return every table."""
+    say = progress or (lambda _msg: None)
+    timings: dict[str, float] = {}
+    comparisons = build_comparisons(config)
+    n = len(records)
+
+    t = time.perf_counter()
+    say("blocking")
+    pairs = block(records, config.blocking)
+    timings["block"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say(f"comparing {len(pairs):,} pairs")
+    vectors = compare(records, pairs, comparisons)
+    vectors[schema.RULE] = pairs[schema.RULE].to_numpy()
+    tf_rows = {
+        name: term_frequencies(records, column)
+        for name, column in config.model.term_frequency.items()
+    }
+    tf = {name: pair_tf(values, vectors) for name, values in tf_rows.items()}
+    timings["compare"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("training model")
+    if model is None and config.model.load is not None:
+        model = FellegiSunterModel.load(config.model.load)
+    if model is None:
+        model = train_model(records, vectors, comparisons, config, tf)
+    timings["train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("scoring")
+    scored = model.score(vectors, tf=tf) if len(vectors) else _empty_scored(vectors, comparisons)
+    timings["score"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("clustering")
+    cannot = None
+    if config.clustering.cannot_link_same_source_ids and schema.ID_STD in records:
+        valid = records[schema.ID_VALID].eq(True) if schema.ID_VALID in records else True
+        keyed = records[schema.ID_STD].where(valid)
+        cannot = pd.DataFrame(
+            {
+                schema.ROW: records[schema.ROW].to_numpy(),
+                "key": keyed.to_numpy(),
+                "group": records[schema.SOURCE].to_numpy(),
+            }
+        ).dropna(subset=["key"])
+    labels = cluster_pairs(
+        n,
+        scored,
+        config.clustering.threshold,
+        cannot_link=cannot,
+        max_cluster_size=config.clustering.max_cluster_size,
+    )
+    ids = identity_ids(records, labels)
+    identities = pd.DataFrame(
+        {
+            schema.SOURCE: records[schema.SOURCE].to_numpy(),
+            schema.RECORD_ID: records[schema.RECORD_ID].to_numpy(),
+            schema.IDENTITY_ID: ids,
+        }
+    )
+    timings["cluster"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("building golden records")
+    golden_settings = config.golden
+    if not golden_settings.source_priority:
+        golden_settings = golden_settings.model_copy(
+            update={"source_priority": list(config.sources)}
+        )
+    golden = merge_records(records, pd.Series(ids), golden_settings)
+    timings["merge"] = time.perf_counter() - t
+
+    stats = cluster_stats(pd.Series(ids))
+    summary = {
+        "records": int(n),
+        "records_per_source": {
+            str(k): int(v) for k, v in records[schema.SOURCE].value_counts(sort=False).items()
+        },
+        "candidate_pairs": int(len(pairs)),
+        "pairs_per_rule": {
+            str(k): int(v) for k, v in pairs[schema.RULE].value_counts(sort=False).items()
+        },
+        "matches": int((scored[schema.MATCH_PROBABILITY] >= config.clustering.threshold).sum()),
+        "identities": int(identities[schema.IDENTITY_ID].nunique()),
+        "cluster_stats": {k: (v.item() if hasattr(v, "item") else v) for k, v in stats.items()},
+        "seconds": {k: round(v, 3) for k, v in timings.items()},
+    }
+    return LinkResult(
+        records=records,
+        pairs=scored,
+        identities=identities,
+        golden=golden,
+        model=model,
+        comparisons=comparisons,
+        summary=summary,
+    )
+
+
+def _empty_scored(vectors: pd.DataFrame, comparisons: list[Comparison]) -> pd.DataFrame:
+    out = vectors.copy()
+    for c in comparisons:
+        out[schema.MW_PREFIX + c.name] = pd.Series(dtype=float)
+    out[schema.MATCH_WEIGHT] = pd.Series(dtype=float)
+    out[schema.MATCH_PROBABILITY] = pd.Series(dtype=float)
+    return out
+
+
+def write_outputs(result: LinkResult, output: str | Path, config: RunConfig) -> dict[str, Path]:
+    """Write identities.csv, golden_records.csv, pairs.parquet, model.json and summary.json atomically."""
+    import json
+
+    from linkage.io import atomic_write, write_csv, write_parquet
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "identities": write_csv(result.identities, output / "identities.csv"),
+        "golden": write_csv(result.golden, output / "golden_records.csv"),
+    }
+    pairs = result.pairs
+    keep = pairs[schema.MATCH_PROBABILITY] >= config.output.pairs_min_probability
+    paths["pairs"] = write_parquet(
+        attach_keys(pairs[keep], result.records), output / "pairs.parquet"
+    )
+    if len(result.pairs):
+        paths["model"] = result.model.save(output / "model.json")
+    sizes = result.cluster_sizes()
+    paths["cluster_sizes"] = write_csv(sizes, output / "cluster_sizes.csv")
+    text = json.dumps(result.summary, ensure_ascii=False, indent=2)
+    paths["summary"] = atomic_write(
+        output / "summary.json", lambda p: p.write_text(text, encoding="utf-8")
+    )
+    return paths

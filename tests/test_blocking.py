@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from linkage import schema
+from linkage.blocking import (
+    BlockingRule,
+    BlockingSettings,
+    block,
+    blocking_report,
+    key_table,
+    sample_random_pairs,
+)
+from linkage.errors import ConfigError
+
+RULES = [
+    BlockingRule(name="a", on=["k1"]),
+    BlockingRule(name="bc", on=["k2", "k3"]),
+]
+
+
+def _records(rows):
+    frame = pd.DataFrame(rows, columns=[schema.SOURCE, "k1", "k2", "k3"])
+    frame.insert(0, schema.ROW, np.arange(len(frame), dtype=np.int64))
+    return frame
+
+
+def _brute(frame, rules, link_only=False, max_block=None):
+    found = {}
+    for i, j in itertools.combinations(range(len(frame)), 2):
+        if link_only and frame[schema.SOURCE][i] == frame[schema.SOURCE][j]:
+            continue
+        for rule in rules:
+            vals_i = [frame[k][i] for k in rule.on]
+            vals_j = [frame[k][j] for k in rule.on]
+            if any(v is None for v in vals_i) or vals_i != vals_j:
+                continue
+            if max_block is not None:
+                size = (frame[rule.on] == pd.Series(vals_i, index=rule.on)).all(axis=1).sum()
+                if size > max_block:
+                    continue
+            found[(i, j)] = rule.name
+            break
+    return found
+
+
+values = st.one_of(st.none(), st.sampled_from(["张", "王", "李"]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["police", "health"]), values, values, values),
+        min_size=0,
+        max_size=14,
+    ),
+    st.booleans(),
+)
+def test_block_matches_brute_force(rows, link_only):
+    frame = _records(rows)
+    cfg = BlockingSettings(rules=RULES, link_type="link_only" if link_only else "dedupe_and_link")
+    pairs = block(frame, cfg)
+    got = {
+        (int(a), int(b)): r
+        for a, b, r in zip(pairs[schema.ROW_L], pairs[schema.ROW_R], pairs[schema.RULE])
+    }
+    assert got == _brute(frame, RULES, link_only)
+    assert (pairs[schema.ROW_L] < pairs[schema.ROW_R]).all()
+
+
+def test_oversized_blocks_are_skipped_but_other_rules_still_pair():
+    rows = [("p", "x", "m", "1")] * 6 + [("p", "y", "m", "1")]
+    frame = _records(rows)
+    cfg = BlockingSettings(rules=RULES, max_block_size=5, warn_block_size=2)
+    pairs = block(frame, cfg)
+    # rule a's block of six "x" is skipped; rule bc's block of 7 too: nothing pairs
+    assert len(pairs) == 0
+    cfg = BlockingSettings(rules=RULES, max_block_size=6, warn_block_size=2)
+    pairs = block(frame, cfg)
+    got = {
+        (int(a), int(b)): r
+        for a, b, r in zip(pairs[schema.ROW_L], pairs[schema.ROW_R], pairs[schema.RULE])
+    }
+    assert got == _brute(frame, RULES, max_block=6)
+    report = blocking_report(frame, cfg).set_index("rule")
+    assert report.loc["a", "largest_block"] == 6 and report.loc["a", "pairs"] == 15
+    assert report.loc["bc", "blocks_skipped"] == 1 and report.loc["bc", "pairs"] == 0
+
+
+def test_unknown_key_is_a_config_error_naming_rule():
+    frame = _records([("p", "x", "y", "z")])
+    with pytest.raises(ConfigError, match="rule 'bad': unknown key 'nope'"):
+        key_table(frame, [BlockingRule(name="bad", on=["nope"])])
+
+
+def test_empty_strings_never_block_together():
+    frame = _records([("p", "", None, None), ("p", "", None, None), ("p", "a", None, None)])
+    assert len(block(frame, BlockingSettings(rules=RULES))) == 0
+
+
+def test_derived_keys_birth_year_and_sorted_pinyin():
+    frame = pd.DataFrame(
+        {
+            schema.ROW: [0, 1, 2],
+            schema.SOURCE: ["a", "b", "b"],
+            schema.name_col(schema.NAME, "pinyin"): ["zhang wei", "wei zhang", "zhang wei"],
+            schema.BIRTH_DATE_STD: ["1990-01-02", None, "1991-05-05"],
+            schema.ID_BIRTH_DATE: [None, "1990-07-08", None],
+        }
+    )
+    rule = BlockingRule(name="py", on=["name_pinyin_sorted", "birth_year"])
+    pairs = block(frame, BlockingSettings(rules=[rule]))
+    assert list(zip(pairs[schema.ROW_L], pairs[schema.ROW_R])) == [(0, 1)]
+
+
+def test_random_pairs_are_distinct_ordered_and_seeded():
+    a = sample_random_pairs(1000, 5000, seed=3)
+    b = sample_random_pairs(1000, 5000, seed=3)
+    assert a.equals(b) and len(a) == 5000
+    assert (a[schema.ROW_L] < a[schema.ROW_R]).all()
+    assert not a.duplicated().any()
+    assert len(sample_random_pairs(4, 100)) == 6
+    assert len(sample_random_pairs(1, 100)) == 0

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import pandas as pd
+
+from linkage import schema
+from linkage.merge import GoldenSettings, merge_records
+
+NAME_CLEAN = schema.name_col(schema.NAME, "clean")
+
+
+def _records():
+    return pd.DataFrame(
+        {
+            schema.SOURCE: [
+                "police",
+                "health",
+                "civil_affairs",
+                "health",
+                "police",
+                "civil_affairs",
+            ],
+            schema.RECORD_ID: ["p1", "h1", "c1", "h2", "p2", "c2"],
+            NAME_CLEAN: ["张伟", "章伟", "张伟", "李娜", "李娜", "李娜"],
+            schema.ID_STD: [
+                "11010519491231002X",
+                None,
+                "110105194912310021",
+                None,
+                "110105198001010012",
+                "110105198001010039",
+            ],
+            schema.ID_VALID: [True, None, False, None, True, True],
+            schema.PHONE_STD: [
+                "13800000001",
+                "13800000002",
+                None,
+                "13900000000",
+                None,
+                "13911111111",
+            ],
+            schema.REGISTERED_AT_STD: [
+                "2023-01-01",
+                "2024-06-01",
+                "2022-01-01",
+                "2021-01-01",
+                "2020-01-01",
+                "2025-01-01",
+            ],
+            schema.HUKOU_ADDRESS: [
+                None,
+                "湖南省长沙市",
+                "湖南省长沙市岳麓区",
+                "四川省成都市",
+                "四川省成都市武侯区",
+                None,
+            ],
+            schema.BIRTH_DATE_STD: [
+                "1949-12-31",
+                "1949-12-31",
+                "1949-12-30",
+                None,
+                "1980-01-01",
+                "1980-01-01",
+            ],
+        }
+    )
+
+
+def test_survivorship_and_provenance():
+    records = _records()
+    identities = pd.Series(["A", "A", "A", "B", "B", "B"])
+    golden = merge_records(
+        records, identities, GoldenSettings(source_priority=["police", "civil_affairs", "health"])
+    )
+    a = golden.set_index(schema.IDENTITY_ID).loc["A"]
+    assert a["records"] == 3 and a["sources"] == "civil_affairs|health|police"
+    # valid ID beats the checksum failure
+    assert a[schema.ID_NUMBER] == "11010519491231002X" and a["id_number_source"] == "police"
+    # most frequent name; most recent phone with its record
+    assert a[schema.NAME] == "张伟"
+    assert a[schema.PHONE] == "13800000002" and a["phone_record_id"] == "h1"
+    # hukou by source priority: police has none, so civil affairs
+    assert (
+        a[schema.HUKOU_ADDRESS] == "湖南省长沙市岳麓区"
+        and a["hukou_address_source"] == "civil_affairs"
+    )
+    assert "birth_date=1949-12-30|1949-12-31" in a["conflicts"]
+    b = golden.set_index(schema.IDENTITY_ID).loc["B"]
+    # two different valid IDs in one identity are listed as a conflict
+    assert "id_number=110105198001010012|110105198001010039" in b["conflicts"]
+    assert b[schema.PHONE] == "13911111111"
+
+
+def test_golden_records_do_not_depend_on_row_order():
+    records = _records()
+    identities = pd.Series(["A", "A", "A", "B", "B", "B"])
+    settings = GoldenSettings(source_priority=["police"])
+    first = merge_records(records, identities, settings).set_index(schema.IDENTITY_ID).sort_index()
+    order = [5, 3, 1, 0, 4, 2]
+    shuffled = (
+        merge_records(
+            records.iloc[order].reset_index(drop=True),
+            identities.iloc[order].reset_index(drop=True),
+            settings,
+        )
+        .set_index(schema.IDENTITY_ID)
+        .sort_index()
+    )
+    pd.testing.assert_frame_equal(first, shuffled[first.columns])
+
+
+def test_singletons_and_missing_columns():
+    records = _records()[[schema.SOURCE, schema.RECORD_ID, NAME_CLEAN]]
+    golden = merge_records(records, pd.Series(list("ABCDEF")))
+    assert len(golden) == 6 and (golden["records"] == 1).all()
+    assert list(golden[schema.NAME]) == list(records[NAME_CLEAN])
+    assert (golden["conflicts"] == "").all()
