@@ -1,0 +1,334 @@
+"""Chinese addresses: province, city, district and adcode via cpca, plus a normalized detail.
+
+Imports only the schema and the distinct-value helper; never the linking stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from collections.abc import Sequence
+from functools import lru_cache
+
+import cn2an
+import cpca
+import opencc
+import pandas as pd
+
+from linkage import schema
+from linkage.standardize._distinct import map_distinct
+
+logger = logging.getLogger(__name__)
+
+# Keys carry the prefix "address_"; standardize_addresses substitutes the field name
+# (hukou_address_unparsed, current_address_ambiguous_district, ...).
+FLAGS: dict[str, str] = {
+    "address_unparsed": "no province, city or district recognized; detail keeps the whole text",
+    "address_no_district": "province or city recognized but no district or county",
+    "address_ambiguous_district": (
+        "district name exists under several cities and neither the text nor the ID region "
+        "code decides; district left null"
+    ),
+    "address_district_from_region": "ambiguous district name resolved by the ID's region code",
+}
+
+_T2S = opencc.OpenCC("t2s")
+_SPACES = re.compile(r"\s+")
+_DASHES = re.compile(r"(?<=\d)[‐‑‒–—―−~～](?=\d)")
+_HAN_DIGITS = "〇零一二三四五六七八九"
+_DIGIT_BY_HAN = str.maketrans(_HAN_DIGITS, "00123456789")
+_NUMERAL = f"[{_HAN_DIGITS}十百千]"
+# Chinese numerals directly before an address unit only: cn2an.transform on the whole text
+# would turn the place names 十堰, 三里屯, 五道口 into digits. A numeral must start with a digit
+# or 十 (一百, 十九), so 千户 / 百步 stay untouched. Written here: no library does this scoping.
+_UNITS = "村民小组|小组|单元|栋|幢|座|室|号|楼|层|组|弄|巷|排|户|队|期"
+_NUMERAL_BEFORE_UNIT = re.compile(rf"(?<!{_NUMERAL})([{_HAN_DIGITS}十]{_NUMERAL}*)(?={_UNITS})")
+_ARABIC = re.compile(r"\d+")
+
+# cpca's table: 12-digit adcode -> AddrInfo (name, 6-digit adcode, rank 0/1/2).
+_NAME_BY_CODE: dict[str, str] = {info.adcode: info.name for info in cpca.ad_2_addr_dict.values()}
+# Placeholder city names in the national table: municipalities list 市辖区 / 县 as their city,
+# provinces list 省直辖县级行政区划 above directly administered county-level cities (仙桃市).
+# Comparing those placeholders would make Beijing and Shanghai agree on "city".
+_MUNICIPALITY_CITY = frozenset({"市辖区", "县"})
+_MUNICIPALITIES = frozenset({"11", "12", "31", "50"})  # 北京 天津 上海 重庆: province = city
+_DIRECT_COUNTY_CITY = frozenset({"省直辖县级行政区划", "自治区直辖县级行政区划"})
+_PLACEHOLDER_NAMES = _MUNICIPALITY_CITY | _DIRECT_COUNTY_CITY
+
+
+def _ambiguous_districts() -> dict[str, tuple[str, ...]]:
+    """District names that occur under more than one city in cpca's table -> their adcodes."""
+    by_name: dict[str, list[str]] = {}
+    for info in cpca.ad_2_addr_dict.values():
+        if info.rank == 2 and info.name not in _MUNICIPALITY_CITY:
+            by_name.setdefault(info.name, []).append(info.adcode)
+    return {name: tuple(sorted(codes)) for name, codes in by_name.items() if len(codes) > 1}
+
+
+AMBIGUOUS_DISTRICTS: dict[str, tuple[str, ...]] = _ambiguous_districts()
+
+
+def _names(adcode: str) -> tuple[str | None, str | None, str | None]:
+    """Province, city and district names of a 6-digit adcode, placeholders replaced."""
+    province = _NAME_BY_CODE.get(adcode[:2] + "0000")
+    city = _NAME_BY_CODE.get(adcode[:4] + "00") if adcode[2:4] != "00" else None
+    district = _NAME_BY_CODE.get(adcode) if adcode[4:] != "00" else None
+    if city in _MUNICIPALITY_CITY or (city is None and adcode[:2] in _MUNICIPALITIES):
+        city = province
+    elif city in _DIRECT_COUNTY_CITY:
+        city = district  # the county-level city stands in for its own prefecture
+    return province, city, district
+
+
+def _common_code(codes: Sequence[str]) -> str | None:
+    """Adcode of the most precise level all candidates share (city or province), else None."""
+    for level in (4, 2):
+        if len({c[:level] for c in codes}) == 1:
+            return codes[0][:level].ljust(6, "0")
+    return None
+
+
+def _numeral_to_digits(match: re.Match[str]) -> str:
+    return _numeral_value(match.group(1))
+
+
+@lru_cache(maxsize=4096)
+def _numeral_value(numeral: str) -> str:
+    if all(ch in _HAN_DIGITS for ch in numeral):
+        # read digit by digit: 九零二 -> 902 (cn2an would drop a leading 零)
+        return numeral.translate(_DIGIT_BY_HAN)
+    try:
+        return str(cn2an.cn2an(numeral, "normal"))
+    except (ValueError, KeyError):
+        return numeral  # malformed (十十): leave it, never guess
+
+
+def _prenormalize(value: object) -> str:
+    text = _SPACES.sub("", unicodedata.normalize("NFKC", str(value)))
+    # NFKC turns ´ into space + combining accent; once the space is gone it composes anew
+    return text if text.isascii() else unicodedata.normalize("NFKC", text)
+
+
+def _convert_units(text: str) -> str:
+    text = _DASHES.sub("-", text)
+    return _NUMERAL_BEFORE_UNIT.sub(_numeral_to_digits, text)
+
+
+def _damaged_names() -> dict[str, str]:
+    """Place names OpenCC t2s corrupts (乾县 -> 干县), keyed by the corrupted form."""
+    names = {info.name for info in cpca.ad_2_addr_dict.values()}
+    return {_T2S.convert(n): n for n in names if _T2S.convert(n) != n}
+
+
+_DAMAGED = _damaged_names()
+_DAMAGED_RE = re.compile("|".join(map(re.escape, sorted(_DAMAGED, key=len, reverse=True))))
+
+
+def _t2s(text: str) -> str:
+    # t2s is not idempotent for a few characters (薴 -> 苧 -> 苎): convert to a fixed point
+    for _ in range(3):
+        converted = _T2S.convert(text)
+        if converted == text:
+            break
+        text = converted
+    return _DAMAGED_RE.sub(lambda m: _DAMAGED[m.group(0)], text) if _DAMAGED else text
+
+
+def normalize_detail(text: str) -> str:
+    """NFKC, traditional to simplified, no spaces, Chinese numerals before address units as digits."""
+    return _convert_units(_t2s(_prenormalize(text)))
+
+
+def address_numbers(detail: str | None) -> tuple[str, ...]:
+    """Ordered house/building/room numbers of a detail (``19栋5单元902室`` -> 19, 5, 902)."""
+    if not detail:
+        return ()
+    return tuple(n.lstrip("0") or "0" for n in _ARABIC.findall(normalize_detail(detail)))
+
+
+def _to_simplified(texts: list[str]) -> list[str]:
+    """t2s over many strings in one call (faster than one call each); texts hold no newline."""
+    if not texts:
+        return []
+    converted = _T2S.convert("\n".join(texts)).split("\n")
+    if len(converted) != len(texts):  # a conversion touched a separator: fall back
+        return [_t2s(t) for t in texts]
+    # the few changed texts go again: same fixed point and name repair as normalize_detail
+    return [c if c == t else _t2s(c) for c, t in zip(converted, texts, strict=True)]
+
+
+@lru_cache(maxsize=1)
+def _traps() -> tuple[dict[str, tuple[str, str]], re.Pattern[str] | None]:
+    """Names cpca misreads standing alone, with their adcode and parent name.
+
+    cpca reports the first match that ends first: a bare 五大连池市 yields 大连 (大连市), a bare
+    梅县区 yields 县 (重庆's placeholder). Found by parsing every unique name once; the fix
+    inserts the parent (黑河市五大连池市), with which cpca reads the name right.
+    """
+    infos = list(cpca.ad_2_addr_dict.values())
+    counts: dict[str, int] = {}
+    for info in infos:
+        counts[info.name] = counts.get(info.name, 0) + 1
+    candidates: list[tuple[str, object]] = []
+    for info in infos:
+        if info.rank == 0 or counts[info.name] > 1 or info.name in _PLACEHOLDER_NAMES:
+            continue
+        candidates.append((info.name, info))
+        short = re.sub("[市]$", "", info.name)  # cpca also matches 五大连池 without 市
+        if short != info.name and len(short) >= 2:
+            candidates.append((short, info))
+    parsed = cpca.transform([name for name, _ in candidates], pos_sensitive=True)
+    # a misread starts inside the name; a bare 吉林 read as the province starts at 0 and is
+    # a genuine ambiguity, not a trap
+    inner = parsed[["省_pos", "市_pos", "区_pos"]].max(axis=1) > 0
+    traps: dict[str, tuple[str, str]] = {}
+    for (name, info), code, misread in zip(candidates, parsed["adcode"], inner, strict=True):
+        if code == info.adcode or not misread:
+            continue
+        level = 4 if info.rank == 2 else 2
+        parent = _NAME_BY_CODE.get(info.adcode[:level].ljust(6, "0"), "")
+        if parent in _PLACEHOLDER_NAMES:
+            parent = _NAME_BY_CODE.get(info.adcode[:2] + "0000", "")
+        traps[name] = (info.adcode, parent)
+    if not traps:
+        return traps, None
+    pattern = re.compile("|".join(map(re.escape, sorted(traps, key=len, reverse=True))))
+    return traps, pattern
+
+
+def _run_cpca(texts: list[str]) -> pd.DataFrame:
+    """cpca.transform with positions, re-reading names it misreads when they stand alone."""
+    parsed = cpca.transform(texts, pos_sensitive=True)
+    traps, pattern = _traps()
+    if pattern is None:
+        return parsed
+    retry: dict[int, str] = {}
+    for i, (text, adcode) in enumerate(zip(texts, parsed["adcode"], strict=True)):
+        match = pattern.search(text) if text else None
+        if match is None:
+            continue
+        code, parent = traps[match.group(0)]
+        if adcode is None or not code.startswith(adcode.rstrip("0")):
+            retry[i] = text[: match.start()] + parent + text[match.start() :]
+    if retry:
+        fixed = cpca.transform(list(retry.values()), pos_sensitive=True)
+        fixed.index = list(retry)
+        parsed.loc[fixed.index, fixed.columns] = fixed
+    return parsed
+
+
+_CANDIDATES = "__candidates"
+
+
+def _parse_distinct(values: Sequence[object], field: str) -> pd.DataFrame:
+    """Parse distinct raw addresses; ambiguous rows keep their candidate adcodes for later."""
+    flag = {code: field + code.removeprefix("address") for code in FLAGS}
+    columns = [schema.address_col(field, s) for s in schema.ADDRESS_DERIVED_SUFFIXES]
+    columns = [*columns, schema.QUALITY_FLAGS, _CANDIDATES]
+    if not values:
+        return pd.DataFrame(columns=columns, dtype=object)
+    texts = _to_simplified([_prenormalize(v) for v in values])
+    codes, uniques = pd.factorize(pd.Series(texts, dtype=object))
+    parsed = _run_cpca(list(uniques))
+    rows = []
+    for text, remainder, adcode, city_name, district, prov_pos, city_pos in zip(
+        uniques,
+        parsed["地址"],
+        parsed["adcode"],
+        parsed["市"],
+        parsed["区"],
+        parsed["省_pos"],
+        parsed["市_pos"],
+        strict=True,
+    ):
+        if not text:
+            rows.append((None, None, None, None, None, "", None))
+            continue
+        if district is None and city_name in _PLACEHOLDER_NAMES and prov_pos == -1:
+            adcode = None  # a bare 县 / 市辖区 (县前街) matched a municipality's placeholder
+        if adcode is None:
+            detail = _convert_units(text)
+            rows.append((None, None, None, None, detail, flag["address_unparsed"], None))
+            continue
+        candidates = None
+        flags = ""
+        if district in AMBIGUOUS_DISTRICTS and city_pos == -1:
+            found = AMBIGUOUS_DISTRICTS[district]
+            if prov_pos != -1:
+                found = tuple(c for c in found if c[:2] == adcode[:2])
+            if len(found) > 1:
+                # cpca silently takes the first table entry (朝阳区 -> 长春): undo that
+                candidates = ",".join(found)
+                adcode = _common_code(found)
+                flags = flag["address_ambiguous_district"]
+        province, city, district = _names(adcode) if adcode else (None, None, None)
+        if district is None and not flags:
+            flags = flag["address_no_district"]
+        detail = _convert_units(remainder) if remainder else None
+        rows.append((province, city, district, adcode, detail, flags, candidates))
+    table = pd.DataFrame(rows, columns=columns)
+    return table.iloc[codes].reset_index(drop=True)
+
+
+def _shared_levels(code: str, region: str) -> int:
+    shared = 0
+    for level in (2, 4, 6):
+        if code[:level] != region[:level]:
+            break
+        shared = level
+    return shared
+
+
+def _resolve(candidates: str, region: str, field: str) -> tuple:
+    """Pick the candidate sharing the longest adcode prefix with the ID's region code."""
+    codes = candidates.split(",")
+    shared = [_shared_levels(c, region) for c in codes]
+    best = max(shared)
+    if best == 0:
+        top = codes
+    else:
+        top = [c for c, s in zip(codes, shared, strict=True) if s == best]
+    if len(top) == 1:
+        return (*_names(top[0]), top[0], field + "_district_from_region")
+    adcode = _common_code(top)
+    names = _names(adcode) if adcode else (None, None, None)
+    return (*names, adcode, field + "_ambiguous_district")
+
+
+def standardize_addresses(
+    values: pd.Series, field: str, region_codes: pd.Series | None = None
+) -> pd.DataFrame:
+    """Split addresses into province, city, district, adcode and a normalized detail, with flags.
+
+    ``region_codes`` (the ID's 6-digit region code per row, same index, may be null) decides
+    district names that exist under several cities when the address names no city.
+    """
+    out = map_distinct(values, lambda distinct: _parse_distinct(distinct, field))
+    pending = out[_CANDIDATES]
+    out = out.drop(columns=_CANDIDATES)
+    if region_codes is None or not pending.notna().any():
+        return out
+    if not region_codes.index.equals(values.index):
+        region_codes = region_codes.reindex(values.index)
+    regions = region_codes.astype("string").str.extract(r"^\s*(\d{6})")[0]
+    mask = (pending.notna() & regions.notna()).to_numpy()
+    if not mask.any():
+        return out
+    pairs = pd.DataFrame({"c": pending[mask].astype(str), "r": regions[mask].astype(str)})
+    keys = pairs.drop_duplicates()
+    targets = [schema.address_col(field, s) for s in ("province", "city", "district", "adcode")]
+    resolved = pd.DataFrame(
+        [_resolve(c, r, field) for c, r in zip(keys["c"], keys["r"], strict=True)],
+        columns=[*targets, schema.QUALITY_FLAGS],
+        index=pd.MultiIndex.from_frame(keys),
+    )
+    looked_up = resolved.reindex(pd.MultiIndex.from_frame(pairs))
+    for column in looked_up.columns:
+        column_values = out[column].to_numpy(dtype=object).copy()
+        column_values[mask] = looked_up[column].to_numpy(dtype=object)
+        out[column] = column_values
+    logger.debug(
+        "%s: %d rows with an ambiguous district checked against region codes", field, mask.sum()
+    )
+    return out

@@ -1,0 +1,284 @@
+"""Address parsing: levels, short forms, ambiguous districts, detail normalization."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from linkage import schema
+from linkage.standardize import address
+from linkage.standardize.address import (
+    AMBIGUOUS_DISTRICTS,
+    address_numbers,
+    normalize_detail,
+    standardize_addresses,
+)
+
+FIELD = schema.HUKOU_ADDRESS
+COLS = {s: schema.address_col(FIELD, s) for s in schema.ADDRESS_DERIVED_SUFFIXES}
+
+
+def _parse(values, region_codes=None, field=FIELD) -> pd.DataFrame:
+    series = pd.Series(values, dtype=object)
+    regions = None if region_codes is None else pd.Series(region_codes, dtype=object)
+    return standardize_addresses(series, field, region_codes=regions)
+
+
+def _row(value, region=None) -> dict:
+    out = _parse([value], None if region is None else [region])
+    row = out.iloc[0].to_dict()
+    return {s: row[c] for s, c in COLS.items()} | {"flags": row[schema.QUALITY_FLAGS]}
+
+
+def test_columns_and_index():
+    values = pd.Series(["北京市朝阳区建国路1号", None], index=[7, 3], dtype=object)
+    out = standardize_addresses(values, schema.CURRENT_ADDRESS)
+    expected = [
+        schema.address_col(schema.CURRENT_ADDRESS, s) for s in schema.ADDRESS_DERIVED_SUFFIXES
+    ]
+    assert list(out.columns) == [*expected, schema.QUALITY_FLAGS]
+    assert list(out.index) == [7, 3]
+    assert out.iloc[1].isna().sum() == 5 and out.iloc[1][schema.QUALITY_FLAGS] == ""
+
+
+def test_full_address():
+    row = _row("北京市朝阳区建国路88号院十九栋五单元902室")
+    assert row == {
+        "province": "北京市",
+        "city": "北京市",  # municipality: never the table's placeholder 市辖区
+        "district": "朝阳区",
+        "adcode": "110105",
+        "detail": "建国路88号院19栋5单元902室",
+        "flags": "",
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "province", "city"),
+    [
+        ("新疆乌鲁木齐市天山区", "新疆维吾尔自治区", "乌鲁木齐市"),
+        ("广西南宁青秀区", "广西壮族自治区", "南宁市"),
+        ("内蒙古包头昆都仑区", "内蒙古自治区", "包头市"),
+        ("宁夏银川兴庆区", "宁夏回族自治区", "银川市"),
+        ("西藏拉萨城关区", "西藏自治区", "拉萨市"),
+        ("昆明市盘龙区", "云南省", "昆明市"),  # province filled in from the city
+        ("廣東省深圳市南山區科技園", "广东省", "深圳市"),  # traditional characters
+        ("广东 省 深圳 市南山区", "广东省", "深圳市"),
+    ],
+)
+def test_short_forms_and_traditional(raw, province, city):
+    row = _row(raw)
+    assert (row["province"], row["city"]) == (province, city)
+    assert row["district"] is not None and len(row["adcode"]) == 6
+
+
+def test_directly_administered_county_city():
+    row = _row("湖北省仙桃市沔城镇")
+    assert (row["province"], row["city"], row["district"]) == ("湖北省", "仙桃市", "仙桃市")
+
+
+@pytest.mark.parametrize(
+    ("raw", "adcode"),
+    [
+        ("五大连池市", "231182"),  # cpca alone reads 大连 inside it
+        ("梅县区人民路", "441403"),  # cpca alone reads 县 as Chongqing's placeholder
+        ("乾县", "610424"),  # t2s alone turns 乾 into 干
+        ("吉林省松原市乾安縣", "220723"),
+        ("马鞍山市花山区", "340503"),
+    ],
+)
+def test_names_cpca_or_opencc_misread(raw, adcode):
+    assert _row(raw)["adcode"] == adcode
+
+
+def test_bare_placeholder_is_not_a_municipality():
+    row = _row("县前街5号")
+    assert row["province"] is None and row["flags"] == "hukou_address_unparsed"
+
+
+def test_partial_address_is_flagged_and_adcode_padded():
+    row = _row("广东省深圳市")
+    assert (row["adcode"], row["district"], row["flags"]) == (
+        "440300",
+        None,
+        "hukou_address_no_district",
+    )
+    assert _row("广东省")["adcode"] == "440000"
+
+
+def test_unparsed_keeps_text_in_detail():
+    row = _row("火星 基地三号")
+    assert row["province"] is None and row["adcode"] is None
+    assert row["detail"] == "火星基地3号"
+    assert row["flags"] == "hukou_address_unparsed"
+
+
+def test_ambiguous_set_comes_from_cpca_table():
+    for name in ("朝阳区", "鼓楼区", "新华区", "和平区", "白云区", "南山区", "西湖区", "通州区"):
+        assert len(AMBIGUOUS_DISTRICTS[name]) >= 2
+    assert "110105" in AMBIGUOUS_DISTRICTS["朝阳区"]
+    assert "天河区" not in AMBIGUOUS_DISTRICTS
+
+
+def test_bare_ambiguous_district_is_not_guessed():
+    row = _row("朝阳区建国路88号")
+    assert row["district"] is None and row["province"] is None
+    assert row["detail"] == "建国路88号"
+    assert row["flags"] == "hukou_address_ambiguous_district"
+
+
+def test_city_or_province_in_text_decides():
+    assert _row("长春市朝阳区人民大街1号")["adcode"] == "220104"
+    assert _row("北京朝阳区建国路")["adcode"] == "110105"
+    # two 鼓楼区 in Jiangsu (南京, 徐州): province alone narrows but does not decide
+    row = _row("江苏省鼓楼区")
+    assert (row["province"], row["district"], row["adcode"]) == ("江苏省", None, "320000")
+    assert row["flags"] == "hukou_address_ambiguous_district"
+
+
+def test_region_code_decides_per_row():
+    values = ["朝阳区建国路88号"] * 4 + ["鼓楼区中山路", "桥西区", "北京市朝阳区"]
+    regions = ["110108", "220104", None, "440305", "350102", "130703", "220104"]
+    out = _parse(values, regions)
+    assert out[COLS["adcode"]].tolist() == [
+        "110105",
+        "220104",
+        None,
+        None,
+        "350102",
+        "130703",
+        "110105",  # the text names Beijing: the region code is not consulted
+    ]
+    assert out[COLS["city"]].tolist()[:2] == ["北京市", "长春市"]
+    assert out[schema.QUALITY_FLAGS].tolist() == [
+        "hukou_address_district_from_region",
+        "hukou_address_district_from_region",
+        "hukou_address_ambiguous_district",
+        "hukou_address_ambiguous_district",
+        "hukou_address_district_from_region",
+        "hukou_address_district_from_region",
+        "",
+    ]
+
+
+def test_region_codes_align_on_a_repeated_index():
+    values = pd.Series(["朝阳区", "朝阳区", "鼓楼区"], index=[5, 5, 9], dtype=object)
+    regions = pd.Series(["110101", "220102", "410203000000000000"], index=[5, 5, 9])
+    out = standardize_addresses(values, FIELD, region_codes=regions)
+    assert out[COLS["adcode"]].tolist() == ["110105", "220104", "410204"]
+    assert list(out.index) == [5, 5, 9]
+
+
+def test_region_code_sharing_only_province_narrows():
+    # 桥西区 exists in three Hebei cities: a Hebei region code elsewhere leaves it open
+    row = _row("桥西区", region="130602")
+    assert (row["province"], row["district"], row["adcode"]) == ("河北省", None, "130000")
+
+
+def test_flag_names_use_the_field():
+    out = _parse(["朝阳区", "火星"], field=schema.CURRENT_ADDRESS)
+    assert out[schema.QUALITY_FLAGS].tolist() == [
+        "current_address_ambiguous_district",
+        "current_address_unparsed",
+    ]
+    for flags in out[schema.QUALITY_FLAGS]:
+        code = "address" + flags.removeprefix(schema.CURRENT_ADDRESS)
+        assert code in address.FLAGS
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("十九栋五单元902室", "19栋5单元902室"),
+        ("三里屯五道口十五号", "三里屯五道口15号"),
+        ("十堰路二十四号楼", "十堰路24号楼"),
+        ("一百零二室", "102室"),
+        ("九零二室", "902室"),
+        ("一〇二室", "102室"),
+        ("第三村民小组", "第3村民小组"),
+        ("千户苗寨五组", "千户苗寨5组"),
+        ("幸福 小区　３栋", "幸福小区3栋"),
+        ("幸福小區十棟", "幸福小区10栋"),
+        ("19—5—902", "19-5-902"),
+        ("五一路", "五一路"),
+    ],
+)
+def test_normalize_detail(raw, expected):
+    assert normalize_detail(raw) == expected
+
+
+def test_address_numbers():
+    assert address_numbers("十九栋五单元902室") == ("19", "5", "902")
+    assert address_numbers("19-5-902") == ("19", "5", "902")
+    assert address_numbers("19号楼5单元0902室") == ("19", "5", "902")
+    assert address_numbers("幸福路十五号") != address_numbers("幸福路十七号")
+    assert address_numbers(None) == ()
+    assert address_numbers("三里屯") == ()
+
+
+_ADDRESS_CHARS = (
+    "幸福小区花园路街道村镇乡社区新华东西南北中人民建设解放和平胜利光明"
+    "十堰三里屯五道口广场大厦公寓楼栋幢单元室号层组弄巷排户期座"
+    "一二三四五六七八九十百千零〇0123456789-"
+)
+_HAN_NUMERALS = set("〇零一二三四五六七八九十百千")
+
+
+def _keep(text: str) -> list[str]:
+    """Characters normalization must keep: all but whitespace, numerals and digits."""
+    return [c for c in text if not c.isspace() and c not in _HAN_NUMERALS and not c.isdigit()]
+
+
+@given(st.text(alphabet=_ADDRESS_CHARS + " \u3000", max_size=40))
+def test_han_characters_survive(text):
+    out = normalize_detail(text)
+    assert _keep(out) == _keep(unicodedata.normalize("NFKC", text))
+    assert not re.search(r"\s", out)
+
+
+@given(st.text(max_size=30) | st.text(alphabet=_ADDRESS_CHARS + " 區號棟樓層門", max_size=30))
+def test_normalize_detail_is_idempotent(text):
+    once = normalize_detail(text)
+    assert normalize_detail(once) == once
+
+
+@given(
+    st.lists(
+        st.text(alphabet=_ADDRESS_CHARS + "北京市朝阳区广东省深圳南山", max_size=20), max_size=20
+    )
+)
+def test_parsed_detail_is_normalized(values):
+    out = _parse(values)
+    assert out.index.equals(pd.RangeIndex(len(values)))
+    for detail, adcode in zip(out[COLS["detail"]], out[COLS["adcode"]], strict=True):
+        assert detail is None or normalize_detail(detail) == detail
+        assert adcode is None or re.fullmatch(r"\d{6}", adcode)
+
+
+@pytest.mark.slow
+def test_scale_one_million_rows():
+    import time
+
+    import cpca
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    districts = [i for i in cpca.ad_2_addr_dict.values() if i.rank == 2 and i.name != "市辖区"]
+    picks = rng.integers(0, len(districts), 300_000)
+    distinct = np.array(
+        [
+            f"{districts[p].name}人民路{i}号{i % 30}栋{i % 6}单元{i % 25}02室"
+            for i, p in enumerate(picks)
+        ],
+        dtype=object,
+    )
+    values = pd.Series(distinct[rng.integers(0, len(distinct), 1_000_000)])
+    start = time.process_time()  # CPU time: robust to other jobs on a shared machine
+    out = standardize_addresses(values, FIELD)
+    assert time.process_time() - start < 20
+    assert out[COLS["adcode"]].notna().mean() > 0.95
