@@ -36,6 +36,6 @@ def map_distinct(
     table = pd.concat([distinct, null_frame], ignore_index=True)
     # -1 (null) points at the appended null row
     take = np.where(codes < 0, len(distinct), codes)
-    out = table.iloc[take].reset_index(drop=True)
+    out = table.iloc[take]
     out.index = values.index
     return out
