@@ -75,6 +75,21 @@ class ModelSettings(_Model):
     term_frequency: dict[str, str] = Field(
         default_factory=lambda: {"name": schema.name_col(schema.NAME, "clean")}
     )
+    # Training sessions: each names comparisons and the level they must reach; EM learns the
+    # other comparisons' m from those pairs. Sessions naming absent comparisons are skipped.
+    training_sessions: list[dict[str, str]] = Field(
+        default_factory=lambda: [
+            {"id": "exact"},
+            {"name": "clean_exact", "birth_date": "exact"},
+            {"contact": "phone", "birth_date": "exact"},
+        ]
+    )
+    # Pairs meeting any of these rules are counted as matches to estimate the prior
+    # probability that two random records match, with the rules' assumed recall.
+    prior_rules: list[dict[str, str]] = Field(
+        default_factory=lambda: [{"id": "exact"}, {"name": "clean_exact", "birth_date": "exact"}]
+    )
+    prior_recall: float = Field(default=0.8, gt=0, le=1)
     # Optional CSV of reviewed pairs (source_l, record_id_l, source_r, record_id_r, label).
     labels: Path | None = None
     # A saved model to use instead of training.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from linkage import schema
 from linkage.config import RunConfig, load_config
 from linkage.io import read_sources
 from linkage.model import FellegiSunterModel
@@ -39,6 +40,9 @@ class Linker:
         if self.records_ is None:
             t = time.perf_counter()
             raw = read_sources(self.config)
+            # A canonical row order makes every later stage (random u sample, tie-breaks)
+            # independent of the order rows arrive in: same inputs, same identities.
+            raw = raw.sort_values([schema.SOURCE, schema.RECORD_ID], kind="stable")
             read_s = time.perf_counter() - t
             self.records_ = standardize(raw, self.config.standardize)
             self.records_.attrs["read_seconds"] = read_s

@@ -10,7 +10,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -318,6 +318,78 @@ class FellegiSunterModel:
         self.n_iter_ = n_iter
         self.converged_ = converged
         self.history_ = history
+        return self
+
+    def fit_sessions(
+        self,
+        vectors: pd.DataFrame,
+        sessions: Sequence[Mapping[str, int]],
+        *,
+        min_pairs: int = 50,
+    ) -> FellegiSunterModel:
+        """Estimate m by EM in training sessions, each over the pairs agreeing on its rule.
+
+        A session conditions on some comparisons (e.g. identical ID numbers): EM runs on the
+        pairs at or above those levels, with those comparisons left out, so the m of every
+        other comparison is learned from near-certain matches. Plain EM over all candidate
+        pairs would instead take households sharing a phone for one person, because u from
+        random pairs cannot describe non-matches that blocking made similar. Each m is the
+        mean over the sessions that estimated it; a comparison no session covers falls back to
+        EM over all pairs. lambda stays the prior (set it with ``prior`` or estimate_prior).
+        """
+        if not hasattr(self, "u_"):
+            raise NotFittedError("fit_sessions() needs u: call estimate_u() first")
+        gamma_cols = {n: GAMMA_PREFIX + n for n in self.comparisons}
+        sums = {n: np.zeros(self._k(n)) for n in self.comparisons}
+        seen = dict.fromkeys(self.comparisons, 0)
+        self.sessions_ = []
+        for rule in sessions:
+            unknown = [n for n in rule if n not in self.levels]
+            if unknown:
+                raise ValueError(f"training session names unknown comparison(s) {unknown}")
+            mask = np.ones(len(vectors), dtype=bool)
+            for name, level in rule.items():
+                mask &= vectors[gamma_cols[name]].to_numpy() >= int(level)
+            n_pairs = int(mask.sum())
+            info = {"rule": dict(rule), "pairs": n_pairs, "estimated": []}
+            self.sessions_.append(info)
+            if n_pairs < min_pairs:
+                logger.info("training session %s: only %d pairs, skipped", dict(rule), n_pairs)
+                continue
+            sub = vectors.loc[mask, list(gamma_cols.values())].copy()
+            for name in rule:
+                sub[gamma_cols[name]] = -1
+            session = FellegiSunterModel(
+                self.levels, max_iter=self.max_iter, tol=self.tol, m_floor=self.m_floor
+            )
+            session.u_ = self.u_
+            session.u_floor_ = self.u_floor_
+            session.prior_estimate_ = 0.5
+            session.fit(sub)
+            for name in self.comparisons:
+                if name not in rule:
+                    sums[name] += session.m_[name]
+                    seen[name] += 1
+                    info["estimated"].append(name)
+        missing = [n for n in self.comparisons if seen[n] == 0]
+        fallback = None
+        if missing:
+            logger.info("no training session estimated %s: EM over all pairs for them", missing)
+            fallback = FellegiSunterModel(
+                self.levels, max_iter=self.max_iter, tol=self.tol, m_floor=self.m_floor
+            )
+            fallback.u_, fallback.u_floor_ = self.u_, self.u_floor_
+            fallback.fit(vectors)
+        self.m_ = {
+            n: (sums[n] / seen[n]) if seen[n] else fallback.m_[n] for n in self.comparisons
+        }
+        if self.prior is not None:
+            self.lambda_ = float(self.prior)
+        else:
+            self.lambda_ = float(getattr(self, "prior_estimate_", 1e-4))
+        self.n_iter_ = 0
+        self.converged_ = True
+        self.history_ = []
         return self
 
     def fit_supervised(self, vectors: pd.DataFrame, labels: np.ndarray) -> FellegiSunterModel:

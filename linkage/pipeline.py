@@ -28,7 +28,7 @@ from linkage.compare import (
     term_frequencies,
 )
 from linkage.config import RunConfig
-from linkage.errors import InputError
+from linkage.errors import ConfigError, InputError
 from linkage.merge import merge_records
 from linkage.model import FellegiSunterModel
 
@@ -132,6 +132,40 @@ def _labels_to_pairs(
     return pd.DataFrame({schema.ROW_L: lo, schema.ROW_R: hi}), y.to_numpy()[ok].astype(np.int8)
 
 
+def _level_rules(rules: list[dict[str, str]], comparisons: list[Comparison]) -> list[dict[str, int]]:
+    """Turn {comparison: level name} rules into level indices; drop rules naming absent comparisons."""
+    levels = {c.name: list(c.levels) for c in comparisons}
+    out = []
+    for rule in rules:
+        if not all(name in levels for name in rule):
+            continue
+        try:
+            out.append({name: levels[name].index(level) for name, level in rule.items()})
+        except ValueError:
+            raise ConfigError(
+                f"rule {rule} names a level that does not exist; levels are "
+                + "; ".join(f"{n}: {levels[n]}" for n in rule),
+                key="model",
+            ) from None
+    return out
+
+
+def _random_match_prior(
+    vectors: pd.DataFrame, rules: list[dict[str, int]], n_records: int, recall: float
+) -> float:
+    """Probability that two random records match: rule hits among candidates over all pairs."""
+    hit = np.zeros(len(vectors), dtype=bool)
+    for rule in rules:
+        ok = np.ones(len(vectors), dtype=bool)
+        for name, level in rule.items():
+            ok &= vectors[schema.GAMMA_PREFIX + name].to_numpy() >= level
+        hit |= ok
+    total = max(n_records * (n_records - 1) / 2, 1.0)
+    prior = float(np.clip(max(hit.sum(), 1) / recall / total, 1e-12, 0.5))
+    logger.info("prior match probability %.3g from %d rule hits", prior, int(hit.sum()))
+    return prior
+
+
 def train_model(
     records: pd.DataFrame,
     vectors: pd.DataFrame,
@@ -158,7 +192,15 @@ def train_model(
         model.fit_supervised(compare(records, pairs, comparisons), y)
         logger.info("model trained from %d labelled pairs", len(y))
     elif len(vectors):
-        model.fit(vectors)
+        rules = _level_rules(settings.prior_rules, comparisons)
+        sessions = _level_rules(settings.training_sessions, comparisons)
+        if settings.prior is None and rules:
+            model.prior_estimate_ = _random_match_prior(vectors, rules, len(records), settings.prior_recall)
+        if sessions:
+            model.fit_sessions(vectors, sessions)
+            logger.info("training sessions: %s", model.sessions_)
+        else:
+            model.fit(vectors)
     else:
         logger.warning("no candidate pairs: the model keeps its u-probabilities only")
     return model

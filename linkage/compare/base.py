@@ -1,0 +1,200 @@
+"""Comparison base class and the vectorized helpers every comparison shares.
+
+Imports only numpy, pandas, rapidfuzz and the schema; never the Linker, CLI, store or model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from rapidfuzz import process
+
+logger = logging.getLogger(__name__)
+
+NULL_LEVEL = -1
+NULL_CODE = -1
+
+
+@dataclass
+class Prepared:
+    """Per-record arrays (``rows``) plus value tables they index into (``tables``).
+
+    ``rows`` values are numpy arrays with one entry (or row) per record, or nested
+    ``Prepared`` objects of composed comparisons; ``tables`` are shared, never taken.
+    """
+
+    rows: dict[str, Any]
+    tables: dict[str, Any] = field(default_factory=dict)
+
+    def take(self, index: np.ndarray) -> Prepared:
+        """Return the rows at ``index`` (positions), sharing the tables."""
+        out: dict[str, Any] = {}
+        for key, value in self.rows.items():
+            out[key] = value.take(index) if isinstance(value, Prepared) else value[index]
+        return Prepared(out, self.tables)
+
+
+class Comparison:
+    """One field comparison: ``levels[0]`` is ``else``, the last level the closest agreement.
+
+    Subclasses implement ``prepare`` (once per record table, per distinct value) and
+    ``_levels`` (per pair, vectorized); ``compare`` chains both for aligned value arrays.
+    """
+
+    type_name: ClassVar[str] = ""
+    levels: list[str]
+    name: str
+
+    @property
+    def columns(self) -> list[str]:
+        """Record columns this comparison reads (missing ones count as null)."""
+        raise NotImplementedError
+
+    def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
+        """Turn record columns (column -> array, one entry per record) into comparable codes."""
+        raise NotImplementedError
+
+    def _levels(self, left: Prepared, right: Prepared) -> np.ndarray:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """Constructor settings, as a config entry would give them."""
+        return {}
+
+    def to_config(self) -> dict[str, Any]:
+        """Return a config entry that ``comparisons_from_config`` turns back into this comparison."""
+        return {"type": self.type_name, "name": self.name, **self.params()}
+
+    def compare(
+        self, left: Mapping[str, np.ndarray], right: Mapping[str, np.ndarray]
+    ) -> np.ndarray:
+        """Return one int8 level per pair for aligned left/right value arrays (-1 = null)."""
+        n = _common_length(left, right)
+        joint = {c: np.concatenate([column(left, c, n), column(right, c, n)]) for c in self.columns}
+        prepared = self.prepare(joint)
+        rows = np.arange(2 * n)
+        return self._levels(prepared.take(rows[:n]), prepared.take(rows[n:]))
+
+    def compare_prepared(
+        self, prepared: Prepared, rows_left: np.ndarray, rows_right: np.ndarray
+    ) -> np.ndarray:
+        """Levels for pairs of prepared records given by row positions."""
+        return self._levels(prepared.take(rows_left), prepared.take(rows_right))
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}(name={self.name!r}{', ' if params else ''}{params})"
+
+
+# ----------------------------------------------------------------------------- value helpers
+
+
+def _common_length(left: Mapping[str, Any], right: Mapping[str, Any]) -> int:
+    lengths = {len(v) for v in left.values()} | {len(v) for v in right.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"left and right arrays must all have one length, got {sorted(lengths)}")
+    return lengths.pop() if lengths else 0
+
+
+def column(values: Mapping[str, Any], name: str, n: int | None = None) -> np.ndarray:
+    """The named array as numpy (object for strings); all-null when the column is absent."""
+    if name in values and values[name] is not None:
+        arr = values[name]
+        if isinstance(arr, pd.Series | pd.Index):
+            arr = arr.to_numpy()
+        return np.asarray(arr, dtype=object) if np.asarray(arr).dtype.kind in "USO" else arr
+    if n is None:
+        n = len(next(iter(values.values()))) if values else 0
+    return np.full(n, None, dtype=object)
+
+
+def factorize(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int32 codes (-1 for null or blank) and the distinct values as an object array."""
+    arr = np.asarray(arr, dtype=object)
+    codes, uniques = pd.factorize(arr, use_na_sentinel=True)
+    uniques = np.asarray(uniques, dtype=object)
+    codes = codes.astype(np.int32, copy=False)
+    if len(uniques):
+        blank = pd.Series(uniques).astype(str).str.strip().eq("").to_numpy()
+        if blank.any():
+            # renumber so that blank strings join the nulls
+            keep = np.flatnonzero(~blank)
+            remap = np.full(len(uniques) + 1, NULL_CODE, dtype=np.int32)
+            remap[keep] = np.arange(len(keep), dtype=np.int32)
+            codes = remap[codes]  # code -1 hits remap[-1] == -1
+            uniques = uniques[keep]
+    return codes, uniques
+
+
+def factorize_joint(arrays: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Factorize several arrays into one code space (e.g. name and former name)."""
+    lengths = [len(a) for a in arrays]
+    codes, uniques = factorize(np.concatenate([np.asarray(a, dtype=object) for a in arrays]))
+    return np.split(codes, np.cumsum(lengths)[:-1]), uniques
+
+
+def map_uniques(
+    codes: np.ndarray, uniques: np.ndarray, func: Callable[[Any], Any], dtype: Any = object
+) -> np.ndarray:
+    """Apply ``func`` once per distinct value and spread the result over ``codes`` (null -> None)."""
+    table = np.array([func(u) for u in uniques] + [None], dtype=object)
+    out = table[codes]  # code -1 picks the trailing None
+    return out if dtype is object else out.astype(dtype)
+
+
+def recode(codes: np.ndarray, table_codes: np.ndarray) -> np.ndarray:
+    """Look codes up in a per-distinct code table, keeping -1 for null."""
+    extended = np.append(table_codes.astype(np.int32, copy=False), np.int32(NULL_CODE))
+    return extended[codes]
+
+
+def both(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """True where both code arrays are non-null."""
+    return (a >= 0) & (b >= 0)
+
+
+def same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """True where both codes are non-null and equal."""
+    return (a == b) & (a >= 0)
+
+
+def as_bool(arr: np.ndarray) -> np.ndarray:
+    """Booleans from a nullable column (null -> False)."""
+    arr = np.asarray(arr)
+    if arr.dtype == bool:
+        return arr
+    missing = np.asarray(pd.isna(arr), dtype=bool)
+    out = np.zeros(len(arr), dtype=bool)
+    out[~missing] = arr[~missing].astype(bool)
+    return out
+
+
+def pair_scores(
+    codes_a: np.ndarray,
+    codes_b: np.ndarray,
+    strings: np.ndarray,
+    scorer: Callable,
+    dtype: Any = np.float32,
+) -> np.ndarray:
+    """rapidfuzz ``scorer`` per pair of codes into ``strings``, computed once per distinct pair."""
+    if len(codes_a) == 0:
+        return np.zeros(0, dtype=dtype)
+    key = codes_a.astype(np.int64) * (len(strings) + 1) + codes_b.astype(np.int64)
+    distinct, inverse = np.unique(key, return_inverse=True)
+    da = (distinct // (len(strings) + 1)).astype(np.intp)
+    db = (distinct % (len(strings) + 1)).astype(np.intp)
+    # cpdist is element-wise over two equal-length lists; one worker measured as fast as two
+    scores = process.cpdist(list(strings[da]), list(strings[db]), scorer=scorer, dtype=dtype)
+    return scores[inverse.ravel()]
+
+
+def finish(levels: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Set the null level where a pair is not comparable; return int8."""
+    out = levels.astype(np.int8, copy=False)
+    out[~present] = NULL_LEVEL
+    return out

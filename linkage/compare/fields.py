@@ -1,0 +1,428 @@
+"""Comparisons of resident IDs, birth dates, phones and generic exact / string / date fields.
+
+Imports the schema, the standardizers' scalar helpers and ``compare.base``; nothing downstream.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rapidfuzz.distance import JaroWinkler
+
+from linkage import schema
+from linkage.compare.base import (
+    NULL_CODE,
+    Comparison,
+    Prepared,
+    as_bool,
+    both,
+    column,
+    factorize,
+    factorize_joint,
+    finish,
+    pair_scores,
+    same,
+)
+from linkage.standardize import dates as std_dates
+from linkage.standardize import idnumber as std_id
+
+logger = logging.getLogger(__name__)
+
+_NO_DAY = np.iinfo(np.int64).min  # sentinel day number: never equal to a real one
+
+
+class IdComparison(Comparison):
+    """Resident ID numbers (``id_std``; null when either side has none or it is unusable).
+
+    ``exact`` identical 18-character IDs; ``same_person_15_18`` identical only after one side
+    was upgraded from a legacy 15-digit number — just below exact because the 15-digit era
+    issued some duplicate numbers (重号) that were only told apart at the 18-digit upgrade;
+    ``near_miss`` one character substituted or two adjacent ones swapped (the checksum catches
+    these, so one side is invalid); ``birth_region`` same region code and birth date but a
+    different sequence: twins or neighbours born the same day, or two typos; ``else``.
+    """
+
+    type_name = "id"
+    levels = ["else", "birth_region", "near_miss", "same_person_15_18", "exact"]
+
+    def __init__(
+        self,
+        name: str = "id",
+        column: str = schema.ID_STD,
+        from_15_column: str = schema.ID_FROM_15,
+    ):
+        self.name = name
+        self.column = column
+        self.from_15_column = from_15_column
+
+    def params(self) -> dict[str, Any]:
+        """Constructor settings."""
+        return {"column": self.column, "from_15_column": self.from_15_column}
+
+    @property
+    def columns(self) -> list[str]:
+        """The standardized ID and its legacy-upgrade flag."""
+        return [self.column, self.from_15_column]
+
+    def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
+        """ID codes per record; fixed-width bytes and region+birth-date keys per distinct ID."""
+        ids = column(values, self.column)
+        codes, uniques = factorize(ids)
+        text = [str(u) if len(str(u)) == 18 and str(u).isascii() else "" for u in uniques]
+        fixed = np.array(text, dtype="S18")
+        head = np.array(
+            [int(t[:14]) if t and t[:14].isdigit() else -1 for t in text], dtype=np.int64
+        )
+        from15 = as_bool(column(values, self.from_15_column, len(ids)))
+        return Prepared({"id": codes, "from15": from15}, {"fixed": fixed, "head": head})
+
+    def _levels(self, left: Prepared, right: Prepared) -> np.ndarray:
+        a, b = left.rows["id"], right.rows["id"]
+        present = both(a, b)
+        lvl = np.zeros(len(a), dtype=np.int8)
+        equal = same(a, b)
+        lvl[equal] = 4
+        lvl[equal & (left.rows["from15"] != right.rows["from15"])] = 3
+        rest = np.flatnonzero(present & ~equal)
+        if len(rest):
+            fixed, head = left.tables["fixed"], left.tables["head"]
+            ra, rb = a[rest], b[rest]
+            fa, fb = fixed[ra], fixed[rb].copy()
+            # An upgraded 15-digit number's check character is computed, not typed: a typo in
+            # it changes two characters, so such pairs are judged on the first 17 only.
+            legacy = left.rows["from15"][rest] | right.rows["from15"][rest]
+            fb[legacy] = _with_check(fb[legacy], fa[legacy])
+            near = std_id.id_near_miss_array(fa, fb) > 0
+            region_day = (head[ra] == head[rb]) & (head[ra] >= 0)
+            lvl[rest] = np.where(near, 2, np.where(region_day, 1, 0))
+        return finish(lvl, present)
+
+
+def _with_check(ids: np.ndarray, donor: np.ndarray) -> np.ndarray:
+    """Fixed-width IDs with the check character taken from ``donor``."""
+    out = np.ascontiguousarray(ids).copy()
+    out.view(np.uint8).reshape(len(out), 18)[:, 17] = (
+        np.ascontiguousarray(donor).view(np.uint8).reshape(len(donor), 18)[:, 17]
+    )
+    return out
+
+
+def _date_tables(uniques: np.ndarray, lunar: bool) -> dict[str, np.ndarray]:
+    """Day number, year, month, day (and lunar readings) per distinct ISO date string."""
+    parsed = pd.to_datetime(pd.Series(uniques, dtype=object), format="%Y-%m-%d", errors="coerce")
+    ok = parsed.notna().to_numpy()
+    day = np.full(len(uniques), _NO_DAY, dtype=np.int64)
+    day[ok] = parsed[ok].to_numpy().astype("datetime64[D]").astype(np.int64)
+    out = {
+        "ok": ok,
+        "day": day,
+        "y": parsed.dt.year.fillna(-1).to_numpy(np.int64),
+        "m": parsed.dt.month.fillna(-1).to_numpy(np.int64),
+        "d": parsed.dt.day.fillna(-1).to_numpy(np.int64),
+    }
+    if lunar:
+        # The recorded date may be the lunar birthday read as solar: convert it exactly (once
+        # per distinct date; lunardate is ~10 µs a call), as a plain and a leap-month reading.
+        for key, leap in (("lunar", False), ("lunar_leap", True)):
+            conv = np.full(len(uniques), _NO_DAY, dtype=np.int64)
+            for i in np.flatnonzero(ok):
+                solar = std_dates.lunar_to_solar(
+                    datetime.date(int(out["y"][i]), int(out["m"][i]), int(out["d"][i])), leap
+                )
+                if solar is not None:
+                    conv[i] = (solar - datetime.date(1970, 1, 1)).days
+            out[key] = conv
+    return out
+
+
+def _year_digit_typo(ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
+    """Years one apart or differing in exactly one digit (1985 / 1995)."""
+    differing = np.zeros(len(ya), dtype=np.int64)
+    for power in (1, 10, 100, 1000):
+        differing += (ya // power) % 10 != (yb // power) % 10
+    return (np.abs(ya - yb) == 1) | (differing == 1)
+
+
+class BirthDateComparison(Comparison):
+    """Birth dates, the recorded one and the one embedded in the ID, best over both witnesses.
+
+    ``exact``; ``day_month_swap``; ``lunar`` one side is the other's lunar birthday read as a
+    solar date; ``year_typo`` same month and day, year one apart or one digit wrong;
+    ``same_year``; ``else``. Null when neither date is known on a side.
+    """
+
+    type_name = "birth_date"
+    levels = ["else", "same_year", "year_typo", "lunar", "day_month_swap", "exact"]
+
+    def __init__(
+        self,
+        name: str = "birth_date",
+        column: str = schema.BIRTH_DATE_STD,
+        fallback: str | None = schema.ID_BIRTH_DATE,
+        both_witnesses: bool = False,
+    ):
+        self.name = name
+        self.column = column
+        self.fallback = fallback
+        self.both_witnesses = both_witnesses
+
+    def params(self) -> dict[str, Any]:
+        """Constructor settings."""
+        return {"column": self.column, "fallback": self.fallback, "both_witnesses": self.both_witnesses}
+
+    @property
+    def columns(self) -> list[str]:
+        """The standardized birth date and (optionally) the ID's birth date."""
+        return [self.column] + ([self.fallback] if self.fallback else [])
+
+    def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
+        """Codes of the recorded and ID dates in one space; calendar parts per distinct date."""
+        main = column(values, self.column)
+        arrays = [main] + ([column(values, self.fallback, len(main))] if self.fallback else [])
+        if self.fallback and not self.both_witnesses:
+            # The recorded date alone, the ID's date only where none was recorded: taking the
+            # best of both would repeat the ID comparison's evidence (an identical ID always
+            # embeds an identical date) and hide typed-date errors such as lunar birthdays.
+            fb = arrays[1]
+            arrays = [np.where(pd.isna(main), fb, main)]
+        codes, uniques = factorize_joint(arrays)
+        tables = _date_tables(uniques, lunar=True)
+        bad = np.append(~tables["ok"], False)
+        codes = [np.where(bad[c], NULL_CODE, c).astype(np.int32) for c in codes]
+        return Prepared({f"w{i}": c for i, c in enumerate(codes)}, tables)
+
+    def _levels(self, left: Prepared, right: Prepared) -> np.ndarray:
+        keys = list(left.rows)
+        n = len(left.rows[keys[0]])
+        best = np.full(n, -1, dtype=np.int8)
+        t = left.tables
+        for ka in keys:
+            for kb in keys:
+                a, b = left.rows[ka], right.rows[kb]
+                usable = both(a, b)
+                # the ID's date usually repeats the recorded one: only a differing one adds
+                if ka != keys[0]:
+                    usable &= a != left.rows[keys[0]]
+                if kb != keys[0]:
+                    usable &= b != right.rows[keys[0]]
+                idx = np.flatnonzero(usable)
+                if len(idx) == 0:
+                    continue
+                ca, cb = a[idx], b[idx]
+                ya, yb, ma, mb, da, db = (
+                    t["y"][ca],
+                    t["y"][cb],
+                    t["m"][ca],
+                    t["m"][cb],
+                    t["d"][ca],
+                    t["d"][cb],
+                )
+                day_a, day_b = t["day"][ca], t["day"][cb]
+                lunar = (
+                    (t["lunar"][ca] == day_b)
+                    | (t["lunar"][cb] == day_a)
+                    | (t["lunar_leap"][ca] == day_b)
+                    | (t["lunar_leap"][cb] == day_a)
+                )
+                same_md = (ma == mb) & (da == db)
+                lv = np.select(
+                    [
+                        ca == cb,
+                        (ya == yb) & (ma == db) & (da == mb) & (ma != da),
+                        lunar,
+                        same_md & _year_digit_typo(ya, yb),
+                        ya == yb,
+                    ],
+                    [5, 4, 3, 2, 1],
+                    default=0,
+                ).astype(np.int8)
+                best[idx] = np.maximum(best[idx], lv)
+        return best
+
+
+class ExactComparison(Comparison):
+    """Exact agreement on one column (gender, ethnicity, any FEBRL-style field)."""
+
+    type_name = "exact"
+    levels = ["else", "exact"]
+
+    def __init__(self, name: str, column: str | None = None, fallback: str | None = None):
+        self.name = name
+        self.column = column or name
+        self.fallback = fallback
+
+    def params(self) -> dict[str, Any]:
+        """Constructor settings."""
+        return {"column": self.column, "fallback": self.fallback}
+
+    @property
+    def columns(self) -> list[str]:
+        """The compared column and its optional fallback (used where the column is null)."""
+        return [self.column] + ([self.fallback] if self.fallback else [])
+
+    def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
+        """Codes per record: the column, or the fallback where the column is null."""
+        main = column(values, self.column)
+        if not self.fallback:
+            return Prepared({"v": factorize(main)[0]})
+        (cm, cf), _ = factorize_joint([main, column(values, self.fallback, len(main))])
+        return Prepared({"v": np.where(cm >= 0, cm, cf)})
+
+    def _levels(self, left: Prepared, right: Prepared) -> np.ndarray:
+        a, b = left.rows["v"], right.rows["v"]
+        return finish((a == b).astype(np.int8), both(a, b))
+
+
+class StringComparison(Comparison):
+    """Generic string agreement: exact, then Jaro-Winkler at or above each threshold, else."""
+
+    type_name = "string"
+
+    def __init__(
+        self, name: str, column: str | None = None, thresholds: Sequence[float] = (0.92, 0.8)
+    ):
+        ts = sorted({float(t) for t in thresholds})
+        if not ts or not all(0.0 < t <= 1.0 for t in ts):
+            raise ValueError(f"thresholds must be numbers in (0, 1], got {list(thresholds)!r}")
+        self.name = name
+        self.column = column or name
+        self.thresholds = ts[::-1]
+        self.levels = ["else"] + [f"jaro_winkler_{t:g}" for t in ts] + ["exact"]
+
+    def params(self) -> dict[str, Any]:
+        """Constructor settings."""
+        return {"column": self.column, "thresholds": list(self.thresholds)}
+
+    @property
+    def columns(self) -> list[str]:
+        """The compared column."""
+        return [self.column]
+
+    def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
+        """Codes per record and the distinct strings."""
+        codes, uniques = factorize(column(values, self.column))
+        return Prepared(
+            {"v": codes}, {"strings": np.array([str(u) for u in uniques], dtype=object)}
+        )
+
+    def _levels(self, left: Prepared, right: Prepared) -> np.ndarray:
+        a, b = left.rows["v"], right.rows["v"]
+        present = both(a, b)
+        top = len(self.levels) - 1
+        lvl = np.where(a == b, top, 0).astype(np.int8)
+        rest = np.flatnonzero(present & (a != b))
+        if len(rest):
+            score = pair_scores(
+                a[rest], b[rest], left.tables["strings"], JaroWinkler.normalized_similarity
+            )
+            sub = np.zeros(len(rest), dtype=np.int8)
+            for t in sorted(self.thresholds):  # ascending: higher thresholds overwrite
+                sub[score >= t - 1e-6] = self.levels.index(f"jaro_winkler_{t:g}")
+            lvl[rest] = sub
+        return finish(lvl, present)
+
+
+_DATE_RE = re.compile(r"^\s*(\d{4})\D?(\d{1,2})\D?(\d{1,2})")
+
+
+def _generic_date(value: object) -> tuple[int, int, int] | None:
+    match = _DATE_RE.match(str(value))
+    if not match:
+        return None
+    y, m, d = (int(g) for g in match.groups())
+    try:
+        datetime.date(y, m, d)
+    except ValueError:
+        return None
+    return y, m, d
+
+
+class DateComparison(Comparison):
+    """Generic dates (``YYYY-MM-DD``, ``YYYYMMDD``, ``YYYY/M/D``): exact, day/month swap, one
+    digit of ``YYYYMMDD`` wrong, same year, else; unparseable values count as null."""
+
+    type_name = "date"
+    levels = ["else", "same_year", "one_digit", "day_month_swap", "exact"]
+
+    def __init__(self, name: str, column: str | None = None):
+        self.name = name
+        self.column = column or name
+
+    def params(self) -> dict[str, Any]:
+        """Constructor settings."""
+        return {"column": self.column}
+
+    @property
+    def columns(self) -> list[str]:
+        """The compared column."""
+        return [self.column]
+
+    def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
+        """Codes per record and year/month/day/digits per distinct date."""
+        codes, uniques = factorize(column(values, self.column))
+        parts = [_generic_date(u) for u in uniques]
+        ymd = np.array([p or (-1, -1, -1) for p in parts], dtype=np.int64).reshape(-1, 3)
+        ok = np.array([p is not None for p in parts] + [False])
+        codes = np.where(ok[codes], codes, NULL_CODE).astype(np.int32)
+        key = ymd[:, 0] * 10000 + ymd[:, 1] * 100 + ymd[:, 2]
+        digits = np.stack([(key // 10**p) % 10 for p in range(7, -1, -1)], axis=1)
+        return Prepared({"v": codes}, {"ymd": ymd, "key": key, "digits": digits})
+
+    def _levels(self, left: Prepared, right: Prepared) -> np.ndarray:
+        a, b = left.rows["v"], right.rows["v"]
+        present = both(a, b)
+        t = left.tables
+        ymd, key, digits = t["ymd"], t["key"], t["digits"]
+        ya, ma, da = ymd[a].T
+        yb, mb, db = ymd[b].T
+        one_digit = (digits[a] != digits[b]).sum(axis=1) == 1
+        lvl = np.select(
+            [
+                key[a] == key[b],
+                (ya == yb) & (ma == db) & (da == mb),
+                one_digit,
+                ya == yb,
+            ],
+            [4, 3, 2, 1],
+            default=0,
+        )
+        return finish(lvl, present)
+
+
+class PhoneComparison(Comparison):
+    """Standardized phones: ``exact``, ``last8`` (same last eight digits: a landline with and
+    without its area code, a mistyped prefix), ``else``."""
+
+    type_name = "phone"
+    levels = ["else", "last8", "exact"]
+
+    def __init__(self, name: str = "phone", column: str = schema.PHONE_STD):
+        self.name = name
+        self.column = column
+
+    def params(self) -> dict[str, Any]:
+        """Constructor settings."""
+        return {"column": self.column}
+
+    @property
+    def columns(self) -> list[str]:
+        """The standardized phone."""
+        return [self.column]
+
+    def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
+        """Codes of the full number and of its last eight digits."""
+        codes, uniques = factorize(column(values, self.column))
+        tails = np.array([str(u)[-8:] if len(str(u)) >= 8 else None for u in uniques], dtype=object)
+        tail_of, _ = factorize(tails)
+        return Prepared({"v": codes, "tail": np.append(tail_of, NULL_CODE).astype(np.int32)[codes]})
+
+    def _levels(self, left: Prepared, right: Prepared) -> np.ndarray:
+        a, b = left.rows["v"], right.rows["v"]
+        lvl = np.where(a == b, 2, np.where(same(left.rows["tail"], right.rows["tail"]), 1, 0))
+        return finish(lvl, both(a, b))

@@ -1,0 +1,357 @@
+"""Chinese-aware name comparison: exact, traditional/clean, truncated minority, homophone, dialect,
+look-alike and near spellings, over current and former names.
+
+Imports the schema, the names standardizer's scalar helpers and ``compare.base`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from rapidfuzz.distance import JaroWinkler
+
+from linkage import schema
+from linkage.compare.base import (
+    NULL_CODE,
+    Comparison,
+    Prepared,
+    both,
+    column,
+    factorize,
+    factorize_joint,
+    map_uniques,
+    pair_scores,
+    recode,
+    same,
+)
+from linkage.standardize import names as std_names
+
+logger = logging.getLogger(__name__)
+
+_DOT = "\u00b7"  # names.clean_name unifies every minority separator to U+00B7
+# Characters standing in for an unknown character: a substituted rare character (?, U+FFFD,
+# PUA) or a privacy mask (*). Two such names may be different people, so never exact.
+_WILD_RE = re.compile("[?*\ufffd\ue000-\uf8ff\U000f0000-\U0010ffff]")
+_WILD_LOW, _WILD_HIGH = 0xE000, 0xF8FF
+# Name flags (standardize.names.FLAGS codes without the field prefix) that bar exact levels:
+# stand-in characters, masks, and placeholders such as 男婴 or 王先生 shared by many people.
+NEVER_EXACT_FLAGS: tuple[str, ...] = ("pua", "question_mark", "masked", "newborn", "title")
+_CHAR_WIDTH = 4  # names up to 4 characters get a code-point matrix (look-alike and wildcards)
+_LATIN_RE = re.compile("[A-Za-z]")
+
+KIND_HAN, KIND_MINORITY, KIND_OTHER = 1, 2, 3
+
+
+class NameComparison(Comparison):
+    """Name agreement, best over current and former names of both records.
+
+    Levels, closest last: ``exact`` raw text identical; ``clean_exact`` identical after cleaning
+    (traditional, full-width, spaces, minority separators — also a missing separator);
+    ``truncated`` a minority name cut to its first two parts; ``pinyin`` homophones, and a
+    romanized name equal to the Han name's pinyin in either order; ``fuzzy_pinyin`` dialect
+    confusions (n/l, zh/z, an/ang, ...); ``lookalike`` same length, differing only in look-alike
+    characters; ``similar`` a near spelling (see ``_similar``); ``else``. Names with a stand-in
+    or masked character never reach an exact level.
+    """
+
+    type_name = "name"
+    levels = [
+        "else",
+        "similar",
+        "lookalike",
+        "fuzzy_pinyin",
+        "pinyin",
+        "truncated",
+        "clean_exact",
+        "exact",
+    ]
+    EXACT, CLEAN, TRUNC, PINYIN, FUZZY, LOOKALIKE, SIMILAR = 7, 6, 5, 4, 3, 2, 1
+
+    def __init__(
+        self,
+        name: str = "name",
+        fields: Sequence[str] = (schema.NAME, schema.FORMER_NAME),
+        similar_threshold: float = 0.92,
+    ):
+        if isinstance(fields, str):
+            fields = [fields]
+        if not fields:
+            raise ValueError("fields must name at least one name field")
+        if not 0.0 < float(similar_threshold) <= 1.0:
+            raise ValueError(f"similar_threshold must be in (0, 1], got {similar_threshold!r}")
+        self.name = name
+        self.fields = list(fields)
+        self.similar_threshold = float(similar_threshold)
+
+    def params(self) -> dict[str, Any]:
+        """Constructor settings."""
+        return {"fields": list(self.fields), "similar_threshold": self.similar_threshold}
+
+    @property
+    def columns(self) -> list[str]:
+        """Raw, clean, pinyin, alternative-order pinyin and fuzzy key of each field, plus flags."""
+        cols = []
+        for f in self.fields:
+            cols += [f] + [
+                schema.name_col(f, s) for s in ("clean", "pinyin", "pinyin_alt", "fuzzy")
+            ]
+        return cols + [schema.QUALITY_FLAGS]
+
+    # ------------------------------------------------------------------------- prepare
+
+    def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
+        """Codes per record for every key, in one code space across the name fields."""
+        fields = self.fields
+        n = len(column(values, schema.QUALITY_FLAGS))
+        raw, _ = factorize_joint([column(values, f, n) for f in fields])
+        clean, clean_u = factorize_joint(
+            [column(values, schema.name_col(f, "clean"), n) for f in fields]
+        )
+        tables, strip_of, trunc_of, kind_of, wild_of = _clean_tables(clean_u)
+
+        def pinyin_space(suffix: str) -> list[np.ndarray]:
+            return [column(values, schema.name_col(f, suffix), n) for f in fields]
+
+        py_alt, py_table = _nospace_codes(pinyin_space("pinyin") + pinyin_space("pinyin_alt"))
+        alt_raw = pinyin_space("pinyin_alt")
+        fuzzy_alt = []
+        for arr in alt_raw:  # the standardizer keys only the main order; fold the other here
+            codes, uniques = factorize(arr)
+            fuzzy_alt.append(map_uniques(codes, uniques, std_names.fuzzy_pinyin))
+        fz, _ = _nospace_codes(pinyin_space("fuzzy") + fuzzy_alt)
+        flagged_by_flags = _flagged_fields(column(values, schema.QUALITY_FLAGS, n), fields)
+
+        rows: dict[str, Any] = {}
+        k = len(fields)
+        for i, f in enumerate(fields):
+            c = clean[i]
+            rows[f] = Prepared(
+                {
+                    "raw": raw[i],
+                    "strip": recode(c, strip_of),
+                    "trunc": recode(c, trunc_of),
+                    "kind": np.append(kind_of, 0).astype(np.int8)[c],
+                    "flag": np.append(wild_of, False)[c] | flagged_by_flags[i],
+                    "py": py_alt[i],
+                    "alt": py_alt[k + i],
+                    "fz": fz[i],
+                    "fzalt": fz[k + i],
+                }
+            )
+        tables["pinyin"] = py_table
+        return Prepared(rows, tables)
+
+    # ------------------------------------------------------------------------- levels
+
+    def _levels(self, left: Prepared, right: Prepared) -> np.ndarray:
+        n = len(left.rows[self.fields[0]].rows["strip"])
+        best = np.full(n, -1, dtype=np.int8)
+        for fa in self.fields:
+            for fb in self.fields:
+                a, b = left.rows[fa], right.rows[fb]
+                idx = np.flatnonzero(both(a.rows["strip"], b.rows["strip"]))
+                if len(idx) == 0:
+                    continue
+                if len(idx) == n:
+                    lv = self._pair_levels(a.rows, b.rows, left.tables)
+                else:
+                    lv = self._pair_levels(a.take(idx).rows, b.take(idx).rows, left.tables)
+                best[idx] = np.maximum(best[idx], lv)
+        return best
+
+    def _pair_levels(self, a: dict, b: dict, t: dict) -> np.ndarray:
+        k = len(a["strip"])
+        lvl = np.zeros(k, dtype=np.int8)
+        flagged = a["flag"] | b["flag"]
+        open_ = ~flagged
+
+        def assign(mask: np.ndarray, level: int) -> None:
+            hit = open_ & mask
+            lvl[hit] = level
+            open_[hit] = False
+
+        assign(same(a["raw"], b["raw"]), self.EXACT)
+        assign(same(a["strip"], b["strip"]), self.CLEAN)
+        assign(same(a["trunc"], b["strip"]) | same(b["trunc"], a["strip"]), self.TRUNC)
+        assign(
+            same(a["py"], b["py"]) | same(a["py"], b["alt"]) | same(a["alt"], b["py"]),
+            self.PINYIN,
+        )
+        assign(
+            same(a["fz"], b["fz"]) | same(a["fz"], b["fzalt"]) | same(a["fzalt"], b["fz"]),
+            self.FUZZY,
+        )
+        length = t["length"]
+        la, lb = length[a["strip"]], length[b["strip"]]
+        han = (a["kind"] == KIND_HAN) & (b["kind"] == KIND_HAN)
+        cand = np.flatnonzero(open_ & han & (la == lb) & (la <= _CHAR_WIDTH))
+        if len(cand):
+            hit = _lookalike(t["chars"][a["strip"][cand]], t["chars"][b["strip"][cand]])
+            lvl[cand[hit]] = self.LOOKALIKE
+            open_[cand[hit]] = False
+        self._similar(a, b, t, lvl, open_, flagged, han, la, lb)
+        return lvl
+
+    def _similar(self, a, b, t, lvl, open_, flagged, han, la, lb) -> None:
+        """Near spellings, the weakest agreement.
+
+        Two Han names of one length differing in one given-name character are how twins and
+        siblings differ (王小明 / 王小亮), so they stay ``else`` unless pinyin or shape explains
+        the difference; so do Han names one character longer or shorter, which in the synthetic
+        households are mostly parent and child (刘国 / 刘国超). ``similar`` is kept for: names
+        with a stand-in character that match elsewhere (张? / 张䶮); a rare character dropped
+        (杨建䶮 / 杨建); romanized or minority names whose pinyin strings are Jaro-Winkler-close.
+        """
+        level = self.SIMILAR
+        # Stand-in characters as wildcards: 张? vs 张䶮, 王先生 vs 王先生.
+        fi = np.flatnonzero(flagged & (la == lb))
+        if len(fi):
+            sa, sb = a["strip"][fi], b["strip"][fi]
+            ok = sa == sb
+            short = np.flatnonzero(~ok & (la[fi] <= _CHAR_WIDTH))
+            if len(short):
+                ca, cb = t["chars"][sa[short]], t["chars"][sb[short]]
+                wa, wb = _wild(ca), _wild(cb)
+                used = ca != 0
+                agree = (ca == cb) | wa | wb | ~used
+                anchor = ((ca == cb) & ~wa & used).any(axis=1)
+                ok[short] = agree.all(axis=1) & anchor
+            lvl[fi[ok]] = level
+        # A rare character dropped by a system that could not store it (杨建䶮 / 杨建).
+        hi = np.flatnonzero(open_ & han & (np.abs(la - lb) == 1))
+        if len(hi):
+            sa, sb = a["strip"][hi], b["strip"][hi]
+            dropped = same(t["derare"][sa], sb) | same(t["derare"][sb], sa)
+            lvl[hi[dropped]] = level
+            open_[hi[dropped]] = False
+        # Romanized or minority names: spelling variants of the same sounds.
+        other = (a["kind"] != KIND_HAN) | (b["kind"] != KIND_HAN)
+        ji = np.flatnonzero(open_ & other & both(a["py"], b["py"]))
+        if len(ji):
+            strings = t["pinyin"]
+            pa, pb = a["py"][ji], b["py"][ji]
+            score = pair_scores(pa, pb, strings, JaroWinkler.normalized_similarity)
+            for x, y in ((a["alt"][ji], pb), (pa, b["alt"][ji])):
+                has = np.flatnonzero((x >= 0) & (y >= 0))
+                if len(has):
+                    alt = pair_scores(x[has], y[has], strings, JaroWinkler.normalized_similarity)
+                    score[has] = np.maximum(score[has], alt)
+            hit = ji[score >= self.similar_threshold - 1e-6]
+            lvl[hit] = level
+            open_[hit] = False
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _clean_tables(
+    clean_u: np.ndarray,
+) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per distinct clean name: stripped/truncated codes, kind, wildcard flag; per stripped form:
+    length, code-point matrix and the code of the form without rare characters."""
+    strip = [u.replace(_DOT, "") for u in clean_u]
+    trunc = [
+        "".join(u.split(_DOT)[:2]) if u.count(_DOT) >= 2 else None for u in clean_u
+    ]  # registries cut long minority names to the first two parts
+    derare = [_without_rare(u) for u in strip]
+    (strip_of, trunc_of, derare_of), s_u = factorize_joint(
+        [np.array(x, dtype=object) for x in (strip, trunc, derare)]
+    )
+    kind = np.array(
+        [
+            KIND_MINORITY if _DOT in u else KIND_OTHER if _LATIN_RE.search(u) else KIND_HAN
+            for u in clean_u
+        ],
+        dtype=np.int8,
+    )
+    wild = np.array([bool(_WILD_RE.search(u)) for u in clean_u], dtype=bool)
+    s_list = [str(s) for s in s_u]
+    fixed = np.array([s if len(s) <= _CHAR_WIDTH else "" for s in s_list], dtype=f"<U{_CHAR_WIDTH}")
+    # derare per stripped form (strip codes index s_u; forms that are only trunc/derare get -1)
+    by_strip = np.full(len(s_u), NULL_CODE, dtype=np.int32)
+    by_strip[strip_of[strip_of >= 0]] = derare_of[strip_of >= 0]
+    tables = {
+        "strip": s_u,
+        "length": np.array([len(s) for s in s_list], dtype=np.int16),
+        "chars": fixed.view(np.uint32).reshape(len(s_list), _CHAR_WIDTH),
+        "derare": by_strip,
+    }
+    return tables, strip_of, trunc_of, kind, wild
+
+
+@lru_cache(maxsize=65536)
+def _in_gbk(ch: str) -> bool:
+    try:
+        ch.encode("gbk")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _without_rare(name: str) -> str | None:
+    """The name without characters GBK cannot store, or None when it has none."""
+    kept = "".join(ch for ch in name if _in_gbk(ch))
+    return kept if kept != name and kept else None
+
+
+def _nospace_codes(arrays: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Joint codes of pinyin-like keys compared without spaces (``xi an`` = ``xian``, as typed)."""
+    codes, uniques = factorize_joint(arrays)
+    squeezed = np.array([str(u).replace(" ", "") for u in uniques], dtype=object)
+    table, out_u = factorize(squeezed)
+    return [recode(c, table) for c in codes], out_u
+
+
+def _flagged_fields(flags: np.ndarray, fields: Sequence[str]) -> list[np.ndarray]:
+    """Per field: True where the record's quality flags bar exact agreement on that name."""
+    codes, uniques = factorize(flags)
+    out = []
+    for f in fields:
+        barred = {f"{f}_{code}" for code in NEVER_EXACT_FLAGS}
+        per = np.array(
+            [bool(barred.intersection(str(u).split(schema.QUALITY_SEP))) for u in uniques] + [False]
+        )
+        out.append(per[codes])
+    return out
+
+
+def _wild(chars: np.ndarray) -> np.ndarray:
+    """True at code points that stand in for an unknown character."""
+    return (
+        (chars == ord("?"))
+        | (chars == ord("*"))
+        | (chars == 0xFFFD)
+        | ((chars >= _WILD_LOW) & (chars <= _WILD_HIGH))
+        | (chars >= 0xF0000)
+    )
+
+
+_PAIR_SHIFT = 21  # code points fit in 21 bits
+
+
+def _lookalike(ca: np.ndarray, cb: np.ndarray) -> np.ndarray:
+    """Rows whose code points differ in one position (two for 3+ characters), all look-alikes."""
+    diff = ca != cb
+    nd = diff.sum(axis=1)
+    length = (ca != 0).sum(axis=1)
+    sel = (nd == 1) | ((nd == 2) & (length >= 3))
+    r, c = np.nonzero(diff & sel[:, None])
+    if len(r) == 0:
+        return np.zeros(len(ca), dtype=bool)
+    key = (ca[r, c].astype(np.int64) << _PAIR_SHIFT) | cb[r, c].astype(np.int64)
+    distinct, inverse = np.unique(key, return_inverse=True)
+    mask = (1 << _PAIR_SHIFT) - 1
+    good_u = np.array(
+        [
+            std_names.lookalike_equal(chr(int(x) >> _PAIR_SHIFT), chr(int(x) & mask))
+            for x in distinct
+        ],
+        dtype=bool,
+    )
+    bad = np.bincount(r[~good_u[inverse.ravel()]], minlength=len(ca))
+    return sel & (bad == 0)

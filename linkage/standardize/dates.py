@@ -1,0 +1,258 @@
+"""Dates as Chinese registries write them -> ISO strings, plus lunar/solar birthday conversion.
+
+Imports only _distinct and lunardate from outside the standard library; no other stage.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+import re
+import unicodedata
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from lunardate import LunarDate
+
+from linkage.standardize._distinct import map_distinct
+
+logger = logging.getLogger(__name__)
+
+FLAGS: dict[str, str] = {
+    "unparsed": "not a recognizable date, or an impossible one (month 13, 30 February)",
+    "two_digit_year": "two-digit year expanded with the pivot (informational)",
+    "excel_serial": "Excel serial day number converted (informational)",
+    "out_of_range": "year before 1900 or after 2100",
+    "partial": "year or year-month only, no day",
+}
+
+VALUE = "value"
+QUALITY_FLAGS = "quality_flags"
+
+MIN_YEAR, MAX_YEAR = 1900, 2100
+# Excel's day 0 is 1899-12-30 (its 1900 leap-year bug shifts serials from day 61 on).
+_EXCEL_EPOCH = datetime.date(1899, 12, 30)
+_EXCEL_MIN, _EXCEL_MAX = 1000, 80000
+
+# Written by hand: dateutil fails on 1985年3月7日, dateparser on 一九八五年三月七日 and 19850307,
+# and pandas.to_datetime(format="mixed") returns NaT for both (DOMAIN.md, Dates).
+_TIME = r"(?:[ T]+\d{1,2}:\d{1,2}(?::\d{1,2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})?)?"
+_SEPARATED = re.compile(
+    rf"(?P<y>\d{{4}}|\d{{2}})\s*(?P<s>[-/.])\s*(?P<m>\d{{1,2}})\s*(?P=s)\s*(?P<d>\d{{1,2}})\.?{_TIME}"
+)
+_SEPARATED_YM = re.compile(r"(?P<y>\d{4})\s*[-/.]\s*(?P<m>\d{1,2})")
+_COMPACT8 = re.compile(rf"(?P<y>\d{{4}})(?P<m>\d{{2}})(?P<d>\d{{2}}){_TIME}")
+_COMPACT6 = re.compile(r"(?P<a>\d{2})(?P<b>\d{2})(?P<c>\d{2})")
+_NUMBER = re.compile(r"(?P<n>\d{1,5})(?:\.\d+)?")
+_CN_DIGIT = "0-9〇零○O一二三四五六七八九"
+_CHINESE = re.compile(
+    rf"(?P<y>[{_CN_DIGIT}]{{2,4}})\s*年\s*"
+    rf"(?:(?P<m>[{_CN_DIGIT}十]{{1,3}})\s*月\s*"
+    rf"(?:(?P<d>[{_CN_DIGIT}十廿卅]{{1,3}})\s*[日号]?)?)?{_TIME}"
+)
+# Vectorized fast path (RE2 via pyarrow) for the bulk: four-digit year, one separator kind or
+# none, optional time. Anything it does not accept cleanly goes through _parse_text.
+_FAST = (
+    r"^(?P<y>\d{4})(?P<s1>[-/.]?)(?P<m>\d{1,2})(?P<s2>[-/.]?)(?P<d>\d{1,2})"
+    r"(?:[ T]+\d{1,2}:\d{1,2}(?::\d{1,2}(?:\.\d+)?)?)?$"
+)
+_DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+_DIGITS = {c: i for i, c in enumerate("0123456789")}
+_DIGITS.update({"〇": 0, "零": 0, "○": 0, "O": 0})
+_DIGITS.update({c: i for i, c in enumerate("一二三四五六七八九", start=1)})
+
+
+def _cn_number(text: str) -> int | None:
+    """Small number written in Arabic or Chinese numerals: '07', '〇七', '十二', '三十一', '廿三'."""
+    try:
+        return _cn_number_unchecked(text)
+    except KeyError:  # a stray 十 or 廿 where a digit belongs
+        return None
+
+
+def _cn_number_unchecked(text: str) -> int | None:
+    if text[0] in "廿卅":
+        head, rest = (20 if text[0] == "廿" else 30), text[1:]
+        return head + _DIGITS[rest] if rest else head
+    if "十" in text:
+        tens, _, ones = text.partition("十")
+        if len(tens) > 1 or len(ones) > 1:
+            return None
+        return (_DIGITS[tens] if tens else 1) * 10 + (_DIGITS[ones] if ones else 0)
+    value = 0
+    for ch in text:  # positional digits: 一九八五 -> 1985
+        value = value * 10 + _DIGITS[ch]
+    return value
+
+
+def _expand_year(year: int, digits: int, pivot_year: int) -> tuple[int, bool]:
+    """Four-digit year from a possibly two-digit one: <= pivot -> 20xx, else 19xx."""
+    if digits == 2:
+        return (2000 + year if year <= pivot_year else 1900 + year), True
+    return year, False
+
+
+def _finish(year: int, month: int, day: int, flag: str = "") -> tuple[str | None, str]:
+    """ISO string and flag for a year-month-day triple, checking range and calendar."""
+    if year < MIN_YEAR or year > MAX_YEAR:
+        return None, "out_of_range"
+    try:
+        return datetime.date(year, month, day).isoformat(), flag
+    except ValueError:
+        return None, "unparsed"
+
+
+def _partial(year: int, month: int | None) -> tuple[str | None, str]:
+    """Flag for a date without its day (or month): partial if plausible."""
+    if year < MIN_YEAR or year > MAX_YEAR:
+        return None, "out_of_range"
+    if month is not None and not 1 <= month <= 12:
+        return None, "unparsed"
+    return None, "partial"
+
+
+def _parse_text(text: str, pivot_year: int) -> tuple[str | None, str]:
+    """Parse one normalized date string; returns (ISO date or None, flag or '')."""
+    if (m := _SEPARATED.fullmatch(text)) is not None:
+        y, two = _expand_year(int(m["y"]), len(m["y"]), pivot_year)
+        return _finish(y, int(m["m"]), int(m["d"]), "two_digit_year" if two else "")
+    if (m := _COMPACT8.fullmatch(text)) is not None:
+        return _finish(int(m["y"]), int(m["m"]), int(m["d"]))
+    if (m := _CHINESE.fullmatch(text)) is not None:
+        y_text = m["y"]
+        year = _cn_number(y_text)
+        month = _cn_number(m["m"]) if m["m"] else None
+        day = _cn_number(m["d"]) if m["d"] else None
+        if (
+            year is None
+            or len(y_text) == 3
+            or (month is None and m["m"])
+            or (day is None and m["d"])
+        ):
+            return None, "unparsed"
+        y, two = _expand_year(year, len(y_text), pivot_year)
+        if month is None or day is None:
+            return _partial(y, month)
+        return _finish(y, month, day, "two_digit_year" if two else "")
+    if (m := _COMPACT6.fullmatch(text)) is not None:
+        a, b, c = int(m["a"]), int(m["b"]), int(m["c"])
+        # 出生年月 fields hold YYYYMM (198503); read that before YYMMDD (850307).
+        if a in (19, 20) and 1 <= c <= 12:
+            return _partial(a * 100 + b, c)
+        y, _ = _expand_year(a, 2, pivot_year)
+        return _finish(y, b, c, "two_digit_year")
+    if (m := _SEPARATED_YM.fullmatch(text)) is not None:
+        return _partial(int(m["y"]), int(m["m"]))
+    if (m := _NUMBER.fullmatch(text)) is not None:
+        number = int(m["n"])
+        if len(m["n"]) == 4 and MIN_YEAR <= number <= MAX_YEAR and "." not in text:
+            return None, "partial"  # a bare year
+        if _EXCEL_MIN <= number <= _EXCEL_MAX:
+            day = _EXCEL_EPOCH + datetime.timedelta(days=number)
+            return _finish(day.year, day.month, day.day, "excel_serial")
+    return None, "unparsed"
+
+
+def _as_text(value: object) -> str | tuple[str | None, str]:
+    """Raw value as text, or a finished result for values that already are dates."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, np.datetime64):
+        value = pd.Timestamp(value)
+    if isinstance(value, datetime.date):  # includes datetime and pd.Timestamp
+        return _finish(value.year, value.month, value.day)
+    if isinstance(value, float | np.floating):
+        if not math.isfinite(value):
+            return None, ""
+        # 19850307.0 or 31113.0 after a numeric column round trip
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    return str(value)
+
+
+def _fast_parse(values: Sequence) -> np.ndarray:
+    """ISO strings for values the vectorized pattern parses cleanly; None elsewhere."""
+    text = pc.utf8_trim_whitespace(
+        pa.array([v if isinstance(v, str) else None for v in values], type=pa.string())
+    )
+    parts = pc.extract_regex(text, _FAST)
+    matched = parts.is_valid().to_numpy(zero_copy_only=False)
+    out = np.full(len(values), None, dtype=object)
+    if not matched.any():
+        return out
+    parts = parts.filter(pa.array(matched))
+    y_s, s1, m_s, s2, d_s = (parts.field(i) for i in range(5))
+    year, month, day = (pc.cast(x, pa.int64()).to_numpy() for x in (y_s, m_s, d_s))
+    same_sep = pc.equal(s1, s2).to_numpy(zero_copy_only=False)
+    # without separators only YYYYMMDD is unambiguous
+    compact_ok = (pc.utf8_length(s1).to_numpy() > 0) | (
+        (pc.utf8_length(m_s).to_numpy() == 2) & (pc.utf8_length(d_s).to_numpy() == 2)
+    )
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    dim = _DAYS_IN_MONTH[np.clip(month, 1, 12) - 1] + (leap & (month == 2))
+    ok = (
+        same_sep
+        & compact_ok
+        & (year >= MIN_YEAR)
+        & (year <= MAX_YEAR)
+        & (month >= 1)
+        & (month <= 12)
+        & (day >= 1)
+        & (day <= dim)
+    )
+    iso = pc.binary_join_element_wise(
+        y_s, pc.utf8_lpad(m_s, width=2, padding="0"), pc.utf8_lpad(d_s, width=2, padding="0"), "-"
+    ).to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(matched)
+    out[rows[ok]] = iso[ok]
+    return out
+
+
+def _parse_distinct(values: Sequence, pivot_year: int) -> pd.DataFrame:
+    """Parse distinct raw dates; one output row per input value, in order."""
+    iso = _fast_parse(values)
+    flags = np.full(len(values), "", dtype=object)
+    for i in np.flatnonzero(pd.isna(iso)):
+        text = _as_text(values[i])
+        if isinstance(text, tuple):
+            result = text
+        else:
+            text = unicodedata.normalize("NFKC", text).strip()
+            result = _parse_text(text, pivot_year) if text else (None, "")
+        iso[i], flags[i] = result
+    return pd.DataFrame({VALUE: iso, QUALITY_FLAGS: flags})
+
+
+def parse_dates(values: pd.Series, pivot_year: int = 30) -> pd.DataFrame:
+    """Parse raw dates to ISO strings with one bare flag code per value, on the same index."""
+    if not 0 <= pivot_year <= 99:
+        raise ValueError(f"pivot_year must be 0..99, got {pivot_year}")
+    return map_distinct(values, lambda distinct: _parse_distinct(distinct, pivot_year))
+
+
+def parse_date(s: object, pivot_year: int = 30) -> datetime.date | None:
+    """Parse one raw date; None when empty or unparseable."""
+    if s is None or (isinstance(s, float) and math.isnan(s)):
+        return None
+    iso = _parse_distinct([s], pivot_year)[VALUE].iloc[0]
+    return datetime.date.fromisoformat(iso) if iso else None
+
+
+def lunar_to_solar(d: datetime.date, leap_month: bool = False) -> datetime.date | None:
+    """Read d's year/month/day as a lunar date and return the solar date, or None if impossible."""
+    try:
+        return LunarDate(d.year, d.month, d.day, leap_month).to_solar_date()
+    except ValueError:
+        return None
+
+
+def solar_to_lunar(d: datetime.date) -> datetime.date | None:
+    """Lunar year/month/day of a solar date, as a date (None if e.g. lunar day 30 of month 2)."""
+    try:
+        lunar = LunarDate.from_solar_date(d.year, d.month, d.day)
+        return datetime.date(lunar.year, lunar.month, lunar.day)
+    except ValueError:
+        return None

