@@ -366,9 +366,13 @@ class FellegiSunterModel:
             session.u_floor_ = self.u_floor_
             session.prior_estimate_ = 0.5
             session.fit(sub)
+            # A level never seen among n session pairs has m below about 1/(2n), not ~0:
+            # the floor keeps one unusual value (a house number written differently) from
+            # vetoing a match on data unlike the training data.
+            floor = 1.0 / (2.0 * n_pairs)
             for name in self.comparisons:
                 if name not in rule:
-                    sums[name] += session.m_[name]
+                    sums[name] += _apply_floor(session.m_[name], max(floor, self.m_floor))
                     seen[name] += 1
                     info["estimated"].append(name)
         missing = [n for n in self.comparisons if seen[n] == 0]

@@ -1,0 +1,354 @@
+"""Clustering stage: scored record pairs -> one cluster label per record.
+
+Connected components first, then constrained reclustering of suspect components.
+Imports only ``linkage.schema`` and ``linkage.errors`` from the package.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+
+from linkage import schema
+from linkage.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+# Columns of the cannot-link table besides schema.ROW (local to this stage's input).
+CANNOT_LINK_KEY = "key"
+CANNOT_LINK_GROUP = "group"
+
+# Two groups of >= 2 records merge only if at least this share of their observed cross
+# pairs is above threshold: one household phone match must not join two people.
+DEFAULT_BRIDGE_RATIO = 0.5
+# Infinite weights (probability exactly 0 or 1) would turn sums into NaN.
+_MAX_ABS_WEIGHT = 1000.0
+_EXAMPLES = 5
+
+
+def cluster_pairs(
+    n_records: int,
+    pairs: pd.DataFrame,
+    threshold: float = 0.9,
+    *,
+    cannot_link: pd.DataFrame | None = None,
+    max_cluster_size: int = 20,
+    bridge_ratio: float = DEFAULT_BRIDGE_RATIO,
+    recluster_contradicted: bool = True,
+) -> pd.Series:
+    """Return a cluster label per row 0..n_records-1: the smallest row number in its cluster.
+
+    Pairs with ``MATCH_PROBABILITY >= threshold`` are linked into connected components.
+    A component with more than ``max_cluster_size`` records, holding two different
+    ``cannot_link`` keys within one group, or (``recluster_contradicted``) containing an
+    observed pair below threshold, is reclustered by greedy agglomeration over its links
+    in descending ``MATCH_WEIGHT``: two groups merge only if the result stays within
+    ``max_cluster_size`` (a hard cap), no cannot-link pair ends up together, the mean weight
+    of all observed pairs between them (below-threshold ones included) is at least the
+    threshold's weight, and, when both groups hold >= 2 records, at least ``bridge_ratio`` of
+    those observed pairs are above threshold. Unobserved pairs count for nothing, so a chain
+    a-b-c-d whose non-neighbours were never compared still merges. A component none of
+    these flag is kept whole: with all its observed pairs above threshold, nothing splits it.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be strictly between 0 and 1, got {threshold}")
+    if max_cluster_size < 1:
+        raise ValueError(f"max_cluster_size must be >= 1, got {max_cluster_size}")
+    if not 0.0 <= bridge_ratio <= 1.0:
+        raise ValueError(f"bridge_ratio must be between 0 and 1, got {bridge_ratio}")
+    n_records = int(n_records)
+    left, right, prob = _pair_arrays(pairs, n_records)
+    strong = prob >= threshold
+
+    n_comp, comp = connected_components(
+        csr_matrix(
+            # int32: repeated pairs are summed, and int8 could wrap to zero
+            (np.ones(int(strong.sum()), dtype=np.int32), (left[strong], right[strong])),
+            shape=(n_records, n_records),
+        ),
+        directed=False,
+    )
+    comp = comp.astype(np.int64)
+    sizes = np.bincount(comp, minlength=n_comp)
+    flagged = sizes > max_cluster_size
+    n_big = int(flagged.sum())
+    cl = _cannot_link_codes(cannot_link, n_records) if cannot_link is not None else None
+    if cl is not None:
+        flagged[_conflicting_components(comp, cl)] = True
+    if recluster_contradicted:
+        # Households chain through one shared phone while their other pairs score low.
+        weak_inside = (prob < threshold) & (comp[left] == comp[right])
+        flagged[comp[left[weak_inside]]] = True
+    logger.info(
+        "%d records, %d links >= %.3f, %d components; reclustering %d (%d over size %d)",
+        n_records,
+        int(strong.sum()),
+        threshold,
+        n_comp,
+        int(flagged.sum()),
+        n_big,
+        max_cluster_size,
+    )
+
+    group = comp
+    if flagged.any():
+        weight = _pair_weights(pairs, prob)
+        group = comp.copy()
+        nodes = np.flatnonzero(flagged[comp])
+        inside = (comp[left] == comp[right]) & flagged[comp[left]]
+        unweighted = inside & np.isnan(weight)
+        if unweighted.any():
+            logger.warning("%d pairs without a match weight are left out", int(unweighted.sum()))
+            inside &= ~unweighted
+        local = np.full(n_records, -1, dtype=np.int64)
+        local[nodes] = np.arange(len(nodes))
+        keys = _local_keys(cl, local) if cl is not None else {}
+        roots = _agglomerate(
+            len(nodes),
+            local[left[inside]],
+            local[right[inside]],
+            weight[inside],
+            strong[inside],
+            keys,
+            max_cluster_size=max_cluster_size,
+            # Slack: a float sum of weights all at the threshold may round just below it.
+            min_weight=float(np.log2(threshold / (1.0 - threshold))) - 1e-9,
+            bridge_ratio=bridge_ratio,
+        )
+        # Recluster results get ids past the component ids so both can share one array.
+        group[nodes] = n_comp + roots
+    return _min_row_labels(group, n_records)
+
+
+def cluster_size_distribution(labels: pd.Series) -> pd.DataFrame:
+    """Return one row per cluster size: ``size``, ``clusters`` of that size, ``records`` in them."""
+    counts = pd.Series(labels).value_counts().value_counts().sort_index()
+    sizes = counts.index.to_numpy(dtype=np.int64)
+    clusters = counts.to_numpy(dtype=np.int64)
+    return pd.DataFrame({"size": sizes, "clusters": clusters, "records": sizes * clusters})
+
+
+def cluster_stats(labels: pd.Series) -> dict:
+    """Return records, clusters, max_size, clusters_over_10 and singleton_share (of records)."""
+    sizes = pd.Series(labels).value_counts()
+    n = int(sizes.sum())
+    return {
+        "records": n,
+        "clusters": len(sizes),
+        "max_size": int(sizes.max()) if n else 0,
+        "clusters_over_10": int((sizes > 10).sum()),
+        "singleton_share": float((sizes == 1).sum() / n) if n else 0.0,
+    }
+
+
+def _pair_arrays(pairs: pd.DataFrame, n_records: int) -> tuple[np.ndarray, ...]:
+    """Validate the pair table; return (left, right, probability) with left < right."""
+    for column in (schema.ROW_L, schema.ROW_R, schema.MATCH_PROBABILITY):
+        if column not in pairs.columns:
+            raise InputError("scored pairs table lacks a required column", column=column)
+    ends = [_row_numbers(pairs[c], n_records, c) for c in (schema.ROW_L, schema.ROW_R)]
+    # Accept either orientation; duplicates and self-pairs are harmless to the union.
+    left = np.minimum(ends[0], ends[1])
+    right = np.maximum(ends[0], ends[1])
+    prob = pd.to_numeric(pairs[schema.MATCH_PROBABILITY], errors="coerce").to_numpy(np.float64)
+    n_null = int(np.isnan(prob).sum())
+    if n_null:
+        logger.warning("%d pairs without a match probability are treated as non-links", n_null)
+    return left, right, prob
+
+
+def _pair_weights(pairs: pd.DataFrame, prob: np.ndarray) -> np.ndarray:
+    """Return match weights (log2 Bayes factor), derived from the probability when absent."""
+    if schema.MATCH_WEIGHT in pairs.columns:
+        weight = pd.to_numeric(pairs[schema.MATCH_WEIGHT], errors="coerce").to_numpy(np.float64)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight = np.log2(prob) - np.log2(1.0 - prob)
+    return np.clip(weight, -_MAX_ABS_WEIGHT, _MAX_ABS_WEIGHT)
+
+
+def _row_numbers(values: pd.Series, n_records: int, column: str) -> np.ndarray:
+    """Return row numbers as int64; raise InputError unless all are in 0..n_records-1."""
+    try:
+        rows = values.to_numpy(dtype=np.int64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"row numbers must be integers ({exc})", column=column) from exc
+    bad = (rows < 0) | (rows >= n_records)
+    if bad.any():
+        examples = ", ".join(str(v) for v in rows[bad][:_EXAMPLES])
+        raise InputError(
+            f"{int(bad.sum())} row numbers outside 0..{n_records - 1}, e.g. {examples}",
+            column=column,
+        )
+    return rows
+
+
+def _cannot_link_codes(cannot_link: pd.DataFrame, n_records: int) -> pd.DataFrame:
+    """Return the non-null constraints as integer columns row, group, key."""
+    for column in (schema.ROW, CANNOT_LINK_KEY):
+        if column not in cannot_link.columns:
+            raise InputError("cannot-link table lacks a required column", column=column)
+    key = cannot_link[CANNOT_LINK_KEY]
+    keep = key.notna().to_numpy() & (key.astype(str) != "").to_numpy()
+    rows = _row_numbers(cannot_link[schema.ROW][keep], n_records, schema.ROW)
+    if CANNOT_LINK_GROUP in cannot_link.columns:
+        groups = pd.factorize(cannot_link[CANNOT_LINK_GROUP][keep])[0]
+    else:
+        groups = np.zeros(len(rows), dtype=np.int64)
+    codes = pd.DataFrame(
+        {"row": rows, "group": groups, "key": pd.factorize(key[keep])[0]}
+    ).drop_duplicates()
+    clash = codes.duplicated(["row", "group"], keep=False)
+    if clash.any():
+        examples = ", ".join(str(r) for r in codes["row"][clash].unique()[:_EXAMPLES])
+        raise InputError(
+            f"rows with two different keys in one group, e.g. rows {examples}",
+            column=CANNOT_LINK_KEY,
+        )
+    return codes
+
+
+def _conflicting_components(comp: np.ndarray, codes: pd.DataFrame) -> np.ndarray:
+    """Return ids of components holding >= 2 distinct keys within one group."""
+    per_comp = pd.DataFrame(
+        {"comp": comp[codes["row"].to_numpy()], "group": codes["group"], "key": codes["key"]}
+    ).drop_duplicates()
+    return per_comp["comp"][per_comp.duplicated(["comp", "group"])].unique()
+
+
+def _local_keys(codes: pd.DataFrame, local: np.ndarray) -> dict[int, dict[int, int]]:
+    """Return {local node: {group: key}} for constrained nodes of reclustered components."""
+    node = local[codes["row"].to_numpy()]
+    sub = codes.assign(node=node)[node >= 0]
+    keys: dict[int, dict[int, int]] = {}
+    for n, g, k in zip(
+        sub["node"].tolist(), sub["group"].tolist(), sub["key"].tolist(), strict=True
+    ):
+        keys.setdefault(n, {})[g] = k
+    return keys
+
+
+def _agglomerate(
+    n_nodes: int,
+    left: np.ndarray,
+    right: np.ndarray,
+    weight: np.ndarray,
+    strong: np.ndarray,
+    keys: dict[int, dict[int, int]],
+    *,
+    max_cluster_size: int,
+    min_weight: float,
+    bridge_ratio: float,
+) -> np.ndarray:
+    """Greedy constrained agglomeration; return the root node of each node's group.
+
+    Hand-written: scipy/networkx offer no linkage over a sparse set of observed pairs with
+    cannot-link constraints. Merges are sequential by nature, so this is a Python loop over
+    the edges of reclustered components only; components are disjoint, so one pass over all
+    of them equals one pass per component.
+    """
+    # Canonical order (weight desc, then rows) makes labels independent of input pair order.
+    order = np.lexsort((right, left, -weight))
+    left, right, weight, strong = left[order], right[order], weight[order], strong[order]
+    # Keep the first (heaviest) copy of a pair listed twice.
+    pair_key = left * np.int64(max(n_nodes, 1)) + right
+    first = ~pd.Series(pair_key).duplicated().to_numpy() & (left != right)
+    left, right, weight, strong = left[first], right[first], weight[first], strong[first]
+
+    # adj[g][h] = id of the running totals (weight sum, pair count, strong count) over the
+    # observed pairs between groups g and h; both directions hold the same id.
+    w_sum = weight.tolist()
+    count = [1] * len(w_sum)
+    n_strong = strong.astype(np.int64).tolist()
+    adj = _neighbour_dicts(n_nodes, left, right)
+
+    parent = list(range(n_nodes))
+    size = [1] * n_nodes
+    for u, v in zip(left[strong].tolist(), right[strong].tolist(), strict=True):
+        while parent[u] != u:  # find with path halving
+            parent[u] = parent[parent[u]]
+            u = parent[u]
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        if u == v or size[u] + size[v] > max_cluster_size:
+            continue
+        adj_u, adj_v = adj[u], adj[v]
+        e = adj_u[v]
+        if w_sum[e] < min_weight * count[e]:
+            continue
+        if size[u] >= 2 and size[v] >= 2 and n_strong[e] < bridge_ratio * count[e]:
+            continue
+        keys_u, keys_v = keys.get(u), keys.get(v)
+        if keys_u and keys_v and any(keys_u.get(g, k) != k for g, k in keys_v.items()):
+            continue
+        if len(adj_u) < len(adj_v):  # fold the smaller neighbourhood into the larger
+            u, v, adj_u, adj_v, keys_u, keys_v = v, u, adj_v, adj_u, keys_v, keys_u
+        del adj_u[v], adj_v[u]
+        merged = size[u] + size[v]
+        room = max_cluster_size - merged
+        for h, e in adj_v.items():
+            adj_h = adj[h]
+            del adj_h[v]
+            into = adj_u.get(h)
+            # Groups too big to ever merge with the result need no totals: drop the link.
+            if size[h] > room:
+                if into is not None:
+                    del adj_u[h], adj_h[u]
+            elif into is None:
+                adj_u[h] = e
+                adj_h[u] = e
+            else:
+                w_sum[into] += w_sum[e]
+                count[into] += count[e]
+                n_strong[into] += n_strong[e]
+        if room == 0:  # a full group merges no more: unlink it from every neighbour
+            for h in adj_u:
+                del adj[h][u]
+            adj_u.clear()
+        adj[v] = None
+        parent[v] = u
+        size[u] = merged
+        if keys_v:
+            if keys_u:
+                keys_u.update(keys_v)
+            else:
+                keys[u] = keys_v
+            del keys[v]
+
+    roots = np.asarray(parent, dtype=np.int64)
+    # Full path compression, vectorized: at most log2(n) rounds after path halving.
+    while True:
+        up = roots[roots]
+        if np.array_equal(up, roots):
+            return roots
+        roots = up
+
+
+def _neighbour_dicts(n_nodes: int, left: np.ndarray, right: np.ndarray) -> list[dict | None]:
+    """Return per node a dict neighbour -> pair index, built per node rather than per pair."""
+    pair = np.arange(len(left), dtype=np.int64)
+    src = np.concatenate([left, right])
+    order = np.argsort(src, kind="stable")
+    dst = np.concatenate([right, left])[order].tolist()
+    ids = np.concatenate([pair, pair])[order].tolist()
+    ends = np.cumsum(np.bincount(src, minlength=n_nodes)).tolist()
+    starts = [0, *ends[:-1]]
+    return [dict(zip(dst[a:b], ids[a:b], strict=True)) for a, b in zip(starts, ends, strict=True)]
+
+
+def _min_row_labels(group: np.ndarray, n_records: int) -> pd.Series:
+    """Relabel each group by its smallest row number."""
+    rows = np.arange(n_records, dtype=np.int64)
+    smallest = np.full(int(group.max()) + 1 if n_records else 0, n_records, dtype=np.int64)
+    np.minimum.at(smallest, group, rows)
+    return pd.Series(
+        smallest[group],
+        index=pd.RangeIndex(n_records, name=schema.ROW),
+        name=schema.CLUSTER_ID,
+        dtype=np.int64,
+    )
