@@ -92,8 +92,45 @@ def decode_bytes(data: bytes, encoding: str = "auto", *, path: str = "") -> tupl
     )
 
 
+def _read_csv_arrow(text: str, cfg: SourceConfig) -> pd.DataFrame | None:
+    """Parse with pyarrow (multithreaded, trims in C++); None when it cannot, to fall back."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    first_line = text.split("\n", 1)[0]
+    header = next(csv.reader([first_line], delimiter=cfg.delimiter), [])
+    if not header or len(set(header)) != len(header):
+        return None
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(text.encode("utf-8")),
+            parse_options=pacsv.ParseOptions(delimiter=cfg.delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={h: pa.string() for h in header},
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    columns = {}
+    for name in table.column_names:
+        col = pc.utf8_trim_whitespace(table.column(name))
+        columns[name] = pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
+    frame = pa.table(columns).to_pandas()
+    frame.attrs["clean_text"] = True  # already trimmed text with None for blanks
+    return frame
+
+
 def _read_csv_text(text: str, cfg: SourceConfig) -> pd.DataFrame:
     path = str(cfg.path)
+    if not text.strip():
+        raise InputError("file is empty (no header row)", path=path)
+    frame = _read_csv_arrow(text, cfg)
+    if frame is not None:
+        return frame
     opts = dict(dtype=str, keep_default_na=False, na_values=[""], sep=cfg.delimiter)
     try:
         return pd.read_csv(io.StringIO(text), engine="c", **opts)
@@ -150,6 +187,8 @@ def read_raw(cfg: SourceConfig) -> pd.DataFrame:
             f"unsupported file type '{suffix}', expected .csv, .xlsx or .parquet", path=str(path)
         )
     frame.columns = [str(c).strip().removeprefix("\ufeff") for c in frame.columns]
+    if getattr(frame, "attrs", {}).get("clean_text"):
+        return frame
     return _as_text(frame)
 
 
@@ -216,8 +255,12 @@ def read_source(cfg: SourceConfig) -> pd.DataFrame:
 def read_sources(config: RunConfig) -> pd.DataFrame:
     """Read every source of a run and stack them; canonical fields absent from a source are null."""
     frames = [read_source(cfg) for cfg in config.sources.values()]
-    records = pd.concat(frames, ignore_index=True, sort=False).astype(object)
-    records = records.where(records.notna(), None)
+    records = pd.concat(frames, ignore_index=True, sort=False)
+    # columns absent from some sources come back as NaN: make them None like every other null
+    partial = [c for c in records.columns if not all(c in f.columns for f in frames)]
+    for col in partial:
+        values = records[col].astype(object)
+        records[col] = values.where(values.notna(), None)
     for field in schema.CANONICAL_FIELDS:
         if field not in records.columns:
             records[field] = None

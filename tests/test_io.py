@@ -178,3 +178,18 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         write_csv(Boom({"a": [2]}), target)
     assert target.read_text() == "a\n1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_quoted_fields_and_whitespace(tmp_path):
+    path = tmp_path / "p.csv"
+    text = (
+        "登记编号,姓名,公民身份号码,联系电话,住址\n"
+        'P1, 张伟 ,"11010519491231002X",,"北京市朝阳区, 某路\n3号"\n'
+        "P2,李娜,   ,138 0000 1111,\n"
+    )
+    path.write_text(text, encoding="utf-8")
+    frame = read_source(_cfg(path))
+    assert frame.loc[0, schema.NAME] == "张伟"
+    assert frame.loc[0, "住址"] == "北京市朝阳区, 某路\n3号"
+    assert frame.loc[1, schema.ID_NUMBER] is None and frame.loc[0, schema.PHONE] is None
+    assert frame.loc[1, schema.PHONE] == "138 0000 1111"

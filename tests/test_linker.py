@@ -120,3 +120,35 @@ def test_bad_input_still_gives_every_record_an_identity(tmp_path):
     assert ids[schema.IDENTITY_ID].notna().all()
     # without any corroborating field, a shared name alone never merges records
     assert ids[schema.IDENTITY_ID].nunique() == 5
+
+
+def test_supervised_training_from_reviewed_pairs(registries, result, tmp_path):
+    """An analyst's reviewed pairs (labels CSV) train the model instead of EM."""
+    truth = pd.read_csv(registries / "truth.csv", dtype=str, keep_default_na=False)
+    person = dict(zip(zip(truth[schema.SOURCE], truth[schema.RECORD_ID]), truth[schema.PERSON_ID]))
+    pairs = result.pairs_with_keys().sample(n=min(3000, len(result.pairs)), random_state=0)
+    labels = pd.DataFrame(
+        {
+            "source_l": pairs["source_l"],
+            "record_id_l": pairs["record_id_l"],
+            "source_r": pairs["source_r"],
+            "record_id_r": pairs["record_id_r"],
+            "label": [
+                int(person[(a, b)] == person[(c, d)])
+                for a, b, c, d in zip(pairs["source_l"], pairs["record_id_l"], pairs["source_r"], pairs["record_id_r"])
+            ],
+        }
+    )
+    assert 0 < labels["label"].mean() < 1
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    data = yaml.safe_load((registries / "run.yaml").read_text(encoding="utf-8"))
+    for entry in data["sources"].values():
+        entry["include"] = str(registries / entry["include"])
+        entry["path"] = str(registries / entry["path"])
+    data["model"] = {"labels": str(tmp_path / "labels.csv")}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    supervised = Linker.from_yaml(path).run()
+    assert supervised.model.n_iter_ == 0  # no EM ran
+    scores = evaluate(truth, supervised.identities)
+    assert scores["pairwise"]["f1"] >= MIN_PAIRWISE_F1, scores
