@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import duckdb
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from linkage import schema
 from linkage.errors import ConfigError
@@ -69,12 +70,22 @@ DERIVED_KEYS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
 
 
 class BlockingRule(BaseModel):
-    """Pairs records whose values agree on every key in ``on`` (nulls never agree)."""
+    """Pairs records whose values agree on every key in ``keys`` (nulls never agree)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1)
-    on: list[str] = Field(min_length=1)
+    keys: list[str] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_on(cls, data: Any) -> Any:
+        # "on" is accepted for "keys"; unquoted, YAML 1.1 reads the key `on` as boolean true
+        if isinstance(data, dict):
+            for alias in ("on", True):
+                if alias in data and "keys" not in data:
+                    data = {("keys" if k == alias else k): v for k, v in data.items()}
+        return data
 
 
 class BlockingSettings(BaseModel):
@@ -91,25 +102,25 @@ class BlockingSettings(BaseModel):
 
 
 DEFAULT_RULES: tuple[BlockingRule, ...] = (
-    BlockingRule(name="id_number", on=[schema.ID_STD]),
-    BlockingRule(name="pinyin_name_birth_year", on=["name_pinyin_sorted", "birth_year"]),
+    BlockingRule(name="id_number", keys=[schema.ID_STD]),
+    BlockingRule(name="pinyin_name_birth_year", keys=["name_pinyin_sorted", "birth_year"]),
     BlockingRule(
         name="fuzzy_surname_birth_date",
-        on=[schema.name_col(schema.NAME, "surname_fuzzy"), "birth_date"],
+        keys=[schema.name_col(schema.NAME, "surname_fuzzy"), "birth_date"],
     ),
     BlockingRule(
-        name="given_name_birth_date", on=[schema.name_col(schema.NAME, "given"), "birth_date"]
+        name="given_name_birth_date", keys=[schema.name_col(schema.NAME, "given"), "birth_date"]
     ),
-    BlockingRule(name="id_birth_region", on=[schema.ID_BIRTH_DATE, schema.ID_REGION_CODE]),
-    BlockingRule(name="phone", on=[schema.PHONE_STD]),
+    BlockingRule(name="id_birth_region", keys=[schema.ID_BIRTH_DATE, schema.ID_REGION_CODE]),
+    BlockingRule(name="phone", keys=[schema.PHONE_STD]),
     BlockingRule(
         name="pinyin_name_district",
-        on=["name_pinyin_sorted", schema.address_col(schema.CURRENT_ADDRESS, "district")],
+        keys=["name_pinyin_sorted", schema.address_col(schema.CURRENT_ADDRESS, "district")],
     ),
-    BlockingRule(name="minority_head_birth_year", on=["name_minority_head", "birth_year"]),
+    BlockingRule(name="minority_head_birth_year", keys=["name_minority_head", "birth_year"]),
     BlockingRule(
         name="fuzzy_name_hukou_district",
-        on=[
+        keys=[
             schema.name_col(schema.NAME, "fuzzy"),
             schema.address_col(schema.HUKOU_ADDRESS, "district"),
         ],
@@ -131,7 +142,7 @@ def key_table(records: pd.DataFrame, rules: list[BlockingRule]) -> pd.DataFrame:
     }
     problems = []
     for rule in rules:
-        for key in rule.on:
+        for key in rule.keys:
             if key in keys:
                 continue
             if key in DERIVED_KEYS:
@@ -155,14 +166,14 @@ def key_table(records: pd.DataFrame, rules: list[BlockingRule]) -> pd.DataFrame:
 
 
 def _block_sizes(table: pd.DataFrame, rule: BlockingRule) -> pd.Series:
-    sub = table[rule.on].dropna()
+    sub = table[rule.keys].dropna()
     if sub.empty:
         return pd.Series(dtype=np.int64)
-    return sub.groupby(rule.on, sort=False).size()
+    return sub.groupby(rule.keys, sort=False).size()
 
 
 def _rule_condition(rule: BlockingRule, skip_col: str) -> str:
-    parts = [f"l.{_quote(k)} = r.{_quote(k)}" for k in rule.on]
+    parts = [f"l.{_quote(k)} = r.{_quote(k)}" for k in rule.keys]
     parts.append(f"NOT l.{_quote(skip_col)}")
     return "(" + " AND ".join(parts) + ")"
 
@@ -193,9 +204,9 @@ def block(
             settings.max_block_size,
             int(too_big.max()),
         )
-        marker = table[rule.on].merge(too_big.rename("__n").reset_index(), on=rule.on, how="left")[
-            "__n"
-        ]
+        marker = table[rule.keys].merge(
+            too_big.rename("__n").reset_index(), on=rule.keys, how="left"
+        )["__n"]
         table[col] = marker.notna().to_numpy()
     con = connection or duckdb.connect()
     con.register("__keys", table)
@@ -249,7 +260,7 @@ def blocking_report(
         rows.append(
             {
                 "rule": rule.name,
-                "on": " + ".join(rule.on),
+                "keys": " + ".join(rule.keys),
                 "records_with_key": int(sizes.sum()),
                 "pairs": int((kept * (kept - 1) // 2).sum()),
                 "largest_block": int(sizes.max()) if len(sizes) else 0,

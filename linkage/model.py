@@ -384,9 +384,7 @@ class FellegiSunterModel:
             )
             fallback.u_, fallback.u_floor_ = self.u_, self.u_floor_
             fallback.fit(vectors)
-        self.m_ = {
-            n: (sums[n] / seen[n]) if seen[n] else fallback.m_[n] for n in self.comparisons
-        }
+        self.m_ = {n: (sums[n] / seen[n]) if seen[n] else fallback.m_[n] for n in self.comparisons}
         if self.prior is not None:
             self.lambda_ = float(self.prior)
         else:

@@ -132,7 +132,9 @@ def _labels_to_pairs(
     return pd.DataFrame({schema.ROW_L: lo, schema.ROW_R: hi}), y.to_numpy()[ok].astype(np.int8)
 
 
-def _level_rules(rules: list[dict[str, str]], comparisons: list[Comparison]) -> list[dict[str, int]]:
+def _level_rules(
+    rules: list[dict[str, str]], comparisons: list[Comparison]
+) -> list[dict[str, int]]:
     """Turn {comparison: level name} rules into level indices; drop rules naming absent comparisons."""
     levels = {c.name: list(c.levels) for c in comparisons}
     out = []
@@ -195,7 +197,9 @@ def train_model(
         rules = _level_rules(settings.prior_rules, comparisons)
         sessions = _level_rules(settings.training_sessions, comparisons)
         if settings.prior is None and rules:
-            model.prior_estimate_ = _random_match_prior(vectors, rules, len(records), settings.prior_recall)
+            model.prior_estimate_ = _random_match_prior(
+                vectors, rules, len(records), settings.prior_recall
+            )
         if sessions:
             model.fit_sessions(vectors, sessions)
             logger.info("training sessions: %s", model.sessions_)

@@ -20,8 +20,8 @@ from linkage.blocking import (
 from linkage.errors import ConfigError
 
 RULES = [
-    BlockingRule(name="a", on=["k1"]),
-    BlockingRule(name="bc", on=["k2", "k3"]),
+    BlockingRule(name="a", keys=["k1"]),
+    BlockingRule(name="bc", keys=["k2", "k3"]),
 ]
 
 
@@ -37,12 +37,12 @@ def _brute(frame, rules, link_only=False, max_block=None):
         if link_only and frame[schema.SOURCE][i] == frame[schema.SOURCE][j]:
             continue
         for rule in rules:
-            vals_i = [frame[k][i] for k in rule.on]
-            vals_j = [frame[k][j] for k in rule.on]
+            vals_i = [frame[k][i] for k in rule.keys]
+            vals_j = [frame[k][j] for k in rule.keys]
             if any(v is None for v in vals_i) or vals_i != vals_j:
                 continue
             if max_block is not None:
-                size = (frame[rule.on] == pd.Series(vals_i, index=rule.on)).all(axis=1).sum()
+                size = (frame[rule.keys] == pd.Series(vals_i, index=rule.keys)).all(axis=1).sum()
                 if size > max_block:
                     continue
             found[(i, j)] = rule.name
@@ -96,7 +96,7 @@ def test_oversized_blocks_are_skipped_but_other_rules_still_pair():
 def test_unknown_key_is_a_config_error_naming_rule():
     frame = _records([("p", "x", "y", "z")])
     with pytest.raises(ConfigError, match="rule 'bad': unknown key 'nope'"):
-        key_table(frame, [BlockingRule(name="bad", on=["nope"])])
+        key_table(frame, [BlockingRule(name="bad", keys=["nope"])])
 
 
 def test_empty_strings_never_block_together():
@@ -114,7 +114,7 @@ def test_derived_keys_birth_year_and_sorted_pinyin():
             schema.ID_BIRTH_DATE: [None, "1990-07-08", None],
         }
     )
-    rule = BlockingRule(name="py", on=["name_pinyin_sorted", "birth_year"])
+    rule = BlockingRule(name="py", keys=["name_pinyin_sorted", "birth_year"])
     pairs = block(frame, BlockingSettings(rules=[rule]))
     assert list(zip(pairs[schema.ROW_L], pairs[schema.ROW_R])) == [(0, 1)]
 
@@ -127,3 +127,14 @@ def test_random_pairs_are_distinct_ordered_and_seeded():
     assert not a.duplicated().any()
     assert len(sample_random_pairs(4, 100)) == 6
     assert len(sample_random_pairs(1, 100)) == 0
+
+
+def test_rule_accepts_on_even_when_yaml_reads_it_as_true():
+    import yaml
+
+    rules = yaml.safe_load(
+        '- {name: a, on: [k1]}\n- {name: b, "on": [k2]}\n- {name: c, keys: [k3]}'
+    )
+    assert True in rules[0]  # the YAML 1.1 trap this guards against
+    parsed = BlockingSettings(rules=rules).rules
+    assert [r.keys for r in parsed] == [["k1"], ["k2"], ["k3"]]

@@ -16,14 +16,23 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli")
-    result = runner.invoke(app, ["synth", "--persons", "300", "--seed", "2", "--output", str(out / "data")])
+    result = runner.invoke(
+        app, ["synth", "--persons", "300", "--seed", "2", "--output", str(out / "data")]
+    )
     assert result.exit_code == 0, result.output
     return out
 
 
 def test_synth_writes_registries_and_truth(data):
     names = sorted(p.name for p in (data / "data").iterdir())
-    assert names == ["civil_affairs.csv", "health.csv", "police.csv", "run.yaml", "sources", "truth.csv"]
+    assert names == [
+        "civil_affairs.csv",
+        "health.csv",
+        "police.csv",
+        "run.yaml",
+        "sources",
+        "truth.csv",
+    ]
 
 
 def test_run_writes_contract_outputs_and_evaluate_reads_them(data):
@@ -37,14 +46,23 @@ def test_run_writes_contract_outputs_and_evaluate_reads_them(data):
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["records"] == len(truth) and "block" in summary["seconds"]
     result = runner.invoke(
-        app, ["evaluate", "--truth", str(data / "data" / "truth.csv"), "--pred", str(out / "identities.csv")]
+        app,
+        [
+            "evaluate",
+            "--truth",
+            str(data / "data" / "truth.csv"),
+            "--pred",
+            str(out / "identities.csv"),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "pairwise" in result.output and "recall by corruption type" in result.output
 
 
 def test_quiet_run_prints_nothing(data):
-    result = runner.invoke(app, ["run", str(data / "data" / "run.yaml"), "--output", str(data / "q"), "--quiet"])
+    result = runner.invoke(
+        app, ["run", str(data / "data" / "run.yaml"), "--output", str(data / "q"), "--quiet"]
+    )
     assert result.exit_code == 0
     assert result.stdout.strip() == ""
 
@@ -60,7 +78,9 @@ def test_profile_and_blocking_reports(data):
 
 def test_standardize_writes_parquet(data):
     out = data / "std.parquet"
-    result = runner.invoke(app, ["standardize", str(data / "data" / "run.yaml"), "--output", str(out)])
+    result = runner.invoke(
+        app, ["standardize", str(data / "data" / "run.yaml"), "--output", str(out)]
+    )
     assert result.exit_code == 0, result.output
     frame = pd.read_parquet(out)
     assert "name_pinyin" in frame.columns and "quality_flags" in frame.columns
@@ -77,7 +97,9 @@ def test_bad_config_exits_2_naming_the_key(tmp_path):
 def test_bad_input_exits_2_naming_the_file(tmp_path):
     (tmp_path / "a.csv").write_text("id,姓名\n1,张伟\n1,李娜\n", encoding="utf-8")
     path = tmp_path / "run.yaml"
-    path.write_text("sources:\n  a: {path: a.csv, record_id: id, columns: {姓名: name}}\n", encoding="utf-8")
+    path.write_text(
+        "sources:\n  a: {path: a.csv, record_id: id, columns: {姓名: name}}\n", encoding="utf-8"
+    )
     result = runner.invoke(app, ["run", str(path), "--output", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "a.csv" in result.output and "duplicate record id" in result.output
@@ -92,7 +114,9 @@ def test_internal_error_exits_1(tmp_path, monkeypatch):
     monkeypatch.setattr(linkage.linker.Linker, "run", boom)
     (tmp_path / "a.csv").write_text("id,姓名\n1,张伟\n", encoding="utf-8")
     path = tmp_path / "run.yaml"
-    path.write_text("sources:\n  a: {path: a.csv, record_id: id, columns: {姓名: name}}\n", encoding="utf-8")
+    path.write_text(
+        "sources:\n  a: {path: a.csv, record_id: id, columns: {姓名: name}}\n", encoding="utf-8"
+    )
     result = runner.invoke(app, ["run", str(path), "--output", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert "internal error: RuntimeError: simulated failure" in result.output

@@ -60,10 +60,18 @@ def test_explanations_and_outputs(registries, result, tmp_path):
     linker = Linker.from_yaml(registries / "run.yaml")
     linker.result_ = result
     paths = linker.write(tmp_path)
-    for name in ("identities.csv", "golden_records.csv", "pairs.parquet", "model.json", "summary.json"):
+    for name in (
+        "identities.csv",
+        "golden_records.csv",
+        "pairs.parquet",
+        "model.json",
+        "summary.json",
+    ):
         assert (tmp_path / name).exists(), name
     pairs = pd.read_parquet(paths["pairs"])
-    assert {"source_l", "record_id_l", "source_r", "record_id_r", schema.MATCH_PROBABILITY} <= set(pairs.columns)
+    assert {"source_l", "record_id_l", "source_r", "record_id_r", schema.MATCH_PROBABILITY} <= set(
+        pairs.columns
+    )
 
 
 def test_saved_model_reproduces_scores(registries, result, tmp_path):
@@ -111,7 +119,11 @@ def test_bad_input_still_gives_every_record_an_identity(tmp_path):
         {
             "empty": {"path": "empty.csv", "record_id": "编号", "columns": {"姓名": "name"}},
             "names": {"path": "names.csv", "record_id": "编号", "columns": {"姓名": "name"}},
-            "blank": {"path": "blank.csv", "record_id": "编号", "columns": {"姓名": "name", "身份证": "id_number"}},
+            "blank": {
+                "path": "blank.csv",
+                "record_id": "编号",
+                "columns": {"姓名": "name", "身份证": "id_number"},
+            },
         },
     )
     result = Linker.from_yaml(path).run()
@@ -135,7 +147,9 @@ def test_supervised_training_from_reviewed_pairs(registries, result, tmp_path):
             "record_id_r": pairs["record_id_r"],
             "label": [
                 int(person[(a, b)] == person[(c, d)])
-                for a, b, c, d in zip(pairs["source_l"], pairs["record_id_l"], pairs["source_r"], pairs["record_id_r"])
+                for a, b, c, d in zip(
+                    pairs["source_l"], pairs["record_id_l"], pairs["source_r"], pairs["record_id_r"]
+                )
             ],
         }
     )

@@ -174,7 +174,11 @@ class BirthDateComparison(Comparison):
 
     def params(self) -> dict[str, Any]:
         """Constructor settings."""
-        return {"column": self.column, "fallback": self.fallback, "both_witnesses": self.both_witnesses}
+        return {
+            "column": self.column,
+            "fallback": self.fallback,
+            "both_witnesses": self.both_witnesses,
+        }
 
     @property
     def columns(self) -> list[str]:
