@@ -59,87 +59,113 @@ def _source_rank(sources: pd.Series, priority: list[str]) -> np.ndarray:
     return sources.map(order).to_numpy(np.int64)
 
 
+def _dense_rank(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Rank strings in sort order (0 = smallest); nulls get -1."""
+    codes, uniques = pd.factorize(pd.Series(values, dtype=object), sort=True)
+    return codes.astype(np.int64)
+
+
 def merge_records(
     records: pd.DataFrame, identities: pd.Series, settings: GoldenSettings | None = None
 ) -> pd.DataFrame:
     """Return one golden record per identity with ``<field>_source``/``<field>_record_id`` provenance."""
     settings = settings or GoldenSettings()
-    base = pd.DataFrame(
-        {
-            schema.IDENTITY_ID: identities.to_numpy(),
-            schema.SOURCE: records[schema.SOURCE].to_numpy(),
-            schema.RECORD_ID: records[schema.RECORD_ID].to_numpy(),
-            "_rank": _source_rank(records[schema.SOURCE], settings.source_priority),
-            "_recent": records.get(
-                schema.REGISTERED_AT_STD, pd.Series([None] * len(records))
-            ).to_numpy(),
-        }
-    )
-    ids = pd.Index(pd.unique(base[schema.IDENTITY_ID]), name=schema.IDENTITY_ID)
-    golden = pd.DataFrame(index=ids)
-    counts = base.groupby(schema.IDENTITY_ID, sort=False).size()
-    golden["records"] = counts.reindex(ids).to_numpy()
-    # sources as a bit mask per identity, then one string per distinct mask (no per-group lambda)
-    names = sorted(pd.unique(base[schema.SOURCE]))
-    bits = base[schema.SOURCE].map({n: 1 << i for i, n in enumerate(names)}).astype(np.int64)
-    masks = (
-        pd.DataFrame({schema.IDENTITY_ID: base[schema.IDENTITY_ID], "_bit": bits})
-        .drop_duplicates()
-        .groupby(schema.IDENTITY_ID, sort=False)["_bit"]
-        .sum()
-        .reindex(ids)
-    )
+    n = len(records)
+    ident_codes, ident_names = pd.factorize(pd.Series(identities.to_numpy(), dtype=object))
+    n_ident = len(ident_names)
+    sources = records[schema.SOURCE].astype(str)
+    record_ids = records[schema.RECORD_ID].astype(str)
+    # Integer keys once; every sort below is an integer lexsort, not a string sort per field.
+    src_rank = _source_rank(sources, settings.source_priority)
+    key_rank = _dense_rank(sources + "\x1f" + record_ids)
+    recent = records.get(schema.REGISTERED_AT_STD)
+    recent_rank = _dense_rank(recent) if recent is not None else np.full(n, -1, np.int64)
+    src_np, rid_np = sources.to_numpy(dtype=object), record_ids.to_numpy(dtype=object)
+
+    golden = pd.DataFrame({schema.IDENTITY_ID: np.asarray(ident_names, dtype=object)})
+    golden["records"] = np.bincount(ident_codes, minlength=n_ident)
+    # sources as a bit mask per identity, then one string per distinct mask
+    names = sorted(pd.unique(sources))
+    bit_of = {s: 1 << i for i, s in enumerate(names)}
+    bits = sources.map(bit_of).to_numpy(np.int64)
+    masks = np.zeros(n_ident, dtype=np.int64)
+    np.bitwise_or.at(masks, ident_codes, bits)
     mask_text = {
-        m: "|".join(n for i, n in enumerate(names) if m >> i & 1) for m in pd.unique(masks)
+        int(m): "|".join(s for i, s in enumerate(names) if m >> i & 1) for m in np.unique(masks)
     }
-    golden["sources"] = masks.map(mask_text).to_numpy()
-    conflicts: dict[str, pd.Series] = {}
+    golden["sources"] = [mask_text[int(m)] for m in masks]
+
+    conflict_parts: list[np.ndarray] = []
     for field, rule in settings.fields.items():
         if rule.column not in records.columns:
             continue
-        frame = base.copy()
-        frame["_value"] = records[rule.column].to_numpy()
-        frame = frame[frame["_value"].notna()]
+        values = records[rule.column]
+        value_codes, value_names = pd.factorize(pd.Series(values.to_numpy(), dtype=object))
+        present = value_codes >= 0
         if rule.column == schema.ID_STD and schema.ID_VALID in records:
-            frame["_valid"] = records.loc[frame.index, schema.ID_VALID].eq(True).to_numpy()
+            valid = records[schema.ID_VALID].eq(True).to_numpy(dtype=bool, na_value=False)
         else:
-            frame["_valid"] = True
-        frame["_freq"] = frame.groupby([schema.IDENTITY_ID, "_value"], sort=False)[
-            "_value"
-        ].transform("size")
-        recent = frame["_recent"].fillna("")
-        frame["_recent_key"] = recent
-        # every rule ends with source rank then record id, so ties resolve the same way in any row order
+            valid = np.ones(n, dtype=bool)
+        rows = np.flatnonzero(present)
+        ic, vc = ident_codes[rows], value_codes[rows].astype(np.int64)
+        pair_key = ic.astype(np.int64) * (len(value_names) + 1) + vc
+        _, inverse, counts = np.unique(pair_key, return_inverse=True, return_counts=True)
+        freq = counts[inverse]
+        v_ok, s_rank, r_rank, k_rank = (
+            valid[rows],
+            src_rank[rows],
+            recent_rank[rows],
+            key_rank[rows],
+        )
+        # np.lexsort sorts by the last key first; negate for descending keys
         if rule.rule == "valid_id":
-            keys, asc = ["_valid", "_freq", "_rank"], [False, False, True]
+            keys = (k_rank, s_rank, -freq, ~v_ok, ic)
         elif rule.rule == "most_frequent":
-            keys, asc = ["_freq", "_rank", "_recent_key"], [False, True, False]
+            keys = (k_rank, -r_rank, s_rank, -freq, ic)
         elif rule.rule == "most_recent":
-            keys, asc = ["_recent_key", "_rank"], [False, True]
+            keys = (k_rank, s_rank, -r_rank, ic)
         else:
-            keys, asc = ["_rank", "_recent_key"], [True, False]
-        frame = frame.sort_values(
-            [schema.IDENTITY_ID, *keys, schema.SOURCE, schema.RECORD_ID],
-            ascending=[True, *asc, True, True],
-            kind="mergesort",
-        )
-        chosen = frame.drop_duplicates(schema.IDENTITY_ID).set_index(schema.IDENTITY_ID)
-        golden[field] = chosen["_value"].reindex(ids).to_numpy()
-        golden[f"{field}_source"] = chosen[schema.SOURCE].reindex(ids).to_numpy()
-        golden[f"{field}_record_id"] = chosen[schema.RECORD_ID].reindex(ids).to_numpy()
+            keys = (k_rank, -r_rank, s_rank, ic)
+        order = np.lexsort(keys)
+        sorted_ident = ic[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = sorted_ident[1:] != sorted_ident[:-1]
+        chosen_rows = rows[order[first]]
+        chosen_ident = sorted_ident[first]
+        out_value = np.full(n_ident, None, dtype=object)
+        out_source = np.full(n_ident, None, dtype=object)
+        out_record = np.full(n_ident, None, dtype=object)
+        out_value[chosen_ident] = values.to_numpy(dtype=object)[chosen_rows]
+        out_source[chosen_ident] = src_np[chosen_rows]
+        out_record[chosen_ident] = rid_np[chosen_rows]
+        golden[field] = out_value
+        golden[f"{field}_source"] = out_source
+        golden[f"{field}_record_id"] = out_record
         if field in CONFLICT_FIELDS:
-            pool = frame[frame["_valid"]] if rule.rule == "valid_id" else frame
-            n_distinct = pool.groupby(schema.IDENTITY_ID, sort=False)["_value"].nunique()
-            several = pool[pool[schema.IDENTITY_ID].isin(n_distinct.index[n_distinct > 1])]
-            distinct = several.groupby(schema.IDENTITY_ID, sort=False)["_value"].agg(
-                lambda s: "|".join(sorted(set(map(str, s))))
-            )
-            conflicts[field] = distinct.reindex(ids).fillna("")
-    golden["conflicts"] = ""
-    for field, values in conflicts.items():
-        text = np.where(values.to_numpy() != "", f"{field}=" + values.to_numpy().astype(str), "")
-        current = golden["conflicts"].to_numpy().astype(str)
-        golden["conflicts"] = np.where(
-            (current != "") & (text != ""), current + "; " + text, current + text
-        )
-    return golden.reset_index()
+            pool = v_ok if rule.rule == "valid_id" else np.ones(len(rows), dtype=bool)
+            distinct = np.unique(pair_key[pool])
+            owners = distinct // (len(value_names) + 1)
+            n_distinct = np.bincount(owners, minlength=n_ident)
+            text = np.full(n_ident, "", dtype=object)
+            several = np.flatnonzero(n_distinct > 1)
+            if len(several):
+                keep = np.isin(owners, several)
+                frame = pd.DataFrame(
+                    {
+                        "owner": owners[keep],
+                        "value": np.asarray(value_names, dtype=object)[
+                            distinct[keep] % (len(value_names) + 1)
+                        ],
+                    }
+                )
+                joined = frame.groupby("owner")["value"].agg(
+                    lambda v: "|".join(sorted(map(str, v)))
+                )
+                text[joined.index.to_numpy()] = (f"{field}=" + joined).to_numpy()
+            conflict_parts.append(text)
+    conflicts = np.full(n_ident, "", dtype=object)
+    for part in conflict_parts:
+        both = (conflicts != "") & (part != "")
+        conflicts = np.where(both, conflicts + "; " + part, conflicts + part)
+    golden["conflicts"] = conflicts
+    return golden
