@@ -29,7 +29,7 @@ from linkage.compare import (
 )
 from linkage.config import RunConfig
 from linkage.errors import ConfigError, InputError
-from linkage.merge import merge_records
+from linkage.merge import GoldenSettings, merge_records
 from linkage.model import FellegiSunterModel
 
 logger = logging.getLogger(__name__)
@@ -187,6 +187,11 @@ def train_model(
         settings=config.model_dump(mode="json", exclude={"sources"}),
     )
     random_pairs = sample_random_pairs(len(records), settings.u_sample_pairs, seed=settings.seed)
+    if config.blocking.link_type == "link_only":
+        # u describes the pairs that can be candidates: across sources only
+        src = records[schema.SOURCE].to_numpy()
+        cross = src[random_pairs[schema.ROW_L].to_numpy()] != src[random_pairs[schema.ROW_R].to_numpy()]
+        random_pairs = random_pairs[cross].reset_index(drop=True)
     model.estimate_u(compare(records, random_pairs, comparisons))
     if settings.labels is not None:
         labels = pd.read_csv(settings.labels, dtype=str)
@@ -208,6 +213,29 @@ def train_model(
     else:
         logger.warning("no candidate pairs: the model keeps its u-probabilities only")
     return model
+
+
+def cannot_link_table(records: pd.DataFrame, config: RunConfig) -> pd.DataFrame | None:
+    """Return the cannot-link table (same source, different valid IDs), or None when off."""
+    if not (config.clustering.cannot_link_same_source_ids and schema.ID_STD in records):
+        return None
+    valid = records[schema.ID_VALID].eq(True) if schema.ID_VALID in records else True
+    keyed = records[schema.ID_STD].where(valid)
+    return pd.DataFrame(
+        {
+            schema.ROW: records[schema.ROW].to_numpy(),
+            "key": keyed.to_numpy(),
+            "group": records[schema.SOURCE].to_numpy(),
+        }
+    ).dropna(subset=["key"])
+
+
+def golden_settings(config: RunConfig, sources: list[str] | None = None) -> GoldenSettings:
+    """Return the survivorship settings; source priority defaults to ``sources`` or config order."""
+    settings = config.golden
+    if not settings.source_priority:
+        settings = settings.model_copy(update={"source_priority": list(sources or config.sources)})
+    return settings
 
 
 def link_records(
@@ -232,9 +260,12 @@ def link_records(
     say(f"comparing {len(pairs):,} pairs")
     vectors = compare(records, pairs, comparisons)
     vectors[schema.RULE] = pairs[schema.RULE].to_numpy()
+    # term-frequency settings naming a comparison or column this run lacks are skipped
+    present = {c.name for c in comparisons}
     tf_rows = {
         name: term_frequencies(records, column)
         for name, column in config.model.term_frequency.items()
+        if name in present and column in records.columns
     }
     tf = {name: pair_tf(values, vectors) for name, values in tf_rows.items()}
     timings["compare"] = time.perf_counter() - t
@@ -254,17 +285,7 @@ def link_records(
 
     t = time.perf_counter()
     say("clustering")
-    cannot = None
-    if config.clustering.cannot_link_same_source_ids and schema.ID_STD in records:
-        valid = records[schema.ID_VALID].eq(True) if schema.ID_VALID in records else True
-        keyed = records[schema.ID_STD].where(valid)
-        cannot = pd.DataFrame(
-            {
-                schema.ROW: records[schema.ROW].to_numpy(),
-                "key": keyed.to_numpy(),
-                "group": records[schema.SOURCE].to_numpy(),
-            }
-        ).dropna(subset=["key"])
+    cannot = cannot_link_table(records, config)
     labels = cluster_pairs(
         n,
         scored,
@@ -284,12 +305,7 @@ def link_records(
 
     t = time.perf_counter()
     say("building golden records")
-    golden_settings = config.golden
-    if not golden_settings.source_priority:
-        golden_settings = golden_settings.model_copy(
-            update={"source_priority": list(config.sources)}
-        )
-    golden = merge_records(records, pd.Series(ids), golden_settings)
+    golden = merge_records(records, pd.Series(ids), golden_settings(config))
     timings["merge"] = time.perf_counter() - t
 
     stats = cluster_stats(pd.Series(ids))

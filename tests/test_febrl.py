@@ -70,10 +70,9 @@ def test_febrl4_config_validates():
         assert source.columns == {}  # every FEBRL column passes through
         assert source.path.name in FILES.values()
     assert config.blocking.link_type == "link_only"
-    # "on" must survive YAML 1.1, which reads a bare on as the boolean true
     assert config.blocking.rules
     for rule in config.blocking.rules:
-        assert set(rule.on) <= FEBRL_COLUMNS, rule
+        assert set(rule.keys) <= FEBRL_COLUMNS, rule
     comparisons = comparisons_from_config(config.comparisons)
     levels = {c.name: list(c.levels) for c in comparisons}
     assert {c.column for c in comparisons} <= FEBRL_COLUMNS
