@@ -1,0 +1,332 @@
+"""Department views: policy validation, whole-export privacy check, masks, exports."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from linkage import schema
+from linkage.errors import ConfigError, InputError
+from linkage.share import (
+    DEFAULT_POLICY_PATH,
+    EXPORT_FLAGS,
+    GRANTABLE_FIELDS,
+    MASK_LEVELS,
+    PERSONS,
+    PSEUDONYM_ID,
+    SOURCE_RECORDS,
+    SOURCES,
+    describe_policy,
+    effective_department,
+    export_command,
+    export_view,
+    load_policy,
+    mask_values,
+    policy_from_dict,
+    write_export,
+)
+
+KEY = b"pseudonym-key-for-tests"
+SHIPPED = yaml.safe_load(Path(DEFAULT_POLICY_PATH).read_text(encoding="utf-8"))
+
+
+def _golden() -> pd.DataFrame:
+    rows = [
+        ("I1", "欧阳娜娜", "110105194912310021", "F", "1949-12-31", "汉族", "13812341234",
+         "北京市朝阳区建国路88号", "广东省深圳市龙岗区坂田街道翠竹街205号"),
+        ("I2", "张伟", "44030419851107123X", "M", "1985-11-07", "汉族", "075512345678",
+         "广东省深圳市福田区华强北路1号", "广东省深圳市南山区科技园1栋"),
+        ("I3", "买买提·艾力", "650102199001011237", "M", "1990-01-01", "维吾尔族", None,
+         "新疆乌鲁木齐市天山区人民路5号", None),
+        ("I4", "李娜", "4403041985110", "F", "1985年", None, "12345",
+         "火星基地", "湖北省武汉市武昌区中山路1号"),
+        ("I5", None, None, None, None, None, None, None, None),
+    ]  # fmt: skip
+    fields = [schema.IDENTITY_ID, *GRANTABLE_FIELDS]
+    golden = pd.DataFrame(rows, columns=fields)
+    golden["records"] = 1
+    golden["conflicts"] = "birth_date=1949-12-31|1950-12-31"
+    golden[schema.NAME + "_source"] = "police"
+    return golden
+
+
+def _links() -> pd.DataFrame:
+    rows = [
+        ("police", "JZ1", "I1"), ("health", "H1", "I1"), ("civil_affairs", "MZ1", "I1"),
+        ("police", "JZ2", "I2"), ("police", "JZ3", "I2"), ("health", "H2", "I3"),
+        ("civil_affairs", "MZ4", "I4"), ("health", "H5", "I5"),
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=[schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID])
+
+
+def _policy(dept: dict, **top) -> dict:
+    return {"on_conflict": "refuse", **top, "departments": {"d": {"purpose": "测试", **dept}}}
+
+
+def _allowed_columns(dept) -> set[str]:
+    """Every column an export may carry, traced to the grant that allows it."""
+    allowed = {EXPORT_FLAGS} | {f for f, m in dept.fields.items() if m != "drop"}
+    if dept.identity == "identity_id":
+        allowed.add(schema.IDENTITY_ID)
+    if dept.identity == "pseudonym":
+        allowed.add(PSEUDONYM_ID)
+    if dept.sources:
+        allowed.add(SOURCES)
+    if dept.record_ids != "none":
+        allowed.add(SOURCE_RECORDS)
+    if dept.aggregate:
+        allowed.add(PERSONS)
+    return allowed
+
+
+def _learnable(view: pd.DataFrame) -> dict[str, bool]:
+    """What an analyst can work out from the export alone (independent of the policy code)."""
+    ids = view.get(schema.ID_NUMBER, pd.Series(dtype=object)).dropna().astype(str)
+    births = view.get(schema.BIRTH_DATE, pd.Series(dtype=object)).dropna().astype(str)
+    hukou = view.get(schema.HUKOU_ADDRESS, pd.Series(dtype=object))
+    has_id = bool(ids.size)
+    longest_birth = int(births.str.len().max()) if births.size else 0
+    known = [False] * 18
+    for value in ids:
+        for i, ch in enumerate(value[:18]):
+            known[i] = known[i] or ch != "*"
+    if has_id and longest_birth >= 7:  # YYYY-MM fills ID digits 7-12
+        known[6:12] = [True] * 6
+    if has_id and longest_birth >= 10:  # YYYY-MM-DD fills digits 7-14
+        known[6:14] = [True] * 8
+    return {
+        # the kept check digit leaves few candidates when at most two digits are hidden
+        "id_full": has_id and known[17] and 18 - sum(known) <= 2,
+        "birth_date": longest_birth >= 10 or (has_id and all(known[6:14])),
+        "gender": schema.GENDER in view.columns or (has_id and known[16]),
+        "hukou_county": bool(hukou.notna().any()) or (has_id and all(known[:6])),
+    }
+
+
+@pytest.mark.parametrize("department", list(SHIPPED["departments"]))
+def test_every_shipped_department_gets_only_granted_columns(department):
+    policy = load_policy(DEFAULT_POLICY_PATH)
+    dept = effective_department(policy, department)
+    view = export_view(_golden(), _links(), policy, department, key=KEY)
+    assert set(view.columns) <= _allowed_columns(dept), department
+    assert "conflicts" not in view.columns and "records" not in view.columns
+    assert not any(c.endswith(("_source", "_record_id")) for c in view.columns)
+    granted = SHIPPED["departments"][department]["fields"]
+    learnable = _learnable(view)
+    if learnable["id_full"]:
+        assert granted.get(schema.ID_NUMBER) == "none"
+    if learnable["gender"]:
+        assert granted.get(schema.GENDER) == "none"
+    if SOURCE_RECORDS in view.columns and dept.record_ids == "own":
+        keys = view[SOURCE_RECORDS].dropna().str.split("|").explode()
+        assert keys.str.split(":").str[0].isin(dept.own_sources).all()
+
+
+def test_health_view_masks_as_configured():
+    policy = load_policy(DEFAULT_POLICY_PATH)
+    view = export_view(_golden(), _links(), policy, "health").set_index(schema.IDENTITY_ID)
+    assert view.loc["I1", schema.ID_NUMBER] == "110105" + "*" * 12
+    assert view.loc["I1", schema.HUKOU_ADDRESS] == "北京市朝阳区"
+    assert view.loc["I1", SOURCE_RECORDS] == "health:H1"
+    assert pd.isna(view.loc["I2", SOURCE_RECORDS])  # no health record: nothing to show
+    assert view.loc["I1", SOURCES] == "civil_affairs|health|police"
+    # a malformed ID and an unplaceable address become null with a flag, the row stays
+    assert pd.isna(view.loc["I4", schema.ID_NUMBER])
+    assert "id_number_unmaskable" in view.loc["I4", EXPORT_FLAGS]
+    assert "hukou_address_unmaskable" in view.loc["I4", EXPORT_FLAGS]
+    assert len(view) == len(_golden())
+
+
+@pytest.mark.parametrize(
+    ("field", "mask", "value", "expected"),
+    [
+        (schema.ID_NUMBER, "first6_last4", "110105194912310021", "110105********0021"),
+        (schema.ID_NUMBER, "first6_last4", "44030419851107123X", "440304********123X"),
+        (schema.PHONE, "first3_last4", "13812341234", "138****1234"),
+        (schema.PHONE, "first3_last4", "075512345678", "075*****5678"),
+        (schema.NAME, "surname_only", "张伟", "张*"),
+        (schema.NAME, "surname_only", "欧阳娜娜", "欧阳*"),
+        (schema.NAME, "surname_only", "买买提·艾力", "买*"),
+        (schema.BIRTH_DATE, "year", "1985-11-07", "1985"),
+        (schema.BIRTH_DATE, "year_month", "1985-11-07", "1985-11"),
+        (schema.CURRENT_ADDRESS, "district", "广东省深圳市南山区科技园1栋", "广东省深圳市南山区"),
+    ],
+)
+def test_masks(field, mask, value, expected):
+    masked, failed = mask_values(pd.Series([value, None]), field, mask)
+    assert masked.tolist() == [expected, None]
+    assert failed.tolist() == [False, False]
+
+
+@pytest.mark.parametrize("birth", ["none", "year_month"])
+def test_id_mask_next_to_birth_date_is_refused(birth):
+    data = _policy({"fields": {"id_number": "first6_last4", "birth_date": birth, "gender": "none"}})
+    with pytest.raises(ConfigError) as err:
+        policy_from_dict(data, path="sharing.yaml")
+    text = str(err.value)
+    assert "sharing.yaml" in text and "departments.d.fields" in text
+    assert "department 'd'" in text and "id_number" in text and "birth_date" in text
+
+
+def test_coarsen_reduces_birth_date_to_year():
+    fields = {"id_number": "first6_last4", "birth_date": "none", "gender": "none"}
+    data = _policy({"fields": {**fields, "hukou_address": "district"}}, on_conflict="coarsen")
+    policy = policy_from_dict(data)
+    assert effective_department(policy, "d").fields[schema.BIRTH_DATE] == "year"
+    view = export_view(_golden(), _links(), policy, "d")
+    assert view[schema.BIRTH_DATE].dropna().str.len().max() == 4
+    assert view[schema.ID_NUMBER].iloc[0] == "110105********0021"
+
+
+def test_id_mask_reveals_gender_and_hukou_county():
+    fields = {"id_number": "first6_last4", "hukou_address": "district"}
+    with pytest.raises(ConfigError, match="gender"):
+        policy_from_dict(_policy({"fields": fields}))
+    coarse = policy_from_dict(_policy({"fields": fields, "on_conflict": "coarsen"}))
+    assert effective_department(coarse, "d").fields[schema.ID_NUMBER] == "first6"
+    with pytest.raises(ConfigError, match="hukou_address"):
+        policy_from_dict(_policy({"fields": {"id_number": "first6"}}))
+    # a full ID is the birth date: granting it without the birth date is refused
+    with pytest.raises(ConfigError, match="birth_date"):
+        policy_from_dict(
+            _policy({"fields": {"id_number": "none", "gender": "none", "hukou_address": "none"}})
+        )
+
+
+@pytest.mark.parametrize(
+    ("dept", "key"),
+    [
+        ({"fields": {"nickname": "none"}}, "departments.d.fields"),
+        ({"fields": {"phone": "year"}}, "departments.d.fields"),
+        ({"fields": {"name": "none"}, "colour": "red"}, "departments.d.colour"),
+        ({"fields": {"gender": "none"}, "aggregate": True}, "departments.d"),
+        ({"fields": {"name": "none"}, "record_ids": "own"}, "departments.d"),
+        ({"fields": {"name": "none"}, "identity": "nobody"}, "departments.d.identity"),
+    ],
+)
+def test_bad_policy_names_file_and_key(dept, key):
+    with pytest.raises(ConfigError) as err:
+        policy_from_dict(_policy(dept), path="sharing.yaml")
+    assert "sharing.yaml" in str(err.value) and f"'{key}" in str(err.value)
+
+
+def test_unknown_department_and_missing_file():
+    policy = load_policy(DEFAULT_POLICY_PATH)
+    with pytest.raises(ConfigError, match="departments.tax"):
+        export_view(_golden(), _links(), policy, "tax")
+    with pytest.raises(ConfigError, match="file not found"):
+        load_policy("/nonexistent/sharing.yaml")
+
+
+def test_pseudonyms_are_keyed_and_stable(monkeypatch):
+    policy = policy_from_dict(_policy({"fields": {"gender": "none"}, "identity": "pseudonym"}))
+    a = export_view(_golden(), _links(), policy, "d", key=KEY)
+    b = export_view(_golden(), _links(), policy, "d", key=KEY)
+    c = export_view(_golden(), _links(), policy, "d", key=b"other")
+    assert schema.IDENTITY_ID not in a.columns
+    assert a[PSEUDONYM_ID].equals(b[PSEUDONYM_ID])
+    assert not set(a[PSEUDONYM_ID]) & set(c[PSEUDONYM_ID])
+    assert a[PSEUDONYM_ID].is_unique and not a[PSEUDONYM_ID].isin(_golden()["identity_id"]).any()
+    monkeypatch.delenv("LINKAGE_PSEUDONYM_KEY", raising=False)
+    with pytest.raises(ConfigError, match="LINKAGE_PSEUDONYM_KEY"):
+        export_view(_golden(), _links(), policy, "d")
+    monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", "k")
+    assert len(export_view(_golden(), _links(), policy, "d")) == 5
+
+
+def test_aggregate_counts_and_small_cells():
+    golden = pd.concat([_golden()] * 3, ignore_index=True)
+    golden[schema.IDENTITY_ID] = [f"I{i}" for i in range(len(golden))]
+    golden[schema.GENDER] = ["F"] * 10 + ["M"] * 2 + [None] * 3
+    policy = policy_from_dict(
+        _policy({"fields": {"gender": "none"}, "identity": "none", "aggregate": True}, min_cell=3)
+    )
+    view = export_view(golden, _links(), policy, "d")
+    assert list(view.columns) == [schema.GENDER, PERSONS, EXPORT_FLAGS]
+    counts = dict(zip(view[schema.GENDER].fillna("-"), view[PERSONS], strict=True))
+    assert counts["F"] == 10 and pd.isna(counts["M"]) and counts["-"] == 3
+    assert view.loc[view[PERSONS].isna(), EXPORT_FLAGS].eq("small_cell_suppressed").all()
+
+
+def test_rows_own_keeps_identities_with_own_records():
+    data = _policy({"fields": {"name": "none"}, "rows": "own", "own_sources": ["police"]})
+    view = export_view(_golden(), _links(), policy_from_dict(data), "d")
+    assert view[schema.IDENTITY_ID].tolist() == ["I1", "I2"]
+
+
+def test_write_export_and_command(tmp_path):
+    policy = load_policy(DEFAULT_POLICY_PATH)
+    view = export_view(_golden(), _links(), policy, "health")
+    csv = write_export(view, tmp_path / "health.csv")
+    parquet = write_export(view, tmp_path / "out" / "health.parquet")
+    back = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    assert back[schema.NAME].tolist()[:3] == ["欧阳娜娜", "张伟", "买买提·艾力"]
+    assert pd.read_parquet(parquet).equals(view)
+    with pytest.raises(InputError):
+        write_export(view, tmp_path / "health.xlsx")
+    path, rows = export_command(_golden(), _links(), None, "police", tmp_path / "police.csv")
+    assert rows == 5 and path.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+GRANT = st.dictionaries(
+    st.sampled_from(GRANTABLE_FIELDS),
+    st.sampled_from(sorted({m for v in MASK_LEVELS.values() for m in v})),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    fields=GRANT,
+    identity=st.sampled_from(["identity_id", "pseudonym", "none"]),
+    sources=st.booleans(),
+    record_ids=st.sampled_from(["none", "own", "all"]),
+    mode=st.sampled_from(["refuse", "coarsen"]),
+)
+def test_random_policies_never_leak(fields, identity, sources, record_ids, mode):
+    fields = {f: m for f, m in fields.items() if m in MASK_LEVELS[f]}
+    dept = {
+        "fields": fields,
+        "identity": identity,
+        "sources": sources,
+        "record_ids": record_ids,
+        "own_sources": ["health"],
+    }
+    try:
+        policy = policy_from_dict(_policy(dept, on_conflict=mode))
+    except ConfigError:
+        assert mode == "refuse"  # coarsen always finds a safe view
+        return
+    view = export_view(_golden(), _links(), policy, "d", key=KEY)
+    assert set(view.columns) <= _allowed_columns(policy.departments["d"])
+    assert set(view.columns) - {EXPORT_FLAGS, SOURCES, SOURCE_RECORDS, PSEUDONYM_ID} <= (
+        set(fields) | {schema.IDENTITY_ID}
+    )
+    granted = {f: MASK_LEVELS[f].index(m) for f, m in fields.items()}
+    learnable = _learnable(view)
+    if learnable["id_full"]:
+        assert fields.get(schema.ID_NUMBER) == "none"
+    if learnable["birth_date"]:
+        assert fields.get(schema.BIRTH_DATE) == "none"
+    if learnable["gender"]:
+        assert granted.get(schema.GENDER, 0) >= 1
+    if learnable["hukou_county"]:
+        assert granted.get(schema.HUKOU_ADDRESS, 0) >= 1
+    for field in fields:
+        if field in view.columns and field in (schema.ID_NUMBER, schema.PHONE):
+            stars = view[field].dropna().astype(str)
+            if fields[field] != "none":
+                assert stars.str.contains(r"\*").all()
+    assert re.fullmatch(r"[a-z_|]*", "|".join(view[EXPORT_FLAGS]))
+
+
+def test_describe_policy_lists_effective_masks():
+    table = describe_policy(load_policy(DEFAULT_POLICY_PATH))
+    assert list(table["department"]) == list(SHIPPED["departments"])
+    health = table.set_index("department").loc["health"]
+    assert "id_number:first6" in health["fields"] and health["record_ids"] == "own"
