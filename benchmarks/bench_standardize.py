@@ -29,8 +29,8 @@ def main() -> None:
     work = args.dir or Path(tempfile.mkdtemp(prefix="linkage-bench-"))
     config_path = work / "run.yaml"
     if not config_path.exists():
-        # about 2.5 records per person across the three registries
-        persons = max(1, int(args.records / 2.5))
+        # the generator writes about 2.44 records per person across the three registries
+        persons = max(1, int(args.records / 2.43))
         t = time.perf_counter()
         result = generate(persons, seed=args.seed, output=work)
         n = len(result.police) + len(result.civil_affairs) + len(result.health)
