@@ -162,6 +162,12 @@ def _print_summary(summary: dict, quiet: bool) -> None:
 def run(
     config: Annotated[Path, typer.Argument(help="Run config YAML.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the outputs.")],
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store", help="Identity store file: keep its IDs and write the run into it."
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Run the whole batch merge: identities.csv, golden records, scored pairs, model, summary."""
@@ -170,9 +176,101 @@ def run(
     _setup_logging(quiet)
     linker = Linker.from_yaml(config)
     result = linker.run(progress=_progress(quiet))
+    if store is not None:
+        from linkage.incremental import write_batch
+        from linkage.store import Store
+
+        with Store.open(store) as opened:
+            result = write_batch(opened, result, linker.config)
+        linker.result_ = result
     paths = linker.write(output)
     _print_summary(result.summary, quiet)
     _echo(f"wrote {', '.join(str(p) for p in paths.values())}", quiet)
+
+
+@app.command()
+@_handle_errors
+def ingest(
+    config: Annotated[Path, typer.Argument(help="Run config naming the new records' files.")],
+    store: Annotated[Path, typer.Option("--store", help="Identity store file to update.")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Folder for identities.csv of the affected records."),
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Link new records (or updated ones) against an identity store, keeping stable IDs."""
+    from linkage.config import load_config
+    from linkage.incremental import ingest as run_ingest
+    from linkage.io import write_csv
+    from linkage.store import Store
+
+    _setup_logging(quiet)
+    cfg = load_config(config)
+    with Store.open(store, create=False) as opened:
+        result = run_ingest(opened, cfg, progress=_progress(quiet))
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        write_csv(result.identities, output / "identities.csv")
+        write_csv(result.events, output / "events.csv")
+    s = result.summary
+    _echo(
+        f"run {result.run_id}: {s['new_records']:,} records ({s['updated_records']:,} updates), "
+        f"{s['matches']:,} matches, {s['touched_identities']:,} stored identities touched; "
+        f"events {s['events']}; seconds {s['seconds']}",
+        quiet,
+    )
+
+
+@app.command()
+@_handle_errors
+def search(
+    store: Annotated[Path, typer.Option("--store", help="Identity store file.")],
+    name: Annotated[str | None, typer.Option("--name", help="Name, e.g. 张伟.")] = None,
+    id_number: Annotated[str | None, typer.Option("--id-number", help="Resident ID.")] = None,
+    birth_date: Annotated[str | None, typer.Option("--birth-date", help="Birth date.")] = None,
+    phone: Annotated[str | None, typer.Option("--phone", help="Phone number.")] = None,
+    gender: Annotated[str | None, typer.Option("--gender", help="Gender.")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="Current address.")] = None,
+    top: Annotated[int, typer.Option(help="Candidate identities to return.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Find the stored identities most likely to be one person, with explanations."""
+    import json
+
+    from linkage.store import Store
+
+    _setup_logging(True)
+    record = {
+        "name": name,
+        "id_number": id_number,
+        "birth_date": birth_date,
+        "phone": phone,
+        "gender": gender,
+        "current_address": address,
+    }
+    if not any(record.values()):
+        raise typer.BadParameter("give at least one of --name, --id-number, --birth-date, --phone")
+    with Store.open(store, create=False) as opened:
+        hits = opened.search({k: v for k, v in record.items() if v}, top=top)
+    if as_json:
+        typer.echo(json.dumps(hits, ensure_ascii=False, indent=2, default=str))
+        return
+    if not hits:
+        typer.echo("no candidate identities")
+    for i, hit in enumerate(hits, 1):
+        g = hit["golden"]
+        typer.echo(
+            f"{i}. {hit['identity_id']}  p={hit['match_probability']:.4f}  "
+            f"w={hit['match_weight']:.2f}  {g.get('name')} {g.get('birth_date')} "
+            f"({g.get('records')} records)"
+        )
+        typer.echo(
+            "   "
+            + ", ".join(
+                f"{e['comparison']}={e['level']} {e['weight']:+.2f}" for e in hit["explanation"]
+            )
+        )
 
 
 @app.command("blocking")

@@ -190,7 +190,9 @@ def train_model(
     if config.blocking.link_type == "link_only":
         # u describes the pairs that can be candidates: across sources only
         src = records[schema.SOURCE].to_numpy()
-        cross = src[random_pairs[schema.ROW_L].to_numpy()] != src[random_pairs[schema.ROW_R].to_numpy()]
+        cross = (
+            src[random_pairs[schema.ROW_L].to_numpy()] != src[random_pairs[schema.ROW_R].to_numpy()]
+        )
         random_pairs = random_pairs[cross].reset_index(drop=True)
     model.estimate_u(compare(records, random_pairs, comparisons))
     if settings.labels is not None:

@@ -1,0 +1,735 @@
+"""Identity store: an embedded DuckDB file holding records, links, identities, history and model.
+
+Persists and reads back only: it never blocks, compares or scores (linkage.incremental does).
+Imports the schema, errors and identity column names; never the stages, Linker or CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from linkage import schema
+from linkage.errors import InputError, LinkageError
+from linkage.identity import (
+    CREATED_RUN,
+    EVENT,
+    EVENT_COLUMNS,
+    IDENTITY_COLUMNS,
+    MERGED_INTO,
+    OTHER_IDENTITY,
+    STATUS,
+    UPDATED_RUN,
+)
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+# Row key of the records table, assigned by the store; the key index points at it.
+RECORD_KEY = "rk"
+KEY_HASH = "h"
+RUN_ID = "run_id"
+# Test hook: seconds to sleep between table writes, so a test can kill a run mid-write.
+PAUSE_ENV = "LINKAGE_STORE_PAUSE"
+
+_DDL = (
+    "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+    "CREATE TABLE IF NOT EXISTS runs (run_id INTEGER, kind VARCHAR, started_at TIMESTAMP, "
+    "finished_at TIMESTAMP, status VARCHAR, config VARCHAR, summary VARCHAR)",
+    "CREATE TABLE IF NOT EXISTS links (source VARCHAR, record_id VARCHAR, "
+    "identity_id VARCHAR, run_id INTEGER, rk BIGINT)",
+    "CREATE TABLE IF NOT EXISTS identities (identity_id VARCHAR, status VARCHAR, "
+    "merged_into VARCHAR, created_run INTEGER, updated_run INTEGER)",
+    "CREATE TABLE IF NOT EXISTS pairs (source_l VARCHAR, record_id_l VARCHAR, "
+    "source_r VARCHAR, record_id_r VARCHAR, match_weight DOUBLE, match_probability DOUBLE, "
+    "run_id INTEGER)",
+    "CREATE TABLE IF NOT EXISTS model (run_id INTEGER, model VARCHAR)",
+    "CREATE TABLE IF NOT EXISTS events (run_id INTEGER, event VARCHAR, identity_id VARCHAR, "
+    "other_identity VARCHAR, source VARCHAR, record_id VARCHAR, event_time TIMESTAMP, detail VARCHAR)",
+    "CREATE TABLE IF NOT EXISTS key_index (h BIGINT, rk BIGINT)",
+)
+# Tables whose columns follow the data (standardized records, golden records).
+_DYNAMIC = ("records", "golden")
+TABLES = (
+    "meta",
+    "runs",
+    "records",
+    "key_index",
+    "links",
+    "identities",
+    "golden",
+    "pairs",
+    "model",
+    "events",
+)
+
+
+def _migrate_1_to_2(con: duckdb.DuckDBPyConnection) -> None:
+    # Version 1 had no free-text detail on events.
+    con.execute("ALTER TABLE events ADD COLUMN IF NOT EXISTS detail VARCHAR")
+
+
+MIGRATIONS = {1: _migrate_1_to_2}
+
+
+@dataclass
+class StoreChanges:
+    """Everything one run writes; :meth:`Store.apply` writes it in one transaction."""
+
+    kind: str  # batch | ingest
+    config: dict
+    summary: dict = field(default_factory=dict)
+    # batch: replace all records; ingest: upsert by (source, record_id)
+    replace_all: bool = False
+    records: pd.DataFrame | None = None
+    # (rid, h) blocking-key hashes of ``records``; rid is the row position in ``records``
+    key_hashes: pd.DataFrame | None = None
+    links: pd.DataFrame | None = None
+    identities: pd.DataFrame | None = None
+    golden: pd.DataFrame | None = None
+    # golden rows of these identities are deleted before ``golden`` is inserted
+    golden_drop: list[str] = field(default_factory=list)
+    pairs: pd.DataFrame | None = None
+    model: dict | None = None
+    events: pd.DataFrame | None = None
+
+
+def _arrow(frame: pd.DataFrame) -> pa.Table:
+    """Arrow table with stable types: object columns become bool when all bools, else text."""
+    arrays, names = [], []
+    for col in frame.columns:
+        s = frame[col]
+        if s.dtype == object:
+            kind = pd.api.types.infer_dtype(s, skipna=True)  # C loop, no per-value Python
+            if kind == "boolean":
+                arr = pa.array(s.astype("boolean"), type=pa.bool_(), from_pandas=True)
+            elif kind in ("string", "empty"):
+                arr = pa.array(s.to_numpy(), type=pa.string(), from_pandas=True)
+            else:
+                text = s.where(s.isna(), s.astype(str))
+                arr = pa.array(text.to_numpy(), type=pa.string(), from_pandas=True)
+        elif str(s.dtype) == "boolean" or s.dtype == bool:
+            arr = pa.array(s.astype("boolean"), type=pa.bool_(), from_pandas=True)
+        elif isinstance(s.dtype, pd.CategoricalDtype):
+            arr = pa.array(s.astype(object).where(s.notna(), None).to_numpy(), type=pa.string())
+        else:
+            arr = pa.array(s.to_numpy(), from_pandas=True)
+        arrays.append(arr)
+        names.append(str(col))
+    return pa.Table.from_arrays(arrays, names=names) if names else pa.table({})
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+class Store:
+    """An identity store file; open with :meth:`open`, use as a context manager."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path):
+        self.con = con
+        self.path = path
+        self._cache: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ open / close
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, create: bool = True) -> Store:
+        """Open (or with ``create`` make) the store at ``path``; migrate or refuse other versions."""
+        path = Path(path)
+        if not path.exists() and not create:
+            raise InputError("identity store not found", path=str(path))
+        if path.exists() and path.is_dir():
+            raise InputError("identity store path is a folder, expected a file", path=str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = duckdb.connect(str(path))
+        except duckdb.Error as exc:
+            raise InputError(f"cannot open identity store: {exc}", path=str(path)) from None
+        store = cls(con, path)
+        try:
+            store._init_schema()
+        except BaseException:
+            con.close()
+            raise
+        return store
+
+    def _init_schema(self) -> None:
+        tables = {
+            r[0] for r in self.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        }
+        if "meta" not in tables:
+            if tables:
+                raise InputError(
+                    "not an identity store (a DuckDB file without a meta table)",
+                    path=str(self.path),
+                )
+            from linkage import __version__
+
+            with self.transaction():
+                for ddl in _DDL:
+                    self.con.execute(ddl)
+                now = datetime.now(UTC).isoformat()
+                self.con.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [
+                        ["schema_version", str(SCHEMA_VERSION)],
+                        ["created_at", now],
+                        ["package_version", str(__version__)],
+                    ],
+                )
+            return
+        found = self.schema_version()
+        if found == SCHEMA_VERSION:
+            return
+        if (
+            found is not None
+            and found < SCHEMA_VERSION
+            and all(v in MIGRATIONS for v in range(found, SCHEMA_VERSION))
+        ):
+            with self.transaction():
+                for v in range(found, SCHEMA_VERSION):
+                    MIGRATIONS[v](self.con)
+                    logger.info("migrated store %s from schema %d to %d", self.path, v, v + 1)
+                self.con.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)]
+                )
+            return
+        raise InputError(
+            f"identity store has schema_version {found}; this version of linkage reads "
+            f"schema_version {SCHEMA_VERSION} (and migrates {sorted(MIGRATIONS)}): "
+            "open it with a matching release of linkage",
+            path=str(self.path),
+        )
+
+    def schema_version(self) -> int | None:
+        """Return the schema version recorded in the store file."""
+        rows = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        row = rows[0] if rows else None
+        try:
+            return int(row[0]) if row else None
+        except ValueError:
+            return None
+
+    def close(self) -> None:
+        """Close the DuckDB connection."""
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN … COMMIT; any exception rolls every write back."""
+        self.con.execute("BEGIN TRANSACTION")
+        self._cache.clear()
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            self._cache.clear()
+            raise
+        self.con.execute("COMMIT")
+        self._cache.clear()
+
+    # ------------------------------------------------------------------ writing
+
+    def _tables(self) -> set[str]:
+        # cached for the point lookups of search; every write path clears the cache
+        if "tables" not in self._cache:
+            rows = self.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+            self._cache["tables"] = {r[0] for r in rows}
+        return self._cache["tables"]
+
+    def _columns(self, table: str) -> dict[str, str]:
+        key = "columns:" + table
+        if key not in self._cache:
+            self._cache[key] = self._read_columns(table)
+        return self._cache[key]
+
+    def _read_columns(self, table: str) -> dict[str, str]:
+        rows = self.con.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ?", [table]
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def _insert(self, table: str, frame: pd.DataFrame) -> None:
+        """Insert ``frame`` by column name; dynamic tables gain any new columns first."""
+        if frame is None or frame.empty:
+            if table in _DYNAMIC and table not in self._tables() and frame is not None:
+                self._create_dynamic(table, frame)
+            return
+        data = _arrow(frame)
+        if table in _DYNAMIC:
+            if table not in self._tables():
+                self._create_dynamic(table, frame)
+            have = self._columns(table)
+            for name, typ in zip(data.schema.names, data.schema.types, strict=True):
+                if name not in have:
+                    sql_type = (
+                        "BOOLEAN"
+                        if pa.types.is_boolean(typ)
+                        else (
+                            "DOUBLE"
+                            if pa.types.is_floating(typ)
+                            else "BIGINT"
+                            if pa.types.is_integer(typ)
+                            else "VARCHAR"
+                        )
+                    )
+                    self.con.execute(
+                        f"ALTER TABLE {_quote(table)} ADD COLUMN {_quote(name)} {sql_type}"
+                    )
+                    self._cache.clear()
+        self.con.register("__frame", data)
+        try:
+            self.con.execute(f"INSERT INTO {_quote(table)} BY NAME SELECT * FROM __frame")
+        finally:
+            self.con.unregister("__frame")
+
+    @staticmethod
+    def _store_frame(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """The columns a dynamic table gets: store keys first, then the frame's, then run_id."""
+        head = frame.head(0).drop(columns=[schema.ROW], errors="ignore").copy()
+        if table == "records":
+            head.insert(0, RECORD_KEY, np.array([], dtype=np.int64))
+        head[RUN_ID] = np.array([], dtype=np.int64)
+        return head
+
+    def _create_dynamic(self, table: str, frame: pd.DataFrame) -> None:
+        self.con.register("__frame", _arrow(frame.head(0)))
+        try:
+            self.con.execute(f"CREATE TABLE {_quote(table)} AS SELECT * FROM __frame LIMIT 0")
+        finally:
+            self.con.unregister("__frame")
+            self._cache.clear()
+
+    def _pause(self) -> None:
+        seconds = os.environ.get(PAUSE_ENV)
+        if seconds:
+            time.sleep(float(seconds))
+
+    def _delete_keys(self, table: str, keys: pd.DataFrame, suffix: str = "") -> None:
+        """Delete rows of ``table`` whose (source, record_id) is in ``keys``."""
+        if table not in self._tables() or keys.empty:
+            return
+        self.con.register("__keys", _arrow(keys[[schema.SOURCE, schema.RECORD_ID]]))
+        try:
+            s, r = _quote(schema.SOURCE + suffix), _quote(schema.RECORD_ID + suffix)
+            self.con.execute(
+                f"DELETE FROM {_quote(table)} WHERE ({s}, {r}) IN "
+                "(SELECT (source, record_id) FROM __keys)"
+            )
+        finally:
+            self.con.unregister("__keys")
+
+    def apply(self, changes: StoreChanges) -> int:
+        """Write one run's changes in a single transaction and return its run id."""
+        started = datetime.now(UTC).replace(tzinfo=None)
+        # DuckDB 2.0: a table created and filled with >1 row group in one transaction reads
+        # back empty on this connection after COMMIT; so new tables are created (empty) first.
+        for table, frame in (("records", changes.records), ("golden", changes.golden)):
+            if frame is not None and table not in self._tables():
+                with self.transaction():
+                    self._create_dynamic(table, self._store_frame(table, frame))
+        with self.transaction():
+            run_id = int(
+                self.con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs").fetchall()[0][0]
+            )
+            self._write(changes, run_id)
+            self.con.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, 'done', ?, ?)",
+                [
+                    run_id,
+                    changes.kind,
+                    started,
+                    datetime.now(UTC).replace(tzinfo=None),
+                    json.dumps(changes.config, ensure_ascii=False, default=str),
+                    json.dumps(changes.summary, ensure_ascii=False, default=str),
+                ],
+            )
+        self._cache.clear()
+        return run_id
+
+    def next_run_id(self) -> int:
+        """Return the id the next run will get."""
+        return int(
+            self.con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs").fetchall()[0][0]
+        )
+
+    def record_failure(self, kind: str, config: dict, error: str) -> None:
+        """Log a failed run (after its transaction was rolled back)."""
+        now = datetime.now(UTC).replace(tzinfo=None)
+        with self.transaction():
+            run_id = self.next_run_id()
+            self.con.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, 'failed', ?, ?)",
+                [
+                    run_id,
+                    kind,
+                    now,
+                    now,
+                    json.dumps(config, default=str),
+                    json.dumps({"error": error}),
+                ],
+            )
+
+    def _write(self, c: StoreChanges, run_id: int) -> None:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        # Row keys of linked records, read before this run changes anything.
+        link_rk = None
+        if c.links is not None and "records" in self._tables() and not c.replace_all:
+            link_rk = self._with_keys(
+                c.links[[schema.SOURCE, schema.RECORD_ID]].astype(str).drop_duplicates(),
+                "SELECT r.source, r.record_id, r.rk FROM records r JOIN __keys k "
+                "ON r.source = k.source AND r.record_id = k.record_id",
+            )
+        new_rk = None
+        if c.records is not None:
+            keys = c.records[[schema.SOURCE, schema.RECORD_ID]]
+            if c.replace_all:
+                for table in ("records", "key_index", "links", "golden", "pairs"):
+                    if table in self._tables():
+                        self.con.execute(f"DELETE FROM {_quote(table)}")
+            else:
+                self._delete_key_index(keys)
+                self._delete_keys("records", keys)
+                self._delete_keys("pairs", keys, "_l")
+                self._delete_keys("pairs", keys, "_r")
+            first = 1
+            if "records" in self._tables():
+                first = int(
+                    self.con.execute("SELECT coalesce(max(rk), 0) + 1 FROM records").fetchall()[0][
+                        0
+                    ]
+                )
+            recs = c.records.drop(columns=[schema.ROW], errors="ignore").copy()
+            rk = np.arange(first, first + len(recs), dtype=np.int64)
+            recs.insert(0, RECORD_KEY, rk)
+            new_rk = pd.DataFrame(
+                {
+                    schema.SOURCE: keys[schema.SOURCE].astype(str).to_numpy(),
+                    schema.RECORD_ID: keys[schema.RECORD_ID].astype(str).to_numpy(),
+                    RECORD_KEY: rk,
+                }
+            )
+            recs[RUN_ID] = run_id
+            self._insert("records", recs)
+            self._pause()
+            if c.key_hashes is not None and len(c.key_hashes):
+                # key_hashes[rid] is the row position of the record in c.records
+                kh = c.key_hashes
+                self._insert(
+                    "key_index",
+                    pd.DataFrame(
+                        {
+                            KEY_HASH: kh[KEY_HASH].to_numpy(np.int64),
+                            RECORD_KEY: rk[kh[schema.ROW].to_numpy(np.int64)],
+                        }
+                    ),
+                )
+        if c.links is not None:
+            self._delete_keys("links", c.links)
+            links = c.links[[schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID]].copy()
+            links[RUN_ID] = run_id
+            # rk beside each link so search finds identities by index lookup; new rows win
+            known = [f for f in (new_rk, link_rk) if f is not None and len(f)]
+            if known:
+                rk_table = pd.concat(known, ignore_index=True).drop_duplicates(
+                    [schema.SOURCE, schema.RECORD_ID]
+                )
+                links = links.astype({schema.SOURCE: str, schema.RECORD_ID: str}).merge(
+                    rk_table, on=[schema.SOURCE, schema.RECORD_ID], how="left"
+                )
+            self._insert("links", links)
+            self._pause()
+        if c.identities is not None and len(c.identities):
+            self.con.register("__ids", _arrow(c.identities[[schema.IDENTITY_ID]]))
+            self.con.execute(
+                "DELETE FROM identities WHERE identity_id IN (SELECT identity_id FROM __ids)"
+            )
+            self.con.unregister("__ids")
+            self._insert("identities", c.identities[list(IDENTITY_COLUMNS)])
+        if c.golden is not None:
+            drop = sorted(set(c.golden_drop) | set(c.golden[schema.IDENTITY_ID].astype(str)))
+            if "golden" in self._tables() and drop:
+                self.con.register("__ids", pa.table({"identity_id": pa.array(drop, pa.string())}))
+                self.con.execute(
+                    "DELETE FROM golden WHERE identity_id IN (SELECT identity_id FROM __ids)"
+                )
+                self.con.unregister("__ids")
+            golden = c.golden.copy()
+            golden[RUN_ID] = run_id
+            self._insert("golden", golden)
+            self._pause()
+        if c.pairs is not None:
+            pairs = c.pairs[
+                [
+                    "source_l",
+                    "record_id_l",
+                    "source_r",
+                    "record_id_r",
+                    schema.MATCH_WEIGHT,
+                    schema.MATCH_PROBABILITY,
+                ]
+            ].copy()
+            pairs[RUN_ID] = run_id
+            self._insert("pairs", pairs)
+        if c.model is not None:
+            self.con.execute("DELETE FROM model")
+            self.con.execute(
+                "INSERT INTO model VALUES (?, ?)", [run_id, json.dumps(c.model, ensure_ascii=False)]
+            )
+        if c.events is not None and len(c.events):
+            ev = c.events[list(EVENT_COLUMNS)].copy()
+            ev.insert(0, RUN_ID, run_id)
+            ev["event_time"] = now
+            self._insert("events", ev)
+        self._pause()
+
+    def _delete_key_index(self, keys: pd.DataFrame) -> None:
+        if "records" not in self._tables() or keys.empty:
+            return
+        self.con.register("__keys", _arrow(keys[[schema.SOURCE, schema.RECORD_ID]]))
+        try:
+            self.con.execute(
+                "DELETE FROM key_index WHERE rk IN (SELECT r.rk FROM records r JOIN __keys k "
+                "ON r.source = k.source AND r.record_id = k.record_id)"
+            )
+        finally:
+            self.con.unregister("__keys")
+
+    def build_indexes(self) -> None:
+        """Create the ART indexes point lookups use (key hashes, record keys, links)."""
+        for name, table, col in (
+            ("key_index_h", "key_index", KEY_HASH),
+            ("records_rk", "records", RECORD_KEY),
+            ("links_rk", "links", RECORD_KEY),
+            ("golden_identity", "golden", schema.IDENTITY_ID),
+        ):
+            if table in self._tables():
+                self.con.execute(
+                    f"CREATE INDEX IF NOT EXISTS {_quote(name)} ON {_quote(table)} ({_quote(col)})"
+                )
+
+    # ------------------------------------------------------------------ reading
+
+    def table(self, name: str) -> pd.DataFrame:
+        """Return a whole table as a DataFrame (empty when the table does not exist yet)."""
+        if name not in TABLES:
+            raise LinkageError(f"unknown store table '{name}'; tables are {', '.join(TABLES)}")
+        if name not in self._tables():
+            return pd.DataFrame()
+        return self._df(f"SELECT * FROM {_quote(name)}")
+
+    def counts(self) -> dict[str, int]:
+        """Return the row count of every table."""
+        have = self._tables()
+        return {
+            t: int(self.con.execute(f"SELECT count(*) FROM {_quote(t)}").fetchall()[0][0])
+            if t in have
+            else 0
+            for t in TABLES
+        }
+
+    def model(self) -> dict | None:
+        """Return the stored model's JSON document, or None."""
+        rows = self.con.execute("SELECT model FROM model ORDER BY run_id DESC LIMIT 1").fetchall()
+        row = rows[0] if rows else None
+        return json.loads(row[0]) if row else None
+
+    def last_config(self, kind: str | None = None) -> dict | None:
+        """Return the config of the latest successful run (of ``kind`` when given)."""
+        rows = self.con.execute(
+            "SELECT kind, config FROM runs WHERE status = 'done' ORDER BY run_id DESC"
+        ).fetchall()
+        for k, text in rows:
+            if kind is None or k == kind:
+                return json.loads(text)
+        return None
+
+    def runs(self) -> pd.DataFrame:
+        """Return the runs table."""
+        return self.table("runs")
+
+    def identities(self) -> pd.DataFrame:
+        """Return every identity with its status."""
+        return self.table("identities")
+
+    def links(self) -> pd.DataFrame:
+        """Return (source, record_id, identity_id) of every stored record."""
+        return (
+            self.con.sql(
+                "SELECT source, record_id, identity_id FROM links ORDER BY source, record_id"
+            )
+            .to_arrow_table()
+            .to_pandas()
+        )
+
+    def events(self) -> pd.DataFrame:
+        """Return the event log."""
+        return self.table("events")
+
+    def _df(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        return self.con.sql(sql, params=params or None).to_arrow_table().to_pandas()
+
+    def _with_keys(self, keys: pd.DataFrame, sql: str, params: list | None = None) -> pd.DataFrame:
+        self.con.register("__keys", _arrow(keys.reset_index(drop=True)))
+        try:
+            return self._df(sql, params)
+        finally:
+            self.con.unregister("__keys")
+
+    def records_for(self, keys: pd.DataFrame) -> pd.DataFrame:
+        """Return the stored records (with rk) whose (source, record_id) is in ``keys``."""
+        if "records" not in self._tables():
+            return pd.DataFrame()
+        return self._with_keys(
+            keys[[schema.SOURCE, schema.RECORD_ID]].drop_duplicates(),
+            "SELECT r.* FROM records r JOIN __keys k "
+            "ON r.source = k.source AND r.record_id = k.record_id ORDER BY r.rk",
+        )
+
+    def records_by_rk(self, rks: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
+        """Return stored records by row key (point lookups through the rk index)."""
+        if "records" not in self._tables() or len(rks) == 0:
+            return pd.DataFrame()
+        have = self._columns("records")
+        cols = "*" if columns is None else ", ".join(_quote(c) for c in columns if c in have)
+        return self._point_rows("records", RECORD_KEY, [int(x) for x in rks], cols).sort_values(
+            RECORD_KEY, ignore_index=True
+        )
+
+    def _point_rows(self, table: str, column: str, values: list, cols: str = "*") -> pd.DataFrame:
+        """Rows whose ``column`` is one of ``values``, by a parameterized IN list.
+
+        Measured on a 1M-record store (DuckDB 2.0): an IN list of 150 row keys takes ~20 ms,
+        a UNION ALL of single-key lookups ~220 ms, a join with a registered table ~90 ms.
+        """
+        marks = ", ".join("?" for _ in values)
+        return self._df(
+            f"SELECT {cols} FROM {_quote(table)} WHERE {_quote(column)} IN ({marks})",
+            list(values),
+        )
+
+    def keys_for_hashes(self, hashes: np.ndarray) -> pd.DataFrame:
+        """Return (source, record_id) of stored records sharing any blocking-key hash."""
+        if "records" not in self._tables():
+            return pd.DataFrame(columns=[schema.SOURCE, schema.RECORD_ID])
+        frame = pd.DataFrame({KEY_HASH: np.unique(np.asarray(hashes, dtype=np.int64))})
+        return self._with_keys(
+            frame,
+            "SELECT DISTINCT r.source, r.record_id FROM key_index i "
+            "JOIN __keys k ON i.h = k.h JOIN records r ON r.rk = i.rk",
+        )
+
+    def rks_for_hashes(self, hashes: list[int]) -> pd.DataFrame:
+        """Return (h, rk) of every stored record holding one of the blocking-key hashes."""
+        if not hashes or "key_index" not in self._tables():
+            return pd.DataFrame({KEY_HASH: [], RECORD_KEY: []})
+        return self._point_rows("key_index", KEY_HASH, [int(h) for h in hashes], "h, rk")
+
+    def links_for(self, keys: pd.DataFrame) -> pd.DataFrame:
+        """Return the links of the records in ``keys``."""
+        return self._with_keys(
+            keys[[schema.SOURCE, schema.RECORD_ID]].drop_duplicates(),
+            "SELECT l.source, l.record_id, l.identity_id FROM links l JOIN __keys k "
+            "ON l.source = k.source AND l.record_id = k.record_id",
+        )
+
+    def candidates_by_rk(self, rks: np.ndarray, columns: list[str]) -> pd.DataFrame:
+        """Return the given columns and identity_id of stored records by row key."""
+        if "records" not in self._tables() or len(rks) == 0:
+            return pd.DataFrame()
+        have = self._columns("records")
+        cols = ", ".join(_quote(c) for c in dict.fromkeys([RECORD_KEY, *columns]) if c in have)
+        values = [int(x) for x in rks]
+        frame = self._point_rows("records", RECORD_KEY, values, cols)
+        ident = self._point_rows("links", RECORD_KEY, values, "rk, identity_id")
+        frame = frame.merge(ident, on=RECORD_KEY, how="left")
+        return frame.sort_values(RECORD_KEY, ignore_index=True)
+
+    def identities_by_rk(self, rks: np.ndarray) -> pd.DataFrame:
+        """Return (rk, identity_id) of stored records by row key (index lookups)."""
+        return self._point_rows("links", RECORD_KEY, [int(x) for x in rks], "rk, identity_id")
+
+    def links_of_identities(self, identity_ids: list[str]) -> pd.DataFrame:
+        """Return every link of the given identities."""
+        frame = pd.DataFrame({schema.IDENTITY_ID: pd.unique(pd.Series(identity_ids, dtype=object))})
+        return self._with_keys(
+            frame,
+            "SELECT l.source, l.record_id, l.identity_id FROM links l JOIN __keys k "
+            "ON l.identity_id = k.identity_id ORDER BY l.source, l.record_id",
+        )
+
+    def pairs_among(self, keys: pd.DataFrame) -> pd.DataFrame:
+        """Return stored pairs whose both records are in ``keys``."""
+        return self._with_keys(
+            keys[[schema.SOURCE, schema.RECORD_ID]].drop_duplicates(),
+            "SELECT p.* FROM pairs p "
+            "SEMI JOIN __keys a ON p.source_l = a.source AND p.record_id_l = a.record_id "
+            "SEMI JOIN __keys b ON p.source_r = b.source AND p.record_id_r = b.record_id",
+        )
+
+    def golden_for(self, identity_ids: list[str]) -> pd.DataFrame:
+        """Return the golden records of the given identities."""
+        if "golden" not in self._tables():
+            return pd.DataFrame()
+        values = [str(v) for v in pd.unique(pd.Series(identity_ids, dtype=object))]
+        if not values:
+            return pd.DataFrame()
+        return self._point_rows("golden", schema.IDENTITY_ID, values)
+
+    def value_counts(self, column: str) -> tuple[pd.Series, int]:
+        """Return stored counts per value of ``column`` and the non-null total (cached)."""
+        key = "vc:" + column
+        if key not in self._cache:
+            if "records" not in self._tables() or column not in self._columns("records"):
+                self._cache[key] = (pd.Series(dtype=np.int64), 0)
+            else:
+                q = _quote(column)
+                vc = (
+                    self.con.sql(
+                        f"SELECT {q} AS v, count(*) AS n FROM records WHERE {q} IS NOT NULL GROUP BY {q}"
+                    )
+                    .to_arrow_table()
+                    .to_pandas()
+                )
+                counts = pd.Series(vc["n"].to_numpy(np.int64), index=vc["v"].to_numpy())
+                self._cache[key] = (counts, int(counts.sum()))
+        return self._cache[key]
+
+    def search(self, record: dict, top: int = 5) -> list[dict]:
+        """Return the ``top`` stored identities most likely to be this person, best first."""
+        from linkage.incremental import search
+
+        return search(self, record, top=top)
+
+
+__all__ = [
+    "CREATED_RUN",
+    "EVENT",
+    "MERGED_INTO",
+    "OTHER_IDENTITY",
+    "SCHEMA_VERSION",
+    "STATUS",
+    "Store",
+    "StoreChanges",
+    "UPDATED_RUN",
+]

@@ -1,0 +1,146 @@
+"""Stable identity IDs: keep, merge, split, fresh, never reuse; independent of row order."""
+
+from __future__ import annotations
+
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from linkage import schema
+from linkage.identity import CLUSTER, assign_stable_ids, fresh_ids
+from linkage.pipeline import identity_ids
+
+KNOWN_COLUMNS = [schema.IDENTITY_ID, "status", "created_run"]
+
+
+def _current(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=[schema.SOURCE, schema.RECORD_ID, CLUSTER])
+
+
+def _previous(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=[schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID])
+
+
+def _known(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=KNOWN_COLUMNS)
+
+
+def _ids(result, current) -> dict[str, str]:
+    return dict(zip(current[schema.RECORD_ID], result.identity_ids, strict=True))
+
+
+def test_first_run_ids_equal_the_batch_ids():
+    current = _current([("police", "p1", "a"), ("health", "h1", "a"), ("police", "p2", "b")])
+    result = assign_stable_ids(current, _previous([]), _known([]), run_id=1)
+    expected = identity_ids(current, current[CLUSTER])
+    assert list(result.identity_ids) == list(expected)
+    assert set(result.identities["status"]) == {"active"}
+    assert (result.events["event"] == "created").sum() == 2
+    assert (result.events["event"] == "record_added").sum() == 3
+
+
+def test_kept_id_and_new_record_added():
+    previous = _previous([("police", "p1", "IDA"), ("health", "h1", "IDA")])
+    current = _current([("police", "p1", 0), ("health", "h1", 0), ("civil", "c9", 0)])
+    result = assign_stable_ids(current, previous, _known([("IDA", "active", 1)]), run_id=2)
+    assert set(result.identity_ids) == {"IDA"}
+    added = result.events[result.events["event"] == "record_added"]
+    assert added[schema.RECORD_ID].tolist() == ["c9"]
+
+
+def test_merge_keeps_the_older_id_on_equal_overlap():
+    previous = _previous(
+        [("police", "p1", "IDNEW"), ("police", "p2", "IDNEW"), ("health", "h1", "IDOLD")]
+    )
+    previous.loc[len(previous)] = ["health", "h2", "IDOLD"]
+    current = _current([(s, r, 0) for s, r in previous[[schema.SOURCE, schema.RECORD_ID]].values])
+    known = _known([("IDOLD", "active", 1), ("IDNEW", "active", 3)])
+    result = assign_stable_ids(current, previous, known, run_id=4)
+    assert set(result.identity_ids) == {"IDOLD"}
+    row = result.identities.set_index(schema.IDENTITY_ID).loc["IDNEW"]
+    assert row["status"] == "merged" and row["merged_into"] == "IDOLD"
+    merged = result.events[result.events["event"] == "merged"]
+    assert merged[[schema.IDENTITY_ID, "other_identity"]].values.tolist() == [["IDOLD", "IDNEW"]]
+
+
+def test_merge_keeps_the_id_it_overlaps_most():
+    previous = _previous(
+        [("p", "1", "IDB"), ("p", "2", "IDB"), ("p", "3", "IDB"), ("p", "4", "IDA")]
+    )
+    current = _current([("p", str(i), 0) for i in range(1, 5)])
+    known = _known([("IDA", "active", 1), ("IDB", "active", 2)])
+    result = assign_stable_ids(current, previous, known, run_id=3)
+    assert set(result.identity_ids) == {"IDB"}
+
+
+def test_split_keeps_id_on_larger_part_and_fresh_id_elsewhere():
+    previous = _previous([("p", "1", "IDA"), ("p", "2", "IDA"), ("p", "3", "IDA")])
+    current = _current([("p", "1", "x"), ("p", "2", "x"), ("p", "3", "y")])
+    result = assign_stable_ids(current, previous, _known([("IDA", "active", 1)]), run_id=2)
+    ids = _ids(result, current)
+    assert ids["1"] == ids["2"] == "IDA"
+    assert ids["3"] != "IDA" and ids["3"].startswith("ID")
+    split = result.events[result.events["event"] == "split"]
+    assert split[[schema.IDENTITY_ID, "other_identity"]].values.tolist() == [["IDA", ids["3"]]]
+
+
+def test_split_tie_is_deterministic():
+    previous = _previous([("p", "1", "IDA"), ("p", "2", "IDA")])
+    a = assign_stable_ids(
+        _current([("p", "1", "x"), ("p", "2", "y")]), previous, _known([("IDA", "active", 1)]), 2
+    )
+    b = assign_stable_ids(
+        _current([("p", "2", "q"), ("p", "1", "r")]), previous, _known([("IDA", "active", 1)]), 2
+    )
+    ids_a = _ids(a, _current([("p", "1", "x"), ("p", "2", "y")]))
+    ids_b = _ids(b, _current([("p", "2", "q"), ("p", "1", "r")]))
+    assert ids_a == ids_b
+    assert ids_a["1"] == "IDA"  # the part with the smaller record key keeps the id
+
+
+def test_fresh_ids_never_reuse_a_retired_or_merged_id():
+    key = "police\x1fp1"
+    taken = fresh_ids(pd.Series([key]).to_numpy(), set())[0]
+    again = fresh_ids(pd.Series([key]).to_numpy(), {taken})[0]
+    assert again != taken and again.startswith("ID")
+    current = _current([("police", "p1", 0)])
+    known = _known([(taken, "retired", 1)])
+    result = assign_stable_ids(current, _previous([]), known, run_id=2)
+    assert result.identity_ids[0] == again
+
+
+def test_removed_records_retire_an_identity():
+    previous = _previous([("p", "1", "IDA"), ("p", "2", "IDB")])
+    current = _current([("p", "1", 0)])
+    known = _known([("IDA", "active", 1), ("IDB", "active", 1)])
+    result = assign_stable_ids(current, previous, known, run_id=2)
+    status = result.identities.set_index(schema.IDENTITY_ID)["status"]
+    assert status["IDB"] == "retired"
+    assert "record_removed" in set(result.events["event"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    labels=st.lists(st.integers(0, 4), min_size=1, max_size=12),
+    prev_labels=st.lists(st.integers(0, 3), min_size=12, max_size=12),
+    seed=st.integers(0, 1000),
+)
+def test_assignment_is_independent_of_row_order(labels, prev_labels, seed):
+    n = len(labels)
+    keys = [("src", f"r{i:02d}") for i in range(n)]
+    current = _current([(s, r, lab) for (s, r), lab in zip(keys, labels, strict=True)])
+    previous = _previous([(s, r, f"IDP{p}") for (s, r), p in zip(keys, prev_labels, strict=False)])
+    known = _known(
+        [
+            (f"IDP{p}", "active", p)
+            for p in sorted(set(previous[schema.IDENTITY_ID].str[3:].astype(int)))
+        ]
+    )
+    a = assign_stable_ids(current, previous, known, run_id=9)
+    shuffled = current.sample(frac=1.0, random_state=seed)
+    b = assign_stable_ids(shuffled, previous.sample(frac=1.0, random_state=seed), known, run_id=9)
+    assert _ids(a, current) == _ids(b, shuffled)
+    # one cluster, one id; different clusters, different ids
+    pairs = set(zip(current[CLUSTER], a.identity_ids, strict=True))
+    assert len(pairs) == current[CLUSTER].nunique() == len(set(a.identity_ids))
+    pd.testing.assert_frame_equal(a.events, b.events)

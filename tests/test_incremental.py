@@ -1,0 +1,218 @@
+"""Store-backed runs: stable IDs across batch runs, incremental ingest, single-record search."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from linkage import schema
+from linkage.blocking import BlockingSettings
+from linkage.cli import app
+from linkage.config import load_config
+from linkage.evaluate import pairwise_scores
+from linkage.incremental import ingest, key_hashes, record_key_hashes, write_batch
+from linkage.linker import Linker
+from linkage.store import Store
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """Synthetic registries, the health registry split into an old part and a held-out batch."""
+    from linkage.synth import generate
+
+    folder = tmp_path_factory.mktemp("inc")
+    generate(300, seed=3, output=folder)
+    health = pd.read_csv(folder / "health.csv", dtype=str)
+    new = health.sample(frac=0.15, random_state=1)
+    health.drop(new.index).to_csv(folder / "health_old.csv", index=False)
+    new.to_csv(folder / "health_new.csv", index=False)
+    # the same registry in reverse row order
+    police = pd.read_csv(folder / "police.csv", dtype=str)
+    police.iloc[::-1].to_csv(folder / "police_reversed.csv", index=False)
+    cfg = yaml.safe_load((folder / "run.yaml").read_text(encoding="utf-8"))
+
+    def write(name: str, sources: dict) -> None:
+        doc = dict(cfg, sources=sources)
+        (folder / name).write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+
+    src = cfg["sources"]
+    write("old.yaml", dict(src, health=dict(src["health"], path="health_old.csv")))
+    write("new.yaml", {"health": dict(src["health"], path="health_new.csv")})
+    write("reversed.yaml", dict(src, police=dict(src["police"], path="police_reversed.csv")))
+    return folder
+
+
+def _batch(config: Path, store_path: Path):
+    linker = Linker.from_yaml(config)
+    result = linker.run()
+    with Store.open(store_path) as store:
+        return write_batch(store, result, linker.config)
+
+
+def test_run_with_store_twice_in_any_row_order_gives_identical_identities(data, tmp_path):
+    store_path = tmp_path / "s.duckdb"
+    out = [tmp_path / "o1", tmp_path / "o2"]
+    for cfg, folder in zip([data / "run.yaml", data / "reversed.yaml"], out, strict=True):
+        res = runner.invoke(
+            app, ["run", str(cfg), "--store", str(store_path), "--output", str(folder), "-q"]
+        )
+        assert res.exit_code == 0, res.output
+    first = (out[0] / "identities.csv").read_bytes()
+    assert first == (out[1] / "identities.csv").read_bytes()
+    with Store.open(store_path) as store:
+        events = store.events()
+        assert set(events.loc[events["run_id"] == 2, "event"]) <= {"record_updated"}
+        assert store.runs()["kind"].tolist() == ["batch", "batch"]
+    # the first run on an empty store names identities as the plain batch does
+    plain = tmp_path / "plain"
+    assert (
+        runner.invoke(app, ["run", str(data / "run.yaml"), "-o", str(plain), "-q"]).exit_code == 0
+    )
+    assert (plain / "identities.csv").read_bytes() == first
+
+
+def test_ingest_agrees_with_a_full_run(data, tmp_path):
+    store_path = tmp_path / "s.duckdb"
+    _batch(data / "old.yaml", store_path)
+    with Store.open(store_path) as store:
+        before = store.links()
+        result = ingest(store, load_config(data / "new.yaml"))
+        after = store.links()
+        assert store.counts()["records"] == len(after)
+        golden = store.table("golden")
+        identities = store.identities()
+    n_new = len(pd.read_csv(data / "health_new.csv", dtype=str))
+    assert result.summary["new_records"] == n_new
+    assert len(after) == len(before) + n_new
+    active = set(identities.loc[identities["status"] == "active", schema.IDENTITY_ID])
+    assert set(after[schema.IDENTITY_ID]) == active == set(golden[schema.IDENTITY_ID])
+    # stored identities keep their ids unless merged
+    kept = before.merge(after, on=[schema.SOURCE, schema.RECORD_ID], suffixes=("_b", "_a"))
+    assert (kept["identity_id_b"] == kept["identity_id_a"]).mean() > 0.95
+    full = Linker.from_yaml(data / "run.yaml").run().identities
+    both = full.merge(after, on=[schema.SOURCE, schema.RECORD_ID], suffixes=("_full", "_inc"))
+    assert len(both) == len(full)
+    f1 = pairwise_scores(both["identity_id_full"], both["identity_id_inc"])["f1"]
+    assert f1 >= 0.99
+
+
+def test_ingesting_a_stored_record_again_is_an_update(data, tmp_path):
+    store_path = tmp_path / "s.duckdb"
+    _batch(data / "old.yaml", store_path)
+    health = pd.read_csv(data / "health_old.csv", dtype=str).head(3)
+    phone_col = next(c for c in health.columns if "电话" in c)
+    health[phone_col] = "13900000000"
+    health.to_csv(data / "health_update.csv", index=False)
+    cfg = yaml.safe_load((data / "new.yaml").read_text(encoding="utf-8"))
+    cfg["sources"]["health"]["path"] = "health_update.csv"
+    (data / "update.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    with Store.open(store_path) as store:
+        n_before = store.counts()["records"]
+        result = ingest(store, load_config(data / "update.yaml"))
+        assert store.counts()["records"] == n_before
+        recs = store.table("records")
+    assert result.summary["updated_records"] == 3
+    assert result.summary["events"]["record_updated"] == 3
+    changed = recs[recs[schema.PHONE] == "13900000000"]
+    assert len(changed) == 3
+
+
+def test_ingest_without_a_model_exits_2(data, tmp_path):
+    store_path = tmp_path / "empty.duckdb"
+    Store.open(store_path).close()
+    res = runner.invoke(app, ["ingest", str(data / "new.yaml"), "--store", str(store_path)])
+    assert res.exit_code == 2
+    assert "no model" in res.output
+    res = runner.invoke(
+        app, ["search", "--store", str(tmp_path / "missing.duckdb"), "--name", "张伟"]
+    )
+    assert res.exit_code == 2
+
+
+def test_search_ranks_the_person_first_with_an_explanation(data, tmp_path):
+    store_path = tmp_path / "s.duckdb"
+    result = _batch(data / "run.yaml", store_path)
+    records = result.records
+    row = records[records[schema.ID_VALID].eq(True) & records[schema.NAME].notna()].iloc[0]
+    expected = result.identities.set_index([schema.SOURCE, schema.RECORD_ID]).loc[
+        (row[schema.SOURCE], row[schema.RECORD_ID]), schema.IDENTITY_ID
+    ]
+    query = {schema.NAME: row[schema.NAME], schema.ID_NUMBER: row[schema.ID_STD]}
+    with Store.open(store_path) as store:
+        hits = store.search(query, top=3)
+    assert hits and hits[0]["identity_id"] == expected
+    assert hits[0]["match_probability"] > 0.9
+    comparisons = [e["comparison"] for e in hits[0]["explanation"]]
+    assert "name" in comparisons and "id" in comparisons
+    res = runner.invoke(
+        app,
+        [
+            "search",
+            "--store",
+            str(store_path),
+            "--name",
+            str(row[schema.NAME]),
+            "--id-number",
+            str(row[schema.ID_STD]),
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)[0]["identity_id"] == expected
+
+
+def test_search_with_nothing_in_common_returns_no_candidates(data, tmp_path):
+    store_path = tmp_path / "s.duckdb"
+    _batch(data / "run.yaml", store_path)
+    with Store.open(store_path) as store:
+        assert store.search({schema.NAME: "龘靐齉", schema.BIRTH_DATE: "1900-01-01"}) == []
+
+
+def test_single_record_keys_equal_the_table_keys(data, tmp_path):
+    records = Linker.from_yaml(data / "run.yaml").standardize()
+    settings = BlockingSettings()
+    table = key_hashes(records, settings)
+    by_row = table.groupby(schema.ROW)["h"].apply(set)
+    for i in np.linspace(0, len(records) - 1, 60).astype(int):
+        row = records.iloc[i].to_dict()
+        expected = by_row.get(row[schema.ROW], set())
+        assert set(record_key_hashes(row, settings)) == expected
+
+
+def test_standardize_one_matches_the_table_standardizer(data):
+    from linkage.incremental import standardize_one
+
+    records = Linker.from_yaml(data / "run.yaml").standardize()
+    fields = [f for f in schema.MAPPABLE_FIELDS if f in records.columns]
+    for i in np.linspace(0, len(records) - 1, 25).astype(int):
+        full = records.iloc[i]
+        raw = {f: full[f] for f in fields if isinstance(full[f], str) and full[f] != ""}
+        one = standardize_one(raw).iloc[0]
+        for col in one.index:
+            if col in records.columns and col != schema.QUALITY_FLAGS:
+                a, b = one[col], full[col]
+                assert (pd.isna(a) and pd.isna(b)) or a == b, (i, col, a, b)
+
+
+def test_a_failed_ingest_changes_nothing_and_is_logged(data, tmp_path, monkeypatch):
+    store_path = tmp_path / "s.duckdb"
+    _batch(data / "old.yaml", store_path)
+    with Store.open(store_path) as store:
+        before = store.links()
+
+        def crash(*_args, **_kwargs):
+            raise RuntimeError("writer crashed")
+
+        monkeypatch.setattr(store, "_pause", crash)
+        with pytest.raises(RuntimeError):
+            ingest(store, load_config(data / "new.yaml"))
+        pd.testing.assert_frame_equal(store.links(), before)
+        assert store.runs()["status"].tolist() == ["done", "failed"]

@@ -1,0 +1,211 @@
+"""Identity store: schema, round trip, transactions (rollback and kill -9), versions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from linkage import schema
+from linkage.errors import InputError, LinkageError
+from linkage.store import PAUSE_ENV, SCHEMA_VERSION, TABLES, Store, StoreChanges
+
+
+def _records(ids: list[str], source: str = "police") -> pd.DataFrame:
+    n = len(ids)
+    return pd.DataFrame(
+        {
+            schema.ROW: np.arange(n),
+            schema.SOURCE: [source] * n,
+            schema.RECORD_ID: ids,
+            schema.NAME: ["张伟", "欧阳娜娜", "买买提·艾力", "李娜"][:n],
+            schema.ID_VALID: pd.array([True, None, False, True][:n], dtype="boolean"),
+            schema.name_col(schema.NAME, "is_minority"): [False, False, True, False][:n],
+        }
+    )
+
+
+def _changes(ids: list[str], identity: str, kind: str = "batch") -> StoreChanges:
+    recs = _records(ids)
+    links = recs[[schema.SOURCE, schema.RECORD_ID]].assign(**{schema.IDENTITY_ID: identity})
+    return StoreChanges(
+        kind=kind,
+        config={"sources": {"police": {}}},
+        replace_all=kind == "batch",
+        records=recs,
+        key_hashes=pd.DataFrame({schema.ROW: np.arange(len(recs)), "h": 7}),
+        links=links,
+        identities=pd.DataFrame(
+            {
+                schema.IDENTITY_ID: [identity],
+                "status": ["active"],
+                "merged_into": [None],
+                "created_run": [1],
+                "updated_run": [1],
+            }
+        ),
+        golden=pd.DataFrame({schema.IDENTITY_ID: [identity], schema.NAME: ["张伟"]}),
+        model={"schema_version": 1, "levels": {}},
+        events=pd.DataFrame(
+            {
+                "event": ["created"],
+                schema.IDENTITY_ID: [identity],
+                "other_identity": [None],
+                schema.SOURCE: [None],
+                schema.RECORD_ID: [None],
+            }
+        ),
+    )
+
+
+def _snapshot(path: Path) -> dict[str, pd.DataFrame]:
+    with Store.open(path, create=False) as store:
+        return {t: store.table(t) for t in TABLES}
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], check_dtype=False, obj=name)
+
+
+def test_new_store_has_meta_and_empty_tables(tmp_path):
+    with Store.open(tmp_path / "s.duckdb") as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        counts = store.counts()
+        assert counts["meta"] == 3 and counts["links"] == 0 and counts["records"] == 0
+        assert store.model() is None
+
+
+def test_open_missing_without_create_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        Store.open(tmp_path / "nope.duckdb", create=False)
+
+
+def test_records_round_trip_with_chinese_text_and_booleans(tmp_path):
+    path = tmp_path / "s.duckdb"
+    with Store.open(path) as store:
+        run = store.apply(_changes(["a1", "a2", "a3"], "IDX"))
+        assert run == 1
+        recs = store.table("records")
+        assert recs[schema.NAME].tolist() == ["张伟", "欧阳娜娜", "买买提·艾力"]
+        assert recs[schema.ID_VALID].tolist() == [True, None, False]
+        assert recs["rk"].tolist() == [1, 2, 3]
+        assert store.links()[schema.IDENTITY_ID].tolist() == ["IDX"] * 3
+        assert store.model() == {"schema_version": 1, "levels": {}}
+        assert store.runs()["status"].tolist() == ["done"]
+        assert store.keys_for_hashes(np.array([7]))[schema.RECORD_ID].tolist() == [
+            "a1",
+            "a2",
+            "a3",
+        ]
+
+
+def test_ingest_upserts_by_key(tmp_path):
+    with Store.open(tmp_path / "s.duckdb") as store:
+        store.apply(_changes(["a1", "a2"], "IDX"))
+        store.apply(_changes(["a2", "a3"], "IDY", kind="ingest"))
+        recs = store.table("records").sort_values(schema.RECORD_ID)
+        assert recs[schema.RECORD_ID].tolist() == ["a1", "a2", "a3"]
+        links = store.links().set_index(schema.RECORD_ID)[schema.IDENTITY_ID]
+        assert links.to_dict() == {"a1": "IDX", "a2": "IDY", "a3": "IDY"}
+        assert len(store.table("key_index")) == 3
+
+
+def test_failing_write_rolls_everything_back(tmp_path, monkeypatch):
+    path = tmp_path / "s.duckdb"
+    with Store.open(path) as store:
+        store.apply(_changes(["a1"], "IDX"))
+    before = _snapshot(path)
+    with Store.open(path) as store:
+        calls = []
+
+        def boom():
+            calls.append(1)
+            if len(calls) == 2:
+                raise RuntimeError("disk full")
+
+        monkeypatch.setattr(store, "_pause", boom)
+        with pytest.raises(RuntimeError):
+            store.apply(_changes(["b1", "b2"], "IDY"))
+    _assert_same(before, _snapshot(path))
+
+
+def test_killed_run_leaves_the_store_as_it_was(tmp_path):
+    path = tmp_path / "s.duckdb"
+    with Store.open(path) as store:
+        store.apply(_changes(["a1", "a2"], "IDX"))
+    before = _snapshot(path)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_store import _changes
+        from linkage.store import Store
+        store = Store.open({str(path)!r})
+        print("writing", flush=True)
+        store.apply(_changes(["b1", "b2", "b3"], "IDY"))
+        print("done", flush=True)
+        """
+    )
+    env = dict(os.environ, **{PAUSE_ENV: "30"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        time.sleep(2.0)  # inside the transaction, asleep between two table writes
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    _assert_same(before, _snapshot(path))
+
+
+def test_older_known_version_is_migrated(tmp_path):
+    path = tmp_path / "s.duckdb"
+    Store.open(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("ALTER TABLE events DROP COLUMN detail")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.close()
+    with Store.open(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert "detail" in store._columns("events")
+
+
+@pytest.mark.parametrize("version", ["99", "0"])
+def test_newer_or_unknown_version_is_refused_with_file_and_versions(tmp_path, version):
+    path = tmp_path / "s.duckdb"
+    Store.open(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [version])
+    con.close()
+    with pytest.raises(LinkageError) as info:
+        Store.open(path)
+    text = str(info.value)
+    assert str(path) in text and f"schema_version {version}" in text
+    assert f"schema_version {SCHEMA_VERSION}" in text
+
+
+def test_a_foreign_duckdb_file_is_refused(tmp_path):
+    path = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE t (a INTEGER)")
+    con.close()
+    with pytest.raises(InputError, match="not an identity store"):
+        Store.open(path)
+
+
+def test_unknown_table_name_is_refused(tmp_path):
+    with Store.open(tmp_path / "s.duckdb") as store, pytest.raises(LinkageError):
+        store.table("secrets")
