@@ -81,29 +81,31 @@ def fresh_ids(smallest_keys: np.ndarray, taken: set[str]) -> np.ndarray:
 def _greedy_match(overlap: pd.DataFrame) -> dict[int, str]:
     """Give each cluster at most one previous identity and each identity at most one cluster.
 
-    Rows are taken best first (overlap desc, older identity, smaller id, smaller cluster key):
-    a one-to-one case is decided at once; contested ones go through a short sequential pass.
-    Hand-written: this is a greedy assignment, which no library offers in this form.
+    Split rule: a previous identity goes to the cluster holding most of its records (the
+    larger part keeps the ID). Merge rule: a cluster that several identities go to keeps the
+    oldest of them; the others are absorbed. Clusters left without an ID then take a leftover
+    identity they overlap, most overlap first. Ties break on identity id and cluster key, so
+    the result does not depend on row order. Hand-written: no library offers this assignment.
     """
     if overlap.empty:
         return {}
-    per_c = overlap.groupby(CLUSTER)["prev"].transform("size")
-    per_p = overlap.groupby("prev")[CLUSTER].transform("size")
-    simple = (per_c == 1) & (per_p == 1)
-    chosen = dict(
-        zip(
-            overlap.loc[simple, CLUSTER].tolist(), overlap.loc[simple, "prev"].tolist(), strict=True
-        )
-    )
-    rest = overlap[~simple].sort_values(
+    best = overlap.sort_values(
+        ["prev", "n", "ckey"], ascending=[True, False, True], kind="mergesort"
+    ).drop_duplicates("prev")
+    kept = best.sort_values(
+        [CLUSTER, "age", "prev"], ascending=[True, True, True], kind="mergesort"
+    ).drop_duplicates(CLUSTER)
+    chosen = dict(zip(kept[CLUSTER].tolist(), kept["prev"].tolist(), strict=True))
+    taken = set(chosen.values())
+    rest = overlap[~overlap[CLUSTER].isin(chosen.keys()) & ~overlap["prev"].isin(taken)]
+    rest = rest.sort_values(
         ["n", "age", "prev", "ckey"], ascending=[False, True, True, True], kind="mergesort"
     )
-    taken_p: set[str] = set()
     for c, p in zip(rest[CLUSTER].tolist(), rest["prev"].tolist(), strict=True):
-        if c in chosen or p in taken_p:
+        if c in chosen or p in taken:
             continue
         chosen[c] = p
-        taken_p.add(p)
+        taken.add(p)
     return chosen
 
 

@@ -63,14 +63,29 @@ def test_merge_keeps_the_older_id_on_equal_overlap():
     assert merged[[schema.IDENTITY_ID, "other_identity"]].values.tolist() == [["IDOLD", "IDNEW"]]
 
 
-def test_merge_keeps_the_id_it_overlaps_most():
+def test_merge_keeps_the_older_id_even_when_it_is_smaller():
     previous = _previous(
         [("p", "1", "IDB"), ("p", "2", "IDB"), ("p", "3", "IDB"), ("p", "4", "IDA")]
     )
     current = _current([("p", str(i), 0) for i in range(1, 5)])
     known = _known([("IDA", "active", 1), ("IDB", "active", 2)])
     result = assign_stable_ids(current, previous, known, run_id=3)
-    assert set(result.identity_ids) == {"IDB"}
+    assert set(result.identity_ids) == {"IDA"}
+    merged = result.events[result.events["event"] == "merged"]
+    assert merged[[schema.IDENTITY_ID, "other_identity"]].values.tolist() == [["IDA", "IDB"]]
+
+
+def test_split_then_merge_of_the_larger_part_with_an_older_identity():
+    # IDB splits: its larger part joins older IDA (IDA kept, IDB absorbed)... unless IDB's
+    # smaller part is left without an id, in which case it keeps IDB.
+    previous = _previous(
+        [("p", "1", "IDA"), ("p", "2", "IDB"), ("p", "3", "IDB"), ("p", "4", "IDB")]
+    )
+    current = _current([("p", "1", "x"), ("p", "2", "x"), ("p", "3", "x"), ("p", "4", "y")])
+    known = _known([("IDA", "active", 1), ("IDB", "active", 2)])
+    ids = _ids(assign_stable_ids(current, previous, known, run_id=3), current)
+    assert ids["1"] == ids["2"] == ids["3"] == "IDA"
+    assert ids["4"] == "IDB"
 
 
 def test_split_keeps_id_on_larger_part_and_fresh_id_elsewhere():
