@@ -273,6 +273,60 @@ def search(
         )
 
 
+@app.command()
+@_handle_errors
+def export(
+    store: Annotated[Path, typer.Option("--store", help="Identity store file.")],
+    department: Annotated[str, typer.Option("--department", help="Department view to write.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="File to write (.csv or .parquet).")
+    ],
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Sharing policy YAML (default configs/sharing.yaml)."),
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Write one department's view of the golden records: granted fields only, masked."""
+    from linkage.share import export_command
+    from linkage.store import Store
+
+    _setup_logging(True)
+    with Store.open(store, create=False) as opened:
+        golden, links = opened.table("golden"), opened.links()
+    path, rows = export_command(golden, links, policy, department, output)
+    _echo(f"wrote {rows:,} rows for department '{department}' to {path}", quiet)
+
+
+@app.command()
+@_handle_errors
+def encode(
+    config: Annotated[Path, typer.Argument(help="Run config naming the sources to encode.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="File to write (.csv or .parquet).")
+    ],
+    source: Annotated[
+        list[str] | None, typer.Option("--source", help="Encode only this source (repeatable).")
+    ] = None,
+    key_env: Annotated[
+        str, typer.Option("--key-env", help="Environment variable holding the shared secret key.")
+    ] = "LINKAGE_PPRL_KEY",
+    quiet: Quiet = False,
+) -> None:
+    """Write keyed Bloom-filter encodings (CLKs) of name, birth date and ID for linking without raw identifiers."""
+    import os
+
+    from linkage.errors import ConfigError
+    from linkage.pprl import encode_command
+
+    _setup_logging(True)
+    key = os.environ.get(key_env, "")
+    if not key:
+        raise ConfigError(f"set the shared secret key in the environment variable {key_env}")
+    path, rows = encode_command(config, output, key.encode("utf-8"), sources=source or None)
+    _echo(f"wrote {rows:,} encoded records to {path}", quiet)
+
+
 @app.command("blocking")
 @_handle_errors
 def blocking_cmd(

@@ -127,3 +127,39 @@ def test_demo_runs_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "identities.csv").exists() and (tmp_path / "data" / "truth.csv").exists()
     assert "accuracy against the generator's ground truth" in result.output
+
+
+def test_store_export_and_encode_commands(data, tmp_path, monkeypatch):
+    store = tmp_path / "ids.duckdb"
+    config = str(data / "data" / "run.yaml")
+    result = runner.invoke(
+        app, ["run", config, "--output", str(tmp_path / "o"), "--store", str(store), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "health.csv"
+    result = runner.invoke(
+        app, ["export", "--store", str(store), "--department", "health", "--output", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    view = pd.read_csv(out, dtype=str)
+    # configs/sharing.yaml: health sees the ID cut to its region code and its own record ids only
+    assert len(view) > 0
+    assert view["id_number"].dropna().str.fullmatch(r"\d{6}\*{12}").all()
+    assert view["source_records"].dropna().str.split("|").explode().str.startswith("health:").all()
+    result = runner.invoke(
+        app, ["export", "--store", str(store), "--department", "nobody", "--output", str(out)]
+    )
+    assert result.exit_code == 2 and "nobody" in result.output
+    result = runner.invoke(app, ["encode", config, "--output", str(tmp_path / "clk.parquet")])
+    assert result.exit_code == 2 and "LINKAGE_PPRL_KEY" in result.output
+    monkeypatch.setenv("LINKAGE_PPRL_KEY", "shared-secret")
+    result = runner.invoke(
+        app, ["encode", config, "--output", str(tmp_path / "clk.parquet"), "--source", "health"]
+    )
+    assert result.exit_code == 0, result.output
+    clk = pd.read_parquet(tmp_path / "clk.parquet")
+    assert set(clk["source"]) == {"health"} and "name" not in clk.columns
+    result = runner.invoke(
+        app, ["search", "--store", str(store), "--name", view.iloc[0].get("name", "张伟") or "张伟"]
+    )
+    assert result.exit_code == 0, result.output
