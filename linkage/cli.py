@@ -130,13 +130,33 @@ def standardize_cmd(
     )
 
 
-def _progress(quiet: bool) -> Callable[[str], None]:
-    """Return a stage reporter printing elapsed time, silent with --quiet."""
+# Stages the batch path reports, in order (reading, blocking, comparing, training, scoring,
+# clustering, golden records): the length of the terminal progress bar.
+_STAGES = 7
+
+
+def _progress(quiet: bool, stages: int = _STAGES) -> Callable[[str], None]:
+    """Return a stage reporter: a progress bar on a terminal, timed lines otherwise."""
     start = time.perf_counter()
+    if quiet:
+        return lambda _stage: None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=stages, unit="stage", file=sys.stderr, leave=True)
+
+        def advance(stage: str) -> None:
+            if bar.desc:
+                bar.update(1)  # a new stage means the previous one is done
+            if stage == "done":
+                bar.close()
+                return
+            bar.set_description(stage)
+
+        return advance
 
     def say(stage: str) -> None:
-        if not quiet:
-            typer.echo(f"[{time.perf_counter() - start:7.1f}s] {stage}", err=True)
+        typer.echo(f"[{time.perf_counter() - start:7.1f}s] {stage}", err=True)
 
     return say
 
@@ -175,7 +195,9 @@ def run(
 
     _setup_logging(quiet)
     linker = Linker.from_yaml(config)
-    result = linker.run(progress=_progress(quiet))
+    say = _progress(quiet)
+    result = linker.run(progress=say)
+    say("done")
     if store is not None:
         from linkage.incremental import write_batch
         from linkage.store import Store
@@ -399,11 +421,12 @@ def demo(
 
     _setup_logging(True)
     data_dir = output / "data"
-    say = _progress(quiet)
+    say = _progress(quiet, stages=_STAGES + 1)  # generating the registries comes first
     say(f"generating registries for {persons:,} persons")
     generate(persons, seed=seed, output=data_dir)
     linker = Linker.from_yaml(data_dir / "run.yaml")
     result = linker.run(progress=say)
+    say("done")
     paths = linker.write(output)
     if not quiet:
         typer.echo(format_profile(result.records))
