@@ -62,3 +62,28 @@ def test_notebook_runs_headless(path: Path, tmp_path: Path):
     if path.stem.startswith("04"):
         coverage = (out / "coverage.csv").read_text(encoding="utf-8")
         assert "health_file,overall" in coverage and "child_vaccination" in coverage
+
+
+def test_coverage_notebook_reads_an_identity_store(tmp_path: Path):
+    """Changing one path (STORE) points the coverage notebook at a real identity store."""
+    from linkage import Linker
+    from linkage.incremental import write_batch
+    from linkage.store import Store
+    from linkage.synth import generate
+
+    generate(400, seed=3, output=tmp_path / "data")
+    linker = Linker.from_yaml(tmp_path / "data" / "run.yaml")
+    result = linker.run()
+    with Store.open(tmp_path / "ids.duckdb") as store:
+        write_batch(store, result, linker.config)
+    path = next(p for p in NOTEBOOKS if p.stem.startswith("04"))
+    book = nbformat.read(path, as_version=4)
+    _set_parameters(book, STORE=str(tmp_path / "ids.duckdb"))
+    client = nbclient.NotebookClient(
+        book, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    coverage = tmp_path / "outputs" / path.stem / "coverage.csv"
+    table = __import__("pandas").read_csv(coverage)
+    assert {"health_file", "child_vaccination"} <= set(table["indicator"])
+    assert not (tmp_path / "outputs" / path.stem / "demo").exists()  # nothing was generated
