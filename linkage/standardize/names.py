@@ -463,6 +463,9 @@ _FLAGS_AT = len(_SUFFIXES)
 _NULL = (None, "empty", None, None, False, None, None, None, None, None, None, ())
 
 
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _precleaned(raw: str) -> tuple[str, str, bool, set[str]]:
     """NFKC and structural cleaning before t2s: (text, kind, is_minority, flags)."""
     flags: set[str] = set()
@@ -471,7 +474,8 @@ def _precleaned(raw: str) -> tuple[str, str, bool, set[str]]:
     if _FULLWIDTH_RE.search(raw):
         flags.add("fullwidth")
     s = unicodedata.normalize("NFKC", raw).translate(_PLACEHOLDER_MAP).translate(_LATIN_FOLD)
-    s = s.replace("\u2019", "'")
+    # control characters (from broken exports) act as spaces, so stripping sees what follows
+    s = _CONTROL_RE.sub(" ", s.replace("\u2019", "'"))
     if _BRACKET_RE.search(s):
         flags.add("bracket")
         s = _BRACKET_RE.sub(" ", s)

@@ -596,3 +596,13 @@ def test_speed_one_million_rows():
     elapsed = time.perf_counter() - start
     assert len(out) == 1_000_000
     assert elapsed < 20, elapsed  # target 10 s on an idle 2-core machine
+
+
+def test_control_characters_act_as_spaces_and_cleaning_stays_idempotent():
+    from linkage.standardize.names import clean_name
+
+    # found by hypothesis: a leading control character kept the apostrophe for one pass only
+    for text in ["\x1f'Þ", "\x00张伟", "张\x1f伟 "]:
+        once = clean_name(text)
+        assert once is None or clean_name(once) == once
+    assert clean_name("\x00张伟") == "张伟"
