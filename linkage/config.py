@@ -175,19 +175,20 @@ def _resolve_source(name: str, entry: Any, base: Path, config_file: Path) -> dic
     return merged
 
 
-def _format_errors(exc: ValidationError, prefix: str = "") -> list[str]:
+def format_validation_errors(exc: ValidationError, prefix: str = "") -> list[str]:
+    """One ``key 'a.b': problem`` line per pydantic error, worded for a YAML author."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
         key = f"{prefix}{loc}" if loc else prefix.rstrip(".")
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "required key is missing"
         elif err["type"] == "literal_error":
             msg = f"{msg}, got {err.get('input')!r}"
-        lines.append(f"key '{key}': {msg}")
+        lines.append(f"key '{key}': {msg}" if key else msg)
     return lines
 
 
@@ -220,7 +221,7 @@ def config_from_dict(data: Any, *, path: str | Path | None = None) -> RunConfig:
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as exc:
-        lines = _format_errors(exc)
+        lines = format_validation_errors(exc)
         raise ConfigError(
             f"{len(lines)} problem(s):\n  " + "\n  ".join(lines), path=str(config_file)
         ) from None

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from linkage import schema
+from linkage.config import format_validation_errors
 from linkage.errors import ConfigError, InputError
 from linkage.io import atomic_write
 from linkage.standardize._distinct import map_distinct
@@ -153,21 +154,6 @@ class SharingPolicy(_Model):
     source_path: Path | None = Field(default=None, exclude=True)
 
 
-def _format_errors(exc: ValidationError) -> list[str]:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        elif err["type"] == "literal_error":
-            msg = f"{msg}, got {err.get('input')!r}"
-        lines.append(f"key '{key}': {msg}" if key else msg)
-    return lines
-
-
 def policy_from_dict(data: Any, *, path: str | Path | None = None) -> SharingPolicy:
     """Validate a sharing policy given as a dict and check every department's whole export."""
     where = str(path) if path else "<sharing policy>"
@@ -176,7 +162,7 @@ def policy_from_dict(data: Any, *, path: str | Path | None = None) -> SharingPol
     try:
         policy = SharingPolicy.model_validate(data)
     except ValidationError as exc:
-        lines = _format_errors(exc)
+        lines = format_validation_errors(exc)
         raise ConfigError(
             f"{len(lines)} problem(s):\n  " + "\n  ".join(lines), path=where
         ) from None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -284,18 +283,9 @@ def _clean_tables(
     return tables, strip_of, trunc_of, kind, wild
 
 
-@lru_cache(maxsize=65536)
-def _in_gbk(ch: str) -> bool:
-    try:
-        ch.encode("gbk")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _without_rare(name: str) -> str | None:
     """The name without characters GBK cannot store, or None when it has none."""
-    kept = "".join(ch for ch in name if _in_gbk(ch))
+    kept = "".join(ch for ch in name if std_names.in_gbk(ch))
     return kept if kept != name and kept else None
 
 

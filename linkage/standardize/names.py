@@ -320,6 +320,11 @@ _READING = _Readings()
 _IN_GBK = _InGbk()
 
 
+def in_gbk(ch: str) -> bool:
+    """True when GBK (the encoding of many registry exports) can store the character."""
+    return _IN_GBK[ch]
+
+
 def _surname_reading(surname: str) -> str | None:
     """Surname reading: the table first, else the characters' ordinary readings."""
     if surname in SURNAME_READINGS:
