@@ -91,6 +91,21 @@ class Comparison:
         return f"{type(self).__name__}(name={self.name!r}{', ' if params else ''}{params})"
 
 
+class ColumnComparison(Comparison):
+    """A comparison of one record column; subclasses add settings to ``params``."""
+
+    column: str
+
+    def params(self) -> dict[str, Any]:
+        """Constructor settings."""
+        return {"column": self.column}
+
+    @property
+    def columns(self) -> list[str]:
+        """The compared column."""
+        return [self.column]
+
+
 # ----------------------------------------------------------------------------- value helpers
 
 

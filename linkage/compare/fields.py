@@ -18,6 +18,7 @@ from rapidfuzz.distance import JaroWinkler
 from linkage import schema
 from linkage.compare.base import (
     NULL_CODE,
+    ColumnComparison,
     Comparison,
     Prepared,
     as_bool,
@@ -283,7 +284,7 @@ class ExactComparison(Comparison):
         return finish((a == b).astype(np.int8), both(a, b))
 
 
-class StringComparison(Comparison):
+class StringComparison(ColumnComparison):
     """Generic string agreement: exact, then Jaro-Winkler at or above each threshold, else."""
 
     type_name = "string"
@@ -301,12 +302,7 @@ class StringComparison(Comparison):
 
     def params(self) -> dict[str, Any]:
         """Constructor settings."""
-        return {"column": self.column, "thresholds": list(self.thresholds)}
-
-    @property
-    def columns(self) -> list[str]:
-        """The compared column."""
-        return [self.column]
+        return {**super().params(), "thresholds": list(self.thresholds)}
 
     def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
         """Codes per record and the distinct strings."""
@@ -347,7 +343,7 @@ def _generic_date(value: object) -> tuple[int, int, int] | None:
     return y, m, d
 
 
-class DateComparison(Comparison):
+class DateComparison(ColumnComparison):
     """Generic dates (``YYYY-MM-DD``, ``YYYYMMDD``, ``YYYY/M/D``): exact, day/month swap, one
     digit of ``YYYYMMDD`` wrong, same year, else; unparseable values count as null."""
 
@@ -357,15 +353,6 @@ class DateComparison(Comparison):
     def __init__(self, name: str, column: str | None = None):
         self.name = name
         self.column = column or name
-
-    def params(self) -> dict[str, Any]:
-        """Constructor settings."""
-        return {"column": self.column}
-
-    @property
-    def columns(self) -> list[str]:
-        """The compared column."""
-        return [self.column]
 
     def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
         """Codes per record and year/month/day/digits per distinct date."""
@@ -399,7 +386,7 @@ class DateComparison(Comparison):
         return finish(lvl, present)
 
 
-class PhoneComparison(Comparison):
+class PhoneComparison(ColumnComparison):
     """Standardized phones: ``exact``, ``last8`` (same last eight digits: a landline with and
     without its area code, a mistyped prefix), ``else``."""
 
@@ -409,15 +396,6 @@ class PhoneComparison(Comparison):
     def __init__(self, name: str = "phone", column: str = schema.PHONE_STD):
         self.name = name
         self.column = column
-
-    def params(self) -> dict[str, Any]:
-        """Constructor settings."""
-        return {"column": self.column}
-
-    @property
-    def columns(self) -> list[str]:
-        """The standardized phone."""
-        return [self.column]
 
     def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
         """Codes of the full number and of its last eight digits."""
