@@ -18,7 +18,13 @@ import pandas as pd
 
 from linkage import schema
 from linkage.blocking import block, sample_random_pairs
-from linkage.cluster import cluster_pairs, cluster_size_distribution, cluster_stats
+from linkage.cluster import (
+    CANNOT_LINK_GROUP,
+    CANNOT_LINK_KEY,
+    cluster_pairs,
+    cluster_size_distribution,
+    cluster_stats,
+)
 from linkage.compare import (
     Comparison,
     compare,
@@ -226,10 +232,10 @@ def cannot_link_table(records: pd.DataFrame, config: RunConfig) -> pd.DataFrame 
     return pd.DataFrame(
         {
             schema.ROW: records[schema.ROW].to_numpy(),
-            "key": keyed.to_numpy(),
-            "group": records[schema.SOURCE].to_numpy(),
+            CANNOT_LINK_KEY: keyed.to_numpy(),
+            CANNOT_LINK_GROUP: records[schema.SOURCE].to_numpy(),
         }
-    ).dropna(subset=["key"])
+    ).dropna(subset=[CANNOT_LINK_KEY])
 
 
 def golden_settings(config: RunConfig, sources: list[str] | None = None) -> GoldenSettings:
