@@ -1,6 +1,7 @@
 """Golden records: one record per identity by survivorship rules, with provenance and conflicts.
 
-Pure function over the standardized records and their identity labels; imports schema only.
+Pure function over the standardized records and their identity labels; imports schema and the
+filler list of the standardize stage only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from linkage import schema
+from linkage.standardize._fillers import is_filler_text
 
 Rule = Literal["valid_id", "most_frequent", "most_recent", "source_priority"]
 
@@ -23,7 +25,10 @@ class FieldRule(BaseModel):
 
     column: str
     rule: Rule = "most_frequent"
-    raw: str | None = None  # raw column reported beside the standardized value
+    # Source column reported as the golden value: the choice is made on ``column`` (so
+    # 王汎森 and 王泛森 count as one name), but the value shown is a spelling a source holds,
+    # preferring a record whose own value equals the chosen standardized one.
+    raw: str | None = None
 
 
 class GoldenSettings(BaseModel):
@@ -37,7 +42,9 @@ class GoldenSettings(BaseModel):
 
 
 DEFAULT_FIELDS: dict[str, FieldRule] = {
-    schema.NAME: FieldRule(column=schema.name_col(schema.NAME, "clean"), rule="most_frequent"),
+    schema.NAME: FieldRule(
+        column=schema.name_col(schema.NAME, "clean"), rule="most_frequent", raw=schema.NAME
+    ),
     schema.ID_NUMBER: FieldRule(column=schema.ID_STD, rule="valid_id"),
     schema.GENDER: FieldRule(column=schema.GENDER_STD, rule="most_frequent"),
     schema.BIRTH_DATE: FieldRule(column=schema.BIRTH_DATE_STD, rule="most_frequent"),
@@ -101,12 +108,20 @@ def merge_records(
             continue
         values = records[rule.column]
         value_codes, value_names = pd.factorize(pd.Series(values.to_numpy(), dtype=object))
-        present = value_codes >= 0
+        # raw columns (addresses) may hold fillers such as 不详: never a golden value
+        filler = np.array([is_filler_text(v) for v in value_names] + [False], dtype=bool)
+        present = (value_codes >= 0) & ~filler[value_codes]
         if rule.column == schema.ID_STD and schema.ID_VALID in records:
             valid = records[schema.ID_VALID].eq(True).to_numpy(dtype=bool, na_value=False)
         else:
             valid = np.ones(n, dtype=bool)
         rows = np.flatnonzero(present)
+        shown = values
+        held = np.ones(len(rows), dtype=bool)
+        if rule.raw is not None and rule.raw in records.columns:
+            shown = records[rule.raw].astype("string").str.strip().astype(object)
+            shown = shown.where(shown.notna(), None)
+            held = shown.to_numpy(dtype=object)[rows] == values.to_numpy(dtype=object)[rows]
         ic, vc = ident_codes[rows], value_codes[rows].astype(np.int64)
         pair_key = ic.astype(np.int64) * (len(value_names) + 1) + vc
         _, inverse, counts = np.unique(pair_key, return_inverse=True, return_counts=True)
@@ -121,7 +136,7 @@ def merge_records(
         if rule.rule == "valid_id":
             keys = (k_rank, s_rank, -freq, ~v_ok, ic)
         elif rule.rule == "most_frequent":
-            keys = (k_rank, -r_rank, s_rank, -freq, ic)
+            keys = (k_rank, -r_rank, s_rank, ~held, -freq, ic)
         elif rule.rule == "most_recent":
             keys = (k_rank, s_rank, -r_rank, ic)
         else:
@@ -135,7 +150,7 @@ def merge_records(
         out_value = np.full(n_ident, None, dtype=object)
         out_source = np.full(n_ident, None, dtype=object)
         out_record = np.full(n_ident, None, dtype=object)
-        out_value[chosen_ident] = values.to_numpy(dtype=object)[chosen_rows]
+        out_value[chosen_ident] = shown.to_numpy(dtype=object)[chosen_rows]
         out_source[chosen_ident] = src_np[chosen_rows]
         out_record[chosen_ident] = rid_np[chosen_rows]
         golden[field] = out_value

@@ -18,6 +18,7 @@ import pandas as pd
 
 from linkage import schema
 from linkage.standardize._distinct import map_distinct
+from linkage.standardize._fillers import is_filler_text
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ FLAGS: dict[str, str] = {
         "code decides; district left null"
     ),
     "address_district_from_region": "ambiguous district name resolved by the ID's region code",
+    "address_placeholder": "a filler such as 不详, 无 or '-' instead of an address; set to null",
 }
 
 _T2S = opencc.OpenCC("t2s")
@@ -244,6 +246,9 @@ def _parse_distinct(values: Sequence[object], field: str) -> pd.DataFrame:
     ):
         if not text:
             rows.append((None, None, None, None, None, "", None))
+            continue
+        if is_filler_text(text):
+            rows.append((None, None, None, None, None, flag["address_placeholder"], None))
             continue
         if district is None and city_name in _PLACEHOLDER_NAMES and prov_pos == -1:
             adcode = None  # a bare 县 / 市辖区 (县前街) matched a municipality's placeholder

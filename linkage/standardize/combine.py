@@ -68,6 +68,7 @@ def all_flags() -> dict[str, str]:
     for field in (schema.BIRTH_DATE, schema.REGISTERED_AT):
         for code, text in dates.FLAGS.items():
             flags[f"{field}_{code}"] = text
+    flags.update(dates.CROSS_FLAGS)
     flags.update(demographics.FLAGS)
     flags.update(phone.FLAGS)
     for field in (schema.HUKOU_ADDRESS, schema.CURRENT_ADDRESS):
@@ -147,6 +148,9 @@ def standardize(records: pd.DataFrame, config: StandardizeConfig | None = None) 
     birth = date_std[schema.BIRTH_DATE_STD]
     id_birth = ids[schema.ID_BIRTH_DATE]
     birth_conflict = birth.notna() & id_birth.notna() & (birth != id_birth)
+    registered = date_std[schema.REGISTERED_AT_STD]
+    both_dates = birth.notna() & registered.notna()
+    after_registered = both_dates & (birth.where(both_dates, "") > registered.where(both_dates, ""))
     id_gender = ids[schema.ID_GENDER]
     gender_std = gender[schema.GENDER_STD]
     gender_conflict = gender_std.notna() & id_gender.notna() & (gender_std != id_gender)
@@ -155,6 +159,11 @@ def standardize(records: pd.DataFrame, config: StandardizeConfig | None = None) 
     )
     flag_parts.append(
         pd.Series(np.where(gender_conflict, "id_gender_conflict", ""), index=records.index)
+    )
+    flag_parts.append(
+        pd.Series(
+            np.where(after_registered, "birth_date_after_registered", ""), index=records.index
+        )
     )
 
     derived = pd.concat(parts, axis=1)
