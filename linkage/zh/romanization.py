@@ -32,7 +32,7 @@ SURNAME_SPELLINGS: dict[str, str] = {
     "shek": "shi", "hon": "han", "tong": "tang", "kan": "jian", "ching": "cheng", "yim": "yan",
     "wan": "wen", "chong": "zhuang", "siu": "xiao", "kam": "jin", "sze": "shi", "tam": "tan",
     "man": "wen", "kwong": "kuang", "yung": "weng", "hung": "hong", "tai": "dai", "ngai": "wei",
-    "yik": "yi", "chun": "qin", "shiu": "shao", "szeto": "situ", "auyeung": "ouyang",
+    "yik": "yi", "chun": "qin", "shiu": "shao", "szeto": "si tu", "auyeung": "ou yang",
     "cheuk": "zhuo", "lui": "lv", "mui": "mei", "ngan": "yan", "tsoi": "cai",
     "wai": "wei", "wu": "hu", "yee": "yu", "yue": "yu",
     # Wade-Giles (Taiwan), apostrophes dropped as on passports
