@@ -47,6 +47,15 @@ class IdComparison(Comparison):
     ``near_miss`` one character substituted or two adjacent ones swapped (the checksum catches
     these, so one side is invalid); ``birth_region`` same region code and birth date but a
     different sequence: twins or neighbours born the same day, or two typos; ``else``.
+
+    An identical ID is no evidence (null) when it is not one of the two records' own: that
+    record's recorded birth date is years away from the date the ID embeds, and also years away
+    from the other record's birth date (or its recorded gender contradicts both the ID's and the
+    other record's). That is a guardian's ID on a child's health record
+    (DOMAIN.md: children without an ID card are registered under a parent's); random pairs never
+    share an ID, so u cannot see that a household shares one, and the ID would outweigh a
+    different name and birth date. A typed birth-date error (one year or one digit off) keeps
+    the ID's evidence.
     """
 
     type_name = "id"
@@ -57,19 +66,29 @@ class IdComparison(Comparison):
         name: str = "id",
         column: str = schema.ID_STD,
         from_15_column: str = schema.ID_FROM_15,
+        birth_column: str | None = schema.BIRTH_DATE_STD,
+        gender_column: str | None = schema.GENDER_STD,
     ):
         self.name = name
         self.column = column
         self.from_15_column = from_15_column
+        self.birth_column = birth_column
+        self.gender_column = gender_column
 
     def params(self) -> dict[str, Any]:
         """Constructor settings."""
-        return {"column": self.column, "from_15_column": self.from_15_column}
+        return {
+            "column": self.column,
+            "from_15_column": self.from_15_column,
+            "birth_column": self.birth_column,
+            "gender_column": self.gender_column,
+        }
 
     @property
     def columns(self) -> list[str]:
-        """The standardized ID and its legacy-upgrade flag."""
-        return [self.column, self.from_15_column]
+        """The standardized ID, its legacy-upgrade flag, the recorded birth date and gender."""
+        extra = [c for c in (self.birth_column, self.gender_column) if c]
+        return [self.column, self.from_15_column, *extra]
 
     def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
         """ID codes per record; fixed-width bytes and region+birth-date keys per distinct ID."""
@@ -81,7 +100,24 @@ class IdComparison(Comparison):
             [int(t[:14]) if t and t[:14].isdigit() else -1 for t in text], dtype=np.int64
         )
         from15 = as_bool(column(values, self.from_15_column, len(ids)))
-        return Prepared({"id": codes, "from15": from15}, {"fixed": fixed, "head": head})
+        # year of the recorded birth date per record, and the year the ID embeds per distinct ID
+        years = np.full(len(ids), -1, dtype=np.int64)
+        if self.birth_column:
+            births = column(values, self.birth_column, len(ids))
+            bcodes, buniq = factorize(births)
+            by = np.array([int(str(u)[:4]) if str(u)[:4].isdigit() else -1 for u in buniq] + [-1])
+            years = by[bcodes]
+        # gender: 1 male, 0 female, -1 unknown; the ID's from its 17th digit's parity
+        genders = np.full(len(ids), -1, dtype=np.int64)
+        if self.gender_column:
+            g = column(values, self.gender_column, len(ids))
+            genders = np.where(g == "M", 1, np.where(g == "F", 0, -1)).astype(np.int64)
+        id_year = np.array([int(t[6:10]) if t and t[6:10].isdigit() else -1 for t in text])
+        id_gender = np.array([int(t[16]) % 2 if t and t[16].isdigit() else -1 for t in text])
+        return Prepared(
+            {"id": codes, "from15": from15, "year": years, "gender": genders},
+            {"fixed": fixed, "head": head, "id_year": id_year, "id_gender": id_gender},
+        )
 
     def _levels(self, left: Prepared, right: Prepared) -> np.ndarray:
         a, b = left.rows["id"], right.rows["id"]
@@ -90,6 +126,18 @@ class IdComparison(Comparison):
         equal = same(a, b)
         lvl[equal] = 4
         lvl[equal & (left.rows["from15"] != right.rows["from15"])] = 3
+        eq = np.flatnonzero(equal)
+        if len(eq) and "year" in left.rows:
+            id_year = left.tables["id_year"][a[eq]]
+            ya, yb = left.rows["year"][eq], right.rows["year"][eq]
+            borrowed = (_years_apart(ya, id_year) & _years_apart(ya, yb)) | (
+                _years_apart(yb, id_year) & _years_apart(yb, ya)
+            )
+            id_g = left.tables["id_gender"][a[eq]]
+            ga, gb = left.rows["gender"][eq], right.rows["gender"][eq]
+            known = (ga >= 0) & (gb >= 0) & (id_g >= 0)
+            borrowed |= known & (ga != gb) & ((ga != id_g) | (gb != id_g))
+            present[eq[borrowed]] = False
         rest = np.flatnonzero(present & ~equal)
         if len(rest):
             fixed, head = left.tables["fixed"], left.tables["head"]
@@ -103,6 +151,14 @@ class IdComparison(Comparison):
             region_day = (head[ra] == head[rb]) & (head[ra] >= 0)
             lvl[rest] = np.where(near, 2, np.where(region_day, 1, 0))
         return finish(lvl, present)
+
+
+def _years_apart(ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
+    """Both years known, at least two apart and not one mistyped digit (1985 / 1995)."""
+    differing = np.zeros(len(ya), dtype=np.int64)
+    for power in (1, 10, 100, 1000):
+        differing += (ya // power) % 10 != (yb // power) % 10
+    return (ya >= 0) & (yb >= 0) & (np.abs(ya - yb) >= 2) & (differing > 1)
 
 
 def _with_check(ids: np.ndarray, donor: np.ndarray) -> np.ndarray:
