@@ -352,3 +352,55 @@ def _min_row_labels(group: np.ndarray, n_records: int) -> pd.Series:
         name=schema.CLUSTER_ID,
         dtype=np.int64,
     )
+
+
+def sibling_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
+    """Mask of scored pairs that look like twins or siblings, never one person.
+
+    Fellegi-Sunter takes u from random pairs, where a shared birth date, phone and address are
+    rare; inside a household they are not, and twins agree on all three. So a pair is held out
+    of clustering when both names are Han names of one length with the same surname, the given
+    names differ in a way no comparison level explains (name level ``else``: not a homophone,
+    look-alike, traditional form or former name) and are not the same characters reordered,
+    while the birth dates agree exactly: 王子涵 / 王子轩 born the same day. An identical ID
+    (``gamma_id`` at its top level) outweighs the rule: twins do not share one, while a
+    look-alike character outside the table or an unrecorded former name does change a name.
+    Takes ``rid_l``, ``rid_r``, ``gamma_name``, ``gamma_birth_date`` (and ``gamma_id``) from
+    ``pairs`` and ``name_clean`` from ``records``; without those columns nothing is held out.
+    """
+    name_col, birth_col = "gamma_name", "gamma_birth_date"
+    clean_col = schema.name_col(schema.NAME, "clean")
+    out = np.zeros(len(pairs), dtype=bool)
+    if not {name_col, birth_col} <= set(pairs.columns) or clean_col not in records:
+        return out
+    from linkage.compare.fields import BirthDateComparison, IdComparison
+
+    sibling_like = (pairs[name_col].to_numpy() == 0) & (
+        pairs[birth_col].to_numpy() == BirthDateComparison.levels.index("exact")
+    )
+    if "gamma_id" in pairs.columns:
+        sibling_like &= pairs["gamma_id"].to_numpy() != IdComparison.levels.index("exact")
+    cand = np.flatnonzero(sibling_like)
+    if len(cand) == 0:
+        return out
+    clean = records[clean_col].to_numpy(dtype=object)
+    left = clean[pairs[schema.ROW_L].to_numpy()[cand]]
+    right = clean[pairs[schema.ROW_R].to_numpy()[cand]]
+    for i, a, b in zip(cand, left, right, strict=True):
+        if (
+            isinstance(a, str)
+            and isinstance(b, str)
+            and len(a) == len(b) >= 2
+            and a[0] == b[0]
+            and a != b
+            and sorted(a) != sorted(b)
+            and "·" not in a + b
+            and not (a + b).isascii()
+            and _han_only(a + b)
+        ):
+            out[i] = True
+    return out
+
+
+def _han_only(text: str) -> bool:
+    return all("\u3400" <= ch <= "\u9fff" or ch >= "\U00020000" for ch in text)

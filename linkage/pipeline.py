@@ -24,6 +24,7 @@ from linkage.cluster import (
     cluster_pairs,
     cluster_size_distribution,
     cluster_stats,
+    sibling_pairs,
 )
 from linkage.compare import (
     Comparison,
@@ -224,10 +225,15 @@ def train_model(
 
 
 def cannot_link_table(records: pd.DataFrame, config: RunConfig) -> pd.DataFrame | None:
-    """Return the cannot-link table (same source, different valid IDs), or None when off."""
+    """Return the cannot-link table (same source, different valid IDs), or None when off.
+
+    An ID flagged ``id_not_own`` (a guardian's on a child's record) says nothing about who the
+    record is, so it never forbids a link."""
     if not (config.clustering.cannot_link_same_source_ids and schema.ID_STD in records):
         return None
     valid = records[schema.ID_VALID].eq(True) if schema.ID_VALID in records else True
+    if schema.QUALITY_FLAGS in records:
+        valid = valid & ~records[schema.QUALITY_FLAGS].astype(str).str.contains("id_not_own")
     keyed = records[schema.ID_STD].where(valid)
     return pd.DataFrame(
         {
@@ -296,7 +302,7 @@ def link_records(
     cannot = cannot_link_table(records, config)
     labels = cluster_pairs(
         n,
-        scored,
+        scored[~sibling_pairs(records, scored)],
         config.clustering.threshold,
         cannot_link=cannot,
         max_cluster_size=config.clustering.max_cluster_size,

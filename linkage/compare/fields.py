@@ -48,14 +48,13 @@ class IdComparison(Comparison):
     these, so one side is invalid); ``birth_region`` same region code and birth date but a
     different sequence: twins or neighbours born the same day, or two typos; ``else``.
 
-    An identical ID is no evidence (null) when it is not one of the two records' own: that
-    record's recorded birth date is years away from the date the ID embeds, and also years away
-    from the other record's birth date (or its recorded gender contradicts both the ID's and the
-    other record's). That is a guardian's ID on a child's health record
-    (DOMAIN.md: children without an ID card are registered under a parent's); random pairs never
-    share an ID, so u cannot see that a household shares one, and the ID would outweigh a
-    different name and birth date. A typed birth-date error (one year or one digit off) keeps
-    the ID's evidence.
+    A record's ID is not its own when its recorded birth year is years away from the year the
+    ID embeds (not a one-digit typo): a guardian's ID on a child's health record (DOMAIN.md:
+    children without an ID card are registered under a parent's). Such an ID is no evidence
+    either way (null): random pairs never share an ID, so u cannot see that a household does,
+    and an identical ID would outweigh a different name and birth date, while the child's own
+    ID elsewhere would count as disagreement. An identical ID is also no evidence when the two
+    records' genders differ and one contradicts the gender the ID encodes.
     """
 
     type_name = "id"
@@ -112,11 +111,13 @@ class IdComparison(Comparison):
         if self.gender_column:
             g = column(values, self.gender_column, len(ids))
             genders = np.where(g == "M", 1, np.where(g == "F", 0, -1)).astype(np.int64)
-        id_year = np.array([int(t[6:10]) if t and t[6:10].isdigit() else -1 for t in text])
+        id_year = np.array([int(t[6:10]) if t and t[6:10].isdigit() else -1 for t in text] + [-1])
+        borrowed = std_id.years_apart(years, id_year[codes]) & (codes >= 0)
+        codes = np.where(borrowed, NULL_CODE, codes).astype(codes.dtype)
         id_gender = np.array([int(t[16]) % 2 if t and t[16].isdigit() else -1 for t in text])
         return Prepared(
-            {"id": codes, "from15": from15, "year": years, "gender": genders},
-            {"fixed": fixed, "head": head, "id_year": id_year, "id_gender": id_gender},
+            {"id": codes, "from15": from15, "gender": genders},
+            {"fixed": fixed, "head": head, "id_gender": id_gender},
         )
 
     def _levels(self, left: Prepared, right: Prepared) -> np.ndarray:
@@ -127,17 +128,11 @@ class IdComparison(Comparison):
         lvl[equal] = 4
         lvl[equal & (left.rows["from15"] != right.rows["from15"])] = 3
         eq = np.flatnonzero(equal)
-        if len(eq) and "year" in left.rows:
-            id_year = left.tables["id_year"][a[eq]]
-            ya, yb = left.rows["year"][eq], right.rows["year"][eq]
-            borrowed = (_years_apart(ya, id_year) & _years_apart(ya, yb)) | (
-                _years_apart(yb, id_year) & _years_apart(yb, ya)
-            )
+        if len(eq):
             id_g = left.tables["id_gender"][a[eq]]
             ga, gb = left.rows["gender"][eq], right.rows["gender"][eq]
             known = (ga >= 0) & (gb >= 0) & (id_g >= 0)
-            borrowed |= known & (ga != gb) & ((ga != id_g) | (gb != id_g))
-            present[eq[borrowed]] = False
+            present[eq[known & (ga != gb) & ((ga != id_g) | (gb != id_g))]] = False
         rest = np.flatnonzero(present & ~equal)
         if len(rest):
             fixed, head = left.tables["fixed"], left.tables["head"]
@@ -151,14 +146,6 @@ class IdComparison(Comparison):
             region_day = (head[ra] == head[rb]) & (head[ra] >= 0)
             lvl[rest] = np.where(near, 2, np.where(region_day, 1, 0))
         return finish(lvl, present)
-
-
-def _years_apart(ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
-    """Both years known, at least two apart and not one mistyped digit (1985 / 1995)."""
-    differing = np.zeros(len(ya), dtype=np.int64)
-    for power in (1, 10, 100, 1000):
-        differing += (ya // power) % 10 != (yb // power) % 10
-    return (ya >= 0) & (yb >= 0) & (np.abs(ya - yb) >= 2) & (differing > 1)
 
 
 def _with_check(ids: np.ndarray, donor: np.ndarray) -> np.ndarray:

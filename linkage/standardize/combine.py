@@ -148,6 +148,7 @@ def standardize(records: pd.DataFrame, config: StandardizeConfig | None = None) 
     birth = date_std[schema.BIRTH_DATE_STD]
     id_birth = ids[schema.ID_BIRTH_DATE]
     birth_conflict = birth.notna() & id_birth.notna() & (birth != id_birth)
+    not_own = idnumber.not_own_ids(birth, id_birth)
     registered = date_std[schema.REGISTERED_AT_STD]
     both_dates = birth.notna() & registered.notna()
     after_registered = both_dates & (birth.where(both_dates, "") > registered.where(both_dates, ""))
@@ -160,6 +161,7 @@ def standardize(records: pd.DataFrame, config: StandardizeConfig | None = None) 
     flag_parts.append(
         pd.Series(np.where(gender_conflict, "id_gender_conflict", ""), index=records.index)
     )
+    flag_parts.append(pd.Series(np.where(not_own, "id_not_own", ""), index=records.index))
     flag_parts.append(
         pd.Series(
             np.where(after_registered, "birth_date_after_registered", ""), index=records.index

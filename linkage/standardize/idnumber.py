@@ -34,6 +34,8 @@ FLAGS: dict[str, str] = {
     "id_region_unknown": "first six digits not in the region-code table (ID not rejected)",
     "id_birth_conflict": "birth date embedded in the ID differs from the recorded birth date",
     "id_gender_conflict": "gender from the ID's 17th digit differs from the recorded gender",
+    "id_not_own": "the recorded birth year is years away from the ID's (not a typo): someone "
+    "else's ID, e.g. a guardian's on a child's record; never evidence, never a cannot-link",
 }
 # Flags this module emits itself, in output order; the conflict flags come from the combiner.
 _EMITTED: tuple[str, ...] = (
@@ -392,6 +394,30 @@ def _standardize_distinct(values: Sequence) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- public API
+
+
+def years_apart(ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
+    """Both years known (>= 0), at least two apart and not one mistyped digit (1985 / 1995).
+
+    The test for an ID that is not its record's own: a typed birth year is off by one or in
+    one digit, a guardian's ID on a child's record by a generation.
+    """
+    ya, yb = np.asarray(ya, dtype=np.int64), np.asarray(yb, dtype=np.int64)
+    differing = np.zeros(len(ya), dtype=np.int64)
+    for power in (1, 10, 100, 1000):
+        differing += (ya // power) % 10 != (yb // power) % 10
+    return (ya >= 0) & (yb >= 0) & (np.abs(ya - yb) >= 2) & (differing > 1)
+
+
+def not_own_ids(birth_std: pd.Series, id_birth: pd.Series) -> np.ndarray:
+    """Rows whose ID is someone else's: recorded birth year years away from the ID's year."""
+
+    def year(values: pd.Series) -> np.ndarray:
+        y = pd.to_numeric(values.astype("string").str.slice(0, 4), errors="coerce")
+        return y.fillna(-1).to_numpy(np.int64)
+
+    return years_apart(year(birth_std), year(id_birth))
+
 
 
 def standardize_id_numbers(values: pd.Series) -> pd.DataFrame:
