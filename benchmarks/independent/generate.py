@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from dataclasses import dataclass
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import yaml
 
 from . import registries as R
@@ -58,13 +61,12 @@ def generate(persons: int, seed: int, output: str | Path, corruption: float = 1.
     record_seq = {s: 0 for s in SOURCES}
     tmp = {s: out / (SOURCES[s][0] + ".part") for s in SOURCES}
     truth_tmp = out / "truth.csv.part"
-    handles = {s: open(tmp[s], "w", encoding=SOURCES[s][1], errors="replace", newline="")
-               for s in SOURCES}
+    handles = {s: open(tmp[s], "wb") for s in SOURCES}
     truth = open(truth_tmp, "w", encoding="utf-8", newline="")
     try:
         for s, fh in handles.items():
             headers = list(SOURCES[s][3]) + R.EXTRA[s]
-            fh.write(",".join(headers) + "\n")
+            fh.write((",".join(headers) + "\n").encode(SOURCES[s][1]))
         truth.write(",".join(TRUTH_COLUMNS) + "\n")
         done = 0
         chunk = 0
@@ -110,7 +112,16 @@ def _append(rng, source: str, table: pd.DataFrame, fh, truth, record_seq: dict[s
     ids = pd.Series(numbers).astype(str).str.zfill(width).radd(prefix).to_numpy()
     body = table.drop(columns=["_person_id", "_corruptions"])
     body.insert(0, id_col, ids)
-    body.to_csv(fh, header=False, index=False, lineterminator="\n")
+    # pyarrow's C++ CSV writer is ~10x faster than DataFrame.to_csv on string columns;
+    # it writes UTF-8, so the GBK / GB18030 registries are re-encoded (unencodable -> '?').
+    buf = io.BytesIO()
+    pacsv.write_csv(pa.Table.from_pandas(body, preserve_index=False), buf,
+                    pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    data = buf.getvalue()
+    encoding = SOURCES[source][1]
+    if encoding != "utf-8":
+        data = data.decode("utf-8").encode(encoding, errors="replace")
+    fh.write(data)
     pd.DataFrame({"source": source, "record_id": ids,
                   "person_id": "P" + pd.Series(table["_person_id"].to_numpy()).astype(str),
                   "corruptions": table["_corruptions"].to_numpy()}).to_csv(

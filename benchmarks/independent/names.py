@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -18,7 +18,7 @@ def era_of(birth_year: np.ndarray) -> np.ndarray:
     return np.searchsorted(starts, birth_year, side="right")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _era_lists(era: int, gender: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     popular = np.array(T.POPULAR[(era, gender)].split(), dtype=object)
     weights = 1.0 / np.arange(1, len(popular) + 1) ** 0.8

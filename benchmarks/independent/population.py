@@ -71,9 +71,15 @@ def _dests() -> pd.DataFrame:
     return pd.DataFrame(T.DESTINATIONS, columns=["code", "province", "city", "district", "w", "towns"])
 
 
+_SMALL = np.array([str(i) for i in range(100_000)], dtype=object)
+
+
 def _s(a: np.ndarray) -> np.ndarray:
     """Integers as an object array of decimal strings (object + object concatenates)."""
-    return np.asarray(a).astype(str).astype(object)
+    a = np.asarray(a)
+    if a.size and a.min() >= 0 and a.max() < len(_SMALL):
+        return _SMALL[a.astype(np.int64)]
+    return a.astype(str).astype(object)
 
 
 def _pick(rng: np.random.Generator, options, n: int) -> np.ndarray:
@@ -84,6 +90,15 @@ def _pick(rng: np.random.Generator, options, n: int) -> np.ndarray:
 def _place(province: np.ndarray, city: np.ndarray) -> np.ndarray:
     """Province + city, without repeating the name of a direct-controlled municipality."""
     return np.where(province == city, province, province + city)
+
+
+def _town(rng: np.random.Generator, dests: pd.DataFrame, dest: np.ndarray) -> np.ndarray:
+    """A street or town of each household's destination district."""
+    lists = [t.split() for t in dests.towns]
+    flat = np.array([t for ts in lists for t in ts], dtype=object)
+    count = np.array([len(ts) for ts in lists])
+    offset = np.cumsum(count) - count
+    return flat[offset[dest] + (rng.random(len(dest)) * count[dest]).astype(int)]
 
 
 def id_check_chars(n17: np.ndarray) -> np.ndarray:
@@ -275,7 +290,9 @@ def build_chunk(rng: np.random.Generator, n_persons: int, profile: Profile,
     for old, (new, yr) in ABOLISHED.items():
         late = (id_code == old) & (year >= yr)
         id_code[late] = new
-    code_i = np.array([code_index[c] for c in id_code])
+    uniq, inv = np.unique(id_code.astype(str), return_inverse=True)
+    code_i = np.array([code_index[c] for c in uniq])[inv]
+    code_int = uniq.astype(np.int64)[inv]
     day_i = (birth - DAY0).astype(int)
     key = (code_i * N_DAYS + day_i) * 2 + male
     order = np.argsort(key, kind="stable")
@@ -290,14 +307,13 @@ def build_chunk(rng: np.random.Generator, n_persons: int, profile: Profile,
         raise RuntimeError("sequence numbers exhausted for a region and birth date")
     offset = ((key // 2) * 2654435761 % 400) * 2
     seq = (offset + 2 * rank) % 998 + np.where(male, 1, 2)
-    n17 = np.array([int(c) for c in id_code], dtype=np.int64) * 10**11 + _ymd(birth) * 1000 + seq
+    n17 = code_int * 10**11 + _ymd(birth) * 1000 + seq
     id18 = _s(n17) + id_check_chars(n17)
 
     # ---- addresses
     towns = _pick(rng, T.TOWNS, n_h)
-    vill_pat = _pick(rng, T.VILLAGE_PATTERNS, n_h)
-    vill_sur = _pick(rng, [s for s, _ in T.TOP20], n_h)
-    village = np.array([p.format(s=s) for p, s in zip(vill_pat, vill_sur)], dtype=object)
+    village = np.array([p.format(s=s) for p in T.VILLAGE_PATTERNS for s, _ in T.TOP20],
+                       dtype=object)[rng.integers(0, len(T.VILLAGE_PATTERNS) * 20, n_h)]
     group = rng.integers(1, 13, n_h)
     road = _pick(rng, T.ROADS, n_h)
     no = rng.integers(1, 300, n_h)
@@ -311,8 +327,7 @@ def build_chunk(rng: np.random.Generator, n_persons: int, profile: Profile,
     d_prov = dests.province.to_numpy(object)[dest]
     d_city = dests.city.to_numpy(object)[dest]
     d_dist = dests.district.to_numpy(object)[dest]
-    d_town = np.array([t.split()[rng.integers(len(t.split()))] for t in dests.towns.to_numpy()[dest]],
-                      dtype=object)
+    d_town = _town(rng, dests, dest)
     urban_tail = road + _s(no) + "号" + _s(bldg) + "栋" + _s(unit) + "单元" + _s(room) + "室"
     rural_tail = towns + village + _s(group) + "组"
     local_tail = d_town + road + _s(no) + "号" + _s(bldg) + "栋" + _s(room) + "室"
@@ -335,8 +350,7 @@ def build_chunk(rng: np.random.Generator, n_persons: int, profile: Profile,
     # households that moved inside the period: earlier records carry the previous address
     moved = rng.random(n_h) < 0.20
     p_dest = np.where(rng.random(n_h) < 0.6, dest, rng.choice(len(dests), n_h, p=d_w / d_w.sum()))
-    p_town = np.array([t.split()[rng.integers(len(t.split()))] for t in dests.towns.to_numpy()[p_dest]],
-                      dtype=object)
+    p_town = _town(rng, dests, p_dest)
     previous = (_place(dests.province.to_numpy(object)[p_dest], dests.city.to_numpy(object)[p_dest])
                 + dests.district.to_numpy(object)[p_dest] + p_town + _pick(rng, T.COMMUNITIES, n_h)
                 + _s(rng.integers(1, 30, n_h)) + "栋" + _s(rng.integers(1, 28, n_h) * 100 + 1) + "室")

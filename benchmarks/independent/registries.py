@@ -93,12 +93,12 @@ def _ymd_parts(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return idx.year.to_numpy(), idx.month.to_numpy(), idx.day.to_numpy()
 
 
+_TWO = np.array([f"{i:02d}" for i in range(100)], dtype=object)
+
+
 def _fmt(y, m, d, style: str) -> np.ndarray:
     ys, ms, ds = _s(y), _s(m), _s(d)
-    m2 = np.array([f"{v:02d}" for v in m], dtype=object) if style in ("iso", "compact", "slash2") \
-        else ms
-    d2 = np.array([f"{v:02d}" for v in d], dtype=object) if style in ("iso", "compact", "slash2") \
-        else ds
+    m2, d2 = _TWO[np.asarray(m) % 100], _TWO[np.asarray(d) % 100]
     if style == "iso":
         return ys + "-" + m2 + "-" + d2
     if style == "compact":
@@ -112,9 +112,9 @@ def _fmt(y, m, d, style: str) -> np.ndarray:
     if style == "cn":
         return ys + "年" + ms + "月" + ds + "日"
     if style == "yy_dot":
-        return np.array([f"{v % 100:02d}" for v in y], dtype=object) + "." + ms + "." + ds
+        return _TWO[np.asarray(y) % 100] + "." + ms + "." + ds
     if style == "yy_cn":
-        return np.array([f"{v % 100:02d}" for v in y], dtype=object) + "年" + ms + "月" + ds + "日"
+        return _TWO[np.asarray(y) % 100] + "年" + ms + "月" + ds + "日"
     raise ValueError(style)
 
 
@@ -387,7 +387,7 @@ def render_police(rng, P: pd.DataFrame, member: np.ndarray, factor: float) -> pd
         "民族": P["ethnicity"].to_numpy()[rows], "出生日期": bdate, "身份证号码": ids, "手机号码": phone,
         "户籍地址": P["hukou_address"].to_numpy()[rows], "现住地址": addr,
         "登记时间": _fmt(ry, rm, rd, "iso") + " " + _s(rng.integers(8, 18, n)) + ":" +
-        np.array([f"{v:02d}" for v in rng.integers(0, 60, n)], dtype=object) + ":00",
+        _TWO[rng.integers(0, 60, n)] + ":00",
         "登记单位": unit,
     })
     return _finish(out, P, rows, dm)

@@ -61,7 +61,7 @@ def surname_table() -> tuple[np.ndarray, np.ndarray]:
 # commonest ~3-4% of that era's boys or girls), character pools for composed names,
 # and the share of one-character given names (highest among 1980s-90s births).
 ERAS = [  # (first birth year of the era, one-character share)
-    (1900, 0.22), (1960, 0.28), (1980, 0.42), (1995, 0.20), (2010, 0.07),
+    (1900, 0.18), (1960, 0.20), (1980, 0.30), (1995, 0.16), (2010, 0.06),
 ]
 POPULAR = {
     (0, "M"): "建国 国华 建华 志强 德明 振华 玉林 保国 福生 长生 金生 根生 国庆 文华 明德 永福 树林 国强 德华 桂林",
