@@ -205,3 +205,18 @@ def test_cli_rejects_bad_arguments_with_exit_2(tmp_path: Path, capsys):
     assert "--persons" in capsys.readouterr().err
     assert main(["--persons", "200", "--output", str(tmp_path / "ok"), "--quiet"]) == 0
     assert (tmp_path / "ok" / "truth.csv").exists()
+
+
+def test_explain_classifies_household_false_merges(small: Path, truth: pd.DataFrame, tmp_path: Path,
+                                                   capsys):
+    from benchmarks.independent.explain import main as explain_main
+
+    persons = pd.read_csv(small / "persons.csv", dtype=str, keep_default_na=False)
+    assert set(persons.person_id) == set(truth.person_id)
+    # a prediction that puts each household into one identity: every false merge is in-house
+    household = persons.set_index("person_id").household_id
+    pred = truth[["source", "record_id"]].assign(identity_id=truth.person_id.map(household).to_numpy())
+    pred.to_csv(tmp_path / "identities.csv", index=False)
+    assert explain_main(["--data", str(small), "--pred", str(tmp_path / "identities.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "parent and child" in out and "spouses" in out and "strangers" not in out

@@ -25,6 +25,9 @@ SOURCES = {
 }
 DEPARTMENTS = {"police": "公安", "civil_affairs": "民政", "health": "卫生健康"}
 TRUTH_COLUMNS = ["source", "record_id", "person_id", "corruptions"]
+# persons.csv: the household side of the truth, for explaining false merges
+PERSON_COLUMNS = ["person_id", "household_id", "role", "gender", "birth_date", "twin",
+                  "cloned_name", "name"]
 
 
 @dataclass
@@ -63,11 +66,14 @@ def generate(persons: int, seed: int, output: str | Path, corruption: float = 1.
     truth_tmp = out / "truth.csv.part"
     handles = {s: open(tmp[s], "wb") for s in SOURCES}
     truth = open(truth_tmp, "w", encoding="utf-8", newline="")
+    persons_tmp = out / "persons.csv.part"
+    roster = open(persons_tmp, "w", encoding="utf-8", newline="")
     try:
         for s, fh in handles.items():
             headers = list(SOURCES[s][3]) + R.EXTRA[s]
             fh.write((",".join(headers) + "\n").encode(SOURCES[s][1]))
         truth.write(",".join(TRUTH_COLUMNS) + "\n")
+        roster.write(",".join(PERSON_COLUMNS) + "\n")
         done = 0
         chunk = 0
         while done < persons:
@@ -82,6 +88,7 @@ def generate(persons: int, seed: int, output: str | Path, corruption: float = 1.
             }
             for s, table in tables.items():
                 _append(rng, s, table, handles[s], truth, record_seq)
+            _append_persons(people, roster)
             done += len(people)
             chunk += 1
             if log:
@@ -91,6 +98,8 @@ def generate(persons: int, seed: int, output: str | Path, corruption: float = 1.
         for fh in handles.values():
             fh.close()
         truth.close()
+        roster.close()
+    os.replace(persons_tmp, out / "persons.csv")
     for s in SOURCES:
         os.replace(tmp[s], out / SOURCES[s][0])
     os.replace(truth_tmp, out / "truth.csv")
@@ -126,6 +135,17 @@ def _append(rng, source: str, table: pd.DataFrame, fh, truth, record_seq: dict[s
                   "person_id": "P" + pd.Series(table["_person_id"].to_numpy()).astype(str),
                   "corruptions": table["_corruptions"].to_numpy()}).to_csv(
         truth, header=False, index=False, lineterminator="\n")
+
+
+def _append_persons(people: pd.DataFrame, fh) -> None:
+    pd.DataFrame({
+        "person_id": "P" + people["person_id"].astype(str),
+        "household_id": "H" + people["household_id"].astype(str),
+        "role": people["role"], "gender": np.where(people["male"], "M", "F"),
+        "birth_date": people["birth"].dt.strftime("%Y-%m-%d"),
+        "twin": people["twin"].astype(int), "cloned_name": people["cloned"].astype(int),
+        "name": people["name"],
+    })[PERSON_COLUMNS].to_csv(fh, header=False, index=False, lineterminator="\n")
 
 
 def write_configs(out: Path) -> None:
