@@ -128,7 +128,7 @@ def build_chunk(rng: np.random.Generator, n_persons: int, profile: Profile,
 
     Columns: person_id, household_id, role (head/spouse/child/elder), male, birth,
     ethnicity, style, surname, given, name, former_name, id18, hukou_address,
-    hukou_address_old, hukou_address_short, current_address, previous_address,
+    hukou_address_old, hukou_address_short, hukou_before_marriage, current_address, previous_address,
     move_date, phone, old_phone, phone_change, landline, guardian (row index of the
     parent whose ID/phone a child's record may carry), twin, cloned, minor.
     """
@@ -285,8 +285,8 @@ def build_chunk(rng: np.random.Generator, n_persons: int, profile: Profile,
     id_code = h_code[hh].astype(object)
     # a wife from another county keeps the ID of where she was first registered
     other = (role == "spouse") & (rng.random(n) < 0.35)
-    id_code[other] = regions.code.to_numpy()[rng.choice(len(regions), int(other.sum()),
-                                                         p=r_w / r_w.sum())]
+    other_r = rng.choice(len(regions), int(other.sum()), p=r_w / r_w.sum())
+    id_code[other] = regions.code.to_numpy()[other_r]
     for old, (new, yr) in ABOLISHED.items():
         late = (id_code == old) & (year >= yr)
         id_code[late] = new
@@ -342,6 +342,19 @@ def build_chunk(rng: np.random.Generator, n_persons: int, profile: Profile,
     short_city = np.array([c.rstrip("市") for c in np.where(migrant, r_city, d_city)], dtype=object)
     hukou_short = short_prov + np.where(short_prov == short_city, "", short_city) + \
         np.where(migrant, r_county, d_dist) + hk_tail
+    # a wife from another county: her hukou before marriage; 30% never moved it
+    maiden = np.full(n, "", dtype=object)
+    oi = np.flatnonzero(other)
+    maiden[oi] = (_place(regions.province.to_numpy(object)[other_r],
+                         regions.city.to_numpy(object)[other_r])
+                  + regions.county.to_numpy(object)[other_r]
+                  + _pick(rng, T.TOWNS, len(oi)) + _pick(rng, village, len(oi))
+                  + _s(rng.integers(1, 13, len(oi))) + "组")
+    p_hukou, p_hukou_old, p_hukou_short = hukou[hh].copy(), hukou_old[hh].copy(), hukou_short[hh].copy()
+    kept = other & (rng.random(n) < 0.3)
+    for arr in (p_hukou, p_hukou_old, p_hukou_short):
+        arr[kept] = maiden[kept]
+    maiden[kept] = ""
     community = _pick(rng, T.COMMUNITIES, n_h)
     c_bldg = rng.integers(1, 30, n_h)
     c_room = rng.integers(1, 28, n_h) * 100 + rng.integers(1, 7, n_h)
@@ -393,8 +406,8 @@ def build_chunk(rng: np.random.Generator, n_persons: int, profile: Profile,
         "era": era, "ethnicity": ethnicity, "style": style, "surname": surname,
         "given": given, "name": name, "former_name": former, "id18": id18,
         "migrant": migrant[hh], "rural": rural[hh] & migrant[hh],
-        "hukou_address": hukou[hh], "hukou_address_old": hukou_old[hh],
-        "hukou_address_short": hukou_short[hh],
+        "hukou_address": p_hukou, "hukou_address_old": p_hukou_old,
+        "hukou_address_short": p_hukou_short, "hukou_before_marriage": maiden,
         "current_address": current[hh], "previous_address": previous[hh],
         "move_date": move_date[hh], "phone": phone, "old_phone": old_phone,
         "phone_change": change_date, "landline": landline[hh], "guardian": guardian,

@@ -36,6 +36,7 @@ PHONE_FILLERS = ["无", "00000000000", "不详", "11111111111"]
 DATE_FILLERS = ["不详", "", "0000-00-00"]
 SEPARATORS = ["•", ".", "・", "-", " ", ""]
 CN_DIGITS = "零一二三四五六七八九"
+FULLWIDTH = str.maketrans("0123456789X", "０１２３４５６７８９Ｘ")
 
 
 class Damage:
@@ -113,9 +114,26 @@ def _fmt(y, m, d, style: str) -> np.ndarray:
         return ys + "年" + ms + "月" + ds + "日"
     if style == "yy_dot":
         return _TWO[np.asarray(y) % 100] + "." + ms + "." + ds
+    if style == "cn_numeral":  # 一九八五年三月七日
+        return np.array([_cn_year(a) + "年" + _cn_small(b) + "月" + _cn_small(c) + "日"
+                         for a, b, c in zip(y, m, d)], dtype=object)
+    if style == "excel":  # the day count Excel shows for a date cell read as a number
+        serial = (pd.to_datetime(pd.DataFrame({"year": y, "month": m, "day": d}))
+                  - pd.Timestamp("1899-12-30")).dt.days.to_numpy()
+        return _s(serial)
     if style == "yy_cn":
         return _TWO[np.asarray(y) % 100] + "年" + ms + "月" + ds + "日"
     raise ValueError(style)
+
+
+def _cn_year(y: int) -> str:
+    return "".join("〇一二三四五六七八九"[int(c)] for c in str(y))
+
+
+def _cn_small(n: int) -> str:
+    tens, ones = divmod(int(n), 10)
+    return ((CN_DIGITS[tens] if tens > 1 else "") + ("十" if tens else "")
+            + (CN_DIGITS[ones] if ones or not tens else ""))
 
 
 def _mixed_dates(rng, y, m, d, styles: list[str], weights: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -412,7 +430,8 @@ def render_civil(rng, P: pd.DataFrame, member: np.ndarray, factor: float) -> pd.
     dm.tag(rare_lost, "name_rare_lost")
     y2, m2, d2, missing = _birth_errors(dm, y, m, d, {"lunar": 0.0, "dm_swap": 0.004, "year": 0.004,
                                                        "missing": 0.005}, np.zeros(n, bool))
-    bdate, _ = _mixed_dates(rng, y2, m2, d2, ["cn", "compact", "slash2"], [0.55, 0.3, 0.15])
+    bdate, _ = _mixed_dates(rng, y2, m2, d2, ["cn", "compact", "slash2", "cn_numeral"],
+                            [0.53, 0.3, 0.14, 0.03])
     bdate[missing] = ""
     ids = _id_errors(dm, P["id18"].to_numpy()[rows], {"id15": 0.06, "typo": 0.004, "swap": 0.002},
                      y < 1985)
@@ -438,11 +457,16 @@ def render_civil(rng, P: pd.DataFrame, member: np.ndarray, factor: float) -> pd.
     short_eth = rng.random(n) < 0.5
     eth[short_eth] = np.array([e[:-1] for e in eth[short_eth]], dtype=object)
     hukou = P["hukou_address"].to_numpy()[rows].copy()
+    # a marriage registration records the bride's hukou before she moved it
+    maiden = P["hukou_before_marriage"].to_numpy()[rows]
+    before = (maiden != "") & (rng.random(n) < 0.6)
+    hukou[before] = maiden[before]
+    dm.tag(before, "address_hukou_before_marriage")
     old = P["hukou_address_old"].to_numpy()[rows]
-    use_old = (old != hukou) & (rng.random(n) < 0.5)
+    use_old = ~before & (old != hukou) & (rng.random(n) < 0.5)
     hukou[use_old] = old[use_old]
     dm.tag(use_old, "address_old_name")
-    short = ~use_old & (rng.random(n) < 0.3)
+    short = ~before & ~use_old & (rng.random(n) < 0.3)
     hukou[short] = P["hukou_address_short"].to_numpy()[rows][short]
     ry, rm, rd = _ymd_parts(reg)
     kinds = np.array(["结婚登记", "离婚登记", "最低生活保障", "临时救助", "殡葬服务", "婚姻状况证明"],
@@ -479,9 +503,10 @@ def render_health(rng, P: pd.DataFrame, member: np.ndarray, factor: float,
     y2, m2, d2, missing = _birth_errors(dm, y, m, d, {"lunar": 0.06, "dm_swap": 0.008,
                                                        "year": 0.012, "missing": 0.02}, rural_old)
     bdate, style = _mixed_dates(rng, y2, m2, d2,
-                                ["iso", "slash", "compact", "dot", "yy_dot", "yy_cn"],
-                                [0.45, 0.25, 0.1, 0.1, 0.05, 0.05])
+                                ["iso", "slash", "compact", "dot", "yy_dot", "yy_cn", "excel"],
+                                [0.44, 0.25, 0.1, 0.1, 0.05, 0.05, 0.01])
     dm.tag(np.isin(style, ["yy_dot", "yy_cn"]) & ~missing, "birth_two_digit")
+    dm.tag((style == "excel") & ~missing, "birth_excel_serial")
     bdate[missing] = np.array(DATE_FILLERS, dtype=object)[rng.integers(0, len(DATE_FILLERS),
                                                                         int(missing.sum()))]
     ids = _id_errors(dm, P["id18"].to_numpy()[rows], {"id15": 0.01, "typo": 0.006, "swap": 0.003},
@@ -503,6 +528,9 @@ def render_health(rng, P: pd.DataFrame, member: np.ndarray, factor: float,
     excel = dm.pick(0.01, ~child & ~adult_missing & ~filler & np.array([len(s) == 18 for s in ids]))
     ids[excel] = np.array([_excel(rng, s) for s in ids[excel]], dtype=object)
     dm.tag(excel, "id_excel")
+    wide = dm.pick(0.004, np.array([len(x) == 18 for x in ids]))
+    ids[wide] = np.array([x.translate(FULLWIDTH) for x in ids[wide]], dtype=object)
+    dm.tag(wide, "id_fullwidth")
     phone, addr = _timeline(dm, P, rows, reg)
     dm.tag(child, "phone_guardian")
     pf = dm.pick(0.01)
