@@ -201,8 +201,11 @@ def test_same_arguments_same_files(tmp_path: Path):
 
 
 def test_cli_rejects_bad_arguments_with_exit_2(tmp_path: Path, capsys):
-    assert main(["--persons", "0", "--output", str(tmp_path / "x")]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--persons", "0", "--output", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
     assert "--persons" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
     assert main(["--persons", "200", "--output", str(tmp_path / "ok"), "--quiet"]) == 0
     assert (tmp_path / "ok" / "truth.csv").exists()
 

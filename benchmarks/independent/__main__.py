@@ -23,12 +23,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
-    try:
-        result = generate(args.persons, args.seed, args.output, args.corruption, args.profile,
-                          args.chunk_persons, log=log)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # bad arguments exit 2 (argparse's convention); anything raised later is a defect
+    if args.persons <= 0:
+        parser.error(f"--persons must be positive, got {args.persons}")
+    if args.corruption < 0:
+        parser.error(f"--corruption must be >= 0, got {args.corruption}")
+    if args.chunk_persons <= 0:
+        parser.error(f"--chunk-persons must be positive, got {args.chunk_persons}")
+    result = generate(args.persons, args.seed, args.output, args.corruption, args.profile,
+                      args.chunk_persons, log=log)
     per = ", ".join(f"{s} {n:,}" for s, n in result.records.items())
     print(f"{result.persons:,} persons -> {result.total_records:,} records ({per}) "
           f"in {result.seconds:.1f} s; {args.output}/run.yaml, {args.output}/truth.csv")

@@ -218,7 +218,10 @@ def _id_errors(dm: Damage, ids: np.ndarray, rates: dict, born_before_85: np.ndar
 
 
 def _excel(rng, s: str) -> str:
-    """What Excel shows of an 18-digit number: 15 significant digits, or scientific form."""
+    """What Excel shows of an all-digit 18-digit ID: 15 significant digits, or scientific form.
+
+    An ID ending in X is text to Excel and survives, so only all-digit IDs are eligible.
+    """
     if rng.random() < 0.6:
         return s[:15] + "000"
     return f"{int(s[:17]) / 1e16:.5f}".rstrip("0") + "E+17"
@@ -525,7 +528,7 @@ def render_health(rng, P: pd.DataFrame, member: np.ndarray, factor: float,
     filler = dm.pick(0.02, ~child & ~adult_missing)
     ids[filler] = np.array(ID_FILLERS, dtype=object)[rng.integers(0, len(ID_FILLERS), int(filler.sum()))]
     dm.tag(filler, "id_filler")
-    excel = dm.pick(0.01, ~child & ~adult_missing & ~filler & np.array([len(s) == 18 for s in ids]))
+    excel = dm.pick(0.01, ~child & ~adult_missing & ~filler & np.array([len(s) == 18 and s.isdigit() for s in ids]))
     ids[excel] = np.array([_excel(rng, s) for s in ids[excel]], dtype=object)
     dm.tag(excel, "id_excel")
     wide = dm.pick(0.004, np.array([len(x) == 18 for x in ids]))
