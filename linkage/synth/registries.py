@@ -524,7 +524,7 @@ def write_xlsx(frame: pd.DataFrame, path: Path) -> None:
 
 
 def write_configs(output_dir: str | Path, excel: bool = False) -> Path:
-    """Write run.yaml and sources/*.yaml describing the three registry files; return run.yaml."""
+    """Write run.yaml and ``sources/*.yaml`` describing the three registry files; return run.yaml."""
     out = Path(output_dir)
     (out / "sources").mkdir(parents=True, exist_ok=True)
     run: dict[str, dict] = {"sources": {}}
