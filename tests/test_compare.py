@@ -241,7 +241,7 @@ def test_default_comparisons_read_standardized_columns(case_records):
 
 
 def test_household_contact_counts_once():
-    """Phone and current address feed one comparison only (DOMAIN.md: families share both)."""
+    """Phone and current address feed one comparison only (families share both)."""
     readers = {schema.PHONE_STD: [], schema.address_col(schema.CURRENT_ADDRESS, "detail"): []}
     for comparison in default_comparisons():
         for col in readers:
