@@ -8,7 +8,7 @@ import numpy as np
 
 from . import tables as T
 
-POP_SHARE = 0.22  # share of given names taken whole from the era's popular list
+POP_SHARE = 0.12  # share of given names taken whole from the era's popular list
 RARE_CHAR_RATE = 0.002
 
 
