@@ -106,8 +106,9 @@ class FellegiSunterModel:
     ``lambda_`` is the prior match probability of a scored pair. :meth:`fit` (EM) estimates
     it as the match share among the blocked pairs; :meth:`fit_sessions` uses Splink's
     ``probability_two_random_records_match``; :meth:`fit_supervised` the label share.
-    ``prior``, when set, is lambda_ for the last two and EM's starting value for the first. ``u_floor`` (default 1/(2n) of
-    the sampled pairs) bounds u and term frequencies from below. ``tf_columns`` maps a
+    ``prior``, when set, is ``lambda_`` for the last two and EM's starting value for the
+    first. ``u_floor`` (default 1/(2n) of the sampled pairs) bounds u and term frequencies
+    from below. ``tf_columns`` maps a
     comparison to its exact-agreement level, the one that gets term-frequency adjustment.
     Editing the result of :meth:`score` never edits its input.
     """
@@ -300,7 +301,7 @@ class FellegiSunterModel:
 
         ``random``: comparison vectors of randomly sampled pairs; u is estimated from them
         first (:meth:`estimate_u`). With ``fix_u`` and no ``random``, u must already be
-        estimated. lambda_ is then the match share among ``vectors``.
+        estimated. ``lambda_`` is then the match share among ``vectors``.
         Raises ``NotFittedError`` (no u) and ``InputError`` (no pairs).
         """
         if random is not None:
@@ -411,7 +412,7 @@ class FellegiSunterModel:
         mean over the sessions that estimated it; a comparison no session covers falls back to
         EM over all pairs.
 
-        lambda_ is ``prior`` when set; otherwise Splink's prior,
+        ``lambda_`` is ``prior`` when set; otherwise Splink's prior,
         ``probability_two_random_records_match_``, estimated from ``prior_rules`` hits
         among ``vectors`` over all ``n_records`` (n-1) / 2 record pairs (see
         :func:`probability_two_random_records_match`); 1e-4 without rules.
