@@ -221,16 +221,11 @@ def ingest(
 ) -> None:
     """Link new records (or updated ones) against an identity store, keeping stable IDs."""
     from linkage.incremental.ingest import STAGES
-    from linkage.io import write_csv
     from linkage.linker import Linker
 
     _setup_logging(quiet)
     linker = Linker.from_yaml(config, store=store)
-    result = linker.ingest(progress=_progress(quiet, len(STAGES)))
-    if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        write_csv(result.identities, output / "identities.csv")
-        write_csv(result.events, output / "events.csv")
+    result = linker.ingest(progress=_progress(quiet, len(STAGES)), output=output)
     s = result.summary
     _echo(
         f"run {result.run_id}: {s['new_records']:,} records ({s['updated_records']:,} updates), "

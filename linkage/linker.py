@@ -111,10 +111,22 @@ class Linker:
         result = self.result_ or self.run()
         return write_outputs(result, output, self._config())
 
-    def ingest(self, progress: Progress | None = None) -> IngestResult:
-        """Link the config's sources (new or updated records) against the identity store."""
+    def ingest(
+        self, progress: Progress | None = None, *, output: str | Path | None = None
+    ) -> IngestResult:
+        """Link the config's sources (new or updated records) against the identity store.
+
+        With ``output``, writes identities.csv (the affected records) and events.csv there.
+        Raises ``StoreError``/``InputError`` for a missing or foreign store.
+        """
         with Store.open(self._store_path(), create=False) as store:
-            return ingest(store, self._config(), progress=progress)
+            result = ingest(store, self._config(), progress=progress)
+        if output is not None:
+            output = Path(output)
+            output.mkdir(parents=True, exist_ok=True)
+            write_csv(result.identities, output / "identities.csv")
+            write_csv(result.events, output / "events.csv")
+        return result
 
     def search(self, record: dict[str, Any], top: int = 5) -> list[dict]:
         """Return the ``top`` stored identities most likely to be this record's person."""

@@ -267,3 +267,27 @@ def test_ingest_and_search_use_the_stored_models_settings(data, tmp_path):
     with Store.open(store_path) as store:
         with pytest.raises(ConfigError, match="comparisons"):
             ingest(store, load_config(other))
+
+
+def test_the_linker_runs_ingests_and_searches_a_store(data, tmp_path):
+    # the Python API offers what the CLI does: Linker(config, store=...)
+    store_path = tmp_path / "s.duckdb"
+    batch = Linker.from_yaml(data / "old.yaml", store=store_path).run()
+    plain = Linker.from_yaml(data / "old.yaml").run()
+    # the first run on an empty store names identities as the plain batch does
+    assert batch.identities.equals(plain.identities)
+    with Store.open(store_path) as store:
+        assert store.runs()["kind"].tolist() == ["batch"]
+        assert store.counts()["records"] == len(batch.records)
+    out = tmp_path / "delta"
+    result = Linker.from_yaml(data / "new.yaml", store=store_path).ingest(output=out)
+    written = pd.read_csv(out / "identities.csv", dtype=str)
+    assert len(written) == len(result.identities) > 0
+    assert (out / "events.csv").exists()
+    row = batch.records.iloc[0]
+    hits = Linker(store=store_path).search(
+        {schema.NAME: row[schema.NAME], schema.ID_NUMBER: row[schema.ID_NUMBER]}, top=2
+    )
+    assert 1 <= len(hits) <= 2
+    with pytest.raises(TypeError, match="run config"):
+        Linker(store=store_path).run()
