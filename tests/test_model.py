@@ -443,3 +443,18 @@ def test_fit_takes_random_pairs_itself(sim):
     assert a.lambda_ == b.lambda_
     for name in LEVELS:
         np.testing.assert_array_equal(a.m_[name], b.m_[name])
+
+
+def test_fit_sessions_recovers_planted_m_of_the_other_comparisons(sim):
+    # pairs with an exact ID are ~94% matches here; EM on them, ID left out, must find
+    # the planted m of the other comparisons (ID's own m comes from the second session)
+    vectors, _ = sim
+    model = model_with_true_u().fit_sessions(vectors, [{"id": 3}, {"name": 4, "birth": 2}])
+    assert [s["estimated"] for s in model.sessions_] == [
+        ["name", "birth", "phone"],
+        ["id", "phone"],
+    ]
+    for name in ("name", "birth", "phone"):
+        np.testing.assert_allclose(model.m_[name], TRUE_M[name], atol=0.04)
+    assert model.m_["id"][3] > 0.75  # exact ID is the likeliest level among matches
+    assert model.lambda_ == 1e-4  # no prior rules and no prior: the documented fallback
