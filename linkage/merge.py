@@ -1,58 +1,17 @@
 """Golden records: one record per identity by survivorship rules, with provenance and conflicts.
 
-Pure function over the standardized records and their identity labels; imports schema and the
-filler list of the standardize stage only.
+Pure function over the standardized records and their identity labels; imports schema,
+its settings from config and the filler list of the standardize stage.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
 from linkage import schema
+from linkage.config import DEFAULT_FIELDS, FieldRule, GoldenSettings  # noqa: F401 - re-exported
 from linkage.standardize._fillers import is_filler_text
-
-Rule = Literal["valid_id", "most_frequent", "most_recent", "source_priority"]
-
-
-class FieldRule(BaseModel):
-    """How one golden field is chosen: the value column, the rule, and where it comes from."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    column: str
-    rule: Rule = "most_frequent"
-    # Source column reported as the golden value: the choice is made on ``column`` (so
-    # 王汎森 and 王泛森 count as one name), but the value shown is a spelling a source holds,
-    # preferring a record whose own value equals the chosen standardized one.
-    raw: str | None = None
-
-
-class GoldenSettings(BaseModel):
-    """Survivorship section of a run config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # Earlier sources win ties; sources not listed come after, in name order.
-    source_priority: list[str] = Field(default_factory=list)
-    fields: dict[str, FieldRule] = Field(default_factory=lambda: dict(DEFAULT_FIELDS))
-
-
-DEFAULT_FIELDS: dict[str, FieldRule] = {
-    schema.NAME: FieldRule(
-        column=schema.name_col(schema.NAME, "clean"), rule="most_frequent", raw=schema.NAME
-    ),
-    schema.ID_NUMBER: FieldRule(column=schema.ID_STD, rule="valid_id"),
-    schema.GENDER: FieldRule(column=schema.GENDER_STD, rule="most_frequent"),
-    schema.BIRTH_DATE: FieldRule(column=schema.BIRTH_DATE_STD, rule="most_frequent"),
-    schema.ETHNICITY: FieldRule(column=schema.ETHNICITY_STD, rule="most_frequent"),
-    schema.PHONE: FieldRule(column=schema.PHONE_STD, rule="most_recent"),
-    schema.HUKOU_ADDRESS: FieldRule(column=schema.HUKOU_ADDRESS, rule="source_priority"),
-    schema.CURRENT_ADDRESS: FieldRule(column=schema.CURRENT_ADDRESS, rule="most_recent"),
-}
 
 # Fields where two different values inside one identity are worth an analyst's look.
 CONFLICT_FIELDS = (schema.ID_NUMBER, schema.BIRTH_DATE, schema.GENDER)

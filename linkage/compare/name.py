@@ -28,6 +28,7 @@ from linkage.compare.base import (
     recode,
     same,
 )
+from linkage.config import NameSpec
 from linkage.zh.lookalike import lookalike_equal
 from linkage.zh.script import in_gbk
 from linkage.zh.syllables import fuzzy_pinyin
@@ -61,16 +62,7 @@ class NameComparison(Comparison):
     """
 
     type_name = "name"
-    levels = [
-        "else",
-        "similar",
-        "lookalike",
-        "fuzzy_pinyin",
-        "pinyin",
-        "truncated",
-        "clean_exact",
-        "exact",
-    ]
+    levels = list(NameSpec.LEVELS)
     EXACT, CLEAN, TRUNC, PINYIN, FUZZY, LOOKALIKE, SIMILAR = 7, 6, 5, 4, 3, 2, 1
 
     def __init__(
