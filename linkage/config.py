@@ -206,6 +206,10 @@ class IdSpec(_ComparisonSpec):
     name: str = "id"
     column: str = schema.ID_STD
     from_15_column: str = schema.ID_FROM_15
+    # recorded birth date and gender: an ID whose birth year is a generation away from the
+    # record's is someone else's (a guardian's) and no evidence; null turns the check off
+    birth_column: str | None = schema.BIRTH_DATE_STD
+    gender_column: str | None = schema.GENDER_STD
 
 
 class BirthDateSpec(_ComparisonSpec):
