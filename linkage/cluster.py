@@ -392,6 +392,10 @@ def sibling_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
     while the birth dates agree exactly: 王子涵 / 王子轩 born the same day. An identical ID
     (``gamma_id`` at its top level) outweighs the rule: twins do not share one, while a
     look-alike character outside the table or an unrecorded former name does change a name.
+    And one of the two records must have a partner of its own elsewhere, a pair with an exact
+    (or clean-exact) name and the same birth date: that twin is then explained by another
+    record, while two lone records of one person whose name was mistyped or changed have no
+    such partner and stay linked.
     Takes ``rid_l``, ``rid_r``, ``gamma_name``, ``gamma_birth_date`` (and ``gamma_id``) from
     ``pairs`` and ``name_clean`` from ``records``; without those columns nothing is held out.
     """
@@ -401,9 +405,19 @@ def sibling_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
     if not {name_col, birth_col} <= set(pairs.columns) or clean_col not in records:
         return out
     from linkage.compare.fields import BirthDateComparison, IdComparison
+    from linkage.compare.name import NameComparison
 
-    sibling_like = (pairs[name_col].to_numpy() == 0) & (
-        pairs[birth_col].to_numpy() == BirthDateComparison.levels.index("exact")
+    birth_exact = pairs[birth_col].to_numpy() == BirthDateComparison.levels.index("exact")
+    name_level = pairs[name_col].to_numpy()
+    strong = birth_exact & (name_level >= NameComparison.levels.index("clean_exact"))
+    rows = np.concatenate([pairs[schema.ROW_L].to_numpy(), pairs[schema.ROW_R].to_numpy()])
+    partnered = np.zeros(max(len(records), int(rows.max()) + 1 if len(rows) else 0), dtype=bool)
+    partnered[pairs[schema.ROW_L].to_numpy()[strong]] = True
+    partnered[pairs[schema.ROW_R].to_numpy()[strong]] = True
+    sibling_like = (
+        (name_level == 0)
+        & birth_exact
+        & (partnered[pairs[schema.ROW_L].to_numpy()] | partnered[pairs[schema.ROW_R].to_numpy()])
     )
     if "gamma_id" in pairs.columns:
         sibling_like &= pairs["gamma_id"].to_numpy() != IdComparison.levels.index("exact")

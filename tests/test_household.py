@@ -47,19 +47,25 @@ def test_guardian_id_is_flagged_and_never_a_cannot_link():
 
 def test_sibling_pairs_mask():
     records = pd.DataFrame(
-        {schema.name_col(schema.NAME, "clean"): ["王子涵", "王子轩", "王涵子", "王子涵", "李子轩"]}
+        {
+            schema.name_col(schema.NAME, "clean"): [
+                "王子涵", "王子轩", "王涵子", "王子涵", "李子轩", "王子涵", "赵明华", "赵朋华"
+            ]
+        }
     )
     pairs = pd.DataFrame(
         {
-            schema.ROW_L: [0, 0, 0, 0, 0],
-            schema.ROW_R: [1, 2, 1, 1, 4],
-            "gamma_name": [0, 0, 0, 0, 0],
-            "gamma_birth_date": [5, 5, 5, 2, 5],
-            "gamma_id": [-1, -1, 4, -1, -1],
+            schema.ROW_L: [0, 0, 0, 0, 0, 0, 6],
+            schema.ROW_R: [1, 2, 1, 1, 4, 5, 7],
+            "gamma_name": [0, 0, 0, 0, 0, 7, 0],
+            "gamma_birth_date": [5, 5, 5, 2, 5, 5, 5],
+            "gamma_id": [-1, -1, 4, -1, -1, -1, -1],
         }
     )
-    # twins; reordered characters; shared ID; birth dates differ; different surname
-    assert sibling_pairs(records, pairs).tolist() == [True, False, False, False, False]
+    # twins (record 0 has its own exact partner, record 5); reordered characters; shared ID;
+    # birth dates differ; different surname; the partner pair itself; two lone records of one
+    # person whose name was mistyped (明 / 朋 outside the table) stay linked
+    assert sibling_pairs(records, pairs).tolist() == [True, False, False, False, False, False, False]
 
 
 def test_twins_with_a_guardian_id_stay_apart(tmp_path):
