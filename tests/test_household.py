@@ -64,7 +64,7 @@ def test_sibling_pairs_mask():
     )
     # twins (record 0 has its own exact partner, record 5); reordered characters; shared ID;
     # birth dates differ; different surname; the partner pair itself; two lone records of one
-    # person whose name was mistyped (明 / 朋 outside the table) stay linked
+    # person whose name was mistyped (given levels as if 明 / 朋 were outside the table) stay linked
     assert sibling_pairs(records, pairs).tolist() == [True, False, False, False, False, False, False]
 
 
