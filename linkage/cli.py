@@ -191,10 +191,14 @@ def run(
     quiet: Quiet = False,
 ) -> None:
     """Run the whole batch merge: identities.csv, golden records, scored pairs, model, summary."""
+    from linkage.identity import batch_key
     from linkage.linker import Linker
 
     _setup_logging(quiet)
     linker = Linker.from_yaml(config)
+    # without a store the ids are keyed by $LINKAGE_ID_KEY or OUTPUT/identity.key (created once),
+    # with one by the store's own secret
+    linker.id_key = batch_key(output) if store is None else None
     say = _progress(quiet)
     result = linker.run(progress=say)
     say("done")
@@ -415,6 +419,7 @@ def demo(
 ) -> None:
     """Generate synthetic registries and run the batch merge on them end to end, then evaluate."""
     from linkage.evaluate import evaluate_files, format_scores
+    from linkage.identity import batch_key
     from linkage.linker import Linker
     from linkage.profile import format_profile
     from linkage.synth import generate
@@ -425,6 +430,7 @@ def demo(
     say(f"generating registries for {persons:,} persons")
     generate(persons, seed=seed, output=data_dir)
     linker = Linker.from_yaml(data_dir / "run.yaml")
+    linker.id_key = batch_key(output)
     result = linker.run(progress=say)
     say("done")
     paths = linker.write(output)

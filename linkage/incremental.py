@@ -209,7 +209,9 @@ def write_batch(store: Store, result: LinkResult, config: RunConfig) -> LinkResu
     records = result.records
     run_id = store.next_run_id()
     current = result.identities.rename(columns={schema.IDENTITY_ID: CLUSTER})
-    stable = assign_stable_ids(current, store.links(), store.identities(), run_id)
+    stable = assign_stable_ids(
+        current, store.links(), store.identities(), run_id, key=store.secret("identity_key")
+    )
     ids = pd.Series(stable.identity_ids)
     identities = pd.DataFrame(
         {
@@ -406,7 +408,14 @@ def ingest(store: Store, config: RunConfig, *, progress: Progress | None = None)
     run_id = store.next_run_id()
     is_update = np.zeros(len(affected), dtype=bool)
     is_update[len(members) :] = updated
-    stable = assign_stable_ids(current, prev_links, store.identities(), run_id, updated=is_update)
+    stable = assign_stable_ids(
+        current,
+        prev_links,
+        store.identities(),
+        run_id,
+        updated=is_update,
+        key=store.secret("identity_key"),
+    )
     links = current.drop(columns=CLUSTER).assign(**{schema.IDENTITY_ID: stable.identity_ids})
     batch_cfg = store.last_config("batch") or {}
     sources = list(dict.fromkeys([*batch_cfg.get("sources", {}), *config.sources]))

@@ -24,9 +24,16 @@ logger = logging.getLogger(__name__)
 class Linker:
     """Run a batch merge described by a ``RunConfig``; ``run()`` returns a ``LinkResult``."""
 
-    def __init__(self, config: RunConfig, *, model: FellegiSunterModel | None = None):
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        model: FellegiSunterModel | None = None,
+        id_key: bytes | None = None,
+    ):
         self.config = config
         self.model = model
+        self.id_key = id_key  # names identities; see identity.identity_names
         self.records_: pd.DataFrame | None = None
         self.result_: LinkResult | None = None
 
@@ -55,7 +62,9 @@ class Linker:
         say("reading and standardizing")
         records = self.standardize()
         std_s = time.perf_counter() - t
-        result = link_records(records, self.config, model=self.model, progress=progress)
+        result = link_records(
+            records, self.config, model=self.model, progress=progress, id_key=self.id_key
+        )
         seconds = {
             "read": round(records.attrs.get("read_seconds", 0.0), 3),
             "standardize": round(std_s - records.attrs.get("read_seconds", 0.0), 3),

@@ -6,7 +6,6 @@ ingest call ``link_records`` so the paths cannot drift apart. Must not import th
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from linkage.compare import (
 )
 from linkage.config import RunConfig
 from linkage.errors import ConfigError, InputError
+from linkage.identity import cluster_ids, process_key
 from linkage.merge import GoldenSettings, merge_records
 from linkage.model import FellegiSunterModel
 
@@ -91,18 +91,6 @@ def attach_keys(pairs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
         index=pairs.index,
     )
     return pd.concat([keys, pairs], axis=1)
-
-
-def identity_ids(records: pd.DataFrame, labels: pd.Series) -> np.ndarray:
-    """Name each cluster after its smallest (source, record_id), so ids do not depend on row order."""
-    key = records[schema.SOURCE].astype(str) + "\x1f" + records[schema.RECORD_ID].astype(str)
-    smallest = key.groupby(labels.to_numpy()).transform("min")
-    codes, uniques = pd.factorize(smallest)
-    names = np.array(
-        ["ID" + hashlib.sha1(u.encode("utf-8")).hexdigest()[:14].upper() for u in uniques],
-        dtype=object,
-    )
-    return names[codes]
 
 
 def _labels_to_pairs(
@@ -252,8 +240,13 @@ def link_records(
     *,
     model: FellegiSunterModel | None = None,
     progress: Progress | None = None,
+    id_key: bytes | None = None,
 ) -> LinkResult:
-    """Link standardized records (with ``rid`` 0..n-1) into identities; return every table."""
+    """Link standardized records (with ``rid`` 0..n-1) into identities; return every table.
+
+    ``id_key`` names the identities (``identity.cluster_ids``); without it, ``$LINKAGE_ID_KEY``
+    or a per-process key, so ids are stable across processes only with a key.
+    """
     say = progress or (lambda _msg: None)
     timings: dict[str, float] = {}
     comparisons = build_comparisons(config)
@@ -301,7 +294,7 @@ def link_records(
         cannot_link=cannot,
         max_cluster_size=config.clustering.max_cluster_size,
     )
-    ids = identity_ids(records, labels)
+    ids = cluster_ids(records, labels, id_key or process_key())
     identities = pd.DataFrame(
         {
             schema.SOURCE: records[schema.SOURCE].to_numpy(),
