@@ -283,8 +283,42 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     return path
 
 
-def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a UTF-8 CSV atomically."""
+# A cell a spreadsheet would run as a formula: OWASP "CSV Injection" names = + - @ tab and CR.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# "+86 138 0013 8000", "-", "-12.5": a sign before digits, spaces, dots, dashes and brackets
+# only can call no function, so phone numbers and filler dashes stay as they are.
+_PLAIN_SIGNED = r"^[+-][\d\s.()\-]*$"
+
+
+def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Prefix a ``'`` to text cells a spreadsheet would evaluate (OWASP CSV injection guidance).
+
+    Columns taken and returned alike; only object/string columns change, and only cells that
+    start with ``= + - @``, tab or CR, except a sign followed by digits, spaces, dots, dashes or
+    brackets only (phone numbers, "-" fillers). Machine formats (Parquet) are written raw.
+    """
+    out = frame.copy()
+    for col in out.columns:
+        values = out[col]
+        if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
+            continue
+        text = values.astype("string")
+        risky = text.str.startswith(_FORMULA_START).fillna(False) & ~text.str.fullmatch(
+            _PLAIN_SIGNED
+        ).fillna(False)
+        if risky.any():
+            out[col] = values.astype(object).where(~risky.to_numpy(), "'" + text.astype(object))
+    return out
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path, *, for_people: bool = True) -> Path:
+    """Write a UTF-8 CSV atomically; ``for_people`` (default) neutralizes formula cells.
+
+    Every CSV meant to be opened in a spreadsheet (outputs, exports, review files) goes through
+    :func:`neutralize_formulas`; files only programs read pass ``for_people=False``.
+    """
+    if for_people:
+        frame = neutralize_formulas(frame)
     return atomic_write(path, lambda p: frame.to_csv(p, index=False, encoding="utf-8"))
 
 
