@@ -314,6 +314,8 @@ def export(
     quiet: Quiet = False,
 ) -> None:
     """Write one department's view of the golden records: granted fields only, masked."""
+    import os
+
     from linkage.errors import InputError
     from linkage.share import DEFAULT_POLICY_PATH, export_view, load_policy, write_export
     from linkage.store import Store
@@ -324,8 +326,9 @@ def export(
     sharing = load_policy(policy or DEFAULT_POLICY_PATH)
     with Store.open(store, create=False) as opened:
         golden, links = opened.table("golden"), opened.links()
-        # the store keeps the master key of department pseudonyms: stable across exports
-        key = opened.secret("pseudonym_key")
+        # the store keeps the master key of department pseudonyms (stable across exports)
+        # unless the policy's environment variable provides one
+        key = None if os.environ.get(sharing.pseudonym_key_env) else opened.secret("pseudonym_key")
     view = export_view(golden, links, sharing, department, key=key)
     path = write_export(view, output)
     _echo(f"wrote {len(view):,} rows for department '{department}' to {path}", quiet)

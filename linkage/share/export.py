@@ -174,11 +174,11 @@ def _link_columns(
 
 
 def _pseudonym_key(policy: SharingPolicy, key: bytes | None) -> bytes:
+    if key:
+        return key
     text = os.environ.get(policy.pseudonym_key_env, "")
     if text:
         return text.encode("utf-8")
-    if key:
-        return key
     raise ConfigError(
         f"pseudonymous ids need a key: export from an identity store (it holds one) or set "
         f"the environment variable {policy.pseudonym_key_env}",
@@ -197,7 +197,7 @@ def export_view(
 ) -> pd.DataFrame:
     """One department's view of the golden records: granted fields only, masked, checked.
 
-    ``key``: master key of pseudonyms (the store's secret; ``$LINKAGE_PSEUDONYM_KEY`` wins).
+    ``key``: master key of pseudonyms (else ``$LINKAGE_PSEUDONYM_KEY``; the CLI passes the store's).
     Columns: the identity (``identity_id`` or ``pseudonym_id``), each granted field under its
     own name, ``sources`` / ``source_records`` where granted, and ``export_flags`` naming fields
     whose value could not be masked (left null). Aggregated views give ``persons`` per cell.
