@@ -74,7 +74,9 @@ def main() -> None:
     t = time.perf_counter()
     plain = Linker(config).run()
     p, r, f = scores(cross_pairs(plain.identities, schema.IDENTITY_ID), true_pairs)
-    print(f"{'plaintext (batch engine)':<34} P {p:.4f} R {r:.4f} F1 {f:.4f}  {time.perf_counter() - t:.1f}s")
+    print(
+        f"{'plaintext (batch engine)':<34} P {p:.4f} R {r:.4f} F1 {f:.4f}  {time.perf_counter() - t:.1f}s"
+    )
     records = standardize(read_sources(config))
     police = records[records[schema.SOURCE] == "police"]
     health = records[records[schema.SOURCE] == "health"]
@@ -97,12 +99,23 @@ def main() -> None:
             if best is None or res[2] > best[1][2]:
                 best = (threshold, res)
         threshold, (p, r, f) = best
-        print(f"{label:<34} P {p:.4f} R {r:.4f} F1 {f:.4f}  (best threshold {threshold:.3f}) {time.perf_counter() - t:.1f}s")
+        print(
+            f"{label:<34} P {p:.4f} R {r:.4f} F1 {f:.4f}  (best threshold {threshold:.3f}) {time.perf_counter() - t:.1f}s"
+        )
     names = health[schema.name_col(schema.NAME, "clean")].astype(str).reset_index(drop=True)
-    field_level = encode_records(health, secret, EncodingSettings(fields=(schema.NAME,), hardening="none"), record_ids="plain")
+    field_level = encode_records(
+        health,
+        secret,
+        EncodingSettings(fields=(schema.NAME,), hardening="none"),
+        record_ids="plain",
+    )
     record_level = encode_records(health, secret, EncodingSettings(), record_ids="plain")
-    print(f"frequency alignment, name-only filters:   {frequency_alignment(field_level['clk'], names):.1%} of names named")
-    print(f"frequency alignment, record-level CLKs:   {frequency_alignment(record_level['clk'], names):.1%} of names named")
+    print(
+        f"frequency alignment, name-only filters:   {frequency_alignment(field_level['clk'], names):.1%} of names named"
+    )
+    print(
+        f"frequency alignment, record-level CLKs:   {frequency_alignment(record_level['clk'], names):.1%} of names named"
+    )
 
 
 if __name__ == "__main__":

@@ -146,7 +146,9 @@ def read_key_file(path: Path) -> bytes:
     except FileNotFoundError:
         raise ConfigError("identity key file not found", path=str(path)) from None
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"unreadable identity key file (expected hex): {exc}", path=str(path)) from None
+        raise ConfigError(
+            f"unreadable identity key file (expected hex): {exc}", path=str(path)
+        ) from None
     if len(key) < _MIN_KEY_BYTES:
         raise ConfigError(f"identity key must be at least {_MIN_KEY_BYTES} bytes", path=str(path))
     return key

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 

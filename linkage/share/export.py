@@ -37,7 +37,6 @@ PERSONS = "persons"
 EXPORT_FLAGS = "export_flags"
 
 
-
 # --- masks: vectorized over a column; a value that cannot be masked becomes null + a flag ---
 
 _ID_RE = r"^\d{17}[\dX]$"

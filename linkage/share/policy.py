@@ -279,7 +279,6 @@ def effective_department(policy: SharingPolicy, department: str) -> DepartmentPo
     return dept.model_copy(update={"fields": fields})
 
 
-
 def join_keys(policy: SharingPolicy, a: str, b: str) -> list[str]:
     """What exports of departments ``a`` and ``b`` can be joined on exactly (empty: nothing).
 
@@ -378,4 +377,3 @@ def describe_policy(policy: SharingPolicy) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
-
