@@ -288,6 +288,7 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # "+86 138 0013 8000", "-", "-12.5": a sign before digits, spaces, dots, dashes and brackets
 # only can call no function, so phone numbers and filler dashes stay as they are.
 _PLAIN_SIGNED = r"^[+-][\d\s.()\-]*$"
+_ESCAPED = r"^'+[=+\-@\t\r]"
 
 
 def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
@@ -306,8 +307,24 @@ def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
         risky = text.str.startswith(_FORMULA_START).fillna(False) & ~text.str.fullmatch(
             _PLAIN_SIGNED
         ).fillna(False)
+        # a value that already looks escaped gets one more quote, so restore_formulas is exact
+        risky |= text.str.contains(_ESCAPED, regex=True).fillna(False)
         if risky.any():
             out[col] = values.astype(object).where(~risky.to_numpy(), "'" + text.astype(object))
+    return out
+
+
+def restore_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Undo :func:`neutralize_formulas` on a CSV the package wrote (drop one leading ``'``)."""
+    out = frame.copy()
+    for col in out.columns:
+        values = out[col]
+        if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
+            continue
+        text = values.astype("string")
+        escaped = text.str.contains(_ESCAPED, regex=True).fillna(False)
+        if escaped.any():
+            out[col] = values.astype(object).where(~escaped.to_numpy(), text.str[1:].astype(object))
     return out
 
 
