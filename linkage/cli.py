@@ -384,6 +384,9 @@ def encode(
     hardening: Annotated[
         str, typer.Option(help="balance (default), xor_fold or none; all custodians alike.")
     ] = "balance",
+    salt: Annotated[
+        str, typer.Option(help="birth_year (default) or none: salt of name tokens; all alike.")
+    ] = "birth_year",
     quiet: Quiet = False,
 ) -> None:
     """Custodian step: write hardened Bloom-filter encodings (CLKs) for the linkage unit."""
@@ -400,7 +403,7 @@ def encode(
     secret = _secret(key_env, key_file, "custodians' secret")
     if record_ids not in ("pseudonym", "plain"):
         raise typer.BadParameter("--record-ids must be pseudonym or plain")
-    settings = EncodingSettings(hardening=hardening)  # type: ignore[arg-type]
+    settings = EncodingSettings(hardening=hardening, salt=salt)  # type: ignore[arg-type]
     cfg = load_config(config)
     unknown = sorted(set(source or ()) - set(cfg.sources))
     if unknown:
@@ -428,8 +431,8 @@ def link_encodings_cmd(
     right: Annotated[Path, typer.Argument(help="Another custodian's encodings.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Pairs file (.csv or .parquet).")],
     threshold: Annotated[
-        float, typer.Option(help="Dice threshold (0.875 suits the default balanced encodings).")
-    ] = 0.875,
+        float, typer.Option(help="Dice threshold (0.85 suits the default encodings).")
+    ] = 0.85,
     one_to_one: Annotated[
         bool, typer.Option(help="Keep each record in at most one pair (greedy).")
     ] = False,

@@ -68,7 +68,7 @@ def _records(names, births=None, ids=None, record_ids=None) -> pd.DataFrame:
     return standardize(raw)
 
 
-NAME_ONLY = EncodingSettings(fields=(schema.NAME,), hardening="none")
+NAME_ONLY = EncodingSettings(fields=(schema.NAME,), hardening="none", salt="none")
 
 
 def _dice(
@@ -293,7 +293,7 @@ def test_lsh_candidates_find_the_pairs_all_pairs_dice_finds(population):
     ma, mb = decode_clks(police[CLK]), decode_clks(health[CLK])
     i, j = np.meshgrid(np.arange(len(ma)), np.arange(len(mb)), indexing="ij")
     dice = dice_similarity(ma[i.ravel()], mb[j.ravel()])
-    above = set(zip(i.ravel()[dice >= 0.875], j.ravel()[dice >= 0.875], strict=True))
+    above = set(zip(i.ravel()[dice >= 0.85], j.ravel()[dice >= 0.85], strict=True))
     cand = lsh_candidates(ma, mb)
     found = set(zip(cand["i"], cand["j"], strict=True))
     assert above and len(above & found) >= 0.99 * len(above)
@@ -328,7 +328,26 @@ def test_encoded_linkage_close_to_plaintext(tmp_path):
     pairs = set(zip(linked[schema.RECORD_ID + "_l"], linked[schema.RECORD_ID + "_r"], strict=True))
     pprl_f1 = _f1(pairs, true_pairs)
     print(f"police x health pairwise F1: plaintext {plain_f1:.4f}, encoded {pprl_f1:.4f}")
-    assert pprl_f1 >= 0.97  # measured 0.981 (docs/privacy.md)
+    assert pprl_f1 >= 0.965  # measured 0.974 here (docs/privacy.md)
     one = link_encodings(police, health, one_to_one=True)
     assert not one[schema.RECORD_ID + "_l"].duplicated().any()
     assert not one[schema.RECORD_ID + "_r"].duplicated().any()
+
+
+def test_pattern_mining_by_the_linkage_unit_is_stopped_by_salting(tmp_path):
+    """Co-set bits single out frequent name characters in unsalted encodings, not in salted."""
+    from linkage.pprl.attacks import bit_signatures, exposed_characters
+
+    generate(3000, seed=3, output=tmp_path)
+    data = yaml.safe_load((tmp_path / "run.yaml").read_text(encoding="utf-8"))
+    records = standardize(read_sources(config_from_dict(data, path=tmp_path / "run.yaml")))
+    records = records.reset_index(drop=True)
+    names = records[schema.name_col(schema.NAME, "clean")].astype(str)
+    unsalted = encode_records(records, SECRET, EncodingSettings(salt="none"))[CLK]
+    salted = encode_records(records, SECRET)[CLK]
+    exposed = exposed_characters(bit_signatures(unsalted), names)
+    print(
+        f"pattern mining: unsalted exposes {exposed}, salted {exposed_characters(bit_signatures(salted), names)}"
+    )
+    assert exposed  # the measured weakness that made salting the default (docs/privacy.md)
+    assert not exposed_characters(bit_signatures(salted), names)

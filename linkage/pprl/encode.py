@@ -61,8 +61,9 @@ class EncodingSettings:
     """How records are encoded; every custodian of one linkage must use the same settings.
 
     ``bits``: filter length before hardening. ``hardening``: ``balance`` (default; length doubles,
-    half the bits set), ``xor_fold`` (length halves) or ``none``. ``salt``: ``birth_year`` salts
-    name tokens with the birth year, so equal names of different years set different bits.
+    half the bits set), ``xor_fold`` (length halves) or ``none``. ``salt``: ``birth_year``
+    (default) salts name tokens with the birth year, so equal names of different years set
+    different bits and a frequent name no longer has one signature to mine; ``none`` does not.
     The defaults were chosen by ``benchmarks/bench_pprl.py`` (docs/privacy.md has the figures).
     """
 
@@ -70,7 +71,7 @@ class EncodingSettings:
     bits: int = 1024
     bits_per_token: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_BITS_PER_TOKEN))
     hardening: Hardening = "balance"
-    salt: Salt = "none"
+    salt: Salt = "birth_year"
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.fields if f not in FIELD_COLUMNS]
