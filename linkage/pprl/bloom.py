@@ -21,10 +21,10 @@ from linkage.errors import InputError
 class RandomHasher:
     """Bit positions of tokens under a secret key, each distinct token hashed once.
 
-    Random hashing (Kroll & Steinmetzer 2015; Schnell 2016): the k positions of a token are k
-    independent 16-bit words of HMAC-SHA256(key, token) (more words from a counter when k>16),
-    not the arithmetic progression of double hashing, whose structure Niedermeyer et al.
-    (2014) exploit to decode filters without the key.
+    Random hashing: the k positions of a token are k independent 16-bit words of
+    HMAC-SHA256(key, token) (more words from a counter when k > 16), not the arithmetic
+    progression of double hashing, whose structure the attacks of Niedermeyer et al. (2014)
+    and Kroll & Steinmetzer (2015) exploit; both recommend independent positions instead.
     """
 
     def __init__(self, key: bytes, bits: int):
