@@ -115,3 +115,54 @@ def test_neutralize_then_restore_is_exact_and_leaves_no_formula(values):
     back = restore_formulas(safe)
     assert back["v"].tolist() == frame["v"].tolist()
     assert back["n"].tolist() == frame["n"].tolist()
+
+
+def test_encode_never_copies_identifier_record_ids(tmp_path, monkeypatch):
+    (tmp_path / "a.csv").write_text(
+        "sfz,name,birth\n110105194912310021,张伟,1949-12-31\n44030619900101002X,李娜,1990-01-01\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "run.yaml").write_text(
+        "sources:\n  reg: {path: a.csv, record_id: sfz, "
+        "columns: {name: name, birth: birth_date, sfz: id_number}}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("LINKAGE_PPRL_KEY", "custodians-secret-0123456789")
+    out = tmp_path / "clk.csv"
+    args = ["encode", str(tmp_path / "run.yaml"), "--output", str(out)]
+    result = runner.invoke(app, [*args, "--key-map", str(tmp_path / "map.csv")])
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    assert "110105194912310021" not in text and "44030619900101002X" not in text
+    local = pd.read_csv(tmp_path / "map.csv", dtype=str)
+    encoded = pd.read_csv(out, dtype=str)
+    assert local["pseudonym"].tolist() == encoded["record_id"].tolist()
+    assert local["record_id"].tolist() == ["110105194912310021", "44030619900101002X"]
+    result = runner.invoke(app, [*args, "--record-ids", "plain"])
+    assert result.exit_code == 2 and "look like resident IDs" in result.output
+
+
+def test_export_refuses_a_policy_whose_joined_exports_rebuild_ids(tmp_path):
+    import yaml
+
+    from linkage.share import DEFAULT_POLICY_PATH
+
+    config = _project(tmp_path)
+    store = tmp_path / "s.duckdb"
+    result = runner.invoke(
+        app, ["run", str(config), "--output", str(tmp_path / "out"), "--store", str(store), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load(open(DEFAULT_POLICY_PATH, encoding="utf-8"))
+    for department in ("health", "social_security"):
+        data["departments"][department]["identity"] = "identity_id"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    result = runner.invoke(
+        app,
+        ["export", "--store", str(store), "--department", "health", "--policy", str(policy),
+         "--output", str(tmp_path / "health.csv")],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "health, social_security can join" in result.output
+    assert not (tmp_path / "health.csv").exists()

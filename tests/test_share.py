@@ -411,3 +411,36 @@ def test_formula_cells_are_neutralized_in_csv_but_not_parquet(tmp_path):
     assert not any(str(v).startswith(("=", "@")) for v in back.to_numpy().ravel())
     raw = pd.read_parquet(write_export(view, tmp_path / "p.parquet"))
     assert raw[schema.CURRENT_ADDRESS].iloc[0].startswith("=HYPERLINK")
+
+
+def test_public_surface_is_pinned_and_the_default_policy_ships_in_the_package():
+    import linkage
+    import linkage.share as share
+
+    assert share.__all__ == [
+        "DEFAULT_POLICY_PATH",
+        "EXPORT_FLAGS",
+        "GRANTABLE_FIELDS",
+        "MASK_LEVELS",
+        "PERSONS",
+        "PSEUDONYM_ID",
+        "SOURCES",
+        "SOURCE_RECORDS",
+        "DepartmentPolicy",
+        "SharingPolicy",
+        "cross_department_conflicts",
+        "department_key",
+        "describe_policy",
+        "disclosed_levels",
+        "effective_department",
+        "export_view",
+        "join_keys",
+        "load_policy",
+        "mask_values",
+        "policy_from_dict",
+        "pseudonymize",
+        "write_export",
+    ]
+    package = Path(linkage.__file__).resolve().parent
+    assert Path(DEFAULT_POLICY_PATH).resolve().is_relative_to(package / "data")
+    assert Path(DEFAULT_POLICY_PATH).is_file()
