@@ -298,9 +298,9 @@ def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     start with ``= + - @``, tab or CR, except a sign followed by digits, spaces, dots, dashes or
     brackets only (phone numbers, "-" fillers). Machine formats (Parquet) are written raw.
     """
-    out = frame.copy()
-    for col in out.columns:
-        values = out[col]
+    changed = {}
+    for col in frame.columns:
+        values = frame[col]
         if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
             continue
         text = values.astype("string")
@@ -310,7 +310,12 @@ def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
         # a value that already looks escaped gets one more quote, so restore_formulas is exact
         risky |= text.str.contains(_ESCAPED, regex=True).fillna(False)
         if risky.any():
-            out[col] = values.astype(object).where(~risky.to_numpy(), "'" + text.astype(object))
+            changed[col] = values.astype(object).where(~risky.to_numpy(), "'" + text.astype(object))
+    if not changed:
+        return frame  # the common case: no copy
+    out = frame.copy()
+    for col, values in changed.items():
+        out[col] = values
     return out
 
 

@@ -48,6 +48,15 @@ def check_encodings(a: pd.DataFrame, b: pd.DataFrame) -> None:
         )
 
 
+def _bucket_keys(packed: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The sampled bits of each row of a packed matrix as one integer (no unpacking of rows)."""
+    key = np.zeros(len(packed), dtype=np.uint64)
+    for n, col in enumerate(cols.tolist()):
+        bit = (packed[:, col >> 3] >> (7 - (col & 7))) & 1
+        key |= bit.astype(np.uint64) << np.uint64(n)
+    return key
+
+
 def lsh_candidates(
     a: np.ndarray,
     b: np.ndarray,
@@ -70,14 +79,10 @@ def lsh_candidates(
     """
     width = a.shape[1] * 8
     rng = np.random.default_rng(seed)
-    ua = np.unpackbits(a, axis=1).astype(bool)
-    ub = np.unpackbits(b, axis=1).astype(bool)
-    weights = (np.uint64(1) << np.arange(bits_per_table, dtype=np.uint64)).astype(np.uint64)
     frames = []
     for _ in range(tables):
         cols = rng.choice(width, size=bits_per_table, replace=False)
-        ka = (ua[:, cols].astype(np.uint64) * weights).sum(axis=1)
-        kb = (ub[:, cols].astype(np.uint64) * weights).sum(axis=1)
+        ka, kb = _bucket_keys(a, cols), _bucket_keys(b, cols)
         left = pd.DataFrame({"i": np.arange(len(a)), "k": ka})
         right = pd.DataFrame({"j": np.arange(len(b)), "k": kb})
         big_l = left["k"].map(left["k"].value_counts()) > max_block
