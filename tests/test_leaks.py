@@ -140,6 +140,20 @@ def test_encode_never_copies_identifier_record_ids(tmp_path, monkeypatch):
     assert local["record_id"].tolist() == ["110105194912310021", "44030619900101002X"]
     result = runner.invoke(app, [*args, "--record-ids", "plain"])
     assert result.exit_code == 2 and "look like resident IDs" in result.output
+    # the linkage unit reads CSV encodings too; bad files are refused with exit 2
+    pairs = tmp_path / "pairs.csv"
+    result = runner.invoke(app, ["link-encodings", str(out), str(out), "--output", str(pairs)])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(pairs)) == 2
+    (tmp_path / "bad.csv").write_text("source,record_id\nreg,R1\n", encoding="utf-8")
+    for other, message in (
+        (tmp_path / "missing.csv", "missing.csv"),
+        (tmp_path / "bad.csv", "lack columns"),
+    ):
+        result = runner.invoke(
+            app, ["link-encodings", str(out), str(other), "--output", str(pairs)]
+        )
+        assert result.exit_code == 2 and message in result.output, result.output
 
 
 def test_export_refuses_a_policy_whose_joined_exports_rebuild_ids(tmp_path):
