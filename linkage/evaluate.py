@@ -16,7 +16,7 @@ import pandas as pd
 
 from linkage import schema
 from linkage.errors import InputError
-from linkage.io import restore_formulas
+from linkage.spreadsheet import restore_formulas
 
 logger = logging.getLogger(__name__)
 
