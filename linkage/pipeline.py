@@ -8,7 +8,6 @@ steps a run reports, in order. Must not import the incremental layer, the Linker
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from linkage.cluster import (
 from linkage.compare import Comparison, build_comparisons, compare, pair_tf, term_frequencies
 from linkage.config import RunConfig
 from linkage.errors import InputError
+from linkage.identity import cluster_ids, process_key
 from linkage.merge import merge_records
 from linkage.model import FellegiSunterModel
 from linkage.tables import attach_keys
@@ -77,18 +77,6 @@ class LinkResult:
     def pairs_with_keys(self) -> pd.DataFrame:
         """Return scored pairs with both records' source and record id in front."""
         return attach_keys(self.pairs, self.records)
-
-
-def identity_ids(records: pd.DataFrame, labels: pd.Series) -> np.ndarray:
-    """Name each cluster after its smallest (source, record_id), so ids do not depend on row order."""
-    key = records[schema.SOURCE].astype(str) + "\x1f" + records[schema.RECORD_ID].astype(str)
-    smallest = key.groupby(labels.to_numpy()).transform("min")
-    codes, uniques = pd.factorize(smallest)
-    names = np.array(
-        ["ID" + hashlib.sha1(u.encode("utf-8")).hexdigest()[:14].upper() for u in uniques],
-        dtype=object,
-    )
-    return names[codes]
 
 
 def _labels_to_pairs(
@@ -189,8 +177,13 @@ def link_records(
     *,
     model: FellegiSunterModel | None = None,
     progress: Progress | None = None,
+    id_key: bytes | None = None,
 ) -> LinkResult:
-    """Link standardized records (with ``rid`` 0..n-1) into identities; return every table."""
+    """Link standardized records (with ``rid`` 0..n-1) into identities; return every table.
+
+    ``id_key`` names the identities (``identity.cluster_ids``); without it, ``$LINKAGE_ID_KEY``
+    or a per-process key, so ids are stable across processes only with a key.
+    """
     say = progress or (lambda _msg: None)
     timings: dict[str, float] = {}
     comparisons = build_comparisons(config.comparison_specs())
@@ -226,7 +219,7 @@ def link_records(
     t = time.perf_counter()
     _stage(say, "clustering")
     labels = cluster_records(records, scored, config)
-    ids = identity_ids(records, labels)
+    ids = cluster_ids(records, labels, id_key or process_key())
     identities = pd.DataFrame(
         {
             schema.SOURCE: records[schema.SOURCE].to_numpy(),
