@@ -38,8 +38,8 @@ def test_csv_encodings_detected(tmp_path, encoding):
     assert frame.loc[0, schema.ID_NUMBER] == "11010519491231002X"
     assert frame.loc[0, schema.PHONE] == "01088886666"
     assert frame.loc[2, schema.ID_NUMBER] is None
-    # unmapped columns pass through untouched, the source name is added
-    assert list(frame["住址"]) == [r[4] for r in ROWS]
+    # unmapped columns pass through untouched under raw.<header>, the source name is added
+    assert list(frame["raw.住址"]) == [r[4] for r in ROWS]
     assert set(frame[schema.SOURCE]) == {"police"}
 
 
@@ -100,7 +100,8 @@ def test_malformed_rows_reported_with_line_numbers(tmp_path):
     with pytest.raises(InputError) as info:
         read_source(_cfg(path))
     msg = str(info.value)
-    assert "2 malformed row(s)" in msg and "line 5: 6 fields" in msg and "line 7: 2 fields" in msg
+    assert "2 line(s) with the wrong number of fields, expected 5" in msg
+    assert "line 5 has 6" in msg and "line 7 has 2" in msg
 
 
 def test_missing_mapped_column_names_it(tmp_path):
@@ -190,6 +191,6 @@ def test_quoted_fields_and_whitespace(tmp_path):
     path.write_text(text, encoding="utf-8")
     frame = read_source(_cfg(path))
     assert frame.loc[0, schema.NAME] == "张伟"
-    assert frame.loc[0, "住址"] == "北京市朝阳区, 某路\n3号"
+    assert frame.loc[0, "raw.住址"] == "北京市朝阳区, 某路\n3号"
     assert frame.loc[1, schema.ID_NUMBER] is None and frame.loc[0, schema.PHONE] is None
     assert frame.loc[1, schema.PHONE] == "138 0000 1111"
