@@ -75,10 +75,12 @@ def synth(
     quiet: Quiet = False,
 ) -> None:
     """Generate synthetic police, civil-affairs and health registries with ground truth."""
+    from linkage.paths import check_output_dir
     from linkage.synth import generate
 
     if persons < 1:
         raise typer.BadParameter("--persons must be at least 1")
+    check_output_dir(output)
     start = time.perf_counter()
     result = generate(persons, seed=seed, corruption=corruption, output=output, excel=excel)
     _echo(
@@ -117,9 +119,11 @@ def standardize_cmd(
     """Read and standardize every source; write the records with derived columns as Parquet."""
     from linkage.config import load_config
     from linkage.io import read_sources, write_parquet
+    from linkage.paths import check_output_file
     from linkage.standardize.combine import standardize
 
     _setup_logging(quiet)
+    check_output_file(output)
     cfg = load_config(config)
     start = time.perf_counter()
     records = standardize(read_sources(cfg), cfg.standardize)
@@ -192,8 +196,13 @@ def run(
 ) -> None:
     """Run the whole batch merge: identities.csv, golden records, scored pairs, model, summary."""
     from linkage.linker import Linker
+    from linkage.paths import check_output_dir, check_store_path
 
     _setup_logging(quiet)
+    # every path is checked before the work and before the store transaction commits
+    check_output_dir(output)
+    if store is not None:
+        check_store_path(store, create=True)
     linker = Linker.from_yaml(config)
     say = _progress(quiet)
     result = linker.run(progress=say)
@@ -225,9 +234,13 @@ def ingest(
     from linkage.config import load_config
     from linkage.incremental import ingest as run_ingest
     from linkage.io import write_csv
+    from linkage.paths import check_output_dir, check_store_path
     from linkage.store import Store
 
     _setup_logging(quiet)
+    check_store_path(store, create=False)
+    if output is not None:
+        check_output_dir(output)
     cfg = load_config(config)
     with Store.open(store, create=False) as opened:
         result = run_ingest(opened, cfg, progress=_progress(quiet))
@@ -273,6 +286,9 @@ def search(
     }
     if not any(record.values()):
         raise typer.BadParameter("give at least one of --name, --id-number, --birth-date, --phone")
+    from linkage.paths import check_store_path
+
+    check_store_path(store, create=False, write=False)
     with Store.open(store, create=False) as opened:
         hits = opened.search({k: v for k, v in record.items() if v}, top=top)
     if as_json:
@@ -310,10 +326,15 @@ def export(
     quiet: Quiet = False,
 ) -> None:
     """Write one department's view of the golden records: granted fields only, masked."""
+    from linkage.paths import check_input_file, check_output_file, check_store_path
     from linkage.share import export_command
     from linkage.store import Store
 
     _setup_logging(True)
+    check_store_path(store, create=False, write=False)
+    check_output_file(output)
+    if policy is not None:
+        check_input_file(policy, "--policy")
     with Store.open(store, create=False) as opened:
         golden, links = opened.table("golden"), opened.links()
     path, rows = export_command(golden, links, policy, department, output)
@@ -339,9 +360,11 @@ def encode(
     import os
 
     from linkage.errors import ConfigError
+    from linkage.paths import check_output_file
     from linkage.pprl import encode_command
 
     _setup_logging(True)
+    check_output_file(output)
     key = os.environ.get(key_env, "")
     if not key:
         raise ConfigError(f"set the shared secret key in the environment variable {key_env}")
@@ -416,10 +439,12 @@ def demo(
     """Generate synthetic registries and run the batch merge on them end to end, then evaluate."""
     from linkage.evaluate import evaluate_files, format_scores
     from linkage.linker import Linker
+    from linkage.paths import check_output_dir
     from linkage.profile import format_profile
     from linkage.synth import generate
 
     _setup_logging(True)
+    check_output_dir(output)
     data_dir = output / "data"
     say = _progress(quiet, stages=_STAGES + 1)  # generating the registries comes first
     say(f"generating registries for {persons:,} persons")
@@ -435,6 +460,30 @@ def demo(
     _echo("\naccuracy against the generator's ground truth:", quiet)
     _echo(format_scores(evaluate_files(data_dir / "truth.csv", paths["identities"])), quiet)
     _echo(f"\noutputs in {output}: {', '.join(p.name for p in paths.values())}", quiet)
+
+
+store_app = typer.Typer(no_args_is_help=True, help="Inspect an identity store file.")
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("check")
+@_handle_errors
+def store_check_cmd(
+    store: Annotated[Path, typer.Argument(help="Identity store file.")],
+) -> None:
+    """Verify a store's structure and integrity (read-only); exit 2 when a problem is found.
+
+    Checks the file (a whole DuckDB database, every block's checksum), the schema version,
+    the tables and their key columns, unique row keys, every record in exactly one active
+    identity, one golden record per active identity, the key index, runs and events.
+    """
+    from linkage.store_check import check_store
+
+    report = check_store(store)
+    typer.echo(report.format())
+    if not report.ok:
+        typer.echo(f"error: {store}: {len(report.problems)} integrity problem(s)", err=True)
+        raise typer.Exit(2)
 
 
 def main() -> None:
