@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import decimal
 import io
 import logging
 import math
@@ -324,6 +325,10 @@ def _cell_text(value: object, exact_limit: float = _FLOAT_EXACT_LIMIT) -> tuple[
         return value.isoformat(sep=" "), True
     if isinstance(value, datetime.date | datetime.time):
         return value.isoformat(), True
+    if isinstance(value, decimal.Decimal):  # exact: a Parquet decimal(20, 2) ID keeps its digits
+        if value.is_finite() and value == value.to_integral_value():
+            return str(int(value)), True
+        return str(value), True
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace").strip() or None, True
     return (str(value).strip() or None), True
