@@ -66,6 +66,12 @@ class Linker:
         return result
 
     def write(self, output: str | Path) -> dict[str, Path]:
-        """Write the last run's outputs to ``output``; runs first if needed."""
+        """Write the last run's outputs to ``output``; runs first if needed.
+
+        Raises InputError before running when ``output`` is a file or cannot be written.
+        """
+        from linkage.paths import check_output_dir
+
+        check_output_dir(output, what="output")
         result = self.result_ or self.run()
         return write_outputs(result, output, self.config)
