@@ -83,10 +83,12 @@ def synth(
     quiet: Quiet = False,
 ) -> None:
     """Generate synthetic police, civil-affairs and health registries with ground truth."""
+    from linkage.paths import check_output_dir
     from linkage.synth import generate
 
     if persons < 1:
         raise typer.BadParameter("--persons must be at least 1")
+    check_output_dir(output)
     start = time.perf_counter()
     result = generate(
         persons, seed=seed, corruption=corruption, output=output, excel=excel, new_batch=new_batch
@@ -126,8 +128,10 @@ def standardize_cmd(
     """Read and standardize every source; write the records with derived columns as Parquet."""
     from linkage.config import load_config
     from linkage.io import read_records, write_parquet
+    from linkage.paths import check_output_file
 
     _setup_logging(quiet)
+    check_output_file(output)
     cfg = load_config(config)
     start = time.perf_counter()
     records = read_records(cfg)
@@ -197,9 +201,14 @@ def run(
     """Run the whole batch merge: identities.csv, golden records, scored pairs, model, summary."""
     from linkage.identity import batch_key
     from linkage.linker import Linker
+    from linkage.paths import check_output_dir, check_store_path
     from linkage.pipeline import STAGES
 
     _setup_logging(quiet)
+    # every path is checked before the work and before the store transaction commits
+    check_output_dir(output)
+    if store is not None:
+        check_store_path(store, create=True)
     linker = Linker.from_yaml(config, store=store)
     # without a store the ids are keyed by $LINKAGE_ID_KEY or OUTPUT/identity.key (created once),
     # with one by the store's own secret
@@ -226,8 +235,12 @@ def ingest(
     """Link new records (or updated ones) against an identity store, keeping stable IDs."""
     from linkage.incremental.ingest import STAGES
     from linkage.linker import Linker
+    from linkage.paths import check_output_dir, check_store_path
 
     _setup_logging(quiet)
+    check_store_path(store, create=False)
+    if output is not None:
+        check_output_dir(output)
     linker = Linker.from_yaml(config, store=store)
     result = linker.ingest(progress=_progress(quiet, len(STAGES)), output=output)
     s = result.summary
@@ -268,6 +281,9 @@ def search(
     }
     if not any(record.values()):
         raise typer.BadParameter("give at least one of --name, --id-number, --birth-date, --phone")
+    from linkage.paths import check_store_path
+
+    check_store_path(store, create=False, write=False)
     hits = Linker(store=store).search({k: v for k, v in record.items() if v}, top=top)
     if as_json:
         typer.echo(json.dumps(hits, ensure_ascii=False, indent=2, default=str))
@@ -307,12 +323,17 @@ def export(
     import os
 
     from linkage.errors import InputError
+    from linkage.paths import check_input_file, check_output_file, check_store_path
     from linkage.share import DEFAULT_POLICY_PATH, export_view, load_policy, write_export
     from linkage.store import Store
 
     _setup_logging(True)
     if output.suffix.lower() not in (".csv", ".txt", ".parquet"):
         raise InputError("export file must end in .csv or .parquet", path=str(output))
+    check_store_path(store, create=False, write=False)
+    check_output_file(output)
+    if policy is not None:
+        check_input_file(policy, "--policy")
     sharing = load_policy(policy or DEFAULT_POLICY_PATH)
     with Store.open(store, create=False) as opened:
         golden, links = opened.table("golden"), opened.links()
@@ -383,13 +404,17 @@ def encode(
     from linkage import schema
     from linkage.config import load_config
     from linkage.errors import InputError
-    from linkage.io import read_sources, write_csv, write_parquet
+    from linkage.io import read_records, write_csv, write_parquet
     from linkage.pprl import EncodingSettings, encode_records
-    from linkage.standardize.combine import standardize
+
+    from linkage.paths import check_output_file
 
     _setup_logging(True)
     if output.suffix.lower() not in (".csv", ".parquet"):
         raise InputError("encodings file must end in .csv or .parquet", path=str(output))
+    check_output_file(output)
+    if key_map is not None:
+        check_output_file(key_map, "--key-map")
     secret = _secret(key_env, key_file, "custodians' secret")
     if record_ids not in ("pseudonym", "plain"):
         raise typer.BadParameter("--record-ids must be pseudonym or plain")
@@ -398,7 +423,7 @@ def encode(
     unknown = sorted(set(source or ()) - set(cfg.sources))
     if unknown:
         raise InputError(f"unknown sources {unknown}; the config has {list(cfg.sources)}")
-    records = standardize(read_sources(cfg), cfg.standardize)
+    records = read_records(cfg)
     if source:
         records = records[records[schema.SOURCE].isin(source)].reset_index(drop=True)
     encoded = encode_records(records, secret, settings, record_ids=record_ids)  # type: ignore[arg-type]
@@ -449,6 +474,9 @@ def link_encodings_cmd(
             raise InputError(f"cannot read encodings: {exc}", path=str(path)) from None
     if output.suffix.lower() not in (".csv", ".parquet"):
         raise InputError("pairs file must end in .csv or .parquet", path=str(output))
+    from linkage.paths import check_output_file
+
+    check_output_file(output)
     pairs = link_encodings(frames[0], frames[1], threshold, one_to_one=one_to_one)
     if output.suffix.lower() == ".parquet":
         write_parquet(pairs, output)
@@ -525,11 +553,13 @@ def demo(
     from linkage.evaluate import evaluate_files, format_scores
     from linkage.identity import batch_key
     from linkage.linker import Linker
+    from linkage.paths import check_output_dir
     from linkage.pipeline import STAGES
     from linkage.profile import format_profile
     from linkage.synth import generate
 
     _setup_logging(True)
+    check_output_dir(output)
     data_dir = output / "data"
     say = _progress(quiet, len(STAGES) + 1)  # generating the registries comes first
     say(f"generating registries for {persons:,} persons")
@@ -546,6 +576,30 @@ def demo(
     _echo("\naccuracy against the generator's ground truth:", quiet)
     _echo(format_scores(evaluate_files(data_dir / "truth.csv", paths["identities"])), quiet)
     _echo(f"\noutputs in {output}: {', '.join(p.name for p in paths.values())}", quiet)
+
+
+store_app = typer.Typer(no_args_is_help=True, help="Inspect an identity store file.")
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("check")
+@_handle_errors
+def store_check_cmd(
+    store: Annotated[Path, typer.Argument(help="Identity store file.")],
+) -> None:
+    """Verify a store's structure and integrity (read-only); exit 2 when a problem is found.
+
+    Checks the file (a whole DuckDB database, every block's checksum), the schema version,
+    the tables and their key columns, unique row keys, every record in exactly one active
+    identity, one golden record per active identity, the key index, runs and events.
+    """
+    from linkage.store_check import check_store
+
+    report = check_store(store)
+    typer.echo(report.format())
+    if not report.ok:
+        typer.echo(f"error: {store}: {len(report.problems)} integrity problem(s)", err=True)
+        raise typer.Exit(2)
 
 
 def main() -> None:

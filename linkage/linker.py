@@ -112,8 +112,12 @@ class Linker:
 
         identities.csv, golden_records.csv, pairs.parquet (pairs at or above
         ``output.pairs_min_probability``), model.json, cluster_sizes.csv, summary.json; each
-        written atomically.
+        written atomically. Raises InputError before running when ``output`` is a file or
+        cannot be written.
         """
+        from linkage.paths import check_output_dir
+
+        check_output_dir(output, what="output")
         result = self.result_ or self.run()
         return write_outputs(result, output, self._config())
 
