@@ -384,6 +384,41 @@ def blocking_cmd(
 
 @app.command()
 @_handle_errors
+def dashboard(
+    config: Annotated[Path, typer.Argument(help="Run config YAML.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the charts.")],
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="Reviewed pairs CSV: adds precision-recall charts."),
+    ] = None,
+    png: Annotated[bool, typer.Option("--png", help="Static PNG charts instead of HTML.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Run the merge and write its charts and the comparison and cluster viewers (HTML)."""
+    from linkage.linker import Linker
+    from linkage.review.labels import load_labels
+    from linkage.viz import write_dashboards
+
+    _setup_logging(True)
+    if output.exists() and not output.is_dir():
+        raise typer.BadParameter(f"{output} exists and is not a folder", param_hint="--output")
+    reviewed = load_labels(labels, missing_ok=False) if labels is not None else None
+    linker = Linker.from_yaml(config)
+    result = linker.run(progress=_progress(quiet))
+    paths = write_dashboards(
+        result,
+        output,
+        threshold=linker.config.clustering.threshold,
+        rules=[rule.name for rule in linker.config.blocking.rules],
+        labels=reviewed,
+        fmt="png" if png else "html",
+    )
+    for name, path in paths.items():
+        _echo(f"{name}: {path}", quiet)
+
+
+@app.command()
+@_handle_errors
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="CSV with source, record_id, person_id.")],
     pred: Annotated[Path, typer.Option("--pred", help="identities.csv from a run.")],

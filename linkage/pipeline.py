@@ -34,7 +34,7 @@ from linkage.compare import (
     term_frequencies,
 )
 from linkage.config import RunConfig
-from linkage.errors import ConfigError, InputError
+from linkage.errors import ConfigError
 from linkage.merge import GoldenSettings, merge_records
 from linkage.model import FellegiSunterModel
 
@@ -105,39 +105,6 @@ def identity_ids(records: pd.DataFrame, labels: pd.Series) -> np.ndarray:
     return names[codes]
 
 
-def _labels_to_pairs(
-    labels: pd.DataFrame, records: pd.DataFrame
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Map a reviewed-pairs table (source/record_id of both sides, label) to row pairs."""
-    need = {"source_l", "record_id_l", "source_r", "record_id_r", "label"}
-    missing = need - set(labels.columns)
-    if missing:
-        raise InputError(f"labels need columns {sorted(need)}; missing {sorted(missing)}")
-    index = pd.Series(
-        records[schema.ROW].to_numpy(),
-        index=pd.MultiIndex.from_arrays(
-            [records[schema.SOURCE].astype(str), records[schema.RECORD_ID].astype(str)]
-        ),
-    )
-    left = index.reindex(
-        pd.MultiIndex.from_arrays(
-            [labels["source_l"].astype(str), labels["record_id_l"].astype(str)]
-        )
-    )
-    right = index.reindex(
-        pd.MultiIndex.from_arrays(
-            [labels["source_r"].astype(str), labels["record_id_r"].astype(str)]
-        )
-    )
-    ok = left.notna().to_numpy() & right.notna().to_numpy()
-    if not ok.any():
-        raise InputError("no labelled pair refers to records of this run")
-    lo = np.minimum(left.to_numpy()[ok], right.to_numpy()[ok]).astype(np.int64)
-    hi = np.maximum(left.to_numpy()[ok], right.to_numpy()[ok]).astype(np.int64)
-    y = labels["label"].astype(str).str.strip().str.lower().isin(["1", "true", "match", "yes"])
-    return pd.DataFrame({schema.ROW_L: lo, schema.ROW_R: hi}), y.to_numpy()[ok].astype(np.int8)
-
-
 def _level_rules(
     rules: list[dict[str, str]], comparisons: list[Comparison]
 ) -> list[dict[str, int]]:
@@ -202,10 +169,15 @@ def train_model(
         random_pairs = random_pairs[cross].reset_index(drop=True)
     model.estimate_u(compare(records, random_pairs, comparisons))
     if settings.labels is not None:
-        labels = pd.read_csv(settings.labels, dtype=str)
-        pairs, y = _labels_to_pairs(labels, records)
-        model.fit_supervised(compare(records, pairs, comparisons), y)
-        logger.info("model trained from %d labelled pairs", len(y))
+        # The review module's reader and refit: one label vocabulary (unsure never trains).
+        from linkage.review.labels import load_labels
+        from linkage.review.refit import fit_from_labels
+
+        labels = load_labels(settings.labels, missing_ok=False)
+        model = fit_from_labels(
+            model, records, comparisons, labels, keep_u=False, keep_prior=False, prior_strength=0
+        )
+        logger.info("model trained from %d labelled pairs", len(labels))
     elif len(vectors):
         rules = _level_rules(settings.prior_rules, comparisons)
         sessions = _level_rules(settings.training_sessions, comparisons)

@@ -116,3 +116,11 @@ MATCH_PROBABILITY = "match_probability"
 # Clusters and outputs.
 CLUSTER_ID = "cluster_id"
 IDENTITY_ID = "identity_id"
+# Keyed pairs (labels, review queues, outputs): both records named by (source, record_id).
+SOURCE_L = "source_l"
+RECORD_ID_L = "record_id_l"
+SOURCE_R = "source_r"
+RECORD_ID_R = "record_id_r"
+PAIR_KEYS: tuple[str, ...] = (SOURCE_L, RECORD_ID_L, SOURCE_R, RECORD_ID_R)
+# Reviewed pairs: PAIR_KEYS + LABEL (match / non-match / unsure, see linkage.review.labels).
+LABEL = "label"
