@@ -462,3 +462,47 @@ def test_rescore_pairs_matches_scoring_from_scratch(small_run):
         again[schema.MATCH_WEIGHT].to_numpy()[untouched],
         fresh[schema.MATCH_WEIGHT].to_numpy()[untouched],
     )
+
+
+def test_public_surface_of_review_is_pinned():
+    assert review.__all__ == [
+        "LABEL_COLUMNS",
+        "LABEL_VALUES",
+        "MATCH",
+        "NON_MATCH",
+        "UNSURE",
+        "ReviewSession",
+        "add_label",
+        "best_threshold",
+        "empty_labels",
+        "expected_tradeoff",
+        "fit_from_labels",
+        "label_rows",
+        "labelled_tradeoff",
+        "labels_from_truth",
+        "load_labels",
+        "normalize_labels",
+        "remove_label",
+        "rescore_pairs",
+        "review_queue",
+        "save_labels",
+        "side_by_side",
+        "suspect_clusters",
+        "threshold_weight",
+        "training_labels",
+    ]
+    for name in review.__all__:
+        assert getattr(review, name) is not None
+
+
+def test_review_and_viz_import_without_chart_or_widget_libraries():
+    """Charts and widgets load lazily: importing the modules pulls in none of them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, linkage.review, linkage.viz, linkage.pipeline\n"
+        "heavy = {'altair', 'vl_convert', 'ipywidgets', 'matplotlib', 'IPython'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
