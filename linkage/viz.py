@@ -16,6 +16,7 @@ and Vega-Lite gives tooltips, selections and one-file HTML export for free.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -66,14 +67,25 @@ def _finish(chart: Any) -> Any:
     return chart.configure(font=FONT).configure_view(strokeWidth=0)
 
 
-def cjk_font_files() -> list[Path]:
+@functools.cache
+def cjk_font_files() -> tuple[Path, ...]:
     """Installed font files that draw Chinese (searched in the usual font folders by name)."""
     found: list[Path] = []
     for folder in _FONT_DIRS:
         root = Path(os.path.expanduser(folder))
         if root.is_dir():
             found += [p for p in root.rglob("*") if p.is_file() and _CJK_FONT_FILES.search(p.name)]
-    return sorted(found)
+    return tuple(sorted(found))
+
+
+def chart_label(text: Any) -> str:
+    """Chinese text for a static chart: as is where a CJK font is installed, else its pinyin
+    (so a PNG shows readable labels instead of boxes). HTML charts need no such fallback."""
+    if cjk_font_files():
+        return str(text)
+    from pypinyin import lazy_pinyin
+
+    return "".join(lazy_pinyin(str(text))).capitalize()
 
 
 # ---------------------------------------------------------------------- saving
