@@ -401,7 +401,9 @@ def dashboard(
 
     _setup_logging(True)
     if output.exists() and not output.is_dir():
-        raise typer.BadParameter(f"{output} exists and is not a folder", param_hint="--output")
+        from linkage.errors import InputError
+
+        raise InputError("--output exists and is not a folder", path=str(output))
     reviewed = load_labels(labels, missing_ok=False) if labels is not None else None
     linker = Linker.from_yaml(config)
     result = linker.run(progress=_progress(quiet))

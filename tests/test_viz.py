@@ -289,3 +289,48 @@ def test_review_widget_buttons_and_keyboard_shortcuts(run, tmp_path):
     for key in "uuuuu":
         ui.keys.value = key
     assert session.current is None and session.reviewed == 6
+
+
+# ---------------------------------------------------------------------- CLI and docs
+
+
+def test_dashboard_command_writes_charts_and_viewers(run, tmp_path):
+    from typer.testing import CliRunner
+
+    from linkage.cli import app
+
+    linker, result, labels = run
+    demo = synth.generate(150, seed=2, output=tmp_path / "data")
+    review.save_labels(labels.head(0), tmp_path / "empty.csv")
+    out = tmp_path / "charts"
+    done = CliRunner().invoke(app, ["dashboard", str(demo.paths["config"]), "-o", str(out), "-q"])
+    assert done.exit_code == 0, done.output
+    written = {p.name for p in out.iterdir()}
+    assert {"comparison_viewer.html", "cluster_viewer.html", "match_weights.html",
+            "m_u_parameters.html", "match_weight_histogram.html",
+            "cumulative_blocking.html"} <= written  # fmt: skip
+    blocked = tmp_path / "a_file"
+    blocked.write_text("x", encoding="utf-8")
+    bad = CliRunner().invoke(app, ["dashboard", str(demo.paths["config"]), "-o", str(blocked)])
+    assert bad.exit_code == 2
+    missing = CliRunner().invoke(
+        app, ["dashboard", str(demo.paths["config"]), "-o", str(out), "--labels",
+              str(tmp_path / "nope.csv")],
+    )  # fmt: skip
+    assert missing.exit_code == 2 and "nope.csv" in missing.output
+
+
+def test_analyst_page_examples_run(tmp_path, monkeypatch):
+    """docs/analyst.md's Python blocks run as written (after `linkage demo` made its data)."""
+    page = Path(__file__).resolve().parents[1] / "docs" / "analyst.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)
+    synth.generate(200, seed=4, output=tmp_path / "demo-output" / "data")
+    namespace: dict = {}
+    for block in blocks:
+        block = block.replace("viz.review_widget(session)", "ui = viz.review_widget(session)")
+        exec(compile(block, str(page), "exec"), namespace)  # noqa: S102 - the page's own code
+    assert (tmp_path / "match_weights.png").stat().st_size > 1000
+    assert (tmp_path / "charts" / "cluster_viewer.html").exists()
+    assert namespace["session"].position == 0
