@@ -545,14 +545,16 @@ def cluster_viewer(
         schema.CURRENT_ADDRESS,
     ),
     threshold: float | None = None,
+    notes: Mapping[str, str] | None = None,
 ) -> Any:
     """Cluster viewer dashboard (after Splink's cluster studio): choose an identity from the
     drop-down to see its records as a graph (nodes = records, edges = scored pairs coloured by
     match probability, dashed below ``threshold``) and as a table of their values.
 
     ``clusters``: identity ids to include, in menu order (e.g. ``suspect_clusters`` first);
-    default the ``limit`` largest identities. Writes a standalone HTML file when ``path`` is
-    given; returns the chart.
+    default the ``limit`` largest identities. ``notes``: a line shown above an identity's
+    graph (e.g. why it is suspect). Writes a standalone HTML file when ``path`` is given;
+    returns the chart.
 
     Raises:
         InputError: none of ``clusters`` has more than one record.
@@ -639,8 +641,16 @@ def cluster_viewer(
             width=w, title=f)
         for f, w in zip(["record", *fields], [130, 70, 150, 80, 40, 100, 260], strict=False)
     ]
+    heading = pd.DataFrame(
+        {"cluster": chosen,
+         "text": [f"{c}: {int(sizes[c])} records"
+                  + (f"; {notes[c]}" if notes and notes.get(c) else "") for c in chosen]}
+    )  # fmt: skip
+    head = alt.Chart(heading).transform_filter(chosen_only).mark_text(
+        align="left", fontSize=14, fontWeight="bold"
+    ).encode(text="text:N", x=alt.value(0), y=alt.value(10)).properties(width=420, height=20)
     dashboard = alt.vconcat(
-        graph, alt.hconcat(*columns, spacing=4),
+        head, graph, alt.hconcat(*columns, spacing=4),
         title=f"Cluster viewer: {len(chosen)} identities",
     )
     dashboard = _finish(dashboard)
@@ -708,6 +718,8 @@ def write_dashboards(
         cluster_viewer(
             result.pairs, result.records, result.identities, paths["cluster_viewer"],
             clusters=list(dict.fromkeys(order)), threshold=threshold,
+            notes=dict(zip(suspects[schema.IDENTITY_ID], "suspect: " + suspects["reasons"],
+                           strict=True)),
         )  # fmt: skip
     return paths
 

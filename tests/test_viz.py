@@ -256,9 +256,12 @@ def test_cluster_viewer_in_a_browser(run, pages, tmp_path):
     keys = result.records[schema.SOURCE] + ":" + result.records[schema.RECORD_ID].astype(str)
     owners = {ident[int(np.flatnonzero(keys.to_numpy() == r)[0])] for r in records}
     assert len(owners) == 1
-    members = result.records[ident == owners.pop()]
+    members_id = owners.pop()
+    members = result.records[ident == members_id]
     names = [n for n in members[schema.NAME] if n]
     assert names and set(names) <= set(texts)  # Chinese names drawn as text
+    heading = next(t for t in texts if t.startswith("ID") and " records" in t)
+    assert heading.startswith(f"{members_id}: {len(members)} records")
     pixels = _screenshot(pages[0]["cluster_viewer"], tmp_path / "cluster_viewer.png")
     assert (pixels.min(axis=2) < 200).mean() > 0.01
 
