@@ -15,7 +15,7 @@ from linkage import schema
 from linkage.compare import Comparison
 from linkage.errors import InputError
 from linkage.model import FellegiSunterModel, match_probability
-from linkage.pipeline import attach_keys
+from linkage.tables import attach_keys
 
 logger = logging.getLogger(__name__)
 
