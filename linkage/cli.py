@@ -386,6 +386,7 @@ def dashboard(
 ) -> None:
     """Run the merge and write its charts and the comparison and cluster viewers (HTML)."""
     from linkage.linker import Linker
+    from linkage.pipeline import STAGES
     from linkage.review.labels import load_labels
     from linkage.viz import write_dashboards
 
@@ -396,7 +397,7 @@ def dashboard(
         raise InputError("--output exists and is not a folder", path=str(output))
     reviewed = load_labels(labels, missing_ok=False) if labels is not None else None
     linker = Linker.from_yaml(config)
-    result = linker.run(progress=_progress(quiet))
+    result = linker.run(progress=_progress(quiet, len(STAGES)))
     paths = write_dashboards(
         result,
         output,
