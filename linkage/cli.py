@@ -405,9 +405,8 @@ def encode(
     from linkage.config import load_config
     from linkage.errors import InputError
     from linkage.io import read_records, write_csv, write_parquet
-    from linkage.pprl import EncodingSettings, encode_records
-
     from linkage.paths import check_output_file
+    from linkage.pprl import EncodingSettings, encode_records
 
     _setup_logging(True)
     if output.suffix.lower() not in (".csv", ".parquet"):
@@ -516,6 +515,44 @@ def blocking_cmd(
             f"{settings.max_block_size} are skipped)",
             err=True,
         )
+
+
+@app.command()
+@_handle_errors
+def dashboard(
+    config: Annotated[Path, typer.Argument(help="Run config YAML.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the charts.")],
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="Reviewed pairs CSV: adds precision-recall charts."),
+    ] = None,
+    png: Annotated[bool, typer.Option("--png", help="Static PNG charts instead of HTML.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Run the merge and write its charts and the comparison and cluster viewers (HTML)."""
+    from linkage.linker import Linker
+    from linkage.pipeline import STAGES
+    from linkage.review.labels import load_labels
+    from linkage.viz import write_dashboards
+
+    _setup_logging(True)
+    if output.exists() and not output.is_dir():
+        from linkage.errors import InputError
+
+        raise InputError("--output exists and is not a folder", path=str(output))
+    reviewed = load_labels(labels, missing_ok=False) if labels is not None else None
+    linker = Linker.from_yaml(config)
+    result = linker.run(progress=_progress(quiet, len(STAGES)))
+    paths = write_dashboards(
+        result,
+        output,
+        threshold=linker.config.clustering.threshold,
+        rules=[rule.name for rule in linker.config.blocking.rules],
+        labels=reviewed,
+        fmt="png" if png else "html",
+    )
+    for name, path in paths.items():
+        _echo(f"{name}: {path}", quiet)
 
 
 @app.command()

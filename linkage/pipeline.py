@@ -27,12 +27,11 @@ from linkage.cluster import (
 )
 from linkage.compare import Comparison, build_comparisons, compare, pair_tf, term_frequencies
 from linkage.config import RunConfig
-from linkage.errors import InputError
 from linkage.identity import cluster_ids, process_key
 from linkage.merge import merge_records
 from linkage.model import FellegiSunterModel
 from linkage.tables import attach_keys
-from linkage.training import train_model
+from linkage.training import new_model, train_model
 
 logger = logging.getLogger(__name__)
 
@@ -79,37 +78,6 @@ class LinkResult:
         return attach_keys(self.pairs, self.records)
 
 
-def _labels_to_pairs(
-    labels: pd.DataFrame, records: pd.DataFrame
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Map a reviewed-pairs table (source/record_id of both sides, label) to row pairs."""
-    need = {"source_l", "record_id_l", "source_r", "record_id_r", "label"}
-    missing = need - set(labels.columns)
-    if missing:
-        raise InputError(f"labels need columns {sorted(need)}; missing {sorted(missing)}")
-    index = pd.Series(
-        records[schema.ROW].to_numpy(),
-        index=pd.MultiIndex.from_arrays(
-            [records[schema.SOURCE].astype(str), records[schema.RECORD_ID].astype(str)]
-        ),
-    )
-    left = index.reindex(
-        pd.MultiIndex.from_arrays(
-            [labels["source_l"].astype(str), labels["record_id_l"].astype(str)]
-        )
-    )
-    right = index.reindex(
-        pd.MultiIndex.from_arrays(
-            [labels["source_r"].astype(str), labels["record_id_r"].astype(str)]
-        )
-    )
-    ok = left.notna().to_numpy() & right.notna().to_numpy()
-    if not ok.any():
-        raise InputError("no labelled pair refers to records of this run")
-    lo = np.minimum(left.to_numpy()[ok], right.to_numpy()[ok]).astype(np.int64)
-    hi = np.maximum(left.to_numpy()[ok], right.to_numpy()[ok]).astype(np.int64)
-    y = labels["label"].astype(str).str.strip().str.lower().isin(["1", "true", "match", "yes"])
-    return pd.DataFrame({schema.ROW_L: lo, schema.ROW_R: hi}), y.to_numpy()[ok].astype(np.int8)
 
 
 def _stage(say: Progress, name: str, detail: str = "") -> None:
@@ -203,12 +171,19 @@ def link_records(
     _stage(say, "training model")
     if model is None and config.model.load is not None:
         model = FellegiSunterModel.load(config.model.load)
+    if model is None and config.model.labels is not None:
+        # Reviewed pairs go through the review module's one reader and one refit, as in
+        # the review notebook: the same vocabulary, and unsure labels never train.
+        from linkage.review.labels import load_labels
+        from linkage.review.refit import fit_from_labels
+
+        labels = load_labels(config.model.labels, missing_ok=False)
+        model = fit_from_labels(
+            new_model(comparisons, config, list(tf)), records, comparisons, labels,
+            keep_u=False, keep_prior=False, prior_strength=0,
+        )  # fmt: skip
     if model is None:
-        labelled = None
-        if config.model.labels is not None:
-            labels = pd.read_csv(config.model.labels, dtype=str)
-            labelled = _labels_to_pairs(labels, records)
-        model = train_model(records, vectors, comparisons, config, tf, labelled=labelled)
+        model = train_model(records, vectors, comparisons, config, tf)
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -56,11 +56,7 @@ ONLY: dict[str, set[str]] = {
     "store": {"schema", "errors", "config", "_version", "_files", "tables"},
 }
 # Known upward imports left for another change; each names why. Keep it empty.
-KNOWN: set[tuple[str, str]] = {
-    # review borrows attach_keys from the batch pipeline (pipeline re-exports it from
-    # linkage.tables); the review package's split moves the import.
-    ("review", "pipeline"),
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _top(module: str) -> str | None:
