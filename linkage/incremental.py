@@ -74,12 +74,16 @@ def key_hashes(records: pd.DataFrame, settings: BlockingSettings) -> pd.DataFram
     return pd.concat(frames, ignore_index=True).drop_duplicates()
 
 
-def standardize_one(record: dict, pivot_year: int = 30) -> pd.DataFrame:
+def standardize_one(
+    record: dict, pivot_year: int = 30, flags: dict[str, str] | None = None
+) -> pd.DataFrame:
     """Standardize ONE record fast: run only the field standardizers of the fields it has.
 
     ``standardize`` runs every field module (~60 ms of per-call pandas overhead on one row);
     search needs only the derived columns of given fields, absent ones compare as null.
     Mirrors combine.standardize field by field; a test checks both give the same columns.
+    When ``flags`` is a dict it receives, per given field, the quality-flag codes its
+    standardizer raised (``|``-joined, codes as ``combine.all_flags`` names them).
     """
     from linkage.standardize import address, dates, demographics, idnumber, names, phone
 
@@ -104,7 +108,11 @@ def standardize_one(record: dict, pivot_year: int = 30) -> pd.DataFrame:
     ):
         if has(date_field):
             parsed = dates.parse_dates(col(date_field), pivot_year=pivot_year)
-            parts.append(pd.DataFrame({target: parsed["value"]}))
+            codes = str(parsed[schema.QUALITY_FLAGS].iloc[0])
+            prefixed = schema.QUALITY_SEP.join(
+                f"{date_field}_{c}" for c in codes.split(schema.QUALITY_SEP) if c
+            )
+            parts.append(pd.DataFrame({target: parsed["value"], schema.QUALITY_FLAGS: [prefixed]}))
     if has(schema.GENDER):
         parts.append(demographics.standardize_gender(col(schema.GENDER)))
     if has(schema.ETHNICITY):
@@ -122,7 +130,29 @@ def standardize_one(record: dict, pivot_year: int = 30) -> pd.DataFrame:
             address.standardize_addresses(col(schema.CURRENT_ADDRESS), schema.CURRENT_ADDRESS)
         )
     out = pd.concat([p.reset_index(drop=True) for p in parts], axis=1)
+    if flags is not None:
+        flags.update(_query_flags(record, parts[1:]))
     return out.drop(columns=[schema.QUALITY_FLAGS], errors="ignore")
+
+
+def _query_flags(record: dict, parts: list[pd.DataFrame]) -> dict[str, str]:
+    """Quality flags of one standardized record per given field (for search's report)."""
+    given = [f for f in schema.MAPPABLE_FIELDS if record.get(f) not in (None, "")]
+    out: dict[str, str] = {}
+    for part in parts:
+        if schema.QUALITY_FLAGS in part:
+            codes = [
+                c for c in str(part[schema.QUALITY_FLAGS].iloc[0]).split(schema.QUALITY_SEP) if c
+            ]
+        else:
+            codes = []
+        for code in codes:
+            field = next((f for f in given if code.startswith(f)), None)
+            if field is None and code.startswith("id_"):
+                field = schema.ID_NUMBER
+            if field is not None:
+                out[field] = schema.QUALITY_SEP.join(filter(None, [out.get(field, ""), code]))
+    return out
 
 
 def _scalar_keys(row: dict) -> dict[str, object]:
@@ -150,13 +180,18 @@ def _scalar_keys(row: dict) -> dict[str, object]:
     }
 
 
-def record_key_hashes(row: dict, settings: BlockingSettings) -> list[int]:
-    """Return the blocking-key hashes of one standardized record (same values as key_hashes)."""
+def record_rule_keys(row: dict, settings: BlockingSettings) -> dict[str, int | list[str]]:
+    """Per blocking rule of ONE standardized record: its key hash, or the keys it lacks.
+
+    Returns ``{rule name: hash}`` for rules whose keys are all present (the same hash
+    ``key_hashes`` stores) and ``{rule name: [missing key, ...]}`` for the others.
+    """
     derived = _scalar_keys(row)
-    texts = []
+    texts: dict[str, str] = {}
+    out: dict[str, int | list[str]] = {}
     frame = None
     for rule in settings.rules:
-        values = []
+        values, missing = [], []
         for key in rule.keys:
             if key in DERIVED_KEYS and key not in derived:
                 # a derived key not restated above: compute it on a one-row table
@@ -164,14 +199,23 @@ def record_key_hashes(row: dict, settings: BlockingSettings) -> list[int]:
                 derived[key] = DERIVED_KEYS[key](frame).iloc[0]
             v = derived[key] if key in derived else row.get(key)
             if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == "":
-                break
-            values.append(str(v))
+                missing.append(key)
+            else:
+                values.append(str(v))
+        if missing:
+            out[rule.name] = missing
         else:
-            texts.append("\x1f".join([rule.name, *values]))
-    if not texts:
-        return []
-    h = pd.util.hash_pandas_object(pd.Series(texts, dtype=object), index=False)
-    return sorted(set(h.to_numpy().view(np.int64).tolist()))
+            texts[rule.name] = "\x1f".join([rule.name, *values])
+    if texts:
+        h = pd.util.hash_pandas_object(pd.Series(list(texts.values()), dtype=object), index=False)
+        out.update(zip(texts, h.to_numpy().view(np.int64).tolist(), strict=True))
+    return {rule.name: out[rule.name] for rule in settings.rules if rule.name in out}
+
+
+def record_key_hashes(row: dict, settings: BlockingSettings) -> list[int]:
+    """Return the blocking-key hashes of one standardized record (same values as key_hashes)."""
+    keys = record_rule_keys(row, settings).values()
+    return sorted({int(v) for v in keys if not isinstance(v, list)})
 
 
 def _model_from_store(store: Store) -> FellegiSunterModel:
@@ -475,23 +519,219 @@ def _search_setup(store: Store) -> dict:
     return store._cache["search"]
 
 
-def search(store: Store, record: dict, top: int = 5) -> list[dict]:
-    """Rank stored identities for one record: probability, best record, golden record, explanation."""
+# Query fields and the standardized column holding their readable value: a given value
+# whose column stays null could not be read (addresses always compare as free text).
+_READ_COLUMNS: dict[str, str] = {
+    schema.NAME: schema.name_col(schema.NAME, "clean"),
+    schema.FORMER_NAME: schema.name_col(schema.FORMER_NAME, "clean"),
+    schema.ID_NUMBER: schema.ID_STD,
+    schema.BIRTH_DATE: schema.BIRTH_DATE_STD,
+    schema.REGISTERED_AT: schema.REGISTERED_AT_STD,
+    schema.GENDER: schema.GENDER_STD,
+    schema.ETHNICITY: schema.ETHNICITY_STD,
+    schema.PHONE: schema.PHONE_STD,
+    schema.HUKOU_ADDRESS: schema.HUKOU_ADDRESS,
+    schema.CURRENT_ADDRESS: schema.CURRENT_ADDRESS,
+}
+# Lookups by one field when no blocking rule finds a candidate (a name alone, a birth date
+# alone): (stored column, query column) pairs, any of which may agree.
+_SINGLE_FIELD: dict[str, tuple[tuple[str, str], ...]] = {
+    schema.NAME: (
+        (schema.name_col(schema.NAME, "clean"), schema.name_col(schema.NAME, "clean")),
+        # homophones typed through a pinyin input method (张伟 / 章伟) share the pinyin
+        (schema.name_col(schema.NAME, "pinyin"), schema.name_col(schema.NAME, "pinyin")),
+    ),
+    schema.BIRTH_DATE: (
+        (schema.BIRTH_DATE_STD, schema.BIRTH_DATE_STD),
+        (schema.ID_BIRTH_DATE, schema.BIRTH_DATE_STD),
+    ),
+}
+# A single-field lookup matching more stored records than this is not selective enough to
+# rank: the report says so and asks for another field.
+SINGLE_FIELD_LIMIT = 200
+
+
+@dataclass
+class SearchReport:
+    """A search's answer and why it is what it is.
+
+    ``hits``: as :func:`search` returns them. ``fields``: per query field given, whether its
+    value could be read (``usable``) and the quality flags its standardizer raised (code and
+    meaning, e.g. ``id_checksum``). ``ignored``: record keys that are not record fields.
+    ``rules``: per blocking rule, ``status`` (``searched``, ``too_large``, ``missing_keys``, or
+    ``not_applicable`` when the fields are given but yield no key, e.g. a Han name has no
+    minority-name head),
+    its ``keys``, the ``missing`` keys and the query ``fields`` that would supply them, and
+    the stored ``records`` sharing the key. ``single_field``: the lookup by a name or a
+    birth date alone, when no rule found a candidate (``field``, ``records``, ``limit``,
+    ``status``: ``searched`` or ``too_common``). ``message``: one sentence for an empty or
+    fallback answer ("" otherwise).
+    """
+
+    hits: list[dict]
+    fields: dict[str, dict] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+    rules: list[dict] = field(default_factory=list)
+    single_field: dict | None = None
+    message: str = ""
+
+
+def _key_fields(key: str) -> list[str]:
+    """Query fields that can supply a blocking key (for the report's hints)."""
+    if key.startswith("id_"):
+        return [schema.ID_NUMBER]
+    if key.startswith("birth"):
+        return [schema.BIRTH_DATE, schema.ID_NUMBER]
+    for f in (schema.NAME, schema.PHONE, schema.HUKOU_ADDRESS, schema.CURRENT_ADDRESS):
+        if key.startswith(f):
+            return [f]
+    return [key]
+
+
+def _field_report(raw: dict, row: dict, flags: dict[str, str]) -> dict[str, dict]:
+    from linkage.standardize.combine import all_flags
+
+    meanings = all_flags()
+    out = {}
+    for f, value in raw.items():
+        if f not in _READ_COLUMNS or value in (None, ""):
+            continue
+        v = row.get(_READ_COLUMNS[f])
+        usable = not (v is None or (isinstance(v, float) and np.isnan(v)) or v == "")
+        codes = [c for c in flags.get(f, "").split(schema.QUALITY_SEP) if c]
+        out[f] = {
+            "usable": usable,
+            "flags": [{"code": c, "meaning": meanings.get(c, c)} for c in codes],
+        }
+    return out
+
+
+def _empty_message(report: SearchReport) -> str:
+    usable = [f for f, d in report.fields.items() if d["usable"]]
+    if not report.fields:
+        return (
+            "the query has no record field: give a name, id_number, birth_date, phone or "
+            "address (" + ", ".join(_READ_COLUMNS) + ")"
+        )
+    if not usable:
+        why = "; ".join(
+            f"{f}: " + (", ".join(x["meaning"] for x in d["flags"]) or "no readable value")
+            for f, d in report.fields.items()
+        )
+        return f"no field of the query could be read ({why})"
+    single = report.single_field
+    if single and single["status"] == "too_common":
+        return (
+            f"{single['field']} alone matches more than {single['limit']} stored records, too "
+            "many to rank: add a birth date, phone or ID number"
+        )
+    searched = [r for r in report.rules if r["status"] in ("searched", "too_large")]
+    if not searched and single is None:
+        return (
+            f"{', '.join(usable)} alone cannot find a person: no blocking rule has all its keys "
+            "and only a name or a birth date is looked up alone; add a name, ID number, "
+            "birth date or phone"
+        )
+    if not searched:
+        return f"no stored record has this {single['field']}"
+    tried = ", ".join(r["rule"] for r in searched)
+    text = f"no stored record shares a blocking key with the query (rules tried: {tried})"
+    if single is not None:
+        text += f", nor the {single['field']} alone"
+    return text
+
+
+def search_report(
+    store: Store, record: dict, top: int = 5, *, single_field_limit: int = SINGLE_FIELD_LIMIT
+) -> SearchReport:
+    """Rank stored identities for one record and say what was searched and why.
+
+    ``record`` maps canonical field names (``name``, ``id_number``, ``birth_date``, ``phone``,
+    ``gender``, ``hukou_address``, ``current_address``, ...) to raw values; other keys are
+    reported in ``ignored``. Candidates come from the store's blocking-key index (the rules
+    of its latest batch run; a block over ``max_block_size`` is skipped as in the batch);
+    when no rule yields one, a name alone or a birth date alone is looked up when at most
+    ``single_field_limit`` stored records share it. Raises InputError when the store has
+    no model, ValueError when ``top`` < 1.
+    """
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
     setup = _search_setup(store)
     raw = {
-        k: (None if v is None else str(v)) for k, v in record.items() if k in schema.MAPPABLE_FIELDS
+        k: (None if v is None else str(v).strip())
+        for k, v in record.items()
+        if k in schema.MAPPABLE_FIELDS
     }
+    raw = {k: v for k, v in raw.items() if v}
+    report = SearchReport(
+        hits=[], ignored=sorted(str(k) for k in record if k not in schema.MAPPABLE_FIELDS)
+    )
     raw[schema.SOURCE] = QUERY_SOURCE
     raw[schema.RECORD_ID] = QUERY_SOURCE
-    query = standardize_one(raw)
-    limit = setup["blocking"].max_block_size
-    found = store.rks_for_hashes(record_key_hashes(query.iloc[0].to_dict(), setup["blocking"]))
+    flags: dict[str, str] = {}
+    query = standardize_one(raw, flags=flags)
+    row = query.iloc[0].to_dict()
+    report.fields = _field_report(raw, row, flags)
+    blocking = setup["blocking"]
+    limit = blocking.max_block_size
+    rule_keys = record_rule_keys(row, blocking)
+    hashes = sorted({int(v) for v in rule_keys.values() if not isinstance(v, list)})
+    found = store.rks_for_hashes(hashes)
+    sizes = found.groupby(KEY_HASH)[RECORD_KEY].size()
+    for rule in blocking.rules:
+        key = rule_keys.get(rule.name)
+        entry: dict = {"rule": rule.name, "keys": list(rule.keys)}
+        if isinstance(key, list):
+            fields = list(dict.fromkeys(f for k in key for f in _key_fields(k)))
+            # given and readable, yet no key: e.g. a Han name has no minority-name head
+            given = all(report.fields.get(_key_fields(k)[0], {}).get("usable") for k in key)
+            status = "not_applicable" if given else "missing_keys"
+            entry.update(status=status, missing=key, fields=fields, records=0)
+        else:
+            n = int(sizes.get(key, 0))
+            entry.update(status="too_large" if n > limit else "searched", records=n)
+        report.rules.append(entry)
     # a block the batch would skip (over max_block_size) is skipped here too
-    sizes = found.groupby(KEY_HASH)[RECORD_KEY].transform("size")
-    rks = np.unique(found.loc[sizes <= limit, RECORD_KEY].to_numpy(np.int64))
+    in_limit = found[KEY_HASH].map(sizes).to_numpy() <= limit if len(found) else []
+    rks = np.unique(found.loc[in_limit, RECORD_KEY].to_numpy(np.int64)) if len(found) else []
     if len(rks) == 0:
-        return []
+        rks = _single_field_lookup(store, row, report, single_field_limit)
+    if len(rks) == 0:
+        report.message = _empty_message(report)
+        return report
+    if report.single_field is not None:
+        single = report.single_field
+        report.message = (
+            f"no blocking rule found a candidate; ranked the {single['records']} stored "
+            f"records sharing the {single['field']} alone"
+        )
     cands = store.candidates_by_rk(rks, setup["columns"])
+    report.hits = _rank(store, setup, query, cands, top)
+    return report
+
+
+def _single_field_lookup(store: Store, row: dict, report: SearchReport, limit: int) -> np.ndarray:
+    """Row keys of stored records sharing the query's name (or else birth date) alone."""
+    for f, pairs in _SINGLE_FIELD.items():
+        if not report.fields.get(f, {}).get("usable"):
+            continue
+        conditions = [(stored, row.get(q)) for stored, q in pairs if row.get(q) is not None]
+        rks = store.rks_where(conditions, limit=limit + 1)
+        too_many = len(rks) > limit
+        report.single_field = {
+            "field": f,
+            "records": int(min(len(rks), limit)) if not too_many else None,
+            "limit": limit,
+            "status": "too_common" if too_many else "searched",
+        }
+        return np.array([], np.int64) if too_many else rks
+    return np.array([], np.int64)
+
+
+def _rank(
+    store: Store, setup: dict, query: pd.DataFrame, cands: pd.DataFrame, top: int
+) -> list[dict]:
+    """Score the query against candidate records; best record per identity, best first."""
     combined = _stack([query, cands])
     pairs = pd.DataFrame(
         {
@@ -546,6 +786,17 @@ def search(store: Store, record: dict, top: int = 5) -> list[dict]:
             }
         )
     return out
+
+
+def search(store: Store, record: dict, top: int = 5) -> list[dict]:
+    """Rank stored identities for one record: probability, best record, golden record, explanation.
+
+    Each hit: ``identity_id``, ``match_probability`` (0-1), ``match_weight`` (log2 Bayes
+    factor), ``best_record`` (source, record_id), ``matched_records``, ``golden`` (the golden
+    record's canonical fields) and ``explanation`` (comparison, level, weight). The hits of
+    :func:`search_report`, which also says why an answer is empty.
+    """
+    return search_report(store, record, top=top).hits
 
 
 def read_config_records(config: RunConfig) -> pd.DataFrame:

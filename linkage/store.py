@@ -645,6 +645,25 @@ class Store:
             return pd.DataFrame({KEY_HASH: [], RECORD_KEY: []})
         return self._point_rows("key_index", KEY_HASH, [int(h) for h in hashes], "h, rk")
 
+    def rks_where(self, conditions: list[tuple[str, object]], limit: int) -> np.ndarray:
+        """Row keys of stored records where any ``column = value`` holds, at most ``limit``.
+
+        A scan of the records table (values are parameters; columns the table lacks are
+        skipped): single-record search uses it for a name or a birth date alone.
+        """
+        if "records" not in self._tables():
+            return np.array([], np.int64)
+        have = self._columns("records")
+        conds = [(c, v) for c, v in conditions if c in have and v is not None]
+        if not conds:
+            return np.array([], np.int64)
+        where = " OR ".join(f"{_quote(c)} = ?" for c, _ in conds)
+        rows = self.con.execute(
+            f"SELECT rk FROM records WHERE {where} ORDER BY rk LIMIT ?",
+            [*(v for _, v in conds), int(limit)],
+        ).fetchall()
+        return np.array([r[0] for r in rows], np.int64)
+
     def links_for(self, keys: pd.DataFrame) -> pd.DataFrame:
         """Return the links of the records in ``keys``."""
         return self._with_keys(
