@@ -147,13 +147,20 @@ class Store:
     # ------------------------------------------------------------------ open / close
 
     @classmethod
-    def open(cls, path: str | os.PathLike, create: bool = True) -> Store:
-        """Open (or with ``create`` make) the store at ``path``; migrate or refuse other versions."""
+    def open(cls, path: str | os.PathLike, create: bool = True, read_only: bool = False) -> Store:
+        """Open (or with ``create`` make) the store at ``path``; migrate or refuse other versions.
+
+        ``read_only`` opens an existing store without writing (several processes may read
+        one file at once, none while another process writes it); it raises InputError for a
+        store that would need a migration.
+        """
         path = Path(path)
-        if not path.exists() and not create:
+        if not path.exists() and (not create or read_only):
             raise InputError("identity store not found", path=str(path))
         if path.exists() and path.is_dir():
             raise InputError("identity store path is a folder, expected a file", path=str(path))
+        if read_only:
+            return cls._open_read_only(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             con = duckdb.connect(str(path))
@@ -165,6 +172,27 @@ class Store:
         except BaseException:
             con.close()
             raise
+        return store
+
+    @classmethod
+    def _open_read_only(cls, path: Path) -> Store:
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+        except duckdb.Error as exc:
+            raise InputError(f"cannot open identity store: {exc}", path=str(path)) from None
+        store = cls(con, path)
+        try:
+            found = store.schema_version() if "meta" in store._tables() else None
+        except BaseException:
+            con.close()
+            raise
+        if found != SCHEMA_VERSION:
+            con.close()
+            raise InputError(
+                f"identity store has schema_version {found}, expected {SCHEMA_VERSION}: "
+                "open it once for writing (linkage ingest) to migrate it",
+                path=str(path),
+            )
         return store
 
     def _init_schema(self) -> None:
