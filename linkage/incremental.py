@@ -6,6 +6,7 @@ cluster_pairs, merge_records) with the store and stable IDs. Must not import the
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -588,10 +589,15 @@ def _key_fields(key: str) -> list[str]:
     return [key]
 
 
-def _field_report(raw: dict, row: dict, flags: dict[str, str]) -> dict[str, dict]:
+@functools.cache
+def _flag_meanings() -> dict[str, str]:
     from linkage.standardize.combine import all_flags
 
-    meanings = all_flags()
+    return all_flags()
+
+
+def _field_report(raw: dict, row: dict, flags: dict[str, str]) -> dict[str, dict]:
+    meanings = _flag_meanings()
     out = {}
     for f, value in raw.items():
         if f not in _READ_COLUMNS or value in (None, ""):

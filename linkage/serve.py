@@ -288,6 +288,21 @@ class ServiceSettings:
     extra: dict = field(default_factory=dict)
 
 
+def _add_missing_indexes(path: str) -> None:
+    """Add the lookup indexes a store written by an older release lacks (once, if writable)."""
+    with Store.open(path, create=False, read_only=True) as store:
+        missing = store.missing_indexes()
+    if not missing:
+        return
+    try:
+        with Store.open(path, create=False) as store:
+            t = time.perf_counter()
+            store.build_indexes()
+            logger.info("added store indexes %s in %.1fs", missing, time.perf_counter() - t)
+    except InputError as exc:  # another process holds the store: serve without them
+        logger.warning("store lacks indexes %s (lookups scan instead): %s", missing, exc)
+
+
 def _column_fields(column: str) -> str | None:
     """The canonical field a derived column is computed from (None for bookkeeping columns)."""
     if column == schema.QUALITY_FLAGS:
@@ -318,7 +333,10 @@ class LookupService:
         self.departments: dict[str, DepartmentPolicy] = {}
         for name in departments:
             self.departments[name] = effective_department(self.policy, name)
+        _add_missing_indexes(settings.store)
         self.store = Store.open(settings.store, create=False, read_only=True)
+        # point lookups gain nothing from DuckDB's thread pool; workers are the parallelism
+        self.store.con.execute("SET threads = 1")
         self.lock = threading.Lock()
         self._audit_lock = threading.Lock()
         self._audit = None

@@ -42,6 +42,8 @@ SCHEMA_VERSION = 2
 RECORD_KEY = "rk"
 KEY_HASH = "h"
 RUN_ID = "run_id"
+# Up to this many keys are looked up by a parameterized IN list (an index scan), not a join.
+_POINT_LOOKUPS = 200
 # Test hook: seconds to sleep between table writes, so a test can kill a run mid-write.
 PAUSE_ENV = "LINKAGE_STORE_PAUSE"
 
@@ -134,6 +136,16 @@ def _arrow(frame: pd.DataFrame) -> pa.Table:
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+# (index, table, column) of the point lookups search and the lookup service make.
+_INDEXES = (
+    ("key_index_h", "key_index", KEY_HASH),
+    ("records_rk", "records", RECORD_KEY),
+    ("links_rk", "links", RECORD_KEY),
+    ("links_identity", "links", schema.IDENTITY_ID),
+    ("golden_identity", "golden", schema.IDENTITY_ID),
+)
 
 
 class Store:
@@ -543,14 +555,16 @@ class Store:
         finally:
             self.con.unregister("__keys")
 
+    def missing_indexes(self) -> list[str]:
+        """Names of the point-lookup indexes :meth:`build_indexes` makes that are absent."""
+        have = {
+            r[0] for r in self.con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()
+        }
+        return [name for name, table, _ in _INDEXES if table in self._tables() and name not in have]
+
     def build_indexes(self) -> None:
         """Create the ART indexes point lookups use (key hashes, record keys, links)."""
-        for name, table, col in (
-            ("key_index_h", "key_index", KEY_HASH),
-            ("records_rk", "records", RECORD_KEY),
-            ("links_rk", "links", RECORD_KEY),
-            ("golden_identity", "golden", schema.IDENTITY_ID),
-        ):
+        for name, table, col in _INDEXES:
             if table in self._tables():
                 self.con.execute(
                     f"CREATE INDEX IF NOT EXISTS {_quote(name)} ON {_quote(table)} ({_quote(col)})"
@@ -719,6 +733,15 @@ class Store:
     def links_of_identities(self, identity_ids: list[str]) -> pd.DataFrame:
         """Return every link of the given identities."""
         frame = pd.DataFrame({schema.IDENTITY_ID: pd.unique(pd.Series(identity_ids, dtype=object))})
+        if len(frame) <= _POINT_LOOKUPS:
+            # a few identities (search hits): index lookups instead of a join over all links
+            values = [str(v) for v in frame[schema.IDENTITY_ID]]
+            if not values:
+                return pd.DataFrame(columns=[schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID])
+            rows = self._point_rows(
+                "links", schema.IDENTITY_ID, values, "source, record_id, identity_id"
+            )
+            return rows.sort_values([schema.SOURCE, schema.RECORD_ID], ignore_index=True)
         return self._with_keys(
             frame,
             "SELECT l.source, l.record_id, l.identity_id FROM links l JOIN __keys k "

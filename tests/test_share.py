@@ -330,3 +330,25 @@ def test_describe_policy_lists_effective_masks():
     assert list(table["department"]) == list(SHIPPED["departments"])
     health = table.set_index("department").loc["health"]
     assert "id_number:first6" in health["fields"] and health["record_ids"] == "own"
+
+
+def test_small_link_tables_give_the_same_record_lists_as_duckdb(monkeypatch):
+    import numpy as np
+
+    import linkage.share as share_module
+
+    rng = np.random.default_rng(0)
+    links = pd.DataFrame(
+        {
+            schema.SOURCE: rng.choice(["police", "health", "民政"], 300),
+            schema.RECORD_ID: [f"R{rng.integers(10**6)}" for _ in range(300)],
+            schema.IDENTITY_ID: rng.choice([f"ID{i}" for i in range(40)], 300),
+        }
+    )
+    ids = pd.Series([f"ID{i}" for i in range(45)])
+    dept = share_module.DepartmentPolicy(purpose="x", record_ids="all", sources=True)
+    small = share_module._link_columns(ids, links, dept)
+    monkeypatch.setattr(share_module, "_SMALL_LINKS", 0)
+    large = share_module._link_columns(ids, links, dept)
+    assert small[0].equals(large[0]) and small[1].equals(large[1])
+    assert (small[2] == large[2]).all() and small[1].notna().sum() == 40
