@@ -72,6 +72,12 @@ def synth(
         float, typer.Option(help="Scale of all corruption rates (0 clean, 1 realistic).")
     ] = 1.0,
     excel: Annotated[bool, typer.Option(help="Write the health registry as .xlsx.")] = False,
+    new_batch: Annotated[
+        float,
+        typer.Option(
+            help="Share of each registry held out as a later batch (<source>_new.csv, new.yaml)."
+        ),
+    ] = 0.0,
     quiet: Quiet = False,
 ) -> None:
     """Generate synthetic police, civil-affairs and health registries with ground truth."""
@@ -80,13 +86,17 @@ def synth(
     if persons < 1:
         raise typer.BadParameter("--persons must be at least 1")
     start = time.perf_counter()
-    result = generate(persons, seed=seed, corruption=corruption, output=output, excel=excel)
+    result = generate(
+        persons, seed=seed, corruption=corruption, output=output, excel=excel, new_batch=new_batch
+    )
     _echo(
         f"wrote {len(result.police):,} police, {len(result.civil_affairs):,} civil-affairs and "
         f"{len(result.health):,} health records for {persons:,} persons to {output} "
         f"in {time.perf_counter() - start:.1f}s (config: {output / 'run.yaml'})",
         quiet,
     )
+    if "new_config" in result.paths:
+        _echo(f"held out a later batch: {result.paths['new_config']}", quiet)
 
 
 @app.command()

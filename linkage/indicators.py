@@ -35,7 +35,7 @@ DISTRICT_COLUMNS: tuple[str, ...] = (
 POPULATION_SOURCES: tuple[str, ...] = ("police",)
 OVERALL = "overall"
 UNKNOWN_DISTRICT = "unknown"
-# Policy targets (DOMAIN.md): migrant health files >= 80 %, child vaccination >= 95 %.
+# Policy targets of the national migrant health-service plans: migrant health files >= 80 %, child vaccination >= 95 %.
 HEALTH_FILE_TARGET = 0.80
 VACCINATION_TARGET = 0.95
 

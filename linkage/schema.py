@@ -5,7 +5,7 @@ Imports nothing from the package: every stage may import it.
 
 from __future__ import annotations
 
-# Canonical record (DESIGN.md section 3).
+# Canonical record (docs/architecture.md, README "Configuration").
 SOURCE = "source"
 RECORD_ID = "record_id"
 NAME = "name"
