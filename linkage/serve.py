@@ -713,6 +713,8 @@ def create_app(
         responses=_ERROR_RESPONSES,
     )
     app.state.service = service
+    # inside the audit middleware (added below, so outer): a refused body is audited too
+    app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
     bearer = HTTPBearer(auto_error=False, description="the department's token")
 
     def department(
@@ -739,20 +741,25 @@ def create_app(
         start = time.perf_counter()
         request.state.department = None
         request.state.audit = {}
-        response = await call_next(request)
-        if request.url.path.startswith("/v1/"):
-            entry = {
-                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                "department": request.state.department,
-                "client": request.client.host if request.client else None,
-                "method": request.method,
-                "path": request.url.path,
-                "status": response.status_code,
-                "ms": round((time.perf_counter() - start) * 1000, 1),
-                **request.state.audit,
-            }
-            service.audit(entry)
-        return response
+        status = 500  # what the client gets when the endpoint raises
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            if request.url.path.startswith("/v1/"):
+                service.audit(
+                    {
+                        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                        "department": request.state.department,
+                        "client": request.client.host if request.client else None,
+                        "method": request.method,
+                        "path": request.url.path,
+                        "status": status,
+                        "ms": round((time.perf_counter() - start) * 1000, 1),
+                        **request.state.audit,
+                    }
+                )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -839,7 +846,6 @@ def create_app(
             raise HTTPException(404, "no identity with this id in your department's view")
         return answer
 
-    app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
     return app
 
 
