@@ -270,6 +270,7 @@ def search(
     """Find the stored identities most likely to be one person, with explanations."""
     import json
 
+    from linkage.incremental import search_report
     from linkage.store import Store
 
     _setup_logging(True)
@@ -284,7 +285,11 @@ def search(
     if not any(record.values()):
         raise typer.BadParameter("give at least one of --name, --id-number, --birth-date, --phone")
     with Store.open(store, create=False) as opened:
-        hits = opened.search({k: v for k, v in record.items() if v}, top=top)
+        report = search_report(opened, {k: v for k, v in record.items() if v}, top=top)
+    hits = report.hits
+    if report.message:
+        # why the answer is empty (or came from one field alone); JSON stays the hits list
+        typer.echo(report.message, err=as_json)
     if as_json:
         typer.echo(json.dumps(hits, ensure_ascii=False, indent=2, default=str))
         return

@@ -258,3 +258,16 @@ def test_search_report_explains_and_falls_back_to_one_selective_field(data, tmp_
             search_report(store, {schema.NAME: rare}, top=0)
         # search() is the report's hits
         assert store.search({schema.NAME: rare}) == search_report(store, {schema.NAME: rare}).hits
+
+
+def test_cli_search_says_why_an_answer_is_empty(data, tmp_path):
+    _batch(data / "run.yaml", tmp_path / "s.duckdb")
+    store = str(tmp_path / "s.duckdb")
+    result = runner.invoke(app, ["search", "--store", store, "--gender", "男"])
+    assert result.exit_code == 0
+    assert "gender alone cannot find a person" in result.output
+    assert "no candidate identities" in result.output
+    result = runner.invoke(
+        app, ["search", "--store", store, "--birth-date", "not a date", "--json"]
+    )
+    assert result.exit_code == 0 and "could be read" in result.output
