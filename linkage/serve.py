@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -284,8 +284,6 @@ class ServiceSettings:
     tokens: str | None = None  # file path; None reads TOKENS_ENV
     audit: str | None = None  # JSON-lines file; None writes no audit log
     single_field_limit: int = SINGLE_FIELD_LIMIT
-    # environment variable names pass through; keys never travel in settings
-    extra: dict = field(default_factory=dict)
 
 
 def _add_missing_indexes(path: str) -> None:
