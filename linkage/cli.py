@@ -1,6 +1,8 @@
-"""Command-line interface: read config, call the stages in order, report, write outputs.
+"""Command-line interface: parse arguments, call the Linker (or a stage), print, map errors.
 
-Thin by design; exit codes: 0 success, 2 bad config or input, 1 internal error.
+Thin by design: every capability is a Python call first (``Linker``, ``read_records``, the
+stage functions); a command only wires arguments to it. Exit codes: 0 success, 2 bad config
+or input (every ``LinkageError``), 1 internal error.
 """
 
 from __future__ import annotations
@@ -107,14 +109,11 @@ def profile(
 ) -> None:
     """Print a data-quality summary per source: missing and invalid values, ID problems."""
     from linkage.config import load_config
-    from linkage.io import read_sources
+    from linkage.io import read_records
     from linkage.profile import format_profile
-    from linkage.standardize.combine import standardize
 
     _setup_logging(True)
-    cfg = load_config(config)
-    records = standardize(read_sources(cfg), cfg.standardize)
-    typer.echo(format_profile(records))
+    typer.echo(format_profile(read_records(load_config(config))))
 
 
 @app.command("standardize")
@@ -126,13 +125,12 @@ def standardize_cmd(
 ) -> None:
     """Read and standardize every source; write the records with derived columns as Parquet."""
     from linkage.config import load_config
-    from linkage.io import read_sources, write_parquet
-    from linkage.standardize.combine import standardize
+    from linkage.io import read_records, write_parquet
 
     _setup_logging(quiet)
     cfg = load_config(config)
     start = time.perf_counter()
-    records = standardize(read_sources(cfg), cfg.standardize)
+    records = read_records(cfg)
     write_parquet(records, output)
     _echo(
         f"standardized {len(records):,} records in {time.perf_counter() - start:.1f}s -> {output}",
@@ -140,13 +138,9 @@ def standardize_cmd(
     )
 
 
-# Stages the batch path reports, in order (reading, blocking, comparing, training, scoring,
-# clustering, golden records): the length of the terminal progress bar.
-_STAGES = 7
-
-
-def _progress(quiet: bool, stages: int = _STAGES) -> Callable[[str], None]:
-    """Return a stage reporter: a progress bar on a terminal, timed lines otherwise."""
+def _progress(quiet: bool, stages: int) -> Callable[[str], None]:
+    """Return a stage reporter: a progress bar of ``stages`` steps on a terminal, timed
+    lines otherwise. The caller passes the length of the stage list it runs."""
     start = time.perf_counter()
     if quiet:
         return lambda _stage: None
@@ -202,19 +196,13 @@ def run(
 ) -> None:
     """Run the whole batch merge: identities.csv, golden records, scored pairs, model, summary."""
     from linkage.linker import Linker
+    from linkage.pipeline import STAGES
 
     _setup_logging(quiet)
-    linker = Linker.from_yaml(config)
-    say = _progress(quiet)
+    linker = Linker.from_yaml(config, store=store)
+    say = _progress(quiet, len(STAGES))
     result = linker.run(progress=say)
     say("done")
-    if store is not None:
-        from linkage.incremental import write_batch
-        from linkage.store import Store
-
-        with Store.open(store) as opened:
-            result = write_batch(opened, result, linker.config)
-        linker.result_ = result
     paths = linker.write(output)
     _print_summary(result.summary, quiet)
     _echo(f"wrote {', '.join(str(p) for p in paths.values())}", quiet)
@@ -232,19 +220,12 @@ def ingest(
     quiet: Quiet = False,
 ) -> None:
     """Link new records (or updated ones) against an identity store, keeping stable IDs."""
-    from linkage.config import load_config
-    from linkage.incremental import ingest as run_ingest
-    from linkage.io import write_csv
-    from linkage.store import Store
+    from linkage.incremental.ingest import STAGES
+    from linkage.linker import Linker
 
     _setup_logging(quiet)
-    cfg = load_config(config)
-    with Store.open(store, create=False) as opened:
-        result = run_ingest(opened, cfg, progress=_progress(quiet))
-    if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        write_csv(result.identities, output / "identities.csv")
-        write_csv(result.events, output / "events.csv")
+    linker = Linker.from_yaml(config, store=store)
+    result = linker.ingest(progress=_progress(quiet, len(STAGES)), output=output)
     s = result.summary
     _echo(
         f"run {result.run_id}: {s['new_records']:,} records ({s['updated_records']:,} updates), "
@@ -270,8 +251,7 @@ def search(
     """Find the stored identities most likely to be one person, with explanations."""
     import json
 
-    from linkage.incremental import search_report
-    from linkage.store import Store
+    from linkage.linker import Linker
 
     _setup_logging(True)
     record = {
@@ -284,8 +264,7 @@ def search(
     }
     if not any(record.values()):
         raise typer.BadParameter("give at least one of --name, --id-number, --birth-date, --phone")
-    with Store.open(store, create=False) as opened:
-        report = search_report(opened, {k: v for k, v in record.items() if v}, top=top)
+    report = Linker(store=store).search_report({k: v for k, v in record.items() if v}, top=top)
     hits = report.hits
     if report.message:
         # why the answer is empty (or came from one field alone); JSON stays the hits list
@@ -513,12 +492,13 @@ def demo(
     """Generate synthetic registries and run the batch merge on them end to end, then evaluate."""
     from linkage.evaluate import evaluate_files, format_scores
     from linkage.linker import Linker
+    from linkage.pipeline import STAGES
     from linkage.profile import format_profile
     from linkage.synth import generate
 
     _setup_logging(True)
     data_dir = output / "data"
-    say = _progress(quiet, stages=_STAGES + 1)  # generating the registries comes first
+    say = _progress(quiet, len(STAGES) + 1)  # generating the registries comes first
     say(f"generating registries for {persons:,} persons")
     generate(persons, seed=seed, output=data_dir)
     linker = Linker.from_yaml(data_dir / "run.yaml")

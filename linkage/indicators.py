@@ -448,3 +448,25 @@ def below_target(indicators: pd.DataFrame, n: int = 10, min_eligible: int = 1) -
         .head(n)
         .reset_index(drop=True)
     )
+
+
+__all__ = [
+    "FAMILY_PLANNING",
+    "HEALTH_FILE",
+    "HEALTH_FILE_TARGET",
+    "INDICATOR_COLUMNS",
+    "MATERNAL_CARE",
+    "OVERALL",
+    "PERSON_COLUMNS",
+    "UNKNOWN_DISTRICT",
+    "VACCINATION",
+    "VACCINATION_TARGET",
+    "below_target",
+    "child_vaccination_coverage",
+    "coverage_indicators",
+    "health_file_coverage",
+    "maternal_care_coverage",
+    "multi_registry_coverage",
+    "person_table",
+    "reference_date_of",
+]

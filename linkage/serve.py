@@ -469,11 +469,11 @@ class LookupService:
     def hidden_comparisons(self, department: str) -> set[str]:
         """Comparisons reading a field the department does not see unmasked."""
         if department not in self._hidden:
-            from linkage.incremental import _search_setup
+            from linkage.incremental._common import stored_run
 
             granted = {f for f, m in self.departments[department].fields.items() if m == "none"}
             hidden = set()
-            for comparison in _search_setup(self.store)["comparisons"]:
+            for comparison in stored_run(self.store).comparisons:
                 fields = {_column_fields(c) for c in comparison.columns} - {None}
                 if not fields <= granted:
                     hidden.add(comparison.name)
