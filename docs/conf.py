@@ -27,6 +27,8 @@ autodoc_pydantic_model_show_validator_members = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 nitpicky = False
+# FastAPI's own models do not import under autodoc; linkage.serve documents without them
+autodoc_mock_imports = ["fastapi", "starlette", "uvicorn"]
 
 html_theme = "alabaster"
 html_title = f"linkage {release}"

@@ -329,17 +329,33 @@ def key_hashes(records: pd.DataFrame, settings: BlockingSettings) -> pd.DataFram
     return pd.concat(frames, ignore_index=True).drop_duplicates()
 
 
+def record_rule_keys(
+    record: Mapping[str, Any], settings: BlockingSettings
+) -> dict[str, int | list[str]]:
+    """Per rule of ONE standardized record: its key hash, or the list of keys it lacks.
+
+    The hash is the one :func:`key_hashes` stores; single-record search reports the rules
+    it could not use and why.
+    """
+    keys = record_keys(record, settings.rules)
+    out: dict[str, int | list[str]] = {}
+    texts: dict[str, str] = {}
+    for rule in settings.rules:
+        missing = [k for k in rule.keys if keys[k] is None]
+        if missing:
+            out[rule.name] = missing
+        else:
+            texts[rule.name] = _key_text(rule.name, [str(keys[k]) for k in rule.keys])
+    if texts:
+        hashes = _hash(pd.Series(list(texts.values()), dtype=object)).tolist()
+        out.update(zip(texts, hashes, strict=True))
+    return {rule.name: out[rule.name] for rule in settings.rules}
+
+
 def record_key_hashes(record: Mapping[str, Any], settings: BlockingSettings) -> list[int]:
     """Return the sorted distinct key hashes of one standardized record (as :func:`key_hashes`)."""
-    keys = record_keys(record, settings.rules)
-    texts = [
-        _key_text(rule.name, [str(keys[k]) for k in rule.keys])
-        for rule in settings.rules
-        if all(keys[k] is not None for k in rule.keys)
-    ]
-    if not texts:
-        return []
-    return sorted(set(_hash(pd.Series(texts, dtype=object)).tolist()))
+    keys = record_rule_keys(record, settings).values()
+    return sorted({int(v) for v in keys if not isinstance(v, list)})
 
 
 def blocking_report(

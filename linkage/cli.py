@@ -284,7 +284,11 @@ def search(
     from linkage.paths import check_store_path
 
     check_store_path(store, create=False, write=False)
-    hits = Linker(store=store).search({k: v for k, v in record.items() if v}, top=top)
+    report = Linker(store=store).search_report({k: v for k, v in record.items() if v}, top=top)
+    hits = report.hits
+    if report.message:
+        # why the answer is empty (or came from one field alone); JSON stays the hits list
+        typer.echo(report.message, err=as_json)
     if as_json:
         typer.echo(json.dumps(hits, ensure_ascii=False, indent=2, default=str))
         return
@@ -482,6 +486,88 @@ def link_encodings_cmd(
     else:
         write_csv(pairs, output)
     _echo(f"wrote {len(pairs):,} linked pairs to {output}", quiet)
+
+
+@app.command()
+@_handle_errors
+def serve(
+    store: Annotated[Path, typer.Option("--store", help="Identity store file (opened read-only).")],
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Sharing policy YAML (default configs/sharing.yaml)."),
+    ] = None,
+    tokens: Annotated[
+        Path | None,
+        typer.Option(
+            "--tokens",
+            help="YAML file of department -> token hash(es); default: the environment "
+            "variable LINKAGE_SERVE_TOKENS holding the same YAML.",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (one per core).")] = 1,
+    audit: Annotated[
+        Path | None,
+        typer.Option(
+            "--audit", help="Audit log, JSON lines (default: STORE's name + .audit.jsonl)."
+        ),
+    ] = None,
+    single_field_limit: Annotated[
+        int,
+        typer.Option(help="Most stored records a name or birth date alone may match to be ranked."),
+    ] = 200,
+    quiet: Quiet = False,
+) -> None:
+    """Run the lookup service: search and fetch identities over HTTP, each department its own view.
+
+    Tokens are never given on the command line: `linkage serve-token` makes one and stores
+    its hash. API docs: http://HOST:PORT/docs. See docs/integrator.md.
+    """
+    try:
+        from linkage.serve import ServiceSettings
+        from linkage.serve import serve as run_service
+    except ImportError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    from linkage.errors import InputError
+    from linkage.share import DEFAULT_POLICY_PATH
+
+    # per-request INFO lines of the stages would flood the log: the service logs its own
+    _setup_logging(True)
+    if not quiet:
+        logging.getLogger("linkage.serve").setLevel(logging.INFO)
+    if workers < 1:
+        raise typer.BadParameter("--workers must be at least 1")
+    if not store.is_file():
+        raise InputError("identity store not found", path=str(store))
+    settings = ServiceSettings(
+        store=str(store),
+        policy=str(policy or DEFAULT_POLICY_PATH),
+        tokens=str(tokens) if tokens else None,
+        audit=str(audit or store.with_name(store.name + ".audit.jsonl")),
+        single_field_limit=single_field_limit,
+    )
+    run_service(
+        settings, host=host, port=port, workers=workers, log_level="warning" if quiet else "info"
+    )
+
+
+@app.command("serve-token")
+@_handle_errors
+def serve_token(
+    tokens: Annotated[Path, typer.Option("--tokens", help="Tokens file to add the hash to.")],
+    department: Annotated[str, typer.Option("--department", help="Department the token is for.")],
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Sharing policy YAML that must define the department."),
+    ] = None,
+) -> None:
+    """Make a bearer token for a department: store its hash in TOKENS, print the token once."""
+    from linkage.serve import add_token
+    from linkage.share import DEFAULT_POLICY_PATH, effective_department, load_policy
+
+    effective_department(load_policy(policy or DEFAULT_POLICY_PATH), department)
+    typer.echo(add_token(tokens, department))
 
 
 @app.command("blocking")

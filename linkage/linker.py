@@ -19,7 +19,14 @@ import pandas as pd
 
 from linkage import schema
 from linkage.config import RunConfig, load_config
-from linkage.incremental import IngestResult, ingest, search, write_batch
+from linkage.incremental import (
+    IngestResult,
+    SearchReport,
+    ingest,
+    search,
+    search_report,
+    write_batch,
+)
 from linkage.io import atomic_write, read_records, write_csv, write_parquet
 from linkage.model import FellegiSunterModel
 from linkage.pipeline import STAGES, LinkResult, Progress, link_records
@@ -142,6 +149,11 @@ class Linker:
         """Return the ``top`` stored identities most likely to be this record's person."""
         with Store.open(self._store_path(), create=False) as store:
             return search(store, record, top=top)
+
+    def search_report(self, record: dict[str, Any], top: int = 5) -> SearchReport:
+        """Search, and say what was searched: see :func:`linkage.incremental.search_report`."""
+        with Store.open(self._store_path(), create=False) as store:
+            return search_report(store, record, top=top)
 
 
 def write_outputs(result: LinkResult, output: str | Path, config: RunConfig) -> dict[str, Path]:

@@ -36,6 +36,8 @@ from linkage.schema import (
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
+# Up to this many keys are looked up by a parameterized IN list (an index scan), not a join.
+_POINT_LOOKUPS = 200
 # Test hook: seconds to sleep between table writes, so a test can kill a run mid-write.
 PAUSE_ENV = "LINKAGE_STORE_PAUSE"
 
@@ -222,6 +224,15 @@ def precheck_damage(path: Path) -> None:
     if cut:
         raise StoreError(f"identity store is damaged: {cut}", path=str(path))
 
+# (index, table, column) of the point lookups search and the lookup service make.
+_INDEXES = (
+    ("key_index_h", "key_index", KEY_HASH),
+    ("records_rk", "records", RECORD_KEY),
+    ("links_rk", "links", RECORD_KEY),
+    ("links_identity", "links", schema.IDENTITY_ID),
+    ("golden_identity", "golden", schema.IDENTITY_ID),
+)
+
 
 class Store:
     """An identity store file; open with :meth:`open`, use as a context manager."""
@@ -234,12 +245,19 @@ class Store:
     # ------------------------------------------------------------------ open / close
 
     @classmethod
-    def open(cls, path: str | os.PathLike, create: bool = True) -> Store:
-        """Open (or with ``create`` make) the store at ``path``; migrate or refuse other versions."""
+    def open(cls, path: str | os.PathLike, create: bool = True, read_only: bool = False) -> Store:
+        """Open (or with ``create`` make) the store at ``path``; migrate or refuse other versions.
+
+        ``read_only`` opens an existing store without writing (several processes may read
+        one file at once, none while another process writes it); it raises InputError for a
+        store that would need a migration.
+        """
         path = Path(path)
-        if not path.exists() and not create:
+        if not path.exists() and (not create or read_only):
             raise InputError("identity store not found", path=str(path))
         check_file(path)  # a CSV or Parquet file would open as an in-memory database
+        if read_only:
+            return cls._open_read_only(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             con = duckdb.connect(str(path))
@@ -265,6 +283,30 @@ class Store:
             f"run 'linkage store check {self.path}'",
             path=str(self.path),
         )
+
+    @classmethod
+    def _open_read_only(cls, path: Path) -> Store:
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open identity store: {exc}", path=str(path)) from None
+        store = cls(con, path)
+        try:
+            cut = truncation(con, path)
+            if cut:
+                raise StoreError(f"identity store is damaged: {cut}", path=str(path))
+            found = store.schema_version() if "meta" in store._tables() else None
+        except BaseException:
+            con.close()
+            raise
+        if found != SCHEMA_VERSION:
+            con.close()
+            raise InputError(
+                f"identity store has schema_version {found}, expected {SCHEMA_VERSION}: "
+                "open it once for writing (linkage ingest) to migrate it",
+                path=str(path),
+            )
+        return store
 
     def _init_schema(self) -> None:
         tables = {
@@ -644,14 +686,16 @@ class Store:
         finally:
             self.con.unregister("__keys")
 
+    def missing_indexes(self) -> list[str]:
+        """Names of the point-lookup indexes :meth:`build_indexes` makes that are absent."""
+        have = {
+            r[0] for r in self.con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()
+        }
+        return [name for name, table, _ in _INDEXES if table in self._tables() and name not in have]
+
     def build_indexes(self) -> None:
         """Create the ART indexes point lookups use (key hashes, record keys, links)."""
-        for name, table, col in (
-            ("key_index_h", "key_index", KEY_HASH),
-            ("records_rk", "records", RECORD_KEY),
-            ("links_rk", "links", RECORD_KEY),
-            ("golden_identity", "golden", schema.IDENTITY_ID),
-        ):
+        for name, table, col in _INDEXES:
             if table in self._tables():
                 self.con.execute(
                     f"CREATE INDEX IF NOT EXISTS {_quote(name)} ON {_quote(table)} ({_quote(col)})"
@@ -764,6 +808,25 @@ class Store:
             return pd.DataFrame({KEY_HASH: [], RECORD_KEY: []})
         return self._point_rows("key_index", KEY_HASH, [int(h) for h in hashes], "h, rk")
 
+    def rks_where(self, conditions: list[tuple[str, object]], limit: int) -> np.ndarray:
+        """Row keys of stored records where any ``column = value`` holds, at most ``limit``.
+
+        A scan of the records table (values are parameters; columns the table lacks are
+        skipped): single-record search uses it for a name or a birth date alone.
+        """
+        if "records" not in self._tables():
+            return np.array([], np.int64)
+        have = self._columns("records")
+        conds = [(c, v) for c, v in conditions if c in have and v is not None]
+        if not conds:
+            return np.array([], np.int64)
+        where = " OR ".join(f"{_quote(c)} = ?" for c, _ in conds)
+        rows = self.con.execute(
+            f"SELECT rk FROM records WHERE {where} ORDER BY rk LIMIT ?",
+            [*(v for _, v in conds), int(limit)],
+        ).fetchall()
+        return np.array([r[0] for r in rows], np.int64)
+
     def links_for(self, keys: pd.DataFrame) -> pd.DataFrame:
         """Return the links of the records in ``keys``."""
         return self._with_keys(
@@ -787,6 +850,15 @@ class Store:
     def links_of_identities(self, identity_ids: list[str]) -> pd.DataFrame:
         """Return every link of the given identities."""
         frame = pd.DataFrame({schema.IDENTITY_ID: pd.unique(pd.Series(identity_ids, dtype=object))})
+        if len(frame) <= _POINT_LOOKUPS:
+            # a few identities (search hits): index lookups instead of a join over all links
+            values = [str(v) for v in frame[schema.IDENTITY_ID]]
+            if not values:
+                return pd.DataFrame(columns=[schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID])
+            rows = self._point_rows(
+                "links", schema.IDENTITY_ID, values, "source, record_id, identity_id"
+            )
+            return rows.sort_values([schema.SOURCE, schema.RECORD_ID], ignore_index=True)
         return self._with_keys(
             frame,
             "SELECT l.source, l.record_id, l.identity_id FROM links l JOIN __keys k "

@@ -304,3 +304,58 @@ def test_the_linker_runs_ingests_and_searches_a_store(data, tmp_path):
     assert 1 <= len(hits) <= 2
     with pytest.raises(TypeError, match="run config"):
         Linker(store=store_path).run()
+
+
+def test_search_report_explains_and_falls_back_to_one_selective_field(data, tmp_path):
+    from linkage.incremental import search_report
+
+    _batch(data / "run.yaml", tmp_path / "s.duckdb")
+    with Store.open(tmp_path / "s.duckdb", create=False) as store:
+        records = store.table("records").merge(store.links(), on=[schema.SOURCE, schema.RECORD_ID])
+        counts = records["name_clean"].value_counts()
+        rare = counts[counts == 1].index[0]
+        owner = records.loc[records["name_clean"] == rare, schema.IDENTITY_ID].iloc[0]
+        report = search_report(store, {schema.NAME: rare, "nmae": "x"})
+        assert report.hits[0]["identity_id"] == owner
+        assert report.single_field == {
+            "field": schema.NAME, "records": 1, "limit": 200, "status": "searched"
+        }  # fmt: skip
+        assert report.ignored == ["nmae"] and "alone" in report.message
+        by_rule = {r["rule"]: r for r in report.rules}
+        assert by_rule["pinyin_name_birth_year"]["status"] == "missing_keys"
+        assert schema.BIRTH_DATE in by_rule["pinyin_name_birth_year"]["fields"]
+        # Han names have no minority head: given, yet no key
+        assert by_rule["minority_head_birth_year"]["status"] in ("not_applicable", "missing_keys")
+        # a common name alone is refused as too many to rank, and says so
+        common = counts.index[0]
+        limit = int(counts.iloc[0]) - 1
+        report = search_report(store, {schema.NAME: common}, single_field_limit=limit)
+        assert report.hits == [] and report.single_field["status"] == "too_common"
+        assert f"more than {limit}" in report.message
+        # an ID failing its checksum is reported, still searched (near misses compare)
+        ident = records[schema.ID_NUMBER].dropna().iloc[0]
+        bad = ident[:-1] + ("0" if ident[-1] != "0" else "1")
+        report = search_report(store, {schema.ID_NUMBER: bad})
+        codes = [f["code"] for f in report.fields[schema.ID_NUMBER]["flags"]]
+        assert "id_checksum" in codes and report.fields[schema.ID_NUMBER]["usable"]
+        report = search_report(store, {schema.BIRTH_DATE: "not a date", schema.GENDER: "男"})
+        assert report.fields[schema.BIRTH_DATE]["usable"] is False
+        assert report.hits == [] and "gender alone cannot find a person" in report.message
+        assert search_report(store, {}).message.startswith("the query has no record field")
+        with pytest.raises(ValueError, match="top"):
+            search_report(store, {schema.NAME: rare}, top=0)
+        # search() is the report's hits
+        assert search(store, {schema.NAME: rare}) == search_report(store, {schema.NAME: rare}).hits
+
+
+def test_cli_search_says_why_an_answer_is_empty(data, tmp_path):
+    _batch(data / "run.yaml", tmp_path / "s.duckdb")
+    store = str(tmp_path / "s.duckdb")
+    result = runner.invoke(app, ["search", "--store", store, "--gender", "男"])
+    assert result.exit_code == 0
+    assert "gender alone cannot find a person" in result.output
+    assert "no candidate identities" in result.output
+    result = runner.invoke(
+        app, ["search", "--store", store, "--birth-date", "not a date", "--json"]
+    )
+    assert result.exit_code == 0 and "could be read" in result.output

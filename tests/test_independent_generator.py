@@ -54,8 +54,9 @@ def test_truth_covers_every_record_exactly_once(small: Path, truth: pd.DataFrame
     keys = []
     for source in SOURCES:
         table = read(small, source)
-        id_col = SOURCES[source][3] and next(h for h, f in SOURCES[source][3].items()
-                                              if f == "record_id")
+        id_col = SOURCES[source][3] and next(
+            h for h, f in SOURCES[source][3].items() if f == "record_id"
+        )
         assert table[id_col].is_unique
         keys += [(source, r) for r in table[id_col]]
     truth_keys = list(zip(truth.source, truth.record_id))
@@ -68,7 +69,8 @@ def test_truth_covers_every_record_exactly_once(small: Path, truth: pd.DataFrame
 
 def test_clean_ids_are_valid_and_agree_with_the_record(small: Path, truth: pd.DataFrame):
     police = read(small, "police").merge(
-        truth[truth.source == "police"], left_on="登记流水号", right_on="record_id")
+        truth[truth.source == "police"], left_on="登记流水号", right_on="record_id"
+    )
     clean = police[~police.corruptions.str.contains("id_")]
     assert len(clean) > 1000
     for _, row in clean.iterrows():
@@ -86,9 +88,13 @@ def test_clean_ids_are_valid_and_agree_with_the_record(small: Path, truth: pd.Da
 
 def test_damaged_ids_are_what_their_code_says(small: Path, truth: pd.DataFrame):
     police = read(small, "police").merge(
-        truth[truth.source == "police"], left_on="登记流水号", right_on="record_id")
-    true_id = (police[~police.corruptions.str.contains("id_")]
-               .drop_duplicates("person_id").set_index("person_id")["身份证号码"])
+        truth[truth.source == "police"], left_on="登记流水号", right_on="record_id"
+    )
+    true_id = (
+        police[~police.corruptions.str.contains("id_")]
+        .drop_duplicates("person_id")
+        .set_index("person_id")["身份证号码"]
+    )
     legacy = police[police.corruptions.str.contains("id_15")]
     assert len(legacy) > 0
     for _, row in legacy.iterrows():
@@ -121,8 +127,14 @@ def test_population_frequency_shape():
     han = people[people["style"] == "han"]
     one = han.given.str.len().eq(1).groupby(han.era).mean()
     assert 0.1 < one.mean() < 0.5 and one[2] > one[4]
-    assert han[han.era == 4].given.value_counts().index[:10].isin(
-        ["一诺", "梓轩", "浩然", "欣怡", "子轩", "梓涵", "子涵", "宇轩", "沐宸", "浩宇"]).sum() >= 5
+    assert (
+        han[han.era == 4]
+        .given.value_counts()
+        .index[:10]
+        .isin(["一诺", "梓轩", "浩然", "欣怡", "子轩", "梓涵", "子涵", "宇轩", "沐宸", "浩宇"])
+        .sum()
+        >= 5
+    )
     assert han[han.era == 0].given.isin(["秀英", "桂兰", "建国", "国华"]).sum() > 100
     minority = people[people["style"].isin(["uyghur", "kazakh", "yi"])]
     assert len(minority) > 300 and minority.name.str.contains("·").all()
@@ -130,8 +142,9 @@ def test_population_frequency_shape():
 
 
 def test_twins_share_birth_date_and_household_and_differ_by_one_character():
-    people = build_chunk(np.random.default_rng(5), 20_000, Profile.named("household-hard"),
-                         Counters())
+    people = build_chunk(
+        np.random.default_rng(5), 20_000, Profile.named("household-hard"), Counters()
+    )
     twins = people[people.twin & (people["style"] == "han")]
     assert len(twins) > 300
     pairs = 0
@@ -210,15 +223,18 @@ def test_cli_rejects_bad_arguments_with_exit_2(tmp_path: Path, capsys):
     assert (tmp_path / "ok" / "truth.csv").exists()
 
 
-def test_explain_classifies_household_false_merges(small: Path, truth: pd.DataFrame, tmp_path: Path,
-                                                   capsys):
+def test_explain_classifies_household_false_merges(
+    small: Path, truth: pd.DataFrame, tmp_path: Path, capsys
+):
     from benchmarks.independent.explain import main as explain_main
 
     persons = pd.read_csv(small / "persons.csv", dtype=str, keep_default_na=False)
     assert set(persons.person_id) == set(truth.person_id)
     # a prediction that puts each household into one identity: every false merge is in-house
     household = persons.set_index("person_id").household_id
-    pred = truth[["source", "record_id"]].assign(identity_id=truth.person_id.map(household).to_numpy())
+    pred = truth[["source", "record_id"]].assign(
+        identity_id=truth.person_id.map(household).to_numpy()
+    )
     pred.to_csv(tmp_path / "identities.csv", index=False)
     assert explain_main(["--data", str(small), "--pred", str(tmp_path / "identities.csv")]) == 0
     out = capsys.readouterr().out

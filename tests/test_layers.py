@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     "incremental": 7,
     "linker": 8,
     "cli": 9,
+    "serve": 9,
     "__main__": 9,
 }
 # Stricter rules than the layer order: what these modules may import, at most.

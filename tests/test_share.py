@@ -444,3 +444,26 @@ def test_public_surface_is_pinned_and_the_default_policy_ships_in_the_package():
     package = Path(linkage.__file__).resolve().parent
     assert Path(DEFAULT_POLICY_PATH).resolve().is_relative_to(package / "data")
     assert Path(DEFAULT_POLICY_PATH).is_file()
+
+
+def test_small_link_tables_give_the_same_record_lists_as_duckdb(monkeypatch):
+    import numpy as np
+
+    import linkage.share.export as share_module
+    from linkage.share.policy import DepartmentPolicy
+
+    rng = np.random.default_rng(0)
+    links = pd.DataFrame(
+        {
+            schema.SOURCE: rng.choice(["police", "health", "民政"], 300),
+            schema.RECORD_ID: [f"R{rng.integers(10**6)}" for _ in range(300)],
+            schema.IDENTITY_ID: rng.choice([f"ID{i}" for i in range(40)], 300),
+        }
+    )
+    ids = pd.Series([f"ID{i}" for i in range(45)])
+    dept = DepartmentPolicy(purpose="x", record_ids="all", sources=True)
+    small = share_module._link_columns(ids, links, dept)
+    monkeypatch.setattr(share_module, "_SMALL_LINKS", 0)
+    large = share_module._link_columns(ids, links, dept)
+    assert small[0].equals(large[0]) and small[1].equals(large[1])
+    assert (small[2] == large[2]).all() and small[1].notna().sum() == 40

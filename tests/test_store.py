@@ -209,3 +209,26 @@ def test_a_foreign_duckdb_file_is_refused(tmp_path):
 def test_unknown_table_name_is_refused(tmp_path):
     with Store.open(tmp_path / "s.duckdb") as store, pytest.raises(LinkageError):
         store.table("secrets")
+
+
+def test_read_only_store_reads_and_indexes_serve_point_lookups(tmp_path):
+    path = tmp_path / "s.duckdb"
+    links = pd.DataFrame(
+        {
+            schema.SOURCE: ["a", "a", "b", "b"],
+            schema.RECORD_ID: ["1", "2", "1", "3"],
+            schema.IDENTITY_ID: ["X", "Y", "X", "Z"],
+        }
+    )
+    with Store.open(path) as store:
+        store.apply(StoreChanges(kind="batch", config={}, replace_all=True, links=links))
+        joined = store.links_of_identities(["X", "Z"] * 150)  # the join path
+        assert "links_identity" in store.missing_indexes()
+        store.build_indexes()
+        assert store.missing_indexes() == []
+    with Store.open(path, create=False, read_only=True) as store:
+        point = store.links_of_identities(["X", "Z"])
+        assert point.reset_index(drop=True).equals(joined.reset_index(drop=True))
+        assert store.links_of_identities([]).empty
+    with pytest.raises(InputError, match="not found"):
+        Store.open(tmp_path / "none.duckdb", read_only=True)

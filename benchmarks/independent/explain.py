@@ -41,7 +41,8 @@ def false_merges(data: Path, pred: Path) -> tuple[Counter, Counter]:
     """Return (relation -> distinct person pairs, corruption code -> records in false merges)."""
     truth = pd.read_csv(data / "truth.csv", dtype=str, keep_default_na=False)
     persons = pd.read_csv(data / "persons.csv", dtype=str, keep_default_na=False).set_index(
-        "person_id")
+        "person_id"
+    )
     ids = pd.read_csv(pred, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     joined = truth.merge(ids, on=["source", "record_id"], how="left")
     relations: Counter = Counter()
@@ -59,7 +60,9 @@ def false_merges(data: Path, pred: Path) -> tuple[Counter, Counter]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.independent.explain")
-    parser.add_argument("--data", required=True, type=Path, help="generated folder (truth.csv, persons.csv)")
+    parser.add_argument(
+        "--data", required=True, type=Path, help="generated folder (truth.csv, persons.csv)"
+    )
     parser.add_argument("--pred", required=True, type=Path, help="identities.csv of a run")
     args = parser.parse_args(argv)
     for path in (args.data / "truth.csv", args.data / "persons.csv", args.pred):

@@ -26,8 +26,16 @@ SOURCES = {
 DEPARTMENTS = {"police": "公安", "civil_affairs": "民政", "health": "卫生健康"}
 TRUTH_COLUMNS = ["source", "record_id", "person_id", "corruptions"]
 # persons.csv: the household side of the truth, for explaining false merges
-PERSON_COLUMNS = ["person_id", "household_id", "role", "gender", "birth_date", "twin",
-                  "cloned_name", "name"]
+PERSON_COLUMNS = [
+    "person_id",
+    "household_id",
+    "role",
+    "gender",
+    "birth_date",
+    "twin",
+    "cloned_name",
+    "name",
+]
 
 
 @dataclass
@@ -43,9 +51,15 @@ class Result:
         return sum(self.records.values())
 
 
-def generate(persons: int, seed: int, output: str | Path, corruption: float = 1.0,
-             profile: str = "standard", chunk_persons: int = 200_000,
-             log=None) -> Result:
+def generate(
+    persons: int,
+    seed: int,
+    output: str | Path,
+    corruption: float = 1.0,
+    profile: str = "standard",
+    chunk_persons: int = 200_000,
+    log=None,
+) -> Result:
     """Generate `persons` persons' registries into `output` (created; files replaced).
 
     Raises ValueError for a non-positive persons count, a negative corruption factor or an
@@ -92,8 +106,10 @@ def generate(persons: int, seed: int, output: str | Path, corruption: float = 1.
             done += len(people)
             chunk += 1
             if log:
-                log(f"{done:,} persons, {sum(record_seq.values()):,} records, "
-                    f"{time.perf_counter() - t0:.1f} s")
+                log(
+                    f"{done:,} persons, {sum(record_seq.values()):,} records, "
+                    f"{time.perf_counter() - t0:.1f} s"
+                )
     finally:
         for fh in handles.values():
             fh.close()
@@ -104,8 +120,9 @@ def generate(persons: int, seed: int, output: str | Path, corruption: float = 1.
         os.replace(tmp[s], out / SOURCES[s][0])
     os.replace(truth_tmp, out / "truth.csv")
     write_configs(out)
-    return Result(persons=counters.next_person, records=dict(record_seq),
-                  seconds=time.perf_counter() - t0)
+    return Result(
+        persons=counters.next_person, records=dict(record_seq), seconds=time.perf_counter() - t0
+    )
 
 
 def _append(rng, source: str, table: pd.DataFrame, fh, truth, record_seq: dict[str, int]) -> None:
@@ -124,28 +141,39 @@ def _append(rng, source: str, table: pd.DataFrame, fh, truth, record_seq: dict[s
     # pyarrow's C++ CSV writer is ~10x faster than DataFrame.to_csv on string columns;
     # it writes UTF-8, so the GBK / GB18030 registries are re-encoded (unencodable -> '?').
     buf = io.BytesIO()
-    pacsv.write_csv(pa.Table.from_pandas(body, preserve_index=False), buf,
-                    pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    pacsv.write_csv(
+        pa.Table.from_pandas(body, preserve_index=False),
+        buf,
+        pacsv.WriteOptions(include_header=False, quoting_style="none"),
+    )
     data = buf.getvalue()
     encoding = SOURCES[source][1]
     if encoding != "utf-8":
         data = data.decode("utf-8").encode(encoding, errors="replace")
     fh.write(data)
-    pd.DataFrame({"source": source, "record_id": ids,
-                  "person_id": "P" + pd.Series(table["_person_id"].to_numpy()).astype(str),
-                  "corruptions": table["_corruptions"].to_numpy()}).to_csv(
-        truth, header=False, index=False, lineterminator="\n")
+    pd.DataFrame(
+        {
+            "source": source,
+            "record_id": ids,
+            "person_id": "P" + pd.Series(table["_person_id"].to_numpy()).astype(str),
+            "corruptions": table["_corruptions"].to_numpy(),
+        }
+    ).to_csv(truth, header=False, index=False, lineterminator="\n")
 
 
 def _append_persons(people: pd.DataFrame, fh) -> None:
-    pd.DataFrame({
-        "person_id": "P" + people["person_id"].astype(str),
-        "household_id": "H" + people["household_id"].astype(str),
-        "role": people["role"], "gender": np.where(people["male"], "M", "F"),
-        "birth_date": people["birth"].dt.strftime("%Y-%m-%d"),
-        "twin": people["twin"].astype(int), "cloned_name": people["cloned"].astype(int),
-        "name": people["name"],
-    })[PERSON_COLUMNS].to_csv(fh, header=False, index=False, lineterminator="\n")
+    pd.DataFrame(
+        {
+            "person_id": "P" + people["person_id"].astype(str),
+            "household_id": "H" + people["household_id"].astype(str),
+            "role": people["role"],
+            "gender": np.where(people["male"], "M", "F"),
+            "birth_date": people["birth"].dt.strftime("%Y-%m-%d"),
+            "twin": people["twin"].astype(int),
+            "cloned_name": people["cloned"].astype(int),
+            "name": people["name"],
+        }
+    )[PERSON_COLUMNS].to_csv(fh, header=False, index=False, lineterminator="\n")
 
 
 def write_configs(out: Path) -> None:

@@ -59,8 +59,9 @@ def variant_given(rng: np.random.Generator, given: str, era: int, male: bool) ->
     return given + pool[0]
 
 
-def minority_name(rng: np.random.Generator, style: str, male: bool, father: str | None,
-                  clan: str | None) -> str:
+def minority_name(
+    rng: np.random.Generator, style: str, male: bool, father: str | None, clan: str | None
+) -> str:
     """A transliterated minority name; father is the father's first part (patronymic styles)."""
     pick = lambda xs: xs[rng.integers(len(xs))]  # noqa: E731
     if style == "uyghur":
@@ -109,7 +110,9 @@ def _sound_tables() -> tuple[dict[str, list[str]], dict[str, str]]:
             continue
         sound[c] = py
         by_sound.setdefault(py, []).append(c)
-    for c in dict.fromkeys("".join(T.POOLS.values()) + "".join(T.POPULAR.values()).replace(" ", "")):
+    for c in dict.fromkeys(
+        "".join(T.POOLS.values()) + "".join(T.POPULAR.values()).replace(" ", "")
+    ):
         if c not in sound:
             sound[c] = lazy_pinyin(c, style=Style.NORMAL)[0]
     return by_sound, sound
@@ -152,7 +155,7 @@ def dialect_char(rng: np.random.Generator, c: str, is_surname: bool) -> str | No
     candidates = []
     for a, b in T.DIALECT_INITIALS:
         if py.startswith(a) and not (a in "csz" and py[1:2] == "h" and len(a) == 1):
-            candidates.append(b + py[len(a):])
+            candidates.append(b + py[len(a) :])
     for a, b in T.DIALECT_FINALS:
         if py.endswith(a) and not (a in ("an", "en", "in") and py.endswith(a + "g")):
             candidates.append(py[: -len(a)] + b)

@@ -21,8 +21,12 @@ N_DAYS = int((np.datetime64("2026-01-01") - DAY0).astype(int))
 ID_WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2], dtype=np.int64)
 CHECK_CHARS = np.array(list("10X98765432"), dtype=object)
 # Region codes abolished in a given year: people born later get the successor's code.
-ABOLISHED = {"110103": ("110101", 2010), "110104": ("110102", 2010),
-             "310103": ("310101", 2011), "310108": ("310106", 2015)}
+ABOLISHED = {
+    "110103": ("110101", 2010),
+    "110104": ("110102", 2010),
+    "310103": ("310101", 2011),
+    "310108": ("310106", 2015),
+}
 
 
 @dataclass
@@ -41,8 +45,14 @@ class Profile:
         if name == "standard":
             return cls()
         if name == "household-hard":
-            return cls(name=name, family_share=0.55, twin_rate=0.15, guardian_id_rate=0.45,
-                       cloned_name_rate=0.30, shared_phone_rate=0.35)
+            return cls(
+                name=name,
+                family_share=0.55,
+                twin_rate=0.15,
+                guardian_id_rate=0.45,
+                cloned_name_rate=0.30,
+                shared_phone_rate=0.35,
+            )
         raise ValueError(f"unknown profile '{name}', expected standard or household-hard")
 
 
@@ -56,8 +66,11 @@ class Counters:
     seq_used: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        seen = dict.fromkeys([r[0] for r in T.REGIONS] + [d[0] for d in T.DESTINATIONS]
-                             + [new for new, _ in ABOLISHED.values()])
+        seen = dict.fromkeys(
+            [r[0] for r in T.REGIONS]
+            + [d[0] for d in T.DESTINATIONS]
+            + [new for new, _ in ABOLISHED.values()]
+        )
         self.codes = list(seen)
         self.seq_used = np.zeros(len(self.codes) * N_DAYS * 2, dtype=np.int16)
 
@@ -68,7 +81,9 @@ def _regions() -> pd.DataFrame:
 
 
 def _dests() -> pd.DataFrame:
-    return pd.DataFrame(T.DESTINATIONS, columns=["code", "province", "city", "district", "w", "towns"])
+    return pd.DataFrame(
+        T.DESTINATIONS, columns=["code", "province", "city", "district", "w", "towns"]
+    )
 
 
 _SMALL = np.array([str(i) for i in range(100_000)], dtype=object)
@@ -122,8 +137,9 @@ def _mobile(rng, n: int) -> np.ndarray:
     return _s(prefix * 10**8 + rng.integers(0, 10**8, n))
 
 
-def build_chunk(rng: np.random.Generator, n_persons: int, profile: Profile,
-                counters: Counters) -> pd.DataFrame:
+def build_chunk(
+    rng: np.random.Generator, n_persons: int, profile: Profile, counters: Counters
+) -> pd.DataFrame:
     """Return n_persons persons (whole households, the last one possibly cut) as a table.
 
     Columns: person_id, household_id, role (head/spouse/child/elder), male, birth,
@@ -146,8 +162,9 @@ def build_chunk(rng: np.random.Generator, n_persons: int, profile: Profile,
     lo = np.select([htype == 0, htype == 1, htype == 4], [1986, 1955, 1938], 1966)
     hi = np.select([htype == 0, htype == 1, htype == 4], [2007, 2000, 1965], 1997)
     head_year = lo + (rng.random(n_h) * (hi - lo + 1)).astype(int)
-    head_birth = (head_year - 1970).astype("datetime64[Y]").astype("datetime64[D]") + \
-        rng.integers(0, 365, n_h).astype("timedelta64[D]")
+    head_birth = (head_year - 1970).astype("datetime64[Y]").astype("datetime64[D]") + rng.integers(
+        0, 365, n_h
+    ).astype("timedelta64[D]")
     head_male = np.where(htype == 0, rng.random(n_h) < 0.55, True)
 
     eth_names = [e[0] for e in T.ETHNIC]
@@ -175,7 +192,9 @@ def build_chunk(rng: np.random.Generator, n_persons: int, profile: Profile,
     kids = np.repeat(n_kids, n_slots)
     role = np.select(
         [pos == 0, has_sp & (pos == 1), pos < 1 + has_sp + kids],
-        ["head", "spouse", "child"], "elder").astype(object)
+        ["head", "spouse", "child"],
+        "elder",
+    ).astype(object)
     n = len(hh)
     male = np.empty(n, bool)
     male[role == "head"] = head_male[hh[role == "head"]]
@@ -190,13 +209,15 @@ def build_chunk(rng: np.random.Generator, n_persons: int, profile: Profile,
     mother_birth = head_birth + np.timedelta64(840, "D")  # wives are ~2.3 years younger
     ch = np.flatnonzero(role == "child")
     birth[ch] = mother_birth[hh[ch]] + (rng.uniform(21, 39, len(ch)) * 365.25).astype(int).astype(
-        "timedelta64[D]")
+        "timedelta64[D]"
+    )
     child_rank = pos[ch] - 1 - has_sp[ch]
     twin_child = twins[hh[ch]] & (child_rank == kids[ch] - 1)
     birth[ch[twin_child]] = birth[ch[twin_child] - 1]
     el = role == "elder"
-    birth[el] = head_birth[hh[el]] - (rng.uniform(22, 34, int(el.sum())) * 365.25).astype(int).astype(
-        "timedelta64[D]")
+    birth[el] = head_birth[hh[el]] - (rng.uniform(22, 34, int(el.sum())) * 365.25).astype(
+        int
+    ).astype("timedelta64[D]")
     keep = birth <= REF - np.timedelta64(30, "D")
     # a child born in the future is not born yet; its twin goes with it
     idx = np.flatnonzero(keep)[:n_persons]
@@ -312,8 +333,9 @@ def build_chunk(rng: np.random.Generator, n_persons: int, profile: Profile,
 
     # ---- addresses
     towns = _pick(rng, T.TOWNS, n_h)
-    village = np.array([p.format(s=s) for p in T.VILLAGE_PATTERNS for s, _ in T.TOP20],
-                       dtype=object)[rng.integers(0, len(T.VILLAGE_PATTERNS) * 20, n_h)]
+    village = np.array(
+        [p.format(s=s) for p in T.VILLAGE_PATTERNS for s, _ in T.TOP20], dtype=object
+    )[rng.integers(0, len(T.VILLAGE_PATTERNS) * 20, n_h)]
     group = rng.integers(1, 13, n_h)
     road = _pick(rng, T.ROADS, n_h)
     no = rng.integers(1, 300, n_h)
@@ -334,23 +356,39 @@ def build_chunk(rng: np.random.Generator, n_persons: int, profile: Profile,
     hk_place = np.where(migrant, _place(r_prov, r_city) + r_county, _place(d_prov, d_city) + d_dist)
     hk_tail = np.where(migrant, np.where(rural, rural_tail, urban_tail), local_tail)
     hukou = hk_place + hk_tail
-    old_county = np.array([T.OLD_NAMES.get(c, c) for c in np.where(migrant, r_county, d_dist)],
-                          dtype=object)
-    hukou_old = np.where(migrant, _place(r_prov, r_city), _place(d_prov, d_city)) + old_county + hk_tail
-    short_prov = np.array([T.PROVINCE_SHORT.get(p, p.rstrip("省市")) for p in np.where(
-        migrant, r_prov, d_prov)], dtype=object)
+    old_county = np.array(
+        [T.OLD_NAMES.get(c, c) for c in np.where(migrant, r_county, d_dist)], dtype=object
+    )
+    hukou_old = (
+        np.where(migrant, _place(r_prov, r_city), _place(d_prov, d_city)) + old_county + hk_tail
+    )
+    short_prov = np.array(
+        [T.PROVINCE_SHORT.get(p, p.rstrip("省市")) for p in np.where(migrant, r_prov, d_prov)],
+        dtype=object,
+    )
     short_city = np.array([c.rstrip("市") for c in np.where(migrant, r_city, d_city)], dtype=object)
-    hukou_short = short_prov + np.where(short_prov == short_city, "", short_city) + \
-        np.where(migrant, r_county, d_dist) + hk_tail
+    hukou_short = (
+        short_prov
+        + np.where(short_prov == short_city, "", short_city)
+        + np.where(migrant, r_county, d_dist)
+        + hk_tail
+    )
     # a wife from another county: her hukou before marriage; 30% never moved it
     maiden = np.full(n, "", dtype=object)
     oi = np.flatnonzero(other)
-    maiden[oi] = (_place(regions.province.to_numpy(object)[other_r],
-                         regions.city.to_numpy(object)[other_r])
-                  + regions.county.to_numpy(object)[other_r]
-                  + _pick(rng, T.TOWNS, len(oi)) + _pick(rng, village, len(oi))
-                  + _s(rng.integers(1, 13, len(oi))) + "组")
-    p_hukou, p_hukou_old, p_hukou_short = hukou[hh].copy(), hukou_old[hh].copy(), hukou_short[hh].copy()
+    maiden[oi] = (
+        _place(regions.province.to_numpy(object)[other_r], regions.city.to_numpy(object)[other_r])
+        + regions.county.to_numpy(object)[other_r]
+        + _pick(rng, T.TOWNS, len(oi))
+        + _pick(rng, village, len(oi))
+        + _s(rng.integers(1, 13, len(oi)))
+        + "组"
+    )
+    p_hukou, p_hukou_old, p_hukou_short = (
+        hukou[hh].copy(),
+        hukou_old[hh].copy(),
+        hukou_short[hh].copy(),
+    )
     kept = other & (rng.random(n) < 0.3)
     for arr in (p_hukou, p_hukou_old, p_hukou_short):
         arr[kept] = maiden[kept]
@@ -364,24 +402,42 @@ def build_chunk(rng: np.random.Generator, n_persons: int, profile: Profile,
     moved = rng.random(n_h) < 0.20
     p_dest = np.where(rng.random(n_h) < 0.6, dest, rng.choice(len(dests), n_h, p=d_w / d_w.sum()))
     p_town = _town(rng, dests, p_dest)
-    previous = (_place(dests.province.to_numpy(object)[p_dest], dests.city.to_numpy(object)[p_dest])
-                + dests.district.to_numpy(object)[p_dest] + p_town + _pick(rng, T.COMMUNITIES, n_h)
-                + _s(rng.integers(1, 30, n_h)) + "栋" + _s(rng.integers(1, 28, n_h) * 100 + 1) + "室")
+    previous = (
+        _place(dests.province.to_numpy(object)[p_dest], dests.city.to_numpy(object)[p_dest])
+        + dests.district.to_numpy(object)[p_dest]
+        + p_town
+        + _pick(rng, T.COMMUNITIES, n_h)
+        + _s(rng.integers(1, 30, n_h))
+        + "栋"
+        + _s(rng.integers(1, 28, n_h) * 100 + 1)
+        + "室"
+    )
     previous = np.where(moved, previous, "")
-    move_date = np.where(moved, _random_dates(rng, np.full(n_h, np.datetime64("2016-01-01")),
-                                              np.full(n_h, np.datetime64("2025-01-01"))),
-                         np.datetime64("NaT"))
+    move_date = np.where(
+        moved,
+        _random_dates(
+            rng,
+            np.full(n_h, np.datetime64("2016-01-01")),
+            np.full(n_h, np.datetime64("2025-01-01")),
+        ),
+        np.datetime64("NaT"),
+    )
 
     # ---- phones: adults own a mobile; children use a parent's; some elders too
     own_phone = _mobile(rng, n)
     changed = ~minor & (rng.random(n) < 0.12)
     old_phone = np.where(changed, _mobile(rng, n), "")
-    change_date = np.where(changed, _random_dates(rng, np.full(n, np.datetime64("2015-06-01")),
-                                                  np.full(n, np.datetime64("2025-03-01"))),
-                           np.datetime64("NaT"))
+    change_date = np.where(
+        changed,
+        _random_dates(
+            rng, np.full(n, np.datetime64("2015-06-01")), np.full(n, np.datetime64("2025-03-01"))
+        ),
+        np.datetime64("NaT"),
+    )
     phone = own_phone.copy()
-    guardian = np.where(is_child, np.where((spouse_row >= 0) & (rng.random(n) < 0.6),
-                                           spouse_row, head_row), -1)
+    guardian = np.where(
+        is_child, np.where((spouse_row >= 0) & (rng.random(n) < 0.6), spouse_row, head_row), -1
+    )
     phone[is_child] = own_phone[guardian[is_child]]
     share = (role == "spouse") & (rng.random(n) < profile.shared_phone_rate)
     phone[share] = own_phone[head_row[share]]
@@ -391,26 +447,49 @@ def build_chunk(rng: np.random.Generator, n_persons: int, profile: Profile,
     change_date = np.where(old_phone == "", np.datetime64("NaT"), change_date)
     area = np.array([T.AREA_CODES[c][0] for c in d_city], dtype=object)
     digits = np.array([T.AREA_CODES[c][1] for c in d_city])
-    local = rng.integers(2 * 10**6, 9 * 10**6, n_h) * np.where(digits == 8, 10, 1) + \
-        rng.integers(0, 10, n_h) * (digits == 8)
+    local = rng.integers(2 * 10**6, 9 * 10**6, n_h) * np.where(digits == 8, 10, 1) + rng.integers(
+        0, 10, n_h
+    ) * (digits == 8)
     landline = np.where(rng.random(n_h) < 0.12, area + "-" + _s(local), "")
 
     first_person = counters.next_person
     first_hh = counters.next_household
     counters.next_person += n
     counters.next_household += int(hh.max()) + 1 if n else 0
-    return pd.DataFrame({
-        "person_id": np.arange(first_person, first_person + n),
-        "household_id": first_hh + hh,
-        "role": role, "male": male, "birth": birth, "age": age, "minor": minor,
-        "era": era, "ethnicity": ethnicity, "style": style, "surname": surname,
-        "given": given, "name": name, "former_name": former, "id18": id18,
-        "migrant": migrant[hh], "rural": rural[hh] & migrant[hh],
-        "hukou_address": p_hukou, "hukou_address_old": p_hukou_old,
-        "hukou_address_short": p_hukou_short, "hukou_before_marriage": maiden,
-        "current_address": current[hh], "previous_address": previous[hh],
-        "move_date": move_date[hh], "phone": phone, "old_phone": old_phone,
-        "phone_change": change_date, "landline": landline[hh], "guardian": guardian,
-        "twin": twin, "cloned": clone, "city": d_city[hh],
-        "district": np.where(d_dist == "", d_town, d_dist)[hh],
-    })
+    return pd.DataFrame(
+        {
+            "person_id": np.arange(first_person, first_person + n),
+            "household_id": first_hh + hh,
+            "role": role,
+            "male": male,
+            "birth": birth,
+            "age": age,
+            "minor": minor,
+            "era": era,
+            "ethnicity": ethnicity,
+            "style": style,
+            "surname": surname,
+            "given": given,
+            "name": name,
+            "former_name": former,
+            "id18": id18,
+            "migrant": migrant[hh],
+            "rural": rural[hh] & migrant[hh],
+            "hukou_address": p_hukou,
+            "hukou_address_old": p_hukou_old,
+            "hukou_address_short": p_hukou_short,
+            "hukou_before_marriage": maiden,
+            "current_address": current[hh],
+            "previous_address": previous[hh],
+            "move_date": move_date[hh],
+            "phone": phone,
+            "old_phone": old_phone,
+            "phone_change": change_date,
+            "landline": landline[hh],
+            "guardian": guardian,
+            "twin": twin,
+            "cloned": clone,
+            "city": d_city[hh],
+            "district": np.where(d_dist == "", d_town, d_dist)[hh],
+        }
+    )

@@ -18,18 +18,46 @@ from .population import REF, Profile, _s
 
 # Headers of each registry (source column -> canonical field); the configs are written
 # from these, so a header change cannot leave the configs behind.
-POLICE = {"登记流水号": "record_id", "姓名": "name", "曾用名": "former_name", "性别": "gender",
-          "民族": "ethnicity", "出生日期": "birth_date", "身份证号码": "id_number",
-          "手机号码": "phone", "户籍地址": "hukou_address", "现住地址": "current_address",
-          "登记时间": "registered_at"}
-CIVIL = {"业务流水号": "record_id", "当事人姓名": "name", "性别代码": "gender",
-         "出生年月日": "birth_date", "民族名称": "ethnicity", "身份证件号码": "id_number",
-         "联系方式": "phone", "户口所在地": "hukou_address", "居住地址": "current_address",
-         "办理日期": "registered_at"}
-HEALTH = {"档案编号": "record_id", "姓名": "name", "性别": "gender", "出生日期": "birth_date",
-          "身份证号": "id_number", "联系电话": "phone", "现住址": "current_address",
-          "建档日期": "registered_at"}
-EXTRA = {"police": ["登记单位"], "civil_affairs": ["业务类别"], "health": ["档案类型", "监护人姓名"]}
+POLICE = {
+    "登记流水号": "record_id",
+    "姓名": "name",
+    "曾用名": "former_name",
+    "性别": "gender",
+    "民族": "ethnicity",
+    "出生日期": "birth_date",
+    "身份证号码": "id_number",
+    "手机号码": "phone",
+    "户籍地址": "hukou_address",
+    "现住地址": "current_address",
+    "登记时间": "registered_at",
+}
+CIVIL = {
+    "业务流水号": "record_id",
+    "当事人姓名": "name",
+    "性别代码": "gender",
+    "出生年月日": "birth_date",
+    "民族名称": "ethnicity",
+    "身份证件号码": "id_number",
+    "联系方式": "phone",
+    "户口所在地": "hukou_address",
+    "居住地址": "current_address",
+    "办理日期": "registered_at",
+}
+HEALTH = {
+    "档案编号": "record_id",
+    "姓名": "name",
+    "性别": "gender",
+    "出生日期": "birth_date",
+    "身份证号": "id_number",
+    "联系电话": "phone",
+    "现住址": "current_address",
+    "建档日期": "registered_at",
+}
+EXTRA = {
+    "police": ["登记单位"],
+    "civil_affairs": ["业务类别"],
+    "health": ["档案类型", "监护人姓名"],
+}
 
 ID_FILLERS = ["不详", "无", "111111111111111111", "000000000000000000", "/"]
 PHONE_FILLERS = ["无", "00000000000", "不详", "11111111111"]
@@ -48,7 +76,9 @@ class Damage:
         self.factor = factor
         self.n = n
 
-    def pick(self, rate: float, eligible: np.ndarray | None = None, scale: bool = True) -> np.ndarray:
+    def pick(
+        self, rate: float, eligible: np.ndarray | None = None, scale: bool = True
+    ) -> np.ndarray:
         p = min(rate * (self.factor if scale else 1.0), 0.95)
         mask = self.rng.random(self.n) < p
         return mask if eligible is None else mask & eligible
@@ -67,7 +97,9 @@ def memberships(rng: np.random.Generator, P: pd.DataFrame) -> dict[str, np.ndarr
     couple = P.role.isin(["head", "spouse"]).to_numpy() & (age > 22)
     p_police = np.where(minor, 0.35, np.where(age >= 65, 0.55, 0.72))
     p_civil = np.where(minor, 0.02, np.where(couple, 0.5, 0.25))
-    p_health = np.where(minor, 0.85, np.where(~male & (age < 45), 0.7, np.where(age >= 65, 0.65, 0.45)))
+    p_health = np.where(
+        minor, 0.85, np.where(~male & (age < 45), 0.7, np.where(age >= 65, 0.65, 0.45))
+    )
     inp, inc, inh = (rng.random(len(P)) < p for p in (p_police, p_civil, p_health))
     none = ~(inp | inc | inh)
     inh |= none & minor
@@ -115,11 +147,18 @@ def _fmt(y, m, d, style: str) -> np.ndarray:
     if style == "yy_dot":
         return _TWO[np.asarray(y) % 100] + "." + ms + "." + ds
     if style == "cn_numeral":  # 一九八五年三月七日
-        return np.array([_cn_year(a) + "年" + _cn_small(b) + "月" + _cn_small(c) + "日"
-                         for a, b, c in zip(y, m, d)], dtype=object)
+        return np.array(
+            [
+                _cn_year(a) + "年" + _cn_small(b) + "月" + _cn_small(c) + "日"
+                for a, b, c in zip(y, m, d)
+            ],
+            dtype=object,
+        )
     if style == "excel":  # the day count Excel shows for a date cell read as a number
-        serial = (pd.to_datetime(pd.DataFrame({"year": y, "month": m, "day": d}))
-                  - pd.Timestamp("1899-12-30")).dt.days.to_numpy()
+        serial = (
+            pd.to_datetime(pd.DataFrame({"year": y, "month": m, "day": d}))
+            - pd.Timestamp("1899-12-30")
+        ).dt.days.to_numpy()
         return _s(serial)
     if style == "yy_cn":
         return _TWO[np.asarray(y) % 100] + "年" + ms + "月" + ds + "日"
@@ -132,11 +171,16 @@ def _cn_year(y: int) -> str:
 
 def _cn_small(n: int) -> str:
     tens, ones = divmod(int(n), 10)
-    return ((CN_DIGITS[tens] if tens > 1 else "") + ("十" if tens else "")
-            + (CN_DIGITS[ones] if ones or not tens else ""))
+    return (
+        (CN_DIGITS[tens] if tens > 1 else "")
+        + ("十" if tens else "")
+        + (CN_DIGITS[ones] if ones or not tens else "")
+    )
 
 
-def _mixed_dates(rng, y, m, d, styles: list[str], weights: list[float]) -> tuple[np.ndarray, np.ndarray]:
+def _mixed_dates(
+    rng, y, m, d, styles: list[str], weights: list[float]
+) -> tuple[np.ndarray, np.ndarray]:
     choice = rng.choice(len(styles), len(y), p=np.array(weights) / sum(weights))
     out = np.empty(len(y), dtype=object)
     for k, st in enumerate(styles):
@@ -198,7 +242,7 @@ def _id_errors(dm: Damage, ids: np.ndarray, rates: dict, born_before_85: np.ndar
         s = out[i]
         p = int(dm.rng.integers(0, 17))
         digit = str((int(s[p]) + int(dm.rng.integers(1, 10))) % 10)
-        out[i] = s[:p] + digit + s[p + 1:]
+        out[i] = s[:p] + digit + s[p + 1 :]
     dm.tag(typo, "id_typo")
     swap = dm.pick(rates["swap"], ~legacy & ~typo)
     for i in np.flatnonzero(swap):
@@ -208,10 +252,11 @@ def _id_errors(dm: Damage, ids: np.ndarray, rates: dict, born_before_85: np.ndar
             swap[i] = False
             continue
         p = cand[int(dm.rng.integers(len(cand)))]
-        out[i] = s[:p] + s[p + 1] + s[p] + s[p + 2:]
+        out[i] = s[:p] + s[p + 1] + s[p] + s[p + 2 :]
     dm.tag(swap, "id_swap")
-    lower = dm.pick(rates.get("lower_x", 0.0), ~legacy, scale=False) & \
-        np.array([s.endswith("X") for s in out])
+    lower = dm.pick(rates.get("lower_x", 0.0), ~legacy, scale=False) & np.array(
+        [s.endswith("X") for s in out]
+    )
     out[lower] = np.array([s[:-1] + "x" for s in out[lower]], dtype=object)
     dm.tag(lower, "id_lower_x")
     return out
@@ -254,7 +299,7 @@ def _typed_name(rng, surname: str, given: str, kind: str) -> str | None:
             else:
                 new = T.LOOKALIKE.get(c)
             if new:
-                return full[:p] + new + full[p + 1:]
+                return full[:p] + new + full[p + 1 :]
         return None
     if kind == "traditional":
         t = N.traditional(full)
@@ -263,7 +308,7 @@ def _typed_name(rng, surname: str, given: str, kind: str) -> str | None:
         if len(given) < 2:
             return None
         p = int(rng.integers(len(given)))
-        return surname + given[:p] + given[p + 1:]
+        return surname + given[:p] + given[p + 1 :]
     if kind == "swap":
         if len(given) < 2 or given[0] == given[1]:
             return None
@@ -275,10 +320,11 @@ def _typed_name(rng, surname: str, given: str, kind: str) -> str | None:
     raise ValueError(kind)
 
 
-def _name_errors(dm: Damage, P: pd.DataFrame, rows: np.ndarray, names_: np.ndarray,
-                 rates: dict[str, float]) -> np.ndarray:
+def _name_errors(
+    dm: Damage, P: pd.DataFrame, rows: np.ndarray, names_: np.ndarray, rates: dict[str, float]
+) -> np.ndarray:
     out = names_.copy()
-    han = (P["style"].to_numpy()[rows] == "han")
+    han = P["style"].to_numpy()[rows] == "han"
     surname = P["surname"].to_numpy()[rows]
     given = P["given"].to_numpy()[rows]
     taken = np.zeros(dm.n, bool)
@@ -340,8 +386,13 @@ def _phone_format(rng, phones: np.ndarray) -> np.ndarray:
     style = rng.random(len(out))
     for i in np.flatnonzero(mob & (style < 0.12)):
         p = out[i]
-        out[i] = (f"+86 {p[:3]} {p[3:7]} {p[7:]}" if style[i] < 0.04 else
-                  f"{p[:3]}-{p[3:7]}-{p[7:]}" if style[i] < 0.08 else f"0086{p}")
+        out[i] = (
+            f"+86 {p[:3]} {p[3:7]} {p[7:]}"
+            if style[i] < 0.04
+            else f"{p[:3]}-{p[3:7]}-{p[7:]}"
+            if style[i] < 0.08
+            else f"0086{p}"
+        )
     return out
 
 
@@ -353,8 +404,11 @@ def _cn_units(addr: str) -> str:
         n = int(num)
         if n < 100:
             tens, ones = divmod(n, 10)
-            return ((CN_DIGITS[tens] if tens > 1 else "") + ("十" if tens else "")
-                    + (CN_DIGITS[ones] if ones or not tens else ""))
+            return (
+                (CN_DIGITS[tens] if tens > 1 else "")
+                + ("十" if tens else "")
+                + (CN_DIGITS[ones] if ones or not tens else "")
+            )
         return "".join(CN_DIGITS[int(c)] for c in num)
 
     return re.sub(r"(\d+)(?=[栋单元室号组])", lambda m: cn(m.group(1)), addr)
@@ -370,7 +424,7 @@ def _address_format(dm: Damage, addr: np.ndarray) -> np.ndarray:
         for p in ("省", "自治区"):
             k = a.find(p)
             if 0 < k < 9:
-                out[i] = a[k + len(p):]
+                out[i] = a[k + len(p) :]
                 break
     dm.tag(cnum, "address_format")
     return out
@@ -390,8 +444,12 @@ def render_police(rng, P: pd.DataFrame, member: np.ndarray, factor: float) -> pd
     name = P["name"].to_numpy()[rows].copy()
     name = _sep_variants(dm, name, 0.15)
     name = _name_errors(dm, P, rows, name, {"traditional": 0.003, "space": 0.005})
-    ids = _id_errors(dm, P["id18"].to_numpy()[rows], {"id15": 0.02, "typo": 0.004, "swap": 0.002,
-                                                        "lower_x": 0.3}, y < 1985)
+    ids = _id_errors(
+        dm,
+        P["id18"].to_numpy()[rows],
+        {"id15": 0.02, "typo": 0.004, "swap": 0.002, "lower_x": 0.3},
+        y < 1985,
+    )
     miss_id = dm.pick(0.004)
     ids[miss_id] = ""
     dm.tag(miss_id, "id_missing")
@@ -403,14 +461,26 @@ def render_police(rng, P: pd.DataFrame, member: np.ndarray, factor: float) -> pd
     male = P["male"].to_numpy()[rows]
     ry, rm, rd = _ymd_parts(reg)
     unit = P["city"].to_numpy()[rows] + "公安局" + P["district"].to_numpy()[rows] + "分局"
-    out = pd.DataFrame({
-        "姓名": name, "曾用名": P["former_name"].to_numpy()[rows], "性别": np.where(male, "男", "女"),
-        "民族": P["ethnicity"].to_numpy()[rows], "出生日期": bdate, "身份证号码": ids, "手机号码": phone,
-        "户籍地址": P["hukou_address"].to_numpy()[rows], "现住地址": addr,
-        "登记时间": _fmt(ry, rm, rd, "iso") + " " + _s(rng.integers(8, 18, n)) + ":" +
-        _TWO[rng.integers(0, 60, n)] + ":00",
-        "登记单位": unit,
-    })
+    out = pd.DataFrame(
+        {
+            "姓名": name,
+            "曾用名": P["former_name"].to_numpy()[rows],
+            "性别": np.where(male, "男", "女"),
+            "民族": P["ethnicity"].to_numpy()[rows],
+            "出生日期": bdate,
+            "身份证号码": ids,
+            "手机号码": phone,
+            "户籍地址": P["hukou_address"].to_numpy()[rows],
+            "现住地址": addr,
+            "登记时间": _fmt(ry, rm, rd, "iso")
+            + " "
+            + _s(rng.integers(8, 18, n))
+            + ":"
+            + _TWO[rng.integers(0, 60, n)]
+            + ":00",
+            "登记单位": unit,
+        }
+    )
     return _finish(out, P, rows, dm)
 
 
@@ -431,13 +501,21 @@ def render_civil(rng, P: pd.DataFrame, member: np.ndarray, factor: float) -> pd.
     name = _name_errors(dm, P, rows, name, {"homophone": 0.008, "traditional": 0.004})
     rare_lost = np.array([any(c in T.NON_GBK for c in s) for s in name])
     dm.tag(rare_lost, "name_rare_lost")
-    y2, m2, d2, missing = _birth_errors(dm, y, m, d, {"lunar": 0.0, "dm_swap": 0.004, "year": 0.004,
-                                                       "missing": 0.005}, np.zeros(n, bool))
-    bdate, _ = _mixed_dates(rng, y2, m2, d2, ["cn", "compact", "slash2", "cn_numeral"],
-                            [0.53, 0.3, 0.14, 0.03])
+    y2, m2, d2, missing = _birth_errors(
+        dm,
+        y,
+        m,
+        d,
+        {"lunar": 0.0, "dm_swap": 0.004, "year": 0.004, "missing": 0.005},
+        np.zeros(n, bool),
+    )
+    bdate, _ = _mixed_dates(
+        rng, y2, m2, d2, ["cn", "compact", "slash2", "cn_numeral"], [0.53, 0.3, 0.14, 0.03]
+    )
     bdate[missing] = ""
-    ids = _id_errors(dm, P["id18"].to_numpy()[rows], {"id15": 0.06, "typo": 0.004, "swap": 0.002},
-                     y < 1985)
+    ids = _id_errors(
+        dm, P["id18"].to_numpy()[rows], {"id15": 0.06, "typo": 0.004, "swap": 0.002}, y < 1985
+    )
     spaced = dm.pick(0.01, np.array([len(s) == 18 for s in ids]))
     ids[spaced] = np.array([f"{s[:6]} {s[6:14]} {s[14:]}" for s in ids[spaced]], dtype=object)
     dm.tag(spaced, "id_spaces")
@@ -454,7 +532,9 @@ def render_civil(rng, P: pd.DataFrame, member: np.ndarray, factor: float) -> pd.
     code = rng.random(n) < 0.8
     gender = np.where(code, np.where(male, "1", "2"), np.where(male, "男", "女")).astype(object)
     wrong = dm.pick(0.002)
-    gender[wrong] = np.where(code[wrong], np.where(male[wrong], "2", "1"), np.where(male[wrong], "女", "男"))
+    gender[wrong] = np.where(
+        code[wrong], np.where(male[wrong], "2", "1"), np.where(male[wrong], "女", "男")
+    )
     dm.tag(wrong, "gender_wrong")
     eth = P["ethnicity"].to_numpy()[rows].copy()
     short_eth = rng.random(n) < 0.5
@@ -472,19 +552,30 @@ def render_civil(rng, P: pd.DataFrame, member: np.ndarray, factor: float) -> pd.
     short = ~before & ~use_old & (rng.random(n) < 0.3)
     hukou[short] = P["hukou_address_short"].to_numpy()[rows][short]
     ry, rm, rd = _ymd_parts(reg)
-    kinds = np.array(["结婚登记", "离婚登记", "最低生活保障", "临时救助", "殡葬服务", "婚姻状况证明"],
-                     dtype=object)
-    out = pd.DataFrame({
-        "当事人姓名": name, "性别代码": gender, "出生年月日": bdate, "民族名称": eth,
-        "身份证件号码": ids, "联系方式": phone, "户口所在地": hukou, "居住地址": addr,
-        "办理日期": _fmt(ry, rm, rd, "compact"),
-        "业务类别": kinds[rng.choice(len(kinds), n, p=[0.45, 0.1, 0.2, 0.1, 0.05, 0.1])],
-    })
+    kinds = np.array(
+        ["结婚登记", "离婚登记", "最低生活保障", "临时救助", "殡葬服务", "婚姻状况证明"],
+        dtype=object,
+    )
+    out = pd.DataFrame(
+        {
+            "当事人姓名": name,
+            "性别代码": gender,
+            "出生年月日": bdate,
+            "民族名称": eth,
+            "身份证件号码": ids,
+            "联系方式": phone,
+            "户口所在地": hukou,
+            "居住地址": addr,
+            "办理日期": _fmt(ry, rm, rd, "compact"),
+            "业务类别": kinds[rng.choice(len(kinds), n, p=[0.45, 0.1, 0.2, 0.1, 0.05, 0.1])],
+        }
+    )
     return _finish(out, P, rows, dm)
 
 
-def render_health(rng, P: pd.DataFrame, member: np.ndarray, factor: float,
-                  profile: Profile) -> pd.DataFrame:
+def render_health(
+    rng, P: pd.DataFrame, member: np.ndarray, factor: float, profile: Profile
+) -> pd.DataFrame:
     """Health files: typed names, children without IDs, lunar birthdays, fillers, GB18030."""
     rows, dup = _rows(rng, member, 0.04)
     n = len(rows)
@@ -499,21 +590,42 @@ def render_health(rng, P: pd.DataFrame, member: np.ndarray, factor: float,
     name = _former(dm, P, rows, name, 0.3)
     name = _truncate(dm, name)
     name = _sep_variants(dm, name, 0.5)
-    name = _name_errors(dm, P, rows, name, {
-        "homophone": 0.04, "dialect": 0.015, "lookalike": 0.01, "traditional": 0.01,
-        "drop": 0.006, "swap": 0.005, "space": 0.008, "romanized": 0.004})
+    name = _name_errors(
+        dm,
+        P,
+        rows,
+        name,
+        {
+            "homophone": 0.04,
+            "dialect": 0.015,
+            "lookalike": 0.01,
+            "traditional": 0.01,
+            "drop": 0.006,
+            "swap": 0.005,
+            "space": 0.008,
+            "romanized": 0.004,
+        },
+    )
     rural_old = P["rural"].to_numpy()[rows] & (y < 1985)
-    y2, m2, d2, missing = _birth_errors(dm, y, m, d, {"lunar": 0.06, "dm_swap": 0.008,
-                                                       "year": 0.012, "missing": 0.02}, rural_old)
-    bdate, style = _mixed_dates(rng, y2, m2, d2,
-                                ["iso", "slash", "compact", "dot", "yy_dot", "yy_cn", "excel"],
-                                [0.44, 0.25, 0.1, 0.1, 0.05, 0.05, 0.01])
+    y2, m2, d2, missing = _birth_errors(
+        dm, y, m, d, {"lunar": 0.06, "dm_swap": 0.008, "year": 0.012, "missing": 0.02}, rural_old
+    )
+    bdate, style = _mixed_dates(
+        rng,
+        y2,
+        m2,
+        d2,
+        ["iso", "slash", "compact", "dot", "yy_dot", "yy_cn", "excel"],
+        [0.44, 0.25, 0.1, 0.1, 0.05, 0.05, 0.01],
+    )
     dm.tag(np.isin(style, ["yy_dot", "yy_cn"]) & ~missing, "birth_two_digit")
     dm.tag((style == "excel") & ~missing, "birth_excel_serial")
-    bdate[missing] = np.array(DATE_FILLERS, dtype=object)[rng.integers(0, len(DATE_FILLERS),
-                                                                        int(missing.sum()))]
-    ids = _id_errors(dm, P["id18"].to_numpy()[rows], {"id15": 0.01, "typo": 0.006, "swap": 0.003},
-                     y < 1985)
+    bdate[missing] = np.array(DATE_FILLERS, dtype=object)[
+        rng.integers(0, len(DATE_FILLERS), int(missing.sum()))
+    ]
+    ids = _id_errors(
+        dm, P["id18"].to_numpy()[rows], {"id15": 0.01, "typo": 0.006, "swap": 0.003}, y < 1985
+    )
     guardian = P["guardian"].to_numpy()[rows]
     child = minor_at_reg & (guardian >= 0)
     u = rng.random(n)
@@ -526,9 +638,14 @@ def render_health(rng, P: pd.DataFrame, member: np.ndarray, factor: float,
     ids[no_id | adult_missing] = ""
     dm.tag(no_id | adult_missing, "id_missing")
     filler = dm.pick(0.02, ~child & ~adult_missing)
-    ids[filler] = np.array(ID_FILLERS, dtype=object)[rng.integers(0, len(ID_FILLERS), int(filler.sum()))]
+    ids[filler] = np.array(ID_FILLERS, dtype=object)[
+        rng.integers(0, len(ID_FILLERS), int(filler.sum()))
+    ]
     dm.tag(filler, "id_filler")
-    excel = dm.pick(0.01, ~child & ~adult_missing & ~filler & np.array([len(s) == 18 and s.isdigit() for s in ids]))
+    excel = dm.pick(
+        0.01,
+        ~child & ~adult_missing & ~filler & np.array([len(s) == 18 and s.isdigit() for s in ids]),
+    )
     ids[excel] = np.array([_excel(rng, s) for s in ids[excel]], dtype=object)
     dm.tag(excel, "id_excel")
     wide = dm.pick(0.004, np.array([len(x) == 18 for x in ids]))
@@ -537,7 +654,9 @@ def render_health(rng, P: pd.DataFrame, member: np.ndarray, factor: float,
     phone, addr = _timeline(dm, P, rows, reg)
     dm.tag(child, "phone_guardian")
     pf = dm.pick(0.01)
-    phone[pf] = np.array(PHONE_FILLERS, dtype=object)[rng.integers(0, len(PHONE_FILLERS), int(pf.sum()))]
+    phone[pf] = np.array(PHONE_FILLERS, dtype=object)[
+        rng.integers(0, len(PHONE_FILLERS), int(pf.sum()))
+    ]
     dm.tag(pf, "phone_filler")
     phone = _phone_format(rng, phone)
     addr = _address_format(dm, addr)
@@ -548,14 +667,26 @@ def render_health(rng, P: pd.DataFrame, member: np.ndarray, factor: float,
     dm.tag(gm, "gender_missing")
     age_reg = (reg - birth).astype(int) / 365.25
     mother = (~male) & (age_reg >= 18) & (age_reg < 45) & (rng.random(n) < 0.5)
-    kind = np.select([age_reg < 7, age_reg < 16, mother, age_reg >= 65],
-                     ["0-6岁儿童", "儿童青少年", "孕产妇", "老年人"], "一般人群").astype(object)
+    kind = np.select(
+        [age_reg < 7, age_reg < 16, mother, age_reg >= 65],
+        ["0-6岁儿童", "儿童青少年", "孕产妇", "老年人"],
+        "一般人群",
+    ).astype(object)
     g_name = np.where(child, P["name"].to_numpy()[np.maximum(guardian, 0)], "")
     ry, rm, rd = _ymd_parts(reg)
-    out = pd.DataFrame({
-        "姓名": name, "性别": gender, "出生日期": bdate, "身份证号": ids, "联系电话": phone,
-        "现住址": addr, "建档日期": _fmt(ry, rm, rd, "iso"), "档案类型": kind, "监护人姓名": g_name,
-    })
+    out = pd.DataFrame(
+        {
+            "姓名": name,
+            "性别": gender,
+            "出生日期": bdate,
+            "身份证号": ids,
+            "联系电话": phone,
+            "现住址": addr,
+            "建档日期": _fmt(ry, rm, rd, "iso"),
+            "档案类型": kind,
+            "监护人姓名": g_name,
+        }
+    )
     return _finish(out, P, rows, dm)
 
 

@@ -10,14 +10,23 @@ from __future__ import annotations
 from linkage.blocking import key_hashes, record_key_hashes
 from linkage.incremental.batch import write_batch
 from linkage.incremental.ingest import IngestResult, ingest
-from linkage.incremental.search import QUERY_SOURCE, search
+from linkage.incremental.search import (
+    QUERY_SOURCE,
+    SINGLE_FIELD_LIMIT,
+    SearchReport,
+    search,
+    search_report,
+)
 
 __all__ = [
     "QUERY_SOURCE",
+    "SINGLE_FIELD_LIMIT",
     "IngestResult",
+    "SearchReport",
     "ingest",
     "key_hashes",
     "record_key_hashes",
     "search",
+    "search_report",
     "write_batch",
 ]

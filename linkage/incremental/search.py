@@ -6,14 +6,15 @@ the stored model's settings, so a query is standardized and keyed as the batch w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from linkage import schema
-from linkage.blocking import record_key_hashes
+from linkage.blocking import record_rule_keys
 from linkage.incremental._common import StoredRun, stack, store_tf, stored_run
 from linkage.pipeline import compare_pairs, score_pairs
 from linkage.standardize.combine import standardize_record
@@ -37,29 +38,232 @@ def _setup(store: Store) -> _Setup:
     return _Setup(run=run, columns=list(dict.fromkeys(columns)))
 
 
-def search(store: Store, record: dict[str, Any], top: int = 5) -> list[dict]:
-    """Rank stored identities for one record: probability, best record, golden record, explanation.
+# Query fields and the standardized column holding their readable value: a given value
+# whose column stays null could not be read (addresses always compare as free text).
+_READ_COLUMNS: dict[str, str] = {
+    schema.NAME: schema.name_col(schema.NAME, "clean"),
+    schema.FORMER_NAME: schema.name_col(schema.FORMER_NAME, "clean"),
+    schema.ID_NUMBER: schema.ID_STD,
+    schema.BIRTH_DATE: schema.BIRTH_DATE_STD,
+    schema.REGISTERED_AT: schema.REGISTERED_AT_STD,
+    schema.GENDER: schema.GENDER_STD,
+    schema.ETHNICITY: schema.ETHNICITY_STD,
+    schema.PHONE: schema.PHONE_STD,
+    schema.HUKOU_ADDRESS: schema.HUKOU_ADDRESS,
+    schema.CURRENT_ADDRESS: schema.CURRENT_ADDRESS,
+}
+# Lookups by one field when no blocking rule finds a candidate (a name alone, a birth date
+# alone): (stored column, query column) pairs, any of which may agree.
+_SINGLE_FIELD: dict[str, tuple[tuple[str, str], ...]] = {
+    schema.NAME: (
+        (schema.name_col(schema.NAME, "clean"), schema.name_col(schema.NAME, "clean")),
+        # homophones typed through a pinyin input method (张伟 / 章伟) share the pinyin
+        (schema.name_col(schema.NAME, "pinyin"), schema.name_col(schema.NAME, "pinyin")),
+    ),
+    schema.BIRTH_DATE: (
+        (schema.BIRTH_DATE_STD, schema.BIRTH_DATE_STD),
+        (schema.ID_BIRTH_DATE, schema.BIRTH_DATE_STD),
+    ),
+}
+# A single-field lookup matching more stored records than this is not selective enough to
+# rank: the report says so and asks for another field.
+SINGLE_FIELD_LIMIT = 200
 
-    ``record`` maps canonical fields (name, id_number, birth_date, ...) to raw values; other
-    keys are ignored. Returns at most ``top`` dicts, best first. Raises ``InputError`` when
-    the store holds no model.
+
+@dataclass
+class SearchReport:
+    """A search's answer and why it is what it is.
+
+    ``hits``: as :func:`search` returns them. ``fields``: per query field given, whether its
+    value could be read (``usable``) and the quality flags its standardizer raised (code and
+    meaning, e.g. ``id_checksum``). ``ignored``: record keys that are not record fields.
+    ``rules``: per blocking rule, ``status`` (``searched``, ``too_large``, ``missing_keys``, or
+    ``not_applicable`` when the fields are given but yield no key, e.g. a Han name has no
+    minority-name head),
+    its ``keys``, the ``missing`` keys and the query ``fields`` that would supply them, and
+    the stored ``records`` sharing the key. ``single_field``: the lookup by a name or a
+    birth date alone, when no rule found a candidate (``field``, ``records``, ``limit``,
+    ``status``: ``searched`` or ``too_common``). ``message``: one sentence for an empty or
+    fallback answer ("" otherwise).
     """
+
+    hits: list[dict]
+    fields: dict[str, dict] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+    rules: list[dict] = field(default_factory=list)
+    single_field: dict | None = None
+    message: str = ""
+
+
+def _key_fields(key: str) -> list[str]:
+    """Query fields that can supply a blocking key (for the report's hints)."""
+    if key.startswith("id_"):
+        return [schema.ID_NUMBER]
+    if key.startswith("birth"):
+        return [schema.BIRTH_DATE, schema.ID_NUMBER]
+    for f in (schema.NAME, schema.PHONE, schema.HUKOU_ADDRESS, schema.CURRENT_ADDRESS):
+        if key.startswith(f):
+            return [f]
+    return [key]
+
+
+@functools.cache
+def _flag_meanings() -> dict[str, str]:
+    from linkage.standardize.combine import all_flags
+
+    return all_flags()
+
+
+def _field_report(raw: dict, row: dict, flags: dict[str, str]) -> dict[str, dict]:
+    meanings = _flag_meanings()
+    out = {}
+    for f, value in raw.items():
+        if f not in _READ_COLUMNS or value in (None, ""):
+            continue
+        v = row.get(_READ_COLUMNS[f])
+        usable = not (v is None or (isinstance(v, float) and np.isnan(v)) or v == "")
+        codes = [c for c in flags.get(f, "").split(schema.QUALITY_SEP) if c]
+        out[f] = {
+            "usable": usable,
+            "flags": [{"code": c, "meaning": meanings.get(c, c)} for c in codes],
+        }
+    return out
+
+
+def _empty_message(report: SearchReport) -> str:
+    usable = [f for f, d in report.fields.items() if d["usable"]]
+    if not report.fields:
+        return (
+            "the query has no record field: give a name, id_number, birth_date, phone or "
+            "address (" + ", ".join(_READ_COLUMNS) + ")"
+        )
+    if not usable:
+        why = "; ".join(
+            f"{f}: " + (", ".join(x["meaning"] for x in d["flags"]) or "no readable value")
+            for f, d in report.fields.items()
+        )
+        return f"no field of the query could be read ({why})"
+    single = report.single_field
+    if single and single["status"] == "too_common":
+        return (
+            f"{single['field']} alone matches more than {single['limit']} stored records, too "
+            "many to rank: add a birth date, phone or ID number"
+        )
+    searched = [r for r in report.rules if r["status"] in ("searched", "too_large")]
+    if not searched and single is None:
+        return (
+            f"{', '.join(usable)} alone cannot find a person: no blocking rule has all its keys "
+            "and only a name or a birth date is looked up alone; add a name, ID number, "
+            "birth date or phone"
+        )
+    if not searched:
+        return f"no stored record has this {single['field']}"
+    tried = ", ".join(r["rule"] for r in searched)
+    text = f"no stored record shares a blocking key with the query (rules tried: {tried})"
+    if single is not None:
+        text += f", nor the {single['field']} alone"
+    return text
+
+
+def search_report(
+    store: Store,
+    record: dict[str, Any],
+    top: int = 5,
+    *,
+    single_field_limit: int = SINGLE_FIELD_LIMIT,
+) -> SearchReport:
+    """Rank stored identities for one record and say what was searched and why.
+
+    ``record`` maps canonical field names (``name``, ``id_number``, ``birth_date``, ``phone``,
+    ``gender``, ``hukou_address``, ``current_address``, ...) to raw values; other keys are
+    reported in ``ignored``. Candidates come from the store's blocking-key index (the rules
+    of the stored model's batch; a block over ``max_block_size`` is skipped as in the
+    batch); when no rule yields one, a name alone or a birth date alone is looked up when
+    at most ``single_field_limit`` stored records share it. Raises ``InputError`` when the
+    store holds no model, ``ValueError`` when ``top`` < 1.
+    """
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
     setup: _Setup = store.memo("search", lambda: _setup(store))
     run = setup.run
     raw = {
-        k: (None if v is None else str(v)) for k, v in record.items() if k in schema.MAPPABLE_FIELDS
+        k: (None if v is None else str(v).strip())
+        for k, v in record.items()
+        if k in schema.MAPPABLE_FIELDS
     }
+    raw = {k: v for k, v in raw.items() if v}
+    report = SearchReport(
+        hits=[], ignored=sorted(str(k) for k in record if k not in schema.MAPPABLE_FIELDS)
+    )
     raw[schema.SOURCE] = QUERY_SOURCE
     raw[schema.RECORD_ID] = QUERY_SOURCE
-    query = standardize_record(raw, run.standardize)
-    limit = run.blocking.max_block_size
-    found = store.rks_for_hashes(record_key_hashes(query.iloc[0].to_dict(), run.blocking))
+    flags: dict[str, str] = {}
+    query = standardize_record(raw, run.standardize, flags=flags)
+    row = query.iloc[0].to_dict()
+    report.fields = _field_report(raw, row, flags)
+    blocking = run.blocking
+    limit = blocking.max_block_size
+    rule_keys = record_rule_keys(row, blocking)
+    hashes = sorted({int(v) for v in rule_keys.values() if not isinstance(v, list)})
+    found = store.rks_for_hashes(hashes)
+    sizes = found.groupby(schema.KEY_HASH)[schema.RECORD_KEY].size()
+    for rule in blocking.rules:
+        key = rule_keys.get(rule.name)
+        entry: dict = {"rule": rule.name, "keys": list(rule.keys)}
+        if isinstance(key, list):
+            fields = list(dict.fromkeys(f for k in key for f in _key_fields(k)))
+            # given and readable, yet no key: e.g. a Han name has no minority-name head
+            given = all(report.fields.get(_key_fields(k)[0], {}).get("usable") for k in key)
+            status = "not_applicable" if given else "missing_keys"
+            entry.update(status=status, missing=key, fields=fields, records=0)
+        else:
+            n = int(sizes.get(key, 0))
+            entry.update(status="too_large" if n > limit else "searched", records=n)
+        report.rules.append(entry)
     # a block the batch would skip (over max_block_size) is skipped here too
-    sizes = found.groupby(schema.KEY_HASH)[schema.RECORD_KEY].transform("size")
-    rks = np.unique(found.loc[sizes <= limit, schema.RECORD_KEY].to_numpy(np.int64))
+    rks = np.array([], np.int64)
+    if len(found):
+        in_limit = found[schema.KEY_HASH].map(sizes).to_numpy() <= limit
+        rks = np.unique(found.loc[in_limit, schema.RECORD_KEY].to_numpy(np.int64))
     if len(rks) == 0:
-        return []
+        rks = _single_field_lookup(store, row, report, single_field_limit)
+    if len(rks) == 0:
+        report.message = _empty_message(report)
+        return report
+    if report.single_field is not None:
+        single = report.single_field
+        report.message = (
+            f"no blocking rule found a candidate; ranked the {single['records']} stored "
+            f"records sharing the {single['field']} alone"
+        )
     cands = store.candidates_by_rk(rks, setup.columns)
+    report.hits = _rank(store, setup, query, cands, top)
+    return report
+
+
+def _single_field_lookup(store: Store, row: dict, report: SearchReport, limit: int) -> np.ndarray:
+    """Row keys of stored records sharing the query's name (or else birth date) alone."""
+    for f, pairs in _SINGLE_FIELD.items():
+        if not report.fields.get(f, {}).get("usable"):
+            continue
+        conditions = [(stored, row.get(q)) for stored, q in pairs if row.get(q) is not None]
+        rks = store.rks_where(conditions, limit=limit + 1)
+        too_many = len(rks) > limit
+        report.single_field = {
+            "field": f,
+            "records": int(min(len(rks), limit)) if not too_many else None,
+            "limit": limit,
+            "status": "too_common" if too_many else "searched",
+        }
+        return np.array([], np.int64) if too_many else rks
+    return np.array([], np.int64)
+
+
+def _rank(
+    store: Store, setup: _Setup, query: pd.DataFrame, cands: pd.DataFrame, top: int
+) -> list[dict]:
+    """Score the query against candidate records; best record per identity, best first."""
+    run = setup.run
     combined = stack([query, cands])
     pairs = pd.DataFrame(
         {
@@ -117,3 +321,15 @@ def search(store: Store, record: dict[str, Any], top: int = 5) -> list[dict]:
             }
         )
     return out
+
+
+def search(store: Store, record: dict[str, Any], top: int = 5) -> list[dict]:
+    """Rank stored identities for one record: probability, best record, golden record, explanation.
+
+    ``record`` maps canonical fields (name, id_number, birth_date, ...) to raw values; other
+    keys are ignored (:func:`search_report` lists them). Returns at most ``top`` dicts, best
+    first: ``identity_id``, ``match_probability`` (0-1), ``match_weight`` (log2 Bayes
+    factor), ``best_record``, ``matched_records``, ``golden``, ``explanation``. Raises
+    ``InputError`` when the store holds no model.
+    """
+    return search_report(store, record, top=top).hits

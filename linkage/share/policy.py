@@ -83,6 +83,8 @@ class DepartmentPolicy(_Model):
     rows: Literal["all", "own"] = "all"  # own: only identities with a record in own_sources
     aggregate: bool = False  # counts per combination of the granted (masked) fields only
     on_conflict: Literal["refuse", "coarsen"] | None = None  # overrides the policy default
+    # how the lookup service's audit log records this department's query values
+    audit_queries: Literal["raw", "masked", "none"] | None = None  # overrides the default
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -139,6 +141,9 @@ class SharingPolicy(_Model):
     pseudonym_key_env: str = "LINKAGE_PSEUDONYM_KEY"
     # aggregated cells with fewer persons get a null count and a flag
     min_cell: int = Field(default=5, ge=1)
+    # lookup-service audit log: raw query values, masked as the department's grants mask
+    # the field (values of fields not granted are not written), or only the field names
+    audit_queries: Literal["raw", "masked", "none"] = "masked"
     departments: dict[str, DepartmentPolicy] = Field(min_length=1)
     source_path: Path | None = Field(default=None, exclude=True)
 

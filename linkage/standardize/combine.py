@@ -40,6 +40,24 @@ def join_flags(*parts: pd.Series) -> pd.Series:
     return pd.Series(result, index=parts[0].index, dtype=object)
 
 
+def all_flags() -> dict[str, str]:
+    """Return every quality flag code the stage can emit, with its description (search reports them)."""
+    flags: dict[str, str] = {}
+    for field in (schema.NAME, schema.FORMER_NAME):
+        for code, text in names.FLAGS.items():
+            flags[field + code.removeprefix("name")] = text
+    flags.update(idnumber.FLAGS)
+    for field in (schema.BIRTH_DATE, schema.REGISTERED_AT):
+        for code, text in dates.FLAGS.items():
+            flags[f"{field}_{code}"] = text
+    flags.update(demographics.FLAGS)
+    flags.update(phone.FLAGS)
+    for field in (schema.HUKOU_ADDRESS, schema.CURRENT_ADDRESS):
+        for code, text in address.FLAGS.items():
+            flags[field + code.removeprefix("address")] = text
+    return flags
+
+
 def _prefix_flags(flags: pd.Series, field: str) -> pd.Series:
     """Prefix bare flag codes (``unparsed``) with the field name (``birth_date_unparsed``)."""
     codes, uniques = pd.factorize(flags.fillna(""))
@@ -195,14 +213,18 @@ def standardize(
 
 
 def standardize_record(
-    record: Mapping[str, Any], config: StandardizeConfig | None = None
+    record: Mapping[str, Any],
+    config: StandardizeConfig | None = None,
+    flags: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Standardize ONE record (a dict of canonical fields) into a one-row table, fast.
 
     Walks the same ``FIELDS`` with the same options as :func:`standardize`, but only the
     fields the record has: on one row, pandas costs milliseconds per field module, and an
     absent field's derived columns would all be null (comparisons read absent columns as
-    null). No ``rid`` or ``quality_flags`` column is added.
+    null). No ``rid`` or ``quality_flags`` column is added; when ``flags`` is a dict it
+    receives each given field's quality-flag codes (``|``-joined, as :func:`all_flags`
+    names them), for search to report unreadable values.
     """
     config = config or StandardizeConfig()
     done: dict[str, pd.DataFrame] = {}
@@ -211,6 +233,10 @@ def standardize_record(
         if value is None or value == "":
             continue
         frame = entry.run(pd.Series([value], dtype=object), config, done)
+        if flags is not None:
+            codes = str(frame[schema.QUALITY_FLAGS].iloc[0] or "")
+            if codes:
+                flags[entry.field] = codes
         done[entry.field] = frame.drop(columns=[schema.QUALITY_FLAGS])
     parts = [pd.DataFrame({k: [v] for k, v in record.items()})] + list(done.values())
     return pd.concat([p.reset_index(drop=True) for p in parts], axis=1)

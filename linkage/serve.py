@@ -1,0 +1,910 @@
+"""Lookup service: search and fetch identities over HTTP, each answer one department's view.
+
+The top layer beside the CLI: composes the identity store (opened read-only), single-record
+search (linkage.incremental) and the sharing policy's views (linkage.share), whose masks and
+grants it reuses and never restates. FastAPI and uvicorn come from the ``serve`` extra.
+"""
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from linkage import schema
+from linkage.errors import ConfigError, InputError
+from linkage.incremental import SINGLE_FIELD_LIMIT, SearchReport, search_report
+from linkage.share import (
+    GRANTABLE_FIELDS,
+    DepartmentPolicy,
+    SharingPolicy,
+    effective_department,
+    export_view,
+    load_policy,
+    mask_values,
+)
+from linkage.store import Store
+
+try:  # the serve extra; importing this module without it names the extra
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi import Path as PathParam
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+    from pydantic import BaseModel, ConfigDict, Field
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "the lookup service needs FastAPI and uvicorn: pip install 'linkage[serve]'"
+    ) from exc
+
+logger = logging.getLogger(__name__)
+
+# Environment variable holding the tokens file's content, for deployments without a file.
+TOKENS_ENV = "LINKAGE_SERVE_TOKENS"
+# Settings handed to each uvicorn worker process (``--workers`` > 1 imports the app anew).
+_SETTINGS_ENV = "LINKAGE_SERVE_SETTINGS"
+HASH_PREFIX = "sha256:"
+# A request body above this is refused (413) before it is parsed: a query is a few fields.
+MAX_BODY_BYTES = 16 * 1024
+MAX_TOP = 20
+# Query fields of the service and the record field each one searches.
+QUERY_FIELDS: dict[str, str] = {
+    "name": schema.NAME,
+    "id_number": schema.ID_NUMBER,
+    "birth_date": schema.BIRTH_DATE,
+    "phone": schema.PHONE,
+    "gender": schema.GENDER,
+    "address": schema.CURRENT_ADDRESS,
+    "hukou_address": schema.HUKOU_ADDRESS,
+}
+
+
+# ----------------------------------------------------------------------------- tokens
+
+
+def hash_token(token: str) -> str:
+    """Return the stored form of a bearer token: ``sha256:`` and its hex SHA-256 digest.
+
+    Tokens are 256-bit random strings (``new_token``), so a plain hash resists guessing;
+    a slow password hash would only add latency to every request.
+    """
+    return HASH_PREFIX + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    """Return a fresh random bearer token (43 URL-safe characters, 256 bits)."""
+    import secrets
+
+    return secrets.token_urlsafe(32)
+
+
+def parse_tokens(data: Any, *, where: str) -> list[tuple[bytes, str]]:
+    """Validate a tokens document: ``{department: hash or [hashes]}``; return (digest, dept).
+
+    Raises ConfigError naming ``where`` and the department for anything but ``sha256:``
+    followed by 64 hex digits (a raw token pasted by mistake is refused, not stored).
+    """
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(
+            "expected a mapping of department name to token hash(es) (sha256:<64 hex digits>)",
+            path=where,
+        )
+    out: list[tuple[bytes, str]] = []
+    for department, hashes in data.items():
+        values = hashes if isinstance(hashes, list) else [hashes]
+        for value in values:
+            text = str(value)
+            hex_part = text.removeprefix(HASH_PREFIX)
+            ok = text.startswith(HASH_PREFIX) and len(hex_part) == 64
+            try:
+                digest = bytes.fromhex(hex_part) if ok else b""
+            except ValueError:
+                digest = b""
+            if len(digest) != 32:
+                raise ConfigError(
+                    "expected sha256:<64 hex digits> (the hash of a token, never the token "
+                    "itself; `linkage serve-token` writes one)",
+                    path=where,
+                    key=str(department),
+                )
+            out.append((digest, str(department)))
+    return out
+
+
+def load_tokens(path: str | Path | None) -> list[tuple[bytes, str]]:
+    """Read token hashes from ``path``, or else from the environment variable TOKENS_ENV."""
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError("tokens file not found", path=str(path)) from None
+        where = str(path)
+    else:
+        text = os.environ.get(TOKENS_ENV, "")
+        if not text.strip():
+            raise ConfigError(
+                f"no tokens: give --tokens FILE or set the environment variable {TOKENS_ENV}"
+            )
+        where = f"${TOKENS_ENV}"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", path=where) from None
+    return parse_tokens(data, where=where)
+
+
+def add_token(path: str | Path, department: str) -> str:
+    """Create a token for ``department``, add its hash to the tokens file, return the token.
+
+    The file is rewritten atomically (comments are not kept); the token itself is stored
+    nowhere, so it can be shown once only.
+    """
+    from linkage.io import atomic_write
+
+    path = Path(path)
+    data: dict = {}
+    if path.exists():
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        parse_tokens(data, where=str(path)) if data else None
+    token = new_token()
+    current = data.get(department, [])
+    data[department] = [*(current if isinstance(current, list) else [current]), hash_token(token)]
+    text = "# department: SHA-256 hashes of its bearer tokens (linkage serve-token)\n"
+    text += yaml.safe_dump(data, allow_unicode=True, sort_keys=True)
+    atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
+    return token
+
+
+def authenticate(tokens: list[tuple[bytes, str]], token: str) -> str | None:
+    """Return the department whose token this is, or None.
+
+    Compares the token's digest with every stored digest in constant time and without an
+    early exit, so timing tells nothing about which digest came close.
+    """
+    digest = hashlib.sha256(token.encode("utf-8")).digest()
+    found = None
+    for stored, department in tokens:
+        if hmac.compare_digest(stored, digest):
+            found = department
+    return found
+
+
+# ----------------------------------------------------------------------------- API models
+
+
+class _Forbid(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class SearchQuery(_Forbid):
+    """One person to look up; give any combination of fields (at least one)."""
+
+    name: str | None = Field(None, max_length=100, examples=["张伟"])
+    id_number: str | None = Field(
+        None,
+        max_length=40,
+        description="18- or 15-digit resident ID",
+        examples=["110101199003070011"],
+    )
+    birth_date: str | None = Field(
+        None, max_length=40, description="any common format, e.g. 1990-03-07 or 1990年3月7日"
+    )
+    phone: str | None = Field(None, max_length=40, examples=["13800138000"])
+    gender: str | None = Field(None, max_length=10, description="男/女, M/F")
+    address: str | None = Field(None, max_length=200, description="current address")
+    hukou_address: str | None = Field(None, max_length=200, description="户籍地址")
+    top: int = Field(5, ge=1, le=MAX_TOP, description="most identities to return")
+
+
+class Explanation(BaseModel):
+    """One comparison's contribution to a hit's match weight."""
+
+    comparison: str
+    level: str
+    weight: float = Field(description="partial match weight, log2 Bayes factor")
+
+
+class Hit(BaseModel):
+    """A stored identity that may be the person asked about, as the department sees it."""
+
+    identity: dict[str, Any] = Field(
+        description="the department's view: its identity id column, granted fields (masked), "
+        "sources and record ids where granted, export_flags"
+    )
+    match_probability: float = Field(ge=0, le=1)
+    match_weight: float = Field(description="log2 Bayes factor of the best-matching record")
+    explanation: list[Explanation] = Field(
+        description="comparisons over fields the department sees unmasked; the weight of the "
+        "others is in match_weight but not itemized"
+    )
+
+
+class SearchAnswer(BaseModel):
+    """Hits, best first, and what was searched (why an answer is empty)."""
+
+    department: str
+    hits: list[Hit]
+    message: str = Field(description="why the answer is empty or how it was found; '' if plain")
+    fields: dict[str, dict[str, Any]] = Field(
+        description="per query field given: usable (could be read) and quality flags"
+    )
+    rules: list[dict[str, Any]] = Field(description="blocking rules: keys, status, records")
+    single_field: dict[str, Any] | None = Field(
+        description="lookup by a name or birth date alone, when no rule found a candidate"
+    )
+
+
+class IdentityAnswer(BaseModel):
+    """One identity in the department's view."""
+
+    department: str
+    identity: dict[str, Any]
+
+
+class DepartmentAnswer(BaseModel):
+    """What the calling department is granted (its effective sharing policy)."""
+
+    department: str
+    purpose: str
+    identity: str
+    fields: dict[str, str] = Field(description="granted field -> mask")
+    sources: bool
+    record_ids: str
+    rows: str
+
+
+class ErrorAnswer(BaseModel):
+    """Every 4xx and 5xx answer."""
+
+    error: str
+    problems: list[str] = Field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- the service
+
+
+@dataclass
+class ServiceSettings:
+    """Everything ``create_app`` needs; JSON-serializable for worker processes."""
+
+    store: str
+    policy: str
+    tokens: str | None = None  # file path; None reads TOKENS_ENV
+    audit: str | None = None  # JSON-lines file; None writes no audit log
+    single_field_limit: int = SINGLE_FIELD_LIMIT
+
+
+def _add_missing_indexes(path: str) -> None:
+    """Add the lookup indexes a store written by an older release lacks (once, if writable)."""
+    with Store.open(path, create=False, read_only=True) as store:
+        missing = store.missing_indexes()
+    if not missing:
+        return
+    try:
+        with Store.open(path, create=False) as store:
+            t = time.perf_counter()
+            store.build_indexes()
+            logger.info("added store indexes %s in %.1fs", missing, time.perf_counter() - t)
+    except InputError as exc:  # another process holds the store: serve without them
+        logger.warning("store lacks indexes %s (lookups scan instead): %s", missing, exc)
+
+
+def _column_fields(column: str) -> str | None:
+    """The canonical field a derived column is computed from (None for bookkeeping columns)."""
+    if column == schema.QUALITY_FLAGS:
+        return None
+    if column.startswith("id_"):
+        return schema.ID_NUMBER
+    if column.startswith(schema.FORMER_NAME):
+        # a former name is shown under the name grant (documented in docs/integrator.md)
+        return schema.NAME
+    for f in sorted(schema.CANONICAL_FIELDS, key=len, reverse=True):
+        if column == f or column.startswith(f + "_"):
+            return f
+    return column
+
+
+class LookupService:
+    """The state behind the HTTP app: store, policy, tokens, audit log, one lock.
+
+    One DuckDB connection serves every request under a lock (DuckDB connections are not
+    thread-safe); run several worker processes for more throughput (``--workers``).
+    """
+
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        self.policy: SharingPolicy = load_policy(settings.policy)
+        self.tokens = load_tokens(settings.tokens)
+        departments = sorted({d for _, d in self.tokens})
+        self.departments: dict[str, DepartmentPolicy] = {}
+        for name in departments:
+            self.departments[name] = effective_department(self.policy, name)
+        _add_missing_indexes(settings.store)
+        # department pseudonyms are keyed as `linkage export` keys them: the policy's
+        # environment variable, else the store's own secret (created once, like export does)
+        self._key: bytes | None = None
+        if not os.environ.get(self.policy.pseudonym_key_env):
+            with Store.open(settings.store, create=False) as writable:
+                self._key = writable.secret("pseudonym_key")
+        self.store = Store.open(settings.store, create=False, read_only=True)
+        # point lookups gain nothing from DuckDB's thread pool; workers are the parallelism
+        self.store.con.execute("SET threads = 1")
+        self.lock = threading.Lock()
+        self._audit_lock = threading.Lock()
+        self._audit = None
+        if settings.audit:
+            path = Path(settings.audit)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._audit = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+            except OSError as exc:
+                self.store.close()
+                raise InputError(f"cannot write the audit log: {exc}", path=str(path)) from None
+        self._ids: dict[str, dict[str, str]] = {}
+        self._id_column: dict[str, str | None] = {}
+        self._hidden: dict[str, set[str]] = {}
+        try:
+            for name in self.departments:
+                # a view of one probe row: a missing pseudonym key fails here, not later
+                self._id_column[name] = self._probe_id_column(name)
+            self._warm_up()
+            for name, column in self._id_column.items():
+                if column not in (None, schema.IDENTITY_ID):
+                    self._map_ids(name)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _warm_up(self) -> None:
+        """Load the model, term-frequency tables and address data before the first request."""
+        t = time.perf_counter()
+        try:
+            search_report(
+                self.store,
+                {
+                    schema.NAME: "张伟",
+                    schema.BIRTH_DATE: "1990-01-01",
+                    schema.PHONE: "13800138000",
+                    schema.CURRENT_ADDRESS: "北京市东城区东华门街道1号",
+                    schema.HUKOU_ADDRESS: "北京市东城区东华门街道1号",
+                    schema.GENDER: "男",
+                    schema.ID_NUMBER: "110101199001010011",
+                },
+            )
+        except ValueError as exc:  # pragma: no cover - a store without records
+            logger.warning("warm-up search failed: %s", exc)
+        mask_values(pd.Series(["北京市东城区东华门街道1号"]), schema.CURRENT_ADDRESS, "district")
+        logger.info("lookup service warm in %.1fs", time.perf_counter() - t)
+
+    def close(self) -> None:
+        """Close the store and the audit log."""
+        self.store.close()
+        if self._audit is not None:
+            self._audit.close()
+
+    # ------------------------------------------------------------------ views
+
+    def _links_frame(self, identity_ids: list[str]) -> pd.DataFrame:
+        if not identity_ids:
+            return pd.DataFrame(
+                {
+                    c: pd.Series(dtype=object)
+                    for c in (schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID)
+                }
+            )
+        return self.store.links_of_identities(identity_ids)
+
+    def _needs_links(self, dept: DepartmentPolicy) -> bool:
+        return dept.sources or dept.record_ids != "none" or dept.rows == "own"
+
+    def _links_for(self, department: str, identity_ids: list[str]) -> pd.DataFrame:
+        """Links the department's view needs (none when it shows no sources or record ids)."""
+        needed = self._needs_links(self.departments[department])
+        return self._links_frame(identity_ids if needed else [])
+
+    def _probe_id_column(self, department: str) -> str | None:
+        if self.departments[department].identity == "none":
+            return None
+        probe = export_view(
+            pd.DataFrame({schema.IDENTITY_ID: ["probe"]}),
+            self._links_frame([]),
+            self._id_only_policy(department),
+            department,
+            key=self._key,
+        )
+        return str(probe.columns[0])
+
+    def view_id_column(self, department: str) -> str | None:
+        """The name of the identity column in the department's view (None: no identity)."""
+        return self._id_column[department]
+
+    def _id_only_policy(self, department: str) -> SharingPolicy:
+        """The policy with this department reduced to its identity column (for id lookups)."""
+        dept = self.policy.departments[department].model_copy(
+            update={"fields": {}, "sources": False, "record_ids": "none", "rows": "all"}
+        )
+        return self.policy.model_copy(update={"departments": {department: dept}})
+
+    def resolve(self, department: str, view_id: str) -> str | None:
+        """Map an id as the department sees it back to the stored identity id (or None)."""
+        column = self.view_id_column(department)
+        if column is None:
+            return None
+        if column == schema.IDENTITY_ID:
+            return view_id
+        return self._map_ids(department).get(view_id)
+
+    def _map_ids(self, department: str) -> dict[str, str]:
+        """View id -> identity id for every identity (built once per department)."""
+        if department not in self._ids:
+            # a keyed pseudonym cannot be inverted: map every identity once, then look up
+            t = time.perf_counter()
+            column = self.view_id_column(department)
+            ids = self.store.con.execute("SELECT identity_id FROM golden").fetchnumpy()
+            all_ids = pd.Series(np.asarray(ids[schema.IDENTITY_ID], dtype=object))
+            view = export_view(
+                pd.DataFrame({schema.IDENTITY_ID: all_ids}),
+                self._links_frame([]),
+                self._id_only_policy(department),
+                department,
+                key=self._key,
+            )
+            self._ids[department] = dict(
+                zip(view[column].astype(str), all_ids.astype(str), strict=True)
+            )
+            logger.info(
+                "mapped %d identity ids for %s in %.1fs",
+                len(all_ids),
+                department,
+                time.perf_counter() - t,
+            )
+        return self._ids[department]
+
+    def hidden_comparisons(self, department: str) -> set[str]:
+        """Comparisons reading a field the department does not see unmasked."""
+        if department not in self._hidden:
+            from linkage.incremental._common import stored_run
+
+            granted = {f for f, m in self.departments[department].fields.items() if m == "none"}
+            hidden = set()
+            for comparison in stored_run(self.store).comparisons:
+                fields = {_column_fields(c) for c in comparison.columns} - {None}
+                if not fields <= granted:
+                    hidden.add(comparison.name)
+            self._hidden[department] = hidden
+        return self._hidden[department]
+
+    # ------------------------------------------------------------------ requests
+
+    def search(self, department: str, query: SearchQuery) -> dict:
+        """Search as ``department``: hits in its view and the search report."""
+        dept = self.departments[department]
+        record = {
+            QUERY_FIELDS[k]: v
+            for k, v in query.model_dump(exclude={"top"}).items()
+            if v not in (None, "")
+        }
+        # rows: own views drop identities outside the department's registries after ranking
+        wanted = query.top if dept.rows == "all" else query.top + 3 * MAX_TOP
+        with self.lock:
+            report = search_report(
+                self.store, record, top=wanted, single_field_limit=self.settings.single_field_limit
+            )
+            hits = self._hits(department, report, query.top)
+        return self._answer(department, dept, report, hits)
+
+    def _hits(self, department: str, report: SearchReport, top: int) -> list[dict]:
+        """The report's hits in the department's view, by ``share.export_view``."""
+        if not report.hits:
+            return []
+        dept = self.departments[department]
+        links = self._links_for(department, [h["identity_id"] for h in report.hits])
+        hits = report.hits
+        if dept.rows == "own":
+            own = links[links[schema.SOURCE].isin(dept.own_sources)]
+            keep = set(own[schema.IDENTITY_ID].astype(str))
+            hits = [h for h in hits if str(h["identity_id"]) in keep]
+        hits = hits[:top]
+        if not hits:
+            return []
+        golden = pd.DataFrame(
+            [
+                {
+                    **{f: h["golden"].get(f) for f in GRANTABLE_FIELDS},
+                    schema.IDENTITY_ID: h["identity_id"],
+                }
+                for h in hits
+            ]
+        )
+        view = export_view(golden, links, self.policy, department, key=self._key)
+        if len(view) != len(hits):  # pragma: no cover - export_view keeps every visible row
+            raise RuntimeError("a department view lost rows")
+        hidden = self.hidden_comparisons(department)
+        out = []
+        for h, (_, row) in zip(hits, view.iterrows(), strict=True):
+            out.append(
+                {
+                    "identity": {k: (None if pd.isna(v) else v) for k, v in row.items()},
+                    "match_probability": h["match_probability"],
+                    "match_weight": h["match_weight"],
+                    "explanation": [e for e in h["explanation"] if e["comparison"] not in hidden],
+                }
+            )
+        return out
+
+    def _answer(
+        self, department: str, dept: DepartmentPolicy, report: SearchReport, hits: list[dict]
+    ) -> dict:
+        rules = [dict(r) for r in report.rules]
+        single = dict(report.single_field) if report.single_field else None
+        message = report.message
+        if dept.rows == "own":
+            # counts and messages of the whole store would tell a department restricted to
+            # its own registries that someone else's record matched: report statuses only
+            for r in rules:
+                r.pop("records", None)
+            if single:
+                single.pop("records", None)
+            if not hits:
+                message = "no identity with a record in your department's registries matches"
+            elif report.single_field:
+                message = f"no blocking rule found a candidate; ranked by {single['field']} alone"
+        return {
+            "department": department,
+            "hits": hits,
+            "message": message,
+            "fields": {k: v for k, v in report.fields.items()},
+            "rules": rules,
+            "single_field": single,
+        }
+
+    def fetch(self, department: str, view_id: str) -> dict | None:
+        """One identity in the department's view, or None when it may not see it."""
+        with self.lock:
+            identity_id = self.resolve(department, view_id)
+            if identity_id is None:
+                return None
+            golden = self.store.golden_for([identity_id])
+            if golden.empty:
+                return None
+            links = self._links_for(department, [identity_id])
+            view = export_view(golden, links, self.policy, department, key=self._key)
+        if view.empty:
+            return None
+        row = view.iloc[0]
+        return {
+            "department": department,
+            "identity": {k: (None if pd.isna(v) else v) for k, v in row.items()},
+        }
+
+    # ------------------------------------------------------------------ audit
+
+    def audit_values(self, department: str | None, query: dict[str, str]) -> dict | list:
+        """Query values as the policy lets the audit log keep them."""
+        if department is None:
+            return sorted(query)
+        dept = self.departments[department]
+        mode = dept.audit_queries or self.policy.audit_queries
+        if mode == "none":
+            return sorted(query)
+        if mode == "raw":
+            return dict(query)
+        out = {}
+        for key, value in query.items():
+            mask = dept.fields.get(QUERY_FIELDS.get(key, key))
+            if mask is None:
+                out[key] = None  # given, but the department is not granted the field
+                continue
+            masked, failed = mask_values(pd.Series([value]), QUERY_FIELDS[key], mask)
+            out[key] = None if bool(failed.iloc[0]) else masked.iloc[0]
+        return out
+
+    def audit(self, entry: dict) -> None:
+        """Append one JSON line to the audit log."""
+        if self._audit is None:
+            return
+        line = json.dumps(entry, ensure_ascii=False, default=str)
+        with self._audit_lock:
+            self._audit.write(line + "\n")
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorAnswer, "description": "missing or unknown bearer token"},
+    403: {"model": ErrorAnswer, "description": "the department's view does not allow this"},
+    413: {"model": ErrorAnswer, "description": "request body too large"},
+    422: {"model": ErrorAnswer, "description": "malformed request"},
+}
+
+
+class _BodyLimit:
+    """ASGI middleware: refuse a request body over ``limit`` bytes with 413, unparsed.
+
+    Starlette has no body-size setting; counting the streamed chunks catches bodies sent
+    without a Content-Length too.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await _send_error(send, 413, f"request body over {self.limit} bytes")
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            return await self.app(scope, counted, send)
+        except _TooLarge:
+            return await _send_error(send, 413, f"request body over {self.limit} bytes")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_error(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message, "problems": []}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _problem(err: dict) -> str:
+    where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+    msg = err.get("msg", "invalid")
+    if err.get("type") == "json_invalid":
+        return f"the body is not valid JSON (at character {err.get('loc', ('', '?'))[-1]})"
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown field; expected one of " + ", ".join([*QUERY_FIELDS, "top"])
+    return f"{where}: {msg}" if where else msg
+
+
+def create_app(
+    settings: ServiceSettings | None = None, service: LookupService | None = None
+) -> FastAPI:
+    """Build the FastAPI app over a :class:`LookupService` (made from ``settings``).
+
+    Raises ConfigError / InputError when the policy, tokens, store or audit path is bad.
+    """
+    if service is None:
+        if settings is None:
+            raise ValueError("give settings or a service")
+        service = LookupService(settings)
+    app = FastAPI(
+        title="linkage lookup service",
+        version=_version(),
+        description=(
+            "Does this person already exist, and what may my department see of them? "
+            "Every request carries a department's bearer token; every answer is that "
+            "department's view under the sharing policy (the masks and grants of "
+            "`linkage export`)."
+        ),
+        responses=_ERROR_RESPONSES,
+    )
+    app.state.service = service
+    # inside the audit middleware (added below, so outer): a refused body is audited too
+    app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
+    bearer = HTTPBearer(auto_error=False, description="the department's token")
+
+    def department(
+        request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> str:
+        if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+            raise HTTPException(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
+        found = authenticate(service.tokens, creds.credentials)
+        if found is None:
+            raise HTTPException(401, "unknown bearer token", {"WWW-Authenticate": "Bearer"})
+        request.state.department = found
+        return found
+
+    def identity_view(request: Request, name: Annotated[str, Depends(department)]) -> str:
+        dept = service.departments[name]
+        if dept.aggregate:
+            raise HTTPException(
+                403, f"department '{name}' is granted counts only (an aggregated view)"
+            )
+        return name
+
+    @app.middleware("http")
+    async def audit(request: Request, call_next):
+        start = time.perf_counter()
+        request.state.department = None
+        request.state.audit = {}
+        status = 500  # what the client gets when the endpoint raises
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            if request.url.path.startswith("/v1/"):
+                service.audit(
+                    {
+                        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                        "department": request.state.department,
+                        "client": request.client.host if request.client else None,
+                        "method": request.method,
+                        "path": request.url.path,
+                        "status": status,
+                        "ms": round((time.perf_counter() - start) * 1000, 1),
+                        **request.state.audit,
+                    }
+                )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        message = str(exc.detail)
+        if message == "There was an error parsing the body":
+            message = "the body could not be parsed: expected a UTF-8 JSON object"
+        return JSONResponse(
+            {"error": message, "problems": []},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        problems = [_problem(e) for e in exc.errors()]
+        return JSONResponse({"error": "malformed request", "problems": problems}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception):
+        logger.exception("internal error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "internal error", "problems": []}, status_code=500)
+
+    @app.get("/healthz", tags=["service"], summary="Readiness (no authentication)")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get(
+        "/v1/department",
+        tags=["lookup"],
+        summary="What the calling department is granted",
+        response_model=DepartmentAnswer,
+    )
+    def whoami(name: Annotated[str, Depends(department)]) -> dict:
+        dept = service.departments[name]
+        return {
+            "department": name,
+            "purpose": dept.purpose,
+            "identity": dept.identity,
+            "fields": dict(dept.fields),
+            "sources": dept.sources,
+            "record_ids": dept.record_ids,
+            "rows": dept.rows,
+        }
+
+    @app.post(
+        "/v1/search",
+        tags=["lookup"],
+        summary="Find the stored identities most likely to be this person",
+        response_model=SearchAnswer,
+    )
+    def search(
+        query: SearchQuery, request: Request, name: Annotated[str, Depends(identity_view)]
+    ) -> dict:
+        given = {k: v for k, v in query.model_dump(exclude={"top"}).items() if v not in (None, "")}
+        request.state.audit = {"query": service.audit_values(name, given), "top": query.top}
+        if not given:
+            raise HTTPException(422, "give at least one of " + ", ".join(QUERY_FIELDS))
+        answer = service.search(name, query)
+        id_col = service.view_id_column(name)
+        request.state.audit["results"] = len(answer["hits"])
+        request.state.audit["returned"] = [
+            h["identity"].get(id_col) for h in answer["hits"] if id_col
+        ]
+        return answer
+
+    @app.get(
+        "/v1/identities/{identity}",
+        tags=["lookup"],
+        summary="One identity in the department's view",
+        response_model=IdentityAnswer,
+    )
+    def fetch(
+        request: Request,
+        identity: Annotated[
+            str, PathParam(max_length=100, description="the id as your view shows it")
+        ],
+        name: Annotated[str, Depends(identity_view)],
+    ) -> dict:
+        request.state.audit = {"identity": identity}
+        if service.departments[name].identity == "none":
+            raise HTTPException(403, f"department '{name}' is granted no identity ids")
+        answer = service.fetch(name, identity)
+        if answer is None:
+            raise HTTPException(404, "no identity with this id in your department's view")
+        return answer
+
+    return app
+
+
+def _version() -> str:
+    from linkage import __version__
+
+    return str(__version__)
+
+
+def app_from_env() -> FastAPI:
+    """App factory for uvicorn worker processes: settings from the environment."""
+    data = json.loads(os.environ[_SETTINGS_ENV])
+    return create_app(ServiceSettings(**data))
+
+
+def settings_env(settings: ServiceSettings) -> dict[str, str]:
+    """The environment a worker process needs to rebuild ``settings``."""
+    from dataclasses import asdict
+
+    return {_SETTINGS_ENV: json.dumps(asdict(settings))}
+
+
+def serve(
+    settings: ServiceSettings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info",
+) -> None:
+    """Validate the settings, then run uvicorn until interrupted.
+
+    Access logs are off: request lines could carry personal data, and the audit log
+    records each request instead.
+    """
+    import uvicorn
+
+    common = dict(
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+    )
+    where = f"http://{host}:{port} (API docs at /docs), audit log {settings.audit}"
+    if workers <= 1:
+        app = create_app(settings)
+        logger.info("lookup service on %s", where)
+        uvicorn.run(app, **common)
+        return
+    # check everything in this process first: a bad token file exits 2 before workers start
+    LookupService(settings).close()
+    logger.info("lookup service on %s, %d workers", where, workers)
+    os.environ.update(settings_env(settings))
+    uvicorn.run("linkage.serve:app_from_env", factory=True, workers=workers, **common)

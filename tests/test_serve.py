@@ -1,0 +1,717 @@
+"""Lookup service: a real uvicorn process on a loopback port, queried with a real HTTP client.
+
+Covers authentication (401/403), each department's view against ``linkage export``'s,
+cross-department leaks, malformed requests (4xx, never a 500), the audit log and a bounded
+load test. Data: ``linkage synth`` + ``linkage run --store`` on a small population.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from linkage import schema  # noqa: E402
+from linkage.cli import app  # noqa: E402
+from linkage.serve import (  # noqa: E402
+    TOKENS_ENV,
+    add_token,
+    authenticate,
+    hash_token,
+    load_tokens,
+    new_token,
+    parse_tokens,
+)
+from linkage.share import export_view, load_policy  # noqa: E402
+from linkage.store import Store  # noqa: E402
+
+runner = CliRunner()
+PSEUDONYM_KEY = "test-pseudonym-key"
+SINGLE_FIELD_LIMIT = 3
+
+POLICY = {
+    "version": 1,
+    "on_conflict": "refuse",
+    "pseudonym_key_env": "LINKAGE_PSEUDONYM_KEY",
+    "audit_queries": "masked",
+    "departments": {
+        "police": {
+            "purpose": "residence registration",
+            "fields": [
+                "name",
+                "id_number",
+                "gender",
+                "birth_date",
+                "ethnicity",
+                "phone",
+                "hukou_address",
+                "current_address",
+            ],
+            "sources": True,
+            "record_ids": "own",
+            "own_sources": ["police"],
+        },
+        "health": {
+            "purpose": "health files",
+            "fields": {
+                "name": "none",
+                "id_number": "first6",
+                "gender": "none",
+                "birth_date": "none",
+                "phone": "none",
+                "hukou_address": "district",
+                "current_address": "none",
+            },
+            "sources": True,
+            "record_ids": "own",
+            "own_sources": ["health"],
+        },
+        "social_security": {
+            "purpose": "insurance checks",
+            "fields": {
+                "name": "none",
+                "id_number": "first6_last4",
+                "gender": "none",
+                "birth_date": "year",
+                "hukou_address": "district",
+                "current_address": "district",
+            },
+        },
+        "statistics": {
+            "purpose": "coverage counts",
+            "fields": {"gender": "none", "birth_date": "year"},
+            "identity": "none",
+            "aggregate": True,
+        },
+        "monitor": {
+            "purpose": "pseudonymous monitoring",
+            "fields": {"gender": "none", "birth_date": "year", "current_address": "district"},
+            "identity": "pseudonym",
+            "audit_queries": "none",
+        },
+        "police_own": {
+            "purpose": "own registry only",
+            "fields": {"name": "none", "birth_date": "year"},
+            "rows": "own",
+            "own_sources": ["police"],
+            "record_ids": "own",
+            "audit_queries": "raw",
+        },
+    },
+}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    """A store from `linkage synth` + `linkage run --store`, a policy and a tokens file."""
+    folder = tmp_path_factory.mktemp("serve")
+    data = folder / "data"
+    result = runner.invoke(app, ["synth", "--persons", "300", "--seed", "5", "-o", str(data), "-q"])
+    assert result.exit_code == 0, result.output
+    store = folder / "ids.duckdb"
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            str(data / "run.yaml"),
+            "--store",
+            str(store),
+            "--output",
+            str(folder / "out"),
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    policy = folder / "policy.yaml"
+    policy.write_text(yaml.safe_dump(POLICY, allow_unicode=True), encoding="utf-8")
+    tokens_file = folder / "tokens.yaml"
+    tokens = {name: add_token(tokens_file, name) for name in POLICY["departments"]}
+    with Store.open(store, create=False) as opened:
+        golden = opened.table("golden").drop(columns=["run_id"])
+        links = opened.links()
+        records = opened.table("records")
+    return {
+        "folder": folder,
+        "store": store,
+        "policy": policy,
+        "tokens_file": tokens_file,
+        "tokens": tokens,
+        "golden": golden,
+        "links": links,
+        "records": records,
+    }
+
+
+@pytest.fixture(scope="module")
+def server(built) -> dict:
+    """`linkage serve` in a subprocess on a free loopback port; stopped after the module."""
+    port = _free_port()
+    audit = built["folder"] / "audit.jsonl"
+    env = dict(os.environ, LINKAGE_PSEUDONYM_KEY=PSEUDONYM_KEY)
+    env.pop(TOKENS_ENV, None)
+    log = open(built["folder"] / "server.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "linkage.cli",
+            "serve",
+            "--store",
+            str(built["store"]),
+            "--policy",
+            str(built["policy"]),
+            "--tokens",
+            str(built["tokens_file"]),
+            "--audit",
+            str(audit),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--single-field-limit",
+            str(SINGLE_FIELD_LIMIT),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                log.flush()
+                raise AssertionError(
+                    "server exited: " + (built["folder"] / "server.log").read_text()
+                )
+            try:
+                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("server not ready within 120 s")
+            time.sleep(0.2)
+        with httpx.Client(base_url=base, timeout=30) as client:
+            yield {**built, "base": base, "client": client, "audit": audit, "proc": proc}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _auth(server, department: str) -> dict:
+    return {"Authorization": f"Bearer {server['tokens'][department]}"}
+
+
+def _search(server, department: str, **query) -> httpx.Response:
+    return server["client"].post("/v1/search", json=query, headers=_auth(server, department))
+
+
+def _complete_identities(golden: pd.DataFrame, n: int) -> pd.DataFrame:
+    full = golden.dropna(subset=["name", "birth_date", "id_number", "phone"])
+    return full.sort_values(schema.IDENTITY_ID).head(n)
+
+
+IDENTITY_VIEWS = ["police", "health", "social_security", "monitor"]
+
+
+# ----------------------------------------------------------------------------- tokens
+
+
+def test_tokens_file_holds_hashes_only_and_compares_them(tmp_path):
+    token = new_token()
+    assert len(token) >= 43
+    stored = parse_tokens({"police": hash_token(token)}, where="t")
+    assert authenticate(stored, token) == "police"
+    assert authenticate(stored, token + "x") is None
+    assert authenticate(stored, "") is None
+    with pytest.raises(Exception, match="sha256:<64 hex digits>") as info:
+        parse_tokens({"police": token}, where="tokens.yaml")
+    assert "tokens.yaml" in str(info.value) and "police" in str(info.value)
+    path = tmp_path / "tokens.yaml"
+    first = add_token(path, "health")
+    second = add_token(path, "health")
+    text = path.read_text(encoding="utf-8")
+    assert first not in text and second not in text
+    assert hash_token(first) in text and hash_token(second) in text
+    assert {d for _, d in load_tokens(path)} == {"health"}
+
+
+def test_tokens_from_the_environment(monkeypatch):
+    monkeypatch.setenv(TOKENS_ENV, yaml.safe_dump({"health": [hash_token("abc")]}))
+    assert authenticate(load_tokens(None), "abc") == "health"
+    monkeypatch.delenv(TOKENS_ENV)
+    with pytest.raises(Exception, match=TOKENS_ENV):
+        load_tokens(None)
+
+
+def test_serve_refuses_bad_setup_with_exit_2(built, tmp_path, monkeypatch):
+    monkeypatch.delenv(TOKENS_ENV, raising=False)
+    args = ["serve", "--store", str(built["store"]), "--policy", str(built["policy"])]
+    audit = ["--audit", str(tmp_path / "a.jsonl")]
+    result = runner.invoke(app, [*args, *audit])
+    assert result.exit_code == 2 and TOKENS_ENV in result.output
+    raw = tmp_path / "raw.yaml"
+    raw.write_text("police: not-a-hash\n", encoding="utf-8")
+    result = runner.invoke(app, [*args, *audit, "--tokens", str(raw)])
+    assert result.exit_code == 2 and "sha256" in result.output and str(raw) in result.output
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(f"nosuch: {hash_token('x')}\n", encoding="utf-8")
+    result = runner.invoke(app, [*args, *audit, "--tokens", str(unknown)])
+    assert result.exit_code == 2 and "unknown department" in result.output
+    # a pseudonym department without its key fails at start, not at the first request
+    monkeypatch.delenv("LINKAGE_PSEUDONYM_KEY", raising=False)
+    result = runner.invoke(app, [*args, *audit, "--tokens", str(built["tokens_file"])])
+    assert result.exit_code == 2 and "LINKAGE_PSEUDONYM_KEY" in result.output
+    missing = ["serve", "--store", str(tmp_path / "none.duckdb"), "--tokens", str(raw)]
+    result = runner.invoke(app, missing)
+    assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_serve_token_refuses_unknown_department(built, tmp_path):
+    out = tmp_path / "t.yaml"
+    result = runner.invoke(
+        app,
+        [
+            "serve-token",
+            "--tokens",
+            str(out),
+            "--department",
+            "nosuch",
+            "--policy",
+            str(built["policy"]),
+        ],
+    )
+    assert result.exit_code == 2 and not out.exists()
+    result = runner.invoke(
+        app,
+        [
+            "serve-token",
+            "--tokens",
+            str(out),
+            "--department",
+            "health",
+            "--policy",
+            str(built["policy"]),
+        ],
+    )
+    assert result.exit_code == 0
+    token = result.output.strip()
+    assert authenticate(load_tokens(out), token) == "health"
+
+
+# ----------------------------------------------------------------------------- HTTP
+
+
+def test_openapi_docs_describe_the_endpoints(server):
+    client = server["client"]
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/search", "/v1/identities/{identity}", "/v1/department"} <= set(spec["paths"])
+    assert any(s.get("scheme") == "bearer" for s in spec["components"]["securitySchemes"].values())
+    props = spec["components"]["schemas"]["SearchQuery"]["properties"]
+    assert {"name", "id_number", "birth_date", "phone", "address"} <= set(props)
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer x y"},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "bearer"},
+    ],
+)
+def test_missing_or_unknown_token_is_401(server, headers):
+    client = server["client"]
+    for response in (
+        client.post("/v1/search", json={"name": "张伟"}, headers=headers),
+        client.get("/v1/identities/anything", headers=headers),
+        client.get("/v1/department", headers=headers),
+    ):
+        assert response.status_code == 401, response.text
+        assert response.headers.get("www-authenticate") == "Bearer"
+        assert response.json()["error"]
+
+
+def test_another_departments_token_with_a_changed_character_is_401(server):
+    token = server["tokens"]["police"]
+    changed = token[:-1] + ("A" if token[-1] != "A" else "B")
+    response = server["client"].post(
+        "/v1/search", json={"name": "张伟"}, headers={"Authorization": f"Bearer {changed}"}
+    )
+    assert response.status_code == 401
+
+
+def test_counts_only_department_is_403(server):
+    response = _search(server, "statistics", name="张伟")
+    assert response.status_code == 403 and "counts only" in response.json()["error"]
+    response = server["client"].get("/v1/identities/x", headers=_auth(server, "statistics"))
+    assert response.status_code == 403
+
+
+def test_department_endpoint_shows_effective_grants(server):
+    body = server["client"].get("/v1/department", headers=_auth(server, "health")).json()
+    assert body["department"] == "health"
+    assert body["fields"]["id_number"] == "first6" and body["record_ids"] == "own"
+
+
+def _expected_view(server, department: str, identity_id: str) -> dict:
+    """The row `linkage export` writes for this identity (the same export_view call)."""
+    policy = load_policy(server["policy"])
+    golden = server["golden"]
+    row = golden[golden[schema.IDENTITY_ID] == identity_id]
+    os.environ["LINKAGE_PSEUDONYM_KEY"] = PSEUDONYM_KEY
+    try:
+        view = export_view(row, server["links"], policy, department)
+    finally:
+        os.environ.pop("LINKAGE_PSEUDONYM_KEY", None)
+    return {k: (None if pd.isna(v) else v) for k, v in view.iloc[0].items()}
+
+
+@pytest.mark.parametrize("department", IDENTITY_VIEWS)
+def test_each_department_sees_exactly_its_export_row(server, department):
+    for _, person in _complete_identities(server["golden"], 3).iterrows():
+        response = _search(
+            server, department, name=person["name"], birth_date=person["birth_date"], top=3
+        )
+        assert response.status_code == 200, response.text
+        hits = response.json()["hits"]
+        expected = _expected_view(server, department, person[schema.IDENTITY_ID])
+        assert hits, (department, person["name"])
+        assert hits[0]["identity"] == expected
+        assert 0.5 < hits[0]["match_probability"] <= 1
+
+
+def _allowed_columns(department: str) -> set[str]:
+    dept = POLICY["departments"][department]
+    fields = dept["fields"]
+    cols = set(fields if isinstance(fields, list) else fields)
+    ident = dept.get("identity", "pseudonym")  # per-department pseudonyms unless granted
+    cols |= (
+        {"identity_id"}
+        if ident == "identity_id"
+        else {"pseudonym_id"}
+        if ident == "pseudonym"
+        else set()
+    )
+    if dept.get("sources"):
+        cols.add("sources")
+    if dept.get("record_ids", "none") != "none":
+        cols.add("source_records")
+    return cols | {"export_flags"}
+
+
+@pytest.mark.parametrize("department", IDENTITY_VIEWS + ["police_own"])
+def test_no_department_sees_a_field_or_id_it_is_not_granted(server, department):
+    golden, links = server["golden"], server["links"]
+    other_record_ids = set(links.loc[links[schema.SOURCE] != "police", schema.RECORD_ID])
+    police_record_ids = set(links.loc[links[schema.SOURCE] == "police", schema.RECORD_ID])
+    identity_ids = set(golden[schema.IDENTITY_ID])
+    for _, person in _complete_identities(golden, 8).iterrows():
+        query = {
+            "name": person["name"],
+            "id_number": person["id_number"],
+            "birth_date": person["birth_date"],
+            "phone": person["phone"],
+        }
+        response = _search(server, department, **query, top=5)
+        assert response.status_code == 200, response.text
+        text = response.text
+        body = response.json()
+        for hit in body["hits"]:
+            assert set(hit["identity"]) <= _allowed_columns(department)
+        ids_in_answer = set(re.findall(r"ID[0-9A-F]{14}", text))
+        if department == "monitor":
+            # pseudonymous: no stored identity id anywhere in the answer
+            assert not ids_in_answer & identity_ids
+        # an ID number the department may not see whole never appears whole
+        if department not in ("police",):
+            assert str(person["id_number"]) not in text
+        if department in ("social_security", "monitor", "police_own"):
+            assert str(person["phone"]) not in text
+        # record ids: a department granted its own sees no other registry's record id
+        if department in ("health",):
+            assert not any(r in text for r in police_record_ids)
+        if department in ("police", "police_own"):
+            assert not any(r in text for r in other_record_ids)
+        if department in ("social_security", "monitor"):
+            assert not any(r in text for r in police_record_ids | other_record_ids)
+
+
+def test_rows_own_department_sees_only_identities_with_its_records(server):
+    golden, links = server["golden"], server["links"]
+    police_ids = set(links.loc[links[schema.SOURCE] == "police", schema.IDENTITY_ID])
+    outside = golden[~golden[schema.IDENTITY_ID].isin(police_ids)].dropna(
+        subset=["name", "birth_date"]
+    )
+    inside = golden[golden[schema.IDENTITY_ID].isin(police_ids)].dropna(
+        subset=["name", "birth_date"]
+    )
+    assert len(outside) and len(inside)
+    person = outside.iloc[0]
+    query = {"name": person["name"], "birth_date": person["birth_date"]}
+    # another department finds this person, police_own does not, and cannot tell it exists
+    assert _search(server, "police", **query).json()["hits"]
+    body = _search(server, "police_own", **query).json()
+    assert person[schema.IDENTITY_ID] not in json.dumps(body)
+    assert all(h["identity"]["identity_id"] in police_ids for h in body["hits"])
+    assert all("records" not in r for r in body["rules"])
+    fetched = server["client"].get(
+        f"/v1/identities/{person[schema.IDENTITY_ID]}", headers=_auth(server, "police_own")
+    )
+    assert fetched.status_code == 404
+    own = inside.iloc[0]
+    body = _search(server, "police_own", name=own["name"], birth_date=own["birth_date"]).json()
+    assert body["hits"][0]["identity"]["identity_id"] == own[schema.IDENTITY_ID]
+
+
+def test_fetch_one_identity_in_each_view(server):
+    person = _complete_identities(server["golden"], 1).iloc[0]
+    ident = person[schema.IDENTITY_ID]
+    client = server["client"]
+    for department in ("police", "health", "social_security"):
+        response = client.get(f"/v1/identities/{ident}", headers=_auth(server, department))
+        assert response.status_code == 200, response.text
+        assert response.json()["identity"] == _expected_view(server, department, ident)
+    # the pseudonymous view is fetched by its pseudonym, never by the stored id
+    hit = _search(server, "monitor", name=person["name"], birth_date=person["birth_date"])
+    pseudonym = hit.json()["hits"][0]["identity"]["pseudonym_id"]
+    assert pseudonym != ident
+    response = client.get(f"/v1/identities/{pseudonym}", headers=_auth(server, "monitor"))
+    assert response.status_code == 200
+    assert response.json()["identity"] == _expected_view(server, "monitor", ident)
+    response = client.get(f"/v1/identities/{ident}", headers=_auth(server, "monitor"))
+    assert response.status_code == 404
+    response = client.get("/v1/identities/IDFFFFFFFFFFFFFF", headers=_auth(server, "police"))
+    assert response.status_code == 404 and response.json()["error"]
+
+
+def test_explanation_lists_only_comparisons_over_unmasked_fields(server):
+    person = _complete_identities(server["golden"], 1).iloc[0]
+    query = {"name": person["name"], "id_number": person["id_number"]}
+    police = _search(server, "police", **query).json()["hits"][0]["explanation"]
+    social = _search(server, "social_security", **query).json()["hits"][0]["explanation"]
+    assert "id" in {e["comparison"] for e in police}
+    shown = {e["comparison"] for e in social}
+    assert "id" not in shown and "contact" not in shown and "name" in shown
+
+
+# ----------------------------------------------------------------------------- search reports
+
+
+def test_name_alone_and_birth_date_alone_are_ranked_when_selective(server):
+    records = server["records"].merge(server["links"], on=[schema.SOURCE, schema.RECORD_ID])
+    counts = records["name_clean"].value_counts()
+    rare = counts[counts == 1].index[0]
+    owner = records.loc[records["name_clean"] == rare, schema.IDENTITY_ID].iloc[0]
+    body = _search(server, "police", name=rare).json()
+    assert body["hits"] and body["hits"][0]["identity"]["identity_id"] == owner
+    assert body["single_field"]["field"] == "name" and body["single_field"]["status"] == "searched"
+    assert "alone" in body["message"]
+    common = counts.index[0]
+    assert counts.iloc[0] > SINGLE_FIELD_LIMIT
+    body = _search(server, "police", name=common).json()
+    assert body["hits"] == []
+    assert body["single_field"]["status"] == "too_common"
+    assert "too many" in body["message"] and "birth date" in body["message"]
+    births = records["birth_date_std"].value_counts()
+    date = births[births <= SINGLE_FIELD_LIMIT].index[0]
+    body = _search(server, "police", birth_date=date).json()
+    assert body["hits"] and body["single_field"]["field"] == "birth_date"
+
+
+def test_empty_answers_say_why(server):
+    body = _search(server, "police", gender="男").json()
+    assert body["hits"] == [] and "gender alone cannot find a person" in body["message"]
+    body = _search(server, "police", name="龘靐齉", birth_date="1901-01-01").json()
+    assert body["hits"] == []
+    tried = [r["rule"] for r in body["rules"] if r["status"] == "searched"]
+    assert "pinyin_name_birth_year" in tried and "rules tried" in body["message"]
+    missing = {r["rule"]: r for r in body["rules"]}["phone"]
+    assert missing["status"] == "missing_keys" and missing["fields"] == ["phone"]
+
+
+def test_unreadable_values_are_reported(server):
+    person = _complete_identities(server["golden"], 1).iloc[0]
+    good = str(person["id_number"])
+    bad = good[:-1] + ("0" if good[-1] != "0" else "1")
+    body = _search(server, "police", id_number=bad, birth_date="1990-13-45").json()
+    flags = {f["code"] for f in body["fields"]["id_number"]["flags"]}
+    assert "id_checksum" in flags
+    assert body["fields"]["birth_date"]["usable"] is False
+    assert body["fields"]["birth_date"]["flags"][0]["code"] == "birth_date_unparsed"
+    body = _search(server, "police", name="1234", phone="12").json()
+    assert body["hits"] == [] and "could be read" in body["message"]
+    assert body["fields"]["phone"]["usable"] is False
+
+
+# ----------------------------------------------------------------------------- bad requests
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "status", "needle"),
+    [
+        (b'{"name": ', {"content-type": "application/json"}, 422, "not valid JSON"),
+        (b"[1, 2]", {"content-type": "application/json"}, 422, "malformed"),
+        (b'{"nmae": "x"}', {"content-type": "application/json"}, 422, "unknown field"),
+        (b'{"name": "x", "top": 0}', {"content-type": "application/json"}, 422, "top"),
+        (b'{"name": "x", "top": 1000}', {"content-type": "application/json"}, 422, "top"),
+        (b'{"name": 5}', {"content-type": "application/json"}, 422, "name"),
+        (b"{}", {"content-type": "application/json"}, 422, "at least one"),
+        (b'{"gender": "   "}', {"content-type": "application/json"}, 422, "at least one"),
+        (b"name=x", {"content-type": "text/plain"}, 422, "malformed"),
+        (
+            json.dumps({"name": "张" * 500}).encode(),
+            {"content-type": "application/json"},
+            422,
+            "name",
+        ),
+        (b'{"name": "' + b"x" * 20000 + b'"}', {"content-type": "application/json"}, 413, "body"),
+        (b"\xff\xfe\x00", {"content-type": "application/json"}, 400, "could not be parsed"),
+    ],
+)
+def test_malformed_requests_get_a_clear_4xx(server, content, headers, status, needle):
+    response = server["client"].post(
+        "/v1/search", content=content, headers={**headers, **_auth(server, "police")}
+    )
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert needle in (body["error"] + " ".join(body["problems"]))
+    assert "Traceback" not in response.text
+
+
+def test_wrong_method_path_and_long_id_are_4xx(server):
+    client, auth = server["client"], _auth(server, "police")
+    assert client.get("/v1/search", headers=auth).status_code == 405
+    assert client.get("/v1/nothing", headers=auth).status_code == 404
+    response = client.get("/v1/identities/" + "x" * 500, headers=auth)
+    assert response.status_code == 422 and "Traceback" not in response.text
+
+
+# ----------------------------------------------------------------------------- audit and load
+
+
+def test_audit_log_records_who_asked_what_as_the_policy_allows(server):
+    person = _complete_identities(server["golden"], 2).iloc[1]
+    full_id = str(person["id_number"])
+    marker = person["name"]
+    query = {"name": marker, "id_number": full_id, "phone": person["phone"]}
+    assert _search(server, "health", **query).status_code == 200
+    assert _search(server, "monitor", **query).status_code == 200
+    assert _search(server, "police_own", **query).status_code == 200
+    server["client"].post("/v1/search", json=query, headers={"Authorization": "Bearer bad"})
+    time.sleep(0.2)
+    lines = [json.loads(x) for x in server["audit"].read_text(encoding="utf-8").splitlines()]
+    mine = [e for e in lines if e.get("query") and marker in json.dumps(e, ensure_ascii=False)]
+    by_dept = {e["department"]: e for e in mine}
+    # masked (the policy default): health sees the ID as first6, so the log keeps that
+    health = by_dept["health"]
+    assert health["query"]["id_number"] == full_id[:6] + "*" * 12
+    assert health["query"]["name"] == marker and health["status"] == 200
+    assert health["returned"] and health["results"] == len(health["returned"])
+    # raw for police_own; the monitor department's log keeps field names only
+    assert by_dept["police_own"]["query"]["id_number"] == full_id
+    monitor = [e for e in lines if e["department"] == "monitor" and e["path"] == "/v1/search"]
+    assert monitor[-1]["query"] == ["id_number", "name", "phone"]
+    assert full_id not in json.dumps(health) and full_id not in json.dumps(monitor[-1])
+    assert any(e["status"] == 413 for e in lines)  # a refused body is audited too
+    unauthenticated = [e for e in lines if e["status"] == 401]
+    assert unauthenticated and all(
+        e["department"] is None and "query" not in e for e in unauthenticated
+    )
+
+
+def test_bounded_load_from_concurrent_clients(server):
+    """A fixed number of requests from 8 threads on loopback; stops by itself."""
+    people = _complete_identities(server["golden"], 40)
+    queries = [
+        {"name": p["name"], "birth_date": p["birth_date"], "phone": p["phone"]}
+        for _, p in people.iterrows()
+    ]
+    departments = ["police", "health", "social_security"]
+    total, deadline = 150, time.monotonic() + 180
+
+    def one(i: int) -> tuple[int, str, float]:
+        if time.monotonic() > deadline:
+            return (0, "", 0.0)
+        dept = departments[i % len(departments)]
+        t = time.perf_counter()
+        response = _search(server, dept, **queries[i % len(queries)])
+        return (
+            response.status_code,
+            dept if response.json()["department"] == dept else "",
+            (time.perf_counter() - t),
+        )
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(one, range(total)))
+    elapsed = time.perf_counter() - start
+    assert [r[0] for r in results] == [200] * total
+    assert all(r[1] for r in results)
+    assert elapsed < 180
+    assert server["proc"].poll() is None  # still serving
+
+
+def test_an_internal_error_is_a_json_500_without_details_and_is_audited(built, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from linkage.serve import LookupService, ServiceSettings, create_app
+
+    monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    audit = built["folder"] / "audit-500.jsonl"
+    service = LookupService(
+        ServiceSettings(
+            store=str(built["store"]),
+            policy=str(built["policy"]),
+            tokens=str(built["tokens_file"]),
+            audit=str(audit),
+        )
+    )
+    try:
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("secret detail /internal/path")
+
+        monkeypatch.setattr(service, "search", broken)
+        client = TestClient(create_app(service=service), raise_server_exceptions=False)
+        response = client.post(
+            "/v1/search",
+            json={"name": "张伟"},
+            headers={"Authorization": f"Bearer {built['tokens']['police']}"},
+        )
+        assert response.status_code == 500
+        assert response.json() == {"error": "internal error", "problems": []}
+        assert "secret" not in response.text and "Traceback" not in response.text
+    finally:
+        service.close()
+    entry = json.loads(audit.read_text(encoding="utf-8").splitlines()[-1])
+    assert entry["status"] == 500 and entry["department"] == "police"
