@@ -439,7 +439,11 @@ class FellegiSunterModel:
             info = {"rule": dict(rule), "pairs": n_pairs, "estimated": []}
             self.sessions_.append(info)
             if n_pairs < min_pairs:
-                logger.info("training session %s: only %d pairs, skipped", dict(rule), n_pairs)
+                logger.info(
+                    "training session %s: only %d pairs, skipped",
+                    " & ".join(f"{k}>={v}" for k, v in rule.items()),
+                    n_pairs,
+                )
                 continue
             sub = vectors.loc[mask, list(gamma_cols.values())].copy()
             for name in rule:

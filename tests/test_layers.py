@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "errors": 1,
     "_files": 1,
     "tables": 1,
+    "progress": 1,
     "config": 2,
     "zh": 3,
     "standardize": 4,
