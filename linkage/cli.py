@@ -173,13 +173,28 @@ class _TerminalProgress:
     _UNCOUNTED = "{desc} [{elapsed}]"
 
     def __init__(self) -> None:
+        import threading
+
         self.bar: Any = None
+        self._stop = threading.Event()
+        # tqdm redraws only on update; a stage that cannot count (training, clustering)
+        # would show a frozen clock, so a daemon thread redraws the current bar each second
+        self._ticker = threading.Thread(target=self._tick, daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            bar = self.bar
+            if bar is not None:
+                with contextlib.suppress(Exception):  # the bar may close meanwhile
+                    bar.refresh()
 
     def stage(self, name: str, total: int | None = None, unit: str = "") -> None:
         from tqdm import tqdm
 
         self.close()
         if name == "done":
+            self._stop.set()
             return
         self.bar = tqdm(
             total=total,
@@ -198,9 +213,9 @@ class _TerminalProgress:
             self.bar.update(n)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        bar, self.bar = self.bar, None  # the ticker sees no bar before this one closes
+        if bar is not None:
+            bar.close()
 
 
 class _LogProgress:
@@ -257,9 +272,8 @@ def _progress(quiet: bool) -> Iterator[Any]:
         with logging_redirect_tqdm():
             try:
                 yield report
-                report.stage("done")
             finally:
-                report.close()
+                report.stage("done")
         return
     report = _LogProgress()
     yield report
@@ -518,9 +532,7 @@ def export(
     ],
     policy: Annotated[
         Path | None,
-        typer.Option(
-            "--policy", help="Sharing policy YAML (default: the policy shipped with the package)."
-        ),
+        typer.Option("--policy", help="Sharing policy YAML (default configs/sharing.yaml)."),
     ] = None,
     quiet: Quiet = False,
 ) -> None:
