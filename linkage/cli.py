@@ -345,24 +345,29 @@ def profile(config: ConfigArg, as_json: AsJson = False, quiet: Quiet = False) ->
     from linkage.profile import flag_counts, format_profile, profile_fields, profile_summary
 
     _setup_logging(True)
-    records = read_records(load_config(config))
-    if as_json:
-        counts = flag_counts(records)
-        flags = (
-            []
-            if counts.empty
-            else _rows(counts.stack().rename("records").reset_index().query("records > 0"))
-        )
-        _print_json(
-            {
+    cfg = load_config(config)
+    with _progress(quiet) as report:
+        records = read_records(cfg, progress=report)
+        report.stage("profiling")
+        if as_json:
+            counts = flag_counts(records)
+            flags = (
+                []
+                if counts.empty
+                else _rows(counts.stack().rename("records").reset_index().query("records > 0"))
+            )
+            document = {
                 "records": len(records),
                 "sources": _rows(profile_summary(records)),
                 "fields": _rows(profile_fields(records)),
                 "quality_flags": flags,
             }
-        )
+        else:
+            text = format_profile(records)
+    if as_json:
+        _print_json(document)
         return
-    _echo(format_profile(records), quiet)
+    _echo(text, quiet)
 
 
 @app.command("standardize")
@@ -593,10 +598,12 @@ def blocking_cmd(
 
     _setup_logging(True)
     linker = Linker.from_yaml(config)
-    records = linker.standardize()
-    settings = linker.config.blocking
-    report = blocking_report(records, settings)
-    big = largest_blocks(records, settings, top=top)
+    with _progress(quiet) as progress:
+        records = linker.standardize(progress)
+        progress.stage("counting pairs per rule")
+        settings = linker.config.blocking
+        report = blocking_report(records, settings)
+        big = largest_blocks(records, settings, top=top)
     total = int(report["pairs"].sum())
     warnings = [
         f"rule '{row.rule}' has {row.blocks_over_warning} block(s) over "
