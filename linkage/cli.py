@@ -419,8 +419,8 @@ def run(
     _setup_logging(quiet)
     linker = Linker.from_yaml(config, store=store)
     with _progress(quiet) as report:
-        result = linker.run(progress=report)
-        paths = linker.write(output, progress=report)
+        paths = linker.write(output, progress=report)  # runs first; the Linker checks paths
+        result = linker.result_
     if as_json:
         _print_json({**result.summary, "outputs": {k: str(p) for k, p in paths.items()}})
         return

@@ -253,7 +253,7 @@ class FellegiSunterModel:
                 logger.info(
                     "u for '%s': levels %s unobserved in %d sampled pairs, smoothed to %.3g",
                     name,
-                    [self.levels[name][i] for i in unseen],
+                    ", ".join(str(self.levels[name][i]) for i in unseen),
                     int(n),
                     self.u_[name][unseen].min(),
                 )
@@ -462,7 +462,9 @@ class FellegiSunterModel:
         missing = [n for n in self.comparisons if seen[n] == 0]
         fallback = None
         if missing:
-            logger.info("no training session estimated %s: EM over all pairs for them", missing)
+            logger.info(
+                "no training session estimated %s: EM over all pairs for them", ", ".join(missing)
+            )
             fallback = self._em(
                 self._gamma_matrix(vectors), self._u_copy(), u_floor, 0.1, fix_u=True
             )

@@ -369,7 +369,8 @@ def test_job_log_gets_one_timed_line_per_stage_including_writing(data):
     assert any(line.endswith("(6 files)") and "writing outputs" in line for line in lines)
     seconds = [float(line[1:].split("s]")[0]) for line in lines]
     assert seconds == sorted(seconds)
-    assert "{'" not in result.output  # no Python dict reprs in log or summary lines
+    # no Python dict or list reprs in log or summary lines
+    assert "{'" not in result.output and "['" not in result.output
 
 
 class _Recorder:

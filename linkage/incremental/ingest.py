@@ -201,5 +201,11 @@ def ingest(store: Store, config: RunConfig, *, progress: ProgressLike = None) ->
     )
     seconds["write"] = time.perf_counter() - t
     summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-    logger.info("ingest run %d: %s", run_id, summary)
+    logger.info(
+        "ingest run %d: %d new records, %d matches, %d identities touched",
+        run_id,
+        summary["new_records"],
+        summary["matches"],
+        summary["touched_identities"],
+    )
     return IngestResult(identities=links, events=stable.events, run_id=run_id, summary=summary)
