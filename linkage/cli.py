@@ -50,7 +50,8 @@ AsJson = Annotated[
     ),
 ]
 ConfigArg = Annotated[
-    Path, typer.Argument(help="Run config YAML (see the README, 'Configuration').")
+    Path,
+    typer.Argument(metavar="CONFIG", help="Run config YAML (see the README, 'Configuration')."),
 ]
 
 
