@@ -321,8 +321,10 @@ def synth(
     quiet: Quiet = False,
 ) -> None:
     """Generate synthetic police, civil-affairs and health registries with ground truth."""
+    from linkage.paths import check_output_dir
     from linkage.synth import generate
 
+    check_output_dir(output)
     start = time.perf_counter()
     result = generate(
         persons, seed=seed, corruption=corruption, output=output, excel=excel, new_batch=new_batch
@@ -381,8 +383,10 @@ def standardize_cmd(
     """Read and standardize every source; write the records with derived columns as Parquet."""
     from linkage.config import load_config
     from linkage.io import read_records, write_parquet
+    from linkage.paths import check_output_file
 
     _setup_logging(quiet)
+    check_output_file(output)
     cfg = load_config(config)
     start = time.perf_counter()
     with _progress(quiet) as report:
@@ -416,8 +420,13 @@ def run(
     job log. With --json, stdout holds the summary (summary.json's keys) plus "outputs".
     """
     from linkage.linker import Linker
+    from linkage.paths import check_output_dir, check_store_path
 
     _setup_logging(quiet)
+    # every path is checked before the work and before the store transaction commits
+    check_output_dir(output)
+    if store is not None:
+        check_store_path(store, create=True)
     linker = Linker.from_yaml(config, store=store)
     with _progress(quiet) as report:
         paths = linker.write(output, progress=report)  # runs first; the Linker checks paths
@@ -447,8 +456,12 @@ def ingest(
     matches, touched_identities, events, seconds, ...).
     """
     from linkage.linker import Linker
+    from linkage.paths import check_output_dir, check_store_path
 
     _setup_logging(quiet)
+    check_store_path(store, create=False)
+    if output is not None:
+        check_output_dir(output)
     linker = Linker.from_yaml(config, store=store)
     with _progress(quiet) as report:
         result = linker.ingest(progress=report, output=output)
@@ -505,6 +518,9 @@ def search(
             "give at least one of --name, --id-number, --birth-date, --phone, --gender, --address",
             param_hint="search fields",
         )
+    from linkage.paths import check_store_path
+
+    check_store_path(store, create=False, write=False)
     hits = Linker(store=store).search({k: v for k, v in record.items() if v}, top=top)
     if as_json:
         _print_json([_search_hit(hit) for hit in hits])
@@ -543,10 +559,15 @@ def export(
     quiet: Quiet = False,
 ) -> None:
     """Write one department's view of the golden records: granted fields only, masked."""
+    from linkage.paths import check_input_file, check_output_file, check_store_path
     from linkage.share import export_command
     from linkage.store import Store
 
     _setup_logging(True)
+    check_store_path(store, create=False, write=False)
+    check_output_file(output)
+    if policy is not None:
+        check_input_file(policy, "--policy")
     with Store.open(store, create=False) as opened:
         golden, links = opened.table("golden"), opened.links()
     path, rows = export_command(golden, links, policy, department, output)
@@ -571,9 +592,11 @@ def encode(
     """Write keyed Bloom-filter encodings (CLKs) of name, birth date and ID for linking without raw identifiers."""
 
     from linkage.errors import ConfigError
+    from linkage.paths import check_output_file
     from linkage.pprl import encode_command
 
     _setup_logging(True)
+    check_output_file(output)
     key = os.environ.get(key_env, "")
     if not key:
         raise ConfigError(f"set the shared secret key in the environment variable {key_env}")
@@ -676,10 +699,12 @@ def demo(
     """Generate synthetic registries and run the batch merge on them end to end, then evaluate."""
     from linkage.evaluate import evaluate_files, format_scores
     from linkage.linker import Linker
+    from linkage.paths import check_output_dir
     from linkage.profile import format_profile
     from linkage.synth import generate
 
     _setup_logging(True)
+    check_output_dir(output)
     data_dir = output / "data"
     with _progress(quiet) as report:
         report.stage(f"generating registries for {persons:,} persons")
@@ -694,6 +719,33 @@ def demo(
     _echo("\naccuracy against the generator's ground truth:", quiet)
     _echo(format_scores(evaluate_files(data_dir / "truth.csv", paths["identities"])), quiet)
     _echo(f"\noutputs in {output}: {', '.join(p.name for p in paths.values())}", quiet)
+
+
+store_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Inspect an identity store file."
+)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("check")
+@_handle_errors
+def store_check_cmd(
+    store: Annotated[Path, typer.Argument(help="Identity store file.")],
+    quiet: Quiet = False,
+) -> None:
+    """Verify a store's structure and integrity (read-only); exit 2 when a problem is found.
+
+    Checks the file (a whole DuckDB database, every block's checksum), the schema version,
+    the tables and their key columns, unique row keys, every record in exactly one active
+    identity, one golden record per active identity, the key index, runs and events.
+    """
+    from linkage.store_check import check_store
+
+    report = check_store(store)
+    _echo(report.format(), quiet)
+    if not report.ok:
+        typer.echo(f"error: {store}: {len(report.problems)} integrity problem(s)", err=True)
+        raise typer.Exit(2)
 
 
 def main() -> None:

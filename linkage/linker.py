@@ -112,7 +112,11 @@ class Linker:
         identities.csv, golden_records.csv, pairs.parquet (pairs at or above
         ``output.pairs_min_probability``), model.json, cluster_sizes.csv, summary.json; each
         written atomically. ``progress`` gets the ``writing outputs`` stage, counted in files.
+        Raises InputError before running when ``output`` is a file or cannot be written.
         """
+        from linkage.paths import check_output_dir
+
+        check_output_dir(output, what="output")
         result = self.result_ or self.run(progress)
         return write_outputs(result, output, self._config(), progress=progress)
 

@@ -15,11 +15,10 @@ from typing import Any, Literal
 import duckdb
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from linkage import schema
-from linkage.config import format_validation_errors
+from linkage.config import format_validation_errors, read_yaml
 from linkage.errors import ConfigError, InputError
 from linkage.io import atomic_write
 from linkage.standardize._distinct import map_distinct
@@ -181,13 +180,7 @@ def policy_from_dict(data: Any, *, path: str | Path | None = None) -> SharingPol
 def load_policy(path: str | Path = DEFAULT_POLICY_PATH) -> SharingPolicy:
     """Load, validate and check a sharing policy YAML file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise ConfigError("file not found", path=str(path)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", path=str(path)) from None
-    return policy_from_dict(data, path=path)
+    return policy_from_dict(read_yaml(path), path=path)
 
 
 def disclosed_levels(fields: dict[str, str]) -> dict[str, int]:

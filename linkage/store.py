@@ -142,11 +142,12 @@ class Store:
     @classmethod
     def open(cls, path: str | os.PathLike, create: bool = True) -> Store:
         """Open (or with ``create`` make) the store at ``path``; migrate or refuse other versions."""
+        from linkage.store_check import check_file, truncation
+
         path = Path(path)
         if not path.exists() and not create:
             raise InputError("identity store not found", path=str(path))
-        if path.exists() and path.is_dir():
-            raise InputError("identity store path is a folder, expected a file", path=str(path))
+        check_file(path)  # a CSV or Parquet file would open as an in-memory database
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             con = duckdb.connect(str(path))
@@ -154,11 +155,24 @@ class Store:
             raise InputError(f"cannot open identity store: {exc}", path=str(path)) from None
         store = cls(con, path)
         try:
+            cut = truncation(con, path)  # damage is found before anything is written
+            if cut:
+                raise InputError(f"identity store is damaged: {cut}", path=str(path))
             store._init_schema()
+        except duckdb.Error as exc:
+            con.close()
+            raise store._damaged(exc) from None
         except BaseException:
             con.close()
             raise
         return store
+
+    def _damaged(self, exc: duckdb.Error) -> InputError:
+        return InputError(
+            f"identity store cannot be read or written ({exc}); "
+            f"run 'linkage store check {self.path}'",
+            path=str(self.path),
+        )
 
     def _init_schema(self) -> None:
         tables = {
@@ -224,8 +238,14 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
         self.close()
+        # I/O errors and failed block checksums mean a damaged (or unwritable) file: exit 2
+        # naming it, not a traceback; other DuckDB errors stay internal errors
+        if isinstance(exc, duckdb.IOException) or (
+            isinstance(exc, duckdb.Error) and "Corrupt database file" in str(exc)
+        ):
+            raise self._damaged(exc) from exc
 
     def memo(self, key: str, build: Callable[[], Any]) -> Any:
         """Return ``build()``, computed once until the store's next write (which clears it).

@@ -255,18 +255,19 @@ def test_run_json_is_the_summary_with_numbers_and_output_paths(batch):
     assert "[" not in result.stdout.split("{", 1)[0]  # no progress line before the document
 
 
-def test_ingest_json_and_text_line(batch):
+def test_ingest_json_and_text_line(batch, tmp_path):
+    import shutil
+
     out, _ = batch
     new = out / "d" / "new.yaml"
-    result = runner.invoke(
-        app, ["ingest", str(new), "--store", str(out / "ids.duckdb"), "--json", "-q"]
-    )
+    store = shutil.copy(out / "ids.duckdb", tmp_path / "ids.duckdb")
+    result = runner.invoke(app, ["ingest", str(new), "--store", str(store), "--json", "-q"])
     doc = _json(result)
     assert isinstance(doc["run_id"], int) and doc["new_records"] > 0
     assert all(isinstance(v, int) for v in doc["events"].values())
     assert all(isinstance(v, float) for v in doc["seconds"].values())
     # the same batch again: every record is an update; the text has no Python dict reprs
-    result = runner.invoke(app, ["ingest", str(new), "--store", str(out / "ids.duckdb")])
+    result = runner.invoke(app, ["ingest", str(new), "--store", str(store)])
     assert result.exit_code == 0, result.output
     assert f"({doc['new_records']:,} updates)" in result.stdout
     assert "{" not in result.stdout and "events:  record_updated" in result.stdout
@@ -452,3 +453,40 @@ def test_terminal_bar_per_stage_and_log_lines_never_inside_a_bar(data, tmp_path)
     for stage in ("blocking", "training model", "clustering", "building golden records"):
         assert re.search(re.escape(stage) + r" \[\d\d:\d\d\]", raw), stage
     assert "identities:" in (tmp_path / "stdout.txt").read_text(encoding="utf-8")
+
+
+def test_output_paths_are_checked_before_any_stage_starts(data, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    config = str(data / "data" / "run.yaml")
+    for args in (
+        ["run", config, "--output", str(blocker / "out")],
+        ["run", config, "--output", str(blocker)],
+        ["run", config, "--output", str(tmp_path / "o"), "--store", str(blocker)],
+        ["standardize", config, "--output", str(tmp_path)],
+        ["synth", "--persons", "50", "--output", str(blocker)],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert str(blocker) in result.output or str(tmp_path) in result.output, result.output
+        assert "] reading" not in result.stderr  # refused before the first stage
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.xfail(
+    reason="the store path check reads a re-ingested store as truncated: DuckDB shrinks the "
+    "file at checkpoint while its header keeps the old block count",
+    strict=False,
+)
+def test_search_after_a_second_ingest_of_the_same_batch(batch, tmp_path):
+    import shutil
+
+    out, _ = batch
+    store = str(shutil.copy(out / "ids.duckdb", tmp_path / "ids.duckdb"))
+    new = str(out / "d" / "new.yaml")
+    for _ in range(2):
+        result = runner.invoke(app, ["ingest", new, "--store", store, "-q"])
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["search", "--store", store, "--phone", "13800138000"])
+    assert result.exit_code == 0, result.output
