@@ -88,7 +88,8 @@ def _echo(message: str, quiet: bool = False) -> None:
 
 
 def _plain(value: Any) -> Any:
-    """numpy scalars, NaN and paths -> JSON values (NaN and NA become null)."""
+    """numpy scalars, NaN and paths -> JSON values (NaN and NA become null, floats keep 6
+    significant digits)."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -97,8 +98,9 @@ def _plain(value: Any) -> Any:
         return str(value)
     if hasattr(value, "item") and not isinstance(value, str | bytes):
         value = value.item()  # numpy scalar
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, float):
+        # 6 significant digits: 0.987988, 1.9e-05; a score needs no more, a reader no fewer
+        return float(f"{value:.6g}") if math.isfinite(value) else None
     if value is not None and not isinstance(value, str | int | float | bool):
         import pandas as pd
 
