@@ -2,7 +2,7 @@
 
 A command that fails after its store transaction committed, or after an hour of linking,
 because its output path is a file or not writable, leaves the user with half a result.
-Imports only the errors and the store's file check; called by the CLI.
+Imports the errors and the store's file checks; called by the CLI and the Linker.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from linkage.errors import InputError
+from linkage.store import check_file, precheck_damage
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -102,8 +103,6 @@ def check_store_path(path: str | os.PathLike, *, create: bool, write: bool = Tru
     shorter than its header declares, and for a store whose folder is not writable when the
     command will write to it (DuckDB writes a journal file beside the store).
     """
-    from linkage.store_check import check_file, precheck_damage
-
     path = Path(path)
     if not path.exists():
         if not create:

@@ -1,8 +1,8 @@
 """Integrity checks of an identity store file: what it is, whether it is whole, whether its
 tables agree (schema version, keys, one identity per record, events).
 
-Reads only; imports the store's table layout, the schema and the errors, never the stages.
-``check_file`` runs before every open; ``check_store`` is ``linkage store check``.
+Reads only; built on the store (whose own file checks run before every open) and the
+identity event kinds. ``check_store`` is ``linkage store check``.
 """
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ from pathlib import Path
 import duckdb
 
 from linkage import schema
-from linkage.errors import InputError
+from linkage.errors import StoreError
 from linkage.identity import EVENT, EVENTS, MERGED_INTO, STATUS
+from linkage.store import MIGRATIONS, SCHEMA_VERSION, check_file, truncation
 
-# A DuckDB database file carries "DUCK" at byte 8, after an 8-byte checksum; three 4 KiB
-# headers (main + two database headers) precede its blocks (DuckDB storage format, v1.0+).
-_MAGIC = b"DUCK"
-_MAGIC_OFFSET = 8
-_HEADER_BYTES = 3 * 4096
 # Examples listed per problem.
 _EXAMPLES = 5
 # Columns each table must have (dynamic tables: the keys the store itself relies on).
@@ -56,90 +52,6 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 # Tables created with the first run rather than with the store.
 _CREATED_LATER = ("records", "golden")
-
-
-def _sniff(head: bytes) -> str:
-    """A few words on what a non-DuckDB file looks like, for the error message."""
-    if head.startswith(b"PAR1"):
-        return "a Parquet file"
-    if head.startswith(b"PK\x03\x04"):
-        return "a zip archive (an .xlsx workbook?)"
-    if head.startswith(b"SQLite format 3"):
-        return "an SQLite database"
-    if any(c in head for c in (b",", b"\t", b"\n")):
-        return "a text file (CSV?)"
-    return "not a DuckDB database"
-
-
-def check_file(path: str | os.PathLike) -> None:
-    """Refuse a path that exists but is not a whole DuckDB database file.
-
-    A missing path is fine (a new store is created there). Raises InputError naming the file
-    for a folder, an empty file, a file of another kind (DuckDB would otherwise open a CSV or
-    Parquet file as an in-memory database and every write would be lost) and a file shorter
-    than the blocks its header declares (truncated by a copy or a full disk).
-    """
-    path = Path(path)
-    if not path.exists():
-        return
-    if path.is_dir():
-        raise InputError("identity store path is a folder, expected a file", path=str(path))
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(64)
-    except OSError as exc:
-        raise InputError(
-            f"cannot read the identity store: {exc.strerror}", path=str(path)
-        ) from None
-    if not head:
-        raise InputError(
-            "empty file, not an identity store (give a new path to create one)", path=str(path)
-        )
-    if head[_MAGIC_OFFSET : _MAGIC_OFFSET + len(_MAGIC)] != _MAGIC:
-        raise InputError(
-            f"not an identity store: {_sniff(head)}; give a store file written by linkage "
-            "(or, to create one, a path that does not exist yet)",
-            path=str(path),
-        )
-
-
-def truncation(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
-    """Return a problem when the file is shorter than its header's block count says."""
-    rows = con.execute("PRAGMA database_size").fetchall()
-    if not rows:
-        return None
-    block_size, total_blocks = int(rows[0][2]), int(rows[0][3])
-    expected = _HEADER_BYTES + block_size * total_blocks
-    size = path.stat().st_size
-    if size < expected:
-        return (
-            f"file is truncated: {size:,} bytes, its header declares {total_blocks} blocks of "
-            f"{block_size:,} bytes ({expected:,} bytes); restore it from a backup"
-        )
-    return None
-
-
-def precheck_damage(path: Path) -> None:
-    """Raise InputError when an existing store is truncated or cannot be opened at all.
-
-    Cheap (the header only), for commands to run before their work. A store locked by a
-    writing process is skipped: the command's own open checks it again.
-    """
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as exc:
-        if "lock" in str(exc).lower():
-            return
-        raise InputError(
-            f"identity store cannot be opened ({exc}); run 'linkage store check {path}'",
-            path=str(path),
-        ) from None
-    try:
-        cut = truncation(con, path)
-    finally:
-        con.close()
-    if cut:
-        raise InputError(f"identity store is damaged: {cut}", path=str(path))
 
 
 @dataclass
@@ -202,8 +114,6 @@ class _Checker:
         if "meta" not in self.tables:
             self.problem("no meta table: not an identity store")
             return False
-        from linkage.store import MIGRATIONS, SCHEMA_VERSION
-
         got = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
         version = None
         try:
@@ -377,12 +287,12 @@ def check_store(path: str | os.PathLike) -> CheckReport:
     schema_version; every table and the columns the store relies on; row keys unique;
     every record in exactly one identity and every link to a stored record and an active
     identity; golden records one per active identity; key index, runs and events consistent.
-    Raises InputError when the path is missing or not a DuckDB file; returns a report
+    Raises StoreError when the path is missing or not a DuckDB file; returns a report
     listing the problems otherwise.
     """
     path = Path(path)
     if not path.exists():
-        raise InputError("identity store not found", path=str(path))
+        raise StoreError("identity store not found", path=str(path))
     check_file(path)
     report = CheckReport(path=path)
     try:

@@ -43,6 +43,8 @@ LAYERS: dict[str, int] = {
     "pprl": 5,
     "store": 5,
     "pipeline": 6,
+    "store_check": 6,
+    "paths": 6,
     "incremental": 7,
     "linker": 8,
     "cli": 9,
