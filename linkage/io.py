@@ -27,6 +27,7 @@ from linkage import schema
 from linkage.config import RunConfig, SourceConfig
 from linkage.errors import InputError
 from linkage.progress import ProgressLike, as_progress
+from linkage.spreadsheet import neutralize_formulas, restore_formulas  # noqa: F401 - re-exported
 from linkage.standardize.combine import FIELDS, standardize
 
 logger = logging.getLogger(__name__)
@@ -637,8 +638,14 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     return path
 
 
-def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a UTF-8 CSV atomically."""
+def write_csv(frame: pd.DataFrame, path: str | Path, *, for_people: bool = True) -> Path:
+    """Write a UTF-8 CSV atomically; ``for_people`` (default) neutralizes formula cells.
+
+    Every CSV meant to be opened in a spreadsheet (outputs, exports, review files) goes through
+    :func:`neutralize_formulas`; files only programs read pass ``for_people=False``.
+    """
+    if for_people:
+        frame = neutralize_formulas(frame)
     return atomic_write(path, lambda p: frame.to_csv(p, index=False, encoding="utf-8"))
 
 

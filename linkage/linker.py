@@ -46,9 +46,13 @@ class Linker:
         *,
         model: FellegiSunterModel | None = None,
         store: StorePath | None = None,
+        id_key: bytes | None = None,
     ):
         self.config = config
         self.model = model
+        # names identities of a run without a store (see identity.identity_names); a store
+        # names them with its own secret
+        self.id_key = id_key
         self.store = Path(store) if store is not None else None
         self.records_: pd.DataFrame | None = None
         self.result_: LinkResult | None = None
@@ -90,7 +94,9 @@ class Linker:
         report = as_progress(progress)
         config = self._config()
         records = self.standardize(report)
-        result = link_records(records, config, model=self.model, progress=report)
+        result = link_records(
+            records, config, model=self.model, progress=report, id_key=self.id_key
+        )
         read = self._timings.get("read", 0.0)
         seconds = {
             "read": round(read, 3),

@@ -133,6 +133,8 @@ RECORD_ID_L = "record_id_l"
 SOURCE_R = "source_r"
 RECORD_ID_R = "record_id_r"
 PAIR_KEYS: tuple[str, ...] = (SOURCE_L, RECORD_ID_L, SOURCE_R, RECORD_ID_R)
+# Reviewed pairs: PAIR_KEYS + LABEL (match / non-match / unsure, see linkage.review.labels).
+LABEL = "label"
 
 # Identity store: identities table and events table (linkage.identity, linkage.store).
 STATUS = "status"

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -312,6 +313,21 @@ class Store:
             "open it with a matching release of linkage",
             path=str(self.path),
         )
+
+    def secret(self, name: str) -> bytes:
+        """A random 32-byte secret kept in the store's meta table, created on first use.
+
+        The store already holds every record, so the secret needs no stronger home than the
+        store file itself; it names identities and keys department pseudonyms.
+        """
+        meta_key = f"secret:{name}"
+        rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [meta_key]).fetchall()
+        if rows:
+            return bytes.fromhex(rows[0][0])
+        value = secrets.token_bytes(32)
+        with self.transaction():
+            self.con.execute("INSERT INTO meta VALUES (?, ?)", [meta_key, value.hex()])
+        return value
 
     def schema_version(self) -> int | None:
         """Return the schema version recorded in the store file."""

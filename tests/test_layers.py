@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "errors": 1,
     "_files": 1,
     "tables": 1,
+    "spreadsheet": 1,
     "progress": 1,
     "config": 2,
     "zh": 3,
@@ -56,11 +57,7 @@ ONLY: dict[str, set[str]] = {
     "store": {"schema", "errors", "config", "_version", "_files", "tables"},
 }
 # Known upward imports left for another change; each names why. Keep it empty.
-KNOWN: set[tuple[str, str]] = {
-    # review borrows attach_keys from the batch pipeline (pipeline re-exports it from
-    # linkage.tables); the review package's split moves the import.
-    ("review", "pipeline"),
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _top(module: str) -> str | None:

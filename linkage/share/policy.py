@@ -1,29 +1,21 @@
-"""Department-scoped views of golden records: sharing policy, masks and its privacy check.
+"""Sharing policy: what each department may see, and the disclosure check across departments.
 
-Pure functions over the golden-records and links tables; imports schema, errors, io and the
-standardizers, never the store, the Linker or the CLI.
+Pure functions over the policy; imports schema, config's error formatter and errors, never the
+store, the Linker or the CLI. The default policy ships as linkage/data/sharing.yaml.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
-import os
 from pathlib import Path
 from typing import Any, Literal
 
-import duckdb
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from linkage import schema
 from linkage.config import format_validation_errors, read_yaml
-from linkage.errors import ConfigError, InputError
-from linkage.io import atomic_write
-from linkage.standardize._distinct import map_distinct
-from linkage.standardize.address import standardize_addresses
-from linkage.standardize.names import split_surname
+from linkage.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +56,8 @@ AGGREGATE_MASKS: dict[str, tuple[str, ...]] = {
 }
 
 # Export columns besides the granted fields.
-PSEUDONYM_ID = "pseudonym_id"
-SOURCES = "sources"
-SOURCE_RECORDS = "source_records"
-PERSONS = "persons"
-EXPORT_FLAGS = "export_flags"
 
-DEFAULT_POLICY_PATH = Path(__file__).resolve().parent.parent / "configs" / "sharing.yaml"
+DEFAULT_POLICY_PATH = Path(__file__).resolve().parent.parent / "data" / "sharing.yaml"
 
 
 def _level(field: str, mask: str) -> int:
@@ -87,7 +74,9 @@ class DepartmentPolicy(_Model):
     purpose: str = Field(min_length=1)
     # granted field -> mask ("none" = unmasked); a list grants the fields unmasked
     fields: dict[str, Mask] = Field(default_factory=dict)
-    identity: Literal["identity_id", "pseudonym", "none"] = "identity_id"
+    # pseudonym: the identity id under this department's own key (default), so two departments'
+    # exports cannot be joined; identity_id: the shared id, only where the policy grants it
+    identity: Literal["pseudonym", "identity_id", "none"] = "pseudonym"
     sources: bool = False  # registry names per identity
     record_ids: Literal["none", "own", "all"] = "none"  # source record ids per identity
     own_sources: list[str] = Field(default_factory=list)  # registries run by this department
@@ -145,7 +134,8 @@ class SharingPolicy(_Model):
 
     version: int = 1
     on_conflict: Literal["refuse", "coarsen"] = "refuse"
-    # environment variable holding the key of pseudonymous identity ids
+    # environment variable that may hold the master key of department pseudonyms (otherwise
+    # the identity store's own secret keys them)
     pseudonym_key_env: str = "LINKAGE_PSEUDONYM_KEY"
     # aggregated cells with fewer persons get a null count and a flag
     min_cell: int = Field(default=5, ge=1)
@@ -172,6 +162,7 @@ def policy_from_dict(data: Any, *, path: str | Path | None = None) -> SharingPol
             effective_department(policy, name)
         except ConfigError as exc:
             problems.append(str(exc))
+    problems.extend(cross_department_conflicts(policy))
     if problems:
         raise ConfigError("\n  " + "\n  ".join(problems), path=where)
     return policy
@@ -281,244 +272,85 @@ def effective_department(policy: SharingPolicy, department: str) -> DepartmentPo
     return dept.model_copy(update={"fields": fields})
 
 
-# --- masks: vectorized over a column; a value that cannot be masked becomes null + a flag ---
+def join_keys(policy: SharingPolicy, a: str, b: str) -> list[str]:
+    """What exports of departments ``a`` and ``b`` can be joined on exactly (empty: nothing).
 
-_ID_RE = r"^\d{17}[\dX]$"
-_DATE_RE = r"^\d{4}-\d{2}-\d{2}"
-
-
-def _as_text(values: pd.Series) -> pd.Series:
-    text = values.astype("string").str.strip()
-    return text.mask(text == "")
-
-
-def _mask_regex(values: pd.Series, pattern: str, build) -> tuple[pd.Series, pd.Series]:
-    text = _as_text(values)
-    ok = text.str.contains(pattern, regex=True, na=False)
-    out = build(text.where(ok)).where(ok, None)
-    return out.astype(object).where(ok, None), text.notna() & ~ok
-
-
-def _surname_only(values: pd.Series) -> pd.DataFrame:
-    def run(distinct):
-        masked = []
-        for name in distinct:
-            surname, _ = split_surname(str(name))
-            # minority and Latin names have no surname: keep only the first letter
-            masked.append((surname or str(name)[:1]) + "*")
-        return pd.DataFrame({"v": masked})
-
-    return map_distinct(values, run)
-
-
-def _district(values: pd.Series, field: str) -> tuple[pd.Series, pd.Series]:
-    parts = standardize_addresses(values, field)
-    cols = [schema.address_col(field, s) for s in ("province", "city", "district")]
-    joined = parts[cols[0]].fillna("").astype(str)
-    for c in cols[1:]:
-        level = parts[c].fillna("").astype(str)
-        # cpca repeats the province for municipalities (北京市北京市): keep one
-        joined = joined + np.where(level.to_numpy() == joined.to_numpy(), "", level.to_numpy())
-    joined = joined.mask(joined == "")
-    return joined.astype(object).where(joined.notna(), None), values.notna() & joined.isna()
-
-
-def mask_values(values: pd.Series, field: str, mask: str) -> tuple[pd.Series, pd.Series]:
-    """Mask one golden-record column; return the masked values and a bool Series of failures."""
-    values = values.reset_index(drop=True)
-    if mask == "none":
-        return values.astype(object).where(values.notna(), None), pd.Series(
-            False, index=values.index
-        )
-    if mask == "first6_last4":
-        return _mask_regex(values, _ID_RE, lambda s: s.str[:6] + "********" + s.str[-4:])
-    if mask == "first6":
-        return _mask_regex(values, _ID_RE, lambda s: s.str[:6] + "*" * 12)
-    if mask == "first3_last4":
-        # mobiles (11 digits) and landlines with area code: stars keep the length
-        def build(s):
-            return s.str[:3] + s.str[3:-4].str.replace(r"\d", "*", regex=True) + s.str[-4:]
-
-        return _mask_regex(values, r"^\d{8,12}$", build)
-    if mask == "year":
-        return _mask_regex(values, _DATE_RE, lambda s: s.str[:4])
-    if mask == "year_month":
-        return _mask_regex(values, _DATE_RE, lambda s: s.str[:7])
-    if mask == "surname_only":
-        text = _as_text(values)
-        out = _surname_only(text)["v"]
-        return out.astype(object).where(text.notna(), None), pd.Series(False, index=values.index)
-    if mask == "district":
-        return _district(_as_text(values), field)
-    raise ValueError(f"unknown mask {mask!r}")
-
-
-def pseudonymize(identity_ids: pd.Series, key: bytes) -> pd.Series:
-    """Keyed HMAC-SHA256 of each identity id (20 hex characters), stable for one key."""
-    codes, uniques = pd.factorize(identity_ids.astype(str))
-    digests = np.array(
-        [hmac.digest(key, u.encode("utf-8"), "sha256")[:10].hex() for u in uniques],
-        dtype=object,
-    )
-    return pd.Series(digests[codes], index=identity_ids.index)
-
-
-# Fixed SQL over a frame with fixed column names: no values are pasted into it.
-_RECORDS_SQL = (
-    "select i, array_to_string(list_sort(list(s || ':' || r)), '|') as v from links group by i"
-)
-
-
-def _link_columns(
-    ids: pd.Series, links: pd.DataFrame, dept: DepartmentPolicy
-) -> tuple[pd.Series, pd.Series, np.ndarray]:
-    """Registry names and ``source:record_id`` lists per identity, and who has own records."""
-    needed = {schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID}
-    missing = needed - set(links.columns)
-    if missing:
-        raise InputError(f"links table lacks columns {sorted(missing)}")
-    key = ids.astype(str).reset_index(drop=True)
-    owner = links[schema.IDENTITY_ID].astype(str).to_numpy()
-    source = links[schema.SOURCE].astype(str).to_numpy()
-    # registry names as a bit mask per identity, then one string per distinct mask
-    names = sorted(set(source))
-    bits = pd.Series(source).map({n: 1 << i for i, n in enumerate(names)}).to_numpy(np.int64)
-    masks = (
-        pd.DataFrame({"i": owner, "b": bits}).drop_duplicates().groupby("i", sort=False)["b"].sum()
-    )
-    text = {m: "|".join(n for i, n in enumerate(names) if m >> i & 1) for m in pd.unique(masks)}
-    sources = key.map(masks.map(text)).astype(object)
-    own = np.isin(source, dept.own_sources)
-    has_own = key.isin(pd.unique(owner[own])).to_numpy()
-    records = pd.Series([None] * len(key), dtype=object)
-    if dept.record_ids != "none":
-        keep = own if dept.record_ids == "own" else np.ones(len(source), dtype=bool)
-        frame = pd.DataFrame(
-            {
-                "i": owner[keep],
-                "s": source[keep],
-                "r": links[schema.RECORD_ID].astype(str).to_numpy()[keep],
-            }
-        )
-        # DuckDB joins a million identities' record lists in about a second; pandas takes ten
-        con = duckdb.connect()
-        try:
-            con.register("links", frame)
-            joined = con.execute(_RECORDS_SQL).df().set_index("i")["v"]
-        finally:
-            con.close()
-        records = key.map(joined).astype(object)
-    return sources.where(sources.notna(), None), records.where(records.notna(), None), has_own
-
-
-def _pseudonym_key(policy: SharingPolicy, key: bytes | None) -> bytes:
-    if key:
-        return key
-    text = os.environ.get(policy.pseudonym_key_env, "")
-    if not text:
-        raise ConfigError(
-            f"pseudonymous ids need a key: set the environment variable {policy.pseudonym_key_env}",
-            path=str(policy.source_path) if policy.source_path else None,
-            key="pseudonym_key_env",
-        )
-    return text.encode("utf-8")
-
-
-def export_view(
-    golden: pd.DataFrame,
-    links: pd.DataFrame,
-    policy: SharingPolicy,
-    department: str,
-    *,
-    key: bytes | None = None,
-) -> pd.DataFrame:
-    """One department's view of the golden records: granted fields only, masked, checked.
-
-    Columns: the identity (``identity_id`` or ``pseudonym_id``), each granted field under its
-    own name, ``sources`` / ``source_records`` where granted, and ``export_flags`` naming fields
-    whose value could not be masked (left null). Aggregated views give ``persons`` per cell.
+    The shared identity id, when both are granted it; source record ids, when both see ids of
+    a common registry. Per-department pseudonyms join nothing (different keys).
     """
-    dept = effective_department(policy, department)
-    if schema.IDENTITY_ID not in golden.columns:
-        raise InputError(f"golden records lack the column '{schema.IDENTITY_ID}'")
-    golden = golden.reset_index(drop=True)
-    ids = golden[schema.IDENTITY_ID]
-    sources = records = None
-    if dept.sources or dept.record_ids != "none" or dept.rows == "own":
-        sources, records, keep = _link_columns(ids, links, dept)
-        if dept.rows == "own":
-            golden, ids = golden[keep].reset_index(drop=True), ids[keep].reset_index(drop=True)
-            sources, records = (
-                sources[keep].reset_index(drop=True),
-                records[keep].reset_index(drop=True),
-            )
-    out = pd.DataFrame(index=golden.index)
-    if dept.identity == "identity_id":
-        out[schema.IDENTITY_ID] = ids.to_numpy()
-    elif dept.identity == "pseudonym":
-        out[PSEUDONYM_ID] = pseudonymize(ids, _pseudonym_key(policy, key)).to_numpy()
-    flags = pd.Series("", index=golden.index, dtype=object)
-    for field in GRANTABLE_FIELDS:
-        mask = dept.fields.get(field)
-        if mask is None:
-            continue
-        column = golden[field] if field in golden.columns else pd.Series([None] * len(golden))
-        masked, failed = mask_values(column, field, mask)
-        out[field] = masked.to_numpy()
-        failed = failed.to_numpy(dtype=bool)
-        flags[failed] = (
-            flags[failed]
-            + np.where(flags[failed] == "", "", schema.QUALITY_SEP)
-            + (f"{field}_unmaskable")
-        )
-    if dept.sources:
-        out[SOURCES] = sources.to_numpy()
-    if dept.record_ids != "none":
-        out[SOURCE_RECORDS] = records.to_numpy()
-    out[EXPORT_FLAGS] = flags.to_numpy()
-    if dept.aggregate:
-        return _aggregate(out.drop(columns=[EXPORT_FLAGS]), policy.min_cell)
-    logger.info("export for %s: %d identities, columns %s", department, len(out), list(out.columns))
+    da, db = policy.departments[a], policy.departments[b]
+    keys = []
+    if da.identity == "identity_id" and db.identity == "identity_id":
+        keys.append(schema.IDENTITY_ID)
+
+    def seen(d: DepartmentPolicy) -> set[str] | None:  # None: every registry
+        if d.record_ids == "none":
+            return set()
+        return None if d.record_ids == "all" else set(d.own_sources)
+
+    sa, sb = seen(da), seen(db)
+    if sa != set() and sb != set() and (sa is None or sb is None or sa & sb):
+        keys.append("source record ids")
+    return keys
+
+
+def _joined_groups(policy: SharingPolicy) -> list[tuple[list[str], list[str]]]:
+    """Connected groups of departments whose exports join, with the keys that join them."""
+    names = [n for n, d in policy.departments.items() if not d.aggregate]
+    parent = {n: n for n in names}
+
+    def root(n: str) -> str:
+        while parent[n] != n:
+            n = parent[n]
+        return n
+
+    keys: dict[str, set[str]] = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            found = join_keys(policy, a, b)
+            if found:
+                ra, rb = root(a), root(b)
+                merged = keys.pop(ra, set()) | keys.pop(rb, set()) | set(found)
+                parent[ra] = rb
+                keys[rb] = merged
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(root(n), []).append(n)
+    return [(g, sorted(keys.get(r, ()))) for r, g in groups.items() if len(g) > 1]
+
+
+def cross_department_conflicts(policy: SharingPolicy) -> list[str]:
+    """Problems of departments whose joined exports reveal more than any of them is granted.
+
+    For each group of departments whose exports join (:func:`join_keys`), the joined view
+    holds every field at the finest mask any member gets; :func:`disclosed_levels` of that
+    joined view is compared with the most any member alone may see. Example: an ID cut to
+    first6_last4 in one export and the full birth date in another rebuild the whole ID.
+    """
+    out = []
+    for group, keys in _joined_groups(policy):
+        members = {n: effective_department(policy, n).fields for n in group}
+        joined: dict[str, str] = {}
+        for fields in members.values():
+            for f, m in fields.items():
+                if f not in joined or _level(f, m) > _level(f, joined[f]):
+                    joined[f] = m
+        alone = [disclosed_levels(fields) for fields in members.values()]
+        shown = disclosed_levels(joined)
+        for f in GRANTABLE_FIELDS:
+            most = max(levels[f] for levels in alone)
+            if shown[f] > most:
+                sources = ", ".join(
+                    f"{n}: {f2} {m}" for n, fields in members.items() for f2, m in fields.items()
+                    if f2 in (f, schema.BIRTH_DATE, schema.ID_NUMBER)
+                )  # fmt: skip
+                out.append(
+                    f"departments {', '.join(group)} can join their exports on "
+                    f"{' and '.join(keys)}: together they reveal {f} as "
+                    f"'{MASK_LEVELS[f][shown[f]]}', more than any of them is granted ({sources}); "
+                    "give them per-department pseudonyms (identity: pseudonym) or coarser masks"
+                )
     return out
-
-
-def _aggregate(view: pd.DataFrame, min_cell: int) -> pd.DataFrame:
-    keys = list(view.columns)
-    if keys:
-        counts = view.fillna("").groupby(keys, sort=True).size().rename(PERSONS).reset_index()
-        counts[keys] = counts[keys].replace("", None)
-    else:
-        counts = pd.DataFrame({PERSONS: [len(view)]})
-    small = counts[PERSONS] < min_cell
-    # small cells single people out; their count is withheld, the row kept and flagged
-    counts[PERSONS] = counts[PERSONS].astype("Int64").mask(small)
-    counts[EXPORT_FLAGS] = np.where(small, "small_cell_suppressed", "")
-    return counts
-
-
-def write_export(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write an export atomically: Parquet for ``.parquet``, else UTF-8 CSV."""
-    path = Path(path)
-    if path.suffix.lower() == ".parquet":
-        return atomic_write(path, lambda p: frame.to_parquet(p, index=False))
-    if path.suffix.lower() not in (".csv", ".txt"):
-        raise InputError("export file must end in .csv or .parquet", path=str(path))
-    return atomic_write(path, lambda p: frame.to_csv(p, index=False, encoding="utf-8"))
-
-
-def export_command(
-    golden: pd.DataFrame,
-    links: pd.DataFrame,
-    policy_path: str | Path | None,
-    department: str,
-    output: str | Path,
-    *,
-    key: bytes | None = None,
-) -> tuple[Path, int]:
-    """Body of ``linkage export``: load the policy, build the view, write it; return path and rows."""
-    policy = load_policy(policy_path or DEFAULT_POLICY_PATH)
-    view = export_view(golden, links, policy, department, key=key)
-    return write_export(view, output), len(view)
 
 
 def describe_policy(policy: SharingPolicy) -> pd.DataFrame:
