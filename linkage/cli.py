@@ -7,11 +7,15 @@ or input (every ``LinkageError``), 1 internal error.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import logging
+import math
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,13 +23,63 @@ import typer
 
 from linkage.errors import LinkageError
 
+CONFIG_REFERENCE = (
+    "The run config (YAML) is described in the README, section 'Configuration', and in "
+    "docs/engineer.md."
+)
+
+# Plain (not rich) help: flags are listed as flags, without a misleading <bool> value, and
+# the text reads the same in a job log as on a terminal.
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="Link Chinese person records from several registries into one identity per person.",
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    help="Link Chinese person records from several registries into one identity per person. "
+    "Exit codes: 0 success, 2 usage error or bad config/input, 1 internal error. "
+    + CONFIG_REFERENCE,
 )
 
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print nothing but warnings and errors (on stderr).")
+]
+AsJson = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print one JSON document on stdout (stable keys) and nothing else there."
+    ),
+]
+ConfigArg = Annotated[
+    Path,
+    typer.Argument(metavar="CONFIG", help="Run config YAML (see the README, 'Configuration')."),
+]
+
+
+# click's base of usage errors (BadParameter, UsageError): typer re-exports click's or, from
+# 0.20 on, its own vendored copy, so it is found through the class typer exposes.
+_USAGE_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from linkage._version import __version__
+
+        typer.echo(f"linkage {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Link Chinese person records from several registries into one identity per person."""
 
 
 def _echo(message: str, quiet: bool = False) -> None:
@@ -33,8 +87,52 @@ def _echo(message: str, quiet: bool = False) -> None:
         typer.echo(message)
 
 
+def _plain(value: Any) -> Any:
+    """numpy scalars, NaN and paths -> JSON values (NaN and NA become null, floats keep 6
+    significant digits)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()  # numpy scalar
+    if isinstance(value, float):
+        # 6 significant digits: 0.987988, 1.9e-05; a score needs no more, a reader no fewer
+        return float(f"{value:.6g}") if math.isfinite(value) else None
+    if value is not None and not isinstance(value, str | int | float | bool):
+        import pandas as pd
+
+        return None if pd.isna(value) else str(value)
+    return value
+
+
+def _print_json(document: Any) -> None:
+    typer.echo(json.dumps(_plain(document), ensure_ascii=False, indent=2, allow_nan=False))
+
+
+def _rows(frame: Any) -> list[dict]:
+    """A table as a list of row objects (column -> value) for JSON."""
+    return [] if frame is None else frame.to_dict(orient="records")
+
+
+def _number(value: Any) -> str:
+    """A number for a human line: thousands separators, floats to 4 significant digits."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.4g}"
+
+
+def _pairs_text(mapping: dict) -> str:
+    """``{"a": 1, "b": 2.5}`` -> ``a 1, b 2.5`` (never a Python dict repr)."""
+    return ", ".join(f"{k} {_number(v)}" for k, v in mapping.items()) or "none"
+
+
 def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn LinkageError into exit code 2 with its message; anything else into 1."""
+    """Usage errors exit 2 through click; LinkageError exits 2 with its message; else 1."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -42,6 +140,8 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except _USAGE_ERROR:
+            raise  # BadParameter, UsageError: click prints "Error: ..." and exits 2
         except LinkageError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -62,22 +162,162 @@ def _setup_logging(quiet: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger().setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+class _TerminalProgress:
+    """One tqdm bar per stage: counts done/total, rate and ETA where the stage counts its
+    work, the elapsed time otherwise. Finished bars stay as one line each."""
+
+    _COUNTED = (
+        "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} "
+        "[{elapsed}<{remaining}, {rate_fmt}]"
+    )
+    _UNCOUNTED = "{desc} [{elapsed}]"
+
+    def __init__(self) -> None:
+        import threading
+
+        self.bar: Any = None
+        self._stop = threading.Event()
+        # tqdm redraws only on update; a stage that cannot count (training, clustering)
+        # would show a frozen clock, so a daemon thread redraws the current bar each second
+        self._ticker = threading.Thread(target=self._tick, daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            bar = self.bar
+            if bar is not None:
+                with contextlib.suppress(Exception):  # the bar may close meanwhile
+                    bar.refresh()
+
+    def stage(self, name: str, total: int | None = None, unit: str = "") -> None:
+        from tqdm import tqdm
+
+        self.close()
+        if name == "done":
+            self._stop.set()
+            return
+        self.bar = tqdm(
+            total=total,
+            desc=name,
+            unit=unit or "it",
+            unit_scale=bool(total and total >= 100_000),  # 15.6M pairs, but 3/6 files
+            file=sys.stderr,
+            leave=True,
+            dynamic_ncols=True,
+            mininterval=0.5,
+            bar_format=self._COUNTED if total else self._UNCOUNTED,
+        )
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        bar, self.bar = self.bar, None  # the ticker sees no bar before this one closes
+        if bar is not None:
+            bar.close()
+
+
+class _LogProgress:
+    """For a job log (stderr not a terminal): one line per stage, seconds since the start."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def stage(self, name: str, total: int | None = None, unit: str = "") -> None:
+        count = f" ({total:,} {unit})" if total is not None and unit else ""
+        typer.echo(f"[{time.perf_counter() - self.start:8.1f}s] {name}{count}", err=True)
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _NoProgress:
+    def stage(self, name: str, total: int | None = None, unit: str = "") -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _terminal() -> bool:
+    """stderr is a terminal with a size (a 0x0 pseudo-terminal, as some job runners give,
+    would hide tqdm's bars: such a run gets the job-log lines)."""
+    if not sys.stderr.isatty():
+        return False
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return size.columns > 0 and size.lines > 0
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool) -> Iterator[Any]:
+    """Yield the run's progress hook (``linkage.progress.Progress``): bars on a terminal,
+    with log lines routed above the bar (tqdm's logging redirect); timed lines otherwise."""
+    if quiet:
+        yield _NoProgress()
+        return
+    if _terminal():
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        report: Any = _TerminalProgress()
+        with logging_redirect_tqdm():
+            try:
+                yield report
+            finally:
+                report.stage("done")
+        return
+    report = _LogProgress()
+    yield report
+    report.stage("done")
+
+
+def _print_summary(summary: dict, quiet: bool) -> None:
+    if quiet:
+        return
+    typer.echo(
+        f"records:          {summary['records']:,}  ({_pairs_text(summary['records_per_source'])})"
+    )
+    typer.echo(f"candidate pairs:  {summary['candidate_pairs']:,}")
+    for rule, count in summary["pairs_per_rule"].items():
+        typer.echo(f"  {rule:<28} {count:>12,}")
+    typer.echo(f"matches:          {summary['matches']:,}")
+    typer.echo(f"identities:       {summary['identities']:,}")
+    typer.echo(f"cluster sizes:    {_pairs_text(summary.get('cluster_stats', {}))}")
+    typer.echo(
+        "seconds:          " + ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items())
+    )
 
 
 @app.command()
 @_handle_errors
 def synth(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write registries to.")],
-    persons: Annotated[int, typer.Option(help="Number of persons in the population.")] = 2000,
+    persons: Annotated[
+        int, typer.Option(min=1, help="Number of persons in the population.")
+    ] = 2000,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
     corruption: Annotated[
-        float, typer.Option(help="Scale of all corruption rates (0 clean, 1 realistic).")
+        float, typer.Option(min=0.0, help="Scale of all corruption rates (0 clean, 1 realistic).")
     ] = 1.0,
     excel: Annotated[bool, typer.Option(help="Write the health registry as .xlsx.")] = False,
     new_batch: Annotated[
         float,
         typer.Option(
-            help="Share of each registry held out as a later batch (<source>_new.csv, new.yaml)."
+            min=0.0,
+            max=1.0,
+            help="Share of each registry held out as a later batch (<source>_new.csv, new.yaml).",
         ),
     ] = 0.0,
     quiet: Quiet = False,
@@ -86,8 +326,6 @@ def synth(
     from linkage.paths import check_output_dir
     from linkage.synth import generate
 
-    if persons < 1:
-        raise typer.BadParameter("--persons must be at least 1")
     check_output_dir(output)
     start = time.perf_counter()
     result = generate(
@@ -105,23 +343,42 @@ def synth(
 
 @app.command()
 @_handle_errors
-def profile(
-    config: Annotated[Path, typer.Argument(help="Run config YAML.")],
-    quiet: Quiet = False,
-) -> None:
+def profile(config: ConfigArg, as_json: AsJson = False, quiet: Quiet = False) -> None:
     """Print a data-quality summary per source: missing and invalid values, ID problems."""
     from linkage.config import load_config
     from linkage.io import read_records
-    from linkage.profile import format_profile
+    from linkage.profile import flag_counts, format_profile, profile_fields, profile_summary
 
     _setup_logging(True)
-    typer.echo(format_profile(read_records(load_config(config))))
+    cfg = load_config(config)
+    with _progress(quiet) as report:
+        records = read_records(cfg, progress=report)
+        report.stage("profiling")
+        if as_json:
+            counts = flag_counts(records)
+            flags = (
+                []
+                if counts.empty
+                else _rows(counts.stack().rename("records").reset_index().query("records > 0"))
+            )
+            document = {
+                "records": len(records),
+                "sources": _rows(profile_summary(records)),
+                "fields": _rows(profile_fields(records)),
+                "quality_flags": flags,
+            }
+        else:
+            text = format_profile(records)
+    if as_json:
+        _print_json(document)
+        return
+    _echo(text, quiet)
 
 
 @app.command("standardize")
 @_handle_errors
 def standardize_cmd(
-    config: Annotated[Path, typer.Argument(help="Run config YAML.")],
+    config: ConfigArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
     quiet: Quiet = False,
 ) -> None:
@@ -134,61 +391,21 @@ def standardize_cmd(
     check_output_file(output)
     cfg = load_config(config)
     start = time.perf_counter()
-    records = read_records(cfg)
-    write_parquet(records, output)
+    with _progress(quiet) as report:
+        records = read_records(cfg, progress=report)
+        report.stage("writing outputs", total=1, unit="files")
+        write_parquet(records, output)
+        report.advance(1)
     _echo(
         f"standardized {len(records):,} records in {time.perf_counter() - start:.1f}s -> {output}",
         quiet,
     )
 
 
-def _progress(quiet: bool, stages: int) -> Callable[[str], None]:
-    """Return a stage reporter: a progress bar of ``stages`` steps on a terminal, timed
-    lines otherwise. The caller passes the length of the stage list it runs."""
-    start = time.perf_counter()
-    if quiet:
-        return lambda _stage: None
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=stages, unit="stage", file=sys.stderr, leave=True)
-
-        def advance(stage: str) -> None:
-            if bar.desc:
-                bar.update(1)  # a new stage means the previous one is done
-            if stage == "done":
-                bar.close()
-                return
-            bar.set_description(stage)
-
-        return advance
-
-    def say(stage: str) -> None:
-        typer.echo(f"[{time.perf_counter() - start:7.1f}s] {stage}", err=True)
-
-    return say
-
-
-def _print_summary(summary: dict, quiet: bool) -> None:
-    if quiet:
-        return
-    typer.echo(f"records:          {summary['records']:,}  {summary['records_per_source']}")
-    typer.echo(f"candidate pairs:  {summary['candidate_pairs']:,}")
-    for rule, count in summary["pairs_per_rule"].items():
-        typer.echo(f"  {rule:<28} {count:>12,}")
-    typer.echo(f"matches:          {summary['matches']:,}")
-    typer.echo(f"identities:       {summary['identities']:,}")
-    stats = summary.get("cluster_stats", {})
-    typer.echo("cluster sizes:    " + ", ".join(f"{k}={v}" for k, v in stats.items()))
-    typer.echo(
-        "seconds:          " + ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items())
-    )
-
-
-@app.command()
+@app.command(epilog=CONFIG_REFERENCE)
 @_handle_errors
 def run(
-    config: Annotated[Path, typer.Argument(help="Run config YAML.")],
+    config: ConfigArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the outputs.")],
     store: Annotated[
         Path | None,
@@ -196,13 +413,17 @@ def run(
             "--store", help="Identity store file: keep its IDs and write the run into it."
         ),
     ] = None,
+    as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
-    """Run the whole batch merge: identities.csv, golden records, scored pairs, model, summary."""
+    """Run the whole batch merge: identities.csv, golden records, scored pairs, model, summary.
+
+    Progress goes to stderr: one bar per stage on a terminal, one timed line per stage in a
+    job log. With --json, stdout holds the summary (summary.json's keys) plus "outputs".
+    """
     from linkage.identity import batch_key
     from linkage.linker import Linker
     from linkage.paths import check_output_dir, check_store_path
-    from linkage.pipeline import STAGES
 
     _setup_logging(quiet)
     # every path is checked before the work and before the store transaction commits
@@ -213,15 +434,17 @@ def run(
     # without a store the ids are keyed by $LINKAGE_ID_KEY or OUTPUT/identity.key (created once),
     # with one by the store's own secret
     linker.id_key = batch_key(output) if store is None else None
-    say = _progress(quiet, len(STAGES))
-    result = linker.run(progress=say)
-    say("done")
-    paths = linker.write(output)
+    with _progress(quiet) as report:
+        paths = linker.write(output, progress=report)  # runs first; the Linker checks paths
+        result = linker.result_
+    if as_json:
+        _print_json({**result.summary, "outputs": {k: str(p) for k, p in paths.items()}})
+        return
     _print_summary(result.summary, quiet)
     _echo(f"wrote {', '.join(str(p) for p in paths.values())}", quiet)
 
 
-@app.command()
+@app.command(epilog=CONFIG_REFERENCE)
 @_handle_errors
 def ingest(
     config: Annotated[Path, typer.Argument(help="Run config naming the new records' files.")],
@@ -230,10 +453,14 @@ def ingest(
         Path | None,
         typer.Option("--output", "-o", help="Folder for identities.csv of the affected records."),
     ] = None,
+    as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
-    """Link new records (or updated ones) against an identity store, keeping stable IDs."""
-    from linkage.incremental.ingest import STAGES
+    """Link new records (or updated ones) against an identity store, keeping stable IDs.
+
+    With --json, stdout holds run_id and the ingest summary (new_records, updated_records,
+    matches, touched_identities, events, seconds, ...).
+    """
     from linkage.linker import Linker
     from linkage.paths import check_output_dir, check_store_path
 
@@ -242,14 +469,28 @@ def ingest(
     if output is not None:
         check_output_dir(output)
     linker = Linker.from_yaml(config, store=store)
-    result = linker.ingest(progress=_progress(quiet, len(STAGES)), output=output)
+    with _progress(quiet) as report:
+        result = linker.ingest(progress=report, output=output)
     s = result.summary
+    if as_json:
+        _print_json({"run_id": result.run_id, **s})
+        return
     _echo(
         f"run {result.run_id}: {s['new_records']:,} records ({s['updated_records']:,} updates), "
-        f"{s['matches']:,} matches, {s['touched_identities']:,} stored identities touched; "
-        f"events {s['events']}; seconds {s['seconds']}",
+        f"{s['matches']:,} matches, {s['touched_identities']:,} stored identities touched",
         quiet,
     )
+    _echo(f"events:  {_pairs_text(s['events'])}", quiet)
+    _echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items()), quiet)
+
+
+def _search_hit(hit: dict) -> dict:
+    """A search hit for JSON: the golden record's count of records as a number."""
+    golden = dict(hit.get("golden") or {})
+    count = golden.get("records")
+    if isinstance(count, str) and count.strip().isdigit():
+        golden["records"] = int(count)
+    return {**hit, "golden": golden}
 
 
 @app.command()
@@ -262,12 +503,11 @@ def search(
     phone: Annotated[str | None, typer.Option("--phone", help="Phone number.")] = None,
     gender: Annotated[str | None, typer.Option("--gender", help="Gender.")] = None,
     address: Annotated[str | None, typer.Option("--address", help="Current address.")] = None,
-    top: Annotated[int, typer.Option(help="Candidate identities to return.")] = 5,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    top: Annotated[int, typer.Option(min=1, help="Candidate identities to return.")] = 5,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Find the stored identities most likely to be one person, with explanations."""
-    import json
-
     from linkage.linker import Linker
 
     _setup_logging(True)
@@ -280,7 +520,10 @@ def search(
         "current_address": address,
     }
     if not any(record.values()):
-        raise typer.BadParameter("give at least one of --name, --id-number, --birth-date, --phone")
+        raise typer.BadParameter(
+            "give at least one of --name, --id-number, --birth-date, --phone, --gender, --address",
+            param_hint="search fields",
+        )
     from linkage.paths import check_store_path
 
     check_store_path(store, create=False, write=False)
@@ -290,7 +533,9 @@ def search(
         # why the answer is empty (or came from one field alone); JSON stays the hits list
         typer.echo(report.message, err=as_json)
     if as_json:
-        typer.echo(json.dumps(hits, ensure_ascii=False, indent=2, default=str))
+        _print_json([_search_hit(hit) for hit in hits])
+        return
+    if quiet:
         return
     if not hits:
         typer.echo("no candidate identities")
@@ -319,7 +564,10 @@ def export(
     ],
     policy: Annotated[
         Path | None,
-        typer.Option("--policy", help="Sharing policy YAML (default: the one shipped in linkage/data/sharing.yaml)."),
+        typer.Option(
+            "--policy",
+            help="Sharing policy YAML (default: the one shipped in linkage/data/sharing.yaml).",
+        ),
     ] = None,
     quiet: Quiet = False,
 ) -> None:
@@ -359,7 +607,9 @@ def _secret(env: str, key_file: Path | None, what: str) -> bytes:
         try:
             secret = key_file.read_bytes().strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read the {what}: {exc.strerror}", path=str(key_file)) from None
+            raise ConfigError(
+                f"cannot read the {what}: {exc.strerror}", path=str(key_file)
+            ) from None
         if not secret:
             raise ConfigError(f"the {what} file is empty", path=str(key_file))
         return secret
@@ -439,7 +689,10 @@ def encode(
         write_parquet(encoded, output)
     else:
         write_csv(encoded, output, for_people=False)
-    _echo(f"wrote {len(encoded):,} encoded records to {output} (key check {encoded['key_check'].iloc[0] if len(encoded) else '-'})", quiet)
+    _echo(
+        f"wrote {len(encoded):,} encoded records to {output} (key check {encoded['key_check'].iloc[0] if len(encoded) else '-'})",
+        quiet,
+    )
 
 
 @app.command("link-encodings")
@@ -573,34 +826,55 @@ def serve_token(
 @app.command("blocking")
 @_handle_errors
 def blocking_cmd(
-    config: Annotated[Path, typer.Argument(help="Run config YAML.")],
-    top: Annotated[int, typer.Option(help="Largest blocks to list per rule.")] = 3,
+    config: ConfigArg,
+    top: Annotated[int, typer.Option(min=0, help="Largest blocks to list per rule.")] = 3,
+    as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
-    """Report how many pairs each blocking rule yields, and the largest blocks, before comparing."""
+    """Report how many pairs each blocking rule yields, and the largest blocks, before comparing.
+
+    A rule's "pairs" counts every pair its blocks hold; `run` credits a pair found by several
+    rules to the first of them only, so its per-rule counts are smaller.
+    """
     from linkage.blocking import blocking_report, largest_blocks
     from linkage.linker import Linker
 
     _setup_logging(True)
     linker = Linker.from_yaml(config)
-    records = linker.standardize()
-    settings = linker.config.blocking
-    report = blocking_report(records, settings)
+    with _progress(quiet) as progress:
+        records = linker.standardize(progress)
+        progress.stage("counting pairs per rule")
+        settings = linker.config.blocking
+        report = blocking_report(records, settings)
+        big = largest_blocks(records, settings, top=top)
+    total = int(report["pairs"].sum())
+    warnings = [
+        f"rule '{row.rule}' has {row.blocks_over_warning} block(s) over "
+        f"{settings.warn_block_size} records ({row.blocks_skipped} over "
+        f"{settings.max_block_size} are skipped)"
+        for row in report[report["blocks_over_warning"] > 0].itertuples()
+    ]
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if as_json:
+        _print_json(
+            {
+                "records": len(records),
+                "rules": _rows(report),
+                "total_pairs": total,
+                "largest_blocks": _rows(big),
+                "warnings": warnings,
+            }
+        )
+        return
+    if quiet:
+        return
     typer.echo(f"{len(records):,} records")
     typer.echo(report.to_string(index=False))
-    typer.echo(f"total pairs before de-duplication across rules: {int(report['pairs'].sum()):,}")
-    big = largest_blocks(records, settings, top=top)
+    typer.echo(f"total pairs before de-duplication across rules: {total:,}")
     if len(big):
         typer.echo("\nlargest blocks:")
         typer.echo(big.to_string(index=False))
-    over = report[report["blocks_over_warning"] > 0]
-    for row in over.itertuples():
-        typer.echo(
-            f"warning: rule '{row.rule}' has {row.blocks_over_warning} block(s) over "
-            f"{settings.warn_block_size} records ({row.blocks_skipped} over "
-            f"{settings.max_block_size} are skipped)",
-            err=True,
-        )
 
 
 @app.command()
@@ -617,7 +891,6 @@ def dashboard(
 ) -> None:
     """Run the merge and write its charts and the comparison and cluster viewers (HTML)."""
     from linkage.linker import Linker
-    from linkage.pipeline import STAGES
     from linkage.review.labels import load_labels
     from linkage.viz import write_dashboards
 
@@ -628,15 +901,17 @@ def dashboard(
         raise InputError("--output exists and is not a folder", path=str(output))
     reviewed = load_labels(labels, missing_ok=False) if labels is not None else None
     linker = Linker.from_yaml(config)
-    result = linker.run(progress=_progress(quiet, len(STAGES)))
-    paths = write_dashboards(
-        result,
-        output,
-        threshold=linker.config.clustering.threshold,
-        rules=[rule.name for rule in linker.config.blocking.rules],
-        labels=reviewed,
-        fmt="png" if png else "html",
-    )
+    with _progress(quiet) as report:
+        result = linker.run(progress=report)
+        report.stage("writing charts")
+        paths = write_dashboards(
+            result,
+            output,
+            threshold=linker.config.clustering.threshold,
+            rules=[rule.name for rule in linker.config.blocking.rules],
+            labels=reviewed,
+            fmt="png" if png else "html",
+        )
     for name, path in paths.items():
         _echo(f"{name}: {path}", quiet)
 
@@ -649,17 +924,24 @@ def evaluate(
     by_tag: Annotated[
         bool, typer.Option(help="Also print recall per corruption type (truth column corruptions).")
     ] = True,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Print pairwise precision, recall, F1 and B-cubed scores of a run against ground truth."""
     from linkage.evaluate import evaluate_files, format_scores, recall_by_tag_files
 
+    _setup_logging(True)
     scores = evaluate_files(truth, pred)
+    table = recall_by_tag_files(truth, pred) if by_tag else None
+    if as_json:
+        _print_json({**scores, "recall_by_tag": _rows(table)})
+        return
+    if quiet:
+        return
     typer.echo(format_scores(scores))
-    if by_tag:
-        table = recall_by_tag_files(truth, pred)
-        if table is not None and len(table):
-            typer.echo("\nrecall by corruption type:")
-            typer.echo(table.to_string(index=False))
+    if table is not None and len(table):
+        typer.echo("\nrecall by corruption type:")
+        typer.echo(table.to_string(index=False))
 
 
 @app.command()
@@ -668,7 +950,7 @@ def demo(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Folder for data and results.")
     ] = Path("demo-output"),
-    persons: Annotated[int, typer.Option(help="Number of persons to generate.")] = 3000,
+    persons: Annotated[int, typer.Option(min=1, help="Number of persons to generate.")] = 3000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -677,21 +959,19 @@ def demo(
     from linkage.identity import batch_key
     from linkage.linker import Linker
     from linkage.paths import check_output_dir
-    from linkage.pipeline import STAGES
     from linkage.profile import format_profile
     from linkage.synth import generate
 
     _setup_logging(True)
     check_output_dir(output)
     data_dir = output / "data"
-    say = _progress(quiet, len(STAGES) + 1)  # generating the registries comes first
-    say(f"generating registries for {persons:,} persons")
-    generate(persons, seed=seed, output=data_dir)
-    linker = Linker.from_yaml(data_dir / "run.yaml")
-    linker.id_key = batch_key(output)
-    result = linker.run(progress=say)
-    say("done")
-    paths = linker.write(output)
+    with _progress(quiet) as report:
+        report.stage(f"generating registries for {persons:,} persons")
+        generate(persons, seed=seed, output=data_dir)
+        linker = Linker.from_yaml(data_dir / "run.yaml")
+        linker.id_key = batch_key(output)
+        result = linker.run(progress=report)
+        paths = linker.write(output, progress=report)
     if not quiet:
         typer.echo(format_profile(result.records))
         typer.echo("")
@@ -701,7 +981,9 @@ def demo(
     _echo(f"\noutputs in {output}: {', '.join(p.name for p in paths.values())}", quiet)
 
 
-store_app = typer.Typer(no_args_is_help=True, help="Inspect an identity store file.")
+store_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Inspect an identity store file."
+)
 app.add_typer(store_app, name="store")
 
 
@@ -709,6 +991,7 @@ app.add_typer(store_app, name="store")
 @_handle_errors
 def store_check_cmd(
     store: Annotated[Path, typer.Argument(help="Identity store file.")],
+    quiet: Quiet = False,
 ) -> None:
     """Verify a store's structure and integrity (read-only); exit 2 when a problem is found.
 
@@ -719,7 +1002,7 @@ def store_check_cmd(
     from linkage.store_check import check_store
 
     report = check_store(store)
-    typer.echo(report.format())
+    _echo(report.format(), quiet)
     if not report.ok:
         typer.echo(f"error: {store}: {len(report.problems)} integrity problem(s)", err=True)
         raise typer.Exit(2)

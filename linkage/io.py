@@ -26,8 +26,9 @@ import pandas as pd
 from linkage import schema
 from linkage.config import RunConfig, SourceConfig
 from linkage.errors import InputError
+from linkage.progress import ProgressLike, as_progress
 from linkage.spreadsheet import neutralize_formulas, restore_formulas  # noqa: F401 - re-exported
-from linkage.standardize.combine import standardize
+from linkage.standardize.combine import FIELDS, standardize
 
 logger = logging.getLogger(__name__)
 
@@ -598,9 +599,17 @@ def read_source(cfg: SourceConfig) -> pd.DataFrame:
     return to_canonical(read_raw(cfg), cfg)
 
 
-def read_sources(config: RunConfig) -> pd.DataFrame:
-    """Read every source of a run and stack them; canonical fields absent from a source are null."""
-    frames = [read_source(cfg) for cfg in config.sources.values()]
+def read_sources(config: RunConfig, *, progress: ProgressLike = None) -> pd.DataFrame:
+    """Read every source of a run and stack them; canonical fields absent from a source are null.
+
+    ``progress`` (``linkage.progress``) gets the ``reading`` stage, counted in files.
+    """
+    report = as_progress(progress)
+    report.stage("reading", total=len(config.sources), unit="files")
+    frames = []
+    for cfg in config.sources.values():
+        frames.append(read_source(cfg))
+        report.advance(1)
     records = pd.concat(frames, ignore_index=True, sort=False)
     # columns absent from some sources come back as NaN: make them None like every other null
     partial = [c for c in records.columns if not all(c in f.columns for f in frames)]
@@ -645,17 +654,26 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write(path, lambda p: frame.to_parquet(p, index=False))
 
 
-def read_records(config: RunConfig, *, timings: dict[str, float] | None = None) -> pd.DataFrame:
+def read_records(
+    config: RunConfig,
+    *,
+    timings: dict[str, float] | None = None,
+    progress: ProgressLike = None,
+) -> pd.DataFrame:
     """Read every source, sort canonically and standardize: THE way records enter a run.
 
     Returns the standardized records table (``rid`` 0..n-1). Sorting by (source, record_id)
     makes every later stage (random u sample, tie-breaks, ``rid``) independent of the order
     rows arrive in: same inputs, same identities. Seconds spent are added to ``timings``
     (``read`` and one entry per standardizer group). Raises ``InputError`` for unreadable
-    input, ``ConfigError`` for a bad config.
+    input, ``ConfigError`` for a bad config. ``progress`` gets the ``reading`` (files) and
+    ``standardizing`` (field values: records x fields) stages.
     """
+    report = as_progress(progress)
     t = time.perf_counter()
-    raw = read_sources(config).sort_values([schema.SOURCE, schema.RECORD_ID], kind="stable")
+    raw = read_sources(config, progress=report)
+    raw = raw.sort_values([schema.SOURCE, schema.RECORD_ID], kind="stable")
     if timings is not None:
         timings["read"] = time.perf_counter() - t
-    return standardize(raw, config.standardize, timings=timings)
+    report.stage("standardizing", total=len(raw) * len(FIELDS), unit="values")
+    return standardize(raw, config.standardize, timings=timings, step=report.advance)

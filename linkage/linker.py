@@ -29,7 +29,8 @@ from linkage.incremental import (
 )
 from linkage.io import atomic_write, read_records, write_csv, write_parquet
 from linkage.model import FellegiSunterModel
-from linkage.pipeline import STAGES, LinkResult, Progress, link_records
+from linkage.pipeline import LinkResult, link_records
+from linkage.progress import ProgressLike, as_progress
 from linkage.store import Store
 from linkage.tables import attach_keys
 
@@ -79,25 +80,29 @@ class Linker:
             raise TypeError("this Linker has no identity store: pass Linker(..., store=PATH)")
         return self.store
 
-    def standardize(self) -> pd.DataFrame:
-        """Read every source and return the standardized records in canonical order (cached)."""
+    def standardize(self, progress: ProgressLike = None) -> pd.DataFrame:
+        """Read every source and return the standardized records in canonical order (cached).
+
+        ``progress`` gets the ``reading`` and ``standardizing`` stages.
+        """
         if self.records_ is None:
             self._timings = {}
-            self.records_ = read_records(self._config(), timings=self._timings)
+            self.records_ = read_records(self._config(), timings=self._timings, progress=progress)
         return self.records_
 
-    def run(self, progress: Progress | None = None) -> LinkResult:
+    def run(self, progress: ProgressLike = None) -> LinkResult:
         """Run the whole batch and return identities, golden records, scored pairs and the model.
 
-        ``progress`` is called once per name in ``pipeline.STAGES``. With a store, the
-        result's identity ids are the store's stable ids.
+        ``progress`` is a ``linkage.progress.Progress`` hook (stage starts and counts) or a
+        callable taking the stage name; it gets the names in ``pipeline.STAGES`` up to
+        ``building golden records`` (``write`` reports ``writing outputs``). With a store,
+        the result's identity ids are the store's stable ids.
         """
-        say = progress or (lambda _msg: None)
+        report = as_progress(progress)
         config = self._config()
-        say(STAGES[0])
-        records = self.standardize()
+        records = self.standardize(report)
         result = link_records(
-            records, config, model=self.model, progress=progress, id_key=self.id_key
+            records, config, model=self.model, progress=report, id_key=self.id_key
         )
         read = self._timings.get("read", 0.0)
         seconds = {
@@ -114,35 +119,40 @@ class Linker:
         self.result_ = result
         return result
 
-    def write(self, output: str | Path) -> dict[str, Path]:
+    def write(self, output: str | Path, progress: ProgressLike = None) -> dict[str, Path]:
         """Write the last run's outputs to ``output`` (runs first if needed); return the paths.
 
         identities.csv, golden_records.csv, pairs.parquet (pairs at or above
         ``output.pairs_min_probability``), model.json, cluster_sizes.csv, summary.json; each
-        written atomically. Raises InputError before running when ``output`` is a file or
-        cannot be written.
+        written atomically. ``progress`` gets the ``writing outputs`` stage, counted in files.
+        Raises InputError before running when ``output`` is a file or cannot be written.
         """
         from linkage.paths import check_output_dir
 
         check_output_dir(output, what="output")
-        result = self.result_ or self.run()
-        return write_outputs(result, output, self._config())
+        result = self.result_ or self.run(progress)
+        return write_outputs(result, output, self._config(), progress=progress)
 
     def ingest(
-        self, progress: Progress | None = None, *, output: str | Path | None = None
+        self, progress: ProgressLike = None, *, output: str | Path | None = None
     ) -> IngestResult:
         """Link the config's sources (new or updated records) against the identity store.
 
-        With ``output``, writes identities.csv (the affected records) and events.csv there.
-        Raises ``StoreError``/``InputError`` for a missing or foreign store.
+        With ``output``, writes identities.csv (the affected records) and events.csv there
+        (a ``writing outputs`` stage after ``incremental.ingest.STAGES``). Raises
+        ``StoreError``/``InputError`` for a missing or foreign store.
         """
+        report = as_progress(progress)
         with Store.open(self._store_path(), create=False) as store:
-            result = ingest(store, self._config(), progress=progress)
+            result = ingest(store, self._config(), progress=report)
         if output is not None:
             output = Path(output)
+            report.stage("writing outputs", total=2, unit="files")
             output.mkdir(parents=True, exist_ok=True)
             write_csv(result.identities, output / "identities.csv")
+            report.advance(1)
             write_csv(result.events, output / "events.csv")
+            report.advance(1)
         return result
 
     def search(self, record: dict[str, Any], top: int = 5) -> list[dict]:
@@ -156,25 +166,38 @@ class Linker:
             return search_report(store, record, top=top)
 
 
-def write_outputs(result: LinkResult, output: str | Path, config: RunConfig) -> dict[str, Path]:
-    """Write identities.csv, golden_records.csv, pairs.parquet, model.json and summary.json atomically."""
+def write_outputs(
+    result: LinkResult, output: str | Path, config: RunConfig, progress: ProgressLike = None
+) -> dict[str, Path]:
+    """Write identities.csv, golden_records.csv, pairs.parquet, model.json and summary.json atomically.
+
+    ``progress`` gets the ``writing outputs`` stage, counted in files.
+    """
+    report = as_progress(progress)
     output = Path(output)
+    has_model = bool(len(result.pairs))
+    report.stage("writing outputs", total=5 + has_model, unit="files")
     output.mkdir(parents=True, exist_ok=True)
+
+    def done(path: Path) -> Path:
+        report.advance(1)
+        return path
+
     paths = {
-        "identities": write_csv(result.identities, output / "identities.csv"),
-        "golden": write_csv(result.golden, output / "golden_records.csv"),
+        "identities": done(write_csv(result.identities, output / "identities.csv")),
+        "golden": done(write_csv(result.golden, output / "golden_records.csv")),
     }
     pairs = result.pairs
     keep = pairs[schema.MATCH_PROBABILITY] >= config.output.pairs_min_probability
-    paths["pairs"] = write_parquet(
-        attach_keys(pairs[keep], result.records), output / "pairs.parquet"
+    paths["pairs"] = done(
+        write_parquet(attach_keys(pairs[keep], result.records), output / "pairs.parquet")
     )
-    if len(result.pairs):
-        paths["model"] = result.model.save(output / "model.json")
+    if has_model:
+        paths["model"] = done(result.model.save(output / "model.json"))
     sizes = result.cluster_sizes()
-    paths["cluster_sizes"] = write_csv(sizes, output / "cluster_sizes.csv")
+    paths["cluster_sizes"] = done(write_csv(sizes, output / "cluster_sizes.csv"))
     text = json.dumps(result.summary, ensure_ascii=False, indent=2)
-    paths["summary"] = atomic_write(
-        output / "summary.json", lambda p: p.write_text(text, encoding="utf-8")
+    paths["summary"] = done(
+        atomic_write(output / "summary.json", lambda p: p.write_text(text, encoding="utf-8"))
     )
     return paths

@@ -253,7 +253,7 @@ class FellegiSunterModel:
                 logger.info(
                     "u for '%s': levels %s unobserved in %d sampled pairs, smoothed to %.3g",
                     name,
-                    [self.levels[name][i] for i in unseen],
+                    ", ".join(str(self.levels[name][i]) for i in unseen),
                     int(n),
                     self.u_[name][unseen].min(),
                 )
@@ -439,7 +439,11 @@ class FellegiSunterModel:
             info = {"rule": dict(rule), "pairs": n_pairs, "estimated": []}
             self.sessions_.append(info)
             if n_pairs < min_pairs:
-                logger.info("training session %s: only %d pairs, skipped", dict(rule), n_pairs)
+                logger.info(
+                    "training session %s: only %d pairs, skipped",
+                    " & ".join(f"{k}>={v}" for k, v in rule.items()),
+                    n_pairs,
+                )
                 continue
             sub = vectors.loc[mask, list(gamma_cols.values())].copy()
             for name in rule:
@@ -458,7 +462,9 @@ class FellegiSunterModel:
         missing = [n for n in self.comparisons if seen[n] == 0]
         fallback = None
         if missing:
-            logger.info("no training session estimated %s: EM over all pairs for them", missing)
+            logger.info(
+                "no training session estimated %s: EM over all pairs for them", ", ".join(missing)
+            )
             fallback = self._em(
                 self._gamma_matrix(vectors), self._u_copy(), u_floor, 0.1, fix_u=True
             )

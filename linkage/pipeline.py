@@ -30,23 +30,24 @@ from linkage.config import RunConfig
 from linkage.identity import cluster_ids, process_key
 from linkage.merge import merge_records
 from linkage.model import FellegiSunterModel
+from linkage.progress import Progress, ProgressLike, as_progress
 from linkage.tables import attach_keys
 from linkage.training import new_model, train_model
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
-
-# The steps a batch run reports through ``progress``, in order: one call each (the first
-# is the Linker's). A progress bar's length is len(STAGES).
+# The stages a batch run reports through its ``progress`` hook (``linkage.progress``), in
+# order: reading and standardizing come from ``io.read_records``, writing from the Linker.
 STAGES: tuple[str, ...] = (
-    "reading and standardizing",
+    "reading",
+    "standardizing",
     "blocking",
     "comparing",
     "training model",
     "scoring",
     "clustering",
     "building golden records",
+    "writing outputs",
 )
 
 
@@ -78,11 +79,9 @@ class LinkResult:
         return attach_keys(self.pairs, self.records)
 
 
-
-
-def _stage(say: Progress, name: str, detail: str = "") -> None:
+def _stage(report: Progress, name: str, total: int | None = None, unit: str = "") -> None:
     assert name in STAGES, name  # a new stage must be listed in STAGES
-    say(f"{name} {detail}".strip())
+    report.stage(name, total=total, unit=unit)
 
 
 def compare_pairs(
@@ -90,10 +89,12 @@ def compare_pairs(
     pairs: pd.DataFrame,
     comparisons: list[Comparison],
     tf_rows: dict[str, np.ndarray],
+    step: Callable[[int], None] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Compare candidate pairs; return the vectors (with ``rule`` when pairs have it) and
-    the per-pair term frequencies of each comparison in ``tf_rows`` (per-row frequencies)."""
-    vectors = compare(records, pairs, comparisons)
+    the per-pair term frequencies of each comparison in ``tf_rows`` (per-row frequencies).
+    ``step(n)`` is told each chunk of ``n`` compared pairs."""
+    vectors = compare(records, pairs, comparisons, step=step)
     if schema.RULE in pairs:
         vectors[schema.RULE] = pairs[schema.RULE].to_numpy()
     return vectors, {name: pair_tf(values, vectors) for name, values in tf_rows.items()}
@@ -144,15 +145,17 @@ def link_records(
     config: RunConfig,
     *,
     model: FellegiSunterModel | None = None,
-    progress: Progress | None = None,
+    progress: ProgressLike = None,
     id_key: bytes | None = None,
 ) -> LinkResult:
     """Link standardized records (with ``rid`` 0..n-1) into identities; return every table.
 
-    ``id_key`` names the identities (``identity.cluster_ids``); without it, ``$LINKAGE_ID_KEY``
-    or a per-process key, so ids are stable across processes only with a key.
+    ``progress`` (``linkage.progress``) gets the stages from ``blocking`` to ``building
+    golden records``; ``comparing`` is counted in pairs. ``id_key`` names the identities
+    (``identity.cluster_ids``); without it, ``$LINKAGE_ID_KEY`` or a per-process key, so
+    ids are stable across processes only with a key.
     """
-    say = progress or (lambda _msg: None)
+    say = as_progress(progress)
     timings: dict[str, float] = {}
     comparisons = build_comparisons(config.comparison_specs())
     n = len(records)
@@ -163,8 +166,10 @@ def link_records(
     timings["block"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _stage(say, "comparing", f"{len(pairs):,} pairs")
-    vectors, tf = compare_pairs(records, pairs, comparisons, tf_rows(records, config, comparisons))
+    _stage(say, "comparing", len(pairs), "pairs")
+    vectors, tf = compare_pairs(
+        records, pairs, comparisons, tf_rows(records, config, comparisons), step=say.advance
+    )
     timings["compare"] = time.perf_counter() - t
 
     t = time.perf_counter()

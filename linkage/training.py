@@ -97,7 +97,15 @@ def train_model(
                 n_records=len(records),
                 prior_recall=settings.prior_recall,
             )
-            logger.info("training sessions: %s", model.sessions_)
+            logger.info(
+                "training sessions: %s",
+                "; ".join(
+                    " & ".join(f"{k}>={v}" for k, v in info["rule"].items())
+                    + f" ({info['pairs']:,} pairs"
+                    + (f", estimated {', '.join(info['estimated'])})" if info["estimated"] else ")")
+                    for info in model.sessions_
+                ),
+            )
         else:
             model.fit(vectors)
     else:

@@ -183,3 +183,336 @@ def test_store_export_and_encode_commands(data, tmp_path, monkeypatch):
         app, ["search", "--store", str(store), "--name", view.iloc[0].get("name", "张伟") or "张伟"]
     )
     assert result.exit_code == 0, result.output
+
+
+# ----------------------------------------------------------------------------- usage, help
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["search", "--store", "ids.duckdb"], "give at least one of --name"),
+        (["synth", "--persons", "0", "--output", "x"], "--persons"),
+        (["synth", "--new-batch", "1.5", "--output", "x"], "--new-batch"),
+        (["search", "--store", "ids.duckdb", "--name", "张伟", "--top", "0"], "--top"),
+        (["run", "run.yaml"], "--output"),
+        (["run", "run.yaml", "--output", "o", "--no-such-option"], "--no-such-option"),
+        (["nosuchcommand"], "nosuchcommand"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_message_and_no_traceback(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    assert not (tmp_path / "x").exists()  # refused before any work
+
+
+def test_version_prints_the_package_version():
+    from linkage._version import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"linkage {__version__}"
+
+
+def test_help_shows_flags_as_flags_and_points_at_the_config_reference():
+    for args in (["--help"], ["run", "--help"], ["synth", "--help"], ["ingest", "--help"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "<bool>" not in result.output
+    text = runner.invoke(app, ["run", "--help"]).output
+    assert "-q, --quiet" in text and "--json" in text
+    assert "'Configuration'" in text and "docs/engineer.md" in text
+    assert "docs/engineer.md" in runner.invoke(app, ["--help"]).output
+    # a flag takes no value: "--quiet true" is a usage error, not a silent true
+    result = runner.invoke(app, ["run", "r.yaml", "-o", "o", "--quiet", "true"])
+    assert result.exit_code == 2
+
+
+# ----------------------------------------------------------------------------- --json, -q
+
+
+def _json(result) -> object:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # stdout holds the document and nothing else
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """A run into a store, with a later batch held out for ingest."""
+    out = tmp_path_factory.mktemp("cli_json")
+    result = runner.invoke(
+        app,
+        ["synth", "--persons", "300", "--seed", "4", "--new-batch", "0.1", "-o", str(out / "d")],
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            str(out / "d" / "run.yaml"),
+            "-o",
+            str(out / "run"),
+            "--store",
+            str(out / "ids.duckdb"),
+            "--json",
+        ],
+    )
+    return out, result
+
+
+def test_run_json_is_the_summary_with_numbers_and_output_paths(batch):
+    out, result = batch
+    doc = _json(result)
+    saved = json.loads((out / "run" / "summary.json").read_text(encoding="utf-8"))
+    assert set(doc) == {*saved, "outputs"}
+    assert {k: v for k, v in doc.items() if isinstance(v, int)} == {
+        k: v for k, v in saved.items() if isinstance(v, int)
+    }
+    share = saved["cluster_stats"]["singleton_share"]
+    assert doc["cluster_stats"]["singleton_share"] == pytest.approx(share, rel=1e-5)
+    assert isinstance(doc["records"], int) and isinstance(doc["candidate_pairs"], int)
+    assert all(isinstance(v, int) for v in doc["records_per_source"].values())
+    assert all(isinstance(v, float) for v in doc["seconds"].values())
+    assert doc["outputs"]["identities"] == str(out / "run" / "identities.csv")
+    assert "[" not in result.stdout.split("{", 1)[0]  # no progress line before the document
+
+
+def test_ingest_json_and_text_line(batch, tmp_path):
+    import shutil
+
+    out, _ = batch
+    new = out / "d" / "new.yaml"
+    store = shutil.copy(out / "ids.duckdb", tmp_path / "ids.duckdb")
+    result = runner.invoke(app, ["ingest", str(new), "--store", str(store), "--json", "-q"])
+    doc = _json(result)
+    assert isinstance(doc["run_id"], int) and doc["new_records"] > 0
+    assert all(isinstance(v, int) for v in doc["events"].values())
+    assert all(isinstance(v, float) for v in doc["seconds"].values())
+    # the same batch again: every record is an update; the text has no Python dict reprs
+    result = runner.invoke(app, ["ingest", str(new), "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    assert f"({doc['new_records']:,} updates)" in result.stdout
+    assert "{" not in result.stdout and "events:  record_updated" in result.stdout
+
+
+def test_evaluate_blocking_profile_json(batch, data):
+    out, _ = batch
+    config = str(out / "d" / "run.yaml")
+    result = runner.invoke(
+        app, ["run", str(data / "data" / "run.yaml"), "-o", str(data / "e"), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = _json(
+        runner.invoke(
+            app,
+            [
+                "evaluate",
+                "--truth",
+                str(data / "data" / "truth.csv"),
+                "--pred",
+                str(data / "e" / "identities.csv"),
+                "--json",
+            ],
+        )
+    )
+    assert 0.9 < doc["pairwise"]["f1"] <= 1 and isinstance(doc["records"], int)
+    assert len(repr(doc["pairwise"]["recall"])) <= len("0.123456")  # rounded, not 0.98798798..
+    assert isinstance(doc["pairwise"]["true_pairs"], int)
+    assert doc["recall_by_tag"] and all(isinstance(row, dict) for row in doc["recall_by_tag"])
+    assert all(isinstance(v, int | float | str) for v in doc["recall_by_tag"][0].values())
+    doc = _json(runner.invoke(app, ["blocking", config, "--json"]))
+    assert doc["total_pairs"] == sum(rule["pairs"] for rule in doc["rules"])
+    assert {"rule", "keys", "pairs", "largest_block"} <= set(doc["rules"][0])
+    assert isinstance(doc["rules"][0]["pairs"], int) and isinstance(doc["warnings"], list)
+    doc = _json(runner.invoke(app, ["profile", config, "--json"]))
+    assert doc["records"] == sum(s["records"] for s in doc["sources"])
+    assert {"source", "field", "records", "missing_pct", "invalid_pct"} == set(doc["fields"][0])
+    assert all(isinstance(f["records"], int) and f["records"] > 0 for f in doc["quality_flags"])
+
+
+def test_search_json_numbers_are_numbers(batch):
+    out, _ = batch
+    health = pd.read_csv(out / "d" / "health.csv", dtype=str).iloc[0]
+    record = pd.read_csv(out / "run" / "golden_records.csv", dtype=str)
+    name = record["name"].dropna().iloc[0]
+    hits = _json(
+        runner.invoke(
+            app,
+            [
+                "search",
+                "--store",
+                str(out / "ids.duckdb"),
+                "--name",
+                name,
+                "--phone",
+                "13800138000",
+                "--json",
+            ],
+        )
+    )
+    assert isinstance(hits, list) and health is not None
+    for hit in hits:
+        assert isinstance(hit["matched_records"], int)
+        assert isinstance(hit["golden"].get("records", 0), int)
+        assert isinstance(hit["match_probability"], float)
+
+
+def test_quiet_is_honoured_by_every_command(batch, data):
+    out, _ = batch
+    config = str(data / "data" / "run.yaml")
+    store = str(out / "ids.duckdb")
+    truth, pred = str(data / "data" / "truth.csv"), str(out / "quiet" / "identities.csv")
+    for args in (
+        ["run", config, "-o", str(out / "quiet")],
+        ["profile", config],
+        ["blocking", config],
+        ["evaluate", "--truth", truth, "--pred", pred],
+        ["search", "--store", store, "--phone", "13800138000"],
+        ["standardize", config, "-o", str(out / "std.parquet")],
+        ["synth", "--persons", "50", "-o", str(out / "quiet_synth")],
+    ):
+        result = runner.invoke(app, [*args, "-q"])
+        assert result.exit_code == 0, (args, result.output)
+        assert result.output == "", args  # neither stdout nor stderr
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def test_job_log_gets_one_timed_line_per_stage_including_writing(data):
+    from linkage.pipeline import STAGES
+
+    result = runner.invoke(
+        app, ["run", str(data / "data" / "run.yaml"), "--output", str(data / "log")]
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    stages = [line.split("] ", 1)[1].split(" (")[0] for line in lines]
+    assert stages == [*STAGES, "done"]
+    assert any(line.endswith(" pairs)") and "comparing" in line for line in lines)
+    assert any(line.endswith("(6 files)") and "writing outputs" in line for line in lines)
+    seconds = [float(line[1:].split("s]")[0]) for line in lines]
+    assert seconds == sorted(seconds)
+    # no Python dict or list reprs in log or summary lines
+    assert "{'" not in result.output and "['" not in result.output
+
+
+class _Recorder:
+    """A Progress hook that records what the library reports."""
+
+    def __init__(self):
+        self.events: list[tuple] = []
+
+    def stage(self, name, total=None, unit=""):
+        self.events.append(("stage", name, total, unit))
+
+    def advance(self, n=1):
+        self.events.append(("advance", n))
+
+
+def test_the_library_reports_counted_stages_through_the_hook(data, tmp_path, capsys):
+    from linkage.linker import Linker
+    from linkage.pipeline import STAGES
+
+    recorder = _Recorder()
+    linker = Linker.from_yaml(data / "data" / "run.yaml")
+    result = linker.run(progress=recorder)
+    linker.write(tmp_path / "o", progress=recorder)
+    assert capsys.readouterr().err == ""  # the library draws nothing itself
+    started = [e for e in recorder.events if e[0] == "stage"]
+    assert [e[1] for e in started] == list(STAGES)
+    counted = {}
+    current = None
+    for event in recorder.events:
+        if event[0] == "stage":
+            current = event[1]
+            counted[current] = [event[2], event[3], 0]
+        else:
+            counted[current][2] += event[1]
+    n = len(result.records)
+    assert counted["reading"] == [3, "files", 3]
+    assert counted["standardizing"][1:] == ["values", counted["standardizing"][0]]
+    assert counted["standardizing"][0] % n == 0
+    assert counted["comparing"] == [len(result.pairs), "pairs", len(result.pairs)]
+    assert counted["writing outputs"] == [6, "files", 6]
+    # a plain callable still gets each stage's name once
+    names: list[str] = []
+    Linker.from_yaml(data / "data" / "run.yaml").run(progress=names.append)
+    assert names == list(STAGES[:-1])
+
+
+def test_terminal_bar_per_stage_and_log_lines_never_inside_a_bar(data, tmp_path):
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if shutil.which("script") is None:
+        pytest.skip("needs util-linux script for a pseudo-terminal")
+    linkage = Path(sys.executable).with_name("linkage")
+    typescript = tmp_path / "tty.log"
+    command = (
+        f"stty cols 120 rows 40; {linkage} run {data / 'data' / 'run.yaml'} "
+        f"--output {tmp_path / 'o'} > {tmp_path / 'stdout.txt'}"
+    )
+    subprocess.run(
+        ["script", "-qec", command, str(typescript)], check=True, capture_output=True, timeout=300
+    )
+    raw = typescript.read_text(encoding="utf-8", errors="replace")
+    # every redraw of a bar starts with a carriage return; a log line must start a fresh
+    # segment, never follow bar text on the same one
+    segments = re.split(r"[\r\n]+", raw)
+    log = [s for s in segments if " INFO linkage." in s]
+    assert log, "expected INFO log lines on the terminal"
+    assert all(re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO ", s) for s in log), [
+        s for s in log if not re.match(r"^\d{4}-", s)
+    ][:3]
+    assert not any("%|" in s and " INFO " in s for s in segments)
+    # one bar per stage, each counted stage with done/total, rate and ETA
+    assert re.search(r"comparing: 100%\|[^|]*\| [\d.,kM]+/[\d.,kM]+ pairs \[", raw)
+    assert re.search(r"standardizing: 100%\|[^|]*\| [\d.,kM]+/[\d.,kM]+ values", raw)
+    assert re.search(r"writing outputs: 100%\|[^|]*\| 6/6 files", raw)
+    for stage in ("blocking", "training model", "clustering", "building golden records"):
+        assert re.search(re.escape(stage) + r" \[\d\d:\d\d\]", raw), stage
+    assert "identities:" in (tmp_path / "stdout.txt").read_text(encoding="utf-8")
+
+
+def test_output_paths_are_checked_before_any_stage_starts(data, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    config = str(data / "data" / "run.yaml")
+    for args in (
+        ["run", config, "--output", str(blocker / "out")],
+        ["run", config, "--output", str(blocker)],
+        ["run", config, "--output", str(tmp_path / "o"), "--store", str(blocker)],
+        ["standardize", config, "--output", str(tmp_path)],
+        ["synth", "--persons", "50", "--output", str(blocker)],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert str(blocker) in result.output or str(tmp_path) in result.output, result.output
+        assert "] reading" not in result.stderr  # refused before the first stage
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.xfail(
+    reason="the store path check reads a re-ingested store as truncated: DuckDB shrinks the "
+    "file at checkpoint while its header keeps the old block count",
+    strict=False,
+)
+def test_search_after_a_second_ingest_of_the_same_batch(batch, tmp_path):
+    import shutil
+
+    out, _ = batch
+    store = str(shutil.copy(out / "ids.duckdb", tmp_path / "ids.duckdb"))
+    new = str(out / "d" / "new.yaml")
+    for _ in range(2):
+        result = runner.invoke(app, ["ingest", new, "--store", store, "-q"])
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["search", "--store", store, "--phone", "13800138000"])
+    assert result.exit_code == 0, result.output

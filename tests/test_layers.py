@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "_files": 1,
     "tables": 1,
     "spreadsheet": 1,
+    "progress": 1,
     "config": 2,
     "zh": 3,
     "standardize": 4,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -173,11 +173,15 @@ def compare(
     pairs: pd.DataFrame,
     comparisons: Sequence[Comparison] | None = None,
     chunk_size: int = 500_000,
+    *,
+    step: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
     """Return comparison vectors: ``rid_l``, ``rid_r`` and one int8 ``gamma_<name>`` per comparison.
 
     Each comparison prepares the record columns once (per distinct value); pairs are then
-    levelled ``chunk_size`` at a time, so memory grows with the chunk, not the pair count.
+    levelled ``chunk_size`` at a time, every comparison per chunk, so memory grows with the
+    chunk, not the pair count, and ``step(n)`` (when given) is called with the ``n`` pairs
+    of each finished chunk, for progress reporting.
     """
     comparisons = list(default_comparisons() if comparisons is None else comparisons)
     if chunk_size < 1:
@@ -189,23 +193,31 @@ def compare(
     if len(left) and (min(left.min(), right.min()) < 0 or max(left.max(), right.max()) >= n):
         raise InputError(f"pair row numbers must lie in 0..{n - 1}", column=schema.ROW_L)
     out: dict[str, np.ndarray] = {schema.ROW_L: left, schema.ROW_R: right}
+    prepared: list[Any] = []
+    prep_s: list[float] = []
     for comparison in comparisons:
         t = time.perf_counter()
-        prepared = comparison.prepare(_record_columns(records, comparison))
-        prep_s = time.perf_counter() - t
-        gamma = np.empty(len(left), dtype=np.int8)
-        for start in range(0, len(left), chunk_size):
-            stop = start + chunk_size
-            gamma[start:stop] = comparison.compare_prepared(
-                prepared, left[start:stop], right[start:stop]
+        prepared.append(comparison.prepare(_record_columns(records, comparison)))
+        prep_s.append(time.perf_counter() - t)
+        out[schema.GAMMA_PREFIX + comparison.name] = np.empty(len(left), dtype=np.int8)
+    level_s = [0.0] * len(comparisons)
+    for start in range(0, len(left), chunk_size):
+        stop = start + chunk_size
+        for i, comparison in enumerate(comparisons):
+            t = time.perf_counter()
+            out[schema.GAMMA_PREFIX + comparison.name][start:stop] = comparison.compare_prepared(
+                prepared[i], left[start:stop], right[start:stop]
             )
-        out[schema.GAMMA_PREFIX + comparison.name] = gamma
-        logger.info(
+            level_s[i] += time.perf_counter() - t
+        if step is not None:
+            step(min(stop, len(left)) - start)
+    for i, comparison in enumerate(comparisons):
+        logger.debug(  # per comparison: detail for profiling, noise in a job log
             "compared %s: %d pairs, prepare %.2fs, levels %.2fs",
             comparison.name,
             len(left),
-            prep_s,
-            time.perf_counter() - t - prep_s,
+            prep_s[i],
+            level_s[i],
         )
     return pd.DataFrame(out, index=pairs.index)
 

@@ -29,7 +29,8 @@ from linkage.incremental._common import (
 from linkage.incremental.batch import apply_changes, config_doc
 from linkage.io import read_records
 from linkage.merge import merge_records
-from linkage.pipeline import Progress, cluster_records, compare_pairs, score_pairs
+from linkage.pipeline import cluster_records, compare_pairs, score_pairs
+from linkage.progress import ProgressLike, as_progress
 from linkage.store import Store, StoreChanges
 from linkage.tables import attach_keys, rows_for_keys
 
@@ -61,9 +62,12 @@ def _keys(frame: pd.DataFrame) -> pd.MultiIndex:
     )
 
 
-def ingest(store: Store, config: RunConfig, *, progress: Progress | None = None) -> IngestResult:
-    """Link the records of ``config``'s sources against the store; an existing key is an update."""
-    say = progress or (lambda _msg: None)
+def ingest(store: Store, config: RunConfig, *, progress: ProgressLike = None) -> IngestResult:
+    """Link the records of ``config``'s sources against the store; an existing key is an update.
+
+    ``progress`` (``linkage.progress``) gets the names in ``STAGES``.
+    """
+    say = as_progress(progress).stage
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     run = stored_run(store)
@@ -204,5 +208,11 @@ def ingest(store: Store, config: RunConfig, *, progress: Progress | None = None)
     )
     seconds["write"] = time.perf_counter() - t
     summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-    logger.info("ingest run %d: %s", run_id, summary)
+    logger.info(
+        "ingest run %d: %d new records, %d matches, %d identities touched",
+        run_id,
+        summary["new_records"],
+        summary["matches"],
+        summary["touched_identities"],
+    )
     return IngestResult(identities=links, events=stable.events, run_id=run_id, summary=summary)

@@ -153,12 +153,14 @@ def standardize(
     config: StandardizeConfig | None = None,
     *,
     timings: dict[str, float] | None = None,
+    step: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
     """Return ``records`` with derived columns, ``rid`` row keys and ``quality_flags`` added.
 
     Takes the canonical fields (absent ones read as null); adds every field's derived
     columns (``FIELDS``), cross-field flags and ``rid`` = 0..n-1 in row order. Seconds per
-    field group are added to ``timings`` when given.
+    field group are added to ``timings`` when given; ``step(n)`` is called after each field
+    with the number of values it standardized (len(records)), for progress reporting.
     """
     config = config or StandardizeConfig()
     records = records.reset_index(drop=True)
@@ -171,6 +173,8 @@ def standardize(
         flag_parts.append(frame.pop(schema.QUALITY_FLAGS))
         done[entry.field] = frame
         spent[entry.timing] = spent.get(entry.timing, 0.0) + time.perf_counter() - t
+        if step is not None:
+            step(len(records))
 
     # Cross-field checks: the ID embeds birth date and gender; a disagreement means one of
     # the two was mistyped, which the comparison stage must weigh.
