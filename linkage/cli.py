@@ -580,10 +580,10 @@ def export(
     from linkage.store import Store
 
     _setup_logging(True)
-    if output.suffix.lower() not in (".csv", ".txt", ".parquet"):
-        raise InputError("export file must end in .csv or .parquet", path=str(output))
     check_store_path(store, create=False, write=False)
     check_output_file(output)
+    if output.suffix.lower() not in (".csv", ".txt", ".parquet"):
+        raise InputError("export file must end in .csv or .parquet", path=str(output))
     if policy is not None:
         check_input_file(policy, "--policy")
     sharing = load_policy(policy or DEFAULT_POLICY_PATH)
