@@ -529,7 +529,7 @@ def search(
     check_store_path(store, create=False, write=False)
     report = Linker(store=store).search_report({k: v for k, v in record.items() if v}, top=top)
     hits = report.hits
-    if report.message:
+    if report.message and not quiet:
         # why the answer is empty (or came from one field alone); JSON stays the hits list
         typer.echo(report.message, err=as_json)
     if as_json:
