@@ -421,7 +421,7 @@ def run(
     Progress goes to stderr: one bar per stage on a terminal, one timed line per stage in a
     job log. With --json, stdout holds the summary (summary.json's keys) plus "outputs".
     """
-    from linkage.identity import batch_key
+    from linkage.identity import batch_key, write_key_file
     from linkage.linker import Linker
     from linkage.paths import check_output_dir, check_store_path
 
@@ -433,10 +433,14 @@ def run(
     linker = Linker.from_yaml(config, store=store)
     # without a store the ids are keyed by $LINKAGE_ID_KEY or OUTPUT/identity.key (created once),
     # with one by the store's own secret
-    linker.id_key = batch_key(output) if store is None else None
+    new_key_path = None
+    if store is None:
+        linker.id_key, new_key_path = batch_key(output)
     with _progress(quiet) as report:
         paths = linker.write(output, progress=report)  # runs first; the Linker checks paths
         result = linker.result_
+    if new_key_path is not None:
+        write_key_file(new_key_path, linker.id_key)
     if as_json:
         _print_json({**result.summary, "outputs": {k: str(p) for k, p in paths.items()}})
         return
@@ -956,7 +960,7 @@ def demo(
 ) -> None:
     """Generate synthetic registries and run the batch merge on them end to end, then evaluate."""
     from linkage.evaluate import evaluate_files, format_scores
-    from linkage.identity import batch_key
+    from linkage.identity import batch_key, write_key_file
     from linkage.linker import Linker
     from linkage.paths import check_output_dir
     from linkage.profile import format_profile
@@ -969,9 +973,11 @@ def demo(
         report.stage(f"generating registries for {persons:,} persons")
         generate(persons, seed=seed, output=data_dir)
         linker = Linker.from_yaml(data_dir / "run.yaml")
-        linker.id_key = batch_key(output)
+        linker.id_key, new_key_path = batch_key(output)
         result = linker.run(progress=report)
         paths = linker.write(output, progress=report)
+        if new_key_path is not None:
+            write_key_file(new_key_path, linker.id_key)
     if not quiet:
         typer.echo(format_profile(result.records))
         typer.echo("")

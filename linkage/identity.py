@@ -159,8 +159,17 @@ def key_file(path: Path) -> bytes:
     path = Path(path)
     if path.exists():
         return read_key_file(path)
+    return write_key_file(path, secrets.token_bytes(32))
+
+
+def write_key_file(path: Path, key: bytes) -> bytes:
+    """Write ``key`` to a new key file (hex, mode 0600); return the key the file holds.
+
+    A file another process wrote meanwhile wins (its key is returned), so two runs never
+    name identities with different keys.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(32)
     # O_EXCL: never overwrite a key another process wrote meanwhile; 0600 from the first byte
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
@@ -172,9 +181,20 @@ def key_file(path: Path) -> bytes:
     return key
 
 
-def batch_key(output: Path) -> bytes:
-    """Identity key of a batch run writing to ``output``: env, else ``output/identity.key``."""
-    return env_key() or key_file(Path(output) / ID_KEY_FILE)
+def batch_key(output: Path) -> tuple[bytes, Path | None]:
+    """Identity key of a batch run writing to ``output``, and where to keep it afterwards.
+
+    ``$LINKAGE_ID_KEY`` (or its file) first, else ``output/identity.key`` when it exists;
+    otherwise a new random key and the path to save it to with :func:`write_key_file`
+    once the run has succeeded, so a run refused for bad input leaves no output behind.
+    """
+    key = env_key()
+    if key:
+        return key, None
+    path = Path(output) / ID_KEY_FILE
+    if path.exists():
+        return read_key_file(path), None
+    return secrets.token_bytes(32), path
 
 
 def _greedy_match(overlap: pd.DataFrame) -> dict[int, str]:

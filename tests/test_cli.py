@@ -516,3 +516,19 @@ def test_search_after_a_second_ingest_of_the_same_batch(batch, tmp_path):
         assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["search", "--store", store, "--phone", "13800138000"])
     assert result.exit_code == 0, result.output
+
+
+def test_run_refused_for_bad_input_writes_nothing(tmp_path):
+    """A duplicate record id stops the run with exit 2 and no output folder, key file included."""
+    police = tmp_path / "police.csv"
+    police.write_text("编号,姓名\n1,张伟\n2,李娜\n2 ,王芳\n", encoding="utf-8")
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "sources:\n  police: {path: police.csv, record_id: 编号, columns: {姓名: name}}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(config), "--output", str(out), "-q"])
+    assert result.exit_code == 2, result.output
+    assert "编号" in result.output and "2" in result.output
+    assert not out.exists()

@@ -202,18 +202,21 @@ def test_batch_key_file_is_created_private_and_reused(tmp_path, monkeypatch):
     import stat
 
     from linkage.errors import ConfigError
-    from linkage.identity import ID_KEY_ENV, ID_KEY_FILE, batch_key
+    from linkage.identity import ID_KEY_ENV, ID_KEY_FILE, batch_key, write_key_file
 
     monkeypatch.delenv(ID_KEY_ENV, raising=False)
     monkeypatch.delenv("LINKAGE_ID_KEY_FILE", raising=False)
-    key = batch_key(tmp_path)
+    key, pending = batch_key(tmp_path)
     path = tmp_path / ID_KEY_FILE
+    # nothing is written until the run has succeeded
+    assert pending == path and not path.exists()
+    assert write_key_file(pending, key) == key
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert batch_key(tmp_path) == key
+    assert batch_key(tmp_path) == (key, None)
     monkeypatch.setenv(ID_KEY_ENV, "short")
     import pytest
 
     with pytest.raises(ConfigError, match="at least 16"):
         batch_key(tmp_path)
     monkeypatch.setenv(ID_KEY_ENV, "a-long-enough-identity-key")
-    assert batch_key(tmp_path) == b"a-long-enough-identity-key"
+    assert batch_key(tmp_path) == (b"a-long-enough-identity-key", None)
