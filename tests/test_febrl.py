@@ -74,10 +74,10 @@ def test_febrl4_config_validates():
     assert config.blocking.link_type == "link_only"
     assert config.blocking.rules
     for rule in config.blocking.rules:
-        assert set(rule.keys) <= FEBRL_COLUMNS, rule
+        assert set(rule.keys) <= {schema.raw_col(c) for c in FEBRL_COLUMNS}, rule
     comparisons = comparisons_from_config(config.comparisons)
     levels = {c.name: list(c.levels) for c in comparisons}
-    assert {c.column for c in comparisons} <= FEBRL_COLUMNS
+    assert {c.column for c in comparisons} <= {schema.raw_col(c) for c in FEBRL_COLUMNS}
     # sessions and prior rules must name comparisons and levels that exist, else they are skipped
     rules = config.model.training_sessions + config.model.prior_rules
     assert rules
