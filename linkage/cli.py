@@ -357,7 +357,12 @@ def blocking_cmd(
     report = blocking_report(records, settings)
     typer.echo(f"{len(records):,} records")
     typer.echo(report.to_string(index=False))
-    typer.echo(f"total pairs before de-duplication across rules: {int(report['pairs'].sum()):,}")
+    total = int(report["pairs"].sum())
+    typer.echo(
+        f"predicted pairs before de-duplication across rules: {total:,} "
+        f"(pair_budget {settings.pair_budget:,}; blocks over {settings.refine_block_size} "
+        f"records are refined by {' > '.join(settings.refine_keys) or 'nothing'})"
+    )
     big = largest_blocks(records, settings, top=top)
     if len(big):
         typer.echo("\nlargest blocks:")
@@ -366,8 +371,14 @@ def blocking_cmd(
     for row in over.itertuples():
         typer.echo(
             f"warning: rule '{row.rule}' has {row.blocks_over_warning} block(s) over "
-            f"{settings.warn_block_size} records ({row.blocks_skipped} over "
-            f"{settings.max_block_size} are skipped)",
+            f"{settings.warn_block_size} records ({row.blocks_skipped} part(s) over "
+            f"{settings.max_block_size} after refinement are skipped)",
+            err=True,
+        )
+    if total > settings.pair_budget:
+        typer.echo(
+            f"warning: {total:,} predicted pairs exceed pair_budget {settings.pair_budget:,}; "
+            f"the run will {settings.over_budget} (blocking.over_budget)",
             err=True,
         )
 
