@@ -83,10 +83,12 @@ def synth(
     quiet: Quiet = False,
 ) -> None:
     """Generate synthetic police, civil-affairs and health registries with ground truth."""
+    from linkage.paths import check_output_dir
     from linkage.synth import generate
 
     if persons < 1:
         raise typer.BadParameter("--persons must be at least 1")
+    check_output_dir(output)
     start = time.perf_counter()
     result = generate(
         persons, seed=seed, corruption=corruption, output=output, excel=excel, new_batch=new_batch
@@ -126,8 +128,10 @@ def standardize_cmd(
     """Read and standardize every source; write the records with derived columns as Parquet."""
     from linkage.config import load_config
     from linkage.io import read_records, write_parquet
+    from linkage.paths import check_output_file
 
     _setup_logging(quiet)
+    check_output_file(output)
     cfg = load_config(config)
     start = time.perf_counter()
     records = read_records(cfg)
@@ -195,11 +199,20 @@ def run(
     quiet: Quiet = False,
 ) -> None:
     """Run the whole batch merge: identities.csv, golden records, scored pairs, model, summary."""
+    from linkage.identity import batch_key
     from linkage.linker import Linker
+    from linkage.paths import check_output_dir, check_store_path
     from linkage.pipeline import STAGES
 
     _setup_logging(quiet)
+    # every path is checked before the work and before the store transaction commits
+    check_output_dir(output)
+    if store is not None:
+        check_store_path(store, create=True)
     linker = Linker.from_yaml(config, store=store)
+    # without a store the ids are keyed by $LINKAGE_ID_KEY or OUTPUT/identity.key (created once),
+    # with one by the store's own secret
+    linker.id_key = batch_key(output) if store is None else None
     say = _progress(quiet, len(STAGES))
     result = linker.run(progress=say)
     say("done")
@@ -222,8 +235,12 @@ def ingest(
     """Link new records (or updated ones) against an identity store, keeping stable IDs."""
     from linkage.incremental.ingest import STAGES
     from linkage.linker import Linker
+    from linkage.paths import check_output_dir, check_store_path
 
     _setup_logging(quiet)
+    check_store_path(store, create=False)
+    if output is not None:
+        check_output_dir(output)
     linker = Linker.from_yaml(config, store=store)
     result = linker.ingest(progress=_progress(quiet, len(STAGES)), output=output)
     s = result.summary
@@ -264,6 +281,9 @@ def search(
     }
     if not any(record.values()):
         raise typer.BadParameter("give at least one of --name, --id-number, --birth-date, --phone")
+    from linkage.paths import check_store_path
+
+    check_store_path(store, create=False, write=False)
     hits = Linker(store=store).search({k: v for k, v in record.items() if v}, top=top)
     if as_json:
         typer.echo(json.dumps(hits, ensure_ascii=False, indent=2, default=str))
@@ -295,19 +315,54 @@ def export(
     ],
     policy: Annotated[
         Path | None,
-        typer.Option("--policy", help="Sharing policy YAML (default configs/sharing.yaml)."),
+        typer.Option("--policy", help="Sharing policy YAML (default: the one shipped in linkage/data/sharing.yaml)."),
     ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Write one department's view of the golden records: granted fields only, masked."""
-    from linkage.share import export_command
+    import os
+
+    from linkage.errors import InputError
+    from linkage.paths import check_input_file, check_output_file, check_store_path
+    from linkage.share import DEFAULT_POLICY_PATH, export_view, load_policy, write_export
     from linkage.store import Store
 
     _setup_logging(True)
+    if output.suffix.lower() not in (".csv", ".txt", ".parquet"):
+        raise InputError("export file must end in .csv or .parquet", path=str(output))
+    check_store_path(store, create=False, write=False)
+    check_output_file(output)
+    if policy is not None:
+        check_input_file(policy, "--policy")
+    sharing = load_policy(policy or DEFAULT_POLICY_PATH)
     with Store.open(store, create=False) as opened:
         golden, links = opened.table("golden"), opened.links()
-    path, rows = export_command(golden, links, policy, department, output)
-    _echo(f"wrote {rows:,} rows for department '{department}' to {path}", quiet)
+        # the store keeps the master key of department pseudonyms (stable across exports)
+        # unless the policy's environment variable provides one
+        key = None if os.environ.get(sharing.pseudonym_key_env) else opened.secret("pseudonym_key")
+    view = export_view(golden, links, sharing, department, key=key)
+    path = write_export(view, output)
+    _echo(f"wrote {len(view):,} rows for department '{department}' to {path}", quiet)
+
+
+def _secret(env: str, key_file: Path | None, what: str) -> bytes:
+    """A secret from a file or an environment variable, never from the command line."""
+    import os
+
+    from linkage.errors import ConfigError
+
+    if key_file is not None:
+        try:
+            secret = key_file.read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the {what}: {exc.strerror}", path=str(key_file)) from None
+        if not secret:
+            raise ConfigError(f"the {what} file is empty", path=str(key_file))
+        return secret
+    text = os.environ.get(env, "")
+    if not text:
+        raise ConfigError(f"set the {what} in the environment variable {env} or pass --key-file")
+    return text.encode("utf-8")
 
 
 @app.command()
@@ -321,22 +376,112 @@ def encode(
         list[str] | None, typer.Option("--source", help="Encode only this source (repeatable).")
     ] = None,
     key_env: Annotated[
-        str, typer.Option("--key-env", help="Environment variable holding the shared secret key.")
+        str, typer.Option("--key-env", help="Environment variable holding the custodians' secret.")
     ] = "LINKAGE_PPRL_KEY",
+    key_file: Annotated[
+        Path | None, typer.Option("--key-file", help="File holding the custodians' secret.")
+    ] = None,
+    record_ids: Annotated[
+        str,
+        typer.Option(
+            "--record-ids",
+            help="pseudonym (keyed, default) or plain (refused for IDs and phone numbers).",
+        ),
+    ] = "pseudonym",
+    key_map: Annotated[
+        Path | None,
+        typer.Option("--key-map", help="Also write record_id -> pseudonym here (keep it local)."),
+    ] = None,
+    hardening: Annotated[
+        str, typer.Option(help="balance (default), xor_fold or none; all custodians alike.")
+    ] = "balance",
+    salt: Annotated[
+        str, typer.Option(help="birth_year (default) or none: salt of name tokens; all alike.")
+    ] = "birth_year",
     quiet: Quiet = False,
 ) -> None:
-    """Write keyed Bloom-filter encodings (CLKs) of name, birth date and ID for linking without raw identifiers."""
-    import os
-
-    from linkage.errors import ConfigError
-    from linkage.pprl import encode_command
+    """Custodian step: write hardened Bloom-filter encodings (CLKs) for the linkage unit."""
+    from linkage import schema
+    from linkage.config import load_config
+    from linkage.errors import InputError
+    from linkage.io import read_records, write_csv, write_parquet
+    from linkage.paths import check_output_file
+    from linkage.pprl import EncodingSettings, encode_records
 
     _setup_logging(True)
-    key = os.environ.get(key_env, "")
-    if not key:
-        raise ConfigError(f"set the shared secret key in the environment variable {key_env}")
-    path, rows = encode_command(config, output, key.encode("utf-8"), sources=source or None)
-    _echo(f"wrote {rows:,} encoded records to {path}", quiet)
+    if output.suffix.lower() not in (".csv", ".parquet"):
+        raise InputError("encodings file must end in .csv or .parquet", path=str(output))
+    check_output_file(output)
+    if key_map is not None:
+        check_output_file(key_map, "--key-map")
+    secret = _secret(key_env, key_file, "custodians' secret")
+    if record_ids not in ("pseudonym", "plain"):
+        raise typer.BadParameter("--record-ids must be pseudonym or plain")
+    settings = EncodingSettings(hardening=hardening, salt=salt)  # type: ignore[arg-type]
+    cfg = load_config(config)
+    unknown = sorted(set(source or ()) - set(cfg.sources))
+    if unknown:
+        raise InputError(f"unknown sources {unknown}; the config has {list(cfg.sources)}")
+    records = read_records(cfg)
+    if source:
+        records = records[records[schema.SOURCE].isin(source)].reset_index(drop=True)
+    encoded = encode_records(records, secret, settings, record_ids=record_ids)  # type: ignore[arg-type]
+    if key_map is not None:
+        pseudonyms = encoded[[schema.RECORD_ID]].rename(columns={schema.RECORD_ID: "pseudonym"})
+        local = records[[schema.SOURCE, schema.RECORD_ID]].reset_index(drop=True)
+        write_csv(local.join(pseudonyms), key_map)
+    # the encodings are for machines: base64 may start with "+", so no spreadsheet escaping
+    if output.suffix.lower() == ".parquet":
+        write_parquet(encoded, output)
+    else:
+        write_csv(encoded, output, for_people=False)
+    _echo(f"wrote {len(encoded):,} encoded records to {output} (key check {encoded['key_check'].iloc[0] if len(encoded) else '-'})", quiet)
+
+
+@app.command("link-encodings")
+@_handle_errors
+def link_encodings_cmd(
+    left: Annotated[Path, typer.Argument(help="One custodian's encodings (.csv or .parquet).")],
+    right: Annotated[Path, typer.Argument(help="Another custodian's encodings.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Pairs file (.csv or .parquet).")],
+    threshold: Annotated[
+        float, typer.Option(help="Dice threshold (0.85 suits the default encodings).")
+    ] = 0.85,
+    one_to_one: Annotated[
+        bool, typer.Option(help="Keep each record in at most one pair (greedy).")
+    ] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Linkage-unit step: link two custodians' encodings; needs no key."""
+    import pandas as pd
+
+    from linkage.errors import InputError
+    from linkage.io import write_csv, write_parquet
+    from linkage.pprl import link_encodings
+
+    _setup_logging(True)
+    frames = []
+    for path in (left, right):
+        if not path.is_file():
+            raise InputError("encodings file not found", path=str(path))
+        try:
+            if path.suffix.lower() == ".parquet":
+                frames.append(pd.read_parquet(path))
+            else:
+                frames.append(pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""]))
+        except Exception as exc:  # noqa: BLE001 - any reader failure is bad input here
+            raise InputError(f"cannot read encodings: {exc}", path=str(path)) from None
+    if output.suffix.lower() not in (".csv", ".parquet"):
+        raise InputError("pairs file must end in .csv or .parquet", path=str(output))
+    from linkage.paths import check_output_file
+
+    check_output_file(output)
+    pairs = link_encodings(frames[0], frames[1], threshold, one_to_one=one_to_one)
+    if output.suffix.lower() == ".parquet":
+        write_parquet(pairs, output)
+    else:
+        write_csv(pairs, output)
+    _echo(f"wrote {len(pairs):,} linked pairs to {output}", quiet)
 
 
 @app.command("blocking")
@@ -385,6 +530,44 @@ def blocking_cmd(
 
 @app.command()
 @_handle_errors
+def dashboard(
+    config: Annotated[Path, typer.Argument(help="Run config YAML.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the charts.")],
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="Reviewed pairs CSV: adds precision-recall charts."),
+    ] = None,
+    png: Annotated[bool, typer.Option("--png", help="Static PNG charts instead of HTML.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Run the merge and write its charts and the comparison and cluster viewers (HTML)."""
+    from linkage.linker import Linker
+    from linkage.pipeline import STAGES
+    from linkage.review.labels import load_labels
+    from linkage.viz import write_dashboards
+
+    _setup_logging(True)
+    if output.exists() and not output.is_dir():
+        from linkage.errors import InputError
+
+        raise InputError("--output exists and is not a folder", path=str(output))
+    reviewed = load_labels(labels, missing_ok=False) if labels is not None else None
+    linker = Linker.from_yaml(config)
+    result = linker.run(progress=_progress(quiet, len(STAGES)))
+    paths = write_dashboards(
+        result,
+        output,
+        threshold=linker.config.clustering.threshold,
+        rules=[rule.name for rule in linker.config.blocking.rules],
+        labels=reviewed,
+        fmt="png" if png else "html",
+    )
+    for name, path in paths.items():
+        _echo(f"{name}: {path}", quiet)
+
+
+@app.command()
+@_handle_errors
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="CSV with source, record_id, person_id.")],
     pred: Annotated[Path, typer.Option("--pred", help="identities.csv from a run.")],
@@ -416,17 +599,21 @@ def demo(
 ) -> None:
     """Generate synthetic registries and run the batch merge on them end to end, then evaluate."""
     from linkage.evaluate import evaluate_files, format_scores
+    from linkage.identity import batch_key
     from linkage.linker import Linker
+    from linkage.paths import check_output_dir
     from linkage.pipeline import STAGES
     from linkage.profile import format_profile
     from linkage.synth import generate
 
     _setup_logging(True)
+    check_output_dir(output)
     data_dir = output / "data"
     say = _progress(quiet, len(STAGES) + 1)  # generating the registries comes first
     say(f"generating registries for {persons:,} persons")
     generate(persons, seed=seed, output=data_dir)
     linker = Linker.from_yaml(data_dir / "run.yaml")
+    linker.id_key = batch_key(output)
     result = linker.run(progress=say)
     say("done")
     paths = linker.write(output)
@@ -437,6 +624,30 @@ def demo(
     _echo("\naccuracy against the generator's ground truth:", quiet)
     _echo(format_scores(evaluate_files(data_dir / "truth.csv", paths["identities"])), quiet)
     _echo(f"\noutputs in {output}: {', '.join(p.name for p in paths.values())}", quiet)
+
+
+store_app = typer.Typer(no_args_is_help=True, help="Inspect an identity store file.")
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("check")
+@_handle_errors
+def store_check_cmd(
+    store: Annotated[Path, typer.Argument(help="Identity store file.")],
+) -> None:
+    """Verify a store's structure and integrity (read-only); exit 2 when a problem is found.
+
+    Checks the file (a whole DuckDB database, every block's checksum), the schema version,
+    the tables and their key columns, unique row keys, every record in exactly one active
+    identity, one golden record per active identity, the key index, runs and events.
+    """
+    from linkage.store_check import check_store
+
+    report = check_store(store)
+    typer.echo(report.format())
+    if not report.ok:
+        typer.echo(f"error: {store}: {len(report.problems)} integrity problem(s)", err=True)
+        raise typer.Exit(2)
 
 
 def main() -> None:

@@ -222,6 +222,10 @@ class IdSpec(_ComparisonSpec):
     name: str = "id"
     column: str = schema.ID_STD
     from_15_column: str = schema.ID_FROM_15
+    # recorded birth date and gender: an ID whose birth year is a generation away from the
+    # record's is someone else's (a guardian's) and no evidence; null turns the check off
+    birth_column: str | None = schema.BIRTH_DATE_STD
+    gender_column: str | None = schema.GENDER_STD
 
 
 class BirthDateSpec(_ComparisonSpec):
@@ -422,7 +426,10 @@ class FieldRule(_Model):
 
     column: str
     rule: SurvivorshipRule = "most_frequent"
-    raw: str | None = None  # raw column reported beside the standardized value
+    # Source column reported as the golden value: the choice is made on ``column`` (so
+    # 王汎森 and 王泛森 count as one name), but the value shown is a spelling a source holds,
+    # preferring a record whose own value equals the chosen standardized one.
+    raw: str | None = None
 
 
 class GoldenSettings(_Model):
@@ -440,7 +447,9 @@ class GoldenSettings(_Model):
 
 
 DEFAULT_FIELDS: dict[str, FieldRule] = {
-    schema.NAME: FieldRule(column=schema.name_col(schema.NAME, "clean"), rule="most_frequent"),
+    schema.NAME: FieldRule(
+        column=schema.name_col(schema.NAME, "clean"), rule="most_frequent", raw=schema.NAME
+    ),
     schema.ID_NUMBER: FieldRule(column=schema.ID_STD, rule="valid_id"),
     schema.GENDER: FieldRule(column=schema.GENDER_STD, rule="most_frequent"),
     schema.BIRTH_DATE: FieldRule(column=schema.BIRTH_DATE_STD, rule="most_frequent"),
@@ -516,21 +525,80 @@ def _rule_problems(key: str, rule: dict[str, str], levels: dict[str, list[str]])
     return problems
 
 
-def _read_yaml(path: Path) -> Any:
+def _duplicate_keys(node: yaml.Node, path: str = "") -> list[str]:
+    """Every mapping key given twice under one parent, as ``'a.b' on lines 3 and 7``.
+
+    PyYAML keeps the last of duplicate keys silently (a second source of the same name
+    would replace the first); YAML 1.2 says keys must be unique. Merge keys (``<<``) are
+    overrides by design and are not counted.
+    """
+    found: list[tuple[int, str]] = []
+    seen_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, str]] = [(node, path)]
+    while stack:
+        current, where = stack.pop()
+        if id(current) in seen_nodes:  # aliases may share (or recurse into) a node
+            continue
+        seen_nodes.add(id(current))
+        if isinstance(current, yaml.MappingNode):
+            lines: dict[tuple[str, str], list[int]] = {}
+            for key, value in current.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                if key.tag == "tag:yaml.org,2002:merge":
+                    stack.append((value, where))
+                    continue
+                if name is not None:
+                    lines.setdefault((key.tag, name), []).append(key.start_mark.line + 1)
+                stack.append((value, f"{where}.{name}" if where else str(name)))
+            for (_tag, name), at in lines.items():
+                if len(at) > 1:
+                    key_path = f"{where}.{name}" if where else name
+                    found.append(
+                        (
+                            at[1],
+                            f"duplicate key '{key_path}' on lines {', '.join(map(str, at))} "
+                            "(YAML would keep only the last one)",
+                        )
+                    )
+        elif isinstance(current, yaml.SequenceNode):
+            for i, item in enumerate(current.value):
+                stack.append((item, f"{where}[{i}]"))
+    return [message for _line, message in sorted(found)]
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file safely; duplicate mapping keys anywhere are an error.
+
+    Used for run configs, included source schemas and sharing policies.
+    Raises ``ConfigError`` naming the file (and the line or duplicate key path).
+    """
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError("file not found", path=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("is a folder, expected a YAML file", path=str(path)) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text ({exc.reason})", path=str(path)) from None
+    loader = yaml.SafeLoader(text)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicates = _duplicate_keys(node)
+        if duplicates:
+            listed = duplicates[0] if len(duplicates) == 1 else "\n  " + "\n  ".join(duplicates)
+            raise ConfigError(listed, path=str(path))
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(
             f"invalid YAML{where}: {getattr(exc, 'problem', exc)}", path=str(path)
         ) from None
+    finally:
+        loader.dispose()
 
 
 def _resolve_source(name: str, entry: Any, base: Path, config_file: Path) -> dict:
@@ -546,7 +614,7 @@ def _resolve_source(name: str, entry: Any, base: Path, config_file: Path) -> dic
     include = entry.pop("include", None)
     if include is not None:
         include_path = (base / str(include)).resolve()
-        included = _read_yaml(include_path)
+        included = read_yaml(include_path)
         if not isinstance(included, dict):
             raise ConfigError("expected a mapping of source settings", path=str(include_path))
         if "path" in included:
@@ -622,4 +690,4 @@ def config_from_dict(data: Any, *, path: str | Path | None = None) -> RunConfig:
 def load_config(path: str | Path) -> RunConfig:
     """Load and validate a run configuration YAML file."""
     path = Path(path)
-    return config_from_dict(_read_yaml(path.resolve()), path=path)
+    return config_from_dict(read_yaml(path.resolve()), path=path)

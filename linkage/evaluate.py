@@ -16,6 +16,7 @@ import pandas as pd
 
 from linkage import schema
 from linkage.errors import InputError
+from linkage.spreadsheet import restore_formulas
 
 logger = logging.getLogger(__name__)
 
@@ -168,9 +169,13 @@ def format_scores(scores: dict) -> str:
 
 
 def _read_csv(path: str | PathLike) -> pd.DataFrame:
-    """Read a CSV with every column as text (record ids keep their leading zeros)."""
+    """Read a CSV with every column as text (record ids keep their leading zeros).
+
+    Cells the package escaped against spreadsheet formulas get their value back.
+    """
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        return restore_formulas(frame)
     except FileNotFoundError as exc:
         raise InputError("file not found", path=str(path)) from exc
     except (UnicodeDecodeError, pd.errors.ParserError) as exc:

@@ -1,18 +1,24 @@
-"""Stable identity IDs: map a new clustering onto the identities a store already holds.
+"""Stable identity IDs: name clusters with a keyed hash, keep stored IDs across runs.
 
-Pure functions over DataFrames; imports only the schema. Must not import the store, CLI or Linker.
+Pure functions over DataFrames; imports the schema and errors. Must not import the store, CLI
+or Linker. The one naming function, :func:`identity_names`, serves batch runs and the store.
 """
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import logging
+import os
+import secrets
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from linkage import schema
+from linkage.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -54,28 +60,121 @@ def record_key(sources: pd.Series, record_ids: pd.Series) -> pd.Series:
     return sources.astype(str) + "\x1f" + record_ids.astype(str)
 
 
-def _hash_id(key: str, salt: int) -> str:
-    text = key if salt == 0 else f"{key}\x1f{salt}"
-    return "ID" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:14].upper()
+# Environment variables that hand a batch run its identity key (never a command-line option:
+# arguments show in process lists and shell histories).
+ID_KEY_ENV = "LINKAGE_ID_KEY"
+ID_KEY_FILE_ENV = "LINKAGE_ID_KEY_FILE"
+ID_KEY_FILE = "identity.key"  # written 0600 next to a batch run's outputs when no key is given
+_MIN_KEY_BYTES = 16
+# one random key per process for library use without a key: stable within the process only
+_PROCESS_KEY = secrets.token_bytes(32)
 
 
-def fresh_ids(smallest_keys: np.ndarray, taken: set[str]) -> np.ndarray:
-    """Name clusters after their smallest record key (as ``pipeline.identity_ids`` does).
+def _hash_id(key: bytes, record: str, salt: int) -> str:
+    text = record if salt == 0 else f"{record}\x1f{salt}"
+    # HMAC-SHA256 truncated to 80 bits: unguessable without the key, collisions handled by salts
+    return "ID" + hmac.digest(key, text.encode("utf-8"), "sha256")[:10].hex().upper()
 
-    An ID already used by any stored identity, retired and merged ones included, is never
+
+def identity_names(
+    smallest_keys: np.ndarray, key: bytes, taken: set[str] | frozenset[str] = frozenset()
+) -> np.ndarray:
+    """Name clusters after their smallest record key with a keyed hash: the one naming rule.
+
+    ``smallest_keys``: one :func:`record_key` per cluster. The name is ``ID`` + 20 hex digits of
+    HMAC-SHA256(key, record key) (RFC 2104), so a party without the key cannot test a guessed
+    (source, record_id) against an id, and the same key gives the same names in every run. An ID
+    already used (``taken``: every stored identity, retired and merged ones included) is never
     reused: the key is re-hashed with a salt until the ID is free, which stays deterministic.
+    Raises ``ValueError`` for a key shorter than 16 bytes.
     """
+    if len(key) < _MIN_KEY_BYTES:
+        raise ValueError(f"identity key must be at least {_MIN_KEY_BYTES} bytes")
     out = np.empty(len(smallest_keys), dtype=object)
     used = set(taken)
-    for i, key in enumerate(smallest_keys.tolist()):  # one per new cluster, not per record
+    for i, record in enumerate(np.asarray(smallest_keys, dtype=object).tolist()):
         salt = 0
-        name = _hash_id(key, salt)
+        name = _hash_id(key, record, salt)
         while name in used:
             salt += 1
-            name = _hash_id(key, salt)
+            name = _hash_id(key, record, salt)
         used.add(name)
         out[i] = name
     return out
+
+
+def fresh_ids(smallest_keys: np.ndarray, taken: set[str], key: bytes | None = None) -> np.ndarray:
+    """Names for new clusters of a store run: :func:`identity_names` with the run's key."""
+    return identity_names(smallest_keys, key or process_key(), taken)
+
+
+def cluster_ids(records: pd.DataFrame, labels: pd.Series | np.ndarray, key: bytes) -> np.ndarray:
+    """One identity id per row of ``records`` (``source``, ``record_id``) from cluster ``labels``.
+
+    Each cluster is named after its smallest record key, so ids do not depend on row order.
+    """
+    keys = record_key(records[schema.SOURCE], records[schema.RECORD_ID])
+    smallest = keys.groupby(np.asarray(labels)).transform("min")
+    codes, uniques = pd.factorize(smallest, sort=True)
+    return identity_names(np.asarray(uniques, dtype=object), key)[codes]
+
+
+def process_key() -> bytes:
+    """The identity key of library calls that pass none: ``$LINKAGE_ID_KEY`` or a per-process key."""
+    return env_key() or _PROCESS_KEY
+
+
+def env_key() -> bytes | None:
+    """The identity key from ``$LINKAGE_ID_KEY`` (text) or the file ``$LINKAGE_ID_KEY_FILE``."""
+    text = os.environ.get(ID_KEY_ENV, "")
+    if text:
+        key = text.encode("utf-8")
+        if len(key) < _MIN_KEY_BYTES:
+            raise ConfigError(f"{ID_KEY_ENV} must hold at least {_MIN_KEY_BYTES} characters")
+        return key
+    path = os.environ.get(ID_KEY_FILE_ENV, "")
+    if path:
+        return read_key_file(Path(path))
+    return None
+
+
+def read_key_file(path: Path) -> bytes:
+    """Read a key file (hex text as written by :func:`key_file`); ConfigError if unusable."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        key = bytes.fromhex(text)
+    except FileNotFoundError:
+        raise ConfigError("identity key file not found", path=str(path)) from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"unreadable identity key file (expected hex): {exc}", path=str(path)
+        ) from None
+    if len(key) < _MIN_KEY_BYTES:
+        raise ConfigError(f"identity key must be at least {_MIN_KEY_BYTES} bytes", path=str(path))
+    return key
+
+
+def key_file(path: Path) -> bytes:
+    """Read the key file at ``path``, or create it (32 random bytes, hex, mode 0600) if absent."""
+    path = Path(path)
+    if path.exists():
+        return read_key_file(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    # O_EXCL: never overwrite a key another process wrote meanwhile; 0600 from the first byte
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    except FileExistsError:
+        return read_key_file(path)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(key.hex() + "\n")
+    logger.info("created identity key %s (keep it with the outputs: ids depend on it)", path)
+    return key
+
+
+def batch_key(output: Path) -> bytes:
+    """Identity key of a batch run writing to ``output``: env, else ``output/identity.key``."""
+    return env_key() or key_file(Path(output) / ID_KEY_FILE)
 
 
 def _greedy_match(overlap: pd.DataFrame) -> dict[int, str]:
@@ -116,6 +215,7 @@ def assign_stable_ids(
     run_id: int,
     *,
     updated: pd.Series | None = None,
+    key: bytes | None = None,
 ) -> StableIds:
     """Assign identity IDs to the clusters of ``current`` keeping the IDs of ``previous``.
 
@@ -123,6 +223,7 @@ def assign_stable_ids(
     identity_id of the stored records in scope (all of their identities' records). ``known``:
     every stored identity with identity_id, status, created_run (for age and to never reuse
     an ID). ``updated``: optional boolean per ``current`` row, the record replaced a stored one.
+    ``key``: the identity key that names new clusters (the store's; see :func:`identity_names`).
     """
     cur_key = record_key(current[schema.SOURCE], current[schema.RECORD_ID]).to_numpy()
     labels = pd.factorize(current[CLUSTER].to_numpy())[0]
@@ -161,7 +262,7 @@ def assign_stable_ids(
         kept[idx] = True
     fresh = np.flatnonzero(~kept)
     order = fresh[np.argsort(ckey[fresh], kind="stable")]  # salts assigned in key order
-    name[order] = fresh_ids(ckey[order], set(known[schema.IDENTITY_ID].astype(str)))
+    name[order] = fresh_ids(ckey[order], set(known[schema.IDENTITY_ID].astype(str)), key)
     ids = name[labels] if len(labels) else np.array([], dtype=object)
 
     events, rows = _changes(

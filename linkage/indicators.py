@@ -19,17 +19,17 @@ from linkage.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-# Health-registry record kinds as the demo generator writes them (档案类型); real registries
-# pass their own column name and values.
-KIND_COLUMN = "档案类型"
+# Health-registry record kinds as the demo generator writes them (档案类型, unmapped so it
+# passes through as raw.档案类型); real registries pass their own column name and values.
+KIND_COLUMN = schema.raw_col("档案类型")
 HEALTH_FILE = "健康档案"
 VACCINATION = "预防接种"
 MATERNAL_CARE = "孕产妇保健"
 FAMILY_PLANNING = "计划生育服务"
 # Destination district: police 现居住地所属区, health 所属区, else the parsed current address.
 DISTRICT_COLUMNS: tuple[str, ...] = (
-    "现居住地所属区",
-    "所属区",
+    schema.raw_col("现居住地所属区"),
+    schema.raw_col("所属区"),
     schema.address_col(schema.CURRENT_ADDRESS, "district"),
 )
 POPULATION_SOURCES: tuple[str, ...] = ("police",)

@@ -8,19 +8,25 @@ text so IDs and phones keep leading zeros and a trailing X.
 from __future__ import annotations
 
 import csv
+import datetime
+import decimal
 import io
 import logging
+import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from linkage import schema
 from linkage.config import RunConfig, SourceConfig
 from linkage.errors import InputError
+from linkage.spreadsheet import neutralize_formulas, restore_formulas  # noqa: F401 - re-exported
 from linkage.standardize.combine import standardize
 
 logger = logging.getLogger(__name__)
@@ -95,22 +101,124 @@ def decode_bytes(data: bytes, encoding: str = "auto", *, path: str = "") -> tupl
     )
 
 
-def _read_csv_arrow(text: str, cfg: SourceConfig) -> pd.DataFrame | None:
-    """Parse with pyarrow (multithreaded, trims in C++); None when it cannot, to fall back."""
+# Malformed lines named in one error; more are counted, not listed.
+_MAX_LINES_LISTED = 200
+# Placeholder names of columns without a header; the reader drops them when empty.
+_UNNAMED = "\x00unnamed:{}"
+
+
+def _csv_rows(text: str, delimiter: str, path: str, first_line: int = 1):
+    """Yield (first line number, fields) of each CSV record; empty lines are skipped.
+
+    Python's csv module is the slow, exact path: it reports where each record starts,
+    which the multithreaded Arrow reader cannot.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    line = first_line
+    try:
+        for row in reader:
+            start, line = line, first_line + reader.line_num
+            if row:
+                yield start, row
+    except csv.Error as exc:
+        raise InputError(
+            f"CSV cannot be parsed ({exc}); a quote may be left open", path=path, row=line
+        ) from None
+
+
+def _is_blank(fields: list[str]) -> bool:
+    return not any(f.strip() for f in fields)
+
+
+def _csv_layout(text: str, cfg: SourceConfig) -> tuple[list[str], int, str]:
+    """Return (column names, header line count, body text) of a CSV file.
+
+    The field count every line must have is the header's, except that lines ending in a
+    delimiter add an unnamed empty column: when the header and the first data line differ
+    only by empty trailing fields, the first data line's count is taken. Columns without a
+    header get placeholder names (``_UNNAMED``); duplicate headers are an error.
+    """
+    path = str(cfg.path)
+    handle = io.StringIO(text, newline="")
+    reader = csv.reader(handle, delimiter=cfg.delimiter, strict=True)
+    try:
+        header = next((row for row in reader if row), None)
+        header_lines = reader.line_num
+        body_start = handle.tell()
+        first = next((row for row in reader if row), None)
+    except csv.Error as exc:
+        raise InputError(f"CSV cannot be parsed ({exc})", path=path, row=reader.line_num) from None
+    if header is None:
+        raise InputError("file is empty (no header row)", path=path)
+    names = [h.strip().removeprefix("\ufeff").strip() for h in header]
+    if first is not None and len(first) != len(names):
+        extra = first[len(names) :] if len(first) > len(names) else names[len(first) :]
+        if all(not f.strip() for f in extra):
+            names = (names + [""] * len(first))[: len(first)]
+    _check_unique_headers(names, path)
+    names = [n or _UNNAMED.format(i + 1) for i, n in enumerate(names)]
+    return names, header_lines, text[body_start:]
+
+
+def _check_unique_headers(names: list[str], path: str) -> None:
+    """Raise an InputError naming every header given to more than one column."""
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        if name:
+            seen.setdefault(name, []).append(i + 1)
+    dups = {n: cols for n, cols in seen.items() if len(cols) > 1}
+    if dups:
+        listed = "; ".join(
+            f"'{n}' in columns {', '.join(map(str, cols))}" for n, cols in dups.items()
+        )
+        raise InputError(
+            f"header names a column more than once (after trimming spaces): {listed}", path=path
+        )
+
+
+def _bad_field_counts(body: str, names: list[str], cfg: SourceConfig, first_line: int) -> None:
+    """Raise an InputError naming every line whose field count is not ``len(names)``."""
+    expected = len(names)
+    bad = [
+        (line, len(row))
+        for line, row in _csv_rows(body, cfg.delimiter, str(cfg.path), first_line)
+        if len(row) != expected and not _is_blank(row)
+    ]
+    if not bad:
+        return
+    listed = ", ".join(f"line {line} has {n}" for line, n in bad[:_MAX_LINES_LISTED])
+    more = f", and {len(bad) - _MAX_LINES_LISTED} more" if len(bad) > _MAX_LINES_LISTED else ""
+    raise InputError(
+        f"{len(bad)} line(s) with the wrong number of fields, expected {expected}: {listed}{more} "
+        "(a value holding an unquoted delimiter or line break splits its record: quote it)",
+        path=str(cfg.path),
+    )
+
+
+def _read_csv_arrow(body: str, names: list[str], cfg: SourceConfig) -> pd.DataFrame | None:
+    """Parse with pyarrow (multithreaded, trims in C++); None when a line has the wrong
+    field count (collected by the invalid-row handler) or Arrow cannot parse the file."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    first_line = text.split("\n", 1)[0]
-    header = next(csv.reader([first_line], delimiter=cfg.delimiter), [])
-    if not header or len(set(header)) != len(header):
-        return None
+    invalid: list[str] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        # a line of spaces or delimiters only carries no data: skipped like an empty line
+        if row.text.replace(cfg.delimiter, "").strip():
+            invalid.append(row.text)
+        return "skip"
+
     try:
         table = pacsv.read_csv(
-            io.BytesIO(text.encode("utf-8")),
-            parse_options=pacsv.ParseOptions(delimiter=cfg.delimiter, newlines_in_values=True),
+            io.BytesIO(body.encode("utf-8")),
+            read_options=pacsv.ReadOptions(column_names=names),
+            parse_options=pacsv.ParseOptions(
+                delimiter=cfg.delimiter, newlines_in_values=True, invalid_row_handler=on_invalid
+            ),
             convert_options=pacsv.ConvertOptions(
-                column_types={h: pa.string() for h in header},
+                column_types={h: pa.string() for h in names},
                 null_values=[""],
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
@@ -118,81 +226,301 @@ def _read_csv_arrow(text: str, cfg: SourceConfig) -> pd.DataFrame | None:
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
+    if invalid:
+        return None
     columns = {}
     for name in table.column_names:
         col = pc.utf8_trim_whitespace(table.column(name))
         columns[name] = pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
-    frame = pa.table(columns).to_pandas()
+    return pa.table(columns).to_pandas()
+
+
+def _read_csv_python(body: str, names: list[str], cfg: SourceConfig, first_line: int):
+    """The exact fallback: every line checked, then the records as trimmed text."""
+    _bad_field_counts(body, names, cfg, first_line)
+    rows = [
+        [f.strip() or None for f in row]
+        for _line, row in _csv_rows(body, cfg.delimiter, str(cfg.path), first_line)
+        if len(row) == len(names)
+    ]
+    return pd.DataFrame(rows, columns=names, dtype=object)
+
+
+def _drop_unnamed(frame: pd.DataFrame, body: str, cfg: SourceConfig, first_line: int):
+    """Drop empty columns without a header; one holding values is an error naming its lines."""
+    unnamed = [c for c in frame.columns if c.startswith(_UNNAMED.format(""))]
+    held = [c for c in unnamed if frame[c].notna().any()]
+    if held:
+        positions = [list(frame.columns).index(c) for c in held]
+        lines = [
+            line
+            for line, row in _csv_rows(body, cfg.delimiter, str(cfg.path), first_line)
+            if len(row) == len(frame.columns) and any(row[i].strip() for i in positions)
+        ]
+        listed = ", ".join(map(str, lines[:_MAX_LINES_LISTED]))
+        raise InputError(
+            f"column(s) {', '.join(str(i + 1) for i in positions)} have no header but hold "
+            f"values on {len(lines)} line(s): {listed}; name them in the header",
+            path=str(cfg.path),
+        )
+    return frame.drop(columns=unnamed)
+
+
+def _read_csv_text(text: str, cfg: SourceConfig) -> pd.DataFrame:
+    """Read CSV text into a trimmed all-text table with nulls for blanks.
+
+    Raises InputError for an empty file, duplicate headers, an open quote, every line
+    whose field count differs from the header's, and values under a column without header.
+    """
+    path = str(cfg.path)
+    if not text.strip():
+        raise InputError("file is empty (no header row)", path=path)
+    names, header_lines, body = _csv_layout(text, cfg)
+    first_line = header_lines + 1
+    frame = _read_csv_arrow(body, names, cfg)
+    if frame is None:
+        frame = _read_csv_python(body, names, cfg, first_line)
+    frame = _drop_unnamed(frame, body, cfg, first_line)
     frame.attrs["clean_text"] = True  # already trimmed text with None for blanks
     return frame
 
 
-def _read_csv_text(text: str, cfg: SourceConfig) -> pd.DataFrame:
-    path = str(cfg.path)
-    if not text.strip():
-        raise InputError("file is empty (no header row)", path=path)
-    frame = _read_csv_arrow(text, cfg)
-    if frame is not None:
-        return frame
-    opts = dict(dtype=str, keep_default_na=False, na_values=[""], sep=cfg.delimiter)
-    try:
-        return pd.read_csv(io.StringIO(text), engine="c", **opts)
-    except pd.errors.EmptyDataError:
-        raise InputError("file is empty (no header row)", path=path) from None
-    except pd.errors.ParserError:
-        pass
-    # Collect every malformed row with its line number instead of stopping at the first.
-    bad: list[str] = []
-    reader = csv.reader(io.StringIO(text), delimiter=cfg.delimiter)
-    header = next(reader)
-    for row in reader:
-        if len(row) != len(header) and any(cell.strip() for cell in row):
-            bad.append(f"line {reader.line_num}: {len(row)} fields, expected {len(header)}")
-    if not bad:
-        raise InputError("CSV could not be parsed", path=path)
-    shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
-    raise InputError(f"{len(bad)} malformed row(s): {shown}", path=path)
+# Excel keeps 15 significant digits: an integral number at or above 1e15 held in a float
+# has lost digits (an 18-digit ID becomes 110105198001011000 or 1.10105198001011E+17).
+_EXCEL_EXACT_LIMIT = 1e15
+# Float64 holds every integer below 2**53 exactly (Parquet/pandas float columns).
+_FLOAT_EXACT_LIMIT = 2.0**53
+# A number in scientific notation as Excel or pandas writes it ("1.10105E+17"): a key that
+# went through a float; the sign or the decimal point keeps codes like "2021E001" out.
+_SCIENTIFIC = re.compile(r"[+-]?\d+(\.\d*)?[eE][+-]\d+|[+-]?\d+\.\d*[eE]\d+")
+
+
+def _number_text(value: float, exact_limit: float) -> tuple[str, bool]:
+    """Text of a float cell and whether it is exact: integral values below the limit lose
+    their '.0'; larger ones keep their float look (``1.101051980010112e+17``) so the
+    ID standardizer flags them ``id_float_damaged`` rather than trusting made-up digits."""
+    if not math.isfinite(value):
+        return "", True
+    if value == int(value):
+        if abs(value) < exact_limit:
+            return str(int(value)), True
+        return repr(value), False
+    return repr(value), True
+
+
+def _cell_text(value: object, exact_limit: float = _FLOAT_EXACT_LIMIT) -> tuple[str | None, bool]:
+    """Text of one cell of any type, and whether it is exact; None for blanks."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None, True
+    if isinstance(value, str):
+        return (value.strip() or None), True
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value)), True
+    if isinstance(value, int | np.integer):
+        return str(int(value)), True
+    if isinstance(value, float | np.floating):
+        if math.isnan(value):
+            return None, True
+        text, exact = _number_text(float(value), exact_limit)
+        return (text or None), exact
+    if isinstance(value, datetime.datetime):
+        if value.time() == datetime.time(0):
+            return value.date().isoformat(), True
+        return value.isoformat(sep=" "), True
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat(), True
+    if isinstance(value, decimal.Decimal):  # exact: a Parquet decimal(20, 2) ID keeps its digits
+        if value.is_finite() and value == value.to_integral_value():
+            return str(int(value)), True
+        return str(value), True
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace").strip() or None, True
+    return (str(value).strip() or None), True
 
 
 def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    """Turn every column into strings, keeping nulls; integers keep all their digits."""
+    """Turn every column into strings, keeping nulls; integers keep all their digits.
+
+    Float columns print integral values below 2**53 without '.0' and larger ones in their
+    float form (visible damage); object columns holding numbers, dates or decimals are
+    converted value by value instead of being nulled by ``.str``.
+    """
     out = {}
     for col in frame.columns:
         s = frame[col]
         if pd.api.types.is_integer_dtype(s):
             s = s.astype("Int64").astype(str).where(s.notna(), None)
-        elif not (s.dtype == object or pd.api.types.is_string_dtype(s)):
+        elif pd.api.types.is_float_dtype(s) or s.dtype == object:
+            s = pd.Series([_cell_text(v)[0] for v in s], index=s.index, dtype=object)
+        elif not pd.api.types.is_string_dtype(s):
             s = s.astype(str).where(s.notna(), None)
-        s = s.astype(object).str.strip()
+        s = s.astype(object).where(s.notna(), None)
+        s = s.map(lambda v: v.strip() if isinstance(v, str) else v)
         out[col] = s.where(s.notna() & (s != ""), None)
     return pd.DataFrame(out, index=frame.index)
 
 
+def _zero_padding(number_format: str | None) -> int:
+    """Width of a zero-padded custom format such as ``000000`` (0 for any other format)."""
+    fmt = (number_format or "").strip('"')
+    return len(fmt) if len(fmt) > 1 and set(fmt) == {"0"} else 0
+
+
+def _read_xlsx(path: Path, sheet: str | int | None) -> tuple[pd.DataFrame, dict[str, list[int]]]:
+    """Read a worksheet as text, cell by cell, with openpyxl.
+
+    Returns the table (index = Excel row number - 2, so line numbers in messages are the
+    sheet's rows; empty rows skipped) and, per column, the rows of numbers too long for
+    Excel's 15 digits. pandas' ``read_excel(dtype=str)`` turns such a number into made-up
+    digits (110105198001011008) and drops zero padding kept only in the number format.
+    """
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure of the zip/XML parser means a damaged file
+        raise InputError(
+            f"cannot be read as an Excel workbook ({type(exc).__name__}: {exc}); "
+            "re-save it as .xlsx or export CSV",
+            path=str(path),
+        ) from None
+    try:
+        if sheet is None:
+            ws = book.worksheets[0]
+        elif isinstance(sheet, int):
+            ws = book.worksheets[sheet]
+        else:
+            ws = book[sheet]
+    except (KeyError, IndexError):
+        book.close()
+        raise InputError(
+            f"no sheet {sheet!r}; its sheets are {', '.join(map(repr, book.sheetnames))}",
+            path=str(path),
+        ) from None
+    try:
+        header: list[str] | None = None
+        rows: list[list[str | None]] = []
+        index: list[int] = []
+        inexact: dict[int, list[int]] = {}
+        for cells in ws.iter_rows():
+            values = []
+            for i, cell in enumerate(cells):
+                text, exact = _cell_text(cell.value, _EXCEL_EXACT_LIMIT)
+                width = _zero_padding(getattr(cell, "number_format", None))
+                if width and isinstance(cell.value, int | float) and text and text.isdigit():
+                    text = text.zfill(width)
+                if not exact:
+                    inexact.setdefault(i, []).append(cell.row)
+                values.append(text)
+            if header is None:
+                if any(v is not None for v in values):
+                    header = [v or "" for v in values]
+                continue
+            if any(v is not None for v in values):
+                rows.append(values)
+                index.append(cells[0].row - 2)
+    except Exception as exc:  # noqa: BLE001 - damaged sheet XML surfaces while iterating
+        raise InputError(
+            f"cannot be read as an Excel workbook ({type(exc).__name__}: {exc})", path=str(path)
+        ) from None
+    finally:
+        book.close()
+    if header is None:
+        raise InputError("sheet is empty (no header row)", path=str(path))
+    width = max([len(header), *(len(r) for r in rows)])
+    header = [h.removeprefix("\ufeff").strip() for h in header] + [""] * (width - len(header))
+    _check_unique_headers(header, str(path))
+    frame = pd.DataFrame(
+        [r + [None] * (width - len(r)) for r in rows], columns=header, index=index, dtype=object
+    )
+    unnamed = [i for i, h in enumerate(header) if not h]
+    held = [i for i in unnamed if frame.iloc[:, i].notna().any()]
+    if held:
+        at = sorted({int(r) + 2 for i in held for r in frame.index[frame.iloc[:, i].notna()]})
+        raise InputError(
+            f"column(s) {', '.join(str(i + 1) for i in held)} have no header but hold values "
+            f"on {len(at)} row(s): {', '.join(map(str, at[:_MAX_LINES_LISTED]))}; "
+            "name them in the header",
+            path=str(path),
+        )
+    frame = frame.iloc[:, [i for i in range(width) if header[i]]]
+    frame.attrs["clean_text"] = True
+    return frame, {header[i]: at for i, at in inexact.items() if i < width and header[i]}
+
+
 def read_raw(cfg: SourceConfig) -> pd.DataFrame:
-    """Read a source file as an all-text table with its original headers."""
+    """Read a source file as an all-text table with its original headers.
+
+    Raises InputError naming the file when it is missing, a folder, unreadable, damaged or
+    not of the format its suffix says; a record key (``record_id``) stored as a number too
+    long for Excel is refused with its rows.
+    """
     path = Path(cfg.path)
     if not path.exists():
         raise InputError("file not found", path=str(path))
+    if path.is_dir():
+        raise InputError("is a folder, expected a .csv, .xlsx or .parquet file", path=str(path))
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".txt", ".tsv"):
-        text, used = decode_bytes(path.read_bytes(), cfg.encoding, path=str(path))
-        logger.info("%s: decoded as %s", path, used)
-        frame = _read_csv_text(text, cfg)
-    elif suffix in (".xlsx", ".xlsm"):
-        try:
-            frame = pd.read_excel(path, sheet_name=cfg.sheet or 0, dtype=str, engine="openpyxl")
-        except ValueError as exc:
-            raise InputError(f"cannot read sheet {cfg.sheet!r}: {exc}", path=str(path)) from None
-    elif suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    else:
-        raise InputError(
-            f"unsupported file type '{suffix}', expected .csv, .xlsx or .parquet", path=str(path)
-        )
+    try:
+        if suffix in (".csv", ".txt", ".tsv"):
+            text, used = decode_bytes(path.read_bytes(), cfg.encoding, path=str(path))
+            logger.info("%s: decoded as %s", path, used)
+            frame = _read_csv_text(text, cfg)
+        elif suffix in (".xlsx", ".xlsm"):
+            frame, inexact = _read_xlsx(path, cfg.sheet)
+            _refuse_inexact_keys(inexact, cfg)
+        elif suffix == ".parquet":
+            frame = _read_parquet(path)
+        else:
+            raise InputError(
+                f"unsupported file type '{suffix}', expected .csv, .xlsx or .parquet",
+                path=str(path),
+            )
+    except PermissionError:
+        raise InputError("cannot be read: permission denied", path=str(path)) from None
     frame.columns = [str(c).strip().removeprefix("\ufeff") for c in frame.columns]
+    _check_unique_headers(list(frame.columns), str(path))
     if getattr(frame, "attrs", {}).get("clean_text"):
         return frame
     return _as_text(frame)
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow as pa
+
+    try:
+        return pd.read_parquet(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InputError(
+            f"cannot be read as Parquet ({type(exc).__name__}: {exc})", path=str(path)
+        ) from None
+
+
+def _refuse_inexact_keys(inexact: dict[str, list[int]], cfg: SourceConfig) -> None:
+    """A record key stored as a number of 16+ digits lost digits in Excel: refuse it.
+
+    Other columns keep the float text (an ID becomes ``id_float_damaged`` downstream).
+    """
+    rows = inexact.get(cfg.record_id)
+    if rows:
+        shown = ", ".join(map(str, rows[:_MAX_LINES_LISTED]))
+        raise InputError(
+            f"{len(rows)} record id(s) are numbers too long for Excel's 15 significant digits "
+            f"(rows {shown}): their last digits are lost; store the column as text in the "
+            "source system and export again",
+            path=str(cfg.path),
+            column=cfg.record_id,
+        )
+    for column, at in inexact.items():
+        if column in cfg.columns:
+            logger.warning(
+                "%s: column '%s' holds %d number(s) too long for Excel's 15 digits (rows %s); "
+                "kept in float form and flagged downstream",
+                cfg.path,
+                column,
+                len(at),
+                ", ".join(map(str, at[:10])),
+            )
 
 
 def _line_numbers(frame: pd.DataFrame, mask: pd.Series, suffix: str) -> list[int]:
@@ -203,7 +531,12 @@ def _line_numbers(frame: pd.DataFrame, mask: pd.Series, suffix: str) -> list[int
 
 
 def to_canonical(raw: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
-    """Map a raw table's headers to canonical fields; unmapped columns pass through."""
+    """Map a raw table's headers to canonical fields; unmapped columns pass through.
+
+    Returns ``source``, ``record_id``, the mapped canonical fields, then each unmapped
+    column as ``raw.<header>`` (``schema.raw_col``). Raises InputError naming the file and
+    column for missing mapped columns and for empty, duplicate or float-damaged record ids.
+    """
     path = str(cfg.path)
     suffix = Path(cfg.path).suffix.lower()
     wanted = [cfg.record_id, *cfg.columns]
@@ -220,6 +553,17 @@ def to_canonical(raw: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
         lines = _line_numbers(raw, empty, suffix)
         raise InputError(
             f"{int(empty.sum())} row(s) have no record id ({', '.join(map(str, lines[:10]))})",
+            path=path,
+            column=cfg.record_id,
+        )
+    floated = ids.str.fullmatch(_SCIENTIFIC).fillna(False).astype(bool)
+    if floated.any():
+        lines = _line_numbers(raw, floated, suffix)
+        raise InputError(
+            f"{int(floated.sum())} record id(s) in scientific notation, e.g. "
+            f"{ids[floated].iloc[0]!r} (lines {', '.join(map(str, lines[:_MAX_LINES_LISTED]))}): "
+            "the ids went through a spreadsheet number and lost digits; store the column as "
+            "text in the source system and export again",
             path=path,
             column=cfg.record_id,
         )
@@ -241,12 +585,11 @@ def to_canonical(raw: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
             continue
         out[field] = raw[column]
     used = set(wanted)
-    for column in raw.columns:
-        if column in used:
-            continue
-        # a pass-through header that collides with a canonical name keeps its data, renamed
-        target = f"src_{column}" if column in out.columns else column
-        out[target] = raw[column]
+    passthrough = [c for c in raw.columns if c not in used]
+    for column in passthrough:
+        # namespaced so that no header (rk, run_id, name_clean, quality_flags ...) can
+        # collide with a column the pipeline or the store adds
+        out[schema.raw_col(column)] = raw[column]
     return out.reset_index(drop=True)
 
 
@@ -286,8 +629,14 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     return path
 
 
-def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a UTF-8 CSV atomically."""
+def write_csv(frame: pd.DataFrame, path: str | Path, *, for_people: bool = True) -> Path:
+    """Write a UTF-8 CSV atomically; ``for_people`` (default) neutralizes formula cells.
+
+    Every CSV meant to be opened in a spreadsheet (outputs, exports, review files) goes through
+    :func:`neutralize_formulas`; files only programs read pass ``for_people=False``.
+    """
+    if for_people:
+        frame = neutralize_formulas(frame)
     return atomic_write(path, lambda p: frame.to_csv(p, index=False, encoding="utf-8"))
 
 

@@ -45,9 +45,13 @@ class Linker:
         *,
         model: FellegiSunterModel | None = None,
         store: StorePath | None = None,
+        id_key: bytes | None = None,
     ):
         self.config = config
         self.model = model
+        # names identities of a run without a store (see identity.identity_names); a store
+        # names them with its own secret
+        self.id_key = id_key
         self.store = Path(store) if store is not None else None
         self.records_: pd.DataFrame | None = None
         self.result_: LinkResult | None = None
@@ -85,7 +89,9 @@ class Linker:
         config = self._config()
         say(STAGES[0])
         records = self.standardize()
-        result = link_records(records, config, model=self.model, progress=progress)
+        result = link_records(
+            records, config, model=self.model, progress=progress, id_key=self.id_key
+        )
         read = self._timings.get("read", 0.0)
         seconds = {
             "read": round(read, 3),
@@ -106,8 +112,12 @@ class Linker:
 
         identities.csv, golden_records.csv, pairs.parquet (pairs at or above
         ``output.pairs_min_probability``), model.json, cluster_sizes.csv, summary.json; each
-        written atomically.
+        written atomically. Raises InputError before running when ``output`` is a file or
+        cannot be written.
         """
+        from linkage.paths import check_output_dir
+
+        check_output_dir(output, what="output")
         result = self.result_ or self.run()
         return write_outputs(result, output, self._config())
 

@@ -8,7 +8,6 @@ steps a run reports, in order. Must not import the incremental layer, the Linker
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,14 +23,15 @@ from linkage.cluster import (
     cluster_pairs,
     cluster_size_distribution,
     cluster_stats,
+    sibling_pairs,
 )
 from linkage.compare import Comparison, build_comparisons, compare, pair_tf, term_frequencies
 from linkage.config import RunConfig
-from linkage.errors import InputError
+from linkage.identity import cluster_ids, process_key
 from linkage.merge import merge_records
 from linkage.model import FellegiSunterModel
 from linkage.tables import attach_keys
-from linkage.training import train_model
+from linkage.training import new_model, train_model
 
 logger = logging.getLogger(__name__)
 
@@ -78,49 +78,6 @@ class LinkResult:
         return attach_keys(self.pairs, self.records)
 
 
-def identity_ids(records: pd.DataFrame, labels: pd.Series) -> np.ndarray:
-    """Name each cluster after its smallest (source, record_id), so ids do not depend on row order."""
-    key = records[schema.SOURCE].astype(str) + "\x1f" + records[schema.RECORD_ID].astype(str)
-    smallest = key.groupby(labels.to_numpy()).transform("min")
-    codes, uniques = pd.factorize(smallest)
-    names = np.array(
-        ["ID" + hashlib.sha1(u.encode("utf-8")).hexdigest()[:14].upper() for u in uniques],
-        dtype=object,
-    )
-    return names[codes]
-
-
-def _labels_to_pairs(
-    labels: pd.DataFrame, records: pd.DataFrame
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Map a reviewed-pairs table (source/record_id of both sides, label) to row pairs."""
-    need = {"source_l", "record_id_l", "source_r", "record_id_r", "label"}
-    missing = need - set(labels.columns)
-    if missing:
-        raise InputError(f"labels need columns {sorted(need)}; missing {sorted(missing)}")
-    index = pd.Series(
-        records[schema.ROW].to_numpy(),
-        index=pd.MultiIndex.from_arrays(
-            [records[schema.SOURCE].astype(str), records[schema.RECORD_ID].astype(str)]
-        ),
-    )
-    left = index.reindex(
-        pd.MultiIndex.from_arrays(
-            [labels["source_l"].astype(str), labels["record_id_l"].astype(str)]
-        )
-    )
-    right = index.reindex(
-        pd.MultiIndex.from_arrays(
-            [labels["source_r"].astype(str), labels["record_id_r"].astype(str)]
-        )
-    )
-    ok = left.notna().to_numpy() & right.notna().to_numpy()
-    if not ok.any():
-        raise InputError("no labelled pair refers to records of this run")
-    lo = np.minimum(left.to_numpy()[ok], right.to_numpy()[ok]).astype(np.int64)
-    hi = np.maximum(left.to_numpy()[ok], right.to_numpy()[ok]).astype(np.int64)
-    y = labels["label"].astype(str).str.strip().str.lower().isin(["1", "true", "match", "yes"])
-    return pd.DataFrame({schema.ROW_L: lo, schema.ROW_R: hi}), y.to_numpy()[ok].astype(np.int8)
 
 
 def _stage(say: Progress, name: str, detail: str = "") -> None:
@@ -156,11 +113,12 @@ def score_pairs(
 
 def cluster_records(records: pd.DataFrame, scored: pd.DataFrame, config: RunConfig) -> pd.Series:
     """Cluster scored pairs of ``records`` (``rid`` 0..n-1) under the run's clustering
-    settings and cannot-link rule; return one cluster label per record."""
+    settings and cannot-link rule; return one cluster label per record. Pairs that look like
+    twins or siblings (``sibling_pairs``) are held out."""
     cannot = cannot_link_table(records) if config.clustering.cannot_link_same_source_ids else None
     return cluster_pairs(
         len(records),
-        scored,
+        scored[~sibling_pairs(records, scored)],
         config.clustering.threshold,
         cannot_link=cannot,
         max_cluster_size=config.clustering.max_cluster_size,
@@ -187,8 +145,13 @@ def link_records(
     *,
     model: FellegiSunterModel | None = None,
     progress: Progress | None = None,
+    id_key: bytes | None = None,
 ) -> LinkResult:
-    """Link standardized records (with ``rid`` 0..n-1) into identities; return every table."""
+    """Link standardized records (with ``rid`` 0..n-1) into identities; return every table.
+
+    ``id_key`` names the identities (``identity.cluster_ids``); without it, ``$LINKAGE_ID_KEY``
+    or a per-process key, so ids are stable across processes only with a key.
+    """
     say = progress or (lambda _msg: None)
     timings: dict[str, float] = {}
     comparisons = build_comparisons(config.comparison_specs())
@@ -209,12 +172,19 @@ def link_records(
     _stage(say, "training model")
     if model is None and config.model.load is not None:
         model = FellegiSunterModel.load(config.model.load)
+    if model is None and config.model.labels is not None:
+        # Reviewed pairs go through the review module's one reader and one refit, as in
+        # the review notebook: the same vocabulary, and unsure labels never train.
+        from linkage.review.labels import load_labels
+        from linkage.review.refit import fit_from_labels
+
+        labels = load_labels(config.model.labels, missing_ok=False)
+        model = fit_from_labels(
+            new_model(comparisons, config, list(tf)), records, comparisons, labels,
+            keep_u=False, keep_prior=False, prior_strength=0,
+        )  # fmt: skip
     if model is None:
-        labelled = None
-        if config.model.labels is not None:
-            labels = pd.read_csv(config.model.labels, dtype=str)
-            labelled = _labels_to_pairs(labels, records)
-        model = train_model(records, vectors, comparisons, config, tf, labelled=labelled)
+        model = train_model(records, vectors, comparisons, config, tf)
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -225,7 +195,7 @@ def link_records(
     t = time.perf_counter()
     _stage(say, "clustering")
     labels = cluster_records(records, scored, config)
-    ids = identity_ids(records, labels)
+    ids = cluster_ids(records, labels, id_key or process_key())
     identities = pd.DataFrame(
         {
             schema.SOURCE: records[schema.SOURCE].to_numpy(),

@@ -36,6 +36,16 @@ CANONICAL_FIELDS: tuple[str, ...] = (
 # Fields a source config may map to (source is added by the reader).
 MAPPABLE_FIELDS: tuple[str, ...] = tuple(f for f in CANONICAL_FIELDS if f != SOURCE)
 
+# Unmapped source columns pass through as "raw.<header>": every internal column name is a
+# Python identifier (a test checks it), so a name holding a dot can never collide with one.
+RAW_PREFIX = "raw."
+
+
+def raw_col(header: str) -> str:
+    """Return the pass-through column name of an unmapped source header, e.g. ``raw.备注``."""
+    return RAW_PREFIX + header
+
+
 # Derived name columns; a former name gets the same set with prefix "former_".
 NAME_DERIVED_SUFFIXES: tuple[str, ...] = (
     "clean",  # simplified, half-width, no spaces, minority separator unified to U+00B7
@@ -123,6 +133,8 @@ RECORD_ID_L = "record_id_l"
 SOURCE_R = "source_r"
 RECORD_ID_R = "record_id_r"
 PAIR_KEYS: tuple[str, ...] = (SOURCE_L, RECORD_ID_L, SOURCE_R, RECORD_ID_R)
+# Reviewed pairs: PAIR_KEYS + LABEL (match / non-match / unsure, see linkage.review.labels).
+LABEL = "label"
 
 # Identity store: identities table and events table (linkage.identity, linkage.store).
 STATUS = "status"

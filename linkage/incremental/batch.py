@@ -39,7 +39,9 @@ def write_batch(store: Store, result: LinkResult, config: RunConfig) -> LinkResu
     records = result.records
     run_id = store.next_run_id()
     current = result.identities.rename(columns={schema.IDENTITY_ID: schema.CLUSTER_ID})
-    stable = assign_stable_ids(current, store.links(), store.identities(), run_id)
+    stable = assign_stable_ids(
+        current, store.links(), store.identities(), run_id, key=store.secret("identity_key")
+    )
     ids = pd.Series(stable.identity_ids)
     identities = pd.DataFrame(
         {

@@ -155,7 +155,14 @@ def ingest(store: Store, config: RunConfig, *, progress: Progress | None = None)
     run_id = store.next_run_id()
     is_update = np.zeros(len(affected), dtype=bool)
     is_update[len(members) :] = updated
-    stable = assign_stable_ids(current, prev_links, store.identities(), run_id, updated=is_update)
+    stable = assign_stable_ids(
+        current,
+        prev_links,
+        store.identities(),
+        run_id,
+        updated=is_update,
+        key=store.secret("identity_key"),
+    )
     links = current.drop(columns=schema.CLUSTER_ID).assign(
         **{schema.IDENTITY_ID: stable.identity_ids}
     )

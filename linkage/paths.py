@@ -1,0 +1,118 @@
+"""Check the paths a command will write before it does any work or touches a store.
+
+A command that fails after its store transaction committed, or after an hour of linking,
+because its output path is a file or not writable, leaves the user with half a result.
+Imports the errors and the store's file checks; called by the CLI and the Linker.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from linkage.errors import InputError
+from linkage.store import check_file, precheck_damage
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """The nearest path at or above ``path`` that exists."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path.cwd()
+
+
+def _probe_writable(folder: Path, what: str, target: Path) -> None:
+    """Create and delete a file in ``folder``: a real test, which ``os.access`` is not
+    (root passes every access check, and read-only mounts are invisible to it)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".linkage-probe-"):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"{what}: cannot write in folder {folder} ({exc.strerror or exc})", path=str(target)
+        ) from None
+
+
+def _check_parents(path: Path, what: str) -> None:
+    """The folders above ``path`` must be (or can become) folders we may write in."""
+    ancestor = _existing_ancestor(path.parent if path.parent != path else path)
+    if not ancestor.is_dir():
+        raise InputError(
+            f"{what}: {ancestor} is a file, so no folder can be created under it", path=str(path)
+        )
+    _probe_writable(ancestor, what, path)
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "--output") -> Path:
+    """Check a folder a command will write files into; it may not exist yet.
+
+    Raises InputError (exit 2) when the path is an existing file, when a file stands where
+    one of its parent folders would be, or when the folder that would hold it is not
+    writable.
+    """
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(
+                f"{what} must be a folder (outputs are written into it), but this is a file",
+                path=str(path),
+            )
+        _probe_writable(path, what, path)
+        return path
+    _check_parents(path, what)
+    return path
+
+
+def check_output_file(
+    path: str | os.PathLike, what: str = "--output", suffixes: tuple[str, ...] = ()
+) -> Path:
+    """Check a file a command will write (atomically, so its folder must be writable).
+
+    Raises InputError when the path is a folder, has a suffix outside ``suffixes`` (when
+    given), or its folder cannot be created or written.
+    """
+    path = Path(path)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise InputError(
+            f"{what}: expected a file ending in {' or '.join(suffixes)}, got '{path.suffix}'",
+            path=str(path),
+        )
+    if path.is_dir():
+        raise InputError(f"{what} must be a file, but this is a folder", path=str(path))
+    _check_parents(path, what)
+    return path
+
+
+def check_input_file(path: str | os.PathLike, what: str) -> Path:
+    """Check a file a command will read: it exists and is a file."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what}: file not found", path=str(path))
+    if path.is_dir():
+        raise InputError(f"{what} must be a file, but this is a folder", path=str(path))
+    return path
+
+
+def check_store_path(path: str | os.PathLike, *, create: bool, write: bool = True) -> Path:
+    """Check an identity store path: an existing, whole store, or (with ``create``) a new file.
+
+    Raises InputError for a missing store when ``create`` is false, for a folder, for a file
+    that is not a DuckDB database (a CSV or Parquet file given by mistake), for a store
+    shorter than its header declares, and for a store whose folder is not writable when the
+    command will write to it (DuckDB writes a journal file beside the store).
+    """
+    path = Path(path)
+    if not path.exists():
+        if not create:
+            raise InputError("identity store not found", path=str(path))
+        _check_parents(path, "--store")
+        return path
+    check_file(path)
+    precheck_damage(path)
+    if write:
+        _probe_writable(path.parent, "--store", path)
+        if not os.access(path, os.W_OK):
+            raise InputError("--store: the store file is read-only", path=str(path))
+    return path

