@@ -117,8 +117,8 @@ class BlockingSettings(_Model):
     # small enough; only a part still over max_block_size after every key is skipped. Each
     # record then has at most about refine_block_size / 2 candidates per rule, so pairs grow
     # linearly with records. Keys already in a rule are passed over. 50: at 1 M records on
-    # the independent generator only the filler-ID block and three name + year blocks are
-    # refined, with the same true pairs among the candidates (benchmarks/bench_scale.py).
+    # the independent generator three name + birth-year blocks are refined, with the same
+    # true pairs among the candidates (benchmarks/bench_scale.py).
     refine_block_size: int = Field(default=50, ge=2)
     refine_keys: list[str] = Field(
         default_factory=lambda: ["gender", "given_initial", "birth_year", "birth_date"]
