@@ -72,6 +72,22 @@ def _phone_last8(phone: Any) -> Any:
     return phone[-8:] if _present(phone) else None
 
 
+def _gender(std: Any, from_id: Any) -> Any:
+    return std if _present(std) else from_id if _present(from_id) else None
+
+
+def _given_initial(pinyin: Any, surname_pinyin: Any) -> Any:
+    """First letter of the given name's pinyin (``w`` for zhang wei): splits 张 blocks by
+    given name while a mistyped character of the same sound still agrees."""
+    if not (_present(pinyin) and _present(surname_pinyin)):
+        return None
+    # spaces differ between readings (ouyang / ou yang): compare without them
+    full, surname = pinyin.replace(" ", ""), surname_pinyin.replace(" ", "")
+    if not full.startswith(surname) or len(full) == len(surname):
+        return None
+    return full[len(surname)]
+
+
 _BIRTH = (schema.BIRTH_DATE_STD, schema.ID_BIRTH_DATE)
 
 # Derived keys a rule may name besides any column of the standardized records:
@@ -86,6 +102,11 @@ DERIVED_KEYS: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
         _minority_head,
     ),
     "phone_last8": ((schema.PHONE_STD,), _phone_last8),
+    "gender": ((schema.GENDER_STD, schema.ID_GENDER), _gender),
+    "given_initial": (
+        (schema.name_col(schema.NAME, "pinyin"), schema.name_col(schema.NAME, "surname_pinyin")),
+        _given_initial,
+    ),
 }
 
 
@@ -149,8 +170,14 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def key_table(records: pd.DataFrame, rules: list[BlockingRule]) -> pd.DataFrame:
-    """Return the table of blocking keys (one column per distinct key) with ROW and SOURCE."""
+def key_table(
+    records: pd.DataFrame, rules: list[BlockingRule], extra_keys: list[str] | None = None
+) -> pd.DataFrame:
+    """Return the table of blocking keys (one column per distinct key) with ROW and SOURCE.
+
+    ``extra_keys`` (the refinement keys) are added when the records can give them; one
+    the records lack is left out rather than an error, as refinement is a fallback.
+    """
     keys: dict[str, pd.Series] = {
         schema.ROW: records[schema.ROW].astype(np.int64)
         if schema.ROW in records
@@ -175,6 +202,13 @@ def key_table(records: pd.DataFrame, rules: list[BlockingRule]) -> pd.DataFrame:
             + f". Keys are columns of the standardized records or one of {sorted(DERIVED_KEYS)}",
             key="blocking.rules",
         )
+    for key in extra_keys or []:
+        if key in keys:
+            continue
+        if key in DERIVED_KEYS and all(c in records.columns for c in DERIVED_KEYS[key][0]):
+            keys[key] = _derived_column(records, key, distinct)
+        elif key in records.columns:
+            keys[key] = _col(records, key).astype(object)
     table = pd.DataFrame(keys).reset_index(drop=True)
     for col in table.columns:
         if col != schema.ROW and table[col].dtype == object:
@@ -193,9 +227,171 @@ def _block_sizes(table: pd.DataFrame, rule: BlockingRule) -> pd.Series:
     return sub.groupby(rule.keys, sort=False).size()
 
 
-def _rule_condition(rule: BlockingRule, skip_col: str) -> str:
+def _coded(table: pd.DataFrame) -> pd.DataFrame:
+    """The key table as int32 codes (null = NA): joins and group-bys on integer codes are
+    several times faster than on strings."""
+    coded = pd.DataFrame({schema.ROW: table[schema.ROW].to_numpy(np.int64)})
+    for col in table.columns:
+        if col != schema.ROW:
+            codes = pd.factorize(table[col])[0].astype(np.int32)
+            coded[col] = pd.arrays.IntegerArray(codes, mask=codes < 0)
+    return coded
+
+
+def _codes(coded: pd.DataFrame, col: str) -> np.ndarray:
+    """A coded column as int64 with -1 for null."""
+    return coded[col].to_numpy(dtype=np.int64, na_value=-1)
+
+
+def _combine(group: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Dense ids of the (group, value) combinations; values >= -1 (-1 = null, its own value)."""
+    return pd.factorize(group * (int(values.max(initial=0)) + 2) + (values + 1))[0]
+
+
+def _pairs_in_blocks(block_ids: np.ndarray, sources: np.ndarray, link_type: str) -> int:
+    """Pairs a join on equal block ids yields: n(n-1)/2 per block (link_and_dedupe), within
+    a source only (dedupe_only) or across sources only (link_only); Splink's
+    ``count_comparisons_from_blocking_rule`` counts the same way."""
+    if len(block_ids) == 0:
+        return 0
+    sizes = np.bincount(block_ids).astype(np.int64)
+    everything = int((sizes * (sizes - 1) // 2).sum())
+    if link_type == "link_and_dedupe":
+        return everything
+    per_source = np.bincount(_combine(block_ids, sources)).astype(np.int64)
+    within = int((per_source * (per_source - 1) // 2).sum())
+    return within if link_type == "dedupe_only" else everything - within
+
+
+def _plan_rule(
+    coded: pd.DataFrame, rule: BlockingRule, settings: BlockingSettings
+) -> tuple[pd.arrays.IntegerArray | None, dict]:
+    """Refine one rule's big blocks; return the refinement column and the rule's report row.
+
+    The column holds, per record, -1 in a block small enough as it is, the id of its part
+    of a refined block, or NA when its part is still over ``max_block_size`` (skipped).
+    Joining on it as one more key gives the refined rule. Null refinement values form a
+    part of their own, so a record without (say) a gender still meets the others lacking one.
+    """
+    n = len(coded)
+    limit = min(settings.refine_block_size, settings.max_block_size)
+    has = coded[rule.keys].notna().all(axis=1).to_numpy()
+    idx = np.flatnonzero(has)
+    row = {
+        "rule": rule.name,
+        "keys": " + ".join(rule.keys),
+        "records_with_key": len(idx),
+        "pairs": 0,
+        "largest_block": 0,
+        "blocks_over_warning": 0,
+        "blocks_refined": 0,
+        "refined_by": "",
+        "blocks_skipped": 0,
+    }
+    if len(idx) == 0:
+        return None, row
+    group = np.zeros(len(idx), dtype=np.int64)
+    for key in rule.keys:
+        group = _combine(group, _codes(coded, key)[idx])
+    sizes = np.bincount(group)
+    row["largest_block"] = int(sizes.max())
+    row["blocks_over_warning"] = int((sizes > settings.warn_block_size).sum())
+    big = sizes[group] > limit
+    sources = _codes(coded, schema.SOURCE)[idx]
+    if not big.any():
+        row["pairs"] = _pairs_in_blocks(group, sources, settings.link_type)
+        return None, row
+    row["blocks_refined"] = int((sizes > limit).sum())
+    part = np.full(len(idx), -1, dtype=np.int64)  # part id within the refined blocks
+    active = np.flatnonzero(big)
+    sub = pd.factorize(group[active])[0]
+    next_id = 0
+    used = []
+    for key in settings.refine_keys:
+        if len(active) == 0:
+            break
+        if key in rule.keys or key not in coded.columns:
+            continue
+        split = _combine(sub, _codes(coded, key)[idx[active]])
+        if split.max() > sub.max():
+            used.append(key)
+        split_sizes = np.bincount(split)
+        done = split_sizes[split] <= limit
+        part[active[done]] = next_id + split[done]
+        next_id += int(split.max()) + 1
+        active, sub = active[~done], pd.factorize(split[~done])[0]
+    skipped = np.zeros(len(idx), dtype=bool)
+    if len(active):
+        # parts still over the limit after every key: kept up to max_block_size, else skipped
+        sub_sizes = np.bincount(sub)
+        too_big = sub_sizes[sub] > settings.max_block_size
+        part[active[~too_big]] = next_id + sub[~too_big]
+        skipped[active[too_big]] = True
+        row["blocks_skipped"] = int((sub_sizes > settings.max_block_size).sum())
+    row["refined_by"] = " > ".join(used)
+    final = np.where(part >= 0, group.max() + 1 + part, group)
+    row["pairs"] = _pairs_in_blocks(
+        pd.factorize(final[~skipped])[0], sources[~skipped], settings.link_type
+    )
+    column = np.full(n, -1, dtype=np.int64)
+    column[idx] = part
+    mask = np.zeros(n, dtype=bool)
+    mask[idx[skipped]] = True
+    return pd.arrays.IntegerArray(column, mask=mask), row
+
+
+def _plan(
+    records: pd.DataFrame, settings: BlockingSettings
+) -> tuple[pd.DataFrame, list[str | None], list[dict]]:
+    """The coded key table with one refinement column per refined rule, and the report rows."""
+    table = key_table(records, settings.rules, settings.refine_keys)
+    coded = _coded(table)
+    columns: list[str | None] = []
+    rows = []
+    for i, rule in enumerate(settings.rules):
+        refine, row = _plan_rule(coded, rule, settings)
+        rows.append(row)
+        if refine is None:
+            columns.append(None)
+            continue
+        col = f"__refine_{i}"
+        coded[col] = refine
+        columns.append(col)
+        logger.warning(
+            "blocking rule '%s': %d block(s) over %d records refined by %s; %d part(s) over %d "
+            "skipped",
+            rule.name,
+            row["blocks_refined"],
+            min(settings.refine_block_size, settings.max_block_size),
+            row["refined_by"] or "no key that splits them",
+            row["blocks_skipped"],
+            settings.max_block_size,
+        )
+    return coded, columns, rows
+
+
+def check_budget(rows: list[dict], settings: BlockingSettings) -> None:
+    """Warn, or raise ``ConfigError`` (``over_budget: refuse``), when the predicted pairs of
+    all rules exceed ``pair_budget``. The sum counts a pair found by two rules twice, so it
+    is an upper bound of the candidate pairs."""
+    total = sum(int(r["pairs"]) for r in rows)
+    if total <= settings.pair_budget:
+        return
+    worst = max(rows, key=lambda r: r["pairs"])
+    message = (
+        f"blocking predicts {total:,} candidate pairs, over pair_budget {settings.pair_budget:,} "
+        f"(rule '{worst['rule']}' alone {worst['pairs']:,}); lower refine_block_size, "
+        "tighten the rule or raise the budget"
+    )
+    if settings.over_budget == "refuse":
+        raise ConfigError(message, key="blocking.pair_budget")
+    logger.warning(message)
+
+
+def _rule_condition(rule: BlockingRule, refine_col: str | None) -> str:
     parts = [f"l.{_quote(k)} = r.{_quote(k)}" for k in rule.keys]
-    parts.append(f"NOT l.{_quote(skip_col)}")
+    if refine_col is not None:
+        parts.append(f"l.{_quote(refine_col)} = r.{_quote(refine_col)}")
     return "(" + " AND ".join(parts) + ")"
 
 
@@ -204,46 +400,30 @@ def block(
     settings: BlockingSettings | None = None,
     *,
     connection: duckdb.DuckDBPyConnection | None = None,
+    report: list[dict] | None = None,
 ) -> pd.DataFrame:
-    """Return candidate pairs ``rid_l < rid_r`` from all rules, each once, with the first rule that found it."""
+    """Return candidate pairs ``rid_l < rid_r`` from all rules, each once, with the first rule that found it.
+
+    Blocks over ``refine_block_size`` are refined (see :func:`blocking_report`); the
+    predicted pair count is checked against ``pair_budget`` before any pair is made
+    (``ConfigError`` when over it and ``over_budget`` is ``refuse``). ``report``, when
+    given, receives the rows of :func:`blocking_report`.
+    """
     settings = settings or BlockingSettings()
     rules = settings.rules
-    table = key_table(records, rules)
-    # Joins and group-bys on integer codes are several times faster than on strings.
-    coded = pd.DataFrame({schema.ROW: table[schema.ROW].to_numpy(np.int64)})
-    for col in table.columns:
-        if col != schema.ROW:
-            codes = pd.factorize(table[col])[0].astype(np.int32)
-            coded[col] = pd.arrays.IntegerArray(codes, mask=codes < 0)
-    skip_cols = []
-    for i, rule in enumerate(rules):
-        sizes = _block_sizes(coded, rule)
-        too_big = sizes[sizes > settings.max_block_size]
-        col = f"__skip_{i}"
-        skip_cols.append(col)
-        if too_big.empty:
-            coded[col] = False
-            continue
-        logger.warning(
-            "blocking rule '%s': skipped %d block(s) larger than %d records (largest %d)",
-            rule.name,
-            len(too_big),
-            settings.max_block_size,
-            int(too_big.max()),
-        )
-        marker = coded[rule.keys].merge(
-            too_big.rename("__n").reset_index(), on=rule.keys, how="left"
-        )["__n"]
-        coded[col] = marker.notna().to_numpy()
+    coded, refine_cols, rows = _plan(records, settings)
+    if report is not None:
+        report.extend(rows)
+    check_budget(rows, settings)
     con = connection or duckdb.connect()
     if connection is None:
         con.execute("SET enable_progress_bar = false")
     con.register("__keys", coded)
     selects = []
     for i, rule in enumerate(rules):
-        where = [_rule_condition(rule, skip_cols[i])]
+        where = [_rule_condition(rule, refine_cols[i])]
         where += [
-            f"NOT coalesce({_rule_condition(rules[j], skip_cols[j])}, FALSE)" for j in range(i)
+            f"NOT coalesce({_rule_condition(rules[j], refine_cols[j])}, FALSE)" for j in range(i)
         ]
         if settings.link_type == "link_only":
             where.append(f"l.{_quote(schema.SOURCE)} <> r.{_quote(schema.SOURCE)}")
@@ -361,25 +541,17 @@ def record_key_hashes(record: Mapping[str, Any], settings: BlockingSettings) -> 
 def blocking_report(
     records: pd.DataFrame, settings: BlockingSettings | None = None
 ) -> pd.DataFrame:
-    """Return per rule: pairs its blocks hold, largest block, blocks over the warning and skip sizes."""
+    """Predict each rule's pairs before any comparison, one row per rule.
+
+    Columns: ``rule``, ``keys``, ``records_with_key``, ``pairs`` (the rule's own pairs
+    after refinement, for the run's ``link_type``: n(n-1)/2 per block, within or across
+    sources; a pair two rules share is counted by both), ``largest_block`` (before
+    refinement), ``blocks_over_warning``, ``blocks_refined`` (blocks over
+    ``refine_block_size``), ``refined_by`` (the refinement keys that split them, in order)
+    and ``blocks_skipped`` (parts still over ``max_block_size``).
+    """
     settings = settings or BlockingSettings()
-    table = key_table(records, settings.rules)
-    rows = []
-    for rule in settings.rules:
-        sizes = _block_sizes(table, rule)
-        kept = sizes[sizes <= settings.max_block_size]
-        rows.append(
-            {
-                "rule": rule.name,
-                "keys": " + ".join(rule.keys),
-                "records_with_key": int(sizes.sum()),
-                "pairs": int((kept * (kept - 1) // 2).sum()),
-                "largest_block": int(sizes.max()) if len(sizes) else 0,
-                "blocks_over_warning": int((sizes > settings.warn_block_size).sum()),
-                "blocks_skipped": int((sizes > settings.max_block_size).sum()),
-            }
-        )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(_plan(records, settings)[2])
 
 
 def largest_blocks(

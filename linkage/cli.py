@@ -875,10 +875,20 @@ def blocking_cmd(
         return
     typer.echo(f"{len(records):,} records")
     typer.echo(report.to_string(index=False))
-    typer.echo(f"total pairs before de-duplication across rules: {total:,}")
+    typer.echo(
+        f"predicted pairs before de-duplication across rules: {total:,} "
+        f"(pair_budget {settings.pair_budget:,}; blocks over {settings.refine_block_size} "
+        f"records are refined by {' > '.join(settings.refine_keys) or 'nothing'})"
+    )
     if len(big):
         typer.echo("\nlargest blocks:")
         typer.echo(big.to_string(index=False))
+    if total > settings.pair_budget:
+        typer.echo(
+            f"warning: {total:,} predicted pairs exceed pair_budget {settings.pair_budget:,}; "
+            f"the run will {settings.over_budget} (blocking.over_budget)",
+            err=True,
+        )
 
 
 @app.command()

@@ -111,6 +111,22 @@ class BlockingSettings(_Model):
     warn_block_size: int = Field(default=500, ge=2)
     max_block_size: int = Field(default=5000, ge=2)
     link_type: LinkType = "link_and_dedupe"
+    # Pairs grow with the square of block size: at national surname frequencies a rule such
+    # as surname + birth date makes blocks of hundreds in a city-sized registry. A block
+    # over refine_block_size is split by refine_keys, one key at a time, until each part is
+    # small enough; only a part still over max_block_size after every key is skipped. Each
+    # record then has at most about refine_block_size / 2 candidates per rule, so pairs grow
+    # linearly with records. Keys already in a rule are passed over. 50: at 1 M records on
+    # the independent generator three name + birth-year blocks are refined, with the same
+    # true pairs among the candidates (benchmarks/bench_scale.py).
+    refine_block_size: int = Field(default=50, ge=2)
+    refine_keys: list[str] = Field(
+        default_factory=lambda: ["gender", "given_initial", "birth_year", "birth_date"]
+    )
+    # Candidate pairs the machine can take (about 100 bytes each through comparison);
+    # `linkage blocking` and the run predict the count before comparing and warn or refuse.
+    pair_budget: int = Field(default=200_000_000, ge=1)
+    over_budget: Literal["warn", "refuse"] = "warn"
 
     @field_validator("link_type", mode="before")
     @classmethod

@@ -162,7 +162,8 @@ def link_records(
 
     t = time.perf_counter()
     _stage(say, "blocking")
-    pairs = block(records, config.blocking)
+    blocking_rows: list[dict] = []
+    pairs = block(records, config.blocking, report=blocking_rows)
     timings["block"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -224,6 +225,8 @@ def link_records(
         "pairs_per_rule": {
             str(k): int(v) for k, v in pairs[schema.RULE].value_counts(sort=False).items()
         },
+        # predicted pairs and refinement per rule, as `linkage blocking` reports them
+        "blocking": {r["rule"]: {k: v for k, v in r.items() if k != "rule"} for r in blocking_rows},
         "matches": int((scored[schema.MATCH_PROBABILITY] >= config.clustering.threshold).sum()),
         "identities": int(identities[schema.IDENTITY_ID].nunique()),
         "cluster_stats": {k: (v.item() if hasattr(v, "item") else v) for k, v in stats.items()},

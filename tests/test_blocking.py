@@ -141,3 +141,87 @@ def test_rule_accepts_on_even_when_yaml_reads_it_as_true():
     assert True in rules[0]  # the YAML 1.1 trap this guards against
     parsed = BlockingSettings(rules=rules).rules
     assert [r.keys for r in parsed] == [["k1"], ["k2"], ["k3"]]
+
+
+def _pairs_by_rule(pairs):
+    return pairs[schema.RULE].value_counts(sort=False).to_dict()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["police", "health", "civil"]), values, values, values),
+        min_size=0,
+        max_size=16,
+    ),
+    st.sampled_from(["link_and_dedupe", "link_only", "dedupe_only"]),
+    st.integers(min_value=2, max_value=6),
+)
+def test_predicted_pairs_equal_the_pairs_each_rule_makes(rows, link_type, limit):
+    # one rule at a time, so no pair is left to an earlier rule: prediction must be exact,
+    # with refinement (k2, then k3 split blocks of rule a) and skipping alike
+    frame = _records(rows)
+    for rule in RULES:
+        cfg = BlockingSettings(
+            rules=[rule],
+            link_type=link_type,
+            refine_block_size=limit,
+            max_block_size=limit + 1,
+            refine_keys=["k2", "k3"],
+        )
+        predicted = int(blocking_report(frame, cfg)["pairs"].iloc[0])
+        assert predicted == len(block(frame, cfg))
+
+
+def test_big_block_is_refined_not_skipped_and_recorded():
+    # eight records share k1; k2 splits them 4 / 4, so rule a pairs within each half
+    rows = [("p", "x", "m", "1")] * 4 + [("p", "x", "n", "1")] * 4
+    frame = _records(rows)
+    cfg = BlockingSettings(
+        rules=[RULES[0]], refine_block_size=5, max_block_size=5, refine_keys=["k3", "k2"]
+    )
+    pairs = block(frame, cfg)
+    got = {(int(a), int(b)) for a, b in zip(pairs[schema.ROW_L], pairs[schema.ROW_R])}
+    halves = [range(0, 4), range(4, 8)]
+    assert got == {p for h in halves for p in itertools.combinations(h, 2)}
+    row = blocking_report(frame, cfg).iloc[0]
+    # k3 does not split (all "1"), k2 does: only k2 is recorded
+    assert row["blocks_refined"] == 1 and row["refined_by"] == "k2"
+    assert row["blocks_skipped"] == 0 and row["pairs"] == 12 and row["largest_block"] == 8
+
+
+def test_refinement_keeps_records_missing_the_refinement_key_together():
+    rows = [("p", "x", None, "1")] * 3 + [("p", "x", "m", "1")] * 3
+    frame = _records(rows)
+    cfg = BlockingSettings(
+        rules=[RULES[0]], refine_block_size=4, max_block_size=4, refine_keys=["k2"]
+    )
+    assert len(block(frame, cfg)) == 6  # 3 + 3: the nulls are a part of their own
+
+
+def test_over_budget_refuses_or_warns(caplog):
+    frame = _records([("p", "x", None, None)] * 5)
+    cfg = BlockingSettings(rules=[RULES[0]], pair_budget=9, over_budget="refuse")
+    with pytest.raises(ConfigError, match="predicts 10 candidate pairs, over pair_budget 9"):
+        block(frame, cfg)
+    cfg = BlockingSettings(rules=[RULES[0]], pair_budget=9, over_budget="warn")
+    with caplog.at_level("WARNING", logger="linkage.blocking"):
+        assert len(block(frame, cfg)) == 10
+    assert "over pair_budget 9" in caplog.text
+
+
+def test_report_rows_reach_the_caller_and_given_initial_key():
+    frame = pd.DataFrame(
+        {
+            schema.ROW: [0, 1, 2],
+            schema.SOURCE: ["a", "b", "b"],
+            schema.name_col(schema.NAME, "pinyin"): ["zhang wei", "ouyang xiao ming", None],
+            schema.name_col(schema.NAME, "surname_pinyin"): ["zhang", "ou yang", None],
+        }
+    )
+    rule = BlockingRule(name="gi", keys=["given_initial"])
+    table = key_table(frame, [rule])
+    assert table["given_initial"].tolist() == ["w", "x", None]
+    rows: list[dict] = []
+    block(frame, BlockingSettings(rules=[rule]), report=rows)
+    assert rows[0]["rule"] == "gi" and rows[0]["records_with_key"] == 2

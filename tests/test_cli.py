@@ -45,6 +45,10 @@ def test_run_writes_contract_outputs_and_evaluate_reads_them(data):
     assert len(ids) == len(truth)
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["records"] == len(truth) and "block" in summary["seconds"]
+    # the blocking prediction is kept with the run; pairs per rule never exceed it
+    predicted = summary["blocking"]
+    for rule, made in summary["pairs_per_rule"].items():
+        assert made <= predicted[rule]["pairs"]
     result = runner.invoke(
         app,
         [
@@ -74,6 +78,8 @@ def test_profile_and_blocking_reports(data):
     result = runner.invoke(app, ["blocking", str(data / "data" / "run.yaml")])
     assert result.exit_code == 0, result.output
     assert "id_number" in result.output and "largest blocks" in result.output
+    assert "predicted pairs before de-duplication across rules" in result.output
+    assert "refined_by" in result.output
 
 
 def test_standardize_writes_parquet(data):

@@ -1,0 +1,53 @@
+"""The scale benchmark's own arithmetic: blocking recall from truth + pairs, GNU time's report."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from benchmarks import bench_scale
+
+
+def test_candidate_recall_counts_true_pairs_among_candidates(tmp_path):
+    truth = pd.DataFrame(
+        {
+            "source": ["police", "health", "health", "police", "police"],
+            "record_id": ["1", "007", "8", "2", "3"],
+            "person_id": ["a", "a", "a", "b", "b"],
+            "corruptions": ["", "", "", "", ""],
+        }
+    )
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    # person a: 3 true pairs, person b: 1; candidates hold two of a's and one false pair
+    pairs = pd.DataFrame(
+        {
+            "source_l": ["police", "health", "police"],
+            "record_id_l": ["1", "007", "2"],
+            "source_r": ["health", "health", "health"],
+            "record_id_r": ["007", "8", "8"],
+        }
+    )
+    pairs.to_parquet(tmp_path / "pairs.parquet")
+    found, total, recall = bench_scale.candidate_recall(
+        tmp_path / "truth.csv", tmp_path / "pairs.parquet"
+    )
+    assert (found, total) == (2, 4) and recall == 0.5
+
+
+def test_time_report_parsed():
+    stderr = (
+        "\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02:03.50\n"
+        "\tMaximum resident set size (kbytes): 2097152\n"
+    )
+    got = bench_scale._time_v(stderr)
+    assert got["peak_rss_gb"] == 2.0 and got["wall_s"] == pytest.approx(3723.5)
+
+
+@pytest.mark.slow
+def test_benchmark_runs_one_small_size(tmp_path):
+    row = bench_scale.run_size(0.002, tmp_path, seed=3, floor=0.0, extra=None, keep=False)
+    assert row["records"] > 1000 and row["candidate_pairs"] > 0
+    assert 0.9 < row["candidate_recall"] <= 1.0 and row["f1"] > 0.9
+    assert set(row["seconds"]) >= {"block", "compare"} and row["peak_rss_gb"] > 0
+    table = bench_scale.format_rows([row])
+    assert f"{row['records']:,}" in table and "fuzzy_surname_birth_date" in table
