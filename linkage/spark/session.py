@@ -29,6 +29,9 @@ def get_session(
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
+        # Spark 4 accepts only Unicode and Latin charsets unless the Java ones are allowed;
+        # registries arrive in GBK/GB18030
+        .config("spark.sql.legacy.javaCharsets", "true")
     )
     if master.startswith("local"):
         builder = builder.config("spark.ui.enabled", "false")
