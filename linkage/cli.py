@@ -177,6 +177,26 @@ def _print_summary(summary: dict, quiet: bool) -> None:
     )
 
 
+def _run_spark(
+    config: Any, output: Path, master: str | None, previous: Path | None, store: Any, quiet: bool
+) -> None:
+    """The ``run`` command on the Spark engine (pyspark is imported only here)."""
+    from linkage.errors import ConfigError
+
+    if store is not None:
+        raise ConfigError(
+            "--store works with the local engine; the Spark engine keeps ids with --previous",
+            key="engine",
+        )
+    try:
+        from linkage.spark.engine import run_spark
+    except ImportError as exc:
+        raise ConfigError(str(exc), key="engine") from None
+    result = run_spark(config, output, master=master, previous=previous, progress=_progress(quiet))
+    _print_summary(result.summary, quiet)
+    _echo(f"wrote the Spark engine's outputs to {output}", quiet)
+
+
 @app.command()
 @_handle_errors
 def run(
@@ -188,6 +208,25 @@ def run(
             "--store", help="Identity store file: keep its IDs and write the run into it."
         ),
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine", help="local (default) or spark; overrides 'engine' in the config."
+        ),
+    ] = None,
+    spark_master: Annotated[
+        str | None,
+        typer.Option(
+            "--spark-master", help="Spark master URL, e.g. local[4] or yarn (engine spark)."
+        ),
+    ] = None,
+    previous: Annotated[
+        Path | None,
+        typer.Option(
+            "--previous",
+            help="Engine spark: a previous run's identities (.csv/.parquet) whose ids are kept.",
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Run the whole batch merge: identities.csv, golden records, scored pairs, model, summary."""
@@ -195,6 +234,13 @@ def run(
 
     _setup_logging(quiet)
     linker = Linker.from_yaml(config)
+    if engine not in (None, "local", "spark"):
+        raise typer.BadParameter(f"--engine must be local or spark, got {engine!r}")
+    if (engine or linker.config.engine) == "spark":
+        _run_spark(linker.config, output, spark_master, previous, store, quiet)
+        return
+    if previous is not None:
+        raise typer.BadParameter("--previous is for --engine spark; the local engine uses --store")
     say = _progress(quiet)
     result = linker.run(progress=say)
     say("done")

@@ -680,6 +680,7 @@ def cluster_spark(
         ]
     )
     max_size = settings.max_cluster_size
+    constrained = cannot is not None  # the closure must not capture a DataFrame
 
     def recluster(node_frame: pd.DataFrame, edge_frame: pd.DataFrame) -> pd.DataFrame:
         rows = np.sort(node_frame[schema.ROW].to_numpy(np.int64))
@@ -696,7 +697,7 @@ def cluster_spark(
         )
         keyed = node_frame[node_frame[CANNOT_LINK_KEY].notna()]
         cl = None
-        if cannot is not None:
+        if constrained:
             cl = pd.DataFrame(
                 {
                     schema.ROW: np.searchsorted(rows, keyed[schema.ROW].to_numpy(np.int64)),
