@@ -208,8 +208,10 @@ def test_spark_reader_matches_the_local_reader(spark, tmp_path, write_yaml):
         .sort_values([schema.SOURCE, schema.RECORD_ID], ignore_index=True)
     )
     assert list(remote.columns) == list(local.columns)
-    assert remote.astype(object).where(remote.notna(), None).equals(
-        local.astype(object).where(local.notna(), None)
+    assert (
+        remote.astype(object)
+        .where(remote.notna(), None)
+        .equals(local.astype(object).where(local.notna(), None))
     )
 
 

@@ -116,8 +116,6 @@ def connected_components(
             .distinct()
         )
     centre = ee.select(F.col(DST).alias(vertex), F.col(SRC).alias(COMPONENT))
-    labels = vertices.select(F.col(vertex).cast("long").alias(vertex)).join(
-        centre, vertex, "left"
-    )
+    labels = vertices.select(F.col(vertex).cast("long").alias(vertex)).join(centre, vertex, "left")
     labels = labels.select(vertex, F.coalesce(F.col(COMPONENT), F.col(vertex)).alias(COMPONENT))
     return Components(labels=labels, rounds=rounds)

@@ -146,7 +146,10 @@ def read_source_spark(spark: SparkSession, cfg: SourceConfig) -> DataFrame:
         local = read_raw(cfg)
         raw = spark.createDataFrame(local.astype(object).where(local.notna(), None).astype(str))
         raw = raw.select(
-            *[F.when(F.col(f"`{c}`") == "None", None).otherwise(F.col(f"`{c}`")).alias(c) for c in raw.columns]
+            *[
+                F.when(F.col(f"`{c}`") == "None", None).otherwise(F.col(f"`{c}`")).alias(c)
+                for c in raw.columns
+            ]
         )
     else:
         raise InputError(
@@ -164,9 +167,7 @@ def read_source_spark(spark: SparkSession, cfg: SourceConfig) -> DataFrame:
     rid_col = F.col(f"`{cfg.record_id}`")
     empty = raw.where(rid_col.isNull()).count()
     if empty:
-        raise InputError(
-            f"{empty} row(s) have no record id", path=str(path), column=cfg.record_id
-        )
+        raise InputError(f"{empty} row(s) have no record id", path=str(path), column=cfg.record_id)
     dup = raw.groupBy(rid_col.alias("v")).count().where(F.col("count") > 1)
     examples = [r["v"] for r in dup.limit(5).collect()]
     if examples:
@@ -218,8 +219,10 @@ def number_rows(records: DataFrame) -> DataFrame:
         F.monotonically_increasing_id().alias("__mid"),
     ).localCheckpoint()
     counts = (
-        tagged.groupBy("__pid").agg(F.count("*").alias("__n"), F.min("__mid").alias("__first"))
-    ).toPandas().sort_values("__pid")
+        (tagged.groupBy("__pid").agg(F.count("*").alias("__n"), F.min("__mid").alias("__first")))
+        .toPandas()
+        .sort_values("__pid")
+    )
     counts["__offset"] = counts["__n"].cumsum() - counts["__n"]
     offsets = tagged.sparkSession.createDataFrame(counts[["__pid", "__first", "__offset"]])
     numbered = tagged.join(F.broadcast(offsets), "__pid").select(
@@ -371,7 +374,9 @@ def _comparison_columns(comparisons: list[Comparison], records: DataFrame) -> li
     return cols
 
 
-def _with_tf(records: DataFrame, config: RunConfig, comparisons: list[Comparison]) -> tuple[DataFrame, dict[str, str]]:
+def _with_tf(
+    records: DataFrame, config: RunConfig, comparisons: list[Comparison]
+) -> tuple[DataFrame, dict[str, str]]:
     """Add one ``__tf_<name>`` column per term-frequency setting: the share of non-null records
     holding the record's value (``compare.term_frequencies``), null where the value is null."""
     present = {c.name for c in comparisons}
@@ -457,7 +462,10 @@ def score_spark(
     keep = [f for f in vectors.schema.fields if f.name not in tf_cols.values()]
     out_schema = T.StructType(
         keep
-        + [T.StructField(schema.MW_PREFIX + name, T.DoubleType(), True) for name in model.comparisons]
+        + [
+            T.StructField(schema.MW_PREFIX + name, T.DoubleType(), True)
+            for name in model.comparisons
+        ]
         + [
             T.StructField(schema.MATCH_WEIGHT, T.DoubleType(), True),
             T.StructField(schema.MATCH_PROBABILITY, T.DoubleType(), True),
@@ -557,8 +565,18 @@ def train_spark(
     if config.blocking.link_type == "link_only":
         src = prepared.select(schema.ROW, schema.SOURCE)
         sample = (
-            sample.join(src.withColumnRenamed(schema.ROW, schema.ROW_L).withColumnRenamed(schema.SOURCE, "__sl"), schema.ROW_L)
-            .join(src.withColumnRenamed(schema.ROW, schema.ROW_R).withColumnRenamed(schema.SOURCE, "__sr"), schema.ROW_R)
+            sample.join(
+                src.withColumnRenamed(schema.ROW, schema.ROW_L).withColumnRenamed(
+                    schema.SOURCE, "__sl"
+                ),
+                schema.ROW_L,
+            )
+            .join(
+                src.withColumnRenamed(schema.ROW, schema.ROW_R).withColumnRenamed(
+                    schema.SOURCE, "__sr"
+                ),
+                schema.ROW_R,
+            )
             .where(F.col("__sl") != F.col("__sr"))
             .select(schema.ROW_L, schema.ROW_R)
         )
@@ -711,9 +729,7 @@ def cluster_spark(
         return pd.DataFrame({schema.ROW: rows, _LABEL: rows[labels.to_numpy(np.int64)]})
 
     relabelled = (
-        nodes.groupBy(_BUCKET)
-        .cogroup(edges.groupBy(_BUCKET))
-        .applyInPandas(recluster, out_schema)
+        nodes.groupBy(_BUCKET).cogroup(edges.groupBy(_BUCKET)).applyInPandas(recluster, out_schema)
     )
     labels = comp.join(relabelled, schema.ROW, "left").select(
         schema.ROW, F.coalesce(F.col(_LABEL), F.col(COMPONENT)).alias(_LABEL)
@@ -752,19 +768,23 @@ def stable_ids_spark(
     The assignment runs on the driver over the clusters that share a record with a previous
     identity, with the local store's code; everything else keeps its fresh id.
     """
-    prev = previous if isinstance(previous, DataFrame) else spark.createDataFrame(
-        previous[[schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID]].astype(str)
+    prev = (
+        previous
+        if isinstance(previous, DataFrame)
+        else spark.createDataFrame(
+            previous[[schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID]].astype(str)
+        )
     )
-    prev = prev.select(
-        schema.SOURCE, schema.RECORD_ID, F.col(schema.IDENTITY_ID).alias("__prev")
-    )
+    prev = prev.select(schema.SOURCE, schema.RECORD_ID, F.col(schema.IDENTITY_ID).alias("__prev"))
     # Clusters touching a previous identity, and every record of those clusters and identities.
     touched = identities.join(prev, [schema.SOURCE, schema.RECORD_ID], "inner")
     scope_labels = touched.select(_LABEL).distinct()
     scope_prev = touched.select("__prev").distinct()
-    current = identities.join(scope_labels, _LABEL, "left_semi").select(
-        schema.SOURCE, schema.RECORD_ID, F.col(_LABEL).alias(CLUSTER)
-    ).toPandas()
+    current = (
+        identities.join(scope_labels, _LABEL, "left_semi")
+        .select(schema.SOURCE, schema.RECORD_ID, F.col(_LABEL).alias(CLUSTER))
+        .toPandas()
+    )
     previous_rows = prev.join(scope_prev, "__prev", "left_semi").toPandas()
     previous_rows = previous_rows.rename(columns={"__prev": schema.IDENTITY_ID})
     # identities.csv has no creation run: the previous run's ids are equally old, so a merge
@@ -786,7 +806,9 @@ def stable_ids_spark(
         }
     ).drop_duplicates(CLUSTER)
     mapped = spark.createDataFrame(mapping).withColumnRenamed(CLUSTER, _LABEL)
-    return identities.join(F.broadcast(mapped) if len(mapping) < 1_000_000 else mapped, _LABEL, "left").select(
+    return identities.join(
+        F.broadcast(mapped) if len(mapping) < 1_000_000 else mapped, _LABEL, "left"
+    ).select(
         schema.ROW,
         schema.SOURCE,
         schema.RECORD_ID,
@@ -875,7 +897,9 @@ def run_spark(
 
     t = time.perf_counter()
     value_cols = _comparison_columns(comparisons, records)
-    prepared, tf_cols = _with_tf(records.select(schema.ROW, schema.SOURCE, *value_cols), config, comparisons)
+    prepared, tf_cols = _with_tf(
+        records.select(schema.ROW, schema.SOURCE, *value_cols), config, comparisons
+    )
     prepared = prepared.localCheckpoint()
 
     def compare_pairs(frame: DataFrame) -> DataFrame:
@@ -898,7 +922,9 @@ def run_spark(
     t = time.perf_counter()
     say("scoring")
     rule_map = spark.createDataFrame(
-        pd.DataFrame({_RULE_INDEX: np.arange(len(rule_names), dtype=np.int16), schema.RULE: rule_names})
+        pd.DataFrame(
+            {_RULE_INDEX: np.arange(len(rule_names), dtype=np.int16), schema.RULE: rule_names}
+        )
     )
     scored = score_spark(vectors, model, tf_cols)
     scored = scored.join(F.broadcast(rule_map), _RULE_INDEX).drop(_RULE_INDEX).localCheckpoint()
@@ -958,9 +984,7 @@ def _summary(records, pairs, scored, identities, rule_names, config, n, n_pairs)
     per_rule = {
         rule_names[int(r[0])]: int(r[1]) for r in pairs.groupBy(_RULE_INDEX).count().collect()
     }
-    matches = scored.where(
-        F.col(schema.MATCH_PROBABILITY) >= config.clustering.threshold
-    ).count()
+    matches = scored.where(F.col(schema.MATCH_PROBABILITY) >= config.clustering.threshold).count()
     sizes = identities.groupBy(schema.IDENTITY_ID).count()
     stats = sizes.agg(
         F.count("*").alias("identities"),
@@ -1008,23 +1032,20 @@ def write_spark_outputs(
     kept = result.pairs.where(
         F.col(schema.MATCH_PROBABILITY) >= config.output.pairs_min_probability
     )
-    with_keys = (
-        kept.join(
-            keys.select(
-                F.col(schema.ROW).alias(schema.ROW_L),
-                F.col(schema.SOURCE).alias("source_l"),
-                F.col(schema.RECORD_ID).alias("record_id_l"),
-            ),
-            schema.ROW_L,
-        )
-        .join(
-            keys.select(
-                F.col(schema.ROW).alias(schema.ROW_R),
-                F.col(schema.SOURCE).alias("source_r"),
-                F.col(schema.RECORD_ID).alias("record_id_r"),
-            ),
-            schema.ROW_R,
-        )
+    with_keys = kept.join(
+        keys.select(
+            F.col(schema.ROW).alias(schema.ROW_L),
+            F.col(schema.SOURCE).alias("source_l"),
+            F.col(schema.RECORD_ID).alias("record_id_l"),
+        ),
+        schema.ROW_L,
+    ).join(
+        keys.select(
+            F.col(schema.ROW).alias(schema.ROW_R),
+            F.col(schema.SOURCE).alias("source_r"),
+            F.col(schema.RECORD_ID).alias("record_id_r"),
+        ),
+        schema.ROW_R,
     )
     front = ["source_l", "record_id_l", "source_r", "record_id_r"]
     with_keys = with_keys.select(*front, *[c for c in result.pairs.columns])
