@@ -876,6 +876,7 @@ def run_spark(
     prev_table = _read_previous(spark, previous) if previous is not None else None
 
     t = time.perf_counter()
+    _stage(spark, "read")
     say("reading sources with Spark")
     raw = read_sources_spark(spark, config)
     raw = number_rows(raw)
@@ -883,12 +884,14 @@ def run_spark(
     timings["read"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    _stage(spark, "standardize")
     say(f"standardizing {n:,} records")
     records, bool_cols = standardize_spark(raw, config)
     records = records.localCheckpoint()
     timings["standardize"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    _stage(spark, "block")
     say("blocking")
     keys = blocking_keys_spark(records, config.blocking.rules)
     pairs, rule_names = block_spark(keys.localCheckpoint(), config)
@@ -896,6 +899,7 @@ def run_spark(
     timings["block"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    _stage(spark, "compare")
     value_cols = _comparison_columns(comparisons, records)
     prepared, tf_cols = _with_tf(
         records.select(schema.ROW, schema.SOURCE, *value_cols), config, comparisons
@@ -911,6 +915,7 @@ def run_spark(
     timings["compare"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    _stage(spark, "train")
     say("training model")
     model = FellegiSunterModel.load(config.model.load) if config.model.load else None
     if model is None:
@@ -920,6 +925,7 @@ def run_spark(
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    _stage(spark, "score")
     say("scoring")
     rule_map = spark.createDataFrame(
         pd.DataFrame(
@@ -931,6 +937,7 @@ def run_spark(
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    _stage(spark, "cluster")
     say("clustering")
     labels, rounds = cluster_spark(records, scored, config, buckets=partitions)
     identities = identity_ids_spark(records, labels)
@@ -940,6 +947,7 @@ def run_spark(
     timings["cluster"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    _stage(spark, "merge")
     say("building golden records")
     golden = golden_spark(records, identities, config, bool_cols, buckets=partitions)
     golden = golden.localCheckpoint()
@@ -958,9 +966,15 @@ def run_spark(
         summary=summary,
     )
     if output is not None:
+        _stage(spark, "write")
         say("writing outputs")
         write_spark_outputs(result, output, config, identities_csv=identities_csv)
     return result
+
+
+def _stage(spark: SparkSession, name: str) -> None:
+    """Tag the following Spark jobs with the engine stage (the job group in Spark's UI/REST API)."""
+    spark.sparkContext.setJobGroup(name, f"linkage {name}")
 
 
 def _read_previous(spark: SparkSession, path: str | Path) -> pd.DataFrame | DataFrame:

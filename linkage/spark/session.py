@@ -27,6 +27,9 @@ def get_session(
         SparkSession.builder.master(master)
         .appName(app_name)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # bigger Arrow batches: the standardizers and comparisons work per distinct value
+        # within a batch, and each batch costs a Python call
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "50000")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
         # Spark 4 accepts only Unicode and Latin charsets unless the Java ones are allowed;
