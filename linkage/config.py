@@ -122,6 +122,8 @@ class SparkSettings(_Model):
     shuffle_partitions: int | None = Field(default=None, ge=1)
     # Candidate pairs collected to the driver for EM; above it a proportional sample is taken.
     train_sample_pairs: int = Field(default=5_000_000, ge=1000)
+    # identities.csv is written through the driver; at national scale keep identities.parquet only
+    identities_csv: bool = True
     # Further Spark settings passed to the session builder (e.g. spark.executor.memory).
     conf: dict[str, str] = Field(default_factory=dict)
 

@@ -850,7 +850,7 @@ def run_spark(
     spark: SparkSession | None = None,
     master: str | None = None,
     previous: str | Path | None = None,
-    identities_csv: bool = True,
+    identities_csv: bool | None = None,
     progress: Progress | None = None,
 ) -> SparkResult:
     """Run the whole batch on Spark; with ``output``, write the outputs there.
@@ -858,7 +858,8 @@ def run_spark(
     Outputs: ``identities.parquet`` (source, record_id, identity_id; one row per input record),
     ``golden_records.parquet``, ``pairs.parquet`` (pairs at or above
     ``output.pairs_min_probability`` with both records' keys), ``model.json``,
-    ``summary.json`` and, with ``identities_csv``, ``identities.csv``. ``previous``: a previous
+    ``summary.json`` and, with ``identities_csv`` (default: the config's
+    ``spark.identities_csv``), ``identities.csv``. ``previous``: a previous
     run's identities (.csv or .parquet) whose ids are kept. Raises ConfigError/InputError as
     the local engine does.
     """
@@ -968,6 +969,8 @@ def run_spark(
     if output is not None:
         _stage(spark, "write")
         say("writing outputs")
+        if identities_csv is None:
+            identities_csv = config.spark.identities_csv
         write_spark_outputs(result, output, config, identities_csv=identities_csv)
     return result
 
