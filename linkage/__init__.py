@@ -1,6 +1,8 @@
 """linkage: link Chinese person records across registries into one identity per person.
 
-The public surface is ``__all__``; everything else may change. Names load lazily so that
+The public surface is ``__all__`` here and in the public modules ``linkage.store``,
+``linkage.indicators``, ``linkage.synth`` (and ``linkage.review``, ``linkage.share``,
+``linkage.pprl``); everything else may change. Names load lazily so that
 ``import linkage`` and the CLI's ``--help`` stay fast.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from linkage._version import __version__ as __version__
 
 _EXPORTS: dict[str, str] = {
     "Linker": "linkage.linker",
@@ -19,9 +21,11 @@ _EXPORTS: dict[str, str] = {
     "load_config": "linkage.config",
     "config_from_dict": "linkage.config",
     "read_sources": "linkage.io",
+    "read_records": "linkage.io",
     "standardize": "linkage.standardize.combine",
     "block": "linkage.blocking",
-    "BlockingRule": "linkage.blocking",
+    "BlockingRule": "linkage.config",
+    "BlockingSettings": "linkage.config",
     "compare": "linkage.compare",
     "default_comparisons": "linkage.compare",
     "FellegiSunterModel": "linkage.model",
@@ -33,6 +37,9 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "linkage.errors",
     "InputError": "linkage.errors",
     "NotFittedError": "linkage.errors",
+    "StoreError": "linkage.errors",
+    "train_model": "linkage.training",
+    "STAGES": "linkage.pipeline",
 }
 
 __all__ = sorted(_EXPORTS)

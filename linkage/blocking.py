@@ -1,6 +1,6 @@
 """Blocking: candidate record pairs from equality rules on standardized keys, run in DuckDB.
 
-Imports schema, errors and config-free pydantic models only; never the Linker, CLI or store.
+Imports schema, errors and its settings from config; never the Linker, CLI or store.
 Values never enter SQL text: keys are registered as a table and rules join on quoted
 column identifiers that were checked against the key table.
 """
@@ -8,25 +8,18 @@ column identifiers that were checked against the key table.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import duckdb
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from linkage import schema
+from linkage.config import DEFAULT_RULES, BlockingRule, BlockingSettings  # noqa: F401 - re-exported
 from linkage.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-
-def _first_non_null(*columns: pd.Series) -> pd.Series:
-    out = columns[0].copy()
-    for col in columns[1:]:
-        out = out.where(out.notna(), col)
-    return out
 
 
 def _col(records: pd.DataFrame, name: str) -> pd.Series:
@@ -35,106 +28,121 @@ def _col(records: pd.DataFrame, name: str) -> pd.Series:
     return pd.Series([None] * len(records), index=records.index, dtype=object)
 
 
-def _birth_date(records: pd.DataFrame) -> pd.Series:
-    return _first_non_null(
-        _col(records, schema.BIRTH_DATE_STD), _col(records, schema.ID_BIRTH_DATE)
+def _present(value: Any) -> bool:
+    return (
+        value is not None
+        and value is not pd.NA
+        and not (isinstance(value, float) and np.isnan(value))
     )
 
 
-def _per_distinct(values: pd.Series, func: Callable[[str], str | None]) -> pd.Series:
-    """Apply ``func`` once per distinct non-null value; names and dates repeat heavily."""
-    codes, uniques = pd.factorize(values)
-    mapped = np.array([func(u) for u in uniques] + [None], dtype=object)
-    return pd.Series(mapped[codes], index=values.index, dtype=object)
+# ----------------------------------------------------------------------------- derived keys
+# Each derived key is ONE scalar function of the values of a few record columns. key_table
+# applies it once per distinct combination of those values (names and dates repeat heavily);
+# record_keys applies the same function to one record, so search and ingest cannot drift.
 
 
-def _sorted_syllables(values: pd.Series) -> pd.Series:
-    """Pinyin with syllables sorted, so ``wei zhang`` and ``zhang wei`` block together."""
-    codes, uniques = pd.factorize(values)
-    keyed = np.array([" ".join(sorted(u.split())) for u in uniques], dtype=object)
-    out = np.where(codes < 0, None, keyed[codes] if len(keyed) else None)
-    return pd.Series(out, index=values.index, dtype=object)
+def _birth_date(std: Any, from_id: Any) -> Any:
+    return std if _present(std) else from_id if _present(from_id) else None
 
 
-def _minority_head(records: pd.DataFrame) -> pd.Series:
-    """First part of a minority name: registries truncate long names to their first parts."""
-    clean = _col(records, schema.name_col(schema.NAME, "clean"))
-    minority = _col(records, schema.name_col(schema.NAME, "is_minority")).eq(True).to_numpy(bool)
-    out = pd.Series([None] * len(records), index=records.index, dtype=object)
-    out[minority] = _per_distinct(clean[minority], lambda v: v.split("·", 1)[0])
-    return out
+def _birth_year(std: Any, from_id: Any) -> Any:
+    birth = _birth_date(std, from_id)
+    return birth[:4] if birth else None
 
 
-# Derived keys a rule may name besides any column of the standardized records.
-DERIVED_KEYS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
-    "birth_date": _birth_date,
-    "birth_year": lambda r: _per_distinct(_birth_date(r), lambda v: v[:4]),
+def _birth_month_day(std: Any, from_id: Any) -> Any:
     # month and day survive a mistyped year
-    "birth_month_day": lambda r: _per_distinct(_birth_date(r), lambda v: v[5:]),
-    "name_pinyin_sorted": lambda r: _sorted_syllables(
-        _col(r, schema.name_col(schema.NAME, "pinyin"))
+    birth = _birth_date(std, from_id)
+    return birth[5:] if birth else None
+
+
+def _pinyin_sorted(pinyin: Any) -> Any:
+    """Pinyin with syllables sorted, so ``wei zhang`` and ``zhang wei`` block together."""
+    return " ".join(sorted(pinyin.split())) if _present(pinyin) else None
+
+
+def _minority_head(clean: Any, is_minority: Any) -> Any:
+    """First part of a minority name: registries truncate long names to their first parts."""
+    minority = _present(is_minority) and bool(is_minority)
+    return clean.split("·", 1)[0] if _present(clean) and minority else None
+
+
+def _phone_last8(phone: Any) -> Any:
+    return phone[-8:] if _present(phone) else None
+
+
+_BIRTH = (schema.BIRTH_DATE_STD, schema.ID_BIRTH_DATE)
+
+# Derived keys a rule may name besides any column of the standardized records:
+# key -> (record columns read, scalar function of their values; None = no key).
+DERIVED_KEYS: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
+    "birth_date": (_BIRTH, _birth_date),
+    "birth_year": (_BIRTH, _birth_year),
+    "birth_month_day": (_BIRTH, _birth_month_day),
+    "name_pinyin_sorted": ((schema.name_col(schema.NAME, "pinyin"),), _pinyin_sorted),
+    "name_minority_head": (
+        (schema.name_col(schema.NAME, "clean"), schema.name_col(schema.NAME, "is_minority")),
+        _minority_head,
     ),
-    "name_minority_head": _minority_head,
-    "phone_last8": lambda r: _per_distinct(_col(r, schema.PHONE_STD), lambda v: v[-8:]),
+    "phone_last8": ((schema.PHONE_STD,), _phone_last8),
 }
 
 
-class BlockingRule(BaseModel):
-    """Pairs records whose values agree on every key in ``keys`` (nulls never agree)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1)
-    keys: list[str] = Field(min_length=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _accept_on(cls, data: Any) -> Any:
-        # "on" is accepted for "keys"; unquoted, YAML 1.1 reads the key `on` as boolean true
-        if isinstance(data, dict):
-            for alias in ("on", True):
-                if alias in data and "keys" not in data:
-                    data = {("keys" if k == alias else k): v for k, v in data.items()}
-        return data
-
-
-class BlockingSettings(BaseModel):
-    """Blocking section of a run config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    rules: list[BlockingRule] = Field(default_factory=lambda: list(DEFAULT_RULES))
-    # A block this large (e.g. 张伟 born 1990 in a huge registry) is reported; above
-    # max_block_size it is skipped, because its pairs would swamp comparison and EM.
-    warn_block_size: int = Field(default=500, ge=2)
-    max_block_size: int = Field(default=5000, ge=2)
-    link_type: str = Field(default="dedupe_and_link", pattern="^(dedupe_and_link|link_only)$")
+def _distinct_inputs(
+    records: pd.DataFrame, columns: tuple[str, ...]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Codes of each row's combination of ``columns`` values, and per column the values of
+    each distinct combination (None for null). Hash-based: O(rows)."""
+    combined = np.zeros(len(records), dtype=np.int64)
+    tables = []
+    for name in columns:
+        codes, uniques = pd.factorize(_col(records, name))
+        table = np.array([None, *uniques], dtype=object)  # code 0 = null
+        combined = combined * len(table) + (codes.astype(np.int64) + 1)
+        tables.append(table)
+    codes, distinct = pd.factorize(combined)
+    distinct = np.asarray(distinct, dtype=np.int64)
+    args = []
+    for table in reversed(tables):
+        args.append(table[distinct % len(table)])
+        distinct = distinct // len(table)
+    return codes, args[::-1]
 
 
-DEFAULT_RULES: tuple[BlockingRule, ...] = (
-    BlockingRule(name="id_number", keys=[schema.ID_STD]),
-    BlockingRule(name="pinyin_name_birth_year", keys=["name_pinyin_sorted", "birth_year"]),
-    BlockingRule(
-        name="fuzzy_surname_birth_date",
-        keys=[schema.name_col(schema.NAME, "surname_fuzzy"), "birth_date"],
-    ),
-    BlockingRule(
-        name="given_name_birth_date", keys=[schema.name_col(schema.NAME, "given"), "birth_date"]
-    ),
-    BlockingRule(name="id_birth_region", keys=[schema.ID_BIRTH_DATE, schema.ID_REGION_CODE]),
-    BlockingRule(name="phone", keys=[schema.PHONE_STD]),
-    BlockingRule(
-        name="pinyin_name_birth_month_day", keys=["name_pinyin_sorted", "birth_month_day"]
-    ),
-    BlockingRule(name="minority_head_birth_year", keys=["name_minority_head", "birth_year"]),
-    BlockingRule(
-        name="fuzzy_name_hukou_district",
-        keys=[
-            schema.name_col(schema.NAME, "fuzzy"),
-            schema.address_col(schema.HUKOU_ADDRESS, "district"),
-        ],
-    ),
-)
+def _derived_column(records: pd.DataFrame, key: str, cache: dict | None = None) -> pd.Series:
+    """Apply a derived key's function once per distinct combination of its input values."""
+    columns, func = DERIVED_KEYS[key]
+    cache = {} if cache is None else cache
+    if columns not in cache:
+        cache[columns] = _distinct_inputs(records, columns)
+    codes, args = cache[columns]
+    mapped = np.array([func(*vals) for vals in zip(*args, strict=True)] + [None], dtype=object)
+    return pd.Series(mapped[codes], index=records.index, dtype=object)
+
+
+def record_keys(record: Mapping[str, Any], rules: list[BlockingRule]) -> dict[str, Any]:
+    """The blocking keys of ONE standardized record (a dict), as :func:`key_table` computes them.
+
+    Single-record search calls this instead of building a one-row table (pandas costs
+    milliseconds per call on one row). Blank values are missing keys, as in ``key_table``.
+    """
+    out: dict[str, Any] = {}
+    for rule in rules:
+        for key in rule.keys:
+            if key in out:
+                continue
+            if key in DERIVED_KEYS:
+                columns, func = DERIVED_KEYS[key]
+                value = func(*(_scalar(record.get(c)) for c in columns))
+            else:
+                value = _scalar(record.get(key))
+            out[key] = None if value is None or str(value).strip() == "" else value
+    return out
+
+
+def _scalar(value: Any) -> Any:
+    return value if _present(value) else None
 
 
 def _quote(identifier: str) -> str:
@@ -150,12 +158,13 @@ def key_table(records: pd.DataFrame, rules: list[BlockingRule]) -> pd.DataFrame:
         schema.SOURCE: _col(records, schema.SOURCE),
     }
     problems = []
+    distinct: dict = {}  # input combinations shared by derived keys (the birth_* keys)
     for rule in rules:
         for key in rule.keys:
             if key in keys:
                 continue
             if key in DERIVED_KEYS:
-                keys[key] = DERIVED_KEYS[key](records)
+                keys[key] = _derived_column(records, key, distinct)
             elif key in records.columns:
                 keys[key] = _col(records, key).astype(object)
             else:
@@ -238,6 +247,8 @@ def block(
         ]
         if settings.link_type == "link_only":
             where.append(f"l.{_quote(schema.SOURCE)} <> r.{_quote(schema.SOURCE)}")
+        elif settings.link_type == "dedupe_only":
+            where.append(f"l.{_quote(schema.SOURCE)} = r.{_quote(schema.SOURCE)}")
         selects.append(
             f"SELECT l.{_quote(schema.ROW)} AS {_quote(schema.ROW_L)}, "
             f"r.{_quote(schema.ROW)} AS {_quote(schema.ROW_R)}, {i}::SMALLINT AS rule_index "
@@ -277,6 +288,58 @@ def block(
     )
     logger.info("blocking produced %d candidate pairs", len(out))
     return out
+
+
+# ----------------------------------------------------------------------------- key hashes
+# The identity store indexes each record by one 64-bit hash per rule of all its keys, so
+# ingest and search find stored candidates without re-blocking the store.
+
+
+def _key_text(rule_name: str, values: list[Any]) -> Any:
+    """The hashed text of a rule's keys: rule name and key values joined by U+001F.
+
+    Works on strings (one record) and on string Series (a table) alike.
+    """
+    text: Any = rule_name
+    for value in values:
+        text = text + "\x1f" + value
+    return text
+
+
+def _hash(texts: pd.Series) -> np.ndarray:
+    # pandas' hash is seeded with a fixed key, so hashes agree across processes
+    return pd.util.hash_pandas_object(texts, index=False).to_numpy().view(np.int64)
+
+
+def key_hashes(records: pd.DataFrame, settings: BlockingSettings) -> pd.DataFrame:
+    """Return (rid, h): one 64-bit hash per record (``rid``, else row position) and rule."""
+    table = key_table(records, settings.rules)
+    frames = []
+    for rule in settings.rules:
+        ok = table[rule.keys].notna().all(axis=1).to_numpy()
+        if not ok.any():
+            continue
+        text = _key_text(rule.name, [table.loc[ok, key].astype(str) for key in rule.keys])
+        rows = table.loc[ok, schema.ROW].to_numpy(np.int64)
+        frames.append(pd.DataFrame({schema.ROW: rows, schema.KEY_HASH: _hash(text)}))
+    if not frames:
+        return pd.DataFrame(
+            {schema.ROW: np.array([], np.int64), schema.KEY_HASH: np.array([], np.int64)}
+        )
+    return pd.concat(frames, ignore_index=True).drop_duplicates()
+
+
+def record_key_hashes(record: Mapping[str, Any], settings: BlockingSettings) -> list[int]:
+    """Return the sorted distinct key hashes of one standardized record (as :func:`key_hashes`)."""
+    keys = record_keys(record, settings.rules)
+    texts = [
+        _key_text(rule.name, [str(keys[k]) for k in rule.keys])
+        for rule in settings.rules
+        if all(keys[k] is not None for k in rule.keys)
+    ]
+    if not texts:
+        return []
+    return sorted(set(_hash(pd.Series(texts, dtype=object)).tolist()))
 
 
 def blocking_report(

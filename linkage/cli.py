@@ -1,6 +1,8 @@
-"""Command-line interface: read config, call the stages in order, report, write outputs.
+"""Command-line interface: parse arguments, call the Linker (or a stage), print, map errors.
 
-Thin by design; exit codes: 0 success, 2 bad config or input, 1 internal error.
+Thin by design: every capability is a Python call first (``Linker``, ``read_records``, the
+stage functions); a command only wires arguments to it. Exit codes: 0 success, 2 bad config
+or input (every ``LinkageError``), 1 internal error.
 """
 
 from __future__ import annotations
@@ -72,6 +74,12 @@ def synth(
         float, typer.Option(help="Scale of all corruption rates (0 clean, 1 realistic).")
     ] = 1.0,
     excel: Annotated[bool, typer.Option(help="Write the health registry as .xlsx.")] = False,
+    new_batch: Annotated[
+        float,
+        typer.Option(
+            help="Share of each registry held out as a later batch (<source>_new.csv, new.yaml)."
+        ),
+    ] = 0.0,
     quiet: Quiet = False,
 ) -> None:
     """Generate synthetic police, civil-affairs and health registries with ground truth."""
@@ -80,13 +88,17 @@ def synth(
     if persons < 1:
         raise typer.BadParameter("--persons must be at least 1")
     start = time.perf_counter()
-    result = generate(persons, seed=seed, corruption=corruption, output=output, excel=excel)
+    result = generate(
+        persons, seed=seed, corruption=corruption, output=output, excel=excel, new_batch=new_batch
+    )
     _echo(
         f"wrote {len(result.police):,} police, {len(result.civil_affairs):,} civil-affairs and "
         f"{len(result.health):,} health records for {persons:,} persons to {output} "
         f"in {time.perf_counter() - start:.1f}s (config: {output / 'run.yaml'})",
         quiet,
     )
+    if "new_config" in result.paths:
+        _echo(f"held out a later batch: {result.paths['new_config']}", quiet)
 
 
 @app.command()
@@ -97,14 +109,11 @@ def profile(
 ) -> None:
     """Print a data-quality summary per source: missing and invalid values, ID problems."""
     from linkage.config import load_config
-    from linkage.io import read_sources
+    from linkage.io import read_records
     from linkage.profile import format_profile
-    from linkage.standardize.combine import standardize
 
     _setup_logging(True)
-    cfg = load_config(config)
-    records = standardize(read_sources(cfg), cfg.standardize)
-    typer.echo(format_profile(records))
+    typer.echo(format_profile(read_records(load_config(config))))
 
 
 @app.command("standardize")
@@ -116,13 +125,12 @@ def standardize_cmd(
 ) -> None:
     """Read and standardize every source; write the records with derived columns as Parquet."""
     from linkage.config import load_config
-    from linkage.io import read_sources, write_parquet
-    from linkage.standardize.combine import standardize
+    from linkage.io import read_records, write_parquet
 
     _setup_logging(quiet)
     cfg = load_config(config)
     start = time.perf_counter()
-    records = standardize(read_sources(cfg), cfg.standardize)
+    records = read_records(cfg)
     write_parquet(records, output)
     _echo(
         f"standardized {len(records):,} records in {time.perf_counter() - start:.1f}s -> {output}",
@@ -130,13 +138,9 @@ def standardize_cmd(
     )
 
 
-# Stages the batch path reports, in order (reading, blocking, comparing, training, scoring,
-# clustering, golden records): the length of the terminal progress bar.
-_STAGES = 7
-
-
-def _progress(quiet: bool, stages: int = _STAGES) -> Callable[[str], None]:
-    """Return a stage reporter: a progress bar on a terminal, timed lines otherwise."""
+def _progress(quiet: bool, stages: int) -> Callable[[str], None]:
+    """Return a stage reporter: a progress bar of ``stages`` steps on a terminal, timed
+    lines otherwise. The caller passes the length of the stage list it runs."""
     start = time.perf_counter()
     if quiet:
         return lambda _stage: None
@@ -189,10 +193,11 @@ def _run_spark(
             key="engine",
         )
     try:
-        from linkage.spark.engine import run_spark
+        from linkage.spark.engine import STAGE_COUNT, run_spark
     except ImportError as exc:
         raise ConfigError(str(exc), key="engine") from None
-    result = run_spark(config, output, master=master, previous=previous, progress=_progress(quiet))
+    say = _progress(quiet, STAGE_COUNT)
+    result = run_spark(config, output, master=master, previous=previous, progress=say)
     _print_summary(result.summary, quiet)
     _echo(f"wrote the Spark engine's outputs to {output}", quiet)
 
@@ -231,26 +236,20 @@ def run(
 ) -> None:
     """Run the whole batch merge: identities.csv, golden records, scored pairs, model, summary."""
     from linkage.linker import Linker
+    from linkage.pipeline import STAGES
 
     _setup_logging(quiet)
-    linker = Linker.from_yaml(config)
     if engine not in (None, "local", "spark"):
         raise typer.BadParameter(f"--engine must be local or spark, got {engine!r}")
+    linker = Linker.from_yaml(config, store=None if engine == "spark" else store)
     if (engine or linker.config.engine) == "spark":
         _run_spark(linker.config, output, spark_master, previous, store, quiet)
         return
     if previous is not None:
         raise typer.BadParameter("--previous is for --engine spark; the local engine uses --store")
-    say = _progress(quiet)
+    say = _progress(quiet, len(STAGES))
     result = linker.run(progress=say)
     say("done")
-    if store is not None:
-        from linkage.incremental import write_batch
-        from linkage.store import Store
-
-        with Store.open(store) as opened:
-            result = write_batch(opened, result, linker.config)
-        linker.result_ = result
     paths = linker.write(output)
     _print_summary(result.summary, quiet)
     _echo(f"wrote {', '.join(str(p) for p in paths.values())}", quiet)
@@ -268,19 +267,12 @@ def ingest(
     quiet: Quiet = False,
 ) -> None:
     """Link new records (or updated ones) against an identity store, keeping stable IDs."""
-    from linkage.config import load_config
-    from linkage.incremental import ingest as run_ingest
-    from linkage.io import write_csv
-    from linkage.store import Store
+    from linkage.incremental.ingest import STAGES
+    from linkage.linker import Linker
 
     _setup_logging(quiet)
-    cfg = load_config(config)
-    with Store.open(store, create=False) as opened:
-        result = run_ingest(opened, cfg, progress=_progress(quiet))
-    if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        write_csv(result.identities, output / "identities.csv")
-        write_csv(result.events, output / "events.csv")
+    linker = Linker.from_yaml(config, store=store)
+    result = linker.ingest(progress=_progress(quiet, len(STAGES)), output=output)
     s = result.summary
     _echo(
         f"run {result.run_id}: {s['new_records']:,} records ({s['updated_records']:,} updates), "
@@ -306,7 +298,7 @@ def search(
     """Find the stored identities most likely to be one person, with explanations."""
     import json
 
-    from linkage.store import Store
+    from linkage.linker import Linker
 
     _setup_logging(True)
     record = {
@@ -319,8 +311,7 @@ def search(
     }
     if not any(record.values()):
         raise typer.BadParameter("give at least one of --name, --id-number, --birth-date, --phone")
-    with Store.open(store, create=False) as opened:
-        hits = opened.search({k: v for k, v in record.items() if v}, top=top)
+    hits = Linker(store=store).search({k: v for k, v in record.items() if v}, top=top)
     if as_json:
         typer.echo(json.dumps(hits, ensure_ascii=False, indent=2, default=str))
         return
@@ -462,12 +453,13 @@ def demo(
     """Generate synthetic registries and run the batch merge on them end to end, then evaluate."""
     from linkage.evaluate import evaluate_files, format_scores
     from linkage.linker import Linker
+    from linkage.pipeline import STAGES
     from linkage.profile import format_profile
     from linkage.synth import generate
 
     _setup_logging(True)
     data_dir = output / "data"
-    say = _progress(quiet, stages=_STAGES + 1)  # generating the registries comes first
+    say = _progress(quiet, len(STAGES) + 1)  # generating the registries comes first
     say(f"generating registries for {persons:,} persons")
     generate(persons, seed=seed, output=data_dir)
     linker = Linker.from_yaml(data_dir / "run.yaml")

@@ -22,6 +22,27 @@ logger = logging.getLogger(__name__)
 CANNOT_LINK_KEY = "key"
 CANNOT_LINK_GROUP = "group"
 
+
+def cannot_link_table(records: pd.DataFrame) -> pd.DataFrame | None:
+    """The cannot-link table of the same-source rule: two records of one source with
+    different valid ID numbers are two people (a registry issues one ID per person).
+
+    Takes standardized records (``rid``, ``source``, ``id_std``, ``id_valid``); returns
+    ``rid``, ``key`` (the valid ID) and ``group`` (the source), or None without IDs.
+    """
+    if schema.ID_STD not in records:
+        return None
+    valid = records[schema.ID_VALID].eq(True) if schema.ID_VALID in records else True
+    keyed = records[schema.ID_STD].where(valid)
+    return pd.DataFrame(
+        {
+            schema.ROW: records[schema.ROW].to_numpy(),
+            CANNOT_LINK_KEY: keyed.to_numpy(),
+            CANNOT_LINK_GROUP: records[schema.SOURCE].to_numpy(),
+        }
+    ).dropna(subset=[CANNOT_LINK_KEY])
+
+
 # Two groups of >= 2 records merge only if at least this share of their observed cross
 # pairs is above threshold: one household phone match must not join two people.
 DEFAULT_BRIDGE_RATIO = 0.5

@@ -1,21 +1,34 @@
-"""Typed run configuration loaded from YAML.
+"""Typed run configuration loaded from YAML: every settings model of every stage.
 
 Owns the YAML layout (sources, includes, relative paths) and its validation; imports only
-schema and errors. Every problem found is reported at once, each naming file and key path.
+schema and errors (tests/test_layers.py checks it), so every stage may import its section
+from here. Every problem found is reported at once, each naming file and key path.
+Cross-references are checked at load time: a training session, prior rule or term-frequency
+entry that names a comparison or level the run does not have is an error naming its key.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from linkage import schema
-from linkage.blocking import BlockingSettings
 from linkage.errors import ConfigError
-from linkage.merge import GoldenSettings
+
+logger = logging.getLogger(__name__)
 
 Encoding = Literal["auto", "utf-8", "utf-8-sig", "gb18030", "gbk", "gb2312", "big5"]
 
@@ -63,20 +76,290 @@ class StandardizeConfig(_Model):
     two_digit_year_pivot: int = Field(default=30, ge=0, le=99)
 
 
+# ----------------------------------------------------------------------------- blocking
+
+
+class BlockingRule(_Model):
+    """Pairs records whose values agree on every key in ``keys`` (nulls never agree)."""
+
+    name: str = Field(min_length=1)
+    keys: list[str] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_on(cls, data: Any) -> Any:
+        # "on" is accepted for "keys"; unquoted, YAML 1.1 reads the key `on` as boolean true
+        if isinstance(data, dict):
+            for alias in ("on", True):
+                if alias in data and "keys" not in data:
+                    data = {("keys" if k == alias else k): v for k, v in data.items()}
+        return data
+
+
+# Splink's names: every pair (link_and_dedupe), pairs within a source (dedupe_only),
+# pairs across sources (link_only).
+LinkType = Literal["link_and_dedupe", "dedupe_only", "link_only"]
+_OLD_LINK_TYPES = {"dedupe_and_link": "link_and_dedupe"}
+
+
+class BlockingSettings(_Model):
+    """Blocking section of a run config."""
+
+    rules: list[BlockingRule] = Field(default_factory=lambda: list(DEFAULT_RULES))
+    # A block this large (e.g. 张伟 born 1990 in a huge registry) is reported; above
+    # max_block_size it is skipped, because its pairs would swamp comparison and EM.
+    warn_block_size: int = Field(default=500, ge=2)
+    max_block_size: int = Field(default=5000, ge=2)
+    link_type: LinkType = "link_and_dedupe"
+
+    @field_validator("link_type", mode="before")
+    @classmethod
+    def _old_spelling(cls, value: Any) -> Any:
+        if value in _OLD_LINK_TYPES:
+            new = _OLD_LINK_TYPES[value]
+            logger.warning(
+                "blocking.link_type '%s' is deprecated; write '%s' (Splink's name)", value, new
+            )
+            return new
+        return value
+
+
+DEFAULT_RULES: tuple[BlockingRule, ...] = (
+    BlockingRule(name="id_number", keys=[schema.ID_STD]),
+    BlockingRule(name="pinyin_name_birth_year", keys=["name_pinyin_sorted", "birth_year"]),
+    BlockingRule(
+        name="fuzzy_surname_birth_date",
+        keys=[schema.name_col(schema.NAME, "surname_fuzzy"), "birth_date"],
+    ),
+    BlockingRule(
+        name="given_name_birth_date", keys=[schema.name_col(schema.NAME, "given"), "birth_date"]
+    ),
+    BlockingRule(name="id_birth_region", keys=[schema.ID_BIRTH_DATE, schema.ID_REGION_CODE]),
+    BlockingRule(name="phone", keys=[schema.PHONE_STD]),
+    BlockingRule(
+        name="pinyin_name_birth_month_day", keys=["name_pinyin_sorted", "birth_month_day"]
+    ),
+    BlockingRule(name="minority_head_birth_year", keys=["name_minority_head", "birth_year"]),
+    BlockingRule(
+        name="fuzzy_name_hukou_district",
+        keys=[
+            schema.name_col(schema.NAME, "fuzzy"),
+            schema.address_col(schema.HUKOU_ADDRESS, "district"),
+        ],
+    ),
+)
+
+
+# ----------------------------------------------------------------------------- comparisons
+# One spec per comparison type, discriminated by ``type``; ``linkage.compare`` builds the
+# comparison objects from them and takes each type's level names from ``LEVELS`` here, so
+# load-time checks and the comparisons agree on one vocabulary.
+
+
+def _unit_interval(value: float) -> float:
+    if not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"must be in (0, 1], got {value!r}")
+    return float(value)
+
+
+Threshold = Annotated[float, AfterValidator(_unit_interval)]
+
+
+class _ComparisonSpec(_Model):
+    LEVELS: ClassVar[tuple[str, ...]] = ()
+    name: str
+
+    def levels(self) -> list[str]:
+        """Level names, ``else`` first and the closest agreement last."""
+        return list(self.LEVELS)
+
+
+class NameSpec(_ComparisonSpec):
+    """Chinese names (and former names): exact, clean, truncated, pinyin, look-alike, similar."""
+
+    LEVELS = (
+        "else",
+        "similar",
+        "lookalike",
+        "fuzzy_pinyin",
+        "pinyin",
+        "truncated",
+        "clean_exact",
+        "exact",
+    )
+    type: Literal["name"] = "name"
+    name: str = "name"
+    fields: list[str] = Field(default=[schema.NAME, schema.FORMER_NAME], min_length=1)
+    similar_threshold: Threshold = 0.92
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _one_field(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class IdSpec(_ComparisonSpec):
+    """Resident ID numbers, with the 15-to-18-digit upgrade and near misses."""
+
+    LEVELS = ("else", "birth_region", "near_miss", "same_person_15_18", "exact")
+    type: Literal["id"] = "id"
+    name: str = "id"
+    column: str = schema.ID_STD
+    from_15_column: str = schema.ID_FROM_15
+
+
+class BirthDateSpec(_ComparisonSpec):
+    """Birth dates, with year typos, lunar dates and day/month swaps."""
+
+    LEVELS = ("else", "same_year", "year_typo", "lunar", "day_month_swap", "exact")
+    type: Literal["birth_date"] = "birth_date"
+    name: str = "birth_date"
+    column: str = schema.BIRTH_DATE_STD
+    fallback: str | None = schema.ID_BIRTH_DATE
+    both_witnesses: bool = False
+
+
+class ExactSpec(_ComparisonSpec):
+    """Exact agreement of one column (with an optional fallback column)."""
+
+    LEVELS = ("else", "exact")
+    type: Literal["exact"] = "exact"
+    column: str | None = None
+    fallback: str | None = None
+
+
+class StringSpec(_ComparisonSpec):
+    """Exact, then Jaro-Winkler at or above each threshold."""
+
+    type: Literal["string"] = "string"
+    column: str | None = None
+    thresholds: list[Threshold] = Field(default=[0.92, 0.8], min_length=1)
+
+    def levels(self) -> list[str]:
+        """``else``, one ``jaro_winkler_<t>`` per threshold (lowest first), ``exact``."""
+        ts = sorted(set(self.thresholds))
+        return ["else"] + [f"jaro_winkler_{t:g}" for t in ts] + ["exact"]
+
+
+class DateSpec(_ComparisonSpec):
+    """A generic date column: exact, day/month swap, one digit off, same year."""
+
+    LEVELS = ("else", "same_year", "one_digit", "day_month_swap", "exact")
+    type: Literal["date"] = "date"
+    column: str | None = None
+
+
+class PhoneSpec(_ComparisonSpec):
+    """Phone numbers: exact or the last eight digits."""
+
+    LEVELS = ("else", "last8", "exact")
+    type: Literal["phone"] = "phone"
+    name: str = "phone"
+    column: str = schema.PHONE_STD
+
+
+class AddressSpec(_ComparisonSpec):
+    """One address field: same detail, district or city."""
+
+    LEVELS = ("else", "same_city", "same_district", "same_detail")
+    type: Literal["address"] = "address"
+    name: str = ""  # empty: the field's name
+    field: str = schema.HUKOU_ADDRESS
+    detail_threshold: Threshold = 0.8
+
+    @model_validator(mode="after")
+    def _default_name(self) -> AddressSpec:
+        if not self.name:
+            self.name = self.field
+        return self
+
+
+class ContactSpec(_ComparisonSpec):
+    """Phone and current address counted once, as one piece of contact evidence."""
+
+    LEVELS = ("else", "district", "address", "phone", "phone_and_address")
+    type: Literal["contact"] = "contact"
+    name: str = "contact"
+    phone_column: str = schema.PHONE_STD
+    address_field: str = schema.CURRENT_ADDRESS
+    detail_threshold: Threshold = 0.8
+
+
+ComparisonSpec = Annotated[
+    NameSpec
+    | IdSpec
+    | BirthDateSpec
+    | ExactSpec
+    | StringSpec
+    | DateSpec
+    | PhoneSpec
+    | AddressSpec
+    | ContactSpec,
+    Field(discriminator="type"),
+]
+COMPARISON_TYPES: tuple[str, ...] = (
+    "name",
+    "id",
+    "birth_date",
+    "exact",
+    "string",
+    "date",
+    "phone",
+    "address",
+    "contact",
+)
+
+
+def _unique_names(specs: list[Any]) -> list[Any]:
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        if spec.name in seen:
+            raise ValueError(
+                f"comparisons[{i}].name: '{spec.name}' already used by comparisons[{seen[spec.name]}]"
+            )
+        seen[spec.name] = i
+    return specs
+
+
+ComparisonSpecs = Annotated[
+    list[ComparisonSpec], Field(min_length=1), AfterValidator(_unique_names)
+]
+COMPARISON_SPECS: TypeAdapter[list[Any]] = TypeAdapter(ComparisonSpecs)
+
+
+def default_comparison_specs() -> list[Any]:
+    """Specs of the default comparisons; phone and current address count once, as contact."""
+    return [
+        NameSpec(),
+        IdSpec(),
+        BirthDateSpec(),
+        # the ID's 17th digit stands in for a missing recorded gender
+        ExactSpec(name="gender", column=schema.GENDER_STD, fallback=schema.ID_GENDER),
+        ExactSpec(name="ethnicity", column=schema.ETHNICITY_STD),
+        ContactSpec(),
+        AddressSpec(name=schema.HUKOU_ADDRESS, field=schema.HUKOU_ADDRESS),
+    ]
+
+
+# ----------------------------------------------------------------------------- model and later
+
+
 class ModelSettings(_Model):
     """Scoring: how the Fellegi–Sunter model is trained."""
 
     # Random record pairs compared to estimate u-probabilities (non-matches dominate them).
     u_sample_pairs: int = Field(default=1_000_000, ge=1000)
     max_iter: int = Field(default=100, ge=1)
-    # Prior match share among candidate pairs; null lets EM estimate it.
+    # Match share among candidate (blocked) pairs, the model's lambda; null lets training
+    # estimate it (from prior_rules, or by EM).
     prior: float | None = Field(default=None, gt=0, lt=1)
     # Comparisons whose exact level is adjusted by how common the value is (张伟 vs 欧阳婧璇).
     term_frequency: dict[str, str] = Field(
         default_factory=lambda: {"name": schema.name_col(schema.NAME, "clean")}
     )
     # Training sessions: each names comparisons and the level they must reach; EM learns the
-    # other comparisons' m from those pairs. Sessions naming absent comparisons are skipped.
+    # other comparisons' m from those pairs. Written ones must name existing comparisons and
+    # levels (checked at load); the defaults skip those a run's comparisons lack.
     training_sessions: list[dict[str, str]] = Field(
         default_factory=lambda: [
             {"id": "exact"},
@@ -84,8 +367,8 @@ class ModelSettings(_Model):
             {"contact": "phone", "birth_date": "exact"},
         ]
     )
-    # Pairs meeting any of these rules are counted as matches to estimate the prior
-    # probability that two random records match, with the rules' assumed recall.
+    # Pairs meeting any of these rules are counted as matches to estimate
+    # probability_two_random_records_match (Splink's name), with the rules' assumed recall.
     prior_rules: list[dict[str, str]] = Field(
         default_factory=lambda: [{"id": "exact"}, {"name": "clean_exact", "birth_date": "exact"}]
     )
@@ -128,6 +411,45 @@ class SparkSettings(_Model):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
+# ----------------------------------------------------------------------------- golden records
+
+SurvivorshipRule = Literal["valid_id", "most_frequent", "most_recent", "source_priority"]
+
+
+class FieldRule(_Model):
+    """How one golden field is chosen: the value column, the rule, and where it comes from."""
+
+    column: str
+    rule: SurvivorshipRule = "most_frequent"
+    raw: str | None = None  # raw column reported beside the standardized value
+
+
+class GoldenSettings(_Model):
+    """Survivorship section of a run config."""
+
+    # Earlier sources win ties; sources not listed come after, in name order.
+    source_priority: list[str] = Field(default_factory=list)
+    fields: dict[str, FieldRule] = Field(default_factory=lambda: dict(DEFAULT_FIELDS))
+
+    def with_sources(self, sources: list[str]) -> GoldenSettings:
+        """Return these settings with ``source_priority`` defaulting to ``sources`` in order."""
+        if self.source_priority:
+            return self
+        return self.model_copy(update={"source_priority": list(sources)})
+
+
+DEFAULT_FIELDS: dict[str, FieldRule] = {
+    schema.NAME: FieldRule(column=schema.name_col(schema.NAME, "clean"), rule="most_frequent"),
+    schema.ID_NUMBER: FieldRule(column=schema.ID_STD, rule="valid_id"),
+    schema.GENDER: FieldRule(column=schema.GENDER_STD, rule="most_frequent"),
+    schema.BIRTH_DATE: FieldRule(column=schema.BIRTH_DATE_STD, rule="most_frequent"),
+    schema.ETHNICITY: FieldRule(column=schema.ETHNICITY_STD, rule="most_frequent"),
+    schema.PHONE: FieldRule(column=schema.PHONE_STD, rule="most_recent"),
+    schema.HUKOU_ADDRESS: FieldRule(column=schema.HUKOU_ADDRESS, rule="source_priority"),
+    schema.CURRENT_ADDRESS: FieldRule(column=schema.CURRENT_ADDRESS, rule="most_recent"),
+}
+
+
 class RunConfig(_Model):
     """A whole run: its sources and the settings of each stage."""
 
@@ -139,16 +461,62 @@ class RunConfig(_Model):
     standardize: StandardizeConfig = Field(default_factory=StandardizeConfig)
     blocking: BlockingSettings = Field(default_factory=BlockingSettings)
     # Comparison entries ({type: name, name: name}, ...); null uses the defaults.
-    comparisons: list[dict[str, Any]] | None = None
+    comparisons: ComparisonSpecs | None = None
     model: ModelSettings = Field(default_factory=ModelSettings)
     clustering: ClusterSettings = Field(default_factory=ClusterSettings)
     golden: GoldenSettings = Field(default_factory=GoldenSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
     config_path: Path | None = Field(default=None, exclude=True)
 
-    def source_names(self) -> list[str]:
-        """Return the source names in config order."""
-        return list(self.sources)
+    def comparison_specs(self) -> list[Any]:
+        """The run's comparison specs: the configured ones, or the defaults."""
+        return (
+            list(self.comparisons) if self.comparisons is not None else default_comparison_specs()
+        )
+
+    def golden_settings(self, sources: list[str] | None = None) -> GoldenSettings:
+        """Survivorship settings; source priority defaults to ``sources`` or config order."""
+        return self.golden.with_sources(list(sources or self.sources))
+
+    @model_validator(mode="after")
+    def _check_references(self) -> RunConfig:
+        # Written rules must name comparisons and levels that exist; the defaults of
+        # ModelSettings name the default comparisons and are skipped where absent.
+        levels = {spec.name: spec.levels() for spec in self.comparison_specs()}
+        problems = []
+        written = self.model.model_fields_set
+        for key in ("training_sessions", "prior_rules"):
+            if key not in written:
+                continue
+            for i, rule in enumerate(getattr(self.model, key)):
+                problems += _rule_problems(f"model.{key}[{i}]", rule, levels)
+        if "term_frequency" in written:
+            for name in self.model.term_frequency:
+                if name not in levels:
+                    problems.append(
+                        f"key 'model.term_frequency.{name}': no comparison named '{name}'; "
+                        f"comparisons are {', '.join(levels)}"
+                    )
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
+
+
+def _rule_problems(key: str, rule: dict[str, str], levels: dict[str, list[str]]) -> list[str]:
+    problems = []
+    if not rule:
+        problems.append(f"key '{key}': a rule must name at least one comparison")
+    for name, level in rule.items():
+        if name not in levels:
+            problems.append(
+                f"key '{key}': no comparison named '{name}'; comparisons are {', '.join(levels)}"
+            )
+        elif level not in levels[name]:
+            problems.append(
+                f"key '{key}.{name}': comparison '{name}' has no level '{level}'; "
+                f"its levels are {', '.join(levels[name])}"
+            )
+    return problems
 
 
 def _read_yaml(path: Path) -> Any:
@@ -194,11 +562,17 @@ def _resolve_source(name: str, entry: Any, base: Path, config_file: Path) -> dic
     return merged
 
 
+def _strip_tags(loc: tuple) -> list:
+    """Drop the discriminator tag pydantic puts in a union member's location."""
+    tag_at = 2 if loc[:1] == ("comparisons",) else 1 if loc[:1] and isinstance(loc[0], int) else -1
+    return [p for i, p in enumerate(loc) if not (i == tag_at and p in COMPARISON_TYPES)]
+
+
 def format_validation_errors(exc: ValidationError, prefix: str = "") -> list[str]:
     """One ``key 'a.b': problem`` line per pydantic error, worded for a YAML author."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+        loc = ".".join(str(p) for p in _strip_tags(err["loc"]) if p != "__root__")
         key = f"{prefix}{loc}" if loc else prefix.rstrip(".")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":

@@ -3,7 +3,11 @@
 LinkageError
 ├── ConfigError      bad YAML or config value; names the file and key path
 ├── InputError       bad input data; names the file, row and column
-└── NotFittedError   a model used before fit() or load()
+│   └── StoreError   not an identity store, or one this release cannot read
+└── NotFittedError   a model used before fit() or load() (also ValueError, AttributeError)
+
+The CLI maps every ``LinkageError`` to exit code 2. A bare ``ValueError`` or ``TypeError``
+means a programming error (a wrong argument from Python code), not bad data or config.
 """
 
 from __future__ import annotations
@@ -52,5 +56,13 @@ class InputError(LinkageError):
         super().__init__(prefix + message)
 
 
-class NotFittedError(LinkageError):
-    """A model was used before it was fitted or loaded."""
+class StoreError(InputError):
+    """An identity store cannot be opened or read: wrong file, folder, or schema version."""
+
+
+class NotFittedError(LinkageError, ValueError, AttributeError):
+    """A model was used before it was fitted or loaded.
+
+    Also a ``ValueError`` and ``AttributeError``, as scikit-learn's is, so code written
+    for scikit-learn estimators catches it.
+    """

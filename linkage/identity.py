@@ -16,16 +16,16 @@ from linkage import schema
 
 logger = logging.getLogger(__name__)
 
-CLUSTER = "cluster"
-# Columns of the identities table and of the events table.
-STATUS = "status"
-MERGED_INTO = "merged_into"
-CREATED_RUN = "created_run"
-UPDATED_RUN = "updated_run"
-EVENT = "event"
-OTHER_IDENTITY = "other_identity"
-IDENTITY_COLUMNS = (schema.IDENTITY_ID, STATUS, MERGED_INTO, CREATED_RUN, UPDATED_RUN)
-EVENT_COLUMNS = (EVENT, schema.IDENTITY_ID, OTHER_IDENTITY, schema.SOURCE, schema.RECORD_ID)
+# Column names live in schema; these aliases keep ``from linkage.identity import ...`` working.
+CLUSTER = schema.CLUSTER_ID
+STATUS = schema.STATUS
+MERGED_INTO = schema.MERGED_INTO
+CREATED_RUN = schema.CREATED_RUN
+UPDATED_RUN = schema.UPDATED_RUN
+EVENT = schema.EVENT
+OTHER_IDENTITY = schema.OTHER_IDENTITY
+IDENTITY_COLUMNS = schema.IDENTITY_COLUMNS
+EVENT_COLUMNS = schema.EVENT_COLUMNS
 EVENTS = (
     "created",
     "record_added",

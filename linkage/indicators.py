@@ -35,7 +35,7 @@ DISTRICT_COLUMNS: tuple[str, ...] = (
 POPULATION_SOURCES: tuple[str, ...] = ("police",)
 OVERALL = "overall"
 UNKNOWN_DISTRICT = "unknown"
-# Policy targets (DOMAIN.md): migrant health files >= 80 %, child vaccination >= 95 %.
+# Policy targets of the national migrant health-service plans: migrant health files >= 80 %, child vaccination >= 95 %.
 HEALTH_FILE_TARGET = 0.80
 VACCINATION_TARGET = 0.95
 
@@ -448,3 +448,25 @@ def below_target(indicators: pd.DataFrame, n: int = 10, min_eligible: int = 1) -
         .head(n)
         .reset_index(drop=True)
     )
+
+
+__all__ = [
+    "FAMILY_PLANNING",
+    "HEALTH_FILE",
+    "HEALTH_FILE_TARGET",
+    "INDICATOR_COLUMNS",
+    "MATERNAL_CARE",
+    "OVERALL",
+    "PERSON_COLUMNS",
+    "UNKNOWN_DISTRICT",
+    "VACCINATION",
+    "VACCINATION_TARGET",
+    "below_target",
+    "child_vaccination_coverage",
+    "coverage_indicators",
+    "health_file_coverage",
+    "maternal_care_coverage",
+    "multi_registry_coverage",
+    "person_table",
+    "reference_date_of",
+]

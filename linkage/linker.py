@@ -1,71 +1,158 @@
-"""The ``Linker``: holds a run config, sequences read → standardize → link, writes outputs.
+"""The ``Linker``: holds a run config and an identity store path; runs, writes, ingests, searches.
 
-Thin by design: the work is in the stage functions. Nothing else in the package imports it.
+Thin by design: the work is in the stage functions and the compositions (``pipeline``,
+``incremental``). The Linker owns every path a run touches (sources through the config,
+the store, the output folder), so the CLI and Python users get the same capabilities.
+Nothing else in the package imports it except the CLI.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from linkage import schema
 from linkage.config import RunConfig, load_config
-from linkage.io import read_sources
+from linkage.incremental import IngestResult, ingest, search, write_batch
+from linkage.io import atomic_write, read_records, write_csv, write_parquet
 from linkage.model import FellegiSunterModel
-from linkage.pipeline import LinkResult, Progress, link_records, write_outputs
-from linkage.standardize.combine import standardize
+from linkage.pipeline import STAGES, LinkResult, Progress, link_records
+from linkage.store import Store
+from linkage.tables import attach_keys
 
 logger = logging.getLogger(__name__)
 
+StorePath = str | os.PathLike
+
 
 class Linker:
-    """Run a batch merge described by a ``RunConfig``; ``run()`` returns a ``LinkResult``."""
+    """Run a batch merge described by a ``RunConfig``; ``run()`` returns a ``LinkResult``.
 
-    def __init__(self, config: RunConfig, *, model: FellegiSunterModel | None = None):
+    With ``store`` (a path to an identity store file), ``run()`` also writes the batch into
+    the store, keeping the identity ids it already holds; ``ingest()`` links the config's
+    sources against the store; ``search()`` ranks stored identities for one record.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig | None = None,
+        *,
+        model: FellegiSunterModel | None = None,
+        store: StorePath | None = None,
+    ):
         self.config = config
         self.model = model
+        self.store = Path(store) if store is not None else None
         self.records_: pd.DataFrame | None = None
         self.result_: LinkResult | None = None
+        self._timings: dict[str, float] = {}
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> Linker:
-        """Build a Linker from a run config YAML file."""
-        return cls(load_config(path))
+    def from_yaml(cls, path: str | Path, *, store: StorePath | None = None) -> Linker:
+        """Build a Linker from a run config YAML file (``ConfigError`` when it is invalid)."""
+        return cls(load_config(path), store=store)
+
+    def _config(self) -> RunConfig:
+        if self.config is None:
+            raise TypeError("this Linker has no run config: pass one to Linker(config, ...)")
+        return self.config
+
+    def _store_path(self) -> Path:
+        if self.store is None:
+            raise TypeError("this Linker has no identity store: pass Linker(..., store=PATH)")
+        return self.store
 
     def standardize(self) -> pd.DataFrame:
-        """Read every source and return the standardized records (cached)."""
+        """Read every source and return the standardized records in canonical order (cached)."""
         if self.records_ is None:
-            t = time.perf_counter()
-            raw = read_sources(self.config)
-            # A canonical row order makes every later stage (random u sample, tie-breaks)
-            # independent of the order rows arrive in: same inputs, same identities.
-            raw = raw.sort_values([schema.SOURCE, schema.RECORD_ID], kind="stable")
-            read_s = time.perf_counter() - t
-            self.records_ = standardize(raw, self.config.standardize)
-            self.records_.attrs["read_seconds"] = read_s
+            self._timings = {}
+            self.records_ = read_records(self._config(), timings=self._timings)
         return self.records_
 
     def run(self, progress: Progress | None = None) -> LinkResult:
-        """Run the whole batch and return identities, golden records, scored pairs and the model."""
+        """Run the whole batch and return identities, golden records, scored pairs and the model.
+
+        ``progress`` is called once per name in ``pipeline.STAGES``. With a store, the
+        result's identity ids are the store's stable ids.
+        """
         say = progress or (lambda _msg: None)
-        t = time.perf_counter()
-        say("reading and standardizing")
+        config = self._config()
+        say(STAGES[0])
         records = self.standardize()
-        std_s = time.perf_counter() - t
-        result = link_records(records, self.config, model=self.model, progress=progress)
+        result = link_records(records, config, model=self.model, progress=progress)
+        read = self._timings.get("read", 0.0)
         seconds = {
-            "read": round(records.attrs.get("read_seconds", 0.0), 3),
-            "standardize": round(std_s - records.attrs.get("read_seconds", 0.0), 3),
+            "read": round(read, 3),
+            "standardize": round(sum(self._timings.values()) - read, 3),
         }
         seconds.update(result.summary.get("seconds", {}))
         result.summary["seconds"] = seconds
+        if self.store is not None:
+            t = time.perf_counter()
+            with Store.open(self.store) as store:
+                result = write_batch(store, result, config)
+            result.summary["seconds"]["store"] = round(time.perf_counter() - t, 3)
         self.result_ = result
         return result
 
     def write(self, output: str | Path) -> dict[str, Path]:
-        """Write the last run's outputs to ``output``; runs first if needed."""
+        """Write the last run's outputs to ``output`` (runs first if needed); return the paths.
+
+        identities.csv, golden_records.csv, pairs.parquet (pairs at or above
+        ``output.pairs_min_probability``), model.json, cluster_sizes.csv, summary.json; each
+        written atomically.
+        """
         result = self.result_ or self.run()
-        return write_outputs(result, output, self.config)
+        return write_outputs(result, output, self._config())
+
+    def ingest(
+        self, progress: Progress | None = None, *, output: str | Path | None = None
+    ) -> IngestResult:
+        """Link the config's sources (new or updated records) against the identity store.
+
+        With ``output``, writes identities.csv (the affected records) and events.csv there.
+        Raises ``StoreError``/``InputError`` for a missing or foreign store.
+        """
+        with Store.open(self._store_path(), create=False) as store:
+            result = ingest(store, self._config(), progress=progress)
+        if output is not None:
+            output = Path(output)
+            output.mkdir(parents=True, exist_ok=True)
+            write_csv(result.identities, output / "identities.csv")
+            write_csv(result.events, output / "events.csv")
+        return result
+
+    def search(self, record: dict[str, Any], top: int = 5) -> list[dict]:
+        """Return the ``top`` stored identities most likely to be this record's person."""
+        with Store.open(self._store_path(), create=False) as store:
+            return search(store, record, top=top)
+
+
+def write_outputs(result: LinkResult, output: str | Path, config: RunConfig) -> dict[str, Path]:
+    """Write identities.csv, golden_records.csv, pairs.parquet, model.json and summary.json atomically."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "identities": write_csv(result.identities, output / "identities.csv"),
+        "golden": write_csv(result.golden, output / "golden_records.csv"),
+    }
+    pairs = result.pairs
+    keep = pairs[schema.MATCH_PROBABILITY] >= config.output.pairs_min_probability
+    paths["pairs"] = write_parquet(
+        attach_keys(pairs[keep], result.records), output / "pairs.parquet"
+    )
+    if len(result.pairs):
+        paths["model"] = result.model.save(output / "model.json")
+    sizes = result.cluster_sizes()
+    paths["cluster_sizes"] = write_csv(sizes, output / "cluster_sizes.csv")
+    text = json.dumps(result.summary, ensure_ascii=False, indent=2)
+    paths["summary"] = atomic_write(
+        output / "summary.json", lambda p: p.write_text(text, encoding="utf-8")
+    )
+    return paths

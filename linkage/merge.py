@@ -1,51 +1,16 @@
 """Golden records: one record per identity by survivorship rules, with provenance and conflicts.
 
-Pure function over the standardized records and their identity labels; imports schema only.
+Pure function over the standardized records and their identity labels; imports schema and
+its settings from config.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
 from linkage import schema
-
-Rule = Literal["valid_id", "most_frequent", "most_recent", "source_priority"]
-
-
-class FieldRule(BaseModel):
-    """How one golden field is chosen: the value column, the rule, and where it comes from."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    column: str
-    rule: Rule = "most_frequent"
-    raw: str | None = None  # raw column reported beside the standardized value
-
-
-class GoldenSettings(BaseModel):
-    """Survivorship section of a run config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # Earlier sources win ties; sources not listed come after, in name order.
-    source_priority: list[str] = Field(default_factory=list)
-    fields: dict[str, FieldRule] = Field(default_factory=lambda: dict(DEFAULT_FIELDS))
-
-
-DEFAULT_FIELDS: dict[str, FieldRule] = {
-    schema.NAME: FieldRule(column=schema.name_col(schema.NAME, "clean"), rule="most_frequent"),
-    schema.ID_NUMBER: FieldRule(column=schema.ID_STD, rule="valid_id"),
-    schema.GENDER: FieldRule(column=schema.GENDER_STD, rule="most_frequent"),
-    schema.BIRTH_DATE: FieldRule(column=schema.BIRTH_DATE_STD, rule="most_frequent"),
-    schema.ETHNICITY: FieldRule(column=schema.ETHNICITY_STD, rule="most_frequent"),
-    schema.PHONE: FieldRule(column=schema.PHONE_STD, rule="most_recent"),
-    schema.HUKOU_ADDRESS: FieldRule(column=schema.HUKOU_ADDRESS, rule="source_priority"),
-    schema.CURRENT_ADDRESS: FieldRule(column=schema.CURRENT_ADDRESS, rule="most_recent"),
-}
+from linkage.config import DEFAULT_FIELDS, FieldRule, GoldenSettings  # noqa: F401 - re-exported
 
 # Fields where two different values inside one identity are worth an analyst's look.
 CONFLICT_FIELDS = (schema.ID_NUMBER, schema.BIRTH_DATE, schema.GENDER)

@@ -1,6 +1,9 @@
 """Fellegi–Sunter match model: u by sampling, m and lambda by EM, scoring, explanations, JSON I/O.
 
 Pure numpy/pandas; imports no linkage module except ``linkage.schema`` and ``linkage.errors``.
+Fitting is self-contained: each ``fit*`` method takes the data it needs as arguments and
+sets only its own fitted ``*_`` attributes. The training policy (which pairs, which rules)
+is ``linkage.training``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from linkage.schema import GAMMA_PREFIX, MATCH_PROBABILITY, MATCH_WEIGHT, MW_PRE
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+# Version 2 adds the resolved run settings (comparison specs, blocking, standardize) in
+# ``settings``; version 1 files still load.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MODEL_KIND = "fellegi_sunter"
 PRIOR_ROW = "prior"
 # Patterns are counted with np.bincount over a mixed-radix key while the key space stays
@@ -37,6 +43,33 @@ def match_probability(weight: np.ndarray | float) -> np.ndarray:
     # exp2 of a non-positive number never overflows; pick the form that keeps it so.
     e = np.exp2(-np.abs(w))
     return np.where(w >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def probability_two_random_records_match(
+    vectors: pd.DataFrame,
+    rules: Sequence[Mapping[str, int]],
+    n_records: int,
+    recall: float = 1.0,
+) -> float:
+    """Splink's prior: the probability that two records drawn at random are one person.
+
+    Candidate pairs (``vectors``, ``gamma_<name>`` columns) meeting any rule ({comparison:
+    minimum level}) count as matches, divided by the rules' assumed ``recall`` and by all
+    n (n-1) / 2 record pairs; clipped to [1e-12, 0.5]. Not the match share among blocked
+    pairs (lambda of EM): blocking concentrates matches, so this is far smaller.
+    """
+    hit = np.zeros(len(vectors), dtype=bool)
+    for rule in rules:
+        ok = np.ones(len(vectors), dtype=bool)
+        for name, level in rule.items():
+            ok &= vectors[GAMMA_PREFIX + name].to_numpy() >= level
+        hit |= ok
+    total = max(n_records * (n_records - 1) / 2, 1.0)
+    prior = float(np.clip(max(hit.sum(), 1) / recall / total, 1e-12, 0.5))
+    logger.info(
+        "probability_two_random_records_match %.3g from %d rule hits", prior, int(hit.sum())
+    )
+    return prior
 
 
 def _smoothed_distribution(counts: np.ndarray, floor: float) -> np.ndarray:
@@ -70,9 +103,12 @@ class FellegiSunterModel:
     """Fellegi–Sunter model over comparison vectors (``gamma_<name>`` int8 columns).
 
     Levels per comparison: -1 null (weight 0), 0 else, 1..K-1 increasingly close agreement.
-    ``prior`` is the match share among blocked pairs: EM's starting lambda, and the lambda
-    of :meth:`fit_supervised` in place of the label share. ``u_floor`` (default 1/(2n) of
-    the sampled pairs) bounds u and term frequencies from below. ``tf_columns`` maps a
+    ``lambda_`` is the prior match probability of a scored pair. :meth:`fit` (EM) estimates
+    it as the match share among the blocked pairs; :meth:`fit_sessions` uses Splink's
+    ``probability_two_random_records_match``; :meth:`fit_supervised` the label share.
+    ``prior``, when set, is ``lambda_`` for the last two and EM's starting value for the
+    first. ``u_floor`` (default 1/(2n) of the sampled pairs) bounds u and term frequencies
+    from below. ``tf_columns`` maps a
     comparison to its exact-agreement level, the one that gets term-frequency adjustment.
     Editing the result of :meth:`score` never edits its input.
     """
@@ -226,10 +262,12 @@ class FellegiSunterModel:
     def estimate_prior(
         self, vectors_blocked: pd.DataFrame, rule: Mapping[str, int], *, recall: float = 1.0
     ) -> FellegiSunterModel:
-        """Estimate lambda (match share among blocked pairs) from a deterministic rule.
+        """Estimate lambda (the match share among blocked pairs) from a deterministic rule.
 
         A pair counts as a match when every comparison named in ``rule`` is at or above the
         given level; ``recall`` is the share of true matches the rule is believed to catch.
+        Sets ``lambda_estimate_``, the starting lambda of :meth:`fit` (unless ``prior`` is set).
+        Raises ``ValueError`` for an empty rule, a recall outside (0, 1] or an unknown name.
         """
         if not rule:
             raise ValueError("rule must name at least one comparison")
@@ -243,7 +281,7 @@ class FellegiSunterModel:
             hit &= gamma[:, self.comparisons.index(name)] >= int(level)
         n = max(len(gamma), 1)
         share = hit.sum() / recall / n
-        self.prior_estimate_ = float(np.clip(share, _LAMBDA_CLIP, 1 - _LAMBDA_CLIP))
+        self.lambda_estimate_ = float(np.clip(share, _LAMBDA_CLIP, 1 - _LAMBDA_CLIP))
         logger.info("estimated lambda %.4g from %d rule hits in %d pairs", share, hit.sum(), n)
         return self
 
@@ -252,19 +290,30 @@ class FellegiSunterModel:
         m = 3.0 ** np.arange(self._k(name))
         return m / m.sum()
 
-    def fit(self, vectors: pd.DataFrame, *, fix_u: bool = True) -> FellegiSunterModel:
-        """Estimate m-probabilities and lambda by EM over blocked pairs (u fixed by default)."""
+    def fit(
+        self,
+        vectors: pd.DataFrame,
+        *,
+        random: pd.DataFrame | None = None,
+        fix_u: bool = True,
+    ) -> FellegiSunterModel:
+        """Estimate m-probabilities and lambda by EM over blocked pairs (u fixed by default).
+
+        ``random``: comparison vectors of randomly sampled pairs; u is estimated from them
+        first (:meth:`estimate_u`). With ``fix_u`` and no ``random``, u must already be
+        estimated. ``lambda_`` is then the match share among ``vectors``.
+        Raises ``NotFittedError`` (no u) and ``InputError`` (no pairs).
+        """
+        if random is not None:
+            self.estimate_u(random)
         if fix_u and not hasattr(self, "u_"):
             raise NotFittedError(
-                "fit(fix_u=True) needs u: call estimate_u() on sampled pairs first"
+                "fit(fix_u=True) needs u: pass random= or call estimate_u() on sampled pairs first"
             )
         gamma = self._gamma_matrix(vectors)
         if len(gamma) == 0:
             raise InputError("cannot fit on an empty comparison-vector table")
-        patterns, counts = self._patterns(gamma)
-        logger.info("EM over %d pairs, %d distinct patterns", len(gamma), len(patterns))
         names = self.comparisons
-        m = {n: self._initial_m(n) for n in names}
         if hasattr(self, "u_"):
             u = {n: np.asarray(self.u_[n], dtype=np.float64).copy() for n in names}
         else:
@@ -272,7 +321,24 @@ class FellegiSunterModel:
         u_floor = {
             n: getattr(self, "u_floor_", {}).get(n, self._u_floor_for(len(gamma))) for n in names
         }
-        lam = self.prior if self.prior is not None else getattr(self, "prior_estimate_", 0.1)
+        lam = self.prior if self.prior is not None else getattr(self, "lambda_estimate_", 0.1)
+        self._set_em(self._em(gamma, u, u_floor, lam, fix_u=fix_u))
+        return self
+
+    def _em(
+        self,
+        gamma: np.ndarray,
+        u: dict[str, np.ndarray],
+        u_floor: dict[str, float],
+        lam: float,
+        *,
+        fix_u: bool,
+    ) -> dict[str, Any]:
+        """Run EM from the given u and lambda; return m, u, u_floor, lambda and the trace."""
+        patterns, counts = self._patterns(gamma)
+        logger.info("EM over %d pairs, %d distinct patterns", len(gamma), len(patterns))
+        names = self.comparisons
+        m = {n: self._initial_m(n) for n in names}
         # Per-comparison column indices into [null, level 0, ..., level K-1] lookup tables.
         idx = [patterns[:, j].astype(np.intp) + 1 for j in range(len(names))]
         history: list[float] = []
@@ -311,20 +377,29 @@ class FellegiSunterModel:
                 break
         if not converged:
             logger.warning("EM did not converge in %d iterations", self.max_iter)
-        self.m_ = m
-        self.u_ = u
-        self.u_floor_ = u_floor
-        self.lambda_ = lam
-        self.n_iter_ = n_iter
-        self.converged_ = converged
-        self.history_ = history
-        return self
+        return {
+            "m_": m,
+            "u_": u,
+            "u_floor_": u_floor,
+            "lambda_": lam,
+            "n_iter_": n_iter,
+            "converged_": converged,
+            "history_": history,
+        }
+
+    def _set_em(self, result: dict[str, Any]) -> None:
+        for key, value in result.items():
+            setattr(self, key, value)
 
     def fit_sessions(
         self,
         vectors: pd.DataFrame,
         sessions: Sequence[Mapping[str, int]],
         *,
+        random: pd.DataFrame | None = None,
+        prior_rules: Sequence[Mapping[str, int]] = (),
+        n_records: int | None = None,
+        prior_recall: float = 1.0,
         min_pairs: int = 50,
     ) -> FellegiSunterModel:
         """Estimate m by EM in training sessions, each over the pairs agreeing on its rule.
@@ -335,13 +410,23 @@ class FellegiSunterModel:
         pairs would instead take households sharing a phone for one person, because u from
         random pairs cannot describe non-matches that blocking made similar. Each m is the
         mean over the sessions that estimated it; a comparison no session covers falls back to
-        EM over all pairs. lambda stays the prior (set it with ``prior`` or estimate_prior).
+        EM over all pairs.
+
+        ``lambda_`` is ``prior`` when set; otherwise Splink's prior,
+        ``probability_two_random_records_match_``, estimated from ``prior_rules`` hits
+        among ``vectors`` over all ``n_records`` (n-1) / 2 record pairs (see
+        :func:`probability_two_random_records_match`); 1e-4 without rules.
+        ``random``: vectors of sampled pairs to estimate u from first.
+        Raises ``NotFittedError`` (no u) and ``ValueError`` (a rule naming no comparison).
         """
+        if random is not None:
+            self.estimate_u(random)
         if not hasattr(self, "u_"):
-            raise NotFittedError("fit_sessions() needs u: call estimate_u() first")
+            raise NotFittedError("fit_sessions() needs u: pass random= or call estimate_u()")
         gamma_cols = {n: GAMMA_PREFIX + n for n in self.comparisons}
         sums = {n: np.zeros(self._k(n)) for n in self.comparisons}
         seen = dict.fromkeys(self.comparisons, 0)
+        u_floor = dict(getattr(self, "u_floor_", {}))
         self.sessions_ = []
         for rule in sessions:
             unknown = [n for n in rule if n not in self.levels]
@@ -359,40 +444,43 @@ class FellegiSunterModel:
             sub = vectors.loc[mask, list(gamma_cols.values())].copy()
             for name in rule:
                 sub[gamma_cols[name]] = -1
-            session = FellegiSunterModel(
-                self.levels, max_iter=self.max_iter, tol=self.tol, m_floor=self.m_floor
-            )
-            session.u_ = self.u_
-            session.u_floor_ = self.u_floor_
-            session.prior_estimate_ = 0.5
-            session.fit(sub)
+            # a session's EM starts at lambda 0.5: its pairs are mostly matches
+            session = self._em(self._gamma_matrix(sub), self._u_copy(), u_floor, 0.5, fix_u=True)
             # A level never seen among n session pairs has m below about 1/(2n), not ~0:
             # the floor keeps one unusual value (a house number written differently) from
             # vetoing a match on data unlike the training data.
             floor = 1.0 / (2.0 * n_pairs)
             for name in self.comparisons:
                 if name not in rule:
-                    sums[name] += _apply_floor(session.m_[name], max(floor, self.m_floor))
+                    sums[name] += _apply_floor(session["m_"][name], max(floor, self.m_floor))
                     seen[name] += 1
                     info["estimated"].append(name)
         missing = [n for n in self.comparisons if seen[n] == 0]
         fallback = None
         if missing:
             logger.info("no training session estimated %s: EM over all pairs for them", missing)
-            fallback = FellegiSunterModel(
-                self.levels, max_iter=self.max_iter, tol=self.tol, m_floor=self.m_floor
+            fallback = self._em(
+                self._gamma_matrix(vectors), self._u_copy(), u_floor, 0.1, fix_u=True
             )
-            fallback.u_, fallback.u_floor_ = self.u_, self.u_floor_
-            fallback.fit(vectors)
-        self.m_ = {n: (sums[n] / seen[n]) if seen[n] else fallback.m_[n] for n in self.comparisons}
+        self.m_ = {
+            n: (sums[n] / seen[n]) if seen[n] else fallback["m_"][n] for n in self.comparisons
+        }
+        rules = [dict(r) for r in prior_rules]
+        if rules and n_records is not None:
+            self.probability_two_random_records_match_ = probability_two_random_records_match(
+                vectors, rules, n_records, prior_recall
+            )
         if self.prior is not None:
             self.lambda_ = float(self.prior)
         else:
-            self.lambda_ = float(getattr(self, "prior_estimate_", 1e-4))
+            self.lambda_ = float(getattr(self, "probability_two_random_records_match_", 1e-4))
         self.n_iter_ = 0
         self.converged_ = True
         self.history_ = []
         return self
+
+    def _u_copy(self) -> dict[str, np.ndarray]:
+        return {n: np.asarray(self.u_[n], dtype=np.float64).copy() for n in self.comparisons}
 
     def fit_supervised(self, vectors: pd.DataFrame, labels: np.ndarray) -> FellegiSunterModel:
         """Estimate m and u from labelled pairs (1 = match); lambda from the prior or label share."""
@@ -639,10 +727,11 @@ class FellegiSunterModel:
     def from_dict(cls, data: Mapping[str, Any]) -> FellegiSunterModel:
         """Rebuild a fitted model from :meth:`to_dict` output; other schema versions are refused."""
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise InputError(
                 f"model file has schema_version {version!r}; this version of linkage reads "
-                f"schema_version {SCHEMA_VERSION} only: re-train the model or use a matching release"
+                f"schema_versions {list(READABLE_VERSIONS)}: re-train the model or use a "
+                "matching release"
             )
         if data.get("model", MODEL_KIND) != MODEL_KIND:
             raise InputError(f"not a Fellegi–Sunter model file (model = {data.get('model')!r})")

@@ -1,7 +1,9 @@
 """The batch linking path: block → compare → score → cluster → merge over standardized records.
 
-Composes the stage functions; holds no state. The Linker, the CLI and (later) incremental
-ingest call ``link_records`` so the paths cannot drift apart. Must not import the Linker or CLI.
+Composition only: it sequences the stage functions and holds no state. ``compare_pairs``,
+``score_pairs`` and ``cluster_records`` are the mid-level steps the batch (``link_records``)
+and incremental ingest both call, so the two paths cannot drift apart. ``STAGES`` names the
+steps a run reports, in order. Must not import the incremental layer, the Linker or the CLI.
 """
 
 from __future__ import annotations
@@ -11,41 +13,49 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from linkage import schema
-from linkage.blocking import block, sample_random_pairs
+from linkage.blocking import block
 from linkage.cluster import (
-    CANNOT_LINK_GROUP,
-    CANNOT_LINK_KEY,
+    cannot_link_table,
     cluster_pairs,
     cluster_size_distribution,
     cluster_stats,
 )
-from linkage.compare import (
-    Comparison,
-    compare,
-    comparisons_from_config,
-    default_comparisons,
-    pair_tf,
-    term_frequencies,
-)
+from linkage.compare import Comparison, build_comparisons, compare, pair_tf, term_frequencies
 from linkage.config import RunConfig
-from linkage.errors import ConfigError, InputError
-from linkage.merge import GoldenSettings, merge_records
+from linkage.errors import InputError
+from linkage.merge import merge_records
 from linkage.model import FellegiSunterModel
+from linkage.tables import attach_keys
+from linkage.training import train_model
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
+# The steps a batch run reports through ``progress``, in order: one call each (the first
+# is the Linker's). A progress bar's length is len(STAGES).
+STAGES: tuple[str, ...] = (
+    "reading and standardizing",
+    "blocking",
+    "comparing",
+    "training model",
+    "scoring",
+    "clustering",
+    "building golden records",
+)
+
 
 @dataclass
 class LinkResult:
-    """Tables of one batch run; every table is a pandas DataFrame."""
+    """Tables of one batch run; every table is a pandas DataFrame.
+
+    ``summary`` holds counts and ``summary["seconds"]``, the seconds spent per stage.
+    """
 
     records: pd.DataFrame
     pairs: pd.DataFrame
@@ -66,31 +76,6 @@ class LinkResult:
     def pairs_with_keys(self) -> pd.DataFrame:
         """Return scored pairs with both records' source and record id in front."""
         return attach_keys(self.pairs, self.records)
-
-
-def build_comparisons(config: RunConfig) -> list[Comparison]:
-    """Return the run's comparisons: from the config, or the defaults for canonical fields."""
-    if config.comparisons is None:
-        return default_comparisons()
-    return comparisons_from_config(config.comparisons)
-
-
-def attach_keys(pairs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
-    """Add ``source_l``, ``record_id_l``, ``source_r``, ``record_id_r`` to a pair table."""
-    left = pairs[schema.ROW_L].to_numpy()
-    right = pairs[schema.ROW_R].to_numpy()
-    src = records[schema.SOURCE].to_numpy()
-    rid = records[schema.RECORD_ID].to_numpy()
-    keys = pd.DataFrame(
-        {
-            "source_l": src[left],
-            "record_id_l": rid[left],
-            "source_r": src[right],
-            "record_id_r": rid[right],
-        },
-        index=pairs.index,
-    )
-    return pd.concat([keys, pairs], axis=1)
 
 
 def identity_ids(records: pd.DataFrame, labels: pd.Series) -> np.ndarray:
@@ -138,112 +123,62 @@ def _labels_to_pairs(
     return pd.DataFrame({schema.ROW_L: lo, schema.ROW_R: hi}), y.to_numpy()[ok].astype(np.int8)
 
 
-def _level_rules(
-    rules: list[dict[str, str]], comparisons: list[Comparison]
-) -> list[dict[str, int]]:
-    """Turn {comparison: level name} rules into level indices; drop rules naming absent comparisons."""
-    levels = {c.name: list(c.levels) for c in comparisons}
-    out = []
-    for rule in rules:
-        if not all(name in levels for name in rule):
-            continue
-        try:
-            out.append({name: levels[name].index(level) for name, level in rule.items()})
-        except ValueError:
-            raise ConfigError(
-                f"rule {rule} names a level that does not exist; levels are "
-                + "; ".join(f"{n}: {levels[n]}" for n in rule),
-                key="model",
-            ) from None
-    return out
+def _stage(say: Progress, name: str, detail: str = "") -> None:
+    assert name in STAGES, name  # a new stage must be listed in STAGES
+    say(f"{name} {detail}".strip())
 
 
-def _random_match_prior(
-    vectors: pd.DataFrame, rules: list[dict[str, int]], n_records: int, recall: float
-) -> float:
-    """Probability that two random records match: rule hits among candidates over all pairs."""
-    hit = np.zeros(len(vectors), dtype=bool)
-    for rule in rules:
-        ok = np.ones(len(vectors), dtype=bool)
-        for name, level in rule.items():
-            ok &= vectors[schema.GAMMA_PREFIX + name].to_numpy() >= level
-        hit |= ok
-    total = max(n_records * (n_records - 1) / 2, 1.0)
-    prior = float(np.clip(max(hit.sum(), 1) / recall / total, 1e-12, 0.5))
-    logger.info("prior match probability %.3g from %d rule hits", prior, int(hit.sum()))
-    return prior
-
-
-def train_model(
+def compare_pairs(
     records: pd.DataFrame,
-    vectors: pd.DataFrame,
+    pairs: pd.DataFrame,
     comparisons: list[Comparison],
-    config: RunConfig,
+    tf_rows: dict[str, np.ndarray],
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Compare candidate pairs; return the vectors (with ``rule`` when pairs have it) and
+    the per-pair term frequencies of each comparison in ``tf_rows`` (per-row frequencies)."""
+    vectors = compare(records, pairs, comparisons)
+    if schema.RULE in pairs:
+        vectors[schema.RULE] = pairs[schema.RULE].to_numpy()
+    return vectors, {name: pair_tf(values, vectors) for name, values in tf_rows.items()}
+
+
+def score_pairs(
+    vectors: pd.DataFrame,
+    model: FellegiSunterModel,
+    comparisons: list[Comparison],
     tf: dict[str, np.ndarray],
-) -> FellegiSunterModel:
-    """Estimate u from random pairs and m by EM (or from labelled pairs when given)."""
-    settings = config.model
-    levels = {c.name: list(c.levels) for c in comparisons}
-    tf_levels = {name: len(levels[name]) - 1 for name in tf if name in levels}
-    model = FellegiSunterModel(
-        levels,
-        prior=settings.prior,
-        max_iter=settings.max_iter,
-        tf_columns=tf_levels,
-        settings=config.model_dump(mode="json", exclude={"sources"}),
+) -> pd.DataFrame:
+    """Score comparison vectors; term frequencies of comparisons the model does not adjust
+    are ignored. Adds ``mw_<name>``, ``match_weight`` and ``match_probability``."""
+    tf = {k: v for k, v in tf.items() if k in model.tf_columns}
+    return model.score(vectors, tf=tf) if len(vectors) else _empty_scored(vectors, comparisons)
+
+
+def cluster_records(records: pd.DataFrame, scored: pd.DataFrame, config: RunConfig) -> pd.Series:
+    """Cluster scored pairs of ``records`` (``rid`` 0..n-1) under the run's clustering
+    settings and cannot-link rule; return one cluster label per record."""
+    cannot = cannot_link_table(records) if config.clustering.cannot_link_same_source_ids else None
+    return cluster_pairs(
+        len(records),
+        scored,
+        config.clustering.threshold,
+        cannot_link=cannot,
+        max_cluster_size=config.clustering.max_cluster_size,
     )
-    random_pairs = sample_random_pairs(len(records), settings.u_sample_pairs, seed=settings.seed)
-    if config.blocking.link_type == "link_only":
-        # u describes the pairs that can be candidates: across sources only
-        src = records[schema.SOURCE].to_numpy()
-        cross = (
-            src[random_pairs[schema.ROW_L].to_numpy()] != src[random_pairs[schema.ROW_R].to_numpy()]
-        )
-        random_pairs = random_pairs[cross].reset_index(drop=True)
-    model.estimate_u(compare(records, random_pairs, comparisons))
-    if settings.labels is not None:
-        labels = pd.read_csv(settings.labels, dtype=str)
-        pairs, y = _labels_to_pairs(labels, records)
-        model.fit_supervised(compare(records, pairs, comparisons), y)
-        logger.info("model trained from %d labelled pairs", len(y))
-    elif len(vectors):
-        rules = _level_rules(settings.prior_rules, comparisons)
-        sessions = _level_rules(settings.training_sessions, comparisons)
-        if settings.prior is None and rules:
-            model.prior_estimate_ = _random_match_prior(
-                vectors, rules, len(records), settings.prior_recall
-            )
-        if sessions:
-            model.fit_sessions(vectors, sessions)
-            logger.info("training sessions: %s", model.sessions_)
-        else:
-            model.fit(vectors)
-    else:
-        logger.warning("no candidate pairs: the model keeps its u-probabilities only")
-    return model
 
 
-def cannot_link_table(records: pd.DataFrame, config: RunConfig) -> pd.DataFrame | None:
-    """Return the cannot-link table (same source, different valid IDs), or None when off."""
-    if not (config.clustering.cannot_link_same_source_ids and schema.ID_STD in records):
-        return None
-    valid = records[schema.ID_VALID].eq(True) if schema.ID_VALID in records else True
-    keyed = records[schema.ID_STD].where(valid)
-    return pd.DataFrame(
-        {
-            schema.ROW: records[schema.ROW].to_numpy(),
-            CANNOT_LINK_KEY: keyed.to_numpy(),
-            CANNOT_LINK_GROUP: records[schema.SOURCE].to_numpy(),
-        }
-    ).dropna(subset=[CANNOT_LINK_KEY])
+def tf_rows(records: pd.DataFrame, config: RunConfig, comparisons: list[Comparison]) -> dict:
+    """Per-row term frequencies of the run's records for each ``model.term_frequency`` entry.
 
-
-def golden_settings(config: RunConfig, sources: list[str] | None = None) -> GoldenSettings:
-    """Return the survivorship settings; source priority defaults to ``sources`` or config order."""
-    settings = config.golden
-    if not settings.source_priority:
-        settings = settings.model_copy(update={"source_priority": list(sources or config.sources)})
-    return settings
+    Entries of the default settings naming a comparison or column this run lacks are skipped
+    (written entries naming a missing comparison were refused by ``load_config``).
+    """
+    present = {c.name for c in comparisons}
+    return {
+        name: term_frequencies(records, column)
+        for name, column in config.model.term_frequency.items()
+        if name in present and column in records.columns
+    }
 
 
 def link_records(
@@ -256,51 +191,39 @@ def link_records(
     """Link standardized records (with ``rid`` 0..n-1) into identities; return every table."""
     say = progress or (lambda _msg: None)
     timings: dict[str, float] = {}
-    comparisons = build_comparisons(config)
+    comparisons = build_comparisons(config.comparison_specs())
     n = len(records)
 
     t = time.perf_counter()
-    say("blocking")
+    _stage(say, "blocking")
     pairs = block(records, config.blocking)
     timings["block"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    say(f"comparing {len(pairs):,} pairs")
-    vectors = compare(records, pairs, comparisons)
-    vectors[schema.RULE] = pairs[schema.RULE].to_numpy()
-    # term-frequency settings naming a comparison or column this run lacks are skipped
-    present = {c.name for c in comparisons}
-    tf_rows = {
-        name: term_frequencies(records, column)
-        for name, column in config.model.term_frequency.items()
-        if name in present and column in records.columns
-    }
-    tf = {name: pair_tf(values, vectors) for name, values in tf_rows.items()}
+    _stage(say, "comparing", f"{len(pairs):,} pairs")
+    vectors, tf = compare_pairs(records, pairs, comparisons, tf_rows(records, config, comparisons))
     timings["compare"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    say("training model")
+    _stage(say, "training model")
     if model is None and config.model.load is not None:
         model = FellegiSunterModel.load(config.model.load)
     if model is None:
-        model = train_model(records, vectors, comparisons, config, tf)
+        labelled = None
+        if config.model.labels is not None:
+            labels = pd.read_csv(config.model.labels, dtype=str)
+            labelled = _labels_to_pairs(labels, records)
+        model = train_model(records, vectors, comparisons, config, tf, labelled=labelled)
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    say("scoring")
-    scored = model.score(vectors, tf=tf) if len(vectors) else _empty_scored(vectors, comparisons)
+    _stage(say, "scoring")
+    scored = score_pairs(vectors, model, comparisons, tf)
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    say("clustering")
-    cannot = cannot_link_table(records, config)
-    labels = cluster_pairs(
-        n,
-        scored,
-        config.clustering.threshold,
-        cannot_link=cannot,
-        max_cluster_size=config.clustering.max_cluster_size,
-    )
+    _stage(say, "clustering")
+    labels = cluster_records(records, scored, config)
     ids = identity_ids(records, labels)
     identities = pd.DataFrame(
         {
@@ -312,8 +235,8 @@ def link_records(
     timings["cluster"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    say("building golden records")
-    golden = merge_records(records, pd.Series(ids), golden_settings(config))
+    _stage(say, "building golden records")
+    golden = merge_records(records, pd.Series(ids), config.golden_settings())
     timings["merge"] = time.perf_counter() - t
 
     stats = cluster_stats(pd.Series(ids))
@@ -351,29 +274,12 @@ def _empty_scored(vectors: pd.DataFrame, comparisons: list[Comparison]) -> pd.Da
     return out
 
 
-def write_outputs(result: LinkResult, output: str | Path, config: RunConfig) -> dict[str, Path]:
-    """Write identities.csv, golden_records.csv, pairs.parquet, model.json and summary.json atomically."""
-    import json
-
-    from linkage.io import atomic_write, write_csv, write_parquet
-
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "identities": write_csv(result.identities, output / "identities.csv"),
-        "golden": write_csv(result.golden, output / "golden_records.csv"),
-    }
-    pairs = result.pairs
-    keep = pairs[schema.MATCH_PROBABILITY] >= config.output.pairs_min_probability
-    paths["pairs"] = write_parquet(
-        attach_keys(pairs[keep], result.records), output / "pairs.parquet"
-    )
-    if len(result.pairs):
-        paths["model"] = result.model.save(output / "model.json")
-    sizes = result.cluster_sizes()
-    paths["cluster_sizes"] = write_csv(sizes, output / "cluster_sizes.csv")
-    text = json.dumps(result.summary, ensure_ascii=False, indent=2)
-    paths["summary"] = atomic_write(
-        output / "summary.json", lambda p: p.write_text(text, encoding="utf-8")
-    )
-    return paths
+__all__ = [
+    "STAGES",
+    "LinkResult",
+    "attach_keys",
+    "cluster_records",
+    "compare_pairs",
+    "link_records",
+    "score_pairs",
+]

@@ -5,7 +5,7 @@ Imports nothing from the package: every stage may import it.
 
 from __future__ import annotations
 
-# Canonical record (DESIGN.md section 3).
+# Canonical record (docs/architecture.md, README "Configuration").
 SOURCE = "source"
 RECORD_ID = "record_id"
 NAME = "name"
@@ -113,6 +113,27 @@ GAMMA_PREFIX = "gamma_"
 MW_PREFIX = "mw_"
 MATCH_WEIGHT = "match_weight"
 MATCH_PROBABILITY = "match_probability"
-# Clusters and outputs.
+# Clusters and outputs: one cluster label per record (any int/str), one identity id per cluster.
 CLUSTER_ID = "cluster_id"
 IDENTITY_ID = "identity_id"
+
+# Keyed pair tables (labels, stored pairs, pairs.parquet): both records' (source, record_id).
+SOURCE_L = "source_l"
+RECORD_ID_L = "record_id_l"
+SOURCE_R = "source_r"
+RECORD_ID_R = "record_id_r"
+PAIR_KEYS: tuple[str, ...] = (SOURCE_L, RECORD_ID_L, SOURCE_R, RECORD_ID_R)
+
+# Identity store: identities table and events table (linkage.identity, linkage.store).
+STATUS = "status"
+MERGED_INTO = "merged_into"
+CREATED_RUN = "created_run"
+UPDATED_RUN = "updated_run"
+EVENT = "event"
+OTHER_IDENTITY = "other_identity"
+IDENTITY_COLUMNS: tuple[str, ...] = (IDENTITY_ID, STATUS, MERGED_INTO, CREATED_RUN, UPDATED_RUN)
+EVENT_COLUMNS: tuple[str, ...] = (EVENT, IDENTITY_ID, OTHER_IDENTITY, SOURCE, RECORD_ID)
+# Store-assigned row key of a stored record, the blocking-key hash column, the run number.
+RECORD_KEY = "rk"
+KEY_HASH = "h"
+RUN_ID = "run_id"

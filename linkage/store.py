@@ -1,7 +1,7 @@
 """Identity store: an embedded DuckDB file holding records, links, identities, history and model.
 
 Persists and reads back only: it never blocks, compares or scores (linkage.incremental does).
-Imports the schema, errors and identity column names; never the stages, Linker or CLI.
+Imports only schema and errors (tests/test_layers.py checks it); never a stage, the Linker or CLI.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,25 +23,18 @@ import pandas as pd
 import pyarrow as pa
 
 from linkage import schema
-from linkage.errors import InputError, LinkageError
-from linkage.identity import (
-    CREATED_RUN,
-    EVENT,
+from linkage.errors import InputError, LinkageError, StoreError
+from linkage.schema import (
     EVENT_COLUMNS,
     IDENTITY_COLUMNS,
-    MERGED_INTO,
-    OTHER_IDENTITY,
-    STATUS,
-    UPDATED_RUN,
+    KEY_HASH,
+    RECORD_KEY,
+    RUN_ID,
 )
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
-# Row key of the records table, assigned by the store; the key index points at it.
-RECORD_KEY = "rk"
-KEY_HASH = "h"
-RUN_ID = "run_id"
 # Test hook: seconds to sleep between table writes, so a test can kill a run mid-write.
 PAUSE_ENV = "LINKAGE_STORE_PAUSE"
 
@@ -173,11 +166,11 @@ class Store:
         }
         if "meta" not in tables:
             if tables:
-                raise InputError(
+                raise StoreError(
                     "not an identity store (a DuckDB file without a meta table)",
                     path=str(self.path),
                 )
-            from linkage import __version__
+            from linkage._version import __version__
 
             with self.transaction():
                 for ddl in _DDL:
@@ -208,7 +201,7 @@ class Store:
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)]
                 )
             return
-        raise InputError(
+        raise StoreError(
             f"identity store has schema_version {found}; this version of linkage reads "
             f"schema_version {SCHEMA_VERSION} (and migrates {sorted(MIGRATIONS)}): "
             "open it with a matching release of linkage",
@@ -233,6 +226,15 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def memo(self, key: str, build: Callable[[], Any]) -> Any:
+        """Return ``build()``, computed once until the store's next write (which clears it).
+
+        For readers that derive an expensive object from stored state, e.g. search's model.
+        """
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -606,16 +608,6 @@ class Store:
             "ON r.source = k.source AND r.record_id = k.record_id ORDER BY r.rk",
         )
 
-    def records_by_rk(self, rks: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
-        """Return stored records by row key (point lookups through the rk index)."""
-        if "records" not in self._tables() or len(rks) == 0:
-            return pd.DataFrame()
-        have = self._columns("records")
-        cols = "*" if columns is None else ", ".join(_quote(c) for c in columns if c in have)
-        return self._point_rows("records", RECORD_KEY, [int(x) for x in rks], cols).sort_values(
-            RECORD_KEY, ignore_index=True
-        )
-
     def _point_rows(self, table: str, column: str, values: list, cols: str = "*") -> pd.DataFrame:
         """Rows whose ``column`` is one of ``values``, by a parameterized IN list.
 
@@ -665,10 +657,6 @@ class Store:
         frame = frame.merge(ident, on=RECORD_KEY, how="left")
         return frame.sort_values(RECORD_KEY, ignore_index=True)
 
-    def identities_by_rk(self, rks: np.ndarray) -> pd.DataFrame:
-        """Return (rk, identity_id) of stored records by row key (index lookups)."""
-        return self._point_rows("links", RECORD_KEY, [int(x) for x in rks], "rk, identity_id")
-
     def links_of_identities(self, identity_ids: list[str]) -> pd.DataFrame:
         """Return every link of the given identities."""
         frame = pd.DataFrame({schema.IDENTITY_ID: pd.unique(pd.Series(identity_ids, dtype=object))})
@@ -715,21 +703,10 @@ class Store:
                 self._cache[key] = (counts, int(counts.sum()))
         return self._cache[key]
 
-    def search(self, record: dict, top: int = 5) -> list[dict]:
-        """Return the ``top`` stored identities most likely to be this person, best first."""
-        from linkage.incremental import search
-
-        return search(self, record, top=top)
-
 
 __all__ = [
-    "CREATED_RUN",
-    "EVENT",
-    "MERGED_INTO",
-    "OTHER_IDENTITY",
     "SCHEMA_VERSION",
-    "STATUS",
+    "TABLES",
     "Store",
     "StoreChanges",
-    "UPDATED_RUN",
 ]

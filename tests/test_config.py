@@ -93,3 +93,96 @@ def test_missing_files(tmp_path, write_yaml):
     path = write_yaml({"sources": {"a": {"include": "missing.yaml", "path": "a.csv"}}})
     with pytest.raises(ConfigError, match="missing.yaml: file not found"):
         load_config(path)
+
+
+# ----------------------------------------------------------------------------- fail fast
+
+
+def _with(**sections):
+    import copy
+
+    data = copy.deepcopy(BASE)
+    data.update(sections)
+    return data
+
+
+@pytest.mark.parametrize(
+    "sections, expected",
+    [
+        # a typo in a comparison entry fails at load, naming the entry and key
+        (
+            {"comparisons": [{"type": "name"}, {"type": "exact", "name": "g", "colum": "x"}]},
+            "comparisons.1.colum': unknown key",
+        ),
+        ({"comparisons": [{"type": "soundex", "name": "x"}]}, "comparisons.0"),
+        ({"comparisons": [{"type": "phone"}, {"type": "phone"}]}, "'phone' already used"),
+        # written sessions, prior rules and tf entries must name existing comparisons/levels
+        (
+            {"model": {"training_sessions": [{"idd": "exact"}]}},
+            "model.training_sessions[0]': no comparison named 'idd'",
+        ),
+        (
+            {"model": {"training_sessions": [{"id": "exact"}, {"id": "exactly"}]}},
+            "model.training_sessions[1].id': comparison 'id' has no level 'exactly'",
+        ),
+        (
+            {"model": {"prior_rules": [{"name": "clean_exact", "birth_date": "same_day"}]}},
+            "model.prior_rules[0].birth_date'",
+        ),
+        (
+            {"model": {"term_frequency": {"surname": "name_surname"}}},
+            "model.term_frequency.surname': no comparison named 'surname'",
+        ),
+        (
+            {
+                "comparisons": [{"type": "string", "name": "nm", "thresholds": [0.9]}],
+                "model": {"training_sessions": [{"nm": "jaro_winkler_0.8"}]},
+            },
+            "has no level 'jaro_winkler_0.8'; its levels are else, jaro_winkler_0.9, exact",
+        ),
+    ],
+)
+def test_bad_references_fail_at_load(write_yaml, sections, expected):
+    path = write_yaml(_with(**sections))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert expected in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_default_rules_skip_comparisons_the_run_lacks(write_yaml):
+    # the default sessions name 'contact', 'birth_date' ...: absent here, not an error
+    cfg = load_config(write_yaml(_with(comparisons=[{"type": "id"}])))
+    assert [c.type for c in cfg.comparisons] == ["id"]
+    from linkage.compare import build_comparisons
+    from linkage.training import level_rules
+
+    comparisons = build_comparisons(cfg.comparison_specs())
+    assert level_rules(cfg.model.training_sessions, comparisons) == [{"id": 4}]
+
+
+def test_comparisons_are_typed_specs_with_resolved_defaults(write_yaml):
+    cfg = load_config(write_yaml(_with(comparisons=[{"type": "address"}, {"type": "name"}])))
+    address, name = cfg.comparisons
+    assert address.name == "hukou_address" and address.detail_threshold == 0.8
+    assert name.levels()[-1] == "exact" and name.fields == ["name", "former_name"]
+    assert load_config(write_yaml(BASE)).comparisons is None  # null: the defaults
+
+
+@pytest.mark.parametrize(
+    "given, stored",
+    [
+        ("link_and_dedupe", "link_and_dedupe"),
+        ("dedupe_only", "dedupe_only"),
+        ("link_only", "link_only"),
+        ("dedupe_and_link", "link_and_dedupe"),
+    ],
+)
+def test_link_type_uses_splinks_names(write_yaml, given, stored):
+    cfg = load_config(write_yaml(_with(blocking={"link_type": given})))
+    assert cfg.blocking.link_type == stored
+
+
+def test_unknown_link_type_is_refused(write_yaml):
+    with pytest.raises(ConfigError, match="blocking.link_type"):
+        load_config(write_yaml(_with(blocking={"link_type": "dedupe"})))

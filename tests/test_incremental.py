@@ -15,8 +15,9 @@ from linkage import schema
 from linkage.blocking import BlockingSettings
 from linkage.cli import app
 from linkage.config import load_config
+from linkage.errors import ConfigError
 from linkage.evaluate import pairwise_scores
-from linkage.incremental import ingest, key_hashes, record_key_hashes, write_batch
+from linkage.incremental import ingest, key_hashes, record_key_hashes, search, write_batch
 from linkage.linker import Linker
 from linkage.store import Store
 
@@ -147,7 +148,7 @@ def test_search_ranks_the_person_first_with_an_explanation(data, tmp_path):
     ]
     query = {schema.NAME: row[schema.NAME], schema.ID_NUMBER: row[schema.ID_STD]}
     with Store.open(store_path) as store:
-        hits = store.search(query, top=3)
+        hits = search(store, query, top=3)
     assert hits and hits[0]["identity_id"] == expected
     assert hits[0]["match_probability"] > 0.9
     comparisons = [e["comparison"] for e in hits[0]["explanation"]]
@@ -173,7 +174,7 @@ def test_search_with_nothing_in_common_returns_no_candidates(data, tmp_path):
     store_path = tmp_path / "s.duckdb"
     _batch(data / "run.yaml", store_path)
     with Store.open(store_path) as store:
-        assert store.search({schema.NAME: "龘靐齉", schema.BIRTH_DATE: "1900-01-01"}) == []
+        assert search(store, {schema.NAME: "龘靐齉", schema.BIRTH_DATE: "1900-01-01"}) == []
 
 
 def test_single_record_keys_equal_the_table_keys(data, tmp_path):
@@ -187,19 +188,46 @@ def test_single_record_keys_equal_the_table_keys(data, tmp_path):
         assert set(record_key_hashes(row, settings)) == expected
 
 
-def test_standardize_one_matches_the_table_standardizer(data):
-    from linkage.incremental import standardize_one
+@pytest.mark.parametrize("pivot", [30, 5])
+def test_standardize_record_matches_the_table_standardizer(data, pivot):
+    from linkage.config import StandardizeConfig
+    from linkage.standardize.combine import standardize_record
 
-    records = Linker.from_yaml(data / "run.yaml").standardize()
+    config = StandardizeConfig(two_digit_year_pivot=pivot)
+    linker = Linker.from_yaml(data / "run.yaml")
+    linker.config.standardize = config
+    records = linker.standardize()
+    from linkage.standardize.combine import standardize
+
     fields = [f for f in schema.MAPPABLE_FIELDS if f in records.columns]
+    complete = {f: "1" for f in fields}
+    table = standardize(pd.DataFrame([complete]), config)
+    derived = [c for c in table.columns if c not in (schema.ROW, schema.QUALITY_FLAGS)]
+    # a record with every field: both paths give the same column set
+    assert set(standardize_record(complete, config).columns) == set(derived)
     for i in np.linspace(0, len(records) - 1, 25).astype(int):
         full = records.iloc[i]
         raw = {f: full[f] for f in fields if isinstance(full[f], str) and full[f] != ""}
-        one = standardize_one(raw).iloc[0]
+        one = standardize_record(raw, config).iloc[0]
+        # every column the table path derives from the fields given is there, and no other
+        # (a field the record lacks adds no columns: comparisons read them as null)
+        if len(raw) == len(fields):
+            assert set(one.index) == set(derived), (i, set(derived) ^ set(one.index))
+        assert set(one.index) <= set(derived)
         for col in one.index:
-            if col in records.columns and col != schema.QUALITY_FLAGS:
-                a, b = one[col], full[col]
-                assert (pd.isna(a) and pd.isna(b)) or a == b, (i, col, a, b)
+            a, b = one[col], full[col]
+            assert (pd.isna(a) and pd.isna(b)) or a == b, (i, col, a, b)
+
+
+def test_standardize_record_honours_the_two_digit_year_pivot():
+    from linkage.config import StandardizeConfig
+    from linkage.standardize.combine import standardize_record
+
+    for pivot, expected in ((30, "2025-03-07"), (20, "1925-03-07")):
+        one = standardize_record(
+            {schema.BIRTH_DATE: "25-03-07"}, StandardizeConfig(two_digit_year_pivot=pivot)
+        )
+        assert one[schema.BIRTH_DATE_STD].iloc[0] == expected, (pivot, one.iloc[0].to_dict())
 
 
 def test_a_failed_ingest_changes_nothing_and_is_logged(data, tmp_path, monkeypatch):
@@ -216,3 +244,50 @@ def test_a_failed_ingest_changes_nothing_and_is_logged(data, tmp_path, monkeypat
             ingest(store, load_config(data / "new.yaml"))
         pd.testing.assert_frame_equal(store.links(), before)
         assert store.runs()["status"].tolist() == ["done", "failed"]
+
+
+def test_ingest_and_search_use_the_stored_models_settings(data, tmp_path):
+    # the model document carries the resolved comparisons, blocking and standardize options
+    store_path = tmp_path / "s.duckdb"
+    _batch(data / "old.yaml", store_path)
+    with Store.open(store_path) as store:
+        doc = store.model()
+        assert doc["schema_version"] == 2
+        settings = doc["settings"]
+        assert [c["name"] for c in settings["comparisons"]] == list(doc["levels"])
+        assert settings["blocking"]["rules"] and "two_digit_year_pivot" in settings["standardize"]
+    # an ingest config writing other comparisons than the stored model's is refused
+    cfg = yaml.safe_load((data / "new.yaml").read_text(encoding="utf-8"))
+    cfg["comparisons"] = [{"type": "name"}, {"type": "id"}]
+    other = tmp_path / "other.yaml"
+    for entry in cfg["sources"].values():
+        entry["path"] = str(data / entry["path"])
+        entry["include"] = str(data / entry["include"])
+    other.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    with Store.open(store_path) as store:
+        with pytest.raises(ConfigError, match="comparisons"):
+            ingest(store, load_config(other))
+
+
+def test_the_linker_runs_ingests_and_searches_a_store(data, tmp_path):
+    # the Python API offers what the CLI does: Linker(config, store=...)
+    store_path = tmp_path / "s.duckdb"
+    batch = Linker.from_yaml(data / "old.yaml", store=store_path).run()
+    plain = Linker.from_yaml(data / "old.yaml").run()
+    # the first run on an empty store names identities as the plain batch does
+    assert batch.identities.equals(plain.identities)
+    with Store.open(store_path) as store:
+        assert store.runs()["kind"].tolist() == ["batch"]
+        assert store.counts()["records"] == len(batch.records)
+    out = tmp_path / "delta"
+    result = Linker.from_yaml(data / "new.yaml", store=store_path).ingest(output=out)
+    written = pd.read_csv(out / "identities.csv", dtype=str)
+    assert len(written) == len(result.identities) > 0
+    assert (out / "events.csv").exists()
+    row = batch.records.iloc[0]
+    hits = Linker(store=store_path).search(
+        {schema.NAME: row[schema.NAME], schema.ID_NUMBER: row[schema.ID_NUMBER]}, top=2
+    )
+    assert 1 <= len(hits) <= 2
+    with pytest.raises(TypeError, match="run config"):
+        Linker(store=store_path).run()

@@ -57,9 +57,9 @@ def test_explanations_and_outputs(registries, result, tmp_path):
     explained = result.explain(pair)
     assert {"comparison", "level_name", "weight"} <= set(explained.columns)
     assert abs(explained["weight"].sum() - result.pairs.loc[pair, schema.MATCH_WEIGHT]) < 1e-6
-    linker = Linker.from_yaml(registries / "run.yaml")
-    linker.result_ = result
-    paths = linker.write(tmp_path)
+    from linkage.linker import write_outputs
+
+    paths = write_outputs(result, tmp_path, Linker.from_yaml(registries / "run.yaml").config)
     for name in (
         "identities.csv",
         "golden_records.csv",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -149,7 +150,7 @@ def test_estimate_prior_from_exact_id_rule(sim):
     # Exact ID agreement catches 85% of matches; non-matches at that level are 0.5%.
     model.estimate_prior(vectors, {"id": 3}, recall=TRUE_M["id"][3] * 0.95)
     expected = (TRUE_LAMBDA * 0.85 + (1 - TRUE_LAMBDA) * 0.005) * 0.95 / (0.85 * 0.95)
-    assert abs(model.prior_estimate_ - expected) < 0.01
+    assert abs(model.lambda_estimate_ - expected) < 0.01
     with pytest.raises(ValueError):
         model.estimate_prior(vectors, {"nope": 1})
 
@@ -306,7 +307,7 @@ def test_save_load_round_trip_gives_identical_scores(fitted, sim, tmp_path):
     path = fitted.save(tmp_path / "模型" / "model.json")
     assert [p.name for p in path.parent.iterdir()] == ["model.json"]  # no temp file left
     doc = json.loads(path.read_text(encoding="utf-8"))
-    assert doc["schema_version"] == 1 and doc["settings"] == {"run": "测试"}
+    assert doc["schema_version"] == 2 and doc["settings"] == {"run": "测试"}
     loaded = FellegiSunterModel.load(path)
     tf = {"name": np.random.default_rng(5).random(len(vectors)) / 100}
     pd.testing.assert_frame_equal(loaded.score(vectors, tf=tf), fitted.score(vectors, tf=tf))
@@ -316,10 +317,10 @@ def test_save_load_round_trip_gives_identical_scores(fitted, sim, tmp_path):
 
 def test_load_refuses_other_schema_version(fitted, tmp_path):
     doc = fitted.to_dict()
-    doc["schema_version"] = 2
+    doc["schema_version"] = 3
     path = tmp_path / "model.json"
     path.write_text(json.dumps(doc), encoding="utf-8")
-    with pytest.raises(InputError, match="schema_version 2"):
+    with pytest.raises(InputError, match="schema_version 3"):
         FellegiSunterModel.load(path)
     doc["schema_version"] = 1
     del doc["m"]
@@ -386,3 +387,74 @@ def test_scale_fit_and_score_10m_pairs_8_comparisons():
     print(f"fit {t_fit:.2f} s ({model.n_iter_} iterations), score {t_score:.2f} s")
     assert len(scored) == n and abs(model.lambda_ - TRUE_LAMBDA) < 0.002
     assert t_fit < 10 and t_score < 10
+
+
+# ----------------------------------------------------------------------------- saved models
+
+MODELS = Path(__file__).resolve().parent / "data" / "models"
+
+
+def test_schema_1_model_file_still_loads_and_scores_the_same():
+    # v1.json was saved by the release before schema version 2 (trained on a generated
+    # population); v1_scores.csv holds the weights that release gave these vectors
+    model = FellegiSunterModel.load(MODELS / "v1.json")
+    table = pd.read_csv(MODELS / "v1_scores.csv")
+    vectors = table[[c for c in table.columns if c.startswith(GAMMA_PREFIX)]].astype(np.int8)
+    tf = {c.removeprefix("tf_"): table[c].to_numpy() for c in table.columns if c.startswith("tf_")}
+    scored = model.score(vectors, tf=tf)
+    np.testing.assert_allclose(scored[MATCH_WEIGHT], table[MATCH_WEIGHT], rtol=1e-12)
+    # saving writes the current schema version, and that file reads back to the same scores
+    again = FellegiSunterModel.from_dict(model.to_dict())
+    assert model.to_dict()["schema_version"] == 2
+    np.testing.assert_allclose(again.score(vectors, tf=tf)[MATCH_WEIGHT], table[MATCH_WEIGHT])
+
+
+def test_unknown_model_schema_version_is_refused():
+    doc = json.loads((MODELS / "v1.json").read_text(encoding="utf-8"))
+    doc["schema_version"] = 99
+    with pytest.raises(InputError, match="schema_version 99"):
+        FellegiSunterModel.from_dict(doc)
+
+
+def test_fit_sessions_estimates_the_random_pair_prior_itself(sim):
+    vectors, _ = sim
+    model = model_with_true_u()
+    rules = [{"id": 3}]
+    model.fit_sessions(vectors, [{"id": 3}], prior_rules=rules, n_records=10_000)
+    hits = int((vectors["gamma_id"].to_numpy() >= 3).sum())
+    expected = hits / (10_000 * 9_999 / 2)
+    assert model.probability_two_random_records_match_ == pytest.approx(expected)
+    assert model.lambda_ == model.probability_two_random_records_match_
+    # a set prior wins over the estimate
+    fixed = model_with_true_u(prior=0.01).fit_sessions(
+        vectors, [{"id": 3}], prior_rules=rules, n_records=10_000
+    )
+    assert fixed.lambda_ == 0.01
+
+
+def test_fit_takes_random_pairs_itself(sim):
+    vectors, _ = sim
+    with pytest.raises(NotFittedError, match="random="):
+        FellegiSunterModel(LEVELS).fit(vectors)
+    # u from the same random sample, passed in or estimated first: the same model
+    random = vectors.sample(frac=0.5, random_state=0)
+    a = FellegiSunterModel(LEVELS).fit(vectors, random=random)
+    b = FellegiSunterModel(LEVELS).estimate_u(random).fit(vectors)
+    assert a.lambda_ == b.lambda_
+    for name in LEVELS:
+        np.testing.assert_array_equal(a.m_[name], b.m_[name])
+
+
+def test_fit_sessions_recovers_planted_m_of_the_other_comparisons(sim):
+    # pairs with an exact ID are ~94% matches here; EM on them, ID left out, must find
+    # the planted m of the other comparisons (ID's own m comes from the second session)
+    vectors, _ = sim
+    model = model_with_true_u().fit_sessions(vectors, [{"id": 3}, {"name": 4, "birth": 2}])
+    assert [s["estimated"] for s in model.sessions_] == [
+        ["name", "birth", "phone"],
+        ["id", "phone"],
+    ]
+    for name in ("name", "birth", "phone"):
+        np.testing.assert_allclose(model.m_[name], TRUE_M[name], atol=0.04)
+    assert model.m_["id"][3] > 0.75  # exact ID is the likeliest level among matches
+    assert model.lambda_ == 1e-4  # no prior rules and no prior: the documented fallback

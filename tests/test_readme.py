@@ -32,3 +32,25 @@ def test_readme_yaml_blocks_validate(tmp_path):
         config = config_from_dict(data, path=tmp_path / "run.yaml")
         if config.comparisons is not None:
             assert comparisons_from_config(config.comparisons)
+
+
+def _doc_files() -> list[Path]:
+    root = README.parent
+    return [README, *sorted((root / "docs").glob("*.md"))]
+
+
+def test_docs_link_only_inside_the_repository():
+    """Every relative link in the README and docs/ names a file of the repository."""
+    root = README.parent.resolve()
+    problems = []
+    for doc in _doc_files():
+        text = doc.read_text(encoding="utf-8")
+        if "../shared" in text:
+            problems.append(f"{doc.name}: mentions ../shared")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            path = (doc.parent / target.split("#", 1)[0]).resolve()
+            if not path.is_relative_to(root) or not path.exists():
+                problems.append(f"{doc.name}: link to {target}")
+    assert not problems, problems

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from stdnum.cn import ric
 
 from linkage import schema
+from linkage.errors import InputError
 from linkage.synth import CORRUPTION_CODES, generate, write_configs
 from linkage.synth import corrupt as C
 from linkage.synth.population import id_check_chars
@@ -296,3 +297,20 @@ def test_repository_configs_match_the_generator(tmp_path):
     assert list(cfg.sources) == ["police", "civil_affairs", "health"]
     assert cfg.sources["civil_affairs"].encoding == "gbk"
     assert cfg.sources["police"].path == (repo.parent / "data" / "police.csv").resolve()
+
+
+def test_new_batch_holds_records_out_with_its_own_config(tmp_path):
+    from linkage.config import load_config
+    from linkage.io import read_sources
+
+    result = generate(300, seed=5, output=tmp_path, new_batch=0.2)
+    old = read_sources(load_config(tmp_path / "run.yaml"))
+    new = read_sources(load_config(tmp_path / "new.yaml"))
+    assert len(new) > 0 and len(old) > 0
+    keys = lambda t: set(zip(t[schema.SOURCE], t[schema.RECORD_ID], strict=True))  # noqa: E731
+    # the two batches partition the registries, and the truth covers both
+    assert not keys(old) & keys(new)
+    assert keys(old) | keys(new) == keys(result.truth)
+    assert len(old) + len(new) == len(result.truth)
+    with pytest.raises(InputError, match="new_batch"):
+        generate(10, output=tmp_path / "x", new_batch=1.0)

@@ -1,12 +1,12 @@
 """Compare stage: candidate pairs of standardized records -> one int8 level per comparison.
 
-Owns the comparisons, their config entries, term frequencies and the recordlinkage adapter.
-Imports the schema, errors and the standardizers' scalar helpers; never the Linker, CLI or store.
+Owns the comparisons, term frequencies and the recordlinkage adapter; the config entries
+(specs) and their level names live in ``linkage.config``. Imports schema, errors, config and
+the standardizers' scalar helpers; never the Linker, CLI or store.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from linkage import schema
 from linkage.compare.address import AddressComparison, ContactComparison
@@ -27,6 +28,7 @@ from linkage.compare.fields import (
     StringComparison,
 )
 from linkage.compare.name import NameComparison
+from linkage.config import COMPARISON_SPECS, COMPARISON_TYPES, default_comparison_specs
 from linkage.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ __all__ = [
     "Prepared",
     "StringComparison",
     "as_recordlinkage",
+    "build_comparisons",
     "compare",
     "comparison_types",
     "comparisons_from_config",
@@ -73,65 +76,26 @@ def comparison_types() -> dict[str, type[Comparison]]:
     return {cls.type_name: cls for cls in _TYPES}
 
 
+def build_comparisons(specs: Sequence[Any]) -> list[Comparison]:
+    """Build comparison objects from validated specs (``linkage.config.ComparisonSpec``)."""
+    types = comparison_types()
+    return [types[spec.type](**spec.model_dump(exclude={"type"})) for spec in specs]
+
+
 def default_comparisons() -> list[Comparison]:
     """Comparisons of the canonical fields; phone and current address count once, as contact."""
-    return [
-        NameComparison(),
-        IdComparison(),
-        BirthDateComparison(),
-        # the ID's 17th digit stands in for a missing recorded gender
-        ExactComparison("gender", schema.GENDER_STD, fallback=schema.ID_GENDER),
-        ExactComparison("ethnicity", schema.ETHNICITY_STD),
-        ContactComparison(),
-        AddressComparison(schema.HUKOU_ADDRESS, field=schema.HUKOU_ADDRESS),
-    ]
+    return build_comparisons(default_comparison_specs())
 
 
-_TEXT_PARAMS = {
-    "name",
-    "column",
-    "fallback",
-    "from_15_column",
-    "phone_column",
-    "address_field",
-    "field",
-}
-
-
-def _entry_problems(index: int, entry: Any) -> tuple[Comparison | None, list[str]]:
-    key = f"comparisons[{index}]"
-    if not isinstance(entry, Mapping):
-        return None, [f"{key}: expected a mapping with a 'type' key, got {type(entry).__name__}"]
-    types = comparison_types()
-    kind = entry.get("type")
-    if kind not in types:
-        return None, [
-            f"{key}.type: unknown comparison type {kind!r}; expected one of {', '.join(types)}"
-        ]
-    cls = types[kind]
-    signature = inspect.signature(cls.__init__)
-    allowed = [p for p in signature.parameters if p != "self"]
-    required = [
-        p.name
-        for p in signature.parameters.values()
-        if p.name != "self" and p.default is inspect.Parameter.empty
-    ]
-    params = {k: v for k, v in entry.items() if k != "type"}
-    problems = [
-        f"{key}.{k}: unknown setting for type '{kind}'; expected one of {', '.join(allowed)}"
-        for k in params
-        if k not in allowed
-    ]
-    problems += [f"{key}.{k}: required for type '{kind}'" for k in required if k not in params]
-    for k, v in params.items():
-        if k in _TEXT_PARAMS and v is not None and not isinstance(v, str):
-            problems.append(f"{key}.{k}: expected a column or field name, got {v!r}")
-    if problems:
-        return None, problems
-    try:
-        return cls(**params), []
-    except (TypeError, ValueError) as exc:
-        return None, [f"{key} (type '{kind}'): {exc}"]
+def _entry_key(loc: tuple) -> str:
+    """``comparisons[1].colum`` from a pydantic location (index, type tag, key...)."""
+    parts = list(loc)
+    key = "comparisons"
+    if parts and isinstance(parts[0], int):
+        key += f"[{parts.pop(0)}]"
+        if parts and parts[0] in COMPARISON_TYPES:
+            parts.pop(0)
+    return ".".join([key, *(str(p) for p in parts)])
 
 
 def comparisons_from_config(
@@ -139,30 +103,36 @@ def comparisons_from_config(
 ) -> list[Comparison]:
     """Build comparisons from config entries such as ``{type: exact, name: gender, column: gender_std}``.
 
-    Every problem is collected and raised once as a ``ConfigError`` naming each entry.
+    Entries are validated as ``linkage.config.ComparisonSpec`` (what ``load_config`` does for
+    a run config); every problem is collected and raised once as a ``ConfigError`` naming
+    each entry. Raises ``ConfigError``.
     """
     if isinstance(entries, Mapping) or isinstance(entries, str | bytes):
         raise ConfigError("expected a list of comparison entries", path=path, key="comparisons")
-    built: list[Comparison] = []
-    problems: list[str] = []
-    seen: dict[str, int] = {}
-    for i, entry in enumerate(entries):
-        comparison, found = _entry_problems(i, entry)
-        problems += found
-        if comparison is None:
-            continue
-        if comparison.name in seen:
-            problems.append(
-                f"comparisons[{i}].name: '{comparison.name}' already used by comparisons[{seen[comparison.name]}]"
-            )
-            continue
-        seen[comparison.name] = i
-        built.append(comparison)
-    if problems:
-        raise ConfigError("; ".join(problems), path=path, key="comparisons")
-    if not built:
+    if not entries:
         raise ConfigError("no comparisons given", path=path, key="comparisons")
-    return built
+    try:
+        specs = COMPARISON_SPECS.validate_python(list(entries))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown setting"
+            elif err["type"] == "missing":
+                msg = "required"
+            elif err["type"] in ("model_attributes_type", "model_type", "dict_type"):
+                msg = "expected a mapping with a 'type' key"
+            elif err["type"].startswith("union_tag"):
+                msg = f"unknown comparison type; expected one of {', '.join(COMPARISON_TYPES)}"
+                problems.append(f"{_entry_key(err['loc'])}.type: {msg}")
+                continue
+            if err["loc"]:
+                problems.append(f"{_entry_key(err['loc'])}: {msg}")
+            else:
+                problems.append(msg)
+        raise ConfigError("; ".join(problems), path=path, key="comparisons") from None
+    return build_comparisons(specs)
 
 
 # ----------------------------------------------------------------------------- the stage

@@ -25,6 +25,7 @@ from linkage.compare.base import (
     same,
 )
 from linkage.compare.fields import PhoneComparison
+from linkage.config import AddressSpec, ContactSpec
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class AddressComparison(Comparison):
     text nor a parsed province."""
 
     type_name = "address"
-    levels = ["else", "same_city", "same_district", "same_detail"]
+    levels = list(AddressSpec.LEVELS)
 
     def __init__(
         self,
@@ -158,7 +159,7 @@ class ContactComparison(Comparison):
     """
 
     type_name = "contact"
-    levels = ["else", "district", "address", "phone", "phone_and_address"]
+    levels = list(ContactSpec.LEVELS)
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ from linkage.compare.base import (
     pair_scores,
     same,
 )
+from linkage.config import BirthDateSpec, DateSpec, ExactSpec, IdSpec, PhoneSpec
 from linkage.standardize import dates as std_dates
 from linkage.standardize import idnumber as std_id
 
@@ -50,7 +51,7 @@ class IdComparison(Comparison):
     """
 
     type_name = "id"
-    levels = ["else", "birth_region", "near_miss", "same_person_15_18", "exact"]
+    levels = list(IdSpec.LEVELS)
 
     def __init__(
         self,
@@ -159,7 +160,7 @@ class BirthDateComparison(Comparison):
     """
 
     type_name = "birth_date"
-    levels = ["else", "same_year", "year_typo", "lunar", "day_month_swap", "exact"]
+    levels = list(BirthDateSpec.LEVELS)
 
     def __init__(
         self,
@@ -255,7 +256,7 @@ class ExactComparison(Comparison):
     """Exact agreement on one column (gender, ethnicity, any FEBRL-style field)."""
 
     type_name = "exact"
-    levels = ["else", "exact"]
+    levels = list(ExactSpec.LEVELS)
 
     def __init__(self, name: str, column: str | None = None, fallback: str | None = None):
         self.name = name
@@ -348,7 +349,7 @@ class DateComparison(ColumnComparison):
     digit of ``YYYYMMDD`` wrong, same year, else; unparseable values count as null."""
 
     type_name = "date"
-    levels = ["else", "same_year", "one_digit", "day_month_swap", "exact"]
+    levels = list(DateSpec.LEVELS)
 
     def __init__(self, name: str, column: str | None = None):
         self.name = name
@@ -391,7 +392,7 @@ class PhoneComparison(ColumnComparison):
     without its area code, a mistyped prefix), ``else``."""
 
     type_name = "phone"
-    levels = ["else", "last8", "exact"]
+    levels = list(PhoneSpec.LEVELS)
 
     def __init__(self, name: str = "phone", column: str = schema.PHONE_STD):
         self.name = name

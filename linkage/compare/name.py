@@ -28,6 +28,7 @@ from linkage.compare.base import (
     recode,
     same,
 )
+from linkage.config import NameSpec
 from linkage.standardize import names as std_names
 
 logger = logging.getLogger(__name__)
@@ -59,16 +60,7 @@ class NameComparison(Comparison):
     """
 
     type_name = "name"
-    levels = [
-        "else",
-        "similar",
-        "lookalike",
-        "fuzzy_pinyin",
-        "pinyin",
-        "truncated",
-        "clean_exact",
-        "exact",
-    ]
+    levels = list(NameSpec.LEVELS)
     EXACT, CLEAN, TRUNC, PINYIN, FUZZY, LOOKALIKE, SIMILAR = 7, 6, 5, 4, 3, 2, 1
 
     def __init__(

@@ -34,25 +34,23 @@ from pyspark.sql import types as T  # noqa: E402
 
 from linkage.blocking import BlockingRule, key_table  # noqa: E402
 from linkage.cluster import CANNOT_LINK_GROUP, CANNOT_LINK_KEY, cluster_pairs  # noqa: E402
-from linkage.compare import Comparison  # noqa: E402
+from linkage.compare import Comparison, build_comparisons  # noqa: E402
 from linkage.config import RunConfig, SourceConfig  # noqa: E402
 from linkage.errors import ConfigError, InputError  # noqa: E402
 from linkage.identity import CLUSTER, assign_stable_ids  # noqa: E402
 from linkage.io import atomic_write, decode_bytes, read_raw  # noqa: E402
 from linkage.merge import merge_records  # noqa: E402
 from linkage.model import FellegiSunterModel  # noqa: E402
-from linkage.pipeline import (  # noqa: E402
-    _level_rules,
-    build_comparisons,
-    golden_settings,
-)
 from linkage.spark.components import COMPONENT, connected_components  # noqa: E402
 from linkage.spark.session import get_session  # noqa: E402
 from linkage.standardize.combine import standardize  # noqa: E402
+from linkage.training import level_rules, new_model  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+# Progress messages run_spark gives (read ... write), for a progress bar's length
+STAGE_COUNT = 9
 
 # Spark-side helper columns (never written to an output)
 _KEY = "__key"
@@ -354,6 +352,8 @@ def block_spark(keys: DataFrame, config: RunConfig) -> tuple[DataFrame, list[str
         cond.append(F.col(schema.ROW_L) < F.col(schema.ROW_R))
         if settings.link_type == "link_only":
             cond.append(F.col("__src_l") != F.col("__src_r"))
+        elif settings.link_type == "dedupe_only":
+            cond.append(F.col("__src_l") == F.col("__src_r"))
         joined = left.join(right, cond).select(
             schema.ROW_L, schema.ROW_R, F.lit(i).cast("short").alias(_RULE_INDEX)
         )
@@ -545,64 +545,61 @@ def train_spark(
 ) -> FellegiSunterModel:
     """Train the model on the driver: u from random pairs, m by EM from the candidates' patterns.
 
-    The same ``FellegiSunterModel`` calls as ``pipeline.train_model``; the random pairs are
-    ``blocking.sample_random_pairs`` (same seed, same pairs as the local engine).
+    The same calls as ``training.train_model``: the model from ``training.new_model``, u from
+    ``blocking.sample_random_pairs`` (same seed, same pairs as the local engine, filtered by
+    the link type in Spark), m from ``fit_sessions`` (or ``fit``) over the candidates.
     """
     from linkage.blocking import sample_random_pairs
 
     settings = config.model
-    levels = {c.name: list(c.levels) for c in comparisons}
-    model = FellegiSunterModel(
-        levels,
-        prior=settings.prior,
-        max_iter=settings.max_iter,
-        tf_columns={name: len(levels[name]) - 1 for name in tf_cols if name in levels},
-        settings=config.model_dump(mode="json", exclude={"sources"}),
-    )
-    gamma_cols = [schema.GAMMA_PREFIX + c.name for c in comparisons]
-    random_pairs = sample_random_pairs(n_records, settings.u_sample_pairs, seed=settings.seed)
-    sample = spark.createDataFrame(random_pairs)
-    if config.blocking.link_type == "link_only":
-        src = prepared.select(schema.ROW, schema.SOURCE)
-        sample = (
-            sample.join(
-                src.withColumnRenamed(schema.ROW, schema.ROW_L).withColumnRenamed(
-                    schema.SOURCE, "__sl"
-                ),
-                schema.ROW_L,
-            )
-            .join(
-                src.withColumnRenamed(schema.ROW, schema.ROW_R).withColumnRenamed(
-                    schema.SOURCE, "__sr"
-                ),
-                schema.ROW_R,
-            )
-            .where(F.col("__sl") != F.col("__sr"))
-            .select(schema.ROW_L, schema.ROW_R)
-        )
-    model.estimate_u(_collect_vectors(compare_pairs(sample), gamma_cols))
     if settings.labels is not None:
         raise ConfigError(
             "model.labels is not supported by the Spark engine yet: train with the local "
             "engine and set model.load to the saved model.json",
             key="model.labels",
         )
+    model = new_model(comparisons, config, list(tf_cols))
+    gamma_cols = [schema.GAMMA_PREFIX + c.name for c in comparisons]
+    random_pairs = sample_random_pairs(n_records, settings.u_sample_pairs, seed=settings.seed)
+    sample = spark.createDataFrame(random_pairs)
+    link_type = config.blocking.link_type
+    if link_type in ("link_only", "dedupe_only"):
+        src = prepared.select(schema.ROW, schema.SOURCE)
+        sample = sample.join(
+            src.select(F.col(schema.ROW).alias(schema.ROW_L), F.col(schema.SOURCE).alias("__sl")),
+            schema.ROW_L,
+        ).join(
+            src.select(F.col(schema.ROW).alias(schema.ROW_R), F.col(schema.SOURCE).alias("__sr")),
+            schema.ROW_R,
+        )
+        same = F.col("__sl") == F.col("__sr")
+        sample = sample.where(~same if link_type == "link_only" else same)
+        sample = sample.select(schema.ROW_L, schema.ROW_R)
+    model.estimate_u(_collect_vectors(compare_pairs(sample), gamma_cols))
     patterns, expanded, total = _training_vectors(
         vectors, gamma_cols, config.spark.train_sample_pairs, settings.seed
     )
-    if total:
-        rules = _level_rules(settings.prior_rules, comparisons)
-        sessions = _level_rules(settings.training_sessions, comparisons)
-        if settings.prior is None and rules:
-            model.prior_estimate_ = _prior_from_patterns(
-                patterns, rules, n_records, settings.prior_recall
-            )
-        if sessions:
-            model.fit_sessions(expanded, sessions)
-        else:
-            model.fit(expanded)
-    else:
+    if not total:
         logger.warning("no candidate pairs: the model keeps its u-probabilities only")
+        return model
+    sessions = level_rules(settings.training_sessions, comparisons)
+    if not sessions:
+        return model.fit(expanded)
+    rules = level_rules(settings.prior_rules, comparisons)
+    model.fit_sessions(
+        expanded,
+        sessions,
+        prior_rules=rules,
+        n_records=n_records,
+        prior_recall=settings.prior_recall,
+    )
+    if rules and len(expanded) < total:
+        # a sample holds fewer rule hits than all candidates: the prior counts them all
+        prior = _prior_from_patterns(patterns, rules, n_records, settings.prior_recall)
+        model.probability_two_random_records_match_ = prior
+        if settings.prior is None:
+            model.lambda_ = prior
+    logger.info("training sessions: %s", model.sessions_)
     return model
 
 
@@ -821,7 +818,7 @@ def golden_spark(
     records: DataFrame, identities: DataFrame, config: RunConfig, bool_cols: list[str], buckets: int
 ) -> DataFrame:
     """Run ``merge_records`` per bucket of whole identities; one golden record per identity."""
-    settings = golden_settings(config)
+    settings = config.golden_settings()
     with_ids = records.join(identities.select(schema.ROW, schema.IDENTITY_ID), schema.ROW)
     with_ids = with_ids.select(
         "*", (F.abs(F.hash(F.col(schema.IDENTITY_ID))) % buckets).alias(_BUCKET)
@@ -873,7 +870,7 @@ def run_spark(
         )
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     timings: dict[str, float] = {}
-    comparisons = build_comparisons(config)
+    comparisons = build_comparisons(config.comparison_specs())
     prev_table = _read_previous(spark, previous) if previous is not None else None
 
     t = time.perf_counter()

@@ -231,6 +231,8 @@ def _parse_distinct(values: Sequence[object], field: str) -> pd.DataFrame:
     texts = _to_simplified([_prenormalize(v) for v in values])
     codes, uniques = pd.factorize(pd.Series(texts, dtype=object))
     parsed = _run_cpca(list(uniques))
+    # pandas 3 reads missing strings as NaN (truthy): make them None before the row loop
+    parsed = parsed.astype(object).where(parsed.notna(), None)
     rows = []
     for text, remainder, adcode, city_name, district, prov_pos, city_pos in zip(
         uniques,

@@ -1,13 +1,18 @@
 """Standardization stage: derived columns and quality flags beside the raw canonical fields.
 
-Each field module computes once per distinct value; this module only combines them and adds
-the cross-field checks. It must not import the linking stages, the Linker or the CLI.
+Each field module computes once per distinct value; this module only combines them through
+one table of fields (``FIELDS``) and adds the cross-field checks. ``standardize`` (a table)
+and ``standardize_record`` (one record, for search) both walk ``FIELDS``, so the two cannot
+differ in a field or an option. Must not import the linking stages, the Linker or the CLI.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,16 +40,6 @@ def join_flags(*parts: pd.Series) -> pd.Series:
     return pd.Series(result, index=parts[0].index, dtype=object)
 
 
-def split_flags(flags: pd.Series) -> pd.DataFrame:
-    """Return a boolean table with one column per flag code present in ``flags``."""
-    exploded = flags.fillna("").str.split(schema.QUALITY_SEP, regex=False).explode()
-    exploded = exploded[exploded != ""]
-    if exploded.empty:
-        return pd.DataFrame(index=flags.index)
-    table = pd.crosstab(exploded.index, exploded).astype(bool)
-    return table.reindex(flags.index, fill_value=False)
-
-
 def _prefix_flags(flags: pd.Series, field: str) -> pd.Series:
     """Prefix bare flag codes (``unparsed``) with the field name (``birth_date_unparsed``)."""
     codes, uniques = pd.factorize(flags.fillna(""))
@@ -58,97 +53,115 @@ def _prefix_flags(flags: pd.Series, field: str) -> pd.Series:
     return pd.Series(mapped[codes] if len(mapped) else "", index=flags.index, dtype=object)
 
 
-def all_flags() -> dict[str, str]:
-    """Return every quality flag code the stage can emit, with its description."""
-    flags: dict[str, str] = {}
-    for field in (schema.NAME, schema.FORMER_NAME):
-        for code, text in names.FLAGS.items():
-            flags[field + code.removeprefix("name")] = text
-    flags.update(idnumber.FLAGS)
-    for field in (schema.BIRTH_DATE, schema.REGISTERED_AT):
-        for code, text in dates.FLAGS.items():
-            flags[f"{field}_{code}"] = text
-    flags.update(demographics.FLAGS)
-    flags.update(phone.FLAGS)
-    for field in (schema.HUKOU_ADDRESS, schema.CURRENT_ADDRESS):
-        for code, text in address.FLAGS.items():
-            flags[field + code.removeprefix("address")] = text
-    return flags
-
-
 def _column(records: pd.DataFrame, field: str) -> pd.Series:
     if field in records.columns:
         return records[field].astype(object)
     return pd.Series([None] * len(records), index=records.index, dtype=object)
 
 
-def standardize(records: pd.DataFrame, config: StandardizeConfig | None = None) -> pd.DataFrame:
-    """Return ``records`` with derived columns, ``rid`` row keys and ``quality_flags`` added."""
+# A field standardizer: (raw values, config, frames of the fields before it) -> derived
+# columns plus QUALITY_FLAGS, on the values' index.
+Standardizer = Callable[[pd.Series, StandardizeConfig, dict[str, pd.DataFrame]], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class FieldStandardizer:
+    """One row of ``FIELDS``: the raw field read, its standardizer, its timing label."""
+
+    field: str
+    run: Standardizer
+    timing: str
+
+
+def _names(field: str) -> Standardizer:
+    return lambda values, config, done: names.standardize_names(values, field=field)
+
+
+def _dates(field: str, target: str) -> Standardizer:
+    def run(values: pd.Series, config: StandardizeConfig, done: dict) -> pd.DataFrame:
+        parsed = dates.parse_dates(values, pivot_year=config.two_digit_year_pivot)
+        flags = _prefix_flags(parsed[schema.QUALITY_FLAGS], field)
+        return pd.DataFrame(
+            {target: parsed["value"].to_numpy(), schema.QUALITY_FLAGS: flags.to_numpy()},
+            index=values.index,
+        )
+
+    return run
+
+
+def _region_codes(done: dict[str, pd.DataFrame]) -> pd.Series | None:
+    ids = done.get(schema.ID_NUMBER)
+    return None if ids is None else ids[schema.ID_REGION_CODE]
+
+
+# Every raw field the stage standardizes, in output column order. The hukou address reads
+# the ID's region code (a district the address text may omit), so it comes after the ID.
+FIELDS: tuple[FieldStandardizer, ...] = (
+    FieldStandardizer(schema.NAME, _names(schema.NAME), "names"),
+    FieldStandardizer(schema.FORMER_NAME, _names(schema.FORMER_NAME), "names"),
+    FieldStandardizer(
+        schema.ID_NUMBER, lambda v, c, d: idnumber.standardize_id_numbers(v), "id_number"
+    ),
+    FieldStandardizer(schema.BIRTH_DATE, _dates(schema.BIRTH_DATE, schema.BIRTH_DATE_STD), "dates"),
+    FieldStandardizer(
+        schema.REGISTERED_AT, _dates(schema.REGISTERED_AT, schema.REGISTERED_AT_STD), "dates"
+    ),
+    FieldStandardizer(
+        schema.GENDER, lambda v, c, d: demographics.standardize_gender(v), "gender_ethnicity"
+    ),
+    FieldStandardizer(
+        schema.ETHNICITY,
+        lambda v, c, d: demographics.standardize_ethnicity(v),
+        "gender_ethnicity",
+    ),
+    FieldStandardizer(schema.PHONE, lambda v, c, d: phone.standardize_phones(v), "phone"),
+    FieldStandardizer(
+        schema.HUKOU_ADDRESS,
+        lambda v, c, d: address.standardize_addresses(
+            v, schema.HUKOU_ADDRESS, region_codes=_region_codes(d)
+        ),
+        "addresses",
+    ),
+    FieldStandardizer(
+        schema.CURRENT_ADDRESS,
+        lambda v, c, d: address.standardize_addresses(v, schema.CURRENT_ADDRESS),
+        "addresses",
+    ),
+)
+
+
+def standardize(
+    records: pd.DataFrame,
+    config: StandardizeConfig | None = None,
+    *,
+    timings: dict[str, float] | None = None,
+) -> pd.DataFrame:
+    """Return ``records`` with derived columns, ``rid`` row keys and ``quality_flags`` added.
+
+    Takes the canonical fields (absent ones read as null); adds every field's derived
+    columns (``FIELDS``), cross-field flags and ``rid`` = 0..n-1 in row order. Seconds per
+    field group are added to ``timings`` when given.
+    """
     config = config or StandardizeConfig()
     records = records.reset_index(drop=True)
-    timings: dict[str, float] = {}
-    parts: list[pd.DataFrame] = []
+    spent: dict[str, float] = {}
+    done: dict[str, pd.DataFrame] = {}
     flag_parts: list[pd.Series] = []
-
-    def run(label: str, frame: pd.DataFrame) -> pd.DataFrame:
+    for entry in FIELDS:
+        t = time.perf_counter()
+        frame = entry.run(_column(records, entry.field), config, done)
         flag_parts.append(frame.pop(schema.QUALITY_FLAGS))
-        parts.append(frame)
-        return frame
-
-    t = time.perf_counter()
-    for field in (schema.NAME, schema.FORMER_NAME):
-        run(field, names.standardize_names(_column(records, field), field=field))
-    timings["names"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    ids = run("id", idnumber.standardize_id_numbers(_column(records, schema.ID_NUMBER)))
-    timings["id_number"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    date_std = {}
-    for field, target in (
-        (schema.BIRTH_DATE, schema.BIRTH_DATE_STD),
-        (schema.REGISTERED_AT, schema.REGISTERED_AT_STD),
-    ):
-        parsed = dates.parse_dates(_column(records, field), pivot_year=config.two_digit_year_pivot)
-        flag_parts.append(_prefix_flags(parsed[schema.QUALITY_FLAGS], field))
-        date_std[target] = parsed["value"]
-        parts.append(pd.DataFrame({target: parsed["value"]}, index=records.index))
-    timings["dates"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    gender = run("gender", demographics.standardize_gender(_column(records, schema.GENDER)))
-    run("ethnicity", demographics.standardize_ethnicity(_column(records, schema.ETHNICITY)))
-    timings["gender_ethnicity"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    run("phone", phone.standardize_phones(_column(records, schema.PHONE)))
-    timings["phone"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    run(
-        "hukou",
-        address.standardize_addresses(
-            _column(records, schema.HUKOU_ADDRESS),
-            schema.HUKOU_ADDRESS,
-            region_codes=ids[schema.ID_REGION_CODE],
-        ),
-    )
-    run(
-        "current",
-        address.standardize_addresses(
-            _column(records, schema.CURRENT_ADDRESS), schema.CURRENT_ADDRESS
-        ),
-    )
-    timings["addresses"] = time.perf_counter() - t
+        done[entry.field] = frame
+        spent[entry.timing] = spent.get(entry.timing, 0.0) + time.perf_counter() - t
 
     # Cross-field checks: the ID embeds birth date and gender; a disagreement means one of
     # the two was mistyped, which the comparison stage must weigh.
-    birth = date_std[schema.BIRTH_DATE_STD]
+    birth = done[schema.BIRTH_DATE][schema.BIRTH_DATE_STD]
+    ids = done[schema.ID_NUMBER]
     id_birth = ids[schema.ID_BIRTH_DATE]
     birth_conflict = birth.notna() & id_birth.notna() & (birth != id_birth)
     id_gender = ids[schema.ID_GENDER]
-    gender_std = gender[schema.GENDER_STD]
+    gender_std = done[schema.GENDER][schema.GENDER_STD]
     gender_conflict = gender_std.notna() & id_gender.notna() & (gender_std != id_gender)
     flag_parts.append(
         pd.Series(np.where(birth_conflict, "id_birth_conflict", ""), index=records.index)
@@ -157,14 +170,37 @@ def standardize(records: pd.DataFrame, config: StandardizeConfig | None = None) 
         pd.Series(np.where(gender_conflict, "id_gender_conflict", ""), index=records.index)
     )
 
-    derived = pd.concat(parts, axis=1)
+    derived = pd.concat(list(done.values()), axis=1)
     out = pd.concat([records, derived], axis=1)
     out[schema.QUALITY_FLAGS] = join_flags(*flag_parts)
     out.insert(0, schema.ROW, np.arange(len(out), dtype=np.int64))
     logger.info(
         "standardized %d records: %s",
         len(out),
-        ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()),
+        ", ".join(f"{k} {v:.1f}s" for k, v in spent.items()),
     )
-    out.attrs["timings"] = timings
+    if timings is not None:
+        timings.update(spent)
     return out
+
+
+def standardize_record(
+    record: Mapping[str, Any], config: StandardizeConfig | None = None
+) -> pd.DataFrame:
+    """Standardize ONE record (a dict of canonical fields) into a one-row table, fast.
+
+    Walks the same ``FIELDS`` with the same options as :func:`standardize`, but only the
+    fields the record has: on one row, pandas costs milliseconds per field module, and an
+    absent field's derived columns would all be null (comparisons read absent columns as
+    null). No ``rid`` or ``quality_flags`` column is added.
+    """
+    config = config or StandardizeConfig()
+    done: dict[str, pd.DataFrame] = {}
+    for entry in FIELDS:
+        value = record.get(entry.field)
+        if value is None or value == "":
+            continue
+        frame = entry.run(pd.Series([value], dtype=object), config, done)
+        done[entry.field] = frame.drop(columns=[schema.QUALITY_FLAGS])
+    parts = [pd.DataFrame({k: [v] for k, v in record.items()})] + list(done.values())
+    return pd.concat([p.reset_index(drop=True) for p in parts], axis=1)

@@ -39,7 +39,7 @@ _EXCEL_EPOCH = datetime.date(1899, 12, 30)
 _EXCEL_MIN, _EXCEL_MAX = 1000, 80000
 
 # Written by hand: dateutil fails on 1985年3月7日, dateparser on 一九八五年三月七日 and 19850307,
-# and pandas.to_datetime(format="mixed") returns NaT for both (DOMAIN.md, Dates).
+# and pandas.to_datetime(format="mixed") returns NaT for both.
 _TIME = r"(?:[ T]+\d{1,2}:\d{1,2}(?::\d{1,2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})?)?"
 _SEPARATED = re.compile(
     rf"(?P<y>\d{{4}}|\d{{2}})\s*(?P<s>[-/.])\s*(?P<m>\d{{1,2}})\s*(?P=s)\s*(?P<d>\d{{1,2}})\.?{_TIME}"

@@ -62,10 +62,21 @@ def generate(
     corruption: float = 1.0,
     output: str | Path | None = None,
     excel: bool = False,
+    new_batch: float = 0.0,
 ) -> SynthResult:
-    """Generate the three registries for ``persons`` people; write them when ``output`` is set."""
+    """Generate the three registries for ``persons`` people; write them when ``output`` is set.
+
+    ``new_batch`` (0 to below 1) holds that share of every registry's records out as a later
+    batch: written as ``<source>_new.csv`` with ``new.yaml``, while ``run.yaml`` names the
+    rest, so a store can be built from one and the other ingested. ``truth.csv`` covers both.
+
+    Raises:
+        InputError: ``persons`` below 1, a negative ``corruption`` or ``new_batch`` outside [0, 1).
+    """
     if persons < 1:
         raise InputError(f"persons must be at least 1, got {persons}")
+    if not 0 <= new_batch < 1:
+        raise InputError(f"new_batch must be at least 0 and below 1, got {new_batch}")
     if not corruption >= 0:
         raise InputError(f"corruption must be >= 0, got {corruption}")
     started = time.perf_counter()
@@ -92,15 +103,25 @@ def generate(
         time.perf_counter() - started,
     )
     if output is not None:
-        result.paths = _write(result, Path(output), excel)
+        result.paths = _write(result, Path(output), excel, new_batch, seed)
     return result
 
 
-def _write(result: SynthResult, out: Path, excel: bool) -> dict[str, Path]:
+def _write(
+    result: SynthResult, out: Path, excel: bool, new_batch: float, seed: int
+) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
+    rng = np.random.default_rng([seed, 0, 97])
+    new_files: dict[str, str] = {}
     for source in SOURCES:
         frame = result.registry(source)
+        held = rng.random(len(frame)) < new_batch
+        if held.any():
+            new_files[source] = f"{source}_new.csv"
+            paths[f"{source}_new"] = out / new_files[source]
+            write_csv(frame[held], paths[f"{source}_new"], source)
+            frame = frame[~held]
         if source == "health" and excel:
             paths[source] = out / "health.xlsx"
             write_xlsx(frame, paths[source])
@@ -110,4 +131,6 @@ def _write(result: SynthResult, out: Path, excel: bool) -> dict[str, Path]:
     paths["truth"] = out / "truth.csv"
     result.truth.to_csv(paths["truth"], index=False, encoding="utf-8", lineterminator="\n")
     paths["config"] = write_configs(out, excel=excel)
+    if new_files:
+        paths["new_config"] = write_configs(out, excel=excel, name="new.yaml", files=new_files)
     return paths

@@ -27,8 +27,8 @@ SURNAME_SHARES: dict[str, float] = {
     "令狐": 0.003,
 }  # fmt: skip
 
-# Surname readings differ from pypinyin's default reading of the character (DOMAIN.md:
-# pypinyin has no surname mode); a clerk typing 曾 types "zeng", so its homophone is 增.
+# Surname readings differ from pypinyin's default reading of the character (pypinyin
+# has no surname mode); a clerk typing 曾 types "zeng", so its homophone is 增.
 SURNAME_READINGS: dict[str, list[str]] = {
     "曾": ["zeng"], "单": ["shan"], "解": ["xie"], "仇": ["qiu"], "区": ["ou"], "查": ["zha"],
     "朴": ["piao"], "盖": ["ge"], "翟": ["zhai"], "覃": ["qin"], "万": ["wan"],
@@ -125,7 +125,7 @@ RARE_CHARS_GBK = ("堃", "喆", "赟", "珺", "玥", "昇")
 RARE_CHARS_NON_GBK = ("䶮", "𠮷", "𫖮", "𬱖", "𬣙")
 
 # Look-alike characters (handwriting, OCR, shape-based input). No library without heavy
-# dependencies ships such a table (see DOMAIN.md), so it is hand-written here.
+# dependencies ships such a table, so it is hand-written here.
 LOOKALIKE_GROUPS: tuple[str, ...] = (
     "王玉主", "未末", "己已巳", "侯候", "李季", "杨扬汤", "陈阵", "大太犬", "天夫", "日曰",
     "人入八", "土士", "千干于", "田由甲申", "东车", "风凤", "晴睛", "华毕", "芳劳", "娟绢",
@@ -135,7 +135,7 @@ LOOKALIKE_GROUPS: tuple[str, ...] = (
     "涛寿", "龙尤", "飞长", "娜哪", "强虽", "磊晶", "杰杏", "敏繁",
 )  # fmt: skip
 
-# Dialect confusions (DOMAIN.md): initials and finals that southern speakers mix.
+# Dialect confusions: initials and finals that southern speakers mix.
 DIALECT_INITIALS = (("n", "l"), ("zh", "z"), ("ch", "c"), ("sh", "s"), ("f", "h"))
 DIALECT_FINALS = (("ang", "an"), ("eng", "en"), ("ing", "in"))
 

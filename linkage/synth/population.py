@@ -124,7 +124,7 @@ def choose(
 def id_check_chars(body17: np.ndarray) -> np.ndarray:
     """ISO 7064 MOD 11-2 check characters of 17-digit bodies (vectorized).
 
-    Hand-written because stdnum computes it one call at a time (DOMAIN.md)."""
+    Hand-written because stdnum computes it one call at a time."""
     if len(body17) == 0:
         return np.array([], dtype="<U1")
     raw = np.frombuffer("".join(body17).encode("ascii"), dtype=np.uint8)

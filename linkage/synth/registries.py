@@ -523,12 +523,31 @@ def write_xlsx(frame: pd.DataFrame, path: Path) -> None:
             )
 
 
-def write_configs(output_dir: str | Path, excel: bool = False) -> Path:
-    """Write run.yaml and sources/*.yaml describing the three registry files; return run.yaml."""
+def write_configs(
+    output_dir: str | Path,
+    excel: bool = False,
+    *,
+    name: str = "run.yaml",
+    files: dict[str, str] | None = None,
+) -> Path:
+    """Write ``name`` (a run config) and ``sources/*.yaml`` describing the registry files.
+
+    ``files`` maps source -> CSV file name for a run config over some sources only (the
+    source schemas are left as written for ``run.yaml``); by default every registry's
+    ``<source>.csv`` (``health.xlsx`` with ``excel``). Returns the run config's path.
+    """
     out = Path(output_dir)
     (out / "sources").mkdir(parents=True, exist_ok=True)
     run: dict[str, dict] = {"sources": {}}
     for source, columns in REGISTRY_COLUMNS.items():
+        if files is not None:
+            if source in files:
+                run["sources"][source] = {
+                    "include": f"sources/{source}.yaml",
+                    "path": files[source],
+                    "encoding": CONFIG_ENCODINGS[source],
+                }
+            continue
         record_id = next(h for h, f in columns.items() if f == schema.RECORD_ID)
         spec: dict = {"record_id": record_id}
         filename = f"{source}.csv"
@@ -540,7 +559,7 @@ def write_configs(output_dir: str | Path, excel: bool = False) -> Path:
         with (out / "sources" / f"{source}.yaml").open("w", encoding="utf-8") as fh:
             yaml.safe_dump(spec, fh, allow_unicode=True, sort_keys=False)
         run["sources"][source] = {"include": f"sources/{source}.yaml", "path": filename}
-    path = out / "run.yaml"
+    path = out / name
     with path.open("w", encoding="utf-8") as fh:
         yaml.safe_dump(run, fh, allow_unicode=True, sort_keys=False)
     return path

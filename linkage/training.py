@@ -1,0 +1,111 @@
+"""Training policy: which pairs and rules train the Fellegi–Sunter model of a run.
+
+The estimator (``linkage.model``) knows how to fit; this module decides what it is fitted
+on: u from random record pairs (across or within sources as the link type allows), m by EM
+in the configured training sessions, the prior from the prior rules, or m/u from labelled
+pairs. Imports config, blocking, compare and model; never a composition, the Linker or CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from linkage import schema
+from linkage.blocking import sample_random_pairs
+from linkage.compare import Comparison, compare
+from linkage.config import RunConfig
+from linkage.model import FellegiSunterModel
+
+logger = logging.getLogger(__name__)
+
+
+def level_rules(rules: list[dict[str, str]], comparisons: list[Comparison]) -> list[dict[str, int]]:
+    """Turn {comparison: level name} rules into {comparison: level index} rules.
+
+    ``load_config`` has already refused written rules naming absent comparisons or levels;
+    what is left here are the defaults, and a default naming what this run lacks is skipped.
+    """
+    levels = {c.name: list(c.levels) for c in comparisons}
+    return [
+        {name: levels[name].index(level) for name, level in rule.items()}
+        for rule in rules
+        if all(name in levels and level in levels[name] for name, level in rule.items())
+    ]
+
+
+def random_pairs_for_u(records: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
+    """Random record pairs for u: only pairs that could be candidates under the link type."""
+    settings = config.model
+    pairs = sample_random_pairs(len(records), settings.u_sample_pairs, seed=settings.seed)
+    if config.blocking.link_type == "link_and_dedupe":
+        return pairs
+    src = records[schema.SOURCE].to_numpy()
+    cross = src[pairs[schema.ROW_L].to_numpy()] != src[pairs[schema.ROW_R].to_numpy()]
+    keep = cross if config.blocking.link_type == "link_only" else ~cross
+    return pairs[keep].reset_index(drop=True)
+
+
+def new_model(
+    comparisons: list[Comparison], config: RunConfig, tf_names: list[str]
+) -> FellegiSunterModel:
+    """An unfitted model for the run's comparisons, carrying the run's resolved settings.
+
+    ``settings`` is the config without sources, with the comparisons resolved to specs
+    (defaults written out), so a saved model alone rebuilds comparisons, blocking and
+    standardization (ingest and search read it; a change of defaults cannot change it).
+    """
+    levels = {c.name: list(c.levels) for c in comparisons}
+    document = config.model_dump(mode="json", exclude={"sources"})
+    document["comparisons"] = [c.to_config() for c in comparisons]
+    return FellegiSunterModel(
+        levels,
+        prior=config.model.prior,
+        max_iter=config.model.max_iter,
+        tf_columns={name: len(levels[name]) - 1 for name in tf_names if name in levels},
+        settings=document,
+    )
+
+
+def train_model(
+    records: pd.DataFrame,
+    vectors: pd.DataFrame,
+    comparisons: list[Comparison],
+    config: RunConfig,
+    tf: dict[str, np.ndarray],
+    *,
+    labelled: tuple[pd.DataFrame, np.ndarray] | None = None,
+) -> FellegiSunterModel:
+    """Fit the run's model: u from random pairs, then m by sessions or EM, or from labels.
+
+    ``records``: standardized records (``rid`` order); ``vectors``: comparison vectors of
+    the blocked pairs; ``tf``: per-pair term frequencies by comparison; ``labelled``: row
+    pairs (``rid_l``, ``rid_r``) and 0/1 labels, which replace EM when given.
+    """
+    settings = config.model
+    model = new_model(comparisons, config, list(tf))
+    random = compare(records, random_pairs_for_u(records, config), comparisons)
+    model.estimate_u(random)
+    if labelled is not None:
+        pairs, y = labelled
+        model.fit_supervised(compare(records, pairs, comparisons), y)
+        logger.info("model trained from %d labelled pairs", len(y))
+    elif len(vectors):
+        sessions = level_rules(settings.training_sessions, comparisons)
+        if sessions:
+            rules = level_rules(settings.prior_rules, comparisons)
+            model.fit_sessions(
+                vectors,
+                sessions,
+                prior_rules=rules,
+                n_records=len(records),
+                prior_recall=settings.prior_recall,
+            )
+            logger.info("training sessions: %s", model.sessions_)
+        else:
+            model.fit(vectors)
+    else:
+        logger.warning("no candidate pairs: the model keeps its u-probabilities only")
+    return model
