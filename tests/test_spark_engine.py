@@ -185,6 +185,7 @@ def test_spark_reader_matches_the_local_reader(spark, tmp_path, write_yaml):
     )
     frame.to_csv(tmp_path / "gbk.csv", index=False, encoding="gb18030")
     frame.to_parquet(tmp_path / "p.parquet", index=False)
+    frame.to_excel(tmp_path / "x.xlsx", index=False)
     columns = {"姓名": "name", "电话": "phone"}
     path = write_yaml(
         {
@@ -197,6 +198,7 @@ def test_spark_reader_matches_the_local_reader(spark, tmp_path, write_yaml):
                     "encoding": "gbk",
                 },
                 "pq": {"path": "p.parquet", "record_id": "编号", "columns": columns},
+                "xl": {"path": "x.xlsx", "record_id": "编号", "columns": columns},
             }
         }
     )
@@ -215,15 +217,24 @@ def test_spark_reader_matches_the_local_reader(spark, tmp_path, write_yaml):
     )
 
 
-def test_spark_reader_rejects_duplicate_ids_naming_the_file(spark, tmp_path, write_yaml):
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("编号,姓名\nx,张三\nx,李四\n", r"duplicate record id value.*'x'"),
+        ("编号,姓名\nx,张三\ny,李四,多余\n", r"could not be parsed"),
+        ("编号,姓名\nx,张三\n,李四\n", r"1 row\(s\) have no record id"),
+    ],
+)
+def test_spark_reader_rejects_bad_files_naming_them(spark, tmp_path, write_yaml, text, message):
     from linkage.spark.engine import read_sources_spark
 
-    (tmp_path / "dup.csv").write_text("编号,姓名\nx,张三\nx,李四\n", encoding="utf-8")
+    (tmp_path / "bad.csv").write_text(text, encoding="utf-8")
     config = load_config(
-        write_yaml({"sources": {"s": {"path": "dup.csv", "record_id": "编号", "columns": {}}}})
+        write_yaml({"sources": {"s": {"path": "bad.csv", "record_id": "编号", "columns": {}}}})
     )
-    with pytest.raises(InputError, match=r"dup\.csv.*duplicate record id|duplicate.*'x'"):
+    with pytest.raises(InputError, match=message) as raised:
         read_sources_spark(spark, config)
+    assert "bad.csv" in str(raised.value)
 
 
 # ----------------------------------------------------------------------------- stable ids

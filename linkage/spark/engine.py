@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,8 @@ from linkage.spark import require_pyspark
 
 require_pyspark()
 
+from py4j.protocol import Py4JJavaError  # noqa: E402
+from pyspark.errors import PySparkException  # noqa: E402
 from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 from pyspark.sql import types as T  # noqa: E402
@@ -141,14 +144,9 @@ def read_source_spark(spark: SparkSession, cfg: SourceConfig) -> DataFrame:
     elif suffix == ".parquet":
         raw = spark.read.parquet(str(path))
     elif suffix in (".xlsx", ".xlsm"):
-        local = read_raw(cfg)
-        raw = spark.createDataFrame(local.astype(object).where(local.notna(), None).astype(str))
-        raw = raw.select(
-            *[
-                F.when(F.col(f"`{c}`") == "None", None).otherwise(F.col(f"`{c}`")).alias(c)
-                for c in raw.columns
-            ]
-        )
+        local = read_raw(cfg)  # openpyxl reads a workbook whole: Excel files stay small
+        text = T.StructType([T.StructField(str(c), T.StringType(), True) for c in local.columns])
+        raw = spark.createDataFrame(local.astype(object).where(local.notna(), None), text)
     else:
         raise InputError(
             f"unsupported file type '{suffix}', expected .csv, .xlsx or .parquet", path=str(path)
@@ -163,7 +161,18 @@ def read_source_spark(spark: SparkSession, cfg: SourceConfig) -> DataFrame:
             path=str(path),
         )
     rid_col = F.col(f"`{cfg.record_id}`")
-    empty = raw.where(rid_col.isNull()).count()
+    try:
+        empty = raw.where(rid_col.isNull()).count()
+    except (PySparkException, Py4JJavaError) as exc:
+        # FAILFAST: a row with the wrong number of fields stops the read, as locally
+        found = re.search(r"Malformed CSV record: ?(.*?)(?: SQLSTATE|\n|$)", str(exc))
+        if found is None:
+            raise
+        raise InputError(
+            f"the file could not be parsed: a row has the wrong number of fields: "
+            f"{found.group(1)[:200]!r}",
+            path=str(path),
+        ) from None
     if empty:
         raise InputError(f"{empty} row(s) have no record id", path=str(path), column=cfg.record_id)
     dup = raw.groupBy(rid_col.alias("v")).count().where(F.col("count") > 1)
