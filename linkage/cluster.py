@@ -27,12 +27,18 @@ def cannot_link_table(records: pd.DataFrame) -> pd.DataFrame | None:
     """The cannot-link table of the same-source rule: two records of one source with
     different valid ID numbers are two people (a registry issues one ID per person).
 
-    Takes standardized records (``rid``, ``source``, ``id_std``, ``id_valid``); returns
-    ``rid``, ``key`` (the valid ID) and ``group`` (the source), or None without IDs.
+    An ID flagged ``id_not_own`` (a guardian's on a child's record) says nothing about who
+    the record is, so it never forbids a link.
+
+    Takes standardized records (``rid``, ``source``, ``id_std``, ``id_valid``,
+    ``quality_flags``); returns ``rid``, ``key`` (the valid ID) and ``group`` (the source), or
+    None without IDs.
     """
     if schema.ID_STD not in records:
         return None
     valid = records[schema.ID_VALID].eq(True) if schema.ID_VALID in records else True
+    if schema.QUALITY_FLAGS in records:
+        valid = valid & ~records[schema.QUALITY_FLAGS].astype(str).str.contains("id_not_own")
     keyed = records[schema.ID_STD].where(valid)
     return pd.DataFrame(
         {
@@ -373,3 +379,69 @@ def _min_row_labels(group: np.ndarray, n_records: int) -> pd.Series:
         name=schema.CLUSTER_ID,
         dtype=np.int64,
     )
+
+
+def sibling_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
+    """Mask of scored pairs that look like twins or siblings, never one person.
+
+    Fellegi-Sunter takes u from random pairs, where a shared birth date, phone and address are
+    rare; inside a household they are not, and twins agree on all three. So a pair is held out
+    of clustering when both names are Han names of one length with the same surname, the given
+    names differ in a way no comparison level explains (name level ``else``: not a homophone,
+    look-alike, traditional form or former name) and are not the same characters reordered,
+    while the birth dates agree exactly: 王子涵 / 王子轩 born the same day. An identical ID
+    (``gamma_id`` at its top level) outweighs the rule: twins do not share one, while a
+    look-alike character outside the table or an unrecorded former name does change a name.
+    And one of the two records must have a partner of its own elsewhere, a pair with an exact
+    (or clean-exact) name and the same birth date: that twin is then explained by another
+    record, while two lone records of one person whose name was mistyped or changed have no
+    such partner and stay linked.
+    Takes ``rid_l``, ``rid_r``, ``gamma_name``, ``gamma_birth_date`` (and ``gamma_id``) from
+    ``pairs`` and ``name_clean`` from ``records``; without those columns nothing is held out.
+    """
+    name_col, birth_col = "gamma_name", "gamma_birth_date"
+    clean_col = schema.name_col(schema.NAME, "clean")
+    out = np.zeros(len(pairs), dtype=bool)
+    if not {name_col, birth_col} <= set(pairs.columns) or clean_col not in records:
+        return out
+    from linkage.compare.fields import BirthDateComparison, IdComparison
+    from linkage.compare.name import NameComparison
+
+    birth_exact = pairs[birth_col].to_numpy() == BirthDateComparison.levels.index("exact")
+    name_level = pairs[name_col].to_numpy()
+    strong = birth_exact & (name_level >= NameComparison.levels.index("clean_exact"))
+    rows = np.concatenate([pairs[schema.ROW_L].to_numpy(), pairs[schema.ROW_R].to_numpy()])
+    partnered = np.zeros(max(len(records), int(rows.max()) + 1 if len(rows) else 0), dtype=bool)
+    partnered[pairs[schema.ROW_L].to_numpy()[strong]] = True
+    partnered[pairs[schema.ROW_R].to_numpy()[strong]] = True
+    sibling_like = (
+        (name_level == 0)
+        & birth_exact
+        & (partnered[pairs[schema.ROW_L].to_numpy()] | partnered[pairs[schema.ROW_R].to_numpy()])
+    )
+    if "gamma_id" in pairs.columns:
+        sibling_like &= pairs["gamma_id"].to_numpy() != IdComparison.levels.index("exact")
+    cand = np.flatnonzero(sibling_like)
+    if len(cand) == 0:
+        return out
+    clean = records[clean_col].to_numpy(dtype=object)
+    left = clean[pairs[schema.ROW_L].to_numpy()[cand]]
+    right = clean[pairs[schema.ROW_R].to_numpy()[cand]]
+    for i, a, b in zip(cand, left, right, strict=True):
+        if (
+            isinstance(a, str)
+            and isinstance(b, str)
+            and len(a) == len(b) >= 2
+            and a[0] == b[0]
+            and a != b
+            and sorted(a) != sorted(b)
+            and "·" not in a + b
+            and not (a + b).isascii()
+            and _han_only(a + b)
+        ):
+            out[i] = True
+    return out
+
+
+def _han_only(text: str) -> bool:
+    return all("\u3400" <= ch <= "\u9fff" or ch >= "\U00020000" for ch in text)

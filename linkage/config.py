@@ -206,6 +206,10 @@ class IdSpec(_ComparisonSpec):
     name: str = "id"
     column: str = schema.ID_STD
     from_15_column: str = schema.ID_FROM_15
+    # recorded birth date and gender: an ID whose birth year is a generation away from the
+    # record's is someone else's (a guardian's) and no evidence; null turns the check off
+    birth_column: str | None = schema.BIRTH_DATE_STD
+    gender_column: str | None = schema.GENDER_STD
 
 
 class BirthDateSpec(_ComparisonSpec):
@@ -421,7 +425,10 @@ class FieldRule(_Model):
 
     column: str
     rule: SurvivorshipRule = "most_frequent"
-    raw: str | None = None  # raw column reported beside the standardized value
+    # Source column reported as the golden value: the choice is made on ``column`` (so
+    # 王汎森 and 王泛森 count as one name), but the value shown is a spelling a source holds,
+    # preferring a record whose own value equals the chosen standardized one.
+    raw: str | None = None
 
 
 class GoldenSettings(_Model):
@@ -439,7 +446,9 @@ class GoldenSettings(_Model):
 
 
 DEFAULT_FIELDS: dict[str, FieldRule] = {
-    schema.NAME: FieldRule(column=schema.name_col(schema.NAME, "clean"), rule="most_frequent"),
+    schema.NAME: FieldRule(
+        column=schema.name_col(schema.NAME, "clean"), rule="most_frequent", raw=schema.NAME
+    ),
     schema.ID_NUMBER: FieldRule(column=schema.ID_STD, rule="valid_id"),
     schema.GENDER: FieldRule(column=schema.GENDER_STD, rule="most_frequent"),
     schema.BIRTH_DATE: FieldRule(column=schema.BIRTH_DATE_STD, rule="most_frequent"),

@@ -1,7 +1,7 @@
 """Golden records: one record per identity by survivorship rules, with provenance and conflicts.
 
-Pure function over the standardized records and their identity labels; imports schema and
-its settings from config.
+Pure function over the standardized records and their identity labels; imports schema,
+its settings from config and the filler list of the standardize stage.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pandas as pd
 
 from linkage import schema
 from linkage.config import DEFAULT_FIELDS, FieldRule, GoldenSettings  # noqa: F401 - re-exported
+from linkage.standardize._fillers import is_filler_text
 
 # Fields where two different values inside one identity are worth an analyst's look.
 CONFLICT_FIELDS = (schema.ID_NUMBER, schema.BIRTH_DATE, schema.GENDER)
@@ -66,12 +67,20 @@ def merge_records(
             continue
         values = records[rule.column]
         value_codes, value_names = pd.factorize(pd.Series(values.to_numpy(), dtype=object))
-        present = value_codes >= 0
+        # raw columns (addresses) may hold fillers such as 不详: never a golden value
+        filler = np.array([is_filler_text(v) for v in value_names] + [False], dtype=bool)
+        present = (value_codes >= 0) & ~filler[value_codes]
         if rule.column == schema.ID_STD and schema.ID_VALID in records:
             valid = records[schema.ID_VALID].eq(True).to_numpy(dtype=bool, na_value=False)
         else:
             valid = np.ones(n, dtype=bool)
         rows = np.flatnonzero(present)
+        shown = values
+        held = np.ones(len(rows), dtype=bool)
+        if rule.raw is not None and rule.raw in records.columns:
+            shown = records[rule.raw].astype("string").str.strip().astype(object)
+            shown = shown.where(shown.notna(), None)
+            held = shown.to_numpy(dtype=object)[rows] == values.to_numpy(dtype=object)[rows]
         ic, vc = ident_codes[rows], value_codes[rows].astype(np.int64)
         pair_key = ic.astype(np.int64) * (len(value_names) + 1) + vc
         _, inverse, counts = np.unique(pair_key, return_inverse=True, return_counts=True)
@@ -86,7 +95,7 @@ def merge_records(
         if rule.rule == "valid_id":
             keys = (k_rank, s_rank, -freq, ~v_ok, ic)
         elif rule.rule == "most_frequent":
-            keys = (k_rank, -r_rank, s_rank, -freq, ic)
+            keys = (k_rank, -r_rank, s_rank, ~held, -freq, ic)
         elif rule.rule == "most_recent":
             keys = (k_rank, s_rank, -r_rank, ic)
         else:
@@ -100,7 +109,7 @@ def merge_records(
         out_value = np.full(n_ident, None, dtype=object)
         out_source = np.full(n_ident, None, dtype=object)
         out_record = np.full(n_ident, None, dtype=object)
-        out_value[chosen_ident] = values.to_numpy(dtype=object)[chosen_rows]
+        out_value[chosen_ident] = shown.to_numpy(dtype=object)[chosen_rows]
         out_source[chosen_ident] = src_np[chosen_rows]
         out_record[chosen_ident] = rid_np[chosen_rows]
         golden[field] = out_value

@@ -24,6 +24,7 @@ from linkage.cluster import (
     cluster_pairs,
     cluster_size_distribution,
     cluster_stats,
+    sibling_pairs,
 )
 from linkage.compare import Comparison, build_comparisons, compare, pair_tf, term_frequencies
 from linkage.config import RunConfig
@@ -156,11 +157,12 @@ def score_pairs(
 
 def cluster_records(records: pd.DataFrame, scored: pd.DataFrame, config: RunConfig) -> pd.Series:
     """Cluster scored pairs of ``records`` (``rid`` 0..n-1) under the run's clustering
-    settings and cannot-link rule; return one cluster label per record."""
+    settings and cannot-link rule; return one cluster label per record. Pairs that look like
+    twins or siblings (``sibling_pairs``) are held out."""
     cannot = cannot_link_table(records) if config.clustering.cannot_link_same_source_ids else None
     return cluster_pairs(
         len(records),
-        scored,
+        scored[~sibling_pairs(records, scored)],
         config.clustering.threshold,
         cannot_link=cannot,
         max_cluster_size=config.clustering.max_cluster_size,

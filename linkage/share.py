@@ -24,7 +24,7 @@ from linkage.errors import ConfigError, InputError
 from linkage.io import atomic_write
 from linkage.standardize._distinct import map_distinct
 from linkage.standardize.address import standardize_addresses
-from linkage.standardize.names import split_surname
+from linkage.zh.surnames import split_surname
 
 logger = logging.getLogger(__name__)
 

@@ -123,6 +123,14 @@ CASES = [
     ("date-recorded-first", "birth_date", {"birth_date": LUNAR, "id_number": ID_A}, {"birth_date": "1985-03-07"}, "lunar"),
     ("date-null", "birth_date", {"birth_date": None}, {"birth_date": "1985-03-07"}, "null"),
     ("date-unparsed-null", "birth_date", {"birth_date": "不详"}, {"birth_date": "1985-03-07"}, "null"),
+    # an ID that is not its record's own (a guardian's on a child's record) is no evidence
+    ("id-guardian-on-child", "id", {"id_number": ID_A, "birth_date": "2012-05-01"}, {"id_number": ID_A, "birth_date": "1985-03-07"}, "null"),
+    ("id-guardian-on-twins", "id", {"id_number": ID_A, "birth_date": "2012-05-01"}, {"id_number": ID_A, "birth_date": "2012-05-01"}, "null"),
+    ("id-guardian-vs-own", "id", {"id_number": ID_A, "birth_date": "2012-05-01"}, {"id_number": ID_OTHER, "birth_date": "2012-05-01"}, "null"),
+    ("id-birth-year-typo-keeps-id", "id", {"id_number": ID_A, "birth_date": "1986-03-07"}, {"id_number": ID_A, "birth_date": "1985-03-07"}, "exact"),
+    ("id-birth-digit-typo-keeps-id", "id", {"id_number": ID_A, "birth_date": "1995-03-07"}, {"id_number": ID_A}, "exact"),
+    ("id-gender-borrowed", "id", {"id_number": ID_A, "gender": "女"}, {"id_number": ID_A, "gender": "男"}, "null"),
+    ("id-gender-typo-one-side", "id", {"id_number": ID_A, "gender": "女"}, {"id_number": ID_A}, "exact"),
     # gender and ethnicity
     ("gender-exact", "gender", {"gender": "男"}, {"gender": "M"}, "exact"),
     ("gender-code", "gender", {"gender": "2"}, {"gender": "女"}, "exact"),

@@ -48,6 +48,14 @@ class IdComparison(Comparison):
     ``near_miss`` one character substituted or two adjacent ones swapped (the checksum catches
     these, so one side is invalid); ``birth_region`` same region code and birth date but a
     different sequence: twins or neighbours born the same day, or two typos; ``else``.
+
+    A record's ID is not its own when its recorded birth year is years away from the year the
+    ID embeds (not a one-digit typo): a guardian's ID on a child's health record (DOMAIN.md:
+    children without an ID card are registered under a parent's). Such an ID is no evidence
+    either way (null): random pairs never share an ID, so u cannot see that a household does,
+    and an identical ID would outweigh a different name and birth date, while the child's own
+    ID elsewhere would count as disagreement. An identical ID is also no evidence when the two
+    records' genders differ and one contradicts the gender the ID encodes.
     """
 
     type_name = "id"
@@ -58,19 +66,29 @@ class IdComparison(Comparison):
         name: str = "id",
         column: str = schema.ID_STD,
         from_15_column: str = schema.ID_FROM_15,
+        birth_column: str | None = schema.BIRTH_DATE_STD,
+        gender_column: str | None = schema.GENDER_STD,
     ):
         self.name = name
         self.column = column
         self.from_15_column = from_15_column
+        self.birth_column = birth_column
+        self.gender_column = gender_column
 
     def params(self) -> dict[str, Any]:
         """Constructor settings."""
-        return {"column": self.column, "from_15_column": self.from_15_column}
+        return {
+            "column": self.column,
+            "from_15_column": self.from_15_column,
+            "birth_column": self.birth_column,
+            "gender_column": self.gender_column,
+        }
 
     @property
     def columns(self) -> list[str]:
-        """The standardized ID and its legacy-upgrade flag."""
-        return [self.column, self.from_15_column]
+        """The standardized ID, its legacy-upgrade flag, the recorded birth date and gender."""
+        extra = [c for c in (self.birth_column, self.gender_column) if c]
+        return [self.column, self.from_15_column, *extra]
 
     def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
         """ID codes per record; fixed-width bytes and region+birth-date keys per distinct ID."""
@@ -82,7 +100,26 @@ class IdComparison(Comparison):
             [int(t[:14]) if t and t[:14].isdigit() else -1 for t in text], dtype=np.int64
         )
         from15 = as_bool(column(values, self.from_15_column, len(ids)))
-        return Prepared({"id": codes, "from15": from15}, {"fixed": fixed, "head": head})
+        # year of the recorded birth date per record, and the year the ID embeds per distinct ID
+        years = np.full(len(ids), -1, dtype=np.int64)
+        if self.birth_column:
+            births = column(values, self.birth_column, len(ids))
+            bcodes, buniq = factorize(births)
+            by = np.array([int(str(u)[:4]) if str(u)[:4].isdigit() else -1 for u in buniq] + [-1])
+            years = by[bcodes]
+        # gender: 1 male, 0 female, -1 unknown; the ID's from its 17th digit's parity
+        genders = np.full(len(ids), -1, dtype=np.int64)
+        if self.gender_column:
+            g = column(values, self.gender_column, len(ids))
+            genders = np.where(g == "M", 1, np.where(g == "F", 0, -1)).astype(np.int64)
+        id_year = np.array([int(t[6:10]) if t and t[6:10].isdigit() else -1 for t in text] + [-1])
+        borrowed = std_id.years_apart(years, id_year[codes]) & (codes >= 0)
+        codes = np.where(borrowed, NULL_CODE, codes).astype(codes.dtype)
+        id_gender = np.array([int(t[16]) % 2 if t and t[16].isdigit() else -1 for t in text])
+        return Prepared(
+            {"id": codes, "from15": from15, "gender": genders},
+            {"fixed": fixed, "head": head, "id_gender": id_gender},
+        )
 
     def _levels(self, left: Prepared, right: Prepared) -> np.ndarray:
         a, b = left.rows["id"], right.rows["id"]
@@ -91,6 +128,12 @@ class IdComparison(Comparison):
         equal = same(a, b)
         lvl[equal] = 4
         lvl[equal & (left.rows["from15"] != right.rows["from15"])] = 3
+        eq = np.flatnonzero(equal)
+        if len(eq):
+            id_g = left.tables["id_gender"][a[eq]]
+            ga, gb = left.rows["gender"][eq], right.rows["gender"][eq]
+            known = (ga >= 0) & (gb >= 0) & (id_g >= 0)
+            present[eq[known & (ga != gb) & ((ga != id_g) | (gb != id_g))]] = False
         rest = np.flatnonzero(present & ~equal)
         if len(rest):
             fixed, head = left.tables["fixed"], left.tables["head"]

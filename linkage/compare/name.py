@@ -29,7 +29,9 @@ from linkage.compare.base import (
     same,
 )
 from linkage.config import NameSpec
-from linkage.standardize import names as std_names
+from linkage.zh.lookalike import lookalike_equal
+from linkage.zh.script import in_gbk
+from linkage.zh.syllables import fuzzy_pinyin
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +115,7 @@ class NameComparison(Comparison):
         fuzzy_alt = []
         for arr in alt_raw:  # the standardizer keys only the main order; fold the other here
             codes, uniques = factorize(arr)
-            fuzzy_alt.append(map_uniques(codes, uniques, std_names.fuzzy_pinyin))
+            fuzzy_alt.append(map_uniques(codes, uniques, fuzzy_pinyin))
         fz, _ = _nospace_codes(pinyin_space("fuzzy") + fuzzy_alt)
         flagged_by_flags = _flagged_fields(column(values, schema.QUALITY_FLAGS, n), fields)
 
@@ -277,7 +279,7 @@ def _clean_tables(
 
 def _without_rare(name: str) -> str | None:
     """The name without characters GBK cannot store, or None when it has none."""
-    kept = "".join(ch for ch in name if std_names.in_gbk(ch))
+    kept = "".join(ch for ch in name if in_gbk(ch))
     return kept if kept != name and kept else None
 
 
@@ -330,7 +332,7 @@ def _lookalike(ca: np.ndarray, cb: np.ndarray) -> np.ndarray:
     mask = (1 << _PAIR_SHIFT) - 1
     good_u = np.array(
         [
-            std_names.lookalike_equal(chr(int(x) >> _PAIR_SHIFT), chr(int(x) & mask))
+            lookalike_equal(chr(int(x) >> _PAIR_SHIFT), chr(int(x) & mask))
             for x in distinct
         ],
         dtype=bool,

@@ -18,6 +18,7 @@ import pandas as pd
 
 from linkage import schema
 from linkage.standardize._distinct import map_distinct
+from linkage.standardize._fillers import is_filler_text
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ FLAGS: dict[str, str] = {
         "code decides; district left null"
     ),
     "address_district_from_region": "ambiguous district name resolved by the ID's region code",
+    "address_placeholder": "a filler such as 不详, 无 or '-' instead of an address; set to null",
 }
 
 _T2S = opencc.OpenCC("t2s")
@@ -221,6 +223,49 @@ def _run_cpca(texts: list[str]) -> pd.DataFrame:
 _CANDIDATES = "__candidates"
 
 
+def _cities_without_districts() -> frozenset[str]:
+    """6-digit adcodes of prefecture-level cities with no county-level division below them
+    (东莞, 中山, 儋州, 嘉峪关: towns and streets sit directly under the city)."""
+    cities = {i.adcode[:4] for i in cpca.ad_2_addr_dict.values() if i.rank == 1}
+    with_districts = {
+        i.adcode[:4]
+        for i in cpca.ad_2_addr_dict.values()
+        if i.rank == 2 and i.name not in _PLACEHOLDER_NAMES and i.name != "市辖区"
+    }
+    return frozenset(c + "00" for c in cities - with_districts)
+
+
+CITIES_WITHOUT_DISTRICTS = _cities_without_districts()
+# A place name directly followed by one of these is a street named after the place (中山路,
+# 东莞大道, 嘉峪关路), not the place itself.
+_ROAD_AFTER = re.compile(r"[一二三四五六七八九十\d]*(?:大道|大街|[东南西北中]?[路街道巷]|广场)")
+
+
+def _city_repeat(
+    text: str, city: str | None, city_pos: int, prov_pos: int, district: str | None
+) -> tuple[bool, str | None]:
+    """(is the city only a street name, corrected detail) for cities cpca read from a street.
+
+    Prefecture-level cities without districts (东莞, 中山, 儋州, 嘉峪关) name their main streets
+    after themselves; cpca takes the last occurrence of the city's name, so 东莞市东城街道东莞大道
+    loses 东城街道 from the detail, and a bare 中山三路 reads as 中山市. The detail is taken from
+    after the first occurrence; a city seen only as a street name, with no province, is dropped.
+    """
+    if district is not None or not city or city_pos < 0:
+        return False, None
+    short = city[:-1] if len(city) > 2 and city.endswith("市") else city
+    first = text.find(short)
+    if first < 0:
+        return False, None
+    end = first + (len(city) if text.startswith(city, first) else len(short))
+    if first < city_pos:
+        return False, text[end:]
+    if prov_pos == -1 and not text.startswith(city, first) and _ROAD_AFTER.match(text, end):
+        return True, None
+    return False, None
+
+
+
 def _parse_distinct(values: Sequence[object], field: str) -> pd.DataFrame:
     """Parse distinct raw addresses; ambiguous rows keep their candidate adcodes for later."""
     flag = {code: field + code.removeprefix("address") for code in FLAGS}
@@ -247,8 +292,16 @@ def _parse_distinct(values: Sequence[object], field: str) -> pd.DataFrame:
         if not text:
             rows.append((None, None, None, None, None, "", None))
             continue
+        if is_filler_text(text):
+            rows.append((None, None, None, None, None, flag["address_placeholder"], None))
+            continue
         if district is None and city_name in _PLACEHOLDER_NAMES and prov_pos == -1:
             adcode = None  # a bare 县 / 市辖区 (县前街) matched a municipality's placeholder
+        street_only, repeat_detail = _city_repeat(text, city_name, city_pos, prov_pos, district)
+        if street_only:
+            adcode = None
+        if repeat_detail is not None:
+            remainder = repeat_detail
         if adcode is None:
             detail = _convert_units(text)
             rows.append((None, None, None, None, detail, flag["address_unparsed"], None))
@@ -265,7 +318,7 @@ def _parse_distinct(values: Sequence[object], field: str) -> pd.DataFrame:
                 adcode = _common_code(found)
                 flags = flag["address_ambiguous_district"]
         province, city, district = _names(adcode) if adcode else (None, None, None)
-        if district is None and not flags:
+        if district is None and not flags and adcode not in CITIES_WITHOUT_DISTRICTS:
             flags = flag["address_no_district"]
         detail = _convert_units(remainder) if remainder else None
         rows.append((province, city, district, adcode, detail, flags, candidates))

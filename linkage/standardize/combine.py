@@ -160,6 +160,10 @@ def standardize(
     ids = done[schema.ID_NUMBER]
     id_birth = ids[schema.ID_BIRTH_DATE]
     birth_conflict = birth.notna() & id_birth.notna() & (birth != id_birth)
+    not_own = idnumber.not_own_ids(birth, id_birth)
+    registered = done[schema.REGISTERED_AT][schema.REGISTERED_AT_STD]
+    both_dates = birth.notna() & registered.notna()
+    after_registered = both_dates & (birth.where(both_dates, "") > registered.where(both_dates, ""))
     id_gender = ids[schema.ID_GENDER]
     gender_std = done[schema.GENDER][schema.GENDER_STD]
     gender_conflict = gender_std.notna() & id_gender.notna() & (gender_std != id_gender)
@@ -168,6 +172,12 @@ def standardize(
     )
     flag_parts.append(
         pd.Series(np.where(gender_conflict, "id_gender_conflict", ""), index=records.index)
+    )
+    flag_parts.append(pd.Series(np.where(not_own, "id_not_own", ""), index=records.index))
+    flag_parts.append(
+        pd.Series(
+            np.where(after_registered, "birth_date_after_registered", ""), index=records.index
+        )
     )
 
     derived = pd.concat(list(done.values()), axis=1)

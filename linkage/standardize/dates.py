@@ -24,10 +24,17 @@ logger = logging.getLogger(__name__)
 
 FLAGS: dict[str, str] = {
     "unparsed": "not a recognizable date, or an impossible one (month 13, 30 February)",
-    "two_digit_year": "two-digit year expanded with the pivot (informational)",
+    "two_digit_year": "two-digit year expanded with the pivot, never into the future (informational)",
+    "future": "a date after today: cannot be right; set to null",
     "excel_serial": "Excel serial day number converted (informational)",
     "out_of_range": "year before 1900 or after 2100",
     "partial": "year or year-month only, no day",
+}
+
+# Cross-field flag set by the standardize stage (a record's own dates disagree).
+CROSS_FLAGS: dict[str, str] = {
+    "birth_date_after_registered": "birth date after the record's registration date: one of the"
+    " two is wrong (kept; weigh with care)",
 }
 
 VALUE = "value"
@@ -211,8 +218,22 @@ def _fast_parse(values: Sequence) -> np.ndarray:
     return out
 
 
-def _parse_distinct(values: Sequence, pivot_year: int) -> pd.DataFrame:
-    """Parse distinct raw dates; one output row per input value, in order."""
+def _not_future(iso: str, flag: str, limit: str) -> tuple[str | None, str]:
+    """A date after ``limit``: a two-digit year belongs to the century before (29-06-15 read in
+    2026 is 1929, never 2029: opensanctions#4930); any other such date cannot be right."""
+    if flag == "two_digit_year":
+        try:
+            earlier = datetime.date(int(iso[:4]) - 100, int(iso[5:7]), int(iso[8:10])).isoformat()
+        except ValueError:
+            return None, "unparsed"
+        if earlier <= limit and earlier[:4] >= str(MIN_YEAR):
+            return earlier, flag
+    return None, "future"
+
+
+def _parse_distinct(values: Sequence, pivot_year: int, limit: str | None = None) -> pd.DataFrame:
+    """Parse distinct raw dates; one output row per input value, in order. Dates after
+    ``limit`` (ISO, default today) become null, flagged ``future``."""
     iso = _fast_parse(values)
     flags = np.full(len(values), "", dtype=object)
     for i in np.flatnonzero(pd.isna(iso)):
@@ -223,21 +244,36 @@ def _parse_distinct(values: Sequence, pivot_year: int) -> pd.DataFrame:
             text = unicodedata.normalize("NFKC", text).strip()
             result = _parse_text(text, pivot_year) if text else (None, "")
         iso[i], flags[i] = result
+    limit = limit or datetime.date.today().isoformat()
+    for i in np.flatnonzero(pd.notna(iso)):
+        if iso[i] > limit:
+            iso[i], flags[i] = _not_future(iso[i], flags[i], limit)
     return pd.DataFrame({VALUE: iso, QUALITY_FLAGS: flags})
 
 
-def parse_dates(values: pd.Series, pivot_year: int = 30) -> pd.DataFrame:
-    """Parse raw dates to ISO strings with one bare flag code per value, on the same index."""
+def parse_dates(
+    values: pd.Series, pivot_year: int = 30, today: datetime.date | None = None
+) -> pd.DataFrame:
+    """Parse raw dates to ISO strings with one bare flag code per value, on the same index.
+
+    Columns ``value`` (ISO date or None) and ``quality_flags`` (one bare code or ""). A date
+    after ``today`` (default: the machine's date) is set to null and flagged ``future``: no
+    registry records a birth, or a registration, that has not happened yet.
+    """
     if not 0 <= pivot_year <= 99:
         raise ValueError(f"pivot_year must be 0..99, got {pivot_year}")
-    return map_distinct(values, lambda distinct: _parse_distinct(distinct, pivot_year))
+    limit = (today or datetime.date.today()).isoformat()
+    return map_distinct(values, lambda distinct: _parse_distinct(distinct, pivot_year, limit))
 
 
-def parse_date(s: object, pivot_year: int = 30) -> datetime.date | None:
-    """Parse one raw date; None when empty or unparseable."""
+def parse_date(
+    s: object, pivot_year: int = 30, today: datetime.date | None = None
+) -> datetime.date | None:
+    """Parse one raw date; None when empty, unparseable or after ``today``."""
     if s is None or (isinstance(s, float) and math.isnan(s)):
         return None
-    iso = _parse_distinct([s], pivot_year)[VALUE].iloc[0]
+    limit = today.isoformat() if today else None
+    iso = _parse_distinct([s], pivot_year, limit)[VALUE].iloc[0]
     return datetime.date.fromisoformat(iso) if iso else None
 
 

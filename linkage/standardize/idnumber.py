@@ -26,17 +26,22 @@ FLAGS: dict[str, str] = {
     "id_malformed": "not 15 digits or 17 digits plus a check character after cleaning",
     "id_float_damaged": "ID went through a float (scientific notation, '.0', zeroed tail); "
     "digits lost, never linked on",
+    "id_placeholder": "a filler typed when the ID is unknown (one digit repeated, 000000..., "
+    "123456...); id_std left null, never linked on",
     "id_checksum": "MOD 11-2 check character wrong (kept, so comparison can grade near misses)",
     "id_bad_date": "embedded birth date impossible, before 1900 or in the future",
     "id_from_15": "legacy 15-digit ID upgraded to 18 digits (informational)",
     "id_region_unknown": "first six digits not in the region-code table (ID not rejected)",
     "id_birth_conflict": "birth date embedded in the ID differs from the recorded birth date",
     "id_gender_conflict": "gender from the ID's 17th digit differs from the recorded gender",
+    "id_not_own": "the recorded birth year is years away from the ID's (not a typo): someone "
+    "else's ID, e.g. a guardian's on a child's record; never evidence, never a cannot-link",
 }
 # Flags this module emits itself, in output order; the conflict flags come from the combiner.
 _EMITTED: tuple[str, ...] = (
     "id_malformed",
     "id_float_damaged",
+    "id_placeholder",
     "id_checksum",
     "id_bad_date",
     "id_from_15",
@@ -231,6 +236,27 @@ def _column_float_damage(matrix: np.ndarray, numeric: np.ndarray) -> np.ndarray:
     return damaged
 
 
+_FILLER_RUN = 8  # a real ID never repeats a digit 8 times (the birth date breaks any run)
+
+
+def _placeholder_rows(digits: np.ndarray) -> np.ndarray:
+    """Rows of a (k, width) digit matrix that are fillers, not IDs: a digit repeated
+    ``_FILLER_RUN`` times in a row (111111111111111111, 000000..., 110101000000000000) or one
+    counting run up or down (123456789012345678, 987654321...). No valid region + birth date
+    + sequence number has either shape, so they are never evidence (zinggAI/zingg#892)."""
+    if len(digits) == 0:
+        return np.zeros(0, dtype=bool)
+    same = digits[:, 1:] == digits[:, :-1]
+    run = np.zeros(len(digits), dtype=np.int64)
+    best = np.zeros(len(digits), dtype=np.int64)
+    for j in range(same.shape[1]):
+        run = np.where(same[:, j], run + 1, 0)
+        best = np.maximum(best, run)
+    step = (digits[:, 1:] - digits[:, :-1]) % 10
+    counting = (step == 1).all(axis=1) | (step == 9).all(axis=1)
+    return (best + 1 >= _FILLER_RUN) | counting
+
+
 # ----------------------------------------------------------------------------- core
 
 
@@ -287,8 +313,13 @@ def _standardize_distinct(values: Sequence) -> pd.DataFrame:
     # Float damage: marked in the text, a zeroed tail with a failing check, or the column.
     numeric = is18 & (m[:, 17] != ord("X"))
     zero_tail = numeric & (m[:, 15:18] == ord("0")).all(axis=1)
+    filler = np.zeros(n, dtype=bool)
+    filler[is18] = _placeholder_rows(digits[is18])
+    filler[rows15] = _placeholder_rows(m15.astype(np.int64) - 48)
+    filler &= ~float_marked
     damaged = float_marked | (zero_tail & ~checksum_ok)
     damaged[is18] |= _column_float_damage(m[is18], numeric[is18])
+    damaged = (damaged & ~filler) | filler  # a filler carries no digits worth keeping
 
     # Embedded birth date, checked without datetime per row.
     year = digits[:, 6] * 1000 + digits[:, 7] * 100 + digits[:, 8] * 10 + digits[:, 9]
@@ -305,8 +336,8 @@ def _standardize_distinct(values: Sequence) -> pd.DataFrame:
         & (year >= 1900)
         & (year * 10000 + month * 100 + day <= today.year * 10000 + today.month * 100 + today.day)
     )
-    birth_known = cand & (~damaged | (known >= 15))
-    region_known = cand & (~damaged | (known >= 7))
+    birth_known = cand & ~filler & (~damaged | (known >= 15))
+    region_known = cand & ~filler & (~damaged | (known >= 7))
     bad_date = cand & ~damaged & ~date_ok
 
     status_table, name_table = _region_table()
@@ -351,7 +382,8 @@ def _standardize_distinct(values: Sequence) -> pd.DataFrame:
     out[schema.QUALITY_FLAGS] = _flag_strings(
         [
             malformed,
-            damaged,
+            damaged & ~filler,
+            filler,
             good & is18 & ~checksum_ok,
             bad_date,
             is15 & ~damaged,
@@ -362,6 +394,30 @@ def _standardize_distinct(values: Sequence) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- public API
+
+
+def years_apart(ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
+    """Both years known (>= 0), at least two apart and not one mistyped digit (1985 / 1995).
+
+    The test for an ID that is not its record's own: a typed birth year is off by one or in
+    one digit, a guardian's ID on a child's record by a generation.
+    """
+    ya, yb = np.asarray(ya, dtype=np.int64), np.asarray(yb, dtype=np.int64)
+    differing = np.zeros(len(ya), dtype=np.int64)
+    for power in (1, 10, 100, 1000):
+        differing += (ya // power) % 10 != (yb // power) % 10
+    return (ya >= 0) & (yb >= 0) & (np.abs(ya - yb) >= 2) & (differing > 1)
+
+
+def not_own_ids(birth_std: pd.Series, id_birth: pd.Series) -> np.ndarray:
+    """Rows whose ID is someone else's: recorded birth year years away from the ID's year."""
+
+    def year(values: pd.Series) -> np.ndarray:
+        y = pd.to_numeric(values.astype("string").str.slice(0, 4), errors="coerce")
+        return y.fillna(-1).to_numpy(np.int64)
+
+    return years_apart(year(birth_std), year(id_birth))
+
 
 
 def standardize_id_numbers(values: pd.Series) -> pd.DataFrame:

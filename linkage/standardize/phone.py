@@ -16,6 +16,7 @@ import phonenumbers
 
 from linkage import schema
 from linkage.standardize._distinct import map_distinct
+from linkage.standardize._fillers import is_filler_text
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +81,10 @@ def _parse_one(raw: object) -> tuple[str | None, str | None, list[str]]:
     text = unicodedata.normalize("NFKC", str(raw)).strip().lower()
     if re.fullmatch(r"\d+\.0", text):  # phone stored as float in a spreadsheet
         text = text[:-2]
-    if text in _NULL_TOKENS:
+    if not text:
         return None, None, []
+    if text in _NULL_TOKENS or is_filler_text(text):
+        return None, None, ["phone_placeholder"]
     if _MASK.search(text):
         return None, None, ["phone_masked"]
     flags: list[str] = []

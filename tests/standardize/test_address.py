@@ -282,3 +282,38 @@ def test_scale_one_million_rows():
     out = standardize_addresses(values, FIELD)
     assert time.process_time() - start < 20
     assert out[COLS["adcode"]].notna().mean() > 0.95
+
+
+# --- prefecture-level cities without districts, streets named after the city ----------------
+
+
+@pytest.mark.parametrize(
+    "raw, city, detail",
+    [
+        ("广东省东莞市东莞大道88号", "东莞市", "东莞大道88号"),
+        ("东莞市南城街道东莞大道88号", "东莞市", "南城街道东莞大道88号"),
+        ("中山市东区中山四路20号", "中山市", "东区中山四路20号"),
+        ("海南省儋州市那大镇儋州大道9号", "儋州市", "那大镇儋州大道9号"),
+        ("嘉峪关市新华街道嘉峪关路7号", "嘉峪关市", "新华街道嘉峪关路7号"),
+    ],
+)
+def test_street_repeating_the_city_name_keeps_the_detail(raw, city, detail):
+    out = standardize_addresses(pd.Series([raw]), schema.HUKOU_ADDRESS).iloc[0]
+    assert out[schema.address_col(schema.HUKOU_ADDRESS, "city")] == city
+    assert out[schema.address_col(schema.HUKOU_ADDRESS, "detail")] == detail
+    # a city that has no districts is not flagged for lacking one
+    assert "no_district" not in out[schema.QUALITY_FLAGS]
+
+
+def test_a_street_named_after_a_city_is_not_that_city():
+    out = standardize_addresses(pd.Series(["中山五路33号", "广州市中山五路33号"]), "current_address")
+    city = schema.address_col("current_address", "city")
+    assert out[city].iloc[0] is None or pd.isna(out[city].iloc[0])
+    assert out[city].iloc[1] == "广州市"
+
+
+@pytest.mark.parametrize("raw", ["不详", "无", "空", "未知", "-", "--", "/", "NULL", "暂无", "？"])
+def test_filler_addresses_are_missing(raw):
+    out = standardize_addresses(pd.Series([raw]), "current_address").iloc[0]
+    assert out[schema.address_col("current_address", "detail")] is None
+    assert out[schema.QUALITY_FLAGS] == "current_address_placeholder"

@@ -33,8 +33,14 @@ def cn_small(n: int) -> str:
     return head + (CN_DIGITS[ones] if ones or not tens else "")
 
 
-def parse_one(raw, pivot_year: int = 30) -> tuple[str | None, str]:
-    row = parse_dates(pd.Series([raw], dtype=object), pivot_year=pivot_year).iloc[0]
+# Parsing "as of" the last day the parser accepts, so the pivot and format tests do not depend
+# on the day they run; the never-in-the-future tests below set their own day.
+LATE = datetime.date(2100, 12, 31)
+TODAY = datetime.date(2026, 11, 30)
+
+
+def parse_one(raw, pivot_year: int = 30, today=LATE) -> tuple[str | None, str]:
+    row = parse_dates(pd.Series([raw], dtype=object), pivot_year=pivot_year, today=today).iloc[0]
     return row["value"], row["quality_flags"]
 
 
@@ -136,9 +142,11 @@ def test_date_objects_and_numbers():
 
 
 def test_index_columns_and_flags_documented():
-    raw = pd.Series(["1985-3-7", "bad", None, "85-3-7", "31113", "1985年3月", "1800-1-1"])
-    raw.index = [10, 20, 30, 40, 50, 60, 70]
-    out = parse_dates(raw)
+    raw = pd.Series(
+        ["1985-3-7", "bad", None, "85-3-7", "31113", "1985年3月", "1800-1-1", "2099-1-1"]
+    )
+    raw.index = [10, 20, 30, 40, 50, 60, 70, 80]
+    out = parse_dates(raw, today=TODAY)
     assert list(out.columns) == ["value", "quality_flags"]
     assert list(out.index) == list(raw.index)
     assert set(out["quality_flags"]) - {""} == set(FLAGS)
@@ -146,7 +154,9 @@ def test_index_columns_and_flags_documented():
 
 def test_parse_date_scalar():
     assert parse_date("一九八五年三月七日") == datetime.date(1985, 3, 7)
-    assert parse_date("85-3-7", pivot_year=90) == datetime.date(2085, 3, 7)
+    assert parse_date("85-3-7", pivot_year=90, today=LATE) == datetime.date(2085, 3, 7)
+    assert parse_date("85-3-7", pivot_year=90, today=TODAY) == datetime.date(1985, 3, 7)
+    assert parse_date("2085-3-7", today=TODAY) is None
     assert parse_date("1985-02-30") is None
     assert parse_date(None) is None
     assert parse_date(float("nan")) is None
@@ -168,7 +178,7 @@ FORMATS = [
 @given(st.dates(datetime.date(1900, 1, 1), datetime.date(2100, 12, 31)))
 def test_every_format_round_trips(d):
     raw = pd.Series([f(d) for f in FORMATS])
-    out = parse_dates(raw)
+    out = parse_dates(raw, today=LATE)
     assert out["value"].tolist() == [d.isoformat()] * len(FORMATS)
     assert (out["quality_flags"] == "").all()
 
@@ -188,6 +198,35 @@ def test_excel_serial_round_trips(serial):
 def test_two_digit_year_round_trips_within_pivot_window(d):
     raw = f"{d.year % 100:02d}-{d.month}-{d.day}"
     assert parse_one(raw, pivot_year=30) == (d.isoformat(), "two_digit_year")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("29-06-15", "1929-06-15"),  # the pivot says 2029: after today, so 1929
+        ("28-03-07", "1928-03-07"),
+        ("30-11-02", "1930-11-02"),
+        ("291203", "1929-12-03"),
+        ("二九年六月十五日", "1929-06-15"),
+        ("26-11-30", "2026-11-30"),  # today itself is not in the future
+        ("26-12-01", "1926-12-01"),
+        ("05-1-2", "2005-01-02"),
+        ("65-08-21", "1965-08-21"),
+    ],
+)
+def test_two_digit_birth_years_never_pivot_into_the_future(raw, expected):
+    assert parse_one(raw, today=TODAY) == (expected, "two_digit_year")
+
+
+@given(st.dates(datetime.date(1901, 1, 1), datetime.date(2100, 12, 31)), st.integers(0, 99))
+def test_no_parsed_date_is_after_today(d, pivot):
+    raw = pd.Series([d.isoformat(), f"{d.year % 100:02d}-{d.month}-{d.day}", d.strftime("%Y%m%d")])
+    out = parse_dates(raw, pivot_year=pivot, today=TODAY)
+    for value, flag in zip(out["value"], out["quality_flags"], strict=True):
+        assert value is None or value <= TODAY.isoformat()
+        assert (value is None) == (flag in ("future", "unparsed", "out_of_range"))
+    if d > TODAY:
+        assert out["value"].iloc[0] is None and out["quality_flags"].iloc[0] == "future"
 
 
 @given(

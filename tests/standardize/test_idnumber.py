@@ -410,3 +410,33 @@ def test_near_miss_array_matches_scalar(pairs, mode):
     assert id_near_miss_array(np.array(a, dtype=object), np.array(b, dtype=object)).tolist() == (
         expected
     )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "111111111111111111",
+        "000000000000000000",
+        "999999999999999999",
+        "123456789012345678",
+        "987654321098765432",
+        "440300000000000000",
+        "111111111111111",
+        "000000000000000",
+    ],
+)
+def test_placeholder_ids_are_missing_and_flagged(raw):
+    out = standardize_id_numbers(pd.Series([raw])).iloc[0]
+    assert out[schema.ID_STD] is None
+    assert out[schema.ID_VALID] is False or out[schema.ID_VALID] == False  # noqa: E712
+    assert out[schema.QUALITY_FLAGS] == "id_placeholder"
+    assert out[schema.ID_BIRTH_DATE] is None
+
+
+def test_real_ids_are_never_placeholders():
+    # valid IDs with long runs of a digit inside the birth date or sequence
+    body = "11010120000101000"
+    real = body + id_check_char(body)
+    out = standardize_id_numbers(pd.Series([real])).iloc[0]
+    assert out[schema.ID_STD] == real
+    assert "id_placeholder" not in out[schema.QUALITY_FLAGS]

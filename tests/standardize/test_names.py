@@ -14,18 +14,19 @@ from pypinyin import Style, pinyin
 from linkage import schema
 from linkage.standardize import names
 from linkage.standardize.names import (
-    COMPOUND_SURNAMES,
     FLAGS,
-    LOOKALIKE,
-    SURNAME_READINGS,
     clean_name,
-    fuzzy_pinyin,
-    lookalike_equal,
     split_surname,
-    split_syllables,
     standardize_names,
     to_pinyin,
 )
+from linkage.zh import readings
+from linkage.zh._surname_data import OVERTRUE, PINYIN_PRO
+from linkage.zh.lookalike import LOOKALIKE, lookalike_equal
+from linkage.zh.readings import SURNAME_READINGS
+from linkage.zh.script import t2s
+from linkage.zh.surnames import COMPOUND_SURNAMES
+from linkage.zh.syllables import fuzzy_pinyin, split_syllables
 
 
 def col(suffix: str, field: str = "name") -> str:
@@ -130,9 +131,9 @@ def test_every_emitted_flag_is_documented():
     [
         ("張偉", "张伟", "name_traditional"),
         ("歐陽修", "欧阳修", "name_traditional"),
-        ("锺国强", "钟国强", "name_traditional"),  # t2s leaves 锺; the fold map does not
-        ("甯静", "宁静", "name_traditional"),
-        ("薴薴", "苎苎", "name_traditional"),  # t2s needs two passes: 薴 -> 苧 -> 苎
+        ("锺国强", "锺国强", None),  # 通用规范汉字表 keeps 锺 and 甯 for surnames
+        ("甯静", "甯静", None),
+        ("薴薴", "苧苧", "name_traditional"),  # 苧 is a standard character: t2s stops there
         ("张\u3000伟", "张伟", "name_fullwidth"),
         ("张 伟", "张伟", None),
         (" 王 小 明 ", "王小明", None),
@@ -332,14 +333,19 @@ def test_surname_readings(raw, expected):
     assert row[col("surname_pinyin")] == " ".join(expected.split()[: len(row[col("surname")])])
 
 
-def test_surname_reading_table_matches_pypinyin_heteronyms():
+def test_surname_reading_table_sources():
+    # every entry comes from a published surname table, or is a pypinyin heteronym
     for surname, reading in SURNAME_READINGS.items():
         syllables = reading.split()
         assert len(syllables) == len(surname)
+        if PINYIN_PRO.get(surname) == reading or OVERTRUE.get(surname) == reading:
+            continue
         for ch, syl in zip(surname, syllables, strict=True):
             assert syl in pinyin(ch, heteronym=True, style=Style.NORMAL)[0], (ch, syl)
-    for ch, syl in names._GIVEN_READINGS.items():
+    for ch, syl in readings.GIVEN_READINGS.items():
         assert syl in pinyin(ch, heteronym=True, style=Style.NORMAL)[0]
+    # the two tables agree wherever both have a surname
+    assert all(PINYIN_PRO[k] == v for k, v in OVERTRUE.items() if k in PINYIN_PRO)
 
 
 # --- romanized names -------------------------------------------------------------------------
@@ -384,7 +390,7 @@ def test_romanized_matches_han_pinyin_in_one_order():
 
 def test_non_pinyin_latin_is_flagged_but_keyed():
     row = one("Chan Tai Man")
-    assert row[col("pinyin")] == "chan tai man"
+    assert row[col("pinyin")] == "chen tai man"  # Cantonese CHAN is 陈 chen
     row = one("Hsu Smith")
     assert "name_non_pinyin" in flags_of("Hsu Smith")
     assert row[col("pinyin")] is not None and row[col("pinyin")].isascii()
@@ -513,7 +519,7 @@ cjk_ext = st.one_of(
 def test_han_characters_never_disappear(text):
     cleaned = clean_name(text)
     if cleaned is None:  # only a missing-value marker such as 不详 may become null
-        assert names._t2s_one(text) in names._MISSING_MARKERS
+        assert t2s(text) in names._MISSING_MARKERS
     else:
         assert len(cleaned) == len(text)
 

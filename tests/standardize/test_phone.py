@@ -108,7 +108,8 @@ def test_frame_contract_and_nulls():
         "13912873456",
     ]
     assert out[schema.PHONE_TYPE].tolist() == ["mobile", None, None, "landline", None, "mobile"]
-    assert out[schema.QUALITY_FLAGS].tolist() == ["", "", "", "", "phone_invalid", ""]
+    # 无 is a filler: missing, and flagged like every filler
+    assert out[schema.QUALITY_FLAGS].tolist() == ["", "", "phone_placeholder", "", "phone_invalid", ""]
     assert values.tolist()[4] == "bad"  # raw input untouched
 
 

@@ -1,0 +1,110 @@
+"""Romanizations other than Hanyu pinyin: Hong Kong / Macao (Cantonese) and Taiwan (Wade-Giles)
+spellings, mapped into pinyin so they compare with Han names and pinyin records.
+
+Imports this package's syllables only.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from linkage.zh.syllables import SYLLABLES
+
+__all__ = ["SURNAME_SPELLINGS", "surname_from_spelling", "wade_giles_to_pinyin"]
+
+# Surname spellings that are not the surname's Hanyu pinyin -> its pinyin. Hong Kong and Macao
+# identity cards spell the Cantonese sound (HK government romanization: 陈 CHAN, 黄 WONG, 张
+# CHEUNG); Taiwan passports long used Wade-Giles without apostrophes (许 HSU, 张 CHANG, 郭 KUO).
+# Compiled from those standard spellings of the commonest surnames. A spelling shared by several
+# surnames (WONG: 黄 王 汪; CHEUNG: 张 蒋) maps to the one with the most holders; the others then
+# only agree on the surname at the fuzzy or similar level.
+SURNAME_SPELLINGS: dict[str, str] = {
+    # Cantonese (Hong Kong, Macao)
+    "chan": "chen", "wong": "huang", "cheung": "zhang", "leung": "liang", "lee": "li",
+    "lam": "lin", "ng": "wu", "lau": "liu", "yeung": "yang", "ho": "he", "cheng": "zheng",
+    "chow": "zhou", "tsang": "zeng", "hui": "xu", "tsui": "xu", "tse": "xie",
+    "kwok": "guo", "choi": "cai", "tang": "deng", "law": "luo", "lo": "luo",
+    "fung": "feng", "yip": "ye", "chu": "zhu", "ko": "gao", "suen": "sun", "so": "su",
+    "yau": "qiu", "kong": "jiang", "chung": "zhong", "pang": "peng", "poon": "pan", "mak": "mai",
+    "mok": "mo", "yuen": "yuan", "to": "du", "ting": "ding", "shum": "shen", "sham": "shen",
+    "lai": "li", "kwan": "guan", "au": "ou", "hau": "hou", "yiu": "yao", "fong": "fang",
+    "shek": "shi", "hon": "han", "tong": "tang", "kan": "jian", "ching": "cheng", "yim": "yan",
+    "wan": "wen", "chong": "zhuang", "siu": "xiao", "kam": "jin", "sze": "shi", "tam": "tan",
+    "man": "wen", "kwong": "kuang", "yung": "weng", "hung": "hong", "tai": "dai", "ngai": "wei",
+    "yik": "yi", "chun": "qin", "shiu": "shao", "szeto": "si tu", "auyeung": "ou yang",
+    "cheuk": "zhuo", "lui": "lv", "mui": "mei", "ngan": "yan", "tsoi": "cai",
+    "wai": "wei", "wu": "hu", "yee": "yu", "yue": "yu",
+    # Wade-Giles (Taiwan), apostrophes dropped as on passports
+    "chang": "zhang", "hsu": "xu", "chou": "zhou", "kuo": "guo", "hsieh": "xie", "chao": "zhao",
+    "tsai": "cai", "teng": "deng", "yeh": "ye", "kao": "gao", "chiang": "jiang", "tu": "du",
+    "kuan": "guan", "chien": "jian", "yen": "yan", "chuang": "zhuang", "hsiao": "xiao",
+    "chin": "jin", "shih": "shi", "tseng": "zeng", "tung": "dong",
+    "hsiung": "xiong", "chi": "ji", "chia": "jia", "chiu": "qiu", "ku": "gu", "kung": "gong",
+    "pai": "bai", "tsao": "cao", "hsueh": "xue", "chuo": "zhuo", "chuan": "quan", "tsou": "zou",
+    "tien": "tian",
+}
+
+# Wade-Giles initials, longest first; without an apostrophe the aspirated and plain forms
+# fall together on passports, so the plain reading (ch -> zh / j, k -> g, t -> d) is taken.
+_WG_INITIALS = (
+    ("ch'", "ch"), ("ts'", "c"), ("tz'", "c"), ("hs", "x"), ("ch", "zh"), ("ts", "z"),
+    ("tz", "z"), ("sh", "sh"), ("k'", "k"), ("p'", "p"), ("t'", "t"), ("k", "g"), ("p", "b"),
+    ("t", "d"), ("j", "r"),
+)
+_WG_WHOLE = {
+    "erh": "er", "ssu": "si", "szu": "si", "tzu": "zi", "tz'u": "ci", "shih": "shi",
+    "chih": "zhi", "ch'ih": "chi", "jih": "ri", "yeh": "ye", "yen": "yan", "yung": "yong",
+    "yu": "yu", "yueh": "yue", "yuan": "yuan", "yun": "yun", "o": "e",
+}
+
+
+@lru_cache(maxsize=65536)
+def _wg_syllable(s: str) -> str | None:
+    if s in _WG_WHOLE:
+        return _WG_WHOLE[s]
+    initial, rest = "", s
+    for wg, py in _WG_INITIALS:
+        if s.startswith(wg):
+            initial, rest = py, s[len(wg):]
+            break
+    if not rest:
+        return None
+    # j-, q-, x- before i / ü: WG ch / ch' / hs
+    if initial in ("zh", "ch") and rest[0] in "iv":
+        initial = {"zh": "j", "ch": "q"}[initial]
+    final = rest
+    for wg, py in (("ieh", "ie"), ("ueh", "ue"), ("veh", "ve"), ("ien", "ian"), ("iung", "iong"),
+                   ("ung", "ong"), ("uei", "ui"), ("ih", "i")):
+        if final.endswith(wg):
+            final = final[: -len(wg)] + py
+            break
+    if final == "o" and initial in ("g", "k", "h"):
+        final = "e"  # WG ko / k'o / ho = pinyin ge / ke / he
+    if initial in ("j", "q", "x") and final.startswith("v"):
+        final = "u" + final[1:]
+    out = initial + final
+    return out if out in SYLLABLES else None
+
+
+def wade_giles_to_pinyin(token: str) -> list[str] | None:
+    """Pinyin syllables of a Wade-Giles token ("Chih-ming" -> zhi ming); None if not Wade-Giles.
+
+    Hyphens and spaces separate syllables as Taiwan writes given names; apostrophes mark
+    aspiration. Returns None when a piece is no Wade-Giles syllable.
+    """
+    out = []
+    for piece in re.split(r"[-\s]+", token.lower().replace("\u2019", "'")):
+        if not piece:
+            continue
+        syl = _wg_syllable(piece)
+        if syl is None:
+            return None
+        out.append(syl)
+    return out or None
+
+
+def surname_from_spelling(token: str) -> str | None:
+    """Pinyin of a Cantonese or Wade-Giles surname spelling ("CHAN" -> chen), else None."""
+    key = re.sub(r"[-'\s]", "", token.lower())
+    return SURNAME_SPELLINGS.get(key)

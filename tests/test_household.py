@@ -1,0 +1,99 @@
+"""Households: guardian IDs on children's records, twins and siblings (own invented data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from linkage import Linker, schema
+from linkage.cluster import cannot_link_table, sibling_pairs
+from linkage.standardize.combine import standardize
+from linkage.standardize.idnumber import id_check_char, years_apart
+
+
+def make_id(body17: str) -> str:
+    return body17 + id_check_char(body17)
+
+
+MOTHER = make_id("44030419800214002")  # a woman born 1980-02-14
+TWIN_A = make_id("44030420150601003")
+TWIN_B = make_id("44030420150601005")
+
+
+def test_years_apart_spares_typos():
+    ya = np.array([1985, 1985, 1985, 1985, -1])
+    yb = np.array([1986, 1995, 2015, 1978, 1985])
+    assert years_apart(ya, yb).tolist() == [False, False, True, True, False]
+
+
+def test_guardian_id_is_flagged_and_never_a_cannot_link():
+    records = standardize(
+        pd.DataFrame(
+            {
+                schema.SOURCE: ["health", "health"],
+                schema.RECORD_ID: ["h1", "h2"],
+                schema.NAME: ["陈子涵", "陈子涵"],
+                schema.BIRTH_DATE: ["2015-06-01", "2015-06-01"],
+                schema.ID_NUMBER: [MOTHER, TWIN_A],  # the same child: mother's ID, later own
+            }
+        )
+    )
+    assert "id_not_own" in records[schema.QUALITY_FLAGS].iloc[0]
+    assert "id_not_own" not in records[schema.QUALITY_FLAGS].iloc[1]
+    table = cannot_link_table(records)
+    assert len(table) == 1  # only the child's own ID may forbid a link
+
+
+def test_sibling_pairs_mask():
+    records = pd.DataFrame(
+        {
+            schema.name_col(schema.NAME, "clean"): [
+                "王子涵", "王子轩", "王涵子", "王子涵", "李子轩", "王子涵", "赵明华", "赵朋华"
+            ]
+        }
+    )
+    pairs = pd.DataFrame(
+        {
+            schema.ROW_L: [0, 0, 0, 0, 0, 0, 6],
+            schema.ROW_R: [1, 2, 1, 1, 4, 5, 7],
+            "gamma_name": [0, 0, 0, 0, 0, 7, 0],
+            "gamma_birth_date": [5, 5, 5, 2, 5, 5, 5],
+            "gamma_id": [-1, -1, 4, -1, -1, -1, -1],
+        }
+    )
+    # twins (record 0 has its own exact partner, record 5); reordered characters; shared ID;
+    # birth dates differ; different surname; the partner pair itself; two lone records of one
+    # person whose name was mistyped (given levels as if 明 / 朋 were outside the table) stay linked
+    assert sibling_pairs(records, pairs).tolist() == [True, False, False, False, False, False, False]
+
+
+def test_twins_with_a_guardian_id_stay_apart(tmp_path):
+    cols = ["编号", "姓名", "性别", "出生日期", "身份证号", "电话", "住址"]
+    addr = "广东省深圳市南山区桃源街道龙珠大道8号"
+    police = [
+        ["P1", "陈秀英", "女", "1980-02-14", MOTHER, "13912340000", addr],
+        ["P2", "陈子涵", "男", "2015-06-01", TWIN_A, "13912340000", addr],
+        ["P3", "陈子轩", "男", "2015-06-01", TWIN_B, "13912340000", addr],
+    ]
+    health = [  # the twins' clinic files carry their mother's ID and phone
+        ["H1", "陈子涵", "男", "2015-06-01", MOTHER, "13912340000", addr],
+        ["H2", "陈子轩", "男", "2015-06-01", MOTHER, "13912340000", addr],
+        ["H3", "陈秀英", "女", "1980-02-14", MOTHER, "13912340000", addr],
+    ]
+    pd.DataFrame(police, columns=cols).to_csv(tmp_path / "police.csv", index=False)
+    pd.DataFrame(health, columns=cols).to_csv(tmp_path / "health.csv", index=False)
+    columns = {"姓名": "name", "性别": "gender", "出生日期": "birth_date",
+               "身份证号": "id_number", "电话": "phone", "住址": "current_address"}
+    config = {"sources": {s: {"path": f"{s}.csv", "record_id": "编号", "columns": columns}
+                          for s in ("police", "health")}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), "utf-8")
+    result = Linker.from_yaml(tmp_path / "run.yaml").run()
+    ids = result.identities.set_index(schema.RECORD_ID)[schema.IDENTITY_ID]
+    person = {"P1": "m", "H3": "m", "P2": "a", "H1": "a", "P3": "b", "H2": "b"}
+    for identity, members in ids.groupby(ids).groups.items():
+        assert len({person[r] for r in members}) == 1, (identity, list(members))
+    # the shared mother's ID counts for no pair that involves a child's clinic file
+    pairs = result.pairs_with_keys()
+    child = pairs.record_id_l.isin(["H1", "H2"]) | pairs.record_id_r.isin(["H1", "H2"])
+    assert (pairs.loc[child, "gamma_id"] == -1).all()

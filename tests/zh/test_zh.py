@@ -1,0 +1,177 @@
+"""Tests of linkage.zh: surname readings, syllable splitting, other romanizations, t2s."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from linkage import schema
+from linkage.standardize.names import standardize_names, to_pinyin
+from linkage.zh.readings import SURNAME_READINGS, surname_reading
+from linkage.zh.romanization import SURNAME_SPELLINGS, surname_from_spelling, wade_giles_to_pinyin
+from linkage.zh.script import KEEP, t2s, t2s_batch
+from linkage.zh.syllables import SYLLABLES, split_syllables
+
+
+def keys(raw: str) -> tuple[str, str | None]:
+    row = standardize_names(pd.Series([raw], dtype=object)).iloc[0]
+    return row[schema.name_col("name", "pinyin")], row[schema.name_col("name", "pinyin_alt")]
+
+
+# --- surname readings --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "han, passport",
+    [
+        ("贠海龙", "YUN Hailong"),
+        ("六建平", "LU Jianping"),
+        ("曾小兵", "ZENG Xiaobing"),
+        ("单立新", "SHAN Lixin"),
+        ("仇德昌", "QIU Dechang"),
+        ("解红梅", "XIE Hongmei"),
+        ("朴正浩", "PIAO Zhenghao"),
+        ("区志坚", "OU Zhijian"),
+        ("查文静", "ZHA Wenjing"),
+        ("尉迟恭平", "YUCHI Gongping"),
+        ("冼玉兰", "XIAN Yulan"),
+        ("繁立志", "PO Lizhi"),
+        ("万俟春", "MOQI Chun"),
+    ],
+)
+def test_han_surname_reads_as_the_passport_spells_it(han, passport):
+    pinyin, _ = keys(han)
+    romanized, alt = keys(passport)
+    assert pinyin.replace(" ", "") in (romanized.replace(" ", ""), (alt or "").replace(" ", ""))
+
+
+def test_surname_table_is_broad_not_hand_picked():
+    # two published tables merged: several hundred surnames, compound ones included
+    assert len(SURNAME_READINGS) > 450
+    assert sum(len(k) == 2 for k in SURNAME_READINGS) >= 50
+    assert surname_reading("贠") == "yun" and surname_reading("貟") == "yun"
+    assert surname_reading("盖") == "ge" and surname_reading("覃") == "qin"
+    assert surname_reading("王") == "wang"  # ordinary surnames keep their one reading
+
+
+def test_surname_reading_only_applies_to_the_surname():
+    assert to_pinyin("曾曾") == "zeng ceng"  # the given-name 曾 keeps its ordinary reading
+    assert to_pinyin("王六一") == "wang liu yi"
+
+
+# --- syllable splitting ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "token, expected",
+    [
+        ("Xinyu", ["xin", "yu"]),
+        ("Zhenyu", ["zhen", "yu"]),
+        ("Junyu", ["jun", "yu"]),
+        ("Chenyu", ["chen", "yu"]),
+        ("Yunyu", ["yun", "yu"]),
+        ("Wenyu", ["wen", "yu"]),
+        ("Tianyu", ["tian", "yu"]),
+        ("Xingyu", ["xing", "yu"]),
+        ("Ning", ["ning"]),
+        ("Xian", ["xian"]),
+        ("Jianan", ["jia", "nan"]),
+        ("Lyu", ["lv"]),
+        ("Haiou", ["hai", "ou"]),
+    ],
+)
+def test_split_prefers_the_most_likely_syllables(token, expected):
+    assert split_syllables(token) == expected
+
+
+@given(st.lists(st.sampled_from(["xin", "zhen", "jun", "chen", "yu", "ming", "hua", "li",
+                                 "wei", "jian", "guo", "ning", "yun", "tian", "xiao"]),
+                min_size=1, max_size=3))
+def test_common_name_syllables_round_trip(syls):
+    # written together, syllables that names use every day split back as they were written
+    assert split_syllables("".join(syls)) == syls
+
+
+@pytest.mark.parametrize(
+    "han, romanized",
+    [("王欣雨", "WANG Xinyu"), ("高振宇", "GAO Zhenyu"), ("李俊宇", "LI Junyu"),
+     ("陈晨雨", "CHEN Chenyu"), ("张天宇", "ZHANG Tianyu"), ("徐宁", "XU Ning")],
+)
+def test_romanized_given_names_key_like_han(han, romanized):
+    assert keys(han)[0] == keys(romanized)[0]
+
+
+# --- other romanizations -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spelling, pinyin",
+    [("CHAN", "chen"), ("WONG", "huang"), ("CHEUNG", "zhang"), ("LEUNG", "liang"),
+     ("TSANG", "zeng"), ("HSU", "xu"), ("CHOU", "zhou"), ("KUO", "guo"), ("NG", "wu"),
+     ("HSIEH", "xie"), ("Lau", "liu"), ("Yeung", "yang")],
+)
+def test_surname_spellings(spelling, pinyin):
+    assert surname_from_spelling(spelling) == pinyin
+
+
+def test_every_spelling_maps_to_valid_syllables():
+    for spelling, pinyin in SURNAME_SPELLINGS.items():
+        assert all(s in SYLLABLES for s in pinyin.split()), spelling
+
+
+@pytest.mark.parametrize(
+    "token, expected",
+    [("Chih-ming", ["zhi", "ming"]), ("Hsiao-ping", ["xiao", "bing"]), ("Kuo", ["guo"]),
+     ("Tung", ["dong"]), ("Ch'ing-kuo", ["qing", "guo"]), ("Hsueh", ["xue"]),
+     ("Shih", ["shi"]), ("Smith", None)],
+)
+def test_wade_giles_syllables(token, expected):
+    assert wade_giles_to_pinyin(token) == expected
+
+
+@pytest.mark.parametrize(
+    "han, romanized",
+    [
+        ("许志明", "HSU Chih-ming"),  # Taiwan passport, Wade-Giles
+        ("张志明", "CHANG Chih-ming"),  # CHANG is 张 in a Wade-Giles name
+        ("郭明", "Kuo Ming"),
+        ("陈国华", "CHAN Kwok Wah"),  # Hong Kong: the surname maps, the given name cannot
+        ("黄家明", "WONG Ka Ming"),
+        ("梁美玲", "LEUNG Mei Ling"),
+    ],
+)
+def test_other_romanizations_share_the_surname_key(han, romanized):
+    han_row = standardize_names(pd.Series([han])).iloc[0]
+    rom_row = standardize_names(pd.Series([romanized])).iloc[0]
+    col = schema.name_col("name", "surname_pinyin")
+    assert han_row[col] == rom_row[col]
+    assert "name_other_romanization" in rom_row[schema.QUALITY_FLAGS]
+
+
+def test_wade_giles_given_names_key_like_han():
+    assert keys("HSU Chih-ming")[0] == keys("许志明")[0]
+    assert keys("CHANG Chih-ming")[0] == keys("张志明")[0]
+
+
+def test_pinyin_names_are_not_read_as_other_romanizations():
+    assert keys("CHANG Wei")[0] == "chang wei"  # 常伟: pinyin, nothing marks it Wade-Giles
+    assert keys("HE Ming")[0] == "he ming"
+    flags = standardize_names(pd.Series(["CHANG Wei"])).iloc[0][schema.QUALITY_FLAGS]
+    assert "other_romanization" not in flags
+
+
+# --- traditional -> simplified -----------------------------------------------------------------
+
+
+def test_t2s_keeps_every_character_the_standard_table_keeps():
+    for ch in KEEP:
+        assert t2s(ch) == ch
+        assert t2s_batch(["王" + ch + "明"]) == ["王" + ch + "明"]
+    assert t2s("於梅") == "於梅"
+    assert t2s("甯海燕") == "甯海燕"
+    assert t2s("乾隆") == "乾隆"
+    assert t2s("李昇") == "李昇"
+    assert t2s("鍾書華") == "钟书华"  # a traditional form still folds
+    assert t2s("王汎森") == "王泛森"
