@@ -402,6 +402,38 @@ def standardize_cmd(
     )
 
 
+def _run_spark(
+    config: Any,
+    output: Path,
+    master: str | None,
+    previous: Path | None,
+    store: Any,
+    quiet: bool,
+    id_key: bytes | None = None,
+) -> None:
+    """The ``run`` command on the Spark engine (pyspark is imported only here)."""
+    from linkage.errors import ConfigError
+
+    if store is not None:
+        raise ConfigError(
+            "--store works with the local engine; the Spark engine keeps ids with --previous",
+            key="engine",
+        )
+    try:
+        from linkage.spark.engine import run_spark
+    except ImportError as exc:
+        raise ConfigError(str(exc), key="engine") from None
+    with _progress(quiet) as report:
+        result = run_spark(
+            config, output, master=master, previous=previous, id_key=id_key, progress=report.stage
+        )
+    _print_summary(result.summary, quiet)
+    _echo(f"wrote the Spark engine's outputs to {output}", quiet)
+
+
+@app.command()
+
+
 @app.command(epilog=CONFIG_REFERENCE)
 @_handle_errors
 def run(
@@ -414,6 +446,25 @@ def run(
         ),
     ] = None,
     as_json: AsJson = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine", help="local (default) or spark; overrides 'engine' in the config."
+        ),
+    ] = None,
+    spark_master: Annotated[
+        str | None,
+        typer.Option(
+            "--spark-master", help="Spark master URL, e.g. local[4] or yarn (engine spark)."
+        ),
+    ] = None,
+    previous: Annotated[
+        Path | None,
+        typer.Option(
+            "--previous",
+            help="Engine spark: a previous run's identities (.csv/.parquet) whose ids are kept.",
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Run the whole batch merge: identities.csv, golden records, scored pairs, model, summary.
@@ -426,16 +477,25 @@ def run(
     from linkage.paths import check_output_dir, check_store_path
 
     _setup_logging(quiet)
+    if engine not in (None, "local", "spark"):
+        raise typer.BadParameter(f"--engine must be local or spark, got {engine!r}")
     # every path is checked before the work and before the store transaction commits
     check_output_dir(output)
-    if store is not None:
+    if store is not None and engine != "spark":
         check_store_path(store, create=True)
-    linker = Linker.from_yaml(config, store=store)
+    linker = Linker.from_yaml(config, store=None if engine == "spark" else store)
     # without a store the ids are keyed by $LINKAGE_ID_KEY or OUTPUT/identity.key (created once),
     # with one by the store's own secret
     new_key_path = None
-    if store is None:
+    if store is None or (engine or linker.config.engine) == "spark":
         linker.id_key, new_key_path = batch_key(output)
+    if (engine or linker.config.engine) == "spark":
+        _run_spark(linker.config, output, spark_master, previous, store, quiet, linker.id_key)
+        if new_key_path is not None:
+            write_key_file(new_key_path, linker.id_key)
+        return
+    if previous is not None:
+        raise typer.BadParameter("--previous is for --engine spark; the local engine uses --store")
     with _progress(quiet) as report:
         paths = linker.write(output, progress=report)  # runs first; the Linker checks paths
         result = linker.result_

@@ -416,6 +416,21 @@ class OutputSettings(_Model):
     pairs_min_probability: float = Field(default=0.01, ge=0, le=1)
 
 
+class SparkSettings(_Model):
+    """Options of the Spark engine (``engine: spark``); see docs/national-scale.md."""
+
+    # Spark master URL: local[N], spark://host:port, yarn, k8s://...
+    master: str = "local[*]"
+    # spark.sql.shuffle.partitions; null keeps Spark's default (200)
+    shuffle_partitions: int | None = Field(default=None, ge=1)
+    # Candidate pairs collected to the driver for EM; above it a proportional sample is taken.
+    train_sample_pairs: int = Field(default=5_000_000, ge=1000)
+    # identities.csv is written through the driver; at national scale keep identities.parquet only
+    identities_csv: bool = True
+    # Further Spark settings passed to the session builder (e.g. spark.executor.memory).
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
 # ----------------------------------------------------------------------------- golden records
 
 SurvivorshipRule = Literal["valid_id", "most_frequent", "most_recent", "source_priority"]
@@ -462,6 +477,10 @@ DEFAULT_FIELDS: dict[str, FieldRule] = {
 
 class RunConfig(_Model):
     """A whole run: its sources and the settings of each stage."""
+
+    # Which engine runs the batch: one process (local) or Apache Spark (needs the [spark] extra).
+    engine: Literal["local", "spark"] = "local"
+    spark: SparkSettings = Field(default_factory=SparkSettings)
 
     sources: dict[str, SourceConfig] = Field(min_length=1)
     standardize: StandardizeConfig = Field(default_factory=StandardizeConfig)

@@ -27,3 +27,17 @@ def write_yaml(tmp_path: Path):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for the whole test run: the JVM takes seconds to start."""
+    from linkage.spark.session import get_session
+
+    session = get_session(
+        "local[2]",
+        shuffle_partitions=4,
+        conf={"spark.driver.memory": "1g", "spark.default.parallelism": "4"},
+    )
+    yield session
+    session.stop()

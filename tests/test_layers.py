@@ -47,6 +47,7 @@ LAYERS: dict[str, int] = {
     "store_check": 6,
     "paths": 6,
     "incremental": 7,
+    "spark": 7,
     "linker": 8,
     "cli": 9,
     "serve": 9,

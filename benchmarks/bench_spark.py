@@ -1,0 +1,192 @@
+"""Benchmark: the Spark engine against the local engine on the same generated registries.
+
+Usage: python benchmarks/bench_spark.py --records 1000000 [--master local[2]]
+       [--partitions 8] [--workdir DIR] [--engines local,spark] [--json OUT]
+
+Registries come from ``linkage.synth`` (about 2.4 records per person; reused from --workdir
+when records and seed match). Each engine runs in its own subprocess. Measured per engine:
+wall seconds per stage; peak resident memory of the driver (Python + JVM) and of the Python
+workers Spark starts for mapInPandas/applyInPandas (in local mode the executors live in the
+driver JVM; on a cluster read the executors' figures from the same REST API); shuffle bytes
+read and written per engine stage, summed from Spark's REST API (``/api/v1/applications/<id>
+/stages``) over the stages of the jobs that stage tagged. The Spark UI is on for this reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+RECORDS_PER_PERSON = 2.4
+
+
+def _generate(records: int, seed: int, workdir: Path) -> Path:
+    from linkage.synth import generate
+
+    folder = workdir / f"registries_{records}_{seed}"
+    if not (folder / "run.yaml").exists():
+        persons = max(int(records / RECORDS_PER_PERSON), 10)
+        t = time.perf_counter()
+        generate(persons, seed=seed, output=folder)
+        print(f"generated {persons:,} persons in {time.perf_counter() - t:.0f}s -> {folder}")
+    return folder / "run.yaml"
+
+
+class PeakMemory:
+    """Sample the resident memory of this process and its children (JVM, Python workers)."""
+
+    def __init__(self, interval: float = 0.5):
+        import psutil
+
+        self.psutil = psutil
+        self.interval = interval
+        self.peak = {"driver_python": 0, "jvm": 0, "python_workers": 0, "total": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = self.psutil.Process()
+        while not self._stop.is_set():
+            try:
+                kids = me.children(recursive=True)
+                jvm = workers = 0
+                for kid in kids:
+                    try:
+                        rss = kid.memory_info().rss
+                        name = kid.name()
+                    except self.psutil.Error:
+                        continue
+                    if "java" in name:
+                        jvm += rss
+                    else:
+                        workers += rss
+                own = me.memory_info().rss
+                now = {
+                    "driver_python": own,
+                    "jvm": jvm,
+                    "python_workers": workers,
+                    "total": own + jvm + workers,
+                }
+                for k, v in now.items():
+                    self.peak[k] = max(self.peak[k], v)
+            except self.psutil.Error:
+                pass
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _shuffle_per_stage(spark) -> dict[str, dict[str, int]]:
+    """Shuffle bytes read/written, summed per job group (engine stage), from the REST API."""
+    base = spark.sparkContext.uiWebUrl
+    app_id = spark.sparkContext.applicationId
+
+    def get(path: str):
+        with urllib.request.urlopen(f"{base}/api/v1/applications/{app_id}/{path}") as resp:
+            return json.load(resp)
+
+    stage_group = {}
+    for job in get("jobs"):
+        for sid in job.get("stageIds", []):
+            stage_group[sid] = job.get("jobGroup") or "other"
+    out: dict[str, dict[str, int]] = {}
+    for stage in get("stages?status=complete"):
+        group = stage_group.get(stage["stageId"], "other")
+        acc = out.setdefault(group, {"shuffle_read": 0, "shuffle_write": 0, "input": 0})
+        acc["shuffle_read"] += int(stage.get("shuffleReadBytes", 0))
+        acc["shuffle_write"] += int(stage.get("shuffleWriteBytes", 0))
+        acc["input"] += int(stage.get("inputBytes", 0))
+    return out
+
+
+def _worker(engine: str, config_path: Path, output: Path, master: str, partitions: int) -> dict:
+    from linkage.config import load_config
+
+    config = load_config(config_path)
+    with PeakMemory() as memory:
+        t = time.perf_counter()
+        if engine == "local":
+            from linkage.linker import Linker
+
+            linker = Linker(config)
+            result = linker.run()
+            linker.write(output)
+            summary = result.summary
+            shuffle = {}
+        else:
+            from linkage.spark.engine import run_spark
+            from linkage.spark.session import get_session
+
+            spark = get_session(
+                master,
+                shuffle_partitions=partitions,
+                conf={"spark.ui.enabled": "true", "spark.driver.memory": "6g"},
+            )
+            result = run_spark(config, output, spark=spark)
+            summary = result.summary
+            shuffle = _shuffle_per_stage(spark)
+            spark.stop()
+        wall = time.perf_counter() - t
+    return {
+        "engine": engine,
+        "records": summary["records"],
+        "candidate_pairs": summary["candidate_pairs"],
+        "identities": summary["identities"],
+        "wall_s": round(wall, 1),
+        "seconds": summary.get("seconds", {}),
+        "peak_rss_mb": {k: round(v / 2**20) for k, v in memory.peak.items()},
+        "shuffle_bytes": shuffle,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--engines", default="local,spark")
+    parser.add_argument("--workdir", type=Path, default=Path("bench_spark_work"))
+    parser.add_argument("--json", type=Path, default=None, help="append results as JSON lines")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    config_path = _generate(args.records, args.seed, args.workdir)
+    if args.worker:
+        out = args.workdir / f"out_{args.worker}_{args.records}"
+        row = _worker(args.worker, config_path, out, args.master, args.partitions)
+        print("RESULT " + json.dumps(row))
+        return
+    rows = []
+    for engine in args.engines.split(","):
+        cmd = [sys.executable, __file__, "--worker", engine] + sys.argv[1:]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+        if done.returncode or not lines:
+            print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"{engine} failed")
+        row = json.loads(lines[-1][len("RESULT ") :])
+        rows.append(row)
+        print(json.dumps(row, indent=1))
+        if args.json:
+            with open(args.json, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
+    if len(rows) == 2:
+        ratio = rows[1]["wall_s"] / max(rows[0]["wall_s"], 1e-9)
+        print(f"{rows[1]['engine']} / {rows[0]['engine']} wall: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

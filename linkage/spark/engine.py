@@ -1,0 +1,1161 @@
+"""The batch run on Apache Spark: the same stages as ``linkage.pipeline``, over DataFrames.
+
+Each stage calls the local stage code on pandas batches, so both engines give the same
+identities: ``standardize`` and ``key_table`` per record partition (mapInPandas),
+``Comparison.compare`` and ``FellegiSunterModel.score`` per pair partition, the model trained
+on the driver from samples, ``cluster_pairs`` per bucket of suspect components and
+``merge_records`` per bucket of identities (applyInPandas; a bucket holds whole components or
+identities, so a group never splits one). Blocking is a join per rule; connected components
+run in DataFrames (``linkage.spark.components``). Reading, row numbering and the identity ids
+are Spark expressions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from linkage import schema
+from linkage.spark import require_pyspark
+
+require_pyspark()
+
+from py4j.protocol import Py4JJavaError  # noqa: E402
+from pyspark.errors import PySparkException  # noqa: E402
+from pyspark.sql import DataFrame, SparkSession  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
+from pyspark.sql import types as T  # noqa: E402
+
+from linkage.blocking import BlockingRule, key_table  # noqa: E402
+from linkage.cluster import CANNOT_LINK_GROUP, CANNOT_LINK_KEY, cluster_pairs  # noqa: E402
+from linkage.compare import Comparison, build_comparisons  # noqa: E402
+from linkage.config import RunConfig, SourceConfig  # noqa: E402
+from linkage.errors import ConfigError, InputError  # noqa: E402
+from linkage.identity import (  # noqa: E402
+    CLUSTER,
+    assign_stable_ids,
+    identity_names,
+    process_key,
+)
+from linkage.io import atomic_write, decode_bytes, read_raw  # noqa: E402
+from linkage.merge import merge_records  # noqa: E402
+from linkage.model import FellegiSunterModel  # noqa: E402
+from linkage.spark.components import COMPONENT, connected_components  # noqa: E402
+from linkage.spark.session import get_session  # noqa: E402
+from linkage.standardize.combine import standardize  # noqa: E402
+from linkage.training import level_rules, new_model  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+# Progress messages run_spark gives (read ... write), for a progress bar's length
+STAGE_COUNT = 9
+
+# Spark-side helper columns (never written to an output)
+_KEY = "__key"
+_BUCKET = "__bucket"
+_TF_PREFIX = "__tf_"
+_RULE_INDEX = "__rule_index"
+_LABEL = "__label"
+# Java charset names for the reader's ``encoding`` option; GBK and GB2312 are read as their
+# superset GB18030, as the local reader does.
+_JAVA_CHARSET = {
+    "utf-8": "UTF-8",
+    "utf-8-sig": "UTF-8",
+    "gbk": "GB18030",
+    "gb2312": "GB18030",
+    "gb18030": "GB18030",
+    "big5": "Big5",
+}
+# Bytes of a CSV file's head used to detect its encoding when the config says ``auto``.
+_SNIFF_BYTES = 4 << 20
+
+
+@dataclass
+class SparkResult:
+    """Tables of one Spark run (Spark DataFrames) and its summary."""
+
+    records: DataFrame
+    pairs: DataFrame
+    identities: DataFrame
+    golden: DataFrame
+    model: FellegiSunterModel
+    comparisons: list[Comparison]
+    summary: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _csv_encoding(cfg: SourceConfig) -> str:
+    """Return the Java charset for a CSV source, detecting it from the file's head for ``auto``."""
+    if cfg.encoding != "auto":
+        return _JAVA_CHARSET[cfg.encoding]
+    with open(cfg.path, "rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if len(head) == _SNIFF_BYTES and b"\n" in head:
+        # cut at a line end: 0x0A is never part of a multi-byte GB18030 or UTF-8 character
+        head = head[: head.rindex(b"\n") + 1]
+    _, used = decode_bytes(head, "auto", path=str(cfg.path))
+    return _JAVA_CHARSET.get(used.lower(), used)
+
+
+def _as_text_columns(frame: DataFrame) -> DataFrame:
+    """Every column as trimmed text, blanks as null; headers stripped of spaces and BOM."""
+    cols = []
+    for name, dtype in frame.dtypes:
+        clean = name.strip().removeprefix("\ufeff")
+        value = F.col(f"`{name}`")
+        if dtype != "string":
+            value = value.cast("string")
+        value = F.trim(value)
+        cols.append(F.when(value == "", None).otherwise(value).alias(clean))
+    return frame.select(*cols)
+
+
+def read_source_spark(spark: SparkSession, cfg: SourceConfig) -> DataFrame:
+    """Read one source into canonical records (all text), with the local reader's checks.
+
+    CSV is read by Spark with the ``encoding`` option; Parquet by Spark; Excel locally
+    (``io.read_raw``) and then parallelized. Raises InputError naming the file for a missing
+    file, unmapped columns, records without an id and duplicate ids.
+    """
+    path = Path(cfg.path)
+    if not path.exists():
+        raise InputError("file not found", path=str(path))
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".txt", ".tsv"):
+        raw = spark.read.csv(
+            str(path),
+            header=True,
+            encoding=_csv_encoding(cfg),
+            sep=cfg.delimiter,
+            quote='"',
+            escape='"',
+            # quoted line breaks stay inside their field, as in the local reader
+            multiLine=True,
+            mode="FAILFAST",
+            inferSchema=False,
+        )
+    elif suffix == ".parquet":
+        raw = spark.read.parquet(str(path))
+    elif suffix in (".xlsx", ".xlsm"):
+        local = read_raw(cfg)  # openpyxl reads a workbook whole: Excel files stay small
+        text = T.StructType([T.StructField(str(c), T.StringType(), True) for c in local.columns])
+        raw = spark.createDataFrame(local.astype(object).where(local.notna(), None), text)
+    else:
+        raise InputError(
+            f"unsupported file type '{suffix}', expected .csv, .xlsx or .parquet", path=str(path)
+        )
+    raw = _as_text_columns(raw)
+    wanted = [cfg.record_id, *cfg.columns]
+    missing = [c for c in dict.fromkeys(wanted) if c not in raw.columns]
+    if missing:
+        raise InputError(
+            f"mapped column(s) {', '.join(repr(c) for c in missing)} not in the file; "
+            f"its columns are {', '.join(repr(c) for c in raw.columns)}",
+            path=str(path),
+        )
+    rid_col = F.col(f"`{cfg.record_id}`")
+    try:
+        empty = raw.where(rid_col.isNull()).count()
+    except (PySparkException, Py4JJavaError) as exc:
+        # FAILFAST: a row with the wrong number of fields stops the read, as locally
+        found = re.search(r"Malformed CSV record: ?(.*?)(?: SQLSTATE|\n|$)", str(exc))
+        if found is None:
+            raise
+        raise InputError(
+            f"the file could not be parsed: a row has the wrong number of fields: "
+            f"{found.group(1)[:200]!r}",
+            path=str(path),
+        ) from None
+    if empty:
+        raise InputError(f"{empty} row(s) have no record id", path=str(path), column=cfg.record_id)
+    dup = raw.groupBy(rid_col.alias("v")).count().where(F.col("count") > 1)
+    examples = [r["v"] for r in dup.limit(5).collect()]
+    if examples:
+        raise InputError(
+            f"{dup.count()} duplicate record id value(s), e.g. {', '.join(map(repr, examples))}",
+            path=str(path),
+            column=cfg.record_id,
+        )
+    cols = [F.lit(cfg.name).alias(schema.SOURCE), rid_col.alias(schema.RECORD_ID)]
+    taken = {schema.SOURCE, schema.RECORD_ID}
+    for column, target in cfg.columns.items():
+        if target == schema.RECORD_ID:
+            continue
+        cols.append(F.col(f"`{column}`").alias(target))
+        taken.add(target)
+    used = set(wanted)
+    for column in raw.columns:
+        if column in used:
+            continue
+        # namespaced as the local reader does (io.to_canonical): no header can collide
+        cols.append(F.col(f"`{column}`").alias(schema.raw_col(column)))
+    return raw.select(*cols)
+
+
+def read_sources_spark(spark: SparkSession, config: RunConfig) -> DataFrame:
+    """Stack every source; canonical fields a source lacks are null, canonical fields in front."""
+    frames = [read_source_spark(spark, cfg) for cfg in config.sources.values()]
+    records = frames[0]
+    for frame in frames[1:]:
+        records = records.unionByName(frame, allowMissingColumns=True)
+    for name in schema.CANONICAL_FIELDS:
+        if name not in records.columns:
+            records = records.withColumn(name, F.lit(None).cast("string"))
+    front = list(schema.CANONICAL_FIELDS)
+    rest = [c for c in records.columns if c not in front]
+    return records.select(*[F.col(f"`{c}`") for c in front + rest])
+
+
+def number_rows(records: DataFrame) -> DataFrame:
+    """Add ``rid`` 0..n-1 in (source, record_id) order, the local engine's canonical order.
+
+    Spark sorts strings by UTF-8 bytes, which is code-point order, as Python sorts them.
+    Row numbers come from per-partition counts (no single-partition window).
+    """
+    ordered = records.orderBy(schema.SOURCE, schema.RECORD_ID)
+    tagged = ordered.select(
+        "*",
+        F.spark_partition_id().alias("__pid"),
+        F.monotonically_increasing_id().alias("__mid"),
+    ).localCheckpoint()
+    counts = (
+        (tagged.groupBy("__pid").agg(F.count("*").alias("__n"), F.min("__mid").alias("__first")))
+        .toPandas()
+        .sort_values("__pid")
+    )
+    counts["__offset"] = counts["__n"].cumsum() - counts["__n"]
+    offsets = tagged.sparkSession.createDataFrame(counts[["__pid", "__first", "__offset"]])
+    numbered = tagged.join(F.broadcast(offsets), "__pid").select(
+        (F.col("__mid") - F.col("__first") + F.col("__offset")).cast("long").alias(schema.ROW),
+        *[F.col(f"`{c}`") for c in records.columns],
+    )
+    return numbered
+
+
+# ----------------------------------------------------------------------------- schemas
+
+
+def _spark_type(series: pd.Series) -> T.DataType:
+    if pd.api.types.is_bool_dtype(series):
+        return T.BooleanType()
+    if pd.api.types.is_integer_dtype(series):
+        return T.LongType()
+    if pd.api.types.is_float_dtype(series):
+        return T.DoubleType()
+    return T.StringType()
+
+
+def _schema_of(frame: pd.DataFrame) -> T.StructType:
+    return T.StructType([T.StructField(c, _spark_type(frame[c]), True) for c in frame.columns])
+
+
+def _restore_booleans(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Arrow hands nullable booleans back as objects; the stages expect pandas' boolean dtype."""
+    for col in columns:
+        if col in frame.columns:
+            frame[col] = frame[col].astype("boolean")
+    return frame
+
+
+def _conform(frame: pd.DataFrame, struct: T.StructType) -> pd.DataFrame:
+    """Cast a batch to a fixed schema so every partition returns the same Arrow types."""
+    out = {}
+    for f in struct.fields:
+        s = frame[f.name] if f.name in frame.columns else pd.Series([None] * len(frame))
+        if isinstance(f.dataType, T.StringType):
+            s = s.astype(object).where(s.notna(), None)
+            s = s.map(lambda v: v if v is None or isinstance(v, str) else str(v))
+        elif isinstance(f.dataType, T.BooleanType):
+            s = s.astype("boolean")
+        elif isinstance(f.dataType, T.LongType):
+            s = s.astype("Int64")
+        elif isinstance(f.dataType, T.DoubleType):
+            s = s.astype(float)
+        out[f.name] = s.to_numpy() if isinstance(f.dataType, T.StringType) else s.array
+    return pd.DataFrame(out)
+
+
+def _map_in_pandas(
+    frame: DataFrame,
+    run: Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]],
+    out_schema: T.StructType | str,
+) -> DataFrame:
+    """``frame.mapInPandas(run, out_schema)`` for frames whose column names hold dots.
+
+    pyspark resolves mapInPandas' input columns by name, which reads ``raw.备注`` (a
+    pass-through column) as a struct field; the frame goes in under plain names and each
+    pandas batch gets its real names back.
+    """
+    names = frame.columns
+    if not any("." in name for name in names):
+        return frame.mapInPandas(run, out_schema)
+    plain = frame.toDF(*[f"__c{i}" for i in range(len(names))])
+
+    def renamed(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        return run(batch.set_axis(names, axis=1) for batch in batches)
+
+    return plain.mapInPandas(renamed, out_schema)
+
+
+def _apply_in_pandas(
+    frame: DataFrame,
+    by: str,
+    run: Callable[[pd.DataFrame], pd.DataFrame],
+    out_schema: T.StructType,
+) -> DataFrame:
+    """``frame.groupBy(by).applyInPandas(run, out_schema)`` for column names with dots (see
+    ``_map_in_pandas``)."""
+    names = frame.columns
+    if not any("." in name for name in names):
+        return frame.groupBy(by).applyInPandas(run, out_schema)
+    plain = frame.toDF(*[f"__c{i}" for i in range(len(names))])
+
+    def renamed(group: pd.DataFrame) -> pd.DataFrame:
+        return run(group.set_axis(names, axis=1))
+
+    return plain.groupBy(f"__c{names.index(by)}").applyInPandas(renamed, out_schema)
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def standardize_spark(records: DataFrame, config: RunConfig) -> tuple[DataFrame, list[str]]:
+    """Run ``standardize`` per record partition; return the records and their boolean columns.
+
+    The standardizers work once per distinct value within each Arrow batch; ``rid`` is kept.
+    """
+    std_config = config.standardize
+    sample = records.limit(20).toPandas()
+    probe = standardize(sample.drop(columns=[schema.ROW]), std_config)
+    probe[schema.ROW] = sample[schema.ROW].to_numpy()
+    out_schema = _schema_of(probe)
+    bool_cols = [f.name for f in out_schema.fields if isinstance(f.dataType, T.BooleanType)]
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            rid = batch.pop(schema.ROW).to_numpy()
+            out = standardize(batch, std_config)
+            out[schema.ROW] = rid
+            yield _conform(out, out_schema)
+
+    return _map_in_pandas(records, run, out_schema), bool_cols
+
+
+def blocking_keys_spark(records: DataFrame, rules: list[BlockingRule]) -> DataFrame:
+    """Run ``key_table`` per partition: rid, source and one text column per blocking key."""
+    sample = records.limit(20).toPandas()
+    probe = key_table(sample, rules)  # raises ConfigError for unknown keys, as locally
+    names = list(probe.columns)
+    out_schema = T.StructType(
+        [T.StructField(schema.ROW, T.LongType(), False)]
+        + [T.StructField(c, T.StringType(), True) for c in names if c != schema.ROW]
+    )
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            table = key_table(batch, rules)
+            yield _conform(table, out_schema)
+
+    return _map_in_pandas(records, run, out_schema)
+
+
+def block_spark(keys: DataFrame, config: RunConfig) -> tuple[DataFrame, list[str]]:
+    """Candidate pairs ``rid_l < rid_r``, each once with the first rule that finds it.
+
+    One self-join per rule on its keys; blocks over ``max_block_size`` are skipped and
+    reported, as in ``blocking.block``. Returns (rid_l, rid_r, rule index) and rule names.
+    """
+    settings = config.blocking
+    per_rule = []
+    for i, rule in enumerate(settings.rules):
+        sub = keys.select(schema.ROW, schema.SOURCE, *rule.keys).dropna(subset=rule.keys)
+        sizes = sub.groupBy(*rule.keys).count()
+        big = sizes.where(F.col("count") > settings.max_block_size)
+        stats = big.agg(F.count("*").alias("n"), F.max("count").alias("largest")).first()
+        if stats["n"]:
+            logger.warning(
+                "blocking rule '%s': skipped %d block(s) larger than %d records (largest %d)",
+                rule.name,
+                stats["n"],
+                settings.max_block_size,
+                stats["largest"],
+            )
+            sub = sub.join(big.select(*rule.keys), list(rule.keys), "left_anti")
+        left = sub.select(
+            *[F.col(k).alias(f"__l{j}") for j, k in enumerate(rule.keys)],
+            F.col(schema.ROW).alias(schema.ROW_L),
+            F.col(schema.SOURCE).alias("__src_l"),
+        )
+        right = sub.select(
+            *[F.col(k).alias(f"__r{j}") for j, k in enumerate(rule.keys)],
+            F.col(schema.ROW).alias(schema.ROW_R),
+            F.col(schema.SOURCE).alias("__src_r"),
+        )
+        cond = [F.col(f"__l{j}") == F.col(f"__r{j}") for j in range(len(rule.keys))]
+        cond.append(F.col(schema.ROW_L) < F.col(schema.ROW_R))
+        if settings.link_type == "link_only":
+            cond.append(F.col("__src_l") != F.col("__src_r"))
+        elif settings.link_type == "dedupe_only":
+            cond.append(F.col("__src_l") == F.col("__src_r"))
+        joined = left.join(right, cond).select(
+            schema.ROW_L, schema.ROW_R, F.lit(i).cast("short").alias(_RULE_INDEX)
+        )
+        per_rule.append(joined)
+    pairs = per_rule[0]
+    for more in per_rule[1:]:
+        pairs = pairs.unionByName(more)
+    pairs = pairs.groupBy(schema.ROW_L, schema.ROW_R).agg(F.min(_RULE_INDEX).alias(_RULE_INDEX))
+    return pairs, [r.name for r in settings.rules]
+
+
+def _comparison_columns(comparisons: list[Comparison], records: DataFrame) -> list[str]:
+    cols = []
+    for c in comparisons:
+        for col in c.columns:
+            if col in records.columns and col not in cols:
+                cols.append(col)
+    return cols
+
+
+def _with_tf(
+    records: DataFrame, config: RunConfig, comparisons: list[Comparison]
+) -> tuple[DataFrame, dict[str, str]]:
+    """Add one ``__tf_<name>`` column per term-frequency setting: the share of non-null records
+    holding the record's value (``compare.term_frequencies``), null where the value is null."""
+    present = {c.name for c in comparisons}
+    tf_cols = {}
+    out = records
+    for name, column in config.model.term_frequency.items():
+        if name not in present or column not in records.columns:
+            continue
+        total = records.where(F.col(column).isNotNull()).count()
+        counts = (
+            records.where(F.col(column).isNotNull())
+            .groupBy(column)
+            .agg((F.count("*") / F.lit(max(total, 1))).cast("double").alias(_TF_PREFIX + name))
+        )
+        out = out.join(counts, column, "left")
+        tf_cols[name] = _TF_PREFIX + name
+    return out, tf_cols
+
+
+def _side(frame: DataFrame, cols: list[str], suffix: str, row: str) -> DataFrame:
+    return frame.select(
+        F.col(schema.ROW).alias(row), *[F.col(c).alias(f"{c}{suffix}") for c in cols]
+    )
+
+
+def compare_spark(
+    pairs: DataFrame,
+    prepared: DataFrame,
+    comparisons: list[Comparison],
+    value_cols: list[str],
+    tf_cols: dict[str, str],
+    bool_cols: list[str],
+) -> DataFrame:
+    """Join both records' columns to each pair and run ``Comparison.compare`` per partition.
+
+    Returns rid_l, rid_r, the pair's other columns, one byte ``gamma_<name>`` per comparison
+    and the pair's term frequency per tf setting (the larger of its two records', as
+    ``compare.pair_tf``).
+    """
+    cols = value_cols + list(tf_cols.values())
+    joined = pairs.join(_side(prepared, cols, "__l", schema.ROW_L), schema.ROW_L).join(
+        _side(prepared, cols, "__r", schema.ROW_R), schema.ROW_R
+    )
+    keep = [c for c in pairs.columns]
+    out_schema = T.StructType(
+        [f for f in pairs.schema.fields]
+        + [T.StructField(schema.GAMMA_PREFIX + c.name, T.ByteType(), False) for c in comparisons]
+        + [T.StructField(tf, T.DoubleType(), True) for tf in tf_cols.values()]
+    )
+    n_missing = {c.name: [col for col in c.columns if col not in value_cols] for c in comparisons}
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            left = _restore_booleans(
+                pd.DataFrame({c: batch[f"{c}__l"] for c in value_cols}), bool_cols
+            )
+            right = _restore_booleans(
+                pd.DataFrame({c: batch[f"{c}__r"] for c in value_cols}), bool_cols
+            )
+            out = batch[keep].copy()
+            n = len(batch)
+            for c in comparisons:
+                lv = {col: left[col].to_numpy() for col in c.columns if col in value_cols}
+                rv = {col: right[col].to_numpy() for col in c.columns if col in value_cols}
+                for col in n_missing[c.name]:  # absent columns read as null, as locally
+                    lv[col] = np.full(n, None, dtype=object)
+                    rv[col] = np.full(n, None, dtype=object)
+                out[schema.GAMMA_PREFIX + c.name] = c.compare(lv, rv).astype(np.int8)
+            for tf in tf_cols.values():
+                out[tf] = np.fmax(
+                    batch[f"{tf}__l"].to_numpy(dtype=float), batch[f"{tf}__r"].to_numpy(dtype=float)
+                )
+            yield out
+
+    return _map_in_pandas(joined, run, out_schema)
+
+
+def score_spark(
+    vectors: DataFrame, model: FellegiSunterModel, tf_cols: dict[str, str]
+) -> DataFrame:
+    """Run ``FellegiSunterModel.score`` per partition: adds ``mw_<name>``, match weight and
+    probability; drops the term-frequency helper columns."""
+    keep = [f for f in vectors.schema.fields if f.name not in tf_cols.values()]
+    out_schema = T.StructType(
+        keep
+        + [
+            T.StructField(schema.MW_PREFIX + name, T.DoubleType(), True)
+            for name in model.comparisons
+        ]
+        + [
+            T.StructField(schema.MATCH_WEIGHT, T.DoubleType(), True),
+            T.StructField(schema.MATCH_PROBABILITY, T.DoubleType(), True),
+        ]
+    )
+    names = [f.name for f in out_schema.fields]
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            tf = {name: batch.pop(col).to_numpy(dtype=float) for name, col in tf_cols.items()}
+            scored = model.score(batch, tf=tf or None)
+            yield scored[names]
+
+    return _map_in_pandas(vectors, run, out_schema)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _collect_vectors(vectors: DataFrame, gamma_cols: list[str]) -> pd.DataFrame:
+    frame = vectors.select(schema.ROW_L, schema.ROW_R, *gamma_cols).toPandas()
+    frame = frame.sort_values([schema.ROW_L, schema.ROW_R], kind="stable").reset_index(drop=True)
+    for col in gamma_cols:
+        frame[col] = frame[col].astype(np.int8)
+    return frame
+
+
+def _training_vectors(
+    vectors: DataFrame, gamma_cols: list[str], limit: int, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Comparison patterns with their counts over all candidates, and vectors for EM.
+
+    EM depends on the candidates only through the counts of each level pattern, so the
+    patterns are counted in Spark; up to ``limit`` candidates are rebuilt on the driver exactly,
+    beyond it each pattern's count is scaled down (a stratified sample of all candidates).
+    """
+    patterns = vectors.groupBy(*gamma_cols).count().toPandas()
+    patterns = patterns.sort_values(gamma_cols, kind="stable").reset_index(drop=True)
+    total = int(patterns["count"].sum()) if len(patterns) else 0
+    counts = patterns["count"].to_numpy(np.int64)
+    if total > limit:
+        rng = np.random.default_rng(seed)
+        scaled = counts * (limit / total)
+        counts = np.floor(scaled).astype(np.int64)
+        counts += rng.random(len(counts)) < (scaled - counts)
+        logger.info("EM on a stratified sample of %d of %d candidate pairs", counts.sum(), total)
+    expanded = pd.DataFrame(
+        {c: np.repeat(patterns[c].to_numpy(np.int8), counts) for c in gamma_cols}
+    )
+    return patterns, expanded, total
+
+
+def _prior_from_patterns(
+    patterns: pd.DataFrame, rules: list[dict[str, int]], n_records: int, recall: float
+) -> float:
+    """Prior match probability of two random records from rule hits (as ``pipeline``'s)."""
+    hit = np.zeros(len(patterns), dtype=bool)
+    for rule in rules:
+        ok = np.ones(len(patterns), dtype=bool)
+        for name, level in rule.items():
+            ok &= patterns[schema.GAMMA_PREFIX + name].to_numpy() >= level
+        hit |= ok
+    hits = int(patterns["count"].to_numpy()[hit].sum())
+    total = max(n_records * (n_records - 1) / 2, 1.0)
+    return float(np.clip(max(hits, 1) / recall / total, 1e-12, 0.5))
+
+
+def train_spark(
+    spark: SparkSession,
+    prepared: DataFrame,
+    vectors: DataFrame,
+    n_records: int,
+    comparisons: list[Comparison],
+    config: RunConfig,
+    compare_pairs: Callable[[DataFrame], DataFrame],
+    tf_cols: dict[str, str],
+) -> FellegiSunterModel:
+    """Train the model on the driver: u from random pairs, m by EM from the candidates' patterns.
+
+    The same calls as ``training.train_model``: the model from ``training.new_model``, u from
+    ``blocking.sample_random_pairs`` (same seed, same pairs as the local engine, filtered by
+    the link type in Spark), m from ``fit_sessions`` (or ``fit``) over the candidates.
+    """
+    from linkage.blocking import sample_random_pairs
+
+    settings = config.model
+    if settings.labels is not None:
+        raise ConfigError(
+            "model.labels is not supported by the Spark engine yet: train with the local "
+            "engine and set model.load to the saved model.json",
+            key="model.labels",
+        )
+    model = new_model(comparisons, config, list(tf_cols))
+    gamma_cols = [schema.GAMMA_PREFIX + c.name for c in comparisons]
+    random_pairs = sample_random_pairs(n_records, settings.u_sample_pairs, seed=settings.seed)
+    sample = spark.createDataFrame(random_pairs)
+    link_type = config.blocking.link_type
+    if link_type in ("link_only", "dedupe_only"):
+        src = prepared.select(schema.ROW, schema.SOURCE)
+        sample = sample.join(
+            src.select(F.col(schema.ROW).alias(schema.ROW_L), F.col(schema.SOURCE).alias("__sl")),
+            schema.ROW_L,
+        ).join(
+            src.select(F.col(schema.ROW).alias(schema.ROW_R), F.col(schema.SOURCE).alias("__sr")),
+            schema.ROW_R,
+        )
+        same = F.col("__sl") == F.col("__sr")
+        sample = sample.where(~same if link_type == "link_only" else same)
+        sample = sample.select(schema.ROW_L, schema.ROW_R)
+    model.estimate_u(_collect_vectors(compare_pairs(sample), gamma_cols))
+    patterns, expanded, total = _training_vectors(
+        vectors, gamma_cols, config.spark.train_sample_pairs, settings.seed
+    )
+    if not total:
+        logger.warning("no candidate pairs: the model keeps its u-probabilities only")
+        return model
+    sessions = level_rules(settings.training_sessions, comparisons)
+    if not sessions:
+        return model.fit(expanded)
+    rules = level_rules(settings.prior_rules, comparisons)
+    model.fit_sessions(
+        expanded,
+        sessions,
+        prior_rules=rules,
+        n_records=n_records,
+        prior_recall=settings.prior_recall,
+    )
+    if rules and len(expanded) < total:
+        # a sample holds fewer rule hits than all candidates: the prior counts them all
+        prior = _prior_from_patterns(patterns, rules, n_records, settings.prior_recall)
+        model.probability_two_random_records_match_ = prior
+        if settings.prior is None:
+            model.lambda_ = prior
+    logger.info("training sessions: %s", model.sessions_)
+    return model
+
+
+# ----------------------------------------------------------------------------- clustering
+
+
+def cluster_spark(
+    records: DataFrame,
+    scored: DataFrame,
+    config: RunConfig,
+    buckets: int,
+) -> tuple[DataFrame, int]:
+    """Label each record with the smallest rid of its cluster, as ``cluster.cluster_pairs`` does.
+
+    Connected components of the pairs at or above the threshold run in Spark. A component that
+    ``cluster_pairs`` would recluster (over ``max_cluster_size`` records, two valid IDs of one
+    source, or a pair below threshold inside) goes with its pairs and cannot-link keys to
+    ``cluster_pairs`` itself, bucket by bucket. Returns (rid, label) and the rounds taken.
+    """
+    settings = config.clustering
+    threshold = settings.threshold
+    strong = scored.where(F.col(schema.MATCH_PROBABILITY) >= threshold).select(
+        F.col(schema.ROW_L).alias("src"), F.col(schema.ROW_R).alias("dst")
+    )
+    vertices = records.select(F.col(schema.ROW).alias("id"))
+    components = connected_components(strong, vertices)
+    comp = components.labels.select(
+        F.col("id").alias(schema.ROW), F.col(COMPONENT)
+    ).localCheckpoint()
+
+    sizes = comp.groupBy(COMPONENT).count()
+    flagged = sizes.where(F.col("count") > settings.max_cluster_size).select(COMPONENT)
+    comp_l = comp.select(F.col(schema.ROW).alias(schema.ROW_L), F.col(COMPONENT).alias("__cl"))
+    comp_r = comp.select(F.col(schema.ROW).alias(schema.ROW_R), F.col(COMPONENT).alias("__cr"))
+    inside = (
+        scored.select(schema.ROW_L, schema.ROW_R, schema.MATCH_WEIGHT, schema.MATCH_PROBABILITY)
+        .join(comp_l, schema.ROW_L)
+        .join(comp_r, schema.ROW_R)
+        .where(F.col("__cl") == F.col("__cr"))
+        .select(
+            schema.ROW_L,
+            schema.ROW_R,
+            schema.MATCH_WEIGHT,
+            schema.MATCH_PROBABILITY,
+            F.col("__cl").alias(COMPONENT),
+        )
+    )
+    flagged = flagged.unionByName(
+        inside.where(F.col(schema.MATCH_PROBABILITY) < threshold).select(COMPONENT)
+    )
+    cannot = None
+    if settings.cannot_link_same_source_ids and schema.ID_STD in records.columns:
+        valid = (
+            F.col(schema.ID_VALID) == F.lit(True)
+            if schema.ID_VALID in records.columns
+            else F.lit(True)
+        )
+        cannot = records.where(valid & F.col(schema.ID_STD).isNotNull()).select(
+            schema.ROW,
+            F.col(schema.ID_STD).alias(CANNOT_LINK_KEY),
+            F.col(schema.SOURCE).alias(CANNOT_LINK_GROUP),
+        )
+        conflicts = (
+            cannot.join(comp, schema.ROW)
+            .groupBy(COMPONENT, CANNOT_LINK_GROUP)
+            .agg(F.countDistinct(CANNOT_LINK_KEY).alias("__keys"))
+            .where(F.col("__keys") > 1)
+            .select(COMPONENT)
+        )
+        flagged = flagged.unionByName(conflicts)
+    flagged = flagged.distinct().localCheckpoint()
+    n_flagged = flagged.count()
+    logger.info("reclustering %d suspect component(s)", n_flagged)
+    if n_flagged == 0:
+        return comp.select(schema.ROW, F.col(COMPONENT).alias(_LABEL)), components.rounds
+
+    nodes = comp.join(flagged, COMPONENT, "left_semi")
+    if cannot is not None:
+        nodes = nodes.join(cannot, schema.ROW, "left")
+    else:
+        nodes = nodes.select(
+            "*",
+            F.lit(None).cast("string").alias(CANNOT_LINK_KEY),
+            F.lit(None).cast("string").alias(CANNOT_LINK_GROUP),
+        )
+    bucket = (F.abs(F.hash(F.col(COMPONENT))) % buckets).alias(_BUCKET)
+    nodes = nodes.select("*", bucket)
+    edges = inside.join(flagged, COMPONENT, "left_semi").select("*", bucket)
+    out_schema = T.StructType(
+        [
+            T.StructField(schema.ROW, T.LongType(), False),
+            T.StructField(_LABEL, T.LongType(), False),
+        ]
+    )
+    max_size = settings.max_cluster_size
+    constrained = cannot is not None  # the closure must not capture a DataFrame
+
+    def recluster(node_frame: pd.DataFrame, edge_frame: pd.DataFrame) -> pd.DataFrame:
+        rows = np.sort(node_frame[schema.ROW].to_numpy(np.int64))
+        if not len(rows):
+            return pd.DataFrame({schema.ROW: [], _LABEL: []}, dtype=np.int64)
+        # local row numbers keep the global order, so the smallest local row is the smallest rid
+        local = pd.DataFrame(
+            {
+                schema.ROW_L: np.searchsorted(rows, edge_frame[schema.ROW_L].to_numpy(np.int64)),
+                schema.ROW_R: np.searchsorted(rows, edge_frame[schema.ROW_R].to_numpy(np.int64)),
+                schema.MATCH_WEIGHT: edge_frame[schema.MATCH_WEIGHT].to_numpy(float),
+                schema.MATCH_PROBABILITY: edge_frame[schema.MATCH_PROBABILITY].to_numpy(float),
+            }
+        )
+        keyed = node_frame[node_frame[CANNOT_LINK_KEY].notna()]
+        cl = None
+        if constrained:
+            cl = pd.DataFrame(
+                {
+                    schema.ROW: np.searchsorted(rows, keyed[schema.ROW].to_numpy(np.int64)),
+                    CANNOT_LINK_KEY: keyed[CANNOT_LINK_KEY].to_numpy(),
+                    CANNOT_LINK_GROUP: keyed[CANNOT_LINK_GROUP].to_numpy(),
+                }
+            )
+        labels = cluster_pairs(
+            len(rows), local, threshold, cannot_link=cl, max_cluster_size=max_size
+        )
+        return pd.DataFrame({schema.ROW: rows, _LABEL: rows[labels.to_numpy(np.int64)]})
+
+    relabelled = (
+        nodes.groupBy(_BUCKET).cogroup(edges.groupBy(_BUCKET)).applyInPandas(recluster, out_schema)
+    )
+    labels = comp.join(relabelled, schema.ROW, "left").select(
+        schema.ROW, F.coalesce(F.col(_LABEL), F.col(COMPONENT)).alias(_LABEL)
+    )
+    return labels, components.rounds
+
+
+def identity_ids_spark(records: DataFrame, labels: DataFrame, key: bytes) -> DataFrame:
+    """Name each cluster after its smallest (source, record_id) with ``identity.identity_names``
+    (the one naming rule: ``ID`` + 20 hex digits of HMAC-SHA256(key, record key)), applied per
+    partition of the cluster table so the names equal the local engine's for the same key."""
+    keyed = records.select(
+        schema.ROW,
+        schema.SOURCE,
+        schema.RECORD_ID,
+        F.concat(F.col(schema.SOURCE), F.lit("\x1f"), F.col(schema.RECORD_ID)).alias(_KEY),
+    ).join(labels, schema.ROW)
+    names = keyed.groupBy(_LABEL).agg(F.min(_KEY).alias(_KEY))
+    label_type = names.schema[_LABEL].dataType.simpleString()
+
+    def name_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            yield pd.DataFrame(
+                {
+                    _LABEL: batch[_LABEL],
+                    schema.IDENTITY_ID: identity_names(batch[_KEY].to_numpy(object), key),
+                }
+            )
+
+    names = names.mapInPandas(name_batches, f"{_LABEL} {label_type}, {schema.IDENTITY_ID} string")
+    return keyed.join(names, _LABEL).select(
+        schema.ROW, schema.SOURCE, schema.RECORD_ID, _LABEL, schema.IDENTITY_ID
+    )
+
+
+def stable_ids_spark(
+    spark: SparkSession,
+    identities: DataFrame,
+    previous: pd.DataFrame | DataFrame,
+    key: bytes | None = None,
+) -> DataFrame:
+    """Keep the ids of a previous run's identities (``identity.assign_stable_ids``'s rules:
+    a split keeps the id with the larger part, a merge keeps the oldest id).
+
+    ``previous``: source, record_id, identity_id of the previous run (its identities.csv).
+    The assignment runs on the driver over the clusters that share a record with a previous
+    identity, with the local store's code; everything else keeps its fresh id.
+    """
+    prev = (
+        previous
+        if isinstance(previous, DataFrame)
+        else spark.createDataFrame(
+            previous[[schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID]].astype(str)
+        )
+    )
+    prev = prev.select(schema.SOURCE, schema.RECORD_ID, F.col(schema.IDENTITY_ID).alias("__prev"))
+    # Clusters touching a previous identity, and every record of those clusters and identities.
+    touched = identities.join(prev, [schema.SOURCE, schema.RECORD_ID], "inner")
+    scope_labels = touched.select(_LABEL).distinct()
+    scope_prev = touched.select("__prev").distinct()
+    current = (
+        identities.join(scope_labels, _LABEL, "left_semi")
+        .select(schema.SOURCE, schema.RECORD_ID, F.col(_LABEL).alias(CLUSTER))
+        .toPandas()
+    )
+    previous_rows = prev.join(scope_prev, "__prev", "left_semi").toPandas()
+    previous_rows = previous_rows.rename(columns={"__prev": schema.IDENTITY_ID})
+    # identities.csv has no creation run: the previous run's ids are equally old, so a merge
+    # keeps the smallest id among them (the rule's tie-break), deterministically.
+    known = pd.DataFrame(
+        {
+            schema.IDENTITY_ID: pd.unique(previous[schema.IDENTITY_ID].astype(str))
+            if isinstance(previous, pd.DataFrame)
+            else prev.select("__prev").distinct().toPandas()["__prev"].to_numpy(),
+        }
+    )
+    known["status"] = "active"
+    known["created_run"] = 0
+    assigned = assign_stable_ids(current, previous_rows, known, run_id=1, key=key)
+    mapping = pd.DataFrame(
+        {
+            CLUSTER: current[CLUSTER].to_numpy(np.int64),
+            "__stable": np.asarray(assigned.identity_ids, dtype=object),
+        }
+    ).drop_duplicates(CLUSTER)
+    mapped = spark.createDataFrame(mapping).withColumnRenamed(CLUSTER, _LABEL)
+    return identities.join(
+        F.broadcast(mapped) if len(mapping) < 1_000_000 else mapped, _LABEL, "left"
+    ).select(
+        schema.ROW,
+        schema.SOURCE,
+        schema.RECORD_ID,
+        _LABEL,
+        F.coalesce(F.col("__stable"), F.col(schema.IDENTITY_ID)).alias(schema.IDENTITY_ID),
+    )
+
+
+def golden_spark(
+    records: DataFrame, identities: DataFrame, config: RunConfig, bool_cols: list[str], buckets: int
+) -> DataFrame:
+    """Run ``merge_records`` per bucket of whole identities; one golden record per identity."""
+    settings = config.golden_settings()
+    with_ids = records.join(identities.select(schema.ROW, schema.IDENTITY_ID), schema.ROW)
+    with_ids = with_ids.select(
+        "*", (F.abs(F.hash(F.col(schema.IDENTITY_ID))) % buckets).alias(_BUCKET)
+    )
+    sample = with_ids.limit(20).toPandas()
+    probe = merge_records(
+        _restore_booleans(sample, bool_cols), sample[schema.IDENTITY_ID], settings
+    )
+    out_schema = _schema_of(probe)
+
+    def run(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = _restore_booleans(frame.reset_index(drop=True), bool_cols)
+        golden = merge_records(frame, frame[schema.IDENTITY_ID], settings)
+        return _conform(golden, out_schema)
+
+    return _apply_in_pandas(with_ids, _BUCKET, run, out_schema)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def run_spark(
+    config: RunConfig,
+    output: str | Path | None = None,
+    *,
+    spark: SparkSession | None = None,
+    master: str | None = None,
+    previous: str | Path | None = None,
+    identities_csv: bool | None = None,
+    id_key: bytes | None = None,
+    progress: Progress | None = None,
+) -> SparkResult:
+    """Run the whole batch on Spark; with ``output``, write the outputs there.
+
+    Outputs: ``identities.parquet`` (source, record_id, identity_id; one row per input record),
+    ``golden_records.parquet``, ``pairs.parquet`` (pairs at or above
+    ``output.pairs_min_probability`` with both records' keys), ``model.json``,
+    ``summary.json`` and, with ``identities_csv`` (default: the config's
+    ``spark.identities_csv``), ``identities.csv``. ``previous``: a previous
+    run's identities (.csv or .parquet) whose ids are kept. ``id_key``: the identity key
+    (``identity.batch_key``); without one, the process key (names stable within the process).
+    Raises ConfigError/InputError as the local engine does.
+    """
+    say = progress or (lambda _msg: None)
+    key = id_key or process_key()
+    if spark is None:
+        settings = config.spark
+        spark = get_session(
+            master or settings.master,
+            shuffle_partitions=settings.shuffle_partitions,
+            conf=settings.conf,
+        )
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    timings: dict[str, float] = {}
+    comparisons = build_comparisons(config.comparison_specs())
+    prev_table = _read_previous(spark, previous) if previous is not None else None
+
+    t = time.perf_counter()
+    _stage(spark, "read")
+    say("reading sources with Spark")
+    raw = read_sources_spark(spark, config)
+    raw = number_rows(raw)
+    n = raw.count()
+    timings["read"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    _stage(spark, "standardize")
+    say(f"standardizing {n:,} records")
+    records, bool_cols = standardize_spark(raw, config)
+    records = records.localCheckpoint()
+    timings["standardize"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    _stage(spark, "block")
+    say("blocking")
+    keys = blocking_keys_spark(records, config.blocking.rules)
+    pairs, rule_names = block_spark(keys.localCheckpoint(), config)
+    pairs = pairs.localCheckpoint()
+    timings["block"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    _stage(spark, "compare")
+    value_cols = _comparison_columns(comparisons, records)
+    prepared, tf_cols = _with_tf(
+        records.select(schema.ROW, schema.SOURCE, *value_cols), config, comparisons
+    )
+    prepared = prepared.localCheckpoint()
+
+    def compare_pairs(frame: DataFrame) -> DataFrame:
+        return compare_spark(frame, prepared, comparisons, value_cols, tf_cols, bool_cols)
+
+    vectors = compare_pairs(pairs).localCheckpoint()
+    n_pairs = vectors.count()
+    say(f"compared {n_pairs:,} pairs")
+    timings["compare"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    _stage(spark, "train")
+    say("training model")
+    model = FellegiSunterModel.load(config.model.load) if config.model.load else None
+    if model is None:
+        model = train_spark(
+            spark, prepared, vectors, n, comparisons, config, compare_pairs, tf_cols
+        )
+    timings["train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    _stage(spark, "score")
+    say("scoring")
+    rule_map = spark.createDataFrame(
+        pd.DataFrame(
+            {_RULE_INDEX: np.arange(len(rule_names), dtype=np.int16), schema.RULE: rule_names}
+        )
+    )
+    scored = score_spark(vectors, model, tf_cols)
+    scored = scored.join(F.broadcast(rule_map), _RULE_INDEX).drop(_RULE_INDEX).localCheckpoint()
+    timings["score"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    _stage(spark, "cluster")
+    say("clustering")
+    labels, rounds = cluster_spark(records, scored, config, buckets=partitions)
+    identities = identity_ids_spark(records, labels, key)
+    if prev_table is not None:
+        identities = stable_ids_spark(spark, identities, prev_table, key)
+    identities = identities.localCheckpoint()
+    timings["cluster"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    _stage(spark, "merge")
+    say("building golden records")
+    golden = golden_spark(records, identities, config, bool_cols, buckets=partitions)
+    golden = golden.localCheckpoint()
+    timings["merge"] = time.perf_counter() - t
+
+    summary = _summary(records, pairs, scored, identities, rule_names, config, n, n_pairs)
+    summary["connected_component_rounds"] = rounds
+    summary["seconds"] = {k: round(v, 3) for k, v in timings.items()}
+    result = SparkResult(
+        records=records,
+        pairs=scored,
+        identities=identities.select(schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID),
+        golden=golden,
+        model=model,
+        comparisons=comparisons,
+        summary=summary,
+    )
+    if output is not None:
+        _stage(spark, "write")
+        say("writing outputs")
+        if identities_csv is None:
+            identities_csv = config.spark.identities_csv
+        write_spark_outputs(result, output, config, identities_csv=identities_csv)
+    return result
+
+
+def _stage(spark: SparkSession, name: str) -> None:
+    """Tag the following Spark jobs with the engine stage (the job group in Spark's UI/REST API)."""
+    spark.sparkContext.setJobGroup(name, f"linkage {name}")
+
+
+def _read_previous(spark: SparkSession, path: str | Path) -> pd.DataFrame | DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise InputError("previous identities not found", path=str(path))
+    if path.suffix.lower() == ".csv":
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    else:
+        frame = spark.read.parquet(str(path))
+    missing = [
+        c for c in (schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID) if c not in frame.columns
+    ]
+    if missing:
+        raise InputError(f"previous identities lack column(s) {missing}", path=str(path))
+    return frame
+
+
+def _summary(records, pairs, scored, identities, rule_names, config, n, n_pairs) -> dict:
+    per_source = {r[0]: int(r[1]) for r in records.groupBy(schema.SOURCE).count().collect()}
+    per_rule = {
+        rule_names[int(r[0])]: int(r[1]) for r in pairs.groupBy(_RULE_INDEX).count().collect()
+    }
+    matches = scored.where(F.col(schema.MATCH_PROBABILITY) >= config.clustering.threshold).count()
+    sizes = identities.groupBy(schema.IDENTITY_ID).count()
+    stats = sizes.agg(
+        F.count("*").alias("identities"),
+        F.max("count").alias("largest"),
+        F.sum(F.when(F.col("count") == 1, 1).otherwise(0)).alias("singletons"),
+    ).first()
+    return {
+        "engine": "spark",
+        "records": int(n),
+        "records_per_source": per_source,
+        "candidate_pairs": int(n_pairs),
+        "pairs_per_rule": per_rule,
+        "matches": int(matches),
+        "identities": int(stats["identities"] or 0),
+        "cluster_stats": {
+            "largest": int(stats["largest"] or 0),
+            "singletons": int(stats["singletons"] or 0),
+        },
+    }
+
+
+def _write_parquet_dir(frame: DataFrame, path: Path) -> Path:
+    """Write a Parquet folder next to ``path`` and move it into place in one step."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    frame.write.mode("overwrite").parquet(str(tmp))
+    if path.exists():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    tmp.rename(path)
+    return path
+
+
+def write_spark_outputs(
+    result: SparkResult, output: str | Path, config: RunConfig, *, identities_csv: bool = True
+) -> dict[str, Path]:
+    """Write the outputs of :func:`run_spark` (see there) atomically; return their paths."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "identities_parquet": _write_parquet_dir(result.identities, output / "identities.parquet"),
+        "golden": _write_parquet_dir(result.golden, output / "golden_records.parquet"),
+    }
+    keys = result.records.select(schema.ROW, schema.SOURCE, schema.RECORD_ID)
+    kept = result.pairs.where(
+        F.col(schema.MATCH_PROBABILITY) >= config.output.pairs_min_probability
+    )
+    with_keys = kept.join(
+        keys.select(
+            F.col(schema.ROW).alias(schema.ROW_L),
+            F.col(schema.SOURCE).alias("source_l"),
+            F.col(schema.RECORD_ID).alias("record_id_l"),
+        ),
+        schema.ROW_L,
+    ).join(
+        keys.select(
+            F.col(schema.ROW).alias(schema.ROW_R),
+            F.col(schema.SOURCE).alias("source_r"),
+            F.col(schema.RECORD_ID).alias("record_id_r"),
+        ),
+        schema.ROW_R,
+    )
+    front = ["source_l", "record_id_l", "source_r", "record_id_r"]
+    with_keys = with_keys.select(*front, *[c for c in result.pairs.columns])
+    paths["pairs"] = _write_parquet_dir(with_keys, output / "pairs.parquet")
+    if result.summary.get("candidate_pairs"):
+        paths["model"] = result.model.save(output / "model.json")
+    if identities_csv:
+        paths["identities"] = atomic_write(
+            output / "identities.csv", lambda p: _stream_csv(result.identities, p)
+        )
+    text = json.dumps(result.summary, ensure_ascii=False, indent=2)
+    paths["summary"] = atomic_write(
+        output / "summary.json", lambda p: p.write_text(text, encoding="utf-8")
+    )
+    return paths
+
+
+def _stream_csv(frame: DataFrame, path: Path, chunk: int = 200_000) -> None:
+    """Write a DataFrame as one UTF-8 CSV on the driver, a chunk of rows at a time."""
+    ordered = frame.orderBy(schema.SOURCE, schema.RECORD_ID)
+    columns = frame.columns
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        pd.DataFrame(columns=columns).to_csv(handle, index=False)
+        buffer = []
+        for row in ordered.toLocalIterator():
+            buffer.append(tuple(row))
+            if len(buffer) >= chunk:
+                pd.DataFrame(buffer, columns=columns).to_csv(handle, index=False, header=False)
+                buffer = []
+        if buffer:
+            pd.DataFrame(buffer, columns=columns).to_csv(handle, index=False, header=False)

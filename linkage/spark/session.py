@@ -1,0 +1,47 @@
+"""Building the SparkSession the engine runs in."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from linkage.spark import require_pyspark
+
+require_pyspark()
+
+from pyspark.sql import SparkSession  # noqa: E402
+
+
+def get_session(
+    master: str = "local[*]",
+    *,
+    shuffle_partitions: int | None = None,
+    conf: Mapping[str, str] | None = None,
+    app_name: str = "linkage",
+) -> SparkSession:
+    """Return a SparkSession on ``master`` (an existing one is reused, as Spark does).
+
+    Arrow carries the pandas batches of mapInPandas/applyInPandas; the console progress bar
+    is off because the CLI prints its own progress.
+    """
+    builder = (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # bigger Arrow batches: the standardizers and comparisons work per distinct value
+        # within a batch, and each batch costs a Python call
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "50000")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        # Spark 4 accepts only Unicode and Latin charsets unless the Java ones are allowed;
+        # registries arrive in GBK/GB18030
+        .config("spark.sql.legacy.javaCharsets", "true")
+    )
+    if master.startswith("local"):
+        builder = builder.config("spark.ui.enabled", "false")
+    if shuffle_partitions is not None:
+        builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session

@@ -1,0 +1,59 @@
+"""Connected components in Spark DataFrames, checked against networkx."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from linkage.spark.components import connected_components
+
+
+def _partition(labels: dict[int, int]) -> set[frozenset[int]]:
+    groups: dict[int, set[int]] = {}
+    for node, comp in labels.items():
+        groups.setdefault(comp, set()).add(node)
+    return {frozenset(g) for g in groups.values()}
+
+
+def _spark_labels(spark, edges: list[tuple[int, int]], nodes: list[int] | None = None):
+    frame = spark.createDataFrame(edges or [], "src long, dst long")
+    vertices = (
+        spark.createDataFrame([(int(v),) for v in nodes], "id long") if nodes is not None else None
+    )
+    result = connected_components(frame, vertices)
+    return {r["id"]: r["component"] for r in result.labels.collect()}, result.rounds
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_graphs_match_networkx(spark, seed):
+    rng = np.random.default_rng(seed)
+    n = 400
+    graph = nx.gnm_random_graph(n, int(rng.integers(150, 450)), seed=seed)
+    # self-loops and repeated edges in both directions must not matter
+    edges = [(int(a), int(b)) for a, b in graph.edges()]
+    edges += [(b, a) for a, b in edges[:20]] + [(5, 5)]
+    labels, _ = _spark_labels(spark, edges, list(range(n)))
+    assert set(labels) == set(range(n))
+    expected = {frozenset(c) for c in nx.connected_components(graph)}
+    assert _partition(labels) == expected
+    # every label is the smallest vertex of its component
+    for comp in expected:
+        assert {labels[v] for v in comp} == {min(comp)}
+
+
+def test_path_of_ten_thousand_converges_in_few_rounds(spark):
+    n = 10_000
+    order = np.random.default_rng(7).permutation(n)
+    edges = [(int(order[i]), int(order[i + 1])) for i in range(n - 1)]
+    labels, rounds = _spark_labels(spark, edges)
+    assert len(labels) == n
+    assert set(labels.values()) == {0}
+    # large-star/small-star needs O(log n) rounds on a path; min-label propagation would need n
+    assert rounds <= 2 * int(np.ceil(np.log2(n)))
+
+
+def test_isolated_vertices_and_no_edges(spark):
+    labels, rounds = _spark_labels(spark, [], [3, 1, 2])
+    assert labels == {1: 1, 2: 2, 3: 3}
+    assert rounds == 0

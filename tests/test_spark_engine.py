@@ -1,0 +1,288 @@
+"""The Spark engine: one test body over both engines, readers, stable ids, lazy pyspark import.
+
+Spark starts a JVM: every test here shares the session-scoped ``spark`` fixture (local[2],
+4 shuffle partitions, no UI) and small generated registries.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from linkage import schema
+from linkage.cli import app
+from linkage.config import load_config
+from linkage.errors import InputError
+from linkage.identity import CLUSTER, assign_stable_ids
+from linkage.io import read_sources
+from linkage.synth import generate
+
+ENGINES = ("local", "spark")
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_importing_linkage_and_the_local_engine_never_import_pyspark(tmp_path):
+    generate(30, seed=2, output=tmp_path)
+    done = _python(
+        f"""
+        import sys
+        import linkage, linkage.cli, linkage.linker, linkage.pipeline, linkage.spark
+        from typer.testing import CliRunner
+        from linkage.cli import app
+        out = CliRunner().invoke(app, ["run", {str(tmp_path / "run.yaml")!r}, "-o",
+                                       {str(tmp_path / "out")!r}, "-q"])
+        assert out.exit_code == 0, out.output
+        assert "pyspark" not in sys.modules, "pyspark was imported"
+        print("ok")
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "identities.csv").exists()
+
+
+def test_missing_pyspark_is_an_error_naming_the_extra(tmp_path):
+    generate(20, seed=2, output=tmp_path)
+    done = _python(
+        f"""
+        import sys
+        sys.modules["pyspark"] = None  # as if it were not installed
+        from linkage.spark import require_pyspark
+        try:
+            require_pyspark()
+        except ImportError as exc:
+            print("import error:", exc)
+        from linkage.cli import main
+        sys.argv = ["linkage", "run", {str(tmp_path / "run.yaml")!r}, "-o",
+                    {str(tmp_path / "out")!r}, "--engine", "spark"]
+        main()
+        """
+    )
+    assert "import error:" in done.stdout and "linkage[spark]" in done.stdout
+    assert done.returncode == 2
+    assert "linkage[spark]" in done.stderr
+
+
+# ----------------------------------------------------------------------------- both engines
+
+
+@pytest.fixture(scope="module")
+def registries(tmp_path_factory) -> Path:
+    """`linkage synth` registries (GBK, UTF-8-BOM and UTF-8 CSV) with a quick-to-train config."""
+    folder = tmp_path_factory.mktemp("registries")
+    out = CliRunner().invoke(app, ["synth", "-o", str(folder), "--persons", "250", "--seed", "5"])
+    assert out.exit_code == 0, out.output
+    config = yaml.safe_load((folder / "run.yaml").read_text(encoding="utf-8"))
+    # few random pairs keep training quick; a small cap makes clustering recluster components
+    config["model"] = {"u_sample_pairs": 20_000}
+    config["clustering"] = {"max_cluster_size": 3}
+    config["spark"] = {"shuffle_partitions": 4}
+    (folder / "run.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(registries, spark, tmp_path_factory) -> dict[str, Path]:
+    """Output folders of ``linkage run --engine E`` for each engine, run once per module, both
+    under one identity key so that their ids can be compared."""
+    outputs = {}
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LINKAGE_ID_KEY", "one key for both engines' runs")
+    request_cleanup = patch.undo
+    for engine in ENGINES:
+        out = tmp_path_factory.mktemp(f"out_{engine}")
+        args = ["run", str(registries / "run.yaml"), "-o", str(out), "--engine", engine, "-q"]
+        if engine == "spark":
+            args += ["--spark-master", "local[2]"]
+        done = CliRunner().invoke(app, args)
+        assert done.exit_code == 0, done.output
+        outputs[engine] = out
+    request_cleanup()
+    return outputs
+
+
+def _pairs_of(identities: pd.DataFrame) -> set[tuple[str, str]]:
+    key = identities[schema.SOURCE] + "/" + identities[schema.RECORD_ID]
+    pairs = set()
+    for _, group in key.groupby(identities[schema.IDENTITY_ID].to_numpy()):
+        pairs.update(combinations(sorted(group), 2))
+    return pairs
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_engine_output_contract(engine, registries, runs):
+    out = runs[engine]
+    identities = pd.read_csv(out / "identities.csv", dtype=str, keep_default_na=False)
+    records = read_sources(load_config(registries / "run.yaml"))
+    # exactly one row per input record
+    assert list(identities.columns[:3]) == [schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID]
+    assert len(identities) == len(records)
+    assert not identities.duplicated([schema.SOURCE, schema.RECORD_ID]).any()
+    assert set(zip(identities.source, identities.record_id)) == set(
+        zip(records.source, records.record_id)
+    )
+    golden_path = out / ("golden_records.parquet" if engine == "spark" else "golden_records.csv")
+    golden = (
+        pd.read_parquet(golden_path) if engine == "spark" else pd.read_csv(golden_path, dtype=str)
+    )
+    assert sorted(golden[schema.IDENTITY_ID]) == sorted(identities[schema.IDENTITY_ID].unique())
+    pairs = pd.read_parquet(out / "pairs.parquet")
+    assert {"source_l", "record_id_l", schema.MATCH_PROBABILITY}.issubset(pairs.columns)
+    # the linking is good: pairwise precision and recall against the generator's truth
+    truth = pd.read_csv(registries / "truth.csv", dtype=str)
+    person = "person_id"
+    true_pairs = _pairs_of(truth.rename(columns={person: schema.IDENTITY_ID}))
+    found = _pairs_of(identities)
+    precision = len(found & true_pairs) / len(found)
+    recall = len(found & true_pairs) / len(true_pairs)
+    assert precision > 0.9 and recall > 0.7, (precision, recall)
+
+
+def test_engines_give_the_same_identities(runs):
+    frames = {
+        e: pd.read_csv(runs[e] / "identities.csv", dtype=str).sort_values(
+            [schema.SOURCE, schema.RECORD_ID], ignore_index=True
+        )
+        for e in ENGINES
+    }
+    local, spark = frames["local"], frames["spark"]
+    assert local[[schema.SOURCE, schema.RECORD_ID]].equals(spark[[schema.SOURCE, schema.RECORD_ID]])
+    # the same partition, and the same ids: both name a cluster after its smallest record key
+    assert _pairs_of(local) == _pairs_of(spark)
+    assert local[schema.IDENTITY_ID].equals(spark[schema.IDENTITY_ID])
+    # the same candidate pairs with the same levels and scores
+    key = ["source_l", "record_id_l", "source_r", "record_id_r"]
+    lp = pd.read_parquet(runs["local"] / "pairs.parquet").sort_values(key, ignore_index=True)
+    sp = pd.read_parquet(runs["spark"] / "pairs.parquet").sort_values(key, ignore_index=True)
+    assert lp[key].equals(sp[key])
+    gammas = [c for c in lp.columns if c.startswith(schema.GAMMA_PREFIX)]
+    assert (lp[gammas].to_numpy() == sp[gammas].to_numpy()).all()
+    assert np.allclose(lp[schema.MATCH_WEIGHT], sp[schema.MATCH_WEIGHT], atol=1e-9)
+    assert (lp[schema.RULE].astype(str).to_numpy() == sp[schema.RULE].astype(str).to_numpy()).all()
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def test_spark_reader_matches_the_local_reader(spark, tmp_path, write_yaml):
+    from linkage.spark.engine import read_sources_spark
+
+    frame = pd.DataFrame(
+        {
+            "编号": ["a1", "a2", "a3"],
+            "姓名": ["张伟", " 欧阳婧璇 ", None],
+            "电话": ["13800138000", "", "010-12345678"],
+            "备注": ["甲", "乙", "丙"],
+        }
+    )
+    frame.to_csv(tmp_path / "gbk.csv", index=False, encoding="gb18030")
+    frame.to_parquet(tmp_path / "p.parquet", index=False)
+    frame.to_excel(tmp_path / "x.xlsx", index=False)
+    columns = {"姓名": "name", "电话": "phone"}
+    path = write_yaml(
+        {
+            "sources": {
+                "auto": {"path": "gbk.csv", "record_id": "编号", "columns": columns},
+                "gbk": {
+                    "path": "gbk.csv",
+                    "record_id": "编号",
+                    "columns": columns,
+                    "encoding": "gbk",
+                },
+                "pq": {"path": "p.parquet", "record_id": "编号", "columns": columns},
+                "xl": {"path": "x.xlsx", "record_id": "编号", "columns": columns},
+            }
+        }
+    )
+    config = load_config(path)
+    local = read_sources(config).sort_values([schema.SOURCE, schema.RECORD_ID], ignore_index=True)
+    remote = (
+        read_sources_spark(spark, config)
+        .toPandas()
+        .sort_values([schema.SOURCE, schema.RECORD_ID], ignore_index=True)
+    )
+    assert list(remote.columns) == list(local.columns)
+    assert (
+        remote.astype(object)
+        .where(remote.notna(), None)
+        .equals(local.astype(object).where(local.notna(), None))
+    )
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("编号,姓名\nx,张三\nx,李四\n", r"duplicate record id value.*'x'"),
+        ("编号,姓名\nx,张三\ny,李四,多余\n", r"could not be parsed"),
+        ("编号,姓名\nx,张三\n,李四\n", r"1 row\(s\) have no record id"),
+    ],
+)
+def test_spark_reader_rejects_bad_files_naming_them(spark, tmp_path, write_yaml, text, message):
+    from linkage.spark.engine import read_sources_spark
+
+    (tmp_path / "bad.csv").write_text(text, encoding="utf-8")
+    config = load_config(
+        write_yaml({"sources": {"s": {"path": "bad.csv", "record_id": "编号", "columns": {}}}})
+    )
+    with pytest.raises(InputError, match=message) as raised:
+        read_sources_spark(spark, config)
+    assert "bad.csv" in str(raised.value)
+
+
+# ----------------------------------------------------------------------------- stable ids
+
+
+def test_stable_ids_follow_the_local_assignment_rules(spark):
+    from linkage.spark.engine import _LABEL, stable_ids_spark
+
+    # current clusters: {a1,a2,a3} {b1} {c1,c2} {d1}
+    current = pd.DataFrame(
+        {
+            schema.ROW: range(7),
+            schema.SOURCE: ["s"] * 7,
+            schema.RECORD_ID: ["a1", "a2", "a3", "b1", "c1", "c2", "d1"],
+            _LABEL: [0, 0, 0, 3, 4, 4, 6],
+            schema.IDENTITY_ID: ["IDA", "IDA", "IDA", "IDB", "IDC", "IDC", "IDD"],
+        }
+    )
+    # previous: P1 held a1,a2 and b1 (split: the larger part {a..} keeps P1);
+    # c1 and c2 were P3 and P2 (merge: one of them survives, by the local rule's order)
+    previous = pd.DataFrame(
+        {
+            schema.SOURCE: ["s"] * 5,
+            schema.RECORD_ID: ["a1", "a2", "b1", "c1", "c2"],
+            schema.IDENTITY_ID: ["P1", "P1", "P1", "P3", "P2"],
+        }
+    )
+    got = (
+        stable_ids_spark(spark, spark.createDataFrame(current), previous)
+        .toPandas()
+        .sort_values(schema.ROW)
+    )
+    known = pd.DataFrame({schema.IDENTITY_ID: ["P1", "P2", "P3"], "status": "active"})
+    known["created_run"] = 0
+    expected = assign_stable_ids(
+        current.rename(columns={_LABEL: CLUSTER})[[schema.SOURCE, schema.RECORD_ID, CLUSTER]],
+        previous,
+        known,
+        run_id=1,
+    ).identity_ids
+    ids = got[schema.IDENTITY_ID].tolist()
+    assert ids[:3] == ["P1"] * 3  # the larger part keeps the id
+    assert ids[3] != "P1"  # b1 left P1: it gets a fresh id
+    assert ids[4] == ids[5] and ids[4] in {"P2", "P3"}
+    assert ids[6] == "IDD"  # untouched clusters keep their fresh id
+    assert ids[:6] == list(expected[:6])
