@@ -431,9 +431,6 @@ def _run_spark(
     _echo(f"wrote the Spark engine's outputs to {output}", quiet)
 
 
-@app.command()
-
-
 @app.command(epilog=CONFIG_REFERENCE)
 @_handle_errors
 def run(
