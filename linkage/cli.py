@@ -590,6 +590,11 @@ def search(
     check_store_path(store, create=False, write=False)
     report = Linker(store=store).search_report({k: v for k, v in record.items() if v}, top=top)
     hits = report.hits
+    if report.fields and not any(f.get("usable") for f in report.fields.values()):
+        # a query none of whose values can be read is bad input, not "no such person"
+        from linkage.errors import InputError
+
+        raise InputError(report.message or "no field of the query could be read")
     if report.message and not quiet:
         # why the answer is empty (or came from one field alone); JSON stays the hits list
         typer.echo(report.message, err=as_json)
@@ -648,11 +653,17 @@ def export(
     if policy is not None:
         check_input_file(policy, "--policy")
     sharing = load_policy(policy or DEFAULT_POLICY_PATH)
-    with Store.open(store, create=False) as opened:
+    # read-only, so that exports run while `linkage serve` holds the store
+    with Store.open(store, create=False, read_only=True) as opened:
         golden, links = opened.table("golden"), opened.links()
         # the store keeps the master key of department pseudonyms (stable across exports)
         # unless the policy's environment variable provides one
-        key = None if os.environ.get(sharing.pseudonym_key_env) else opened.secret("pseudonym_key")
+        key = None
+        if not os.environ.get(sharing.pseudonym_key_env):
+            key = opened.find_secret("pseudonym_key")
+    if key is None and not os.environ.get(sharing.pseudonym_key_env):
+        with Store.open(store, create=False) as writable:  # a store's first export makes the key
+            key = writable.secret("pseudonym_key")
     view = export_view(golden, links, sharing, department, key=key)
     path = write_export(view, output)
     _echo(f"wrote {len(view):,} rows for department '{department}' to {path}", quiet)
@@ -808,7 +819,7 @@ def serve(
     store: Annotated[Path, typer.Option("--store", help="Identity store file (opened read-only).")],
     policy: Annotated[
         Path | None,
-        typer.Option("--policy", help="Sharing policy YAML (default configs/sharing.yaml)."),
+        typer.Option("--policy", help="Sharing policy YAML (default: the one shipped in linkage/data/sharing.yaml)."),
     ] = None,
     tokens: Annotated[
         Path | None,

@@ -157,12 +157,13 @@ class Linker:
 
     def search(self, record: dict[str, Any], top: int = 5) -> list[dict]:
         """Return the ``top`` stored identities most likely to be this record's person."""
-        with Store.open(self._store_path(), create=False) as store:
+        # read-only: searches run while `linkage serve` holds the same file
+        with Store.open(self._store_path(), create=False, read_only=True) as store:
             return search(store, record, top=top)
 
     def search_report(self, record: dict[str, Any], top: int = 5) -> SearchReport:
         """Search, and say what was searched: see :func:`linkage.incremental.search_report`."""
-        with Store.open(self._store_path(), create=False) as store:
+        with Store.open(self._store_path(), create=False, read_only=True) as store:
             return search_report(store, record, top=top)
 
 

@@ -262,6 +262,13 @@ class Store:
         try:
             con = duckdb.connect(str(path))
         except duckdb.Error as exc:
+            if "lock" in str(exc).lower():
+                raise StoreError(
+                    "the identity store is in use by another process (for example `linkage "
+                    "serve`, which holds it open read-only): search, export and `store check` "
+                    "work beside it; stop that process to run or ingest",
+                    path=str(path),
+                ) from None
             raise StoreError(f"cannot open identity store: {exc}", path=str(path)) from None
         store = cls(con, path)
         try:
@@ -289,6 +296,12 @@ class Store:
         try:
             con = duckdb.connect(str(path), read_only=True)
         except duckdb.Error as exc:
+            if "lock" in str(exc).lower():
+                raise StoreError(
+                    "the identity store is being written by another process (a run or ingest): "
+                    "try again when it has finished",
+                    path=str(path),
+                ) from None
             raise StoreError(f"cannot open identity store: {exc}", path=str(path)) from None
         store = cls(con, path)
         try:
@@ -356,6 +369,11 @@ class Store:
             path=str(self.path),
         )
 
+    def find_secret(self, name: str) -> bytes | None:
+        """The secret ``name`` if the store holds one, else ``None`` (works read-only)."""
+        rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [f"secret:{name}"]).fetchall()
+        return bytes.fromhex(rows[0][0]) if rows else None
+
     def secret(self, name: str) -> bytes:
         """A random 32-byte secret kept in the store's meta table, created on first use.
 
@@ -363,9 +381,9 @@ class Store:
         store file itself; it names identities and keys department pseudonyms.
         """
         meta_key = f"secret:{name}"
-        rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [meta_key]).fetchall()
-        if rows:
-            return bytes.fromhex(rows[0][0])
+        found = self.find_secret(name)
+        if found is not None:
+            return found
         value = secrets.token_bytes(32)
         with self.transaction():
             self.con.execute("INSERT INTO meta VALUES (?, ?)", [meta_key, value.hex()])

@@ -354,7 +354,7 @@ def test_search_json_numbers_are_numbers(batch):
                 "--name",
                 name,
                 "--phone",
-                "13800138000",
+                "13912873456",
                 "--json",
             ],
         )
@@ -376,7 +376,7 @@ def test_quiet_is_honoured_by_every_command(batch, data):
         ["profile", config],
         ["blocking", config],
         ["evaluate", "--truth", truth, "--pred", pred],
-        ["search", "--store", store, "--phone", "13800138000"],
+        ["search", "--store", store, "--phone", "13912873456"],
         ["standardize", config, "-o", str(out / "std.parquet")],
         ["synth", "--persons", "50", "-o", str(out / "quiet_synth")],
     ):
@@ -520,7 +520,7 @@ def test_search_after_a_second_ingest_of_the_same_batch(batch, tmp_path):
     for _ in range(2):
         result = runner.invoke(app, ["ingest", new, "--store", store, "-q"])
         assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["search", "--store", store, "--phone", "13800138000"])
+    result = runner.invoke(app, ["search", "--store", store, "--phone", "13912873456"])
     assert result.exit_code == 0, result.output
 
 
@@ -538,3 +538,55 @@ def test_run_refused_for_bad_input_writes_nothing(tmp_path):
     assert result.exit_code == 2, result.output
     assert "编号" in result.output and "2" in result.output
     assert not out.exists()
+
+
+def test_search_and_export_run_beside_a_reader_holding_the_store(batch, tmp_path):
+    """`linkage serve` holds the store open read-only: search and export still work, a
+    writer is refused with a message saying why (not DuckDB's lock text)."""
+    import shutil
+    import subprocess
+    import sys
+
+    out, _ = batch
+    store = tmp_path / "ids.duckdb"
+    shutil.copy(out / "ids.duckdb", store)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
+            "print('ready', flush=True); time.sleep(120)",
+            str(store),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        found = runner.invoke(app, ["search", "--store", str(store), "--phone", "13912873456"])
+        assert found.exit_code == 0, found.output
+        exported = runner.invoke(
+            app,
+            ["export", "--store", str(store), "--department", "police", "-o", str(tmp_path / "p.csv")],
+        )
+        assert exported.exit_code == 0, exported.output
+        assert (tmp_path / "p.csv").stat().st_size > 0
+        refused = runner.invoke(
+            app, ["ingest", str(out / "d" / "new.yaml"), "--store", str(store), "-q"]
+        )
+        assert refused.exit_code == 2
+        assert "in use by another process" in refused.output
+        assert "-readonly" not in refused.output
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize(
+    "field, value", [("--birth-date", "1990-13-45"), ("--id-number", "4.40106199001011e+17")]
+)
+def test_search_whose_every_value_is_unreadable_exits_2(batch, field, value):
+    out, _ = batch
+    result = runner.invoke(app, ["search", "--store", str(out / "ids.duckdb"), field, value])
+    assert result.exit_code == 2, result.output
+    assert "could be read" in result.output or "not a recognizable" in result.output

@@ -38,6 +38,8 @@ def write_batch(store: Store, result: LinkResult, config: RunConfig) -> LinkResu
     t = time.perf_counter()
     records = result.records
     run_id = store.next_run_id()
+    # made with the first batch, so that read-only readers (export, serve) find it
+    store.secret("pseudonym_key")
     current = result.identities.rename(columns={schema.IDENTITY_ID: schema.CLUSTER_ID})
     stable = assign_stable_ids(
         current, store.links(), store.identities(), run_id, key=store.secret("identity_key")
