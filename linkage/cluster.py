@@ -460,26 +460,33 @@ def guardian_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
     birth date the standardizer sees the ID is not its own (``id_not_own``), but without one
     the identical ID would tie the child to the guardian's records, outweighing two different
     names. So a pair is held out of clustering when ``gamma_id`` is ``exact``, the names share
-    no comparison level (``else``: not a homophone, look-alike or former name) and one of the
-    two records has no recorded birth date. The child's own records still link to it by name
-    and contact (``compare.fields.guardian_id_pairs`` drops the guardian's ID there).
+    no comparison level (``else``: not a homophone, look-alike or former name), the given
+    names share no character (a parent's and a child's seldom do; one person's mistyped,
+    reordered or partly changed name keeps some: 曹晓妍 / 曹妍晓) and one of the two records
+    has no recorded birth date. The child's own records still link to it by name and contact
+    (``compare.fields.guardian_id_pairs`` drops the guardian's ID there).
     Takes ``rid_l``, ``rid_r``, ``gamma_id``, ``gamma_name`` from ``pairs`` and
-    ``birth_date_std`` from ``records``.
+    ``birth_date_std``, ``name_given`` from ``records``.
     """
     out = np.zeros(len(pairs), dtype=bool)
     if not {"gamma_id", "gamma_name"} <= set(pairs.columns):
         return out
-    if schema.BIRTH_DATE_STD not in records:
+    given_col = schema.name_col(schema.NAME, "given")
+    if schema.BIRTH_DATE_STD not in records or given_col not in records:
         return out
     from linkage.compare.fields import IdComparison
 
     no_birth = records[schema.BIRTH_DATE_STD].isna().to_numpy()
     rows_l, rows_r = pairs[schema.ROW_L].to_numpy(), pairs[schema.ROW_R].to_numpy()
-    return (
+    cand = np.flatnonzero(
         (pairs["gamma_id"].to_numpy() == IdComparison.levels.index("exact"))
         & (pairs["gamma_name"].to_numpy() == 0)
         & (no_birth[rows_l] | no_birth[rows_r])
     )
+    given = records[given_col].to_numpy(dtype=object)
+    for i, a, b in zip(cand, given[rows_l[cand]], given[rows_r[cand]], strict=True):
+        out[i] = isinstance(a, str) and isinstance(b, str) and a != "" and not set(a) & set(b)
+    return out
 
 
 def _han_only(text: str) -> bool:

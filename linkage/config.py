@@ -163,6 +163,15 @@ DEFAULT_RULES: tuple[BlockingRule, ...] = (
             schema.address_col(schema.HUKOU_ADDRESS, "district"),
         ],
     ),
+    # a child's clinic file often has no ID, no birth date and a guardian's phone, and no
+    # hukou address: where the family lives is what it shares with the child's other records
+    BlockingRule(
+        name="fuzzy_name_current_district",
+        keys=[
+            schema.name_col(schema.NAME, "fuzzy"),
+            schema.address_col(schema.CURRENT_ADDRESS, "district"),
+        ],
+    ),
 )
 
 

@@ -130,19 +130,25 @@ def test_guardian_id_without_birth_date_is_no_evidence():
 
 
 def test_guardian_pairs_mask():
-    records = pd.DataFrame({schema.BIRTH_DATE_STD: [None, "1980-02-14", "2015-06-01", None]})
+    records = pd.DataFrame(
+        {
+            schema.BIRTH_DATE_STD: [None, "1980-02-14", "2015-06-01", None, "2015-06-01"],
+            schema.name_col(schema.NAME, "given"): ["子涵", "秀英", "子涵", "子涵", "涵子"],
+        }
+    )
     exact = IdComparison.levels.index("exact")
     pairs = pd.DataFrame(
         {
-            schema.ROW_L: [0, 1, 0, 0],
-            schema.ROW_R: [1, 2, 2, 3],
-            "gamma_id": [exact, exact, 0, exact],
-            "gamma_name": [0, 0, 0, 7],
+            schema.ROW_L: [0, 1, 0, 0, 0],
+            schema.ROW_R: [1, 2, 2, 3, 4],
+            "gamma_id": [exact, exact, 0, exact, exact],
+            "gamma_name": [0, 0, 0, 7, 0],
         }
     )
     # shared ID, different names, one record without a birth date: a guardian and a child;
-    # both birth dates recorded (the standardizer judges those); IDs differ; same name
-    assert guardian_pairs(records, pairs).tolist() == [True, False, False, False]
+    # both birth dates recorded (the standardizer judges those); IDs differ; same name;
+    # the same given-name characters reordered (one person, mistyped)
+    assert guardian_pairs(records, pairs).tolist() == [True, False, False, False, False]
 
 
 def test_child_without_birth_date_links_to_its_own_records(tmp_path):
