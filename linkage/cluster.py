@@ -23,12 +23,17 @@ CANNOT_LINK_KEY = "key"
 CANNOT_LINK_GROUP = "group"
 
 
+EXCEL_TAIL = "000"
+
+
 def cannot_link_table(records: pd.DataFrame) -> pd.DataFrame | None:
     """The cannot-link table of the same-source rule: two records of one source with
     different valid ID numbers are two people (a registry issues one ID per person).
 
     An ID flagged ``id_not_own`` (a guardian's on a child's record) says nothing about who
-    the record is, so it never forbids a link.
+    the record is, so it never forbids a link; nor does an ID ending in ``000``, the shape
+    Excel leaves when it keeps 15 significant digits (DOMAIN.md): one in eleven such IDs
+    passes the checksum by chance, and a real ID with that tail is about 1 in 11,000.
 
     Takes standardized records (``rid``, ``source``, ``id_std``, ``id_valid``,
     ``quality_flags``); returns ``rid``, ``key`` (the valid ID) and ``group`` (the source), or
@@ -39,6 +44,8 @@ def cannot_link_table(records: pd.DataFrame) -> pd.DataFrame | None:
     valid = records[schema.ID_VALID].eq(True) if schema.ID_VALID in records else True
     if schema.QUALITY_FLAGS in records:
         valid = valid & ~records[schema.QUALITY_FLAGS].astype(str).str.contains("id_not_own")
+    ids = records[schema.ID_STD].astype("string")
+    valid = valid & ~ids.str.endswith(EXCEL_TAIL).fillna(False).to_numpy(dtype=bool)
     keyed = records[schema.ID_STD].where(valid)
     return pd.DataFrame(
         {
@@ -396,8 +403,11 @@ def sibling_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
     (or clean-exact) name and the same birth date: that twin is then explained by another
     record, while two lone records of one person whose name was mistyped or changed have no
     such partner and stay linked.
+    Parent and child are held out too (``guardian_pairs``): an identical ID on two records
+    whose names differ (level ``else``) where one record has no recorded birth date.
     Takes ``rid_l``, ``rid_r``, ``gamma_name``, ``gamma_birth_date`` (and ``gamma_id``) from
-    ``pairs`` and ``name_clean`` from ``records``; without those columns nothing is held out.
+    ``pairs`` and ``name_clean`` (and ``birth_date_std``) from ``records``; without those
+    columns nothing is held out.
     """
     name_col, birth_col = "gamma_name", "gamma_birth_date"
     clean_col = schema.name_col(schema.NAME, "clean")
@@ -440,6 +450,42 @@ def sibling_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
             and _han_only(a + b)
         ):
             out[i] = True
+    return out | guardian_pairs(records, pairs)
+
+
+def guardian_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
+    """Mask of scored pairs that share an ID but look like a guardian and a child.
+
+    A child's health record carries a guardian's ID (DOMAIN.md); where the record has its own
+    birth date the standardizer sees the ID is not its own (``id_not_own``), but without one
+    the identical ID would tie the child to the guardian's records, outweighing two different
+    names. So a pair is held out of clustering when ``gamma_id`` is ``exact``, the names share
+    no comparison level (``else``: not a homophone, look-alike or former name), the given
+    names share no character (a parent's and a child's seldom do; one person's mistyped,
+    reordered or partly changed name keeps some: 曹晓妍 / 曹妍晓) and one of the two records
+    has no recorded birth date. The child's own records still link to it by name and contact
+    (``compare.fields.guardian_id_pairs`` drops the guardian's ID there).
+    Takes ``rid_l``, ``rid_r``, ``gamma_id``, ``gamma_name`` from ``pairs`` and
+    ``birth_date_std``, ``name_given`` from ``records``.
+    """
+    out = np.zeros(len(pairs), dtype=bool)
+    if not {"gamma_id", "gamma_name"} <= set(pairs.columns):
+        return out
+    given_col = schema.name_col(schema.NAME, "given")
+    if schema.BIRTH_DATE_STD not in records or given_col not in records:
+        return out
+    from linkage.compare.fields import IdComparison
+
+    no_birth = records[schema.BIRTH_DATE_STD].isna().to_numpy()
+    rows_l, rows_r = pairs[schema.ROW_L].to_numpy(), pairs[schema.ROW_R].to_numpy()
+    cand = np.flatnonzero(
+        (pairs["gamma_id"].to_numpy() == IdComparison.levels.index("exact"))
+        & (pairs["gamma_name"].to_numpy() == 0)
+        & (no_birth[rows_l] | no_birth[rows_r])
+    )
+    given = records[given_col].to_numpy(dtype=object)
+    for i, a, b in zip(cand, given[rows_l[cand]], given[rows_r[cand]], strict=True):
+        out[i] = isinstance(a, str) and isinstance(b, str) and a != "" and not set(a) & set(b)
     return out
 
 

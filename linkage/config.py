@@ -163,6 +163,15 @@ DEFAULT_RULES: tuple[BlockingRule, ...] = (
             schema.address_col(schema.HUKOU_ADDRESS, "district"),
         ],
     ),
+    # a child's clinic file often has no ID, no birth date and a guardian's phone, and no
+    # hukou address: where the family lives is what it shares with the child's other records
+    BlockingRule(
+        name="fuzzy_name_current_district",
+        keys=[
+            schema.name_col(schema.NAME, "fuzzy"),
+            schema.address_col(schema.CURRENT_ADDRESS, "district"),
+        ],
+    ),
 )
 
 
@@ -217,7 +226,9 @@ class NameSpec(_ComparisonSpec):
 class IdSpec(_ComparisonSpec):
     """Resident ID numbers, with the 15-to-18-digit upgrade and near misses."""
 
-    LEVELS = ("else", "birth_region", "near_miss", "same_person_15_18", "exact")
+    LEVELS = (
+        "else", "birth_region", "prefix_tail_lost", "near_miss", "same_person_15_18", "exact"
+    )
     type: Literal["id"] = "id"
     name: str = "id"
     column: str = schema.ID_STD
@@ -226,6 +237,10 @@ class IdSpec(_ComparisonSpec):
     # record's is someone else's (a guardian's) and no evidence; null turns the check off
     birth_column: str | None = schema.BIRTH_DATE_STD
     gender_column: str | None = schema.GENDER_STD
+    # region code and birth date kept from an ID damaged by Excel or a float (id_std null):
+    # compared as the first 14 digits (level prefix_tail_lost); null turns it off
+    region_column: str | None = schema.ID_REGION_CODE
+    id_birth_column: str | None = schema.ID_BIRTH_DATE
 
 
 class BirthDateSpec(_ComparisonSpec):

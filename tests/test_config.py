@@ -227,7 +227,8 @@ def test_default_rules_skip_comparisons_the_run_lacks(write_yaml):
     from linkage.training import level_rules
 
     comparisons = build_comparisons(cfg.comparison_specs())
-    assert level_rules(cfg.model.training_sessions, comparisons) == [{"id": 4}]
+    exact = comparisons[0].levels.index("exact")
+    assert level_rules(cfg.model.training_sessions, comparisons) == [{"id": exact}]
 
 
 def test_comparisons_are_typed_specs_with_resolved_defaults(write_yaml):

@@ -7,7 +7,8 @@ import pandas as pd
 import yaml
 
 from linkage import Linker, schema
-from linkage.cluster import cannot_link_table, sibling_pairs
+from linkage.cluster import cannot_link_table, guardian_pairs, sibling_pairs
+from linkage.compare.fields import IdComparison
 from linkage.standardize.combine import standardize
 from linkage.standardize.idnumber import id_check_char, years_apart
 
@@ -59,7 +60,7 @@ def test_sibling_pairs_mask():
             schema.ROW_R: [1, 2, 1, 1, 4, 5, 7],
             "gamma_name": [0, 0, 0, 0, 0, 7, 0],
             "gamma_birth_date": [5, 5, 5, 2, 5, 5, 5],
-            "gamma_id": [-1, -1, 4, -1, -1, -1, -1],
+            "gamma_id": [-1, -1, IdComparison.levels.index("exact"), -1, -1, -1, -1],
         }
     )
     # twins (record 0 has its own exact partner, record 5); reordered characters; shared ID;
@@ -97,3 +98,107 @@ def test_twins_with_a_guardian_id_stay_apart(tmp_path):
     pairs = result.pairs_with_keys()
     child = pairs.record_id_l.isin(["H1", "H2"]) | pairs.record_id_r.isin(["H1", "H2"])
     assert (pairs.loc[child, "gamma_id"] == -1).all()
+
+
+def test_guardian_id_without_birth_date_is_no_evidence():
+    # the child's clinic file has no birth date and the mother's ID; the child's own record
+    # has its own ID and birth date: neither the IDs nor the date from the mother's ID count
+    records = standardize(
+        pd.DataFrame(
+            {
+                schema.SOURCE: ["health", "police", "police"],
+                schema.RECORD_ID: ["h1", "p1", "p2"],
+                schema.NAME: ["陈子涵", "陈子涵", "陈子涵"],
+                schema.BIRTH_DATE: [None, "2015-06-01", "1979-05-02"],
+                schema.ID_NUMBER: [MOTHER, TWIN_A, make_id("44030419790502001")],
+            }
+        )
+    )
+    assert "id_not_own" not in records[schema.QUALITY_FLAGS].iloc[0]  # nothing to tell it by
+    from linkage.compare import compare, default_comparisons
+
+    pairs = pd.DataFrame({schema.ROW_L: [0, 0, 1], schema.ROW_R: [1, 2, 2]})
+    vectors = compare(records, pairs, default_comparisons())
+    # h1 / p1: the older ID sits on the record without a birth date, 35 years before p1's
+    assert vectors["gamma_id"].tolist()[0] == -1
+    assert vectors["gamma_birth_date"].tolist()[0] == -1
+    # h1 / p2: a man born 1979 is no child of a woman born 1980: his ID disagrees as usual
+    assert vectors["gamma_id"].tolist()[1] == IdComparison.levels.index("else")
+    # p1 / p2: both birth dates recorded, the IDs are theirs: disagreement stands
+    assert vectors["gamma_id"].tolist()[2] == IdComparison.levels.index("else")
+    assert vectors["gamma_birth_date"].tolist()[2] == 0
+
+
+def test_guardian_pairs_mask():
+    records = pd.DataFrame(
+        {
+            schema.BIRTH_DATE_STD: [None, "1980-02-14", "2015-06-01", None, "2015-06-01"],
+            schema.name_col(schema.NAME, "given"): ["子涵", "秀英", "子涵", "子涵", "涵子"],
+        }
+    )
+    exact = IdComparison.levels.index("exact")
+    pairs = pd.DataFrame(
+        {
+            schema.ROW_L: [0, 1, 0, 0, 0],
+            schema.ROW_R: [1, 2, 2, 3, 4],
+            "gamma_id": [exact, exact, 0, exact, exact],
+            "gamma_name": [0, 0, 0, 7, 0],
+        }
+    )
+    # shared ID, different names, one record without a birth date: a guardian and a child;
+    # both birth dates recorded (the standardizer judges those); IDs differ; same name;
+    # the same given-name characters reordered (one person, mistyped)
+    assert guardian_pairs(records, pairs).tolist() == [True, False, False, False, False]
+
+
+def test_child_without_birth_date_links_to_its_own_records(tmp_path):
+    cols = ["编号", "姓名", "性别", "出生日期", "身份证号", "电话", "住址"]
+    rows = []
+    for k in range(40):  # households: a mother, her child, the child's clinic file
+        mother = make_id(f"4403041980{(k % 12) + 1:02d}{(k % 27) + 1:02d}{k:02d}2")
+        child = make_id(f"4403042015{(k % 12) + 1:02d}{(k % 27) + 1:02d}{k:02d}3")
+        surname = "陈王李张刘杨黄赵"[k % 8]
+        mname = surname + "秀英丽娟敏静芳霞燕红"[k % 10] + "华梅兰"[k % 3]
+        cname = surname + "子梓宇浩一欣雨"[k % 7] + "涵轩辰睿泽琪萱熙"[k % 8]
+        phone = f"139{k:08d}"
+        addr = f"广东省深圳市南山区桃源街道龙珠大道{k + 1}号"
+        birth_m = f"1980-{(k % 12) + 1:02d}-{(k % 27) + 1:02d}"
+        birth_c = f"2015-{(k % 12) + 1:02d}-{(k % 27) + 1:02d}"
+        rows.append(("police", [f"M{k}", mname, "女", birth_m, mother, phone, addr]))
+        rows.append(("police", [f"C{k}", cname, "男", birth_c, child, phone, addr]))
+        rows.append(("health", [f"H{k}", cname, "男", "不详", mother, phone, addr]))
+        rows.append(("health", [f"G{k}", mname, "女", birth_m, mother, phone, addr]))
+    for source in ("police", "health"):
+        frame = pd.DataFrame([r for s, r in rows if s == source], columns=cols)
+        frame.to_csv(tmp_path / f"{source}.csv", index=False)
+    columns = {"姓名": "name", "性别": "gender", "出生日期": "birth_date",
+               "身份证号": "id_number", "电话": "phone", "住址": "current_address"}
+    config = {"sources": {s: {"path": f"{s}.csv", "record_id": "编号", "columns": columns}
+                          for s in ("police", "health")}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), "utf-8")
+    result = Linker.from_yaml(tmp_path / "run.yaml").run()
+    ids = result.identities.set_index(schema.RECORD_ID)[schema.IDENTITY_ID]
+    for k in range(40):
+        assert ids[f"H{k}"] == ids[f"C{k}"], k  # the clinic file is the child's
+        assert ids[f"H{k}"] != ids[f"M{k}"], k  # not the mother's, whose ID it carries
+        assert ids[f"G{k}"] == ids[f"M{k}"], k
+
+
+def test_excel_tail_forms_no_cannot_link():
+    # Excel kept 15 digits of 11010519491201012x; the zeroed tail happens to pass the checksum
+    damaged = "110105194912010000"
+    assert id_check_char(damaged[:17]) == damaged[17]
+    own = make_id("11010519491201012")
+    records = standardize(
+        pd.DataFrame(
+            {
+                schema.SOURCE: ["police", "police", "police"],
+                schema.RECORD_ID: ["p1", "p2", "p3"],
+                schema.NAME: ["杨桂英", "杨桂英", "杨桂兰"],
+                schema.BIRTH_DATE: ["1949-12-01"] * 3,
+                schema.ID_NUMBER: [own, damaged, make_id("11010519491201021")],
+            }
+        )
+    )
+    table = cannot_link_table(records)
+    assert sorted(table[schema.ROW].tolist()) == [0, 2]  # the 000-tailed ID forbids nothing

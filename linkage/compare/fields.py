@@ -37,6 +37,12 @@ from linkage.standardize import idnumber as std_id
 logger = logging.getLogger(__name__)
 
 _NO_DAY = np.iinfo(np.int64).min  # sentinel day number: never equal to a real one
+# A record with no recorded birth date cannot show that its ID is someone else's; a pair can:
+# one person never holds two IDs a generation apart, so when the older ID sits on the record
+# without a birth date it is taken for a guardian's (DOMAIN.md: children's health records are
+# registered under a parent's) and neither the ID nor its date is evidence. 15 years: the
+# youngest parent-child gap the registries record.
+GUARDIAN_GAP_YEARS = 15
 
 
 class IdComparison(Comparison):
@@ -46,8 +52,12 @@ class IdComparison(Comparison):
     was upgraded from a legacy 15-digit number — just below exact because the 15-digit era
     issued some duplicate numbers (重号) that were only told apart at the 18-digit upgrade;
     ``near_miss`` one character substituted or two adjacent ones swapped (the checksum catches
-    these, so one side is invalid); ``birth_region`` same region code and birth date but a
-    different sequence: twins or neighbours born the same day, or two typos; ``else``.
+    these, so one side is invalid); ``prefix_tail_lost`` one side's ID lost its last digits
+    through a float or Excel (``4.40106199001011e+17``, ``...310000``: ``id_std`` null, flag
+    ``id_float_damaged``) and the region code and birth date it kept (its first 14 digits)
+    agree with the other's — DOMAIN.md: Excel keeps 15 significant digits; ``birth_region``
+    same region code and birth date but a different sequence: twins or neighbours born the
+    same day, or two typos; ``else`` (also a damaged ID whose first 14 digits differ).
 
     A record's ID is not its own when its recorded birth year is years away from the year the
     ID embeds (not a one-digit typo): a guardian's ID on a child's health record (DOMAIN.md:
@@ -68,12 +78,16 @@ class IdComparison(Comparison):
         from_15_column: str = schema.ID_FROM_15,
         birth_column: str | None = schema.BIRTH_DATE_STD,
         gender_column: str | None = schema.GENDER_STD,
+        region_column: str | None = schema.ID_REGION_CODE,
+        id_birth_column: str | None = schema.ID_BIRTH_DATE,
     ):
         self.name = name
         self.column = column
         self.from_15_column = from_15_column
         self.birth_column = birth_column
         self.gender_column = gender_column
+        self.region_column = region_column
+        self.id_birth_column = id_birth_column
 
     def params(self) -> dict[str, Any]:
         """Constructor settings."""
@@ -82,12 +96,21 @@ class IdComparison(Comparison):
             "from_15_column": self.from_15_column,
             "birth_column": self.birth_column,
             "gender_column": self.gender_column,
+            "region_column": self.region_column,
+            "id_birth_column": self.id_birth_column,
         }
 
     @property
     def columns(self) -> list[str]:
-        """The standardized ID, its legacy-upgrade flag, the recorded birth date and gender."""
-        extra = [c for c in (self.birth_column, self.gender_column) if c]
+        """The standardized ID, its legacy-upgrade flag, the recorded birth date and gender,
+        and the region code and birth date kept from a damaged ID."""
+        extra = [
+            c
+            for c in (
+                self.birth_column, self.gender_column, self.region_column, self.id_birth_column
+            )
+            if c
+        ]
         return [self.column, self.from_15_column, *extra]
 
     def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
@@ -116,24 +139,67 @@ class IdComparison(Comparison):
         borrowed = std_id.years_apart(years, id_year[codes]) & (codes >= 0)
         codes = np.where(borrowed, NULL_CODE, codes).astype(codes.dtype)
         id_gender = np.array([int(t[16]) % 2 if t and t[16].isdigit() else -1 for t in text])
+        no_birth = (years < 0) if self.birth_column else np.zeros(len(ids), dtype=bool)
+        kept = self._damaged_heads(values, len(ids), ids, years)
         return Prepared(
-            {"id": codes, "from15": from15, "gender": genders},
-            {"fixed": fixed, "head": head, "id_gender": id_gender},
+            {
+                "id": codes,
+                "from15": from15,
+                "gender": genders,
+                "no_birth": no_birth,
+                "kept": kept,
+                "head14": np.where(codes >= 0, np.append(head, -1)[codes], kept),
+            },
+            {"fixed": fixed, "head": head, "id_gender": id_gender, "id_year": id_year},
         )
+
+    def _damaged_heads(
+        self, values: Mapping[str, np.ndarray], n: int, ids: np.ndarray, years: np.ndarray
+    ) -> np.ndarray:
+        """Per record without a usable ID: the first 14 digits (region code + birth date) its
+        damaged ID kept, as an integer; -1 elsewhere, and where that ID is someone else's."""
+        out = np.full(n, -1, dtype=np.int64)
+        if not (self.region_column and self.id_birth_column):
+            return out
+        region = pd.Series(column(values, self.region_column, n), dtype=object)
+        birth = pd.Series(column(values, self.id_birth_column, n), dtype=object)
+        has = pd.isna(pd.Series(ids, dtype=object)).to_numpy() & region.notna().to_numpy()
+        has &= birth.notna().to_numpy()
+        if not has.any():
+            return out
+        text = region[has].astype(str) + birth[has].astype(str).str.replace("-", "", regex=False)
+        digits = text.str.fullmatch(r"[0-9]{14}").to_numpy(dtype=bool)
+        heads = np.full(len(text), -1, dtype=np.int64)
+        heads[digits] = text[digits].astype(np.int64).to_numpy()
+        head_year = np.where(heads >= 0, heads // 10_000 % 10_000, -1)
+        heads[std_id.years_apart(years[has], head_year)] = -1  # a guardian's, as for id_std
+        out[np.flatnonzero(has)] = heads
+        return out
+
+
+    EXACT, FROM_15, NEAR, PREFIX, BIRTH_REGION = 5, 4, 3, 2, 1
 
     def _levels(self, left: Prepared, right: Prepared) -> np.ndarray:
         a, b = left.rows["id"], right.rows["id"]
         present = both(a, b)
         lvl = np.zeros(len(a), dtype=np.int8)
         equal = same(a, b)
-        lvl[equal] = 4
-        lvl[equal & (left.rows["from15"] != right.rows["from15"])] = 3
+        lvl[equal] = self.EXACT
+        lvl[equal & (left.rows["from15"] != right.rows["from15"])] = self.FROM_15
         eq = np.flatnonzero(equal)
         if len(eq):
             id_g = left.tables["id_gender"][a[eq]]
             ga, gb = left.rows["gender"][eq], right.rows["gender"][eq]
             known = (ga >= 0) & (gb >= 0) & (id_g >= 0)
             present[eq[known & (ga != gb) & ((ga != id_g) | (gb != id_g))]] = False
+        differ = np.flatnonzero(present & ~equal)
+        if len(differ):
+            id_year = left.tables["id_year"]
+            guardian = guardian_id_pairs(
+                id_year[a[differ]], id_year[b[differ]],
+                left.rows["no_birth"][differ], right.rows["no_birth"][differ],
+            )
+            present[differ[guardian]] = False
         rest = np.flatnonzero(present & ~equal)
         if len(rest):
             fixed, head = left.tables["fixed"], left.tables["head"]
@@ -145,8 +211,34 @@ class IdComparison(Comparison):
             fb[legacy] = _with_check(fb[legacy], fa[legacy])
             near = std_id.id_near_miss_array(fa, fb) > 0
             region_day = (head[ra] == head[rb]) & (head[ra] >= 0)
-            lvl[rest] = np.where(near, 2, np.where(region_day, 1, 0))
+            lvl[rest] = np.where(near, self.NEAR, np.where(region_day, self.BIRTH_REGION, 0))
+        # a damaged ID against any ID: its kept first 14 digits agree or not
+        ha, hb = left.rows["head14"], right.rows["head14"]
+        damaged = np.flatnonzero(
+            ~present & (ha >= 0) & (hb >= 0) & ((left.rows["kept"] >= 0) | (right.rows["kept"] >= 0))
+        )
+        if len(damaged):
+            ya, yb = ha[damaged] // 10_000 % 10_000, hb[damaged] // 10_000 % 10_000
+            guardian = guardian_id_pairs(
+                ya, yb, left.rows["no_birth"][damaged], right.rows["no_birth"][damaged]
+            )
+            damaged = damaged[~guardian]
+            present[damaged] = True
+            lvl[damaged] = np.where(ha[damaged] == hb[damaged], self.PREFIX, 0)
         return finish(lvl, present)
+
+
+def guardian_id_pairs(
+    year_a: np.ndarray, year_b: np.ndarray, no_birth_a: np.ndarray, no_birth_b: np.ndarray
+) -> np.ndarray:
+    """Pairs whose older birth year (from an ID) sits on a record without a recorded birth date
+    and is at least ``GUARDIAN_GAP_YEARS`` before the other's: a guardian's ID on a child's
+    record, so no evidence either way. Years < 0 are unknown and never match."""
+    known = (year_a >= 0) & (year_b >= 0)
+    return known & (
+        (no_birth_a & (year_a <= year_b - GUARDIAN_GAP_YEARS))
+        | (no_birth_b & (year_b <= year_a - GUARDIAN_GAP_YEARS))
+    )
 
 
 def _with_check(ids: np.ndarray, donor: np.ndarray) -> np.ndarray:
@@ -239,15 +331,19 @@ class BirthDateComparison(Comparison):
             # best of both would repeat the ID comparison's evidence (an identical ID always
             # embeds an identical date) and hide typed-date errors such as lunar birthdays.
             fb = arrays[1]
+            from_id = pd.isna(main) & ~pd.isna(fb)
             arrays = [np.where(pd.isna(main), fb, main)]
+        else:
+            from_id = np.zeros(len(main), dtype=bool)
         codes, uniques = factorize_joint(arrays)
         tables = _date_tables(uniques, lunar=True)
         bad = np.append(~tables["ok"], False)
         codes = [np.where(bad[c], NULL_CODE, c).astype(np.int32) for c in codes]
-        return Prepared({f"w{i}": c for i, c in enumerate(codes)}, tables)
+        rows = {f"w{i}": c for i, c in enumerate(codes)}
+        return Prepared({**rows, "from_id": np.asarray(from_id, dtype=bool)}, tables)
 
     def _levels(self, left: Prepared, right: Prepared) -> np.ndarray:
-        keys = list(left.rows)
+        keys = [k for k in left.rows if k != "from_id"]
         n = len(left.rows[keys[0]])
         best = np.full(n, -1, dtype=np.int8)
         t = left.tables
@@ -292,6 +388,13 @@ class BirthDateComparison(Comparison):
                     default=0,
                 ).astype(np.int8)
                 best[idx] = np.maximum(best[idx], lv)
+        # the date taken from a guardian's ID is the guardian's (see IdComparison)
+        a0, b0 = left.rows[keys[0]], right.rows[keys[0]]
+        fa, fb = left.rows["from_id"], right.rows["from_id"]
+        idx = np.flatnonzero((fa | fb) & both(a0, b0) & (best == 0))
+        if len(idx):
+            guardian = guardian_id_pairs(t["y"][a0[idx]], t["y"][b0[idx]], fa[idx], fb[idx])
+            best[idx[guardian]] = -1
         return best
 
 

@@ -22,7 +22,7 @@ from linkage.standardize.names import (
 )
 from linkage.zh import readings
 from linkage.zh._surname_data import OVERTRUE, PINYIN_PRO
-from linkage.zh.lookalike import LOOKALIKE, lookalike_equal
+from linkage.zh.lookalike import LOOKALIKE, lookalike_equal, lookalike_pairs
 from linkage.zh.readings import SURNAME_READINGS
 from linkage.zh.script import t2s
 from linkage.zh.surnames import COMPOUND_SURNAMES
@@ -502,6 +502,41 @@ def test_lookalike_table_is_symmetric_and_irreflexive():
         assert ch not in others
         for other in others:
             assert ch in LOOKALIKE[other]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        # one radical swapped around a shared sound part (not in the hand-written table)
+        ("朱海松", "朱悔松", True),
+        ("王爱静", "王爱睁", True),
+        ("刘娟", "刘涓", True),
+        ("赵钢", "赵刚", True),
+        # the same two components (由 申 = 囗 + 十; 末 本 = 一 + 木)
+        ("李由", "李申", True),
+        ("陈本", "陈末", True),
+        # a character against itself with a radical added
+        ("孙冈", "孙刚", True),
+        # a shared meaning radical is no look-alike: 汀 汁 (氵), 打 扔 (扌), 妈 姐 (女)
+        ("王汀", "王汁", False),
+        ("李打", "李扔", False),
+        ("张妈", "张姐", False),
+        # a swapped sound part around a shared radical: 超 赵 share only 走
+        ("王超", "王赵", False),
+    ],
+)
+def test_lookalike_from_component_decomposition(a, b, expected):
+    assert lookalike_equal(a, b) is expected
+    assert lookalike_equal(b, a) is expected
+
+
+def test_lookalike_pairs_cover_gb2312_from_the_decomposition():
+    pairs = lookalike_pairs()
+    assert all(a < b for a, b in pairs)
+    # the rule reaches far beyond the hand-written groups, yet each character has few partners
+    assert len(LOOKALIKE) > 3000
+    partners = sorted(len(v) for v in LOOKALIKE.values())
+    assert partners[len(partners) // 2] <= 10
 
 
 # --- properties ------------------------------------------------------------------------------
