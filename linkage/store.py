@@ -108,7 +108,7 @@ def _arrow(frame: pd.DataFrame) -> pa.Table:
     arrays, names = [], []
     for col in frame.columns:
         s = frame[col]
-        if s.dtype == object:
+        if s.dtype == object or isinstance(s.dtype, pd.StringDtype):
             kind = pd.api.types.infer_dtype(s, skipna=True)  # C loop, no per-value Python
             if kind == "boolean":
                 arr = pa.array(s.astype("boolean"), type=pa.bool_(), from_pandas=True)
