@@ -32,6 +32,7 @@ from linkage.schema import (
     RECORD_KEY,
     RUN_ID,
 )
+from linkage.tables import text_columns
 
 logger = logging.getLogger(__name__)
 
@@ -747,20 +748,21 @@ class Store:
 
     def links(self) -> pd.DataFrame:
         """Return (source, record_id, identity_id) of every stored record."""
-        return (
+        frame = (
             self.con.sql(
                 "SELECT source, record_id, identity_id FROM links ORDER BY source, record_id"
             )
             .to_arrow_table()
             .to_pandas()
         )
+        return text_columns(frame)
 
     def events(self) -> pd.DataFrame:
         """Return the event log."""
         return self.table("events")
 
     def _df(self, sql: str, params: list | None = None) -> pd.DataFrame:
-        return self.con.sql(sql, params=params or None).to_arrow_table().to_pandas()
+        return text_columns(self.con.sql(sql, params=params or None).to_arrow_table().to_pandas())
 
     def _with_keys(self, keys: pd.DataFrame, sql: str, params: list | None = None) -> pd.DataFrame:
         self.con.register("__keys", _arrow(keys.reset_index(drop=True)))

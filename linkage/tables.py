@@ -64,7 +64,10 @@ def text_columns(frame: pd.DataFrame, columns: list[str] | None = None) -> pd.Da
         s = frame[col]
         if columns is None and not (s.dtype == object or isinstance(s.dtype, pd.StringDtype)):
             continue
+        missing = s.isna().to_numpy()
+        if s.dtype == object and not missing.any():
+            continue
         values = s.to_numpy(dtype=object, copy=True)
-        values[pd.isna(values)] = None
+        values[missing] = None
         out[col] = pd.Series(values, index=frame.index, dtype=object)
     return out
