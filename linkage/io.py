@@ -29,6 +29,7 @@ from linkage.errors import InputError
 from linkage.progress import ProgressLike, as_progress
 from linkage.spreadsheet import neutralize_formulas, restore_formulas  # noqa: F401 - re-exported
 from linkage.standardize.combine import FIELDS, standardize
+from linkage.tables import text_columns
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ def _read_csv_arrow(body: str, names: list[str], cfg: SourceConfig) -> pd.DataFr
     for name in table.column_names:
         col = pc.utf8_trim_whitespace(table.column(name))
         columns[name] = pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
-    return pa.table(columns).to_pandas()
+    return text_columns(pa.table(columns).to_pandas())
 
 
 def _read_csv_python(body: str, names: list[str], cfg: SourceConfig, first_line: int):
@@ -482,8 +483,8 @@ def read_raw(cfg: SourceConfig) -> pd.DataFrame:
     frame.columns = [str(c).strip().removeprefix("\ufeff") for c in frame.columns]
     _check_unique_headers(list(frame.columns), str(path))
     if getattr(frame, "attrs", {}).get("clean_text"):
-        return frame
-    return _as_text(frame)
+        return text_columns(frame)
+    return text_columns(_as_text(frame))
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -591,7 +592,7 @@ def to_canonical(raw: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
         # namespaced so that no header (rk, run_id, name_clean, quality_flags ...) can
         # collide with a column the pipeline or the store adds
         out[schema.raw_col(column)] = raw[column]
-    return out.reset_index(drop=True)
+    return text_columns(out.reset_index(drop=True))
 
 
 def read_source(cfg: SourceConfig) -> pd.DataFrame:
@@ -611,16 +612,12 @@ def read_sources(config: RunConfig, *, progress: ProgressLike = None) -> pd.Data
         frames.append(read_source(cfg))
         report.advance(1)
     records = pd.concat(frames, ignore_index=True, sort=False)
-    # columns absent from some sources come back as NaN: make them None like every other null
-    partial = [c for c in records.columns if not all(c in f.columns for f in frames)]
-    for col in partial:
-        values = records[col].astype(object)
-        records[col] = values.where(values.notna(), None)
     for field in schema.CANONICAL_FIELDS:
         if field not in records.columns:
             records[field] = None
     front = list(schema.CANONICAL_FIELDS)
-    return records[front + [c for c in records.columns if c not in front]]
+    # columns absent from some sources come back as NaN: None like every other null
+    return text_columns(records[front + [c for c in records.columns if c not in front]])
 
 
 def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:

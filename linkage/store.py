@@ -32,6 +32,7 @@ from linkage.schema import (
     RECORD_KEY,
     RUN_ID,
 )
+from linkage.tables import text_columns
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def _arrow(frame: pd.DataFrame) -> pa.Table:
     arrays, names = [], []
     for col in frame.columns:
         s = frame[col]
-        if s.dtype == object:
+        if s.dtype == object or isinstance(s.dtype, pd.StringDtype):
             kind = pd.api.types.infer_dtype(s, skipna=True)  # C loop, no per-value Python
             if kind == "boolean":
                 arr = pa.array(s.astype("boolean"), type=pa.bool_(), from_pandas=True)
@@ -765,20 +766,21 @@ class Store:
 
     def links(self) -> pd.DataFrame:
         """Return (source, record_id, identity_id) of every stored record."""
-        return (
+        frame = (
             self.con.sql(
                 "SELECT source, record_id, identity_id FROM links ORDER BY source, record_id"
             )
             .to_arrow_table()
             .to_pandas()
         )
+        return text_columns(frame)
 
     def events(self) -> pd.DataFrame:
         """Return the event log."""
         return self.table("events")
 
     def _df(self, sql: str, params: list | None = None) -> pd.DataFrame:
-        return self.con.sql(sql, params=params or None).to_arrow_table().to_pandas()
+        return text_columns(self.con.sql(sql, params=params or None).to_arrow_table().to_pandas())
 
     def _with_keys(self, keys: pd.DataFrame, sql: str, params: list | None = None) -> pd.DataFrame:
         self.con.register("__keys", _arrow(keys.reset_index(drop=True)))

@@ -2,7 +2,8 @@
 
 Stages pass pairs as row numbers into one records table; labels, the identity store and
 output files name records by (source, record_id). These two functions convert between the
-two, so no module builds the lookup by hand. Imports only the schema.
+two, so no module builds the lookup by hand; ``text_columns`` gives text columns one form.
+Imports only the schema.
 """
 
 from __future__ import annotations
@@ -47,3 +48,26 @@ def rows_for_keys(keyed: pd.DataFrame, records: pd.DataFrame, side: str = "") ->
     index = pd.Series(records[schema.ROW].to_numpy(), index=record_keys_index(records))
     names = record_keys_index(keyed, schema.SOURCE + side, schema.RECORD_ID + side)
     return index.reindex(names).to_numpy(dtype=float)
+
+
+def text_columns(frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """Return ``frame`` with its text columns as dtype object holding ``str`` or ``None``.
+
+    Text columns are those of dtype object or a pandas string dtype (all of ``columns`` when
+    given); other columns are kept as they are. pandas 3 infers its ``str`` dtype, with NaN
+    for missing, for text built from lists, Arrow or scalars; the stages test ``is None`` and
+    expect Python ``str`` values, as pandas 2 gave them, so readers and standardizers return
+    this form.
+    """
+    out = frame.copy(deep=False)
+    for col in frame.columns if columns is None else columns:
+        s = frame[col]
+        if columns is None and not (s.dtype == object or isinstance(s.dtype, pd.StringDtype)):
+            continue
+        missing = s.isna().to_numpy()
+        if s.dtype == object and not missing.any():
+            continue
+        values = s.to_numpy(dtype=object, copy=True)
+        values[missing] = None
+        out[col] = pd.Series(values, index=frame.index, dtype=object)
+    return out

@@ -26,7 +26,8 @@ RULES = [
 
 
 def _records(rows):
-    frame = pd.DataFrame(rows, columns=[schema.SOURCE, "k1", "k2", "k3"])
+    # object columns keep None (pandas 3 would infer str with NaN): _brute tests ``is None``
+    frame = pd.DataFrame(rows, columns=[schema.SOURCE, "k1", "k2", "k3"], dtype=object)
     frame.insert(0, schema.ROW, np.arange(len(frame), dtype=np.int64))
     return frame
 

@@ -408,3 +408,53 @@ def test_unmapped_header_equal_to_an_internal_name_passes_through(tmp_path, head
     if header in frame.columns:  # only a canonical field the reader fills itself
         assert header in schema.CANONICAL_FIELDS
         assert list(frame[header]) != ["v0", "v1", "v2"]
+
+
+def test_text_columns_are_object_with_none_whatever_the_pandas_dtype():
+    # pandas 3 builds text as its str dtype (missing = NaN), pandas' "string" dtype holds
+    # pd.NA: the stages get object columns of str or None from either
+    from linkage.tables import text_columns
+
+    frame = pd.DataFrame(
+        {
+            "inferred": pd.Series(["张伟", None, "李娜"]),
+            "string": pd.Series(["王䶮", None, ""], dtype="string"),
+            "object_nan": pd.Series(["1", float("nan"), None], dtype=object),
+            "number": [1.5, float("nan"), 2.0],
+        }
+    )
+    out = text_columns(frame)
+    for col in ("inferred", "string", "object_nan"):
+        assert out[col].dtype == object
+        assert out[col].iloc[1] is None
+    assert out["inferred"].tolist() == ["张伟", None, "李娜"]
+    assert out["string"].tolist() == ["王䶮", None, ""]
+    assert out["object_nan"].tolist() == ["1", None, None]
+    # only the named columns are converted when ``columns`` is given; numbers stay numbers
+    assert out["number"].dtype == float
+    assert text_columns(frame, ["number"])["number"].tolist() == [1.5, None, 2.0]
+    assert frame["inferred"].isna().iloc[1]  # the input is left as it was
+
+
+def test_read_tables_hold_text_as_object_with_none(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text(_csv_text(), encoding="utf-8")
+    pq = tmp_path / "p.parquet"
+    pd.DataFrame(
+        {h: pd.Series([r[i] or None for r in ROWS], dtype="string") for i, h in enumerate(HEADER)}
+    ).to_parquet(pq)
+    for source in (path, pq):
+        frame = read_sources(
+            config_from_dict(
+                {
+                    "sources": {
+                        "police": {"path": str(source), "record_id": "登记编号", "columns": COLUMNS}
+                    }
+                },
+                path=tmp_path / "run.yaml",
+            )
+        )
+        assert all(map(pd.api.types.is_object_dtype, frame.dtypes)), frame.dtypes
+        # a field no source maps and a blank cell are both None, never NaN
+        assert frame[schema.BIRTH_DATE].map(lambda v: v is None).all()
+        assert frame.loc[2, schema.PHONE] is None

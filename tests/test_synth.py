@@ -56,7 +56,9 @@ def _with_truth(result, source: str) -> pd.DataFrame:
     truth = result.truth[result.truth[schema.SOURCE] == source].set_index(schema.RECORD_ID)
     persons = result.persons.set_index(schema.PERSON_ID)
     joined = frame.join(truth, on=RECORD_ID_COLUMN[source])
-    return joined.join(persons, on=schema.PERSON_ID, rsuffix="_true")
+    # rsuffix is deprecated in pandas 3 and its replacement absent from pandas 2: rename instead
+    persons = persons.rename(columns={c: f"{c}_true" for c in persons.columns if c in joined})
+    return joined.join(persons, on=schema.PERSON_ID)
 
 
 def test_same_seed_gives_identical_files(tmp_path: Path):

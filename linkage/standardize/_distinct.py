@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from linkage.tables import text_columns
+
 
 def map_distinct(
     values: pd.Series,
@@ -20,7 +22,8 @@ def map_distinct(
 
     ``func`` receives a list of distinct strings and returns a DataFrame with one row per
     string, in order. Null inputs get ``null_row`` (column -> value), default all null and
-    an empty flag string where the result has a ``quality_flags`` column.
+    an empty flag string where the result has a ``quality_flags`` column. Text columns come
+    back as dtype object holding ``str`` or ``None`` (``linkage.tables.text_columns``).
     """
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     distinct = func(list(uniques))
@@ -33,7 +36,7 @@ def map_distinct(
     if null_row:
         null_values.update(null_row)
     null_frame = pd.DataFrame([null_values], columns=distinct.columns)
-    table = pd.concat([distinct, null_frame], ignore_index=True)
+    table = text_columns(pd.concat([distinct, null_frame], ignore_index=True))
     # -1 (null) points at the appended null row
     take = np.where(codes < 0, len(distinct), codes)
     out = table.iloc[take]

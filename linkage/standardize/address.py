@@ -19,6 +19,7 @@ import pandas as pd
 from linkage import schema
 from linkage.standardize._distinct import map_distinct
 from linkage.standardize._fillers import is_filler_text
+from linkage.tables import text_columns
 
 logger = logging.getLogger(__name__)
 
@@ -378,11 +379,11 @@ def standardize_addresses(
         columns=[*targets, schema.QUALITY_FLAGS],
         index=pd.MultiIndex.from_frame(keys),
     )
-    looked_up = resolved.reindex(pd.MultiIndex.from_frame(pairs))
+    looked_up = text_columns(resolved.reindex(pd.MultiIndex.from_frame(pairs)))
     for column in looked_up.columns:
         column_values = out[column].to_numpy(dtype=object).copy()
         column_values[mask] = looked_up[column].to_numpy(dtype=object)
-        out[column] = column_values
+        out[column] = pd.Series(column_values, index=out.index, dtype=object)
     logger.debug(
         "%s: %d rows with an ambiguous district checked against region codes", field, mask.sum()
     )
