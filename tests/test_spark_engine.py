@@ -6,11 +6,13 @@ Spark starts a JVM: every test here shares the session-scoped ``spark`` fixture 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +22,7 @@ from typer.testing import CliRunner
 
 from linkage import schema
 from linkage.cli import app
-from linkage.config import load_config
+from linkage.config import DEFAULT_RULES, load_config
 from linkage.errors import InputError
 from linkage.identity import CLUSTER, assign_stable_ids
 from linkage.io import read_sources
@@ -79,38 +81,67 @@ def test_missing_pyspark_is_an_error_naming_the_extra(tmp_path):
 # ----------------------------------------------------------------------------- both engines
 
 
+# Run configs both engines must agree on. "refined": refine_block_size 5 with a coarse extra
+# rule (the fuzzy surname alone), gender and birth year to refine by and a low max_block_size,
+# so blocks are refined and some parts skipped; link_only and dedupe_only restrict the pairs
+# by source.
+VARIANTS = {
+    "refined": {
+        "refine_block_size": 5,
+        "max_block_size": 12,
+        "refine_keys": ["gender", "birth_year"],
+        "surname_rule": True,
+    },
+    "link_only": {"link_type": "link_only", "refine_block_size": 5},
+    "dedupe_only": {"link_type": "dedupe_only"},
+}
+
+
 @pytest.fixture(scope="module")
 def registries(tmp_path_factory) -> Path:
-    """`linkage synth` registries (GBK, UTF-8-BOM and UTF-8 CSV) with a quick-to-train config."""
+    """`linkage synth` registries (GBK, UTF-8-BOM and UTF-8 CSV) with one quick-to-train
+    config per variant (``run_<variant>.yaml``)."""
     folder = tmp_path_factory.mktemp("registries")
     out = CliRunner().invoke(app, ["synth", "-o", str(folder), "--persons", "250", "--seed", "5"])
     assert out.exit_code == 0, out.output
-    config = yaml.safe_load((folder / "run.yaml").read_text(encoding="utf-8"))
-    # few random pairs keep training quick; a small cap makes clustering recluster components
-    config["model"] = {"u_sample_pairs": 20_000}
-    config["clustering"] = {"max_cluster_size": 3}
-    config["spark"] = {"shuffle_partitions": 4}
-    (folder / "run.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    base = yaml.safe_load((folder / "run.yaml").read_text(encoding="utf-8"))
+    for variant, settings in VARIANTS.items():
+        config = dict(base)
+        # few random pairs keep training quick; a small cap makes clustering recluster components
+        config["model"] = {"u_sample_pairs": 20_000}
+        config["clustering"] = {"max_cluster_size": 3}
+        config["spark"] = {"shuffle_partitions": 4}
+        blocking = {k: v for k, v in settings.items() if k != "surname_rule"}
+        if settings.get("surname_rule"):
+            rules = [r.model_dump() for r in DEFAULT_RULES]
+            rules.append(
+                {"name": "surname", "keys": [schema.name_col(schema.NAME, "surname_fuzzy")]}
+            )
+            blocking["rules"] = rules
+        config["blocking"] = blocking
+        text = yaml.safe_dump(config, allow_unicode=True)
+        (folder / f"run_{variant}.yaml").write_text(text, encoding="utf-8")
     return folder
 
 
-@pytest.fixture(scope="module")
-def runs(registries, spark, tmp_path_factory) -> dict[str, Path]:
-    """Output folders of ``linkage run --engine E`` for each engine, run once per module, both
-    under one identity key so that their ids can be compared."""
-    outputs = {}
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def runs(request, registries, spark, tmp_path_factory) -> dict[str, Any]:
+    """Output folders of ``linkage run --engine E`` for each engine on one config variant,
+    both under one identity key so that their ids can be compared."""
+    variant = request.param
+    outputs = {"variant": variant}
     patch = pytest.MonkeyPatch()
     patch.setenv("LINKAGE_ID_KEY", "one key for both engines' runs")
-    request_cleanup = patch.undo
     for engine in ENGINES:
-        out = tmp_path_factory.mktemp(f"out_{engine}")
-        args = ["run", str(registries / "run.yaml"), "-o", str(out), "--engine", engine, "-q"]
+        out = tmp_path_factory.mktemp(f"out_{variant}_{engine}")
+        config = registries / f"run_{variant}.yaml"
+        args = ["run", str(config), "-o", str(out), "--engine", engine, "-q"]
         if engine == "spark":
             args += ["--spark-master", "local[2]"]
         done = CliRunner().invoke(app, args)
         assert done.exit_code == 0, done.output
         outputs[engine] = out
-    request_cleanup()
+    patch.undo()
     return outputs
 
 
@@ -141,14 +172,23 @@ def test_engine_output_contract(engine, registries, runs):
     assert sorted(golden[schema.IDENTITY_ID]) == sorted(identities[schema.IDENTITY_ID].unique())
     pairs = pd.read_parquet(out / "pairs.parquet")
     assert {"source_l", "record_id_l", schema.MATCH_PROBABILITY}.issubset(pairs.columns)
-    # the linking is good: pairwise precision and recall against the generator's truth
+    # the linking is good: pairwise precision and recall against the generator's truth,
+    # recall over the true pairs the link type can find (across or within sources)
     truth = pd.read_csv(registries / "truth.csv", dtype=str)
     person = "person_id"
     true_pairs = _pairs_of(truth.rename(columns={person: schema.IDENTITY_ID}))
+    link_type = VARIANTS[runs["variant"]].get("link_type", "link_and_dedupe")
+    if link_type != "link_and_dedupe":
+        within = link_type == "dedupe_only"
+        true_pairs = {p for p in true_pairs if (_source(p[0]) == _source(p[1])) == within}
     found = _pairs_of(identities)
     precision = len(found & true_pairs) / len(found)
     recall = len(found & true_pairs) / len(true_pairs)
     assert precision > 0.9 and recall > 0.7, (precision, recall)
+
+
+def _source(key: str) -> str:
+    return key.split("/", 1)[0]
 
 
 def test_engines_give_the_same_identities(runs):
@@ -172,6 +212,19 @@ def test_engines_give_the_same_identities(runs):
     assert (lp[gammas].to_numpy() == sp[gammas].to_numpy()).all()
     assert np.allclose(lp[schema.MATCH_WEIGHT], sp[schema.MATCH_WEIGHT], atol=1e-9)
     assert (lp[schema.RULE].astype(str).to_numpy() == sp[schema.RULE].astype(str).to_numpy()).all()
+    # the same blocking plan: predicted pairs, refined and skipped blocks per rule
+    summaries = [
+        json.loads((runs[e] / "summary.json").read_text(encoding="utf-8")) for e in ENGINES
+    ]
+    local_plan, spark_plan = (s["blocking"] for s in summaries)
+    assert local_plan == spark_plan
+    assert summaries[0]["pairs_per_rule"] == summaries[1]["pairs_per_rule"]
+    if runs["variant"] == "refined":
+        assert spark_plan["surname"]["blocks_refined"] > 0
+        assert sum(r["blocks_skipped"] for r in spark_plan.values()) > 0
+    # the prediction is exact for a rule's own pairs: the first rule finds all of its pairs
+    first = next(iter(spark_plan))
+    assert summaries[1]["pairs_per_rule"].get(first, 0) == spark_plan[first]["pairs"]
 
 
 # ----------------------------------------------------------------------------- readers

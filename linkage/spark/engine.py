@@ -35,7 +35,16 @@ from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 from pyspark.sql import types as T  # noqa: E402
 
-from linkage.blocking import BlockingRule, key_table  # noqa: E402
+from linkage.blocking import (  # noqa: E402
+    BlockingRule,
+    BlockingSettings,
+    coded_keys,
+    plan_rule,
+    check_budget,
+    combine_report_rows,
+    key_table,
+    warn_refined,
+)
 from linkage.cluster import CANNOT_LINK_GROUP, CANNOT_LINK_KEY, cluster_pairs  # noqa: E402
 from linkage.compare import Comparison, build_comparisons  # noqa: E402
 from linkage.config import RunConfig, SourceConfig  # noqa: E402
@@ -353,10 +362,12 @@ def standardize_spark(records: DataFrame, config: RunConfig) -> tuple[DataFrame,
     return _map_in_pandas(records, run, out_schema), bool_cols
 
 
-def blocking_keys_spark(records: DataFrame, rules: list[BlockingRule]) -> DataFrame:
-    """Run ``key_table`` per partition: rid, source and one text column per blocking key."""
+def blocking_keys_spark(records: DataFrame, settings: BlockingSettings) -> DataFrame:
+    """Run ``key_table`` per partition: rid, source and one text column per blocking key and
+    per refinement key the records can give (``blocking.refine_keys``)."""
+    rules, extra = settings.rules, settings.refine_keys
     sample = records.limit(20).toPandas()
-    probe = key_table(sample, rules)  # raises ConfigError for unknown keys, as locally
+    probe = key_table(sample, rules, extra)  # raises ConfigError for unknown keys, as locally
     names = list(probe.columns)
     out_schema = T.StructType(
         [T.StructField(schema.ROW, T.LongType(), False)]
@@ -365,45 +376,145 @@ def blocking_keys_spark(records: DataFrame, rules: list[BlockingRule]) -> DataFr
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            table = key_table(batch, rules)
+            table = key_table(batch, rules, extra)
             yield _conform(table, out_schema)
 
     return _map_in_pandas(records, run, out_schema)
 
 
-def block_spark(keys: DataFrame, config: RunConfig) -> tuple[DataFrame, list[str]]:
+# Columns of a rule's plan table (plan_rule_spark)
+_PART = "__part"
+_SKIP = "__skip"
+_COUNT = "__count"
+_STATS = "__stats"
+_REPORT = (
+    "records_with_key",
+    "pairs",
+    "largest_block",
+    "blocks_over_warning",
+    "blocks_refined",
+    "blocks_skipped",
+)
+
+
+def plan_rule_spark(
+    keys: DataFrame, rule: BlockingRule, settings: BlockingSettings, buckets: int
+) -> tuple[DataFrame | None, dict]:
+    """Refine one rule's big blocks as ``blocking.block`` does; return its plan and report row.
+
+    The records with the rule's keys are counted per combination of rule keys, refinement
+    keys and source (a Spark group-by), and ``blocking.plan_rule`` (the local planner, with
+    those counts as weights) runs per bucket of whole blocks; blocks are independent, so the
+    buckets' report rows add up (``blocking.combine_report_rows``) to the local report row.
+    The plan (None when no block is refined) holds, per combination of a refined block, the
+    rule keys, refinement keys, its part id (unique with the rule keys) and whether that
+    part is skipped; records of other blocks take part -1.
+    """
+    extra = [k for k in dict.fromkeys(settings.refine_keys) if k in keys.columns]
+    extra = [k for k in extra if k not in rule.keys and k != schema.SOURCE]
+    group_cols = [*rule.keys, *extra, schema.SOURCE]
+    counts = (
+        keys.dropna(subset=list(rule.keys))
+        .groupBy(*group_cols)
+        .agg(F.count("*").alias(_COUNT))
+        .withColumn(_BUCKET, F.abs(F.hash(*[F.col(k) for k in rule.keys])) % buckets)
+    )
+    out_schema = T.StructType(
+        [T.StructField(c, T.StringType(), True) for c in (*rule.keys, *extra)]
+        + [
+            T.StructField(_PART, T.LongType(), True),
+            T.StructField(_SKIP, T.BooleanType(), True),
+            T.StructField(_STATS, T.StringType(), True),
+        ]
+    )
+
+    def plan(frame: pd.DataFrame) -> pd.DataFrame:
+        weights = frame.pop(_COUNT).to_numpy(np.int64)
+        frame = frame.drop(columns=[_BUCKET]).reset_index(drop=True)
+        frame[schema.ROW] = np.arange(len(frame), dtype=np.int64)
+        column, row = plan_rule(coded_keys(frame), rule, settings, weights)
+        stats = {k: row[k] for k in (*_REPORT, "refined_by")}
+        out = {c: [None] for c in (*rule.keys, *extra)}
+        head = pd.DataFrame({**out, _PART: [None], _SKIP: [None], _STATS: [json.dumps(stats)]})
+        if column is None:
+            return _conform(head, out_schema)
+        part = column.to_numpy(dtype=np.int64, na_value=-2)
+        kept = part != -1  # rows of refined blocks: a part id, or -2 when skipped
+        body = frame.loc[kept, [*rule.keys, *extra]].reset_index(drop=True)
+        body[_PART] = pd.array(np.where(part[kept] >= 0, part[kept], 0), dtype="Int64")
+        body[_SKIP] = part[kept] == -2
+        body[_STATS] = None
+        return _conform(pd.concat([head, body], ignore_index=True), out_schema)
+
+    planned = _apply_in_pandas(counts, _BUCKET, plan, out_schema).localCheckpoint()
+    rows = [
+        {"rule": rule.name, "keys": " + ".join(rule.keys), **json.loads(r[_STATS])}
+        for r in planned.where(F.col(_STATS).isNotNull()).select(_STATS).collect()
+    ]
+    row = combine_report_rows(rows, settings)
+    parts = planned.where(F.col(_STATS).isNull()).drop(_STATS)
+    return (parts if row["blocks_refined"] else None), row
+
+
+def block_spark(
+    keys: DataFrame, config: RunConfig, buckets: int, report: list[dict] | None = None
+) -> tuple[DataFrame, list[str]]:
     """Candidate pairs ``rid_l < rid_r``, each once with the first rule that finds it.
 
-    One self-join per rule on its keys; blocks over ``max_block_size`` are skipped and
-    reported, as in ``blocking.block``. Returns (rid_l, rid_r, rule index) and rule names.
+    As ``blocking.block``: blocks over ``refine_block_size`` are refined by ``refine_keys``
+    (:func:`plan_rule_spark`), parts still over ``max_block_size`` skipped, and the
+    predicted pairs checked against ``pair_budget`` before any pair is made (ConfigError
+    when over it and ``over_budget`` is ``refuse``). Then one self-join per rule on its keys
+    and refinement part. Returns (rid_l, rid_r, rule index) and the rule names; ``report``
+    receives the rows of ``blocking.blocking_report``.
     """
     settings = config.blocking
+    plans = []
+    rows = []
+    for rule in settings.rules:
+        plan, row = plan_rule_spark(keys, rule, settings, buckets)
+        plans.append(plan)
+        rows.append(row)
+        warn_refined(rule, row, settings)
+    if report is not None:
+        report.extend(rows)
+    check_budget(rows, settings)
     per_rule = []
-    for i, rule in enumerate(settings.rules):
-        sub = keys.select(schema.ROW, schema.SOURCE, *rule.keys).dropna(subset=rule.keys)
-        sizes = sub.groupBy(*rule.keys).count()
-        big = sizes.where(F.col("count") > settings.max_block_size)
-        stats = big.agg(F.count("*").alias("n"), F.max("count").alias("largest")).first()
-        if stats["n"]:
-            logger.warning(
-                "blocking rule '%s': skipped %d block(s) larger than %d records (largest %d)",
-                rule.name,
-                stats["n"],
-                settings.max_block_size,
-                stats["largest"],
+    for i, (rule, plan) in enumerate(zip(settings.rules, plans, strict=True)):
+        sub = keys.dropna(subset=list(rule.keys))
+        if plan is None:
+            sub = sub.select(schema.ROW, schema.SOURCE, *rule.keys, F.lit(-1).alias(_PART))
+        else:
+            # null refinement values are a part of their own: match them null-safe
+            extra = [c for c in plan.columns if c not in (*rule.keys, _PART, _SKIP)]
+            p = plan.select(
+                *[F.col(c).alias(f"__p{j}") for j, c in enumerate(plan.columns)]
             )
-            sub = sub.join(big.select(*rule.keys), list(rule.keys), "left_anti")
+            pcol = {c: f"__p{j}" for j, c in enumerate(plan.columns)}
+            cond = [F.col(k) == F.col(pcol[k]) for k in rule.keys]
+            cond += [F.col(k).eqNullSafe(F.col(pcol[k])) for k in extra]
+            sub = (
+                sub.join(p, cond, "left")
+                .where(F.col(pcol[_SKIP]).isNull() | ~F.col(pcol[_SKIP]))
+                .select(
+                    schema.ROW,
+                    schema.SOURCE,
+                    *rule.keys,
+                    F.coalesce(F.col(pcol[_PART]), F.lit(-1)).alias(_PART),
+                )
+            )
+        join_keys = [*rule.keys, _PART]
         left = sub.select(
-            *[F.col(k).alias(f"__l{j}") for j, k in enumerate(rule.keys)],
+            *[F.col(k).alias(f"__l{j}") for j, k in enumerate(join_keys)],
             F.col(schema.ROW).alias(schema.ROW_L),
             F.col(schema.SOURCE).alias("__src_l"),
         )
         right = sub.select(
-            *[F.col(k).alias(f"__r{j}") for j, k in enumerate(rule.keys)],
+            *[F.col(k).alias(f"__r{j}") for j, k in enumerate(join_keys)],
             F.col(schema.ROW).alias(schema.ROW_R),
             F.col(schema.SOURCE).alias("__src_r"),
         )
-        cond = [F.col(f"__l{j}") == F.col(f"__r{j}") for j in range(len(rule.keys))]
+        cond = [F.col(f"__l{j}") == F.col(f"__r{j}") for j in range(len(join_keys))]
         cond.append(F.col(schema.ROW_L) < F.col(schema.ROW_R))
         if settings.link_type == "link_only":
             cond.append(F.col("__src_l") != F.col("__src_r"))
@@ -959,8 +1070,11 @@ def run_spark(
     t = time.perf_counter()
     _stage(spark, "block")
     say("blocking")
-    keys = blocking_keys_spark(records, config.blocking.rules)
-    pairs, rule_names = block_spark(keys.localCheckpoint(), config)
+    keys = blocking_keys_spark(records, config.blocking)
+    blocking_rows: list[dict] = []
+    pairs, rule_names = block_spark(
+        keys.localCheckpoint(), config, buckets=partitions, report=blocking_rows
+    )
     pairs = pairs.localCheckpoint()
     timings["block"] = time.perf_counter() - t
 
@@ -1020,6 +1134,10 @@ def run_spark(
     timings["merge"] = time.perf_counter() - t
 
     summary = _summary(records, pairs, scored, identities, rule_names, config, n, n_pairs)
+    # predicted pairs and refinement per rule, as the local engine's summary gives them
+    summary["blocking"] = {
+        r["rule"]: {k: v for k, v in r.items() if k != "rule"} for r in blocking_rows
+    }
     summary["connected_component_rounds"] = rounds
     summary["seconds"] = {k: round(v, 3) for k, v in timings.items()}
     result = SparkResult(
@@ -1063,9 +1181,9 @@ def _read_previous(spark: SparkSession, path: str | Path) -> pd.DataFrame | Data
 
 def _summary(records, pairs, scored, identities, rule_names, config, n, n_pairs) -> dict:
     per_source = {r[0]: int(r[1]) for r in records.groupBy(schema.SOURCE).count().collect()}
-    per_rule = {
-        rule_names[int(r[0])]: int(r[1]) for r in pairs.groupBy(_RULE_INDEX).count().collect()
-    }
+    counts = {int(r[0]): int(r[1]) for r in pairs.groupBy(_RULE_INDEX).count().collect()}
+    # every rule, with 0 for one that found no pair first, as the local summary lists them
+    per_rule = {name: counts.get(i, 0) for i, name in enumerate(rule_names)}
     matches = scored.where(F.col(schema.MATCH_PROBABILITY) >= config.clustering.threshold).count()
     sizes = identities.groupBy(schema.IDENTITY_ID).count()
     stats = sizes.agg(
