@@ -294,17 +294,8 @@ def plan_rule(
     has = coded[rule.keys].notna().all(axis=1).to_numpy()
     idx = np.flatnonzero(has)
     w = w[idx]
-    row = {
-        "rule": rule.name,
-        "keys": " + ".join(rule.keys),
-        "records_with_key": int(w.sum()),
-        "pairs": 0,
-        "largest_block": 0,
-        "blocks_over_warning": 0,
-        "blocks_refined": 0,
-        "refined_by": "",
-        "blocks_skipped": 0,
-    }
+    row = _empty_row(rule)
+    row["records_with_key"] = int(w.sum())
     if len(idx) == 0:
         return None, row
     group = np.zeros(len(idx), dtype=np.int64)
@@ -357,15 +348,36 @@ def plan_rule(
     return pd.arrays.IntegerArray(column, mask=mask), row
 
 
-def combine_report_rows(rows: list[dict], settings: BlockingSettings) -> dict:
+def _empty_row(rule: BlockingRule) -> dict:
+    """A rule's report row before any block is counted."""
+    return {
+        "rule": rule.name,
+        "keys": " + ".join(rule.keys),
+        "records_with_key": 0,
+        "pairs": 0,
+        "largest_block": 0,
+        "blocks_over_warning": 0,
+        "blocks_refined": 0,
+        "refined_by": "",
+        "blocks_skipped": 0,
+    }
+
+
+def combine_report_rows(rule: BlockingRule, rows: list[dict], settings: BlockingSettings) -> dict:
     """One rule's report row from the rows of :func:`plan_rule` over disjoint sets of whole
-    blocks (the Spark engine plans per bucket of blocks): counts add up, the largest block
-    is the largest of all, and ``refined_by`` lists every key used, in ``refine_keys`` order."""
-    out = dict(rows[0])
-    for name in ("records_with_key", "pairs", "blocks_over_warning", "blocks_refined",
-                 "blocks_skipped"):
+    blocks (the Spark engine plans per bucket of blocks; no rows when no record has the
+    rule's keys): counts add up, the largest block is the largest of all, and
+    ``refined_by`` lists every key used, in ``refine_keys`` order."""
+    out = _empty_row(rule)
+    for name in (
+        "records_with_key",
+        "pairs",
+        "blocks_over_warning",
+        "blocks_refined",
+        "blocks_skipped",
+    ):
         out[name] = int(sum(int(r[name]) for r in rows))
-    out["largest_block"] = int(max(int(r["largest_block"]) for r in rows))
+    out["largest_block"] = max((int(r["largest_block"]) for r in rows), default=0)
     used = {k for r in rows for k in str(r["refined_by"]).split(" > ") if k}
     out["refined_by"] = " > ".join(k for k in settings.refine_keys if k in used)
     return out
@@ -376,8 +388,7 @@ def warn_refined(rule: BlockingRule, row: dict, settings: BlockingSettings) -> N
     if not row["blocks_refined"]:
         return
     logger.warning(
-        "blocking rule '%s': %d block(s) over %d records refined by %s; %d part(s) over %d "
-        "skipped",
+        "blocking rule '%s': %d block(s) over %d records refined by %s; %d part(s) over %d skipped",
         rule.name,
         row["blocks_refined"],
         min(settings.refine_block_size, settings.max_block_size),

@@ -7,6 +7,7 @@ Spark starts a JVM: every test here shares the session-scoped ``spark`` fixture 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -339,3 +340,128 @@ def test_stable_ids_follow_the_local_assignment_rules(spark):
     assert ids[4] == ids[5] and ids[4] in {"P2", "P3"}
     assert ids[6] == "IDD"  # untouched clusters keep their fresh id
     assert ids[:6] == list(expected[:6])
+
+
+# ----------------------------------------------------------------------------- stable ids across runs
+
+
+def _write_config(folder: Path, **changes: Any) -> Path:
+    config = yaml.safe_load((folder / "run.yaml").read_text(encoding="utf-8"))
+    config.update(changes)
+    path = folder / "run_stable.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _clusters(identities: pd.DataFrame) -> dict[str, frozenset[str]]:
+    key = identities[schema.SOURCE] + "/" + identities[schema.RECORD_ID]
+    return {str(i): frozenset(g) for i, g in key.groupby(identities[schema.IDENTITY_ID])}
+
+
+@pytest.fixture(scope="module")
+def chain(spark, tmp_path_factory) -> dict[str, Any]:
+    """Run 1 on the registries less their last 15% of rows; run 2 on all of them with run 1's
+    identities as ``previous`` (and run 1's model, so only the extra records change it)."""
+    from linkage.io import read_raw
+    from linkage.spark.engine import run_spark
+
+    full = tmp_path_factory.mktemp("full")
+    generate(120, seed=7, output=full)
+    part = tmp_path_factory.mktemp("part")
+    shutil.copytree(full, part, dirs_exist_ok=True)
+    for cfg in load_config(part / "run.yaml").sources.values():
+        frame = read_raw(cfg)
+        frame.iloc[: int(len(frame) * 0.85)].to_csv(cfg.path, index=False, encoding=cfg.encoding)
+    key = b"one key for the chain of runs"
+    out1, out2 = tmp_path_factory.mktemp("run1"), tmp_path_factory.mktemp("run2")
+    run_spark(
+        load_config(_write_config(part, model={"u_sample_pairs": 20_000})),
+        out1,
+        spark=spark,
+        id_key=key,
+    )
+    model = {"load": str(out1 / "model.json")}
+    run_spark(
+        load_config(_write_config(full, model=model)),
+        out2,
+        spark=spark,
+        id_key=key,
+        previous=out1 / "identities.csv",
+    )
+    read = lambda out: pd.read_csv(out / "identities.csv", dtype=str)  # noqa: E731
+    return {"full": full, "model": model, "key": key, "runs": [read(out1), read(out2)]}
+
+
+def test_a_second_spark_run_with_extra_records_keeps_the_ids(chain):
+    first, second = chain["runs"]
+    assert len(second) > len(first)
+    assert set(first[schema.CREATED_RUN]) == {"1"}
+    before, after = _clusters(first), _clusters(second)
+    id_of = dict(
+        zip(second[schema.SOURCE] + "/" + second[schema.RECORD_ID], second[schema.IDENTITY_ID])
+    )
+    old_keys = set().union(*before.values())
+    unchanged = grown = 0
+    for old_id, members in before.items():
+        new_ids = {id_of[k] for k in members}
+        if len(new_ids) != 1:
+            continue  # split by run 2
+        new_id = new_ids.pop()
+        if after[new_id] & old_keys != members:
+            continue  # merged with other run-1 records
+        unchanged += 1
+        assert new_id == old_id  # the same run-1 records: the same id
+        grown += len(after[new_id]) > len(members)
+    # the model is run 1's, so nearly every run-1 cluster keeps its shape; some gain records
+    assert unchanged >= 0.95 * len(before)
+    assert grown > 0
+    created = second.groupby(schema.IDENTITY_ID)[schema.CREATED_RUN].first()
+    assert set(created[created.index.isin(before)]) == {"1"}
+    assert set(created[~created.index.isin(before)]) == {"2"}
+
+
+def test_spark_runs_keep_the_oldest_id_on_a_merge_and_the_larger_part_on_a_split(
+    chain, spark, tmp_path
+):
+    from linkage.spark.engine import run_spark
+
+    second = chain["runs"][1].copy()
+    clusters = _clusters(second)
+    by_size = sorted(clusters, key=lambda i: (-len(clusters[i]), i))
+    merged, big, small = by_size[0], by_size[1], by_size[-1]
+    assert len(clusters[merged]) >= 3 and len(clusters[big]) > len(clusters[small])
+    # previous ids as if run 2 had split `merged` (one record kept the older id) and joined
+    # `big` and `small` into one identity
+    rows = second[schema.IDENTITY_ID]
+    first_of_merged = second.index[rows == merged][0]
+    second.loc[rows == merged, [schema.IDENTITY_ID, schema.CREATED_RUN]] = ["IDNEWER", "2"]
+    second.loc[first_of_merged, [schema.IDENTITY_ID, schema.CREATED_RUN]] = ["IDOLDER", "1"]
+    second.loc[rows.isin([big, small]), [schema.IDENTITY_ID, schema.CREATED_RUN]] = ["IDSPLIT", "1"]
+    previous = tmp_path / "previous.csv"
+    second.to_csv(previous, index=False)
+    out = tmp_path / "run3"
+    run_spark(
+        load_config(_write_config(chain["full"], model=chain["model"])),
+        out,
+        spark=spark,
+        id_key=chain["key"],
+        previous=previous,
+    )
+    third = pd.read_csv(out / "identities.csv", dtype=str)
+    now = _clusters(third)
+    assert set(now.values()) == set(clusters.values())  # the same records and model
+    # merge: the oldest id wins, though the newer one held more of the records
+    assert now["IDOLDER"] == clusters[merged] and "IDNEWER" not in now
+    # split: the larger part keeps the id, the smaller one gets a fresh id from this run
+    assert now["IDSPLIT"] == clusters[big]
+    fresh = next(i for i, members in now.items() if members == clusters[small])
+    assert fresh not in set(second[schema.IDENTITY_ID])
+    created = third.groupby(schema.IDENTITY_ID)[schema.CREATED_RUN].first()
+    assert created["IDOLDER"] == "1" and created["IDSPLIT"] == "1" and created[fresh] == "3"
+    # every other identity keeps its id and age
+    for old_id in set(clusters) - {merged, big, small}:
+        assert now[old_id] == clusters[old_id]
+        assert (
+            created[old_id]
+            == second.loc[second[schema.IDENTITY_ID] == old_id, schema.CREATED_RUN].iloc[0]
+        )

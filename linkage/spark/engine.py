@@ -38,11 +38,11 @@ from pyspark.sql import types as T  # noqa: E402
 from linkage.blocking import (  # noqa: E402
     BlockingRule,
     BlockingSettings,
-    coded_keys,
-    plan_rule,
     check_budget,
+    coded_keys,
     combine_report_rows,
     key_table,
+    plan_rule,
     warn_refined,
 )
 from linkage.cluster import CANNOT_LINK_GROUP, CANNOT_LINK_KEY, cluster_pairs  # noqa: E402
@@ -448,10 +448,10 @@ def plan_rule_spark(
 
     planned = _apply_in_pandas(counts, _BUCKET, plan, out_schema).localCheckpoint()
     rows = [
-        {"rule": rule.name, "keys": " + ".join(rule.keys), **json.loads(r[_STATS])}
+        json.loads(r[_STATS])
         for r in planned.where(F.col(_STATS).isNotNull()).select(_STATS).collect()
     ]
-    row = combine_report_rows(rows, settings)
+    row = combine_report_rows(rule, rows, settings)
     parts = planned.where(F.col(_STATS).isNull()).drop(_STATS)
     return (parts if row["blocks_refined"] else None), row
 
@@ -487,9 +487,7 @@ def block_spark(
         else:
             # null refinement values are a part of their own: match them null-safe
             extra = [c for c in plan.columns if c not in (*rule.keys, _PART, _SKIP)]
-            p = plan.select(
-                *[F.col(c).alias(f"__p{j}") for j, c in enumerate(plan.columns)]
-            )
+            p = plan.select(*[F.col(c).alias(f"__p{j}") for j, c in enumerate(plan.columns)])
             pcol = {c: f"__p{j}" for j, c in enumerate(plan.columns)}
             cond = [F.col(k) == F.col(pcol[k]) for k in rule.keys]
             cond += [F.col(k).eqNullSafe(F.col(pcol[k])) for k in extra]
@@ -937,18 +935,38 @@ def stable_ids_spark(
     """Keep the ids of a previous run's identities (``identity.assign_stable_ids``'s rules:
     a split keeps the id with the larger part, a merge keeps the oldest id).
 
-    ``previous``: source, record_id, identity_id of the previous run (its identities.csv).
-    The assignment runs on the driver over the clusters that share a record with a previous
-    identity, with the local store's code; everything else keeps its fresh id.
+    ``previous``: source, record_id, identity_id and, when it came from a Spark run,
+    created_run (the run that first gave each id) of the previous run's identities. Without
+    created_run every previous id counts as created in run 0, so a merge among them keeps
+    the smallest id (the rule's tie-break). This run is one more than the newest previous
+    run: its fresh ids get that created_run, kept ids keep theirs. The assignment runs on
+    the driver over the clusters that share a record with a previous identity, with the
+    local store's code; everything else keeps its fresh id. Returns ``identities`` (rid,
+    source, record_id, label, identity_id) with created_run added.
     """
     prev = (
-        previous
-        if isinstance(previous, DataFrame)
-        else spark.createDataFrame(
-            previous[[schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID]].astype(str)
-        )
+        previous if isinstance(previous, DataFrame) else spark.createDataFrame(previous.astype(str))
     )
-    prev = prev.select(schema.SOURCE, schema.RECORD_ID, F.col(schema.IDENTITY_ID).alias("__prev"))
+    age = (
+        F.col(schema.CREATED_RUN).cast("long")
+        if schema.CREATED_RUN in prev.columns
+        else F.lit(None).cast("long")
+    )
+    prev = prev.select(
+        schema.SOURCE,
+        schema.RECORD_ID,
+        F.col(schema.IDENTITY_ID).alias("__prev"),
+        F.coalesce(age, F.lit(0)).alias("__age"),
+    )
+    # every previous id with its age: ages decide merges, and no fresh id may reuse one
+    known = (
+        prev.groupBy("__prev")
+        .agg(F.min("__age").alias(schema.CREATED_RUN))
+        .toPandas()
+        .rename(columns={"__prev": schema.IDENTITY_ID})
+    )
+    this_run = int(known[schema.CREATED_RUN].max()) + 1 if len(known) else 1
+    known["status"] = "active"
     # Clusters touching a previous identity, and every record of those clusters and identities.
     touched = identities.join(prev, [schema.SOURCE, schema.RECORD_ID], "inner")
     scope_labels = touched.select(_LABEL).distinct()
@@ -958,24 +976,18 @@ def stable_ids_spark(
         .select(schema.SOURCE, schema.RECORD_ID, F.col(_LABEL).alias(CLUSTER))
         .toPandas()
     )
-    previous_rows = prev.join(scope_prev, "__prev", "left_semi").toPandas()
+    previous_rows = prev.join(scope_prev, "__prev", "left_semi").drop("__age").toPandas()
     previous_rows = previous_rows.rename(columns={"__prev": schema.IDENTITY_ID})
-    # identities.csv has no creation run: the previous run's ids are equally old, so a merge
-    # keeps the smallest id among them (the rule's tie-break), deterministically.
-    known = pd.DataFrame(
-        {
-            schema.IDENTITY_ID: pd.unique(previous[schema.IDENTITY_ID].astype(str))
-            if isinstance(previous, pd.DataFrame)
-            else prev.select("__prev").distinct().toPandas()["__prev"].to_numpy(),
-        }
+    assigned = assign_stable_ids(current, previous_rows, known, run_id=this_run, key=key)
+    ids = np.asarray(assigned.identity_ids, dtype=object)
+    ages = pd.Series(
+        known[schema.CREATED_RUN].to_numpy(np.int64), index=known[schema.IDENTITY_ID].to_numpy()
     )
-    known["status"] = "active"
-    known["created_run"] = 0
-    assigned = assign_stable_ids(current, previous_rows, known, run_id=1, key=key)
     mapping = pd.DataFrame(
         {
             CLUSTER: current[CLUSTER].to_numpy(np.int64),
-            "__stable": np.asarray(assigned.identity_ids, dtype=object),
+            "__stable": ids,
+            "__created": ages.reindex(ids).fillna(this_run).to_numpy(np.int64),
         }
     ).drop_duplicates(CLUSTER)
     mapped = spark.createDataFrame(mapping).withColumnRenamed(CLUSTER, _LABEL)
@@ -987,6 +999,7 @@ def stable_ids_spark(
         schema.RECORD_ID,
         _LABEL,
         F.coalesce(F.col("__stable"), F.col(schema.IDENTITY_ID)).alias(schema.IDENTITY_ID),
+        F.coalesce(F.col("__created"), F.lit(this_run)).cast("long").alias(schema.CREATED_RUN),
     )
 
 
@@ -1029,7 +1042,9 @@ def run_spark(
 ) -> SparkResult:
     """Run the whole batch on Spark; with ``output``, write the outputs there.
 
-    Outputs: ``identities.parquet`` (source, record_id, identity_id; one row per input record),
+    Outputs: ``identities.parquet`` (source, record_id, identity_id, created_run: the run
+    of a ``--previous`` chain that first gave the id, 1 without ``previous``; one row per
+    input record),
     ``golden_records.parquet``, ``pairs.parquet`` (pairs at or above
     ``output.pairs_min_probability`` with both records' keys), ``model.json``,
     ``summary.json`` and, with ``identities_csv`` (default: the config's
@@ -1123,6 +1138,9 @@ def run_spark(
     identities = identity_ids_spark(records, labels, key)
     if prev_table is not None:
         identities = stable_ids_spark(spark, identities, prev_table, key)
+    else:
+        # the first run of a chain of --previous runs: its ids were created in run 1
+        identities = identities.withColumn(schema.CREATED_RUN, F.lit(1).cast("long"))
     identities = identities.localCheckpoint()
     timings["cluster"] = time.perf_counter() - t
 
@@ -1143,7 +1161,9 @@ def run_spark(
     result = SparkResult(
         records=records,
         pairs=scored,
-        identities=identities.select(schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID),
+        identities=identities.select(
+            schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID, schema.CREATED_RUN
+        ),
         golden=golden,
         model=model,
         comparisons=comparisons,
