@@ -465,3 +465,47 @@ def test_spark_runs_keep_the_oldest_id_on_a_merge_and_the_larger_part_on_a_split
             created[old_id]
             == second.loc[second[schema.IDENTITY_ID] == old_id, schema.CREATED_RUN].iloc[0]
         )
+
+
+# ----------------------------------------------------------------------------- blocking
+
+
+def test_spark_blocking_refines_skips_and_refuses_like_the_local_engine(spark):
+    from types import SimpleNamespace
+
+    from linkage.blocking import BlockingRule, BlockingSettings, block, key_table
+    from linkage.errors import ConfigError
+    from linkage.spark.engine import _RULE_INDEX, block_spark
+
+    rng = np.random.default_rng(3)
+    n = 150
+    frame = pd.DataFrame(
+        {
+            schema.ROW: np.arange(n, dtype=np.int64),
+            schema.SOURCE: rng.choice(["a", "b"], n),
+            "k1": rng.choice(["x", "y", "z"], n, p=[0.6, 0.3, 0.1]),
+            "k2": rng.choice(np.array(["m", "n", None], dtype=object), n),
+            "k3": rng.choice(["1", "2", "3", "4"], n),
+        }
+    )
+    rules = [BlockingRule(name="a", keys=["k1"]), BlockingRule(name="b", keys=["k2", "k3"])]
+    settings = BlockingSettings(
+        rules=rules, refine_block_size=8, max_block_size=12, refine_keys=["k2", "k3"]
+    )
+    local_report: list[dict] = []
+    local = block(frame, settings, report=local_report)
+    keys = spark.createDataFrame(key_table(frame, rules, settings.refine_keys))
+    spark_report: list[dict] = []
+    pairs, names = block_spark(
+        keys, SimpleNamespace(blocking=settings), buckets=3, report=spark_report
+    )
+    got = pairs.toPandas().sort_values([schema.ROW_L, schema.ROW_R], ignore_index=True)
+    assert spark_report == local_report
+    assert local_report[0]["blocks_refined"] > 0 and local_report[0]["blocks_skipped"] > 0
+    assert got[schema.ROW_L].tolist() == local[schema.ROW_L].tolist()
+    assert got[schema.ROW_R].tolist() == local[schema.ROW_R].tolist()
+    assert [names[i] for i in got[_RULE_INDEX]] == local[schema.RULE].astype(str).tolist()
+    # over the pair budget with over_budget: refuse, nothing is joined
+    tight = settings.model_copy(update={"pair_budget": 10, "over_budget": "refuse"})
+    with pytest.raises(ConfigError, match="pair_budget"):
+        block_spark(keys, SimpleNamespace(blocking=tight), buckets=3)
