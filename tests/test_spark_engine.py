@@ -84,7 +84,7 @@ def test_missing_pyspark_is_an_error_naming_the_extra(tmp_path):
 
 # Run configs both engines must agree on. "refined": refine_block_size 5 with a coarse extra
 # rule (the fuzzy surname alone), gender and birth year to refine by and a low max_block_size,
-# so blocks are refined and some parts skipped; link_only and dedupe_only restrict the pairs
+# so blocks are refined; link_only and dedupe_only restrict the pairs
 # by source.
 VARIANTS = {
     "refined": {
@@ -177,13 +177,15 @@ def test_engine_output_contract(engine, registries, runs):
     # recall over the true pairs the link type can find (across or within sources)
     truth = pd.read_csv(registries / "truth.csv", dtype=str)
     person = "person_id"
-    true_pairs = _pairs_of(truth.rename(columns={person: schema.IDENTITY_ID}))
+    true_pairs = all_true = _pairs_of(truth.rename(columns={person: schema.IDENTITY_ID}))
     link_type = VARIANTS[runs["variant"]].get("link_type", "link_and_dedupe")
     if link_type != "link_and_dedupe":
         within = link_type == "dedupe_only"
         true_pairs = {p for p in true_pairs if (_source(p[0]) == _source(p[1])) == within}
     found = _pairs_of(identities)
-    precision = len(found & true_pairs) / len(found)
+    # precision against every true pair: a cluster may join two records of one source
+    # through a third one of another source
+    precision = len(found & all_true) / len(found)
     recall = len(found & true_pairs) / len(true_pairs)
     assert precision > 0.9 and recall > 0.7, (precision, recall)
 
@@ -222,7 +224,6 @@ def test_engines_give_the_same_identities(runs):
     assert summaries[0]["pairs_per_rule"] == summaries[1]["pairs_per_rule"]
     if runs["variant"] == "refined":
         assert spark_plan["surname"]["blocks_refined"] > 0
-        assert sum(r["blocks_skipped"] for r in spark_plan.values()) > 0
     # the prediction is exact for a rule's own pairs: the first rule finds all of its pairs
     first = next(iter(spark_plan))
     assert summaries[1]["pairs_per_rule"].get(first, 0) == spark_plan[first]["pairs"]
