@@ -45,7 +45,14 @@ from linkage.blocking import (  # noqa: E402
     plan_rule,
     warn_refined,
 )
-from linkage.cluster import CANNOT_LINK_GROUP, CANNOT_LINK_KEY, cluster_pairs  # noqa: E402
+from linkage.cluster import (  # noqa: E402
+    CANNOT_LINK_GROUP,
+    CANNOT_LINK_KEY,
+    cannot_link_table,
+    cluster_pairs,
+    partner_pairs,
+    sibling_mask,
+)
 from linkage.compare import Comparison, build_comparisons  # noqa: E402
 from linkage.config import RunConfig, SourceConfig  # noqa: E402
 from linkage.errors import ConfigError, InputError  # noqa: E402
@@ -770,6 +777,88 @@ def train_spark(
 # ----------------------------------------------------------------------------- clustering
 
 
+def cannot_link_spark(records: DataFrame) -> DataFrame:
+    """``cluster.cannot_link_table`` per record partition: rid, key (a valid ID number that
+    is the record's own) and group (its source)."""
+    cols = [
+        c
+        for c in (schema.ROW, schema.SOURCE, schema.ID_STD, schema.ID_VALID, schema.QUALITY_FLAGS)
+        if c in records.columns
+    ]
+    out_schema = T.StructType(
+        [
+            T.StructField(schema.ROW, T.LongType(), False),
+            T.StructField(CANNOT_LINK_KEY, T.StringType(), True),
+            T.StructField(CANNOT_LINK_GROUP, T.StringType(), True),
+        ]
+    )
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            table = cannot_link_table(batch)
+            if table is not None:
+                yield _conform(table, out_schema)
+
+    return records.select(*cols).mapInPandas(run, out_schema)
+
+
+def hold_out_siblings_spark(records: DataFrame, scored: DataFrame) -> DataFrame:
+    """``scored`` less the pairs ``cluster.sibling_pairs`` holds out of clustering (twins
+    and siblings), as the local engine's ``pipeline.cluster_records`` does.
+
+    The records with a partner of their own (``cluster.partner_pairs``) are found over all
+    pairs first; then ``cluster.sibling_mask`` runs per pair partition with both records'
+    clean names and partner flags joined to each pair.
+    """
+    clean = schema.name_col(schema.NAME, "clean")
+    levels = [c for c in ("gamma_name", "gamma_birth_date", "gamma_id") if c in scored.columns]
+    if not {"gamma_name", "gamma_birth_date"} <= set(levels) or clean not in records.columns:
+        return scored
+    pairs = scored.select(schema.ROW_L, schema.ROW_R, *levels)
+
+    def partners(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            strong = partner_pairs(batch)
+            rows = [batch[schema.ROW_L].to_numpy()[strong], batch[schema.ROW_R].to_numpy()[strong]]
+            yield pd.DataFrame({schema.ROW: np.concatenate(rows).astype(np.int64)})
+
+    partnered = (
+        pairs.mapInPandas(partners, f"{schema.ROW} long")
+        .distinct()
+        .withColumn("__partner", F.lit(True))
+    )
+    names = records.select(schema.ROW, clean)
+    joined = pairs
+    for row, side in ((schema.ROW_L, "_l"), (schema.ROW_R, "_r")):
+        joined = joined.join(
+            names.select(F.col(schema.ROW).alias(row), F.col(clean).alias(f"__clean{side}")),
+            row,
+            "left",
+        ).join(
+            partnered.select(
+                F.col(schema.ROW).alias(row), F.col("__partner").alias(f"__partner{side}")
+            ),
+            row,
+            "left",
+        )
+
+    def held(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            mask = sibling_mask(
+                batch,
+                batch["__clean_l"].to_numpy(object),
+                batch["__clean_r"].to_numpy(object),
+                batch["__partner_l"].fillna(False).to_numpy(bool),
+                batch["__partner_r"].fillna(False).to_numpy(bool),
+            )
+            yield batch.loc[mask, [schema.ROW_L, schema.ROW_R]]
+
+    out = f"{schema.ROW_L} long, {schema.ROW_R} long"
+    siblings = joined.mapInPandas(held, out).localCheckpoint()
+    logger.info("%d twin or sibling pair(s) held out of clustering", siblings.count())
+    return scored.join(siblings, [schema.ROW_L, schema.ROW_R], "left_anti")
+
+
 def cluster_spark(
     records: DataFrame,
     scored: DataFrame,
@@ -816,16 +905,7 @@ def cluster_spark(
     )
     cannot = None
     if settings.cannot_link_same_source_ids and schema.ID_STD in records.columns:
-        valid = (
-            F.col(schema.ID_VALID) == F.lit(True)
-            if schema.ID_VALID in records.columns
-            else F.lit(True)
-        )
-        cannot = records.where(valid & F.col(schema.ID_STD).isNotNull()).select(
-            schema.ROW,
-            F.col(schema.ID_STD).alias(CANNOT_LINK_KEY),
-            F.col(schema.SOURCE).alias(CANNOT_LINK_GROUP),
-        )
+        cannot = cannot_link_spark(records)
         conflicts = (
             cannot.join(comp, schema.ROW)
             .groupBy(COMPONENT, CANNOT_LINK_GROUP)
@@ -1134,7 +1214,9 @@ def run_spark(
     t = time.perf_counter()
     _stage(spark, "cluster")
     say("clustering")
-    labels, rounds = cluster_spark(records, scored, config, buckets=partitions)
+    labels, rounds = cluster_spark(
+        records, hold_out_siblings_spark(records, scored), config, buckets=partitions
+    )
     identities = identity_ids_spark(records, labels, key)
     if prev_table is not None:
         identities = stable_ids_spark(spark, identities, prev_table, key)
