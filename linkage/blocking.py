@@ -227,8 +227,9 @@ def _block_sizes(table: pd.DataFrame, rule: BlockingRule) -> pd.Series:
     return sub.groupby(rule.keys, sort=False).size()
 
 
-def _coded(table: pd.DataFrame) -> pd.DataFrame:
-    """The key table as int32 codes (null = NA): joins and group-bys on integer codes are
+def coded_keys(table: pd.DataFrame) -> pd.DataFrame:
+    """The key table (``rid`` and key columns, as :func:`key_table` returns) as int32 codes
+    per column (null = NA), ``rid`` kept as int64: joins and group-bys on integer codes are
     several times faster than on strings."""
     coded = pd.DataFrame({schema.ROW: table[schema.ROW].to_numpy(np.int64)})
     for col in table.columns:
@@ -248,58 +249,65 @@ def _combine(group: np.ndarray, values: np.ndarray) -> np.ndarray:
     return pd.factorize(group * (int(values.max(initial=0)) + 2) + (values + 1))[0]
 
 
-def _pairs_in_blocks(block_ids: np.ndarray, sources: np.ndarray, link_type: str) -> int:
+def _sizes(ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Records per id: each row counts ``weights`` records (1 for a record table)."""
+    return np.bincount(ids, weights=weights).round().astype(np.int64)
+
+
+def _pairs_in_blocks(
+    block_ids: np.ndarray, sources: np.ndarray, link_type: str, weights: np.ndarray
+) -> int:
     """Pairs a join on equal block ids yields: n(n-1)/2 per block (link_and_dedupe), within
     a source only (dedupe_only) or across sources only (link_only); Splink's
     ``count_comparisons_from_blocking_rule`` counts the same way."""
     if len(block_ids) == 0:
         return 0
-    sizes = np.bincount(block_ids).astype(np.int64)
+    sizes = _sizes(block_ids, weights)
     everything = int((sizes * (sizes - 1) // 2).sum())
     if link_type == "link_and_dedupe":
         return everything
-    per_source = np.bincount(_combine(block_ids, sources)).astype(np.int64)
+    per_source = _sizes(_combine(block_ids, sources), weights)
     within = int((per_source * (per_source - 1) // 2).sum())
     return within if link_type == "dedupe_only" else everything - within
 
 
-def _plan_rule(
-    coded: pd.DataFrame, rule: BlockingRule, settings: BlockingSettings
+def plan_rule(
+    coded: pd.DataFrame,
+    rule: BlockingRule,
+    settings: BlockingSettings,
+    weights: np.ndarray | None = None,
 ) -> tuple[pd.arrays.IntegerArray | None, dict]:
     """Refine one rule's big blocks; return the refinement column and the rule's report row.
 
-    The column holds, per record, -1 in a block small enough as it is, the id of its part
+    The column holds, per row, -1 in a block small enough as it is, the id of its part
     of a refined block, or NA when its part is still over ``max_block_size`` (skipped).
     Joining on it as one more key gives the refined rule. Null refinement values form a
     part of their own, so a record without (say) a gender still meets the others lacking one.
+    ``weights``: records per row, when a row stands for several records with the same keys
+    and source (the Spark engine plans on such counts); one record per row without it.
+    Blocks are independent, so any set of whole blocks can be planned on its own and the
+    report rows added up (:func:`combine_report_rows`).
     """
     n = len(coded)
+    w = np.ones(n, dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
     limit = min(settings.refine_block_size, settings.max_block_size)
     has = coded[rule.keys].notna().all(axis=1).to_numpy()
     idx = np.flatnonzero(has)
-    row = {
-        "rule": rule.name,
-        "keys": " + ".join(rule.keys),
-        "records_with_key": len(idx),
-        "pairs": 0,
-        "largest_block": 0,
-        "blocks_over_warning": 0,
-        "blocks_refined": 0,
-        "refined_by": "",
-        "blocks_skipped": 0,
-    }
+    w = w[idx]
+    row = _empty_row(rule)
+    row["records_with_key"] = int(w.sum())
     if len(idx) == 0:
         return None, row
     group = np.zeros(len(idx), dtype=np.int64)
     for key in rule.keys:
         group = _combine(group, _codes(coded, key)[idx])
-    sizes = np.bincount(group)
+    sizes = _sizes(group, w)
     row["largest_block"] = int(sizes.max())
     row["blocks_over_warning"] = int((sizes > settings.warn_block_size).sum())
     big = sizes[group] > limit
     sources = _codes(coded, schema.SOURCE)[idx]
     if not big.any():
-        row["pairs"] = _pairs_in_blocks(group, sources, settings.link_type)
+        row["pairs"] = _pairs_in_blocks(group, sources, settings.link_type, w)
         return None, row
     row["blocks_refined"] = int((sizes > limit).sum())
     part = np.full(len(idx), -1, dtype=np.int64)  # part id within the refined blocks
@@ -315,7 +323,7 @@ def _plan_rule(
         split = _combine(sub, _codes(coded, key)[idx[active]])
         if split.max() > sub.max():
             used.append(key)
-        split_sizes = np.bincount(split)
+        split_sizes = _sizes(split, w[active])
         done = split_sizes[split] <= limit
         part[active[done]] = next_id + split[done]
         next_id += int(split.max()) + 1
@@ -323,7 +331,7 @@ def _plan_rule(
     skipped = np.zeros(len(idx), dtype=bool)
     if len(active):
         # parts still over the limit after every key: kept up to max_block_size, else skipped
-        sub_sizes = np.bincount(sub)
+        sub_sizes = _sizes(sub, w[active])
         too_big = sub_sizes[sub] > settings.max_block_size
         part[active[~too_big]] = next_id + sub[~too_big]
         skipped[active[too_big]] = True
@@ -331,7 +339,7 @@ def _plan_rule(
     row["refined_by"] = " > ".join(used)
     final = np.where(part >= 0, group.max() + 1 + part, group)
     row["pairs"] = _pairs_in_blocks(
-        pd.factorize(final[~skipped])[0], sources[~skipped], settings.link_type
+        pd.factorize(final[~skipped])[0], sources[~skipped], settings.link_type, w[~skipped]
     )
     column = np.full(n, -1, dtype=np.int64)
     column[idx] = part
@@ -340,16 +348,66 @@ def _plan_rule(
     return pd.arrays.IntegerArray(column, mask=mask), row
 
 
+def _empty_row(rule: BlockingRule) -> dict:
+    """A rule's report row before any block is counted."""
+    return {
+        "rule": rule.name,
+        "keys": " + ".join(rule.keys),
+        "records_with_key": 0,
+        "pairs": 0,
+        "largest_block": 0,
+        "blocks_over_warning": 0,
+        "blocks_refined": 0,
+        "refined_by": "",
+        "blocks_skipped": 0,
+    }
+
+
+def combine_report_rows(rule: BlockingRule, rows: list[dict], settings: BlockingSettings) -> dict:
+    """One rule's report row from the rows of :func:`plan_rule` over disjoint sets of whole
+    blocks (the Spark engine plans per bucket of blocks; no rows when no record has the
+    rule's keys): counts add up, the largest block is the largest of all, and
+    ``refined_by`` lists every key used, in ``refine_keys`` order."""
+    out = _empty_row(rule)
+    for name in (
+        "records_with_key",
+        "pairs",
+        "blocks_over_warning",
+        "blocks_refined",
+        "blocks_skipped",
+    ):
+        out[name] = int(sum(int(r[name]) for r in rows))
+    out["largest_block"] = max((int(r["largest_block"]) for r in rows), default=0)
+    used = {k for r in rows for k in str(r["refined_by"]).split(" > ") if k}
+    out["refined_by"] = " > ".join(k for k in settings.refine_keys if k in used)
+    return out
+
+
+def warn_refined(rule: BlockingRule, row: dict, settings: BlockingSettings) -> None:
+    """Log the refinement of a rule's big blocks (a report row with ``blocks_refined``)."""
+    if not row["blocks_refined"]:
+        return
+    logger.warning(
+        "blocking rule '%s': %d block(s) over %d records refined by %s; %d part(s) over %d skipped",
+        rule.name,
+        row["blocks_refined"],
+        min(settings.refine_block_size, settings.max_block_size),
+        row["refined_by"] or "no key that splits them",
+        row["blocks_skipped"],
+        settings.max_block_size,
+    )
+
+
 def _plan(
     records: pd.DataFrame, settings: BlockingSettings
 ) -> tuple[pd.DataFrame, list[str | None], list[dict]]:
     """The coded key table with one refinement column per refined rule, and the report rows."""
     table = key_table(records, settings.rules, settings.refine_keys)
-    coded = _coded(table)
+    coded = coded_keys(table)
     columns: list[str | None] = []
     rows = []
     for i, rule in enumerate(settings.rules):
-        refine, row = _plan_rule(coded, rule, settings)
+        refine, row = plan_rule(coded, rule, settings)
         rows.append(row)
         if refine is None:
             columns.append(None)
@@ -357,16 +415,7 @@ def _plan(
         col = f"__refine_{i}"
         coded[col] = refine
         columns.append(col)
-        logger.warning(
-            "blocking rule '%s': %d block(s) over %d records refined by %s; %d part(s) over %d "
-            "skipped",
-            rule.name,
-            row["blocks_refined"],
-            min(settings.refine_block_size, settings.max_block_size),
-            row["refined_by"] or "no key that splits them",
-            row["blocks_skipped"],
-            settings.max_block_size,
-        )
+        warn_refined(rule, row, settings)
     return coded, columns, rows
 
 

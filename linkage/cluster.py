@@ -409,34 +409,65 @@ def sibling_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
     ``pairs`` and ``name_clean`` (and ``birth_date_std``) from ``records``; without those
     columns nothing is held out.
     """
-    name_col, birth_col = "gamma_name", "gamma_birth_date"
     clean_col = schema.name_col(schema.NAME, "clean")
-    out = np.zeros(len(pairs), dtype=bool)
-    if not {name_col, birth_col} <= set(pairs.columns) or clean_col not in records:
-        return out
-    from linkage.compare.fields import BirthDateComparison, IdComparison
+    if not _SIBLING_LEVELS <= set(pairs.columns) or clean_col not in records:
+        return np.zeros(len(pairs), dtype=bool)
+    left, right = pairs[schema.ROW_L].to_numpy(), pairs[schema.ROW_R].to_numpy()
+    strong = partner_pairs(pairs)
+    partnered = np.zeros(
+        max(len(records), int(max(left.max(), right.max())) + 1 if len(pairs) else 0), dtype=bool
+    )
+    partnered[left[strong]] = True
+    partnered[right[strong]] = True
+    clean = records[clean_col].to_numpy(dtype=object)
+    return sibling_mask(pairs, clean[left], clean[right], partnered[left], partnered[right])
+
+
+_SIBLING_LEVELS = {"gamma_name", "gamma_birth_date"}
+
+
+def partner_pairs(pairs: pd.DataFrame) -> np.ndarray:
+    """Mask of pairs with an exact (or clean-exact) name and the same birth date: each of
+    their records has a partner of its own (see :func:`sibling_pairs`). Takes
+    ``gamma_name`` and ``gamma_birth_date``; all False without them."""
+    if not _SIBLING_LEVELS <= set(pairs.columns):
+        return np.zeros(len(pairs), dtype=bool)
+    from linkage.compare.fields import BirthDateComparison
     from linkage.compare.name import NameComparison
 
-    birth_exact = pairs[birth_col].to_numpy() == BirthDateComparison.levels.index("exact")
-    name_level = pairs[name_col].to_numpy()
-    strong = birth_exact & (name_level >= NameComparison.levels.index("clean_exact"))
-    rows = np.concatenate([pairs[schema.ROW_L].to_numpy(), pairs[schema.ROW_R].to_numpy()])
-    partnered = np.zeros(max(len(records), int(rows.max()) + 1 if len(rows) else 0), dtype=bool)
-    partnered[pairs[schema.ROW_L].to_numpy()[strong]] = True
-    partnered[pairs[schema.ROW_R].to_numpy()[strong]] = True
+    birth_exact = pairs["gamma_birth_date"].to_numpy() == BirthDateComparison.levels.index("exact")
+    return birth_exact & (
+        pairs["gamma_name"].to_numpy() >= NameComparison.levels.index("clean_exact")
+    )
+
+
+def sibling_mask(
+    pairs: pd.DataFrame,
+    clean_l: np.ndarray,
+    clean_r: np.ndarray,
+    partnered_l: np.ndarray,
+    partnered_r: np.ndarray,
+) -> np.ndarray:
+    """The rule of :func:`sibling_pairs` on pairs given both records' clean names and
+    whether each record has a partner (:func:`partner_pairs` over all pairs): the Spark
+    engine finds the partners over all pairs first and applies this per pair partition.
+    Takes ``gamma_name``, ``gamma_birth_date`` (and ``gamma_id``) from ``pairs``."""
+    out = np.zeros(len(pairs), dtype=bool)
+    if not _SIBLING_LEVELS <= set(pairs.columns):
+        return out
+    from linkage.compare.fields import BirthDateComparison, IdComparison
+
+    birth_exact = pairs["gamma_birth_date"].to_numpy() == BirthDateComparison.levels.index("exact")
     sibling_like = (
-        (name_level == 0)
+        (pairs["gamma_name"].to_numpy() == 0)
         & birth_exact
-        & (partnered[pairs[schema.ROW_L].to_numpy()] | partnered[pairs[schema.ROW_R].to_numpy()])
+        & (np.asarray(partnered_l, dtype=bool) | np.asarray(partnered_r, dtype=bool))
     )
     if "gamma_id" in pairs.columns:
         sibling_like &= pairs["gamma_id"].to_numpy() != IdComparison.levels.index("exact")
     cand = np.flatnonzero(sibling_like)
-    if len(cand) == 0:
-        return out
-    clean = records[clean_col].to_numpy(dtype=object)
-    left = clean[pairs[schema.ROW_L].to_numpy()[cand]]
-    right = clean[pairs[schema.ROW_R].to_numpy()[cand]]
+    left = np.asarray(clean_l, dtype=object)[cand]
+    right = np.asarray(clean_r, dtype=object)[cand]
     for i, a, b in zip(cand, left, right, strict=True):
         if (
             isinstance(a, str)

@@ -14,7 +14,10 @@ from linkage.blocking import (
     BlockingSettings,
     block,
     blocking_report,
+    coded_keys,
+    combine_report_rows,
     key_table,
+    plan_rule,
     sample_random_pairs,
 )
 from linkage.errors import ConfigError
@@ -172,6 +175,65 @@ def test_predicted_pairs_equal_the_pairs_each_rule_makes(rows, link_type, limit)
         )
         predicted = int(blocking_report(frame, cfg)["pairs"].iloc[0])
         assert predicted == len(block(frame, cfg))
+
+
+def _parts(keys: pd.DataFrame, column) -> set[frozenset]:
+    """The refined blocks of rule a: records grouped by k1 and part, skipped ones left out."""
+    part = pd.Series(column, dtype="Int64") if column is not None else pd.Series([-1] * len(keys))
+    table = pd.DataFrame(
+        {schema.ROW: keys[schema.ROW].to_numpy(), "k1": keys["k1"].to_numpy(), "part": part.array}
+    )
+    table = table[table["k1"].notna() & table["part"].notna()]
+    return {frozenset(g) for g in table.groupby(["k1", "part"])[schema.ROW].apply(list)}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["police", "health", "civil"]), values, values, values),
+        min_size=0,
+        max_size=16,
+    ),
+    st.sampled_from(["link_and_dedupe", "link_only", "dedupe_only"]),
+    st.integers(min_value=2, max_value=5),
+    st.integers(min_value=1, max_value=3),
+)
+def test_planning_counted_combinations_per_bucket_gives_the_plan_of_the_records(
+    rows, link_type, limit, buckets
+):
+    # The Spark engine plans on (keys, refinement keys, source) -> record counts, per bucket
+    # of whole blocks: the report and the refined blocks must be those of the record table.
+    frame = _records(rows)
+    rule = RULES[0]
+    cfg = BlockingSettings(
+        rules=[rule],
+        link_type=link_type,
+        refine_block_size=limit,
+        max_block_size=limit + 1,
+        refine_keys=["k2", "k3"],
+    )
+    keys = key_table(frame, [rule], cfg.refine_keys)
+    column, whole = plan_rule(coded_keys(keys), rule, cfg)
+    cols = ["k1", "k2", "k3", schema.SOURCE]
+    with_key = keys[keys["k1"].notna()].fillna("<null>")
+    counts = with_key.groupby(cols).size().rename("n").reset_index()
+    members = with_key.groupby(cols)[schema.ROW].apply(list)
+    rows_, parts = [], set()
+    for _, group in counts.groupby(counts["k1"].map(lambda v: ord(v[0]) % buckets)):
+        table = group[cols].replace("<null>", None).reset_index(drop=True)
+        table[schema.ROW] = np.arange(len(table))
+        planned, row = plan_rule(coded_keys(table), rule, cfg, group["n"].to_numpy())
+        rows_.append(row)
+        # expand each combination's part to its records
+        expanded = []
+        for i, combo in enumerate(group[cols].itertuples(index=False)):
+            part = -1 if planned is None else planned[i]
+            expanded += [(r, combo[0], part) for r in members[tuple(combo)]]
+        if expanded:
+            got = pd.DataFrame(expanded, columns=[schema.ROW, "k1", "part"])
+            parts |= _parts(got, got["part"].astype("Int64"))
+    assert combine_report_rows(rule, rows_, cfg) == whole
+    assert parts == _parts(keys, column)
 
 
 def test_big_block_is_refined_not_skipped_and_recorded():

@@ -35,8 +35,24 @@ from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 from pyspark.sql import types as T  # noqa: E402
 
-from linkage.blocking import BlockingRule, key_table  # noqa: E402
-from linkage.cluster import CANNOT_LINK_GROUP, CANNOT_LINK_KEY, cluster_pairs  # noqa: E402
+from linkage.blocking import (  # noqa: E402
+    BlockingRule,
+    BlockingSettings,
+    check_budget,
+    coded_keys,
+    combine_report_rows,
+    key_table,
+    plan_rule,
+    warn_refined,
+)
+from linkage.cluster import (  # noqa: E402
+    CANNOT_LINK_GROUP,
+    CANNOT_LINK_KEY,
+    cannot_link_table,
+    cluster_pairs,
+    partner_pairs,
+    sibling_mask,
+)
 from linkage.compare import Comparison, build_comparisons  # noqa: E402
 from linkage.config import RunConfig, SourceConfig  # noqa: E402
 from linkage.errors import ConfigError, InputError  # noqa: E402
@@ -353,10 +369,12 @@ def standardize_spark(records: DataFrame, config: RunConfig) -> tuple[DataFrame,
     return _map_in_pandas(records, run, out_schema), bool_cols
 
 
-def blocking_keys_spark(records: DataFrame, rules: list[BlockingRule]) -> DataFrame:
-    """Run ``key_table`` per partition: rid, source and one text column per blocking key."""
+def blocking_keys_spark(records: DataFrame, settings: BlockingSettings) -> DataFrame:
+    """Run ``key_table`` per partition: rid, source and one text column per blocking key and
+    per refinement key the records can give (``blocking.refine_keys``)."""
+    rules, extra = settings.rules, settings.refine_keys
     sample = records.limit(20).toPandas()
-    probe = key_table(sample, rules)  # raises ConfigError for unknown keys, as locally
+    probe = key_table(sample, rules, extra)  # raises ConfigError for unknown keys, as locally
     names = list(probe.columns)
     out_schema = T.StructType(
         [T.StructField(schema.ROW, T.LongType(), False)]
@@ -365,45 +383,143 @@ def blocking_keys_spark(records: DataFrame, rules: list[BlockingRule]) -> DataFr
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            table = key_table(batch, rules)
+            table = key_table(batch, rules, extra)
             yield _conform(table, out_schema)
 
     return _map_in_pandas(records, run, out_schema)
 
 
-def block_spark(keys: DataFrame, config: RunConfig) -> tuple[DataFrame, list[str]]:
+# Columns of a rule's plan table (plan_rule_spark)
+_PART = "__part"
+_SKIP = "__skip"
+_COUNT = "__count"
+_STATS = "__stats"
+_REPORT = (
+    "records_with_key",
+    "pairs",
+    "largest_block",
+    "blocks_over_warning",
+    "blocks_refined",
+    "blocks_skipped",
+)
+
+
+def plan_rule_spark(
+    keys: DataFrame, rule: BlockingRule, settings: BlockingSettings, buckets: int
+) -> tuple[DataFrame | None, dict]:
+    """Refine one rule's big blocks as ``blocking.block`` does; return its plan and report row.
+
+    The records with the rule's keys are counted per combination of rule keys, refinement
+    keys and source (a Spark group-by), and ``blocking.plan_rule`` (the local planner, with
+    those counts as weights) runs per bucket of whole blocks; blocks are independent, so the
+    buckets' report rows add up (``blocking.combine_report_rows``) to the local report row.
+    The plan (None when no block is refined) holds, per combination of a refined block, the
+    rule keys, refinement keys, its part id (unique with the rule keys) and whether that
+    part is skipped; records of other blocks take part -1.
+    """
+    extra = [k for k in dict.fromkeys(settings.refine_keys) if k in keys.columns]
+    extra = [k for k in extra if k not in rule.keys and k != schema.SOURCE]
+    group_cols = [*rule.keys, *extra, schema.SOURCE]
+    counts = (
+        keys.dropna(subset=list(rule.keys))
+        .groupBy(*group_cols)
+        .agg(F.count("*").alias(_COUNT))
+        .withColumn(_BUCKET, F.abs(F.hash(*[F.col(k) for k in rule.keys])) % buckets)
+    )
+    out_schema = T.StructType(
+        [T.StructField(c, T.StringType(), True) for c in (*rule.keys, *extra)]
+        + [
+            T.StructField(_PART, T.LongType(), True),
+            T.StructField(_SKIP, T.BooleanType(), True),
+            T.StructField(_STATS, T.StringType(), True),
+        ]
+    )
+
+    def plan(frame: pd.DataFrame) -> pd.DataFrame:
+        weights = frame.pop(_COUNT).to_numpy(np.int64)
+        frame = frame.drop(columns=[_BUCKET]).reset_index(drop=True)
+        frame[schema.ROW] = np.arange(len(frame), dtype=np.int64)
+        column, row = plan_rule(coded_keys(frame), rule, settings, weights)
+        stats = {k: row[k] for k in (*_REPORT, "refined_by")}
+        out = {c: [None] for c in (*rule.keys, *extra)}
+        head = pd.DataFrame({**out, _PART: [None], _SKIP: [None], _STATS: [json.dumps(stats)]})
+        if column is None:
+            return _conform(head, out_schema)
+        part = column.to_numpy(dtype=np.int64, na_value=-2)
+        kept = part != -1  # rows of refined blocks: a part id, or -2 when skipped
+        body = frame.loc[kept, [*rule.keys, *extra]].reset_index(drop=True)
+        body[_PART] = pd.array(np.where(part[kept] >= 0, part[kept], 0), dtype="Int64")
+        body[_SKIP] = part[kept] == -2
+        body[_STATS] = None
+        return _conform(pd.concat([head, body], ignore_index=True), out_schema)
+
+    planned = _apply_in_pandas(counts, _BUCKET, plan, out_schema).localCheckpoint()
+    rows = [
+        json.loads(r[_STATS])
+        for r in planned.where(F.col(_STATS).isNotNull()).select(_STATS).collect()
+    ]
+    row = combine_report_rows(rule, rows, settings)
+    parts = planned.where(F.col(_STATS).isNull()).drop(_STATS)
+    return (parts if row["blocks_refined"] else None), row
+
+
+def block_spark(
+    keys: DataFrame, config: RunConfig, buckets: int, report: list[dict] | None = None
+) -> tuple[DataFrame, list[str]]:
     """Candidate pairs ``rid_l < rid_r``, each once with the first rule that finds it.
 
-    One self-join per rule on its keys; blocks over ``max_block_size`` are skipped and
-    reported, as in ``blocking.block``. Returns (rid_l, rid_r, rule index) and rule names.
+    As ``blocking.block``: blocks over ``refine_block_size`` are refined by ``refine_keys``
+    (:func:`plan_rule_spark`), parts still over ``max_block_size`` skipped, and the
+    predicted pairs checked against ``pair_budget`` before any pair is made (ConfigError
+    when over it and ``over_budget`` is ``refuse``). Then one self-join per rule on its keys
+    and refinement part. Returns (rid_l, rid_r, rule index) and the rule names; ``report``
+    receives the rows of ``blocking.blocking_report``.
     """
     settings = config.blocking
+    plans = []
+    rows = []
+    for rule in settings.rules:
+        plan, row = plan_rule_spark(keys, rule, settings, buckets)
+        plans.append(plan)
+        rows.append(row)
+        warn_refined(rule, row, settings)
+    if report is not None:
+        report.extend(rows)
+    check_budget(rows, settings)
     per_rule = []
-    for i, rule in enumerate(settings.rules):
-        sub = keys.select(schema.ROW, schema.SOURCE, *rule.keys).dropna(subset=rule.keys)
-        sizes = sub.groupBy(*rule.keys).count()
-        big = sizes.where(F.col("count") > settings.max_block_size)
-        stats = big.agg(F.count("*").alias("n"), F.max("count").alias("largest")).first()
-        if stats["n"]:
-            logger.warning(
-                "blocking rule '%s': skipped %d block(s) larger than %d records (largest %d)",
-                rule.name,
-                stats["n"],
-                settings.max_block_size,
-                stats["largest"],
+    for i, (rule, plan) in enumerate(zip(settings.rules, plans, strict=True)):
+        sub = keys.dropna(subset=list(rule.keys))
+        if plan is None:
+            sub = sub.select(schema.ROW, schema.SOURCE, *rule.keys, F.lit(-1).alias(_PART))
+        else:
+            # null refinement values are a part of their own: match them null-safe
+            extra = [c for c in plan.columns if c not in (*rule.keys, _PART, _SKIP)]
+            p = plan.select(*[F.col(c).alias(f"__p{j}") for j, c in enumerate(plan.columns)])
+            pcol = {c: f"__p{j}" for j, c in enumerate(plan.columns)}
+            cond = [F.col(k) == F.col(pcol[k]) for k in rule.keys]
+            cond += [F.col(k).eqNullSafe(F.col(pcol[k])) for k in extra]
+            sub = (
+                sub.join(p, cond, "left")
+                .where(F.col(pcol[_SKIP]).isNull() | ~F.col(pcol[_SKIP]))
+                .select(
+                    schema.ROW,
+                    schema.SOURCE,
+                    *rule.keys,
+                    F.coalesce(F.col(pcol[_PART]), F.lit(-1)).alias(_PART),
+                )
             )
-            sub = sub.join(big.select(*rule.keys), list(rule.keys), "left_anti")
+        join_keys = [*rule.keys, _PART]
         left = sub.select(
-            *[F.col(k).alias(f"__l{j}") for j, k in enumerate(rule.keys)],
+            *[F.col(k).alias(f"__l{j}") for j, k in enumerate(join_keys)],
             F.col(schema.ROW).alias(schema.ROW_L),
             F.col(schema.SOURCE).alias("__src_l"),
         )
         right = sub.select(
-            *[F.col(k).alias(f"__r{j}") for j, k in enumerate(rule.keys)],
+            *[F.col(k).alias(f"__r{j}") for j, k in enumerate(join_keys)],
             F.col(schema.ROW).alias(schema.ROW_R),
             F.col(schema.SOURCE).alias("__src_r"),
         )
-        cond = [F.col(f"__l{j}") == F.col(f"__r{j}") for j in range(len(rule.keys))]
+        cond = [F.col(f"__l{j}") == F.col(f"__r{j}") for j in range(len(join_keys))]
         cond.append(F.col(schema.ROW_L) < F.col(schema.ROW_R))
         if settings.link_type == "link_only":
             cond.append(F.col("__src_l") != F.col("__src_r"))
@@ -661,6 +777,88 @@ def train_spark(
 # ----------------------------------------------------------------------------- clustering
 
 
+def cannot_link_spark(records: DataFrame) -> DataFrame:
+    """``cluster.cannot_link_table`` per record partition: rid, key (a valid ID number that
+    is the record's own) and group (its source)."""
+    cols = [
+        c
+        for c in (schema.ROW, schema.SOURCE, schema.ID_STD, schema.ID_VALID, schema.QUALITY_FLAGS)
+        if c in records.columns
+    ]
+    out_schema = T.StructType(
+        [
+            T.StructField(schema.ROW, T.LongType(), False),
+            T.StructField(CANNOT_LINK_KEY, T.StringType(), True),
+            T.StructField(CANNOT_LINK_GROUP, T.StringType(), True),
+        ]
+    )
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            table = cannot_link_table(batch)
+            if table is not None:
+                yield _conform(table, out_schema)
+
+    return records.select(*cols).mapInPandas(run, out_schema)
+
+
+def hold_out_siblings_spark(records: DataFrame, scored: DataFrame) -> DataFrame:
+    """``scored`` less the pairs ``cluster.sibling_pairs`` holds out of clustering (twins
+    and siblings), as the local engine's ``pipeline.cluster_records`` does.
+
+    The records with a partner of their own (``cluster.partner_pairs``) are found over all
+    pairs first; then ``cluster.sibling_mask`` runs per pair partition with both records'
+    clean names and partner flags joined to each pair.
+    """
+    clean = schema.name_col(schema.NAME, "clean")
+    levels = [c for c in ("gamma_name", "gamma_birth_date", "gamma_id") if c in scored.columns]
+    if not {"gamma_name", "gamma_birth_date"} <= set(levels) or clean not in records.columns:
+        return scored
+    pairs = scored.select(schema.ROW_L, schema.ROW_R, *levels)
+
+    def partners(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            strong = partner_pairs(batch)
+            rows = [batch[schema.ROW_L].to_numpy()[strong], batch[schema.ROW_R].to_numpy()[strong]]
+            yield pd.DataFrame({schema.ROW: np.concatenate(rows).astype(np.int64)})
+
+    partnered = (
+        pairs.mapInPandas(partners, f"{schema.ROW} long")
+        .distinct()
+        .withColumn("__partner", F.lit(True))
+    )
+    names = records.select(schema.ROW, clean)
+    joined = pairs
+    for row, side in ((schema.ROW_L, "_l"), (schema.ROW_R, "_r")):
+        joined = joined.join(
+            names.select(F.col(schema.ROW).alias(row), F.col(clean).alias(f"__clean{side}")),
+            row,
+            "left",
+        ).join(
+            partnered.select(
+                F.col(schema.ROW).alias(row), F.col("__partner").alias(f"__partner{side}")
+            ),
+            row,
+            "left",
+        )
+
+    def held(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            mask = sibling_mask(
+                batch,
+                batch["__clean_l"].to_numpy(object),
+                batch["__clean_r"].to_numpy(object),
+                batch["__partner_l"].fillna(False).to_numpy(bool),
+                batch["__partner_r"].fillna(False).to_numpy(bool),
+            )
+            yield batch.loc[mask, [schema.ROW_L, schema.ROW_R]]
+
+    out = f"{schema.ROW_L} long, {schema.ROW_R} long"
+    siblings = joined.mapInPandas(held, out).localCheckpoint()
+    logger.info("%d twin or sibling pair(s) held out of clustering", siblings.count())
+    return scored.join(siblings, [schema.ROW_L, schema.ROW_R], "left_anti")
+
+
 def cluster_spark(
     records: DataFrame,
     scored: DataFrame,
@@ -707,16 +905,7 @@ def cluster_spark(
     )
     cannot = None
     if settings.cannot_link_same_source_ids and schema.ID_STD in records.columns:
-        valid = (
-            F.col(schema.ID_VALID) == F.lit(True)
-            if schema.ID_VALID in records.columns
-            else F.lit(True)
-        )
-        cannot = records.where(valid & F.col(schema.ID_STD).isNotNull()).select(
-            schema.ROW,
-            F.col(schema.ID_STD).alias(CANNOT_LINK_KEY),
-            F.col(schema.SOURCE).alias(CANNOT_LINK_GROUP),
-        )
+        cannot = cannot_link_spark(records)
         conflicts = (
             cannot.join(comp, schema.ROW)
             .groupBy(COMPONENT, CANNOT_LINK_GROUP)
@@ -826,18 +1015,38 @@ def stable_ids_spark(
     """Keep the ids of a previous run's identities (``identity.assign_stable_ids``'s rules:
     a split keeps the id with the larger part, a merge keeps the oldest id).
 
-    ``previous``: source, record_id, identity_id of the previous run (its identities.csv).
-    The assignment runs on the driver over the clusters that share a record with a previous
-    identity, with the local store's code; everything else keeps its fresh id.
+    ``previous``: source, record_id, identity_id and, when it came from a Spark run,
+    created_run (the run that first gave each id) of the previous run's identities. Without
+    created_run every previous id counts as created in run 0, so a merge among them keeps
+    the smallest id (the rule's tie-break). This run is one more than the newest previous
+    run: its fresh ids get that created_run, kept ids keep theirs. The assignment runs on
+    the driver over the clusters that share a record with a previous identity, with the
+    local store's code; everything else keeps its fresh id. Returns ``identities`` (rid,
+    source, record_id, label, identity_id) with created_run added.
     """
     prev = (
-        previous
-        if isinstance(previous, DataFrame)
-        else spark.createDataFrame(
-            previous[[schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID]].astype(str)
-        )
+        previous if isinstance(previous, DataFrame) else spark.createDataFrame(previous.astype(str))
     )
-    prev = prev.select(schema.SOURCE, schema.RECORD_ID, F.col(schema.IDENTITY_ID).alias("__prev"))
+    age = (
+        F.col(schema.CREATED_RUN).cast("long")
+        if schema.CREATED_RUN in prev.columns
+        else F.lit(None).cast("long")
+    )
+    prev = prev.select(
+        schema.SOURCE,
+        schema.RECORD_ID,
+        F.col(schema.IDENTITY_ID).alias("__prev"),
+        F.coalesce(age, F.lit(0)).alias("__age"),
+    )
+    # every previous id with its age: ages decide merges, and no fresh id may reuse one
+    known = (
+        prev.groupBy("__prev")
+        .agg(F.min("__age").alias(schema.CREATED_RUN))
+        .toPandas()
+        .rename(columns={"__prev": schema.IDENTITY_ID})
+    )
+    this_run = int(known[schema.CREATED_RUN].max()) + 1 if len(known) else 1
+    known["status"] = "active"
     # Clusters touching a previous identity, and every record of those clusters and identities.
     touched = identities.join(prev, [schema.SOURCE, schema.RECORD_ID], "inner")
     scope_labels = touched.select(_LABEL).distinct()
@@ -847,24 +1056,18 @@ def stable_ids_spark(
         .select(schema.SOURCE, schema.RECORD_ID, F.col(_LABEL).alias(CLUSTER))
         .toPandas()
     )
-    previous_rows = prev.join(scope_prev, "__prev", "left_semi").toPandas()
+    previous_rows = prev.join(scope_prev, "__prev", "left_semi").drop("__age").toPandas()
     previous_rows = previous_rows.rename(columns={"__prev": schema.IDENTITY_ID})
-    # identities.csv has no creation run: the previous run's ids are equally old, so a merge
-    # keeps the smallest id among them (the rule's tie-break), deterministically.
-    known = pd.DataFrame(
-        {
-            schema.IDENTITY_ID: pd.unique(previous[schema.IDENTITY_ID].astype(str))
-            if isinstance(previous, pd.DataFrame)
-            else prev.select("__prev").distinct().toPandas()["__prev"].to_numpy(),
-        }
+    assigned = assign_stable_ids(current, previous_rows, known, run_id=this_run, key=key)
+    ids = np.asarray(assigned.identity_ids, dtype=object)
+    ages = pd.Series(
+        known[schema.CREATED_RUN].to_numpy(np.int64), index=known[schema.IDENTITY_ID].to_numpy()
     )
-    known["status"] = "active"
-    known["created_run"] = 0
-    assigned = assign_stable_ids(current, previous_rows, known, run_id=1, key=key)
     mapping = pd.DataFrame(
         {
             CLUSTER: current[CLUSTER].to_numpy(np.int64),
-            "__stable": np.asarray(assigned.identity_ids, dtype=object),
+            "__stable": ids,
+            "__created": ages.reindex(ids).fillna(this_run).to_numpy(np.int64),
         }
     ).drop_duplicates(CLUSTER)
     mapped = spark.createDataFrame(mapping).withColumnRenamed(CLUSTER, _LABEL)
@@ -876,6 +1079,7 @@ def stable_ids_spark(
         schema.RECORD_ID,
         _LABEL,
         F.coalesce(F.col("__stable"), F.col(schema.IDENTITY_ID)).alias(schema.IDENTITY_ID),
+        F.coalesce(F.col("__created"), F.lit(this_run)).cast("long").alias(schema.CREATED_RUN),
     )
 
 
@@ -918,7 +1122,9 @@ def run_spark(
 ) -> SparkResult:
     """Run the whole batch on Spark; with ``output``, write the outputs there.
 
-    Outputs: ``identities.parquet`` (source, record_id, identity_id; one row per input record),
+    Outputs: ``identities.parquet`` (source, record_id, identity_id, created_run: the run
+    of a ``--previous`` chain that first gave the id, 1 without ``previous``; one row per
+    input record),
     ``golden_records.parquet``, ``pairs.parquet`` (pairs at or above
     ``output.pairs_min_probability`` with both records' keys), ``model.json``,
     ``summary.json`` and, with ``identities_csv`` (default: the config's
@@ -959,8 +1165,11 @@ def run_spark(
     t = time.perf_counter()
     _stage(spark, "block")
     say("blocking")
-    keys = blocking_keys_spark(records, config.blocking.rules)
-    pairs, rule_names = block_spark(keys.localCheckpoint(), config)
+    keys = blocking_keys_spark(records, config.blocking)
+    blocking_rows: list[dict] = []
+    pairs, rule_names = block_spark(
+        keys.localCheckpoint(), config, buckets=partitions, report=blocking_rows
+    )
     pairs = pairs.localCheckpoint()
     timings["block"] = time.perf_counter() - t
 
@@ -1005,10 +1214,15 @@ def run_spark(
     t = time.perf_counter()
     _stage(spark, "cluster")
     say("clustering")
-    labels, rounds = cluster_spark(records, scored, config, buckets=partitions)
+    labels, rounds = cluster_spark(
+        records, hold_out_siblings_spark(records, scored), config, buckets=partitions
+    )
     identities = identity_ids_spark(records, labels, key)
     if prev_table is not None:
         identities = stable_ids_spark(spark, identities, prev_table, key)
+    else:
+        # the first run of a chain of --previous runs: its ids were created in run 1
+        identities = identities.withColumn(schema.CREATED_RUN, F.lit(1).cast("long"))
     identities = identities.localCheckpoint()
     timings["cluster"] = time.perf_counter() - t
 
@@ -1020,12 +1234,18 @@ def run_spark(
     timings["merge"] = time.perf_counter() - t
 
     summary = _summary(records, pairs, scored, identities, rule_names, config, n, n_pairs)
+    # predicted pairs and refinement per rule, as the local engine's summary gives them
+    summary["blocking"] = {
+        r["rule"]: {k: v for k, v in r.items() if k != "rule"} for r in blocking_rows
+    }
     summary["connected_component_rounds"] = rounds
     summary["seconds"] = {k: round(v, 3) for k, v in timings.items()}
     result = SparkResult(
         records=records,
         pairs=scored,
-        identities=identities.select(schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID),
+        identities=identities.select(
+            schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID, schema.CREATED_RUN
+        ),
         golden=golden,
         model=model,
         comparisons=comparisons,
@@ -1063,9 +1283,9 @@ def _read_previous(spark: SparkSession, path: str | Path) -> pd.DataFrame | Data
 
 def _summary(records, pairs, scored, identities, rule_names, config, n, n_pairs) -> dict:
     per_source = {r[0]: int(r[1]) for r in records.groupBy(schema.SOURCE).count().collect()}
-    per_rule = {
-        rule_names[int(r[0])]: int(r[1]) for r in pairs.groupBy(_RULE_INDEX).count().collect()
-    }
+    counts = {int(r[0]): int(r[1]) for r in pairs.groupBy(_RULE_INDEX).count().collect()}
+    # every rule, with 0 for one that found no pair first, as the local summary lists them
+    per_rule = {name: counts.get(i, 0) for i, name in enumerate(rule_names)}
     matches = scored.where(F.col(schema.MATCH_PROBABILITY) >= config.clustering.threshold).count()
     sizes = identities.groupBy(schema.IDENTITY_ID).count()
     stats = sizes.agg(
