@@ -194,12 +194,41 @@ def truncation(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
     block_size, total_blocks = int(rows[0][2]), int(rows[0][3])
     expected = _HEADER_BYTES + block_size * total_blocks
     size = path.stat().st_size
-    if size < expected:
+    if size < expected and _highest_block_in_use(con) >= (size - _HEADER_BYTES) // block_size:
         return (
             f"file is truncated: {size:,} bytes, its header declares {total_blocks} blocks of "
             f"{block_size:,} bytes ({expected:,} bytes); restore it from a backup"
         )
     return None
+
+
+def _highest_block_in_use(con: duckdb.DuckDBPyConnection) -> int:
+    """The highest block id that metadata or a table's column segments use.
+
+    At checkpoint DuckDB cuts free blocks off the end of the file, but its header keeps
+    counting them (total_blocks, with them on the free list): a file shorter than the header
+    says is damaged only when a block still in use lies beyond its end. Unreadable metadata
+    counts as beyond the end.
+    """
+    try:
+        highest = max(
+            (int(r[0]) for r in con.execute("PRAGMA metadata_info").fetchall()), default=-1
+        )
+        tables = con.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = "
+            "current_database()"
+        ).fetchall()
+        for schema_name, table in tables:
+            qualified = f'"{schema_name}"."{table}"'.replace("'", "''")
+            found = con.execute(
+                f"SELECT max(block_id) FROM pragma_storage_info('{qualified}') "
+                "WHERE block_id >= 0"
+            ).fetchall()[0][0]
+            if found is not None:
+                highest = max(highest, int(found))
+    except duckdb.Error:
+        return 2**62
+    return highest
 
 
 def precheck_damage(path: Path) -> None:
