@@ -221,8 +221,7 @@ def _highest_block_in_use(con: duckdb.DuckDBPyConnection) -> int:
         for schema_name, table in tables:
             qualified = f'"{schema_name}"."{table}"'.replace("'", "''")
             found = con.execute(
-                f"SELECT max(block_id) FROM pragma_storage_info('{qualified}') "
-                "WHERE block_id >= 0"
+                f"SELECT max(block_id) FROM pragma_storage_info('{qualified}') WHERE block_id >= 0"
             ).fetchall()[0][0]
             if found is not None:
                 highest = max(highest, int(found))
@@ -252,6 +251,7 @@ def precheck_damage(path: Path) -> None:
         con.close()
     if cut:
         raise StoreError(f"identity store is damaged: {cut}", path=str(path))
+
 
 # (index, table, column) of the point lookups search and the lookup service make.
 _INDEXES = (

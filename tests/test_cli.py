@@ -161,7 +161,8 @@ def test_store_export_and_encode_commands(data, tmp_path, monkeypatch):
     monkeypatch.setenv("LINKAGE_PPRL_KEY", "shared-secret-of-the-custodians")
     for source in ("health", "police"):
         result = runner.invoke(
-            app, ["encode", config, "--output", str(tmp_path / f"{source}.parquet"), "--source", source]
+            app,
+            ["encode", config, "--output", str(tmp_path / f"{source}.parquet"), "--source", source],
         )
         assert result.exit_code == 0, result.output
     clk = pd.read_parquet(tmp_path / "health.parquet")
