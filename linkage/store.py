@@ -903,14 +903,23 @@ class Store:
             "SEMI JOIN __keys b ON p.source_r = b.source AND p.record_id_r = b.record_id",
         )
 
-    def golden_for(self, identity_ids: list[str]) -> pd.DataFrame:
-        """Return the golden records of the given identities."""
+    def golden_for(self, identity_ids: list[str], columns: list[str] | None = None) -> pd.DataFrame:
+        """Return the golden records of the given identities (``columns`` of them, else all).
+
+        Columns the table lacks are left out; ``identity_id`` always comes first.
+        """
         if "golden" not in self._tables():
             return pd.DataFrame()
         values = [str(v) for v in pd.unique(pd.Series(identity_ids, dtype=object))]
         if not values:
             return pd.DataFrame()
-        return self._point_rows("golden", schema.IDENTITY_ID, values)
+        cols = "*"
+        if columns is not None:
+            # fewer columns: a point read decompresses a vector of every column it reads
+            have = self._columns("golden")
+            wanted = dict.fromkeys([schema.IDENTITY_ID, *columns])
+            cols = ", ".join(_quote(c) for c in wanted if c in have)
+        return self._point_rows("golden", schema.IDENTITY_ID, values, cols)
 
     def value_counts(self, column: str) -> tuple[pd.Series, int]:
         """Return stored counts per value of ``column`` and the non-null total (cached)."""

@@ -66,6 +66,8 @@ _SINGLE_FIELD: dict[str, tuple[tuple[str, str], ...]] = {
         (schema.ID_BIRTH_DATE, schema.BIRTH_DATE_STD),
     ),
 }
+# golden-record columns a hit carries
+_GOLDEN_COLUMNS = [*schema.CANONICAL_FIELDS, "records"]
 # A single-field lookup matching more stored records than this is not selective enough to
 # rank: the report says so and asks for another field.
 SINGLE_FIELD_LIMIT = 200
@@ -293,7 +295,8 @@ def _rank(
             if len(chosen) == top:
                 break
     picked = list(chosen.values())
-    golden = {g[schema.IDENTITY_ID]: g for g in store.golden_for(list(chosen)).to_dict("records")}
+    golden = store.golden_for(list(chosen), _GOLDEN_COLUMNS)
+    golden = {g[schema.IDENTITY_ID]: g for g in golden.to_dict("records")}
     out = []
     # at most ``top`` rows, as dicts: no per-row frames
     for i, row in zip(picked, scored.iloc[picked].to_dict("records"), strict=True):
