@@ -99,17 +99,29 @@ _TEXT_MASKS: dict[str, Callable[[str], str | None]] = {
 
 
 def _district(values: pd.Series, field: str) -> tuple[pd.Series, pd.Series]:
-    text = values.astype("string").str.strip()
-    text = text.mask(text == "")
-    parts = standardize_addresses(text, field)
-    cols = [schema.address_col(field, s) for s in ("province", "city", "district")]
-    joined = parts[cols[0]].fillna("").astype(str)
-    for c in cols[1:]:
-        level = parts[c].fillna("").astype(str)
-        # cpca repeats the province for municipalities (北京市北京市): keep one
-        joined = joined + np.where(level.to_numpy() == joined.to_numpy(), "", level.to_numpy())
-    joined = joined.mask(joined == "")
-    return joined.astype(object).where(joined.notna(), None), text.notna() & joined.isna()
+    na = values.isna().to_numpy(dtype=bool)
+    text = [
+        None if m else (str(v).strip() or None) for v, m in zip(values.tolist(), na, strict=True)
+    ]
+    parts = standardize_addresses(pd.Series(text, index=values.index, dtype=object), field)
+    levels = [
+        parts[schema.address_col(field, s)].to_numpy(dtype=object)
+        for s in ("province", "city", "district")
+    ]
+    out: list[str | None] = []
+    failed: list[bool] = []
+    for given, *names in zip(text, *levels, strict=True):
+        joined = ""
+        for name in names:
+            level = "" if name is None or name != name else str(name)  # name != name: NaN
+            # cpca repeats the province for municipalities (北京市北京市): keep one
+            joined += "" if level == joined else level
+        out.append(joined or None)
+        failed.append(given is not None and not joined)
+    return (
+        pd.Series(out, index=values.index, dtype=object),
+        pd.Series(failed, index=values.index, dtype=bool),
+    )
 
 
 def mask_values(values: pd.Series, field: str, mask: str) -> tuple[pd.Series, pd.Series]:
