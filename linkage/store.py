@@ -391,14 +391,21 @@ class Store:
         The store already holds every record, so the secret needs no stronger home than the
         store file itself; it names identities and keys department pseudonyms.
         """
+        found = self.stored_secret(name)
+        if found is not None:
+            return found
         meta_key = f"secret:{name}"
-        rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [meta_key]).fetchall()
-        if rows:
-            return bytes.fromhex(rows[0][0])
         value = secrets.token_bytes(32)
         with self.transaction():
             self.con.execute("INSERT INTO meta VALUES (?, ?)", [meta_key, value.hex()])
         return value
+
+    def stored_secret(self, name: str) -> bytes | None:
+        """The secret :meth:`secret` created, or None; reads only (a read-only store works)."""
+        rows = self.con.execute(
+            "SELECT value FROM meta WHERE key = ?", [f"secret:{name}"]
+        ).fetchall()
+        return bytes.fromhex(rows[0][0]) if rows else None
 
     def schema_version(self) -> int | None:
         """Return the schema version recorded in the store file."""

@@ -767,3 +767,51 @@ def test_an_internal_error_is_a_json_500_without_details_and_is_audited(built, m
         service.close()
     entry = json.loads(audit.read_text(encoding="utf-8").splitlines()[-1])
     assert entry["status"] == 500 and entry["department"] == "police"
+
+
+def test_a_worker_starts_while_another_process_reads_the_store(built, tmp_path, monkeypatch):
+    """`--workers N` start together: each reads the store's pseudonym key without a write lock."""
+    import shutil
+
+    from linkage.serve import LookupService, ServiceSettings
+
+    monkeypatch.delenv("LINKAGE_PSEUDONYM_KEY", raising=False)
+    store = shutil.copy(built["store"], tmp_path / "ids.duckdb")
+    with Store.open(store) as writable:  # as the first (checking) start of the service does
+        secret = writable.secret("pseudonym_key")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, duckdb\n"
+            "con = duckdb.connect(sys.argv[1], read_only=True)\n"
+            "print('open', flush=True)\n"
+            "time.sleep(120)\n",
+            str(store),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        service = LookupService(
+            ServiceSettings(
+                store=str(store), policy=str(built["policy"]), tokens=str(built["tokens_file"])
+            )
+        )
+        try:
+            person = _complete_identities(built["golden"], 1).iloc[0]
+            fetched = service.resolve("monitor", _monitor_view_id(built, person, secret))
+            assert fetched == person[schema.IDENTITY_ID]
+        finally:
+            service.close()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _monitor_view_id(built, person, secret: bytes) -> str:
+    """The monitor department's pseudonym of one identity under the store's own key."""
+    row = built["golden"][built["golden"][schema.IDENTITY_ID] == person[schema.IDENTITY_ID]]
+    view = export_view(row, built["links"], load_policy(built["policy"]), "monitor", key=secret)
+    return str(view["pseudonym_id"].iloc[0])
