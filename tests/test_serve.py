@@ -599,11 +599,22 @@ def test_empty_answers_say_why(server):
     assert missing["status"] == "missing_keys" and missing["fields"] == ["phone"]
 
 
+def _check_character(first17: str) -> str:
+    """GB 11643 / ISO 7064 MOD 11-2 check character of 17 digits."""
+    total = sum(int(d) * (2 ** (17 - i) % 11) for i, d in enumerate(first17))
+    return "10X98765432"[total % 11]
+
+
 def test_unreadable_values_are_reported(server):
     full = _complete_identities(server["golden"], len(server["golden"]))
     # a changed check character; the tail keeps a non-zero digit so it cannot read as a
     # float's zeroed tail (which the ID reader flags id_float_damaged instead)
-    good = next(i for i in full["id_number"].astype(str) if i[15:17] != "00")
+    # and the zeroed-tail copy below fails its check (one real ID in eleven would pass)
+    good = next(
+        i
+        for i in full["id_number"].astype(str)
+        if i[15:17] != "00" and _check_character(i[:15] + "00") != "0"
+    )
     bad = good[:-1] + ("0" if good[-1] != "0" else "1")
     body = _search(server, "police", id_number=bad, birth_date="1990-13-45").json()
     flags = {f["code"] for f in body["fields"]["id_number"]["flags"]}
