@@ -660,7 +660,7 @@ def export(
         # unless the policy's environment variable provides one
         key = None
         if not os.environ.get(sharing.pseudonym_key_env):
-            key = opened.find_secret("pseudonym_key")
+            key = opened.stored_secret("pseudonym_key")
     if key is None and not os.environ.get(sharing.pseudonym_key_env):
         with Store.open(store, create=False) as writable:  # a store's first export makes the key
             key = writable.secret("pseudonym_key")

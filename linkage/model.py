@@ -614,12 +614,23 @@ class FellegiSunterModel:
         for a bare vector, ``tf`` gives the agreeing value's frequency per tf comparison.
         """
         self._check_fitted()
-        row = self._as_row(scored_row_or_vector)
+        records = self.explain_records(self._as_row(scored_row_or_vector), tf)
+        return pd.DataFrame(
+            records,
+            columns=["comparison", "level", "level_name", "m", "u", "weight", "tf_adjusted"],
+        )
+
+    def explain_records(
+        self, row: Mapping[str, Any], tf: Mapping[str, float] | None = None
+    ) -> list[tuple]:
+        """:meth:`explain`'s rows as tuples, for a scored row keyed by ``gamma_`` / ``mw_``
+        columns (a dict or Series): no frame is built, for a lookup's few hits."""
+        self._check_fitted()
         weights = self.weights_
         records = []
         for name in self.comparisons:
             col = GAMMA_PREFIX + name
-            if col not in row.index:
+            if col not in row:
                 raise InputError(f"pair lacks column '{col}'", column=col)
             raw = row[col]
             level = -1 if pd.isna(raw) else int(raw)
@@ -633,7 +644,7 @@ class FellegiSunterModel:
             tf_adjusted = False
             is_tf_level = self.tf_columns.get(name) == level
             mw_col = MW_PREFIX + name
-            if mw_col in row.index and not pd.isna(row[mw_col]):
+            if mw_col in row and not pd.isna(row[mw_col]):
                 weight = float(row[mw_col])
                 tf_adjusted = is_tf_level and not math.isclose(weight, base, abs_tol=1e-9)
             elif is_tf_level and tf is not None and name in tf and not pd.isna(tf[name]):
@@ -651,10 +662,7 @@ class FellegiSunterModel:
                 )
             )
         records.append((PRIOR_ROW, -1, "", np.nan, np.nan, self.prior_weight_, False))
-        return pd.DataFrame(
-            records,
-            columns=["comparison", "level", "level_name", "m", "u", "weight", "tf_adjusted"],
-        )
+        return records
 
     def waterfall_data(
         self, scored_row_or_vector: Any, tf: Mapping[str, float] | None = None

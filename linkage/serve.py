@@ -335,10 +335,16 @@ class LookupService:
         # department pseudonyms are keyed as `linkage export` keys them: the policy's
         # environment variable, else the store's own secret (created once, like export does)
         self._key: bytes | None = None
-        if not os.environ.get(self.policy.pseudonym_key_env):
-            with Store.open(settings.store, create=False) as writable:
-                self._key = writable.secret("pseudonym_key")
         self.store = Store.open(settings.store, create=False, read_only=True)
+        if not os.environ.get(self.policy.pseudonym_key_env):
+            # read-only first: the workers of one service start together, and a writable
+            # open takes a lock that fails every other worker's open
+            self._key = self.store.stored_secret("pseudonym_key")
+            if self._key is None:
+                self.store.close()
+                with Store.open(settings.store, create=False) as writable:
+                    self._key = writable.secret("pseudonym_key")
+                self.store = Store.open(settings.store, create=False, read_only=True)
         # point lookups gain nothing from DuckDB's thread pool; workers are the parallelism
         self.store.con.execute("SET threads = 1")
         self.lock = threading.Lock()

@@ -195,12 +195,40 @@ def truncation(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
     block_size, total_blocks = int(rows[0][2]), int(rows[0][3])
     expected = _HEADER_BYTES + block_size * total_blocks
     size = path.stat().st_size
-    if size < expected:
+    if size < expected and _highest_block_in_use(con) >= (size - _HEADER_BYTES) // block_size:
         return (
             f"file is truncated: {size:,} bytes, its header declares {total_blocks} blocks of "
             f"{block_size:,} bytes ({expected:,} bytes); restore it from a backup"
         )
     return None
+
+
+def _highest_block_in_use(con: duckdb.DuckDBPyConnection) -> int:
+    """The highest block id that metadata or a table's column segments use.
+
+    At checkpoint DuckDB cuts free blocks off the end of the file, but its header keeps
+    counting them (total_blocks, with them on the free list): a file shorter than the header
+    says is damaged only when a block still in use lies beyond its end. Unreadable metadata
+    counts as beyond the end.
+    """
+    try:
+        highest = max(
+            (int(r[0]) for r in con.execute("PRAGMA metadata_info").fetchall()), default=-1
+        )
+        tables = con.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = "
+            "current_database()"
+        ).fetchall()
+        for schema_name, table in tables:
+            qualified = f'"{schema_name}"."{table}"'.replace("'", "''")
+            found = con.execute(
+                f"SELECT max(block_id) FROM pragma_storage_info('{qualified}') WHERE block_id >= 0"
+            ).fetchall()[0][0]
+            if found is not None:
+                highest = max(highest, int(found))
+    except duckdb.Error:
+        return 2**62
+    return highest
 
 
 def precheck_damage(path: Path) -> None:
@@ -224,6 +252,7 @@ def precheck_damage(path: Path) -> None:
         con.close()
     if cut:
         raise StoreError(f"identity store is damaged: {cut}", path=str(path))
+
 
 # (index, table, column) of the point lookups search and the lookup service make.
 _INDEXES = (
@@ -370,25 +399,30 @@ class Store:
             path=str(self.path),
         )
 
-    def find_secret(self, name: str) -> bytes | None:
-        """The secret ``name`` if the store holds one, else ``None`` (works read-only)."""
-        rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [f"secret:{name}"]).fetchall()
-        return bytes.fromhex(rows[0][0]) if rows else None
-
     def secret(self, name: str) -> bytes:
         """A random 32-byte secret kept in the store's meta table, created on first use.
 
         The store already holds every record, so the secret needs no stronger home than the
         store file itself; it names identities and keys department pseudonyms.
         """
+        found = self.stored_secret(name)
+        if found is not None:
+            return found
         meta_key = f"secret:{name}"
-        found = self.find_secret(name)
+        found = self.stored_secret(name)
         if found is not None:
             return found
         value = secrets.token_bytes(32)
         with self.transaction():
             self.con.execute("INSERT INTO meta VALUES (?, ?)", [meta_key, value.hex()])
         return value
+
+    def stored_secret(self, name: str) -> bytes | None:
+        """The secret :meth:`secret` created, or None; reads only (a read-only store works)."""
+        rows = self.con.execute(
+            "SELECT value FROM meta WHERE key = ?", [f"secret:{name}"]
+        ).fetchall()
+        return bytes.fromhex(rows[0][0]) if rows else None
 
     def schema_version(self) -> int | None:
         """Return the schema version recorded in the store file."""
@@ -894,14 +928,23 @@ class Store:
             "SEMI JOIN __keys b ON p.source_r = b.source AND p.record_id_r = b.record_id",
         )
 
-    def golden_for(self, identity_ids: list[str]) -> pd.DataFrame:
-        """Return the golden records of the given identities."""
+    def golden_for(self, identity_ids: list[str], columns: list[str] | None = None) -> pd.DataFrame:
+        """Return the golden records of the given identities (``columns`` of them, else all).
+
+        Columns the table lacks are left out; ``identity_id`` always comes first.
+        """
         if "golden" not in self._tables():
             return pd.DataFrame()
         values = [str(v) for v in pd.unique(pd.Series(identity_ids, dtype=object))]
         if not values:
             return pd.DataFrame()
-        return self._point_rows("golden", schema.IDENTITY_ID, values)
+        cols = "*"
+        if columns is not None:
+            # fewer columns: a point read decompresses a vector of every column it reads
+            have = self._columns("golden")
+            wanted = dict.fromkeys([schema.IDENTITY_ID, *columns])
+            cols = ", ".join(_quote(c) for c in wanted if c in have)
+        return self._point_rows("golden", schema.IDENTITY_ID, values, cols)
 
     def value_counts(self, column: str) -> tuple[pd.Series, int]:
         """Return stored counts per value of ``column`` and the non-null total (cached)."""

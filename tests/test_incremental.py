@@ -177,6 +177,32 @@ def test_search_ranks_the_person_first_with_an_explanation(data, tmp_path):
     assert json.loads(res.output)[0]["identity_id"] == expected
 
 
+def test_search_weights_equal_the_batch_pair_weights(data, tmp_path):
+    """A stored record searched by its raw fields scores each hit's best record exactly as
+    the batch scored that pair (same standardizing, comparisons, term frequencies, model)."""
+    store_path = tmp_path / "s.duckdb"
+    _batch(data / "run.yaml", store_path)
+    with Store.open(store_path) as store:
+        pairs = store.table("pairs")
+        records = store.table("records")
+        weights = {}
+        for sl, rl, sr, rr, w in pairs[[*schema.PAIR_KEYS, schema.MATCH_WEIGHT]].itertuples(
+            index=False
+        ):
+            weights[(sl, rl, sr, rr)] = weights[(sr, rr, sl, rl)] = w
+        fields = [f for f in schema.MAPPABLE_FIELDS if f in records.columns]
+        compared = 0
+        for _, row in records.sample(60, random_state=2).iterrows():
+            query = {f: row[f] for f in fields if pd.notna(row[f])}
+            for hit in search(store, query, top=10):
+                best = hit["best_record"]
+                key = (row[schema.SOURCE], row[schema.RECORD_ID], best["source"], best["record_id"])
+                if key in weights:
+                    assert hit["match_weight"] == pytest.approx(weights[key], abs=1e-6), key
+                    compared += 1
+    assert compared >= 5
+
+
 def test_search_with_nothing_in_common_returns_no_candidates(data, tmp_path):
     store_path = tmp_path / "s.duckdb"
     _batch(data / "run.yaml", store_path)

@@ -135,7 +135,9 @@ def factorize(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     uniques = np.asarray(uniques, dtype=object)
     codes = codes.astype(np.int32, copy=False)
     if len(uniques):
-        blank = pd.Series(uniques).astype(str).str.strip().eq("").to_numpy()
+        # plain Python: pandas' string methods loop over objects too, after building a Series
+        # (a lookup's few pairs call this ~20 times)
+        blank = np.fromiter((not str(u).strip() for u in uniques), dtype=bool, count=len(uniques))
         if blank.any():
             # renumber so that blank strings join the nulls
             keep = np.flatnonzero(~blank)

@@ -7,6 +7,7 @@ the stored model's settings, so a query is standardized and keyed as the batch w
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,8 @@ _SINGLE_FIELD: dict[str, tuple[tuple[str, str], ...]] = {
         (schema.ID_BIRTH_DATE, schema.BIRTH_DATE_STD),
     ),
 }
+# golden-record columns a hit carries
+_GOLDEN_COLUMNS = [*schema.CANONICAL_FIELDS, "records"]
 # A single-field lookup matching more stored records than this is not selective enough to
 # rank: the report says so and asks for another field.
 SINGLE_FIELD_LIMIT = 200
@@ -277,31 +280,34 @@ def _rank(
     }
     vectors, tf = compare_pairs(combined, pairs, run.comparisons, tf_rows)
     scored = score_pairs(vectors, run.model, run.comparisons, tf)
-    right = combined.iloc[scored[schema.ROW_R].to_numpy()]
-    scored[schema.IDENTITY_ID] = cands[schema.IDENTITY_ID].to_numpy()
-    scored[schema.SOURCE] = right[schema.SOURCE].to_numpy()
-    scored[schema.RECORD_ID] = right[schema.RECORD_ID].to_numpy()
-    best = (
-        scored.sort_values(
-            [schema.MATCH_WEIGHT, schema.SOURCE, schema.RECORD_ID], ascending=[False, True, True]
-        )
-        .drop_duplicates(schema.IDENTITY_ID)
-        .head(top)
-    )
-    n_records = scored.groupby(schema.IDENTITY_ID).size()
-    golden = store.golden_for(best[schema.IDENTITY_ID].tolist())
-    golden = golden.set_index(schema.IDENTITY_ID) if len(golden) else golden
+    # best record per identity, by weight then source and record id; a few candidates:
+    # plain Python rather than a sort and group-by over frames
+    right = scored[schema.ROW_R].to_numpy()
+    weights = scored[schema.MATCH_WEIGHT].to_numpy(dtype=float)
+    sources = combined[schema.SOURCE].to_numpy(dtype=object)[right]
+    record_ids = combined[schema.RECORD_ID].to_numpy(dtype=object)[right]
+    identities = cands[schema.IDENTITY_ID].to_numpy(dtype=object)
+    n_records = Counter(identities.tolist())
+    chosen: dict[Any, int] = {}
+    for i in sorted(range(len(weights)), key=lambda i: (-weights[i], sources[i], record_ids[i])):
+        if identities[i] not in chosen:
+            chosen[identities[i]] = i
+            if len(chosen) == top:
+                break
+    picked = list(chosen.values())
+    golden = store.golden_for(list(chosen), _GOLDEN_COLUMNS)
+    golden = {g[schema.IDENTITY_ID]: g for g in golden.to_dict("records")}
     out = []
-    for _, row in best.iterrows():  # at most ``top`` rows
-        ident_id = row[schema.IDENTITY_ID]
-        explanation = run.model.explain(row)
-        g = golden.loc[ident_id] if len(golden) and ident_id in golden.index else None
+    # at most ``top`` rows, as dicts: no per-row frames
+    for i, row in zip(picked, scored.iloc[picked].to_dict("records"), strict=True):
+        ident_id = identities[i]
+        g = golden.get(ident_id)
         out.append(
             {
                 "identity_id": ident_id,
                 "match_probability": float(row[schema.MATCH_PROBABILITY]),
                 "match_weight": float(row[schema.MATCH_WEIGHT]),
-                "best_record": {"source": row[schema.SOURCE], "record_id": row[schema.RECORD_ID]},
+                "best_record": {"source": sources[i], "record_id": record_ids[i]},
                 "matched_records": int(n_records.get(ident_id, 0)),
                 "golden": {}
                 if g is None
@@ -312,11 +318,11 @@ def _rank(
                 },
                 "explanation": [
                     {
-                        "comparison": e.comparison,
-                        "level": e.level_name,
-                        "weight": round(float(e.weight), 3),
+                        "comparison": comparison,
+                        "level": level_name,
+                        "weight": round(float(weight), 3),
                     }
-                    for e in explanation.itertuples()
+                    for comparison, _, level_name, _, _, weight, _ in run.model.explain_records(row)
                 ],
             }
         )

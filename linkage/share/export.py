@@ -9,6 +9,8 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -24,7 +26,6 @@ from linkage.share.policy import (
     SharingPolicy,
     effective_department,
 )
-from linkage.standardize._distinct import map_distinct
 from linkage.standardize.address import standardize_addresses
 from linkage.zh.surnames import split_surname
 
@@ -37,76 +38,113 @@ PERSONS = "persons"
 EXPORT_FLAGS = "export_flags"
 
 
-# --- masks: vectorized over a column; a value that cannot be masked becomes null + a flag ---
+# --- masks: each a function of one text value, run once per distinct value of a column; a
+# value that cannot be masked becomes null + a flag ---
 
-_ID_RE = r"^\d{17}[\dX]$"
-_DATE_RE = r"^\d{4}-\d{2}-\d{2}"
-
-
-def _as_text(values: pd.Series) -> pd.Series:
-    text = values.astype("string").str.strip()
-    return text.mask(text == "")
+_ID_RE = re.compile(r"^\d{17}[\dX]$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+_PHONE_RE = re.compile(r"^\d{8,12}$")
+_DIGIT_RE = re.compile(r"\d")
 
 
-def _mask_regex(values: pd.Series, pattern: str, build) -> tuple[pd.Series, pd.Series]:
-    text = _as_text(values)
-    ok = text.str.contains(pattern, regex=True, na=False)
-    out = build(text.where(ok)).where(ok, None)
-    return out.astype(object).where(ok, None), text.notna() & ~ok
+def _map_text(values: pd.Series, mask: Callable[[str], str | None]) -> tuple[pd.Series, pd.Series]:
+    """Mask the stripped text of each non-null value once per distinct text.
+
+    Plain Python over the values: a lookup's view of a few rows then builds no frames per
+    field (pandas' string methods loop in Python over object columns too); a distinct-value
+    memo keeps big exports, which repeat values, cheap.
+    """
+    na = values.isna().to_numpy(dtype=bool)
+    memo: dict[str, str | None] = {}
+    out: list[str | None] = []
+    failed: list[bool] = []
+    for value, missing in zip(values.tolist(), na, strict=True):
+        text = None if missing else str(value).strip()
+        if not text:
+            out.append(None)
+            failed.append(False)
+            continue
+        if text in memo:
+            masked = memo[text]
+        else:
+            masked = memo[text] = mask(text)
+        out.append(masked)
+        failed.append(masked is None)
+    return (
+        pd.Series(out, index=values.index, dtype=object),
+        pd.Series(failed, index=values.index, dtype=bool),
+    )
 
 
-def _surname_only(values: pd.Series) -> pd.DataFrame:
-    def run(distinct):
-        masked = []
-        for name in distinct:
-            surname, _ = split_surname(str(name))
-            # minority and Latin names have no surname: keep only the first letter
-            masked.append((surname or str(name)[:1]) + "*")
-        return pd.DataFrame({"v": masked})
+def _matching(pattern: re.Pattern, build: Callable[[str], str]) -> Callable[[str], str | None]:
+    return lambda text: build(text) if pattern.search(text) else None
 
-    return map_distinct(values, run)
+
+def _surname_star(name: str) -> str:
+    surname, _ = split_surname(name)
+    # minority and Latin names have no surname: keep only the first letter
+    return (surname or name[:1]) + "*"
+
+
+# mask name -> the mask of one stripped, non-empty text (None: cannot be masked)
+_TEXT_MASKS: dict[str, Callable[[str], str | None]] = {
+    "first6_last4": _matching(_ID_RE, lambda s: s[:6] + "********" + s[-4:]),
+    "first6": _matching(_ID_RE, lambda s: s[:6] + "*" * 12),
+    # mobiles (11 digits) and landlines with area code: stars keep the length
+    "first3_last4": _matching(_PHONE_RE, lambda s: s[:3] + _DIGIT_RE.sub("*", s[3:-4]) + s[-4:]),
+    "year": _matching(_DATE_RE, lambda s: s[:4]),
+    "year_month": _matching(_DATE_RE, lambda s: s[:7]),
+    "surname_only": _surname_star,
+}
 
 
 def _district(values: pd.Series, field: str) -> tuple[pd.Series, pd.Series]:
-    parts = standardize_addresses(values, field)
-    cols = [schema.address_col(field, s) for s in ("province", "city", "district")]
-    joined = parts[cols[0]].fillna("").astype(str)
-    for c in cols[1:]:
-        level = parts[c].fillna("").astype(str)
-        # cpca repeats the province for municipalities (北京市北京市): keep one
-        joined = joined + np.where(level.to_numpy() == joined.to_numpy(), "", level.to_numpy())
-    joined = joined.mask(joined == "")
-    return joined.astype(object).where(joined.notna(), None), values.notna() & joined.isna()
+    na = values.isna().to_numpy(dtype=bool)
+    text = [
+        None if m else (str(v).strip() or None) for v, m in zip(values.tolist(), na, strict=True)
+    ]
+    parts = standardize_addresses(pd.Series(text, index=values.index, dtype=object), field)
+    levels = [
+        parts[schema.address_col(field, s)].to_numpy(dtype=object)
+        for s in ("province", "city", "district")
+    ]
+    out: list[str | None] = []
+    failed: list[bool] = []
+    for given, *names in zip(text, *levels, strict=True):
+        joined = ""
+        for name in names:
+            level = "" if name is None or name != name else str(name)  # name != name: NaN
+            # cpca repeats the province for municipalities (北京市北京市): keep one
+            joined += "" if level == joined else level
+        out.append(joined or None)
+        failed.append(given is not None and not joined)
+    return (
+        pd.Series(out, index=values.index, dtype=object),
+        pd.Series(failed, index=values.index, dtype=bool),
+    )
 
 
 def mask_values(values: pd.Series, field: str, mask: str) -> tuple[pd.Series, pd.Series]:
-    """Mask one golden-record column; return the masked values and a bool Series of failures."""
+    """Mask one golden-record column; return the masked values and a bool Series of failures.
+
+    Masks: ``none`` (as stored), ``first6_last4`` / ``first6`` (18-character ID numbers,
+    GB 11643), ``first3_last4`` (8-12 digit phones), ``year`` / ``year_month``
+    (``YYYY-MM-DD`` dates), ``surname_only`` (``zh.surnames``), ``district`` (province, city
+    and district parsed by the address standardizer). Raises ValueError for another mask.
+    """
     values = values.reset_index(drop=True)
     if mask == "none":
         return values.astype(object).where(values.notna(), None), pd.Series(
             False, index=values.index
         )
-    if mask == "first6_last4":
-        return _mask_regex(values, _ID_RE, lambda s: s.str[:6] + "********" + s.str[-4:])
-    if mask == "first6":
-        return _mask_regex(values, _ID_RE, lambda s: s.str[:6] + "*" * 12)
-    if mask == "first3_last4":
-        # mobiles (11 digits) and landlines with area code: stars keep the length
-        def build(s):
-            return s.str[:3] + s.str[3:-4].str.replace(r"\d", "*", regex=True) + s.str[-4:]
-
-        return _mask_regex(values, r"^\d{8,12}$", build)
-    if mask == "year":
-        return _mask_regex(values, _DATE_RE, lambda s: s.str[:4])
-    if mask == "year_month":
-        return _mask_regex(values, _DATE_RE, lambda s: s.str[:7])
-    if mask == "surname_only":
-        text = _as_text(values)
-        out = _surname_only(text)["v"]
-        return out.astype(object).where(text.notna(), None), pd.Series(False, index=values.index)
     if mask == "district":
-        return _district(_as_text(values), field)
-    raise ValueError(f"unknown mask {mask!r}")
+        return _district(values, field)
+    if mask not in _TEXT_MASKS:
+        raise ValueError(f"unknown mask {mask!r}")
+    masked, failed = _map_text(values, _TEXT_MASKS[mask])
+    if mask == "surname_only":  # every name has a surname or a first letter
+        failed = pd.Series(False, index=values.index)
+    return masked, failed
 
 
 def pseudonymize(identity_ids: pd.Series, key: bytes) -> pd.Series:
@@ -222,13 +260,15 @@ def export_view(
                 sources[keep].reset_index(drop=True),
                 records[keep].reset_index(drop=True),
             )
-    out = pd.DataFrame(index=golden.index)
+    # columns gathered first, one frame built at the end: a lookup's view of a few rows then
+    # costs no per-column frame inserts
+    out: dict[str, np.ndarray] = {}
     if dept.identity == "identity_id":
         out[schema.IDENTITY_ID] = ids.to_numpy()
     elif dept.identity == "pseudonym":
         master = _pseudonym_key(policy, key)
         out[PSEUDONYM_ID] = pseudonymize(ids, department_key(master, department)).to_numpy()
-    flags = pd.Series("", index=golden.index, dtype=object)
+    unmaskable: list[tuple[str, np.ndarray]] = []
     for field in GRANTABLE_FIELDS:
         mask = dept.fields.get(field)
         if mask is None:
@@ -237,16 +277,21 @@ def export_view(
         masked, failed = mask_values(column, field, mask)
         out[field] = masked.to_numpy()
         failed = failed.to_numpy(dtype=bool)
-        flags[failed] = (
-            flags[failed]
-            + np.where(flags[failed] == "", "", schema.QUALITY_SEP)
-            + (f"{field}_unmaskable")
-        )
+        if failed.any():
+            unmaskable.append((field, failed))
     if dept.sources:
         out[SOURCES] = sources.to_numpy()
     if dept.record_ids != "none":
         out[SOURCE_RECORDS] = records.to_numpy()
-    out[EXPORT_FLAGS] = flags.to_numpy()
+    flags = np.full(len(golden), "", dtype=object)
+    for field, failed in unmaskable:
+        flags[failed] = (
+            flags[failed]
+            + np.where(flags[failed] == "", "", schema.QUALITY_SEP)
+            + f"{field}_unmaskable"
+        )
+    out[EXPORT_FLAGS] = flags
+    out = pd.DataFrame(out, index=golden.index)
     if dept.aggregate:
         return _aggregate(out.drop(columns=[EXPORT_FLAGS]), policy.min_cell)
     logger.info("export for %s: %d identities, columns %s", department, len(out), list(out.columns))
