@@ -420,7 +420,8 @@ def sibling_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
     partnered[left[strong]] = True
     partnered[right[strong]] = True
     clean = records[clean_col].to_numpy(dtype=object)
-    return sibling_mask(pairs, clean[left], clean[right], partnered[left], partnered[right])
+    siblings = sibling_mask(pairs, clean[left], clean[right], partnered[left], partnered[right])
+    return siblings | guardian_pairs(records, pairs)
 
 
 _SIBLING_LEVELS = {"gamma_name", "gamma_birth_date"}
@@ -481,7 +482,7 @@ def sibling_mask(
             and _han_only(a + b)
         ):
             out[i] = True
-    return out | guardian_pairs(records, pairs)
+    return out
 
 
 def guardian_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
