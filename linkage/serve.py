@@ -348,7 +348,9 @@ class LookupService:
             path = Path(settings.audit)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self._audit = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+                # owner-only: the log holds every department's queries
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                self._audit = open(fd, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
             except OSError as exc:
                 self.store.close()
                 raise InputError(f"cannot write the audit log: {exc}", path=str(path)) from None
@@ -425,6 +427,7 @@ class LookupService:
             self._id_only_policy(department),
             department,
             key=self._key,
+            keyed_order=False,
         )
         return str(probe.columns[0])
 
@@ -462,6 +465,7 @@ class LookupService:
                 self._id_only_policy(department),
                 department,
                 key=self._key,
+                keyed_order=False,
             )
             self._ids[department] = dict(
                 zip(view[column].astype(str), all_ids.astype(str), strict=True)
@@ -530,7 +534,7 @@ class LookupService:
                 for h in hits
             ]
         )
-        view = export_view(golden, links, self.policy, department, key=self._key)
+        view = export_view(golden, links, self.policy, department, key=self._key, keyed_order=False)
         if len(view) != len(hits):  # pragma: no cover - export_view keeps every visible row
             raise RuntimeError("a department view lost rows")
         hidden = self.hidden_comparisons(department)
@@ -582,7 +586,9 @@ class LookupService:
             if golden.empty:
                 return None
             links = self._links_for(department, [identity_id])
-            view = export_view(golden, links, self.policy, department, key=self._key)
+            view = export_view(
+                golden, links, self.policy, department, key=self._key, keyed_order=False
+            )
         if view.empty:
             return None
         row = view.iloc[0]

@@ -179,18 +179,32 @@ def _link_columns(
     return sources.where(sources.notna(), None), records.where(records.notna(), None), has_own
 
 
-def _pseudonym_key(policy: SharingPolicy, key: bytes | None) -> bytes:
+def _pseudonym_key(policy: SharingPolicy, key: bytes | None, *, required: bool = True) -> bytes:
     if key:
         return key
     text = os.environ.get(policy.pseudonym_key_env, "")
     if text:
         return text.encode("utf-8")
+    if not required:
+        return b""
     raise ConfigError(
         f"pseudonymous ids need a key: export from an identity store (it holds one) or set "
         f"the environment variable {policy.pseudonym_key_env}",
         path=str(policy.source_path) if policy.source_path else None,
         key="pseudonym_key_env",
     )
+
+
+def row_order(identity_ids: pd.Series, master: bytes, department: str) -> np.ndarray:
+    """Positions that put one department's rows in its own keyed order (a per-department shuffle).
+
+    Rows sorted by HMAC(department's key, identity id) follow no order another department, a
+    record id or a registration number could predict, so two exports cannot be joined by row
+    number (the order of golden records is that of each identity's smallest record id).
+    """
+    order_key = hmac.digest(department_key(master, department), b"row-order", "sha256")
+    keys = pseudonymize(identity_ids.reset_index(drop=True), order_key)
+    return np.argsort(keys.to_numpy(dtype=str), kind="stable")
 
 
 def export_view(
@@ -200,11 +214,15 @@ def export_view(
     department: str,
     *,
     key: bytes | None = None,
+    keyed_order: bool = True,
 ) -> pd.DataFrame:
     """One department's view of the golden records: granted fields only, masked, checked.
 
     ``key``: master key of pseudonyms (else ``$LINKAGE_PSEUDONYM_KEY``; the CLI passes the store's).
-    Columns: the identity (``identity_id`` or ``pseudonym_id``), each granted field under its
+    Rows of identity views come in the department's own keyed order (:func:`row_order`);
+    without any key, views with the shared ``identity_id`` are sorted by it instead (it is a
+    keyed hash too). ``keyed_order=False`` keeps the input order (the lookup service's hits,
+    ranked by match weight). Columns: the identity (``identity_id`` or ``pseudonym_id``), each granted field under its
     own name, ``sources`` / ``source_records`` where granted, and ``export_flags`` naming fields
     whose value could not be masked (left null). Aggregated views give ``persons`` per cell.
     """
@@ -249,6 +267,13 @@ def export_view(
     out[EXPORT_FLAGS] = flags.to_numpy()
     if dept.aggregate:
         return _aggregate(out.drop(columns=[EXPORT_FLAGS]), policy.min_cell)
+    master = _pseudonym_key(policy, key, required=dept.identity != "identity_id")
+    if keyed_order:
+        if master:
+            order = row_order(ids, master, department)
+        else:
+            order = np.argsort(ids.astype(str).to_numpy(dtype=str), kind="stable")
+        out = out.iloc[order].reset_index(drop=True)
     logger.info("export for %s: %d identities, columns %s", department, len(out), list(out.columns))
     return out
 
@@ -269,10 +294,11 @@ def _aggregate(view: pd.DataFrame, min_cell: int) -> pd.DataFrame:
 
 def write_export(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write an export atomically: Parquet for ``.parquet`` (raw), else UTF-8 CSV with formula
-    cells neutralized for spreadsheets (``io.neutralize_formulas``)."""
+    cells neutralized for spreadsheets (``io.neutralize_formulas``) and every text cell quoted
+    (a ``;`` inside a cell cannot start a new one where ``;`` separates lists)."""
     path = Path(path)
     if path.suffix.lower() == ".parquet":
         return write_parquet(frame, path)
     if path.suffix.lower() not in (".csv", ".txt"):
         raise InputError("export file must end in .csv or .parquet", path=str(path))
-    return write_csv(frame, path)
+    return write_csv(frame, path, quote_text=True)

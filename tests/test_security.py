@@ -1,0 +1,170 @@
+"""Attacks on exports, files and encodings, each run against project data and asserted to fail.
+
+Data: ``linkage synth`` + ``linkage run --store`` on a small population; the exports are
+written by ``linkage export`` with the shipped sharing policy. docs/privacy.md lists the
+attacks and what they measured before and after each fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import stat
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from linkage import schema
+from linkage.cli import app
+from linkage.share import department_key, load_policy, pseudonymize
+from linkage.store import Store
+
+runner = CliRunner()
+SHIPPED = ("police", "civil_affairs", "health", "statistics_microdata", "social_security")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    """A store from `linkage synth` + `linkage run --store` and every shipped export."""
+    folder = tmp_path_factory.mktemp("security")
+    data = folder / "data"
+    result = runner.invoke(
+        app, ["synth", "--persons", "400", "--seed", "11", "-o", str(data), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    store = folder / "ids.duckdb"
+    result = runner.invoke(
+        app, ["run", str(data / "run.yaml"), "--store", str(store), "-o", str(folder / "out"), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    exports = {}
+    for dept in (*SHIPPED, "statistics"):
+        path = folder / f"{dept}.csv"
+        result = runner.invoke(
+            app, ["export", "--store", str(store), "--department", dept, "-o", str(path), "-q"]
+        )
+        assert result.exit_code == 0, result.output
+        exports[dept] = path
+    with Store.open(store, create=False) as opened:
+        master = opened.secret("pseudonym_key")
+        golden = opened.table("golden")
+        links = opened.links()
+    return {"folder": folder, "data": data, "store": store, "exports": exports,
+            "master": master, "golden": golden, "links": links}  # fmt: skip
+
+
+def _read(path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def _identities(built: dict, dept: str, frame: pd.DataFrame) -> pd.Series:
+    """The identity id of each export row (evaluation only: uses the store's key)."""
+    if schema.IDENTITY_ID in frame.columns:
+        return frame[schema.IDENTITY_ID]
+    ids = built["golden"][schema.IDENTITY_ID]
+    names = pseudonymize(ids, department_key(built["master"], dept))
+    return frame["pseudonym_id"].map(dict(zip(names, ids, strict=True)))
+
+
+# --------------------------------------------------------------------- S1: row order
+
+
+def test_two_departments_exports_cannot_be_joined_by_row_number(built):
+    views = {d: _read(built["exports"][d]) for d in SHIPPED}
+    rank = {}
+    for dept, frame in views.items():
+        ident = _identities(built, dept, frame)
+        assert ident.notna().all() and ident.is_unique
+        rank[dept] = pd.Series(np.arange(len(ident)), index=ident.to_numpy())
+    n = len(built["golden"])
+    for i, a in enumerate(SHIPPED):
+        for b in SHIPPED[i + 1 :]:
+            ra, rb = rank[a], rank[b].reindex(rank[a].index)
+            same = int((ra.to_numpy() == rb.to_numpy()).sum())
+            # row i of one export is the same person in the other only by chance (~1 row)
+            assert same <= 5, (a, b, same)
+            rho = ra.corr(rb, method="spearman")
+            # |rho| of two independent orders of n rows is about 1/sqrt(n)
+            assert abs(rho) < 4 / np.sqrt(n), (a, b, rho)
+
+
+def test_row_order_reveals_no_record_id(built):
+    # the golden table's order is that of each identity's smallest (source, record_id)
+    links = built["links"]
+    smallest = (
+        (links[schema.SOURCE] + "\x1f" + links[schema.RECORD_ID])
+        .groupby(links[schema.IDENTITY_ID])
+        .min()
+    )
+    n = len(built["golden"])
+    for dept in SHIPPED:
+        frame = _read(built["exports"][dept])
+        key = _identities(built, dept, frame).map(smallest).rank()
+        rho = pd.Series(np.arange(len(key))).corr(key.reset_index(drop=True), method="spearman")
+        assert abs(rho) < 4 / np.sqrt(n), (dept, rho)
+
+
+def test_every_identity_appears_once_in_each_export(built):
+    n = len(built["golden"])
+    for dept in SHIPPED:
+        ident = _identities(built, dept, _read(built["exports"][dept]))
+        assert len(ident) == n and ident.is_unique
+        assert set(ident) == set(built["golden"][schema.IDENTITY_ID])
+
+
+# --------------------------------------------------------------------- S7: file modes
+
+
+def test_store_and_audit_log_are_owner_only_and_store_check_warns(built, tmp_path):
+    mode = stat.S_IMODE(os.stat(built["store"]).st_mode)
+    assert mode == 0o600, oct(mode)
+    for path in built["exports"].values():
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    result = runner.invoke(app, ["store", "check", str(built["store"])])
+    assert result.exit_code == 0 and "warning" not in result.output
+    os.chmod(built["store"], 0o644)
+    try:
+        result = runner.invoke(app, ["store", "check", str(built["store"])])
+        assert result.exit_code == 0, result.output
+        assert "mode 0644" in result.output and "chmod 600" in result.output
+    finally:
+        os.chmod(built["store"], 0o600)
+
+
+def test_audit_log_is_created_owner_only(built, tmp_path):
+    pytest.importorskip("fastapi")
+    from linkage.serve import LookupService, ServiceSettings, add_token
+
+    tokens = tmp_path / "tokens.yaml"
+    add_token(tokens, "health")
+    audit = tmp_path / "audit.jsonl"
+    service = LookupService(
+        ServiceSettings(
+            store=str(built["store"]),
+            policy=str(load_policy().source_path),
+            tokens=str(tokens),
+            audit=str(audit),
+        )  # fmt: skip
+    )
+    service.close()
+    assert stat.S_IMODE(os.stat(audit).st_mode) == 0o600
+
+
+# --------------------------------------------------------------------- S9: CSV cells
+
+
+def test_every_text_cell_of_an_export_is_quoted(built, tmp_path):
+    from linkage.share import write_export
+
+    frame = pd.DataFrame({"name": ["a;=1+1", "张伟", None], "persons": [3, 4, 5]})
+    path = write_export(frame, tmp_path / "x.csv")
+    raw = path.read_text(encoding="utf-8").splitlines()
+    assert raw[1] == '"a;=1+1",3'
+    # a reader splitting on ';' (a European spreadsheet) still sees one quoted cell
+    cells = next(csv.reader([raw[1]], delimiter=";"))
+    assert not any(c.startswith("=") for c in cells), cells
+    with open(built["exports"]["health"], encoding="utf-8") as f:
+        header, first = f.readline(), f.readline()
+    assert header.startswith('"') and first.startswith('"')
