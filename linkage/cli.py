@@ -831,6 +831,17 @@ def serve(
         int,
         typer.Option(help="Most stored records a name or birth date alone may match to be ranked."),
     ] = 200,
+    rate_limit: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="Requests per second per token (default: the policy's rate_limit, 10).",
+        ),
+    ] = None,
+    rate_burst: Annotated[
+        int | None,
+        typer.Option(min=1, help="Requests a token may make at once (default: the policy's, 20)."),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Run the lookup service: search and fetch identities over HTTP, each department its own view.
@@ -860,6 +871,8 @@ def serve(
         tokens=str(tokens) if tokens else None,
         audit=str(audit or store.with_name(store.name + ".audit.jsonl")),
         single_field_limit=single_field_limit,
+        rate_per_second=rate_limit,
+        rate_burst=rate_burst,
     )
     run_service(
         settings, host=host, port=port, workers=workers, log_level="warning" if quiet else "info"

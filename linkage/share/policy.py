@@ -68,6 +68,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class RateLimit(_Model):
+    """Lookup-service requests per bearer token: a token bucket (``burst`` requests at once,
+    refilled at ``per_second``); over it the service answers 429."""
+
+    per_second: float = Field(default=10.0, gt=0)
+    burst: int = Field(default=20, ge=1)
+
+
 class DepartmentPolicy(_Model):
     """What one department may see of each identity, and why."""
 
@@ -85,6 +93,7 @@ class DepartmentPolicy(_Model):
     on_conflict: Literal["refuse", "coarsen"] | None = None  # overrides the policy default
     # how the lookup service's audit log records this department's query values
     audit_queries: Literal["raw", "masked", "none"] | None = None  # overrides the default
+    rate_limit: RateLimit | None = None  # lookup requests per token; overrides the default
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -144,6 +153,8 @@ class SharingPolicy(_Model):
     # lookup-service audit log: raw query values, masked as the department's grants mask
     # the field (values of fields not granted are not written), or only the field names
     audit_queries: Literal["raw", "masked", "none"] = "masked"
+    # lookup-service requests per bearer token (a department's rate_limit overrides it)
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
     departments: dict[str, DepartmentPolicy] = Field(min_length=1)
     source_path: Path | None = Field(default=None, exclude=True)
 
