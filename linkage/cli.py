@@ -638,6 +638,7 @@ def export(
     from linkage.errors import InputError
     from linkage.paths import check_input_file, check_output_file, check_store_path
     from linkage.share import DEFAULT_POLICY_PATH, export_view, load_policy, write_export
+    from linkage.share.export import check_quasi_identifier_joins
     from linkage.store import Store
 
     _setup_logging(True)
@@ -653,6 +654,8 @@ def export(
         # the store keeps the master key of department pseudonyms (stable across exports)
         # unless the policy's environment variable provides one
         key = None if os.environ.get(sharing.pseudonym_key_env) else opened.secret("pseudonym_key")
+    # shared masked fields unique for most identities join two exports like an id
+    check_quasi_identifier_joins(golden, sharing, department)
     view = export_view(golden, links, sharing, department, key=key)
     path = write_export(view, output)
     _echo(f"wrote {len(view):,} rows for department '{department}' to {path}", quiet)

@@ -381,12 +381,14 @@ class LookupService:
         _add_missing_indexes(settings.store)
         # department pseudonyms are keyed as `linkage export` keys them: the policy's
         # environment variable, else the store's own secret (created once, like export does)
-        needed = ["audit_key"]  # keys the audit log's hashes of values a department may not see
+        needed = ["identity_key"]
         if not os.environ.get(self.policy.pseudonym_key_env):
             needed.append("pseudonym_key")
         keys = _store_secrets(settings.store, needed)
         self._key: bytes | None = keys.get("pseudonym_key")
-        self._audit_key = keys["audit_key"]
+        # keys the audit log's hashes of values a department may not see: derived from the
+        # store's identity key, so it lives (and is guarded) where the records are
+        self._audit_key = hmac.digest(keys["identity_key"], b"linkage-audit-log", "sha256")
         self._buckets = TokenBuckets()
         self.store = Store.open(settings.store, create=False, read_only=True)
         # point lookups gain nothing from DuckDB's thread pool; workers are the parallelism

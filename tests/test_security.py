@@ -168,3 +168,53 @@ def test_every_text_cell_of_an_export_is_quoted(built, tmp_path):
     with open(built["exports"]["health"], encoding="utf-8") as f:
         header, first = f.readline(), f.readline()
     assert header.startswith('"') and first.startswith('"')
+
+
+# --------------------------------------------------------------------- S3: quasi-identifier joins
+
+
+def test_shipped_policy_exports_cannot_rebuild_ids_by_a_quasi_identifier_join(built):
+    """social_security x health joined on (name, gender, birth year, ID prefix): the join is
+    unique for most identities, but with the shipped grants it rebuilds no masked ID."""
+    from linkage.share.export import quasi_identifier_joins
+
+    policy = load_policy()
+    joins = {o: (f, s) for o, f, s in quasi_identifier_joins(built["golden"], policy,
+                                                            "social_security")}  # fmt: skip
+    assert "health" in joins and joins["health"][1] > 0.5  # the join exists, measured
+    ss, he = _read(built["exports"]["social_security"]), _read(built["exports"]["health"])
+    key = ["name", "gender", "year", "first6"]
+    for f in (ss, he):
+        f["year"], f["first6"] = f["birth_date"].str[:4], f["id_number"].str[:6]
+    joined = ss.merge(he.drop_duplicates(key, keep=False), on=key, suffixes=("", "_h"))
+    assert len(joined) > 0.5 * len(ss)
+    # nothing of the ID beyond the region code in either export: no full ID to rebuild
+    assert not ss["id_number"].str.contains(r"\d{4}$", regex=True).any()
+    rebuilt = joined["id_number"].str[:6] + joined["birth_date_h"].str.replace("-", "")
+    truth = set(built["golden"]["id_number"].dropna().str[:14])
+    assert rebuilt.isin(truth).mean() > 0.5  # the part both hold is as granted ...
+    assert not any(len(x) == 18 for x in rebuilt)  # ... and no 18-digit ID comes out
+
+
+def test_a_grant_that_a_quasi_identifier_join_turns_into_full_ids_is_refused(built, tmp_path):
+    import yaml
+
+    from linkage.share import DEFAULT_POLICY_PATH
+
+    data = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    data["departments"]["social_security"]["fields"]["id_number"] = "first6_last4"
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    out = tmp_path / "ss.csv"
+    result = runner.invoke(app, ["export", "--store", str(built["store"]), "--department",
+                                 "social_security", "--policy", str(path), "-o", str(out)])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "health" in text and "id_number" in text and "unique for" in text
+    assert not out.exists()
+    # the same grant passes where the shared fields single out few identities
+    data["quasi_identifier_share"] = 1.0
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    result = runner.invoke(app, ["export", "--store", str(built["store"]), "--department",
+                                 "social_security", "--policy", str(path), "-o", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output

@@ -20,9 +20,12 @@ from linkage.errors import ConfigError, InputError
 from linkage.io import write_csv, write_parquet
 from linkage.share.policy import (
     GRANTABLE_FIELDS,
+    MASK_LEVELS,
     DepartmentPolicy,
     SharingPolicy,
     effective_department,
+    group_conflicts,
+    join_keys,
 )
 from linkage.standardize._distinct import map_distinct
 from linkage.standardize.address import standardize_addresses
@@ -290,6 +293,64 @@ def _aggregate(view: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     counts[PERSONS] = counts[PERSONS].astype("Int64").mask(small)
     counts[EXPORT_FLAGS] = np.where(small, "small_cell_suppressed", "")
     return counts
+
+
+def quasi_identifier_joins(
+    golden: pd.DataFrame, policy: SharingPolicy, department: str
+) -> list[tuple[str, list[str], float]]:
+    """Departments whose export joins ``department``'s on the fields both are granted.
+
+    For each other identity view, the shared fields are masked at the coarser of the two
+    masks (what both exports can compute); when that combination is unique for more than
+    ``policy.quasi_identifier_share`` of the identities in ``golden`` (the data exported),
+    it is a join key. Returns (other department, shared fields, unique share) per such join.
+    Names, birth dates and ID prefixes together are unique for nearly everyone, so this
+    measures what the field-by-field check cannot know.
+    """
+    mine = effective_department(policy, department)
+    out: list[tuple[str, list[str], float]] = []
+    if mine.aggregate or golden.empty:
+        return out
+    for other in policy.departments:
+        theirs = effective_department(policy, other)
+        if other == department or theirs.aggregate:
+            continue
+        shared = [f for f in GRANTABLE_FIELDS if f in mine.fields and f in theirs.fields]
+        if not shared:
+            continue
+        key = pd.Series("", index=golden.index, dtype=object)
+        complete = np.ones(len(golden), dtype=bool)
+        for f in shared:
+            levels = MASK_LEVELS[f]
+            mask = levels[min(levels.index(mine.fields[f]), levels.index(theirs.fields[f]))]
+            column = golden[f] if f in golden.columns else pd.Series([None] * len(golden))
+            masked, _ = mask_values(column, f, mask)
+            complete &= masked.notna().to_numpy()
+            key = key + "\x1f" + masked.astype(str).to_numpy()
+        counts = key[complete].map(key[complete].value_counts())
+        share = float((counts == 1).sum()) / len(golden)
+        if share > policy.quasi_identifier_share:
+            out.append((other, shared, share))
+    return out
+
+
+def check_quasi_identifier_joins(
+    golden: pd.DataFrame, policy: SharingPolicy, department: str
+) -> None:
+    """Refuse an export that a quasi-identifier join with another department's export would
+    take beyond what any of the two is granted (the ID rebuilt from its masked form and a
+    full birth date, for example). Raises ConfigError naming both departments and fields."""
+    problems = []
+    for other, shared, share in quasi_identifier_joins(golden, policy, department):
+        keys = [f"their shared fields ({', '.join(shared)}; unique for {share:.0%})"]
+        keys += join_keys(policy, department, other)
+        problems.extend(group_conflicts(policy, [department, other], keys))
+    if problems:
+        raise ConfigError(
+            "; ".join(problems),
+            path=str(policy.source_path) if policy.source_path else None,
+            key=f"departments.{department}.fields",
+        )
 
 
 def write_export(frame: pd.DataFrame, path: str | Path) -> Path:
