@@ -716,6 +716,22 @@ def encode(
     salt: Annotated[
         str, typer.Option(help="birth_year (default) or none: salt of name tokens; all alike.")
     ] = "birth_year",
+    context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            help="Project/period label bound into the keys, e.g. 2026-health-survey (required; "
+            "all custodians of one linkage alike, a new one for each linkage round).",
+        ),
+    ] = None,
+    allow_weak_key: Annotated[
+        bool,
+        typer.Option(
+            "--allow-weak-key",
+            help="Accept a key that does not look random (RISK: the linkage unit can guess "
+            "it offline from the key check value and then read the encodings).",
+        ),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Custodian step: write hardened Bloom-filter encodings (CLKs) for the linkage unit."""
@@ -732,10 +748,23 @@ def encode(
     check_output_file(output)
     if key_map is not None:
         check_output_file(key_map, "--key-map")
+    from linkage.pprl.encode import check_key_strength
+
+    if not context or not context.strip():
+        raise InputError(
+            "give --context LABEL naming this linkage (e.g. 2026-health-survey): the same key "
+            "in two contexts then gives unlinkable encodings"
+        )
     secret = _secret(key_env, key_file, "custodians' secret")
+    if allow_weak_key:
+        logging.getLogger("linkage.pprl").warning(
+            "--allow-weak-key: a guessable key lets the linkage unit read the encodings"
+        )
+    else:
+        check_key_strength(secret)
     if record_ids not in ("pseudonym", "plain"):
         raise typer.BadParameter("--record-ids must be pseudonym or plain")
-    settings = EncodingSettings(hardening=hardening, salt=salt)  # type: ignore[arg-type]
+    settings = EncodingSettings(hardening=hardening, salt=salt, context=context.strip())  # type: ignore[arg-type]
     cfg = load_config(config)
     unknown = sorted(set(source or ()) - set(cfg.sources))
     if unknown:
@@ -757,6 +786,28 @@ def encode(
         f"wrote {len(encoded):,} encoded records to {output} (key check {encoded['key_check'].iloc[0] if len(encoded) else '-'})",
         quiet,
     )
+
+
+@app.command("encode-key")
+@_handle_errors
+def encode_key(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Key file to write (0600).")],
+    quiet: Quiet = False,
+) -> None:
+    """Write a new random custodians' secret (32 bytes, hex) for `linkage encode --key-file`."""
+    import secrets
+
+    from linkage.io import atomic_write
+    from linkage.paths import check_output_file
+
+    check_output_file(output)
+    if output.exists():
+        from linkage.errors import InputError
+
+        raise InputError("key file exists; a new key would orphan its encodings", path=str(output))
+    text = secrets.token_hex(32) + "\n"
+    atomic_write(output, lambda p: Path(p).write_text(text, encoding="ascii"))
+    _echo(f"wrote a new 256-bit key to {output}: share it with the other custodians only", quiet)
 
 
 @app.command("link-encodings")

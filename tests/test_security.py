@@ -218,3 +218,54 @@ def test_a_grant_that_a_quasi_identifier_join_turns_into_full_ids_is_refused(bui
     result = runner.invoke(app, ["export", "--store", str(built["store"]), "--department",
                                  "social_security", "--policy", str(path), "-o", str(out)])  # fmt: skip
     assert result.exit_code == 0, result.output
+
+
+# --------------------------------------------------------------------- S5, S6: PPRL keys
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "shenzhen-health-2026",
+        "shenzhenhealthpolice2026aa",
+        "0" * 32,
+        "custodians-secret-0123456789",
+    ],
+)
+def test_encode_refuses_a_passphrase_key_with_exit_2(built, tmp_path, key):
+    key_file = tmp_path / "weak.key"
+    key_file.write_text(key + "\n", encoding="utf-8")
+    out = tmp_path / "clk.parquet"
+    args = ["encode", str(built["data"] / "run.yaml"), "-o", str(out), "--source", "health",
+            "--key-file", str(key_file), "--context", "2026-test"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "128 random bits" in " ".join(result.output.split()) and not out.exists()
+
+
+def test_encode_key_writes_an_accepted_owner_only_key_and_context_unlinks(built, tmp_path):
+    key = tmp_path / "custodians.key"
+    result = runner.invoke(app, ["encode-key", "-o", str(key)])
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert len(bytes.fromhex(key.read_text().strip())) == 32
+    assert runner.invoke(app, ["encode-key", "-o", str(key)]).exit_code == 2  # never overwrite
+    base = ["encode", str(built["data"] / "run.yaml"), "--source", "police", "--key-file", str(key)]
+    result = runner.invoke(app, [*base, "-o", str(tmp_path / "x.parquet")])
+    assert result.exit_code == 2 and "--context" in result.output
+    frames = []
+    for context in ("2026-health-survey", "2027-health-survey"):
+        out = tmp_path / f"{context}.parquet"
+        result = runner.invoke(app, [*base, "-o", str(out), "--context", context])
+        assert result.exit_code == 0, result.output
+        frames.append(pd.read_parquet(out))
+    a, b = frames
+    # the same key in two contexts: no record pseudonym, filter or key check value repeats
+    assert not set(a["record_id"]) & set(b["record_id"])
+    assert not set(a["clk"].dropna()) & set(b["clk"].dropna())
+    assert a["key_check"].iloc[0] != b["key_check"].iloc[0]
+    # and the filters of one record in two contexts are no closer than two random ones
+    from linkage.pprl.bloom import decode_clks, dice_similarity
+
+    dice = dice_similarity(decode_clks(a["clk"]), decode_clks(b["clk"]))
+    assert np.nanmean(dice) < 0.6

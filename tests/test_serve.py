@@ -830,8 +830,7 @@ def test_no_store_wide_counts_for_fields_not_granted(server):
     body = _search(server, "social_security", name=person["name"], gender=person["gender"]).json()
     withheld = [r for r in body["rules"] if "records" not in r]
     assert withheld and all(
-        any(not (k.startswith("name") or k == "given_initial") for k in r["keys"])
-        for r in withheld
+        any(not (k.startswith("name") or k == "given_initial") for k in r["keys"]) for r in withheld
     ), body["rules"]
     for rule in body["rules"]:
         if "records" in rule:

@@ -262,7 +262,12 @@ def test_aggregate_counts_and_small_cells():
 
 def test_rows_own_keeps_identities_with_own_records():
     data = _policy(
-        {"fields": {"name": "none"}, "rows": "own", "own_sources": ["police"], "identity": "identity_id"}
+        {
+            "fields": {"name": "none"},
+            "rows": "own",
+            "own_sources": ["police"],
+            "identity": "identity_id",
+        }
     )
     view = export_view(_golden(), _links(), policy_from_dict(data), "d")
     assert view[schema.IDENTITY_ID].tolist() == ["I1", "I2"]

@@ -72,6 +72,9 @@ class EncodingSettings:
     bits_per_token: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_BITS_PER_TOKEN))
     hardening: Hardening = "balance"
     salt: Salt = "birth_year"
+    # the linkage project or period (e.g. "2026-health-survey"): bound into every derived key
+    # and the key check, so one secret used in two contexts gives unlinkable encodings
+    context: str = ""
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.fields if f not in FIELD_COLUMNS]
@@ -92,7 +95,38 @@ class EncodingSettings:
         return "v2;" + ";".join(f"{k}={d[k]}" for k in sorted(d))
 
 
-def master_key(secret: bytes | str) -> bytes:
+def check_key_strength(secret: bytes) -> None:
+    """Refuse a secret that does not look like at least 128 random bits.
+
+    Accepted: hex of at least 16 bytes, or base64 (standard or URL-safe) of at least 16 bytes
+    that mixes lower case, upper case and digits, as ``linkage encode-key`` writes. A
+    passphrase such as ``shenzhen-health-2026`` falls to a small dictionary through the key
+    check value in every encodings row (seconds, scrypt notwithstanding). Raises InputError.
+    """
+    import base64
+    import binascii
+    import re
+
+    text = secret.decode("ascii", "replace").strip()
+    random_like = False
+    if re.fullmatch(r"[0-9a-fA-F]{32,}", text):
+        random_like = len(set(text.lower())) >= 8
+    elif re.fullmatch(r"[A-Za-z0-9+/_-]{22,}={0,2}", text):
+        try:
+            raw = base64.b64decode(text.replace("-", "+").replace("_", "/") + "==", validate=False)
+        except (binascii.Error, ValueError):
+            raw = b""
+        classes = sum(bool(re.search(c, text)) for c in ("[a-z]", "[A-Z]", "[0-9]"))
+        random_like = len(raw) >= 16 and classes == 3 and len(set(text)) >= 12
+    if not random_like:
+        raise InputError(
+            "the encoding key does not look like at least 128 random bits (hex or base64 of "
+            "16+ random bytes): a passphrase can be guessed offline from the key check value. "
+            "Make one with `linkage encode-key --output FILE`"
+        )
+
+
+def master_key(secret: bytes | str, context: str = "") -> bytes:
     """Stretch the custodians' shared secret with scrypt (RFC 7914; about 50 ms, 16 MiB).
 
     The stretch slows anyone who tests guessed passphrases against encodings or the key check
@@ -109,7 +143,9 @@ def master_key(secret: bytes | str) -> bytes:
             len(raw),
             MIN_KEY_BYTES,
         )
-    return hashlib.scrypt(raw, salt=b"linkage-pprl-v2", n=2**14, r=8, p=1, dklen=32)
+    # the context salts the stretch: every key derived below differs per project/period
+    salt = b"linkage-pprl-v2" + (b"/" + context.encode("utf-8") if context else b"")
+    return hashlib.scrypt(raw, salt=salt, n=2**14, r=8, p=1, dklen=32)
 
 
 def key_check_value(master: bytes, settings: EncodingSettings) -> str:
@@ -194,7 +230,7 @@ def encode_records(
     an empty secret, or for ``plain`` record ids that look like resident IDs or mobile numbers.
     """
     settings = settings or EncodingSettings()
-    master = master_key(secret)
+    master = master_key(secret, settings.context)
     sources = records.get(schema.SOURCE, pd.Series([""] * len(records), index=records.index))
     ids = records[schema.RECORD_ID]
     if record_ids == "plain":
