@@ -714,8 +714,12 @@ def encode(
         str, typer.Option(help="balance (default), xor_fold or none; all custodians alike.")
     ] = "balance",
     salt: Annotated[
-        str, typer.Option(help="birth_year (default) or none: salt of name tokens; all alike.")
-    ] = "birth_year",
+        str,
+        typer.Option(
+            help="all (default: every field salted by another attribute), birth_year (name "
+            "tokens only) or none; all custodians alike."
+        ),
+    ] = "all",
     context: Annotated[
         str | None,
         typer.Option(

@@ -269,3 +269,58 @@ def test_encode_key_writes_an_accepted_owner_only_key_and_context_unlinks(built,
 
     dice = dice_similarity(decode_clks(a["clk"]), decode_clks(b["clk"]))
     assert np.nanmean(dice) < 0.6
+
+
+# --------------------------------------------------------------------- S4: PPRL bit columns
+
+
+def _bit_attack(records: pd.DataFrame, settings) -> dict[str, float]:
+    """The linkage unit's view: undo balancing through complement columns where it can, then
+    read gender and birth month off single bit columns and the top principal components."""
+    from linkage.pprl import encode_records
+    from linkage.pprl.bloom import decode_clks
+
+    enc = encode_records(records, "5f0c9a1e7b3d42c88e6a9f10d2b7c4e1", settings)
+    bits = np.unpackbits(decode_clks(enc["clk"]), axis=1).astype(np.float64)
+    agree = bits.T @ bits + (1 - bits).T @ (1 - bits)
+    pi, pj = np.nonzero(np.triu(agree == 0, 1))  # columns that disagree in every row
+    if len(pi):
+        density = bits.mean(0)
+        bits = bits[:, np.where(density[pi] <= density[pj], pi, pj)]
+    z = bits - bits.mean(0)
+    z = z[:, z.std(0) > 0]
+
+    def max_corr(y: np.ndarray) -> float:
+        y = y - y.mean()
+        c = (z * y[:, None]).sum(0) / (np.sqrt((z**2).sum(0)) * np.sqrt((y**2).sum()))
+        return float(np.abs(c).max())
+
+    male = (records[schema.GENDER_STD] == "M").to_numpy(float)
+    born = pd.to_datetime(records[schema.BIRTH_DATE_STD], errors="coerce")
+    u = np.linalg.svd(z, full_matrices=False)[0]
+    pca = max(max(((u[:, k] > 0) == (male > 0)).mean(), ((u[:, k] > 0) != (male > 0)).mean())
+              for k in range(5))  # fmt: skip
+    months = max(max_corr((born.dt.month == m).to_numpy(float)) for m in range(1, 13))
+    chance = max_corr(np.random.default_rng(0).permutation(male))
+    return {"pairs": len(pi), "gender": max_corr(male), "pca": pca, "month": months,
+            "chance": chance}  # fmt: skip
+
+
+def test_default_encodings_hide_gender_and_birth_month_from_bit_columns(built):
+    from linkage.config import load_config
+    from linkage.io import read_records
+    from linkage.pprl import EncodingSettings
+
+    records = read_records(load_config(built["data"] / "run.yaml"))
+    records = records[records[schema.SOURCE] != "civil_affairs"].reset_index(drop=True)
+    records = records[records[schema.GENDER_STD].notna()].reset_index(drop=True)
+    before = _bit_attack(records, EncodingSettings(salt="birth_year"))  # the old default
+    after = _bit_attack(records, EncodingSettings())
+    # the old default: balancing undone, gender and month read off single columns
+    assert before["pairs"] == 1024 and before["gender"] > 0.7 and before["pca"] > 0.75
+    # now: balancing is still undone (it only hides bit counts), but the filters it gives
+    # back are salted: components and single columns near what shuffled labels give
+    assert after["pairs"] == 1024
+    assert after["pca"] < 0.65, after
+    assert after["month"] < 2 * after["chance"], after
+    assert after["gender"] < 3 * after["chance"] and after["gender"] < before["gender"] / 2, after
