@@ -324,3 +324,22 @@ def test_default_encodings_hide_gender_and_birth_month_from_bit_columns(built):
     assert after["pca"] < 0.65, after
     assert after["month"] < 2 * after["chance"], after
     assert after["gender"] < 3 * after["chance"] and after["gender"] < before["gender"] / 2, after
+
+
+# --------------------------------------------------------------------- S8: microdata cells
+
+
+def test_microdata_does_not_give_the_counts_an_aggregate_withholds(built):
+    stats = _read(built["exports"]["statistics"])
+    micro = _read(built["exports"]["statistics_microdata"])
+    keys = ["gender", "birth_date", "current_address", "sources"]
+    withheld = stats[stats["export_flags"] == "small_cell_suppressed"]
+    assert len(withheld) > 0
+    counts = micro.groupby(keys).size().rename("n").reset_index()
+    matched = withheld.merge(counts, on=keys, how="inner")
+    assert matched.empty, matched.head()  # no withheld cell appears with its count
+    # and the microdata is k-anonymous on its fields (k = the policy's min_cell)
+    k = load_policy().min_cell
+    assert micro.groupby(keys).size().min() >= k
+    assert (micro["export_flags"] == "k_anonymity_suppressed").any()
+    assert len(micro) == len(built["golden"])  # nobody dropped, only their fields

@@ -198,6 +198,43 @@ def _pseudonym_key(policy: SharingPolicy, key: bytes | None, *, required: bool =
     )
 
 
+def is_microdata(dept: DepartmentPolicy) -> bool:
+    """A pseudonymous identity view without name, full ID or phone (statistical microdata)."""
+    direct = (schema.NAME, schema.ID_NUMBER, schema.PHONE)
+    return (
+        not dept.aggregate
+        and dept.identity != "identity_id"
+        and not any(dept.fields.get(f) == "none" for f in direct)
+    )
+
+
+def _k_anonymize(view: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Every combination of a microdata view's fields held by at least ``k`` rows (the
+    policy's min_cell): rows in smaller cells lose ``sources`` first, then every field, and
+    are flagged ``k_anonymity_suppressed``. Otherwise the view gives the exact count of each
+    cell an aggregate withholds, and singles out whoever is alone in a cell."""
+    view = view.copy()
+    keys = [c for c in view.columns if c not in (PSEUDONYM_ID, schema.IDENTITY_ID, EXPORT_FLAGS)]
+    if not keys or k <= 1:
+        return view
+    suppressed = np.zeros(len(view), dtype=bool)
+    for drop in ([SOURCES] if SOURCES in keys else []) + [None]:
+        size = view[keys].fillna("\x00").groupby(keys, sort=False)[keys[0]].transform("size")
+        small = (size < k).to_numpy()
+        if not small.any():
+            break
+        suppressed |= small
+        columns = [drop] if drop else keys
+        view.loc[small, columns] = None
+    flags = view[EXPORT_FLAGS].astype(object).to_numpy()
+    view[EXPORT_FLAGS] = np.where(
+        suppressed,
+        np.where(flags == "", "", flags + schema.QUALITY_SEP) + "k_anonymity_suppressed",
+        flags,
+    )
+    return view
+
+
 def row_order(identity_ids: pd.Series, master: bytes, department: str) -> np.ndarray:
     """Positions that put one department's rows in its own keyed order (a per-department shuffle).
 
@@ -270,6 +307,8 @@ def export_view(
     out[EXPORT_FLAGS] = flags.to_numpy()
     if dept.aggregate:
         return _aggregate(out.drop(columns=[EXPORT_FLAGS]), policy.min_cell)
+    if is_microdata(dept):
+        out = _k_anonymize(out, policy.min_cell)
     master = _pseudonym_key(policy, key, required=dept.identity != "identity_id")
     if keyed_order:
         if master:
