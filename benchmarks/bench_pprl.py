@@ -68,8 +68,9 @@ def main() -> None:
         "record CLK, no hardening": EncodingSettings(hardening="none", salt="none"),
         "record CLK, balanced": EncodingSettings(salt="none"),
         "record CLK, xor-folded": EncodingSettings(hardening="xor_fold", salt="none"),
-        "balanced + year salt (default)": EncodingSettings(),
-        "xor-folded + year salt": EncodingSettings(hardening="xor_fold"),
+        "balanced + year salt": EncodingSettings(salt="birth_year"),
+        "balanced + every field salted (default)": EncodingSettings(),
+        "xor-folded + every field salted": EncodingSettings(hardening="xor_fold"),
     }
     everyone = records.reset_index(drop=True)
     names_all = everyone[schema.name_col(schema.NAME, "clean")].astype(str)

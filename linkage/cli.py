@@ -643,6 +643,7 @@ def export(
     from linkage.errors import InputError
     from linkage.paths import check_input_file, check_output_file, check_store_path
     from linkage.share import DEFAULT_POLICY_PATH, export_view, load_policy, write_export
+    from linkage.share.export import check_quasi_identifier_joins
     from linkage.store import Store
 
     _setup_logging(True)
@@ -664,6 +665,8 @@ def export(
     if key is None and not os.environ.get(sharing.pseudonym_key_env):
         with Store.open(store, create=False) as writable:  # a store's first export makes the key
             key = writable.secret("pseudonym_key")
+    # shared masked fields unique for most identities join two exports like an id
+    check_quasi_identifier_joins(golden, sharing, department)
     view = export_view(golden, links, sharing, department, key=key)
     path = write_export(view, output)
     _echo(f"wrote {len(view):,} rows for department '{department}' to {path}", quiet)
@@ -722,8 +725,28 @@ def encode(
         str, typer.Option(help="balance (default), xor_fold or none; all custodians alike.")
     ] = "balance",
     salt: Annotated[
-        str, typer.Option(help="birth_year (default) or none: salt of name tokens; all alike.")
-    ] = "birth_year",
+        str,
+        typer.Option(
+            help="all (default: every field salted by another attribute), birth_year (name "
+            "tokens only) or none; all custodians alike."
+        ),
+    ] = "all",
+    context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            help="Project/period label bound into the keys, e.g. 2026-health-survey (required; "
+            "all custodians of one linkage alike, a new one for each linkage round).",
+        ),
+    ] = None,
+    allow_weak_key: Annotated[
+        bool,
+        typer.Option(
+            "--allow-weak-key",
+            help="Accept a key that does not look random (RISK: the linkage unit can guess "
+            "it offline from the key check value and then read the encodings).",
+        ),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Custodian step: write hardened Bloom-filter encodings (CLKs) for the linkage unit."""
@@ -740,10 +763,23 @@ def encode(
     check_output_file(output)
     if key_map is not None:
         check_output_file(key_map, "--key-map")
+    from linkage.pprl.encode import check_key_strength
+
+    if not context or not context.strip():
+        raise InputError(
+            "give --context LABEL naming this linkage (e.g. 2026-health-survey): the same key "
+            "in two contexts then gives unlinkable encodings"
+        )
     secret = _secret(key_env, key_file, "custodians' secret")
+    if allow_weak_key:
+        logging.getLogger("linkage.pprl").warning(
+            "--allow-weak-key: a guessable key lets the linkage unit read the encodings"
+        )
+    else:
+        check_key_strength(secret)
     if record_ids not in ("pseudonym", "plain"):
         raise typer.BadParameter("--record-ids must be pseudonym or plain")
-    settings = EncodingSettings(hardening=hardening, salt=salt)  # type: ignore[arg-type]
+    settings = EncodingSettings(hardening=hardening, salt=salt, context=context.strip())  # type: ignore[arg-type]
     cfg = load_config(config)
     unknown = sorted(set(source or ()) - set(cfg.sources))
     if unknown:
@@ -765,6 +801,28 @@ def encode(
         f"wrote {len(encoded):,} encoded records to {output} (key check {encoded['key_check'].iloc[0] if len(encoded) else '-'})",
         quiet,
     )
+
+
+@app.command("encode-key")
+@_handle_errors
+def encode_key(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Key file to write (0600).")],
+    quiet: Quiet = False,
+) -> None:
+    """Write a new random custodians' secret (32 bytes, hex) for `linkage encode --key-file`."""
+    import secrets
+
+    from linkage.io import atomic_write
+    from linkage.paths import check_output_file
+
+    check_output_file(output)
+    if output.exists():
+        from linkage.errors import InputError
+
+        raise InputError("key file exists; a new key would orphan its encodings", path=str(output))
+    text = secrets.token_hex(32) + "\n"
+    atomic_write(output, lambda p: Path(p).write_text(text, encoding="ascii"))
+    _echo(f"wrote a new 256-bit key to {output}: share it with the other custodians only", quiet)
 
 
 @app.command("link-encodings")
@@ -842,6 +900,17 @@ def serve(
         int,
         typer.Option(help="Most stored records a name or birth date alone may match to be ranked."),
     ] = 200,
+    rate_limit: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="Requests per second per token (default: the policy's rate_limit, 10).",
+        ),
+    ] = None,
+    rate_burst: Annotated[
+        int | None,
+        typer.Option(min=1, help="Requests a token may make at once (default: the policy's, 20)."),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Run the lookup service: search and fetch identities over HTTP, each department its own view.
@@ -871,6 +940,8 @@ def serve(
         tokens=str(tokens) if tokens else None,
         audit=str(audit or store.with_name(store.name + ".audit.jsonl")),
         single_field_limit=single_field_limit,
+        rate_per_second=rate_limit,
+        rate_burst=rate_burst,
     )
     run_service(
         settings, host=host, port=port, workers=workers, log_level="warning" if quiet else "info"

@@ -635,15 +635,24 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     return path
 
 
-def write_csv(frame: pd.DataFrame, path: str | Path, *, for_people: bool = True) -> Path:
+def write_csv(
+    frame: pd.DataFrame, path: str | Path, *, for_people: bool = True, quote_text: bool = False
+) -> Path:
     """Write a UTF-8 CSV atomically; ``for_people`` (default) neutralizes formula cells.
 
     Every CSV meant to be opened in a spreadsheet (outputs, exports, review files) goes through
     :func:`neutralize_formulas`; files only programs read pass ``for_people=False``.
+    ``quote_text`` quotes every text cell (``csv.QUOTE_NONNUMERIC``), so a spreadsheet whose
+    list separator is ``;`` cannot split ``a;=1+1`` into a formula cell.
     """
+    import csv
+
     if for_people:
         frame = neutralize_formulas(frame)
-    return atomic_write(path, lambda p: frame.to_csv(p, index=False, encoding="utf-8"))
+    quoting = csv.QUOTE_NONNUMERIC if quote_text else csv.QUOTE_MINIMAL
+    return atomic_write(
+        path, lambda p: frame.to_csv(p, index=False, encoding="utf-8", quoting=quoting)
+    )
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:

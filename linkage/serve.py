@@ -284,6 +284,9 @@ class ServiceSettings:
     tokens: str | None = None  # file path; None reads TOKENS_ENV
     audit: str | None = None  # JSON-lines file; None writes no audit log
     single_field_limit: int = SINGLE_FIELD_LIMIT
+    # requests per second and burst per bearer token; None: the policy's rate_limit
+    rate_per_second: float | None = None
+    rate_burst: int | None = None
 
 
 def _add_missing_indexes(path: str) -> None:
@@ -316,6 +319,50 @@ def _column_fields(column: str) -> str | None:
     return column
 
 
+def _store_secrets(path: str, names: list[str]) -> dict[str, bytes]:
+    """The store's secrets, read read-only; the store is opened for writing only to create a
+    missing one (once), so a service can start beside other readers of an older store."""
+    with Store.open(path, create=False, read_only=True) as store:
+        rows = store.con.execute("SELECT key, value FROM meta WHERE key LIKE 'secret:%'").fetchall()
+    found = {k.removeprefix("secret:"): bytes.fromhex(v) for k, v in rows}
+    if any(n not in found for n in names):
+        with Store.open(path, create=False) as writable:
+            found.update({n: writable.secret(n) for n in names})
+    return {n: found[n] for n in names}
+
+
+class TokenBuckets:
+    """Per-token rate limit: a token bucket each (burst, then ``rate`` per second).
+
+    Written here: a dozen lines under one lock, where a limiter library would add a
+    dependency and its own storage; each worker process keeps its own buckets.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: dict[bytes, tuple[float, float]] = {}
+
+    def take(self, key: bytes, rate: float, burst: int) -> float:
+        """Take one request from ``key``'s bucket; return 0, or the seconds until one is free."""
+        now = time.monotonic()
+        with self._lock:
+            level, last = self._state.get(key, (float(burst), now))
+            level = min(float(burst), level + (now - last) * rate)
+            if level < 1:
+                self._state[key] = (level, now)
+                return (1 - level) / rate
+            self._state[key] = (level - 1, now)
+            return 0.0
+
+
+def _key_fields(key: str) -> set[str]:
+    """The canonical fields a blocking key is computed from (a derived key's inputs)."""
+    from linkage.blocking import DERIVED_KEYS
+
+    columns = DERIVED_KEYS[key][0] if key in DERIVED_KEYS else (key,)
+    return {_column_fields(c) for c in columns} - {None}
+
+
 class LookupService:
     """The state behind the HTTP app: store, policy, tokens, audit log, one lock.
 
@@ -334,17 +381,16 @@ class LookupService:
         _add_missing_indexes(settings.store)
         # department pseudonyms are keyed as `linkage export` keys them: the policy's
         # environment variable, else the store's own secret (created once, like export does)
-        self._key: bytes | None = None
-        self.store = Store.open(settings.store, create=False, read_only=True)
+        needed = ["identity_key"]
         if not os.environ.get(self.policy.pseudonym_key_env):
-            # read-only first: the workers of one service start together, and a writable
-            # open takes a lock that fails every other worker's open
-            self._key = self.store.stored_secret("pseudonym_key")
-            if self._key is None:
-                self.store.close()
-                with Store.open(settings.store, create=False) as writable:
-                    self._key = writable.secret("pseudonym_key")
-                self.store = Store.open(settings.store, create=False, read_only=True)
+            needed.append("pseudonym_key")
+        keys = _store_secrets(settings.store, needed)
+        self._key: bytes | None = keys.get("pseudonym_key")
+        # keys the audit log's hashes of values a department may not see: derived from the
+        # store's identity key, so it lives (and is guarded) where the records are
+        self._audit_key = hmac.digest(keys["identity_key"], b"linkage-audit-log", "sha256")
+        self._buckets = TokenBuckets()
+        self.store = Store.open(settings.store, create=False, read_only=True)
         # point lookups gain nothing from DuckDB's thread pool; workers are the parallelism
         self.store.con.execute("SET threads = 1")
         self.lock = threading.Lock()
@@ -354,7 +400,9 @@ class LookupService:
             path = Path(settings.audit)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self._audit = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+                # owner-only: the log holds every department's queries
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                self._audit = open(fd, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
             except OSError as exc:
                 self.store.close()
                 raise InputError(f"cannot write the audit log: {exc}", path=str(path)) from None
@@ -431,6 +479,7 @@ class LookupService:
             self._id_only_policy(department),
             department,
             key=self._key,
+            keyed_order=False,
         )
         return str(probe.columns[0])
 
@@ -468,6 +517,7 @@ class LookupService:
                 self._id_only_policy(department),
                 department,
                 key=self._key,
+                keyed_order=False,
             )
             self._ids[department] = dict(
                 zip(view[column].astype(str), all_ids.astype(str), strict=True)
@@ -536,7 +586,7 @@ class LookupService:
                 for h in hits
             ]
         )
-        view = export_view(golden, links, self.policy, department, key=self._key)
+        view = export_view(golden, links, self.policy, department, key=self._key, keyed_order=False)
         if len(view) != len(hits):  # pragma: no cover - export_view keeps every visible row
             raise RuntimeError("a department view lost rows")
         hidden = self.hidden_comparisons(department)
@@ -558,6 +608,14 @@ class LookupService:
         rules = [dict(r) for r in report.rules]
         single = dict(report.single_field) if report.single_field else None
         message = report.message
+        granted = {f for f, m in dept.fields.items() if m == "none"}
+        for r in rules:
+            # how many stored records share a key over a field the department may not see
+            # tells it about persons it is not granted
+            if not set().union(*map(_key_fields, r.get("keys", []))) <= granted:
+                r.pop("records", None)
+        if single and single.get("field") not in granted:
+            single.pop("records", None)
         if dept.rows == "own":
             # counts and messages of the whole store would tell a department restricted to
             # its own registries that someone else's record matched: report statuses only
@@ -588,7 +646,9 @@ class LookupService:
             if golden.empty:
                 return None
             links = self._links_for(department, [identity_id])
-            view = export_view(golden, links, self.policy, department, key=self._key)
+            view = export_view(
+                golden, links, self.policy, department, key=self._key, keyed_order=False
+            )
         if view.empty:
             return None
         row = view.iloc[0]
@@ -612,12 +672,52 @@ class LookupService:
         out = {}
         for key, value in query.items():
             mask = dept.fields.get(QUERY_FIELDS.get(key, key))
-            if mask is None:
-                out[key] = None  # given, but the department is not granted the field
+            if mask != "none":
+                # a value the department may not see: a keyed hash, so repeated or
+                # enumerated probes of one field show as distinct values in the log
+                out[key] = self.audit_hash(key, value)
                 continue
             masked, failed = mask_values(pd.Series([value]), QUERY_FIELDS[key], mask)
             out[key] = None if bool(failed.iloc[0]) else masked.iloc[0]
         return out
+
+    def audit_hash(self, key: str, value: str) -> str:
+        """``hmac:`` + 16 hex digits of HMAC-SHA256(store's audit key, field and value).
+
+        Equal values give equal hashes in one store's log; without the key (kept in the
+        store) nobody can test a guessed value against the log.
+        """
+        digest = hmac.digest(self._audit_key, f"{key}\x1f{value}".encode(), "sha256")
+        return "hmac:" + digest[:8].hex()
+
+    def refused_query_fields(self, department: str, query: dict[str, str]) -> list[str]:
+        """Query fields the department may not search by: any not granted unmasked.
+
+        A search on a masked or ungranted field would answer whether a guessed full value
+        (a resident ID from its masked form, a phone) belongs to a person the department
+        sees, and so reveal the value itself.
+        """
+        dept = self.departments[department]
+        return [k for k in query if dept.fields.get(QUERY_FIELDS.get(k, k)) != "none"]
+
+    def may_search(self, department: str) -> bool:
+        """False for a pseudonymous view (no name, ID or phone unmasked) and for aggregates.
+
+        Searching by a known person's fields would map them to the department's pseudonym
+        and so re-identify its microdata rows.
+        """
+        dept = self.departments[department]
+        direct = (schema.NAME, schema.ID_NUMBER, schema.PHONE)
+        if dept.aggregate:
+            return False
+        return dept.identity == "identity_id" or any(dept.fields.get(f) == "none" for f in direct)
+
+    def rate_limited(self, token: str, department: str) -> float:
+        """Seconds to wait before this token may ask again (0: the request may proceed)."""
+        limit = self.departments[department].rate_limit or self.policy.rate_limit
+        rate = self.settings.rate_per_second or limit.per_second
+        burst = self.settings.rate_burst or limit.burst
+        return self._buckets.take(hashlib.sha256(token.encode("utf-8")).digest(), rate, burst)
 
     def audit(self, entry: dict) -> None:
         """Append one JSON line to the audit log."""
@@ -636,6 +736,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorAnswer, "description": "the department's view does not allow this"},
     413: {"model": ErrorAnswer, "description": "request body too large"},
     422: {"model": ErrorAnswer, "description": "malformed request"},
+    429: {"model": ErrorAnswer, "description": "over the token's rate limit (Retry-After)"},
 }
 
 
@@ -738,6 +839,13 @@ def create_app(
         if found is None:
             raise HTTPException(401, "unknown bearer token", {"WWW-Authenticate": "Bearer"})
         request.state.department = found
+        wait = service.rate_limited(creds.credentials, found)
+        if wait > 0:
+            raise HTTPException(
+                429,
+                "too many requests for this token; slow down",
+                {"Retry-After": str(max(1, int(wait + 0.999)))},
+            )
         return found
 
     def identity_view(request: Request, name: Annotated[str, Depends(department)]) -> str:
@@ -829,6 +937,20 @@ def create_app(
         request.state.audit = {"query": service.audit_values(name, given), "top": query.top}
         if not given:
             raise HTTPException(422, "give at least one of " + ", ".join(QUERY_FIELDS))
+        if not service.may_search(name):
+            raise HTTPException(
+                403,
+                f"department '{name}' has a pseudonymous view (no name, ID or phone "
+                "unmasked): it may fetch its own ids but not search by person",
+            )
+        refused = service.refused_query_fields(name, given)
+        if refused:
+            request.state.audit["refused"] = refused
+            raise HTTPException(
+                403,
+                f"department '{name}' may search only by fields it is granted unmasked; "
+                f"not granted unmasked: {', '.join(refused)}",
+            )
         answer = service.search(name, query)
         id_col = service.view_id_column(name)
         request.state.audit["results"] = len(answer["hits"])

@@ -289,6 +289,10 @@ class Store:
         if read_only:
             return cls._open_read_only(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists()
+        # the store holds every record and the master keys: owner-only from its first byte.
+        # DuckDB creates the file itself (an empty file is refused), so the umask decides
+        old_umask = os.umask(0o077) if new else None
         try:
             con = duckdb.connect(str(path))
         except duckdb.Error as exc:
@@ -300,6 +304,11 @@ class Store:
                     path=str(path),
                 ) from None
             raise StoreError(f"cannot open identity store: {exc}", path=str(path)) from None
+        finally:
+            if old_umask is not None:
+                os.umask(old_umask)
+        if new:
+            os.chmod(path, 0o600)
         store = cls(con, path)
         try:
             cut = truncation(con, path)  # damage is found before anything is written

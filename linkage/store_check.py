@@ -63,6 +63,8 @@ class CheckReport:
     counts: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     checks: int = 0
+    # not integrity problems (exit 0), but worth fixing: e.g. a store others can read
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -78,7 +80,26 @@ class CheckReport:
         else:
             lines.append(f"{len(self.problems)} problem(s):")
             lines += [f"  - {p}" for p in self.problems]
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def file_mode_warnings(store: Path) -> list[str]:
+    """Warnings for the store, its WAL and its default audit log when group or others may read
+    them: the store holds every record and both master keys, the audit log every query."""
+    out = []
+    for path in (store, store.with_name(store.name + ".wal"),
+                 store.with_name(store.name + ".audit.jsonl")):  # fmt: skip
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            continue
+        if mode & 0o077:
+            out.append(
+                f"{path} has mode {mode:04o}: group/others can read or write it; "
+                f"run chmod 600 '{path}'"
+            )
+    return out
 
 
 def _q(identifier: str) -> str:
@@ -295,6 +316,7 @@ def check_store(path: str | os.PathLike) -> CheckReport:
         raise StoreError("identity store not found", path=str(path))
     check_file(path)
     report = CheckReport(path=path)
+    report.warnings = file_mode_warnings(path)
     try:
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error as exc:

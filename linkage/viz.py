@@ -242,13 +242,22 @@ def match_weights_chart(model: FellegiSunterModel) -> Any:
                 scale=alt.Scale(domain=["for", "against"], range=[_POSITIVE, _NEGATIVE]),
                 legend=None,
             ),
-            tooltip=["comparison", "level_name", alt.Tooltip("weight:Q", format="+.2f"),
-                     alt.Tooltip("m:Q", format=".4g"), alt.Tooltip("u:Q", format=".4g")],
+            tooltip=[
+                "comparison",
+                "level_name",
+                alt.Tooltip("weight:Q", format="+.2f"),
+                alt.Tooltip("m:Q", format=".4g"),
+                alt.Tooltip("u:Q", format=".4g"),
+            ],
         )  # fmt: skip
         .properties(width=360)
     )
-    row = alt.Row("comparison:N", title=None, sort=list(model.comparisons),
-                  header=alt.Header(labelAngle=0, labelAlign="left"))
+    row = alt.Row(
+        "comparison:N",
+        title=None,
+        sort=list(model.comparisons),
+        header=alt.Header(labelAngle=0, labelAlign="left"),
+    )
     chart = bars.facet(row=row, spacing=4).resolve_scale(y="independent")  # fmt: skip
     return _finish(chart.properties(title="Match weights per comparison level"))
 
@@ -268,14 +277,22 @@ def m_u_chart(model: FellegiSunterModel) -> Any:
             y=alt.Y("level_name:N", sort=alt.SortField("level", order="descending"), title=None),
             x=alt.X("probability:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
             color=alt.Color("parameter:N", scale=alt.Scale(range=[_POSITIVE, _NEGATIVE])),
-            tooltip=["comparison", "level_name", "parameter",
-                     alt.Tooltip("probability:Q", format=".4g")],
+            tooltip=[
+                "comparison",
+                "level_name",
+                "parameter",
+                alt.Tooltip("probability:Q", format=".4g"),
+            ],
         )  # fmt: skip
         .properties(width=200)
     )
     chart = bars.facet(
-        row=alt.Row("comparison:N", title=None, sort=list(model.comparisons),
-                    header=alt.Header(labelAngle=0, labelAlign="left")),
+        row=alt.Row(
+            "comparison:N",
+            title=None,
+            sort=list(model.comparisons),
+            header=alt.Header(labelAngle=0, labelAlign="left"),
+        ),
         column=alt.Column("parameter:N", title=None),
         spacing=4,
     ).resolve_scale(y="independent")
@@ -309,8 +326,11 @@ def match_weight_histogram(
             x=alt.X("start:Q", title="match weight (bits)", bin="binned"),
             x2="end:Q",
             y=alt.Y("pairs:Q", scale=alt.Scale(type="symlog"), title="candidate pairs"),
-            tooltip=[alt.Tooltip("start:Q", title="from weight"), "pairs:Q",
-                     alt.Tooltip("probability:Q", format=".4f", title="probability at start")],
+            tooltip=[
+                alt.Tooltip("start:Q", title="from weight"),
+                "pairs:Q",
+                alt.Tooltip("probability:Q", format=".4f", title="probability at start"),
+            ],
         )  # fmt: skip
     )
     layers = [bars]
@@ -369,10 +389,12 @@ def threshold_chart(table: pd.DataFrame, threshold: float | None = None, *, titl
         alt.Chart(long)
         .mark_line(point=True)
         .encode(
-            x=alt.X("threshold:Q", title="match-probability threshold",
-                    scale=alt.Scale(zero=False)),
-            y=alt.Y("value:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]),
-                    title=None),
+            x=alt.X(
+                "threshold:Q", title="match-probability threshold", scale=alt.Scale(zero=False)
+            ),
+            y=alt.Y(
+                "value:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]), title=None
+            ),
             color=alt.Color("metric:N", sort=metrics),
             tooltip=["threshold:Q", "metric:N", alt.Tooltip("value:Q", format=".4f")],
         )  # fmt: skip
@@ -400,9 +422,16 @@ def precision_recall_chart(table: pd.DataFrame, *, title: str = "") -> Any:
             x=alt.X("recall:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
             y=alt.Y("precision:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
             order="threshold:Q",
-            tooltip=[alt.Tooltip("threshold:Q", format=".4f"), alt.Tooltip("precision:Q",
-                     format=".3f"), alt.Tooltip("recall:Q", format=".3f"), "tp:Q", "fp:Q",
-                     "fn:Q"] if "tp" in data else ["threshold:Q", "precision:Q", "recall:Q"],
+            tooltip=[
+                alt.Tooltip("threshold:Q", format=".4f"),
+                alt.Tooltip("precision:Q", format=".3f"),
+                alt.Tooltip("recall:Q", format=".3f"),
+                "tp:Q",
+                "fp:Q",
+                "fn:Q",
+            ]
+            if "tp" in data
+            else ["threshold:Q", "precision:Q", "recall:Q"],
         )  # fmt: skip
         .properties(width=300, height=300, title=title or "Precision–recall from labels")
     )
@@ -486,22 +515,34 @@ def comparison_viewer(
         .mark_circle(size=90)
         .encode(
             x=alt.X("match_weight:Q", title="match weight (bits)"),
-            y=alt.Y("pairs_with_pattern:Q", scale=alt.Scale(type="log"),
-                    title="pairs with this comparison pattern"),
+            y=alt.Y(
+                "pairs_with_pattern:Q",
+                scale=alt.Scale(type="log"),
+                title="pairs with this comparison pattern",
+            ),
             color=alt.condition(selected, alt.value(_NEGATIVE), alt.value(_TOTAL)),
             size=alt.condition(selected, alt.value(260), alt.value(70)),
-            tooltip=["example:Q", "records:N", "pattern:N", "pairs_with_pattern:Q",
-                     alt.Tooltip("match_probability:Q", format=".4f")],
+            tooltip=[
+                "example:Q",
+                "records:N",
+                "pattern:N",
+                "pairs_with_pattern:Q",
+                alt.Tooltip("match_probability:Q", format=".4f"),
+            ],
         )  # fmt: skip
         .add_params(pick)
         .properties(width=460, height=200, title="Comparison patterns (one dot per example pair)")
     )
     waterfall = _waterfall_layers(
-        alt, alt.Chart(steps_df).transform_filter(selected), height=22 * (len(model.comparisons) + 2)
+        alt,
+        alt.Chart(steps_df).transform_filter(selected),
+        height=22 * (len(model.comparisons) + 2),
     ).properties(width=460, title="Waterfall of the chosen pair")
     table = steps_df[~steps_df["comparison"].isin(["prior", "total"])]
-    rows = alt.Chart(table).transform_filter(selected).encode(
-        y=alt.Y("comparison:N", sort=alt.SortField("order"), title=None)
+    rows = (
+        alt.Chart(table)
+        .transform_filter(selected)
+        .encode(y=alt.Y("comparison:N", sort=alt.SortField("order"), title=None))
     )
     hidden = alt.Y("comparison:N", sort=alt.SortField("order"), axis=None)
     values = alt.hconcat(
@@ -513,9 +554,13 @@ def comparison_viewer(
         .properties(width=110, title="level"),
         spacing=2,
     )  # fmt: skip
-    heading = alt.Chart(summary_df).transform_filter(selected).mark_text(
-        align="left", fontSize=14, fontWeight="bold"
-    ).encode(text="records:N", x=alt.value(0), y=alt.value(10)).properties(width=460, height=20)
+    heading = (
+        alt.Chart(summary_df)
+        .transform_filter(selected)
+        .mark_text(align="left", fontSize=14, fontWeight="bold")
+        .encode(text="records:N", x=alt.value(0), y=alt.value(10))
+        .properties(width=460, height=20)
+    )
     dashboard = alt.vconcat(
         overview, heading, waterfall, values,
         title=f"Comparison viewer: {len(picked)} example pairs of {len(top)} patterns "
@@ -541,7 +586,11 @@ def cluster_viewer(
     clusters: Sequence[str] | None = None,
     limit: int = 50,
     fields: Sequence[str] = (
-        schema.NAME, schema.ID_NUMBER, schema.BIRTH_DATE, schema.GENDER, schema.PHONE,
+        schema.NAME,
+        schema.ID_NUMBER,
+        schema.BIRTH_DATE,
+        schema.GENDER,
+        schema.PHONE,
         schema.CURRENT_ADDRESS,
     ),
     threshold: float | None = None,
@@ -605,28 +654,53 @@ def cluster_viewer(
     axis_off = alt.Axis(labels=False, ticks=False, grid=False, domain=False, title=None)
     scale = alt.Scale(domain=[-1.3, 1.3])
     edge_layer = (
-        alt.Chart(edge_df if len(edge_df) else pd.DataFrame(columns=["cluster", "x", "y", "x2",
-                  "y2", "probability", "below", "match_weight", "pair"]))  # fmt: skip
+        alt.Chart(
+            edge_df
+            if len(edge_df)
+            else pd.DataFrame(
+                columns=[
+                    "cluster",
+                    "x",
+                    "y",
+                    "x2",
+                    "y2",
+                    "probability",
+                    "below",
+                    "match_weight",
+                    "pair",
+                ]
+            )
+        )  # fmt: skip
         .transform_filter(chosen_only)
         .mark_rule(strokeWidth=3)
         .encode(
-            x=alt.X("x:Q", axis=axis_off, scale=scale), y=alt.Y("y:Q", axis=axis_off, scale=scale),
-            x2="x2:Q", y2="y2:Q",
-            color=alt.Color("probability:Q", scale=alt.Scale(scheme="redyellowgreen",
-                            domain=[0, 1]), title="match probability"),
+            x=alt.X("x:Q", axis=axis_off, scale=scale),
+            y=alt.Y("y:Q", axis=axis_off, scale=scale),
+            x2="x2:Q",
+            y2="y2:Q",
+            color=alt.Color(
+                "probability:Q",
+                scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1]),
+                title="match probability",
+            ),
             strokeDash=alt.condition(alt.datum.below, alt.value([4, 3]), alt.value([1, 0])),
-            tooltip=["pair:N", alt.Tooltip("probability:Q", format=".4f"),
-                     alt.Tooltip("match_weight:Q", format="+.2f")],
+            tooltip=[
+                "pair:N",
+                alt.Tooltip("probability:Q", format=".4f"),
+                alt.Tooltip("match_weight:Q", format="+.2f"),
+            ],
         )  # fmt: skip
     )
     base_nodes = alt.Chart(node_df).transform_filter(chosen_only)
     node_layer = base_nodes.mark_circle(size=500, opacity=1).encode(
-        x=alt.X("x:Q", axis=axis_off, scale=scale), y=alt.Y("y:Q", axis=axis_off, scale=scale),
+        x=alt.X("x:Q", axis=axis_off, scale=scale),
+        y=alt.Y("y:Q", axis=axis_off, scale=scale),
         color=alt.Color("source:N", title="source"),
         tooltip=["record:N", *[f"{f}:N" for f in fields]],
     )
     label_layer = base_nodes.mark_text(dy=-18, fontSize=12).encode(
-        x=alt.X("x:Q", axis=axis_off, scale=scale), y=alt.Y("y:Q", axis=axis_off, scale=scale),
+        x=alt.X("x:Q", axis=axis_off, scale=scale),
+        y=alt.Y("y:Q", axis=axis_off, scale=scale),
         text="label:N",
     )
     graph = (
@@ -637,8 +711,9 @@ def cluster_viewer(
     )
     rows = base_nodes.encode(y=alt.Y("order:O", axis=None))
     columns = [
-        rows.mark_text(align="left").encode(text=f"{f}:N", x=alt.value(0)).properties(
-            width=w, title=f)
+        rows.mark_text(align="left")
+        .encode(text=f"{f}:N", x=alt.value(0))
+        .properties(width=w, title=f)
         for f, w in zip(["record", *fields], [130, 70, 150, 80, 40, 100, 260], strict=False)
     ]
     heading = pd.DataFrame(
@@ -646,11 +721,17 @@ def cluster_viewer(
          "text": [f"{c}: {int(sizes[c])} records"
                   + (f"; {notes[c]}" if notes and notes.get(c) else "") for c in chosen]}
     )  # fmt: skip
-    head = alt.Chart(heading).transform_filter(chosen_only).mark_text(
-        align="left", fontSize=14, fontWeight="bold"
-    ).encode(text="text:N", x=alt.value(0), y=alt.value(10)).properties(width=420, height=20)
+    head = (
+        alt.Chart(heading)
+        .transform_filter(chosen_only)
+        .mark_text(align="left", fontSize=14, fontWeight="bold")
+        .encode(text="text:N", x=alt.value(0), y=alt.value(10))
+        .properties(width=420, height=20)
+    )
     dashboard = alt.vconcat(
-        head, graph, alt.hconcat(*columns, spacing=4),
+        head,
+        graph,
+        alt.hconcat(*columns, spacing=4),
         title=f"Cluster viewer: {len(chosen)} identities",
     )
     dashboard = _finish(dashboard)

@@ -156,14 +156,16 @@ def test_store_export_and_encode_commands(data, tmp_path, monkeypatch):
         app, ["export", "--store", str(store), "--department", "nobody", "--output", str(out)]
     )
     assert result.exit_code == 2 and "nobody" in result.output
-    result = runner.invoke(app, ["encode", config, "--output", str(tmp_path / "clk.parquet")])
+    ctx = ["--context", "test-round-1"]
+    result = runner.invoke(app, ["encode", config, "--output", str(tmp_path / "clk.parquet"), *ctx])
     assert result.exit_code == 2 and "LINKAGE_PPRL_KEY" in result.output
-    monkeypatch.setenv("LINKAGE_PPRL_KEY", "shared-secret-of-the-custodians")
+    monkeypatch.setenv("LINKAGE_PPRL_KEY", "9b2e41d07c5a8f36e1d24b9c0a7f53e8")
     for source in ("health", "police"):
         result = runner.invoke(
             app,
-            ["encode", config, "--output", str(tmp_path / f"{source}.parquet"), "--source", source],
-        )
+            ["encode", config, "--output", str(tmp_path / f"{source}.parquet"), "--source", source,
+             *ctx],
+        )  # fmt: skip
         assert result.exit_code == 0, result.output
     clk = pd.read_parquet(tmp_path / "health.parquet")
     assert list(clk.columns) == ["source", "record_id", "clk", "key_check"]
@@ -177,11 +179,11 @@ def test_store_export_and_encode_commands(data, tmp_path, monkeypatch):
     assert len(pd.read_csv(pairs)) > 0
     # a custodian with a mistyped key: refused with both key check values, exit 2
     key_file = tmp_path / "typo.key"
-    key_file.write_text("shared-secret-of-the-custodianz\n", encoding="utf-8")
+    key_file.write_text("9b2e41d07c5a8f36e1d24b9c0a7f53e9\n", encoding="utf-8")
     result = runner.invoke(
         app,
         ["encode", config, "--output", str(tmp_path / "police.parquet"), "--source", "police",
-         "--key-file", str(key_file)],
+         "--key-file", str(key_file), *ctx],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, [*args, "--output", str(pairs)])

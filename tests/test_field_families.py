@@ -12,8 +12,15 @@ import yaml
 
 from linkage import Linker, schema
 
-POLICE_COLS = {"编号": "record_id", "姓名": "name", "性别": "gender", "出生日期": "birth_date",
-               "身份证号": "id_number", "电话": "phone", "住址": "current_address"}
+POLICE_COLS = {
+    "编号": "record_id",
+    "姓名": "name",
+    "性别": "gender",
+    "出生日期": "birth_date",
+    "身份证号": "id_number",
+    "电话": "phone",
+    "住址": "current_address",
+}
 
 
 def write_run(tmp: Path, police: list[list], other: list[list], extra: dict | None = None) -> Path:
@@ -45,7 +52,15 @@ def test_two_digit_birth_years_of_the_elderly_link(tmp_path):
     # a YY-MM-DD year that the pivot would put after today belongs to the century before
     yy = (datetime.date.today().year + 1) % 100
     police = [
-        ["P1", "黄秀英", "女", f"19{yy:02d}-04-09", "440103" + f"19{yy:02d}0409" + "1228", "13700001111", ""],
+        [
+            "P1",
+            "黄秀英",
+            "女",
+            f"19{yy:02d}-04-09",
+            "440103" + f"19{yy:02d}0409" + "1228",
+            "13700001111",
+            "",
+        ],
         ["P2", "马福来", "男", "1931-12-20", "", "13700002222", ""],
     ]
     clinic = [
@@ -60,12 +75,30 @@ def test_two_digit_birth_years_of_the_elderly_link(tmp_path):
     assert frozenset({"police:P2", "clinic:C2"}) in groups(result)
 
 
-@pytest.mark.parametrize("filler_id", ["000000000000000000", "222222222222222222",
-                                       "123456789012345678", "111111111111111"])
+@pytest.mark.parametrize(
+    "filler_id",
+    ["000000000000000000", "222222222222222222", "123456789012345678", "111111111111111"],
+)
 def test_filler_ids_and_addresses_are_missing_not_agreement(tmp_path, filler_id):
     police = [
-        ["P1", "刘桂芝", "女", "1940-02-11", "510104194002111546", "13800005551", "成都市锦江区春熙路5号"],
-        ["P2", "刘桂琴", "女", "1942-08-30", "510104194208302347", "13800005551", "成都市锦江区春熙路5号"],
+        [
+            "P1",
+            "刘桂芝",
+            "女",
+            "1940-02-11",
+            "510104194002111546",
+            "13800005551",
+            "成都市锦江区春熙路5号",
+        ],
+        [
+            "P2",
+            "刘桂琴",
+            "女",
+            "1942-08-30",
+            "510104194208302347",
+            "13800005551",
+            "成都市锦江区春熙路5号",
+        ],
     ]
     clinic = [
         ["C1", "刘桂芝", "女", "1940-02-11", filler_id, "13800005551", "不详"],
@@ -80,8 +113,10 @@ def test_filler_ids_and_addresses_are_missing_not_agreement(tmp_path, filler_id)
     clinic_pair = pairs[(pairs.source_l == "clinic") & (pairs.source_r == "clinic")]
     assert (clinic_pair["gamma_id"] == -1).all()
     assert not clinic_pair["gamma_contact"].isin([2, 4]).any()  # no address agreement
-    assert groups(result) == {frozenset({"police:P1", "clinic:C1"}),
-                              frozenset({"police:P2", "clinic:C2"})}
+    assert groups(result) == {
+        frozenset({"police:P1", "clinic:C1"}),
+        frozenset({"police:P2", "clinic:C2"}),
+    }
 
 
 @pytest.mark.parametrize("sep", ["●", "■", "▪", "•", "・", "．", "-", "=", "_", "。", "∙"])
@@ -97,8 +132,10 @@ def test_minority_separators_read_as_the_middle_dot(tmp_path, sep):
     result = Linker.from_yaml(write_run(tmp_path, police, clinic)).run()
     clean = result.records.set_index(schema.RECORD_ID)[schema.name_col("name", "clean")]
     assert clean["C1"] == "阿卜杜拉·买买提" and clean["C2"] == "阿卜杜拉·艾海提"
-    assert groups(result) == {frozenset({"police:P1", "clinic:C1"}),
-                              frozenset({"police:P2", "clinic:C2"})}
+    assert groups(result) == {
+        frozenset({"police:P1", "clinic:C1"}),
+        frozenset({"police:P2", "clinic:C2"}),
+    }
 
 
 def test_golden_name_is_a_spelling_a_source_holds(tmp_path):

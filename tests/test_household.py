@@ -50,7 +50,14 @@ def test_sibling_pairs_mask():
     records = pd.DataFrame(
         {
             schema.name_col(schema.NAME, "clean"): [
-                "王子涵", "王子轩", "王涵子", "王子涵", "李子轩", "王子涵", "赵明华", "赵朋华"
+                "王子涵",
+                "王子轩",
+                "王涵子",
+                "王子涵",
+                "李子轩",
+                "王子涵",
+                "赵明华",
+                "赵朋华",
             ]
         }
     )
@@ -66,7 +73,15 @@ def test_sibling_pairs_mask():
     # twins (record 0 has its own exact partner, record 5); reordered characters; shared ID;
     # birth dates differ; different surname; the partner pair itself; two lone records of one
     # person whose name was mistyped (given levels as if 明 / 朋 were outside the table) stay linked
-    assert sibling_pairs(records, pairs).tolist() == [True, False, False, False, False, False, False]
+    assert sibling_pairs(records, pairs).tolist() == [
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_twins_with_a_guardian_id_stay_apart(tmp_path):
@@ -84,10 +99,20 @@ def test_twins_with_a_guardian_id_stay_apart(tmp_path):
     ]
     pd.DataFrame(police, columns=cols).to_csv(tmp_path / "police.csv", index=False)
     pd.DataFrame(health, columns=cols).to_csv(tmp_path / "health.csv", index=False)
-    columns = {"姓名": "name", "性别": "gender", "出生日期": "birth_date",
-               "身份证号": "id_number", "电话": "phone", "住址": "current_address"}
-    config = {"sources": {s: {"path": f"{s}.csv", "record_id": "编号", "columns": columns}
-                          for s in ("police", "health")}}
+    columns = {
+        "姓名": "name",
+        "性别": "gender",
+        "出生日期": "birth_date",
+        "身份证号": "id_number",
+        "电话": "phone",
+        "住址": "current_address",
+    }
+    config = {
+        "sources": {
+            s: {"path": f"{s}.csv", "record_id": "编号", "columns": columns}
+            for s in ("police", "health")
+        }
+    }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), "utf-8")
     result = Linker.from_yaml(tmp_path / "run.yaml").run()
     ids = result.identities.set_index(schema.RECORD_ID)[schema.IDENTITY_ID]

@@ -194,7 +194,9 @@ def population(tmp_path_factory):
 def test_enumeration_without_the_key_recovers_nothing_and_with_it_is_measured(population):
     records = population[0]
     police = records[records[schema.SOURCE] == "police"].head(80).reset_index(drop=True)
-    settings = EncodingSettings()
+    # ID tokens salted with the birth year only multiply a key holder's walk by the ~100
+    # plausible years; the walk below skips that step by encoding without the ID salt
+    settings = EncodingSettings(salt="birth_year")
     enc = encode_records(police, SECRET, settings)
     truth = police[schema.ID_STD].to_numpy()
     has_id = int(pd.notna(truth).sum())
@@ -328,7 +330,7 @@ def test_encoded_linkage_close_to_plaintext(tmp_path):
     pairs = set(zip(linked[schema.RECORD_ID + "_l"], linked[schema.RECORD_ID + "_r"], strict=True))
     pprl_f1 = _f1(pairs, true_pairs)
     print(f"police x health pairwise F1: plaintext {plain_f1:.4f}, encoded {pprl_f1:.4f}")
-    assert pprl_f1 >= 0.965  # measured 0.974 here (docs/privacy.md)
+    assert pprl_f1 >= 0.965  # measured 0.974 here, every field salted (docs/privacy.md)
     one = link_encodings(police, health, one_to_one=True)
     assert not one[schema.RECORD_ID + "_l"].duplicated().any()
     assert not one[schema.RECORD_ID + "_r"].duplicated().any()

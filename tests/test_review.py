@@ -298,7 +298,6 @@ def test_fit_from_labels_keeps_u_and_prior(small_run):
         )
 
 
-
 def test_fit_from_labels_with_labels_alone_counts_the_matches(small_run):
     """prior_strength=0: m is the (Jeffreys-smoothed) level share among labelled matches,
     counted here independently from the comparison vectors."""
@@ -347,7 +346,9 @@ def test_model_labels_in_config_is_the_same_refit_and_never_trains_unsure(small_
     for name in clean.comparisons:
         np.testing.assert_array_equal(clean.m_[name], mixed.m_[name])
         np.testing.assert_array_equal(clean.u_[name], mixed.u_[name])
-    assert clean.lambda_ == mixed.lambda_ == pytest.approx((sure.iloc[25:]["label"] == "match").mean())
+    assert (
+        clean.lambda_ == mixed.lambda_ == pytest.approx((sure.iloc[25:]["label"] == "match").mean())
+    )
     assert clean.n_iter_ == 0
     direct = review.fit_from_labels(
         clean, result.records, result.comparisons, review.load_labels(mixed_path),

@@ -48,6 +48,8 @@ POLICY = {
     "on_conflict": "refuse",
     "pseudonym_key_env": "LINKAGE_PSEUDONYM_KEY",
     "audit_queries": "masked",
+    # the load test below sends many requests per token at once
+    "rate_limit": {"per_second": 1000, "burst": 1000},
     "departments": {
         "police": {
             "purpose": "residence registration",
@@ -238,6 +240,29 @@ def _complete_identities(golden: pd.DataFrame, n: int) -> pd.DataFrame:
 
 
 IDENTITY_VIEWS = ["police", "health", "social_security", "monitor"]
+# departments that may search (monitor's view is pseudonymous microdata: no search)
+SEARCHING = ["police", "health", "social_security"]
+_QUERY_FIELD = {"address": "current_address"}
+
+
+def _granted(department: str, query: dict) -> dict:
+    """The part of a query the department may search by: fields granted unmasked."""
+    fields = POLICY["departments"][department]["fields"]
+    unmasked = (
+        set(fields) if isinstance(fields, list) else {f for f, m in fields.items() if m == "none"}
+    )
+    return {k: v for k, v in query.items() if k == "top" or _QUERY_FIELD.get(k, k) in unmasked}
+
+
+def _unique_names(server: dict, n: int) -> pd.DataFrame:
+    """Complete identities whose name no other identity has and few records carry (a name
+    alone finds them within the service's single-field limit)."""
+    golden = server["golden"]
+    full = golden.dropna(subset=["name", "birth_date", "id_number", "phone"])
+    counts = golden["name"].value_counts()
+    records = server["records"]["name_clean"].value_counts()
+    rare = full["name"].map(counts).eq(1) & full["name"].map(records).le(SINGLE_FIELD_LIMIT)
+    return full[rare].sort_values(schema.IDENTITY_ID).head(n)
 
 
 # ----------------------------------------------------------------------------- tokens
@@ -411,18 +436,19 @@ def _view_ids(server, department: str) -> dict[str, str]:
     return dict(zip(golden[schema.IDENTITY_ID], view[column], strict=True))
 
 
-@pytest.mark.parametrize("department", IDENTITY_VIEWS)
+@pytest.mark.parametrize("department", SEARCHING)
 def test_each_department_sees_exactly_its_export_row(server, department):
-    for _, person in _complete_identities(server["golden"], 3).iterrows():
-        response = _search(
-            server, department, name=person["name"], birth_date=person["birth_date"], top=3
-        )
+    for _, person in _unique_names(server, 3).iterrows():
+        query = {"name": person["name"], "birth_date": person["birth_date"], "top": 3}
+        query = _granted(department, query)
+        response = _search(server, department, **query)
         assert response.status_code == 200, response.text
         hits = response.json()["hits"]
         expected = _expected_view(server, department, person[schema.IDENTITY_ID])
         assert hits, (department, person["name"])
         assert hits[0]["identity"] == expected
-        assert 0.5 < hits[0]["match_probability"] <= 1
+        # a name alone (social_security may search by nothing else here) weighs less
+        assert (0.5 if "birth_date" in query else 0) < hits[0]["match_probability"] <= 1
 
 
 def _allowed_columns(department: str) -> set[str]:
@@ -444,7 +470,7 @@ def _allowed_columns(department: str) -> set[str]:
     return cols | {"export_flags"}
 
 
-@pytest.mark.parametrize("department", IDENTITY_VIEWS + ["police_own"])
+@pytest.mark.parametrize("department", SEARCHING + ["police_own"])
 def test_no_department_sees_a_field_or_id_it_is_not_granted(server, department):
     golden, links = server["golden"], server["links"]
     other_record_ids = set(links.loc[links[schema.SOURCE] != "police", schema.RECORD_ID])
@@ -457,7 +483,7 @@ def test_no_department_sees_a_field_or_id_it_is_not_granted(server, department):
             "birth_date": person["birth_date"],
             "phone": person["phone"],
         }
-        response = _search(server, department, **query, top=5)
+        response = _search(server, department, **_granted(department, query), top=5)
         assert response.status_code == 200, response.text
         text = response.text
         body = response.json()
@@ -555,7 +581,9 @@ def test_explanation_lists_only_comparisons_over_unmasked_fields(server):
     person = _complete_identities(server["golden"], 1).iloc[0]
     query = {"name": person["name"], "id_number": person["id_number"]}
     police = _search(server, "police", **query).json()["hits"][0]["explanation"]
-    social = _search(server, "social_security", **query).json()["hits"][0]["explanation"]
+    person = _unique_names(server, 1).iloc[0]
+    social = _search(server, "social_security", name=person["name"]).json()
+    social = social["hits"][0]["explanation"]
     assert "id" in {e["comparison"] for e in police}
     shown = {e["comparison"] for e in social}
     assert "id" not in shown and "contact" not in shown and "name" in shown
@@ -687,17 +715,23 @@ def test_audit_log_records_who_asked_what_as_the_policy_allows(server):
     full_id = str(person["id_number"])
     marker = person["name"]
     query = {"name": marker, "id_number": full_id, "phone": person["phone"]}
-    assert _search(server, "health", **query).status_code == 200
-    assert _search(server, "monitor", **query).status_code == 200
-    assert _search(server, "police_own", **query).status_code == 200
+    # health may not search by the ID it sees masked; police_own by neither ID nor phone;
+    # monitor (pseudonymous) not at all: each refusal is audited
+    assert _search(server, "health", **query).status_code == 403
+    assert _search(server, "health", name=marker, phone=person["phone"]).status_code == 200
+    assert _search(server, "monitor", **query).status_code == 403
+    assert _search(server, "police_own", **query).status_code == 403
     server["client"].post("/v1/search", json=query, headers={"Authorization": "Bearer bad"})
     time.sleep(0.2)
     lines = [json.loads(x) for x in server["audit"].read_text(encoding="utf-8").splitlines()]
     mine = [e for e in lines if e.get("query") and marker in json.dumps(e, ensure_ascii=False)]
     by_dept = {e["department"]: e for e in mine}
-    # masked (the policy default): health sees the ID as first6, so the log keeps that
+    # masked (the policy default): a value health may not see whole is kept as a keyed
+    # hash (probes show as distinct values), never whole and never as its masked form
+    refused = [e for e in mine if e["department"] == "health" and e["status"] == 403][-1]
+    assert re.fullmatch(r"hmac:[0-9a-f]{16}", refused["query"]["id_number"])
+    assert refused["refused"] == ["id_number"] and refused["query"]["name"] == marker
     health = by_dept["health"]
-    assert health["query"]["id_number"] == full_id[:6] + "*" * 12
     assert health["query"]["name"] == marker and health["status"] == 200
     assert health["returned"] and health["results"] == len(health["returned"])
     # raw for police_own; the monitor department's log keeps field names only
@@ -727,7 +761,7 @@ def test_bounded_load_from_concurrent_clients(server):
             return (0, "", 0.0)
         dept = departments[i % len(departments)]
         t = time.perf_counter()
-        response = _search(server, dept, **queries[i % len(queries)])
+        response = _search(server, dept, **_granted(dept, queries[i % len(queries)]))
         return (
             response.status_code,
             dept if response.json()["department"] == dept else "",
@@ -826,3 +860,111 @@ def _monitor_view_id(built, person, secret: bytes) -> str:
     row = built["golden"][built["golden"][schema.IDENTITY_ID] == person[schema.IDENTITY_ID]]
     view = export_view(row, built["links"], load_policy(built["policy"]), "monitor", key=secret)
     return str(view["pseudonym_id"].iloc[0])
+
+
+# ----------------------------------------------------------------------------- oracle attacks
+
+
+def _id_candidates(masked: str, year: int) -> list[str]:
+    """Every checksum-valid ID with this first6/last4 and birth year (the enumeration attack)."""
+    import datetime as dt
+
+    weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
+    out, day = [], dt.date(year, 1, 1)
+    while day.year == year:
+        idn = masked[:6] + day.strftime("%Y%m%d") + masked[-4:]
+        if "10X98765432"[sum(int(a) * w for a, w in zip(idn[:17], weights)) % 11] == idn[17]:
+            out.append(idn)
+        day += dt.timedelta(days=1)
+    return out
+
+
+def test_masked_id_cannot_be_completed_by_searching_candidates(server):
+    """social_security holds first6****last4 and the birth year: each checksum-valid
+    candidate searched would tell which is the person's ID. The search is refused (403
+    naming the field) and every probe is logged as its own keyed hash."""
+    person = _unique_names(server, 1).iloc[0]
+    full = str(person["id_number"])
+    candidates = _id_candidates(full[:6] + "*" * 8 + full[-4:], int(full[6:10]))[:12]
+    assert full in _id_candidates(full[:6] + "*" * 8 + full[-4:], int(full[6:10]))
+    for idn in candidates:
+        response = _search(server, "social_security", name=person["name"], id_number=idn, top=1)
+        assert response.status_code == 403, response.text
+        assert "id_number" in response.json()["error"] and "hits" not in response.json()
+    time.sleep(0.2)
+    lines = [json.loads(x) for x in server["audit"].read_text(encoding="utf-8").splitlines()]
+    probes = [
+        e for e in lines
+        if e["department"] == "social_security" and e.get("refused") == ["id_number"]
+    ]  # fmt: skip
+    logged = [e["query"]["id_number"] for e in probes[-len(candidates) :]]
+    assert len(set(logged)) == len(candidates)  # distinct probes are visible as such
+    assert not any(idn in json.dumps(probes) for idn in candidates)
+
+
+@pytest.mark.parametrize("field", ["id_number", "phone", "birth_date", "address"])
+def test_a_department_cannot_search_by_a_field_it_may_not_see(server, field):
+    """A name-only or masked grant must not turn IDs or phones into names (reverse lookup)."""
+    person = _unique_names(server, 1).iloc[0]
+    value = {"address": person["current_address"]}.get(field, person.get(field))
+    response = _search(server, "police_own", **{field: str(value)})
+    assert response.status_code == 403
+    assert field in response.json()["error"]
+
+
+def test_pseudonymous_department_cannot_search(server):
+    """monitor (gender, birth year, district under a pseudonym) searching a known person's
+    name and ID would map them to its own microdata row."""
+    person = _unique_names(server, 1).iloc[0]
+    for query in ({"name": person["name"]}, {"gender": person["gender"]}):
+        response = _search(server, "monitor", **query)
+        assert response.status_code == 403 and "pseudonymous" in response.json()["error"]
+
+
+def test_no_store_wide_counts_for_fields_not_granted(server):
+    """How many stored records share a key over a field the department may not see (the
+    birth date, the ID) is withheld; keys over its unmasked fields keep their counts."""
+    person = _unique_names(server, 1).iloc[0]
+    body = _search(server, "social_security", name=person["name"], gender=person["gender"]).json()
+    withheld = [r for r in body["rules"] if "records" not in r]
+    assert withheld and all(
+        any(not (k.startswith("name") or k == "given_initial") for k in r["keys"]) for r in withheld
+    ), body["rules"]
+    for rule in body["rules"]:
+        if "records" in rule:
+            assert all(k.startswith("name") or k == "given_initial" for k in rule["keys"]), rule
+    police = _search(server, "police", name=person["name"], gender=person["gender"]).json()
+    assert all("records" in r for r in police["rules"])
+
+
+def test_each_token_is_rate_limited(built, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from linkage.serve import LookupService, ServiceSettings, create_app
+
+    monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    service = LookupService(
+        ServiceSettings(
+            store=str(built["store"]),
+            policy=str(built["policy"]),
+            tokens=str(built["tokens_file"]),
+            audit=str(built["folder"] / "audit-429.jsonl"),
+            rate_per_second=0.5,
+            rate_burst=3,
+        )
+    )
+    try:
+        client = TestClient(create_app(service=service))
+        police = {"Authorization": f"Bearer {built['tokens']['police']}"}
+        health = {"Authorization": f"Bearer {built['tokens']['health']}"}
+        codes = [client.get("/v1/department", headers=police).status_code for _ in range(5)]
+        assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
+        refused = client.get("/v1/department", headers=police)
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert "too many requests" in refused.json()["error"]
+        # another token has its own bucket
+        assert client.get("/v1/department", headers=health).status_code == 200
+    finally:
+        service.close()
+    lines = (built["folder"] / "audit-429.jsonl").read_text(encoding="utf-8").splitlines()
+    assert sum(json.loads(x)["status"] == 429 for x in lines) == 3

@@ -132,6 +132,7 @@ def _png(chart, path: Path) -> np.ndarray:
 def test_png_draws_chinese_glyphs_not_boxes(tmp_path):
     """Two different Chinese strings must give different pixels: a missing font draws the
     same .notdef box for every character, so the images would be identical."""
+
     def text_chart(text: str):
         frame = pd.DataFrame({"x": [0], "t": [text]})
         return alt.Chart(frame).mark_text(fontSize=40).encode(text="t:N").properties(

@@ -331,10 +331,7 @@ def _lookalike(ca: np.ndarray, cb: np.ndarray) -> np.ndarray:
     distinct, inverse = np.unique(key, return_inverse=True)
     mask = (1 << _PAIR_SHIFT) - 1
     good_u = np.array(
-        [
-            lookalike_equal(chr(int(x) >> _PAIR_SHIFT), chr(int(x) & mask))
-            for x in distinct
-        ],
+        [lookalike_equal(chr(int(x) >> _PAIR_SHIFT), chr(int(x) & mask)) for x in distinct],
         dtype=bool,
     )
     bad = np.bincount(r[~good_u[inverse.ravel()]], minlength=len(ca))

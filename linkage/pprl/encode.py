@@ -45,7 +45,7 @@ DEFAULT_BITS_PER_TOKEN: dict[str, int] = {
 }
 MIN_KEY_BYTES = 16
 Hardening = Literal["none", "balance", "xor_fold"]
-Salt = Literal["none", "birth_year"]
+Salt = Literal["none", "birth_year", "all"]
 
 _TOKENIZERS = {
     schema.BIRTH_DATE: date_tokens,
@@ -62,8 +62,11 @@ class EncodingSettings:
 
     ``bits``: filter length before hardening. ``hardening``: ``balance`` (default; length doubles,
     half the bits set), ``xor_fold`` (length halves) or ``none``. ``salt``: ``birth_year``
-    (default) salts name tokens with the birth year, so equal names of different years set
-    different bits and a frequent name no longer has one signature to mine; ``none`` does not.
+    salts name tokens with the birth year, so equal names of different years set different
+    bits and a frequent name no longer has one signature to mine; ``all`` (default) also salts
+    the birth-date, gender and ID tokens with the birth year (the year token with the
+    gender), so no token is shared by a large group (a gender, a birth month, a
+    province) whose bits a pattern miner could read; ``none`` salts nothing.
     The defaults were chosen by ``benchmarks/bench_pprl.py`` (docs/privacy.md has the figures).
     """
 
@@ -71,7 +74,10 @@ class EncodingSettings:
     bits: int = 1024
     bits_per_token: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_BITS_PER_TOKEN))
     hardening: Hardening = "balance"
-    salt: Salt = "birth_year"
+    salt: Salt = "all"
+    # the linkage project or period (e.g. "2026-health-survey"): bound into every derived key
+    # and the key check, so one secret used in two contexts gives unlinkable encodings
+    context: str = ""
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.fields if f not in FIELD_COLUMNS]
@@ -83,7 +89,7 @@ class EncodingSettings:
             raise InputError(f"bits must be a power of two, got {self.bits}")
         if self.hardening not in ("none", "balance", "xor_fold"):
             raise InputError(f"unknown hardening {self.hardening!r}")
-        if self.salt not in ("none", "birth_year"):
+        if self.salt not in ("none", "birth_year", "all"):
             raise InputError(f"unknown salt {self.salt!r}")
 
     def describe(self) -> str:
@@ -92,7 +98,38 @@ class EncodingSettings:
         return "v2;" + ";".join(f"{k}={d[k]}" for k in sorted(d))
 
 
-def master_key(secret: bytes | str) -> bytes:
+def check_key_strength(secret: bytes) -> None:
+    """Refuse a secret that does not look like at least 128 random bits.
+
+    Accepted: hex of at least 16 bytes, or base64 (standard or URL-safe) of at least 16 bytes
+    that mixes lower case, upper case and digits, as ``linkage encode-key`` writes. A
+    passphrase such as ``shenzhen-health-2026`` falls to a small dictionary through the key
+    check value in every encodings row (seconds, scrypt notwithstanding). Raises InputError.
+    """
+    import base64
+    import binascii
+    import re
+
+    text = secret.decode("ascii", "replace").strip()
+    random_like = False
+    if re.fullmatch(r"[0-9a-fA-F]{32,}", text):
+        random_like = len(set(text.lower())) >= 8
+    elif re.fullmatch(r"[A-Za-z0-9+/_-]{22,}={0,2}", text):
+        try:
+            raw = base64.b64decode(text.replace("-", "+").replace("_", "/") + "==", validate=False)
+        except (binascii.Error, ValueError):
+            raw = b""
+        classes = sum(bool(re.search(c, text)) for c in ("[a-z]", "[A-Z]", "[0-9]"))
+        random_like = len(raw) >= 16 and classes == 3 and len(set(text)) >= 12
+    if not random_like:
+        raise InputError(
+            "the encoding key does not look like at least 128 random bits (hex or base64 of "
+            "16+ random bytes): a passphrase can be guessed offline from the key check value. "
+            "Make one with `linkage encode-key --output FILE`"
+        )
+
+
+def master_key(secret: bytes | str, context: str = "") -> bytes:
     """Stretch the custodians' shared secret with scrypt (RFC 7914; about 50 ms, 16 MiB).
 
     The stretch slows anyone who tests guessed passphrases against encodings or the key check
@@ -109,7 +146,9 @@ def master_key(secret: bytes | str) -> bytes:
             len(raw),
             MIN_KEY_BYTES,
         )
-    return hashlib.scrypt(raw, salt=b"linkage-pprl-v2", n=2**14, r=8, p=1, dklen=32)
+    # the context salts the stretch: every key derived below differs per project/period
+    salt = b"linkage-pprl-v2" + (b"/" + context.encode("utf-8") if context else b"")
+    return hashlib.scrypt(raw, salt=salt, n=2**14, r=8, p=1, dklen=32)
 
 
 def key_check_value(master: bytes, settings: EncodingSettings) -> str:
@@ -149,6 +188,19 @@ def _column(records: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
     return out.where(out.notna(), None)
 
 
+def _record_salt(token: str, birth: object, gender: object) -> str:
+    """Salt of one non-name token: another attribute of the same record.
+
+    Birth-date, gender and ID tokens take the birth year, except the year token itself,
+    which takes the gender. Each token then belongs to a small group (women born in 1990),
+    never to a whole gender, birth month or province. The name is no salt here: it would
+    make every frequent surname a signature.
+    """
+    if token.startswith("y:"):
+        return gender if isinstance(gender, str) and gender else "?"
+    return str(birth)[:4] if isinstance(birth, str) and birth else "?"
+
+
 def record_tokens(records: pd.DataFrame, settings: EncodingSettings) -> list[list[tuple[str, int]]]:
     """(token, bits) pairs of each record, field-tagged so equal q-grams of fields stay apart."""
     columns = {}
@@ -156,6 +208,7 @@ def record_tokens(records: pd.DataFrame, settings: EncodingSettings) -> list[lis
         columns[f] = _column(records, FIELD_COLUMNS[f]).to_numpy()
     pinyin = _column(records, (PINYIN_COLUMN,)).to_numpy()
     birth = _column(records, FIELD_COLUMNS[schema.BIRTH_DATE]).to_numpy()
+    gender = _column(records, FIELD_COLUMNS[schema.GENDER]).to_numpy()
     k = settings.bits_per_token
     out: list[list[tuple[str, int]]] = []
     for i in range(len(records)):
@@ -163,7 +216,7 @@ def record_tokens(records: pd.DataFrame, settings: EncodingSettings) -> list[lis
         for f in settings.fields:
             if f == schema.NAME:
                 salt = ""
-                if settings.salt == "birth_year":
+                if settings.salt in ("birth_year", "all"):
                     year = birth[i]
                     salt = (str(year)[:4] if isinstance(year, str) else "?") + "|"
                 name = columns[f][i]
@@ -173,7 +226,10 @@ def record_tokens(records: pd.DataFrame, settings: EncodingSettings) -> list[lis
             else:
                 value = columns[f][i]
                 if isinstance(value, str) and value:
-                    tokens.extend((f"{f}/{t}", k.get(f, 10)) for t in _TOKENIZERS[f](value))
+                    for t in _TOKENIZERS[f](value):
+                        if settings.salt == "all":
+                            t = _record_salt(t, birth[i], gender[i]) + "|" + t
+                        tokens.append((f"{f}/{t}", k.get(f, 10)))
         out.append(tokens)
     return out
 
@@ -194,7 +250,7 @@ def encode_records(
     an empty secret, or for ``plain`` record ids that look like resident IDs or mobile numbers.
     """
     settings = settings or EncodingSettings()
-    master = master_key(secret)
+    master = master_key(secret, settings.context)
     sources = records.get(schema.SOURCE, pd.Series([""] * len(records), index=records.index))
     ids = records[schema.RECORD_ID]
     if record_ids == "plain":

@@ -62,9 +62,7 @@ def normalize_labels(labels: pd.DataFrame, *, path: str | Path | None = None) ->
     where = str(path) if path is not None else None
     missing = [c for c in LABEL_COLUMNS if c not in labels]
     if missing:
-        raise InputError(
-            f"labels lack columns {missing}; expected {LABEL_COLUMNS}", path=where
-        )
+        raise InputError(f"labels lack columns {missing}; expected {LABEL_COLUMNS}", path=where)
     out = labels[LABEL_COLUMNS].astype(str).copy()
     out[schema.LABEL] = out[schema.LABEL].str.strip().str.lower().map(ALIASES)
     bad = out[schema.LABEL].isna().to_numpy()
@@ -150,9 +148,7 @@ def labels_from_truth(pairs: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     person = person[~person.index.duplicated()]
 
     def side(source: str, record_id: str) -> np.ndarray:
-        keys = pd.MultiIndex.from_arrays(
-            [pairs[source].astype(str), pairs[record_id].astype(str)]
-        )
+        keys = pd.MultiIndex.from_arrays([pairs[source].astype(str), pairs[record_id].astype(str)])
         return person.reindex(keys).to_numpy()
 
     left = side(schema.SOURCE_L, schema.RECORD_ID_L)

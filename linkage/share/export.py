@@ -22,9 +22,12 @@ from linkage.errors import ConfigError, InputError
 from linkage.io import write_csv, write_parquet
 from linkage.share.policy import (
     GRANTABLE_FIELDS,
+    MASK_LEVELS,
     DepartmentPolicy,
     SharingPolicy,
     effective_department,
+    group_conflicts,
+    join_keys,
 )
 from linkage.standardize.address import standardize_addresses
 from linkage.zh.surnames import split_surname
@@ -217,18 +220,69 @@ def _link_columns(
     return sources.where(sources.notna(), None), records.where(records.notna(), None), has_own
 
 
-def _pseudonym_key(policy: SharingPolicy, key: bytes | None) -> bytes:
+def _pseudonym_key(policy: SharingPolicy, key: bytes | None, *, required: bool = True) -> bytes:
     if key:
         return key
     text = os.environ.get(policy.pseudonym_key_env, "")
     if text:
         return text.encode("utf-8")
+    if not required:
+        return b""
     raise ConfigError(
         f"pseudonymous ids need a key: export from an identity store (it holds one) or set "
         f"the environment variable {policy.pseudonym_key_env}",
         path=str(policy.source_path) if policy.source_path else None,
         key="pseudonym_key_env",
     )
+
+
+def is_microdata(dept: DepartmentPolicy) -> bool:
+    """A pseudonymous identity view without name, full ID or phone (statistical microdata)."""
+    direct = (schema.NAME, schema.ID_NUMBER, schema.PHONE)
+    return (
+        not dept.aggregate
+        and dept.identity != "identity_id"
+        and not any(dept.fields.get(f) == "none" for f in direct)
+    )
+
+
+def _k_anonymize(view: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Every combination of a microdata view's fields held by at least ``k`` rows (the
+    policy's min_cell): rows in smaller cells lose ``sources`` first, then every field, and
+    are flagged ``k_anonymity_suppressed``. Otherwise the view gives the exact count of each
+    cell an aggregate withholds, and singles out whoever is alone in a cell."""
+    view = view.copy()
+    keys = [c for c in view.columns if c not in (PSEUDONYM_ID, schema.IDENTITY_ID, EXPORT_FLAGS)]
+    if not keys or k <= 1:
+        return view
+    suppressed = np.zeros(len(view), dtype=bool)
+    for drop in ([SOURCES] if SOURCES in keys else []) + [None]:
+        size = view[keys].fillna("\x00").groupby(keys, sort=False)[keys[0]].transform("size")
+        small = (size < k).to_numpy()
+        if not small.any():
+            break
+        suppressed |= small
+        columns = [drop] if drop else keys
+        view.loc[small, columns] = None
+    flags = view[EXPORT_FLAGS].astype(object).to_numpy()
+    view[EXPORT_FLAGS] = np.where(
+        suppressed,
+        np.where(flags == "", "", flags + schema.QUALITY_SEP) + "k_anonymity_suppressed",
+        flags,
+    )
+    return view
+
+
+def row_order(identity_ids: pd.Series, master: bytes, department: str) -> np.ndarray:
+    """Positions that put one department's rows in its own keyed order (a per-department shuffle).
+
+    Rows sorted by HMAC(department's key, identity id) follow no order another department, a
+    record id or a registration number could predict, so two exports cannot be joined by row
+    number (the order of golden records is that of each identity's smallest record id).
+    """
+    order_key = hmac.digest(department_key(master, department), b"row-order", "sha256")
+    keys = pseudonymize(identity_ids.reset_index(drop=True), order_key)
+    return np.argsort(keys.to_numpy(dtype=str), kind="stable")
 
 
 def export_view(
@@ -238,11 +292,15 @@ def export_view(
     department: str,
     *,
     key: bytes | None = None,
+    keyed_order: bool = True,
 ) -> pd.DataFrame:
     """One department's view of the golden records: granted fields only, masked, checked.
 
     ``key``: master key of pseudonyms (else ``$LINKAGE_PSEUDONYM_KEY``; the CLI passes the store's).
-    Columns: the identity (``identity_id`` or ``pseudonym_id``), each granted field under its
+    Rows of identity views come in the department's own keyed order (:func:`row_order`);
+    without any key, views with the shared ``identity_id`` are sorted by it instead (it is a
+    keyed hash too). ``keyed_order=False`` keeps the input order (the lookup service's hits,
+    ranked by match weight). Columns: the identity (``identity_id`` or ``pseudonym_id``), each granted field under its
     own name, ``sources`` / ``source_records`` where granted, and ``export_flags`` naming fields
     whose value could not be masked (left null). Aggregated views give ``persons`` per cell.
     """
@@ -294,6 +352,15 @@ def export_view(
     out = pd.DataFrame(out, index=golden.index)
     if dept.aggregate:
         return _aggregate(out.drop(columns=[EXPORT_FLAGS]), policy.min_cell)
+    if is_microdata(dept):
+        out = _k_anonymize(out, policy.min_cell)
+    master = _pseudonym_key(policy, key, required=dept.identity != "identity_id")
+    if keyed_order:
+        if master:
+            order = row_order(ids, master, department)
+        else:
+            order = np.argsort(ids.astype(str).to_numpy(dtype=str), kind="stable")
+        out = out.iloc[order].reset_index(drop=True)
     logger.info("export for %s: %d identities, columns %s", department, len(out), list(out.columns))
     return out
 
@@ -312,12 +379,71 @@ def _aggregate(view: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     return counts
 
 
+def quasi_identifier_joins(
+    golden: pd.DataFrame, policy: SharingPolicy, department: str
+) -> list[tuple[str, list[str], float]]:
+    """Departments whose export joins ``department``'s on the fields both are granted.
+
+    For each other identity view, the shared fields are masked at the coarser of the two
+    masks (what both exports can compute); when that combination is unique for more than
+    ``policy.quasi_identifier_share`` of the identities in ``golden`` (the data exported),
+    it is a join key. Returns (other department, shared fields, unique share) per such join.
+    Names, birth dates and ID prefixes together are unique for nearly everyone, so this
+    measures what the field-by-field check cannot know.
+    """
+    mine = effective_department(policy, department)
+    out: list[tuple[str, list[str], float]] = []
+    if mine.aggregate or golden.empty:
+        return out
+    for other in policy.departments:
+        theirs = effective_department(policy, other)
+        if other == department or theirs.aggregate:
+            continue
+        shared = [f for f in GRANTABLE_FIELDS if f in mine.fields and f in theirs.fields]
+        if not shared:
+            continue
+        key = pd.Series("", index=golden.index, dtype=object)
+        complete = np.ones(len(golden), dtype=bool)
+        for f in shared:
+            levels = MASK_LEVELS[f]
+            mask = levels[min(levels.index(mine.fields[f]), levels.index(theirs.fields[f]))]
+            column = golden[f] if f in golden.columns else pd.Series([None] * len(golden))
+            masked, _ = mask_values(column, f, mask)
+            complete &= masked.notna().to_numpy()
+            key = key + "\x1f" + masked.astype(str).to_numpy()
+        counts = key[complete].map(key[complete].value_counts())
+        share = float((counts == 1).sum()) / len(golden)
+        if share > policy.quasi_identifier_share:
+            out.append((other, shared, share))
+    return out
+
+
+def check_quasi_identifier_joins(
+    golden: pd.DataFrame, policy: SharingPolicy, department: str
+) -> None:
+    """Refuse an export that a quasi-identifier join with another department's export would
+    take beyond what any of the two is granted (the ID rebuilt from its masked form and a
+    full birth date, for example). Raises ConfigError naming both departments and fields."""
+    problems = []
+    for other, shared, share in quasi_identifier_joins(golden, policy, department):
+        keys = [f"their shared fields ({', '.join(shared)}; unique for {share:.0%})"]
+        keys += join_keys(policy, department, other)
+        problems.extend(group_conflicts(policy, [department, other], keys))
+    if problems:
+        raise ConfigError(
+            "; ".join(problems),
+            path=str(policy.source_path) if policy.source_path else None,
+            key=f"departments.{department}.fields",
+        )
+
+
 def write_export(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write an export atomically: Parquet for ``.parquet`` (raw), else UTF-8 CSV with formula
-    cells neutralized for spreadsheets (``io.neutralize_formulas``)."""
+    cells neutralized for spreadsheets (``io.neutralize_formulas``) and every text cell quoted
+    (a ``;`` inside a cell cannot start a new one where ``;`` separates lists)."""
     path = Path(path)
     if path.suffix.lower() == ".parquet":
         return write_parquet(frame, path)
     if path.suffix.lower() not in (".csv", ".txt"):
         raise InputError("export file must end in .csv or .parquet", path=str(path))
-    return write_csv(frame, path)
+    return write_csv(frame, path, quote_text=True)

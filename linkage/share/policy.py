@@ -68,6 +68,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class RateLimit(_Model):
+    """Lookup-service requests per bearer token: a token bucket (``burst`` requests at once,
+    refilled at ``per_second``); over it the service answers 429."""
+
+    per_second: float = Field(default=10.0, gt=0)
+    burst: int = Field(default=20, ge=1)
+
+
 class DepartmentPolicy(_Model):
     """What one department may see of each identity, and why."""
 
@@ -85,6 +93,7 @@ class DepartmentPolicy(_Model):
     on_conflict: Literal["refuse", "coarsen"] | None = None  # overrides the policy default
     # how the lookup service's audit log records this department's query values
     audit_queries: Literal["raw", "masked", "none"] | None = None  # overrides the default
+    rate_limit: RateLimit | None = None  # lookup requests per token; overrides the default
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -144,6 +153,11 @@ class SharingPolicy(_Model):
     # lookup-service audit log: raw query values, masked as the department's grants mask
     # the field (values of fields not granted are not written), or only the field names
     audit_queries: Literal["raw", "masked", "none"] = "masked"
+    # lookup-service requests per bearer token (a department's rate_limit overrides it)
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+    # shared masked fields whose combination is unique for more than this share of the
+    # identities exported count as a join key of two departments (a quasi-identifier join)
+    quasi_identifier_share: float = Field(default=0.5, gt=0, le=1)
     departments: dict[str, DepartmentPolicy] = Field(min_length=1)
     source_path: Path | None = Field(default=None, exclude=True)
 
@@ -334,27 +348,34 @@ def cross_department_conflicts(policy: SharingPolicy) -> list[str]:
     """
     out = []
     for group, keys in _joined_groups(policy):
-        members = {n: effective_department(policy, n).fields for n in group}
-        joined: dict[str, str] = {}
-        for fields in members.values():
-            for f, m in fields.items():
-                if f not in joined or _level(f, m) > _level(f, joined[f]):
-                    joined[f] = m
-        alone = [disclosed_levels(fields) for fields in members.values()]
-        shown = disclosed_levels(joined)
-        for f in GRANTABLE_FIELDS:
-            most = max(levels[f] for levels in alone)
-            if shown[f] > most:
-                sources = ", ".join(
-                    f"{n}: {f2} {m}" for n, fields in members.items() for f2, m in fields.items()
-                    if f2 in (f, schema.BIRTH_DATE, schema.ID_NUMBER)
-                )  # fmt: skip
-                out.append(
-                    f"departments {', '.join(group)} can join their exports on "
-                    f"{' and '.join(keys)}: together they reveal {f} as "
-                    f"'{MASK_LEVELS[f][shown[f]]}', more than any of them is granted ({sources}); "
-                    "give them per-department pseudonyms (identity: pseudonym) or coarser masks"
-                )
+        out.extend(group_conflicts(policy, group, keys))
+    return out
+
+
+def group_conflicts(policy: SharingPolicy, group: list[str], keys: list[str]) -> list[str]:
+    """Problems of one group of departments joined on ``keys`` (see cross_department_conflicts)."""
+    out = []
+    members = {n: effective_department(policy, n).fields for n in group}
+    joined: dict[str, str] = {}
+    for fields in members.values():
+        for f, m in fields.items():
+            if f not in joined or _level(f, m) > _level(f, joined[f]):
+                joined[f] = m
+    alone = [disclosed_levels(fields) for fields in members.values()]
+    shown = disclosed_levels(joined)
+    for f in GRANTABLE_FIELDS:
+        most = max(levels[f] for levels in alone)
+        if shown[f] > most:
+            sources = ", ".join(
+                f"{n}: {f2} {m}" for n, fields in members.items() for f2, m in fields.items()
+                if f2 in (f, schema.BIRTH_DATE, schema.ID_NUMBER)
+            )  # fmt: skip
+            out.append(
+                f"departments {', '.join(group)} can join their exports on "
+                f"{' and '.join(keys)}: together they reveal {f} as "
+                f"'{MASK_LEVELS[f][shown[f]]}', more than any of them is granted ({sources}); "
+                "give them per-department pseudonyms (identity: pseudonym) or coarser masks"
+            )
     return out
 
 

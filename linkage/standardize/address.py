@@ -266,7 +266,6 @@ def _city_repeat(
     return False, None
 
 
-
 def _parse_distinct(values: Sequence[object], field: str) -> pd.DataFrame:
     """Parse distinct raw addresses; ambiguous rows keep their candidate adcodes for later."""
     flag = {code: field + code.removeprefix("address") for code in FLAGS}

@@ -419,7 +419,6 @@ def not_own_ids(birth_std: pd.Series, id_birth: pd.Series) -> np.ndarray:
     return years_apart(year(birth_std), year(id_birth))
 
 
-
 def standardize_id_numbers(values: pd.Series) -> pd.DataFrame:
     """Standardize raw resident ID numbers; returns the derived ID columns on the same index."""
     out = map_distinct(values, _standardize_distinct)

@@ -327,9 +327,7 @@ def _surname_syllables(token: str, other: bool, flags: set[str]) -> list[str]:
     surname's (chan, chou), or the name is written in another romanization anyway."""
     split = split_syllables(token)
     mapped = surname_from_spelling(token)
-    if mapped is not None and (
-        split is None or other or "".join(split) not in _SURNAME_PINYIN
-    ):
+    if mapped is not None and (split is None or other or "".join(split) not in _SURNAME_PINYIN):
         flags.add("other_romanization")
         return mapped.split()
     return _given_syllables(token, True, flags)
@@ -340,9 +338,7 @@ def _finish_latin(clean: str, flags: set[str]) -> tuple:
     tokens = clean.split()
     # Pinyin passports never hyphenate a given name and use only pinyin syllables: a hyphen or
     # a token that is no pinyin marks a Hong Kong / Taiwan style name.
-    other = any("-" in t for t in tokens[1:]) or any(
-        split_syllables(t) is None for t in tokens
-    )
+    other = any("-" in t for t in tokens[1:]) or any(split_syllables(t) is None for t in tokens)
     if len(tokens) > 1:
         idx = _latin_surname_index(tokens)
         sur = _surname_syllables(tokens[idx], other, flags)

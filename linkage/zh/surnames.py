@@ -30,8 +30,10 @@ COMMON_SURNAMES = (
     "闵苟邬边卞姬师和仇栾隋商刁沙荣巫寇桑郎甄丛仲虞敖巩明佘池查麻苑迟邝"
 )
 
-_HAN_NAME_RE = re.compile("[\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U000323af"
-                          "\ue000-\uf8ff\U000f0000-\U0010ffff?*]+")
+_HAN_NAME_RE = re.compile(
+    "[\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U000323af"
+    "\ue000-\uf8ff\U000f0000-\U0010ffff?*]+"
+)
 
 
 def split_han(clean: str) -> tuple[str, str]:

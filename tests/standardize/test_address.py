@@ -306,7 +306,9 @@ def test_street_repeating_the_city_name_keeps_the_detail(raw, city, detail):
 
 
 def test_a_street_named_after_a_city_is_not_that_city():
-    out = standardize_addresses(pd.Series(["中山五路33号", "广州市中山五路33号"]), "current_address")
+    out = standardize_addresses(
+        pd.Series(["中山五路33号", "广州市中山五路33号"]), "current_address"
+    )
     city = schema.address_col("current_address", "city")
     assert out[city].iloc[0] is None or pd.isna(out[city].iloc[0])
     assert out[city].iloc[1] == "广州市"

@@ -109,7 +109,14 @@ def test_frame_contract_and_nulls():
     ]
     assert out[schema.PHONE_TYPE].tolist() == ["mobile", None, None, "landline", None, "mobile"]
     # 无 is a filler: missing, and flagged like every filler
-    assert out[schema.QUALITY_FLAGS].tolist() == ["", "", "phone_placeholder", "", "phone_invalid", ""]
+    assert out[schema.QUALITY_FLAGS].tolist() == [
+        "",
+        "",
+        "phone_placeholder",
+        "",
+        "phone_invalid",
+        "",
+    ]
     assert values.tolist()[4] == "bad"  # raw input untouched
 
 

@@ -86,9 +86,31 @@ def test_split_prefers_the_most_likely_syllables(token, expected):
     assert split_syllables(token) == expected
 
 
-@given(st.lists(st.sampled_from(["xin", "zhen", "jun", "chen", "yu", "ming", "hua", "li",
-                                 "wei", "jian", "guo", "ning", "yun", "tian", "xiao"]),
-                min_size=1, max_size=3))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "xin",
+                "zhen",
+                "jun",
+                "chen",
+                "yu",
+                "ming",
+                "hua",
+                "li",
+                "wei",
+                "jian",
+                "guo",
+                "ning",
+                "yun",
+                "tian",
+                "xiao",
+            ]
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_common_name_syllables_round_trip(syls):
     # written together, syllables that names use every day split back as they were written
     assert split_syllables("".join(syls)) == syls
@@ -96,8 +118,14 @@ def test_common_name_syllables_round_trip(syls):
 
 @pytest.mark.parametrize(
     "han, romanized",
-    [("王欣雨", "WANG Xinyu"), ("高振宇", "GAO Zhenyu"), ("李俊宇", "LI Junyu"),
-     ("陈晨雨", "CHEN Chenyu"), ("张天宇", "ZHANG Tianyu"), ("徐宁", "XU Ning")],
+    [
+        ("王欣雨", "WANG Xinyu"),
+        ("高振宇", "GAO Zhenyu"),
+        ("李俊宇", "LI Junyu"),
+        ("陈晨雨", "CHEN Chenyu"),
+        ("张天宇", "ZHANG Tianyu"),
+        ("徐宁", "XU Ning"),
+    ],
 )
 def test_romanized_given_names_key_like_han(han, romanized):
     assert keys(han)[0] == keys(romanized)[0]
@@ -108,9 +136,20 @@ def test_romanized_given_names_key_like_han(han, romanized):
 
 @pytest.mark.parametrize(
     "spelling, pinyin",
-    [("CHAN", "chen"), ("WONG", "huang"), ("CHEUNG", "zhang"), ("LEUNG", "liang"),
-     ("TSANG", "zeng"), ("HSU", "xu"), ("CHOU", "zhou"), ("KUO", "guo"), ("NG", "wu"),
-     ("HSIEH", "xie"), ("Lau", "liu"), ("Yeung", "yang")],
+    [
+        ("CHAN", "chen"),
+        ("WONG", "huang"),
+        ("CHEUNG", "zhang"),
+        ("LEUNG", "liang"),
+        ("TSANG", "zeng"),
+        ("HSU", "xu"),
+        ("CHOU", "zhou"),
+        ("KUO", "guo"),
+        ("NG", "wu"),
+        ("HSIEH", "xie"),
+        ("Lau", "liu"),
+        ("Yeung", "yang"),
+    ],
 )
 def test_surname_spellings(spelling, pinyin):
     assert surname_from_spelling(spelling) == pinyin
@@ -123,9 +162,16 @@ def test_every_spelling_maps_to_valid_syllables():
 
 @pytest.mark.parametrize(
     "token, expected",
-    [("Chih-ming", ["zhi", "ming"]), ("Hsiao-ping", ["xiao", "bing"]), ("Kuo", ["guo"]),
-     ("Tung", ["dong"]), ("Ch'ing-kuo", ["qing", "guo"]), ("Hsueh", ["xue"]),
-     ("Shih", ["shi"]), ("Smith", None)],
+    [
+        ("Chih-ming", ["zhi", "ming"]),
+        ("Hsiao-ping", ["xiao", "bing"]),
+        ("Kuo", ["guo"]),
+        ("Tung", ["dong"]),
+        ("Ch'ing-kuo", ["qing", "guo"]),
+        ("Hsueh", ["xue"]),
+        ("Shih", ["shi"]),
+        ("Smith", None),
+    ],
 )
 def test_wade_giles_syllables(token, expected):
     assert wade_giles_to_pinyin(token) == expected
