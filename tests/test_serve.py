@@ -429,7 +429,7 @@ def _view_ids(server, department: str) -> dict[str, str]:
     golden = server["golden"]
     os.environ["LINKAGE_PSEUDONYM_KEY"] = PSEUDONYM_KEY
     try:
-        view = export_view(golden, server["links"], policy, department)
+        view = export_view(golden, server["links"], policy, department, keyed_order=False)
     finally:
         os.environ.pop("LINKAGE_PSEUDONYM_KEY", None)
     column = "identity_id" if "identity_id" in view.columns else "pseudonym_id"
@@ -529,7 +529,7 @@ def test_rows_own_department_sees_only_identities_with_its_records(server):
         found[0]["identity"]["pseudonym_id"]
         == _view_ids(server, "police")[person[schema.IDENTITY_ID]]
     )
-    body = _search(server, "police_own", **query).json()
+    body = _search(server, "police_own", **_granted("police_own", query)).json()
     text = json.dumps(body)
     assert person[schema.IDENTITY_ID] not in text
     assert seen_by_own[person[schema.IDENTITY_ID]] not in text
@@ -540,8 +540,10 @@ def test_rows_own_department_sees_only_identities_with_its_records(server):
             f"/v1/identities/{ident}", headers=_auth(server, "police_own")
         )
         assert fetched.status_code == 404
-    own = inside.iloc[0]
-    body = _search(server, "police_own", name=own["name"], birth_date=own["birth_date"]).json()
+    # police_own may search by name only (its birth date is masked to the year)
+    counts = golden["name"].value_counts()
+    own = inside[inside["name"].map(counts) == 1].iloc[0]
+    body = _search(server, "police_own", name=own["name"]).json()
     own_id = seen_by_own[own[schema.IDENTITY_ID]]
     assert body["hits"][0]["identity"]["pseudonym_id"] == own_id
     fetched = server["client"].get(f"/v1/identities/{own_id}", headers=_auth(server, "police_own"))
@@ -571,8 +573,8 @@ def test_fetch_one_identity_in_each_view(server):
     response = client.get(f"/v1/identities/{shown['police']}", headers=_auth(server, "health"))
     assert response.status_code == 404
     # the id a search answer shows is the one that fetches
-    hit = _search(server, "monitor", name=person["name"], birth_date=person["birth_date"])
-    assert hit.json()["hits"][0]["identity"]["pseudonym_id"] == shown["monitor"]
+    hit = _search(server, "police", name=person["name"], birth_date=person["birth_date"])
+    assert hit.json()["hits"][0]["identity"]["pseudonym_id"] == shown["police"]
     response = client.get("/v1/identities/IDFFFFFFFFFFFFFF", headers=_auth(server, "police"))
     assert response.status_code == 404 and response.json()["error"]
 
