@@ -384,4 +384,5 @@ def test_cli_search_says_why_an_answer_is_empty(data, tmp_path):
     result = runner.invoke(
         app, ["search", "--store", store, "--birth-date", "not a date", "--json"]
     )
-    assert result.exit_code == 0 and "could be read" in result.output
+    # a query none of whose values can be read is bad input: exit 2, saying why
+    assert result.exit_code == 2 and "could be read" in result.output
