@@ -532,6 +532,20 @@ def _line_numbers(frame: pd.DataFrame, mask: pd.Series, suffix: str) -> list[int
     )
 
 
+def check_mapped_columns(columns: list[str], cfg: SourceConfig) -> list[str]:
+    """Return the source's mapped headers (record id first); raise InputError naming the file
+    and the missing ones when the file lacks any. Shared by the local and Spark readers."""
+    wanted = [cfg.record_id, *cfg.columns]
+    missing = [c for c in dict.fromkeys(wanted) if c not in columns]
+    if missing:
+        raise InputError(
+            f"mapped column(s) {', '.join(repr(c) for c in missing)} not in the file; "
+            f"its columns are {', '.join(repr(c) for c in columns)}",
+            path=str(cfg.path),
+        )
+    return wanted
+
+
 def to_canonical(raw: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
     """Map a raw table's headers to canonical fields; unmapped columns pass through.
 
@@ -541,14 +555,7 @@ def to_canonical(raw: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
     """
     path = str(cfg.path)
     suffix = Path(cfg.path).suffix.lower()
-    wanted = [cfg.record_id, *cfg.columns]
-    missing = [c for c in dict.fromkeys(wanted) if c not in raw.columns]
-    if missing:
-        raise InputError(
-            f"mapped column(s) {', '.join(repr(c) for c in missing)} not in the file; "
-            f"its columns are {', '.join(repr(c) for c in raw.columns)}",
-            path=path,
-        )
+    wanted = check_mapped_columns(list(raw.columns), cfg)
     ids = raw[cfg.record_id]
     empty = ids.isna()
     if empty.any():

@@ -62,7 +62,12 @@ from linkage.identity import (  # noqa: E402
     identity_names,
     process_key,
 )
-from linkage.io import atomic_write, decode_bytes, read_raw  # noqa: E402
+from linkage.io import (  # noqa: E402
+    atomic_write,
+    check_mapped_columns,
+    decode_bytes,
+    read_raw,
+)
 from linkage.merge import merge_records  # noqa: E402
 from linkage.model import FellegiSunterModel  # noqa: E402
 from linkage.spark.components import COMPONENT, connected_components  # noqa: E402
@@ -173,14 +178,7 @@ def read_source_spark(spark: SparkSession, cfg: SourceConfig) -> DataFrame:
             f"unsupported file type '{suffix}', expected .csv, .xlsx or .parquet", path=str(path)
         )
     raw = _as_text_columns(raw)
-    wanted = [cfg.record_id, *cfg.columns]
-    missing = [c for c in dict.fromkeys(wanted) if c not in raw.columns]
-    if missing:
-        raise InputError(
-            f"mapped column(s) {', '.join(repr(c) for c in missing)} not in the file; "
-            f"its columns are {', '.join(repr(c) for c in raw.columns)}",
-            path=str(path),
-        )
+    wanted = check_mapped_columns(raw.columns, cfg)
     rid_col = F.col(f"`{cfg.record_id}`")
     try:
         empty = raw.where(rid_col.isNull()).count()
