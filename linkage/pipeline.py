@@ -255,7 +255,8 @@ def link_records(
     sample = _training_sample(len(pairs), config.run.train_sample_pairs, config.model.seed)
     trained = checkpoints is not None and checkpoints.done("training")
     need_train = model is None and not trained
-    compared_now = need_train or sample is None
+    scored_before = checkpoints is not None and checkpoints.done("scoring")
+    compared_now = need_train or (sample is None and not scored_before)
     n_compare = (len(pairs) if sample is None else len(sample)) if compared_now else 0
     _stage(say, "comparing", n_compare, "pairs")
     vectors = tf = None
