@@ -83,7 +83,9 @@ class Checkpoints:
             logger.info("resuming: finished stages %s", ", ".join(kept) or "none")
             return cls(folder, stamp)
         if resume and folder.exists():
-            logger.warning("checkpoints in %s are of another config or input: starting over", folder)
+            logger.warning(
+                "checkpoints in %s are of another config or input: starting over", folder
+            )
         elif resume:
             logger.warning("no checkpoints in %s: starting from the beginning", folder)
         if folder.exists():
