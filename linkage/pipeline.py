@@ -253,7 +253,12 @@ def link_records(
     # EM sees all candidates up to train_sample_pairs, a seeded sample beyond
     t = time.perf_counter()
     sample = _training_sample(len(pairs), config.run.train_sample_pairs, config.model.seed)
-    trained = checkpoints is not None and checkpoints.done("training")
+    # a model without candidate pairs has no m to save (nor is model.json written): retrained
+    trained = (
+        checkpoints is not None
+        and checkpoints.done("training")
+        and (checkpoints.path("training") / "model.json").is_file()
+    )
     need_train = model is None and not trained
     scored_before = checkpoints is not None and checkpoints.done("scoring")
     compared_now = need_train or (sample is None and not scored_before)
@@ -286,7 +291,8 @@ def link_records(
         fraction = 1.0 if sample is None else len(sample) / max(len(pairs), 1)
         model = train_model(records, vectors, comparisons, config, tf, sample_fraction=fraction)
     if checkpoints is not None and not trained:
-        model.save(checkpoints.path("training") / "model.json")
+        if len(pairs):
+            model.save(checkpoints.path("training") / "model.json")
         checkpoints.save("training")
     timings["train"] = time.perf_counter() - t
 
