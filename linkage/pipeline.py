@@ -232,8 +232,9 @@ def link_records(
     ids are stable across processes only with a key.
 
     Memory: candidate pairs are compared and scored ``run.chunk_pairs`` at a time (sized
-    from ``run.memory_limit``); of each chunk the full scored rows at or above
-    ``output.pairs_min_probability`` are kept (``LinkResult.pairs``) and, for clustering,
+    from ``run.memory_limit``); of each chunk the full scored rows are kept
+    (``LinkResult.pairs``; with ``run.memory_limit`` only those at or above
+    ``output.pairs_min_probability``) and, for clustering,
     only ``rid``s, weight and probability of every pair. EM trains on at most
     ``run.train_sample_pairs`` candidate pairs (a seeded sample above it). With
     ``checkpoints`` (``linkage.checkpoint``), each finished stage is saved there and a
@@ -380,7 +381,9 @@ def _score(
             _read_parts(checkpoints.parts("scoring"), "cluster", None),
             int(doc["matches"]),
         )
-    floor = config.output.pairs_min_probability
+    # review queues and histograms want every scored pair; a memory-bounded run keeps only
+    # those pairs.parquet would hold
+    floor = config.output.pairs_min_probability if config.run.memory_limit is not None else 0.0
     threshold = config.clustering.threshold
     step = config.run.pairs_per_chunk()
     _stage(say, "scoring", len(pairs), "pairs")

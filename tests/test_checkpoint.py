@@ -147,10 +147,14 @@ def test_small_chunks_give_the_same_result(demo, reference, tmp_path):
     a = pd.read_parquet(out / "pairs.parquet")
     b = pd.read_parquet(reference / "pairs.parquet")
     pd.testing.assert_frame_equal(a, b)
-    # the pairs kept in memory are those at or above the floor, every one of them
-    floor = linker.config.output.pairs_min_probability
-    assert (linker.result_.pairs[schema.MATCH_PROBABILITY] >= floor).all()
-    assert len(linker.result_.pairs) == len(a)
+    # without memory_limit every scored pair stays in memory; with it, those above the floor
+    assert len(linker.result_.pairs) == linker.result_.summary["candidate_pairs"]
+    bounded = Linker(_config(config_path, chunk_pairs=1000, memory_limit="1GB"), id_key=KEY)
+    bounded.write(tmp_path / "bounded")
+    floor = bounded.config.output.pairs_min_probability
+    assert (bounded.result_.pairs[schema.MATCH_PROBABILITY] >= floor).all()
+    assert len(bounded.result_.pairs) == len(a)
+    assert _outputs(tmp_path / "bounded") == _outputs(reference)
 
 
 def test_training_sample_scales_the_prior(demo):
