@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -462,14 +463,24 @@ def run(
             help="Engine spark: a previous run's identities (.csv/.parquet) whose ids are kept.",
         ),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue a killed run into the same --output from its last finished stage "
+            "(OUTPUT/.work); starts over when the config or inputs changed.",
+        ),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Run the whole batch merge: identities.csv, golden records, scored pairs, model, summary.
 
     Progress goes to stderr: one bar per stage on a terminal, one timed line per stage in a
     job log. With --json, stdout holds the summary (summary.json's keys) plus "outputs".
+    Each finished stage is saved under OUTPUT/.work until the outputs are written, so
+    --resume after a kill gives the same identities.csv as an uninterrupted run.
     """
-    from linkage.identity import batch_key, write_key_file
+    from linkage.identity import batch_key, read_key_file, write_key_file
     from linkage.linker import Linker
     from linkage.paths import check_output_dir, check_store_path
 
@@ -486,6 +497,15 @@ def run(
     new_key_path = None
     if store is None or (engine or linker.config.engine) == "spark":
         linker.id_key, new_key_path = batch_key(output)
+    pending = output / ".identity.key.pending"
+    created_output = not output.exists()
+    if new_key_path is not None and engine != "spark" and linker.config.engine != "spark":
+        # a killed run's new key is kept beside its checkpoints, so --resume names alike
+        if resume and pending.is_file():
+            linker.id_key = read_key_file(pending)
+        else:
+            pending.unlink(missing_ok=True)
+            write_key_file(pending, linker.id_key)
     if (engine or linker.config.engine) == "spark":
         _run_spark(linker.config, output, spark_master, previous, store, quiet, linker.id_key)
         if new_key_path is not None:
@@ -493,11 +513,20 @@ def run(
         return
     if previous is not None:
         raise typer.BadParameter("--previous is for --engine spark; the local engine uses --store")
-    with _progress(quiet) as report:
-        paths = linker.write(output, progress=report)  # runs first; the Linker checks paths
-        result = linker.result_
+    try:
+        with _progress(quiet) as report:
+            # runs first; the Linker checks paths
+            paths = linker.write(output, progress=report, resume=resume)
+            result = linker.result_
+    except LinkageError:
+        # refused input leaves nothing behind (a kill or crash keeps .work for --resume)
+        pending.unlink(missing_ok=True)
+        if created_output:
+            shutil.rmtree(output, ignore_errors=True)
+        raise
     if new_key_path is not None:
         write_key_file(new_key_path, linker.id_key)
+        pending.unlink(missing_ok=True)
     if as_json:
         _print_json({**result.summary, "outputs": {k: str(p) for k, p in paths.items()}})
         return

@@ -10,6 +10,7 @@ entry that names a comparison or level the run does not have is an error naming 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -431,6 +432,52 @@ class OutputSettings(_Model):
     pairs_min_probability: float = Field(default=0.01, ge=0, le=1)
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as ``4GB``, ``512MB`` or ``1.5GiB`` (DuckDB's units); ValueError else."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ValueError(f"expected a size such as 4GB or 512MB, got {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+class RunSettings(_Model):
+    """How a local run uses the machine: memory, chunk size, checkpoints."""
+
+    # Peak memory the run aims for, e.g. 4GB: passed to DuckDB (SET memory_limit, spilling
+    # to OUTPUT/.work beyond it) and used to size the compare/score chunks. null: no limit.
+    memory_limit: str | None = None
+    # Candidate pairs compared and scored at a time; null: from memory_limit (1,000,000 without).
+    chunk_pairs: int | None = Field(default=None, ge=1000)
+    # Candidate pairs the EM training sessions see; above it a seeded uniform sample is drawn.
+    train_sample_pairs: int = Field(default=5_000_000, ge=1000)
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)
+        return value
+
+    def memory_bytes(self) -> int | None:
+        """``memory_limit`` in bytes, or None."""
+        return None if self.memory_limit is None else parse_size(self.memory_limit)
+
+    def pairs_per_chunk(self) -> int:
+        """Pairs per compare/score chunk: ``chunk_pairs``, else an eighth of ``memory_limit``
+        at ~400 bytes per pair in flight (vectors, weights, pandas copies), else 1,000,000."""
+        if self.chunk_pairs is not None:
+            return self.chunk_pairs
+        limit = self.memory_bytes()
+        if limit is None:
+            return 1_000_000
+        return int(min(max(limit // 8 // 400, 50_000), 5_000_000))
+
+
 class SparkSettings(_Model):
     """Options of the Spark engine (``engine: spark``); see docs/national-scale.md."""
 
@@ -506,6 +553,7 @@ class RunConfig(_Model):
     clustering: ClusterSettings = Field(default_factory=ClusterSettings)
     golden: GoldenSettings = Field(default_factory=GoldenSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
     config_path: Path | None = Field(default=None, exclude=True)
 
     def comparison_specs(self) -> list[Any]:

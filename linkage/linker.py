@@ -18,7 +18,9 @@ from typing import Any
 import pandas as pd
 
 from linkage import schema
+from linkage.checkpoint import Checkpoints
 from linkage.config import RunConfig, load_config
+from linkage.errors import LinkageError
 from linkage.incremental import (
     IngestResult,
     SearchReport,
@@ -80,29 +82,50 @@ class Linker:
             raise TypeError("this Linker has no identity store: pass Linker(..., store=PATH)")
         return self.store
 
-    def standardize(self, progress: ProgressLike = None) -> pd.DataFrame:
+    def standardize(
+        self, progress: ProgressLike = None, *, checkpoints: Checkpoints | None = None
+    ) -> pd.DataFrame:
         """Read every source and return the standardized records in canonical order (cached).
 
-        ``progress`` gets the ``reading`` and ``standardizing`` stages.
+        ``progress`` gets the ``reading`` and ``standardizing`` stages. With ``checkpoints``
+        the records are saved there, or read back when an earlier run saved them.
         """
         if self.records_ is None:
             self._timings = {}
-            self.records_ = read_records(self._config(), timings=self._timings, progress=progress)
+            if checkpoints is not None and checkpoints.done("records"):
+                report = as_progress(progress)
+                report.stage("reading")
+                report.stage("standardizing")
+                self.records_ = checkpoints.frame("records", "records")
+            else:
+                self.records_ = read_records(
+                    self._config(), timings=self._timings, progress=progress
+                )
+                if checkpoints is not None:
+                    checkpoints.save("records", {"records": self.records_})
         return self.records_
 
-    def run(self, progress: ProgressLike = None) -> LinkResult:
+    def run(
+        self, progress: ProgressLike = None, *, checkpoints: Checkpoints | None = None
+    ) -> LinkResult:
         """Run the whole batch and return identities, golden records, scored pairs and the model.
 
         ``progress`` is a ``linkage.progress.Progress`` hook (stage starts and counts) or a
         callable taking the stage name; it gets the names in ``pipeline.STAGES`` up to
         ``building golden records`` (``write`` reports ``writing outputs``). With a store,
-        the result's identity ids are the store's stable ids.
+        the result's identity ids are the store's stable ids. ``checkpoints``
+        (``linkage.checkpoint``) saves each finished stage and resumes from saved ones.
         """
         report = as_progress(progress)
         config = self._config()
-        records = self.standardize(report)
+        records = self.standardize(report, checkpoints=checkpoints)
         result = link_records(
-            records, config, model=self.model, progress=report, id_key=self.id_key
+            records,
+            config,
+            model=self.model,
+            progress=report,
+            id_key=self.id_key,
+            checkpoints=checkpoints,
         )
         read = self._timings.get("read", 0.0)
         seconds = {
@@ -119,19 +142,36 @@ class Linker:
         self.result_ = result
         return result
 
-    def write(self, output: str | Path, progress: ProgressLike = None) -> dict[str, Path]:
+    def write(
+        self, output: str | Path, progress: ProgressLike = None, *, resume: bool = False
+    ) -> dict[str, Path]:
         """Write the last run's outputs to ``output`` (runs first if needed); return the paths.
 
         identities.csv, golden_records.csv, pairs.parquet (pairs at or above
         ``output.pairs_min_probability``), model.json, cluster_sizes.csv, summary.json; each
         written atomically. ``progress`` gets the ``writing outputs`` stage, counted in files.
+        A run started here saves each finished stage under ``output/.work`` (removed once the
+        outputs are written); with ``resume``, stages an earlier killed run of the same config
+        and inputs finished are read back instead of run again (``linkage.checkpoint``).
         Raises InputError before running when ``output`` is a file or cannot be written.
         """
         from linkage.paths import check_output_dir
 
         check_output_dir(output, what="output")
-        result = self.result_ or self.run(progress)
-        return write_outputs(result, output, self._config(), progress=progress)
+        checkpoints = None
+        if self.result_ is None:
+            extra = json.dumps(self.model.to_dict()).encode() if self.model is not None else b""
+            checkpoints = Checkpoints.open(output, self._config(), resume=resume, extra=extra)
+        try:
+            result = self.result_ or self.run(progress, checkpoints=checkpoints)
+        except LinkageError:
+            if checkpoints is not None:  # refused input: nothing to resume
+                checkpoints.remove()
+            raise
+        paths = write_outputs(result, output, self._config(), progress=progress)
+        if checkpoints is not None:
+            checkpoints.remove()
+        return paths
 
     def ingest(
         self, progress: ProgressLike = None, *, output: str | Path | None = None

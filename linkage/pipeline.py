@@ -13,11 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import duckdb
 import numpy as np
 import pandas as pd
 
 from linkage import schema
 from linkage.blocking import block
+from linkage.checkpoint import Checkpoints
 from linkage.cluster import (
     cannot_link_table,
     cluster_pairs,
@@ -28,6 +30,7 @@ from linkage.cluster import (
 from linkage.compare import Comparison, build_comparisons, compare, pair_tf, term_frequencies
 from linkage.config import RunConfig
 from linkage.identity import cluster_ids, process_key
+from linkage.io import write_parquet
 from linkage.merge import merge_records
 from linkage.model import FellegiSunterModel
 from linkage.progress import Progress, ProgressLike, as_progress
@@ -112,14 +115,22 @@ def score_pairs(
     return model.score(vectors, tf=tf) if len(vectors) else _empty_scored(vectors, comparisons)
 
 
-def cluster_records(records: pd.DataFrame, scored: pd.DataFrame, config: RunConfig) -> pd.Series:
+def cluster_records(
+    records: pd.DataFrame,
+    scored: pd.DataFrame,
+    config: RunConfig,
+    *,
+    siblings_held_out: bool = False,
+) -> pd.Series:
     """Cluster scored pairs of ``records`` (``rid`` 0..n-1) under the run's clustering
     settings and cannot-link rule; return one cluster label per record. Pairs that look like
-    twins or siblings (``sibling_pairs``) are held out."""
+    twins or siblings (``sibling_pairs``) are held out, unless ``siblings_held_out`` says
+    the caller did so already (then ``scored`` needs only ``rid_l``, ``rid_r``,
+    ``match_weight`` and ``match_probability``)."""
     cannot = cannot_link_table(records) if config.clustering.cannot_link_same_source_ids else None
     return cluster_pairs(
         len(records),
-        scored[~sibling_pairs(records, scored)],
+        scored if siblings_held_out else scored[~sibling_pairs(records, scored)],
         config.clustering.threshold,
         cannot_link=cannot,
         max_cluster_size=config.clustering.max_cluster_size,
@@ -140,6 +151,70 @@ def tf_rows(records: pd.DataFrame, config: RunConfig, comparisons: list[Comparis
     }
 
 
+def _training_sample(n_pairs: int, cap: int, seed: int) -> np.ndarray | None:
+    """Sorted positions of a seeded uniform sample of ``cap`` of ``n_pairs`` pairs; None
+    when all pairs fit (so small runs train on exactly what they always did)."""
+    if n_pairs <= cap:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_pairs, size=cap, replace=False))
+
+
+def _cluster_columns(records: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
+    """What clustering reads of scored pairs (``rid``s, weight, probability), sibling pairs
+    (``cluster.sibling_pairs``) already held out: ~32 bytes a pair instead of the full row."""
+    keep = ~sibling_pairs(records, scored)
+    cols = [schema.ROW_L, schema.ROW_R, schema.MATCH_WEIGHT, schema.MATCH_PROBABILITY]
+    return scored.loc[keep, cols].reset_index(drop=True)
+
+
+def _connection(config: RunConfig, checkpoints: Checkpoints | None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection honouring ``run.memory_limit`` (spilling under the checkpoint folder)."""
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    if config.run.memory_limit is not None:
+        # DuckDB's own limit for its joins; the rest of the run is sized by chunk_pairs
+        con.execute(f"SET memory_limit = '{config.run.memory_bytes()}B'")
+        if checkpoints is not None:
+            con.execute("SET temp_directory = ?", [str(checkpoints.path("duckdb_tmp"))])
+    return con
+
+
+def _block(
+    records: pd.DataFrame, config: RunConfig, checkpoints: Checkpoints | None
+) -> tuple[pd.DataFrame, list[dict]]:
+    if checkpoints is not None and checkpoints.done("blocking"):
+        doc = checkpoints.document("blocking")
+        saved = checkpoints.frame("blocking", "pairs")
+        names = np.array(doc["rules"], dtype=object)
+        pairs = pd.DataFrame(
+            {
+                schema.ROW_L: saved[schema.ROW_L].to_numpy(np.int64),
+                schema.ROW_R: saved[schema.ROW_R].to_numpy(np.int64),
+                schema.RULE: pd.Categorical.from_codes(
+                    saved["rule_index"].to_numpy(np.int16), categories=names
+                ),
+            }
+        )
+        return pairs, doc["report"]
+    rows: list[dict] = []
+    con = _connection(config, checkpoints)
+    try:
+        pairs = block(records, config.blocking, connection=con, report=rows)
+    finally:
+        con.close()
+    if checkpoints is not None:
+        codes = pd.DataFrame(
+            {
+                schema.ROW_L: pairs[schema.ROW_L].to_numpy(),
+                schema.ROW_R: pairs[schema.ROW_R].to_numpy(),
+                "rule_index": pairs[schema.RULE].cat.codes.to_numpy(np.int16),
+            }
+        )
+        rules = [str(c) for c in pairs[schema.RULE].cat.categories]
+        checkpoints.save("blocking", {"pairs": codes}, {"rules": rules, "report": rows})
+    return pairs, rows
+
+
 def link_records(
     records: pd.DataFrame,
     config: RunConfig,
@@ -147,6 +222,7 @@ def link_records(
     model: FellegiSunterModel | None = None,
     progress: ProgressLike = None,
     id_key: bytes | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> LinkResult:
     """Link standardized records (with ``rid`` 0..n-1) into identities; return every table.
 
@@ -154,27 +230,51 @@ def link_records(
     golden records``; ``comparing`` is counted in pairs. ``id_key`` names the identities
     (``identity.cluster_ids``); without it, ``$LINKAGE_ID_KEY`` or a per-process key, so
     ids are stable across processes only with a key.
+
+    Memory: candidate pairs are compared and scored ``run.chunk_pairs`` at a time (sized
+    from ``run.memory_limit``); of each chunk the full scored rows are kept
+    (``LinkResult.pairs``; with ``run.memory_limit`` only those at or above
+    ``output.pairs_min_probability``) and, for clustering,
+    only ``rid``s, weight and probability of every pair. EM trains on at most
+    ``run.train_sample_pairs`` candidate pairs (a seeded sample above it). With
+    ``checkpoints`` (``linkage.checkpoint``), each finished stage is saved there and a
+    stage saved by an earlier, killed run of the same config and inputs is read back.
     """
     say = as_progress(progress)
     timings: dict[str, float] = {}
     comparisons = build_comparisons(config.comparison_specs())
     n = len(records)
+    rows_tf = tf_rows(records, config, comparisons)
 
     t = time.perf_counter()
     _stage(say, "blocking")
-    blocking_rows: list[dict] = []
-    pairs = block(records, config.blocking, report=blocking_rows)
+    pairs, blocking_rows = _block(records, config, checkpoints)
     timings["block"] = time.perf_counter() - t
 
+    # EM sees all candidates up to train_sample_pairs, a seeded sample beyond
     t = time.perf_counter()
-    _stage(say, "comparing", len(pairs), "pairs")
-    vectors, tf = compare_pairs(
-        records, pairs, comparisons, tf_rows(records, config, comparisons), step=say.advance
+    sample = _training_sample(len(pairs), config.run.train_sample_pairs, config.model.seed)
+    # a model without candidate pairs has no m to save (nor is model.json written): retrained
+    trained = (
+        checkpoints is not None
+        and checkpoints.done("training")
+        and (checkpoints.path("training") / "model.json").is_file()
     )
+    need_train = model is None and not trained
+    scored_before = checkpoints is not None and checkpoints.done("scoring")
+    compared_now = need_train or (sample is None and not scored_before)
+    n_compare = (len(pairs) if sample is None else len(sample)) if compared_now else 0
+    _stage(say, "comparing", n_compare, "pairs")
+    vectors = tf = None
+    if compared_now:
+        train_pairs = pairs if sample is None else pairs.iloc[sample].reset_index(drop=True)
+        vectors, tf = compare_pairs(records, train_pairs, comparisons, rows_tf, step=say.advance)
     timings["compare"] = time.perf_counter() - t
 
     t = time.perf_counter()
     _stage(say, "training model")
+    if model is None and trained:
+        model = FellegiSunterModel.load(checkpoints.path("training") / "model.json")
     if model is None and config.model.load is not None:
         model = FellegiSunterModel.load(config.model.load)
     if model is None and config.model.labels is not None:
@@ -185,21 +285,36 @@ def link_records(
 
         labels = load_labels(config.model.labels, missing_ok=False)
         model = fit_from_labels(
-            new_model(comparisons, config, list(tf)), records, comparisons, labels,
+            new_model(comparisons, config, list(rows_tf)), records, comparisons, labels,
             keep_u=False, keep_prior=False, prior_strength=0,
         )  # fmt: skip
     if model is None:
-        model = train_model(records, vectors, comparisons, config, tf)
+        fraction = 1.0 if sample is None else len(sample) / max(len(pairs), 1)
+        model = train_model(records, vectors, comparisons, config, tf, sample_fraction=fraction)
+    if checkpoints is not None and not trained:
+        if len(pairs):
+            model.save(checkpoints.path("training") / "model.json")
+        checkpoints.save("training")
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _stage(say, "scoring")
-    scored = score_pairs(vectors, model, comparisons, tf)
+    scored, cluster_input, matches = _score(
+        records, pairs, vectors if sample is None else None, tf if sample is None else None,
+        model, comparisons, rows_tf, config, say, checkpoints,
+    )  # fmt: skip
+    del vectors, tf
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
     _stage(say, "clustering")
-    labels = cluster_records(records, scored, config)
+    if checkpoints is not None and checkpoints.done("clustering"):
+        labels = checkpoints.frame("clustering", "labels")["label"]
+    else:
+        labels = cluster_records(records, cluster_input, config, siblings_held_out=True)
+        if checkpoints is not None:
+            frame = pd.DataFrame({"label": np.asarray(labels, dtype=np.int64)})
+            checkpoints.save("clustering", {"labels": frame})
+    del cluster_input
     ids = cluster_ids(records, labels, id_key or process_key())
     identities = pd.DataFrame(
         {
@@ -227,7 +342,7 @@ def link_records(
         },
         # predicted pairs and refinement per rule, as `linkage blocking` reports them
         "blocking": {r["rule"]: {k: v for k, v in r.items() if k != "rule"} for r in blocking_rows},
-        "matches": int((scored[schema.MATCH_PROBABILITY] >= config.clustering.threshold).sum()),
+        "matches": matches,
         "identities": int(identities[schema.IDENTITY_ID].nunique()),
         "cluster_stats": {k: (v.item() if hasattr(v, "item") else v) for k, v in stats.items()},
         "seconds": {k: round(v, 3) for k, v in timings.items()},
@@ -241,6 +356,69 @@ def link_records(
         comparisons=comparisons,
         summary=summary,
     )
+
+
+def _score(
+    records: pd.DataFrame,
+    pairs: pd.DataFrame,
+    vectors: pd.DataFrame | None,
+    tf: dict[str, np.ndarray] | None,
+    model: FellegiSunterModel,
+    comparisons: list[Comparison],
+    rows_tf: dict[str, np.ndarray],
+    config: RunConfig,
+    say: Progress,
+    checkpoints: Checkpoints | None,
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Score all candidate pairs a chunk at a time (comparing them first unless ``vectors``
+    holds them all); return the kept full rows, the clustering columns of all pairs and the
+    number of matches. Each chunk's two tables are spilled to the checkpoint folder."""
+    if checkpoints is not None and checkpoints.done("scoring"):
+        _stage(say, "scoring")
+        doc = checkpoints.document("scoring")
+        return (
+            _read_parts(checkpoints.parts("scoring"), "kept", doc["kept_columns"]),
+            _read_parts(checkpoints.parts("scoring"), "cluster", None),
+            int(doc["matches"]),
+        )
+    # review queues and histograms want every scored pair; a memory-bounded run keeps only
+    # those pairs.parquet would hold
+    floor = config.output.pairs_min_probability if config.run.memory_limit is not None else 0.0
+    threshold = config.clustering.threshold
+    step = config.run.pairs_per_chunk()
+    _stage(say, "scoring", len(pairs), "pairs")
+    kept: list[pd.DataFrame] = []
+    clustered: list[pd.DataFrame] = []
+    matches = 0
+    for i, start in enumerate(range(0, max(len(pairs), 1), step)):
+        stop = min(start + step, len(pairs))
+        if vectors is not None:
+            chunk = vectors.iloc[start:stop]
+            chunk_tf = {k: v[start:stop] for k, v in (tf or {}).items()}
+        else:
+            chunk, chunk_tf = compare_pairs(records, pairs.iloc[start:stop], comparisons, rows_tf)
+        scored = score_pairs(chunk, model, comparisons, chunk_tf)
+        prob = scored[schema.MATCH_PROBABILITY].to_numpy()
+        matches += int((prob >= threshold).sum())
+        kept.append(scored[prob >= floor])
+        clustered.append(_cluster_columns(records, scored))
+        if checkpoints is not None:
+            folder = checkpoints.path("scoring")
+            write_parquet(kept[-1], folder / f"part-{i:05d}.kept.parquet")
+            write_parquet(clustered[-1], folder / f"part-{i:05d}.cluster.parquet")
+        say.advance(stop - start)
+    scored_all = pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0]
+    cluster_input = pd.concat(clustered, ignore_index=True)
+    if checkpoints is not None:
+        checkpoints.save(
+            "scoring", None, {"matches": matches, "kept_columns": list(scored_all.columns)}
+        )
+    return scored_all, cluster_input, matches
+
+
+def _read_parts(parts: list, kind: str, columns: list[str] | None) -> pd.DataFrame:
+    frames = [pd.read_parquet(p) for p in parts if p.name.endswith(f".{kind}.parquet")]
+    return pd.concat(frames, ignore_index=True)
 
 
 def _empty_scored(vectors: pd.DataFrame, comparisons: list[Comparison]) -> pd.DataFrame:

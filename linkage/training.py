@@ -76,11 +76,16 @@ def train_model(
     comparisons: list[Comparison],
     config: RunConfig,
     tf: dict[str, np.ndarray],
+    *,
+    sample_fraction: float = 1.0,
 ) -> FellegiSunterModel:
     """Fit the run's model: u from random pairs, then m by training sessions or EM.
 
     ``records``: standardized records (``rid`` order); ``vectors``: comparison vectors of
-    the blocked pairs; ``tf``: per-pair term frequencies by comparison.
+    the blocked pairs, or of a uniform sample of them holding ``sample_fraction`` of all;
+    ``tf``: per-pair term frequencies by comparison (only their names are used). With a
+    sample, the prior's rule hits are scaled up by ``1 / sample_fraction`` (as the Spark
+    engine's ``train_sample_pairs`` does with its counted hits).
     """
     settings = config.model
     model = new_model(comparisons, config, list(tf))
@@ -97,6 +102,11 @@ def train_model(
                 n_records=len(records),
                 prior_recall=settings.prior_recall,
             )
+            if rules and sample_fraction < 1.0:
+                prior = min(model.probability_two_random_records_match_ / sample_fraction, 0.5)
+                model.probability_two_random_records_match_ = prior
+                if settings.prior is None:
+                    model.lambda_ = prior
             logger.info(
                 "training sessions: %s",
                 "; ".join(

@@ -114,7 +114,7 @@ def test_bad_input_exits_2_naming_the_file(tmp_path):
 def test_internal_error_exits_1(tmp_path, monkeypatch):
     import linkage.linker
 
-    def boom(self, progress=None):
+    def boom(self, progress=None, **kwargs):
         raise RuntimeError("simulated failure")
 
     monkeypatch.setattr(linkage.linker.Linker, "run", boom)
@@ -445,7 +445,9 @@ def test_the_library_reports_counted_stages_through_the_hook(data, tmp_path, cap
     assert counted["reading"] == [3, "files", 3]
     assert counted["standardizing"][1:] == ["values", counted["standardizing"][0]]
     assert counted["standardizing"][0] % n == 0
-    assert counted["comparing"] == [len(result.pairs), "pairs", len(result.pairs)]
+    n_pairs = result.summary["candidate_pairs"]
+    assert counted["comparing"] == [n_pairs, "pairs", n_pairs]
+    assert counted["scoring"] == [n_pairs, "pairs", n_pairs]
     assert counted["writing outputs"] == [6, "files", 6]
     # a plain callable still gets each stage's name once
     names: list[str] = []

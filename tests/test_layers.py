@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "share": 5,
     "pprl": 5,
     "store": 5,
+    "checkpoint": 5,
     "pipeline": 6,
     "store_check": 6,
     "paths": 6,

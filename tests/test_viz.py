@@ -84,7 +84,7 @@ def test_cumulative_blocking_and_histogram_counts(run):
     chart = viz.cumulative_blocking_chart(result.summary["pairs_per_rule"], rules)
     rows = pd.DataFrame(_values(chart))
     assert list(rows["rule"]) == rules
-    assert rows["end"].iloc[-1] == len(result.pairs)
+    assert rows["end"].iloc[-1] == linker.result_.summary["candidate_pairs"]
     assert (rows["end"] - rows["start"] == rows["added"]).all()
     hist = pd.DataFrame(_values(viz.match_weight_histogram(result.pairs, 0.9)))
     assert hist["pairs"].sum() == len(result.pairs)

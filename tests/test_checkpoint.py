@@ -1,0 +1,257 @@
+"""Chunked scoring, stage checkpoints and ``--resume``: a killed run continues to the same bytes."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import linkage.linker
+import linkage.pipeline
+from linkage import schema, synth
+from linkage.checkpoint import WORK_DIR, Checkpoints, fingerprint
+from linkage.cli import app
+from linkage.config import RunSettings, load_config
+from linkage.errors import ConfigError
+from linkage.linker import Linker
+
+KEY = b"checkpoint-test-identity-key-0123456789"
+
+
+class Killed(RuntimeError):
+    """Stands for a kill: raised by the progress hook when a chosen stage starts."""
+
+
+class KillAt:
+    def __init__(self, stage: str):
+        self.at = stage
+        self.seen: list[str] = []
+
+    def stage(self, name, total=None, unit=""):
+        self.seen.append(name)
+        if name == self.at:
+            raise Killed(name)
+
+    def advance(self, n=1):
+        pass
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt")
+    data = synth.generate(400, seed=5, output=out / "demo")
+    return data.paths["config"], out
+
+
+def _config(path, **run):
+    config = load_config(path)
+    model = config.model.model_copy(update={"u_sample_pairs": 20_000})
+    return config.model_copy(update={"model": model, "run": RunSettings(**run)})
+
+
+def _outputs(folder):
+    return {
+        name: (folder / name).read_bytes()
+        for name in ("identities.csv", "golden_records.csv", "cluster_sizes.csv")
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(demo):
+    config_path, out = demo
+    folder = out / "reference"
+    Linker(_config(config_path), id_key=KEY).write(folder)
+    return folder
+
+
+@pytest.mark.parametrize("stage", ["standardizing", "comparing", "scoring", "clustering",
+                                   "writing outputs"])  # fmt: skip
+def test_killed_run_resumes_to_the_same_bytes(demo, reference, stage, tmp_path, monkeypatch):
+    config_path, _ = demo
+    out = tmp_path / "out"
+    with pytest.raises(Killed):
+        Linker(_config(config_path), id_key=KEY).write(out, progress=KillAt(stage))
+    assert not (out / "identities.csv").exists() or stage == "writing outputs"
+    work = out / WORK_DIR
+    finished = {p.stem for p in work.glob("*.done")}
+    expected = {
+        "standardizing": set(),
+        "comparing": {"records", "blocking"},
+        "scoring": {"records", "blocking", "training"},
+        "clustering": {"records", "blocking", "training", "scoring"},
+        "writing outputs": {"records", "blocking", "training", "scoring", "clustering"},
+    }[stage]
+    assert finished == expected
+    calls = []
+    for name in ("block", "compare_pairs", "cluster_records"):
+        original = getattr(linkage.pipeline, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(linkage.pipeline, name, spy)
+    Linker(_config(config_path), id_key=KEY).write(out, resume=True)
+    assert _outputs(out) == _outputs(reference)
+    assert not work.exists()  # removed once the outputs are written
+    # finished stages were read back, not run again
+    assert ("block" in calls) == ("blocking" not in finished)
+    assert ("cluster_records" in calls) == ("clustering" not in finished)
+    assert ("compare_pairs" in calls) == ("scoring" not in finished)
+
+
+def test_changed_config_or_input_starts_over(demo, tmp_path, monkeypatch):
+    config_path, _ = demo
+    out = tmp_path / "out"
+    with pytest.raises(Killed):
+        Linker(_config(config_path), id_key=KEY).write(out, progress=KillAt("clustering"))
+    before = fingerprint(_config(config_path))
+    changed = _config(config_path)
+    changed = changed.model_copy(
+        update={"clustering": changed.clustering.model_copy(update={"threshold": 0.95})}
+    )
+    assert fingerprint(changed) != before
+    blocked = []
+    original = linkage.pipeline.block
+    monkeypatch.setattr(
+        linkage.pipeline, "block", lambda *a, **k: blocked.append(1) or original(*a, **k)
+    )
+    result = Linker(changed, id_key=KEY).write(out, resume=True)
+    assert blocked == [1]  # the checkpoints of the old config were not used
+    assert (out / "identities.csv").exists() and result["identities"].exists()
+    # an input file changed since the checkpoints: fingerprint differs too
+    police = changed.sources["police"].path
+    stamp = fingerprint(changed)
+    police.write_bytes(police.read_bytes() + b"\n")
+    try:
+        assert fingerprint(changed) != stamp
+    finally:
+        police.write_bytes(police.read_bytes()[:-1])
+
+
+def test_resume_without_checkpoints_runs_from_the_start(demo, reference, tmp_path, caplog):
+    config_path, _ = demo
+    out = tmp_path / "fresh"
+    Linker(_config(config_path), id_key=KEY).write(out, resume=True)
+    assert _outputs(out) == _outputs(reference)
+    assert "no checkpoints" in caplog.text
+
+
+def test_small_chunks_give_the_same_result(demo, reference, tmp_path):
+    config_path, _ = demo
+    out = tmp_path / "chunked"
+    linker = Linker(_config(config_path, chunk_pairs=1000), id_key=KEY)
+    linker.write(out)
+    assert linker.result_.summary["candidate_pairs"] > 1500  # two chunks or more
+    assert _outputs(out) == _outputs(reference)
+    a = pd.read_parquet(out / "pairs.parquet")
+    b = pd.read_parquet(reference / "pairs.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    # without memory_limit every scored pair stays in memory; with it, those above the floor
+    assert len(linker.result_.pairs) == linker.result_.summary["candidate_pairs"]
+    bounded = Linker(_config(config_path, chunk_pairs=1000, memory_limit="1GB"), id_key=KEY)
+    bounded.write(tmp_path / "bounded")
+    floor = bounded.config.output.pairs_min_probability
+    assert (bounded.result_.pairs[schema.MATCH_PROBABILITY] >= floor).all()
+    assert len(bounded.result_.pairs) == len(a)
+    assert _outputs(tmp_path / "bounded") == _outputs(reference)
+
+
+def test_training_sample_scales_the_prior(demo):
+    config_path, _ = demo
+    full = Linker(_config(config_path), id_key=KEY).run()
+    n_pairs = full.summary["candidate_pairs"]
+    sampled = Linker(_config(config_path, train_sample_pairs=1000), id_key=KEY).run()
+    assert n_pairs > 1500
+    p_full = full.model.probability_two_random_records_match_
+    p_sampled = sampled.model.probability_two_random_records_match_
+    # about half of the pairs, yet the prior counts hits among all of them
+    assert 0.6 < p_sampled / p_full < 1.6
+    assert sampled.summary["candidate_pairs"] == n_pairs
+
+
+def test_memory_limit_setting(tmp_path):
+    assert RunSettings().pairs_per_chunk() == 1_000_000
+    assert RunSettings(memory_limit="2GB").memory_bytes() == 2 * 10**9
+    assert RunSettings(memory_limit="1GiB").memory_bytes() == 2**30
+    assert RunSettings(memory_limit="4GB").pairs_per_chunk() == 4 * 10**9 // 8 // 400
+    assert RunSettings(memory_limit="4GB", chunk_pairs=5000).pairs_per_chunk() == 5000
+    config = tmp_path / "run.yaml"
+    (tmp_path / "a.csv").write_text("id,name\n1,张伟\n", encoding="utf-8")
+    config.write_text(
+        "sources:\n  a: {path: a.csv, record_id: id}\nrun:\n  memory_limit: lots\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="memory_limit"):
+        load_config(config)
+
+
+def test_memory_limit_reaches_duckdb(demo, reference, tmp_path, monkeypatch):
+    config_path, _ = demo
+    seen = []
+    original = linkage.pipeline._connection
+
+    def spy(config, checkpoints):
+        con = original(config, checkpoints)
+        seen.append(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        seen.append(con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0])
+        return con
+
+    monkeypatch.setattr(linkage.pipeline, "_connection", spy)
+    out = tmp_path / "limited"
+    Linker(_config(config_path, memory_limit="300MB"), id_key=KEY).write(out)
+    assert seen[0].replace(" ", "") in ("286.1MiB", "300.0MB", "286MiB")
+    assert seen[1].endswith(f"{WORK_DIR}/duckdb_tmp")
+    assert _outputs(out) == _outputs(reference)
+
+
+def test_cli_resume_keeps_the_new_identity_key(demo, tmp_path, monkeypatch):
+    """Killed before any key file: --resume names identities with the same (pending) key."""
+    config_path, _ = demo
+    monkeypatch.delenv("LINKAGE_ID_KEY", raising=False)
+    monkeypatch.delenv("LINKAGE_ID_KEY_FILE", raising=False)
+    out = tmp_path / "cli"
+    original = linkage.pipeline.cluster_records
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated kill")
+
+    monkeypatch.setattr(linkage.pipeline, "cluster_records", crash)
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", str(config_path), "--output", str(out), "-q"])
+    assert result.exit_code == 1
+    assert (out / WORK_DIR / "scoring.done").exists() and not (out / "identity.key").exists()
+    monkeypatch.setattr(linkage.pipeline, "cluster_records", original)
+    result = runner.invoke(app, ["run", str(config_path), "--output", str(out), "-q", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert (out / "identity.key").exists() and not (out / ".identity.key.pending").exists()
+    # the same key in a clean run gives the same identities
+    monkeypatch.setenv("LINKAGE_ID_KEY_FILE", str(out / "identity.key"))
+    clean = tmp_path / "clean"
+    result = runner.invoke(app, ["run", str(config_path), "--output", str(clean), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (out / "identities.csv").read_bytes() == (clean / "identities.csv").read_bytes()
+
+
+def test_checkpoints_open_clears_without_resume(demo, tmp_path):
+    config_path, _ = demo
+    config = _config(config_path)
+    first = Checkpoints.open(tmp_path, config, resume=False)
+    first.save("records", {"records": pd.DataFrame({"a": [1]})})
+    assert Checkpoints.open(tmp_path, config, resume=True).done("records")
+    assert not Checkpoints.open(tmp_path, config, resume=False).done("records")
+
+
+def test_refused_input_leaves_no_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.setattr(linkage.linker, "read_records", _refuse)
+    config = tmp_path / "run.yaml"
+    (tmp_path / "a.csv").write_text("id,name\n1,张伟\n", encoding="utf-8")
+    config.write_text("sources:\n  a: {path: a.csv, record_id: id}\n", encoding="utf-8")
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError):
+        Linker(load_config(config), id_key=KEY).write(out)
+    assert not (out / WORK_DIR).exists()
+
+
+def _refuse(*args, **kwargs):
+    raise ConfigError("refused", key="sources")
