@@ -234,7 +234,8 @@ def _read_csv_arrow(body: str, names: list[str], cfg: SourceConfig) -> pd.DataFr
     for name in table.column_names:
         col = pc.utf8_trim_whitespace(table.column(name))
         columns[name] = pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
-    return text_columns(pa.table(columns).to_pandas())
+    # Arrow-backed first, so text_columns makes one Python string per distinct value
+    return text_columns(pa.table(columns).to_pandas(types_mapper=pd.ArrowDtype))
 
 
 def _read_csv_python(body: str, names: list[str], cfg: SourceConfig, first_line: int):

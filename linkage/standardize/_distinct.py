@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from linkage.tables import text_columns
+from linkage.tables import shared_text, text_columns
 
 
 def map_distinct(
@@ -37,8 +37,32 @@ def map_distinct(
         null_values.update(null_row)
     null_frame = pd.DataFrame([null_values], columns=distinct.columns)
     table = text_columns(pd.concat([distinct, null_frame], ignore_index=True))
+    _share_unchanged(table, uniques)
     # -1 (null) points at the appended null row
     take = np.where(codes < 0, len(distinct), codes)
     out = table.iloc[take]
     out.index = values.index
     return out
+
+
+def _share_unchanged(table: pd.DataFrame, uniques: object) -> None:
+    """Hold one string object per distinct derived value, and where a derived value equals
+    its input (an ID or phone already clean, a name without spaces) the input's own object:
+    at a million records each needless copy costs ~70 bytes a row and column."""
+    given = np.asarray(uniques, dtype=object)
+    for col in table.columns:
+        values = table[col].to_numpy()
+        if values.dtype != object:
+            continue
+        head = values[: len(given)]
+        same = np.asarray(head == given, dtype=bool)
+        if same.any():
+            values = values.copy()
+            values[: len(given)][same] = given[same]
+        # one object per distinct derived value too: a normalizer slicing surnames or
+        # region names out of 200,000 distinct names makes 200,000 copies of a few hundred
+        try:
+            shared = shared_text(values)
+        except TypeError:  # unhashable values (not text): left as they are
+            continue
+        table[col] = pd.Series(shared, index=table.index, dtype=object)
