@@ -690,4 +690,6 @@ def read_records(
     if timings is not None:
         timings["read"] = time.perf_counter() - t
     report.stage("standardizing", total=len(raw) * len(FIELDS), unit="values")
-    return standardize(raw, config.standardize, timings=timings, step=report.advance)
+    return standardize(
+        raw, config.standardize, timings=timings, step=report.advance, parallel=True
+    )
