@@ -35,6 +35,7 @@ class _Worker:
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
+        self.broken = False  # it died once: the rest of the stage runs in this process
 
     def start(self) -> None:
         if self.proc is None:
@@ -55,10 +56,13 @@ class _Worker:
             raise value
         return value
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
         if self.proc is not None:
             proc, self.proc = self.proc, None
-            proc.stdin.close()
+            if kill:
+                proc.kill()
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -94,24 +98,29 @@ def worker_process(enabled: bool = True) -> Iterator[None]:
 
 def _call(func: Callable[[Sequence[str]], pd.DataFrame], distinct: list) -> pd.DataFrame:
     """``func(distinct)``, split between this process and the worker when one is open."""
-    global _worker
-    if _worker is None or len(distinct) < PARALLEL_MIN_DISTINCT:
+    worker = _worker
+    if worker is None or worker.broken or len(distinct) < PARALLEL_MIN_DISTINCT:
         return func(distinct)
     half = len(distinct) // 2
     try:
-        _worker.send(func, distinct[half:])
-    except OSError as exc:  # the worker could not start or died: do the work here
+        worker.send(func, distinct[half:])
+    except OSError as exc:  # the worker could not start or died: work here from now on
         logger.warning("standardizing in one process: worker unavailable (%s)", exc)
-        _worker.close()
-        _worker = None
+        worker.broken = True
+        worker.close(kill=True)
         return func(distinct)
-    first = func(distinct[:half])
     try:
-        second = _worker.receive()
+        first = func(distinct[:half])
+    except BaseException:
+        # its pending reply would answer the next call: stop it (the next call restarts it)
+        worker.close(kill=True)
+        raise
+    try:
+        second = worker.receive()
     except (EOFError, OSError, pickle.UnpicklingError) as exc:
         logger.warning("standardizing in one process: worker stopped (%s)", exc)
-        _worker.close()
-        _worker = None
+        worker.broken = True
+        worker.close(kill=True)
         second = func(distinct[half:])
     return pd.concat([first, second], ignore_index=True)
 
