@@ -663,9 +663,28 @@ def write_csv(
     )
 
 
+# Rows converted to Arrow at a time when writing a large table: converting millions of
+# scored pairs at once doubles them in memory for the moment of the write.
+PARQUET_ROWS_AT_ONCE = 500_000
+
+
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a Parquet file atomically."""
-    return atomic_write(path, lambda p: frame.to_parquet(p, index=False))
+    """Write a Parquet file atomically; a large frame is converted and written in row groups
+    of ``PARQUET_ROWS_AT_ONCE`` rows (the same table read back)."""
+    if len(frame) <= PARQUET_ROWS_AT_ONCE:
+        return atomic_write(path, lambda p: frame.to_parquet(p, index=False))
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def write(p: Path) -> None:
+        schema = pa.Schema.from_pandas(frame, preserve_index=False)
+        with pq.ParquetWriter(p, schema) as writer:
+            for start in range(0, len(frame), PARQUET_ROWS_AT_ONCE):
+                part = frame.iloc[start : start + PARQUET_ROWS_AT_ONCE]
+                writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
+
+    return atomic_write(path, write)
 
 
 def read_records(
