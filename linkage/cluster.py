@@ -404,7 +404,7 @@ def sibling_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
     record, while two lone records of one person whose name was mistyped or changed have no
     such partner and stay linked.
     So are pairs whose names agree only by a dropped or transposed given-name character
-    where the genders differ or the birth dates do not agree (``edit_siblings``).
+    where the genders differ or known birth dates disagree (``edit_siblings``).
     Parent and child are held out too (``guardian_pairs``): an identical ID on two records
     whose names differ (level ``else``) where one record has no recorded birth date.
     Takes ``rid_l``, ``rid_r``, ``gamma_name``, ``gamma_birth_date`` (and ``gamma_id``) from
@@ -491,8 +491,8 @@ def sibling_mask(
 def edit_siblings(pairs: pd.DataFrame) -> np.ndarray:
     """Mask of pairs whose names agree only by a dropped or transposed given-name
     character (``char_dropped``, ``transposed``) and that nothing else ties as one person:
-    the genders differ (``gamma_gender`` ``else``), or the birth dates do not agree at
-    ``year_typo`` or closer (else, same year only, or one missing).
+    the genders differ (``gamma_gender`` ``else``), or both birth dates are known and do not
+    agree at ``year_typo`` or closer (else, or the same year only).
 
     Twins and a parent and child in one household share a surname, an address and a phone,
     and sometimes a given-name character (孙梓 / 孙梓瑶, 成锦 / 成扬锦); the random pairs
@@ -507,7 +507,8 @@ def edit_siblings(pairs: pd.DataFrame) -> np.ndarray:
     name = pairs["gamma_name"].to_numpy()
     edited = (name == NameComparison.DROPPED) | (name == NameComparison.TRANSPOSED)
     birth = pairs["gamma_birth_date"].to_numpy()
-    loose = birth < BirthDateComparison.levels.index("year_typo")
+    # a missing birth date (-1) says nothing either way: a child's clinic file often lacks one
+    loose = (birth >= 0) & (birth < BirthDateComparison.levels.index("year_typo"))
     if "gamma_gender" in pairs.columns:
         loose |= pairs["gamma_gender"].to_numpy() == 0
     return edited & loose
