@@ -50,6 +50,16 @@ AsJson = Annotated[
         "--json", help="Print one JSON document on stdout (stable keys) and nothing else there."
     ),
 ]
+BadRows = Annotated[
+    Path | None,
+    typer.Option(
+        "--bad-rows",
+        metavar="FILE.csv",
+        help="Set bad input rows (wrong field count, empty or duplicate record id) aside in "
+        "this CSV with file, line and reason, and go on; without it a bad row stops the run "
+        "(exit 2), every one listed. Overrides 'run.bad_rows' in the config.",
+    ),
+]
 ConfigArg = Annotated[
     Path,
     typer.Argument(metavar="CONFIG", help="Run config YAML (see the README, 'Configuration')."),
@@ -284,12 +294,38 @@ def _progress(quiet: bool) -> Iterator[Any]:
     report.stage("done")
 
 
+def _with_bad_rows(config: Any, bad_rows: Path | None, spark: bool = False) -> Any:
+    """The run config with ``--bad-rows`` applied (over ``run.bad_rows``); the file is checked
+    before any work. Raises ConfigError on the Spark engine, which does not set rows aside."""
+    from linkage.errors import ConfigError
+    from linkage.paths import check_output_file
+
+    if bad_rows is not None:
+        run = config.run.model_copy(update={"bad_rows": str(bad_rows.resolve())})
+        config = config.model_copy(update={"run": run})
+    if config.run.bad_rows is None:
+        return config
+    if spark:
+        raise ConfigError(
+            "bad rows are set aside by the local engine only; fix them or use --engine local",
+            key="run.bad_rows",
+        )
+    check_output_file(config.run.bad_rows, "--bad-rows", (".csv",))
+    return config
+
+
 def _print_summary(summary: dict, quiet: bool) -> None:
     if quiet:
         return
     typer.echo(
         f"records:          {summary['records']:,}  ({_pairs_text(summary['records_per_source'])})"
     )
+    if summary.get("bad_rows_file") is not None:
+        typer.echo(
+            f"bad rows:         {summary.get('bad_rows', 0):,} set aside in "
+            f"{summary['bad_rows_file']}"
+            + (f"  ({_pairs_text(summary['bad_rows_per_source'])})" if summary.get("bad_rows") else "")
+        )
     typer.echo(f"candidate pairs:  {summary['candidate_pairs']:,}")
     for rule, count in summary["pairs_per_rule"].items():
         typer.echo(f"  {rule:<28} {count:>12,}")
@@ -471,6 +507,7 @@ def run(
             "(OUTPUT/.work); starts over when the config or inputs changed.",
         ),
     ] = False,
+    bad_rows: BadRows = None,
     quiet: Quiet = False,
 ) -> None:
     """Run the whole batch merge: identities.csv, golden records, scored pairs, model, summary.
@@ -492,6 +529,9 @@ def run(
     if store is not None and engine != "spark":
         check_store_path(store, create=True)
     linker = Linker.from_yaml(config, store=None if engine == "spark" else store)
+    linker.config = _with_bad_rows(
+        linker.config, bad_rows, spark=(engine or linker.config.engine) == "spark"
+    )
     # without a store the ids are keyed by $LINKAGE_ID_KEY or OUTPUT/identity.key (created once),
     # with one by the store's own secret
     new_key_path = None
@@ -544,6 +584,7 @@ def ingest(
         typer.Option("--output", "-o", help="Folder for identities.csv of the affected records."),
     ] = None,
     as_json: AsJson = False,
+    bad_rows: BadRows = None,
     quiet: Quiet = False,
 ) -> None:
     """Link new records (or updated ones) against an identity store, keeping stable IDs.
@@ -559,6 +600,7 @@ def ingest(
     if output is not None:
         check_output_dir(output)
     linker = Linker.from_yaml(config, store=store)
+    linker.config = _with_bad_rows(linker.config, bad_rows)
     with _progress(quiet) as report:
         result = linker.ingest(progress=report, output=output)
     s = result.summary
@@ -570,6 +612,8 @@ def ingest(
         f"{s['matches']:,} matches, {s['touched_identities']:,} stored identities touched",
         quiet,
     )
+    if linker.config.run.bad_rows is not None:
+        _echo(f"bad rows: {s['bad_rows']:,} set aside in {linker.config.run.bad_rows}", quiet)
     _echo(f"events:  {_pairs_text(s['events'])}", quiet)
     _echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items()), quiet)
 

@@ -455,6 +455,10 @@ class RunSettings(_Model):
     chunk_pairs: int | None = Field(default=None, ge=1000)
     # Candidate pairs the EM training sessions see; above it a seeded uniform sample is drawn.
     train_sample_pairs: int = Field(default=5_000_000, ge=1000)
+    # CSV file for bad input rows (wrong field count, empty or duplicate record id): set
+    # aside there with file, line and reason, and the run goes on. null: a bad row stops
+    # the run (exit 2), every one listed. Relative to the config file; --bad-rows overrides.
+    bad_rows: str | None = None
 
     @field_validator("memory_limit")
     @classmethod
@@ -747,6 +751,9 @@ def config_from_dict(data: Any, *, path: str | Path | None = None) -> RunConfig:
             if model.get(key):
                 model[key] = str((base / str(model[key])).resolve())
         data["model"] = model
+    run = data.get("run")
+    if isinstance(run, dict) and run.get("bad_rows"):
+        data["run"] = {**run, "bad_rows": str((base / str(run["bad_rows"])).resolve())}
     sources = data.get("sources")
     if isinstance(sources, dict):
         resolved = {}
