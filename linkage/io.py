@@ -18,8 +18,8 @@ import re
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -759,7 +759,9 @@ def _checked(
             path=path,
         )
     for line, text, n, expected in bad_lines:
-        rejected.add(cfg.name, path, line, f"wrong number of fields: {n}, expected {expected}", text)
+        rejected.add(
+            cfg.name, path, line, f"wrong number of fields: {n}, expected {expected}", text
+        )
     reasons: dict[int, str] = {}
     for _text, rows in found:
         for p, why in rows.items():
@@ -834,7 +836,11 @@ def read_sources(
         frame = read_source(cfg, rejected=rejected)
         if frame.empty:
             aside = (rejected.counts() if rejected is not None else {}).get(cfg.name, 0)
-            why = f"all {aside} data row(s) were bad rows" if aside else "it has a header and no data rows"
+            why = (
+                f"all {aside} data row(s) were bad rows"
+                if aside
+                else "it has a header and no data rows"
+            )
             raise InputError(
                 f"source '{cfg.name}' has 0 records ({why}); an empty export is almost "
                 "always an upstream failure",

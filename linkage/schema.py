@@ -48,7 +48,13 @@ REJECT_FILE = "file"
 REJECT_LINE = "line"
 REJECT_REASON = "reason"
 REJECT_RAW = "raw_row"
-REJECT_COLUMNS: tuple[str, ...] = (REJECT_SOURCE, REJECT_FILE, REJECT_LINE, REJECT_REASON, REJECT_RAW)
+REJECT_COLUMNS: tuple[str, ...] = (
+    REJECT_SOURCE,
+    REJECT_FILE,
+    REJECT_LINE,
+    REJECT_REASON,
+    REJECT_RAW,
+)
 
 
 def raw_col(header: str) -> str:

@@ -81,7 +81,9 @@ def test_every_bad_row_of_a_file_is_named_in_one_error(tmp_path: Path) -> None:
         read_source(load_config(config).sources["police"])
     text = str(info.value)
     assert "police.csv" in text and "4 kinds of bad rows" in text
-    assert "2 line(s) with the wrong number of fields, expected 6: line 3 has 7, line 8 has 2" in text
+    assert (
+        "2 line(s) with the wrong number of fields, expected 6: line 3 has 7, line 8 has 2" in text
+    )
     assert "1 row(s) have no record id (line 5)" in text
     assert "duplicate record id value(s), e.g. 'R07' (lines 6, 7)" in text
     assert "scientific notation, e.g. '1.10105E+17' (line 10)" in text
@@ -114,7 +116,9 @@ def test_run_with_bad_rows_sets_them_aside_and_loses_nothing(tmp_path: Path) -> 
     assert set(bad[schema.REJECT_SOURCE]) == {"police"}
     assert bad[schema.REJECT_FILE].str.endswith("police.csv").all()
     # the raw text of each line, as it stands in the file
-    assert bad.set_index(bad[schema.REJECT_LINE].astype(int)).loc[3, schema.REJECT_RAW] == BAD_FIELDS
+    assert (
+        bad.set_index(bad[schema.REJECT_LINE].astype(int)).loc[3, schema.REJECT_RAW] == BAD_FIELDS
+    )
     assert bad.set_index(bad[schema.REJECT_LINE].astype(int)).loc[5, schema.REJECT_RAW] == NO_ID
     # nothing lost: every data line of police.csv is in identities.csv or the bad-rows file
     ids = pd.read_csv(out / "identities.csv", dtype=str)

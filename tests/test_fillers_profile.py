@@ -13,7 +13,9 @@ from linkage.standardize.combine import standardize
 
 def _records(**columns: list) -> pd.DataFrame:
     n = len(next(iter(columns.values())))
-    frame = pd.DataFrame({schema.SOURCE: ["civil"] * n, schema.RECORD_ID: [f"C{i}" for i in range(n)]})
+    frame = pd.DataFrame(
+        {schema.SOURCE: ["civil"] * n, schema.RECORD_ID: [f"C{i}" for i in range(n)]}
+    )
     for field, values in columns.items():
         frame[field] = values
     return frame

@@ -272,7 +272,9 @@ def _city_repeat(
 _DISTRICT_SUFFIX = re.compile(r"(?:新区|区|县|市|旗)$")
 # After a short district name, these start a place inside it or a street named after it
 # (朝阳门 is in 东城, 朝阳路 runs through several districts): not the district itself.
-_NOT_DISTRICT_AFTER = re.compile(r"[门桥村镇乡]|[一二三四五六七八九十\d]*(?:大道|大街|[东南西北中]?[路街道巷])")
+_NOT_DISTRICT_AFTER = re.compile(
+    r"[门桥村镇乡]|[一二三四五六七八九十\d]*(?:大道|大街|[东南西北中]?[路街道巷])"
+)
 
 
 @lru_cache(maxsize=1)
