@@ -827,13 +827,19 @@ def read_sources(
     ``progress`` (``linkage.progress``) gets the ``reading`` stage, counted in files. Bad
     rows raise InputError (see :func:`read_source`) or, with ``rejected``, are set aside
     there. A source left with no record (a header and no data rows: almost always an
-    upstream failure) raises InputError naming it.
+    upstream failure) raises InputError naming it. Every source is read before raising,
+    so one InputError names the problems of all of them.
     """
     report = as_progress(progress)
     report.stage("reading", total=len(config.sources), unit="files")
     frames = []
+    refused: list[InputError] = []  # every source is read: all their problems in one error
     for cfg in config.sources.values():
-        frame = read_source(cfg, rejected=rejected)
+        try:
+            frame = read_source(cfg, rejected=rejected)
+        except InputError as exc:
+            refused.append(exc)
+            continue
         if frame.empty:
             aside = (rejected.counts() if rejected is not None else {}).get(cfg.name, 0)
             why = (
@@ -841,13 +847,21 @@ def read_sources(
                 if aside
                 else "it has a header and no data rows"
             )
-            raise InputError(
-                f"source '{cfg.name}' has 0 records ({why}); an empty export is almost "
-                "always an upstream failure",
-                path=str(cfg.path),
+            refused.append(
+                InputError(
+                    f"source '{cfg.name}' has 0 records ({why}); an empty export is almost "
+                    "always an upstream failure",
+                    path=str(cfg.path),
+                )
             )
         frames.append(frame)
         report.advance(1)
+    if len(refused) == 1:
+        raise refused[0]
+    if refused:
+        raise InputError(
+            f"{len(refused)} sources cannot be used as given:\n" + "\n".join(map(str, refused))
+        )
     records = pd.concat(frames, ignore_index=True, sort=False)
     for field in schema.CANONICAL_FIELDS:
         if field not in records.columns:

@@ -219,3 +219,13 @@ def test_ingest_sets_bad_rows_aside_and_counts_them(tmp_path: Path) -> None:
     assert summary["new_records"] == 1 and summary["bad_rows"] == 1
     assert summary["events"].get("record_added") == 1
     assert pd.read_csv(reject)[schema.REJECT_LINE].tolist() == [3]
+
+
+def test_problems_of_every_source_are_named_in_one_error(tmp_path: Path) -> None:
+    config = _write(tmp_path, [GOOD[0], NO_ID])
+    (tmp_path / "health.csv").write_text(HEADER + "\n", encoding="utf-8")
+    result = runner.invoke(app, ["run", str(config), "--output", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "2 sources cannot be used as given" in result.output
+    assert "police.csv: column '登记编号': 1 row(s) have no record id (line 3)" in result.output
+    assert "source 'health' has 0 records" in result.output
