@@ -1297,11 +1297,11 @@ def demo(
     _echo("\naccuracy against the generator's ground truth:", quiet)
     _echo(format_scores(scores), quiet)
     _echo(
-        f"\n{persons:,} persons were generated; {scores['true_persons']:,} of them hold a "
-        "record in at least one registry (the true persons above). 'matches' counts scored "
-        "pairs at or above the threshold; 'predicted' pairs count every two records given one "
-        "identity by clustering, which joins records through a third one and splits what "
-        "cannot-link forbids.",
+        f"\n{persons:,} persons were generated; {scores['true_persons']:,} of them hold a record"
+        " in at least one registry\n(the true persons above). 'matches' counts scored pairs at"
+        " or above the threshold;\n'predicted' pairs count every two records that clustering"
+        " gave one identity\n(records joined through a third one add pairs, cannot-link splits"
+        " remove some).",
         quiet,
     )
     names = [p.name for p in paths.values()]
