@@ -578,7 +578,10 @@ def run(
     except LinkageError:
         # refused input leaves nothing behind (a kill or crash keeps .work for --resume)
         pending.unlink(missing_ok=True)
-        if created_output:
+        aside = linker.config.run.bad_rows
+        # ... but a bad-rows file written inside it, which says why the input was refused
+        keeps_bad_rows = aside is not None and Path(aside).is_relative_to(output.resolve())
+        if created_output and not keeps_bad_rows:
             shutil.rmtree(output, ignore_errors=True)
         raise
     if new_key_path is not None:

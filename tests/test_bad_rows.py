@@ -229,3 +229,14 @@ def test_problems_of_every_source_are_named_in_one_error(tmp_path: Path) -> None
     assert "2 sources cannot be used as given" in result.output
     assert "police.csv: column '登记编号': 1 row(s) have no record id (line 3)" in result.output
     assert "source 'health' has 0 records" in result.output
+
+
+def test_refused_run_keeps_a_bad_rows_file_inside_its_output(tmp_path: Path) -> None:
+    config = _write(tmp_path, [NO_ID, SHORT])
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["run", str(config), "--output", str(out), "--bad-rows", str(out / "bad.csv")]
+    )
+    assert result.exit_code == 2
+    assert [p.name for p in out.iterdir()] == ["bad.csv"]
+    assert len(pd.read_csv(out / "bad.csv")) == 2
