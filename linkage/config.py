@@ -202,10 +202,13 @@ class _ComparisonSpec(_Model):
 
 
 class NameSpec(_ComparisonSpec):
-    """Chinese names (and former names): exact, clean, truncated, pinyin, look-alike, similar."""
+    """Chinese names (and former names): exact, clean, truncated, pinyin, look-alike, similar,
+    given-name characters transposed, one given-name character dropped."""
 
     LEVELS = (
         "else",
+        "char_dropped",
+        "transposed",
         "similar",
         "lookalike",
         "fuzzy_pinyin",
