@@ -403,6 +403,8 @@ def sibling_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
     (or clean-exact) name and the same birth date: that twin is then explained by another
     record, while two lone records of one person whose name was mistyped or changed have no
     such partner and stay linked.
+    So are pairs whose names agree only by a dropped or transposed given-name character
+    where the genders differ or known birth dates disagree (``edit_siblings``).
     Parent and child are held out too (``guardian_pairs``): an identical ID on two records
     whose names differ (level ``else``) where one record has no recorded birth date.
     Takes ``rid_l``, ``rid_r``, ``gamma_name``, ``gamma_birth_date`` (and ``gamma_id``) from
@@ -466,6 +468,7 @@ def sibling_mask(
     )
     if "gamma_id" in pairs.columns:
         sibling_like &= pairs["gamma_id"].to_numpy() != IdComparison.levels.index("exact")
+    out |= edit_siblings(pairs)
     cand = np.flatnonzero(sibling_like)
     left = np.asarray(clean_l, dtype=object)[cand]
     right = np.asarray(clean_r, dtype=object)[cand]
@@ -483,6 +486,32 @@ def sibling_mask(
         ):
             out[i] = True
     return out
+
+
+def edit_siblings(pairs: pd.DataFrame) -> np.ndarray:
+    """Mask of pairs whose names agree only by a dropped or transposed given-name
+    character (``char_dropped``, ``transposed``) and that nothing else ties as one person:
+    the genders differ (``gamma_gender`` ``else``), or both birth dates are known and do not
+    agree at ``year_typo`` or closer (else, or the same year only).
+
+    Twins and a parent and child in one household share a surname, an address and a phone,
+    and sometimes a given-name character (孙梓 / 孙梓瑶, 成锦 / 成扬锦); the random pairs
+    that give u do not. One person's mistyped name keeps the gender and the birth date.
+    Takes ``gamma_name``, ``gamma_birth_date`` and (if present) ``gamma_gender``.
+    """
+    if not _SIBLING_LEVELS <= set(pairs.columns):
+        return np.zeros(len(pairs), dtype=bool)
+    from linkage.compare.fields import BirthDateComparison
+    from linkage.compare.name import NameComparison
+
+    name = pairs["gamma_name"].to_numpy()
+    edited = (name == NameComparison.DROPPED) | (name == NameComparison.TRANSPOSED)
+    birth = pairs["gamma_birth_date"].to_numpy()
+    # a missing birth date (-1) says nothing either way: a child's clinic file often lacks one
+    loose = (birth >= 0) & (birth < BirthDateComparison.levels.index("year_typo"))
+    if "gamma_gender" in pairs.columns:
+        loose |= pairs["gamma_gender"].to_numpy() == 0
+    return edited & loose
 
 
 def guardian_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:

@@ -35,7 +35,7 @@ from linkage.merge import merge_records
 from linkage.model import FellegiSunterModel
 from linkage.progress import Progress, ProgressLike, as_progress
 from linkage.tables import attach_keys
-from linkage.training import new_model, train_model
+from linkage.training import check_model_levels, new_model, train_model
 
 logger = logging.getLogger(__name__)
 
@@ -274,9 +274,12 @@ def link_records(
     t = time.perf_counter()
     _stage(say, "training model")
     if model is None and trained:
-        model = FellegiSunterModel.load(checkpoints.path("training") / "model.json")
+        saved = checkpoints.path("training") / "model.json"
+        model = FellegiSunterModel.load(saved)
+        check_model_levels(model, comparisons, source=str(saved))
     if model is None and config.model.load is not None:
         model = FellegiSunterModel.load(config.model.load)
+        check_model_levels(model, comparisons, source=str(config.model.load))
     if model is None and config.model.labels is not None:
         # Reviewed pairs go through the review module's one reader and one refit, as in
         # the review notebook: the same vocabulary, and unsure labels never train.

@@ -18,6 +18,7 @@ from linkage import schema
 from linkage.blocking import sample_random_pairs
 from linkage.compare import Comparison, compare
 from linkage.config import RunConfig
+from linkage.errors import InputError
 from linkage.model import FellegiSunterModel
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,42 @@ def level_rules(rules: list[dict[str, str]], comparisons: list[Comparison]) -> l
         for rule in rules
         if all(name in levels and level in levels[name] for name, level in rule.items())
     ]
+
+
+def check_model_levels(
+    model: FellegiSunterModel, comparisons: list[Comparison], *, source: str
+) -> None:
+    """Refuse a saved model whose comparison levels differ from this release's comparisons.
+
+    A model trained before a comparison gained or lost a level (the ID comparison's
+    ``prefix_tail_lost``, for one) would score level k of today's comparison with the
+    m/u of its own level k: wrong weights, or a range error deep in scoring. ``source``
+    is the model file or identity store named in the error.
+
+    Raises:
+        InputError: a comparison of the model is absent from the run, or its level
+            names differ; the message names the comparison, both level lists, and how
+            to retrain.
+    """
+    current = {c.name: list(c.levels) for c in comparisons}
+    problems = []
+    for name in model.comparisons:
+        have = model.levels[name]
+        if name not in current:
+            problems.append(f"comparison '{name}' is not one of this run's comparisons")
+        elif have != current[name]:
+            problems.append(
+                f"comparison '{name}' has levels {have} ({len(have)}), this release "
+                f"expects {current[name]} ({len(current[name])})"
+            )
+    if problems:
+        raise InputError(
+            "saved model was trained with other comparison levels than this release "
+            "computes: " + "; ".join(problems) + ". Retrain it: run `linkage run CONFIG` "
+            "without `model.load` (the run trains and saves a new model.json), or "
+            "re-create the identity store with `linkage run CONFIG --store STORE`",
+            path=source,
+        )
 
 
 def random_pairs_for_u(records: pd.DataFrame, config: RunConfig) -> pd.DataFrame:

@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from linkage.cli import app
@@ -595,3 +596,58 @@ def test_search_whose_every_value_is_unreadable_exits_2(batch, field, value):
     result = runner.invoke(app, ["search", "--store", str(out / "ids.duckdb"), field, value])
     assert result.exit_code == 2, result.output
     assert "could be read" in result.output or "not a recognizable" in result.output
+
+
+def _old_id_levels(doc: dict) -> dict:
+    """A model document as saved before the ID comparison had its prefix_tail_lost level."""
+    k = doc["levels"]["id"].index("prefix_tail_lost")
+    for part in ("levels", "m", "u"):
+        del doc[part]["id"][k]
+    return doc
+
+
+def test_a_model_saved_with_other_levels_is_refused_with_a_retrain_message(data, tmp_path):
+    out = tmp_path / "first"
+    result = runner.invoke(app, ["run", str(data / "data" / "run.yaml"), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    old = tmp_path / "old_model.json"
+    doc = _old_id_levels(json.loads((out / "model.json").read_text(encoding="utf-8")))
+    old.write_text(json.dumps(doc), encoding="utf-8")
+    import shutil
+
+    folder = shutil.copytree(data / "data", tmp_path / "data")
+    config = yaml.safe_load((folder / "run.yaml").read_text(encoding="utf-8"))
+    config.setdefault("model", {})["load"] = str(old)
+    path = folder / "run.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    result = runner.invoke(app, ["run", str(path), "-o", str(tmp_path / "second"), "-q"])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert str(old) in message
+    assert "comparison 'id' has levels ['else', 'birth_region', 'near_miss'" in message
+    assert "expects ['else', 'birth_region', 'prefix_tail_lost', 'near_miss'" in message
+    assert "Retrain" in message and "levels must lie" not in message
+    assert not (tmp_path / "second" / "identities.csv").exists()
+    # the same model file saved with today's levels is read and scores
+    config["model"]["load"] = str(out / "model.json")
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    result = runner.invoke(app, ["run", str(path), "-o", str(tmp_path / "third"), "-q"])
+    assert result.exit_code == 0, result.output
+
+
+def test_an_identity_store_with_an_old_model_is_refused_on_ingest(batch, tmp_path):
+    import shutil
+
+    import duckdb
+
+    out, _ = batch
+    store = shutil.copy(out / "ids.duckdb", tmp_path / "ids.duckdb")
+    con = duckdb.connect(str(store))
+    (text,) = con.execute("SELECT model FROM model ORDER BY run_id DESC LIMIT 1").fetchone()
+    con.execute("UPDATE model SET model = ?", [json.dumps(_old_id_levels(json.loads(text)))])
+    con.close()
+    result = runner.invoke(app, ["ingest", str(out / "d" / "new.yaml"), "--store", str(store)])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert str(store) in message and "comparison 'id' has levels" in message
+    assert "Retrain" in message

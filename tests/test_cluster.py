@@ -451,3 +451,34 @@ def test_scale_random_edges_and_households():
     )
     assert components_s < 10
     assert scores["precision"] > 0.98
+
+
+def test_a_dropped_or_transposed_given_name_is_held_out_without_gender_and_birth_date():
+    from linkage.cluster import edit_siblings
+    from linkage.compare.fields import BirthDateComparison
+    from linkage.compare.name import NameComparison
+
+    birth = BirthDateComparison.levels.index
+    dropped, swapped = NameComparison.DROPPED, NameComparison.TRANSPOSED
+    pairs = pd.DataFrame(
+        {
+            # one person (柯逸 / 柯逸钰, 王明小 / 王小明, year typo) | twins of two genders |
+            # parent and child (birth dates apart) | no birth date: kept | other name levels
+            "gamma_name": [dropped, swapped, dropped, dropped, swapped, dropped, 0, 9],
+            "gamma_birth_date": [
+                birth("exact"),
+                birth("exact"),
+                birth("year_typo"),
+                birth("exact"),
+                birth("else"),
+                -1,
+                birth("else"),
+                -1,
+            ],  # fmt: skip
+            "gamma_gender": [1, 1, -1, 0, 1, 1, 0, 0],
+        }
+    )
+    assert edit_siblings(pairs).tolist() == [False, False, False, True, True, False, False, False]
+    # without a gender comparison only the birth date decides
+    held = edit_siblings(pairs.drop(columns="gamma_gender")).tolist()
+    assert held == [False, False, False, False, True, False, False, False]

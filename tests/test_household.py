@@ -9,6 +9,7 @@ import yaml
 from linkage import Linker, schema
 from linkage.cluster import cannot_link_table, guardian_pairs, sibling_pairs
 from linkage.compare.fields import IdComparison
+from linkage.compare.name import NameComparison
 from linkage.standardize.combine import standardize
 from linkage.standardize.idnumber import id_check_char, years_apart
 
@@ -65,7 +66,7 @@ def test_sibling_pairs_mask():
         {
             schema.ROW_L: [0, 0, 0, 0, 0, 0, 6],
             schema.ROW_R: [1, 2, 1, 1, 4, 5, 7],
-            "gamma_name": [0, 0, 0, 0, 0, 7, 0],
+            "gamma_name": [0, 0, 0, 0, 0, NameComparison.levels.index("exact"), 0],
             "gamma_birth_date": [5, 5, 5, 2, 5, 5, 5],
             "gamma_id": [-1, -1, IdComparison.levels.index("exact"), -1, -1, -1, -1],
         }
@@ -167,7 +168,7 @@ def test_guardian_pairs_mask():
             schema.ROW_L: [0, 1, 0, 0, 0],
             schema.ROW_R: [1, 2, 2, 3, 4],
             "gamma_id": [exact, exact, 0, exact, exact],
-            "gamma_name": [0, 0, 0, 7, 0],
+            "gamma_name": [0, 0, 0, NameComparison.levels.index("exact"), 0],
         }
     )
     # shared ID, different names, one record without a birth date: a guardian and a child;

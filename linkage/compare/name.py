@@ -57,13 +57,16 @@ class NameComparison(Comparison):
     ``truncated`` a minority name cut to its first two parts; ``pinyin`` homophones, and a
     romanized name equal to the Han name's pinyin in either order; ``fuzzy_pinyin`` dialect
     confusions (n/l, zh/z, an/ang, ...); ``lookalike`` same length, differing only in look-alike
-    characters; ``similar`` a near spelling (see ``_similar``); ``else``. Names with a stand-in
-    or masked character never reach an exact level.
+    characters; ``similar`` a near spelling (see ``_similar``); ``transposed`` the last two
+    characters (a two-character given name) swapped, 王小明 / 王明小; ``char_dropped`` one
+    character of a two-character given name missing, 王小明 / 王明 (see ``_given_edits``);
+    ``else``. Names with a stand-in or masked character never reach an exact level.
     """
 
     type_name = "name"
     levels = list(NameSpec.LEVELS)
-    EXACT, CLEAN, TRUNC, PINYIN, FUZZY, LOOKALIKE, SIMILAR = 7, 6, 5, 4, 3, 2, 1
+    EXACT, CLEAN, TRUNC, PINYIN, FUZZY, LOOKALIKE, SIMILAR = 9, 8, 7, 6, 5, 4, 3
+    TRANSPOSED, DROPPED = 2, 1
 
     def __init__(
         self,
@@ -188,7 +191,53 @@ class NameComparison(Comparison):
             lvl[cand[hit]] = self.LOOKALIKE
             open_[cand[hit]] = False
         self._similar(a, b, t, lvl, open_, flagged, han, la, lb)
+        self._given_edits(a, b, t, lvl, open_, han, la, lb)
         return lvl
+
+    def _given_edits(self, a, b, t, lvl, open_, han, la, lb) -> None:
+        """Given-name characters swapped or one of them dropped, the two commonest slips in
+        typing a name from speech or a handwritten form after a homophone (the independent
+        registries tag them ``name_swap`` / ``name_drop``).
+
+        Only a two-character given name qualifies: the shorter (or swapped) name keeps the
+        first character (the surname, or the first of a compound one) and differs only in
+        the last two positions. Twins differ in a character, not by a swap or a drop, so
+        they stay ``else``; a parent and child sharing one given-name character is rare in
+        Chinese naming (the child avoids the parent's characters) and the birth date tells
+        them apart. Each edit has its own level, so EM weighs it on its own m and u.
+        """
+        chars, length = t["chars"], t["length"]
+        # Swap: same length 3-4, equal up to the last two, which are exchanged.
+        si = np.flatnonzero(open_ & han & (la == lb) & (la >= 3) & (la <= _CHAR_WIDTH))
+        if len(si):
+            ca, cb = chars[a["strip"][si]], chars[b["strip"][si]]
+            n = la[si].astype(np.int64)
+            rows = np.arange(len(si))
+            x1, x2 = ca[rows, n - 2], ca[rows, n - 1]
+            y1, y2 = cb[rows, n - 2], cb[rows, n - 1]
+            head = np.ones(len(si), dtype=bool)
+            for j in range(_CHAR_WIDTH - 2):
+                head &= (j >= n - 2) | (ca[:, j] == cb[:, j])
+            hit = si[head & (x1 == y2) & (x2 == y1) & (x1 != x2)]
+            lvl[hit] = self.TRANSPOSED
+            open_[hit] = False
+        # Drop: the longer (3-4 characters) loses one of its last two characters.
+        di = np.flatnonzero(open_ & han & (np.abs(la - lb) == 1) & (np.maximum(la, lb) >= 3))
+        di = di[np.maximum(la, lb)[di] <= _CHAR_WIDTH]
+        if len(di):
+            swap = la[di] < lb[di]
+            long_ = np.where(swap, b["strip"][di], a["strip"][di])
+            short = np.where(swap, a["strip"][di], b["strip"][di])
+            cl, cs = chars[long_], chars[short]
+            n = length[long_].astype(np.int64)
+            rows = np.arange(len(di))
+            head = np.ones(len(di), dtype=bool)
+            for j in range(_CHAR_WIDTH - 2):
+                head &= (j >= n - 2) | (cl[:, j] == cs[:, j])
+            last = cs[rows, n - 2]  # the short name's last character
+            hit = head & ((last == cl[rows, n - 2]) | (last == cl[rows, n - 1]))
+            lvl[di[hit]] = self.DROPPED
+            open_[di[hit]] = False
 
     def _similar(self, a, b, t, lvl, open_, flagged, han, la, lb) -> None:
         """Near spellings, the weakest agreement.

@@ -26,6 +26,7 @@ from linkage.config import (
 from linkage.errors import ConfigError, InputError
 from linkage.model import FellegiSunterModel
 from linkage.store import Store
+from linkage.training import check_model_levels
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def stored_run(store: Store) -> StoredRun:
             f"stored model's comparisons {model.comparisons} differ from its settings' {names}",
             path=str(store.path),
         )
+    check_model_levels(model, comparisons, source=str(store.path))
     tf = settings.get("model", {}).get("term_frequency", ModelSettings().term_frequency)
     return StoredRun(
         model=model,
