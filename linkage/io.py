@@ -241,7 +241,8 @@ def _read_csv_arrow(body: str, names: list[str], cfg: SourceConfig) -> pd.DataFr
     for name in table.column_names:
         col = pc.utf8_trim_whitespace(table.column(name))
         columns[name] = pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
-    return text_columns(pa.table(columns).to_pandas())
+    # Arrow-backed first, so text_columns makes one Python string per distinct value
+    return text_columns(pa.table(columns).to_pandas(types_mapper=pd.ArrowDtype))
 
 
 def _read_csv_python(body: str, names: list[str], cfg: SourceConfig, first_line: int):
@@ -906,9 +907,28 @@ def write_csv(
     )
 
 
+# Rows converted to Arrow at a time when writing a large table: converting millions of
+# scored pairs at once doubles them in memory for the moment of the write.
+PARQUET_ROWS_AT_ONCE = 500_000
+
+
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a Parquet file atomically."""
-    return atomic_write(path, lambda p: frame.to_parquet(p, index=False))
+    """Write a Parquet file atomically; a large frame is converted and written in row groups
+    of ``PARQUET_ROWS_AT_ONCE`` rows (the same table read back)."""
+    if len(frame) <= PARQUET_ROWS_AT_ONCE:
+        return atomic_write(path, lambda p: frame.to_parquet(p, index=False))
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def write(p: Path) -> None:
+        schema = pa.Schema.from_pandas(frame, preserve_index=False)
+        with pq.ParquetWriter(p, schema) as writer:
+            for start in range(0, len(frame), PARQUET_ROWS_AT_ONCE):
+                part = frame.iloc[start : start + PARQUET_ROWS_AT_ONCE]
+                writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
+
+    return atomic_write(path, write)
 
 
 def read_records(
@@ -946,4 +966,6 @@ def read_records(
     if timings is not None:
         timings["read"] = time.perf_counter() - t
     report.stage("standardizing", total=len(raw) * len(FIELDS), unit="values")
-    return standardize(raw, config.standardize, timings=timings, step=report.advance)
+    return standardize(
+        raw, config.standardize, timings=timings, step=report.advance, parallel=True
+    )

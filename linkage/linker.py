@@ -242,8 +242,9 @@ def write_outputs(
     }
     pairs = result.pairs
     keep = pairs[schema.MATCH_PROBABILITY] >= config.output.pairs_min_probability
+    kept = pairs if keep.all() else pairs[keep]  # no copy of every pair when all are kept
     paths["pairs"] = done(
-        write_parquet(attach_keys(pairs[keep], result.records), output / "pairs.parquet")
+        write_parquet(attach_keys(kept, result.records), output / "pairs.parquet")
     )
     if has_model:
         paths["model"] = done(result.model.save(output / "model.json"))

@@ -12,6 +12,7 @@ import pandas as pd
 from linkage import schema
 from linkage.config import DEFAULT_FIELDS, FieldRule, GoldenSettings  # noqa: F401 - re-exported
 from linkage.standardize._fillers import is_filler_text
+from linkage.tables import shared_text
 
 # Fields where two different values inside one identity are worth an analyst's look.
 CONFLICT_FIELDS = (schema.ID_NUMBER, schema.BIRTH_DATE, schema.GENDER)
@@ -31,6 +32,15 @@ def _dense_rank(values: pd.Series | np.ndarray) -> np.ndarray:
     return codes.astype(np.int64)
 
 
+def _text_objects(column: pd.Series) -> np.ndarray:
+    """The column's own ``str`` objects when it holds only strings (no copy of a million
+    keys), else its values as text, one object per distinct value."""
+    values = column.to_numpy(dtype=object)
+    if pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values
+    return shared_text(column.astype(str))
+
+
 def merge_records(
     records: pd.DataFrame, identities: pd.Series, settings: GoldenSettings | None = None
 ) -> pd.DataFrame:
@@ -46,7 +56,7 @@ def merge_records(
     key_rank = _dense_rank(sources + "\x1f" + record_ids)
     recent = records.get(schema.REGISTERED_AT_STD)
     recent_rank = _dense_rank(recent) if recent is not None else np.full(n, -1, np.int64)
-    src_np, rid_np = sources.to_numpy(dtype=object), record_ids.to_numpy(dtype=object)
+    src_np, rid_np = _text_objects(records[schema.SOURCE]), _text_objects(records[schema.RECORD_ID])
 
     golden = pd.DataFrame({schema.IDENTITY_ID: np.asarray(ident_names, dtype=object)})
     golden["records"] = np.bincount(ident_codes, minlength=n_ident)
@@ -78,8 +88,9 @@ def merge_records(
         shown = values
         held = np.ones(len(rows), dtype=bool)
         if rule.raw is not None and rule.raw in records.columns:
-            shown = records[rule.raw].astype("string").str.strip().astype(object)
-            shown = shown.where(shown.notna(), None)
+            # one object per distinct shown value: golden records keep references to them
+            stripped = records[rule.raw].astype("string").str.strip()
+            shown = pd.Series(shared_text(stripped), index=records.index, dtype=object)
             held = shown.to_numpy(dtype=object)[rows] == values.to_numpy(dtype=object)[rows]
         ic, vc = ident_codes[rows], value_codes[rows].astype(np.int64)
         pair_key = ic.astype(np.int64) * (len(value_names) + 1) + vc

@@ -62,12 +62,37 @@ def text_columns(frame: pd.DataFrame, columns: list[str] | None = None) -> pd.Da
     out = frame.copy(deep=False)
     for col in frame.columns if columns is None else columns:
         s = frame[col]
-        if columns is None and not (s.dtype == object or isinstance(s.dtype, pd.StringDtype)):
+        if s.dtype == object:
+            missing = s.isna().to_numpy()
+            if not missing.any():
+                continue
+            values = s.to_numpy(dtype=object, copy=True)
+            values[missing] = None
+        elif columns is not None or _is_text_dtype(s.dtype):
+            values = shared_text(s)
+        else:
             continue
-        missing = s.isna().to_numpy()
-        if s.dtype == object and not missing.any():
-            continue
-        values = s.to_numpy(dtype=object, copy=True)
-        values[missing] = None
         out[col] = pd.Series(values, index=frame.index, dtype=object)
     return out
+
+
+def _is_text_dtype(dtype: object) -> bool:
+    if isinstance(dtype, pd.StringDtype):
+        return True
+    return isinstance(dtype, pd.ArrowDtype) and str(dtype.pyarrow_dtype) in ("string", "large_string")
+
+
+def shared_text(values: pd.Series) -> np.ndarray:
+    """Return ``values`` as an object array of ``str`` or ``None`` with ONE ``str`` object per
+    distinct value.
+
+    Converting Arrow or pandas string columns cell by cell makes one Python string per row
+    (~60-80 bytes each); registries repeat sources, dates, addresses and codes, so sharing
+    one object per distinct value is what keeps a million-record table small. Nulls (None,
+    NaN, pd.NA) become None; non-string values keep their form, as ``to_numpy`` gives them.
+    """
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    pool = np.empty(len(uniques) + 1, dtype=object)
+    pool[: len(uniques)] = np.asarray(uniques, dtype=object)
+    pool[-1] = None  # code -1 (null) points here
+    return pool[codes]

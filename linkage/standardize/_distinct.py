@@ -5,12 +5,124 @@ Registries repeat names, dates and addresses heavily, so this is the main speed 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import logging
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
-from linkage.tables import text_columns
+from linkage.tables import shared_text, text_columns
+
+# Distinct values below this are standardized in this process: starting a worker costs
+# ~1-2 s (a fresh interpreter imports pandas and the name tables), 20,000-50,000 names' work.
+PARALLEL_MIN_DISTINCT = 50_000
+
+logger = logging.getLogger(__name__)
+
+
+class _Worker:
+    """One ``python -m linkage.standardize._worker`` child that runs pickled calls.
+
+    A plain child process (not multiprocessing's spawn or fork): spawn re-imports the
+    caller's main script, which breaks user scripts without a ``__main__`` guard, and a
+    forked child touches the reference counts of the parent's records table and copies
+    its pages. Calls and results travel pickled over the child's stdin and stdout.
+    """
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.broken = False  # it died once: the rest of the stage runs in this process
+
+    def start(self) -> None:
+        if self.proc is None:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "linkage.standardize._worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+
+    def send(self, func: Callable, arg: object) -> None:
+        self.start()
+        pickle.dump((func, arg), self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        self.proc.stdin.flush()
+
+    def receive(self) -> object:
+        ok, value = pickle.load(self.proc.stdout)
+        if not ok:
+            raise value
+        return value
+
+    def close(self, kill: bool = False) -> None:
+        if self.proc is not None:
+            proc, self.proc = self.proc, None
+            if kill:
+                proc.kill()
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+
+
+_worker: _Worker | None = None
+
+
+@contextlib.contextmanager
+def worker_process(enabled: bool = True) -> Iterator[None]:
+    """While open, ``map_distinct`` hands half of a large distinct set to ONE worker process.
+
+    The calling process works on the other half, so two cores are used; one worker (not a
+    pool of n) because each worker holds its own copy of the name and region tables and
+    this stage is sized for two-core machines. The worker starts at the first field with
+    ``PARALLEL_MIN_DISTINCT`` distinct values. Funcs must be picklable (module-level
+    functions or ``functools.partial`` of them). The results equal a run without it.
+    """
+    global _worker
+    if not enabled or _worker is not None:
+        yield
+        return
+    _worker = _Worker()
+    try:
+        yield
+    finally:
+        worker, _worker = _worker, None
+        worker.close()
+
+
+def _call(func: Callable[[Sequence[str]], pd.DataFrame], distinct: list) -> pd.DataFrame:
+    """``func(distinct)``, split between this process and the worker when one is open."""
+    worker = _worker
+    if worker is None or worker.broken or len(distinct) < PARALLEL_MIN_DISTINCT:
+        return func(distinct)
+    half = len(distinct) // 2
+    try:
+        worker.send(func, distinct[half:])
+    except OSError as exc:  # the worker could not start or died: work here from now on
+        logger.warning("standardizing in one process: worker unavailable (%s)", exc)
+        worker.broken = True
+        worker.close(kill=True)
+        return func(distinct)
+    try:
+        first = func(distinct[:half])
+    except BaseException:
+        # its pending reply would answer the next call: stop it (the next call restarts it)
+        worker.close(kill=True)
+        raise
+    try:
+        second = worker.receive()
+    except (EOFError, OSError, pickle.UnpicklingError) as exc:
+        logger.warning("standardizing in one process: worker stopped (%s)", exc)
+        worker.broken = True
+        worker.close(kill=True)
+        second = func(distinct[half:])
+    return pd.concat([first, second], ignore_index=True)
 
 
 def map_distinct(
@@ -26,7 +138,7 @@ def map_distinct(
     back as dtype object holding ``str`` or ``None`` (``linkage.tables.text_columns``).
     """
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    distinct = func(list(uniques))
+    distinct = _call(func, list(uniques))
     if len(distinct) != len(uniques):
         raise ValueError("normalizer returned a different number of rows than it was given")
     distinct = distinct.reset_index(drop=True)
@@ -37,8 +149,32 @@ def map_distinct(
         null_values.update(null_row)
     null_frame = pd.DataFrame([null_values], columns=distinct.columns)
     table = text_columns(pd.concat([distinct, null_frame], ignore_index=True))
+    _share_unchanged(table, uniques)
     # -1 (null) points at the appended null row
     take = np.where(codes < 0, len(distinct), codes)
     out = table.iloc[take]
     out.index = values.index
     return out
+
+
+def _share_unchanged(table: pd.DataFrame, uniques: object) -> None:
+    """Hold one string object per distinct derived value, and where a derived value equals
+    its input (an ID or phone already clean, a name without spaces) the input's own object:
+    at a million records each needless copy costs ~70 bytes a row and column."""
+    given = np.asarray(uniques, dtype=object)
+    for col in table.columns:
+        values = table[col].to_numpy()
+        if values.dtype != object:
+            continue
+        head = values[: len(given)]
+        same = np.asarray(head == given, dtype=bool)
+        if same.any():
+            values = values.copy()
+            values[: len(given)][same] = given[same]
+        # one object per distinct derived value too: a normalizer slicing surnames or
+        # region names out of 200,000 distinct names makes 200,000 copies of a few hundred
+        try:
+            shared = shared_text(values)
+        except TypeError:  # unhashable values (not text): left as they are
+            continue
+        table[col] = pd.Series(shared, index=table.index, dtype=object)

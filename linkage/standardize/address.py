@@ -5,6 +5,7 @@ Imports only the schema and the distinct-value helper; never the linking stages.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import unicodedata
@@ -417,7 +418,7 @@ def standardize_addresses(
     ``region_codes`` (the ID's 6-digit region code per row, same index, may be null) decides
     district names that exist under several cities when the address names no city.
     """
-    out = map_distinct(values, lambda distinct: _parse_distinct(distinct, field))
+    out = map_distinct(values, functools.partial(_parse_distinct, field=field))
     pending = out[_CANDIDATES]
     out = out.drop(columns=_CANDIDATES)
     if region_codes is None or not pending.notna().any():

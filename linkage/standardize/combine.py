@@ -20,6 +20,7 @@ import pandas as pd
 from linkage import schema
 from linkage.config import StandardizeConfig
 from linkage.standardize import address, dates, demographics, idnumber, names, phone
+from linkage.standardize._distinct import PARALLEL_MIN_DISTINCT, worker_process
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ def standardize(
     *,
     timings: dict[str, float] | None = None,
     step: Callable[[int], None] | None = None,
+    parallel: bool = False,
 ) -> pd.DataFrame:
     """Return ``records`` with derived columns, ``rid`` row keys and ``quality_flags`` added.
 
@@ -161,20 +163,23 @@ def standardize(
     columns (``FIELDS``), cross-field flags and ``rid`` = 0..n-1 in row order. Seconds per
     field group are added to ``timings`` when given; ``step(n)`` is called after each field
     with the number of values it standardized (len(records)), for progress reporting.
+    With ``parallel``, a field with many distinct values is standardized half here, half in
+    one worker process (``_distinct.worker_process``); the result is the same.
     """
     config = config or StandardizeConfig()
     records = records.reset_index(drop=True)
     spent: dict[str, float] = {}
     done: dict[str, pd.DataFrame] = {}
     flag_parts: list[pd.Series] = []
-    for entry in FIELDS:
-        t = time.perf_counter()
-        frame = entry.run(_column(records, entry.field), config, done)
-        flag_parts.append(frame.pop(schema.QUALITY_FLAGS))
-        done[entry.field] = frame
-        spent[entry.timing] = spent.get(entry.timing, 0.0) + time.perf_counter() - t
-        if step is not None:
-            step(len(records))
+    with worker_process(parallel and len(records) >= PARALLEL_MIN_DISTINCT):
+        for entry in FIELDS:
+            t = time.perf_counter()
+            frame = entry.run(_column(records, entry.field), config, done)
+            flag_parts.append(frame.pop(schema.QUALITY_FLAGS))
+            done[entry.field] = frame
+            spent[entry.timing] = spent.get(entry.timing, 0.0) + time.perf_counter() - t
+            if step is not None:
+                step(len(records))
 
     # Cross-field checks: the ID embeds birth date and gender; a disagreement means one of
     # the two was mistyped, which the comparison stage must weigh.

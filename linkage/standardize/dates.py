@@ -6,6 +6,7 @@ Imports only _distinct and lunardate from outside the standard library; no other
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import math
 import re
@@ -269,7 +270,9 @@ def parse_dates(
     if not 0 <= pivot_year <= 99:
         raise ValueError(f"pivot_year must be 0..99, got {pivot_year}")
     limit = (today or datetime.date.today()).isoformat()
-    return map_distinct(values, lambda distinct: _parse_distinct(distinct, pivot_year, limit))
+    return map_distinct(
+        values, functools.partial(_parse_distinct, pivot_year=pivot_year, limit=limit)
+    )
 
 
 def parse_date(

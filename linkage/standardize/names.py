@@ -5,6 +5,7 @@ Owns person-name cleaning only; imports schema and _distinct, never later stages
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import re
@@ -471,38 +472,40 @@ def to_pinyin(s: object) -> str:
     return _standardize_distinct([s])[0][5] or ""
 
 
-def standardize_names(values: pd.Series, field: str = "name") -> pd.DataFrame:
-    """Derived name columns plus quality flags, one row per input row, same index."""
+def _names_frame(distinct: Sequence[str], field: str) -> pd.DataFrame:
+    """The derived columns of ``field`` for distinct raw names, one row each, in order
+    (module level so that a worker process can run it)."""
     prefix = f"{field}_"
     flag_text: dict[frozenset[str], str] = {}
+    rows = _standardize_distinct(distinct)
+    columns = list(zip(*rows, strict=True)) if rows else [()] * (_FLAGS_AT + 1)
+    data = {}
+    for suffix in schema.NAME_DERIVED_SUFFIXES:
+        # typed arrays up front: pandas' inference over 200,000 objects costs seconds
+        dtype = bool if suffix == "is_minority" else object
+        data[schema.name_col(field, suffix)] = np.array(
+            columns[_SUFFIXES.index(suffix)], dtype=dtype
+        )
+    texts = []
+    for flags in columns[_FLAGS_AT]:
+        if not flags:
+            texts.append("")
+            continue
+        key = frozenset(flags)
+        if key not in flag_text:
+            ordered = sorted(key, key=_FLAG_ORDER.__getitem__)
+            flag_text[key] = schema.QUALITY_SEP.join(prefix + c for c in ordered)
+        texts.append(flag_text[key])
+    data[schema.QUALITY_FLAGS] = np.array(texts, dtype=object)
+    return pd.DataFrame(data)
 
-    def run(distinct: Sequence[str]) -> pd.DataFrame:
-        rows = _standardize_distinct(distinct)
-        columns = list(zip(*rows, strict=True)) if rows else [()] * (_FLAGS_AT + 1)
-        data = {}
-        for suffix in schema.NAME_DERIVED_SUFFIXES:
-            # typed arrays up front: pandas' inference over 200,000 objects costs seconds
-            dtype = bool if suffix == "is_minority" else object
-            data[schema.name_col(field, suffix)] = np.array(
-                columns[_SUFFIXES.index(suffix)], dtype=dtype
-            )
-        texts = []
-        for flags in columns[_FLAGS_AT]:
-            if not flags:
-                texts.append("")
-                continue
-            key = frozenset(flags)
-            if key not in flag_text:
-                ordered = sorted(key, key=_FLAG_ORDER.__getitem__)
-                flag_text[key] = schema.QUALITY_SEP.join(prefix + c for c in ordered)
-            texts.append(flag_text[key])
-        data[schema.QUALITY_FLAGS] = np.array(texts, dtype=object)
-        return pd.DataFrame(data)
 
+def standardize_names(values: pd.Series, field: str = "name") -> pd.DataFrame:
+    """Derived name columns plus quality flags, one row per input row, same index."""
     null_row = {
         schema.name_col(field, "script"): "empty",
         schema.name_col(field, "is_minority"): False,
     }
-    out = map_distinct(values, run, null_row=null_row)
+    out = map_distinct(values, functools.partial(_names_frame, field=field), null_row=null_row)
     logger.debug("standardized %d %s values", len(values), field)
     return out
