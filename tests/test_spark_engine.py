@@ -280,9 +280,12 @@ def test_spark_reader_matches_the_local_reader(spark, tmp_path, write_yaml):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("编号,姓名\nx,张三\nx,李四\n", r"duplicate record id value.*'x'"),
-        ("编号,姓名\nx,张三\ny,李四,多余\n", r"could not be parsed"),
-        ("编号,姓名\nx,张三\n,李四\n", r"1 row\(s\) have no record id"),
+        ("编号,姓名\nx,张三\nx,李四\n", r"1 duplicate record id value\(s\): 'x' on lines 2, 3$"),
+        (
+            "编号,姓名\nx,张三\ny,李四,多余\n",
+            r"1 line\(s\) with the wrong number of fields, expected 2: line 3 has 3 ",
+        ),
+        ("编号,姓名\nx,张三\n,李四\n", r"1 row\(s\) have no record id \(lines 3\)$"),
     ],
 )
 def test_spark_reader_rejects_bad_files_naming_them(spark, tmp_path, write_yaml, text, message):
@@ -295,6 +298,99 @@ def test_spark_reader_rejects_bad_files_naming_them(spark, tmp_path, write_yaml,
     with pytest.raises(InputError, match=message) as raised:
         read_sources_spark(spark, config)
     assert "bad.csv" in str(raised.value)
+
+
+def test_spark_reader_names_every_bad_line_of_a_file_at_once(spark, tmp_path, write_yaml):
+    """Every kind of bad row in one message, with the file's own line numbers: a quoted line
+    break makes a record two lines long, and a blank line is no record."""
+    from linkage.spark.engine import read_sources_spark
+
+    lines = [
+        "编号,姓名,地址",  # line 1
+        'P1,张三,"北京市\n朝阳区"',  # lines 2-3
+        "P2,李四,上海,多余",  # line 4: 4 fields
+        "",  # line 5: blank
+        " ,王五,广州",  # line 6: no record id
+        "P3,赵六",  # line 7: 2 fields
+        "P1,钱七,深圳",  # line 8: P1 again
+        "P4,孙八,杭州",
+        "P4,周九,南京",  # line 10: P4 again
+    ]
+    (tmp_path / "messy.csv").write_bytes(("\n".join(lines) + "\n").encode("gb18030"))
+    config = load_config(
+        write_yaml({"sources": {"s": {"path": "messy.csv", "record_id": "编号", "columns": {}}}})
+    )
+    with pytest.raises(InputError) as raised:
+        read_sources_spark(spark, config)
+    text = str(raised.value)
+    assert "messy.csv" in text
+    assert (
+        "2 line(s) with the wrong number of fields, expected 3: line 4 has 4, line 7 has 2" in text
+    )
+    assert "1 row(s) have no record id (lines 6)" in text
+    assert "2 duplicate record id value(s): 'P1' on lines 2, 8; 'P4' on lines 9, 10" in text
+
+
+def test_spark_reader_names_bad_parquet_rows(spark, tmp_path, write_yaml):
+    from linkage.spark.engine import read_sources_spark
+
+    pd.DataFrame({"编号": ["a", None, "b", "a"], "姓名": ["甲", "乙", "丙", "丁"]}).to_parquet(
+        tmp_path / "bad.parquet", index=False
+    )
+    config = load_config(
+        write_yaml({"sources": {"s": {"path": "bad.parquet", "record_id": "编号", "columns": {}}}})
+    )
+    with pytest.raises(InputError) as raised:
+        read_sources_spark(spark, config)
+    assert "1 row(s) have no record id (rows 1)" in str(raised.value)
+    assert "1 duplicate record id value(s): 'a' on rows 0, 3" in str(raised.value)
+
+
+def test_spark_cli_on_bad_input_prints_no_java_stack_trace(tmp_path, write_yaml):
+    """The run as a user starts it: exit 2, the file and its bad lines named, and nothing of
+    Spark's Java logging (the JVM writes to the process's own stderr, so a subprocess)."""
+    header = "登记编号,姓名,身份证号,性别,出生日期,电话,户籍地址,现住址"
+    rows = [
+        "P001,张三,110101199003071234,男,1990-03-07,13800138000,北京市东城区,北京市朝阳区",
+        "P002,李四,,女,1985-01-02,13900139000,上海市,上海市,多余",
+        ",王五,,男,1970-05-06,,广州市,广州市",
+    ]
+    (tmp_path / "police.csv").write_bytes(("\n".join([header, *rows]) + "\n").encode("gbk"))
+    config = write_yaml(
+        {
+            "sources": {
+                "police": {
+                    "path": "police.csv",
+                    "record_id": "登记编号",
+                    "columns": {"姓名": "name", "身份证号": "id_number"},
+                }
+            }
+        }
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "linkage.cli",
+            "run",
+            str(config),
+            "-o",
+            str(tmp_path / "out"),
+            "--engine",
+            "spark",
+            "--spark-master",
+            "local[1]",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "police.csv" in done.stderr
+    assert "line 3 has 9" in done.stderr and "no record id (lines 4)" in done.stderr
+    for java in ("org.apache", "Exception", "\tat ", "SparkException"):
+        assert java not in done.stderr + done.stdout, done.stderr
 
 
 # ----------------------------------------------------------------------------- stable ids

@@ -35,6 +35,10 @@ def get_session(
         # Spark 4 accepts only Unicode and Latin charsets unless the Java ones are allowed;
         # registries arrive in GBK/GB18030
         .config("spark.sql.legacy.javaCharsets", "true")
+        # adaptive execution coalesces small shuffle partitions (Spark 4's default, stated
+        # because a small run depends on it)
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.sql.adaptive.coalescePartitions.enabled", "true")
     )
     if master.startswith("local"):
         builder = builder.config("spark.ui.enabled", "false")
