@@ -229,6 +229,35 @@ def test_engines_give_the_same_identities(runs):
     assert summaries[1]["pairs_per_rule"].get(first, 0) == spark_plan[first]["pairs"]
 
 
+def test_spark_summary_has_the_local_format(runs, capsys):
+    """summary.json: the local keys in the local order (Spark's own after them), sources by
+    name, every rule in rule order with its zeros, the same cluster statistics; and the
+    printed summary the same lines with the same labels."""
+    from linkage.cli import _print_summary
+
+    local, spark = (
+        json.loads((runs[e] / "summary.json").read_text(encoding="utf-8")) for e in ENGINES
+    )
+    assert list(spark)[: len(local)] == list(local)
+    assert list(spark)[len(local) :] == ["engine", "connected_component_rounds"]
+    for key in ("records_per_source", "pairs_per_rule", "seconds", "blocking"):
+        assert list(spark[key]) == list(local[key]), key
+    assert spark["records_per_source"] == local["records_per_source"]
+    assert spark["pairs_per_rule"] == local["pairs_per_rule"]
+    assert spark["cluster_stats"] == local["cluster_stats"]
+    assert spark["identities"] == local["identities"] == local["cluster_stats"]["clusters"]
+    # both runs also write the cluster-size distribution
+    sizes = [pd.read_csv(runs[e] / "cluster_sizes.csv") for e in ENGINES]
+    assert sizes[0].equals(sizes[1])
+
+    def labels(summary: dict) -> list[str]:
+        _print_summary(summary, quiet=False)
+        lines = capsys.readouterr().out.splitlines()
+        return [line.split(":")[0] if ":" in line else line.split()[0] for line in lines]
+
+    assert labels(spark) == labels(local)
+
+
 # ----------------------------------------------------------------------------- readers
 
 
@@ -606,3 +635,75 @@ def test_spark_blocking_refines_skips_and_refuses_like_the_local_engine(spark):
     tight = settings.model_copy(update={"pair_budget": 10, "over_budget": "refuse"})
     with pytest.raises(ConfigError, match="pair_budget"):
         block_spark(keys, SimpleNamespace(blocking=tight), buckets=3)
+
+
+# ----------------------------------------------------------------------------- households
+
+
+@pytest.fixture(scope="module")
+def households(tmp_path_factory) -> Path:
+    """Registries of the independent generator's household-hard profile: twins, siblings
+    named one character apart and guardians' IDs on children's health records."""
+    from benchmarks.independent.generate import generate as generate_independent
+
+    folder = tmp_path_factory.mktemp("households")
+    generate_independent(1500, 3, folder, profile="household-hard")
+    config = yaml.safe_load((folder / "run.yaml").read_text(encoding="utf-8"))
+    config["model"] = {**config.get("model", {}), "u_sample_pairs": 50_000}
+    (folder / "run.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return folder
+
+
+def test_spark_holds_out_the_pairs_the_local_engine_holds_out(spark, households):
+    """``hold_out_siblings_spark`` drops exactly the pairs ``cluster.sibling_pairs`` masks:
+    twins and siblings, and a guardian and a child sharing the guardian's ID."""
+    from linkage.cluster import guardian_pairs, sibling_pairs
+    from linkage.linker import Linker
+    from linkage.spark.engine import hold_out_siblings_spark
+
+    result = Linker.from_yaml(households / "run.yaml").run()
+    records, pairs = result.records, result.pairs.reset_index(drop=True)
+    guardians = guardian_pairs(records, pairs)
+    held = sibling_pairs(records, pairs)
+    # the data has both kinds, and guardian pairs the twin rule alone would keep
+    assert guardians.sum() >= 2 and (held & ~guardians).sum() >= 20
+    columns = [
+        schema.ROW,
+        schema.name_col(schema.NAME, "clean"),
+        schema.name_col(schema.NAME, "given"),
+        schema.BIRTH_DATE_STD,
+    ]
+    spark_records = spark.createDataFrame(
+        records[columns[1:]]
+        .astype(object)
+        .where(records[columns[1:]].notna(), None)
+        .assign(**{schema.ROW: np.arange(len(records), dtype=np.int64)})[columns]
+    )
+    kept_cols = [schema.ROW_L, schema.ROW_R, "gamma_name", "gamma_birth_date", "gamma_id"]
+    spark_pairs = spark.createDataFrame(pairs[kept_cols].astype(np.int64))
+    kept = hold_out_siblings_spark(spark_records, spark_pairs).toPandas()
+    spark_kept = set(zip(kept[schema.ROW_L], kept[schema.ROW_R]))
+    local_kept = set(zip(pairs[schema.ROW_L][~held], pairs[schema.ROW_R][~held]))
+    assert spark_kept == local_kept
+
+
+def test_engines_give_the_same_identities_on_households(households, tmp_path):
+    """Both engines through the CLI on household data (twins, siblings, guardians' IDs):
+    the same partition and the same identity ids."""
+    outputs = {}
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LINKAGE_ID_KEY", "one key for both engines' runs")
+    for engine in ENGINES:
+        out = tmp_path / engine
+        args = ["run", str(households / "run.yaml"), "-o", str(out), "--engine", engine, "-q"]
+        if engine == "spark":
+            args += ["--spark-master", "local[2]"]
+        done = CliRunner().invoke(app, args)
+        assert done.exit_code == 0, done.output
+        outputs[engine] = pd.read_csv(out / "identities.csv", dtype=str).sort_values(
+            [schema.SOURCE, schema.RECORD_ID], ignore_index=True
+        )
+    patch.undo()
+    local, spark = outputs["local"], outputs["spark"]
+    assert _pairs_of(local) == _pairs_of(spark)
+    assert local[schema.IDENTITY_ID].equals(spark[schema.IDENTITY_ID])

@@ -697,13 +697,22 @@ def compare_spark(
             )
             out = batch[keep].copy()
             n = len(batch)
+            # each record once, as the local ``compare.compare`` prepares records: a record
+            # is in many pairs of a batch (every random pair of the u sample shares records)
+            rids = np.concatenate(
+                [batch[schema.ROW_L].to_numpy(np.int64), batch[schema.ROW_R].to_numpy(np.int64)]
+            )
+            _, first, where = np.unique(rids, return_index=True, return_inverse=True)
             for c in comparisons:
-                lv = {col: left[col].to_numpy() for col in c.columns if col in value_cols}
-                rv = {col: right[col].to_numpy() for col in c.columns if col in value_cols}
+                values = {
+                    col: np.concatenate([left[col].to_numpy(), right[col].to_numpy()])[first]
+                    for col in c.columns
+                    if col in value_cols
+                }
                 for col in n_missing[c.name]:  # absent columns read as null, as locally
-                    lv[col] = np.full(n, None, dtype=object)
-                    rv[col] = np.full(n, None, dtype=object)
-                out[schema.GAMMA_PREFIX + c.name] = c.compare(lv, rv).astype(np.int8)
+                    values[col] = np.full(len(first), None, dtype=object)
+                levels = c.compare_prepared(c.prepare(values), where[:n], where[n:])
+                out[schema.GAMMA_PREFIX + c.name] = levels.astype(np.int8)
             for tf in tf_cols.values():
                 out[tf] = np.fmax(
                     batch[f"{tf}__l"].to_numpy(dtype=float), batch[f"{tf}__r"].to_numpy(dtype=float)
