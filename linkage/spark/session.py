@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from linkage.spark import require_pyspark
 
@@ -42,6 +43,12 @@ def get_session(
     )
     if master.startswith("local"):
         builder = builder.config("spark.ui.enabled", "false")
+    if "spark.driver.extraJavaOptions" not in (conf or {}):
+        # the driver JVM logs errors only (log4j2.properties here), from its start on
+        log4j = Path(__file__).with_name("log4j2.properties")
+        builder = builder.config(
+            "spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j.as_uri()}"
+        )
     if shuffle_partitions is not None:
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     for key, value in (conf or {}).items():
