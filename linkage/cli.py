@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -50,9 +50,19 @@ AsJson = Annotated[
         "--json", help="Print one JSON document on stdout (stable keys) and nothing else there."
     ),
 ]
+BadRows = Annotated[
+    Path | None,
+    typer.Option(
+        "--bad-rows",
+        metavar="FILE.csv",
+        help="Set bad input rows (wrong field count, empty or duplicate record id) aside in "
+        "this CSV with file, line and reason, and go on; without it a bad row stops the run "
+        "(exit 2), every one listed. Overrides 'run.bad_rows' in the config.",
+    ),
+]
 ConfigArg = Annotated[
     Path,
-    typer.Argument(metavar="CONFIG", help="Run config YAML (see the README, 'Configuration')."),
+    typer.Argument(help="Run config YAML (see the README, 'Configuration')."),
 ]
 
 
@@ -133,7 +143,7 @@ def _pairs_text(mapping: dict) -> str:
 
 
 def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Usage errors exit 2 through click; LinkageError exits 2 with its message; else 1."""
+    """Usage errors and LinkageError exit 2 with one ``error:`` line; anything else 1."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -141,8 +151,11 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
-        except _USAGE_ERROR:
-            raise  # BadParameter, UsageError: click prints "Error: ..." and exits 2
+        except _USAGE_ERROR as exc:
+            # BadParameter raised by a command's own checks: the same one-line form as a
+            # bad input, not click's "Error:" block
+            typer.echo(f"error: {exc.format_message()}", err=True)
+            raise typer.Exit(2) from None
         except LinkageError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -229,6 +242,8 @@ class _LogProgress:
         self.start = time.perf_counter()
 
     def stage(self, name: str, total: int | None = None, unit: str = "") -> None:
+        if total == 1 and unit.endswith("s"):
+            unit = unit[:-1]  # reading (1 file)
         count = f" ({total:,} {unit})" if total is not None and unit else ""
         typer.echo(f"[{time.perf_counter() - self.start:8.1f}s] {name}{count}", err=True)
 
@@ -284,12 +299,42 @@ def _progress(quiet: bool) -> Iterator[Any]:
     report.stage("done")
 
 
+def _with_bad_rows(config: Any, bad_rows: Path | None, spark: bool = False) -> Any:
+    """The run config with ``--bad-rows`` applied (over ``run.bad_rows``); the file is checked
+    before any work. Raises ConfigError on the Spark engine, which does not set rows aside."""
+    from linkage.errors import ConfigError
+    from linkage.paths import check_output_file
+
+    if bad_rows is not None:
+        run = config.run.model_copy(update={"bad_rows": str(bad_rows.resolve())})
+        config = config.model_copy(update={"run": run})
+    if config.run.bad_rows is None:
+        return config
+    if spark:
+        raise ConfigError(
+            "bad rows are set aside by the local engine only; fix them or use --engine local",
+            key="run.bad_rows",
+        )
+    check_output_file(config.run.bad_rows, "--bad-rows", (".csv",))
+    return config
+
+
 def _print_summary(summary: dict, quiet: bool) -> None:
     if quiet:
         return
     typer.echo(
         f"records:          {summary['records']:,}  ({_pairs_text(summary['records_per_source'])})"
     )
+    if summary.get("bad_rows_file") is not None:
+        typer.echo(
+            f"bad rows:         {summary.get('bad_rows', 0):,} set aside in "
+            f"{summary['bad_rows_file']}"
+            + (
+                f"  ({_pairs_text(summary['bad_rows_per_source'])})"
+                if summary.get("bad_rows")
+                else ""
+            )
+        )
     typer.echo(f"candidate pairs:  {summary['candidate_pairs']:,}")
     for rule, count in summary["pairs_per_rule"].items():
         typer.echo(f"  {rule:<28} {count:>12,}")
@@ -304,7 +349,9 @@ def _print_summary(summary: dict, quiet: bool) -> None:
 @app.command()
 @_handle_errors
 def synth(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write registries to.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="DIR", help="Folder to write registries to.")
+    ],
     persons: Annotated[
         int, typer.Option(min=1, help="Number of persons in the population.")
     ] = 2000,
@@ -380,7 +427,9 @@ def profile(config: ConfigArg, as_json: AsJson = False, quiet: Quiet = False) ->
 @_handle_errors
 def standardize_cmd(
     config: ConfigArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="FILE", help="Parquet file to write.")
+    ],
     quiet: Quiet = False,
 ) -> None:
     """Read and standardize every source; write the records with derived columns as Parquet."""
@@ -441,24 +490,28 @@ def _run_spark(
 @_handle_errors
 def run(
     config: ConfigArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the outputs.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="DIR", help="Folder for the outputs.")
+    ],
     store: Annotated[
         Path | None,
         typer.Option(
-            "--store", help="Identity store file: keep its IDs and write the run into it."
+            "--store",
+            metavar="STORE",
+            help="Identity store file: keep its IDs and write the run into it.",
         ),
     ] = None,
     as_json: AsJson = False,
     engine: Annotated[
-        str | None,
-        typer.Option(
-            "--engine", help="local (default) or spark; overrides 'engine' in the config."
-        ),
+        Literal["local", "spark"] | None,
+        typer.Option("--engine", help="Engine (default local); overrides 'engine' in the config."),
     ] = None,
     spark_master: Annotated[
         str | None,
         typer.Option(
-            "--spark-master", help="Spark master URL, e.g. local[4] or yarn (engine spark)."
+            "--spark-master",
+            metavar="URL",
+            help="Spark master URL, e.g. local[4] or yarn (engine spark).",
         ),
     ] = None,
     previous: Annotated[
@@ -476,6 +529,7 @@ def run(
             "(OUTPUT/.work); starts over when the config or inputs changed.",
         ),
     ] = False,
+    bad_rows: BadRows = None,
     quiet: Quiet = False,
 ) -> None:
     """Run the whole batch merge: identities.csv, golden records, scored pairs, model, summary.
@@ -497,6 +551,9 @@ def run(
     if store is not None and engine != "spark":
         check_store_path(store, create=True)
     linker = Linker.from_yaml(config, store=None if engine == "spark" else store)
+    linker.config = _with_bad_rows(
+        linker.config, bad_rows, spark=(engine or linker.config.engine) == "spark"
+    )
     # without a store the ids are keyed by $LINKAGE_ID_KEY or OUTPUT/identity.key (created once),
     # with one by the store's own secret
     new_key_path = None
@@ -528,7 +585,10 @@ def run(
     except LinkageError:
         # refused input leaves nothing behind (a kill or crash keeps .work for --resume)
         pending.unlink(missing_ok=True)
-        if created_output:
+        aside = linker.config.run.bad_rows
+        # ... but a bad-rows file written inside it, which says why the input was refused
+        keeps_bad_rows = aside is not None and Path(aside).is_relative_to(output.resolve())
+        if created_output and not keeps_bad_rows:
             shutil.rmtree(output, ignore_errors=True)
         raise
     if new_key_path is not None:
@@ -545,12 +605,20 @@ def run(
 @_handle_errors
 def ingest(
     config: Annotated[Path, typer.Argument(help="Run config naming the new records' files.")],
-    store: Annotated[Path, typer.Option("--store", help="Identity store file to update.")],
+    store: Annotated[
+        Path, typer.Option("--store", metavar="STORE", help="Identity store file to update.")
+    ],
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Folder for identities.csv of the affected records."),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="DIR",
+            help="Folder for identities.csv of the affected records.",
+        ),
     ] = None,
     as_json: AsJson = False,
+    bad_rows: BadRows = None,
     quiet: Quiet = False,
 ) -> None:
     """Link new records (or updated ones) against an identity store, keeping stable IDs.
@@ -566,6 +634,7 @@ def ingest(
     if output is not None:
         check_output_dir(output)
     linker = Linker.from_yaml(config, store=store)
+    linker.config = _with_bad_rows(linker.config, bad_rows)
     with _progress(quiet) as report:
         result = linker.ingest(progress=report, output=output)
     s = result.summary
@@ -577,6 +646,8 @@ def ingest(
         f"{s['matches']:,} matches, {s['touched_identities']:,} stored identities touched",
         quiet,
     )
+    if linker.config.run.bad_rows is not None:
+        _echo(f"bad rows: {s['bad_rows']:,} set aside in {linker.config.run.bad_rows}", quiet)
     _echo(f"events:  {_pairs_text(s['events'])}", quiet)
     _echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items()), quiet)
 
@@ -593,13 +664,29 @@ def _search_hit(hit: dict) -> dict:
 @app.command()
 @_handle_errors
 def search(
-    store: Annotated[Path, typer.Option("--store", help="Identity store file.")],
-    name: Annotated[str | None, typer.Option("--name", help="Name, e.g. 张伟.")] = None,
-    id_number: Annotated[str | None, typer.Option("--id-number", help="Resident ID.")] = None,
-    birth_date: Annotated[str | None, typer.Option("--birth-date", help="Birth date.")] = None,
-    phone: Annotated[str | None, typer.Option("--phone", help="Phone number.")] = None,
-    gender: Annotated[str | None, typer.Option("--gender", help="Gender.")] = None,
-    address: Annotated[str | None, typer.Option("--address", help="Current address.")] = None,
+    store: Annotated[Path, typer.Option("--store", metavar="STORE", help="Identity store file.")],
+    name: Annotated[
+        str | None, typer.Option("--name", metavar="NAME", help="Name, e.g. 张伟.")
+    ] = None,
+    id_number: Annotated[
+        str | None, typer.Option("--id-number", metavar="ID", help="Resident ID.")
+    ] = None,
+    birth_date: Annotated[
+        str | None, typer.Option("--birth-date", metavar="DATE", help="Birth date.")
+    ] = None,
+    phone: Annotated[
+        str | None, typer.Option("--phone", metavar="PHONE", help="Phone number.")
+    ] = None,
+    gender: Annotated[
+        str | None, typer.Option("--gender", metavar="GENDER", help="Gender.")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", metavar="ADDRESS", help="Current address.")
+    ] = None,
+    hukou_address: Annotated[
+        str | None,
+        typer.Option("--hukou-address", metavar="ADDRESS", help="Hukou (registered) address."),
+    ] = None,
     top: Annotated[int, typer.Option(min=1, help="Candidate identities to return.")] = 5,
     as_json: AsJson = False,
     quiet: Quiet = False,
@@ -615,10 +702,12 @@ def search(
         "phone": phone,
         "gender": gender,
         "current_address": address,
+        "hukou_address": hukou_address,
     }
     if not any(record.values()):
         raise typer.BadParameter(
-            "give at least one of --name, --id-number, --birth-date, --phone, --gender, --address",
+            "give at least one of --name, --id-number, --birth-date, --phone, --gender, "
+            "--address, --hukou-address",
             param_hint="search fields",
         )
     from linkage.paths import check_store_path
@@ -659,10 +748,13 @@ def search(
 @app.command()
 @_handle_errors
 def export(
-    store: Annotated[Path, typer.Option("--store", help="Identity store file.")],
-    department: Annotated[str, typer.Option("--department", help="Department view to write.")],
+    store: Annotated[Path, typer.Option("--store", metavar="STORE", help="Identity store file.")],
+    department: Annotated[
+        str, typer.Option("--department", metavar="NAME", help="Department view to write.")
+    ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="File to write (.csv or .parquet).")
+        Path,
+        typer.Option("--output", "-o", metavar="FILE", help="File to write (.csv or .parquet)."),
     ],
     policy: Annotated[
         Path | None,
@@ -676,7 +768,6 @@ def export(
     """Write one department's view of the golden records: granted fields only, masked."""
     import os
 
-    from linkage.errors import InputError
     from linkage.paths import check_input_file, check_output_file, check_store_path
     from linkage.share import DEFAULT_POLICY_PATH, export_view, load_policy, write_export
     from linkage.share.export import check_quasi_identifier_joins
@@ -684,9 +775,7 @@ def export(
 
     _setup_logging(True)
     check_store_path(store, create=False, write=False)
-    check_output_file(output)
-    if output.suffix.lower() not in (".csv", ".txt", ".parquet"):
-        raise InputError("export file must end in .csv or .parquet", path=str(output))
+    check_output_file(output, "--output", (".csv", ".parquet"))
     if policy is not None:
         check_input_file(policy, "--policy")
     sharing = load_policy(policy or DEFAULT_POLICY_PATH)
@@ -735,16 +824,22 @@ def _secret(env: str, key_file: Path | None, what: str) -> bytes:
 def encode(
     config: Annotated[Path, typer.Argument(help="Run config naming the sources to encode.")],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="File to write (.csv or .parquet).")
+        Path,
+        typer.Option("--output", "-o", metavar="FILE", help="File to write (.csv or .parquet)."),
     ],
     source: Annotated[
-        list[str] | None, typer.Option("--source", help="Encode only this source (repeatable).")
+        list[str] | None,
+        typer.Option("--source", metavar="NAME", help="Encode only this source (repeatable)."),
     ] = None,
     key_env: Annotated[
-        str, typer.Option("--key-env", help="Environment variable holding the custodians' secret.")
+        str,
+        typer.Option(
+            "--key-env", metavar="VAR", help="Environment variable holding the custodians' secret."
+        ),
     ] = "LINKAGE_PPRL_KEY",
     key_file: Annotated[
-        Path | None, typer.Option("--key-file", help="File holding the custodians' secret.")
+        Path | None,
+        typer.Option("--key-file", metavar="FILE", help="File holding the custodians' secret."),
     ] = None,
     record_ids: Annotated[
         str,
@@ -755,7 +850,11 @@ def encode(
     ] = "pseudonym",
     key_map: Annotated[
         Path | None,
-        typer.Option("--key-map", help="Also write record_id -> pseudonym here (keep it local)."),
+        typer.Option(
+            "--key-map",
+            metavar="FILE",
+            help="Also write record_id -> pseudonym here (keep it local).",
+        ),
     ] = None,
     hardening: Annotated[
         str, typer.Option(help="balance (default), xor_fold or none; all custodians alike.")
@@ -842,7 +941,9 @@ def encode(
 @app.command("encode-key")
 @_handle_errors
 def encode_key(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Key file to write (0600).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="FILE", help="Key file to write (0600).")
+    ],
     quiet: Quiet = False,
 ) -> None:
     """Write a new random custodians' secret (32 bytes, hex) for `linkage encode --key-file`."""
@@ -866,7 +967,9 @@ def encode_key(
 def link_encodings_cmd(
     left: Annotated[Path, typer.Argument(help="One custodian's encodings (.csv or .parquet).")],
     right: Annotated[Path, typer.Argument(help="Another custodian's encodings.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Pairs file (.csv or .parquet).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="FILE", help="Pairs file (.csv or .parquet).")
+    ],
     threshold: Annotated[
         float, typer.Option(help="Dice threshold (0.85 suits the default encodings).")
     ] = 0.85,
@@ -910,10 +1013,17 @@ def link_encodings_cmd(
 @app.command()
 @_handle_errors
 def serve(
-    store: Annotated[Path, typer.Option("--store", help="Identity store file (opened read-only).")],
+    store: Annotated[
+        Path,
+        typer.Option("--store", metavar="STORE", help="Identity store file (opened read-only)."),
+    ],
     policy: Annotated[
         Path | None,
-        typer.Option("--policy", help="Sharing policy YAML (default: the one shipped in linkage/data/sharing.yaml)."),
+        typer.Option(
+            "--policy",
+            metavar="FILE",
+            help="Sharing policy YAML (default: the one shipped in linkage/data/sharing.yaml).",
+        ),
     ] = None,
     tokens: Annotated[
         Path | None,
@@ -929,7 +1039,9 @@ def serve(
     audit: Annotated[
         Path | None,
         typer.Option(
-            "--audit", help="Audit log, JSON lines (default: STORE's name + .audit.jsonl)."
+            "--audit",
+            metavar="FILE",
+            help="Audit log, JSON lines (default: STORE's name + .audit.jsonl).",
         ),
     ] = None,
     single_field_limit: Annotated[
@@ -987,19 +1099,35 @@ def serve(
 @app.command("serve-token")
 @_handle_errors
 def serve_token(
-    tokens: Annotated[Path, typer.Option("--tokens", help="Tokens file to add the hash to.")],
-    department: Annotated[str, typer.Option("--department", help="Department the token is for.")],
+    tokens: Annotated[
+        Path, typer.Option("--tokens", metavar="FILE", help="Tokens file to add the hash to.")
+    ],
+    department: Annotated[
+        str, typer.Option("--department", metavar="NAME", help="Department the token is for.")
+    ],
     policy: Annotated[
         Path | None,
-        typer.Option("--policy", help="Sharing policy YAML that must define the department."),
+        typer.Option(
+            "--policy", metavar="FILE", help="Sharing policy YAML that must define the department."
+        ),
     ] = None,
+    quiet: Quiet = False,
 ) -> None:
-    """Make a bearer token for a department: store its hash in TOKENS, print the token once."""
+    """Make a bearer token for a department: store its hash in TOKENS, print the token once.
+
+    stdout holds the token alone (also with -q); a note on stderr says where its hash went.
+    """
     from linkage.serve import add_token
     from linkage.share import DEFAULT_POLICY_PATH, effective_department, load_policy
 
     effective_department(load_policy(policy or DEFAULT_POLICY_PATH), department)
     typer.echo(add_token(tokens, department))
+    if not quiet:
+        typer.echo(
+            f"token for department '{department}' (its hash added to {tokens}); it is shown "
+            "only now: keep it secret",
+            err=True,
+        )
 
 
 @app.command("blocking")
@@ -1070,10 +1198,14 @@ def blocking_cmd(
 @_handle_errors
 def dashboard(
     config: Annotated[Path, typer.Argument(help="Run config YAML.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the charts.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="DIR", help="Folder for the charts.")
+    ],
     labels: Annotated[
         Path | None,
-        typer.Option("--labels", help="Reviewed pairs CSV: adds precision-recall charts."),
+        typer.Option(
+            "--labels", metavar="FILE", help="Reviewed pairs CSV: adds precision-recall charts."
+        ),
     ] = None,
     png: Annotated[bool, typer.Option("--png", help="Static PNG charts instead of HTML.")] = False,
     quiet: Quiet = False,
@@ -1108,8 +1240,12 @@ def dashboard(
 @app.command()
 @_handle_errors
 def evaluate(
-    truth: Annotated[Path, typer.Option("--truth", help="CSV with source, record_id, person_id.")],
-    pred: Annotated[Path, typer.Option("--pred", help="identities.csv from a run.")],
+    truth: Annotated[
+        Path, typer.Option("--truth", metavar="FILE", help="CSV with source, record_id, person_id.")
+    ],
+    pred: Annotated[
+        Path, typer.Option("--pred", metavar="FILE", help="identities.csv from a run.")
+    ],
     by_tag: Annotated[
         bool, typer.Option(help="Also print recall per corruption type (truth column corruptions).")
     ] = True,
@@ -1137,7 +1273,7 @@ def evaluate(
 @_handle_errors
 def demo(
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Folder for data and results.")
+        Path, typer.Option("--output", "-o", metavar="DIR", help="Folder for data and results.")
     ] = Path("demo-output"),
     persons: Annotated[int, typer.Option(min=1, help="Number of persons to generate.")] = 3000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -1145,7 +1281,7 @@ def demo(
 ) -> None:
     """Generate synthetic registries and run the batch merge on them end to end, then evaluate."""
     from linkage.evaluate import evaluate_files, format_scores
-    from linkage.identity import batch_key, write_key_file
+    from linkage.identity import ID_KEY_FILE, batch_key, write_key_file
     from linkage.linker import Linker
     from linkage.paths import check_output_dir
     from linkage.profile import format_profile
@@ -1167,9 +1303,22 @@ def demo(
         typer.echo(format_profile(result.records))
         typer.echo("")
     _print_summary(result.summary, quiet)
+    scores = evaluate_files(data_dir / "truth.csv", paths["identities"])
     _echo("\naccuracy against the generator's ground truth:", quiet)
-    _echo(format_scores(evaluate_files(data_dir / "truth.csv", paths["identities"])), quiet)
-    _echo(f"\noutputs in {output}: {', '.join(p.name for p in paths.values())}", quiet)
+    _echo(format_scores(scores), quiet)
+    _echo(
+        f"\n{persons:,} persons were generated; {scores['true_persons']:,} of them hold a record"
+        " in at least one registry\n(the true persons above). 'matches' counts scored pairs at"
+        " or above the threshold;\n'predicted' pairs count every two records that clustering"
+        " gave one identity\n(records joined through a third one add pairs, cannot-link splits"
+        " remove some).",
+        quiet,
+    )
+    names = [p.name for p in paths.values()]
+    key_path = new_key_path or output / ID_KEY_FILE
+    if key_path.is_file():
+        names.append(f"{key_path.name} (the secret naming identities: keep it private)")
+    _echo(f"\noutputs in {output}: {', '.join(names)}", quiet)
 
 
 store_app = typer.Typer(
@@ -1200,8 +1349,21 @@ def store_check_cmd(
 
 
 def main() -> None:
-    """Console entry point."""
-    app()
+    """Console entry point: click's own usage errors (an unknown option, a missing value) are
+    printed with the ``error:`` prefix every other error has, and exit 2."""
+    try:
+        code = app(standalone_mode=False)
+    except _USAGE_ERROR as exc:
+        context = getattr(exc, "ctx", None)
+        if context is not None:
+            typer.echo(context.get_usage(), err=True)
+            typer.echo(f"Try '{context.command_path} --help' for help.", err=True)
+        typer.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -377,6 +378,19 @@ def default_comparison_specs() -> list[Any]:
     ]
 
 
+# Canonical fields each default comparison reads, fallbacks included (the ID holds a birth
+# date and gender): with none of them mapped by any source it is left out of a run.
+_DEFAULT_READS: dict[str, tuple[str, ...]] = {
+    "name": (schema.NAME, schema.FORMER_NAME),
+    "id": (schema.ID_NUMBER,),
+    "birth_date": (schema.BIRTH_DATE, schema.ID_NUMBER),
+    "gender": (schema.GENDER, schema.ID_NUMBER),
+    "ethnicity": (schema.ETHNICITY,),
+    "contact": (schema.PHONE, schema.CURRENT_ADDRESS),
+    schema.HUKOU_ADDRESS: (schema.HUKOU_ADDRESS,),
+}
+
+
 # ----------------------------------------------------------------------------- model and later
 
 
@@ -455,6 +469,10 @@ class RunSettings(_Model):
     chunk_pairs: int | None = Field(default=None, ge=1000)
     # Candidate pairs the EM training sessions see; above it a seeded uniform sample is drawn.
     train_sample_pairs: int = Field(default=5_000_000, ge=1000)
+    # CSV file for bad input rows (wrong field count, empty or duplicate record id): set
+    # aside there with file, line and reason, and the run goes on. null: a bad row stops
+    # the run (exit 2), every one listed. Relative to the config file; --bad-rows overrides.
+    bad_rows: str | None = None
 
     @field_validator("memory_limit")
     @classmethod
@@ -556,12 +574,32 @@ class RunConfig(_Model):
     output: OutputSettings = Field(default_factory=OutputSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     config_path: Path | None = Field(default=None, exclude=True)
+    _told_unmapped: bool = PrivateAttr(default=False)
+
+    def mapped_fields(self) -> set[str]:
+        """Canonical fields at least one source maps a column to."""
+        return {field for source in self.sources.values() for field in source.columns.values()}
 
     def comparison_specs(self) -> list[Any]:
-        """The run's comparison specs: the configured ones, or the defaults."""
-        return (
-            list(self.comparisons) if self.comparisons is not None else default_comparison_specs()
-        )
+        """The run's comparison specs: the configured ones, or the defaults.
+
+        A default comparison over fields no source maps (ethnicity, hukou address ...) is
+        left out, said once at INFO level: it could only ever read nulls.
+        """
+        if self.comparisons is not None:
+            return list(self.comparisons)
+        specs = default_comparison_specs()
+        mapped = self.mapped_fields()
+        kept = [s for s in specs if any(f in mapped for f in _DEFAULT_READS.get(s.name, (None,)))]
+        if not kept or len(kept) == len(specs):
+            return specs
+        if not self._told_unmapped:
+            self._told_unmapped = True
+            logger.info(
+                "default comparison(s) %s left out: no source maps their fields",
+                ", ".join(s.name for s in specs if s not in kept),
+            )
+        return kept
 
     def golden_settings(self, sources: list[str] | None = None) -> GoldenSettings:
         """Survivorship settings; source priority defaults to ``sources`` or config order."""
@@ -748,6 +786,9 @@ def config_from_dict(data: Any, *, path: str | Path | None = None) -> RunConfig:
             if model.get(key):
                 model[key] = str((base / str(model[key])).resolve())
         data["model"] = model
+    run = data.get("run")
+    if isinstance(run, dict) and run.get("bad_rows"):
+        data["run"] = {**run, "bad_rows": str((base / str(run["bad_rows"])).resolve())}
     sources = data.get("sources")
     if isinstance(sources, dict):
         resolved = {}

@@ -35,6 +35,7 @@ EVENT_COLUMNS = schema.EVENT_COLUMNS
 EVENTS = (
     "created",
     "record_added",
+    "record_moved",
     "record_updated",
     "merged",
     "split",
@@ -318,8 +319,14 @@ def _changes(
     fresh_names = sorted(set(name[~kept].tolist()))
     rows: dict[str, tuple[str, str | None]] = {n: ("active", None) for n in fresh_names}
     frames.append(_events("created", fresh_names, None, None, None))
-    moved = pd.isna(prev_of_cur) | (prev_of_cur != ids)
-    frames.append(_events("record_added", ids[moved], prev_of_cur[moved], src[moved], rid[moved]))
+    added = pd.isna(prev_of_cur)
+    moved = added | (prev_of_cur != ids)
+    # a record new to the store is added; a stored one that a merge or split carried to
+    # another identity is moved (other_identity: where it was), so added events count the
+    # new records exactly
+    frames.append(_events("record_added", ids[added], None, src[added], rid[added]))
+    shift = moved & ~added
+    frames.append(_events("record_moved", ids[shift], prev_of_cur[shift], src[shift], rid[shift]))
     if updated is not None:
         up = np.asarray(updated, dtype=bool)
         frames.append(_events("record_updated", ids[up], None, src[up], rid[up]))

@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -109,8 +110,8 @@ _MAX_LINES_LISTED = 200
 _UNNAMED = "\x00unnamed:{}"
 
 
-def _csv_rows(text: str, delimiter: str, path: str, first_line: int = 1):
-    """Yield (first line number, fields) of each CSV record; empty lines are skipped.
+def _csv_records(text: str, delimiter: str, path: str, first_line: int = 1):
+    """Yield (first line, line after the last, fields) of each CSV record; empty lines skipped.
 
     Python's csv module is the slow, exact path: it reports where each record starts,
     which the multithreaded Arrow reader cannot.
@@ -121,11 +122,17 @@ def _csv_rows(text: str, delimiter: str, path: str, first_line: int = 1):
         for row in reader:
             start, line = line, first_line + reader.line_num
             if row:
-                yield start, row
+                yield start, line, row
     except csv.Error as exc:
         raise InputError(
             f"CSV cannot be parsed ({exc}); a quote may be left open", path=path, row=line
         ) from None
+
+
+def _csv_rows(text: str, delimiter: str, path: str, first_line: int = 1):
+    """Yield (first line number, fields) of each CSV record; empty lines are skipped."""
+    for start, _end, row in _csv_records(text, delimiter, path, first_line):
+        yield start, row
 
 
 def _is_blank(fields: list[str]) -> bool:
@@ -178,23 +185,23 @@ def _check_unique_headers(names: list[str], path: str) -> None:
         )
 
 
-def _bad_field_counts(body: str, names: list[str], cfg: SourceConfig, first_line: int) -> None:
-    """Raise an InputError naming every line whose field count is not ``len(names)``."""
+def _bad_field_counts(
+    body: str, names: list[str], cfg: SourceConfig, first_line: int
+) -> list[tuple[int, str, int, int]]:
+    """(line, raw text, fields, fields expected) of every line whose field count is not
+    ``len(names)``."""
     expected = len(names)
-    bad = [
-        (line, len(row))
-        for line, row in _csv_rows(body, cfg.delimiter, str(cfg.path), first_line)
+    lines = body.split("\n")
+    return [
+        (
+            start,
+            "\n".join(lines[start - first_line : end - first_line]).rstrip("\r"),
+            len(row),
+            expected,
+        )
+        for start, end, row in _csv_records(body, cfg.delimiter, str(cfg.path), first_line)
         if len(row) != expected and not _is_blank(row)
     ]
-    if not bad:
-        return
-    listed = ", ".join(f"line {line} has {n}" for line, n in bad[:_MAX_LINES_LISTED])
-    more = f", and {len(bad) - _MAX_LINES_LISTED} more" if len(bad) > _MAX_LINES_LISTED else ""
-    raise InputError(
-        f"{len(bad)} line(s) with the wrong number of fields, expected {expected}: {listed}{more} "
-        "(a value holding an unquoted delimiter or line break splits its record: quote it)",
-        path=str(cfg.path),
-    )
 
 
 def _read_csv_arrow(body: str, names: list[str], cfg: SourceConfig) -> pd.DataFrame | None:
@@ -238,8 +245,7 @@ def _read_csv_arrow(body: str, names: list[str], cfg: SourceConfig) -> pd.DataFr
 
 
 def _read_csv_python(body: str, names: list[str], cfg: SourceConfig, first_line: int):
-    """The exact fallback: every line checked, then the records as trimmed text."""
-    _bad_field_counts(body, names, cfg, first_line)
+    """The exact fallback: the records of the right field count as trimmed text."""
     rows = [
         [f.strip() or None for f in row]
         for _line, row in _csv_rows(body, cfg.delimiter, str(cfg.path), first_line)
@@ -268,11 +274,74 @@ def _drop_unnamed(frame: pd.DataFrame, body: str, cfg: SourceConfig, first_line:
     return frame.drop(columns=unnamed)
 
 
-def _read_csv_text(text: str, cfg: SourceConfig) -> pd.DataFrame:
+class _CsvLines:
+    """Where each row of a CSV table came from: line numbers and raw text, found only when
+    a message or the bad-rows file needs them (a second pass of the exact reader)."""
+
+    unit = "line"
+
+    def __init__(self, body: str, width: int, cfg: SourceConfig, first_line: int):
+        self.body, self.width, self.cfg, self.first_line = body, width, cfg, first_line
+        self._spans: list[tuple[int, int]] | None = None
+
+    def lines(self, positions: list[int]) -> list[int]:
+        spans = self.spans()
+        return [spans[i][0] for i in positions]
+
+    def spans(self) -> list[tuple[int, int]]:
+        if self._spans is None:
+            self._spans = [
+                (start, end)
+                for start, end, row in _csv_records(
+                    self.body, self.cfg.delimiter, str(self.cfg.path), self.first_line
+                )
+                if len(row) == self.width
+            ]
+        return self._spans
+
+    def raw(self, positions: list[int]) -> list[str]:
+        lines = self.body.split("\n")
+        spans = self.spans()
+        return [
+            "\n".join(lines[spans[i][0] - self.first_line : spans[i][1] - self.first_line]).rstrip(
+                "\r"
+            )
+            for i in positions
+        ]
+
+
+class _FrameRows:
+    """Where each row of a sheet or Parquet table came from: its row number (a sheet's row,
+    or 1 + position in a Parquet file) and its cells written as one CSV line."""
+
+    unit = "row"
+
+    def __init__(self, frame: pd.DataFrame, offset: int):
+        self.frame, self.offset = frame, offset
+
+    def lines(self, positions: list[int]) -> list[int]:
+        return [int(self.frame.index[i]) + self.offset for i in positions]
+
+    def raw(self, positions: list[int]) -> list[str]:
+        out = []
+        for i in positions:
+            buffer = io.StringIO()
+            csv.writer(buffer, lineterminator="").writerow(
+                ["" if v is None else v for v in self.frame.iloc[i].tolist()]
+            )
+            out.append(buffer.getvalue())
+        return out
+
+
+def _read_csv_text(
+    text: str, cfg: SourceConfig
+) -> tuple[pd.DataFrame, list[tuple[int, str, int, int]], _CsvLines]:
     """Read CSV text into a trimmed all-text table with nulls for blanks.
 
-    Raises InputError for an empty file, duplicate headers, an open quote, every line
-    whose field count differs from the header's, and values under a column without header.
+    Returns the table, the lines whose field count differs from the header's (left out of
+    the table) as (line, raw text, reason), and where each kept row came from. Raises
+    InputError for an empty file, duplicate headers, an open quote and values under a
+    column without header.
     """
     path = str(cfg.path)
     if not text.strip():
@@ -280,11 +349,13 @@ def _read_csv_text(text: str, cfg: SourceConfig) -> pd.DataFrame:
     names, header_lines, body = _csv_layout(text, cfg)
     first_line = header_lines + 1
     frame = _read_csv_arrow(body, names, cfg)
+    bad: list[tuple[int, str, int, int]] = []
     if frame is None:
+        bad = _bad_field_counts(body, names, cfg, first_line)
         frame = _read_csv_python(body, names, cfg, first_line)
     frame = _drop_unnamed(frame, body, cfg, first_line)
     frame.attrs["clean_text"] = True  # already trimmed text with None for blanks
-    return frame
+    return frame, bad, _CsvLines(body, len(names), cfg, first_line)
 
 
 # Excel keeps 15 significant digits: an integral number at or above 1e15 held in a float
@@ -450,29 +521,27 @@ def _read_xlsx(path: Path, sheet: str | int | None) -> tuple[pd.DataFrame, dict[
     return frame, {header[i]: at for i, at in inexact.items() if i < width and header[i]}
 
 
-def read_raw(cfg: SourceConfig) -> pd.DataFrame:
-    """Read a source file as an all-text table with its original headers.
-
-    Raises InputError naming the file when it is missing, a folder, unreadable, damaged or
-    not of the format its suffix says; a record key (``record_id``) stored as a number too
-    long for Excel is refused with its rows.
-    """
+def _read_raw(cfg: SourceConfig) -> tuple[pd.DataFrame, list[tuple[int, str, int, int]], Any]:
+    """Read a source as text: (table, CSV lines of the wrong field count, row locator)."""
     path = Path(cfg.path)
     if not path.exists():
         raise InputError("file not found", path=str(path))
     if path.is_dir():
         raise InputError("is a folder, expected a .csv, .xlsx or .parquet file", path=str(path))
     suffix = path.suffix.lower()
+    bad: list[tuple[int, str, int, int]] = []
     try:
         if suffix in (".csv", ".txt", ".tsv"):
             text, used = decode_bytes(path.read_bytes(), cfg.encoding, path=str(path))
             logger.info("%s: decoded as %s", path, used)
-            frame = _read_csv_text(text, cfg)
+            frame, bad, where = _read_csv_text(text, cfg)
         elif suffix in (".xlsx", ".xlsm"):
             frame, inexact = _read_xlsx(path, cfg.sheet)
             _refuse_inexact_keys(inexact, cfg)
+            where = None
         elif suffix == ".parquet":
             frame = _read_parquet(path)
+            where = None
         else:
             raise InputError(
                 f"unsupported file type '{suffix}', expected .csv, .xlsx or .parquet",
@@ -483,8 +552,46 @@ def read_raw(cfg: SourceConfig) -> pd.DataFrame:
     frame.columns = [str(c).strip().removeprefix("\ufeff") for c in frame.columns]
     _check_unique_headers(list(frame.columns), str(path))
     if getattr(frame, "attrs", {}).get("clean_text"):
-        return text_columns(frame)
-    return text_columns(_as_text(frame))
+        frame = text_columns(frame)
+    else:
+        frame = text_columns(_as_text(frame))
+    if where is None:
+        # a sheet's index is its row - 2; a Parquet row counts from 1
+        where = _FrameRows(frame, 2 if suffix in (".xlsx", ".xlsm") else 1)
+    return frame, bad, where
+
+
+def read_raw(cfg: SourceConfig) -> pd.DataFrame:
+    """Read a source file as an all-text table with its original headers.
+
+    Raises InputError naming the file when it is missing, a folder, unreadable, damaged or
+    not of the format its suffix says, and naming every CSV line whose field count is not
+    the header's; a record key (``record_id``) stored as a number too long for Excel is
+    refused with its rows.
+    """
+    frame, bad, _where = _read_raw(cfg)
+    if bad:
+        raise InputError(_problem_list([_field_count_problem(bad)]), path=str(cfg.path))
+    return frame
+
+
+def _field_count_problem(bad: list[tuple[int, str, int, int]]) -> str:
+    listed = ", ".join(f"line {line} has {n}" for line, _raw, n, _e in bad[:_MAX_LINES_LISTED])
+    return (
+        f"{len(bad)} line(s) with the wrong number of fields, expected {bad[0][3]}: "
+        f"{listed}{_more(len(bad))} (a value holding an unquoted delimiter or line break "
+        "splits its record: quote it)"
+    )
+
+
+def _more(n: int) -> str:
+    return f", and {n - _MAX_LINES_LISTED} more" if n > _MAX_LINES_LISTED else ""
+
+
+def _problem_list(problems: list[str]) -> str:
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} kinds of bad rows:\n  - " + "\n  - ".join(problems)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -525,11 +632,41 @@ def _refuse_inexact_keys(inexact: dict[str, list[int]], cfg: SourceConfig) -> No
             )
 
 
-def _line_numbers(frame: pd.DataFrame, mask: pd.Series, suffix: str) -> list[int]:
-    # +2: one for the header line, one because lines count from 1 (a row of Excel likewise)
-    return (
-        [int(i) + 2 for i in frame.index[mask]] if suffix != ".parquet" else list(frame.index[mask])
-    )
+class RejectedRows:
+    """Bad input rows set aside instead of stopping the run (``run.bad_rows``).
+
+    Each row keeps its source, file, line (CSV) or row (sheet, Parquet), the reason and the
+    row as it was in the file, so nothing read is lost: :meth:`frame` gives the bad-rows
+    table (``schema.REJECT_COLUMNS``), :meth:`write` writes it as CSV atomically.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, int, str, str]] = []
+
+    def add(self, source: str, path: str, line: int, reason: str, raw: str) -> None:
+        """Set one row aside."""
+        self.rows.append((source, path, line, reason, raw))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def counts(self) -> dict[str, int]:
+        """Rows set aside per source (sources without any left out)."""
+        out: dict[str, int] = {}
+        for source, *_ in self.rows:
+            out[source] = out.get(source, 0) + 1
+        return out
+
+    def frame(self) -> pd.DataFrame:
+        """The rows as a table of ``schema.REJECT_COLUMNS``, in file and line order."""
+        frame = pd.DataFrame(self.rows, columns=list(schema.REJECT_COLUMNS))
+        return frame.sort_values(
+            [schema.REJECT_SOURCE, schema.REJECT_LINE], kind="stable", ignore_index=True
+        )
+
+    def write(self, path: str | Path) -> Path:
+        """Write the bad-rows CSV (UTF-8, header even when empty) atomically."""
+        return write_csv(self.frame(), path)
 
 
 def check_mapped_columns(columns: list[str], cfg: SourceConfig) -> list[str]:
@@ -546,46 +683,115 @@ def check_mapped_columns(columns: list[str], cfg: SourceConfig) -> list[str]:
     return wanted
 
 
+def _listed(unit: str, lines: list[int]) -> str:
+    shown = ", ".join(map(str, lines[:_MAX_LINES_LISTED]))
+    return f"{unit}{'s' if len(lines) > 1 else ''} {shown}{_more(len(lines))}"
+
+
+def _bad_record_ids(ids: pd.Series, cfg: SourceConfig, where: Any) -> list[tuple[str, dict]]:
+    """Every row whose record id cannot key it: (problem text, {position: reason})."""
+    unit = where.unit
+    found: list[tuple[str, dict]] = []
+    empty = ids.isna().to_numpy()
+    if empty.any():
+        pos = np.flatnonzero(empty).tolist()
+        found.append(
+            (
+                f"column '{cfg.record_id}': {len(pos)} row(s) have no record id "
+                f"({_listed(unit, where.lines(pos))})",
+                dict.fromkeys(pos, "no record id"),
+            )
+        )
+    floated = ids.str.fullmatch(_SCIENTIFIC).fillna(False).astype(bool).to_numpy()
+    if floated.any():
+        pos = np.flatnonzero(floated).tolist()
+        found.append(
+            (
+                f"column '{cfg.record_id}': {len(pos)} record id(s) in scientific notation, "
+                f"e.g. {ids.iloc[pos[0]]!r} ({_listed(unit, where.lines(pos))}): the ids went "
+                "through a spreadsheet number and lost digits; store the column as text in "
+                "the source system and export again",
+                dict.fromkeys(pos, "record id in scientific notation (digits lost)"),
+            )
+        )
+    dup = (ids.duplicated(keep=False).to_numpy()) & ~empty & ~floated
+    if dup.any():
+        pos = np.flatnonzero(dup).tolist()
+        at = where.lines(pos)
+        lines_of: dict[str, list[int]] = {}
+        for p, line in zip(pos, at, strict=True):
+            lines_of.setdefault(ids.iloc[p], []).append(line)
+        values = list(lines_of)[:5]
+        found.append(
+            (
+                f"column '{cfg.record_id}': {len(lines_of)} duplicate record id value(s), e.g. "
+                f"{', '.join(map(repr, values))} ({_listed(unit, at)})",
+                {
+                    p: f"duplicate record id {ids.iloc[p]!r} "
+                    f"({_listed(unit, lines_of[ids.iloc[p]])})"
+                    for p in pos
+                },
+            )
+        )
+    return found
+
+
+def _checked(
+    raw: pd.DataFrame,
+    bad_lines: list[tuple[int, str, int, int]],
+    where: Any,
+    cfg: SourceConfig,
+    rejected: RejectedRows | None,
+) -> pd.DataFrame:
+    """The rows of ``raw`` that can be keyed. Every bad row of the file (wrong field count,
+    empty, float-damaged or duplicate record id) is named in ONE InputError, or, with
+    ``rejected``, set aside there with its line and reason."""
+    path = str(cfg.path)
+    check_mapped_columns(list(raw.columns), cfg)
+    found = _bad_record_ids(raw[cfg.record_id], cfg, where)
+    problems = ([_field_count_problem(bad_lines)] if bad_lines else []) + [t for t, _ in found]
+    if not problems:
+        return raw
+    if rejected is None:
+        raise InputError(
+            _problem_list(problems)
+            + "\n  (fix them at the source, or set them aside with --bad-rows FILE)",
+            path=path,
+        )
+    for line, text, n, expected in bad_lines:
+        rejected.add(
+            cfg.name, path, line, f"wrong number of fields: {n}, expected {expected}", text
+        )
+    reasons: dict[int, str] = {}
+    for _text, rows in found:
+        for p, why in rows.items():
+            reasons.setdefault(p, why)
+    pos = sorted(reasons)
+    for p, line, text in zip(pos, where.lines(pos), where.raw(pos), strict=True):
+        rejected.add(cfg.name, path, line, reasons[p], text)
+    logger.warning(
+        "%s: %d bad row(s) set aside: %s", path, len(bad_lines) + len(pos), "; ".join(problems)
+    )
+    keep = np.ones(len(raw), dtype=bool)
+    keep[pos] = False
+    return raw.iloc[keep]
+
+
 def to_canonical(raw: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
     """Map a raw table's headers to canonical fields; unmapped columns pass through.
 
     Returns ``source``, ``record_id``, the mapped canonical fields, then each unmapped
     column as ``raw.<header>`` (``schema.raw_col``). Raises InputError naming the file and
-    column for missing mapped columns and for empty, duplicate or float-damaged record ids.
+    column for missing mapped columns and, in one message, every empty, duplicate or
+    float-damaged record id with its row.
     """
-    path = str(cfg.path)
     suffix = Path(cfg.path).suffix.lower()
-    wanted = check_mapped_columns(list(raw.columns), cfg)
+    where = _FrameRows(raw, 2 if suffix != ".parquet" else 1)
+    return _canonical(_checked(raw, [], where, cfg, None), cfg)
+
+
+def _canonical(raw: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
     ids = raw[cfg.record_id]
-    empty = ids.isna()
-    if empty.any():
-        lines = _line_numbers(raw, empty, suffix)
-        raise InputError(
-            f"{int(empty.sum())} row(s) have no record id ({', '.join(map(str, lines[:10]))})",
-            path=path,
-            column=cfg.record_id,
-        )
-    floated = ids.str.fullmatch(_SCIENTIFIC).fillna(False).astype(bool)
-    if floated.any():
-        lines = _line_numbers(raw, floated, suffix)
-        raise InputError(
-            f"{int(floated.sum())} record id(s) in scientific notation, e.g. "
-            f"{ids[floated].iloc[0]!r} (lines {', '.join(map(str, lines[:_MAX_LINES_LISTED]))}): "
-            "the ids went through a spreadsheet number and lost digits; store the column as "
-            "text in the source system and export again",
-            path=path,
-            column=cfg.record_id,
-        )
-    dup = ids.duplicated(keep=False)
-    if dup.any():
-        lines = _line_numbers(raw, dup, suffix)
-        values = list(dict.fromkeys(ids[dup]))[:5]
-        raise InputError(
-            f"{int(ids[dup].nunique())} duplicate record id value(s), e.g. "
-            f"{', '.join(map(repr, values))}, on lines {', '.join(map(str, lines[:10]))}",
-            path=path,
-            column=cfg.record_id,
-        )
     out = pd.DataFrame(index=raw.index)
     out[schema.SOURCE] = cfg.name
     out[schema.RECORD_ID] = ids
@@ -593,7 +799,7 @@ def to_canonical(raw: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
         if field == schema.RECORD_ID:
             continue
         out[field] = raw[column]
-    used = set(wanted)
+    used = {cfg.record_id, *cfg.columns}
     passthrough = [c for c in raw.columns if c not in used]
     for column in passthrough:
         # namespaced so that no header (rk, run_id, name_clean, quality_flags ...) can
@@ -602,22 +808,60 @@ def to_canonical(raw: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
     return text_columns(out.reset_index(drop=True))
 
 
-def read_source(cfg: SourceConfig) -> pd.DataFrame:
-    """Read one source into a canonical record table (all values text, nulls kept)."""
-    return to_canonical(read_raw(cfg), cfg)
+def read_source(cfg: SourceConfig, *, rejected: RejectedRows | None = None) -> pd.DataFrame:
+    """Read one source into a canonical record table (all values text, nulls kept).
+
+    Every bad row of the file (wrong field count, empty, float-damaged or duplicate record
+    id) is named with its line in one InputError; with ``rejected`` they are set aside there
+    instead and the other rows returned.
+    """
+    raw, bad, where = _read_raw(cfg)
+    return _canonical(_checked(raw, bad, where, cfg, rejected), cfg)
 
 
-def read_sources(config: RunConfig, *, progress: ProgressLike = None) -> pd.DataFrame:
+def read_sources(
+    config: RunConfig, *, progress: ProgressLike = None, rejected: RejectedRows | None = None
+) -> pd.DataFrame:
     """Read every source of a run and stack them; canonical fields absent from a source are null.
 
-    ``progress`` (``linkage.progress``) gets the ``reading`` stage, counted in files.
+    ``progress`` (``linkage.progress``) gets the ``reading`` stage, counted in files. Bad
+    rows raise InputError (see :func:`read_source`) or, with ``rejected``, are set aside
+    there. A source left with no record (a header and no data rows: almost always an
+    upstream failure) raises InputError naming it. Every source is read before raising,
+    so one InputError names the problems of all of them.
     """
     report = as_progress(progress)
     report.stage("reading", total=len(config.sources), unit="files")
     frames = []
+    refused: list[InputError] = []  # every source is read: all their problems in one error
     for cfg in config.sources.values():
-        frames.append(read_source(cfg))
+        try:
+            frame = read_source(cfg, rejected=rejected)
+        except InputError as exc:
+            refused.append(exc)
+            continue
+        if frame.empty:
+            aside = (rejected.counts() if rejected is not None else {}).get(cfg.name, 0)
+            why = (
+                f"all {aside} data row(s) were bad rows"
+                if aside
+                else "it has a header and no data rows"
+            )
+            refused.append(
+                InputError(
+                    f"source '{cfg.name}' has 0 records ({why}); an empty export is almost "
+                    "always an upstream failure",
+                    path=str(cfg.path),
+                )
+            )
+        frames.append(frame)
         report.advance(1)
+    if len(refused) == 1:
+        raise refused[0]
+    if refused:
+        raise InputError(
+            f"{len(refused)} sources cannot be used as given:\n" + "\n".join(map(str, refused))
+        )
     records = pd.concat(frames, ignore_index=True, sort=False)
     for field in schema.CANONICAL_FIELDS:
         if field not in records.columns:
@@ -672,6 +916,7 @@ def read_records(
     *,
     timings: dict[str, float] | None = None,
     progress: ProgressLike = None,
+    rejected: RejectedRows | None = None,
 ) -> pd.DataFrame:
     """Read every source, sort canonically and standardize: THE way records enter a run.
 
@@ -679,12 +924,24 @@ def read_records(
     makes every later stage (random u sample, tie-breaks, ``rid``) independent of the order
     rows arrive in: same inputs, same identities. Seconds spent are added to ``timings``
     (``read`` and one entry per standardizer group). Raises ``InputError`` for unreadable
-    input, ``ConfigError`` for a bad config. ``progress`` gets the ``reading`` (files) and
-    ``standardizing`` (field values: records x fields) stages.
+    input (every bad row of a file named at once), ``ConfigError`` for a bad config.
+    With ``run.bad_rows`` set in the config, bad rows are set aside instead, into
+    ``rejected`` (a new collector when None), and written to that file as CSV (also when
+    there are none); without it ``rejected`` is not used.
+    ``progress`` gets the ``reading`` (files) and ``standardizing`` (field values:
+    records x fields) stages.
     """
     report = as_progress(progress)
     t = time.perf_counter()
-    raw = read_sources(config, progress=report)
+    aside = None
+    if config.run.bad_rows is not None:
+        aside = rejected if rejected is not None else RejectedRows()
+    try:
+        raw = read_sources(config, progress=report, rejected=aside)
+    finally:
+        # written even when a source is refused afterwards: it tells why it had no row left
+        if aside is not None:
+            aside.write(config.run.bad_rows)
     raw = raw.sort_values([schema.SOURCE, schema.RECORD_ID], kind="stable")
     if timings is not None:
         timings["read"] = time.perf_counter() - t

@@ -29,7 +29,7 @@ from linkage.incremental import (
     search_report,
     write_batch,
 )
-from linkage.io import atomic_write, read_records, write_csv, write_parquet
+from linkage.io import RejectedRows, atomic_write, read_records, write_csv, write_parquet
 from linkage.model import FellegiSunterModel
 from linkage.pipeline import LinkResult, link_records
 from linkage.progress import ProgressLike, as_progress
@@ -64,6 +64,8 @@ class Linker:
         self.id_key = id_key
         self.store = Path(store) if store is not None else None
         self.records_: pd.DataFrame | None = None
+        # bad rows set aside by the last read (config run.bad_rows), per source
+        self.bad_rows_: dict[str, int] = {}
         self.result_: LinkResult | None = None
         self._timings: dict[str, float] = {}
 
@@ -97,12 +99,17 @@ class Linker:
                 report.stage("reading")
                 report.stage("standardizing")
                 self.records_ = checkpoints.frame("records", "records")
+                self.bad_rows_ = dict((checkpoints.document("records") or {}).get("bad_rows", {}))
             else:
+                rejected = RejectedRows()
                 self.records_ = read_records(
-                    self._config(), timings=self._timings, progress=progress
+                    self._config(), timings=self._timings, progress=progress, rejected=rejected
                 )
+                self.bad_rows_ = rejected.counts()
                 if checkpoints is not None:
-                    checkpoints.save("records", {"records": self.records_})
+                    checkpoints.save(
+                        "records", {"records": self.records_}, {"bad_rows": self.bad_rows_}
+                    )
         return self.records_
 
     def run(
@@ -134,6 +141,11 @@ class Linker:
         }
         seconds.update(result.summary.get("seconds", {}))
         result.summary["seconds"] = seconds
+        # rows set aside (config run.bad_rows) are counted, never silently missing
+        result.summary["bad_rows"] = sum(self.bad_rows_.values())
+        result.summary["bad_rows_per_source"] = dict(self.bad_rows_)
+        if config.run.bad_rows is not None:
+            result.summary["bad_rows_file"] = config.run.bad_rows
         if self.store is not None:
             t = time.perf_counter()
             with Store.open(self.store) as store:

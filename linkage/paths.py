@@ -74,13 +74,13 @@ def check_output_file(
     given), or its folder cannot be created or written.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{what} must be a file, but this is a folder", path=str(path))
     if suffixes and path.suffix.lower() not in suffixes:
         raise InputError(
             f"{what}: expected a file ending in {' or '.join(suffixes)}, got '{path.suffix}'",
             path=str(path),
         )
-    if path.is_dir():
-        raise InputError(f"{what} must be a file, but this is a folder", path=str(path))
     _check_parents(path, what)
     return path
 

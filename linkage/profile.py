@@ -23,6 +23,19 @@ STANDARDIZED_COLUMN: dict[str, str] = {
     schema.REGISTERED_AT: schema.REGISTERED_AT_STD,
 }
 
+# Raw canonical field -> its flag for a filler (不详, 无, '-', 13800000000): such a value
+# says "unknown", so the profile counts it as missing, not as present but unusable.
+PLACEHOLDER_FLAG: dict[str, str] = {
+    schema.NAME: "name_placeholder",
+    schema.FORMER_NAME: "former_name_placeholder",
+    schema.BIRTH_DATE: "birth_date_placeholder",
+    schema.ID_NUMBER: "id_placeholder",
+    schema.PHONE: "phone_placeholder",
+    schema.HUKOU_ADDRESS: "hukou_address_placeholder",
+    schema.CURRENT_ADDRESS: "current_address_placeholder",
+    schema.REGISTERED_AT: "registered_at_placeholder",
+}
+
 # Flags counted in the per-source summary line, in print order.
 HEADLINE_FLAGS: tuple[str, ...] = (
     "id_checksum",
@@ -37,13 +50,25 @@ HEADLINE_FLAGS: tuple[str, ...] = (
 
 
 def profile_fields(records: pd.DataFrame) -> pd.DataFrame:
-    """Return per source and field: records, share missing, share present but unusable."""
+    """Return per source and field: records, share missing, share present but unusable.
+
+    A filler value (flagged ``<field>_placeholder``: 不详, 无, '-') counts as missing.
+    """
     rows = []
     for source, group in records.groupby(schema.SOURCE, sort=False):
         total = len(group)
+        flags = (
+            group[schema.QUALITY_FLAGS].fillna("")
+            if schema.QUALITY_FLAGS in group
+            else pd.Series("", index=group.index)
+        )
+        codes = schema.QUALITY_SEP + flags + schema.QUALITY_SEP
         for field, std_col in STANDARDIZED_COLUMN.items():
             raw = group[field] if field in group else pd.Series(index=group.index, dtype=object)
             present = raw.notna()
+            if field in PLACEHOLDER_FLAG:
+                marker = schema.QUALITY_SEP + PLACEHOLDER_FLAG[field] + schema.QUALITY_SEP
+                present &= ~codes.str.contains(marker, regex=False)
             std = group[std_col] if std_col in group else pd.Series(index=group.index, dtype=object)
             unusable = present & std.isna()
             if field == schema.ID_NUMBER and schema.ID_VALID in group:

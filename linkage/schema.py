@@ -41,6 +41,22 @@ MAPPABLE_FIELDS: tuple[str, ...] = tuple(f for f in CANONICAL_FIELDS if f != SOU
 RAW_PREFIX = "raw."
 
 
+# The bad-rows file (``run.bad_rows``, ``linkage run --bad-rows``): one rejected input row a
+# line, with the file, its line (CSV) or row (sheet, Parquet), why, and the row as read.
+REJECT_SOURCE = "source"
+REJECT_FILE = "file"
+REJECT_LINE = "line"
+REJECT_REASON = "reason"
+REJECT_RAW = "raw_row"
+REJECT_COLUMNS: tuple[str, ...] = (
+    REJECT_SOURCE,
+    REJECT_FILE,
+    REJECT_LINE,
+    REJECT_REASON,
+    REJECT_RAW,
+)
+
+
 def raw_col(header: str) -> str:
     """Return the pass-through column name of an unmapped source header, e.g. ``raw.备注``."""
     return RAW_PREFIX + header

@@ -322,7 +322,7 @@ MATRIX = [
             _csv(t, "\n".join([HEADER, ROWS[0], _sci(ROWS[1], "1.10105E+17"), ROWS[2]])), t
         ),
         "exit 2",
-        ("a.csv", "column '编号'", "scientific notation", "'1.10105E+17'", "lines 3"),
+        ("a.csv", "column '编号'", "scientific notation", "'1.10105E+17'", "(line 3)"),
     ),
     Row(
         "csv: an ID number in scientific notation",

@@ -220,3 +220,20 @@ def test_batch_key_file_is_created_private_and_reused(tmp_path, monkeypatch):
         batch_key(tmp_path)
     monkeypatch.setenv(ID_KEY_ENV, "a-long-enough-identity-key")
     assert batch_key(tmp_path) == (b"a-long-enough-identity-key", None)
+
+
+def test_records_a_merge_carries_are_moved_not_added():
+    # two stored identities joined by one new record: the new record is added, the stored
+    # records of the identity that loses its id are moved, so added events count new records
+    previous = _previous([("police", "p1", "IDOLD"), ("health", "h1", "IDNEW")])
+    current = _current([("police", "p1", 0), ("health", "h1", 0), ("civil", "c9", 0)])
+    known = _known([("IDOLD", "active", 1), ("IDNEW", "active", 2)])
+    result = assign_stable_ids(current, previous, known, run_id=3)
+    events = result.events
+    added = events[events["event"] == "record_added"]
+    moved = events[events["event"] == "record_moved"]
+    assert added[schema.RECORD_ID].tolist() == ["c9"]
+    assert added[schema.OTHER_IDENTITY].isna().all()
+    assert moved[schema.RECORD_ID].tolist() == ["h1"]
+    assert moved[schema.OTHER_IDENTITY].tolist() == ["IDNEW"]
+    assert moved[schema.IDENTITY_ID].tolist() == ["IDOLD"]

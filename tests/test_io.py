@@ -119,12 +119,12 @@ def test_duplicate_and_empty_record_ids(tmp_path):
     path.write_text(_csv_text(rows), encoding="utf-8")
     with pytest.raises(
         InputError,
-        match=r"column '登记编号': 1 duplicate record id value\(s\), e.g. 'P001', on lines 2, 4",
+        match=r"column '登记编号': 1 duplicate record id value\(s\), e.g. 'P001' \(lines 2, 4\)",
     ):
         read_source(_cfg(path))
     rows = [ROWS[0], ["", "李娜", "", "", ""]]
     path.write_text(_csv_text(rows), encoding="utf-8")
-    with pytest.raises(InputError, match=r"1 row\(s\) have no record id \(3\)"):
+    with pytest.raises(InputError, match=r"1 row\(s\) have no record id \(line 3\)"):
         read_source(_cfg(path))
 
 
@@ -325,7 +325,7 @@ def test_excel_damage_and_sheet_errors_name_the_file(tmp_path):
 
 def test_excel_row_numbers_in_messages_are_sheet_rows(tmp_path):
     cfg = _xlsx_source(tmp_path, [["P1", "张伟"], [None, None], ["P1", "李娜"]])
-    with pytest.raises(InputError, match=r"'P1', on lines 2, 4"):
+    with pytest.raises(InputError, match=r"'P1' \(rows 2, 4\)"):
         read_source(cfg)
 
 

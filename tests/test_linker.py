@@ -109,15 +109,14 @@ def _write_config(tmp_path: Path, sources: dict) -> Path:
 
 
 def test_bad_input_still_gives_every_record_an_identity(tmp_path):
-    # an empty source, a source with only a name (no field any ID/date/phone rule can use),
-    # and a source whose mapped columns are all empty
-    (tmp_path / "empty.csv").write_text("编号,姓名\n", encoding="utf-8")
+    # a source with only a name (no field any ID/date/phone rule can use) and a source
+    # whose mapped columns are all empty (a source with no data row at all is refused:
+    # tests/test_bad_rows.py)
     (tmp_path / "names.csv").write_text("编号,姓名\n1,张伟\n2,張偉\n3,李娜\n", encoding="utf-8")
     (tmp_path / "blank.csv").write_text("编号,姓名,身份证\nb1,,\nb2,,\n", encoding="utf-8")
     path = _write_config(
         tmp_path,
         {
-            "empty": {"path": "empty.csv", "record_id": "编号", "columns": {"姓名": "name"}},
             "names": {"path": "names.csv", "record_id": "编号", "columns": {"姓名": "name"}},
             "blank": {
                 "path": "blank.csv",

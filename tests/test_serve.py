@@ -343,7 +343,7 @@ def test_serve_token_refuses_unknown_department(built, tmp_path):
         ],
     )
     assert result.exit_code == 0
-    token = result.output.strip()
+    token = result.stdout.strip()  # the token alone on stdout; a note goes to stderr
     assert authenticate(load_tokens(out), token) == "health"
 
 

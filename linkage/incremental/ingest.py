@@ -27,7 +27,7 @@ from linkage.incremental._common import (
     strip_store_columns,
 )
 from linkage.incremental.batch import apply_changes, config_doc
-from linkage.io import read_records
+from linkage.io import RejectedRows, read_records
 from linkage.merge import merge_records
 from linkage.pipeline import cluster_records, compare_pairs, score_pairs
 from linkage.progress import ProgressLike, as_progress
@@ -77,7 +77,8 @@ def ingest(store: Store, config: RunConfig, *, progress: ProgressLike = None) ->
     config = config.model_copy(update={"standardize": run.standardize, "blocking": run.blocking})
 
     say(STAGES[0])
-    new = strip_store_columns(read_records(config))
+    rejected = RejectedRows()  # used with run.bad_rows: bad rows set aside and counted
+    new = strip_store_columns(read_records(config, rejected=rejected))
     dup = new.duplicated([schema.SOURCE, schema.RECORD_ID])
     if dup.any():
         raise InputError(f"{int(dup.sum())} new records repeat a (source, record_id)")
@@ -189,6 +190,8 @@ def ingest(store: Store, config: RunConfig, *, progress: ProgressLike = None) ->
         "touched_identities": len(touched),
         "affected_records": int(len(affected)),
         "events": {str(k): int(v) for k, v in stable.events["event"].value_counts().items()},
+        "bad_rows": len(rejected),
+        "bad_rows_per_source": rejected.counts(),
     }
     run_id = apply_changes(
         store,

@@ -15,8 +15,8 @@ FILLER_TEXTS: frozenset[str] = frozenset(
     "无 暂无 没有 不详 详细不详 地址不详 未知 不明 空 待定 未填 未填写 待补 待查 缺 缺失 无此 "
     "同上 略 null none nan na n/a nil unknown xxx x 0".split()
 )
-# Punctuation-only values (-, --, /, ?, ., 。, ***) are fillers too.
-_PUNCT_RE = re.compile(r"[\s\-_/\\.。?？*＊、·,，;；:：'\"()（）\[\]【】]+")
+# Punctuation-only values (-, --, —, /, ?, ., 。, ***) are fillers too.
+_PUNCT_RE = re.compile(r"[\s\-‐‑‒–—―_/\\.。?？*＊、·,，;；:：'\"()（）\[\]【】]+")
 
 
 def is_filler_text(value: object) -> bool:

@@ -34,6 +34,8 @@ FLAGS: dict[str, str] = {
     ),
     "address_district_from_region": "ambiguous district name resolved by the ID's region code",
     "address_placeholder": "a filler such as 不详, 无 or '-' instead of an address; set to null",
+    "address_district_short": "district written without its suffix (北京朝阳, 广州天河): read "
+    "as that city's district of the name (informational)",
 }
 
 _T2S = opencc.OpenCC("t2s")
@@ -266,6 +268,55 @@ def _city_repeat(
     return False, None
 
 
+# Suffixes a district's name drops in everyday writing: 朝阳区 -> 朝阳, 浦东新区 -> 浦东.
+_DISTRICT_SUFFIX = re.compile(r"(?:新区|区|县|市|旗)$")
+# After a short district name, these start a place inside it or a street named after it
+# (朝阳门 is in 东城, 朝阳路 runs through several districts): not the district itself.
+_NOT_DISTRICT_AFTER = re.compile(
+    r"[门桥村镇乡]|[一二三四五六七八九十\d]*(?:大道|大街|[东南西北中]?[路街道巷])"
+)
+
+
+@lru_cache(maxsize=1)
+def _short_districts() -> dict[str, list[tuple[str, str]]]:
+    """City adcode prefix (4 digits; 2 for 北京 天津 上海 重庆) -> (short name, adcode) of its
+    districts, longest first; short names two or more districts of one city share are left
+    out. From cpca's national table, so a district is only read under its own city."""
+    by_parent: dict[str, dict[str, list[str]]] = {}
+    for info in cpca.ad_2_addr_dict.values():
+        if info.rank != 2 or info.name in _PLACEHOLDER_NAMES:
+            continue
+        short = _DISTRICT_SUFFIX.sub("", info.name)
+        if len(short) < 2 or short == info.name:
+            continue
+        parent = info.adcode[:2] if info.adcode[:2] in _MUNICIPALITIES else info.adcode[:4]
+        by_parent.setdefault(parent, {}).setdefault(short, []).append(info.adcode)
+    return {
+        parent: sorted(
+            ((short, codes[0]) for short, codes in names.items() if len(set(codes)) == 1),
+            key=lambda item: -len(item[0]),
+        )
+        for parent, names in by_parent.items()
+    }
+
+
+def _short_district(adcode: str, remainder: str) -> tuple[str, int] | None:
+    """(district adcode, characters it takes) when ``remainder`` (the text after the city)
+    starts with a district of that city written without its suffix (北京 + 朝阳)."""
+    if adcode[4:] != "00":
+        return None
+    if adcode[:2] in _MUNICIPALITIES:
+        parent = adcode[:2]
+    elif adcode[2:4] != "00":
+        parent = adcode[:4]
+    else:
+        return None
+    for short, code in _short_districts().get(parent, ()):
+        if remainder.startswith(short) and not _NOT_DISTRICT_AFTER.match(remainder, len(short)):
+            return code, len(short)
+    return None
+
+
 def _parse_distinct(values: Sequence[object], field: str) -> pd.DataFrame:
     """Parse distinct raw addresses; ambiguous rows keep their candidate adcodes for later."""
     flag = {code: field + code.removeprefix("address") for code in FLAGS}
@@ -318,6 +369,13 @@ def _parse_distinct(values: Sequence[object], field: str) -> pd.DataFrame:
                 adcode = _common_code(found)
                 flags = flag["address_ambiguous_district"]
         province, city, district = _names(adcode) if adcode else (None, None, None)
+        if district is None and not flags and remainder:
+            short = _short_district(adcode, remainder)
+            if short is not None:
+                adcode, taken = short
+                province, city, district = _names(adcode)
+                remainder = remainder[taken:]
+                flags = flag["address_district_short"]
         if district is None and not flags and adcode not in CITIES_WITHOUT_DISTRICTS:
             flags = flag["address_no_district"]
         detail = _convert_units(remainder) if remainder else None

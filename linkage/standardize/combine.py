@@ -181,7 +181,11 @@ def standardize(
     birth = done[schema.BIRTH_DATE][schema.BIRTH_DATE_STD]
     ids = done[schema.ID_NUMBER]
     id_birth = ids[schema.ID_BIRTH_DATE]
-    birth_conflict = birth.notna() & id_birth.notna() & (birth != id_birth)
+    # only an ID whose digits are trusted (id_std set) can conflict: a float-damaged one's
+    # made-up digits are no evidence against the recorded date
+    birth_conflict = (
+        birth.notna() & id_birth.notna() & ids[schema.ID_STD].notna() & (birth != id_birth)
+    )
     not_own = idnumber.not_own_ids(birth, id_birth)
     registered = done[schema.REGISTERED_AT][schema.REGISTERED_AT_STD]
     both_dates = birth.notna() & registered.notna()

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from lunardate import LunarDate
 
 from linkage.standardize._distinct import map_distinct
+from linkage.standardize._fillers import is_filler_text
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ FLAGS: dict[str, str] = {
     "excel_serial": "Excel serial day number converted (informational)",
     "out_of_range": "year before 1900 or after 2100",
     "partial": "year or year-month only, no day",
+    "placeholder": "a filler such as 不详, 无 or '-' instead of a date; set to null, counted "
+    "as missing",
 }
 
 # Cross-field flag set by the standardize stage (a record's own dates disagree).
@@ -242,7 +245,10 @@ def _parse_distinct(values: Sequence, pivot_year: int, limit: str | None = None)
             result = text
         else:
             text = unicodedata.normalize("NFKC", text).strip()
-            result = _parse_text(text, pivot_year) if text else (None, "")
+            if is_filler_text(text):
+                result = (None, "placeholder")
+            else:
+                result = _parse_text(text, pivot_year) if text else (None, "")
         iso[i], flags[i] = result
     limit = limit or datetime.date.today().isoformat()
     for i in np.flatnonzero(pd.notna(iso)):

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from linkage import schema
 from linkage.standardize._distinct import map_distinct
+from linkage.standardize._fillers import is_filler_text
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +27,8 @@ FLAGS: dict[str, str] = {
     "id_malformed": "not 15 digits or 17 digits plus a check character after cleaning",
     "id_float_damaged": "ID went through a float (scientific notation, '.0', zeroed tail); "
     "digits lost, never linked on",
-    "id_placeholder": "a filler typed when the ID is unknown (one digit repeated, 000000..., "
-    "123456...); id_std left null, never linked on",
+    "id_placeholder": "a filler typed when the ID is unknown (不详, 无, '-', one digit "
+    "repeated, 000000..., 123456...); id_std left null, never linked on, counted as missing",
     "id_checksum": "MOD 11-2 check character wrong (kept, so comparison can grade near misses)",
     "id_bad_date": "embedded birth date impossible, before 1900 or in the future",
     "id_from_15": "legacy 15-digit ID upgraded to 18 digits (informational)",
@@ -269,6 +270,9 @@ def _standardize_distinct(values: Sequence) -> pd.DataFrame:
     sci = pc.match_substring_regex(text, r"^[0-9]+(\.[0-9]*)?[eE]\+?[0-9]+$")
     text = pc.if_else(dot0, pc.replace_substring_regex(text, r"\.0+$", ""), text)
     clean = pc.utf8_upper(pc.replace_substring_regex(text, r"[\s\-_‐‑‒–—―]", ""))
+    # 不详, 无, '-': the ID is unknown; read as missing, flagged id_placeholder
+    worded = np.array([is_filler_text(v) for v in text.to_pylist()], dtype=bool)
+    clean = pc.if_else(pa.array(worded), pa.scalar("", pa.string()), clean)
 
     dot0_np = dot0.to_numpy(zero_copy_only=False).astype(bool)
     float_marked = np.zeros(n, dtype=bool)  # went through a float and lost digits
@@ -383,7 +387,7 @@ def _standardize_distinct(values: Sequence) -> pd.DataFrame:
         [
             malformed,
             damaged & ~filler,
-            filler,
+            filler | worded,
             good & is18 & ~checksum_ok,
             bad_date,
             is15 & ~damaged,

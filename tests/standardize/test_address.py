@@ -319,3 +319,34 @@ def test_filler_addresses_are_missing(raw):
     out = standardize_addresses(pd.Series([raw]), "current_address").iloc[0]
     assert out[schema.address_col("current_address", "detail")] is None
     assert out[schema.QUALITY_FLAGS] == "current_address_placeholder"
+
+
+@pytest.mark.parametrize(
+    ("raw", "district", "adcode", "detail"),
+    [
+        ("北京朝阳", "朝阳区", "110105", None),
+        ("广州天河体育西路2号", "天河区", "440106", "体育西路2号"),
+        ("上海浦东张江路", "浦东新区", "310115", "张江路"),
+        ("重庆渝中解放碑", "渝中区", "500103", "解放碑"),
+    ],
+)
+def test_short_district_without_suffix_is_read(raw, district, adcode, detail):
+    out = standardize_addresses(pd.Series([raw]), "current_address").iloc[0]
+    assert out["current_address_district"] == district
+    assert out["current_address_adcode"] == adcode
+    assert out["current_address_detail"] == detail
+    assert out[schema.QUALITY_FLAGS] == "current_address_district_short"
+
+
+@pytest.mark.parametrize("raw", ["北京朝阳门内大街1号", "北京市朝阳路8号", "广州白云路5号"])
+def test_place_or_street_named_after_a_district_is_not_the_district(raw):
+    # 朝阳门 is in 东城, 朝阳路 crosses districts, 白云路 is in 越秀: no district guessed
+    out = standardize_addresses(pd.Series([raw]), "current_address").iloc[0]
+    assert out["current_address_district"] is None
+    assert out[schema.QUALITY_FLAGS] == "current_address_no_district"
+
+
+def test_short_district_only_under_its_own_city():
+    # 朝阳 is a district of 北京 and of 长春; after 广州 it names neither
+    out = standardize_addresses(pd.Series(["广州朝阳街3号"]), "current_address").iloc[0]
+    assert out["current_address_district"] is None

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from linkage.standardize._fillers import is_filler_text
 from linkage.standardize.dates import (
     FLAGS,
     _parse_text,
@@ -110,7 +111,8 @@ def test_excel_serial(raw):
         ("1985-13-01", "unparsed"),
         ("19851301", "unparsed"),
         ("1985年2月30日", "unparsed"),
-        ("不详", "unparsed"),
+        ("不详", "placeholder"),
+        ("-", "placeholder"),
         ("1985-3/7", "unparsed"),
         ("12", "unparsed"),
         ("1850-01-01", "out_of_range"),
@@ -143,9 +145,9 @@ def test_date_objects_and_numbers():
 
 def test_index_columns_and_flags_documented():
     raw = pd.Series(
-        ["1985-3-7", "bad", None, "85-3-7", "31113", "1985年3月", "1800-1-1", "2099-1-1"]
+        ["1985-3-7", "bad", None, "85-3-7", "31113", "1985年3月", "1800-1-1", "2099-1-1", "不详"]
     )
-    raw.index = [10, 20, 30, 40, 50, 60, 70, 80]
+    raw.index = [10, 20, 30, 40, 50, 60, 70, 80, 90]
     out = parse_dates(raw, today=TODAY)
     assert list(out.columns) == ["value", "quality_flags"]
     assert list(out.index) == list(raw.index)
@@ -241,6 +243,8 @@ def test_vectorized_path_agrees_with_reference_parser(raw):
     # the pyarrow fast path must give exactly what the per-value parser gives
     text = raw.strip()
     expected = _parse_text(text, 30) if text else (None, "")
+    if is_filler_text(text):  # 0, '-': a filler, read as missing
+        expected = (None, "placeholder")
     assert parse_one(raw) == expected
 
 
