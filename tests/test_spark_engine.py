@@ -309,12 +309,15 @@ def test_spark_reader_matches_the_local_reader(spark, tmp_path, write_yaml):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("编号,姓名\nx,张三\nx,李四\n", r"1 duplicate record id value\(s\): 'x' on lines 2, 3$"),
+        (
+            "编号,姓名\nx,张三\nx,李四\n",
+            r"1 duplicate record id value\(s\), e.g. 'x' \(lines 2, 3\)",
+        ),
         (
             "编号,姓名\nx,张三\ny,李四,多余\n",
             r"1 line\(s\) with the wrong number of fields, expected 2: line 3 has 3 ",
         ),
-        ("编号,姓名\nx,张三\n,李四\n", r"1 row\(s\) have no record id \(lines 3\)$"),
+        ("编号,姓名\nx,张三\n,李四\n", r"column '编号': 1 row\(s\) have no record id \(line 3\)"),
     ],
 )
 def test_spark_reader_rejects_bad_files_naming_them(spark, tmp_path, write_yaml, text, message):
@@ -356,8 +359,11 @@ def test_spark_reader_names_every_bad_line_of_a_file_at_once(spark, tmp_path, wr
     assert (
         "2 line(s) with the wrong number of fields, expected 3: line 4 has 4, line 7 has 2" in text
     )
-    assert "1 row(s) have no record id (lines 6)" in text
-    assert "2 duplicate record id value(s): 'P1' on lines 2, 8; 'P4' on lines 9, 10" in text
+    assert "3 kinds of bad rows" in text
+    assert "column '编号': 1 row(s) have no record id (line 6)" in text
+    assert (
+        "column '编号': 2 duplicate record id value(s), e.g. 'P1', 'P4' (lines 2, 8, 9, 10)" in text
+    )
 
 
 def test_spark_reader_names_bad_parquet_rows(spark, tmp_path, write_yaml):
@@ -371,8 +377,8 @@ def test_spark_reader_names_bad_parquet_rows(spark, tmp_path, write_yaml):
     )
     with pytest.raises(InputError) as raised:
         read_sources_spark(spark, config)
-    assert "1 row(s) have no record id (rows 1)" in str(raised.value)
-    assert "1 duplicate record id value(s): 'a' on rows 0, 3" in str(raised.value)
+    assert "1 row(s) have no record id (row 2)" in str(raised.value)
+    assert "1 duplicate record id value(s), e.g. 'a' (rows 1, 4)" in str(raised.value)
 
 
 def test_spark_cli_on_bad_input_prints_no_java_stack_trace(tmp_path, write_yaml):
@@ -417,7 +423,7 @@ def test_spark_cli_on_bad_input_prints_no_java_stack_trace(tmp_path, write_yaml)
     )
     assert done.returncode == 2, done.stderr
     assert "police.csv" in done.stderr
-    assert "line 3 has 9" in done.stderr and "no record id (lines 4)" in done.stderr
+    assert "line 3 has 9" in done.stderr and "no record id (line 4)" in done.stderr
     # nor Spark's start-up warnings (the driver JVM logs errors only: linkage/spark/log4j2.properties)
     for java in ("org.apache", "Exception", "\tat ", "SparkException", " WARN "):
         assert java not in done.stderr + done.stdout, done.stderr

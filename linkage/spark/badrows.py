@@ -18,8 +18,9 @@ from pathlib import Path
 from linkage.config import SourceConfig
 from linkage.errors import InputError
 
-# Lines named per kind of problem in one error; more are counted, not listed (as io.py).
-MAX_LINES_LISTED = 200
+# the local reader's wording, so that both engines name bad rows alike
+from linkage.io import _field_count_problem, _listed, _problem_list
+
 # Duplicate id values whose lines are looked up on the driver.
 MAX_DUPLICATE_VALUES = 200
 
@@ -38,44 +39,35 @@ class BadRows:
         return bool(self.wrong_fields or self.empty_id or self.duplicates)
 
 
-def _listed(items: list, text) -> str:
-    shown = ", ".join(text(i) for i in items[:MAX_LINES_LISTED])
-    more = len(items) - MAX_LINES_LISTED
-    return shown + (f", and {more} more" if more > 0 else "")
-
-
 def bad_rows_message(
-    found: BadRows, n_duplicate_values: int | None = None, unit: str = "line"
+    found: BadRows, record_id: str, n_duplicate_values: int | None = None, unit: str = "line"
 ) -> str:
-    """One message naming every bad line (``unit``: "row" for Parquet row numbers), worded
-    as the local reader words each kind; ``n_duplicate_values`` counts them all where only
-    some were looked up."""
-    parts = []
+    """One message naming every bad line (``unit``: "row" for Parquet row numbers), in the
+    local reader's words (``io._problem_list``); ``n_duplicate_values`` counts them all
+    where only some were looked up."""
+    problems = []
     if found.wrong_fields:
-        parts.append(
-            f"{len(found.wrong_fields)} line(s) with the wrong number of fields, expected "
-            f"{found.expected_fields}: "
-            + _listed(found.wrong_fields, lambda item: f"line {item[0]} has {item[1]}")
-            + " (a value holding an unquoted delimiter or line break splits its record: quote it)"
+        expected = found.expected_fields
+        problems.append(
+            _field_count_problem([(line, "", n, expected) for line, n in found.wrong_fields])
         )
     if found.empty_id:
-        parts.append(
-            f"{len(found.empty_id)} row(s) have no record id ({unit}s "
-            + _listed(found.empty_id, str)
-            + ")"
+        problems.append(
+            f"column '{record_id}': {len(found.empty_id)} row(s) have no record id "
+            f"({_listed(unit, found.empty_id)})"
         )
     if found.duplicates:
         count = n_duplicate_values or len(found.duplicates)
-        shown = "; ".join(
-            f"{value!r} on {unit}s {', '.join(map(str, lines))}"
-            for value, lines in list(found.duplicates.items())[:MAX_LINES_LISTED]
+        values = list(found.duplicates)[:5]
+        lines = sorted(line for at in found.duplicates.values() for line in at)
+        problems.append(
+            f"column '{record_id}': {count} duplicate record id value(s), e.g. "
+            f"{', '.join(map(repr, values))} ({_listed(unit, lines)})"
         )
-        more = count - min(len(found.duplicates), MAX_LINES_LISTED)
-        parts.append(
-            f"{count} duplicate record id value(s): {shown}"
-            + (f"; and {more} more value(s)" if more > 0 else "")
-        )
-    return "; ".join(parts)
+    return (
+        _problem_list(problems)
+        + "\n  (fix them at the source, or set them aside with --bad-rows FILE and --engine local)"
+    )
 
 
 def _records(handle: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
@@ -146,7 +138,7 @@ def scan_ids(
     ids: Iterable[str | None], duplicate_values: Iterable[str] = (), first_row: int = 0
 ) -> BadRows:
     """Bad rows of a column of record ids given in file order (Parquet: row numbers from
-    ``first_row``, as the local reader names Parquet rows)."""
+    ``first_row``; the local reader numbers Parquet rows from 1)."""
     wanted = {str(v) for v in duplicate_values}
     found = BadRows()
     for row, value in enumerate(ids, start=first_row):

@@ -292,7 +292,7 @@ def _check_rows(
 
         batches = ds.dataset(str(path)).to_batches(columns=[cfg.record_id])
         found = scan_ids(
-            (v for b in batches for v in b.column(0).to_pylist()), dup_values, first_row=0
+            (v for b in batches for v in b.column(0).to_pylist()), dup_values, first_row=1
         )
         unit = "row"
     if not found:
@@ -305,7 +305,7 @@ def _check_rows(
             example = raw.where(bad_fields).select(corrupt, rid_col).first()[0]
             message += f", e.g. {example[:200]!r}"
         raise InputError(message, path=str(path), column=cfg.record_id)
-    raise InputError(bad_rows_message(found, n_dup, unit=unit), path=str(path))
+    raise InputError(bad_rows_message(found, cfg.record_id, n_dup, unit=unit), path=str(path))
 
 
 def read_sources_spark(spark: SparkSession, config: RunConfig) -> DataFrame:
