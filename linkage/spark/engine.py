@@ -1373,6 +1373,9 @@ def run_spark(
         r["rule"]: {k: v for k, v in r.items() if k != "rule"} for r in blocking_rows
     }
     summary["seconds"] = {k: round(v, 3) for k, v in timings.items()}
+    # as a local run counts rows set aside (run.bad_rows); Spark refuses a file with bad rows
+    summary["bad_rows"] = 0
+    summary["bad_rows_per_source"] = {}
     # what only a Spark run has, after the keys both engines give
     summary["engine"] = "spark"
     summary["connected_component_rounds"] = rounds
