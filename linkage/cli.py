@@ -460,8 +460,10 @@ def _run_spark(
     store: Any,
     quiet: bool,
     id_key: bytes | None = None,
+    as_json: bool = False,
 ) -> None:
-    """The ``run`` command on the Spark engine (pyspark is imported only here)."""
+    """The ``run`` command on the Spark engine (pyspark is imported only here); prints the
+    summary as the local engine's run does."""
     from linkage.errors import ConfigError
 
     if store is not None:
@@ -477,8 +479,11 @@ def _run_spark(
         result = run_spark(
             config, output, master=master, previous=previous, id_key=id_key, progress=report.stage
         )
+    if as_json:
+        _print_json({**result.summary, "outputs": {k: str(p) for k, p in result.outputs.items()}})
+        return
     _print_summary(result.summary, quiet)
-    _echo(f"wrote the Spark engine's outputs to {output}", quiet)
+    _echo(f"wrote {', '.join(str(p) for p in result.outputs.values())}", quiet)
 
 
 @app.command(epilog=CONFIG_REFERENCE)
@@ -564,7 +569,9 @@ def run(
             pending.unlink(missing_ok=True)
             write_key_file(pending, linker.id_key)
     if (engine or linker.config.engine) == "spark":
-        _run_spark(linker.config, output, spark_master, previous, store, quiet, linker.id_key)
+        _run_spark(
+            linker.config, output, spark_master, previous, store, quiet, linker.id_key, as_json
+        )
         if new_key_path is not None:
             write_key_file(new_key_path, linker.id_key)
         return

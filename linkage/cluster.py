@@ -161,21 +161,34 @@ def cluster_pairs(
 def cluster_size_distribution(labels: pd.Series) -> pd.DataFrame:
     """Return one row per cluster size: ``size``, ``clusters`` of that size, ``records`` in them."""
     counts = pd.Series(labels).value_counts().value_counts().sort_index()
-    sizes = counts.index.to_numpy(dtype=np.int64)
-    clusters = counts.to_numpy(dtype=np.int64)
+    return size_distribution(counts.index.to_numpy(np.int64), counts.to_numpy(np.int64))
+
+
+def size_distribution(sizes: np.ndarray, clusters: np.ndarray) -> pd.DataFrame:
+    """The table of :func:`cluster_size_distribution` from cluster sizes and the number of
+    clusters of each size (the Spark engine counts those in Spark), sorted by size."""
+    order = np.argsort(sizes, kind="stable")
+    sizes = np.asarray(sizes, dtype=np.int64)[order]
+    clusters = np.asarray(clusters, dtype=np.int64)[order]
     return pd.DataFrame({"size": sizes, "clusters": clusters, "records": sizes * clusters})
 
 
 def cluster_stats(labels: pd.Series) -> dict:
     """Return records, clusters, max_size, clusters_over_10 and singleton_share (of records)."""
-    sizes = pd.Series(labels).value_counts()
-    n = int(sizes.sum())
+    return stats_of_sizes(cluster_size_distribution(labels))
+
+
+def stats_of_sizes(distribution: pd.DataFrame) -> dict:
+    """:func:`cluster_stats` from a size distribution (:func:`size_distribution`)."""
+    sizes = distribution["size"].to_numpy(np.int64)
+    clusters = distribution["clusters"].to_numpy(np.int64)
+    n = int((sizes * clusters).sum())
     return {
         "records": n,
-        "clusters": len(sizes),
+        "clusters": int(clusters.sum()),
         "max_size": int(sizes.max()) if n else 0,
-        "clusters_over_10": int((sizes > 10).sum()),
-        "singleton_share": float((sizes == 1).sum() / n) if n else 0.0,
+        "clusters_over_10": int(clusters[sizes > 10].sum()),
+        "singleton_share": float(clusters[sizes == 1].sum() / n) if n else 0.0,
     }
 
 
@@ -529,23 +542,38 @@ def guardian_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
     Takes ``rid_l``, ``rid_r``, ``gamma_id``, ``gamma_name`` from ``pairs`` and
     ``birth_date_std``, ``name_given`` from ``records``.
     """
+    given_col = schema.name_col(schema.NAME, "given")
+    if schema.BIRTH_DATE_STD not in records or given_col not in records:
+        return np.zeros(len(pairs), dtype=bool)
+    no_birth = records[schema.BIRTH_DATE_STD].isna().to_numpy()
+    given = records[given_col].to_numpy(dtype=object)
+    rows_l, rows_r = pairs[schema.ROW_L].to_numpy(), pairs[schema.ROW_R].to_numpy()
+    return guardian_mask(pairs, no_birth[rows_l], no_birth[rows_r], given[rows_l], given[rows_r])
+
+
+def guardian_mask(
+    pairs: pd.DataFrame,
+    no_birth_l: np.ndarray,
+    no_birth_r: np.ndarray,
+    given_l: np.ndarray,
+    given_r: np.ndarray,
+) -> np.ndarray:
+    """The rule of :func:`guardian_pairs` on pairs given, for both records, whether the
+    birth date is missing and the given name: the Spark engine joins those to each pair and
+    applies this per pair partition. Takes ``gamma_id`` and ``gamma_name`` from ``pairs``."""
     out = np.zeros(len(pairs), dtype=bool)
     if not {"gamma_id", "gamma_name"} <= set(pairs.columns):
         return out
-    given_col = schema.name_col(schema.NAME, "given")
-    if schema.BIRTH_DATE_STD not in records or given_col not in records:
-        return out
     from linkage.compare.fields import IdComparison
 
-    no_birth = records[schema.BIRTH_DATE_STD].isna().to_numpy()
-    rows_l, rows_r = pairs[schema.ROW_L].to_numpy(), pairs[schema.ROW_R].to_numpy()
     cand = np.flatnonzero(
         (pairs["gamma_id"].to_numpy() == IdComparison.levels.index("exact"))
         & (pairs["gamma_name"].to_numpy() == 0)
-        & (no_birth[rows_l] | no_birth[rows_r])
+        & (np.asarray(no_birth_l, dtype=bool) | np.asarray(no_birth_r, dtype=bool))
     )
-    given = records[given_col].to_numpy(dtype=object)
-    for i, a, b in zip(cand, given[rows_l[cand]], given[rows_r[cand]], strict=True):
+    left = np.asarray(given_l, dtype=object)[cand]
+    right = np.asarray(given_r, dtype=object)[cand]
+    for i, a, b in zip(cand, left, right, strict=True):
         out[i] = isinstance(a, str) and isinstance(b, str) and a != "" and not set(a) & set(b)
     return out
 

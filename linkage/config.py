@@ -504,7 +504,8 @@ class SparkSettings(_Model):
 
     # Spark master URL: local[N], spark://host:port, yarn, k8s://...
     master: str = "local[*]"
-    # spark.sql.shuffle.partitions; null keeps Spark's default (200)
+    # spark.sql.shuffle.partitions; null sizes it from the sources (one per 16 MB, at least
+    # one per core)
     shuffle_partitions: int | None = Field(default=None, ge=1)
     # Candidate pairs collected to the driver for EM; above it a proportional sample is taken.
     train_sample_pairs: int = Field(default=5_000_000, ge=1000)

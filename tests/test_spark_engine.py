@@ -229,6 +229,35 @@ def test_engines_give_the_same_identities(runs):
     assert summaries[1]["pairs_per_rule"].get(first, 0) == spark_plan[first]["pairs"]
 
 
+def test_spark_summary_has_the_local_format(runs, capsys):
+    """summary.json: the local keys in the local order (Spark's own after them), sources by
+    name, every rule in rule order with its zeros, the same cluster statistics; and the
+    printed summary the same lines with the same labels."""
+    from linkage.cli import _print_summary
+
+    local, spark = (
+        json.loads((runs[e] / "summary.json").read_text(encoding="utf-8")) for e in ENGINES
+    )
+    assert list(spark)[: len(local)] == list(local)
+    assert list(spark)[len(local) :] == ["engine", "connected_component_rounds"]
+    for key in ("records_per_source", "pairs_per_rule", "seconds", "blocking"):
+        assert list(spark[key]) == list(local[key]), key
+    assert spark["records_per_source"] == local["records_per_source"]
+    assert spark["pairs_per_rule"] == local["pairs_per_rule"]
+    assert spark["cluster_stats"] == local["cluster_stats"]
+    assert spark["identities"] == local["identities"] == local["cluster_stats"]["clusters"]
+    # both runs also write the cluster-size distribution
+    sizes = [pd.read_csv(runs[e] / "cluster_sizes.csv") for e in ENGINES]
+    assert sizes[0].equals(sizes[1])
+
+    def labels(summary: dict) -> list[str]:
+        _print_summary(summary, quiet=False)
+        lines = capsys.readouterr().out.splitlines()
+        return [line.split(":")[0] if ":" in line else line.split()[0] for line in lines]
+
+    assert labels(spark) == labels(local)
+
+
 # ----------------------------------------------------------------------------- readers
 
 
@@ -280,9 +309,15 @@ def test_spark_reader_matches_the_local_reader(spark, tmp_path, write_yaml):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("编号,姓名\nx,张三\nx,李四\n", r"duplicate record id value.*'x'"),
-        ("编号,姓名\nx,张三\ny,李四,多余\n", r"could not be parsed"),
-        ("编号,姓名\nx,张三\n,李四\n", r"1 row\(s\) have no record id"),
+        (
+            "编号,姓名\nx,张三\nx,李四\n",
+            r"1 duplicate record id value\(s\), e.g. 'x' \(lines 2, 3\)",
+        ),
+        (
+            "编号,姓名\nx,张三\ny,李四,多余\n",
+            r"1 line\(s\) with the wrong number of fields, expected 2: line 3 has 3 ",
+        ),
+        ("编号,姓名\nx,张三\n,李四\n", r"column '编号': 1 row\(s\) have no record id \(line 3\)"),
     ],
 )
 def test_spark_reader_rejects_bad_files_naming_them(spark, tmp_path, write_yaml, text, message):
@@ -295,6 +330,103 @@ def test_spark_reader_rejects_bad_files_naming_them(spark, tmp_path, write_yaml,
     with pytest.raises(InputError, match=message) as raised:
         read_sources_spark(spark, config)
     assert "bad.csv" in str(raised.value)
+
+
+def test_spark_reader_names_every_bad_line_of_a_file_at_once(spark, tmp_path, write_yaml):
+    """Every kind of bad row in one message, with the file's own line numbers: a quoted line
+    break makes a record two lines long, and a blank line is no record."""
+    from linkage.spark.engine import read_sources_spark
+
+    lines = [
+        "编号,姓名,地址",  # line 1
+        'P1,张三,"北京市\n朝阳区"',  # lines 2-3
+        "P2,李四,上海,多余",  # line 4: 4 fields
+        "",  # line 5: blank
+        " ,王五,广州",  # line 6: no record id
+        "P3,赵六",  # line 7: 2 fields
+        "P1,钱七,深圳",  # line 8: P1 again
+        "P4,孙八,杭州",
+        "P4,周九,南京",  # line 10: P4 again
+    ]
+    (tmp_path / "messy.csv").write_bytes(("\n".join(lines) + "\n").encode("gb18030"))
+    config = load_config(
+        write_yaml({"sources": {"s": {"path": "messy.csv", "record_id": "编号", "columns": {}}}})
+    )
+    with pytest.raises(InputError) as raised:
+        read_sources_spark(spark, config)
+    text = str(raised.value)
+    assert "messy.csv" in text
+    assert (
+        "2 line(s) with the wrong number of fields, expected 3: line 4 has 4, line 7 has 2" in text
+    )
+    assert "3 kinds of bad rows" in text
+    assert "column '编号': 1 row(s) have no record id (line 6)" in text
+    assert (
+        "column '编号': 2 duplicate record id value(s), e.g. 'P1', 'P4' (lines 2, 8, 9, 10)" in text
+    )
+
+
+def test_spark_reader_names_bad_parquet_rows(spark, tmp_path, write_yaml):
+    from linkage.spark.engine import read_sources_spark
+
+    pd.DataFrame({"编号": ["a", None, "b", "a"], "姓名": ["甲", "乙", "丙", "丁"]}).to_parquet(
+        tmp_path / "bad.parquet", index=False
+    )
+    config = load_config(
+        write_yaml({"sources": {"s": {"path": "bad.parquet", "record_id": "编号", "columns": {}}}})
+    )
+    with pytest.raises(InputError) as raised:
+        read_sources_spark(spark, config)
+    assert "1 row(s) have no record id (row 2)" in str(raised.value)
+    assert "1 duplicate record id value(s), e.g. 'a' (rows 1, 4)" in str(raised.value)
+
+
+def test_spark_cli_on_bad_input_prints_no_java_stack_trace(tmp_path, write_yaml):
+    """The run as a user starts it: exit 2, the file and its bad lines named, and nothing of
+    Spark's Java logging (the JVM writes to the process's own stderr, so a subprocess)."""
+    header = "登记编号,姓名,身份证号,性别,出生日期,电话,户籍地址,现住址"
+    rows = [
+        "P001,张三,110101199003071234,男,1990-03-07,13800138000,北京市东城区,北京市朝阳区",
+        "P002,李四,,女,1985-01-02,13900139000,上海市,上海市,多余",
+        ",王五,,男,1970-05-06,,广州市,广州市",
+    ]
+    (tmp_path / "police.csv").write_bytes(("\n".join([header, *rows]) + "\n").encode("gbk"))
+    config = write_yaml(
+        {
+            "sources": {
+                "police": {
+                    "path": "police.csv",
+                    "record_id": "登记编号",
+                    "columns": {"姓名": "name", "身份证号": "id_number"},
+                }
+            }
+        }
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "linkage.cli",
+            "run",
+            str(config),
+            "-o",
+            str(tmp_path / "out"),
+            "--engine",
+            "spark",
+            "--spark-master",
+            "local[1]",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "police.csv" in done.stderr
+    assert "line 3 has 9" in done.stderr and "no record id (line 4)" in done.stderr
+    # nor Spark's start-up warnings (the driver JVM logs errors only: linkage/spark/log4j2.properties)
+    for java in ("org.apache", "Exception", "\tat ", "SparkException", " WARN "):
+        assert java not in done.stderr + done.stdout, done.stderr
 
 
 # ----------------------------------------------------------------------------- stable ids
@@ -510,3 +642,75 @@ def test_spark_blocking_refines_skips_and_refuses_like_the_local_engine(spark):
     tight = settings.model_copy(update={"pair_budget": 10, "over_budget": "refuse"})
     with pytest.raises(ConfigError, match="pair_budget"):
         block_spark(keys, SimpleNamespace(blocking=tight), buckets=3)
+
+
+# ----------------------------------------------------------------------------- households
+
+
+@pytest.fixture(scope="module")
+def households(tmp_path_factory) -> Path:
+    """Registries of the independent generator's household-hard profile: twins, siblings
+    named one character apart and guardians' IDs on children's health records."""
+    from benchmarks.independent.generate import generate as generate_independent
+
+    folder = tmp_path_factory.mktemp("households")
+    generate_independent(1500, 3, folder, profile="household-hard")
+    config = yaml.safe_load((folder / "run.yaml").read_text(encoding="utf-8"))
+    config["model"] = {**config.get("model", {}), "u_sample_pairs": 50_000}
+    (folder / "run.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return folder
+
+
+def test_spark_holds_out_the_pairs_the_local_engine_holds_out(spark, households):
+    """``hold_out_siblings_spark`` drops exactly the pairs ``cluster.sibling_pairs`` masks:
+    twins and siblings, and a guardian and a child sharing the guardian's ID."""
+    from linkage.cluster import guardian_pairs, sibling_pairs
+    from linkage.linker import Linker
+    from linkage.spark.engine import hold_out_siblings_spark
+
+    result = Linker.from_yaml(households / "run.yaml").run()
+    records, pairs = result.records, result.pairs.reset_index(drop=True)
+    guardians = guardian_pairs(records, pairs)
+    held = sibling_pairs(records, pairs)
+    # the data has both kinds, and guardian pairs the twin rule alone would keep
+    assert guardians.sum() >= 2 and (held & ~guardians).sum() >= 20
+    columns = [
+        schema.ROW,
+        schema.name_col(schema.NAME, "clean"),
+        schema.name_col(schema.NAME, "given"),
+        schema.BIRTH_DATE_STD,
+    ]
+    spark_records = spark.createDataFrame(
+        records[columns[1:]]
+        .astype(object)
+        .where(records[columns[1:]].notna(), None)
+        .assign(**{schema.ROW: np.arange(len(records), dtype=np.int64)})[columns]
+    )
+    kept_cols = [schema.ROW_L, schema.ROW_R, "gamma_name", "gamma_birth_date", "gamma_id"]
+    spark_pairs = spark.createDataFrame(pairs[kept_cols].astype(np.int64))
+    kept = hold_out_siblings_spark(spark_records, spark_pairs).toPandas()
+    spark_kept = set(zip(kept[schema.ROW_L], kept[schema.ROW_R]))
+    local_kept = set(zip(pairs[schema.ROW_L][~held], pairs[schema.ROW_R][~held]))
+    assert spark_kept == local_kept
+
+
+def test_engines_give_the_same_identities_on_households(households, tmp_path):
+    """Both engines through the CLI on household data (twins, siblings, guardians' IDs):
+    the same partition and the same identity ids."""
+    outputs = {}
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LINKAGE_ID_KEY", "one key for both engines' runs")
+    for engine in ENGINES:
+        out = tmp_path / engine
+        args = ["run", str(households / "run.yaml"), "-o", str(out), "--engine", engine, "-q"]
+        if engine == "spark":
+            args += ["--spark-master", "local[2]"]
+        done = CliRunner().invoke(app, args)
+        assert done.exit_code == 0, done.output
+        outputs[engine] = pd.read_csv(out / "identities.csv", dtype=str).sort_values(
+            [schema.SOURCE, schema.RECORD_ID], ignore_index=True
+        )
+    patch.undo()
+    local, spark = outputs["local"], outputs["spark"]
+    assert _pairs_of(local) == _pairs_of(spark)
+    assert local[schema.IDENTITY_ID].equals(spark[schema.IDENTITY_ID])

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import pandas as pd
 
 from linkage import schema
 from linkage.spark import require_pyspark
+from linkage.spark.badrows import MAX_DUPLICATE_VALUES, bad_rows_message, scan_csv, scan_ids
 
 require_pyspark()
 
@@ -50,10 +51,14 @@ from linkage.cluster import (  # noqa: E402
     CANNOT_LINK_KEY,
     cannot_link_table,
     cluster_pairs,
+    guardian_mask,
     partner_pairs,
     sibling_mask,
+    size_distribution,
+    stats_of_sizes,
 )
 from linkage.compare import Comparison, build_comparisons  # noqa: E402
+from linkage.compare.fields import BirthDateComparison, IdComparison  # noqa: E402
 from linkage.config import RunConfig, SourceConfig  # noqa: E402
 from linkage.errors import ConfigError, InputError  # noqa: E402
 from linkage.identity import (  # noqa: E402
@@ -67,6 +72,8 @@ from linkage.io import (  # noqa: E402
     check_mapped_columns,
     decode_bytes,
     read_raw,
+    to_canonical,
+    write_csv,
 )
 from linkage.merge import merge_records  # noqa: E402
 from linkage.model import FellegiSunterModel  # noqa: E402
@@ -97,6 +104,8 @@ _JAVA_CHARSET = {
     "gb18030": "GB18030",
     "big5": "Big5",
 }
+# Python codecs of those charsets, for the driver's scan of a file with bad rows
+_PYTHON_CODEC = {"UTF-8": "utf-8-sig", "GB18030": "gb18030", "Big5": "big5"}
 # Bytes of a CSV file's head used to detect its encoding when the config says ``auto``.
 _SNIFF_BYTES = 4 << 20
 
@@ -112,6 +121,10 @@ class SparkResult:
     model: FellegiSunterModel
     comparisons: list[Comparison]
     summary: dict = field(default_factory=dict)
+    # one row per cluster size (size, clusters, records), as cluster_sizes.csv
+    cluster_sizes: pd.DataFrame | None = None
+    # the files write_spark_outputs wrote, by kind
+    outputs: dict[str, Path] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -143,34 +156,75 @@ def _as_text_columns(frame: DataFrame) -> DataFrame:
     return frame.select(*cols)
 
 
+@contextmanager
+def _quiet_spark_logs(spark: SparkSession) -> Iterator[None]:
+    """Spark's own logging off while a source is read and checked: a failed task logs a
+    Java stack trace before Python sees the error, and a user should get one clear message."""
+    spark.sparkContext.setLogLevel("OFF")
+    try:
+        yield
+    finally:
+        spark.sparkContext.setLogLevel("ERROR")
+
+
+def _spark_message(exc: BaseException) -> str:
+    """The first line of a Spark error, without its Java stack trace."""
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
 def read_source_spark(spark: SparkSession, cfg: SourceConfig) -> DataFrame:
     """Read one source into canonical records (all text), with the local reader's checks.
 
     CSV is read by Spark with the ``encoding`` option; Parquet by Spark; Excel locally
-    (``io.read_raw``) and then parallelized. Raises InputError naming the file for a missing
-    file, unmapped columns, records without an id and duplicate ids.
+    (``io.read_raw``, checked by ``io.to_canonical``) and then parallelized. Raises InputError
+    naming the file for a missing file, unmapped columns, and in one message every row with
+    the wrong number of fields, without a record id or with a duplicate record id, each with
+    its line number (``linkage.spark.badrows``). Spark's logging is off while the file is
+    read here, so no Java stack trace reaches the user.
     """
     path = Path(cfg.path)
     if not path.exists():
         raise InputError("file not found", path=str(path))
+    with _quiet_spark_logs(spark):
+        try:
+            return _read_source_spark(spark, cfg, path)
+        except (PySparkException, Py4JJavaError) as exc:
+            raise InputError(
+                f"Spark could not read the file: {_spark_message(exc)}", path=str(path)
+            ) from None
+
+
+def _read_source_spark(spark: SparkSession, cfg: SourceConfig, path: Path) -> DataFrame:
     suffix = path.suffix.lower()
+    corrupt = None
+    encoding = None
     if suffix in (".csv", ".txt", ".tsv"):
-        raw = spark.read.csv(
-            str(path),
-            header=True,
-            encoding=_csv_encoding(cfg),
-            sep=cfg.delimiter,
-            quote='"',
-            escape='"',
+        encoding = _csv_encoding(cfg)
+        options = {
+            "header": True,
+            "encoding": encoding,
+            "sep": cfg.delimiter,
+            "quote": '"',
+            "escape": '"',
             # quoted line breaks stay inside their field, as in the local reader
-            multiLine=True,
-            mode="FAILFAST",
-            inferSchema=False,
+            "multiLine": True,
+        }
+        names = spark.read.csv(str(path), inferSchema=False, **options).columns
+        corrupt = "__corrupt_record"
+        text_schema = T.StructType(
+            [T.StructField(n, T.StringType(), True) for n in [*names, corrupt]]
+        )
+        # PERMISSIVE: a row with the wrong number of fields lands in ``corrupt`` instead of
+        # failing the job, so every bad row is counted and then named by its line
+        raw = spark.read.schema(text_schema).csv(
+            str(path), mode="PERMISSIVE", columnNameOfCorruptRecord=corrupt, **options
         )
     elif suffix == ".parquet":
         raw = spark.read.parquet(str(path))
     elif suffix in (".xlsx", ".xlsm"):
         local = read_raw(cfg)  # openpyxl reads a workbook whole: Excel files stay small
+        to_canonical(local, cfg)  # the local reader's checks, with Excel row numbers
         text = T.StructType([T.StructField(str(c), T.StringType(), True) for c in local.columns])
         raw = spark.createDataFrame(local.astype(object).where(local.notna(), None), text)
     else:
@@ -178,30 +232,12 @@ def read_source_spark(spark: SparkSession, cfg: SourceConfig) -> DataFrame:
             f"unsupported file type '{suffix}', expected .csv, .xlsx or .parquet", path=str(path)
         )
     raw = _as_text_columns(raw)
-    wanted = check_mapped_columns(raw.columns, cfg)
+    wanted = check_mapped_columns([c for c in raw.columns if c != corrupt], cfg)
     rid_col = F.col(f"`{cfg.record_id}`")
-    try:
-        empty = raw.where(rid_col.isNull()).count()
-    except (PySparkException, Py4JJavaError) as exc:
-        # FAILFAST: a row with the wrong number of fields stops the read, as locally
-        found = re.search(r"Malformed CSV record: ?(.*?)(?: SQLSTATE|\n|$)", str(exc))
-        if found is None:
-            raise
-        raise InputError(
-            f"the file could not be parsed: a row has the wrong number of fields: "
-            f"{found.group(1)[:200]!r}",
-            path=str(path),
-        ) from None
-    if empty:
-        raise InputError(f"{empty} row(s) have no record id", path=str(path), column=cfg.record_id)
-    dup = raw.groupBy(rid_col.alias("v")).count().where(F.col("count") > 1)
-    examples = [r["v"] for r in dup.limit(5).collect()]
-    if examples:
-        raise InputError(
-            f"{dup.count()} duplicate record id value(s), e.g. {', '.join(map(repr, examples))}",
-            path=str(path),
-            column=cfg.record_id,
-        )
+    if suffix not in (".xlsx", ".xlsm"):
+        _check_rows(raw, cfg, path, rid_col, corrupt, encoding)
+    if corrupt is not None:
+        raw = raw.drop(corrupt)
     cols = [F.lit(cfg.name).alias(schema.SOURCE), rid_col.alias(schema.RECORD_ID)]
     taken = {schema.SOURCE, schema.RECORD_ID}
     for column, target in cfg.columns.items():
@@ -216,6 +252,60 @@ def read_source_spark(spark: SparkSession, cfg: SourceConfig) -> DataFrame:
         # namespaced as the local reader does (io.to_canonical): no header can collide
         cols.append(F.col(f"`{column}`").alias(schema.raw_col(column)))
     return raw.select(*cols)
+
+
+def _check_rows(
+    raw: DataFrame,
+    cfg: SourceConfig,
+    path: Path,
+    rid_col,
+    corrupt: str | None,
+    encoding: str | None,
+) -> None:
+    """Count rows with the wrong field count (``corrupt`` set), without a record id and with
+    a duplicate id in Spark; when there are any, name their lines (``badrows``) and raise
+    InputError. Two small jobs on a good file."""
+    ok = F.lit(True) if corrupt is None else F.col(corrupt).isNull()
+    bad_fields = F.lit(False) if corrupt is None else F.col(corrupt).isNotNull()
+    counts = raw.agg(
+        F.sum(bad_fields.cast("long")).alias("fields"),
+        F.sum((ok & rid_col.isNull()).cast("long")).alias("empty"),
+    ).first()
+    dup = (
+        raw.where(ok & rid_col.isNotNull())
+        .groupBy(rid_col.alias("v"))
+        .count()
+        .where(F.col("count") > 1)
+    )
+    dup_values = [r["v"] for r in dup.limit(MAX_DUPLICATE_VALUES + 1).collect()]
+    n_fields, n_empty = int(counts["fields"] or 0), int(counts["empty"] or 0)
+    if not (n_fields or n_empty or dup_values):
+        return
+    n_dup = dup.count() if len(dup_values) > MAX_DUPLICATE_VALUES else len(dup_values)
+    dup_values = dup_values[:MAX_DUPLICATE_VALUES]
+    if corrupt is not None:
+        python_encoding = _PYTHON_CODEC.get(encoding or "", encoding or "utf-8")
+        found = scan_csv(path, cfg, python_encoding, dup_values)
+        unit = "line"
+    else:
+        import pyarrow.dataset as ds
+
+        batches = ds.dataset(str(path)).to_batches(columns=[cfg.record_id])
+        found = scan_ids(
+            (v for b in batches for v in b.column(0).to_pylist()), dup_values, first_row=1
+        )
+        unit = "row"
+    if not found:
+        # the driver's scan and Spark disagree (e.g. an unusual header): Spark's counts
+        message = (
+            f"{n_fields} row(s) with the wrong number of fields, {n_empty} row(s) without a "
+            f"record id, {n_dup} duplicate record id value(s)"
+        )
+        if corrupt is not None and n_fields:
+            example = raw.where(bad_fields).select(corrupt, rid_col).first()[0]
+            message += f", e.g. {example[:200]!r}"
+        raise InputError(message, path=str(path), column=cfg.record_id)
+    raise InputError(bad_rows_message(found, cfg.record_id, n_dup, unit=unit), path=str(path))
 
 
 def read_sources_spark(spark: SparkSession, config: RunConfig) -> DataFrame:
@@ -607,13 +697,22 @@ def compare_spark(
             )
             out = batch[keep].copy()
             n = len(batch)
+            # each record once, as the local ``compare.compare`` prepares records: a record
+            # is in many pairs of a batch (every random pair of the u sample shares records)
+            rids = np.concatenate(
+                [batch[schema.ROW_L].to_numpy(np.int64), batch[schema.ROW_R].to_numpy(np.int64)]
+            )
+            _, first, where = np.unique(rids, return_index=True, return_inverse=True)
             for c in comparisons:
-                lv = {col: left[col].to_numpy() for col in c.columns if col in value_cols}
-                rv = {col: right[col].to_numpy() for col in c.columns if col in value_cols}
+                values = {
+                    col: np.concatenate([left[col].to_numpy(), right[col].to_numpy()])[first]
+                    for col in c.columns
+                    if col in value_cols
+                }
                 for col in n_missing[c.name]:  # absent columns read as null, as locally
-                    lv[col] = np.full(n, None, dtype=object)
-                    rv[col] = np.full(n, None, dtype=object)
-                out[schema.GAMMA_PREFIX + c.name] = c.compare(lv, rv).astype(np.int8)
+                    values[col] = np.full(len(first), None, dtype=object)
+                levels = c.compare_prepared(c.prepare(values), where[:n], where[n:])
+                out[schema.GAMMA_PREFIX + c.name] = levels.astype(np.int8)
             for tf in tf_cols.values():
                 out[tf] = np.fmax(
                     batch[f"{tf}__l"].to_numpy(dtype=float), batch[f"{tf}__r"].to_numpy(dtype=float)
@@ -801,40 +900,67 @@ def cannot_link_spark(records: DataFrame) -> DataFrame:
 
 
 def hold_out_siblings_spark(records: DataFrame, scored: DataFrame) -> DataFrame:
-    """``scored`` less the pairs ``cluster.sibling_pairs`` holds out of clustering (twins
-    and siblings), as the local engine's ``pipeline.cluster_records`` does.
+    """``scored`` less the pairs ``cluster.sibling_pairs`` holds out of clustering (twins and
+    siblings, ``cluster.sibling_mask``; a guardian and a child, ``cluster.guardian_mask``), as
+    the local engine's ``pipeline.cluster_records`` does.
 
     The records with a partner of their own (``cluster.partner_pairs``) are found over all
-    pairs first; then ``cluster.sibling_mask`` runs per pair partition with both records'
-    clean names and partner flags joined to each pair.
+    pairs first; then both masks run per pair partition with both records' clean names,
+    given names, missing birth dates and partner flags joined to each pair.
     """
     clean = schema.name_col(schema.NAME, "clean")
+    given = schema.name_col(schema.NAME, "given")
     levels = [c for c in ("gamma_name", "gamma_birth_date", "gamma_id") if c in scored.columns]
-    if not {"gamma_name", "gamma_birth_date"} <= set(levels) or clean not in records.columns:
+    siblings_apply = {"gamma_name", "gamma_birth_date"} <= set(levels) and clean in records.columns
+    guardians_apply = (
+        {"gamma_name", "gamma_id"} <= set(levels)
+        and given in records.columns
+        and schema.BIRTH_DATE_STD in records.columns
+    )
+    if not (siblings_apply or guardians_apply):
         return scored
     pairs = scored.select(schema.ROW_L, schema.ROW_R, *levels)
+    # only pairs with names at level ``else`` and an exact birth date (siblings) or an exact
+    # ID (guardians) can be held out: the rest skip the joins of record columns
+    maybe = F.lit(False)
+    if siblings_apply:
+        birth_exact = BirthDateComparison.levels.index("exact")
+        maybe = maybe | (F.col("gamma_birth_date") == birth_exact)
+    if guardians_apply:
+        maybe = maybe | (F.col("gamma_id") == IdComparison.levels.index("exact"))
+    pairs = pairs.where((F.col("gamma_name") == 0) & maybe)
+    fields = [schema.ROW]
+    fields += [F.col(clean).alias("__clean")] if siblings_apply else []
+    if guardians_apply:
+        fields += [
+            F.col(given).alias("__given"),
+            F.col(schema.BIRTH_DATE_STD).isNull().alias("__no_birth"),
+        ]
+    per_record = records.select(*fields)
+    if siblings_apply:
 
-    def partners(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for batch in batches:
-            strong = partner_pairs(batch)
-            rows = [batch[schema.ROW_L].to_numpy()[strong], batch[schema.ROW_R].to_numpy()[strong]]
-            yield pd.DataFrame({schema.ROW: np.concatenate(rows).astype(np.int64)})
+        def partners(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            for batch in batches:
+                strong = partner_pairs(batch)
+                rows = [
+                    batch[schema.ROW_L].to_numpy()[strong],
+                    batch[schema.ROW_R].to_numpy()[strong],
+                ]
+                yield pd.DataFrame({schema.ROW: np.concatenate(rows).astype(np.int64)})
 
-    partnered = (
-        pairs.mapInPandas(partners, f"{schema.ROW} long")
-        .distinct()
-        .withColumn("__partner", F.lit(True))
-    )
-    names = records.select(schema.ROW, clean)
+        partnered = (
+            scored.select(schema.ROW_L, schema.ROW_R, *levels)
+            .mapInPandas(partners, f"{schema.ROW} long")
+            .distinct()
+            .withColumn("__partner", F.lit(True))
+        )
+        per_record = per_record.join(partnered, schema.ROW, "left")
+    names = [c for c in per_record.columns if c != schema.ROW]
     joined = pairs
     for row, side in ((schema.ROW_L, "_l"), (schema.ROW_R, "_r")):
         joined = joined.join(
-            names.select(F.col(schema.ROW).alias(row), F.col(clean).alias(f"__clean{side}")),
-            row,
-            "left",
-        ).join(
-            partnered.select(
-                F.col(schema.ROW).alias(row), F.col("__partner").alias(f"__partner{side}")
+            per_record.select(
+                F.col(schema.ROW).alias(row), *[F.col(c).alias(f"{c}{side}") for c in names]
             ),
             row,
             "left",
@@ -842,19 +968,29 @@ def hold_out_siblings_spark(records: DataFrame, scored: DataFrame) -> DataFrame:
 
     def held(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            mask = sibling_mask(
-                batch,
-                batch["__clean_l"].to_numpy(object),
-                batch["__clean_r"].to_numpy(object),
-                batch["__partner_l"].fillna(False).to_numpy(bool),
-                batch["__partner_r"].fillna(False).to_numpy(bool),
-            )
+            mask = np.zeros(len(batch), dtype=bool)
+            if siblings_apply:
+                mask |= sibling_mask(
+                    batch,
+                    batch["__clean_l"].to_numpy(object),
+                    batch["__clean_r"].to_numpy(object),
+                    batch["__partner_l"].fillna(False).to_numpy(bool),
+                    batch["__partner_r"].fillna(False).to_numpy(bool),
+                )
+            if guardians_apply:
+                mask |= guardian_mask(
+                    batch,
+                    batch["__no_birth_l"].fillna(False).to_numpy(bool),
+                    batch["__no_birth_r"].fillna(False).to_numpy(bool),
+                    batch["__given_l"].to_numpy(object),
+                    batch["__given_r"].to_numpy(object),
+                )
             yield batch.loc[mask, [schema.ROW_L, schema.ROW_R]]
 
     out = f"{schema.ROW_L} long, {schema.ROW_R} long"
-    siblings = joined.mapInPandas(held, out).localCheckpoint()
-    logger.info("%d twin or sibling pair(s) held out of clustering", siblings.count())
-    return scored.join(siblings, [schema.ROW_L, schema.ROW_R], "left_anti")
+    held_out = joined.mapInPandas(held, out).localCheckpoint()
+    logger.info("%d twin, sibling or guardian pair(s) held out of clustering", held_out.count())
+    return scored.join(held_out, [schema.ROW_L, schema.ROW_R], "left_anti")
 
 
 def cluster_spark(
@@ -1140,7 +1276,7 @@ def run_spark(
             shuffle_partitions=settings.shuffle_partitions,
             conf=settings.conf,
         )
-    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    partitions = _size_shuffle_partitions(spark, config)
     timings: dict[str, float] = {}
     comparisons = build_comparisons(config.comparison_specs())
     prev_table = _read_previous(spark, previous) if previous is not None else None
@@ -1231,13 +1367,18 @@ def run_spark(
     golden = golden.localCheckpoint()
     timings["merge"] = time.perf_counter() - t
 
-    summary = _summary(records, pairs, scored, identities, rule_names, config, n, n_pairs)
+    summary, sizes = _summary(records, pairs, scored, identities, rule_names, config, n, n_pairs)
     # predicted pairs and refinement per rule, as the local engine's summary gives them
     summary["blocking"] = {
         r["rule"]: {k: v for k, v in r.items() if k != "rule"} for r in blocking_rows
     }
-    summary["connected_component_rounds"] = rounds
     summary["seconds"] = {k: round(v, 3) for k, v in timings.items()}
+    # as a local run counts rows set aside (run.bad_rows); Spark refuses a file with bad rows
+    summary["bad_rows"] = 0
+    summary["bad_rows_per_source"] = {}
+    # what only a Spark run has, after the keys both engines give
+    summary["engine"] = "spark"
+    summary["connected_component_rounds"] = rounds
     result = SparkResult(
         records=records,
         pairs=scored,
@@ -1248,14 +1389,44 @@ def run_spark(
         model=model,
         comparisons=comparisons,
         summary=summary,
+        cluster_sizes=sizes,
     )
     if output is not None:
         _stage(spark, "write")
         say("writing outputs")
         if identities_csv is None:
             identities_csv = config.spark.identities_csv
-        write_spark_outputs(result, output, config, identities_csv=identities_csv)
+        result.outputs = write_spark_outputs(result, output, config, identities_csv=identities_csv)
     return result
+
+
+# Bytes of source files per shuffle partition when none is configured: about 100k records of
+# CSV, whose standardized rows and candidate pairs then make shuffle partitions of 100-200 MB
+_BYTES_PER_PARTITION = 16 << 20
+
+
+def _size_shuffle_partitions(spark: SparkSession, config: RunConfig) -> int:
+    """Return ``spark.sql.shuffle.partitions`` for this run, sized from the sources' bytes
+    when neither the config (``spark.shuffle_partitions``) nor the session's builder set it.
+
+    Spark's default, 200, suits gigabytes: on a few thousand records it makes each stage 200
+    tasks of a few rows, each a Python call, and a small run takes minutes. At least one
+    partition per core (``defaultParallelism``); AQE (on in ``get_session``) coalesces
+    further where a shuffle turns out smaller.
+    """
+    if config.spark.shuffle_partitions is not None or spark.sparkContext.getConf().contains(
+        "spark.sql.shuffle.partitions"
+    ):
+        return int(spark.conf.get("spark.sql.shuffle.partitions"))
+    size = 0
+    for cfg in config.sources.values():
+        path = Path(cfg.path)
+        files = path.rglob("*") if path.is_dir() else [path]
+        size += sum(f.stat().st_size for f in files if f.is_file())
+    partitions = max(spark.sparkContext.defaultParallelism, -(-size // _BYTES_PER_PARTITION))
+    spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
+    logger.info("%d shuffle partitions for %.1f MB of sources", partitions, size / 1e6)
+    return partitions
 
 
 def _stage(spark: SparkSession, name: str) -> None:
@@ -1279,31 +1450,36 @@ def _read_previous(spark: SparkSession, path: str | Path) -> pd.DataFrame | Data
     return frame
 
 
-def _summary(records, pairs, scored, identities, rule_names, config, n, n_pairs) -> dict:
+def _summary(records, pairs, scored, identities, rule_names, config, n, n_pairs) -> tuple:
+    """The local engine's summary (``pipeline.link_records``), key for key and in its order,
+    and the cluster-size distribution (``cluster.size_distribution``) it is computed from."""
     per_source = {r[0]: int(r[1]) for r in records.groupBy(schema.SOURCE).count().collect()}
     counts = {int(r[0]): int(r[1]) for r in pairs.groupBy(_RULE_INDEX).count().collect()}
     # every rule, with 0 for one that found no pair first, as the local summary lists them
     per_rule = {name: counts.get(i, 0) for i, name in enumerate(rule_names)}
     matches = scored.where(F.col(schema.MATCH_PROBABILITY) >= config.clustering.threshold).count()
-    sizes = identities.groupBy(schema.IDENTITY_ID).count()
-    stats = sizes.agg(
-        F.count("*").alias("identities"),
-        F.max("count").alias("largest"),
-        F.sum(F.when(F.col("count") == 1, 1).otherwise(0)).alias("singletons"),
-    ).first()
-    return {
-        "engine": "spark",
+    # one row per cluster size: small whatever the number of records
+    by_size = (
+        identities.groupBy(schema.IDENTITY_ID)
+        .count()
+        .groupBy(F.col("count").alias("size"))
+        .agg(F.count("*").alias("clusters"))
+        .toPandas()
+    )
+    sizes = size_distribution(by_size["size"].to_numpy(), by_size["clusters"].to_numpy())
+    stats = stats_of_sizes(sizes)
+    summary = {
         "records": int(n),
-        "records_per_source": per_source,
+        # sources by name, as the local engine's records are ordered
+        "records_per_source": dict(sorted(per_source.items())),
         "candidate_pairs": int(n_pairs),
         "pairs_per_rule": per_rule,
+        "blocking": {},
         "matches": int(matches),
-        "identities": int(stats["identities"] or 0),
-        "cluster_stats": {
-            "largest": int(stats["largest"] or 0),
-            "singletons": int(stats["singletons"] or 0),
-        },
+        "identities": stats["clusters"],
+        "cluster_stats": stats,
     }
+    return summary, sizes
 
 
 def _write_parquet_dir(frame: DataFrame, path: Path) -> Path:
@@ -1352,6 +1528,8 @@ def write_spark_outputs(
     paths["pairs"] = _write_parquet_dir(with_keys, output / "pairs.parquet")
     if result.summary.get("candidate_pairs"):
         paths["model"] = result.model.save(output / "model.json")
+    if result.cluster_sizes is not None:
+        paths["cluster_sizes"] = write_csv(result.cluster_sizes, output / "cluster_sizes.csv")
     if identities_csv:
         paths["identities"] = atomic_write(
             output / "identities.csv", lambda p: _stream_csv(result.identities, p)

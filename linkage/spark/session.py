@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from linkage.spark import require_pyspark
 
@@ -35,9 +36,19 @@ def get_session(
         # Spark 4 accepts only Unicode and Latin charsets unless the Java ones are allowed;
         # registries arrive in GBK/GB18030
         .config("spark.sql.legacy.javaCharsets", "true")
+        # adaptive execution coalesces small shuffle partitions (Spark 4's default, stated
+        # because a small run depends on it)
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.sql.adaptive.coalescePartitions.enabled", "true")
     )
     if master.startswith("local"):
         builder = builder.config("spark.ui.enabled", "false")
+    if "spark.driver.extraJavaOptions" not in (conf or {}):
+        # the driver JVM logs errors only (log4j2.properties here), from its start on
+        log4j = Path(__file__).with_name("log4j2.properties")
+        builder = builder.config(
+            "spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j.as_uri()}"
+        )
     if shuffle_partitions is not None:
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     for key, value in (conf or {}).items():
