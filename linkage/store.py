@@ -129,6 +129,36 @@ def _arrow(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=names) if names else pa.table({})
 
 
+# DuckDB types a point read builds from Python rows, and the dtype Arrow's conversion gives
+# them without nulls (with nulls: float64 for integers, object for booleans, as Arrow does).
+_POINT_DTYPES = {"VARCHAR": object, "BIGINT": np.int64, "INTEGER": np.int32, "BOOLEAN": bool}
+
+
+def _rows_frame(names: list[str], types: list[str], rows: list[tuple]) -> pd.DataFrame:
+    """A frame of a few fetched rows, typed as ``to_arrow_table().to_pandas()`` + text_columns.
+
+    A point read of a dozen rows spends ~6 ms in the Arrow -> pandas conversion and
+    ``text_columns`` and ~1 ms building the frame from the tuples (measured, DuckDB 2.0).
+    """
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    data = {}
+    for name, kind, values in zip(names, types, columns, strict=True):
+        dtype = _POINT_DTYPES[kind]
+        if dtype is object:
+            array = np.empty(len(values), dtype=object)
+            array[:] = values
+        elif None not in values:
+            array = np.array(values, dtype=dtype)
+        elif dtype is bool:
+            array = np.empty(len(values), dtype=object)
+            array[:] = values
+        else:
+            array = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        # an explicit dtype: pandas 3 would infer its str dtype for object arrays of text
+        data[name] = pd.Series(array, dtype=array.dtype, copy=False)
+    return pd.DataFrame(data, copy=False)
+
+
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
@@ -849,10 +879,12 @@ class Store:
         a UNION ALL of single-key lookups ~220 ms, a join with a registered table ~90 ms.
         """
         marks = ", ".join("?" for _ in values)
-        return self._df(
-            f"SELECT {cols} FROM {_quote(table)} WHERE {_quote(column)} IN ({marks})",
-            list(values),
-        )
+        sql = f"SELECT {cols} FROM {_quote(table)} WHERE {_quote(column)} IN ({marks})"
+        cursor = self.con.execute(sql, list(values))
+        types = [str(d[1]) for d in cursor.description]
+        if not set(types) <= set(_POINT_DTYPES):
+            return self._df(sql, list(values))
+        return _rows_frame([d[0] for d in cursor.description], types, cursor.fetchall())
 
     def keys_for_hashes(self, hashes: np.ndarray) -> pd.DataFrame:
         """Return (source, record_id) of stored records sharing any blocking-key hash."""
