@@ -284,7 +284,9 @@ def read_outputs(output: str | Path, records: pd.DataFrame | None = None) -> Lin
         raise InputError(f"cannot read the run output: {exc}", path=str(folder)) from None
     keys = [schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID]
     if any(c not in identities for c in keys):
-        raise InputError(f"identities.csv lacks columns {keys}", path=str(folder / "identities.csv"))
+        raise InputError(
+            f"identities.csv lacks columns {keys}", path=str(folder / "identities.csv")
+        )
     # CSV text cells: empty means missing, as the run wrote None
     golden = text_columns(golden.astype(object).where(golden.ne(""), None))
     identities = text_columns(identities.astype(object))
