@@ -138,25 +138,24 @@ def _rows_frame(names: list[str], types: list[str], rows: list[tuple]) -> pd.Dat
     """A frame of a few fetched rows, typed as ``to_arrow_table().to_pandas()`` + text_columns.
 
     A point read of a dozen rows spends ~6 ms in the Arrow -> pandas conversion and
-    ``text_columns`` and ~1 ms building the frame from the tuples (measured, DuckDB 2.0).
+    ``text_columns``; one object block from the tuples takes ~0.1 ms (measured, DuckDB 2.0).
     """
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
-    data = {}
-    for name, kind, values in zip(names, types, columns, strict=True):
+    block = np.empty((len(rows), len(names)), dtype=object)
+    if rows:
+        block[:] = rows
+    # an explicit dtype: pandas 3 would infer its str dtype for object arrays of text
+    frame = pd.DataFrame(block, columns=names, dtype=object, copy=False)
+    for i, (name, kind) in enumerate(zip(names, types, strict=True)):
         dtype = _POINT_DTYPES[kind]
         if dtype is object:
-            array = np.empty(len(values), dtype=object)
-            array[:] = values
-        elif None not in values:
-            array = np.array(values, dtype=dtype)
-        elif dtype is bool:
-            array = np.empty(len(values), dtype=object)
-            array[:] = values
-        else:
-            array = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        # an explicit dtype: pandas 3 would infer its str dtype for object arrays of text
-        data[name] = pd.Series(array, dtype=array.dtype, copy=False)
-    return pd.DataFrame(data, copy=False)
+            continue
+        values = block[:, i]
+        missing = np.array([v is None for v in values], dtype=bool)
+        if not missing.any():
+            frame[name] = values.astype(dtype)
+        elif dtype is not bool:
+            frame[name] = np.where(missing, np.nan, values).astype(np.float64)
+    return frame
 
 
 def _quote(identifier: str) -> str:
