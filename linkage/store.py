@@ -935,11 +935,20 @@ class Store:
             return pd.DataFrame()
         have = self._columns("records")
         cols = ", ".join(_quote(c) for c in dict.fromkeys([RECORD_KEY, *columns]) if c in have)
-        values = [int(x) for x in rks]
+        values = sorted({int(x) for x in rks})
+        marks = ", ".join("?" for _ in values)
         frame = self._point_rows("records", RECORD_KEY, values, cols)
-        ident = self._point_rows("links", RECORD_KEY, values, "rk, identity_id")
-        frame = frame.merge(ident, on=RECORD_KEY, how="left")
-        return frame.sort_values(RECORD_KEY, ignore_index=True)
+        frame = frame.sort_values(RECORD_KEY, ignore_index=True)
+        # a record has one link: a dict rather than a frame merge (a few rows, per search)
+        owner = dict(
+            self.con.execute(
+                f"SELECT rk, identity_id FROM links WHERE rk IN ({marks})", values
+            ).fetchall()
+        )
+        ident = np.empty(len(frame), dtype=object)
+        ident[:] = [owner.get(int(rk)) for rk in frame[RECORD_KEY].to_numpy()]
+        frame[schema.IDENTITY_ID] = pd.Series(ident, dtype=object)
+        return frame
 
     def links_of_identities(self, identity_ids: list[str]) -> pd.DataFrame:
         """Return every link of the given identities."""
