@@ -230,7 +230,10 @@ def person_table(
             "d": _first_non_null(rec, district_columns),
         }
     ).dropna(subset=["d"])
-    district = district.sort_values(["pop", "reg"], ascending=False, na_position="last")
+    # The district breaks ties so that row order never changes the answer.
+    district = district.sort_values(
+        ["pop", "reg", "d"], ascending=[False, False, True], na_position="last", kind="stable"
+    )
     district = district.drop_duplicates("id")
     district_of = np.full(k, UNKNOWN_DISTRICT, dtype=object)
     district_of[district["id"].to_numpy()] = district["d"].to_numpy()

@@ -238,3 +238,18 @@ def test_invariants(rows, rnd):
     rnd.shuffle(order)
     shuffled = ind.coverage_indicators(identities.iloc[order[::-1]], records.iloc[order], REF)
     pd.testing.assert_frame_equal(table, shuffled)
+
+
+def test_district_tie_does_not_depend_on_row_order():
+    # Two police records of one person registered the same day in different districts.
+    frame = pd.DataFrame(
+        [
+            _rec("police", "p1", "A", "2023-01-01", "1990-05-01", "F", district="南山区"),
+            _rec("police", "p2", "A", "2023-01-01", "1990-05-01", "F", district="福田区"),
+        ]
+    )
+    identities = frame[[schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID]]
+    records = frame.drop(columns=[schema.IDENTITY_ID])
+    forward = ind.person_table(identities, records, REF)
+    backward = ind.person_table(identities.iloc[::-1], records.iloc[::-1], REF)
+    assert forward["district"].tolist() == backward["district"].tolist() == ["南山区"]
