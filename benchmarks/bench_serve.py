@@ -36,6 +36,22 @@ from linkage.serve import add_token
 DEPARTMENTS = ("police", "health", "social_security")
 
 
+def _granted() -> dict[str, set[str]]:
+    """Query fields each department may search by under the shipped policy."""
+    from linkage.serve import QUERY_FIELDS
+    from linkage.share import effective_department, load_policy
+
+    policy = load_policy()
+    out = {}
+    for d in DEPARTMENTS:
+        fields = effective_department(policy, d).fields
+        out[d] = {k for k, f in QUERY_FIELDS.items() if fields.get(f) == "none"}
+    return out
+
+
+GRANTED = _granted()
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -130,11 +146,15 @@ async def load(
         for i in counter:  # shared iterator: the total is fixed across clients
             if time.monotonic() > deadline:
                 return
-            dept = DEPARTMENTS[i % len(DEPARTMENTS)]
+            # a department may search only by fields it sees unmasked (else 403): send each
+            # query to one that may, in turn
+            q = qs[i % len(qs)]
+            allowed = [d for d in DEPARTMENTS if set(q) <= GRANTED[d]] or list(DEPARTMENTS)
+            dept = allowed[i % len(allowed)]
             t = time.perf_counter()
             r = await client.post(
                 "/v1/search",
-                json=qs[i % len(qs)],
+                json=q,
                 headers={"Authorization": f"Bearer {tokens[dept]}"},
             )
             latencies.append(time.perf_counter() - t)

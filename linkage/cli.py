@@ -1197,10 +1197,22 @@ def blocking_cmd(
 @app.command()
 @_handle_errors
 def dashboard(
-    config: Annotated[Path, typer.Argument(help="Run config YAML.")],
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="Run config YAML (with --from: only to show the record values)."),
+    ] = None,
     output: Annotated[
-        Path, typer.Option("--output", "-o", metavar="DIR", help="Folder for the charts.")
-    ],
+        Path | None, typer.Option("--output", "-o", metavar="DIR", help="Folder for the charts.")
+    ] = None,
+    from_output: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            metavar="DIR",
+            help="Chart an existing run output folder (summary.json, pairs.parquet, "
+            "identities.csv, golden_records.csv, model.json) instead of running the merge.",
+        ),
+    ] = None,
     labels: Annotated[
         Path | None,
         typer.Option(
@@ -1210,26 +1222,54 @@ def dashboard(
     png: Annotated[bool, typer.Option("--png", help="Static PNG charts instead of HTML.")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Run the merge and write its charts and the comparison and cluster viewers (HTML)."""
-    from linkage.linker import Linker
+    """Write a run's charts and the comparison and cluster viewers (HTML).
+
+    With CONFIG alone the merge runs first. With --from OUTPUT the charts come from that
+    run output folder without a merge; the pair charts then hold the pairs it kept
+    (output.pairs_min_probability), and the viewers show record values only when CONFIG is
+    given too (its sources are read and standardized, nothing else).
+    """
+    from linkage.errors import InputError
+    from linkage.linker import Linker, read_outputs
     from linkage.review.labels import load_labels
     from linkage.viz import write_dashboards
 
     _setup_logging(True)
+    if output is None:
+        raise typer.BadParameter("give the charts' folder with --output", param_hint="--output")
+    if config is None and from_output is None:
+        raise typer.BadParameter("give a run config, or --from OUTPUT", param_hint="CONFIG")
     if output.exists() and not output.is_dir():
-        from linkage.errors import InputError
-
         raise InputError("--output exists and is not a folder", path=str(output))
+    if from_output is not None and output.resolve() == from_output.resolve():
+        raise InputError("--output must differ from the --from folder", path=str(output))
     reviewed = load_labels(labels, missing_ok=False) if labels is not None else None
-    linker = Linker.from_yaml(config)
+    linker = Linker.from_yaml(config) if config is not None else None
     with _progress(quiet) as report:
-        result = linker.run(progress=report)
+        if from_output is None:
+            assert linker is not None
+            result = linker.run(progress=report)
+        else:
+            # checked before the sources are read: a wrong folder fails fast
+            read_outputs(from_output)
+            records = linker.standardize(progress=report) if linker is not None else None
+            result = read_outputs(from_output, records)
+        settings = result.model.settings or {}
+        if linker is not None:
+            threshold = linker.config.clustering.threshold
+            rules = [rule.name for rule in linker.config.blocking.rules]
+        else:
+            from linkage.config import ClusterSettings
+
+            cluster = ClusterSettings.model_validate(settings.get("clustering", {}))
+            threshold = cluster.threshold
+            rules = [r["name"] for r in settings.get("blocking", {}).get("rules", [])] or None
         report.stage("writing charts")
         paths = write_dashboards(
             result,
             output,
-            threshold=linker.config.clustering.threshold,
-            rules=[rule.name for rule in linker.config.blocking.rules],
+            threshold=threshold,
+            rules=rules,
             labels=reviewed,
             fmt="png" if png else "html",
         )

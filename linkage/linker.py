@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from linkage import schema
@@ -34,7 +35,7 @@ from linkage.model import FellegiSunterModel
 from linkage.pipeline import LinkResult, link_records
 from linkage.progress import ProgressLike, as_progress
 from linkage.store import Store
-from linkage.tables import attach_keys
+from linkage.tables import attach_keys, text_columns
 
 logger = logging.getLogger(__name__)
 
@@ -255,3 +256,79 @@ def write_outputs(
         atomic_write(output / "summary.json", lambda p: p.write_text(text, encoding="utf-8"))
     )
     return paths
+
+
+# Files of a run's output folder that read_outputs needs (write_outputs writes them).
+OUTPUT_FILES = ("identities.csv", "golden_records.csv", "pairs.parquet", "model.json",
+                "summary.json")  # fmt: skip
+
+
+def read_outputs(output: str | Path, records: pd.DataFrame | None = None) -> LinkResult:
+    """Read a run's output folder back as a ``LinkResult``, for charts without a new merge.
+
+    Reads identities.csv (source, record_id, identity_id, in the run's record order),
+    golden_records.csv, pairs.parquet (the pairs at or above the run's
+    ``output.pairs_min_probability``), model.json (with the comparisons it was fitted on) and
+    summary.json. ``records``: the run's standardized records (``Linker.standardize``) for
+    the record values; without them the records table holds only ``rid``, source and
+    record_id, taken from identities.csv. Raises InputError naming a missing or unreadable
+    file, or when ``records`` are not the run's records.
+    """
+    from linkage.compare import build_comparisons
+    from linkage.config import COMPARISON_SPECS, default_comparison_specs
+    from linkage.errors import InputError
+
+    folder = Path(output)
+    if not folder.is_dir():
+        raise InputError("run output folder not found", path=str(folder))
+    for name in OUTPUT_FILES:
+        if not (folder / name).is_file():
+            raise InputError(
+                f"not a run output folder: {name} is missing (written by `linkage run`)",
+                path=str(folder),
+            )
+    try:
+        identities = pd.read_csv(folder / "identities.csv", dtype=str, keep_default_na=False)
+        golden = pd.read_csv(folder / "golden_records.csv", dtype=str, keep_default_na=False)
+        pairs = pd.read_parquet(folder / "pairs.parquet")
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        model = FellegiSunterModel.load(folder / "model.json")
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"cannot read the run output: {exc}", path=str(folder)) from None
+    keys = [schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID]
+    if any(c not in identities for c in keys):
+        raise InputError(
+            f"identities.csv lacks columns {keys}", path=str(folder / "identities.csv")
+        )
+    # CSV text cells: empty means missing, as the run wrote None
+    golden = text_columns(golden.astype(object).where(golden.ne(""), None))
+    identities = text_columns(identities.astype(object))
+    if records is None:
+        records = pd.DataFrame(
+            {
+                schema.ROW: np.arange(len(identities), dtype=np.int64),
+                schema.SOURCE: identities[schema.SOURCE].to_numpy(dtype=object),
+                schema.RECORD_ID: identities[schema.RECORD_ID].to_numpy(dtype=object),
+            }
+        )
+        records = text_columns(records, [schema.SOURCE, schema.RECORD_ID])
+    elif len(records) != len(identities) or not all(
+        np.array_equal(records[c].astype(str).to_numpy(), identities[c].to_numpy(dtype=str))
+        for c in (schema.SOURCE, schema.RECORD_ID)
+    ):
+        raise InputError(
+            "the config's records are not the records of this run output (different sources "
+            "or an edited file): chart the output alone or rerun it",
+            path=str(folder),
+        )
+    specs = (model.settings or {}).get("comparisons")
+    specs = COMPARISON_SPECS.validate_python(specs) if specs else default_comparison_specs()
+    return LinkResult(
+        records=records,
+        pairs=pairs,
+        identities=identities,
+        golden=golden,
+        model=model,
+        comparisons=build_comparisons(specs),
+        summary=summary,
+    )

@@ -129,6 +129,35 @@ def _arrow(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=names) if names else pa.table({})
 
 
+# DuckDB types a point read builds from Python rows, and the dtype Arrow's conversion gives
+# them without nulls (with nulls: float64 for integers, object for booleans, as Arrow does).
+_POINT_DTYPES = {"VARCHAR": object, "BIGINT": np.int64, "INTEGER": np.int32, "BOOLEAN": bool}
+
+
+def _rows_frame(names: list[str], types: list[str], rows: list[tuple]) -> pd.DataFrame:
+    """A frame of a few fetched rows, typed as ``to_arrow_table().to_pandas()`` + text_columns.
+
+    A point read of a dozen rows spends ~6 ms in the Arrow -> pandas conversion and
+    ``text_columns``; one object block from the tuples takes ~0.1 ms (measured, DuckDB 2.0).
+    """
+    block = np.empty((len(rows), len(names)), dtype=object)
+    if rows:
+        block[:] = rows
+    # an explicit dtype: pandas 3 would infer its str dtype for object arrays of text
+    frame = pd.DataFrame(block, columns=names, dtype=object, copy=False)
+    for i, (name, kind) in enumerate(zip(names, types, strict=True)):
+        dtype = _POINT_DTYPES[kind]
+        if dtype is object:
+            continue
+        values = block[:, i]
+        missing = np.array([v is None for v in values], dtype=bool)
+        if not missing.any():
+            frame[name] = values.astype(dtype)
+        elif dtype is not bool:
+            frame[name] = np.where(missing, np.nan, values).astype(np.float64)
+    return frame
+
+
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
@@ -849,10 +878,12 @@ class Store:
         a UNION ALL of single-key lookups ~220 ms, a join with a registered table ~90 ms.
         """
         marks = ", ".join("?" for _ in values)
-        return self._df(
-            f"SELECT {cols} FROM {_quote(table)} WHERE {_quote(column)} IN ({marks})",
-            list(values),
-        )
+        sql = f"SELECT {cols} FROM {_quote(table)} WHERE {_quote(column)} IN ({marks})"
+        cursor = self.con.execute(sql, list(values))
+        types = [str(d[1]) for d in cursor.description]
+        if not set(types) <= set(_POINT_DTYPES):
+            return self._df(sql, list(values))
+        return _rows_frame([d[0] for d in cursor.description], types, cursor.fetchall())
 
     def keys_for_hashes(self, hashes: np.ndarray) -> pd.DataFrame:
         """Return (source, record_id) of stored records sharing any blocking-key hash."""
@@ -904,11 +935,20 @@ class Store:
             return pd.DataFrame()
         have = self._columns("records")
         cols = ", ".join(_quote(c) for c in dict.fromkeys([RECORD_KEY, *columns]) if c in have)
-        values = [int(x) for x in rks]
+        values = sorted({int(x) for x in rks})
+        marks = ", ".join("?" for _ in values)
         frame = self._point_rows("records", RECORD_KEY, values, cols)
-        ident = self._point_rows("links", RECORD_KEY, values, "rk, identity_id")
-        frame = frame.merge(ident, on=RECORD_KEY, how="left")
-        return frame.sort_values(RECORD_KEY, ignore_index=True)
+        frame = frame.sort_values(RECORD_KEY, ignore_index=True)
+        # a record has one link: a dict rather than a frame merge (a few rows, per search)
+        owner = dict(
+            self.con.execute(
+                f"SELECT rk, identity_id FROM links WHERE rk IN ({marks})", values
+            ).fetchall()
+        )
+        ident = np.empty(len(frame), dtype=object)
+        ident[:] = [owner.get(int(rk)) for rk in frame[RECORD_KEY].to_numpy()]
+        frame[schema.IDENTITY_ID] = pd.Series(ident, dtype=object)
+        return frame
 
     def links_of_identities(self, identity_ids: list[str]) -> pd.DataFrame:
         """Return every link of the given identities."""

@@ -168,11 +168,32 @@ def waterfall_data(
     data["sign"] = np.where(
         data["step"].eq("total"), "total", np.where(data["weight"] >= 0, "for", "against")
     )
+    data["label"] = [_step_label(w, p, last) for w, p, last in zip(
+        data["weight"], data["probability"], data["step"].eq("total"), strict=True)]  # fmt: skip
     return data
 
 
+def _step_label(weight: float, probability: float, total: bool) -> str:
+    """A bar's label: its own match weight (bits); the total bar adds the probability.
+
+    A cumulative probability reads 0.000 on every bar of a low-probability pair; the partial
+    weight says what each comparison did. Probabilities below 0.001 or above 0.999 are
+    written in three significant figures of the probability or its complement.
+    """
+    text = f"{weight:+.2f}"
+    if not total:
+        return text
+    if 0.001 <= probability <= 0.999:
+        p = f"{probability:.3f}"
+    elif probability < 0.001:
+        p = f"{probability:.3g}"
+    else:
+        p = f"1 - {1 - probability:.3g}" if probability < 1 else "1"
+    return f"{text} bits, p = {p}"
+
+
 def _waterfall_layers(alt: Any, base: Any, height: int | None = None) -> Any:
-    """Bars from cumulative start to end, a zero rule, cumulative-probability labels."""
+    """Bars from cumulative start to end, a zero rule, labels of each bar's match weight."""
     y = alt.Y("step:N", sort=alt.SortField("order"), title=None)
     colour = alt.Color(
         "sign:N",
@@ -197,7 +218,7 @@ def _waterfall_layers(alt: Any, base: Any, height: int | None = None) -> Any:
         tooltip=tooltip,
     )
     labels = base.mark_text(align="left", dx=4, fontSize=10).encode(
-        y=y, x="high:Q", text=alt.Text("probability:Q", format=".3f")
+        y=y, x="high:Q", text=alt.Text("label:N")
     )
     zero = base.mark_rule(color="grey").encode(x=alt.datum(0))
     layered = alt.layer(bars, labels, zero)
@@ -215,7 +236,8 @@ def waterfall_chart(
     """Match-weight waterfall of one scored pair (Splink's waterfall chart).
 
     The prior first, then each comparison's partial weight (green for, red against) from the
-    running total, then the total; labels give the cumulative match probability, tooltips
+    running total, then the total; labels give each bar's match weight in bits (the total's
+    also the match probability, in significant figures when near 0 or 1), tooltips
     the level, m, u and (given ``records``/``comparisons``) both records' values. The title
     names the two records (``source:record_id``) when the pair carries ``PAIR_KEYS``.
     """

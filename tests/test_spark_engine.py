@@ -258,6 +258,28 @@ def test_spark_summary_has_the_local_format(runs, capsys):
     assert labels(spark) == labels(local)
 
 
+def test_spark_refuses_a_model_saved_with_other_levels(runs, registries, tmp_path):
+    """A saved model whose ID comparison lacks a level this release computes: exit 2 with the
+    retrain message, as on the local engine, and nothing written."""
+    doc = json.loads((runs["local"] / "model.json").read_text(encoding="utf-8"))
+    k = doc["levels"]["id"].index("prefix_tail_lost")
+    for part in ("levels", "m", "u"):
+        del doc[part]["id"][k]
+    old = tmp_path / "old_model.json"
+    old.write_text(json.dumps(doc), encoding="utf-8")
+    config = yaml.safe_load((registries / f"run_{runs['variant']}.yaml").read_text("utf-8"))
+    config["model"] = {"load": str(old)}
+    path = registries / f"run_{runs['variant']}_old_model.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["run", str(path), "-o", str(out), "--engine", "spark", "--spark-master", "local[2]"]
+    done = CliRunner().invoke(app, [*args, "-q"])
+    assert done.exit_code == 2, done.output
+    message = " ".join(done.output.split())
+    assert str(old) in message and "comparison 'id'" in message and "Retrain" in message
+    assert not (out / "identities.csv").exists()
+
+
 # ----------------------------------------------------------------------------- readers
 
 

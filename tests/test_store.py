@@ -232,3 +232,26 @@ def test_read_only_store_reads_and_indexes_serve_point_lookups(tmp_path):
         assert store.links_of_identities([]).empty
     with pytest.raises(InputError, match="not found"):
         Store.open(tmp_path / "none.duckdb", read_only=True)
+
+
+def test_point_reads_give_the_frames_the_arrow_path_gives(tmp_path):
+    """Point reads build frames from fetched rows; dtypes and values as Arrow's conversion."""
+    path = tmp_path / "s.duckdb"
+    with Store.open(path) as store:
+        store.apply(_changes(["a1", "a2", "a3", "a4"], "IDX"))
+        store.con.execute("UPDATE records SET name = NULL WHERE record_id = 'a2'")
+        for rks, cols in (([1, 2, 3, 4], "*"), ([2], "*"), ([1, 3], "rk, name, id_valid"),
+                          ([99], "*"), ([4], "rk, run_id")):  # fmt: skip
+            marks = ", ".join("?" for _ in rks)
+            fast = store._point_rows("records", "rk", rks, cols)
+            arrow = store._df(f"SELECT {cols} FROM records WHERE rk IN ({marks})", rks)
+            key = list(fast.columns)
+            pd.testing.assert_frame_equal(
+                fast.sort_values(key[:1], ignore_index=True),
+                arrow.sort_values(key[:1], ignore_index=True),
+            )
+        name = store._point_rows("records", "rk", [2], "name")[schema.NAME]
+        assert name.dtype == object and name.iloc[0] is None  # text nulls are None, not NaN
+        got = store.candidates_by_rk(np.array([3, 1, 3]), [schema.SOURCE, schema.NAME])
+        assert got["rk"].tolist() == [1, 3]
+        assert got[schema.IDENTITY_ID].tolist() == ["IDX", "IDX"]

@@ -78,6 +78,48 @@ def test_waterfall_steps_add_up_to_the_pairs_weight(run):
     assert f"{pair['source_r']}:{pair['record_id_r']}" in title
 
 
+def _low_pair(result) -> pd.Series:
+    """The lowest-weight pair with both for and against weights: labels that once read 0.000."""
+    pairs = result.pairs_with_keys().sort_values(schema.MATCH_WEIGHT)
+    weights = pairs[[c for c in pairs.columns if c.startswith("mw_")]]
+    both = pairs[(weights > 0.5).any(axis=1) & (weights < -0.5).any(axis=1)]
+    return both.iloc[0]
+
+
+def test_waterfall_labels_give_each_steps_weight(run):
+    _, result, _ = run
+    pair = _low_pair(result)
+    assert pair[schema.MATCH_PROBABILITY] < 0.0005  # reads 0.000 at three decimals
+    data = viz.waterfall_data(result.model, pair, result.records, result.comparisons)
+    steps = data[data["comparison"] != "total"]
+    assert list(steps["label"]) == [f"{w:+.2f}" for w in steps["weight"]]
+    assert len(set(steps["label"])) > 2  # the bars say different things
+    total = data["label"].iloc[-1]
+    p = float(pair[schema.MATCH_PROBABILITY])
+    assert total == f"{pair[schema.MATCH_WEIGHT]:+.2f} bits, p = {p:.3g}"
+    assert "0.000" not in total
+    # near 1 the complement is shown, never a rounded 1.000
+    assert viz._step_label(30.0, 1 - 2**-30, True) == "+30.00 bits, p = 1 - 9.31e-10"
+    assert viz._step_label(1.0, 0.6667, True) == "+1.00 bits, p = 0.667"
+
+
+def test_side_by_side_names_a_missing_id(run):
+    _, result, _ = run
+    pair = _middle_pair(result)
+    records = result.records.copy()
+    left = int(pair[schema.ROW_L])
+    at = int(np.flatnonzero(records[schema.ROW].to_numpy() == left)[0])
+    records[schema.ID_NUMBER] = records[schema.ID_NUMBER].astype(object)
+    records.iloc[at, records.columns.get_loc(schema.ID_NUMBER)] = None
+    records.iloc[at, records.columns.get_loc(schema.BIRTH_DATE)] = "1990-03-05"
+    sbs = review.side_by_side(pair, records, result.model, result.comparisons)
+    text = sbs.set_index("comparison").loc["id", "left"]
+    assert text.startswith("no id_number / 1990-03-05")
+    assert not text.startswith(" /") and "/  /" not in text
+    right = sbs.set_index("comparison").loc["id", "right"]
+    assert not right.startswith("no ")  # the other record keeps its ID
+
+
 def test_cumulative_blocking_and_histogram_counts(run):
     linker, result, _ = run
     rules = [r.name for r in linker.config.blocking.rules]
@@ -322,6 +364,98 @@ def test_dashboard_command_writes_charts_and_viewers(run, tmp_path):
               str(tmp_path / "nope.csv")],
     )  # fmt: skip
     assert missing.exit_code == 2 and "nope.csv" in missing.output
+
+
+@pytest.fixture(scope="module")
+def run_output(tmp_path_factory):
+    """A run output folder written by `linkage run CONFIG -o OUT`, and its config."""
+    from typer.testing import CliRunner
+
+    from linkage.cli import app
+
+    base = tmp_path_factory.mktemp("run_output")
+    demo = synth.generate(150, seed=5, output=base / "demo")
+    out = base / "out"
+    done = CliRunner().invoke(app, ["run", str(demo.paths["config"]), "-o", str(out), "-q"])
+    assert done.exit_code == 0, done.output
+    return demo.paths["config"], out
+
+
+def test_dashboard_from_a_run_output_without_a_merge(run_output, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from linkage import linker as linker_module
+    from linkage.cli import app
+
+    config, folder = run_output
+
+    def no_merge(*args, **kwargs):
+        raise AssertionError("the merge ran")
+
+    monkeypatch.setattr(linker_module.Linker, "run", no_merge)
+    out = tmp_path / "charts"
+    done = CliRunner().invoke(app, ["dashboard", "--from", str(folder), "-o", str(out), "-q"])
+    assert done.exit_code == 0, done.output
+    assert {"comparison_viewer.html", "cluster_viewer.html", "match_weights.html",
+            "m_u_parameters.html", "match_weight_histogram.html",
+            "cumulative_blocking.html"} <= {p.name for p in out.iterdir()}  # fmt: skip
+    # the read-back run holds the written tables; with the config, the standardized records
+    result = linker_module.read_outputs(folder)
+    assert len(result.pairs) == len(pd.read_parquet(folder / "pairs.parquet"))
+    identities = pd.read_csv(folder / "identities.csv", dtype=str)
+    assert list(result.records[schema.RECORD_ID]) == list(identities[schema.RECORD_ID])
+    assert list(result.records.columns) == [schema.ROW, schema.SOURCE, schema.RECORD_ID]
+    records = Linker.from_yaml(config).standardize()
+    full = linker_module.read_outputs(folder, records)
+    assert schema.NAME in full.records.columns
+    with pytest.raises(InputError, match="not the records"):
+        linker_module.read_outputs(folder, records.iloc[1:])
+    with_values = tmp_path / "charts2"
+    done = CliRunner().invoke(
+        app, ["dashboard", str(config), "--from", str(folder), "-o", str(with_values), "-q"]
+    )
+    assert done.exit_code == 0, done.output
+    # bad folders: exit 2 naming the folder or the missing file
+    bad = CliRunner().invoke(app, ["dashboard", "--from", str(tmp_path / "nope"), "-o", str(out)])
+    assert bad.exit_code == 2 and "nope" in bad.output
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "summary.json").write_text("{}", encoding="utf-8")
+    bad = CliRunner().invoke(app, ["dashboard", "--from", str(half), "-o", str(out)])
+    assert bad.exit_code == 2 and "identities.csv is missing" in bad.output
+    neither = CliRunner().invoke(app, ["dashboard", "-o", str(out)])
+    assert neither.exit_code == 2
+
+
+@needs_browser
+def test_dashboard_from_a_run_output_renders(run_output, tmp_path):
+    from typer.testing import CliRunner
+
+    from linkage.cli import app
+
+    config, folder = run_output
+    out = tmp_path / "charts"
+    done = CliRunner().invoke(
+        app, ["dashboard", str(config), "--from", str(folder), "-o", str(out), "-q"]
+    )
+    assert done.exit_code == 0, done.output
+    for page in out.glob("*.html"):
+        os.chmod(page, 0o644)
+    identities = pd.read_csv(folder / "identities.csv", dtype=str)
+    keys = set(identities[schema.SOURCE] + ":" + identities[schema.RECORD_ID])
+    texts = _rendered_texts(out / "comparison_viewer.html")
+    assert "Waterfall of the chosen pair" in texts
+    heading = next(t for t in texts if " vs " in t and ":" in t)
+    assert heading.split(" vs ")[0] in keys
+    # bar labels are signed weights (bits), not a column of cumulative 0.000
+    assert sum(bool(re.fullmatch(r"[+-]\d+\.\d\d", t)) for t in texts) >= 3
+    assert "0.000" not in texts
+    # record values come from the config's sources: Chinese names drawn
+    assert any(re.search(r"[\u4e00-\u9fff]{2,}", t) for t in texts)
+    texts = _rendered_texts(out / "cumulative_blocking.html")
+    assert "Cumulative candidate pairs by blocking rule" in texts
+    pixels = _screenshot(out / "comparison_viewer.html", tmp_path / "from_output.png")
+    assert (pixels.min(axis=2) < 200).mean() > 0.02
 
 
 def test_analyst_page_examples_run(tmp_path, monkeypatch):

@@ -177,6 +177,21 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _shown(record: pd.Series, cols: list[str]) -> str:
+    """A record's values for one comparison, ``" / "``-joined; empty when all are missing.
+
+    The first column is the comparison's own field (the ID of ``id``): when it is missing
+    but others are not, the text says so (``no id_number / 1990-03-05 / 男``) rather than
+    showing the other fields as if they were it.
+    """
+    texts = [_text(record[c]) for c in cols]
+    if not any(texts):
+        return ""
+    if not texts[0]:
+        texts[0] = f"no {cols[0]}"
+    return " / ".join(t for t in texts if t)
+
+
 def side_by_side(
     pair: pd.Series,
     records: pd.DataFrame,
@@ -203,8 +218,8 @@ def side_by_side(
         out.append(
             (
                 comparison.name,
-                " / ".join(t for t in (_text(left[c]) for c in cols) if t),
-                " / ".join(t for t in (_text(right[c]) for c in cols) if t),
+                _shown(left, cols),
+                _shown(right, cols),
                 int(ex["level"]),
                 ex["level_name"],
                 float(ex["weight"]),

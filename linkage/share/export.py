@@ -29,7 +29,7 @@ from linkage.share.policy import (
     group_conflicts,
     join_keys,
 )
-from linkage.standardize.address import standardize_addresses
+from linkage.standardize.address import parse_address_levels
 from linkage.zh.surnames import split_surname
 
 logger = logging.getLogger(__name__)
@@ -106,14 +106,12 @@ def _district(values: pd.Series, field: str) -> tuple[pd.Series, pd.Series]:
     text = [
         None if m else (str(v).strip() or None) for v, m in zip(values.tolist(), na, strict=True)
     ]
-    parts = standardize_addresses(pd.Series(text, index=values.index, dtype=object), field)
-    levels = [
-        parts[schema.address_col(field, s)].to_numpy(dtype=object)
-        for s in ("province", "city", "district")
-    ]
+    given_texts = [t for t in text if t is not None]
+    parsed = iter(parse_address_levels(given_texts, field))
+    levels = [(None, None, None) if t is None else next(parsed) for t in text]
     out: list[str | None] = []
     failed: list[bool] = []
-    for given, *names in zip(text, *levels, strict=True):
+    for given, names in zip(text, levels, strict=True):
         joined = ""
         for name in names:
             level = "" if name is None or name != name else str(name)  # name != name: NaN

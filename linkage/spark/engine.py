@@ -80,7 +80,7 @@ from linkage.model import FellegiSunterModel  # noqa: E402
 from linkage.spark.components import COMPONENT, connected_components  # noqa: E402
 from linkage.spark.session import get_session  # noqa: E402
 from linkage.standardize.combine import standardize  # noqa: E402
-from linkage.training import level_rules, new_model  # noqa: E402
+from linkage.training import check_model_levels, level_rules, new_model  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -1279,6 +1279,10 @@ def run_spark(
     partitions = _size_shuffle_partitions(spark, config)
     timings: dict[str, float] = {}
     comparisons = build_comparisons(config.comparison_specs())
+    # A saved model is checked before any Spark work: wrong levels would mis-score every pair.
+    saved_model = FellegiSunterModel.load(config.model.load) if config.model.load else None
+    if saved_model is not None:
+        check_model_levels(saved_model, comparisons, source=str(config.model.load))
     prev_table = _read_previous(spark, previous) if previous is not None else None
 
     t = time.perf_counter()
@@ -1326,7 +1330,7 @@ def run_spark(
     t = time.perf_counter()
     _stage(spark, "train")
     say("training model")
-    model = FellegiSunterModel.load(config.model.load) if config.model.load else None
+    model = saved_model
     if model is None:
         model = train_spark(
             spark, prepared, vectors, n, comparisons, config, compare_pairs, tf_cols
