@@ -51,6 +51,7 @@ from linkage.cluster import (  # noqa: E402
     CANNOT_LINK_KEY,
     cannot_link_table,
     cluster_pairs,
+    edit_siblings,
     guardian_mask,
     partner_pairs,
     sibling_mask,
@@ -59,6 +60,7 @@ from linkage.cluster import (  # noqa: E402
 )
 from linkage.compare import Comparison, build_comparisons  # noqa: E402
 from linkage.compare.fields import BirthDateComparison, IdComparison  # noqa: E402
+from linkage.compare.name import NameComparison  # noqa: E402
 from linkage.config import RunConfig, SourceConfig  # noqa: E402
 from linkage.errors import ConfigError, InputError  # noqa: E402
 from linkage.identity import (  # noqa: E402
@@ -910,14 +912,18 @@ def hold_out_siblings_spark(records: DataFrame, scored: DataFrame) -> DataFrame:
     """
     clean = schema.name_col(schema.NAME, "clean")
     given = schema.name_col(schema.NAME, "given")
-    levels = [c for c in ("gamma_name", "gamma_birth_date", "gamma_id") if c in scored.columns]
-    siblings_apply = {"gamma_name", "gamma_birth_date"} <= set(levels) and clean in records.columns
+    wanted = ("gamma_name", "gamma_birth_date", "gamma_id", "gamma_gender")
+    levels = [c for c in wanted if c in scored.columns]
+    # a dropped or transposed given-name character between twins or parent and child
+    # (``cluster.edit_siblings``) needs only the pair's own levels
+    edits_apply = {"gamma_name", "gamma_birth_date"} <= set(levels)
+    siblings_apply = edits_apply and clean in records.columns
     guardians_apply = (
         {"gamma_name", "gamma_id"} <= set(levels)
         and given in records.columns
         and schema.BIRTH_DATE_STD in records.columns
     )
-    if not (siblings_apply or guardians_apply):
+    if not (edits_apply or guardians_apply):
         return scored
     pairs = scored.select(schema.ROW_L, schema.ROW_R, *levels)
     # only pairs with names at level ``else`` and an exact birth date (siblings) or an exact
@@ -928,7 +934,8 @@ def hold_out_siblings_spark(records: DataFrame, scored: DataFrame) -> DataFrame:
         maybe = maybe | (F.col("gamma_birth_date") == birth_exact)
     if guardians_apply:
         maybe = maybe | (F.col("gamma_id") == IdComparison.levels.index("exact"))
-    pairs = pairs.where((F.col("gamma_name") == 0) & maybe)
+    edited = F.col("gamma_name").isin(NameComparison.DROPPED, NameComparison.TRANSPOSED)
+    pairs = pairs.where(((F.col("gamma_name") == 0) & maybe) | edited)
     fields = [schema.ROW]
     fields += [F.col(clean).alias("__clean")] if siblings_apply else []
     if guardians_apply:
@@ -968,7 +975,7 @@ def hold_out_siblings_spark(records: DataFrame, scored: DataFrame) -> DataFrame:
 
     def held(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            mask = np.zeros(len(batch), dtype=bool)
+            mask = edit_siblings(batch)
             if siblings_apply:
                 mask |= sibling_mask(
                     batch,
