@@ -171,3 +171,24 @@ def test_export_refuses_a_registry_a_link_and_keeps_an_earlier_export(store, tmp
         for _ in range(2):
             result = _export(store, target)
             assert result.exit_code == 0, result.output
+
+
+def test_job_log_names_lines_and_kinds_of_bad_rows_not_their_ids(tmp_path: Path, caplog) -> None:
+    config = _config(tmp_path)
+    text = (tmp_path / "civil.csv").read_text(encoding="utf-8")
+    # a duplicate id that is personal data, and one that would be a formula in a spreadsheet
+    extra = [
+        "130102197503140018,甲,男,1975-03-14,,1",
+        "130102197503140018,乙,男,1975-03-14,,2",
+        '"=HYPERLINK(""http://x"")",丙,女,1980-01-01,,3',
+        '"=HYPERLINK(""http://x"")",丁,女,1980-01-02,,4',
+    ]
+    (tmp_path / "civil.csv").write_text(text + "\n".join(extra) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        result = _run(config, tmp_path / "out", "--bad-rows", str(tmp_path / "bad.csv"))
+    assert result.exit_code == 0, result.output
+    logged = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
+    civil = next(m for m in logged if "civil.csv" in m)
+    assert "5 bad row(s) set aside" in civil and "lines 5, 6, 7, 8, 9" in civil
+    assert "duplicate record id 4" in civil and "no record id 1" in civil
+    assert "130102197503140018" not in civil and "HYPERLINK" not in civil
