@@ -105,7 +105,13 @@ class Checkpoints:
             names = [p.stem for p in sorted(folder.glob("*.done"))]
             logger.info("resuming: finished stages %s", ", ".join(names) or "none")
             return kept
-        if resume and folder.exists():
+        if resume and folder.exists() and not key_path.is_file():
+            logger.warning(
+                "checkpoints in %s have no key file %s to verify them: starting over",
+                folder,
+                key_path,
+            )
+        elif resume and folder.exists():
             logger.warning(
                 "checkpoints in %s are of another config or input: starting over", folder
             )

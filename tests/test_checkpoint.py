@@ -304,6 +304,7 @@ def test_checkpoint_without_its_key_starts_over(demo, tmp_path, caplog):
     Checkpoints.open(tmp_path, config, resume=False).save("records", {"r": pd.DataFrame({"a": [1]})})
     (tmp_path / KEY_FILE).unlink()
     assert not Checkpoints.open(tmp_path, config, resume=True).done("records")
+    assert "no key file" in caplog.text
     # a marker rewritten by someone without the key (document and files changed) is dropped
     first = Checkpoints.open(tmp_path, config, resume=False)
     first.save("records", {"r": pd.DataFrame({"a": [1]})}, {"bad_rows": {}})
