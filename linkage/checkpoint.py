@@ -5,14 +5,22 @@ folder belongs to one fingerprint, a hash of the package version, the whole run 
 the bytes of every input file it names, so a changed config or input starts the run over
 instead of mixing old and new stages. Each stage is a folder of Parquet/JSON files and a
 ``<stage>.done`` marker written last (atomically): a stage killed half-way has no marker and
-is run again. Imports schema, config, io and model; never the pipeline, Linker or CLI.
+is run again. The marker holds an HMAC-SHA256 of every file of its stage under a random key
+of the run (``OUTPUT/.checkpoint.key``, 0600, outside ``.work``): a checkpoint changed after
+it was written does not verify, and that stage and the later ones run again, so a writer of
+``.work`` without the key cannot steer a resumed run (merge persons by editing labels).
+Imports schema, config, io and model; never the pipeline, Linker or CLI.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import hmac
 import json
 import logging
+import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,8 +34,12 @@ from linkage.io import atomic_write, write_parquet
 logger = logging.getLogger(__name__)
 
 WORK_DIR = ".work"
+KEY_FILE = ".checkpoint.key"  # in OUTPUT beside .work, 0600: the key of the markers' HMACs
 _FINGERPRINT = "fingerprint.txt"
 _CHUNK = 1 << 20
+# the pipeline's stages in run order: a stage that does not verify is run again with every
+# later one, which were computed from it
+STAGES = ("records", "blocking", "training", "scoring", "clustering")
 
 
 def _file_digest(path: Path, digest: Any) -> None:
@@ -65,24 +77,41 @@ class Checkpoints:
     the folder once the run's outputs are written.
     """
 
-    def __init__(self, folder: Path, fingerprint: str):
+    def __init__(self, folder: Path, fingerprint: str, key: bytes):
         self.folder = Path(folder)
         self.fingerprint = fingerprint
+        self.key = key
 
     @classmethod
     def open(
         cls, output: str | Path, config: RunConfig, *, resume: bool, extra: bytes = b""
     ) -> Checkpoints:
         """Checkpoints of a run writing to ``output``; with ``resume``, the finished stages of
-        an earlier run of the same config and inputs are kept, otherwise none are."""
+        an earlier run of the same config and inputs are kept, otherwise none are. A kept
+        stage whose files do not match its marker's HMAC is dropped with the later stages
+        (a warning names it)."""
         folder = Path(output) / WORK_DIR
+        key_path = Path(output) / KEY_FILE
         stamp = fingerprint(config, extra)
         marker = folder / _FINGERPRINT
-        if resume and marker.is_file() and marker.read_text(encoding="ascii").strip() == stamp:
-            kept = [p.stem for p in sorted(folder.glob("*.done"))]
-            logger.info("resuming: finished stages %s", ", ".join(kept) or "none")
-            return cls(folder, stamp)
-        if resume and folder.exists():
+        if (
+            resume
+            and marker.is_file()
+            and key_path.is_file()
+            and marker.read_text(encoding="ascii").strip() == stamp
+        ):
+            kept = cls(folder, stamp, bytes.fromhex(key_path.read_text(encoding="ascii")))
+            kept._drop_unverified()
+            names = [p.stem for p in sorted(folder.glob("*.done"))]
+            logger.info("resuming: finished stages %s", ", ".join(names) or "none")
+            return kept
+        if resume and folder.exists() and not key_path.is_file():
+            logger.warning(
+                "checkpoints in %s have no key file %s to verify them: starting over",
+                folder,
+                key_path,
+            )
+        elif resume and folder.exists():
             logger.warning(
                 "checkpoints in %s are of another config or input: starting over", folder
             )
@@ -90,14 +119,61 @@ class Checkpoints:
             logger.warning("no checkpoints in %s: starting from the beginning", folder)
         if folder.exists():
             shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+        # 0700: stage names and files (standardized personal data) are the operator's only
+        folder.mkdir(parents=True, mode=0o700)
+        folder.chmod(0o700)
+        key = secrets.token_bytes(32)
+        # atomic_write's temporary file is created 0600 (mkstemp), so the key never is wider
+        atomic_write(key_path, lambda p: p.write_text(key.hex(), encoding="ascii"))
         atomic_write(marker, lambda p: p.write_text(stamp + "\n", encoding="ascii"))
-        return cls(folder, stamp)
+        return cls(folder, stamp, key)
+
+    def _mac(self, stage: str, document_text: str) -> str:
+        """HMAC-SHA256 of a stage: its name, the marker's document and every file of its
+        folder (relative name and bytes, in name order)."""
+        mac = hmac.new(self.key, digestmod=hashlib.sha256)
+        mac.update(stage.encode() + b"\0" + document_text.encode("utf-8") + b"\0")
+        folder = self.folder / stage
+        files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+        for path in files:
+            mac.update(path.relative_to(folder).as_posix().encode() + b"\0")
+            mac.update(str(path.stat().st_size).encode() + b"\0")
+            _file_digest(path, mac)
+        return mac.hexdigest()
+
+    def _verified(self, stage: str) -> bool:
+        try:
+            marker = json.loads((self.folder / f"{stage}.done").read_text(encoding="utf-8"))
+            text, mac = marker["document"], marker["hmac"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return isinstance(text, str) and hmac.compare_digest(str(mac), self._mac(stage, text))
+
+    def _drop_unverified(self) -> None:
+        """Remove from the first stage (in ``STAGES`` order) that does not verify onwards."""
+        present = {p.stem for p in self.folder.glob("*.done")}
+        order = [s for s in STAGES if s in present] + sorted(present - set(STAGES))
+        for i, stage in enumerate(order):
+            if self._verified(stage):
+                continue
+            logger.warning(
+                "checkpoint of stage '%s' in %s does not match its HMAC (changed after it was "
+                "written): running from '%s' again",
+                stage,
+                self.folder,
+                stage,
+            )
+            later = order[i:] if stage in STAGES else [stage]
+            for name in later:
+                (self.folder / f"{name}.done").unlink(missing_ok=True)
+                shutil.rmtree(self.folder / name, ignore_errors=True)
+            if stage in STAGES:
+                return
 
     def path(self, stage: str) -> Path:
         """The folder of one stage's files (created on demand)."""
         path = self.folder / stage
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 
     def done(self, stage: str) -> bool:
@@ -111,11 +187,15 @@ class Checkpoints:
         for name, frame in (frames or {}).items():
             write_parquet(frame, self.path(stage) / f"{name}.parquet")
         text = json.dumps(document, ensure_ascii=False)
-        atomic_write(self.folder / f"{stage}.done", lambda p: p.write_text(text, encoding="utf-8"))
+        marker = json.dumps({"document": text, "hmac": self._mac(stage, text)})
+        atomic_write(
+            self.folder / f"{stage}.done", lambda p: p.write_text(marker, encoding="utf-8")
+        )
 
     def document(self, stage: str) -> Any:
         """The JSON document saved with ``stage``'s marker."""
-        return json.loads((self.folder / f"{stage}.done").read_text(encoding="utf-8"))
+        marker = json.loads((self.folder / f"{stage}.done").read_text(encoding="utf-8"))
+        return json.loads(marker["document"])
 
     def frame(self, stage: str, name: str) -> pd.DataFrame:
         """One frame of a finished stage."""
@@ -126,8 +206,10 @@ class Checkpoints:
         return sorted((self.folder / stage).glob("part-*.parquet"))
 
     def remove(self) -> None:
-        """Delete the checkpoint folder (the run's outputs are written)."""
+        """Delete the checkpoint folder and its key (the run's outputs are written)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(self.folder.parent / KEY_FILE)
 
 
-__all__ = ["WORK_DIR", "Checkpoints", "fingerprint"]
+__all__ = ["KEY_FILE", "STAGES", "WORK_DIR", "Checkpoints", "fingerprint"]

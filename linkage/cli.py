@@ -299,14 +299,27 @@ def _progress(quiet: bool) -> Iterator[Any]:
     report.stage("done")
 
 
-def _with_bad_rows(config: Any, bad_rows: Path | None, spark: bool = False) -> Any:
+def _with_bad_rows(
+    config: Any,
+    bad_rows: Path | None,
+    spark: bool = False,
+    *,
+    output: Path | None = None,
+    store: Path | None = None,
+) -> Any:
     """The run config with ``--bad-rows`` applied (over ``run.bad_rows``); the file is checked
-    before any work. Raises ConfigError on the Spark engine, which does not set rows aside."""
-    from linkage.errors import ConfigError
-    from linkage.paths import check_output_file
+    before any work: not a link, not a file the run reads or writes (sources, config, store,
+    OUTPUT's files), and not an existing file other than an earlier bad-rows file. Raises
+    ConfigError on the Spark engine, which does not set rows aside; InputError (exit 2)
+    for a refused path."""
+    from linkage import schema
+    from linkage.errors import ConfigError, InputError
+    from linkage.paths import check_output_file, output_file_path, run_files
 
     if bad_rows is not None:
-        run = config.run.model_copy(update={"bad_rows": str(bad_rows.resolve())})
+        check_output_file(bad_rows, "--bad-rows", (".csv",))
+        # the folder resolved, the name kept: a link is refused, never followed
+        run = config.run.model_copy(update={"bad_rows": str(output_file_path(bad_rows))})
         config = config.model_copy(update={"run": run})
     if config.run.bad_rows is None:
         return config
@@ -315,8 +328,32 @@ def _with_bad_rows(config: Any, bad_rows: Path | None, spark: bool = False) -> A
             "bad rows are set aside by the local engine only; fix them or use --engine local",
             key="run.bad_rows",
         )
-    check_output_file(config.run.bad_rows, "--bad-rows", (".csv",))
+    path = check_output_file(
+        config.run.bad_rows,
+        "--bad-rows",
+        (".csv",),
+        not_over=run_files(config, output=output, store=store),
+    )
+    if path.is_file() and not _is_bad_rows_file(path):
+        raise InputError(
+            "--bad-rows: this file exists and is not an earlier bad-rows file (its header is "
+            f"not {','.join(schema.REJECT_COLUMNS)}); it would be replaced: delete it or "
+            "name a new file",
+            path=str(path),
+        )
     return config
+
+
+def _is_bad_rows_file(path: Path) -> bool:
+    """Whether ``path`` starts with the bad-rows header (``schema.REJECT_COLUMNS``)."""
+    from linkage import schema
+
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as handle:
+            first = handle.readline(4096)
+    except OSError:
+        return False
+    return first.rstrip("\r\n") == ",".join(schema.REJECT_COLUMNS)
 
 
 def _print_summary(summary: dict, quiet: bool) -> None:
@@ -435,11 +472,12 @@ def standardize_cmd(
     """Read and standardize every source; write the records with derived columns as Parquet."""
     from linkage.config import load_config
     from linkage.io import read_records, write_parquet
-    from linkage.paths import check_output_file
+    from linkage.paths import check_output_file, run_files
 
     _setup_logging(quiet)
     check_output_file(output)
     cfg = load_config(config)
+    check_output_file(output, not_over=run_files(cfg))
     start = time.perf_counter()
     with _progress(quiet) as report:
         records = read_records(cfg, progress=report)
@@ -552,7 +590,11 @@ def run(
         check_store_path(store, create=True)
     linker = Linker.from_yaml(config, store=None if engine == "spark" else store)
     linker.config = _with_bad_rows(
-        linker.config, bad_rows, spark=(engine or linker.config.engine) == "spark"
+        linker.config,
+        bad_rows,
+        spark=(engine or linker.config.engine) == "spark",
+        output=output,
+        store=store,
     )
     # without a store the ids are keyed by $LINKAGE_ID_KEY or OUTPUT/identity.key (created once),
     # with one by the store's own secret
@@ -634,7 +676,7 @@ def ingest(
     if output is not None:
         check_output_dir(output)
     linker = Linker.from_yaml(config, store=store)
-    linker.config = _with_bad_rows(linker.config, bad_rows)
+    linker.config = _with_bad_rows(linker.config, bad_rows, output=output, store=store)
     with _progress(quiet) as report:
         result = linker.ingest(progress=report, output=output)
     s = result.summary
@@ -775,7 +817,13 @@ def export(
 
     _setup_logging(True)
     check_store_path(store, create=False, write=False)
-    check_output_file(output, "--output", (".csv", ".parquet"))
+    check_output_file(
+        output,
+        "--output",
+        (".csv", ".parquet"),
+        not_over={"identity store": store, **({"sharing policy": policy} if policy else {})},
+    )
+    _check_replaces_export(output)
     if policy is not None:
         check_input_file(policy, "--policy")
     sharing = load_policy(policy or DEFAULT_POLICY_PATH)
@@ -795,6 +843,39 @@ def export(
     view = export_view(golden, links, sharing, department, key=key)
     path = write_export(view, output)
     _echo(f"wrote {len(view):,} rows for department '{department}' to {path}", quiet)
+
+
+def _check_replaces_export(path: Path) -> None:
+    """Refuse an existing ``--output`` of ``export`` that is not an earlier export, which
+    could be a registry the store's runs read (their paths are not kept in the store): an
+    export's header names the identity (``identity_id`` / ``pseudonym_id``) or ``persons``
+    (aggregated views). Raises InputError (exit 2)."""
+    from linkage import schema
+    from linkage.errors import InputError
+    from linkage.share.export import PSEUDONYM_ID
+
+    if not path.is_file():
+        return
+    marks = {schema.IDENTITY_ID, PSEUDONYM_ID, "persons"}
+    columns: list[str] = []
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            columns = list(pq.read_schema(path).names)
+        else:
+            import csv
+
+            with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+                columns = next(csv.reader([handle.readline(1 << 16)]), [])
+    except Exception:  # noqa: BLE001 - unreadable means not an earlier export
+        columns = []
+    if not marks & set(columns):
+        raise InputError(
+            "--output exists and is not an earlier export (no identity_id, pseudonym_id or "
+            "persons column); it may be a registry: delete it or name a new file",
+            path=str(path),
+        )
 
 
 def _secret(env: str, key_file: Path | None, what: str) -> bytes:
@@ -916,6 +997,12 @@ def encode(
         raise typer.BadParameter("--record-ids must be pseudonym or plain")
     settings = EncodingSettings(hardening=hardening, salt=salt, context=context.strip())  # type: ignore[arg-type]
     cfg = load_config(config)
+    from linkage.paths import run_files
+
+    inputs = run_files(cfg)
+    check_output_file(output, not_over=inputs)
+    if key_map is not None:
+        check_output_file(key_map, "--key-map", not_over={**inputs, "--output": output})
     unknown = sorted(set(source or ()) - set(cfg.sources))
     if unknown:
         raise InputError(f"unknown sources {unknown}; the config has {list(cfg.sources)}")
@@ -1001,7 +1088,7 @@ def link_encodings_cmd(
         raise InputError("pairs file must end in .csv or .parquet", path=str(output))
     from linkage.paths import check_output_file
 
-    check_output_file(output)
+    check_output_file(output, not_over={"left encodings": left, "right encodings": right})
     pairs = link_encodings(frames[0], frames[1], threshold, one_to_one=one_to_one)
     if output.suffix.lower() == ".parquet":
         write_parquet(pairs, output)

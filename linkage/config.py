@@ -791,7 +791,9 @@ def config_from_dict(data: Any, *, path: str | Path | None = None) -> RunConfig:
         data["model"] = model
     run = data.get("run")
     if isinstance(run, dict) and run.get("bad_rows"):
-        data["run"] = {**run, "bad_rows": str((base / str(run["bad_rows"])).resolve())}
+        # the folder resolved, the name kept: a link there is refused later, never followed
+        aside = base / str(run["bad_rows"])
+        data["run"] = {**run, "bad_rows": str(aside.parent.resolve() / aside.name)}
     sources = data.get("sources")
     if isinstance(sources, dict):
         resolved = {}

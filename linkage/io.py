@@ -770,8 +770,19 @@ def _checked(
     pos = sorted(reasons)
     for p, line, text in zip(pos, where.lines(pos), where.raw(pos), strict=True):
         rejected.add(cfg.name, path, line, reasons[p], text)
+    # the job log gets lines and kinds of problem only: record ids can be personal data
+    # (the bad-rows file, 0600, holds the reasons with the ids and the rows themselves)
+    kinds: dict[str, int] = {}
+    for reason in [*(["wrong number of fields"] * len(bad_lines)), *reasons.values()]:
+        kind = re.split(r"[:(']", reason, maxsplit=1)[0].strip()
+        kinds[kind] = kinds.get(kind, 0) + 1
+    lines = sorted([line for line, *_ in bad_lines] + list(where.lines(pos)))
     logger.warning(
-        "%s: %d bad row(s) set aside: %s", path, len(bad_lines) + len(pos), "; ".join(problems)
+        "%s: %d bad row(s) set aside (%s; %s); reasons and rows are in the bad-rows file",
+        path,
+        len(lines),
+        ", ".join(f"{kind} {n}" for kind, n in kinds.items()),
+        _listed(where.unit, lines),
     )
     keep = np.ones(len(raw), dtype=bool)
     keep[pos] = False

@@ -10,9 +10,24 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from linkage.errors import InputError
 from linkage.store import check_file, precheck_damage
+
+# Files `linkage run` writes into its output folder (linker.write_outputs, the CLI's key)
+RUN_OUTPUT_FILES = (
+    "identities.csv",
+    "golden_records.csv",
+    "pairs.parquet",
+    "model.json",
+    "cluster_sizes.csv",
+    "summary.json",
+    "identity.key",
+    ".identity.key.pending",
+    ".checkpoint.key",
+    "events.csv",
+)
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -66,14 +81,26 @@ def check_output_dir(path: str | os.PathLike, what: str = "--output") -> Path:
 
 
 def check_output_file(
-    path: str | os.PathLike, what: str = "--output", suffixes: tuple[str, ...] = ()
+    path: str | os.PathLike,
+    what: str = "--output",
+    suffixes: tuple[str, ...] = (),
+    *,
+    not_over: dict[str, Path] | None = None,
 ) -> Path:
     """Check a file a command will write (atomically, so its folder must be writable).
 
-    Raises InputError when the path is a folder, has a suffix outside ``suffixes`` (when
-    given), or its folder cannot be created or written.
+    Raises InputError when the path is a symbolic link, a folder, has a suffix outside
+    ``suffixes`` (when given), its folder cannot be created or written, or it is the same
+    file as one of ``not_over`` (role -> path: the run's sources, config, store, outputs).
     """
     path = Path(path)
+    if path.is_symlink():
+        # the write would land on the link's target, which anyone able to create a file in
+        # the folder could point at a registry or another output
+        raise InputError(
+            f"{what} is a symbolic link; name the file itself, not a link to it",
+            path=str(path),
+        )
     if path.is_dir():
         raise InputError(f"{what} must be a file, but this is a folder", path=str(path))
     if suffixes and path.suffix.lower() not in suffixes:
@@ -82,7 +109,53 @@ def check_output_file(
             path=str(path),
         )
     _check_parents(path, what)
+    for role, other in (not_over or {}).items():
+        if other is not None and same_file(path, other):
+            raise InputError(
+                f"{what} is the same file as the {role} ({other}); writing it would replace "
+                "that file: name another output file",
+                path=str(path),
+            )
     return path
+
+
+def output_file_path(path: str | os.PathLike) -> Path:
+    """``path`` made absolute with its folder resolved but its last part kept as named, so a
+    link there is never followed (``Path.resolve`` would follow it)."""
+    path = Path(path).expanduser()
+    return path.parent.resolve() / path.name
+
+
+def same_file(path: str | os.PathLike, other: str | os.PathLike) -> bool:
+    """Whether writing ``path`` would replace ``other`` (the same file, also through a link
+    or a hard link); false when ``other`` does not exist and names another path."""
+    try:
+        return os.path.samefile(path, other)
+    except OSError:
+        return output_file_path(path) == Path(other).expanduser().resolve()
+
+
+def run_files(
+    config: Any, output: str | os.PathLike | None = None, store: str | os.PathLike | None = None
+) -> dict[str, Path]:
+    """The files a batch run reads or writes, by role: each source, the config, the model
+    files it loads, the store and the outputs written in ``output``; an output path given
+    for anything else must be none of them (``check_output_file(not_over=...)``)."""
+    files: dict[str, Path] = {}
+    for name, source in config.sources.items():
+        files[f"source '{name}'"] = Path(source.path)
+    if getattr(config, "config_path", None) is not None:
+        files["run config"] = Path(config.config_path)
+    for key in ("load", "labels"):
+        value = getattr(config.model, key, None)
+        if value is not None:
+            files[f"model.{key} file"] = Path(value)
+    if store is not None:
+        files["identity store"] = Path(store)
+    if output is not None:
+        for name in RUN_OUTPUT_FILES:
+            files[f"run output {name}"] = Path(output) / name
+    return files
 
 
 def check_input_file(path: str | os.PathLike, what: str) -> Path:

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 import linkage.linker
 import linkage.pipeline
 from linkage import schema, synth
-from linkage.checkpoint import WORK_DIR, Checkpoints, fingerprint
+from linkage.checkpoint import KEY_FILE, WORK_DIR, Checkpoints, fingerprint
 from linkage.cli import app
 from linkage.config import RunSettings, load_config
 from linkage.errors import ConfigError
@@ -255,3 +255,60 @@ def test_refused_input_leaves_no_checkpoints(tmp_path, monkeypatch):
 
 def _refuse(*args, **kwargs):
     raise ConfigError("refused", key="sources")
+
+
+@pytest.mark.parametrize(
+    ("stage", "rerun"),
+    [("clustering", {"cluster_records"}), ("blocking", {"block", "compare_pairs", "cluster_records"})],
+)  # fmt: skip
+def test_tampered_checkpoint_is_run_again(demo, reference, stage, rerun, tmp_path, monkeypatch,
+                                          caplog):  # fmt: skip
+    """A checkpoint file changed after the kill does not verify against its marker's HMAC:
+    that stage and the later ones run again, giving the identities of an untampered run."""
+    config_path, _ = demo
+    out = tmp_path / "out"
+    with pytest.raises(Killed):
+        Linker(_config(config_path), id_key=KEY).write(out, progress=KillAt("writing outputs"))
+    work = out / WORK_DIR
+    assert oct((out / KEY_FILE).stat().st_mode & 0o777) == "0o600"
+    assert oct(work.stat().st_mode & 0o777) == "0o700"
+    assert oct((work / "clustering").stat().st_mode & 0o777) == "0o700"
+    if stage == "clustering":
+        # merge 50 records into the first one's cluster: 50 persons' records under one id
+        path = work / "clustering" / "labels.parquet"
+        labels = pd.read_parquet(path)
+        labels.loc[1:50, "label"] = labels["label"].iloc[0]
+    else:
+        path = work / "blocking" / "pairs.parquet"
+        labels = pd.read_parquet(path).iloc[::2]  # half the candidate pairs gone
+    labels.to_parquet(path)
+    calls = []
+    for name in ("block", "compare_pairs", "cluster_records"):
+        original = getattr(linkage.pipeline, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(linkage.pipeline, name, spy)
+    Linker(_config(config_path), id_key=KEY).write(out, resume=True)
+    assert f"checkpoint of stage '{stage}'" in caplog.text and "HMAC" in caplog.text
+    assert set(calls) == rerun
+    assert _outputs(out) == _outputs(reference)
+    assert not work.exists() and not (out / KEY_FILE).exists()
+
+
+def test_checkpoint_without_its_key_starts_over(demo, tmp_path, caplog):
+    config_path, _ = demo
+    config = _config(config_path)
+    Checkpoints.open(tmp_path, config, resume=False).save("records", {"r": pd.DataFrame({"a": [1]})})
+    (tmp_path / KEY_FILE).unlink()
+    assert not Checkpoints.open(tmp_path, config, resume=True).done("records")
+    assert "no key file" in caplog.text
+    # a marker rewritten by someone without the key (document and files changed) is dropped
+    first = Checkpoints.open(tmp_path, config, resume=False)
+    first.save("records", {"r": pd.DataFrame({"a": [1]})}, {"bad_rows": {}})
+    marker = tmp_path / WORK_DIR / "records.done"
+    marker.write_text(marker.read_text().replace("{}", '{\\"x\\": 1}'), encoding="utf-8")
+    assert not Checkpoints.open(tmp_path, config, resume=True).done("records")
+    assert "does not match its HMAC" in caplog.text

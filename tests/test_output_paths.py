@@ -1,0 +1,194 @@
+"""Output files never replace what a run reads or another file: links, sources, outputs.
+
+An output path that is a symbolic link is refused (the write would land on its target); an
+output that is the same file as a source, the config, the store or a file the run writes
+itself is refused with exit 2 naming both roles, before any work, and the file is intact.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from linkage import schema
+from linkage.cli import app
+
+runner = CliRunner()
+
+HEADER = "编号,姓名,性别,出生日期,身份证号,手机"
+ROWS = [
+    "A1,韩立新,男,1975-03-14,130102197503140018,15901112222",
+    "A2,蒋桂芳,女,1981-10-02,130102198110020024,15903334444",
+    "A3,沈国华,男,1969-06-21,130102196906210031,15905556666",
+    ",缺编号,女,1990-01-01,,15907778888",  # no record id: set aside with --bad-rows
+]
+COLUMNS = {
+    "姓名": "name",
+    "性别": "gender",
+    "出生日期": "birth_date",
+    "身份证号": "id_number",
+    "手机": "phone",
+}
+
+
+def _config(tmp: Path, **run) -> Path:
+    for name in ("civil", "clinic"):
+        (tmp / f"{name}.csv").write_text("\n".join([HEADER, *ROWS]) + "\n", encoding="utf-8")
+    sources = {
+        name: {"path": f"{name}.csv", "record_id": "编号", "columns": COLUMNS}
+        for name in ("civil", "clinic")
+    }
+    doc: dict = {"sources": sources, "model": {"u_sample_pairs": 1000}}
+    if run:
+        doc["run"] = run
+    path = tmp / "run.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _run(config: Path, out: Path, *extra: str):
+    return runner.invoke(app, ["run", str(config), "--output", str(out), "-q", *extra])
+
+
+def test_bad_rows_link_is_refused_and_its_target_kept(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    victim = tmp_path / "keep.csv"
+    victim.write_text("not to be replaced\n", encoding="utf-8")
+    link = tmp_path / "aside.csv"
+    link.symlink_to(victim)
+    result = _run(config, tmp_path / "out", "--bad-rows", str(link))
+    assert result.exit_code == 2, result.output
+    assert "--bad-rows is a symbolic link" in result.output and "aside.csv" in result.output
+    assert victim.read_text(encoding="utf-8") == "not to be replaced\n"
+    assert link.is_symlink() and not (tmp_path / "out").exists()
+
+
+def test_bad_rows_link_from_the_config_is_refused_too(tmp_path: Path) -> None:
+    victim = tmp_path / "keep.csv"
+    victim.write_text("not to be replaced\n", encoding="utf-8")
+    (tmp_path / "aside.csv").symlink_to(victim)
+    config = _config(tmp_path, bad_rows="aside.csv")
+    result = _run(config, tmp_path / "out")
+    assert result.exit_code == 2 and "symbolic link" in result.output
+    assert victim.read_text(encoding="utf-8") == "not to be replaced\n"
+
+
+def test_bad_rows_in_a_linked_folder_is_written_there(tmp_path: Path) -> None:
+    # only the last part may not be a link: a linked folder is an ordinary place to write
+    (tmp_path / "real").mkdir()
+    (tmp_path / "via").symlink_to(tmp_path / "real", target_is_directory=True)
+    config = _config(tmp_path)
+    result = _run(config, tmp_path / "out", "--bad-rows", str(tmp_path / "via" / "bad.csv"))
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "real" / "bad.csv")) == 2
+
+
+@pytest.mark.parametrize(
+    ("target", "role"),
+    [
+        ("civil.csv", "source 'civil'"),
+        ("out/identities.csv", "run output identities.csv"),
+        ("out/golden_records.csv", "run output golden_records.csv"),
+    ],
+)
+def test_bad_rows_over_a_file_of_the_run_is_refused(tmp_path: Path, target, role) -> None:
+    config = _config(tmp_path)
+    before = (tmp_path / "civil.csv").read_bytes()
+    result = _run(config, tmp_path / "out", "--bad-rows", str(tmp_path / target))
+    assert result.exit_code == 2, result.output
+    assert f"--bad-rows is the same file as the {role}" in " ".join(result.output.split())
+    assert (tmp_path / "civil.csv").read_bytes() == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_rows_over_a_hard_link_of_a_source_is_refused(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    os.link(tmp_path / "clinic.csv", tmp_path / "copy.csv")
+    result = _run(config, tmp_path / "out", "--bad-rows", str(tmp_path / "copy.csv"))
+    assert result.exit_code == 2 and "source 'clinic'" in result.output
+
+
+def test_bad_rows_replaces_only_an_earlier_bad_rows_file(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    other = tmp_path / "notes.csv"
+    other.write_text("a,b\n1,2\n", encoding="utf-8")
+    result = _run(config, tmp_path / "o1", "--bad-rows", str(other))
+    assert result.exit_code == 2 and "not an earlier bad-rows file" in result.output
+    assert other.read_text(encoding="utf-8") == "a,b\n1,2\n"
+    aside = tmp_path / "bad.csv"
+    for out in ("o2", "o3"):  # a rerun replaces its own earlier bad-rows file
+        result = _run(config, tmp_path / out, "--bad-rows", str(aside))
+        assert result.exit_code == 0, result.output
+        assert list(pd.read_csv(aside).columns) == list(schema.REJECT_COLUMNS)
+
+
+def test_standardize_output_over_a_source_is_refused(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    before = (tmp_path / "civil.csv").read_bytes()
+    result = runner.invoke(
+        app, ["standardize", str(config), "--output", str(tmp_path / "civil.csv"), "-q"]
+    )
+    assert result.exit_code == 2 and "source 'civil'" in result.output
+    assert (tmp_path / "civil.csv").read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("store")
+    config = _config(tmp)
+    store = tmp / "ids.duckdb"
+    result = _run(config, tmp / "out", "--store", str(store), "--bad-rows", str(tmp / "b.csv"))
+    assert result.exit_code == 0, result.output
+    return store
+
+
+def _export(store: Path, output: Path):
+    return runner.invoke(
+        app,
+        ["export", "--store", str(store), "--department", "health", "--output", str(output), "-q"],
+    )
+
+
+def test_export_refuses_a_registry_a_link_and_keeps_an_earlier_export(store, tmp_path) -> None:
+    registry = tmp_path / "clinic.csv"
+    registry.write_text("\n".join([HEADER, *ROWS[:3]]) + "\n", encoding="utf-8")
+    before = registry.read_bytes()
+    result = _export(store, registry)
+    assert result.exit_code == 2 and "not an earlier export" in result.output
+    assert registry.read_bytes() == before
+    link = tmp_path / "share.csv"
+    link.symlink_to(registry)
+    result = _export(store, link)
+    assert result.exit_code == 2 and "symbolic link" in result.output
+    assert registry.read_bytes() == before
+    for suffix in (".csv", ".parquet"):  # a repeated export replaces the earlier one
+        target = tmp_path / f"health{suffix}"
+        for _ in range(2):
+            result = _export(store, target)
+            assert result.exit_code == 0, result.output
+
+
+def test_job_log_names_lines_and_kinds_of_bad_rows_not_their_ids(tmp_path: Path, caplog) -> None:
+    config = _config(tmp_path)
+    text = (tmp_path / "civil.csv").read_text(encoding="utf-8")
+    # a duplicate id that is personal data, and one that would be a formula in a spreadsheet
+    extra = [
+        "130102197503140018,甲,男,1975-03-14,,1",
+        "130102197503140018,乙,男,1975-03-14,,2",
+        '"=HYPERLINK(""http://x"")",丙,女,1980-01-01,,3',
+        '"=HYPERLINK(""http://x"")",丁,女,1980-01-02,,4',
+    ]
+    (tmp_path / "civil.csv").write_text(text + "\n".join(extra) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        result = _run(config, tmp_path / "out", "--bad-rows", str(tmp_path / "bad.csv"))
+    assert result.exit_code == 0, result.output
+    logged = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
+    civil = next(m for m in logged if "civil.csv" in m)
+    assert "5 bad row(s) set aside" in civil and "lines 5, 6, 7, 8, 9" in civil
+    assert "duplicate record id 4" in civil and "no record id 1" in civil
+    assert "130102197503140018" not in civil and "HYPERLINK" not in civil
