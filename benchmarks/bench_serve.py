@@ -137,6 +137,7 @@ async def load(
     """Send ``total`` searches from ``concurrency`` clients; return latencies, errors, wall."""
     latencies: list[float] = []
     errors = 0
+    statuses: dict[int, int] = {}
     deadline = time.monotonic() + max_seconds
     counter = iter(range(total))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -160,10 +161,13 @@ async def load(
             latencies.append(time.perf_counter() - t)
             if r.status_code != 200:
                 errors += 1
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
 
     start = time.perf_counter()
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
         await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
+    if statuses:
+        print(f"non-200 answers by status: {dict(sorted(statuses.items()))}")
     return latencies, errors, time.perf_counter() - start
 
 
@@ -196,7 +200,9 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     cmd = ["linkage", "serve", "--store", str(store), "--tokens", str(tokens_file),
            "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers),
-           "--audit", str(args.folder / "audit.jsonl"), "-q"]  # fmt: skip
+           "--audit", str(args.folder / "audit.jsonl"), "-q",
+           # capacity, not the per-token limit: a few tokens send every request here
+           "--rate-limit", "1000000", "--rate-burst", "1000000"]  # fmt: skip
     t = time.perf_counter()
     server = subprocess.Popen(cmd, env=dict(os.environ))
     try:
