@@ -64,6 +64,20 @@ def reference(demo):
     return folder
 
 
+def _spy_stages(monkeypatch) -> list[str]:
+    """Record which of the stage functions a resumed run calls again."""
+    calls: list[str] = []
+    for name in ("block", "compare_pairs", "cluster_records"):
+        original = getattr(linkage.pipeline, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(linkage.pipeline, name, spy)
+    return calls
+
+
 @pytest.mark.parametrize("stage", ["standardizing", "comparing", "scoring", "clustering",
                                    "writing outputs"])  # fmt: skip
 def test_killed_run_resumes_to_the_same_bytes(demo, reference, stage, tmp_path, monkeypatch):
@@ -82,15 +96,7 @@ def test_killed_run_resumes_to_the_same_bytes(demo, reference, stage, tmp_path, 
         "writing outputs": {"records", "blocking", "training", "scoring", "clustering"},
     }[stage]
     assert finished == expected
-    calls = []
-    for name in ("block", "compare_pairs", "cluster_records"):
-        original = getattr(linkage.pipeline, name)
-
-        def spy(*args, _name=name, _original=original, **kwargs):
-            calls.append(_name)
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(linkage.pipeline, name, spy)
+    calls = _spy_stages(monkeypatch)
     Linker(_config(config_path), id_key=KEY).write(out, resume=True)
     assert _outputs(out) == _outputs(reference)
     assert not work.exists()  # removed once the outputs are written
@@ -282,15 +288,7 @@ def test_tampered_checkpoint_is_run_again(demo, reference, stage, rerun, tmp_pat
         path = work / "blocking" / "pairs.parquet"
         labels = pd.read_parquet(path).iloc[::2]  # half the candidate pairs gone
     labels.to_parquet(path)
-    calls = []
-    for name in ("block", "compare_pairs", "cluster_records"):
-        original = getattr(linkage.pipeline, name)
-
-        def spy(*args, _name=name, _original=original, **kwargs):
-            calls.append(_name)
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(linkage.pipeline, name, spy)
+    calls = _spy_stages(monkeypatch)
     Linker(_config(config_path), id_key=KEY).write(out, resume=True)
     assert f"checkpoint of stage '{stage}'" in caplog.text and "HMAC" in caplog.text
     assert set(calls) == rerun
