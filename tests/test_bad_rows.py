@@ -264,3 +264,19 @@ def test_refused_run_keeps_a_bad_rows_file_inside_its_output(tmp_path: Path) -> 
     assert result.exit_code == 2
     assert [p.name for p in out.iterdir()] == ["bad.csv"]
     assert len(pd.read_csv(out / "bad.csv")) == 2
+
+
+def test_standardize_sets_bad_rows_aside_with_the_option(tmp_path: Path) -> None:
+    config = _write(tmp_path, [*GOOD, NO_ID, SHORT])
+    out = tmp_path / "std.parquet"
+    refused = runner.invoke(app, ["standardize", str(config), "--output", str(out)])
+    assert refused.exit_code == 2 and "line 6" in refused.output
+    reject = tmp_path / "bad.csv"
+    result = runner.invoke(
+        app, ["standardize", str(config), "--output", str(out), "--bad-rows", str(reject)]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"bad rows: 2 set aside in {reject}" in result.output
+    records = pd.read_parquet(out)
+    assert len(records) == len(GOOD) + 2  # police's good rows and health's two
+    assert pd.read_csv(reject)[schema.REJECT_LINE].tolist() == [6, 7]
