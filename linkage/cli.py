@@ -1387,6 +1387,12 @@ def dashboard(
         )
     for name, path in paths.items():
         _echo(f"{name}: {path}", quiet)
+    if linker is None:
+        _echo(
+            "the viewers show no record values: give the run config too "
+            "(linkage dashboard CONFIG --from OUT) to show them",
+            quiet,
+        )
 
 
 @app.command()
