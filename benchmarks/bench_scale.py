@@ -3,6 +3,7 @@
     python -m benchmarks.bench_scale                      # 0.3, 1 and 3 M records
     python -m benchmarks.bench_scale --sizes 0.3 1        # chosen sizes (millions of records)
     python -m benchmarks.bench_scale --large              # adds 10 and 20 M
+    python -m benchmarks.bench_scale --blocking-only      # blocking alone: pairs and recall
 
 For each size it generates registries with national name frequencies
 (``python -m benchmarks.independent``, ~1.75 records per person; reused when the folder
@@ -14,6 +15,13 @@ and the recall of true pairs among the candidate pairs (blocking recall).
 Blocking recall needs every candidate pair in pairs.parquet, so the run's config is
 copied with ``output.pairs_min_probability: 0`` (``--floor`` changes it); writing all
 pairs adds to the ``write`` seconds, not to any stage's.
+
+``--blocking-only`` reads and standardizes one source at a time (keeping only the
+columns blocking reads), runs the library's ``block`` and prints, per size, candidate
+pairs, pairs per record, the recall of true pairs among the candidates and per rule the
+predicted pairs, the pairs credited to it (first rule that finds a pair) and, with
+``--unique``, the true pairs each rule finds alone and those no other rule finds, without
+comparing, scoring or clustering.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import yaml
@@ -138,6 +147,152 @@ def run_size(records: float, workdir: Path, seed: int, floor: float, extra: dict
     return row
 
 
+# ----------------------------------------------------------------------------- blocking only
+
+
+def _blocking_columns(settings) -> list[str]:
+    """Standardized columns the blocking rules and refinement keys read."""
+    from linkage import schema
+    from linkage.blocking import DERIVED_KEYS
+
+    keys = [k for rule in settings.rules for k in rule.keys] + settings.all_refine_keys()
+    cols = [schema.ROW, schema.SOURCE, schema.RECORD_ID]
+    for key in keys:
+        cols += list(DERIVED_KEYS[key][0]) if key in DERIVED_KEYS else [key]
+    return list(dict.fromkeys(cols))
+
+
+def _blocking_records(config, folder: Path, reuse: bool) -> tuple[pd.DataFrame, float, float]:
+    """Standardized records, only the columns blocking reads; (records, wall s, CPU s).
+
+    One source at a time, in the canonical (source, record_id) order ``read_records``
+    gives, so the peak memory is that of the largest source. ``reuse`` reads the columns
+    an earlier call saved in ``folder`` (the standardization code must be unchanged).
+    """
+    from linkage import schema
+    from linkage.io import read_records
+
+    cache = folder / "blocking_records.parquet"
+    cols = _blocking_columns(config.blocking)
+    if reuse and cache.exists():
+        saved = pd.read_parquet(cache)
+        if all(c in saved.columns for c in cols if c != schema.ROW):
+            return saved, 0.0, 0.0
+    t, cpu = time.perf_counter(), time.process_time()
+    parts = []
+    for name in sorted(config.sources):
+        one = config.model_copy(update={"sources": {name: config.sources[name]}})
+        std = read_records(one)
+        parts.append(std[[c for c in cols if c in std.columns]].copy())
+        del std
+    records = pd.concat(parts, ignore_index=True)
+    records[schema.ROW] = range(len(records))
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    out = records.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].astype("string")
+    out.to_parquet(cache.with_suffix(".tmp"), index=False)
+    cache.with_suffix(".tmp").replace(cache)
+    return records, wall, cpu
+
+
+def _persons(records: pd.DataFrame, truth_csv: Path) -> tuple[np.ndarray, int]:
+    """Per ``rid`` the code of its true person (-1 if truth lacks it) and the true pairs."""
+    from linkage import schema
+
+    truth = pd.read_csv(truth_csv, dtype=str, usecols=["source", "record_id", "person_id"])
+    keys = pd.DataFrame({"source": records[schema.SOURCE].astype(str).to_numpy(),
+                         "record_id": records[schema.RECORD_ID].astype(str).to_numpy()})
+    truth["person"] = pd.factorize(truth["person_id"])[0]
+    person = keys.merge(truth[["source", "record_id", "person"]], how="left",
+                        on=["source", "record_id"])["person"]
+    return person.fillna(-1).to_numpy(np.int64), _true_pairs(truth)
+
+
+def _true_keys(pairs: pd.DataFrame, person: np.ndarray, n: int) -> np.ndarray:
+    """``rid_l * n + rid_r`` of the candidate pairs that are true pairs."""
+    from linkage import schema
+
+    left = pairs[schema.ROW_L].to_numpy(np.int64)
+    right = pairs[schema.ROW_R].to_numpy(np.int64)
+    same = (person[left] == person[right]) & (person[left] >= 0)
+    return left[same] * n + right[same]
+
+
+def blocking_size(records: float, workdir: Path, seed: int, extra: dict | None, reuse: bool,
+                  unique: bool) -> dict:
+    """Blocking alone on one size: pairs, pairs per rule, candidate recall (and unique true
+    pairs per rule with ``unique``)."""
+    import resource
+
+    from linkage import schema
+    from linkage.blocking import block
+    from linkage.config import load_config
+
+    folder = workdir / f"ind-{records:g}M"
+    _generate(folder, records, seed)
+    config = load_config(_config(folder, 0.0, extra))
+    table, std_s, std_cpu = _blocking_records(config, folder, reuse)
+    n = len(table)
+    person, total = _persons(table, folder / "truth.csv")
+    settings = config.blocking
+    report: list[dict] = []
+    t, cpu = time.perf_counter(), time.process_time()
+    pairs = block(table, settings, report=report)
+    block_s, block_cpu = time.perf_counter() - t, time.process_time() - cpu
+    found = len(_true_keys(pairs, person, n))
+    credited = pairs[schema.RULE].value_counts()
+    rules = {r["rule"]: {"predicted": int(r["pairs"]), "credited": int(credited.get(r["rule"], 0)),
+                         "largest_block": int(r["largest_block"]),
+                         "blocks_refined": int(r["blocks_refined"]),
+                         "refined_by": r["refined_by"]} for r in report}
+    row = {"size_M": records, "records": n, "candidate_pairs": len(pairs),
+           "pairs_per_record": len(pairs) / n, "true_pairs": total,
+           "true_pairs_in_candidates": found, "candidate_recall": found / total if total else 1.0,
+           "standardize_s": round(std_s, 1), "standardize_cpu_s": round(std_cpu, 1),
+           "block_s": round(block_s, 1), "block_cpu_s": round(block_cpu, 1), "rules": rules}
+    del pairs
+    if unique:
+        per_rule = []
+        for rule in settings.rules:
+            alone = block(table, settings.model_copy(update={"rules": [rule]}))
+            per_rule.append(_true_keys(alone, person, n))
+            del alone
+        keys, counts = np.unique(np.concatenate(per_rule), return_counts=True)
+        once = keys[counts == 1]
+        for rule, found_by in zip(settings.rules, per_rule, strict=True):
+            rules[rule.name]["true_alone"] = len(found_by)
+            rules[rule.name]["true_only_this_rule"] = int(np.isin(found_by, once).sum())
+    row["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return row
+
+
+def format_blocking(rows: list[dict]) -> str:
+    """The blocking-only tables (markdown): totals per size, then per rule."""
+    lines = ["| records | pairs | pairs / record | cand. recall | true pairs missed "
+             "| block s (CPU s) | peak RSS GB |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['records']:,} | {r['candidate_pairs']:,} | {r['pairs_per_record']:.2f} "
+            f"| {r['candidate_recall']:.5f} | {r['true_pairs'] - r['true_pairs_in_candidates']:,} "
+            f"| {r['block_s']:.0f} ({r['block_cpu_s']:.0f}) | {r['peak_rss_gb']:.1f} |")
+    lines.append("")
+    names = list(dict.fromkeys(k for r in rows for k in r["rules"]))
+    head = " | ".join(f"{r['records']:,}: predicted / credited / true alone / only this rule"
+                      for r in rows)
+    lines += [f"| rule | {head} |", "|---|" + "---|" * len(rows)]
+    for name in names:
+        cells = []
+        for r in rows:
+            x = r["rules"].get(name, {})
+            cells.append(" / ".join(f"{x[k]:,}" if k in x else "-" for k in
+                                    ("predicted", "credited", "true_alone",
+                                     "true_only_this_rule")))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_rows(rows: list[dict]) -> str:
     """The benchmark table (markdown) and pairs per rule below it."""
     stages = list(dict.fromkeys(s for r in rows for s in r["seconds"]))
@@ -178,6 +333,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a run setting, e.g. blocking.max_block_size=2000")
     parser.add_argument("--keep", action="store_true", help="keep each run's output folder")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--blocking-only", action="store_true",
+                        help="standardize and block only: pairs per rule, pairs per record and "
+                             "candidate recall, no compare / score / cluster")
+    parser.add_argument("--unique", action="store_true",
+                        help="with --blocking-only: true pairs each rule finds alone and those "
+                             "no other rule finds (one more blocking pass per rule)")
+    parser.add_argument("--reuse-records", action="store_true",
+                        help="with --blocking-only: reuse the standardized columns an earlier "
+                             "run saved in the size's folder (standardization unchanged)")
     args = parser.parse_args(argv)
     extra: dict = {}
     for item in args.set:
@@ -189,6 +353,17 @@ def main(argv: list[str] | None = None) -> int:
     sizes = list(args.sizes) + (list(LARGE_SIZES) if args.large else [])
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
+    if args.blocking_only:
+        for size in sizes:
+            rows.append(blocking_size(size, args.workdir, args.seed, extra, args.reuse_records,
+                                      args.unique))
+            print(f"{size:g} M done: {json.dumps(rows[-1], ensure_ascii=False)}",
+                  file=sys.stderr, flush=True)
+            if args.json:
+                args.json.write_text(json.dumps(rows, ensure_ascii=False, indent=2),
+                                     encoding="utf-8")
+        print(format_blocking(rows))
+        return 0
     for size in sizes:
         rows.append(run_size(size, args.workdir, args.seed, args.floor, extra, args.keep))
         print(f"{size:g} M done: {json.dumps(rows[-1], ensure_ascii=False)}", file=sys.stderr,

@@ -290,7 +290,7 @@ def plan_rule(
     """
     n = len(coded)
     w = np.ones(n, dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
-    limit = min(settings.refine_block_size, settings.max_block_size)
+    limit, refine_keys = settings.refinement(rule)
     has = coded[rule.keys].notna().all(axis=1).to_numpy()
     idx = np.flatnonzero(has)
     w = w[idx]
@@ -315,10 +315,10 @@ def plan_rule(
     sub = pd.factorize(group[active])[0]
     next_id = 0
     used = []
-    for key in settings.refine_keys:
+    for key in refine_keys:
         if len(active) == 0:
             break
-        if key in rule.keys or key not in coded.columns:
+        if key not in coded.columns:
             continue
         split = _combine(sub, _codes(coded, key)[idx[active]])
         if split.max() > sub.max():
@@ -367,7 +367,7 @@ def combine_report_rows(rule: BlockingRule, rows: list[dict], settings: Blocking
     """One rule's report row from the rows of :func:`plan_rule` over disjoint sets of whole
     blocks (the Spark engine plans per bucket of blocks; no rows when no record has the
     rule's keys): counts add up, the largest block is the largest of all, and
-    ``refined_by`` lists every key used, in ``refine_keys`` order."""
+    ``refined_by`` lists every key used, in the rule's refinement order."""
     out = _empty_row(rule)
     for name in (
         "records_with_key",
@@ -379,7 +379,7 @@ def combine_report_rows(rule: BlockingRule, rows: list[dict], settings: Blocking
         out[name] = int(sum(int(r[name]) for r in rows))
     out["largest_block"] = max((int(r["largest_block"]) for r in rows), default=0)
     used = {k for r in rows for k in str(r["refined_by"]).split(" > ") if k}
-    out["refined_by"] = " > ".join(k for k in settings.refine_keys if k in used)
+    out["refined_by"] = " > ".join(k for k in settings.refinement(rule)[1] if k in used)
     return out
 
 
@@ -391,7 +391,7 @@ def warn_refined(rule: BlockingRule, row: dict, settings: BlockingSettings) -> N
         "blocking rule '%s': %d block(s) over %d records refined by %s; %d part(s) over %d skipped",
         rule.name,
         row["blocks_refined"],
-        min(settings.refine_block_size, settings.max_block_size),
+        settings.refinement(rule)[0],
         row["refined_by"] or "no key that splits them",
         row["blocks_skipped"],
         settings.max_block_size,
@@ -402,7 +402,7 @@ def _plan(
     records: pd.DataFrame, settings: BlockingSettings
 ) -> tuple[pd.DataFrame, list[str | None], list[dict]]:
     """The coded key table with one refinement column per refined rule, and the report rows."""
-    table = key_table(records, settings.rules, settings.refine_keys)
+    table = key_table(records, settings.rules, settings.all_refine_keys())
     coded = coded_keys(table)
     columns: list[str | None] = []
     rows = []

@@ -1295,6 +1295,13 @@ def blocking_cmd(
         f"(pair_budget {settings.pair_budget:,}; blocks over {settings.refine_block_size} "
         f"records are refined by {' > '.join(settings.refine_keys) or 'nothing'})"
     )
+    for rule in settings.rules:
+        if rule.refine_block_size is not None or rule.refine_keys is not None:
+            size, keys = settings.refinement(rule)
+            typer.echo(
+                f"rule '{rule.name}': blocks over {size} records are refined by "
+                f"{' > '.join(keys) or 'nothing'}"
+            )
     if len(big):
         typer.echo("\nlargest blocks:")
         typer.echo(big.to_string(index=False))

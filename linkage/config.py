@@ -86,6 +86,12 @@ class BlockingRule(_Model):
 
     name: str = Field(min_length=1)
     keys: list[str] = Field(min_length=1)
+    # This rule's own refinement (None: the blocking section's refine_block_size and
+    # refine_keys). A rule on a fixed domain of common values (name x birth year, surname x
+    # birth date) grows with the population and is refined harder than rules on near-unique
+    # keys (ID, phone).
+    refine_block_size: int | None = Field(default=None, ge=2)
+    refine_keys: list[str] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -130,6 +136,20 @@ class BlockingSettings(_Model):
     pair_budget: int = Field(default=200_000_000, ge=1)
     over_budget: Literal["warn", "refuse"] = "warn"
 
+    def refinement(self, rule: BlockingRule) -> tuple[int, list[str]]:
+        """A rule's refinement: (block size over which it is refined, capped by
+        ``max_block_size``; refinement keys in order, keys of the rule passed over)."""
+        size = rule.refine_block_size or self.refine_block_size
+        keys = self.refine_keys if rule.refine_keys is None else rule.refine_keys
+        return min(size, self.max_block_size), [k for k in keys if k not in rule.keys]
+
+    def all_refine_keys(self) -> list[str]:
+        """Every refinement key of the section and of its rules, each once."""
+        keys = list(self.refine_keys)
+        for rule in self.rules:
+            keys += rule.refine_keys or []
+        return list(dict.fromkeys(keys))
+
     @field_validator("link_type", mode="before")
     @classmethod
     def _old_spelling(cls, value: Any) -> Any:
@@ -142,12 +162,33 @@ class BlockingSettings(_Model):
         return value
 
 
+# Three rules key on a fixed domain of common values (a common name x a birth year, a
+# common surname x a birth date, a common name x a district): their blocks grow with the
+# population, so their pairs per record grow with it too. They are refined from 6 records
+# on, by keys on which the true pairs only they find agree (measured at 1 M records with
+# national name frequencies, benchmarks/bench_scale.py --blocking-only --unique): name +
+# birth year's own pairs differ in birth date but sit in blocks of 2-4, so big blocks split
+# by date; surname + birth date's own pairs have a different given name (only 42 of 226
+# share its initial) but agree on gender and current district; name + current district's
+# own pairs are children's files without a birth date, agreeing on gender and full pinyin.
+_COMMON_VALUE_REFINE = 6
 DEFAULT_RULES: tuple[BlockingRule, ...] = (
     BlockingRule(name="id_number", keys=[schema.ID_STD]),
-    BlockingRule(name="pinyin_name_birth_year", keys=["name_pinyin_sorted", "birth_year"]),
+    BlockingRule(
+        name="pinyin_name_birth_year",
+        keys=["name_pinyin_sorted", "birth_year"],
+        refine_block_size=_COMMON_VALUE_REFINE,
+        refine_keys=["gender", "birth_date"],
+    ),
     BlockingRule(
         name="fuzzy_surname_birth_date",
         keys=[schema.name_col(schema.NAME, "surname_fuzzy"), "birth_date"],
+        refine_block_size=_COMMON_VALUE_REFINE,
+        refine_keys=[
+            "gender",
+            schema.address_col(schema.CURRENT_ADDRESS, "district"),
+            "given_initial",
+        ],
     ),
     BlockingRule(
         name="given_name_birth_date", keys=[schema.name_col(schema.NAME, "given"), "birth_date"]
@@ -173,6 +214,8 @@ DEFAULT_RULES: tuple[BlockingRule, ...] = (
             schema.name_col(schema.NAME, "fuzzy"),
             schema.address_col(schema.CURRENT_ADDRESS, "district"),
         ],
+        refine_block_size=_COMMON_VALUE_REFINE,
+        refine_keys=["gender", "name_pinyin_sorted"],
     ),
 )
 

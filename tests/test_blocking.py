@@ -288,3 +288,46 @@ def test_report_rows_reach_the_caller_and_given_initial_key():
     rows: list[dict] = []
     block(frame, BlockingSettings(rules=[rule]), report=rows)
     assert rows[0]["rule"] == "gi" and rows[0]["records_with_key"] == 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["police", "health", "civil"]), values, values, values),
+        min_size=0,
+        max_size=16,
+    ),
+    st.sampled_from(["link_and_dedupe", "link_only", "dedupe_only"]),
+    st.integers(min_value=2, max_value=6),
+    st.sampled_from([None, ["k3"], ["k3", "k2"], []]),
+)
+def test_a_rules_own_refinement_is_predicted_exactly(rows, link_type, limit, own_keys):
+    # the rule's refine_block_size / refine_keys replace the section's (limit 50, key k2)
+    frame = _records(rows)
+    rule = RULES[0].model_copy(update={"refine_block_size": limit, "refine_keys": own_keys})
+    cfg = BlockingSettings(
+        rules=[rule], link_type=link_type, max_block_size=limit + 1, refine_keys=["k2"]
+    )
+    report = blocking_report(frame, cfg).iloc[0]
+    assert report["pairs"] == len(block(frame, cfg))
+    used = [k for k in str(report["refined_by"]).split(" > ") if k]
+    assert set(used) <= set(["k2"] if own_keys is None else own_keys)
+
+
+def test_rule_refinement_overrides_the_section_and_others_keep_it():
+    # ten records share k1 and k2; k3 splits them 5 / 5. Rule a refines blocks over 4 by
+    # k3 (its own), rule b keeps the section's limit of 50 and is not refined.
+    rows = [("p", "x", "m", "1")] * 5 + [("p", "x", "m", "2")] * 5
+    frame = _records(rows)
+    own = RULES[0].model_copy(update={"refine_block_size": 4, "refine_keys": ["k3"]})
+    other = BlockingRule(name="b", keys=["k2"])
+    cfg = BlockingSettings(rules=[own, other], refine_keys=["k2"])
+    assert cfg.refinement(own) == (4, ["k3"])
+    assert cfg.refinement(other) == (50, [])  # k2 is a key of rule b: passed over
+    assert cfg.all_refine_keys() == ["k2", "k3"]
+    report = blocking_report(frame, cfg).set_index("rule")
+    assert report.loc["a", "refined_by"] == "k3" and report.loc["a", "pairs"] == 20
+    assert report.loc["b", "blocks_refined"] == 0 and report.loc["b", "pairs"] == 45
+    pairs = block(frame, cfg)
+    # rule a pairs within each half; the 25 pairs across halves are left to rule b
+    assert pairs[schema.RULE].value_counts().to_dict() == {"a": 20, "b": 25}

@@ -461,8 +461,8 @@ def standardize_spark(records: DataFrame, config: RunConfig) -> tuple[DataFrame,
 
 def blocking_keys_spark(records: DataFrame, settings: BlockingSettings) -> DataFrame:
     """Run ``key_table`` per partition: rid, source and one text column per blocking key and
-    per refinement key the records can give (``blocking.refine_keys``)."""
-    rules, extra = settings.rules, settings.refine_keys
+    per refinement key the records can give (``blocking.refine_keys`` and the rules' own)."""
+    rules, extra = settings.rules, settings.all_refine_keys()
     sample = records.limit(20).toPandas()
     probe = key_table(sample, rules, extra)  # raises ConfigError for unknown keys, as locally
     names = list(probe.columns)
@@ -507,8 +507,8 @@ def plan_rule_spark(
     rule keys, refinement keys, its part id (unique with the rule keys) and whether that
     part is skipped; records of other blocks take part -1.
     """
-    extra = [k for k in dict.fromkeys(settings.refine_keys) if k in keys.columns]
-    extra = [k for k in extra if k not in rule.keys and k != schema.SOURCE]
+    extra = [k for k in dict.fromkeys(settings.refinement(rule)[1]) if k in keys.columns]
+    extra = [k for k in extra if k != schema.SOURCE]
     group_cols = [*rule.keys, *extra, schema.SOURCE]
     counts = (
         keys.dropna(subset=list(rule.keys))
