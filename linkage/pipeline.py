@@ -352,11 +352,12 @@ def link_records(
     (``identity.cluster_ids``); without it, ``$LINKAGE_ID_KEY`` or a per-process key, so
     ids are stable across processes only with a key.
 
-    Memory: candidate pairs are compared and scored ``run.chunk_pairs`` at a time (sized
-    from ``run.memory_limit``); of each chunk the full scored rows are kept
-    (``LinkResult.pairs``; with ``run.memory_limit`` only those at or above
-    ``output.pairs_min_probability``) and, for clustering,
-    only ``rid``s, weight and probability of every pair. EM trains on at most
+    Memory: candidate pairs (int32 ``rid``s, dropped once scored) are compared and scored
+    ``run.chunk_pairs`` at a time (sized from ``run.memory_limit``); of each chunk the full
+    scored rows at or above ``output.pairs_min_probability`` are kept (``LinkResult.pairs``),
+    with a seeded sample of about ``run.below_floor_pairs`` below it, and, for clustering,
+    ``rid``s, weight and probability of the links and of the weaker pairs inside their
+    components (``_ClusterInput``). EM trains on at most
     ``run.train_sample_pairs`` candidate pairs (a seeded sample above it). With
     ``checkpoints`` (``linkage.checkpoint``), each finished stage is saved there and a
     stage saved by an earlier, killed run of the same config and inputs is read back.
