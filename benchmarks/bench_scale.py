@@ -13,8 +13,9 @@ run's summary.json, candidate pairs per rule, peak RSS, pairwise precision / rec
 and the recall of true pairs among the candidate pairs (blocking recall).
 
 Blocking recall needs every candidate pair in pairs.parquet, so the run's config is
-copied with ``output.pairs_min_probability: 0`` (``--floor`` changes it); writing all
-pairs adds to the ``write`` seconds, not to any stage's.
+copied with ``output.pairs_min_probability: 0`` (``--floor`` changes it; with a floor
+above 0 the recall column shows "—"); writing all pairs adds to the ``write`` seconds, not
+to any stage's, and keeps every scored pair in the run's memory.
 
 ``--blocking-only`` reads and standardizes one source at a time (keeping only the
 columns blocking reads), runs the library's ``block`` and prints, per size, candidate
@@ -139,9 +140,10 @@ def run_size(records: float, workdir: Path, seed: int, floor: float, extra: dict
     if "blocking" in summary:
         row["blocking"] = summary["blocking"]
     row.update(_evaluate(folder / "truth.csv", out / "identities.csv"))
-    found, total, recall = candidate_recall(folder / "truth.csv", out / "pairs.parquet")
-    row.update({"true_pairs": total, "true_pairs_in_candidates": found,
-                "candidate_recall": recall})
+    if floor == 0:  # pairs.parquet holds every candidate only without a floor
+        found, total, recall = candidate_recall(folder / "truth.csv", out / "pairs.parquet")
+        row.update({"true_pairs": total, "true_pairs_in_candidates": found,
+                    "candidate_recall": recall})
     if not keep:
         shutil.rmtree(out)
     return row
@@ -304,7 +306,8 @@ def format_rows(rows: list[dict]) -> str:
             f"{r['records']:,}", f"{r['candidate_pairs'] / 1e6:.1f} M",
             f"{r.get('wall_s', float('nan')):.0f}", f"{r.get('peak_rss_gb', float('nan')):.1f}",
             f"{r.get('precision', float('nan')):.4f}", f"{r.get('recall', float('nan')):.4f}",
-            f"{r.get('f1', float('nan')):.4f}", f"{r['candidate_recall']:.4f}",
+            f"{r.get('f1', float('nan')):.4f}",
+            f"{r['candidate_recall']:.4f}" if "candidate_recall" in r else "—",
             " / ".join(f"{r['seconds'].get(s, 0):.0f}" for s in stages),
         ]) + " |")
     lines.append("")

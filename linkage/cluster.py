@@ -424,19 +424,35 @@ def sibling_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
     ``pairs`` and ``name_clean`` (and ``birth_date_std``) from ``records``; without those
     columns nothing is held out.
     """
+    held_out, if_partnered, partners = sibling_parts(records, pairs)
+    if not len(pairs):
+        return held_out
+    left, right = pairs[schema.ROW_L].to_numpy(), pairs[schema.ROW_R].to_numpy()
+    partnered = np.zeros(max(len(records), int(max(left.max(), right.max())) + 1), dtype=bool)
+    partnered[left[partners]] = True
+    partnered[right[partners]] = True
+    return held_out | (if_partnered & (partnered[left] | partnered[right]))
+
+
+def sibling_parts(
+    records: pd.DataFrame, pairs: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`sibling_pairs` in three masks over ``pairs``, so that pairs scored a chunk at a
+    time can be judged before every pair is seen: held out whatever the partners are,
+    held out when either record has a partner, and the :func:`partner_pairs` (whose records
+    have a partner). ``sibling_pairs`` = first | (second & either record partnered, over
+    the partner pairs of all chunks). Takes the columns :func:`sibling_pairs` takes."""
+    none = np.zeros(len(pairs), dtype=bool)
     clean_col = schema.name_col(schema.NAME, "clean")
     if not _SIBLING_LEVELS <= set(pairs.columns) or clean_col not in records:
-        return np.zeros(len(pairs), dtype=bool)
+        return none, none, none
     left, right = pairs[schema.ROW_L].to_numpy(), pairs[schema.ROW_R].to_numpy()
-    strong = partner_pairs(pairs)
-    partnered = np.zeros(
-        max(len(records), int(max(left.max(), right.max())) + 1 if len(pairs) else 0), dtype=bool
-    )
-    partnered[left[strong]] = True
-    partnered[right[strong]] = True
     clean = records[clean_col].to_numpy(dtype=object)
-    siblings = sibling_mask(pairs, clean[left], clean[right], partnered[left], partnered[right])
-    return siblings | guardian_pairs(records, pairs)
+    held_out = edit_siblings(pairs) | guardian_pairs(records, pairs)
+    everyone = np.ones(len(pairs), dtype=bool)
+    # sibling_mask with every record partnered: the pairs a partner would hold out
+    if_partnered = sibling_mask(pairs, clean[left], clean[right], everyone, everyone) & ~held_out
+    return held_out, if_partnered, partner_pairs(pairs)
 
 
 _SIBLING_LEVELS = {"gamma_name", "gamma_birth_date"}

@@ -515,6 +515,11 @@ class RunSettings(_Model):
     chunk_pairs: int | None = Field(default=None, ge=1000)
     # Candidate pairs the EM training sessions see; above it a seeded uniform sample is drawn.
     train_sample_pairs: int = Field(default=5_000_000, ge=1000)
+    # Scored pairs below output.pairs_min_probability the run keeps in memory for review
+    # queues, the match-weight histogram and the viewers: all of them while the run has at
+    # most this many candidate pairs, beyond it a seeded sample of about this many (by a
+    # hash of both row numbers). Pairs at or above the floor are always kept. 0: none.
+    below_floor_pairs: int = Field(default=200_000, ge=0)
     # CSV file for bad input rows (wrong field count, empty or duplicate record id): set
     # aside there with file, line and reason, and the run goes on. null: a bad row stops
     # the run (exit 2), every one listed. Relative to the config file; --bad-rows overrides.

@@ -242,11 +242,8 @@ def write_outputs(
         "golden": done(write_csv(result.golden, output / "golden_records.csv")),
     }
     pairs = result.pairs
-    keep = pairs[schema.MATCH_PROBABILITY] >= config.output.pairs_min_probability
-    kept = pairs if keep.all() else pairs[keep]  # no copy of every pair when all are kept
-    paths["pairs"] = done(
-        write_parquet(attach_keys(kept, result.records), output / "pairs.parquet")
-    )
+    keep = (pairs[schema.MATCH_PROBABILITY] >= config.output.pairs_min_probability).to_numpy()
+    paths["pairs"] = done(_write_keyed_pairs(pairs, keep, result.records, output / "pairs.parquet"))
     if has_model:
         paths["model"] = done(result.model.save(output / "model.json"))
     sizes = result.cluster_sizes()
@@ -256,6 +253,37 @@ def write_outputs(
         atomic_write(output / "summary.json", lambda p: p.write_text(text, encoding="utf-8"))
     )
     return paths
+
+
+def _write_keyed_pairs(
+    pairs: pd.DataFrame, keep: np.ndarray, records: pd.DataFrame, path: Path
+) -> Path:
+    """Write the ``keep`` rows of ``pairs`` with their records' keys (``attach_keys``) as
+    Parquet, ``PARQUET_ROWS_AT_ONCE`` rows at a time: a large run never holds a keyed copy
+    of every kept pair, only of one slice (the file reads back as one table)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from linkage.io import PARQUET_ROWS_AT_ONCE
+
+    if len(pairs) <= PARQUET_ROWS_AT_ONCE:
+        kept = pairs if keep.all() else pairs[keep]
+        return write_parquet(attach_keys(kept, records), path)
+
+    def part(start: int) -> pd.DataFrame:
+        stop = start + PARQUET_ROWS_AT_ONCE
+        return attach_keys(pairs.iloc[start:stop][keep[start:stop]], records)
+
+    def write(p: Path) -> None:
+        first = part(0)
+        arrow_schema = pa.Schema.from_pandas(first, preserve_index=False)
+        with pq.ParquetWriter(p, arrow_schema) as writer:
+            for start in range(0, len(pairs), PARQUET_ROWS_AT_ONCE):
+                frame = first if start == 0 else part(start)
+                table = pa.Table.from_pandas(frame, schema=arrow_schema, preserve_index=False)
+                writer.write_table(table)
+
+    return atomic_write(path, write)
 
 
 # Files of a run's output folder that read_outputs needs (write_outputs writes them).

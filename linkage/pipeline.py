@@ -12,10 +12,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 from linkage import schema
 from linkage.blocking import block
@@ -26,6 +29,7 @@ from linkage.cluster import (
     cluster_size_distribution,
     cluster_stats,
     sibling_pairs,
+    sibling_parts,
 )
 from linkage.compare import Comparison, build_comparisons, compare, pair_tf, term_frequencies
 from linkage.config import RunConfig
@@ -159,12 +163,116 @@ def _training_sample(n_pairs: int, cap: int, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed).choice(n_pairs, size=cap, replace=False))
 
 
-def _cluster_columns(records: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
-    """What clustering reads of scored pairs (``rid``s, weight, probability), sibling pairs
-    (``cluster.sibling_pairs``) already held out: ~32 bytes a pair instead of the full row."""
-    keep = ~sibling_pairs(records, scored)
-    cols = [schema.ROW_L, schema.ROW_R, schema.MATCH_WEIGHT, schema.MATCH_PROBABILITY]
-    return scored.loc[keep, cols].reset_index(drop=True)
+def _below_floor_sample(left: np.ndarray, right: np.ndarray, fraction: float) -> np.ndarray:
+    """Mask of the pairs in a seeded ``fraction`` of all pairs, chosen by a hash of both
+    ``rid``s (splitmix64's finalizer), so the sample does not depend on the chunk size."""
+    if fraction >= 1.0:
+        return np.ones(len(left), dtype=bool)
+    with np.errstate(over="ignore"):
+        x = (left.astype(np.uint64) << np.uint64(32)) ^ right.astype(np.uint64)
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return x < np.uint64(int(fraction * 2.0**64))
+
+
+class _ClusterInput:
+    """What clustering (``cluster.cluster_pairs``) needs of the scored pairs, gathered a chunk
+    at a time: ``rid``s (int32), weight and probability of each pair not held out as twins or
+    siblings (``cluster.sibling_parts``), ~25 bytes a pair.
+
+    Links (probability >= threshold) stay in memory. A pair below the threshold matters to
+    clustering only when both its records end in one component of links (it flags the
+    component for reclustering and counts in the mean weights there); components are known
+    once every link is in, so those pairs are spilled to ``folder`` as Parquet (kept in
+    memory without one) and read back in ``finish`` a part at a time, keeping only pairs
+    inside a component. The result equals clustering every pair.
+    """
+
+    def __init__(self, n_records: int, threshold: float, folder: Path | None):
+        self.n = n_records
+        self.threshold = threshold
+        self.folder = folder
+        self.partnered = np.zeros(n_records, dtype=bool)
+        self.links: list[pd.DataFrame] = []
+        self.below: list[pd.DataFrame | Path] = []
+
+    def add(self, records: pd.DataFrame, scored: pd.DataFrame, part: int) -> None:
+        """Take clustering's share of one chunk of scored pairs."""
+        held_out, if_partnered, partners = sibling_parts(records, scored)
+        left = scored[schema.ROW_L].to_numpy()
+        right = scored[schema.ROW_R].to_numpy()
+        self.partnered[left[partners]] = True
+        self.partnered[right[partners]] = True
+        keep = ~held_out
+        prob = scored[schema.MATCH_PROBABILITY].to_numpy(np.float64)[keep]
+        frame = pd.DataFrame(
+            {
+                schema.ROW_L: left[keep].astype(np.int32),
+                schema.ROW_R: right[keep].astype(np.int32),
+                schema.MATCH_WEIGHT: scored[schema.MATCH_WEIGHT].to_numpy(np.float64)[keep],
+                schema.MATCH_PROBABILITY: prob,
+                schema.SIBLING_IF_PARTNERED: if_partnered[keep],
+            }
+        )
+        strong = prob >= self.threshold
+        links, below = frame[strong], frame[~strong]
+        self.links.append(links)
+        if self.folder is None:
+            self.below.append(below)
+            return
+        self.below.append(write_parquet(below, self.folder / f"part-{part:05d}.below.parquet"))
+        write_parquet(links, self.folder / f"part-{part:05d}.links.parquet")
+
+    @classmethod
+    def saved(cls, n_records: int, threshold: float, folder: Path) -> _ClusterInput:
+        """The input an earlier run of this stage saved in ``folder`` (see ``save``)."""
+        out = cls(n_records, threshold, folder)
+        parts = sorted(folder.glob("part-*.parquet"))
+        out.links = [pd.read_parquet(p) for p in parts if p.name.endswith(".links.parquet")]
+        out.below = [p for p in parts if p.name.endswith(".below.parquet")]
+        out.partnered = pd.read_parquet(folder / "partnered.parquet")["partnered"].to_numpy()
+        return out
+
+    def save(self) -> None:
+        """Save the partner flags next to the spilled parts (with a checkpoint folder)."""
+        if self.folder is not None:
+            frame = pd.DataFrame({"partnered": self.partnered})
+            write_parquet(frame, self.folder / "partnered.parquet")
+
+    def _kept(self, frame: pd.DataFrame) -> pd.DataFrame:
+        left = frame[schema.ROW_L].to_numpy()
+        right = frame[schema.ROW_R].to_numpy()
+        sibling = frame[schema.SIBLING_IF_PARTNERED].to_numpy() & (
+            self.partnered[left] | self.partnered[right]
+        )
+        return frame[~sibling]
+
+    def finish(self) -> pd.DataFrame:
+        """The pairs clustering needs: every link, and pairs below the threshold whose two
+        records lie in one component of links; twins and siblings held out."""
+        cols = [schema.ROW_L, schema.ROW_R, schema.MATCH_WEIGHT, schema.MATCH_PROBABILITY]
+        links = self._kept(pd.concat(self.links, ignore_index=True))[cols]
+        self.links = []
+        _, comp = connected_components(
+            csr_matrix(
+                (
+                    np.ones(len(links), dtype=np.int32),
+                    (links[schema.ROW_L].to_numpy(), links[schema.ROW_R].to_numpy()),
+                ),
+                shape=(self.n, self.n),
+            ),
+            directed=False,
+        )
+        frames = [links]
+        for part in self.below:
+            below = pd.read_parquet(part) if isinstance(part, Path) else part
+            below = self._kept(below)
+            inside = comp[below[schema.ROW_L].to_numpy()] == comp[below[schema.ROW_R].to_numpy()]
+            frames.append(below.loc[inside, cols])
+        self.below = []
+        return pd.concat(frames, ignore_index=True)
 
 
 def _connection(config: RunConfig, checkpoints: Checkpoints | None) -> duckdb.DuckDBPyConnection:
@@ -179,6 +287,10 @@ def _connection(config: RunConfig, checkpoints: Checkpoints | None) -> duckdb.Du
     return con
 
 
+def _rid_dtype(n_records: int) -> type:
+    return np.int32 if n_records < 2**31 else np.int64
+
+
 def _block(
     records: pd.DataFrame, config: RunConfig, checkpoints: Checkpoints | None
 ) -> tuple[pd.DataFrame, list[dict]]:
@@ -188,8 +300,8 @@ def _block(
         names = np.array(doc["rules"], dtype=object)
         pairs = pd.DataFrame(
             {
-                schema.ROW_L: saved[schema.ROW_L].to_numpy(np.int64),
-                schema.ROW_R: saved[schema.ROW_R].to_numpy(np.int64),
+                schema.ROW_L: saved[schema.ROW_L].to_numpy(_rid_dtype(len(records))),
+                schema.ROW_R: saved[schema.ROW_R].to_numpy(_rid_dtype(len(records))),
                 schema.RULE: pd.Categorical.from_codes(
                     saved["rule_index"].to_numpy(np.int16), categories=names
                 ),
@@ -202,6 +314,15 @@ def _block(
         pairs = block(records, config.blocking, connection=con, report=rows)
     finally:
         con.close()
+    # int32 row numbers: 9 bytes a candidate pair instead of 17 (the rule is categorical)
+    rid = _rid_dtype(len(records))
+    pairs = pd.DataFrame(
+        {
+            schema.ROW_L: pairs[schema.ROW_L].to_numpy(rid),
+            schema.ROW_R: pairs[schema.ROW_R].to_numpy(rid),
+            schema.RULE: pairs[schema.RULE].array,
+        }
+    )
     if checkpoints is not None:
         codes = pd.DataFrame(
             {
@@ -231,11 +352,12 @@ def link_records(
     (``identity.cluster_ids``); without it, ``$LINKAGE_ID_KEY`` or a per-process key, so
     ids are stable across processes only with a key.
 
-    Memory: candidate pairs are compared and scored ``run.chunk_pairs`` at a time (sized
-    from ``run.memory_limit``); of each chunk the full scored rows are kept
-    (``LinkResult.pairs``; with ``run.memory_limit`` only those at or above
-    ``output.pairs_min_probability``) and, for clustering,
-    only ``rid``s, weight and probability of every pair. EM trains on at most
+    Memory: candidate pairs (int32 ``rid``s, dropped once scored) are compared and scored
+    ``run.chunk_pairs`` at a time (sized from ``run.memory_limit``); of each chunk the full
+    scored rows at or above ``output.pairs_min_probability`` are kept (``LinkResult.pairs``),
+    with a seeded sample of about ``run.below_floor_pairs`` below it, and, for clustering,
+    ``rid``s, weight and probability of the links and of the weaker pairs inside their
+    components (``_ClusterInput``). EM trains on at most
     ``run.train_sample_pairs`` candidate pairs (a seeded sample above it). With
     ``checkpoints`` (``linkage.checkpoint``), each finished stage is saved there and a
     stage saved by an earlier, killed run of the same config and inputs is read back.
@@ -249,6 +371,10 @@ def link_records(
     t = time.perf_counter()
     _stage(say, "blocking")
     pairs, blocking_rows = _block(records, config, checkpoints)
+    n_pairs = len(pairs)
+    pairs_per_rule = {
+        str(k): int(v) for k, v in pairs[schema.RULE].value_counts(sort=False).items()
+    }
     timings["block"] = time.perf_counter() - t
 
     # EM sees all candidates up to train_sample_pairs, a seeded sample beyond
@@ -305,7 +431,7 @@ def link_records(
         records, pairs, vectors if sample is None else None, tf if sample is None else None,
         model, comparisons, rows_tf, config, say, checkpoints,
     )  # fmt: skip
-    del vectors, tf
+    del vectors, tf, pairs  # the candidate pairs table is not needed after scoring
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -313,7 +439,7 @@ def link_records(
     if checkpoints is not None and checkpoints.done("clustering"):
         labels = checkpoints.frame("clustering", "labels")["label"]
     else:
-        labels = cluster_records(records, cluster_input, config, siblings_held_out=True)
+        labels = cluster_records(records, cluster_input.finish(), config, siblings_held_out=True)
         if checkpoints is not None:
             frame = pd.DataFrame({"label": np.asarray(labels, dtype=np.int64)})
             checkpoints.save("clustering", {"labels": frame})
@@ -339,10 +465,8 @@ def link_records(
         "records_per_source": {
             str(k): int(v) for k, v in records[schema.SOURCE].value_counts(sort=False).items()
         },
-        "candidate_pairs": int(len(pairs)),
-        "pairs_per_rule": {
-            str(k): int(v) for k, v in pairs[schema.RULE].value_counts(sort=False).items()
-        },
+        "candidate_pairs": int(n_pairs),
+        "pairs_per_rule": pairs_per_rule,
         # predicted pairs and refinement per rule, as `linkage blocking` reports them
         "blocking": {r["rule"]: {k: v for k, v in r.items() if k != "rule"} for r in blocking_rows},
         "matches": matches,
@@ -372,26 +496,29 @@ def _score(
     config: RunConfig,
     say: Progress,
     checkpoints: Checkpoints | None,
-) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+) -> tuple[pd.DataFrame, _ClusterInput, int]:
     """Score all candidate pairs a chunk at a time (comparing them first unless ``vectors``
-    holds them all); return the kept full rows, the clustering columns of all pairs and the
-    number of matches. Each chunk's two tables are spilled to the checkpoint folder."""
+    holds them all); return the kept full rows (``_kept_rows``), clustering's share of every
+    pair (``_ClusterInput``) and the number of matches. With ``checkpoints`` each chunk's
+    kept rows and clustering share are spilled to the checkpoint folder."""
+    threshold = config.clustering.threshold
     if checkpoints is not None and checkpoints.done("scoring"):
         _stage(say, "scoring")
         doc = checkpoints.document("scoring")
+        folder = checkpoints.path("scoring")
+        kept_parts = [p for p in checkpoints.parts("scoring") if p.name.endswith(".kept.parquet")]
         return (
-            _read_parts(checkpoints.parts("scoring"), "kept", doc["kept_columns"]),
-            _read_parts(checkpoints.parts("scoring"), "cluster", None),
+            pd.concat([pd.read_parquet(p) for p in kept_parts], ignore_index=True),
+            _ClusterInput.saved(len(records), threshold, folder),
             int(doc["matches"]),
         )
-    # review queues and histograms want every scored pair; a memory-bounded run keeps only
-    # those pairs.parquet would hold
-    floor = config.output.pairs_min_probability if config.run.memory_limit is not None else 0.0
-    threshold = config.clustering.threshold
+    floor = config.output.pairs_min_probability
+    fraction = config.run.below_floor_pairs / max(len(pairs), 1)
     step = config.run.pairs_per_chunk()
     _stage(say, "scoring", len(pairs), "pairs")
+    folder = checkpoints.path("scoring") if checkpoints is not None else None
+    cluster_input = _ClusterInput(len(records), threshold, folder)
     kept: list[pd.DataFrame] = []
-    clustered: list[pd.DataFrame] = []
     matches = 0
     for i, start in enumerate(range(0, max(len(pairs), 1), step)):
         stop = min(start + step, len(pairs))
@@ -401,27 +528,23 @@ def _score(
         else:
             chunk, chunk_tf = compare_pairs(records, pairs.iloc[start:stop], comparisons, rows_tf)
         scored = score_pairs(chunk, model, comparisons, chunk_tf)
+        del chunk, chunk_tf
         prob = scored[schema.MATCH_PROBABILITY].to_numpy()
         matches += int((prob >= threshold).sum())
-        kept.append(scored[prob >= floor])
-        clustered.append(_cluster_columns(records, scored))
-        if checkpoints is not None:
-            folder = checkpoints.path("scoring")
-            write_parquet(kept[-1], folder / f"part-{i:05d}.kept.parquet")
-            write_parquet(clustered[-1], folder / f"part-{i:05d}.cluster.parquet")
-        say.advance(stop - start)
-    scored_all = pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0]
-    cluster_input = pd.concat(clustered, ignore_index=True)
-    if checkpoints is not None:
-        checkpoints.save(
-            "scoring", None, {"matches": matches, "kept_columns": list(scored_all.columns)}
+        keep = (prob >= floor) | _below_floor_sample(
+            scored[schema.ROW_L].to_numpy(), scored[schema.ROW_R].to_numpy(), fraction
         )
+        kept.append(scored if keep.all() else scored[keep])
+        cluster_input.add(records, scored, i)
+        del scored
+        if folder is not None:
+            write_parquet(kept[-1], folder / f"part-{i:05d}.kept.parquet")
+        say.advance(stop - start)
+    cluster_input.save()
+    scored_all = pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0]
+    if checkpoints is not None:
+        checkpoints.save("scoring", None, {"matches": matches})
     return scored_all, cluster_input, matches
-
-
-def _read_parts(parts: list, kind: str, columns: list[str] | None) -> pd.DataFrame:
-    frames = [pd.read_parquet(p) for p in parts if p.name.endswith(f".{kind}.parquet")]
-    return pd.concat(frames, ignore_index=True)
 
 
 def _empty_scored(vectors: pd.DataFrame, comparisons: list[Comparison]) -> pd.DataFrame:

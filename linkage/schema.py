@@ -139,6 +139,9 @@ GAMMA_PREFIX = "gamma_"
 MW_PREFIX = "mw_"
 MATCH_WEIGHT = "match_weight"
 MATCH_PROBABILITY = "match_probability"
+# Clustering input gathered chunk by chunk: the pair is a twin/sibling pair held out of
+# clustering when either record has a partner (cluster.sibling_parts).
+SIBLING_IF_PARTNERED = "sibling_if_partnered"
 # Clusters and outputs: one cluster label per record (any int/str), one identity id per cluster.
 CLUSTER_ID = "cluster_id"
 IDENTITY_ID = "identity_id"

@@ -11,6 +11,8 @@ import linkage.pipeline
 from linkage import schema, synth
 from linkage.checkpoint import KEY_FILE, WORK_DIR, Checkpoints, fingerprint
 from linkage.cli import app
+from linkage.cluster import sibling_pairs
+from linkage.compare.name import NameComparison
 from linkage.config import RunSettings, load_config
 from linkage.errors import ConfigError
 from linkage.linker import Linker
@@ -153,14 +155,56 @@ def test_small_chunks_give_the_same_result(demo, reference, tmp_path):
     a = pd.read_parquet(out / "pairs.parquet")
     b = pd.read_parquet(reference / "pairs.parquet")
     pd.testing.assert_frame_equal(a, b)
-    # without memory_limit every scored pair stays in memory; with it, those above the floor
-    assert len(linker.result_.pairs) == linker.result_.summary["candidate_pairs"]
-    bounded = Linker(_config(config_path, chunk_pairs=1000, memory_limit="1GB"), id_key=KEY)
-    bounded.write(tmp_path / "bounded")
-    floor = bounded.config.output.pairs_min_probability
-    assert (bounded.result_.pairs[schema.MATCH_PROBABILITY] >= floor).all()
-    assert len(bounded.result_.pairs) == len(a)
-    assert _outputs(tmp_path / "bounded") == _outputs(reference)
+    # every scored pair stays in memory while run.below_floor_pairs covers them all
+    n_pairs = linker.result_.summary["candidate_pairs"]
+    assert len(linker.result_.pairs) == n_pairs
+    floor = linker.config.output.pairs_min_probability
+    n_below = int((linker.result_.pairs[schema.MATCH_PROBABILITY] < floor).sum())
+    assert n_below > 1000
+    # beyond it: every pair at or above the floor, and a sample of about 400 below it
+    kept = []
+    for chunk in (1000, 1700):
+        run = _config(config_path, chunk_pairs=chunk, memory_limit="1GB", below_floor_pairs=400)
+        bounded = Linker(run, id_key=KEY)
+        bounded.write(tmp_path / f"bounded{chunk}")
+        assert _outputs(tmp_path / f"bounded{chunk}") == _outputs(reference)
+        pairs = bounded.result_.pairs
+        assert int((pairs[schema.MATCH_PROBABILITY] >= floor).sum()) == len(a)
+        sample = int((pairs[schema.MATCH_PROBABILITY] < floor).sum())
+        assert 0.5 * 400 * n_below / n_pairs < sample < 1.5 * 400 * n_below / n_pairs
+        kept.append(pairs[[schema.ROW_L, schema.ROW_R]].sort_values([schema.ROW_L, schema.ROW_R]))
+    # the sample is chosen by pair, not by chunk
+    pd.testing.assert_frame_equal(kept[0].reset_index(drop=True), kept[1].reset_index(drop=True))
+
+
+def test_twins_held_out_whatever_chunk_holds_the_partner(tmp_path):
+    """A twin pair is held out of clustering when either twin has an exact partner elsewhere
+    (``cluster.sibling_pairs``), also when that partner pair is scored in a later chunk."""
+    records = pd.DataFrame(
+        {schema.name_col(schema.NAME, "clean"): ["王子涵", "王子轩", "李明", "王子涵"]}
+    )
+    exact = NameComparison.levels.index("exact")
+    pairs = pd.DataFrame(
+        {
+            schema.ROW_L: [0, 1, 0],
+            schema.ROW_R: [1, 2, 3],
+            "gamma_name": [0, 0, exact],  # twins, an unrelated pair, record 0's partner
+            "gamma_birth_date": [5, 0, 5],
+            schema.MATCH_WEIGHT: [12.0, -8.0, 20.0],
+            schema.MATCH_PROBABILITY: [0.999, 0.01, 0.9999],
+        }
+    )
+    for folder in (None, tmp_path):  # kept in memory, spilled to Parquet
+        gathered = linkage.pipeline._ClusterInput(len(records), 0.9, folder)
+        for i in range(len(pairs)):  # one pair a chunk: the partner comes last
+            gathered.add(records, pairs.iloc[i : i + 1], i)
+        out = gathered.finish()
+        whole = pairs[~sibling_pairs(records, pairs)]
+        assert sorted(zip(out[schema.ROW_L], out[schema.ROW_R], strict=True)) == [(0, 3)]
+        assert sorted(zip(whole[schema.ROW_L], whole[schema.ROW_R], strict=True)) == [
+            (0, 3),
+            (1, 2),
+        ]  # (1, 2) is below threshold in another component: clustering never needs it
 
 
 def test_training_sample_scales_the_prior(demo):
@@ -299,7 +343,9 @@ def test_tampered_checkpoint_is_run_again(demo, reference, stage, rerun, tmp_pat
 def test_checkpoint_without_its_key_starts_over(demo, tmp_path, caplog):
     config_path, _ = demo
     config = _config(config_path)
-    Checkpoints.open(tmp_path, config, resume=False).save("records", {"r": pd.DataFrame({"a": [1]})})
+    Checkpoints.open(tmp_path, config, resume=False).save(
+        "records", {"r": pd.DataFrame({"a": [1]})}
+    )
     (tmp_path / KEY_FILE).unlink()
     assert not Checkpoints.open(tmp_path, config, resume=True).done("records")
     assert "no key file" in caplog.text

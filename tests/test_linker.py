@@ -183,6 +183,42 @@ def test_write_to_a_file_path_is_an_input_error_before_running(tmp_path):
     assert linker.result_ is None  # refused before any work
 
 
+def test_large_pairs_file_is_written_in_slices_and_reads_back_whole(tmp_path, monkeypatch):
+    """pairs.parquet of more than PARQUET_ROWS_AT_ONCE scored pairs is keyed and written a
+    slice at a time; it reads back as the keyed table of every kept pair, in order."""
+    import numpy as np
+
+    import linkage.io
+    from linkage.linker import _write_keyed_pairs
+    from linkage.tables import attach_keys
+
+    monkeypatch.setattr(linkage.io, "PARQUET_ROWS_AT_ONCE", 7)
+    rng = np.random.default_rng(3)
+    records = pd.DataFrame(
+        {
+            schema.ROW: np.arange(30),
+            schema.SOURCE: ["police", "health", "civil_affairs"] * 10,
+            schema.RECORD_ID: [f"R{i:03d}" for i in range(30)],
+        }
+    )
+    pairs = pd.DataFrame(
+        {
+            schema.ROW_L: rng.integers(0, 15, 50),
+            schema.ROW_R: rng.integers(15, 30, 50),
+            "gamma_name": rng.integers(-1, 4, 50).astype(np.int8),
+            schema.MATCH_PROBABILITY: rng.random(50),
+        }
+    )
+    keep = (pairs[schema.MATCH_PROBABILITY] >= 0.4).to_numpy().copy()
+    keep[7:14] = False  # a slice with nothing kept
+    path = _write_keyed_pairs(pairs, keep, records, tmp_path / "pairs.parquet")
+    expected = attach_keys(pairs[keep], records).reset_index(drop=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), expected)
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(path).metadata.num_row_groups == 8  # 50 pairs, 7 at a time
+
+
 def test_a_pilot_too_small_to_train_is_warned_and_keeps_15_18_ids_as_evidence(tmp_path, caplog):
     # Three people in two registries, no 15-digit ID among them: a later batch's 15-digit
     # ID must still count for a match, not be vetoed by a level training never saw.
