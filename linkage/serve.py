@@ -32,6 +32,7 @@ from linkage.share import (
     export_view,
     load_policy,
     mask_values,
+    view_rows,
 )
 from linkage.store import Store
 
@@ -569,32 +570,39 @@ class LookupService:
             return []
         dept = self.departments[department]
         links = self._links_for(department, [h["identity_id"] for h in report.hits])
+        link_rows = list(
+            zip(
+                links[schema.SOURCE].tolist(),
+                links[schema.RECORD_ID].tolist(),
+                links[schema.IDENTITY_ID].tolist(),
+                strict=True,
+            )
+        )
         hits = report.hits
         if dept.rows == "own":
-            own = links[links[schema.SOURCE].isin(dept.own_sources)]
-            keep = set(own[schema.IDENTITY_ID].astype(str))
+            keep = {str(i) for s, _, i in link_rows if s in dept.own_sources}
             hits = [h for h in hits if str(h["identity_id"]) in keep]
         hits = hits[:top]
         if not hits:
             return []
-        golden = pd.DataFrame(
-            [
-                {
-                    **{f: h["golden"].get(f) for f in GRANTABLE_FIELDS},
-                    schema.IDENTITY_ID: h["identity_id"],
-                }
-                for h in hits
-            ]
-        )
-        view = export_view(golden, links, self.policy, department, key=self._key, keyed_order=False)
-        if len(view) != len(hits):  # pragma: no cover - export_view keeps every visible row
+        golden = [
+            {
+                **{f: h["golden"].get(f) for f in GRANTABLE_FIELDS},
+                schema.IDENTITY_ID: h["identity_id"],
+            }
+            for h in hits
+        ]
+        # a searching department is never aggregated nor microdata (may_search): its view
+        # is per identity, built without frames
+        view = view_rows(golden, link_rows, self.policy, department, key=self._key)
+        if len(view) != len(hits):  # pragma: no cover - the view keeps every visible row
             raise RuntimeError("a department view lost rows")
         hidden = self.hidden_comparisons(department)
         out = []
-        for h, (_, row) in zip(hits, view.iterrows(), strict=True):
+        for h, row in zip(hits, view, strict=True):
             out.append(
                 {
-                    "identity": {k: (None if pd.isna(v) else v) for k, v in row.items()},
+                    "identity": row,
                     "match_probability": h["match_probability"],
                     "match_weight": h["match_weight"],
                     "explanation": [e for e in h["explanation"] if e["comparison"] not in hidden],
