@@ -252,6 +252,68 @@ def test_standardize_record_matches_the_table_standardizer(data, pivot):
             assert (pd.isna(a) and pd.isna(b)) or a == b, (i, col, a, b)
 
 
+# messy values of every field, among them an ambiguous district the ID's region code decides
+_MESSY = {
+    schema.NAME: ["欧阳娜娜", " 张 伟 ", "買買提·艾力", "ZHANG Wei", "不详", "王小明（曾用名）", "x"],
+    schema.FORMER_NAME: ["李四", "", "Li Si"],
+    schema.ID_NUMBER: [
+        "110105194912310021", "44030419851107123x", "110101900101001", "1.10105194912310e+17",
+        "110105194912310000", "４４０３０４１９８５１１０７１２３Ｘ", "不详", "12345",
+    ],
+    schema.BIRTH_DATE: ["1949-12-31", "90年3月5日", "25-03-07", "2099-01-01", "19850230", "壹"],
+    schema.REGISTERED_AT: ["2001-01-01", "2001.1.1", "昨天"],
+    schema.GENDER: ["男", "F", "女性", "?"],
+    schema.ETHNICITY: ["汉", "维吾尔族", "漢族人", "01", "火星族"],
+    schema.PHONE: ["13800138000", "+86 138-0013-8000", "010-12345678", "0000000", "不详"],
+    schema.HUKOU_ADDRESS: ["朝阳区建国路88号", "广东省深圳市龙岗区坂田街道", "火星基地", "北京市北京市"],
+    schema.CURRENT_ADDRESS: ["新疆乌鲁木齐市天山区人民路5号", "东莞市长安镇", "县前街1号"],
+}
+
+
+def test_standardize_record_values_equal_the_one_row_table():
+    import itertools
+
+    from linkage.standardize.combine import (
+        record_frame,
+        standardize_record,
+        standardize_record_values,
+    )
+
+    fields = list(_MESSY)
+    n = max(len(v) for v in _MESSY.values())
+    records = [
+        {f: _MESSY[f][(i * (j + 1)) % len(_MESSY[f])] for j, f in enumerate(fields)}
+        for i in range(3 * n)
+    ]
+    # the ambiguous district beside IDs of two different cities, and records of few fields
+    records += [
+        {schema.HUKOU_ADDRESS: "朝阳区建国路88号", schema.ID_NUMBER: i}
+        for i in ("110105194912310021", "220104198001010012", "不详")
+    ]
+    records += [dict(itertools.islice(r.items(), k)) for k, r in enumerate(records[:8], 1)]
+    for record in records:
+        record = {k: v for k, v in record.items() if v}
+        table_flags: dict = {}
+        value_flags: dict = {}
+        table = standardize_record(record, flags=table_flags)
+        values = standardize_record_values(record, flags=value_flags)
+        assert value_flags == table_flags, record
+        row = table.iloc[0].to_dict()
+        assert list(values) == list(row), record
+        for col, expected in row.items():
+            got = values[col]
+            if pd.isna(expected):
+                assert got is None or got is pd.NA, (record, col, got)
+            else:
+                assert got == expected and not pd.isna(got), (record, col, got, expected)
+        frame = record_frame(values)
+        assert list(frame.columns) == list(table.columns)
+        for col in table.columns:
+            # text as object, flags and booleans as their own dtypes
+            if table[col].dtype == bool or str(table[col].dtype) == "boolean":
+                assert frame[col].dtype == table[col].dtype, col
+
+
 def test_standardize_record_honours_the_two_digit_year_pivot():
     from linkage.config import StandardizeConfig
     from linkage.standardize.combine import standardize_record

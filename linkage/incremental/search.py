@@ -18,7 +18,7 @@ from linkage import schema
 from linkage.blocking import record_rule_keys
 from linkage.incremental._common import StoredRun, stack, store_tf, stored_run
 from linkage.pipeline import compare_pairs, score_pairs
-from linkage.standardize.combine import standardize_record
+from linkage.standardize.combine import record_frame, standardize_record_values
 from linkage.store import Store
 
 # source and record_id of the query record inside the compared table
@@ -201,8 +201,8 @@ def search_report(
     raw[schema.SOURCE] = QUERY_SOURCE
     raw[schema.RECORD_ID] = QUERY_SOURCE
     flags: dict[str, str] = {}
-    query = standardize_record(raw, run.standardize, flags=flags)
-    row = query.iloc[0].to_dict()
+    # one record: plain dicts (the frames of the table path cost more than the work)
+    row = standardize_record_values(raw, run.standardize, flags=flags)
     report.fields = _field_report(raw, row, flags)
     blocking = run.blocking
     limit = blocking.max_block_size
@@ -240,7 +240,7 @@ def search_report(
             f"records sharing the {single['field']} alone"
         )
     cands = store.candidates_by_rk(rks, setup.columns)
-    report.hits = _rank(store, setup, query, cands, top)
+    report.hits = _rank(store, setup, record_frame(row), cands, top)
     return report
 
 
