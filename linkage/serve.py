@@ -23,7 +23,12 @@ import yaml
 
 from linkage import schema
 from linkage.errors import ConfigError, InputError
-from linkage.incremental import SINGLE_FIELD_LIMIT, SearchReport, search_report
+from linkage.incremental import (
+    SINGLE_FIELD_LIMIT,
+    SearchReport,
+    hold_search_tables,
+    search_report,
+)
 from linkage.share import (
     GRANTABLE_FIELDS,
     DepartmentPolicy,
@@ -288,6 +293,8 @@ class ServiceSettings:
     # requests per second and burst per bearer token; None: the policy's rate_limit
     rate_per_second: float | None = None
     rate_burst: int | None = None
+    # keep the tables searches read in memory (about 0.5 GB per worker at 1 M records)
+    in_memory: bool = True
 
 
 def _add_missing_indexes(path: str) -> None:
@@ -394,6 +401,11 @@ class LookupService:
         self.store = Store.open(settings.store, create=False, read_only=True)
         # point lookups gain nothing from DuckDB's thread pool; workers are the parallelism
         self.store.con.execute("SET threads = 1")
+        if settings.in_memory:
+            try:
+                hold_search_tables(self.store)
+            except InputError:  # no model: every search fails with the store's message
+                pass
         self.lock = threading.Lock()
         self._audit_lock = threading.Lock()
         self._audit = None

@@ -177,12 +177,18 @@ def test_search_ranks_the_person_first_with_an_explanation(data, tmp_path):
     assert json.loads(res.output)[0]["identity_id"] == expected
 
 
-def test_search_weights_equal_the_batch_pair_weights(data, tmp_path):
+@pytest.mark.parametrize("held", [False, True])
+def test_search_weights_equal_the_batch_pair_weights(data, tmp_path, held):
     """A stored record searched by its raw fields scores each hit's best record exactly as
-    the batch scored that pair (same standardizing, comparisons, term frequencies, model)."""
+    the batch scored that pair (same standardizing, comparisons, term frequencies, model),
+    reading the store or its tables held in memory."""
+    from linkage.incremental import hold_search_tables
+
     store_path = tmp_path / "s.duckdb"
     _batch(data / "run.yaml", store_path)
     with Store.open(store_path) as store:
+        if held:
+            assert hold_search_tables(store)
         pairs = store.table("pairs")
         records = store.table("records")
         weights = {}
@@ -219,6 +225,50 @@ def test_single_record_keys_equal_the_table_keys(data, tmp_path):
         row = records.iloc[i].to_dict()
         expected = by_row.get(row[schema.ROW], set())
         assert set(record_key_hashes(row, settings)) == expected
+
+
+def test_held_tables_give_the_point_reads_and_searches_of_the_store(data, tmp_path):
+    """The lookup service's in-memory tables read back exactly what DuckDB reads give."""
+    from linkage.incremental import hold_search_tables, search_report
+    from linkage.incremental.search import _GOLDEN_COLUMNS, _setup
+
+    store_path = tmp_path / "s.duckdb"
+    _batch(data / "run.yaml", store_path)
+    rng = np.random.default_rng(4)
+    with Store.open(store_path, create=False, read_only=True) as store:
+        records = store.table("records")
+        golden = store.table("golden")
+        hashes = store.con.execute("SELECT DISTINCT h FROM key_index").fetchnumpy()["h"]
+        columns = _setup(store).columns
+        queries = [
+            {f: r[f] for f in (schema.NAME, schema.BIRTH_DATE, schema.PHONE) if pd.notna(r[f])}
+            for r in records.sample(25, random_state=5).to_dict("records")
+        ] + [{schema.NAME: records[schema.NAME].dropna().iloc[0]}, {schema.PHONE: "13800000000"}]
+        reads = []
+        for _ in range(15):
+            rks = rng.choice(records["rk"].to_numpy(), size=int(rng.integers(1, 12)))
+            rks = np.append(rks, 10**9)  # a row key no record has
+            ids = list(rng.choice(golden[schema.IDENTITY_ID].to_numpy(), size=4)) + ["none"]
+            hs = [int(h) for h in rng.choice(hashes, size=5)] + [12345]
+            reads.append((rks, ids, hs))
+
+        def read_all():
+            out = []
+            for rks, ids, hs in reads:
+                out.append(store.candidates_by_rk(rks, columns))
+                out.append(store.links_of_identities(ids))
+                out.append(store.golden_for(ids, _GOLDEN_COLUMNS).sort_values(schema.IDENTITY_ID))
+                out.append(store.rks_for_hashes(hs).sort_values(["h", "rk"], ignore_index=True))
+            reports = [search_report(store, q, top=10) for q in queries]
+            return out, [(r.hits, r.rules, r.fields, r.single_field, r.message) for r in reports]
+
+        from_duckdb = read_all()
+        assert hold_search_tables(store)
+        from_memory = read_all()
+        for a, b in zip(from_duckdb[0], from_memory[0], strict=True):
+            pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+        assert from_duckdb[1] == from_memory[1]
+        assert sum(len(r[0]) for r in from_memory[1]) > 20  # searches found hits
 
 
 @pytest.mark.parametrize("pivot", [30, 5])

@@ -29,6 +29,7 @@ QUERY_SOURCE = "__query__"
 class _Setup:
     run: StoredRun
     columns: list[str]  # stored record columns the comparisons and tf read
+    wanted: frozenset[str] = frozenset()  # the same, as a set
 
 
 def _setup(store: Store) -> _Setup:
@@ -36,7 +37,7 @@ def _setup(store: Store) -> _Setup:
     columns = [schema.SOURCE, schema.RECORD_ID, *run.term_frequency.values()]
     for c in run.comparisons:
         columns += list(c.columns)
-    return _Setup(run=run, columns=list(dict.fromkeys(columns)))
+    return _Setup(run=run, columns=list(dict.fromkeys(columns)), wanted=frozenset(columns))
 
 
 # Query fields and the standardized column holding their readable value: a given value
@@ -244,6 +245,15 @@ def search_report(
     return report
 
 
+def hold_search_tables(store: Store) -> bool:
+    """Keep the tables a search reads (candidate records of the comparison columns, links,
+    golden records, blocking-key index) in memory until the store's next write
+    (:meth:`Store.hold`); search results are unchanged. Returns whether they are held.
+    Raises ``InputError`` when the store holds no model."""
+    setup: _Setup = store.memo("search", lambda: _setup(store))
+    return store.hold(setup.columns, _GOLDEN_COLUMNS)
+
+
 def _single_field_lookup(store: Store, row: dict, report: SearchReport, limit: int) -> np.ndarray:
     """Row keys of stored records sharing the query's name (or else birth date) alone."""
     for f, pairs in _SINGLE_FIELD.items():
@@ -267,7 +277,8 @@ def _rank(
 ) -> list[dict]:
     """Score the query against candidate records; best record per identity, best first."""
     run = setup.run
-    combined = stack([query, cands])
+    # only the columns the comparisons and term frequencies read: half the columns to stack
+    combined = stack([query[[c for c in query.columns if c in setup.wanted]], cands])
     pairs = pd.DataFrame(
         {
             schema.ROW_L: np.zeros(len(cands), dtype=np.int64),
