@@ -173,8 +173,8 @@ class _HeldTable:
         self.types = [str(t) for t in relation.types]
         table = relation.to_arrow_table()
         self.names = list(table.column_names)
-        self.table = table.combine_chunks()
-        keys = self.table.column(key)
+        self.table = table
+        keys = table.column(key)
         if pa.types.is_integer(keys.type):
             self.keys = keys.to_numpy(zero_copy_only=False).astype(np.int64)
         else:
