@@ -5,6 +5,7 @@ search (linkage.incremental) and the sharing policy's views (linkage.share), who
 grants it reuses and never restates. FastAPI and uvicorn come from the ``serve`` extra.
 """
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -1052,7 +1053,8 @@ def serve(
         uvicorn.run(app, **common)
         return
     # check everything in this process first: a bad token file exits 2 before workers start
-    LookupService(settings).close()
+    # (without the in-memory tables: each worker loads its own)
+    LookupService(dataclasses.replace(settings, in_memory=False)).close()
     logger.info("lookup service on %s, %d workers", where, workers)
     os.environ.update(settings_env(settings))
     uvicorn.run("linkage.serve:app_from_env", factory=True, workers=workers, **common)
