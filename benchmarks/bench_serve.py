@@ -9,6 +9,7 @@ concurrent clients; prints the figures. Every loop is bounded by a count and by
 
     python benchmarks/bench_serve.py --persons 100000 --workers 2 --requests 2000
     python benchmarks/bench_serve.py --store big.duckdb --requests 3000
+    python benchmarks/bench_serve.py --store big.duckdb --in-process --requests 500 --warmup 100
 
 Target (issue: a lookup service for departments): p99 <= 50 ms warm and >= 200 requests/s
 on 2 cores at 1 M identities.
@@ -150,8 +151,7 @@ async def load(
             # a department may search only by fields it sees unmasked (else 403): send each
             # query to one that may, in turn
             q = qs[i % len(qs)]
-            allowed = [d for d in DEPARTMENTS if set(q) <= GRANTED[d]] or list(DEPARTMENTS)
-            dept = allowed[i % len(allowed)]
+            dept = department_for(i, q)
             t = time.perf_counter()
             r = await client.post(
                 "/v1/search",
@@ -171,6 +171,49 @@ async def load(
     return latencies, errors, time.perf_counter() - start
 
 
+def department_for(i: int, q: dict) -> str:
+    """A department granted every field of the query, in turn (else 403 answers)."""
+    allowed = [d for d in DEPARTMENTS if set(q) <= GRANTED[d]] or list(DEPARTMENTS)
+    return allowed[i % len(allowed)]
+
+
+def in_process(store: Path, tokens_file: Path, qs: list[dict], args) -> None:
+    """CPU per search of ``LookupService.search`` in this process (no HTTP, no other jobs'
+    share of the clock): ``--warmup`` searches, then ``--requests`` timed by process_time."""
+    import resource
+
+    from linkage.serve import LookupService, SearchQuery, ServiceSettings
+    from linkage.share import DEFAULT_POLICY_PATH
+
+    t = time.process_time()
+    service = LookupService(
+        ServiceSettings(
+            store=str(store),
+            policy=str(DEFAULT_POLICY_PATH),
+            tokens=str(tokens_file),
+            in_memory=not args.no_in_memory,
+        )
+    )
+    start_cpu = time.process_time() - t
+    try:
+        for i in range(args.warmup):
+            q = qs[i % len(qs)]
+            service.search(department_for(i, q), SearchQuery(**q))
+        hits = 0
+        t = time.process_time()
+        for i in range(args.warmup, args.warmup + args.requests):
+            q = qs[i % len(qs)]
+            hits += len(service.search(department_for(i, q), SearchQuery(**q))["hits"])
+        cpu = time.process_time() - t
+    finally:
+        service.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"in process: {args.requests:,} searches after {args.warmup} warm-up, {hits:,} hits; "
+          f"in-memory tables {'off' if args.no_in_memory else 'on'}")  # fmt: skip
+    print(f"CPU: {cpu / args.requests * 1000:.2f} ms per search; start-up {start_cpu:.1f} s; "
+          f"peak RSS {peak:.2f} GB; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--store", type=Path, help="an existing identity store")
@@ -182,6 +225,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--max-seconds", type=float, default=240.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--in-process", action="store_true", help="time LookupService.search here, no HTTP"
+    )
+    parser.add_argument(
+        "--no-in-memory", action="store_true", help="the service reads the store per search"
+    )
     args = parser.parse_args()
 
     args.folder.mkdir(parents=True, exist_ok=True)
@@ -196,6 +245,9 @@ def main() -> None:
     tokens_file.unlink(missing_ok=True)
     tokens = {d: add_token(tokens_file, d) for d in DEPARTMENTS}
     qs = queries(store, 2000, args.seed)
+    if args.in_process:
+        in_process(store, tokens_file, qs, args)
+        return
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = ["linkage", "serve", "--store", str(store), "--tokens", str(tokens_file),
@@ -203,6 +255,8 @@ def main() -> None:
            "--audit", str(args.folder / "audit.jsonl"), "-q",
            # capacity, not the per-token limit: a few tokens send every request here
            "--rate-limit", "1000000", "--rate-burst", "1000000"]  # fmt: skip
+    if args.no_in_memory:
+        cmd.append("--no-in-memory")
     t = time.perf_counter()
     server = subprocess.Popen(cmd, env=dict(os.environ))
     try:

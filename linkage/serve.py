@@ -5,6 +5,7 @@ search (linkage.incremental) and the sharing policy's views (linkage.share), who
 grants it reuses and never restates. FastAPI and uvicorn come from the ``serve`` extra.
 """
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -23,7 +24,12 @@ import yaml
 
 from linkage import schema
 from linkage.errors import ConfigError, InputError
-from linkage.incremental import SINGLE_FIELD_LIMIT, SearchReport, search_report
+from linkage.incremental import (
+    SINGLE_FIELD_LIMIT,
+    SearchReport,
+    hold_search_tables,
+    search_report,
+)
 from linkage.share import (
     GRANTABLE_FIELDS,
     DepartmentPolicy,
@@ -32,6 +38,7 @@ from linkage.share import (
     export_view,
     load_policy,
     mask_values,
+    view_rows,
 )
 from linkage.store import Store
 
@@ -287,6 +294,8 @@ class ServiceSettings:
     # requests per second and burst per bearer token; None: the policy's rate_limit
     rate_per_second: float | None = None
     rate_burst: int | None = None
+    # keep the tables searches read in memory (about 0.5 GB per worker at 1 M records)
+    in_memory: bool = True
 
 
 def _add_missing_indexes(path: str) -> None:
@@ -393,6 +402,11 @@ class LookupService:
         self.store = Store.open(settings.store, create=False, read_only=True)
         # point lookups gain nothing from DuckDB's thread pool; workers are the parallelism
         self.store.con.execute("SET threads = 1")
+        if settings.in_memory:
+            try:
+                hold_search_tables(self.store)
+            except InputError:  # no model: every search fails with the store's message
+                pass
         self.lock = threading.Lock()
         self._audit_lock = threading.Lock()
         self._audit = None
@@ -569,32 +583,39 @@ class LookupService:
             return []
         dept = self.departments[department]
         links = self._links_for(department, [h["identity_id"] for h in report.hits])
+        link_rows = list(
+            zip(
+                links[schema.SOURCE].tolist(),
+                links[schema.RECORD_ID].tolist(),
+                links[schema.IDENTITY_ID].tolist(),
+                strict=True,
+            )
+        )
         hits = report.hits
         if dept.rows == "own":
-            own = links[links[schema.SOURCE].isin(dept.own_sources)]
-            keep = set(own[schema.IDENTITY_ID].astype(str))
+            keep = {str(i) for s, _, i in link_rows if s in dept.own_sources}
             hits = [h for h in hits if str(h["identity_id"]) in keep]
         hits = hits[:top]
         if not hits:
             return []
-        golden = pd.DataFrame(
-            [
-                {
-                    **{f: h["golden"].get(f) for f in GRANTABLE_FIELDS},
-                    schema.IDENTITY_ID: h["identity_id"],
-                }
-                for h in hits
-            ]
-        )
-        view = export_view(golden, links, self.policy, department, key=self._key, keyed_order=False)
-        if len(view) != len(hits):  # pragma: no cover - export_view keeps every visible row
+        golden = [
+            {
+                **{f: h["golden"].get(f) for f in GRANTABLE_FIELDS},
+                schema.IDENTITY_ID: h["identity_id"],
+            }
+            for h in hits
+        ]
+        # a searching department is never aggregated nor microdata (may_search): its view
+        # is per identity, built without frames
+        view = view_rows(golden, link_rows, self.policy, department, key=self._key)
+        if len(view) != len(hits):  # pragma: no cover - the view keeps every visible row
             raise RuntimeError("a department view lost rows")
         hidden = self.hidden_comparisons(department)
         out = []
-        for h, (_, row) in zip(hits, view.iterrows(), strict=True):
+        for h, row in zip(hits, view, strict=True):
             out.append(
                 {
-                    "identity": {k: (None if pd.isna(v) else v) for k, v in row.items()},
+                    "identity": row,
                     "match_probability": h["match_probability"],
                     "match_weight": h["match_weight"],
                     "explanation": [e for e in h["explanation"] if e["comparison"] not in hidden],
@@ -1032,7 +1053,8 @@ def serve(
         uvicorn.run(app, **common)
         return
     # check everything in this process first: a bad token file exits 2 before workers start
-    LookupService(settings).close()
+    # (without the in-memory tables: each worker loads its own)
+    LookupService(dataclasses.replace(settings, in_memory=False)).close()
     logger.info("lookup service on %s, %d workers", where, workers)
     os.environ.update(settings_env(settings))
     uvicorn.run("linkage.serve:app_from_env", factory=True, workers=workers, **common)

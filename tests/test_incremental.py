@@ -177,12 +177,18 @@ def test_search_ranks_the_person_first_with_an_explanation(data, tmp_path):
     assert json.loads(res.output)[0]["identity_id"] == expected
 
 
-def test_search_weights_equal_the_batch_pair_weights(data, tmp_path):
+@pytest.mark.parametrize("held", [False, True])
+def test_search_weights_equal_the_batch_pair_weights(data, tmp_path, held):
     """A stored record searched by its raw fields scores each hit's best record exactly as
-    the batch scored that pair (same standardizing, comparisons, term frequencies, model)."""
+    the batch scored that pair (same standardizing, comparisons, term frequencies, model),
+    reading the store or its tables held in memory."""
+    from linkage.incremental import hold_search_tables
+
     store_path = tmp_path / "s.duckdb"
     _batch(data / "run.yaml", store_path)
     with Store.open(store_path) as store:
+        if held:
+            assert hold_search_tables(store)
         pairs = store.table("pairs")
         records = store.table("records")
         weights = {}
@@ -221,6 +227,50 @@ def test_single_record_keys_equal_the_table_keys(data, tmp_path):
         assert set(record_key_hashes(row, settings)) == expected
 
 
+def test_held_tables_give_the_point_reads_and_searches_of_the_store(data, tmp_path):
+    """The lookup service's in-memory tables read back exactly what DuckDB reads give."""
+    from linkage.incremental import hold_search_tables, search_report
+    from linkage.incremental.search import _GOLDEN_COLUMNS, _setup
+
+    store_path = tmp_path / "s.duckdb"
+    _batch(data / "run.yaml", store_path)
+    rng = np.random.default_rng(4)
+    with Store.open(store_path, create=False, read_only=True) as store:
+        records = store.table("records")
+        golden = store.table("golden")
+        hashes = store.con.execute("SELECT DISTINCT h FROM key_index").fetchnumpy()["h"]
+        columns = _setup(store).columns
+        queries = [
+            {f: r[f] for f in (schema.NAME, schema.BIRTH_DATE, schema.PHONE) if pd.notna(r[f])}
+            for r in records.sample(25, random_state=5).to_dict("records")
+        ] + [{schema.NAME: records[schema.NAME].dropna().iloc[0]}, {schema.PHONE: "13800000000"}]
+        reads = []
+        for _ in range(15):
+            rks = rng.choice(records["rk"].to_numpy(), size=int(rng.integers(1, 12)))
+            rks = np.append(rks, 10**9)  # a row key no record has
+            ids = list(rng.choice(golden[schema.IDENTITY_ID].to_numpy(), size=4)) + ["none"]
+            hs = [int(h) for h in rng.choice(hashes, size=5)] + [12345]
+            reads.append((rks, ids, hs))
+
+        def read_all():
+            out = []
+            for rks, ids, hs in reads:
+                out.append(store.candidates_by_rk(rks, columns))
+                out.append(store.links_of_identities(ids))
+                out.append(store.golden_for(ids, _GOLDEN_COLUMNS).sort_values(schema.IDENTITY_ID))
+                out.append(store.rks_for_hashes(hs).sort_values(["h", "rk"], ignore_index=True))
+            reports = [search_report(store, q, top=10) for q in queries]
+            return out, [(r.hits, r.rules, r.fields, r.single_field, r.message) for r in reports]
+
+        from_duckdb = read_all()
+        assert hold_search_tables(store)
+        from_memory = read_all()
+        for a, b in zip(from_duckdb[0], from_memory[0], strict=True):
+            pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+        assert from_duckdb[1] == from_memory[1]
+        assert sum(len(r[0]) for r in from_memory[1]) > 20  # searches found hits
+
+
 @pytest.mark.parametrize("pivot", [30, 5])
 def test_standardize_record_matches_the_table_standardizer(data, pivot):
     from linkage.config import StandardizeConfig
@@ -250,6 +300,68 @@ def test_standardize_record_matches_the_table_standardizer(data, pivot):
         for col in one.index:
             a, b = one[col], full[col]
             assert (pd.isna(a) and pd.isna(b)) or a == b, (i, col, a, b)
+
+
+# messy values of every field, among them an ambiguous district the ID's region code decides
+_MESSY = {
+    schema.NAME: ["欧阳娜娜", " 张 伟 ", "買買提·艾力", "ZHANG Wei", "不详", "王小明（曾用名）", "x"],
+    schema.FORMER_NAME: ["李四", "", "Li Si"],
+    schema.ID_NUMBER: [
+        "110105194912310021", "44030419851107123x", "110101900101001", "1.10105194912310e+17",
+        "110105194912310000", "４４０３０４１９８５１１０７１２３Ｘ", "不详", "12345",
+    ],
+    schema.BIRTH_DATE: ["1949-12-31", "90年3月5日", "25-03-07", "2099-01-01", "19850230", "壹"],
+    schema.REGISTERED_AT: ["2001-01-01", "2001.1.1", "昨天"],
+    schema.GENDER: ["男", "F", "女性", "?"],
+    schema.ETHNICITY: ["汉", "维吾尔族", "漢族人", "01", "火星族"],
+    schema.PHONE: ["13800138000", "+86 138-0013-8000", "010-12345678", "0000000", "不详"],
+    schema.HUKOU_ADDRESS: ["朝阳区建国路88号", "广东省深圳市龙岗区坂田街道", "火星基地", "北京市北京市"],
+    schema.CURRENT_ADDRESS: ["新疆乌鲁木齐市天山区人民路5号", "东莞市长安镇", "县前街1号"],
+}
+
+
+def test_standardize_record_values_equal_the_one_row_table():
+    import itertools
+
+    from linkage.standardize.combine import (
+        record_frame,
+        standardize_record,
+        standardize_record_values,
+    )
+
+    fields = list(_MESSY)
+    n = max(len(v) for v in _MESSY.values())
+    records = [
+        {f: _MESSY[f][(i * (j + 1)) % len(_MESSY[f])] for j, f in enumerate(fields)}
+        for i in range(3 * n)
+    ]
+    # the ambiguous district beside IDs of two different cities, and records of few fields
+    records += [
+        {schema.HUKOU_ADDRESS: "朝阳区建国路88号", schema.ID_NUMBER: i}
+        for i in ("110105194912310021", "220104198001010012", "不详")
+    ]
+    records += [dict(itertools.islice(r.items(), k)) for k, r in enumerate(records[:8], 1)]
+    for record in records:
+        record = {k: v for k, v in record.items() if v}
+        table_flags: dict = {}
+        value_flags: dict = {}
+        table = standardize_record(record, flags=table_flags)
+        values = standardize_record_values(record, flags=value_flags)
+        assert value_flags == table_flags, record
+        row = table.iloc[0].to_dict()
+        assert list(values) == list(row), record
+        for col, expected in row.items():
+            got = values[col]
+            if pd.isna(expected):
+                assert got is None or got is pd.NA, (record, col, got)
+            else:
+                assert got == expected and not pd.isna(got), (record, col, got, expected)
+        frame = record_frame(values)
+        assert list(frame.columns) == list(table.columns)
+        for col in table.columns:
+            # text as object, flags and booleans as their own dtypes
+            if table[col].dtype == bool or str(table[col].dtype) == "boolean":
+                assert frame[col].dtype == table[col].dtype, col
 
 
 def test_standardize_record_honours_the_two_digit_year_pivot():

@@ -977,3 +977,50 @@ def test_each_token_is_rate_limited(built, monkeypatch):
         service.close()
     lines = (built["folder"] / "audit-429.jsonl").read_text(encoding="utf-8").splitlines()
     assert sum(json.loads(x)["status"] == 429 for x in lines) == 3
+
+
+def test_answers_are_the_same_with_and_without_the_in_memory_tables(built, monkeypatch):
+    """Every department's search and fetch answers equal those of the store's own reads."""
+    from linkage.serve import LookupService, SearchQuery, ServiceSettings
+
+    monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    full = _complete_identities(built["golden"], 12)
+    queries = []
+    for i, g in enumerate(full.to_dict("records")):
+        shape = [
+            {"name": g["name"], "birth_date": g["birth_date"]},
+            {"id_number": g["id_number"]},
+            {"phone": g["phone"]},
+            {"name": g["name"]},
+        ][i % 4]
+        queries.append(shape)
+    answers = {}
+    for in_memory in (False, True):
+        service = LookupService(
+            ServiceSettings(
+                store=str(built["store"]),
+                policy=str(built["policy"]),
+                tokens=str(built["tokens_file"]),
+                in_memory=in_memory,
+            )
+        )
+        try:
+            assert ("held" in service.store._cache) is in_memory
+            got = []
+            for department in service.departments:
+                if not service.may_search(department):
+                    continue
+                for q in queries:
+                    if service.refused_query_fields(department, q):
+                        continue
+                    answer = service.search(department, SearchQuery(**q))
+                    got.append(answer)
+                    for hit in answer["hits"]:
+                        column = service.view_id_column(department)
+                        if column is not None:
+                            got.append(service.fetch(department, hit["identity"][column]))
+            answers[in_memory] = got
+        finally:
+            service.close()
+    assert answers[True] == answers[False]
+    assert sum(len(a.get("hits", [])) for a in answers[True]) >= 10

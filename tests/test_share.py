@@ -28,6 +28,7 @@ from linkage.share import (
     load_policy,
     mask_values,
     policy_from_dict,
+    view_rows,
     write_export,
 )
 
@@ -445,9 +446,11 @@ def test_public_surface_is_pinned_and_the_default_policy_ships_in_the_package():
         "export_view",
         "join_keys",
         "load_policy",
+        "mask_list",
         "mask_values",
         "policy_from_dict",
         "pseudonymize",
+        "view_rows",
         "write_export",
     ]
     package = Path(linkage.__file__).resolve().parent
@@ -476,3 +479,72 @@ def test_small_link_tables_give_the_same_record_lists_as_duckdb(monkeypatch):
     large = share_module._link_columns(ids, links, dept)
     assert small[0].equals(large[0]) and small[1].equals(large[1])
     assert (small[2] == large[2]).all() and small[1].notna().sum() == 40
+
+
+def _rows_of(view: pd.DataFrame) -> list[dict]:
+    return [
+        {k: (None if pd.isna(v) else v) for k, v in row.items()}
+        for row in view.to_dict("records")
+    ]
+
+
+def _view_rows_input(golden: pd.DataFrame, links: pd.DataFrame):
+    rows = [
+        {k: (None if pd.isna(v) else v) for k, v in g.items()} for g in golden.to_dict("records")
+    ]
+    return rows, list(links.itertuples(index=False, name=None))
+
+
+@pytest.mark.parametrize("department", sorted(SHIPPED["departments"]))
+def test_view_rows_equal_export_view_for_shipped_departments(department):
+    from linkage.share.export import is_microdata
+
+    policy = load_policy(DEFAULT_POLICY_PATH)
+    golden, links = _golden(), _links()
+    # more rows than the fixture: an identity without links, a blank and an unmaskable value
+    extra = golden.iloc[[0, 3]].copy()
+    extra[schema.IDENTITY_ID] = ["I6", "I7"]
+    extra[schema.PHONE] = ["  ", "1380013800x"]
+    golden = pd.concat([golden, extra], ignore_index=True)
+    rows, link_rows = _view_rows_input(golden, links)
+    dept = effective_department(policy, department)
+    if dept.aggregate or is_microdata(dept):
+        with pytest.raises(ValueError, match="no per-identity lookup view"):
+            view_rows(rows, link_rows, policy, department, key=KEY)
+        return
+    expected = export_view(golden, links, policy, department, key=KEY, keyed_order=False)
+    got = view_rows(rows, link_rows, policy, department, key=KEY)
+    assert got == _rows_of(expected)
+    assert list(got[0]) == list(expected.columns)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    fields=GRANT,
+    identity=st.sampled_from(["identity_id", "pseudonym"]),
+    sources=st.booleans(),
+    record_ids=st.sampled_from(["none", "own", "all"]),
+    rows=st.sampled_from(["all", "own"]),
+)
+def test_view_rows_equal_export_view_for_random_policies(fields, identity, sources, record_ids, rows):
+    from linkage.share.export import is_microdata
+
+    fields = {f: m for f, m in fields.items() if m in MASK_LEVELS[f]}
+    dept = {
+        "fields": fields,
+        "identity": identity,
+        "sources": sources,
+        "record_ids": record_ids,
+        "rows": rows,
+        "own_sources": ["health"],
+    }
+    try:
+        policy = policy_from_dict(_policy(dept, on_conflict="coarsen"))
+    except ConfigError:
+        return
+    if is_microdata(effective_department(policy, "d")):
+        return
+    golden, links = _golden(), _links()
+    expected = export_view(golden, links, policy, "d", key=KEY, keyed_order=False)
+    got = view_rows(*_view_rows_input(golden, links), policy, "d", key=KEY)
+    assert got == _rows_of(expected)

@@ -14,6 +14,7 @@ from linkage.incremental.search import (
     QUERY_SOURCE,
     SINGLE_FIELD_LIMIT,
     SearchReport,
+    hold_search_tables,
     search,
     search_report,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "SINGLE_FIELD_LIMIT",
     "IngestResult",
     "SearchReport",
+    "hold_search_tables",
     "ingest",
     "key_hashes",
     "record_key_hashes",

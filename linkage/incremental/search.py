@@ -18,7 +18,7 @@ from linkage import schema
 from linkage.blocking import record_rule_keys
 from linkage.incremental._common import StoredRun, stack, store_tf, stored_run
 from linkage.pipeline import compare_pairs, score_pairs
-from linkage.standardize.combine import standardize_record
+from linkage.standardize.combine import record_frame, standardize_record_values
 from linkage.store import Store
 
 # source and record_id of the query record inside the compared table
@@ -29,6 +29,7 @@ QUERY_SOURCE = "__query__"
 class _Setup:
     run: StoredRun
     columns: list[str]  # stored record columns the comparisons and tf read
+    wanted: frozenset[str] = frozenset()  # the same, as a set
 
 
 def _setup(store: Store) -> _Setup:
@@ -36,7 +37,7 @@ def _setup(store: Store) -> _Setup:
     columns = [schema.SOURCE, schema.RECORD_ID, *run.term_frequency.values()]
     for c in run.comparisons:
         columns += list(c.columns)
-    return _Setup(run=run, columns=list(dict.fromkeys(columns)))
+    return _Setup(run=run, columns=list(dict.fromkeys(columns)), wanted=frozenset(columns))
 
 
 # Query fields and the standardized column holding their readable value: a given value
@@ -201,15 +202,19 @@ def search_report(
     raw[schema.SOURCE] = QUERY_SOURCE
     raw[schema.RECORD_ID] = QUERY_SOURCE
     flags: dict[str, str] = {}
-    query = standardize_record(raw, run.standardize, flags=flags)
-    row = query.iloc[0].to_dict()
+    # one record: plain dicts (the frames of the table path cost more than the work)
+    row = standardize_record_values(raw, run.standardize, flags=flags)
     report.fields = _field_report(raw, row, flags)
     blocking = run.blocking
     limit = blocking.max_block_size
     rule_keys = record_rule_keys(row, blocking)
     hashes = sorted({int(v) for v in rule_keys.values() if not isinstance(v, list)})
     found = store.rks_for_hashes(hashes)
-    sizes = found.groupby(schema.KEY_HASH)[schema.RECORD_KEY].size()
+    # records per key, by numpy: a few hundred rows, where a group-by costs ~1 ms
+    found_h = found[schema.KEY_HASH].to_numpy(dtype=np.int64)
+    found_rk = found[schema.RECORD_KEY].to_numpy(dtype=np.int64)
+    key_values, key_counts = np.unique(found_h, return_counts=True)
+    sizes = dict(zip(key_values.tolist(), key_counts.tolist(), strict=True))
     for rule in blocking.rules:
         key = rule_keys.get(rule.name)
         entry: dict = {"rule": rule.name, "keys": list(rule.keys)}
@@ -226,8 +231,8 @@ def search_report(
     # a block the batch would skip (over max_block_size) is skipped here too
     rks = np.array([], np.int64)
     if len(found):
-        in_limit = found[schema.KEY_HASH].map(sizes).to_numpy() <= limit
-        rks = np.unique(found.loc[in_limit, schema.RECORD_KEY].to_numpy(np.int64))
+        in_limit = key_counts[np.searchsorted(key_values, found_h)] <= limit
+        rks = np.unique(found_rk[in_limit])
     if len(rks) == 0:
         rks = _single_field_lookup(store, row, report, single_field_limit)
     if len(rks) == 0:
@@ -240,8 +245,17 @@ def search_report(
             f"records sharing the {single['field']} alone"
         )
     cands = store.candidates_by_rk(rks, setup.columns)
-    report.hits = _rank(store, setup, query, cands, top)
+    report.hits = _rank(store, setup, record_frame(row), cands, top)
     return report
+
+
+def hold_search_tables(store: Store) -> bool:
+    """Keep the tables a search reads (candidate records of the comparison columns, links,
+    golden records, blocking-key index) in memory until the store's next write
+    (:meth:`Store.hold`); search results are unchanged. Returns whether they are held.
+    Raises ``InputError`` when the store holds no model."""
+    setup: _Setup = store.memo("search", lambda: _setup(store))
+    return store.hold(setup.columns, _GOLDEN_COLUMNS)
 
 
 def _single_field_lookup(store: Store, row: dict, report: SearchReport, limit: int) -> np.ndarray:
@@ -267,7 +281,8 @@ def _rank(
 ) -> list[dict]:
     """Score the query against candidate records; best record per identity, best first."""
     run = setup.run
-    combined = stack([query, cands])
+    # only the columns the comparisons and term frequencies read: half the columns to stack
+    combined = stack([query[[c for c in query.columns if c in setup.wanted]], cands])
     pairs = pd.DataFrame(
         {
             schema.ROW_L: np.zeros(len(cands), dtype=np.int64),

@@ -13,8 +13,10 @@ from linkage.share.export import (
     SOURCES,
     department_key,
     export_view,
+    mask_list,
     mask_values,
     pseudonymize,
+    view_rows,
     write_export,
 )
 from linkage.share.policy import (
@@ -51,8 +53,10 @@ __all__ = [
     "export_view",
     "join_keys",
     "load_policy",
+    "mask_list",
     "mask_values",
     "policy_from_dict",
     "pseudonymize",
+    "view_rows",
     "write_export",
 ]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from linkage.tables import shared_text, text_columns
+from linkage.tables import _is_text_dtype, shared_text, text_columns
 
 # Distinct values below this are standardized in this process: starting a worker costs
 # ~1-2 s (a fresh interpreter imports pandas and the name tables), 20,000-50,000 names' work.
@@ -154,6 +154,26 @@ def map_distinct(
     take = np.where(codes < 0, len(distinct), codes)
     out = table.iloc[take]
     out.index = values.index
+    return out
+
+
+def map_one(value: object, func: Callable[[Sequence[str]], pd.DataFrame]) -> dict:
+    """``map_distinct`` for ONE non-null value, as a dict of column -> value.
+
+    The same ``func`` on ``[value]``; text columns hold ``str`` or ``None`` as
+    ``text_columns`` gives them, other columns their own values. For the lookup service's
+    one query record, where factorizing and indexing frames cost more than the work.
+    """
+    frame = func([value])
+    if len(frame) != 1:
+        raise ValueError("normalizer returned a different number of rows than it was given")
+    out = {}
+    for col in frame.columns:
+        series = frame[col]
+        v = series.iloc[0]
+        if (series.dtype == object or _is_text_dtype(series.dtype)) and pd.isna(v):
+            v = None
+        out[col] = v
     return out
 
 

@@ -18,7 +18,7 @@ import opencc
 import pandas as pd
 
 from linkage import schema
-from linkage.standardize._distinct import map_distinct
+from linkage.standardize._distinct import map_distinct, map_one
 from linkage.standardize._fillers import is_filler_text
 from linkage.tables import text_columns
 
@@ -429,6 +429,23 @@ def _resolve(candidates: str, region: str, field: str) -> tuple:
     adcode = _common_code(top)
     names = _names(adcode) if adcode else (None, None, None)
     return (*names, adcode, field + "_ambiguous_district")
+
+
+def standardize_address(value: str, field: str, region_code: object = None) -> dict:
+    """:func:`standardize_addresses` of one non-null value, as a dict of column -> value:
+    the same parse, and the same choice by the ID's region code of an ambiguous district."""
+    out = map_one(value, functools.partial(_parse_distinct, field=field))
+    pending = out.pop(_CANDIDATES)
+    if pending is None or region_code is None or region_code != region_code:
+        return out
+    region = re.match(r"^\s*(\d{6})", str(region_code))
+    if region is None:
+        return out
+    targets = [schema.address_col(field, s) for s in ("province", "city", "district", "adcode")]
+    resolved = _resolve(str(pending), region.group(1), field)
+    for column, v in zip([*targets, schema.QUALITY_FLAGS], resolved, strict=True):
+        out[column] = None if v is None or v != v else v
+    return out
 
 
 def standardize_addresses(

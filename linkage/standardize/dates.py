@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lunardate import LunarDate
 
-from linkage.standardize._distinct import map_distinct
+from linkage.standardize._distinct import map_distinct, map_one
 from linkage.standardize._fillers import is_filler_text
 
 logger = logging.getLogger(__name__)
@@ -273,6 +273,16 @@ def parse_dates(
     return map_distinct(
         values, functools.partial(_parse_distinct, pivot_year=pivot_year, limit=limit)
     )
+
+
+def parse_date_value(
+    value: str, pivot_year: int = 30, today: datetime.date | None = None
+) -> dict:
+    """:func:`parse_dates` of one non-null value: ``value`` (ISO or None), ``quality_flags``."""
+    if not 0 <= pivot_year <= 99:
+        raise ValueError(f"pivot_year must be 0..99, got {pivot_year}")
+    limit = (today or datetime.date.today()).isoformat()
+    return map_one(value, functools.partial(_parse_distinct, pivot_year=pivot_year, limit=limit))
 
 
 def parse_date(

@@ -14,7 +14,7 @@ import opencc
 import pandas as pd
 
 from linkage import schema
-from linkage.standardize._distinct import map_distinct
+from linkage.standardize._distinct import map_distinct, map_one
 
 logger = logging.getLogger(__name__)
 
@@ -222,3 +222,13 @@ def _ethnicity_distinct(values: Sequence[object]) -> pd.DataFrame:
 def standardize_ethnicity(values: pd.Series) -> pd.DataFrame:
     """Normalize ethnicity to the GB 3304 name and two-digit code, flagging unknown values."""
     return map_distinct(values, _ethnicity_distinct)
+
+
+def standardize_gender_value(value: str) -> dict:
+    """:func:`standardize_gender` of one non-null value, as a dict of column -> value."""
+    return map_one(value, _gender_distinct)
+
+
+def standardize_ethnicity_value(value: str) -> dict:
+    """:func:`standardize_ethnicity` of one non-null value, as a dict of column -> value."""
+    return map_one(value, _ethnicity_distinct)

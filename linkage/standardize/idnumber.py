@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from linkage import schema
-from linkage.standardize._distinct import map_distinct
+from linkage.standardize._distinct import map_distinct, map_one
 from linkage.standardize._fillers import is_filler_text
 
 logger = logging.getLogger(__name__)
@@ -428,6 +428,15 @@ def standardize_id_numbers(values: pd.Series) -> pd.DataFrame:
     out = map_distinct(values, _standardize_distinct)
     for col in (schema.ID_VALID, schema.ID_FROM_15):
         out[col] = out[col].astype("boolean")
+    return out
+
+
+def standardize_id_number(value: str) -> dict:
+    """:func:`standardize_id_numbers` of one non-null value, as a dict (booleans as the
+    column's nullable ``boolean`` values: True, False or ``pd.NA``)."""
+    out = map_one(value, _standardize_distinct)
+    for col in (schema.ID_VALID, schema.ID_FROM_15):
+        out[col] = pd.NA if pd.isna(out[col]) else bool(out[col])
     return out
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from linkage import schema
-from linkage.standardize._distinct import map_distinct
+from linkage.standardize._distinct import map_distinct, map_one
 from linkage.zh.readings import READING as _READING
 from linkage.zh.readings import surname_reading as _surname_reading
 from linkage.zh.romanization import surname_from_spelling, wade_giles_to_pinyin
@@ -509,3 +509,8 @@ def standardize_names(values: pd.Series, field: str = "name") -> pd.DataFrame:
     out = map_distinct(values, functools.partial(_names_frame, field=field), null_row=null_row)
     logger.debug("standardized %d %s values", len(values), field)
     return out
+
+
+def standardize_name(value: str, field: str = "name") -> dict:
+    """:func:`standardize_names` of one non-null value, as a dict of column -> value."""
+    return map_one(value, functools.partial(_names_frame, field=field))

@@ -15,7 +15,7 @@ import pandas as pd
 import phonenumbers
 
 from linkage import schema
-from linkage.standardize._distinct import map_distinct
+from linkage.standardize._distinct import map_distinct, map_one
 from linkage.standardize._fillers import is_filler_text
 
 logger = logging.getLogger(__name__)
@@ -150,3 +150,8 @@ def _phones_distinct(values: Sequence[object]) -> pd.DataFrame:
 def standardize_phones(values: pd.Series) -> pd.DataFrame:
     """Normalize phone numbers to digits with type ``mobile`` / ``landline`` and quality flags."""
     return map_distinct(values, _phones_distinct)
+
+
+def standardize_phone(value: str) -> dict:
+    """:func:`standardize_phones` of one non-null value, as a dict of column -> value."""
+    return map_one(value, _phones_distinct)
