@@ -663,6 +663,48 @@ def _side(frame: DataFrame, cols: list[str], suffix: str, row: str) -> DataFrame
     )
 
 
+def _compare_batch(
+    batch: pd.DataFrame,
+    keep: list[str],
+    comparisons: list[Comparison],
+    value_cols: list[str],
+    tf_cols: dict[str, str],
+    bool_cols: list[str],
+) -> pd.DataFrame:
+    """One batch of joined pairs (``<col>__l``, ``<col>__r``) to its comparison vectors.
+
+    Returns the ``keep`` columns, ``gamma_<name>`` (int8) per comparison and the pair's term
+    frequency per tf setting. Used by ``compare_spark`` per Arrow batch and by the u sample
+    on the driver, so both give the same levels.
+    """
+    left = _restore_booleans(pd.DataFrame({c: batch[f"{c}__l"] for c in value_cols}), bool_cols)
+    right = _restore_booleans(pd.DataFrame({c: batch[f"{c}__r"] for c in value_cols}), bool_cols)
+    out = batch[keep].copy()
+    n = len(batch)
+    # each record once, as the local ``compare.compare`` prepares records: a record is in
+    # many pairs of a batch
+    rids = np.concatenate(
+        [batch[schema.ROW_L].to_numpy(np.int64), batch[schema.ROW_R].to_numpy(np.int64)]
+    )
+    _, first, where = np.unique(rids, return_index=True, return_inverse=True)
+    for c in comparisons:
+        values = {
+            col: np.concatenate([left[col].to_numpy(), right[col].to_numpy()])[first]
+            for col in c.columns
+            if col in value_cols
+        }
+        for col in c.columns:
+            if col not in value_cols:  # absent columns read as null, as locally
+                values[col] = np.full(len(first), None, dtype=object)
+        levels = c.compare_prepared(c.prepare(values), where[:n], where[n:])
+        out[schema.GAMMA_PREFIX + c.name] = levels.astype(np.int8)
+    for tf in tf_cols.values():
+        out[tf] = np.fmax(
+            batch[f"{tf}__l"].to_numpy(dtype=float), batch[f"{tf}__r"].to_numpy(dtype=float)
+        )
+    return out
+
+
 def compare_spark(
     pairs: DataFrame,
     prepared: DataFrame,
@@ -687,39 +729,10 @@ def compare_spark(
         + [T.StructField(schema.GAMMA_PREFIX + c.name, T.ByteType(), False) for c in comparisons]
         + [T.StructField(tf, T.DoubleType(), True) for tf in tf_cols.values()]
     )
-    n_missing = {c.name: [col for col in c.columns if col not in value_cols] for c in comparisons}
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            left = _restore_booleans(
-                pd.DataFrame({c: batch[f"{c}__l"] for c in value_cols}), bool_cols
-            )
-            right = _restore_booleans(
-                pd.DataFrame({c: batch[f"{c}__r"] for c in value_cols}), bool_cols
-            )
-            out = batch[keep].copy()
-            n = len(batch)
-            # each record once, as the local ``compare.compare`` prepares records: a record
-            # is in many pairs of a batch (every random pair of the u sample shares records)
-            rids = np.concatenate(
-                [batch[schema.ROW_L].to_numpy(np.int64), batch[schema.ROW_R].to_numpy(np.int64)]
-            )
-            _, first, where = np.unique(rids, return_index=True, return_inverse=True)
-            for c in comparisons:
-                values = {
-                    col: np.concatenate([left[col].to_numpy(), right[col].to_numpy()])[first]
-                    for col in c.columns
-                    if col in value_cols
-                }
-                for col in n_missing[c.name]:  # absent columns read as null, as locally
-                    values[col] = np.full(len(first), None, dtype=object)
-                levels = c.compare_prepared(c.prepare(values), where[:n], where[n:])
-                out[schema.GAMMA_PREFIX + c.name] = levels.astype(np.int8)
-            for tf in tf_cols.values():
-                out[tf] = np.fmax(
-                    batch[f"{tf}__l"].to_numpy(dtype=float), batch[f"{tf}__r"].to_numpy(dtype=float)
-                )
-            yield out
+            yield _compare_batch(batch, keep, comparisons, value_cols, tf_cols, bool_cols)
 
     return _map_in_pandas(joined, run, out_schema)
 
@@ -753,14 +766,6 @@ def score_spark(
 
 
 # ----------------------------------------------------------------------------- training
-
-
-def _collect_vectors(vectors: DataFrame, gamma_cols: list[str]) -> pd.DataFrame:
-    frame = vectors.select(schema.ROW_L, schema.ROW_R, *gamma_cols).toPandas()
-    frame = frame.sort_values([schema.ROW_L, schema.ROW_R], kind="stable").reset_index(drop=True)
-    for col in gamma_cols:
-        frame[col] = frame[col].astype(np.int8)
-    return frame
 
 
 def _training_vectors(
@@ -803,21 +808,80 @@ def _prior_from_patterns(
     return float(np.clip(max(hits, 1) / recall / total, 1e-12, 0.5))
 
 
-def train_spark(
-    spark: SparkSession,
+def random_pair_vectors(
     prepared: DataFrame,
+    random_pairs: pd.DataFrame,
+    link_type: str,
+    comparisons: list[Comparison],
+    value_cols: list[str],
+    tf_cols: dict[str, str],
+    bool_cols: list[str],
+    chunk: int = 100_000,
+) -> pd.DataFrame:
+    """Comparison vectors of the random pairs for u, computed on the driver.
+
+    ``random_pairs``: rid_l, rid_r (``blocking.sample_random_pairs``); ``prepared``: rid,
+    source and the comparisons' columns. Returns rid_l, rid_r and ``gamma_<name>`` of the
+    pairs the link type allows (``training.random_pairs_for_u``'s rule). The pairs touch at
+    most twice ``model.u_sample_pairs`` records whatever the input's size, so those records
+    alone are fetched (a broadcast join, no shuffle of the records) and compared here with
+    the batch code of ``compare_spark``; sending the pairs through two shuffled joins cost a
+    small run most of its training time.
+    """
+    spark = prepared.sparkSession
+    rids = np.unique(random_pairs[[schema.ROW_L, schema.ROW_R]].to_numpy().ravel())
+    wanted = spark.createDataFrame(pd.DataFrame({schema.ROW: rids.astype(np.int64)}))
+    rows = prepared.join(F.broadcast(wanted), schema.ROW).toPandas()
+    rows = rows.sort_values(schema.ROW).reset_index(drop=True)
+    rid = rows[schema.ROW].to_numpy(np.int64)
+    position = pd.Index(rid)
+    pos_l = position.get_indexer(random_pairs[schema.ROW_L].to_numpy(np.int64))
+    pos_r = position.get_indexer(random_pairs[schema.ROW_R].to_numpy(np.int64))
+    if link_type in ("link_only", "dedupe_only"):
+        source = rows[schema.SOURCE].to_numpy()
+        cross = source[pos_l] != source[pos_r]
+        keep = cross if link_type == "link_only" else ~cross
+        pos_l, pos_r = pos_l[keep], pos_r[keep]
+    cols = value_cols + list(tf_cols.values())
+    columns = {c: rows[c].to_numpy() for c in cols}
+    gamma_cols = [schema.GAMMA_PREFIX + c.name for c in comparisons]
+    out = []
+    for start in range(0, len(pos_l), chunk):
+        left, right = pos_l[start : start + chunk], pos_r[start : start + chunk]
+        batch = pd.DataFrame(
+            {
+                schema.ROW_L: rid[left],
+                schema.ROW_R: rid[right],
+                **{f"{c}__l": columns[c][left] for c in cols},
+                **{f"{c}__r": columns[c][right] for c in cols},
+            }
+        )
+        vectors = _compare_batch(
+            batch, [schema.ROW_L, schema.ROW_R], comparisons, value_cols, tf_cols, bool_cols
+        )
+        out.append(vectors[[schema.ROW_L, schema.ROW_R, *gamma_cols]])
+    if not out:
+        return pd.DataFrame(
+            {c: np.array([], np.int64) for c in (schema.ROW_L, schema.ROW_R)}
+            | {g: np.array([], np.int8) for g in gamma_cols}
+        )
+    return pd.concat(out, ignore_index=True)
+
+
+def train_spark(
     vectors: DataFrame,
     n_records: int,
     comparisons: list[Comparison],
     config: RunConfig,
-    compare_pairs: Callable[[DataFrame], DataFrame],
+    u_vectors: Callable[[pd.DataFrame], pd.DataFrame],
     tf_cols: dict[str, str],
 ) -> FellegiSunterModel:
     """Train the model on the driver: u from random pairs, m by EM from the candidates' patterns.
 
     The same calls as ``training.train_model``: the model from ``training.new_model``, u from
-    ``blocking.sample_random_pairs`` (same seed, same pairs as the local engine, filtered by
-    the link type in Spark), m from ``fit_sessions`` (or ``fit``) over the candidates.
+    ``blocking.sample_random_pairs`` (same seed, same pairs as the local engine) compared by
+    ``u_vectors`` (``random_pair_vectors``: filtered by the link type, as locally), m from
+    ``fit_sessions`` (or ``fit``) over the candidates.
     """
     from linkage.blocking import sample_random_pairs
 
@@ -831,21 +895,7 @@ def train_spark(
     model = new_model(comparisons, config, list(tf_cols))
     gamma_cols = [schema.GAMMA_PREFIX + c.name for c in comparisons]
     random_pairs = sample_random_pairs(n_records, settings.u_sample_pairs, seed=settings.seed)
-    sample = spark.createDataFrame(random_pairs)
-    link_type = config.blocking.link_type
-    if link_type in ("link_only", "dedupe_only"):
-        src = prepared.select(schema.ROW, schema.SOURCE)
-        sample = sample.join(
-            src.select(F.col(schema.ROW).alias(schema.ROW_L), F.col(schema.SOURCE).alias("__sl")),
-            schema.ROW_L,
-        ).join(
-            src.select(F.col(schema.ROW).alias(schema.ROW_R), F.col(schema.SOURCE).alias("__sr")),
-            schema.ROW_R,
-        )
-        same = F.col("__sl") == F.col("__sr")
-        sample = sample.where(~same if link_type == "link_only" else same)
-        sample = sample.select(schema.ROW_L, schema.ROW_R)
-    model.estimate_u(_collect_vectors(compare_pairs(sample), gamma_cols))
+    model.estimate_u(u_vectors(random_pairs))
     patterns, expanded, total = _training_vectors(
         vectors, gamma_cols, config.spark.train_sample_pairs, settings.seed
     )
@@ -1326,10 +1376,9 @@ def run_spark(
     )
     prepared = prepared.localCheckpoint()
 
-    def compare_pairs(frame: DataFrame) -> DataFrame:
-        return compare_spark(frame, prepared, comparisons, value_cols, tf_cols, bool_cols)
-
-    vectors = compare_pairs(pairs).localCheckpoint()
+    vectors = compare_spark(
+        pairs, prepared, comparisons, value_cols, tf_cols, bool_cols
+    ).localCheckpoint()
     n_pairs = vectors.count()
     say(f"compared {n_pairs:,} pairs")
     timings["compare"] = time.perf_counter() - t
@@ -1339,9 +1388,19 @@ def run_spark(
     say("training model")
     model = saved_model
     if model is None:
-        model = train_spark(
-            spark, prepared, vectors, n, comparisons, config, compare_pairs, tf_cols
-        )
+
+        def u_vectors(random_pairs: pd.DataFrame) -> pd.DataFrame:
+            return random_pair_vectors(
+                prepared,
+                random_pairs,
+                config.blocking.link_type,
+                comparisons,
+                value_cols,
+                tf_cols,
+                bool_cols,
+            )
+
+        model = train_spark(vectors, n, comparisons, config, u_vectors, tf_cols)
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
