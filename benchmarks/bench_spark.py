@@ -171,10 +171,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--partitions", type=int, default=8)
-    parser.add_argument("--driver-memory", default="4g", help="spark.driver.memory (local mode: "
-                        "the executors live in the driver JVM)")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="run.yaml of existing registries (instead of generating them)")
+    parser.add_argument(
+        "--driver-memory",
+        default="4g",
+        help="spark.driver.memory (local mode: the executors live in the driver JVM)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="run.yaml of existing registries (instead of generating them)",
+    )
     parser.add_argument("--engines", default="local,spark")
     parser.add_argument("--workdir", type=Path, default=Path("bench_spark_work"))
     parser.add_argument("--json", type=Path, default=None, help="append results as JSON lines")
