@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import json
 import logging
 import math
@@ -71,6 +72,8 @@ ConfigArg = Annotated[
 _USAGE_ERROR: type[Exception] = next(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
 )
+# the same click's context stack (for the usage lines of a command's own usage error)
+_CLICK_GLOBALS = importlib.import_module(_USAGE_ERROR.__module__.rsplit(".", 1)[0] + ".globals")
 
 
 def _version(value: bool) -> None:
@@ -152,8 +155,12 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except _USAGE_ERROR as exc:
-            # BadParameter raised by a command's own checks: the same one-line form as a
-            # bad input, not click's "Error:" block
+            # BadParameter raised by a command's own checks: the usage lines click prints for
+            # a parsing error, then the same one-line form as a bad input
+            ctx = exc.ctx or _CLICK_GLOBALS.get_current_context(silent=True)
+            if ctx is not None:
+                typer.echo(ctx.get_usage(), err=True)
+                typer.echo(f"Try '{ctx.command_path} --help' for help.", err=True)
             typer.echo(f"error: {exc.format_message()}", err=True)
             raise typer.Exit(2) from None
         except LinkageError as exc:
@@ -460,6 +467,7 @@ def standardize_cmd(
     output: Annotated[
         Path, typer.Option("--output", "-o", metavar="FILE", help="Parquet file to write.")
     ],
+    bad_rows: BadRows = None,
     quiet: Quiet = False,
 ) -> None:
     """Read and standardize every source; write the records with derived columns as Parquet."""
@@ -471,6 +479,7 @@ def standardize_cmd(
     check_output_file(output)
     cfg = load_config(config)
     check_output_file(output, not_over=run_files(cfg))
+    cfg = _with_bad_rows(cfg, bad_rows)
     start = time.perf_counter()
     with _progress(quiet) as report:
         records = read_records(cfg, progress=report)
@@ -481,6 +490,11 @@ def standardize_cmd(
         f"standardized {len(records):,} records in {time.perf_counter() - start:.1f}s -> {output}",
         quiet,
     )
+    if cfg.run.bad_rows is not None and Path(cfg.run.bad_rows).is_file():
+        import pandas as pd
+
+        n_bad = len(pd.read_csv(cfg.run.bad_rows, dtype=str, keep_default_na=False))
+        _echo(f"bad rows: {n_bad:,} set aside in {cfg.run.bad_rows}", quiet)
 
 
 def _run_spark(
@@ -752,6 +766,17 @@ def search(
     if report.message and not quiet:
         # why the answer is empty (or came from one field alone); JSON stays the hits list
         typer.echo(report.message, err=as_json)
+    unread = {f: d for f, d in report.fields.items() if not d.get("usable")}
+    if unread and not quiet:
+        # a value read as filler or unreadable is left out of the search: say so
+        typer.echo(
+            "not searched: "
+            + "; ".join(
+                f"{f} ({', '.join(x['meaning'] for x in d['flags']) or 'no readable value'})"
+                for f, d in unread.items()
+            ),
+            err=True,
+        )
     if as_json:
         _print_json([_search_hit(hit) for hit in hits])
         return
@@ -1349,6 +1374,12 @@ def dashboard(
         )
     for name, path in paths.items():
         _echo(f"{name}: {path}", quiet)
+    if linker is None:
+        _echo(
+            "the viewers show no record values: give the run config too "
+            "(linkage dashboard CONFIG --from OUT) to show them",
+            quiet,
+        )
 
 
 @app.command()

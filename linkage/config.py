@@ -690,6 +690,10 @@ def _duplicate_keys(node: yaml.Node, path: str = "") -> list[str]:
     return [message for _line, message in sorted(found)]
 
 
+# suffixes of source files, never of a YAML file (read_yaml refuses them with a hint)
+_DATA_SUFFIXES = frozenset({".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".xls", ".parquet"})
+
+
 def read_yaml(path: str | Path) -> Any:
     """Parse a YAML file safely; duplicate mapping keys anywhere are an error.
 
@@ -697,6 +701,13 @@ def read_yaml(path: str | Path) -> Any:
     Raises ``ConfigError`` naming the file (and the line or duplicate key path).
     """
     path = Path(path)
+    if path.suffix.lower() in _DATA_SUFFIXES:
+        # a data file given where a config belongs: say so, not "not UTF-8 text"
+        raise ConfigError(
+            f"is a {path.suffix} data file, expected a YAML config (a run config names its "
+            "sources under 'sources:'; see the README, 'Configuration')",
+            path=str(path),
+        )
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:

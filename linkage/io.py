@@ -17,7 +17,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -531,6 +531,7 @@ def _read_raw(cfg: SourceConfig) -> tuple[pd.DataFrame, list[tuple[int, str, int
         raise InputError("is a folder, expected a .csv, .xlsx or .parquet file", path=str(path))
     suffix = path.suffix.lower()
     bad: list[tuple[int, str, int, int]] = []
+    key_rows: list[int] = []
     try:
         if suffix in (".csv", ".txt", ".tsv"):
             text, used = decode_bytes(path.read_bytes(), cfg.encoding, path=str(path))
@@ -538,7 +539,8 @@ def _read_raw(cfg: SourceConfig) -> tuple[pd.DataFrame, list[tuple[int, str, int
             frame, bad, where = _read_csv_text(text, cfg)
         elif suffix in (".xlsx", ".xlsm"):
             frame, inexact = _read_xlsx(path, cfg.sheet)
-            _refuse_inexact_keys(inexact, cfg)
+            _warn_inexact_columns(inexact, cfg)
+            key_rows = inexact.get(cfg.record_id, [])
             where = None
         elif suffix == ".parquet":
             frame = _read_parquet(path)
@@ -559,6 +561,11 @@ def _read_raw(cfg: SourceConfig) -> tuple[pd.DataFrame, list[tuple[int, str, int
     if where is None:
         # a sheet's index is its row - 2; a Parquet row counts from 1
         where = _FrameRows(frame, 2 if suffix in (".xlsx", ".xlsm") else 1)
+    if key_rows:
+        # positions of record ids Excel stored as numbers of 16+ digits (a sheet row is
+        # its index + 2); checked with the other bad record ids
+        at = frame.index.get_indexer([r - 2 for r in key_rows])
+        frame.attrs[_INEXACT_KEYS] = sorted(int(p) for p in at if p >= 0)
     return frame, bad, where
 
 
@@ -570,9 +577,13 @@ def read_raw(cfg: SourceConfig) -> pd.DataFrame:
     the header's; a record key (``record_id``) stored as a number too long for Excel is
     refused with its rows.
     """
-    frame, bad, _where = _read_raw(cfg)
-    if bad:
-        raise InputError(_problem_list([_field_count_problem(bad)]), path=str(cfg.path))
+    frame, bad, where = _read_raw(cfg)
+    problems = [_field_count_problem(bad)] if bad else []
+    inexact = frame.attrs.get(_INEXACT_KEYS)
+    if inexact:
+        problems.append(_inexact_keys_problem(cfg, where, inexact)[0])
+    if problems:
+        raise InputError(_problem_list(problems), path=str(cfg.path))
     return frame
 
 
@@ -606,21 +617,23 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         ) from None
 
 
-def _refuse_inexact_keys(inexact: dict[str, list[int]], cfg: SourceConfig) -> None:
-    """A record key stored as a number of 16+ digits lost digits in Excel: refuse it.
+# frame.attrs key: positions of record ids a sheet stored as numbers of 16+ digits
+_INEXACT_KEYS = "linkage_inexact_record_ids"
 
-    Other columns keep the float text (an ID becomes ``id_float_damaged`` downstream).
-    """
-    rows = inexact.get(cfg.record_id)
-    if rows:
-        shown = ", ".join(map(str, rows[:_MAX_LINES_LISTED]))
-        raise InputError(
-            f"{len(rows)} record id(s) are numbers too long for Excel's 15 significant digits "
-            f"(rows {shown}): their last digits are lost; store the column as text in the "
-            "source system and export again",
-            path=str(cfg.path),
-            column=cfg.record_id,
-        )
+
+def _inexact_keys_problem(cfg: SourceConfig, where: Any, pos: list[int]) -> tuple[str, dict]:
+    """A record key stored as a number of 16+ digits lost digits in Excel: a bad row (the
+    problem text and its reason per position), refused or set aside like any other."""
+    return (
+        f"column '{cfg.record_id}': {len(pos)} record id(s) are numbers too long for Excel's "
+        f"15 significant digits ({_listed(where.unit, where.lines(pos))}): their last digits "
+        "are lost; store the column as text in the source system and export again",
+        dict.fromkeys(pos, "record id a number too long for Excel's 15 digits (digits lost)"),
+    )
+
+
+def _warn_inexact_columns(inexact: dict[str, list[int]], cfg: SourceConfig) -> None:
+    """Other columns keep the float text (an ID becomes ``id_float_damaged`` downstream)."""
     for column, at in inexact.items():
         if column in cfg.columns:
             logger.warning(
@@ -689,8 +702,11 @@ def _listed(unit: str, lines: list[int]) -> str:
     return f"{unit}{'s' if len(lines) > 1 else ''} {shown}{_more(len(lines))}"
 
 
-def _bad_record_ids(ids: pd.Series, cfg: SourceConfig, where: Any) -> list[tuple[str, dict]]:
-    """Every row whose record id cannot key it: (problem text, {position: reason})."""
+def _bad_record_ids(
+    ids: pd.Series, cfg: SourceConfig, where: Any, known: Sequence[int] = ()
+) -> list[tuple[str, dict]]:
+    """Every row whose record id cannot key it: (problem text, {position: reason}).
+    ``known``: positions already found bad (ids a sheet stored as long numbers)."""
     unit = where.unit
     found: list[tuple[str, dict]] = []
     empty = ids.isna().to_numpy()
@@ -703,7 +719,10 @@ def _bad_record_ids(ids: pd.Series, cfg: SourceConfig, where: Any) -> list[tuple
                 dict.fromkeys(pos, "no record id"),
             )
         )
-    floated = ids.str.fullmatch(_SCIENTIFIC).fillna(False).astype(bool).to_numpy()
+    floated = np.array(ids.str.fullmatch(_SCIENTIFIC, na=False), dtype=bool)
+    floated[list(known)] = False
+    empty = empty.copy()
+    empty[list(known)] = True  # not a duplicate of another damaged id either
     if floated.any():
         pos = np.flatnonzero(floated).tolist()
         found.append(
@@ -749,7 +768,10 @@ def _checked(
     ``rejected``, set aside there with its line and reason."""
     path = str(cfg.path)
     check_mapped_columns(list(raw.columns), cfg)
-    found = _bad_record_ids(raw[cfg.record_id], cfg, where)
+    inexact = raw.attrs.get(_INEXACT_KEYS) or []
+    found = _bad_record_ids(raw[cfg.record_id], cfg, where, known=inexact)
+    if inexact:
+        found.insert(0, _inexact_keys_problem(cfg, where, inexact))
     problems = ([_field_count_problem(bad_lines)] if bad_lines else []) + [t for t, _ in found]
     if not problems:
         return raw

@@ -153,6 +153,14 @@ def train_model(
                     for info in model.sessions_
                 ),
             )
+            if not any(info["estimated"] for info in model.sessions_):
+                logger.warning(
+                    "every training session had too few pairs (%d candidate pairs in all): "
+                    "m rests on EM over those pairs and a weak prior, so match weights are "
+                    "unreliable; train on a larger batch and reuse its model "
+                    "(model.load: OUTPUT/model.json)",
+                    len(vectors),
+                )
         else:
             model.fit(vectors)
     else:

@@ -750,12 +750,11 @@ def cluster_viewer(
         .encode(text="text:N", x=alt.value(0), y=alt.value(10))
         .properties(width=420, height=20)
     )
-    dashboard = alt.vconcat(
-        head,
-        graph,
-        alt.hconcat(*columns, spacing=4),
-        title=f"Cluster viewer: {len(chosen)} identities",
-    )
+    title = f"Cluster viewer: {len(chosen)} identities"
+    if not any(node.get(f) for node in nodes for f in fields):
+        # read back from a run's output folder without its config: no record values
+        title += " (record values not loaded: give the run config to show them)"
+    dashboard = alt.vconcat(head, graph, alt.hconcat(*columns, spacing=4), title=title)
     dashboard = _finish(dashboard)
     if path is not None:
         save_chart(dashboard, path)

@@ -196,6 +196,30 @@ def test_sheet_rows_are_named_as_rows(tmp_path: Path) -> None:
     assert table[schema.REJECT_RAW].tolist() == [DUP_A, DUP_B]
 
 
+def test_sheet_record_id_stored_as_a_long_number_is_set_aside(tmp_path: Path) -> None:
+    # Excel keeps 15 significant digits: an 18-digit record id typed as a number lost its
+    # tail, so the row cannot be keyed; with --bad-rows it is one bad row, not a refused file.
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(HEADER.split(","))
+    sheet.append(GOOD[0].split(","))
+    sheet.append([440306198512124561, *GOOD[1].split(",")[1:]])
+    sheet.append(GOOD[2].split(","))
+    book.save(tmp_path / "police.xlsx")
+    source = {"path": "police.xlsx", "record_id": "登记编号", "columns": COLUMNS}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"sources": {"police": source}}), encoding="utf-8")
+    cfg = load_config(path).sources["police"]
+    with pytest.raises(InputError, match=r"too long for Excel's 15 significant digits \(row 3\)"):
+        read_source(cfg)
+    rejected = RejectedRows()
+    frame = read_source(cfg, rejected=rejected)
+    assert list(frame[schema.RECORD_ID]) == [GOOD[0].split(",")[0], GOOD[2].split(",")[0]]
+    table = rejected.frame()
+    assert table[schema.REJECT_LINE].tolist() == [3]
+    assert "too long for Excel" in table[schema.REJECT_REASON].iloc[0]
+
+
 def test_ingest_sets_bad_rows_aside_and_counts_them(tmp_path: Path) -> None:
     base = tmp_path / "base"
     base.mkdir()
@@ -240,3 +264,19 @@ def test_refused_run_keeps_a_bad_rows_file_inside_its_output(tmp_path: Path) -> 
     assert result.exit_code == 2
     assert [p.name for p in out.iterdir()] == ["bad.csv"]
     assert len(pd.read_csv(out / "bad.csv")) == 2
+
+
+def test_standardize_sets_bad_rows_aside_with_the_option(tmp_path: Path) -> None:
+    config = _write(tmp_path, [*GOOD, NO_ID, SHORT])
+    out = tmp_path / "std.parquet"
+    refused = runner.invoke(app, ["standardize", str(config), "--output", str(out)])
+    assert refused.exit_code == 2 and "line 6" in refused.output
+    reject = tmp_path / "bad.csv"
+    result = runner.invoke(
+        app, ["standardize", str(config), "--output", str(out), "--bad-rows", str(reject)]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"bad rows: 2 set aside in {reject}" in result.output
+    records = pd.read_parquet(out)
+    assert len(records) == len(GOOD) + 2  # police's good rows and health's two
+    assert pd.read_csv(reject)[schema.REJECT_LINE].tolist() == [6, 7]

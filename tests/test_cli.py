@@ -217,6 +217,9 @@ def test_usage_errors_exit_2_with_a_message_and_no_traceback(tmp_path, monkeypat
     assert message in result.output
     assert "Traceback" not in result.output and "internal error" not in result.output
     assert not (tmp_path / "x").exists()  # refused before any work
+    if args[0] != "nosuchcommand":  # the command's usage line, as the docs promise
+        usage = result.output.split("Usage: ", 1)[-1].splitlines()[0]
+        assert "Usage: " in result.output and f" {args[0]} " in usage, result.output
 
 
 def test_version_prints_the_package_version():
@@ -368,6 +371,21 @@ def test_search_json_numbers_are_numbers(batch):
         assert isinstance(hit["matched_records"], int)
         assert isinstance(hit["golden"].get("records", 0), int)
         assert isinstance(hit["match_probability"], float)
+
+
+def test_search_says_which_given_value_it_left_out(batch):
+    out, _ = batch
+    name = pd.read_csv(out / "run" / "golden_records.csv", dtype=str)["name"].dropna().iloc[0]
+    store = str(out / "ids.duckdb")
+    # 13800138000 is a filler number registries type for "unknown": it is not searched
+    result = runner.invoke(
+        app, ["search", "--store", store, "--name", name, "--phone", "13800138000", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert isinstance(json.loads(result.stdout), list)  # stdout stays the JSON hits
+    assert "not searched: phone (" in result.stderr
+    plain = runner.invoke(app, ["search", "--store", store, "--name", name])
+    assert "not searched" not in plain.output
 
 
 def test_quiet_is_honoured_by_every_command(batch, data):

@@ -256,3 +256,12 @@ def test_link_type_uses_splinks_names(write_yaml, given, stored):
 def test_unknown_link_type_is_refused(write_yaml):
     with pytest.raises(ConfigError, match="blocking.link_type"):
         load_config(write_yaml(_with(blocking={"link_type": "dedupe"})))
+
+
+@pytest.mark.parametrize("name", ["police.csv", "health.xlsx", "records.parquet"])
+def test_a_data_file_given_as_config_is_named_as_such(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes("编号,姓名\n1,张伟\n".encode("gbk"))
+    with pytest.raises(ConfigError, match=r"data file, expected a YAML config") as info:
+        load_config(path)
+    assert name in str(info.value)

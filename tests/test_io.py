@@ -312,7 +312,7 @@ def test_excel_record_ids_too_long_for_excel_are_refused(tmp_path):
     with pytest.raises(InputError) as info:
         read_source(cfg)
     msg = str(info.value)
-    assert "p.xlsx, column '登记编号'" in msg and "1 record id(s)" in msg and "(rows 2)" in msg
+    assert "p.xlsx: column '登记编号'" in msg and "1 record id(s)" in msg and "(row 2)" in msg
 
 
 def test_excel_damage_and_sheet_errors_name_the_file(tmp_path):

@@ -181,3 +181,36 @@ def test_write_to_a_file_path_is_an_input_error_before_running(tmp_path):
     with pytest.raises(InputError, match=r"out: output must be a folder"):
         linker.write(tmp_path / "out")
     assert linker.result_ is None  # refused before any work
+
+
+def test_a_pilot_too_small_to_train_is_warned_and_keeps_15_18_ids_as_evidence(tmp_path, caplog):
+    # Three people in two registries, no 15-digit ID among them: a later batch's 15-digit
+    # ID must still count for a match, not be vetoed by a level training never saw.
+    (tmp_path / "police.csv").write_text(
+        "编号,姓名,出生日期,身份证号\n"
+        "p1,张伟,1990-03-07,110105199003071239\n"
+        "p2,李娜,1985-12-12,440306198512124561\n"
+        "p3,王芳,1978-01-01,320102197801016542\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "health.csv").write_text(
+        "编号,姓名,出生日期,身份证号\n"
+        "h1,张伟,1990-03-07,110105199003071239\n"
+        "h2,李娜,1985-12-12,440306198512124561\n"
+        "h3,王芳,1978-01-01,320102197801016542\n",
+        encoding="utf-8",
+    )
+    columns = {"姓名": "name", "出生日期": "birth_date", "身份证号": "id_number"}
+    path = _write_config(
+        tmp_path,
+        {
+            s: {"path": f"{s}.csv", "record_id": "编号", "columns": columns}
+            for s in ("police", "health")
+        },
+    )
+    with caplog.at_level("WARNING", logger="linkage.training"):
+        result = Linker.from_yaml(path).run()
+    assert any("too few pairs" in r.getMessage() for r in caplog.records)
+    levels = result.model.levels["id"]
+    weight = result.model.weights_["id"][levels.index("same_person_15_18")]
+    assert weight > 0, f"a 15-to-18-digit ID match weighs {weight:.2f} bits on a pilot"

@@ -458,3 +458,33 @@ def test_fit_sessions_recovers_planted_m_of_the_other_comparisons(sim):
         np.testing.assert_allclose(model.m_[name], TRUE_M[name], atol=0.04)
     assert model.m_["id"][3] > 0.75  # exact ID is the likeliest level among matches
     assert model.lambda_ == 1e-4  # no prior rules and no prior: the documented fallback
+
+
+def test_em_on_a_pilot_keeps_a_prior_m_for_levels_it_never_saw():
+    # Six pairs, none at id level one_digit: with an m of 1e-6 that level would weigh
+    # about -13 bits and veto a match; the Dirichlet prior keeps it evidence for a match.
+    g = {
+        "id": [3, 3, 3, 3, 0, 0],
+        "name": [4, 4, 3, 4, 0, 1],
+        "birth": [2, 2, 2, 1, 0, 0],
+        "phone": [2, 0, 2, 2, 0, 0],
+    }
+    vectors = pd.DataFrame(
+        {ROW_L: np.arange(6), ROW_R: np.arange(6) + 6}
+        | {GAMMA_PREFIX + k: np.asarray(v, dtype=np.int8) for k, v in g.items()}
+    )
+    model = model_with_true_u().fit(vectors)
+    weights = model.weights_
+    assert weights["id"][LEVELS["id"].index("one_digit")] > 0
+    assert weights["id"][LEVELS["id"].index("exact")] > 5
+    assert weights["id"][0] < -2  # the level it saw among the non-matches still counts against
+
+
+def test_m_prior_moves_nothing_measurable_on_a_large_sample(sim, fitted, monkeypatch):
+    import linkage.model as model_module
+
+    vectors, _ = sim
+    monkeypatch.setattr(model_module, "_M_PRIOR_PAIRS", 0.0)
+    plain = model_with_true_u(tf_columns={"name": 4}).fit(vectors)
+    for name in LEVELS:
+        np.testing.assert_allclose(fitted.m_[name], plain.m_[name], rtol=1e-3, atol=1e-5)

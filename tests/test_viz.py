@@ -415,6 +415,12 @@ def test_dashboard_from_a_run_output_without_a_merge(run_output, tmp_path, monke
         app, ["dashboard", str(config), "--from", str(folder), "-o", str(with_values), "-q"]
     )
     assert done.exit_code == 0, done.output
+    # without the config the viewers say why they show no record values
+    note = "record values not loaded"
+    assert note in (out / "cluster_viewer.html").read_text(encoding="utf-8")
+    assert note not in (with_values / "cluster_viewer.html").read_text(encoding="utf-8")
+    told = CliRunner().invoke(app, ["dashboard", "--from", str(folder), "-o", str(out)])
+    assert "give the run config too" in told.output
     # bad folders: exit 2 naming the folder or the missing file
     bad = CliRunner().invoke(app, ["dashboard", "--from", str(tmp_path / "nope"), "-o", str(out)])
     assert bad.exit_code == 2 and "nope" in bad.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,6 +11,12 @@ from linkage.spark import require_pyspark
 require_pyspark()
 
 from pyspark.sql import SparkSession  # noqa: E402
+
+# pyspark's notices about pandas 3 (pandas_udf/Arrow conversions) are not the user's to act
+# on: kept out of the job's output, on the driver here and in the Python workers below
+warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
+warnings.filterwarnings("ignore", "The copy keyword is deprecated", module="pyspark")
+_WORKER_WARNINGS = "ignore::FutureWarning,ignore::DeprecationWarning"
 
 
 def get_session(
@@ -40,6 +47,7 @@ def get_session(
         # because a small run depends on it)
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.adaptive.coalescePartitions.enabled", "true")
+        .config("spark.executorEnv.PYTHONWARNINGS", _WORKER_WARNINGS)
     )
     if master.startswith("local"):
         builder = builder.config("spark.ui.enabled", "false")
