@@ -1,11 +1,15 @@
 """Benchmark: the Spark engine against the local engine on the same generated registries.
 
 Usage: python benchmarks/bench_spark.py --records 1000000 [--master local[2]]
-       [--partitions 8] [--workdir DIR] [--engines local,spark] [--json OUT]
+       [--partitions 8] [--driver-memory 4g] [--workdir DIR] [--engines local,spark] [--json OUT]
+       python benchmarks/bench_spark.py --config REGISTRIES/run.yaml ...
 
-Registries come from ``linkage.synth`` (about 2.4 records per person; reused from --workdir
-when records and seed match). Each engine runs in its own subprocess. Measured per engine:
-wall seconds per stage; peak resident memory of the driver (Python + JVM) and of the Python
+Registries come from ``--config`` (for example the independent generator's, see
+``benchmarks/bench_scale.py``) or from ``linkage.synth`` (about 2.4 records per person; reused
+from --workdir when records and seed match). Each engine runs in its own subprocess. Measured
+per engine: wall seconds in all and per stage; CPU seconds (user + system) of the engine's
+process tree, the fairer figure on a loaded machine; peak resident memory of the driver
+(Python + JVM) and of the Python
 workers Spark starts for mapInPandas/applyInPandas (in local mode the executors live in the
 driver JVM; on a cluster read the executors' figures from the same REST API); shuffle bytes
 read and written per engine stage, summed from Spark's REST API (``/api/v1/applications/<id>
@@ -47,6 +51,9 @@ class PeakMemory:
         self.psutil = psutil
         self.interval = interval
         self.peak = {"driver_python": 0, "jvm": 0, "python_workers": 0, "total": 0}
+        # CPU seconds per process at its last sample: Spark's Python workers are reused, so
+        # a worker that ends between two samples loses under one interval of CPU time
+        self.cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -60,13 +67,17 @@ class PeakMemory:
                     try:
                         rss = kid.memory_info().rss
                         name = kid.name()
+                        times = kid.cpu_times()
                     except self.psutil.Error:
                         continue
+                    self.cpu[kid.pid] = times.user + times.system
                     if "java" in name:
                         jvm += rss
                     else:
                         workers += rss
                 own = me.memory_info().rss
+                times = me.cpu_times()
+                self.cpu[me.pid] = times.user + times.system
                 now = {
                     "driver_python": own,
                     "jvm": jvm,
@@ -111,11 +122,13 @@ def _shuffle_per_stage(spark) -> dict[str, dict[str, int]]:
     return out
 
 
-def _worker(engine: str, config_path: Path, output: Path, master: str, partitions: int) -> dict:
+def _worker(
+    engine: str, config_path: Path, output: Path, master: str, partitions: int, memory: str
+) -> dict:
     from linkage.config import load_config
 
     config = load_config(config_path)
-    with PeakMemory() as memory:
+    with PeakMemory() as peak:
         t = time.perf_counter()
         if engine == "local":
             from linkage.linker import Linker
@@ -132,7 +145,7 @@ def _worker(engine: str, config_path: Path, output: Path, master: str, partition
             spark = get_session(
                 master,
                 shuffle_partitions=partitions,
-                conf={"spark.ui.enabled": "true", "spark.driver.memory": "6g"},
+                conf={"spark.ui.enabled": "true", "spark.driver.memory": memory},
             )
             result = run_spark(config, output, spark=spark)
             summary = result.summary
@@ -146,7 +159,8 @@ def _worker(engine: str, config_path: Path, output: Path, master: str, partition
         "identities": summary["identities"],
         "wall_s": round(wall, 1),
         "seconds": summary.get("seconds", {}),
-        "peak_rss_mb": {k: round(v / 2**20) for k, v in memory.peak.items()},
+        "cpu_s": round(sum(peak.cpu.values()), 1),
+        "peak_rss_mb": {k: round(v / 2**20) for k, v in peak.peak.items()},
         "shuffle_bytes": shuffle,
     }
 
@@ -157,16 +171,34 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument(
+        "--driver-memory",
+        default="4g",
+        help="spark.driver.memory (local mode: the executors live in the driver JVM)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="run.yaml of existing registries (instead of generating them)",
+    )
     parser.add_argument("--engines", default="local,spark")
     parser.add_argument("--workdir", type=Path, default=Path("bench_spark_work"))
     parser.add_argument("--json", type=Path, default=None, help="append results as JSON lines")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    config_path = _generate(args.records, args.seed, args.workdir)
+    if args.config is not None:
+        config_path = args.config.resolve()
+        label = config_path.parent.name
+    else:
+        config_path = _generate(args.records, args.seed, args.workdir)
+        label = str(args.records)
     if args.worker:
-        out = args.workdir / f"out_{args.worker}_{args.records}"
-        row = _worker(args.worker, config_path, out, args.master, args.partitions)
+        out = args.workdir / f"out_{args.worker}_{label}"
+        row = _worker(
+            args.worker, config_path, out, args.master, args.partitions, args.driver_memory
+        )
         print("RESULT " + json.dumps(row))
         return
     rows = []

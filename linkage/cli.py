@@ -309,7 +309,6 @@ def _progress(quiet: bool) -> Iterator[Any]:
 def _with_bad_rows(
     config: Any,
     bad_rows: Path | None,
-    spark: bool = False,
     *,
     output: Path | None = None,
     store: Path | None = None,
@@ -317,10 +316,9 @@ def _with_bad_rows(
     """The run config with ``--bad-rows`` applied (over ``run.bad_rows``); the file is checked
     before any work: not a link, not a file the run reads or writes (sources, config, store,
     OUTPUT's files), and not an existing file other than an earlier bad-rows file. Raises
-    ConfigError on the Spark engine, which does not set rows aside; InputError (exit 2)
-    for a refused path."""
+    InputError (exit 2) for a refused path. Both engines set rows aside."""
     from linkage import schema
-    from linkage.errors import ConfigError, InputError
+    from linkage.errors import InputError
     from linkage.paths import check_output_file, output_file_path, run_files
 
     if bad_rows is not None:
@@ -330,11 +328,6 @@ def _with_bad_rows(
         config = config.model_copy(update={"run": run})
     if config.run.bad_rows is None:
         return config
-    if spark:
-        raise ConfigError(
-            "bad rows are set aside by the local engine only; fix them or use --engine local",
-            key="run.bad_rows",
-        )
     path = check_output_file(
         config.run.bad_rows,
         "--bad-rows",
@@ -603,13 +596,7 @@ def run(
     if store is not None and engine != "spark":
         check_store_path(store, create=True)
     linker = Linker.from_yaml(config, store=None if engine == "spark" else store)
-    linker.config = _with_bad_rows(
-        linker.config,
-        bad_rows,
-        spark=(engine or linker.config.engine) == "spark",
-        output=output,
-        store=store,
-    )
+    linker.config = _with_bad_rows(linker.config, bad_rows, output=output, store=store)
     # without a store the ids are keyed by $LINKAGE_ID_KEY or OUTPUT/identity.key (created once),
     # with one by the store's own secret
     new_key_path = None

@@ -451,6 +451,109 @@ def test_spark_cli_on_bad_input_prints_no_java_stack_trace(tmp_path, write_yaml)
         assert java not in done.stderr + done.stdout, done.stderr
 
 
+# Bad rows of every kind, police.csv (GB18030, header = line 1); line 9 is one record over
+# two lines (a quoted line break) with too few fields.
+BAD_HEADER = "登记编号,姓名,性别,出生日期,公民身份号码"
+BAD_LINES = [
+    "R01,赵建国,男,1971-02-03,11010519710203001X",
+    "R02,钱秀英,女,1983-07-19,320102198307190023,多出的一列",
+    "R03,孙志强,男,1990-11-30,440106199011300019",
+    ",吴晓燕,女,1988-08-08,",
+    "R07,郑海,男,1992-12-12,",
+    "R07,王海,男,1992-12-13,",
+    "1.10105E+17,陈刚,男,1980-01-01,",
+    'R09,"冯\n丽",女',
+    "R04,李红梅,女,1966-04-08,510104196604080046",
+]
+BAD_EXPECTED = {
+    3: "wrong number of fields: 6, expected 5",
+    5: "no record id",
+    6: "duplicate record id 'R07' (lines 6, 7)",
+    7: "duplicate record id 'R07' (lines 6, 7)",
+    8: "record id in scientific notation (digits lost)",
+    9: "wrong number of fields: 3, expected 5",
+}
+
+
+def test_engines_set_the_same_bad_rows_aside(tmp_path, write_yaml):
+    """``--bad-rows`` on Spark: the same rows, lines, reasons and raw text as the local
+    engine, the same summary counts, and no row lost."""
+    text = "\n".join([BAD_HEADER, *BAD_LINES]) + "\n"
+    (tmp_path / "police.csv").write_bytes(text.encode("gb18030"))
+    good = ["H01,赵建国,男,1971-02-03,11010519710203001X", "H02,李红梅,女,1966-04-08,"]
+    (tmp_path / "health.csv").write_text("\n".join([BAD_HEADER, *good]) + "\n", encoding="utf-8")
+    columns = {
+        "姓名": "name",
+        "性别": "gender",
+        "出生日期": "birth_date",
+        "公民身份号码": "id_number",
+    }
+    config = write_yaml(
+        {
+            "sources": {
+                "police": {
+                    "path": "police.csv",
+                    "record_id": "登记编号",
+                    "encoding": "gb18030",
+                    "columns": columns,
+                },
+                "health": {"path": "health.csv", "record_id": "登记编号", "columns": columns},
+            },
+            "model": {"u_sample_pairs": 1000},
+            "spark": {"shuffle_partitions": 2},
+        }
+    )
+    found = {}
+    for engine in ENGINES:
+        out, aside = tmp_path / f"out_{engine}", tmp_path / f"bad_{engine}.csv"
+        args = ["run", str(config), "-o", str(out), "--engine", engine, "--bad-rows", str(aside)]
+        done = CliRunner().invoke(app, [*args, "--json", "-q"])
+        assert done.exit_code == 0, done.output
+        summary = json.loads(done.stdout)
+        bad = pd.read_csv(aside, dtype=str, keep_default_na=False)
+        ids = pd.read_csv(out / "identities.csv", dtype=str)
+        found[engine] = (summary, bad, ids)
+    (local, local_bad, local_ids), (spark, spark_bad, spark_ids) = found["local"], found["spark"]
+    assert list(spark_bad.columns) == list(schema.REJECT_COLUMNS)
+    lines = spark_bad[schema.REJECT_LINE].astype(int)
+    assert dict(zip(lines, spark_bad[schema.REJECT_REASON], strict=True)) == BAD_EXPECTED
+    raw = dict(zip(lines, spark_bad[schema.REJECT_RAW], strict=True))
+    assert raw[3] == BAD_LINES[1] and raw[5] == BAD_LINES[3] and raw[9] == BAD_LINES[7]
+    pd.testing.assert_frame_equal(spark_bad, local_bad)
+    for key in ("bad_rows", "bad_rows_per_source", "bad_rows_file", "records"):
+        assert key in spark
+    assert spark["bad_rows"] == local["bad_rows"] == len(BAD_EXPECTED)
+    assert spark["bad_rows_per_source"] == local["bad_rows_per_source"] == {"police": 6}
+    assert spark["records"] == local["records"] == len(BAD_LINES) - 6 + len(good)
+    # nothing lost: each data record of police.csv is in identities.csv or the bad-rows file
+    police = spark_ids[spark_ids[schema.SOURCE] == "police"]
+    assert sorted(police[schema.RECORD_ID]) == ["R01", "R03", "R04"]
+    assert len(police) + len(spark_bad) == len(BAD_LINES)
+    key = [schema.SOURCE, schema.RECORD_ID]
+    assert spark_ids.sort_values(key)[key].equals(local_ids.sort_values(key)[key])
+
+
+def test_spark_sets_bad_parquet_rows_aside_as_the_local_reader(spark, tmp_path, write_yaml):
+    from linkage.io import RejectedRows
+    from linkage.spark.engine import read_sources_spark
+
+    pd.DataFrame(
+        {
+            "编号": ["a", None, "b", "a", "2.5E+17", "c"],
+            "姓名": ["甲", "乙", "丙", "丁", "戊", "己"],
+        }
+    ).to_parquet(tmp_path / "bad.parquet", index=False)
+    config = load_config(
+        write_yaml({"sources": {"s": {"path": "bad.parquet", "record_id": "编号", "columns": {}}}})
+    )
+    aside_spark, aside_local = RejectedRows(), RejectedRows()
+    kept = read_sources_spark(spark, config, aside_spark).toPandas()
+    read_sources(config, rejected=aside_local)
+    assert sorted(kept[schema.RECORD_ID]) == ["b", "c"]
+    pd.testing.assert_frame_equal(aside_spark.frame(), aside_local.frame())
+    assert list(aside_spark.frame()[schema.REJECT_LINE]) == [1, 2, 4, 5]
+
+
 # ----------------------------------------------------------------------------- stable ids
 
 

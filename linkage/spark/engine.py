@@ -26,7 +26,14 @@ import pandas as pd
 
 from linkage import schema
 from linkage.spark import require_pyspark
-from linkage.spark.badrows import MAX_DUPLICATE_VALUES, bad_rows_message, scan_csv, scan_ids
+from linkage.spark.badrows import (
+    MAX_DUPLICATE_VALUES,
+    SCIENTIFIC_PATTERN,
+    bad_rows_message,
+    reject,
+    scan_csv,
+    scan_ids,
+)
 
 require_pyspark()
 
@@ -70,6 +77,7 @@ from linkage.identity import (  # noqa: E402
     process_key,
 )
 from linkage.io import (  # noqa: E402
+    RejectedRows,
     atomic_write,
     check_mapped_columns,
     decode_bytes,
@@ -175,29 +183,34 @@ def _spark_message(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def read_source_spark(spark: SparkSession, cfg: SourceConfig) -> DataFrame:
+def read_source_spark(
+    spark: SparkSession, cfg: SourceConfig, rejected: RejectedRows | None = None
+) -> DataFrame:
     """Read one source into canonical records (all text), with the local reader's checks.
 
     CSV is read by Spark with the ``encoding`` option; Parquet by Spark; Excel locally
     (``io.read_raw``, checked by ``io.to_canonical``) and then parallelized. Raises InputError
     naming the file for a missing file, unmapped columns, and in one message every row with
     the wrong number of fields, without a record id or with a duplicate record id, each with
-    its line number (``linkage.spark.badrows``). Spark's logging is off while the file is
-    read here, so no Java stack trace reaches the user.
+    its line number (``linkage.spark.badrows``). With ``rejected`` (``run.bad_rows``) those
+    rows are set aside there instead, with the local reader's reasons, and left out. Spark's
+    logging is off while the file is read here, so no Java stack trace reaches the user.
     """
     path = Path(cfg.path)
     if not path.exists():
         raise InputError("file not found", path=str(path))
     with _quiet_spark_logs(spark):
         try:
-            return _read_source_spark(spark, cfg, path)
+            return _read_source_spark(spark, cfg, path, rejected)
         except (PySparkException, Py4JJavaError) as exc:
             raise InputError(
                 f"Spark could not read the file: {_spark_message(exc)}", path=str(path)
             ) from None
 
 
-def _read_source_spark(spark: SparkSession, cfg: SourceConfig, path: Path) -> DataFrame:
+def _read_source_spark(
+    spark: SparkSession, cfg: SourceConfig, path: Path, rejected: RejectedRows | None
+) -> DataFrame:
     suffix = path.suffix.lower()
     corrupt = None
     encoding = None
@@ -237,7 +250,7 @@ def _read_source_spark(spark: SparkSession, cfg: SourceConfig, path: Path) -> Da
     wanted = check_mapped_columns([c for c in raw.columns if c != corrupt], cfg)
     rid_col = F.col(f"`{cfg.record_id}`")
     if suffix not in (".xlsx", ".xlsm"):
-        _check_rows(raw, cfg, path, rid_col, corrupt, encoding)
+        raw = _check_rows(raw, cfg, path, rid_col, corrupt, encoding, rejected)
     if corrupt is not None:
         raw = raw.drop(corrupt)
     cols = [F.lit(cfg.name).alias(schema.SOURCE), rid_col.alias(schema.RECORD_ID)]
@@ -263,31 +276,37 @@ def _check_rows(
     rid_col,
     corrupt: str | None,
     encoding: str | None,
-) -> None:
+    rejected: RejectedRows | None = None,
+) -> DataFrame:
     """Count rows with the wrong field count (``corrupt`` set), without a record id and with
     a duplicate id in Spark; when there are any, name their lines (``badrows``) and raise
-    InputError. Two small jobs on a good file."""
+    InputError, or, with ``rejected``, set them aside there and return ``raw`` without them.
+    Two small jobs on a good file."""
     ok = F.lit(True) if corrupt is None else F.col(corrupt).isNull()
     bad_fields = F.lit(False) if corrupt is None else F.col(corrupt).isNotNull()
+    floated = rid_col.isNotNull() & rid_col.rlike(SCIENTIFIC_PATTERN)
     counts = raw.agg(
         F.sum(bad_fields.cast("long")).alias("fields"),
         F.sum((ok & rid_col.isNull()).cast("long")).alias("empty"),
+        F.sum((ok & floated).cast("long")).alias("floated"),
     ).first()
-    dup = (
-        raw.where(ok & rid_col.isNotNull())
-        .groupBy(rid_col.alias("v"))
-        .count()
-        .where(F.col("count") > 1)
-    )
-    dup_values = [r["v"] for r in dup.limit(MAX_DUPLICATE_VALUES + 1).collect()]
+    keyed = ok & rid_col.isNotNull() & ~floated
+    dup = raw.where(keyed).groupBy(rid_col.alias("v")).count().where(F.col("count") > 1)
+    # setting rows aside needs every duplicated value; a message names a few
+    limit = None if rejected is not None else MAX_DUPLICATE_VALUES + 1
+    dup_rows = (dup if limit is None else dup.limit(limit)).collect()
+    dup_values = [r["v"] for r in dup_rows]
     n_fields, n_empty = int(counts["fields"] or 0), int(counts["empty"] or 0)
-    if not (n_fields or n_empty or dup_values):
-        return
+    n_floated = int(counts["floated"] or 0)
+    if not (n_fields or n_empty or n_floated or dup_values):
+        return raw
     n_dup = dup.count() if len(dup_values) > MAX_DUPLICATE_VALUES else len(dup_values)
-    dup_values = dup_values[:MAX_DUPLICATE_VALUES]
+    if rejected is None:
+        dup_values = dup_values[:MAX_DUPLICATE_VALUES]
+    keep_text = rejected is not None
     if corrupt is not None:
         python_encoding = _PYTHON_CODEC.get(encoding or "", encoding or "utf-8")
-        found = scan_csv(path, cfg, python_encoding, dup_values)
+        found = scan_csv(path, cfg, python_encoding, dup_values, keep_text=keep_text)
         unit = "line"
     else:
         import pyarrow.dataset as ds
@@ -296,23 +315,93 @@ def _check_rows(
         found = scan_ids(
             (v for b in batches for v in b.column(0).to_pylist()), dup_values, first_row=1
         )
+        if keep_text:
+            rows = [*found.empty_id, *(r for r, _ in found.floated), *_lines(found.duplicates)]
+            found.raw = _parquet_rows_text(path, rows)
         unit = "row"
-    if not found:
+    spark_count = n_fields + n_empty + n_floated + sum(int(r["count"]) for r in dup_rows)
+    if not found or (rejected is not None and found.count() != spark_count):
         # the driver's scan and Spark disagree (e.g. an unusual header): Spark's counts
         message = (
             f"{n_fields} row(s) with the wrong number of fields, {n_empty} row(s) without a "
-            f"record id, {n_dup} duplicate record id value(s)"
+            f"record id, {n_floated} in scientific notation, {n_dup} duplicate record id "
+            "value(s)"
         )
+        if found:
+            message += f"; a scan of the file found {found.count()} bad row(s)"
         if corrupt is not None and n_fields:
             example = raw.where(bad_fields).select(corrupt, rid_col).first()[0]
             message += f", e.g. {example[:200]!r}"
         raise InputError(message, path=str(path), column=cfg.record_id)
-    raise InputError(bad_rows_message(found, cfg.record_id, n_dup, unit=unit), path=str(path))
+    if rejected is None:
+        raise InputError(bad_rows_message(found, cfg.record_id, n_dup, unit=unit), path=str(path))
+    reject(found, cfg, rejected)
+    # the job log gets counts and lines only: record ids can be personal data
+    logger.warning(
+        "%s: %d bad row(s) set aside (wrong number of fields %d, no record id %d, record id "
+        "in scientific notation %d, duplicate record id %d); reasons and rows are in the "
+        "bad-rows file",
+        path,
+        found.count(),
+        len(found.wrong_fields),
+        len(found.empty_id),
+        len(found.floated),
+        len(_lines(found.duplicates)),
+    )
+    good = raw.where(keyed)
+    if dup_values:
+        spark = raw.sparkSession
+        values = spark.createDataFrame(
+            pd.DataFrame({"__dup": pd.Series(dup_values, dtype=object)}),
+            T.StructType([T.StructField("__dup", T.StringType(), False)]),
+        )
+        good = good.join(F.broadcast(values), rid_col == F.col("__dup"), "left_anti")
+    return good
 
 
-def read_sources_spark(spark: SparkSession, config: RunConfig) -> DataFrame:
-    """Stack every source; canonical fields a source lacks are null, canonical fields in front."""
-    frames = [read_source_spark(spark, cfg) for cfg in config.sources.values()]
+def _lines(duplicates: dict[str, list[int]]) -> list[int]:
+    return [line for at in duplicates.values() for line in at]
+
+
+def _parquet_rows_text(path: Path, rows: list[int]) -> dict[int, str]:
+    """The cells of Parquet rows (numbered from 1) as one CSV line each, as the local reader
+    writes a Parquet row into the bad-rows file (``io._FrameRows.raw`` after ``_as_text``)."""
+    import csv
+    import io as _io
+
+    import pyarrow.parquet as pq
+
+    from linkage.io import _as_text
+
+    wanted = sorted(set(rows))
+    out: dict[int, str] = {}
+    start = 1
+    at = 0
+    for batch in pq.ParquetFile(str(path)).iter_batches():
+        stop = start + batch.num_rows
+        here = []
+        while at < len(wanted) and wanted[at] < stop:
+            here.append(wanted[at])
+            at += 1
+        if here:
+            frame = _as_text(batch.take([r - start for r in here]).to_pandas())
+            for row, values in zip(here, frame.itertuples(index=False), strict=True):
+                buffer = _io.StringIO()
+                csv.writer(buffer, lineterminator="").writerow(
+                    ["" if v is None or v is pd.NA or v != v else v for v in values]
+                )
+                out[row] = buffer.getvalue()
+        start = stop
+    return out
+
+
+def read_sources_spark(
+    spark: SparkSession, config: RunConfig, rejected: RejectedRows | None = None
+) -> DataFrame:
+    """Stack every source; canonical fields a source lacks are null, canonical fields in front.
+    ``rejected``: where bad rows are set aside (``run.bad_rows``); without it they are refused.
+    """
+    frames = [read_source_spark(spark, cfg, rejected) for cfg in config.sources.values()]
     records = frames[0]
     for frame in frames[1:]:
         records = records.unionByName(frame, allowMissingColumns=True)
@@ -663,6 +752,48 @@ def _side(frame: DataFrame, cols: list[str], suffix: str, row: str) -> DataFrame
     )
 
 
+def _compare_batch(
+    batch: pd.DataFrame,
+    keep: list[str],
+    comparisons: list[Comparison],
+    value_cols: list[str],
+    tf_cols: dict[str, str],
+    bool_cols: list[str],
+) -> pd.DataFrame:
+    """One batch of joined pairs (``<col>__l``, ``<col>__r``) to its comparison vectors.
+
+    Returns the ``keep`` columns, ``gamma_<name>`` (int8) per comparison and the pair's term
+    frequency per tf setting. Used by ``compare_spark`` per Arrow batch and by the u sample
+    on the driver, so both give the same levels.
+    """
+    left = _restore_booleans(pd.DataFrame({c: batch[f"{c}__l"] for c in value_cols}), bool_cols)
+    right = _restore_booleans(pd.DataFrame({c: batch[f"{c}__r"] for c in value_cols}), bool_cols)
+    out = batch[keep].copy()
+    n = len(batch)
+    # each record once, as the local ``compare.compare`` prepares records: a record is in
+    # many pairs of a batch
+    rids = np.concatenate(
+        [batch[schema.ROW_L].to_numpy(np.int64), batch[schema.ROW_R].to_numpy(np.int64)]
+    )
+    _, first, where = np.unique(rids, return_index=True, return_inverse=True)
+    for c in comparisons:
+        values = {
+            col: np.concatenate([left[col].to_numpy(), right[col].to_numpy()])[first]
+            for col in c.columns
+            if col in value_cols
+        }
+        for col in c.columns:
+            if col not in value_cols:  # absent columns read as null, as locally
+                values[col] = np.full(len(first), None, dtype=object)
+        levels = c.compare_prepared(c.prepare(values), where[:n], where[n:])
+        out[schema.GAMMA_PREFIX + c.name] = levels.astype(np.int8)
+    for tf in tf_cols.values():
+        out[tf] = np.fmax(
+            batch[f"{tf}__l"].to_numpy(dtype=float), batch[f"{tf}__r"].to_numpy(dtype=float)
+        )
+    return out
+
+
 def compare_spark(
     pairs: DataFrame,
     prepared: DataFrame,
@@ -687,39 +818,10 @@ def compare_spark(
         + [T.StructField(schema.GAMMA_PREFIX + c.name, T.ByteType(), False) for c in comparisons]
         + [T.StructField(tf, T.DoubleType(), True) for tf in tf_cols.values()]
     )
-    n_missing = {c.name: [col for col in c.columns if col not in value_cols] for c in comparisons}
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            left = _restore_booleans(
-                pd.DataFrame({c: batch[f"{c}__l"] for c in value_cols}), bool_cols
-            )
-            right = _restore_booleans(
-                pd.DataFrame({c: batch[f"{c}__r"] for c in value_cols}), bool_cols
-            )
-            out = batch[keep].copy()
-            n = len(batch)
-            # each record once, as the local ``compare.compare`` prepares records: a record
-            # is in many pairs of a batch (every random pair of the u sample shares records)
-            rids = np.concatenate(
-                [batch[schema.ROW_L].to_numpy(np.int64), batch[schema.ROW_R].to_numpy(np.int64)]
-            )
-            _, first, where = np.unique(rids, return_index=True, return_inverse=True)
-            for c in comparisons:
-                values = {
-                    col: np.concatenate([left[col].to_numpy(), right[col].to_numpy()])[first]
-                    for col in c.columns
-                    if col in value_cols
-                }
-                for col in n_missing[c.name]:  # absent columns read as null, as locally
-                    values[col] = np.full(len(first), None, dtype=object)
-                levels = c.compare_prepared(c.prepare(values), where[:n], where[n:])
-                out[schema.GAMMA_PREFIX + c.name] = levels.astype(np.int8)
-            for tf in tf_cols.values():
-                out[tf] = np.fmax(
-                    batch[f"{tf}__l"].to_numpy(dtype=float), batch[f"{tf}__r"].to_numpy(dtype=float)
-                )
-            yield out
+            yield _compare_batch(batch, keep, comparisons, value_cols, tf_cols, bool_cols)
 
     return _map_in_pandas(joined, run, out_schema)
 
@@ -753,14 +855,6 @@ def score_spark(
 
 
 # ----------------------------------------------------------------------------- training
-
-
-def _collect_vectors(vectors: DataFrame, gamma_cols: list[str]) -> pd.DataFrame:
-    frame = vectors.select(schema.ROW_L, schema.ROW_R, *gamma_cols).toPandas()
-    frame = frame.sort_values([schema.ROW_L, schema.ROW_R], kind="stable").reset_index(drop=True)
-    for col in gamma_cols:
-        frame[col] = frame[col].astype(np.int8)
-    return frame
 
 
 def _training_vectors(
@@ -803,21 +897,80 @@ def _prior_from_patterns(
     return float(np.clip(max(hits, 1) / recall / total, 1e-12, 0.5))
 
 
-def train_spark(
-    spark: SparkSession,
+def random_pair_vectors(
     prepared: DataFrame,
+    random_pairs: pd.DataFrame,
+    link_type: str,
+    comparisons: list[Comparison],
+    value_cols: list[str],
+    tf_cols: dict[str, str],
+    bool_cols: list[str],
+    chunk: int = 100_000,
+) -> pd.DataFrame:
+    """Comparison vectors of the random pairs for u, computed on the driver.
+
+    ``random_pairs``: rid_l, rid_r (``blocking.sample_random_pairs``); ``prepared``: rid,
+    source and the comparisons' columns. Returns rid_l, rid_r and ``gamma_<name>`` of the
+    pairs the link type allows (``training.random_pairs_for_u``'s rule). The pairs touch at
+    most twice ``model.u_sample_pairs`` records whatever the input's size, so those records
+    alone are fetched (a broadcast join, no shuffle of the records) and compared here with
+    the batch code of ``compare_spark``; sending the pairs through two shuffled joins cost a
+    small run most of its training time.
+    """
+    spark = prepared.sparkSession
+    rids = np.unique(random_pairs[[schema.ROW_L, schema.ROW_R]].to_numpy().ravel())
+    wanted = spark.createDataFrame(pd.DataFrame({schema.ROW: rids.astype(np.int64)}))
+    rows = prepared.join(F.broadcast(wanted), schema.ROW).toPandas()
+    rows = rows.sort_values(schema.ROW).reset_index(drop=True)
+    rid = rows[schema.ROW].to_numpy(np.int64)
+    position = pd.Index(rid)
+    pos_l = position.get_indexer(random_pairs[schema.ROW_L].to_numpy(np.int64))
+    pos_r = position.get_indexer(random_pairs[schema.ROW_R].to_numpy(np.int64))
+    if link_type in ("link_only", "dedupe_only"):
+        source = rows[schema.SOURCE].to_numpy()
+        cross = source[pos_l] != source[pos_r]
+        keep = cross if link_type == "link_only" else ~cross
+        pos_l, pos_r = pos_l[keep], pos_r[keep]
+    cols = value_cols + list(tf_cols.values())
+    columns = {c: rows[c].to_numpy() for c in cols}
+    gamma_cols = [schema.GAMMA_PREFIX + c.name for c in comparisons]
+    out = []
+    for start in range(0, len(pos_l), chunk):
+        left, right = pos_l[start : start + chunk], pos_r[start : start + chunk]
+        batch = pd.DataFrame(
+            {
+                schema.ROW_L: rid[left],
+                schema.ROW_R: rid[right],
+                **{f"{c}__l": columns[c][left] for c in cols},
+                **{f"{c}__r": columns[c][right] for c in cols},
+            }
+        )
+        vectors = _compare_batch(
+            batch, [schema.ROW_L, schema.ROW_R], comparisons, value_cols, tf_cols, bool_cols
+        )
+        out.append(vectors[[schema.ROW_L, schema.ROW_R, *gamma_cols]])
+    if not out:
+        return pd.DataFrame(
+            {c: np.array([], np.int64) for c in (schema.ROW_L, schema.ROW_R)}
+            | {g: np.array([], np.int8) for g in gamma_cols}
+        )
+    return pd.concat(out, ignore_index=True)
+
+
+def train_spark(
     vectors: DataFrame,
     n_records: int,
     comparisons: list[Comparison],
     config: RunConfig,
-    compare_pairs: Callable[[DataFrame], DataFrame],
+    u_vectors: Callable[[pd.DataFrame], pd.DataFrame],
     tf_cols: dict[str, str],
 ) -> FellegiSunterModel:
     """Train the model on the driver: u from random pairs, m by EM from the candidates' patterns.
 
     The same calls as ``training.train_model``: the model from ``training.new_model``, u from
-    ``blocking.sample_random_pairs`` (same seed, same pairs as the local engine, filtered by
-    the link type in Spark), m from ``fit_sessions`` (or ``fit``) over the candidates.
+    ``blocking.sample_random_pairs`` (same seed, same pairs as the local engine) compared by
+    ``u_vectors`` (``random_pair_vectors``: filtered by the link type, as locally), m from
+    ``fit_sessions`` (or ``fit``) over the candidates.
     """
     from linkage.blocking import sample_random_pairs
 
@@ -831,21 +984,7 @@ def train_spark(
     model = new_model(comparisons, config, list(tf_cols))
     gamma_cols = [schema.GAMMA_PREFIX + c.name for c in comparisons]
     random_pairs = sample_random_pairs(n_records, settings.u_sample_pairs, seed=settings.seed)
-    sample = spark.createDataFrame(random_pairs)
-    link_type = config.blocking.link_type
-    if link_type in ("link_only", "dedupe_only"):
-        src = prepared.select(schema.ROW, schema.SOURCE)
-        sample = sample.join(
-            src.select(F.col(schema.ROW).alias(schema.ROW_L), F.col(schema.SOURCE).alias("__sl")),
-            schema.ROW_L,
-        ).join(
-            src.select(F.col(schema.ROW).alias(schema.ROW_R), F.col(schema.SOURCE).alias("__sr")),
-            schema.ROW_R,
-        )
-        same = F.col("__sl") == F.col("__sr")
-        sample = sample.where(~same if link_type == "link_only" else same)
-        sample = sample.select(schema.ROW_L, schema.ROW_R)
-    model.estimate_u(_collect_vectors(compare_pairs(sample), gamma_cols))
+    model.estimate_u(u_vectors(random_pairs))
     patterns, expanded, total = _training_vectors(
         vectors, gamma_cols, config.spark.train_sample_pairs, settings.seed
     )
@@ -1295,7 +1434,13 @@ def run_spark(
     t = time.perf_counter()
     _stage(spark, "read")
     say("reading sources with Spark")
-    raw = read_sources_spark(spark, config)
+    rejected = RejectedRows() if config.run.bad_rows is not None else None
+    try:
+        raw = read_sources_spark(spark, config, rejected)
+    finally:
+        # written even when a source is refused afterwards, as the local engine writes it
+        if rejected is not None:
+            rejected.write(config.run.bad_rows)
     raw = number_rows(raw)
     n = raw.count()
     timings["read"] = time.perf_counter() - t
@@ -1326,10 +1471,9 @@ def run_spark(
     )
     prepared = prepared.localCheckpoint()
 
-    def compare_pairs(frame: DataFrame) -> DataFrame:
-        return compare_spark(frame, prepared, comparisons, value_cols, tf_cols, bool_cols)
-
-    vectors = compare_pairs(pairs).localCheckpoint()
+    vectors = compare_spark(
+        pairs, prepared, comparisons, value_cols, tf_cols, bool_cols
+    ).localCheckpoint()
     n_pairs = vectors.count()
     say(f"compared {n_pairs:,} pairs")
     timings["compare"] = time.perf_counter() - t
@@ -1339,9 +1483,19 @@ def run_spark(
     say("training model")
     model = saved_model
     if model is None:
-        model = train_spark(
-            spark, prepared, vectors, n, comparisons, config, compare_pairs, tf_cols
-        )
+
+        def u_vectors(random_pairs: pd.DataFrame) -> pd.DataFrame:
+            return random_pair_vectors(
+                prepared,
+                random_pairs,
+                config.blocking.link_type,
+                comparisons,
+                value_cols,
+                tf_cols,
+                bool_cols,
+            )
+
+        model = train_spark(vectors, n, comparisons, config, u_vectors, tf_cols)
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -1384,9 +1538,11 @@ def run_spark(
         r["rule"]: {k: v for k, v in r.items() if k != "rule"} for r in blocking_rows
     }
     summary["seconds"] = {k: round(v, 3) for k, v in timings.items()}
-    # as a local run counts rows set aside (run.bad_rows); Spark refuses a file with bad rows
-    summary["bad_rows"] = 0
-    summary["bad_rows_per_source"] = {}
+    # rows set aside (run.bad_rows) are counted, as the local engine counts them
+    summary["bad_rows"] = len(rejected) if rejected is not None else 0
+    summary["bad_rows_per_source"] = rejected.counts() if rejected is not None else {}
+    if config.run.bad_rows is not None:
+        summary["bad_rows_file"] = config.run.bad_rows
     # what only a Spark run has, after the keys both engines give
     summary["engine"] = "spark"
     summary["connected_component_rounds"] = rounds
