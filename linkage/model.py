@@ -73,7 +73,9 @@ def probability_two_random_records_match(
 
 
 # Matching pairs the prior on m is worth (see FellegiSunterModel._with_m_prior).
-_M_PRIOR_PAIRS = 1.0
+_M_PRIOR_PAIRS = 0.2
+# Expected matching pairs below which EM has not seen a level at all.
+_UNSEEN_PAIRS = 0.5
 
 def _smoothed_distribution(counts: np.ndarray, floor: float) -> np.ndarray:
     """Additive (Jeffreys, +0.5) smoothing, then lift every level to at least ``floor``."""
@@ -401,23 +403,28 @@ class FellegiSunterModel:
                 setattr(self, key, value)
 
     def _with_m_prior(self, name: str, m: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """m of one comparison as a MAP estimate under a Dirichlet prior worth
-        ``_M_PRIOR_PAIRS`` matching pairs, spread as the monotone starting m.
+        """m of one comparison with a Dirichlet prior on the levels EM never saw.
 
-        ``counts``: expected matching pairs per level from EM's last E-step. Bayesian
-        smoothing of a multinomial (Gelman et al., *Bayesian Data Analysis*, ch. 2): with
-        thousands of matches it moves no weight measurably, but on a pilot of a few dozen
-        records a level EM never saw (a 15-to-18-digit ID) keeps a prior m instead of the
-        1e-6 floor that would make it a veto of about -14 bits.
+        ``counts``: expected matching pairs per level from EM's last E-step. A level with
+        fewer than ``_UNSEEN_PAIRS`` of them gets ``_M_PRIOR_PAIRS`` pseudo-pairs spread as
+        the monotone starting m (additive smoothing of a multinomial, Gelman et al.,
+        *Bayesian Data Analysis*, ch. 2); levels EM saw keep their estimate but for the
+        renormalizing. With thousands of matches it moves no weight measurably; on a pilot
+        of a few dozen records a level EM never saw (a 15-to-18-digit ID) weighs about
+        -1 bit instead of the -14 bits of the 1e-6 floor, which would veto a true match.
+        The prior is small so that the few levels a pilot did see keep their weight.
         """
         n = float(np.sum(counts))
         if n <= 0:
             return m
-        prior = self._initial_m(name)
-        smoothed = (np.asarray(counts, dtype=np.float64) + _M_PRIOR_PAIRS * prior) / (
-            n + _M_PRIOR_PAIRS
-        )
-        return _apply_floor(smoothed, self.m_floor)
+        counts = np.asarray(counts, dtype=np.float64)
+        # only levels EM gave (almost) no matching pair get prior mass: the levels it saw
+        # keep their estimate on a pilot too
+        unseen = counts < _UNSEEN_PAIRS
+        if not unseen.any():
+            return m
+        extra = np.where(unseen, _M_PRIOR_PAIRS * self._initial_m(name), 0.0)
+        return _apply_floor((counts + extra) / (n + extra.sum()), self.m_floor)
 
     def fit_sessions(
         self,
