@@ -175,17 +175,22 @@ def test_source_whose_every_row_is_bad_is_refused_and_its_rows_kept(tmp_path: Pa
     assert len(pd.read_csv(reject)) == 2
 
 
-def test_sheet_rows_are_named_as_rows(tmp_path: Path) -> None:
+def _sheet_source(tmp_path: Path, rows: list[list]):
+    """A police source read from an .xlsx sheet holding HEADER and ``rows``."""
     book = openpyxl.Workbook()
     sheet = book.active
     sheet.append(HEADER.split(","))
-    for line in [GOOD[0], DUP_A, GOOD[1], DUP_B]:
-        sheet.append(line.split(","))
+    for row in rows:
+        sheet.append(row)
     book.save(tmp_path / "police.xlsx")
     source = {"path": "police.xlsx", "record_id": "登记编号", "columns": COLUMNS}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"sources": {"police": source}}), encoding="utf-8")
-    cfg = load_config(path).sources["police"]
+    return load_config(path).sources["police"]
+
+
+def test_sheet_rows_are_named_as_rows(tmp_path: Path) -> None:
+    cfg = _sheet_source(tmp_path, [line.split(",") for line in [GOOD[0], DUP_A, GOOD[1], DUP_B]])
     with pytest.raises(InputError, match=r"'R07' \(rows 3, 5\)"):
         read_source(cfg)
     rejected = RejectedRows()
@@ -199,17 +204,8 @@ def test_sheet_rows_are_named_as_rows(tmp_path: Path) -> None:
 def test_sheet_record_id_stored_as_a_long_number_is_set_aside(tmp_path: Path) -> None:
     # Excel keeps 15 significant digits: an 18-digit record id typed as a number lost its
     # tail, so the row cannot be keyed; with --bad-rows it is one bad row, not a refused file.
-    book = openpyxl.Workbook()
-    sheet = book.active
-    sheet.append(HEADER.split(","))
-    sheet.append(GOOD[0].split(","))
-    sheet.append([440306198512124561, *GOOD[1].split(",")[1:]])
-    sheet.append(GOOD[2].split(","))
-    book.save(tmp_path / "police.xlsx")
-    source = {"path": "police.xlsx", "record_id": "登记编号", "columns": COLUMNS}
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({"sources": {"police": source}}), encoding="utf-8")
-    cfg = load_config(path).sources["police"]
+    long_id = [440306198512124561, *GOOD[1].split(",")[1:]]
+    cfg = _sheet_source(tmp_path, [GOOD[0].split(","), long_id, GOOD[2].split(",")])
     with pytest.raises(InputError, match=r"too long for Excel's 15 significant digits \(row 3\)"):
         read_source(cfg)
     rejected = RejectedRows()
