@@ -131,6 +131,17 @@ def _rows(frame: Any) -> list[dict]:
     return [] if frame is None else frame.to_dict(orient="records")
 
 
+def _rule_rows(report: Any, settings: Any) -> list[dict]:
+    """``blocking --json``'s rules: as the report, but ``keys`` and ``refined_by`` as lists
+    of key names (the table joins them with " + " and " > " for reading)."""
+    keys = {rule.name: list(rule.keys) for rule in settings.rules}
+    rows = _rows(report)
+    for row in rows:
+        row["keys"] = keys.get(row["rule"], [k for k in str(row["keys"]).split(" + ") if k])
+        row["refined_by"] = [k for k in str(row.get("refined_by") or "").split(" > ") if k]
+    return rows
+
+
 def _number(value: Any) -> str:
     """A number for a human line: thousands separators, floats to 4 significant digits."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -416,14 +427,24 @@ def synth(
     result = generate(
         persons, seed=seed, corruption=corruption, output=output, excel=excel, new_batch=new_batch
     )
+    held = result.held_out
+
+    def count(source: str) -> int:
+        return len(result.registry(source)) - held.get(source, 0)
+
     _echo(
-        f"wrote {len(result.police):,} police, {len(result.civil_affairs):,} civil-affairs and "
-        f"{len(result.health):,} health records for {persons:,} persons to {output} "
+        f"wrote {count('police'):,} police, {count('civil_affairs'):,} civil-affairs and "
+        f"{count('health'):,} health records for {persons:,} persons to {output} "
         f"in {time.perf_counter() - start:.1f}s (config: {output / 'run.yaml'})",
         quiet,
     )
     if "new_config" in result.paths:
-        _echo(f"held out a later batch: {result.paths['new_config']}", quiet)
+        _echo(
+            f"held out a later batch of {sum(held.values()):,} records "
+            f"({', '.join(f'{s} {n:,}' for s, n in held.items())}): "
+            f"{result.paths['new_config']}",
+            quiet,
+        )
 
 
 @app.command()
@@ -667,7 +688,7 @@ def ingest(
     """Link new records (or updated ones) against an identity store, keeping stable IDs.
 
     With --json, stdout holds run_id and the ingest summary (new_records, updated_records,
-    matches, touched_identities, events, seconds, ...).
+    unchanged_records, matches, touched_identities, events, seconds, ...).
     """
     from linkage.linker import Linker
     from linkage.paths import check_output_dir, check_store_path
@@ -685,7 +706,8 @@ def ingest(
         _print_json({"run_id": result.run_id, **s})
         return
     _echo(
-        f"run {result.run_id}: {s['new_records']:,} records ({s['updated_records']:,} updates), "
+        f"run {result.run_id}: {s['new_records']:,} records ({s['updated_records']:,} updates, "
+        f"{s['unchanged_records']:,} of them unchanged), "
         f"{s['matches']:,} matches, {s['touched_identities']:,} stored identities touched",
         quiet,
     )
@@ -1275,7 +1297,7 @@ def blocking_cmd(
         _print_json(
             {
                 "records": len(records),
-                "rules": _rows(report),
+                "rules": _rule_rows(report, settings),
                 "total_pairs": total,
                 "largest_blocks": _rows(big),
                 "warnings": warnings,

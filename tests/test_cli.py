@@ -261,6 +261,10 @@ def batch(tmp_path_factory):
         ["synth", "--persons", "300", "--seed", "4", "--new-batch", "0.1", "-o", str(out / "d")],
     )
     assert result.exit_code == 0, result.output
+    # the counts on the first line are of the files written, without the held-out batch
+    police = len(pd.read_csv(out / "d" / "police.csv", dtype=str))
+    held = len(pd.read_csv(out / "d" / "police_new.csv", dtype=str))
+    assert f"wrote {police:,} police" in result.output and f"police {held:,}" in result.output
     result = runner.invoke(
         app,
         [
@@ -307,7 +311,8 @@ def test_ingest_json_and_text_line(batch, tmp_path):
     # the same batch again: every record is an update; the text has no Python dict reprs
     result = runner.invoke(app, ["ingest", str(new), "--store", str(store)])
     assert result.exit_code == 0, result.output
-    assert f"({doc['new_records']:,} updates)" in result.stdout
+    n = doc["new_records"]
+    assert f"({n:,} updates, {n:,} of them unchanged)" in result.stdout, result.stdout
     assert "{" not in result.stdout and "events:  record_updated" in result.stdout
 
 

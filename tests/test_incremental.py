@@ -128,9 +128,27 @@ def test_ingesting_a_stored_record_again_is_an_update(data, tmp_path):
         assert store.counts()["records"] == n_before
         recs = store.table("records")
     assert result.summary["updated_records"] == 3
+    assert result.summary["unchanged_records"] == 0
     assert result.summary["events"]["record_updated"] == 3
     changed = recs[recs[schema.PHONE] == "13900000000"]
     assert len(changed) == 3
+
+
+def test_ingesting_unchanged_records_counts_them_unchanged(data, tmp_path):
+    store_path = tmp_path / "s.duckdb"
+    _batch(data / "old.yaml", store_path)
+    health = pd.read_csv(data / "health_old.csv", dtype=str).head(4)
+    phone_col = next(c for c in health.columns if "电话" in c)
+    health.loc[health.index[-1], phone_col] = "13900000001"  # one of four really changed
+    health.to_csv(data / "health_again.csv", index=False)
+    cfg = yaml.safe_load((data / "new.yaml").read_text(encoding="utf-8"))
+    cfg["sources"]["health"]["path"] = "health_again.csv"
+    (data / "again.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    with Store.open(store_path) as store:
+        result = ingest(store, load_config(data / "again.yaml"))
+    assert result.summary["new_records"] == 4
+    assert result.summary["updated_records"] == 4
+    assert result.summary["unchanged_records"] == 3
 
 
 def test_ingest_without_a_model_exits_2(data, tmp_path):

@@ -314,5 +314,7 @@ def test_new_batch_holds_records_out_with_its_own_config(tmp_path):
     assert not keys(old) & keys(new)
     assert keys(old) | keys(new) == keys(result.truth)
     assert len(old) + len(new) == len(result.truth)
+    assert sum(result.held_out.values()) == len(new)
+    assert result.held_out == new[schema.SOURCE].value_counts().to_dict()
     with pytest.raises(InputError, match="new_batch"):
         generate(10, output=tmp_path / "x", new_batch=1.0)

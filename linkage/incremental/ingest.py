@@ -62,6 +62,31 @@ def _keys(frame: pd.DataFrame) -> pd.MultiIndex:
     )
 
 
+def _unchanged_updates(stored: pd.DataFrame, new: pd.DataFrame) -> int:
+    """How many of the updated records ``new`` equal their stored version in every column
+    both tables have (the store's row key and run id left out; missing equals missing).
+
+    Both tables have ``source`` and ``record_id`` columns; ``stored`` as
+    :meth:`Store.records_for` returns it.
+    """
+    if not len(new) or not len(stored):
+        return 0
+    stored = strip_store_columns(stored)
+    key = [schema.SOURCE, schema.RECORD_ID]
+    cols = [c for c in new.columns if c in stored.columns and c not in key]
+    both = new.assign(**{k: new[k].astype(str) for k in key}).merge(
+        stored.assign(**{k: stored[k].astype(str) for k in key}),
+        on=key, how="inner", suffixes=("", "__stored"),
+    )
+    same = np.ones(len(both), dtype=bool)
+    for c in cols:
+        a, b = both[c], both[c + "__stored"]
+        missing_a, missing_b = a.isna().to_numpy(), b.isna().to_numpy()
+        equal = a.astype(str).to_numpy() == b.astype(str).to_numpy()
+        same &= (missing_a & missing_b) | (~missing_a & ~missing_b & equal)
+    return int(same.sum())
+
+
 def ingest(store: Store, config: RunConfig, *, progress: ProgressLike = None) -> IngestResult:
     """Link the records of ``config``'s sources against the store; an existing key is an update.
 
@@ -93,6 +118,7 @@ def ingest(store: Store, config: RunConfig, *, progress: ProgressLike = None) ->
     stored = store.records_for(cand)
     prev_updated = store.links_for(new_keys)
     updated = _keys(new_keys).isin(_keys(prev_updated))
+    unchanged = _unchanged_updates(store.records_for(new_keys[updated]), new[updated])
     combined = stack([stored, new])
     is_new = np.zeros(len(combined), dtype=bool)
     is_new[len(combined) - len(new) :] = True
@@ -184,6 +210,7 @@ def ingest(store: Store, config: RunConfig, *, progress: ProgressLike = None) ->
     summary = {
         "new_records": int(len(new)),
         "updated_records": int(updated.sum()),
+        "unchanged_records": unchanged,
         "stored_candidates": int(len(stored)),
         "candidate_pairs": int(len(pairs)),
         "matches": int(strong.sum()),

@@ -48,6 +48,9 @@ class SynthResult:
     truth: pd.DataFrame
     persons: pd.DataFrame
     paths: dict[str, Path] = field(default_factory=dict)
+    #: records per source written to ``<source>_new.csv`` (the later batch) instead of
+    #: ``<source>.csv``; empty without ``new_batch``
+    held_out: dict[str, int] = field(default_factory=dict)
 
     def registry(self, source: str) -> pd.DataFrame:
         """Return one registry's table by source name."""
@@ -118,6 +121,7 @@ def _write(
         frame = result.registry(source)
         held = rng.random(len(frame)) < new_batch
         if held.any():
+            result.held_out[source] = int(held.sum())
             new_files[source] = f"{source}_new.csv"
             paths[f"{source}_new"] = out / new_files[source]
             write_csv(frame[held], paths[f"{source}_new"], source)
