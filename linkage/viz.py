@@ -347,7 +347,13 @@ def match_weight_histogram(
         .encode(
             x=alt.X("start:Q", title="match weight (bits)", bin="binned"),
             x2="end:Q",
-            y=alt.Y("pairs:Q", scale=alt.Scale(type="symlog"), title="candidate pairs"),
+            y=alt.Y(
+                "pairs:Q",
+                scale=alt.Scale(type="symlog"),
+                # Vega-Lite puts few ticks on a symlog axis: one per power of ten instead
+                axis=alt.Axis(values=_decades(int(table["pairs"].to_numpy().max(initial=1))), format="~s"),
+                title="candidate pairs",
+            ),
             tooltip=[
                 alt.Tooltip("start:Q", title="from weight"),
                 "pairs:Q",
@@ -367,6 +373,15 @@ def match_weight_histogram(
         )
     chart = alt.layer(*layers).properties(width=520, height=240, title="Match-weight distribution")
     return _finish(chart)
+
+
+def _decades(top: int) -> list[int]:
+    """0 and the powers of ten up to the first one at or above ``top`` (axis tick values)."""
+    values, power = [0, 1], 1
+    while power < top:
+        power *= 10
+        values.append(power)
+    return values
 
 
 def cumulative_blocking_chart(

@@ -130,6 +130,10 @@ def test_cumulative_blocking_and_histogram_counts(run):
     assert (rows["end"] - rows["start"] == rows["added"]).all()
     hist = pd.DataFrame(_values(viz.match_weight_histogram(result.pairs, 0.9)))
     assert hist["pairs"].sum() == len(result.pairs)
+    spec = viz.match_weight_histogram(result.pairs, 0.9).to_dict()
+    ticks = next(layer["encoding"]["y"]["axis"]["values"] for layer in spec["layer"]
+                 if "y" in layer["encoding"] and "axis" in layer["encoding"]["y"])  # fmt: skip
+    assert ticks[:3] == [0, 1, 10] and ticks[-1] >= hist["pairs"].max() > ticks[-2]
     with pytest.raises(InputError):
         viz.match_weight_histogram(result.pairs, 1.5)
 
