@@ -351,7 +351,9 @@ def match_weight_histogram(
                 "pairs:Q",
                 scale=alt.Scale(type="symlog"),
                 # Vega-Lite puts few ticks on a symlog axis: one per power of ten instead
-                axis=alt.Axis(values=_decades(int(table["pairs"].to_numpy().max(initial=1))), format="~s"),
+                axis=alt.Axis(
+                    values=_decades(int(table["pairs"].to_numpy().max(initial=1))), format=",.0f"
+                ),
                 title="candidate pairs",
             ),
             tooltip=[
