@@ -78,8 +78,23 @@ class LinkResult:
         return cluster_size_distribution(self.identities[schema.IDENTITY_ID])
 
     def explain(self, index: int) -> pd.DataFrame:
-        """Return the per-comparison levels and weights behind scored pair ``index``."""
-        return self.model.explain(self.pairs.loc[index])
+        """Return the per-comparison levels and weights behind scored pair ``index`` (a label
+        of ``pairs``): columns as :meth:`FellegiSunterModel.explain`. The two records are named
+        in the header (``columns.name``, e.g. ``police P1 ~ health H7``) and in
+        ``attrs["records"]`` as two (source, record_id) tuples.
+
+        Raises:
+            KeyError: ``index`` is not a label of ``pairs``.
+        """
+        row = self.pairs.loc[index]
+        frame = self.model.explain(row)
+        left, right = int(row[schema.ROW_L]), int(row[schema.ROW_R])
+        src = self.records[schema.SOURCE].to_numpy()
+        rid = self.records[schema.RECORD_ID].to_numpy()
+        records = [(str(src[left]), str(rid[left])), (str(src[right]), str(rid[right]))]
+        frame.attrs["records"] = records
+        frame.columns.name = " ~ ".join(f"{s} {r}" for s, r in records)
+        return frame
 
     def pairs_with_keys(self) -> pd.DataFrame:
         """Return scored pairs with both records' source and record id in front."""

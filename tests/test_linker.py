@@ -57,6 +57,14 @@ def test_explanations_and_outputs(registries, result, tmp_path):
     explained = result.explain(pair)
     assert {"comparison", "level_name", "weight"} <= set(explained.columns)
     assert abs(explained["weight"].sum() - result.pairs.loc[pair, schema.MATCH_WEIGHT]) < 1e-6
+    # the two records are named, in the header too
+    row = result.pairs.loc[pair]
+    names = [
+        (str(result.records[schema.SOURCE].iloc[r]), str(result.records[schema.RECORD_ID].iloc[r]))
+        for r in (int(row[schema.ROW_L]), int(row[schema.ROW_R]))
+    ]
+    assert explained.attrs["records"] == names
+    assert f"{names[0][0]} {names[0][1]} ~ {names[1][0]} {names[1][1]}" in repr(explained)
     from linkage.linker import write_outputs
 
     paths = write_outputs(result, tmp_path, Linker.from_yaml(registries / "run.yaml").config)
