@@ -31,7 +31,15 @@ from linkage.cluster import (
     sibling_pairs,
     sibling_parts,
 )
-from linkage.compare import Comparison, build_comparisons, compare, pair_tf, term_frequencies
+from linkage.compare import (
+    Comparison,
+    Prepared,
+    build_comparisons,
+    compare,
+    pair_tf,
+    prepare_comparisons,
+    term_frequencies,
+)
 from linkage.config import RunConfig
 from linkage.identity import cluster_ids, process_key
 from linkage.io import write_parquet
@@ -97,11 +105,14 @@ def compare_pairs(
     comparisons: list[Comparison],
     tf_rows: dict[str, np.ndarray],
     step: Callable[[int], None] | None = None,
+    *,
+    prepared: list[Prepared] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Compare candidate pairs; return the vectors (with ``rule`` when pairs have it) and
     the per-pair term frequencies of each comparison in ``tf_rows`` (per-row frequencies).
-    ``step(n)`` is told each chunk of ``n`` compared pairs."""
-    vectors = compare(records, pairs, comparisons, step=step)
+    ``step(n)`` is told each chunk of ``n`` compared pairs; ``prepared`` is
+    ``compare.prepare_comparisons(records, comparisons)`` when the caller holds it."""
+    vectors = compare(records, pairs, comparisons, step=step, prepared=prepared)
     if schema.RULE in pairs:
         vectors[schema.RULE] = pairs[schema.RULE].to_numpy()
     return vectors, {name: pair_tf(values, vectors) for name, values in tf_rows.items()}
@@ -391,10 +402,16 @@ def link_records(
     compared_now = need_train or (sample is None and not scored_before)
     n_compare = (len(pairs) if sample is None else len(sample)) if compared_now else 0
     _stage(say, "comparing", n_compare, "pairs")
-    vectors = tf = None
+    vectors = tf = prepared = None
+    # Preparing the records for the comparisons costs more than levelling the pairs: done
+    # once, on both cores, for the compare stage, the u sample and the scoring chunks.
+    if need_train or not scored_before:
+        prepared = prepare_comparisons(records, comparisons, parallel=True)
     if compared_now:
         train_pairs = pairs if sample is None else pairs.iloc[sample].reset_index(drop=True)
-        vectors, tf = compare_pairs(records, train_pairs, comparisons, rows_tf, step=say.advance)
+        vectors, tf = compare_pairs(
+            records, train_pairs, comparisons, rows_tf, step=say.advance, prepared=prepared
+        )
     timings["compare"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -419,7 +436,10 @@ def link_records(
         )  # fmt: skip
     if model is None:
         fraction = 1.0 if sample is None else len(sample) / max(len(pairs), 1)
-        model = train_model(records, vectors, comparisons, config, tf, sample_fraction=fraction)
+        model = train_model(
+            records, vectors, comparisons, config, tf, sample_fraction=fraction,
+            prepared=prepared,
+        )  # fmt: skip
     if checkpoints is not None and not trained:
         if len(pairs):
             model.save(checkpoints.path("training") / "model.json")
@@ -429,9 +449,9 @@ def link_records(
     t = time.perf_counter()
     scored, cluster_input, matches = _score(
         records, pairs, vectors if sample is None else None, tf if sample is None else None,
-        model, comparisons, rows_tf, config, say, checkpoints,
+        model, comparisons, rows_tf, config, say, checkpoints, prepared,
     )  # fmt: skip
-    del vectors, tf, pairs  # the candidate pairs table is not needed after scoring
+    del vectors, tf, pairs, prepared  # the candidate pairs table is not needed after scoring
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -496,6 +516,7 @@ def _score(
     config: RunConfig,
     say: Progress,
     checkpoints: Checkpoints | None,
+    prepared: list[Prepared] | None = None,
 ) -> tuple[pd.DataFrame, _ClusterInput, int]:
     """Score all candidate pairs a chunk at a time (comparing them first unless ``vectors``
     holds them all); return the kept full rows (``_kept_rows``), clustering's share of every
@@ -526,7 +547,9 @@ def _score(
             chunk = vectors.iloc[start:stop]
             chunk_tf = {k: v[start:stop] for k, v in (tf or {}).items()}
         else:
-            chunk, chunk_tf = compare_pairs(records, pairs.iloc[start:stop], comparisons, rows_tf)
+            chunk, chunk_tf = compare_pairs(
+                records, pairs.iloc[start:stop], comparisons, rows_tf, prepared=prepared
+            )
         scored = score_pairs(chunk, model, comparisons, chunk_tf)
         del chunk, chunk_tf
         prob = scored[schema.MATCH_PROBABILITY].to_numpy()
