@@ -448,8 +448,8 @@ def link_records(
 
     t = time.perf_counter()
     scored, cluster_input, matches = _score(
-        records, pairs, vectors if sample is None else None, tf if sample is None else None,
-        model, comparisons, rows_tf, config, say, checkpoints, prepared,
+        records, pairs, vectors, tf, model, comparisons, rows_tf, config, say, checkpoints,
+        prepared, sample,
     )  # fmt: skip
     del vectors, tf, pairs, prepared  # the candidate pairs table is not needed after scoring
     timings["score"] = time.perf_counter() - t
@@ -517,11 +517,14 @@ def _score(
     say: Progress,
     checkpoints: Checkpoints | None,
     prepared: list[Prepared] | None = None,
+    sample: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, _ClusterInput, int]:
     """Score all candidate pairs a chunk at a time (comparing them first unless ``vectors``
     holds them all); return the kept full rows (``_kept_rows``), clustering's share of every
-    pair (``_ClusterInput``) and the number of matches. With ``checkpoints`` each chunk's
-    kept rows and clustering share are spilled to the checkpoint folder."""
+    pair (``_ClusterInput``) and the number of matches. With ``sample`` (sorted positions
+    in ``pairs``), ``vectors`` and ``tf`` hold the training sample's rows: those pairs are
+    not compared again. With ``checkpoints`` each chunk's kept rows and clustering share
+    are spilled to the checkpoint folder."""
     threshold = config.clustering.threshold
     if checkpoints is not None and checkpoints.done("scoring"):
         _stage(say, "scoring")
@@ -543,13 +546,14 @@ def _score(
     matches = 0
     for i, start in enumerate(range(0, max(len(pairs), 1), step)):
         stop = min(start + step, len(pairs))
-        if vectors is not None:
+        if vectors is not None and sample is None:
             chunk = vectors.iloc[start:stop]
             chunk_tf = {k: v[start:stop] for k, v in (tf or {}).items()}
         else:
-            chunk, chunk_tf = compare_pairs(
-                records, pairs.iloc[start:stop], comparisons, rows_tf, prepared=prepared
-            )
+            chunk, chunk_tf = _compare_chunk(
+                records, pairs.iloc[start:stop], comparisons, rows_tf, prepared,
+                vectors, sample, start,
+            )  # fmt: skip
         scored = score_pairs(chunk, model, comparisons, chunk_tf)
         del chunk, chunk_tf
         prob = scored[schema.MATCH_PROBABILITY].to_numpy()
@@ -568,6 +572,42 @@ def _score(
     if checkpoints is not None:
         checkpoints.save("scoring", None, {"matches": matches})
     return scored_all, cluster_input, matches
+
+
+def _compare_chunk(
+    records: pd.DataFrame,
+    part: pd.DataFrame,
+    comparisons: list[Comparison],
+    rows_tf: dict[str, np.ndarray],
+    prepared: list[Prepared] | None,
+    vectors: pd.DataFrame | None,
+    sample: np.ndarray | None,
+    start: int,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Vectors and term frequencies of the candidate pairs ``part`` (positions ``start``..
+    in all pairs), taking the training sample's pairs from ``vectors`` (their rows in
+    ``sample`` order) rather than comparing them twice; the rows come back in ``part``'s
+    order, as comparing them all would give them."""
+    if vectors is None or sample is None:
+        return compare_pairs(records, part, comparisons, rows_tf, prepared=prepared)
+    lo, hi = np.searchsorted(sample, [start, start + len(part)])
+    if lo == hi:
+        return compare_pairs(records, part, comparisons, rows_tf, prepared=prepared)
+    seen = np.zeros(len(part), dtype=bool)
+    seen[sample[lo:hi] - start] = True
+    rest, _ = compare_pairs(records, part[~seen], comparisons, rows_tf, prepared=prepared)
+    known = vectors.iloc[lo:hi]
+    columns = {}
+    for col in rest.columns:
+        values = rest[col]
+        # the rule names (text) as objects: the frame infers their dtype as compare_pairs's
+        dtype = values.dtype if isinstance(values.dtype, np.dtype) else object
+        merged = np.empty(len(part), dtype=dtype)
+        merged[~seen] = values.to_numpy()
+        merged[seen] = known[col].to_numpy()
+        columns[col] = merged
+    chunk = pd.DataFrame(columns, index=part.index)
+    return chunk, {name: pair_tf(values, chunk) for name, values in rows_tf.items()}
 
 
 def _empty_scored(vectors: pd.DataFrame, comparisons: list[Comparison]) -> pd.DataFrame:

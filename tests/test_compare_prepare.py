@@ -134,3 +134,38 @@ def test_a_run_prepares_each_comparison_once(demo, monkeypatch):
     # above the training sample, so scoring compares them again, in two chunks at least
     assert result.summary["candidate_pairs"] > 1500
     assert calls and set(calls.values()) == {1}, calls
+
+
+def test_scoring_takes_the_training_sample_from_the_compare_stage(demo, monkeypatch):
+    # above train_sample_pairs, the compare stage levels a sample for EM; scoring levels
+    # only the other pairs and gets the same rows, in the same order, as levelling them all
+    import linkage.pipeline as pipeline
+
+    config = load_config(demo)
+    model = config.model.model_copy(update={"u_sample_pairs": 20_000})
+    run = RunSettings(chunk_pairs=1000, train_sample_pairs=1000)
+    config = config.model_copy(update={"model": model, "run": run})
+    levelled: list[int] = []
+    compare_pairs = pipeline.compare_pairs
+
+    def counted(records, pairs, *args, **kwargs):
+        levelled.append(len(pairs))
+        return compare_pairs(records, pairs, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "compare_pairs", counted)
+    once = Linker(config, id_key=KEY).run()
+    n_pairs = once.summary["candidate_pairs"]
+    assert sum(levelled) == n_pairs  # the sample of 1000 in the compare stage, the rest after
+    assert levelled[0] == 1000
+
+    chunk = pipeline._compare_chunk
+
+    def compare_all(records, part, comparisons, rows_tf, prepared, vectors, sample, start):
+        return chunk(records, part, comparisons, rows_tf, prepared, None, None, start)
+
+    levelled.clear()
+    monkeypatch.setattr(pipeline, "_compare_chunk", compare_all)
+    twice = Linker(config, id_key=KEY).run()
+    assert sum(levelled) == n_pairs + 1000
+    pd.testing.assert_frame_equal(once.pairs, twice.pairs)
+    pd.testing.assert_frame_equal(once.identities, twice.identities)
