@@ -130,9 +130,7 @@ def train_model(
     """
     settings = config.model
     model = new_model(comparisons, config, list(tf))
-    random = compare(
-        records, random_pairs_for_u(records, config), comparisons, prepared=prepared
-    )
+    random = compare(records, random_pairs_for_u(records, config), comparisons, prepared=prepared)
     model.estimate_u(random)
     if len(vectors):
         sessions = level_rules(settings.training_sessions, comparisons)

@@ -219,11 +219,14 @@ def prepare_comparisons(
             if pending is None and queue and not worker.broken:
                 pending = queue.pop(0)
                 try:
-                    worker.send(_prepare_one, (comparisons[pending], _record_columns(
-                        records, comparisons[pending])))
+                    worker.send(
+                        _prepare_one,
+                        (comparisons[pending], _record_columns(records, comparisons[pending])),
+                    )
                 except OSError as exc:  # the worker could not start or died: work here
-                    logger.warning("preparing comparisons in one process: worker unavailable "
-                                   "(%s)", exc)
+                    logger.warning(
+                        "preparing comparisons in one process: worker unavailable (%s)", exc
+                    )
                     worker.broken = True
                     worker.close(kill=True)
                     queue.insert(0, pending)
@@ -238,7 +241,8 @@ def prepare_comparisons(
                 except (EOFError, OSError, pickle.UnpicklingError) as exc:
                     logger.warning(
                         "preparing comparison %s in this process: worker stopped (%s)",
-                        comparisons[pending].name, exc,
+                        comparisons[pending].name,
+                        exc,
                     )
                     worker.broken = True
                     worker.close(kill=True)
