@@ -19,9 +19,11 @@ CONFLICT_FIELDS = (schema.ID_NUMBER, schema.BIRTH_DATE, schema.GENDER)
 
 
 def _settling_class() -> str:
-    """An RE2 class of the CJK unified ideographs (U+4E00-U+9FFF) no filler text holds."""
+    """An RE2 class of the digits 1-9 and the CJK unified ideographs (U+4E00-U+9FFF) that
+    no filler text holds."""
     used = sorted({ord(c) for t in FILLER_TEXTS for c in t if "\u4e00" <= c <= "\u9fff"})
-    ranges, low = [], 0x4E00
+    digits = "".join(d for d in "123456789" if not any(d in t for t in FILLER_TEXTS))
+    ranges, low = [digits], 0x4E00
     for code in [*used, 0xA000]:
         if code > low:
             ranges.append(f"\\x{{{low:04x}}}-\\x{{{code - 1:04x}}}")
@@ -29,14 +31,15 @@ def _settling_class() -> str:
     return "[" + "".join(ranges) + "]"
 
 
-# A value holding one of these characters is no filler: NFKC keeps unified ideographs as
-# they are, and neither stripping, lowercasing nor the filler punctuation removes them.
+# A value holding one of these characters is no filler: NFKC keeps ASCII digits and unified
+# ideographs as they are, and neither stripping, lowercasing nor the filler punctuation
+# removes them (IDs, phones and dates hold a digit, names and addresses such a character).
 _NOT_FILLER_HAN = _settling_class()
 
 
 def _filler_mask(values: np.ndarray) -> np.ndarray:
-    """``is_filler_text`` of each value. Addresses and names hold a Han character no filler
-    has (``_NOT_FILLER_HAN``): one pyarrow (RE2) pass settles those without a Python call
+    """``is_filler_text`` of each value. Most values hold a character no filler has
+    (``_NOT_FILLER_HAN``): one pyarrow (RE2) pass settles those without a Python call
     each (a million distinct addresses cost ~3 s in Python); the rest go through
     ``is_filler_text`` itself."""
     import pyarrow as pa

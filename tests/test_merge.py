@@ -123,8 +123,8 @@ def test_singletons_and_missing_columns():
 _FILLER_ALPHABET = (
     "无暂没有不详细地址未知明空待定填写补查缺失此同上略"  # the fillers' Han characters
     "北京市朝阳区路号王伟豈詳"  # other Han, a compatibility ideograph, a traditional form
-    "nulNoNeAx0/-—_.。?？*、·，; \u3000\u00a0\t"  # Latin letters, punctuation, spaces
-    "\uf900\uff2e\u2460"  # characters NFKC turns into others (豈, Ｎ, ①)
+    "nulNoNeAx019/-—_.。?？*、·，; \u3000\u00a0\t"  # Latin letters, digits, punctuation, spaces
+    "\uf900\uff2e\u2460\uff10"  # characters NFKC turns into others (豈, Ｎ, ①, ０)
 )
 
 
