@@ -72,11 +72,14 @@ def _config(folder: Path, floor: float, extra: dict | None) -> Path:
 
 
 def _time_v(stderr: str) -> dict[str, float]:
-    """Peak RSS (GB) and wall seconds from GNU time -v's report."""
+    """Peak RSS (GB), CPU seconds (user + system) and wall seconds from GNU time -v's report."""
     out: dict[str, float] = {}
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr)
     if rss:
         out["peak_rss_gb"] = int(rss.group(1)) / 1024**2
+    cpu = re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", stderr)
+    if cpu:
+        out["cpu_s"] = sum(float(x) for x in cpu)
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", stderr)
     if wall:
         secs = 0.0
@@ -298,13 +301,14 @@ def format_blocking(rows: list[dict]) -> str:
 def format_rows(rows: list[dict]) -> str:
     """The benchmark table (markdown) and pairs per rule below it."""
     stages = list(dict.fromkeys(s for r in rows for s in r["seconds"]))
-    head = ["records", "pairs", "wall s", "peak RSS GB", "P", "R", "F1", "cand. recall",
+    head = ["records", "pairs", "wall s", "CPU s", "peak RSS GB", "P", "R", "F1", "cand. recall",
             " / ".join(stages) + " (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([
             f"{r['records']:,}", f"{r['candidate_pairs'] / 1e6:.1f} M",
-            f"{r.get('wall_s', float('nan')):.0f}", f"{r.get('peak_rss_gb', float('nan')):.1f}",
+            f"{r.get('wall_s', float('nan')):.0f}", f"{r.get('cpu_s', float('nan')):.0f}",
+            f"{r.get('peak_rss_gb', float('nan')):.1f}",
             f"{r.get('precision', float('nan')):.4f}", f"{r.get('recall', float('nan')):.4f}",
             f"{r.get('f1', float('nan')):.4f}",
             f"{r['candidate_recall']:.4f}" if "candidate_recall" in r else "—",

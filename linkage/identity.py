@@ -115,9 +115,19 @@ def cluster_ids(records: pd.DataFrame, labels: pd.Series | np.ndarray, key: byte
     Each cluster is named after its smallest record key, so ids do not depend on row order.
     """
     keys = record_key(records[schema.SOURCE], records[schema.RECORD_ID])
-    smallest = keys.groupby(np.asarray(labels)).transform("min")
-    codes, uniques = pd.factorize(smallest, sort=True)
-    return identity_names(np.asarray(uniques, dtype=object), key)[codes]
+    values = keys.to_numpy(dtype=object)
+    if len(values) > 1 and not bool((values[1:] > values[:-1]).all()):
+        smallest = keys.groupby(np.asarray(labels)).transform("min")
+        codes, uniques = pd.factorize(smallest, sort=True)
+        return identity_names(np.asarray(uniques, dtype=object), key)[codes]
+    # Keys in increasing order, as a batch's records come (io.read_records sorts them by
+    # source and record id): a cluster's smallest key is at its smallest row, an integer
+    # min rather than a string min per cluster.
+    label_codes, n_labels = pd.factorize(np.asarray(labels))
+    smallest = np.full(len(n_labels), len(values), dtype=np.int64)
+    np.minimum.at(smallest, label_codes, np.arange(len(values)))
+    first, codes = np.unique(smallest[label_codes], return_inverse=True)
+    return identity_names(values[first], key)[codes.ravel()]
 
 
 def process_key() -> bytes:

@@ -31,7 +31,15 @@ from linkage.cluster import (
     sibling_pairs,
     sibling_parts,
 )
-from linkage.compare import Comparison, build_comparisons, compare, pair_tf, term_frequencies
+from linkage.compare import (
+    Comparison,
+    Prepared,
+    build_comparisons,
+    compare,
+    pair_tf,
+    prepare_comparisons,
+    term_frequencies,
+)
 from linkage.config import RunConfig
 from linkage.identity import cluster_ids, process_key
 from linkage.io import write_parquet
@@ -112,11 +120,14 @@ def compare_pairs(
     comparisons: list[Comparison],
     tf_rows: dict[str, np.ndarray],
     step: Callable[[int], None] | None = None,
+    *,
+    prepared: list[Prepared] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Compare candidate pairs; return the vectors (with ``rule`` when pairs have it) and
     the per-pair term frequencies of each comparison in ``tf_rows`` (per-row frequencies).
-    ``step(n)`` is told each chunk of ``n`` compared pairs."""
-    vectors = compare(records, pairs, comparisons, step=step)
+    ``step(n)`` is told each chunk of ``n`` compared pairs; ``prepared`` is
+    ``compare.prepare_comparisons(records, comparisons)`` when the caller holds it."""
+    vectors = compare(records, pairs, comparisons, step=step, prepared=prepared)
     if schema.RULE in pairs:
         vectors[schema.RULE] = pairs[schema.RULE].to_numpy()
     return vectors, {name: pair_tf(values, vectors) for name, values in tf_rows.items()}
@@ -406,10 +417,16 @@ def link_records(
     compared_now = need_train or (sample is None and not scored_before)
     n_compare = (len(pairs) if sample is None else len(sample)) if compared_now else 0
     _stage(say, "comparing", n_compare, "pairs")
-    vectors = tf = None
+    vectors = tf = prepared = None
+    # Preparing the records for the comparisons costs more than levelling the pairs: done
+    # once, on both cores, for the compare stage, the u sample and the scoring chunks.
+    if need_train or not scored_before:
+        prepared = prepare_comparisons(records, comparisons, parallel=True)
     if compared_now:
         train_pairs = pairs if sample is None else pairs.iloc[sample].reset_index(drop=True)
-        vectors, tf = compare_pairs(records, train_pairs, comparisons, rows_tf, step=say.advance)
+        vectors, tf = compare_pairs(
+            records, train_pairs, comparisons, rows_tf, step=say.advance, prepared=prepared
+        )
     timings["compare"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -434,7 +451,10 @@ def link_records(
         )  # fmt: skip
     if model is None:
         fraction = 1.0 if sample is None else len(sample) / max(len(pairs), 1)
-        model = train_model(records, vectors, comparisons, config, tf, sample_fraction=fraction)
+        model = train_model(
+            records, vectors, comparisons, config, tf, sample_fraction=fraction,
+            prepared=prepared,
+        )  # fmt: skip
     if checkpoints is not None and not trained:
         if len(pairs):
             model.save(checkpoints.path("training") / "model.json")
@@ -443,10 +463,10 @@ def link_records(
 
     t = time.perf_counter()
     scored, cluster_input, matches = _score(
-        records, pairs, vectors if sample is None else None, tf if sample is None else None,
-        model, comparisons, rows_tf, config, say, checkpoints,
+        records, pairs, vectors, tf, model, comparisons, rows_tf, config, say, checkpoints,
+        prepared, sample,
     )  # fmt: skip
-    del vectors, tf, pairs  # the candidate pairs table is not needed after scoring
+    del vectors, tf, pairs, prepared  # the candidate pairs table is not needed after scoring
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -511,11 +531,15 @@ def _score(
     config: RunConfig,
     say: Progress,
     checkpoints: Checkpoints | None,
+    prepared: list[Prepared] | None = None,
+    sample: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, _ClusterInput, int]:
     """Score all candidate pairs a chunk at a time (comparing them first unless ``vectors``
     holds them all); return the kept full rows (``_kept_rows``), clustering's share of every
-    pair (``_ClusterInput``) and the number of matches. With ``checkpoints`` each chunk's
-    kept rows and clustering share are spilled to the checkpoint folder."""
+    pair (``_ClusterInput``) and the number of matches. With ``sample`` (sorted positions
+    in ``pairs``), ``vectors`` and ``tf`` hold the training sample's rows: those pairs are
+    not compared again. With ``checkpoints`` each chunk's kept rows and clustering share
+    are spilled to the checkpoint folder."""
     threshold = config.clustering.threshold
     if checkpoints is not None and checkpoints.done("scoring"):
         _stage(say, "scoring")
@@ -537,11 +561,14 @@ def _score(
     matches = 0
     for i, start in enumerate(range(0, max(len(pairs), 1), step)):
         stop = min(start + step, len(pairs))
-        if vectors is not None:
+        if vectors is not None and sample is None:
             chunk = vectors.iloc[start:stop]
             chunk_tf = {k: v[start:stop] for k, v in (tf or {}).items()}
         else:
-            chunk, chunk_tf = compare_pairs(records, pairs.iloc[start:stop], comparisons, rows_tf)
+            chunk, chunk_tf = _compare_chunk(
+                records, pairs.iloc[start:stop], comparisons, rows_tf, prepared,
+                vectors, sample, start,
+            )  # fmt: skip
         scored = score_pairs(chunk, model, comparisons, chunk_tf)
         del chunk, chunk_tf
         prob = scored[schema.MATCH_PROBABILITY].to_numpy()
@@ -560,6 +587,42 @@ def _score(
     if checkpoints is not None:
         checkpoints.save("scoring", None, {"matches": matches})
     return scored_all, cluster_input, matches
+
+
+def _compare_chunk(
+    records: pd.DataFrame,
+    part: pd.DataFrame,
+    comparisons: list[Comparison],
+    rows_tf: dict[str, np.ndarray],
+    prepared: list[Prepared] | None,
+    vectors: pd.DataFrame | None,
+    sample: np.ndarray | None,
+    start: int,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Vectors and term frequencies of the candidate pairs ``part`` (positions ``start``..
+    in all pairs), taking the training sample's pairs from ``vectors`` (their rows in
+    ``sample`` order) rather than comparing them twice; the rows come back in ``part``'s
+    order, as comparing them all would give them."""
+    if vectors is None or sample is None:
+        return compare_pairs(records, part, comparisons, rows_tf, prepared=prepared)
+    lo, hi = np.searchsorted(sample, [start, start + len(part)])
+    if lo == hi:
+        return compare_pairs(records, part, comparisons, rows_tf, prepared=prepared)
+    seen = np.zeros(len(part), dtype=bool)
+    seen[sample[lo:hi] - start] = True
+    rest, _ = compare_pairs(records, part[~seen], comparisons, rows_tf, prepared=prepared)
+    known = vectors.iloc[lo:hi]
+    columns = {}
+    for col in rest.columns:
+        values = rest[col]
+        # the rule names (text) as objects: the frame infers their dtype as compare_pairs's
+        dtype = values.dtype if isinstance(values.dtype, np.dtype) else object
+        merged = np.empty(len(part), dtype=dtype)
+        merged[~seen] = values.to_numpy()
+        merged[seen] = known[col].to_numpy()
+        columns[col] = merged
+    chunk = pd.DataFrame(columns, index=part.index)
+    return chunk, {name: pair_tf(values, chunk) for name, values in rows_tf.items()}
 
 
 def _empty_scored(vectors: pd.DataFrame, comparisons: list[Comparison]) -> pd.DataFrame:

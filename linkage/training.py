@@ -10,13 +10,14 @@ review notebook uses too; the pipeline calls it. Imports config, blocking, compa
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from linkage import schema
 from linkage.blocking import sample_random_pairs
-from linkage.compare import Comparison, compare
+from linkage.compare import Comparison, Prepared, compare
 from linkage.config import RunConfig
 from linkage.errors import InputError
 from linkage.model import FellegiSunterModel
@@ -115,6 +116,7 @@ def train_model(
     tf: dict[str, np.ndarray],
     *,
     sample_fraction: float = 1.0,
+    prepared: Sequence[Prepared] | None = None,
 ) -> FellegiSunterModel:
     """Fit the run's model: u from random pairs, then m by training sessions or EM.
 
@@ -122,11 +124,13 @@ def train_model(
     the blocked pairs, or of a uniform sample of them holding ``sample_fraction`` of all;
     ``tf``: per-pair term frequencies by comparison (only their names are used). With a
     sample, the prior's rule hits are scaled up by ``1 / sample_fraction`` (as the Spark
-    engine's ``train_sample_pairs`` does with its counted hits).
+    engine's ``train_sample_pairs`` does with its counted hits). ``prepared``:
+    ``compare.prepare_comparisons(records, comparisons)``, when the caller has it (the
+    random pairs for u are then levelled without preparing the records again).
     """
     settings = config.model
     model = new_model(comparisons, config, list(tf))
-    random = compare(records, random_pairs_for_u(records, config), comparisons)
+    random = compare(records, random_pairs_for_u(records, config), comparisons, prepared=prepared)
     model.estimate_u(random)
     if len(vectors):
         sessions = level_rules(settings.training_sessions, comparisons)

@@ -237,3 +237,40 @@ def test_records_a_merge_carries_are_moved_not_added():
     assert moved[schema.RECORD_ID].tolist() == ["h1"]
     assert moved[schema.OTHER_IDENTITY].tolist() == ["IDNEW"]
     assert moved[schema.IDENTITY_ID].tolist() == ["IDOLD"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=40), st.randoms(use_true_random=False))
+def test_cluster_ids_same_for_sorted_and_shuffled_records(labels, rnd):
+    # sorted keys take the integer path (smallest row), shuffled ones the string min
+    n = len(labels)
+    records = pd.DataFrame(
+        {
+            schema.SOURCE: ["police" if i % 3 else "health" for i in range(n)],
+            schema.RECORD_ID: [f"r{i:03d}" for i in range(n)],
+            "label": labels,
+        }
+    ).sort_values([schema.SOURCE, schema.RECORD_ID], ignore_index=True)
+    order = list(range(n))
+    rnd.shuffle(order)
+    shuffled = records.iloc[order].reset_index(drop=True)
+    named = {
+        (s, r): i
+        for s, r, i in zip(
+            records[schema.SOURCE],
+            records[schema.RECORD_ID],
+            cluster_ids(records, records["label"], KEY),
+            strict=True,
+        )
+    }
+    again = cluster_ids(shuffled, shuffled["label"], KEY)
+    assert [
+        named[(s, r)]
+        for s, r in zip(shuffled[schema.SOURCE], shuffled[schema.RECORD_ID], strict=True)
+    ] == list(again)
+    # one id per label, named after the label's smallest key
+    for _, group in records.groupby("label"):
+        smallest = min(zip(group[schema.SOURCE], group[schema.RECORD_ID]))
+        assert {named[k] for k in zip(group[schema.SOURCE], group[schema.RECORD_ID])} == {
+            named[smallest]
+        }

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from linkage import schema
 from linkage.merge import GoldenSettings, merge_records
@@ -115,3 +118,21 @@ def test_singletons_and_missing_columns():
     assert len(golden) == 6 and (golden["records"] == 1).all()
     assert list(golden[schema.NAME]) == list(records[NAME_CLEAN])
     assert (golden["conflicts"] == "").all()
+
+
+_FILLER_ALPHABET = (
+    "无暂没有不详细地址未知明空待定填写补查缺失此同上略"  # the fillers' Han characters
+    "北京市朝阳区路号王伟豈詳"  # other Han, a compatibility ideograph, a traditional form
+    "nulNoNeAx019/-—_.。?？*、·，; \u3000\u00a0\t"  # Latin letters, digits, punctuation, spaces
+    "\uf900\uff2e\u2460\uff10"  # characters NFKC turns into others (豈, Ｎ, ①, ０)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=_FILLER_ALPHABET, max_size=8), min_size=1, max_size=30))
+def test_filler_mask_equals_the_scalar_rule(values):
+    from linkage.merge import _filler_mask
+    from linkage.standardize._fillers import is_filler_text
+
+    array = np.array(values + [None], dtype=object)
+    assert _filler_mask(array).tolist() == [is_filler_text(v) for v in array]

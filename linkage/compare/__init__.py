@@ -8,6 +8,8 @@ the standardizers' scalar helpers; never the Linker, CLI or store.
 from __future__ import annotations
 
 import logging
+import pickle
+import select
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -55,6 +57,7 @@ __all__ = [
     "comparisons_from_config",
     "default_comparisons",
     "pair_tf",
+    "prepare_comparisons",
     "term_frequencies",
 ]
 
@@ -168,6 +171,96 @@ def _check_inputs(records: pd.DataFrame, pairs: pd.DataFrame, comparisons: Seque
             )
 
 
+# Records below this are prepared in this process alone: starting the worker costs ~1-2 s
+# (a fresh interpreter imports pandas and the name tables), a 50,000-record table's work.
+PARALLEL_MIN_RECORDS = 50_000
+
+
+def _prepare_one(arg: tuple[Comparison, dict[str, np.ndarray]]) -> Prepared:
+    """``comparison.prepare(columns)``: the worker process's share of ``prepare_comparisons``."""
+    comparison, columns = arg
+    return comparison.prepare(columns)
+
+
+def prepare_comparisons(
+    records: pd.DataFrame,
+    comparisons: Sequence[Comparison] | None = None,
+    *,
+    parallel: bool = False,
+) -> list[Prepared]:
+    """Each comparison's ``prepare`` over the record columns, in the order of ``comparisons``.
+
+    ``records``: standardized records in ``rid`` order (the columns each comparison reads;
+    absent ones count as null). Preparing (codes per distinct value: pinyin keys, calendar
+    parts, address levels) costs far more than levelling pairs, so a run prepares once and
+    hands the result to every ``compare`` call over the same records (``prepared=``).
+
+    With ``parallel`` and at least ``PARALLEL_MIN_RECORDS`` records, the comparisons are
+    shared with ONE worker process (``standardize._distinct``'s plain child process over
+    stdin/stdout, not a fork of this process and its records table): each side takes the
+    next comparison, those reading most columns first, until none is left. The results
+    equal one process's. An exception raised by ``prepare`` in the worker is raised here;
+    a worker that cannot start or dies is logged and its comparison prepared here.
+    """
+    comparisons = list(default_comparisons() if comparisons is None else comparisons)
+    out: list[Prepared | None] = [None] * len(comparisons)
+    # most columns first: the name comparison (11 columns) is the costliest to prepare
+    queue = sorted(range(len(comparisons)), key=lambda i: -len(comparisons[i].columns))
+    if not parallel or len(records) < PARALLEL_MIN_RECORDS or len(comparisons) < 2:
+        for i in queue:
+            out[i] = comparisons[i].prepare(_record_columns(records, comparisons[i]))
+        return out
+    from linkage.standardize._distinct import _Worker
+
+    worker = _Worker()
+    pending: int | None = None
+    try:
+        while queue or pending is not None:
+            if pending is None and queue and not worker.broken:
+                pending = queue.pop(0)
+                try:
+                    worker.send(
+                        _prepare_one,
+                        (comparisons[pending], _record_columns(records, comparisons[pending])),
+                    )
+                except OSError as exc:  # the worker could not start or died: work here
+                    logger.warning(
+                        "preparing comparisons in one process: worker unavailable (%s)", exc
+                    )
+                    worker.broken = True
+                    worker.close(kill=True)
+                    queue.insert(0, pending)
+                    pending = None
+            if queue and (pending is None or not _ready(worker)):
+                i = queue.pop(0)
+                out[i] = comparisons[i].prepare(_record_columns(records, comparisons[i]))
+                continue
+            if pending is not None:
+                try:
+                    out[pending] = worker.receive()
+                except (EOFError, OSError, pickle.UnpicklingError) as exc:
+                    logger.warning(
+                        "preparing comparison %s in this process: worker stopped (%s)",
+                        comparisons[pending].name,
+                        exc,
+                    )
+                    worker.broken = True
+                    worker.close(kill=True)
+                    queue.insert(0, pending)
+                pending = None
+    finally:
+        worker.close(kill=pending is not None)
+    return out
+
+
+def _ready(worker: Any) -> bool:
+    """True when the worker's reply can be read (or it died): reading will not wait long."""
+    if worker.proc is None:
+        return True
+    readable, _, _ = select.select([worker.proc.stdout], [], [], 0)
+    return bool(readable)
+
+
 def compare(
     records: pd.DataFrame,
     pairs: pd.DataFrame,
@@ -175,17 +268,24 @@ def compare(
     chunk_size: int = 500_000,
     *,
     step: Callable[[int], None] | None = None,
+    prepared: Sequence[Prepared] | None = None,
 ) -> pd.DataFrame:
     """Return comparison vectors: ``rid_l``, ``rid_r`` and one int8 ``gamma_<name>`` per comparison.
 
-    Each comparison prepares the record columns once (per distinct value); pairs are then
-    levelled ``chunk_size`` at a time, every comparison per chunk, so memory grows with the
-    chunk, not the pair count, and ``step(n)`` (when given) is called with the ``n`` pairs
-    of each finished chunk, for progress reporting.
+    Each comparison prepares the record columns once (per distinct value), unless
+    ``prepared`` holds ``prepare_comparisons(records, comparisons)`` of these very records;
+    pairs are then levelled ``chunk_size`` at a time, every comparison per chunk, so memory
+    grows with the chunk, not the pair count, and ``step(n)`` (when given) is called with
+    the ``n`` pairs of each finished chunk, for progress reporting. Raises ``InputError``
+    for pairs outside the records, ``ValueError`` for a ``prepared`` of another length.
     """
     comparisons = list(default_comparisons() if comparisons is None else comparisons)
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
+    if prepared is not None and len(prepared) != len(comparisons):
+        raise ValueError(
+            f"prepared holds {len(prepared)} comparisons, {len(comparisons)} were given"
+        )
     _check_inputs(records, pairs, comparisons)
     left = pairs[schema.ROW_L].to_numpy(dtype=np.int64)
     right = pairs[schema.ROW_R].to_numpy(dtype=np.int64)
@@ -193,12 +293,16 @@ def compare(
     if len(left) and (min(left.min(), right.min()) < 0 or max(left.max(), right.max()) >= n):
         raise InputError(f"pair row numbers must lie in 0..{n - 1}", column=schema.ROW_L)
     out: dict[str, np.ndarray] = {schema.ROW_L: left, schema.ROW_R: right}
-    prepared: list[Any] = []
     prep_s: list[float] = []
+    if prepared is None:
+        prepared = []
+        for comparison in comparisons:
+            t = time.perf_counter()
+            prepared.append(comparison.prepare(_record_columns(records, comparison)))
+            prep_s.append(time.perf_counter() - t)
+    else:
+        prep_s = [0.0] * len(comparisons)
     for comparison in comparisons:
-        t = time.perf_counter()
-        prepared.append(comparison.prepare(_record_columns(records, comparison)))
-        prep_s.append(time.perf_counter() - t)
         out[schema.GAMMA_PREFIX + comparison.name] = np.empty(len(left), dtype=np.int8)
     level_s = [0.0] * len(comparisons)
     for start in range(0, len(left), chunk_size):

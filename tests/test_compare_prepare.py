@@ -1,0 +1,171 @@
+"""Preparing the records once per run, on both cores (``compare.prepare_comparisons``)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import linkage.compare as compare_module
+from linkage import schema, synth
+from linkage.compare import compare, default_comparisons, prepare_comparisons
+from linkage.config import RunSettings, load_config
+from linkage.io import read_records
+from linkage.linker import Linker
+from linkage.standardize import _distinct
+
+KEY = b"prepare-test-identity-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepare")
+    return synth.generate(400, seed=5, output=out / "demo").paths["config"]
+
+
+@pytest.fixture(scope="module")
+def records(demo):
+    return read_records(load_config(demo))
+
+
+def _pairs(n: int, count: int, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    left = rng.integers(0, n, count)
+    right = rng.integers(0, n, count)
+    return pd.DataFrame({schema.ROW_L: left, schema.ROW_R: right})
+
+
+def test_prepared_once_levels_like_preparing_per_call(records):
+    comparisons = default_comparisons()
+    pairs = _pairs(len(records), 5000)
+    prepared = prepare_comparisons(records, comparisons)
+    assert len(prepared) == len(comparisons)
+    pd.testing.assert_frame_equal(
+        compare(records, pairs, comparisons, prepared=prepared),
+        compare(records, pairs, comparisons),
+    )
+    with pytest.raises(ValueError, match="prepared holds"):
+        compare(records, pairs, comparisons, prepared=prepared[:-1])
+
+
+def test_parallel_prepare_equals_one_process(records, monkeypatch):
+    comparisons = default_comparisons()
+    pairs = _pairs(len(records), 5000)
+    sent: list[str] = []
+    send = _distinct._Worker.send
+
+    def counted(self, func, arg):
+        sent.append(arg[0].name)
+        return send(self, func, arg)
+
+    monkeypatch.setattr(compare_module, "PARALLEL_MIN_RECORDS", 10)
+    monkeypatch.setattr(_distinct._Worker, "send", counted)
+    both = prepare_comparisons(records, comparisons, parallel=True)
+    # the costliest comparison goes to the worker first; no comparison is lost or repeated
+    assert sent and sent[0] == "name" and len(set(sent)) == len(sent)
+    assert all(p is not None for p in both)
+    pd.testing.assert_frame_equal(
+        compare(records, pairs, comparisons, prepared=both),
+        compare(records, pairs, comparisons),
+    )
+
+
+def test_an_error_in_the_worker_is_raised_here(records, monkeypatch):
+    # the name comparison (most columns) goes to the worker, where an unhashable name
+    # fails to factorize; the comparisons left to this process succeed
+    broken = records.copy()
+    broken[schema.NAME] = [[v] for v in broken[schema.NAME]]
+    sent: list[str] = []
+    send = _distinct._Worker.send
+
+    def counted(self, func, arg):
+        sent.append(arg[0].name)
+        return send(self, func, arg)
+
+    monkeypatch.setattr(compare_module, "PARALLEL_MIN_RECORDS", 10)
+    monkeypatch.setattr(_distinct._Worker, "send", counted)
+    with pytest.raises(TypeError, match="unhashable"):
+        prepare_comparisons(broken, default_comparisons(), parallel=True)
+    assert sent[0] == "name"
+
+
+def test_a_dead_worker_leaves_the_work_to_this_process(records, monkeypatch, caplog):
+    start = _distinct._Worker.start
+
+    def start_and_die(self):
+        start(self)
+        self.proc.kill()
+        self.proc.wait()
+
+    monkeypatch.setattr(compare_module, "PARALLEL_MIN_RECORDS", 10)
+    monkeypatch.setattr(_distinct._Worker, "start", start_and_die)
+    comparisons = default_comparisons()
+    with caplog.at_level(logging.WARNING, logger="linkage.compare"):
+        got = prepare_comparisons(records, comparisons, parallel=True)
+    assert "in one process" in caplog.text or "in this process" in caplog.text
+    pairs = _pairs(len(records), 2000)
+    pd.testing.assert_frame_equal(
+        compare(records, pairs, comparisons, prepared=got),
+        compare(records, pairs, comparisons),
+    )
+
+
+def test_a_run_prepares_each_comparison_once(demo, monkeypatch):
+    # chunked scoring beyond a training sample used to prepare the records again for the
+    # u sample and for every chunk; now once, whatever the chunks
+    calls: dict[str, int] = {}
+    originals = {cls: cls.prepare for cls in compare_module._TYPES}
+
+    def counting(cls):
+        def prepare(self, values):
+            calls[self.name] = calls.get(self.name, 0) + 1
+            return originals[cls](self, values)
+
+        return prepare
+
+    for cls in compare_module._TYPES:
+        monkeypatch.setattr(cls, "prepare", counting(cls))
+    config = load_config(demo)
+    model = config.model.model_copy(update={"u_sample_pairs": 20_000})
+    run = RunSettings(chunk_pairs=1000, train_sample_pairs=1000)
+    result = Linker(config.model_copy(update={"model": model, "run": run}), id_key=KEY).run()
+    # above the training sample, so scoring compares them again, in two chunks at least
+    assert result.summary["candidate_pairs"] > 1500
+    assert calls and set(calls.values()) == {1}, calls
+
+
+def test_scoring_takes_the_training_sample_from_the_compare_stage(demo, monkeypatch):
+    # above train_sample_pairs, the compare stage levels a sample for EM; scoring levels
+    # only the other pairs and gets the same rows, in the same order, as levelling them all
+    import linkage.pipeline as pipeline
+
+    config = load_config(demo)
+    model = config.model.model_copy(update={"u_sample_pairs": 20_000})
+    run = RunSettings(chunk_pairs=1000, train_sample_pairs=1000)
+    config = config.model_copy(update={"model": model, "run": run})
+    levelled: list[int] = []
+    compare_pairs = pipeline.compare_pairs
+
+    def counted(records, pairs, *args, **kwargs):
+        levelled.append(len(pairs))
+        return compare_pairs(records, pairs, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "compare_pairs", counted)
+    once = Linker(config, id_key=KEY).run()
+    n_pairs = once.summary["candidate_pairs"]
+    assert sum(levelled) == n_pairs  # the sample of 1000 in the compare stage, the rest after
+    assert levelled[0] == 1000
+
+    chunk = pipeline._compare_chunk
+
+    def compare_all(records, part, comparisons, rows_tf, prepared, vectors, sample, start):
+        return chunk(records, part, comparisons, rows_tf, prepared, None, None, start)
+
+    levelled.clear()
+    monkeypatch.setattr(pipeline, "_compare_chunk", compare_all)
+    twice = Linker(config, id_key=KEY).run()
+    assert sum(levelled) == n_pairs + 1000
+    pd.testing.assert_frame_equal(once.pairs, twice.pairs)
+    pd.testing.assert_frame_equal(once.identities, twice.identities)
