@@ -312,11 +312,13 @@ def _with_bad_rows(
     *,
     output: Path | None = None,
     store: Path | None = None,
+    others: dict[str, Path] | None = None,
 ) -> Any:
     """The run config with ``--bad-rows`` applied (over ``run.bad_rows``); the file is checked
     before any work: not a link, not a file the run reads or writes (sources, config, store,
-    OUTPUT's files), and not an existing file other than an earlier bad-rows file. Raises
-    InputError (exit 2) for a refused path. Both engines set rows aside."""
+    OUTPUT's files, ``others``: role -> a command's other outputs), and not an existing file
+    other than an earlier bad-rows file. Raises InputError (exit 2) for a refused path. Both
+    engines set rows aside."""
     from linkage import schema
     from linkage.errors import InputError
     from linkage.paths import check_output_file, output_file_path, run_files
@@ -332,7 +334,7 @@ def _with_bad_rows(
         config.run.bad_rows,
         "--bad-rows",
         (".csv",),
-        not_over=run_files(config, output=output, store=store),
+        not_over={**run_files(config, output=output, store=store), **(others or {})},
     )
     if path.is_file() and not _is_bad_rows_file(path):
         raise InputError(
@@ -479,7 +481,8 @@ def standardize_cmd(
     check_output_file(output)
     cfg = load_config(config)
     check_output_file(output, not_over=run_files(cfg))
-    cfg = _with_bad_rows(cfg, bad_rows)
+    # the records' file is an output too: written after the bad rows, it would replace them
+    cfg = _with_bad_rows(cfg, bad_rows, others={"--output file": output})
     start = time.perf_counter()
     with _progress(quiet) as report:
         records = read_records(cfg, progress=report)

@@ -646,6 +646,9 @@ class LookupService:
                 single.pop("records", None)
             if not hits:
                 message = "no identity with a record in your department's registries matches"
+                # a single-field lookup runs only when no blocking rule found anyone in the
+                # whole store: its presence would tell whether someone else matched
+                single = None
             elif report.single_field:
                 message = f"no blocking rule found a candidate; ranked by {single['field']} alone"
         return {

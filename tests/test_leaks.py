@@ -183,3 +183,56 @@ def test_export_refuses_a_policy_whose_joined_exports_rebuild_ids(tmp_path):
     assert result.exit_code == 2
     assert "health, social_security can join" in result.output
     assert not (tmp_path / "health.csv").exists()
+
+
+def _semicolon_formulas(text: str) -> list[str]:
+    """Pieces a spreadsheet whose list separator is ';' would start a cell with and run: each
+    piece after a ';' (quotes and spaces before it do not stop a formula)."""
+    pieces = [p.lstrip(' \t"') for line in text.splitlines() for p in line.split(";")[1:]]
+    return [p for p in pieces if p[:1] in ("=", "+", "-", "@")]
+
+
+def test_cells_a_semicolon_spreadsheet_would_split_into_formulas_are_neutralized(tmp_path):
+    """A registry's record id ``MZ1;=1+1`` and a bad row ``x;=2+2``: a spreadsheet whose
+    list separator is ``;`` splits the line there, CSV quoting or not, and runs ``=1+1``.
+    identities.csv, golden_records.csv and the bad-rows file must leave it no such piece,
+    and read back exactly (``restore_formulas``)."""
+    registry = (
+        REGISTRY + 'MZ1;=1+1,赵敏,1985-07-08,"上海市黄浦区; ""@SUM(1)",13900001111\n' + "x;=2+2\n"
+    )
+    (tmp_path / "a.csv").write_text(registry, encoding="utf-8")
+    (tmp_path / "run.yaml").write_text(CONFIG, encoding="utf-8")
+    bad = tmp_path / "bad.csv"
+    result = runner.invoke(
+        app,
+        ["run", str(tmp_path / "run.yaml"), "--output", str(tmp_path / "out"),
+         "--bad-rows", str(bad), "-q"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for path in (tmp_path / "out" / "identities.csv", tmp_path / "out" / "golden_records.csv", bad):
+        assert not _semicolon_formulas(path.read_text(encoding="utf-8")), path.name
+    ids = restore_formulas(pd.read_csv(tmp_path / "out" / "identities.csv", dtype=str))
+    assert "MZ1;=1+1" in set(ids["record_id"])
+    aside = restore_formulas(pd.read_csv(bad, dtype=str))
+    assert aside["raw_row"].tolist() == ["x;=2+2"]
+
+
+def test_write_csv_neutralizes_a_formula_after_a_semicolon_only(tmp_path):
+    from linkage.io import write_csv
+
+    frame = pd.DataFrame({"record_id": ["R1", "a;b", "=1", "a; @SUM(1)", "x;'=1"], "n": range(5)})
+    write_csv(frame, tmp_path / "f.csv")
+    text = (tmp_path / "f.csv").read_text(encoding="utf-8")
+    assert text == "record_id,n\nR1,0\na;b,1\n'=1,2\na;' @SUM(1),3\nx;''=1,4\n"
+    back = restore_formulas(pd.read_csv(tmp_path / "f.csv", dtype=str))
+    assert back["record_id"].tolist() == frame["record_id"].tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet=";'\" \t=+-@a1", max_size=10)), max_size=8))
+def test_semicolon_neutralizing_is_exact_and_leaves_no_split_formula(values):
+    frame = pd.DataFrame({"v": values}, dtype=object)
+    safe = neutralize_formulas(frame)
+    for value in safe["v"].dropna():
+        assert not _semicolon_formulas(value), value
+    assert restore_formulas(safe)["v"].tolist() == frame["v"].tolist()
