@@ -276,3 +276,16 @@ def test_standardize_sets_bad_rows_aside_with_the_option(tmp_path: Path) -> None
     records = pd.read_parquet(out)
     assert len(records) == len(GOOD) + 2  # police's good rows and health's two
     assert pd.read_csv(reject)[schema.REJECT_LINE].tolist() == [6, 7]
+
+
+def test_standardize_refuses_bad_rows_over_its_own_output(tmp_path: Path) -> None:
+    """The records' file is written after the bad rows: the same path for both would replace
+    the rows set aside with Parquet (and the run then failed reading it as CSV)."""
+    config = _write(tmp_path, [*GOOD, NO_ID])
+    same = tmp_path / "same.csv"
+    result = runner.invoke(
+        app, ["standardize", str(config), "--output", str(same), "--bad-rows", str(same)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "same file as the --output file" in result.output
+    assert not same.exists()
