@@ -236,3 +236,36 @@ def test_semicolon_neutralizing_is_exact_and_leaves_no_split_formula(values):
     for value in safe["v"].dropna():
         assert not _semicolon_formulas(value), value
     assert restore_formulas(safe)["v"].tolist() == frame["v"].tolist()
+
+
+def test_spark_identities_csv_neutralizes_formula_cells(tmp_path):
+    """The Spark engine streams identities.csv itself: a record id ``=1+1`` (or ``MZ1;=1+1``)
+    that a registry sent went out raw, though the local engine's file neutralized it."""
+    import pytest
+
+    pytest.importorskip("pyspark")
+    from linkage.spark.engine import _stream_csv
+
+    rows = [
+        ("police", "=1+1", "ID1"),
+        ("police", "MZ1;=1+1", "ID2"),
+        ("police", "R3", "ID3"),
+        ("police", "+86 138 0013 8000", "ID3"),
+    ]
+
+    class Frame:  # what _stream_csv reads of a Spark DataFrame
+        columns = ["source", "record_id", "identity_id"]
+
+        def orderBy(self, *columns):  # noqa: N802 - Spark's name
+            return self
+
+        def toLocalIterator(self):  # noqa: N802 - Spark's name
+            return iter(rows)
+
+    path = tmp_path / "identities.csv"
+    _stream_csv(Frame(), path, chunk=2)
+    text = path.read_text(encoding="utf-8")
+    frame = pd.read_csv(path, dtype=str)
+    assert not [c for c in frame.to_numpy().ravel() if c[:1] in ("=", "@")]
+    assert not _semicolon_formulas(text)
+    assert restore_formulas(frame)["record_id"].tolist() == [r[1] for r in rows]
