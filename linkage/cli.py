@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -99,6 +100,16 @@ def _main(
 def _echo(message: str, quiet: bool = False) -> None:
     if not quiet:
         typer.echo(message)
+
+
+# C0 and C1 control characters (ESC, BEL, CR, ...): a registry's value holding them would
+# drive the operator's terminal (window title, screen clearing, OSC 52 clipboard writes)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(value: Any) -> str:
+    """``value`` as text with every control character written as its escape (``\\x1b``)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
 def _plain(value: Any) -> Any:
@@ -791,8 +802,8 @@ def search(
         g = hit["golden"]
         typer.echo(
             f"{i}. {hit['identity_id']}  p={hit['match_probability']:.4f}  "
-            f"w={hit['match_weight']:.2f}  {g.get('name')} {g.get('birth_date')} "
-            f"({g.get('records')} records)"
+            f"w={hit['match_weight']:.2f}  {_printable(g.get('name'))} "
+            f"{_printable(g.get('birth_date'))} ({_printable(g.get('records'))} records)"
         )
         typer.echo(
             "   "

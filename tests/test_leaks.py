@@ -269,3 +269,34 @@ def test_spark_identities_csv_neutralizes_formula_cells(tmp_path):
     assert not [c for c in frame.to_numpy().ravel() if c[:1] in ("=", "@")]
     assert not _semicolon_formulas(text)
     assert restore_formulas(frame)["record_id"].tolist() == [r[1] for r in rows]
+
+
+def test_search_prints_no_terminal_control_characters(tmp_path):
+    """A registry's name holding ESC ] 0; ... BEL (set the window title) and ESC [2J (clear
+    the screen) is kept by the golden record; `linkage search` printed it raw to the
+    operator's terminal. It now prints each control character as its escape."""
+    data = tmp_path / "data"
+    result = runner.invoke(app, ["synth", "--persons", "200", "--seed", "3", "-o", str(data), "-q"])
+    assert result.exit_code == 0, result.output
+    police = pd.read_csv(data / "police.csv", dtype=str, keep_default_na=False)
+    # a person with one record only: the golden record keeps that record's name
+    # (ID numbers are ASCII: looked up in the other registries' bytes, whatever their encoding)
+    others = (data / "health.csv").read_bytes() + (data / "civil_affairs.csv").read_bytes()
+    ids = police["公民身份号码"]
+    alone = next(
+        i for i, v in ids.items() if v and ids.eq(v).sum() == 1 and v.encode() not in others
+    )
+    police.loc[alone, "姓名"] = "张\x1b]0;pwned\x07\x1b[2J伟"
+    police.to_csv(data / "police.csv", index=False)
+    store = tmp_path / "s.duckdb"
+    result = runner.invoke(
+        app, ["run", str(data / "run.yaml"), "--output", str(tmp_path / "o"),
+              "--store", str(store), "-q"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    id_number = police.loc[alone, "公民身份号码"]
+    found = runner.invoke(app, ["search", "--store", str(store), "--id-number", id_number])
+    assert found.exit_code == 0, found.output
+    assert "pwned" in found.stdout  # the hit is printed ...
+    assert "\x1b" not in found.stdout and "\x07" not in found.stdout  # ... without control codes
+    assert "\\x1b]0;pwned\\x07" in found.stdout
