@@ -331,9 +331,12 @@ def _check_rows(
         )
         if found:
             message += f"; a scan of the file found {found.count()} bad row(s)"
-        if corrupt is not None and n_fields:
-            example = raw.where(bad_fields).select(corrupt, rid_col).first()[0]
-            message += f", e.g. {example[:200]!r}"
+        # no row's text here (it was quoted before): an error reaches the job log, and a row
+        # holds names, ID numbers and phones; `linkage standardize --bad-rows` names the rows
+        message += (
+            "; the local engine names each bad row: linkage standardize CONFIG --output "
+            "FILE.parquet --bad-rows FILE.csv"
+        )
         raise InputError(message, path=str(path), column=cfg.record_id)
     if rejected is None:
         raise InputError(bad_rows_message(found, cfg.record_id, n_dup, unit=unit), path=str(path))
