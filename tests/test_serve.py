@@ -1030,8 +1030,9 @@ def test_rows_own_answer_does_not_tell_whether_someone_else_matched(built, tmp_p
     """A department restricted to its own registry's rows searches persons it may not see:
     present in another registry, and the same name with a birth date nobody has. A
     single-field lookup runs only when no blocking rule found anyone in the whole store, so
-    `single_field` in an empty answer told the two apart (40 of 40 before); now every field
-    of the two answers is the same."""
+    `single_field` in an empty answer told the two apart (40 of 40 before), and so did the
+    time (candidates elsewhere were compared, then dropped: 38 against 9 ms of CPU). Now
+    only the department's identities are ranked, and the two answers are the same."""
     from linkage.serve import LookupService, SearchQuery, ServiceSettings
 
     monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
@@ -1062,11 +1063,12 @@ def test_rows_own_answer_does_not_tell_whether_someone_else_matched(built, tmp_p
         for g in others.head(10).to_dict("records"):
             present = service.search("own", SearchQuery(name=g["name"], birth_date=g["birth_date"]))
             absent = service.search("own", SearchQuery(name=g["name"], birth_date="1901-01-01"))
-            assert present["hits"] == absent["hits"] == []
-            assert present["single_field"] is None and absent["single_field"] is None
-            assert present["message"] == absent["message"]
-            statuses = [r["status"] for r in present["rules"]]
-            assert statuses == [r["status"] for r in absent["rules"]]
-            assert not any("records" in r for r in present["rules"] + absent["rules"])
+            # ranked as if the store held only the department's identities: both fall back
+            # to the name alone, among its own identities
+            assert present == absent
+            assert all(h["identity"]["source_records"] for h in present["hits"])
+            assert not any("records" in r for r in present["rules"])
+            if not present["hits"]:
+                assert present["single_field"] is None
     finally:
         service.close()
