@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -99,6 +100,16 @@ def _main(
 def _echo(message: str, quiet: bool = False) -> None:
     if not quiet:
         typer.echo(message)
+
+
+# C0 and C1 control characters (ESC, BEL, CR, ...): a registry's value holding them would
+# drive the operator's terminal (window title, screen clearing, OSC 52 clipboard writes)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(value: Any) -> str:
+    """``value`` as text with every control character written as its escape (``\\x1b``)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
 def _plain(value: Any) -> Any:
@@ -323,11 +334,13 @@ def _with_bad_rows(
     *,
     output: Path | None = None,
     store: Path | None = None,
+    others: dict[str, Path] | None = None,
 ) -> Any:
     """The run config with ``--bad-rows`` applied (over ``run.bad_rows``); the file is checked
     before any work: not a link, not a file the run reads or writes (sources, config, store,
-    OUTPUT's files), and not an existing file other than an earlier bad-rows file. Raises
-    InputError (exit 2) for a refused path. Both engines set rows aside."""
+    OUTPUT's files, ``others``: role -> a command's other outputs), and not an existing file
+    other than an earlier bad-rows file. Raises InputError (exit 2) for a refused path. Both
+    engines set rows aside."""
     from linkage import schema
     from linkage.errors import InputError
     from linkage.paths import check_output_file, output_file_path, run_files
@@ -343,7 +356,7 @@ def _with_bad_rows(
         config.run.bad_rows,
         "--bad-rows",
         (".csv",),
-        not_over=run_files(config, output=output, store=store),
+        not_over={**run_files(config, output=output, store=store), **(others or {})},
     )
     if path.is_file() and not _is_bad_rows_file(path):
         raise InputError(
@@ -500,7 +513,8 @@ def standardize_cmd(
     check_output_file(output)
     cfg = load_config(config)
     check_output_file(output, not_over=run_files(cfg))
-    cfg = _with_bad_rows(cfg, bad_rows)
+    # the records' file is an output too: written after the bad rows, it would replace them
+    cfg = _with_bad_rows(cfg, bad_rows, others={"--output file": output})
     start = time.perf_counter()
     with _progress(quiet) as report:
         records = read_records(cfg, progress=report)
@@ -810,8 +824,8 @@ def search(
         g = hit["golden"]
         typer.echo(
             f"{i}. {hit['identity_id']}  p={hit['match_probability']:.4f}  "
-            f"w={hit['match_weight']:.2f}  {g.get('name')} {g.get('birth_date')} "
-            f"({g.get('records')} records)"
+            f"w={hit['match_weight']:.2f}  {_printable(g.get('name'))} "
+            f"{_printable(g.get('birth_date'))} ({_printable(g.get('records'))} records)"
         )
         typer.echo(
             "   "

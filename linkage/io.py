@@ -492,7 +492,9 @@ def _read_xlsx(path: Path, sheet: str | int | None) -> tuple[pd.DataFrame, dict[
                 continue
             if any(v is not None for v in values):
                 rows.append(values)
-                index.append(cells[0].row - 2)
+                # a row's empty first cell (no record id) is an EmptyCell without a row
+                # number in read-only mode: the row of a cell that holds a value
+                index.append(next(c.row for c in cells if getattr(c, "row", None)) - 2)
     except Exception as exc:  # noqa: BLE001 - damaged sheet XML surfaces while iterating
         raise InputError(
             f"cannot be read as an Excel workbook ({type(exc).__name__}: {exc})", path=str(path)

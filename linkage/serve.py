@@ -423,10 +423,13 @@ class LookupService:
         self._ids: dict[str, dict[str, str]] = {}
         self._id_column: dict[str, str | None] = {}
         self._hidden: dict[str, set[str]] = {}
+        self._own: dict[str, frozenset[str]] = {}
         try:
             for name in self.departments:
                 # a view of one probe row: a missing pseudonym key fails here, not later
                 self._id_column[name] = self._probe_id_column(name)
+                if self.departments[name].rows == "own":
+                    self._own_identities(name)
             self._warm_up()
             for name, column in self._id_column.items():
                 if column not in (None, schema.IDENTITY_ID):
@@ -568,14 +571,30 @@ class LookupService:
             for k, v in query.model_dump(exclude={"top"}).items()
             if v not in (None, "")
         }
-        # rows: own views drop identities outside the department's registries after ranking
-        wanted = query.top if dept.rows == "all" else query.top + 3 * MAX_TOP
+        # rows: own views rank only identities with a record of the department's registries:
+        # the time a search takes then says nothing of persons it may not see
+        only = self._own_identities(department) if dept.rows == "own" else None
         with self.lock:
             report = search_report(
-                self.store, record, top=wanted, single_field_limit=self.settings.single_field_limit
+                self.store,
+                record,
+                top=query.top,
+                single_field_limit=self.settings.single_field_limit,
+                only=only,
             )
             hits = self._hits(department, report, query.top)
         return self._answer(department, dept, report, hits)
+
+    def _own_identities(self, department: str) -> frozenset[str]:
+        """Identity ids holding a record of the department's own registries (built once)."""
+        if department not in self._own:
+            sources = list(self.departments[department].own_sources)
+            marks = ", ".join("?" for _ in sources) or "NULL"
+            rows = self.store.con.execute(
+                f"SELECT DISTINCT identity_id FROM links WHERE source IN ({marks})", sources
+            ).fetchall()
+            self._own[department] = frozenset(str(r[0]) for r in rows)
+        return self._own[department]
 
     def _hits(self, department: str, report: SearchReport, top: int) -> list[dict]:
         """The report's hits in the department's view, by ``share.export_view``."""
@@ -646,6 +665,9 @@ class LookupService:
                 single.pop("records", None)
             if not hits:
                 message = "no identity with a record in your department's registries matches"
+                # a single-field lookup runs only when no blocking rule found anyone in the
+                # whole store: its presence would tell whether someone else matched
+                single = None
             elif report.single_field:
                 message = f"no blocking rule found a candidate; ranked by {single['field']} alone"
         return {

@@ -13,6 +13,12 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # only can call no function, so phone numbers and filler dashes stay as they are.
 _PLAIN_SIGNED = r"^[+-][\d\s.()\-]*$"
 _ESCAPED = r"^'+[=+\-@\t\r]"
+# Inside a cell: a ';' then (after quotes, spaces or tabs) a formula start. A spreadsheet
+# whose list separator is ';' (the usual one where the decimal mark is a comma) splits the
+# line there, whatever the CSV quoting, and runs the piece after it as a formula.
+_SPLIT = r";(?='*[\s\"]*[=+\-@])"
+# ... the same ';' once neutralized: ";'" before it (one more "'" where one was already there)
+_SPLIT_ESCAPED = r";'(?='*[\s\"]*[=+\-@])"
 
 
 def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
@@ -20,7 +26,9 @@ def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
 
     Columns taken and returned alike; only object/string columns change, and only cells that
     start with ``= + - @``, tab or CR, except a sign followed by digits, spaces, dots, dashes or
-    brackets only (phone numbers, "-" fillers). Machine formats (Parquet) are written raw.
+    brackets only (phone numbers, "-" fillers). Inside a cell, a ``;`` followed (after quotes
+    and spaces) by ``= + - @`` gets a ``'`` after it: a spreadsheet whose list separator is
+    ``;`` would start a cell there. Machine formats (Parquet) are written raw.
     """
     changed = {}
     for col in frame.columns:
@@ -33,8 +41,14 @@ def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
         ).fillna(False)
         # a value that already looks escaped gets one more quote, so restore_formulas is exact
         risky |= text.str.contains(_ESCAPED, regex=True).fillna(False)
-        if risky.any():
-            changed[col] = values.astype(object).where(~risky.to_numpy(), "'" + text.astype(object))
+        split = text.str.contains(";", regex=False).fillna(False)
+        if split.any():
+            split &= text.str.contains(_SPLIT, regex=True).fillna(False)
+        if risky.any() or split.any():
+            new = text.where(~split, text.str.replace(_SPLIT, ";'", regex=True))
+            new = new.where(~risky, "'" + new)
+            mask = (risky | split).to_numpy()
+            changed[col] = values.astype(object).where(~mask, new.astype(object))
     if not changed:
         return frame  # the common case: no copy
     out = frame.copy()
@@ -44,7 +58,8 @@ def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def restore_formulas(frame: pd.DataFrame) -> pd.DataFrame:
-    """Undo :func:`neutralize_formulas` on a CSV the package wrote (drop one leading ``'``)."""
+    """Undo :func:`neutralize_formulas` on a CSV the package wrote (drop one leading ``'``, and
+    one ``'`` after each neutralized ``;``)."""
     out = frame.copy()
     for col in out.columns:
         values = out[col]
@@ -52,6 +67,10 @@ def restore_formulas(frame: pd.DataFrame) -> pd.DataFrame:
             continue
         text = values.astype("string")
         escaped = text.str.contains(_ESCAPED, regex=True).fillna(False)
-        if escaped.any():
-            out[col] = values.astype(object).where(~escaped.to_numpy(), text.str[1:].astype(object))
+        split = text.str.contains(";'", regex=False).fillna(False)
+        if escaped.any() or split.any():
+            new = text.where(~escaped, text.str[1:])
+            new = new.where(~split, new.str.replace(_SPLIT_ESCAPED, ";", regex=True))
+            mask = (escaped | split).to_numpy()
+            out[col] = values.astype(object).where(~mask, new.astype(object))
     return out

@@ -1071,6 +1071,26 @@ class Store:
         frame[schema.IDENTITY_ID] = pd.Series(ident, dtype=object)
         return frame
 
+    def owners_by_rk(self, rks: np.ndarray) -> dict[int, str]:
+        """Row key -> identity id of stored records (records without a link left out): for
+        filtering candidates by identity before reading their columns."""
+        values = sorted({int(x) for x in rks})
+        if not values or "links" not in self._tables():
+            return {}
+        held = self._held("records")
+        if held is not None:
+            positions = held.positions(values)
+            keys = held.keys[positions].tolist()
+            owners = held.table.column("__owner").take(pa.array(positions, pa.int64()))
+            return {
+                int(k): o for k, o in zip(keys, owners.to_pylist(), strict=True) if o is not None
+            }
+        marks = ", ".join("?" for _ in values)
+        rows = self.con.execute(
+            f"SELECT rk, identity_id FROM links WHERE rk IN ({marks})", values
+        ).fetchall()
+        return {int(rk): str(i) for rk, i in rows}
+
     def links_of_identities(self, identity_ids: list[str]) -> pd.DataFrame:
         """Return every link of the given identities."""
         frame = pd.DataFrame({schema.IDENTITY_ID: pd.unique(pd.Series(identity_ids, dtype=object))})

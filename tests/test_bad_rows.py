@@ -21,7 +21,7 @@ from linkage import schema
 from linkage.cli import app
 from linkage.config import load_config
 from linkage.errors import InputError
-from linkage.io import RejectedRows, read_source
+from linkage.io import RejectedRows, read_source, restore_formulas
 
 runner = CliRunner()
 
@@ -276,3 +276,37 @@ def test_standardize_sets_bad_rows_aside_with_the_option(tmp_path: Path) -> None
     records = pd.read_parquet(out)
     assert len(records) == len(GOOD) + 2  # police's good rows and health's two
     assert pd.read_csv(reject)[schema.REJECT_LINE].tolist() == [6, 7]
+
+
+def test_standardize_refuses_bad_rows_over_its_own_output(tmp_path: Path) -> None:
+    """The records' file is written after the bad rows: the same path for both would replace
+    the rows set aside with Parquet (and the run then failed reading it as CSV)."""
+    config = _write(tmp_path, [*GOOD, NO_ID])
+    same = tmp_path / "same.csv"
+    result = runner.invoke(
+        app, ["standardize", str(config), "--output", str(same), "--bad-rows", str(same)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "same file as the --output file" in result.output
+    assert not same.exists()
+
+
+def test_sheet_row_without_a_record_id_in_its_first_cell_is_set_aside(tmp_path: Path) -> None:
+    """A sheet row whose record id (column A) is empty: read-only openpyxl gives an empty
+    first cell without a row number, and the whole workbook was refused as unreadable.
+    Its cell ``x;=1+1`` must not become a formula when the bad-rows file is opened with
+    ``;`` as list separator."""
+    no_id = [None, "x;=1+1", "女", "1988-08-08", None, "13406060606"]
+    cfg = _sheet_source(tmp_path, [GOOD[0].split(","), no_id, GOOD[1].split(",")])
+    with pytest.raises(InputError, match=r"1 row\(s\) have no record id \(row 3\)"):
+        read_source(cfg)
+    rejected = RejectedRows()
+    frame = read_source(cfg, rejected=rejected)
+    assert list(frame[schema.RECORD_ID]) == ["R01", "R02"]
+    bad = tmp_path / "bad.csv"
+    rejected.write(bad)
+    text = bad.read_text(encoding="utf-8")
+    assert ";=" not in text and ",x;'=1+1," in text
+    table = restore_formulas(pd.read_csv(bad, dtype=str, keep_default_na=False))
+    assert table[schema.REJECT_LINE].tolist() == ["3"]
+    assert table[schema.REJECT_RAW].tolist() == [",x;=1+1,女,1988-08-08,,13406060606"]

@@ -183,3 +183,120 @@ def test_export_refuses_a_policy_whose_joined_exports_rebuild_ids(tmp_path):
     assert result.exit_code == 2
     assert "health, social_security can join" in result.output
     assert not (tmp_path / "health.csv").exists()
+
+
+def _semicolon_formulas(text: str) -> list[str]:
+    """Pieces a spreadsheet whose list separator is ';' would start a cell with and run: each
+    piece after a ';' (quotes and spaces before it do not stop a formula)."""
+    pieces = [p.lstrip(' \t"') for line in text.splitlines() for p in line.split(";")[1:]]
+    return [p for p in pieces if p[:1] in ("=", "+", "-", "@")]
+
+
+def test_cells_a_semicolon_spreadsheet_would_split_into_formulas_are_neutralized(tmp_path):
+    """A registry's record id ``MZ1;=1+1`` and a bad row ``x;=2+2``: a spreadsheet whose
+    list separator is ``;`` splits the line there, CSV quoting or not, and runs ``=1+1``.
+    identities.csv, golden_records.csv and the bad-rows file must leave it no such piece,
+    and read back exactly (``restore_formulas``)."""
+    registry = (
+        REGISTRY + 'MZ1;=1+1,赵敏,1985-07-08,"上海市黄浦区; ""@SUM(1)",13900001111\n' + "x;=2+2\n"
+    )
+    (tmp_path / "a.csv").write_text(registry, encoding="utf-8")
+    (tmp_path / "run.yaml").write_text(CONFIG, encoding="utf-8")
+    bad = tmp_path / "bad.csv"
+    result = runner.invoke(
+        app,
+        ["run", str(tmp_path / "run.yaml"), "--output", str(tmp_path / "out"),
+         "--bad-rows", str(bad), "-q"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for path in (tmp_path / "out" / "identities.csv", tmp_path / "out" / "golden_records.csv", bad):
+        assert not _semicolon_formulas(path.read_text(encoding="utf-8")), path.name
+    ids = restore_formulas(pd.read_csv(tmp_path / "out" / "identities.csv", dtype=str))
+    assert "MZ1;=1+1" in set(ids["record_id"])
+    aside = restore_formulas(pd.read_csv(bad, dtype=str))
+    assert aside["raw_row"].tolist() == ["x;=2+2"]
+
+
+def test_write_csv_neutralizes_a_formula_after_a_semicolon_only(tmp_path):
+    from linkage.io import write_csv
+
+    frame = pd.DataFrame({"record_id": ["R1", "a;b", "=1", "a; @SUM(1)", "x;'=1"], "n": range(5)})
+    write_csv(frame, tmp_path / "f.csv")
+    text = (tmp_path / "f.csv").read_text(encoding="utf-8")
+    assert text == "record_id,n\nR1,0\na;b,1\n'=1,2\na;' @SUM(1),3\nx;''=1,4\n"
+    back = restore_formulas(pd.read_csv(tmp_path / "f.csv", dtype=str))
+    assert back["record_id"].tolist() == frame["record_id"].tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet=";'\" \t=+-@a1", max_size=10)), max_size=8))
+def test_semicolon_neutralizing_is_exact_and_leaves_no_split_formula(values):
+    frame = pd.DataFrame({"v": values}, dtype=object)
+    safe = neutralize_formulas(frame)
+    for value in safe["v"].dropna():
+        assert not _semicolon_formulas(value), value
+    assert restore_formulas(safe)["v"].tolist() == frame["v"].tolist()
+
+
+def test_spark_identities_csv_neutralizes_formula_cells(tmp_path):
+    """The Spark engine streams identities.csv itself: a record id ``=1+1`` (or ``MZ1;=1+1``)
+    that a registry sent went out raw, though the local engine's file neutralized it."""
+    import pytest
+
+    pytest.importorskip("pyspark")
+    from linkage.spark.engine import _stream_csv
+
+    rows = [
+        ("police", "=1+1", "ID1"),
+        ("police", "MZ1;=1+1", "ID2"),
+        ("police", "R3", "ID3"),
+        ("police", "+86 138 0013 8000", "ID3"),
+    ]
+
+    class Frame:  # what _stream_csv reads of a Spark DataFrame
+        columns = ["source", "record_id", "identity_id"]
+
+        def orderBy(self, *columns):  # noqa: N802 - Spark's name
+            return self
+
+        def toLocalIterator(self):  # noqa: N802 - Spark's name
+            return iter(rows)
+
+    path = tmp_path / "identities.csv"
+    _stream_csv(Frame(), path, chunk=2)
+    text = path.read_text(encoding="utf-8")
+    frame = pd.read_csv(path, dtype=str)
+    assert not [c for c in frame.to_numpy().ravel() if c[:1] in ("=", "@")]
+    assert not _semicolon_formulas(text)
+    assert restore_formulas(frame)["record_id"].tolist() == [r[1] for r in rows]
+
+
+def test_search_prints_no_terminal_control_characters(tmp_path):
+    """A registry's name holding ESC ] 0; ... BEL (set the window title) and ESC [2J (clear
+    the screen) is kept by the golden record; `linkage search` printed it raw to the
+    operator's terminal. It now prints each control character as its escape."""
+    data = tmp_path / "data"
+    result = runner.invoke(app, ["synth", "--persons", "200", "--seed", "3", "-o", str(data), "-q"])
+    assert result.exit_code == 0, result.output
+    police = pd.read_csv(data / "police.csv", dtype=str, keep_default_na=False)
+    # a person with one record only: the golden record keeps that record's name
+    # (ID numbers are ASCII: looked up in the other registries' bytes, whatever their encoding)
+    others = (data / "health.csv").read_bytes() + (data / "civil_affairs.csv").read_bytes()
+    ids = police["公民身份号码"]
+    alone = next(
+        i for i, v in ids.items() if v and ids.eq(v).sum() == 1 and v.encode() not in others
+    )
+    police.loc[alone, "姓名"] = "张\x1b]0;pwned\x07\x1b[2J伟"
+    police.to_csv(data / "police.csv", index=False)
+    store = tmp_path / "s.duckdb"
+    result = runner.invoke(
+        app, ["run", str(data / "run.yaml"), "--output", str(tmp_path / "o"),
+              "--store", str(store), "-q"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    id_number = police.loc[alone, "公民身份号码"]
+    found = runner.invoke(app, ["search", "--store", str(store), "--id-number", id_number])
+    assert found.exit_code == 0, found.output
+    assert "pwned" in found.stdout  # the hit is printed ...
+    assert "\x1b" not in found.stdout and "\x07" not in found.stdout  # ... without control codes
+    assert "\\x1b]0;pwned\\x07" in found.stdout

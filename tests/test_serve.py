@@ -1024,3 +1024,51 @@ def test_answers_are_the_same_with_and_without_the_in_memory_tables(built, monke
             service.close()
     assert answers[True] == answers[False]
     assert sum(len(a.get("hits", [])) for a in answers[True]) >= 10
+
+
+def test_rows_own_answer_does_not_tell_whether_someone_else_matched(built, tmp_path, monkeypatch):
+    """A department restricted to its own registry's rows searches persons it may not see:
+    present in another registry, and the same name with a birth date nobody has. A
+    single-field lookup runs only when no blocking rule found anyone in the whole store, so
+    `single_field` in an empty answer told the two apart (40 of 40 before), and so did the
+    time (candidates elsewhere were compared, then dropped: 38 against 9 ms of CPU). Now
+    only the department's identities are ranked, and the two answers are the same."""
+    from linkage.serve import LookupService, SearchQuery, ServiceSettings
+
+    monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    policy = {
+        "version": 1,
+        "departments": {
+            "own": {
+                "purpose": "own registry only, searching by name and birth date",
+                "fields": {"name": "none", "birth_date": "none", "gender": "none"},
+                "rows": "own",
+                "own_sources": ["health"],
+                "record_ids": "own",
+            }
+        },
+    }
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(policy, allow_unicode=True), encoding="utf-8")
+    tokens_file = tmp_path / "tokens.yaml"
+    add_token(tokens_file, "own")
+    links, golden = built["links"], built["golden"]
+    seen = set(links.loc[links[schema.SOURCE] == "health", schema.IDENTITY_ID])
+    others = golden[~golden[schema.IDENTITY_ID].isin(seen)].dropna(subset=["name", "birth_date"])
+    assert len(others) >= 5
+    service = LookupService(
+        ServiceSettings(store=str(built["store"]), policy=str(policy_file), tokens=str(tokens_file))
+    )
+    try:
+        for g in others.head(10).to_dict("records"):
+            present = service.search("own", SearchQuery(name=g["name"], birth_date=g["birth_date"]))
+            absent = service.search("own", SearchQuery(name=g["name"], birth_date="1901-01-01"))
+            # ranked as if the store held only the department's identities: both fall back
+            # to the name alone, among its own identities
+            assert present == absent
+            assert all(h["identity"]["source_records"] for h in present["hits"])
+            assert not any("records" in r for r in present["rules"])
+            if not present["hits"]:
+                assert present["single_field"] is None
+    finally:
+        service.close()

@@ -354,6 +354,31 @@ def test_spark_reader_rejects_bad_files_naming_them(spark, tmp_path, write_yaml,
     assert "bad.csv" in str(raised.value)
 
 
+def test_spark_reader_puts_no_row_text_in_its_error_when_the_scans_disagree(
+    spark, tmp_path, write_yaml, monkeypatch
+):
+    """When the driver's scan of the file finds other bad rows than Spark counted, the error
+    quoted the first bad row's text (a name, an ID number) into the job log; it gives
+    counts only now, and how to name the rows."""
+    import linkage.spark.engine as engine
+    from linkage.spark.badrows import BadRows
+
+    (tmp_path / "bad.csv").write_text(
+        "编号,姓名,证件\nx,张三,110105197101010011\ny,李四,110105197101010022,多余\n",
+        encoding="utf-8",
+    )
+    config = load_config(
+        write_yaml({"sources": {"s": {"path": "bad.csv", "record_id": "编号", "columns": {}}}})
+    )
+    # the driver's scan disagrees with Spark (as an unusual file can make it)
+    monkeypatch.setattr(engine, "scan_csv", lambda *a, **k: BadRows())
+    with pytest.raises(InputError, match="1 row\\(s\\) with the wrong number of fields") as raised:
+        engine.read_sources_spark(spark, config)
+    text = str(raised.value)
+    assert "李四" not in text and "110105197101010022" not in text
+    assert "--bad-rows" in text
+
+
 def test_spark_reader_names_every_bad_line_of_a_file_at_once(spark, tmp_path, write_yaml):
     """Every kind of bad row in one message, with the file's own line numbers: a quoted line
     break makes a record two lines long, and a blank line is no record."""

@@ -175,6 +175,7 @@ def search_report(
     top: int = 5,
     *,
     single_field_limit: int = SINGLE_FIELD_LIMIT,
+    only: frozenset[str] | set[str] | None = None,
 ) -> SearchReport:
     """Rank stored identities for one record and say what was searched and why.
 
@@ -183,8 +184,10 @@ def search_report(
     reported in ``ignored``. Candidates come from the store's blocking-key index (the rules
     of the stored model's batch; a block over ``max_block_size`` is skipped as in the
     batch); when no rule yields one, a name alone or a birth date alone is looked up when
-    at most ``single_field_limit`` stored records share it. Raises ``InputError`` when the
-    store holds no model, ``ValueError`` when ``top`` < 1.
+    at most ``single_field_limit`` stored records share it. ``only``: identity ids that may
+    be ranked (the lookup service's ``rows: own`` view); candidates of other identities are
+    dropped before any comparison, so the search costs what it costs for a store without
+    them. Raises ``InputError`` when the store holds no model, ``ValueError`` when ``top`` < 1.
     """
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
@@ -233,8 +236,13 @@ def search_report(
     if len(found):
         in_limit = key_counts[np.searchsorted(key_values, found_h)] <= limit
         rks = np.unique(found_rk[in_limit])
+    if only is not None:
+        # as if the store held only these identities: none left falls back as none found
+        rks = _only(store, rks, only)
     if len(rks) == 0:
         rks = _single_field_lookup(store, row, report, single_field_limit)
+        if only is not None:
+            rks = _only(store, rks, only)
     if len(rks) == 0:
         report.message = _empty_message(report)
         return report
@@ -247,6 +255,14 @@ def search_report(
     cands = store.candidates_by_rk(rks, setup.columns)
     report.hits = _rank(store, setup, record_frame(row), cands, top)
     return report
+
+
+def _only(store: Store, rks: np.ndarray, only: frozenset[str] | set[str]) -> np.ndarray:
+    """The row keys whose record belongs to one of the identities ``only``."""
+    if len(rks) == 0:
+        return rks
+    owners = store.owners_by_rk(rks)
+    return np.array([rk for rk in rks.tolist() if owners.get(int(rk)) in only], np.int64)
 
 
 def hold_search_tables(store: Store) -> bool:

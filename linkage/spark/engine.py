@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -81,6 +82,7 @@ from linkage.io import (  # noqa: E402
     atomic_write,
     check_mapped_columns,
     decode_bytes,
+    neutralize_formulas,
     read_raw,
     to_canonical,
     write_csv,
@@ -329,9 +331,12 @@ def _check_rows(
         )
         if found:
             message += f"; a scan of the file found {found.count()} bad row(s)"
-        if corrupt is not None and n_fields:
-            example = raw.where(bad_fields).select(corrupt, rid_col).first()[0]
-            message += f", e.g. {example[:200]!r}"
+        # no row's text here (it was quoted before): an error reaches the job log, and a row
+        # holds names, ID numbers and phones; `linkage standardize --bad-rows` names the rows
+        message += (
+            "; the local engine names each bad row: linkage standardize CONFIG --output "
+            "FILE.parquet --bad-rows FILE.csv"
+        )
         raise InputError(message, path=str(path), column=cfg.record_id)
     if rejected is None:
         raise InputError(bad_rows_message(found, cfg.record_id, n_dup, unit=unit), path=str(path))
@@ -1718,7 +1723,14 @@ def _stream_csv(frame: DataFrame, path: Path, chunk: int = 200_000) -> None:
         for row in ordered.toLocalIterator():
             buffer.append(tuple(row))
             if len(buffer) >= chunk:
-                pd.DataFrame(buffer, columns=columns).to_csv(handle, index=False, header=False)
+                _write_csv_chunk(pd.DataFrame(buffer, columns=columns), handle)
                 buffer = []
         if buffer:
-            pd.DataFrame(buffer, columns=columns).to_csv(handle, index=False, header=False)
+            _write_csv_chunk(pd.DataFrame(buffer, columns=columns), handle)
+
+
+def _write_csv_chunk(frame: pd.DataFrame, handle: TextIO) -> None:
+    """Append rows to a CSV meant for people as ``io.write_csv`` writes one: formula cells
+    neutralized (``io.neutralize_formulas``; a record id such as ``=1+1`` comes as a
+    registry sent it)."""
+    neutralize_formulas(frame).to_csv(handle, index=False, header=False)
