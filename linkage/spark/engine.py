@@ -979,7 +979,6 @@ def random_pair_vectors(
     value_cols: list[str],
     tf_cols: dict[str, str],
     bool_cols: list[str],
-    chunk: int = 100_000,
 ) -> pd.DataFrame:
     """Comparison vectors of the random pairs for u, computed on the driver.
 
@@ -987,16 +986,23 @@ def random_pair_vectors(
     source and the comparisons' columns. Returns rid_l, rid_r and ``gamma_<name>`` of the
     pairs the link type allows (``training.random_pairs_for_u``'s rule). The pairs touch at
     most twice ``model.u_sample_pairs`` records whatever the input's size, so those records
-    alone are fetched (a broadcast join, no shuffle of the records) and compared here with
-    the batch code of ``compare_spark``; sending the pairs through two shuffled joins cost a
-    small run most of its training time.
+    alone are fetched (a broadcast join, no shuffle of the records) and compared here by
+    ``compare.compare``, the local engine's call: each comparison prepares every fetched
+    record once, then levels the pairs by position. (Sending the pairs through two shuffled
+    joins cost a small run most of its training time; comparing them in chunks of pairs
+    prepared a record again in every chunk it appeared in, about ten times over.)
+    ``tf_cols`` is unused: u takes no term frequencies.
     """
+    from linkage.compare import compare
+
     spark = prepared.sparkSession
     rids = np.unique(random_pairs[[schema.ROW_L, schema.ROW_R]].to_numpy().ravel())
     wanted = spark.createDataFrame(pd.DataFrame({schema.ROW: rids.astype(np.int64)}))
-    rows = prepared.join(F.broadcast(wanted), schema.ROW).toPandas()
+    cols = [schema.ROW, schema.SOURCE, *value_cols]
+    rows = prepared.select(*cols).join(F.broadcast(wanted), schema.ROW).toPandas()
     rows = rows.sort_values(schema.ROW).reset_index(drop=True)
-    rid = rows[schema.ROW].to_numpy(np.int64)
+    rows = _restore_booleans(rows, bool_cols)
+    rid = rows.pop(schema.ROW).to_numpy(np.int64)
     position = pd.Index(rid)
     pos_l = position.get_indexer(random_pairs[schema.ROW_L].to_numpy(np.int64))
     pos_r = position.get_indexer(random_pairs[schema.ROW_R].to_numpy(np.int64))
@@ -1005,30 +1011,11 @@ def random_pair_vectors(
         cross = source[pos_l] != source[pos_r]
         keep = cross if link_type == "link_only" else ~cross
         pos_l, pos_r = pos_l[keep], pos_r[keep]
-    cols = value_cols + list(tf_cols.values())
-    columns = {c: rows[c].to_numpy() for c in cols}
-    gamma_cols = [schema.GAMMA_PREFIX + c.name for c in comparisons]
-    out = []
-    for start in range(0, len(pos_l), chunk):
-        left, right = pos_l[start : start + chunk], pos_r[start : start + chunk]
-        batch = pd.DataFrame(
-            {
-                schema.ROW_L: rid[left],
-                schema.ROW_R: rid[right],
-                **{f"{c}__l": columns[c][left] for c in cols},
-                **{f"{c}__r": columns[c][right] for c in cols},
-            }
-        )
-        vectors = _compare_batch(
-            batch, [schema.ROW_L, schema.ROW_R], comparisons, value_cols, tf_cols, bool_cols
-        )
-        out.append(vectors[[schema.ROW_L, schema.ROW_R, *gamma_cols]])
-    if not out:
-        return pd.DataFrame(
-            {c: np.array([], np.int64) for c in (schema.ROW_L, schema.ROW_R)}
-            | {g: np.array([], np.int8) for g in gamma_cols}
-        )
-    return pd.concat(out, ignore_index=True)
+    local_pairs = pd.DataFrame({schema.ROW_L: pos_l, schema.ROW_R: pos_r})
+    vectors = compare(rows, local_pairs, comparisons)
+    vectors[schema.ROW_L] = rid[pos_l]
+    vectors[schema.ROW_R] = rid[pos_r]
+    return vectors
 
 
 def train_spark(
