@@ -182,7 +182,8 @@ def _worker(
         "seconds": summary.get("seconds", {}),
         "cpu_s": round(sum(peak.cpu.values()), 1),
         # Spark only: CPU seconds of the process tree per stage, keyed by the first word of
-        # the engine's progress message (reading, standardizing, blocking, ...)
+        # the engine's progress message (reading, standardizing, blocking, ...); the engine
+        # says "compared" as training starts, so "blocking" holds blocking and comparing
         "cpu_s_per_stage": stage_cpu,
         "peak_rss_mb": {k: round(v / 2**20) for k, v in peak.peak.items()},
         "shuffle_bytes": shuffle,
