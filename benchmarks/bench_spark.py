@@ -8,9 +8,8 @@ Registries come from ``--config`` (for example the independent generator's, see
 ``benchmarks/bench_scale.py``) or from ``linkage.synth`` (about 2.4 records per person; reused
 from --workdir when records and seed match). Each engine runs in its own subprocess. Measured
 per engine: wall seconds in all and per stage; CPU seconds (user + system) of the engine's
-process tree, the fairer figure on a loaded machine; peak resident memory of the driver
-(Python + JVM) and of the Python
-workers Spark starts for mapInPandas/applyInPandas (in local mode the executors live in the
+process tree, the fairer figure on a loaded machine, in all and (Spark) per stage; peak
+resident memory of the driver (Python + JVM) and of the Python workers Spark starts for mapInPandas/applyInPandas (in local mode the executors live in the
 driver JVM; on a cluster read the executors' figures from the same REST API); shuffle bytes
 read and written per engine stage, summed from Spark's REST API (``/api/v1/applications/<id>
 /stages``) over the stages of the jobs that stage tagged. The Spark UI is on for this reason.
@@ -90,6 +89,18 @@ class PeakMemory:
                 pass
             self._stop.wait(self.interval)
 
+    def cpu_now(self) -> float:
+        """CPU seconds (user + system) of this process and its children so far, each child
+        at its latest reading (a child that ended keeps its last sampled figure)."""
+        me = self.psutil.Process()
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except self.psutil.Error:
+                continue
+            self.cpu[proc.pid] = times.user + times.system
+        return sum(self.cpu.values())
+
     def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
@@ -138,6 +149,7 @@ def _worker(
             linker.write(output)
             summary = result.summary
             shuffle = {}
+            stage_cpu = {}
         else:
             from linkage.spark.engine import run_spark
             from linkage.spark.session import get_session
@@ -147,7 +159,16 @@ def _worker(
                 shuffle_partitions=partitions,
                 conf={"spark.ui.enabled": "true", "spark.driver.memory": memory},
             )
-            result = run_spark(config, output, spark=spark)
+            # the process tree's CPU seconds at each stage's start: a Spark stage's own
+            # work runs in the JVM and the Python workers, so its CPU is this difference
+            marks: list[tuple[str, float]] = []
+
+            def stage_start(message: str) -> None:
+                marks.append((message.split()[0], peak.cpu_now()))
+
+            result = run_spark(config, output, spark=spark, progress=stage_start)
+            marks.append(("end", peak.cpu_now()))
+            stage_cpu = {a[0]: round(b[1] - a[1], 1) for a, b in zip(marks, marks[1:])}
             summary = result.summary
             shuffle = _shuffle_per_stage(spark)
             spark.stop()
@@ -160,6 +181,10 @@ def _worker(
         "wall_s": round(wall, 1),
         "seconds": summary.get("seconds", {}),
         "cpu_s": round(sum(peak.cpu.values()), 1),
+        # Spark only: CPU seconds of the process tree per stage, keyed by the first word of
+        # the engine's progress message (reading, standardizing, blocking, ...); the engine
+        # says "compared" as training starts, so "blocking" holds blocking and comparing
+        "cpu_s_per_stage": stage_cpu,
         "peak_rss_mb": {k: round(v / 2**20) for k, v in peak.peak.items()},
         "shuffle_bytes": shuffle,
     }

@@ -7,6 +7,7 @@ Spark starts a JVM: every test here shares the session-scoped ``spark`` fixture 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,22 @@ def test_importing_linkage_and_the_local_engine_never_import_pyspark(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "identities.csv").exists()
+
+
+def test_local_workers_default_to_the_driver_python(monkeypatch):
+    """A driver started from a venv without activating it still gets workers with pandas:
+    a local master's workers run the driver's interpreter unless PYSPARK_PYTHON is set."""
+    pytest.importorskip("pyspark")
+    from linkage.spark.session import use_driver_python
+
+    monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
+    use_driver_python("yarn")
+    assert "PYSPARK_PYTHON" not in os.environ
+    use_driver_python("local[2]")
+    assert os.environ["PYSPARK_PYTHON"] == sys.executable
+    monkeypatch.setenv("PYSPARK_PYTHON", "/opt/python3")
+    use_driver_python("local[*]")
+    assert os.environ["PYSPARK_PYTHON"] == "/opt/python3"
 
 
 def test_missing_pyspark_is_an_error_naming_the_extra(tmp_path):
@@ -227,6 +244,19 @@ def test_engines_give_the_same_identities(runs):
     # the prediction is exact for a rule's own pairs: the first rule finds all of its pairs
     first = next(iter(spark_plan))
     assert summaries[1]["pairs_per_rule"].get(first, 0) == spark_plan[first]["pairs"]
+
+
+def test_engines_give_the_same_golden_records(runs):
+    """The Spark engine shuffles only the columns ``merge_records`` reads: the golden records,
+    values and provenance, equal the local engine's cell for cell."""
+    local = pd.read_csv(runs["local"] / "golden_records.csv", dtype=str, keep_default_na=False)
+    spark = pd.read_parquet(runs["spark"] / "golden_records.parquet")
+    spark = spark.astype(object).where(spark.notna(), "").astype(str)
+    assert list(spark.columns) == list(local.columns)
+    local = local.sort_values(schema.IDENTITY_ID, ignore_index=True)
+    spark = spark.sort_values(schema.IDENTITY_ID, ignore_index=True)
+    assert len(local) > 100
+    pd.testing.assert_frame_equal(local, spark)
 
 
 def test_spark_summary_has_the_local_format(runs, capsys):

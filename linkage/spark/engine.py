@@ -43,6 +43,7 @@ from pyspark.errors import PySparkException  # noqa: E402
 from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 from pyspark.sql import types as T  # noqa: E402
+from pyspark.storagelevel import StorageLevel  # noqa: E402
 
 from linkage.blocking import (  # noqa: E402
     BlockingRule,
@@ -186,7 +187,10 @@ def _spark_message(exc: BaseException) -> str:
 
 
 def read_source_spark(
-    spark: SparkSession, cfg: SourceConfig, rejected: RejectedRows | None = None
+    spark: SparkSession,
+    cfg: SourceConfig,
+    rejected: RejectedRows | None = None,
+    cached: list[DataFrame] | None = None,
 ) -> DataFrame:
     """Read one source into canonical records (all text), with the local reader's checks.
 
@@ -197,13 +201,16 @@ def read_source_spark(
     its line number (``linkage.spark.badrows``). With ``rejected`` (``run.bad_rows``) those
     rows are set aside there instead, with the local reader's reasons, and left out. Spark's
     logging is off while the file is read here, so no Java stack trace reaches the user.
+    ``cached``: a CSV file is parsed once and kept (memory, else the executors' disks) for
+    the checks and the row numbering that follow; the kept frame is appended here for the
+    caller to unpersist once the records are numbered. Without it nothing is kept.
     """
     path = Path(cfg.path)
     if not path.exists():
         raise InputError("file not found", path=str(path))
     with _quiet_spark_logs(spark):
         try:
-            return _read_source_spark(spark, cfg, path, rejected)
+            return _read_source_spark(spark, cfg, path, rejected, cached)
         except (PySparkException, Py4JJavaError) as exc:
             raise InputError(
                 f"Spark could not read the file: {_spark_message(exc)}", path=str(path)
@@ -211,7 +218,11 @@ def read_source_spark(
 
 
 def _read_source_spark(
-    spark: SparkSession, cfg: SourceConfig, path: Path, rejected: RejectedRows | None
+    spark: SparkSession,
+    cfg: SourceConfig,
+    path: Path,
+    rejected: RejectedRows | None,
+    cached: list[DataFrame] | None = None,
 ) -> DataFrame:
     suffix = path.suffix.lower()
     corrupt = None
@@ -237,6 +248,11 @@ def _read_source_spark(
         raw = spark.read.schema(text_schema).csv(
             str(path), mode="PERMISSIVE", columnNameOfCorruptRecord=corrupt, **options
         )
+        if cached is not None:
+            # the checks (two scans) and the row numbering (a sample and a sort) would each
+            # parse the file again: a multi-line CSV is parsed by one task, the read's cost
+            raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(raw)
     elif suffix == ".parquet":
         raw = spark.read.parquet(str(path))
     elif suffix in (".xlsx", ".xlsm"):
@@ -401,12 +417,16 @@ def _parquet_rows_text(path: Path, rows: list[int]) -> dict[int, str]:
 
 
 def read_sources_spark(
-    spark: SparkSession, config: RunConfig, rejected: RejectedRows | None = None
+    spark: SparkSession,
+    config: RunConfig,
+    rejected: RejectedRows | None = None,
+    cached: list[DataFrame] | None = None,
 ) -> DataFrame:
     """Stack every source; canonical fields a source lacks are null, canonical fields in front.
     ``rejected``: where bad rows are set aside (``run.bad_rows``); without it they are refused.
+    ``cached``: receives the parsed CSV files kept for reuse (see ``read_source_spark``).
     """
-    frames = [read_source_spark(spark, cfg, rejected) for cfg in config.sources.values()]
+    frames = [read_source_spark(spark, cfg, rejected, cached) for cfg in config.sources.values()]
     records = frames[0]
     for frame in frames[1:]:
         records = records.unionByName(frame, allowMissingColumns=True)
@@ -476,7 +496,10 @@ def _conform(frame: pd.DataFrame, struct: T.StructType) -> pd.DataFrame:
         s = frame[f.name] if f.name in frame.columns else pd.Series([None] * len(frame))
         if isinstance(f.dataType, T.StringType):
             s = s.astype(object).where(s.notna(), None)
-            s = s.map(lambda v: v if v is None or isinstance(v, str) else str(v))
+            # the per-value conversion only where a non-text value is present: pandas'
+            # dtype inference is one C loop, the map a Python call per cell
+            if pd.api.types.infer_dtype(s, skipna=True) not in ("string", "empty"):
+                s = s.map(lambda v: v if v is None or isinstance(v, str) else str(v))
         elif isinstance(f.dataType, T.BooleanType):
             s = s.astype("boolean")
         elif isinstance(f.dataType, T.LongType):
@@ -573,7 +596,7 @@ def blocking_keys_spark(records: DataFrame, settings: BlockingSettings) -> DataF
     return _map_in_pandas(records, run, out_schema)
 
 
-# Columns of a rule's plan table (plan_rule_spark)
+# Columns of a rule's plan table (plan_rules_spark)
 _PART = "__part"
 _SKIP = "__skip"
 _COUNT = "__count"
@@ -588,63 +611,118 @@ _REPORT = (
 )
 
 
-def plan_rule_spark(
-    keys: DataFrame, rule: BlockingRule, settings: BlockingSettings, buckets: int
-) -> tuple[DataFrame | None, dict]:
-    """Refine one rule's big blocks as ``blocking.block`` does; return its plan and report row.
+def _rule_extra(rule: BlockingRule, settings: BlockingSettings, columns: list[str]) -> list[str]:
+    """The refinement keys a rule's plan groups by besides its own keys and the source."""
+    extra = [k for k in dict.fromkeys(settings.refinement(rule)[1]) if k in columns]
+    return [k for k in extra if k != schema.SOURCE and k not in rule.keys]
 
-    The records with the rule's keys are counted per combination of rule keys, refinement
+
+def plan_rules_spark(
+    keys: DataFrame, settings: BlockingSettings, buckets: int
+) -> tuple[list[DataFrame | None], list[dict]]:
+    """Refine every rule's big blocks as ``blocking.block`` does; return per rule its plan
+    and report row.
+
+    The records with a rule's keys are counted per combination of rule keys, refinement
     keys and source (a Spark group-by), and ``blocking.plan_rule`` (the local planner, with
     those counts as weights) runs per bucket of whole blocks; blocks are independent, so the
     buckets' report rows add up (``blocking.combine_report_rows``) to the local report row.
-    The plan (None when no block is refined) holds, per combination of a refined block, the
-    rule keys, refinement keys, its part id (unique with the rule keys) and whether that
-    part is skipped; records of other blocks take part -1.
+    All rules go through one job: their counts are stacked under positional column names
+    (``__k<j>`` rule keys, ``__e<j>`` refinement keys, null where a rule has fewer) with the
+    rule's index, and grouped by rule and bucket; one job per rule cost a shuffle, a
+    checkpoint and a collect each. A plan (None when no block of the rule is refined) holds,
+    per combination of a refined block, the rule keys, refinement keys, its part id (unique
+    with the rule keys) and whether that part is skipped; records of other blocks take
+    part -1.
     """
-    extra = [k for k in dict.fromkeys(settings.refinement(rule)[1]) if k in keys.columns]
-    extra = [k for k in extra if k != schema.SOURCE]
-    group_cols = [*rule.keys, *extra, schema.SOURCE]
-    counts = (
-        keys.dropna(subset=list(rule.keys))
-        .groupBy(*group_cols)
-        .agg(F.count("*").alias(_COUNT))
-        .withColumn(_BUCKET, F.abs(F.hash(*[F.col(k) for k in rule.keys])) % buckets)
-    )
+    rules = settings.rules
+    extras = [_rule_extra(rule, settings, keys.columns) for rule in rules]
+    n_keys = max(len(rule.keys) for rule in rules)
+    n_extra = max((len(e) for e in extras), default=0)
+    key_names = [f"__k{j}" for j in range(n_keys)]
+    extra_names = [f"__e{j}" for j in range(n_extra)]
+    stacked = None
+    for i, (rule, extra) in enumerate(zip(rules, extras, strict=True)):
+        counts = (
+            keys.dropna(subset=list(rule.keys))
+            .groupBy(*rule.keys, *extra, schema.SOURCE)
+            .agg(F.count("*").alias(_COUNT))
+            .select(
+                F.lit(i).cast("long").alias(_RULE_INDEX),
+                *[
+                    (
+                        F.col(rule.keys[j]) if j < len(rule.keys) else F.lit(None).cast("string")
+                    ).alias(name)
+                    for j, name in enumerate(key_names)
+                ],
+                *[
+                    (F.col(extra[j]) if j < len(extra) else F.lit(None).cast("string")).alias(name)
+                    for j, name in enumerate(extra_names)
+                ],
+                F.col(schema.SOURCE),
+                F.col(_COUNT),
+                (F.abs(F.hash(*[F.col(k) for k in rule.keys])) % buckets).alias(_BUCKET),
+            )
+        )
+        stacked = counts if stacked is None else stacked.unionByName(counts)
     out_schema = T.StructType(
-        [T.StructField(c, T.StringType(), True) for c in (*rule.keys, *extra)]
+        [T.StructField(_RULE_INDEX, T.LongType(), False)]
+        + [T.StructField(c, T.StringType(), True) for c in (*key_names, *extra_names)]
         + [
             T.StructField(_PART, T.LongType(), True),
             T.StructField(_SKIP, T.BooleanType(), True),
             T.StructField(_STATS, T.StringType(), True),
         ]
     )
+    plain = [(list(rule.keys), extra) for rule, extra in zip(rules, extras, strict=True)]
 
     def plan(frame: pd.DataFrame) -> pd.DataFrame:
-        weights = frame.pop(_COUNT).to_numpy(np.int64)
-        frame = frame.drop(columns=[_BUCKET]).reset_index(drop=True)
-        frame[schema.ROW] = np.arange(len(frame), dtype=np.int64)
-        column, row = plan_rule(coded_keys(frame), rule, settings, weights)
+        i = int(frame[_RULE_INDEX].iloc[0])
+        rule, (rule_keys, extra) = rules[i], plain[i]
+        weights = frame[_COUNT].to_numpy(np.int64)
+        names = dict(zip(key_names, rule_keys, strict=False))
+        names |= dict(zip(extra_names, extra, strict=False))
+        table = frame[[*names, schema.SOURCE]].rename(columns=names).reset_index(drop=True)
+        table[schema.ROW] = np.arange(len(table), dtype=np.int64)
+        column, row = plan_rule(coded_keys(table), rule, settings, weights)
         stats = {k: row[k] for k in (*_REPORT, "refined_by")}
-        out = {c: [None] for c in (*rule.keys, *extra)}
-        head = pd.DataFrame({**out, _PART: [None], _SKIP: [None], _STATS: [json.dumps(stats)]})
+        head = pd.DataFrame({_RULE_INDEX: [i], _PART: [None], _SKIP: [None]})
+        head[_STATS] = json.dumps(stats)
         if column is None:
             return _conform(head, out_schema)
         part = column.to_numpy(dtype=np.int64, na_value=-2)
         kept = part != -1  # rows of refined blocks: a part id, or -2 when skipped
-        body = frame.loc[kept, [*rule.keys, *extra]].reset_index(drop=True)
+        body = frame.loc[kept, list(names)].reset_index(drop=True)
+        body[_RULE_INDEX] = i
         body[_PART] = pd.array(np.where(part[kept] >= 0, part[kept], 0), dtype="Int64")
         body[_SKIP] = part[kept] == -2
         body[_STATS] = None
         return _conform(pd.concat([head, body], ignore_index=True), out_schema)
 
-    planned = _apply_in_pandas(counts, _BUCKET, plan, out_schema).localCheckpoint()
-    rows = [
-        json.loads(r[_STATS])
-        for r in planned.where(F.col(_STATS).isNotNull()).select(_STATS).collect()
-    ]
-    row = combine_report_rows(rule, rows, settings)
-    parts = planned.where(F.col(_STATS).isNull()).drop(_STATS)
-    return (parts if row["blocks_refined"] else None), row
+    planned = (
+        stacked.groupBy(_RULE_INDEX, _BUCKET).applyInPandas(plan, out_schema).localCheckpoint()
+    )
+    stats_rows = planned.where(F.col(_STATS).isNotNull()).select(_RULE_INDEX, _STATS).toPandas()
+    plans: list[DataFrame | None] = []
+    report = []
+    for i, (rule, extra) in enumerate(zip(rules, extras, strict=True)):
+        mine = stats_rows[_RULE_INDEX].to_numpy() == i
+        row = combine_report_rows(
+            rule, [json.loads(t) for t in stats_rows[_STATS].to_numpy()[mine]], settings
+        )
+        report.append(row)
+        if not row["blocks_refined"]:
+            plans.append(None)
+            continue
+        plans.append(
+            planned.where((F.col(_RULE_INDEX) == i) & F.col(_STATS).isNull()).select(
+                *[F.col(key_names[j]).alias(k) for j, k in enumerate(rule.keys)],
+                *[F.col(extra_names[j]).alias(k) for j, k in enumerate(extra)],
+                _PART,
+                _SKIP,
+            )
+        )
+    return plans, report
 
 
 def block_spark(
@@ -653,19 +731,15 @@ def block_spark(
     """Candidate pairs ``rid_l < rid_r``, each once with the first rule that finds it.
 
     As ``blocking.block``: blocks over ``refine_block_size`` are refined by ``refine_keys``
-    (:func:`plan_rule_spark`), parts still over ``max_block_size`` skipped, and the
+    (:func:`plan_rules_spark`), parts still over ``max_block_size`` skipped, and the
     predicted pairs checked against ``pair_budget`` before any pair is made (ConfigError
     when over it and ``over_budget`` is ``refuse``). Then one self-join per rule on its keys
     and refinement part. Returns (rid_l, rid_r, rule index) and the rule names; ``report``
     receives the rows of ``blocking.blocking_report``.
     """
     settings = config.blocking
-    plans = []
-    rows = []
-    for rule in settings.rules:
-        plan, row = plan_rule_spark(keys, rule, settings, buckets)
-        plans.append(plan)
-        rows.append(row)
+    plans, rows = plan_rules_spark(keys, settings, buckets)
+    for rule, row in zip(settings.rules, rows, strict=True):
         warn_refined(rule, row, settings)
     if report is not None:
         report.extend(rows)
@@ -910,7 +984,6 @@ def random_pair_vectors(
     value_cols: list[str],
     tf_cols: dict[str, str],
     bool_cols: list[str],
-    chunk: int = 100_000,
 ) -> pd.DataFrame:
     """Comparison vectors of the random pairs for u, computed on the driver.
 
@@ -918,16 +991,23 @@ def random_pair_vectors(
     source and the comparisons' columns. Returns rid_l, rid_r and ``gamma_<name>`` of the
     pairs the link type allows (``training.random_pairs_for_u``'s rule). The pairs touch at
     most twice ``model.u_sample_pairs`` records whatever the input's size, so those records
-    alone are fetched (a broadcast join, no shuffle of the records) and compared here with
-    the batch code of ``compare_spark``; sending the pairs through two shuffled joins cost a
-    small run most of its training time.
+    alone are fetched (a broadcast join, no shuffle of the records) and compared here by
+    ``compare.compare``, the local engine's call: each comparison prepares every fetched
+    record once, then levels the pairs by position. (Sending the pairs through two shuffled
+    joins cost a small run most of its training time; comparing them in chunks of pairs
+    prepared a record again in every chunk it appeared in, about ten times over.)
+    ``tf_cols`` is unused: u takes no term frequencies.
     """
+    from linkage.compare import compare
+
     spark = prepared.sparkSession
     rids = np.unique(random_pairs[[schema.ROW_L, schema.ROW_R]].to_numpy().ravel())
     wanted = spark.createDataFrame(pd.DataFrame({schema.ROW: rids.astype(np.int64)}))
-    rows = prepared.join(F.broadcast(wanted), schema.ROW).toPandas()
+    cols = [schema.ROW, schema.SOURCE, *value_cols]
+    rows = prepared.select(*cols).join(F.broadcast(wanted), schema.ROW).toPandas()
     rows = rows.sort_values(schema.ROW).reset_index(drop=True)
-    rid = rows[schema.ROW].to_numpy(np.int64)
+    rows = _restore_booleans(rows, bool_cols)
+    rid = rows.pop(schema.ROW).to_numpy(np.int64)
     position = pd.Index(rid)
     pos_l = position.get_indexer(random_pairs[schema.ROW_L].to_numpy(np.int64))
     pos_r = position.get_indexer(random_pairs[schema.ROW_R].to_numpy(np.int64))
@@ -936,30 +1016,11 @@ def random_pair_vectors(
         cross = source[pos_l] != source[pos_r]
         keep = cross if link_type == "link_only" else ~cross
         pos_l, pos_r = pos_l[keep], pos_r[keep]
-    cols = value_cols + list(tf_cols.values())
-    columns = {c: rows[c].to_numpy() for c in cols}
-    gamma_cols = [schema.GAMMA_PREFIX + c.name for c in comparisons]
-    out = []
-    for start in range(0, len(pos_l), chunk):
-        left, right = pos_l[start : start + chunk], pos_r[start : start + chunk]
-        batch = pd.DataFrame(
-            {
-                schema.ROW_L: rid[left],
-                schema.ROW_R: rid[right],
-                **{f"{c}__l": columns[c][left] for c in cols},
-                **{f"{c}__r": columns[c][right] for c in cols},
-            }
-        )
-        vectors = _compare_batch(
-            batch, [schema.ROW_L, schema.ROW_R], comparisons, value_cols, tf_cols, bool_cols
-        )
-        out.append(vectors[[schema.ROW_L, schema.ROW_R, *gamma_cols]])
-    if not out:
-        return pd.DataFrame(
-            {c: np.array([], np.int64) for c in (schema.ROW_L, schema.ROW_R)}
-            | {g: np.array([], np.int8) for g in gamma_cols}
-        )
-    return pd.concat(out, ignore_index=True)
+    local_pairs = pd.DataFrame({schema.ROW_L: pos_l, schema.ROW_R: pos_r})
+    vectors = compare(rows, local_pairs, comparisons)
+    vectors[schema.ROW_L] = rid[pos_l]
+    vectors[schema.ROW_R] = rid[pos_r]
+    return vectors
 
 
 def train_spark(
@@ -1373,6 +1434,13 @@ def golden_spark(
 ) -> DataFrame:
     """Run ``merge_records`` per bucket of whole identities; one golden record per identity."""
     settings = config.golden_settings()
+    # only the columns merge_records reads go through the shuffle: the records' other
+    # standardized and raw columns were most of the bytes this stage wrote
+    used = [schema.ROW, schema.SOURCE, schema.RECORD_ID, schema.REGISTERED_AT_STD, schema.ID_VALID]
+    for rule in settings.fields.values():
+        used += [rule.column] + ([rule.raw] if rule.raw is not None else [])
+    used = [c for c in dict.fromkeys(used) if c in records.columns]
+    records = records.select(*[F.col(f"`{c}`") for c in used])
     with_ids = records.join(identities.select(schema.ROW, schema.IDENTITY_ID), schema.ROW)
     with_ids = with_ids.select(
         "*", (F.abs(F.hash(F.col(schema.IDENTITY_ID))) % buckets).alias(_BUCKET)
@@ -1440,13 +1508,20 @@ def run_spark(
     _stage(spark, "read")
     say("reading sources with Spark")
     rejected = RejectedRows() if config.run.bad_rows is not None else None
+    parsed: list[DataFrame] = []
     try:
-        raw = read_sources_spark(spark, config, rejected)
+        raw = read_sources_spark(spark, config, rejected, parsed)
+    except BaseException:
+        for frame in parsed:
+            frame.unpersist()
+        raise
     finally:
         # written even when a source is refused afterwards, as the local engine writes it
         if rejected is not None:
             rejected.write(config.run.bad_rows)
-    raw = number_rows(raw)
+    raw = number_rows(raw)  # checkpointed: the parsed files are no longer read
+    for frame in parsed:
+        frame.unpersist()
     n = raw.count()
     timings["read"] = time.perf_counter() - t
 

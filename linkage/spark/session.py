@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +21,20 @@ warnings.filterwarnings("ignore", "The copy keyword is deprecated", module="pysp
 _WORKER_WARNINGS = "ignore::FutureWarning,ignore::DeprecationWarning"
 
 
+def use_driver_python(master: str) -> None:
+    """Run a ``local`` master's Python workers with the driver's interpreter unless
+    ``PYSPARK_PYTHON`` says otherwise.
+
+    pyspark starts its workers with ``$PYSPARK_PYTHON`` or else ``python3`` from ``PATH``
+    (``pyspark.core.context``): a driver started as ``venv/bin/linkage`` without the venv
+    activated got workers without pandas, failing every stage with ModuleNotFoundError.
+    On a cluster the executors' Python is the cluster's to set, so only ``local`` masters
+    are defaulted.
+    """
+    if master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+
+
 def get_session(
     master: str = "local[*]",
     *,
@@ -31,6 +47,7 @@ def get_session(
     Arrow carries the pandas batches of mapInPandas/applyInPandas; the console progress bar
     is off because the CLI prints its own progress.
     """
+    use_driver_python(master)
     builder = (
         SparkSession.builder.master(master)
         .appName(app_name)
