@@ -139,6 +139,8 @@ def run_size(records: float, workdir: Path, seed: int, floor: float, extra: dict
            "pairs_per_rule": summary["pairs_per_rule"], "seconds": summary["seconds"]}
     if "blocking" in summary:
         row["blocking"] = summary["blocking"]
+    if "peak_rss_mb" in summary:  # the run's own peak RSS per stage (Linux)
+        row["peak_rss_mb"] = summary["peak_rss_mb"]
     row.update(_evaluate(folder / "truth.csv", out / "identities.csv"))
     if floor == 0:  # pairs.parquet holds every candidate only without a floor
         found, total, recall = candidate_recall(folder / "truth.csv", out / "pairs.parquet")
@@ -311,6 +313,15 @@ def format_rows(rows: list[dict]) -> str:
             " / ".join(f"{r['seconds'].get(s, 0):.0f}" for s in stages),
         ]) + " |")
     lines.append("")
+    mem_stages = list(dict.fromkeys(s for r in rows for s in r.get("peak_rss_mb", {})))
+    if mem_stages:
+        lines.append("| records | peak RSS per stage (GB): " + " / ".join(mem_stages) + " |")
+        lines.append("|---|---|")
+        for r in rows:
+            mb = r.get("peak_rss_mb", {})
+            cells = " / ".join(f"{mb[s] / 1024:.2f}" if s in mb else "—" for s in mem_stages)
+            lines.append(f"| {r['records']:,} | {cells} |")
+        lines.append("")
     rules = list(dict.fromkeys(k for r in rows for k in r["pairs_per_rule"]))
     lines.append("| rule | " + " | ".join(f"{r['records']:,}" for r in rows) + " |")
     lines.append("|---|" + "---|" * len(rows))

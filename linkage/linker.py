@@ -33,7 +33,7 @@ from linkage.incremental import (
 from linkage.io import RejectedRows, atomic_write, read_records, write_csv, write_parquet
 from linkage.model import FellegiSunterModel
 from linkage.pipeline import LinkResult, link_records
-from linkage.progress import ProgressLike, as_progress
+from linkage.progress import ProgressLike, StageMemory, as_progress, stage_memory
 from linkage.store import Store
 from linkage.tables import attach_keys, text_columns
 
@@ -124,7 +124,7 @@ class Linker:
         the result's identity ids are the store's stable ids. ``checkpoints``
         (``linkage.checkpoint``) saves each finished stage and resumes from saved ones.
         """
-        report = as_progress(progress)
+        report = stage_memory(progress)
         config = self._config()
         records = self.standardize(report, checkpoints=checkpoints)
         result = link_records(
@@ -152,6 +152,7 @@ class Linker:
             with Store.open(self.store) as store:
                 result = write_batch(store, result, config)
             result.summary["seconds"]["store"] = round(time.perf_counter() - t, 3)
+        _add_memory(result.summary, report)
         self.result_ = result
         return result
 
@@ -172,6 +173,7 @@ class Linker:
 
         check_output_dir(output, what="output")
         checkpoints = None
+        progress = stage_memory(progress)
         if self.result_ is None:
             extra = json.dumps(self.model.to_dict()).encode() if self.model is not None else b""
             checkpoints = Checkpoints.open(output, self._config(), resume=resume, extra=extra)
@@ -248,11 +250,40 @@ def write_outputs(
         paths["model"] = done(result.model.save(output / "model.json"))
     sizes = result.cluster_sizes()
     paths["cluster_sizes"] = done(write_csv(sizes, output / "cluster_sizes.csv"))
+    if isinstance(report, StageMemory):
+        _add_memory(result.summary, report)
     text = json.dumps(result.summary, ensure_ascii=False, indent=2)
     paths["summary"] = done(
         atomic_write(output / "summary.json", lambda p: p.write_text(text, encoding="utf-8"))
     )
     return paths
+
+
+# summary.json's stage keys (those of ``summary["seconds"]``) for the progress stage names
+_STAGE_KEYS = {
+    "reading": "read",
+    "standardizing": "standardize",
+    "blocking": "block",
+    "comparing": "compare",
+    "training model": "train",
+    "scoring": "score",
+    "clustering": "cluster",
+    "building golden records": "merge",
+    "writing outputs": "write",
+}
+
+
+def _add_memory(summary: dict, report: StageMemory) -> None:
+    """Put the peak RSS of each stage so far (MB, 2**20 bytes; ``StageMemory``) in the
+    summary as ``peak_rss_mb`` and the stage holding the run's peak as ``peak_rss_stage``;
+    nothing where the platform gives no figures. The ``write`` figure stops before
+    summary.json itself is written."""
+    peaks = report.peaks()
+    if not peaks:
+        return
+    mb = {_STAGE_KEYS.get(k, k): round(v / 2**20) for k, v in peaks.items()}
+    summary["peak_rss_mb"] = mb
+    summary["peak_rss_stage"] = max(mb, key=mb.__getitem__)
 
 
 def _write_keyed_pairs(
