@@ -32,7 +32,7 @@ from linkage.incremental import (
 )
 from linkage.io import RejectedRows, atomic_write, read_records, write_csv, write_parquet
 from linkage.model import FellegiSunterModel
-from linkage.pipeline import LinkResult, link_records
+from linkage.pipeline import LinkResult, link_records, linking_columns
 from linkage.progress import ProgressLike, StageMemory, as_progress, stage_memory
 from linkage.store import Store
 from linkage.tables import attach_keys, text_columns
@@ -127,6 +127,12 @@ class Linker:
         report = stage_memory(progress)
         config = self._config()
         records = self.standardize(report, checkpoints=checkpoints)
+        golden_records = None
+        if checkpoints is not None and self.store is None:
+            # The records are saved in the checkpoint folder: blocking to clustering hold
+            # only the columns they read, and golden records read theirs back from there.
+            records, golden_records = _spill_records(records, config, checkpoints)
+            self.records_ = None
         result = link_records(
             records,
             config,
@@ -134,6 +140,7 @@ class Linker:
             progress=report,
             id_key=self.id_key,
             checkpoints=checkpoints,
+            golden_records=golden_records,
         )
         read = self._timings.get("read", 0.0)
         seconds = {
@@ -165,7 +172,9 @@ class Linker:
         ``output.pairs_min_probability``), model.json, cluster_sizes.csv, summary.json; each
         written atomically. ``progress`` gets the ``writing outputs`` stage, counted in files.
         A run started here saves each finished stage under ``output/.work`` (removed once the
-        outputs are written); with ``resume``, stages an earlier killed run of the same config
+        outputs are written) and, without a store, holds of the records only the columns
+        blocking to clustering read (``pipeline.linking_columns``), reading the golden-record
+        columns back from the saved records: ``result_.records`` is that cut table; with ``resume``, stages an earlier killed run of the same config
         and inputs finished are read back instead of run again (``linkage.checkpoint``).
         Raises InputError before running when ``output`` is a file or cannot be written.
         """
@@ -220,6 +229,30 @@ class Linker:
         """Search, and say what was searched: see :func:`linkage.incremental.search_report`."""
         with Store.open(self._store_path(), create=False, read_only=True) as store:
             return search_report(store, record, top=top)
+
+
+def _spill_records(
+    records: pd.DataFrame, config: RunConfig, checkpoints: Checkpoints
+) -> tuple[pd.DataFrame, Any]:
+    """The records cut to ``pipeline.linking_columns``, and a reader of any columns of the
+    full table from the records checkpoint (same rows, order and dtypes: text columns read
+    back as object with None, as standardizing made them)."""
+    dtypes = records.dtypes.to_dict()
+    # fresh columns (a copy of each kept one), so the full table is freed once dropped
+    cut = pd.DataFrame(
+        {c: records[c].copy(deep=True) for c in linking_columns(config, list(records.columns))}
+    )
+
+    def read(columns: list[str]) -> pd.DataFrame:
+        present = [c for c in columns if c in dtypes]
+        frame = checkpoints.frame("records", "records", columns=present)
+        for col in present:
+            if dtypes[col] == object and frame[col].dtype != object:
+                values = frame[col].astype(object)
+                frame[col] = values.where(values.notna(), None)
+        return frame
+
+    return cut, read
 
 
 def write_outputs(

@@ -21,7 +21,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from linkage import schema
-from linkage.blocking import block
+from linkage.blocking import DERIVED_KEYS, block
 from linkage.checkpoint import Checkpoints
 from linkage.cluster import (
     cannot_link_table,
@@ -32,7 +32,7 @@ from linkage.cluster import (
     sibling_parts,
 )
 from linkage.compare import Comparison, build_comparisons, compare, pair_tf, term_frequencies
-from linkage.config import RunConfig
+from linkage.config import GoldenSettings, RunConfig
 from linkage.identity import cluster_ids, process_key
 from linkage.io import write_parquet
 from linkage.merge import merge_records
@@ -153,6 +153,61 @@ def tf_rows(records: pd.DataFrame, config: RunConfig, comparisons: list[Comparis
         for name, column in config.model.term_frequency.items()
         if name in present and column in records.columns
     }
+
+
+def stage_columns(config: RunConfig, comparisons: list[Comparison]) -> dict[str, list[str]]:
+    """The record columns each step of :func:`link_records` reads, by stage name.
+
+    ``blocking``: ``rid``, ``source`` and every blocking and refinement key (a derived key's
+    input columns, ``blocking.DERIVED_KEYS``); ``comparing``: the comparisons' columns and the
+    term-frequency columns; ``training``: ``source`` and ``record_id`` (the u sample's
+    same-source rule, reviewed labels) besides what comparing reads; ``clustering``: the
+    cannot-link rule's (``cluster.cannot_link_table``), the twin and guardian rules'
+    (``cluster.sibling_parts``) and the identity key's (``identity.cluster_ids``) columns;
+    ``golden``: what ``merge.merge_records`` reads under the run's survivorship settings.
+    Columns a stage reads only when present are listed all the same; a caller keeps the
+    ones its records have. ``tests/test_memory.py`` runs the stages on records cut to these
+    lists and checks every output is unchanged.
+    """
+    rules = config.blocking.rules
+    keys = [k for rule in rules for k in rule.keys] + config.blocking.all_refine_keys()
+    blocking = [schema.ROW, schema.SOURCE]
+    for key in keys:
+        blocking += list(DERIVED_KEYS[key][0]) if key in DERIVED_KEYS else [key]
+    comparing = [schema.ROW] + [col for c in comparisons for col in c.columns]
+    comparing += list(config.model.term_frequency.values())
+    training = [schema.ROW, schema.SOURCE, schema.RECORD_ID, *comparing]
+    clustering = [
+        schema.ROW, schema.SOURCE, schema.RECORD_ID, schema.ID_STD, schema.ID_VALID,
+        schema.QUALITY_FLAGS, schema.name_col(schema.NAME, "clean"),
+        schema.name_col(schema.NAME, "given"), schema.BIRTH_DATE_STD,
+    ]  # fmt: skip
+    stages = {
+        "blocking": blocking,
+        "comparing": comparing,
+        "training": training,
+        "clustering": clustering,
+        "golden": golden_columns(config.golden_settings()),
+    }
+    return {name: list(dict.fromkeys(cols)) for name, cols in stages.items()}
+
+
+def golden_columns(settings: GoldenSettings) -> list[str]:
+    """The record columns ``merge.merge_records`` reads under ``settings``: the keys, the
+    recency and ID-validity columns and each field's value and shown (``raw``) column."""
+    cols = [schema.SOURCE, schema.RECORD_ID, schema.REGISTERED_AT_STD, schema.ID_VALID]
+    for rule in settings.fields.values():
+        cols += [rule.column] + ([rule.raw] if rule.raw is not None else [])
+    return list(dict.fromkeys(cols))
+
+
+def linking_columns(config: RunConfig, records_columns: list[str]) -> list[str]:
+    """The columns of ``records_columns`` that blocking to clustering read (``stage_columns``
+    less ``golden``), in the records' order: all a run needs before golden records."""
+    comparisons = build_comparisons(config.comparison_specs())
+    stages = stage_columns(config, comparisons)
+    wanted = {c for name, cols in stages.items() if name != "golden" for c in cols}
+    return [c for c in records_columns if c in wanted]
 
 
 def _training_sample(n_pairs: int, cap: int, seed: int) -> np.ndarray | None:
@@ -344,6 +399,7 @@ def link_records(
     progress: ProgressLike = None,
     id_key: bytes | None = None,
     checkpoints: Checkpoints | None = None,
+    golden_records: Callable[[list[str]], pd.DataFrame] | None = None,
 ) -> LinkResult:
     """Link standardized records (with ``rid`` 0..n-1) into identities; return every table.
 
@@ -361,6 +417,10 @@ def link_records(
     ``run.train_sample_pairs`` candidate pairs (a seeded sample above it). With
     ``checkpoints`` (``linkage.checkpoint``), each finished stage is saved there and a
     stage saved by an earlier, killed run of the same config and inputs is read back.
+    ``golden_records(columns)``, when given, returns those columns of every record (same
+    rows, same order) for golden records: a caller that spilled the columns no linking
+    stage reads (``linking_columns``) passes ``records`` cut to them and reads the rest back
+    here; ``LinkResult.records`` is then the cut table.
     """
     say = as_progress(progress)
     timings: dict[str, float] = {}
@@ -456,7 +516,11 @@ def link_records(
 
     t = time.perf_counter()
     _stage(say, "building golden records")
-    golden = merge_records(records, pd.Series(ids), config.golden_settings())
+    settings = config.golden_settings()
+    if golden_records is None:
+        golden = merge_records(records, pd.Series(ids), settings)
+    else:
+        golden = merge_records(golden_records(golden_columns(settings)), pd.Series(ids), settings)
     timings["merge"] = time.perf_counter() - t
 
     stats = cluster_stats(pd.Series(ids))
@@ -562,6 +626,9 @@ __all__ = [
     "attach_keys",
     "cluster_records",
     "compare_pairs",
+    "golden_columns",
     "link_records",
+    "linking_columns",
     "score_pairs",
+    "stage_columns",
 ]
