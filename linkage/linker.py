@@ -247,7 +247,8 @@ def _spill_records(
         present = [c for c in columns if c in dtypes]
         frame = checkpoints.frame("records", "records", columns=present)
         for col in present:
-            if dtypes[col] == object and frame[col].dtype != object:
+            is_object = pd.api.types.is_object_dtype
+            if is_object(dtypes[col]) and not is_object(frame[col].dtype):
                 values = frame[col].astype(object)
                 frame[col] = values.where(values.notna(), None)
         return frame

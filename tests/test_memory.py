@@ -3,7 +3,6 @@ spill of the columns no linking stage reads."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
