@@ -160,6 +160,8 @@ class Linker:
                 result = write_batch(store, result, config)
             result.summary["seconds"]["store"] = round(time.perf_counter() - t, 3)
         _add_memory(result.summary, report)
+        if report is not progress:  # made here: stop its sampling thread
+            report.close()
         self.result_ = result
         return result
 
@@ -182,7 +184,7 @@ class Linker:
 
         check_output_dir(output, what="output")
         checkpoints = None
-        progress = stage_memory(progress)
+        given, progress = progress, stage_memory(progress)
         if self.result_ is None:
             extra = json.dumps(self.model.to_dict()).encode() if self.model is not None else b""
             checkpoints = Checkpoints.open(output, self._config(), resume=resume, extra=extra)
@@ -192,7 +194,11 @@ class Linker:
             if checkpoints is not None:  # refused input: nothing to resume
                 checkpoints.remove()
             raise
-        paths = write_outputs(result, output, self._config(), progress=progress)
+        try:
+            paths = write_outputs(result, output, self._config(), progress=progress)
+        finally:
+            if progress is not given:  # made here: stop its sampling thread
+                progress.close()
         if checkpoints is not None:
             checkpoints.remove()
         return paths

@@ -8,7 +8,10 @@ once per stage, the older contract).
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -66,11 +69,13 @@ def as_progress(progress: ProgressLike) -> Progress:
     raise TypeError(f"progress must be a Progress object or a callable, not {type(progress)}")
 
 
-# Linux's per-process memory counters (proc(5)): VmHWM is the peak resident set size so far,
-# and writing "5" to clear_refs resets it to the current size (Linux >= 4.0), so the peak of
-# each stage is read without a sampling thread. Elsewhere no figures are reported.
+# Linux's per-process memory counters (proc(5)). VmHWM, the peak resident set size so far,
+# is exact but cannot be reset without also resetting the peak that getrusage and
+# `/usr/bin/time -v` report, so a stage that sets a new process peak is booked that exact
+# figure, and any other stage the highest RSS a sampling thread saw while it ran.
 _STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATM = Path("/proc/self/statm")
+_SAMPLE_SECONDS = 0.05
 
 
 def _peak_rss_bytes() -> int | None:
@@ -86,38 +91,64 @@ def _peak_rss_bytes() -> int | None:
     return None
 
 
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current RSS; False where the kernel does not allow it."""
+def _rss_bytes() -> int | None:
+    """This process's resident set size in bytes now (statm's second field, in pages)."""
     try:
-        _CLEAR_REFS.write_text("5")
-    except OSError:
-        return False
-    return True
+        return int(_STATM.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _sample(ref: weakref.ref, stop: threading.Event) -> None:
+    """Raise the tracker's running maximum every ``_SAMPLE_SECONDS`` while it lives."""
+    while not stop.wait(_SAMPLE_SECONDS):
+        tracker = ref()
+        rss = _rss_bytes()
+        if tracker is None or rss is None:
+            return
+        if rss > tracker._sampled:
+            tracker._sampled = rss
+        del tracker
 
 
 class StageMemory:
     """A ``Progress`` hook that passes every call on to ``inner`` and records the peak
     resident set size (RSS) of this process during each stage.
 
-    At each ``stage(name)`` the peak since the previous stage started is booked to that stage
-    and the kernel's peak counter is reset, so ``peaks()`` gives, per stage name, the highest
-    RSS in bytes while it ran (Linux ``/proc/self/status`` VmHWM). Worker processes (parallel
-    standardizing) are not counted. Where the counter cannot be reset (not Linux, or
-    ``clear_refs`` not writable) no figures are kept and ``peaks()`` is empty.
+    ``peaks()`` gives, per stage name, the highest RSS in bytes while it ran: the kernel's
+    exact peak (``/proc/self/status`` VmHWM) when the stage raised it, else the highest of
+    samples taken every 0.05 s by a daemon thread (a spike shorter than that can be missed).
+    Worker processes (parallel standardizing) are not counted. Off Linux no figures are
+    kept and ``peaks()`` is empty. ``close()`` stops the thread (so does losing the object).
     """
 
     def __init__(self, inner: ProgressLike = None):
         self.inner = as_progress(inner)
         self.current: str | None = None
         self._peaks: dict[str, int] = {}
-        self.enabled = _peak_rss_bytes() is not None and _reset_peak()
+        self._hwm = _peak_rss_bytes()
+        self.enabled = self._hwm is not None and _rss_bytes() is not None
+        self._sampled = 0
+        self._stop = threading.Event()
+        if self.enabled:
+            self._sampled = _rss_bytes() or 0
+            thread = threading.Thread(
+                target=_sample, args=(weakref.ref(self), self._stop), daemon=True,
+                name="linkage-stage-memory",
+            )  # fmt: skip
+            thread.start()
 
     def _book(self) -> None:
-        if self.enabled and self.current is not None:
-            peak = _peak_rss_bytes()
-            if peak is not None:
-                self._peaks[self.current] = max(self._peaks.get(self.current, 0), peak)
-            _reset_peak()
+        if not self.enabled:
+            return
+        hwm = _peak_rss_bytes() or 0
+        now = _rss_bytes() or 0
+        if self.current is not None:
+            # a new process peak during this stage is exact; else the samples' highest
+            peak = hwm if hwm > (self._hwm or 0) else max(self._sampled, now)
+            self._peaks[self.current] = max(self._peaks.get(self.current, 0), peak)
+        self._hwm = hwm
+        self._sampled = now
 
     def stage(self, name: str, total: int | None = None, unit: str = "") -> None:
         """Book the peak of the stage that ends here, then start stage ``name``."""
@@ -133,6 +164,13 @@ class StageMemory:
         """Peak RSS in bytes per stage name, the running stage's peak so far included."""
         self._book()
         return dict(self._peaks)
+
+    def close(self) -> None:
+        """Stop the sampling thread."""
+        self._stop.set()
+
+    def __del__(self) -> None:
+        self._stop.set()
 
 
 def stage_memory(progress: ProgressLike) -> StageMemory:
