@@ -3,6 +3,7 @@ spill of the columns no linking stage reads."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import time
@@ -17,6 +18,7 @@ from linkage.blocking import block
 from linkage.checkpoint import Checkpoints
 from linkage.compare import build_comparisons, compare, pair_tf
 from linkage.config import load_config
+from linkage.identity import cluster_ids
 from linkage.io import read_records
 from linkage.linker import _spill_records, write_outputs
 from linkage.merge import merge_records
@@ -129,6 +131,63 @@ def test_stages_read_only_the_columns_listed_for_them(config, records):
         k: v for k, v in full.summary.items() if k not in drop
     }
     assert list(cut.records.columns) == cut_columns
+
+
+@contextlib.contextmanager
+def _columns_read(frame: pd.DataFrame, monkeypatch):
+    """The set of ``frame``'s column names a block of code asks for: ``frame[...]``,
+    ``frame.get``, ``name in frame`` and ``name in frame.columns`` are noted while it runs."""
+    seen: set[str] = set()
+    names = set(frame.columns)
+    columns = frame.columns
+
+    def note(key) -> None:
+        keys = list(key) if isinstance(key, (list, tuple, pd.Index)) else [key]
+        seen.update(k for k in keys if isinstance(k, str) and k in names)
+
+    getitem, get = pd.DataFrame.__getitem__, pd.DataFrame.get
+    contains, index_contains = pd.DataFrame.__contains__, pd.Index.__contains__
+
+    def spy(original, target):
+        def call(self, key, *args, **kwargs):
+            if self is target():
+                note(key)
+            return original(self, key, *args, **kwargs)
+        return call
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pd.DataFrame, "__getitem__", spy(getitem, lambda: frame))
+        patch.setattr(pd.DataFrame, "get", spy(get, lambda: frame))
+        patch.setattr(pd.DataFrame, "__contains__", spy(contains, lambda: frame))
+        patch.setattr(pd.Index, "__contains__", spy(index_contains, lambda: columns))
+        yield seen
+
+
+def test_no_stage_reads_a_column_missing_from_its_list(config, records, monkeypatch):
+    # every column a stage asks the full records table for is on its list, whether or not
+    # this data would show a difference without it
+    comparisons = build_comparisons(config.comparison_specs())
+    stages = stage_columns(config, comparisons)
+    table = records.copy()
+    with _columns_read(table, monkeypatch) as seen:
+        pairs = block(table, config.blocking)
+    assert seen <= set(stages["blocking"]), seen - set(stages["blocking"])
+    with _columns_read(table, monkeypatch) as seen:
+        vectors = compare(table, pairs, comparisons)
+        tf = {k: pair_tf(v, vectors) for k, v in tf_rows(table, config, comparisons).items()}
+    assert seen <= set(stages["comparing"]), seen - set(stages["comparing"])
+    with _columns_read(table, monkeypatch) as seen:
+        model = train_model(table, vectors, comparisons, config, tf)
+    assert seen <= set(stages["training"]), seen - set(stages["training"])
+    scored = score_pairs(vectors, model, comparisons, tf)
+    with _columns_read(table, monkeypatch) as seen:
+        labels = cluster_records(table, scored, config)
+        cluster_ids(table, labels, KEY)
+    assert seen <= set(stages["clustering"]), seen - set(stages["clustering"])
+    with _columns_read(table, monkeypatch) as seen:
+        merge_records(table, pd.Series(labels).astype(str), config.golden_settings())
+    assert seen <= set(stages["golden"]), seen - set(stages["golden"])
+    assert seen  # the spy sees reads
 
 
 def test_each_stage_list_is_enough_for_its_stage(config, records):
