@@ -160,6 +160,7 @@ class Linker:
                 result = write_batch(store, result, config)
             result.summary["seconds"]["store"] = round(time.perf_counter() - t, 3)
         _add_memory(result.summary, report)
+        _check_memory_limit(result.summary, config)
         if report is not progress:  # made here: stop its sampling thread
             report.close()
         self.result_ = result
@@ -334,6 +335,26 @@ def _add_memory(summary: dict, report: StageMemory) -> None:
     mb = {_STAGE_KEYS.get(k, k): round(v / 2**20) for k, v in peaks.items()}
     summary["peak_rss_mb"] = mb
     summary["peak_rss_stage"] = max(mb, key=mb.__getitem__)
+
+
+def _check_memory_limit(summary: dict, config: RunConfig) -> None:
+    """Name the stages whose peak RSS went over ``run.memory_limit`` in the summary
+    (``over_memory_limit``) and in a warning: the limit sizes the chunks and DuckDB, but
+    what a stage holds besides (the records' linking columns, the clustering input of
+    every link) is not bounded by it, so a run says when it did not keep to it."""
+    limit = config.run.memory_bytes()
+    peaks = summary.get("peak_rss_mb")
+    if limit is None or not peaks:
+        return
+    over = [stage for stage, mb in peaks.items() if mb * 2**20 > limit]
+    summary["over_memory_limit"] = over
+    if over:
+        logger.warning(
+            "run.memory_limit %s exceeded: peak resident memory %s (summary.json "
+            "peak_rss_mb); raise the limit or lower run.chunk_pairs",
+            config.run.memory_limit,
+            ", ".join(f"{stage} {peaks[stage] / 1024:.2f} GB" for stage in over),
+        )
 
 
 def _write_keyed_pairs(

@@ -242,3 +242,15 @@ def test_a_written_run_equals_the_run_over_the_full_records(config, tmp_path):
         assert (tmp_path / "spilled" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "spilled" / "pairs.parquet"),
                                   pd.read_parquet(tmp_path / "full" / "pairs.parquet"))
+
+
+def test_a_run_over_its_memory_limit_says_where(config, tmp_path, caplog):
+    if not _tracer().enabled:
+        pytest.skip("no peak-RSS counter")
+    tight = config.model_copy(update={"run": config.run.model_copy(update={"memory_limit": "64MB"})})
+    result = Linker(tight, id_key=KEY).run()
+    over = result.summary["over_memory_limit"]
+    assert over and set(over) <= set(result.summary["peak_rss_mb"])
+    assert "run.memory_limit 64MB exceeded" in caplog.text
+    roomy = config.model_copy(update={"run": config.run.model_copy(update={"memory_limit": "1TB"})})
+    assert Linker(roomy, id_key=KEY).run().summary["over_memory_limit"] == []
