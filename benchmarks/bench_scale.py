@@ -10,7 +10,8 @@ For each size it generates registries with national name frequencies
 already holds them), runs ``linkage run`` under ``/usr/bin/time -v`` (peak RSS of the
 process), then ``linkage evaluate``, and prints one table: per-stage seconds from the
 run's summary.json, candidate pairs per rule, peak RSS, pairwise precision / recall / F1
-and the recall of true pairs among the candidate pairs (blocking recall).
+and the recall of true pairs among the candidate pairs (blocking recall), and below it the
+peak RSS of each stage (summary.json's ``peak_rss_mb``), which says where the peak is.
 
 Blocking recall needs every candidate pair in pairs.parquet, so the run's config is
 copied with ``output.pairs_min_probability: 0`` (``--floor`` changes it; with a floor
