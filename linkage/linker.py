@@ -133,8 +133,11 @@ class Linker:
             # only the columns they read, and golden records read theirs back from there.
             records, golden_records = _spill_records(records, config, checkpoints)
             self.records_ = None
+        # link_records narrows a cut table after scoring: no reference to it is kept here
+        pending = [records]
+        del records
         result = link_records(
-            records,
+            pending.pop(),
             config,
             model=self.model,
             progress=report,
@@ -241,10 +244,9 @@ class Linker:
 def _spill_records(
     records: pd.DataFrame, config: RunConfig, checkpoints: Checkpoints
 ) -> tuple[pd.DataFrame, Any]:
-    """The records cut to ``pipeline.linking_columns``, and a reader of any columns of the
-    full table: those the cut table holds are taken from it (the same objects), the others
-    read back from the records checkpoint (same rows, order and dtypes: text columns as
-    object with None, as standardizing made them)."""
+    """The records cut to ``pipeline.linking_columns``, and a reader of any of the full
+    table's columns from the records checkpoint (same rows and order, text columns as
+    object with None, as standardizing made them; unknown names left out)."""
     dtypes = records.dtypes.to_dict()
     # fresh columns (a copy of each kept one), so the full table is freed once dropped
     cut = pd.DataFrame(
@@ -253,22 +255,13 @@ def _spill_records(
 
     def read(columns: list[str]) -> pd.DataFrame:
         present = [c for c in columns if c in dtypes]
-        spilled = [c for c in present if c not in cut.columns]
-        back = checkpoints.frame("records", "records", columns=spilled) if spilled else None
-        if back is not None:
-            back.index = cut.index  # the same rows in the same order
-        frame = {}
+        frame = checkpoints.frame("records", "records", columns=present)
+        is_object = pd.api.types.is_object_dtype
         for col in present:
-            if col in cut.columns:
-                frame[col] = cut[col]
-                continue
-            values = back[col]
-            is_object = pd.api.types.is_object_dtype
-            if is_object(dtypes[col]) and not is_object(values.dtype):
-                values = values.astype(object)
-                values = values.where(values.notna(), None)
-            frame[col] = values
-        return pd.DataFrame(frame, index=cut.index)
+            if is_object(dtypes[col]) and not is_object(frame[col].dtype):
+                values = frame[col].astype(object)
+                frame[col] = values.where(values.notna(), None)
+        return frame
 
     return cut, read
 

@@ -420,7 +420,9 @@ def link_records(
     ``golden_records(columns)``, when given, returns those columns of every record (same
     rows, same order) for golden records: a caller that spilled the columns no linking
     stage reads (``linking_columns``) passes ``records`` cut to them and reads the rest back
-    here; ``LinkResult.records`` is then the cut table.
+    here. The run then drops the comparing columns once scoring is done, holding only what
+    clustering and golden records read (``stage_columns``), and golden records ask
+    ``golden_records`` only for the columns not held; ``LinkResult.records`` is that table.
     """
     say = as_progress(progress)
     timings: dict[str, float] = {}
@@ -491,7 +493,13 @@ def link_records(
         records, pairs, vectors if sample is None else None, tf if sample is None else None,
         model, comparisons, rows_tf, config, say, checkpoints,
     )  # fmt: skip
-    del vectors, tf, pairs  # the candidate pairs table is not needed after scoring
+    del vectors, tf, pairs, rows_tf  # the candidate pairs table is not needed after scoring
+    settings = config.golden_settings()
+    if golden_records is not None:
+        # the caller spills: the comparing columns are done with, so hold only what
+        # clustering and golden records read (fresh columns, so the rest is freed)
+        later = set(stage_columns(config, comparisons)["clustering"]) | set(golden_columns(settings))
+        records = pd.DataFrame({c: records[c].copy() for c in records.columns if c in later})
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -516,11 +524,14 @@ def link_records(
 
     t = time.perf_counter()
     _stage(say, "building golden records")
-    settings = config.golden_settings()
     if golden_records is None:
         golden = merge_records(records, pd.Series(ids), settings)
     else:
-        golden = merge_records(golden_records(golden_columns(settings)), pd.Series(ids), settings)
+        golden = merge_records(
+            _golden_input(records, golden_columns(settings), golden_records),
+            pd.Series(ids),
+            settings,
+        )
     timings["merge"] = time.perf_counter() - t
 
     stats = cluster_stats(pd.Series(ids))
@@ -547,6 +558,23 @@ def link_records(
         comparisons=comparisons,
         summary=summary,
     )
+
+
+def _golden_input(
+    records: pd.DataFrame, columns: list[str], read: Callable[[list[str]], pd.DataFrame]
+) -> pd.DataFrame:
+    """``columns`` of the records for golden records: those ``records`` holds from it (the
+    same objects), the others from ``read`` (columns neither has are left out)."""
+    rest = [c for c in columns if c not in records.columns]
+    back = read(rest) if rest else pd.DataFrame(index=records.index)
+    back.index = records.index  # the same rows in the same order
+    frame = {}
+    for col in columns:
+        if col in records.columns:
+            frame[col] = records[col]
+        elif col in back.columns:
+            frame[col] = back[col]
+    return pd.DataFrame(frame, index=records.index)
 
 
 def _score(

@@ -23,6 +23,7 @@ from linkage.io import read_records
 from linkage.linker import _spill_records, write_outputs
 from linkage.merge import merge_records
 from linkage.pipeline import (
+    _golden_input,
     cluster_records,
     golden_columns,
     link_records,
@@ -122,7 +123,9 @@ def test_stages_read_only_the_columns_listed_for_them(config, records):
 
     cut = link_records(records[cut_columns].copy(), config, id_key=KEY,
                        golden_records=golden_records)
-    assert asked == [golden_columns(config.golden_settings())]
+    # golden records ask only for what the table held after scoring lacks
+    golden = golden_columns(config.golden_settings())
+    assert asked == [[c for c in golden if c not in cut.records.columns]] and asked[0]
     pd.testing.assert_frame_equal(cut.identities, full.identities)
     pd.testing.assert_frame_equal(cut.golden, full.golden)
     pd.testing.assert_frame_equal(cut.pairs, full.pairs)
@@ -130,7 +133,11 @@ def test_stages_read_only_the_columns_listed_for_them(config, records):
     assert {k: v for k, v in cut.summary.items() if k not in drop} == {
         k: v for k, v in full.summary.items() if k not in drop
     }
-    assert list(cut.records.columns) == cut_columns
+    # after scoring only the clustering and golden-record columns are held
+    later = set(stage_columns(config, build_comparisons(config.comparison_specs()))["clustering"])
+    later |= set(golden)
+    assert list(cut.records.columns) == [c for c in cut_columns if c in later]
+    assert len(cut.records.columns) < len(cut_columns)
 
 
 @contextlib.contextmanager
@@ -229,8 +236,21 @@ def test_spilled_columns_read_back_as_they_were(config, records, tmp_path):
     # text columns come back as object with None for missing, as standardizing made them
     assert back[schema.NAME].dtype == object
     assert all(v is None or isinstance(v, str) for v in back["registered_at"])
-    # a column the cut table holds is its own, not a second copy read back
-    assert back[schema.NAME].to_numpy()[0] is cut[schema.NAME].to_numpy()[0]
+
+
+def test_golden_input_takes_held_columns_and_reads_the_rest(records):
+    held = records[[schema.SOURCE, schema.NAME]].copy()
+    asked = []
+
+    def read(columns):
+        asked.append(columns)
+        return records[[c for c in columns if c in records]].reset_index(drop=True)
+
+    frame = _golden_input(held, [schema.NAME, "registered_at", "no_such_column"], read)
+    assert asked == [["registered_at", "no_such_column"]]  # only what the table lacks
+    assert list(frame.columns) == [schema.NAME, "registered_at"]
+    pd.testing.assert_frame_equal(frame, records[[schema.NAME, "registered_at"]])
+    assert frame[schema.NAME].to_numpy()[0] is held[schema.NAME].to_numpy()[0]
 
 
 def test_a_written_run_equals_the_run_over_the_full_records(config, tmp_path):
