@@ -274,3 +274,19 @@ def test_a_run_over_its_memory_limit_says_where(config, tmp_path, caplog):
     assert "run.memory_limit 64MB exceeded" in caplog.text
     roomy = config.model_copy(update={"run": config.run.model_copy(update={"memory_limit": "1TB"})})
     assert Linker(roomy, id_key=KEY).run().summary["over_memory_limit"] == []
+
+
+def test_run_prints_the_peak_and_its_stage(registries, tmp_path):
+    if not _tracer().enabled:
+        pytest.skip("no peak-RSS counter")
+    from typer.testing import CliRunner
+
+    from linkage.cli import app
+
+    got = CliRunner().invoke(app, ["run", str(registries / "run.yaml"), "--output",
+                                   str(tmp_path)])
+    assert got.exit_code == 0, got.output
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    line = next(x for x in got.stdout.splitlines() if x.startswith("peak memory:"))
+    stage = summary["peak_rss_stage"]
+    assert f"GB in {stage}" in line and f"{stage} {summary['peak_rss_mb'][stage]}" in line
