@@ -33,7 +33,13 @@ from linkage.incremental import (
 from linkage.io import RejectedRows, atomic_write, read_records, write_csv, write_parquet
 from linkage.model import FellegiSunterModel
 from linkage.pipeline import LinkResult, link_records, linking_columns
-from linkage.progress import ProgressLike, StageMemory, as_progress, stage_memory
+from linkage.progress import (
+    ProgressLike,
+    StageMemory,
+    as_progress,
+    release_memory,
+    stage_memory,
+)
 from linkage.store import Store
 from linkage.tables import attach_keys, text_columns
 
@@ -133,6 +139,7 @@ class Linker:
             # only the columns they read, and golden records read theirs back from there.
             records, golden_records = _spill_records(records, config, checkpoints)
             self.records_ = None
+            release_memory()  # the dropped columns' pages, before blocking allocates
         # link_records narrows a cut table after scoring: no reference to it is kept here
         pending = [records]
         del records

@@ -37,7 +37,7 @@ from linkage.identity import cluster_ids, process_key
 from linkage.io import write_parquet
 from linkage.merge import merge_records
 from linkage.model import FellegiSunterModel
-from linkage.progress import Progress, ProgressLike, as_progress
+from linkage.progress import Progress, ProgressLike, as_progress, release_memory
 from linkage.tables import attach_keys
 from linkage.training import check_model_levels, new_model, train_model
 
@@ -500,6 +500,7 @@ def link_records(
         # clustering and golden records read (fresh columns, so the rest is freed)
         later = set(stage_columns(config, comparisons)["clustering"]) | set(golden_columns(settings))
         records = pd.DataFrame({c: records[c].copy() for c in records.columns if c in later})
+        release_memory()
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()

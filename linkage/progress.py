@@ -173,9 +173,37 @@ class StageMemory:
         self._stop.set()
 
 
+def release_memory() -> None:
+    """Hand the heap's free pages back to the operating system (glibc ``malloc_trim(0)``).
+
+    After a large table is dropped, its strings' memory stays mapped in the process (free
+    for Python's next allocations, but not for numpy's or DuckDB's, and counted as resident):
+    on the standardized records of 300,000 registry rows, dropping 26 of 66 columns and
+    trimming took the resident size from 917 MB to 684 MB. Python has no call for this, so
+    it goes to the C library through ctypes; elsewhere than glibc it does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # musl and others: no malloc_trim
+        return
+
+
 def stage_memory(progress: ProgressLike) -> StageMemory:
     """``progress`` as a ``StageMemory`` (itself when it is one already)."""
     return progress if isinstance(progress, StageMemory) else StageMemory(progress)
 
 
-__all__ = ["Progress", "ProgressLike", "StageMemory", "as_progress", "stage_memory"]
+__all__ = [
+    "Progress",
+    "ProgressLike",
+    "StageMemory",
+    "as_progress",
+    "release_memory",
+    "stage_memory",
+]

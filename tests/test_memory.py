@@ -32,7 +32,7 @@ from linkage.pipeline import (
     stage_columns,
     tf_rows,
 )
-from linkage.progress import StageMemory
+from linkage.progress import StageMemory, _rss_bytes, release_memory
 from linkage.synth import generate
 from linkage.training import train_model
 
@@ -290,3 +290,21 @@ def test_run_prints_the_peak_and_its_stage(registries, tmp_path):
     line = next(x for x in got.stdout.splitlines() if x.startswith("peak memory:"))
     stage = summary["peak_rss_stage"]
     assert f"GB in {stage}" in line and f"{stage} {summary['peak_rss_mb'][stage]}" in line
+
+
+def test_release_memory_hands_freed_heap_pages_back():
+    if not _tracer().enabled:
+        pytest.skip("no RSS figures")
+    import ctypes.util
+
+    if "musl" in (ctypes.util.find_library("c") or ""):
+        pytest.skip("no malloc_trim")
+    # 300 MB of strings from malloc (over Python's small-object size), every 20th kept so the
+    # heap cannot shrink from its top by itself
+    texts = [("x" * 1000) + str(i) for i in range(300_000)]
+    kept = texts[::20]
+    del texts
+    before = _rss_bytes()
+    release_memory()
+    assert _rss_bytes() < before - 150 * MB
+    assert len(kept) == 15_000
