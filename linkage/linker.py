@@ -350,10 +350,11 @@ def _check_memory_limit(summary: dict, config: RunConfig) -> None:
     summary["over_memory_limit"] = over
     if over:
         logger.warning(
-            "run.memory_limit %s exceeded: peak resident memory %s (summary.json "
+            "run.memory_limit %s exceeded (%s MB): peak resident memory %s (summary.json "
             "peak_rss_mb); raise the limit or lower run.chunk_pairs",
             config.run.memory_limit,
-            ", ".join(f"{stage} {peaks[stage] / 1024:.2f} GB" for stage in over),
+            f"{limit / 2**20:,.0f}",
+            ", ".join(f"{stage} {peaks[stage]:,} MB" for stage in over),
         )
 
 
