@@ -10,7 +10,8 @@ For each size it generates registries with national name frequencies
 already holds them), runs ``linkage run`` under ``/usr/bin/time -v`` (peak RSS of the
 process), then ``linkage evaluate``, and prints one table: per-stage seconds from the
 run's summary.json, candidate pairs per rule, peak RSS, pairwise precision / recall / F1
-and the recall of true pairs among the candidate pairs (blocking recall).
+and the recall of true pairs among the candidate pairs (blocking recall), and below it the
+peak RSS of each stage (summary.json's ``peak_rss_mb``), which says where the peak is.
 
 Blocking recall needs every candidate pair in pairs.parquet, so the run's config is
 copied with ``output.pairs_min_probability: 0`` (``--floor`` changes it; with a floor
@@ -142,6 +143,8 @@ def run_size(records: float, workdir: Path, seed: int, floor: float, extra: dict
            "pairs_per_rule": summary["pairs_per_rule"], "seconds": summary["seconds"]}
     if "blocking" in summary:
         row["blocking"] = summary["blocking"]
+    if "peak_rss_mb" in summary:  # the run's own peak RSS per stage (Linux)
+        row["peak_rss_mb"] = summary["peak_rss_mb"]
     row.update(_evaluate(folder / "truth.csv", out / "identities.csv"))
     if floor == 0:  # pairs.parquet holds every candidate only without a floor
         found, total, recall = candidate_recall(folder / "truth.csv", out / "pairs.parquet")
@@ -315,6 +318,15 @@ def format_rows(rows: list[dict]) -> str:
             " / ".join(f"{r['seconds'].get(s, 0):.0f}" for s in stages),
         ]) + " |")
     lines.append("")
+    mem_stages = list(dict.fromkeys(s for r in rows for s in r.get("peak_rss_mb", {})))
+    if mem_stages:
+        lines.append("| records | peak RSS per stage (GB): " + " / ".join(mem_stages) + " |")
+        lines.append("|---|---|")
+        for r in rows:
+            mb = r.get("peak_rss_mb", {})
+            cells = " / ".join(f"{mb[s] / 1024:.2f}" if s in mb else "—" for s in mem_stages)
+            lines.append(f"| {r['records']:,} | {cells} |")
+        lines.append("")
     rules = list(dict.fromkeys(k for r in rows for k in r["pairs_per_rule"]))
     lines.append("| rule | " + " | ".join(f"{r['records']:,}" for r in rows) + " |")
     lines.append("|---|" + "---|" * len(rows))

@@ -197,9 +197,9 @@ class Checkpoints:
         marker = json.loads((self.folder / f"{stage}.done").read_text(encoding="utf-8"))
         return json.loads(marker["document"])
 
-    def frame(self, stage: str, name: str) -> pd.DataFrame:
-        """One frame of a finished stage."""
-        return pd.read_parquet(self.folder / stage / f"{name}.parquet")
+    def frame(self, stage: str, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """One frame of a finished stage (only ``columns`` of it when given)."""
+        return pd.read_parquet(self.folder / stage / f"{name}.parquet", columns=columns)
 
     def parts(self, stage: str) -> list[Path]:
         """Parquet parts written into ``stage``'s folder, in name order."""

@@ -405,6 +405,12 @@ def _print_summary(summary: dict, quiet: bool) -> None:
     typer.echo(
         "seconds:          " + ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items())
     )
+    peaks = summary.get("peak_rss_mb")
+    if peaks:  # Linux only: the run's resident memory per stage
+        stage = summary.get("peak_rss_stage", max(peaks, key=peaks.__getitem__))
+        typer.echo(
+            f"peak memory:      {peaks[stage] / 1024:.2f} GB in {stage}  (MB: {_pairs_text(peaks)})"
+        )
 
 
 @app.command()

@@ -947,10 +947,18 @@ def write_csv(
 PARQUET_ROWS_AT_ONCE = 500_000
 
 
+# Cells converted to Arrow at a time: a wide table (the standardized records' 66 text
+# columns, saved as a checkpoint) is written in row groups of fewer rows, since converting
+# 500,000 of its rows at once was the peak of a 300,000-record run's standardizing stage.
+PARQUET_CELLS_AT_ONCE = 4_000_000
+
+
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write a Parquet file atomically; a large frame is converted and written in row groups
-    of ``PARQUET_ROWS_AT_ONCE`` rows (the same table read back)."""
-    if len(frame) <= PARQUET_ROWS_AT_ONCE:
+    of ``PARQUET_ROWS_AT_ONCE`` rows, fewer for a wide frame (``PARQUET_CELLS_AT_ONCE``
+    cells); the same table reads back."""
+    rows = max(1, min(PARQUET_ROWS_AT_ONCE, PARQUET_CELLS_AT_ONCE // max(frame.shape[1], 1)))
+    if len(frame) <= rows:
         return atomic_write(path, lambda p: frame.to_parquet(p, index=False))
 
     import pyarrow as pa
@@ -959,8 +967,8 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     def write(p: Path) -> None:
         schema = pa.Schema.from_pandas(frame, preserve_index=False)
         with pq.ParquetWriter(p, schema) as writer:
-            for start in range(0, len(frame), PARQUET_ROWS_AT_ONCE):
-                part = frame.iloc[start : start + PARQUET_ROWS_AT_ONCE]
+            for start in range(0, len(frame), rows):
+                part = frame.iloc[start : start + rows]
                 writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
 
     return atomic_write(path, write)

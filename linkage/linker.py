@@ -32,8 +32,14 @@ from linkage.incremental import (
 )
 from linkage.io import RejectedRows, atomic_write, read_records, write_csv, write_parquet
 from linkage.model import FellegiSunterModel
-from linkage.pipeline import LinkResult, link_records
-from linkage.progress import ProgressLike, as_progress
+from linkage.pipeline import LinkResult, link_records, linking_columns
+from linkage.progress import (
+    ProgressLike,
+    StageMemory,
+    as_progress,
+    release_memory,
+    stage_memory,
+)
 from linkage.store import Store
 from linkage.tables import attach_keys, text_columns
 
@@ -124,16 +130,27 @@ class Linker:
         the result's identity ids are the store's stable ids. ``checkpoints``
         (``linkage.checkpoint``) saves each finished stage and resumes from saved ones.
         """
-        report = as_progress(progress)
+        report = stage_memory(progress)
         config = self._config()
         records = self.standardize(report, checkpoints=checkpoints)
+        golden_records = None
+        if checkpoints is not None and self.store is None:
+            # The records are saved in the checkpoint folder: blocking to clustering hold
+            # only the columns they read, and golden records read theirs back from there.
+            records, golden_records = _spill_records(records, config, checkpoints)
+            self.records_ = None
+            release_memory()  # the dropped columns' pages, before blocking allocates
+        # link_records narrows a cut table after scoring: no reference to it is kept here
+        pending = [records]
+        del records
         result = link_records(
-            records,
+            pending.pop(),
             config,
             model=self.model,
             progress=report,
             id_key=self.id_key,
             checkpoints=checkpoints,
+            golden_records=golden_records,
         )
         read = self._timings.get("read", 0.0)
         seconds = {
@@ -152,6 +169,10 @@ class Linker:
             with Store.open(self.store) as store:
                 result = write_batch(store, result, config)
             result.summary["seconds"]["store"] = round(time.perf_counter() - t, 3)
+        _add_memory(result.summary, report)
+        _check_memory_limit(result.summary, config)
+        if report is not progress:  # made here: stop its sampling thread
+            report.close()
         self.result_ = result
         return result
 
@@ -164,7 +185,9 @@ class Linker:
         ``output.pairs_min_probability``), model.json, cluster_sizes.csv, summary.json; each
         written atomically. ``progress`` gets the ``writing outputs`` stage, counted in files.
         A run started here saves each finished stage under ``output/.work`` (removed once the
-        outputs are written); with ``resume``, stages an earlier killed run of the same config
+        outputs are written) and, without a store, holds of the records only the columns
+        blocking to clustering read (``pipeline.linking_columns``), reading the golden-record
+        columns back from the saved records: ``result_.records`` is that cut table; with ``resume``, stages an earlier killed run of the same config
         and inputs finished are read back instead of run again (``linkage.checkpoint``).
         Raises InputError before running when ``output`` is a file or cannot be written.
         """
@@ -172,6 +195,7 @@ class Linker:
 
         check_output_dir(output, what="output")
         checkpoints = None
+        given, progress = progress, stage_memory(progress)
         if self.result_ is None:
             extra = json.dumps(self.model.to_dict()).encode() if self.model is not None else b""
             checkpoints = Checkpoints.open(output, self._config(), resume=resume, extra=extra)
@@ -181,7 +205,11 @@ class Linker:
             if checkpoints is not None:  # refused input: nothing to resume
                 checkpoints.remove()
             raise
-        paths = write_outputs(result, output, self._config(), progress=progress)
+        try:
+            paths = write_outputs(result, output, self._config(), progress=progress)
+        finally:
+            if progress is not given:  # made here: stop its sampling thread
+                progress.close()
         if checkpoints is not None:
             checkpoints.remove()
         return paths
@@ -220,6 +248,31 @@ class Linker:
             return search_report(store, record, top=top)
 
 
+def _spill_records(
+    records: pd.DataFrame, config: RunConfig, checkpoints: Checkpoints
+) -> tuple[pd.DataFrame, Any]:
+    """The records cut to ``pipeline.linking_columns``, and a reader of any of the full
+    table's columns from the records checkpoint (same rows and order, text columns as
+    object with None, as standardizing made them; unknown names left out)."""
+    dtypes = records.dtypes.to_dict()
+    # fresh columns (a copy of each kept one), so the full table is freed once dropped
+    cut = pd.DataFrame(
+        {c: records[c].copy(deep=True) for c in linking_columns(config, list(records.columns))}
+    )
+
+    def read(columns: list[str]) -> pd.DataFrame:
+        present = [c for c in columns if c in dtypes]
+        frame = checkpoints.frame("records", "records", columns=present)
+        is_object = pd.api.types.is_object_dtype
+        for col in present:
+            if is_object(dtypes[col]) and not is_object(frame[col].dtype):
+                values = frame[col].astype(object)
+                frame[col] = values.where(values.notna(), None)
+        return frame
+
+    return cut, read
+
+
 def write_outputs(
     result: LinkResult, output: str | Path, config: RunConfig, progress: ProgressLike = None
 ) -> dict[str, Path]:
@@ -248,11 +301,61 @@ def write_outputs(
         paths["model"] = done(result.model.save(output / "model.json"))
     sizes = result.cluster_sizes()
     paths["cluster_sizes"] = done(write_csv(sizes, output / "cluster_sizes.csv"))
+    if isinstance(report, StageMemory):
+        _add_memory(result.summary, report)
     text = json.dumps(result.summary, ensure_ascii=False, indent=2)
     paths["summary"] = done(
         atomic_write(output / "summary.json", lambda p: p.write_text(text, encoding="utf-8"))
     )
     return paths
+
+
+# summary.json's stage keys (those of ``summary["seconds"]``) for the progress stage names
+_STAGE_KEYS = {
+    "reading": "read",
+    "standardizing": "standardize",
+    "blocking": "block",
+    "comparing": "compare",
+    "training model": "train",
+    "scoring": "score",
+    "clustering": "cluster",
+    "building golden records": "merge",
+    "writing outputs": "write",
+}
+
+
+def _add_memory(summary: dict, report: StageMemory) -> None:
+    """Put the peak RSS of each stage so far (MB, 2**20 bytes; ``StageMemory``) in the
+    summary as ``peak_rss_mb`` and the stage holding the run's peak as ``peak_rss_stage``;
+    nothing where the platform gives no figures. The ``write`` figure stops before
+    summary.json itself is written."""
+    peaks = report.peaks()
+    if not peaks:
+        return
+    mb = {_STAGE_KEYS.get(k, k): round(v / 2**20) for k, v in peaks.items()}
+    summary["peak_rss_mb"] = mb
+    summary["peak_rss_stage"] = max(mb, key=mb.__getitem__)
+
+
+def _check_memory_limit(summary: dict, config: RunConfig) -> None:
+    """Name the stages whose peak RSS went over ``run.memory_limit`` in the summary
+    (``over_memory_limit``) and in a warning: the limit sizes the chunks and DuckDB, but
+    what a stage holds besides (the records' linking columns, the clustering input of
+    every link) is not bounded by it, so a run says when it did not keep to it."""
+    limit = config.run.memory_bytes()
+    peaks = summary.get("peak_rss_mb")
+    if limit is None or not peaks:
+        return
+    over = [stage for stage, mb in peaks.items() if mb * 2**20 > limit]
+    summary["over_memory_limit"] = over
+    if over:
+        logger.warning(
+            "run.memory_limit %s exceeded (%s MB): peak resident memory %s (summary.json "
+            "peak_rss_mb); raise the limit or lower run.chunk_pairs",
+            config.run.memory_limit,
+            f"{limit / 2**20:,.0f}",
+            ", ".join(f"{stage} {peaks[stage]:,} MB" for stage in over),
+        )
 
 
 def _write_keyed_pairs(

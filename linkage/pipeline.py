@@ -21,7 +21,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from linkage import schema
-from linkage.blocking import block
+from linkage.blocking import DERIVED_KEYS, block
 from linkage.checkpoint import Checkpoints
 from linkage.cluster import (
     cannot_link_table,
@@ -40,12 +40,12 @@ from linkage.compare import (
     prepare_comparisons,
     term_frequencies,
 )
-from linkage.config import RunConfig
+from linkage.config import GoldenSettings, RunConfig
 from linkage.identity import cluster_ids, process_key
 from linkage.io import write_parquet
 from linkage.merge import merge_records
 from linkage.model import FellegiSunterModel
-from linkage.progress import Progress, ProgressLike, as_progress
+from linkage.progress import Progress, ProgressLike, as_progress, release_memory
 from linkage.tables import attach_keys
 from linkage.training import check_model_levels, new_model, train_model
 
@@ -179,6 +179,61 @@ def tf_rows(records: pd.DataFrame, config: RunConfig, comparisons: list[Comparis
         for name, column in config.model.term_frequency.items()
         if name in present and column in records.columns
     }
+
+
+def stage_columns(config: RunConfig, comparisons: list[Comparison]) -> dict[str, list[str]]:
+    """The record columns each step of :func:`link_records` reads, by stage name.
+
+    ``blocking``: ``rid``, ``source`` and every blocking and refinement key (a derived key's
+    input columns, ``blocking.DERIVED_KEYS``); ``comparing``: the comparisons' columns and the
+    term-frequency columns; ``training``: ``source`` and ``record_id`` (the u sample's
+    same-source rule, reviewed labels) besides what comparing reads; ``clustering``: the
+    cannot-link rule's (``cluster.cannot_link_table``), the twin and guardian rules'
+    (``cluster.sibling_parts``) and the identity key's (``identity.cluster_ids``) columns;
+    ``golden``: what ``merge.merge_records`` reads under the run's survivorship settings.
+    Columns a stage reads only when present are listed all the same; a caller keeps the
+    ones its records have. ``tests/test_memory.py`` runs the stages on records cut to these
+    lists and checks every output is unchanged.
+    """
+    rules = config.blocking.rules
+    keys = [k for rule in rules for k in rule.keys] + config.blocking.all_refine_keys()
+    blocking = [schema.ROW, schema.SOURCE]
+    for key in keys:
+        blocking += list(DERIVED_KEYS[key][0]) if key in DERIVED_KEYS else [key]
+    comparing = [schema.ROW] + [col for c in comparisons for col in c.columns]
+    comparing += list(config.model.term_frequency.values())
+    training = [schema.ROW, schema.SOURCE, schema.RECORD_ID, *comparing]
+    clustering = [
+        schema.ROW, schema.SOURCE, schema.RECORD_ID, schema.ID_STD, schema.ID_VALID,
+        schema.QUALITY_FLAGS, schema.name_col(schema.NAME, "clean"),
+        schema.name_col(schema.NAME, "given"), schema.BIRTH_DATE_STD,
+    ]  # fmt: skip
+    stages = {
+        "blocking": blocking,
+        "comparing": comparing,
+        "training": training,
+        "clustering": clustering,
+        "golden": golden_columns(config.golden_settings()),
+    }
+    return {name: list(dict.fromkeys(cols)) for name, cols in stages.items()}
+
+
+def golden_columns(settings: GoldenSettings) -> list[str]:
+    """The record columns ``merge.merge_records`` reads under ``settings``: the keys, the
+    recency and ID-validity columns and each field's value and shown (``raw``) column."""
+    cols = [schema.SOURCE, schema.RECORD_ID, schema.REGISTERED_AT_STD, schema.ID_VALID]
+    for rule in settings.fields.values():
+        cols += [rule.column] + ([rule.raw] if rule.raw is not None else [])
+    return list(dict.fromkeys(cols))
+
+
+def linking_columns(config: RunConfig, records_columns: list[str]) -> list[str]:
+    """The columns of ``records_columns`` that blocking to clustering read (``stage_columns``
+    less ``golden``), in the records' order: all a run needs before golden records."""
+    comparisons = build_comparisons(config.comparison_specs())
+    stages = stage_columns(config, comparisons)
+    wanted = {c for name, cols in stages.items() if name != "golden" for c in cols}
+    return [c for c in records_columns if c in wanted]
 
 
 def _training_sample(n_pairs: int, cap: int, seed: int) -> np.ndarray | None:
@@ -370,6 +425,7 @@ def link_records(
     progress: ProgressLike = None,
     id_key: bytes | None = None,
     checkpoints: Checkpoints | None = None,
+    golden_records: Callable[[list[str]], pd.DataFrame] | None = None,
 ) -> LinkResult:
     """Link standardized records (with ``rid`` 0..n-1) into identities; return every table.
 
@@ -387,6 +443,12 @@ def link_records(
     ``run.train_sample_pairs`` candidate pairs (a seeded sample above it). With
     ``checkpoints`` (``linkage.checkpoint``), each finished stage is saved there and a
     stage saved by an earlier, killed run of the same config and inputs is read back.
+    ``golden_records(columns)``, when given, returns those columns of every record (same
+    rows, same order) for golden records: a caller that spilled the columns no linking
+    stage reads (``linking_columns``) passes ``records`` cut to them and reads the rest back
+    here. The run then drops the comparing columns once scoring is done, holding only what
+    clustering and golden records read (``stage_columns``), and golden records ask
+    ``golden_records`` only for the columns not held; ``LinkResult.records`` is that table.
     """
     say = as_progress(progress)
     timings: dict[str, float] = {}
@@ -466,7 +528,15 @@ def link_records(
         records, pairs, vectors, tf, model, comparisons, rows_tf, config, say, checkpoints,
         prepared, sample,
     )  # fmt: skip
-    del vectors, tf, pairs, prepared  # the candidate pairs table is not needed after scoring
+    # the candidate pairs table and the prepared comparisons are not needed after scoring
+    del vectors, tf, pairs, rows_tf, prepared
+    settings = config.golden_settings()
+    if golden_records is not None:
+        # the caller spills: the comparing columns are done with, so hold only what
+        # clustering and golden records read (fresh columns, so the rest is freed)
+        later = set(stage_columns(config, comparisons)["clustering"]) | set(golden_columns(settings))
+        records = pd.DataFrame({c: records[c].copy() for c in records.columns if c in later})
+        release_memory()
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -491,7 +561,14 @@ def link_records(
 
     t = time.perf_counter()
     _stage(say, "building golden records")
-    golden = merge_records(records, pd.Series(ids), config.golden_settings())
+    if golden_records is None:
+        golden = merge_records(records, pd.Series(ids), settings)
+    else:
+        golden = merge_records(
+            _golden_input(records, golden_columns(settings), golden_records),
+            pd.Series(ids),
+            settings,
+        )
     timings["merge"] = time.perf_counter() - t
 
     stats = cluster_stats(pd.Series(ids))
@@ -518,6 +595,23 @@ def link_records(
         comparisons=comparisons,
         summary=summary,
     )
+
+
+def _golden_input(
+    records: pd.DataFrame, columns: list[str], read: Callable[[list[str]], pd.DataFrame]
+) -> pd.DataFrame:
+    """``columns`` of the records for golden records: those ``records`` holds from it (the
+    same objects), the others from ``read`` (columns neither has are left out)."""
+    rest = [c for c in columns if c not in records.columns]
+    back = read(rest) if rest else pd.DataFrame(index=records.index)
+    back.index = records.index  # the same rows in the same order
+    frame = {}
+    for col in columns:
+        if col in records.columns:
+            frame[col] = records[col]
+        elif col in back.columns:
+            frame[col] = back[col]
+    return pd.DataFrame(frame, index=records.index)
 
 
 def _score(
@@ -640,6 +734,9 @@ __all__ = [
     "attach_keys",
     "cluster_records",
     "compare_pairs",
+    "golden_columns",
     "link_records",
+    "linking_columns",
     "score_pairs",
+    "stage_columns",
 ]

@@ -8,7 +8,12 @@ once per stage, the older contract).
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 
@@ -64,4 +69,141 @@ def as_progress(progress: ProgressLike) -> Progress:
     raise TypeError(f"progress must be a Progress object or a callable, not {type(progress)}")
 
 
-__all__ = ["Progress", "ProgressLike", "as_progress"]
+# Linux's per-process memory counters (proc(5)). VmHWM, the peak resident set size so far,
+# is exact but cannot be reset without also resetting the peak that getrusage and
+# `/usr/bin/time -v` report, so a stage that sets a new process peak is booked that exact
+# figure, and any other stage the highest RSS a sampling thread saw while it ran.
+_STATUS = Path("/proc/self/status")
+_STATM = Path("/proc/self/statm")
+_SAMPLE_SECONDS = 0.05
+
+
+def _peak_rss_bytes() -> int | None:
+    """This process's peak resident set size in bytes (VmHWM), or None where not readable."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # the file gives kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _rss_bytes() -> int | None:
+    """This process's resident set size in bytes now (statm's second field, in pages)."""
+    try:
+        return int(_STATM.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _sample(ref: weakref.ref, stop: threading.Event) -> None:
+    """Raise the tracker's running maximum every ``_SAMPLE_SECONDS`` while it lives."""
+    while not stop.wait(_SAMPLE_SECONDS):
+        tracker = ref()
+        rss = _rss_bytes()
+        if tracker is None or rss is None:
+            return
+        if rss > tracker._sampled:
+            tracker._sampled = rss
+        del tracker
+
+
+class StageMemory:
+    """A ``Progress`` hook that passes every call on to ``inner`` and records the peak
+    resident set size (RSS) of this process during each stage.
+
+    ``peaks()`` gives, per stage name, the highest RSS in bytes while it ran: the kernel's
+    exact peak (``/proc/self/status`` VmHWM) when the stage raised it, else the highest of
+    samples taken every 0.05 s by a daemon thread (a spike shorter than that can be missed).
+    Worker processes (parallel standardizing) are not counted. Off Linux no figures are
+    kept and ``peaks()`` is empty. ``close()`` stops the thread (so does losing the object).
+    """
+
+    def __init__(self, inner: ProgressLike = None):
+        self.inner = as_progress(inner)
+        self.current: str | None = None
+        self._peaks: dict[str, int] = {}
+        self._hwm = _peak_rss_bytes()
+        self.enabled = self._hwm is not None and _rss_bytes() is not None
+        self._sampled = 0
+        self._stop = threading.Event()
+        if self.enabled:
+            self._sampled = _rss_bytes() or 0
+            thread = threading.Thread(
+                target=_sample, args=(weakref.ref(self), self._stop), daemon=True,
+                name="linkage-stage-memory",
+            )  # fmt: skip
+            thread.start()
+
+    def _book(self) -> None:
+        if not self.enabled:
+            return
+        hwm = _peak_rss_bytes() or 0
+        now = _rss_bytes() or 0
+        if self.current is not None:
+            # a new process peak during this stage is exact; else the samples' highest
+            peak = hwm if hwm > (self._hwm or 0) else max(self._sampled, now)
+            self._peaks[self.current] = max(self._peaks.get(self.current, 0), peak)
+        self._hwm = hwm
+        self._sampled = now
+
+    def stage(self, name: str, total: int | None = None, unit: str = "") -> None:
+        """Book the peak of the stage that ends here, then start stage ``name``."""
+        self._book()
+        self.current = None if name == "done" else name
+        self.inner.stage(name, total=total, unit=unit)
+
+    def advance(self, n: int = 1) -> None:
+        """Pass ``n`` done units on to the wrapped hook."""
+        self.inner.advance(n)
+
+    def peaks(self) -> dict[str, int]:
+        """Peak RSS in bytes per stage name, the running stage's peak so far included."""
+        self._book()
+        return dict(self._peaks)
+
+    def close(self) -> None:
+        """Stop the sampling thread."""
+        self._stop.set()
+
+    def __del__(self) -> None:
+        self._stop.set()
+
+
+def release_memory() -> None:
+    """Hand the heap's free pages back to the operating system (glibc ``malloc_trim(0)``).
+
+    After a large table is dropped, its strings' memory stays mapped in the process (free
+    for Python's next allocations, but not for numpy's or DuckDB's, and counted as resident):
+    on the standardized records of 300,000 registry rows, dropping 26 of 66 columns and
+    trimming took the resident size from 917 MB to 684 MB. Python has no call for this, so
+    it goes to the C library through ctypes; elsewhere than glibc it does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # musl and others: no malloc_trim
+        return
+
+
+def stage_memory(progress: ProgressLike) -> StageMemory:
+    """``progress`` as a ``StageMemory`` (itself when it is one already)."""
+    return progress if isinstance(progress, StageMemory) else StageMemory(progress)
+
+
+__all__ = [
+    "Progress",
+    "ProgressLike",
+    "StageMemory",
+    "as_progress",
+    "release_memory",
+    "stage_memory",
+]

@@ -1,0 +1,328 @@
+"""Memory of a run: per-stage peak RSS in summary.json, the per-stage column lists and the
+spill of the columns no linking stage reads."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from linkage import Linker, schema
+from linkage.blocking import block
+from linkage.checkpoint import Checkpoints
+from linkage.compare import build_comparisons, compare, pair_tf
+from linkage.config import load_config
+from linkage.identity import cluster_ids
+from linkage.io import read_records
+from linkage.linker import _spill_records, write_outputs
+from linkage.merge import merge_records
+from linkage.pipeline import (
+    _golden_input,
+    cluster_records,
+    golden_columns,
+    link_records,
+    linking_columns,
+    score_pairs,
+    stage_columns,
+    tf_rows,
+)
+from linkage.progress import StageMemory, _rss_bytes, release_memory
+from linkage.synth import generate
+from linkage.training import train_model
+
+MB = 2**20
+
+
+def _tracer() -> StageMemory:
+    tracer = StageMemory()
+    if not tracer.enabled:
+        pytest.skip("no resettable peak-RSS counter on this platform")
+    return tracer
+
+
+def test_the_peak_is_booked_to_the_stage_that_made_it():
+    seen = []
+    tracer = StageMemory(lambda name: seen.append(name))
+    if not tracer.enabled:
+        pytest.skip("no resettable peak-RSS counter on this platform")
+    tracer.stage("small")
+    tracer.stage("big")
+    block = np.ones(300 * MB // 8)  # 300 MB touched, held past a few samples, then freed
+    time.sleep(0.3)
+    del block
+    tracer.stage("after")
+    peaks = tracer.peaks()
+    assert seen == ["small", "big", "after"]  # the wrapped hook still gets every stage
+    assert set(peaks) == {"small", "big", "after"}
+    assert peaks["big"] >= peaks["small"] + 250 * MB
+    assert peaks["big"] >= peaks["after"] + 250 * MB
+
+
+def test_done_ends_the_last_stage():
+    tracer = _tracer()
+    tracer.stage("only")
+    tracer.stage("done")
+    assert set(tracer.peaks()) == {"only"}
+    tracer.close()
+
+
+# ----------------------------------------------------------------------------- a small run
+
+KEY = b"memory-test-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def registries(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    generate(1200, seed=11, output=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def config(registries):
+    return load_config(registries / "run.yaml")
+
+
+@pytest.fixture(scope="module")
+def records(config):
+    return read_records(config)
+
+
+def test_summary_gives_the_peak_of_every_stage(config, tmp_path):
+    if not _tracer().enabled:
+        pytest.skip("no peak-RSS counter")
+    Linker(config, id_key=KEY).write(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    peaks = summary["peak_rss_mb"]
+    assert set(peaks) == set(summary["seconds"]) | {"write"}
+    assert all(isinstance(v, int) and v > 0 for v in peaks.values())
+    assert summary["peak_rss_stage"] == max(peaks, key=peaks.__getitem__)
+    # no stage's peak is above the process's lifetime peak (getrusage is never reset)
+    lifetime = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux gives kB
+    assert max(peaks.values()) * MB <= lifetime + MB
+
+
+def test_stages_read_only_the_columns_listed_for_them(config, records):
+    # link_records over records cut to the linking columns, golden records from the full
+    # table by their own list: every output equals the run over the full table, so a stage
+    # reading a column its list lacks (and so dropped) fails here
+    full = link_records(records, config, id_key=KEY)
+    cut_columns = linking_columns(config, list(records.columns))
+    assert len(cut_columns) < len(records.columns)  # something is spilled
+    asked: list[list[str]] = []
+
+    def golden_records(columns: list[str]) -> pd.DataFrame:
+        asked.append(columns)
+        return records[[c for c in columns if c in records]]
+
+    cut = link_records(records[cut_columns].copy(), config, id_key=KEY,
+                       golden_records=golden_records)
+    # golden records ask only for what the table held after scoring lacks
+    golden = golden_columns(config.golden_settings())
+    assert asked == [[c for c in golden if c not in cut.records.columns]] and asked[0]
+    pd.testing.assert_frame_equal(cut.identities, full.identities)
+    pd.testing.assert_frame_equal(cut.golden, full.golden)
+    pd.testing.assert_frame_equal(cut.pairs, full.pairs)
+    drop = {"seconds"}  # timings differ run to run
+    assert {k: v for k, v in cut.summary.items() if k not in drop} == {
+        k: v for k, v in full.summary.items() if k not in drop
+    }
+    # after scoring only the clustering and golden-record columns are held
+    later = set(stage_columns(config, build_comparisons(config.comparison_specs()))["clustering"])
+    later |= set(golden)
+    assert list(cut.records.columns) == [c for c in cut_columns if c in later]
+    assert len(cut.records.columns) < len(cut_columns)
+
+
+@contextlib.contextmanager
+def _columns_read(frame: pd.DataFrame, monkeypatch):
+    """The set of ``frame``'s column names a block of code asks for: ``frame[...]``,
+    ``frame.get``, ``name in frame`` and ``name in frame.columns`` are noted while it runs."""
+    seen: set[str] = set()
+    names = set(frame.columns)
+    columns = frame.columns
+
+    def note(key) -> None:
+        keys = list(key) if isinstance(key, (list, tuple, pd.Index)) else [key]
+        seen.update(k for k in keys if isinstance(k, str) and k in names)
+
+    getitem, get = pd.DataFrame.__getitem__, pd.DataFrame.get
+    contains, index_contains = pd.DataFrame.__contains__, pd.Index.__contains__
+
+    def spy(original, target):
+        def call(self, key, *args, **kwargs):
+            if self is target():
+                note(key)
+            return original(self, key, *args, **kwargs)
+        return call
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pd.DataFrame, "__getitem__", spy(getitem, lambda: frame))
+        patch.setattr(pd.DataFrame, "get", spy(get, lambda: frame))
+        patch.setattr(pd.DataFrame, "__contains__", spy(contains, lambda: frame))
+        patch.setattr(pd.Index, "__contains__", spy(index_contains, lambda: columns))
+        yield seen
+
+
+def test_no_stage_reads_a_column_missing_from_its_list(config, records, monkeypatch):
+    # every column a stage asks the full records table for is on its list, whether or not
+    # this data would show a difference without it
+    comparisons = build_comparisons(config.comparison_specs())
+    stages = stage_columns(config, comparisons)
+    table = records.copy()
+    with _columns_read(table, monkeypatch) as seen:
+        pairs = block(table, config.blocking)
+    assert seen <= set(stages["blocking"]), seen - set(stages["blocking"])
+    with _columns_read(table, monkeypatch) as seen:
+        vectors = compare(table, pairs, comparisons)
+        tf = {k: pair_tf(v, vectors) for k, v in tf_rows(table, config, comparisons).items()}
+    assert seen <= set(stages["comparing"]), seen - set(stages["comparing"])
+    with _columns_read(table, monkeypatch) as seen:
+        model = train_model(table, vectors, comparisons, config, tf)
+    assert seen <= set(stages["training"]), seen - set(stages["training"])
+    scored = score_pairs(vectors, model, comparisons, tf)
+    with _columns_read(table, monkeypatch) as seen:
+        labels = cluster_records(table, scored, config)
+        cluster_ids(table, labels, KEY)
+    assert seen <= set(stages["clustering"]), seen - set(stages["clustering"])
+    with _columns_read(table, monkeypatch) as seen:
+        merge_records(table, pd.Series(labels).astype(str), config.golden_settings())
+    assert seen <= set(stages["golden"]), seen - set(stages["golden"])
+    assert seen  # the spy sees reads
+
+
+def test_each_stage_list_is_enough_for_its_stage(config, records):
+    comparisons = build_comparisons(config.comparison_specs())
+    stages = stage_columns(config, comparisons)
+
+    def only(stage: str) -> pd.DataFrame:
+        return records[[c for c in stages[stage] if c in records]].copy()
+
+    pairs = block(records, config.blocking)
+    pd.testing.assert_frame_equal(block(only("blocking"), config.blocking), pairs)
+    vectors = compare(records, pairs, comparisons)
+    pd.testing.assert_frame_equal(compare(only("comparing"), pairs, comparisons), vectors)
+    tf = {name: pair_tf(values, vectors) for name, values in tf_rows(records, config,
+                                                                        comparisons).items()}
+    model = train_model(records, vectors, comparisons, config, tf)
+    assert train_model(only("training"), vectors, comparisons, config, tf).to_dict() == (
+        model.to_dict()
+    )
+    scored = score_pairs(vectors, model, comparisons, tf)
+    np.testing.assert_array_equal(cluster_records(only("clustering"), scored, config),
+                                  cluster_records(records, scored, config))
+    ids = pd.Series(np.arange(len(records)) // 2).astype(str)
+    pd.testing.assert_frame_equal(
+        merge_records(only("golden"), ids, config.golden_settings()),
+        merge_records(records, ids, config.golden_settings()),
+    )
+
+
+def test_spilled_columns_read_back_as_they_were(config, records, tmp_path):
+    checkpoints = Checkpoints.open(tmp_path, config, resume=False)
+    checkpoints.save("records", {"records": records})
+    cut, read = _spill_records(records, config, checkpoints)
+    assert list(cut.columns) == linking_columns(config, list(records.columns))
+    pd.testing.assert_frame_equal(cut, records[list(cut.columns)])
+    columns = [c for c in records.columns if c not in cut.columns] + [schema.NAME]
+    back = read(columns + ["no_such_column"])
+    pd.testing.assert_frame_equal(back, records[columns])
+    # text columns come back as object with None for missing, as standardizing made them
+    assert back[schema.NAME].dtype == object
+    assert all(v is None or isinstance(v, str) for v in back["registered_at"])
+
+
+def test_golden_input_takes_held_columns_and_reads_the_rest(records):
+    held = records[[schema.SOURCE, schema.NAME]].copy()
+    asked = []
+
+    def read(columns):
+        asked.append(columns)
+        return records[[c for c in columns if c in records]].reset_index(drop=True)
+
+    frame = _golden_input(held, [schema.NAME, "registered_at", "no_such_column"], read)
+    assert asked == [["registered_at", "no_such_column"]]  # only what the table lacks
+    assert list(frame.columns) == [schema.NAME, "registered_at"]
+    pd.testing.assert_frame_equal(frame, records[[schema.NAME, "registered_at"]])
+    assert frame[schema.NAME].to_numpy()[0] is held[schema.NAME].to_numpy()[0]
+
+
+def test_a_written_run_equals_the_run_over_the_full_records(config, tmp_path):
+    # Linker.write holds the cut table and reads golden columns back; Linker.run keeps
+    # every column: the files are byte-identical
+    Linker(config, id_key=KEY).write(tmp_path / "spilled")
+    write_outputs(Linker(config, id_key=KEY).run(), tmp_path / "full", config)
+    for name in ("identities.csv", "golden_records.csv", "cluster_sizes.csv"):
+        assert (tmp_path / "spilled" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "spilled" / "pairs.parquet"),
+                                  pd.read_parquet(tmp_path / "full" / "pairs.parquet"))
+
+
+def test_a_run_over_its_memory_limit_says_where(config, tmp_path, caplog):
+    if not _tracer().enabled:
+        pytest.skip("no peak-RSS counter")
+    tight = config.model_copy(update={"run": config.run.model_copy(update={"memory_limit": "64MB"})})
+    result = Linker(tight, id_key=KEY).run()
+    over = result.summary["over_memory_limit"]
+    assert over and set(over) <= set(result.summary["peak_rss_mb"])
+    assert "run.memory_limit 64MB exceeded" in caplog.text
+    roomy = config.model_copy(update={"run": config.run.model_copy(update={"memory_limit": "1TB"})})
+    assert Linker(roomy, id_key=KEY).run().summary["over_memory_limit"] == []
+
+
+def test_run_prints_the_peak_and_its_stage(registries, tmp_path):
+    if not _tracer().enabled:
+        pytest.skip("no peak-RSS counter")
+    from typer.testing import CliRunner
+
+    from linkage.cli import app
+
+    got = CliRunner().invoke(app, ["run", str(registries / "run.yaml"), "--output",
+                                   str(tmp_path)])
+    assert got.exit_code == 0, got.output
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    line = next(x for x in got.stdout.splitlines() if x.startswith("peak memory:"))
+    stage = summary["peak_rss_stage"]
+    assert f"GB in {stage}" in line and f"{stage} {summary['peak_rss_mb'][stage]}" in line
+
+
+def test_release_memory_hands_freed_heap_pages_back():
+    if not _tracer().enabled:
+        pytest.skip("no RSS figures")
+    import ctypes.util
+
+    if "musl" in (ctypes.util.find_library("c") or ""):
+        pytest.skip("no malloc_trim")
+    # 300 MB of strings from malloc (over Python's small-object size), every 20th kept so the
+    # heap cannot shrink from its top by itself
+    texts = [("x" * 1000) + str(i) for i in range(300_000)]
+    kept = texts[::20]
+    del texts
+    before = _rss_bytes()
+    release_memory()
+    assert _rss_bytes() < before - 150 * MB
+    assert len(kept) == 15_000
+
+
+def test_a_wide_table_is_written_in_smaller_row_groups_and_reads_back_the_same(
+    records, tmp_path, monkeypatch
+):
+    import pyarrow.parquet as pq
+
+    import linkage.io
+
+    whole = pd.read_parquet(linkage.io.write_parquet(records, tmp_path / "whole.parquet"))
+    assert pq.ParquetFile(tmp_path / "whole.parquet").metadata.num_row_groups == 1
+    # cells per row group: 50 rows of this table's columns
+    monkeypatch.setattr(linkage.io, "PARQUET_CELLS_AT_ONCE", 50 * records.shape[1])
+    path = linkage.io.write_parquet(records, tmp_path / "groups.parquet")
+    groups = pq.ParquetFile(path).metadata
+    assert groups.num_row_groups == -(-len(records) // 50)
+    assert groups.row_group(0).num_rows == 50
+    pd.testing.assert_frame_equal(pd.read_parquet(path), whole)
