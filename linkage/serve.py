@@ -36,11 +36,11 @@ from linkage.share import (
     SharingPolicy,
     effective_department,
     export_view,
-    is_microdata,
     load_policy,
     mask_values,
     view_rows,
 )
+from linkage.share.export import is_microdata
 from linkage.store import Store
 
 try:  # the serve extra; importing this module without it names the extra
@@ -1074,6 +1074,8 @@ def log_config(level: LogLevel = "info") -> dict[str, Any]:
             # the in-memory tables' size and load time, once per worker
             "linkage.store": {"level": upper},
         },
+        # any other library's warnings in the same format
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
     }
 
 

@@ -1119,20 +1119,26 @@ def test_log_level_sets_the_service_and_uvicorn_levels(built, monkeypatch, tmp_p
         "formatter": "plain",
         "filename": str(captured),
     }
+    root = logging.getLogger()
+    root_handlers, root_level = list(root.handlers), root.level
     logging.config.dictConfig(config)
     try:
         logging.getLogger("uvicorn.error").info("Uvicorn running")
         logging.getLogger("linkage.serve").info("lookup service warm")
         logging.getLogger("linkage.compare").info("a stage line")
+        logging.getLogger("some.library").warning("a library warning")
     finally:
-        for name in ("uvicorn", "linkage"):
+        for name in ("uvicorn", "linkage", ""):
             for handler in logging.getLogger(name).handlers:
                 handler.close()
             logging.getLogger(name).handlers.clear()
             logging.getLogger(name).propagate = True
+        root.handlers[:] = root_handlers
+        root.setLevel(root_level)
     lines = captured.read_text(encoding="utf-8").splitlines()
-    pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO [\w.]+\[\d+\]: "
-    assert len(lines) == 2 and all(re.match(pattern, x) for x in lines), lines
+    pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) [\w.]+\[\d+\]: "
+    assert len(lines) == 3 and all(re.match(pattern, x) for x in lines), lines
+    assert "a stage line" not in "".join(lines)
 
 
 def test_the_running_service_logs_uniform_lines_without_query_values(server):
