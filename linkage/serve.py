@@ -6,6 +6,7 @@ grants it reuses and never restates. FastAPI and uvicorn come from the ``serve``
 """
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
@@ -37,6 +38,7 @@ from linkage.share import (
     effective_department,
     export_view,
     load_policy,
+    mask_list,
     mask_values,
     view_rows,
 )
@@ -365,12 +367,13 @@ class TokenBuckets:
             return 0.0
 
 
-def _key_fields(key: str) -> set[str]:
+@functools.cache  # a handful of keys, asked on every search answer
+def _key_fields(key: str) -> frozenset[str]:
     """The canonical fields a blocking key is computed from (a derived key's inputs)."""
     from linkage.blocking import DERIVED_KEYS
 
     columns = DERIVED_KEYS[key][0] if key in DERIVED_KEYS else (key,)
-    return {_column_fields(c) for c in columns} - {None}
+    return frozenset({_column_fields(c) for c in columns} - {None})
 
 
 class LookupService:
@@ -710,8 +713,8 @@ class LookupService:
                 # enumerated probes of one field show as distinct values in the log
                 out[key] = self.audit_hash(key, value)
                 continue
-            masked, failed = mask_values(pd.Series([value]), QUERY_FIELDS[key], mask)
-            out[key] = None if bool(failed.iloc[0]) else masked.iloc[0]
+            masked, failed = mask_list([value], QUERY_FIELDS[key], mask)
+            out[key] = None if failed[0] else masked[0]
         return out
 
     def audit_hash(self, key: str, value: str) -> str:
