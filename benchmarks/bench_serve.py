@@ -59,6 +59,46 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _descendants(pid: int) -> set[int]:
+    """A process and its live descendants, from /proc."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(text[text.rindex(")") + 2 :].split()[1])
+    found, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found
+
+
+def tree_rss_gb(pid: int) -> dict[int, tuple[float, float]]:
+    """Resident and peak resident GB (VmRSS, VmHWM from /proc) of a process and each live
+    descendant (uvicorn's parent and its workers)."""
+    out = {}
+    for p in sorted(_descendants(pid)):
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        kb = {
+            line.split(":")[0]: int(line.split()[1])
+            for line in status.splitlines()
+            if line.startswith(("VmRSS", "VmHWM"))
+        }
+        if kb:
+            out[p] = (kb.get("VmRSS", 0) / 2**20, kb.get("VmHWM", 0) / 2**20)
+    return out
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) of a process and its live descendants, from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -279,6 +319,7 @@ def main() -> None:
             load(base, tokens, qs, args.requests, args.concurrency, args.max_seconds)
         )
         cpu = tree_cpu_seconds(server.pid) - cpu
+        rss = tree_rss_gb(server.pid)
     finally:
         server.terminate()
         try:
@@ -300,6 +341,9 @@ def main() -> None:
     # server's own CPU seconds per request bound what dedicated cores can serve
     print(f"server CPU: {per * 1000:.1f} ms per request; on {args.workers} dedicated core(s) "
           f"at most {args.workers / per if per else float('inf'):.0f} requests/s")  # fmt: skip
+    # the first is the uvicorn parent (settings checked, no tables), the others its workers
+    print("resident GB per process (now / peak): " + ", ".join(
+        f"{p}: {now:.2f} / {peak:.2f}" for p, (now, peak) in rss.items()))  # fmt: skip
     print("target: p99 <= 50 ms, >= 200 requests/s (2 cores, 1 M identities)")
 
 

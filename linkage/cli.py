@@ -1208,6 +1208,13 @@ def serve(
             "memory, per worker (about 2 GB per worker at 1 M records; several times faster).",
         ),
     ] = True,
+    log_level: Annotated[
+        Literal["critical", "error", "warning", "info", "debug"] | None,
+        typer.Option(
+            "--log-level",
+            help="Log level of the service and uvicorn (default info; -q: warning).",
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Run the lookup service: search and fetch identities over HTTP, each department its own view.
@@ -1224,9 +1231,10 @@ def serve(
     from linkage.share import DEFAULT_POLICY_PATH
 
     # per-request INFO lines of the stages would flood the log: the service logs its own
+    # (serve's log_config sets the levels and one format for it and uvicorn)
     _setup_logging(True)
-    if not quiet:
-        logging.getLogger("linkage.serve").setLevel(logging.INFO)
+    level = log_level or ("warning" if quiet else "info")
+    logging.getLogger("linkage.serve").setLevel(level.upper())
     if workers < 1:
         raise typer.BadParameter("--workers must be at least 1")
     if not store.is_file():
@@ -1241,9 +1249,7 @@ def serve(
         rate_burst=rate_burst,
         in_memory=in_memory,
     )
-    run_service(
-        settings, host=host, port=port, workers=workers, log_level="warning" if quiet else "info"
-    )
+    run_service(settings, host=host, port=port, workers=workers, log_level=level)
 
 
 @app.command("serve-token")

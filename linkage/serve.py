@@ -6,6 +6,7 @@ grants it reuses and never restates. FastAPI and uvicorn come from the ``serve``
 """
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
@@ -37,9 +38,11 @@ from linkage.share import (
     effective_department,
     export_view,
     load_policy,
+    mask_list,
     mask_values,
     view_rows,
 )
+from linkage.share.export import is_microdata
 from linkage.store import Store
 
 try:  # the serve extra; importing this module without it names the extra
@@ -364,12 +367,13 @@ class TokenBuckets:
             return 0.0
 
 
-def _key_fields(key: str) -> set[str]:
+@functools.cache  # a handful of keys, asked on every search answer
+def _key_fields(key: str) -> frozenset[str]:
     """The canonical fields a blocking key is computed from (a derived key's inputs)."""
     from linkage.blocking import DERIVED_KEYS
 
     columns = DERIVED_KEYS[key][0] if key in DERIVED_KEYS else (key,)
-    return {_column_fields(c) for c in columns} - {None}
+    return frozenset({_column_fields(c) for c in columns} - {None})
 
 
 class LookupService:
@@ -487,6 +491,12 @@ class LookupService:
         needed = self._needs_links(self.departments[department])
         return self._links_frame(identity_ids if needed else [])
 
+    def _link_rows_for(self, department: str, identity_ids: list[str]) -> list[tuple]:
+        """:meth:`_links_for` as (source, record_id, identity_id) tuples, without a frame."""
+        if not self._needs_links(self.departments[department]):
+            return []
+        return self.store.link_rows(identity_ids)
+
     def _probe_id_column(self, department: str) -> str | None:
         if self.departments[department].identity == "none":
             return None
@@ -601,15 +611,7 @@ class LookupService:
         if not report.hits:
             return []
         dept = self.departments[department]
-        links = self._links_for(department, [h["identity_id"] for h in report.hits])
-        link_rows = list(
-            zip(
-                links[schema.SOURCE].tolist(),
-                links[schema.RECORD_ID].tolist(),
-                links[schema.IDENTITY_ID].tolist(),
-                strict=True,
-            )
-        )
+        link_rows = self._link_rows_for(department, [h["identity_id"] for h in report.hits])
         hits = report.hits
         if dept.rows == "own":
             keep = {str(i) for s, _, i in link_rows if s in dept.own_sources}
@@ -685,13 +687,26 @@ class LookupService:
             identity_id = self.resolve(department, view_id)
             if identity_id is None:
                 return None
-            golden = self.store.golden_for([identity_id])
-            if golden.empty:
+            if is_microdata(self.departments[department]):
+                # a microdata view generalizes over every row (k-anonymity): export_view
+                return self._fetch_frame(department, identity_id)
+            golden = self.store.golden_rows([identity_id], list(GRANTABLE_FIELDS))
+            if not golden:
                 return None
-            links = self._links_for(department, [identity_id])
-            view = export_view(
-                golden, links, self.policy, department, key=self._key, keyed_order=False
-            )
+            links = self._link_rows_for(department, [identity_id])
+            # the frame-free view export_view gives (tested equal over every department)
+            view = view_rows(golden, links, self.policy, department, key=self._key)
+        if not view:
+            return None
+        return {"department": department, "identity": view[0]}
+
+    def _fetch_frame(self, department: str, identity_id: str) -> dict | None:
+        """One identity through ``export_view`` (frames): microdata views."""
+        golden = self.store.golden_for([identity_id])
+        if golden.empty:
+            return None
+        links = self._links_for(department, [identity_id])
+        view = export_view(golden, links, self.policy, department, key=self._key, keyed_order=False)
         if view.empty:
             return None
         row = view.iloc[0]
@@ -720,8 +735,8 @@ class LookupService:
                 # enumerated probes of one field show as distinct values in the log
                 out[key] = self.audit_hash(key, value)
                 continue
-            masked, failed = mask_values(pd.Series([value]), QUERY_FIELDS[key], mask)
-            out[key] = None if bool(failed.iloc[0]) else masked.iloc[0]
+            masked, failed = mask_list([value], QUERY_FIELDS[key], mask)
+            out[key] = None if failed[0] else masked[0]
         return out
 
     def audit_hash(self, key: str, value: str) -> str:
@@ -1045,25 +1060,77 @@ def settings_env(settings: ServiceSettings) -> dict[str, str]:
     return {_SETTINGS_ENV: json.dumps(asdict(settings))}
 
 
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+LOG_LEVELS: tuple[str, ...] = ("critical", "error", "warning", "info", "debug")
+# one line format for the service's and uvicorn's records: the CLI's, with the process id
+# (each worker logs its own start-up)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+
+
+def log_config(level: LogLevel = "info") -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for the service (uvicorn's ``log_config``): uvicorn's,
+    this module's and the store's records at ``level``, one format (LOG_FORMAT) on stderr,
+    in the parent and in every worker process. The other linkage modules log at ``debug``
+    only when ``level`` is debug, else warnings and above (their INFO lines are per batch
+    stage and would repeat on every request). Raises ValueError for an unknown level."""
+    if level not in LOG_LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    upper = level.upper()
+    others = upper if level in ("debug", "error", "critical") else "WARNING"
+    logger_of = {"handlers": ["stderr"], "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": LOG_FORMAT}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "plain",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "uvicorn": {**logger_of, "level": upper},
+            "uvicorn.error": {"level": upper},
+            # access lines are off (serve's access_log=False); kept quiet if turned on
+            "uvicorn.access": {**logger_of, "level": "WARNING"},
+            "linkage": {**logger_of, "level": others},
+            "linkage.serve": {"level": upper},
+            # the in-memory tables' size and load time, once per worker
+            "linkage.store": {"level": upper},
+        },
+        # any other library's warnings in the same format
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
+    }
+
+
 def serve(
     settings: ServiceSettings,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info",
+    log_level: LogLevel = "info",
 ) -> None:
     """Validate the settings, then run uvicorn until interrupted.
 
-    Access logs are off: request lines could carry personal data, and the audit log
-    records each request instead.
+    ``log_level`` sets the service's and uvicorn's log level (:func:`log_config`). Access
+    logs are off: request lines could carry personal data, and the audit log records each
+    request instead. Raises ConfigError / InputError for bad settings (before any worker
+    starts), ValueError for an unknown ``log_level``.
     """
+    import logging.config
+
     import uvicorn
 
+    config = log_config(log_level)
+    # the parent's own lines (start-up checks) in the same format as the workers'
+    logging.config.dictConfig(config)
     common = dict(
         host=host,
         port=port,
         log_level=log_level,
+        log_config=config,
         access_log=False,
         server_header=False,
         proxy_headers=False,

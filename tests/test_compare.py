@@ -575,3 +575,28 @@ def test_numbers_key_agrees_with_address_numbers():
     expected = ["-".join(address_numbers(d)) or _NO_NUMBERS for d in details]
     assert list(_numbers_key(details)) == expected
     assert expected[1] == "19-5-902" and expected[2] == "3"
+
+
+def test_date_tables_memo_equals_a_fresh_computation():
+    """A lookup's few dates come from the per-process memo; each equals the table computed
+    for the value anew, alone or among others (invalid dates and lunar readings included)."""
+    from linkage.compare import fields
+
+    values = ["1990-03-07", "1985-02-29", "not a date", "2020-1-5", "1500-01-01", "1988-06-15"]
+    fresh = fields._date_tables_of(np.array(values, dtype=object), True)
+    fields._DATE_MEMO.clear()
+    for order in (values, values[::-1], values[2:4] + ["1990-03-07"]):
+        got = fields._date_tables(np.array(order, dtype=object), True)
+        for key, column in fresh.items():
+            expected = np.array([column[values.index(v)] for v in order])
+            np.testing.assert_array_equal(got[key], expected)
+            assert got[key].dtype == column.dtype
+    assert ("1990-03-07", True) in fields._DATE_MEMO
+    # a batch's many distinct dates are computed without the memo
+    many = np.array([f"2000-{m:02d}-{d:02d}" for m in range(1, 5) for d in range(1, 29)], object)
+    assert len(many) > fields._DATE_MEMO_INPUTS
+    before = len(fields._DATE_MEMO)
+    np.testing.assert_array_equal(
+        fields._date_tables(many, True)["lunar"], fields._date_tables_of(many, True)["lunar"]
+    )
+    assert len(fields._DATE_MEMO) == before

@@ -516,3 +516,118 @@ def test_cli_search_says_why_an_answer_is_empty(data, tmp_path):
     )
     # a query none of whose values can be read is bad input: exit 2, saying why
     assert result.exit_code == 2 and "could be read" in result.output
+
+
+def _corrupt(value: str, rng: np.random.Generator) -> str:
+    """One character of a value replaced (a typed digit or character), or left alone."""
+    if not value or rng.random() < 0.5:
+        return value
+    i = int(rng.integers(0, len(value)))
+    pool = "0123456789" if value[i].isdigit() else "张王李刘陈杨黄赵周吴"
+    return value[:i] + pool[int(rng.integers(0, len(pool)))] + value[i + 1 :]
+
+
+@pytest.mark.parametrize("held", [False, True])
+def test_frame_free_scoring_equals_the_batch_compare_and_score(data, tmp_path, held):
+    """Search's comparison levels, partial and total weights and probabilities (arrays, no
+    frames) equal the batch path's (compare_pairs + score_pairs over the stacked frame and
+    store_tf) exactly, on many random queries against many candidates each."""
+    from linkage.incremental import hold_search_tables
+    from linkage.incremental._common import stack, store_tf
+    from linkage.incremental.search import _setup, score_candidates
+    from linkage.pipeline import compare_pairs, score_pairs
+    from linkage.standardize.combine import record_frame, standardize_record_values
+
+    store_path = tmp_path / "s.duckdb"
+    _batch(data / "run.yaml", store_path)
+    rng = np.random.default_rng(11)
+    with Store.open(store_path, create=False, read_only=True) as store:
+        if held:
+            assert hold_search_tables(store)
+        setup = _setup(store)
+        run = setup.run
+        records = store.table("records")
+        fields = [f for f in schema.MAPPABLE_FIELDS if f in records.columns]
+        all_rks = records["rk"].to_numpy()
+        levels_seen = set()
+        for row in records.sample(150, random_state=3).to_dict("records"):
+            given = [f for f in fields if pd.notna(row[f]) and rng.random() < 0.7]
+            raw = {f: _corrupt(str(row[f]), rng) for f in given}
+            raw[schema.SOURCE] = raw[schema.RECORD_ID] = "__query__"
+            std = standardize_record_values(raw, run.standardize)
+            # the record itself, its relatives by row key, and random others
+            rks = np.unique(np.append(rng.choice(all_rks, size=25), row["rk"]))
+            levels, scored = score_candidates(
+                store, setup, std, store.candidate_columns(rks, setup.columns)
+            )
+            query = record_frame(std)
+            cands = store.candidates_by_rk(rks, setup.columns)
+            combined = stack([query[[c for c in query.columns if c in setup.wanted]], cands])
+            pairs = pd.DataFrame(
+                {
+                    schema.ROW_L: np.zeros(len(cands), dtype=np.int64),
+                    schema.ROW_R: np.arange(1, len(combined), dtype=np.int64),
+                }
+            )
+            tf_rows = {
+                n: store_tf(store, combined, query.iloc[0:0], c)
+                for n, c in run.term_frequency.items()
+            }
+            vectors, tf = compare_pairs(combined, pairs, run.comparisons, tf_rows)
+            batch = score_pairs(vectors, run.model, run.comparisons, tf)
+            for c in run.comparisons:
+                expected = batch[schema.GAMMA_PREFIX + c.name].to_numpy()
+                np.testing.assert_array_equal(levels[c.name], expected)
+                np.testing.assert_array_equal(
+                    scored[schema.MW_PREFIX + c.name], batch[schema.MW_PREFIX + c.name].to_numpy()
+                )
+                levels_seen |= {(c.name, int(v)) for v in expected}
+            for column in (schema.MATCH_WEIGHT, schema.MATCH_PROBABILITY):
+                np.testing.assert_array_equal(scored[column], batch[column].to_numpy())
+        # the queries reached null, disagreeing and agreeing levels of every comparison
+        for c in run.comparisons:
+            seen = {v for n, v in levels_seen if n == c.name}
+            assert {-1, 0, len(c.levels) - 1} <= seen, (c.name, seen)
+
+
+@pytest.mark.parametrize("held", [False, True])
+def test_frame_free_point_reads_equal_the_frame_reads(data, tmp_path, held):
+    """candidate_columns, rk_hashes, golden_rows and link_rows give what candidates_by_rk,
+    rks_for_hashes, golden_for and links_of_identities give, reading DuckDB or held tables."""
+    from linkage.incremental import hold_search_tables
+    from linkage.incremental.search import _GOLDEN_COLUMNS, _setup
+
+    store_path = tmp_path / "s.duckdb"
+    _batch(data / "run.yaml", store_path)
+    rng = np.random.default_rng(5)
+    with Store.open(store_path, create=False, read_only=True) as store:
+        if held:
+            assert hold_search_tables(store)
+        columns = _setup(store).columns
+        rks_all = store.table("records")["rk"].to_numpy()
+        ids_all = store.table("golden")[schema.IDENTITY_ID].to_numpy()
+        hashes = store.con.execute("SELECT DISTINCT h FROM key_index").fetchnumpy()["h"]
+        for _ in range(20):
+            rks = np.append(rng.choice(rks_all, size=int(rng.integers(1, 30))), 10**9)
+            frame = store.candidates_by_rk(rks, columns)
+            arrays = store.candidate_columns(rks, columns)
+            assert list(arrays) == list(frame.columns)
+            for c in frame.columns:
+                np.testing.assert_array_equal(arrays[c], frame[c].to_numpy())
+                assert arrays[c].dtype == frame[c].to_numpy().dtype, c
+            hs = [int(h) for h in rng.choice(hashes, size=5)] + [12345]
+            found = store.rks_for_hashes(hs)
+            h, rk = store.rk_hashes(hs)
+            assert sorted(zip(h.tolist(), rk.tolist(), strict=True)) == sorted(
+                zip(found["h"].tolist(), found["rk"].tolist(), strict=True)
+            )
+            ids = [str(i) for i in rng.choice(ids_all, size=4)] + ["none"]
+            assert store.golden_rows(ids, _GOLDEN_COLUMNS) == (
+                store.golden_for(ids, _GOLDEN_COLUMNS).to_dict("records")
+            )
+            links = store.links_of_identities(ids)
+            assert store.link_rows(ids) == list(
+                links[[schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID]].itertuples(
+                    index=False, name=None
+                )
+            )

@@ -246,6 +246,26 @@ def test_score_rejects_out_of_range_levels_and_missing_columns(fitted, sim):
         fitted.score(vectors.drop(columns=[GAMMA_PREFIX + "phone"]))
 
 
+def test_score_levels_equals_score_on_the_same_levels(fitted, sim):
+    """The frame-free scoring of a lookup gives score's numbers, tf levels included, and
+    refuses what score refuses."""
+    vectors, _ = sim
+    part = vectors.iloc[:500]
+    levels = {n: part[GAMMA_PREFIX + n].to_numpy() for n in LEVELS}
+    rng = np.random.default_rng(3)
+    assert fitted.tf_columns  # the name's exact level is tf-adjusted
+    tf = {n: rng.uniform(1e-6, 0.05, len(part)) for n in fitted.tf_columns}
+    tf["name"][::7] = np.nan  # an unknown frequency keeps the level's weight
+    scored = fitted.score(part, tf=tf)
+    arrays = fitted.score_levels(levels, tf=tf)
+    for column in [*(MW_PREFIX + n for n in LEVELS), MATCH_WEIGHT, MATCH_PROBABILITY]:
+        np.testing.assert_array_equal(arrays[column], scored[column].to_numpy())
+    with pytest.raises(InputError, match="gamma_birth"):
+        fitted.score_levels({**levels, "birth": np.full(len(part), 3, np.int8)})
+    with pytest.raises(InputError, match="gamma_phone"):
+        fitted.score_levels({n: v for n, v in levels.items() if n != "phone"})
+
+
 def test_tf_adjustment_weakens_common_names(fitted):
     exact = np.int8(4)
     vectors = pd.DataFrame(

@@ -1072,3 +1072,132 @@ def test_rows_own_answer_does_not_tell_whether_someone_else_matched(built, tmp_p
                 assert present["single_field"] is None
     finally:
         service.close()
+
+
+def test_fetch_gives_the_export_view_of_every_identity_in_every_department(built, monkeypatch):
+    """Fetch (frame-free view, or export_view for microdata) answers, for every identity and
+    every department that may fetch, the department's export_view row of that identity:
+    with the in-memory tables and without; 404 (None) for identities a rows-own view omits."""
+    from linkage.serve import LookupService, ServiceSettings
+
+    monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    policy = load_policy(built["policy"])
+    golden, links = built["golden"], built["links"]
+    fetching = [d for d, p in POLICY["departments"].items() if p.get("identity") != "none"]
+    assert {"monitor", "police_own", "health"} <= set(fetching)
+    for in_memory in (True, False):
+        service = LookupService(
+            ServiceSettings(
+                store=str(built["store"]),
+                policy=str(built["policy"]),
+                tokens=str(built["tokens_file"]),
+                in_memory=in_memory,
+            )
+        )
+        try:
+            for department in fetching:
+                view_ids = _view_ids(built, department)
+                os.environ["LINKAGE_PSEUDONYM_KEY"] = PSEUDONYM_KEY  # the helper pops it
+                full = export_view(golden, links, policy, department, keyed_order=False)
+                column = service.view_id_column(department)
+                rows = {
+                    r[column]: {k: (None if pd.isna(v) else v) for k, v in r.items()}
+                    for r in full.to_dict("records")
+                }
+                sample = golden[schema.IDENTITY_ID]
+                if department == "monitor":  # microdata: one-row export_view, as before
+                    sample = sample.head(15)
+                for ident in sample:
+                    view_id = view_ids[ident]
+                    answer = service.fetch(department, view_id)
+                    if department == "monitor":
+                        expected = _expected_view(built, department, ident)
+                        os.environ["LINKAGE_PSEUDONYM_KEY"] = PSEUDONYM_KEY
+                    else:
+                        expected = rows.get(view_id)
+                    if expected is None:  # outside a rows-own view
+                        assert answer is None, (department, ident)
+                    else:
+                        assert answer == {"department": department, "identity": expected}
+                assert service.fetch(department, "no-such-id") is None
+        finally:
+            service.close()
+
+
+def test_log_level_sets_the_service_and_uvicorn_levels(built, monkeypatch, tmp_path):
+    """--log-level reaches uvicorn and the service's loggers; -q means warning; an unknown
+    level exits 2; every logged line has one format."""
+    import logging
+    import logging.config
+
+    import linkage.serve as serve_module
+    from linkage.serve import LOG_FORMAT, log_config
+
+    config = log_config("debug")
+    assert config["loggers"]["uvicorn"]["level"] == "DEBUG"
+    assert config["loggers"]["linkage"]["level"] == "DEBUG"
+    config = log_config("info")
+    assert config["loggers"]["uvicorn"]["level"] == "INFO"
+    assert config["loggers"]["linkage.serve"]["level"] == "INFO"
+    assert config["loggers"]["linkage"]["level"] == "WARNING"  # stage lines stay out
+    assert config["formatters"]["plain"]["format"] == LOG_FORMAT
+    with pytest.raises(ValueError, match="log level"):
+        log_config("loud")
+
+    seen = []
+    monkeypatch.setattr(serve_module, "serve", lambda settings, **kw: seen.append(kw["log_level"]))
+    base = ["serve", "--store", str(built["store"]), "--tokens", str(built["tokens_file"])]
+    for extra, expected in (
+        ([], "info"),
+        (["-q"], "warning"),
+        (["--log-level", "debug"], "debug"),
+        (["--log-level", "error", "-q"], "error"),
+    ):
+        result = runner.invoke(app, [*base, *extra])
+        assert result.exit_code == 0, result.output
+        assert seen[-1] == expected
+    result = runner.invoke(app, [*base, "--log-level", "loud"])
+    assert result.exit_code == 2 and "--log-level" in result.output
+
+    # uvicorn's own start-up lines come out in the service's format
+    captured = tmp_path / "log.txt"
+    config = log_config("info")
+    config["handlers"]["stderr"] = {
+        "class": "logging.FileHandler",
+        "formatter": "plain",
+        "filename": str(captured),
+    }
+    root = logging.getLogger()
+    root_handlers, root_level = list(root.handlers), root.level
+    logging.config.dictConfig(config)
+    try:
+        logging.getLogger("uvicorn.error").info("Uvicorn running")
+        logging.getLogger("linkage.serve").info("lookup service warm")
+        logging.getLogger("linkage.compare").info("a stage line")
+        logging.getLogger("some.library").warning("a library warning")
+    finally:
+        for name in ("uvicorn", "linkage", ""):
+            for handler in logging.getLogger(name).handlers:
+                handler.close()
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
+        root.handlers[:] = root_handlers
+        root.setLevel(root_level)
+    lines = captured.read_text(encoding="utf-8").splitlines()
+    pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) [\w.]+\[\d+\]: "
+    assert len(lines) == 3 and all(re.match(pattern, x) for x in lines), lines
+    assert "a stage line" not in "".join(lines)
+
+
+def test_the_running_service_logs_uniform_lines_without_query_values(server):
+    """The server process's log (default level): uvicorn's and the service's lines in one
+    format, none holding a searched value."""
+    person = _complete_identities(server["golden"], 1).iloc[0]
+    assert _search(server, "police", name=person["name"], phone=person["phone"]).status_code == 200
+    text = (server["folder"] / "server.log").read_text(encoding="utf-8")
+    lines = [x for x in text.splitlines() if x.strip()]
+    pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+\[\d+\]: "
+    assert any("Uvicorn running" in x for x in lines)
+    assert any("lookup service warm" in x for x in lines)
+    assert all(re.match(pattern, x) for x in lines), lines
+    assert person["name"] not in text and str(person["phone"]) not in text

@@ -55,6 +55,7 @@ __all__ = [
     "compare",
     "comparison_types",
     "comparisons_from_config",
+    "compare_values",
     "default_comparisons",
     "pair_tf",
     "prepare_comparisons",
@@ -324,6 +325,39 @@ def compare(
             level_s[i],
         )
     return pd.DataFrame(out, index=pairs.index)
+
+
+def compare_values(
+    values: Mapping[str, np.ndarray],
+    left: np.ndarray,
+    right: np.ndarray,
+    comparisons: Sequence[Comparison],
+) -> dict[str, np.ndarray]:
+    """:func:`compare` for record columns given as arrays, without frames: ``values`` maps a
+    column to one entry per record (an absent column reads as null, as in :func:`compare`),
+    ``left``/``right`` are the pairs' row positions. Returns comparison name -> int8 levels
+    (-1 null), from the same ``prepare`` and ``compare_prepared`` calls :func:`compare`
+    makes. For single-record search, where frames of a few dozen rows cost more than the
+    comparisons. Raises InputError for repeated comparison names or rows out of range."""
+    names = [c.name for c in comparisons]
+    dupes = sorted({x for x in names if names.count(x) > 1})
+    if dupes:
+        raise InputError(f"comparison names must be unique; repeated: {dupes}")
+    n = len(next(iter(values.values()))) if values else 0
+    left = np.asarray(left, dtype=np.int64)
+    right = np.asarray(right, dtype=np.int64)
+    if len(left) and (min(left.min(), right.min()) < 0 or max(left.max(), right.max()) >= n):
+        raise InputError(f"pair row numbers must lie in 0..{n - 1}", column=schema.ROW_L)
+    out = {}
+    for comparison in comparisons:
+        columns = {
+            col: values[col] if col in values else np.full(n, None, dtype=object)
+            for col in comparison.columns
+        }
+        prepared = comparison.prepare(columns)
+        levels = comparison.compare_prepared(prepared, left, right)
+        out[comparison.name] = np.asarray(levels, dtype=np.int8)
+    return out
 
 
 def term_frequencies(records: pd.DataFrame, column: str) -> np.ndarray:

@@ -250,8 +250,34 @@ def _with_check(ids: np.ndarray, donor: np.ndarray) -> np.ndarray:
     return out
 
 
+# A lookup compares a few dozen records: their distinct dates' tables are kept per process
+# (at most _DATE_MEMO_SIZE entries), as parsing and the lunar conversion cost ~1.5 ms a
+# search. Only small inputs use it, so batch runs compute as before.
+_DATE_MEMO: dict[tuple[Any, bool], dict[str, Any]] = {}
+_DATE_MEMO_SIZE = 100_000
+_DATE_MEMO_INPUTS = 64
+
+
 def _date_tables(uniques: np.ndarray, lunar: bool) -> dict[str, np.ndarray]:
     """Day number, year, month, day (and lunar readings) per distinct ISO date string."""
+    if not 0 < len(uniques) <= _DATE_MEMO_INPUTS:
+        return _date_tables_of(uniques, lunar)
+    missing = list(dict.fromkeys(u for u in uniques if (u, lunar) not in _DATE_MEMO))
+    if missing:
+        if len(_DATE_MEMO) + len(missing) > _DATE_MEMO_SIZE:
+            _DATE_MEMO.clear()
+        found = _date_tables_of(np.array(missing, dtype=object), lunar)
+        for i, u in enumerate(missing):
+            # each entry computed element-wise by _date_tables_of: equal to a fresh call
+            _DATE_MEMO[(u, lunar)] = {k: v[i] for k, v in found.items()}
+    rows = [_DATE_MEMO[(u, lunar)] for u in uniques]
+    return {
+        k: np.array([r[k] for r in rows], dtype=bool if k == "ok" else np.int64) for k in rows[0]
+    }
+
+
+def _date_tables_of(uniques: np.ndarray, lunar: bool) -> dict[str, np.ndarray]:
+    """:func:`_date_tables` computed for every value (no memo)."""
     parsed = pd.to_datetime(pd.Series(uniques, dtype=object), format="%Y-%m-%d", errors="coerce")
     ok = parsed.notna().to_numpy()
     day = np.full(len(uniques), _NO_DAY, dtype=np.int64)

@@ -16,9 +16,10 @@ import pandas as pd
 
 from linkage import schema
 from linkage.blocking import record_rule_keys
-from linkage.incremental._common import StoredRun, stack, store_tf, stored_run
-from linkage.pipeline import compare_pairs, score_pairs
-from linkage.standardize.combine import record_frame, standardize_record_values
+from linkage.compare import compare_values
+from linkage.incremental._common import StoredRun, stored_run
+from linkage.schema import GAMMA_PREFIX, MW_PREFIX
+from linkage.standardize.combine import standardize_record_values
 from linkage.store import Store
 
 # source and record_id of the query record inside the compared table
@@ -212,10 +213,8 @@ def search_report(
     limit = blocking.max_block_size
     rule_keys = record_rule_keys(row, blocking)
     hashes = sorted({int(v) for v in rule_keys.values() if not isinstance(v, list)})
-    found = store.rks_for_hashes(hashes)
     # records per key, by numpy: a few hundred rows, where a group-by costs ~1 ms
-    found_h = found[schema.KEY_HASH].to_numpy(dtype=np.int64)
-    found_rk = found[schema.RECORD_KEY].to_numpy(dtype=np.int64)
+    found_h, found_rk = store.rk_hashes(hashes)
     key_values, key_counts = np.unique(found_h, return_counts=True)
     sizes = dict(zip(key_values.tolist(), key_counts.tolist(), strict=True))
     for rule in blocking.rules:
@@ -233,7 +232,7 @@ def search_report(
         report.rules.append(entry)
     # a block the batch would skip (over max_block_size) is skipped here too
     rks = np.array([], np.int64)
-    if len(found):
+    if len(found_h):
         in_limit = key_counts[np.searchsorted(key_values, found_h)] <= limit
         rks = np.unique(found_rk[in_limit])
     if only is not None:
@@ -252,8 +251,8 @@ def search_report(
             f"no blocking rule found a candidate; ranked the {single['records']} stored "
             f"records sharing the {single['field']} alone"
         )
-    cands = store.candidates_by_rk(rks, setup.columns)
-    report.hits = _rank(store, setup, record_frame(row), cands, top)
+    cands = store.candidate_columns(rks, setup.columns)
+    report.hits = _rank(store, setup, row, cands, top)
     return report
 
 
@@ -292,32 +291,73 @@ def _single_field_lookup(store: Store, row: dict, report: SearchReport, limit: i
     return np.array([], np.int64)
 
 
+def combined_values(
+    setup: _Setup, row: dict, cands: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The query record (row 0) stacked on the candidates (rows 1..n), one object array
+    per column a comparison or term frequency reads: the table ``stack([record_frame(row),
+    candidates])`` gives the batch's ``compare``, without frames (a side lacking a column
+    reads as null)."""
+    n = len(cands[schema.IDENTITY_ID])
+    out = {}
+    for column in setup.columns:
+        in_query, in_cands = column in row, column in cands
+        if not (in_query or in_cands):
+            continue
+        values = np.empty(n + 1, dtype=object)
+        values[0] = row[column] if in_query else None
+        values[1:] = cands[column] if in_cands else None
+        out[column] = values
+    return out
+
+
+def _tf_per_row(store: Store, values: dict[str, np.ndarray], column: str) -> np.ndarray:
+    """``store_tf`` of the query and candidates without new records: the stored count of
+    each row's value over the stored non-null total; NaN where null."""
+    stored, total = store.value_counts(column)
+    if column not in values:
+        return np.full(len(next(iter(values.values()))), np.nan)
+    found = values[column]
+    positions = stored.index.get_indexer(found)
+    counts = np.where(positions >= 0, stored.to_numpy()[positions], 0).astype(np.float64)
+    tf = counts / max(total, 1)
+    tf[pd.isna(found)] = np.nan
+    return tf
+
+
+def score_candidates(
+    store: Store, setup: _Setup, row: dict, cands: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Compare the standardized query ``row`` with each candidate and score the pairs, by
+    the batch's comparisons and model on arrays (``compare_values``, ``score_levels``):
+    returns (comparison name -> int8 levels, ``score_levels``' arrays), one entry per
+    candidate in ``cands`` order."""
+    run = setup.run
+    values = combined_values(setup, row, cands)
+    n = len(cands[schema.IDENTITY_ID])
+    left = np.zeros(n, dtype=np.int64)
+    right = np.arange(1, n + 1, dtype=np.int64)
+    levels = compare_values(values, left, right, run.comparisons)
+    tf = {}
+    for name, column in run.term_frequency.items():
+        if name in run.model.tf_columns:  # score_pairs ignores the others
+            per_row = _tf_per_row(store, values, column)
+            tf[name] = np.fmax(per_row[left], per_row[right])  # as pair_tf
+    return levels, run.model.score_levels(levels, tf=tf)
+
+
 def _rank(
-    store: Store, setup: _Setup, query: pd.DataFrame, cands: pd.DataFrame, top: int
+    store: Store, setup: _Setup, row: dict, cands: dict[str, np.ndarray], top: int
 ) -> list[dict]:
     """Score the query against candidate records; best record per identity, best first."""
     run = setup.run
-    # only the columns the comparisons and term frequencies read: half the columns to stack
-    combined = stack([query[[c for c in query.columns if c in setup.wanted]], cands])
-    pairs = pd.DataFrame(
-        {
-            schema.ROW_L: np.zeros(len(cands), dtype=np.int64),
-            schema.ROW_R: np.arange(1, len(combined), dtype=np.int64),
-        }
-    )
-    tf_rows = {
-        name: store_tf(store, combined, query.iloc[0:0], column)
-        for name, column in run.term_frequency.items()
-    }
-    vectors, tf = compare_pairs(combined, pairs, run.comparisons, tf_rows)
-    scored = score_pairs(vectors, run.model, run.comparisons, tf)
+    levels, scored = score_candidates(store, setup, row, cands)
     # best record per identity, by weight then source and record id; a few candidates:
     # plain Python rather than a sort and group-by over frames
-    right = scored[schema.ROW_R].to_numpy()
-    weights = scored[schema.MATCH_WEIGHT].to_numpy(dtype=float)
-    sources = combined[schema.SOURCE].to_numpy(dtype=object)[right]
-    record_ids = combined[schema.RECORD_ID].to_numpy(dtype=object)[right]
-    identities = cands[schema.IDENTITY_ID].to_numpy(dtype=object)
+    weights = scored[schema.MATCH_WEIGHT]
+    sources = cands[schema.SOURCE]
+    record_ids = cands[schema.RECORD_ID]
+    identities = cands[schema.IDENTITY_ID]
     n_records = Counter(identities.tolist())
     chosen: dict[Any, int] = {}
     for i in sorted(range(len(weights)), key=lambda i: (-weights[i], sources[i], record_ids[i])):
@@ -325,19 +365,19 @@ def _rank(
             chosen[identities[i]] = i
             if len(chosen) == top:
                 break
-    picked = list(chosen.values())
-    golden = store.golden_for(list(chosen), _GOLDEN_COLUMNS)
-    golden = {g[schema.IDENTITY_ID]: g for g in golden.to_dict("records")}
+    golden = {g[schema.IDENTITY_ID]: g for g in store.golden_rows(list(chosen), _GOLDEN_COLUMNS)}
+    names = run.model.comparisons
     out = []
-    # at most ``top`` rows, as dicts: no per-row frames
-    for i, row in zip(picked, scored.iloc[picked].to_dict("records"), strict=True):
-        ident_id = identities[i]
+    for ident_id, i in chosen.items():
         g = golden.get(ident_id)
+        # the scored pair as explain_records reads it: levels and partial weights
+        pair = {GAMMA_PREFIX + c: int(levels[c][i]) for c in names}
+        pair.update({MW_PREFIX + c: float(scored[MW_PREFIX + c][i]) for c in names})
         out.append(
             {
                 "identity_id": ident_id,
-                "match_probability": float(row[schema.MATCH_PROBABILITY]),
-                "match_weight": float(row[schema.MATCH_WEIGHT]),
+                "match_probability": float(scored[schema.MATCH_PROBABILITY][i]),
+                "match_weight": float(weights[i]),
                 "best_record": {"source": sources[i], "record_id": record_ids[i]},
                 "matched_records": int(n_records.get(ident_id, 0)),
                 "golden": {}
@@ -353,7 +393,9 @@ def _rank(
                         "level": level_name,
                         "weight": round(float(weight), 3),
                     }
-                    for comparison, _, level_name, _, _, weight, _ in run.model.explain_records(row)
+                    for comparison, _, level_name, _, _, weight, _ in run.model.explain_records(
+                        pair
+                    )
                 ],
             }
         )
