@@ -440,6 +440,18 @@ _DEFAULT_READS: dict[str, tuple[str, ...]] = {
 # ----------------------------------------------------------------------------- model and later
 
 
+class HouseholdSettings(_Model):
+    """The household pattern scored by a model of its own (FellegiSunterModel.fit_household):
+    ``differ`` at its else level while each ``agree`` comparison reaches its level; the
+    ``witness`` comparison at or above its level starts EM as a match."""
+
+    differ: str = "name"
+    agree: dict[str, str] = Field(
+        default_factory=lambda: {"birth_date": "exact", "contact": "address"}
+    )
+    witness: dict[str, str] | None = Field(default_factory=lambda: {"id": "prefix_tail_lost"})
+
+
 class ModelSettings(_Model):
     """Scoring: how the Fellegi–Sunter model is trained."""
 
@@ -469,6 +481,10 @@ class ModelSettings(_Model):
         default_factory=lambda: [{"id": "exact"}, {"name": "clean_exact", "birth_date": "exact"}]
     )
     prior_recall: float = Field(default=0.8, gt=0, le=1)
+    # Names that differ entirely with one birth date and a shared address or phone: twins and
+    # siblings, or one person renamed. Scored by a latent-class model of their own, since
+    # households break the independence the product of weights assumes; null turns it off.
+    household: HouseholdSettings | None = Field(default_factory=HouseholdSettings)
     # Optional CSV of reviewed pairs (source_l, record_id_l, source_r, record_id_r, label).
     labels: Path | None = None
     # A saved model to use instead of training.
