@@ -805,7 +805,7 @@ class FellegiSunterModel:
         columns (a dict or Series): no frame is built, for a lookup's few hits."""
         self._check_fitted()
         weights = self.weights_
-        records = []
+        gamma = []
         for name in self.comparisons:
             col = GAMMA_PREFIX + name
             if col not in row:
@@ -814,14 +814,30 @@ class FellegiSunterModel:
             level = -1 if pd.isna(raw) else int(raw)
             if not -1 <= level < self._k(name):
                 raise InputError(f"level {level} outside -1..{self._k(name) - 1}", column=col)
+            gamma.append(level)
+        g = np.array([gamma], dtype=np.int8)
+        hh_parts: dict[str, float] = {}
+        if self.household_mask(g)[0]:
+            # a household pair: the household model's weights (see fit_household)
+            hh_total, parts = self._household_weight(g)
+            hh_parts = {n: float(v[0]) for n, v in parts.items()}
+            hh_parts[self.household_["differ"]] += float(hh_total[0]) - self.prior_weight_ - sum(
+                float(v[0]) for v in parts.values()
+            )
+        records = []
+        for name, level in zip(self.comparisons, gamma, strict=True):
             if level < 0:
                 records.append((name, -1, "null", np.nan, np.nan, 0.0, False))
                 continue
-            base = float(weights[name][level])
+            base = hh_parts[name] if hh_parts else float(weights[name][level])
             weight = base
             tf_adjusted = False
             is_tf_level = self.tf_columns.get(name) == level
             mw_col = MW_PREFIX + name
+            m_level, u_level = float(self.m_[name][level]), float(self.u_[name][level])
+            if hh_parts and name in self.household_["m"]:
+                m_level = float(self.household_["m"][name][level])
+                u_level = float(self.household_["u"][name][level])
             if mw_col in row and not pd.isna(row[mw_col]):
                 weight = float(row[mw_col])
                 tf_adjusted = is_tf_level and not math.isclose(weight, base, abs_tol=1e-9)
@@ -833,8 +849,8 @@ class FellegiSunterModel:
                     name,
                     level,
                     self.levels[name][level],
-                    float(self.m_[name][level]),
-                    float(self.u_[name][level]),
+                    m_level,
+                    u_level,
                     weight,
                     tf_adjusted,
                 )
@@ -912,6 +928,7 @@ class FellegiSunterModel:
                 "converged": bool(getattr(self, "converged_", True)),
                 "history": [float(x) for x in getattr(self, "history_", [])],
             },
+            "household": _household_to_json(getattr(self, "household_", None)),
             "settings": self.settings,
         }
 
@@ -946,6 +963,7 @@ class FellegiSunterModel:
                     raise InputError(
                         f"model file: {part}['{n}'] must hold {model._k(n)} positive values"
                     )
+        model.household_ = _household_from_json(data.get("household"), model)
         model.u_floor_ = {k: float(v) for k, v in data.get("u_floor_fitted", {}).items()}
         fit = data.get("fit", {})
         model.n_iter_ = int(fit.get("n_iter", 0))
@@ -988,3 +1006,42 @@ class FellegiSunterModel:
     def __repr__(self) -> str:
         fitted = "fitted" if hasattr(self, "lambda_") else "unfitted"
         return f"FellegiSunterModel({len(self.levels)} comparisons, {fitted})"
+
+
+def _household_to_json(hh: Mapping[str, Any] | None) -> dict | None:
+    if not hh:
+        return None
+    out = {k: v for k, v in hh.items() if k not in ("m", "u")}
+    out["lambda"] = float(hh["lambda"])
+    for part in ("m", "u"):
+        out[part] = {n: [float(x) for x in arr] for n, arr in hh[part].items()}
+    return out
+
+
+def _household_from_json(data: Mapping[str, Any] | None, model: FellegiSunterModel) -> dict | None:
+    """The household model of a model file (absent in files written before it: None)."""
+    if not data:
+        return None
+    try:
+        hh = {k: v for k, v in data.items() if k not in ("m", "u")}
+        hh["lambda"] = float(data["lambda"])
+        hh["agree"] = {str(n): int(v) for n, v in data["agree"].items()}
+        for part in ("m", "u"):
+            hh[part] = {n: np.asarray(v, dtype=np.float64) for n, v in data[part].items()}
+        names = [data["differ"], *hh["agree"], *hh["m"], *hh["u"]]
+        if data.get("witness"):
+            names.append(data["witness"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"model file: household model is malformed: {exc!r}") from exc
+    for name in names:
+        if name not in model.levels:
+            raise InputError(f"model file: household model names unknown comparison '{name}'")
+    for part in ("m", "u"):
+        for n, arr in hh[part].items():
+            if arr.shape != (model._k(n),) or not (arr > 0).all():
+                raise InputError(
+                    f"model file: household {part}['{n}'] must hold {model._k(n)} positive values"
+                )
+    if not 0.0 < hh["lambda"] < 1.0:
+        raise InputError("model file: household lambda must lie strictly between 0 and 1")
+    return hh
