@@ -450,6 +450,10 @@ class HouseholdSettings(_Model):
         default_factory=lambda: {"birth_date": "exact", "contact": "address"}
     )
     witness: dict[str, str] | None = Field(default_factory=lambda: {"id": "prefix_tail_lost"})
+    # also score pairs whose witness is null (no ID on a side) by the household model: right
+    # where children's clinic files without ID are mostly twins, wrong where they are mostly
+    # one person renamed or mistyped twice (the project's generator): off by default
+    unwitnessed: bool = False
 
 
 class ModelSettings(_Model):

@@ -536,6 +536,10 @@ class FellegiSunterModel:
         if hh.get("witness"):
             # an agreeing witness (one ID) keeps the run's weights: it outweighs the pattern
             mask &= gamma[:, names.index(hh["witness"])] < int(hh["witness_match"])
+            if not hh.get("unwitnessed", False):
+                # where the witness is null (a clinic file without ID) the pattern alone does
+                # not tell twins from one renamed person: the run's weights stay
+                mask &= gamma[:, names.index(hh["witness"])] >= 0
         return mask
 
     def fit_household(
@@ -546,6 +550,7 @@ class FellegiSunterModel:
         *,
         witness: str | None = None,
         witness_match: int | None = None,
+        unwitnessed: bool = False,
         min_pairs: int = 50,
     ) -> FellegiSunterModel:
         """Learn how to score pairs at the household pattern: the ``differ`` comparison at
@@ -565,7 +570,9 @@ class FellegiSunterModel:
         (responsibility 0.9 at or above ``witness_match``, 0.1 below, 0.5 where null:
         an ID tells twins apart), so the match share among them (``lambda``) and each
         level's weight within households are learnt from the data. :meth:`score` then
-        replaces the weights of such pairs with this model's.
+        replaces the weights of such pairs with this model's: those whose witness disagrees
+        (two IDs of one region and birth date: twins), and with ``unwitnessed`` also those
+        whose witness is null. A pair whose witness agrees (one ID) keeps the run's weights.
         Fewer than ``min_pairs`` pairs at the pattern: nothing is fitted (``household_``
         None). Raises ``NotFittedError`` before :meth:`fit_sessions` / :meth:`fit`,
         ``ValueError`` for a comparison the model lacks.
@@ -630,6 +637,7 @@ class FellegiSunterModel:
             "agree": {n: int(v) for n, v in agree.items()},
             "witness": witness,
             "witness_match": None if witness is None else int(witness_match),
+            "unwitnessed": bool(unwitnessed),
             "pairs": n_pairs,
             "lambda": lam,
             "m": m,

@@ -60,6 +60,7 @@ def fit_household(
         agree,
         witness=next(iter(witness), None),
         witness_match=next(iter(witness.values()), None),
+        unwitnessed=spec.unwitnessed,
     )
 
 
