@@ -646,9 +646,11 @@ class FellegiSunterModel:
         logger.info("household pattern: %d pairs, match share %.3f", n_pairs, lam)
         return self
 
-    def _household_weight(self, gamma: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Total weight of pairs at the household pattern and each comparison's part of it
-        (the pattern's own comparisons get 0; the household prior replaces the run's)."""
+    def household_weights(self, gamma: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """For pairs at the household pattern (an ``(n, C)`` level matrix, rows already
+        chosen by :meth:`household_mask`): their total match weight under the household model
+        and each comparison's part of it (the pattern's own comparisons get 0; the household
+        model's prior, log2(lambda / (1 - lambda)), replaces the run's)."""
         hh = self.household_
         total = np.full(len(gamma), math.log2(hh["lambda"]) - math.log2(1.0 - hh["lambda"]))
         parts = {}
@@ -758,7 +760,7 @@ class FellegiSunterModel:
             new[MW_PREFIX + name] = mw
         at = self.household_mask(gamma)
         if at.any():
-            hh_total, parts = self._household_weight(gamma[at])
+            hh_total, parts = self.household_weights(gamma[at])
             total[at] = hh_total
             for name, part in parts.items():
                 new[MW_PREFIX + name][at] = part
@@ -827,7 +829,7 @@ class FellegiSunterModel:
         hh_parts: dict[str, float] = {}
         if self.household_mask(g)[0]:
             # a household pair: the household model's weights (see fit_household)
-            hh_total, parts = self._household_weight(g)
+            hh_total, parts = self.household_weights(g)
             hh_parts = {n: float(v[0]) for n, v in parts.items()}
             hh_parts[self.household_["differ"]] += float(hh_total[0]) - self.prior_weight_ - sum(
                 float(v[0]) for v in parts.values()

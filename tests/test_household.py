@@ -394,3 +394,16 @@ def test_wrong_gender_keeps_an_identical_id_as_evidence():
     assert vectors["gamma_id"].tolist()[0] == IdComparison.levels.index("exact")
     # an undated record of the other gender with this ID: a child under a guardian's ID
     assert vectors["gamma_id"].tolist()[1] == -1
+
+
+def test_rescore_pairs_applies_the_household_model(tmp_path):
+    from linkage.review.queue import rescore_pairs
+
+    config, _ = _household_registries(tmp_path)
+    result = Linker.from_yaml(config).run()
+    model, pairs = result.model, result.pairs
+    gamma = pairs[[f"gamma_{n}" for n in model.comparisons]].fillna(-1).astype("int8")
+    assert model.household_mask(gamma.to_numpy()).any()
+    # re-scored under the model that scored them, every pair keeps its weight
+    rescored = rescore_pairs(pairs, model, model)
+    assert np.allclose(rescored[schema.MATCH_WEIGHT], pairs[schema.MATCH_WEIGHT])
