@@ -688,6 +688,20 @@ class RunConfig(_Model):
                 continue
             for i, rule in enumerate(getattr(self.model, key)):
                 problems += _rule_problems(f"model.{key}[{i}]", rule, levels)
+        household = self.model.household
+        if "household" in written and household is not None:
+            fields = household.model_fields_set
+            if "agree" in fields:
+                problems += _rule_problems("model.household.agree", household.agree, levels)
+            if "witness" in fields and household.witness is not None:
+                problems += _rule_problems("model.household.witness", household.witness, levels)
+                if len(household.witness) > 1:
+                    problems.append("key 'model.household.witness': name one comparison")
+            if "differ" in fields and household.differ not in levels:
+                problems.append(
+                    f"key 'model.household.differ': no comparison named '{household.differ}'; "
+                    f"comparisons are {', '.join(levels)}"
+                )
         if "term_frequency" in written:
             for name in self.model.term_frequency:
                 if name not in levels:
