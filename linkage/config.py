@@ -440,6 +440,22 @@ _DEFAULT_READS: dict[str, tuple[str, ...]] = {
 # ----------------------------------------------------------------------------- model and later
 
 
+class HouseholdSettings(_Model):
+    """The household pattern scored by a model of its own (FellegiSunterModel.fit_household):
+    ``differ`` at its else level while each ``agree`` comparison reaches its level; the
+    ``witness`` comparison at or above its level starts EM as a match."""
+
+    differ: str = "name"
+    agree: dict[str, str] = Field(
+        default_factory=lambda: {"birth_date": "exact", "contact": "address"}
+    )
+    witness: dict[str, str] | None = Field(default_factory=lambda: {"id": "prefix_tail_lost"})
+    # also score pairs whose witness is null (no ID on a side) by the household model: right
+    # where children's clinic files without ID are mostly twins, wrong where they are mostly
+    # one person renamed or mistyped twice (the project's generator): off by default
+    unwitnessed: bool = False
+
+
 class ModelSettings(_Model):
     """Scoring: how the Fellegi–Sunter model is trained."""
 
@@ -469,6 +485,10 @@ class ModelSettings(_Model):
         default_factory=lambda: [{"id": "exact"}, {"name": "clean_exact", "birth_date": "exact"}]
     )
     prior_recall: float = Field(default=0.8, gt=0, le=1)
+    # Names that differ entirely with one birth date and a shared address or phone: twins and
+    # siblings, or one person renamed. Scored by a latent-class model of their own, since
+    # households break the independence the product of weights assumes; null turns it off.
+    household: HouseholdSettings | None = Field(default_factory=HouseholdSettings)
     # Optional CSV of reviewed pairs (source_l, record_id_l, source_r, record_id_r, label).
     labels: Path | None = None
     # A saved model to use instead of training.
@@ -668,6 +688,20 @@ class RunConfig(_Model):
                 continue
             for i, rule in enumerate(getattr(self.model, key)):
                 problems += _rule_problems(f"model.{key}[{i}]", rule, levels)
+        household = self.model.household
+        if "household" in written and household is not None:
+            fields = household.model_fields_set
+            if "agree" in fields:
+                problems += _rule_problems("model.household.agree", household.agree, levels)
+            if "witness" in fields and household.witness is not None:
+                problems += _rule_problems("model.household.witness", household.witness, levels)
+                if len(household.witness) > 1:
+                    problems.append("key 'model.household.witness': name one comparison")
+            if "differ" in fields and household.differ not in levels:
+                problems.append(
+                    f"key 'model.household.differ': no comparison named '{household.differ}'; "
+                    f"comparisons are {', '.join(levels)}"
+                )
         if "term_frequency" in written:
             for name in self.model.term_frequency:
                 if name not in levels:

@@ -523,6 +523,146 @@ class FellegiSunterModel:
         self.history_ = []
         return self
 
+    def household_mask(self, gamma: np.ndarray) -> np.ndarray:
+        """Rows of an ``(n, C)`` level matrix at the household pattern of :meth:`fit_household`
+        (all False when none was fitted)."""
+        hh = getattr(self, "household_", None)
+        if not hh:
+            return np.zeros(len(gamma), dtype=bool)
+        names = self.comparisons
+        mask = gamma[:, names.index(hh["differ"])] == 0
+        for name, level in hh["agree"].items():
+            mask &= gamma[:, names.index(name)] >= int(level)
+        if hh.get("witness"):
+            # an agreeing witness (one ID) keeps the run's weights: it outweighs the pattern
+            mask &= gamma[:, names.index(hh["witness"])] < int(hh["witness_match"])
+            if not hh.get("unwitnessed", False):
+                # where the witness is null (a clinic file without ID) the pattern alone does
+                # not tell twins from one renamed person: the run's weights stay
+                mask &= gamma[:, names.index(hh["witness"])] >= 0
+        return mask
+
+    def fit_household(
+        self,
+        vectors: pd.DataFrame,
+        differ: str,
+        agree: Mapping[str, int],
+        *,
+        witness: str | None = None,
+        witness_match: int | None = None,
+        unwitnessed: bool = False,
+        min_pairs: int = 50,
+    ) -> FellegiSunterModel:
+        """Learn how to score pairs at the household pattern: the ``differ`` comparison at
+        its ``else`` level while every ``agree`` comparison is at or above its level (default
+        config: names that differ entirely, one birth date, a shared address or phone).
+
+        Twins and siblings show this pattern; one person whose name was changed or
+        recorded unrecognisably shows it too. Fellegi–Sunter multiplies the agreements as
+        if independent, with u from random pairs, where a shared birth date and a shared
+        address almost never meet; inside a household they meet whenever two children are
+        twins, so the product overstates the evidence (conditional dependence: Winkler,
+        "Using the EM algorithm for weight computation in the Fellegi-Sunter model of record
+        linkage", 1988; Larsen and Rubin, JASA 2001, fit separate latent classes where the
+        independence fails). Here the pairs at the pattern get a latent-class model of
+        their own: EM with m AND u free over the other comparisons (ID, gender, hukou
+        address, the contact level, ...), starting from the ``witness`` comparison
+        (responsibility 0.9 at or above ``witness_match``, 0.1 below, 0.5 where null:
+        an ID tells twins apart), so the match share among them (``lambda``) and each
+        level's weight within households are learnt from the data. :meth:`score` then
+        replaces the weights of such pairs with this model's: those whose witness disagrees
+        (two IDs of one region and birth date: twins), and with ``unwitnessed`` also those
+        whose witness is null. A pair whose witness agrees (one ID) keeps the run's weights.
+        Fewer than ``min_pairs`` pairs at the pattern: nothing is fitted (``household_``
+        None). Raises ``NotFittedError`` before :meth:`fit_sessions` / :meth:`fit`,
+        ``ValueError`` for a comparison the model lacks.
+        """
+        self._check_fitted()
+        for name in (differ, *agree, *([witness] if witness else [])):
+            if name not in self.levels:
+                raise ValueError(f"household pattern names unknown comparison '{name}'")
+        self.household_ = None
+        gamma = self._gamma_matrix(vectors)
+        names = self.comparisons
+        mask = gamma[:, names.index(differ)] == 0
+        for name, level in agree.items():
+            mask &= gamma[:, names.index(name)] >= int(level)
+        n_pairs = int(mask.sum())
+        if n_pairs < min_pairs:
+            logger.info("household pattern: %d pairs, no household model", n_pairs)
+            return self
+        # every comparison but the differing one and those the pattern pins to one level
+        free = [
+            n for n in names
+            if n != differ and not (n in agree and int(agree[n]) == self._k(n) - 1)
+        ]
+        patterns, counts = self._patterns(gamma[mask])
+        cols = {n: patterns[:, names.index(n)].astype(np.intp) + 1 for n in free}
+        if witness:
+            w = patterns[:, names.index(witness)]
+            post = np.where(w < 0, 0.5, np.where(w >= int(witness_match), 0.9, 0.1))
+        else:
+            post = np.full(len(patterns), 0.5)
+        floor = 1.0 / (2.0 * n_pairs)
+        # m stays the run's (how one person's records vary does not depend on the household),
+        # restricted to the levels the pattern allows; u and lambda are learnt here
+        m: dict[str, np.ndarray] = {}
+        for n in free:
+            mn = np.array(self.m_[n], dtype=np.float64)
+            mn[: int(agree.get(n, 0))] = 0.0
+            m[n] = _apply_floor(mn / mn.sum(), floor)
+        u: dict[str, np.ndarray] = {}
+        lam = 0.5
+        for _ in range(self.max_iter):
+            w_non = counts * (1.0 - post)
+            new_lam = float(np.clip(1.0 - w_non.sum() / counts.sum(), floor, 1.0 - floor))
+            delta = abs(new_lam - lam) if u else 1.0
+            lam = new_lam
+            for n in free:
+                k = self._k(n)
+                c = np.bincount(cols[n], weights=w_non, minlength=k + 1)[1:]
+                new = _apply_floor(c / c.sum(), floor) if c.sum() > 0 else np.full(k, 1.0 / k)
+                delta = max(delta, float(np.abs(new - u.get(n, new)).max()))
+                u[n] = new
+            log_m = np.full(len(patterns), math.log(lam))
+            log_u = np.full(len(patterns), math.log1p(-lam))
+            for n in free:
+                log_m += np.concatenate(([0.0], np.log(m[n])))[cols[n]]
+                log_u += np.concatenate(([0.0], np.log(u[n])))[cols[n]]
+            post = np.exp(log_m - np.logaddexp(log_m, log_u))
+            if delta < self.tol:
+                break
+        self.household_ = {
+            "differ": differ,
+            "agree": {n: int(v) for n, v in agree.items()},
+            "witness": witness,
+            "witness_match": None if witness is None else int(witness_match),
+            "unwitnessed": bool(unwitnessed),
+            "pairs": n_pairs,
+            "lambda": lam,
+            "m": m,
+            "u": u,
+        }
+        logger.info("household pattern: %d pairs, match share %.3f", n_pairs, lam)
+        return self
+
+    def household_weights(self, gamma: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """For pairs at the household pattern (an ``(n, C)`` level matrix, rows already
+        chosen by :meth:`household_mask`): their total match weight under the household model
+        and each comparison's part of it (the pattern's own comparisons get 0; the household
+        model's prior, log2(lambda / (1 - lambda)), replaces the run's)."""
+        hh = self.household_
+        total = np.full(len(gamma), math.log2(hh["lambda"]) - math.log2(1.0 - hh["lambda"]))
+        parts = {}
+        for j, name in enumerate(self.comparisons):
+            if name in hh["m"]:
+                table = np.concatenate(([0.0], np.log2(hh["m"][name] / hh["u"][name])))
+                parts[name] = table[gamma[:, j].astype(np.intp) + 1]
+            else:
+                parts[name] = np.zeros(len(gamma))
+            total += parts[name]
+        return total, parts
+
     def _u_copy(self) -> dict[str, np.ndarray]:
         return {n: np.asarray(self.u_[n], dtype=np.float64).copy() for n in self.comparisons}
 
@@ -655,6 +795,16 @@ class FellegiSunterModel:
                 mw[at] = self._tf_weight(name, t[at])
             total += mw
             new[MW_PREFIX + name] = mw
+        at = self.household_mask(gamma)
+        if at.any():
+            hh_total, parts = self.household_weights(gamma[at])
+            total[at] = hh_total
+            for name, part in parts.items():
+                new[MW_PREFIX + name][at] = part
+            # the household prior's difference from the run's goes to the differing comparison
+            new[MW_PREFIX + self.household_["differ"]][at] += hh_total - self.prior_weight_ - sum(
+                parts.values()
+            )
         new[MATCH_WEIGHT] = total
         new[MATCH_PROBABILITY] = match_probability(total)
         return new
@@ -698,7 +848,7 @@ class FellegiSunterModel:
         columns (a dict or Series): no frame is built, for a lookup's few hits."""
         self._check_fitted()
         weights = self.weights_
-        records = []
+        gamma = []
         for name in self.comparisons:
             col = GAMMA_PREFIX + name
             if col not in row:
@@ -707,14 +857,30 @@ class FellegiSunterModel:
             level = -1 if pd.isna(raw) else int(raw)
             if not -1 <= level < self._k(name):
                 raise InputError(f"level {level} outside -1..{self._k(name) - 1}", column=col)
+            gamma.append(level)
+        g = np.array([gamma], dtype=np.int8)
+        hh_parts: dict[str, float] = {}
+        if self.household_mask(g)[0]:
+            # a household pair: the household model's weights (see fit_household)
+            hh_total, parts = self.household_weights(g)
+            hh_parts = {n: float(v[0]) for n, v in parts.items()}
+            hh_parts[self.household_["differ"]] += float(hh_total[0]) - self.prior_weight_ - sum(
+                float(v[0]) for v in parts.values()
+            )
+        records = []
+        for name, level in zip(self.comparisons, gamma, strict=True):
             if level < 0:
                 records.append((name, -1, "null", np.nan, np.nan, 0.0, False))
                 continue
-            base = float(weights[name][level])
+            base = hh_parts[name] if hh_parts else float(weights[name][level])
             weight = base
             tf_adjusted = False
             is_tf_level = self.tf_columns.get(name) == level
             mw_col = MW_PREFIX + name
+            m_level, u_level = float(self.m_[name][level]), float(self.u_[name][level])
+            if hh_parts and name in self.household_["m"]:
+                m_level = float(self.household_["m"][name][level])
+                u_level = float(self.household_["u"][name][level])
             if mw_col in row and not pd.isna(row[mw_col]):
                 weight = float(row[mw_col])
                 tf_adjusted = is_tf_level and not math.isclose(weight, base, abs_tol=1e-9)
@@ -726,8 +892,8 @@ class FellegiSunterModel:
                     name,
                     level,
                     self.levels[name][level],
-                    float(self.m_[name][level]),
-                    float(self.u_[name][level]),
+                    m_level,
+                    u_level,
                     weight,
                     tf_adjusted,
                 )
@@ -805,6 +971,7 @@ class FellegiSunterModel:
                 "converged": bool(getattr(self, "converged_", True)),
                 "history": [float(x) for x in getattr(self, "history_", [])],
             },
+            "household": _household_to_json(getattr(self, "household_", None)),
             "settings": self.settings,
         }
 
@@ -839,6 +1006,7 @@ class FellegiSunterModel:
                     raise InputError(
                         f"model file: {part}['{n}'] must hold {model._k(n)} positive values"
                     )
+        model.household_ = _household_from_json(data.get("household"), model)
         model.u_floor_ = {k: float(v) for k, v in data.get("u_floor_fitted", {}).items()}
         fit = data.get("fit", {})
         model.n_iter_ = int(fit.get("n_iter", 0))
@@ -881,3 +1049,42 @@ class FellegiSunterModel:
     def __repr__(self) -> str:
         fitted = "fitted" if hasattr(self, "lambda_") else "unfitted"
         return f"FellegiSunterModel({len(self.levels)} comparisons, {fitted})"
+
+
+def _household_to_json(hh: Mapping[str, Any] | None) -> dict | None:
+    if not hh:
+        return None
+    out = {k: v for k, v in hh.items() if k not in ("m", "u")}
+    out["lambda"] = float(hh["lambda"])
+    for part in ("m", "u"):
+        out[part] = {n: [float(x) for x in arr] for n, arr in hh[part].items()}
+    return out
+
+
+def _household_from_json(data: Mapping[str, Any] | None, model: FellegiSunterModel) -> dict | None:
+    """The household model of a model file (absent in files written before it: None)."""
+    if not data:
+        return None
+    try:
+        hh = {k: v for k, v in data.items() if k not in ("m", "u")}
+        hh["lambda"] = float(data["lambda"])
+        hh["agree"] = {str(n): int(v) for n, v in data["agree"].items()}
+        for part in ("m", "u"):
+            hh[part] = {n: np.asarray(v, dtype=np.float64) for n, v in data[part].items()}
+        names = [data["differ"], *hh["agree"], *hh["m"], *hh["u"]]
+        if data.get("witness"):
+            names.append(data["witness"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"model file: household model is malformed: {exc!r}") from exc
+    for name in names:
+        if name not in model.levels:
+            raise InputError(f"model file: household model names unknown comparison '{name}'")
+    for part in ("m", "u"):
+        for n, arr in hh[part].items():
+            if arr.shape != (model._k(n),) or not (arr > 0).all():
+                raise InputError(
+                    f"model file: household {part}['{n}'] must hold {model._k(n)} positive values"
+                )
+    if not 0.0 < hh["lambda"] < 1.0:
+        raise InputError("model file: household lambda must lie strictly between 0 and 1")
+    return hh

@@ -39,6 +39,32 @@ def level_rules(rules: list[dict[str, str]], comparisons: list[Comparison]) -> l
     ]
 
 
+def fit_household(
+    model: FellegiSunterModel, vectors: pd.DataFrame, comparisons: list[Comparison],
+    config: RunConfig,
+) -> None:
+    """Fit the model's household pattern (``model.household``) on the training ``vectors``;
+    skipped when the setting is null or names a comparison or level the run lacks."""
+    spec = config.model.household
+    if spec is None:
+        return
+    levels = {c.name: list(c.levels) for c in comparisons}
+    agree = level_rules([spec.agree], comparisons)
+    witness = level_rules([spec.witness], comparisons) if spec.witness else [{}]
+    if spec.differ not in levels or not agree or len(witness[0] if witness else {}) > 1:
+        logger.info("household pattern names what this run lacks: not fitted")
+        return
+    agree, witness = agree[0], (witness or [{}])[0]
+    model.fit_household(
+        vectors,
+        spec.differ,
+        agree,
+        witness=next(iter(witness), None),
+        witness_match=next(iter(witness.values()), None),
+        unwitnessed=spec.unwitnessed,
+    )
+
+
 def check_model_levels(
     model: FellegiSunterModel, comparisons: list[Comparison], *, source: str
 ) -> None:
@@ -167,6 +193,7 @@ def train_model(
                 )
         else:
             model.fit(vectors)
+        fit_household(model, vectors, comparisons, config)
     else:
         logger.warning("no candidate pairs: the model keeps its u-probabilities only")
     return model

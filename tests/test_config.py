@@ -199,6 +199,18 @@ def _with(**sections):
             "model.prior_rules[0].birth_date'",
         ),
         (
+            {"model": {"household": {"agree": {"birth_date": "same_day"}}}},
+            "model.household.agree.birth_date'",
+        ),
+        (
+            {"model": {"household": {"differ": "nam"}}},
+            "model.household.differ': no comparison named 'nam'",
+        ),
+        (
+            {"model": {"household": {"witness": {"id": "exact", "gender": "exact"}}}},
+            "model.household.witness': name one comparison",
+        ),
+        (
             {"model": {"term_frequency": {"surname": "name_surname"}}},
             "model.term_frequency.surname': no comparison named 'surname'",
         ),

@@ -65,7 +65,9 @@ class IdComparison(Comparison):
     either way (null): random pairs never share an ID, so u cannot see that a household does,
     and an identical ID would outweigh a different name and birth date, while the child's own
     ID elsewhere would count as disagreement. An identical ID is also no evidence when the two
-    records' genders differ and one contradicts the gender the ID encodes.
+    records' genders differ and one contradicts the gender the ID encodes (a guardian's ID on
+    a child's undated record), unless both records carry the birth year the ID embeds: then a
+    gender was mis-entered, and the ID still counts.
     """
 
     type_name = "id"
@@ -147,6 +149,7 @@ class IdComparison(Comparison):
                 "from15": from15,
                 "gender": genders,
                 "no_birth": no_birth,
+                "year": years,
                 "kept": kept,
                 "head14": np.where(codes >= 0, np.append(head, -1)[codes], kept),
             },
@@ -191,7 +194,11 @@ class IdComparison(Comparison):
             id_g = left.tables["id_gender"][a[eq]]
             ga, gb = left.rows["gender"][eq], right.rows["gender"][eq]
             known = (ga >= 0) & (gb >= 0) & (id_g >= 0)
-            present[eq[known & (ga != gb) & ((ga != id_g) | (gb != id_g))]] = False
+            # ... unless both records were born in the year the ID embeds: then one gender
+            # was mis-entered (a guardian's ID on a dated record is already null, above)
+            id_y = left.tables["id_year"][a[eq]]
+            own = (left.rows["year"][eq] == id_y) & (right.rows["year"][eq] == id_y) & (id_y >= 0)
+            present[eq[known & (ga != gb) & ((ga != id_g) | (gb != id_g)) & ~own]] = False
         differ = np.flatnonzero(present & ~equal)
         if len(differ):
             id_year = left.tables["id_year"]

@@ -155,6 +155,23 @@ def rescore_pairs(
             mw = np.where(adjusted, out[mw_col].to_numpy() + shift, mw)
         out[mw_col] = mw
         total = total + mw
+    # pairs at the household pattern take new's household model, as new.score would
+    gamma = np.column_stack(
+        [out[schema.GAMMA_PREFIX + n].to_numpy().astype(np.int8) for n in new.comparisons]
+    )
+    at = new.household_mask(gamma)
+    if at.any():
+        hh_total, parts = new.household_weights(gamma[at])
+        for name, part in parts.items():
+            col = out[schema.MW_PREFIX + name].to_numpy(dtype=np.float64, copy=True)
+            col[at] = part
+            out[schema.MW_PREFIX + name] = col
+        differ = schema.MW_PREFIX + new.household_["differ"]
+        col = out[differ].to_numpy(dtype=np.float64, copy=True)
+        col[at] += hh_total - new.prior_weight_ - sum(parts.values())
+        out[differ] = col
+        total = np.asarray(total, dtype=np.float64).copy()
+        total[at] = hh_total
     out[schema.MATCH_WEIGHT] = total
     out[schema.MATCH_PROBABILITY] = match_probability(total)
     return out

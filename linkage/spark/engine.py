@@ -93,7 +93,7 @@ from linkage.model import FellegiSunterModel  # noqa: E402
 from linkage.spark.components import COMPONENT, connected_components  # noqa: E402
 from linkage.spark.session import get_session  # noqa: E402
 from linkage.standardize.combine import standardize  # noqa: E402
-from linkage.training import check_model_levels, level_rules, new_model  # noqa: E402
+from linkage.training import check_model_levels, fit_household, level_rules, new_model  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -1059,7 +1059,9 @@ def train_spark(
         return model
     sessions = level_rules(settings.training_sessions, comparisons)
     if not sessions:
-        return model.fit(expanded)
+        model.fit(expanded)
+        fit_household(model, expanded, comparisons, config)
+        return model
     rules = level_rules(settings.prior_rules, comparisons)
     model.fit_sessions(
         expanded,
@@ -1075,6 +1077,7 @@ def train_spark(
         if settings.prior is None:
             model.lambda_ = prior
     logger.info("training sessions: %s", model.sessions_)
+    fit_household(model, expanded, comparisons, config)
     return model
 
 
