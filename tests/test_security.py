@@ -161,7 +161,8 @@ def test_every_text_cell_of_an_export_is_quoted(built, tmp_path):
     frame = pd.DataFrame({"name": ["a;=1+1", "张伟", None], "persons": [3, 4, 5]})
     path = write_export(frame, tmp_path / "x.csv")
     raw = path.read_text(encoding="utf-8").splitlines()
-    assert raw[1] == '"a;=1+1",3'
+    # quoted, and a ';'-splitting spreadsheet's second piece starts with a quote, not '='
+    assert raw[1] == '"a;\'=1+1",3'
     # a reader splitting on ';' (a European spreadsheet) still sees one quoted cell
     cells = next(csv.reader([raw[1]], delimiter=";"))
     assert not any(c.startswith("=") for c in cells), cells
