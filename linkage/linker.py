@@ -326,13 +326,16 @@ _STAGE_KEYS = {
 
 def _add_memory(summary: dict, report: StageMemory) -> None:
     """Put the peak RSS of each stage so far (MB, 2**20 bytes; ``StageMemory``) in the
-    summary as ``peak_rss_mb`` and the stage holding the run's peak as ``peak_rss_stage``;
+    summary as ``peak_rss_mb`` (added to figures already there: ``Linker.write`` after
+    ``Linker.run``) and the stage holding the run's peak as ``peak_rss_stage``;
     nothing where the platform gives no figures. The ``write`` figure stops before
     summary.json itself is written."""
     peaks = report.peaks()
     if not peaks:
         return
-    mb = {_STAGE_KEYS.get(k, k): round(v / 2**20) for k, v in peaks.items()}
+    # a run's figures stay when its outputs are written later under another hook
+    mb = dict(summary.get("peak_rss_mb") or {})
+    mb.update({_STAGE_KEYS.get(k, k): round(v / 2**20) for k, v in peaks.items()})
     summary["peak_rss_mb"] = mb
     summary["peak_rss_stage"] = max(mb, key=mb.__getitem__)
 

@@ -108,6 +108,18 @@ def test_summary_gives_the_peak_of_every_stage(config, tmp_path):
     assert max(peaks.values()) * MB <= lifetime + MB
 
 
+def test_run_then_write_keeps_every_stage_peak(config, tmp_path):
+    """`linkage demo` runs, then writes under a second hook: the summary still has every
+    stage's figure, not the write stage's alone."""
+    if not _tracer().enabled:
+        pytest.skip("no peak-RSS counter")
+    linker = Linker(config, id_key=KEY)
+    linker.run()
+    linker.write(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert set(summary["peak_rss_mb"]) == set(summary["seconds"]) | {"write"}
+
+
 def test_stages_read_only_the_columns_listed_for_them(config, records):
     # link_records over records cut to the linking columns, golden records from the full
     # table by their own list: every output equals the run over the full table, so a stage
