@@ -59,9 +59,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _descendants(pid: int) -> set[int]:
-    """A process and its live descendants, from /proc."""
-    parents = {}
+def _proc_stats() -> dict[int, list[str]]:
+    """Each live process's /proc/PID/stat fields after the command name, by pid."""
+    stats = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -69,7 +69,13 @@ def _descendants(pid: int) -> set[int]:
             text = (entry / "stat").read_text()
         except OSError:
             continue
-        parents[int(entry.name)] = int(text[text.rindex(")") + 2 :].split()[1])
+        stats[int(entry.name)] = text[text.rindex(")") + 2 :].split()
+    return stats
+
+
+def _descendants(pid: int, stats: dict[int, list[str]] | None = None) -> set[int]:
+    """A process and its live descendants, from /proc (field 1 after the name: parent pid)."""
+    parents = {p: int(f[1]) for p, f in (stats or _proc_stats()).items()}
     found, frontier = {pid}, [pid]
     while frontier:
         parent = frontier.pop()
@@ -101,27 +107,9 @@ def tree_rss_gb(pid: int) -> dict[int, tuple[float, float]]:
 
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) of a process and its live descendants, from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    wanted, total, frontier = {pid}, 0, [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, (ppid, _) in stats.items():
-            if ppid == parent and child not in wanted:
-                wanted.add(child)
-                frontier.append(child)
-    for p in wanted:
-        total += stats.get(p, (0, 0))[1]
-    return total / tick
+    stats = _proc_stats()
+    ticks = sum(int(stats[p][11]) + int(stats[p][12]) for p in _descendants(pid, stats) if p in stats)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def build_store(persons: int, folder: Path) -> Path:

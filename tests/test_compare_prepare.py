@@ -50,9 +50,8 @@ def test_prepared_once_levels_like_preparing_per_call(records):
         compare(records, pairs, comparisons, prepared=prepared[:-1])
 
 
-def test_parallel_prepare_equals_one_process(records, monkeypatch):
-    comparisons = default_comparisons()
-    pairs = _pairs(len(records), 5000)
+def _count_sent(monkeypatch) -> list[str]:
+    """Start the worker from 10 records on and list the comparisons sent to it, in order."""
     sent: list[str] = []
     send = _distinct._Worker.send
 
@@ -62,6 +61,13 @@ def test_parallel_prepare_equals_one_process(records, monkeypatch):
 
     monkeypatch.setattr(compare_module, "PARALLEL_MIN_RECORDS", 10)
     monkeypatch.setattr(_distinct._Worker, "send", counted)
+    return sent
+
+
+def test_parallel_prepare_equals_one_process(records, monkeypatch):
+    comparisons = default_comparisons()
+    pairs = _pairs(len(records), 5000)
+    sent = _count_sent(monkeypatch)
     both = prepare_comparisons(records, comparisons, parallel=True)
     # the costliest comparison goes to the worker first; no comparison is lost or repeated
     assert sent and sent[0] == "name" and len(set(sent)) == len(sent)
@@ -77,15 +83,7 @@ def test_an_error_in_the_worker_is_raised_here(records, monkeypatch):
     # fails to factorize; the comparisons left to this process succeed
     broken = records.copy()
     broken[schema.NAME] = [[v] for v in broken[schema.NAME]]
-    sent: list[str] = []
-    send = _distinct._Worker.send
-
-    def counted(self, func, arg):
-        sent.append(arg[0].name)
-        return send(self, func, arg)
-
-    monkeypatch.setattr(compare_module, "PARALLEL_MIN_RECORDS", 10)
-    monkeypatch.setattr(_distinct._Worker, "send", counted)
+    sent = _count_sent(monkeypatch)
     with pytest.raises(TypeError, match="unhashable"):
         prepare_comparisons(broken, default_comparisons(), parallel=True)
     assert sent[0] == "name"
