@@ -4,6 +4,7 @@
     python -m benchmarks.bench_scale --sizes 0.3 1        # chosen sizes (millions of records)
     python -m benchmarks.bench_scale --large              # adds 10 and 20 M
     python -m benchmarks.bench_scale --blocking-only      # blocking alone: pairs and recall
+    python -m benchmarks.bench_scale --registries R --workdir W   # registries in R, runs in W
 
 For each size it generates registries with national name frequencies
 (``python -m benchmarks.independent``, ~1.75 records per person; reused when the folder
@@ -61,13 +62,20 @@ def _generate(folder: Path, records: float, seed: int) -> float:
     return time.perf_counter() - t
 
 
-def _config(folder: Path, floor: float, extra: dict | None) -> Path:
-    """Copy run.yaml with the pairs floor (and any extra settings) changed."""
+def _config(folder: Path, run_dir: Path, floor: float, extra: dict | None) -> Path:
+    """Copy ``folder``'s run.yaml into ``run_dir`` with the pairs floor (and any extra
+    settings) changed; the sources' files keep pointing into ``folder`` (absolute paths), so
+    the registries' folder is only read."""
     config = yaml.safe_load((folder / "run.yaml").read_text(encoding="utf-8"))
+    for entry in (config.get("sources") or {}).values():
+        for key in ("path", "include"):
+            if isinstance(entry, dict) and key in entry:
+                entry[key] = str((folder / str(entry[key])).absolute())
     config.setdefault("output", {})["pairs_min_probability"] = floor
     for section, values in (extra or {}).items():
         config.setdefault(section, {}).update(values)
-    path = folder / "bench_run.yaml"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "bench_run.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     return path
 
@@ -120,12 +128,17 @@ def _evaluate(truth_csv: Path, identities: Path) -> dict[str, float]:
 
 
 def run_size(records: float, workdir: Path, seed: int, floor: float, extra: dict | None,
-             keep: bool) -> dict:
-    """Generate, run, evaluate one size; return its row of figures."""
-    folder = workdir / f"ind-{records:g}M"
+             keep: bool, registries: Path | None = None) -> dict:
+    """Generate, run, evaluate one size; return its row of figures.
+
+    Registries live in ``(registries or workdir)/ind-<size>M`` (generated when missing);
+    the run's config and outputs in ``workdir/run-<size>M``.
+    """
+    folder = (registries or workdir) / f"ind-{records:g}M"
+    run_dir = workdir / f"run-{records:g}M"
     gen_s = _generate(folder, records, seed)
-    config = _config(folder, floor, extra)
-    out = folder / "out"
+    config = _config(folder, run_dir, floor, extra)
+    out = run_dir / "out"
     if out.exists():
         shutil.rmtree(out)
     time_bin = shutil.which("time") or "/usr/bin/time"
@@ -170,17 +183,17 @@ def _blocking_columns(settings) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
-def _blocking_records(config, folder: Path, reuse: bool) -> tuple[pd.DataFrame, float, float]:
+def _blocking_records(config, run_dir: Path, reuse: bool) -> tuple[pd.DataFrame, float, float]:
     """Standardized records, only the columns blocking reads; (records, wall s, CPU s).
 
     One source at a time, in the canonical (source, record_id) order ``read_records``
     gives, so the peak memory is that of the largest source. ``reuse`` reads the columns
-    an earlier call saved in ``folder`` (the standardization code must be unchanged).
+    an earlier call saved in ``run_dir`` (the standardization code must be unchanged).
     """
     from linkage import schema
     from linkage.io import read_records
 
-    cache = folder / "blocking_records.parquet"
+    cache = run_dir / "blocking_records.parquet"
     cols = _blocking_columns(config.blocking)
     if reuse and cache.exists():
         saved = pd.read_parquet(cache)
@@ -229,19 +242,20 @@ def _true_keys(pairs: pd.DataFrame, person: np.ndarray, n: int) -> np.ndarray:
 
 
 def blocking_size(records: float, workdir: Path, seed: int, extra: dict | None, reuse: bool,
-                  unique: bool) -> dict:
+                  unique: bool, registries: Path | None = None) -> dict:
     """Blocking alone on one size: pairs, pairs per rule, candidate recall (and unique true
-    pairs per rule with ``unique``)."""
+    pairs per rule with ``unique``); folders as in :func:`run_size`."""
     import resource
 
     from linkage import schema
     from linkage.blocking import block
     from linkage.config import load_config
 
-    folder = workdir / f"ind-{records:g}M"
+    folder = (registries or workdir) / f"ind-{records:g}M"
+    run_dir = workdir / f"run-{records:g}M"
     _generate(folder, records, seed)
-    config = load_config(_config(folder, 0.0, extra))
-    table, std_s, std_cpu = _blocking_records(config, folder, reuse)
+    config = load_config(_config(folder, run_dir, 0.0, extra))
+    table, std_s, std_cpu = _blocking_records(config, run_dir, reuse)
     n = len(table)
     person, total = _persons(table, folder / "truth.csv")
     settings = config.blocking
@@ -343,7 +357,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="millions of records (default 0.3 1 3)")
     parser.add_argument("--large", action="store_true", help="also 10 and 20 M records")
     parser.add_argument("--workdir", type=Path, default=Path("bench-scale"),
-                        help="folder for generated registries and run outputs (reused)")
+                        help="folder for run outputs (run-<size>M) and, without --registries, "
+                             "the generated registries (ind-<size>M, reused)")
+    parser.add_argument("--registries", type=Path,
+                        help="folder holding (or to receive) the registries ind-<size>M; only "
+                             "read once they exist")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--floor", type=float, default=0.0,
                         help="output.pairs_min_probability for the run (0 = every candidate, "
@@ -375,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.blocking_only:
         for size in sizes:
             rows.append(blocking_size(size, args.workdir, args.seed, extra, args.reuse_records,
-                                      args.unique))
+                                      args.unique, registries=args.registries))
             print(f"{size:g} M done: {json.dumps(rows[-1], ensure_ascii=False)}",
                   file=sys.stderr, flush=True)
             if args.json:
@@ -384,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         print(format_blocking(rows))
         return 0
     for size in sizes:
-        rows.append(run_size(size, args.workdir, args.seed, args.floor, extra, args.keep))
+        rows.append(run_size(size, args.workdir, args.seed, args.floor, extra, args.keep,
+                             registries=args.registries))
         print(f"{size:g} M done: {json.dumps(rows[-1], ensure_ascii=False)}", file=sys.stderr,
               flush=True)
         if args.json:

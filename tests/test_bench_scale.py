@@ -76,3 +76,18 @@ def test_blocking_only_counts_recall_and_pairs_only_one_rule_finds(tmp_path):
     assert again["candidate_pairs"] == row["candidate_pairs"]
     assert again["true_pairs_in_candidates"] == row["true_pairs_in_candidates"]
     assert "id_number" in bench_scale.format_blocking([row, again])
+
+
+def test_registries_folder_is_only_read(tmp_path):
+    # registries generated once in R; runs of any kind write only under the workdir
+    registries, work = tmp_path / "R", tmp_path / "W"
+    first = bench_scale.blocking_size(0.001, work, seed=5, extra=None, reuse=False,
+                                      unique=False, registries=registries)
+    before = {p: p.stat().st_mtime_ns for p in registries.rglob("*")}
+    again = bench_scale.blocking_size(0.001, work, seed=5, extra=None, reuse=True,
+                                      unique=False, registries=registries)
+    assert {p: p.stat().st_mtime_ns for p in registries.rglob("*")} == before
+    assert (work / "run-0.001M" / "bench_run.yaml").is_file()
+    assert (work / "run-0.001M" / "blocking_records.parquet").is_file()
+    assert not (work / "ind-0.001M").exists()
+    assert again["candidate_pairs"] == first["candidate_pairs"]
