@@ -166,6 +166,10 @@ CASES = [
     ("addr-else", "hukou_address", {"hukou_address": HZ + "15号"}, {"hukou_address": "北京市朝阳区建国路88号"}, "else"),
     ("addr-county-only", "hukou_address", {"hukou_address": "河南省周口市项城市"}, {"hukou_address": "河南周口项城王明口镇李庄村三组"}, "same_district"),
     ("addr-null", "hukou_address", {"hukou_address": None}, {"hukou_address": HZ + "15号"}, "null"),
+    # a filler is missing, not an address that agrees or disagrees
+    ("addr-fillers-null", "hukou_address", {"hukou_address": "不详"}, {"hukou_address": "不详"}, "null"),
+    ("addr-filler-vs-real-null", "hukou_address", {"hukou_address": "空"}, {"hukou_address": HZ + "15号"}, "null"),
+    ("addr-unparsed-kept", "hukou_address", {"hukou_address": "文三路15号"}, {"hukou_address": "文三路十五号"}, "same_detail"),
     ("addr-no-district", "current_address", {"current_address": "广东省东莞市长安镇幸福路十五号"}, {"current_address": "东莞市长安镇幸福路15号"}, "same_detail"),
     ("addr-no-district-number", "current_address", {"current_address": "广东省东莞市长安镇幸福路十五号"}, {"current_address": "东莞市长安镇幸福路17号"}, "same_city"),
     # household contact: phone and current address are one piece of evidence
@@ -175,6 +179,8 @@ CASES = [
     ("contact-district", "contact", {"phone": PHONE, "current_address": HZ + "15号"}, {"phone": "13957106284", "current_address": HZ + "17号"}, "district"),
     ("contact-phone-only-known", "contact", {"phone": PHONE}, {"phone": PHONE, "current_address": HZ + "15号"}, "phone"),
     ("contact-else", "contact", {"phone": PHONE, "current_address": HZ + "15号"}, {"phone": "13957106284", "current_address": "北京市朝阳区建国路88号"}, "else"),
+    ("contact-fillers-null", "contact", {"current_address": "不详"}, {"current_address": "不详"}, "null"),
+    ("contact-filler-address-phone", "contact", {"phone": PHONE, "current_address": "无"}, {"phone": PHONE, "current_address": "无"}, "phone"),
     ("contact-null", "contact", {"phone": None, "current_address": None}, {"phone": PHONE, "current_address": HZ + "15号"}, "null"),
 ]  # fmt: skip
 

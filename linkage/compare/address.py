@@ -65,8 +65,9 @@ def _numbers_key(details: np.ndarray) -> np.ndarray:
 class AddressComparison(Comparison):
     """One address field: ``same_detail`` same place (district, or the finest level parsed) and
     a similar remainder whose house/building/room numbers agree exactly (…十五号 vs …十七号
-    never match); ``same_district``; ``same_city``; ``else``. Null when a side has neither
-    text nor a parsed province."""
+    never match); ``same_district``; ``same_city``; ``else``. Null when a side has no parsed
+    part (region or detail): an empty cell or a filler such as 不详 / 无, which the
+    standardizer flags ``*_placeholder`` and leaves unparsed, is missing, not evidence."""
 
     type_name = "address"
     levels = list(AddressSpec.LEVELS)
@@ -97,14 +98,15 @@ class AddressComparison(Comparison):
 
     def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
         """Region keys, detail codes and house-number keys per record."""
-        raw = column(values, self.field)
-        n = len(raw)
+        n = len(column(values, self.field))
         adcode = _region_int(*factorize(column(values, self._col("adcode"), n)))
         has = {s: _known(column(values, self._col(s), n)) for s in ("province", "city", "district")}
-        detail, detail_u = factorize(column(values, self._col("detail"), n))
+        detail_values = column(values, self._col("detail"), n)
+        detail, detail_u = factorize(detail_values)
         number_codes, _ = factorize(np.append(_numbers_key(detail_u), None)[detail])
         rows = {
-            "present": _known(raw) | has["province"],
+            # the parsed parts, not the raw text: a filler has none of them
+            "present": _known(detail_values) | has["province"] | has["city"] | (adcode >= 0),
             "finest": adcode,
             "district": np.where(has["district"], adcode, -1),
             "city": np.where(has["city"] & (adcode >= 0), adcode // 100, -1),
