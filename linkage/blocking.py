@@ -384,10 +384,16 @@ def combine_report_rows(rule: BlockingRule, rows: list[dict], settings: Blocking
 
 
 def warn_refined(rule: BlockingRule, row: dict, settings: BlockingSettings) -> None:
-    """Log the refinement of a rule's big blocks (a report row with ``blocks_refined``)."""
+    """Log the refinement of a rule's big blocks (a report row with ``blocks_refined``).
+
+    Refining is the designed behaviour of the default rules (INFO); a WARNING only when
+    pairs are lost: a part still over ``max_block_size`` was skipped, or no key split a block.
+    """
     if not row["blocks_refined"]:
         return
-    logger.warning(
+    lost = bool(row["blocks_skipped"]) or not row["refined_by"]
+    logger.log(
+        logging.WARNING if lost else logging.INFO,
         "blocking rule '%s': %d block(s) over %d records refined by %s; %d part(s) over %d skipped",
         rule.name,
         row["blocks_refined"],

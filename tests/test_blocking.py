@@ -253,6 +253,27 @@ def test_big_block_is_refined_not_skipped_and_recorded():
     assert row["blocks_skipped"] == 0 and row["pairs"] == 12 and row["largest_block"] == 8
 
 
+def test_refinement_logs_info_and_warns_only_when_pairs_are_lost(caplog):
+    # refined with nothing skipped is the default rules' normal work: INFO, not WARNING
+    rows = [("p", "x", "m", "1")] * 4 + [("p", "x", "n", "1")] * 4
+    cfg = BlockingSettings(
+        rules=[RULES[0]], refine_block_size=5, max_block_size=5, refine_keys=["k2"]
+    )
+    with caplog.at_level("INFO", logger="linkage.blocking"):
+        block(_records(rows), cfg)
+    refined = [r for r in caplog.records if "refined by k2" in r.getMessage()]
+    assert [r.levelname for r in refined] == ["INFO"]
+    # no key splits the block (k3 is "1" everywhere): its pairs are lost, so a WARNING
+    caplog.clear()
+    cfg = BlockingSettings(
+        rules=[RULES[0]], refine_block_size=5, max_block_size=5, refine_keys=["k3"]
+    )
+    with caplog.at_level("INFO", logger="linkage.blocking"):
+        block(_records(rows), cfg)
+    lost = [r for r in caplog.records if "skipped" in r.getMessage()]
+    assert [r.levelname for r in lost] == ["WARNING"]
+
+
 def test_refinement_keeps_records_missing_the_refinement_key_together():
     rows = [("p", "x", None, "1")] * 3 + [("p", "x", "m", "1")] * 3
     frame = _records(rows)
