@@ -51,6 +51,7 @@ try:  # the serve extra; importing this module without it names the extra
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+    from fastapi_offline import FastAPIOffline
     from pydantic import BaseModel, ConfigDict, Field
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -215,7 +216,9 @@ class SearchQuery(_Forbid):
     gender: str | None = Field(None, max_length=10, description="男/女, M/F")
     address: str | None = Field(None, max_length=200, description="current address")
     hukou_address: str | None = Field(None, max_length=200, description="户籍地址")
-    top: int = Field(5, ge=1, le=MAX_TOP, description="most identities to return")
+    top: int = Field(
+        5, ge=1, le=MAX_TOP, strict=True, description="most identities to return (a JSON integer)"
+    )
 
 
 class Explanation(BaseModel):
@@ -793,6 +796,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorAnswer, "description": "missing or unknown bearer token"},
     403: {"model": ErrorAnswer, "description": "the department's view does not allow this"},
     413: {"model": ErrorAnswer, "description": "request body too large"},
+    415: {"model": ErrorAnswer, "description": "body not sent as Content-Type: application/json"},
     422: {"model": ErrorAnswer, "description": "malformed request"},
     429: {"model": ErrorAnswer, "description": "over the token's rate limit (Retry-After)"},
 }
@@ -872,7 +876,9 @@ def create_app(
         if settings is None:
             raise ValueError("give settings or a service")
         service = LookupService(settings)
-    app = FastAPI(
+    # /docs and /redoc from files shipped in fastapi-offline: FastAPI's own pages load them
+    # from a public CDN, which a department's intranet cannot reach (the page stays blank)
+    app = FastAPIOffline(
         title="linkage lookup service",
         version=_version(),
         description=(
@@ -882,6 +888,7 @@ def create_app(
             "`linkage export`)."
         ),
         responses=_ERROR_RESPONSES,
+        static_url="/docs/assets",
     )
     app.state.service = service
     # inside the audit middleware (added below, so outer): a refused body is audited too
@@ -952,6 +959,24 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
+        # FastAPI reads the body before it runs the token check: answer an unauthenticated
+        # request 401 whatever its body, so a stranger learns nothing of the API's checks
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or authenticate(service.tokens, token.strip()) is None:
+            return JSONResponse(
+                {"error": "missing or unknown bearer token", "problems": []},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.method == "POST" and not (kind == "application/json" or kind.endswith("+json")):
+            return JSONResponse(
+                {
+                    "error": "send the body as JSON with Content-Type: application/json",
+                    "problems": [f"Content-Type is {kind or 'missing'}"],
+                },
+                status_code=415,
+            )
         problems = [_problem(e) for e in exc.errors()]
         return JSONResponse({"error": "malformed request", "problems": problems}, status_code=422)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -366,6 +367,44 @@ def test_openapi_docs_describe_the_endpoints(server):
     assert {"name", "id_number", "birth_date", "phone", "address"} <= set(props)
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    # the page works offline: every script and style it loads is served here
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert assets and all(a.startswith("/docs/assets/") for a in assets), assets
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
+
+
+CHROMIUM = next(
+    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
+)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (.ci/run installs it)")
+@pytest.mark.parametrize(("page", "needle"), [("/docs", "opblock"), ("/redoc", "/v1/search")])
+def test_api_docs_render_in_a_browser_without_internet(server, tmp_path, page, needle):
+    # a blank page (scripts from a CDN, or a Swagger UI too old for OpenAPI 3.1) draws none
+    # of the endpoints; the browser is kept off the network apart from the server
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         f"--user-data-dir={tmp_path}", "--disable-background-networking",
+         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+         "--virtual-time-budget=15000", "--dump-dom", server["base"] + page],
+        capture_output=True, timeout=120, check=True,
+    ).stdout.decode("utf-8")  # fmt: skip
+    assert needle in dom and "/v1/search" in dom
+    assert "Unable to render" not in dom
+
+
+@pytest.mark.parametrize(
+    "content", [b"garbage", b'{"name": ', b'{"nmae": "x"}', b'{"name": "x", "top": 0}']
+)
+def test_a_request_without_a_valid_token_is_401_whatever_its_body(server, content):
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+        response = server["client"].post(
+            "/v1/search", content=content, headers={"content-type": "application/json", **headers}
+        )
+        assert response.status_code == 401, response.text
+        assert response.headers["www-authenticate"] == "Bearer"
 
 
 @pytest.mark.parametrize(
@@ -687,7 +726,10 @@ def test_unreadable_values_are_reported(server):
         (b'{"name": 5}', {"content-type": "application/json"}, 422, "name"),
         (b"{}", {"content-type": "application/json"}, 422, "at least one"),
         (b'{"gender": "   "}', {"content-type": "application/json"}, 422, "at least one"),
-        (b"name=x", {"content-type": "text/plain"}, 422, "malformed"),
+        (b'{"name": "x", "top": "5"}', {"content-type": "application/json"}, 422, "top"),
+        (b'{"name": "x"}', {"content-type": "text/plain"}, 415, "Content-Type: application/json"),
+        (b'{"name": "x"}', {"content-type": "application/x-www-form-urlencoded"}, 415, "JSON"),
+        (b"name=x", {}, 415, "Content-Type is missing"),
         (
             json.dumps({"name": "张" * 500}).encode(),
             {"content-type": "application/json"},
