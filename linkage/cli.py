@@ -1175,7 +1175,7 @@ def serve(
         ),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes (one per core).")] = 1,
     audit: Annotated[
         Path | None,
@@ -1187,7 +1187,9 @@ def serve(
     ] = None,
     single_field_limit: Annotated[
         int,
-        typer.Option(help="Most stored records a name or birth date alone may match to be ranked."),
+        typer.Option(
+            min=1, help="Most stored records a name or birth date alone may match to be ranked."
+        ),
     ] = 200,
     rate_limit: Annotated[
         float | None,

@@ -1129,6 +1129,27 @@ def log_config(level: LogLevel = "info") -> dict[str, Any]:
     }
 
 
+def check_listen(host: str, port: int) -> None:
+    """Raise InputError unless ``host:port`` can be listened on now (a port in use, an
+    unknown host or an address not on this machine), before the store is loaded."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError, OverflowError) as exc:
+        raise InputError(f"cannot listen: {exc}", path=f"{host}:{port}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # as uvicorn does, so a port left in TIME_WAIT by a stopped server is not "in use"
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise InputError(
+                f"cannot listen: {exc.strerror or exc}", path=f"{host}:{port}"
+            ) from None
+
+
 def serve(
     settings: ServiceSettings,
     *,
@@ -1141,8 +1162,9 @@ def serve(
 
     ``log_level`` sets the service's and uvicorn's log level (:func:`log_config`). Access
     logs are off: request lines could carry personal data, and the audit log records each
-    request instead. Raises ConfigError / InputError for bad settings (before any worker
-    starts), ValueError for an unknown ``log_level``.
+    request instead. Raises ConfigError / InputError for bad settings or an address that
+    cannot be listened on (before the store is loaded or any worker starts), ValueError for
+    an unknown ``log_level``.
     """
     import logging.config
 
@@ -1151,6 +1173,7 @@ def serve(
     config = log_config(log_level)
     # the parent's own lines (start-up checks) in the same format as the workers'
     logging.config.dictConfig(config)
+    check_listen(host, port)
     common = dict(
         host=host,
         port=port,

@@ -1243,3 +1243,30 @@ def test_the_running_service_logs_uniform_lines_without_query_values(server):
     assert any("lookup service warm" in x for x in lines)
     assert all(re.match(pattern, x) for x in lines), lines
     assert person["name"] not in text and str(person["phone"]) not in text
+
+
+def test_serve_refuses_bad_addresses_and_limits_before_loading_the_store(built, monkeypatch):
+    monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    monkeypatch.delenv(TOKENS_ENV, raising=False)
+    base = ["serve", "--store", str(built["store"]), "--policy", str(built["policy"]),
+            "--tokens", str(built["tokens_file"]), "-q"]  # fmt: skip
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        loaded = []
+        monkeypatch.setattr("linkage.serve.LookupService.__init__",
+                            lambda *a, **k: loaded.append(1) or None)  # fmt: skip
+        result = runner.invoke(app, [*base, "--port", str(port)])
+        assert result.exit_code == 2, result.output
+        assert f"127.0.0.1:{port}: cannot listen" in result.output and "in use" in result.output
+        assert loaded == [] and "Traceback" not in result.output
+    for args, needle in [
+        (["--host", "no.such.host.invalid"], "cannot listen"),
+        (["--port", "99999"], "--port"),
+        (["--port", "-1"], "--port"),
+        (["--single-field-limit", "-5"], "--single-field-limit"),
+    ]:
+        result = runner.invoke(app, [*base, *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert needle in result.output and "Traceback" not in result.output
