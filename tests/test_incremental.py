@@ -149,6 +149,10 @@ def test_ingesting_unchanged_records_counts_them_unchanged(data, tmp_path):
     assert result.summary["new_records"] == 4
     assert result.summary["updated_records"] == 4
     assert result.summary["unchanged_records"] == 3
+    # only the really changed record makes a record_updated event
+    ev = result.events[result.events["event"] == "record_updated"]
+    assert len(ev) == 1 and ev["record_id"].iloc[0] in health.iloc[-1].tolist()
+    assert ev["record_id"].iloc[0] not in health.iloc[:-1].to_numpy().ravel().tolist()
 
 
 def test_ingest_without_a_model_exits_2(data, tmp_path):

@@ -62,29 +62,34 @@ def _keys(frame: pd.DataFrame) -> pd.MultiIndex:
     )
 
 
-def _unchanged_updates(stored: pd.DataFrame, new: pd.DataFrame) -> int:
-    """How many of the updated records ``new`` equal their stored version in every column
-    both tables have (the store's row key and run id left out; missing equals missing).
+def _unchanged_updates(stored: pd.DataFrame, new: pd.DataFrame) -> np.ndarray:
+    """Per record of ``new`` (updates of stored records), True where it equals its stored
+    version in every column both tables have (the store's row key and run id left out;
+    missing equals missing).
 
     Both tables have ``source`` and ``record_id`` columns; ``stored`` as
     :meth:`Store.records_for` returns it.
     """
+    same_rows = np.zeros(len(new), dtype=bool)
     if not len(new) or not len(stored):
-        return 0
+        return same_rows
     stored = strip_store_columns(stored)
     key = [schema.SOURCE, schema.RECORD_ID]
     cols = [c for c in new.columns if c in stored.columns and c not in key]
-    both = new.assign(**{k: new[k].astype(str) for k in key}).merge(
+    both = new.assign(
+        **{k: new[k].astype(str) for k in key}, __pos=np.arange(len(new))
+    ).merge(
         stored.assign(**{k: stored[k].astype(str) for k in key}),
         on=key, how="inner", suffixes=("", "__stored"),
-    )
+    )  # fmt: skip
     same = np.ones(len(both), dtype=bool)
     for c in cols:
         a, b = both[c], both[c + "__stored"]
         missing_a, missing_b = a.isna().to_numpy(), b.isna().to_numpy()
         equal = a.astype(str).to_numpy() == b.astype(str).to_numpy()
         same &= (missing_a & missing_b) | (~missing_a & ~missing_b & equal)
-    return int(same.sum())
+    same_rows[both["__pos"].to_numpy()[same]] = True
+    return same_rows
 
 
 def ingest(store: Store, config: RunConfig, *, progress: ProgressLike = None) -> IngestResult:
@@ -118,7 +123,12 @@ def ingest(store: Store, config: RunConfig, *, progress: ProgressLike = None) ->
     stored = store.records_for(cand)
     prev_updated = store.links_for(new_keys)
     updated = _keys(new_keys).isin(_keys(prev_updated))
-    unchanged = _unchanged_updates(store.records_for(new_keys[updated]), new[updated])
+    # an update equal to the stored record is counted, but makes no record_updated event
+    changed = np.array(updated, dtype=bool)
+    changed[np.flatnonzero(changed)] = ~_unchanged_updates(
+        store.records_for(new_keys[updated]), new[updated]
+    )
+    unchanged = int(updated.sum() - changed.sum())
     combined = stack([stored, new])
     is_new = np.zeros(len(combined), dtype=bool)
     is_new[len(combined) - len(new) :] = True
@@ -185,7 +195,7 @@ def ingest(store: Store, config: RunConfig, *, progress: ProgressLike = None) ->
     )
     run_id = store.next_run_id()
     is_update = np.zeros(len(affected), dtype=bool)
-    is_update[len(members) :] = updated
+    is_update[len(members) :] = changed
     stable = assign_stable_ids(
         current,
         prev_links,
