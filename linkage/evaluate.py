@@ -175,7 +175,9 @@ def _read_csv(path: str | PathLike) -> pd.DataFrame:
     """
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-        return restore_formulas(frame)
+        frame = restore_formulas(frame)
+        frame.attrs["path"] = str(path)  # named in the errors of _join
+        return frame
     except FileNotFoundError as exc:
         raise InputError("file not found", path=str(path)) from exc
     except (UnicodeDecodeError, pd.errors.ParserError) as exc:
@@ -191,21 +193,30 @@ def _join(
         ("truth", truth, schema.PERSON_ID),
         ("predicted", predicted, schema.IDENTITY_ID),
     ):
+        where = table.attrs.get("path")
         for column in [*_KEYS, label]:
             if column not in table.columns:
-                raise InputError(f"{name} table lacks a required column", column=column)
+                raise InputError(
+                    f"{name} table lacks a required column: it needs "
+                    f"{', '.join([*_KEYS, label])}, it has {', '.join(map(str, table.columns))}",
+                    path=where,
+                    column=column,
+                )
         for column in (*_KEYS, label):
             # CSVs read as text hold "" where a value is missing.
             empty = int((table[column].isna() | (table[column] == "")).sum())
             if empty:
-                raise InputError(f"{name} table has {empty} empty values", column=column)
+                raise InputError(
+                    f"{name} table has {empty} empty values", path=where, column=column
+                )
     truth_key, pred_key = _key_codes(truth, predicted)
     for name, table, key in (("truth", truth, truth_key), ("predicted", predicted, pred_key)):
         dup = pd.Series(key).duplicated(keep=False).to_numpy()
         if dup.any():
             raise InputError(
                 f"{name} table lists {int(dup.sum())} rows under repeated (source, record_id), "
-                f"e.g. {_examples(table[dup])}"
+                f"e.g. {_examples(table[dup])}",
+                path=table.attrs.get("path"),
             )
     position = pd.Index(pred_key).get_indexer(truth_key)
     missing = position < 0
@@ -222,7 +233,9 @@ def _join(
                 f"{int(extra_rows.sum())} predicted records are not in the truth, "
                 f"e.g. {_examples(predicted[extra_rows])}"
             )
-        raise InputError("; ".join(problems))
+        files = [f"{n} {t.attrs['path']}" for n, t in (("truth", truth), ("predicted", predicted))
+                 if t.attrs.get("path")]  # fmt: skip
+        raise InputError("; ".join(problems) + (f" ({', '.join(files)})" if files else ""))
     joined = truth[[*_KEYS, schema.PERSON_ID, *extra]].reset_index(drop=True)
     joined[schema.IDENTITY_ID] = predicted[schema.IDENTITY_ID].to_numpy()[position]
     return joined

@@ -275,3 +275,18 @@ def test_three_million_records_score_fast():
     print(f"pairwise {pairwise_s:.2f}s, bcubed {bcubed_s:.2f}s on {n:,} records")
     assert 0.7 < pairwise["recall"] < 0.9
     assert pairwise_s < 2.0
+
+
+def test_evaluate_file_errors_name_the_file(tmp_path):
+    truth, predicted = tables()
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    predicted.drop(columns=schema.SOURCE).to_csv(tmp_path / "no_source.csv", index=False)
+    with pytest.raises(InputError) as err:
+        evaluate_files(tmp_path / "truth.csv", tmp_path / "no_source.csv")
+    message = str(err.value)
+    assert str(tmp_path / "no_source.csv") in message and "column 'source'" in message
+    assert "it needs source, record_id, identity_id" in message
+    predicted.iloc[2:].to_csv(tmp_path / "part.csv", index=False)
+    with pytest.raises(InputError) as err:
+        evaluate_files(tmp_path / "truth.csv", tmp_path / "part.csv")
+    assert f"truth {tmp_path / 'truth.csv'}, predicted {tmp_path / 'part.csv'}" in str(err.value)
