@@ -897,7 +897,7 @@ def config_from_dict(data: Any, *, path: str | Path | None = None) -> RunConfig:
                 problems.append(str(exc))
         data["sources"] = resolved
     if problems:
-        raise ConfigError("\n  " + "\n  ".join(problems), path=str(config_file))
+        raise ConfigError.of_problems(problems, path=str(config_file))
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as exc:

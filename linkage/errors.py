@@ -30,6 +30,15 @@ class ConfigError(LinkageError):
             where += f"key '{key}': "
         super().__init__(where + message)
 
+    @classmethod
+    def of_problems(cls, problems: list[str], *, path: str) -> ConfigError:
+        """One error for the problems found in the file ``path``: a single problem on one
+        line (its text not repeating the file's name), several as an indented list."""
+        if len(problems) == 1:
+            only = problems[0]
+            return cls(only) if only.startswith(f"{path}:") else cls(only, path=path)
+        return cls(f"{len(problems)} problems:\n  " + "\n  ".join(problems), path=path)
+
 
 class InputError(LinkageError):
     """An input file or table cannot be used as given."""

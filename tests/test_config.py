@@ -91,7 +91,13 @@ def test_missing_files(tmp_path, write_yaml):
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "nope.yaml")
     path = write_yaml({"sources": {"a": {"include": "missing.yaml", "path": "a.csv"}}})
-    with pytest.raises(ConfigError, match="missing.yaml: file not found"):
+    with pytest.raises(ConfigError, match="missing.yaml: file not found") as err:
+        load_config(path)
+    # one problem: one line, naming the config and then the missing include
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"{path}: ")
+    path = write_yaml({"sources": {"a": {"include": "missing.yaml", "path": "a.csv"},
+                                   "b": {"include": "gone.yaml", "path": "b.csv"}}})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"2 problems:\n  .*missing.yaml.*\n  .*gone.yaml"):
         load_config(path)
 
 

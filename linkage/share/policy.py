@@ -183,7 +183,7 @@ def policy_from_dict(data: Any, *, path: str | Path | None = None) -> SharingPol
             problems.append(str(exc))
     problems.extend(cross_department_conflicts(policy))
     if problems:
-        raise ConfigError("\n  " + "\n  ".join(problems), path=where)
+        raise ConfigError.of_problems(problems, path=where)
     return policy
 
 
