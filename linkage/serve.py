@@ -391,6 +391,14 @@ class LookupService:
         self.policy: SharingPolicy = load_policy(settings.policy)
         self.tokens = load_tokens(settings.tokens)
         departments = sorted({d for _, d in self.tokens})
+        unknown = [d for d in departments if d not in self.policy.departments]
+        if unknown:
+            raise ConfigError(
+                f"tokens for {', '.join(map(repr, unknown))}, a department the policy "
+                f"{settings.policy} does not define (it defines "
+                f"{', '.join(self.policy.departments)})",
+                path=settings.tokens or f"${TOKENS_ENV}",
+            )
         self.departments: dict[str, DepartmentPolicy] = {}
         for name in departments:
             self.departments[name] = effective_department(self.policy, name)

@@ -316,7 +316,10 @@ def test_serve_refuses_bad_setup_with_exit_2(built, tmp_path, monkeypatch):
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text(f"nosuch: {hash_token('x')}\n", encoding="utf-8")
     result = runner.invoke(app, [*args, *audit, "--tokens", str(unknown)])
-    assert result.exit_code == 2 and "unknown department" in result.output
+    assert result.exit_code == 2, result.output
+    # the tokens file is where the unknown department is, not the policy
+    assert f"{unknown}: tokens for 'nosuch'" in " ".join(result.output.split())
+    assert "police" in result.output
     # without LINKAGE_PSEUDONYM_KEY the store's own secret keys pseudonyms, as export does
     missing = ["serve", "--store", str(tmp_path / "none.duckdb"), "--tokens", str(raw)]
     result = runner.invoke(app, missing)
