@@ -74,11 +74,18 @@ def decode_bytes(data: bytes, encoding: str = "auto", *, path: str = "") -> tupl
             ) from None
         return text.removeprefix("\ufeff"), encoding
     if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", errors="strict"), "utf-8-sig"
+        try:
+            return data[3:].decode("utf-8", errors="strict"), "utf-8-sig"
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"starts with a UTF-8 mark but line {_line_of(data, exc.start + 3)} (byte "
+                f"{exc.start + 3}) is not UTF-8: a line pasted from another encoding?",
+                path=path,
+            ) from None
     try:
         return data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        pass
+    except UnicodeDecodeError as exc:
+        utf8_fails = exc.start
     candidates: list[tuple[float, str, str]] = []
     for codec in ("gb18030", "big5"):
         try:
@@ -98,10 +105,16 @@ def decode_bytes(data: bytes, encoding: str = "auto", *, path: str = "") -> tupl
         if _han_plausibility(text) >= _COMMON_HAN_SHARE:
             return text, best.encoding
     raise InputError(
-        "could not detect the text encoding (tried UTF-8, GB18030, Big5): set 'encoding' "
-        "in the source config",
+        "could not detect the text encoding (tried UTF-8, GB18030, Big5; UTF-8 fails first "
+        f"at line {_line_of(data, utf8_fails)}, byte {utf8_fails}: a line from another "
+        "encoding?): set 'encoding' in the source config",
         path=path,
     )
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    """1-based line number of a byte offset."""
+    return data[:offset].count(b"\n") + 1
 
 
 # Malformed lines named in one error; more are counted, not listed.

@@ -481,3 +481,14 @@ def test_large_parquet_is_written_in_row_groups_and_reads_back_the_same(tmp_path
     pd.testing.assert_frame_equal(
         pd.read_parquet(tmp_path / "chunked.parquet"), pd.read_parquet(tmp_path / "whole.parquet")
     )
+
+
+def test_a_line_from_another_encoding_is_named(tmp_path):
+    # a UTF-8 export with one line pasted in GBK: auto-detection names where UTF-8 fails
+    lines = ["编号,姓名,出生日期", "P1,王小明,1990-03-07", "P2,李娜,1985-11-20"]
+    data = ("\n".join(lines) + "\n").encode("utf-8") + "P3,陈静,1988-01-02\n".encode("gbk")
+    data += "P4,张伟,1979-05-06\n".encode()
+    with pytest.raises(InputError, match=r"x.csv: .*UTF-8 fails first at line 4"):
+        decode_bytes(data, path="x.csv")
+    with pytest.raises(InputError, match=r"x.csv: starts with a UTF-8 mark but line 4"):
+        decode_bytes(b"\xef\xbb\xbf" + data, path="x.csv")
