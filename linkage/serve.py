@@ -69,6 +69,8 @@ HASH_PREFIX = "sha256:"
 # A request body above this is refused (413) before it is parsed: a query is a few fields.
 MAX_BODY_BYTES = 16 * 1024
 MAX_TOP = 20
+# The explanation line holding the summed weight of comparisons over fields a view masks.
+HIDDEN_COMPARISONS = "hidden"
 # Query fields of the service and the record field each one searches.
 QUERY_FIELDS: dict[str, str] = {
     "name": schema.NAME,
@@ -645,12 +647,24 @@ class LookupService:
         hidden = self.hidden_comparisons(department)
         out = []
         for h, row in zip(hits, view, strict=True):
+            shown = [e for e in h["explanation"] if e["comparison"] not in hidden]
+            unseen = [e for e in h["explanation"] if e["comparison"] in hidden]
+            if unseen:
+                # their sum only: match_weight minus the lines shown gives it anyway, so the
+                # lines still add up without showing a level over a field the view masks
+                shown.append(
+                    {
+                        "comparison": HIDDEN_COMPARISONS,
+                        "level": ", ".join(e["comparison"] for e in unseen),
+                        "weight": round(float(sum(e["weight"] for e in unseen)), 3),
+                    }
+                )
             out.append(
                 {
                     "identity": row,
                     "match_probability": h["match_probability"],
                     "match_weight": h["match_weight"],
-                    "explanation": [e for e in h["explanation"] if e["comparison"] not in hidden],
+                    "explanation": shown,
                 }
             )
         return out

@@ -638,6 +638,13 @@ def test_explanation_lists_only_comparisons_over_unmasked_fields(server):
     assert "id" in {e["comparison"] for e in police}
     shown = {e["comparison"] for e in social}
     assert "id" not in shown and "contact" not in shown and "name" in shown
+    # the masked comparisons appear only as one summed line, and the lines add up
+    hidden = [e for e in social if e["comparison"] == "hidden"]
+    assert len(hidden) == 1 and "id" in hidden[0]["level"].split(", ")
+    hit = _search(server, "social_security", name=person["name"]).json()["hits"][0]
+    # each line is rounded to 0.001
+    assert sum(e["weight"] for e in hit["explanation"]) == pytest.approx(hit["match_weight"], abs=0.01)
+    assert not [e for e in police if e["comparison"] == "hidden"]
 
 
 # ----------------------------------------------------------------------------- search reports
