@@ -16,7 +16,7 @@ from linkage.spark import require_pyspark
 
 require_pyspark()
 
-from pyspark.sql import DataFrame  # noqa: E402
+from pyspark.sql import DataFrame, Window  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -48,23 +48,42 @@ def _canonical(edges: DataFrame, src: str, dst: str) -> DataFrame:
 
 
 def _large_star(ee: DataFrame) -> DataFrame:
-    """Edges src < dst -> each node's larger neighbours point to its smallest neighbour (or itself)."""
+    """Edges src < dst -> each node's larger neighbours point to its smallest neighbour (or itself).
+
+    The smallest neighbour is a window minimum over the node's edges in both directions, so
+    the step is one shuffle (a group-by joined back would be two or three). Returns edges
+    src > dst, duplicates possible (:func:`_small_star` removes them).
+    """
     both = ee.unionByName(ee.select(F.col(DST).alias(SRC), F.col(SRC).alias(DST)))
-    mins = both.groupBy(SRC).agg(F.min(DST).alias(_MIN))
-    mins = mins.select(SRC, F.least(F.col(_MIN), F.col(SRC)).alias(_MIN))
-    return ee.join(mins, SRC).select(F.col(DST).alias(SRC), F.col(_MIN).alias(DST)).distinct()
+    by_node = Window.partitionBy(SRC)
+    return (
+        both.select(SRC, DST, F.min(DST).over(by_node).alias(_MIN))
+        .where(F.col(DST) > F.col(SRC))
+        .select(F.col(DST).alias(SRC), F.least(F.col(_MIN), F.col(SRC)).alias(DST))
+    )
 
 
 def _small_star(ee: DataFrame) -> DataFrame:
-    """Edges src > dst -> each node and its smaller neighbours point to the smallest of them."""
-    mins = ee.groupBy(SRC).agg(F.min(DST).alias(_MIN))
-    spokes = (
-        ee.join(mins, SRC)
-        .select(F.col(_MIN).alias(SRC), F.col(DST))
+    """Edges src > dst -> each node and its smaller neighbours point to the smallest of them.
+
+    One window shuffle for the minimum and one for the de-duplication. Returns edges
+    src < dst, each once.
+    """
+    by_node = Window.partitionBy(SRC)
+    spokes = ee.select(SRC, DST, F.min(DST).over(by_node).alias(_MIN))
+    return (
+        spokes.select(
+            F.explode(
+                F.array(
+                    F.struct(F.col(_MIN).alias(SRC), F.col(DST).alias(DST)),
+                    F.struct(F.col(_MIN).alias(SRC), F.col(SRC).alias(DST)),
+                )
+            ).alias("__e")
+        )
+        .select(F.col(f"__e.{SRC}").alias(SRC), F.col(f"__e.{DST}").alias(DST))
         .where(F.col(SRC) != F.col(DST))
+        .distinct()
     )
-    centre = mins.select(F.col(_MIN).alias(SRC), F.col(SRC).alias(DST))
-    return spokes.unionByName(centre).distinct()
 
 
 def _is_star_forest(ee: DataFrame) -> bool:
@@ -72,11 +91,21 @@ def _is_star_forest(ee: DataFrame) -> bool:
 
     Both steps keep every component connected, so disjoint stars are exactly the components;
     this check is exact (GraphFrames compares edge sums between rounds, which can coincide).
+    One aggregation over each node's roles (``ee`` holds each edge once, so two leaf roles
+    are two centres), instead of a semi-join and a group-by, each with its own action.
     """
-    leaves = ee.select(F.col(DST).alias(SRC)).distinct()
-    if not ee.join(leaves, SRC, "left_semi").isEmpty():
-        return False
-    return ee.groupBy(DST).count().where(F.col("count") > 1).isEmpty()
+    roles = ee.select(
+        F.col(SRC).alias(SRC), F.lit(1).alias("__centre"), F.lit(0).alias("__leaf")
+    ).unionByName(
+        ee.select(F.col(DST).alias(SRC), F.lit(0).alias("__centre"), F.lit(1).alias("__leaf"))
+    )
+    per_node = roles.groupBy(SRC).agg(
+        F.max("__centre").alias("__centre"), F.sum("__leaf").alias("__leaf")
+    )
+    bad = ((F.col("__centre") == 1) & (F.col("__leaf") > 0)) | (F.col("__leaf") > 1)
+    # a global aggregate is one job; isEmpty() takes partitions in growing batches, a job each
+    found = per_node.agg(F.max(bad.cast("int")).alias("__bad")).collect()[0]["__bad"]
+    return not found
 
 
 def connected_components(
@@ -98,15 +127,16 @@ def connected_components(
     """
     ee = _canonical(edges, src, dst).localCheckpoint()
     rounds = 0
-    while not ee.isEmpty():
+    # a round keeps a non-empty edge list non-empty, so emptiness is checked once
+    converged = ee.isEmpty()
+    while not converged:
         rounds += 1
         if rounds > max_rounds:
             raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
         previous = ee
         ee = _small_star(_large_star(ee)).localCheckpoint()
         previous.unpersist()
-        if _is_star_forest(ee):
-            break
+        converged = _is_star_forest(ee)
     logger.info("connected components converged in %d round(s)", rounds)
     if vertices is None:
         vertices = (
