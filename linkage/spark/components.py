@@ -3,8 +3,12 @@
 The alternating large-star / small-star algorithm of Kiveris, Lattanzi, Mirrokni, Rastogi and
 Vassilvitskii, "Connected Components in MapReduce and Beyond" (SoCC 2014), as GraphFrames runs
 it; written here because the GraphFrames jar is not on PyPI and cannot be fetched where the
-toolkit runs. Each round is a few joins and group-bys over the edge list; the number of rounds
-grows with log(n), not with the diameter (a path of 10,000 nodes converges in a few rounds).
+toolkit runs. Each round is three shuffles of the edge list (two window minima and a
+de-duplication) and one Spark action; the number of rounds grows with log(n), not with the
+diameter (a path of 10,000 nodes converges in a few rounds). Whether the previous round had
+already converged is observed while the next one runs (a Spark ``Observation``), not asked
+by jobs of its own: on one machine each job's planning and scheduling, not the edges, is
+most of a round's cost.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from linkage.spark import require_pyspark
 
 require_pyspark()
 
-from pyspark.sql import DataFrame, Window  # noqa: E402
+from pyspark.sql import DataFrame, Observation, Window  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -25,6 +29,7 @@ SRC = "src"
 DST = "dst"
 COMPONENT = "component"
 _MIN = "min_nbr"
+_BAD = "__bad"
 
 
 @dataclass
@@ -47,19 +52,27 @@ def _canonical(edges: DataFrame, src: str, dst: str) -> DataFrame:
     )
 
 
-def _large_star(ee: DataFrame) -> DataFrame:
-    """Edges src < dst -> each node's larger neighbours point to its smallest neighbour (or itself).
+def _large_star(ee: DataFrame, check: Observation) -> DataFrame:
+    """Edges src < dst, each once -> each node's larger neighbours point to its smallest
+    neighbour (or itself); ``check`` receives ``__bad``, 0 when ``ee`` is a star forest.
 
     The smallest neighbour is a window minimum over the node's edges in both directions, so
-    the step is one shuffle (a group-by joined back would be two or three). Returns edges
-    src > dst, duplicates possible (:func:`_small_star` removes them).
+    the step is one shuffle (a group-by joined back would be two or three). The same window
+    counts the node's smaller and larger neighbours for the star-forest test (see
+    :func:`connected_components`), observed while the round runs instead of by a job of its
+    own. Returns edges src > dst, duplicates possible (:func:`_small_star` removes them).
     """
     both = ee.unionByName(ee.select(F.col(DST).alias(SRC), F.col(SRC).alias(DST)))
     by_node = Window.partitionBy(SRC)
-    return (
-        both.select(SRC, DST, F.min(DST).over(by_node).alias(_MIN))
-        .where(F.col(DST) > F.col(SRC))
-        .select(F.col(DST).alias(SRC), F.least(F.col(_MIN), F.col(SRC)).alias(DST))
+    smaller = F.sum((F.col(DST) < F.col(SRC)).cast("int")).over(by_node)
+    larger = F.max((F.col(DST) > F.col(SRC)).cast("int")).over(by_node)
+    # a leaf has one neighbour, its centre, which is smaller; a centre has only larger ones
+    bad = ((smaller > 0) & (larger > 0)) | (smaller > 1)
+    nodes = both.select(SRC, DST, F.min(DST).over(by_node).alias(_MIN), bad.alias(_BAD))
+    # max of 0/1 flags: a task Spark runs again cannot change it
+    nodes = nodes.observe(check, F.max(F.col(_BAD).cast("int")).alias(_BAD))
+    return nodes.where(F.col(DST) > F.col(SRC)).select(
+        F.col(DST).alias(SRC), F.least(F.col(_MIN), F.col(SRC)).alias(DST)
     )
 
 
@@ -86,28 +99,6 @@ def _small_star(ee: DataFrame) -> DataFrame:
     )
 
 
-def _is_star_forest(ee: DataFrame) -> bool:
-    """True when no centre is also a leaf and each leaf has one centre: then each star is a component.
-
-    Both steps keep every component connected, so disjoint stars are exactly the components;
-    this check is exact (GraphFrames compares edge sums between rounds, which can coincide).
-    One aggregation over each node's roles (``ee`` holds each edge once, so two leaf roles
-    are two centres), instead of a semi-join and a group-by, each with its own action.
-    """
-    roles = ee.select(
-        F.col(SRC).alias(SRC), F.lit(1).alias("__centre"), F.lit(0).alias("__leaf")
-    ).unionByName(
-        ee.select(F.col(DST).alias(SRC), F.lit(0).alias("__centre"), F.lit(1).alias("__leaf"))
-    )
-    per_node = roles.groupBy(SRC).agg(
-        F.max("__centre").alias("__centre"), F.sum("__leaf").alias("__leaf")
-    )
-    bad = ((F.col("__centre") == 1) & (F.col("__leaf") > 0)) | (F.col("__leaf") > 1)
-    # a global aggregate is one job; isEmpty() takes partitions in growing batches, a job each
-    found = per_node.agg(F.max(bad.cast("int")).alias("__bad")).collect()[0]["__bad"]
-    return not found
-
-
 def connected_components(
     edges: DataFrame,
     vertices: DataFrame | None = None,
@@ -130,13 +121,21 @@ def connected_components(
     # a round keeps a non-empty edge list non-empty, so emptiness is checked once
     converged = ee.isEmpty()
     while not converged:
-        rounds += 1
         if rounds > max_rounds:
             raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
-        previous = ee
-        ee = _small_star(_large_star(ee)).localCheckpoint()
-        previous.unpersist()
-        converged = _is_star_forest(ee)
+        check = Observation(f"star_forest_{rounds}")
+        following = _small_star(_large_star(ee, check)).localCheckpoint()
+        # was ``ee`` already a star forest? Then this round gave it back unchanged
+        converged = not check.get[_BAD]
+        if converged:
+            following.unpersist()
+            # the rounds that changed the edges, at least one (as counted before the test
+            # was folded into the round)
+            rounds = max(rounds, 1)
+        else:
+            rounds += 1
+            ee.unpersist()
+            ee = following
     logger.info("connected components converged in %d round(s)", rounds)
     if vertices is None:
         vertices = (
