@@ -125,7 +125,10 @@ def connected_components(
             raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
         check = Observation(f"star_forest_{rounds}")
         following = _small_star(_large_star(ee, check)).localCheckpoint()
-        # was ``ee`` already a star forest? Then this round gave it back unchanged
+        # was ``ee`` already a star forest (no centre is a leaf, each leaf has one centre)?
+        # Both steps keep every component connected, so its stars are then exactly the
+        # components, and this round gave it back unchanged. The test is exact (GraphFrames
+        # compares edge sums between rounds, which can coincide).
         converged = not check.get[_BAD]
         if converged:
             following.unpersist()
