@@ -111,7 +111,10 @@ class PeakMemory:
 
 
 def _shuffle_per_stage(spark) -> dict[str, dict[str, int]]:
-    """Shuffle bytes read/written, summed per job group (engine stage), from the REST API."""
+    """Spark jobs and shuffle bytes read/written, per job group (engine stage), from the REST API.
+
+    The job count is the fixed cost's measure: each job is planned, code-generated and
+    scheduled whatever its input's size."""
     base = spark.sparkContext.uiWebUrl
     app_id = spark.sparkContext.applicationId
 
@@ -120,13 +123,16 @@ def _shuffle_per_stage(spark) -> dict[str, dict[str, int]]:
             return json.load(resp)
 
     stage_group = {}
-    for job in get("jobs"):
-        for sid in job.get("stageIds", []):
-            stage_group[sid] = job.get("jobGroup") or "other"
     out: dict[str, dict[str, int]] = {}
+    zero = {"jobs": 0, "shuffle_read": 0, "shuffle_write": 0, "input": 0}
+    for job in get("jobs"):
+        group = job.get("jobGroup") or "other"
+        out.setdefault(group, dict(zero))["jobs"] += 1
+        for sid in job.get("stageIds", []):
+            stage_group[sid] = group
     for stage in get("stages?status=complete"):
         group = stage_group.get(stage["stageId"], "other")
-        acc = out.setdefault(group, {"shuffle_read": 0, "shuffle_write": 0, "input": 0})
+        acc = out.setdefault(group, dict(zero))
         acc["shuffle_read"] += int(stage.get("shuffleReadBytes", 0))
         acc["shuffle_write"] += int(stage.get("shuffleWriteBytes", 0))
         acc["input"] += int(stage.get("inputBytes", 0))
@@ -157,7 +163,13 @@ def _worker(
             spark = get_session(
                 master,
                 shuffle_partitions=partitions,
-                conf={"spark.ui.enabled": "true", "spark.driver.memory": memory},
+                conf={
+                    "spark.ui.enabled": "true",
+                    "spark.driver.memory": memory,
+                    # keep every job and stage for the per-stage counts (default 1,000)
+                    "spark.ui.retainedJobs": "100000",
+                    "spark.ui.retainedStages": "100000",
+                },
             )
             # the process tree's CPU seconds at each stage's start: a Spark stage's own
             # work runs in the JVM and the Python workers, so its CPU is this difference

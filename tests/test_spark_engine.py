@@ -785,6 +785,41 @@ def test_spark_runs_keep_the_oldest_id_on_a_merge_and_the_larger_part_on_a_split
         )
 
 
+# ----------------------------------------------------------------------------- compare
+
+
+def test_compare_shuffles_the_records_not_again_once_laid_out_by_row(spark):
+    from pyspark.sql import functions as F
+
+    from linkage.spark.engine import compare_spark, partition_by_row
+
+    records = spark.range(2000).select(
+        F.col("id").alias(schema.ROW), (F.col("id") % 7).cast("string").alias("name")
+    )
+    pairs = spark.range(5000).select(
+        (F.col("id") % 2000).alias(schema.ROW_L), ((F.col("id") * 7 + 1) % 2000).alias(schema.ROW_R)
+    )
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    key = "spark.sql.autoBroadcastJoinThreshold"
+    threshold = spark.conf.get(key)
+    spark.conf.set(key, "-1")  # frames this small would be broadcast, shuffling nothing
+    try:
+        results, exchanges = [], []
+        for prepared in (records.localCheckpoint(), partition_by_row(records, partitions)):
+            out = compare_spark(pairs, prepared, [], ["name"], {}, [])
+            plan = out._jdf.queryExecution().executedPlan().toString()
+            exchanges.append(plan.count("Exchange hashpartitioning"))
+            results.append(out.toPandas().sort_values([schema.ROW_L, schema.ROW_R]))
+    finally:
+        spark.conf.set(key, threshold)
+    # two joins: the pairs are shuffled for each, the records once each as well unless laid out
+    assert exchanges == [4, 2]
+    assert len(results[1]) == 5000
+    pd.testing.assert_frame_equal(
+        results[0].reset_index(drop=True), results[1].reset_index(drop=True)
+    )
+
+
 # ----------------------------------------------------------------------------- blocking
 
 

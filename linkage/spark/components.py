@@ -3,8 +3,12 @@
 The alternating large-star / small-star algorithm of Kiveris, Lattanzi, Mirrokni, Rastogi and
 Vassilvitskii, "Connected Components in MapReduce and Beyond" (SoCC 2014), as GraphFrames runs
 it; written here because the GraphFrames jar is not on PyPI and cannot be fetched where the
-toolkit runs. Each round is a few joins and group-bys over the edge list; the number of rounds
-grows with log(n), not with the diameter (a path of 10,000 nodes converges in a few rounds).
+toolkit runs. Each round is three shuffles of the edge list (two window minima and a
+de-duplication) and one Spark action; the number of rounds grows with log(n), not with the
+diameter (a path of 10,000 nodes converges in a few rounds). Whether the previous round had
+already converged is observed while the next one runs (a Spark ``Observation``), not asked
+by jobs of its own: on one machine each job's planning and scheduling, not the edges, is
+most of a round's cost.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from linkage.spark import require_pyspark
 
 require_pyspark()
 
-from pyspark.sql import DataFrame  # noqa: E402
+from pyspark.sql import DataFrame, Observation, Window  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -25,6 +29,7 @@ SRC = "src"
 DST = "dst"
 COMPONENT = "component"
 _MIN = "min_nbr"
+_BAD = "__bad"
 
 
 @dataclass
@@ -47,36 +52,51 @@ def _canonical(edges: DataFrame, src: str, dst: str) -> DataFrame:
     )
 
 
-def _large_star(ee: DataFrame) -> DataFrame:
-    """Edges src < dst -> each node's larger neighbours point to its smallest neighbour (or itself)."""
+def _large_star(ee: DataFrame, check: Observation) -> DataFrame:
+    """Edges src < dst, each once -> each node's larger neighbours point to its smallest
+    neighbour (or itself); ``check`` receives ``__bad``, 0 when ``ee`` is a star forest.
+
+    The smallest neighbour is a window minimum over the node's edges in both directions, so
+    the step is one shuffle (a group-by joined back would be two or three). The same window
+    counts the node's smaller and larger neighbours for the star-forest test (see
+    :func:`connected_components`), observed while the round runs instead of by a job of its
+    own. Returns edges src > dst, duplicates possible (:func:`_small_star` removes them).
+    """
     both = ee.unionByName(ee.select(F.col(DST).alias(SRC), F.col(SRC).alias(DST)))
-    mins = both.groupBy(SRC).agg(F.min(DST).alias(_MIN))
-    mins = mins.select(SRC, F.least(F.col(_MIN), F.col(SRC)).alias(_MIN))
-    return ee.join(mins, SRC).select(F.col(DST).alias(SRC), F.col(_MIN).alias(DST)).distinct()
+    by_node = Window.partitionBy(SRC)
+    smaller = F.sum((F.col(DST) < F.col(SRC)).cast("int")).over(by_node)
+    larger = F.max((F.col(DST) > F.col(SRC)).cast("int")).over(by_node)
+    # a leaf has one neighbour, its centre, which is smaller; a centre has only larger ones
+    bad = ((smaller > 0) & (larger > 0)) | (smaller > 1)
+    nodes = both.select(SRC, DST, F.min(DST).over(by_node).alias(_MIN), bad.alias(_BAD))
+    # max of 0/1 flags: a task Spark runs again cannot change it
+    nodes = nodes.observe(check, F.max(F.col(_BAD).cast("int")).alias(_BAD))
+    return nodes.where(F.col(DST) > F.col(SRC)).select(
+        F.col(DST).alias(SRC), F.least(F.col(_MIN), F.col(SRC)).alias(DST)
+    )
 
 
 def _small_star(ee: DataFrame) -> DataFrame:
-    """Edges src > dst -> each node and its smaller neighbours point to the smallest of them."""
-    mins = ee.groupBy(SRC).agg(F.min(DST).alias(_MIN))
-    spokes = (
-        ee.join(mins, SRC)
-        .select(F.col(_MIN).alias(SRC), F.col(DST))
-        .where(F.col(SRC) != F.col(DST))
-    )
-    centre = mins.select(F.col(_MIN).alias(SRC), F.col(SRC).alias(DST))
-    return spokes.unionByName(centre).distinct()
+    """Edges src > dst -> each node and its smaller neighbours point to the smallest of them.
 
-
-def _is_star_forest(ee: DataFrame) -> bool:
-    """True when no centre is also a leaf and each leaf has one centre: then each star is a component.
-
-    Both steps keep every component connected, so disjoint stars are exactly the components;
-    this check is exact (GraphFrames compares edge sums between rounds, which can coincide).
+    One window shuffle for the minimum and one for the de-duplication. Returns edges
+    src < dst, each once.
     """
-    leaves = ee.select(F.col(DST).alias(SRC)).distinct()
-    if not ee.join(leaves, SRC, "left_semi").isEmpty():
-        return False
-    return ee.groupBy(DST).count().where(F.col("count") > 1).isEmpty()
+    by_node = Window.partitionBy(SRC)
+    spokes = ee.select(SRC, DST, F.min(DST).over(by_node).alias(_MIN))
+    return (
+        spokes.select(
+            F.explode(
+                F.array(
+                    F.struct(F.col(_MIN).alias(SRC), F.col(DST).alias(DST)),
+                    F.struct(F.col(_MIN).alias(SRC), F.col(SRC).alias(DST)),
+                )
+            ).alias("__e")
+        )
+        .select(F.col(f"__e.{SRC}").alias(SRC), F.col(f"__e.{DST}").alias(DST))
+        .where(F.col(SRC) != F.col(DST))
+        .distinct()
+    )
 
 
 def connected_components(
@@ -98,15 +118,27 @@ def connected_components(
     """
     ee = _canonical(edges, src, dst).localCheckpoint()
     rounds = 0
-    while not ee.isEmpty():
-        rounds += 1
+    # a round keeps a non-empty edge list non-empty, so emptiness is checked once
+    converged = ee.isEmpty()
+    while not converged:
         if rounds > max_rounds:
             raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
-        previous = ee
-        ee = _small_star(_large_star(ee)).localCheckpoint()
-        previous.unpersist()
-        if _is_star_forest(ee):
-            break
+        check = Observation(f"star_forest_{rounds}")
+        following = _small_star(_large_star(ee, check)).localCheckpoint()
+        # was ``ee`` already a star forest (no centre is a leaf, each leaf has one centre)?
+        # Both steps keep every component connected, so its stars are then exactly the
+        # components, and this round gave it back unchanged. The test is exact (GraphFrames
+        # compares edge sums between rounds, which can coincide).
+        converged = not check.get[_BAD]
+        if converged:
+            following.unpersist()
+            # the rounds that changed the edges, at least one (as counted before the test
+            # was folded into the round)
+            rounds = max(rounds, 1)
+        else:
+            rounds += 1
+            ee.unpersist()
+            ee = following
     logger.info("connected components converged in %d round(s)", rounds)
     if vertices is None:
         vertices = (

@@ -873,6 +873,29 @@ def _compare_batch(
     return out
 
 
+def partition_by_row(frame: DataFrame, partitions: int) -> DataFrame:
+    """``frame`` hash-partitioned by rid into ``partitions`` parts, each sorted by rid, and
+    checkpointed with that layout kept.
+
+    Compare joins the records to the pairs twice (by ``rid_l``, then by ``rid_r``); with the
+    records laid out as those sort-merge joins need them, each join shuffles and sorts only
+    the pairs, not the records again. Adaptive execution is off while the frame is
+    checkpointed: an adaptive plan does not know its output partitioning before it runs, so
+    the checkpoint would forget the layout (Spark 4's ``LogicalRDD.fromDataset``). Columns
+    are ``frame``'s; needs the ``rid`` column.
+    """
+    spark = frame.sparkSession
+    key = "spark.sql.adaptive.enabled"
+    adaptive = spark.conf.get(key)
+    spark.conf.set(key, "false")
+    try:
+        return (
+            frame.repartition(partitions, schema.ROW).sortWithinPartitions(schema.ROW)
+        ).localCheckpoint()
+    finally:
+        spark.conf.set(key, adaptive)
+
+
 def compare_spark(
     pairs: DataFrame,
     prepared: DataFrame,
@@ -885,7 +908,8 @@ def compare_spark(
 
     Returns rid_l, rid_r, the pair's other columns, one byte ``gamma_<name>`` per comparison
     and the pair's term frequency per tf setting (the larger of its two records', as
-    ``compare.pair_tf``).
+    ``compare.pair_tf``). ``prepared`` laid out by :func:`partition_by_row` is joined without
+    being shuffled again.
     """
     cols = value_cols + list(tf_cols.values())
     joined = pairs.join(_side(prepared, cols, "__l", schema.ROW_L), schema.ROW_L).join(
@@ -1552,7 +1576,7 @@ def run_spark(
     prepared, tf_cols = _with_tf(
         records.select(schema.ROW, schema.SOURCE, *value_cols), config, comparisons
     )
-    prepared = prepared.localCheckpoint()
+    prepared = partition_by_row(prepared, partitions)
 
     vectors = compare_spark(
         pairs, prepared, comparisons, value_cols, tf_cols, bool_cols
