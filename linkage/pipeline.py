@@ -28,6 +28,7 @@ from linkage.cluster import (
     cluster_pairs,
     cluster_size_distribution,
     cluster_stats,
+    given_char_counts,
     sibling_pairs,
     sibling_parts,
 )
@@ -278,10 +279,15 @@ class _ClusterInput:
         self.partnered = np.zeros(n_records, dtype=bool)
         self.links: list[pd.DataFrame] = []
         self.below: list[pd.DataFrame | Path] = []
+        # given-name characters over all records, counted at the first chunk
+        self.given_counts: dict[str, int] | None = None
 
     def add(self, records: pd.DataFrame, scored: pd.DataFrame, part: int) -> None:
         """Take clustering's share of one chunk of scored pairs."""
-        held_out, if_partnered, partners = sibling_parts(records, scored)
+        clean = schema.name_col(schema.NAME, "clean")
+        if self.given_counts is None and clean in records:
+            self.given_counts = given_char_counts(records[clean].to_numpy(dtype=object))
+        held_out, if_partnered, partners = sibling_parts(records, scored, self.given_counts)
         left = scored[schema.ROW_L].to_numpy()
         right = scored[schema.ROW_R].to_numpy()
         self.partnered[left[partners]] = True

@@ -7,7 +7,12 @@ import pandas as pd
 import yaml
 
 from linkage import Linker, schema
-from linkage.cluster import cannot_link_table, guardian_pairs, sibling_pairs
+from linkage.cluster import (
+    cannot_link_table,
+    given_char_counts,
+    guardian_pairs,
+    sibling_pairs,
+)
 from linkage.compare.fields import IdComparison
 from linkage.compare.name import NameComparison
 from linkage.standardize.combine import standardize
@@ -48,6 +53,8 @@ def test_guardian_id_is_flagged_and_never_a_cannot_link():
 
 
 def test_sibling_pairs_mask():
+    # 25 more names holding 涵, so that 番 (held by one name) reads as a typo of it
+    others = [f"{sur}{mid}涵" for sur in "陈李周吴郑" for mid in "梓雨思若欣"]
     records = pd.DataFrame(
         {
             schema.name_col(schema.NAME, "clean"): [
@@ -59,21 +66,30 @@ def test_sibling_pairs_mask():
                 "王子涵",
                 "赵明华",
                 "赵朋华",
+                "刘婧涵",
+                "刘婧番",
+                "孙小明",
+                "孙大伟",
+                *others,
             ]
         }
     )
+    near_miss = IdComparison.levels.index("near_miss")
+    exact_id = IdComparison.levels.index("exact")
     pairs = pd.DataFrame(
         {
-            schema.ROW_L: [0, 0, 0, 0, 0, 0, 6],
-            schema.ROW_R: [1, 2, 1, 1, 4, 5, 7],
-            "gamma_name": [0, 0, 0, 0, 0, NameComparison.levels.index("exact"), 0],
-            "gamma_birth_date": [5, 5, 5, 2, 5, 5, 5],
-            "gamma_id": [-1, -1, IdComparison.levels.index("exact"), -1, -1, -1, -1],
+            schema.ROW_L: [0, 0, 0, 0, 0, 0, 6, 6, 8, 10],
+            schema.ROW_R: [1, 2, 1, 1, 4, 5, 7, 7, 9, 11],
+            "gamma_name": [0, 0, 0, 0, 0, NameComparison.levels.index("exact"), 0, 0, 0, 0],
+            "gamma_birth_date": [5, 5, 5, 2, 5, 5, 5, 5, 5, 5],
+            "gamma_id": [-1, -1, exact_id, -1, -1, -1, -1, near_miss, -1, -1],
         }
     )
     # twins (record 0 has its own exact partner, record 5); reordered characters; shared ID;
-    # birth dates differ; different surname; the partner pair itself; two lone records of one
-    # person whose name was mistyped (given levels as if 明 / 朋 were outside the table) stay linked
+    # birth dates differ; different surname; the partner pair itself; lone records sharing a
+    # generation character in place (赵明华 / 赵朋华: siblings), the same tied by an ID one
+    # typo apart; a character no other name holds against a common one (刘婧涵 / 刘婧番: a
+    # typo of one person); lone names sharing no character (孙小明 / 孙大伟: a changed name)
     assert sibling_pairs(records, pairs).tolist() == [
         True,
         False,
@@ -81,8 +97,20 @@ def test_sibling_pairs_mask():
         False,
         False,
         False,
+        True,
+        False,
+        False,
         False,
     ]
+
+
+def test_given_char_counts_count_distinct_han_names():
+    counts = given_char_counts(
+        ["王子涵", "王子涵", "李子轩", "欧阳子明", "迪丽娜尔·买买提", "Li Ming", None]
+    )
+    # the repeated name counts once; the compound surname 欧阳 is no given-name character;
+    # minority and Latin names are skipped
+    assert counts == {"子": 3, "涵": 1, "轩": 1, "明": 1}
 
 
 def test_twins_with_a_guardian_id_stay_apart(tmp_path):

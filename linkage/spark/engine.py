@@ -61,6 +61,7 @@ from linkage.cluster import (  # noqa: E402
     cannot_link_table,
     cluster_pairs,
     edit_siblings,
+    given_char_counts,
     guardian_mask,
     partner_pairs,
     sibling_mask,
@@ -1194,6 +1195,24 @@ def hold_out_siblings_spark(records: DataFrame, scored: DataFrame) -> DataFrame:
             .withColumn("__partner", F.lit(True))
         )
         per_record = per_record.join(partnered, schema.ROW, "left")
+    given_counts: dict[str, int] | None = None
+    if siblings_apply:
+        # given-name characters of the distinct names (cluster.given_char_counts), summed
+        # over partitions: a few thousand rows come back to the driver
+        def char_counts(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            for batch in batches:
+                counts = given_char_counts(batch[clean].to_numpy(dtype=object))
+                yield pd.DataFrame({"ch": list(counts), "n": list(counts.values())})
+
+        given_counts = {
+            row["ch"]: int(row["n"])
+            for row in records.select(clean)
+            .distinct()
+            .mapInPandas(char_counts, "ch string, n long")
+            .groupBy("ch")
+            .agg(F.sum("n").alias("n"))
+            .collect()
+        }
     names = [c for c in per_record.columns if c != schema.ROW]
     joined = pairs
     for row, side in ((schema.ROW_L, "_l"), (schema.ROW_R, "_r")):
@@ -1215,6 +1234,7 @@ def hold_out_siblings_spark(records: DataFrame, scored: DataFrame) -> DataFrame:
                     batch["__clean_r"].to_numpy(object),
                     batch["__partner_l"].fillna(False).to_numpy(bool),
                     batch["__partner_r"].fillna(False).to_numpy(bool),
+                    given_counts,
                 )
             if guardians_apply:
                 mask |= guardian_mask(
