@@ -273,6 +273,17 @@ def _date_tables(uniques: np.ndarray, lunar: bool) -> dict[str, np.ndarray]:
     if missing:
         if len(_DATE_MEMO) + len(missing) > _DATE_MEMO_SIZE:
             _DATE_MEMO.clear()
+        # a valid ISO date is read by datetime alone (pandas' parse costs ~1 ms a call);
+        # anything else goes through _date_tables_of
+        rest = []
+        for u in missing:
+            entry = _iso_date_entry(u, lunar)
+            if entry is None:
+                rest.append(u)
+            else:
+                _DATE_MEMO[(u, lunar)] = entry
+        missing = rest
+    if missing:
         found = _date_tables_of(np.array(missing, dtype=object), lunar)
         for i, u in enumerate(missing):
             # each entry computed element-wise by _date_tables_of: equal to a fresh call
@@ -281,6 +292,33 @@ def _date_tables(uniques: np.ndarray, lunar: bool) -> dict[str, np.ndarray]:
     return {
         k: np.array([r[k] for r in rows], dtype=bool if k == "ok" else np.int64) for k in rows[0]
     }
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_EPOCH = datetime.date(1970, 1, 1)
+
+
+def _iso_date_entry(value: object, lunar: bool) -> dict[str, Any] | None:
+    """One value's :func:`_date_tables_of` entry when it is a valid ``YYYY-MM-DD`` date (the
+    same day number, parts and lunar readings), else None (left to pandas' parse)."""
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+        return None
+    try:
+        date = datetime.date(int(value[:4]), int(value[5:7]), int(value[8:]))
+    except ValueError:
+        return None
+    entry: dict[str, Any] = {
+        "ok": True,
+        "day": (date - _EPOCH).days,
+        "y": date.year,
+        "m": date.month,
+        "d": date.day,
+    }
+    if lunar:
+        for key, leap in (("lunar", False), ("lunar_leap", True)):
+            solar = std_dates.lunar_to_solar(date, leap)
+            entry[key] = _NO_DAY if solar is None else (solar - _EPOCH).days
+    return entry
 
 
 def _date_tables_of(uniques: np.ndarray, lunar: bool) -> dict[str, np.ndarray]:
