@@ -635,3 +635,30 @@ def test_frame_free_point_reads_equal_the_frame_reads(data, tmp_path, held):
                     index=False, name=None
                 )
             )
+
+
+@pytest.mark.parametrize("dtype", ["str", object, "int64", "float64"])
+def test_index_positions_equal_get_indexer(dtype):
+    """The stored counts' positions of a lookup's values by get_loc equal get_indexer's, on
+    text and number indexes, for nulls, absent values and values of other types."""
+    import random
+
+    from linkage.incremental.search import index_positions
+
+    if dtype in ("int64", "float64"):
+        base = list(range(0, 400, 3))
+    else:
+        base = [f"v{i}" for i in range(0, 400, 3)] + ["张伟", ""]
+    index = pd.Index(base, dtype=dtype)
+    pool = [*base[:50], "v1", "zz", None, float("nan"), pd.NA, 3, 3.0, "3", True, np.int64(6),
+            np.str_("v3"), (1, 2)]  # fmt: skip
+    rng = random.Random(3)
+    found = 0
+    for _ in range(300):
+        values = np.empty(rng.randint(0, 30), dtype=object)
+        for i in range(len(values)):
+            values[i] = rng.choice(pool)
+        expected = index.get_indexer(values)
+        np.testing.assert_array_equal(index_positions(index, values), expected)
+        found += int((expected >= 0).sum())
+    assert found > 100
