@@ -1031,6 +1031,7 @@ class Store:
             return False
         self._cache["held"] = held
         self._cache["held_columns"] = (set(record_cols), set(golden_cols))
+        self._drop_read_cache()
         logger.info(
             "holding %d records' point-read tables in memory (%.0f MB) in %.1fs",
             records.table.num_rows,
@@ -1038,6 +1039,18 @@ class Store:
             time.perf_counter() - t,
         )
         return True
+
+    def _drop_read_cache(self) -> None:
+        """Have DuckDB drop the blocks it keeps cached after the held tables' reads: a memory
+        limit below its use evicts them (a few hundred MB per lookup worker at a million
+        records, else held twice), then the default limit comes back (the store sets none)
+        for later reads. A limit DuckDB refuses (pinned memory) leaves everything as it was."""
+        try:
+            self.con.execute("SET memory_limit = '1MB'")
+        except duckdb.Error:
+            return
+        finally:
+            self.con.execute("RESET memory_limit")
 
     def _held(self, table: str) -> _HeldTable | None:
         held = self._cache.get("held")

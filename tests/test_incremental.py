@@ -281,7 +281,12 @@ def test_held_tables_give_the_point_reads_and_searches_of_the_store(data, tmp_pa
             return out, [(r.hits, r.rules, r.fields, r.single_field, r.message) for r in reports]
 
         from_duckdb = read_all()
+        default_limit = store.con.execute("SELECT current_setting('memory_limit')").fetchall()
         assert hold_search_tables(store)
+        # DuckDB's cache of the copied tables was dropped and its memory limit is back
+        assert store.con.execute("SELECT current_setting('memory_limit')").fetchall() == (
+            default_limit
+        )
         from_memory = read_all()
         for a, b in zip(from_duckdb[0], from_memory[0], strict=True):
             pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
