@@ -336,6 +336,12 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=240.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--ready-seconds",
+        type=float,
+        default=300.0,
+        help="wait this long for the service to load (each worker reads the store)",
+    )
+    parser.add_argument(
         "--in-process", action="store_true", help="time LookupService.search here, no HTTP"
     )
     parser.add_argument(
@@ -376,7 +382,7 @@ def main() -> None:
     t = time.perf_counter()
     server = subprocess.Popen(cmd, env=dict(os.environ))
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + args.ready_seconds
         while True:
             if server.poll() is not None:
                 sys.exit(f"server exited with {server.returncode}")
@@ -386,7 +392,7 @@ def main() -> None:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                sys.exit("server not ready in 300 s")
+                sys.exit(f"server not ready in {args.ready_seconds:.0f} s")
             time.sleep(0.5)
         ready = time.perf_counter() - t
         asyncio.run(
