@@ -123,7 +123,7 @@ def test_one_value_standardizers_equal_the_frame_path_on_generated_registries():
     from linkage.standardize._distinct import map_one
     from linkage.synth import generate
 
-    result = generate(600, seed=11, corruption=2.0)
+    result = generate(300, seed=11, corruption=2.0)
     # the registries' own headers (as their configs map them)
     headers = {
         schema.NAME: ("姓名", "居民姓名"),
@@ -160,7 +160,7 @@ def test_one_value_standardizers_equal_the_frame_path_on_generated_registries():
     checked = 0
     for field, (frame_func, one) in pairs.items():
         values = [v for v in pd.unique(raw[field].dropna().to_numpy(dtype=object)) if v != ""]
-        values = values[:400] + extra[field]
+        values = values[:250] + extra[field]
         for value in values:
             expected = map_one(value, frame_func)
             if field == schema.ID_NUMBER:
@@ -174,4 +174,4 @@ def test_one_value_standardizers_equal_the_frame_path_on_generated_registries():
                 assert type(got[col]) is type(want), (field, value, col, got[col], want)
                 assert got[col] is want or got[col] == want, (field, value, col, got[col], want)
             checked += 1
-    assert checked > 800
+    assert checked > 600
