@@ -862,6 +862,56 @@ class _TooLarge(Exception):
     pass
 
 
+class _Audit:
+    """ASGI middleware: one audit line per ``/v1/`` request (time, department, client, method,
+    path, status, ms, and what the endpoint put in ``request.state.audit``).
+
+    Plain ASGI rather than ``@app.middleware("http")``: Starlette runs such a middleware's
+    every request through a task group and a memory stream, a cost per request the lookup
+    service's latency target has no room for. The status is read off the response start;
+    a request whose endpoint raised is audited as 500, as the error handler answers it.
+    """
+
+    def __init__(self, app, service: LookupService):
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        # request.state reads and writes this dict
+        state = scope.setdefault("state", {})
+        state["department"] = None
+        state["audit"] = {}
+        status = 500  # what the client gets when the endpoint raises
+
+        async def watched(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        finally:
+            path = Request(scope).url.path
+            if path.startswith("/v1/"):
+                client = scope.get("client")
+                self.service.audit(
+                    {
+                        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                        "department": state.get("department"),
+                        "client": client[0] if client else None,
+                        "method": scope["method"],
+                        "path": path,
+                        "status": status,
+                        "ms": round((time.perf_counter() - start) * 1000, 1),
+                        **state.get("audit", {}),
+                    }
+                )
+
+
 async def _send_error(send, status: int, message: str) -> None:
     body = json.dumps({"error": message, "problems": []}).encode()
     await send(
@@ -913,11 +963,15 @@ def create_app(
         static_url="/docs/assets",
     )
     app.state.service = service
-    # inside the audit middleware (added below, so outer): a refused body is audited too
+    # inside the audit middleware (added next, so outer): a refused body is audited too
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(_Audit, service=service)
     bearer = HTTPBearer(auto_error=False, description="the department's token")
 
-    def department(
+    # The dependencies and endpoints are coroutines: FastAPI runs a plain function in a
+    # thread, a hop per dependency, endpoint and response check (~1 ms a request measured);
+    # a search is CPU work under the GIL either way, and a worker process per core serves.
+    async def department(
         request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
     ) -> str:
         if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
@@ -935,38 +989,13 @@ def create_app(
             )
         return found
 
-    def identity_view(request: Request, name: Annotated[str, Depends(department)]) -> str:
+    async def identity_view(request: Request, name: Annotated[str, Depends(department)]) -> str:
         dept = service.departments[name]
         if dept.aggregate:
             raise HTTPException(
                 403, f"department '{name}' is granted counts only (an aggregated view)"
             )
         return name
-
-    @app.middleware("http")
-    async def audit(request: Request, call_next):
-        start = time.perf_counter()
-        request.state.department = None
-        request.state.audit = {}
-        status = 500  # what the client gets when the endpoint raises
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            if request.url.path.startswith("/v1/"):
-                service.audit(
-                    {
-                        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                        "department": request.state.department,
-                        "client": request.client.host if request.client else None,
-                        "method": request.method,
-                        "path": request.url.path,
-                        "status": status,
-                        "ms": round((time.perf_counter() - start) * 1000, 1),
-                        **request.state.audit,
-                    }
-                )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -1017,7 +1046,7 @@ def create_app(
         summary="What the calling department is granted",
         response_model=DepartmentAnswer,
     )
-    def whoami(name: Annotated[str, Depends(department)]) -> dict:
+    async def whoami(name: Annotated[str, Depends(department)]) -> dict:
         dept = service.departments[name]
         return {
             "department": name,
@@ -1035,7 +1064,7 @@ def create_app(
         summary="Find the stored identities most likely to be this person",
         response_model=SearchAnswer,
     )
-    def search(
+    async def search(
         query: SearchQuery, request: Request, name: Annotated[str, Depends(identity_view)]
     ) -> dict:
         given = {k: v for k, v in query.model_dump(exclude={"top"}).items() if v not in (None, "")}
@@ -1070,7 +1099,7 @@ def create_app(
         summary="One identity in the department's view",
         response_model=IdentityAnswer,
     )
-    def fetch(
+    async def fetch(
         request: Request,
         identity: Annotated[
             str, PathParam(max_length=100, description="the id as your view shows it")

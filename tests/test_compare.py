@@ -606,3 +606,77 @@ def test_date_tables_memo_equals_a_fresh_computation():
         fields._date_tables(many, True)["lunar"], fields._date_tables_of(many, True)["lunar"]
     )
     assert len(fields._DATE_MEMO) == before
+
+
+def test_small_input_paths_equal_the_vectorized_paths(case_records, monkeypatch):
+    """A lookup's few dozen records take plain-Python paths (factorize by a dict, damaged-ID
+    heads by a loop); every pair of the case records (every level of every comparison) gets
+    the levels the vectorized paths give."""
+    from linkage.compare import base, fields
+
+    n = len(case_records)
+    assert n <= base._SMALL_FACTORIZE and n <= fields._SMALL_INPUT
+    left, right = np.triu_indices(n, k=1)
+    pairs = pd.DataFrame({schema.ROW_L: left, schema.ROW_R: right})
+    comparisons = list(COMPARISONS.values())
+    small = compare(case_records, pairs, comparisons)
+    monkeypatch.setattr(base, "_SMALL_FACTORIZE", -1)
+    monkeypatch.setattr(fields, "_SMALL_INPUT", -1)
+    vectorized = compare(case_records, pairs, comparisons)
+    pd.testing.assert_frame_equal(small, vectorized)
+    # the damaged-ID heads were exercised by both paths
+    id_comparison = next(c for c in comparisons if isinstance(c, IdComparison))
+    values = {c: case_records[c].to_numpy(dtype=object) for c in id_comparison.columns}
+    kept = id_comparison.prepare(values).rows["kept"]
+    assert (kept >= 0).any()
+
+
+def test_factorize_by_dict_equals_pandas():
+    """Mixed nulls (None, NaN, NA, NaT), blanks, equal values of other types (1, 1.0, True)
+    and tuples: the dict path gives pd.factorize's codes and first-kept values, blanks
+    joined to the nulls."""
+    import decimal
+    import random
+
+    from linkage.compare import base
+
+    pool = ["a", "b", "张伟", "", " ", "\t", None, float("nan"), pd.NA, pd.NaT, np.nan, 1, 1.0,
+            True, 0, -0.0, False, "1", np.str_("a"), np.str_(" "), decimal.Decimal("NaN"),
+            (1, 2), np.datetime64("NaT"), datetime.date(2020, 1, 1), "2020-01-01"]  # fmt: skip
+    rng = random.Random(0)
+    for _ in range(2000):
+        values = np.empty(rng.randint(0, 40), dtype=object)
+        for i in range(len(values)):
+            values[i] = rng.choice(pool)
+        got_codes, got_uniques = base._factorize_small(values)
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        blank = np.array([not str(u).strip() for u in uniques], dtype=bool)
+        remap = np.append(np.cumsum(~blank) - 1, -1)
+        remap[:-1][blank] = -1
+        np.testing.assert_array_equal(got_codes, remap[codes].astype(np.int32))
+        want = [u for u, b in zip(uniques, blank, strict=True) if not b]
+        assert len(got_uniques) == len(want)
+        for got, expected in zip(got_uniques, want, strict=True):
+            assert type(got) is type(expected) and (got is expected or got == expected)
+
+
+def test_iso_dates_read_by_datetime_equal_pandas_parse():
+    """Valid YYYY-MM-DD dates (leap days, century years, the calendar's edges) get the entry
+    pandas' parse and the lunar conversion give; anything else is left to pandas."""
+    from linkage.compare import fields
+
+    values = [f"{y:04d}-{m:02d}-{d:02d}" for y in (1, 1600, 1677, 1900, 1984, 2000, 2023, 2262, 9999)
+              for m in (0, 1, 2, 6, 12, 13) for d in (0, 1, 28, 29, 30, 31, 32)]  # fmt: skip
+    values += ["2020-1-5", "２０２０-01-01", "2020-01-01 ", "not a date", "20200101"]
+    fresh = fields._date_tables_of(np.array(values, dtype=object), True)
+    read = 0
+    for i, value in enumerate(values):
+        entry = fields._iso_date_entry(value, True)
+        if entry is None:
+            continue
+        read += 1
+        assert set(entry) == set(fresh)
+        for key, column in fresh.items():
+            assert entry[key] == column[i], (value, key)
+    assert 100 < read < len(values)
+    assert fields._iso_date_entry("2020-1-5", True) is None

@@ -243,7 +243,7 @@ def test_single_record_keys_equal_the_table_keys(data, tmp_path):
     settings = BlockingSettings()
     table = key_hashes(records, settings)
     by_row = table.groupby(schema.ROW)["h"].apply(set)
-    for i in np.linspace(0, len(records) - 1, 60).astype(int):
+    for i in np.linspace(0, len(records) - 1, 300).astype(int):
         row = records.iloc[i].to_dict()
         expected = by_row.get(row[schema.ROW], set())
         assert set(record_key_hashes(row, settings)) == expected
@@ -285,7 +285,12 @@ def test_held_tables_give_the_point_reads_and_searches_of_the_store(data, tmp_pa
             return out, [(r.hits, r.rules, r.fields, r.single_field, r.message) for r in reports]
 
         from_duckdb = read_all()
+        default_limit = store.con.execute("SELECT current_setting('memory_limit')").fetchall()
         assert hold_search_tables(store)
+        # DuckDB's cache of the copied tables was dropped and its memory limit is back
+        assert store.con.execute("SELECT current_setting('memory_limit')").fetchall() == (
+            default_limit
+        )
         from_memory = read_all()
         for a, b in zip(from_duckdb[0], from_memory[0], strict=True):
             pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
@@ -639,3 +644,30 @@ def test_frame_free_point_reads_equal_the_frame_reads(data, tmp_path, held):
                     index=False, name=None
                 )
             )
+
+
+@pytest.mark.parametrize("dtype", ["str", object, "int64", "float64"])
+def test_index_positions_equal_get_indexer(dtype):
+    """The stored counts' positions of a lookup's values by get_loc equal get_indexer's, on
+    text and number indexes, for nulls, absent values and values of other types."""
+    import random
+
+    from linkage.incremental.search import index_positions
+
+    if dtype in ("int64", "float64"):
+        base = list(range(0, 400, 3))
+    else:
+        base = [f"v{i}" for i in range(0, 400, 3)] + ["张伟", ""]
+    index = pd.Index(base, dtype=dtype)
+    pool = [*base[:50], "v1", "zz", None, float("nan"), pd.NA, 3, 3.0, "3", True, np.int64(6),
+            np.str_("v3"), (1, 2)]  # fmt: skip
+    rng = random.Random(3)
+    found = 0
+    for _ in range(300):
+        values = np.empty(rng.randint(0, 30), dtype=object)
+        for i in range(len(values)):
+            values[i] = rng.choice(pool)
+        expected = index.get_indexer(values)
+        np.testing.assert_array_equal(index_positions(index, values), expected)
+        found += int((expected >= 0).sum())
+    assert found > 100

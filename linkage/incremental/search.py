@@ -311,6 +311,26 @@ def combined_values(
     return out
 
 
+def index_positions(index: pd.Index, values: np.ndarray) -> np.ndarray:
+    """``index.get_indexer(values)`` (position of each value in a unique ``index``, -1 where
+    absent or null), by ``get_loc`` per value for a lookup's few dozen values: on pandas'
+    text index ``get_indexer`` converts the values to the index's dtype first, ~1.5 ms a call
+    where the loop takes ~20 µs (measured, pandas 3). Other cases call ``get_indexer``."""
+    if len(values) > 256 or not index.is_unique:
+        return index.get_indexer(values)
+    out = np.full(len(values), -1, dtype=np.intp)
+    for i, v in enumerate(values.tolist() if isinstance(values, np.ndarray) else list(values)):
+        if v is None or (isinstance(v, float) and v != v):
+            continue  # null: the stored counts hold no nulls
+        try:
+            loc = index.get_loc(v)
+        except (KeyError, TypeError, pd.errors.InvalidIndexError):
+            continue
+        if isinstance(loc, int | np.integer):
+            out[i] = loc
+    return out
+
+
 def _tf_per_row(store: Store, values: dict[str, np.ndarray], column: str) -> np.ndarray:
     """``store_tf`` of the query and candidates without new records: the stored count of
     each row's value over the stored non-null total; NaN where null."""
@@ -318,7 +338,7 @@ def _tf_per_row(store: Store, values: dict[str, np.ndarray], column: str) -> np.
     if column not in values:
         return np.full(len(next(iter(values.values()))), np.nan)
     found = values[column]
-    positions = stored.index.get_indexer(found)
+    positions = index_positions(stored.index, found)
     counts = np.where(positions >= 0, stored.to_numpy()[positions], 0).astype(np.float64)
     tf = counts / max(total, 1)
     tf[pd.isna(found)] = np.nan

@@ -238,6 +238,13 @@ def _not_future(iso: str, flag: str, limit: str) -> tuple[str | None, str]:
 def _parse_distinct(values: Sequence, pivot_year: int, limit: str | None = None) -> pd.DataFrame:
     """Parse distinct raw dates; one output row per input value, in order. Dates after
     ``limit`` (ISO, default today) become null, flagged ``future``."""
+    return pd.DataFrame(_parse_columns(values, pivot_year, limit))
+
+
+def _parse_columns(
+    values: Sequence, pivot_year: int, limit: str | None = None
+) -> dict[str, np.ndarray]:
+    """:func:`_parse_distinct`'s columns as numpy arrays (no frame: one query date)."""
     iso = _fast_parse(values)
     flags = np.full(len(values), "", dtype=object)
     for i in np.flatnonzero(pd.isna(iso)):
@@ -255,7 +262,7 @@ def _parse_distinct(values: Sequence, pivot_year: int, limit: str | None = None)
     for i in np.flatnonzero(pd.notna(iso)):
         if iso[i] > limit:
             iso[i], flags[i] = _not_future(iso[i], flags[i], limit)
-    return pd.DataFrame({VALUE: iso, QUALITY_FLAGS: flags})
+    return {VALUE: iso, QUALITY_FLAGS: flags}
 
 
 def parse_dates(
@@ -282,7 +289,7 @@ def parse_date_value(
     if not 0 <= pivot_year <= 99:
         raise ValueError(f"pivot_year must be 0..99, got {pivot_year}")
     limit = (today or datetime.date.today()).isoformat()
-    return map_one(value, functools.partial(_parse_distinct, pivot_year=pivot_year, limit=limit))
+    return map_one(value, functools.partial(_parse_columns, pivot_year=pivot_year, limit=limit))
 
 
 def parse_date(

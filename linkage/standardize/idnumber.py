@@ -263,6 +263,11 @@ def _placeholder_rows(digits: np.ndarray) -> np.ndarray:
 
 def _standardize_distinct(values: Sequence) -> pd.DataFrame:
     """Standardize distinct raw IDs; one output row per input value, in order."""
+    return pd.DataFrame(_id_columns(values), columns=list(OUTPUT_COLUMNS))
+
+
+def _id_columns(values: Sequence) -> dict[str, np.ndarray]:
+    """:func:`_standardize_distinct`'s columns (``OUTPUT_COLUMNS``) as numpy arrays, no frame."""
     n = len(values)
     raw = pa.array(_to_text(values), type=pa.string())
     text = pc.utf8_trim_whitespace(pc.utf8_normalize(raw, "NFKC"))
@@ -394,7 +399,7 @@ def _standardize_distinct(values: Sequence) -> pd.DataFrame:
             region_unknown,
         ]
     )
-    return pd.DataFrame(out, columns=list(OUTPUT_COLUMNS))
+    return {c: out[c] for c in OUTPUT_COLUMNS}
 
 
 # ----------------------------------------------------------------------------- public API
@@ -434,7 +439,7 @@ def standardize_id_numbers(values: pd.Series) -> pd.DataFrame:
 def standardize_id_number(value: str) -> dict:
     """:func:`standardize_id_numbers` of one non-null value, as a dict (booleans as the
     column's nullable ``boolean`` values: True, False or ``pd.NA``)."""
-    out = map_one(value, _standardize_distinct)
+    out = map_one(value, _id_columns)
     for col in (schema.ID_VALID, schema.ID_FROM_15):
         out[col] = pd.NA if pd.isna(out[col]) else bool(out[col])
     return out

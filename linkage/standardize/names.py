@@ -475,6 +475,11 @@ def to_pinyin(s: object) -> str:
 def _names_frame(distinct: Sequence[str], field: str) -> pd.DataFrame:
     """The derived columns of ``field`` for distinct raw names, one row each, in order
     (module level so that a worker process can run it)."""
+    return pd.DataFrame(_names_columns(distinct, field))
+
+
+def _names_columns(distinct: Sequence[str], field: str) -> dict[str, np.ndarray]:
+    """:func:`_names_frame`'s columns as numpy arrays (no frame: one query name)."""
     prefix = f"{field}_"
     flag_text: dict[frozenset[str], str] = {}
     rows = _standardize_distinct(distinct)
@@ -497,7 +502,7 @@ def _names_frame(distinct: Sequence[str], field: str) -> pd.DataFrame:
             flag_text[key] = schema.QUALITY_SEP.join(prefix + c for c in ordered)
         texts.append(flag_text[key])
     data[schema.QUALITY_FLAGS] = np.array(texts, dtype=object)
-    return pd.DataFrame(data)
+    return data
 
 
 def standardize_names(values: pd.Series, field: str = "name") -> pd.DataFrame:
@@ -513,4 +518,4 @@ def standardize_names(values: pd.Series, field: str = "name") -> pd.DataFrame:
 
 def standardize_name(value: str, field: str = "name") -> dict:
     """:func:`standardize_names` of one non-null value, as a dict of column -> value."""
-    return map_one(value, functools.partial(_names_frame, field=field))
+    return map_one(value, functools.partial(_names_columns, field=field))

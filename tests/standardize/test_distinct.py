@@ -110,3 +110,68 @@ def test_a_dead_worker_leaves_the_work_to_this_process(monkeypatch):
         out = _distinct._call(_upper_frame, ["a", "b", "c"])
         assert _distinct._worker.broken
     assert out["v"].tolist() == ["A", "B", "C"]
+
+
+def test_one_value_standardizers_equal_the_frame_path_on_generated_registries():
+    """Each one-value standardizer built on column arrays (no one-row frame) gives exactly the
+    values and types ``map_one`` read from the frame the batch path builds, for every distinct
+    raw value of three generated, corrupted registries plus hand-picked messy ones."""
+    import functools
+
+    from linkage import schema
+    from linkage.standardize import dates, idnumber, names, phone
+    from linkage.standardize._distinct import map_one
+    from linkage.synth import generate
+
+    result = generate(300, seed=11, corruption=2.0)
+    # the registries' own headers (as their configs map them)
+    headers = {
+        schema.NAME: ("姓名", "居民姓名"),
+        schema.PHONE: ("联系电话",),
+        schema.ID_NUMBER: ("公民身份号码", "证件号码"),
+        schema.BIRTH_DATE: ("出生日期",),
+    }
+    raw = {
+        field: pd.concat(
+            [t[h] for t in (result.police, result.civil_affairs, result.health)
+             for h in columns if h in t]
+        )
+        for field, columns in headers.items()
+    }  # fmt: skip
+    extra = {
+        schema.NAME: ["欧阳娜娜", " 张 伟 ", "買買提·艾力", "ZHANG Wei", "不详", "x", "\t"],
+        schema.PHONE: ["13800138000", "138****1234", "010-12345678-8001", "+86 13912345678",
+                       "13912345678;13812345678", "88888888", 13912345678.0, "1391234567８"],
+        schema.ID_NUMBER: ["44030419851107123x", "1.10105194912310e+17", "不详", "12345"],
+        schema.BIRTH_DATE: ["1985-3-7", "85.03.07", "2099-01-01", "29-06-15", "不详", 19850307.0],
+    }  # fmt: skip
+    pairs = {
+        schema.NAME: (
+            functools.partial(names._names_frame, field=schema.NAME),
+            lambda v: names.standardize_name(v, field=schema.NAME),
+        ),
+        schema.PHONE: (phone._phones_distinct, phone.standardize_phone),
+        schema.ID_NUMBER: (idnumber._standardize_distinct, None),
+        schema.BIRTH_DATE: (
+            functools.partial(dates._parse_distinct, pivot_year=30, limit="2026-01-01"),
+            functools.partial(dates._parse_columns, pivot_year=30, limit="2026-01-01"),
+        ),
+    }
+    checked = 0
+    for field, (frame_func, one) in pairs.items():
+        values = [v for v in pd.unique(raw[field].dropna().to_numpy(dtype=object)) if v != ""]
+        values = values[:250] + extra[field]
+        for value in values:
+            expected = map_one(value, frame_func)
+            if field == schema.ID_NUMBER:
+                got = map_one(value, idnumber._id_columns)
+            elif field == schema.BIRTH_DATE:
+                got = map_one(value, one)
+            else:
+                got = one(value)
+            assert list(got) == list(expected), (field, value)
+            for col, want in expected.items():
+                assert type(got[col]) is type(want), (field, value, col, got[col], want)
+                assert got[col] is want or got[col] == want, (field, value, col, got[col], want)
+            checked += 1
+    assert checked > 600
