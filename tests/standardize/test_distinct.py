@@ -140,3 +140,47 @@ def test_a_worker_killed_during_a_send_is_reported_by_receive():
     with pytest.raises((OSError, EOFError)):
         worker.receive()
     worker.close()
+
+
+def test_a_warm_up_reply_is_dropped_and_a_failed_one_not_raised():
+    worker = _distinct._Worker()
+    try:
+        worker.warm(dict, "xyz")  # fails in the worker: dropped, not raised
+        worker.warm(len, "ab")
+        worker.send(sorted, ["b", "a"])  # a builtin: the worker cannot import this module
+        assert worker.receive() == ["a", "b"]
+    finally:
+        worker.close()
+
+
+def test_read_records_starts_the_worker_before_reading(tmp_path, monkeypatch):
+    """Sources over WARM_WORKER_BYTES: the worker is open and warming up while the sources
+    are read, standardizing uses it, and the records equal a run in one process."""
+    import linkage.io as linkage_io
+    from linkage.io import read_records
+
+    generate(400, seed=5, output=tmp_path)
+    config = load_config(tmp_path / "run.yaml")
+    raw = read_sources(config).sort_values([schema.SOURCE, schema.RECORD_ID], kind="stable")
+    single = standardize(raw)
+    seen = {}
+    read = linkage_io.read_sources
+
+    def spy(*args, **kwargs):
+        seen["worker"] = _distinct._worker
+        seen["warming"] = _distinct._worker is not None and _distinct._worker._skip
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(linkage_io, "read_sources", spy)
+    monkeypatch.setattr(linkage_io, "WARM_WORKER_BYTES", 1)
+    monkeypatch.setattr(_distinct, "PARALLEL_MIN_DISTINCT", 10)
+    records = read_records(config)
+    assert seen["worker"] is not None and seen["warming"] == 1
+    assert seen["worker"].proc is None  # closed after the stage
+    pd.testing.assert_frame_equal(records, single)
+    assert _distinct._worker is None
+
+    seen.clear()
+    monkeypatch.setattr(linkage_io, "WARM_WORKER_BYTES", 10**12)
+    read_records(config)
+    assert seen["worker"] is None  # small sources: no worker before standardizing
