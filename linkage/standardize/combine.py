@@ -289,11 +289,9 @@ def standardize(
     return out
 
 
-# Source bytes from which a run starts the standardizing worker before reading the sources.
-# The worker is used for fields of PARALLEL_MIN_DISTINCT distinct values, which registries
-# reach at about 100,000 records (~200 bytes a CSV row: 20 MB); below, it would load its
-# tables for nothing (a 20,000-person synthetic run: 48,906 records, 12 MB).
-WARM_WORKER_BYTES = 24 * 2**20
+# Source bytes from which a run starts the standardizing worker before reading the sources:
+# about PARALLEL_MIN_DISTINCT records (the benchmark registries' CSV rows: ~180 bytes).
+WARM_WORKER_BYTES = 8 * 2**20
 
 # One record touching every field: standardizing it loads each standardizer's tables.
 _WARM_RECORD = {
