@@ -29,7 +29,7 @@ from linkage.config import RunConfig, SourceConfig
 from linkage.errors import InputError
 from linkage.progress import ProgressLike, as_progress
 from linkage.spreadsheet import neutralize_formulas, restore_formulas  # noqa: F401 - re-exported
-from linkage.standardize.combine import FIELDS, WARM_WORKER_BYTES, early_worker, standardize
+from linkage.standardize.combine import FIELDS, standardize
 from linkage.tables import text_columns
 
 logger = logging.getLogger(__name__)
@@ -1022,28 +1022,16 @@ def read_records(
     aside = None
     if config.run.bad_rows is not None:
         aside = rejected if rejected is not None else RejectedRows()
-    with early_worker(_source_bytes(config) >= WARM_WORKER_BYTES):
-        try:
-            raw = read_sources(config, progress=report, rejected=aside)
-        finally:
-            # written even when a source is refused afterwards: it tells why it had no row left
-            if aside is not None:
-                aside.write(config.run.bad_rows)
-        raw = raw.sort_values([schema.SOURCE, schema.RECORD_ID], kind="stable")
-        if timings is not None:
-            timings["read"] = time.perf_counter() - t
-        report.stage("standardizing", total=len(raw) * len(FIELDS), unit="values")
-        return standardize(
-            raw, config.standardize, timings=timings, step=report.advance, parallel=True
-        )
-
-
-def _source_bytes(config: RunConfig) -> int:
-    """Bytes of the run's source files (0 for one that cannot be read: reading reports it)."""
-    total = 0
-    for cfg in config.sources.values():
-        try:
-            total += os.path.getsize(cfg.path)
-        except (OSError, TypeError):
-            continue
-    return total
+    try:
+        raw = read_sources(config, progress=report, rejected=aside)
+    finally:
+        # written even when a source is refused afterwards: it tells why it had no row left
+        if aside is not None:
+            aside.write(config.run.bad_rows)
+    raw = raw.sort_values([schema.SOURCE, schema.RECORD_ID], kind="stable")
+    if timings is not None:
+        timings["read"] = time.perf_counter() - t
+    report.stage("standardizing", total=len(raw) * len(FIELDS), unit="values")
+    return standardize(
+        raw, config.standardize, timings=timings, step=report.advance, parallel=True
+    )

@@ -39,7 +39,6 @@ class _Worker:
         self.broken = False  # it died once: the rest of the stage runs in this process
         self._writer: threading.Thread | None = None
         self._write_error: BaseException | None = None
-        self._skip = 0  # replies of warm-up calls, read and dropped before the next reply
 
     def start(self) -> None:
         if self.proc is None:
@@ -85,21 +84,9 @@ class _Worker:
         if error is not None:
             raise error
 
-    def warm(self, func: Callable, arg: object) -> None:
-        """Send a call whose reply nobody waits for (imports, table loads): ``receive``
-        drops it before the next reply. Raises ``OSError`` when the worker cannot start."""
-        self.send(func, arg)
-        self._skip += 1
-
     def receive(self) -> object:
         self._finish_write()
-        while True:
-            ok, value = pickle.load(self.proc.stdout)
-            if not self._skip:
-                break
-            self._skip -= 1
-            if not ok:  # the real call will fail the same way, or work: not raised here
-                logger.debug("worker warm-up failed: %s", value)
+        ok, value = pickle.load(self.proc.stdout)
         if not ok:
             raise value
         return value
@@ -107,14 +94,11 @@ class _Worker:
     def close(self, kill: bool = False) -> None:
         if self.proc is not None:
             proc, self.proc = self.proc, None
-            if kill or self._skip or (self._writer is not None and self._writer.is_alive()):
-                # a call still being sent (closing its pipe under the writer races), or a
-                # warm-up nobody used: nothing to wait for
-                proc.kill()
+            if kill or (self._writer is not None and self._writer.is_alive()):
+                proc.kill()  # a call still being sent: closing its pipe under the writer races
             if self._writer is not None:
                 self._writer.join()
                 self._writer, self._write_error = None, None
-            self._skip = 0
             with contextlib.suppress(OSError):
                 proc.stdin.close()
             try:
@@ -148,22 +132,6 @@ def worker_process(enabled: bool = True) -> Iterator[None]:
     finally:
         worker, _worker = _worker, None
         worker.close()
-
-
-def warm_worker(func: Callable, arg: object) -> None:
-    """Have the open worker (``worker_process``) run ``func(arg)`` now and drop its result:
-    a standardizer's imports and tables loaded while this process still reads the sources.
-    Nothing happens without an open worker; a worker that cannot start is left for
-    ``_call`` to find (it then works in this process)."""
-    worker = _worker
-    if worker is None or worker.broken:
-        return
-    try:
-        worker.warm(func, arg)
-    except OSError as exc:
-        logger.warning("standardizing in one process: worker unavailable (%s)", exc)
-        worker.broken = True
-        worker.close(kill=True)
 
 
 def _call(func: Callable[[Sequence[str]], pd.DataFrame], distinct: list) -> pd.DataFrame:

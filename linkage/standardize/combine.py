@@ -8,10 +8,9 @@ differ in a field or an option. Must not import the linking stages, the Linker o
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ import pandas as pd
 from linkage import schema
 from linkage.config import StandardizeConfig
 from linkage.standardize import address, dates, demographics, idnumber, names, phone
-from linkage.standardize._distinct import PARALLEL_MIN_DISTINCT, warm_worker, worker_process
+from linkage.standardize._distinct import PARALLEL_MIN_DISTINCT, worker_process
 
 logger = logging.getLogger(__name__)
 
@@ -287,42 +286,6 @@ def standardize(
     if timings is not None:
         timings.update(spent)
     return out
-
-
-# Source bytes from which a run starts the standardizing worker before reading the sources:
-# about PARALLEL_MIN_DISTINCT records (the benchmark registries' CSV rows: ~180 bytes).
-WARM_WORKER_BYTES = 8 * 2**20
-
-# One record touching every field: standardizing it loads each standardizer's tables.
-_WARM_RECORD = {
-    schema.NAME: "张伟",
-    schema.FORMER_NAME: "张卫",
-    schema.ID_NUMBER: "110105194912310021",
-    schema.BIRTH_DATE: "1949-12-31",
-    schema.REGISTERED_AT: "2001-05-06",
-    schema.GENDER: "男",
-    schema.ETHNICITY: "汉族",
-    schema.PHONE: "13800138000",
-    schema.HUKOU_ADDRESS: "北京市朝阳区建国路1号",
-    schema.CURRENT_ADDRESS: "广东省深圳市南山区科技园路2号",
-}
-
-
-def _warm_up(_: object) -> None:
-    """Standardize one record, so the pinyin, region and address tables are loaded (the
-    worker's first seconds) before the first real call."""
-    standardize_record(_WARM_RECORD)
-
-
-@contextlib.contextmanager
-def early_worker(enabled: bool) -> Iterator[None]:
-    """``_distinct.worker_process`` opened before the sources are read: the worker loads
-    every standardizer's tables (seconds of imports) while this process reads, and
-    ``standardize(parallel=True)`` inside the block uses it. ``enabled`` False: nothing."""
-    with worker_process(enabled):
-        if enabled:
-            warm_worker(_warm_up, None)
-        yield
 
 
 def standardize_record(
