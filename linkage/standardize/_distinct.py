@@ -75,8 +75,8 @@ class _Worker:
         self._writer.start()
 
     def _finish_write(self) -> None:
-        """Wait for the call being sent; raise what sending it raised (``OSError`` for a
-        worker that died, anything else pickling raised)."""
+        """Wait for the call being written; raise what writing it raised (``OSError`` for a
+        worker that died)."""
         if self._writer is not None:
             self._writer.join()
             self._writer = None
