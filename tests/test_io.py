@@ -461,28 +461,6 @@ def test_read_tables_hold_text_as_object_with_none(tmp_path):
         assert frame.loc[2, schema.PHONE] is None
 
 
-def test_large_parquet_is_written_in_row_groups_and_reads_back_the_same(tmp_path, monkeypatch):
-    import pyarrow.parquet as pq
-
-    from linkage import io as linkage_io
-
-    monkeypatch.setattr(linkage_io, "PARQUET_ROWS_AT_ONCE", 7)
-    frame = pd.DataFrame(
-        {
-            "source": pd.Series(["police", None, "health"] * 7 + [None] * 8, dtype=object),
-            "rid_l": np.arange(29, dtype=np.int64),
-            "id_valid": pd.array([True, None] * 14 + [False], dtype="boolean"),
-            "level": pd.Categorical(["exact", "fuzzy"] * 14 + ["exact"]),
-        }
-    )
-    linkage_io.write_parquet(frame, tmp_path / "chunked.parquet")
-    frame.to_parquet(tmp_path / "whole.parquet", index=False)
-    assert pq.ParquetFile(tmp_path / "chunked.parquet").metadata.num_row_groups == 5
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(tmp_path / "chunked.parquet"), pd.read_parquet(tmp_path / "whole.parquet")
-    )
-
-
 def test_row_group_schema_from_first_values_equals_the_whole_frames(tmp_path, monkeypatch):
     """The row groups' schema comes from each object column's first non-null value; it must
     equal pyarrow's over every value (types and pandas metadata); an object column holding
@@ -523,3 +501,25 @@ def test_row_group_schema_from_first_values_equals_the_whole_frames(tmp_path, mo
     assert linkage_io._type_rows(flags) is None
     path = linkage_io.write_parquet(flags, tmp_path / "flags.parquet")
     assert pd.read_parquet(path)["flag"].tolist() == flags["flag"].tolist()
+
+
+def test_large_parquet_is_written_in_row_groups_and_reads_back_the_same(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from linkage import io as linkage_io
+
+    monkeypatch.setattr(linkage_io, "PARQUET_ROWS_AT_ONCE", 7)
+    frame = pd.DataFrame(
+        {
+            "source": pd.Series(["police", None, "health"] * 7 + [None] * 8, dtype=object),
+            "rid_l": np.arange(29, dtype=np.int64),
+            "id_valid": pd.array([True, None] * 14 + [False], dtype="boolean"),
+            "level": pd.Categorical(["exact", "fuzzy"] * 14 + ["exact"]),
+        }
+    )
+    linkage_io.write_parquet(frame, tmp_path / "chunked.parquet")
+    frame.to_parquet(tmp_path / "whole.parquet", index=False)
+    assert pq.ParquetFile(tmp_path / "chunked.parquet").metadata.num_row_groups == 5
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "chunked.parquet"), pd.read_parquet(tmp_path / "whole.parquet")
+    )
