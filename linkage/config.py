@@ -529,7 +529,9 @@ class RunSettings(_Model):
     """How a local run uses the machine: memory, chunk size, checkpoints."""
 
     # Peak memory the run aims for, e.g. 4GB: passed to DuckDB (SET memory_limit, spilling
-    # to OUTPUT/.work beyond it) and used to size the compare/score chunks. null: no limit.
+    # to OUTPUT/.work beyond it) and used to size the compare/score chunks. Not a cap on the
+    # process: the records and the clustering input are not bounded by it, and a stage that
+    # goes above it is reported (warning, summary.json over_memory_limit). null: no limit.
     memory_limit: str | None = None
     # Candidate pairs compared and scored at a time; null: from memory_limit (1,000,000 without).
     chunk_pairs: int | None = Field(default=None, ge=1000)

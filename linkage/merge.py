@@ -72,6 +72,24 @@ def _dense_rank(values: pd.Series | np.ndarray) -> np.ndarray:
     return codes.astype(np.int64)
 
 
+def _key_rank(keys: pd.Series) -> np.ndarray:
+    """:func:`_dense_rank` of record keys that are all distinct: ``arange`` when they already
+    increase row by row (a batch's records come sorted by source and record id), checked in
+    one pyarrow pass (UTF-8 byte order is code point order, as Python compares), else sorted."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(keys) > 1:
+        try:
+            arr = pa.array(keys, type=pa.string(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+            return _dense_rank(keys)
+        rising = pc.greater(arr.slice(1), arr.slice(0, len(arr) - 1)).fill_null(False)
+        if not pc.all(rising).as_py():
+            return _dense_rank(keys)
+    return np.arange(len(keys), dtype=np.int64)
+
+
 def _text_objects(column: pd.Series) -> np.ndarray:
     """The column's own ``str`` objects when it holds only strings (no copy of a million
     keys), else its values as text, one object per distinct value."""
@@ -93,7 +111,7 @@ def merge_records(
     record_ids = records[schema.RECORD_ID].astype(str)
     # Integer keys once; every sort below is an integer lexsort, not a string sort per field.
     src_rank = _source_rank(sources, settings.source_priority)
-    key_rank = _dense_rank(sources + "\x1f" + record_ids)
+    key_rank = _key_rank(sources + "\x1f" + record_ids)
     recent = records.get(schema.REGISTERED_AT_STD)
     recent_rank = _dense_rank(recent) if recent is not None else np.full(n, -1, np.int64)
     src_np, rid_np = _text_objects(records[schema.SOURCE]), _text_objects(records[schema.RECORD_ID])

@@ -1,11 +1,14 @@
 """CSV cells a spreadsheet would run as formulas: neutralize them for people, restore for programs.
 
-Pure pandas; imports nothing of the package (layer 1), so every writer and reader may use it.
+pandas and pyarrow; imports nothing of the package (layer 1), so every writer and reader may use it.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 # A cell a spreadsheet would run as a formula: OWASP "CSV Injection" names = + - @ tab and CR.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -19,6 +22,40 @@ _ESCAPED = r"^'+[=+\-@\t\r]"
 _SPLIT = r";(?='*[\s\"]*[=+\-@])"
 # ... the same ';' once neutralized: ";'" before it (one more "'" where one was already there)
 _SPLIT_ESCAPED = r";'(?='*[\s\"]*[=+\-@])"
+
+
+def _may_need_escape(values: pd.Series) -> np.ndarray:
+    """True for each cell :func:`neutralize_formulas` may change: text starting with one of
+    ``= + - @ ' tab CR`` or holding a ``;``; a superset of the cells it changes.
+
+    One pyarrow pass (C++) over the column, so that the regular expressions (Python per cell
+    for the pattern ``\\d``/``\\s`` classes) run on these few cells only; a column holding
+    anything but text and nulls is answered True everywhere (all cells take the full path).
+    """
+    try:
+        arr = pa.array(values, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        return np.ones(len(values), dtype=bool)
+    first = pc.utf8_slice_codeunits(arr, 0, 1)
+    starts = pc.is_in(first, value_set=pa.array(_FORMULA_START + ("'",)))
+    either = pc.or_(starts, pc.match_substring(arr, ";"))
+    return np.asarray(either.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _escape_cells(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """The neutralized text of ``values`` and the mask of cells that changed."""
+    text = values.astype("string")
+    risky = text.str.startswith(_FORMULA_START).fillna(False) & ~text.str.fullmatch(
+        _PLAIN_SIGNED
+    ).fillna(False)
+    # a value that already looks escaped gets one more quote, so restore_formulas is exact
+    risky |= text.str.contains(_ESCAPED, regex=True).fillna(False)
+    split = text.str.contains(";", regex=False).fillna(False)
+    if split.any():
+        split &= text.str.contains(_SPLIT, regex=True).fillna(False)
+    new = text.where(~split, text.str.replace(_SPLIT, ";'", regex=True))
+    new = new.where(~risky, "'" + new)
+    return new, (risky | split).to_numpy(dtype=bool)
 
 
 def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
@@ -35,20 +72,15 @@ def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
         values = frame[col]
         if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
             continue
-        text = values.astype("string")
-        risky = text.str.startswith(_FORMULA_START).fillna(False) & ~text.str.fullmatch(
-            _PLAIN_SIGNED
-        ).fillna(False)
-        # a value that already looks escaped gets one more quote, so restore_formulas is exact
-        risky |= text.str.contains(_ESCAPED, regex=True).fillna(False)
-        split = text.str.contains(";", regex=False).fillna(False)
-        if split.any():
-            split &= text.str.contains(_SPLIT, regex=True).fillna(False)
-        if risky.any() or split.any():
-            new = text.where(~split, text.str.replace(_SPLIT, ";'", regex=True))
-            new = new.where(~risky, "'" + new)
-            mask = (risky | split).to_numpy()
-            changed[col] = values.astype(object).where(~mask, new.astype(object))
+        # the checks below cost Python per cell: run them on the few candidate cells only
+        where = np.flatnonzero(_may_need_escape(values))
+        if not len(where):
+            continue
+        new, mask = _escape_cells(values.iloc[where])
+        if mask.any():
+            out = values.astype(object).to_numpy(copy=True)
+            out[where[mask]] = new.astype(object).to_numpy()[mask]
+            changed[col] = pd.Series(out, index=values.index, dtype=object, name=col)
     if not changed:
         return frame  # the common case: no copy
     out = frame.copy()

@@ -461,6 +461,48 @@ def test_read_tables_hold_text_as_object_with_none(tmp_path):
         assert frame.loc[2, schema.PHONE] is None
 
 
+def test_row_group_schema_from_first_values_equals_the_whole_frames(tmp_path, monkeypatch):
+    """The row groups' schema comes from each object column's first non-null value; it must
+    equal pyarrow's over every value (types and pandas metadata); an object column holding
+    more than text (an int before a float, bytes after text) takes the whole frame's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from linkage import io as linkage_io
+
+    monkeypatch.setattr(linkage_io, "PARQUET_ROWS_AT_ONCE", 5)
+    n = 23
+    frame = pd.DataFrame(
+        {
+            "late_text": pd.Series([None] * 12 + ["张伟"] * (n - 12), dtype=object),
+            "all_null": pd.Series([None] * n, dtype=object),
+            "nan_then_text": pd.Series([float("nan")] + ["x"] * (n - 1), dtype=object),
+            "str_dtype": pd.Series(["a", None] * 11 + ["b"], dtype="str"),
+            "level": pd.Categorical(["exact", "fuzzy"] * 11 + ["exact"]),
+            "weight": np.linspace(0, 1, n),
+        }
+    )
+    whole = pa.Schema.from_pandas(frame, preserve_index=False)
+    assert pa.Schema.from_pandas(linkage_io._type_rows(frame), preserve_index=False).equals(
+        whole, check_metadata=True
+    )
+    path = linkage_io.write_parquet(frame, tmp_path / "groups.parquet")
+    assert pq.ParquetFile(path).metadata.num_row_groups == 5
+    frame.to_parquet(tmp_path / "whole.parquet", index=False)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), pd.read_parquet(tmp_path / "whole.parquet"))
+
+    mixed = pd.DataFrame({"v": pd.Series([1] * 12 + [2.5] * (n - 12), dtype=object)})
+    path = linkage_io.write_parquet(mixed, tmp_path / "mixed.parquet")
+    assert pq.read_schema(path).field("v").type == pa.float64()
+    assert pd.read_parquet(path)["v"].tolist() == [1.0] * 12 + [2.5] * (n - 12)
+    assert linkage_io._type_rows(mixed) is None
+    assert linkage_io._type_rows(pd.DataFrame({"v": ["a"] * 3 + [b"x"]})) is None
+    flags = frame.assign(flag=pd.Series([None, True] * 11 + [False], dtype=object))
+    assert linkage_io._type_rows(flags) is None
+    path = linkage_io.write_parquet(flags, tmp_path / "flags.parquet")
+    assert pd.read_parquet(path)["flag"].tolist() == flags["flag"].tolist()
+
+
 def test_large_parquet_is_written_in_row_groups_and_reads_back_the_same(tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 

@@ -300,3 +300,34 @@ def test_search_prints_no_terminal_control_characters(tmp_path):
     assert "pwned" in found.stdout  # the hit is printed ...
     assert "\x1b" not in found.stdout and "\x07" not in found.stdout  # ... without control codes
     assert "\\x1b]0;pwned\\x07" in found.stdout
+
+
+# cells built from the characters the formula rules look at, so most draws hit a rule
+_FORMULA_TEXT = st.text(alphabet="=+-@'\t\r; \"0123456789.()aé张", max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), _FORMULA_TEXT, st.text(max_size=6)), min_size=1, max_size=12),
+    st.sampled_from([object, "str", "string"]),
+)
+def test_neutralize_prefilter_changes_nothing_the_full_check_would_not(values, dtype):
+    """Only candidate cells get the regular expressions: the result must equal running the
+    full per-cell check on every cell (object, pandas' str and string dtypes)."""
+    from linkage.spreadsheet import _escape_cells
+
+    column = pd.Series(values, dtype=dtype)
+    safe = neutralize_formulas(pd.DataFrame({"v": column}))["v"]
+    new, mask = _escape_cells(column)
+    expected = column.astype(object).to_numpy(copy=True)
+    expected[mask] = new.astype(object).to_numpy()[mask]
+    got = safe.astype(object).to_numpy()
+    assert [None if pd.isna(v) else v for v in got] == [
+        None if pd.isna(v) else v for v in expected
+    ]
+
+
+def test_neutralize_column_of_non_text_objects_takes_the_full_path():
+    """Numbers in an object column are not Arrow text: every cell is checked, as before."""
+    frame = pd.DataFrame({"v": pd.Series([-5, "=1+1", 3.5, None], dtype=object)})
+    assert neutralize_formulas(frame)["v"].tolist()[:3] == [-5, "'=1+1", 3.5]

@@ -367,16 +367,15 @@ def _date_tables_of(uniques: np.ndarray, lunar: bool) -> dict[str, np.ndarray]:
         "d": parsed.dt.day.fillna(-1).to_numpy(np.int64),
     }
     if lunar:
-        # The recorded date may be the lunar birthday read as solar: convert it exactly (once
-        # per distinct date; lunardate is ~10 µs a call), as a plain and a leap-month reading.
+        # The recorded date may be the lunar birthday read as solar: convert it exactly, as a
+        # plain and a leap-month reading (one table of lunar months, not a call per date)
+        rows = np.flatnonzero(ok)
         for key, leap in (("lunar", False), ("lunar_leap", True)):
             conv = np.full(len(uniques), _NO_DAY, dtype=np.int64)
-            for i in np.flatnonzero(ok):
-                solar = std_dates.lunar_to_solar(
-                    datetime.date(int(out["y"][i]), int(out["m"][i]), int(out["d"][i])), leap
-                )
-                if solar is not None:
-                    conv[i] = (solar - datetime.date(1970, 1, 1)).days
+            days, exists = std_dates.lunar_to_solar_days(
+                out["y"][rows], out["m"][rows], out["d"][rows], leap
+            )
+            conv[rows[exists]] = days[exists]
             out[key] = conv
     return out
 

@@ -10,6 +10,7 @@ import logging
 import pickle
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -36,6 +37,8 @@ class _Worker:
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
         self.broken = False  # it died once: the rest of the stage runs in this process
+        self._writer: threading.Thread | None = None
+        self._write_error: BaseException | None = None
 
     def start(self) -> None:
         if self.proc is None:
@@ -46,11 +49,43 @@ class _Worker:
             )
 
     def send(self, func: Callable, arg: object) -> None:
+        """Start sending ``(func, arg)`` and return at once; ``receive`` gives the reply.
+
+        The call is pickled here, then written to the pipe by a thread: a worker still
+        importing the func's module (seconds for the name and address tables) reads nothing
+        meanwhile, and a plain ``pickle.dump`` would hold this process until it does instead
+        of letting it work on its own half. Pickling here, not in the thread, keeps the
+        pickler's transient objects from interleaving with this process's own work (a
+        heap left ~35 MB larger for the rest of a 300,000-record run when they did).
+        Raises ``OSError`` when the worker cannot start, what pickling raises otherwise.
+        """
         self.start()
-        pickle.dump((func, arg), self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-        self.proc.stdin.flush()
+        self._finish_write()
+        payload = pickle.dumps((func, arg), protocol=pickle.HIGHEST_PROTOCOL)
+        stdin = self.proc.stdin
+
+        def write() -> None:
+            try:
+                stdin.write(payload)
+                stdin.flush()
+            except BaseException as exc:  # raised by receive, in the caller's thread
+                self._write_error = exc
+
+        self._writer = threading.Thread(target=write, name="linkage-worker-send", daemon=True)
+        self._writer.start()
+
+    def _finish_write(self) -> None:
+        """Wait for the call being written; raise what writing it raised (``OSError`` for a
+        worker that died)."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        error, self._write_error = self._write_error, None
+        if error is not None:
+            raise error
 
     def receive(self) -> object:
+        self._finish_write()
         ok, value = pickle.load(self.proc.stdout)
         if not ok:
             raise value
@@ -59,8 +94,11 @@ class _Worker:
     def close(self, kill: bool = False) -> None:
         if self.proc is not None:
             proc, self.proc = self.proc, None
-            if kill:
-                proc.kill()
+            if kill or (self._writer is not None and self._writer.is_alive()):
+                proc.kill()  # a call still being sent: closing its pipe under the writer races
+            if self._writer is not None:
+                self._writer.join()
+                self._writer, self._write_error = None, None
             with contextlib.suppress(OSError):
                 proc.stdin.close()
             try:

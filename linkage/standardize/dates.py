@@ -311,6 +311,59 @@ def lunar_to_solar(d: datetime.date, leap_month: bool = False) -> datetime.date 
         return None
 
 
+# The years lunardate covers (its table runs from lunar 1900 to lunar 2099).
+_LUNAR_YEARS = range(1900, 2100)
+
+
+@functools.lru_cache(maxsize=1)
+def _lunar_months() -> tuple[np.ndarray, np.ndarray]:
+    """Day number (days since 1970-01-01) of the first day and length of every lunar month,
+    indexed [year - 1900, month - 1, leap]; length 0 where the month does not exist.
+
+    Built from lunardate itself (its first day and whether day 30 exists, per month), so the
+    vectorized conversion equals ``lunar_to_solar`` value for value (a test checks every
+    year, month and day); ~5,000 calls once, instead of one per date to convert.
+    """
+    epoch = datetime.date(1970, 1, 1)
+    start = np.zeros((len(_LUNAR_YEARS), 12, 2), dtype=np.int64)
+    length = np.zeros((len(_LUNAR_YEARS), 12, 2), dtype=np.int64)
+    for i, year in enumerate(_LUNAR_YEARS):
+        leap = LunarDate.leap_month_for_year(year)
+        for month in range(1, 13):
+            for is_leap in (False, True) if month == leap else (False,):
+                first = lunar_to_solar(datetime.date(2000, month, 1).replace(year=year), is_leap)
+                if first is None:
+                    continue
+                start[i, month - 1, int(is_leap)] = (first - epoch).days
+                try:
+                    LunarDate(year, month, 30, is_leap).to_solar_date()
+                    length[i, month - 1, int(is_leap)] = 30
+                except ValueError:
+                    length[i, month - 1, int(is_leap)] = 29
+    return start, length
+
+
+def lunar_to_solar_days(
+    year: np.ndarray, month: np.ndarray, day: np.ndarray, leap_month: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lunar_to_solar` of many dates at once: (day numbers, days since 1970-01-01;
+    exists) where ``exists`` is False for a lunar date that does not exist (year outside
+    1900-2099, month or day out of range; its day number is then 0). ``year``, ``month``,
+    ``day``: integer arrays of equal length."""
+    start, length = _lunar_months()
+    year, month, day = (np.asarray(a, dtype=np.int64) for a in (year, month, day))
+    days = np.zeros(len(year), dtype=np.int64)
+    exists = np.zeros(len(year), dtype=bool)
+    ok = (year >= _LUNAR_YEARS.start) & (year < _LUNAR_YEARS.stop) & (month >= 1) & (month <= 12)
+    rows = np.flatnonzero(ok)
+    y, m, d = year[rows] - _LUNAR_YEARS.start, month[rows] - 1, day[rows]
+    first, size = start[y, m, int(leap_month)], length[y, m, int(leap_month)]
+    fits = (size > 0) & (d >= 1) & (d <= size)
+    days[rows[fits]] = first[fits] + d[fits] - 1
+    exists[rows[fits]] = True
+    return days, exists
+
+
 def solar_to_lunar(d: datetime.date) -> datetime.date | None:
     """Lunar year/month/day of a solar date, as a date (None if e.g. lunar day 30 of month 2)."""
     try:

@@ -275,3 +275,29 @@ def test_lunar_reading_falls_19_to_55_days_early(d):
     back = lunar_to_solar(lunar)
     leap_back = lunar_to_solar(lunar, leap_month=True)
     assert d in (back, leap_back)
+
+
+def test_lunar_to_solar_days_equals_lunar_to_solar_for_every_date():
+    """The table conversion, for every solar-valid year/month/day of lunardate's range and
+    a year each side, both readings (plain and leap month), against the per-date one."""
+    import datetime
+
+    import numpy as np
+
+    from linkage.standardize.dates import lunar_to_solar_days
+
+    epoch = datetime.date(1970, 1, 1)
+    dates = [
+        datetime.date(1899, 1, 1) + datetime.timedelta(days=i)
+        for i in range((datetime.date(2101, 12, 31) - datetime.date(1899, 1, 1)).days + 1)
+    ]
+    year = np.array([d.year for d in dates])
+    month = np.array([d.month for d in dates])
+    day = np.array([d.day for d in dates])
+    for leap in (False, True):
+        days, exists = lunar_to_solar_days(year, month, day, leap)
+        got = [epoch + datetime.timedelta(days=int(n)) if e else None for n, e in zip(days, exists)]
+        assert got == [lunar_to_solar(d, leap) for d in dates]
+        assert exists.sum() > (2000 if leap else 70000)  # both readings were exercised
+    # outside 1..12 / 1..31 (no solar date): no lunar date either
+    assert not lunar_to_solar_days(np.array([2000, 2000]), np.array([0, 13]), np.array([1, 1]))[1].any()

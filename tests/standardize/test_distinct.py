@@ -77,6 +77,36 @@ def test_parallel_standardize_equals_one_process(raw_records, monkeypatch):
     assert _distinct._worker is None  # closed after the stage
 
 
+def test_send_returns_while_the_worker_reads_nothing():
+    """A call larger than the pipe's buffer is handed over by a thread: this process goes on
+    with its own half while the worker is busy (importing a func's module, in a run)."""
+    import time
+
+    worker = _distinct._Worker()
+    try:
+        worker.send(time.sleep, 1.5)  # the worker reads nothing for 1.5 s
+        big = ["张伟" * 20] * 200_000  # ~12 MB pickled, far over a pipe's 64 kB
+        start = time.perf_counter()
+        worker.send(list, big)
+        assert time.perf_counter() - start < 1.0
+        assert worker.receive() is None
+        assert worker.receive() == big
+    finally:
+        worker.close()
+
+
+def test_a_worker_killed_during_a_send_is_reported_by_receive():
+    import time
+
+    worker = _distinct._Worker()
+    worker.send(time.sleep, 30)
+    worker.send(list, ["x" * 100] * 100_000)  # blocked: the worker sleeps
+    worker.proc.kill()
+    with pytest.raises((OSError, EOFError)):
+        worker.receive()
+    worker.close()
+
+
 def test_worker_error_is_raised_here_and_worker_is_usable_after(monkeypatch):
     monkeypatch.setattr(_distinct, "PARALLEL_MIN_DISTINCT", 1)
     with _distinct.worker_process():
