@@ -113,8 +113,11 @@ def test_worker_error_is_raised_here_and_worker_is_usable_after(monkeypatch):
         # dict() of 2-letter strings works (this half); of a 3-letter one fails (worker's half)
         with pytest.raises(ValueError):
             _distinct._call(dict, ["ab", "cd", "xyz", "efg"])
-        out = _distinct._call(functools.partial(_upper_frame), ["a", "b", "c", "d"])
-    assert out["v"].tolist() == ["A", "B", "C", "D"]
+        # a function the worker can import (not one of this test module's): its half is
+        # done there, and the worker is still alive afterwards
+        out = _distinct._call(functools.partial(pd.DataFrame, columns=["v"]), ["a", "b", "c", "d"])
+        assert _distinct._worker.proc is not None and _distinct._worker.proc.poll() is None
+    assert out["v"].tolist() == ["a", "b", "c", "d"]
 
 
 def test_local_error_stops_the_worker(monkeypatch):
