@@ -64,7 +64,7 @@ BadRows = Annotated[
 ]
 ConfigArg = Annotated[
     Path,
-    typer.Argument(metavar="CONFIG", help="Run config YAML (see the README, 'Configuration')."),
+    typer.Argument(help="Run config YAML (see the README, 'Configuration')."),
 ]
 
 

@@ -313,7 +313,8 @@ def test_ingest_json_and_text_line(batch, tmp_path):
     assert result.exit_code == 0, result.output
     n = doc["new_records"]
     assert f"({n:,} updates, {n:,} of them unchanged)" in result.stdout, result.stdout
-    assert "{" not in result.stdout and "events:  record_updated" in result.stdout
+    # delivered again unchanged: counted, but no record_updated events
+    assert "{" not in result.stdout and "events:  none" in result.stdout
 
 
 def test_evaluate_blocking_profile_json(batch, data):
