@@ -678,5 +678,8 @@ def test_iso_dates_read_by_datetime_equal_pandas_parse():
         assert set(entry) == set(fresh)
         for key, column in fresh.items():
             assert entry[key] == column[i], (value, key)
-    assert 100 < read < len(values)
+    assert 60 < read < len(values)
     assert fields._iso_date_entry("2020-1-5", True) is None
+    # years pandas 2 cannot hold in nanoseconds are left to pandas (its parse decides)
+    assert fields._iso_date_entry("1600-01-01", True) is None
+    assert fields._iso_date_entry("2262-01-01", True) is None

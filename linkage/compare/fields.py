@@ -335,6 +335,10 @@ def _iso_date_entry(value: object, lunar: bool) -> dict[str, Any] | None:
     same day number, parts and lunar readings), else None (left to pandas' parse)."""
     if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
         return None
+    if not 1678 <= int(value[:4]) <= 2261:
+        # outside pandas 2's nanosecond range (1677-09-21 to 2262-04-11) its parse gives NaT
+        # and pandas 3's a date: left to pandas, so both paths agree under either
+        return None
     try:
         date = datetime.date(int(value[:4]), int(value[5:7]), int(value[8:]))
     except ValueError:
