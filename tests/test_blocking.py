@@ -254,24 +254,18 @@ def test_big_block_is_refined_not_skipped_and_recorded():
 
 
 def test_refinement_logs_info_and_warns_only_when_pairs_are_lost(caplog):
-    # refined with nothing skipped is the default rules' normal work: INFO, not WARNING
+    # k2 splits the block: the default rules' normal work, INFO; k3 is "1" everywhere, so no
+    # key splits it and its pairs are lost: a WARNING
     rows = [("p", "x", "m", "1")] * 4 + [("p", "x", "n", "1")] * 4
-    cfg = BlockingSettings(
-        rules=[RULES[0]], refine_block_size=5, max_block_size=5, refine_keys=["k2"]
-    )
-    with caplog.at_level("INFO", logger="linkage.blocking"):
-        block(_records(rows), cfg)
-    refined = [r for r in caplog.records if "refined by k2" in r.getMessage()]
-    assert [r.levelname for r in refined] == ["INFO"]
-    # no key splits the block (k3 is "1" everywhere): its pairs are lost, so a WARNING
-    caplog.clear()
-    cfg = BlockingSettings(
-        rules=[RULES[0]], refine_block_size=5, max_block_size=5, refine_keys=["k3"]
-    )
-    with caplog.at_level("INFO", logger="linkage.blocking"):
-        block(_records(rows), cfg)
-    lost = [r for r in caplog.records if "skipped" in r.getMessage()]
-    assert [r.levelname for r in lost] == ["WARNING"]
+    for key, needle, level in (("k2", "refined by k2", "INFO"), ("k3", "skipped", "WARNING")):
+        caplog.clear()
+        cfg = BlockingSettings(
+            rules=[RULES[0]], refine_block_size=5, max_block_size=5, refine_keys=[key]
+        )
+        with caplog.at_level("INFO", logger="linkage.blocking"):
+            block(_records(rows), cfg)
+        logged = [r.levelname for r in caplog.records if needle in r.getMessage()]
+        assert logged == [level], key
 
 
 def test_refinement_keeps_records_missing_the_refinement_key_together():
