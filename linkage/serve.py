@@ -1222,9 +1222,10 @@ def serve(
     import uvicorn
 
     config = log_config(log_level)
+    # a refused address changes nothing in this process, not even its logging
+    check_listen(host, port)
     # the parent's own lines (start-up checks) in the same format as the workers'
     logging.config.dictConfig(config)
-    check_listen(host, port)
     common = dict(
         host=host,
         port=port,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,24 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(autouse=True)
+def _restore_linkage_logging():
+    """Put the package's loggers back after each test: an in-process ``serve`` or CLI call
+    configures logging for a process, and a later test's caplog must still see records."""
+    names = ["linkage", *(n for n in logging.root.manager.loggerDict if n.startswith("linkage."))]
+    saved = {}
+    for name in names:
+        log = logging.getLogger(name)
+        saved[name] = (log.level, log.propagate, list(log.handlers), log.disabled)
+    yield
+    for name, (level, propagate, handlers, disabled) in saved.items():
+        log = logging.getLogger(name)
+        log.setLevel(level)
+        log.propagate = propagate
+        log.handlers[:] = handlers
+        log.disabled = disabled
 
 
 @pytest.fixture
