@@ -50,6 +50,7 @@ try:  # the serve extra; importing this module without it names the extra
     from fastapi import Path as PathParam
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from fastapi.routing import APIRoute
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     from fastapi_offline import FastAPIOffline
     from pydantic import BaseModel, ConfigDict, Field
@@ -927,9 +928,53 @@ async def _send_error(send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class _DuplicateKey(json.JSONDecodeError):
+    """A JSON object naming one key twice (``json.loads`` keeps the last silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """``object_pairs_hook`` that refuses a repeated key: RFC 8259 says names SHOULD be unique
+    and parsers differ on repeats (first, last, error), so a query naming ``name`` twice is
+    refused rather than read one way here and another by the client. Raises _DuplicateKey."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(f"duplicate key {key!r}", "", 0)
+        out[key] = value
+    return out
+
+
+class _StrictJSONRequest(Request):
+    """A request whose JSON body may not repeat a key (see :func:`_unique_keys`)."""
+
+    async def json(self) -> Any:
+        """The parsed body; raises ``json.JSONDecodeError`` (a 422) for a repeated key."""
+        if not hasattr(self, "_json"):
+            # bytes, as Starlette passes them: json.loads detects UTF-8/16/32 itself
+            self._json = json.loads(await self.body(), object_pairs_hook=_unique_keys)
+        return self._json
+
+
+class _StrictJSONRoute(APIRoute):
+    """Routes whose handlers read the body through :class:`_StrictJSONRequest` (FastAPI's
+    documented way to change how a body is read: a custom route class)."""
+
+    def get_route_handler(self):
+        """The route's handler, given the strict request."""
+        handler = super().get_route_handler()
+
+        async def strict(request: Request):
+            return await handler(_StrictJSONRequest(request.scope, request.receive, request._send))
+
+        return strict
+
+
 def _problem(err: dict) -> str:
     where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
     msg = err.get("msg", "invalid")
+    error = str((err.get("ctx") or {}).get("error", ""))
+    if err.get("type") == "json_invalid" and error.startswith("duplicate key"):
+        return f"{error} in the body: give each field once"
     if err.get("type") == "json_invalid":
         return f"the body is not valid JSON (at character {err.get('loc', ('', '?'))[-1]})"
     if err.get("type") == "extra_forbidden":
@@ -963,6 +1008,8 @@ def create_app(
         static_url="/docs/assets",
     )
     app.state.service = service
+    # routes added below read JSON bodies with unique keys only
+    app.router.route_class = _StrictJSONRoute
     # inside the audit middleware (added next, so outer): a refused body is audited too
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(_Audit, service=service)
