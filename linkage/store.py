@@ -1207,6 +1207,30 @@ class Store:
                 ]
         return self.golden_for(values, columns).to_dict("records")
 
+    def held_golden_column(self, column: str) -> list | None:
+        """Every value of one golden column in the held table's order (identity id order;
+        typed as :meth:`golden_rows` gives them), or None when the golden table is not held
+        or lacks the column. Pairs with :meth:`held_golden_positions`: a reader derives a
+        value per identity once (the lookup service's district masks) and reads it by
+        position."""
+        held = self._held("golden")
+        if held is None or column not in self._cache["held_columns"][1]:
+            return None
+        return held.columns(np.arange(held.table.num_rows), [column])[column].tolist()
+
+    def held_golden_positions(self, identity_ids: list[str]) -> np.ndarray | None:
+        """Position of each identity's row in the held golden table (-1 where none), or None
+        when the golden table is not held."""
+        held = self._held("golden")
+        if held is None:
+            return None
+        out = np.full(len(identity_ids), -1, dtype=np.int64)
+        for i, ident in enumerate(identity_ids):
+            found = held.positions([str(ident)])
+            if len(found):
+                out[i] = found[0]  # identity_id is the golden table's key: one row
+        return out
+
     def link_rows(self, identity_ids: list[str]) -> list[tuple]:
         """(source, record_id, identity_id) of every link of the given identities, sorted by
         source then record id, as :meth:`links_of_identities` gives them, without a frame
