@@ -588,12 +588,13 @@ class Store:
         ):
             raise self._damaged(exc) from exc
 
-    def memo(self, key: str, build: Callable[[], Any]) -> Any:
+    def memo(self, key: str, build: Callable[[], Any], *, refresh: bool = False) -> Any:
         """Return ``build()``, computed once until the store's next write (which clears it).
 
         For readers that derive an expensive object from stored state, e.g. search's model.
+        ``refresh``: build again even when one is kept (after :meth:`hold`, say).
         """
-        if key not in self._cache:
+        if refresh or key not in self._cache:
             self._cache[key] = build()
         return self._cache[key]
 
@@ -1206,6 +1207,29 @@ class Store:
                     for row in zip(*(found[n].tolist() for n in names), strict=True)
                 ]
         return self.golden_for(values, columns).to_dict("records")
+
+    def held_record_columns(self, columns: list[str]) -> dict[str, np.ndarray] | None:
+        """Every held record's values of ``columns`` (those the records table has), in
+        row-key order, typed as :meth:`candidate_columns` types them; None when the records
+        are not held or a column was not held. For a reader that prepares every stored
+        record once (search's stored comparison sides)."""
+        held = self._held("records")
+        have = [c for c in columns if c in self._columns("records")]
+        if held is None or not set(have) <= self._cache["held_columns"][0]:
+            return None
+        return held.columns(np.arange(held.table.num_rows), have)
+
+    def held_record_positions(self, rks: np.ndarray) -> np.ndarray | None:
+        """Position of each row key's record in :meth:`held_record_columns` (-1 where no
+        record has it), or None when the records are not held."""
+        held = self._held("records")
+        if held is None:
+            return None
+        rks = np.asarray(rks, dtype=np.int64)
+        pos = np.searchsorted(held.keys, rks)
+        found = pos < len(held.keys)
+        found[found] = held.keys[pos[found]] == rks[found]
+        return np.where(found, pos, -1)
 
     def held_golden_column(self, column: str) -> list | None:
         """Every value of one golden column in the held table's order (identity id order;
