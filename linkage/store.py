@@ -1217,7 +1217,12 @@ class Store:
         have = [c for c in columns if c in self._columns("records")]
         if held is None or not set(have) <= self._cache["held_columns"][0]:
             return None
-        return held.columns(np.arange(held.table.num_rows), have)
+        # every row: the columns themselves, without a take's copy of them
+        kinds = [held.types[held.names.index(n)] for n in have]
+        return {
+            n: _typed_column(_object_array(held.table.column(n).to_pylist()), k)
+            for n, k in zip(have, kinds, strict=True)
+        }
 
     def held_record_positions(self, rks: np.ndarray) -> np.ndarray | None:
         """Position of each row key's record in :meth:`held_record_columns` (-1 where no
