@@ -131,7 +131,9 @@ class StoredSide:
     path giving one query record's prepared row in the same code spaces.
 
     :meth:`levels` returns one int8 level per stored row given, equal to ``compare_values``
-    over the query stacked on those rows (tested on generated queries and stores).
+    over the query stacked on those rows (tested on generated queries and stores). A search
+    writes its new keys' table entries into the spare codes: one search at a time per side
+    (the lookup service searches under its lock, as its one DuckDB connection needs).
     """
 
     def __init__(self, comparison: Comparison, values: Mapping[str, np.ndarray]):

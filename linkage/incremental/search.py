@@ -401,16 +401,18 @@ def score_candidates(
     returns (comparison name -> int8 levels, ``score_levels``' arrays), one entry per
     candidate in ``cands`` order."""
     run = setup.run
+    sides: dict[str, StoredSide] = store.memo(_SIDES, dict)
+    positions = None
+    if sides:
+        positions = store.held_record_positions(cands[schema.RECORD_KEY])
+        if positions is None or (positions < 0).any():  # pragma: no cover - held until a write
+            # no stored side for these rows: read every column and compare them all here
+            positions = None
+            cands = store.candidate_columns(cands[schema.RECORD_KEY], setup.columns)
     values = combined_values(setup, row, cands)
     n = len(cands[schema.IDENTITY_ID])
     left = np.zeros(n, dtype=np.int64)
     right = np.arange(1, n + 1, dtype=np.int64)
-    sides: dict[str, StoredSide] = store.memo(_SIDES, dict)
-    positions = None
-    if sides and schema.RECORD_KEY in cands:
-        positions = store.held_record_positions(cands[schema.RECORD_KEY])
-        if positions is None or (positions < 0).any():  # pragma: no cover - held until a write
-            positions = None
     levels = {}
     for comparison in run.comparisons:
         side = sides.get(comparison.name) if positions is not None else None
