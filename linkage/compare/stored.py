@@ -469,30 +469,19 @@ class _NameSide(StoredSide):
 
         Prepare's derare table has an entry at every code that is some record's strip form
         (by_strip). A stored form that is no stored record's strip (only a truncated or
-        de-rared one) has none; as the query's strip it gets one, a function of its text,
-        kept (harmless: read only at a compared record's strip) unless it points at a
-        spare code, which the next search reuses: that entry is put back after this one.
+        de-rared one) has none; as the query's strip it gets one, a function of its text.
+        The entry is read only where a compared record's strip is that code, which after
+        this search can again only be a query's, and each such query sets it anew: it may
+        stay (even pointing at a spare code another search reuses).
         """
         space = self.spaces["strip"]
         code = space.code(_key(text), _strip_entries)
         if as_strip and code >= 0:
             derare = _without_rare(text)
-            want = self._strip_code(derare, False) if derare is not None else NULL_CODE
-            table = space.tables["derare"]
-            if table[code] != want:
-                if code < space.index.size and want >= space.index.size:
-                    self._patched.append((code, int(table[code])))
-                table[code] = want
+            space.tables["derare"][code] = (
+                self._strip_code(derare, False) if derare is not None else NULL_CODE
+            )
         return code
-
-    def levels(self, query, rows):
-        self._patched: list[tuple[int, int]] = []
-        try:
-            return super().levels(query, rows)
-        finally:
-            table = self.spaces["strip"].tables["derare"]
-            for code, old in self._patched:  # entries pointing at this search's spare codes
-                table[code] = old
 
     def _query(self, q):
         c = self.comparison
