@@ -6,7 +6,8 @@ same ~1.4 ms a search for 1 row as for 30), so the stored side is prepared once,
 stored record, by the batch's own ``prepare``; a search then computes the query's codes
 alone, by a scalar path per comparison type, in the stored records' code spaces, and the
 levels come from the comparison's unchanged ``_levels``. Comparison types without a scalar
-path here are compared as before (``compare_values``). Imports ``compare``'s modules only.
+path here are compared as before (``compare_values``). Imports ``compare``'s modules and the
+scalar helpers they use (``standardize.idnumber``, ``zh.syllables``); never the store.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ from linkage.zh.syllables import fuzzy_pinyin
 logger = logging.getLogger(__name__)
 
 # Codes reserved at the end of every stored code space for the keys of one query that no
-# stored record holds (a query has at most a few per space: two names, their forms).
+# stored record holds (a query has a few per space: two names and their forms); a query
+# needing more grows the tables by as many again.
 _SLOTS = 16
 
 
@@ -103,6 +105,7 @@ class _Space:
             spare = np.zeros((_SLOTS, *table.shape[1:]), dtype=table.dtype)
             self.tables[name] = np.concatenate([table, spare])
         self.fresh: dict[Any, int] = {}
+        self.capacity = self.index.size + _SLOTS
 
     def code(self, key: Any, fill: Callable[[Any], Mapping[str, Any]] | None = None) -> int:
         """The query key's code: the stored one, else a spare code whose table entries
@@ -113,9 +116,12 @@ class _Space:
         if found >= 0:
             return found
         if key not in self.fresh:
-            if len(self.fresh) == _SLOTS:  # pragma: no cover - a query has a few keys
-                raise RuntimeError("a query holds more new keys than the reserved codes")
             code = self.index.size + len(self.fresh)
+            if code == self.capacity:  # more new keys than spare codes: grow (rare)
+                for name, table in self.tables.items():
+                    spare = np.zeros((_SLOTS, *table.shape[1:]), dtype=table.dtype)
+                    self.tables[name] = np.concatenate([table, spare])
+                self.capacity += _SLOTS
             self.fresh[key] = code
             for name, value in (fill(key) if fill else {}).items():
                 self.tables[name][code] = value
