@@ -501,7 +501,9 @@ def coverage_chart(table: pd.DataFrame, *, title: str = "") -> Any:
         .encode(
             x=alt.X("label:N", title=None, axis=alt.Axis(labelAngle=-45)),
             y=alt.Y(
-                "coverage:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]),
+                "coverage:Q",
+                axis=alt.Axis(format="%"),
+                scale=alt.Scale(domain=[0, 1]),
                 title="coverage",
             ),
             color=alt.Color(

@@ -315,7 +315,8 @@ def _stored_sides(store: Store, setup: _Setup) -> dict[str, StoredSide]:
         if side is not None:
             sides[comparison.name] = side
     logger.info(
-        "prepared the stored side of %s in %.1fs", ", ".join(sides) or "no comparison",
+        "prepared the stored side of %s in %.1fs",
+        ", ".join(sides) or "no comparison",
         time.perf_counter() - t,
     )
     return sides

@@ -135,7 +135,9 @@ def _district_texts(values: list, field: str) -> tuple[list[str | None], list[bo
     return out, failed
 
 
-def district_masks(values: Sequence, field: str) -> tuple[np.ndarray, list[tuple[str | None, bool]]]:
+def district_masks(
+    values: Sequence, field: str
+) -> tuple[np.ndarray, list[tuple[str | None, bool]]]:
     """:func:`mask_list` ``(values, field, "district")`` of many values at once, compactly:
     int32 codes, one per value, into a list of the distinct (masked text, failed) results;
     code 0 is (None, False), a missing value. Each distinct value is parsed once, by the
