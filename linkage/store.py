@@ -588,12 +588,13 @@ class Store:
         ):
             raise self._damaged(exc) from exc
 
-    def memo(self, key: str, build: Callable[[], Any]) -> Any:
+    def memo(self, key: str, build: Callable[[], Any], *, refresh: bool = False) -> Any:
         """Return ``build()``, computed once until the store's next write (which clears it).
 
         For readers that derive an expensive object from stored state, e.g. search's model.
+        ``refresh``: build again even when one is kept (after :meth:`hold`, say).
         """
-        if key not in self._cache:
+        if refresh or key not in self._cache:
             self._cache[key] = build()
         return self._cache[key]
 
@@ -1206,6 +1207,58 @@ class Store:
                     for row in zip(*(found[n].tolist() for n in names), strict=True)
                 ]
         return self.golden_for(values, columns).to_dict("records")
+
+    def held_record_columns(self, columns: list[str]) -> dict[str, np.ndarray] | None:
+        """Every held record's values of ``columns`` (those the records table has), in
+        row-key order, typed as :meth:`candidate_columns` types them; None when the records
+        are not held or a column was not held. For a reader that prepares every stored
+        record once (search's stored comparison sides)."""
+        held = self._held("records")
+        have = [c for c in columns if c in self._columns("records")]
+        if held is None or not set(have) <= self._cache["held_columns"][0]:
+            return None
+        # every row: the columns themselves, without a take's copy of them
+        kinds = [held.types[held.names.index(n)] for n in have]
+        return {
+            n: _typed_column(_object_array(held.table.column(n).to_pylist()), k)
+            for n, k in zip(have, kinds, strict=True)
+        }
+
+    def held_record_positions(self, rks: np.ndarray) -> np.ndarray | None:
+        """Position of each row key's record in :meth:`held_record_columns` (-1 where no
+        record has it), or None when the records are not held."""
+        held = self._held("records")
+        if held is None:
+            return None
+        rks = np.asarray(rks, dtype=np.int64)
+        pos = np.searchsorted(held.keys, rks)
+        found = pos < len(held.keys)
+        found[found] = held.keys[pos[found]] == rks[found]
+        return np.where(found, pos, -1)
+
+    def held_golden_column(self, column: str) -> list | None:
+        """Every value of one golden column in the held table's order (identity id order;
+        typed as :meth:`golden_rows` gives them), or None when the golden table is not held
+        or lacks the column. Pairs with :meth:`held_golden_positions`: a reader derives a
+        value per identity once (the lookup service's district masks) and reads it by
+        position."""
+        held = self._held("golden")
+        if held is None or column not in self._cache["held_columns"][1]:
+            return None
+        return held.columns(np.arange(held.table.num_rows), [column])[column].tolist()
+
+    def held_golden_positions(self, identity_ids: list[str]) -> np.ndarray | None:
+        """Position of each identity's row in the held golden table (-1 where none), or None
+        when the golden table is not held."""
+        held = self._held("golden")
+        if held is None:
+            return None
+        out = np.full(len(identity_ids), -1, dtype=np.int64)
+        for i, ident in enumerate(identity_ids):
+            found = held.positions([str(ident)])
+            if len(found):
+                out[i] = found[0]  # identity_id is the golden table's key: one row
+        return out
 
     def link_rows(self, identity_ids: list[str]) -> list[tuple]:
         """(source, record_id, identity_id) of every link of the given identities, sorted by

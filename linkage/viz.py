@@ -477,6 +477,55 @@ def precision_recall_chart(table: pd.DataFrame, *, title: str = "") -> Any:
     return _finish(chart)
 
 
+def coverage_chart(table: pd.DataFrame, *, title: str = "") -> Any:
+    """Coverage per district, one panel per indicator, from ``indicators.coverage_indicators``
+    (columns ``indicator``, ``district``, ``eligible``, ``covered``, ``coverage``, ``target``;
+    coverage a share 0-1, the target a dashed rule where the indicator has one).
+
+    A panel lists only the districts with an eligible person of its indicator: a district
+    without one (the ``unknown`` district of persons with no known district, often present
+    for one indicator only) has no coverage to draw, and a shared district axis would show
+    it as an empty slot in every panel. The ``overall`` row is the table's headline, not a
+    district, so it is left out.
+    """
+    from linkage.indicators import OVERALL
+
+    alt = _alt()
+    data = table[(table["district"] != OVERALL) & (table["eligible"] > 0)].assign(
+        label=lambda t: t["district"].map(chart_label),
+        below=lambda t: t["coverage"] < t["target"].fillna(0),
+    )
+    bars = (
+        alt.Chart()
+        .mark_bar()
+        .encode(
+            x=alt.X("label:N", title=None, axis=alt.Axis(labelAngle=-45)),
+            y=alt.Y(
+                "coverage:Q",
+                axis=alt.Axis(format="%"),
+                scale=alt.Scale(domain=[0, 1]),
+                title="coverage",
+            ),
+            color=alt.Color(
+                "below:N",
+                scale=alt.Scale(domain=[False, True], range=[_TOTAL, _NEGATIVE]),
+                legend=alt.Legend(title="below target"),
+            ),
+            tooltip=["district", "eligible", "covered", alt.Tooltip("coverage:Q", format=".1%")],
+        )  # fmt: skip
+    )
+    target = alt.Chart().mark_rule(strokeDash=[4, 3], color="black").encode(y="target:Q")
+    chart = (
+        alt.layer(bars, target, data=data)
+        .properties(width=260, height=180)
+        .facet(facet=alt.Facet("indicator:N", title=None), columns=2)
+        # each panel its own districts (see above)
+        .resolve_scale(x="independent")
+        .properties(title=title or "Coverage by district (dashed: target)")
+    )
+    return _finish(chart)
+
+
 # ---------------------------------------------------------------------- dashboards
 
 

@@ -631,6 +631,67 @@ def test_small_input_paths_equal_the_vectorized_paths(case_records, monkeypatch)
     assert (kept >= 0).any()
 
 
+@pytest.mark.parametrize("share", [1.0, 0.5, 0.0])
+def test_stored_sides_give_the_levels_of_the_stacked_query(case_records, share, monkeypatch):
+    """The lookup's stored side of each comparison (prepared once over the stored records;
+    a search prepares the query alone, in their code spaces) levels the query against any
+    stored rows exactly as ``compare_values`` over the query stacked on those rows.
+
+    Every case record (every level of every comparison, guardian IDs, damaged IDs, minority,
+    romanized, rare-character and masked names, lunar and unreadable dates) is the query in
+    turn, against the stored records: all of them (``share`` 1: each query key is stored),
+    half, or none of the query's own keys stored except as other records hold them."""
+    from linkage.compare import compare_values, stored
+    from linkage.compare.stored import stored_side
+
+    if share == 0.0:  # one spare code per space: a query's new keys grow the tables
+        monkeypatch.setattr(stored, "_SLOTS", 1)
+    rng = np.random.default_rng(int(share * 10))
+    n = len(case_records)
+    columns = {c: case_records[c].to_numpy() for c in case_records.columns}
+    comparisons = [*COMPARISONS.values(), BirthDateComparison(name="bd2", both_witnesses=True)]
+    seen: set[tuple[str, int]] = set()
+    for trial in range(4):
+        stored = np.sort(rng.choice(n, size=int(n * max(share, 0.5)), replace=False))
+        for comparison in comparisons:
+            side = stored_side(comparison, {c: v[stored] for c, v in columns.items()})
+            assert side is not None, comparison
+            queries = range(n) if share == 1.0 else np.setdiff1d(np.arange(n), stored)
+            if share == 0.0:
+                # the query's own record never stored: its keys are new unless shared
+                queries = [q for q in queries if q % 4 == trial]
+            for q in queries:
+                query = {c: columns[c][q] for c in comparison.columns if c in columns}
+                rows = rng.choice(len(stored), size=int(rng.integers(1, 40)))
+                # the case's other record (case i is rows 2i, 2i+1) where stored
+                rows = np.unique(np.append(rows, np.flatnonzero(stored == (q ^ 1))))
+                stacked = {
+                    c: np.concatenate([[columns[c][q]], columns[c][stored[rows]]]).astype(object)
+                    for c in comparison.columns
+                    if c in columns
+                }
+                k = len(rows)
+                expected = compare_values(
+                    stacked, np.zeros(k, np.int64), np.arange(1, k + 1), [comparison]
+                )[comparison.name]
+                got = side.levels(query, rows)
+                np.testing.assert_array_equal(got, expected, err_msg=f"{comparison.name} q={q}")
+                seen |= {(comparison.name, int(v)) for v in expected}
+                # the query against itself when stored: its keys were found, not new
+                if share == 1.0:
+                    own = np.flatnonzero(stored == q)
+                    if len(own):
+                        stacked = {c: np.array([columns[c][q]] * 2, dtype=object) for c in stacked}
+                        expected = compare_values(stacked, [0], [1], [comparison])
+                        np.testing.assert_array_equal(
+                            side.levels(query, own), expected[comparison.name]
+                        )
+    # every level of every comparison was reached by some query (null, else, each agreement)
+    for comparison in comparisons if share == 1.0 else []:
+        reached = {v for name, v in seen if name == comparison.name}
+        assert reached == set(range(-1, len(comparison.levels))), (comparison.name, reached)
+
+
 def test_factorize_by_dict_equals_pandas():
     """Mixed nulls (None, NaN, NA, NaT), blanks, equal values of other types (1, 1.0, True)
     and tuples: the dict path gives pd.factorize's codes and first-kept values, blanks

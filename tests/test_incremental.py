@@ -285,6 +285,11 @@ def test_held_tables_give_the_point_reads_and_searches_of_the_store(data, tmp_pa
             return out, [(r.hits, r.rules, r.fields, r.single_field, r.message) for r in reports]
 
         from_duckdb = read_all()
+        # nothing held yet: no positions, no column
+        assert store.held_golden_positions(["x"]) is None
+        assert store.held_golden_column(schema.HUKOU_ADDRESS) is None
+        assert store.held_record_columns(columns) is None
+        assert store.held_record_positions(np.array([1])) is None
         default_limit = store.con.execute("SELECT current_setting('memory_limit')").fetchall()
         assert hold_search_tables(store)
         # DuckDB's cache of the copied tables was dropped and its memory limit is back
@@ -296,6 +301,26 @@ def test_held_tables_give_the_point_reads_and_searches_of_the_store(data, tmp_pa
             pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
         assert from_duckdb[1] == from_memory[1]
         assert sum(len(r[0]) for r in from_memory[1]) > 20  # searches found hits
+        # a golden column by position: each identity's value as golden_rows reads it
+        ids = [*golden[schema.IDENTITY_ID].sample(30, random_state=1), "none"]
+        positions = store.held_golden_positions(ids)
+        assert positions[-1] == -1 and (positions[:-1] >= 0).all()
+        for column in (schema.HUKOU_ADDRESS, schema.CURRENT_ADDRESS, "records"):
+            values = store.held_golden_column(column)
+            assert len(values) == len(golden)
+            by_id = {g[schema.IDENTITY_ID]: g[column] for g in store.golden_rows(ids, [column])}
+            assert [values[p] for p in positions[:-1]] == [by_id[i] for i in ids[:-1]]
+        assert store.held_golden_column("not_a_column") is None
+        # every held record's columns, by position, as candidate_columns reads them
+        every = store.held_record_columns(columns)
+        rks = np.sort(records["rk"].to_numpy())
+        read = store.candidate_columns(rks, columns)
+        for column in every:
+            pd.testing.assert_series_equal(pd.Series(every[column]), pd.Series(read[column]))
+            assert every[column].dtype == read[column].dtype
+        picked = np.append(rng.choice(rks, size=9), 10**9)
+        positions = store.held_record_positions(picked)
+        assert positions[-1] == -1 and (rks[positions[:-1]] == picked[:-1]).all()
 
 
 @pytest.mark.parametrize("pivot", [30, 5])

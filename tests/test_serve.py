@@ -399,7 +399,14 @@ def test_api_docs_render_in_a_browser_without_internet(server, tmp_path, page, n
 
 
 @pytest.mark.parametrize(
-    "content", [b"garbage", b'{"name": ', b'{"nmae": "x"}', b'{"name": "x", "top": 0}']
+    "content",
+    [
+        b"garbage",
+        b'{"name": ',
+        b'{"nmae": "x"}',
+        b'{"name": "x", "top": 0}',
+        b'{"name": "x", "name": "y"}',
+    ],
 )
 def test_a_request_without_a_valid_token_is_401_whatever_its_body(server, content):
     for headers in ({}, {"Authorization": "Bearer not-a-token"}):
@@ -724,6 +731,8 @@ def test_unreadable_values_are_reported(server):
 
 # ----------------------------------------------------------------------------- bad requests
 
+ct_json = {"content-type": "application/json"}
+
 
 @pytest.mark.parametrize(
     ("content", "headers", "status", "needle"),
@@ -748,6 +757,10 @@ def test_unreadable_values_are_reported(server):
         ),
         (b'{"name": "' + b"x" * 20000 + b'"}', {"content-type": "application/json"}, 413, "body"),
         (b"\xff\xfe\x00", {"content-type": "application/json"}, 400, "could not be parsed"),
+        # json.loads keeps the last of repeated keys: which name was meant is unknown
+        (b'{"name": "x", "name": "y"}', ct_json, 422, "duplicate key 'name'"),
+        (b'{"name": "x", "top": 3, "top": 5}', ct_json, 422, "duplicate key 'top'"),
+        ('{"姓名": 1, "name": "张三", "name": "张三"}'.encode(), ct_json, 422, "'name'"),
     ],
 )
 def test_malformed_requests_get_a_clear_4xx(server, content, headers, status, needle):

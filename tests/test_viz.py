@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linkage import Linker, review, schema, synth
+from linkage import Linker, indicators, review, schema, synth
 from linkage.errors import InputError
 
 alt = pytest.importorskip("altair", reason="notebooks extra not installed")
@@ -153,6 +153,31 @@ def test_model_and_label_charts_carry_the_numbers(run):
     table = review.labelled_tradeoff(labels, result.pairs, result.records)
     assert {r["metric"] for r in _values(viz.threshold_chart(table, 0.9)) if "metric" in r} == {
         "precision", "recall", "f1"}  # fmt: skip
+
+
+def test_coverage_chart_shows_each_panel_only_its_districts():
+    # as coverage_indicators gives it: persons of no known district ("unknown") counted for
+    # one indicator only, and a district with no eligible person for another
+    rows = [
+        ("health_file", "overall", 10, 8), ("health_file", "南山区", 6, 5),
+        ("health_file", "福田区", 4, 3), ("multi_registry", "overall", 14, 9),
+        ("multi_registry", indicators.UNKNOWN_DISTRICT, 4, 0),
+        ("multi_registry", "南山区", 6, 5), ("multi_registry", "福田区", 0, 0),
+    ]  # fmt: skip
+    table = pd.DataFrame(rows, columns=["indicator", "district", "eligible", "covered"])
+    table["coverage"] = table["covered"] / table["eligible"].where(table["eligible"] > 0)
+    table["target"] = np.where(table["indicator"] == "health_file", 0.8, np.nan)
+    spec = viz.coverage_chart(table).to_dict()
+    # a shared district axis drew an empty "unknown" slot in the health_file panel
+    assert spec["resolve"]["scale"]["x"] == "independent"
+    drawn = {(r["indicator"], r["district"]) for r in _values(viz.coverage_chart(table))}
+    assert drawn == {
+        ("health_file", "南山区"), ("health_file", "福田区"),
+        ("multi_registry", indicators.UNKNOWN_DISTRICT), ("multi_registry", "南山区"),
+    }  # fmt: skip
+    below = {r["district"]: r["below"] for r in _values(viz.coverage_chart(table))
+             if r["indicator"] == "health_file"}  # fmt: skip
+    assert below == {"南山区": False, "福田区": True}  # 83 % and 75 % against 80 %
 
 
 def test_save_chart_checks_the_path(run, tmp_path):

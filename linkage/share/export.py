@@ -10,7 +10,7 @@ import hmac
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -133,6 +133,33 @@ def _district_texts(values: list, field: str) -> tuple[list[str | None], list[bo
         out.append(joined or None)
         failed.append(given is not None and not joined)
     return out, failed
+
+
+def district_masks(
+    values: Sequence, field: str
+) -> tuple[np.ndarray, list[tuple[str | None, bool]]]:
+    """:func:`mask_list` ``(values, field, "district")`` of many values at once, compactly:
+    int32 codes, one per value, into a list of the distinct (masked text, failed) results;
+    code 0 is (None, False), a missing value. Each distinct value is parsed once, by the
+    same :func:`_district_texts`, so ``table[codes[i]]`` equals ``mask_list([values[i]],
+    field, "district")``'s entry. For the lookup service, which masks every golden address
+    once at start-up rather than parsing a hit's address through cpca per request (~4 ms).
+    Units: none; a million addresses take about 30 s of CPU (measured ~30,000 a second)."""
+    distinct = list(dict.fromkeys(v for v in values if not _missing(v)))
+    masked, failed = _district_texts(distinct, field)
+    table: list[tuple[str | None, bool]] = [(None, False)]
+    code_of: dict[tuple[str | None, bool], int] = {(None, False): 0}
+    per_value: dict = {}
+    for value, text, bad in zip(distinct, masked, failed, strict=True):
+        key = (text, bad)
+        if key not in code_of:
+            code_of[key] = len(table)
+            table.append(key)
+        per_value[value] = code_of[key]
+    codes = np.fromiter(
+        (0 if _missing(v) else per_value[v] for v in values), dtype=np.int32, count=len(values)
+    )
+    return codes, table
 
 
 def _district(values: pd.Series, field: str) -> tuple[pd.Series, pd.Series]:
@@ -407,6 +434,7 @@ def view_rows(
     department: str,
     *,
     key: bytes | None = None,
+    districts: Mapping[str, Sequence[tuple[str | None, bool]]] | None = None,
 ) -> list[dict]:
     """:func:`export_view` with ``keyed_order=False`` for a few rows, without frames.
 
@@ -415,7 +443,9 @@ def view_rows(
     identities. Returns one dict per visible identity, in input order, with the columns and
     values ``export_view`` gives (missing values None). For the lookup service, where a
     view of five hits through frames cost ~10 ms; the equality with ``export_view`` over
-    every shipped department is tested. Raises ValueError for an aggregated or microdata
+    every shipped department is tested. ``districts``: per address field, the ``district``
+    mask of each golden row (``mask_list``'s (masked, failed), e.g. from
+    :func:`district_masks`), used instead of parsing the address again. Raises ValueError for an aggregated or microdata
     department (their views depend on every row: use ``export_view``), ConfigError as
     ``export_view`` does.
     """
@@ -436,6 +466,7 @@ def view_rows(
             records.setdefault(owner, []).append(f"{source}:{record_id}")
     keep = [i for i, ident in enumerate(ids) if dept.rows != "own" or ident in own]
     golden = [golden[i] for i in keep]
+    given = {f: [masks[i] for i in keep] for f, masks in (districts or {}).items()}
     ids = [ids[i] for i in keep]
     columns: dict[str, list] = {}
     if dept.identity == "identity_id":
@@ -450,7 +481,11 @@ def view_rows(
         mask = dept.fields.get(field)
         if mask is None:
             continue
-        masked, failed = mask_list([g.get(field) for g in golden], field, mask)
+        if mask == "district" and field in given:
+            masked = [text for text, _ in given[field]]
+            failed = [bad for _, bad in given[field]]
+        else:
+            masked, failed = mask_list([g.get(field) for g in golden], field, mask)
         columns[field] = masked
         for row_flags, bad in zip(flags, failed, strict=True):
             if bad:
