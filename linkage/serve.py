@@ -6,18 +6,20 @@ grants it reuses and never restates. FastAPI and uvicorn come from the ``serve``
 """
 
 import dataclasses
+import errno
 import functools
 import hashlib
 import hmac
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TextIO
 
 import numpy as np
 import pandas as pd
@@ -31,6 +33,7 @@ from linkage.incremental import (
     hold_search_tables,
     search_report,
 )
+from linkage.paths import same_file
 from linkage.share import (
     GRANTABLE_FIELDS,
     DepartmentPolicy,
@@ -349,6 +352,51 @@ def _store_secrets(path: str, names: list[str]) -> dict[str, bytes]:
     return {n: found[n] for n in names}
 
 
+def open_audit_log(path: str | Path, *, not_over: dict[str, str | None] | None = None) -> TextIO:
+    """Open the audit log (JSON lines) for appending, created owner-only (0600).
+
+    Refused with InputError naming the path: a symbolic link as its last part (the lines would
+    land in the link's target, which anyone able to create a file beside the store could point
+    at the operator's files), anything but a regular file (a FIFO would block start-up), a file
+    with other hard links, a file owned by another user (who made it could read every
+    department's queries), the same file as one of ``not_over`` (role -> path: the store, the
+    policy, the tokens file), or a path that cannot be written.
+    """
+    path = Path(path)
+    for role, other in (not_over or {}).items():
+        if other is not None and same_file(path, other):
+            raise InputError(
+                f"the audit log is the same file as the {role} ({other}); name another file",
+                path=str(path),
+            )
+    # O_NOFOLLOW refuses a link; O_NONBLOCK makes a FIFO without a reader fail, not hang
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            why = "it is a symbolic link; name the file itself, not a link to it"
+        elif exc.errno == errno.ENXIO:
+            why = "it is not a regular file"
+        else:
+            why = exc.strerror or str(exc)
+        raise InputError(f"cannot write the audit log: {why}", path=str(path)) from None
+    info = os.fstat(fd)
+    why = ""
+    if not stat.S_ISREG(info.st_mode):
+        why = "it is not a regular file"
+    elif info.st_nlink != 1:
+        why = f"it has {info.st_nlink} hard links (the same file under other names)"
+    elif hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+        why = f"it belongs to another user (uid {info.st_uid}), who could read its lines"
+    if why:
+        os.close(fd)
+        raise InputError(f"cannot write the audit log: {why}", path=str(path))
+    os.set_blocking(fd, True)
+    return open(fd, "a", encoding="utf-8", buffering=1)
+
+
 class TokenBuckets:
     """Per-token rate limit: a token bucket each (burst, then ``rate`` per second).
 
@@ -433,15 +481,18 @@ class LookupService:
         self._audit_lock = threading.Lock()
         self._audit = None
         if settings.audit:
-            path = Path(settings.audit)
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                # owner-only: the log holds every department's queries
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                self._audit = open(fd, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-            except OSError as exc:
+                self._audit = open_audit_log(
+                    settings.audit,
+                    not_over={
+                        "store": settings.store,
+                        "policy": settings.policy,
+                        "tokens file": settings.tokens,
+                    },
+                )
+            except InputError:
                 self.store.close()
-                raise InputError(f"cannot write the audit log: {exc}", path=str(path)) from None
+                raise
         self._ids: dict[str, dict[str, str]] = {}
         self._id_column: dict[str, str | None] = {}
         self._hidden: dict[str, set[str]] = {}

@@ -326,6 +326,63 @@ def test_serve_refuses_bad_setup_with_exit_2(built, tmp_path, monkeypatch):
     assert result.exit_code == 2 and "not found" in result.output
 
 
+def test_audit_log_is_never_written_through_a_link_or_into_a_file_not_its_own(
+    built, tmp_path, monkeypatch
+):
+    """Anyone able to create a file beside the store could plant the audit log's path as a
+    link to the operator's shell start-up file: the service appended through it, and an
+    outsider without a token put `$(command)` into it through the request path. A FIFO hung
+    start-up; a file made by another user let that user read every query. All refused (exit
+    2 from `linkage serve`, naming the path) and the target left as it was."""
+    import stat as stat_module
+
+    from linkage.errors import InputError
+    from linkage.serve import open_audit_log
+
+    monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    monkeypatch.delenv(TOKENS_ENV, raising=False)
+    victim = tmp_path / "bashrc"
+    victim.write_text("# start-up file\n", encoding="utf-8")
+    link = tmp_path / "ids.duckdb.audit.jsonl"
+    link.symlink_to(victim)
+    args = ["serve", "--store", str(built["store"]), "--policy", str(built["policy"])]
+    args += ["--tokens", str(built["tokens_file"]), "--no-in-memory", "--port", "1"]
+    result = runner.invoke(app, [*args, "--audit", str(link)])
+    assert result.exit_code == 2, result.output
+    assert "symbolic link" in result.output and str(link) in " ".join(result.output.split())
+    assert victim.read_text(encoding="utf-8") == "# start-up file\n"
+    dangling = tmp_path / "dangling.jsonl"
+    dangling.symlink_to(tmp_path / "created-by-the-link")
+    with pytest.raises(InputError, match="symbolic link"):
+        open_audit_log(dangling)
+    assert not (tmp_path / "created-by-the-link").exists()
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        open_audit_log(fifo)  # without O_NONBLOCK this open blocks for ever
+    hard = tmp_path / "hard.jsonl"
+    os.link(victim, hard)
+    with pytest.raises(InputError, match="hard links"):
+        open_audit_log(hard)
+    for role, other in (("store", built["store"]), ("policy", built["policy"])):
+        with pytest.raises(InputError, match=f"same file as the {role}"):
+            open_audit_log(
+                other, not_over={"store": str(built["store"]), "policy": str(built["policy"])}
+            )
+    if os.geteuid() == 0:  # only root can give a file to another user
+        foreign = tmp_path / "foreign.jsonl"
+        foreign.write_text("", encoding="utf-8")
+        foreign.chmod(0o666)
+        os.chown(foreign, 65534, 65534)
+        with pytest.raises(InputError, match="another user"):
+            open_audit_log(foreign)
+    fresh = open_audit_log(tmp_path / "new" / "audit.jsonl")
+    fresh.write("{}\n")
+    fresh.close()
+    mode = stat_module.S_IMODE(os.stat(tmp_path / "new" / "audit.jsonl").st_mode)
+    assert mode == 0o600
+
+
 def test_serve_token_refuses_unknown_department(built, tmp_path):
     out = tmp_path / "t.yaml"
     result = runner.invoke(
@@ -650,7 +707,9 @@ def test_explanation_lists_only_comparisons_over_unmasked_fields(server):
     assert len(hidden) == 1 and "id" in hidden[0]["level"].split(", ")
     hit = _search(server, "social_security", name=person["name"]).json()["hits"][0]
     # each line is rounded to 0.001
-    assert sum(e["weight"] for e in hit["explanation"]) == pytest.approx(hit["match_weight"], abs=0.01)
+    assert sum(e["weight"] for e in hit["explanation"]) == pytest.approx(
+        hit["match_weight"], abs=0.01
+    )
     assert not [e for e in police if e["comparison"] == "hidden"]
 
 
