@@ -118,6 +118,33 @@ def test_record_ids_are_pseudonyms_and_plain_ids_that_are_identifiers_are_refuse
     assert plain[schema.RECORD_ID].tolist() == ["H-000123"]
 
 
+@pytest.mark.parametrize(
+    "record_id",
+    [
+        "P110105194912310021",  # the ID behind a registry's prefix
+        "44030619900101002X-01",  # ... or before a suffix
+        "110105 19491231 0021",  # written in groups
+        "110105-194912-310021",
+        "+8613912345678",  # a mobile number in international form
+        "0086-139-1234-5678",
+        "M13912345678",
+        "R110105491231002",  # a 15-digit ID inside
+    ],
+)
+def test_plain_record_ids_holding_an_identifier_anywhere_are_refused(record_id):
+    """`--record-ids plain` refused only record ids that were an ID or mobile number as a
+    whole: one with a prefix, a suffix, separators or +86 went to the linkage unit in clear."""
+    recs = _records(["张伟"], record_ids=[record_id])
+    with pytest.raises(InputError, match="look like resident IDs"):
+        encode_records(recs, SECRET, record_ids="plain")
+
+
+def test_plain_record_ids_without_an_identifier_stay_plain():
+    ids = ["44030500300015221", "JZ2024000123", "2024-03-15-0001", "H-000123", "R1"]
+    plain = encode_records(_records(["张伟"] * 5, record_ids=ids), SECRET, record_ids="plain")
+    assert plain[schema.RECORD_ID].tolist() == ids
+
+
 def test_a_mistyped_key_is_detected_by_the_key_check_value():
     recs = _records(["张伟", "李娜"], ["1949-12-31", "1990-01-01"])
     good = encode_records(recs, b"shared-key-of-the-custodians")

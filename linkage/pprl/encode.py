@@ -52,8 +52,13 @@ _TOKENIZERS = {
     schema.GENDER: gender_tokens,
     schema.ID_NUMBER: id_tokens,
 }
-# A resident ID or a mobile number used as a record id is an identifier in its own right.
-_SENSITIVE_ID = r"^(\d{17}[\dXx]|\d{15}|1[3-9]\d{9})$"
+# A resident ID or a mobile number used as a record id is an identifier in its own right,
+# also inside a longer id (`P110101199003070011`, `110101199003070011-01`), written with
+# spaces or dashes (`110101 19900307 0011`) or after +86 / 0086 (`+8613912345678`): the
+# id is searched as it is and without spaces and dashes, for a digit run of an ID's or a
+# mobile number's length (a 17-digit registration number is neither).
+_SENSITIVE_ID = r"(?<!\d)(?:\d{17}[\dXx]|\d{15}|(?:0086|86)?1[3-9]\d{9})(?!\d)"
+_ID_SEPARATORS = r"[\s\-]"
 
 
 @dataclass(frozen=True)
@@ -254,7 +259,12 @@ def encode_records(
     sources = records.get(schema.SOURCE, pd.Series([""] * len(records), index=records.index))
     ids = records[schema.RECORD_ID]
     if record_ids == "plain":
-        sensitive = ids.astype("string").str.fullmatch(_SENSITIVE_ID).fillna(False)
+        text = ids.astype("string")
+        joined = text.str.replace(_ID_SEPARATORS, "", regex=True)
+        sensitive = (
+            text.str.contains(_SENSITIVE_ID, regex=True)
+            | joined.str.contains(_SENSITIVE_ID, regex=True)
+        ).fillna(False)
         if sensitive.any():
             rows = ", ".join(str(int(i)) for i in np.flatnonzero(sensitive.to_numpy())[:5])
             raise InputError(
