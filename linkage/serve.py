@@ -1006,6 +1006,7 @@ class _Audit:
         finally:
             path = Request(scope).url.path
             if path.startswith("/v1/"):
+                path = self._logged_path(path)
                 client = scope.get("client")
                 self.service.audit(
                     {
@@ -1019,6 +1020,21 @@ class _Audit:
                         **state.get("audit", {}),
                     }
                 )
+
+    def _logged_path(self, path: str) -> str:
+        """The path as the audit log keeps it: an endpoint's own path, the fetch route's
+        template (the id asked for is the line's ``identity``), any other path as a keyed
+        hash (anyone, without a token, chooses it: it may hold a resident ID)."""
+        if path in _AUDITED_PATHS:
+            return path
+        if path.startswith(_FETCH_PREFIX) and "/" not in path[len(_FETCH_PREFIX) :]:
+            return _FETCH_PREFIX + "{identity}"
+        return self.service.audit_hash("path", path)
+
+
+# paths the audit log names as they are
+_AUDITED_PATHS = frozenset({"/v1/search", "/v1/department"})
+_FETCH_PREFIX = "/v1/identities/"
 
 
 async def _send_error(send, status: int, message: str) -> None:
@@ -1261,12 +1277,18 @@ def create_app(
         ],
         name: Annotated[str, Depends(identity_view)],
     ) -> dict:
-        request.state.audit = {"identity": identity}
+        # kept as sent only once it is an id of the department's view: a caller's system
+        # may put a resident ID or a phone where the id goes (the policy hashes those)
+        raw = (service.departments[name].audit_queries or service.policy.audit_queries) == "raw"
+        request.state.audit = {
+            "identity": identity if raw else service.audit_hash("identity", identity)
+        }
         if service.departments[name].identity == "none":
             raise HTTPException(403, f"department '{name}' is granted no identity ids")
         answer = service.fetch(name, identity)
         if answer is None:
             raise HTTPException(404, "no identity with this id in your department's view")
+        request.state.audit["identity"] = identity
         return answer
 
     return app

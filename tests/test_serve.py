@@ -879,6 +879,35 @@ def test_audit_log_records_who_asked_what_as_the_policy_allows(server):
     )
 
 
+def test_audit_log_keeps_no_identifier_sent_where_an_id_or_path_goes(server):
+    """A resident ID sent as the id to fetch (a caller's system mixing up its keys), or in
+    any path under /v1/ with or without a token, was kept whole in the audit line's `path`
+    and `identity`, though the policy hashes values the department may not see. Now the
+    fetch route is logged by its template, an id that is not one of the department's view
+    ids as a keyed hash, any other path as a keyed hash; a view id stays as it is."""
+    client = server["client"]
+    person = _complete_identities(server["golden"], 1).iloc[0]
+    full_id, phone = person["id_number"], person["phone"]
+    view_id = _view_ids(server, "health")[person[schema.IDENTITY_ID]]
+    assert (
+        client.get(f"/v1/identities/{full_id}", headers=_auth(server, "health")).status_code == 404
+    )
+    assert client.get(f"/v1/identities/{phone}").status_code == 401
+    assert client.get(f"/v1/{full_id}", headers=_auth(server, "health")).status_code == 404
+    assert (
+        client.get(f"/v1/identities/{view_id}", headers=_auth(server, "health")).status_code == 200
+    )
+    time.sleep(0.2)
+    lines = [json.loads(x) for x in server["audit"].read_text(encoding="utf-8").splitlines()]
+    text = json.dumps(lines, ensure_ascii=False)
+    assert full_id not in text and phone not in text
+    fetches = [e for e in lines if e["path"] == "/v1/identities/{identity}"]
+    hashed = [e for e in fetches if e["status"] == 404 and e["department"] == "health"]
+    assert hashed and re.fullmatch(r"hmac:[0-9a-f]{16}", hashed[-1]["identity"])
+    assert any(e["status"] == 200 and e.get("identity") == view_id for e in fetches)
+    assert any(re.fullmatch(r"hmac:[0-9a-f]{16}", e["path"]) for e in lines)
+
+
 def test_bounded_load_from_concurrent_clients(server):
     """A fixed number of requests from 8 threads on loopback; stops by itself."""
     people = _complete_identities(server["golden"], 40)
