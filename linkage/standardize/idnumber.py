@@ -193,6 +193,10 @@ def _sci_digits(text: str) -> tuple[str, int] | None:
         value = Decimal(text)
     except InvalidOperation:
         return None
+    # an ID has 18 digits: a larger number is none, and int() of '1e999999' (one cell of a
+    # registry, one search) would run for minutes, '1e5000' exceed Python's 4300-digit limit
+    if value.adjusted() > 18:
+        return None
     if value != value.to_integral_value() or value < 0:
         return None
     mantissa = text.upper().split("E")[0].replace(".", "").lstrip("0")

@@ -240,6 +240,20 @@ def test_short_scientific_mantissa_loses_birth_date():
     assert row[schema.ID_BIRTH_DATE] is None
 
 
+@pytest.mark.parametrize("raw", ["1e5000", "1E999999", "9.9e+99999999", "1e40"])
+def test_scientific_notation_too_large_for_an_id_is_malformed_at_once(raw):
+    """int(Decimal('1e999999')) ran for minutes (one registry cell stalled a batch run, one
+    search a service worker) and '1e5000' raised ValueError (Python's int-to-str limit):
+    a number beyond 18 digits is no ID, read as malformed without expanding it."""
+    import time
+
+    start = time.process_time()
+    row = std([raw]).iloc[0]
+    assert time.process_time() - start < 5
+    assert row[schema.ID_STD] is None
+    assert flags_of(row) == {"id_malformed"}
+
+
 def test_genuine_zero_tail_with_good_checksum_is_kept():
     # real IDs can end in 000; alone, with a correct check, it is not evidence of damage
     body = None
