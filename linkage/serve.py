@@ -1184,9 +1184,14 @@ def create_app(
         # FastAPI reads the body before it runs the token check: answer an unauthenticated
         # request 401 whatever its body, so a stranger learns nothing of the API's checks
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or authenticate(service.tokens, token.strip()) is None:
+        missing = scheme.lower() != "bearer" or not token.strip()
+        if missing or authenticate(service.tokens, token.strip()) is None:
+            # the dependency's words: a different text would tell whether the body parsed
             return JSONResponse(
-                {"error": "missing or unknown bearer token", "problems": []},
+                {
+                    "error": "missing bearer token" if missing else "unknown bearer token",
+                    "problems": [],
+                },
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
