@@ -315,6 +315,18 @@ def test_spark_refuses_a_model_saved_with_other_levels(runs, registries, tmp_pat
     assert not (out / "identities.csv").exists()
 
 
+def _jobs_of(spark, group: str, action):
+    """``action()``'s result and the number of Spark jobs it ran (its own job group)."""
+    context = spark.sparkContext
+    context.setJobGroup(group, group)
+    try:
+        result = action()
+        return result, len(context.statusTracker().getJobIdsForGroup(group))
+    finally:
+        for key in ("spark.jobGroup.id", "spark.job.description"):
+            context.setLocalProperty(key, None)
+
+
 # ----------------------------------------------------------------------------- readers
 
 
@@ -446,6 +458,46 @@ def test_spark_reader_names_every_bad_line_of_a_file_at_once(spark, tmp_path, wr
     assert (
         "column '编号': 2 duplicate record id value(s), e.g. 'P1', 'P4' (lines 2, 8, 9, 10)" in text
     )
+
+
+def test_spark_reader_checks_every_file_in_one_query_and_in_file_order(spark, tmp_path, write_yaml):
+    """The bad-row check runs once over all files: two more clean files cost only their
+    header reads, not a count and a duplicate search each. A bad file is still named with
+    its lines, and before a missing file later in the config, as a file-by-file read would."""
+    from linkage.spark.engine import read_sources_spark
+
+    for name in ("a", "b", "c"):
+        rows = [f"{name}{i},姓名{i}" for i in range(40)]
+        (tmp_path / f"{name}.csv").write_text("编号,姓名\n" + "\n".join(rows) + "\n", "utf-8")
+    (tmp_path / "dup.csv").write_text("编号,姓名\nx,张三\nx,李四\n", encoding="utf-8")
+
+    def source(name: str) -> dict:
+        return {"path": f"{name}.csv", "record_id": "编号", "columns": {"姓名": "name"}}
+
+    def jobs(names: list[str], group: str) -> tuple[pd.DataFrame, int]:
+        config = load_config(
+            write_yaml({"sources": {n: source(n) for n in names}}, name=f"{group}.yaml")
+        )
+        return _jobs_of(spark, group, lambda: read_sources_spark(spark, config).toPandas())
+
+    one, jobs_one = jobs(["a"], "read_one")
+    three, jobs_three = jobs(["a", "b", "c"], "read_three")
+    assert len(one) == 40 and len(three) == 120
+    # one header read per further CSV file (Spark infers the columns); the checks were
+    # about five more jobs per file
+    assert jobs_three - jobs_one <= 2, (jobs_one, jobs_three)
+    config = load_config(
+        write_yaml({"sources": {n: source(n) for n in ("a", "dup", "gone")}}, name="bad.yaml")
+    )
+    with pytest.raises(InputError, match="duplicate record id") as raised:
+        read_sources_spark(spark, config)
+    assert "dup.csv" in str(raised.value)
+    config = load_config(
+        write_yaml({"sources": {n: source(n) for n in ("a", "gone", "dup")}}, name="gone.yaml")
+    )
+    with pytest.raises(InputError, match="file not found") as raised:
+        read_sources_spark(spark, config)
+    assert "gone.csv" in str(raised.value)
 
 
 def test_spark_reader_names_bad_parquet_rows(spark, tmp_path, write_yaml):
@@ -785,6 +837,29 @@ def test_spark_runs_keep_the_oldest_id_on_a_merge_and_the_larger_part_on_a_split
         )
 
 
+def test_checkpoint_counts_are_exact_and_take_no_jobs_of_their_own(spark):
+    from pyspark.sql import functions as F
+
+    from linkage.spark.engine import checkpoint_counting
+
+    frame = spark.range(1000).select((F.col("id") % 7).alias("k"), F.col("id"))
+    grouped = frame.groupBy("k").agg(F.count("*").alias("n"))
+    (kept, counted), jobs = _jobs_of(
+        spark,
+        "counted",
+        lambda: checkpoint_counting(grouped, rows=F.lit(True), big=F.col("n") > 142),
+    )
+    _, plain = _jobs_of(spark, "plain", lambda: grouped.localCheckpoint())
+    assert counted == {"rows": 7, "big": 6}  # k = 0..5 hold 143 ids, k = 6 holds 142
+    assert jobs == plain
+    assert sorted(kept.toPandas()["n"]) == [142] + [143] * 6
+    # nothing to count: zeros, not a wait for metrics that never come
+    empty = spark.createDataFrame([], "x long")
+    assert checkpoint_counting(empty, rows=F.lit(True))[1] == {"rows": 0}
+    none = frame.where(F.col("id") < 0).groupBy("k").count()
+    assert checkpoint_counting(none, rows=F.lit(True))[1] == {"rows": 0}
+
+
 # ----------------------------------------------------------------------------- compare
 
 
@@ -862,6 +937,55 @@ def test_spark_blocking_refines_skips_and_refuses_like_the_local_engine(spark):
     tight = settings.model_copy(update={"pair_budget": 10, "over_budget": "refuse"})
     with pytest.raises(ConfigError, match="pair_budget"):
         block_spark(keys, SimpleNamespace(blocking=tight), buckets=3)
+
+
+def test_spark_blocking_jobs_do_not_grow_with_the_rules(spark):
+    """Every rule's records are counted by one group-by and joined by one self-join, so
+    four more rules (none refined) run no more Spark jobs; a join per rule cost about three
+    jobs each. The pairs and their first rules still equal the local engine's."""
+    from types import SimpleNamespace
+
+    from linkage.blocking import BlockingRule, BlockingSettings, block, key_table
+    from linkage.spark.engine import _RULE_INDEX, block_spark
+
+    rng = np.random.default_rng(5)
+    n = 150
+    frame = pd.DataFrame(
+        {
+            schema.ROW: np.arange(n, dtype=np.int64),
+            schema.SOURCE: rng.choice(["a", "b"], n),
+            "k1": rng.choice(["x", "y", "z"], n, p=[0.6, 0.3, 0.1]),
+            "k2": rng.choice(np.array(["m", "n", None], dtype=object), n),
+            "k3": rng.choice(["1", "2", "3", "4"], n),
+        }
+    )
+    few = [BlockingRule(name="a", keys=["k1"]), BlockingRule(name="b", keys=["k2", "k3"])]
+    # only rule a's blocks are over refine_block_size; the permuted copies find only pairs
+    # an earlier rule found, so the de-duplication keeps the first rule
+    more = [["k1", "k2", "k3"], ["k3", "k2", "k1"], ["k2", "k1", "k3"], ["k3", "k1", "k2"]]
+    many = few + [BlockingRule(name=f"all{j}", keys=keys) for j, keys in enumerate(more)]
+    jobs = {}
+    for rules in (few, many):
+        settings = BlockingSettings(
+            rules=rules, refine_block_size=30, max_block_size=60, refine_keys=["k2", "k3"]
+        )
+        local = block(frame, settings)
+        keys = spark.createDataFrame(key_table(frame, rules, settings.refine_keys))
+        keys = keys.localCheckpoint()
+
+        def pairs_of(keys=keys, settings=settings):
+            pairs, names = block_spark(keys, SimpleNamespace(blocking=settings), buckets=3)
+            return pairs.localCheckpoint(), names
+
+        (pairs, names), jobs[len(rules)] = _jobs_of(spark, f"block_{len(rules)}", pairs_of)
+        got = pairs.toPandas().sort_values([schema.ROW_L, schema.ROW_R], ignore_index=True)
+        assert got[schema.ROW_L].tolist() == local[schema.ROW_L].tolist()
+        assert got[schema.ROW_R].tolist() == local[schema.ROW_R].tolist()
+        assert [names[i] for i in got[_RULE_INDEX]] == local[schema.RULE].astype(str).tolist()
+        report = []
+        block(frame, settings, report=report)
+        assert [r["blocks_refined"] > 0 for r in report] == [True] + [False] * (len(rules) - 1)
+    assert jobs[len(many)] <= jobs[len(few)], jobs
 
 
 # ----------------------------------------------------------------------------- households

@@ -12,6 +12,7 @@ are Spark expressions.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import shutil
@@ -40,7 +41,7 @@ require_pyspark()
 
 from py4j.protocol import Py4JJavaError  # noqa: E402
 from pyspark.errors import PySparkException  # noqa: E402
-from pyspark.sql import DataFrame, SparkSession  # noqa: E402
+from pyspark.sql import Column, DataFrame, Observation, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 from pyspark.sql import types as T  # noqa: E402
 from pyspark.storagelevel import StorageLevel  # noqa: E402
@@ -206,25 +207,70 @@ def read_source_spark(
     the checks and the row numbering that follow; the kept frame is appended here for the
     caller to unpersist once the records are numbered. Without it nothing is kept.
     """
-    path = Path(cfg.path)
-    if not path.exists():
-        raise InputError("file not found", path=str(path))
+    parsed = _parse_source(spark, cfg, cached)
+    return _canonical(parsed, _checked(spark, parsed, rejected))
+
+
+@dataclass
+class _Parsed:
+    """A source as Spark parsed it (text columns), before its rows are checked."""
+
+    cfg: SourceConfig
+    path: Path
+    raw: DataFrame
+    suffix: str
+    corrupt: str | None  # the column holding a row with the wrong number of fields
+    encoding: str | None
+    wanted: list[str]  # the source's mapped columns
+
+
+@contextmanager
+def _reading(spark: SparkSession, path: Path) -> Iterator[None]:
+    """Spark's logging off and its errors as one InputError naming ``path``."""
     with _quiet_spark_logs(spark):
         try:
-            return _read_source_spark(spark, cfg, path, rejected, cached)
+            yield
         except (PySparkException, Py4JJavaError) as exc:
             raise InputError(
                 f"Spark could not read the file: {_spark_message(exc)}", path=str(path)
             ) from None
 
 
-def _read_source_spark(
+def _parse_source(
+    spark: SparkSession, cfg: SourceConfig, cached: list[DataFrame] | None = None
+) -> _Parsed:
+    """Parse a source (see ``read_source_spark``); raises InputError for a missing file, an
+    unsupported type or unmapped columns."""
+    path = Path(cfg.path)
+    if not path.exists():
+        raise InputError("file not found", path=str(path))
+    with _reading(spark, path):
+        return _parse_source_spark(spark, cfg, path, cached)
+
+
+def _checked(spark: SparkSession, parsed: _Parsed, rejected: RejectedRows | None) -> DataFrame:
+    """The parsed rows after ``_check_rows`` (Excel was checked as it was read)."""
+    if parsed.suffix in (".xlsx", ".xlsm"):
+        return parsed.raw
+    rid_col = F.col(f"`{parsed.cfg.record_id}`")
+    with _reading(spark, parsed.path):
+        return _check_rows(
+            parsed.raw,
+            parsed.cfg,
+            parsed.path,
+            rid_col,
+            parsed.corrupt,
+            parsed.encoding,
+            rejected,
+        )
+
+
+def _parse_source_spark(
     spark: SparkSession,
     cfg: SourceConfig,
     path: Path,
-    rejected: RejectedRows | None,
     cached: list[DataFrame] | None = None,
-) -> DataFrame:
+) -> _Parsed:
     suffix = path.suffix.lower()
     corrupt = None
     encoding = None
@@ -267,9 +313,14 @@ def _read_source_spark(
         )
     raw = _as_text_columns(raw)
     wanted = check_mapped_columns([c for c in raw.columns if c != corrupt], cfg)
+    return _Parsed(cfg, path, raw, suffix, corrupt, encoding, wanted)
+
+
+def _canonical(parsed: _Parsed, raw: DataFrame) -> DataFrame:
+    """Checked rows as canonical records: source, record_id, the mapped fields, then the
+    other columns as ``raw.<header>``."""
+    cfg, corrupt, wanted = parsed.cfg, parsed.corrupt, parsed.wanted
     rid_col = F.col(f"`{cfg.record_id}`")
-    if suffix not in (".xlsx", ".xlsm"):
-        raw = _check_rows(raw, cfg, path, rid_col, corrupt, encoding, rejected)
     if corrupt is not None:
         raw = raw.drop(corrupt)
     cols = [F.lit(cfg.name).alias(schema.SOURCE), rid_col.alias(schema.RECORD_ID)]
@@ -417,6 +468,51 @@ def _parquet_rows_text(path: Path, rows: list[int]) -> dict[int, str]:
     return out
 
 
+def _files_with_bad_rows(spark: SparkSession, parsed: list[_Parsed]) -> set[int]:
+    """Positions in ``parsed`` of the CSV and Parquet files that hold a bad row (the wrong
+    number of fields, no record id, an id in scientific notation, a duplicate id), found by
+    one query over every file; ``_check_rows`` then names those files' rows.
+
+    ``_check_rows`` on each file cost a count and a duplicate search, about five Spark jobs
+    per file, on files that are nearly always clean; this is one grouping of all of them.
+    When the query itself fails, every file is suspect, so the per-file check names the file
+    Spark could not read.
+    """
+    parts = []
+    for i, p in enumerate(parsed):
+        if p.suffix in (".xlsx", ".xlsm"):
+            continue
+        rid = F.col(f"`{p.cfg.record_id}`")
+        floated = rid.isNotNull() & rid.rlike(SCIENTIFIC_PATTERN)
+        kind = F.when(rid.isNull(), 2).when(floated, 3).otherwise(0)
+        if p.corrupt is not None:
+            kind = F.when(F.col(p.corrupt).isNotNull(), 1).otherwise(kind)
+        parts.append(
+            p.raw.select(
+                F.lit(i).alias("__file"),
+                kind.alias("__kind"),
+                F.when(kind == 0, rid).alias("__id"),
+            )
+        )
+    if not parts:
+        return set()
+    rows = parts[0]
+    for more in parts[1:]:
+        rows = rows.unionByName(more)
+    bad = (
+        rows.groupBy("__file", "__kind", "__id")
+        .count()
+        .where((F.col("__kind") != 0) | (F.col("count") > 1))
+        .groupBy("__file")
+        .count()
+    )
+    try:
+        with _quiet_spark_logs(spark):
+            return {int(r["__file"]) for r in bad.collect()}
+    except (PySparkException, Py4JJavaError):
+        return set(range(len(parsed)))
+
+
 def read_sources_spark(
     spark: SparkSession,
     config: RunConfig,
@@ -427,7 +523,22 @@ def read_sources_spark(
     ``rejected``: where bad rows are set aside (``run.bad_rows``); without it they are refused.
     ``cached``: receives the parsed CSV files kept for reuse (see ``read_source_spark``).
     """
-    frames = [read_source_spark(spark, cfg, rejected, cached) for cfg in config.sources.values()]
+    parsed: list[_Parsed] = []
+    refused = None
+    for cfg in config.sources.values():
+        try:
+            parsed.append(_parse_source(spark, cfg, cached))
+        except InputError as exc:
+            # raised after the files before it are checked, as a file-by-file read would
+            refused = exc
+            break
+    suspect = _files_with_bad_rows(spark, parsed)
+    frames = [
+        _canonical(p, _checked(spark, p, rejected) if i in suspect else p.raw)
+        for i, p in enumerate(parsed)
+    ]
+    if refused is not None:
+        raise refused
     records = frames[0]
     for frame in frames[1:]:
         records = records.unionByName(frame, allowMissingColumns=True)
@@ -439,11 +550,13 @@ def read_sources_spark(
     return records.select(*[F.col(f"`{c}`") for c in front + rest])
 
 
-def number_rows(records: DataFrame) -> DataFrame:
+def number_rows(records: DataFrame) -> tuple[DataFrame, dict[str, int]]:
     """Add ``rid`` 0..n-1 in (source, record_id) order, the local engine's canonical order.
 
     Spark sorts strings by UTF-8 bytes, which is code-point order, as Python sorts them.
-    Row numbers come from per-partition counts (no single-partition window).
+    Row numbers come from per-partition counts (no single-partition window). Returns the
+    numbered records (checkpointed) and the records per source, which the same counts give
+    (a count of the records afterwards would be jobs of its own).
     """
     ordered = records.orderBy(schema.SOURCE, schema.RECORD_ID)
     tagged = ordered.select(
@@ -452,8 +565,15 @@ def number_rows(records: DataFrame) -> DataFrame:
         F.monotonically_increasing_id().alias("__mid"),
     ).localCheckpoint()
     counts = (
-        (tagged.groupBy("__pid").agg(F.count("*").alias("__n"), F.min("__mid").alias("__first")))
+        tagged.groupBy("__pid", schema.SOURCE)
+        .agg(F.count("*").alias("__n"), F.min("__mid").alias("__first"))
         .toPandas()
+    )
+    per_source = {str(k): int(v) for k, v in counts.groupby(schema.SOURCE)["__n"].sum().items()}
+    counts = (
+        counts.groupby("__pid")
+        .agg(__n=("__n", "sum"), __first=("__first", "min"))
+        .reset_index()
         .sort_values("__pid")
     )
     counts["__offset"] = counts["__n"].cumsum() - counts["__n"]
@@ -462,7 +582,7 @@ def number_rows(records: DataFrame) -> DataFrame:
         (F.col("__mid") - F.col("__first") + F.col("__offset")).cast("long").alias(schema.ROW),
         *[F.col(f"`{c}`") for c in records.columns],
     )
-    return numbered
+    return numbered, dict(sorted(per_source.items()))
 
 
 # ----------------------------------------------------------------------------- schemas
@@ -618,6 +738,14 @@ def _rule_extra(rule: BlockingRule, settings: BlockingSettings, columns: list[st
     return [k for k in extra if k != schema.SOURCE and k not in rule.keys]
 
 
+def _padded(columns: list[str], names: list[str]) -> list:
+    """``columns`` under the positional ``names``, null text where a rule has fewer."""
+    return [
+        (F.col(columns[j]) if j < len(columns) else F.lit(None).cast("string")).alias(name)
+        for j, name in enumerate(names)
+    ]
+
+
 def plan_rules_spark(
     keys: DataFrame, settings: BlockingSettings, buckets: int
 ) -> tuple[list[DataFrame | None], list[dict]]:
@@ -642,30 +770,24 @@ def plan_rules_spark(
     n_extra = max((len(e) for e in extras), default=0)
     key_names = [f"__k{j}" for j in range(n_keys)]
     extra_names = [f"__e{j}" for j in range(n_extra)]
-    stacked = None
+    rows = None
     for i, (rule, extra) in enumerate(zip(rules, extras, strict=True)):
-        counts = (
-            keys.dropna(subset=list(rule.keys))
-            .groupBy(*rule.keys, *extra, schema.SOURCE)
-            .agg(F.count("*").alias(_COUNT))
-            .select(
-                F.lit(i).cast("long").alias(_RULE_INDEX),
-                *[
-                    (
-                        F.col(rule.keys[j]) if j < len(rule.keys) else F.lit(None).cast("string")
-                    ).alias(name)
-                    for j, name in enumerate(key_names)
-                ],
-                *[
-                    (F.col(extra[j]) if j < len(extra) else F.lit(None).cast("string")).alias(name)
-                    for j, name in enumerate(extra_names)
-                ],
-                F.col(schema.SOURCE),
-                F.col(_COUNT),
-                (F.abs(F.hash(*[F.col(k) for k in rule.keys])) % buckets).alias(_BUCKET),
-            )
+        mine = keys.dropna(subset=list(rule.keys)).select(
+            F.lit(i).cast("long").alias(_RULE_INDEX),
+            *_padded(list(rule.keys), key_names),
+            *_padded(extra, extra_names),
+            F.col(schema.SOURCE),
         )
-        stacked = counts if stacked is None else stacked.unionByName(counts)
+        rows = mine if rows is None else rows.unionByName(mine)
+    # every rule's records counted by one group-by (one shuffle, one job) rather than a
+    # group-by per rule: with adaptive execution each shuffle is a job of its own. A null
+    # pad is a group value like any other, and Spark's hash skips nulls, so the bucket is
+    # the hash of the rule's own keys.
+    stacked = (
+        rows.groupBy(_RULE_INDEX, *key_names, *extra_names, schema.SOURCE)
+        .agg(F.count("*").alias(_COUNT))
+        .select("*", (F.abs(F.hash(*[F.col(k) for k in key_names])) % buckets).alias(_BUCKET))
+    )
     out_schema = T.StructType(
         [T.StructField(_RULE_INDEX, T.LongType(), False)]
         + [T.StructField(c, T.StringType(), True) for c in (*key_names, *extra_names)]
@@ -745,11 +867,13 @@ def block_spark(
     if report is not None:
         report.extend(rows)
     check_budget(rows, settings)
-    per_rule = []
+    n_keys = max(len(rule.keys) for rule in settings.rules)
+    key_names = [f"__k{j}" for j in range(n_keys)]
+    stacked = None
     for i, (rule, plan) in enumerate(zip(settings.rules, plans, strict=True)):
         sub = keys.dropna(subset=list(rule.keys))
         if plan is None:
-            sub = sub.select(schema.ROW, schema.SOURCE, *rule.keys, F.lit(-1).alias(_PART))
+            part = F.lit(-1).cast("long")
         else:
             # null refinement values are a part of their own: match them null-safe
             extra = [c for c in plan.columns if c not in (*rule.keys, _PART, _SKIP)]
@@ -757,41 +881,39 @@ def block_spark(
             pcol = {c: f"__p{j}" for j, c in enumerate(plan.columns)}
             cond = [F.col(k) == F.col(pcol[k]) for k in rule.keys]
             cond += [F.col(k).eqNullSafe(F.col(pcol[k])) for k in extra]
-            sub = (
-                sub.join(p, cond, "left")
-                .where(F.col(pcol[_SKIP]).isNull() | ~F.col(pcol[_SKIP]))
-                .select(
-                    schema.ROW,
-                    schema.SOURCE,
-                    *rule.keys,
-                    F.coalesce(F.col(pcol[_PART]), F.lit(-1)).alias(_PART),
-                )
-            )
-        join_keys = [*rule.keys, _PART]
-        left = sub.select(
-            *[F.col(k).alias(f"__l{j}") for j, k in enumerate(join_keys)],
-            F.col(schema.ROW).alias(schema.ROW_L),
-            F.col(schema.SOURCE).alias("__src_l"),
+            sub = sub.join(p, cond, "left").where(F.col(pcol[_SKIP]).isNull() | ~F.col(pcol[_SKIP]))
+            part = F.coalesce(F.col(pcol[_PART]), F.lit(-1)).cast("long")
+        # a rule's keys under positional names, "" where it has fewer (its records all
+        # share the pad, and the rule index keeps rules apart)
+        mine = sub.select(
+            F.lit(i).cast("short").alias(_RULE_INDEX),
+            *[
+                (F.col(rule.keys[j]) if j < len(rule.keys) else F.lit("")).alias(name)
+                for j, name in enumerate(key_names)
+            ],
+            part.alias(_PART),
+            F.col(schema.ROW),
+            F.col(schema.SOURCE),
         )
-        right = sub.select(
-            *[F.col(k).alias(f"__r{j}") for j, k in enumerate(join_keys)],
-            F.col(schema.ROW).alias(schema.ROW_R),
-            F.col(schema.SOURCE).alias("__src_r"),
-        )
-        cond = [F.col(f"__l{j}") == F.col(f"__r{j}") for j in range(len(join_keys))]
-        cond.append(F.col(schema.ROW_L) < F.col(schema.ROW_R))
-        if settings.link_type == "link_only":
-            cond.append(F.col("__src_l") != F.col("__src_r"))
-        elif settings.link_type == "dedupe_only":
-            cond.append(F.col("__src_l") == F.col("__src_r"))
-        joined = left.join(right, cond).select(
-            schema.ROW_L, schema.ROW_R, F.lit(i).cast("short").alias(_RULE_INDEX)
-        )
-        per_rule.append(joined)
-    pairs = per_rule[0]
-    for more in per_rule[1:]:
-        pairs = pairs.unionByName(more)
-    pairs = pairs.groupBy(schema.ROW_L, schema.ROW_R).agg(F.min(_RULE_INDEX).alias(_RULE_INDEX))
+        stacked = mine if stacked is None else stacked.unionByName(mine)
+    # one self-join of every rule's records on (rule, keys, part) rather than a join per
+    # rule: the two sides are one plan, so Spark shuffles it once and reuses the exchange
+    # (a job per shuffle with adaptive execution: 10 rules cost about 30 jobs)
+    join_keys = [_RULE_INDEX, *key_names, _PART]
+    left, right = stacked.alias("l"), stacked.alias("r")
+    cond = [F.col(f"l.{k}") == F.col(f"r.{k}") for k in join_keys]
+    cond.append(F.col(f"l.{schema.ROW}") < F.col(f"r.{schema.ROW}"))
+    if settings.link_type == "link_only":
+        cond.append(F.col(f"l.{schema.SOURCE}") != F.col(f"r.{schema.SOURCE}"))
+    elif settings.link_type == "dedupe_only":
+        cond.append(F.col(f"l.{schema.SOURCE}") == F.col(f"r.{schema.SOURCE}"))
+    joined = left.join(right, cond).select(
+        F.col(f"l.{schema.ROW}").alias(schema.ROW_L),
+        F.col(f"r.{schema.ROW}").alias(schema.ROW_R),
+        F.col(f"l.{_RULE_INDEX}").alias(_RULE_INDEX),
+    )
+    # a pair found by several rules is kept once, with the first rule that finds it
+    pairs = joined.groupBy(schema.ROW_L, schema.ROW_R).agg(F.min(_RULE_INDEX).alias(_RULE_INDEX))
     return pairs, [r.name for r in settings.rules]
 
 
@@ -1247,8 +1369,8 @@ def hold_out_siblings_spark(records: DataFrame, scored: DataFrame) -> DataFrame:
             yield batch.loc[mask, [schema.ROW_L, schema.ROW_R]]
 
     out = f"{schema.ROW_L} long, {schema.ROW_R} long"
-    held_out = joined.mapInPandas(held, out).localCheckpoint()
-    logger.info("%d twin, sibling or guardian pair(s) held out of clustering", held_out.count())
+    held_out, counted = checkpoint_counting(joined.mapInPandas(held, out), pairs=F.lit(True))
+    logger.info("%d twin, sibling or guardian pair(s) held out of clustering", counted["pairs"])
     return scored.join(held_out, [schema.ROW_L, schema.ROW_R], "left_anti")
 
 
@@ -1307,8 +1429,8 @@ def cluster_spark(
             .select(COMPONENT)
         )
         flagged = flagged.unionByName(conflicts)
-    flagged = flagged.distinct().localCheckpoint()
-    n_flagged = flagged.count()
+    flagged, counted = checkpoint_counting(flagged.distinct(), components=F.lit(True))
+    n_flagged = counted["components"]
     logger.info("reclustering %d suspect component(s)", n_flagged)
     if n_flagged == 0:
         return comp.select(schema.ROW, F.col(COMPONENT).alias(_LABEL)), components.rounds
@@ -1492,7 +1614,10 @@ def golden_spark(
     with_ids = with_ids.select(
         "*", (F.abs(F.hash(F.col(schema.IDENTITY_ID))) % buckets).alias(_BUCKET)
     )
-    sample = with_ids.limit(20).toPandas()
+    # the output schema from 20 records each its own identity: a sample of ``with_ids``
+    # would run the join (four jobs) for the same columns
+    sample = records.limit(20).toPandas()
+    sample[schema.IDENTITY_ID] = [f"probe{i}" for i in range(len(sample))]
     probe = merge_records(
         _restore_booleans(sample, bool_cols), sample[schema.IDENTITY_ID], settings
     )
@@ -1566,10 +1691,10 @@ def run_spark(
         # written even when a source is refused afterwards, as the local engine writes it
         if rejected is not None:
             rejected.write(config.run.bad_rows)
-    raw = number_rows(raw)  # checkpointed: the parsed files are no longer read
+    raw, per_source = number_rows(raw)  # checkpointed: the parsed files are no longer read
     for frame in parsed:
         frame.unpersist()
-    n = raw.count()
+    n = sum(per_source.values())
     timings["read"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -1587,7 +1712,10 @@ def run_spark(
     pairs, rule_names = block_spark(
         keys.localCheckpoint(), config, buckets=partitions, report=blocking_rows
     )
-    pairs = pairs.localCheckpoint()
+    # pairs found first by each rule, for the summary
+    pairs, per_rule = checkpoint_counting(
+        pairs, **{str(i): F.col(_RULE_INDEX) == i for i in range(len(rule_names))}
+    )
     timings["block"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -1598,10 +1726,11 @@ def run_spark(
     )
     prepared = partition_by_row(prepared, partitions)
 
-    vectors = compare_spark(
-        pairs, prepared, comparisons, value_cols, tf_cols, bool_cols
-    ).localCheckpoint()
-    n_pairs = vectors.count()
+    vectors, counted = checkpoint_counting(
+        compare_spark(pairs, prepared, comparisons, value_cols, tf_cols, bool_cols),
+        pairs=F.lit(True),
+    )
+    n_pairs = counted["pairs"]
     say(f"compared {n_pairs:,} pairs")
     timings["compare"] = time.perf_counter() - t
 
@@ -1634,7 +1763,10 @@ def run_spark(
         )
     )
     scored = score_spark(vectors, model, tf_cols)
-    scored = scored.join(F.broadcast(rule_map), _RULE_INDEX).drop(_RULE_INDEX).localCheckpoint()
+    scored, matched = checkpoint_counting(
+        scored.join(F.broadcast(rule_map), _RULE_INDEX).drop(_RULE_INDEX),
+        matches=F.col(schema.MATCH_PROBABILITY) >= config.clustering.threshold,
+    )
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -1659,7 +1791,13 @@ def run_spark(
     golden = golden.localCheckpoint()
     timings["merge"] = time.perf_counter() - t
 
-    summary, sizes = _summary(records, pairs, scored, identities, rule_names, config, n, n_pairs)
+    counts = {
+        "records_per_source": per_source,
+        "candidate_pairs": n_pairs,
+        "pairs_per_rule": {name: per_rule[str(i)] for i, name in enumerate(rule_names)},
+        "matches": matched["matches"],
+    }
+    summary, sizes = _summary(identities, n, counts)
     # predicted pairs and refinement per rule, as the local engine's summary gives them
     summary["blocking"] = {
         r["rule"]: {k: v for k, v in r.items() if k != "rule"} for r in blocking_rows
@@ -1723,6 +1861,25 @@ def _size_shuffle_partitions(spark: SparkSession, config: RunConfig) -> int:
     return partitions
 
 
+_OBSERVATIONS = itertools.count()
+
+
+def checkpoint_counting(frame: DataFrame, **conditions: Column) -> tuple[DataFrame, dict[str, int]]:
+    """``frame.localCheckpoint()`` and, per keyword, the number of its rows where that
+    condition holds (``F.lit(True)``: every row), counted while the checkpoint runs.
+
+    A ``count()`` afterwards is two or three Spark jobs of its own (a job per shuffle with
+    adaptive execution), each with a fixed planning and scheduling cost; an ``Observation``
+    (Spark's ``Dataset.observe``) costs none. The counts are exact: ``frame``'s last
+    operator is in the checkpoint job's final stage, whose tasks' metrics Spark merges once
+    per partition (a retried or re-run task is not counted twice).
+    """
+    observation = Observation(f"linkage_count_{next(_OBSERVATIONS)}")
+    metrics = [F.count(F.when(cond, 1)).alias(name) for name, cond in conditions.items()]
+    kept = frame.observe(observation, *metrics).localCheckpoint()
+    return kept, {name: int(observation.get[name]) for name in conditions}
+
+
 def _stage(spark: SparkSession, name: str) -> None:
     """Tag the following Spark jobs with the engine stage (the job group in Spark's UI/REST API)."""
     spark.sparkContext.setJobGroup(name, f"linkage {name}")
@@ -1744,14 +1901,12 @@ def _read_previous(spark: SparkSession, path: str | Path) -> pd.DataFrame | Data
     return frame
 
 
-def _summary(records, pairs, scored, identities, rule_names, config, n, n_pairs) -> tuple:
+def _summary(identities: DataFrame, n: int, counts: dict) -> tuple[dict, pd.DataFrame]:
     """The local engine's summary (``pipeline.link_records``), key for key and in its order,
-    and the cluster-size distribution (``cluster.size_distribution``) it is computed from."""
-    per_source = {r[0]: int(r[1]) for r in records.groupBy(schema.SOURCE).count().collect()}
-    counts = {int(r[0]): int(r[1]) for r in pairs.groupBy(_RULE_INDEX).count().collect()}
-    # every rule, with 0 for one that found no pair first, as the local summary lists them
-    per_rule = {name: counts.get(i, 0) for i, name in enumerate(rule_names)}
-    matches = scored.where(F.col(schema.MATCH_PROBABILITY) >= config.clustering.threshold).count()
+    and the cluster-size distribution (``cluster.size_distribution``) it is computed from.
+    ``counts``: records_per_source, candidate_pairs, pairs_per_rule (every rule, 0 for one
+    that found no pair first, as the local summary lists them) and matches, counted as the
+    stages ran (``checkpoint_counting``)."""
     # one row per cluster size: small whatever the number of records
     by_size = (
         identities.groupBy(schema.IDENTITY_ID)
@@ -1765,11 +1920,11 @@ def _summary(records, pairs, scored, identities, rule_names, config, n, n_pairs)
     summary = {
         "records": int(n),
         # sources by name, as the local engine's records are ordered
-        "records_per_source": dict(sorted(per_source.items())),
-        "candidate_pairs": int(n_pairs),
-        "pairs_per_rule": per_rule,
+        "records_per_source": dict(sorted(counts["records_per_source"].items())),
+        "candidate_pairs": int(counts["candidate_pairs"]),
+        "pairs_per_rule": counts["pairs_per_rule"],
         "blocking": {},
-        "matches": int(matches),
+        "matches": int(counts["matches"]),
         "identities": stats["clusters"],
         "cluster_stats": stats,
     }
