@@ -181,7 +181,8 @@ def test_picked_column_equals_the_assigned_object_array(values, data, whole):
     array = np.array(values, dtype=object)
     rows = np.array(
         data.draw(st.lists(st.integers(0, max(len(values) - 1, 0)), max_size=len(values)))
-        if len(values) else [],
+        if len(values)
+        else [],
         dtype=np.int64,
     )
     n = len(rows) + data.draw(st.integers(0, 3))
