@@ -329,6 +329,35 @@ def test_a_rules_own_refinement_is_predicted_exactly(rows, link_type, limit, own
     assert set(used) <= set(["k2"] if own_keys is None else own_keys)
 
 
+_KEY_VALUES = st.one_of(
+    st.none(), st.just(float("nan")), st.sampled_from(["张", "王", "", " ", "\u3000", "\t王", "1"])
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["police", "health", " "]), _KEY_VALUES, _KEY_VALUES, _KEY_VALUES
+        ),
+        min_size=0,
+        max_size=16,
+    )
+)
+def test_key_codes_in_one_factorize_equal_the_key_table_coded(rows):
+    """Blocking plans on key codes made with one factorize per column: they must equal the
+    codes of the key table (blanks made missing first), NaN, blanks and a derived key
+    included."""
+    from linkage.blocking import _coded_key_columns, _key_columns
+
+    frame = _records(rows)
+    frame[schema.PHONE_STD] = frame["k1"]
+    rules = [*RULES, BlockingRule(name="p", keys=["phone_last8"])]
+    expected = coded_keys(key_table(frame, rules, ["k3", "gender"]))
+    got = _coded_key_columns(_key_columns(frame, rules, ["k3", "gender"]))
+    pd.testing.assert_frame_equal(got, expected)
+
+
 def test_rule_refinement_overrides_the_section_and_others_keep_it():
     # ten records share k1 and k2; k3 splits them 5 / 5. Rule a refines blocks over 4 by
     # k3 (its own), rule b keeps the section's limit of 50 and is not refined.
