@@ -18,6 +18,7 @@ import pandas as pd
 from linkage import schema
 from linkage.config import DEFAULT_RULES, BlockingRule, BlockingSettings  # noqa: F401 - re-exported
 from linkage.errors import ConfigError
+from linkage.tables import sorted_unique
 
 logger = logging.getLogger(__name__)
 
@@ -691,14 +692,17 @@ def sample_random_pairs(n_records: int, n_pairs: int, seed: int = 0) -> pd.DataF
         chosen = np.sort(rng.choice(total, size=n_pairs, replace=False))
         pairs = np.stack([lo[chosen], hi[chosen]], axis=1)
     else:
-        pairs = np.empty((0, 2), dtype=np.int64)
-        while len(pairs) < n_pairs:
-            a = rng.integers(0, n_records, size=int((n_pairs - len(pairs)) * 1.2) + 10)
+        # each pair as one int64 lo * n + hi (exact below 3·10⁹ records): the sorted distinct
+        # keys are the sorted distinct (lo, hi) rows np.unique(axis=0) gave, ~100 times faster
+        keys = np.empty(0, dtype=np.int64)
+        while len(keys) < n_pairs:
+            a = rng.integers(0, n_records, size=int((n_pairs - len(keys)) * 1.2) + 10)
             b = rng.integers(0, n_records, size=len(a))
             keep = a != b
-            fresh = np.stack([np.minimum(a, b)[keep], np.maximum(a, b)[keep]], axis=1)
-            pairs = np.unique(np.concatenate([pairs, fresh]), axis=0)
-        pairs = pairs[np.sort(rng.choice(len(pairs), size=n_pairs, replace=False))]
+            fresh = np.minimum(a, b)[keep].astype(np.int64) * n_records + np.maximum(a, b)[keep]
+            keys = sorted_unique(np.concatenate([keys, fresh]))
+        keys = keys[np.sort(rng.choice(len(keys), size=n_pairs, replace=False))]
+        pairs = np.stack([keys // n_records, keys % n_records], axis=1)
     return pd.DataFrame(
         {schema.ROW_L: pairs[:, 0].astype(np.int64), schema.ROW_R: pairs[:, 1].astype(np.int64)}
     )

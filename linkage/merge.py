@@ -12,7 +12,7 @@ import pandas as pd
 from linkage import schema
 from linkage.config import DEFAULT_FIELDS, FieldRule, GoldenSettings  # noqa: F401 - re-exported
 from linkage.standardize._fillers import FILLER_TEXTS, is_filler_text
-from linkage.tables import shared_text
+from linkage.tables import shared_text, sorted_unique
 
 # Fields where two different values inside one identity are worth an analyst's look.
 CONFLICT_FIELDS = (schema.ID_NUMBER, schema.BIRTH_DATE, schema.GENDER)
@@ -187,7 +187,7 @@ def merge_records(
     masks = np.zeros(n_ident, dtype=np.int64)
     np.bitwise_or.at(masks, ident_codes, bits)
     mask_text = {
-        int(m): "|".join(s for i, s in enumerate(names) if m >> i & 1) for m in np.unique(masks)
+        int(m): "|".join(s for i, s in enumerate(names) if m >> i & 1) for m in sorted_unique(masks)
     }
     golden["sources"] = [mask_text[int(m)] for m in masks]
 
@@ -245,7 +245,7 @@ def merge_records(
         )
         if field in CONFLICT_FIELDS:
             pool = v_ok if rule.rule == "valid_id" else np.ones(len(rows), dtype=bool)
-            distinct = np.unique(pair_key[pool])
+            distinct = sorted_unique(pair_key[pool])
             owners = distinct // (len(value_names) + 1)
             n_distinct = np.bincount(owners, minlength=n_ident)
             text = np.full(n_ident, "", dtype=object)
