@@ -2,8 +2,8 @@
 
 Stages pass pairs as row numbers into one records table; labels, the identity store and
 output files name records by (source, record_id). These two functions convert between the
-two, so no module builds the lookup by hand; ``text_columns`` gives text columns one form.
-Imports only the schema.
+two, so no module builds the lookup by hand; ``text_columns`` gives text columns one form,
+``sorted_unique`` the distinct values of an integer column. Imports only the schema.
 """
 
 from __future__ import annotations
@@ -96,3 +96,23 @@ def shared_text(values: pd.Series) -> np.ndarray:
     pool[: len(uniques)] = np.asarray(uniques, dtype=object)
     pool[-1] = None  # code -1 (null) points here
     return pool[codes]
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` of a 1-D integer array: its distinct values, ascending.
+
+    numpy 2.3 and later answer a plain ``np.unique`` of integers with a hash table and sort
+    its result (numpy 2.4: 1.3 s for 1.2 million int64 keys, against 0.03 s for a sort and
+    a comparison of neighbours, which is what this does). Other dtypes (floats hold NaN,
+    which ``np.unique`` collapses) go to ``np.unique`` itself.
+    """
+    values = np.asarray(values)
+    if values.ndim != 1 or values.dtype.kind not in "iub":
+        return np.unique(values)
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    first = np.empty(len(ordered), dtype=bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return ordered[first]

@@ -329,6 +329,80 @@ def test_a_rules_own_refinement_is_predicted_exactly(rows, link_type, limit, own
     assert set(used) <= set(["k2"] if own_keys is None else own_keys)
 
 
+_KEY_VALUES = st.one_of(
+    st.none(), st.just(float("nan")), st.sampled_from(["张", "王", "", " ", "\u3000", "\t王", "1"])
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["police", "health", " "]), _KEY_VALUES, _KEY_VALUES, _KEY_VALUES
+        ),
+        min_size=0,
+        max_size=16,
+    )
+)
+def test_key_codes_in_one_factorize_equal_the_key_table_coded(rows):
+    """Blocking plans on key codes made with one factorize per column: they must equal the
+    codes of the key table (blanks made missing first), NaN, blanks and a derived key
+    included."""
+    from linkage.blocking import _coded_key_columns, _key_columns
+
+    frame = _records(rows)
+    frame[schema.PHONE_STD] = frame["k1"]
+    rules = [*RULES, BlockingRule(name="p", keys=["phone_last8"])]
+    expected = coded_keys(key_table(frame, rules, ["k3", "gender"]))
+    got = _coded_key_columns(_key_columns(frame, rules, ["k3", "gender"]))
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def _sample_random_pairs_by_rows(n_records, n_pairs, seed):
+    """The sampler as it was, with np.unique over (lo, hi) rows: the reference."""
+    rng = np.random.default_rng(seed)
+    pairs = np.empty((0, 2), dtype=np.int64)
+    while len(pairs) < n_pairs:
+        a = rng.integers(0, n_records, size=int((n_pairs - len(pairs)) * 1.2) + 10)
+        b = rng.integers(0, n_records, size=len(a))
+        keep = a != b
+        fresh = np.stack([np.minimum(a, b)[keep], np.maximum(a, b)[keep]], axis=1)
+        pairs = np.unique(np.concatenate([pairs, fresh]), axis=0)
+    return pairs[np.sort(rng.choice(len(pairs), size=n_pairs, replace=False))]
+
+
+@pytest.mark.parametrize(
+    ("n_records", "n_pairs", "seed"),
+    [(300_000, 200_000, 0), (2_000, 100_000, 1), (150, 5_000, 7), (3_000_000_000, 1_000, 2)],
+)
+def test_random_pairs_equal_the_row_unique_sampler(n_records, n_pairs, seed):
+    """Same seed, same u sample as sampling with np.unique over rows (pair keys lo * n + hi
+    sort as the rows do), up to record counts where n² nears 2⁶³."""
+    got = sample_random_pairs(n_records, n_pairs, seed=seed)
+    expected = _sample_random_pairs_by_rows(n_records, n_pairs, seed)
+    np.testing.assert_array_equal(got[schema.ROW_L].to_numpy(), expected[:, 0])
+    np.testing.assert_array_equal(got[schema.ROW_R].to_numpy(), expected[:, 1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([np.int8, np.int32, np.int64, np.uint64, np.bool_, np.float64]),
+    st.lists(st.integers(-(2**62), 2**62), max_size=40),
+    st.integers(0, 3),
+)
+def test_sorted_unique_equals_np_unique(dtype, values, narrow):
+    from linkage.tables import sorted_unique
+
+    array = np.array([v % (10**narrow + 1) if narrow else v for v in values])
+    with np.errstate(over="ignore"):
+        array = array.astype(dtype) if dtype is not np.bool_ else array % 2 == 0
+    if dtype is np.float64 and len(array):
+        array[0] = np.nan
+    got, expected = sorted_unique(array), np.unique(array)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_rule_refinement_overrides_the_section_and_others_keep_it():
     # ten records share k1 and k2; k3 splits them 5 / 5. Rule a refines blocks over 4 by
     # k3 (its own), rule b keeps the section's limit of 50 and is not refined.

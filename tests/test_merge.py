@@ -155,6 +155,65 @@ def test_key_rank_equals_the_sorted_rank(keys, sort):
     np.testing.assert_array_equal(_key_rank(column.astype("str")), _dense_rank(column))
 
 
+def _assigned(values: np.ndarray, rows: np.ndarray, owners: np.ndarray, n: int) -> pd.Series:
+    """The golden column as merge_records built it before: an object array assigned."""
+    out = np.full(n, None, dtype=object)
+    out[owners] = values[rows]
+    frame = pd.DataFrame({"x": np.zeros(n, dtype=np.int64)})
+    frame["v"] = out
+    return frame["v"]
+
+
+_PICK_VALUES = st.one_of(st.none(), st.text(alphabet="ab 张王\U00020000é\x00", max_size=4))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_PICK_VALUES, min_size=0, max_size=25),
+    st.data(),
+    st.booleans(),
+)
+def test_picked_column_equals_the_assigned_object_array(values, data, whole):
+    """Golden columns taken in Arrow equal the object array pandas converted before, dtype
+    included: all-null picks (object), nulls among values, no owners, owners left empty."""
+    from linkage.merge import _arrow_text, _picked
+
+    array = np.array(values, dtype=object)
+    rows = np.array(
+        data.draw(st.lists(st.integers(0, max(len(values) - 1, 0)), max_size=len(values)))
+        if len(values)
+        else [],
+        dtype=np.int64,
+    )
+    n = len(rows) + data.draw(st.integers(0, 3))
+    owners = np.array(data.draw(st.permutations(range(n)))[: len(rows)], dtype=np.int64)
+    frame = pd.DataFrame({"x": np.zeros(n, dtype=np.int64)})
+    frame["v"] = _picked(array, _arrow_text(array) if whole else None, rows, owners, n)
+    pd.testing.assert_series_equal(frame["v"], _assigned(array, rows, owners, n))
+
+
+def test_picked_column_of_values_that_are_not_text_keeps_the_object_path():
+    from linkage.merge import _arrow_text, _picked
+
+    values = np.array([1, "a", None, 2.5], dtype=object)
+    assert _arrow_text(values) is None
+    rows, owners = np.array([0, 1, 3]), np.array([2, 0, 1])
+    frame = pd.DataFrame({"x": np.zeros(4, dtype=np.int64)})
+    frame["v"] = _picked(values, None, rows, owners, 4)
+    pd.testing.assert_series_equal(frame["v"], _assigned(values, rows, owners, 4))
+
+
+def test_golden_records_taken_in_arrow_equal_the_object_path(monkeypatch):
+    """merge_records with every column built from objects (no Arrow form) is the same."""
+    import linkage.merge as merge
+
+    records = _records()
+    identities = pd.Series(["A", "B", "A", "B", "A", "B"])
+    fast = merge_records(records, identities)
+    monkeypatch.setattr(merge, "_arrow_text", lambda values: None)
+    pd.testing.assert_frame_equal(fast, merge_records(records, identities))
+
+
 def test_golden_records_of_sorted_records_equal_the_sorting_path(monkeypatch):
     """The sorted-keys shortcut gives the golden records the string sort gives."""
     import linkage.merge as merge
