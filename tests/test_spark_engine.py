@@ -898,16 +898,10 @@ def test_compare_shuffles_the_records_not_again_once_laid_out_by_row(spark):
 # ----------------------------------------------------------------------------- blocking
 
 
-def test_spark_blocking_refines_skips_and_refuses_like_the_local_engine(spark):
-    from types import SimpleNamespace
-
-    from linkage.blocking import BlockingRule, BlockingSettings, block, key_table
-    from linkage.errors import ConfigError
-    from linkage.spark.engine import _RULE_INDEX, block_spark
-
-    rng = np.random.default_rng(3)
-    n = 150
-    frame = pd.DataFrame(
+def _key_frame(seed: int, n: int = 150) -> pd.DataFrame:
+    """A key table of ``n`` records in two sources: a skewed key k1, a key k2 with nulls, k3."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
         {
             schema.ROW: np.arange(n, dtype=np.int64),
             schema.SOURCE: rng.choice(["a", "b"], n),
@@ -916,6 +910,16 @@ def test_spark_blocking_refines_skips_and_refuses_like_the_local_engine(spark):
             "k3": rng.choice(["1", "2", "3", "4"], n),
         }
     )
+
+
+def test_spark_blocking_refines_skips_and_refuses_like_the_local_engine(spark):
+    from types import SimpleNamespace
+
+    from linkage.blocking import BlockingRule, BlockingSettings, block, key_table
+    from linkage.errors import ConfigError
+    from linkage.spark.engine import _RULE_INDEX, block_spark
+
+    frame = _key_frame(seed=3)
     rules = [BlockingRule(name="a", keys=["k1"]), BlockingRule(name="b", keys=["k2", "k3"])]
     settings = BlockingSettings(
         rules=rules, refine_block_size=8, max_block_size=12, refine_keys=["k2", "k3"]
@@ -948,17 +952,7 @@ def test_spark_blocking_jobs_do_not_grow_with_the_rules(spark):
     from linkage.blocking import BlockingRule, BlockingSettings, block, key_table
     from linkage.spark.engine import _RULE_INDEX, block_spark
 
-    rng = np.random.default_rng(5)
-    n = 150
-    frame = pd.DataFrame(
-        {
-            schema.ROW: np.arange(n, dtype=np.int64),
-            schema.SOURCE: rng.choice(["a", "b"], n),
-            "k1": rng.choice(["x", "y", "z"], n, p=[0.6, 0.3, 0.1]),
-            "k2": rng.choice(np.array(["m", "n", None], dtype=object), n),
-            "k3": rng.choice(["1", "2", "3", "4"], n),
-        }
-    )
+    frame = _key_frame(seed=5)
     few = [BlockingRule(name="a", keys=["k1"]), BlockingRule(name="b", keys=["k2", "k3"])]
     # only rule a's blocks are over refine_block_size; the permuted copies find only pairs
     # an earlier rule found, so the de-duplication keeps the first rule
