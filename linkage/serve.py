@@ -494,6 +494,8 @@ class LookupService:
                 self.store.close()
                 raise
         self._ids: dict[str, dict[str, str]] = {}
+        # microdata department -> its whole k-anonymous view and that view's ids (built once)
+        self._microdata: dict[str, tuple[pd.DataFrame, pd.Index]] = {}
         self._id_column: dict[str, str | None] = {}
         self._hidden: dict[str, set[str]] = {}
         self._own: dict[str, frozenset[str]] = {}
@@ -535,14 +537,15 @@ class LookupService:
         logger.info("lookup service warm in %.1fs", time.perf_counter() - t)
 
     def _mask_districts(self) -> None:
-        """The ``district`` mask of every held golden address that a per-identity view masks
+        """The ``district`` mask of every held golden address that an identity view masks
         so, computed once: a hit's address is then read by its golden row's position, not
-        parsed through cpca per request (~4 ms on the searches of such a department)."""
+        parsed through cpca per request (~4 ms on the searches of such a department), and a
+        microdata view is built without parsing every address again."""
         fields = sorted(
             {
                 f
                 for d in self.departments.values()
-                if not (d.aggregate or is_microdata(d))
+                if not d.aggregate
                 for f, mask in d.fields.items()
                 if mask == "district"
             }
@@ -815,8 +818,8 @@ class LookupService:
             if identity_id is None:
                 return None
             if is_microdata(self.departments[department]):
-                # a microdata view generalizes over every row (k-anonymity): export_view
-                return self._fetch_frame(department, identity_id)
+                # k-anonymity is judged over every row: the row of the whole export
+                return self._microdata_row(department, view_id)
             golden = self.store.golden_rows([identity_id], list(GRANTABLE_FIELDS))
             if not golden:
                 return None
@@ -834,16 +837,44 @@ class LookupService:
             return None
         return {"department": department, "identity": view[0]}
 
-    def _fetch_frame(self, department: str, identity_id: str) -> dict | None:
-        """One identity through ``export_view`` (frames): microdata views."""
-        golden = self.store.golden_for([identity_id])
-        if golden.empty:
+    def _microdata_row(self, department: str, view_id: str) -> dict | None:
+        """One row of a microdata department's whole view, as ``linkage export`` gives it.
+
+        Such a view is k-anonymous over all its rows (``export_view``): a row judged alone
+        would always be alone in its cell and come back suppressed. The view is built on the
+        first fetch and kept (the store cannot change while the service holds it); golden
+        addresses are masked from the districts computed at start-up.
+        """
+        if department not in self._microdata:
+            t = time.perf_counter()
+            golden = self.store.table("golden")
+            dept = self.departments[department]
+            links = self.store.links() if self._needs_links(dept) else self._links_frame([])
+            districts = None
+            if self._districts and not golden.empty:
+                districts = self._district_rows(golden[schema.IDENTITY_ID].astype(str).tolist())
+            view = export_view(
+                golden,
+                links,
+                self.policy,
+                department,
+                key=self._key,
+                keyed_order=False,
+                districts=districts,
+            )
+            column = self.view_id_column(department)
+            self._microdata[department] = (view, pd.Index(view[column].astype(str)))
+            logger.info(
+                "microdata view of %s: %d rows in %.1fs",
+                department,
+                len(view),
+                time.perf_counter() - t,
+            )
+        view, ids = self._microdata[department]
+        found = ids.get_indexer([view_id])[0]
+        if found < 0:
             return None
-        links = self._links_for(department, [identity_id])
-        view = export_view(golden, links, self.policy, department, key=self._key, keyed_order=False)
-        if view.empty:
-            return None
-        row = view.iloc[0]
+        row = view.iloc[int(found)]
         return {
             "department": department,
             "identity": {k: (None if pd.isna(v) else v) for k, v in row.items()},
