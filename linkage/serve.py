@@ -332,8 +332,8 @@ def _column_fields(column: str) -> str | None:
     if column.startswith("id_"):
         return schema.ID_NUMBER
     if column.startswith(schema.FORMER_NAME):
-        # a former name is shown under the name grant (documented in docs/integrator.md)
-        return schema.NAME
+        # no export shows a former name: only a department granted former_names reads it
+        return schema.FORMER_NAME
     for f in sorted(schema.CANONICAL_FIELDS, key=len, reverse=True):
         if column == f or column.startswith(f + "_"):
             return f
@@ -471,9 +471,12 @@ class LookupService:
         # field -> (int32 code per held golden row, distinct district masks): filled
         # after the tables are held, below
         self._districts: dict[str, tuple[np.ndarray, list[tuple[str | None, bool]]]] = {}
+        self._blind: dict[str, frozenset[str]] = {}
         if settings.in_memory:
             try:
-                hold_search_tables(self.store)
+                # the stored sides each searching department's blind columns need, once
+                blinds = [self.blind_columns(d) for d in self.departments if self.may_search(d)]
+                hold_search_tables(self.store, blinds or [frozenset()])
             except InputError:  # no model: every search fails with the store's message
                 pass
             self._mask_districts()
@@ -668,16 +671,52 @@ class LookupService:
             )
         return self._ids[department]
 
+    def _visible_fields(self, department: str) -> set[str]:
+        """Fields the department's searches may read of stored records: those granted
+        unmasked, and former names where the policy grants ``former_names``."""
+        dept = self.departments[department]
+        visible = {f for f, m in dept.fields.items() if m == "none"}
+        if dept.former_names:
+            visible.add(schema.FORMER_NAME)
+        return visible
+
+    def blind_columns(self, department: str) -> frozenset[str]:
+        """Stored record columns the department's searches read as null: every column a
+        comparison reads over a field the department may not see (:meth:`_visible_fields`).
+
+        A search answer then depends only on what the department's view shows. Otherwise a
+        comparison's fallbacks leak through the match weight: gender falls back to the ID's
+        17th digit where a record has none (the masked digit's parity), birth date to the
+        ID's digits 7-14, and a name matched against a former name tells who was once called
+        what. Raises ``InputError`` when the store holds no model.
+        """
+        if department not in self._blind:
+            from linkage.incremental._common import stored_run
+
+            visible = self._visible_fields(department)
+            columns = {
+                c
+                for comparison in stored_run(self.store).comparisons
+                for c in comparison.columns
+                if _column_fields(c) is not None and _column_fields(c) not in visible
+            }
+            self._blind[department] = frozenset(columns)
+        return self._blind[department]
+
     def hidden_comparisons(self, department: str) -> set[str]:
-        """Comparisons reading a field the department does not see unmasked."""
+        """Comparisons of a field the department may not see (the field of a comparison's
+        first column: ``id_std`` of the ID comparison, ``phone_std`` of contact), shown as
+        one summed line. What they read of stored records is blind (:meth:`blind_columns`):
+        the level of such a comparison is null (weight 0) unless it also reads a visible
+        field (contact's address where only the phone is not granted)."""
         if department not in self._hidden:
             from linkage.incremental._common import stored_run
 
-            granted = {f for f, m in self.departments[department].fields.items() if m == "none"}
+            visible = self._visible_fields(department)
             hidden = set()
             for comparison in stored_run(self.store).comparisons:
-                fields = {_column_fields(c) for c in comparison.columns} - {None}
-                if not fields <= granted:
+                own = _column_fields(comparison.columns[0]) if comparison.columns else None
+                if own is not None and own not in visible:
                     hidden.add(comparison.name)
             self._hidden[department] = hidden
         return self._hidden[department]
@@ -702,6 +741,7 @@ class LookupService:
                 top=query.top,
                 single_field_limit=self.settings.single_field_limit,
                 only=only,
+                blind=self.blind_columns(department),
             )
             hits = self._hits(department, report, query.top)
         return self._answer(department, dept, report, hits)

@@ -720,6 +720,138 @@ def test_explanation_lists_only_comparisons_over_unmasked_fields(server):
         hit["match_weight"], abs=0.01
     )
     assert not [e for e in police if e["comparison"] == "hidden"]
+    # every column those comparisons read is blind to social_security: they weigh nothing
+    assert hidden[0]["weight"] == 0
+
+
+def _service(built, policy: dict, in_memory: bool):
+    from linkage.serve import LookupService, ServiceSettings
+
+    path = built["folder"] / f"policy_{abs(hash(json.dumps(policy, sort_keys=True)))}.yaml"
+    path.write_text(yaml.safe_dump(policy, allow_unicode=True), encoding="utf-8")
+    return LookupService(
+        ServiceSettings(
+            store=str(built["store"]),
+            policy=str(path),
+            tokens=str(built["tokens_file"]),
+            in_memory=in_memory,
+        )
+    )
+
+
+def _inverse_ids(service, department: str) -> dict[str, str]:
+    """Stored identity id -> the id the department's view shows."""
+    return {v: k for k, v in service._map_ids(department).items()}
+
+
+def _name_line(hit: dict) -> str | None:
+    return next((e["level"] for e in hit["explanation"] if e["comparison"] == "name"), None)
+
+
+@pytest.fixture(scope="module")
+def renamed(built, tmp_path_factory) -> dict:
+    """The ``built`` registries, in a store of their own, with a former name (曾用名) given
+    to 30 police records (the surname kept, a given name of rare characters no record
+    carries) and the gender left out of 20 other police records whose person has no other
+    record (so the store knows that gender only from the ID)."""
+    folder = tmp_path_factory.mktemp("renamed")
+    shutil.copytree(built["folder"] / "data", folder / "data")
+    police = folder / "data" / "police.csv"
+    frame = pd.read_csv(police, dtype=str, keep_default_na=False, encoding="utf-8")
+    rare = "龢翀彧琰瑀珩璟曦翮骞"
+    chosen = frame.index[(frame["出生日期"] != "") & (frame["姓名"].str.len() == 3)][:30]
+    for i, row in enumerate(chosen):
+        frame.loc[row, "曾用名"] = frame.loc[row, "姓名"][0] + rare[i % 10] + rare[i // 10 + 3]
+    truth = pd.read_csv(folder / "data" / "truth.csv", dtype=str)
+    alone = truth.groupby("person_id")["record_id"].transform("size") == 1
+    lone = set(truth.loc[alone & (truth["source"] == "police"), "record_id"])
+    ungendered = frame.index[frame["登记编号"].isin(lone) & ~frame.index.isin(chosen)][:20]
+    frame.loc[ungendered, "性别"] = ""
+    frame.to_csv(police, index=False, encoding="utf-8")
+    store = folder / "ids.duckdb"
+    args = ["run", str(folder / "data" / "run.yaml"), "--store", str(store)]
+    result = runner.invoke(app, [*args, "--output", str(folder / "out"), "-q"])
+    assert result.exit_code == 0, result.output
+    with Store.open(store, create=False) as opened:
+        records = opened.table("records").merge(
+            opened.links(), on=[schema.SOURCE, schema.RECORD_ID]
+        )
+    return {**built, "folder": folder, "store": store, "records": records}
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_search_reads_former_names_only_where_the_policy_grants_them(
+    renamed, monkeypatch, in_memory
+):
+    """No export shows a former name: a search by one finds the person by that name only
+    for a department granted ``former_names`` (police here), never for health, which would
+    otherwise learn who was once called what."""
+    from linkage.serve import SearchQuery
+
+    monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    policy = json.loads(json.dumps(POLICY))
+    policy["departments"]["police"]["former_names"] = True
+    records = renamed["records"]
+    people = records.dropna(subset=["former_name_clean", "birth_date_std"])
+    people = people[people["former_name_clean"].str.contains("[龢翀彧琰瑀珩璟曦翮骞]")]
+    people = people.drop_duplicates(schema.IDENTITY_ID)
+    assert len(people) >= 25
+    agreeing = {"exact", "clean_exact", "truncated", "pinyin", "fuzzy_pinyin", "lookalike"}
+    service = _service(renamed, policy, in_memory)
+    try:
+        found = {"police": 0, "health": 0}
+        for r in people.to_dict("records"):
+            query = SearchQuery(name=r["former_name_clean"], birth_date=r["birth_date_std"])
+            for department in found:
+                view_id = _inverse_ids(service, department)[r[schema.IDENTITY_ID]]
+                hits = service.search(department, query)["hits"]
+                mine = [h for h in hits if h["identity"].get("pseudonym_id") == view_id]
+                if mine and _name_line(mine[0]) in agreeing:
+                    found[department] += 1
+        assert found["police"] >= 0.8 * len(people)
+        assert found["health"] == 0
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_match_weight_does_not_reveal_a_masked_id_digit(renamed, monkeypatch, in_memory):
+    """The gender comparison falls back to the ID's 17th digit where a record has no gender.
+    For a department with the ID masked, a search by name, birth date and each gender must
+    weigh the same where the gender is unknown (else the weight tells the digit's parity);
+    for police, who see the ID, the fallback still counts."""
+    from linkage.serve import SearchQuery
+
+    monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    records = renamed["records"]
+    known = records.groupby(schema.IDENTITY_ID)["gender_std"].count()
+    unknown = known[known == 0].index
+    people = records[records[schema.IDENTITY_ID].isin(unknown)].dropna(
+        subset=["name_clean", "birth_date_std", "id_gender"]
+    )
+    people = people.drop_duplicates(schema.IDENTITY_ID)
+    assert len(people) >= 10
+    service = _service(renamed, POLICY, in_memory)
+    try:
+        differs = {"police": 0, "health": 0}
+        for r in people.to_dict("records"):
+            for department in differs:
+                column = service.view_id_column(department)
+                view_id = _inverse_ids(service, department)[r[schema.IDENTITY_ID]]
+                weights = []
+                for gender in ("男", "女"):
+                    query = SearchQuery(
+                        name=r["name_clean"], birth_date=r["birth_date_std"], gender=gender
+                    )
+                    hits = service.search(department, query)["hits"]
+                    weights.append(
+                        next(h["match_weight"] for h in hits if h["identity"][column] == view_id)
+                    )
+                differs[department] += weights[0] != weights[1]
+        assert differs["health"] == 0
+        assert differs["police"] == len(people)  # the test can tell a leak
+    finally:
+        service.close()
 
 
 # ----------------------------------------------------------------------------- search reports

@@ -218,6 +218,9 @@ def test_id_mask_reveals_gender_and_hukou_county():
         ({"fields": {"gender": "none"}, "aggregate": True}, "departments.d"),
         ({"fields": {"name": "none"}, "record_ids": "own"}, "departments.d"),
         ({"fields": {"name": "none"}, "identity": "nobody"}, "departments.d.identity"),
+        # former names are matched only for a department that sees names whole
+        ({"fields": {"name": "surname_only"}, "former_names": True}, "departments.d"),
+        ({"fields": {"gender": "none"}, "former_names": True}, "departments.d"),
     ],
 )
 def test_bad_policy_names_file_and_key(dept, key):
