@@ -401,6 +401,8 @@ def _print_summary(summary: dict, quiet: bool) -> None:
         typer.echo(f"  {rule:<28} {count:>12,}")
     typer.echo(f"matches:          {summary['matches']:,}")
     typer.echo(f"identities:       {summary['identities']:,}")
+    if summary.get("events"):  # a run written into an identity store: what changed there
+        typer.echo(f"store events:     {_pairs_text(summary['events'])}")
     typer.echo(f"cluster sizes:    {_pairs_text(summary.get('cluster_stats', {}))}")
     typer.echo(
         "seconds:          " + ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items())
@@ -587,6 +589,14 @@ def run(
             help="Identity store file: keep its IDs and write the run into it.",
         ),
     ] = None,
+    remove_missing: Annotated[
+        bool,
+        typer.Option(
+            "--remove-missing",
+            help="With --store: remove stored records this batch lacks (a batch replaces the "
+            "store's records; without this flag such a run exits 2 before linking).",
+        ),
+    ] = False,
     as_json: AsJson = False,
     engine: Annotated[
         Literal["local", "spark"] | None,
@@ -636,7 +646,10 @@ def run(
     check_output_dir(output)
     if store is not None and engine != "spark":
         check_store_path(store, create=True)
+    if remove_missing and store is None:
+        raise typer.BadParameter("--remove-missing applies with --store")
     linker = Linker.from_yaml(config, store=None if engine == "spark" else store)
+    linker.remove_missing = remove_missing
     linker.config = _with_bad_rows(linker.config, bad_rows, output=output, store=store)
     # without a store the ids are keyed by $LINKAGE_ID_KEY or OUTPUT/identity.key (created once),
     # with one by the store's own secret
