@@ -1243,7 +1243,10 @@ def create_app(
     async def http_error(request: Request, exc: StarletteHTTPException):
         message = str(exc.detail)
         if message == "There was an error parsing the body":
-            message = "the body could not be parsed: expected a UTF-8 JSON object"
+            message = (
+                "the body could not be parsed: expected UTF-8 JSON, an object of search "
+                "fields with text values (deeply nested JSON is refused)"
+            )
         return JSONResponse(
             {"error": message, "problems": []},
             status_code=exc.status_code,
