@@ -635,7 +635,7 @@ def run(
     Each finished stage is saved under OUTPUT/.work until the outputs are written, so
     --resume after a kill gives the same identities.csv as an uninterrupted run.
     """
-    from linkage.identity import batch_key, read_key_file, write_key_file
+    from linkage.identity import ID_KEY_FILE, batch_key, env_key, read_key_file, write_key_file
     from linkage.linker import Linker
     from linkage.paths import check_output_dir, check_store_path
 
@@ -664,7 +664,7 @@ def run(
             linker.id_key = read_key_file(pending)
         else:
             pending.unlink(missing_ok=True)
-            write_key_file(pending, linker.id_key)
+            write_key_file(pending, linker.id_key, announce=False)
     if (engine or linker.config.engine) == "spark":
         _run_spark(
             linker.config, output, spark_master, previous, store, quiet, linker.id_key, as_json
@@ -691,11 +691,14 @@ def run(
     if new_key_path is not None:
         write_key_file(new_key_path, linker.id_key)
         pending.unlink(missing_ok=True)
+    outputs = {k: str(p) for k, p in paths.items()}
+    if store is None and not env_key() and (output / ID_KEY_FILE).is_file():
+        outputs["identity_key"] = str(output / ID_KEY_FILE)  # ids depend on it: keep it
     if as_json:
-        _print_json({**result.summary, "outputs": {k: str(p) for k, p in paths.items()}})
+        _print_json({**result.summary, "outputs": outputs})
         return
     _print_summary(result.summary, quiet)
-    _echo(f"wrote {', '.join(str(p) for p in paths.values())}", quiet)
+    _echo(f"wrote {', '.join(outputs.values())}", quiet)
 
 
 @app.command(epilog=CONFIG_REFERENCE)

@@ -318,6 +318,33 @@ def test_ingest_json_and_text_line(batch, tmp_path):
     assert "{" not in result.stdout and "events:  none" in result.stdout
 
 
+def test_run_json_names_the_new_identity_key_and_no_refused_run_announces_one(
+    data, tmp_path, monkeypatch, caplog
+):
+    """Without a key the ids depend on OUTPUT/identity.key: --json lists it among the
+    outputs. A refused run leaves no key and never logs that it created one."""
+    import logging
+
+    monkeypatch.delenv("LINKAGE_ID_KEY", raising=False)
+    monkeypatch.delenv("LINKAGE_ID_KEY_FILE", raising=False)
+    config = str(data / "data" / "run.yaml")
+    caplog.set_level(logging.INFO, logger="linkage")
+    doc = _json(runner.invoke(app, ["run", config, "-o", str(tmp_path / "o"), "--json"]))
+    assert doc["outputs"]["identity_key"] == str(tmp_path / "o" / "identity.key")
+    assert (tmp_path / "o" / "identity.key").is_file()
+    caplog.clear()
+    bad = data / "data" / "bad_source.yaml"  # beside run.yaml: its includes resolve
+    text = (data / "data" / "run.yaml").read_text(encoding="utf-8")
+    bad.write_text(text.replace("police.csv", "nowhere.csv"), encoding="utf-8")
+    try:
+        result = runner.invoke(app, ["run", str(bad), "-o", str(tmp_path / "b")])
+    finally:
+        bad.unlink()
+    assert result.exit_code == 2 and "nowhere.csv: file not found" in result.output
+    assert not (tmp_path / "b").exists()
+    assert "created identity key" not in caplog.text + result.output
+
+
 def test_a_batch_run_that_would_remove_stored_records_needs_remove_missing(batch, tmp_path):
     """After an ingest the store holds records the batch config does not name: running the
     batch again into the store would remove them (and retire or split identities), so it
