@@ -480,7 +480,8 @@ def _check_nothing_removed(path: Path, records: pd.DataFrame) -> None:
     (a store kept up by ``ingest`` holds records no full batch config names)."""
     if not path.exists():
         return
-    with Store.open(path, create=False, read_only=True) as store:
+    # opened as the write will open it: a file that is not a store is refused the same way
+    with Store.open(path, create=False) as store:
         stored = store.links()
     if stored.empty:
         return
