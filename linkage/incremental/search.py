@@ -255,13 +255,15 @@ def search_report(
     if len(rks) == 0:
         report.message = _empty_message(report)
         return report
+    cands = store.candidate_columns(rks, _candidate_columns(store, setup))
     if report.single_field is not None:
         single = report.single_field
+        people = len(set(cands[schema.IDENTITY_ID].tolist()))
         report.message = (
             f"no blocking rule found a candidate; ranked the {single['records']} stored "
-            f"records sharing the {single['field']} alone"
+            f"records ({people} {'identity' if people == 1 else 'identities'}) sharing the "
+            f"{single['field']} alone"
         )
-    cands = store.candidate_columns(rks, _candidate_columns(store, setup))
     report.hits = _rank(store, setup, row, cands, top, blind)
     return report
 
