@@ -401,6 +401,8 @@ def _print_summary(summary: dict, quiet: bool) -> None:
         typer.echo(f"  {rule:<28} {count:>12,}")
     typer.echo(f"matches:          {summary['matches']:,}")
     typer.echo(f"identities:       {summary['identities']:,}")
+    if summary.get("events"):  # a run written into an identity store: what changed there
+        typer.echo(f"store events:     {_pairs_text(summary['events'])}")
     typer.echo(f"cluster sizes:    {_pairs_text(summary.get('cluster_stats', {}))}")
     typer.echo(
         "seconds:          " + ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items())
@@ -587,6 +589,14 @@ def run(
             help="Identity store file: keep its IDs and write the run into it.",
         ),
     ] = None,
+    remove_missing: Annotated[
+        bool,
+        typer.Option(
+            "--remove-missing",
+            help="With --store: remove stored records this batch lacks (a batch replaces the "
+            "store's records; without this flag such a run exits 2 before linking).",
+        ),
+    ] = False,
     as_json: AsJson = False,
     engine: Annotated[
         Literal["local", "spark"] | None,
@@ -625,7 +635,7 @@ def run(
     Each finished stage is saved under OUTPUT/.work until the outputs are written, so
     --resume after a kill gives the same identities.csv as an uninterrupted run.
     """
-    from linkage.identity import batch_key, read_key_file, write_key_file
+    from linkage.identity import ID_KEY_FILE, batch_key, env_key, read_key_file, write_key_file
     from linkage.linker import Linker
     from linkage.paths import check_output_dir, check_store_path
 
@@ -636,7 +646,10 @@ def run(
     check_output_dir(output)
     if store is not None and engine != "spark":
         check_store_path(store, create=True)
+    if remove_missing and store is None:
+        raise typer.BadParameter("--remove-missing applies with --store")
     linker = Linker.from_yaml(config, store=None if engine == "spark" else store)
+    linker.remove_missing = remove_missing
     linker.config = _with_bad_rows(linker.config, bad_rows, output=output, store=store)
     # without a store the ids are keyed by $LINKAGE_ID_KEY or OUTPUT/identity.key (created once),
     # with one by the store's own secret
@@ -651,7 +664,7 @@ def run(
             linker.id_key = read_key_file(pending)
         else:
             pending.unlink(missing_ok=True)
-            write_key_file(pending, linker.id_key)
+            write_key_file(pending, linker.id_key, announce=False)
     if (engine or linker.config.engine) == "spark":
         _run_spark(
             linker.config, output, spark_master, previous, store, quiet, linker.id_key, as_json
@@ -678,11 +691,14 @@ def run(
     if new_key_path is not None:
         write_key_file(new_key_path, linker.id_key)
         pending.unlink(missing_ok=True)
+    outputs = {k: str(p) for k, p in paths.items()}
+    if store is None and not env_key() and (output / ID_KEY_FILE).is_file():
+        outputs["identity_key"] = str(output / ID_KEY_FILE)  # ids depend on it: keep it
     if as_json:
-        _print_json({**result.summary, "outputs": {k: str(p) for k, p in paths.items()}})
+        _print_json({**result.summary, "outputs": outputs})
         return
     _print_summary(result.summary, quiet)
-    _echo(f"wrote {', '.join(str(p) for p in paths.values())}", quiet)
+    _echo(f"wrote {', '.join(outputs.values())}", quiet)
 
 
 @app.command(epilog=CONFIG_REFERENCE)

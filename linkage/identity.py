@@ -173,11 +173,12 @@ def key_file(path: Path) -> bytes:
     return write_key_file(path, secrets.token_bytes(32))
 
 
-def write_key_file(path: Path, key: bytes) -> bytes:
+def write_key_file(path: Path, key: bytes, *, announce: bool = True) -> bytes:
     """Write ``key`` to a new key file (hex, mode 0600); return the key the file holds.
 
     A file another process wrote meanwhile wins (its key is returned), so two runs never
-    name identities with different keys.
+    name identities with different keys. ``announce``: log that the key was created (not
+    for a run's pending copy, which a refused run removes).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +189,8 @@ def write_key_file(path: Path, key: bytes) -> bytes:
         return read_key_file(path)
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(key.hex() + "\n")
-    logger.info("created identity key %s (keep it with the outputs: ids depend on it)", path)
+    if announce:
+        logger.info("created identity key %s (keep it with the outputs: ids depend on it)", path)
     return key
 
 

@@ -877,8 +877,22 @@ def read_sources(
     rows raise InputError (see :func:`read_source`) or, with ``rejected``, are set aside
     there. A source left with no record (a header and no data rows: almost always an
     upstream failure) raises InputError naming it. Every source is read before raising,
-    so one InputError names the problems of all of them.
+    so one InputError names the problems of all of them; a missing source file is refused
+    before any file is read.
     """
+    # paths first: a missing file is known before any file is read (one error names all)
+    absent = [
+        InputError("file not found" if not p.exists() else "is a folder, expected a file",
+                   path=str(p))
+        for p in (Path(cfg.path) for cfg in config.sources.values())
+        if not p.is_file()
+    ]  # fmt: skip
+    if len(absent) == 1:
+        raise absent[0]
+    if absent:
+        raise InputError(
+            f"{len(absent)} source files cannot be read:\n  " + "\n  ".join(map(str, absent))
+        )
     report = as_progress(progress)
     report.stage("reading", total=len(config.sources), unit="files")
     frames = []
@@ -1045,6 +1059,4 @@ def read_records(
     if timings is not None:
         timings["read"] = time.perf_counter() - t
     report.stage("standardizing", total=len(raw) * len(FIELDS), unit="values")
-    return standardize(
-        raw, config.standardize, timings=timings, step=report.advance, parallel=True
-    )
+    return standardize(raw, config.standardize, timings=timings, step=report.advance, parallel=True)

@@ -21,7 +21,7 @@ import pandas as pd
 from linkage import schema
 from linkage.checkpoint import Checkpoints
 from linkage.config import RunConfig, load_config
-from linkage.errors import LinkageError
+from linkage.errors import InputError, LinkageError
 from linkage.incremental import (
     IngestResult,
     SearchReport,
@@ -63,8 +63,12 @@ class Linker:
         model: FellegiSunterModel | None = None,
         store: StorePath | None = None,
         id_key: bytes | None = None,
+        remove_missing: bool = False,
     ):
         self.config = config
+        # a batch run replaces a store's records: stored records the batch lacks are removed
+        # only when asked (else run() raises InputError before linking)
+        self.remove_missing = remove_missing
         self.model = model
         # names identities of a run without a store (see identity.identity_names); a store
         # names them with its own secret
@@ -133,6 +137,8 @@ class Linker:
         report = stage_memory(progress)
         config = self._config()
         records = self.standardize(report, checkpoints=checkpoints)
+        if self.store is not None and not self.remove_missing:
+            _check_nothing_removed(self.store, records)
         golden_records = None
         if checkpoints is not None and self.store is None:
             # The records are saved in the checkpoint folder: blocking to clustering hold
@@ -465,4 +471,37 @@ def read_outputs(output: str | Path, records: pd.DataFrame | None = None) -> Lin
         model=model,
         comparisons=build_comparisons(specs),
         summary=summary,
+    )
+
+
+def _check_nothing_removed(path: Path, records: pd.DataFrame) -> None:
+    """Raise InputError when the store holds records the batch lacks: a batch run replaces
+    the store's records, so they would be removed and their identities retired or split
+    (a store kept up by ``ingest`` holds records no full batch config names)."""
+    if not path.exists():
+        return
+    # opened as the write will open it: a file that is not a store is refused the same way
+    with Store.open(path, create=False) as store:
+        stored = store.links()
+    if stored.empty:
+        return
+    given = pd.MultiIndex.from_arrays(
+        [records[schema.SOURCE].astype(str), records[schema.RECORD_ID].astype(str)]
+    )
+    keys = pd.MultiIndex.from_arrays(
+        [stored[schema.SOURCE].astype(str), stored[schema.RECORD_ID].astype(str)]
+    )
+    missing = ~keys.isin(given)
+    if not missing.any():
+        return
+    per_source = stored.loc[missing, schema.SOURCE].astype(str).value_counts().sort_index()
+    first = stored.loc[missing].head(3)
+    examples = ", ".join(f"{s}:{r}" for s, r in zip(first[schema.SOURCE], first[schema.RECORD_ID]))
+    raise InputError(
+        f"the store holds {int(missing.sum()):,} records this batch lacks "
+        f"({', '.join(f'{s} {n:,}' for s, n in per_source.items())}; e.g. {examples}): a batch "
+        "run replaces the store's records, so they would be removed and their identities "
+        "retired or split. Name their files in the config, link new records with `linkage "
+        "ingest`, or pass --remove-missing (Linker(remove_missing=True)) to remove them",
+        path=str(path),
     )

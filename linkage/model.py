@@ -77,6 +77,7 @@ _M_PRIOR_PAIRS = 0.2
 # Expected matching pairs below which EM has not seen a level at all.
 _UNSEEN_PAIRS = 0.5
 
+
 def _smoothed_distribution(counts: np.ndarray, floor: float) -> np.ndarray:
     """Additive (Jeffreys, +0.5) smoothing, then lift every level to at least ``floor``."""
     k = len(counts)
@@ -330,7 +331,35 @@ class FellegiSunterModel:
         result = self._em(gamma, u, u_floor, lam, fix_u=fix_u)
         self._set_em(result)
         self.m_ = {n: self._with_m_prior(n, self.m_[n], result["m_counts"][n]) for n in names}
+        self._cap_disagreement()
         return self
+
+    def _cap_disagreement(self) -> None:
+        """Cap each comparison's ``else`` level at weight 0 (m <= u): a disagreement is never
+        evidence of a match. Where the random pairs for u never disagree (a field nearly
+        constant, such as ethnicity in a registry of Han people) ``else`` gets u from the
+        smoothing floor and m from EM's prior, and their ratio alone made a disagreement
+        count +8 bits for a match on 500 persons. The m mass taken from ``else`` goes to the
+        other levels in proportion. An order constraint on EM's estimates, as in Winkler's
+        constrained EM (Winkler 1993, "Improved decision rules in the Fellegi-Sunter model
+        of record linkage")."""
+        for name in self.comparisons:
+            m, u = np.asarray(self.m_[name], dtype=np.float64), self.u_[name]
+            if len(m) < 2 or m[0] <= u[0]:
+                continue
+            rest = m[1:].sum()
+            capped = m.copy()
+            capped[0] = u[0]
+            capped[1:] = m[1:] * (1.0 - u[0]) / rest if rest > 0 else (1.0 - u[0]) / (len(m) - 1)
+            logger.info(
+                "m of '%s' at its else level (%.3g) exceeded u (%.3g): capped at u, so that "
+                "a disagreement weighs 0 rather than %+.1f bits",
+                name,
+                m[0],
+                u[0],
+                math.log2(m[0] / u[0]),
+            )
+            self.m_[name] = capped
 
     def _em(
         self,
@@ -514,6 +543,7 @@ class FellegiSunterModel:
             self.probability_two_random_records_match_ = probability_two_random_records_match(
                 vectors, rules, n_records, prior_recall
             )
+        self._cap_disagreement()
         if self.prior is not None:
             self.lambda_ = float(self.prior)
         else:
@@ -593,8 +623,7 @@ class FellegiSunterModel:
             return self
         # every comparison but the differing one and those the pattern pins to one level
         free = [
-            n for n in names
-            if n != differ and not (n in agree and int(agree[n]) == self._k(n) - 1)
+            n for n in names if n != differ and not (n in agree and int(agree[n]) == self._k(n) - 1)
         ]
         patterns, counts = self._patterns(gamma[mask])
         cols = {n: patterns[:, names.index(n)].astype(np.intp) + 1 for n in free}
@@ -802,8 +831,8 @@ class FellegiSunterModel:
             for name, part in parts.items():
                 new[MW_PREFIX + name][at] = part
             # the household prior's difference from the run's goes to the differing comparison
-            new[MW_PREFIX + self.household_["differ"]][at] += hh_total - self.prior_weight_ - sum(
-                parts.values()
+            new[MW_PREFIX + self.household_["differ"]][at] += (
+                hh_total - self.prior_weight_ - sum(parts.values())
             )
         new[MATCH_WEIGHT] = total
         new[MATCH_PROBABILITY] = match_probability(total)
@@ -864,8 +893,8 @@ class FellegiSunterModel:
             # a household pair: the household model's weights (see fit_household)
             hh_total, parts = self.household_weights(g)
             hh_parts = {n: float(v[0]) for n, v in parts.items()}
-            hh_parts[self.household_["differ"]] += float(hh_total[0]) - self.prior_weight_ - sum(
-                float(v[0]) for v in parts.values()
+            hh_parts[self.household_["differ"]] += (
+                float(hh_total[0]) - self.prior_weight_ - sum(float(v[0]) for v in parts.values())
             )
         records = []
         for name, level in zip(self.comparisons, gamma, strict=True):

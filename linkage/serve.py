@@ -332,8 +332,8 @@ def _column_fields(column: str) -> str | None:
     if column.startswith("id_"):
         return schema.ID_NUMBER
     if column.startswith(schema.FORMER_NAME):
-        # a former name is shown under the name grant (documented in docs/integrator.md)
-        return schema.NAME
+        # no export shows a former name: only a department granted former_names reads it
+        return schema.FORMER_NAME
     for f in sorted(schema.CANONICAL_FIELDS, key=len, reverse=True):
         if column == f or column.startswith(f + "_"):
             return f
@@ -471,9 +471,12 @@ class LookupService:
         # field -> (int32 code per held golden row, distinct district masks): filled
         # after the tables are held, below
         self._districts: dict[str, tuple[np.ndarray, list[tuple[str | None, bool]]]] = {}
+        self._blind: dict[str, frozenset[str]] = {}
         if settings.in_memory:
             try:
-                hold_search_tables(self.store)
+                # the stored sides each searching department's blind columns need, once
+                blinds = [self.blind_columns(d) for d in self.departments if self.may_search(d)]
+                hold_search_tables(self.store, blinds or [frozenset()])
             except InputError:  # no model: every search fails with the store's message
                 pass
             self._mask_districts()
@@ -494,6 +497,8 @@ class LookupService:
                 self.store.close()
                 raise
         self._ids: dict[str, dict[str, str]] = {}
+        # microdata department -> its whole k-anonymous view and that view's ids (built once)
+        self._microdata: dict[str, tuple[pd.DataFrame, pd.Index]] = {}
         self._id_column: dict[str, str | None] = {}
         self._hidden: dict[str, set[str]] = {}
         self._own: dict[str, frozenset[str]] = {}
@@ -535,14 +540,15 @@ class LookupService:
         logger.info("lookup service warm in %.1fs", time.perf_counter() - t)
 
     def _mask_districts(self) -> None:
-        """The ``district`` mask of every held golden address that a per-identity view masks
+        """The ``district`` mask of every held golden address that an identity view masks
         so, computed once: a hit's address is then read by its golden row's position, not
-        parsed through cpca per request (~4 ms on the searches of such a department)."""
+        parsed through cpca per request (~4 ms on the searches of such a department), and a
+        microdata view is built without parsing every address again."""
         fields = sorted(
             {
                 f
                 for d in self.departments.values()
-                if not (d.aggregate or is_microdata(d))
+                if not d.aggregate
                 for f, mask in d.fields.items()
                 if mask == "district"
             }
@@ -665,16 +671,52 @@ class LookupService:
             )
         return self._ids[department]
 
+    def _visible_fields(self, department: str) -> set[str]:
+        """Fields the department's searches may read of stored records: those granted
+        unmasked, and former names where the policy grants ``former_names``."""
+        dept = self.departments[department]
+        visible = {f for f, m in dept.fields.items() if m == "none"}
+        if dept.former_names:
+            visible.add(schema.FORMER_NAME)
+        return visible
+
+    def blind_columns(self, department: str) -> frozenset[str]:
+        """Stored record columns the department's searches read as null: every column a
+        comparison reads over a field the department may not see (:meth:`_visible_fields`).
+
+        A search answer then depends only on what the department's view shows. Otherwise a
+        comparison's fallbacks leak through the match weight: gender falls back to the ID's
+        17th digit where a record has none (the masked digit's parity), birth date to the
+        ID's digits 7-14, and a name matched against a former name tells who was once called
+        what. Raises ``InputError`` when the store holds no model.
+        """
+        if department not in self._blind:
+            from linkage.incremental._common import stored_run
+
+            visible = self._visible_fields(department)
+            columns = {
+                c
+                for comparison in stored_run(self.store).comparisons
+                for c in comparison.columns
+                if _column_fields(c) is not None and _column_fields(c) not in visible
+            }
+            self._blind[department] = frozenset(columns)
+        return self._blind[department]
+
     def hidden_comparisons(self, department: str) -> set[str]:
-        """Comparisons reading a field the department does not see unmasked."""
+        """Comparisons of a field the department may not see (the field of a comparison's
+        first column: ``id_std`` of the ID comparison, ``phone_std`` of contact), shown as
+        one summed line. What they read of stored records is blind (:meth:`blind_columns`):
+        the level of such a comparison is null (weight 0) unless it also reads a visible
+        field (contact's address where only the phone is not granted)."""
         if department not in self._hidden:
             from linkage.incremental._common import stored_run
 
-            granted = {f for f, m in self.departments[department].fields.items() if m == "none"}
+            visible = self._visible_fields(department)
             hidden = set()
             for comparison in stored_run(self.store).comparisons:
-                fields = {_column_fields(c) for c in comparison.columns} - {None}
-                if not fields <= granted:
+                own = _column_fields(comparison.columns[0]) if comparison.columns else None
+                if own is not None and own not in visible:
                     hidden.add(comparison.name)
             self._hidden[department] = hidden
         return self._hidden[department]
@@ -699,6 +741,7 @@ class LookupService:
                 top=query.top,
                 single_field_limit=self.settings.single_field_limit,
                 only=only,
+                blind=self.blind_columns(department),
             )
             hits = self._hits(department, report, query.top)
         return self._answer(department, dept, report, hits)
@@ -815,8 +858,8 @@ class LookupService:
             if identity_id is None:
                 return None
             if is_microdata(self.departments[department]):
-                # a microdata view generalizes over every row (k-anonymity): export_view
-                return self._fetch_frame(department, identity_id)
+                # k-anonymity is judged over every row: the row of the whole export
+                return self._microdata_row(department, view_id)
             golden = self.store.golden_rows([identity_id], list(GRANTABLE_FIELDS))
             if not golden:
                 return None
@@ -834,16 +877,44 @@ class LookupService:
             return None
         return {"department": department, "identity": view[0]}
 
-    def _fetch_frame(self, department: str, identity_id: str) -> dict | None:
-        """One identity through ``export_view`` (frames): microdata views."""
-        golden = self.store.golden_for([identity_id])
-        if golden.empty:
+    def _microdata_row(self, department: str, view_id: str) -> dict | None:
+        """One row of a microdata department's whole view, as ``linkage export`` gives it.
+
+        Such a view is k-anonymous over all its rows (``export_view``): a row judged alone
+        would always be alone in its cell and come back suppressed. The view is built on the
+        first fetch and kept (the store cannot change while the service holds it); golden
+        addresses are masked from the districts computed at start-up.
+        """
+        if department not in self._microdata:
+            t = time.perf_counter()
+            golden = self.store.table("golden")
+            dept = self.departments[department]
+            links = self.store.links() if self._needs_links(dept) else self._links_frame([])
+            districts = None
+            if self._districts and not golden.empty:
+                districts = self._district_rows(golden[schema.IDENTITY_ID].astype(str).tolist())
+            view = export_view(
+                golden,
+                links,
+                self.policy,
+                department,
+                key=self._key,
+                keyed_order=False,
+                districts=districts,
+            )
+            column = self.view_id_column(department)
+            self._microdata[department] = (view, pd.Index(view[column].astype(str)))
+            logger.info(
+                "microdata view of %s: %d rows in %.1fs",
+                department,
+                len(view),
+                time.perf_counter() - t,
+            )
+        view, ids = self._microdata[department]
+        found = ids.get_indexer([view_id])[0]
+        if found < 0:
             return None
-        links = self._links_for(department, [identity_id])
-        view = export_view(golden, links, self.policy, department, key=self._key, keyed_order=False)
-        if view.empty:
-            return None
-        row = view.iloc[0]
+        row = view.iloc[int(found)]
         return {
             "department": department,
             "identity": {k: (None if pd.isna(v) else v) for k, v in row.items()},
@@ -1172,7 +1243,10 @@ def create_app(
     async def http_error(request: Request, exc: StarletteHTTPException):
         message = str(exc.detail)
         if message == "There was an error parsing the body":
-            message = "the body could not be parsed: expected a UTF-8 JSON object"
+            message = (
+                "the body could not be parsed: expected UTF-8 JSON, an object of search "
+                "fields with text values (deeply nested JSON is refused)"
+            )
         return JSONResponse(
             {"error": message, "problems": []},
             status_code=exc.status_code,

@@ -21,14 +21,19 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 def _restore_linkage_logging():
     """Put the package's loggers back after each test: an in-process ``serve`` or CLI call
     configures logging for a process, and a later test's caplog must still see records."""
-    names = ["linkage", *(n for n in logging.root.manager.loggerDict if n.startswith("linkage."))]
+    def ours() -> list[str]:
+        found = (n for n in logging.root.manager.loggerDict if n.startswith("linkage."))
+        return ["", "linkage", *found]  # "": the root logger
+
     saved = {}
-    for name in names:
-        log = logging.getLogger(name)
+    for name in ours():
+        log = logging.getLogger(name or None)
         saved[name] = (log.level, log.propagate, list(log.handlers), log.disabled)
     yield
-    for name, (level, propagate, handlers, disabled) in saved.items():
-        log = logging.getLogger(name)
+    for name in ours():
+        log = logging.getLogger(name or None)
+        # a logger first made during the test goes back to a fresh logger's settings
+        level, propagate, handlers, disabled = saved.get(name, (logging.NOTSET, True, [], False))
         log.setLevel(level)
         log.propagate = propagate
         log.handlers[:] = handlers

@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from linkage.cli import app
+from linkage.store import Store
 
 runner = CliRunner()
 
@@ -317,6 +318,67 @@ def test_ingest_json_and_text_line(batch, tmp_path):
     assert "{" not in result.stdout and "events:  none" in result.stdout
 
 
+def test_run_json_names_the_new_identity_key_and_no_refused_run_announces_one(
+    data, tmp_path, monkeypatch, caplog
+):
+    """Without a key the ids depend on OUTPUT/identity.key: --json lists it among the
+    outputs. A refused run leaves no key and never logs that it created one."""
+    import logging
+
+    monkeypatch.delenv("LINKAGE_ID_KEY", raising=False)
+    monkeypatch.delenv("LINKAGE_ID_KEY_FILE", raising=False)
+    config = str(data / "data" / "run.yaml")
+    caplog.set_level(logging.INFO, logger="linkage")
+    doc = _json(runner.invoke(app, ["run", config, "-o", str(tmp_path / "o"), "--json"]))
+    assert doc["outputs"]["identity_key"] == str(tmp_path / "o" / "identity.key")
+    assert (tmp_path / "o" / "identity.key").is_file()
+    caplog.clear()
+    bad = data / "data" / "bad_source.yaml"  # beside run.yaml: its includes resolve
+    text = (data / "data" / "run.yaml").read_text(encoding="utf-8")
+    bad.write_text(text.replace("police.csv", "nowhere.csv"), encoding="utf-8")
+    try:
+        result = runner.invoke(app, ["run", str(bad), "-o", str(tmp_path / "b")])
+    finally:
+        bad.unlink()
+    assert result.exit_code == 2 and "nowhere.csv: file not found" in result.output
+    assert not (tmp_path / "b").exists()
+    assert "created identity key" not in caplog.text + result.output
+
+
+def test_a_batch_run_that_would_remove_stored_records_needs_remove_missing(batch, tmp_path):
+    """After an ingest the store holds records the batch config does not name: running the
+    batch again into the store would remove them (and retire or split identities), so it
+    exits 2 before linking, naming the count; --remove-missing does it, and says so."""
+    import shutil
+
+    out, _ = batch
+    store = shutil.copy(out / "ids.duckdb", tmp_path / "ids.duckdb")
+    result = runner.invoke(
+        app, ["ingest", str(out / "d" / "new.yaml"), "--store", str(store), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    with Store.open(store, create=False, read_only=True) as opened:
+        before = opened.counts()
+        added = len(opened.links()) - len(pd.read_csv(out / "run" / "identities.csv"))
+    assert added > 0
+    again = ["run", str(out / "d" / "run.yaml"), "--store", str(store)]
+    result = runner.invoke(app, [*again, "-o", str(tmp_path / "o1")])
+    assert result.exit_code == 2
+    assert f"the store holds {added:,} records this batch lacks" in result.output
+    assert "--remove-missing" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o1").exists()
+    with Store.open(store, create=False, read_only=True) as opened:
+        assert opened.counts() == before  # nothing written
+    result = runner.invoke(app, [*again, "-o", str(tmp_path / "o2"), "--remove-missing"])
+    assert result.exit_code == 0, result.output
+    assert f"record_removed {added:,}" in result.stdout  # the summary says what changed
+    with Store.open(store, create=False, read_only=True) as opened:
+        assert len(opened.links()) == len(pd.read_csv(out / "run" / "identities.csv"))
+    result = runner.invoke(app, ["run", str(out / "d" / "run.yaml"), "-o", str(tmp_path / "o3"),
+                                 "--remove-missing"])  # fmt: skip
+    assert result.exit_code == 2 and "--store" in result.output
+
+
 def test_evaluate_blocking_profile_json(batch, data):
     out, _ = batch
     config = str(out / "d" / "run.yaml")
@@ -597,7 +659,15 @@ def test_search_and_export_run_beside_a_reader_holding_the_store(batch, tmp_path
         assert found.exit_code == 0, found.output
         exported = runner.invoke(
             app,
-            ["export", "--store", str(store), "--department", "police", "-o", str(tmp_path / "p.csv")],
+            [
+                "export",
+                "--store",
+                str(store),
+                "--department",
+                "police",
+                "-o",
+                str(tmp_path / "p.csv"),
+            ],
         )
         assert exported.exit_code == 0, exported.output
         assert (tmp_path / "p.csv").stat().st_size > 0

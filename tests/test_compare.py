@@ -692,6 +692,59 @@ def test_stored_sides_give_the_levels_of_the_stacked_query(case_records, share, 
         assert reached == set(range(-1, len(comparison.levels))), (comparison.name, reached)
 
 
+def test_a_stored_side_reads_blind_columns_as_null(case_records):
+    """The lookup service's blind columns (fields a department may not see): the name side
+    with the former name dropped from its prepared rows (``without``, no second
+    preparation), and any side prepared with columns nulled, level every case record as a
+    query exactly as ``compare_values`` over stacked values with those stored columns null."""
+    from linkage.compare import compare_values
+    from linkage.compare.stored import side_type, stored_side
+
+    n = len(case_records)
+    columns = {c: case_records[c].to_numpy() for c in case_records.columns}
+    name = COMPARISONS["name"]
+    former = frozenset(
+        [schema.FORMER_NAME]
+        + [
+            schema.name_col(schema.FORMER_NAME, x)
+            for x in ("clean", "pinyin", "pinyin_alt", "fuzzy")
+        ]
+    )
+    assert columns[schema.FORMER_NAME].astype(bool).any()  # the cases hold former names
+    assert side_type(name).can_drop(name, former)
+    assert not side_type(name).can_drop(name, former | {schema.QUALITY_FLAGS})
+    assert not side_type(name).can_drop(name, former - {schema.FORMER_NAME})
+    gender = COMPARISONS["gender"]
+    blinds = [(name, former), (gender, frozenset(gender.columns[1:]))]
+    id_comparison = next(c for c in COMPARISONS.values() if isinstance(c, IdComparison))
+    blinds.append(
+        (id_comparison, frozenset(c for c in id_comparison.columns if c.startswith("id_")))
+    )
+    changed = 0
+    for comparison, blind in blinds:
+        full = stored_side(comparison, columns)
+        if side_type(comparison).can_drop(comparison, blind):
+            side = full.without(blind)
+        else:
+            nulled = {c: np.full(n, None, object) if c in blind else v for c, v in columns.items()}
+            side = stored_side(comparison, nulled)
+        for q in range(n):
+            query = {c: columns[c][q] for c in comparison.columns if c in columns}
+            stacked = {
+                c: np.concatenate(
+                    [[columns[c][q]], [None] * n if c in blind else columns[c]]
+                ).astype(object)
+                for c in comparison.columns
+                if c in columns
+            }
+            expected = compare_values(
+                stacked, np.zeros(n, np.int64), np.arange(1, n + 1), [comparison]
+            )[comparison.name]
+            np.testing.assert_array_equal(side.levels(query, np.arange(n)), expected)
+            changed += int((full.levels(query, np.arange(n)) != expected).sum())
+    assert changed  # the blind columns made a difference somewhere
+
+
 def test_factorize_by_dict_equals_pandas():
     """Mixed nulls (None, NaN, NA, NaT), blanks, equal values of other types (1, 1.0, True)
     and tuples: the dict path gives pd.factorize's codes and first-kept values, blanks

@@ -167,6 +167,32 @@ def test_read_sources_stacks_and_adds_canonical_columns(tmp_path):
     assert records.loc[3, schema.SOURCE] == "b" and records.loc[3, schema.ID_NUMBER] is None
 
 
+def test_missing_source_files_are_refused_before_any_file_is_read(tmp_path, monkeypatch):
+    """Paths before work: every missing (or folder) source is named in one error, and no
+    source is read first."""
+    from linkage import io as linkage_io
+
+    (tmp_path / "a.csv").write_text(_csv_text(), encoding="utf-8")
+    (tmp_path / "c").mkdir()
+    sources = {
+        "a": {"path": "a.csv", "record_id": "登记编号", "columns": COLUMNS},
+        "b": {"path": "b.csv", "record_id": "编号", "columns": {"名": "name"}},
+        "c": {"path": "c", "record_id": "编号", "columns": {"名": "name"}},
+    }
+    read = []
+    monkeypatch.setattr(linkage_io, "read_source", lambda cfg, **kw: read.append(cfg.name))
+    cfg = config_from_dict({"sources": sources}, path=tmp_path / "run.yaml")
+    with pytest.raises(InputError) as err:
+        read_sources(cfg)
+    text = str(err.value)
+    assert "2 source files cannot be read" in text and read == []
+    assert f"{tmp_path / 'b.csv'}: file not found" in text and "c: is a folder" in text
+    one = config_from_dict({"sources": {k: sources[k] for k in "ab"}}, path=tmp_path / "run.yaml")
+    with pytest.raises(InputError, match="b.csv: file not found"):
+        read_sources(one)
+    assert read == []
+
+
 def test_atomic_write_leaves_no_partial_file(tmp_path):
     target = tmp_path / "out.csv"
     write_csv(pd.DataFrame({"a": [1]}), target)
@@ -489,7 +515,9 @@ def test_row_group_schema_from_first_values_equals_the_whole_frames(tmp_path, mo
     path = linkage_io.write_parquet(frame, tmp_path / "groups.parquet")
     assert pq.ParquetFile(path).metadata.num_row_groups == 5
     frame.to_parquet(tmp_path / "whole.parquet", index=False)
-    pd.testing.assert_frame_equal(pd.read_parquet(path), pd.read_parquet(tmp_path / "whole.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(path), pd.read_parquet(tmp_path / "whole.parquet")
+    )
 
     mixed = pd.DataFrame({"v": pd.Series([1] * 12 + [2.5] * (n - 12), dtype=object)})
     path = linkage_io.write_parquet(mixed, tmp_path / "mixed.parquet")

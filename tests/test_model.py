@@ -130,6 +130,32 @@ def test_estimate_u_smooths_unobserved_near_miss_levels():
     assert w[3] > w[2] > 0
 
 
+def test_a_disagreement_never_weighs_for_a_match():
+    """A field every random pair agrees on (ethnicity in a registry of Han people): u of
+    its ``else`` level comes from the smoothing floor, and EM's few disagreeing matches
+    would give disagreement a positive weight. Fitted by EM, ``else`` weighs at most 0, m
+    still sums to 1 and the other levels keep their proportions."""
+    u = dict(TRUE_U, gender=np.array([0.0, 1.0]))  # random pairs always agree
+    m = dict(TRUE_M, gender=np.array([0.02, 0.98]))  # a few data errors among matches
+    levels = dict(LEVELS, gender=["else", "exact"])
+    vectors, _ = simulate(20_000, m=m, u=u, seed=3)
+    random, _ = simulate(5_000, lam=0.0, m=m, u=u, seed=4)
+    for fit in ("fit", "fit_sessions"):
+        model = FellegiSunterModel(levels).estimate_u(random)
+        assert model.u_["gender"][0] < 1e-3
+        if fit == "fit":
+            model.fit(vectors)
+        else:
+            model.fit_sessions(vectors, [{"id": 3}])
+        for name, w in model.weights_.items():
+            assert w[0] <= 1e-9, (fit, name, w)
+            assert np.isclose(model.m_[name].sum(), 1.0)
+        assert model.weights_["gender"][0] == pytest.approx(0.0, abs=1e-9)
+    # where u sees disagreements, EM's m is left as estimated
+    model = model_with_true_u().fit(simulate(20_000, seed=5)[0])
+    assert all(w[0] < -1 for w in model.weights_.values())
+
+
 def test_estimate_u_respects_explicit_floor():
     vectors, _ = simulate(5_000, lam=0.0, u=dict(TRUE_U, id=np.array([1.0, 0, 0, 0])), seed=2)
     model = FellegiSunterModel(LEVELS, u_floor=1e-3).estimate_u(vectors)

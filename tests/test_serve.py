@@ -17,6 +17,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -522,16 +523,21 @@ def test_department_endpoint_shows_effective_grants(server):
 
 
 def _expected_view(server, department: str, identity_id: str) -> dict:
-    """The row `linkage export` writes for this identity (the same export_view call)."""
+    """The row `linkage export` writes for this identity (the same export_view call; a
+    microdata view is made over every identity, as its k-anonymity needs)."""
+    from linkage.share.export import effective_department, is_microdata
+
     policy = load_policy(server["policy"])
-    golden = server["golden"]
-    row = golden[golden[schema.IDENTITY_ID] == identity_id]
+    golden = server["golden"].reset_index(drop=True)
+    whole = is_microdata(effective_department(policy, department))
+    row = golden if whole else golden[golden[schema.IDENTITY_ID] == identity_id]
     os.environ["LINKAGE_PSEUDONYM_KEY"] = PSEUDONYM_KEY
     try:
-        view = export_view(row, server["links"], policy, department)
+        view = export_view(row, server["links"], policy, department, keyed_order=not whole)
     finally:
         os.environ.pop("LINKAGE_PSEUDONYM_KEY", None)
-    return {k: (None if pd.isna(v) else v) for k, v in view.iloc[0].items()}
+    at = int(np.flatnonzero(golden[schema.IDENTITY_ID] == identity_id)[0]) if whole else 0
+    return {k: (None if pd.isna(v) else v) for k, v in view.iloc[at].items()}
 
 
 def _view_ids(server, department: str) -> dict[str, str]:
@@ -714,6 +720,138 @@ def test_explanation_lists_only_comparisons_over_unmasked_fields(server):
         hit["match_weight"], abs=0.01
     )
     assert not [e for e in police if e["comparison"] == "hidden"]
+    # every column those comparisons read is blind to social_security: they weigh nothing
+    assert hidden[0]["weight"] == 0
+
+
+def _service(built, policy: dict, in_memory: bool):
+    from linkage.serve import LookupService, ServiceSettings
+
+    path = built["folder"] / f"policy_{abs(hash(json.dumps(policy, sort_keys=True)))}.yaml"
+    path.write_text(yaml.safe_dump(policy, allow_unicode=True), encoding="utf-8")
+    return LookupService(
+        ServiceSettings(
+            store=str(built["store"]),
+            policy=str(path),
+            tokens=str(built["tokens_file"]),
+            in_memory=in_memory,
+        )
+    )
+
+
+def _inverse_ids(service, department: str) -> dict[str, str]:
+    """Stored identity id -> the id the department's view shows."""
+    return {v: k for k, v in service._map_ids(department).items()}
+
+
+def _name_line(hit: dict) -> str | None:
+    return next((e["level"] for e in hit["explanation"] if e["comparison"] == "name"), None)
+
+
+@pytest.fixture(scope="module")
+def renamed(built, tmp_path_factory) -> dict:
+    """The ``built`` registries, in a store of their own, with a former name (曾用名) given
+    to 30 police records (the surname kept, a given name of rare characters no record
+    carries) and the gender left out of 20 other police records whose person has no other
+    record (so the store knows that gender only from the ID)."""
+    folder = tmp_path_factory.mktemp("renamed")
+    shutil.copytree(built["folder"] / "data", folder / "data")
+    police = folder / "data" / "police.csv"
+    frame = pd.read_csv(police, dtype=str, keep_default_na=False, encoding="utf-8")
+    rare = "龢翀彧琰瑀珩璟曦翮骞"
+    chosen = frame.index[(frame["出生日期"] != "") & (frame["姓名"].str.len() == 3)][:30]
+    for i, row in enumerate(chosen):
+        frame.loc[row, "曾用名"] = frame.loc[row, "姓名"][0] + rare[i % 10] + rare[i // 10 + 3]
+    truth = pd.read_csv(folder / "data" / "truth.csv", dtype=str)
+    alone = truth.groupby("person_id")["record_id"].transform("size") == 1
+    lone = set(truth.loc[alone & (truth["source"] == "police"), "record_id"])
+    ungendered = frame.index[frame["登记编号"].isin(lone) & ~frame.index.isin(chosen)][:20]
+    frame.loc[ungendered, "性别"] = ""
+    frame.to_csv(police, index=False, encoding="utf-8")
+    store = folder / "ids.duckdb"
+    args = ["run", str(folder / "data" / "run.yaml"), "--store", str(store)]
+    result = runner.invoke(app, [*args, "--output", str(folder / "out"), "-q"])
+    assert result.exit_code == 0, result.output
+    with Store.open(store, create=False) as opened:
+        records = opened.table("records").merge(
+            opened.links(), on=[schema.SOURCE, schema.RECORD_ID]
+        )
+    return {**built, "folder": folder, "store": store, "records": records}
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_search_reads_former_names_only_where_the_policy_grants_them(
+    renamed, monkeypatch, in_memory
+):
+    """No export shows a former name: a search by one finds the person by that name only
+    for a department granted ``former_names`` (police here), never for health, which would
+    otherwise learn who was once called what."""
+    from linkage.serve import SearchQuery
+
+    monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    policy = json.loads(json.dumps(POLICY))
+    policy["departments"]["police"]["former_names"] = True
+    records = renamed["records"]
+    people = records.dropna(subset=["former_name_clean", "birth_date_std"])
+    people = people[people["former_name_clean"].str.contains("[龢翀彧琰瑀珩璟曦翮骞]")]
+    people = people.drop_duplicates(schema.IDENTITY_ID)
+    assert len(people) >= 25
+    agreeing = {"exact", "clean_exact", "truncated", "pinyin", "fuzzy_pinyin", "lookalike"}
+    service = _service(renamed, policy, in_memory)
+    try:
+        found = {"police": 0, "health": 0}
+        for r in people.to_dict("records"):
+            query = SearchQuery(name=r["former_name_clean"], birth_date=r["birth_date_std"])
+            for department in found:
+                view_id = _inverse_ids(service, department)[r[schema.IDENTITY_ID]]
+                hits = service.search(department, query)["hits"]
+                mine = [h for h in hits if h["identity"].get("pseudonym_id") == view_id]
+                if mine and _name_line(mine[0]) in agreeing:
+                    found[department] += 1
+        assert found["police"] >= 0.8 * len(people)
+        assert found["health"] == 0
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_match_weight_does_not_reveal_a_masked_id_digit(renamed, monkeypatch, in_memory):
+    """The gender comparison falls back to the ID's 17th digit where a record has no gender.
+    For a department with the ID masked, a search by name, birth date and each gender must
+    weigh the same where the gender is unknown (else the weight tells the digit's parity);
+    for police, who see the ID, the fallback still counts."""
+    from linkage.serve import SearchQuery
+
+    monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    records = renamed["records"]
+    known = records.groupby(schema.IDENTITY_ID)["gender_std"].count()
+    unknown = known[known == 0].index
+    people = records[records[schema.IDENTITY_ID].isin(unknown)].dropna(
+        subset=["name_clean", "birth_date_std", "id_gender"]
+    )
+    people = people.drop_duplicates(schema.IDENTITY_ID)
+    assert len(people) >= 10
+    service = _service(renamed, POLICY, in_memory)
+    try:
+        differs = {"police": 0, "health": 0}
+        for r in people.to_dict("records"):
+            for department in differs:
+                column = service.view_id_column(department)
+                view_id = _inverse_ids(service, department)[r[schema.IDENTITY_ID]]
+                weights = []
+                for gender in ("男", "女"):
+                    query = SearchQuery(
+                        name=r["name_clean"], birth_date=r["birth_date_std"], gender=gender
+                    )
+                    hits = service.search(department, query)["hits"]
+                    weights.append(
+                        next(h["match_weight"] for h in hits if h["identity"][column] == view_id)
+                    )
+                differs[department] += weights[0] != weights[1]
+        assert differs["health"] == 0
+        assert differs["police"] == len(people)  # the test can tell a leak
+    finally:
+        service.close()
 
 
 # ----------------------------------------------------------------------------- search reports
@@ -1235,9 +1373,10 @@ def test_rows_own_answer_does_not_tell_whether_someone_else_matched(built, tmp_p
 
 
 def test_fetch_gives_the_export_view_of_every_identity_in_every_department(built, monkeypatch):
-    """Fetch (frame-free view, or export_view for microdata) answers, for every identity and
-    every department that may fetch, the department's export_view row of that identity:
-    with the in-memory tables and without; 404 (None) for identities a rows-own view omits."""
+    """Fetch answers, for every identity and every department that may fetch, the
+    department's export_view row of that identity (a microdata view's row of the whole,
+    k-anonymous export, not a one-row view that is always suppressed): with the in-memory
+    tables and without; 404 (None) for identities a rows-own view omits."""
     from linkage.serve import LookupService, ServiceSettings
 
     monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
@@ -1264,17 +1403,14 @@ def test_fetch_gives_the_export_view_of_every_identity_in_every_department(built
                     r[column]: {k: (None if pd.isna(v) else v) for k, v in r.items()}
                     for r in full.to_dict("records")
                 }
-                sample = golden[schema.IDENTITY_ID]
-                if department == "monitor":  # microdata: one-row export_view, as before
-                    sample = sample.head(15)
-                for ident in sample:
+                if department == "monitor":  # microdata: some rows kept, some suppressed
+                    flags = full["export_flags"].astype(str)
+                    suppressed = flags.str.contains("k_anonymity_suppressed")
+                    assert 0 < suppressed.sum() < len(full)
+                for ident in golden[schema.IDENTITY_ID]:
                     view_id = view_ids[ident]
                     answer = service.fetch(department, view_id)
-                    if department == "monitor":
-                        expected = _expected_view(built, department, ident)
-                        os.environ["LINKAGE_PSEUDONYM_KEY"] = PSEUDONYM_KEY
-                    else:
-                        expected = rows.get(view_id)
+                    expected = rows.get(view_id)
                     if expected is None:  # outside a rows-own view
                         assert answer is None, (department, ident)
                     else:

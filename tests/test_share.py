@@ -218,6 +218,9 @@ def test_id_mask_reveals_gender_and_hukou_county():
         ({"fields": {"gender": "none"}, "aggregate": True}, "departments.d"),
         ({"fields": {"name": "none"}, "record_ids": "own"}, "departments.d"),
         ({"fields": {"name": "none"}, "identity": "nobody"}, "departments.d.identity"),
+        # former names are matched only for a department that sees names whole
+        ({"fields": {"name": "surname_only"}, "former_names": True}, "departments.d"),
+        ({"fields": {"gender": "none"}, "former_names": True}, "departments.d"),
     ],
 )
 def test_bad_policy_names_file_and_key(dept, key):
@@ -605,3 +608,35 @@ def test_district_masks_equal_mask_list_of_each_value_and_feed_view_rows(tmp_pat
         assert all(r[f] == "某区" and f + "_unmaskable" in r["export_flags"] for r in got for f in masked)
         checked.append(department)
     assert checked
+    # export_view takes the same masks (the lookup service's microdata view), rows-own too
+    microdata = []
+    for department in [*policy.departments, "own_only"]:
+        if department == "own_only":
+            own = policy.departments["health"].model_copy(update={"rows": "own"})
+            policy = policy.model_copy(
+                update={"departments": {**policy.departments, "own_only": own}}
+            )
+        effective = effective_department(policy, department)
+        masked = [f for f, m in effective.fields.items() if m == "district"]
+        if not masked or effective.aggregate:
+            continue
+        given = {}
+        for f in masked:
+            codes, table = district_masks(golden[f].tolist(), f)
+            given[f] = [table[c] for c in codes]
+        expected = export_view(golden, links, policy, department, key=KEY, keyed_order=False)
+        got = export_view(
+            golden, links, policy, department, key=KEY, keyed_order=False, districts=given
+        )
+        pd.testing.assert_frame_equal(got, expected)
+        marked = {f: [("某区", True)] * len(golden) for f in masked}
+        got = export_view(
+            golden, links, policy, department, key=KEY, keyed_order=False, districts=marked
+        )
+        if not is_microdata(effective):  # k-anonymity may suppress the given text
+            assert (got[masked] == "某区").all().all()
+        assert got["export_flags"].str.contains(f"{masked[0]}_unmaskable").any()
+        microdata += [department] if is_microdata(effective) else []
+    assert microdata and "own_only" not in microdata
+    with pytest.raises(ValueError, match="one mask per golden row"):
+        export_view(golden, links, policy, "health", key=KEY, districts={masked[0]: []})

@@ -12,6 +12,7 @@ scalar helpers they use (``standardize.idnumber``, ``zh.syllables``); never the 
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -151,6 +152,16 @@ class StoredSide:
         raise NotImplementedError
 
     def _query(self, q: Mapping[str, Any]) -> Prepared:
+        raise NotImplementedError
+
+    @classmethod
+    def can_drop(cls, comparison: Comparison, columns: frozenset[str]) -> bool:
+        """Whether :meth:`without` can read ``columns`` as null without preparing again."""
+        return False
+
+    def without(self, columns: frozenset[str]) -> StoredSide:
+        """This side with ``columns`` of every stored record read as null, sharing the rest
+        (only where :meth:`can_drop` says so)."""
         raise NotImplementedError
 
     def levels(self, query: Mapping[str, Any], rows: np.ndarray) -> np.ndarray:
@@ -470,6 +481,45 @@ class _NameSide(StoredSide):
     def _tables(self) -> dict[str, np.ndarray]:
         return {**self.spaces["strip"].tables, **self.spaces["py"].tables}
 
+    @staticmethod
+    def _field_columns(comparison: NameComparison) -> dict[str, frozenset[str]]:
+        return {
+            f: frozenset(
+                [f] + [schema.name_col(f, x) for x in ("clean", "pinyin", "pinyin_alt", "fuzzy")]
+            )
+            for f in comparison.fields
+        }
+
+    @classmethod
+    def can_drop(cls, comparison: Comparison, columns: frozenset[str]) -> bool:
+        """Whole name fields (every column of each, e.g. the former name's), not all."""
+        if not isinstance(comparison, NameComparison):
+            return False
+        per_field = cls._field_columns(comparison)
+        dropped = [f for f, cols in per_field.items() if cols <= columns]
+        covered = frozenset().union(*(per_field[f] for f in dropped)) if dropped else frozenset()
+        return bool(dropped) and covered == columns and len(dropped) < len(per_field)
+
+    def without(self, columns: frozenset[str]) -> StoredSide:
+        """The same prepared names with whole fields read as null: their rows become the
+        rows of a record without them (the code spaces, shared, hold a few unused keys)."""
+        if not self.can_drop(self.comparison, columns):
+            raise ValueError(f"cannot read {sorted(columns)} as null here")
+        try:
+            null = self._query({})  # every field null: no key takes a spare code
+        finally:
+            for space in self.spaces.values():
+                space.reset()
+        n = len(self.prepared.rows[self.comparison.fields[0]].rows["raw"])
+        zeros = np.zeros(n, dtype=np.intp)
+        rows = dict(self.prepared.rows)
+        for f, cols in self._field_columns(self.comparison).items():
+            if cols <= columns:
+                rows[f] = null.rows[f].take(zeros)
+        other = copy.copy(self)  # shares the comparison and the code spaces
+        other.prepared = Prepared(rows, self.prepared.tables)
+        return other
+
     def _strip_code(self, text: Any, as_strip: bool) -> int:
         """Code of a stripped form; ``as_strip``: it is the query's own strip form.
 
@@ -548,6 +598,11 @@ _SIDES: dict[type[Comparison], type[StoredSide]] = {
     IdComparison: _IdSide,
     NameComparison: _NameSide,
 }
+
+
+def side_type(comparison: Comparison) -> type[StoredSide] | None:
+    """The stored-side class of a comparison type (None: no scalar query path here)."""
+    return _SIDES.get(type(comparison))
 
 
 def stored_side(comparison: Comparison, values: Mapping[str, np.ndarray]) -> StoredSide | None:

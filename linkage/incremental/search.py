@@ -10,6 +10,7 @@ import functools
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ import pandas as pd
 from linkage import schema
 from linkage.blocking import record_rule_keys
 from linkage.compare import compare_values
-from linkage.compare.stored import StoredSide, stored_side
+from linkage.compare.stored import StoredSide, side_type, stored_side
 from linkage.incremental._common import StoredRun, stored_run
 from linkage.schema import GAMMA_PREFIX, MW_PREFIX
 from linkage.standardize.combine import standardize_record_values
@@ -182,6 +183,7 @@ def search_report(
     *,
     single_field_limit: int = SINGLE_FIELD_LIMIT,
     only: frozenset[str] | set[str] | None = None,
+    blind: frozenset[str] = frozenset(),
 ) -> SearchReport:
     """Rank stored identities for one record and say what was searched and why.
 
@@ -193,7 +195,10 @@ def search_report(
     at most ``single_field_limit`` stored records share it. ``only``: identity ids that may
     be ranked (the lookup service's ``rows: own`` view); candidates of other identities are
     dropped before any comparison, so the search costs what it costs for a store without
-    them. Raises ``InputError`` when the store holds no model, ``ValueError`` when ``top`` < 1.
+    them. ``blind``: stored record columns this search reads as null (the lookup service's
+    columns over fields a department may not see: its answers then depend on nothing else),
+    in the comparisons and in the single-field lookup. Raises ``InputError`` when the store
+    holds no model, ``ValueError`` when ``top`` < 1.
     """
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
@@ -244,20 +249,22 @@ def search_report(
         # as if the store held only these identities: none left falls back as none found
         rks = _only(store, rks, only)
     if len(rks) == 0:
-        rks = _single_field_lookup(store, row, report, single_field_limit)
+        rks = _single_field_lookup(store, row, report, single_field_limit, blind)
         if only is not None:
             rks = _only(store, rks, only)
     if len(rks) == 0:
         report.message = _empty_message(report)
         return report
+    cands = store.candidate_columns(rks, _candidate_columns(store, setup))
     if report.single_field is not None:
         single = report.single_field
+        people = len(set(cands[schema.IDENTITY_ID].tolist()))
         report.message = (
             f"no blocking rule found a candidate; ranked the {single['records']} stored "
-            f"records sharing the {single['field']} alone"
+            f"records ({people} {'identity' if people == 1 else 'identities'}) sharing the "
+            f"{single['field']} alone"
         )
-    cands = store.candidate_columns(rks, _candidate_columns(store, setup))
-    report.hits = _rank(store, setup, row, cands, top)
+    report.hits = _rank(store, setup, row, cands, top, blind)
     return report
 
 
@@ -265,7 +272,8 @@ def _candidate_columns(store: Store, setup: _Setup) -> list[str]:
     """The record columns a search reads of its candidates: all comparison and
     term-frequency columns, or, where comparisons have a stored side (prepared at load),
     only the others' columns, the term-frequency ones and the record keys."""
-    sides: dict[str, StoredSide] = store.memo(_SIDES, dict)
+    variants: dict[frozenset[str], dict[str, StoredSide]] = store.memo(_SIDES, dict)
+    sides = next(iter(variants.values()), {})  # every variant has the same comparisons
     if not sides:
         return setup.columns
     run = setup.run
@@ -284,50 +292,86 @@ def _only(store: Store, rks: np.ndarray, only: frozenset[str] | set[str]) -> np.
     return np.array([rk for rk in rks.tolist() if owners.get(int(rk)) in only], np.int64)
 
 
-def hold_search_tables(store: Store) -> bool:
+def hold_search_tables(store: Store, blinds: Iterable[frozenset[str]] = (frozenset(),)) -> bool:
     """Keep the tables a search reads (candidate records of the comparison columns, links,
     golden records, blocking-key index) in memory until the store's next write
     (:meth:`Store.hold`), and prepare every held record's side of each comparison once
     (``compare.stored``: a search then prepares only the query); search results are
-    unchanged. Returns whether they are held. Raises ``InputError`` when the store holds
-    no model."""
+    unchanged. ``blinds``: the ``blind`` column sets searches will pass (each gets the
+    sides of the comparisons reading a blind column prepared with it null; the others are
+    shared); a search with another set compares its candidates' stacked values. Returns
+    whether the tables are held. Raises ``InputError`` when the store holds no model."""
     setup: _Setup = store.memo("search", lambda: _setup(store))
     held = store.hold(setup.columns, _GOLDEN_COLUMNS)
-    store.memo(_SIDES, lambda: _stored_sides(store, setup) if held else {}, refresh=True)
+    wanted = list(dict.fromkeys(frozenset(b) for b in blinds))
+    store.memo(_SIDES, lambda: _stored_sides(store, setup, wanted) if held else {}, refresh=True)
     return held
 
 
 _SIDES = "search_stored_sides"
 
 
-def _stored_sides(store: Store, setup: _Setup) -> dict[str, StoredSide]:
-    """Comparison name -> its stored side over every held record (types without a scalar
-    query path are left out: they are compared on the stacked values as before)."""
+def _stored_sides(
+    store: Store, setup: _Setup, blinds: list[frozenset[str]]
+) -> dict[frozenset[str], dict[str, StoredSide]]:
+    """Per blind column set, comparison name -> its stored side over every held record
+    with those columns null (types without a scalar query path are left out: they are
+    compared on the stacked values as before). A comparison reading none of a set's
+    columns shares one side across the sets."""
     t = time.perf_counter()
-    sides = {}
+    variants: dict[frozenset[str], dict[str, StoredSide]] = {b: {} for b in blinds}
     for comparison in setup.run.comparisons:
         # one comparison's columns at a time: the values of every record as Python objects
         # are the load's peak, freed before the next
         values = store.held_record_columns(list(comparison.columns))
         if values is None:
             return {}
-        side = stored_side(comparison, values)
-        if side is not None:
-            sides[comparison.name] = side
+        n = len(next(iter(values.values()))) if values else 0
+        kind = side_type(comparison)
+        made: dict[frozenset[str], StoredSide | None] = {}
+        for blind in blinds:
+            hidden = blind.intersection(comparison.columns)
+            if hidden in made:
+                pass
+            elif hidden and kind is not None and kind.can_drop(comparison, hidden):
+                # whole name fields (former names) dropped from the prepared names: no
+                # second preparation of a million names
+                if frozenset() not in made:
+                    made[frozenset()] = stored_side(comparison, values)
+                full = made[frozenset()]
+                made[hidden] = full.without(hidden) if full is not None else None
+            else:
+                seen = {
+                    c: np.full(n, None, dtype=object) if c in hidden else v
+                    for c, v in values.items()
+                }
+                made[hidden] = stored_side(comparison, seen)
+            if made[hidden] is not None:
+                variants[blind][comparison.name] = made[hidden]
     logger.info(
-        "prepared the stored side of %s in %.1fs",
-        ", ".join(sides) or "no comparison",
+        "prepared the stored side of %s in %.1fs (%d column set(s) read as null)",
+        ", ".join(next(iter(variants.values()), {})) or "no comparison",
         time.perf_counter() - t,
+        sum(1 for b in blinds if b),
     )
-    return sides
+    return variants
 
 
-def _single_field_lookup(store: Store, row: dict, report: SearchReport, limit: int) -> np.ndarray:
-    """Row keys of stored records sharing the query's name (or else birth date) alone."""
+def _single_field_lookup(
+    store: Store, row: dict, report: SearchReport, limit: int, blind: frozenset[str] = frozenset()
+) -> np.ndarray:
+    """Row keys of stored records sharing the query's name (or else birth date) alone
+    (stored columns in ``blind`` are not read)."""
     for f, pairs in _SINGLE_FIELD.items():
         if not report.fields.get(f, {}).get("usable"):
             continue
-        conditions = [(stored, row.get(q)) for stored, q in pairs if row.get(q) is not None]
+        conditions = [
+            (stored, row.get(q))
+            for stored, q in pairs
+            if row.get(q) is not None and stored not in blind
+        ]
+        if not conditions:
+            continue
         rks = store.rks_where(conditions, limit=limit + 1)
         too_many = len(rks) > limit
         report.single_field = {
@@ -395,15 +439,24 @@ def _tf_per_row(store: Store, values: dict[str, np.ndarray], column: str) -> np.
 
 
 def score_candidates(
-    store: Store, setup: _Setup, row: dict, cands: dict[str, np.ndarray]
+    store: Store,
+    setup: _Setup,
+    row: dict,
+    cands: dict[str, np.ndarray],
+    blind: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Compare the standardized query ``row`` with each candidate and score the pairs, by
     the batch's comparisons and model on arrays (``compare_values``, ``score_levels``):
     returns (comparison name -> int8 levels, ``score_levels``' arrays), one entry per
-    candidate in ``cands`` order."""
+    candidate in ``cands`` order. The candidates' columns in ``blind`` read as null."""
     run = setup.run
-    sides: dict[str, StoredSide] = store.memo(_SIDES, dict)
+    variants: dict[frozenset[str], dict[str, StoredSide]] = store.memo(_SIDES, dict)
+    sides = variants.get(blind, {})
     positions = None
+    if variants and not sides:
+        # a blind set prepared at no load: the candidates were read for the sides, so read
+        # every column and compare them all here
+        cands = store.candidate_columns(cands[schema.RECORD_KEY], setup.columns)
     if sides:
         positions = store.held_record_positions(cands[schema.RECORD_KEY])
         if positions is None or (positions < 0).any():  # pragma: no cover - held until a write
@@ -411,6 +464,9 @@ def score_candidates(
             positions = None
             cands = store.candidate_columns(cands[schema.RECORD_KEY], setup.columns)
     values = combined_values(setup, row, cands)
+    for column in blind.intersection(values):
+        values[column] = values[column].copy()
+        values[column][1:] = None  # row 0 is the query's own value
     n = len(cands[schema.IDENTITY_ID])
     left = np.zeros(n, dtype=np.int64)
     right = np.arange(1, n + 1, dtype=np.int64)
@@ -431,11 +487,16 @@ def score_candidates(
 
 
 def _rank(
-    store: Store, setup: _Setup, row: dict, cands: dict[str, np.ndarray], top: int
+    store: Store,
+    setup: _Setup,
+    row: dict,
+    cands: dict[str, np.ndarray],
+    top: int,
+    blind: frozenset[str] = frozenset(),
 ) -> list[dict]:
     """Score the query against candidate records; best record per identity, best first."""
     run = setup.run
-    levels, scored = score_candidates(store, setup, row, cands)
+    levels, scored = score_candidates(store, setup, row, cands, blind)
     # best record per identity, by weight then source and record id; a few candidates:
     # plain Python rather than a sort and group-by over frames
     weights = scored[schema.MATCH_WEIGHT]

@@ -355,6 +355,7 @@ def export_view(
     *,
     key: bytes | None = None,
     keyed_order: bool = True,
+    districts: Mapping[str, Sequence[tuple[str | None, bool]]] | None = None,
 ) -> pd.DataFrame:
     """One department's view of the golden records: granted fields only, masked, checked.
 
@@ -362,7 +363,9 @@ def export_view(
     Rows of identity views come in the department's own keyed order (:func:`row_order`);
     without any key, views with the shared ``identity_id`` are sorted by it instead (it is a
     keyed hash too). ``keyed_order=False`` keeps the input order (the lookup service's hits,
-    ranked by match weight). Columns: the identity (``identity_id`` or ``pseudonym_id``), each granted field under its
+    ranked by match weight). ``districts``: per address field, the ``district`` mask of each
+    golden row in order (``mask_list``'s (masked, failed), e.g. from :func:`district_masks`),
+    used instead of parsing the addresses again. Columns: the identity (``identity_id`` or ``pseudonym_id``), each granted field under its
     own name, ``sources`` / ``source_records`` where granted, and ``export_flags`` naming fields
     whose value could not be masked (left null). Aggregated views give ``persons`` per cell.
     """
@@ -372,9 +375,14 @@ def export_view(
     golden = golden.reset_index(drop=True)
     ids = golden[schema.IDENTITY_ID]
     sources = records = None
+    given = dict(districts or {})
+    if any(len(masks) != len(golden) for masks in given.values()):
+        raise ValueError("districts must hold one mask per golden row")
     if dept.sources or dept.record_ids != "none" or dept.rows == "own":
         sources, records, keep = _link_columns(ids, links, dept)
         if dept.rows == "own":
+            rows = np.flatnonzero(np.asarray(keep, dtype=bool)).tolist()
+            given = {f: [masks[i] for i in rows] for f, masks in given.items()}
             golden, ids = golden[keep].reset_index(drop=True), ids[keep].reset_index(drop=True)
             sources, records = (
                 sources[keep].reset_index(drop=True),
@@ -394,7 +402,11 @@ def export_view(
         if mask is None:
             continue
         column = golden[field] if field in golden.columns else pd.Series([None] * len(golden))
-        masked, failed = mask_values(column, field, mask)
+        if mask == "district" and field in given:
+            masked = pd.Series([m for m, _ in given[field]], dtype=object)
+            failed = pd.Series([f for _, f in given[field]], dtype=bool)
+        else:
+            masked, failed = mask_values(column, field, mask)
         out[field] = masked.to_numpy()
         failed = failed.to_numpy(dtype=bool)
         if failed.any():

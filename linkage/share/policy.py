@@ -94,6 +94,9 @@ class DepartmentPolicy(_Model):
     # how the lookup service's audit log records this department's query values
     audit_queries: Literal["raw", "masked", "none"] | None = None  # overrides the default
     rate_limit: RateLimit | None = None  # lookup requests per token; overrides the default
+    # the lookup service compares a query's name with stored former names (曾用名) too: a
+    # hit then tells who was once called what, which no export shows; needs name unmasked
+    former_names: bool = False
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -125,6 +128,8 @@ class DepartmentPolicy(_Model):
     def _check_combination(self) -> DepartmentPolicy:
         if (self.record_ids == "own" or self.rows == "own") and not self.own_sources:
             raise ValueError("record_ids: own and rows: own need own_sources")
+        if self.former_names and self.fields.get(schema.NAME) != "none":
+            raise ValueError("former_names: true needs name granted unmasked (name: none)")
         if self.aggregate:
             if self.identity != "none":
                 raise ValueError("an aggregated view carries no identity; set identity: none")
