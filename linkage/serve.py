@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import os
+import socket
 import stat
 import threading
 import time
@@ -1365,7 +1366,6 @@ def log_config(level: LogLevel = "info") -> dict[str, Any]:
 def check_listen(host: str, port: int) -> None:
     """Raise InputError unless ``host:port`` can be listened on now (a port in use, an
     unknown host or an address not on this machine), before the store is loaded."""
-    import socket
 
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -1428,4 +1428,11 @@ def serve(
     LookupService(dataclasses.replace(settings, in_memory=False)).close()
     logger.info("lookup service on %s, %d workers", where, workers)
     os.environ.update(settings_env(settings))
-    uvicorn.run("linkage.serve:app_from_env", factory=True, workers=workers, **common)
+    from linkage.serve_workers import REUSE_PORT, run_workers
+
+    if not REUSE_PORT:
+        uvicorn.run("linkage.serve:app_from_env", factory=True, workers=workers, **common)
+        return
+    run_workers(
+        uvicorn.Config("linkage.serve:app_from_env", factory=True, workers=workers, **common)
+    )
