@@ -336,8 +336,13 @@ async def open_loop(
             status, _ = await asyncio.wait_for(
                 conn.post("/v1/search", bodies[i % len(qs)], auth[department_for(i, q)]), 30
             )
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ValueError):
+        except (
+            OSError,
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+        ):
             status = 0  # a broken or stalled connection: counted, and a fresh one opened
             await conn.close()
         finally:
@@ -413,6 +418,36 @@ def in_process(store: Path, tokens_file: Path, qs: list[dict], args) -> None:
           f"peak RSS {peak:.2f} GB; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
 
 
+def report(args, rate, lat, errors, wall, behind, client_cpu, cpu) -> None:
+    """Print one load phase: requests, latency percentiles, rate, server CPU (per process)."""
+    ms = np.array(lat) * 1000
+    if rate:
+        print(f"open loop: offered {rate:.1f} requests/s, achieved {len(lat) / wall:.1f} "
+              f"(answers over {wall:.1f}s); {len(lat):,} requests after {args.warmup} warm-up, "
+              f"at most {args.concurrency} connections, errors {errors}; the sender fell "
+              f"behind its schedule by at most {behind * 1000:.1f} ms")  # fmt: skip
+        print("latency ms from each request's scheduled send: ", end="")
+    else:
+        print(f"closed loop: {len(lat):,} requests after {args.warmup} warm-up, "
+              f"concurrency {args.concurrency}, errors {errors}")  # fmt: skip
+        print(f"throughput: {len(lat) / wall:.1f} requests/s over {wall:.1f}s")
+        print("latency ms: ", end="")
+    print(f"p50 {np.percentile(ms, 50):.1f}  p90 {np.percentile(ms, 90):.1f}  "
+          f"p99 {np.percentile(ms, 99):.1f}  max {ms.max():.1f}")  # fmt: skip
+    total = sum(cpu.values())
+    per = total / max(len(lat), 1)
+    # on a machine shared with other work, wall-clock figures measure the contention; the
+    # server's own CPU seconds per request bound what dedicated cores can serve
+    print(f"server CPU: {per * 1000:.1f} ms per request; on {args.workers} dedicated core(s) "
+          f"at most {args.workers / per if per else float('inf'):.0f} requests/s")  # fmt: skip
+    # the first is the uvicorn parent (settings checked, no tables), the others its workers
+    print("server CPU share per process: " + ", ".join(
+        f"{p}: {c / total if total else 0:.0%}" for p, c in cpu.items()))  # fmt: skip
+    # the clients run on the same cores: their CPU is taken from the server's share
+    print(f"client CPU ({'raw' if rate else args.client}, one process): "
+          f"{client_cpu / max(len(lat), 1) * 1000:.1f} ms per request")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--store", type=Path, help="an existing identity store")
@@ -430,6 +465,11 @@ def main() -> None:
         type=float,
         help="open loop: send this many requests per second on a fixed schedule and time "
         "each from its scheduled send (default: closed loop, as fast as answered)",
+    )
+    parser.add_argument(
+        "--also-closed",
+        action="store_true",
+        help="with --rate: then the closed loop too, on the same server (one start-up)",
     )
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200)
@@ -456,6 +496,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.rate is not None and (args.rate <= 0 or args.client != "raw"):
         parser.error("--rate takes a positive number and the raw client")
+    if args.also_closed and not args.rate:
+        parser.error("--also-closed goes with --rate")
 
     args.folder.mkdir(parents=True, exist_ok=True)
     store = args.store or build_store(args.persons, args.folder)
@@ -500,21 +542,26 @@ def main() -> None:
         asyncio.run(
             load(base, tokens, qs, args.warmup, args.concurrency, args.max_seconds, args.client)
         )
-        cpu = tree_cpu_seconds(server.pid)
-        if args.rate:
-            lat, errors, wall, behind, client_cpu = asyncio.run(
-                open_loop(
-                    base, tokens, qs, args.requests, args.rate, args.concurrency, args.max_seconds
+        phases = []
+        rates = [args.rate, None] if args.also_closed else [args.rate]
+        for rate in rates:
+            before = tree_cpu_seconds(server.pid)
+            if rate:
+                lat, errors, wall, behind, client_cpu = asyncio.run(
+                    open_loop(
+                        base, tokens, qs, args.requests, rate, args.concurrency, args.max_seconds
+                    )
                 )
-            )
-        else:
-            lat, errors, wall, client_cpu = asyncio.run(
-                load(base, tokens, qs, args.requests, args.concurrency, args.max_seconds,
-                     args.client)
-            )  # fmt: skip
-        after = tree_cpu_seconds(server.pid)
-        # per process: the workers' shares tell whether the shared socket spreads the load
-        cpu = {p: after[p] - cpu.get(p, 0.0) for p in after}
+            else:
+                lat, errors, wall, client_cpu = asyncio.run(
+                    load(base, tokens, qs, args.requests, args.concurrency, args.max_seconds,
+                         args.client)
+                )  # fmt: skip
+                behind = 0.0
+            after = tree_cpu_seconds(server.pid)
+            # per process: the workers' shares tell whether connections are spread over them
+            cpu = {p: after[p] - before.get(p, 0.0) for p in after}
+            phases.append((rate, lat, errors, wall, behind, client_cpu, cpu))
         rss = tree_rss_gb(server.pid)
     finally:
         server.terminate()
@@ -522,37 +569,11 @@ def main() -> None:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
-    ms = np.array(lat) * 1000
-    load_avg = os.getloadavg()[0]
     print(f"store: {store} ({identities:,} identities, {records:,} records)")
     print(f"server: {args.workers} worker(s), ready in {ready:.1f}s; cores: {os.cpu_count()}, "
-          f"load average {load_avg:.1f}")  # fmt: skip
-    if args.rate:
-        print(f"open loop: offered {args.rate:.1f} requests/s, achieved {len(lat) / wall:.1f} "
-              f"(answers over {wall:.1f}s); {len(lat):,} requests after {args.warmup} warm-up, "
-              f"at most {args.concurrency} connections, errors {errors}; the sender fell "
-              f"behind its schedule by at most {behind * 1000:.1f} ms")  # fmt: skip
-        print("latency ms from each request's scheduled send: ", end="")
-    else:
-        print(f"closed loop: {len(lat):,} requests after {args.warmup} warm-up, "
-              f"concurrency {args.concurrency}, errors {errors}")  # fmt: skip
-        print(f"throughput: {len(lat) / wall:.1f} requests/s over {wall:.1f}s")
-        print("latency ms: ", end="")
-    print(f"p50 {np.percentile(ms, 50):.1f}  p90 {np.percentile(ms, 90):.1f}  "
-          f"p99 {np.percentile(ms, 99):.1f}  max {ms.max():.1f}")  # fmt: skip
-    total = sum(cpu.values())
-    per = total / max(len(lat), 1)
-    # on a machine shared with other work, wall-clock figures measure the contention; the
-    # server's own CPU seconds per request bound what dedicated cores can serve
-    print(f"server CPU: {per * 1000:.1f} ms per request; on {args.workers} dedicated core(s) "
-          f"at most {args.workers / per if per else float('inf'):.0f} requests/s")  # fmt: skip
-    # the first is the uvicorn parent (settings checked, no tables), the others its workers;
-    # the workers share one listening socket, so one may take more connections than another
-    print("server CPU share per process: " + ", ".join(
-        f"{p}: {c / total if total else 0:.0%}" for p, c in cpu.items()))  # fmt: skip
-    # the clients run on the same cores: their CPU is taken from the server's share
-    print(f"client CPU ({'raw' if args.rate else args.client}, one process): "
-          f"{client_cpu / max(len(lat), 1) * 1000:.1f} ms per request")  # fmt: skip
+          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    for rate, lat, errors, wall, behind, client_cpu, cpu in phases:
+        report(args, rate, lat, errors, wall, behind, client_cpu, cpu)
     # the first is the uvicorn parent (settings checked, no tables), the others its workers
     print("resident GB per process (now / peak): " + ", ".join(
         f"{p}: {now:.2f} / {peak:.2f}" for p, (now, peak) in rss.items()))  # fmt: skip
