@@ -538,6 +538,15 @@ def main() -> None:
             if time.monotonic() > deadline:
                 sys.exit(f"server not ready in {args.ready_seconds:.0f} s")
             time.sleep(0.5)
+        # /healthz answers once one worker has loaded: wait for the others too (a worker
+        # still loading a large store uses its core; a loaded one sits idle)
+        quiet = tree_cpu_seconds(server.pid)
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            now = tree_cpu_seconds(server.pid)
+            if all(now[p] - quiet.get(p, 0.0) < 0.3 for p in now):
+                break
+            quiet = now
         ready = time.perf_counter() - t
         asyncio.run(
             load(base, tokens, qs, args.warmup, args.concurrency, args.max_seconds, args.client)
@@ -570,7 +579,7 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             server.kill()
     print(f"store: {store} ({identities:,} identities, {records:,} records)")
-    print(f"server: {args.workers} worker(s), ready in {ready:.1f}s; cores: {os.cpu_count()}, "
+    print(f"server: {args.workers} worker(s), all loaded in {ready:.1f}s; cores: {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     for rate, lat, errors, wall, behind, client_cpu, cpu in phases:
         report(args, rate, lat, errors, wall, behind, client_cpu, cpu)

@@ -1320,6 +1320,8 @@ def settings_env(settings: ServiceSettings) -> dict[str, str]:
 
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+# seconds a worker may leave the supervisor's health ping unanswered before it is restarted
+WORKER_HEALTHCHECK_SECONDS = 120
 LOG_LEVELS: tuple[str, ...] = ("critical", "error", "warning", "info", "debug")
 # one line format for the service's and uvicorn's records: the CLI's, with the process id
 # (each worker logs its own start-up)
@@ -1430,6 +1432,10 @@ def serve(
     os.environ.update(settings_env(settings))
     from linkage.serve_workers import REUSE_PORT, run_workers
 
+    # uvicorn's supervisor kills a worker that does not answer its health ping in 5 s (its
+    # default): a worker loading a 1 M store holds the GIL for seconds in single Arrow and
+    # numpy calls, and on a busy machine it was killed and restarted over and over
+    common["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
     if not REUSE_PORT:
         uvicorn.run("linkage.serve:app_from_env", factory=True, workers=workers, **common)
         return

@@ -1471,3 +1471,23 @@ def test_workers_each_listen_on_their_own_socket_and_share_a_burst_of_connection
     with socket.socket() as again:  # the port is free again
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))
+
+
+def test_workers_get_a_health_check_that_outlasts_a_long_gil_hold(built, monkeypatch):
+    """`--workers N` hands the supervisor WORKER_HEALTHCHECK_SECONDS: uvicorn's 5 s default
+    restarted workers loading a 1 M store on a busy machine over and over."""
+    import linkage.serve as serve_module
+    import linkage.serve_workers as workers_module
+
+    monkeypatch.delenv(serve_module._SETTINGS_ENV, raising=False)
+    monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    seen = []
+    monkeypatch.setattr(workers_module, "REUSE_PORT", True)
+    monkeypatch.setattr(workers_module, "run_workers", seen.append)
+    settings = serve_module.ServiceSettings(
+        store=str(built["store"]), policy=str(built["policy"]), tokens=str(built["tokens_file"])
+    )
+    serve_module.serve(settings, port=_free_port(), workers=2, log_level="warning")
+    (config,) = seen
+    assert config.workers == 2 and config.factory
+    assert config.timeout_worker_healthcheck == serve_module.WORKER_HEALTHCHECK_SECONDS >= 60
