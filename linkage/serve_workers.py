@@ -78,6 +78,8 @@ def run_workers(config: Any) -> None:
         raise InputError(
             f"cannot listen: {exc.strerror or exc}", path=f"{config.host}:{config.port}"
         ) from None
+    # port 0: the port the system chose for the holder, the same for every worker
+    config.port = holder.getsockname()[1]
     # the supervisor makes every worker (first, restarted, added) by this module name
     multiprocess.Process = OwnSocketWorker
     try:
