@@ -13,7 +13,6 @@ import hmac
 import json
 import logging
 import os
-import socket
 import stat
 import threading
 import time
@@ -1368,6 +1367,7 @@ def log_config(level: LogLevel = "info") -> dict[str, Any]:
 def check_listen(host: str, port: int) -> None:
     """Raise InputError unless ``host:port`` can be listened on now (a port in use, an
     unknown host or an address not on this machine), before the store is loaded."""
+    import socket
 
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -1430,15 +1430,8 @@ def serve(
     LookupService(dataclasses.replace(settings, in_memory=False)).close()
     logger.info("lookup service on %s, %d workers", where, workers)
     os.environ.update(settings_env(settings))
-    from linkage.serve_workers import REUSE_PORT, run_workers
-
     # uvicorn's supervisor kills a worker that does not answer its health ping in 5 s (its
     # default): a worker loading a 1 M store holds the GIL for seconds in single Arrow and
     # numpy calls, and on a busy machine it was killed and restarted over and over
     common["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
-    if not REUSE_PORT:
-        uvicorn.run("linkage.serve:app_from_env", factory=True, workers=workers, **common)
-        return
-    run_workers(
-        uvicorn.Config("linkage.serve:app_from_env", factory=True, workers=workers, **common)
-    )
+    uvicorn.run("linkage.serve:app_from_env", factory=True, workers=workers, **common)

@@ -52,7 +52,6 @@ LAYERS: dict[str, int] = {
     "linker": 8,
     "cli": 9,
     "serve": 9,
-    "serve_workers": 9,
     "__main__": 9,
 }
 # Stricter rules than the layer order: what these modules may import, at most.

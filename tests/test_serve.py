@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -1394,100 +1393,21 @@ def test_serve_refuses_bad_addresses_and_limits_before_loading_the_store(built, 
 # ----------------------------------------------------------------------------- workers
 
 
-def _listening(port: int) -> int:
-    """Sockets in LISTEN state (0A) on ``port`` over IPv4, from /proc/net/tcp."""
-    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    return sum(
-        1 for ln in lines if ln.split()[1].endswith(f":{port:04X}") and ln.split()[3] == "0A"
-    )
-
-
-def _socket_fds(pid: int) -> set[str]:
-    out = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:"):
-            out.add(target)
-    return out
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT balancing: Linux")
-def test_workers_each_listen_on_their_own_socket_and_share_a_burst_of_connections(built):
-    """`--workers 2`: each worker listens on its own SO_REUSEPORT socket once loaded, so a
-    burst of keep-alive connections is spread over both (on one shared socket, the worker
-    that woke first accepted the whole burst); SIGTERM stops them and frees the port."""
-    port = _free_port()
-    env = dict(os.environ, LINKAGE_PSEUDONYM_KEY=PSEUDONYM_KEY)
-    env.pop(TOKENS_ENV, None)
-    log = built["folder"] / "workers.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "linkage.cli", "serve", "--store", str(built["store"]),
-             "--policy", str(built["policy"]), "--tokens", str(built["tokens_file"]),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    connections: list[socket.socket] = []
-    try:
-        deadline = time.monotonic() + 180
-        while _listening(port) < 2:  # both workers loaded (the parent only binds the port)
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "workers not listening in 180 s\n" + log.read_text()
-            time.sleep(0.2)
-        assert _listening(port) == 2
-        stats = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        workers = [
-            int(p)
-            for p in stats
-            if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
-        ]
-        assert len(workers) == 2, stats
-        before = {w: _socket_fds(w) for w in workers}
-        # a burst: 24 connections opened at once, each answered once and kept alive
-        for _ in range(24):
-            connections.append(socket.create_connection(("127.0.0.1", port), timeout=30))
-        request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-        for c in connections:
-            c.sendall(request)
-        for c in connections:
-            assert c.recv(4096).startswith(b"HTTP/1.1 200")
-        gained = {w: len(_socket_fds(w) - before[w]) for w in workers}
-        # the kernel hashes each connection to a socket: all 24 on one has odds 2**-23
-        assert sum(gained.values()) == 24 and min(gained.values()) >= 1, gained
-    finally:
-        for c in connections:
-            c.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, log.read_text()
-    assert _listening(port) == 0
-    with socket.socket() as again:  # the port is free again
-        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        again.bind(("127.0.0.1", port))
-
-
 def test_workers_get_a_health_check_that_outlasts_a_long_gil_hold(built, monkeypatch):
     """`--workers N` hands the supervisor WORKER_HEALTHCHECK_SECONDS: uvicorn's 5 s default
     restarted workers loading a 1 M store on a busy machine over and over."""
+    import uvicorn
+
     import linkage.serve as serve_module
-    import linkage.serve_workers as workers_module
 
     monkeypatch.delenv(serve_module._SETTINGS_ENV, raising=False)
     monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
     seen = []
-    monkeypatch.setattr(workers_module, "REUSE_PORT", True)
-    monkeypatch.setattr(workers_module, "run_workers", seen.append)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.append((app, kw)))
     settings = serve_module.ServiceSettings(
         store=str(built["store"]), policy=str(built["policy"]), tokens=str(built["tokens_file"])
     )
     serve_module.serve(settings, port=_free_port(), workers=2, log_level="warning")
-    (config,) = seen
-    assert config.workers == 2 and config.factory
-    assert config.timeout_worker_healthcheck == serve_module.WORKER_HEALTHCHECK_SECONDS >= 60
+    ((app, kw),) = seen
+    assert app == "linkage.serve:app_from_env" and kw["workers"] == 2 and kw["factory"]
+    assert kw["timeout_worker_healthcheck"] == serve_module.WORKER_HEALTHCHECK_SECONDS >= 60
