@@ -10,6 +10,7 @@ import errno
 import functools
 import hashlib
 import hmac
+import inspect
 import json
 import logging
 import os
@@ -1432,6 +1433,8 @@ def serve(
     os.environ.update(settings_env(settings))
     # uvicorn's supervisor kills a worker that does not answer its health ping in 5 s (its
     # default): a worker loading a 1 M store holds the GIL for seconds in single Arrow and
-    # numpy calls, and on a busy machine it was killed and restarted over and over
-    common["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
+    # numpy calls, and on a machine at load 12 workers were killed and restarted over and
+    # over (uvicorn releases before the ping have no such check and no such setting)
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+        common["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
     uvicorn.run("linkage.serve:app_from_env", factory=True, workers=workers, **common)
