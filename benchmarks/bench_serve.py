@@ -3,12 +3,23 @@
 Builds a store (``linkage synth`` + ``linkage run --store``) of ``--persons`` persons, or
 takes ``--store``; starts ``linkage serve`` on a free 127.0.0.1 port with the shipped
 sharing policy; sends a fixed number of searches (name + birth date, ID number, phone,
-name + birth date + phone, in turn) for three departments from ``--concurrency``
-concurrent clients; prints the figures. Every loop is bounded by a count and by
-``--max-seconds``; nothing leaves the machine.
+name + birth date + phone, in turn) for three departments; prints the figures. Every loop
+is bounded by a count and by ``--max-seconds``; nothing leaves the machine.
+
+Two ways to send them:
+
+- closed loop (default): ``--concurrency`` clients, each sending its next request when the
+  last is answered. It finds the most requests per second, but its latencies include the
+  queue the clients themselves make (Little's law: 8 clients at 200 requests/s wait 40 ms
+  on average, however fast each search is).
+- open loop (``--rate R``): requests sent on a fixed schedule of R per second, whatever the
+  answers do, over at most ``--concurrency`` connections; each latency runs from the
+  request's scheduled send time, so a stall delays and counts against every request due
+  during it (the "coordinated omission" correction of wrk2 and HdrHistogram). It answers
+  "what p99 does a department see at R requests/s".
 
     python benchmarks/bench_serve.py --persons 100000 --workers 2 --requests 2000
-    python benchmarks/bench_serve.py --store big.duckdb --requests 3000
+    python benchmarks/bench_serve.py --store big.duckdb --rate 200 --requests 4000
     python benchmarks/bench_serve.py --store big.duckdb --in-process --requests 500 --warmup 100
 
 Target (issue: a lookup service for departments): p99 <= 50 ms warm and >= 200 requests/s
@@ -106,11 +117,16 @@ def tree_rss_gb(pid: int) -> dict[int, tuple[float, float]]:
     return out
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its live descendants, from /proc."""
+def tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of a process and of each live descendant, by pid, from
+    /proc (fields 14 and 15 of stat: utime and stime in clock ticks)."""
     stats = _proc_stats()
-    ticks = sum(int(stats[p][11]) + int(stats[p][12]) for p in _descendants(pid, stats) if p in stats)
-    return ticks / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return {
+        p: (int(stats[p][11]) + int(stats[p][12])) / tick
+        for p in sorted(_descendants(pid, stats))
+        if p in stats
+    }
 
 
 def build_store(persons: int, folder: Path) -> Path:
@@ -281,6 +297,84 @@ async def load(
     return latencies, errors, wall, cpu
 
 
+async def open_loop(
+    base: str,
+    tokens: dict,
+    qs: list[dict],
+    total: int,
+    rate: float,
+    connections: int,
+    max_seconds: float,
+) -> tuple[list[float], int, float, float, float]:
+    """Send ``total`` searches on a fixed schedule, ``rate`` per second, over at most
+    ``connections`` keep-alive connections; return latencies (each from its request's
+    scheduled send time), errors, the seconds from the first scheduled send to the last
+    answer, the seconds the sender fell behind its schedule at most, and this process's CPU
+    seconds.
+
+    Measured from the schedule, not from when a connection was free or the bytes left:
+    a closed-loop client that waits out a stall sends nothing during it and so hides it
+    (Tene's "coordinated omission"; wrk2 and HdrHistogram correct it the same way). A
+    request that finds every connection busy waits for one, and that wait counts too.
+    """
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    bodies = [json.dumps(q).encode() for q in qs]
+    auth = {d: {"Authorization": f"Bearer {tokens[d]}"} for d in tokens}
+    free: asyncio.Queue[_Connection] = asyncio.Queue()
+    for _ in range(connections):
+        free.put_nowait(_Connection(host, int(port)))
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors = 0
+    behind = 0.0
+
+    async def one(i: int, scheduled: float) -> None:
+        nonlocal errors
+        q = qs[i % len(qs)]
+        conn = await free.get()
+        try:
+            status, _ = await asyncio.wait_for(
+                conn.post("/v1/search", bodies[i % len(qs)], auth[department_for(i, q)]), 30
+            )
+        except (
+            OSError,
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+        ):
+            status = 0  # a broken or stalled connection: counted, and a fresh one opened
+            await conn.close()
+        finally:
+            free.put_nowait(conn)
+        latencies.append(time.perf_counter() - scheduled)
+        if status != 200:
+            errors += 1
+            statuses[status] = statuses.get(status, 0) + 1
+
+    cpu = time.process_time()
+    start = time.perf_counter() + 0.05
+    tasks = []
+    for i in range(total):
+        scheduled = start + i / rate
+        now = time.perf_counter()
+        if now - start > max_seconds:
+            break
+        if scheduled > now:
+            await asyncio.sleep(scheduled - now)
+        else:
+            behind = max(behind, now - scheduled)
+        tasks.append(asyncio.create_task(one(i, scheduled)))
+    await asyncio.gather(*tasks)
+    wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    while not free.empty():
+        await free.get_nowait().close()
+    if statuses:
+        print(f"non-200 answers by status (0: no answer): {dict(sorted(statuses.items()))}")
+    return latencies, errors, wall, behind, cpu
+
+
 def department_for(i: int, q: dict) -> str:
     """A department granted every field of the query, in turn (else 403 answers)."""
     allowed = [d for d in DEPARTMENTS if set(q) <= GRANTED[d]] or list(DEPARTMENTS)
@@ -324,13 +418,59 @@ def in_process(store: Path, tokens_file: Path, qs: list[dict], args) -> None:
           f"peak RSS {peak:.2f} GB; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
 
 
+def report(args, rate, lat, errors, wall, behind, client_cpu, cpu) -> None:
+    """Print one load phase: requests, latency percentiles, rate, server CPU (per process)."""
+    ms = np.array(lat) * 1000
+    if rate:
+        print(f"open loop: offered {rate:.1f} requests/s, achieved {len(lat) / wall:.1f} "
+              f"(answers over {wall:.1f}s); {len(lat):,} requests after {args.warmup} warm-up, "
+              f"at most {args.concurrency} connections, errors {errors}; the sender fell "
+              f"behind its schedule by at most {behind * 1000:.1f} ms")  # fmt: skip
+        print("latency ms from each request's scheduled send: ", end="")
+    else:
+        print(f"closed loop: {len(lat):,} requests after {args.warmup} warm-up, "
+              f"concurrency {args.concurrency}, errors {errors}")  # fmt: skip
+        print(f"throughput: {len(lat) / wall:.1f} requests/s over {wall:.1f}s")
+        print("latency ms: ", end="")
+    print(f"p50 {np.percentile(ms, 50):.1f}  p90 {np.percentile(ms, 90):.1f}  "
+          f"p99 {np.percentile(ms, 99):.1f}  max {ms.max():.1f}")  # fmt: skip
+    total = sum(cpu.values())
+    per = total / max(len(lat), 1)
+    # on a machine shared with other work, wall-clock figures measure the contention; the
+    # server's own CPU seconds per request bound what dedicated cores can serve
+    print(f"server CPU: {per * 1000:.1f} ms per request; on {args.workers} dedicated core(s) "
+          f"at most {args.workers / per if per else float('inf'):.0f} requests/s")  # fmt: skip
+    # the first is the uvicorn parent (settings checked, no tables), the others its workers
+    print("server CPU share per process: " + ", ".join(
+        f"{p}: {c / total if total else 0:.0%}" for p, c in cpu.items()))  # fmt: skip
+    # the clients run on the same cores: their CPU is taken from the server's share
+    print(f"client CPU ({'raw' if rate else args.client}, one process): "
+          f"{client_cpu / max(len(lat), 1) * 1000:.1f} ms per request")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--store", type=Path, help="an existing identity store")
     parser.add_argument("--persons", type=int, default=100_000, help="persons to build")
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "bench_serve")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="closed loop: the clients; open loop: the most connections (requests in flight)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="open loop: send this many requests per second on a fixed schedule and time "
+        "each from its scheduled send (default: closed loop, as fast as answered)",
+    )
+    parser.add_argument(
+        "--also-closed",
+        action="store_true",
+        help="with --rate: then the closed loop too, on the same server (one start-up)",
+    )
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--max-seconds", type=float, default=240.0)
@@ -354,6 +494,10 @@ def main() -> None:
         help="the load's HTTP client: raw keep-alive HTTP/1.1 (light, default) or httpx",
     )
     args = parser.parse_args()
+    if args.rate is not None and (args.rate <= 0 or args.client != "raw"):
+        parser.error("--rate takes a positive number and the raw client")
+    if args.also_closed and not args.rate:
+        parser.error("--also-closed goes with --rate")
 
     args.folder.mkdir(parents=True, exist_ok=True)
     store = args.store or build_store(args.persons, args.folder)
@@ -394,15 +538,39 @@ def main() -> None:
             if time.monotonic() > deadline:
                 sys.exit(f"server not ready in {args.ready_seconds:.0f} s")
             time.sleep(0.5)
+        # /healthz answers once one worker has loaded: wait for the others too (a worker
+        # still loading a large store uses its core; a loaded one sits idle)
+        quiet = tree_cpu_seconds(server.pid)
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            now = tree_cpu_seconds(server.pid)
+            if all(now[p] - quiet.get(p, 0.0) < 0.3 for p in now):
+                break
+            quiet = now
         ready = time.perf_counter() - t
         asyncio.run(
             load(base, tokens, qs, args.warmup, args.concurrency, args.max_seconds, args.client)
         )
-        cpu = tree_cpu_seconds(server.pid)
-        lat, errors, wall, client_cpu = asyncio.run(
-            load(base, tokens, qs, args.requests, args.concurrency, args.max_seconds, args.client)
-        )
-        cpu = tree_cpu_seconds(server.pid) - cpu
+        phases = []
+        rates = [args.rate, None] if args.also_closed else [args.rate]
+        for rate in rates:
+            before = tree_cpu_seconds(server.pid)
+            if rate:
+                lat, errors, wall, behind, client_cpu = asyncio.run(
+                    open_loop(
+                        base, tokens, qs, args.requests, rate, args.concurrency, args.max_seconds
+                    )
+                )
+            else:
+                lat, errors, wall, client_cpu = asyncio.run(
+                    load(base, tokens, qs, args.requests, args.concurrency, args.max_seconds,
+                         args.client)
+                )  # fmt: skip
+                behind = 0.0
+            after = tree_cpu_seconds(server.pid)
+            # per process: the workers' shares tell whether connections are spread over them
+            cpu = {p: after[p] - before.get(p, 0.0) for p in after}
+            phases.append((rate, lat, errors, wall, behind, client_cpu, cpu))
         rss = tree_rss_gb(server.pid)
     finally:
         server.terminate()
@@ -410,24 +578,11 @@ def main() -> None:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
-    ms = np.array(lat) * 1000
-    load_avg = os.getloadavg()[0]
     print(f"store: {store} ({identities:,} identities, {records:,} records)")
-    print(f"server: {args.workers} worker(s), ready in {ready:.1f}s; cores: {os.cpu_count()}, "
-          f"load average {load_avg:.1f}")  # fmt: skip
-    print(f"requests: {len(lat):,} after {args.warmup} warm-up, concurrency {args.concurrency}, "
-          f"errors {errors}")  # fmt: skip
-    print(f"latency ms: p50 {np.percentile(ms, 50):.1f}  p90 {np.percentile(ms, 90):.1f}  "
-          f"p99 {np.percentile(ms, 99):.1f}  max {ms.max():.1f}")  # fmt: skip
-    print(f"throughput: {len(lat) / wall:.1f} requests/s over {wall:.1f}s")
-    per = cpu / max(len(lat), 1)
-    # on a machine shared with other work, wall-clock figures measure the contention; the
-    # server's own CPU seconds per request bound what dedicated cores can serve
-    print(f"server CPU: {per * 1000:.1f} ms per request; on {args.workers} dedicated core(s) "
-          f"at most {args.workers / per if per else float('inf'):.0f} requests/s")  # fmt: skip
-    # the clients run on the same cores: their CPU is taken from the server's share
-    print(f"client CPU ({args.client}, one process): "
-          f"{client_cpu / max(len(lat), 1) * 1000:.1f} ms per request")  # fmt: skip
+    print(f"server: {args.workers} worker(s), all loaded in {ready:.1f}s; cores: {os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    for rate, lat, errors, wall, behind, client_cpu, cpu in phases:
+        report(args, rate, lat, errors, wall, behind, client_cpu, cpu)
     # the first is the uvicorn parent (settings checked, no tables), the others its workers
     print("resident GB per process (now / peak): " + ", ".join(
         f"{p}: {now:.2f} / {peak:.2f}" for p, (now, peak) in rss.items()))  # fmt: skip

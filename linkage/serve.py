@@ -10,6 +10,7 @@ import errno
 import functools
 import hashlib
 import hmac
+import inspect
 import json
 import logging
 import os
@@ -1393,6 +1394,8 @@ def settings_env(settings: ServiceSettings) -> dict[str, str]:
 
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+# seconds a worker may leave the supervisor's health ping unanswered before it is restarted
+WORKER_HEALTHCHECK_SECONDS = 120
 LOG_LEVELS: tuple[str, ...] = ("critical", "error", "warning", "info", "debug")
 # one line format for the service's and uvicorn's records: the CLI's, with the process id
 # (each worker logs its own start-up)
@@ -1502,4 +1505,10 @@ def serve(
     LookupService(dataclasses.replace(settings, in_memory=False)).close()
     logger.info("lookup service on %s, %d workers", where, workers)
     os.environ.update(settings_env(settings))
+    # uvicorn's supervisor kills a worker that does not answer its health ping in 5 s (its
+    # default): a worker loading a 1 M store holds the GIL for seconds in single Arrow and
+    # numpy calls, and on a machine at load 12 workers were killed and restarted over and
+    # over (uvicorn releases before the ping have no such check and no such setting)
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+        common["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
     uvicorn.run("linkage.serve:app_from_env", factory=True, workers=workers, **common)

@@ -1524,3 +1524,26 @@ def test_serve_refuses_bad_addresses_and_limits_before_loading_the_store(built, 
         result = runner.invoke(app, [*base, *args])
         assert result.exit_code == 2, (args, result.output)
         assert needle in result.output and "Traceback" not in result.output
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def test_workers_get_a_health_check_that_outlasts_a_long_gil_hold(built, monkeypatch):
+    """`--workers N` hands the supervisor WORKER_HEALTHCHECK_SECONDS: uvicorn's 5 s default
+    restarted workers loading a 1 M store on a busy machine over and over."""
+    import uvicorn
+
+    import linkage.serve as serve_module
+
+    monkeypatch.delenv(serve_module._SETTINGS_ENV, raising=False)
+    monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    seen = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.append((app, kw)))
+    settings = serve_module.ServiceSettings(
+        store=str(built["store"]), policy=str(built["policy"]), tokens=str(built["tokens_file"])
+    )
+    serve_module.serve(settings, port=_free_port(), workers=2, log_level="warning")
+    ((app, kw),) = seen
+    assert app == "linkage.serve:app_from_env" and kw["workers"] == 2 and kw["factory"]
+    assert kw["timeout_worker_healthcheck"] == serve_module.WORKER_HEALTHCHECK_SECONDS >= 60

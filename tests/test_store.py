@@ -255,3 +255,54 @@ def test_point_reads_give_the_frames_the_arrow_path_gives(tmp_path):
         got = store.candidates_by_rk(np.array([3, 1, 3]), [schema.SOURCE, schema.NAME])
         assert got["rk"].tolist() == [1, 3]
         assert got[schema.IDENTITY_ID].tolist() == ["IDX", "IDX"]
+
+
+def test_held_table_reads_equal_duckdb_point_reads_with_repeated_missing_and_null_keys():
+    """``_HeldTable.positions`` gives every row of each key asked for (keys repeated in the
+    table, asked twice, absent) in the order asked, and ``columns`` types those rows as a
+    DuckDB point read does: integers without nulls int64/int32, with nulls float64 NaN,
+    booleans bool or object with None, text object with None."""
+    from linkage.store import _HeldTable, _rows_columns
+
+    rng = np.random.default_rng(3)
+    n = 400
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE t (k BIGINT, i INTEGER, j BIGINT, b BOOLEAN, nb BOOLEAN, s VARCHAR)"
+    )
+    keys = np.sort(rng.integers(0, 120, n))  # about 3 rows a key, some keys absent
+    rows = [
+        (
+            int(k),
+            int(rng.integers(-5, 5)),
+            None if rng.random() < 0.2 else int(rng.integers(0, 10**12)),
+            bool(rng.random() < 0.5),
+            None if rng.random() < 0.3 else bool(rng.random() < 0.5),
+            None if rng.random() < 0.2 else "名" * int(rng.integers(1, 4)),
+        )
+        for k in keys
+    ]
+    con.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?)", rows)
+    held = _HeldTable(con, "SELECT * FROM t ORDER BY k", "k")
+    names = ["k", "i", "j", "b", "nb", "s"]
+    types = [str(t) for t in con.sql("SELECT * FROM t").types]
+    for trial in range(30):
+        asked = [int(v) for v in rng.integers(-2, 125, int(rng.integers(0, 12)))]
+        if trial == 0:
+            asked = [int(keys[0]), int(keys[0])]  # one key twice
+        expected = [p for v in asked for p in range(n) if rows[p][0] == v]
+        positions = held.positions(asked)
+        assert positions.dtype == np.int64 and positions.tolist() == expected
+        picked = positions[rng.permutation(len(positions))]
+        # from a few columns or all, the nulls of a column depending on the rows picked
+        columns = names if trial % 2 else ["s", "j", "nb"]
+        got = held.columns(picked, columns)
+        want = _rows_columns(
+            columns,
+            [types[names.index(c)] for c in columns],
+            [tuple(rows[p][names.index(c)] for c in columns) for p in picked],
+        )
+        assert list(got) == columns
+        for c in columns:
+            assert got[c].dtype == want[c].dtype, (c, got[c].dtype, want[c].dtype)
+            pd.testing.assert_series_equal(pd.Series(got[c]), pd.Series(want[c]))

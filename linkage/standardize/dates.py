@@ -184,8 +184,44 @@ def _as_text(value: object) -> str | tuple[str | None, str]:
     return str(value)
 
 
+# _FAST for one ASCII value by Python's re (ASCII \d as RE2's; fullmatch, whose $ cannot
+# stop before a trailing newline as re's $ may)
+_FAST_ONE = re.compile(_FAST, re.ASCII)
+
+
+def _fast_parse_one(value: object) -> str | None | bool:
+    """:func:`_fast_parse` of one value without Arrow (~0.3 ms of compute calls a query
+    date): the ISO date, None where the pattern matched but the date is not valid, False
+    where this cannot tell (not ASCII, or the pattern missed after trimming ASCII
+    whitespace, where Arrow's Unicode trim may have trimmed more): ask Arrow then."""
+    if not isinstance(value, str) or not value.isascii():
+        return False
+    found = _FAST_ONE.fullmatch(value.strip(" \t\n\r\x0b\x0c"))
+    if found is None:
+        return False
+    y_s, s1, m_s, s2, d_s = found.group("y", "s1", "m", "s2", "d")
+    year, month, day = int(y_s), int(m_s), int(d_s)
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    dim = int(_DAYS_IN_MONTH[min(max(month, 1), 12) - 1]) + (leap and month == 2)
+    ok = (
+        s1 == s2
+        # without separators only YYYYMMDD is unambiguous
+        and (len(s1) > 0 or (len(m_s) == 2 and len(d_s) == 2))
+        and MIN_YEAR <= year <= MAX_YEAR
+        and 1 <= month <= 12
+        and 1 <= day <= dim
+    )
+    return f"{y_s}-{m_s:0>2}-{d_s:0>2}" if ok else None
+
+
 def _fast_parse(values: Sequence) -> np.ndarray:
     """ISO strings for values the vectorized pattern parses cleanly; None elsewhere."""
+    if len(values) == 1:
+        one = _fast_parse_one(values[0])
+        if one is not False:
+            out = np.full(1, None, dtype=object)
+            out[0] = one
+            return out
     text = pc.utf8_trim_whitespace(
         pa.array([v if isinstance(v, str) else None for v in values], type=pa.string())
     )

@@ -301,3 +301,56 @@ def test_lunar_to_solar_days_equals_lunar_to_solar_for_every_date():
         assert exists.sum() > (2000 if leap else 70000)  # both readings were exercised
     # outside 1..12 / 1..31 (no solar date): no lunar date either
     assert not lunar_to_solar_days(np.array([2000, 2000]), np.array([0, 13]), np.array([1, 1]))[1].any()
+
+
+_ODD_SPACES = [" ", "\t", "\n", "\r\n", "\u3000", "\xa0", "\x1c", "\u2003", ""]
+
+
+@given(
+    st.one_of(
+        st.from_regex(
+            r"\s*[0-9]{4}[-/.]?[0-9]{1,3}[-/.]?[0-9]{1,3}([ T]+[0-9]{1,2}:[0-9]{2}(:[0-9]{2})?)?\s*",
+            fullmatch=True,
+        ),
+        st.text(alphabet="0123456789-/.T: \n\t１\u3000", max_size=22),
+        st.builds(
+            lambda a, d, b: a + d + b,
+            st.sampled_from(_ODD_SPACES),
+            st.dates(datetime.date(1850, 1, 1), datetime.date(2150, 12, 31)).map(
+                lambda d: d.strftime("%Y%m%d")
+            ),
+            st.sampled_from(_ODD_SPACES),
+        ),
+    )
+)
+def test_one_value_fast_path_equals_the_arrow_fast_path(raw):
+    # the query date's path without Arrow: where it answers, it answers as Arrow's pattern
+    # does (RE2's ASCII \d, Unicode whitespace trimmed, $ only at the very end)
+    from linkage.standardize.dates import _fast_parse, _fast_parse_one, parse_date_value
+
+    one = _fast_parse_one(raw)
+    arrow = _fast_parse([raw, None])[0]  # two values: the Arrow path
+    if one is not False:
+        assert one == arrow
+    assert _fast_parse([raw])[0] == arrow
+    if raw:
+        # a query's date (one value) reads as the same value among others
+        batch = parse_dates(pd.Series([raw, "x"], dtype=object), today=LATE).iloc[0]
+        assert parse_date_value(raw, today=LATE) == {
+            "value": batch["value"],
+            "quality_flags": batch["quality_flags"],
+        }
+
+
+def test_one_value_fast_path_answers_the_plain_forms():
+    from linkage.standardize.dates import _fast_parse_one
+
+    assert _fast_parse_one("1985-03-07") == D
+    assert _fast_parse_one(" 1985/3/7 12:00\n") == D
+    assert _fast_parse_one("19850307") == D
+    assert _fast_parse_one("1985-02-29") is None  # the pattern matched; not a date
+    assert _fast_parse_one("1985-3/7") is None  # mixed separators
+    assert _fast_parse_one("1985037") is None  # compact: YYYYMMDD only
+    assert _fast_parse_one("1899-12-31") is None
+    assert _fast_parse_one("1985０３０７") is False  # full-width digits: Arrow decides
+    assert _fast_parse_one("1985-03-07\n\x1c") is False
