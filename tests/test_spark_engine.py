@@ -728,6 +728,11 @@ def _clusters(identities: pd.DataFrame) -> dict[str, frozenset[str]]:
     return {str(i): frozenset(g) for i, g in key.groupby(identities[schema.IDENTITY_ID])}
 
 
+# Spark jobs of a small run's cluster stage: 13 on a 600-record run (52 while adaptive
+# execution made every shuffle of components, suspect components and naming a job)
+CLUSTER_JOBS = 20
+
+
 @pytest.fixture(scope="module")
 def chain(spark, tmp_path_factory) -> dict[str, Any]:
     """Run 1 on the registries less their last 15% of rows; run 2 on all of them with run 1's
@@ -744,12 +749,17 @@ def chain(spark, tmp_path_factory) -> dict[str, Any]:
         frame.iloc[: int(len(frame) * 0.85)].to_csv(cfg.path, index=False, encoding=cfg.encoding)
     key = b"one key for the chain of runs"
     out1, out2 = tmp_path_factory.mktemp("run1"), tmp_path_factory.mktemp("run2")
+    # the Spark jobs of run 1's cluster stage (its job group), by id: older runs' jobs
+    # that Spark's status store lets go cannot change the difference
+    tracker = spark.sparkContext.statusTracker()
+    before = set(tracker.getJobIdsForGroup("cluster"))
     run_spark(
         load_config(_write_config(part, model={"u_sample_pairs": 20_000})),
         out1,
         spark=spark,
         id_key=key,
     )
+    cluster_jobs = len(set(tracker.getJobIdsForGroup("cluster")) - before)
     model = {"load": str(out1 / "model.json")}
     run_spark(
         load_config(_write_config(full, model=model)),
@@ -759,7 +769,20 @@ def chain(spark, tmp_path_factory) -> dict[str, Any]:
         previous=out1 / "identities.csv",
     )
     read = lambda out: pd.read_csv(out / "identities.csv", dtype=str)  # noqa: E731
-    return {"full": full, "model": model, "key": key, "runs": [read(out1), read(out2)]}
+    return {
+        "full": full,
+        "model": model,
+        "key": key,
+        "runs": [read(out1), read(out2)],
+        "cluster_jobs": cluster_jobs,
+    }
+
+
+def test_spark_clustering_is_a_few_jobs_not_one_per_shuffle(chain):
+    """The cluster stage (hold-out of siblings, components, suspect components, reclustering,
+    naming) runs without adaptive execution, which made each shuffle a Spark job of its own:
+    on a small run each job's fixed cost, not the records, is the stage's time."""
+    assert 0 < chain["cluster_jobs"] <= CLUSTER_JOBS, chain["cluster_jobs"]
 
 
 def test_a_second_spark_run_with_extra_records_keeps_the_ids(chain):

@@ -1773,16 +1773,21 @@ def run_spark(
     t = time.perf_counter()
     _stage(spark, "cluster")
     say("clustering")
-    labels, rounds = cluster_spark(
-        records, hold_out_siblings_spark(records, scored), config, buckets=partitions
-    )
-    identities = identity_ids_spark(records, labels, key)
-    if prev_table is not None:
-        identities = stable_ids_spark(spark, identities, prev_table, key)
-    else:
-        # the first run of a chain of --previous runs: its ids were created in run 1
-        identities = identities.withColumn(schema.CREATED_RUN, F.lit(1).cast("long"))
-    identities = identities.localCheckpoint()
+    # without adaptive execution each query below is one Spark job, not one per shuffle:
+    # on small runs the jobs' fixed costs, not the rows, were most of this stage (52 of a
+    # 600-record run's 112 jobs); the edges, labels and names it shuffles are a few bytes
+    # per record, so coalescing their partitions gains little
+    with adaptive_off(spark):
+        labels, rounds = cluster_spark(
+            records, hold_out_siblings_spark(records, scored), config, buckets=partitions
+        )
+        identities = identity_ids_spark(records, labels, key)
+        if prev_table is not None:
+            identities = stable_ids_spark(spark, identities, prev_table, key)
+        else:
+            # the first run of a chain of --previous runs: its ids were created in run 1
+            identities = identities.withColumn(schema.CREATED_RUN, F.lit(1).cast("long"))
+        identities = identities.localCheckpoint()
     timings["cluster"] = time.perf_counter() - t
 
     t = time.perf_counter()
