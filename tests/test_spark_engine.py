@@ -728,7 +728,7 @@ def _clusters(identities: pd.DataFrame) -> dict[str, frozenset[str]]:
     return {str(i): frozenset(g) for i, g in key.groupby(identities[schema.IDENTITY_ID])}
 
 
-# Spark jobs of a small run's cluster stage: 13 on a 600-record run (52 while adaptive
+# Spark jobs of a small run's cluster stage: 13 on a 600-record run (62 while adaptive
 # execution made every shuffle of components, suspect components and naming a job)
 CLUSTER_JOBS = 20
 
