@@ -728,6 +728,11 @@ def _clusters(identities: pd.DataFrame) -> dict[str, frozenset[str]]:
     return {str(i): frozenset(g) for i, g in key.groupby(identities[schema.IDENTITY_ID])}
 
 
+# Spark jobs of a small run's cluster stage: 13 on a 600-record run (62 while adaptive
+# execution made every shuffle of components, suspect components and naming a job)
+CLUSTER_JOBS = 20
+
+
 @pytest.fixture(scope="module")
 def chain(spark, tmp_path_factory) -> dict[str, Any]:
     """Run 1 on the registries less their last 15% of rows; run 2 on all of them with run 1's
@@ -744,12 +749,17 @@ def chain(spark, tmp_path_factory) -> dict[str, Any]:
         frame.iloc[: int(len(frame) * 0.85)].to_csv(cfg.path, index=False, encoding=cfg.encoding)
     key = b"one key for the chain of runs"
     out1, out2 = tmp_path_factory.mktemp("run1"), tmp_path_factory.mktemp("run2")
+    # the Spark jobs of run 1's cluster stage (its job group), by id: older runs' jobs
+    # that Spark's status store lets go cannot change the difference
+    tracker = spark.sparkContext.statusTracker()
+    before = set(tracker.getJobIdsForGroup("cluster"))
     run_spark(
         load_config(_write_config(part, model={"u_sample_pairs": 20_000})),
         out1,
         spark=spark,
         id_key=key,
     )
+    cluster_jobs = len(set(tracker.getJobIdsForGroup("cluster")) - before)
     model = {"load": str(out1 / "model.json")}
     run_spark(
         load_config(_write_config(full, model=model)),
@@ -759,7 +769,20 @@ def chain(spark, tmp_path_factory) -> dict[str, Any]:
         previous=out1 / "identities.csv",
     )
     read = lambda out: pd.read_csv(out / "identities.csv", dtype=str)  # noqa: E731
-    return {"full": full, "model": model, "key": key, "runs": [read(out1), read(out2)]}
+    return {
+        "full": full,
+        "model": model,
+        "key": key,
+        "runs": [read(out1), read(out2)],
+        "cluster_jobs": cluster_jobs,
+    }
+
+
+def test_spark_clustering_is_a_few_jobs_not_one_per_shuffle(chain):
+    """The cluster stage (hold-out of siblings, components, suspect components, reclustering,
+    naming) runs without adaptive execution, which made each shuffle a Spark job of its own:
+    on a small run each job's fixed cost, not the records, is the stage's time."""
+    assert 0 < chain["cluster_jobs"] <= CLUSTER_JOBS, chain["cluster_jobs"]
 
 
 def test_a_second_spark_run_with_extra_records_keeps_the_ids(chain):
@@ -980,6 +1003,43 @@ def test_spark_blocking_jobs_do_not_grow_with_the_rules(spark):
         block(frame, settings, report=report)
         assert [r["blocks_refined"] > 0 for r in report] == [True] + [False] * (len(rules) - 1)
     assert jobs[len(many)] <= jobs[len(few)], jobs
+
+
+def test_spark_blocking_keys_read_only_the_columns_they_need(spark):
+    """The key table equals the local ``key_table``, and only rid, source and the columns
+    the rules and refinement keys read go to the Python workers (a standardized record's
+    other columns crossing through Arrow were most of that step's cost)."""
+    from linkage.blocking import BlockingSettings, key_table
+    from linkage.spark.engine import blocking_keys_spark
+    from linkage.standardize.combine import standardize
+
+    records = standardize(
+        pd.DataFrame(
+            {
+                schema.SOURCE: ["a", "a", "b"],
+                schema.RECORD_ID: ["1", "2", "3"],
+                schema.NAME: ["张三", "李四", "张三"],
+                schema.BIRTH_DATE: ["1990-03-07", "1985-01-02", "1990-03-07"],
+                schema.ID_NUMBER: ["110101199003071234", None, None],
+                schema.PHONE: ["13800138000", None, "13800138000"],
+                schema.CURRENT_ADDRESS: ["北京市朝阳区", "上海市", "北京市朝阳区"],
+            }
+        )
+    )
+    records[schema.ROW] = np.arange(len(records), dtype=np.int64)
+    settings = BlockingSettings(refine_keys=["gender", "birth_year"])
+    local = key_table(records, settings.rules, settings.all_refine_keys())
+    frame = spark.createDataFrame(records.astype(object).where(records.notna(), None))
+    keys = blocking_keys_spark(frame, settings)
+    got = keys.toPandas().sort_values(schema.ROW, ignore_index=True)[list(local.columns)]
+    assert got.astype(object).where(got.notna(), None).to_dict("list") == local.astype(
+        object
+    ).where(local.notna(), None).to_dict("list")
+    # the Python function's arguments: the columns sent to the workers
+    plan = keys._jdf.queryExecution().optimizedPlan().toString()
+    call = next(line for line in plan.splitlines() if "MapInPandas" in line)
+    sent = call.split("(", 1)[1].split(")", 1)[0].count("#")
+    assert 2 <= sent < len(records.columns) - 3, (sent, len(records.columns))
 
 
 # ----------------------------------------------------------------------------- households

@@ -4,7 +4,8 @@ The alternating large-star / small-star algorithm of Kiveris, Lattanzi, Mirrokni
 Vassilvitskii, "Connected Components in MapReduce and Beyond" (SoCC 2014), as GraphFrames runs
 it; written here because the GraphFrames jar is not on PyPI and cannot be fetched where the
 toolkit runs. Each round is three shuffles of the edge list (two window minima and a
-de-duplication) and one Spark action; the number of rounds grows with log(n), not with the
+de-duplication) run as one Spark job (adaptive execution, which would make each shuffle a job
+of its own, is off for the rounds); the number of rounds grows with log(n), not with the
 diameter (a path of 10,000 nodes converges in a few rounds). Whether the previous round had
 already converged is observed while the next one runs (a Spark ``Observation``), not asked
 by jobs of its own: on one machine each job's planning and scheduling, not the edges, is
@@ -22,6 +23,8 @@ require_pyspark()
 
 from pyspark.sql import DataFrame, Observation, Window  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
+
+from linkage.spark.session import adaptive_off  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +119,27 @@ def connected_components(
     (``vertex``, ``component``) and the number of rounds. Raises RuntimeError if it has not
     converged after ``max_rounds`` rounds (it converges in O(log² n) rounds at worst).
     """
+    with adaptive_off(edges.sparkSession):
+        ee, rounds = _rounds(edges, src, dst, max_rounds)
+    logger.info("connected components converged in %d round(s)", rounds)
+    if vertices is None:
+        vertices = (
+            _canonical(edges, src, dst)
+            .select(F.col(SRC).alias(vertex))
+            .unionByName(_canonical(edges, src, dst).select(F.col(DST).alias(vertex)))
+            .distinct()
+        )
+    centre = ee.select(F.col(DST).alias(vertex), F.col(SRC).alias(COMPONENT))
+    labels = vertices.select(F.col(vertex).cast("long").alias(vertex)).join(centre, vertex, "left")
+    labels = labels.select(vertex, F.coalesce(F.col(COMPONENT), F.col(vertex)).alias(COMPONENT))
+    return Components(labels=labels, rounds=rounds)
+
+
+def _rounds(edges: DataFrame, src: str, dst: str, max_rounds: int) -> tuple[DataFrame, int]:
+    """Alternate large-star and small-star until the edges are a star forest; return the
+    final edges (src = a component's smallest vertex, dst = another of its vertices) and the
+    number of rounds. Run without adaptive execution: a round is then one Spark job, not one
+    per shuffle (three) plus the checkpoint."""
     ee = _canonical(edges, src, dst).localCheckpoint()
     rounds = 0
     # a round keeps a non-empty edge list non-empty, so emptiness is checked once
@@ -139,15 +163,4 @@ def connected_components(
             rounds += 1
             ee.unpersist()
             ee = following
-    logger.info("connected components converged in %d round(s)", rounds)
-    if vertices is None:
-        vertices = (
-            _canonical(edges, src, dst)
-            .select(F.col(SRC).alias(vertex))
-            .unionByName(_canonical(edges, src, dst).select(F.col(DST).alias(vertex)))
-            .distinct()
-        )
-    centre = ee.select(F.col(DST).alias(vertex), F.col(SRC).alias(COMPONENT))
-    labels = vertices.select(F.col(vertex).cast("long").alias(vertex)).join(centre, vertex, "left")
-    labels = labels.select(vertex, F.coalesce(F.col(COMPONENT), F.col(vertex)).alias(COMPONENT))
-    return Components(labels=labels, rounds=rounds)
+    return ee, rounds

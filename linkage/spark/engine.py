@@ -47,6 +47,7 @@ from pyspark.sql import types as T  # noqa: E402
 from pyspark.storagelevel import StorageLevel  # noqa: E402
 
 from linkage.blocking import (  # noqa: E402
+    DERIVED_KEYS,
     BlockingRule,
     BlockingSettings,
     check_budget,
@@ -93,7 +94,7 @@ from linkage.io import (  # noqa: E402
 from linkage.merge import merge_records  # noqa: E402
 from linkage.model import FellegiSunterModel  # noqa: E402
 from linkage.spark.components import COMPONENT, connected_components  # noqa: E402
-from linkage.spark.session import get_session  # noqa: E402
+from linkage.spark.session import adaptive_off, get_session  # noqa: E402
 from linkage.standardize.combine import standardize  # noqa: E402
 from linkage.training import check_model_levels, fit_household, level_rules, new_model  # noqa: E402
 
@@ -708,13 +709,19 @@ def blocking_keys_spark(records: DataFrame, settings: BlockingSettings) -> DataF
         [T.StructField(schema.ROW, T.LongType(), False)]
         + [T.StructField(c, T.StringType(), True) for c in names if c != schema.ROW]
     )
+    # only the columns key_table reads cross to the Python workers: every column of a
+    # standardized record through Arrow was most of this stage's per-record cost
+    wanted = {schema.ROW, schema.SOURCE, *extra}
+    for key in [k for rule in rules for k in rule.keys] + list(extra):
+        wanted.update(DERIVED_KEYS[key][0] if key in DERIVED_KEYS else (key,))
+    read = records.select(*[F.col(f"`{c}`") for c in records.columns if c in wanted])
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             table = key_table(batch, rules, extra)
             yield _conform(table, out_schema)
 
-    return _map_in_pandas(records, run, out_schema)
+    return _map_in_pandas(read, run, out_schema)
 
 
 # Columns of a rule's plan table (plan_rules_spark)
@@ -1007,16 +1014,10 @@ def partition_by_row(frame: DataFrame, partitions: int) -> DataFrame:
     the checkpoint would forget the layout (Spark 4's ``LogicalRDD.fromDataset``). Columns
     are ``frame``'s; needs the ``rid`` column.
     """
-    spark = frame.sparkSession
-    key = "spark.sql.adaptive.enabled"
-    adaptive = spark.conf.get(key)
-    spark.conf.set(key, "false")
-    try:
+    with adaptive_off(frame.sparkSession):
         return (
             frame.repartition(partitions, schema.ROW).sortWithinPartitions(schema.ROW)
         ).localCheckpoint()
-    finally:
-        spark.conf.set(key, adaptive)
 
 
 def compare_spark(
@@ -1772,16 +1773,21 @@ def run_spark(
     t = time.perf_counter()
     _stage(spark, "cluster")
     say("clustering")
-    labels, rounds = cluster_spark(
-        records, hold_out_siblings_spark(records, scored), config, buckets=partitions
-    )
-    identities = identity_ids_spark(records, labels, key)
-    if prev_table is not None:
-        identities = stable_ids_spark(spark, identities, prev_table, key)
-    else:
-        # the first run of a chain of --previous runs: its ids were created in run 1
-        identities = identities.withColumn(schema.CREATED_RUN, F.lit(1).cast("long"))
-    identities = identities.localCheckpoint()
+    # without adaptive execution each query below is one Spark job, not one per shuffle:
+    # on small runs the jobs' fixed costs, not the rows, were most of this stage (52 of a
+    # 600-record run's 112 jobs); the edges, labels and names it shuffles are a few bytes
+    # per record, so coalescing their partitions gains little
+    with adaptive_off(spark):
+        labels, rounds = cluster_spark(
+            records, hold_out_siblings_spark(records, scored), config, buckets=partitions
+        )
+        identities = identity_ids_spark(records, labels, key)
+        if prev_table is not None:
+            identities = stable_ids_spark(spark, identities, prev_table, key)
+        else:
+            # the first run of a chain of --previous runs: its ids were created in run 1
+            identities = identities.withColumn(schema.CREATED_RUN, F.lit(1).cast("long"))
+        identities = identities.localCheckpoint()
     timings["cluster"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from linkage.spark import require_pyspark
@@ -81,3 +82,24 @@ def get_session(
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+_ADAPTIVE = "spark.sql.adaptive.enabled"
+
+
+@contextmanager
+def adaptive_off(spark: SparkSession) -> Iterator[None]:
+    """Run the enclosed Spark actions without adaptive execution, then restore the setting.
+
+    With adaptive execution every shuffle of a query is a Spark job of its own (Spark
+    materializes each query stage before re-planning the rest), and each job costs a fixed
+    planning and scheduling time whatever its rows. A query of many small shuffles, such as
+    a connected-components round, is then one job instead of one per shuffle; it runs with
+    ``spark.sql.shuffle.partitions`` partitions, not coalesced ones.
+    """
+    before = spark.conf.get(_ADAPTIVE)
+    spark.conf.set(_ADAPTIVE, "false")
+    try:
+        yield
+    finally:
+        spark.conf.set(_ADAPTIVE, before)
