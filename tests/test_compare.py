@@ -743,6 +743,18 @@ def test_a_stored_side_reads_blind_columns_as_null(case_records):
             np.testing.assert_array_equal(side.levels(query, np.arange(n)), expected)
             changed += int((full.levels(query, np.arange(n)) != expected).sum())
     assert changed  # the blind columns made a difference somewhere
+    # a comparison none of whose columns is visible (flags aside) is null whatever the query:
+    # the lookup service then holds a NullSide for it instead of preparing nulls
+    from linkage.compare.stored import NullSide
+
+    for comparison in COMPARISONS.values():
+        blind = set(comparison.columns) - {schema.QUALITY_FLAGS}
+        nulled = {c: np.full(n, None, object) if c in blind else v for c, v in columns.items()}
+        side = stored_side(comparison, nulled)
+        for q in range(n):
+            query = {c: columns[c][q] for c in comparison.columns if c in columns}
+            expected = NullSide(comparison).levels(query, np.arange(n))
+            np.testing.assert_array_equal(side.levels(query, np.arange(n)), expected)
 
 
 def test_factorize_by_dict_equals_pandas():

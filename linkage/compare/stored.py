@@ -178,6 +178,20 @@ class StoredSide:
                 space.reset()
 
 
+class NullSide(StoredSide):
+    """The stored side of a comparison whose every record column is read as null (a field a
+    department may not see at all): each level is null, so nothing is prepared or held."""
+
+    def __init__(self, comparison: Comparison):
+        self.comparison = comparison
+        self.spaces = {}
+        self.prepared = Prepared({})
+
+    def levels(self, query: Mapping[str, Any], rows: np.ndarray) -> np.ndarray:
+        """-1 (null) for every stored row given."""
+        return np.full(len(rows), -1, dtype=np.int8)
+
+
 def _one(value: Any, dtype: Any = None) -> np.ndarray:
     out = np.empty(1, dtype=object if dtype is None else dtype)
     out[0] = value

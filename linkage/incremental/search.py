@@ -20,7 +20,7 @@ import pandas as pd
 from linkage import schema
 from linkage.blocking import record_rule_keys
 from linkage.compare import compare_values
-from linkage.compare.stored import StoredSide, side_type, stored_side
+from linkage.compare.stored import NullSide, StoredSide, side_type, stored_side
 from linkage.incremental._common import StoredRun, stored_run
 from linkage.schema import GAMMA_PREFIX, MW_PREFIX
 from linkage.standardize.combine import standardize_record_values
@@ -333,6 +333,8 @@ def _stored_sides(
             hidden = blind.intersection(comparison.columns)
             if hidden in made:
                 pass
+            elif kind is not None and hidden and hidden >= _record_columns(comparison):
+                made[hidden] = NullSide(comparison)  # nothing of it visible: always null
             elif hidden and kind is not None and kind.can_drop(comparison, hidden):
                 # whole name fields (former names) dropped from the prepared names: no
                 # second preparation of a million names
@@ -355,6 +357,12 @@ def _stored_sides(
         sum(1 for b in blinds if b),
     )
     return variants
+
+
+def _record_columns(comparison: Any) -> set[str]:
+    """The record columns a comparison compares (its quality-flags column only qualifies
+    them: with every other column null, its level is null)."""
+    return set(comparison.columns) - {schema.QUALITY_FLAGS}
 
 
 def _single_field_lookup(
