@@ -18,7 +18,7 @@ import opencc
 import pandas as pd
 
 from linkage import schema
-from linkage.standardize._distinct import map_distinct, map_one
+from linkage.standardize._distinct import map_distinct, map_one, object_columns
 from linkage.standardize._fillers import is_filler_text
 from linkage.tables import text_columns
 
@@ -326,7 +326,7 @@ def _parse_distinct(values: Sequence[object], field: str) -> pd.DataFrame:
         return pd.DataFrame(columns=columns, dtype=object)
     texts = _to_simplified([_prenormalize(v) for v in values])
     codes, uniques = pd.factorize(pd.Series(texts, dtype=object))
-    table = pd.DataFrame(_parse_rows(list(uniques), field), columns=columns)
+    table = object_columns(_parse_rows(list(uniques), field), columns)
     return table.iloc[codes].reset_index(drop=True)
 
 
