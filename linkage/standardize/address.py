@@ -233,7 +233,7 @@ def _cpca_transform(texts: list[str]) -> pd.DataFrame:
     settled: dict[int, dict[str, tuple[tuple, int, tuple]]] = {}
     rows: list[tuple | None] = [None] * len(texts)
     rest_at, county_pos_at = _CPCA_COLUMNS.index("地址"), _CPCA_COLUMNS.index("区_pos")
-    start, chunk = 0, _CPCA_CHUNK // 8
+    start, chunk = 0, max(1, _CPCA_CHUNK // 8)
     while start < len(texts):
         stop = min(start + chunk, len(texts))
         # the prefix lengths most texts had first: most texts find theirs at the first try
