@@ -19,9 +19,20 @@ FILLER_TEXTS: frozenset[str] = frozenset(
 _PUNCT_RE = re.compile(r"[\s\-‐‑‒–—―_/\\.。?？*＊、·,，;；:：'\"()（）\[\]【】]+")
 
 
+# Text of ASCII letters and digits and CJK Unified Ideographs only: NFKC, strip and the
+# punctuation removal leave it as it is (none of these characters has a decomposition or is
+# space or punctuation), so only lower-casing remains. Most names, IDs, phones and addresses
+# take this path; the full normalization cost ~0.7 CPU s per 300,000 records.
+_PLAIN_RE = re.compile(r"[0-9A-Za-z\u4e00-\u9fff]+")
+
+
 def is_filler_text(value: object) -> bool:
     """True for a non-blank value that only says "unknown" (不详, 无, N/A, -, ?)."""
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
+        return False
+    if _PLAIN_RE.fullmatch(value):
+        return value.lower() in FILLER_TEXTS
+    if not value.strip():
         return False
     text = unicodedata.normalize("NFKC", value).strip().lower()
     bare = _PUNCT_RE.sub("", text)

@@ -18,7 +18,7 @@ import opencc
 import pandas as pd
 
 from linkage import schema
-from linkage.standardize._distinct import map_distinct, map_one
+from linkage.standardize._distinct import map_distinct, map_one, object_columns
 from linkage.standardize._fillers import is_filler_text
 from linkage.tables import text_columns
 
@@ -203,9 +203,78 @@ def _traps() -> tuple[dict[str, tuple[str, str]], re.Pattern[str] | None]:
     return traps, pattern
 
 
+_CPCA_COLUMNS = ("省", "市", "区", "地址", "adcode", "省_pos", "市_pos", "区_pos")
+_CPCA_CHUNK = 8192
+
+
+@functools.cache
+def _reach(word: str) -> int:
+    """Length of the longest word of cpca's matcher that starts with ``word`` (itself included)."""
+    return max(map(len, cpca.matcher.ac.keys(word)), default=len(word))
+
+
+def _cpca_transform(texts: list[str]) -> pd.DataFrame:
+    """``cpca.transform(texts, pos_sensitive=True)``, reading each administrative prefix once.
+
+    cpca (0.5) scans a text's dictionary matches in order of their end and stops at the first
+    county-level match it accepts; to accept one it looks at the next match, which changes the
+    result only when that match starts where the county's does (朝阳 then 朝阳区). So a text
+    whose county starts at ``s`` has its province, city, district, adcode and positions
+    decided by its first ``s + _reach(county word)`` characters, and its 地址 is what follows
+    the county word. A text sharing those characters with one already parsed gets that
+    parse with its own remainder; others (no county, shorter texts) go to cpca. Registries
+    repeat a few thousand prefixes over ~100,000 distinct addresses; cpca's per-text Python
+    cost was ~2 CPU s per address column at 300,000 records. Equality with cpca is tested.
+    """
+    if not texts:
+        return cpca.transform(texts, pos_sensitive=True)
+    # prefix length -> prefix -> (columns before 地址, characters up to the county's end,
+    # columns after 地址)
+    settled: dict[int, dict[str, tuple[tuple, int, tuple]]] = {}
+    rows: list[tuple | None] = [None] * len(texts)
+    rest_at, county_pos_at = _CPCA_COLUMNS.index("地址"), _CPCA_COLUMNS.index("区_pos")
+    start, chunk = 0, max(1, _CPCA_CHUNK // 8)
+    while start < len(texts):
+        stop = min(start + chunk, len(texts))
+        # the prefix lengths most texts had first: most texts find theirs at the first try
+        tables = sorted(settled.items(), key=lambda item: -len(item[1]))
+        misses = []
+        for i in range(start, stop):
+            text = texts[i]
+            for length, table in tables:
+                if len(text) >= length and (hit := table.get(text[:length])) is not None:
+                    rows[i] = (*hit[0], text[hit[1] :], *hit[2])
+                    break
+            else:
+                misses.append(i)
+        start, chunk = stop, min(chunk * 2, _CPCA_CHUNK)
+        if not misses:
+            continue
+        parsed = cpca.transform([texts[i] for i in misses], pos_sensitive=True)
+        for i, values in zip(
+            misses, parsed[list(_CPCA_COLUMNS)].itertuples(index=False, name=None), strict=True
+        ):
+            rows[i] = values = tuple(None if v is None or v != v else v for v in values)
+            text, county_at, rest = texts[i], values[county_pos_at], values[rest_at]
+            if county_at < 0 or rest is None:
+                continue  # no county: cpca read the whole text
+            end = len(text) - len(rest)
+            length = county_at + _reach(text[county_at:end])
+            if len(text) >= length:
+                entry = (values[:rest_at], end, values[rest_at + 1 :])
+                settled.setdefault(length, {}).setdefault(text[:length], entry)
+    # cpca builds its frame from one dict per text; columns of the same values give the same
+    return pd.DataFrame(
+        {
+            name: list(values)
+            for name, values in zip(_CPCA_COLUMNS, zip(*rows, strict=True), strict=True)
+        }
+    )
+
+
 def _run_cpca(texts: list[str]) -> pd.DataFrame:
     """cpca.transform with positions, re-reading names it misreads when they stand alone."""
-    parsed = cpca.transform(texts, pos_sensitive=True)
+    parsed = _cpca_transform(texts)
     traps, pattern = _traps()
     if pattern is None:
         return parsed
@@ -326,7 +395,7 @@ def _parse_distinct(values: Sequence[object], field: str) -> pd.DataFrame:
         return pd.DataFrame(columns=columns, dtype=object)
     texts = _to_simplified([_prenormalize(v) for v in values])
     codes, uniques = pd.factorize(pd.Series(texts, dtype=object))
-    table = pd.DataFrame(_parse_rows(list(uniques), field), columns=columns)
+    table = object_columns(_parse_rows(list(uniques), field), columns)
     return table.iloc[codes].reset_index(drop=True)
 
 

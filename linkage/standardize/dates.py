@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lunardate import LunarDate
 
-from linkage.standardize._distinct import map_distinct, map_one
+from linkage.standardize._distinct import map_distinct, map_one, typed_frame
 from linkage.standardize._fillers import is_filler_text
 
 logger = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ def _not_future(iso: str, flag: str, limit: str) -> tuple[str | None, str]:
 def _parse_distinct(values: Sequence, pivot_year: int, limit: str | None = None) -> pd.DataFrame:
     """Parse distinct raw dates; one output row per input value, in order. Dates after
     ``limit`` (ISO, default today) become null, flagged ``future``."""
-    return pd.DataFrame(_parse_columns(values, pivot_year, limit))
+    return typed_frame(_parse_columns(values, pivot_year, limit))
 
 
 def _parse_columns(

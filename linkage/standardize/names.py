@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from linkage import schema
-from linkage.standardize._distinct import map_distinct, map_one
+from linkage.standardize._distinct import map_distinct, map_one, typed_frame
 from linkage.zh.readings import READING as _READING
 from linkage.zh.readings import surname_reading as _surname_reading
 from linkage.zh.romanization import surname_from_spelling, wade_giles_to_pinyin
@@ -475,7 +475,7 @@ def to_pinyin(s: object) -> str:
 def _names_frame(distinct: Sequence[str], field: str) -> pd.DataFrame:
     """The derived columns of ``field`` for distinct raw names, one row each, in order
     (module level so that a worker process can run it)."""
-    return pd.DataFrame(_names_columns(distinct, field))
+    return typed_frame(_names_columns(distinct, field))
 
 
 def _names_columns(distinct: Sequence[str], field: str) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ import pandas as pd
 import phonenumbers
 
 from linkage import schema
-from linkage.standardize._distinct import map_distinct, map_one
+from linkage.standardize._distinct import map_distinct, map_one, typed_frame
 from linkage.standardize._fillers import is_filler_text
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def _phones_distinct(values: Sequence[object]) -> pd.DataFrame:
     for i in np.flatnonzero(~clean):
         s, k, f = _parse_one(values[i])
         std[i], kind[i], flags[i] = s, k, schema.QUALITY_SEP.join(f)
-    return pd.DataFrame(
+    return typed_frame(
         {schema.PHONE_STD: std, schema.PHONE_TYPE: kind, schema.QUALITY_FLAGS: flags}
     )
 

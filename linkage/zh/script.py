@@ -69,6 +69,8 @@ def t2s_batch(texts: list[str]) -> list[str]:
         out = [t2s(t) for t in texts]
     # t2s is not idempotent for a few characters (薴 -> 苧 -> 苎): iterate the changed ones
     for i, (text, after) in enumerate(zip(texts, out, strict=True)):
+        if after == text:
+            continue  # unchanged: t2s leaves it so, and _keep_bmp(text, text) is text
         before = text
         for _ in range(4):
             if after == before:
