@@ -53,7 +53,9 @@ class Linker:
 
     With ``store`` (a path to an identity store file), ``run()`` also writes the batch into
     the store, keeping the identity ids it already holds; ``ingest()`` links the config's
-    sources against the store; ``search()`` ranks stored identities for one record.
+    sources against the store; ``search()`` ranks stored identities for one record. A batch
+    replaces the store's records: where the store holds records the batch lacks, ``run()``
+    raises InputError before linking unless ``remove_missing`` is true.
     """
 
     def __init__(
