@@ -576,8 +576,11 @@ class LookupService:
             return None
         out = {}
         for f, (codes, table) in self._districts.items():
-            # no golden row: the view reads the address as missing, masked (None, False)
-            out[f] = [table[codes[p]] if p >= 0 else table[0] for p in positions.tolist()]
+            # no golden row: the view reads the address as missing, code 0 (None, False)
+            found = positions >= 0
+            at = np.zeros(len(positions), dtype=np.int64)
+            at[found] = codes[positions[found]]
+            out[f] = [table[c] for c in at.tolist()]
         return out
 
     def close(self) -> None:

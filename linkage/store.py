@@ -217,10 +217,8 @@ class _HeldTable:
         if len(self.keys) > 1 and not (self.keys[1:] >= self.keys[:-1]).all():
             raise StoreError(f"held table is not sorted by {key}: {sql}")
 
-    def positions(self, values: list) -> np.ndarray:
-        """Row positions of every row whose key is one of ``values`` (in ``values`` order)."""
-        if not len(values):
-            return np.array([], np.int64)
+    def _bounds(self, values: list) -> tuple[np.ndarray, np.ndarray]:
+        """First and one-past-last row position of each value's key run (equal: absent)."""
         kind = self.keys.dtype.kind
         if kind == "i":
             wanted = np.asarray(values, dtype=self.keys.dtype)
@@ -229,7 +227,20 @@ class _HeldTable:
         else:
             wanted = np.asarray(values, dtype=str)
         lo = np.searchsorted(self.keys, wanted, side="left")
-        hi = np.searchsorted(self.keys, wanted, side="right")
+        return lo, np.searchsorted(self.keys, wanted, side="right")
+
+    def unique_positions(self, values: list) -> np.ndarray:
+        """Row position of each value's row (-1 where none), for a unique key column."""
+        if not len(values):
+            return np.array([], np.int64)
+        lo, hi = self._bounds(values)
+        return np.where(hi > lo, lo, -1).astype(np.int64, copy=False)
+
+    def positions(self, values: list) -> np.ndarray:
+        """Row positions of every row whose key is one of ``values`` (in ``values`` order)."""
+        if not len(values):
+            return np.array([], np.int64)
+        lo, hi = self._bounds(values)
         counts = hi - lo
         if (counts == 1).all():  # unique keys (records by row key, golden by identity)
             return lo.astype(np.int64, copy=False)
@@ -1275,12 +1286,8 @@ class Store:
         held = self._held("golden")
         if held is None:
             return None
-        out = np.full(len(identity_ids), -1, dtype=np.int64)
-        for i, ident in enumerate(identity_ids):
-            found = held.positions([str(ident)])
-            if len(found):
-                out[i] = found[0]  # identity_id is the golden table's key: one row
-        return out
+        # identity_id is the golden table's key: one row each, found by one binary search
+        return held.unique_positions([str(i) for i in identity_ids])
 
     def link_rows(self, identity_ids: list[str]) -> list[tuple]:
         """(source, record_id, identity_id) of every link of the given identities, sorted by
