@@ -768,6 +768,26 @@ def renamed(built, tmp_path_factory) -> dict:
     ungendered = frame.index[frame["登记编号"].isin(lone) & ~frame.index.isin(chosen)][:20]
     frame.loc[ungendered, "性别"] = ""
     frame.to_csv(police, index=False, encoding="utf-8")
+    # and every birth date of 25 other persons with a police record left out: the store dates
+    # them by their IDs only
+    used = set(frame.loc[[*chosen, *ungendered], "登记编号"])
+    in_police = truth[(truth["source"] == "police") & ~truth["record_id"].isin(used)]
+    undated = set(in_police["person_id"].drop_duplicates().head(25))
+    undated_records = set(truth.loc[truth["person_id"].isin(undated), "record_id"])
+    for path in (folder / "data").glob("*.csv"):
+        if path.name == "truth.csv":
+            continue
+        raw = path.read_bytes()
+        encoding = "utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "utf-8"
+        try:
+            raw.decode(encoding)
+        except UnicodeDecodeError:
+            encoding = "gb18030"
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=encoding)
+        dates = [c for c in table.columns if c in ("出生日期", "出生年月日")]
+        rows = table.iloc[:, 0].isin(undated_records)
+        table.loc[rows, dates] = ""
+        table.to_csv(path, index=False, encoding=encoding)
     store = folder / "ids.duckdb"
     args = ["run", str(folder / "data" / "run.yaml"), "--store", str(store)]
     result = runner.invoke(app, [*args, "--output", str(folder / "out"), "-q"])
@@ -810,6 +830,47 @@ def test_search_reads_former_names_only_where_the_policy_grants_them(
                     found[department] += 1
         assert found["police"] >= 0.8 * len(people)
         assert found["health"] == 0
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_which_identities_a_search_finds_does_not_reveal_masked_id_digits(
+    renamed, monkeypatch, in_memory
+):
+    """A blocking key's birth date falls back to the ID's digits 7-14 where a record has
+    none. For health (ID masked) a search by surname and a guessed date must find such a
+    person no more for the ID's date than for the day after (else guessing recovers the
+    digits); police, who see the ID, find them by it."""
+    import datetime
+
+    from linkage.serve import SearchQuery
+
+    monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    records = renamed["records"]
+    dated = records.groupby(schema.IDENTITY_ID)["birth_date_std"].count()
+    people = records[records[schema.IDENTITY_ID].isin(dated[dated == 0].index)].dropna(
+        subset=["name_clean", "id_birth_date"]
+    )
+    people = people.drop_duplicates(schema.IDENTITY_ID)
+    assert len(people) >= 10
+    service = _service(renamed, POLICY, in_memory)
+    try:
+        told = {"police": 0, "health": 0}
+        for r in people.to_dict("records"):
+            day = datetime.date.fromisoformat(r["id_birth_date"])
+            for department in told:
+                view_id = _inverse_ids(service, department)[r[schema.IDENTITY_ID]]
+                found = []
+                for guess in (day, day + datetime.timedelta(days=1)):
+                    query = SearchQuery(
+                        name=r["name_clean"][0] + "某某", birth_date=guess.isoformat(), top=20
+                    )
+                    hits = service.search(department, query)["hits"]
+                    found.append(any(h["identity"]["pseudonym_id"] == view_id for h in hits))
+                told[department] += found[0] and not found[1]
+        assert told["health"] == 0
+        assert told["police"] >= 0.8 * len(people)  # the test can tell a leak
     finally:
         service.close()
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from linkage import schema
-from linkage.blocking import record_rule_keys
+from linkage.blocking import DERIVED_KEYS, record_rule_keys
 from linkage.compare import compare_values
 from linkage.compare.stored import NullSide, StoredSide, side_type, stored_side
 from linkage.incremental._common import StoredRun, stored_run
@@ -244,6 +244,8 @@ def search_report(
     rks = np.array([], np.int64)
     if len(found_h):
         in_limit = key_counts[np.searchsorted(key_values, found_h)] <= limit
+        if blind:
+            in_limit &= _found_by_visible_keys(store, blocking, rule_keys, found_h, found_rk, blind)
         rks = np.unique(found_rk[in_limit])
     if only is not None:
         # as if the store held only these identities: none left falls back as none found
@@ -357,6 +359,50 @@ def _stored_sides(
         sum(1 for b in blinds if b),
     )
     return variants
+
+
+def _key_inputs(key: str) -> tuple[str, ...]:
+    """The record columns a blocking key is computed from (a derived key's, or its own)."""
+    return DERIVED_KEYS[key][0] if key in DERIVED_KEYS else (key,)
+
+
+def _found_by_visible_keys(
+    store: Store,
+    blocking: Any,
+    rule_keys: dict[str, Any],
+    found_h: np.ndarray,
+    found_rk: np.ndarray,
+    blind: frozenset[str],
+) -> np.ndarray:
+    """Mask over the (key hash, row key) findings: False where the stored record shares the
+    query's key only through columns in ``blind``. A derived key falls back to another
+    column (a birth date to the ID's digits 7-14, a gender to its 17th digit): which records a
+    search finds must not tell a department those digits either. Such findings are checked
+    by the record's key computed again with the blind columns null (few records a search)."""
+    risky = {
+        int(h)
+        for rule in blocking.rules
+        if not isinstance(h := rule_keys.get(rule.name), list)
+        and any(blind.intersection(_key_inputs(k)) for k in rule.keys)
+    }
+    keep = ~np.isin(found_h, list(risky))
+    check = np.unique(found_rk[~keep])
+    if len(check) == 0:
+        return keep
+    inputs = sorted({c for rule in blocking.rules for k in rule.keys for c in _key_inputs(k)})
+    cands = store.candidate_columns(check, inputs)
+    seen: set[tuple[int, int]] = set()
+    for i, rk in enumerate(cands.get(schema.RECORD_KEY, np.array([])).tolist()):
+        row = {c: (None if c in blind else v[i]) for c, v in cands.items()}
+        for h in record_rule_keys(row, blocking).values():
+            if not isinstance(h, list):
+                seen.add((int(h), int(rk)))
+    again = np.array(
+        [(int(h), int(r)) in seen for h, r in zip(found_h[~keep], found_rk[~keep], strict=True)],
+        dtype=bool,
+    )
+    keep[~keep] = again
+    return keep
 
 
 def _record_columns(comparison: Any) -> set[str]:
