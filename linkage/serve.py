@@ -1079,14 +1079,20 @@ class _Audit:
         try:
             await self.app(scope, receive, watched)
         finally:
-            path = Request(scope).url.path
+            request = Request(scope)
+            path = request.url.path
             if path.startswith("/v1/"):
                 path = self._logged_path(path)
                 client = scope.get("client")
+                department = state.get("department")
+                if department is None:
+                    # refused before the token check ran (405, 404, 413): still say whose
+                    # token it was, or a department's mistakes read as a stranger's
+                    department = self._token_department(request)
                 self.service.audit(
                     {
                         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                        "department": state.get("department"),
+                        "department": department,
                         "client": client[0] if client else None,
                         "method": scope["method"],
                         "path": path,
@@ -1095,6 +1101,14 @@ class _Audit:
                         **state.get("audit", {}),
                     }
                 )
+
+    def _token_department(self, request: Request) -> str | None:
+        """The department whose bearer token the request carries, or None (no rate limit
+        is charged: the request was refused before the endpoint)."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return authenticate(self.service.tokens, token.strip())
 
     def _logged_path(self, path: str) -> str:
         """The path as the audit log keeps it: an endpoint's own path, the fetch route's

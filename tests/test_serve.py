@@ -1057,6 +1057,11 @@ def test_audit_log_records_who_asked_what_as_the_policy_allows(server):
     assert _search(server, "monitor", **query).status_code == 403
     assert _search(server, "police_own", **query).status_code == 403
     server["client"].post("/v1/search", json=query, headers={"Authorization": "Bearer bad"})
+    too_large = b'{"name": "' + b"x" * 20000 + b'"}'
+    headers = {**_auth(server, "health"), "content-type": "application/json"}
+    assert (
+        server["client"].post("/v1/search", content=too_large, headers=headers).status_code == 413
+    )
     time.sleep(0.2)
     lines = [json.loads(x) for x in server["audit"].read_text(encoding="utf-8").splitlines()]
     mine = [e for e in lines if e.get("query") and marker in json.dumps(e, ensure_ascii=False)]
@@ -1074,7 +1079,8 @@ def test_audit_log_records_who_asked_what_as_the_policy_allows(server):
     monitor = [e for e in lines if e["department"] == "monitor" and e["path"] == "/v1/search"]
     assert monitor[-1]["query"] == ["id_number", "name", "phone"]
     assert full_id not in json.dumps(health) and full_id not in json.dumps(monitor[-1])
-    assert any(e["status"] == 413 for e in lines)  # a refused body is audited too
+    # a refused body is audited too, under the department whose token it carried
+    assert any(e["status"] == 413 and e["department"] == "health" for e in lines)
     unauthenticated = [e for e in lines if e["status"] == 401]
     assert unauthenticated and all(
         e["department"] is None and "query" not in e for e in unauthenticated
@@ -1112,6 +1118,29 @@ def test_audit_log_keeps_no_identifier_sent_where_an_id_or_path_goes(server):
     assert hashed and re.fullmatch(r"hmac:[0-9a-f]{16}", hashed[-1]["identity"])
     assert any(e["status"] == 200 and e.get("identity") == view_id for e in fetches)
     assert any(re.fullmatch(r"hmac:[0-9a-f]{16}", e["path"]) for e in lines)
+
+
+def test_a_request_refused_before_the_token_check_is_audited_under_its_department(server):
+    """A wrong method or an unknown path is refused by the router before the token check:
+    the audit line named no department, so a department's calls read as a stranger's. The
+    token is now read for the line (an unknown token still gives no department)."""
+    client = server["client"]
+    time.sleep(0.2)
+    before = len(server["audit"].read_text(encoding="utf-8").splitlines())
+    assert client.get("/v1/search", headers=_auth(server, "health")).status_code == 405
+    assert client.get("/v1/nowhere", headers=_auth(server, "police")).status_code == 404
+    bad = {"Authorization": "Bearer not-a-token"}
+    assert client.get("/v1/search", headers=bad).status_code == 405
+    assert client.get("/v1/search").status_code == 405
+    time.sleep(0.2)
+    lines = server["audit"].read_text(encoding="utf-8").splitlines()[before:]
+    lines = [json.loads(x) for x in lines]
+    assert [(e["status"], e["department"]) for e in lines] == [
+        (405, "health"),
+        (404, "police"),
+        (405, None),
+        (405, None),
+    ]
 
 
 def test_bounded_load_from_concurrent_clients(server):
