@@ -308,16 +308,24 @@ def m_u_chart(model: FellegiSunterModel) -> Any:
         )  # fmt: skip
         .properties(width=200)
     )
-    chart = bars.facet(
-        row=alt.Row(
+    # m and u as two row facets side by side: one facet with a column too sized every row
+    # for the comparison with the most levels (Vega-Lite sizes a grid's cells alike),
+    # leaving half the chart blank; a row-only facet sizes each row by its own levels
+    halves = []
+    for parameter in ("m", "u"):
+        row = alt.Row(
             "comparison:N",
             title=None,
             sort=list(model.comparisons),
-            header=alt.Header(labelAngle=0, labelAlign="left"),
-        ),
-        column=alt.Column("parameter:N", title=None),
-        spacing=4,
-    ).resolve_scale(y="independent")
+            header=alt.Header(labelAngle=0, labelAlign="left", labels=parameter == "m"),
+        )
+        half = bars.transform_filter(alt.datum.parameter == parameter).facet(row=row, spacing=4)
+        halves.append(
+            half.resolve_scale(y="independent").properties(
+                title=alt.TitleParams(parameter, anchor="middle", fontWeight="normal")
+            )
+        )
+    chart = alt.hconcat(*halves, spacing=8)
     return _finish(chart.properties(title="m (among matches) and u (among non-matches) per level"))
 
 
