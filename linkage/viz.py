@@ -722,7 +722,9 @@ def cluster_viewer(
         where = dict(zip(members.tolist(), range(len(members)), strict=True))
         for j, row in enumerate(members):
             rec = records.iloc[row]
+            # the label just outside the circle, away from the edges that meet inside it
             node = {"cluster": cid, "x": x[j], "y": y[j], "order": j,
+                    "label_x": x[j] * 1.2, "label_y": y[j] * 1.2,
                     "record": f"{rec[schema.SOURCE]}:{rec[schema.RECORD_ID]}",
                     "source": rec[schema.SOURCE]}  # fmt: skip
             for f in fields:
@@ -748,7 +750,7 @@ def cluster_viewer(
     )  # fmt: skip
     chosen_only = alt.datum.cluster == menu
     axis_off = alt.Axis(labels=False, ticks=False, grid=False, domain=False, title=None)
-    scale = alt.Scale(domain=[-1.3, 1.3])
+    scale = alt.Scale(domain=[-1.7, 1.7])
     edge_layer = (
         alt.Chart(
             edge_df
@@ -794,9 +796,13 @@ def cluster_viewer(
         color=alt.Color("source:N", title="source"),
         tooltip=["record:N", *[f"{f}:N" for f in fields]],
     )
-    label_layer = base_nodes.mark_text(dy=-18, fontSize=12).encode(
-        x=alt.X("x:Q", axis=axis_off, scale=scale),
-        y=alt.Y("y:Q", axis=axis_off, scale=scale),
+    label_layer = base_nodes.mark_text(
+        fontSize=12,
+        align=alt.expr("datum.x > 0.3 ? 'left' : datum.x < -0.3 ? 'right' : 'center'"),
+        baseline=alt.expr("datum.y > 0.3 ? 'bottom' : datum.y < -0.3 ? 'top' : 'middle'"),
+    ).encode(
+        x=alt.X("label_x:Q", axis=axis_off, scale=scale),
+        y=alt.Y("label_y:Q", axis=axis_off, scale=scale),
         text="label:N",
     )
     graph = (

@@ -356,6 +356,37 @@ def test_cluster_viewer_in_a_browser(run, pages, tmp_path):
     assert (pixels.min(axis=2) < 200).mean() > 0.01
 
 
+def test_cluster_viewer_puts_each_name_outside_the_ring_of_records(run):
+    """Names drawn 18 px above each node sat on the edges of the nodes in the lower half;
+    each label now lies on its node's ray outside the ring, aligned away from the centre."""
+    _, result, _ = run
+    spec = viz.cluster_viewer(result.pairs, result.records, result.identities).to_dict()
+    text = next(layer for layer in _layers(spec) if _mark(layer) == "text" and
+                layer["encoding"]["text"]["field"] == "label")  # fmt: skip
+    assert text["encoding"]["x"]["field"] == "label_x"
+    assert "datum.x > 0.3 ? 'left'" in text["mark"]["align"]["expr"]
+    nodes = pd.DataFrame(_values(viz.cluster_viewer(result.pairs, result.records,
+                                                    result.identities)))  # fmt: skip
+    nodes = nodes.dropna(subset=["label_x"])
+    radius = np.hypot(nodes["x"], nodes["y"])
+    np.testing.assert_allclose(np.hypot(nodes["label_x"], nodes["label_y"]), 1.2 * radius)
+    np.testing.assert_allclose(np.arctan2(nodes["label_y"], nodes["label_x"]),
+                               np.arctan2(nodes["y"], nodes["x"]))  # fmt: skip
+
+
+def _layers(spec: dict) -> list[dict]:
+    found = list(spec.get("layer", []))
+    for key in ("vconcat", "hconcat", "concat"):
+        for part in spec.get(key, []):
+            found += _layers(part)
+    return found
+
+
+def _mark(layer: dict) -> str:
+    mark = layer.get("mark")
+    return mark["type"] if isinstance(mark, dict) else mark
+
+
 # ---------------------------------------------------------------------- labelling widget
 
 
