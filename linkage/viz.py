@@ -158,11 +158,13 @@ def waterfall_data(
     data["left"] = ""
     data["right"] = ""
     if records is not None and comparisons is not None:
-        sbs = side_by_side(pair, records, model, comparisons).set_index("comparison")
-        for i, name in enumerate(data["comparison"]):
-            if name in sbs.index and name not in ("prior", "total"):
-                data.loc[i, "left"] = sbs.loc[name, "left"]
-                data.loc[i, "right"] = sbs.loc[name, "right"]
+        sbs = side_by_side(pair, records, model, comparisons)
+        # whole columns at once: a .loc write per cell cost ~1 ms each (80 pairs a dashboard)
+        left = dict(zip(sbs["comparison"], sbs["left"], strict=True))
+        right = dict(zip(sbs["comparison"], sbs["right"], strict=True))
+        shown = [c not in ("prior", "total") and c in left for c in data["comparison"]]
+        data["left"] = [left[c] if ok else "" for c, ok in zip(data["comparison"], shown)]
+        data["right"] = [right[c] if ok else "" for c, ok in zip(data["comparison"], shown)]
     data["low"] = np.minimum(data["start"], data["end"])
     data["high"] = np.maximum(data["start"], data["end"])
     data["sign"] = np.where(
