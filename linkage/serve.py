@@ -832,13 +832,19 @@ class LookupService:
                 r.pop("records", None)
         if single and single.get("field") not in granted:
             single.pop("records", None)
-        if dept.rows == "own":
-            # counts and messages of the whole store would tell a department restricted to
-            # its own registries that someone else's record matched: report statuses only
+        if dept.rows == "own" or not dept.sources:
+            # rows: own: counts of the whole store would tell a department restricted to its
+            # own registries that someone else's record matched. Not granted `sources`: the
+            # count of stored records sharing a person's name is their number of records,
+            # i.e. how many registries hold them (social_security: 184 of 286 names one
+            # identity holds). Report statuses only.
             for r in rules:
                 r.pop("records", None)
             if single:
                 single.pop("records", None)
+            if hits and report.single_field and dept.rows != "own":
+                message = f"no blocking rule found a candidate; ranked by {single['field']} alone"
+        if dept.rows == "own":
             if not hits:
                 message = "no identity with a record in your department's registries matches"
                 # a single-field lookup runs only when no blocking rule found anyone in the
