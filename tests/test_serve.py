@@ -1326,7 +1326,9 @@ def test_no_store_wide_counts_for_fields_not_granted(server):
     person = _unique_names(server, 1).iloc[0]
     query = {"name": person["name"], "gender": person["gender"], "phone": person["phone"]}
     body = _search(server, "health", **query).json()
-    unmasked = {f for f, mask in POLICY["departments"]["health"]["fields"].items() if mask == "none"}
+    unmasked = {
+        f for f, mask in POLICY["departments"]["health"]["fields"].items() if mask == "none"
+    }
 
     def over_unmasked(rule: dict) -> bool:
         return all(_key_fields(k) <= unmasked for k in rule["keys"])
