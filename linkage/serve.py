@@ -7,14 +7,17 @@ grants it reuses and never restates. FastAPI and uvicorn come from the ``serve``
 
 import dataclasses
 import errno
+import fcntl
 import functools
 import hashlib
 import hmac
 import inspect
 import json
 import logging
+import mmap
 import os
 import stat
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -307,6 +310,9 @@ class ServiceSettings:
     # requests per second and burst per bearer token; None: the policy's rate_limit
     rate_per_second: float | None = None
     rate_burst: int | None = None
+    # the file of token buckets every worker process shares (``rate_limit_file``); None:
+    # this process's own buckets (one worker)
+    rate_state: str | None = None
     # keep the tables searches read in memory (about 0.5 GB per worker at 1 M records)
     in_memory: bool = True
 
@@ -398,28 +404,101 @@ def open_audit_log(path: str | Path, *, not_over: dict[str, str | None] | None =
     return open(fd, "a", encoding="utf-8", buffering=1)
 
 
+# one token bucket in the shared rate-limit file: its level and the time of its last take
+# (time.monotonic, one clock for every process of the machine); 0 there means never taken
+_BUCKET = struct.Struct("=2d")
+
+
 class TokenBuckets:
     """Per-token rate limit: a token bucket each (burst, then ``rate`` per second).
 
-    Written here: a dozen lines under one lock, where a limiter library would add a
-    dependency and its own storage; each worker process keeps its own buckets.
+    ``shared``: a file of one slot (``_BUCKET``) per key of ``keys`` (the token digests in
+    the order the tokens file lists them), which every worker process of one service maps:
+    ``--workers N`` then allows the policy's rate per token, not N times it (each worker
+    kept its own buckets before: 156 answers in 6 s instead of 80 with 2 workers). A slot
+    changes under an exclusive ``flock`` of the file. Without it (one worker, or a key not
+    in ``keys``) the buckets live in this process.
+
+    Written here: a few dozen lines, where a limiter library would add a dependency and
+    its own storage (a Redis server or a database) to keep across processes.
+    Raises ConfigError when ``shared`` cannot be opened or holds fewer slots than keys.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shared: str | None = None, keys: list[bytes] | None = None) -> None:
         self._lock = threading.Lock()
         self._state: dict[bytes, tuple[float, float]] = {}
+        self._slots = {k: i for i, k in enumerate(dict.fromkeys(keys or []))}
+        self._fd: int | None = None
+        self._map: mmap.mmap | None = None
+        if shared is None:
+            return
+        try:
+            fd = os.open(shared, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot open the rate-limit file: {exc.strerror}", path=shared
+            ) from None
+        need = _BUCKET.size * max(1, len(self._slots))
+        if os.fstat(fd).st_size < need:
+            os.close(fd)
+            raise ConfigError(
+                f"the rate-limit file holds fewer than {need} bytes (one slot per token)",
+                path=shared,
+            )
+        self._fd = fd
+        self._map = mmap.mmap(fd, need)
+
+    @staticmethod
+    def _step(level: float, last: float, now: float, rate: float, burst: int):
+        """The bucket after one request at ``now``: ((level, last), seconds to wait)."""
+        level = min(float(burst), level + max(0.0, now - last) * rate)
+        if level < 1:
+            return (level, now), (1 - level) / rate
+        return (level - 1, now), 0.0
 
     def take(self, key: bytes, rate: float, burst: int) -> float:
         """Take one request from ``key``'s bucket; return 0, or the seconds until one is free."""
-        now = time.monotonic()
         with self._lock:
-            level, last = self._state.get(key, (float(burst), now))
-            level = min(float(burst), level + (now - last) * rate)
-            if level < 1:
-                self._state[key] = (level, now)
-                return (1 - level) / rate
-            self._state[key] = (level - 1, now)
-            return 0.0
+            slot = self._slots.get(key)
+            if self._map is None or slot is None:
+                now = time.monotonic()
+                level, last = self._state.get(key, (float(burst), now))
+                self._state[key], wait = self._step(level, last, now, rate, burst)
+                return wait
+            offset = slot * _BUCKET.size
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                # read the clock under the lock: another worker's take is never "later"
+                now = time.monotonic()
+                level, last = _BUCKET.unpack_from(self._map, offset)
+                if last == 0:
+                    level, last = float(burst), now
+                state, wait = self._step(level, last, now, rate, burst)
+                _BUCKET.pack_into(self._map, offset, *state)
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            return wait
+
+    def close(self) -> None:
+        """Unmap the shared file (the service's parent process removes it)."""
+        if self._map is not None:
+            self._map.close()
+            os.close(self._fd)
+            self._map = self._fd = None
+
+
+def rate_limit_file(tokens: list[tuple[bytes, str]]) -> str:
+    """Create the zeroed file ``TokenBuckets`` share across worker processes (0600, in the
+    temporary directory) with a slot per distinct token digest; return its path."""
+    import tempfile
+
+    slots = max(1, len(dict.fromkeys(d for d, _ in tokens)))
+    fd, path = tempfile.mkstemp(prefix="linkage-serve-rate-", suffix=".bin")
+    try:
+        os.ftruncate(fd, _BUCKET.size * slots)
+    finally:
+        os.close(fd)
+    return path
 
 
 @functools.cache  # a handful of keys, asked on every search answer
@@ -465,7 +544,7 @@ class LookupService:
         # keys the audit log's hashes of values a department may not see: derived from the
         # store's identity key, so it lives (and is guarded) where the records are
         self._audit_key = hmac.digest(keys["identity_key"], b"linkage-audit-log", "sha256")
-        self._buckets = TokenBuckets()
+        self._buckets = TokenBuckets(settings.rate_state, [d for d, _ in self.tokens])
         self.store = Store.open(settings.store, create=False, read_only=True)
         # point lookups gain nothing from DuckDB's thread pool; workers are the parallelism
         self.store.con.execute("SET threads = 1")
@@ -584,8 +663,9 @@ class LookupService:
         return out
 
     def close(self) -> None:
-        """Close the store and the audit log."""
+        """Close the store, the audit log and the shared rate-limit file."""
         self.store.close()
+        self._buckets.close()
         if self._audit is not None:
             self._audit.close()
 
@@ -1495,7 +1575,10 @@ def serve(
 
     ``log_level`` sets the service's and uvicorn's log level (:func:`log_config`). Access
     logs are off: request lines could carry personal data, and the audit log records each
-    request instead. Raises ConfigError / InputError for bad settings or an address that
+    request instead. With ``workers`` > 1 the workers share their token buckets through a
+    file in the temporary directory (:func:`rate_limit_file`), removed when uvicorn returns,
+    so the policy's rate limit holds per token, not per worker.
+    Raises ConfigError / InputError for bad settings or an address that
     cannot be listened on (before the store is loaded or any worker starts), ValueError for
     an unknown ``log_level``.
     """
@@ -1527,6 +1610,10 @@ def serve(
     # (without the in-memory tables: each worker loads its own)
     LookupService(dataclasses.replace(settings, in_memory=False)).close()
     logger.info("lookup service on %s, %d workers", where, workers)
+    # the workers' token buckets in one file: each keeping its own let a token make
+    # `workers` times its rate
+    rate_state = rate_limit_file(load_tokens(settings.tokens))
+    settings = dataclasses.replace(settings, rate_state=rate_state)
     os.environ.update(settings_env(settings))
     # uvicorn's supervisor kills a worker that does not answer its health ping in 5 s (its
     # default): a worker loading a 1 M store holds the GIL for seconds in single Arrow and
@@ -1534,4 +1621,7 @@ def serve(
     # over (uvicorn releases before the ping have no such check and no such setting)
     if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
         common["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
-    uvicorn.run("linkage.serve:app_from_env", factory=True, workers=workers, **common)
+    try:
+        uvicorn.run("linkage.serve:app_from_env", factory=True, workers=workers, **common)
+    finally:
+        os.unlink(rate_state)
