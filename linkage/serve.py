@@ -20,6 +20,7 @@ import stat
 import struct
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -407,6 +408,17 @@ def open_audit_log(path: str | Path, *, not_over: dict[str, str | None] | None =
 # one token bucket in the shared rate-limit file: its level and the time of its last take
 # (time.monotonic, one clock for every process of the machine); 0 there means never taken
 _BUCKET = struct.Struct("=2d")
+
+
+def _audit_form(value: str) -> str:
+    """A hashed query value as the audit log hashes it: NFKC (full-width digits and letters
+    to ASCII), without whitespace or format characters (zero-width spaces), upper case (an
+    ID's check letter x/X). One ID sent in these spellings had a hash each, so its probes
+    did not show as one value."""
+    text = unicodedata.normalize("NFKC", value)
+    return "".join(
+        ch for ch in text if not ch.isspace() and unicodedata.category(ch) != "Cf"
+    ).upper()
 
 
 class TokenBuckets:
@@ -1028,7 +1040,7 @@ class LookupService:
             if mask != "none":
                 # a value the department may not see: a keyed hash, so repeated or
                 # enumerated probes of one field show as distinct values in the log
-                out[key] = self.audit_hash(key, value)
+                out[key] = self.audit_hash(key, _audit_form(value))
                 continue
             masked, failed = mask_list([value], QUERY_FIELDS[key], mask)
             out[key] = None if failed[0] else masked[0]

@@ -1321,6 +1321,37 @@ def test_pseudonymous_department_cannot_search(server):
         assert response.status_code == 403 and "pseudonymous" in response.json()["error"]
 
 
+def test_audit_log_hashes_one_value_whatever_its_spelling(server):
+    """An ID health may not search by, sent in full-width digits, with a zero-width space or
+    spaces, or with a lower-case check letter, is hashed as the plain ID is: the log shows
+    the probes as one value (each spelling had a hash of its own before)."""
+    person = _complete_identities(server["golden"], 1).iloc[0]
+    plain = str(person["id_number"]).upper()
+    width = str.maketrans("0123456789X", "０１２３４５６７８９Ｘ")
+    spellings = [
+        plain,
+        plain.translate(width),
+        plain[:6] + "\u200b" + plain[6:],
+        f" {plain[:6]} {plain[6:14]} {plain[14:]} ",
+        plain.lower(),
+        plain[:-1] + ("0" if plain[-1] != "0" else "1"),  # another ID: another hash
+    ]
+    before = len(server["audit"].read_text(encoding="utf-8").splitlines())
+    for idn in spellings:
+        assert _search(server, "health", id_number=idn).status_code == 403
+    # the line is written once the answer is sent: wait for the last one
+    deadline = time.monotonic() + 10
+    while True:
+        lines = server["audit"].read_text(encoding="utf-8").splitlines()[before:]
+        if len(lines) >= len(spellings) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    hashes = [json.loads(x)["query"]["id_number"] for x in lines]
+    assert len(hashes) == len(spellings) and all(h.startswith("hmac:") for h in hashes)
+    assert len(set(hashes[:-1])) == 1 and hashes[-1] != hashes[0], hashes
+    assert not any(plain in x or plain[6:14] in x for x in lines)
+
+
 def test_no_store_wide_counts_for_fields_not_granted(server):
     """How many stored records share a key over a field the department may not see (the
     birth date from the ID's digits, for health) is withheld; keys over its unmasked fields
