@@ -36,6 +36,7 @@ from linkage.incremental import (
     SINGLE_FIELD_LIMIT,
     SearchReport,
     hold_search_tables,
+    prepare_blind_searches,
     search_report,
 )
 from linkage.paths import same_file
@@ -572,6 +573,12 @@ class LookupService:
             except InputError:  # no model: every search fails with the store's message
                 pass
             self._mask_districts()
+        else:
+            try:
+                blinds = [self.blind_columns(d) for d in self.departments if self.may_search(d)]
+                prepare_blind_searches(self.store, blinds)
+            except InputError:
+                pass
         self.lock = threading.Lock()
         self._audit_lock = threading.Lock()
         self._audit = None

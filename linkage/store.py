@@ -1257,6 +1257,23 @@ class Store:
             for n, k in zip(have, kinds, strict=True)
         }
 
+    def record_columns(self, columns: list[str]) -> dict[str, np.ndarray]:
+        """Every stored record's ``rk`` and values of ``columns`` (those the records table
+        has), in row-key order, typed as :meth:`held_record_columns` types them, read from
+        the file whether or not the records are held. For a reader that derives something
+        from every record once (search's blind-only key entries)."""
+        have = self._columns("records")
+        wanted = [c for c in dict.fromkeys([RECORD_KEY, *columns]) if c in have]
+        relation = self.con.sql(
+            f"SELECT {', '.join(_quote(c) for c in wanted)} FROM records ORDER BY rk"
+        )
+        kinds = [str(t) for t in relation.types]
+        table = relation.to_arrow_table()
+        return {
+            n: _typed_column(_object_array(table.column(n).to_pylist()), k)
+            for n, k in zip(wanted, kinds, strict=True)
+        }
+
     def held_record_positions(self, rks: np.ndarray) -> np.ndarray | None:
         """Position of each row key's record in :meth:`held_record_columns` (-1 where no
         record has it), or None when the records are not held."""

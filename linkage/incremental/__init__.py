@@ -15,6 +15,7 @@ from linkage.incremental.search import (
     SINGLE_FIELD_LIMIT,
     SearchReport,
     hold_search_tables,
+    prepare_blind_searches,
     search,
     search_report,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "IngestResult",
     "SearchReport",
     "hold_search_tables",
+    "prepare_blind_searches",
     "ingest",
     "key_hashes",
     "record_key_hashes",
