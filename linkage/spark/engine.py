@@ -73,7 +73,7 @@ from linkage.cluster import (  # noqa: E402
 from linkage.compare import Comparison, build_comparisons  # noqa: E402
 from linkage.compare.fields import BirthDateComparison, IdComparison  # noqa: E402
 from linkage.compare.name import NameComparison  # noqa: E402
-from linkage.config import RunConfig, SourceConfig  # noqa: E402
+from linkage.config import RunConfig, SourceConfig, StandardizeConfig  # noqa: E402
 from linkage.errors import ConfigError, InputError  # noqa: E402
 from linkage.identity import (  # noqa: E402
     CLUSTER,
@@ -95,7 +95,13 @@ from linkage.merge import merge_records  # noqa: E402
 from linkage.model import FellegiSunterModel  # noqa: E402
 from linkage.spark.components import COMPONENT, connected_components  # noqa: E402
 from linkage.spark.session import adaptive_off, get_session  # noqa: E402
-from linkage.standardize.combine import standardize  # noqa: E402
+from linkage.standardize.combine import (  # noqa: E402
+    CROSS_FIELD_COLUMNS,
+    FIELDS,
+    FieldStandardizer,
+    record_flags,
+    standardize,
+)
 from linkage.training import check_model_levels, fit_household, level_rules, new_model  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -676,26 +682,121 @@ def _apply_in_pandas(
 # ----------------------------------------------------------------------------- stages
 
 
-def standardize_spark(records: DataFrame, config: RunConfig) -> tuple[DataFrame, list[str]]:
-    """Run ``standardize`` per record partition; return the records and their boolean columns.
+# A field's table of distinct values is broadcast to the records' partitions up to this many
+# rows (a 0.3 M-record run has at most 163k distinct values a field, a few tens of MB); with
+# more (a province's or the country's IDs and addresses) the join shuffles the records
+_BROADCAST_DISTINCT = 2_000_000
+_VALUE = "__value"
+_READ = "__read"
+_FLAGS = "__flags"
+_ABSENT = "__absent"
 
-    The standardizers work once per distinct value within each Arrow batch; ``rid`` is kept.
-    """
-    std_config = config.standardize
-    sample = records.limit(20).toPandas()
-    probe = standardize(sample.drop(columns=[schema.ROW]), std_config)
-    probe[schema.ROW] = sample[schema.ROW].to_numpy()
-    out_schema = _schema_of(probe)
-    bool_cols = [f.name for f in out_schema.fields if isinstance(f.dataType, T.BooleanType)]
+
+def _distinct_table(
+    frame: DataFrame,
+    entry: FieldStandardizer,
+    index: int,
+    value: str,
+    names: list[str],
+    types: dict[str, T.DataType],
+    std_config: StandardizeConfig,
+) -> tuple[DataFrame, int]:
+    """``entry``'s derived columns once per distinct raw value (with the earlier fields'
+    columns it reads, ``entry.reads``): key columns ``__value{index}`` (and
+    ``__read{index}_{j}``), ``names`` and the field's flags ``__flags{index}``; checkpointed,
+    with its row count."""
+    keys = [F.col(f"`{value}`").alias(f"{_VALUE}{index}")] + [
+        F.col(column).alias(f"{_READ}{index}_{j}") for j, (_, column) in enumerate(entry.reads)
+    ]
+    key_names = [f"{_VALUE}{index}"] + [f"{_READ}{index}_{j}" for j in range(len(entry.reads))]
+    out_schema = T.StructType(
+        [T.StructField(k, T.StringType(), True) for k in key_names]
+        + [T.StructField(c, types[c], True) for c in names]
+        + [T.StructField(f"{_FLAGS}{index}", T.StringType(), True)]
+    )
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            rid = batch.pop(schema.ROW).to_numpy()
-            out = standardize(batch, std_config)
-            out[schema.ROW] = rid
+            values = batch[key_names[0]].astype(object)
+            done: dict[str, pd.DataFrame] = {}
+            for j, (field_name, column) in enumerate(entry.reads):
+                done.setdefault(field_name, pd.DataFrame(index=batch.index))[column] = batch[
+                    key_names[j + 1]
+                ]
+            out = entry.run(values, std_config, done)
+            out = out.rename(columns={schema.QUALITY_FLAGS: f"{_FLAGS}{index}"})
+            for k in key_names:
+                out[k] = batch[k].to_numpy()
             yield _conform(out, out_schema)
 
-    return _map_in_pandas(records, run, out_schema), bool_cols
+    distinct = frame.select(*keys).distinct()
+    table, counts = checkpoint_counting(distinct.mapInPandas(run, out_schema), rows=F.lit(True))
+    return table, counts["rows"]
+
+
+def standardize_spark(records: DataFrame, config: RunConfig) -> tuple[DataFrame, list[str]]:
+    """Standardize ``records`` once per distinct raw value of each field across the whole
+    input; return the records and their boolean columns.
+
+    Takes ``rid`` and the canonical fields; returns the columns ``standardize`` gives (its
+    ``rid`` replaced by the records'). Per entry of ``FIELDS`` the field's distinct values
+    (with the columns it reads of earlier fields) go to the Python workers and its own
+    standardizer runs on them; the derived columns are joined back on the raw value (a
+    broadcast join up to ``_BROADCAST_DISTINCT`` values). Only ``quality_flags`` is per
+    record: ``record_flags`` in a pandas UDF over the fields' flags and the
+    ``CROSS_FIELD_COLUMNS``, so the record's other columns never leave the JVM. Registries
+    repeat names, dates and addresses, and the same value in two Arrow batches was
+    standardized twice when ``standardize`` ran per batch.
+    """
+    std_config = config.standardize
+    sample = records.limit(20).toPandas()
+    raw_sample = sample.drop(columns=[schema.ROW])
+    probe = standardize(raw_sample, std_config)
+    probe[schema.ROW] = sample[schema.ROW].to_numpy()
+    out_schema = _schema_of(probe)
+    types = {f.name: f.dataType for f in out_schema.fields}
+    bool_cols = [f.name for f in out_schema.fields if isinstance(f.dataType, T.BooleanType)]
+
+    frame = records
+    probe_done: dict[str, pd.DataFrame] = {}
+    for index, entry in enumerate(FIELDS):
+        # the derived columns' names, from the field's standardizer on the sample
+        derived = entry.run(_field_column(raw_sample, entry.field), std_config, probe_done)
+        derived = derived.drop(columns=[schema.QUALITY_FLAGS])
+        probe_done[entry.field] = derived
+        value = entry.field
+        if value not in records.columns:  # an unmapped field: every record's value is null
+            value = f"{_ABSENT}{index}"
+            frame = frame.withColumn(value, F.lit(None).cast(T.StringType()))
+        table, rows = _distinct_table(
+            frame, entry, index, value, list(derived.columns), types, std_config
+        )
+        on = frame[f"`{value}`"].eqNullSafe(table[f"{_VALUE}{index}"])
+        for j, (_, column) in enumerate(entry.reads):
+            on = on & frame[column].eqNullSafe(table[f"{_READ}{index}_{j}"])
+        joined = F.broadcast(table) if rows <= _BROADCAST_DISTINCT else table
+        frame = frame.join(joined, on, "left")
+    flag_columns = [f"{_FLAGS}{i}" for i in range(len(FIELDS))]
+
+    def flags(columns: pd.DataFrame) -> pd.Series:
+        return record_flags(
+            [columns[c] for c in flag_columns], {c: columns[c] for c in CROSS_FIELD_COLUMNS}
+        )
+
+    quality = F.pandas_udf(flags, T.StringType())(
+        F.struct(*[F.col(c) for c in flag_columns + list(CROSS_FIELD_COLUMNS)])
+    )
+    out = [
+        quality.alias(c) if c == schema.QUALITY_FLAGS else F.col(f"`{c}`") for c in out_schema.names
+    ]
+    return frame.select(*out), bool_cols
+
+
+def _field_column(records: pd.DataFrame, field_name: str) -> pd.Series:
+    """The field's raw values as ``standardize`` reads them (absent: all null)."""
+    if field_name in records.columns:
+        return records[field_name].astype(object)
+    return pd.Series([None] * len(records), index=records.index, dtype=object)
 
 
 def blocking_keys_spark(records: DataFrame, settings: BlockingSettings) -> DataFrame:
