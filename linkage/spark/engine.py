@@ -688,50 +688,80 @@ def _apply_in_pandas(
 _BROADCAST_DISTINCT = 2_000_000
 _VALUE = "__value"
 _READ = "__read"
+_FIELD = "__field"
 _FLAGS = "__flags"
 _ABSENT = "__absent"
 
 
-def _distinct_table(
+def _distinct_tables(
     frame: DataFrame,
-    entry: FieldStandardizer,
-    index: int,
-    value: str,
-    names: list[str],
+    group: list[tuple[int, FieldStandardizer, str]],
+    names: dict[int, list[str]],
     types: dict[str, T.DataType],
     std_config: StandardizeConfig,
-) -> tuple[DataFrame, int]:
-    """``entry``'s derived columns once per distinct raw value (with the earlier fields'
-    columns it reads, ``entry.reads``): key columns ``__value{index}`` (and
-    ``__read{index}_{j}``), ``names`` and the field's flags ``__flags{index}``; checkpointed,
-    with its row count."""
-    keys = [F.col(f"`{value}`").alias(f"{_VALUE}{index}")] + [
-        F.col(column).alias(f"{_READ}{index}_{j}") for j, (_, column) in enumerate(entry.reads)
-    ]
-    key_names = [f"{_VALUE}{index}"] + [f"{_READ}{index}_{j}" for j in range(len(entry.reads))]
-    out_schema = T.StructType(
-        [T.StructField(k, T.StringType(), True) for k in key_names]
-        + [T.StructField(c, types[c], True) for c in names]
-        + [T.StructField(f"{_FLAGS}{index}", T.StringType(), True)]
+) -> dict[int, tuple[DataFrame, int]]:
+    """The derived columns of each field of ``group`` (index in ``FIELDS``, entry, raw
+    column of ``frame``; all reading the same earlier columns, ``entry.reads``) once per
+    distinct raw value (with those columns): per index, a table of key columns
+    ``__value{index}`` (and ``__read{index}_{j}``), the field's derived columns
+    ``names[index]`` and its flags ``__flags{index}``, and its row count.
+
+    The fields' values are stacked (field index, value) and made distinct by one group-by,
+    and one ``mapInPandas`` runs each field's standardizer on its values: one Spark job and
+    a few Python tasks for all the fields, where a job per field cost more in Spark's fixed
+    costs and Python workers' start-ups than the values' work.
+    """
+    reads = group[0][1].reads
+    read_keys = [f"{_READ}{j}" for j in range(len(reads))]
+    stacked = F.explode(
+        F.array(
+            *[
+                F.struct(
+                    F.lit(index).cast(T.IntegerType()).alias(_FIELD),
+                    F.col(f"`{value}`").cast(T.StringType()).alias(_VALUE),
+                    *[F.col(c).alias(k) for (_, c), k in zip(reads, read_keys, strict=True)],
+                )
+                for index, _, value in group
+            ]
+        )
     )
+    distinct = frame.select(stacked.alias("s")).select("s.*").distinct()
+    derived = list(dict.fromkeys(c for index, _, _ in group for c in names[index]))
+    out_schema = T.StructType(
+        [T.StructField(_FIELD, T.IntegerType(), False)]
+        + [T.StructField(k, T.StringType(), True) for k in [_VALUE, *read_keys]]
+        + [T.StructField(c, types[c], True) for c in derived]
+        + [T.StructField(_FLAGS, T.StringType(), True)]
+    )
+    entries = {index: entry for index, entry, _ in group}
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            values = batch[key_names[0]].astype(object)
-            done: dict[str, pd.DataFrame] = {}
-            for j, (field_name, column) in enumerate(entry.reads):
-                done.setdefault(field_name, pd.DataFrame(index=batch.index))[column] = batch[
-                    key_names[j + 1]
-                ]
-            out = entry.run(values, std_config, done)
-            out = out.rename(columns={schema.QUALITY_FLAGS: f"{_FLAGS}{index}"})
-            for k in key_names:
-                out[k] = batch[k].to_numpy()
-            yield _conform(out, out_schema)
+            for index, part in batch.groupby(_FIELD, sort=False):
+                part = part.reset_index(drop=True)
+                done: dict[str, pd.DataFrame] = {}
+                for (field_name, column), k in zip(reads, read_keys, strict=True):
+                    done.setdefault(field_name, pd.DataFrame(index=part.index))[column] = part[k]
+                out = entries[int(index)].run(part[_VALUE].astype(object), std_config, done)
+                out = out.rename(columns={schema.QUALITY_FLAGS: _FLAGS})
+                for k in [_FIELD, _VALUE, *read_keys]:
+                    out[k] = part[k].to_numpy()
+                yield _conform(out, out_schema)
 
-    distinct = frame.select(*keys).distinct()
-    table, counts = checkpoint_counting(distinct.mapInPandas(run, out_schema), rows=F.lit(True))
-    return table, counts["rows"]
+    table, counts = checkpoint_counting(
+        distinct.mapInPandas(run, out_schema),
+        **{str(index): F.col(_FIELD) == index for index, _, _ in group},
+    )
+    tables = {}
+    for index, _, _ in group:
+        keys = [F.col(_VALUE).alias(f"{_VALUE}{index}")] + [
+            F.col(k).alias(f"{_READ}{index}_{j}") for j, k in enumerate(read_keys)
+        ]
+        own = table.filter(F.col(_FIELD) == index).select(
+            *keys, *names[index], F.col(_FLAGS).alias(f"{_FLAGS}{index}")
+        )
+        tables[index] = (own, counts[str(index)])
+    return tables
 
 
 def standardize_spark(records: DataFrame, config: RunConfig) -> tuple[DataFrame, list[str]]:
@@ -757,25 +787,44 @@ def standardize_spark(records: DataFrame, config: RunConfig) -> tuple[DataFrame,
     types = {f.name: f.dataType for f in out_schema.fields}
     bool_cols = [f.name for f in out_schema.fields if isinstance(f.dataType, T.BooleanType)]
 
+    # the fields' tables are built from the records alone (a field reading an earlier
+    # field's columns joins those columns' table only): a table built from the records
+    # joined with the tables before it would re-run those joins in its own job
     frame = records
     probe_done: dict[str, pd.DataFrame] = {}
+    names: dict[int, list[str]] = {}
+    values: dict[str, str] = {}  # field -> its raw column in frame
     for index, entry in enumerate(FIELDS):
         # the derived columns' names, from the field's standardizer on the sample
         derived = entry.run(_field_column(raw_sample, entry.field), std_config, probe_done)
-        derived = derived.drop(columns=[schema.QUALITY_FLAGS])
-        probe_done[entry.field] = derived
-        value = entry.field
-        if value not in records.columns:  # an unmapped field: every record's value is null
-            value = f"{_ABSENT}{index}"
-            frame = frame.withColumn(value, F.lit(None).cast(T.StringType()))
-        table, rows = _distinct_table(
-            frame, entry, index, value, list(derived.columns), types, std_config
-        )
-        on = frame[f"`{value}`"].eqNullSafe(table[f"{_VALUE}{index}"])
+        names[index] = [c for c in derived.columns if c != schema.QUALITY_FLAGS]
+        probe_done[entry.field] = derived[names[index]]
+        values[entry.field] = entry.field
+        if entry.field not in records.columns:  # unmapped: every record's value is null
+            values[entry.field] = f"{_ABSENT}{index}"
+            frame = frame.withColumn(values[entry.field], F.lit(None).cast(T.StringType()))
+    plain = [(i, e, values[e.field]) for i, e in enumerate(FIELDS) if not e.reads]
+    tables = _distinct_tables(frame, plain, names, types, std_config)
+    for index, entry in enumerate(FIELDS):
+        if not entry.reads:
+            continue
+        source = frame
+        for field_name, column in dict.fromkeys(entry.reads):
+            at = FIELDS.index(next(e for e in FIELDS if e.field == field_name))
+            read = tables[at][0].select(F.col(f"{_VALUE}{at}"), F.col(column))
+            source = source.join(
+                F.broadcast(read),
+                source[f"`{values[field_name]}`"].eqNullSafe(read[f"{_VALUE}{at}"]),
+                "left",
+            )
+        group = [(index, entry, values[entry.field])]
+        tables.update(_distinct_tables(source, group, names, types, std_config))
+    for index, entry in enumerate(FIELDS):
+        table, rows = tables[index]
+        on = frame[f"`{values[entry.field]}`"].eqNullSafe(table[f"{_VALUE}{index}"])
         for j, (_, column) in enumerate(entry.reads):
             on = on & frame[column].eqNullSafe(table[f"{_READ}{index}_{j}"])
-        joined = F.broadcast(table) if rows <= _BROADCAST_DISTINCT else table
-        frame = frame.join(joined, on, "left")
+        frame = frame.join(F.broadcast(table) if rows <= _BROADCAST_DISTINCT else table, on, "left")
     flag_columns = [f"{_FLAGS}{i}" for i in range(len(FIELDS))]
 
     def flags(columns: pd.DataFrame) -> pd.Series:
