@@ -1113,33 +1113,3 @@ def test_engines_give_the_same_identities_on_households(households, tmp_path):
     local, spark = outputs["local"], outputs["spark"]
     assert _pairs_of(local) == _pairs_of(spark)
     assert local[schema.IDENTITY_ID].equals(spark[schema.IDENTITY_ID])
-
-
-def test_spark_standardizes_each_distinct_value_once_as_the_local_engine(spark, registries):
-    """``standardize_spark`` gives the local ``standardize``'s columns and values, an
-    unmapped field included, with each field standardized once per distinct value across
-    the input: the records themselves cross to Python only as the fields' flags and the
-    cross-field checks' columns (one pandas UDF), never as a whole record (mapInPandas)."""
-    from linkage.spark.engine import standardize_spark
-    from linkage.standardize.combine import CROSS_FIELD_COLUMNS, FIELDS, standardize
-
-    config = load_config(registries / "run_refined.yaml")
-    raw = read_sources(config).drop(columns=[schema.ETHNICITY])  # an unmapped field
-    raw = pd.concat([raw, raw.head(40)], ignore_index=True)  # values repeated across batches
-    local = standardize(raw, config.standardize)
-    raw.insert(0, schema.ROW, np.arange(len(raw), dtype=np.int64))
-    frame = spark.createDataFrame(raw.astype(object).where(raw.notna(), None)).repartition(4)
-    std, bool_cols = standardize_spark(frame, config)
-    got = std.toPandas().sort_values(schema.ROW, ignore_index=True)
-    assert list(got.columns) == list(local.columns)
-    assert {schema.ID_VALID, schema.ID_FROM_15} <= set(bool_cols)
-
-    def plain(table: pd.DataFrame) -> dict[str, list]:
-        return table.astype(object).where(table.notna(), None).to_dict("list")
-
-    assert plain(got) == plain(local)
-    assert local[schema.QUALITY_FLAGS].str.contains("id_").any()  # cross-field flags present
-    plan = std._jdf.queryExecution().optimizedPlan().toString()
-    assert "MapInPandas" not in plan  # the distinct tables are checkpointed
-    call = next(line for line in plan.splitlines() if "ArrowEvalPython" in line)
-    assert call.count("#") <= 2 * (len(FIELDS) + len(CROSS_FIELD_COLUMNS)) + 2, call

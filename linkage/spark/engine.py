@@ -73,7 +73,7 @@ from linkage.cluster import (  # noqa: E402
 from linkage.compare import Comparison, build_comparisons  # noqa: E402
 from linkage.compare.fields import BirthDateComparison, IdComparison  # noqa: E402
 from linkage.compare.name import NameComparison  # noqa: E402
-from linkage.config import RunConfig, SourceConfig, StandardizeConfig  # noqa: E402
+from linkage.config import RunConfig, SourceConfig  # noqa: E402
 from linkage.errors import ConfigError, InputError  # noqa: E402
 from linkage.identity import (  # noqa: E402
     CLUSTER,
@@ -95,13 +95,7 @@ from linkage.merge import merge_records  # noqa: E402
 from linkage.model import FellegiSunterModel  # noqa: E402
 from linkage.spark.components import COMPONENT, connected_components  # noqa: E402
 from linkage.spark.session import adaptive_off, get_session  # noqa: E402
-from linkage.standardize.combine import (  # noqa: E402
-    CROSS_FIELD_COLUMNS,
-    FIELDS,
-    FieldStandardizer,
-    record_flags,
-    standardize,
-)
+from linkage.standardize.combine import standardize  # noqa: E402
 from linkage.training import check_model_levels, fit_household, level_rules, new_model  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -682,170 +676,26 @@ def _apply_in_pandas(
 # ----------------------------------------------------------------------------- stages
 
 
-# A field's table of distinct values is broadcast to the records' partitions up to this many
-# rows (a 0.3 M-record run has at most 163k distinct values a field, a few tens of MB); with
-# more (a province's or the country's IDs and addresses) the join shuffles the records
-_BROADCAST_DISTINCT = 2_000_000
-_VALUE = "__value"
-_READ = "__read"
-_FIELD = "__field"
-_FLAGS = "__flags"
-_ABSENT = "__absent"
-
-
-def _distinct_tables(
-    frame: DataFrame,
-    group: list[tuple[int, FieldStandardizer, str]],
-    names: dict[int, list[str]],
-    types: dict[str, T.DataType],
-    std_config: StandardizeConfig,
-) -> dict[int, tuple[DataFrame, int]]:
-    """The derived columns of each field of ``group`` (index in ``FIELDS``, entry, raw
-    column of ``frame``; all reading the same earlier columns, ``entry.reads``) once per
-    distinct raw value (with those columns): per index, a table of key columns
-    ``__value{index}`` (and ``__read{index}_{j}``), the field's derived columns
-    ``names[index]`` and its flags ``__flags{index}``, and its row count.
-
-    The fields' values are stacked (field index, value) and made distinct by one group-by,
-    and one ``mapInPandas`` runs each field's standardizer on its values: one Spark job and
-    a few Python tasks for all the fields, where a job per field cost more in Spark's fixed
-    costs and Python workers' start-ups than the values' work.
-    """
-    reads = group[0][1].reads
-    read_keys = [f"{_READ}{j}" for j in range(len(reads))]
-    stacked = F.explode(
-        F.array(
-            *[
-                F.struct(
-                    F.lit(index).cast(T.IntegerType()).alias(_FIELD),
-                    F.col(f"`{value}`").cast(T.StringType()).alias(_VALUE),
-                    *[F.col(c).alias(k) for (_, c), k in zip(reads, read_keys, strict=True)],
-                )
-                for index, _, value in group
-            ]
-        )
-    )
-    distinct = frame.select(stacked.alias("s")).select("s.*").distinct()
-    derived = list(dict.fromkeys(c for index, _, _ in group for c in names[index]))
-    out_schema = T.StructType(
-        [T.StructField(_FIELD, T.IntegerType(), False)]
-        + [T.StructField(k, T.StringType(), True) for k in [_VALUE, *read_keys]]
-        + [T.StructField(c, types[c], True) for c in derived]
-        + [T.StructField(_FLAGS, T.StringType(), True)]
-    )
-    entries = {index: entry for index, entry, _ in group}
-
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for batch in batches:
-            for index, part in batch.groupby(_FIELD, sort=False):
-                part = part.reset_index(drop=True)
-                done: dict[str, pd.DataFrame] = {}
-                for (field_name, column), k in zip(reads, read_keys, strict=True):
-                    done.setdefault(field_name, pd.DataFrame(index=part.index))[column] = part[k]
-                out = entries[int(index)].run(part[_VALUE].astype(object), std_config, done)
-                out = out.rename(columns={schema.QUALITY_FLAGS: _FLAGS})
-                for k in [_FIELD, _VALUE, *read_keys]:
-                    out[k] = part[k].to_numpy()
-                yield _conform(out, out_schema)
-
-    table, counts = checkpoint_counting(
-        distinct.mapInPandas(run, out_schema),
-        **{str(index): F.col(_FIELD) == index for index, _, _ in group},
-    )
-    tables = {}
-    for index, _, _ in group:
-        keys = [F.col(_VALUE).alias(f"{_VALUE}{index}")] + [
-            F.col(k).alias(f"{_READ}{index}_{j}") for j, k in enumerate(read_keys)
-        ]
-        own = table.filter(F.col(_FIELD) == index).select(
-            *keys, *names[index], F.col(_FLAGS).alias(f"{_FLAGS}{index}")
-        )
-        tables[index] = (own, counts[str(index)])
-    return tables
-
-
 def standardize_spark(records: DataFrame, config: RunConfig) -> tuple[DataFrame, list[str]]:
-    """Standardize ``records`` once per distinct raw value of each field across the whole
-    input; return the records and their boolean columns.
+    """Run ``standardize`` per record partition; return the records and their boolean columns.
 
-    Takes ``rid`` and the canonical fields; returns the columns ``standardize`` gives (its
-    ``rid`` replaced by the records'). Per entry of ``FIELDS`` the field's distinct values
-    (with the columns it reads of earlier fields) go to the Python workers and its own
-    standardizer runs on them; the derived columns are joined back on the raw value (a
-    broadcast join up to ``_BROADCAST_DISTINCT`` values). Only ``quality_flags`` is per
-    record: ``record_flags`` in a pandas UDF over the fields' flags and the
-    ``CROSS_FIELD_COLUMNS``, so the record's other columns never leave the JVM. Registries
-    repeat names, dates and addresses, and the same value in two Arrow batches was
-    standardized twice when ``standardize`` ran per batch.
+    The standardizers work once per distinct value within each Arrow batch; ``rid`` is kept.
     """
     std_config = config.standardize
     sample = records.limit(20).toPandas()
-    raw_sample = sample.drop(columns=[schema.ROW])
-    probe = standardize(raw_sample, std_config)
+    probe = standardize(sample.drop(columns=[schema.ROW]), std_config)
     probe[schema.ROW] = sample[schema.ROW].to_numpy()
     out_schema = _schema_of(probe)
-    types = {f.name: f.dataType for f in out_schema.fields}
     bool_cols = [f.name for f in out_schema.fields if isinstance(f.dataType, T.BooleanType)]
 
-    # the fields' tables are built from the records alone (a field reading an earlier
-    # field's columns joins those columns' table only): a table built from the records
-    # joined with the tables before it would re-run those joins in its own job
-    frame = records
-    probe_done: dict[str, pd.DataFrame] = {}
-    names: dict[int, list[str]] = {}
-    values: dict[str, str] = {}  # field -> its raw column in frame
-    for index, entry in enumerate(FIELDS):
-        # the derived columns' names, from the field's standardizer on the sample
-        derived = entry.run(_field_column(raw_sample, entry.field), std_config, probe_done)
-        names[index] = [c for c in derived.columns if c != schema.QUALITY_FLAGS]
-        probe_done[entry.field] = derived[names[index]]
-        values[entry.field] = entry.field
-        if entry.field not in records.columns:  # unmapped: every record's value is null
-            values[entry.field] = f"{_ABSENT}{index}"
-            frame = frame.withColumn(values[entry.field], F.lit(None).cast(T.StringType()))
-    plain = [(i, e, values[e.field]) for i, e in enumerate(FIELDS) if not e.reads]
-    tables = _distinct_tables(frame, plain, names, types, std_config)
-    for index, entry in enumerate(FIELDS):
-        if not entry.reads:
-            continue
-        source = frame
-        for field_name, column in dict.fromkeys(entry.reads):
-            at = FIELDS.index(next(e for e in FIELDS if e.field == field_name))
-            read = tables[at][0].select(F.col(f"{_VALUE}{at}"), F.col(column))
-            source = source.join(
-                F.broadcast(read),
-                source[f"`{values[field_name]}`"].eqNullSafe(read[f"{_VALUE}{at}"]),
-                "left",
-            )
-        group = [(index, entry, values[entry.field])]
-        tables.update(_distinct_tables(source, group, names, types, std_config))
-    for index, entry in enumerate(FIELDS):
-        table, rows = tables[index]
-        on = frame[f"`{values[entry.field]}`"].eqNullSafe(table[f"{_VALUE}{index}"])
-        for j, (_, column) in enumerate(entry.reads):
-            on = on & frame[column].eqNullSafe(table[f"{_READ}{index}_{j}"])
-        frame = frame.join(F.broadcast(table) if rows <= _BROADCAST_DISTINCT else table, on, "left")
-    flag_columns = [f"{_FLAGS}{i}" for i in range(len(FIELDS))]
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            rid = batch.pop(schema.ROW).to_numpy()
+            out = standardize(batch, std_config)
+            out[schema.ROW] = rid
+            yield _conform(out, out_schema)
 
-    def flags(columns: pd.DataFrame) -> pd.Series:
-        return record_flags(
-            [columns[c] for c in flag_columns], {c: columns[c] for c in CROSS_FIELD_COLUMNS}
-        )
-
-    quality = F.pandas_udf(flags, T.StringType())(
-        F.struct(*[F.col(c) for c in flag_columns + list(CROSS_FIELD_COLUMNS)])
-    )
-    out = [
-        quality.alias(c) if c == schema.QUALITY_FLAGS else F.col(f"`{c}`") for c in out_schema.names
-    ]
-    return frame.select(*out), bool_cols
-
-
-def _field_column(records: pd.DataFrame, field_name: str) -> pd.Series:
-    """The field's raw values as ``standardize`` reads them (absent: all null)."""
-    if field_name in records.columns:
-        return records[field_name].astype(object)
-    return pd.Series([None] * len(records), index=records.index, dtype=object)
+    return _map_in_pandas(records, run, out_schema), bool_cols
 
 
 def blocking_keys_spark(records: DataFrame, settings: BlockingSettings) -> DataFrame:

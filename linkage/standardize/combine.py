@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,16 +91,12 @@ OneStandardizer = Callable[[str, StandardizeConfig, dict[str, dict]], dict]
 @dataclass(frozen=True)
 class FieldStandardizer:
     """One row of ``FIELDS``: the raw field read, its standardizer (a column, and one value),
-    its timing label, and the derived columns of earlier fields it reads besides its own raw
-    value, as (field, column) pairs: its result is a function of the raw value and those
-    columns alone, so it can be computed once per distinct combination of them (the Spark
-    engine does)."""
+    its timing label."""
 
     field: str
     run: Standardizer
     timing: str
     one: OneStandardizer
-    reads: tuple[tuple[str, str], ...] = ()
 
 
 def _prefix_codes(codes: object, field: str) -> str:
@@ -206,7 +202,6 @@ FIELDS: tuple[FieldStandardizer, ...] = (
         lambda v, c, d: address.standardize_address(
             v, schema.HUKOU_ADDRESS, region_code=_region_code(d)
         ),
-        reads=((schema.ID_NUMBER, schema.ID_REGION_CODE),),
     ),
     FieldStandardizer(
         schema.CURRENT_ADDRESS,
@@ -215,52 +210,6 @@ FIELDS: tuple[FieldStandardizer, ...] = (
         lambda v, c, d: address.standardize_address(v, schema.CURRENT_ADDRESS),
     ),
 )
-
-
-# The derived columns the cross-field checks of ``record_flags`` read
-CROSS_FIELD_COLUMNS = (
-    schema.BIRTH_DATE_STD,
-    schema.ID_BIRTH_DATE,
-    schema.ID_STD,
-    schema.REGISTERED_AT_STD,
-    schema.GENDER_STD,
-    schema.ID_GENDER,
-)
-
-
-def record_flags(field_flags: Sequence[pd.Series], derived: Mapping[str, pd.Series]) -> pd.Series:
-    """Return each record's ``quality_flags``: its fields' flags, then the cross-field checks'.
-
-    ``field_flags``: one flag string per record for each entry of ``FIELDS``, in that order
-    (``""`` when clean), all on one index. ``derived``: the ``CROSS_FIELD_COLUMNS`` on that
-    index (column -> values). Returns the ``|``-joined codes (``join_flags``) on that index.
-    The checks: the resident ID embeds birth date and gender (GB 11643-1999), so a
-    disagreement with the recorded ones is flagged (``id_birth_conflict``,
-    ``id_gender_conflict``), a birth year years away from the ID's says the ID is someone
-    else's (``id_not_own``), and a birth after registration is flagged.
-    """
-    index = field_flags[0].index
-    birth = derived[schema.BIRTH_DATE_STD]
-    id_birth = derived[schema.ID_BIRTH_DATE]
-    # only an ID whose digits are trusted (id_std set) can conflict: a float-damaged one's
-    # made-up digits are no evidence against the recorded date
-    birth_conflict = (
-        birth.notna() & id_birth.notna() & derived[schema.ID_STD].notna() & (birth != id_birth)
-    )
-    not_own = idnumber.not_own_ids(birth, id_birth)
-    registered = derived[schema.REGISTERED_AT_STD]
-    both_dates = birth.notna() & registered.notna()
-    after_registered = both_dates & (birth.where(both_dates, "") > registered.where(both_dates, ""))
-    id_gender = derived[schema.ID_GENDER]
-    gender_std = derived[schema.GENDER_STD]
-    gender_conflict = gender_std.notna() & id_gender.notna() & (gender_std != id_gender)
-    return join_flags(
-        *field_flags,
-        pd.Series(np.where(birth_conflict, "id_birth_conflict", ""), index=index),
-        pd.Series(np.where(gender_conflict, "id_gender_conflict", ""), index=index),
-        pd.Series(np.where(not_own, "id_not_own", ""), index=index),
-        pd.Series(np.where(after_registered, "birth_date_after_registered", ""), index=index),
-    )
 
 
 def standardize(
@@ -295,9 +244,39 @@ def standardize(
             if step is not None:
                 step(len(records))
 
+    # Cross-field checks: the ID embeds birth date and gender; a disagreement means one of
+    # the two was mistyped, which the comparison stage must weigh.
+    birth = done[schema.BIRTH_DATE][schema.BIRTH_DATE_STD]
+    ids = done[schema.ID_NUMBER]
+    id_birth = ids[schema.ID_BIRTH_DATE]
+    # only an ID whose digits are trusted (id_std set) can conflict: a float-damaged one's
+    # made-up digits are no evidence against the recorded date
+    birth_conflict = (
+        birth.notna() & id_birth.notna() & ids[schema.ID_STD].notna() & (birth != id_birth)
+    )
+    not_own = idnumber.not_own_ids(birth, id_birth)
+    registered = done[schema.REGISTERED_AT][schema.REGISTERED_AT_STD]
+    both_dates = birth.notna() & registered.notna()
+    after_registered = both_dates & (birth.where(both_dates, "") > registered.where(both_dates, ""))
+    id_gender = ids[schema.ID_GENDER]
+    gender_std = done[schema.GENDER][schema.GENDER_STD]
+    gender_conflict = gender_std.notna() & id_gender.notna() & (gender_std != id_gender)
+    flag_parts.append(
+        pd.Series(np.where(birth_conflict, "id_birth_conflict", ""), index=records.index)
+    )
+    flag_parts.append(
+        pd.Series(np.where(gender_conflict, "id_gender_conflict", ""), index=records.index)
+    )
+    flag_parts.append(pd.Series(np.where(not_own, "id_not_own", ""), index=records.index))
+    flag_parts.append(
+        pd.Series(
+            np.where(after_registered, "birth_date_after_registered", ""), index=records.index
+        )
+    )
+
     derived = pd.concat(list(done.values()), axis=1)
     out = pd.concat([records, derived], axis=1)
-    out[schema.QUALITY_FLAGS] = record_flags(flag_parts, derived)
+    out[schema.QUALITY_FLAGS] = join_flags(*flag_parts)
     out.insert(0, schema.ROW, np.arange(len(out), dtype=np.int64))
     logger.info(
         "standardized %d records: %s",
