@@ -43,6 +43,12 @@ def _present(value: Any) -> bool:
 # record_keys applies the same function to one record, so search and ingest cannot drift.
 
 
+def key_input_present(value: Any) -> bool:
+    """Whether a derived key counts ``value`` as given (not null, NaN or blank): a fallback
+    key (birth date, gender) reads the ID only where its own value is not."""
+    return _present(value)
+
+
 def _birth_date(std: Any, from_id: Any) -> Any:
     return std if _present(std) else from_id if _present(from_id) else None
 

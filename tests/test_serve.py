@@ -906,7 +906,7 @@ def test_a_right_guess_of_masked_id_digits_costs_a_search_no_extra_read(
     try:
         store, blind = service.store, service.blind_columns("health")
         held = store.memo(search_module._BLIND_ONLY, dict)[blind]
-        assert held is not None and len(held) > 0
+        assert len(held.entries) > 0 and held.rules  # ID birth-date fallbacks; the ID rule
         reads: list[int] = []
         real = store.candidate_columns
 
@@ -933,18 +933,34 @@ def test_a_right_guess_of_masked_id_digits_costs_a_search_no_extra_read(
         assert len(index["h"]) > 0
         blocking = store.memo("search", dict).run.blocking
         monkeypatch.setattr(store, "candidate_columns", real)
-        fast = search_module._found_by_visible_keys(
-            store, blocking, {}, index["h"], index["rk"], blind
-        )
-        del store._cache[search_module._BLIND_ONLY]
-        # the per-search check, each entry as the finding of a query with its key
-        checked = np.array([
-            search_module._found_by_visible_keys(
-                store, blocking, {rule.name: int(h) for rule in blocking.rules},
-                np.array([h]), np.array([rk]), blind,
-            )[0]
-            for h, rk in zip(index["h"], index["rk"], strict=True)
-        ])  # fmt: skip
+
+        # the rule each index entry is of: the stored record's keys computed again
+        from linkage.blocking import record_rule_keys
+
+        inputs = {c for r in blocking.rules for k in r.keys for c in search_module._key_inputs(k)}
+        stored = store.record_columns(sorted(inputs))
+        rule_of = {}
+        for i, rk in enumerate(stored[schema.RECORD_KEY].tolist()):
+            row = {c: v[i] for c, v in stored.items()}
+            for rule, h in record_rule_keys(row, blocking).items():
+                if not isinstance(h, list):
+                    rule_of[(int(h), int(rk))] = rule
+
+        none = {rule.name: [] for rule in blocking.rules}  # a rule's key the query lacks
+
+        def verdicts() -> np.ndarray:
+            # each entry as the finding of a query with its key under its rule
+            return np.array([
+                search_module._found_by_visible_keys(
+                    store, blocking, {**none, rule_of[(int(h), int(rk))]: int(h)},
+                    np.array([h]), np.array([rk]), blind,
+                )[0]
+                for h, rk in zip(index["h"], index["rk"], strict=True)
+            ])  # fmt: skip
+
+        fast = verdicts()
+        del store._cache[search_module._BLIND_ONLY]  # the per-search check
+        checked = verdicts()
         assert not fast.all() and (fast == checked).all()
     finally:
         service.close()

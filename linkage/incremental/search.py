@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from linkage import schema
-from linkage.blocking import DERIVED_KEYS, key_hashes, record_rule_keys
+from linkage.blocking import DERIVED_KEYS, key_hashes, key_input_present, record_rule_keys
 from linkage.compare import compare_values
 from linkage.compare.stored import NullSide, StoredSide, side_type, stored_side
 from linkage.incremental._common import StoredRun, stored_run
@@ -325,7 +325,7 @@ def prepare_blind_searches(store: Store, blinds: Iterable[frozenset[str]]) -> No
     if wanted:
         logger.info(
             "found %s key index entries that blind columns alone give, in %.1fs",
-            "/".join(str(len(e)) for e in entries.values()),
+            "/".join(str(len(e.entries)) for e in entries.values()),
             time.perf_counter() - t,
         )
 
@@ -342,28 +342,57 @@ def _entry_codes(hashes: np.ndarray, rks: np.ndarray) -> np.ndarray:
         return hashes.astype(np.int64).view(np.uint64) * _MIX + rks.astype(np.int64).view(np.uint64)
 
 
-def _blind_only_entries(store: Store, setup: _Setup, blind: frozenset[str]) -> np.ndarray:
-    """Sorted codes (:func:`_entry_codes`) of the blocking-key index entries a held record
-    has only through columns in ``blind`` (its key computed again with them null differs
-    or is missing), over the rules whose keys read a blind column. Computed once at load, so that dropping such findings costs a search the
-    same whether or not the query's key matched one (a per-search re-read of the found
-    records timed 1.6x slower on a right guess of a masked ID's birth digits)."""
+# derived keys of (own value, fallback from the ID): the fallback is read only where the
+# record's own value is missing (blocking._birth_date, blocking._gender)
+_FALLBACK_KEYS = frozenset({"birth_date", "birth_year", "birth_month_day", "gender"})
+
+
+@dataclass(frozen=True)
+class _BlindOnly:
+    """What a blind column set leaves a stored record only through those columns: rules
+    with a key wholly of blind columns (every entry of theirs), and sorted codes
+    (:func:`_entry_codes`) of the other risky rules' entries that differ."""
+
+    rules: frozenset[str]
+    entries: np.ndarray
+
+
+def _blind_only_entries(store: Store, setup: _Setup, blind: frozenset[str]) -> _BlindOnly:
+    """The blocking-key index entries a stored record has only through columns in
+    ``blind`` (its key computed again with them null differs or is missing). Computed once
+    at load, so that dropping such findings costs a search the same whether or not the
+    query's key matched one (a per-search re-read of the found records timed 1.6x slower
+    on a right guess of a masked ID's birth digits). A rule with a key wholly of blind
+    columns is kept by name (at a million records its entries would take ~100 MB); for a
+    fallback key only records without their own value are computed again."""
     blocking = setup.run.blocking
-    rules = [r for r in blocking.rules if any(blind.intersection(_key_inputs(k)) for k in r.keys)]
-    if not rules:
-        return np.array([], np.uint64)
-    inputs = sorted({c for r in rules for k in r.keys for c in _key_inputs(k)})
+    risky = [r for r in blocking.rules if any(blind.intersection(_key_inputs(k)) for k in r.keys)]
+    whole = {r.name for r in risky if any(set(_key_inputs(k)) <= blind for k in r.keys)}
+    partial = [r for r in risky if r.name not in whole]
+    if not partial:
+        return _BlindOnly(frozenset(whole), np.array([], np.uint64))
+    inputs = sorted({c for r in partial for k in r.keys for c in _key_inputs(k)})
     values = store.record_columns(inputs)
-    frame = pd.DataFrame({c: v for c, v in values.items() if c != schema.RECORD_KEY})
-    frame[schema.ROW] = values[schema.RECORD_KEY].astype(np.int64)
-    risky = blocking.model_copy(update={"rules": rules})
-    full = key_hashes(frame, risky)
+    rows = np.zeros(len(values[schema.RECORD_KEY]), dtype=bool)
+    for key in {k for r in partial for k in r.keys}:
+        hidden = blind.intersection(_key_inputs(key))
+        if not hidden:
+            continue
+        own = _key_inputs(key)[0]
+        if key in _FALLBACK_KEYS and own not in blind:
+            rows |= ~np.fromiter((key_input_present(v) for v in values[own]), bool, len(rows))
+        else:
+            rows[:] = True
+    frame = pd.DataFrame({c: v[rows] for c, v in values.items() if c != schema.RECORD_KEY})
+    frame[schema.ROW] = values[schema.RECORD_KEY][rows].astype(np.int64)
+    settings = blocking.model_copy(update={"rules": partial})
+    full = key_hashes(frame, settings)
     for column in blind.intersection(frame.columns):
         frame[column] = None
-    seen = key_hashes(frame, risky)
+    seen = key_hashes(frame, settings)
     mine = _entry_codes(full[schema.KEY_HASH].to_numpy(), full[schema.ROW].to_numpy())
     visible = _entry_codes(seen[schema.KEY_HASH].to_numpy(), seen[schema.ROW].to_numpy())
-    return np.unique(mine[~np.isin(mine, visible)])
+    return _BlindOnly(frozenset(whole), np.unique(mine[~np.isin(mine, visible)]))
 
 
 def _stored_sides(
@@ -433,14 +462,21 @@ def _found_by_visible_keys(
     search finds must not tell a department those digits either. Such findings are dropped
     by the entries computed at load (:func:`_blind_only_entries`) where the records are
     held, else checked by the record's key computed again with the blind columns null."""
-    held = store.memo(_BLIND_ONLY, dict).get(blind)
+    held: _BlindOnly | None = store.memo(_BLIND_ONLY, dict).get(blind)
     if held is not None:
+        hidden_rules = [
+            rule_keys[r] for r in held.rules if not isinstance(rule_keys.get(r, []), list)
+        ]
+        drop = np.isin(found_h, np.array(hidden_rules, np.int64))
         # a binary search per finding (microseconds): np.isin sorts or hashes the whole
         # sorted array each call (~5 ms at 3,000 persons), which only a search with
         # findings pays, so it timed a right guess as well as the re-read did
-        codes = _entry_codes(found_h, found_rk)
-        at = np.minimum(np.searchsorted(held, codes), max(len(held) - 1, 0))
-        return ~(held[at] == codes) if len(held) else np.ones(len(codes), dtype=bool)
+        entries = held.entries
+        if len(entries):
+            codes = _entry_codes(found_h, found_rk)
+            at = np.minimum(np.searchsorted(entries, codes), len(entries) - 1)
+            drop |= entries[at] == codes
+        return ~drop
     risky = {
         int(h)
         for rule in blocking.rules
