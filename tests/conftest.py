@@ -55,13 +55,29 @@ def write_yaml(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def spark():
-    """One local Spark session for the whole test run: the JVM takes seconds to start."""
+    """One local Spark session for the whole test run: the JVM takes seconds to start.
+
+    Small-data settings: one shuffle partition per core (a task per partition, each a Python
+    worker call when a stage runs pandas code); the JVM compiles with its quick C1 compiler
+    only and Spark runs queries without whole-stage code generation: a test's queries are
+    many and tiny, so compiling them cost more than running them (a first 600-record run
+    took about half the time). Query results do not depend on either (Spark's own tests run
+    both ways). The log4j option is the one ``get_session`` sets when the conf has none.
+    """
     from linkage.spark.session import get_session
 
+    log4j = (Path(__file__).parents[1] / "linkage" / "spark" / "log4j2.properties").as_uri()
     session = get_session(
         "local[2]",
-        shuffle_partitions=4,
-        conf={"spark.driver.memory": "1g", "spark.default.parallelism": "4"},
+        shuffle_partitions=2,
+        conf={
+            "spark.driver.memory": "1g",
+            "spark.default.parallelism": "2",
+            "spark.driver.extraJavaOptions": (
+                f"-Dlog4j2.configurationFile={log4j} -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+            ),
+            "spark.sql.codegen.wholeStage": "false",
+        },
     )
     yield session
     session.stop()
