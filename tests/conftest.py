@@ -62,20 +62,18 @@ def spark():
     only and Spark runs queries without whole-stage code generation: a test's queries are
     many and tiny, so compiling them cost more than running them (a first 600-record run
     took about half the time). Query results do not depend on either (Spark's own tests run
-    both ways). The log4j option is the one ``get_session`` sets when the conf has none.
+    both ways). The JVM flags go in ``defaultJavaOptions``, so ``get_session`` still sets
+    its own ``extraJavaOptions`` (the log4j settings) as for a user's run.
     """
     from linkage.spark.session import get_session
 
-    log4j = (Path(__file__).parents[1] / "linkage" / "spark" / "log4j2.properties").as_uri()
     session = get_session(
         "local[2]",
         shuffle_partitions=2,
         conf={
             "spark.driver.memory": "1g",
             "spark.default.parallelism": "2",
-            "spark.driver.extraJavaOptions": (
-                f"-Dlog4j2.configurationFile={log4j} -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-            ),
+            "spark.driver.defaultJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
             "spark.sql.codegen.wholeStage": "false",
         },
     )

@@ -534,7 +534,15 @@ def test_spark_cli_on_bad_input_prints_no_java_stack_trace(tmp_path, write_yaml)
                     "record_id": "登记编号",
                     "columns": {"姓名": "name", "身份证号": "id_number"},
                 }
-            }
+            },
+            # the test session's small-data settings (tests/conftest.py) for this JVM too;
+            # the log4j settings are still the ones get_session sets (extraJavaOptions)
+            "spark": {
+                "conf": {
+                    "spark.driver.defaultJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+                    "spark.sql.codegen.wholeStage": "false",
+                }
+            },
         }
     )
     done = subprocess.run(
