@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import networkx as nx
 import numpy as np
-import pytest
 
 from linkage.spark.components import connected_components
 
@@ -25,21 +24,32 @@ def _spark_labels(spark, edges: list[tuple[int, int]], nodes: list[int] | None =
     return {r["id"]: r["component"] for r in result.labels.collect()}, result.rounds
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_random_graphs_match_networkx(spark, seed):
-    rng = np.random.default_rng(seed)
+def test_random_graphs_match_networkx(spark):
+    """Three random graphs (seeds 0, 1, 2), each checked against networkx on its own: they
+    go to Spark as one edge table of three disjoint graphs (the nodes of graph k offset by
+    k * n), so one run of the rounds labels all three instead of one run each; a component
+    never spans two graphs, so each graph's labels are its own run's shifted by its offset."""
     n = 400
-    graph = nx.gnm_random_graph(n, int(rng.integers(150, 450)), seed=seed)
-    # self-loops and repeated edges in both directions must not matter
-    edges = [(int(a), int(b)) for a, b in graph.edges()]
-    edges += [(b, a) for a, b in edges[:20]] + [(5, 5)]
-    labels, _ = _spark_labels(spark, edges, list(range(n)))
-    assert set(labels) == set(range(n))
-    expected = {frozenset(c) for c in nx.connected_components(graph)}
-    assert _partition(labels) == expected
-    # every label is the smallest vertex of its component
-    for comp in expected:
-        assert {labels[v] for v in comp} == {min(comp)}
+    graphs, edges = [], []
+    for seed in (0, 1, 2):
+        rng = np.random.default_rng(seed)
+        graph = nx.gnm_random_graph(n, int(rng.integers(150, 450)), seed=seed)
+        graphs.append(graph)
+        # self-loops and repeated edges in both directions must not matter
+        own = [(int(a), int(b)) for a, b in graph.edges()]
+        own += [(b, a) for a, b in own[:20]] + [(5, 5)]
+        offset = seed * n
+        edges += [(a + offset, b + offset) for a, b in own]
+    labels, _ = _spark_labels(spark, edges, list(range(len(graphs) * n)))
+    assert set(labels) == set(range(len(graphs) * n))
+    for seed, graph in enumerate(graphs):
+        offset = seed * n
+        own = {v - offset: labels[v] - offset for v in range(offset, offset + n)}
+        expected = {frozenset(c) for c in nx.connected_components(graph)}
+        assert _partition(own) == expected, seed
+        # every label is the smallest vertex of its component
+        for comp in expected:
+            assert {own[v] for v in comp} == {min(comp)}, seed
 
 
 def test_path_of_ten_thousand_converges_in_few_rounds(spark):

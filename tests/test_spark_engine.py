@@ -1,7 +1,8 @@
 """The Spark engine: one test body over both engines, readers, stable ids, lazy pyspark import.
 
 Spark starts a JVM: every test here shares the session-scoped ``spark`` fixture (local[2],
-4 shuffle partitions, no UI) and small generated registries.
+2 shuffle partitions, no UI, small-data JVM and query settings: tests/conftest.py) and small
+generated registries.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def registries(tmp_path_factory) -> Path:
         # few random pairs keep training quick; a small cap makes clustering recluster components
         config["model"] = {"u_sample_pairs": 20_000}
         config["clustering"] = {"max_cluster_size": 3}
-        config["spark"] = {"shuffle_partitions": 4}
+        config["spark"] = {"shuffle_partitions": 2}  # one per core of local[2]
         blocking = {k: v for k, v in settings.items() if k != "surname_rule"}
         if settings.get("surname_rule"):
             rules = [r.model_dump() for r in DEFAULT_RULES]
@@ -533,7 +534,15 @@ def test_spark_cli_on_bad_input_prints_no_java_stack_trace(tmp_path, write_yaml)
                     "record_id": "登记编号",
                     "columns": {"姓名": "name", "身份证号": "id_number"},
                 }
-            }
+            },
+            # the test session's small-data settings (tests/conftest.py) for this JVM too;
+            # the log4j settings are still the ones get_session sets (extraJavaOptions)
+            "spark": {
+                "conf": {
+                    "spark.driver.defaultJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+                    "spark.sql.codegen.wholeStage": "false",
+                }
+            },
         }
     )
     done = subprocess.run(
