@@ -527,12 +527,16 @@ def block(
             f"FROM __keys l JOIN __keys r ON l.{_quote(schema.ROW)} < r.{_quote(schema.ROW)} "
             f"AND {' AND '.join(where)}"
         )
-    query = " UNION ALL ".join(selects)
     if selects:
-        fetched = con.execute(query).fetchnumpy()
-        left = np.asarray(fetched[schema.ROW_L], dtype=np.int64)
-        right = np.asarray(fetched[schema.ROW_R], dtype=np.int64)
-        rule_index = np.asarray(fetched["rule_index"], dtype=np.int64)
+        # One query per rule rather than their UNION ALL: DuckDB then holds one rule's join
+        # at a time (the rules exclude each other's pairs, so the parts are disjoint and
+        # their union is the same; the sort below fixes the order)
+        parts = [con.execute(select).fetchnumpy() for select in selects]
+        left, right, rule_index = (
+            np.concatenate([np.asarray(p[col], dtype=np.int64) for p in parts])
+            for col in (schema.ROW_L, schema.ROW_R, "rule_index")
+        )
+        del parts
         order = np.lexsort((right, left))  # a stable pair order whatever DuckDB's threads did
         pairs = pd.DataFrame(
             {schema.ROW_L: left[order], schema.ROW_R: right[order], "rule_index": rule_index[order]}

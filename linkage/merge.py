@@ -58,6 +58,20 @@ def _filler_mask(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _stripped_text(column: pd.Series) -> np.ndarray:
+    """``shared_text(column.astype("string").str.strip())``: the column as text with
+    surrounding whitespace stripped (pandas' ``str.strip``, Unicode whitespace), one ``str``
+    object per distinct result, None for nulls. Stripped once per distinct value rather
+    than per row: the per-row form held two Arrow copies of the column (shown names and
+    addresses of a million records) at the golden-records stage's peak."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    text = pd.Series(np.asarray(uniques, dtype=object), dtype=object)
+    pool = np.empty(len(uniques) + 1, dtype=object)
+    pool[: len(uniques)] = shared_text(text.astype("string").str.strip())
+    pool[-1] = None  # code -1 (null)
+    return pool[codes]
+
+
 def _source_rank(sources: pd.Series, priority: list[str]) -> np.ndarray:
     order = {s: i for i, s in enumerate(priority)}
     rest = sorted(s for s in pd.unique(sources) if s not in order)
@@ -172,6 +186,7 @@ def merge_records(
     # Integer keys once; every sort below is an integer lexsort, not a string sort per field.
     src_rank = _source_rank(sources, settings.source_priority)
     key_rank = _key_rank(sources + "\x1f" + record_ids)
+    del record_ids  # its Arrow copy is not needed past the key ranks
     recent = records.get(schema.REGISTERED_AT_STD)
     recent_rank = _dense_rank(recent) if recent is not None else np.full(n, -1, np.int64)
     src_np, rid_np = _text_objects(records[schema.SOURCE]), _text_objects(records[schema.RECORD_ID])
@@ -209,8 +224,7 @@ def merge_records(
         held = np.ones(len(rows), dtype=bool)
         if rule.raw is not None and rule.raw in records.columns:
             # one object per distinct shown value: golden records keep references to them
-            stripped = records[rule.raw].astype("string").str.strip()
-            shown = pd.Series(shared_text(stripped), index=records.index, dtype=object)
+            shown = pd.Series(_stripped_text(records[rule.raw]), index=records.index, dtype=object)
             held = shown.to_numpy(dtype=object)[rows] == values.to_numpy(dtype=object)[rows]
         ic, vc = ident_codes[rows], value_codes[rows].astype(np.int64)
         pair_key = ic.astype(np.int64) * (len(value_names) + 1) + vc
