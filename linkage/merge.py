@@ -77,7 +77,17 @@ def _source_rank(sources: pd.Series, priority: list[str]) -> np.ndarray:
     rest = sorted(s for s in pd.unique(sources) if s not in order)
     for s in rest:
         order[s] = len(order)
-    return sources.map(order).to_numpy(np.int64)
+    return _mapped(sources, order)
+
+
+def _mapped(values: pd.Series, mapping: dict) -> np.ndarray:
+    """``values.map(mapping).to_numpy(np.int64)`` looked up once per distinct value: mapping
+    an Arrow text column makes a Python string per row first (a million records' sources)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    if (codes < 0).any():  # a null: as map gives it (to_numpy raises on it)
+        return values.map(mapping).to_numpy(np.int64)
+    table = pd.Series(np.asarray(uniques, dtype=object), dtype=object).map(mapping)
+    return table.to_numpy(np.int64)[codes]
 
 
 def _dense_rank(values: pd.Series | np.ndarray) -> np.ndarray:
@@ -179,7 +189,12 @@ def merge_records(
     """Return one golden record per identity with ``<field>_source``/``<field>_record_id`` provenance."""
     settings = settings or GoldenSettings()
     n = len(records)
-    ident_codes, ident_names = pd.factorize(pd.Series(identities.to_numpy(), dtype=object))
+    if isinstance(identities.dtype, pd.StringDtype):
+        # Arrow text factorized as it is (the same codes and names, in order of first
+        # appearance): its objects would be one new str per record (~75 MB at a million)
+        ident_codes, ident_names = pd.factorize(identities)
+    else:
+        ident_codes, ident_names = pd.factorize(pd.Series(identities.to_numpy(), dtype=object))
     n_ident = len(ident_names)
     sources = records[schema.SOURCE].astype(str)
     record_ids = records[schema.RECORD_ID].astype(str)
@@ -198,7 +213,7 @@ def merge_records(
     # sources as a bit mask per identity, then one string per distinct mask
     names = sorted(pd.unique(sources))
     bit_of = {s: 1 << i for i, s in enumerate(names)}
-    bits = sources.map(bit_of).to_numpy(np.int64)
+    bits = _mapped(sources, bit_of)
     masks = np.zeros(n_ident, dtype=np.int64)
     np.bitwise_or.at(masks, ident_codes, bits)
     mask_text = {
@@ -207,9 +222,10 @@ def merge_records(
     golden["sources"] = [mask_text[int(m)] for m in masks]
 
     conflict_parts: list[np.ndarray] = []
-    for field, rule in settings.fields.items():
-        if rule.column not in records.columns:
-            continue
+
+    def one_field(field: str, rule: FieldRule) -> None:
+        # a function, so that its arrays and strings are freed when it returns: a
+        # loop kept the last field's (~50 MB at 300,000 records) while the next was built
         values = records[rule.column]
         value_codes, value_names = pd.factorize(pd.Series(values.to_numpy(), dtype=object))
         # raw columns (addresses) may hold fillers such as 不详: never a golden value
@@ -279,6 +295,10 @@ def merge_records(
                 )
                 text[joined.index.to_numpy()] = (f"{field}=" + joined).to_numpy()
             conflict_parts.append(text)
+
+    for field, rule in settings.fields.items():
+        if rule.column in records.columns:
+            one_field(field, rule)
     conflicts = np.full(n_ident, "", dtype=object)
     for part in conflict_parts:
         both = (conflicts != "") & (part != "")
