@@ -377,3 +377,64 @@ def test_a_wide_table_is_written_in_smaller_row_groups_and_reads_back_the_same(
     assert groups.num_row_groups == -(-len(records) // 50)
     assert groups.row_group(0).num_rows == 50
     pd.testing.assert_frame_equal(pd.read_parquet(path), whole)
+
+
+_HEAP_PROBE = """
+import json, os, sys
+import numpy as np
+from linkage.progress import return_freed_memory
+set_ = return_freed_memory() if sys.argv[1] == "1" else {}
+import pyarrow as pa
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+base = rss()
+for _ in range(3):
+    a = np.ones(2_000_000)  # 16 MB: glibc raises its threshold to this when it is freed
+    del a
+    b = [np.ones(100_000) for _ in range(50)]  # 50 blocks of 800 KB: then in the heap
+    del b
+print(json.dumps({"set": set_, "pool": pa.default_memory_pool().backend_name,
+                  "kept_mb": (rss() - base) / 2**20}))
+"""
+
+
+def _heap_probe(on: bool, env: dict | None = None) -> dict:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _HEAP_PROBE, "1" if on else "0"],
+        capture_output=True, text=True, check=True, env=env,
+    )  # fmt: skip
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="Linux only")
+def test_return_freed_memory_gives_large_freed_blocks_back():
+    import os
+    import platform
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MALLOC_MMAP_THRESHOLD_", "ARROW_DEFAULT_MEMORY_POOL")}  # fmt: skip
+    on = _heap_probe(True, env)
+    assert on["pool"] == "system" and on["set"]["arrow_pool"] == "system"
+    if platform.libc_ver()[0] != "glibc":
+        return
+    assert on["set"]["mmap_threshold"] == str(256 * 1024)
+    off = _heap_probe(False, env)
+    # without it glibc keeps the freed blocks' pages in its heap; with it none stay
+    assert on["kept_mb"] < 1.0
+    assert off["kept_mb"] > on["kept_mb"] + 4.0
+
+
+def test_return_freed_memory_leaves_settings_given_in_the_environment():
+    import os
+
+    env = {
+        **os.environ,
+        "MALLOC_MMAP_THRESHOLD_": "1048576",
+        "ARROW_DEFAULT_MEMORY_POOL": "mimalloc",
+    }
+    got = _heap_probe(True, env)
+    assert got["set"] == {} and got["pool"] == "mimalloc"
