@@ -675,7 +675,7 @@ def run(
         return
     if previous is not None:
         raise typer.BadParameter("--previous is for --engine spark; the local engine uses --store")
-    # freed memory back to the system at once: lower stage peaks for ~8% more CPU
+    # freed memory back to the system at once: lower stage peaks for ~5% more CPU
     return_freed_memory()
     try:
         with _progress(quiet) as report:

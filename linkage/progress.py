@@ -210,8 +210,8 @@ def return_freed_memory() -> dict[str, str]:
 
     A run's stages then do not each add their transients to what the earlier ones left
     resident: on 299,428 records (`linkage run`, outputs byte-identical) the peak resident
-    size fell from 987 to 855 MB and every stage's peak by 100-150 MB, for ~5 CPU s more
-    (+8%: fresh pages are zeroed by the kernel). Process-wide, so the library never calls
+    size fell from 987 to 876 MB and every stage's peak by 100-150 MB, for ~3 CPU s more
+    (+5%: fresh pages are zeroed by the kernel). Process-wide, so the library never calls
     it; the CLI's ``linkage run`` does. A setting already given through the environment
     (``MALLOC_MMAP_THRESHOLD_``, ``ARROW_DEFAULT_MEMORY_POOL``) is left as it is; off glibc
     only the pool changes. Returns what was set, e.g. ``{"mmap_threshold": "262144",

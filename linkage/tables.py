@@ -111,8 +111,9 @@ def held_alone(values: np.ndarray) -> bool:
 def column_subset(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """A new frame of ``columns`` of ``frame`` (same rows and index) that keeps nothing else
     of ``frame`` alive: a numpy column stored alone (``held_alone``) and every extension
-    column (Arrow text, nullable booleans: immutable arrays) are shared, not copied; a
-    numpy column stored in a block with others is copied.
+    column (Arrow text, nullable booleans: pandas gives each a block of its own) are
+    shared, not copied (pandas' copy-on-write keeps later changes to either frame apart);
+    a numpy column stored in a block with others is copied.
 
     Dropping ``frame`` then frees every other column. Copying every kept column (what
     ``frame[columns].copy()`` does) costs a transient second copy of the kept columns'
