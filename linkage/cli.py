@@ -638,6 +638,7 @@ def run(
     from linkage.identity import ID_KEY_FILE, batch_key, env_key, read_key_file, write_key_file
     from linkage.linker import Linker
     from linkage.paths import check_output_dir, check_store_path
+    from linkage.progress import return_freed_memory
 
     _setup_logging(quiet)
     if engine not in (None, "local", "spark"):
@@ -674,6 +675,8 @@ def run(
         return
     if previous is not None:
         raise typer.BadParameter("--previous is for --engine spark; the local engine uses --store")
+    # freed memory back to the system at once: lower stage peaks for ~5% more CPU
+    return_freed_memory()
     try:
         with _progress(quiet) as report:
             # runs first; the Linker checks paths

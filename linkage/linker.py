@@ -41,7 +41,7 @@ from linkage.progress import (
     stage_memory,
 )
 from linkage.store import Store
-from linkage.tables import attach_keys, text_columns
+from linkage.tables import attach_keys, column_subset, shared_text, text_columns
 
 logger = logging.getLogger(__name__)
 
@@ -263,20 +263,25 @@ def _spill_records(
     table's columns from the records checkpoint (same rows and order, text columns as
     object with None, as standardizing made them; unknown names left out)."""
     dtypes = records.dtypes.to_dict()
-    # fresh columns (a copy of each kept one), so the full table is freed once dropped
-    cut = pd.DataFrame(
-        {c: records[c].copy(deep=True) for c in linking_columns(config, list(records.columns))}
-    )
+    # columns shared where that keeps nothing else alive: the full table is freed once dropped
+    cut = column_subset(records, linking_columns(config, list(records.columns)))
 
     def read(columns: list[str]) -> pd.DataFrame:
         present = [c for c in columns if c in dtypes]
-        frame = checkpoints.frame("records", "records", columns=present)
         is_object = pd.api.types.is_object_dtype
+        # A column at a time, each text column with one str per distinct value
+        # (tables.shared_text): converting Arrow text cell by cell makes a str per row
+        # (~100 bytes for an address), and holding every column's Arrow form at once
+        # added to the golden-records stage's peak (~0.5 GB at a million records).
+        out = {}
         for col in present:
-            if is_object(dtypes[col]) and not is_object(frame[col].dtype):
-                values = frame[col].astype(object)
-                frame[col] = values.where(values.notna(), None)
-        return frame
+            values = checkpoints.frame("records", "records", columns=[col])[col]
+            if is_object(dtypes[col]) and not is_object(values.dtype):
+                values = pd.Series(shared_text(values), dtype=object)
+            out[col] = values
+        if not out:  # no column asked is known: the rows alone, as pyarrow reads them
+            return checkpoints.frame("records", "records", columns=[])
+        return pd.DataFrame(out)
 
     return cut, read
 

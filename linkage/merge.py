@@ -58,12 +58,36 @@ def _filler_mask(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _stripped_text(column: pd.Series) -> np.ndarray:
+    """``shared_text(column.astype("string").str.strip())``: the column as text with
+    surrounding whitespace stripped (pandas' ``str.strip``, Unicode whitespace), one ``str``
+    object per distinct result, None for nulls. Stripped once per distinct value rather
+    than per row: the per-row form held two Arrow copies of the column (shown names and
+    addresses of a million records) at the golden-records stage's peak."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    text = pd.Series(np.asarray(uniques, dtype=object), dtype=object)
+    pool = np.empty(len(uniques) + 1, dtype=object)
+    pool[: len(uniques)] = shared_text(text.astype("string").str.strip())
+    pool[-1] = None  # code -1 (null)
+    return pool[codes]
+
+
 def _source_rank(sources: pd.Series, priority: list[str]) -> np.ndarray:
     order = {s: i for i, s in enumerate(priority)}
     rest = sorted(s for s in pd.unique(sources) if s not in order)
     for s in rest:
         order[s] = len(order)
-    return sources.map(order).to_numpy(np.int64)
+    return _mapped(sources, order)
+
+
+def _mapped(values: pd.Series, mapping: dict) -> np.ndarray:
+    """``values.map(mapping).to_numpy(np.int64)`` looked up once per distinct value: mapping
+    an Arrow text column makes a Python string per row first (a million records' sources)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    if (codes < 0).any():  # a null: as map gives it (to_numpy raises on it)
+        return values.map(mapping).to_numpy(np.int64)
+    table = pd.Series(np.asarray(uniques, dtype=object), dtype=object).map(mapping)
+    return table.to_numpy(np.int64)[codes]
 
 
 def _dense_rank(values: pd.Series | np.ndarray) -> np.ndarray:
@@ -165,13 +189,19 @@ def merge_records(
     """Return one golden record per identity with ``<field>_source``/``<field>_record_id`` provenance."""
     settings = settings or GoldenSettings()
     n = len(records)
-    ident_codes, ident_names = pd.factorize(pd.Series(identities.to_numpy(), dtype=object))
+    if isinstance(identities.dtype, pd.StringDtype):
+        # Arrow text factorized as it is (the same codes and names, in order of first
+        # appearance): its objects would be one new str per record (~75 MB at a million)
+        ident_codes, ident_names = pd.factorize(identities)
+    else:
+        ident_codes, ident_names = pd.factorize(pd.Series(identities.to_numpy(), dtype=object))
     n_ident = len(ident_names)
     sources = records[schema.SOURCE].astype(str)
     record_ids = records[schema.RECORD_ID].astype(str)
     # Integer keys once; every sort below is an integer lexsort, not a string sort per field.
     src_rank = _source_rank(sources, settings.source_priority)
     key_rank = _key_rank(sources + "\x1f" + record_ids)
+    del record_ids  # its Arrow copy is not needed past the key ranks
     recent = records.get(schema.REGISTERED_AT_STD)
     recent_rank = _dense_rank(recent) if recent is not None else np.full(n, -1, np.int64)
     src_np, rid_np = _text_objects(records[schema.SOURCE]), _text_objects(records[schema.RECORD_ID])
@@ -183,7 +213,7 @@ def merge_records(
     # sources as a bit mask per identity, then one string per distinct mask
     names = sorted(pd.unique(sources))
     bit_of = {s: 1 << i for i, s in enumerate(names)}
-    bits = sources.map(bit_of).to_numpy(np.int64)
+    bits = _mapped(sources, bit_of)
     masks = np.zeros(n_ident, dtype=np.int64)
     np.bitwise_or.at(masks, ident_codes, bits)
     mask_text = {
@@ -192,9 +222,10 @@ def merge_records(
     golden["sources"] = [mask_text[int(m)] for m in masks]
 
     conflict_parts: list[np.ndarray] = []
-    for field, rule in settings.fields.items():
-        if rule.column not in records.columns:
-            continue
+
+    def one_field(field: str, rule: FieldRule) -> None:
+        # a function, so that its arrays and strings are freed when it returns: a
+        # loop kept the last field's (~50 MB at 300,000 records) while the next was built
         values = records[rule.column]
         value_codes, value_names = pd.factorize(pd.Series(values.to_numpy(), dtype=object))
         # raw columns (addresses) may hold fillers such as 不详: never a golden value
@@ -209,8 +240,7 @@ def merge_records(
         held = np.ones(len(rows), dtype=bool)
         if rule.raw is not None and rule.raw in records.columns:
             # one object per distinct shown value: golden records keep references to them
-            stripped = records[rule.raw].astype("string").str.strip()
-            shown = pd.Series(shared_text(stripped), index=records.index, dtype=object)
+            shown = pd.Series(_stripped_text(records[rule.raw]), index=records.index, dtype=object)
             held = shown.to_numpy(dtype=object)[rows] == values.to_numpy(dtype=object)[rows]
         ic, vc = ident_codes[rows], value_codes[rows].astype(np.int64)
         pair_key = ic.astype(np.int64) * (len(value_names) + 1) + vc
@@ -265,6 +295,10 @@ def merge_records(
                 )
                 text[joined.index.to_numpy()] = (f"{field}=" + joined).to_numpy()
             conflict_parts.append(text)
+
+    for field, rule in settings.fields.items():
+        if rule.column in records.columns:
+            one_field(field, rule)
     conflicts = np.full(n_ident, "", dtype=object)
     for part in conflict_parts:
         both = (conflicts != "") & (part != "")

@@ -47,7 +47,7 @@ from linkage.io import write_parquet
 from linkage.merge import merge_records
 from linkage.model import FellegiSunterModel
 from linkage.progress import Progress, ProgressLike, as_progress, release_memory
-from linkage.tables import attach_keys
+from linkage.tables import attach_keys, column_subset
 from linkage.training import check_model_levels, new_model, train_model
 
 logger = logging.getLogger(__name__)
@@ -539,9 +539,9 @@ def link_records(
     settings = config.golden_settings()
     if golden_records is not None:
         # the caller spills: the comparing columns are done with, so hold only what
-        # clustering and golden records read (fresh columns, so the rest is freed)
+        # clustering and golden records read (columns that keep nothing else alive)
         later = set(stage_columns(config, comparisons)["clustering"]) | set(golden_columns(settings))
-        records = pd.DataFrame({c: records[c].copy() for c in records.columns if c in later})
+        records = column_subset(records, [c for c in records.columns if c in later])
         release_memory()
     timings["score"] = time.perf_counter() - t
 

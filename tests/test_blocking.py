@@ -81,6 +81,21 @@ def test_block_matches_brute_force(rows, link_type):
     assert (pairs[schema.ROW_L] < pairs[schema.ROW_R]).all()
 
 
+@pytest.mark.parametrize("rows", [[], [("p", "x", "m", "1")] * 3 + [("h", "x", None, None)]])
+def test_pairs_come_sorted_with_the_table_form_of_one_union_query(rows):
+    """One query per rule gives the pairs one UNION ALL query gave: sorted by (rid_l,
+    rid_r), int64 row numbers, the rule a categorical of the rule names in order."""
+    pairs = block(_records(rows), BlockingSettings(rules=RULES))
+    assert pairs[schema.ROW_L].dtype == np.int64 and pairs[schema.ROW_R].dtype == np.int64
+    assert list(pairs[schema.RULE].cat.categories) == ["a", "bc"]
+    keys = list(zip(pairs[schema.ROW_L], pairs[schema.ROW_R]))
+    assert keys == sorted(keys)
+    want = pd.Categorical([_brute(_records(rows), RULES)[k] for k in keys], categories=["a", "bc"])
+    pd.testing.assert_series_equal(
+        pairs[schema.RULE], pd.Series(want, name=schema.RULE), check_index=False
+    )
+
+
 def test_oversized_blocks_are_skipped_but_other_rules_still_pair():
     rows = [("p", "x", "m", "1")] * 6 + [("p", "y", "m", "1")]
     frame = _records(rows)

@@ -34,6 +34,7 @@ from linkage.pipeline import (
 )
 from linkage.progress import StageMemory, _rss_bytes, release_memory
 from linkage.synth import generate
+from linkage.tables import column_subset, held_alone
 from linkage.training import train_model
 
 MB = 2**20
@@ -248,6 +249,44 @@ def test_spilled_columns_read_back_as_they_were(config, records, tmp_path):
     # text columns come back as object with None for missing, as standardizing made them
     assert back[schema.NAME].dtype == object
     assert all(v is None or isinstance(v, str) for v in back["registered_at"])
+    # ... with one str object per distinct value, not one per row
+    for col in [c for c in columns if records[c].dtype == object]:
+        text = [v for v in back[col] if isinstance(v, str)]
+        assert len({id(v) for v in text}) == len(set(text)), col
+    # the cut keeps no memory of the full table's other columns
+    for col in cut.columns:
+        if isinstance(cut[col].dtype, np.dtype):
+            assert held_alone(cut[col].to_numpy()), col
+
+
+def test_column_subset_equals_the_selection_and_holds_only_its_columns():
+    n = 50
+    frame = pd.DataFrame(
+        {
+            "a": pd.Series(np.array([f"t{i % 7}" if i % 5 else None for i in range(n)], object),
+                           dtype=object),
+            "b": np.arange(n, dtype=np.int64),
+            "c": pd.Series(np.array(["x"] * n, object), dtype=object),
+            "d": pd.array([True, None] * (n // 2), dtype="boolean"),
+            "e": np.linspace(0, 1, n),
+            "f": np.arange(n, dtype=np.int64) * 2,
+        },
+        index=pd.RangeIndex(10, 10 + n),
+    ).copy()  # fmt: skip
+    # pandas stores b and f in one int64 block, e alone: both branches are taken
+    alone = {c: held_alone(frame[c].to_numpy()) for c in ["a", "b", "e"]}
+    assert alone["e"] and not alone["b"]
+    cols = ["e", "a", "b", "d"]
+    cut = column_subset(frame, cols)
+    pd.testing.assert_frame_equal(cut, frame[cols])
+    for col, was_alone in alone.items():
+        # every numpy column of the cut views only its own memory: shared when the
+        # frame's was held alone, else a copy
+        assert held_alone(cut[col].to_numpy())
+        assert np.shares_memory(cut[col].to_numpy(), frame[col].to_numpy()) is was_alone
+    # a view of one column of a two-column array is not held alone; the whole array is
+    both = np.zeros((2, 4))
+    assert not held_alone(both[0]) and held_alone(both) and held_alone(np.zeros(3))
 
 
 def test_golden_input_takes_held_columns_and_reads_the_rest(records):
@@ -338,3 +377,64 @@ def test_a_wide_table_is_written_in_smaller_row_groups_and_reads_back_the_same(
     assert groups.num_row_groups == -(-len(records) // 50)
     assert groups.row_group(0).num_rows == 50
     pd.testing.assert_frame_equal(pd.read_parquet(path), whole)
+
+
+_HEAP_PROBE = """
+import json, os, sys
+import numpy as np
+from linkage.progress import return_freed_memory
+set_ = return_freed_memory() if sys.argv[1] == "1" else {}
+import pyarrow as pa
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+base = rss()
+for _ in range(3):
+    a = np.ones(2_000_000)  # 16 MB: glibc raises its threshold to this when it is freed
+    del a
+    b = [np.ones(100_000) for _ in range(50)]  # 50 blocks of 800 KB: then in the heap
+    del b
+print(json.dumps({"set": set_, "pool": pa.default_memory_pool().backend_name,
+                  "kept_mb": (rss() - base) / 2**20}))
+"""
+
+
+def _heap_probe(on: bool, env: dict | None = None) -> dict:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _HEAP_PROBE, "1" if on else "0"],
+        capture_output=True, text=True, check=True, env=env,
+    )  # fmt: skip
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="Linux only")
+def test_return_freed_memory_gives_large_freed_blocks_back():
+    import os
+    import platform
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MALLOC_MMAP_THRESHOLD_", "ARROW_DEFAULT_MEMORY_POOL")}  # fmt: skip
+    on = _heap_probe(True, env)
+    assert on["pool"] == "system" and on["set"]["arrow_pool"] == "system"
+    if platform.libc_ver()[0] != "glibc":
+        return
+    assert on["set"]["mmap_threshold"] == str(256 * 1024)
+    off = _heap_probe(False, env)
+    # without it glibc keeps the freed blocks' pages in its heap; with it none stay
+    assert on["kept_mb"] < 1.0
+    assert off["kept_mb"] > on["kept_mb"] + 4.0
+
+
+def test_return_freed_memory_leaves_settings_given_in_the_environment():
+    import os
+
+    env = {
+        **os.environ,
+        "MALLOC_MMAP_THRESHOLD_": "1048576",
+        "ARROW_DEFAULT_MEMORY_POOL": "mimalloc",
+    }
+    got = _heap_probe(True, env)
+    assert got["set"] == {} and got["pool"] == "mimalloc"
