@@ -727,6 +727,14 @@ def test_explanation_lists_only_comparisons_over_unmasked_fields(server):
     assert hidden[0]["weight"] == 0
 
 
+def _persons_without(records: pd.DataFrame, own: str, needed: list[str]) -> pd.DataFrame:
+    """One record of each identity none of whose records has ``own`` (so a derived key or
+    comparison falls back to the ID), among records that have every ``needed`` column."""
+    given = records.groupby(schema.IDENTITY_ID)[own].count()
+    lacking = records[records[schema.IDENTITY_ID].isin(given[given == 0].index)]
+    return lacking.dropna(subset=needed).drop_duplicates(schema.IDENTITY_ID)
+
+
 def _service(built, policy: dict, in_memory: bool):
     from linkage.serve import LookupService, ServiceSettings
 
@@ -851,11 +859,7 @@ def test_which_identities_a_search_finds_does_not_reveal_masked_id_digits(
 
     monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
     records = renamed["records"]
-    dated = records.groupby(schema.IDENTITY_ID)["birth_date_std"].count()
-    people = records[records[schema.IDENTITY_ID].isin(dated[dated == 0].index)].dropna(
-        subset=["name_clean", "id_birth_date"]
-    )
-    people = people.drop_duplicates(schema.IDENTITY_ID)
+    people = _persons_without(records, "birth_date_std", ["name_clean", "id_birth_date"])
     assert len(people) >= 10
     service = _service(renamed, POLICY, in_memory)
     try:
@@ -896,11 +900,8 @@ def test_a_right_guess_of_masked_id_digits_costs_a_search_no_extra_read(
 
     monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
     records = renamed["records"]
-    dated = records.groupby(schema.IDENTITY_ID)["birth_date_std"].count()
-    people = records[records[schema.IDENTITY_ID].isin(dated[dated == 0].index)].dropna(
-        subset=["name_clean", "id_birth_date"]
-    )
-    people = people.drop_duplicates(schema.IDENTITY_ID).head(12)
+    people = _persons_without(records, "birth_date_std", ["name_clean", "id_birth_date"])
+    people = people.head(12)
     assert len(people) >= 10
     service = _service(renamed, POLICY, in_memory)
     try:
@@ -976,12 +977,7 @@ def test_match_weight_does_not_reveal_a_masked_id_digit(renamed, monkeypatch, in
 
     monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
     records = renamed["records"]
-    known = records.groupby(schema.IDENTITY_ID)["gender_std"].count()
-    unknown = known[known == 0].index
-    people = records[records[schema.IDENTITY_ID].isin(unknown)].dropna(
-        subset=["name_clean", "birth_date_std", "id_gender"]
-    )
-    people = people.drop_duplicates(schema.IDENTITY_ID)
+    people = _persons_without(records, "gender_std", ["name_clean", "birth_date_std", "id_gender"])
     assert len(people) >= 10
     service = _service(renamed, POLICY, in_memory)
     try:

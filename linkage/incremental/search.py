@@ -380,7 +380,10 @@ def _blind_only_entries(store: Store, setup: _Setup, blind: frozenset[str]) -> _
             continue
         own = _key_inputs(key)[0]
         if key in _FALLBACK_KEYS and own not in blind:
-            rows |= ~np.fromiter((key_input_present(v) for v in values[own]), bool, len(rows))
+            # once per distinct value (dates repeat): codes -1 are nulls, never present
+            codes, uniques = pd.factorize(values[own])
+            given = np.fromiter((key_input_present(u) for u in uniques), bool, len(uniques))
+            rows |= ~np.append(given, False)[codes]
         else:
             rows[:] = True
     frame = pd.DataFrame({c: v[rows] for c, v in values.items() if c != schema.RECORD_KEY})
@@ -460,8 +463,9 @@ def _found_by_visible_keys(
     query's key only through columns in ``blind``. A derived key falls back to another
     column (a birth date to the ID's digits 7-14, a gender to its 17th digit): which records a
     search finds must not tell a department those digits either. Such findings are dropped
-    by the entries computed at load (:func:`_blind_only_entries`) where the records are
-    held, else checked by the record's key computed again with the blind columns null."""
+    by the entries :func:`prepare_blind_searches` computed for ``blind`` (the lookup service
+    always prepares them), else checked by the record's key computed again with the blind
+    columns null (a cost only a search with such findings pays)."""
     held: _BlindOnly | None = store.memo(_BLIND_ONLY, dict).get(blind)
     if held is not None:
         hidden_rules = [
