@@ -1151,6 +1151,13 @@ class _TooLarge(Exception):
     pass
 
 
+def _bearer_token(request: Request) -> str | None:
+    """The token of the request's ``Authorization: Bearer`` header, or None without one
+    (for the handlers that run before, or without, the token dependency)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 class _Audit:
     """ASGI middleware: one audit line per ``/v1/`` request (time, department, client, method,
     path, status, ms, and what the endpoint put in ``request.state.audit``).
@@ -1210,10 +1217,8 @@ class _Audit:
     def _token_department(self, request: Request) -> str | None:
         """The department whose bearer token the request carries, or None (no rate limit
         is charged: the request was refused before the endpoint)."""
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        return authenticate(self.service.tokens, token.strip())
+        token = _bearer_token(request)
+        return None if token is None else authenticate(self.service.tokens, token)
 
     def _logged_path(self, path: str) -> str:
         """The path as the audit log keeps it: an endpoint's own path, the fetch route's
@@ -1380,9 +1385,9 @@ def create_app(
     async def invalid(request: Request, exc: RequestValidationError):
         # FastAPI reads the body before it runs the token check: answer an unauthenticated
         # request 401 whatever its body, so a stranger learns nothing of the API's checks
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        missing = scheme.lower() != "bearer" or not token.strip()
-        if missing or authenticate(service.tokens, token.strip()) is None:
+        token = _bearer_token(request)
+        missing = token is None
+        if missing or authenticate(service.tokens, token) is None:
             # the dependency's words: a different text would tell whether the body parsed
             return JSONResponse(
                 {
