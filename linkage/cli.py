@@ -1214,12 +1214,18 @@ def serve(
         float | None,
         typer.Option(
             min=0.01,
-            help="Requests per second per token (default: the policy's rate_limit, 10).",
+            help=(
+                "Requests per second per department, all its tokens together "
+                "(default: the policy's rate_limit, 10)."
+            ),
         ),
     ] = None,
     rate_burst: Annotated[
         int | None,
-        typer.Option(min=1, help="Requests a token may make at once (default: the policy's, 20)."),
+        typer.Option(
+            min=1,
+            help="Requests a department may make at once (default: the policy's, 20).",
+        ),
     ] = None,
     in_memory: Annotated[
         bool,

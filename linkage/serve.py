@@ -309,7 +309,7 @@ class ServiceSettings:
     tokens: str | None = None  # file path; None reads TOKENS_ENV
     audit: str | None = None  # JSON-lines file; None writes no audit log
     single_field_limit: int = SINGLE_FIELD_LIMIT
-    # requests per second and burst per bearer token; None: the policy's rate_limit
+    # requests per second and burst per department (all its tokens); None: the policy's rate_limit
     rate_per_second: float | None = None
     rate_burst: int | None = None
     # the file of token buckets every worker process shares (``rate_limit_file``); None:
@@ -423,11 +423,15 @@ def _audit_form(value: str) -> str:
 
 
 class TokenBuckets:
-    """Per-token rate limit: a token bucket each (burst, then ``rate`` per second).
+    """Rate limit per department: a token bucket each (burst, then ``rate`` per second).
 
-    ``shared``: a file of one slot (``_BUCKET``) per key of ``keys`` (the token digests in
-    the order the tokens file lists them), which every worker process of one service maps:
-    ``--workers N`` then allows the policy's rate per token, not N times it (each worker
+    Keys are department names (UTF-8): every bearer token of one department draws on the
+    same bucket, so a department given k tokens does not get k times its rate (a bucket per
+    token did: the rate limit bounds what one department can enumerate, whatever number of
+    tokens it holds).
+    ``shared``: a file of one slot (``_BUCKET``) per key of ``keys`` (the departments of
+    the tokens file, in its order), which every worker process of one service maps:
+    ``--workers N`` then allows the policy's rate per department, not N times it (each worker
     kept its own buckets before: 156 answers in 6 s instead of 80 with 2 workers). A slot
     changes under an exclusive ``flock`` of the file. Without it (one worker, or a key not
     in ``keys``) the buckets live in this process.
@@ -455,7 +459,7 @@ class TokenBuckets:
         if os.fstat(fd).st_size < need:
             os.close(fd)
             raise ConfigError(
-                f"the rate-limit file holds fewer than {need} bytes (one slot per token)",
+                f"the rate-limit file holds fewer than {need} bytes (one slot per department)",
                 path=shared,
             )
         self._fd = fd
@@ -502,16 +506,22 @@ class TokenBuckets:
 
 def rate_limit_file(tokens: list[tuple[bytes, str]]) -> str:
     """Create the zeroed file ``TokenBuckets`` share across worker processes (0600, in the
-    temporary directory) with a slot per distinct token digest; return its path."""
+    temporary directory) with a slot per department of ``tokens`` ((token digest, department)
+    pairs, as :func:`load_tokens` gives them); return its path."""
     import tempfile
 
-    slots = max(1, len(dict.fromkeys(d for d, _ in tokens)))
+    slots = max(1, len(rate_limit_keys(tokens)))
     fd, path = tempfile.mkstemp(prefix="linkage-serve-rate-", suffix=".bin")
     try:
         os.ftruncate(fd, _BUCKET.size * slots)
     finally:
         os.close(fd)
     return path
+
+
+def rate_limit_keys(tokens: list[tuple[bytes, str]]) -> list[bytes]:
+    """The rate limit's bucket keys: each department of ``tokens`` once, in file order."""
+    return [d.encode("utf-8") for d in dict.fromkeys(dept for _, dept in tokens)]
 
 
 @functools.cache  # a handful of keys, asked on every search answer
@@ -557,7 +567,7 @@ class LookupService:
         # keys the audit log's hashes of values a department may not see: derived from the
         # store's identity key, so it lives (and is guarded) where the records are
         self._audit_key = hmac.digest(keys["identity_key"], b"linkage-audit-log", "sha256")
-        self._buckets = TokenBuckets(settings.rate_state, [d for d, _ in self.tokens])
+        self._buckets = TokenBuckets(settings.rate_state, rate_limit_keys(self.tokens))
         self.store = Store.open(settings.store, create=False, read_only=True)
         # point lookups gain nothing from DuckDB's thread pool; workers are the parallelism
         self.store.con.execute("SET threads = 1")
@@ -1084,12 +1094,13 @@ class LookupService:
             return False
         return dept.identity == "identity_id" or any(dept.fields.get(f) == "none" for f in direct)
 
-    def rate_limited(self, token: str, department: str) -> float:
-        """Seconds to wait before this token may ask again (0: the request may proceed)."""
+    def rate_limited(self, department: str) -> float:
+        """Seconds to wait before ``department`` (any of its tokens) may ask again (0: the
+        request may proceed)."""
         limit = self.departments[department].rate_limit or self.policy.rate_limit
         rate = self.settings.rate_per_second or limit.per_second
         burst = self.settings.rate_burst or limit.burst
-        return self._buckets.take(hashlib.sha256(token.encode("utf-8")).digest(), rate, burst)
+        return self._buckets.take(department.encode("utf-8"), rate, burst)
 
     def audit(self, entry: dict) -> None:
         """Append one JSON line to the audit log."""
@@ -1350,7 +1361,7 @@ def create_app(
         if found is None:
             raise HTTPException(401, "unknown bearer token", {"WWW-Authenticate": "Bearer"})
         request.state.department = found
-        wait = service.rate_limited(creds.credentials, found)
+        wait = service.rate_limited(found)
         if wait > 0:
             raise HTTPException(
                 429,
@@ -1371,9 +1382,19 @@ def create_app(
     async def http_error(request: Request, exc: StarletteHTTPException):
         message = str(exc.detail)
         if message == "There was an error parsing the body":
+            # FastAPI raises this from the parser's own error: say which limit was hit
+            cause = exc.__cause__
+            if isinstance(cause, RecursionError):
+                why = ": JSON nested too deeply"
+            elif isinstance(cause, ValueError) and "digits" in str(cause):
+                why = ": a number of more than 4,300 digits (Python's limit)"
+            elif isinstance(cause, UnicodeDecodeError):
+                why = ": not UTF-8"
+            else:
+                why = ""
             message = (
-                "the body could not be parsed: expected UTF-8 JSON, an object of search "
-                "fields with text values (deeply nested JSON is refused)"
+                f"the body could not be parsed{why}; expected UTF-8 JSON, an object of "
+                "search fields with text values"
             )
         return JSONResponse(
             {"error": message, "problems": []},
@@ -1601,7 +1622,7 @@ def serve(
     logs are off: request lines could carry personal data, and the audit log records each
     request instead. With ``workers`` > 1 the workers share their token buckets through a
     file in the temporary directory (:func:`rate_limit_file`), removed when uvicorn returns,
-    so the policy's rate limit holds per token, not per worker.
+    so the policy's rate limit holds per department, not per worker.
     Raises ConfigError / InputError for bad settings or an address that
     cannot be listened on (before the store is loaded or any worker starts), ValueError for
     an unknown ``log_level``.

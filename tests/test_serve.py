@@ -40,6 +40,7 @@ from linkage.serve import (  # noqa: E402
     load_tokens,
     new_token,
     parse_tokens,
+    rate_limit_keys,
 )
 from linkage.share import export_view, load_policy  # noqa: E402
 from linkage.store import Store  # noqa: E402
@@ -1105,6 +1106,9 @@ ct_json = {"content-type": "application/json"}
         ),
         (b'{"name": "' + b"x" * 20000 + b'"}', {"content-type": "application/json"}, 413, "body"),
         (b"\xff\xfe\x00", {"content-type": "application/json"}, 400, "could not be parsed"),
+        # the parser's own limits, named (a 5,000-digit `top` was called "deeply nested")
+        (b'{"name": "x", "top": ' + b"9" * 5000 + b"}", ct_json, 400, "4,300 digits"),
+        (b'{"name": ' + b"[" * 5000 + b"]" * 5000 + b"}", ct_json, 400, "nested too deeply"),
         # json.loads keeps the last of repeated keys: which name was meant is unknown
         (b'{"name": "x", "name": "y"}', ct_json, 422, "duplicate key 'name'"),
         (b'{"name": "x", "top": 3, "top": 5}', ct_json, 422, "duplicate key 'top'"),
@@ -1481,17 +1485,23 @@ def test_no_record_counts_for_a_department_not_granted_sources(server):
     assert checked == 5
 
 
-def test_each_token_is_rate_limited(built, monkeypatch):
+def test_each_department_is_rate_limited(built, monkeypatch, tmp_path):
+    """One bucket per department: a second police token draws on the first's bucket (a
+    bucket per token gave a department with k tokens k times the rate); another
+    department's token has its own."""
     from fastapi.testclient import TestClient
 
     from linkage.serve import LookupService, ServiceSettings, create_app
 
     monkeypatch.setenv("LINKAGE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    tokens_file = tmp_path / "tokens.yaml"
+    shutil.copy(built["tokens_file"], tokens_file)
+    second_police = add_token(tokens_file, "police")
     service = LookupService(
         ServiceSettings(
             store=str(built["store"]),
             policy=str(built["policy"]),
-            tokens=str(built["tokens_file"]),
+            tokens=str(tokens_file),
             audit=str(built["folder"] / "audit-429.jsonl"),
             rate_per_second=0.5,
             rate_burst=3,
@@ -1500,18 +1510,21 @@ def test_each_token_is_rate_limited(built, monkeypatch):
     try:
         client = TestClient(create_app(service=service))
         police = {"Authorization": f"Bearer {built['tokens']['police']}"}
+        police2 = {"Authorization": f"Bearer {second_police}"}
         health = {"Authorization": f"Bearer {built['tokens']['health']}"}
-        codes = [client.get("/v1/department", headers=police).status_code for _ in range(5)]
-        assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
+        codes = [client.get("/v1/department", headers=police).status_code for _ in range(2)]
+        codes += [client.get("/v1/department", headers=police2).status_code for _ in range(3)]
+        assert codes == [200, 200, 200, 429, 429]
         refused = client.get("/v1/department", headers=police)
         assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
         assert "too many requests" in refused.json()["error"]
-        # another token has its own bucket
+        # another department has its own bucket
         assert client.get("/v1/department", headers=health).status_code == 200
     finally:
         service.close()
     lines = (built["folder"] / "audit-429.jsonl").read_text(encoding="utf-8").splitlines()
-    assert sum(json.loads(x)["status"] == 429 for x in lines) == 3
+    refusals = [json.loads(x) for x in lines if json.loads(x)["status"] == 429]
+    assert len(refusals) == 3 and {r["department"] for r in refusals} == {"police"}
 
 
 def test_answers_are_the_same_with_and_without_the_in_memory_tables(built, monkeypatch):
@@ -1798,29 +1811,32 @@ def test_workers_get_a_health_check_that_outlasts_a_long_gil_hold(built, monkeyp
     assert app == "linkage.serve:app_from_env" and kw["workers"] == 2 and kw["factory"]
     assert kw["timeout_worker_healthcheck"] == serve_module.WORKER_HEALTHCHECK_SECONDS >= 60
     ((path, size, mode),) = shared
-    assert size == 16 * len(load_tokens(built["tokens_file"])) and mode == 0o600
+    departments = rate_limit_keys(load_tokens(built["tokens_file"]))
+    assert size == 16 * len(departments) == 16 * len(POLICY["departments"]) and mode == 0o600
     assert not os.path.exists(path)  # removed once uvicorn returns
 
 
-def test_workers_share_one_token_bucket(tmp_path):
-    """`--workers N` share each token's bucket through one file: N buckets of their own let
-    a token make N times its rate (156 answers in 6 s instead of 80 with 2 workers, default
-    10/s and a burst of 20). Two buckets objects here and a third in another process stand
-    for the workers; without the file the same takes all pass."""
+def test_workers_share_one_bucket_per_department(tmp_path):
+    """`--workers N` share each department's bucket through one file: N buckets of their own
+    let a department make N times its rate (156 answers in 6 s instead of 80 with 2 workers,
+    default 10/s and a burst of 20). Two buckets objects here and a third in another process
+    stand for the workers; without the file the same takes all pass."""
     from linkage.serve import TokenBuckets, rate_limit_file
 
     tokens = parse_tokens(
         {"police": [hash_token("a"), hash_token("b")], "health": hash_token("c")}, where="t"
     )
-    digests = [d for d, _ in tokens]
+    keys = rate_limit_keys(tokens)
+    assert keys == [b"police", b"health"]  # one slot per department, not per token
     path = rate_limit_file(tokens)
     try:
-        workers = [TokenBuckets(path, digests), TokenBuckets(path, digests)]
+        assert os.path.getsize(path) == 32
+        workers = [TokenBuckets(path, keys), TokenBuckets(path, keys)]
         # a burst of 3, refilled once in ~17 minutes: the takes are decided by the burst
-        passed = sum(workers[i % 2].take(digests[0], 0.001, 3) == 0 for i in range(8))
+        passed = sum(workers[i % 2].take(keys[0], 0.001, 3) == 0 for i in range(8))
         assert passed == 3
-        # another token has its own bucket
-        assert workers[1].take(digests[1], 0.001, 3) == 0
+        # another department has its own bucket
+        assert workers[1].take(keys[1], 0.001, 3) == 0
         other = subprocess.run(
             [
                 sys.executable,
@@ -1829,7 +1845,7 @@ def test_workers_share_one_token_bucket(tmp_path):
                 "b = TokenBuckets(sys.argv[1], [bytes.fromhex(x) for x in sys.argv[2:]])\n"
                 "print(b.take(bytes.fromhex(sys.argv[2]), 0.001, 3))",
                 path,
-                *(d.hex() for d in digests),
+                *(k.hex() for k in keys),
             ],
             capture_output=True,
             text=True,
@@ -1841,12 +1857,12 @@ def test_workers_share_one_token_bucket(tmp_path):
     finally:
         os.unlink(path)
     alone = [TokenBuckets(), TokenBuckets()]
-    assert sum(alone[i % 2].take(digests[0], 0.001, 3) == 0 for i in range(8)) == 6
+    assert sum(alone[i % 2].take(keys[0], 0.001, 3) == 0 for i in range(8)) == 6
     with pytest.raises(ConfigError, match="rate-limit file"):
-        TokenBuckets(str(tmp_path / "missing.bin"), digests)
+        TokenBuckets(str(tmp_path / "missing.bin"), keys)
 
 
-def test_rate_limit_holds_per_token_over_two_workers(built):
+def test_rate_limit_holds_per_department_over_two_workers(built):
     """A real `linkage serve --workers 2`: requests on new connections (spread over both
     workers) get the token's burst once in all, not once per worker (10 of 20 before)."""
     port = _free_port()

@@ -69,8 +69,9 @@ class _Model(BaseModel):
 
 
 class RateLimit(_Model):
-    """Lookup-service requests per bearer token: a token bucket (``burst`` requests at once,
-    refilled at ``per_second``); over it the service answers 429."""
+    """Lookup-service requests per department, all its bearer tokens together: a token
+    bucket (``burst`` requests at once, refilled at ``per_second``); over it the service
+    answers 429."""
 
     per_second: float = Field(default=10.0, gt=0)
     burst: int = Field(default=20, ge=1)
@@ -93,7 +94,7 @@ class DepartmentPolicy(_Model):
     on_conflict: Literal["refuse", "coarsen"] | None = None  # overrides the policy default
     # how the lookup service's audit log records this department's query values
     audit_queries: Literal["raw", "masked", "none"] | None = None  # overrides the default
-    rate_limit: RateLimit | None = None  # lookup requests per token; overrides the default
+    rate_limit: RateLimit | None = None  # lookup requests per department; overrides the default
     # the lookup service compares a query's name with stored former names (曾用名) too: a
     # hit then tells who was once called what, which no export shows; needs name unmasked
     former_names: bool = False
@@ -158,7 +159,8 @@ class SharingPolicy(_Model):
     # lookup-service audit log: raw query values, masked as the department's grants mask
     # the field (values of fields not granted are not written), or only the field names
     audit_queries: Literal["raw", "masked", "none"] = "masked"
-    # lookup-service requests per bearer token (a department's rate_limit overrides it)
+    # lookup-service requests per department, all its tokens together (a department's
+    # rate_limit overrides it)
     rate_limit: RateLimit = Field(default_factory=RateLimit)
     # shared masked fields whose combination is unique for more than this share of the
     # identities exported count as a join key of two departments (a quasi-identifier join)
