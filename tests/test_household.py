@@ -28,10 +28,51 @@ TWIN_A = make_id("44030420150601003")
 TWIN_B = make_id("44030420150601005")
 
 
-def test_years_apart_spares_typos():
-    ya = np.array([1985, 1985, 1985, 1985, -1])
-    yb = np.array([1986, 1995, 2015, 1978, 1985])
-    assert years_apart(ya, yb).tolist() == [False, False, True, True, False]
+def test_years_apart_spares_typos_and_years_nearer_than_a_generation():
+    ya = np.array([1985, 1985, 1985, 1985, -1, 2001, 1999, 2001, 1985, 1985, 1965])
+    yb = np.array([1986, 1995, 2015, 1978, 1985, 1991, 2001, 1987, 1971, 1998, 1985])
+    assert years_apart(ya, yb).tolist() == [
+        False,  # one year: a typo
+        False,  # one digit: a typo
+        True,  # a generation (a child's ID on an old person's record)
+        False,  # seven years: a wrong year on the person's own record
+        False,  # unknown year
+        False,  # ten years (2001 / 1991): not a parent's ID
+        False,  # two years
+        True,  # fourteen years: the youngest guardian counted
+        True,
+        False,  # thirteen years
+        False,  # twenty years in one digit (1965 / 1985): a typo
+    ]
+
+
+def test_a_wrong_birth_year_or_a_filler_date_keeps_the_persons_own_id():
+    """An adult's own ID with a birth year a few years off (typed, misremembered) or the
+    filler date 1900-01-01 is no guardian's ID: it stays evidence that links the records.
+    Before, any two years apart threw the ID away (id_not_own), and 1900-01-01 read as a
+    birth date threw it away too."""
+    own = make_id("44030419910525002")  # a woman born 1991-05-25
+    records = standardize(
+        pd.DataFrame(
+            {
+                schema.SOURCE: ["police", "health", "civil_affairs", "health"],
+                schema.RECORD_ID: ["p1", "h1", "c1", "h2"],
+                schema.NAME: ["张娟", "张娟", "张娟", "张娟"],
+                schema.BIRTH_DATE: ["1991-05-25", "2001/5/25", "19000101", "1900-1-1"],
+                schema.ID_NUMBER: [own, own, own, own],
+            }
+        )
+    )
+    flags = records[schema.QUALITY_FLAGS].tolist()
+    assert not any("id_not_own" in f for f in flags)
+    assert "id_birth_conflict" in flags[1]
+    assert records[schema.BIRTH_DATE_STD].iloc[2:].isna().all()
+    assert all("birth_date_placeholder" in f for f in flags[2:])
+    from linkage.compare import compare, default_comparisons
+
+    pairs = pd.DataFrame({schema.ROW_L: [0, 0, 0], schema.ROW_R: [1, 2, 3]})
+    vectors = compare(records, pairs, default_comparisons())
+    assert vectors["gamma_id"].tolist() == [IdComparison.levels.index("exact")] * 3
 
 
 def test_guardian_id_is_flagged_and_never_a_cannot_link():

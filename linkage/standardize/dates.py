@@ -31,8 +31,8 @@ FLAGS: dict[str, str] = {
     "excel_serial": "Excel serial day number converted (informational)",
     "out_of_range": "year before 1900 or after 2100",
     "partial": "year or year-month only, no day",
-    "placeholder": "a filler such as 不详, 无 or '-' instead of a date; set to null, counted "
-    "as missing",
+    "placeholder": "a filler such as 不详, 无, '-' or 1900-01-01 (a system's default date) "
+    "instead of a date; set to null, counted as missing",
 }
 
 # Cross-field flag set by the standardize stage (a record's own dates disagree).
@@ -45,6 +45,9 @@ VALUE = "value"
 QUALITY_FLAGS = "quality_flags"
 
 MIN_YEAR, MAX_YEAR = 1900, 2100
+# the first day a registry accepts, written by systems for an unknown date: nobody born then
+# is alive, and read as a birth date it made a person's own ID look like a guardian's
+FILLER_DATES = frozenset({"1900-01-01"})
 # Excel's day 0 is 1899-12-30 (its 1900 leap-year bug shifts serials from day 61 on).
 _EXCEL_EPOCH = datetime.date(1899, 12, 30)
 _EXCEL_MIN, _EXCEL_MAX = 1000, 80000
@@ -298,6 +301,8 @@ def _parse_columns(
     for i in np.flatnonzero(pd.notna(iso)):
         if iso[i] > limit:
             iso[i], flags[i] = _not_future(iso[i], flags[i], limit)
+        elif iso[i] in FILLER_DATES:
+            iso[i], flags[i] = None, "placeholder"
     return {VALUE: iso, QUALITY_FLAGS: flags}
 
 

@@ -35,7 +35,7 @@ FLAGS: dict[str, str] = {
     "id_region_unknown": "first six digits not in the region-code table (ID not rejected)",
     "id_birth_conflict": "birth date embedded in the ID differs from the recorded birth date",
     "id_gender_conflict": "gender from the ID's 17th digit differs from the recorded gender",
-    "id_not_own": "the recorded birth year is years away from the ID's (not a typo): someone "
+    "id_not_own": "the recorded birth year is a generation away from the ID's (not a typo): someone "
     "else's ID, e.g. a guardian's on a child's record; never evidence, never a cannot-link",
 }
 # Flags this module emits itself, in output order; the conflict flags come from the combiner.
@@ -409,17 +409,27 @@ def _id_columns(values: Sequence) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------- public API
 
 
-def years_apart(ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
-    """Both years known (>= 0), at least two apart and not one mistyped digit (1985 / 1995).
+# the fewest years between a child and the guardian whose ID its record carries: a record's
+# year that far from its ID's is a generation, nearer it is a typed or misremembered year
+GUARDIAN_MIN_YEARS = 14
 
-    The test for an ID that is not its record's own: a typed birth year is off by one or in
-    one digit, a guardian's ID on a child's record by a generation.
+
+def years_apart(ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
+    """Both years known (>= 0), a generation apart (at least ``GUARDIAN_MIN_YEARS``) and
+    not one mistyped digit (1965 / 1985).
+
+    The test for an ID that is not its record's own: a typed birth year is off by one or
+    in one digit, a guardian's ID on a child's record (or a child's on an old person's) by
+    a generation. Nearer years (2001 recorded, 1991 in the ID; 1999 and 2001) are a wrong
+    year on the person's own record: the ID stays the record's (flagged
+    ``id_birth_conflict``), where a gap of two years once threw it away.
     """
     ya, yb = np.asarray(ya, dtype=np.int64), np.asarray(yb, dtype=np.int64)
     differing = np.zeros(len(ya), dtype=np.int64)
     for power in (1, 10, 100, 1000):
         differing += (ya // power) % 10 != (yb // power) % 10
-    return (ya >= 0) & (yb >= 0) & (np.abs(ya - yb) >= 2) & (differing > 1)
+    gap = np.abs(ya - yb)
+    return (ya >= 0) & (yb >= 0) & (gap >= GUARDIAN_MIN_YEARS) & (differing > 1)
 
 
 def not_own_ids(birth_std: pd.Series, id_birth: pd.Series) -> np.ndarray:
