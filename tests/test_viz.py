@@ -493,18 +493,40 @@ def run_output(tmp_path_factory):
     return demo.paths["config"], out
 
 
-def test_dashboard_from_a_run_output_without_a_merge(run_output, tmp_path, monkeypatch):
+def _no_merge(*args, **kwargs):
+    raise AssertionError("the merge ran")
+
+
+@pytest.fixture(scope="module")
+def charts_with_values(run_output, tmp_path_factory) -> Path:
+    """`linkage dashboard CONFIG --from OUT`: a run output's charts with the record values
+    the config's sources give, made without a merge (Linker.run raises). Two tests read it."""
     from typer.testing import CliRunner
 
     from linkage import linker as linker_module
     from linkage.cli import app
 
     config, folder = run_output
+    out = tmp_path_factory.mktemp("charts_with_values")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(linker_module.Linker, "run", _no_merge)
+        done = CliRunner().invoke(
+            app, ["dashboard", str(config), "--from", str(folder), "-o", str(out), "-q"]
+        )
+    assert done.exit_code == 0, done.output
+    return out
 
-    def no_merge(*args, **kwargs):
-        raise AssertionError("the merge ran")
 
-    monkeypatch.setattr(linker_module.Linker, "run", no_merge)
+def test_dashboard_from_a_run_output_without_a_merge(
+    run_output, charts_with_values, tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from linkage import linker as linker_module
+    from linkage.cli import app
+
+    config, folder = run_output
+    monkeypatch.setattr(linker_module.Linker, "run", _no_merge)
     out = tmp_path / "charts"
     done = CliRunner().invoke(app, ["dashboard", "--from", str(folder), "-o", str(out), "-q"])
     assert done.exit_code == 0, done.output
@@ -522,11 +544,7 @@ def test_dashboard_from_a_run_output_without_a_merge(run_output, tmp_path, monke
     assert schema.NAME in full.records.columns
     with pytest.raises(InputError, match="not the records"):
         linker_module.read_outputs(folder, records.iloc[1:])
-    with_values = tmp_path / "charts2"
-    done = CliRunner().invoke(
-        app, ["dashboard", str(config), "--from", str(folder), "-o", str(with_values), "-q"]
-    )
-    assert done.exit_code == 0, done.output
+    with_values = charts_with_values
     # without the config the viewers say why they show no record values
     note = "record values not loaded"
     assert note in (out / "cluster_viewer.html").read_text(encoding="utf-8")
@@ -546,17 +564,9 @@ def test_dashboard_from_a_run_output_without_a_merge(run_output, tmp_path, monke
 
 
 @needs_browser
-def test_dashboard_from_a_run_output_renders(run_output, tmp_path):
-    from typer.testing import CliRunner
-
-    from linkage.cli import app
-
-    config, folder = run_output
-    out = tmp_path / "charts"
-    done = CliRunner().invoke(
-        app, ["dashboard", str(config), "--from", str(folder), "-o", str(out), "-q"]
-    )
-    assert done.exit_code == 0, done.output
+def test_dashboard_from_a_run_output_renders(run_output, charts_with_values, tmp_path):
+    _, folder = run_output
+    out = charts_with_values
     for page in out.glob("*.html"):
         os.chmod(page, 0o644)
     viewer, blocking = out / "comparison_viewer.html", out / "cumulative_blocking.html"
