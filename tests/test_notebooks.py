@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -45,44 +46,52 @@ def executed(tmp_path_factory) -> dict[str, tuple[Path, object, BaseException | 
     A notebook's time is its kernel's: start-up, imports, the run and chart rendering, in a
     process of its own. One at a time, the test process only waited and one of the two
     cores CI has stood idle. Each test reads its own run's result and raises its error."""
-    from linkage import Linker
-    from linkage.incremental import write_batch
-    from linkage.store import Store
-    from linkage.synth import generate
 
-    jobs = []
-    for path in NOTEBOOKS:
+    def notebook(path: Path, **parameters):
         book = nbformat.read(path, as_version=4)
-        _set_parameters(book, PERSONS=600)
-        jobs.append((path.stem, tmp_path_factory.mktemp(path.stem), book))
-    # the coverage notebook pointed at a real identity store by one path (STORE)
+        _set_parameters(book, **parameters)
+        return book
+
+    def store_notebook(folder: Path):
+        """The coverage notebook pointed at a real identity store by one path (STORE)."""
+        from linkage import Linker
+        from linkage.incremental import write_batch
+        from linkage.store import Store
+        from linkage.synth import generate
+
+        generate(400, seed=3, output=folder / "data")
+        linker = Linker.from_yaml(folder / "data" / "run.yaml")
+        result = linker.run()
+        with Store.open(folder / "ids.duckdb") as store:
+            write_batch(store, result, linker.config)
+        coverage = next(p for p in NOTEBOOKS if p.stem.startswith("04"))
+        return notebook(coverage, STORE=str(folder / "ids.duckdb"))
+
+    jobs = [
+        (path.stem, tmp_path_factory.mktemp(path.stem), partial(notebook, path, PERSONS=600))
+        for path in NOTEBOOKS
+    ]
     folder = tmp_path_factory.mktemp("store")
-    generate(400, seed=3, output=folder / "data")
-    linker = Linker.from_yaml(folder / "data" / "run.yaml")
-    result = linker.run()
-    with Store.open(folder / "ids.duckdb") as store:
-        write_batch(store, result, linker.config)
-    book = nbformat.read(next(p for p in NOTEBOOKS if p.stem.startswith("04")), as_version=4)
-    _set_parameters(book, STORE=str(folder / "ids.duckdb"))
-    jobs.append(("store", folder, book))
-    # the longest notebooks first, so that the two kernels finish at about the same time
+    jobs.append(("store", folder, partial(store_notebook, folder)))
+    # the longest notebook first, so that the two kernels finish at about the same time
     jobs.sort(key=lambda job: job[0] != "02_review_matches")
+    books: dict[str, object] = {}
+
+    async def run(gate: asyncio.Semaphore, name: str, folder: Path, prepare) -> None:
+        # the store is built in this process while the first kernels run
+        books[name] = await asyncio.to_thread(prepare)
+        async with gate:
+            await _client(books[name], folder).async_execute()
 
     async def run_all() -> list:
         gate = asyncio.Semaphore(2)
-
-        async def run(book, folder):
-            async with gate:
-                await _client(book, folder).async_execute()
-
-        return await asyncio.gather(
-            *(run(book, folder) for _, folder, book in jobs), return_exceptions=True
-        )
+        runs = (run(gate, *job) for job in jobs)
+        return await asyncio.gather(*runs, return_exceptions=True)
 
     errors = asyncio.run(run_all())
     return {
-        name: (folder, book, error)
-        for (name, folder, book), error in zip(jobs, errors, strict=True)
+        name: (folder, books.get(name), error)
+        for (name, folder, _), error in zip(jobs, errors, strict=True)
     }
 
 
