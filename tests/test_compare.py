@@ -631,6 +631,41 @@ def test_small_input_paths_equal_the_vectorized_paths(case_records, monkeypatch)
     assert (kept >= 0).any()
 
 
+def _levels_of_blocks(comparison, blocks: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """``compare_values`` of each block's first row against each of its other rows.
+
+    Blocks are stacked into calls of at most 512 rows, the most that still takes the
+    small-input paths a call over one block (a lookup's few dozen rows) takes; a pair's
+    levels depend on its two rows alone. One call per block was most of the time of the
+    stored-side test below (some 20,000 calls)."""
+    from linkage.compare import base, compare_values, fields
+
+    limit = min(fields._SMALL_INPUT, base._SMALL_FACTORIZE)
+    sizes = [len(next(iter(block.values()))) for block in blocks]
+    assert max(sizes, default=0) <= limit
+    out: list[np.ndarray] = []
+    start = 0
+    while start < len(blocks):
+        stop, rows = start, 0
+        while stop < len(blocks) and rows + sizes[stop] <= limit:
+            rows += sizes[stop]
+            stop += 1
+        firsts = np.cumsum([0, *sizes[start:stop]])[:-1]
+        left = np.concatenate(
+            [np.full(k - 1, f) for f, k in zip(firsts, sizes[start:stop], strict=True)]
+        )
+        right = np.concatenate(
+            [np.arange(f + 1, f + k) for f, k in zip(firsts, sizes[start:stop], strict=True)]
+        )
+        stacked = {c: np.concatenate([b[c] for b in blocks[start:stop]]) for c in blocks[start]}
+        levels = compare_values(
+            stacked, left.astype(np.int64), right.astype(np.int64), [comparison]
+        )[comparison.name]
+        out += np.split(levels, np.cumsum([k - 1 for k in sizes[start:stop]])[:-1])
+        start = stop
+    return out
+
+
 @pytest.mark.parametrize("share", [1.0, 0.5, 0.0])
 def test_stored_sides_give_the_levels_of_the_stacked_query(case_records, share, monkeypatch):
     """The lookup's stored side of each comparison (prepared once over the stored records;
@@ -641,7 +676,7 @@ def test_stored_sides_give_the_levels_of_the_stacked_query(case_records, share, 
     romanized, rare-character and masked names, lunar and unreadable dates) is the query in
     turn, against the stored records: all of them (``share`` 1: each query key is stored),
     half, or none of the query's own keys stored except as other records hold them."""
-    from linkage.compare import compare_values, stored
+    from linkage.compare import stored
     from linkage.compare.stored import stored_side
 
     if share == 0.0:  # one spare code per space: a query's new keys grow the tables
@@ -660,6 +695,8 @@ def test_stored_sides_give_the_levels_of_the_stacked_query(case_records, share, 
             if share == 0.0:
                 # the query's own record never stored: its keys are new unless shared
                 queries = [q for q in queries if q % 4 == trial]
+            # (what to call it, the side's levels, the stacked block compare_values levels)
+            checks: list[tuple[str, np.ndarray, dict[str, np.ndarray]]] = []
             for q in queries:
                 query = {c: columns[c][q] for c in comparison.columns if c in columns}
                 rows = rng.choice(len(stored), size=int(rng.integers(1, 40)))
@@ -670,22 +707,19 @@ def test_stored_sides_give_the_levels_of_the_stacked_query(case_records, share, 
                     for c in comparison.columns
                     if c in columns
                 }
-                k = len(rows)
-                expected = compare_values(
-                    stacked, np.zeros(k, np.int64), np.arange(1, k + 1), [comparison]
-                )[comparison.name]
-                got = side.levels(query, rows)
-                np.testing.assert_array_equal(got, expected, err_msg=f"{comparison.name} q={q}")
-                seen |= {(comparison.name, int(v)) for v in expected}
+                checks.append((f"{comparison.name} q={q}", side.levels(query, rows), stacked))
                 # the query against itself when stored: its keys were found, not new
                 if share == 1.0:
                     own = np.flatnonzero(stored == q)
                     if len(own):
-                        stacked = {c: np.array([columns[c][q]] * 2, dtype=object) for c in stacked}
-                        expected = compare_values(stacked, [0], [1], [comparison])
-                        np.testing.assert_array_equal(
-                            side.levels(query, own), expected[comparison.name]
-                        )
+                        itself = {c: np.array([columns[c][q]] * 2, dtype=object) for c in stacked}
+                        label = f"{comparison.name} q={q} against itself"
+                        checks.append((label, side.levels(query, own), itself))
+            expected = _levels_of_blocks(comparison, [block for _, _, block in checks])
+            for (label, got, _), levels in zip(checks, expected, strict=True):
+                np.testing.assert_array_equal(got, levels, err_msg=label)
+                if not label.endswith("itself"):
+                    seen |= {(comparison.name, int(v)) for v in levels}
     # every level of every comparison was reached by some query (null, else, each agreement)
     for comparison in comparisons if share == 1.0 else []:
         reached = {v for name, v in seen if name == comparison.name}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,28 @@ def _batch(config: Path, store_path: Path):
         return write_batch(store, result, linker.config)
 
 
+@pytest.fixture(scope="module")
+def batch(data, tmp_path_factory):
+    """``_batch`` once per config for the module; each test gets its own copy of that store.
+
+    Thirteen tests start from the store of a batch run on run.yaml or old.yaml: one run
+    each instead of one per test (each about 2 s). A copy of the closed file is the store
+    as written (one DuckDB file), so a test that ingests into it changes only its own copy.
+    """
+    folder = tmp_path_factory.mktemp("batches")
+    made: dict[str, tuple[Path, object]] = {}
+
+    def copy(config: Path, store_path: Path):
+        if config.name not in made:
+            template = folder / f"{config.stem}.duckdb"
+            made[config.name] = (template, _batch(config, template))
+        template, result = made[config.name]
+        shutil.copyfile(template, store_path)
+        return result
+
+    return copy
+
+
 def test_run_with_store_twice_in_any_row_order_gives_identical_identities(data, tmp_path):
     store_path = tmp_path / "s.duckdb"
     out = [tmp_path / "o1", tmp_path / "o2"]
@@ -87,9 +110,9 @@ def test_run_with_store_twice_in_any_row_order_gives_identical_identities(data, 
     assert not set(batch["identity_id"]) & set(stored["identity_id"])
 
 
-def test_ingest_agrees_with_a_full_run(data, tmp_path):
+def test_ingest_agrees_with_a_full_run(data, batch, tmp_path):
     store_path = tmp_path / "s.duckdb"
-    _batch(data / "old.yaml", store_path)
+    batch(data / "old.yaml", store_path)
     with Store.open(store_path) as store:
         before = store.links()
         result = ingest(store, load_config(data / "new.yaml"))
@@ -112,9 +135,9 @@ def test_ingest_agrees_with_a_full_run(data, tmp_path):
     assert f1 >= 0.99
 
 
-def test_ingesting_a_stored_record_again_is_an_update(data, tmp_path):
+def test_ingesting_a_stored_record_again_is_an_update(data, batch, tmp_path):
     store_path = tmp_path / "s.duckdb"
-    _batch(data / "old.yaml", store_path)
+    batch(data / "old.yaml", store_path)
     health = pd.read_csv(data / "health_old.csv", dtype=str).head(3)
     phone_col = next(c for c in health.columns if "电话" in c)
     health[phone_col] = "13900000000"
@@ -134,9 +157,9 @@ def test_ingesting_a_stored_record_again_is_an_update(data, tmp_path):
     assert len(changed) == 3
 
 
-def test_ingesting_unchanged_records_counts_them_unchanged(data, tmp_path):
+def test_ingesting_unchanged_records_counts_them_unchanged(data, batch, tmp_path):
     store_path = tmp_path / "s.duckdb"
-    _batch(data / "old.yaml", store_path)
+    batch(data / "old.yaml", store_path)
     health = pd.read_csv(data / "health_old.csv", dtype=str).head(4)
     phone_col = next(c for c in health.columns if "电话" in c)
     health.loc[health.index[-1], phone_col] = "13900000001"  # one of four really changed
@@ -167,9 +190,9 @@ def test_ingest_without_a_model_exits_2(data, tmp_path):
     assert res.exit_code == 2
 
 
-def test_search_ranks_the_person_first_with_an_explanation(data, tmp_path):
+def test_search_ranks_the_person_first_with_an_explanation(data, batch, tmp_path):
     store_path = tmp_path / "s.duckdb"
-    result = _batch(data / "run.yaml", store_path)
+    result = batch(data / "run.yaml", store_path)
     records = result.records
     row = records[records[schema.ID_VALID].eq(True) & records[schema.NAME].notna()].iloc[0]
     expected = result.identities.set_index([schema.SOURCE, schema.RECORD_ID]).loc[
@@ -200,14 +223,14 @@ def test_search_ranks_the_person_first_with_an_explanation(data, tmp_path):
 
 
 @pytest.mark.parametrize("held", [False, True])
-def test_search_weights_equal_the_batch_pair_weights(data, tmp_path, held):
+def test_search_weights_equal_the_batch_pair_weights(data, batch, tmp_path, held):
     """A stored record searched by its raw fields scores each hit's best record exactly as
     the batch scored that pair (same standardizing, comparisons, term frequencies, model),
     reading the store or its tables held in memory."""
     from linkage.incremental import hold_search_tables
 
     store_path = tmp_path / "s.duckdb"
-    _batch(data / "run.yaml", store_path)
+    batch(data / "run.yaml", store_path)
     with Store.open(store_path) as store:
         if held:
             assert hold_search_tables(store)
@@ -231,9 +254,9 @@ def test_search_weights_equal_the_batch_pair_weights(data, tmp_path, held):
     assert compared >= 5
 
 
-def test_search_with_nothing_in_common_returns_no_candidates(data, tmp_path):
+def test_search_with_nothing_in_common_returns_no_candidates(data, batch, tmp_path):
     store_path = tmp_path / "s.duckdb"
-    _batch(data / "run.yaml", store_path)
+    batch(data / "run.yaml", store_path)
     with Store.open(store_path) as store:
         assert search(store, {schema.NAME: "龘靐齉", schema.BIRTH_DATE: "1900-01-01"}) == []
 
@@ -249,13 +272,13 @@ def test_single_record_keys_equal_the_table_keys(data, tmp_path):
         assert set(record_key_hashes(row, settings)) == expected
 
 
-def test_held_tables_give_the_point_reads_and_searches_of_the_store(data, tmp_path):
+def test_held_tables_give_the_point_reads_and_searches_of_the_store(data, batch, tmp_path):
     """The lookup service's in-memory tables read back exactly what DuckDB reads give."""
     from linkage.incremental import hold_search_tables, search_report
     from linkage.incremental.search import _GOLDEN_COLUMNS, _setup
 
     store_path = tmp_path / "s.duckdb"
-    _batch(data / "run.yaml", store_path)
+    batch(data / "run.yaml", store_path)
     rng = np.random.default_rng(4)
     with Store.open(store_path, create=False, read_only=True) as store:
         records = store.table("records")
@@ -427,9 +450,9 @@ def test_standardize_record_honours_the_two_digit_year_pivot():
         assert one[schema.BIRTH_DATE_STD].iloc[0] == expected, (pivot, one.iloc[0].to_dict())
 
 
-def test_a_failed_ingest_changes_nothing_and_is_logged(data, tmp_path, monkeypatch):
+def test_a_failed_ingest_changes_nothing_and_is_logged(data, batch, tmp_path, monkeypatch):
     store_path = tmp_path / "s.duckdb"
-    _batch(data / "old.yaml", store_path)
+    batch(data / "old.yaml", store_path)
     with Store.open(store_path) as store:
         before = store.links()
 
@@ -443,10 +466,10 @@ def test_a_failed_ingest_changes_nothing_and_is_logged(data, tmp_path, monkeypat
         assert store.runs()["status"].tolist() == ["done", "failed"]
 
 
-def test_ingest_and_search_use_the_stored_models_settings(data, tmp_path):
+def test_ingest_and_search_use_the_stored_models_settings(data, batch, tmp_path):
     # the model document carries the resolved comparisons, blocking and standardize options
     store_path = tmp_path / "s.duckdb"
-    _batch(data / "old.yaml", store_path)
+    batch(data / "old.yaml", store_path)
     with Store.open(store_path) as store:
         doc = store.model()
         assert doc["schema_version"] == 2
@@ -496,10 +519,10 @@ def test_the_linker_runs_ingests_and_searches_a_store(data, tmp_path):
         Linker(store=store_path).run()
 
 
-def test_search_report_explains_and_falls_back_to_one_selective_field(data, tmp_path):
+def test_search_report_explains_and_falls_back_to_one_selective_field(data, batch, tmp_path):
     from linkage.incremental import search_report
 
-    _batch(data / "run.yaml", tmp_path / "s.duckdb")
+    batch(data / "run.yaml", tmp_path / "s.duckdb")
     with Store.open(tmp_path / "s.duckdb", create=False) as store:
         records = store.table("records").merge(store.links(), on=[schema.SOURCE, schema.RECORD_ID])
         counts = records["name_clean"].value_counts()
@@ -542,8 +565,8 @@ def test_search_report_explains_and_falls_back_to_one_selective_field(data, tmp_
         assert search(store, {schema.NAME: rare}) == search_report(store, {schema.NAME: rare}).hits
 
 
-def test_cli_search_says_why_an_answer_is_empty(data, tmp_path):
-    _batch(data / "run.yaml", tmp_path / "s.duckdb")
+def test_cli_search_says_why_an_answer_is_empty(data, batch, tmp_path):
+    batch(data / "run.yaml", tmp_path / "s.duckdb")
     store = str(tmp_path / "s.duckdb")
     result = runner.invoke(app, ["search", "--store", store, "--gender", "男"])
     assert result.exit_code == 0
@@ -566,10 +589,15 @@ def _corrupt(value: str, rng: np.random.Generator) -> str:
 
 
 @pytest.mark.parametrize("held", [False, True])
-def test_frame_free_scoring_equals_the_batch_compare_and_score(data, tmp_path, held):
+def test_frame_free_scoring_equals_the_batch_compare_and_score(data, batch, tmp_path, held):
     """Search's comparison levels, partial and total weights and probabilities (arrays, no
     frames) equal the batch path's (compare_pairs + score_pairs over the stacked frame and
-    store_tf) exactly, on many random queries against many candidates each."""
+    store_tf) exactly, on many random queries against many candidates each.
+
+    The batch path runs once over every query's pairs (each query and its candidates one
+    block of the stacked frame), as a batch run compares all its pairs in one call: a
+    pair's levels and weights depend only on its two records and the stored term
+    frequencies, so each query's rows equal those of a call over its own pairs alone."""
     from linkage.incremental import hold_search_tables
     from linkage.incremental._common import stack, store_tf
     from linkage.incremental.search import _setup, score_candidates
@@ -577,7 +605,7 @@ def test_frame_free_scoring_equals_the_batch_compare_and_score(data, tmp_path, h
     from linkage.standardize.combine import record_frame, standardize_record_values
 
     store_path = tmp_path / "s.duckdb"
-    _batch(data / "run.yaml", store_path)
+    batch(data / "run.yaml", store_path)
     rng = np.random.default_rng(11)
     with Store.open(store_path, create=False, read_only=True) as store:
         if held:
@@ -587,7 +615,7 @@ def test_frame_free_scoring_equals_the_batch_compare_and_score(data, tmp_path, h
         records = store.table("records")
         fields = [f for f in schema.MAPPABLE_FIELDS if f in records.columns]
         all_rks = records["rk"].to_numpy()
-        levels_seen = set()
+        searched, parts, left, right = [], [], [], []
         for row in records.sample(150, random_state=3).to_dict("records"):
             given = [f for f in fields if pd.notna(row[f]) and rng.random() < 0.7]
             raw = {f: _corrupt(str(row[f]), rng) for f in given}
@@ -595,33 +623,41 @@ def test_frame_free_scoring_equals_the_batch_compare_and_score(data, tmp_path, h
             std = standardize_record_values(raw, run.standardize)
             # the record itself, its relatives by row key, and random others
             rks = np.unique(np.append(rng.choice(all_rks, size=25), row["rk"]))
-            levels, scored = score_candidates(
-                store, setup, std, store.candidate_columns(rks, setup.columns)
+            searched.append(
+                score_candidates(store, setup, std, store.candidate_columns(rks, setup.columns))
             )
             query = record_frame(std)
             cands = store.candidates_by_rk(rks, setup.columns)
-            combined = stack([query[[c for c in query.columns if c in setup.wanted]], cands])
-            pairs = pd.DataFrame(
-                {
-                    schema.ROW_L: np.zeros(len(cands), dtype=np.int64),
-                    schema.ROW_R: np.arange(1, len(combined), dtype=np.int64),
-                }
-            )
-            tf_rows = {
-                n: store_tf(store, combined, query.iloc[0:0], c)
-                for n, c in run.term_frequency.items()
-            }
-            vectors, tf = compare_pairs(combined, pairs, run.comparisons, tf_rows)
-            batch = score_pairs(vectors, run.model, run.comparisons, tf)
+            first = sum(len(p) for p in parts)  # the query's row in the stacked frame
+            parts += [query[[c for c in query.columns if c in setup.wanted]], cands]
+            left.append(np.full(len(cands), first, dtype=np.int64))
+            right.append(np.arange(first + 1, first + 1 + len(cands), dtype=np.int64))
+        combined = stack(parts)
+        pairs = pd.DataFrame(
+            {schema.ROW_L: np.concatenate(left), schema.ROW_R: np.concatenate(right)}
+        )
+        tf_rows = {
+            n: store_tf(store, combined, combined.iloc[0:0], c)
+            for n, c in run.term_frequency.items()
+        }
+        vectors, tf = compare_pairs(combined, pairs, run.comparisons, tf_rows)
+        scored_batch = score_pairs(vectors, run.model, run.comparisons, tf)
+        levels_seen = set()
+        start = 0
+        for (levels, scored), rows in zip(searched, left, strict=True):
+            batch_rows = scored_batch.iloc[start : start + len(rows)]
+            start += len(rows)
             for c in run.comparisons:
-                expected = batch[schema.GAMMA_PREFIX + c.name].to_numpy()
+                expected = batch_rows[schema.GAMMA_PREFIX + c.name].to_numpy()
                 np.testing.assert_array_equal(levels[c.name], expected)
                 np.testing.assert_array_equal(
-                    scored[schema.MW_PREFIX + c.name], batch[schema.MW_PREFIX + c.name].to_numpy()
+                    scored[schema.MW_PREFIX + c.name],
+                    batch_rows[schema.MW_PREFIX + c.name].to_numpy(),
                 )
                 levels_seen |= {(c.name, int(v)) for v in expected}
             for column in (schema.MATCH_WEIGHT, schema.MATCH_PROBABILITY):
-                np.testing.assert_array_equal(scored[column], batch[column].to_numpy())
+                np.testing.assert_array_equal(scored[column], batch_rows[column].to_numpy())
+        assert start == len(scored_batch)
         # the queries reached null, disagreeing and agreeing levels of every comparison
         for c in run.comparisons:
             seen = {v for n, v in levels_seen if n == c.name}
@@ -629,14 +665,14 @@ def test_frame_free_scoring_equals_the_batch_compare_and_score(data, tmp_path, h
 
 
 @pytest.mark.parametrize("held", [False, True])
-def test_frame_free_point_reads_equal_the_frame_reads(data, tmp_path, held):
+def test_frame_free_point_reads_equal_the_frame_reads(data, batch, tmp_path, held):
     """candidate_columns, rk_hashes, golden_rows and link_rows give what candidates_by_rk,
     rks_for_hashes, golden_for and links_of_identities give, reading DuckDB or held tables."""
     from linkage.incremental import hold_search_tables
     from linkage.incremental.search import _GOLDEN_COLUMNS, _setup
 
     store_path = tmp_path / "s.duckdb"
-    _batch(data / "run.yaml", store_path)
+    batch(data / "run.yaml", store_path)
     rng = np.random.default_rng(5)
     with Store.open(store_path, create=False, read_only=True) as store:
         if held:

@@ -95,11 +95,18 @@ def records(config):
     return read_records(config)
 
 
-def test_summary_gives_the_peak_of_every_stage(config, tmp_path):
+@pytest.fixture(scope="module")
+def written(config, tmp_path_factory) -> Path:
+    """The output folder of ``Linker.write`` on the registries (two tests read it)."""
+    folder = tmp_path_factory.mktemp("written")
+    Linker(config, id_key=KEY).write(folder)
+    return folder
+
+
+def test_summary_gives_the_peak_of_every_stage(written):
     if not _tracer().enabled:
         pytest.skip("no peak-RSS counter")
-    Linker(config, id_key=KEY).write(tmp_path)
-    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    summary = json.loads((written / "summary.json").read_text(encoding="utf-8"))
     peaks = summary["peak_rss_mb"]
     assert set(peaks) == set(summary["seconds"]) | {"write"}
     assert all(isinstance(v, int) and v > 0 for v in peaks.values())
@@ -304,14 +311,13 @@ def test_golden_input_takes_held_columns_and_reads_the_rest(records):
     assert frame[schema.NAME].to_numpy()[0] is held[schema.NAME].to_numpy()[0]
 
 
-def test_a_written_run_equals_the_run_over_the_full_records(config, tmp_path):
+def test_a_written_run_equals_the_run_over_the_full_records(config, written, tmp_path):
     # Linker.write holds the cut table and reads golden columns back; Linker.run keeps
     # every column: the files are byte-identical
-    Linker(config, id_key=KEY).write(tmp_path / "spilled")
     write_outputs(Linker(config, id_key=KEY).run(), tmp_path / "full", config)
     for name in ("identities.csv", "golden_records.csv", "cluster_sizes.csv"):
-        assert (tmp_path / "spilled" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "spilled" / "pairs.parquet"),
+        assert (written / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
+    pd.testing.assert_frame_equal(pd.read_parquet(written / "pairs.parquet"),
                                   pd.read_parquet(tmp_path / "full" / "pairs.parquet"))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -29,20 +31,79 @@ def _set_parameters(book, **values) -> None:
     cell.source = "\n".join(lines)
 
 
+def _client(book, folder: Path):
+    return nbclient.NotebookClient(
+        book, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    )
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory) -> dict[str, tuple[Path, object, BaseException | None]]:
+    """Every notebook run of this module (each notebook on its demo data, and the coverage
+    notebook on an identity store), two kernels at a time: name -> (folder, executed
+    notebook, the error it raised or None).
+
+    A notebook's time is its kernel's: start-up, imports, the run and chart rendering, in a
+    process of its own. One at a time, the test process only waited and one of the two
+    cores CI has stood idle. Each test reads its own run's result and raises its error."""
+
+    def notebook(path: Path, **parameters):
+        book = nbformat.read(path, as_version=4)
+        _set_parameters(book, **parameters)
+        return book
+
+    def store_notebook(folder: Path):
+        """The coverage notebook pointed at a real identity store by one path (STORE)."""
+        from linkage import Linker
+        from linkage.incremental import write_batch
+        from linkage.store import Store
+        from linkage.synth import generate
+
+        generate(400, seed=3, output=folder / "data")
+        linker = Linker.from_yaml(folder / "data" / "run.yaml")
+        result = linker.run()
+        with Store.open(folder / "ids.duckdb") as store:
+            write_batch(store, result, linker.config)
+        coverage = next(p for p in NOTEBOOKS if p.stem.startswith("04"))
+        return notebook(coverage, STORE=str(folder / "ids.duckdb"))
+
+    jobs = [
+        (path.stem, tmp_path_factory.mktemp(path.stem), partial(notebook, path, PERSONS=600))
+        for path in NOTEBOOKS
+    ]
+    folder = tmp_path_factory.mktemp("store")
+    jobs.append(("store", folder, partial(store_notebook, folder)))
+    # the longest notebook first, so that the two kernels finish at about the same time
+    jobs.sort(key=lambda job: job[0] != "02_review_matches")
+    books: dict[str, object] = {}
+
+    async def run(gate: asyncio.Semaphore, name: str, folder: Path, prepare) -> None:
+        # the store is built in this process while the first kernels run
+        books[name] = await asyncio.to_thread(prepare)
+        async with gate:
+            await _client(books[name], folder).async_execute()
+
+    async def run_all() -> list:
+        gate = asyncio.Semaphore(2)
+        runs = (run(gate, *job) for job in jobs)
+        return await asyncio.gather(*runs, return_exceptions=True)
+
+    errors = asyncio.run(run_all())
+    return {
+        name: (folder, books.get(name), error)
+        for (name, folder, _), error in zip(jobs, errors, strict=True)
+    }
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_headless(path: Path, tmp_path: Path):
-    book = nbformat.read(path, as_version=4)
-    assert not any(c.get("outputs") for c in book.cells if c.cell_type == "code"), (
+def test_notebook_runs_headless(path: Path, executed):
+    stored = nbformat.read(path, as_version=4)
+    assert not any(c.get("outputs") for c in stored.cells if c.cell_type == "code"), (
         f"{path.name} is stored with outputs: clear them before committing"
     )
-    _set_parameters(book, PERSONS=600)
-    client = nbclient.NotebookClient(
-        book,
-        timeout=180,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    client.execute()  # raises CellExecutionError naming the failing cell
+    tmp_path, book, error = executed[path.stem]
+    if error is not None:
+        raise error  # a CellExecutionError names the failing cell
     errors = [
         o
         for c in book.cells
@@ -69,25 +130,12 @@ def test_notebook_runs_headless(path: Path, tmp_path: Path):
         assert "health_file,overall" in coverage and "child_vaccination" in coverage
 
 
-def test_coverage_notebook_reads_an_identity_store(tmp_path: Path):
+def test_coverage_notebook_reads_an_identity_store(executed):
     """Changing one path (STORE) points the coverage notebook at a real identity store."""
-    from linkage import Linker
-    from linkage.incremental import write_batch
-    from linkage.store import Store
-    from linkage.synth import generate
-
-    generate(400, seed=3, output=tmp_path / "data")
-    linker = Linker.from_yaml(tmp_path / "data" / "run.yaml")
-    result = linker.run()
-    with Store.open(tmp_path / "ids.duckdb") as store:
-        write_batch(store, result, linker.config)
+    tmp_path, _, error = executed["store"]
+    if error is not None:
+        raise error
     path = next(p for p in NOTEBOOKS if p.stem.startswith("04"))
-    book = nbformat.read(path, as_version=4)
-    _set_parameters(book, STORE=str(tmp_path / "ids.duckdb"))
-    client = nbclient.NotebookClient(
-        book, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    )
-    client.execute()
     coverage = tmp_path / "outputs" / path.stem / "coverage.csv"
     table = __import__("pandas").read_csv(coverage)
     assert {"health_file", "child_vaccination"} <= set(table["indicator"])

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -260,18 +261,48 @@ def _chromium(*args: str) -> subprocess.CompletedProcess:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def _rendered_texts(page: Path) -> list[str]:
-    """The text of every SVG <text> element Vega drew, read from the DOM after scripts ran."""
+def _read_texts(page: Path) -> list[str]:
     dom = _chromium("--dump-dom", page.resolve().as_uri()).stdout.decode("utf-8")
     assert 'class="marks"' in dom, f"{page.name}: no Vega SVG in the page"
     return [html.unescape(t) for t in re.findall(r"<text[^>]*>([^<]*)</text>", dom)]
 
 
-def _screenshot(page: Path, shot: Path) -> np.ndarray:
+def _take_screenshot(page: Path, shot: Path) -> np.ndarray:
     from PIL import Image
 
     _chromium("--window-size=1100,1300", f"--screenshot={shot}", page.resolve().as_uri())
     return np.asarray(Image.open(shot).convert("RGB"))
+
+
+# pages rendered ahead by _render_ahead: (kind, page) -> the running or finished render
+_AHEAD: dict[tuple[str, Path], Future] = {}
+
+
+def _render_ahead(texts: list[Path], shots: list[Path]) -> None:
+    """Start rendering pages in chromium, two at a time: the DOM texts of ``texts`` and a
+    screenshot of each of ``shots``, for _rendered_texts and _screenshot to take.
+
+    A launch is mostly chromium starting and the page's scripts running, in processes of its
+    own: one launch at a time left one of CI's two cores idle. A render that failed raises
+    in the test that takes it."""
+    pool = ThreadPoolExecutor(max_workers=2)
+    for page in texts:
+        _AHEAD[("texts", page.resolve())] = pool.submit(_read_texts, page)
+    for page in shots:
+        shot = page.with_name(page.stem + "_screenshot.png")
+        _AHEAD[("shot", page.resolve())] = pool.submit(_take_screenshot, page, shot)
+    pool.shutdown(wait=False)
+
+
+def _rendered_texts(page: Path) -> list[str]:
+    """The text of every SVG <text> element Vega drew, read from the DOM after scripts ran."""
+    ahead = _AHEAD.pop(("texts", page.resolve()), None)
+    return ahead.result() if ahead is not None else _read_texts(page)
+
+
+def _screenshot(page: Path, shot: Path) -> np.ndarray:
+    ahead = _AHEAD.pop(("shot", page.resolve()), None)
+    return ahead.result() if ahead is not None else _take_screenshot(page, shot)
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +320,9 @@ def pages(run, tmp_path_factory):
     )
     for path in paths.values():
         os.chmod(path, 0o644)
+    if CHROMIUM is not None:  # the pages the browser tests below render
+        viewers = [paths["comparison_viewer"], paths["cluster_viewer"]]
+        _render_ahead([*paths.values()], viewers)
     return paths, pair
 
 
@@ -459,18 +493,40 @@ def run_output(tmp_path_factory):
     return demo.paths["config"], out
 
 
-def test_dashboard_from_a_run_output_without_a_merge(run_output, tmp_path, monkeypatch):
+def _no_merge(*args, **kwargs):
+    raise AssertionError("the merge ran")
+
+
+@pytest.fixture(scope="module")
+def charts_with_values(run_output, tmp_path_factory) -> Path:
+    """`linkage dashboard CONFIG --from OUT`: a run output's charts with the record values
+    the config's sources give, made without a merge (Linker.run raises). Two tests read it."""
     from typer.testing import CliRunner
 
     from linkage import linker as linker_module
     from linkage.cli import app
 
     config, folder = run_output
+    out = tmp_path_factory.mktemp("charts_with_values")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(linker_module.Linker, "run", _no_merge)
+        done = CliRunner().invoke(
+            app, ["dashboard", str(config), "--from", str(folder), "-o", str(out), "-q"]
+        )
+    assert done.exit_code == 0, done.output
+    return out
 
-    def no_merge(*args, **kwargs):
-        raise AssertionError("the merge ran")
 
-    monkeypatch.setattr(linker_module.Linker, "run", no_merge)
+def test_dashboard_from_a_run_output_without_a_merge(
+    run_output, charts_with_values, tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from linkage import linker as linker_module
+    from linkage.cli import app
+
+    config, folder = run_output
+    monkeypatch.setattr(linker_module.Linker, "run", _no_merge)
     out = tmp_path / "charts"
     done = CliRunner().invoke(app, ["dashboard", "--from", str(folder), "-o", str(out), "-q"])
     assert done.exit_code == 0, done.output
@@ -488,11 +544,7 @@ def test_dashboard_from_a_run_output_without_a_merge(run_output, tmp_path, monke
     assert schema.NAME in full.records.columns
     with pytest.raises(InputError, match="not the records"):
         linker_module.read_outputs(folder, records.iloc[1:])
-    with_values = tmp_path / "charts2"
-    done = CliRunner().invoke(
-        app, ["dashboard", str(config), "--from", str(folder), "-o", str(with_values), "-q"]
-    )
-    assert done.exit_code == 0, done.output
+    with_values = charts_with_values
     # without the config the viewers say why they show no record values
     note = "record values not loaded"
     assert note in (out / "cluster_viewer.html").read_text(encoding="utf-8")
@@ -512,19 +564,13 @@ def test_dashboard_from_a_run_output_without_a_merge(run_output, tmp_path, monke
 
 
 @needs_browser
-def test_dashboard_from_a_run_output_renders(run_output, tmp_path):
-    from typer.testing import CliRunner
-
-    from linkage.cli import app
-
-    config, folder = run_output
-    out = tmp_path / "charts"
-    done = CliRunner().invoke(
-        app, ["dashboard", str(config), "--from", str(folder), "-o", str(out), "-q"]
-    )
-    assert done.exit_code == 0, done.output
+def test_dashboard_from_a_run_output_renders(run_output, charts_with_values, tmp_path):
+    _, folder = run_output
+    out = charts_with_values
     for page in out.glob("*.html"):
         os.chmod(page, 0o644)
+    viewer, blocking = out / "comparison_viewer.html", out / "cumulative_blocking.html"
+    _render_ahead([viewer, blocking], [viewer])
     identities = pd.read_csv(folder / "identities.csv", dtype=str)
     keys = set(identities[schema.SOURCE] + ":" + identities[schema.RECORD_ID])
     texts = _rendered_texts(out / "comparison_viewer.html")
