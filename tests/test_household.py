@@ -46,6 +46,36 @@ def test_years_apart_spares_typos_and_years_nearer_than_a_generation():
     ]
 
 
+def test_a_year_one_digit_away_on_another_day_is_a_guardians_id():
+    """A mother born 2002-05-09 and her baby born 2022-12-10: the years differ in one digit,
+    which alone reads as a typo, but a typo keeps the month and day. The baby's record
+    carrying her ID is flagged, in the standardizer and in the ID comparison; the same years
+    on the same month and day stay a typo."""
+    mother = make_id("44120120020509578")
+    records = standardize(
+        pd.DataFrame(
+            {
+                schema.SOURCE: ["police", "health", "health"],
+                schema.RECORD_ID: ["p1", "h1", "h2"],
+                schema.NAME: ["李静", "王美桐", "李静"],
+                schema.BIRTH_DATE: ["2002-05-09", "2022-12-10", "2022-05-09"],
+                schema.ID_NUMBER: [mother, mother, mother],
+            }
+        )
+    )
+    flags = records[schema.QUALITY_FLAGS].tolist()
+    assert "id_not_own" in flags[1]
+    assert "id_not_own" not in flags[2] and "id_birth_conflict" in flags[2]
+    from linkage.compare import compare, default_comparisons
+
+    pairs = pd.DataFrame({schema.ROW_L: [0, 0], schema.ROW_R: [1, 2]})
+    vectors = compare(records, pairs, default_comparisons())
+    assert vectors["gamma_id"].tolist() == [-1, IdComparison.levels.index("exact")]
+    ya, yb = np.array([2022, 2022, 1985]), np.array([2002, 2002, 1965])
+    mda, mdb = np.array([1210, 509, -1]), np.array([509, 509, 1231])
+    assert years_apart(ya, yb, mda, mdb).tolist() == [True, False, False]
+
+
 def test_a_wrong_birth_year_or_a_filler_date_keeps_the_persons_own_id():
     """An adult's own ID with a birth year a few years off (typed, misremembered) or the
     filler date 1900-01-01 is no guardian's ID: it stays evidence that links the records.

@@ -131,22 +131,25 @@ class IdComparison(Comparison):
         from15 = as_bool(column(values, self.from_15_column, len(ids)))
         # year of the recorded birth date per record, and the year the ID embeds per distinct ID
         years = np.full(len(ids), -1, dtype=np.int64)
+        mds = np.full(len(ids), -1, dtype=np.int64)  # month and day, MMDD
         if self.birth_column:
             births = column(values, self.birth_column, len(ids))
             bcodes, buniq = factorize(births)
             by = np.array([int(str(u)[:4]) if str(u)[:4].isdigit() else -1 for u in buniq] + [-1])
             years = by[bcodes]
+            mds = np.append(std_id.month_days([str(u) for u in buniq]), -1)[bcodes]
         # gender: 1 male, 0 female, -1 unknown; the ID's from its 17th digit's parity
         genders = np.full(len(ids), -1, dtype=np.int64)
         if self.gender_column:
             g = column(values, self.gender_column, len(ids))
             genders = np.where(g == "M", 1, np.where(g == "F", 0, -1)).astype(np.int64)
         id_year = np.array([int(t[6:10]) if t and t[6:10].isdigit() else -1 for t in text] + [-1])
-        borrowed = std_id.years_apart(years, id_year[codes]) & (codes >= 0)
+        id_md = np.append(np.where(head >= 0, head % 10_000, -1), -1)
+        borrowed = std_id.years_apart(years, id_year[codes], mds, id_md[codes]) & (codes >= 0)
         codes = np.where(borrowed, NULL_CODE, codes).astype(codes.dtype)
         id_gender = np.array([int(t[16]) % 2 if t and t[16].isdigit() else -1 for t in text])
         no_birth = (years < 0) if self.birth_column else np.zeros(len(ids), dtype=bool)
-        kept = self._damaged_heads(values, len(ids), ids, years)
+        kept = self._damaged_heads(values, len(ids), ids, years, mds)
         return Prepared(
             {
                 "id": codes,
@@ -161,15 +164,21 @@ class IdComparison(Comparison):
         )
 
     def _damaged_heads(
-        self, values: Mapping[str, np.ndarray], n: int, ids: np.ndarray, years: np.ndarray
+        self,
+        values: Mapping[str, np.ndarray],
+        n: int,
+        ids: np.ndarray,
+        years: np.ndarray,
+        mds: np.ndarray | None = None,
     ) -> np.ndarray:
         """Per record without a usable ID: the first 14 digits (region code + birth date) its
-        damaged ID kept, as an integer; -1 elsewhere, and where that ID is someone else's."""
+        damaged ID kept, as an integer; -1 elsewhere, and where that ID is someone else's
+        (``years`` and ``mds``: each record's birth year and MMDD, -1 unknown)."""
         out = np.full(n, -1, dtype=np.int64)
         if not (self.region_column and self.id_birth_column):
             return out
         if n <= _SMALL_INPUT:
-            return self._damaged_heads_small(values, n, ids, years)
+            return self._damaged_heads_small(values, n, ids, years, mds)
         region = pd.Series(column(values, self.region_column, n), dtype=object)
         birth = pd.Series(column(values, self.id_birth_column, n), dtype=object)
         has = pd.isna(pd.Series(ids, dtype=object)).to_numpy() & region.notna().to_numpy()
@@ -181,13 +190,21 @@ class IdComparison(Comparison):
         heads = np.full(len(text), -1, dtype=np.int64)
         heads[digits] = text[digits].astype(np.int64).to_numpy()
         head_year = np.where(heads >= 0, heads // 10_000 % 10_000, -1)
-        heads[std_id.years_apart(years[has], head_year)] = -1  # a guardian's, as for id_std
+        head_md = np.where(heads >= 0, heads % 10_000, -1)
+        md = None if mds is None else mds[has]
+        # a guardian's, as for id_std
+        heads[std_id.years_apart(years[has], head_year, md, head_md)] = -1
         out[np.flatnonzero(has)] = heads
         return out
 
 
     def _damaged_heads_small(
-        self, values: Mapping[str, np.ndarray], n: int, ids: np.ndarray, years: np.ndarray
+        self,
+        values: Mapping[str, np.ndarray],
+        n: int,
+        ids: np.ndarray,
+        years: np.ndarray,
+        mds: np.ndarray | None = None,
     ) -> np.ndarray:
         """:meth:`_damaged_heads` by a loop (a lookup's few dozen records, where Series
         methods cost ~1 ms): the same text (region code then birth date without dashes), the
@@ -208,7 +225,10 @@ class IdComparison(Comparison):
             if _FOURTEEN_DIGITS.fullmatch(text):
                 heads[j] = int(text)
         head_year = np.where(heads >= 0, heads // 10_000 % 10_000, -1)
-        heads[std_id.years_apart(years[rows], head_year)] = -1  # a guardian's, as for id_std
+        head_md = np.where(heads >= 0, heads % 10_000, -1)
+        md = None if mds is None else np.asarray(mds)[rows]
+        # a guardian's, as for id_std
+        heads[std_id.years_apart(years[rows], head_year, md, head_md)] = -1
         out[rows] = heads
         return out
 

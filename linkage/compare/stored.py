@@ -409,10 +409,12 @@ class _IdSide(StoredSide):
         from15 = q.get(c.from_15_column)
         from15 = False if from15 is None or pd.isna(from15) else bool(from15)
         year = -1
+        mds = np.array([-1], dtype=np.int64)
         if c.birth_column:
             birth = _key(q.get(c.birth_column))
             if birth is not None and str(birth)[:4].isdigit():
                 year = int(str(birth)[:4])
+                mds = std_id.month_days([str(birth)])
         gender = -1
         if c.gender_column:
             g = q.get(c.gender_column)
@@ -420,11 +422,13 @@ class _IdSide(StoredSide):
         years = np.array([year], dtype=np.int64)
         if code >= 0:
             id_year = np.array([space.tables["id_year"][code]], dtype=np.int64)
-            if std_id.years_apart(years, id_year)[0]:
+            head = int(space.tables["head"][code])
+            id_md = np.array([head % 10_000 if head >= 0 else -1], dtype=np.int64)
+            if std_id.years_apart(years, id_year, mds, id_md)[0]:
                 code = NULL_CODE  # a guardian's ID, as prepare nulls it
         values = {col: _one(q.get(col)) for col in c.columns}
         # the raw ID decides whether a damaged one's kept digits count, as in prepare
-        kept = c._damaged_heads(values, 1, _one(ident), years)
+        kept = c._damaged_heads(values, 1, _one(ident), years, mds)
         head = int(space.tables["head"][code]) if code >= 0 else int(kept[0])
         return Prepared(
             {

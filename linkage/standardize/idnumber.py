@@ -414,36 +414,61 @@ def _id_columns(values: Sequence) -> dict[str, np.ndarray]:
 GUARDIAN_MIN_YEARS = 14
 
 
-def years_apart(ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
+def years_apart(
+    ya: np.ndarray,
+    yb: np.ndarray,
+    mda: np.ndarray | None = None,
+    mdb: np.ndarray | None = None,
+) -> np.ndarray:
     """Both years known (>= 0), a generation apart (at least ``GUARDIAN_MIN_YEARS``) and
-    not one mistyped digit (1965 / 1985).
+    not one mistyped digit (1965 / 1985 on the same month and day).
 
     The test for an ID that is not its record's own: a typed birth year is off by one or
     in one digit, a guardian's ID on a child's record (or a child's on an old person's) by
     a generation. Nearer years (2001 recorded, 1991 in the ID; 1999 and 2001) are a wrong
     year on the person's own record: the ID stays the record's (flagged
-    ``id_birth_conflict``), where a gap of two years once threw it away.
+    ``id_birth_conflict``), where a gap of two years once threw it away. ``mda`` / ``mdb``:
+    month and day as ``MMDD`` integers (-1 unknown), where the caller has them: a year one
+    digit away on another month and day (2002-05-09 in the ID, 2022-12-10 recorded) is a
+    mother's ID on her baby's record, not a typo.
     """
     ya, yb = np.asarray(ya, dtype=np.int64), np.asarray(yb, dtype=np.int64)
     differing = np.zeros(len(ya), dtype=np.int64)
     for power in (1, 10, 100, 1000):
         differing += (ya // power) % 10 != (yb // power) % 10
+    if mda is not None and mdb is not None:
+        mda, mdb = np.asarray(mda, dtype=np.int64), np.asarray(mdb, dtype=np.int64)
+        known = (mda >= 0) & (mdb >= 0)
+        for power in (1, 10, 100, 1000):
+            differing += known & ((mda // power) % 10 != (mdb // power) % 10)
     gap = np.abs(ya - yb)
     return (ya >= 0) & (yb >= 0) & (gap >= GUARDIAN_MIN_YEARS) & (differing > 1)
 
 
-def not_own_ids(birth_std: pd.Series, id_birth: pd.Series) -> np.ndarray:
-    """Rows whose ID is someone else's: recorded birth year years away from the ID's year."""
+def month_days(dates: np.ndarray | pd.Series) -> np.ndarray:
+    """``MMDD`` integers of ISO dates (``YYYY-MM-DD``), -1 where null or not a full date."""
+    out = np.full(len(dates), -1, dtype=np.int64)
+    for i, d in enumerate(dates):
+        if isinstance(d, str) and len(d) >= 10 and d[5:7].isdigit() and d[8:10].isdigit():
+            out[i] = int(d[5:7] + d[8:10])
+    return out
 
-    def year(values: pd.Series) -> np.ndarray:
+
+def not_own_ids(birth_std: pd.Series, id_birth: pd.Series) -> np.ndarray:
+    """Rows whose ID is someone else's: the recorded birth date a generation away from the
+    ID's (:func:`years_apart`, month and day included)."""
+
+    def parts(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         # per distinct date (a registry repeats them): the same parse, a tenth of the work
         codes, uniques = pd.factorize(values, use_na_sentinel=True)
         text = pd.Series(np.asarray(uniques, dtype=object), dtype=object).astype("string")
         y = pd.to_numeric(text.str.slice(0, 4), errors="coerce")
         pool = np.append(y.fillna(-1).to_numpy(np.int64), -1)  # code -1 (null) -> -1
-        return pool[codes]
+        md = np.append(month_days(np.asarray(uniques, dtype=object)), -1)
+        return pool[codes], md[codes]
 
-    return years_apart(year(birth_std), year(id_birth))
+    (ya, mda), (yb, mdb) = parts(birth_std), parts(id_birth)
+    return years_apart(ya, yb, mda, mdb)
 
 
 def standardize_id_numbers(values: pd.Series) -> pd.DataFrame:

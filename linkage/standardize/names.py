@@ -84,6 +84,11 @@ _STAND_INS = (("?", "question_mark"), ("*", "masked"))
 _OTHER_LETTER_RE = re.compile(f"[^\\W\\d_A-Za-z{_HAN}]")
 _DIGIT_RE = re.compile(r"\d")
 _BRACKET_RE = re.compile(r"[(\[{【〔〖<《「『][^)\]}】〕〗>》」』]*[)\]}】〕〗>》」』]")
+# a bracketed newborn marker (高子楠(婴), 李娜（男婴）): clinics register a baby under its mother's
+# name so; removed as a plain note it left the mother's name, and the baby linked to her
+_BRACKET_NEWBORN_RE = re.compile(
+    r"[(\[{【〔〖<《「『]\s*(?:之[子女婴儿孩宝]|[男女]?婴儿?|新生儿)\s*[)\]}】〕〗>》」』]"
+)
 # Everything that is not a letter, digit, space, separator, placeholder, PUA or apostrophe.
 _NOISE_RE = re.compile(f"[^\\w\\s{_SEPS}{_PUA}?*']")
 _NEWLINE_RE = re.compile(r"[\r\n]")
@@ -161,6 +166,8 @@ def _precleaned(raw: str) -> tuple[str, str, bool, set[str]]:
     s = _CONTROL_RE.sub(" ", s.replace("\u2019", "'"))
     if _BRACKET_RE.search(s):
         flags.add("bracket")
+        if _BRACKET_NEWBORN_RE.search(s):
+            flags.add("newborn")
         s = _BRACKET_RE.sub(" ", s)
     if _DIGIT_RE.search(s):
         flags.add("digits")

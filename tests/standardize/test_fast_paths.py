@@ -177,7 +177,18 @@ def test_not_own_ids_per_distinct_equals_per_row(pairs):
         y = pd.to_numeric(values.astype("string").str.slice(0, 4), errors="coerce")
         return y.fillna(-1).to_numpy(np.int64)
 
-    expected = idnumber.years_apart(year(birth), year(ids))
+    def month_day(values: pd.Series) -> np.ndarray:
+        return np.array(
+            [
+                int(v[5:7] + v[8:10])
+                if isinstance(v, str) and len(v) >= 10 and (v[5:7] + v[8:10]).isdigit()
+                else -1
+                for v in values
+            ],
+            dtype=np.int64,
+        )
+
+    expected = idnumber.years_apart(year(birth), year(ids), month_day(birth), month_day(ids))
     np.testing.assert_array_equal(idnumber.not_own_ids(birth, ids), expected)
 
 
