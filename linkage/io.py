@@ -964,9 +964,81 @@ def write_csv(
     if for_people:
         frame = neutralize_formulas(frame)
     quoting = csv.QUOTE_NONNUMERIC if quote_text else csv.QUOTE_MINIMAL
-    return atomic_write(
-        path, lambda p: frame.to_csv(p, index=False, encoding="utf-8", quoting=quoting)
+
+    def write(p: Path) -> None:
+        if quote_text or not _write_csv_arrow(frame, p):
+            frame.to_csv(p, index=False, encoding="utf-8", quoting=quoting)
+
+    return atomic_write(path, write)
+
+
+# Characters that make Python's csv module (pandas' ``to_csv``) quote a cell under
+# QUOTE_MINIMAL with pandas' dialect: the delimiter, the quote character, line endings.
+_NEEDS_QUOTES = '[",\r\n]'
+
+
+def _csv_arrow_table(frame: pd.DataFrame) -> Any:
+    """``frame`` as a pyarrow table whose ``pyarrow.csv`` rendering without quotes is the
+    bytes ``frame.to_csv(index=False)`` writes for its rows, or None when that is not sure:
+    a column other than numpy integers and text (``str`` and nulls), a text cell pandas
+    would quote (``_NEEDS_QUOTES``), a one-column frame (an empty cell alone on a line is
+    quoted), or a line ending other than ``\n``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if os.linesep != "\n" or frame.shape[1] < 2 or isinstance(frame.columns, pd.MultiIndex):
+        return None
+    columns = []
+    for j in range(frame.shape[1]):
+        values = frame.iloc[:, j]
+        if values.dtype.kind in "iu":
+            columns.append(pa.array(values.to_numpy()))
+            continue
+        if not (values.dtype == object or _text_dtype(values.dtype)):
+            return None
+        if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in (
+            "string",
+            "empty",
+        ):
+            return None
+        try:
+            text = pa.array(values, type=pa.large_string(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+            return None
+        if pc.any(pc.match_substring_regex(text, _NEEDS_QUOTES)).as_py():
+            return None
+        columns.append(text)
+    return pa.table(columns, names=[f"c{j}" for j in range(len(columns))])
+
+
+def _text_dtype(dtype: object) -> bool:
+    if isinstance(dtype, pd.StringDtype):
+        return True
+    return isinstance(dtype, pd.ArrowDtype) and str(dtype.pyarrow_dtype) in (
+        "string",
+        "large_string",
     )
+
+
+def _write_csv_arrow(frame: pd.DataFrame, path: Path) -> bool:
+    """Write ``frame`` to ``path`` as ``frame.to_csv(path, index=False, encoding="utf-8")``
+    would, byte for byte, through ``pyarrow.csv`` (C++: ~30 times faster than pandas' writer,
+    ~12 s of a million-record run's golden records); False, writing nothing, where the
+    rendering could differ (see :func:`_csv_arrow_table`). The header goes through Python's
+    csv module with pandas' dialect, as pandas writes it."""
+    import pyarrow.csv as pacsv
+
+    table = _csv_arrow_table(frame)
+    if table is None:
+        return False
+    with open(path, "wb") as out:
+        header = io.StringIO()
+        csv.writer(header, lineterminator="\n").writerow([str(c) for c in frame.columns])
+        out.write(header.getvalue().encode("utf-8"))
+        if len(frame):
+            options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+            pacsv.write_csv(table, out, write_options=options)
+    return True
 
 
 # Rows converted to Arrow at a time when writing a large table: converting millions of
