@@ -30,7 +30,7 @@ from linkage.errors import InputError
 from linkage.progress import ProgressLike, as_progress
 from linkage.spreadsheet import neutralize_formulas, restore_formulas  # noqa: F401 - re-exported
 from linkage.standardize.combine import FIELDS, standardize
-from linkage.tables import text_columns
+from linkage.tables import _is_text_dtype, text_columns
 
 logger = logging.getLogger(__name__)
 
@@ -994,7 +994,7 @@ def _csv_arrow_table(frame: pd.DataFrame) -> Any:
         if values.dtype.kind in "iu":
             columns.append(pa.array(values.to_numpy()))
             continue
-        if not (values.dtype == object or _text_dtype(values.dtype)):
+        if not (values.dtype == object or _is_text_dtype(values.dtype)):
             return None
         if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in (
             "string",
@@ -1009,15 +1009,6 @@ def _csv_arrow_table(frame: pd.DataFrame) -> Any:
             return None
         columns.append(text)
     return pa.table(columns, names=[f"c{j}" for j in range(len(columns))])
-
-
-def _text_dtype(dtype: object) -> bool:
-    if isinstance(dtype, pd.StringDtype):
-        return True
-    return isinstance(dtype, pd.ArrowDtype) and str(dtype.pyarrow_dtype) in (
-        "string",
-        "large_string",
-    )
 
 
 def _write_csv_arrow(frame: pd.DataFrame, path: Path) -> bool:
@@ -1061,18 +1052,90 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
         return atomic_write(path, lambda p: frame.to_parquet(p, index=False))
 
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     def write(p: Path) -> None:
         # pyarrow's schema of the whole frame costs a conversion of every object column
-        typed = _type_rows(frame)
-        schema = pa.Schema.from_pandas(frame if typed is None else typed, preserve_index=False)
-        with pq.ParquetWriter(p, schema) as writer:
-            for start in range(0, len(frame), rows):
-                part = frame.iloc[start : start + rows]
-                writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
+        typed = _first_text_rows(frame)
+        if typed is not None:
+            try:
+                _write_row_groups(frame, p, typed, rows)
+                return
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                pass  # a cell that is not text: the checked schema, as always
+        _write_row_groups(frame, p, _type_rows(frame), rows)
 
     return atomic_write(path, write)
+
+
+def _write_row_groups(frame: pd.DataFrame, p: Path, typed: pd.DataFrame | None, rows: int) -> None:
+    """Write ``frame`` to ``p`` ``rows`` rows at a time with the Arrow schema of ``typed``
+    (of the whole frame when None). Each row group is written by a thread while the next
+    is converted: Parquet encoding and compression release the GIL, converting object
+    columns does not, so the two overlap (one more converted row group held meanwhile)."""
+    import threading
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.Schema.from_pandas(frame if typed is None else typed, preserve_index=False)
+    with pq.ParquetWriter(p, schema) as writer:
+        pending: threading.Thread | None = None
+        failed: list[BaseException] = []
+
+        def put(table: pa.Table) -> None:
+            try:
+                writer.write_table(table)
+            except BaseException as exc:  # raised again in the caller's thread
+                failed.append(exc)
+
+        try:
+            for start in range(0, len(frame), rows):
+                part = frame.iloc[start : start + rows]
+                table = pa.Table.from_pandas(part, schema=schema, preserve_index=False)
+                del part
+                if pending is not None:
+                    pending.join()
+                if failed:
+                    raise failed[0]
+                pending = threading.Thread(target=put, args=(table,), name="linkage-parquet")
+                pending.start()
+                del table
+        finally:
+            if pending is not None:
+                pending.join()
+        if failed:
+            raise failed[0]
+
+
+def _first_text_rows(frame: pd.DataFrame, look: int = 64) -> pd.DataFrame | None:
+    """:func:`_type_rows` without its whole-column check: per object column the row of its
+    first non-null value, which must be a ``str``; None when one is not (the caller then
+    asks ``_type_rows``). A later cell that is not text makes converting that column with the
+    resulting string type raise (``pyarrow.ArrowTypeError``), where the caller falls back to
+    ``_type_rows``' schema: the file is the same, without the check's pass over every cell
+    (~1.3 s per 300,000 standardized records). One difference: ``bytes`` after a ``str`` in
+    a column are written as text, where the whole-column schema would refuse or differ."""
+    parts = []
+    for j in range(frame.shape[1]):
+        values = frame.iloc[:, j]
+        row = 0
+        if values.dtype == object:
+            array = values.to_numpy()
+            for i, v in enumerate(array[:look]):
+                if isinstance(v, str):
+                    row = i
+                    break
+                if not (v is None or (type(v) is float and v != v)):
+                    return None  # another value, or a null of another kind (pd.NA, NaT)
+            else:
+                if len(array) > look:
+                    valid = values.notna().to_numpy()
+                    if valid.any():
+                        row = int(valid.argmax())
+                        if not isinstance(array[row], str):
+                            return None
+        parts.append(values.iloc[row : row + 1].reset_index(drop=True))
+    return pd.concat(parts, axis=1)
 
 
 def _type_rows(frame: pd.DataFrame) -> pd.DataFrame | None:
