@@ -570,7 +570,8 @@ def _read_raw(cfg: SourceConfig) -> tuple[pd.DataFrame, list[tuple[int, str, int
     frame.columns = [str(c).strip().removeprefix("\ufeff") for c in frame.columns]
     _check_unique_headers(list(frame.columns), str(path))
     if getattr(frame, "attrs", {}).get("clean_text"):
-        frame = text_columns(frame)
+        # the CSV readers' object columns hold str and None already
+        frame = text_columns(frame, clean=set(frame.columns))
     else:
         frame = text_columns(_as_text(frame))
     if where is None:
@@ -717,6 +718,18 @@ def _listed(unit: str, lines: list[int]) -> str:
     return f"{unit}{'s' if len(lines) > 1 else ''} {shown}{_more(len(lines))}"
 
 
+def _scientific(ids: pd.Series) -> np.ndarray:
+    """``ids.str.fullmatch(_SCIENTIFIC, na=False)`` as a bool array: the pattern is tried
+    only on the ids holding an ``e`` or ``E`` (every match holds one), not on a million
+    plain ids one regex call each."""
+    values = ids.to_numpy(dtype=object)
+    out = np.zeros(len(values), dtype=bool)
+    maybe = [i for i, v in enumerate(values) if not isinstance(v, str) or "e" in v or "E" in v]
+    if maybe:
+        out[maybe] = np.array(ids.iloc[maybe].str.fullmatch(_SCIENTIFIC, na=False), dtype=bool)
+    return out
+
+
 def _bad_record_ids(
     ids: pd.Series, cfg: SourceConfig, where: Any, known: Sequence[int] = ()
 ) -> list[tuple[str, dict]]:
@@ -734,7 +747,7 @@ def _bad_record_ids(
                 dict.fromkeys(pos, "no record id"),
             )
         )
-    floated = np.array(ids.str.fullmatch(_SCIENTIFIC, na=False), dtype=bool)
+    floated = _scientific(ids)
     floated[list(known)] = False
     empty = empty.copy()
     empty[list(known)] = True  # not a duplicate of another damaged id either
@@ -839,7 +852,8 @@ def to_canonical(raw: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
     return _canonical(_checked(raw, [], where, cfg, None), cfg)
 
 
-def _canonical(raw: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
+def _canonical(raw: pd.DataFrame, cfg: SourceConfig, *, clean: bool = False) -> pd.DataFrame:
+    """``clean``: ``raw`` comes from ``_read_raw`` (its object columns hold str and None)."""
     ids = raw[cfg.record_id]
     out = pd.DataFrame(index=raw.index)
     out[schema.SOURCE] = cfg.name
@@ -854,7 +868,8 @@ def _canonical(raw: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
         # namespaced so that no header (rk, run_id, name_clean, quality_flags ...) can
         # collide with a column the pipeline or the store adds
         out[schema.raw_col(column)] = raw[column]
-    return text_columns(out.reset_index(drop=True))
+    taken = set(out.columns) - {schema.SOURCE} if clean else ()
+    return text_columns(out.reset_index(drop=True), clean=taken)
 
 
 def read_source(cfg: SourceConfig, *, rejected: RejectedRows | None = None) -> pd.DataFrame:
@@ -865,7 +880,7 @@ def read_source(cfg: SourceConfig, *, rejected: RejectedRows | None = None) -> p
     instead and the other rows returned.
     """
     raw, bad, where = _read_raw(cfg)
-    return _canonical(_checked(raw, bad, where, cfg, rejected), cfg)
+    return _canonical(_checked(raw, bad, where, cfg, rejected), cfg, clean=True)
 
 
 def read_sources(
@@ -930,8 +945,11 @@ def read_sources(
         if field not in records.columns:
             records[field] = None
     front = list(schema.CANONICAL_FIELDS)
-    # columns absent from some sources come back as NaN: None like every other null
-    return text_columns(records[front + [c for c in records.columns if c not in front]])
+    # columns absent from some sources come back as NaN: None like every other null (the
+    # columns every source has hold str and None already, as read_source returns them)
+    everywhere = set.intersection(*(set(f.columns) for f in frames)) if frames else set()
+    ordered = records[front + [c for c in records.columns if c not in front]]
+    return text_columns(ordered, clean=everywhere)
 
 
 def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
@@ -1159,6 +1177,28 @@ def _type_rows(frame: pd.DataFrame) -> pd.DataFrame | None:
     return pd.concat(parts, axis=1)
 
 
+def _canonical_order(raw: pd.DataFrame) -> np.ndarray:
+    """Row positions of ``raw`` sorted by (source, record_id): ``raw.sort_values([source,
+    record_id], kind="stable")``'s order, by Arrow's stable sort (C++; UTF-8 bytes sort in
+    code point order, as Python compares ``str``); pandas' own sort where a key is not text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keys = [schema.SOURCE, schema.RECORD_ID]
+    try:
+        table = pa.table(
+            {k: pa.array(raw[k].to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+             for k in keys}
+        )  # fmt: skip
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+        table = None
+    if table is None or any(table.column(k).null_count for k in keys):
+        order = raw.reset_index(drop=True).sort_values(keys, kind="stable").index
+        return np.asarray(order, dtype=np.int64)
+    order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys])
+    return order.to_numpy().astype(np.int64, copy=False)
+
+
 def read_records(
     config: RunConfig,
     *,
@@ -1190,7 +1230,7 @@ def read_records(
         # written even when a source is refused afterwards: it tells why it had no row left
         if aside is not None:
             aside.write(config.run.bad_rows)
-    raw = raw.sort_values([schema.SOURCE, schema.RECORD_ID], kind="stable")
+    raw = raw.iloc[_canonical_order(raw)]
     if timings is not None:
         timings["read"] = time.perf_counter() - t
     report.stage("standardizing", total=len(raw) * len(FIELDS), unit="values")

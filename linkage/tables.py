@@ -9,6 +9,8 @@ two, so no module builds the lookup by hand; ``text_columns`` gives text columns
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 import pandas as pd
 
@@ -51,18 +53,23 @@ def rows_for_keys(keyed: pd.DataFrame, records: pd.DataFrame, side: str = "") ->
     return index.reindex(names).to_numpy(dtype=float)
 
 
-def text_columns(frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+def text_columns(
+    frame: pd.DataFrame, columns: list[str] | None = None, *, clean: Collection[str] = ()
+) -> pd.DataFrame:
     """Return ``frame`` with its text columns as dtype object holding ``str`` or ``None``.
 
     Text columns are those of dtype object or a pandas string dtype (all of ``columns`` when
     given); other columns are kept as they are. pandas 3 infers its ``str`` dtype, with NaN
     for missing, for text built from lists, Arrow or scalars; the stages test ``is None`` and
     expect Python ``str`` values, as pandas 2 gave them, so readers and standardizers return
-    this form.
+    this form. ``clean``: columns the caller knows hold that form already when of dtype
+    object (a reader's own earlier output): left as they are without a pass over their cells.
     """
     out = frame.copy(deep=False)
     for col in frame.columns if columns is None else columns:
         s = frame[col]
+        if s.dtype == object and col in clean:
+            continue
         if s.dtype == object:
             missing = s.isna().to_numpy()
             if not missing.any():
