@@ -1080,25 +1080,30 @@ PARQUET_CELLS_AT_ONCE = 4_000_000
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a Parquet file atomically; a large frame is converted and written in row groups
-    of ``PARQUET_ROWS_AT_ONCE`` rows, fewer for a wide frame (``PARQUET_CELLS_AT_ONCE``
-    cells); the same table reads back."""
+    """Write a Parquet file atomically; a frame of more than ``PARQUET_ROWS_AT_ONCE`` rows
+    (fewer for a wide frame: ``PARQUET_CELLS_AT_ONCE`` cells) is converted and written in
+    row groups of half that, one written while the next converts; the same table reads
+    back."""
     rows = max(1, min(PARQUET_ROWS_AT_ONCE, PARQUET_CELLS_AT_ONCE // max(frame.shape[1], 1)))
     if len(frame) <= rows:
         return atomic_write(path, lambda p: frame.to_parquet(p, index=False))
 
     import pyarrow as pa
 
+    # half as many rows per group: one group is written while the next is converted, so
+    # two are held at once, as much as one group of ``rows`` held before
+    group = max(1, rows // 2)
+
     def write(p: Path) -> None:
         # pyarrow's schema of the whole frame costs a conversion of every object column
         typed = _first_text_rows(frame)
         if typed is not None:
             try:
-                _write_row_groups(frame, p, typed, rows)
+                _write_row_groups(frame, p, typed, group)
                 return
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 pass  # a cell that is not text: the checked schema, as always
-        _write_row_groups(frame, p, _type_rows(frame), rows)
+        _write_row_groups(frame, p, _type_rows(frame), group)
 
     return atomic_write(path, write)
 
