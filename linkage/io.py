@@ -1027,7 +1027,7 @@ def _csv_arrow_table(frame: pd.DataFrame) -> Any:
     columns = []
     for j in range(frame.shape[1]):
         values = frame.iloc[:, j]
-        if values.dtype.kind in "iu":
+        if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iu":
             columns.append(pa.array(values.to_numpy()))
             continue
         if not (values.dtype == object or _is_text_dtype(values.dtype)):

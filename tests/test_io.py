@@ -613,6 +613,7 @@ def test_plain_text_and_integer_tables_take_the_arrow_writer(tmp_path):
         frame.assign(name=["a,b", "c", "d"]),  # a cell pandas quotes
         frame.assign(records=[1.5, 2.0, 3.0]),  # floats: pandas' repr
         frame.assign(records=[True, False, True]),
+        frame.assign(records=pd.array([1, None, 3], dtype="Int64")),  # nullable: pandas
         frame[["name"]],  # one column: an empty cell alone on a line is quoted
         frame.assign(name=pd.Series([1, "a", None], dtype=object)),  # not all text
     ):
