@@ -513,7 +513,7 @@ def test_row_group_schema_from_first_values_equals_the_whole_frames(tmp_path, mo
         whole, check_metadata=True
     )
     path = linkage_io.write_parquet(frame, tmp_path / "groups.parquet")
-    assert pq.ParquetFile(path).metadata.num_row_groups == 12  # 23 rows, 2 at a time (half of 5)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 5
     frame.to_parquet(tmp_path / "whole.parquet", index=False)
     pd.testing.assert_frame_equal(
         pd.read_parquet(path), pd.read_parquet(tmp_path / "whole.parquet")
@@ -547,8 +547,7 @@ def test_large_parquet_is_written_in_row_groups_and_reads_back_the_same(tmp_path
     )
     linkage_io.write_parquet(frame, tmp_path / "chunked.parquet")
     frame.to_parquet(tmp_path / "whole.parquet", index=False)
-    # groups of half PARQUET_ROWS_AT_ONCE (3 rows): one is written while the next converts
-    assert pq.ParquetFile(tmp_path / "chunked.parquet").metadata.num_row_groups == 10
+    assert pq.ParquetFile(tmp_path / "chunked.parquet").metadata.num_row_groups == 5
     pd.testing.assert_frame_equal(
         pd.read_parquet(tmp_path / "chunked.parquet"), pd.read_parquet(tmp_path / "whole.parquet")
     )
@@ -655,7 +654,7 @@ def test_parquet_typed_by_first_values_is_the_checked_schemas_file(tmp_path_fact
         patch.setattr(linkage_io, "_first_text_rows",
                       lambda f, look=3: _first_rows_original(f, look))  # fmt: skip
         linkage_io.write_parquet(frame, tmp / "new.parquet")
-    _parquet_the_checked_way(frame, tmp / "old.parquet", 3)
+    _parquet_the_checked_way(frame, tmp / "old.parquet", 7)
     assert (tmp / "new.parquet").read_bytes() == (tmp / "old.parquet").read_bytes()
 
 
@@ -680,7 +679,7 @@ def test_parquet_with_a_cell_that_is_not_text_falls_back_to_the_checked_schema(
     numbers = pd.DataFrame({"a": pd.Series([1, 2, 3, None, 5], dtype=object), "n": range(5)})
     assert linkage_io._first_text_rows(numbers) is None
     linkage_io.write_parquet(numbers, tmp_path / "n.parquet")
-    _parquet_the_checked_way(numbers, tmp_path / "n_old.parquet", 1)
+    _parquet_the_checked_way(numbers, tmp_path / "n_old.parquet", 2)
     assert (tmp_path / "n.parquet").read_bytes() == (tmp_path / "n_old.parquet").read_bytes()
 
 

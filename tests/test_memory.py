@@ -372,13 +372,12 @@ def test_a_wide_table_is_written_in_smaller_row_groups_and_reads_back_the_same(
 
     whole = pd.read_parquet(linkage.io.write_parquet(records, tmp_path / "whole.parquet"))
     assert pq.ParquetFile(tmp_path / "whole.parquet").metadata.num_row_groups == 1
-    # cells at once: 50 rows of this table's columns, in groups of 25 (one written while
-    # the next converts)
+    # cells per row group: 50 rows of this table's columns
     monkeypatch.setattr(linkage.io, "PARQUET_CELLS_AT_ONCE", 50 * records.shape[1])
     path = linkage.io.write_parquet(records, tmp_path / "groups.parquet")
     groups = pq.ParquetFile(path).metadata
-    assert groups.num_row_groups == -(-len(records) // 25)
-    assert groups.row_group(0).num_rows == 25
+    assert groups.num_row_groups == -(-len(records) // 50)
+    assert groups.row_group(0).num_rows == 50
     pd.testing.assert_frame_equal(pd.read_parquet(path), whole)
 
 
