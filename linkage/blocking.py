@@ -18,7 +18,7 @@ import pandas as pd
 from linkage import schema
 from linkage.config import DEFAULT_RULES, BlockingRule, BlockingSettings  # noqa: F401 - re-exported
 from linkage.errors import ConfigError
-from linkage.tables import sorted_unique
+from linkage.tables import packed_lexsort, sorted_unique
 
 logger = logging.getLogger(__name__)
 
@@ -544,7 +544,8 @@ def block(
                                ("rule_index", np.int16))
         )  # fmt: skip
         del parts
-        order = np.lexsort((right, left))  # a stable pair order whatever DuckDB's threads did
+        # a stable pair order whatever DuckDB's threads did (np.lexsort's, in one pass)
+        order = packed_lexsort((right, left))
         # each column reordered in turn, the rule kept as the categorical's codes and the
         # frame built on these arrays: at 12 M pairs a frame of all three reordered, its
         # copy, and an object array of rule names (the categorical's input) were ~0.6 GB

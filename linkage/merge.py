@@ -12,7 +12,7 @@ import pandas as pd
 from linkage import schema
 from linkage.config import DEFAULT_FIELDS, FieldRule, GoldenSettings  # noqa: F401 - re-exported
 from linkage.standardize._fillers import FILLER_TEXTS, is_filler_text
-from linkage.tables import shared_text, sorted_unique
+from linkage.tables import packed_lexsort, shared_text, sorted_unique
 
 # Fields where two different values inside one identity are worth an analyst's look.
 CONFLICT_FIELDS = (schema.ID_NUMBER, schema.BIRTH_DATE, schema.GENDER)
@@ -88,6 +88,14 @@ def _mapped(values: pd.Series, mapping: dict) -> np.ndarray:
         return values.map(mapping).to_numpy(np.int64)
     table = pd.Series(np.asarray(uniques, dtype=object), dtype=object).map(mapping)
     return table.to_numpy(np.int64)[codes]
+
+
+def _group_counts(keys: np.ndarray) -> np.ndarray:
+    """For each element of the integer array ``keys``, how many elements share its value
+    (``np.unique(keys, return_inverse=True, return_counts=True)``'s ``counts[inverse]``),
+    by hashing instead of a sort."""
+    codes, _ = pd.factorize(keys)
+    return np.bincount(codes).astype(np.int64)[codes]
 
 
 def _dense_rank(values: pd.Series | np.ndarray) -> np.ndarray:
@@ -244,8 +252,7 @@ def merge_records(
             held = shown.to_numpy(dtype=object)[rows] == values.to_numpy(dtype=object)[rows]
         ic, vc = ident_codes[rows], value_codes[rows].astype(np.int64)
         pair_key = ic.astype(np.int64) * (len(value_names) + 1) + vc
-        _, inverse, counts = np.unique(pair_key, return_inverse=True, return_counts=True)
-        freq = counts[inverse]
+        freq = _group_counts(pair_key)
         v_ok, s_rank, r_rank, k_rank = (
             valid[rows],
             src_rank[rows],
@@ -261,7 +268,7 @@ def merge_records(
             keys = (k_rank, s_rank, -r_rank, ic)
         else:
             keys = (k_rank, -r_rank, s_rank, ic)
-        order = np.lexsort(keys)
+        order = packed_lexsort(keys)
         sorted_ident = ic[order]
         first = np.ones(len(order), dtype=bool)
         first[1:] = sorted_ident[1:] != sorted_ident[:-1]

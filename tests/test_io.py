@@ -562,3 +562,189 @@ def test_a_line_from_another_encoding_is_named(tmp_path):
         decode_bytes(data, path="x.csv")
     with pytest.raises(InputError, match=r"x.csv: starts with a UTF-8 mark but line 4"):
         decode_bytes(b"\xef\xbb\xbf" + data, path="x.csv")
+
+
+# ---------------------------------------------------------------- faster paths, equal output
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from linkage import io as linkage_io  # noqa: E402
+
+# text a CSV writer must quote or keep: delimiters, quotes, line ends, spaces, CJK, astral
+_CELL = st.one_of(
+    st.none(),
+    st.text(alphabet=st.sampled_from(list('ab ,"\r\n\t;=+-@\'张伟\u3000\u2028\U00020000')), max_size=6),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data(), st.integers(1, 4), st.integers(0, 6))
+def test_csv_written_through_arrow_equals_pandas_to_csv(tmp_path_factory, data, ncols, nrows):
+    tmp = tmp_path_factory.mktemp("csv")
+    columns = {}
+    for j in range(ncols):
+        kind = data.draw(st.sampled_from(["object", "str", "int"]))
+        if kind == "int":
+            columns[f"i{j}"] = np.array(data.draw(st.lists(st.integers(-(2**62), 2**62),
+                                                           min_size=nrows, max_size=nrows)))  # fmt: skip
+            continue
+        cells = data.draw(st.lists(_CELL, min_size=nrows, max_size=nrows))
+        values = np.empty(nrows, dtype=object)
+        values[:] = cells
+        columns[f"t,{j}" if j == 1 else f"t{j}"] = (
+            pd.Series(values, dtype=object) if kind == "object" else pd.Series(values, dtype="str")
+        )
+    frame = pd.DataFrame(columns)
+    got = write_csv(frame, tmp / "got.csv", for_people=False).read_bytes()
+    frame.to_csv(tmp / "want.csv", index=False, encoding="utf-8")
+    assert got == (tmp / "want.csv").read_bytes()
+
+
+def test_plain_text_and_integer_tables_take_the_arrow_writer(tmp_path):
+    frame = pd.DataFrame(
+        {"identity_id": ["ID1", "ID2", None], "records": [2, 1, 5], "name": ["张伟", "", "王䶮"]}
+    )
+    assert linkage_io._write_csv_arrow(frame, tmp_path / "a.csv")
+    frame.to_csv(tmp_path / "b.csv", index=False, encoding="utf-8")
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    # what the arrow writer would render otherwise is left to pandas
+    for other in (
+        frame.assign(name=["a,b", "c", "d"]),  # a cell pandas quotes
+        frame.assign(records=[1.5, 2.0, 3.0]),  # floats: pandas' repr
+        frame.assign(records=[True, False, True]),
+        frame.assign(records=pd.array([1, None, 3], dtype="Int64")),  # nullable: pandas
+        frame[["name"]],  # one column: an empty cell alone on a line is quoted
+        frame.assign(name=pd.Series([1, "a", None], dtype=object)),  # not all text
+    ):
+        assert not linkage_io._write_csv_arrow(other, tmp_path / "c.csv")
+
+
+def _parquet_the_checked_way(frame: pd.DataFrame, path, rows: int) -> None:
+    """write_parquet as it was: the schema of _type_rows, row groups written in turn."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    typed = linkage_io._type_rows(frame)
+    schema_ = pa.Schema.from_pandas(frame if typed is None else typed, preserve_index=False)
+    with pq.ParquetWriter(path, schema_) as writer:
+        for start in range(0, len(frame), rows):
+            part = frame.iloc[start : start + rows]
+            writer.write_table(pa.Table.from_pandas(part, schema=schema_, preserve_index=False))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data(), st.integers(8, 40))
+def test_parquet_typed_by_first_values_is_the_checked_schemas_file(tmp_path_factory, data, nrows):
+    tmp = tmp_path_factory.mktemp("pq")
+    text = st.one_of(st.none(), st.just(float("nan")), st.text(max_size=4))
+    frame = pd.DataFrame(
+        {
+            "a": pd.Series(data.draw(st.lists(text, min_size=nrows, max_size=nrows)), dtype=object),
+            # null for longer than _first_text_rows looks, then text
+            "late": pd.Series([None] * (nrows - 1) + ["x"], dtype=object),
+            "empty": pd.Series([None] * nrows, dtype=object),
+            "n": np.arange(nrows),
+            "b": pd.array(data.draw(st.lists(st.booleans() | st.none(), min_size=nrows,
+                                             max_size=nrows)), dtype="boolean"),  # fmt: skip
+        }
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(linkage_io, "PARQUET_ROWS_AT_ONCE", 7)
+        # looks at 3 values: the "late" column is found by the whole-column pass
+        patch.setattr(linkage_io, "_first_text_rows",
+                      lambda f, look=3: _first_rows_original(f, look))  # fmt: skip
+        linkage_io.write_parquet(frame, tmp / "new.parquet")
+    _parquet_the_checked_way(frame, tmp / "old.parquet", 7)
+    assert (tmp / "new.parquet").read_bytes() == (tmp / "old.parquet").read_bytes()
+
+
+_first_rows_original = linkage_io._first_text_rows
+
+
+def test_parquet_with_a_cell_that_is_not_text_falls_back_to_the_checked_schema(
+    tmp_path, monkeypatch
+):
+    import pyarrow as pa
+
+    monkeypatch.setattr(linkage_io, "PARQUET_ROWS_AT_ONCE", 2)
+    # text first, a number in a later row group: the fast schema fails there, then the
+    # checked one gives the old answer (pyarrow refuses the mixed column either way)
+    mixed = pd.DataFrame({"a": pd.Series(["x", "y", "z", 5, "w"], dtype=object), "n": range(5)})
+    assert linkage_io._first_text_rows(mixed) is not None
+    with pytest.raises((pa.ArrowTypeError, pa.ArrowInvalid)):
+        _parquet_the_checked_way(mixed, tmp_path / "old.parquet", 2)
+    with pytest.raises((pa.ArrowTypeError, pa.ArrowInvalid)):
+        linkage_io.write_parquet(mixed, tmp_path / "new.parquet")
+    # a column whose first value is not text goes to the checked schema at once
+    numbers = pd.DataFrame({"a": pd.Series([1, 2, 3, None, 5], dtype=object), "n": range(5)})
+    assert linkage_io._first_text_rows(numbers) is None
+    linkage_io.write_parquet(numbers, tmp_path / "n.parquet")
+    _parquet_the_checked_way(numbers, tmp_path / "n_old.parquet", 2)
+    assert (tmp_path / "n.parquet").read_bytes() == (tmp_path / "n_old.parquet").read_bytes()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet="0123456789.+-eEx٣ ", max_size=8))))
+def test_scientific_ids_found_only_among_ids_with_an_e_equal_the_full_match(ids):
+    series = pd.Series(ids, dtype=object)
+    want = np.array(series.str.fullmatch(linkage_io._SCIENTIFIC, na=False), dtype=bool)
+    assert (linkage_io._scientific(series) == want).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["police", "health", "b", "民政"]),
+                  st.text(alphabet="aAzZ09_\u00e9\u4e00\uff10\U00020000", max_size=5)),
+        unique=True,
+    )
+)  # fmt: skip
+def test_canonical_order_by_arrow_equals_the_pandas_sort(rows):
+    raw = pd.DataFrame(rows, columns=[schema.SOURCE, schema.RECORD_ID], dtype=object)
+    raw.index = raw.index * 3 + 5  # labels other than positions
+    want = raw.sort_values([schema.SOURCE, schema.RECORD_ID], kind="stable")
+    pd.testing.assert_frame_equal(raw.iloc[linkage_io._canonical_order(raw)], want)
+
+
+@pytest.mark.parametrize("head", [1, 2, 5, 13, 40, 1 << 16])
+def test_csv_layout_from_the_head_equals_the_whole_text(tmp_path, monkeypatch, head):
+    texts = [
+        _csv_text(),
+        '"登记\n编号",姓名,"公民身份号码",联系电话,住址\n"P1","张\n伟",1,2,3\nP2,a,b,c,d\n',
+        "\n\n登记编号,姓名,公民身份号码,联系电话,住址,\nP1,张伟,1,2,3,\n",
+        "登记编号,姓名,公民身份号码,联系电话,住址\n",
+        '登记编号,姓名,公民身份号码,联系电话,住址\n"P1,张伟,1,2,3\n',
+    ]
+    path = tmp_path / "p.csv"
+    cfg = _cfg(path)
+    for text in texts:
+        monkeypatch.setattr(linkage_io, "_LAYOUT_HEAD", 1 << 30)
+        try:
+            want = linkage_io._csv_layout(text, cfg)
+        except InputError as exc:
+            want = str(exc)
+        monkeypatch.setattr(linkage_io, "_LAYOUT_HEAD", head)
+        try:
+            got = linkage_io._csv_layout(text, cfg)
+        except InputError as exc:
+            got = str(exc)
+        assert got == want
+
+
+def test_read_sources_keeps_none_for_columns_of_every_source_and_fills_the_others(tmp_path):
+    (tmp_path / "a.csv").write_text("id,姓名,备注\nA1,张伟,\nA2,,x\n", encoding="utf-8")
+    (tmp_path / "b.csv").write_text("id,姓名\nB1,王䶮\n", encoding="utf-8")
+    config = config_from_dict(
+        {"sources": {
+            "a": {"path": str(tmp_path / "a.csv"), "record_id": "id", "columns": {"姓名": "name"}},
+            "b": {"path": str(tmp_path / "b.csv"), "record_id": "id", "columns": {"姓名": "name"}},
+        }},
+        path=tmp_path / "run.yaml",
+    )  # fmt: skip
+    records = read_sources(config)
+    for col in records.columns:
+        values = records[col].to_numpy()
+        assert values.dtype == object, col
+        assert all(v is None or isinstance(v, str) for v in values), col
+    assert records[schema.NAME].tolist() == ["张伟", None, "王䶮"]
+    assert records[schema.raw_col("备注")].tolist() == [None, "x", None]

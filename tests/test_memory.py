@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from linkage import Linker, schema
 from linkage.blocking import block
@@ -444,3 +446,56 @@ def test_return_freed_memory_leaves_settings_given_in_the_environment():
     }
     got = _heap_probe(True, env)
     assert got["set"] == {} and got["pool"] == "mimalloc"
+
+
+_KEY = st.sampled_from(["bool", "small", "wide", "int64", "uint64", "int8"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), st.integers(0, 40), st.lists(_KEY, min_size=1, max_size=6))
+def test_packed_lexsort_equals_np_lexsort(data, n, kinds):
+    from linkage.tables import packed_lexsort
+
+    keys = []
+    for kind in kinds:
+        if kind == "bool":
+            values = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)
+        elif kind == "small":
+            values = np.array(data.draw(st.lists(st.integers(-3, 3), min_size=n, max_size=n)))
+        elif kind == "wide":
+            values = np.array(
+                data.draw(st.lists(st.integers(-(2**40), 2**40), min_size=n, max_size=n))
+            )
+        elif kind == "int64":
+            values = np.array(
+                data.draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=n, max_size=n)),
+                dtype=np.int64,
+            )
+        elif kind == "uint64":
+            values = np.array(
+                data.draw(st.lists(st.integers(0, 2**64 - 1), min_size=n, max_size=n)),
+                dtype=np.uint64,
+            )
+        else:
+            values = np.array(
+                data.draw(st.lists(st.integers(-128, 127), min_size=n, max_size=n)), dtype=np.int8
+            )
+        keys.append(values)
+    assert (packed_lexsort(tuple(keys)) == np.lexsort(tuple(keys))).all()
+
+
+def test_packed_lexsort_packs_keys_that_fit_and_leaves_the_rest_to_lexsort(monkeypatch):
+    from linkage import tables
+
+    calls = []
+    real = np.lexsort
+    monkeypatch.setattr(tables.np, "lexsort", lambda keys: calls.append(1) or real(keys))
+    rng = np.random.default_rng(3)
+    fits = (np.arange(1000), rng.integers(0, 5, 1000), rng.random(1000) < 0.5)
+    assert (tables.packed_lexsort(fits) == real(fits)).all()
+    assert not calls  # packed: 10 + 3 + 1 bits
+    too_wide = (rng.integers(-(2**62), 2**62, 1000), rng.integers(-(2**62), 2**62, 1000))
+    assert (tables.packed_lexsort(too_wide) == real(too_wide)).all()
+    floats = (rng.random(10),)
+    assert (tables.packed_lexsort(floats) == real(floats)).all()
+    assert len(calls) == 2

@@ -282,3 +282,15 @@ def test_golden_records_of_arrow_identity_ids_equal_the_object_path():
     got = merge_records(records, pd.Series(ids, dtype="str"))
     pd.testing.assert_frame_equal(got, want)
     assert list(want["identity_id"]) == ["B", "A", "C"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-(2**40), 2**40) | st.sampled_from([0, 1, 7]), max_size=60))
+def test_group_counts_by_hashing_equal_the_sorted_counts(keys):
+    from linkage.merge import _group_counts
+
+    keys = np.array(keys, dtype=np.int64)
+    if not len(keys):
+        return
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    assert (_group_counts(keys) == counts[inverse]).all()

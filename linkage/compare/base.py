@@ -238,7 +238,10 @@ def pair_scores(
     if len(codes_a) == 0:
         return np.zeros(0, dtype=dtype)
     key = codes_a.astype(np.int64) * (len(strings) + 1) + codes_b.astype(np.int64)
-    distinct, inverse = np.unique(key, return_inverse=True)
+    # distinct pairs by hashing (np.unique sorts the key; the order of the distinct pairs
+    # does not matter, each pair's score is its own)
+    inverse, distinct = pd.factorize(key)
+    distinct = np.asarray(distinct, dtype=np.int64)
     da = (distinct // (len(strings) + 1)).astype(np.intp)
     db = (distinct % (len(strings) + 1)).astype(np.intp)
     # cpdist is element-wise over two equal-length lists; one worker measured as fast as two

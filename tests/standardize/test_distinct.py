@@ -7,6 +7,8 @@ import functools
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from linkage import schema
 from linkage.config import load_config
@@ -208,3 +210,36 @@ def test_one_value_standardizers_equal_the_frame_path_on_generated_registries():
                 assert got[col] is want or got[col] == want, (field, value, col, got[col], want)
             checked += 1
     assert checked > 600
+
+
+def _join_flags_per_row(*parts: pd.Series) -> pd.Series:
+    """join_flags as it was: the parts folded row by row."""
+    from linkage import schema
+
+    result = None
+    for part in parts:
+        values = part.fillna("").to_numpy(dtype=object)
+        if result is None:
+            result = values
+            continue
+        both = (result != "") & (values != "")
+        result = np.where(both, result + schema.QUALITY_SEP + values, result + values)
+    return pd.Series(result, index=parts[0].index, dtype=object)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data(), st.integers(1, 5), st.integers(0, 30))
+def test_flags_joined_per_distinct_combination_equal_the_per_row_join(data, n_parts, n):
+    from linkage.standardize.combine import join_flags
+
+    flag = st.one_of(st.none(), st.sampled_from(["", "a", "b_x", "a|c", "张"]))
+    parts = [
+        pd.Series(data.draw(st.lists(flag, min_size=n, max_size=n)), dtype=object,
+                  index=np.arange(n) * 2 + 1)
+        for _ in range(n_parts)
+    ]  # fmt: skip
+    got = join_flags(*parts)
+    want = _join_flags_per_row(*parts)
+    assert got.dtype == object
+    assert got.index.equals(want.index)
+    assert got.tolist() == want.tolist()
