@@ -53,6 +53,8 @@ class PeakMemory:
         # CPU seconds per process at its last sample: Spark's Python workers are reused, so
         # a worker that ends between two samples loses under one interval of CPU time
         self.cpu: dict[int, float] = {}
+        # which of driver_python / jvm / python_workers each pid is, for the CPU split
+        self.kind: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -70,6 +72,7 @@ class PeakMemory:
                     except self.psutil.Error:
                         continue
                     self.cpu[kid.pid] = times.user + times.system
+                    self.kind[kid.pid] = "jvm" if "java" in name else "python_workers"
                     if "java" in name:
                         jvm += rss
                     else:
@@ -92,14 +95,25 @@ class PeakMemory:
     def cpu_now(self) -> float:
         """CPU seconds (user + system) of this process and its children so far, each child
         at its latest reading (a child that ended keeps its last sampled figure)."""
+        return sum(self.cpu_split().values())
+
+    def cpu_split(self) -> dict[str, float]:
+        """CPU seconds so far, as ``cpu_now``, split into driver_python, jvm and
+        python_workers (Spark's Python workers for mapInPandas/applyInPandas)."""
         me = self.psutil.Process()
+        self.kind[me.pid] = "driver_python"
         for proc in [me, *me.children(recursive=True)]:
             try:
                 times = proc.cpu_times()
+                if proc.pid not in self.kind:
+                    self.kind[proc.pid] = "jvm" if "java" in proc.name() else "python_workers"
             except self.psutil.Error:
                 continue
             self.cpu[proc.pid] = times.user + times.system
-        return sum(self.cpu.values())
+        split = {"driver_python": 0.0, "jvm": 0.0, "python_workers": 0.0}
+        for pid, seconds in self.cpu.items():
+            split[self.kind.get(pid, "python_workers")] += seconds
+        return split
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()
@@ -124,7 +138,16 @@ def _shuffle_per_stage(spark) -> dict[str, dict[str, int]]:
 
     stage_group = {}
     out: dict[str, dict[str, int]] = {}
-    zero = {"jobs": 0, "shuffle_read": 0, "shuffle_write": 0, "input": 0}
+    zero = {
+        "jobs": 0,
+        "shuffle_read": 0,
+        "shuffle_write": 0,
+        "input": 0,
+        "output": 0,
+        "executor_cpu_s": 0.0,
+        "executor_run_s": 0.0,
+        "gc_s": 0.0,
+    }
     for job in get("jobs"):
         group = job.get("jobGroup") or "other"
         out.setdefault(group, dict(zero))["jobs"] += 1
@@ -136,6 +159,15 @@ def _shuffle_per_stage(spark) -> dict[str, dict[str, int]]:
         acc["shuffle_read"] += int(stage.get("shuffleReadBytes", 0))
         acc["shuffle_write"] += int(stage.get("shuffleWriteBytes", 0))
         acc["input"] += int(stage.get("inputBytes", 0))
+        acc["output"] += int(stage.get("outputBytes", 0))
+        # the tasks' JVM thread CPU (ns) and run time (ms): run time minus CPU is waiting,
+        # mostly on the Python workers of mapInPandas/applyInPandas (not in executorCpuTime)
+        acc["executor_cpu_s"] += int(stage.get("executorCpuTime", 0)) / 1e9
+        acc["executor_run_s"] += int(stage.get("executorRunTime", 0)) / 1e3
+        acc["gc_s"] += int(stage.get("jvmGcTime", 0)) / 1e3
+    for acc in out.values():
+        for k in ("executor_cpu_s", "executor_run_s", "gc_s"):
+            acc[k] = round(acc[k], 1)
     return out
 
 
@@ -156,6 +188,7 @@ def _worker(
             summary = result.summary
             shuffle = {}
             stage_cpu = {}
+            stage_cpu_split = {}
         else:
             from linkage.spark.engine import run_spark
             from linkage.spark.session import get_session
@@ -173,14 +206,28 @@ def _worker(
             )
             # the process tree's CPU seconds at each stage's start: a Spark stage's own
             # work runs in the JVM and the Python workers, so its CPU is this difference
-            marks: list[tuple[str, float]] = []
+            marks: list[tuple[str, dict[str, float]]] = []
 
             def stage_start(message: str) -> None:
-                marks.append((message.split()[0], peak.cpu_now()))
+                marks.append((message.split()[0], peak.cpu_split()))
+                # as each stage starts, so that a run stopped early still says where it got
+                print(
+                    f"STAGE {message} | {time.perf_counter() - t:.0f} s wall, "
+                    f"{sum(marks[-1][1].values()):.0f} CPU s so far",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
             result = run_spark(config, output, spark=spark, progress=stage_start)
-            marks.append(("end", peak.cpu_now()))
-            stage_cpu = {a[0]: round(b[1] - a[1], 1) for a, b in zip(marks, marks[1:])}
+            marks.append(("end", peak.cpu_split()))
+            stage_cpu = {
+                a[0]: round(sum(b[1].values()) - sum(a[1].values()), 1)
+                for a, b in zip(marks, marks[1:])
+            }
+            stage_cpu_split = {
+                a[0]: {k: round(b[1][k] - a[1][k], 1) for k in a[1]}
+                for a, b in zip(marks, marks[1:])
+            }
             summary = result.summary
             shuffle = _shuffle_per_stage(spark)
             spark.stop()
@@ -197,6 +244,8 @@ def _worker(
         # the engine's progress message (reading, standardizing, blocking, ...); the engine
         # says "compared" as training starts, so "blocking" holds blocking and comparing
         "cpu_s_per_stage": stage_cpu,
+        # the same, split into the driver's Python, the JVM and Spark's Python workers
+        "cpu_s_per_stage_split": stage_cpu_split,
         "peak_rss_mb": {k: round(v / 2**20) for k, v in peak.peak.items()},
         "shuffle_bytes": shuffle,
     }
@@ -241,10 +290,11 @@ def main() -> None:
     rows = []
     for engine in args.engines.split(","):
         cmd = [sys.executable, __file__, "--worker", engine] + sys.argv[1:]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        # the worker's stderr (its STAGE lines, errors) goes straight to ours
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
         if done.returncode or not lines:
-            print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
+            print(done.stdout[-3000:], file=sys.stderr)
             raise SystemExit(f"{engine} failed")
         row = json.loads(lines[-1][len("RESULT ") :])
         rows.append(row)
