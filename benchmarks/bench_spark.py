@@ -13,6 +13,14 @@ resident memory of the driver (Python + JVM) and of the Python workers Spark sta
 driver JVM; on a cluster read the executors' figures from the same REST API); shuffle bytes
 read and written per engine stage, summed from Spark's REST API (``/api/v1/applications/<id>
 /stages``) over the stages of the jobs that stage tagged. The Spark UI is on for this reason.
+
+Where the JVM's CPU goes (Spark): the same API gives each engine stage's task CPU
+(``executorCpuTime``: the task threads' own CPU, not the threads that feed Arrow batches to
+the Python workers, nor the JIT compiler, the garbage collector or the driver's planning),
+task run time and GC time; the process tree's CPU per stage is split into the driver's
+Python, the JVM and the Python workers; and on Linux the JVM's CPU per thread kind
+(``/proc/<pid>/task``: C2/C1 compiler, GC, task threads, Arrow writer threads, ...) for the
+whole run.
 """
 
 from __future__ import annotations
@@ -55,6 +63,8 @@ class PeakMemory:
         self.cpu: dict[int, float] = {}
         # which of driver_python / jvm / python_workers each pid is, for the CPU split
         self.kind: dict[int, str] = {}
+        # the JVM's CPU seconds per thread (tid -> (thread name, seconds)), Linux only
+        self.jvm_threads: dict[str, tuple[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -75,6 +85,7 @@ class PeakMemory:
                     self.kind[kid.pid] = "jvm" if "java" in name else "python_workers"
                     if "java" in name:
                         jvm += rss
+                        self._sample_threads(kid.pid)
                     else:
                         workers += rss
                 own = me.memory_info().rss
@@ -91,6 +102,39 @@ class PeakMemory:
             except self.psutil.Error:
                 pass
             self._stop.wait(self.interval)
+
+    def _sample_threads(self, pid: int) -> None:
+        """Each thread's CPU seconds from ``/proc/<pid>/task/<tid>/stat`` (utime + stime);
+        a thread that ends between two samples keeps its last figure."""
+        import os
+
+        tasks = f"/proc/{pid}/task"
+        if not os.path.isdir(tasks):
+            return
+        tick = os.sysconf("SC_CLK_TCK")
+        for tid in os.listdir(tasks):
+            try:
+                with open(f"{tasks}/{tid}/comm", encoding="utf-8", errors="replace") as f:
+                    name = f.read().strip()
+                with open(f"{tasks}/{tid}/stat", encoding="utf-8", errors="replace") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            # fields after the parenthesised name: utime and stime are the 12th and 13th
+            fields = stat[stat.rindex(")") + 2 :].split()
+            self.jvm_threads[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+
+    def jvm_thread_cpu(self, top: int = 12) -> dict[str, float]:
+        """The JVM's CPU seconds per thread kind (thread names with their numbers folded:
+        ``C2 CompilerThre``, ``GC Thread#N``, ``Executor task l``, ...), largest first."""
+        import re
+
+        kinds: dict[str, float] = {}
+        for name, seconds in self.jvm_threads.values():
+            kind = re.sub(r"([#\-])\d+", r"\1N", name)
+            kinds[kind] = kinds.get(kind, 0.0) + seconds
+        ranked = sorted(kinds.items(), key=lambda item: -item[1])[:top]
+        return {k: round(v, 1) for k, v in ranked}
 
     def cpu_now(self) -> float:
         """CPU seconds (user + system) of this process and its children so far, each child
@@ -246,6 +290,8 @@ def _worker(
         "cpu_s_per_stage": stage_cpu,
         # the same, split into the driver's Python, the JVM and Spark's Python workers
         "cpu_s_per_stage_split": stage_cpu_split,
+        # Spark only, Linux only: the JVM's CPU per thread kind over the whole run
+        "jvm_thread_cpu_s": peak.jvm_thread_cpu() if engine == "spark" else {},
         "peak_rss_mb": {k: round(v / 2**20) for k, v in peak.peak.items()},
         "shuffle_bytes": shuffle,
     }
