@@ -216,7 +216,13 @@ def _shuffle_per_stage(spark) -> dict[str, dict[str, int]]:
 
 
 def _worker(
-    engine: str, config_path: Path, output: Path, master: str, partitions: int, memory: str
+    engine: str,
+    config_path: Path,
+    output: Path,
+    master: str,
+    partitions: int,
+    memory: str,
+    extra_conf: dict[str, str] | None = None,
 ) -> dict:
     from linkage.config import load_config
 
@@ -246,6 +252,7 @@ def _worker(
                     # keep every job and stage for the per-stage counts (default 1,000)
                     "spark.ui.retainedJobs": "100000",
                     "spark.ui.retainedStages": "100000",
+                    **(extra_conf or {}),
                 },
             )
             # the process tree's CPU seconds at each stage's start: a Spark stage's own
@@ -314,6 +321,14 @@ def main() -> None:
         default=None,
         help="run.yaml of existing registries (instead of generating them)",
     )
+    parser.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Spark setting for the Spark engine's session (repeatable), e.g. "
+        "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1",
+    )
     parser.add_argument("--engines", default="local,spark")
     parser.add_argument("--workdir", type=Path, default=Path("bench_spark_work"))
     parser.add_argument("--json", type=Path, default=None, help="append results as JSON lines")
@@ -328,8 +343,20 @@ def main() -> None:
         label = str(args.records)
     if args.worker:
         out = args.workdir / f"out_{args.worker}_{label}"
+        extra = {}
+        for item in args.conf:
+            key, sep, value = item.partition("=")
+            if not sep:
+                parser.error(f"--conf {item!r}: expected KEY=VALUE")
+            extra[key] = value
         row = _worker(
-            args.worker, config_path, out, args.master, args.partitions, args.driver_memory
+            args.worker,
+            config_path,
+            out,
+            args.master,
+            args.partitions,
+            args.driver_memory,
+            extra,
         )
         print("RESULT " + json.dumps(row))
         return
