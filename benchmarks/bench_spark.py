@@ -13,6 +13,14 @@ resident memory of the driver (Python + JVM) and of the Python workers Spark sta
 driver JVM; on a cluster read the executors' figures from the same REST API); shuffle bytes
 read and written per engine stage, summed from Spark's REST API (``/api/v1/applications/<id>
 /stages``) over the stages of the jobs that stage tagged. The Spark UI is on for this reason.
+
+Where the JVM's CPU goes (Spark): the same API gives each engine stage's task CPU
+(``executorCpuTime``: the task threads' own CPU, not the threads that feed Arrow batches to
+the Python workers, nor the JIT compiler, the garbage collector or the driver's planning),
+task run time and GC time; the process tree's CPU per stage is split into the driver's
+Python, the JVM and the Python workers; and on Linux the JVM's CPU per thread kind
+(``/proc/<pid>/task``: C2/C1 compiler, GC, task threads, Arrow writer threads, ...) for the
+whole run.
 """
 
 from __future__ import annotations
@@ -53,6 +61,10 @@ class PeakMemory:
         # CPU seconds per process at its last sample: Spark's Python workers are reused, so
         # a worker that ends between two samples loses under one interval of CPU time
         self.cpu: dict[int, float] = {}
+        # which of driver_python / jvm / python_workers each pid is, for the CPU split
+        self.kind: dict[int, str] = {}
+        # the JVM's CPU seconds per thread (tid -> (thread name, seconds)), Linux only
+        self.jvm_threads: dict[str, tuple[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -70,8 +82,10 @@ class PeakMemory:
                     except self.psutil.Error:
                         continue
                     self.cpu[kid.pid] = times.user + times.system
+                    self.kind[kid.pid] = "jvm" if "java" in name else "python_workers"
                     if "java" in name:
                         jvm += rss
+                        self._sample_threads(kid.pid)
                     else:
                         workers += rss
                 own = me.memory_info().rss
@@ -89,17 +103,61 @@ class PeakMemory:
                 pass
             self._stop.wait(self.interval)
 
+    def _sample_threads(self, pid: int) -> None:
+        """Each thread's CPU seconds from ``/proc/<pid>/task/<tid>/stat`` (utime + stime);
+        a thread that ends between two samples keeps its last figure."""
+        import os
+
+        tasks = f"/proc/{pid}/task"
+        if not os.path.isdir(tasks):
+            return
+        tick = os.sysconf("SC_CLK_TCK")
+        for tid in os.listdir(tasks):
+            try:
+                with open(f"{tasks}/{tid}/comm", encoding="utf-8", errors="replace") as f:
+                    name = f.read().strip()
+                with open(f"{tasks}/{tid}/stat", encoding="utf-8", errors="replace") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            # fields after the parenthesised name: utime and stime are the 12th and 13th
+            fields = stat[stat.rindex(")") + 2 :].split()
+            self.jvm_threads[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+
+    def jvm_thread_cpu(self, top: int = 12) -> dict[str, float]:
+        """The JVM's CPU seconds per thread kind (thread names with their numbers folded:
+        ``C2 CompilerThre``, ``GC Thread#N``, ``Executor task l``, ...), largest first."""
+        import re
+
+        kinds: dict[str, float] = {}
+        for name, seconds in self.jvm_threads.values():
+            kind = re.sub(r"([#\-])\d+", r"\1N", name)
+            kinds[kind] = kinds.get(kind, 0.0) + seconds
+        ranked = sorted(kinds.items(), key=lambda item: -item[1])[:top]
+        return {k: round(v, 1) for k, v in ranked}
+
     def cpu_now(self) -> float:
         """CPU seconds (user + system) of this process and its children so far, each child
         at its latest reading (a child that ended keeps its last sampled figure)."""
+        return sum(self.cpu_split().values())
+
+    def cpu_split(self) -> dict[str, float]:
+        """CPU seconds so far, as ``cpu_now``, split into driver_python, jvm and
+        python_workers (Spark's Python workers for mapInPandas/applyInPandas)."""
         me = self.psutil.Process()
+        self.kind[me.pid] = "driver_python"
         for proc in [me, *me.children(recursive=True)]:
             try:
                 times = proc.cpu_times()
+                if proc.pid not in self.kind:
+                    self.kind[proc.pid] = "jvm" if "java" in proc.name() else "python_workers"
             except self.psutil.Error:
                 continue
             self.cpu[proc.pid] = times.user + times.system
-        return sum(self.cpu.values())
+        split = {"driver_python": 0.0, "jvm": 0.0, "python_workers": 0.0}
+        for pid, seconds in self.cpu.items():
+            split[self.kind.get(pid, "python_workers")] += seconds
+        return split
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()
@@ -124,7 +182,16 @@ def _shuffle_per_stage(spark) -> dict[str, dict[str, int]]:
 
     stage_group = {}
     out: dict[str, dict[str, int]] = {}
-    zero = {"jobs": 0, "shuffle_read": 0, "shuffle_write": 0, "input": 0}
+    zero = {
+        "jobs": 0,
+        "shuffle_read": 0,
+        "shuffle_write": 0,
+        "input": 0,
+        "output": 0,
+        "executor_cpu_s": 0.0,
+        "executor_run_s": 0.0,
+        "gc_s": 0.0,
+    }
     for job in get("jobs"):
         group = job.get("jobGroup") or "other"
         out.setdefault(group, dict(zero))["jobs"] += 1
@@ -136,11 +203,26 @@ def _shuffle_per_stage(spark) -> dict[str, dict[str, int]]:
         acc["shuffle_read"] += int(stage.get("shuffleReadBytes", 0))
         acc["shuffle_write"] += int(stage.get("shuffleWriteBytes", 0))
         acc["input"] += int(stage.get("inputBytes", 0))
+        acc["output"] += int(stage.get("outputBytes", 0))
+        # the tasks' JVM thread CPU (ns) and run time (ms): run time minus CPU is waiting,
+        # mostly on the Python workers of mapInPandas/applyInPandas (not in executorCpuTime)
+        acc["executor_cpu_s"] += int(stage.get("executorCpuTime", 0)) / 1e9
+        acc["executor_run_s"] += int(stage.get("executorRunTime", 0)) / 1e3
+        acc["gc_s"] += int(stage.get("jvmGcTime", 0)) / 1e3
+    for acc in out.values():
+        for k in ("executor_cpu_s", "executor_run_s", "gc_s"):
+            acc[k] = round(acc[k], 1)
     return out
 
 
 def _worker(
-    engine: str, config_path: Path, output: Path, master: str, partitions: int, memory: str
+    engine: str,
+    config_path: Path,
+    output: Path,
+    master: str,
+    partitions: int,
+    memory: str,
+    extra_conf: dict[str, str] | None = None,
 ) -> dict:
     from linkage.config import load_config
 
@@ -156,6 +238,7 @@ def _worker(
             summary = result.summary
             shuffle = {}
             stage_cpu = {}
+            stage_cpu_split = {}
         else:
             from linkage.spark.engine import run_spark
             from linkage.spark.session import get_session
@@ -169,18 +252,33 @@ def _worker(
                     # keep every job and stage for the per-stage counts (default 1,000)
                     "spark.ui.retainedJobs": "100000",
                     "spark.ui.retainedStages": "100000",
+                    **(extra_conf or {}),
                 },
             )
             # the process tree's CPU seconds at each stage's start: a Spark stage's own
             # work runs in the JVM and the Python workers, so its CPU is this difference
-            marks: list[tuple[str, float]] = []
+            marks: list[tuple[str, dict[str, float]]] = []
 
             def stage_start(message: str) -> None:
-                marks.append((message.split()[0], peak.cpu_now()))
+                marks.append((message.split()[0], peak.cpu_split()))
+                # as each stage starts, so that a run stopped early still says where it got
+                print(
+                    f"STAGE {message} | {time.perf_counter() - t:.0f} s wall, "
+                    f"{sum(marks[-1][1].values()):.0f} CPU s so far",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
             result = run_spark(config, output, spark=spark, progress=stage_start)
-            marks.append(("end", peak.cpu_now()))
-            stage_cpu = {a[0]: round(b[1] - a[1], 1) for a, b in zip(marks, marks[1:])}
+            marks.append(("end", peak.cpu_split()))
+            stage_cpu = {
+                a[0]: round(sum(b[1].values()) - sum(a[1].values()), 1)
+                for a, b in zip(marks, marks[1:])
+            }
+            stage_cpu_split = {
+                a[0]: {k: round(b[1][k] - a[1][k], 1) for k in a[1]}
+                for a, b in zip(marks, marks[1:])
+            }
             summary = result.summary
             shuffle = _shuffle_per_stage(spark)
             spark.stop()
@@ -197,6 +295,10 @@ def _worker(
         # the engine's progress message (reading, standardizing, blocking, ...); the engine
         # says "compared" as training starts, so "blocking" holds blocking and comparing
         "cpu_s_per_stage": stage_cpu,
+        # the same, split into the driver's Python, the JVM and Spark's Python workers
+        "cpu_s_per_stage_split": stage_cpu_split,
+        # Spark only, Linux only: the JVM's CPU per thread kind over the whole run
+        "jvm_thread_cpu_s": peak.jvm_thread_cpu() if engine == "spark" else {},
         "peak_rss_mb": {k: round(v / 2**20) for k, v in peak.peak.items()},
         "shuffle_bytes": shuffle,
     }
@@ -219,6 +321,14 @@ def main() -> None:
         default=None,
         help="run.yaml of existing registries (instead of generating them)",
     )
+    parser.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Spark setting for the Spark engine's session (repeatable), e.g. "
+        "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1",
+    )
     parser.add_argument("--engines", default="local,spark")
     parser.add_argument("--workdir", type=Path, default=Path("bench_spark_work"))
     parser.add_argument("--json", type=Path, default=None, help="append results as JSON lines")
@@ -233,18 +343,31 @@ def main() -> None:
         label = str(args.records)
     if args.worker:
         out = args.workdir / f"out_{args.worker}_{label}"
+        extra = {}
+        for item in args.conf:
+            key, sep, value = item.partition("=")
+            if not sep:
+                parser.error(f"--conf {item!r}: expected KEY=VALUE")
+            extra[key] = value
         row = _worker(
-            args.worker, config_path, out, args.master, args.partitions, args.driver_memory
+            args.worker,
+            config_path,
+            out,
+            args.master,
+            args.partitions,
+            args.driver_memory,
+            extra,
         )
         print("RESULT " + json.dumps(row))
         return
     rows = []
     for engine in args.engines.split(","):
         cmd = [sys.executable, __file__, "--worker", engine] + sys.argv[1:]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        # the worker's stderr (its STAGE lines, errors) goes straight to ours
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
         if done.returncode or not lines:
-            print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
+            print(done.stdout[-3000:], file=sys.stderr)
             raise SystemExit(f"{engine} failed")
         row = json.loads(lines[-1][len("RESULT ") :])
         rows.append(row)
