@@ -54,12 +54,22 @@ _EXCEL_MIN, _EXCEL_MAX = 1000, 80000
 
 # Written by hand: dateutil fails on 1985年3月7日, dateparser on 一九八五年三月七日 and 19850307,
 # and pandas.to_datetime(format="mixed") returns NaT for both.
-_TIME = r"(?:[ T]+\d{1,2}:\d{1,2}(?::\d{1,2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})?)?"
+_TIME = (
+    r"(?:[ T]+(?P<hh>\d{1,2}):(?P<mi>\d{1,2})(?::\d{1,2}(?:\.\d+)?)?\s*"
+    r"(?P<zone>Z|[+-]\d{2}:?\d{2})?)?"
+)
+# Beijing time: a timestamp with a zone (a database export's 1985-03-06T16:00:00Z) names the
+# day in Beijing, where the registry recorded it
+_BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 _SEPARATED = re.compile(
     rf"(?P<y>\d{{4}}|\d{{2}})\s*(?P<s>[-/.])\s*(?P<m>\d{{1,2}})\s*(?P=s)\s*(?P<d>\d{{1,2}})\.?{_TIME}"
 )
 _SEPARATED_YM = re.compile(r"(?P<y>\d{4})\s*[-/.]\s*(?P<m>\d{1,2})")
 _COMPACT8 = re.compile(rf"(?P<y>\d{{4}})(?P<m>\d{{2}})(?P<d>\d{{2}}){_TIME}")
+# day first with a four-digit year (26/11/1971: Hong Kong forms, spreadsheets in such locales)
+_DAY_FIRST = re.compile(
+    rf"(?P<a>\d{{1,2}})\s*(?P<s>[-/.])\s*(?P<b>\d{{1,2}})\s*(?P=s)\s*(?P<y>\d{{4}}){_TIME}"
+)
 _COMPACT6 = re.compile(r"(?P<a>\d{2})(?P<b>\d{2})(?P<c>\d{2})")
 _NUMBER = re.compile(r"(?P<n>\d{1,5})(?:\.\d+)?")
 _CN_DIGIT = "0-9〇零○O一二三四五六七八九"
@@ -120,6 +130,29 @@ def _finish(year: int, month: int, day: int, flag: str = "") -> tuple[str | None
         return None, "unparsed"
 
 
+def _zoned(result: tuple[str | None, str], match: re.Match) -> tuple[str | None, str]:
+    """The date of a parsed timestamp with a zone (``Z``, ``+08:00``) in Beijing time."""
+    zone = match["zone"]
+    if result[0] is None or not zone:
+        return result
+    if zone == "Z":
+        tz = datetime.UTC
+    else:
+        digits = zone[1:].replace(":", "")
+        hours, minutes = int(digits[:2]), int(digits[2:])
+        if hours > 23 or minutes > 59:
+            return None, "unparsed"
+        sign = -1 if zone[0] == "-" else 1
+        tz = datetime.timezone(sign * datetime.timedelta(hours=hours, minutes=minutes))
+    hour, minute = int(match["hh"]), int(match["mi"])
+    if hour > 23 or minute > 59:
+        return None, "unparsed"
+    day = datetime.date.fromisoformat(result[0])
+    moment = datetime.datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz)
+    local = moment.astimezone(_BEIJING).date()
+    return _finish(local.year, local.month, local.day, result[1])
+
+
 def _partial(year: int, month: int | None) -> tuple[str | None, str]:
     """Flag for a date without its day (or month): partial if plausible."""
     if year < MIN_YEAR or year > MAX_YEAR:
@@ -133,9 +166,15 @@ def _parse_text(text: str, pivot_year: int) -> tuple[str | None, str]:
     """Parse one normalized date string; returns (ISO date or None, flag or '')."""
     if (m := _SEPARATED.fullmatch(text)) is not None:
         y, two = _expand_year(int(m["y"]), len(m["y"]), pivot_year)
-        return _finish(y, int(m["m"]), int(m["d"]), "two_digit_year" if two else "")
+        return _zoned(_finish(y, int(m["m"]), int(m["d"]), "two_digit_year" if two else ""), m)
     if (m := _COMPACT8.fullmatch(text)) is not None:
-        return _finish(int(m["y"]), int(m["m"]), int(m["d"]))
+        return _zoned(_finish(int(m["y"]), int(m["m"]), int(m["d"])), m)
+    if (m := _DAY_FIRST.fullmatch(text)) is not None:
+        a, b = int(m["a"]), int(m["b"])
+        if a <= 12 and b <= 12 and a != b:
+            return None, "unparsed"  # 03/04/1971: day-first or month-first cannot be told
+        day, month = (b, a) if b > 12 else (a, b)
+        return _zoned(_finish(int(m["y"]), month, day), m)
     if (m := _CHINESE.fullmatch(text)) is not None:
         y_text = m["y"]
         year = _cn_number(y_text)

@@ -177,7 +177,8 @@ FORMATS = [
 ]
 
 
-@given(st.dates(datetime.date(1900, 1, 1), datetime.date(2100, 12, 31)))
+# from 1900-01-02: 1900-01-01 is a filler date (test_filler_date_is_a_placeholder)
+@given(st.dates(datetime.date(1900, 1, 2), datetime.date(2100, 12, 31)))
 def test_every_format_round_trips(d):
     raw = pd.Series([f(d) for f in FORMATS])
     out = parse_dates(raw, today=LATE)
@@ -354,3 +355,39 @@ def test_one_value_fast_path_answers_the_plain_forms():
     assert _fast_parse_one("1899-12-31") is None
     assert _fast_parse_one("1985０３０７") is False  # full-width digits: Arrow decides
     assert _fast_parse_one("1985-03-07\n\x1c") is False
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # a database export's timestamps: Beijing midnight is 16:00 UTC the day before
+        ("1985-03-06T16:00:00Z", "1985-03-07"),
+        ("1985-03-06 16:00:00+00:00", "1985-03-07"),
+        ("19850306T16:00Z", "1985-03-07"),
+        ("1985-03-07T00:00:00Z", "1985-03-07"),
+        ("1985-03-07T00:00:00+08:00", "1985-03-07"),
+        ("1985-03-07T23:30:00+0800", "1985-03-07"),
+        ("1985-03-07 10:00", "1985-03-07"),  # no zone: the clock time is Beijing's already
+        # day first with a four-digit year, where the order shows
+        ("26/11/1971", "1971-11-26"),
+        ("26-11-1971 10:00", "1971-11-26"),
+        ("11/26/1971", "1971-11-26"),
+        ("04/04/1971", "1971-04-04"),
+    ],
+)
+def test_zoned_timestamps_and_day_first_dates(raw, expected):
+    assert parse_one(raw) == (expected, "")
+    assert _parse_text(raw, 30) == (expected, "")
+
+
+@pytest.mark.parametrize(
+    "raw", ["03/04/1971", "31/02/1971", "1985-03-06T16:00:00-25:00", "1985-03-06T24:00:00Z"]
+)
+def test_ambiguous_day_first_and_impossible_zones_are_unparsed(raw):
+    assert parse_one(raw) == (None, "unparsed")
+
+
+def test_filler_date_is_a_placeholder():
+    assert parse_one("1900-01-01") == (None, "placeholder")
+    assert parse_one("19000101") == (None, "placeholder")
+    assert parse_one("1900-01-02") == ("1900-01-02", "")
