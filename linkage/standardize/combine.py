@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,10 @@ def all_flags() -> dict[str, str]:
     for field in (schema.HUKOU_ADDRESS, schema.CURRENT_ADDRESS):
         for code, text in address.FLAGS.items():
             flags[field + code.removeprefix("address")] = text
+    flags[_SAME_AS_HUKOU_FLAG] = (
+        "the current address says it is the hukou address (同户籍地址): the hukou address's "
+        "parts are used (informational)"
+    )
     return flags
 
 
@@ -148,6 +153,65 @@ def _date_one(field: str, target: str) -> OneStandardizer:
     return run
 
 
+# what registries write as the current address of someone living at the hukou address
+# ("same as the household-registration address"); read as that address, not as text
+_SAME_AS_HUKOU = frozenset(
+    {"同户籍地址", "同户籍地", "同户籍", "同户籍所在地", "同户口地址", "同户口所在地", "同户口"}
+)
+_SAME_AS_HUKOU_FLAG = f"{schema.CURRENT_ADDRESS}_same_as_hukou"
+
+
+def _same_as_hukou(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    text = "".join(unicodedata.normalize("NFKC", value).split()).rstrip("。.")
+    return text in _SAME_AS_HUKOU
+
+
+def _current_addresses(
+    values: pd.Series, config: StandardizeConfig, done: dict[str, pd.DataFrame]
+) -> pd.DataFrame:
+    """The current address column; a "same as hukou" value takes the hukou address's parts
+    (null without a hukou address: the text itself would agree with every other such
+    value as an address detail)."""
+    out = address.standardize_addresses(values, schema.CURRENT_ADDRESS)
+    if not len(values):
+        return out
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    same = np.append(np.array([_same_as_hukou(u) for u in uniques], dtype=bool), False)[codes]
+    if not same.any():
+        return out
+    hukou = done.get(schema.HUKOU_ADDRESS)
+    for suffix in schema.ADDRESS_DERIVED_SUFFIXES:
+        column = schema.address_col(schema.CURRENT_ADDRESS, suffix)
+        target = out[column].to_numpy(dtype=object).copy()
+        if hukou is None:
+            target[same] = None
+        else:
+            source = hukou[schema.address_col(schema.HUKOU_ADDRESS, suffix)].to_numpy(dtype=object)
+            target[same] = source[same]
+        out[column] = target
+    flags = out[schema.QUALITY_FLAGS].to_numpy(dtype=object).copy()
+    flags[same] = _SAME_AS_HUKOU_FLAG
+    out[schema.QUALITY_FLAGS] = flags
+    return out
+
+
+def _current_address(value: str, config: StandardizeConfig, done: dict[str, dict]) -> dict:
+    """:func:`_current_addresses` of one value."""
+    out = address.standardize_address(value, schema.CURRENT_ADDRESS)
+    if not _same_as_hukou(value):
+        return out
+    hukou = done.get(schema.HUKOU_ADDRESS)
+    for suffix in schema.ADDRESS_DERIVED_SUFFIXES:
+        column = schema.address_col(schema.HUKOU_ADDRESS, suffix)
+        out[schema.address_col(schema.CURRENT_ADDRESS, suffix)] = (
+            None if hukou is None else hukou[column]
+        )
+    out[schema.QUALITY_FLAGS] = _SAME_AS_HUKOU_FLAG
+    return out
+
+
 def _region_code(done: dict[str, dict]) -> object:
     ids = done.get(schema.ID_NUMBER)
     return None if ids is None else ids[schema.ID_REGION_CODE]
@@ -219,12 +283,7 @@ FIELDS: tuple[FieldStandardizer, ...] = (
             v, schema.HUKOU_ADDRESS, region_code=_region_code(d)
         ),
     ),
-    FieldStandardizer(
-        schema.CURRENT_ADDRESS,
-        lambda v, c, d: address.standardize_addresses(v, schema.CURRENT_ADDRESS),
-        "addresses",
-        lambda v, c, d: address.standardize_address(v, schema.CURRENT_ADDRESS),
-    ),
+    FieldStandardizer(schema.CURRENT_ADDRESS, _current_addresses, "addresses", _current_address),
 )
 
 

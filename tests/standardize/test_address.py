@@ -350,3 +350,53 @@ def test_short_district_only_under_its_own_city():
     # 朝阳 is a district of 北京 and of 长春; after 广州 it names neither
     out = standardize_addresses(pd.Series(["广州朝阳街3号"]), "current_address").iloc[0]
     assert out["current_address_district"] is None
+
+
+def test_current_address_same_as_hukou_takes_the_hukou_addresss_parts():
+    """Registries write 同户籍地址 ("same as the hukou address") as the current address of
+    someone living where they are registered: read as that address, in the batch, one record
+    and the lookup's one-value path alike. Without a hukou address it is null (the text
+    itself would agree with every other 同户籍地址 as an address detail)."""
+    from linkage.standardize.combine import (
+        all_flags,
+        standardize,
+        standardize_record,
+        standardize_record_values,
+    )
+
+    hukou = "广东省深圳市龙岗区布吉街道华侨城16栋2104室"
+    frame = pd.DataFrame(
+        {
+            schema.SOURCE: ["police"] * 4,
+            schema.RECORD_ID: ["1", "2", "3", "4"],
+            schema.HUKOU_ADDRESS: [hukou, hukou, None, hukou],
+            schema.CURRENT_ADDRESS: ["同户籍地址", " 同 户籍 。", "同户籍地址", "北京市朝阳区望京街道1号"],
+        }
+    )
+    out = standardize(frame)
+    district = schema.address_col(schema.CURRENT_ADDRESS, "district")
+    hukou_district = schema.address_col(schema.HUKOU_ADDRESS, "district")
+    assert out[district].tolist()[:2] == [out[hukou_district].iloc[0]] * 2 == ["龙岗区"] * 2
+    for suffix in schema.ADDRESS_DERIVED_SUFFIXES:
+        current = out[schema.address_col(schema.CURRENT_ADDRESS, suffix)].iloc[0]
+        assert current == out[schema.address_col(schema.HUKOU_ADDRESS, suffix)].iloc[0]
+    flags = out[schema.QUALITY_FLAGS].tolist()
+    assert all("current_address_same_as_hukou" in f for f in flags[:3])
+    assert "current_address_same_as_hukou" not in flags[3]
+    detail = schema.address_col(schema.CURRENT_ADDRESS, "detail")
+    assert pd.isna(out[district].iloc[2]) and pd.isna(out[detail].iloc[2])
+    assert out[district].iloc[3] == "朝阳区"
+    assert "current_address_same_as_hukou" in all_flags()
+    for row, record in (
+        (0, {schema.HUKOU_ADDRESS: hukou, schema.CURRENT_ADDRESS: "同户籍地址"}),
+        (2, {schema.CURRENT_ADDRESS: "同户籍地址"}),
+    ):
+        one = standardize_record(record)
+        values = standardize_record_values(record)
+        for suffix in schema.ADDRESS_DERIVED_SUFFIXES:
+            column = schema.address_col(schema.CURRENT_ADDRESS, suffix)
+            expected = out[column].iloc[row]
+            if pd.isna(expected):
+                assert pd.isna(one[column].iloc[0]) and pd.isna(values[column])
+            else:
+                assert one[column].iloc[0] == values[column] == expected
