@@ -166,6 +166,10 @@ CASES = [
     ("addr-else", "hukou_address", {"hukou_address": HZ + "15号"}, {"hukou_address": "北京市朝阳区建国路88号"}, "else"),
     ("addr-county-only", "hukou_address", {"hukou_address": "河南省周口市项城市"}, {"hukou_address": "河南周口项城王明口镇李庄村三组"}, "same_district"),
     ("addr-null", "hukou_address", {"hukou_address": None}, {"hukou_address": HZ + "15号"}, "null"),
+    # one region on both sides, or one inside the other, with nothing finer: no evidence
+    ("addr-province-only", "hukou_address", {"hukou_address": "香港特别行政区"}, {"hukou_address": "香港特别行政区"}, "null"),
+    ("addr-province-vs-inside", "hukou_address", {"hukou_address": "浙江省"}, {"hukou_address": HZ + "15号"}, "null"),
+    ("addr-province-vs-other", "hukou_address", {"hukou_address": "广东省"}, {"hukou_address": HZ + "15号"}, "else"),
     # a filler is missing, not an address that agrees or disagrees
     ("addr-fillers-null", "hukou_address", {"hukou_address": "不详"}, {"hukou_address": "不详"}, "null"),
     ("addr-filler-vs-real-null", "hukou_address", {"hukou_address": "空"}, {"hukou_address": HZ + "15号"}, "null"),

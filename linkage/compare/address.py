@@ -67,7 +67,9 @@ class AddressComparison(Comparison):
     a similar remainder whose house/building/room numbers agree exactly (…十五号 vs …十七号
     never match); ``same_district``; ``same_city``; ``else``. Null when a side has no parsed
     part (region or detail): an empty cell or a filler such as 不详 / 无, which the
-    standardizer flags ``*_placeholder`` and leaves unparsed, is missing, not evidence."""
+    standardizer flags ``*_placeholder`` and leaves unparsed, is missing, not evidence; null
+    too when no level is reached but one side's region is the other's or contains it
+    (``香港特别行政区`` on both, ``浙江省`` against an address in 杭州): nothing disagrees."""
 
     type_name = "address"
     levels = list(AddressSpec.LEVELS)
@@ -147,7 +149,10 @@ class AddressComparison(Comparison):
             [3, 2, 1],
             default=0,
         ).astype(np.int8)
-        lvl[~present] = -1
+        # one region, or one inside the other, and nothing finer on a side (香港特别行政区 on
+        # both; 广东省 against an address in 深圳): no level is reached, yet nothing disagrees
+        coarse = (lvl == 0) & (fa >= 0) & (fb >= 0) & ((fa == fb) | ancestor)
+        lvl[coarse | ~present] = -1
         return lvl
 
 
