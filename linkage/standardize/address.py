@@ -6,6 +6,7 @@ Imports only the schema and the distinct-value helper; never the linking stages.
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import logging
 import re
 import unicodedata
@@ -20,6 +21,7 @@ import pandas as pd
 from linkage import schema
 from linkage.standardize._distinct import map_distinct, map_one, object_columns
 from linkage.standardize._fillers import is_filler_text
+from linkage.standardize.demographics import ETHNICITIES
 from linkage.tables import text_columns
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ FLAGS: dict[str, str] = {
     "address_placeholder": "a filler such as 不详, 无 or '-' instead of an address; set to null",
     "address_district_short": "district written without its suffix (北京朝阳, 广州天河): read "
     "as that city's district of the name (informational)",
+    "address_district_abolished": "a district or county since abolished (北京崇文区, 上海闸北区, "
+    "番禺市): read as the district that took it over where one did, else left null",
 }
 
 _T2S = opencc.OpenCC("t2s")
@@ -203,6 +207,91 @@ def _traps() -> tuple[dict[str, tuple[str, str]], re.Pattern[str] | None]:
     return traps, pattern
 
 
+# Ethnic groups in the names of autonomous prefectures (凉山彝族自治州, 伊犁哈萨克自治州: the
+# 族 is sometimes left out), from GB 3304's names.
+_ETHNIC_TAIL = re.compile(
+    "(?:"
+    + "|".join(
+        sorted(
+            {
+                re.escape(n[:-1]) + ("族?" if len(n) > 2 else "族")
+                for _, n in ETHNICITIES
+                if n.endswith("族")
+            },
+            key=len,
+            reverse=True,
+        )
+    )
+    + ")+$"
+)
+
+
+def _prefecture_short(name: str) -> str | None:
+    """Everyday name of a prefecture whose official name has a suffix (凉山彝族自治州 -> 凉山,
+    喀什地区 -> 喀什, 锡林郭勒盟 -> 锡林郭勒); None for cities and placeholders."""
+    short = re.sub("(?:自治州|地区|盟)$", "", name)
+    if short == name:
+        return None
+    short = _ETHNIC_TAIL.sub("", short)
+    return short if len(short) >= 2 else None
+
+
+@lru_cache(maxsize=1)
+def _prefectures() -> tuple[dict[str, str], dict[str, tuple[str, str]], re.Pattern[str] | None]:
+    """(4-digit prefix -> everyday name of every suffixed prefecture, everyday name ->
+    (adcode, official name) for those cpca cannot read, a pattern finding those at a text's
+    start or after their own province's name).
+
+    cpca knows 喀什 and 大理 (as the county-level cities 喀什市, 大理市) but not 凉山, 甘孜 or
+    湘西: 凉山西昌市 reads as 山西, 甘孜泸定 as nothing. Names shared with a province (海南)
+    or by two prefectures are left out.
+    """
+    shorts: dict[str, str] = {}
+    unknown: dict[str, tuple[str, str]] = {}
+    seen: dict[str, int] = {}
+    for info in cpca.ad_2_addr_dict.values():
+        if info.rank == 1 and (short := _prefecture_short(info.name)) is not None:
+            shorts[info.adcode[:4]] = short
+            seen[short] = seen.get(short, 0) + 1
+    for prefix, short in shorts.items():
+        if seen[short] == 1 and not cpca.matcher.ac.exists(short):
+            unknown[short] = (prefix + "00", _NAME_BY_CODE[prefix + "00"])
+    if not unknown:
+        return shorts, unknown, None
+    provinces = {code[:2]: _NAME_BY_CODE[code[:2] + "0000"] for code, _ in unknown.values()}
+    by_province: dict[str, list[str]] = {}
+    for short, (code, _) in unknown.items():
+        by_province.setdefault(code[:2], []).append(short)
+    alternatives = []
+    for prov, names in by_province.items():
+        full = provinces[prov]
+        everyday = re.sub("(?:省|市|壮族自治区|回族自治区|维吾尔自治区|自治区)$", "", full)
+        words = "|".join(map(re.escape, sorted(names, key=len, reverse=True)))
+        alternatives.append(
+            f"(?:{re.escape(full)}|{re.escape(everyday)})(?P<p{prov}>{words})"
+        )
+    every = "|".join(map(re.escape, sorted(unknown, key=len, reverse=True)))
+    # not when a suffix follows (凉山州 and 甘孜县 cpca reads itself), nor a street (红河路)
+    pattern = re.compile(
+        f"^(?:{'|'.join(alternatives)}|(?P<bare>{every}))"
+        r"(?![州县市区旗盟]|地区|[门桥村镇乡]|[一二三四五六七八九十\d]*(?:大道|大街|[东南西北中]?[路街道巷]))"
+    )
+    return shorts, unknown, pattern
+
+
+def _expand_prefecture(text: str) -> tuple[str, str] | None:
+    """(``text`` with a leading everyday prefecture name cpca cannot read written in full,
+    the prefecture's adcode): 凉山西昌市 -> 凉山彝族自治州西昌市; None when it starts with none."""
+    _, unknown, pattern = _prefectures()
+    match = pattern.match(text) if pattern is not None and text else None
+    if match is None:
+        return None
+    group = next(name for name, value in match.groupdict().items() if value is not None)
+    start, end = match.span(group)
+    code, full = unknown[match.group(group)]
+    return text[:start] + full + text[end:], code
+
+
 _CPCA_COLUMNS = ("省", "市", "区", "地址", "adcode", "省_pos", "市_pos", "区_pos")
 _CPCA_CHUNK = 8192
 
@@ -273,19 +362,22 @@ def _cpca_transform(texts: list[str]) -> pd.DataFrame:
 
 
 def _run_cpca(texts: list[str]) -> pd.DataFrame:
-    """cpca.transform with positions, re-reading names it misreads when they stand alone."""
+    """cpca.transform with positions, re-reading names it misreads when they stand alone and
+    texts that start with a prefecture's everyday name it cannot read (凉山西昌市)."""
     parsed = _cpca_transform(texts)
     traps, pattern = _traps()
-    if pattern is None:
-        return parsed
     retry: dict[int, str] = {}
     for i, (text, adcode) in enumerate(zip(texts, parsed["adcode"], strict=True)):
-        match = pattern.search(text) if text else None
-        if match is None:
+        if not text:
             continue
-        code, parent = traps[match.group(0)]
-        if adcode is None or not code.startswith(adcode.rstrip("0")):
-            retry[i] = text[: match.start()] + parent + text[match.start() :]
+        match = pattern.search(text) if pattern is not None else None
+        if match is not None:
+            code, parent = traps[match.group(0)]
+            if adcode is None or not code.startswith(adcode.rstrip("0")):
+                text = retry[i] = text[: match.start()] + parent + text[match.start() :]
+        expanded = _expand_prefecture(text)
+        if expanded is not None and not (adcode or "").startswith(expanded[1][:4]):
+            retry[i] = expanded[0]
     if retry:
         fixed = cpca.transform(list(retry.values()), pos_sensitive=True)
         fixed.index = list(retry)
@@ -387,6 +479,153 @@ def _short_district(adcode: str, remainder: str) -> tuple[str, int] | None:
     return None
 
 
+@lru_cache(maxsize=1)
+def _counties_by_prefix() -> dict[str, list[tuple[str, str, bool]]]:
+    """4-digit prefix -> (name, adcode, is everyday short form) of its counties, longest
+    first: full names, and the short forms ``_short_districts`` keeps."""
+    found: dict[str, list[tuple[str, str, bool]]] = {}
+    for info in cpca.ad_2_addr_dict.values():
+        if info.rank == 2 and info.name not in _PLACEHOLDER_NAMES:
+            found.setdefault(info.adcode[:4], []).append((info.name, info.adcode, False))
+    for parent, shorts in _short_districts().items():
+        if len(parent) == 4:
+            found.setdefault(parent, []).extend((n, c, True) for n, c in shorts)
+    return {k: sorted(v, key=lambda item: -len(item[0])) for k, v in found.items()}
+
+
+_PREFECTURE_REST = re.compile("自治州|州|地区|盟")
+
+
+def _prefecture_for_city(
+    adcode: str, district: str, remainder: str | None
+) -> tuple[str, str, bool] | None:
+    """(adcode, remainder, short form used) when the county-level city cpca found is its
+    prefecture's namesake and the text meant the prefecture: 大理州宾川县 or 喀什英吉沙县 read as
+    大理市 / 喀什市 (cpca takes 大理 / 喀什 for the city) -> the county written after it, or the
+    prefecture itself (no district) when 州 / 地区 / 盟 follows and no county does."""
+    short = _prefectures()[0].get(adcode[:4])
+    if short is None or _DISTRICT_SUFFIX.sub("", district) != short:
+        return None
+    rest = remainder or ""
+    named = _PREFECTURE_REST.match(rest)
+    if named is not None:
+        rest = rest[named.end() :]
+    for name, code, is_short in _counties_by_prefix().get(adcode[:4], ()):
+        if rest.startswith(name) and not (
+            is_short and _NOT_DISTRICT_AFTER.match(rest, len(name))
+        ):
+            return code, rest[len(name) :], is_short
+    if named is not None:
+        return adcode[:4] + "00", rest, False
+    return None
+
+
+# Districts merged into another since 2000, from the State Council's approvals of each
+# change: stdnum's table marks them abolished but does not name what took them over.
+# Renames (番禺市 -> 番禺区, 密云县 -> 密云区) need no entry: the everyday name finds them.
+_MERGED_INTO = {
+    "110103": "110101",  # 崇文区 -> 东城区 (2010)
+    "110104": "110102",  # 宣武区 -> 西城区 (2010)
+    "120107": "120116",  # 塘沽区 -> 滨海新区 (2009)
+    "120108": "120116",  # 汉沽区 -> 滨海新区 (2009)
+    "120109": "120116",  # 大港区 -> 滨海新区 (2009)
+    "230105": "230104",  # 太平区 -> 道外区 (2004)
+    "230107": "230110",  # 动力区 -> 香坊区 (2006)
+    "310102": "310101",  # 南市区 -> 黄浦区 (2000)
+    "310103": "310101",  # 卢湾区 -> 黄浦区 (2011)
+    "310108": "310106",  # 闸北区 -> 静安区 (2015)
+    "310119": "310115",  # 南汇区 -> 浦东新区 (2009)
+    "320103": "320104",  # 白下区 -> 秦淮区 (2013)
+    "320107": "320106",  # 下关区 -> 鼓楼区 (2013)
+    "320202": "320213",  # 崇安区 -> 梁溪区 (2015)
+    "320203": "320213",  # 南长区 -> 梁溪区 (2015)
+    "320204": "320213",  # 北塘区 -> 梁溪区 (2015)
+    "320502": "320508",  # 沧浪区 -> 姑苏区 (2012)
+    "320503": "320508",  # 平江区 -> 姑苏区 (2012)
+    "320504": "320508",  # 金阊区 -> 姑苏区 (2012)
+    "330103": "330105",  # 下城区 -> 拱墅区 (2021)
+    "330104": "330102",  # 江干区 -> 上城区 (2021)
+    "440102": "440104",  # 东山区 -> 越秀区 (2005)
+    "440107": "440103",  # 芳村区 -> 荔湾区 (2005)
+    "440116": "440112",  # 萝岗区 -> 黄埔区 (2014)
+}
+
+
+def _city_key(adcode: str) -> str:
+    """The prefix a city's districts share: 4 digits, 2 for 北京 天津 上海 重庆."""
+    return adcode[:2] if adcode[:2] in _MUNICIPALITIES else adcode[:4]
+
+
+@lru_cache(maxsize=1)
+def _abolished_districts() -> dict[str, list[tuple[str, bool, str | None]]]:
+    """City key -> (name, is everyday short form, successor adcode or None) of its districts
+    and counties abolished since 1980 (python-stdnum's region table), longest first.
+
+    A successor is the district that took the old one over (``_MERGED_INTO``), else the city's
+    current district of the same everyday name (番禺市 -> 番禺区). Names a current district of
+    the same city still has are left to cpca."""
+    text = (importlib.resources.files("stdnum.cn") / "loc.dat").read_text(encoding="utf-8")
+    current_names: dict[str, set[str]] = {}
+    current_shorts: dict[str, dict[str, list[str]]] = {}
+    for info in cpca.ad_2_addr_dict.values():
+        if info.rank == 2 and info.name not in _PLACEHOLDER_NAMES:
+            key = _city_key(info.adcode)
+            current_names.setdefault(key, set()).add(info.name)
+            short = _DISTRICT_SUFFIX.sub("", info.name)
+            current_shorts.setdefault(key, {}).setdefault(short, []).append(info.adcode)
+    found: dict[str, dict[str, tuple[bool, str | None]]] = {}
+    province = ""
+    for line in text.splitlines():
+        if match := re.match(r'^(\d\d) province="', line):
+            province = match.group(1)
+            continue
+        match = re.match(r'^\s+(\d{4}) county="(.*)"', line)
+        if match is None or match.group(1).endswith("00"):
+            continue
+        code = province + match.group(1)
+        key = _city_key(code)
+        for segment in match.group(2).split(","):
+            span = re.match(r"\[(\d{4})?-(\d{4})\](.+)", segment)
+            if span is None or span.group(2) < "1980":
+                continue  # still current, or gone before today's registries began
+            name = span.group(3)
+            if name in _PLACEHOLDER_NAMES or name in current_names.get(key, ()):
+                continue
+            short = _DISTRICT_SUFFIX.sub("", name)
+            if name in ("郊区", "市区", "矿区") or len(short) < 2:
+                continue
+            same_short = current_shorts.get(key, {}).get(short, [])
+            successor = _MERGED_INTO.get(code) or (
+                same_short[0] if len(same_short) == 1 else None
+            )
+            if successor is not None and successor not in _NAME_BY_CODE:
+                successor = None
+            entries = found.setdefault(key, {})
+            entries.setdefault(name, (False, successor))
+            if short != name and short not in current_shorts.get(key, {}):
+                entries.setdefault(short, (True, successor))
+    return {
+        key: sorted(
+            ((n, is_short, succ) for n, (is_short, succ) in names.items()),
+            key=lambda item: -len(item[0]),
+        )
+        for key, names in found.items()
+    }
+
+
+def _abolished_district(adcode: str, remainder: str) -> tuple[str | None, int] | None:
+    """(successor adcode or None, characters taken) when ``remainder`` (the text after a
+    city) starts with one of that city's abolished districts (上海市 + 闸北区)."""
+    if adcode[4:] != "00" or (adcode[2:4] == "00" and adcode[:2] not in _MUNICIPALITIES):
+        return None
+    for name, is_short, successor in _abolished_districts().get(_city_key(adcode), ()):
+        if remainder.startswith(name) and not (
+            is_short and _NOT_DISTRICT_AFTER.match(remainder, len(name))
+        ):
+            return successor, len(name)
+    return None
+
+
 def _parse_distinct(values: Sequence[object], field: str) -> pd.DataFrame:
     """Parse distinct raw addresses; ambiguous rows keep their candidate adcodes for later."""
     columns = [schema.address_col(field, s) for s in schema.ADDRESS_DERIVED_SUFFIXES]
@@ -461,6 +700,21 @@ def _parse_rows(uniques: list, field: str) -> list[tuple]:
                 adcode = _common_code(found)
                 flags = flag["address_ambiguous_district"]
         province, city, district = _names(adcode) if adcode else (None, None, None)
+        if district is not None and not flags:
+            prefecture = _prefecture_for_city(adcode, district, remainder)
+            if prefecture is not None:
+                adcode, remainder, is_short = prefecture
+                province, city, district = _names(adcode)
+                flags = flag["address_district_short"] if is_short else ""
+        if district is None and not flags and remainder:
+            abolished = _abolished_district(adcode, remainder)
+            if abolished is not None:
+                successor, taken = abolished
+                if successor is not None:
+                    adcode = successor
+                    province, city, district = _names(adcode)
+                remainder = remainder[taken:]
+                flags = flag["address_district_abolished"]
         if district is None and not flags and remainder:
             short = _short_district(adcode, remainder)
             if short is not None:

@@ -400,3 +400,90 @@ def test_current_address_same_as_hukou_takes_the_hukou_addresss_parts():
                 assert pd.isna(one[column].iloc[0]) and pd.isna(values[column])
             else:
                 assert one[column].iloc[0] == values[column] == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "city", "district", "detail"),
+    [
+        # cpca reads 大理 / 喀什 / 恩施 as the county-level city of the prefecture's name
+        ("大理州宾川县金牛镇8号", "大理白族自治州", "宾川县", "金牛镇8号"),
+        ("云南大理宾川金牛镇8号", "大理白族自治州", "宾川县", "金牛镇8号"),
+        ("新疆喀什英吉沙县芒辛镇12号", "喀什地区", "英吉沙县", "芒辛镇12号"),
+        ("喀什英吉沙芒辛镇12号", "喀什地区", "英吉沙县", "芒辛镇12号"),
+        ("和田和田县巴格其镇5号", "和田地区", "和田县", "巴格其镇5号"),
+        ("湖北恩施利川市都亭街道3号", "恩施土家族苗族自治州", "利川市", "都亭街道3号"),
+        # prefectures cpca cannot read by their everyday name (凉山西昌 read as 山西)
+        ("凉山西昌市长安路4号", "凉山彝族自治州", "西昌市", "长安路4号"),
+        ("四川甘孜泸定泸桥镇3号", "甘孜藏族自治州", "泸定县", "泸桥镇3号"),
+        ("湘西吉首市人民路1号", "湘西土家族苗族自治州", "吉首市", "人民路1号"),
+        ("伊犁伊宁县吉里于孜镇", "伊犁哈萨克自治州", "伊宁县", "吉里于孜镇"),
+        # the county-level city itself stays
+        ("大理古城复兴路2号", "大理白族自治州", "大理市", "古城复兴路2号"),
+        ("和田市北京路7号", "和田地区", "和田市", "北京路7号"),
+    ],
+)
+def test_prefecture_everyday_names_are_not_their_namesake_city(raw, city, district, detail):
+    """The autonomous prefectures and 地区 of the west are written without their suffix
+    (大理, 凉山, 喀什); where a county-level city shares the name, the county that follows
+    decides, and a 州 after the name means the prefecture."""
+    row = _row(raw)
+    assert (row["city"], row["district"], row["detail"]) == (city, district, detail)
+    assert row["adcode"].startswith(
+        {v: k for k, v in address._NAME_BY_CODE.items() if k.endswith("00")}[city][:4]
+    )
+
+
+def test_prefecture_named_without_a_county_has_no_district():
+    row = _row("大理州金牛镇8号")
+    assert (row["city"], row["district"], row["adcode"]) == ("大理白族自治州", None, "532900")
+    assert row["detail"] == "金牛镇8号"
+    assert row["flags"] == "hukou_address_no_district"
+
+
+@pytest.mark.parametrize("raw", ["红河路5号", "兴安镇3号", "广西兴安县兴安镇"])
+def test_prefecture_names_inside_streets_or_other_counties_are_not_expanded(raw):
+    row = _row(raw)
+    assert row["city"] not in ("红河哈尼族彝族自治州", "兴安盟")
+
+
+@pytest.mark.parametrize(
+    ("raw", "district", "adcode", "detail"),
+    [
+        ("北京市崇文区天坛路5号", "东城区", "110101", "天坛路5号"),
+        ("北京宣武广安门内大街1号", "西城区", "110102", "广安门内大街1号"),
+        ("上海市闸北区共和新路10号", "静安区", "310106", "共和新路10号"),
+        ("上海卢湾区淮海中路3号", "黄浦区", "310101", "淮海中路3号"),
+        ("天津市塘沽区解放路2号", "滨海新区", "120116", "解放路2号"),
+        ("苏州市平江区干将路9号", "姑苏区", "320508", "干将路9号"),
+        # renames need no table: the everyday name finds today's district
+        ("广州市番禺市市桥镇6号", "番禺区", "440113", "市桥镇6号"),
+        ("北京市密云县鼓楼街道", "密云区", "110118", "鼓楼街道"),
+    ],
+)
+def test_abolished_districts_read_as_their_successor(raw, district, adcode, detail):
+    """Hukou addresses written decades ago keep districts since merged (崇文区 into 东城区,
+    闸北区 into 静安区): read as the district that took them over, the same as the address
+    another registry writes today."""
+    row = _row(raw)
+    assert (row["district"], row["adcode"], row["detail"]) == (district, adcode, detail)
+    assert row["flags"] == "hukou_address_district_abolished"
+
+
+def test_abolished_district_without_successor_leaves_the_district_null():
+    # 燕山区 (北京, until 1986) went into 房山 with others: no single successor in the table
+    row = _row("北京市燕山区迎风街1号")
+    assert (row["city"], row["district"], row["detail"]) == ("北京市", None, "迎风街1号")
+    assert row["flags"] == "hukou_address_district_abolished"
+
+
+@pytest.mark.parametrize("raw", ["北京市宣武门外大街1号", "上海市南市街3号"])
+def test_streets_named_after_abolished_districts_are_not_districts(raw):
+    row = _row(raw)
+    assert row["district"] is None
+    assert row["flags"] == "hukou_address_no_district"
+
+
+def test_every_successor_is_a_current_district():
+    for old, new in address._MERGED_INTO.items():
+        assert new in address._NAME_BY_CODE, (old, new)
+        assert old[:2] == new[:2]
