@@ -25,7 +25,8 @@ FLAGS: dict[str, str] = {
     "phone_no_area_code": "landline without area code: only comparable within one city",
     "phone_masked": "number masked with * (138****1234); phone_std left null",
     "phone_placeholder": "filler number (13800000000, 88888888, 12345678); phone_std left null",
-    "phone_multiple": "several numbers in one field; the first one was kept",
+    "phone_multiple": "several numbers in one field; the first valid mobile was kept, else "
+    "the first valid number",
 }
 
 MOBILE = "mobile"
@@ -44,6 +45,7 @@ _SEPARATORS = re.compile(r"[,;/、|]|或")
 _EXTENSION = re.compile(r"(?:转|分机|ext\.?|x|#)\s*\d{1,6}\s*$")
 _COUNTRY = re.compile(r"^(?:\+|00)\s*86")
 _DIGITS = re.compile(r"\d+")
+_MOBILE_RUN = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
 _NULL_TOKENS = frozenset(
     {"", "无", "暂无", "没有", "不详", "未知", "-", "--", "/", "null", "none", "na", "n/a"}
 )
@@ -85,15 +87,30 @@ def _parse_one(raw: object) -> tuple[str | None, str | None, list[str]]:
         return None, None, []
     if text in _NULL_TOKENS or is_filler_text(text):
         return None, None, ["phone_placeholder"]
-    if _MASK.search(text):
-        return None, None, ["phone_masked"]
     flags: list[str] = []
     parts = [p for p in _SEPARATORS.split(text) if _DIGITS.search(p)]
+    if len(parts) == 1 and len(mobiles := _MOBILE_RUN.findall(parts[0])) > 1:
+        if "".join(mobiles) == "".join(_DIGITS.findall(parts[0])):
+            parts = mobiles  # 13812345678 13987654321: two mobiles with a space between
     if len(parts) > 1:
         flags.append("phone_multiple")
     if not parts:
         return None, None, ["phone_invalid"]
-    text = _EXTENSION.sub("", parts[0])
+    parsed = [_parse_part(part) for part in parts]
+    valid = [r for r in parsed if r[0] is not None]
+    if not valid:
+        return None, None, [*flags, *parsed[0][2]]
+    # a mobile is the person's own; a landline is often the household's or the employer's
+    std, kind, more = next((r for r in valid if r[1] == MOBILE), valid[0])
+    return std, kind, [*flags, *more]
+
+
+def _parse_part(text: str) -> tuple[str | None, str | None, list[str]]:
+    """(phone_std, type, flags) of one number's text (lower case, NFKC, no separators)."""
+    if _MASK.search(text):
+        return None, None, ["phone_masked"]
+    flags: list[str] = []
+    text = _EXTENSION.sub("", text)
     international = False
     match = _COUNTRY.match(text)
     if match:
@@ -111,10 +128,10 @@ def _parse_one(raw: object) -> tuple[str | None, str | None, list[str]]:
             break
     if result is None:
         filler = "".join(groups) in _FILLER
-        return None, None, [*flags, "phone_placeholder" if filler else "phone_invalid"]
+        return None, None, ["phone_placeholder" if filler else "phone_invalid"]
     std, kind = result
     if std in _FILLER or _FILLER_TAIL.search(std) or std.endswith("12345678"):
-        return None, None, [*flags, "phone_placeholder"]
+        return None, None, ["phone_placeholder"]
     if kind == LANDLINE and not std.startswith("0"):
         flags.append("phone_no_area_code")
     return std, kind, flags

@@ -90,6 +90,31 @@ def test_multiple_numbers_keep_the_first():
     )
 
 
+@pytest.mark.parametrize(
+    ("raw", "kept"),
+    [
+        # a landline is often the household's or the employer's: the mobile is kept
+        ("0755-26718345/13872615094", "13872615094"),
+        ("020 83716254、13872615094", "13872615094"),
+        # two mobiles with only a space between them
+        ("13872615094 13987361520", "13872615094"),
+        # an unusable first number does not hide a good second one
+        ("13800138000/13987361520", "13987361520"),
+        ("138****5094/13987361520", "13987361520"),
+        ("12/13987361520", "13987361520"),
+    ],
+)
+def test_multiple_numbers_keep_the_first_valid_mobile(raw, kept):
+    std, kind, flags = parse_phone(raw)
+    assert std == kept
+    if kept is not None:
+        assert (kind, flags) == ("mobile", ("phone_multiple",))
+
+
+def test_area_code_and_number_with_a_space_are_one_landline():
+    assert parse_phone("0755 26718345") == ("075526718345", "landline", ())
+
+
 def test_frame_contract_and_nulls():
     values = pd.Series(
         ["13912873456", None, "无", "010-62345678", "bad", "13912873456"],
