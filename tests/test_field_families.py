@@ -193,30 +193,7 @@ def test_birth_after_registration_is_flagged():
     assert out[schema.BIRTH_DATE_STD].iloc[0] == "2015-06-01"  # which of the two is wrong is open
 
 
-def test_registration_date_typed_as_birth_date_gives_way_to_the_id():
-    """A clerk types the registration date into the birth-date field: with a trusted ID that
-    embeds another date, the recorded date is null (the ID's stands in) and flagged; the
-    same day without an ID may be a newborn's file opened at birth, and stays."""
-    from linkage.standardize.combine import all_flags, standardize
-    from linkage.standardize.idnumber import id_check_char
+def test_cross_field_flags_are_listed():
+    from linkage.standardize.combine import all_flags
 
-    body = "11010119850306123"
-    own_id = body + id_check_char(body)
-    records = pd.DataFrame(
-        {
-            schema.SOURCE: ["a"] * 4,
-            schema.RECORD_ID: ["1", "2", "3", "4"],
-            schema.ID_NUMBER: [own_id, own_id, None, own_id],
-            schema.BIRTH_DATE: ["2021-07-01", "1985-03-06", "2021-07-01", "2021-07-02"],
-            schema.REGISTERED_AT: ["2021-07-01", "2021-07-01", "2021-07-01", "2021-07-01"],
-        }
-    )
-    out = standardize(records)
-    flags = out[schema.QUALITY_FLAGS].tolist()
-    assert pd.isna(out[schema.BIRTH_DATE_STD].iloc[0])
-    assert "birth_date_is_registration_date" in flags[0]
-    assert "id_birth_conflict" not in flags[0]
-    assert out[schema.BIRTH_DATE_STD].tolist()[1:] == ["1985-03-06", "2021-07-01", "2021-07-02"]
-    assert not any("birth_date_is_registration_date" in f for f in flags[1:])
-    assert "id_birth_conflict" in flags[3]  # a different day is an ordinary conflict
-    assert "birth_date_is_registration_date" in all_flags()
+    assert "birth_date_after_registered" in all_flags()

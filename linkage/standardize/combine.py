@@ -325,26 +325,13 @@ def standardize(
     birth = done[schema.BIRTH_DATE][schema.BIRTH_DATE_STD]
     ids = done[schema.ID_NUMBER]
     id_birth = ids[schema.ID_BIRTH_DATE]
-    registered = done[schema.REGISTERED_AT][schema.REGISTERED_AT_STD]
-    # The registration date typed into the birth-date field (the same day) on a record whose
-    # trusted ID embeds another date: the recorded date is no birth date. Null, so the
-    # comparisons read the ID's; without an ID a same-day date may be a newborn's file.
-    typed_registration = (
-        birth.notna()
-        & (birth == registered)
-        & ids[schema.ID_STD].notna()
-        & id_birth.notna()
-        & (birth != id_birth)
-    )
-    if typed_registration.any():
-        birth = birth.mask(typed_registration, None)
-        done[schema.BIRTH_DATE][schema.BIRTH_DATE_STD] = birth
     # only an ID whose digits are trusted (id_std set) can conflict: a float-damaged one's
     # made-up digits are no evidence against the recorded date
     birth_conflict = (
         birth.notna() & id_birth.notna() & ids[schema.ID_STD].notna() & (birth != id_birth)
     )
     not_own = idnumber.not_own_ids(birth, id_birth)
+    registered = done[schema.REGISTERED_AT][schema.REGISTERED_AT_STD]
     both_dates = birth.notna() & registered.notna()
     after_registered = both_dates & (birth.where(both_dates, "") > registered.where(both_dates, ""))
     id_gender = ids[schema.ID_GENDER]
@@ -357,12 +344,6 @@ def standardize(
         pd.Series(np.where(gender_conflict, "id_gender_conflict", ""), index=records.index)
     )
     flag_parts.append(pd.Series(np.where(not_own, "id_not_own", ""), index=records.index))
-    flag_parts.append(
-        pd.Series(
-            np.where(typed_registration, "birth_date_is_registration_date", ""),
-            index=records.index,
-        )
-    )
     flag_parts.append(
         pd.Series(
             np.where(after_registered, "birth_date_after_registered", ""), index=records.index

@@ -39,9 +39,6 @@ FLAGS: dict[str, str] = {
 CROSS_FLAGS: dict[str, str] = {
     "birth_date_after_registered": "birth date after the record's registration date: one of the"
     " two is wrong (kept; weigh with care)",
-    "birth_date_is_registration_date": "birth date the same day as the record's registration"
-    " date while the record's ID embeds another: the registration date typed into the wrong"
-    " field; set to null (the ID's birth date stands in)",
 }
 
 VALUE = "value"
