@@ -197,3 +197,25 @@ def test_cross_field_flags_are_listed():
     from linkage.standardize.combine import all_flags
 
     assert "birth_date_after_registered" in all_flags()
+
+
+def test_newborn_file_opened_on_the_birth_day_keeps_its_date():
+    """A 0-6 child's health file is opened on the day of birth and carries a guardian's ID:
+    the recorded date equals the registration date and is the child's own birth date (an
+    ID 26 years older is the guardian's), not a registration date typed into the wrong field."""
+    from linkage.standardize.combine import standardize
+    from linkage.standardize.idnumber import id_check_char
+
+    body = "21010219941127532"
+    records = pd.DataFrame(
+        {
+            schema.SOURCE: ["health"],
+            schema.RECORD_ID: ["1"],
+            schema.ID_NUMBER: [body + id_check_char(body)],
+            schema.BIRTH_DATE: ["2020-05-09"],
+            schema.REGISTERED_AT: ["2020-05-09"],
+        }
+    )
+    out = standardize(records)
+    assert out[schema.BIRTH_DATE_STD].iloc[0] == "2020-05-09"
+    assert "id_not_own" in out[schema.QUALITY_FLAGS].iloc[0]
