@@ -74,6 +74,11 @@ CASES = [
     ("latin-surname-first", "name", {"name": "ZHANG Wei"}, {"name": "张伟"}, "pinyin"),
     ("latin-given-first", "name", {"name": "Wei Zhang"}, {"name": "张伟"}, "pinyin"),
     ("latin-joined", "name", {"name": "张伟"}, {"name": "zhangwei"}, "pinyin"),
+    # Hong Kong / Macao identity cards spell the Cantonese sound (tai man is 大文's)
+    ("cantonese-hk", "name", {"name": "CHAN Tai Man"}, {"name": "陈大文"}, "pinyin"),
+    ("cantonese-hyphen-last", "name", {"name": "Tai-man Chan"}, {"name": "陳大文"}, "pinyin"),
+    ("cantonese-macao", "name", {"name": "LEONG Kin Man"}, {"name": "梁健文"}, "pinyin"),
+    ("cantonese-other-given", "name", {"name": "CHAN Tai Man"}, {"name": "陈小文"}, "else"),
     ("dialect-n-l", "name", {"name": "刘洋"}, {"name": "牛洋"}, "fuzzy_pinyin"),
     ("dialect-eng-en", "name", {"name": "陈晨"}, {"name": "程晨"}, "fuzzy_pinyin"),
     ("latin-dialect", "name", {"name": "LIU Yang"}, {"name": "牛洋"}, "fuzzy_pinyin"),

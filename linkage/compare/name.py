@@ -30,6 +30,7 @@ from linkage.compare.base import (
 )
 from linkage.config import NameSpec
 from linkage.zh.lookalike import lookalike_equal
+from linkage.zh.romanization import spells_in_cantonese
 from linkage.zh.script import in_gbk
 from linkage.zh.syllables import fuzzy_pinyin
 
@@ -55,7 +56,9 @@ class NameComparison(Comparison):
     Levels, closest last: ``exact`` raw text identical; ``clean_exact`` identical after cleaning
     (traditional, full-width, spaces, minority separators — also a missing separator);
     ``truncated`` a minority name cut to its first two parts; ``pinyin`` homophones, and a
-    romanized name equal to the Han name's pinyin in either order; ``fuzzy_pinyin`` dialect
+    romanized name equal to the Han name's pinyin in either order, or spelling its Cantonese
+    sound as Hong Kong / Macao identity cards do (CHAN Tai Man / 陈大文, the Hong Kong
+    government romanization of package cantonese-romanisation); ``fuzzy_pinyin`` dialect
     confusions (n/l, zh/z, an/ang, ...); ``lookalike`` same length, differing only in look-alike
     characters; ``similar`` a near spelling (see ``_similar``); ``transposed`` the last two
     characters (a two-character given name) swapped, 王小明 / 王明小; ``char_dropped`` one
@@ -178,6 +181,7 @@ class NameComparison(Comparison):
             same(a["py"], b["py"]) | same(a["py"], b["alt"]) | same(a["alt"], b["py"]),
             self.PINYIN,
         )
+        assign(_cantonese(a, b, t, open_), self.PINYIN)
         assign(
             same(a["fz"], b["fz"]) | same(a["fz"], b["fzalt"]) | same(a["fzalt"], b["fz"]),
             self.FUZZY,
@@ -289,6 +293,32 @@ class NameComparison(Comparison):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _cantonese(a: dict, b: dict, t: dict, open_: np.ndarray) -> np.ndarray:
+    """Pairs of a romanized and a Han name where the romanization spells the Han name's
+    Cantonese sound, as Hong Kong and Macao identity cards write names (CHAN Tai Man /
+    陈大文): pinyin cannot show it, the given names' syllables differ (tai man / da wen).
+    Checked once per distinct pair of names; romanized names are few."""
+    out = np.zeros(len(open_), dtype=bool)
+    a_latin = (a["kind"] == KIND_OTHER) & (b["kind"] == KIND_HAN)
+    b_latin = (a["kind"] == KIND_HAN) & (b["kind"] == KIND_OTHER)
+    idx = np.flatnonzero(open_ & (a_latin | b_latin))
+    if len(idx) == 0:
+        return out
+    latin = np.where(a_latin[idx], a["strip"][idx], b["strip"][idx]).astype(np.int64)
+    han = np.where(a_latin[idx], b["strip"][idx], a["strip"][idx]).astype(np.int64)
+    keys, inverse = np.unique(latin * len(t["strip"]) + han, return_inverse=True)
+    strings = t["strip"]
+    found = np.array(
+        [
+            spells_in_cantonese(str(strings[k // len(strings)]), str(strings[k % len(strings)]))
+            for k in keys.tolist()
+        ],
+        dtype=bool,
+    )
+    out[idx] = found[inverse.ravel()]
+    return out
 
 
 def _clean_tables(

@@ -448,9 +448,11 @@ class _IdSide(StoredSide):
 
 
 def _strip_entries(text: str) -> dict[str, Any]:
-    """The name tables' entries of one stripped form (length, code points; no derare yet)."""
+    """The name tables' entries of one stripped form (text, length, code points; no derare
+    yet)."""
     fixed = np.array([text if len(text) <= _CHAR_WIDTH else ""], dtype=f"<U{_CHAR_WIDTH}")
     return {
+        "strip": text,
         "length": len(text),
         "chars": fixed.view(np.uint32).reshape(1, _CHAR_WIDTH)[0],
         "derare": NULL_CODE,
@@ -490,7 +492,8 @@ class _NameSide(StoredSide):
         self.spaces["raw"] = _Space(raw_u)
         self.spaces["strip"] = _Space(
             tables["strip"],
-            {k: prepared.tables[k] for k in ("length", "chars", "derare")},
+            {k: prepared.tables[k] for k in ("length", "chars", "derare")}
+            | {"strip": np.asarray(prepared.tables["strip"], dtype=object)},
         )
         self.spaces["py"] = _Space(py_u, {"pinyin": prepared.tables["pinyin"]})
         self.spaces["fz"] = _Space(fz_u)

@@ -11,7 +11,13 @@ from functools import lru_cache
 
 from linkage.zh.syllables import SYLLABLES
 
-__all__ = ["SURNAME_SPELLINGS", "surname_from_spelling", "wade_giles_to_pinyin"]
+__all__ = [
+    "SURNAME_SPELLINGS",
+    "cantonese_readings",
+    "spells_in_cantonese",
+    "surname_from_spelling",
+    "wade_giles_to_pinyin",
+]
 
 # Surname spellings that are not the surname's Hanyu pinyin -> its pinyin. Hong Kong and Macao
 # identity cards spell the Cantonese sound (HK government romanization: 陈 CHAN, 黄 WONG, 张
@@ -232,3 +238,95 @@ def surname_from_spelling(token: str) -> str | None:
     """Pinyin of a Cantonese or Wade-Giles surname spelling ("CHAN" -> chen), else None."""
     key = re.sub(r"[-'\s]", "", token.lower())
     return SURNAME_SPELLINGS.get(key)
+
+
+@lru_cache(maxsize=1)
+def _cantonese() -> tuple[object, object]:
+    """The Hong Kong government romanization table (package cantonese-romanisation, made for
+    the names on HK identity cards; keyed by traditional characters) and OpenCC's s2hk."""
+    import opencc
+    from cantoroman import Cantonese
+
+    return Cantonese(), opencc.OpenCC("s2hk")
+
+
+@lru_cache(maxsize=65536)
+def cantonese_readings(han: str) -> tuple[frozenset[str], ...]:
+    """Per character of ``han`` (simplified or traditional), its Hong Kong government
+    romanizations in lower case (陈大文 -> {chan}, {daai, dai, tai}, {man}); an empty set
+    for a character the table lacks."""
+    table, s2hk = _cantonese()
+    traditional = s2hk.convert(han)
+    if len(traditional) != len(han):
+        traditional = han
+    out = []
+    for original, converted in zip(han, traditional, strict=True):
+        found: set[str] = set()
+        for ch in {original, converted}:
+            for readings in table.getRoman(ch):
+                found.update(r.lower() for r in readings)
+        found.update(v for r in list(found) for v in _macao(r))
+        out.append(frozenset(found))
+    return tuple(out)
+
+
+# Macao's spellings of the same sounds differ from Hong Kong's in a few regular ways
+# (梁 LEUNG / LEONG, 杨 YEUNG / IEONG, 英 YING / IENG, 刘 LAU / LAO, 周 CHOW / CHAO, 许 HUI / HOI,
+# 郑 CHENG / CHEANG, 余 YU / U, 小 SIU / SIO): from the spellings on Macao identity cards.
+_MACAO = (
+    (re.compile("eung$"), "eong"),
+    (re.compile("^y(?=[aeiou])"), "i"),
+    (re.compile("^yu$"), "u"),
+    (re.compile("ing$"), "eng"),
+    (re.compile("au$"), "ao"),
+    (re.compile("ow$"), "ao"),
+    (re.compile("ui$"), "oi"),
+    (re.compile("iu$"), "io"),
+    (re.compile("eng$"), "eang"),
+)
+
+
+def _macao(reading: str) -> set[str]:
+    """Macao spellings of one Hong Kong spelling (the rules apply together: yeung -> ieong)."""
+    out = {reading}
+    for pattern, repl in _MACAO:
+        out |= {pattern.sub(repl, r) for r in out}
+    out.discard(reading)
+    return {r for r in out if r}
+
+
+def _spells(text: str, readings: tuple[frozenset[str], ...]) -> bool:
+    """Whether ``text`` is one reading per character, in order, with nothing left over."""
+    ends = {0}
+    for options in readings:
+        ends = {e + len(r) for e in ends for r in options if text.startswith(r, e)}
+        if not ends:
+            return False
+    return len(text) in ends
+
+
+@lru_cache(maxsize=65536)
+def spells_in_cantonese(romanized: str, han: str) -> bool:
+    """Whether a romanized name spells the Cantonese sound of a Han name, as Hong Kong and
+    Macao identity cards write names: ``CHAN Tai Man`` / ``Tai-man Chan`` / ``Chan Taiman``
+    for 陈大文 (surname first or last; given-name syllables apart, hyphenated or joined).
+
+    Each syllable must be one of the character's romanizations in the Hong Kong government
+    system (``cantonese_readings``); a one- or two-character surname (欧阳 AU YEUNG).
+    """
+    tokens = re.findall(r"[a-z]+", romanized.lower())
+    if len(tokens) < 2 or len(han) < 2:
+        return False
+    readings = cantonese_readings(han)
+    if not all(readings):
+        return False
+    for size in (1, 2):
+        if len(han) - size < 1 or len(tokens) - size < 1:
+            continue
+        surname, given = readings[:size], readings[size:]
+        for sur_tokens, rest in ((tokens[:size], tokens[size:]), (tokens[-size:], tokens[:-size])):
+            if all(t in r for t, r in zip(sur_tokens, surname, strict=True)) and _spells(
+                "".join(rest), given
+            ):
+                return True
+    return False

@@ -221,3 +221,48 @@ def test_t2s_keeps_every_character_the_standard_table_keeps():
     assert t2s("李昇") == "李昇"
     assert t2s("鍾書華") == "钟书华"  # a traditional form still folds
     assert t2s("王汎森") == "王泛森"
+
+
+@pytest.mark.parametrize(
+    "romanized, han",
+    [
+        ("CHAN Tai Man", "陈大文"),  # Hong Kong, surname first
+        ("Chan Tai-man", "陳大文"),  # hyphenated given name, traditional characters
+        ("Tai Man Chan", "陈大文"),  # given name first
+        ("CHAN Taiman", "陈大文"),  # given-name syllables joined
+        ("TSANG Siu-kwok", "曾少国"),
+        ("AU YEUNG Chun", "欧阳进"),  # two-character surname
+        ("LEONG Kin Man", "梁健文"),  # Macao: eung -> eong
+        ("CHEONG Ka Ieng", "张嘉英"),  # Macao: ying -> ieng
+        ("LAO Chi Keong", "刘志强"),  # Macao: au -> ao
+        ("HOI Sio", "许笑"),  # Macao: ui -> oi, iu -> io
+    ],
+)
+def test_cantonese_spellings_of_han_names(romanized, han):
+    from linkage.zh.romanization import spells_in_cantonese
+
+    assert spells_in_cantonese(romanized, han)
+
+
+@pytest.mark.parametrize(
+    "romanized, han",
+    [
+        ("CHAN Tai Man", "陈小文"),  # one given-name syllable differs
+        ("CHAN Tai", "陈大文"),  # a syllable missing
+        ("CHAN Tai Man Wai", "陈大文"),  # one too many
+        ("WONG Tai Man", "陈大文"),  # another surname
+        ("Zhang Wei", "张伟"),  # pinyin, not Cantonese (the pinyin level reads it)
+        ("CHAN", "陈大文"),
+    ],
+)
+def test_cantonese_spellings_that_do_not_fit(romanized, han):
+    from linkage.zh.romanization import spells_in_cantonese
+
+    assert not spells_in_cantonese(romanized, han)
+
+
+def test_cantonese_readings_cover_simplified_and_traditional():
+    from linkage.zh.romanization import cantonese_readings
+
+    assert cantonese_readings("陈大文") == cantonese_readings("陳大文")
+    assert "tai" in cantonese_readings("大")[0] and "chan" in cantonese_readings("陈")[0]
