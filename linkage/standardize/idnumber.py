@@ -275,6 +275,10 @@ def _id_columns(values: Sequence) -> dict[str, np.ndarray]:
     n = len(values)
     raw = pa.array(_to_text(values), type=pa.string())
     text = pc.utf8_trim_whitespace(pc.utf8_normalize(raw, "NFKC"))
+    # Spreadsheet exports force text with ="110105199003070033" or a leading ' or `, so that
+    # Excel keeps all 18 digits: the wrapper is no part of the ID.
+    text = pc.replace_substring_regex(text, r'^=\s*"(.*)"$', r"\1")
+    text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"^['`‘’]", ""))
     dot0 = pc.match_substring_regex(text, r"^[0-9]+\.0+$")
     sci = pc.match_substring_regex(text, r"^[0-9]+(\.[0-9]*)?[eE]\+?[0-9]+$")
     text = pc.if_else(dot0, pc.replace_substring_regex(text, r"\.0+$", ""), text)

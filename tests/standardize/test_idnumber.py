@@ -454,3 +454,20 @@ def test_real_ids_are_never_placeholders():
     out = standardize_id_numbers(pd.Series([real])).iloc[0]
     assert out[schema.ID_STD] == real
     assert "id_placeholder" not in out[schema.QUALITY_FLAGS]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ['="110105199003070033"', '= "110105199003070033"', "'110105199003070033", "`110105199003070033"],
+)
+def test_spreadsheet_text_forcing_wrappers_are_no_part_of_the_id(raw):
+    """Exports force Excel to keep 18 digits as text with ="…" or a leading ' or `."""
+    out = standardize_id_numbers(pd.Series([raw, "110105199003070033"], dtype=object))
+    assert out[schema.ID_STD].tolist() == ["110105199003070033"] * 2
+    assert out[schema.QUALITY_FLAGS].tolist() == ["", ""]
+
+
+def test_a_formula_that_is_no_wrapped_id_stays_malformed():
+    out = standardize_id_numbers(pd.Series(['="1"', "=SUM(A1)"], dtype=object))
+    assert out[schema.ID_STD].isna().all()
+    assert (out[schema.QUALITY_FLAGS] == "id_malformed").all()
