@@ -31,7 +31,8 @@ FLAGS: dict[str, str] = {
     "excel_serial": "Excel serial day number converted (informational)",
     "out_of_range": "year before 1900 or after 2100",
     "partial": "year or year-month only, no day",
-    "placeholder": "a filler such as 不详, 无, '-' or 1900-01-01 (a system's default date) "
+    "placeholder": "a filler such as 不详, 无, '-', 1900-01-01 (a system's default date) or "
+    "0000-00-00 (a database's zero date) "
     "instead of a date; set to null, counted as missing",
 }
 
@@ -48,6 +49,8 @@ MIN_YEAR, MAX_YEAR = 1900, 2100
 # the first day a registry accepts, written by systems for an unknown date: nobody born then
 # is alive, and read as a birth date it made a person's own ID look like a guardian's
 FILLER_DATES = frozenset({"1900-01-01"})
+# the zero date databases write for "no date" (MySQL's 0000-00-00, 00000000, 0000/00/00 00:00)
+_ZERO_DATE = re.compile(r"^0{4}[-/.年]?0{1,2}[-/.月]?0{1,2}日?(?:[ T]0{1,2}:0{2}(?::0{2}(?:\.0+)?)?)?$")
 # Excel's day 0 is 1899-12-30 (its 1900 leap-year bug shifts serials from day 61 on).
 _EXCEL_EPOCH = datetime.date(1899, 12, 30)
 _EXCEL_MIN, _EXCEL_MAX = 1000, 80000
@@ -331,7 +334,7 @@ def _parse_columns(
             result = text
         else:
             text = unicodedata.normalize("NFKC", text).strip()
-            if is_filler_text(text):
+            if is_filler_text(text) or _ZERO_DATE.match(text):
                 result = (None, "placeholder")
             else:
                 result = _parse_text(text, pivot_year) if text else (None, "")

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from linkage.standardize import dates
 from linkage.standardize._fillers import is_filler_text
 from linkage.standardize.dates import (
     FLAGS,
@@ -117,7 +118,7 @@ def test_excel_serial(raw):
         ("12", "unparsed"),
         ("1850-01-01", "out_of_range"),
         ("2101-01-01", "out_of_range"),
-        ("00000000", "out_of_range"),
+        ("00010101", "out_of_range"),
         ("1985年3月", "partial"),
         ("1985年", "partial"),
         ("198503", "partial"),
@@ -244,7 +245,7 @@ def test_vectorized_path_agrees_with_reference_parser(raw):
     # the pyarrow fast path must give exactly what the per-value parser gives
     text = raw.strip()
     expected = _parse_text(text, 30) if text else (None, "")
-    if is_filler_text(text):  # 0, '-': a filler, read as missing
+    if is_filler_text(text) or dates._ZERO_DATE.match(text):  # 0, '-', 0000-00-00: missing
         expected = (None, "placeholder")
     assert parse_one(raw) == expected
 
@@ -391,3 +392,15 @@ def test_filler_date_is_a_placeholder():
     assert parse_one("1900-01-01") == (None, "placeholder")
     assert parse_one("19000101") == (None, "placeholder")
     assert parse_one("1900-01-02") == ("1900-01-02", "")
+
+
+@pytest.mark.parametrize(
+    "raw", ["0000-00-00", "00000000", "0000-00-00 00:00:00", "0000/0/0", "0000年00月00日"]
+)
+def test_zero_date_is_a_placeholder(raw):
+    # a database's "no date": missing, like 不详, not an invalid date
+    assert parse_one(raw) == (None, "placeholder")
+
+
+def test_a_year_with_zero_month_and_day_is_no_zero_date():
+    assert parse_one("1985-00-00")[1] != "placeholder"
