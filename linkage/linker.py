@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,6 @@ from linkage.incremental import (
     IngestResult,
     SearchReport,
     ingest,
-    search,
     search_report,
     write_batch,
 )
@@ -245,10 +245,24 @@ class Linker:
         return result
 
     def search(self, record: dict[str, Any], top: int = 5) -> list[dict]:
-        """Return the ``top`` stored identities most likely to be this record's person."""
+        """Return the ``top`` stored identities most likely to be this record's person.
+
+        ``record`` maps record fields (``schema.MAPPABLE_FIELDS``: name, id_number,
+        birth_date, ...) to raw values. A key that is no record field (``dob``, a typo) is
+        not searched on: a ``UserWarning`` names it and the fields expected, since the answer
+        then rests on fewer fields than meant (:meth:`search_report` lists them too).
+        """
         # read-only: searches run while `linkage serve` holds the same file
         with Store.open(self._store_path(), create=False, read_only=True) as store:
-            return search(store, record, top=top)
+            report = search_report(store, record, top=top)
+        if report.ignored:
+            warnings.warn(
+                f"search: key(s) {', '.join(map(repr, report.ignored))} are no record fields "
+                f"and were not searched on; expected some of {', '.join(schema.MAPPABLE_FIELDS)}",
+                UserWarning,
+                stacklevel=2,
+            )
+        return report.hits
 
     def search_report(self, record: dict[str, Any], top: int = 5) -> SearchReport:
         """Search, and say what was searched: see :func:`linkage.incremental.search_report`."""

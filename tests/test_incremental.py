@@ -515,6 +515,12 @@ def test_the_linker_runs_ingests_and_searches_a_store(data, tmp_path):
         {schema.NAME: row[schema.NAME], schema.ID_NUMBER: row[schema.ID_NUMBER]}, top=2
     )
     assert 1 <= len(hits) <= 2
+    # a key that is no record field (a typo, dob for birth_date) is named, not silently dropped
+    with pytest.warns(UserWarning, match=r"'dob'.*expected some of .*birth_date"):
+        typo = Linker(store=store_path).search(
+            {schema.NAME: row[schema.NAME], "dob": "1990-01-01"}, top=2
+        )
+    assert typo and all("identity_id" in hit for hit in typo)
     with pytest.raises(TypeError, match="run config"):
         Linker(store=store_path).run()
 
