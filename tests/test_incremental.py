@@ -485,8 +485,10 @@ def test_ingest_and_search_use_the_stored_models_settings(data, batch, tmp_path)
         entry["include"] = str(data / entry["include"])
     other.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
     with Store.open(store_path) as store:
-        with pytest.raises(ConfigError, match="comparisons"):
+        with pytest.raises(ConfigError, match="comparisons") as refused:
             ingest(store, load_config(other))
+    # like every config error, the message starts with the file it is about
+    assert str(refused.value).startswith(f"{other}: key 'comparisons':")
 
 
 def test_the_linker_runs_ingests_and_searches_a_store(data, tmp_path):

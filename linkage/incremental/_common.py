@@ -97,6 +97,7 @@ def check_config(config: RunConfig, run: StoredRun) -> None:
         raise ConfigError(
             f"the config's {key} ({given}) differ from the stored model's; ingest with the "
             "settings the store was built with, or leave the section out",
+            path=str(config.config_path) if config.config_path is not None else None,
             key=key,
         )
 
