@@ -471,6 +471,25 @@ def _zero_padding(number_format: str | None) -> int:
     return len(fmt) if len(fmt) > 1 and set(fmt) == {"0"} else 0
 
 
+def _is_title(header: list[str]) -> bool:
+    """A first row with one filled cell only: a sheet's title, when a header row follows."""
+    return sum(bool(h) for h in header) == 1
+
+
+_NUMBER_LIKE = re.compile(r"[\d\s\-/.:]+")
+
+
+def _is_header(values: list[str | None]) -> bool:
+    """A row that can be a header: two or more filled cells, none a number or date (a data
+    row holds IDs, phones and dates), no name twice."""
+    filled = [v for v in values if v is not None]
+    return (
+        len(filled) > 1
+        and len(set(filled)) == len(filled)
+        and not any(_NUMBER_LIKE.fullmatch(v) for v in filled)
+    )
+
+
 def _read_xlsx(path: Path, sheet: str | int | None) -> tuple[pd.DataFrame, dict[str, list[int]]]:
     """Read a worksheet as text, cell by cell, with openpyxl.
 
@@ -502,6 +521,15 @@ def _read_xlsx(path: Path, sheet: str | int | None) -> tuple[pd.DataFrame, dict[
             f"no sheet {sheet!r}; its sheets are {', '.join(map(repr, book.sheetnames))}",
             path=str(path),
         ) from None
+    # errors name the sheet read; when it was picked by default among several, say how to
+    # pick another (a cover or notes sheet often comes first in government exports)
+    which = f"sheet {ws.title!r}"
+    if sheet is None and len(book.sheetnames) > 1:
+        which += (
+            f" (the first of {', '.join(map(repr, book.sheetnames))}; the source's `sheet:` "
+            "key reads another)"
+        )
+    title_rows: list[int] = []
     try:
         header: list[str] | None = None
         rows: list[list[str | None]] = []
@@ -520,6 +548,13 @@ def _read_xlsx(path: Path, sheet: str | int | None) -> tuple[pd.DataFrame, dict[
             if header is None:
                 if any(v is not None for v in values):
                     header = [v or "" for v in values]
+                    header_row = next(c.row for c in cells if getattr(c, "row", None))
+                continue
+            if not rows and _is_title(header) and _is_header(values):
+                # a one-cell title row (XX区流动人口登记表) above the real header
+                title_rows.append(header_row)
+                header = [v or "" for v in values]
+                header_row = next(c.row for c in cells if getattr(c, "row", None))
                 continue
             if any(v is not None for v in values):
                 rows.append(values)
@@ -533,7 +568,10 @@ def _read_xlsx(path: Path, sheet: str | int | None) -> tuple[pd.DataFrame, dict[
     finally:
         book.close()
     if header is None:
-        raise InputError("sheet is empty (no header row)", path=str(path))
+        raise InputError(f"{which} is empty (no header row)", path=str(path))
+    if title_rows:
+        logger.info("%s, %s: row(s) %s read as a title above the header", path, which,
+                    ", ".join(map(str, title_rows)))
     width = max([len(header), *(len(r) for r in rows)])
     header = [h.removeprefix("\ufeff").strip() for h in header] + [""] * (width - len(header))
     _check_unique_headers(header, str(path))
@@ -546,7 +584,7 @@ def _read_xlsx(path: Path, sheet: str | int | None) -> tuple[pd.DataFrame, dict[
         at = sorted({int(r) + 2 for i in held for r in frame.index[frame.iloc[:, i].notna()]})
         raise InputError(
             f"column(s) {', '.join(str(i + 1) for i in held)} have no header but hold values "
-            f"on {len(at)} row(s): {', '.join(map(str, at[:_MAX_LINES_LISTED]))}; "
+            f"on {len(at)} row(s): {', '.join(map(str, at[:_MAX_LINES_LISTED]))} of {which}; "
             "name them in the header",
             path=str(path),
         )

@@ -356,6 +356,52 @@ def test_excel_row_numbers_in_messages_are_sheet_rows(tmp_path):
         read_source(cfg)
 
 
+def _workbook(tmp_path, sheets):
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    path = tmp_path / "m.xlsx"
+    book.save(path)
+    return path
+
+
+def test_excel_errors_name_the_sheet_and_how_to_pick_another(tmp_path):
+    # government exports often put a notes sheet first
+    path = _workbook(
+        tmp_path,
+        {"说明": [["本表为流动人口登记"], [None, "第二列说明"]], "数据": [HEADER, ["P1", "张伟"]]},
+    )
+    with pytest.raises(InputError) as info:
+        read_source(_cfg(path))
+    msg = str(info.value)
+    assert "of sheet '说明' (the first of '说明', '数据'; the source's `sheet:` key" in msg
+    frame = read_source(_cfg(path, sheet="数据"))
+    assert frame[schema.RECORD_ID].tolist() == ["P1"]
+
+
+def test_excel_title_row_above_the_header_is_skipped(tmp_path, caplog):
+    path = _workbook(
+        tmp_path,
+        {"登记": [["XX区流动人口登记表"], HEADER, ["P1", "张伟"], ["P2", "李娜"]]},
+    )
+    with caplog.at_level("INFO"):
+        frame = read_source(_cfg(path))
+    assert frame[schema.RECORD_ID].tolist() == ["P1", "P2"]
+    assert "row(s) 1 read as a title above the header" in caplog.text
+
+
+def test_excel_one_header_cell_over_data_rows_is_no_title(tmp_path):
+    # a data row (numbers, an ID) is never taken for a header: the error stays, nothing lost
+    path = _workbook(tmp_path, {"s": [["登记编号"], ["P1", "110105199003070033"]]})
+    with pytest.raises(InputError, match="have no header but hold values"):
+        read_source(_cfg(path))
+
+
 def test_parquet_floats_and_objects_keep_their_digits(tmp_path):
     import datetime
     import decimal
