@@ -17,6 +17,7 @@ import os
 import re
 import tempfile
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,25 @@ def _is_common_han(ch: str) -> bool:
 
 
 def _han_plausibility(text: str, sample: int = 20000) -> float:
-    """Return the share of Han characters in ``text`` that are common ones (1.0 if none)."""
-    han = [c for c in text[:sample] if "\u4e00" <= c <= "\u9fff"]
-    if not han:
-        return 1.0
-    return sum(_is_common_han(c) for c in han) / len(han)
+    """Return the share of common Han characters among the non-ASCII letters of ``text``
+    (Han, kana, accented Latin, private use; 1.0 if none): a wrong decode yields rare Han
+    characters and stray kana or symbols (陳大文 in Big5 read as GB18030 gives 朝ゅ)."""
+    common = letters = 0
+    for c in text[:sample]:
+        if c < "\x80":
+            continue
+        if "\u4e00" <= c <= "\u9fff":
+            letters += 1
+            common += _is_common_han(c)
+        elif unicodedata.category(c)[0] == "L" or unicodedata.category(c) == "Co":
+            letters += 1
+    return common / letters if letters else 1.0
+
+
+def _traditional_to_simplified(text: str, sample: int = 20000) -> str:
+    import opencc
+
+    return opencc.OpenCC("t2s").convert(text[:sample])
 
 
 def decode_bytes(data: bytes, encoding: str = "auto", *, path: str = "") -> tuple[str, str]:
@@ -92,7 +107,10 @@ def decode_bytes(data: bytes, encoding: str = "auto", *, path: str = "") -> tupl
             text = data.decode(codec)
         except UnicodeDecodeError:
             continue
-        candidates.append((_han_plausibility(text), codec, text))
+        # Big5 holds traditional characters, which GB2312's common simplified ones do not
+        # include: judged in simplified form (陳大文 -> 陈大文), as the names will be
+        scored = _traditional_to_simplified(text) if codec == "big5" else text
+        candidates.append((_han_plausibility(scored), codec, text))
     if candidates:
         score, codec, text = max(candidates, key=lambda c: (c[0], c[1] == "gb18030"))
         if score >= _COMMON_HAN_SHARE:

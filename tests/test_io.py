@@ -61,6 +61,23 @@ def test_forced_encoding_and_wrong_forced_encoding(tmp_path):
         read_source(_cfg(path, encoding="utf-8"))
 
 
+@pytest.mark.parametrize("rows", [1, 2, 4, 5, 20])
+def test_small_big5_files_with_ascii_headers_are_big5(rows):
+    # traditional names are judged in simplified form; read as GB18030 they give rare
+    # characters and kana (陳大文 -> 朝ゅ), which count against that decode
+    names = ["陳大文", "黃小明", "張偉", "李嘉欣", "鄭秀英"]
+    lines = ["id,name,dob"] + [f"B{i},{names[i % 5]},1970-01-0{i % 9 + 1}" for i in range(rows)]
+    text = "\n".join(lines) + "\n"
+    decoded, used = decode_bytes(text.encode("big5"))
+    assert used == "big5" and decoded == text
+
+
+@pytest.mark.parametrize("names", [["王秀英"], ["李娜", "张伟"], ["买买提·艾力"], ["陳大文"]])
+def test_small_gbk_files_stay_gb18030(names):
+    text = "id,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(names))
+    assert decode_bytes(text.encode("gb18030")) == (text, "gb18030")
+
+
 def test_big5_is_not_mistaken_for_gb18030():
     text = "姓名\n張偉\n陳美玲\n黃志明\n林淑芬\n"
     decoded, used = decode_bytes(text.encode("big5"))
