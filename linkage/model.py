@@ -999,6 +999,8 @@ class FellegiSunterModel:
                 "n_iter": int(getattr(self, "n_iter_", 0)),
                 "converged": bool(getattr(self, "converged_", True)),
                 "history": [float(x) for x in getattr(self, "history_", [])],
+                # every training session had too few pairs: weights unreliable (said on use)
+                "weak": bool(getattr(self, "weak_fit_", False)),
             },
             "household": _household_to_json(getattr(self, "household_", None)),
             "settings": self.settings,
@@ -1041,6 +1043,7 @@ class FellegiSunterModel:
         model.n_iter_ = int(fit.get("n_iter", 0))
         model.converged_ = bool(fit.get("converged", True))
         model.history_ = [float(x) for x in fit.get("history", [])]
+        model.weak_fit_ = bool(fit.get("weak", False))
         return model
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -184,6 +184,7 @@ def train_model(
                 ),
             )
             if not any(info["estimated"] for info in model.sessions_):
+                model.weak_fit_ = True
                 logger.warning(
                     "every training session had too few pairs (%d candidate pairs in all): "
                     "m rests on EM over those pairs and a weak prior, so match weights are "

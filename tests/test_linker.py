@@ -259,3 +259,14 @@ def test_a_pilot_too_small_to_train_is_warned_and_a_15_18_id_is_no_veto(tmp_path
     weight = result.model.weights_["id"][levels.index("same_person_15_18")]
     # without the prior on unseen levels it weighed about -15 bits: a veto of a true match
     assert weight > -3, f"a 15-to-18-digit ID match weighs {weight:.2f} bits on a pilot"
+    # the weak fit travels with the model: a store built from it says so on every use
+    assert result.model.to_dict()["fit"]["weak"] is True
+    from linkage.model import FellegiSunterModel
+
+    assert FellegiSunterModel.from_dict(result.model.to_dict()).weak_fit_ is True
+    store = tmp_path / "s.duckdb"
+    Linker.from_yaml(path, store=store).run()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="linkage.incremental"):
+        Linker(store=store).search({"name": "张伟", "birth_date": "1990-03-07"})
+    assert any("too few candidate pairs" in r.getMessage() for r in caplog.records)

@@ -55,6 +55,14 @@ def stored_run(store: Store) -> StoredRun:
             path=str(store.path),
         )
     model = FellegiSunterModel.from_dict(doc)
+    if getattr(model, "weak_fit_", False):
+        # the batch warned once; each later ingest or search rests on the same weights
+        logger.warning(
+            "%s: the stored model was trained on too few candidate pairs, so its match "
+            "weights are unreliable (one disagreeing field can split a person); re-run the "
+            "batch with more records, or with model.load: a model trained on a larger batch",
+            store.path,
+        )
     settings = model.settings or {}
     specs = settings.get("comparisons")
     if specs:
