@@ -44,6 +44,9 @@ def make_id(body17: str) -> str:
 ID_15 = "330106850307123"  # legacy number of a man born 1985-03-07 in 西湖区
 ID_A = upgrade_15_to_18(ID_15)
 ID_TWIN = make_id("33010619850307125")  # same county and birthday, next male sequence
+# ID_A with two sequence digits mistyped and its check character kept: the check fails
+ID_SEQ_TYPOS = ID_A[:14] + "97" + ID_A[16:]
+assert ID_A[14:16] != "97" and ID_SEQ_TYPOS[17] != id_check_char(ID_SEQ_TYPOS[:17])
 ID_OTHER = make_id("11010519900101002")
 ID_X = make_id("33010619850307018")  # check character X
 assert ID_A == make_id("33010619850307123") and ID_X.endswith("X")
@@ -118,7 +121,10 @@ CASES = [
     ("id-typo", "id", {"id_number": ID_TYPO}, {"id_number": ID_A}, "near_miss"),
     ("id-transposition", "id", {"id_number": ID_A}, {"id_number": ID_SWAP}, "near_miss"),
     ("id-15-typo", "id", {"id_number": ID_15[:-1] + "4"}, {"id_number": ID_A}, "near_miss"),
-    ("id-twin", "id", {"id_number": ID_TWIN}, {"id_number": ID_A}, "birth_region"),
+    # two valid numbers of one county and birthday are two people (twins): no typo level
+    ("id-twin", "id", {"id_number": ID_TWIN}, {"id_number": ID_A}, "else"),
+    # ... one failing its check is two typos in the sequence
+    ("id-sequence-typos", "id", {"id_number": ID_SEQ_TYPOS}, {"id_number": ID_A}, "birth_region"),
     ("id-other", "id", {"id_number": ID_OTHER}, {"id_number": ID_A}, "else"),
     ("id-missing", "id", {"id_number": None}, {"id_number": ID_A}, "null"),
     # an Excel-damaged ID kept its first 15 digits: region code and birth date agree

@@ -60,8 +60,10 @@ class IdComparison(Comparison):
     through a float or Excel (``4.40106199001011e+17``, ``...310000``: ``id_std`` null, flag
     ``id_float_damaged``) and the region code and birth date it kept (its first 14 digits)
     agree with the other's — DOMAIN.md: Excel keeps 15 significant digits; ``birth_region``
-    same region code and birth date but a different sequence: twins or neighbours born the
-    same day, or two typos; ``else`` (also a damaged ID whose first 14 digits differ).
+    same region code and birth date but a different sequence where one of the two fails its
+    MOD 11-2 check (two typos; two valid numbers that differ are two people, twins or
+    neighbours born the same day, and fall to ``else``); ``else`` (also a damaged ID whose
+    first 14 digits differ).
 
     A record's ID is not its own when its recorded birth year is years away from the year the
     ID embeds (not a one-digit typo): a guardian's ID on a child's health record (DOMAIN.md:
@@ -148,6 +150,9 @@ class IdComparison(Comparison):
         borrowed = std_id.years_apart(years, id_year[codes], mds, id_md[codes]) & (codes >= 0)
         codes = np.where(borrowed, NULL_CODE, codes).astype(codes.dtype)
         id_gender = np.array([int(t[16]) % 2 if t and t[16].isdigit() else -1 for t in text])
+        # the MOD 11-2 check holds (ISO 7064): two such IDs that differ are two numbers
+        # issued, never one typed wrong (a single wrong digit or swap always breaks it)
+        valid = np.array([check_holds(t) for t in text], dtype=bool)
         no_birth = (years < 0) if self.birth_column else np.zeros(len(ids), dtype=bool)
         kept = self._damaged_heads(values, len(ids), ids, years, mds)
         return Prepared(
@@ -160,7 +165,13 @@ class IdComparison(Comparison):
                 "kept": kept,
                 "head14": np.where(codes >= 0, np.append(head, -1)[codes], kept),
             },
-            {"fixed": fixed, "head": head, "id_gender": id_gender, "id_year": id_year},
+            {
+                "fixed": fixed,
+                "head": head,
+                "id_gender": id_gender,
+                "id_year": id_year,
+                "valid": valid,
+            },
         )
 
     def _damaged_heads(
@@ -269,7 +280,11 @@ class IdComparison(Comparison):
             legacy = left.rows["from15"][rest] | right.rows["from15"][rest]
             fb[legacy] = _with_check(fb[legacy], fa[legacy])
             near = std_id.id_near_miss_array(fa, fb) > 0
-            region_day = (head[ra] == head[rb]) & (head[ra] >= 0)
+            # same region and birth date, another sequence: a typo only when a check fails;
+            # two valid numbers are two people (twins, neighbours born the same day)
+            valid = left.tables["valid"]
+            typo = ~(valid[ra] & valid[rb]) | legacy
+            region_day = (head[ra] == head[rb]) & (head[ra] >= 0) & typo
             lvl[rest] = np.where(near, self.NEAR, np.where(region_day, self.BIRTH_REGION, 0))
         # a damaged ID against any ID: its kept first 14 digits agree or not
         ha, hb = left.rows["head14"], right.rows["head14"]
@@ -285,6 +300,11 @@ class IdComparison(Comparison):
             present[damaged] = True
             lvl[damaged] = np.where(ha[damaged] == hb[damaged], self.PREFIX, 0)
         return finish(lvl, present)
+
+
+def check_holds(text: str) -> bool:
+    """Whether an 18-character ID's last character is the MOD 11-2 check of its first 17."""
+    return len(text) == 18 and text[:17].isdigit() and std_id.id_check_char(text[:17]) == text[17]
 
 
 def guardian_id_pairs(

@@ -37,6 +37,7 @@ from linkage.compare.fields import (
     IdComparison,
     PhoneComparison,
     _date_tables,
+    check_holds,
 )
 from linkage.compare.name import (
     _CHAR_WIDTH,
@@ -384,6 +385,7 @@ def _id_entries(key: Any) -> dict[str, Any]:
         "head": int(text[:14]) if text and text[:14].isdigit() else -1,
         "id_gender": int(text[16]) % 2 if text and text[16].isdigit() else -1,
         "id_year": int(text[6:10]) if text and text[6:10].isdigit() else -1,
+        "valid": check_holds(text),
     }
 
 
