@@ -130,6 +130,9 @@ CASES = [
     # an Excel-damaged ID kept its first 15 digits: region code and birth date agree
     ("id-float", "id", {"id_number": "3.30106198503071E+17"}, {"id_number": ID_A}, "prefix_tail_lost"),
     ("id-float-other", "id", {"id_number": "3.30106198603071E+17"}, {"id_number": ID_A}, "else"),
+    # Excel keeps 15 significant digits: the 15th (first of the sequence) must agree too
+    # (twins' IDs share the first 14)
+    ("id-float-15th", "id", {"id_number": "3.30106198503072E+17"}, {"id_number": ID_A}, "else"),
     ("id-float-short", "id", {"id_number": "3.3E+17"}, {"id_number": ID_A}, "null"),
     ("id-malformed", "id", {"id_number": "33010619850"}, {"id_number": ID_A}, "null"),
     # birth dates

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import logging
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -59,7 +60,8 @@ class IdComparison(Comparison):
     these, so one side is invalid); ``prefix_tail_lost`` one side's ID lost its last digits
     through a float or Excel (``4.40106199001011e+17``, ``...310000``: ``id_std`` null, flag
     ``id_float_damaged``) and the region code and birth date it kept (its first 14 digits)
-    agree with the other's — DOMAIN.md: Excel keeps 15 significant digits; ``birth_region``
+    agree with the other's, and so does its 15th digit where the raw ID kept one (DOMAIN.md:
+    Excel keeps 15 significant digits; twins' IDs share the first 14); ``birth_region``
     same region code and birth date but a different sequence where one of the two fails its
     MOD 11-2 check (two typos; two valid numbers that differ are two people, twins or
     neighbours born the same day, and fall to ``else``); ``else`` (also a damaged ID whose
@@ -119,7 +121,9 @@ class IdComparison(Comparison):
             )
             if c
         ]
-        return [self.column, self.from_15_column, *extra]
+        # the raw ID: a damaged one's 15th digit (Excel keeps 15 significant digits)
+        raw = [schema.ID_NUMBER] if self.region_column and self.id_birth_column else []
+        return [self.column, self.from_15_column, *extra, *raw]
 
     def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
         """ID codes per record; fixed-width bytes and region+birth-date keys per distinct ID."""
@@ -155,9 +159,17 @@ class IdComparison(Comparison):
         valid = np.array([check_holds(t) for t in text], dtype=bool)
         no_birth = (years < 0) if self.birth_column else np.zeros(len(ids), dtype=bool)
         kept = self._damaged_heads(values, len(ids), ids, years, mds)
+        # the 15th digit (first of the sequence): of the ID, or kept by a damaged one
+        d15_of = np.array([int(t[14]) if t and t[14].isdigit() else -1 for t in text], np.int8)
+        d15 = np.append(d15_of, -1)[codes]
+        damaged = np.flatnonzero(kept >= 0)
+        if len(damaged):
+            raw = column(values, schema.ID_NUMBER, len(ids))
+            d15[damaged] = [fifteenth_digit(raw[i]) for i in damaged]
         return Prepared(
             {
                 "id": codes,
+                "d15": d15.astype(np.int8),
                 "from15": from15,
                 "gender": genders,
                 "no_birth": no_birth,
@@ -171,6 +183,7 @@ class IdComparison(Comparison):
                 "id_gender": id_gender,
                 "id_year": id_year,
                 "valid": valid,
+                "d15": d15_of,
             },
         )
 
@@ -298,8 +311,28 @@ class IdComparison(Comparison):
             )
             damaged = damaged[~guardian]
             present[damaged] = True
-            lvl[damaged] = np.where(ha[damaged] == hb[damaged], self.PREFIX, 0)
+            da, db = left.rows["d15"][damaged], right.rows["d15"][damaged]
+            agree = (ha[damaged] == hb[damaged]) & ((da < 0) | (db < 0) | (da == db))
+            lvl[damaged] = np.where(agree, self.PREFIX, 0)
         return finish(lvl, present)
+
+
+_SCIENTIFIC = re.compile(r"(\d)\.(\d+)[eE]\+?17")
+_ZEROED = re.compile(r"(\d{15})\d{3}")
+
+
+def fifteenth_digit(raw: Any) -> int:
+    """The 15th digit a damaged ID kept (``4.40106199001011e+17`` or ``...011000``: Excel
+    and floats keep 15 significant digits), -1 when it did not keep one."""
+    if raw is None or (isinstance(raw, float) and raw != raw):
+        return -1
+    text = unicodedata.normalize("NFKC", str(raw)).strip()
+    match = _SCIENTIFIC.fullmatch(text)
+    if match is not None:
+        digits = match.group(1) + match.group(2)
+        return int(digits[14]) if len(digits) >= 15 else -1
+    match = _ZEROED.fullmatch(text)
+    return int(match.group(1)[14]) if match is not None else -1
 
 
 def check_holds(text: str) -> bool:

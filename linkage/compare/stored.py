@@ -38,6 +38,7 @@ from linkage.compare.fields import (
     PhoneComparison,
     _date_tables,
     check_holds,
+    fifteenth_digit,
 )
 from linkage.compare.name import (
     _CHAR_WIDTH,
@@ -386,6 +387,7 @@ def _id_entries(key: Any) -> dict[str, Any]:
         "id_gender": int(text[16]) % 2 if text and text[16].isdigit() else -1,
         "id_year": int(text[6:10]) if text and text[6:10].isdigit() else -1,
         "valid": check_holds(text),
+        "d15": int(text[14]) if text and text[14].isdigit() else -1,
     }
 
 
@@ -432,6 +434,10 @@ class _IdSide(StoredSide):
         # the raw ID decides whether a damaged one's kept digits count, as in prepare
         kept = c._damaged_heads(values, 1, _one(ident), years, mds)
         head = int(space.tables["head"][code]) if code >= 0 else int(kept[0])
+        if code >= 0:
+            d15 = int(space.tables["d15"][code])
+        else:
+            d15 = fifteenth_digit(q.get(schema.ID_NUMBER)) if kept[0] >= 0 else -1
         return Prepared(
             {
                 "id": np.array([code], dtype=np.int32),
@@ -441,6 +447,7 @@ class _IdSide(StoredSide):
                 "year": years,
                 "kept": np.asarray(kept, dtype=np.int64),
                 "head14": np.array([head], dtype=np.int64),
+                "d15": np.array([d15], dtype=np.int8),
             },
             space.tables,
         )
