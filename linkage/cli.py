@@ -191,6 +191,11 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # the reader went away (`linkage evaluate ... | head`): nothing more to say, and
+            # Python's flush of stdout at exit must not fail again (Python docs, signal)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
             logging.getLogger("linkage").exception("internal error")
             typer.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)

@@ -113,3 +113,34 @@ def test_serve_token_quiet_prints_the_token_alone(tmp_path: Path) -> None:
     loud = runner.invoke(app, ["serve-token", "--tokens", str(tokens), "--department", "police"])
     assert loud.exit_code == 0 and "shown only now" in loud.stderr
     assert len(loud.stdout.strip().splitlines()) == 1
+
+
+def test_a_reader_that_goes_away_is_no_internal_error(tmp_path):
+    """`linkage synth ... | head -1`: the closed pipe ends the command quietly, exit 0, with
+    no `internal error` traceback (every command runs inside the same error handler)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from linkage.cli import _handle_errors\n"
+        "@_handle_errors\n"
+        "def talk():\n"
+        "    for i in range(200000):\n"
+        "        print('line', i)\n"
+        "try:\n"
+        "    talk()\n"
+        "except SystemExit as exc:\n"
+        "    sys.exit(exc.code)\n"
+        "except BaseException as exc:\n"
+        "    code = getattr(exc, 'exit_code', None)\n"
+        "    sys.exit(code if code is not None else 99)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout.readline().startswith(b"line 0")
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "internal error" not in err and "Traceback" not in err
