@@ -188,6 +188,10 @@ CASES = [
     ("addr-fillers-null", "hukou_address", {"hukou_address": "不详"}, {"hukou_address": "不详"}, "null"),
     ("addr-filler-vs-real-null", "hukou_address", {"hukou_address": "空"}, {"hukou_address": HZ + "15号"}, "null"),
     ("addr-unparsed-kept", "hukou_address", {"hukou_address": "文三路15号"}, {"hukou_address": "文三路十五号"}, "same_detail"),
+    # an ambiguous district (西湖区: 杭州 or 南昌) against the full address, written a little
+    # differently: a near spelling with the same numbers
+    ("addr-ambiguous-near", "current_address", {"current_address": "西湖区文三路15号华星小区3栋"}, {"current_address": "杭州市西湖区文三路15号华星3栋"}, "same_detail"),
+    ("addr-ambiguous-number", "current_address", {"current_address": "西湖区文三路15号华星小区3栋"}, {"current_address": "杭州市西湖区文三路15号华星小区4栋"}, "else"),
     ("addr-no-district", "current_address", {"current_address": "广东省东莞市长安镇幸福路十五号"}, {"current_address": "东莞市长安镇幸福路15号"}, "same_detail"),
     ("addr-no-district-number", "current_address", {"current_address": "广东省东莞市长安镇幸福路十五号"}, {"current_address": "东莞市长安镇幸福路17号"}, "same_city"),
     # household contact: phone and current address are one piece of evidence

@@ -63,8 +63,9 @@ def _numbers_key(details: np.ndarray) -> np.ndarray:
 
 
 class AddressComparison(Comparison):
-    """One address field: ``same_detail`` same place (district, or the finest level parsed) and
-    a similar remainder whose house/building/room numbers agree exactly (…十五号 vs …十七号
+    """One address field: ``same_detail`` same place (district, or the finest level parsed; or
+    one side's region coarser than the other's or not parsed, an ambiguous 西湖区) and a
+    similar remainder whose house/building/room numbers agree exactly (…十五号 vs …十七号
     never match); ``same_district``; ``same_city``; ``else``. Null when a side has no parsed
     part (region or detail): an empty cell or a filler such as 不详 / 无, which the
     standardizer flags ``*_placeholder`` and leaves unparsed, is missing, not evidence; null
@@ -134,7 +135,9 @@ class AddressComparison(Comparison):
         loose = (ancestor | ((fa < 0) != (fb < 0))) & (fa != fb)
         numbers = same(a["numbers"], b["numbers"]) & both(a["detail"], b["detail"])
         detail = numbers & ((fa == fb) | loose) & same(a["detail"], b["detail"])
-        fuzzy = np.flatnonzero(numbers & (fa == fb) & ~detail & present)
+        # near spellings of one detail, also where one side's region is coarser or unknown
+        # (an ambiguous 西湖区文三路 against 杭州市西湖区文三路): its house numbers must agree
+        fuzzy = np.flatnonzero(numbers & ((fa == fb) | loose) & ~detail & present)
         if len(fuzzy):
             score = pair_scores(
                 a["detail"][fuzzy], b["detail"][fuzzy], left.tables["detail"], fuzz.ratio
