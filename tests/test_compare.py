@@ -48,6 +48,7 @@ ID_TWIN = make_id("33010619850307125")  # same county and birthday, next male se
 ID_SEQ_TYPOS = ID_A[:14] + "97" + ID_A[16:]
 assert ID_A[14:16] != "97" and ID_SEQ_TYPOS[17] != id_check_char(ID_SEQ_TYPOS[:17])
 ID_OTHER = make_id("11010519900101002")
+ID_OTHER_BAD = ID_OTHER[:17] + ("0" if ID_OTHER[17] != "0" else "1")
 ID_X = make_id("33010619850307018")  # check character X
 assert ID_A == make_id("33010619850307123") and ID_X.endswith("X")
 ID_TYPO = ID_A[:15] + "9" + ID_A[16:]  # one sequence digit wrong
@@ -126,6 +127,8 @@ CASES = [
     # ... one failing its check is two typos in the sequence
     ("id-sequence-typos", "id", {"id_number": ID_SEQ_TYPOS}, {"id_number": ID_A}, "birth_region"),
     ("id-other", "id", {"id_number": ID_OTHER}, {"id_number": ID_A}, "else"),
+    # an ID failing its check is mistyped somewhere: beyond the typo levels, no evidence
+    ("id-other-failing-check", "id", {"id_number": ID_OTHER_BAD}, {"id_number": ID_A}, "null"),
     ("id-missing", "id", {"id_number": None}, {"id_number": ID_A}, "null"),
     # an Excel-damaged ID kept its first 15 digits: region code and birth date agree
     ("id-float", "id", {"id_number": "3.30106198503071E+17"}, {"id_number": ID_A}, "prefix_tail_lost"),

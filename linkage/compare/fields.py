@@ -65,7 +65,8 @@ class IdComparison(Comparison):
     same region code and birth date but a different sequence where one of the two fails its
     MOD 11-2 check (two typos; two valid numbers that differ are two people, twins or
     neighbours born the same day, and fall to ``else``); ``else`` (also a damaged ID whose
-    first 14 digits differ).
+    first 14 digits differ). Two IDs that differ beyond the typo levels where one fails its
+    check compare as null: that ID is known to be mistyped, so its disagreement says little.
 
     A record's ID is not its own when its recorded birth year is years away from the year the
     ID embeds (not a one-digit typo): a guardian's ID on a child's health record (DOMAIN.md:
@@ -299,6 +300,9 @@ class IdComparison(Comparison):
             typo = ~(valid[ra] & valid[rb]) | legacy
             region_day = (head[ra] == head[rb]) & (head[ra] >= 0) & typo
             lvl[rest] = np.where(near, self.NEAR, np.where(region_day, self.BIRTH_REGION, 0))
+            # an ID failing its check is known to be mistyped somewhere: beyond the typo
+            # levels its disagreement is no evidence either way (null), as a missing ID
+            present[rest[(lvl[rest] == 0) & ~(valid[ra] & valid[rb])]] = False
         # a damaged ID against any ID: its kept first 14 digits agree or not
         ha, hb = left.rows["head14"], right.rows["head14"]
         damaged = np.flatnonzero(
