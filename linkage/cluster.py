@@ -424,7 +424,8 @@ def sibling_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
     beyond a typo): siblings are named so, and one person's sound- or shape-mistyped name
     reaches a name level instead.
     So are pairs whose names agree only by a dropped or transposed given-name character
-    where the genders differ or known birth dates disagree (``edit_siblings``).
+    where the genders differ or known birth dates disagree and no identical ID ties them
+    (``edit_siblings``).
     Parent and child are held out too (``guardian_pairs``): an identical ID on two records
     whose names differ (level ``else``) where one record has no recorded birth date.
     Takes ``rid_l``, ``rid_r``, ``gamma_name``, ``gamma_birth_date`` (and ``gamma_id``) from
@@ -591,8 +592,10 @@ def edit_siblings(pairs: pd.DataFrame) -> np.ndarray:
 
     Twins and a parent and child in one household share a surname, an address and a phone,
     and sometimes a given-name character (孙梓 / 孙梓瑶, 成锦 / 成扬锦); the random pairs
-    that give u do not. One person's mistyped name keeps the gender and the birth date.
-    Takes ``gamma_name``, ``gamma_birth_date`` and (if present) ``gamma_gender``.
+    that give u do not. One person's mistyped name keeps the gender and the birth date. An
+    identical ID (``gamma_id`` exact) ties the pair as one person whatever the gender says.
+    Takes ``gamma_name``, ``gamma_birth_date`` and (if present) ``gamma_gender``,
+    ``gamma_id``.
     """
     if not _SIBLING_LEVELS <= set(pairs.columns):
         return np.zeros(len(pairs), dtype=bool)
@@ -606,6 +609,12 @@ def edit_siblings(pairs: pd.DataFrame) -> np.ndarray:
     loose = (birth >= 0) & (birth < BirthDateComparison.levels.index("year_typo"))
     if "gamma_gender" in pairs.columns:
         loose |= pairs["gamma_gender"].to_numpy() == 0
+    if "gamma_id" in pairs.columns:
+        # an identical ID outweighs it, as in sibling_pairs: twins do not share one (a gender
+        # mis-entered on one record of 罗壮晨 / 罗晨壮 with one ID split one person)
+        from linkage.compare.fields import IdComparison
+
+        loose &= pairs["gamma_id"].to_numpy() != IdComparison.levels.index("exact")
     return edited & loose
 
 

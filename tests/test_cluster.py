@@ -471,3 +471,10 @@ def test_a_dropped_or_transposed_given_name_is_held_out_without_gender_and_birth
     # without a gender comparison only the birth date decides
     held = edit_siblings(pairs.drop(columns="gamma_gender")).tolist()
     assert held == [False, False, False, False, True, False, False, False]
+    # an identical ID ties the pair as one person: a gender mis-entered on one record of
+    # 罗壮晨 / 罗晨壮 sharing one valid ID is no twin
+    from linkage.compare.fields import IdComparison
+
+    exact_id = IdComparison.levels.index("exact")
+    tied = pairs.assign(gamma_id=[exact_id, -1, -1, exact_id, -1, -1, -1, -1])
+    assert edit_siblings(tied).tolist() == [False, False, False, False, True, False, False, False]
