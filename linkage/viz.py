@@ -17,6 +17,8 @@ and Vega-Lite gives tooltips, selections and one-file HTML export for free.
 from __future__ import annotations
 
 import functools
+import html
+import json
 import logging
 import math
 import os
@@ -91,6 +93,24 @@ def chart_label(text: Any) -> str:
 # ---------------------------------------------------------------------- saving
 
 
+_HAN = re.compile("[\u3400-\u9fff]")
+
+
+def _save_html(chart: Any, path: Path, name: str) -> None:
+    """Altair's standalone HTML with a ``<title>`` (the chart's title, else the file's name),
+    so a browser tab says which chart it holds."""
+    chart.save(str(path), format="html", inline=True)
+    title = chart.to_dict().get("title")
+    if isinstance(title, dict):
+        title = title.get("text")
+    if isinstance(title, list):
+        title = " ".join(map(str, title))
+    text = path.read_text(encoding="utf-8")
+    if "<title>" not in text:
+        head = f"<head>\n  <title>{html.escape(str(title or name))}</title>"
+        path.write_text(text.replace("<head>", head, 1), encoding="utf-8")
+
+
 def save_chart(chart: Any, path: str | Path, *, scale: float = 2.0) -> Path:
     """Write ``chart`` by the suffix of ``path``: ``.html`` (standalone, offline), ``.png``,
     ``.svg`` or ``.json`` (the Vega-Lite spec). Written atomically; returns the path.
@@ -107,20 +127,20 @@ def save_chart(chart: Any, path: str | Path, *, scale: float = 2.0) -> Path:
     if not path.parent.is_dir():
         raise InputError("the folder does not exist", path=str(path.parent))
     if suffix == ".html":
-        return atomic_write(path, lambda p: chart.save(str(p), format="html", inline=True))
+        return atomic_write(path, lambda p: _save_html(chart, Path(p), path.stem))
     if suffix == ".json":
         return atomic_write(path, lambda p: chart.save(str(p), format="json"))
     try:
         import vl_convert as vlc
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise _need_extra("vl-convert-python") from exc
-    if not cjk_font_files():
+    spec = chart.to_dict()
+    if not cjk_font_files() and _HAN.search(json.dumps(spec, ensure_ascii=False)):
         logger.warning(
             "no CJK font found: Chinese text in %s will show as boxes; install one "
             "(Debian: apt-get install fonts-noto-cjk)",
             path.name,
         )
-    spec = chart.to_dict()
     if suffix == ".png":
         data = vlc.vegalite_to_png(spec, scale=scale)
         return atomic_write(path, lambda p: Path(p).write_bytes(data))

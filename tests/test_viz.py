@@ -190,6 +190,28 @@ def test_save_chart_checks_the_path(run, tmp_path):
         viz.save_chart(chart, tmp_path / "missing" / "chart.png")
 
 
+def test_html_charts_carry_a_title(tmp_path):
+    # a browser tab names the chart: its title, else the file's name
+    frame = pd.DataFrame({"x": [1, 2]})
+    titled = alt.Chart(frame).mark_bar().encode(x="x:Q").properties(title="匹配权重 <m/u>")
+    viz.save_chart(titled, tmp_path / "weights.html")
+    assert "<title>匹配权重 &lt;m/u&gt;</title>" in (tmp_path / "weights.html").read_text("utf-8")
+    viz.save_chart(alt.Chart(frame).mark_bar().encode(x="x:Q"), tmp_path / "sizes.html")
+    assert "<title>sizes</title>" in (tmp_path / "sizes.html").read_text("utf-8")
+
+
+def test_no_cjk_font_warning_for_a_chart_without_chinese(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("vl_convert")
+    monkeypatch.setattr(viz, "cjk_font_files", lambda: [])
+    frame = pd.DataFrame({"x": [1, 2]})
+    with caplog.at_level("WARNING", logger="linkage.viz"):
+        viz.save_chart(alt.Chart(frame).mark_bar().encode(x="x:Q"), tmp_path / "a.svg")
+        assert "no CJK font" not in caplog.text
+        chinese = pd.DataFrame({"x": [1], "t": ["南山区"]})
+        viz.save_chart(alt.Chart(chinese).mark_text().encode(text="t:N"), tmp_path / "b.svg")
+    assert "no CJK font" in caplog.text and "b.svg" in caplog.text
+
+
 # ---------------------------------------------------------------------- static images
 
 
