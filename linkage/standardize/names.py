@@ -49,6 +49,7 @@ FLAGS: dict[str, str] = {
     "name_no_pinyin": "a Han character has no known reading; pinyin keys are null",
     "name_rare_char": "contains a Han character outside GBK (informational; may be substituted)",
     "name_title": "a title such as 先生 or 女士 stands in for the given name",
+    "name_multiple": "several Han names in one field (张三,李四 or 张三/李四); the first was kept",
     "name_newborn": "a newborn placeholder such as 李娜之子 or 男婴",
     "name_placeholder": "a missing-value marker (不详, 无, NULL, 测试); set to null",
     "name_empty": "nothing left after cleaning; set to null",
@@ -149,6 +150,10 @@ _NULL = (None, "empty", None, None, False, None, None, None, None, None, None, (
 
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# separators of a list of names; each part a plain Han name of two to four characters (a
+# romanized "ZHANG, Wei" keeps its comma as the surname's separator)
+_LIST_SEP_RE = re.compile(r"[,;/、|]")
+_HAN_NAME_RE = re.compile(r"[\u4e00-\u9fff]{2,4}")
 
 
 def _precleaned(raw: str) -> tuple[str, str, bool, set[str]]:
@@ -169,6 +174,12 @@ def _precleaned(raw: str) -> tuple[str, str, bool, set[str]]:
         if _BRACKET_NEWBORN_RE.search(s):
             flags.add("newborn")
         s = _BRACKET_RE.sub(" ", s)
+    if _LIST_SEP_RE.search(s):
+        parts = [p.strip() for p in _LIST_SEP_RE.split(s)]
+        if len(parts) > 1 and all(_HAN_NAME_RE.fullmatch(p) for p in parts):
+            # two people typed into one field: the first is the record's (never 张三李四)
+            flags.add("multiple")
+            s = parts[0]
     if _DIGIT_RE.search(s):
         flags.add("digits")
         s = _DIGIT_RE.sub("", s)

@@ -647,3 +647,17 @@ def test_control_characters_act_as_spaces_and_cleaning_stays_idempotent():
         once = clean_name(text)
         assert once is None or clean_name(once) == once
     assert clean_name("\x00张伟") == "张伟"
+
+
+@pytest.mark.parametrize("raw", ["张三,李四", "张三，李四", "张三/李四", "张三、李四、王五"])
+def test_two_names_in_one_field_keep_the_first(raw):
+    # two people typed into one cell: never one name 张三李四 (given name 三李四)
+    out = standardize_names(pd.Series([raw], dtype=object), "name").iloc[0]
+    assert out["name_clean"] == "张三"
+    assert "name_multiple" in out[schema.QUALITY_FLAGS].split("|")
+
+
+def test_a_romanized_name_keeps_its_comma():
+    out = standardize_names(pd.Series(["ZHANG, Wei"], dtype=object), "name").iloc[0]
+    assert out["name_pinyin"] == "zhang wei"
+    assert "name_multiple" not in out[schema.QUALITY_FLAGS]
