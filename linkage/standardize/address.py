@@ -700,6 +700,11 @@ def _parse_rows(uniques: list, field: str) -> list[tuple]:
                 adcode = _common_code(found)
                 flags = flag["address_ambiguous_district"]
         province, city, district = _names(adcode) if adcode else (None, None, None)
+        if adcode in _MERGED_INTO and not flags:
+            # a district cpca's table still lists, merged since (杭州下城区 into 拱墅区, 2021)
+            adcode = _MERGED_INTO[adcode]
+            province, city, district = _names(adcode)
+            flags = flag["address_district_abolished"]
         if district is not None and not flags:
             prefecture = _prefecture_for_city(adcode, district, remainder)
             if prefecture is not None:
