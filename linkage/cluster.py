@@ -7,6 +7,7 @@ Imports only ``linkage.schema``, ``linkage.errors`` and ``linkage.zh`` from the 
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
@@ -458,16 +459,23 @@ def sibling_parts(
         return none, none, none
     left, right = pairs[schema.ROW_L].to_numpy(), pairs[schema.ROW_R].to_numpy()
     clean = records[clean_col].to_numpy(dtype=object)
-    everyone = np.ones(len(pairs), dtype=bool)
     # lone siblings sharing a generation character need no partner (sibling_mask)
     counts = given_char_counts(clean) if given_counts is None else given_counts
-    held_out = guardian_pairs(records, pairs) | sibling_mask(
-        pairs, clean[left], clean[right], ~everyone, ~everyone, counts
-    )
-    # sibling_mask with every record partnered: the pairs a partner would hold out
-    if_partnered = (
-        sibling_mask(pairs, clean[left], clean[right], everyone, everyone, counts) & ~held_out
-    )
+    # sibling_mask without partners and with every record partnered, the names of the
+    # sibling-like pairs read once for both (half of this function's Python work)
+    sibling_like, ids_apart, edited = _sibling_rule(pairs)
+    cand = np.flatnonzero(sibling_like)
+    left_names, right_names = clean[left[cand]], clean[right[cand]]
+    shaped = _sibling_names(left_names, right_names)
+    lone = np.zeros(len(pairs), dtype=bool)  # held out without a partner
+    for i, a, b in zip(cand[shaped], left_names[shaped], right_names[shaped], strict=True):
+        if ids_apart[i] and _generation_shared(a, b, counts):
+            lone[i] = True
+    held_out = guardian_pairs(records, pairs) | edited | lone
+    # the pairs a partner would hold out
+    partnered = edited.copy()
+    partnered[cand[shaped]] = True
+    if_partnered = partnered & ~held_out
     return held_out, if_partnered, partner_pairs(pairs)
 
 
@@ -503,13 +511,27 @@ def sibling_mask(
     ``given_counts`` (:func:`given_char_counts` over all records) tells a name character from
     a typo for the rule without a partner; None: every character counts as a name character.
     Takes ``gamma_name``, ``gamma_birth_date`` (and ``gamma_id``) from ``pairs``."""
-    out = np.zeros(len(pairs), dtype=bool)
     if not _SIBLING_LEVELS <= set(pairs.columns):
-        return out
+        return np.zeros(len(pairs), dtype=bool)
+    sibling_like, ids_apart, out = _sibling_rule(pairs)
+    partnered = np.asarray(partnered_l, dtype=bool) | np.asarray(partnered_r, dtype=bool)
+    cand = np.flatnonzero(sibling_like & (partnered | ids_apart))
+    left = np.asarray(clean_l, dtype=object)[cand]
+    right = np.asarray(clean_r, dtype=object)[cand]
+    shaped = _sibling_names(left, right)
+    for i, a, b in zip(cand[shaped], left[shaped], right[shaped], strict=True):
+        if partnered[i] or (ids_apart[i] and _generation_shared(a, b, given_counts)):
+            out[i] = True
+    return out
+
+
+def _sibling_rule(pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The level tests of :func:`sibling_mask` (``pairs`` holds ``gamma_name`` and
+    ``gamma_birth_date``): the sibling-like pairs (no name level, the same birth date, not
+    the same ID), those whose IDs are apart, and :func:`edit_siblings` (a new array)."""
     from linkage.compare.fields import BirthDateComparison, IdComparison
 
     birth_exact = pairs["gamma_birth_date"].to_numpy() == BirthDateComparison.levels.index("exact")
-    partnered = np.asarray(partnered_l, dtype=bool) | np.asarray(partnered_r, dtype=bool)
     sibling_like = (pairs["gamma_name"].to_numpy() == 0) & birth_exact
     if "gamma_id" in pairs.columns:
         gamma_id = pairs["gamma_id"].to_numpy()
@@ -519,11 +541,15 @@ def sibling_mask(
         ids_apart = gamma_id < IdComparison.levels.index("prefix_tail_lost")
     else:
         ids_apart = np.ones(len(pairs), dtype=bool)
-    out |= edit_siblings(pairs)
-    cand = np.flatnonzero(sibling_like & (partnered | ids_apart))
-    left = np.asarray(clean_l, dtype=object)[cand]
-    right = np.asarray(clean_r, dtype=object)[cand]
-    for i, a, b in zip(cand, left, right, strict=True):
+    return sibling_like, ids_apart, edit_siblings(pairs)
+
+
+def _sibling_names(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Per pair of clean names, whether they can be two siblings' names in :func:`sibling_mask`:
+    two Han names of one length (two or more) and first character that differ in more than
+    their order."""
+    out = np.zeros(len(left), dtype=bool)
+    for k, (a, b) in enumerate(zip(left.tolist(), right.tolist(), strict=True)):
         if (
             isinstance(a, str)
             and isinstance(b, str)
@@ -534,9 +560,8 @@ def sibling_mask(
             and "·" not in a + b
             and not (a + b).isascii()
             and _han_only(a + b)
-            and (partnered[i] or (ids_apart[i] and _generation_shared(a, b, given_counts)))
         ):
-            out[i] = True
+            out[k] = True
     return out
 
 
@@ -575,13 +600,16 @@ def given_char_counts(names: Iterable[object]) -> dict[str, int]:
     name holds it; minority (``·``), Latin and masked names are skipped. Input of
     :func:`sibling_mask`."""
     distinct = pd.unique(pd.Series(np.asarray(names, dtype=object)).dropna())
-    # one string of each name's distinct given-name characters, counted in one pass
-    held = "".join(
-        "".join(set(split_han(name)[1]))
-        for name in distinct
-        if isinstance(name, str) and name and "·" not in name and _han_only(name)
-    )
-    return dict(Counter(held))
+    # one string of each name's distinct given-name characters, counted in one pass; a
+    # given name of one character, or of two that differ, is its own such string
+    parts = []
+    han_name = _HAN_NAME.fullmatch  # Han only, not empty: no · and no Latin letter
+    for name in distinct.tolist():
+        if isinstance(name, str) and han_name(name):
+            given = split_han(name)[1]
+            n = len(given)
+            parts.append(given if n < 2 or (n == 2 and given[0] != given[1]) else "".join(set(given)))
+    return dict(Counter("".join(parts)))
 
 
 def edit_siblings(pairs: pd.DataFrame) -> np.ndarray:
@@ -669,5 +697,12 @@ def guardian_mask(
     return out
 
 
+# Han characters as _han_only reads them: U+3400-U+9FFF and everything from U+20000 on
+_HAN_ONLY = re.compile("[\u3400-\u9fff\U00020000-\U0010ffff]*")
+_HAN_NAME = re.compile("[\u3400-\u9fff\U00020000-\U0010ffff]+")
+
+
 def _han_only(text: str) -> bool:
-    return all("\u3400" <= ch <= "\u9fff" or ch >= "\U00020000" for ch in text)
+    """Whether every character of ``text`` is Han (True for ""): one regular-expression
+    match, ~5 times faster than a test per character (~1 million names a run)."""
+    return _HAN_ONLY.fullmatch(text) is not None
