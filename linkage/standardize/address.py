@@ -474,9 +474,15 @@ def _short_district(adcode: str, remainder: str) -> tuple[str, int] | None:
     else:
         return None
     for short, code in _short_districts().get(parent, ()):
-        if remainder.startswith(short) and not _NOT_DISTRICT_AFTER.match(remainder, len(short)):
+        if _starts_with_place(remainder, short, True):
             return code, len(short)
     return None
+
+
+def _starts_with_place(text: str, name: str, is_short: bool) -> bool:
+    """Whether ``text`` starts with the place ``name``; a short name (no suffix) only when no
+    place inside it or street named after it follows (朝阳门, 朝阳路)."""
+    return text.startswith(name) and not (is_short and _NOT_DISTRICT_AFTER.match(text, len(name)))
 
 
 @lru_cache(maxsize=1)
@@ -511,9 +517,7 @@ def _prefecture_for_city(
     if named is not None:
         rest = rest[named.end() :]
     for name, code, is_short in _counties_by_prefix().get(adcode[:4], ()):
-        if rest.startswith(name) and not (
-            is_short and _NOT_DISTRICT_AFTER.match(rest, len(name))
-        ):
+        if _starts_with_place(rest, name, is_short):
             return code, rest[len(name) :], is_short
     if named is not None:
         return adcode[:4] + "00", rest, False
@@ -619,9 +623,7 @@ def _abolished_district(adcode: str, remainder: str) -> tuple[str | None, int] |
     if adcode[4:] != "00" or (adcode[2:4] == "00" and adcode[:2] not in _MUNICIPALITIES):
         return None
     for name, is_short, successor in _abolished_districts().get(_city_key(adcode), ()):
-        if remainder.startswith(name) and not (
-            is_short and _NOT_DISTRICT_AFTER.match(remainder, len(name))
-        ):
+        if _starts_with_place(remainder, name, is_short):
             return successor, len(name)
     return None
 
