@@ -19,6 +19,7 @@ from linkage import schema
 from linkage.config import DEFAULT_RULES, BlockingRule, BlockingSettings  # noqa: F401 - re-exported
 from linkage.errors import ConfigError
 from linkage.tables import packed_lexsort, sorted_unique
+from linkage.zh.estate import estate
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,13 @@ def _given_initial(pinyin: Any, surname_pinyin: Any) -> Any:
     return full[len(surname)]
 
 
+def _estate(detail: Any) -> Any:
+    """The estate (or village, or road and door number) of the current address: with the
+    birth date, what a child's clinic file (no ID, a parent's phone, a placeholder name such
+    as 男婴 or 李娜之女) shares with the child's other records."""
+    return estate(detail) if _present(detail) else None
+
+
 _BIRTH = (schema.BIRTH_DATE_STD, schema.ID_BIRTH_DATE)
 
 # Derived keys a rule may name besides any column of the standardized records:
@@ -109,6 +117,7 @@ DERIVED_KEYS: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
         _minority_head,
     ),
     "phone_last8": ((schema.PHONE_STD,), _phone_last8),
+    "current_estate": ((schema.address_col(schema.CURRENT_ADDRESS, "detail"),), _estate),
     "gender": ((schema.GENDER_STD, schema.ID_GENDER), _gender),
     "given_initial": (
         (schema.name_col(schema.NAME, "pinyin"), schema.name_col(schema.NAME, "surname_pinyin")),

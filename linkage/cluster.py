@@ -421,7 +421,7 @@ def sibling_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
     record, while two lone records of one person whose name was mistyped or changed have no
     such partner and stay linked. Without a partner the pair is still held out when the
     given names keep one character in place and change another (a shared generation
-    character, 姚一浩 / 姚一鸣) and no ID ties the two (null on a side, or two IDs that differ
+    character, 姚一浩 / 姚一鸣), or are one character each (谷英 / 谷环), and no ID ties the two (null on a side, or two IDs that differ
     beyond a typo): siblings are named so, and one person's sound- or shape-mistyped name
     reaches a name level instead.
     So are pairs whose names agree only by a dropped or transposed given-name character
@@ -572,12 +572,14 @@ def _generation_shared(a: str, b: str, given_counts: Mapping[str, int] | None) -
     mistyped by sound or shape mostly reaches a name level, and where it does not the typed
     character is seldom one parents choose: 王婧涵 / 王婧番, where 番 is held by under
     ``_TYPO_SHARE`` as many of the run's names as 涵 (frequency-based evidence, as in
-    Winkler's term-frequency weights: a rare value agreeing or differing says more)."""
+    Winkler's term-frequency weights: a rare value agreeing or differing says more).
+    Given names of one character have no position to share: two name characters (谷英 /
+    谷环, twins named as a pair) are siblings by the same frequency test."""
     sa, ga = split_han(a)
     sb, gb = split_han(b)
-    if sa != sb or len(ga) != len(gb) or len(ga) < 2:
+    if sa != sb or len(ga) != len(gb) or not ga:
         return False
-    if not any(x == y for x, y in zip(ga, gb, strict=True)):
+    if len(ga) >= 2 and not any(x == y for x, y in zip(ga, gb, strict=True)):
         return False
     if given_counts is None:
         return True

@@ -217,6 +217,9 @@ DEFAULT_RULES: tuple[BlockingRule, ...] = (
         refine_block_size=_COMMON_VALUE_REFINE,
         refine_keys=["gender", "name_pinyin_sorted"],
     ),
+    # a newborn's clinic file names the baby 男婴 or 李娜之女, has no ID and a parent's phone:
+    # only the birth date and the estate it was born into match the child's other records
+    BlockingRule(name="birth_date_current_estate", keys=["birth_date", "current_estate"]),
 )
 
 

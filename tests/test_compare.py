@@ -66,6 +66,9 @@ COMPARISONS["current_address"] = AddressComparison(field=schema.CURRENT_ADDRESS)
 CASES = [
     # names
     ("name-exact", "name", {"name": "张伟"}, {"name": "张伟"}, "exact"),
+    # a newborn's placeholder names a parent or nobody: no evidence on the child's name
+    ("name-newborn-parent", "name", {"name": "樊晨阳之女"}, {"name": "樊欣怡"}, "null"),
+    ("name-newborn-both", "name", {"name": "男婴"}, {"name": "男婴"}, "null"),
     ("name-traditional", "name", {"name": "張偉"}, {"name": "张伟"}, "clean_exact"),
     ("name-fullwidth-space", "name", {"name": "张\u3000伟"}, {"name": "张伟"}, "clean_exact"),
     ("minority-no-dot", "name", {"name": "买买提·艾力"}, {"name": "买买提艾力"}, "clean_exact"),
@@ -195,6 +198,12 @@ CASES = [
     # differently: a near spelling with the same numbers
     ("addr-ambiguous-near", "current_address", {"current_address": "西湖区文三路15号华星小区3栋"}, {"current_address": "杭州市西湖区文三路15号华星3栋"}, "same_detail"),
     ("addr-ambiguous-number", "current_address", {"current_address": "西湖区文三路15号华星小区3栋"}, {"current_address": "杭州市西湖区文三路15号华星小区4栋"}, "else"),
+    # a road and door number one side writes and the other drops; units written either way
+    ("addr-road-dropped", "current_address", {"current_address": "杭州市滨江区丰潭路405号西竹府13幢6单元701室"}, {"current_address": "浙江省杭州市滨江区西竹府13-6-701"}, "same_detail"),
+    ("addr-road-dropped-room", "current_address", {"current_address": "杭州市滨江区丰潭路405号西竹府13幢6单元702室"}, {"current_address": "浙江省杭州市滨江区西竹府13-6-701"}, "same_district"),
+    ("addr-street-office", "current_address", {"current_address": "杭州市滨江区西兴街道丰潭路405号西竹府13幢6单元701室"}, {"current_address": "杭州市滨江区丰潭路405号西竹府13幢6单元701室"}, "same_detail"),
+    ("addr-other-estate", "current_address", {"current_address": "杭州市滨江区丰潭路405号西竹府13幢6单元701室"}, {"current_address": "杭州市滨江区莫干山路10号东景园13幢6单元701室"}, "same_district"),
+    ("addr-lane-room", "current_address", {"current_address": "深圳市宝安区西乡街道固戍村二巷5号302"}, {"current_address": "深圳市宝安区固戍村3巷5号302"}, "same_district"),
     ("addr-no-district", "current_address", {"current_address": "广东省东莞市长安镇幸福路十五号"}, {"current_address": "东莞市长安镇幸福路15号"}, "same_detail"),
     ("addr-no-district-number", "current_address", {"current_address": "广东省东莞市长安镇幸福路十五号"}, {"current_address": "东莞市长安镇幸福路17号"}, "same_city"),
     # household contact: phone and current address are one piece of evidence

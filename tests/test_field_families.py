@@ -219,3 +219,49 @@ def test_newborn_file_opened_on_the_birth_day_keeps_its_date():
     out = standardize(records)
     assert out[schema.BIRTH_DATE_STD].iloc[0] == "2020-05-09"
     assert "id_not_own" in out[schema.QUALITY_FLAGS].iloc[0]
+
+
+def _valid_id(body: str) -> str:
+    from linkage.standardize.idnumber import id_check_char
+
+    return body + id_check_char(body)
+
+
+def test_newborn_clinic_file_meets_the_child_by_birth_date_and_estate(tmp_path):
+    """A newborn's clinic file names the baby by a parent (樊晨阳之女) or not at all (女婴),
+    has no ID and a parent's phone: only the birth date and the estate, written with or
+    without its road and door number, tie it to the child's police record. The placeholder
+    name is no evidence (name comparison null), the flat agrees (contact ``address``), and
+    the blocking rule ``birth_date_current_estate`` makes the pair a candidate."""
+    police = [
+        ["P1", "樊欣怡", "女", "2024-04-29", _valid_id("33010820240429624"), "18709447130",
+         "杭州市滨江区丰潭路405号西竹府13幢6单元701室"],
+        ["P2", "樊晨阳", "男", "1994-02-11", _valid_id("33010819940211301"), "13110450131",
+         "杭州市滨江区丰潭路405号西竹府13幢6单元701室"],
+        ["P3", "李建国", "男", "1961-07-03", _valid_id("33010519610703151"), "13900001111",
+         "杭州市拱墅区文二路468号嘉朝小区12幢4单元403室"],
+    ]
+    clinic = [
+        ["C1", "樊晨阳之女", "女", "2024/4/29", "", "13110450131", "浙江省杭州市滨江区西竹府13-6-701"],
+        ["C2", "樊晨阳", "男", "1994-02-11", "", "13110450131", "浙江省杭州市滨江区西竹府13-6-701"],
+        ["C3", "女婴", "女", "2024-04-29", "", "13110450131", "滨江区西竹府13幢6单元701室"],
+        ["C4", "李建国", "男", "1961-07-03", "", "13900001111", "杭州市拱墅区嘉朝小区12-4-403"],
+    ]
+    result = Linker.from_yaml(write_run(tmp_path, police, clinic)).run()
+    pairs = result.pairs_with_keys()
+    from linkage.compare.address import ContactComparison
+    from linkage.compare.fields import BirthDateComparison
+
+    for clinic_id in ("C1", "C3"):
+        child = pairs[
+            (pairs.record_id_l == "P1") & (pairs.record_id_r == clinic_id)
+            | (pairs.record_id_l == clinic_id) & (pairs.record_id_r == "P1")
+        ]
+        assert len(child) == 1, clinic_id
+        row = child.iloc[0]
+        assert row["gamma_name"] == -1  # a parent's name, or none, says nothing of the child's
+        assert row["gamma_birth_date"] == BirthDateComparison.levels.index("exact")
+        assert row["gamma_contact"] >= ContactComparison.levels.index("address")
+    # 女婴 shares no name key with 樊欣怡: only the birth date and the estate bring them together
+    nameless = pairs[(pairs.record_id_l == "C3") | (pairs.record_id_r == "C3")]
+    assert "birth_date_current_estate" in set(nameless[schema.RULE])

@@ -175,6 +175,28 @@ def test_sibling_pairs_mask():
     ]
 
 
+def test_twins_with_one_character_given_names_are_held_out():
+    """谷英 / 谷环 born the same day with no ID tying them: twins named as a pair, although no
+    position is shared; a character no other name holds (谷瑛 against 英 held by many) reads
+    as one person's typo; an identical ID ties the pair as one person."""
+    others = [f"{sur}{mid}英" for sur in "陈李周吴郑" for mid in "秀桂玉月"]
+    others += [f"{sur}英" for sur in "赵钱孙冯蒋"] + [f"{sur}环" for sur in "陈李周吴"]
+    records = pd.DataFrame(
+        {schema.name_col(schema.NAME, "clean"): ["谷英", "谷环", "谷英", "谷瑛", *others]}
+    )
+    exact_id = IdComparison.levels.index("exact")
+    pairs = pd.DataFrame(
+        {
+            schema.ROW_L: [0, 2, 0],
+            schema.ROW_R: [1, 3, 1],
+            "gamma_name": [0, 0, 0],
+            "gamma_birth_date": [5, 5, 5],
+            "gamma_id": [-1, -1, exact_id],
+        }
+    )
+    assert sibling_pairs(records, pairs).tolist() == [True, False, False]
+
+
 def test_given_char_counts_count_distinct_han_names():
     counts = given_char_counts(
         ["王子涵", "王子涵", "李子轩", "欧阳子明", "迪丽娜尔·买买提", "Li Ming", None]

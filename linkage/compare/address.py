@@ -22,10 +22,12 @@ from linkage.compare.base import (
     column,
     factorize,
     pair_scores,
+    recode,
     same,
 )
 from linkage.compare.fields import PhoneComparison
 from linkage.config import AddressSpec, ContactSpec
+from linkage.zh.estate import core_detail, named_part
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,25 @@ def _numbers_key(details: np.ndarray) -> np.ndarray:
         for d in details
     ]
     return np.array(keys, dtype=object)
+
+
+def detail_codes(details: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per record, codes and distinct values of its address detail (``detail``); of the names
+    in the detail from its estate on (``core``: ``zh.estate.core_detail`` then
+    ``named_part``, null when only numbers remain), since a road and door number one side
+    writes and the other drops (丰潭路405号西竹府13幢6单元701室 / 西竹府13-6-701) are no
+    disagreement; and of the house/building/room numbers from the estate on (``numbers``).
+    Codes number the values in the order they first appear (null -1)."""
+    whole, whole_u = factorize(details)
+    cores = [core_detail(str(u)) for u in whole_u]
+    core_of, core_u = factorize(np.array([named_part(c) for c in cores], dtype=object))
+    core = recode(whole, core_of)
+    numbers, numbers_u = factorize(np.append(_numbers_key(cores), None)[whole])
+    return {
+        "detail": (whole, whole_u),
+        "core": (core, core_u),
+        "numbers": (numbers, numbers_u),
+    }
 
 
 class AddressComparison(Comparison):
@@ -105,19 +126,22 @@ class AddressComparison(Comparison):
         adcode = _region_int(*factorize(column(values, self._col("adcode"), n)))
         has = {s: _known(column(values, self._col(s), n)) for s in ("province", "city", "district")}
         detail_values = column(values, self._col("detail"), n)
-        detail, detail_u = factorize(detail_values)
-        number_codes, _ = factorize(np.append(_numbers_key(detail_u), None)[detail])
+        codes = detail_codes(detail_values)
         rows = {
             # the parsed parts, not the raw text: a filler has none of them
             "present": _known(detail_values) | has["province"] | has["city"] | (adcode >= 0),
             "finest": adcode,
             "district": np.where(has["district"], adcode, -1),
             "city": np.where(has["city"] & (adcode >= 0), adcode // 100, -1),
-            "detail": detail,
-            "numbers": number_codes,
+            "detail": codes["detail"][0],
+            "core": codes["core"][0],
+            "numbers": codes["numbers"][0],
         }
-        strings = np.array([str(u) for u in detail_u], dtype=object)
-        return Prepared(rows, {"detail": strings})
+        tables = {
+            key: np.array([str(u) for u in codes[key][1]], dtype=object)
+            for key in ("detail", "core")
+        }
+        return Prepared(rows, tables)
 
     def _levels(self, left: Prepared, right: Prepared) -> np.ndarray:
         a, b = left.rows, right.rows
@@ -134,14 +158,21 @@ class AddressComparison(Comparison):
             )
         loose = (ancestor | ((fa < 0) != (fb < 0))) & (fa != fb)
         numbers = same(a["numbers"], b["numbers"]) & both(a["detail"], b["detail"])
-        detail = numbers & ((fa == fb) | loose) & same(a["detail"], b["detail"])
+        near = numbers & ((fa == fb) | loose)
+        detail = near & (same(a["detail"], b["detail"]) | same(a["core"], b["core"]))
         # near spellings of one detail, also where one side's region is coarser or unknown
-        # (an ambiguous 西湖区文三路 against 杭州市西湖区文三路): its house numbers must agree
-        fuzzy = np.flatnonzero(numbers & ((fa == fb) | loose) & ~detail & present)
+        # (an ambiguous 西湖区文三路 against 杭州市西湖区文三路): its house numbers must agree;
+        # the whole details or their parts from the estate on (a road one side dropped)
+        fuzzy = np.flatnonzero(near & ~detail & present)
         if len(fuzzy):
             score = pair_scores(
                 a["detail"][fuzzy], b["detail"][fuzzy], left.tables["detail"], fuzz.ratio
             )
+            named = np.flatnonzero(both(a["core"][fuzzy], b["core"][fuzzy]))
+            if len(named):
+                at = fuzzy[named]
+                core = pair_scores(a["core"][at], b["core"][at], left.tables["core"], fuzz.ratio)
+                score[named] = np.maximum(score[named], core)
             detail[fuzzy[score >= 100 * self.detail_threshold - 1e-4]] = True
         lvl = np.select(
             [

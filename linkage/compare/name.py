@@ -44,6 +44,10 @@ _WILD_LOW, _WILD_HIGH = 0xE000, 0xF8FF
 # Name flags (standardize.names.FLAGS codes without the field prefix) that bar exact levels:
 # stand-in characters, masks, and placeholders such as 男婴 or 王先生 shared by many people.
 NEVER_EXACT_FLAGS: tuple[str, ...] = ("pua", "question_mark", "masked", "newborn", "title")
+# Name flags that make the name no evidence at all: a newborn's clinic file names the baby by
+# a parent (李娜之女, 高子楠(婴)) or not at all (男婴), so it neither agrees nor disagrees with
+# the child's name elsewhere; compared as missing.
+VOID_FLAGS: tuple[str, ...] = ("newborn",)
 _CHAR_WIDTH = 4  # names up to 4 characters get a code-point matrix (look-alike and wildcards)
 _LATIN_RE = re.compile("[A-Za-z]")
 
@@ -63,7 +67,8 @@ class NameComparison(Comparison):
     characters; ``similar`` a near spelling (see ``_similar``); ``transposed`` the last two
     characters (a two-character given name) swapped, 王小明 / 王明小; ``char_dropped`` one
     character of a two-character given name missing, 王小明 / 王明 (see ``_given_edits``);
-    ``else``. Names with a stand-in or masked character never reach an exact level.
+    ``else``. Names with a stand-in or masked character never reach an exact level; a newborn
+    placeholder (男婴, 李娜之女) is compared as missing, so a pair with it is null.
     """
 
     type_name = "name"
@@ -123,7 +128,9 @@ class NameComparison(Comparison):
             codes, uniques = factorize(arr)
             fuzzy_alt.append(map_uniques(codes, uniques, fuzzy_pinyin))
         fz, _ = _nospace_codes(pinyin_space("fuzzy") + fuzzy_alt)
-        flagged_by_flags = _flagged_fields(column(values, schema.QUALITY_FLAGS, n), fields)
+        flags = column(values, schema.QUALITY_FLAGS, n)
+        flagged_by_flags = _flagged_fields(flags, fields)
+        void_by_flags = _flagged_fields(flags, fields, VOID_FLAGS)
 
         rows: dict[str, Any] = {}
         k = len(fields)
@@ -132,7 +139,7 @@ class NameComparison(Comparison):
             rows[f] = Prepared(
                 {
                     "raw": raw[i],
-                    "strip": recode(c, strip_of),
+                    "strip": np.where(void_by_flags[i], NULL_CODE, recode(c, strip_of)),
                     "trunc": recode(c, trunc_of),
                     "kind": np.append(kind_of, 0).astype(np.int8)[c],
                     "flag": np.append(wild_of, False)[c] | flagged_by_flags[i],
@@ -370,12 +377,15 @@ def _nospace_codes(arrays: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarr
     return [recode(c, table) for c in codes], out_u
 
 
-def _flagged_fields(flags: np.ndarray, fields: Sequence[str]) -> list[np.ndarray]:
-    """Per field: True where the record's quality flags bar exact agreement on that name."""
+def _flagged_fields(
+    flags: np.ndarray, fields: Sequence[str], codes_of: Sequence[str] = NEVER_EXACT_FLAGS
+) -> list[np.ndarray]:
+    """Per field: True where the record's quality flags hold one of ``codes_of`` for that name
+    (by default the flags that bar exact agreement)."""
     codes, uniques = factorize(flags)
     out = []
     for f in fields:
-        barred = {f"{f}_{code}" for code in NEVER_EXACT_FLAGS}
+        barred = {f"{f}_{code}" for code in codes_of}
         per = np.array(
             [bool(barred.intersection(str(u).split(schema.QUALITY_SEP))) for u in uniques] + [False]
         )

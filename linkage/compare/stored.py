@@ -21,7 +21,12 @@ import numpy as np
 import pandas as pd
 
 from linkage import schema
-from linkage.compare.address import AddressComparison, ContactComparison, _numbers_key
+from linkage.compare.address import (
+    AddressComparison,
+    ContactComparison,
+    _numbers_key,
+    detail_codes,
+)
 from linkage.compare.base import (
     NULL_CODE,
     Comparison,
@@ -49,12 +54,14 @@ from linkage.compare.name import (
     KIND_MINORITY,
     KIND_OTHER,
     NEVER_EXACT_FLAGS,
+    VOID_FLAGS,
     NameComparison,
     _clean_tables,
     _nospace_codes,
     _without_rare,
 )
 from linkage.standardize import idnumber as std_id
+from linkage.zh.estate import core_detail, named_part
 from linkage.zh.syllables import fuzzy_pinyin
 
 logger = logging.getLogger(__name__)
@@ -266,16 +273,19 @@ def _known_one(value: Any) -> bool:
     return not (value is None or (type(value) is not str and pd.isna(value))) and value != ""
 
 
+def _address_tables(side: StoredSide, prefix: str) -> dict[str, np.ndarray]:
+    return {**side.spaces[prefix + "detail"].tables, **side.spaces[prefix + "core"].tables}
+
+
 def _address_prepare(side: StoredSide, a: AddressComparison, values, prefix: str = "") -> Prepared:
     n = len(column(values, a.field))
     prepared = a.prepare(values)
-    detail, detail_u = factorize(column(values, a._col("detail"), n))
     # the same call prepare makes: codes in the records' order of first appearance
-    _, number_u = factorize(np.append(_numbers_key(detail_u), None)[detail])
-    strings = prepared.tables["detail"]
-    side.spaces[prefix + "detail"] = _Space(detail_u, {"detail": strings})
-    side.spaces[prefix + "numbers"] = _Space(number_u)
-    return Prepared(prepared.rows, side.spaces[prefix + "detail"].tables)
+    codes = detail_codes(column(values, a._col("detail"), n))
+    for key in ("detail", "core"):
+        side.spaces[prefix + key] = _Space(codes[key][1], {key: prepared.tables[key]})
+    side.spaces[prefix + "numbers"] = _Space(codes["numbers"][1])
+    return Prepared(prepared.rows, _address_tables(side, prefix))
 
 
 def _address_query(side: StoredSide, a: AddressComparison, q, prefix: str = "") -> Prepared:
@@ -284,9 +294,11 @@ def _address_query(side: StoredSide, a: AddressComparison, q, prefix: str = "") 
     detail_value = q.get(a._col("detail"))
     key = _key(detail_value)
     detail = side.spaces[prefix + "detail"].code(key, lambda k: {"detail": str(k)})
-    numbers = NULL_CODE
+    core = numbers = NULL_CODE
     if key is not None:
-        numbers = side.spaces[prefix + "numbers"].code(_numbers_key([key])[0])
+        from_estate = core_detail(str(key))
+        core = side.spaces[prefix + "core"].code(named_part(from_estate), lambda k: {"core": k})
+        numbers = side.spaces[prefix + "numbers"].code(_numbers_key([from_estate])[0])
     present = _known_one(detail_value) or has["province"] or has["city"] or adcode >= 0
     rows = {
         "present": np.array([present], dtype=bool),
@@ -294,9 +306,10 @@ def _address_query(side: StoredSide, a: AddressComparison, q, prefix: str = "") 
         "district": np.array([adcode if has["district"] else -1], dtype=np.int64),
         "city": np.array([adcode // 100 if has["city"] and adcode >= 0 else -1], dtype=np.int64),
         "detail": np.array([detail], dtype=np.int32),
+        "core": np.array([core], dtype=np.int32),
         "numbers": np.array([numbers], dtype=np.int32),
     }
-    return Prepared(rows, side.spaces[prefix + "detail"].tables)
+    return Prepared(rows, _address_tables(side, prefix))
 
 
 class _AddressSide(StoredSide):
@@ -576,6 +589,8 @@ class _NameSide(StoredSide):
         rows: dict[str, Any] = {}
         for f in c.fields:
             clean = _key(q.get(schema.name_col(f, "clean")))
+            if any(f"{f}_{code}" in parts for code in VOID_FLAGS):
+                clean = None  # a newborn placeholder: compared as missing
             strip = trunc = NULL_CODE
             kind, wild = 0, False
             if clean is not None:

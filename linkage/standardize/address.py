@@ -58,6 +58,8 @@ _ARABIC = re.compile(r"\d+")
 
 # cpca's table: 12-digit adcode -> AddrInfo (name, 6-digit adcode, rank 0/1/2).
 _NAME_BY_CODE: dict[str, str] = {info.adcode: info.name for info in cpca.ad_2_addr_dict.values()}
+# Suffixes a district's name drops in everyday writing: 朝阳区 -> 朝阳, 浦东新区 -> 浦东.
+_DISTRICT_SUFFIX = re.compile(r"(?:新区|区|县|市|旗)$")
 # Placeholder city names in the national table: municipalities list 市辖区 / 县 as their city,
 # provinces list 省直辖县级行政区划 above directly administered county-level cities (仙桃市).
 # Comparing those placeholders would make Beijing and Shanghai agree on "city".
@@ -67,12 +69,68 @@ _DIRECT_COUNTY_CITY = frozenset({"省直辖县级行政区划", "自治区直辖
 _PLACEHOLDER_NAMES = _MUNICIPALITY_CITY | _DIRECT_COUNTY_CITY
 
 
+def _new_districts() -> dict[str, str]:
+    """Adcode -> name of current county-level divisions that cpca's table (2015) lacks and
+    python-stdnum's region table lists, created since under a new name: 深圳 龙华区 and 坪山区
+    (2016), 光明区 (2018). A county renamed a district of the same everyday name (临安市 ->
+    临安区) is left out: cpca reads it by that name under its old code, as it reads every
+    record written before the change."""
+    text = (importlib.resources.files("stdnum.cn") / "loc.dat").read_text(encoding="utf-8")
+    shorts: dict[str, set[str]] = {}
+    in_province: dict[str, set[str]] = {}
+    for info in cpca.ad_2_addr_dict.values():
+        if info.rank == 2:
+            shorts.setdefault(info.adcode[:4], set()).add(_DISTRICT_SUFFIX.sub("", info.name))
+            in_province.setdefault(info.adcode[:2], set()).add(info.name)
+    found: dict[str, str] = {}
+    province = ""
+    for line in text.splitlines():
+        if match := re.match(r'^(\d\d) province="', line):
+            province = match.group(1)
+            continue
+        match = re.match(r'^\s+(\d{4}) county="(.*)"', line)
+        if match is None or match.group(1).endswith("00"):
+            continue
+        code = province + match.group(1)
+        if code in _NAME_BY_CODE:
+            continue
+        current = re.fullmatch(r"\[\d{4}-\](.+)", match.group(2).split(",")[-1])
+        if current is None:
+            continue
+        name = _T2S.convert(current.group(1))
+        if (
+            name in _PLACEHOLDER_NAMES
+            # a place given a new code under a new parent (申扎县 when 那曲 became a city)
+            or name in in_province.get(code[:2], set())
+            or _DISTRICT_SUFFIX.sub("", name) in shorts.get(code[:4], set())
+            # 三沙's island districts (a few thousand residents) would make Guangzhou's 南沙区
+            # ambiguous
+            or code[:4] == "4603"
+        ):
+            continue
+        found[code] = name
+    return found
+
+
+_NEW_DISTRICTS = _new_districts()
+_NAME_BY_CODE.update(_NEW_DISTRICTS)
+_NEW_DISTRICT_CODES: dict[str, list[str]] = {}
+for _code, _name in _NEW_DISTRICTS.items():
+    _NEW_DISTRICT_CODES.setdefault(_name, []).append(_code)
+_NEW_DISTRICT_RE = re.compile(
+    "|".join(map(re.escape, sorted(set(_NEW_DISTRICTS.values()), key=len, reverse=True)))
+)
+
+
 def _ambiguous_districts() -> dict[str, tuple[str, ...]]:
-    """District names that occur under more than one city in cpca's table -> their adcodes."""
+    """District names that occur under more than one city in cpca's table (and the divisions
+    it lacks, ``_new_districts``) -> their adcodes."""
     by_name: dict[str, list[str]] = {}
     for info in cpca.ad_2_addr_dict.values():
         if info.rank == 2 and info.name not in _MUNICIPALITY_CITY:
             by_name.setdefault(info.name, []).append(info.adcode)
+    for code, name in _NEW_DISTRICTS.items():
+        by_name.setdefault(name, []).append(code)
     return {name: tuple(sorted(codes)) for name, codes in by_name.items() if len(codes) > 1}
 
 
@@ -430,8 +488,6 @@ def _city_repeat(
     return False, None
 
 
-# Suffixes a district's name drops in everyday writing: 朝阳区 -> 朝阳, 浦东新区 -> 浦东.
-_DISTRICT_SUFFIX = re.compile(r"(?:新区|区|县|市|旗)$")
 # After a short district name, these start a place inside it or a street named after it
 # (朝阳门 is in 东城, 朝阳路 runs through several districts): not the district itself.
 _NOT_DISTRICT_AFTER = re.compile(
@@ -460,6 +516,18 @@ def _short_districts() -> dict[str, list[tuple[str, str]]]:
         )
         for parent, names in by_parent.items()
     }
+
+
+def _new_district(adcode: str, remainder: str) -> tuple[str, int] | None:
+    """(adcode, characters it takes) when ``remainder`` (the text after the city) starts
+    with a division of that city that cpca's table lacks (深圳市 + 坪山区, ``_new_districts``)."""
+    lead = _NEW_DISTRICT_RE.match(remainder) if _NEW_DISTRICTS else None
+    if lead is None or adcode[4:] != "00":
+        return None
+    for code in _NEW_DISTRICT_CODES[lead.group(0)]:
+        if _city_key(code) == _city_key(adcode):
+            return code, lead.end()
+    return None
 
 
 def _short_district(adcode: str, remainder: str) -> tuple[str, int] | None:
@@ -684,6 +752,12 @@ def _parse_rows(uniques: list, field: str) -> list[tuple]:
         street_only, repeat_detail = _city_repeat(text, city_name, city_pos, prov_pos, district)
         if street_only:
             adcode = None
+        lead = _NEW_DISTRICT_RE.match(text) if _NEW_DISTRICTS else None
+        if lead and lead.group(0) not in AMBIGUOUS_DISTRICTS:
+            # a division cpca lacks, written first (光明区光明街道沙河西路: cpca reads 沙河市
+            # from the road)
+            adcode = _NEW_DISTRICT_CODES[lead.group(0)][0]
+            remainder, district, city_pos, prov_pos = text[lead.end() :], lead.group(0), 0, 0
         if repeat_detail is not None:
             remainder = repeat_detail
         if adcode is None:
@@ -729,6 +803,12 @@ def _parse_rows(uniques: list, field: str) -> list[tuple]:
                 province, city, district = _names(adcode)
                 remainder = remainder[taken:]
                 flags = flag["address_district_short"]
+        if district is None and not flags and remainder:
+            new = _new_district(adcode, remainder)
+            if new is not None:
+                adcode, taken = new
+                province, city, district = _names(adcode)
+                remainder = remainder[taken:]
         if district is None and not flags and adcode not in CITIES_WITHOUT_DISTRICTS:
             flags = flag["address_no_district"]
         detail = _convert_units(remainder) if remainder else None

@@ -490,3 +490,35 @@ def test_every_successor_is_a_current_district():
     for old, new in address._MERGED_INTO.items():
         assert new in address._NAME_BY_CODE, (old, new)
         assert old[:2] == new[:2]
+
+
+@pytest.mark.parametrize(
+    ("raw", "city", "district", "adcode", "detail"),
+    [
+        ("深圳市光明区光明街道沙河西路12号", "深圳市", "光明区", "440311", "光明街道沙河西路12号"),
+        ("广东省深圳市坪山区坪山街道新湖路388号", "深圳市", "坪山区", "440310", "坪山街道新湖路388号"),
+        ("深圳市龙华区观澜街道大和路5号", "深圳市", "龙华区", "440309", "观澜街道大和路5号"),
+        # written first: cpca read 沙河市 from the road, or nothing
+        ("光明区光明街道沙河西路", "深圳市", "光明区", "440311", "光明街道沙河西路"),
+        ("坪山区坑梓街道", "深圳市", "坪山区", "440310", "坑梓街道"),
+        ("成都市郫都区犀浦镇", "成都市", "郫都区", "510117", "犀浦镇"),
+        ("海口市龙华区金贸路1号", "海口市", "龙华区", "460106", "金贸路1号"),
+    ],
+)
+def test_districts_created_after_cpcas_table_are_read(raw, city, district, adcode, detail):
+    """Divisions created since cpca's table (深圳 龙华区 and 坪山区 2016, 光明区 2018), from
+    python-stdnum's region table; 龙华区 written alone is Shenzhen's or Haikou's."""
+    row = _row(raw)
+    assert (row["city"], row["district"], row["adcode"], row["detail"]) == (
+        city,
+        district,
+        adcode,
+        detail,
+    )
+
+
+def test_a_new_district_name_two_cities_share_is_ambiguous():
+    row = _row("龙华区民治街道1号")
+    assert row["district"] is None
+    assert row["flags"] == "hukou_address_ambiguous_district"
+    assert set(address.AMBIGUOUS_DISTRICTS["龙华区"]) == {"440309", "460106"}

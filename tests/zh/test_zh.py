@@ -266,3 +266,36 @@ def test_cantonese_readings_cover_simplified_and_traditional():
 
     assert cantonese_readings("陈大文") == cantonese_readings("陳大文")
     assert "tai" in cantonese_readings("大")[0] and "chan" in cantonese_readings("陈")[0]
+
+
+# ----------------------------------------------------------------------------- address details
+
+
+@pytest.mark.parametrize(
+    ("detail", "core", "estate"),
+    [
+        ("丰潭路405号西竹府13幢6单元701", "西竹府13幢6单元701", "西竹府"),
+        ("西竹府13-6-701", "西竹府13-6-701", "西竹府"),
+        ("五常街道丰潭路405号西竹府13-6-70", "西竹府13-6-70", "西竹府"),
+        ("高桥镇吴湾村10组89号", "吴湾村10组89号", "吴湾村"),
+        ("文三路100号", "文三路100号", "文三路100号"),
+        ("人民南路4段1号", "人民南路4段1号", "人民南路4段1号"),
+        ("西乡街道固戍村2巷5号302", "固戍村2巷5号302", "固戍村2巷5号"),
+        ("镇海路5号", "镇海路5号", "镇海路5号"),
+        ("12-3-401", "12-3-401", None),
+    ],
+)
+def test_address_detail_parts(detail, core, estate):
+    from linkage.zh.estate import core_detail
+    from linkage.zh.estate import estate as estate_of
+
+    assert core_detail(detail) == core
+    assert estate_of(detail) == estate
+
+
+def test_named_part_drops_numbers_and_their_units():
+    from linkage.zh.estate import named_part
+
+    assert named_part("西竹府13幢6单元701室") == named_part("西竹府13-6-701") == "西竹府"
+    assert named_part("望京西园三区312号楼5单元") == "望京西园三区"
+    assert named_part("12-3-401") is None

@@ -1,0 +1,65 @@
+"""The parts of a Chinese address detail (the text after the county-level district).
+
+A detail reads township or street office, road and door number, estate or village, then the
+building, unit and room: ``五常街道丰潭路405号西竹府13幢6单元701室``. Clerks write or drop
+the first two at will (``西竹府13-6-701`` is the same flat), so comparing whole details, or
+their numbers with the door number among them, tells one flat apart from itself. These rules
+are written for this project (no library parses the part below the district); they only read
+the text, already normalized (NFKC, simplified, numerals before units as digits).
+"""
+
+from __future__ import annotations
+
+import re
+
+# 2-8 characters ending in 街道 / 镇 / 乡, followed by more text (镇海路5号 is a road)
+_SUBDISTRICT_RE = re.compile(r"^[\u4e00-\u9fff]{2,8}?(?:街道|镇|乡)(?=[\u4e00-\u9fff])")
+# a road and its door number: 丰潭路405号, 人民南路4段1号, 五常大道157号, 固戍村2巷5号
+_ROAD_NUMBER_RE = re.compile(
+    r"^[\u4e00-\u9fff\d]{1,12}?(?:路|街|大道|道|巷|弄|胡同)(?:\d+段)?\d+(?:-\d+)?号"
+)
+_ESTATE_RE = re.compile(r"^[\u4e00-\u9fff]{2,16}")
+
+
+def _parts(detail: str) -> tuple[str | None, str]:
+    """(road and door number or None, what follows them), the street office dropped."""
+    text = _SUBDISTRICT_RE.sub("", detail, count=1)
+    road = _ROAD_NUMBER_RE.match(text)
+    if road is None:
+        return None, text
+    return road.group(0), text[road.end() :]
+
+
+def core_detail(detail: str) -> str:
+    """The detail from its estate on, when a named estate follows the road and door number
+    (``丰潭路405号西竹府13-6-701`` -> ``西竹府13-6-701``); otherwise the detail without its
+    street office. A number after the door number (``固戍村2巷5号302``) is a room of that
+    door, so the door stays."""
+    road, rest = _parts(detail)
+    if road is not None and _ESTATE_RE.match(rest):
+        return rest
+    return road + rest if road is not None else rest
+
+
+def estate(detail: str | None) -> str | None:
+    """The estate or village of a detail (``西竹府``, ``吴湾村``), or its road and door number
+    where no name follows them (``文三路100号``); None for a detail opening with a number
+    (``12-3-401``) or empty."""
+    if not detail:
+        return None
+    road, rest = _parts(detail)
+    named = _ESTATE_RE.match(rest)
+    if named:
+        return named.group(0)
+    return road
+
+
+# a number with the unit it counts (13幢, 6单元, 701室, 100号, 312号楼, 12组, 13-)
+_NUMBERED_RE = re.compile(r"\d+(?:号楼|单元|幢|栋|室|号|楼|层|组|-|#)?")
+
+
+def named_part(detail: str) -> str | None:
+    """A detail without its numbers and their units: the names in it (``西竹府13幢6单元701室``
+    and ``西竹府13-6-701`` both give ``西竹府``), None when only numbers remain. Numbers are
+    compared on their own, exactly; this is what is left to spell alike."""
+    return _NUMBERED_RE.sub("", detail) or None
