@@ -105,6 +105,30 @@ def test_a_wrong_birth_year_or_a_filler_date_keeps_the_persons_own_id():
     assert vectors["gamma_id"].tolist() == [IdComparison.levels.index("exact")] * 3
 
 
+def test_a_spouses_id_contradicting_gender_and_birth_date_is_not_the_records_own():
+    """A civil-affairs file of 曾林 (man, 1967-04-06) carrying his wife's ID (a woman born
+    1969-05-02): gender and birth date both contradict it, so it is someone else's. One
+    contradiction alone, or a gender mis-entered with a birth date one digit off or with
+    day and month swapped, keeps the ID the record's own."""
+    wife = make_id("43292219690502162")  # 17th digit 2: a woman
+    own = make_id("43292219670406161")  # 17th digit 1: a man born 1967-04-06
+    births = ["1967-04-06", "1967-04-06", "1967-04-08", "1967-04-08", "1967-06-04"]
+    records = standardize(
+        pd.DataFrame(
+            {
+                schema.SOURCE: ["civil"] * 5,
+                schema.RECORD_ID: ["c1", "c2", "c3", "c4", "c5"],
+                schema.NAME: ["曾林"] * 5,
+                schema.GENDER: ["男", "女", "男", "女", "女"],
+                schema.BIRTH_DATE: births,
+                schema.ID_NUMBER: [wife, own, own, own, own],
+            }
+        )
+    )
+    not_own = ["id_not_own" in f for f in records[schema.QUALITY_FLAGS]]
+    assert not_own == [True, False, False, False, False]
+
+
 def test_guardian_id_is_flagged_and_never_a_cannot_link():
     records = standardize(
         pd.DataFrame(

@@ -337,6 +337,10 @@ def standardize(
     id_gender = ids[schema.ID_GENDER]
     gender_std = done[schema.GENDER][schema.GENDER_STD]
     gender_conflict = gender_std.notna() & id_gender.notna() & (gender_std != id_gender)
+    # a relative's ID (a spouse's on a civil-affairs file) contradicts gender and birth date
+    not_own |= idnumber.contradicted_ids(
+        birth, id_birth, (gender_conflict & birth_conflict).to_numpy(dtype=bool)
+    )
     flag_parts.append(
         pd.Series(np.where(birth_conflict, "id_birth_conflict", ""), index=records.index)
     )
