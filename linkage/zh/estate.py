@@ -19,6 +19,7 @@ _ROAD_NUMBER_RE = re.compile(
     r"^[\u4e00-\u9fff\d]{1,12}?(?:路|街|大道|道|巷|弄|胡同)(?:\d+段)?\d+(?:-\d+)?号"
 )
 _ESTATE_RE = re.compile(r"^[\u4e00-\u9fff]{2,16}")
+_BUILDING_RE = re.compile(r"\d+")
 
 
 def _parts(detail: str) -> tuple[str | None, str]:
@@ -42,15 +43,18 @@ def core_detail(detail: str) -> str:
 
 
 def estate(detail: str | None) -> str | None:
-    """The estate or village of a detail (``西竹府``, ``吴湾村``), or its road and door number
-    where no name follows them (``文三路100号``); None for a detail opening with a number
-    (``12-3-401``) or empty."""
+    """The estate or village of a detail with the number after it, its building or group
+    (``西竹府13`` from ``丰潭路405号西竹府13幢6单元701室`` and ``西竹府13-6-70``; ``吴湾村10``),
+    or the road and door number where no name follows them (``文三路100号``); None for a
+    detail opening with a number (``12-3-401``) or empty. Estate names repeat across cities
+    (和谐家园, 幸福小区): the building keeps the key to one block of flats."""
     if not detail:
         return None
     road, rest = _parts(detail)
     named = _ESTATE_RE.match(rest)
     if named:
-        return named.group(0)
+        building = _BUILDING_RE.match(rest, named.end())
+        return named.group(0) + (building.group(0) if building else "")
     return road
 
 
