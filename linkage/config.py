@@ -220,6 +220,13 @@ DEFAULT_RULES: tuple[BlockingRule, ...] = (
     # a newborn's clinic file names the baby 男婴 or 李娜之女, has no ID and a parent's phone:
     # only the birth date and the estate it was born into match the child's other records
     BlockingRule(name="birth_date_current_estate", keys=["birth_date", "current_estate"]),
+    # a clinic file with a name and an address only, whose district is not written or not
+    # read (深圳市观澜街道…: a street office, no district), meets the person's other records
+    # in the same building
+    BlockingRule(
+        name="fuzzy_name_current_estate",
+        keys=[schema.name_col(schema.NAME, "fuzzy"), "current_estate"],
+    ),
 )
 
 

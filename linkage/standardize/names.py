@@ -125,7 +125,8 @@ _MISSING_MARKERS = frozenset(
     "unknown xxx x".split()
 )
 _TITLES = ("先生", "女士", "小姐", "太太", "老师", "师傅", "阿姨")
-_NEWBORN_RE = re.compile("(之[子女婴儿孩宝]|男婴|女婴|婴儿?|新生儿)$")
+# 宝宝 ("baby") as a given name is what a clinic types before the child is named (彭宝宝)
+_NEWBORN_RE = re.compile("(之[子女婴儿孩宝]|男婴|女婴|婴儿?|新生儿|^.{0,2}宝宝)$")
 
 # ---------------------------------------------------------------------------------------------
 # Cleaning and parsing of one distinct value

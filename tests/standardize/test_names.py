@@ -220,6 +220,9 @@ def test_title_and_newborn_flags():
     assert "name_newborn" in flags_of("李娜之子")
     assert "name_newborn" in flags_of("王芳男婴")
     assert "name_newborn" not in flags_of("王子")
+    assert "name_newborn" in flags_of("彭宝宝")  # "baby": the clinic's name before the child's
+    assert "name_newborn" not in flags_of("王宝")
+    assert "name_newborn" not in flags_of("宝宝华")
 
 
 def test_other_scripts_are_kept_and_flagged():
