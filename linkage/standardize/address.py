@@ -36,6 +36,8 @@ FLAGS: dict[str, str] = {
         "code decides; district left null"
     ),
     "address_district_from_region": "ambiguous district name resolved by the ID's region code",
+    "address_district_from_batch": "ambiguous district name of a current address (南山区, 龙华区 "
+    "without their city) resolved as the city where the batch's other current addresses lie",
     "address_placeholder": "a filler such as 不详, 无 or '-' instead of an address; set to null",
     "address_district_short": "district written without its suffix (北京朝阳, 广州天河): read "
     "as that city's district of the name (informational)",
@@ -858,17 +860,55 @@ def standardize_address(value: str, field: str, region_code: object = None) -> d
     return out
 
 
+# An ambiguous district is read as the candidate in the city holding at least this share of the
+# batch's current addresses in any candidate city: a registry of one city's residents names that
+# city (深圳's 南山区 against 鹤岗's, where 98% of the batch's addresses in 深圳 or 鹤岗 are in 深圳).
+BATCH_CITY_SHARE = 0.9
+
+
+def _by_batch_city(out: pd.DataFrame, pending: pd.Series, field: str) -> None:
+    """Resolve ``pending`` candidates (rows of ``out``) by the city of the batch's other rows."""
+    adcodes = out[schema.address_col(field, "adcode")]
+    cities = adcodes[pending.isna() & adcodes.notna()].astype(str).str.slice(0, 4)
+    counts = cities[~cities.str.endswith("00")].value_counts()
+    if counts.empty:
+        return
+    targets = [schema.address_col(field, s) for s in ("province", "city", "district", "adcode")]
+    for candidates in pending.dropna().unique():
+        codes = str(candidates).split(",")
+        held = {c: int(counts.get(c[:4], 0)) for c in codes}
+        total = sum(held.values())
+        best = max(codes, key=held.__getitem__)
+        if total == 0 or held[best] < BATCH_CITY_SHARE * total:
+            continue
+        rows = (pending == candidates).to_numpy()
+        values = [*_names(best), best, field + "_district_from_batch"]
+        for column, value in zip([*targets, schema.QUALITY_FLAGS], values, strict=True):
+            column_values = out[column].to_numpy(dtype=object).copy()
+            column_values[rows] = value
+            out[column] = pd.Series(column_values, index=out.index, dtype=object)
+
+
 def standardize_addresses(
-    values: pd.Series, field: str, region_codes: pd.Series | None = None
+    values: pd.Series,
+    field: str,
+    region_codes: pd.Series | None = None,
+    by_batch: bool = False,
 ) -> pd.DataFrame:
     """Split addresses into province, city, district, adcode and a normalized detail, with flags.
 
     ``region_codes`` (the ID's 6-digit region code per row, same index, may be null) decides
-    district names that exist under several cities when the address names no city.
+    district names that exist under several cities when the address names no city. With
+    ``by_batch`` (current addresses, which the ID's hukou region does not tell), such a name is
+    read in the city where the batch's other addresses lie (``BATCH_CITY_SHARE``), flagged
+    ``*_district_from_batch``; rows then depend on the batch they arrive in, which is one city's
+    registry in practice.
     """
     out = map_distinct(values, functools.partial(_parse_distinct, field=field))
     pending = out[_CANDIDATES]
     out = out.drop(columns=_CANDIDATES)
+    if by_batch and pending.notna().any():
+        _by_batch_city(out, pending, field)
     if region_codes is None or not pending.notna().any():
         return out
     if not region_codes.index.equals(values.index):

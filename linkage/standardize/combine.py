@@ -175,7 +175,7 @@ def _current_addresses(
     """The current address column; a "same as hukou" value takes the hukou address's parts
     (null without a hukou address: the text itself would agree with every other such
     value as an address detail)."""
-    out = address.standardize_addresses(values, schema.CURRENT_ADDRESS)
+    out = address.standardize_addresses(values, schema.CURRENT_ADDRESS, by_batch=True)
     if not len(values):
         return out
     codes, uniques = pd.factorize(values, use_na_sentinel=True)

@@ -522,3 +522,22 @@ def test_a_new_district_name_two_cities_share_is_ambiguous():
     assert row["district"] is None
     assert row["flags"] == "hukou_address_ambiguous_district"
     assert set(address.AMBIGUOUS_DISTRICTS["龙华区"]) == {"440309", "460106"}
+
+
+def test_ambiguous_current_district_is_read_in_the_batchs_city():
+    """南山区 and 龙华区 written without their city are 深圳's or another city's; a batch whose
+    current addresses lie in 深圳 reads them there. 朝阳区 (北京 or 长春) stays ambiguous: no
+    address of the batch lies in either city."""
+    values = pd.Series(
+        ["南山区粤海街道科技园1号", "深圳市福田区华强北路1号", "深圳市宝安区西乡街道1号",
+         "龙华区民治街道1号", "朝阳区建国路1号", None]
+    )  # fmt: skip
+    out = standardize_addresses(values, schema.CURRENT_ADDRESS, by_batch=True)
+    adcode = out[schema.address_col(schema.CURRENT_ADDRESS, "adcode")].tolist()
+    assert adcode[0] == "440305" and adcode[3] == "440309"
+    flags = out[schema.QUALITY_FLAGS].tolist()
+    assert flags[0] == flags[3] == "current_address_district_from_batch"
+    assert flags[4] == "current_address_ambiguous_district" and adcode[4] is None
+    # without the batch's evidence (one record alone) the name stays ambiguous
+    alone = standardize_addresses(values[:1], schema.CURRENT_ADDRESS, by_batch=True)
+    assert alone[schema.QUALITY_FLAGS].iloc[0] == "current_address_ambiguous_district"
