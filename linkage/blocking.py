@@ -103,6 +103,13 @@ def _estate(detail: Any) -> Any:
     return estate(detail) if _present(detail) else None
 
 
+def _id_region_tail(id_std: Any) -> Any:
+    """Region code and last four digits of an 18-character ID (``421181`` + ``0210``): a
+    typo in the birth-date digits, which some registries also copy into the birth date
+    field (18901213 from ``421181189012130210``), leaves them intact."""
+    return id_std[:6] + id_std[-4:] if _present(id_std) and len(id_std) == 18 else None
+
+
 _BIRTH = (schema.BIRTH_DATE_STD, schema.ID_BIRTH_DATE)
 
 # Derived keys a rule may name besides any column of the standardized records:
@@ -118,6 +125,7 @@ DERIVED_KEYS: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
     ),
     "phone_last8": ((schema.PHONE_STD,), _phone_last8),
     "current_estate": ((schema.address_col(schema.CURRENT_ADDRESS, "detail"),), _estate),
+    "id_region_tail": ((schema.ID_STD,), _id_region_tail),
     "gender": ((schema.GENDER_STD, schema.ID_GENDER), _gender),
     "given_initial": (
         (schema.name_col(schema.NAME, "pinyin"), schema.name_col(schema.NAME, "surname_pinyin")),

@@ -227,6 +227,11 @@ DEFAULT_RULES: tuple[BlockingRule, ...] = (
         name="fuzzy_name_current_estate",
         keys=[schema.name_col(schema.NAME, "fuzzy"), "current_estate"],
     ),
+    # an ID mistyped in its birth-date digits, the same typo copied into the birth date
+    BlockingRule(
+        name="fuzzy_name_id_region_tail",
+        keys=[schema.name_col(schema.NAME, "fuzzy"), "id_region_tail"],
+    ),
 )
 
 

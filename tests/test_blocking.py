@@ -435,3 +435,16 @@ def test_rule_refinement_overrides_the_section_and_others_keep_it():
     pairs = block(frame, cfg)
     # rule a pairs within each half; the 25 pairs across halves are left to rule b
     assert pairs[schema.RULE].value_counts().to_dict() == {"a": 20, "b": 25}
+
+
+def test_id_region_tail_survives_a_typo_in_the_birth_digits():
+    """A police record whose ID and birth date carry one typo (18901213 / 421181189012130210)
+    shares the region code and the last four digits with the person's correct ID, and with
+    the fuzzy name they make the rule ``fuzzy_name_id_region_tail``."""
+    from linkage.blocking import DERIVED_KEYS
+    from linkage.config import DEFAULT_RULES
+
+    tail = DERIVED_KEYS["id_region_tail"][1]
+    assert tail("421181189012130210") == tail("421181199012130210") == "4211810210"
+    assert tail(None) is None and tail("12345") is None
+    assert any(rule.name == "fuzzy_name_id_region_tail" for rule in DEFAULT_RULES)

@@ -124,6 +124,8 @@ CASES = [
     ("id-15-18", "id", {"id_number": ID_15}, {"id_number": ID_A}, "same_person_15_18"),
     ("id-typo", "id", {"id_number": ID_TYPO}, {"id_number": ID_A}, "near_miss"),
     ("id-transposition", "id", {"id_number": ID_A}, {"id_number": ID_SWAP}, "near_miss"),
+    # a typo in the ID's year, copied into the birth date: 1890 is no generation to test
+    ("id-typo-year-copied", "id", {"id_number": "421181189012130210", "birth_date": "18901213"}, {"id_number": "421181199012130210", "birth_date": "19901213"}, "near_miss"),
     ("id-15-typo", "id", {"id_number": ID_15[:-1] + "4"}, {"id_number": ID_A}, "near_miss"),
     # two valid numbers of one county and birthday are two people (twins): no typo level
     ("id-twin", "id", {"id_number": ID_TWIN}, {"id_number": ID_A}, "else"),
@@ -196,8 +198,8 @@ CASES = [
     ("addr-unparsed-kept", "hukou_address", {"hukou_address": "文三路15号"}, {"hukou_address": "文三路十五号"}, "same_detail"),
     # an ambiguous district (西湖区: 杭州 or 南昌) against the full address, written a little
     # differently: a near spelling with the same numbers
-    ("addr-ambiguous-near", "current_address", {"current_address": "西湖区文三路15号华星小区3栋"}, {"current_address": "杭州市西湖区文三路15号华星3栋"}, "same_detail"),
-    ("addr-ambiguous-number", "current_address", {"current_address": "西湖区文三路15号华星小区3栋"}, {"current_address": "杭州市西湖区文三路15号华星小区4栋"}, "else"),
+    ("addr-ambiguous-near", "hukou_address", {"hukou_address": "西湖区文三路15号华星小区3栋"}, {"hukou_address": "杭州市西湖区文三路15号华星3栋"}, "same_detail"),
+    ("addr-ambiguous-number", "hukou_address", {"hukou_address": "西湖区文三路15号华星小区3栋"}, {"hukou_address": "杭州市西湖区文三路15号华星小区4栋"}, "else"),
     # a road and door number one side writes and the other drops; units written either way
     ("addr-road-dropped", "current_address", {"current_address": "杭州市滨江区丰潭路405号西竹府13幢6单元701室"}, {"current_address": "浙江省杭州市滨江区西竹府13-6-701"}, "same_detail"),
     ("addr-road-dropped-room", "current_address", {"current_address": "杭州市滨江区丰潭路405号西竹府13幢6单元702室"}, {"current_address": "浙江省杭州市滨江区西竹府13-6-701"}, "same_district"),

@@ -150,7 +150,7 @@ class IdComparison(Comparison):
         if self.gender_column:
             g = column(values, self.gender_column, len(ids))
             genders = np.where(g == "M", 1, np.where(g == "F", 0, -1)).astype(np.int64)
-        id_year = np.array([int(t[6:10]) if t and t[6:10].isdigit() else -1 for t in text] + [-1])
+        id_year = np.array([id_birth_year(t) for t in text] + [-1])
         id_md = np.append(np.where(head >= 0, head % 10_000, -1), -1)
         borrowed = std_id.years_apart(years, id_year[codes], mds, id_md[codes]) & (codes >= 0)
         codes = np.where(borrowed, NULL_CODE, codes).astype(codes.dtype)
@@ -367,6 +367,20 @@ def fixed_digit(fixed: np.ndarray, at: int) -> np.ndarray:
 def check_holds(text: str) -> bool:
     """Whether an 18-character ID's last character is the MOD 11-2 check of its first 17."""
     return len(text) == 18 and text[:17].isdigit() and std_id.id_check_char(text[:17]) == text[17]
+
+
+def id_birth_year(text: str) -> int:
+    """The birth year an 18-character ID embeds, -1 when its birth-date digits are no date from
+    1900 on: a typo there (18901213, 20001138) says nothing of the holder's generation, so the
+    guardian tests must not read one."""
+    if not (text and len(text) == 18 and text[6:14].isdigit()):
+        return -1
+    year, month, day = int(text[6:10]), int(text[10:12]), int(text[12:14])
+    try:
+        datetime.date(year, month, day)
+    except ValueError:
+        return -1
+    return year if year >= 1900 else -1
 
 
 def guardian_id_pairs(

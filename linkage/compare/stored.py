@@ -44,6 +44,7 @@ from linkage.compare.fields import (
     _date_tables,
     check_holds,
     fifteenth_digit,
+    id_birth_year,
 )
 from linkage.compare.name import (
     _CHAR_WIDTH,
@@ -398,7 +399,7 @@ def _id_entries(key: Any) -> dict[str, Any]:
         "fixed": np.array([text], dtype="S18")[0],
         "head": int(text[:14]) if text and text[:14].isdigit() else -1,
         "id_gender": int(text[16]) % 2 if text and text[16].isdigit() else -1,
-        "id_year": int(text[6:10]) if text and text[6:10].isdigit() else -1,
+        "id_year": id_birth_year(text),
         "valid": check_holds(text),
         "d15": int(text[14]) if text and text[14].isdigit() else -1,
     }
