@@ -107,7 +107,8 @@ POLICY = {
         },
         "monitor": {
             "purpose": "pseudonymous monitoring",
-            "fields": {"gender": "none", "birth_date": "year", "current_address": "district"},
+            # gender x district: cells of a 300-person Shenzhen store both over and under k
+            "fields": {"gender": "none", "current_address": "district"},
             "identity": "pseudonym",
             "audit_queries": "none",
         },
