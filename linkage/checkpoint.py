@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +74,17 @@ class Checkpoints:
 
     ``Checkpoints.open`` clears the folder unless it resumes a run of the same fingerprint.
     ``done(stage)`` says whether a stage finished; ``save`` writes a stage's frames and JSON
-    document and then its marker; ``frame``/``document`` read them back; ``remove`` deletes
-    the folder once the run's outputs are written.
+    document and then its marker (``background=True``: in a thread, while the run goes on;
+    ``wait`` joins it); ``frame``/``document`` read them back; ``remove`` deletes the folder
+    once the run's outputs are written.
     """
 
     def __init__(self, folder: Path, fingerprint: str, key: bytes):
         self.folder = Path(folder)
         self.fingerprint = fingerprint
         self.key = key
+        # the save running in a thread: (stage, thread, the exception it raised, if any)
+        self._pending: tuple[str, threading.Thread, list[BaseException]] | None = None
 
     @classmethod
     def open(
@@ -177,13 +181,61 @@ class Checkpoints:
         return path
 
     def done(self, stage: str) -> bool:
-        """Whether ``stage`` finished (its marker exists)."""
+        """Whether ``stage`` finished (its marker exists; a stage saving in the background
+        is waited for)."""
+        self._wait_for(stage)
         return (self.folder / f"{stage}.done").is_file()
 
     def save(
-        self, stage: str, frames: dict[str, pd.DataFrame] | None = None, document: Any = None
+        self,
+        stage: str,
+        frames: dict[str, pd.DataFrame] | None = None,
+        document: Any = None,
+        *,
+        background: bool = False,
     ) -> None:
-        """Write ``frames`` as ``<stage>/<name>.parquet``, then the marker holding ``document``."""
+        """Write ``frames`` as ``<stage>/<name>.parquet``, then the marker holding ``document``.
+
+        With ``background``, the writing runs in a thread and this returns at once: pyarrow
+        encodes and compresses without the interpreter lock, so the run's next stage goes on
+        meanwhile (a million standardized records take ~7 s to write). The frames must not
+        change until it is done. An earlier background save is waited for first, so markers
+        are written in stage order (a resumed run never finds a later stage done without
+        the earlier one); reading the stage back (``done``, ``frame``, ``document``) and
+        ``wait`` wait for it and raise what writing it raised.
+        """
+        self.wait()
+        if not background:
+            self._write(stage, frames, document)
+            return
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                self._write(stage, frames, document)
+            except BaseException as exc:  # raised again by wait, in the caller's thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=write, name=f"linkage-checkpoint-{stage}")
+        self._pending = (stage, thread, errors)
+        thread.start()
+
+    def wait(self) -> None:
+        """Wait for a save running in the background; raise what it raised (the exception a
+        save in the foreground raises)."""
+        if self._pending is None:
+            return
+        _, thread, errors = self._pending
+        thread.join()
+        self._pending = None
+        if errors:
+            raise errors[0]
+
+    def _wait_for(self, stage: str) -> None:
+        if self._pending is not None and self._pending[0] == stage:
+            self.wait()
+
+    def _write(self, stage: str, frames: dict[str, pd.DataFrame] | None, document: Any) -> None:
         for name, frame in (frames or {}).items():
             write_parquet(frame, self.path(stage) / f"{name}.parquet")
         text = json.dumps(document, ensure_ascii=False)
@@ -194,11 +246,13 @@ class Checkpoints:
 
     def document(self, stage: str) -> Any:
         """The JSON document saved with ``stage``'s marker."""
+        self._wait_for(stage)
         marker = json.loads((self.folder / f"{stage}.done").read_text(encoding="utf-8"))
         return json.loads(marker["document"])
 
     def frame(self, stage: str, name: str, columns: list[str] | None = None) -> pd.DataFrame:
         """One frame of a finished stage (only ``columns`` of it when given)."""
+        self._wait_for(stage)
         return pd.read_parquet(self.folder / stage / f"{name}.parquet", columns=columns)
 
     def parts(self, stage: str) -> list[Path]:
@@ -206,7 +260,11 @@ class Checkpoints:
         return sorted((self.folder / stage).glob("part-*.parquet"))
 
     def remove(self) -> None:
-        """Delete the checkpoint folder and its key (the run's outputs are written)."""
+        """Delete the checkpoint folder and its key (the run's outputs are written, or it
+        failed: a background save is waited for, its error not raised again)."""
+        if self._pending is not None:
+            self._pending[1].join()
+            self._pending = None
         shutil.rmtree(self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             os.unlink(self.folder.parent / KEY_FILE)

@@ -103,7 +103,8 @@ class Linker:
         """Read every source and return the standardized records in canonical order (cached).
 
         ``progress`` gets the ``reading`` and ``standardizing`` stages. With ``checkpoints``
-        the records are saved there, or read back when an earlier run saved them.
+        the records are saved there (in the background: ``Checkpoints.save``; the table must
+        not be changed in place), or read back when an earlier run saved them.
         """
         if self.records_ is None:
             self._timings = {}
@@ -120,8 +121,12 @@ class Linker:
                 )
                 self.bad_rows_ = rejected.counts()
                 if checkpoints is not None:
+                    # written while blocking runs (reading them back waits for it)
                     checkpoints.save(
-                        "records", {"records": self.records_}, {"bad_rows": self.bad_rows_}
+                        "records",
+                        {"records": self.records_},
+                        {"bad_rows": self.bad_rows_},
+                        background=True,
                     )
         return self.records_
 
@@ -160,6 +165,8 @@ class Linker:
             checkpoints=checkpoints,
             golden_records=golden_records,
         )
+        if checkpoints is not None:
+            checkpoints.wait()  # the records' save failing is an error of the run
         read = self._timings.get("read", 0.0)
         seconds = {
             "read": round(read, 3),
