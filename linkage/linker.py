@@ -41,7 +41,7 @@ from linkage.progress import (
     stage_memory,
 )
 from linkage.store import Store
-from linkage.tables import attach_keys, column_subset, shared_text, text_columns
+from linkage.tables import attach_keys, column_subset, read_text_columns, text_columns
 
 logger = logging.getLogger(__name__)
 
@@ -277,34 +277,35 @@ class Linker:
             return search_report(store, record, top=top)
 
 
+class _SpilledRecords:
+    """Reads any of the full records table's columns back from the records checkpoint
+    (same rows and order, text columns as object with None, as standardizing made them;
+    unknown names left out): what golden records read of the columns a run did not hold."""
+
+    def __init__(self, checkpoints: Checkpoints, dtypes: dict[str, Any]):
+        self.checkpoints = checkpoints
+        self.text = {c for c, d in dtypes.items() if pd.api.types.is_object_dtype(d)}
+
+    def file(self) -> tuple[Path, set[str]]:
+        """The checkpoint's Parquet file (once written) and the names of its text columns,
+        for a worker process to read its own columns from."""
+        self.checkpoints.wait()
+        return self.checkpoints.path("records") / "records.parquet", set(self.text)
+
+    def __call__(self, columns: list[str]) -> pd.DataFrame:
+        path, text = self.file()
+        return read_text_columns(path, columns, text)
+
+
 def _spill_records(
     records: pd.DataFrame, config: RunConfig, checkpoints: Checkpoints
-) -> tuple[pd.DataFrame, Any]:
+) -> tuple[pd.DataFrame, _SpilledRecords]:
     """The records cut to ``pipeline.linking_columns``, and a reader of any of the full
-    table's columns from the records checkpoint (same rows and order, text columns as
-    object with None, as standardizing made them; unknown names left out)."""
+    table's columns from the records checkpoint (``_SpilledRecords``)."""
     dtypes = records.dtypes.to_dict()
     # columns shared where that keeps nothing else alive: the full table is freed once dropped
     cut = column_subset(records, linking_columns(config, list(records.columns)))
-
-    def read(columns: list[str]) -> pd.DataFrame:
-        present = [c for c in columns if c in dtypes]
-        is_object = pd.api.types.is_object_dtype
-        # A column at a time, each text column with one str per distinct value
-        # (tables.shared_text): converting Arrow text cell by cell makes a str per row
-        # (~100 bytes for an address), and holding every column's Arrow form at once
-        # added to the golden-records stage's peak (~0.5 GB at a million records).
-        out = {}
-        for col in present:
-            values = checkpoints.frame("records", "records", columns=[col])[col]
-            if is_object(dtypes[col]) and not is_object(values.dtype):
-                values = pd.Series(shared_text(values), dtype=object)
-            out[col] = values
-        if not out:  # no column asked is known: the rows alone, as pyarrow reads them
-            return checkpoints.frame("records", "records", columns=[])
-        return pd.DataFrame(out)
-
-    return cut, read
+    return cut, _SpilledRecords(checkpoints, dtypes)
 
 
 def write_outputs(

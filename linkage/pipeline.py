@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -33,6 +34,7 @@ from linkage.cluster import (
     sibling_parts,
 )
 from linkage.compare import (
+    PARALLEL_MIN_RECORDS,
     Comparison,
     Prepared,
     build_comparisons,
@@ -44,7 +46,7 @@ from linkage.compare import (
 from linkage.config import GoldenSettings, RunConfig
 from linkage.identity import cluster_ids, process_key
 from linkage.io import write_parquet
-from linkage.merge import merge_records
+from linkage.merge import WorkerShare, merge_records, worker_fields
 from linkage.model import FellegiSunterModel
 from linkage.progress import Progress, ProgressLike, as_progress, release_memory
 from linkage.tables import attach_keys, column_subset
@@ -540,67 +542,115 @@ def link_records(
     if golden_records is not None:
         # the caller spills: the comparing columns are done with, so hold only what
         # clustering and golden records read (columns that keep nothing else alive)
-        later = set(stage_columns(config, comparisons)["clustering"]) | set(golden_columns(settings))
+        later = set(stage_columns(config, comparisons)["clustering"]) | set(
+            golden_columns(settings)
+        )
         records = column_subset(records, [c for c in records.columns if c in later])
         release_memory()
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
     _stage(say, "clustering")
-    if checkpoints is not None and checkpoints.done("clustering"):
-        labels = checkpoints.frame("clustering", "labels")["label"]
-    else:
-        labels = cluster_records(records, cluster_input.finish(), config, siblings_held_out=True)
-        if checkpoints is not None:
-            frame = pd.DataFrame({"label": np.asarray(labels, dtype=np.int64)})
-            checkpoints.save("clustering", {"labels": frame})
-    del cluster_input
-    ids = cluster_ids(records, labels, id_key or process_key())
-    identities = pd.DataFrame(
-        {
-            schema.SOURCE: records[schema.SOURCE].to_numpy(),
-            schema.RECORD_ID: records[schema.RECORD_ID].to_numpy(),
-            schema.IDENTITY_ID: ids,
-        }
-    )
-    timings["cluster"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    _stage(say, "building golden records")
-    if golden_records is None:
-        golden = merge_records(records, pd.Series(ids), settings)
-    else:
-        golden = merge_records(
-            _golden_input(records, golden_columns(settings), golden_records),
-            pd.Series(ids),
-            settings,
+    # started now, it has imported what it needs by the time golden records begin
+    helper = _golden_worker(golden_records, n)
+    try:
+        if checkpoints is not None and checkpoints.done("clustering"):
+            labels = checkpoints.frame("clustering", "labels")["label"]
+        else:
+            labels = cluster_records(
+                records, cluster_input.finish(), config, siblings_held_out=True
+            )
+            if checkpoints is not None:
+                frame = pd.DataFrame({"label": np.asarray(labels, dtype=np.int64)})
+                checkpoints.save("clustering", {"labels": frame})
+        del cluster_input
+        ids = cluster_ids(records, labels, id_key or process_key())
+        identities = pd.DataFrame(
+            {
+                schema.SOURCE: records[schema.SOURCE].to_numpy(),
+                schema.RECORD_ID: records[schema.RECORD_ID].to_numpy(),
+                schema.IDENTITY_ID: ids,
+            }
         )
-    timings["merge"] = time.perf_counter() - t
+        timings["cluster"] = time.perf_counter() - t
 
-    stats = cluster_stats(pd.Series(ids))
-    summary = {
-        "records": int(n),
-        "records_per_source": {
-            str(k): int(v) for k, v in records[schema.SOURCE].value_counts(sort=False).items()
-        },
-        "candidate_pairs": int(n_pairs),
-        "pairs_per_rule": pairs_per_rule,
-        # predicted pairs and refinement per rule, as `linkage blocking` reports them
-        "blocking": {r["rule"]: {k: v for k, v in r.items() if k != "rule"} for r in blocking_rows},
-        "matches": matches,
-        "identities": int(identities[schema.IDENTITY_ID].nunique()),
-        "cluster_stats": {k: (v.item() if hasattr(v, "item") else v) for k, v in stats.items()},
-        "seconds": {k: round(v, 3) for k, v in timings.items()},
-    }
-    return LinkResult(
-        records=records,
-        pairs=scored,
-        identities=identities,
-        golden=golden,
-        model=model,
-        comparisons=comparisons,
-        summary=summary,
-    )
+        t = time.perf_counter()
+        _stage(say, "building golden records")
+        if golden_records is None:
+            golden = merge_records(records, pd.Series(ids), settings)
+        elif helper is None:
+            golden = merge_records(
+                _golden_input(records, golden_columns(settings), golden_records),
+                pd.Series(ids),
+                settings,
+            )
+        else:
+            import pyarrow.parquet as pq
+
+            path, text = golden_records.file()
+            away = worker_fields(settings, pq.read_schema(path).names)
+            # this process reads only its own fields' columns; the worker reads the others'
+            mine = GoldenSettings(
+                source_priority=settings.source_priority,
+                fields={f: r for f, r in settings.fields.items() if f not in away},
+            )
+            share = WorkerShare(helper, str(path), text, away)
+            golden = merge_records(
+                _golden_input(records, golden_columns(mine), golden_records),
+                pd.Series(ids),
+                settings,
+                share=share,
+            )
+        timings["merge"] = time.perf_counter() - t
+
+        stats = cluster_stats(pd.Series(ids))
+        summary = {
+            "records": int(n),
+            "records_per_source": {
+                str(k): int(v) for k, v in records[schema.SOURCE].value_counts(sort=False).items()
+            },
+            "candidate_pairs": int(n_pairs),
+            "pairs_per_rule": pairs_per_rule,
+            # predicted pairs and refinement per rule, as `linkage blocking` reports them
+            "blocking": {
+                r["rule"]: {k: v for k, v in r.items() if k != "rule"} for r in blocking_rows
+            },
+            "matches": matches,
+            "identities": int(identities[schema.IDENTITY_ID].nunique()),
+            "cluster_stats": {k: (v.item() if hasattr(v, "item") else v) for k, v in stats.items()},
+            "seconds": {k: round(v, 3) for k, v in timings.items()},
+        }
+        return LinkResult(
+            records=records,
+            pairs=scored,
+            identities=identities,
+            golden=golden,
+            model=model,
+            comparisons=comparisons,
+            summary=summary,
+        )
+    finally:
+        if helper is not None:
+            helper.close(kill=True)  # golden records closed it unless a stage failed
+
+
+def _golden_worker(golden_records: Callable | None, n_records: int) -> Any:
+    """A started worker process for golden records (``merge.WorkerShare``) when the caller
+    spills the records to a file a worker can read (``golden_records.file``), else None."""
+    if golden_records is None or not hasattr(golden_records, "file"):
+        return None
+    if n_records < PARALLEL_MIN_RECORDS:
+        return None
+    from linkage.standardize._distinct import _Worker
+
+    worker = _Worker()
+    try:
+        worker.warm(["linkage.merge"])
+    except OSError as exc:
+        logger.warning("golden records in one process: worker unavailable (%s)", exc)
+        worker.close(kill=True)
+        return None
+    return worker
 
 
 def _golden_input(
