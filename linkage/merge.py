@@ -308,9 +308,10 @@ def _golden_fields_from_file(
     from linkage.tables import read_text_columns
 
     path, text, fields, ranks = arg
-    columns = [schema.ID_VALID]
+    columns = []
     for _, rule in fields:
         columns += [rule.column] + ([rule.raw] if rule.raw is not None else [])
+        columns += [schema.ID_VALID] if rule.column == schema.ID_STD else []
     records = read_text_columns(path, list(dict.fromkeys(columns)), set(text))
     return [
         _golden_field(field, rule, *_field_inputs(records, rule), ranks) for field, rule in fields
@@ -318,7 +319,11 @@ def _golden_fields_from_file(
 
 
 # Relative cost of a golden field (CPU at a million records, ~0.45 s a unit) when splitting
-# the fields between this process and a worker; a field not listed counts 1.
+# the fields between this process and a worker; a field not listed counts 1. This process
+# also ranks the records and identities (_SHARED_COST); the worker reads each column of its
+# fields from the file (_READ_COST a column).
+_SHARED_COST = 2.0
+_READ_COST = 0.7
 _FIELD_COST = {
     "name": 2.5, "current_address": 2.5, "birth_date": 2.0, "id_number": 1.6, "phone": 1.2,
     "ethnicity": 0.5,
@@ -327,15 +332,16 @@ _FIELD_COST = {
 
 def worker_fields(settings: GoldenSettings, columns: Collection[str]) -> set[str]:
     """The golden fields a worker process builds (``WorkerShare``) of those whose column is
-    in ``columns``: the costliest first, each to the side with less work so far, this
-    process starting with the work every field shares (~3 units of ``_FIELD_COST``)."""
+    in ``columns``: the costliest first (``_FIELD_COST``), each to the side with less work
+    so far. This process starts with the work every field shares; the worker pays for
+    reading each column of its fields from the file."""
     fields = [(f, r) for f, r in settings.fields.items() if r.column in columns]
-    mine, theirs, out = 3.0, 0.0, set()
-    costs = sorted(fields, key=lambda f: -_FIELD_COST.get(f[0], 1.0))
-    for field, _ in costs:
+    mine, theirs, out = _SHARED_COST, 0.0, set()
+    for field, rule in sorted(fields, key=lambda f: -_FIELD_COST.get(f[0], 1.0)):
         cost = _FIELD_COST.get(field, 1.0)
+        read = _READ_COST * (1 + (rule.raw is not None and rule.raw in columns))
         if theirs < mine:
-            theirs += cost
+            theirs += cost + read
             out.add(field)
         else:
             mine += cost

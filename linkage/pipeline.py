@@ -466,7 +466,14 @@ def link_records(
 
     t = time.perf_counter()
     _stage(say, "blocking")
-    pairs, blocking_rows = _block(records, config, checkpoints)
+    # the comparisons' worker imports while blocking runs, instead of when they are prepared
+    early = _early_worker(["linkage.compare"], n)
+    try:
+        pairs, blocking_rows = _block(records, config, checkpoints)
+    except BaseException:
+        if early is not None:
+            early.close(kill=True)
+        raise
     n_pairs = len(pairs)
     pairs_per_rule = {
         str(k): int(v) for k, v in pairs[schema.RULE].value_counts(sort=False).items()
@@ -491,7 +498,9 @@ def link_records(
     # Preparing the records for the comparisons costs more than levelling the pairs: done
     # once, on both cores, for the compare stage, the u sample and the scoring chunks.
     if need_train or not scored_before:
-        prepared = prepare_comparisons(records, comparisons, parallel=True)
+        prepared = prepare_comparisons(records, comparisons, parallel=True, worker=early)
+    elif early is not None:
+        early.close()
     if compared_now:
         train_pairs = pairs if sample is None else pairs.iloc[sample].reset_index(drop=True)
         vectors, tf = compare_pairs(
@@ -552,7 +561,9 @@ def link_records(
     t = time.perf_counter()
     _stage(say, "clustering")
     # started now, it has imported what it needs by the time golden records begin
-    helper = _golden_worker(golden_records, n)
+    helper = None
+    if golden_records is not None and hasattr(golden_records, "file"):
+        helper = _early_worker(["linkage.merge"], n)
     try:
         if checkpoints is not None and checkpoints.done("clustering"):
             labels = checkpoints.frame("clustering", "labels")["label"]
@@ -634,20 +645,19 @@ def link_records(
             helper.close(kill=True)  # golden records closed it unless a stage failed
 
 
-def _golden_worker(golden_records: Callable | None, n_records: int) -> Any:
-    """A started worker process for golden records (``merge.WorkerShare``) when the caller
-    spills the records to a file a worker can read (``golden_records.file``), else None."""
-    if golden_records is None or not hasattr(golden_records, "file"):
-        return None
+def _early_worker(modules: list[str], n_records: int) -> Any:
+    """A worker process (``standardize._distinct._Worker``) started now and importing
+    ``modules``, for a later stage that shares its work with one; None for fewer than
+    ``PARALLEL_MIN_RECORDS`` records or when it cannot start (the stage then starts its own
+    or works alone)."""
     if n_records < PARALLEL_MIN_RECORDS:
         return None
     from linkage.standardize._distinct import _Worker
 
     worker = _Worker()
     try:
-        worker.warm(["linkage.merge"])
-    except OSError as exc:
-        logger.warning("golden records in one process: worker unavailable (%s)", exc)
+        worker.warm(modules)
+    except OSError:
         worker.close(kill=True)
         return None
     return worker

@@ -188,6 +188,7 @@ def prepare_comparisons(
     comparisons: Sequence[Comparison] | None = None,
     *,
     parallel: bool = False,
+    worker: Any = None,
 ) -> list[Prepared]:
     """Each comparison's ``prepare`` over the record columns, in the order of ``comparisons``.
 
@@ -202,18 +203,22 @@ def prepare_comparisons(
     next comparison, those reading most columns first, until none is left. The results
     equal one process's. An exception raised by ``prepare`` in the worker is raised here;
     a worker that cannot start or dies is logged and its comparison prepared here.
+    ``worker``: a ``standardize._distinct._Worker`` the caller started earlier (``warm``),
+    used instead of a new one with ``parallel``, and closed here in any case.
     """
     comparisons = list(default_comparisons() if comparisons is None else comparisons)
     out: list[Prepared | None] = [None] * len(comparisons)
     # most columns first: the name comparison (11 columns) is the costliest to prepare
     queue = sorted(range(len(comparisons)), key=lambda i: -len(comparisons[i].columns))
     if not parallel or len(records) < PARALLEL_MIN_RECORDS or len(comparisons) < 2:
+        if worker is not None:
+            worker.close()
         for i in queue:
             out[i] = comparisons[i].prepare(_record_columns(records, comparisons[i]))
         return out
     from linkage.standardize._distinct import _Worker
 
-    worker = _Worker()
+    worker = worker if worker is not None else _Worker()
     pending: int | None = None
     try:
         while queue or pending is not None:
