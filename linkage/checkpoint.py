@@ -23,6 +23,8 @@ import os
 import secrets
 import shutil
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,18 @@ def fingerprint(config: RunConfig, extra: bytes = b"") -> str:
     return digest.hexdigest()
 
 
+@dataclass
+class _Background:
+    """A stage being saved in a thread (``Checkpoints.save(..., background=True)``)."""
+
+    stage: str
+    thread: threading.Thread | None = None
+    error: BaseException | None = None  # what saving raised, raised again by ``wait``
+    finished: bool = False
+    then: list[Callable[[], None]] = field(default_factory=list)  # ``after_save`` callbacks
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class Checkpoints:
     """Stage outputs of one run under ``folder`` (``OUTPUT/.work``), valid for one fingerprint.
 
@@ -83,8 +97,7 @@ class Checkpoints:
         self.folder = Path(folder)
         self.fingerprint = fingerprint
         self.key = key
-        # the save running in a thread: (stage, thread, the exception it raised, if any)
-        self._pending: tuple[str, threading.Thread, list[BaseException]] | None = None
+        self._pending: _Background | None = None  # the save running in a thread
 
     @classmethod
     def open(
@@ -208,31 +221,54 @@ class Checkpoints:
         if not background:
             self._write(stage, frames, document)
             return
-        errors: list[BaseException] = []
+        job = _Background(stage)
 
         def write() -> None:
             try:
                 self._write(stage, frames, document)
             except BaseException as exc:  # raised again by wait, in the caller's thread
-                errors.append(exc)
+                job.error = exc
+            with job.lock:
+                job.finished = True
+                then, job.then = job.then, []
+            for callback in then if job.error is None else []:
+                try:
+                    callback()
+                except Exception:  # noqa: BLE001 - a hook's failure is not the save's
+                    logger.warning("after saving %s", stage, exc_info=True)
 
-        thread = threading.Thread(target=write, name=f"linkage-checkpoint-{stage}")
-        self._pending = (stage, thread, errors)
-        thread.start()
+        job.thread = threading.Thread(target=write, name=f"linkage-checkpoint-{stage}")
+        self._pending = job
+        job.thread.start()
+
+    def after_save(self, stage: str, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once ``stage`` is saved: at once when it is done, from the
+        saving thread when it saves in the background (an exception it raises is logged);
+        never when that save fails or the stage is neither done nor saving."""
+        job = self._pending
+        if job is not None and job.stage == stage:
+            with job.lock:
+                if not job.finished:
+                    job.then.append(callback)
+                    return
+            if job.error is not None:
+                return
+        elif not self.done(stage):
+            return
+        callback()
 
     def wait(self) -> None:
         """Wait for a save running in the background; raise what it raised (the exception a
         save in the foreground raises)."""
-        if self._pending is None:
+        job, self._pending = self._pending, None
+        if job is None:
             return
-        _, thread, errors = self._pending
-        thread.join()
-        self._pending = None
-        if errors:
-            raise errors[0]
+        job.thread.join()
+        if job.error is not None:
+            raise job.error
 
     def _wait_for(self, stage: str) -> None:
-        if self._pending is not None and self._pending[0] == stage:
+        if self._pending is not None and self._pending.stage == stage:
             self.wait()
 
     def _write(self, stage: str, frames: dict[str, pd.DataFrame] | None, document: Any) -> None:
@@ -262,9 +298,9 @@ class Checkpoints:
     def remove(self) -> None:
         """Delete the checkpoint folder and its key (the run's outputs are written, or it
         failed: a background save is waited for, its error not raised again)."""
-        if self._pending is not None:
-            self._pending[1].join()
-            self._pending = None
+        job, self._pending = self._pending, None
+        if job is not None:
+            job.thread.join()
         shutil.rmtree(self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             os.unlink(self.folder.parent / KEY_FILE)

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +292,12 @@ class _SpilledRecords:
         for a worker process to read its own columns from."""
         self.checkpoints.wait()
         return self.checkpoints.path("records") / "records.parquet", set(self.text)
+
+    def when_written(self, callback: Callable[[Path, set[str]], None]) -> None:
+        """Call ``callback(path, text)`` (``file``'s) once the checkpoint is written: from
+        the thread writing it, or at once (``Checkpoints.after_save``)."""
+        path = self.checkpoints.path("records") / "records.parquet"
+        self.checkpoints.after_save("records", lambda: callback(path, set(self.text)))
 
     def __call__(self, columns: list[str]) -> pd.DataFrame:
         path, text = self.file()

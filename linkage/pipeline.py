@@ -9,6 +9,8 @@ steps a run reports, in order. Must not import the incremental layer, the Linker
 from __future__ import annotations
 
 import logging
+import pickle
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from linkage.compare import (
     compare,
     pair_tf,
     prepare_comparisons,
+    prepare_from_file,
     term_frequencies,
 )
 from linkage.config import GoldenSettings, RunConfig
@@ -466,8 +469,9 @@ def link_records(
 
     t = time.perf_counter()
     _stage(say, "blocking")
-    # the comparisons' worker imports while blocking runs, instead of when they are prepared
-    early = _early_worker(["linkage.compare"], n)
+    # the comparisons' worker imports while blocking runs, instead of when they are prepared,
+    # and prepares its share from the records checkpoint as soon as that is written
+    early = _EarlyPrepare.start(comparisons, golden_records, n)
     try:
         pairs, blocking_rows = _block(records, config, checkpoints)
     except BaseException:
@@ -497,10 +501,13 @@ def link_records(
     vectors = tf = prepared = None
     # Preparing the records for the comparisons costs more than levelling the pairs: done
     # once, on both cores, for the compare stage, the u sample and the scoring chunks.
-    if need_train or not scored_before:
-        prepared = prepare_comparisons(records, comparisons, parallel=True, worker=early)
+    if (need_train or not scored_before) and early is not None and early.ready():
+        prepared = early.prepare(records)
+    elif need_train or not scored_before:
+        worker = early.worker if early is not None else None
+        prepared = prepare_comparisons(records, comparisons, parallel=True, worker=worker)
     elif early is not None:
-        early.close()
+        early.close(kill=True)
     if compared_now:
         train_pairs = pairs if sample is None else pairs.iloc[sample].reset_index(drop=True)
         vectors, tf = compare_pairs(
@@ -643,6 +650,94 @@ def link_records(
     finally:
         if helper is not None:
             helper.close(kill=True)  # golden records closed it unless a stage failed
+
+
+class _EarlyPrepare:
+    """Comparisons a worker process prepares while blocking runs: started before blocking
+    (importing ``linkage.compare``), it is sent its share by the thread writing the records
+    checkpoint once the file is written (``compare.prepare_from_file``) and reads its
+    columns from there, so this process neither waits for it nor pickles columns to it."""
+
+    def __init__(self, worker: Any, comparisons: list[Comparison]):
+        self.worker = worker
+        self.comparisons = comparisons
+        # the worker's share: all but the comparison reading the most columns (this process
+        # prepares it when blocking is done) and those reading one or two (cheaper here
+        # than read from the file there)
+        order = sorted(range(len(comparisons)), key=lambda i: -len(comparisons[i].columns))
+        self.theirs = [i for i in order[1:] if len(comparisons[i].columns) > 2]
+        self.lock = threading.Lock()
+        self.sent = False
+        self.closed = False
+        self._written: Callable[[], Any] = lambda: None  # waits for the records checkpoint
+
+    @classmethod
+    def start(
+        cls, comparisons: list[Comparison], golden_records: Callable | None, n_records: int
+    ) -> _EarlyPrepare | None:
+        """One started for these records, or None: fewer than ``PARALLEL_MIN_RECORDS``,
+        no records file a worker can read (``golden_records.when_written``) or a worker
+        that cannot start."""
+        if golden_records is None or not hasattr(golden_records, "when_written"):
+            return None
+        worker = _early_worker(["linkage.compare"], n_records)
+        if worker is None:
+            return None
+        early = cls(worker, comparisons)
+        early._written = golden_records.file
+        if early.theirs:
+            golden_records.when_written(early._send)
+        return early
+
+    def ready(self) -> bool:
+        """Whether the worker has its share (once the records checkpoint is written)."""
+        self._written()
+        with self.lock:
+            return self.sent
+
+    def _send(self, path: Path, text: set[str]) -> None:
+        """Send the worker its share (from the checkpoint's writing thread)."""
+        with self.lock:
+            if self.closed:
+                return
+            arg = (str(path), sorted(text), [self.comparisons[i] for i in self.theirs])
+            try:
+                self.worker.send(prepare_from_file, arg)
+            except OSError as exc:
+                logger.warning("preparing comparisons in one process: worker unavailable (%s)", exc)
+                return
+            self.sent = True
+
+    def prepare(self, records: pd.DataFrame) -> list[Prepared]:
+        """Every comparison prepared: this process's share here while the worker finishes
+        its own (prepared here too when the worker fails), in ``comparisons`` order."""
+        with self.lock:
+            self.closed = True  # nothing is sent from now on
+        mine = [i for i in range(len(self.comparisons)) if i not in self.theirs]
+        out: list[Prepared | None] = [None] * len(self.comparisons)
+        try:
+            for i, p in zip(
+                mine, prepare_comparisons(records, [self.comparisons[i] for i in mine])
+            ):
+                out[i] = p
+            try:
+                for i, p in zip(self.theirs, self.worker.receive(), strict=True):
+                    out[i] = p
+            except (EOFError, OSError, pickle.UnpicklingError) as exc:
+                logger.warning("preparing comparisons here: worker stopped (%s)", exc)
+                self.worker.close(kill=True)
+                rest = [self.comparisons[i] for i in self.theirs]
+                for i, p in zip(self.theirs, prepare_comparisons(records, rest)):
+                    out[i] = p
+        finally:
+            self.worker.close(kill=any(p is None for p in out))
+        return out
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the worker (its share is not needed)."""
+        with self.lock:
+            self.closed = True
+        self.worker.close(kill=kill)
 
 
 def _early_worker(modules: list[str], n_records: int) -> Any:

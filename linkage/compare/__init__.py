@@ -183,6 +183,21 @@ def _prepare_one(arg: tuple[Comparison, dict[str, np.ndarray]]) -> Prepared:
     return comparison.prepare(columns)
 
 
+def prepare_from_file(arg: tuple[str, list[str], list[Comparison]]) -> list[Prepared]:
+    """Each comparison's ``prepare`` over its columns read from a Parquet file of the records
+    (``tables.read_text_columns``: the names of its text columns are given), one comparison
+    at a time: a worker process's share of a run's preparing, read from the records
+    checkpoint instead of sent through its pipe."""
+    from linkage.tables import read_text_columns
+
+    path, text, comparisons = arg
+    out = []
+    for comparison in comparisons:
+        frame = read_text_columns(path, list(comparison.columns), set(text))
+        out.append(comparison.prepare(_record_columns(frame, comparison)))
+    return out
+
+
 def prepare_comparisons(
     records: pd.DataFrame,
     comparisons: Sequence[Comparison] | None = None,
