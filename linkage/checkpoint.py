@@ -22,6 +22,9 @@ import logging
 import os
 import secrets
 import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,19 +71,33 @@ def fingerprint(config: RunConfig, extra: bytes = b"") -> str:
     return digest.hexdigest()
 
 
+@dataclass
+class _Background:
+    """A stage being saved in a thread (``Checkpoints.save(..., background=True)``)."""
+
+    stage: str
+    thread: threading.Thread | None = None
+    error: BaseException | None = None  # what saving raised, raised again by ``wait``
+    finished: bool = False
+    then: list[Callable[[], None]] = field(default_factory=list)  # ``after_save`` callbacks
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class Checkpoints:
     """Stage outputs of one run under ``folder`` (``OUTPUT/.work``), valid for one fingerprint.
 
     ``Checkpoints.open`` clears the folder unless it resumes a run of the same fingerprint.
     ``done(stage)`` says whether a stage finished; ``save`` writes a stage's frames and JSON
-    document and then its marker; ``frame``/``document`` read them back; ``remove`` deletes
-    the folder once the run's outputs are written.
+    document and then its marker (``background=True``: in a thread, while the run goes on;
+    ``wait`` joins it); ``frame``/``document`` read them back; ``remove`` deletes the folder
+    once the run's outputs are written.
     """
 
     def __init__(self, folder: Path, fingerprint: str, key: bytes):
         self.folder = Path(folder)
         self.fingerprint = fingerprint
         self.key = key
+        self._pending: _Background | None = None  # the save running in a thread
 
     @classmethod
     def open(
@@ -177,13 +194,84 @@ class Checkpoints:
         return path
 
     def done(self, stage: str) -> bool:
-        """Whether ``stage`` finished (its marker exists)."""
+        """Whether ``stage`` finished (its marker exists; a stage saving in the background
+        is waited for)."""
+        self._wait_for(stage)
         return (self.folder / f"{stage}.done").is_file()
 
     def save(
-        self, stage: str, frames: dict[str, pd.DataFrame] | None = None, document: Any = None
+        self,
+        stage: str,
+        frames: dict[str, pd.DataFrame] | None = None,
+        document: Any = None,
+        *,
+        background: bool = False,
     ) -> None:
-        """Write ``frames`` as ``<stage>/<name>.parquet``, then the marker holding ``document``."""
+        """Write ``frames`` as ``<stage>/<name>.parquet``, then the marker holding ``document``.
+
+        With ``background``, the writing runs in a thread and this returns at once: pyarrow
+        encodes and compresses without the interpreter lock, so the run's next stage goes on
+        meanwhile (a million standardized records take ~7 s to write). The frames must not
+        change until it is done. An earlier background save is waited for first, so markers
+        are written in stage order (a resumed run never finds a later stage done without
+        the earlier one); reading the stage back (``done``, ``frame``, ``document``) and
+        ``wait`` wait for it and raise what writing it raised.
+        """
+        self.wait()
+        if not background:
+            self._write(stage, frames, document)
+            return
+        job = _Background(stage)
+
+        def write() -> None:
+            try:
+                self._write(stage, frames, document)
+            except BaseException as exc:  # raised again by wait, in the caller's thread
+                job.error = exc
+            with job.lock:
+                job.finished = True
+                then, job.then = job.then, []
+            for callback in then if job.error is None else []:
+                try:
+                    callback()
+                except Exception:  # noqa: BLE001 - a hook's failure is not the save's
+                    logger.warning("after saving %s", stage, exc_info=True)
+
+        job.thread = threading.Thread(target=write, name=f"linkage-checkpoint-{stage}")
+        self._pending = job
+        job.thread.start()
+
+    def after_save(self, stage: str, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once ``stage`` is saved: at once when it is done, from the
+        saving thread when it saves in the background (an exception it raises is logged);
+        never when that save fails or the stage is neither done nor saving."""
+        job = self._pending
+        if job is not None and job.stage == stage:
+            with job.lock:
+                if not job.finished:
+                    job.then.append(callback)
+                    return
+            if job.error is not None:
+                return
+        elif not self.done(stage):
+            return
+        callback()
+
+    def wait(self) -> None:
+        """Wait for a save running in the background; raise what it raised (the exception a
+        save in the foreground raises)."""
+        job, self._pending = self._pending, None
+        if job is None:
+            return
+        job.thread.join()
+        if job.error is not None:
+            raise job.error
+
+    def _wait_for(self, stage: str) -> None:
+        if self._pending is not None and self._pending.stage == stage:
+            self.wait()
+
+    def _write(self, stage: str, frames: dict[str, pd.DataFrame] | None, document: Any) -> None:
         for name, frame in (frames or {}).items():
             write_parquet(frame, self.path(stage) / f"{name}.parquet")
         text = json.dumps(document, ensure_ascii=False)
@@ -194,11 +282,13 @@ class Checkpoints:
 
     def document(self, stage: str) -> Any:
         """The JSON document saved with ``stage``'s marker."""
+        self._wait_for(stage)
         marker = json.loads((self.folder / f"{stage}.done").read_text(encoding="utf-8"))
         return json.loads(marker["document"])
 
     def frame(self, stage: str, name: str, columns: list[str] | None = None) -> pd.DataFrame:
         """One frame of a finished stage (only ``columns`` of it when given)."""
+        self._wait_for(stage)
         return pd.read_parquet(self.folder / stage / f"{name}.parquet", columns=columns)
 
     def parts(self, stage: str) -> list[Path]:
@@ -206,7 +296,11 @@ class Checkpoints:
         return sorted((self.folder / stage).glob("part-*.parquet"))
 
     def remove(self) -> None:
-        """Delete the checkpoint folder and its key (the run's outputs are written)."""
+        """Delete the checkpoint folder and its key (the run's outputs are written, or it
+        failed: a background save is waited for, its error not raised again)."""
+        job, self._pending = self._pending, None
+        if job is not None:
+            job.thread.join()
         shutil.rmtree(self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             os.unlink(self.folder.parent / KEY_FILE)

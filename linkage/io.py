@@ -30,6 +30,7 @@ from linkage.config import RunConfig, SourceConfig
 from linkage.errors import InputError
 from linkage.progress import ProgressLike, as_progress
 from linkage.spreadsheet import neutralize_formulas, restore_formulas  # noqa: F401 - re-exported
+from linkage.standardize._distinct import PARALLEL_MIN_DISTINCT, warm_up, worker_process
 from linkage.standardize.combine import FIELDS, standardize
 from linkage.tables import _is_text_dtype, text_columns
 
@@ -1273,14 +1274,36 @@ def read_records(
     aside = None
     if config.run.bad_rows is not None:
         aside = rejected if rejected is not None else RejectedRows()
-    try:
-        raw = read_sources(config, progress=report, rejected=aside)
-    finally:
-        # written even when a source is refused afterwards: it tells why it had no row left
-        if aside is not None:
-            aside.write(config.run.bad_rows)
-    raw = raw.iloc[_canonical_order(raw)]
-    if timings is not None:
-        timings["read"] = time.perf_counter() - t
-    report.stage("standardizing", total=len(raw) * len(FIELDS), unit="values")
-    return standardize(raw, config.standardize, timings=timings, step=report.advance, parallel=True)
+    # standardizing's worker process imports its tables on the other core while this one
+    # reads: started at the first large field instead, that field waited for it
+    with worker_process(_input_bytes(config) >= _WORKER_EARLY_BYTES):
+        warm_up(["linkage.standardize.combine"])
+        try:
+            raw = read_sources(config, progress=report, rejected=aside)
+        finally:
+            # written even when a source is refused afterwards: it tells why it had no row left
+            if aside is not None:
+                aside.write(config.run.bad_rows)
+        raw = raw.iloc[_canonical_order(raw)]
+        if timings is not None:
+            timings["read"] = time.perf_counter() - t
+        report.stage("standardizing", total=len(raw) * len(FIELDS), unit="values")
+        return standardize(
+            raw, config.standardize, timings=timings, step=report.advance, parallel=True
+        )
+
+
+# Input bytes from which standardizing's worker starts before the files are read: a field
+# uses it from PARALLEL_MIN_DISTINCT distinct values, and a record takes ~100-200 bytes.
+_WORKER_EARLY_BYTES = PARALLEL_MIN_DISTINCT * 100
+
+
+def _input_bytes(config: RunConfig) -> int:
+    """Bytes of the config's source files (those that can be read; 0 for the others)."""
+    total = 0
+    for source in config.sources.values():
+        try:
+            total += os.path.getsize(source.path)
+        except (OSError, TypeError):
+            continue
+    return total

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from linkage.progress import (
     stage_memory,
 )
 from linkage.store import Store
-from linkage.tables import attach_keys, column_subset, shared_text, text_columns
+from linkage.tables import attach_keys, column_subset, read_text_columns, text_columns
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,8 @@ class Linker:
         """Read every source and return the standardized records in canonical order (cached).
 
         ``progress`` gets the ``reading`` and ``standardizing`` stages. With ``checkpoints``
-        the records are saved there, or read back when an earlier run saved them.
+        the records are saved there (in the background: ``Checkpoints.save``; the table must
+        not be changed in place), or read back when an earlier run saved them.
         """
         if self.records_ is None:
             self._timings = {}
@@ -120,8 +122,12 @@ class Linker:
                 )
                 self.bad_rows_ = rejected.counts()
                 if checkpoints is not None:
+                    # written while blocking runs (reading them back waits for it)
                     checkpoints.save(
-                        "records", {"records": self.records_}, {"bad_rows": self.bad_rows_}
+                        "records",
+                        {"records": self.records_},
+                        {"bad_rows": self.bad_rows_},
+                        background=True,
                     )
         return self.records_
 
@@ -160,6 +166,8 @@ class Linker:
             checkpoints=checkpoints,
             golden_records=golden_records,
         )
+        if checkpoints is not None:
+            checkpoints.wait()  # the records' save failing is an error of the run
         read = self._timings.get("read", 0.0)
         seconds = {
             "read": round(read, 3),
@@ -270,34 +278,41 @@ class Linker:
             return search_report(store, record, top=top)
 
 
+class _SpilledRecords:
+    """Reads any of the full records table's columns back from the records checkpoint
+    (same rows and order, text columns as object with None, as standardizing made them;
+    unknown names left out): what golden records read of the columns a run did not hold."""
+
+    def __init__(self, checkpoints: Checkpoints, dtypes: dict[str, Any]):
+        self.checkpoints = checkpoints
+        self.text = {c for c, d in dtypes.items() if pd.api.types.is_object_dtype(d)}
+
+    def file(self) -> tuple[Path, set[str]]:
+        """The checkpoint's Parquet file (once written) and the names of its text columns,
+        for a worker process to read its own columns from."""
+        self.checkpoints.wait()
+        return self.checkpoints.path("records") / "records.parquet", set(self.text)
+
+    def when_written(self, callback: Callable[[Path, set[str]], None]) -> None:
+        """Call ``callback(path, text)`` (``file``'s) once the checkpoint is written: from
+        the thread writing it, or at once (``Checkpoints.after_save``)."""
+        path = self.checkpoints.path("records") / "records.parquet"
+        self.checkpoints.after_save("records", lambda: callback(path, set(self.text)))
+
+    def __call__(self, columns: list[str]) -> pd.DataFrame:
+        path, text = self.file()
+        return read_text_columns(path, columns, text)
+
+
 def _spill_records(
     records: pd.DataFrame, config: RunConfig, checkpoints: Checkpoints
-) -> tuple[pd.DataFrame, Any]:
+) -> tuple[pd.DataFrame, _SpilledRecords]:
     """The records cut to ``pipeline.linking_columns``, and a reader of any of the full
-    table's columns from the records checkpoint (same rows and order, text columns as
-    object with None, as standardizing made them; unknown names left out)."""
+    table's columns from the records checkpoint (``_SpilledRecords``)."""
     dtypes = records.dtypes.to_dict()
     # columns shared where that keeps nothing else alive: the full table is freed once dropped
     cut = column_subset(records, linking_columns(config, list(records.columns)))
-
-    def read(columns: list[str]) -> pd.DataFrame:
-        present = [c for c in columns if c in dtypes]
-        is_object = pd.api.types.is_object_dtype
-        # A column at a time, each text column with one str per distinct value
-        # (tables.shared_text): converting Arrow text cell by cell makes a str per row
-        # (~100 bytes for an address), and holding every column's Arrow form at once
-        # added to the golden-records stage's peak (~0.5 GB at a million records).
-        out = {}
-        for col in present:
-            values = checkpoints.frame("records", "records", columns=[col])[col]
-            if is_object(dtypes[col]) and not is_object(values.dtype):
-                values = pd.Series(shared_text(values), dtype=object)
-            out[col] = values
-        if not out:  # no column asked is known: the rows alone, as pyarrow reads them
-            return checkpoints.frame("records", "records", columns=[])
-        return pd.DataFrame(out)
-
-    return cut, read
+    return cut, _SpilledRecords(checkpoints, dtypes)
 
 
 def write_outputs(

@@ -6,6 +6,12 @@ its settings from config and the filler list of the standardize stage.
 
 from __future__ import annotations
 
+import logging
+import pickle
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -13,6 +19,8 @@ from linkage import schema
 from linkage.config import DEFAULT_FIELDS, FieldRule, GoldenSettings  # noqa: F401 - re-exported
 from linkage.standardize._fillers import FILLER_TEXTS, is_filler_text
 from linkage.tables import packed_lexsort, shared_text, sorted_unique
+
+logger = logging.getLogger(__name__)
 
 # Fields where two different values inside one identity are worth an analyst's look.
 CONFLICT_FIELDS = (schema.ID_NUMBER, schema.BIRTH_DATE, schema.GENDER)
@@ -191,10 +199,182 @@ def _picked(
     return pd.array(column, dtype=_TEXT_DTYPE)
 
 
+def _golden_field(
+    field: str,
+    rule: FieldRule,
+    values: pd.Series,
+    raw: pd.Series | None,
+    valid: np.ndarray,
+    ranks: _Ranks,
+) -> tuple[object, np.ndarray, np.ndarray, np.ndarray | None]:
+    """One field of the golden records: its column (``_picked``), the chosen record of
+    each identity that has a value (rows and identity codes, for the provenance columns)
+    and, for a ``CONFLICT_FIELDS`` field, its conflict text per identity (else None).
+
+    ``values``: the rule's column; ``raw``: the shown column (``rule.raw``) when the records
+    have it; ``valid``: the ID-validity mask (all True unless the field reads ``id_std``).
+    A function, so that its arrays and strings are freed when it returns.
+    """
+    ident_codes, n_ident = ranks.ident_codes, ranks.n_ident
+    value_codes, value_names = pd.factorize(pd.Series(values.to_numpy(), dtype=object))
+    # raw columns (addresses) may hold fillers such as 不详: never a golden value
+    filler = np.append(_filler_mask(np.asarray(value_names, dtype=object)), False)
+    present = (value_codes >= 0) & ~filler[value_codes]
+    rows = np.flatnonzero(present)
+    shown = values
+    held = np.ones(len(rows), dtype=bool)
+    if raw is not None:
+        # one object per distinct shown value: golden records keep references to them
+        shown = pd.Series(_stripped_text(raw), index=values.index, dtype=object)
+        held = shown.to_numpy(dtype=object)[rows] == values.to_numpy(dtype=object)[rows]
+    ic, vc = ident_codes[rows], value_codes[rows].astype(np.int64)
+    pair_key = ic.astype(np.int64) * (len(value_names) + 1) + vc
+    freq = _group_counts(pair_key)
+    v_ok, s_rank, r_rank, k_rank = (
+        valid[rows],
+        ranks.source[rows],
+        ranks.recent[rows],
+        ranks.key[rows],
+    )
+    # np.lexsort sorts by the last key first; negate for descending keys
+    if rule.rule == "valid_id":
+        keys = (k_rank, s_rank, -freq, ~v_ok, ic)
+    elif rule.rule == "most_frequent":
+        keys = (k_rank, -r_rank, s_rank, ~held, -freq, ic)
+    elif rule.rule == "most_recent":
+        keys = (k_rank, s_rank, -r_rank, ic)
+    else:
+        keys = (k_rank, -r_rank, s_rank, ic)
+    order = packed_lexsort(keys)
+    sorted_ident = ic[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = sorted_ident[1:] != sorted_ident[:-1]
+    chosen_rows = rows[order[first]]
+    chosen_ident = sorted_ident[first]
+    column = _picked(shown.to_numpy(dtype=object), None, chosen_rows, chosen_ident, n_ident)
+    conflict = None
+    if field in CONFLICT_FIELDS:
+        pool = v_ok if rule.rule == "valid_id" else np.ones(len(rows), dtype=bool)
+        distinct = sorted_unique(pair_key[pool])
+        owners = distinct // (len(value_names) + 1)
+        n_distinct = np.bincount(owners, minlength=n_ident)
+        conflict = np.full(n_ident, "", dtype=object)
+        several = np.flatnonzero(n_distinct > 1)
+        if len(several):
+            keep = np.isin(owners, several)
+            frame = pd.DataFrame(
+                {
+                    "owner": owners[keep],
+                    "value": np.asarray(value_names, dtype=object)[
+                        distinct[keep] % (len(value_names) + 1)
+                    ],
+                }
+            )
+            joined = frame.groupby("owner")["value"].agg(lambda v: "|".join(sorted(map(str, v))))
+            conflict[joined.index.to_numpy()] = (f"{field}=" + joined).to_numpy()
+    return column, chosen_rows, chosen_ident, conflict
+
+
+@dataclass(frozen=True)
+class _Ranks:
+    """What every golden field ranks records by: identity codes and integer ranks per record
+    (source priority, recency, record key)."""
+
+    ident_codes: np.ndarray
+    n_ident: int
+    source: np.ndarray
+    recent: np.ndarray
+    key: np.ndarray
+
+
+def _field_inputs(
+    records: pd.DataFrame, rule: FieldRule
+) -> tuple[pd.Series, pd.Series | None, np.ndarray]:
+    """The rule's column, its shown column (None when the records lack it) and the
+    ID-validity mask of :func:`_golden_field`."""
+    if rule.column == schema.ID_STD and schema.ID_VALID in records:
+        valid = records[schema.ID_VALID].eq(True).to_numpy(dtype=bool, na_value=False)
+    else:
+        valid = np.ones(len(records), dtype=bool)
+    raw = records[rule.raw] if rule.raw is not None and rule.raw in records.columns else None
+    return records[rule.column], raw, valid
+
+
+def _golden_fields_from_file(
+    arg: tuple[str, list[str], list[tuple[str, FieldRule]], _Ranks],
+) -> list[tuple[object, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """:func:`_golden_field` of several fields, their columns read from a Parquet file of
+    the records (``read_text_columns``): the worker process's share of ``merge_records``."""
+    from linkage.tables import read_text_columns
+
+    path, text, fields, ranks = arg
+    columns = []
+    for _, rule in fields:
+        columns += [rule.column] + ([rule.raw] if rule.raw is not None else [])
+        columns += [schema.ID_VALID] if rule.column == schema.ID_STD else []
+    records = read_text_columns(path, list(dict.fromkeys(columns)), set(text))
+    return [
+        _golden_field(field, rule, *_field_inputs(records, rule), ranks) for field, rule in fields
+    ]
+
+
+# Relative cost of a golden field (CPU at a million records, ~0.45 s a unit) when splitting
+# the fields between this process and a worker; a field not listed counts 1. This process
+# also ranks the records and identities (_SHARED_COST); the worker reads each column of its
+# fields from the file (_READ_COST a column).
+_SHARED_COST = 2.0
+_READ_COST = 0.7
+_FIELD_COST = {
+    "name": 2.5, "current_address": 2.5, "birth_date": 2.0, "id_number": 1.6, "phone": 1.2,
+    "ethnicity": 0.5,
+}  # fmt: skip
+
+
+def worker_fields(settings: GoldenSettings, columns: Collection[str]) -> set[str]:
+    """The golden fields a worker process builds (``WorkerShare``) of those whose column is
+    in ``columns``: the costliest first (``_FIELD_COST``), each to the side with less work
+    so far. This process starts with the work every field shares; the worker pays for
+    reading each column of its fields from the file."""
+    fields = [(f, r) for f, r in settings.fields.items() if r.column in columns]
+    mine, theirs, out = _SHARED_COST, 0.0, set()
+    for field, rule in sorted(fields, key=lambda f: -_FIELD_COST.get(f[0], 1.0)):
+        cost = _FIELD_COST.get(field, 1.0)
+        read = _READ_COST * (1 + (rule.raw is not None and rule.raw in columns))
+        if theirs < mine:
+            theirs += cost + read
+            out.add(field)
+        else:
+            mine += cost
+    return out
+
+
+@dataclass
+class WorkerShare:
+    """The golden fields a worker process builds (``merge_records(..., share=)``): a started
+    ``standardize._distinct._Worker``, a Parquet file of the same records in the same order
+    (the batch run's records checkpoint), the names of its text columns and the fields
+    (``worker_fields``) whose columns the worker reads from it."""
+
+    worker: Any
+    path: str
+    text: set[str]
+    fields: set[str]
+
+
 def merge_records(
-    records: pd.DataFrame, identities: pd.Series, settings: GoldenSettings | None = None
+    records: pd.DataFrame,
+    identities: pd.Series,
+    settings: GoldenSettings | None = None,
+    *,
+    share: WorkerShare | None = None,
 ) -> pd.DataFrame:
-    """Return one golden record per identity with ``<field>_source``/``<field>_record_id`` provenance."""
+    """Return one golden record per identity with ``<field>_source``/``<field>_record_id`` provenance.
+
+    With ``share``, its worker builds its fields (their columns need not be in ``records``)
+    while this process builds the others: fields are independent, and the result is the
+    same. The worker is closed here; one that dies is logged and its fields built here
+    from the file.
+    """
     settings = settings or GoldenSettings()
     n = len(records)
     if isinstance(identities.dtype, pd.StringDtype):
@@ -212,6 +392,22 @@ def merge_records(
     del record_ids  # its Arrow copy is not needed past the key ranks
     recent = records.get(schema.REGISTERED_AT_STD)
     recent_rank = _dense_rank(recent) if recent is not None else np.full(n, -1, np.int64)
+    ranks = _Ranks(ident_codes, n_ident, src_rank, recent_rank, key_rank)
+    shared = share.fields if share is not None else set()
+    fields = [
+        (f, r) for f, r in settings.fields.items() if r.column in records.columns or f in shared
+    ]
+    away = [(f, r) for f, r in fields if f in shared]
+    worker = share.worker if share is not None else None
+    if away:
+        try:
+            worker.send(_golden_fields_from_file, (share.path, sorted(share.text), away, ranks))
+        except OSError as exc:  # the worker could not start or died: all fields here
+            logger.warning("golden records in one process: worker unavailable (%s)", exc)
+            worker.close(kill=True)
+            away = []
+    elif worker is not None:
+        worker.close()
     src_np, rid_np = _text_objects(records[schema.SOURCE]), _text_objects(records[schema.RECORD_ID])
     # Arrow forms once, for the provenance columns of every field (None: built from objects)
     src_arrow, rid_arrow = _arrow_text(src_np), _arrow_text(rid_np)
@@ -229,83 +425,34 @@ def merge_records(
     }
     golden["sources"] = [mask_text[int(m)] for m in masks]
 
+    results = {}
+    try:
+        for field, rule in fields:
+            if field not in {f for f, _ in away}:
+                results[field] = _golden_field(field, rule, *_field_inputs(records, rule), ranks)
+        if away:
+            try:
+                results.update(zip([f for f, _ in away], worker.receive(), strict=True))
+            except (EOFError, OSError, pickle.UnpicklingError) as exc:
+                logger.warning("golden records: worker stopped (%s): its fields built here", exc)
+                worker.close(kill=True)
+                arg = (share.path, sorted(share.text), away, ranks)
+                results.update(
+                    zip([f for f, _ in away], _golden_fields_from_file(arg), strict=True)
+                )
+    finally:
+        if away:
+            worker.close(kill=len(results) < len(fields))  # a reply still pending: stop it
     conflict_parts: list[np.ndarray] = []
-
-    def one_field(field: str, rule: FieldRule) -> None:
-        # a function, so that its arrays and strings are freed when it returns: a
-        # loop kept the last field's (~50 MB at 300,000 records) while the next was built
-        values = records[rule.column]
-        value_codes, value_names = pd.factorize(pd.Series(values.to_numpy(), dtype=object))
-        # raw columns (addresses) may hold fillers such as 不详: never a golden value
-        filler = np.append(_filler_mask(np.asarray(value_names, dtype=object)), False)
-        present = (value_codes >= 0) & ~filler[value_codes]
-        if rule.column == schema.ID_STD and schema.ID_VALID in records:
-            valid = records[schema.ID_VALID].eq(True).to_numpy(dtype=bool, na_value=False)
-        else:
-            valid = np.ones(n, dtype=bool)
-        rows = np.flatnonzero(present)
-        shown = values
-        held = np.ones(len(rows), dtype=bool)
-        if rule.raw is not None and rule.raw in records.columns:
-            # one object per distinct shown value: golden records keep references to them
-            shown = pd.Series(_stripped_text(records[rule.raw]), index=records.index, dtype=object)
-            held = shown.to_numpy(dtype=object)[rows] == values.to_numpy(dtype=object)[rows]
-        ic, vc = ident_codes[rows], value_codes[rows].astype(np.int64)
-        pair_key = ic.astype(np.int64) * (len(value_names) + 1) + vc
-        freq = _group_counts(pair_key)
-        v_ok, s_rank, r_rank, k_rank = (
-            valid[rows],
-            src_rank[rows],
-            recent_rank[rows],
-            key_rank[rows],
-        )
-        # np.lexsort sorts by the last key first; negate for descending keys
-        if rule.rule == "valid_id":
-            keys = (k_rank, s_rank, -freq, ~v_ok, ic)
-        elif rule.rule == "most_frequent":
-            keys = (k_rank, -r_rank, s_rank, ~held, -freq, ic)
-        elif rule.rule == "most_recent":
-            keys = (k_rank, s_rank, -r_rank, ic)
-        else:
-            keys = (k_rank, -r_rank, s_rank, ic)
-        order = packed_lexsort(keys)
-        sorted_ident = ic[order]
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = sorted_ident[1:] != sorted_ident[:-1]
-        chosen_rows = rows[order[first]]
-        chosen_ident = sorted_ident[first]
-        shown_np = shown.to_numpy(dtype=object)
-        golden[field] = _picked(shown_np, None, chosen_rows, chosen_ident, n_ident)
+    for field, _ in fields:
+        column, chosen_rows, chosen_ident, conflict = results.pop(field)
+        golden[field] = column
         golden[f"{field}_source"] = _picked(src_np, src_arrow, chosen_rows, chosen_ident, n_ident)
         golden[f"{field}_record_id"] = _picked(
             rid_np, rid_arrow, chosen_rows, chosen_ident, n_ident
         )
-        if field in CONFLICT_FIELDS:
-            pool = v_ok if rule.rule == "valid_id" else np.ones(len(rows), dtype=bool)
-            distinct = sorted_unique(pair_key[pool])
-            owners = distinct // (len(value_names) + 1)
-            n_distinct = np.bincount(owners, minlength=n_ident)
-            text = np.full(n_ident, "", dtype=object)
-            several = np.flatnonzero(n_distinct > 1)
-            if len(several):
-                keep = np.isin(owners, several)
-                frame = pd.DataFrame(
-                    {
-                        "owner": owners[keep],
-                        "value": np.asarray(value_names, dtype=object)[
-                            distinct[keep] % (len(value_names) + 1)
-                        ],
-                    }
-                )
-                joined = frame.groupby("owner")["value"].agg(
-                    lambda v: "|".join(sorted(map(str, v)))
-                )
-                text[joined.index.to_numpy()] = (f"{field}=" + joined).to_numpy()
-            conflict_parts.append(text)
-
-    for field, rule in settings.fields.items():
-        if rule.column in records.columns:
-            one_field(field, rule)
+        if conflict is not None:
+            conflict_parts.append(conflict)
     conflicts = np.full(n_ident, "", dtype=object)
     for part in conflict_parts:
         both = (conflicts != "") & (part != "")

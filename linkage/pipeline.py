@@ -9,10 +9,13 @@ steps a run reports, in order. Must not import the incremental layer, the Linker
 from __future__ import annotations
 
 import logging
+import pickle
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -33,18 +36,20 @@ from linkage.cluster import (
     sibling_parts,
 )
 from linkage.compare import (
+    PARALLEL_MIN_RECORDS,
     Comparison,
     Prepared,
     build_comparisons,
     compare,
     pair_tf,
     prepare_comparisons,
+    prepare_from_file,
     term_frequencies,
 )
 from linkage.config import GoldenSettings, RunConfig
 from linkage.identity import cluster_ids, process_key
 from linkage.io import write_parquet
-from linkage.merge import merge_records
+from linkage.merge import WorkerShare, merge_records, worker_fields
 from linkage.model import FellegiSunterModel
 from linkage.progress import Progress, ProgressLike, as_progress, release_memory
 from linkage.tables import attach_keys, column_subset
@@ -464,7 +469,15 @@ def link_records(
 
     t = time.perf_counter()
     _stage(say, "blocking")
-    pairs, blocking_rows = _block(records, config, checkpoints)
+    # the comparisons' worker imports while blocking runs, instead of when they are prepared,
+    # and prepares its share from the records checkpoint as soon as that is written
+    early = _EarlyPrepare.start(comparisons, golden_records, n)
+    try:
+        pairs, blocking_rows = _block(records, config, checkpoints)
+    except BaseException:
+        if early is not None:
+            early.close(kill=True)
+        raise
     n_pairs = len(pairs)
     pairs_per_rule = {
         str(k): int(v) for k, v in pairs[schema.RULE].value_counts(sort=False).items()
@@ -488,8 +501,13 @@ def link_records(
     vectors = tf = prepared = None
     # Preparing the records for the comparisons costs more than levelling the pairs: done
     # once, on both cores, for the compare stage, the u sample and the scoring chunks.
-    if need_train or not scored_before:
-        prepared = prepare_comparisons(records, comparisons, parallel=True)
+    if (need_train or not scored_before) and early is not None and early.ready():
+        prepared = early.prepare(records)
+    elif need_train or not scored_before:
+        worker = early.worker if early is not None else None
+        prepared = prepare_comparisons(records, comparisons, parallel=True, worker=worker)
+    elif early is not None:
+        early.close(kill=True)
     if compared_now:
         train_pairs = pairs if sample is None else pairs.iloc[sample].reset_index(drop=True)
         vectors, tf = compare_pairs(
@@ -540,67 +558,204 @@ def link_records(
     if golden_records is not None:
         # the caller spills: the comparing columns are done with, so hold only what
         # clustering and golden records read (columns that keep nothing else alive)
-        later = set(stage_columns(config, comparisons)["clustering"]) | set(golden_columns(settings))
+        later = set(stage_columns(config, comparisons)["clustering"]) | set(
+            golden_columns(settings)
+        )
         records = column_subset(records, [c for c in records.columns if c in later])
         release_memory()
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
     _stage(say, "clustering")
-    if checkpoints is not None and checkpoints.done("clustering"):
-        labels = checkpoints.frame("clustering", "labels")["label"]
-    else:
-        labels = cluster_records(records, cluster_input.finish(), config, siblings_held_out=True)
-        if checkpoints is not None:
-            frame = pd.DataFrame({"label": np.asarray(labels, dtype=np.int64)})
-            checkpoints.save("clustering", {"labels": frame})
-    del cluster_input
-    ids = cluster_ids(records, labels, id_key or process_key())
-    identities = pd.DataFrame(
-        {
-            schema.SOURCE: records[schema.SOURCE].to_numpy(),
-            schema.RECORD_ID: records[schema.RECORD_ID].to_numpy(),
-            schema.IDENTITY_ID: ids,
-        }
-    )
-    timings["cluster"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    _stage(say, "building golden records")
-    if golden_records is None:
-        golden = merge_records(records, pd.Series(ids), settings)
-    else:
-        golden = merge_records(
-            _golden_input(records, golden_columns(settings), golden_records),
-            pd.Series(ids),
-            settings,
+    # started now, it has imported what it needs by the time golden records begin
+    helper = None
+    if golden_records is not None and hasattr(golden_records, "file"):
+        helper = _early_worker(["linkage.merge"], n)
+    try:
+        if checkpoints is not None and checkpoints.done("clustering"):
+            labels = checkpoints.frame("clustering", "labels")["label"]
+        else:
+            labels = cluster_records(
+                records, cluster_input.finish(), config, siblings_held_out=True
+            )
+            if checkpoints is not None:
+                frame = pd.DataFrame({"label": np.asarray(labels, dtype=np.int64)})
+                checkpoints.save("clustering", {"labels": frame})
+        del cluster_input
+        ids = cluster_ids(records, labels, id_key or process_key())
+        identities = pd.DataFrame(
+            {
+                schema.SOURCE: records[schema.SOURCE].to_numpy(),
+                schema.RECORD_ID: records[schema.RECORD_ID].to_numpy(),
+                schema.IDENTITY_ID: ids,
+            }
         )
-    timings["merge"] = time.perf_counter() - t
+        timings["cluster"] = time.perf_counter() - t
 
-    stats = cluster_stats(pd.Series(ids))
-    summary = {
-        "records": int(n),
-        "records_per_source": {
-            str(k): int(v) for k, v in records[schema.SOURCE].value_counts(sort=False).items()
-        },
-        "candidate_pairs": int(n_pairs),
-        "pairs_per_rule": pairs_per_rule,
-        # predicted pairs and refinement per rule, as `linkage blocking` reports them
-        "blocking": {r["rule"]: {k: v for k, v in r.items() if k != "rule"} for r in blocking_rows},
-        "matches": matches,
-        "identities": int(identities[schema.IDENTITY_ID].nunique()),
-        "cluster_stats": {k: (v.item() if hasattr(v, "item") else v) for k, v in stats.items()},
-        "seconds": {k: round(v, 3) for k, v in timings.items()},
-    }
-    return LinkResult(
-        records=records,
-        pairs=scored,
-        identities=identities,
-        golden=golden,
-        model=model,
-        comparisons=comparisons,
-        summary=summary,
-    )
+        t = time.perf_counter()
+        _stage(say, "building golden records")
+        if golden_records is None:
+            golden = merge_records(records, pd.Series(ids), settings)
+        elif helper is None:
+            golden = merge_records(
+                _golden_input(records, golden_columns(settings), golden_records),
+                pd.Series(ids),
+                settings,
+            )
+        else:
+            import pyarrow.parquet as pq
+
+            path, text = golden_records.file()
+            away = worker_fields(settings, pq.read_schema(path).names)
+            # this process reads only its own fields' columns; the worker reads the others'
+            mine = GoldenSettings(
+                source_priority=settings.source_priority,
+                fields={f: r for f, r in settings.fields.items() if f not in away},
+            )
+            share = WorkerShare(helper, str(path), text, away)
+            golden = merge_records(
+                _golden_input(records, golden_columns(mine), golden_records),
+                pd.Series(ids),
+                settings,
+                share=share,
+            )
+        timings["merge"] = time.perf_counter() - t
+
+        stats = cluster_stats(pd.Series(ids))
+        summary = {
+            "records": int(n),
+            "records_per_source": {
+                str(k): int(v) for k, v in records[schema.SOURCE].value_counts(sort=False).items()
+            },
+            "candidate_pairs": int(n_pairs),
+            "pairs_per_rule": pairs_per_rule,
+            # predicted pairs and refinement per rule, as `linkage blocking` reports them
+            "blocking": {
+                r["rule"]: {k: v for k, v in r.items() if k != "rule"} for r in blocking_rows
+            },
+            "matches": matches,
+            "identities": int(identities[schema.IDENTITY_ID].nunique()),
+            "cluster_stats": {k: (v.item() if hasattr(v, "item") else v) for k, v in stats.items()},
+            "seconds": {k: round(v, 3) for k, v in timings.items()},
+        }
+        return LinkResult(
+            records=records,
+            pairs=scored,
+            identities=identities,
+            golden=golden,
+            model=model,
+            comparisons=comparisons,
+            summary=summary,
+        )
+    finally:
+        if helper is not None:
+            helper.close(kill=True)  # golden records closed it unless a stage failed
+
+
+class _EarlyPrepare:
+    """Comparisons a worker process prepares while blocking runs: started before blocking
+    (importing ``linkage.compare``), it is sent its share by the thread writing the records
+    checkpoint once the file is written (``compare.prepare_from_file``) and reads its
+    columns from there, so this process neither waits for it nor pickles columns to it."""
+
+    def __init__(self, worker: Any, comparisons: list[Comparison]):
+        self.worker = worker
+        self.comparisons = comparisons
+        # the worker's share: all but the comparison reading the most columns (this process
+        # prepares it when blocking is done) and those reading one or two (cheaper here
+        # than read from the file there)
+        order = sorted(range(len(comparisons)), key=lambda i: -len(comparisons[i].columns))
+        self.theirs = [i for i in order[1:] if len(comparisons[i].columns) > 2]
+        self.lock = threading.Lock()
+        self.sent = False
+        self.closed = False
+        self._written: Callable[[], Any] = lambda: None  # waits for the records checkpoint
+
+    @classmethod
+    def start(
+        cls, comparisons: list[Comparison], golden_records: Callable | None, n_records: int
+    ) -> _EarlyPrepare | None:
+        """One started for these records, or None: fewer than ``PARALLEL_MIN_RECORDS``,
+        no records file a worker can read (``golden_records.when_written``) or a worker
+        that cannot start."""
+        if golden_records is None or not hasattr(golden_records, "when_written"):
+            return None
+        worker = _early_worker(["linkage.compare"], n_records)
+        if worker is None:
+            return None
+        early = cls(worker, comparisons)
+        early._written = golden_records.file
+        if early.theirs:
+            golden_records.when_written(early._send)
+        return early
+
+    def ready(self) -> bool:
+        """Whether the worker has its share (once the records checkpoint is written)."""
+        self._written()
+        with self.lock:
+            return self.sent
+
+    def _send(self, path: Path, text: set[str]) -> None:
+        """Send the worker its share (from the checkpoint's writing thread)."""
+        with self.lock:
+            if self.closed:
+                return
+            arg = (str(path), sorted(text), [self.comparisons[i] for i in self.theirs])
+            try:
+                self.worker.send(prepare_from_file, arg)
+            except OSError as exc:
+                logger.warning("preparing comparisons in one process: worker unavailable (%s)", exc)
+                return
+            self.sent = True
+
+    def prepare(self, records: pd.DataFrame) -> list[Prepared]:
+        """Every comparison prepared: this process's share here while the worker finishes
+        its own (prepared here too when the worker fails), in ``comparisons`` order."""
+        with self.lock:
+            self.closed = True  # nothing is sent from now on
+        mine = [i for i in range(len(self.comparisons)) if i not in self.theirs]
+        out: list[Prepared | None] = [None] * len(self.comparisons)
+        try:
+            for i, p in zip(
+                mine, prepare_comparisons(records, [self.comparisons[i] for i in mine])
+            ):
+                out[i] = p
+            try:
+                for i, p in zip(self.theirs, self.worker.receive(), strict=True):
+                    out[i] = p
+            except (EOFError, OSError, pickle.UnpicklingError) as exc:
+                logger.warning("preparing comparisons here: worker stopped (%s)", exc)
+                self.worker.close(kill=True)
+                rest = [self.comparisons[i] for i in self.theirs]
+                for i, p in zip(self.theirs, prepare_comparisons(records, rest)):
+                    out[i] = p
+        finally:
+            self.worker.close(kill=any(p is None for p in out))
+        return out
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the worker (its share is not needed)."""
+        with self.lock:
+            self.closed = True
+        self.worker.close(kill=kill)
+
+
+def _early_worker(modules: list[str], n_records: int) -> Any:
+    """A worker process (``standardize._distinct._Worker``) started now and importing
+    ``modules``, for a later stage that shares its work with one; None for fewer than
+    ``PARALLEL_MIN_RECORDS`` records or when it cannot start (the stage then starts its own
+    or works alone)."""
+    if n_records < PARALLEL_MIN_RECORDS:
+        return None
+    from linkage.standardize._distinct import _Worker
+
+    worker = _Worker()
+    try:
+        worker.warm(modules)
+    except OSError:
+        worker.close(kill=True)
+        return None
+    return worker
 
 
 def _golden_input(

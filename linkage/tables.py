@@ -10,6 +10,7 @@ two, so no module builds the lookup by hand; ``text_columns`` gives text columns
 from __future__ import annotations
 
 from collections.abc import Collection
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -104,6 +105,29 @@ def shared_text(values: pd.Series) -> np.ndarray:
     pool[: len(uniques)] = np.asarray(uniques, dtype=object)
     pool[-1] = None  # code -1 (null) points here
     return pool[codes]
+
+
+def read_text_columns(path: str | Path, columns: list[str], text: set[str]) -> pd.DataFrame:
+    """``columns`` of a Parquet file (those it has, in that order), the ``text`` ones as
+    object arrays of ``str`` or None with one ``str`` per distinct value (``shared_text``)
+    as standardizing made them; without any of them, the rows alone as pyarrow reads them.
+
+    A column at a time: converting Arrow text cell by cell makes a ``str`` per row (~100
+    bytes for an address), and holding every column's Arrow form at once added to the
+    golden-records stage's peak (~0.5 GB at a million records).
+    """
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(path).names)
+    out = {}
+    for col in [c for c in columns if c in names]:
+        values = pd.read_parquet(path, columns=[col])[col]
+        if col in text and not pd.api.types.is_object_dtype(values.dtype):
+            values = pd.Series(shared_text(values), dtype=object)
+        out[col] = values
+    if not out:
+        return pd.read_parquet(path, columns=[])
+    return pd.DataFrame(out)
 
 
 def held_alone(values: np.ndarray) -> bool:

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import linkage.checkpoint
 import linkage.linker
 import linkage.pipeline
 from linkage import schema, synth
@@ -16,6 +17,7 @@ from linkage.compare.name import NameComparison
 from linkage.config import RunSettings, load_config
 from linkage.errors import ConfigError
 from linkage.linker import Linker
+from linkage.standardize._distinct import _Worker
 
 KEY = b"checkpoint-test-identity-key-0123456789"
 
@@ -356,3 +358,67 @@ def test_checkpoint_without_its_key_starts_over(demo, tmp_path, caplog):
     marker.write_text(marker.read_text().replace("{}", '{\\"x\\": 1}'), encoding="utf-8")
     assert not Checkpoints.open(tmp_path, config, resume=True).done("records")
     assert "does not match its HMAC" in caplog.text
+
+
+@pytest.mark.parametrize("kill_at", [None, "comparing"])
+def test_worker_processes_reading_the_records_checkpoint_give_the_same_bytes(
+    demo, reference, kill_at, tmp_path, monkeypatch
+):
+    # the demo is below the size from which a run shares preparing and golden records with
+    # worker processes reading the records checkpoint: lowered, both paths run on it
+    monkeypatch.setattr(linkage.pipeline, "PARALLEL_MIN_RECORDS", 1)
+    sent: list[str] = []
+    original = _Worker.send
+
+    def send(self, func, arg):
+        sent.append(func.__name__)
+        return original(self, func, arg)
+
+    monkeypatch.setattr(_Worker, "send", send)
+    config_path, _ = demo
+    out = tmp_path / "out"
+    if kill_at is not None:
+        with pytest.raises(Killed):
+            Linker(_config(config_path), id_key=KEY).write(out, progress=KillAt(kill_at))
+    Linker(_config(config_path), id_key=KEY).write(out, resume=kill_at is not None)
+    assert _outputs(out) == _outputs(reference)
+    for name in ("pairs.parquet", "model.json"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes()
+    # a worker prepared comparisons from the file, and built golden fields from it
+    assert "prepare_from_file" in sent and "_golden_fields_from_file" in sent
+
+
+def _frame():
+    return pd.DataFrame({"a": ["x", None, "y"], "b": [1, 2, 3]})
+
+
+def test_background_save_error_is_raised_by_wait_and_leaves_no_marker(tmp_path, monkeypatch):
+    checkpoints = Checkpoints(tmp_path / WORK_DIR, "stamp", b"k" * 32)
+    error = OSError(28, "No space left on device", str(tmp_path / "records.parquet"))
+
+    def full(frame, path):
+        raise error
+
+    monkeypatch.setattr(linkage.checkpoint, "write_parquet", full)
+    called = []
+    checkpoints.save("records", {"records": _frame()}, {}, background=True)
+    checkpoints.after_save("records", lambda: called.append(1))
+    with pytest.raises(OSError) as raised:
+        checkpoints.save("blocking", {"pairs": _frame()}, {})  # waits for the first
+    assert raised.value is error  # the same exception, naming the file
+    assert not (tmp_path / WORK_DIR / "records.done").exists()
+    assert not (tmp_path / WORK_DIR / "blocking.done").exists()
+    assert called == []
+
+
+def test_background_save_reads_back_and_calls_back_once(tmp_path):
+    checkpoints = Checkpoints(tmp_path / WORK_DIR, "stamp", b"k" * 32)
+    called = []
+    checkpoints.save("records", {"records": _frame()}, {"n": 3}, background=True)
+    checkpoints.after_save("records", lambda: called.append("early"))
+    assert checkpoints.document("records") == {"n": 3}  # waits for the save
+    pd.testing.assert_frame_equal(checkpoints.frame("records", "records"), _frame())
+    checkpoints.after_save("records", lambda: called.append("late"))  # done: at once
+    checkpoints.after_save("blocking", lambda: called.append("never"))  # neither saved
+    assert called == ["early", "late"]
+    assert checkpoints._verified("records")

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linkage import schema
-from linkage.merge import GoldenSettings, merge_records
+from linkage.merge import GoldenSettings, WorkerShare, merge_records, worker_fields
+from linkage.standardize._distinct import _Worker
 
 NAME_CLEAN = schema.name_col(schema.NAME, "clean")
 
@@ -294,3 +296,34 @@ def test_group_counts_by_hashing_equal_the_sorted_counts(keys):
         return
     _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
     assert (_group_counts(keys) == counts[inverse]).all()
+
+
+@pytest.mark.parametrize("worker_dies", [False, True])
+def test_golden_fields_built_by_a_worker_equal_one_process(worker_dies, tmp_path):
+    records = _records()
+    identities = pd.Series(["A", "A", "A", "B", "B", "B"])
+    settings = GoldenSettings(source_priority=["police", "civil_affairs", "health"])
+    expected = merge_records(records, identities, settings)
+    path = tmp_path / "records.parquet"
+    records.to_parquet(path, index=False)
+    text = {c for c in records.columns if records[c].dtype == object}
+    away = {schema.NAME, schema.ID_NUMBER, schema.BIRTH_DATE}
+    worker = _Worker()
+    if worker_dies:
+        worker.start()
+        worker.proc.kill()  # its fields are built here from the file
+        worker.proc.wait()
+    here = records.drop(columns=[NAME_CLEAN, schema.ID_STD, schema.BIRTH_DATE_STD])
+    got = merge_records(
+        here, identities, settings, share=WorkerShare(worker, str(path), text, away)
+    )
+    assert worker.proc is None  # closed
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_worker_fields_split_the_cost():
+    settings = GoldenSettings()
+    columns = [rule.column for rule in settings.fields.values()] + [schema.NAME]
+    away = worker_fields(settings, columns)
+    assert away and away < set(settings.fields)
+    assert worker_fields(settings, [schema.NAME]) == set()  # no field column: nothing

@@ -183,11 +183,27 @@ def _prepare_one(arg: tuple[Comparison, dict[str, np.ndarray]]) -> Prepared:
     return comparison.prepare(columns)
 
 
+def prepare_from_file(arg: tuple[str, list[str], list[Comparison]]) -> list[Prepared]:
+    """Each comparison's ``prepare`` over its columns read from a Parquet file of the records
+    (``tables.read_text_columns``: the names of its text columns are given), one comparison
+    at a time: a worker process's share of a run's preparing, read from the records
+    checkpoint instead of sent through its pipe."""
+    from linkage.tables import read_text_columns
+
+    path, text, comparisons = arg
+    out = []
+    for comparison in comparisons:
+        frame = read_text_columns(path, list(comparison.columns), set(text))
+        out.append(comparison.prepare(_record_columns(frame, comparison)))
+    return out
+
+
 def prepare_comparisons(
     records: pd.DataFrame,
     comparisons: Sequence[Comparison] | None = None,
     *,
     parallel: bool = False,
+    worker: Any = None,
 ) -> list[Prepared]:
     """Each comparison's ``prepare`` over the record columns, in the order of ``comparisons``.
 
@@ -202,18 +218,22 @@ def prepare_comparisons(
     next comparison, those reading most columns first, until none is left. The results
     equal one process's. An exception raised by ``prepare`` in the worker is raised here;
     a worker that cannot start or dies is logged and its comparison prepared here.
+    ``worker``: a ``standardize._distinct._Worker`` the caller started earlier (``warm``),
+    used instead of a new one with ``parallel``, and closed here in any case.
     """
     comparisons = list(default_comparisons() if comparisons is None else comparisons)
     out: list[Prepared | None] = [None] * len(comparisons)
     # most columns first: the name comparison (11 columns) is the costliest to prepare
     queue = sorted(range(len(comparisons)), key=lambda i: -len(comparisons[i].columns))
     if not parallel or len(records) < PARALLEL_MIN_RECORDS or len(comparisons) < 2:
+        if worker is not None:
+            worker.close()
         for i in queue:
             out[i] = comparisons[i].prepare(_record_columns(records, comparisons[i]))
         return out
     from linkage.standardize._distinct import _Worker
 
-    worker = _Worker()
+    worker = worker if worker is not None else _Worker()
     pending: int | None = None
     try:
         while queue or pending is not None:

@@ -243,3 +243,15 @@ def test_flags_joined_per_distinct_combination_equal_the_per_row_join(data, n_pa
     assert got.dtype == object
     assert got.index.equals(want.index)
     assert got.tolist() == want.tolist()
+
+
+def test_warmed_worker_answers_each_call_with_its_own_reply():
+    worker = _distinct._Worker()
+    try:
+        worker.warm(["json", "linkage.no_such_module"])  # a failed warm-up is dropped too
+        worker.send(len, [1, 2, 3])
+        assert worker.receive() == 3
+        worker.send(sorted, [3, 1])
+        assert worker.receive() == [1, 3]
+    finally:
+        worker.close()
