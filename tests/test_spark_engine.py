@@ -794,6 +794,30 @@ def test_spark_clustering_is_a_few_jobs_not_one_per_shuffle(chain):
     assert 0 < chain["cluster_jobs"] <= CLUSTER_JOBS, chain["cluster_jobs"]
 
 
+def test_large_runs_cluster_with_adaptive_execution_into_the_same_identities(
+    spark, chain, tmp_path, monkeypatch
+):
+    """From ``ADAPTIVE_CLUSTER_MIN`` records the cluster stage keeps adaptive execution on
+    (cheaper at 48,906 and 299,428 records); the partition of the records is the same."""
+    from linkage.spark import engine
+
+    monkeypatch.setattr(engine, "ADAPTIVE_CLUSTER_MIN", 0)
+    out = tmp_path / "adaptive"
+    engine.run_spark(
+        load_config(_write_config(chain["full"], model=chain["model"])),
+        out,
+        spark=spark,
+        id_key=chain["key"],
+    )
+
+    def partition(ids: pd.DataFrame) -> set[frozenset]:
+        keys = ids[schema.SOURCE] + ":" + ids[schema.RECORD_ID]
+        return {frozenset(g) for _, g in keys.groupby(ids[schema.IDENTITY_ID])}
+
+    adaptive = pd.read_csv(out / "identities.csv", dtype=str)
+    assert partition(adaptive) == partition(chain["runs"][1])
+
+
 def test_a_second_spark_run_with_extra_records_keeps_the_ids(chain):
     first, second = chain["runs"]
     assert len(second) > len(first)

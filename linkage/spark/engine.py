@@ -12,6 +12,7 @@ are Spark expressions.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -95,6 +96,9 @@ from linkage.merge import merge_records  # noqa: E402
 from linkage.model import FellegiSunterModel  # noqa: E402
 from linkage.spark.components import COMPONENT, connected_components  # noqa: E402
 from linkage.spark.session import adaptive_off, get_session  # noqa: E402
+
+# Records from which the cluster stage runs with adaptive execution (see run_spark)
+ADAPTIVE_CLUSTER_MIN = 20_000
 from linkage.standardize.combine import standardize  # noqa: E402
 from linkage.training import check_model_levels, fit_household, level_rules, new_model  # noqa: E402
 
@@ -1775,9 +1779,12 @@ def run_spark(
     say("clustering")
     # without adaptive execution each query below is one Spark job, not one per shuffle:
     # on small runs the jobs' fixed costs, not the rows, were most of this stage (52 of a
-    # 600-record run's 112 jobs); the edges, labels and names it shuffles are a few bytes
-    # per record, so coalescing their partitions gains little
-    with adaptive_off(spark):
+    # 600-record run's 112 jobs). From ADAPTIVE_CLUSTER_MIN records on, adaptive execution's
+    # coalesced partitions and broadcast joins cost less than its extra jobs (cluster stage
+    # CPU -30% at 48,906 records, wall 45 -> 29 s at 299,428: docs/national-scale.md); the
+    # components rounds keep it off in any case
+    small = n < ADAPTIVE_CLUSTER_MIN
+    with adaptive_off(spark) if small else contextlib.nullcontext():
         labels, rounds = cluster_spark(
             records, hold_out_siblings_spark(records, scored), config, buckets=partitions
         )
