@@ -421,8 +421,8 @@ def sibling_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
     record, while two lone records of one person whose name was mistyped or changed have no
     such partner and stay linked. Without a partner the pair is still held out when the
     given names keep one character in place and change another (a shared generation
-    character, 姚一浩 / 姚一鸣), or are one character each (谷英 / 谷环), and no ID ties the two (null on a side, or two IDs that differ
-    beyond a typo): siblings are named so, and one person's sound- or shape-mistyped name
+    character, 姚一浩 / 姚一鸣), or are one character each (谷英 / 谷环), and no ID ties the
+    two (null on a side, or two IDs that differ beyond a typo): siblings are named so, and one person's sound- or shape-mistyped name
     reaches a name level instead.
     So are pairs whose names agree only by a dropped or transposed given-name character
     where the genders differ or known birth dates disagree and no identical ID ties them

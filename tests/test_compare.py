@@ -879,3 +879,12 @@ def test_iso_dates_read_by_datetime_equal_pandas_parse():
     # years pandas 2 cannot hold in nanoseconds are left to pandas (its parse decides)
     assert fields._iso_date_entry("1600-01-01", True) is None
     assert fields._iso_date_entry("2262-01-01", True) is None
+
+
+def test_id_birth_years_read_only_real_dates_from_1900():
+    from linkage.compare.fields import id_birth_year, id_birth_years
+
+    ids = ["110101200002291234", "110101190002291234", "110101189012131234",
+           "110101200011381234", "110101199613001234", ""]  # fmt: skip
+    assert id_birth_years(np.array(ids, dtype="S18")).tolist() == [2000, -1, -1, -1, -1, -1]
+    assert [id_birth_year(t) for t in ids] == [2000, -1, -1, -1, -1, -1]

@@ -150,7 +150,7 @@ class IdComparison(Comparison):
         if self.gender_column:
             g = column(values, self.gender_column, len(ids))
             genders = np.where(g == "M", 1, np.where(g == "F", 0, -1)).astype(np.int64)
-        id_year = np.array([id_birth_year(t) for t in text] + [-1])
+        id_year = np.append(id_birth_years(fixed), -1)
         id_md = np.append(np.where(head >= 0, head % 10_000, -1), -1)
         borrowed = std_id.years_apart(years, id_year[codes], mds, id_md[codes]) & (codes >= 0)
         codes = np.where(borrowed, NULL_CODE, codes).astype(codes.dtype)
@@ -369,18 +369,33 @@ def check_holds(text: str) -> bool:
     return len(text) == 18 and text[:17].isdigit() and std_id.id_check_char(text[:17]) == text[17]
 
 
+_MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+
+
+def id_birth_years(fixed: np.ndarray) -> np.ndarray:
+    """The birth year fixed-width IDs (dtype S18) embed, -1 where their birth-date digits are
+    no date from 1900 on: a typo there (18901213, 20001138) says nothing of the holder's
+    generation, so the guardian tests must not read one. Vectorized (one per distinct ID)."""
+    if len(fixed) == 0:
+        return np.zeros(0, dtype=np.int64)
+    chars = np.ascontiguousarray(fixed, dtype="S18").view(np.uint8).reshape(len(fixed), 18)
+    digits = chars[:, 6:14].astype(np.int64) - ord("0")
+    ok = ((digits >= 0) & (digits <= 9)).all(axis=1)
+    year = digits[:, :4] @ np.array([1000, 100, 10, 1])
+    month = digits[:, 4] * 10 + digits[:, 5]
+    day = digits[:, 6] * 10 + digits[:, 7]
+    ok &= (year >= 1900) & (month >= 1) & (month <= 12)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    last = _MONTH_DAYS[np.clip(month, 0, 12)] + ((month == 2) & leap)
+    ok &= (day >= 1) & (day <= last)
+    return np.where(ok, year, -1)
+
+
 def id_birth_year(text: str) -> int:
-    """The birth year an 18-character ID embeds, -1 when its birth-date digits are no date from
-    1900 on: a typo there (18901213, 20001138) says nothing of the holder's generation, so the
-    guardian tests must not read one."""
-    if not (text and len(text) == 18 and text[6:14].isdigit()):
+    """:func:`id_birth_years` of one ID text (-1 unless 18 ASCII characters)."""
+    if not (text and len(text) == 18 and text.isascii()):
         return -1
-    year, month, day = int(text[6:10]), int(text[10:12]), int(text[12:14])
-    try:
-        datetime.date(year, month, day)
-    except ValueError:
-        return -1
-    return year if year >= 1900 else -1
+    return int(id_birth_years(np.array([text], dtype="S18"))[0])
 
 
 def guardian_id_pairs(

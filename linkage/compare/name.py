@@ -129,8 +129,9 @@ class NameComparison(Comparison):
             fuzzy_alt.append(map_uniques(codes, uniques, fuzzy_pinyin))
         fz, _ = _nospace_codes(pinyin_space("fuzzy") + fuzzy_alt)
         flags = column(values, schema.QUALITY_FLAGS, n)
-        flagged_by_flags = _flagged_fields(flags, fields)
-        void_by_flags = _flagged_fields(flags, fields, VOID_FLAGS)
+        flagged_by_flags, void_by_flags = _flagged_fields(
+            flags, fields, (NEVER_EXACT_FLAGS, VOID_FLAGS)
+        )
 
         rows: dict[str, Any] = {}
         k = len(fields)
@@ -378,18 +379,21 @@ def _nospace_codes(arrays: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarr
 
 
 def _flagged_fields(
-    flags: np.ndarray, fields: Sequence[str], codes_of: Sequence[str] = NEVER_EXACT_FLAGS
-) -> list[np.ndarray]:
-    """Per field: True where the record's quality flags hold one of ``codes_of`` for that name
-    (by default the flags that bar exact agreement)."""
+    flags: np.ndarray, fields: Sequence[str], code_sets: Sequence[Sequence[str]]
+) -> list[list[np.ndarray]]:
+    """Per set of flag codes, per field: True where the record's quality flags hold one of
+    the set's codes for that name (``NEVER_EXACT_FLAGS``: exact agreement barred;
+    ``VOID_FLAGS``: compared as missing). The flags are factorized once for all sets."""
     codes, uniques = factorize(flags)
+    parts = [set(str(u).split(schema.QUALITY_SEP)) for u in uniques]
     out = []
-    for f in fields:
-        barred = {f"{f}_{code}" for code in codes_of}
-        per = np.array(
-            [bool(barred.intersection(str(u).split(schema.QUALITY_SEP))) for u in uniques] + [False]
-        )
-        out.append(per[codes])
+    for codes_of in code_sets:
+        per_field = []
+        for f in fields:
+            barred = {f"{f}_{code}" for code in codes_of}
+            per = np.array([bool(barred & p) for p in parts] + [False])
+            per_field.append(per[codes])
+        out.append(per_field)
     return out
 
 

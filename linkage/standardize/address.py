@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import cn2an
 import cpca
+import numpy as np
 import opencc
 import pandas as pd
 
@@ -71,13 +72,28 @@ _DIRECT_COUNTY_CITY = frozenset({"省直辖县级行政区划", "自治区直辖
 _PLACEHOLDER_NAMES = _MUNICIPALITY_CITY | _DIRECT_COUNTY_CITY
 
 
+def _stdnum_counties() -> list[tuple[str, list[str]]]:
+    """(six-digit code, its name segments such as ``[1983-2016]宝安县``) of every county-level
+    line of python-stdnum's region table (``stdnum/cn/loc.dat``)."""
+    text = (importlib.resources.files("stdnum.cn") / "loc.dat").read_text(encoding="utf-8")
+    out = []
+    province = ""
+    for line in text.splitlines():
+        if match := re.match(r'^(\d\d) province="', line):
+            province = match.group(1)
+            continue
+        match = re.match(r'^\s+(\d{4}) county="(.*)"', line)
+        if match is not None and not match.group(1).endswith("00"):
+            out.append((province + match.group(1), match.group(2).split(",")))
+    return out
+
+
 def _new_districts() -> dict[str, str]:
     """Adcode -> name of current county-level divisions that cpca's table (2015) lacks and
     python-stdnum's region table lists, created since under a new name: 深圳 龙华区 and 坪山区
     (2016), 光明区 (2018). A county renamed a district of the same everyday name (临安市 ->
     临安区) is left out: cpca reads it by that name under its old code, as it reads every
     record written before the change."""
-    text = (importlib.resources.files("stdnum.cn") / "loc.dat").read_text(encoding="utf-8")
     shorts: dict[str, set[str]] = {}
     in_province: dict[str, set[str]] = {}
     for info in cpca.ad_2_addr_dict.values():
@@ -85,18 +101,10 @@ def _new_districts() -> dict[str, str]:
             shorts.setdefault(info.adcode[:4], set()).add(_DISTRICT_SUFFIX.sub("", info.name))
             in_province.setdefault(info.adcode[:2], set()).add(info.name)
     found: dict[str, str] = {}
-    province = ""
-    for line in text.splitlines():
-        if match := re.match(r'^(\d\d) province="', line):
-            province = match.group(1)
-            continue
-        match = re.match(r'^\s+(\d{4}) county="(.*)"', line)
-        if match is None or match.group(1).endswith("00"):
-            continue
-        code = province + match.group(1)
+    for code, segments in _stdnum_counties():
         if code in _NAME_BY_CODE:
             continue
-        current = re.fullmatch(r"\[\d{4}-\](.+)", match.group(2).split(",")[-1])
+        current = re.fullmatch(r"\[\d{4}-\](.+)", segments[-1])
         if current is None:
             continue
         name = _T2S.convert(current.group(1))
@@ -638,7 +646,6 @@ def _abolished_districts() -> dict[str, list[tuple[str, bool, str | None]]]:
     A successor is the district that took the old one over (``_MERGED_INTO``), else the city's
     current district of the same everyday name (番禺市 -> 番禺区). Names a current district of
     the same city still has are left to cpca."""
-    text = (importlib.resources.files("stdnum.cn") / "loc.dat").read_text(encoding="utf-8")
     current_names: dict[str, set[str]] = {}
     current_shorts: dict[str, dict[str, list[str]]] = {}
     for info in cpca.ad_2_addr_dict.values():
@@ -648,17 +655,9 @@ def _abolished_districts() -> dict[str, list[tuple[str, bool, str | None]]]:
             short = _DISTRICT_SUFFIX.sub("", info.name)
             current_shorts.setdefault(key, {}).setdefault(short, []).append(info.adcode)
     found: dict[str, dict[str, tuple[bool, str | None]]] = {}
-    province = ""
-    for line in text.splitlines():
-        if match := re.match(r'^(\d\d) province="', line):
-            province = match.group(1)
-            continue
-        match = re.match(r'^\s+(\d{4}) county="(.*)"', line)
-        if match is None or match.group(1).endswith("00"):
-            continue
-        code = province + match.group(1)
+    for code, segments in _stdnum_counties():
         key = _city_key(code)
-        for segment in match.group(2).split(","):
+        for segment in segments:
             span = re.match(r"\[(\d{4})?-(\d{4})\](.+)", segment)
             if span is None or span.group(2) < "1980":
                 continue  # still current, or gone before today's registries began
@@ -873,20 +872,27 @@ def _by_batch_city(out: pd.DataFrame, pending: pd.Series, field: str) -> None:
     counts = cities[~cities.str.endswith("00")].value_counts()
     if counts.empty:
         return
-    targets = [schema.address_col(field, s) for s in ("province", "city", "district", "adcode")]
+    chosen: dict[str, tuple] = {}
     for candidates in pending.dropna().unique():
         codes = str(candidates).split(",")
         held = {c: int(counts.get(c[:4], 0)) for c in codes}
         total = sum(held.values())
         best = max(codes, key=held.__getitem__)
-        if total == 0 or held[best] < BATCH_CITY_SHARE * total:
-            continue
-        rows = (pending == candidates).to_numpy()
-        values = [*_names(best), best, field + "_district_from_batch"]
-        for column, value in zip([*targets, schema.QUALITY_FLAGS], values, strict=True):
-            column_values = out[column].to_numpy(dtype=object).copy()
-            column_values[rows] = value
-            out[column] = pd.Series(column_values, index=out.index, dtype=object)
+        if total and held[best] >= BATCH_CITY_SHARE * total:
+            chosen[candidates] = (*_names(best), best, field + "_district_from_batch")
+    if not chosen:
+        return
+    codes, uniques = pd.factorize(pending)
+    table = np.empty(len(uniques) + 1, dtype=object)  # one tuple per cell, None: unresolved
+    for i, candidates in enumerate(uniques):  # item by item: numpy would unpack the tuples
+        table[i] = chosen.get(candidates)
+    picked = table[codes]
+    rows = np.flatnonzero([p is not None for p in picked])
+    targets = [schema.address_col(field, s) for s in ("province", "city", "district", "adcode")]
+    for j, column in enumerate([*targets, schema.QUALITY_FLAGS]):
+        column_values = out[column].to_numpy(dtype=object).copy()
+        column_values[rows] = [picked[i][j] for i in rows]
+        out[column] = pd.Series(column_values, index=out.index, dtype=object)
 
 
 def standardize_addresses(

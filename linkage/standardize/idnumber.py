@@ -486,8 +486,9 @@ def contradicted_ids(
     cases. ``birth_std`` / ``id_birth`` ISO dates (null allowed), ``gender_conflict`` bool."""
     out = np.zeros(len(birth_std), dtype=bool)
     rows = np.flatnonzero(np.asarray(gender_conflict, dtype=bool))
-    for i in rows:
-        a, b = birth_std.iloc[i], id_birth.iloc[i]
+    births, id_births = birth_std.to_numpy(dtype=object), id_birth.to_numpy(dtype=object)
+    for i in rows:  # rows with both conflicts: a few per thousand records
+        a, b = births[i], id_births[i]
         if not (isinstance(a, str) and isinstance(b, str) and len(a) == len(b) == 10):
             continue
         da, db = a.replace("-", ""), b.replace("-", "")
