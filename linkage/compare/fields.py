@@ -516,11 +516,14 @@ def _date_tables_of(uniques: np.ndarray, lunar: bool) -> dict[str, np.ndarray]:
 
 
 def _year_digit_typo(ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
-    """Years one apart or differing in exactly one digit (1985 / 1995)."""
+    """Years one apart or differing in exactly one digit (1985 / 1995), also in a two-digit
+    year read into another century (``92`` typed ``02``: 1992 / 2002)."""
     differing = np.zeros(len(ya), dtype=np.int64)
     for power in (1, 10, 100, 1000):
         differing += (ya // power) % 10 != (yb // power) % 10
-    return (np.abs(ya - yb) == 1) | (differing == 1)
+    short = (ya // 10) % 10 != (yb // 10) % 10
+    short &= (ya % 10 == yb % 10) & (ya // 100 != yb // 100)
+    return (np.abs(ya - yb) == 1) | (differing == 1) | short
 
 
 class BirthDateComparison(Comparison):
