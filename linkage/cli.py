@@ -1589,6 +1589,39 @@ def store_check_cmd(
         raise typer.Exit(2)
 
 
+@store_app.command("identities")
+@_handle_errors
+def store_identities_cmd(
+    store: Annotated[Path, typer.Argument(help="Identity store file.")],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", metavar="FILE", help="File to write (.csv or .parquet)."),
+    ],
+    quiet: Quiet = False,
+) -> None:
+    """Write the store's record-to-identity map: one row per stored record
+    (source, record_id, identity_id), as a batch run's identities.csv, after any number of
+    ingests. Read-only, so it runs while `linkage serve` holds the store."""
+    from linkage.io import write_csv, write_parquet
+    from linkage.paths import check_output_file, check_store_path
+    from linkage.store import Store
+
+    check_store_path(store, create=False, write=False)
+    check_output_file(output, "--output", (".csv", ".parquet"), not_over={"identity store": store})
+    # an existing file is replaced only when it is an earlier map or export (never a registry)
+    _check_replaces_export(output)
+    with Store.open(store, create=False, read_only=True) as opened:
+        links = opened.links()
+    if output.suffix.lower() == ".parquet":
+        path = write_parquet(links, output)
+    else:
+        path = write_csv(links, output)
+    _echo(
+        f"wrote {len(links):,} records of {links['identity_id'].nunique():,} identities to {path}",
+        quiet,
+    )
+
+
 def main() -> None:
     """Console entry point: click's own usage errors (an unknown option, a missing value) are
     printed with the ``error:`` prefix every other error has, and exit 2."""

@@ -228,3 +228,42 @@ def test_unwritable_output_folder_is_refused(tmp_path):
             check_store_path(locked / "s.duckdb", create=True)
     finally:
         locked.chmod(0o700)
+
+
+def test_store_identities_writes_every_stored_record_once(sound, tmp_path):
+    """`linkage store identities`: after a batch and two ingests, one row per stored record
+    with its active identity; an existing file that is no map or export is not replaced."""
+    out = tmp_path / "map.csv"
+    result = runner.invoke(app, ["store", "identities", str(sound), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    written = pd.read_csv(out, dtype=str)
+    assert list(written.columns) == ["source", "record_id", "identity_id"]
+    con = duckdb.connect(str(sound), read_only=True)
+    try:
+        stored = con.sql("SELECT source, record_id FROM records").df()
+        active = set(
+            con.sql("SELECT identity_id FROM identities WHERE status = 'active'").df()[
+                "identity_id"
+            ]
+        )
+    finally:
+        con.close()
+    assert len(written) == len(stored) and not written.duplicated(["source", "record_id"]).any()
+    assert set(zip(written["source"], written["record_id"], strict=True)) == set(
+        zip(stored["source"], stored["record_id"], strict=True)
+    )
+    assert set(written["identity_id"]) <= active
+    # the ingested health records are there too
+    assert (written["source"] == "health").sum() == (stored["source"] == "health").sum() > 0
+    assert f"wrote {len(written):,} records" in result.output
+    parquet = tmp_path / "map.parquet"
+    result = runner.invoke(app, ["store", "identities", str(sound), "-o", str(parquet)])
+    assert result.exit_code == 0, result.output
+    assert pd.read_parquet(parquet).equals(written)
+    registry = tmp_path / "health.csv"
+    registry.write_text("编号,姓名\n1,张伟\n", encoding="utf-8")
+    result = runner.invoke(app, ["store", "identities", str(sound), "-o", str(registry)])
+    assert result.exit_code == 2 and "not an earlier export" in result.output
+    assert registry.read_text(encoding="utf-8") == "编号,姓名\n1,张伟\n"
+    result = runner.invoke(app, ["store", "identities", str(sound), "-o", str(tmp_path / "m.txt")])
+    assert result.exit_code == 2
