@@ -891,3 +891,33 @@ def test_id_birth_years_read_only_real_dates_from_1900():
            "110101200011381234", "110101199613001234", ""]  # fmt: skip
     assert id_birth_years(np.array(ids, dtype="S18")).tolist() == [2000, -1, -1, -1, -1, -1]
     assert [id_birth_year(t) for t in ids] == [2000, -1, -1, -1, -1, -1]
+
+
+def test_excel_cut_id_whose_check_holds_keeps_prefix_tail_lost():
+    """Excel keeps 15 significant digits: ``...071588`` becomes ``...071000``, and for 1 in 11
+    such IDs the check character still holds. Against an ID sharing its first 15 characters
+    it is ``prefix_tail_lost``, not two issued numbers (``else``); a 15th digit that differs
+    stays ``else``."""
+    prefix = next(
+        f"51012219790407{d}"
+        for d in range(10)
+        if id_check_char(f"51012219790407{d}00") == "0"
+    )
+    cut = prefix + "000"
+    assert id_check_char(cut[:17]) == cut[17]  # valid: no float-damage flag can catch it
+    full = make_id(prefix + "58")
+    other = make_id(prefix[:-1] + str((int(prefix[-1]) + 1) % 10) + "58")
+    records = standardize(
+        pd.DataFrame(
+            {
+                "source": ["a", "b", "b"],
+                "record_id": ["1", "2", "3"],
+                "name": ["张三"] * 3,
+                "id_number": [cut, full, other],
+            }
+        )
+    )
+    pairs = pd.DataFrame({schema.ROW_L: [0, 1, 0], schema.ROW_R: [1, 0, 2]})
+    comparison = IdComparison()
+    got = compare(records, pairs, [comparison])[schema.GAMMA_PREFIX + "id"]
+    assert [comparison.levels[g] for g in got] == ["prefix_tail_lost", "prefix_tail_lost", "else"]

@@ -61,7 +61,8 @@ class IdComparison(Comparison):
     through a float or Excel (``4.40106199001011e+17``, ``...310000``: ``id_std`` null, flag
     ``id_float_damaged``) and the region code and birth date it kept (its first 14 digits)
     agree with the other's, and so does its 15th digit where the raw ID kept one (DOMAIN.md:
-    Excel keeps 15 significant digits; twins' IDs share the first 14); ``birth_region``
+    Excel keeps 15 significant digits; twins' IDs share the first 14), or an ID ending in
+    ``000`` whose check holds (1 in 11 cut IDs) shares the other's first 15; ``birth_region``
     same region code and birth date but a different sequence where one of the two fails its
     MOD 11-2 check (two typos; two valid numbers that differ are two people, twins or
     neighbours born the same day, and fall to ``else``); ``else`` (also a damaged ID whose
@@ -300,6 +301,12 @@ class IdComparison(Comparison):
             typo = ~(valid[ra] & valid[rb]) | legacy
             region_day = (head[ra] == head[rb]) & (head[ra] >= 0) & typo
             lvl[rest] = np.where(near, self.NEAR, np.where(region_day, self.BIRTH_REGION, 0))
+            # an ID ending in 000 may be one Excel cut to 15 significant digits whose
+            # check happens to hold (1 in 11): it kept the other's first 15 characters
+            cut = (np.char.endswith(fa, b"000") | np.char.endswith(fb, b"000")) & (
+                fa.astype("S15") == fb.astype("S15")
+            )
+            lvl[rest[(lvl[rest] == 0) & cut & (fa != b"") & (fb != b"")]] = self.PREFIX
             # an ID failing its check is known to be mistyped somewhere: beyond the typo
             # levels its disagreement is no evidence either way (null), as a missing ID
             present[rest[(lvl[rest] == 0) & ~(valid[ra] & valid[rb])]] = False
