@@ -921,3 +921,29 @@ def test_excel_cut_id_whose_check_holds_keeps_prefix_tail_lost():
     comparison = IdComparison()
     got = compare(records, pairs, [comparison])[schema.GAMMA_PREFIX + "id"]
     assert [comparison.levels[g] for g in got] == ["prefix_tail_lost", "prefix_tail_lost", "else"]
+
+
+def test_guardian_id_exemption_needs_names_that_could_be_one_persons():
+    """An older ID on an undated record is a guardian's on the child's record (null) only
+    when the two records' given names could be one person's: the mother's own undated
+    record against her daughter's (names sharing no syllable) is two IDs, ``else``; the
+    child's record under her own name, a homophone or a newborn placeholder stays null."""
+    mother = make_id("50022619670513716")
+    daughter = make_id("51192119940206306")
+    records = standardize(
+        pd.DataFrame(
+            {
+                "source": ["civil", "police", "health", "health", "health"],
+                "record_id": ["1", "2", "3", "4", "5"],
+                "name": ["赵秀华", "王丹", "王丹", "女婴", "王旦"],
+                "id_number": [mother, daughter, mother, mother, mother],
+                "birth_date": [None, "19940206", None, None, None],
+                "gender": ["女"] * 5,
+            }
+        )
+    )
+    pairs = pd.DataFrame({schema.ROW_L: [0, 2, 3, 4, 1], schema.ROW_R: [1, 1, 1, 1, 0]})
+    comparison = IdComparison()
+    got = compare(records, pairs, [comparison])[schema.GAMMA_PREFIX + "id"]
+    names = [comparison.levels[g] if g >= 0 else "null" for g in got]
+    assert names == ["else", "null", "null", "null", "else"]

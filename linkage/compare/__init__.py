@@ -223,8 +223,11 @@ def prepare_comparisons(
     """
     comparisons = list(default_comparisons() if comparisons is None else comparisons)
     out: list[Prepared | None] = [None] * len(comparisons)
-    # most columns first: the name comparison (11 columns) is the costliest to prepare
-    queue = sorted(range(len(comparisons)), key=lambda i: -len(comparisons[i].columns))
+    # costliest first: a comparison's prepare_cost where it declares one, else its columns
+    queue = sorted(
+        range(len(comparisons)),
+        key=lambda i: -(getattr(comparisons[i], "prepare_cost", 0) or len(comparisons[i].columns)),
+    )
     if not parallel or len(records) < PARALLEL_MIN_RECORDS or len(comparisons) < 2:
         if worker is not None:
             worker.close()

@@ -9,6 +9,7 @@ import datetime
 import logging
 import re
 import unicodedata
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -125,7 +126,7 @@ class IdComparison(Comparison):
         ]
         # the raw ID: a damaged one's 15th digit (Excel keeps 15 significant digits)
         raw = [schema.ID_NUMBER] if self.region_column and self.id_birth_column else []
-        return [self.column, self.from_15_column, *extra, *raw]
+        return [self.column, self.from_15_column, *extra, *raw, *GIVEN_SYLLABLE_COLUMNS]
 
     def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
         """ID codes per record; fixed-width bytes and region+birth-date keys per distinct ID."""
@@ -178,6 +179,7 @@ class IdComparison(Comparison):
                 "year": years,
                 "kept": kept,
                 "head14": np.where(codes >= 0, np.append(head, -1)[codes], kept),
+                **given_syllables(values, len(ids)),
             },
             {
                 "fixed": fixed,
@@ -284,6 +286,9 @@ class IdComparison(Comparison):
                 id_year[a[differ]], id_year[b[differ]],
                 left.rows["no_birth"][differ], right.rows["no_birth"][differ],
             )
+            # a guardian's ID sits on the child's record, under the child's name: with names
+            # that share no given-name syllable the undated record is the guardian's own
+            guardian &= ~names_unrelated(left, right, differ)
             present[differ[guardian]] = False
         rest = np.flatnonzero(present & ~equal)
         if len(rest):
@@ -320,6 +325,7 @@ class IdComparison(Comparison):
             guardian = guardian_id_pairs(
                 ya, yb, left.rows["no_birth"][damaged], right.rows["no_birth"][damaged]
             )
+            guardian &= ~names_unrelated(left, right, damaged)
             damaged = damaged[~guardian]
             present[damaged] = True
             da, db = left.rows["d15"][damaged], right.rows["d15"][damaged]
@@ -403,6 +409,70 @@ def id_birth_year(text: str) -> int:
     if not (text and len(text) == 18 and text.isascii()):
         return -1
     return int(id_birth_years(np.array([text], dtype="S18"))[0])
+
+
+# The given name's fuzzy-pinyin syllables (up to three), for the guardian-ID test: the name's
+# fuzzy key without its surname's syllables, former names besides.
+GIVEN_SYLLABLE_COLUMNS: tuple[str, ...] = tuple(
+    schema.name_col(f, s)
+    for f in (schema.NAME, schema.FORMER_NAME)
+    for s in ("fuzzy", "surname_fuzzy")
+) + (schema.QUALITY_FLAGS,)
+_SYLLABLES = 3
+
+
+def _syllable_codes(fuzzy: Any, surname: Any, void: bool) -> list[int]:
+    """Stable codes (CRC-32, so a stored side and a query agree) of a given name's fuzzy
+    syllables; [] when unknown or a placeholder name."""
+    if void or not isinstance(fuzzy, str) or not fuzzy:
+        return []
+    parts = fuzzy.split()
+    head = surname.split() if isinstance(surname, str) else []
+    if head and parts[: len(head)] == head:
+        parts = parts[len(head):]
+    return [zlib.crc32(p.encode()) & 0x7FFFFFFF for p in parts[:_SYLLABLES]]
+
+
+def given_syllables(values: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """Per record, ``g0``..``g5``: codes of the current then former given name's fuzzy
+    syllables (-1 none) and ``gk`` whether any is known. Per distinct (key, surname) pair."""
+    flags = column(values, schema.QUALITY_FLAGS, n)
+    void = np.array(
+        ["name_newborn" in f if isinstance(f, str) else False for f in flags], dtype=bool
+    )
+    out = np.full((n, 2 * _SYLLABLES), -1, dtype=np.int64)
+    for j, field_name in enumerate((schema.NAME, schema.FORMER_NAME)):
+        fuzzy = column(values, schema.name_col(field_name, "fuzzy"), n)
+        surname = column(values, schema.name_col(field_name, "surname_fuzzy"), n)
+        codes, uniques = factorize_joint([fuzzy, surname])
+        # factorize_joint codes both arrays in one space: pair them per record
+        pair_codes, pair_uniques = pd.factorize(
+            pd.MultiIndex.from_arrays([codes[0], codes[1], void])
+        )
+        table = np.full((len(pair_uniques), _SYLLABLES), -1, dtype=np.int64)
+        for k, (fc, sc, vd) in enumerate(pair_uniques):
+            syl = _syllable_codes(
+                uniques[fc] if fc >= 0 else None, uniques[sc] if sc >= 0 else None, bool(vd)
+            )
+            table[k, : len(syl)] = syl
+        out[:, j * _SYLLABLES : (j + 1) * _SYLLABLES] = table[pair_codes]
+    rows = {f"g{i}": out[:, i] for i in range(2 * _SYLLABLES)}
+    rows["gk"] = (out >= 0).any(axis=1)
+    return rows
+
+
+def names_unrelated(left: Prepared, right: Prepared, idx: np.ndarray) -> np.ndarray:
+    """At ``idx``: both records' given names known and sharing no fuzzy syllable (current or
+    former names): not one person's records under any typo, homophone or dialect fold."""
+    if "gk" not in left.rows:
+        return np.zeros(len(idx), dtype=bool)
+    known = left.rows["gk"][idx] & right.rows["gk"][idx]
+    shared = np.zeros(len(idx), dtype=bool)
+    for i in range(2 * _SYLLABLES):
+        ga = left.rows[f"g{i}"][idx]
+        for j in range(2 * _SYLLABLES):
+            shared |= (ga >= 0) & (ga == right.rows[f"g{j}"][idx])
+    return known & ~shared
 
 
 def guardian_id_pairs(

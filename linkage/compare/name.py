@@ -71,6 +71,9 @@ class NameComparison(Comparison):
     placeholder (男婴, 李娜之女) is compared as missing, so a pair with it is null.
     """
 
+    # the costliest comparison to prepare (pinyin tables, code-point matrices): prepared first
+    prepare_cost = 1000
+
     type_name = "name"
     levels = list(NameSpec.LEVELS)
     EXACT, CLEAN, TRUNC, PINYIN, FUZZY, LOOKALIKE, SIMILAR = 9, 8, 7, 6, 5, 4, 3

@@ -44,6 +44,7 @@ from linkage.compare.fields import (
     _date_tables,
     check_holds,
     fifteenth_digit,
+    given_syllables,
     id_birth_year,
 )
 from linkage.compare.name import (
@@ -462,6 +463,7 @@ class _IdSide(StoredSide):
                 "kept": np.asarray(kept, dtype=np.int64),
                 "head14": np.array([head], dtype=np.int64),
                 "d15": np.array([d15], dtype=np.int8),
+                **given_syllables(values, 1),
             },
             space.tables,
         )
