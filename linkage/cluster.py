@@ -28,6 +28,8 @@ CANNOT_LINK_GROUP = "group"
 
 
 EXCEL_TAIL = "000"
+# Cannot-link group suffix of a source's records without a recorded birth date.
+UNDATED_GROUP = "\x1fundated"
 
 
 def cannot_link_table(records: pd.DataFrame) -> pd.DataFrame | None:
@@ -39,9 +41,14 @@ def cannot_link_table(records: pd.DataFrame) -> pd.DataFrame | None:
     Excel leaves when it keeps 15 significant digits (DOMAIN.md): one in eleven such IDs
     passes the checksum by chance, and a real ID with that tail is about 1 in 11,000.
 
+    A record without a recorded birth date may carry a guardian's ID that nothing flags (a
+    child's clinic file under a parent's number, beside the child's own-ID file in the same
+    registry): its ID forbids links only to other undated records of its source (group
+    ``source`` + ``UNDATED_GROUP``); against dated records the ID comparison still weighs.
+
     Takes standardized records (``rid``, ``source``, ``id_std``, ``id_valid``,
-    ``quality_flags``); returns ``rid``, ``key`` (the valid ID) and ``group`` (the source), or
-    None without IDs.
+    ``quality_flags``, optionally ``birth_date_std``); returns ``rid``, ``key`` (the valid ID)
+    and ``group`` (the source), or None without IDs.
     """
     if schema.ID_STD not in records:
         return None
@@ -51,11 +58,15 @@ def cannot_link_table(records: pd.DataFrame) -> pd.DataFrame | None:
     ids = records[schema.ID_STD].astype("string")
     valid = valid & ~ids.str.endswith(EXCEL_TAIL).fillna(False).to_numpy(dtype=bool)
     keyed = records[schema.ID_STD].where(valid)
+    group = records[schema.SOURCE].astype(object).to_numpy()
+    if schema.BIRTH_DATE_STD in records:
+        undated = records[schema.BIRTH_DATE_STD].isna().to_numpy()
+        group = np.where(undated, pd.Series(group, dtype=object) + UNDATED_GROUP, group)
     return pd.DataFrame(
         {
             schema.ROW: records[schema.ROW].to_numpy(),
             CANNOT_LINK_KEY: keyed.to_numpy(),
-            CANNOT_LINK_GROUP: records[schema.SOURCE].to_numpy(),
+            CANNOT_LINK_GROUP: group,
         }
     ).dropna(subset=[CANNOT_LINK_KEY])
 

@@ -147,6 +147,39 @@ def test_guardian_id_is_flagged_and_never_a_cannot_link():
     assert len(table) == 1  # only the child's own ID may forbid a link
 
 
+def test_undated_record_id_forbids_links_only_among_undated_records():
+    """A child's undated clinic file under the mother's ID beside the child's own-ID file in
+    the same registry: the two are not held apart; two undated files with different IDs are."""
+    from linkage.cluster import cluster_pairs
+
+    records = standardize(
+        pd.DataFrame(
+            {
+                schema.SOURCE: ["health"] * 3,
+                schema.RECORD_ID: ["h1", "h2", "h3"],
+                schema.NAME: ["陈子涵", "陈子涵", "陈子涵"],
+                schema.BIRTH_DATE: [None, "2015-06-01", None],
+                schema.ID_NUMBER: [MOTHER, TWIN_A, TWIN_B],
+            }
+        )
+    )
+    records[schema.ROW] = np.arange(len(records))
+    table = cannot_link_table(records)
+    assert len(table) == 3
+    assert table["group"].nunique() == 2  # health, and health's undated records
+    scored = pd.DataFrame(
+        {
+            schema.ROW_L: [0, 0],
+            schema.ROW_R: [1, 2],
+            schema.MATCH_WEIGHT: [20.0, 20.0],
+            schema.MATCH_PROBABILITY: [0.999999, 0.999999],
+        }
+    )
+    labels = np.asarray(cluster_pairs(3, scored, cannot_link=table))
+    assert labels[0] == labels[1]  # the guardian's-ID file joins the child's own
+    assert labels[2] != labels[0]  # two undated files with two valid IDs stay apart
+
+
 def test_sibling_pairs_mask():
     # 25 more names holding 涵, so that 番 (held by one name) reads as a typo of it
     others = [f"{sur}{mid}涵" for sur in "陈李周吴郑" for mid in "梓雨思若欣"]

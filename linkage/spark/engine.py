@@ -1241,7 +1241,10 @@ def cannot_link_spark(records: DataFrame) -> DataFrame:
     is the record's own) and group (its source)."""
     cols = [
         c
-        for c in (schema.ROW, schema.SOURCE, schema.ID_STD, schema.ID_VALID, schema.QUALITY_FLAGS)
+        for c in (
+            schema.ROW, schema.SOURCE, schema.ID_STD, schema.ID_VALID, schema.QUALITY_FLAGS,
+            schema.BIRTH_DATE_STD,
+        )
         if c in records.columns
     ]
     out_schema = T.StructType(
