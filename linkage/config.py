@@ -49,8 +49,24 @@ class SourceConfig(_Model):
     encoding: Encoding = "auto"
     sheet: str | int | None = None
     delimiter: str = Field(default=",", min_length=1, max_length=1)
+    # Accepted for configs written for earlier releases; neither changes a run (a warning
+    # says so): department views come from the sharing policy's own_sources, golden-record
+    # order from golden.source_priority.
     department: str | None = None
     priority: int = 0
+
+    @field_validator("department", "priority")
+    @classmethod
+    def _no_effect(cls, value: Any, info: Any) -> Any:
+        if value not in (None, 0):
+            where = {
+                "department": "a sharing policy's own_sources",
+                "priority": "golden.source_priority",
+            }[info.field_name]
+            logger.warning(
+                "source key '%s' has no effect; set %s instead", info.field_name, where
+            )
+        return value
 
     @field_validator("columns")
     @classmethod

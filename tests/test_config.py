@@ -283,3 +283,20 @@ def test_a_data_file_given_as_config_is_named_as_such(tmp_path, name):
     with pytest.raises(ConfigError, match=r"data file, expected a YAML config") as info:
         load_config(path)
     assert name in str(info.value)
+
+
+def test_source_keys_without_effect_warn(caplog):
+    """`department` and `priority` on a source change nothing: accepted, with a warning
+    naming what does the job."""
+    import logging
+
+    from linkage.config import SourceConfig
+
+    with caplog.at_level(logging.WARNING, logger="linkage.config"):
+        SourceConfig(path="a.csv", record_id="编号")
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="linkage.config"):
+        SourceConfig(path="a.csv", record_id="编号", department="health", priority=2)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "'department' has no effect" in said and "own_sources" in said
+    assert "'priority' has no effect" in said and "golden.source_priority" in said
