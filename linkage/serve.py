@@ -1365,7 +1365,7 @@ def create_app(
         if wait > 0:
             raise HTTPException(
                 429,
-                "too many requests for this token; slow down",
+                "too many requests for this department (its tokens share one limit); slow down",
                 {"Retry-After": str(max(1, int(wait + 0.999)))},
             )
         return found
