@@ -947,3 +947,28 @@ def test_guardian_id_exemption_needs_names_that_could_be_one_persons():
     got = compare(records, pairs, [comparison])[schema.GAMMA_PREFIX + "id"]
     names = [comparison.levels[g] if g >= 0 else "null" for g in got]
     assert names == ["else", "null", "null", "null", "else"]
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "expected"),
+    [
+        # the flat written on one side only: the other stops at its building
+        ("广东省东莞市常平镇新村社区振安路85号", "东莞常平新村振安路85号D栋514", "same_detail"),
+        ("广州市花都区锦厦人和路41号A座114房", "广州花都锦厦人和路41号", "same_detail"),
+        ("杭州市西湖区丰潭路405号西竹府13幢", "杭州市西湖区西竹府13幢6单元701室", "same_detail"),
+        # two flats, another road, another door number: not one place
+        ("广州市花都区锦厦人和路41号A座114房", "广州花都锦厦人和路41号A座115房", "same_district"),
+        ("广州市花都区锦厦人和路41号", "广州花都锦厦建设路41号A座115房", "same_district"),
+        ("广州市花都区锦厦人和路41号", "广州花都锦厦人和路4号A座115房", "same_district"),
+    ],
+)
+def test_address_with_the_flat_on_one_side(left, right, expected):
+    records = standardize(
+        pd.DataFrame(
+            {"source": "a", "record_id": ["1", "2"], "current_address": [left, right]}
+        )
+    )
+    comparison = AddressComparison(field="current_address")
+    pairs = pd.DataFrame({schema.ROW_L: [0, 1], schema.ROW_R: [1, 0]})
+    got = compare(records, pairs, [comparison])[schema.GAMMA_PREFIX + comparison.name]
+    assert [comparison.levels[g] for g in got] == [expected, expected]

@@ -64,6 +64,13 @@ def _numbers_key(details: np.ndarray) -> np.ndarray:
     return np.array(keys, dtype=object)
 
 
+def _first_and_count_rows(numbers: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rows ``n_first`` and ``n_count`` per record from the numbers codes and keys."""
+    codes, uniques = numbers
+    first, count = _first_and_count(np.append(np.asarray(uniques, dtype=object), None))
+    return {"n_first": first[codes], "n_count": count[codes]}
+
+
 def detail_codes(details: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per record, codes and distinct values of its address detail (``detail``); of the names
     in the detail from its estate on (``core``: ``zh.estate.core_detail`` then
@@ -83,11 +90,55 @@ def detail_codes(details: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]
     }
 
 
+def _first_and_count(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per numbers key (``85-514``): its first number and how many numbers it holds (-1, 0
+    without numbers or key). Values, not codes: a stored side and a query compute the same."""
+    first, count = [], []
+    for key in keys:
+        parts = [] if key is None or key == _NO_NUMBERS else str(key).split("-")
+        first.append(int(parts[0][:15]) if parts else -1)
+        count.append(len(parts))
+    return np.array(first, dtype=np.int64), np.array(count, dtype=np.int64)
+
+
+_UNIT_AFTER = frozenset("号栋幢座楼单元室房弄巷组社")
+
+
+def _cut_after(text: str, k: int) -> str:
+    """``text`` up to its ``k``-th number and the unit character after it (``号``, ``栋``)."""
+    for i, m in enumerate(_NUMBER_RUNS.finditer(text)):
+        if i == k - 1:
+            end = m.end() + (1 if text[m.end() : m.end() + 1] in _UNIT_AFTER else 0)
+            return text[:end]
+    return text
+
+
+def _flat_on_one_side(da: str, db: str) -> float:
+    """Similarity (0-100) of two details one of which stops at a building the other goes on
+    from (常平镇新村社区振安路85号 / 常平新村振安路85号D栋514): its numbers from the estate
+    on are the first numbers of the other's, and the other, cut after them, is compared
+    whole and from the estate on; 0 when the numbers do not nest."""
+    ca, cb = core_detail(da), core_detail(db)
+    na, nb = _NUMBER_RUNS.findall(ca), _NUMBER_RUNS.findall(cb)
+    if len(na) > len(nb):
+        da, db, ca, cb, na, nb = db, da, cb, ca, nb, na
+    k = len(na)
+    if not k or k == len(nb) or [x.lstrip("0") for x in nb[:k]] != [x.lstrip("0") for x in na]:
+        return 0.0
+    # the whole detail holds the road's door number as well: cut after as many numbers
+    extra = len(_NUMBER_RUNS.findall(db)) - len(nb)
+    return max(
+        fuzz.ratio(ca, _cut_after(cb, k)),
+        fuzz.ratio(da, _cut_after(db, k + extra)) if extra >= 0 else 0.0,
+    )
+
+
 class AddressComparison(Comparison):
     """One address field: ``same_detail`` same place (district, or the finest level parsed; or
     one side's region coarser than the other's or not parsed, an ambiguous 西湖区) and a
     similar remainder whose house/building/room numbers agree exactly (…十五号 vs …十七号
-    never match); ``same_district``; ``same_city``; ``else``. Null when a side has no parsed
+    never match), or where one side stops at the building whose numbers begin the other's
+    (…振安路85号 / …振安路85号D栋514: the flat written on one side only); ``same_district``; ``same_city``; ``else``. Null when a side has no parsed
     part (region or detail): an empty cell or a filler such as 不详 / 无, which the
     standardizer flags ``*_placeholder`` and leaves unparsed, is missing, not evidence; null
     too when no level is reached but one side's region is the other's or contains it
@@ -136,6 +187,7 @@ class AddressComparison(Comparison):
             "detail": codes["detail"][0],
             "core": codes["core"][0],
             "numbers": codes["numbers"][0],
+            **_first_and_count_rows(codes["numbers"]),
         }
         tables = {
             key: np.array([str(u) for u in codes[key][1]], dtype=object)
@@ -174,6 +226,22 @@ class AddressComparison(Comparison):
                 core = pair_scores(a["core"][at], b["core"][at], left.tables["core"], fuzz.ratio)
                 score[named] = np.maximum(score[named], core)
             detail[fuzzy[score >= 100 * self.detail_threshold - 1e-4]] = True
+        # the flat on one side only: the first number agrees and the counts differ
+        if "n_first" in a:
+            nest = np.flatnonzero(
+                ~detail & present & ((fa == fb) | loose) & both(a["detail"], b["detail"])
+                & (a["n_first"] >= 0) & (a["n_first"] == b["n_first"])
+                & (a["n_count"] != b["n_count"])
+            )
+            if len(nest):
+                table = left.tables["detail"]
+                score = np.array(
+                    [
+                        _flat_on_one_side(table[x], table[y])
+                        for x, y in zip(a["detail"][nest], b["detail"][nest], strict=True)
+                    ]
+                )
+                detail[nest[score >= 100 * self.detail_threshold - 1e-4]] = True
         lvl = np.select(
             [
                 detail,

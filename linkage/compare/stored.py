@@ -24,6 +24,7 @@ from linkage import schema
 from linkage.compare.address import (
     AddressComparison,
     ContactComparison,
+    _first_and_count,
     _numbers_key,
     detail_codes,
 )
@@ -297,10 +298,13 @@ def _address_query(side: StoredSide, a: AddressComparison, q, prefix: str = "") 
     key = _key(detail_value)
     detail = side.spaces[prefix + "detail"].code(key, lambda k: {"detail": str(k)})
     core = numbers = NULL_CODE
+    numbers_key = None
     if key is not None:
         from_estate = core_detail(str(key))
         core = side.spaces[prefix + "core"].code(named_part(from_estate), lambda k: {"core": k})
-        numbers = side.spaces[prefix + "numbers"].code(_numbers_key([from_estate])[0])
+        numbers_key = _numbers_key([from_estate])[0]
+        numbers = side.spaces[prefix + "numbers"].code(numbers_key)
+    first, count = _first_and_count(np.array([numbers_key], dtype=object))
     present = _known_one(detail_value) or has["province"] or has["city"] or adcode >= 0
     rows = {
         "present": np.array([present], dtype=bool),
@@ -310,6 +314,8 @@ def _address_query(side: StoredSide, a: AddressComparison, q, prefix: str = "") 
         "detail": np.array([detail], dtype=np.int32),
         "core": np.array([core], dtype=np.int32),
         "numbers": np.array([numbers], dtype=np.int32),
+        "n_first": first,
+        "n_count": count,
     }
     return Prepared(rows, _address_tables(side, prefix))
 
