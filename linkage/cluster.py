@@ -437,7 +437,8 @@ def sibling_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
     reaches a name level instead.
     So are pairs whose names agree only by a dropped or transposed given-name character
     where the genders differ or known birth dates disagree and no identical ID ties them
-    (``edit_siblings``).
+    (``edit_siblings``), and pairs with no name on a side, one birth date and two genders
+    (``unnamed_twins``).
     Parent and child are held out too (``guardian_pairs``): an identical ID on two records
     whose names differ (level ``else``) where one record has no recorded birth date.
     Takes ``rid_l``, ``rid_r``, ``gamma_name``, ``gamma_birth_date`` (and ``gamma_id``) from
@@ -482,7 +483,7 @@ def sibling_parts(
     for i, a, b in zip(cand[shaped], left_names[shaped], right_names[shaped], strict=True):
         if ids_apart[i] and _generation_shared(a, b, counts):
             lone[i] = True
-    held_out = guardian_pairs(records, pairs) | edited | lone
+    held_out = guardian_pairs(records, pairs) | edited | lone | unnamed_twins(pairs)
     # the pairs a partner would hold out
     partnered = edited.copy()
     partnered[cand[shaped]] = True
@@ -623,6 +624,28 @@ def given_char_counts(names: Iterable[object]) -> dict[str, int]:
             n = len(given)
             parts.append(given if n < 2 or (n == 2 and given[0] != given[1]) else "".join(set(given)))
     return dict(Counter("".join(parts)))
+
+
+def unnamed_twins(pairs: pd.DataFrame) -> np.ndarray:
+    """Mask of pairs with no name to compare on a side (a newborn's placeholder such as 女婴,
+    a filler such as 无), the same birth date, the genders disagreeing and no identical ID:
+    a boy and a girl born together in one household share the date, the phone and the
+    address, and only the gender tells them apart. A gender mis-entered on one person's file
+    is rarer than an opposite-sex twin (about 1.5% of births), so such a pair is held out.
+    Takes ``gamma_name``, ``gamma_birth_date``, ``gamma_gender`` and (if present)
+    ``gamma_id``; all False without the first three."""
+    if not {"gamma_name", "gamma_birth_date", "gamma_gender"} <= set(pairs.columns):
+        return np.zeros(len(pairs), dtype=bool)
+    from linkage.compare.fields import BirthDateComparison, IdComparison
+
+    out = (
+        (pairs["gamma_name"].to_numpy() < 0)
+        & (pairs["gamma_gender"].to_numpy() == 0)
+        & (pairs["gamma_birth_date"].to_numpy() == BirthDateComparison.levels.index("exact"))
+    )
+    if "gamma_id" in pairs.columns:
+        out &= pairs["gamma_id"].to_numpy() != IdComparison.levels.index("exact")
+    return out
 
 
 def edit_siblings(pairs: pd.DataFrame) -> np.ndarray:

@@ -589,3 +589,24 @@ def test_rescore_pairs_applies_the_household_model(tmp_path):
     # re-scored under the model that scored them, every pair keeps its weight
     rescored = rescore_pairs(pairs, model, model)
     assert np.allclose(rescored[schema.MATCH_WEIGHT], pairs[schema.MATCH_WEIGHT])
+
+
+def test_unnamed_opposite_sex_twins_are_held_out():
+    """女婴 (F) against her twin brother's record: no name to compare, one birth date, two
+    genders, no identical ID: held out; one gender agreeing, a known name level or an
+    identical ID keeps the pair."""
+    from linkage.cluster import unnamed_twins
+    from linkage.compare.fields import BirthDateComparison
+
+    exact_birth = BirthDateComparison.levels.index("exact")
+    exact_id = IdComparison.levels.index("exact")
+    pairs = pd.DataFrame(
+        {
+            "gamma_name": [-1, -1, 0, -1, -1],
+            "gamma_gender": [0, 1, 0, 0, 0],
+            "gamma_birth_date": [exact_birth, exact_birth, exact_birth, exact_birth - 1, exact_birth],
+            "gamma_id": [-1, -1, -1, -1, exact_id],
+        }
+    )
+    assert unnamed_twins(pairs).tolist() == [True, False, False, False, False]
+    assert not unnamed_twins(pairs.drop(columns="gamma_gender")).any()

@@ -70,6 +70,7 @@ from linkage.cluster import (  # noqa: E402
     sibling_mask,
     size_distribution,
     stats_of_sizes,
+    unnamed_twins,
 )
 from linkage.compare import Comparison, build_comparisons  # noqa: E402
 from linkage.compare.fields import BirthDateComparison, IdComparison  # noqa: E402
@@ -1298,6 +1299,13 @@ def hold_out_siblings_spark(records: DataFrame, scored: DataFrame) -> DataFrame:
     if guardians_apply:
         maybe = maybe | (F.col("gamma_id") == IdComparison.levels.index("exact"))
     edited = F.col("gamma_name").isin(NameComparison.DROPPED, NameComparison.TRANSPOSED)
+    if {"gamma_gender", "gamma_birth_date"} <= set(levels):
+        # cluster.unnamed_twins: no name on a side, one birth date, two genders
+        edited = edited | (
+            (F.col("gamma_name") < 0)
+            & (F.col("gamma_gender") == 0)
+            & (F.col("gamma_birth_date") == BirthDateComparison.levels.index("exact"))
+        )
     pairs = pairs.where(((F.col("gamma_name") == 0) & maybe) | edited)
     fields = [schema.ROW]
     fields += [F.col(clean).alias("__clean")] if siblings_apply else []
@@ -1356,7 +1364,7 @@ def hold_out_siblings_spark(records: DataFrame, scored: DataFrame) -> DataFrame:
 
     def held(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            mask = edit_siblings(batch)
+            mask = edit_siblings(batch) | unnamed_twins(batch)
             if siblings_apply:
                 mask |= sibling_mask(
                     batch,
