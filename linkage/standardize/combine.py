@@ -8,6 +8,7 @@ differ in a field or an option. Must not import the linking stages, the Linker o
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 import unicodedata
@@ -288,6 +289,37 @@ FIELDS: tuple[FieldStandardizer, ...] = (
 )
 
 
+def _previous_century(
+    birth: pd.Series, flags: pd.Series | None, registered: pd.Series, id_birth: pd.Series
+) -> tuple[np.ndarray, pd.Series]:
+    """Two-digit birth years to read a century earlier: the pivot put the date after the
+    record's registration date, or the ID embeds the date a century earlier (``26-11-27``
+    registered in 2020, or with an ID of 1926-11-27). Returns the mask and the earlier ISO
+    dates (null where no valid date)."""
+    none = np.zeros(len(birth), dtype=bool)
+    if flags is None:
+        return none, birth
+    two = flags.fillna("").astype(str).str.contains("birth_date_two_digit_year", regex=False)
+    cand = two.to_numpy(dtype=bool) & birth.notna().to_numpy(dtype=bool)
+    if not cand.any():
+        return none, birth
+    earlier = pd.Series(None, index=birth.index, dtype=object)
+    for i in np.flatnonzero(cand):
+        text = str(birth.iat[i])
+        try:
+            earlier.iat[i] = datetime.date(
+                int(text[:4]) - 100, int(text[5:7]), int(text[8:10])
+            ).isoformat()
+        except ValueError:  # 29 February of a year that was not a leap year
+            earlier.iat[i] = None
+    known = earlier.notna().to_numpy(dtype=bool)
+    later = registered.notna().to_numpy(dtype=bool) & (
+        birth.fillna("").astype(str).to_numpy() > registered.fillna("").astype(str).to_numpy()
+    )
+    by_id = (id_birth.fillna("").astype(str) == earlier.fillna("-").astype(str)).to_numpy()
+    return cand & known & (later | by_id), earlier
+
+
 def standardize(
     records: pd.DataFrame,
     config: StandardizeConfig | None = None,
@@ -310,11 +342,14 @@ def standardize(
     spent: dict[str, float] = {}
     done: dict[str, pd.DataFrame] = {}
     flag_parts: list[pd.Series] = []
+    birth_flags: pd.Series | None = None
     with worker_process(parallel and len(records) >= PARALLEL_MIN_DISTINCT):
         for entry in FIELDS:
             t = time.perf_counter()
             frame = entry.run(_column(records, entry.field), config, done)
             flag_parts.append(frame.pop(schema.QUALITY_FLAGS))
+            if entry.field == schema.BIRTH_DATE:
+                birth_flags = flag_parts[-1]
             done[entry.field] = frame
             spent[entry.timing] = spent.get(entry.timing, 0.0) + time.perf_counter() - t
             if step is not None:
@@ -325,13 +360,20 @@ def standardize(
     birth = done[schema.BIRTH_DATE][schema.BIRTH_DATE_STD]
     ids = done[schema.ID_NUMBER]
     id_birth = ids[schema.ID_BIRTH_DATE]
+    registered = done[schema.REGISTERED_AT][schema.REGISTERED_AT_STD]
+    back, earlier = _previous_century(birth, birth_flags, registered, id_birth)
+    if back.any():
+        birth = birth.where(~back, earlier)
+        done[schema.BIRTH_DATE] = done[schema.BIRTH_DATE].assign(**{schema.BIRTH_DATE_STD: birth})
+    flag_parts.append(
+        pd.Series(np.where(back, "birth_date_previous_century", ""), index=records.index)
+    )
     # only an ID whose digits are trusted (id_std set) can conflict: a float-damaged one's
     # made-up digits are no evidence against the recorded date
     birth_conflict = (
         birth.notna() & id_birth.notna() & ids[schema.ID_STD].notna() & (birth != id_birth)
     )
     not_own = idnumber.not_own_ids(birth, id_birth)
-    registered = done[schema.REGISTERED_AT][schema.REGISTERED_AT_STD]
     both_dates = birth.notna() & registered.notna()
     after_registered = both_dates & (birth.where(both_dates, "") > registered.where(both_dates, ""))
     id_gender = ids[schema.ID_GENDER]

@@ -40,6 +40,8 @@ FLAGS: dict[str, str] = {
 CROSS_FLAGS: dict[str, str] = {
     "birth_date_after_registered": "birth date after the record's registration date: one of the"
     " two is wrong (kept; weigh with care)",
+    "birth_date_previous_century": "a two-digit birth year read a century earlier, as the "
+    "record's registration date or its ID's birth date says (26-11-27 for someone born 1926)",
 }
 
 VALUE = "value"

@@ -404,3 +404,32 @@ def test_zero_date_is_a_placeholder(raw):
 
 def test_a_year_with_zero_month_and_day_is_no_zero_date():
     assert parse_one("1985-00-00")[1] != "placeholder"
+
+
+def test_two_digit_birth_year_read_a_century_earlier_from_the_record():
+    """``26-11-27`` is 2026-11-27 by the pivot; registered in 2020, or with an ID born
+    1926-11-27, it is 1926 (and the ID is the person's own); with nothing to say otherwise
+    it stays 2026."""
+    import pandas as pd
+
+    from linkage.standardize.combine import standardize
+    from linkage.standardize.idnumber import id_check_char
+
+    own_id = "51052119261127099" + id_check_char("51052119261127099")
+    records = standardize(
+        pd.DataFrame(
+            {
+                "source": "health",
+                "record_id": ["1", "2", "3"],
+                "name": ["李福俊"] * 3,
+                "birth_date": ["26-11-27", "26-11-27", "26-11-27"],
+                "registered_at": ["2020-05-01", None, None],
+                "id_number": [None, own_id, None],
+            }
+        )
+    )
+    assert records["birth_date_std"].tolist() == ["1926-11-27", "1926-11-27", "2026-11-27"]
+    flags = records["quality_flags"].tolist()
+    assert all("birth_date_previous_century" in f for f in flags[:2])
+    assert "birth_date_previous_century" not in flags[2]
+    assert not any("id_not_own" in f or "id_birth_conflict" in f for f in flags)
