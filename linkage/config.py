@@ -231,7 +231,7 @@ DEFAULT_RULES: tuple[BlockingRule, ...] = (
             schema.address_col(schema.CURRENT_ADDRESS, "district"),
         ],
         refine_block_size=_COMMON_VALUE_REFINE,
-        refine_keys=["gender", "name_pinyin_sorted"],
+        refine_keys=["gender", "name_pinyin_sorted", "birth_year"],
     ),
     # a newborn's clinic file names the baby 男婴 or 李娜之女, has no ID and a parent's phone:
     # only the birth date and the estate it was born into match the child's other records
