@@ -630,12 +630,72 @@ _MERGED_INTO = {
     "440102": "440104",  # 东山区 -> 越秀区 (2005)
     "440107": "440103",  # 芳村区 -> 荔湾区 (2005)
     "440116": "440112",  # 萝岗区 -> 黄埔区 (2014)
+    "340721": "340706",  # 铜陵县 -> 义安区 (2015; the rename rule would pick 铜官区)
 }
 
 
 def _city_key(adcode: str) -> str:
     """The prefix a city's districts share: 4 digits, 2 for 北京 天津 上海 重庆."""
     return adcode[:2] if adcode[:2] in _MUNICIPALITIES else adcode[:4]
+
+
+@lru_cache(maxsize=1)
+def _old_counties() -> list[tuple[str, str, str | None]]:
+    """(old code, old name, successor adcode or None) of every county-level name python-stdnum's
+    region table marks as ended since 1980 (``[1997-2016]开县``), in simplified characters.
+
+    The successor is the district that took the old one over (``_MERGED_INTO``), else the
+    city's current district of the same everyday name (番禺市 -> 番禺区, 荣昌县 -> 荣昌区),
+    else a rename the table implies: the one current division of the same city created the
+    year the old name ended whose name starts with the same character (开县 -> 开州区 2016,
+    达县 -> 达川区 2013, 蓟县 -> 蓟州区 2016). A current division two old names would claim by
+    that rule (铜官山区 and 铜陵县 -> 铜官区) is claimed by neither."""
+    current = {c: n for c, n in _NAME_BY_CODE.items() if c[4:] != "00"}
+    shorts: dict[str, dict[str, list[str]]] = {}
+    for code, name in current.items():
+        if name not in _PLACEHOLDER_NAMES and name != "市辖区":
+            shorts.setdefault(_city_key(code), {}).setdefault(
+                _DISTRICT_SUFFIX.sub("", name), []
+            ).append(code)
+    created: dict[str, str] = {}
+    for code, segments in _stdnum_counties():
+        if (begun := re.fullmatch(r"\[(\d{4})-\].+", segments[-1])) is not None:
+            created[code] = begun.group(1)
+    ended = []
+    for code, segments in _stdnum_counties():
+        for segment in segments:
+            span = re.match(r"\[(\d{4})?-(\d{4})\](.+)", segment)
+            if span is None or span.group(2) < "1980":
+                continue  # still current, or gone before today's registries began
+            name = _T2S.convert(span.group(3))
+            if name in _PLACEHOLDER_NAMES or name in ("郊区", "市区", "矿区", "市辖区"):
+                continue
+            ended.append((code, name, span.group(2)))
+    renamed: dict[tuple[str, str], list[str]] = {}
+    for code, name, year in ended:
+        renamed[code, name] = [
+            c
+            for codes in shorts.get(_city_key(code), {}).values()
+            for c in codes
+            if created.get(c) == year and current[c][0] == name[0] and current[c] != name
+        ]
+    claims: dict[str, int] = {}
+    for codes in renamed.values():
+        if len(codes) == 1:
+            claims[codes[0]] = claims.get(codes[0], 0) + 1
+    out = []
+    for code, name, _ in ended:
+        same = shorts.get(_city_key(code), {}).get(_DISTRICT_SUFFIX.sub("", name), [])
+        rename = renamed[code, name]
+        successor = _MERGED_INTO.get(code) or (
+            same[0]
+            if len(same) == 1
+            else rename[0]
+            if len(rename) == 1 and claims[rename[0]] == 1
+            else None
+        )
+        out.append((code, name, successor if successor in _NAME_BY_CODE else None))
+    return out
 
 
 @lru_cache(maxsize=1)
@@ -655,28 +715,15 @@ def _abolished_districts() -> dict[str, list[tuple[str, bool, str | None]]]:
             short = _DISTRICT_SUFFIX.sub("", info.name)
             current_shorts.setdefault(key, {}).setdefault(short, []).append(info.adcode)
     found: dict[str, dict[str, tuple[bool, str | None]]] = {}
-    for code, segments in _stdnum_counties():
+    for code, name, successor in _old_counties():
         key = _city_key(code)
-        for segment in segments:
-            span = re.match(r"\[(\d{4})?-(\d{4})\](.+)", segment)
-            if span is None or span.group(2) < "1980":
-                continue  # still current, or gone before today's registries began
-            name = span.group(3)
-            if name in _PLACEHOLDER_NAMES or name in current_names.get(key, ()):
-                continue
-            short = _DISTRICT_SUFFIX.sub("", name)
-            if name in ("郊区", "市区", "矿区") or len(short) < 2:
-                continue
-            same_short = current_shorts.get(key, {}).get(short, [])
-            successor = _MERGED_INTO.get(code) or (
-                same_short[0] if len(same_short) == 1 else None
-            )
-            if successor is not None and successor not in _NAME_BY_CODE:
-                successor = None
-            entries = found.setdefault(key, {})
-            entries.setdefault(name, (False, successor))
-            if short != name and short not in current_shorts.get(key, {}):
-                entries.setdefault(short, (True, successor))
+        if name in current_names.get(key, ()):
+            continue
+        entries = found.setdefault(key, {})
+        entries.setdefault(name, (False, successor))
+        short = _DISTRICT_SUFFIX.sub("", name)
+        if short != name and len(short) >= 2 and short not in current_shorts.get(key, {}):
+            entries.setdefault(short, (True, successor))
     return {
         key: sorted(
             ((n, is_short, succ) for n, (is_short, succ) in names.items()),
@@ -684,6 +731,60 @@ def _abolished_districts() -> dict[str, list[tuple[str, bool, str | None]]]:
         )
         for key, names in found.items()
     }
+
+
+def _everyday(name: str) -> str:
+    """A province's or city's name without its suffix (重庆市 -> 重庆, 广西壮族自治区 -> 广西,
+    凉山彝族自治州 -> 凉山)."""
+    short = _prefecture_short(name)
+    if short is not None:
+        return short
+    return re.sub("(?:省|市|壮族自治区|回族自治区|维吾尔自治区|自治区|特别行政区)$", "", name) or name
+
+
+def _place_prefixes(adcode: str) -> frozenset[str]:
+    """How a text may name the province and city above a district before the district's
+    name: nothing, the province, the city, or both, each in full or everyday form."""
+    province, city, _ = _names(adcode)
+    provinces = {"", province, _everyday(province)} if province else {""}
+    cities = {""}
+    if city and city != province and city != _NAME_BY_CODE.get(adcode):
+        cities |= {city, _everyday(city)}
+    return frozenset(p + c for p in provinces for c in cities)
+
+
+@lru_cache(maxsize=1)
+def _old_names() -> tuple[dict[str, list[tuple[str, frozenset[str]]]], re.Pattern[str] | None]:
+    """(old full name -> (successor adcode, place prefixes allowed before it), a pattern
+    finding those names) for county-level names no longer in use anywhere (开县, 达县, 江津市,
+    潼南县: ``_old_counties``); names still in use somewhere are left to cpca."""
+    in_use = set(_NAME_BY_CODE.values())
+    found: dict[str, dict[str, frozenset[str]]] = {}
+    for _, name, successor in _old_counties():
+        if successor is None or name in in_use or len(name) < 2:
+            continue
+        found.setdefault(name, {})[successor] = _place_prefixes(successor)
+    table = {name: list(by_code.items()) for name, by_code in found.items()}
+    if not table:
+        return table, None
+    return table, re.compile("|".join(map(re.escape, sorted(table, key=len, reverse=True))))
+
+
+def _old_county(text: str) -> tuple[str, int] | None:
+    """(successor adcode, characters up to the old name's end) when ``text`` names a renamed
+    or merged county by its old name (开县临江镇, 重庆市开县, 四川达州达县), either first or after
+    its own province and city. The province or city written before it decides between
+    namesakes and keeps a name from being read in another province; cpca would read 江津市 as
+    湖南's 津市市 and 潼南县 as 南县."""
+    table, pattern = _old_names()
+    if pattern is None:
+        return None
+    for match in pattern.finditer(text, 0, 16):
+        prefix = text[: match.start()]
+        codes = [code for code, prefixes in table[match.group(0)] if prefix in prefixes]
+        if len(codes) == 1:
+            return codes[0], match.end()
+    return None
 
 
 def _abolished_district(adcode: str, remainder: str) -> tuple[str | None, int] | None:
@@ -761,6 +862,10 @@ def _parse_rows(uniques: list, field: str) -> list[tuple]:
             remainder, district, city_pos, prov_pos = text[lead.end() :], lead.group(0), 0, 0
         if repeat_detail is not None:
             remainder = repeat_detail
+        old = _old_county(text)
+        if old is not None:
+            adcode, taken = old
+            remainder, district, city_pos, prov_pos = text[taken:], _NAME_BY_CODE[adcode], 0, 0
         if adcode is None:
             detail = _convert_units(text)
             rows.append((None, None, None, None, detail, flag["address_unparsed"], None))
@@ -777,6 +882,8 @@ def _parse_rows(uniques: list, field: str) -> list[tuple]:
                 adcode = _common_code(found)
                 flags = flag["address_ambiguous_district"]
         province, city, district = _names(adcode) if adcode else (None, None, None)
+        if old is not None:
+            flags = flag["address_district_abolished"]
         if adcode in _MERGED_INTO and not flags:
             # a district cpca's table still lists, merged since (杭州下城区 into 拱墅区, 2021)
             adcode = _MERGED_INTO[adcode]

@@ -486,6 +486,48 @@ def test_streets_named_after_abolished_districts_are_not_districts(raw):
     assert row["flags"] == "hukou_address_no_district"
 
 
+@pytest.mark.parametrize(
+    ("raw", "city", "district", "adcode", "detail"),
+    [
+        # renamed with a new everyday name: python-stdnum's table implies the rename
+        ("重庆市开县临江镇福德村3组", "重庆市", "开州区", "500154", "临江镇福德村3组"),
+        ("开县临江镇福德村3组", "重庆市", "开州区", "500154", "临江镇福德村3组"),
+        ("四川省达州市达县石桥镇", "达州市", "达川区", "511703", "石桥镇"),
+        ("四川达县石桥镇", "达州市", "达川区", "511703", "石桥镇"),
+        # cpca read 重庆's placeholder city 县 from 荣昌县 and lost the county
+        ("重庆荣昌县昌元街道", "重庆市", "荣昌区", "500153", "昌元街道"),
+        ("荣昌县安富镇", "重庆市", "荣昌区", "500153", "安富镇"),
+        ("双流县华阳镇", "成都市", "双流区", "510116", "华阳镇"),
+        ("合川市太和镇", "重庆市", "合川区", "500117", "太和镇"),
+        # written alone, cpca found a namesake in another province: 津市市 (湖南), 南县
+        # (湖南), 高安市 (江西)
+        ("江津市白沙镇", "重庆市", "江津区", "500116", "白沙镇"),
+        ("潼南县柏梓镇", "重庆市", "潼南区", "500152", "柏梓镇"),
+        ("永川市高安镇龙石村", "重庆市", "永川区", "500118", "高安镇龙石村"),
+    ],
+)
+def test_old_names_of_renamed_counties_are_read_as_today(raw, city, district, adcode, detail):
+    """Hukou addresses keep a county's name from before its renaming (开县, 达县, 江津市):
+    read as today's district, with or without the province and city before it."""
+    row = _row(raw)
+    assert (row["city"], row["district"], row["adcode"], row["detail"]) == (
+        city,
+        district,
+        adcode,
+        detail,
+    )
+    assert row["flags"] == "hukou_address_district_abolished"
+
+
+@pytest.mark.parametrize(
+    ("raw", "district"),
+    [("湖南省常德市津市市新洲镇", "津市市"), ("湖南江津市路1号", "津市市"), ("湖南省南县", "南县")],
+)
+def test_old_county_name_under_another_province_is_not_read(raw, district):
+    # the province written first wins over an old name of another province's county
+    assert _row(raw)["district"] == district
+
+
 def test_every_successor_is_a_current_district():
     for old, new in address._MERGED_INTO.items():
         assert new in address._NAME_BY_CODE, (old, new)
