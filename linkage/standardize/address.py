@@ -469,6 +469,56 @@ def _cities_without_districts() -> frozenset[str]:
 
 
 CITIES_WITHOUT_DISTRICTS = _cities_without_districts()
+
+# Towns (镇) and street offices (街道) directly under 东莞 and 中山, the county-level units of
+# cities without districts, from the National Bureau of Statistics' 统计用区划代码 (2023:
+# 东莞 4 街道 and 28 镇, 441900003-441900129; 中山 8 街道 and 15 镇, 442000001-442000124).
+# The district column of such a city holds the town, so rules keyed on the district (name +
+# current district) work there as in any other city; comparisons still see one city.
+TOWNS: dict[str, tuple[str, ...]] = {
+    "441900": (
+        "东城街道", "南城街道", "万江街道", "莞城街道", "石碣镇", "石龙镇", "茶山镇", "石排镇",
+        "企石镇", "横沥镇", "桥头镇", "谢岗镇", "东坑镇", "常平镇", "寮步镇", "樟木头镇",
+        "大朗镇", "黄江镇", "清溪镇", "塘厦镇", "凤岗镇", "大岭山镇", "长安镇", "虎门镇",
+        "厚街镇", "沙田镇", "道滘镇", "洪梅镇", "麻涌镇", "望牛墩镇", "中堂镇", "高埗镇",
+    ),  # fmt: skip
+    "442000": (
+        "石岐街道", "东区街道", "西区街道", "南区街道", "五桂山街道", "中山港街道",
+        "南朗街道", "民众街道", "黄圃镇", "南头镇", "东凤镇", "阜沙镇", "小榄镇", "东升镇",
+        "古镇镇", "横栏镇", "三角镇", "港口镇", "大涌镇", "沙溪镇", "三乡镇", "板芙镇",
+        "神湾镇", "坦洲镇",
+    ),  # fmt: skip
+}
+
+
+@lru_cache(maxsize=1)
+def _towns() -> tuple[dict[str, list[tuple[str, str, bool]]], re.Pattern[str], dict[str, str]]:
+    """(city adcode -> (name written, town, is short) longest first, a pattern finding a full
+    town name at a text's start, full town name -> its city adcode); short names (清溪 for
+    清溪镇) are read only after the city's own name."""
+    by_city: dict[str, list[tuple[str, str, bool]]] = {}
+    city_of: dict[str, str] = {}
+    for city, towns in TOWNS.items():
+        entries = by_city.setdefault(city, [])
+        for town in towns:
+            entries.append((town, town, False))
+            short = re.sub("(?:街道|镇)$", "", town)
+            if len(short) >= 2:
+                entries.append((short, town, True))
+            city_of[town] = city
+        entries.sort(key=lambda item: -len(item[0]))
+    names = sorted(city_of, key=len, reverse=True)
+    return by_city, re.compile("^(?:" + "|".join(map(re.escape, names)) + ")"), city_of
+
+
+def _town(adcode: str, remainder: str) -> tuple[str, int] | None:
+    """(town, characters it takes) when ``remainder`` (the text after a city without
+    districts) starts with one of that city's towns or street offices (东莞 + 清溪镇, 东莞 +
+    清溪: a short name only when no place inside it or street named after it follows)."""
+    for written, town, is_short in _towns()[0].get(adcode, ()):
+        if _starts_with_place(remainder, written, is_short):
+            return town, len(written)
+    return None
 # A place name directly followed by one of these is a street named after the place (中山路,
 # 东莞大道, 嘉峪关路), not the place itself.
 _ROAD_AFTER = re.compile(r"[一二三四五六七八九十\d]*(?:大道|大街|[东南西北中]?[路街道巷]|广场)")
@@ -511,14 +561,16 @@ def _short_districts() -> dict[str, list[tuple[str, str]]]:
     districts, longest first; short names two or more districts of one city share are left
     out. From cpca's national table, so a district is only read under its own city."""
     by_parent: dict[str, dict[str, list[str]]] = {}
-    for info in cpca.ad_2_addr_dict.values():
-        if info.rank != 2 or info.name in _PLACEHOLDER_NAMES:
+    districts = [(i.adcode, i.name) for i in cpca.ad_2_addr_dict.values() if i.rank == 2]
+    # and the divisions cpca lacks: 四川宜宾叙州, 成都郫都
+    for code, name in [*districts, *_NEW_DISTRICTS.items()]:
+        if name in _PLACEHOLDER_NAMES:
             continue
-        short = _DISTRICT_SUFFIX.sub("", info.name)
-        if len(short) < 2 or short == info.name:
+        short = _DISTRICT_SUFFIX.sub("", name)
+        if len(short) < 2 or short == name:
             continue
-        parent = info.adcode[:2] if info.adcode[:2] in _MUNICIPALITIES else info.adcode[:4]
-        by_parent.setdefault(parent, {}).setdefault(short, []).append(info.adcode)
+        parent = code[:2] if code[:2] in _MUNICIPALITIES else code[:4]
+        by_parent.setdefault(parent, {}).setdefault(short, []).append(code)
     return {
         parent: sorted(
             ((short, codes[0]) for short, codes in names.items() if len(set(codes)) == 1),
@@ -866,6 +918,11 @@ def _parse_rows(uniques: list, field: str) -> list[tuple]:
         if old is not None:
             adcode, taken = old
             remainder, district, city_pos, prov_pos = text[taken:], _NAME_BY_CODE[adcode], 0, 0
+        elif field == schema.CURRENT_ADDRESS and (lead := _towns()[1].match(text)) is not None:
+            # a town of 东莞 or 中山 written first, without its city (常平镇锦厦沿江路): an
+            # address names the larger place first, so what cpca found after it is a street
+            # or village (清溪镇江边 read as 镇江, 大朗镇东区 as 攀枝花's 东区, 大岭山东纵路 as 山东)
+            adcode, remainder, district = _towns()[2][lead.group(0)], text, None
         if adcode is None:
             detail = _convert_units(text)
             rows.append((None, None, None, None, detail, flag["address_unparsed"], None))
@@ -905,18 +962,22 @@ def _parse_rows(uniques: list, field: str) -> list[tuple]:
                 remainder = remainder[taken:]
                 flags = flag["address_district_abolished"]
         if district is None and not flags and remainder:
+            new = _new_district(adcode, remainder)
+            if new is not None:
+                adcode, taken = new
+                province, city, district = _names(adcode)
+                remainder = remainder[taken:]
+        if district is None and not flags and remainder:
             short = _short_district(adcode, remainder)
             if short is not None:
                 adcode, taken = short
                 province, city, district = _names(adcode)
                 remainder = remainder[taken:]
                 flags = flag["address_district_short"]
-        if district is None and not flags and remainder:
-            new = _new_district(adcode, remainder)
-            if new is not None:
-                adcode, taken = new
-                province, city, district = _names(adcode)
-                remainder = remainder[taken:]
+        if district is None and adcode in TOWNS and remainder:
+            town = _town(adcode, remainder)
+            if town is not None:
+                district, remainder = town[0], remainder[town[1] :]
         if district is None and not flags and adcode not in CITIES_WITHOUT_DISTRICTS:
             flags = flag["address_no_district"]
         detail = _convert_units(remainder) if remainder else None
