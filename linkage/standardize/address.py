@@ -562,8 +562,7 @@ def _short_districts() -> dict[str, list[tuple[str, str]]]:
     out. From cpca's national table, so a district is only read under its own city."""
     by_parent: dict[str, dict[str, list[str]]] = {}
     districts = [(i.adcode, i.name) for i in cpca.ad_2_addr_dict.values() if i.rank == 2]
-    # and the divisions cpca lacks: 四川宜宾叙州, 成都郫都
-    for code, name in [*districts, *_NEW_DISTRICTS.items()]:
+    for code, name in districts:
         if name in _PLACEHOLDER_NAMES:
             continue
         short = _DISTRICT_SUFFIX.sub("", name)
@@ -571,6 +570,13 @@ def _short_districts() -> dict[str, list[tuple[str, str]]]:
             continue
         parent = code[:2] if code[:2] in _MUNICIPALITIES else code[:4]
         by_parent.setdefault(parent, {}).setdefault(short, []).append(code)
+    # and the divisions cpca lacks (四川宜宾叙州, 成都郫都), unless cpca reads the name under
+    # the old code (重庆梁平: 梁平县, renamed 梁平区 in 2016)
+    for code, name in _NEW_DISTRICTS.items():
+        short = _DISTRICT_SUFFIX.sub("", name)
+        parent = code[:2] if code[:2] in _MUNICIPALITIES else code[:4]
+        if len(short) >= 2 and short != name and short not in by_parent.get(parent, {}):
+            by_parent.setdefault(parent, {})[short] = [code]
     return {
         parent: sorted(
             ((short, codes[0]) for short, codes in names.items() if len(set(codes)) == 1),

@@ -587,6 +587,8 @@ def test_every_successor_is_a_current_district():
         # without their suffix, after their city
         ("四川宜宾叙州南岸街道1号", "宜宾市", "叙州区", "511504", "南岸街道1号"),
         ("成都郫都犀浦镇", "成都市", "郫都区", "510117", "犀浦镇"),
+        # renamed with the same everyday name: cpca's old code, as 重庆梁平县 reads
+        ("重庆梁平金土镇", "重庆市", "梁平县", "500228", "金土镇"),
     ],
 )
 def test_districts_created_after_cpcas_table_are_read(raw, city, district, adcode, detail):
