@@ -828,6 +828,21 @@ def _old_names() -> tuple[dict[str, list[tuple[str, frozenset[str]]]], re.Patter
     return table, re.compile("|".join(map(re.escape, sorted(table, key=len, reverse=True))))
 
 
+@lru_cache(maxsize=1)
+def _longer_current_names() -> dict[str, tuple[str, ...]]:
+    """Old name -> the names in use that start with it (梅县 -> 梅县区)."""
+    in_use = set(_NAME_BY_CODE.values())
+    return {
+        old: longer
+        for old in _old_names()[0]
+        if (longer := tuple(n for n in in_use if n != old and n.startswith(old)))
+    }
+
+
+def _current_name_at(text: str, start: int, old: str) -> bool:
+    return any(text.startswith(n, start) for n in _longer_current_names().get(old, ()))
+
+
 def _old_county(text: str) -> tuple[str, int] | None:
     """(successor adcode, characters up to the old name's end) when ``text`` names a renamed
     or merged county by its old name (开县临江镇, 重庆市开县, 四川达州达县), either first or after
@@ -838,6 +853,8 @@ def _old_county(text: str) -> tuple[str, int] | None:
     if pattern is None:
         return None
     for match in pattern.finditer(text, 0, 16):
+        if _current_name_at(text, match.start(), match.group(0)):
+            continue  # 梅县 of 梅县区, today's name
         prefix = text[: match.start()]
         codes = [code for code, prefixes in table[match.group(0)] if prefix in prefixes]
         if len(codes) == 1:

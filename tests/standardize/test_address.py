@@ -567,6 +567,13 @@ def test_old_county_name_under_another_province_is_not_read(raw, district):
     assert _row(raw)["district"] == district
 
 
+@pytest.mark.parametrize("raw", ["广东省梅州市梅县区程江镇", "梅县区程江镇"])
+def test_todays_name_starting_with_an_old_name_is_read_whole(raw):
+    # 梅县 became 梅县区 (2013): the old name must not eat today's
+    row = _row(raw)
+    assert (row["district"], row["detail"], row["flags"]) == ("梅县区", "程江镇", "")
+
+
 def test_every_successor_is_a_current_district():
     for old, new in address._MERGED_INTO.items():
         assert new in address._NAME_BY_CODE, (old, new)
