@@ -182,7 +182,8 @@ class AddressComparison(Comparison):
             # the parsed parts, not the raw text: a filler has none of them
             "present": _known(detail_values) | has["province"] | has["city"] | (adcode >= 0),
             "finest": adcode,
-            "district": np.where(has["district"], adcode, -1),
+            # a town of a city without districts (东莞 长安镇) has the city's code: no district
+            "district": np.where(has["district"] & (adcode % 100 != 0), adcode, -1),
             "city": np.where(has["city"] & (adcode >= 0), adcode // 100, -1),
             "detail": codes["detail"][0],
             "core": codes["core"][0],

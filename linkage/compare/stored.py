@@ -309,7 +309,9 @@ def _address_query(side: StoredSide, a: AddressComparison, q, prefix: str = "") 
     rows = {
         "present": np.array([present], dtype=bool),
         "finest": np.array([adcode], dtype=np.int64),
-        "district": np.array([adcode if has["district"] else -1], dtype=np.int64),
+        "district": np.array(
+            [adcode if has["district"] and adcode % 100 else -1], dtype=np.int64
+        ),
         "city": np.array([adcode // 100 if has["city"] and adcode >= 0 else -1], dtype=np.int64),
         "detail": np.array([detail], dtype=np.int32),
         "core": np.array([core], dtype=np.int32),

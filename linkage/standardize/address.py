@@ -469,6 +469,56 @@ def _cities_without_districts() -> frozenset[str]:
 
 
 CITIES_WITHOUT_DISTRICTS = _cities_without_districts()
+
+# Towns (镇) and street offices (街道) directly under 东莞 and 中山, the county-level units of
+# cities without districts, from the National Bureau of Statistics' 统计用区划代码 (2023:
+# 东莞 4 街道 and 28 镇, 441900003-441900129; 中山 8 街道 and 15 镇, 442000001-442000124).
+# The district column of such a city holds the town, so rules keyed on the district (name +
+# current district) work there as in any other city; comparisons still see one city.
+TOWNS: dict[str, tuple[str, ...]] = {
+    "441900": (
+        "东城街道", "南城街道", "万江街道", "莞城街道", "石碣镇", "石龙镇", "茶山镇", "石排镇",
+        "企石镇", "横沥镇", "桥头镇", "谢岗镇", "东坑镇", "常平镇", "寮步镇", "樟木头镇",
+        "大朗镇", "黄江镇", "清溪镇", "塘厦镇", "凤岗镇", "大岭山镇", "长安镇", "虎门镇",
+        "厚街镇", "沙田镇", "道滘镇", "洪梅镇", "麻涌镇", "望牛墩镇", "中堂镇", "高埗镇",
+    ),  # fmt: skip
+    "442000": (
+        "石岐街道", "东区街道", "西区街道", "南区街道", "五桂山街道", "中山港街道",
+        "南朗街道", "民众街道", "黄圃镇", "南头镇", "东凤镇", "阜沙镇", "小榄镇", "东升镇",
+        "古镇镇", "横栏镇", "三角镇", "港口镇", "大涌镇", "沙溪镇", "三乡镇", "板芙镇",
+        "神湾镇", "坦洲镇",
+    ),  # fmt: skip
+}
+
+
+@lru_cache(maxsize=1)
+def _towns() -> tuple[dict[str, list[tuple[str, str, bool]]], re.Pattern[str], dict[str, str]]:
+    """(city adcode -> (name written, town, is short) longest first, a pattern finding a full
+    town name at a text's start, full town name -> its city adcode); short names (清溪 for
+    清溪镇) are read only after the city's own name."""
+    by_city: dict[str, list[tuple[str, str, bool]]] = {}
+    city_of: dict[str, str] = {}
+    for city, towns in TOWNS.items():
+        entries = by_city.setdefault(city, [])
+        for town in towns:
+            entries.append((town, town, False))
+            short = re.sub("(?:街道|镇)$", "", town)
+            if len(short) >= 2:
+                entries.append((short, town, True))
+            city_of[town] = city
+        entries.sort(key=lambda item: -len(item[0]))
+    names = sorted(city_of, key=len, reverse=True)
+    return by_city, re.compile("^(?:" + "|".join(map(re.escape, names)) + ")"), city_of
+
+
+def _town(adcode: str, remainder: str) -> tuple[str, int] | None:
+    """(town, characters it takes) when ``remainder`` (the text after a city without
+    districts) starts with one of that city's towns or street offices (东莞 + 清溪镇, 东莞 +
+    清溪: a short name only when no place inside it or street named after it follows)."""
+    for written, town, is_short in _towns()[0].get(adcode, ()):
+        if _starts_with_place(remainder, written, is_short):
+            return town, len(written)
+    return None
 # A place name directly followed by one of these is a street named after the place (中山路,
 # 东莞大道, 嘉峪关路), not the place itself.
 _ROAD_AFTER = re.compile(r"[一二三四五六七八九十\d]*(?:大道|大街|[东南西北中]?[路街道巷]|广场)")
@@ -511,14 +561,22 @@ def _short_districts() -> dict[str, list[tuple[str, str]]]:
     districts, longest first; short names two or more districts of one city share are left
     out. From cpca's national table, so a district is only read under its own city."""
     by_parent: dict[str, dict[str, list[str]]] = {}
-    for info in cpca.ad_2_addr_dict.values():
-        if info.rank != 2 or info.name in _PLACEHOLDER_NAMES:
+    districts = [(i.adcode, i.name) for i in cpca.ad_2_addr_dict.values() if i.rank == 2]
+    for code, name in districts:
+        if name in _PLACEHOLDER_NAMES:
             continue
-        short = _DISTRICT_SUFFIX.sub("", info.name)
-        if len(short) < 2 or short == info.name:
+        short = _DISTRICT_SUFFIX.sub("", name)
+        if len(short) < 2 or short == name:
             continue
-        parent = info.adcode[:2] if info.adcode[:2] in _MUNICIPALITIES else info.adcode[:4]
-        by_parent.setdefault(parent, {}).setdefault(short, []).append(info.adcode)
+        parent = code[:2] if code[:2] in _MUNICIPALITIES else code[:4]
+        by_parent.setdefault(parent, {}).setdefault(short, []).append(code)
+    # and the divisions cpca lacks (四川宜宾叙州, 成都郫都), unless cpca reads the name under
+    # the old code (重庆梁平: 梁平县, renamed 梁平区 in 2016)
+    for code, name in _NEW_DISTRICTS.items():
+        short = _DISTRICT_SUFFIX.sub("", name)
+        parent = code[:2] if code[:2] in _MUNICIPALITIES else code[:4]
+        if len(short) >= 2 and short != name and short not in by_parent.get(parent, {}):
+            by_parent.setdefault(parent, {})[short] = [code]
     return {
         parent: sorted(
             ((short, codes[0]) for short, codes in names.items() if len(set(codes)) == 1),
@@ -630,12 +688,72 @@ _MERGED_INTO = {
     "440102": "440104",  # 东山区 -> 越秀区 (2005)
     "440107": "440103",  # 芳村区 -> 荔湾区 (2005)
     "440116": "440112",  # 萝岗区 -> 黄埔区 (2014)
+    "340721": "340706",  # 铜陵县 -> 义安区 (2015; the rename rule would pick 铜官区)
 }
 
 
 def _city_key(adcode: str) -> str:
     """The prefix a city's districts share: 4 digits, 2 for 北京 天津 上海 重庆."""
     return adcode[:2] if adcode[:2] in _MUNICIPALITIES else adcode[:4]
+
+
+@lru_cache(maxsize=1)
+def _old_counties() -> list[tuple[str, str, str | None]]:
+    """(old code, old name, successor adcode or None) of every county-level name python-stdnum's
+    region table marks as ended since 1980 (``[1997-2016]开县``), in simplified characters.
+
+    The successor is the district that took the old one over (``_MERGED_INTO``), else the
+    city's current district of the same everyday name (番禺市 -> 番禺区, 荣昌县 -> 荣昌区),
+    else a rename the table implies: the one current division of the same city created the
+    year the old name ended whose name starts with the same character (开县 -> 开州区 2016,
+    达县 -> 达川区 2013, 蓟县 -> 蓟州区 2016). A current division two old names would claim by
+    that rule (铜官山区 and 铜陵县 -> 铜官区) is claimed by neither."""
+    current = {c: n for c, n in _NAME_BY_CODE.items() if c[4:] != "00"}
+    shorts: dict[str, dict[str, list[str]]] = {}
+    for code, name in current.items():
+        if name not in _PLACEHOLDER_NAMES and name != "市辖区":
+            shorts.setdefault(_city_key(code), {}).setdefault(
+                _DISTRICT_SUFFIX.sub("", name), []
+            ).append(code)
+    created: dict[str, str] = {}
+    for code, segments in _stdnum_counties():
+        if (begun := re.fullmatch(r"\[(\d{4})-\].+", segments[-1])) is not None:
+            created[code] = begun.group(1)
+    ended = []
+    for code, segments in _stdnum_counties():
+        for segment in segments:
+            span = re.match(r"\[(\d{4})?-(\d{4})\](.+)", segment)
+            if span is None or span.group(2) < "1980":
+                continue  # still current, or gone before today's registries began
+            name = _T2S.convert(span.group(3))
+            if name in _PLACEHOLDER_NAMES or name in ("郊区", "市区", "矿区", "市辖区"):
+                continue
+            ended.append((code, name, span.group(2)))
+    renamed: dict[tuple[str, str], list[str]] = {}
+    for code, name, year in ended:
+        renamed[code, name] = [
+            c
+            for codes in shorts.get(_city_key(code), {}).values()
+            for c in codes
+            if created.get(c) == year and current[c][0] == name[0] and current[c] != name
+        ]
+    claims: dict[str, int] = {}
+    for codes in renamed.values():
+        if len(codes) == 1:
+            claims[codes[0]] = claims.get(codes[0], 0) + 1
+    out = []
+    for code, name, _ in ended:
+        same = shorts.get(_city_key(code), {}).get(_DISTRICT_SUFFIX.sub("", name), [])
+        rename = renamed[code, name]
+        successor = _MERGED_INTO.get(code) or (
+            same[0]
+            if len(same) == 1
+            else rename[0]
+            if len(rename) == 1 and claims[rename[0]] == 1
+            else None
+        )
+        out.append((code, name, successor if successor in _NAME_BY_CODE else None))
+    return out
 
 
 @lru_cache(maxsize=1)
@@ -655,28 +773,15 @@ def _abolished_districts() -> dict[str, list[tuple[str, bool, str | None]]]:
             short = _DISTRICT_SUFFIX.sub("", info.name)
             current_shorts.setdefault(key, {}).setdefault(short, []).append(info.adcode)
     found: dict[str, dict[str, tuple[bool, str | None]]] = {}
-    for code, segments in _stdnum_counties():
+    for code, name, successor in _old_counties():
         key = _city_key(code)
-        for segment in segments:
-            span = re.match(r"\[(\d{4})?-(\d{4})\](.+)", segment)
-            if span is None or span.group(2) < "1980":
-                continue  # still current, or gone before today's registries began
-            name = span.group(3)
-            if name in _PLACEHOLDER_NAMES or name in current_names.get(key, ()):
-                continue
-            short = _DISTRICT_SUFFIX.sub("", name)
-            if name in ("郊区", "市区", "矿区") or len(short) < 2:
-                continue
-            same_short = current_shorts.get(key, {}).get(short, [])
-            successor = _MERGED_INTO.get(code) or (
-                same_short[0] if len(same_short) == 1 else None
-            )
-            if successor is not None and successor not in _NAME_BY_CODE:
-                successor = None
-            entries = found.setdefault(key, {})
-            entries.setdefault(name, (False, successor))
-            if short != name and short not in current_shorts.get(key, {}):
-                entries.setdefault(short, (True, successor))
+        if name in current_names.get(key, ()):
+            continue
+        entries = found.setdefault(key, {})
+        entries.setdefault(name, (False, successor))
+        short = _DISTRICT_SUFFIX.sub("", name)
+        if short != name and len(short) >= 2 and short not in current_shorts.get(key, {}):
+            entries.setdefault(short, (True, successor))
     return {
         key: sorted(
             ((n, is_short, succ) for n, (is_short, succ) in names.items()),
@@ -684,6 +789,77 @@ def _abolished_districts() -> dict[str, list[tuple[str, bool, str | None]]]:
         )
         for key, names in found.items()
     }
+
+
+def _everyday(name: str) -> str:
+    """A province's or city's name without its suffix (重庆市 -> 重庆, 广西壮族自治区 -> 广西,
+    凉山彝族自治州 -> 凉山)."""
+    short = _prefecture_short(name)
+    if short is not None:
+        return short
+    return re.sub("(?:省|市|壮族自治区|回族自治区|维吾尔自治区|自治区|特别行政区)$", "", name) or name
+
+
+def _place_prefixes(adcode: str) -> frozenset[str]:
+    """How a text may name the province and city above a district before the district's
+    name: nothing, the province, the city, or both, each in full or everyday form."""
+    province, city, _ = _names(adcode)
+    provinces = {"", province, _everyday(province)} if province else {""}
+    cities = {""}
+    if city and city != province and city != _NAME_BY_CODE.get(adcode):
+        cities |= {city, _everyday(city)}
+    return frozenset(p + c for p in provinces for c in cities)
+
+
+@lru_cache(maxsize=1)
+def _old_names() -> tuple[dict[str, list[tuple[str, frozenset[str]]]], re.Pattern[str] | None]:
+    """(old full name -> (successor adcode, place prefixes allowed before it), a pattern
+    finding those names) for county-level names no longer in use anywhere (开县, 达县, 江津市,
+    潼南县: ``_old_counties``); names still in use somewhere are left to cpca."""
+    in_use = set(_NAME_BY_CODE.values())
+    found: dict[str, dict[str, frozenset[str]]] = {}
+    for _, name, successor in _old_counties():
+        if successor is None or name in in_use or len(name) < 2:
+            continue
+        found.setdefault(name, {})[successor] = _place_prefixes(successor)
+    table = {name: list(by_code.items()) for name, by_code in found.items()}
+    if not table:
+        return table, None
+    return table, re.compile("|".join(map(re.escape, sorted(table, key=len, reverse=True))))
+
+
+@lru_cache(maxsize=1)
+def _longer_current_names() -> dict[str, tuple[str, ...]]:
+    """Old name -> the names in use that start with it (梅县 -> 梅县区)."""
+    in_use = set(_NAME_BY_CODE.values())
+    return {
+        old: longer
+        for old in _old_names()[0]
+        if (longer := tuple(n for n in in_use if n != old and n.startswith(old)))
+    }
+
+
+def _current_name_at(text: str, start: int, old: str) -> bool:
+    return any(text.startswith(n, start) for n in _longer_current_names().get(old, ()))
+
+
+def _old_county(text: str) -> tuple[str, int] | None:
+    """(successor adcode, characters up to the old name's end) when ``text`` names a renamed
+    or merged county by its old name (开县临江镇, 重庆市开县, 四川达州达县), either first or after
+    its own province and city. The province or city written before it decides between
+    namesakes and keeps a name from being read in another province; cpca would read 江津市 as
+    湖南's 津市市 and 潼南县 as 南县."""
+    table, pattern = _old_names()
+    if pattern is None:
+        return None
+    for match in pattern.finditer(text, 0, 16):
+        if _current_name_at(text, match.start(), match.group(0)):
+            continue  # 梅县 of 梅县区, today's name
+        prefix = text[: match.start()]
+        codes = [code for code, prefixes in table[match.group(0)] if prefix in prefixes]
+        if len(codes) == 1:
+            return codes[0], match.end()
+    return None
 
 
 def _abolished_district(adcode: str, remainder: str) -> tuple[str | None, int] | None:
@@ -761,6 +937,15 @@ def _parse_rows(uniques: list, field: str) -> list[tuple]:
             remainder, district, city_pos, prov_pos = text[lead.end() :], lead.group(0), 0, 0
         if repeat_detail is not None:
             remainder = repeat_detail
+        old = _old_county(text)
+        if old is not None:
+            adcode, taken = old
+            remainder, district, city_pos, prov_pos = text[taken:], _NAME_BY_CODE[adcode], 0, 0
+        elif field == schema.CURRENT_ADDRESS and (lead := _towns()[1].match(text)) is not None:
+            # a town of 东莞 or 中山 written first, without its city (常平镇锦厦沿江路): an
+            # address names the larger place first, so what cpca found after it is a street
+            # or village (清溪镇江边 read as 镇江, 大朗镇东区 as 攀枝花's 东区, 大岭山东纵路 as 山东)
+            adcode, remainder, district = _towns()[2][lead.group(0)], text, None
         if adcode is None:
             detail = _convert_units(text)
             rows.append((None, None, None, None, detail, flag["address_unparsed"], None))
@@ -777,6 +962,8 @@ def _parse_rows(uniques: list, field: str) -> list[tuple]:
                 adcode = _common_code(found)
                 flags = flag["address_ambiguous_district"]
         province, city, district = _names(adcode) if adcode else (None, None, None)
+        if old is not None:
+            flags = flag["address_district_abolished"]
         if adcode in _MERGED_INTO and not flags:
             # a district cpca's table still lists, merged since (杭州下城区 into 拱墅区, 2021)
             adcode = _MERGED_INTO[adcode]
@@ -798,18 +985,22 @@ def _parse_rows(uniques: list, field: str) -> list[tuple]:
                 remainder = remainder[taken:]
                 flags = flag["address_district_abolished"]
         if district is None and not flags and remainder:
+            new = _new_district(adcode, remainder)
+            if new is not None:
+                adcode, taken = new
+                province, city, district = _names(adcode)
+                remainder = remainder[taken:]
+        if district is None and not flags and remainder:
             short = _short_district(adcode, remainder)
             if short is not None:
                 adcode, taken = short
                 province, city, district = _names(adcode)
                 remainder = remainder[taken:]
                 flags = flag["address_district_short"]
-        if district is None and not flags and remainder:
-            new = _new_district(adcode, remainder)
-            if new is not None:
-                adcode, taken = new
-                province, city, district = _names(adcode)
-                remainder = remainder[taken:]
+        if district is None and adcode in TOWNS and remainder:
+            town = _town(adcode, remainder)
+            if town is not None:
+                district, remainder = town[0], remainder[town[1] :]
         if district is None and not flags and adcode not in CITIES_WITHOUT_DISTRICTS:
             flags = flag["address_no_district"]
         detail = _convert_units(remainder) if remainder else None

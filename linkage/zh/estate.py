@@ -19,6 +19,11 @@ _ROAD_NUMBER_RE = re.compile(
     r"^[\u4e00-\u9fff\d]{1,12}?(?:路|街|大道|道|巷|弄|胡同)(?:\d+段)?\d+(?:-\d+)?号"
 )
 _ESTATE_RE = re.compile(r"^[\u4e00-\u9fff]{2,16}")
+# the word 社区 / 村 between a village's name and the road through it, which clerks write or
+# drop (霄边社区龙洞路41号, 鹤洞村环城路222号 / 霄边龙洞路41号): not before a number (固戍村2巷)
+_VILLAGE_WORD_RE = re.compile(
+    r"(?:社区|村)(?=[\u4e00-\u9fff]{1,8}?(?:路|街|大道|道|巷|弄|胡同)(?:\d+段)?\d)"
+)
 _BUILDING_RE = re.compile(r"\d+")
 
 
@@ -45,9 +50,11 @@ def core_detail(detail: str) -> str:
 def estate(detail: str | None) -> str | None:
     """The estate or village of a detail with the number after it, its building or group
     (``西竹府13`` from ``丰潭路405号西竹府13幢6单元701室`` and ``西竹府13-6-70``; ``吴湾村10``),
-    or the road and door number where no name follows them (``文三路100号``); None for a
-    detail opening with a number (``12-3-401``) or empty. Estate names repeat across cities
-    (和谐家园, 幸福小区): the building keeps the key to one block of flats."""
+    or the road and door number where no name follows them (``文三路100号``; a village's
+    name before the road kept, the word 社区 / 村 after it dropped: ``霄边社区龙洞路41号`` and
+    ``霄边龙洞路41号`` both give ``霄边龙洞路41号``); None for a detail opening with a number
+    (``12-3-401``) or empty. Estate names repeat across cities (和谐家园, 幸福小区): the
+    building keeps the key to one block of flats."""
     if not detail:
         return None
     road, rest = _parts(detail)
@@ -55,7 +62,7 @@ def estate(detail: str | None) -> str | None:
     if named:
         building = _BUILDING_RE.match(rest, named.end())
         return named.group(0) + (building.group(0) if building else "")
-    return road
+    return _VILLAGE_WORD_RE.sub("", road, count=1) if road is not None else None
 
 
 # a number with the unit it counts (13幢, 6单元, 701室, 100号, 312号楼, 12组, 13-)

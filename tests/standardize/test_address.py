@@ -288,21 +288,60 @@ def test_scale_one_million_rows():
 
 
 @pytest.mark.parametrize(
-    "raw, city, detail",
+    "raw, city, district, detail",
     [
-        ("广东省东莞市东莞大道88号", "东莞市", "东莞大道88号"),
-        ("东莞市南城街道东莞大道88号", "东莞市", "南城街道东莞大道88号"),
-        ("中山市东区中山四路20号", "中山市", "东区中山四路20号"),
-        ("海南省儋州市那大镇儋州大道9号", "儋州市", "那大镇儋州大道9号"),
-        ("嘉峪关市新华街道嘉峪关路7号", "嘉峪关市", "新华街道嘉峪关路7号"),
+        ("广东省东莞市东莞大道88号", "东莞市", None, "东莞大道88号"),
+        ("东莞市南城街道东莞大道88号", "东莞市", "南城街道", "东莞大道88号"),
+        ("中山市东区中山四路20号", "中山市", "东区街道", "中山四路20号"),
+        ("海南省儋州市那大镇儋州大道9号", "儋州市", None, "那大镇儋州大道9号"),
+        ("嘉峪关市新华街道嘉峪关路7号", "嘉峪关市", None, "新华街道嘉峪关路7号"),
     ],
 )
-def test_street_repeating_the_city_name_keeps_the_detail(raw, city, detail):
+def test_street_repeating_the_city_name_keeps_the_detail(raw, city, district, detail):
     out = standardize_addresses(pd.Series([raw]), schema.HUKOU_ADDRESS).iloc[0]
     assert out[schema.address_col(schema.HUKOU_ADDRESS, "city")] == city
+    assert out[schema.address_col(schema.HUKOU_ADDRESS, "district")] == district
     assert out[schema.address_col(schema.HUKOU_ADDRESS, "detail")] == detail
     # a city that has no districts is not flagged for lacking one
     assert "no_district" not in out[schema.QUALITY_FLAGS]
+
+
+@pytest.mark.parametrize(
+    ("raw", "city", "district", "adcode", "detail"),
+    [
+        ("广东省东莞市长安镇鹤洞社区环城路222号", "东莞市", "长安镇", "441900", "鹤洞社区环城路222号"),
+        ("东莞清溪上沙沿江路212号", "东莞市", "清溪镇", "441900", "上沙沿江路212号"),
+        ("东莞市莞城", "东莞市", "莞城街道", "441900", None),
+        ("中山市小榄镇民安路1号", "中山市", "小榄镇", "442000", "民安路1号"),
+        # the town written without its city: cpca read nothing, 镇江 (from 清溪镇江边), 攀枝花's
+        # 东区 or 山东 (from 大岭山东纵路)
+        ("常平镇锦厦沿江路261号A栋706", "东莞市", "常平镇", "441900", "锦厦沿江路261号A栋706"),
+        ("清溪镇江边新安路170号", "东莞市", "清溪镇", "441900", "江边新安路170号"),
+        ("大朗镇东区环城路45号", "东莞市", "大朗镇", "441900", "东区环城路45号"),
+        ("南城街道大岭山东纵路288号", "东莞市", "南城街道", "441900", "大岭山东纵路288号"),
+    ],
+)
+def test_towns_of_cities_without_districts_are_their_district(raw, city, district, adcode, detail):
+    """东莞 and 中山 have towns and street offices directly under the city: the town is the
+    address's county-level unit, so name + current district blocking works there too."""
+    out = standardize_addresses(pd.Series([raw]), schema.CURRENT_ADDRESS).iloc[0]
+    got = {s: out[schema.address_col(schema.CURRENT_ADDRESS, s)] for s in ("city", "district")}
+    got |= {s: out[schema.address_col(schema.CURRENT_ADDRESS, s)] for s in ("adcode", "detail")}
+    assert got == {"city": city, "district": district, "adcode": adcode, "detail": detail}
+
+
+@pytest.mark.parametrize(
+    "raw", ["东莞市南城路1号", "东莞市长安路2号", "镇江市京口区正东路1号"]
+)
+def test_roads_named_after_towns_are_not_towns(raw):
+    out = standardize_addresses(pd.Series([raw]), schema.CURRENT_ADDRESS).iloc[0]
+    assert out[schema.address_col(schema.CURRENT_ADDRESS, "district")] in (None, "京口区")
+
+
+def test_a_town_written_alone_is_read_only_in_a_current_address():
+    # a hukou address names its county: a bare 沙溪镇 there may be any of several towns
+    out = standardize_addresses(pd.Series(["沙溪镇石门村"]), schema.HUKOU_ADDRESS).iloc[0]
+    assert out[schema.address_col(schema.HUKOU_ADDRESS, "city")] is None
 
 
 def test_a_street_named_after_a_city_is_not_that_city():
@@ -486,6 +525,55 @@ def test_streets_named_after_abolished_districts_are_not_districts(raw):
     assert row["flags"] == "hukou_address_no_district"
 
 
+@pytest.mark.parametrize(
+    ("raw", "city", "district", "adcode", "detail"),
+    [
+        # renamed with a new everyday name: python-stdnum's table implies the rename
+        ("重庆市开县临江镇福德村3组", "重庆市", "开州区", "500154", "临江镇福德村3组"),
+        ("开县临江镇福德村3组", "重庆市", "开州区", "500154", "临江镇福德村3组"),
+        ("四川省达州市达县石桥镇", "达州市", "达川区", "511703", "石桥镇"),
+        ("四川达县石桥镇", "达州市", "达川区", "511703", "石桥镇"),
+        # cpca read 重庆's placeholder city 县 from 荣昌县 and lost the county
+        ("重庆荣昌县昌元街道", "重庆市", "荣昌区", "500153", "昌元街道"),
+        ("荣昌县安富镇", "重庆市", "荣昌区", "500153", "安富镇"),
+        ("双流县华阳镇", "成都市", "双流区", "510116", "华阳镇"),
+        ("合川市太和镇", "重庆市", "合川区", "500117", "太和镇"),
+        # written alone, cpca found a namesake in another province: 津市市 (湖南), 南县
+        # (湖南), 高安市 (江西)
+        ("江津市白沙镇", "重庆市", "江津区", "500116", "白沙镇"),
+        ("潼南县柏梓镇", "重庆市", "潼南区", "500152", "柏梓镇"),
+        ("永川市高安镇龙石村", "重庆市", "永川区", "500118", "高安镇龙石村"),
+    ],
+)
+def test_old_names_of_renamed_counties_are_read_as_today(raw, city, district, adcode, detail):
+    """Hukou addresses keep a county's name from before its renaming (开县, 达县, 江津市):
+    read as today's district, with or without the province and city before it."""
+    row = _row(raw)
+    assert (row["city"], row["district"], row["adcode"], row["detail"]) == (
+        city,
+        district,
+        adcode,
+        detail,
+    )
+    assert row["flags"] == "hukou_address_district_abolished"
+
+
+@pytest.mark.parametrize(
+    ("raw", "district"),
+    [("湖南省常德市津市市新洲镇", "津市市"), ("湖南江津市路1号", "津市市"), ("湖南省南县", "南县")],
+)
+def test_old_county_name_under_another_province_is_not_read(raw, district):
+    # the province written first wins over an old name of another province's county
+    assert _row(raw)["district"] == district
+
+
+@pytest.mark.parametrize("raw", ["广东省梅州市梅县区程江镇", "梅县区程江镇"])
+def test_todays_name_starting_with_an_old_name_is_read_whole(raw):
+    # 梅县 became 梅县区 (2013): the old name must not eat today's
+    row = _row(raw)
+    assert (row["district"], row["detail"], row["flags"]) == ("梅县区", "程江镇", "")
+
+
 def test_every_successor_is_a_current_district():
     for old, new in address._MERGED_INTO.items():
         assert new in address._NAME_BY_CODE, (old, new)
@@ -503,6 +591,11 @@ def test_every_successor_is_a_current_district():
         ("坪山区坑梓街道", "深圳市", "坪山区", "440310", "坑梓街道"),
         ("成都市郫都区犀浦镇", "成都市", "郫都区", "510117", "犀浦镇"),
         ("海口市龙华区金贸路1号", "海口市", "龙华区", "460106", "金贸路1号"),
+        # without their suffix, after their city
+        ("四川宜宾叙州南岸街道1号", "宜宾市", "叙州区", "511504", "南岸街道1号"),
+        ("成都郫都犀浦镇", "成都市", "郫都区", "510117", "犀浦镇"),
+        # renamed with the same everyday name: cpca's old code, as 重庆梁平县 reads
+        ("重庆梁平金土镇", "重庆市", "梁平县", "500228", "金土镇"),
     ],
 )
 def test_districts_created_after_cpcas_table_are_read(raw, city, district, adcode, detail):

@@ -283,6 +283,11 @@ def test_cantonese_readings_cover_simplified_and_traditional():
         ("西乡街道固戍村2巷5号302", "固戍村2巷5号302", "固戍村2巷5号"),
         ("镇海路5号", "镇海路5号", "镇海路5号"),
         ("12-3-401", "12-3-401", None),
+        # the word 社区 / 村 before the road is written or dropped: one key
+        ("霄边社区龙洞路41号", "霄边社区龙洞路41号", "霄边龙洞路41号"),
+        ("霄边龙洞路41号", "霄边龙洞路41号", "霄边龙洞路41号"),
+        ("鹤洞村环城路222号A栋512", "鹤洞村环城路222号A栋512", "鹤洞环城路222号"),
+        ("新村路8号", "新村路8号", "新村路8号"),
     ],
 )
 def test_address_detail_parts(detail, core, estate):
