@@ -472,7 +472,8 @@ CITIES_WITHOUT_DISTRICTS = _cities_without_districts()
 
 # Towns (镇) and street offices (街道) directly under 东莞 and 中山, the county-level units of
 # cities without districts, from the National Bureau of Statistics' 统计用区划代码 (2023:
-# 东莞 4 街道 and 28 镇, 441900003-441900129; 中山 8 街道 and 15 镇, 442000001-442000124).
+# 东莞 4 街道 and 28 镇, 441900003-441900129; 中山 8 街道 and 16 镇 under 442000, names as
+# records write them).
 # The district column of such a city holds the town, so rules keyed on the district (name +
 # current district) work there as in any other city; comparisons still see one city.
 TOWNS: dict[str, tuple[str, ...]] = {
