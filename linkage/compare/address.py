@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -113,20 +114,28 @@ def _cut_after(text: str, k: int) -> str:
     return text
 
 
+@lru_cache(maxsize=1 << 18)
+def _detail_parts(detail: str) -> tuple[str, tuple[str, ...], int]:
+    """A detail's part from the estate on, that part's numbers (leading zeros dropped) and
+    how many numbers the whole detail holds; cached, as one detail meets many others."""
+    core = core_detail(detail)
+    numbers = tuple(x.lstrip("0") for x in _NUMBER_RUNS.findall(core))
+    return core, numbers, len(_NUMBER_RUNS.findall(detail))
+
+
 def _flat_on_one_side(da: str, db: str) -> float:
     """Similarity (0-100) of two details one of which stops at a building the other goes on
     from (常平镇新村社区振安路85号 / 常平新村振安路85号D栋514): its numbers from the estate
     on are the first numbers of the other's, and the other, cut after them, is compared
     whole and from the estate on; 0 when the numbers do not nest."""
-    ca, cb = core_detail(da), core_detail(db)
-    na, nb = _NUMBER_RUNS.findall(ca), _NUMBER_RUNS.findall(cb)
+    (ca, na, wa), (cb, nb, wb) = _detail_parts(da), _detail_parts(db)
     if len(na) > len(nb):
-        da, db, ca, cb, na, nb = db, da, cb, ca, nb, na
+        da, db, ca, cb, na, nb, wa, wb = db, da, cb, ca, nb, na, wb, wa
     k = len(na)
-    if not k or k == len(nb) or [x.lstrip("0") for x in nb[:k]] != [x.lstrip("0") for x in na]:
+    if not k or k == len(nb) or nb[:k] != na:
         return 0.0
     # the whole detail holds the road's door number as well: cut after as many numbers
-    extra = len(_NUMBER_RUNS.findall(db)) - len(nb)
+    extra = wb - len(nb)
     return max(
         fuzz.ratio(ca, _cut_after(cb, k)),
         fuzz.ratio(da, _cut_after(db, k + extra)) if extra >= 0 else 0.0,
@@ -236,12 +245,17 @@ class AddressComparison(Comparison):
             )
             if len(nest):
                 table = left.tables["detail"]
+                # once per distinct pair of details (a household's records repeat them)
+                width = len(table) + 1
+                key = a["detail"][nest].astype(np.int64) * width + b["detail"][nest]
+                inverse, distinct = pd.factorize(key)
+                distinct = np.asarray(distinct, dtype=np.int64)
                 score = np.array(
                     [
-                        _flat_on_one_side(table[x], table[y])
-                        for x, y in zip(a["detail"][nest], b["detail"][nest], strict=True)
+                        _flat_on_one_side(table[x // width], table[x % width])
+                        for x in distinct.tolist()
                     ]
-                )
+                )[inverse]
                 detail[nest[score >= 100 * self.detail_threshold - 1e-4]] = True
         lvl = np.select(
             [
