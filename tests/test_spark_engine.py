@@ -999,6 +999,37 @@ def test_spark_blocking_refines_skips_and_refuses_like_the_local_engine(spark):
         block_spark(keys, SimpleNamespace(blocking=tight), buckets=3)
 
 
+def test_spark_blocking_sorts_its_self_join_by_the_block_hash_first(spark):
+    """The self-join's sort compares an 8-byte prefix of its first key before whole rows:
+    the block's hash leads, and the rule index and text keys follow, so the pairs are the
+    local engine's whatever the hash (a collision is settled by the text keys)."""
+    from types import SimpleNamespace
+
+    from linkage.blocking import BlockingRule, BlockingSettings, block, key_table
+    from linkage.spark.engine import _BLOCK_HASH, _RULE_INDEX, block_spark
+
+    frame = _key_frame(seed=7)
+    rules = [BlockingRule(name="a", keys=["k1", "k3"]), BlockingRule(name="b", keys=["k2"])]
+    settings = BlockingSettings(rules=rules)
+    keys = spark.createDataFrame(key_table(frame, rules, settings.refine_keys))
+    before = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")  # a sort-merge join
+    try:
+        pairs, _ = block_spark(keys, SimpleNamespace(blocking=settings), buckets=3)
+        plan = pairs._jdf.queryExecution().executedPlan().toString()
+        got = pairs.toPandas().sort_values([schema.ROW_L, schema.ROW_R], ignore_index=True)
+    finally:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", before)
+    join = next(line for line in plan.splitlines() if "SortMergeJoin" in line)
+    left_keys = join.split("[", 1)[1].split("]", 1)[0].split(", ")
+    assert left_keys[0].startswith(_BLOCK_HASH), join
+    assert any(k.startswith(_RULE_INDEX) for k in left_keys), join
+    assert any(k.startswith("__k0") for k in left_keys), join
+    local = block(frame, settings)
+    assert got[schema.ROW_L].tolist() == local[schema.ROW_L].tolist()
+    assert got[schema.ROW_R].tolist() == local[schema.ROW_R].tolist()
+
+
 def test_spark_blocking_jobs_do_not_grow_with_the_rules(spark):
     """Every rule's records are counted by one group-by and joined by one self-join, so
     four more rules (none refined) run no more Spark jobs; a join per rule cost about three

@@ -56,6 +56,11 @@ def get_session(
         # bigger Arrow batches: the standardizers and comparisons work per distinct value
         # within a batch, and each batch costs a Python call
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "50000")
+        # no byte cap on a batch sent to Python: with one (64 MB by default) Spark measures
+        # the Arrow batch after every row (ArrowWriter.sizeInBytes, which walks every
+        # column), about 3% of the JVM's samples of a 0.3 M run; Int.MaxValue skips the
+        # check. 50,000 records of about 1 KB stay far below Arrow's 2 GB per column
+        .config("spark.sql.execution.arrow.maxBytesPerBatch", str(2**31 - 1))
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
         # Spark 4 accepts only Unicode and Latin charsets unless the Java ones are allowed;
