@@ -888,9 +888,10 @@ def export(
     """Write one department's view of the golden records: granted fields only, masked."""
     import os
 
+    from linkage import schema
     from linkage.paths import check_input_file, check_output_file, check_store_path
     from linkage.share import DEFAULT_POLICY_PATH, export_view, load_policy, write_export
-    from linkage.share.export import check_quasi_identifier_joins
+    from linkage.share.export import check_own_sources, check_quasi_identifier_joins
     from linkage.store import Store
 
     _setup_logging(True)
@@ -913,6 +914,9 @@ def export(
         key = None
         if not os.environ.get(sharing.pseudonym_key_env):
             key = opened.stored_secret("pseudonym_key")
+    # a grant whose own_sources the store lacks gives an empty-looking export: refused
+    for line in check_own_sources(links[schema.SOURCE] if len(links) else (), sharing, department):
+        logging.getLogger("linkage.share").warning(line)
     if key is None and not os.environ.get(sharing.pseudonym_key_env):
         with Store.open(store, create=False) as writable:  # a store's first export makes the key
             key = writable.secret("pseudonym_key")

@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from linkage.cli import app
+from linkage.share import DEFAULT_POLICY_PATH
 from linkage.store import Store
 
 runner = CliRunner()
@@ -630,6 +631,21 @@ def test_run_refused_for_bad_input_writes_nothing(tmp_path):
     assert result.exit_code == 2, result.output
     assert "编号" in result.output and "2" in result.output
     assert not out.exists()
+
+
+def test_export_for_own_sources_the_store_lacks_exits_2_listing_the_store_sources(batch, tmp_path):
+    out, _ = batch
+    policy = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    policy["departments"]["health"]["own_sources"] = ["weijian"]
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy, allow_unicode=True), encoding="utf-8")
+    target = tmp_path / "health.csv"
+    args = ["export", "--store", str(out / "ids.duckdb"), "--department", "health"]
+    result = runner.invoke(app, [*args, "--policy", str(path), "--output", str(target)])
+    assert result.exit_code == 2, result.output
+    assert "own_sources [weijian] names no source" in result.output
+    assert "it holds civil_affairs, health, police" in result.output
+    assert not target.exists()
 
 
 def test_search_and_export_run_beside_a_reader_holding_the_store(batch, tmp_path):

@@ -280,6 +280,39 @@ def test_rows_own_keeps_identities_with_own_records():
     assert view[schema.IDENTITY_ID].tolist() == ["I1", "I2"]
 
 
+@pytest.mark.parametrize(
+    "grant, empty",
+    [({"record_ids": "own"}, "no own record ids"), ({"rows": "own"}, "no rows")],
+)
+def test_own_sources_the_store_lacks_are_refused_naming_both(grant, empty):
+    from linkage.share.export import check_own_sources
+
+    # registries stored under pinyin names, the policy naming the department's own
+    policy = policy_from_dict(
+        _policy({"fields": {"name": "none"}, "own_sources": ["health"], **grant})
+    )
+    with pytest.raises(ConfigError) as err:
+        check_own_sources(["gongan", "weijian", "gongan"], policy, "d")
+    msg = str(err.value)
+    assert "departments.d.own_sources" in msg and "[health]" in msg
+    assert "it holds gongan, weijian" in msg and empty in msg
+    with pytest.raises(ConfigError, match="it holds no records"):
+        check_own_sources([], policy, "d")
+
+
+def test_own_sources_partly_in_the_store_warn_and_unused_ones_are_not_checked():
+    from linkage.share.export import check_own_sources
+
+    both = {"fields": {"name": "none"}, "record_ids": "own", "own_sources": ["health", "clinic"]}
+    (line,) = check_own_sources(_links()[schema.SOURCE], policy_from_dict(_policy(both)), "d")
+    assert "clinic not in the store" in line and "records of health only" in line
+    one = policy_from_dict(_policy({**both, "own_sources": ["health"]}))
+    assert check_own_sources(["health"], one, "d") == []
+    # own_sources that neither record_ids nor rows use change nothing in the export
+    unused = policy_from_dict(_policy({"fields": {"name": "none"}, "own_sources": ["nowhere"]}))
+    assert check_own_sources(["police"], unused, "d") == []
+
+
 def test_write_export(tmp_path):
     policy = load_policy(DEFAULT_POLICY_PATH)
     view = export_view(_golden(), _links(), policy, "health", key=KEY)

@@ -10,7 +10,7 @@ import hmac
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -584,6 +584,53 @@ def check_quasi_identifier_joins(
             path=str(policy.source_path) if policy.source_path else None,
             key=f"departments.{department}.fields",
         )
+
+
+def check_own_sources(
+    store_sources: Iterable[str], policy: SharingPolicy, department: str
+) -> list[str]:
+    """Check that the registries a department's grant calls its own are in the store.
+
+    ``store_sources``: the source names of the store's records (``links.source``). Applies
+    where the grant uses ``own_sources`` (``record_ids: own`` or ``rows: own``). When none
+    of them is in the store, the export would have no own record ids or no rows at all: a
+    policy written for other source names (``gongan`` in the store, ``police`` in the
+    policy) would give an export that looks fine and is useless, so this raises ConfigError
+    naming the policy's sources and the store's (exit 2). When only some are missing (a
+    registry not yet ingested), returns one warning line naming them; else an empty list.
+    """
+    dept = effective_department(policy, department)
+    uses = [
+        what
+        for what, used in (
+            ("record_ids: own", dept.record_ids == "own"),
+            ("rows: own", dept.rows == "own"),
+        )
+        if used
+    ]
+    if not uses:
+        return []
+    held = sorted({str(s) for s in store_sources})
+    missing = [s for s in dept.own_sources if s not in held]
+    if not missing:
+        return []
+    holds = f"it holds {', '.join(held)}" if held else "it holds no records"
+    if len(missing) < len(dept.own_sources):
+        present = [s for s in dept.own_sources if s not in missing]
+        return [
+            f"department '{department}': own_sources {', '.join(missing)} not in the store "
+            f"({holds}); the export has the records of {', '.join(present)} only"
+        ]
+    empty = "no rows" if dept.rows == "own" else "no own record ids (source_records empty)"
+    raise ConfigError(
+        f"department '{department}' ({' and '.join(uses)}): own_sources "
+        f"[{', '.join(dept.own_sources)}] names no source of this identity store ({holds}), "
+        f"so its export would have {empty}; name the store's source(s) under "
+        f"departments.{department}.own_sources in a copy of the policy and pass it with "
+        "--policy (a run config's department: key does not count)",
+        path=str(policy.source_path) if policy.source_path else None,
+        key=f"departments.{department}.own_sources",
+    )
 
 
 def write_export(frame: pd.DataFrame, path: str | Path) -> Path:
