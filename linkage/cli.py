@@ -891,7 +891,12 @@ def export(
     from linkage import schema
     from linkage.paths import check_input_file, check_output_file, check_store_path
     from linkage.share import DEFAULT_POLICY_PATH, export_view, load_policy, write_export
-    from linkage.share.export import check_own_sources, check_quasi_identifier_joins
+    from linkage.share.export import (
+        K_ANONYMITY,
+        check_own_sources,
+        check_quasi_identifier_joins,
+        k_anonymity_warning,
+    )
     from linkage.store import Store
 
     _setup_logging(True)
@@ -924,7 +929,12 @@ def export(
     check_quasi_identifier_joins(golden, sharing, department)
     view = export_view(golden, links, sharing, department, key=key)
     path = write_export(view, output)
-    _echo(f"wrote {len(view):,} rows for department '{department}' to {path}", quiet)
+    mostly_empty = k_anonymity_warning(view, department)
+    if mostly_empty:
+        logging.getLogger("linkage.share").warning(mostly_empty)
+    suppressed = view.attrs.get(K_ANONYMITY, {}).get("rows", 0)
+    note = f" ({suppressed:,} rows suppressed for k-anonymity)" if suppressed else ""
+    _echo(f"wrote {len(view):,} rows for department '{department}' to {path}{note}", quiet)
 
 
 def _check_replaces_export(path: Path) -> None:

@@ -648,6 +648,32 @@ def test_export_for_own_sources_the_store_lacks_exits_2_listing_the_store_source
     assert not target.exists()
 
 
+def test_export_that_k_anonymity_empties_warns_naming_the_columns(batch, tmp_path, caplog):
+    out, _ = batch
+    policy = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    # masked name and ID with a month of birth and own record ids: each identity its own cell
+    policy["departments"]["health"]["fields"] = {
+        "name": "surname_only",
+        "id_number": "first6",
+        "birth_date": "year_month",
+        "phone": "first3_last4",
+        "hukou_address": "district",
+    }
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy, allow_unicode=True), encoding="utf-8")
+    target = tmp_path / "health.csv"
+    args = ["export", "--store", str(out / "ids.duckdb"), "--department", "health"]
+    result = runner.invoke(app, [*args, "--policy", str(path), "--output", str(target)])
+    assert result.exit_code == 0, result.output
+    rows = len(pd.read_csv(target, dtype=str))
+    assert f"wrote {rows:,} rows" in result.output
+    assert f"({rows:,} rows suppressed for k-anonymity)" in result.output
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(
+        "name 100%" in m and "id_number 100%" in m and "docs/privacy.md" in m for m in warned
+    )
+
+
 def test_search_and_export_run_beside_a_reader_holding_the_store(batch, tmp_path):
     """`linkage serve` holds the store open read-only: search and export still work, a
     writer is refused with a message saying why (not DuckDB's lock text)."""

@@ -313,6 +313,37 @@ def test_own_sources_partly_in_the_store_warn_and_unused_ones_are_not_checked():
     assert check_own_sources(["police"], unused, "d") == []
 
 
+def test_an_export_emptied_by_k_anonymity_is_reported_per_column():
+    from linkage.share.export import K_ANONYMITY, k_anonymity_warning
+
+    # five identities, each alone in its cell of masked fields: every row is suppressed
+    grant = {"fields": {"name": "surname_only", "birth_date": "year"}, "record_ids": "own",
+             "own_sources": ["health"]}  # fmt: skip
+    view = export_view(_golden(), _links(), policy_from_dict(_policy(grant)), "d", key=KEY)
+    assert view[EXPORT_FLAGS].str.contains("k_anonymity_suppressed").all()
+    assert view.attrs[K_ANONYMITY]["rows"] == 5
+    line = k_anonymity_warning(view, "d")
+    assert "suppressed 5 of 5 rows (100%)" in line and "min_cell 5" in line
+    assert "name 100%" in line and "birth_date 100%" in line and "docs/privacy.md" in line
+    assert "grant record_ids: none" in line  # record ids make every cell a single row
+    # cells that hold min_cell identities lose nothing: no warning
+    loose = policy_from_dict(_policy({"fields": {"gender": "none"}}, min_cell=1))
+    assert k_anonymity_warning(export_view(_golden(), _links(), loose, "d", key=KEY), "d") is None
+    # a view that is not microdata (name unmasked) is not k-anonymized at all
+    named = policy_from_dict(_policy({"fields": {"name": "none"}}))
+    assert k_anonymity_warning(export_view(_golden(), _links(), named, "d", key=KEY), "d") is None
+
+
+def test_a_parquet_export_carries_no_frame_attrs(tmp_path):
+    import pyarrow.parquet as pq
+
+    grant = {"fields": {"name": "surname_only", "birth_date": "year"}}
+    view = export_view(_golden(), _links(), policy_from_dict(_policy(grant)), "d", key=KEY)
+    assert view.attrs  # the suppression report, for the command line only
+    metadata = pq.read_schema(write_export(view, tmp_path / "v.parquet")).metadata
+    assert b"PANDAS_ATTRS" not in metadata and b"k_anonymity" not in metadata[b"pandas"]
+
+
 def test_write_export(tmp_path):
     policy = load_policy(DEFAULT_POLICY_PATH)
     view = export_view(_golden(), _links(), policy, "health", key=KEY)
