@@ -1441,13 +1441,18 @@ def dashboard(
     from linkage.errors import InputError
     from linkage.linker import Linker, read_outputs
     from linkage.review.labels import load_labels
-    from linkage.viz import write_dashboards
+    from linkage.viz import require_chart_packages, write_dashboards
 
     _setup_logging(True)
     if output is None:
         raise typer.BadParameter("give the charts' folder with --output", param_hint="--output")
     if config is None and from_output is None:
         raise typer.BadParameter("give a run config, or --from OUTPUT", param_hint="CONFIG")
+    try:
+        # before any work: a missing extra is an install step, not an internal error
+        require_chart_packages()
+    except ImportError as exc:
+        raise LinkageError(f"linkage dashboard: {exc}") from None
     if output.exists() and not output.is_dir():
         raise InputError("--output exists and is not a folder", path=str(output))
     if from_output is not None and output.resolve() == from_output.resolve():

@@ -144,3 +144,20 @@ def test_a_reader_that_goes_away_is_no_internal_error(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0, err
     assert "internal error" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("module", ["altair", "vl_convert"])
+def test_dashboard_without_the_notebooks_extra_names_it_before_any_work(
+    tmp_path: Path, monkeypatch, module: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
+    target = tmp_path / "dash"
+    result = runner.invoke(
+        app, ["dashboard", "--from", str(tmp_path / "no-run"), "--output", str(target)]
+    )
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: linkage dashboard:"), result.stderr
+    assert "pip install 'linkage[notebooks]'" in lines[0]
+    # refused before the --from folder is read (it does not exist) and before any output
+    assert "internal error" not in result.output and not target.exists()
