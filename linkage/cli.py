@@ -651,7 +651,10 @@ def run(
     # every path is checked before the work and before the store transaction commits
     check_output_dir(output)
     if store is not None and engine != "spark":
+        from linkage.store import Store
+
         check_store_path(store, create=True)
+        Store.check_free(store)  # held by `linkage serve`: refused before reading the inputs
     if remove_missing and store is None:
         raise typer.BadParameter("--remove-missing applies with --store")
     linker = Linker.from_yaml(config, store=None if engine == "spark" else store)

@@ -724,6 +724,53 @@ def test_search_and_export_run_beside_a_reader_holding_the_store(batch, tmp_path
         holder.wait()
 
 
+def test_run_into_a_store_another_process_holds_is_refused_before_reading(
+    batch, tmp_path, monkeypatch
+):
+    """`linkage serve` holds the store: a run is refused before it reads its inputs (it
+    used to read and standardize every source first, minutes at scale)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from linkage.errors import StoreError
+    from linkage.linker import Linker
+
+    out, _ = batch
+    store = tmp_path / "ids.duckdb"
+    shutil.copy(out / "ids.duckdb", store)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
+            "print('ready', flush=True); time.sleep(120)",
+            str(store),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        target = tmp_path / "o"
+        config = str(out / "d" / "run.yaml")
+        refused = runner.invoke(app, ["run", config, "--store", str(store), "-o", str(target)])
+        assert refused.exit_code == 2
+        assert "in use by another process" in refused.stderr
+        assert "reading" not in refused.stderr and not target.exists()
+
+        # the Python API too: no source is read
+        def no_reading(*args, **kwargs):
+            raise AssertionError("the inputs were read")
+
+        monkeypatch.setattr(Linker, "standardize", no_reading)
+        with pytest.raises(StoreError, match="in use by another process"):
+            Linker.from_yaml(config, store=store).run()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 @pytest.mark.parametrize(
     "field, value", [("--birth-date", "1990-13-45"), ("--id-number", "4.40106199001011e+17")]
 )
