@@ -31,6 +31,18 @@ CONFIG_REFERENCE = (
     "docs/engineer.md."
 )
 
+
+class _Command(typer.core.TyperCommand):
+    """A command whose usage line names its arguments as ``CONFIG`` (``[CONFIG]`` when
+    optional), not typer's ``{CONFIG}``, which reads as a template or a literal brace."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [
+            re.sub(r"^\{([^{}]+)\}(\.\.\.)?$", r"\1\2", piece)
+            for piece in super().collect_usage_pieces(ctx)
+        ]
+
+
 # Plain (not rich) help: flags are listed as flags, without a misleading <bool> value, and
 # the text reads the same in a job log as on a terminal.
 app = typer.Typer(
@@ -64,7 +76,7 @@ BadRows = Annotated[
 ]
 ConfigArg = Annotated[
     Path,
-    typer.Argument(help="Run config YAML (see the README, 'Configuration')."),
+    typer.Argument(metavar="CONFIG", help="Run config YAML (see the README, 'Configuration')."),
 ]
 
 
@@ -420,7 +432,7 @@ def _print_summary(summary: dict, quiet: bool) -> None:
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def synth(
     output: Annotated[
@@ -473,7 +485,7 @@ def synth(
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def profile(config: ConfigArg, as_json: AsJson = False, quiet: Quiet = False) -> None:
     """Print a data-quality summary per source: missing and invalid values, ID problems."""
@@ -507,7 +519,7 @@ def profile(config: ConfigArg, as_json: AsJson = False, quiet: Quiet = False) ->
     _echo(text, quiet)
 
 
-@app.command("standardize")
+@app.command("standardize", cls=_Command)
 @_handle_errors
 def standardize_cmd(
     config: ConfigArg,
@@ -579,7 +591,7 @@ def _run_spark(
     _echo(f"wrote {', '.join(str(p) for p in result.outputs.values())}", quiet)
 
 
-@app.command(epilog=CONFIG_REFERENCE)
+@app.command(cls=_Command, epilog=CONFIG_REFERENCE)
 @_handle_errors
 def run(
     config: ConfigArg,
@@ -712,10 +724,12 @@ def run(
     _echo(f"wrote {', '.join(outputs.values())}", quiet)
 
 
-@app.command(epilog=CONFIG_REFERENCE)
+@app.command(cls=_Command, epilog=CONFIG_REFERENCE)
 @_handle_errors
 def ingest(
-    config: Annotated[Path, typer.Argument(help="Run config naming the new records' files.")],
+    config: Annotated[
+        Path, typer.Argument(metavar="CONFIG", help="Run config naming the new records' files.")
+    ],
     store: Annotated[
         Path, typer.Option("--store", metavar="STORE", help="Identity store file to update.")
     ],
@@ -773,7 +787,7 @@ def _search_hit(hit: dict) -> dict:
     return {**hit, "golden": golden}
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def search(
     store: Annotated[Path, typer.Option("--store", metavar="STORE", help="Identity store file.")],
@@ -868,7 +882,7 @@ def search(
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def export(
     store: Annotated[Path, typer.Option("--store", metavar="STORE", help="Identity store file.")],
@@ -995,10 +1009,12 @@ def _secret(env: str, key_file: Path | None, what: str) -> bytes:
     return text.encode("utf-8")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def encode(
-    config: Annotated[Path, typer.Argument(help="Run config naming the sources to encode.")],
+    config: Annotated[
+        Path, typer.Argument(metavar="CONFIG", help="Run config naming the sources to encode.")
+    ],
     output: Annotated[
         Path,
         typer.Option("--output", "-o", metavar="FILE", help="File to write (.csv or .parquet)."),
@@ -1120,7 +1136,7 @@ def encode(
     )
 
 
-@app.command("encode-key")
+@app.command("encode-key", cls=_Command)
 @_handle_errors
 def encode_key(
     output: Annotated[
@@ -1144,11 +1160,14 @@ def encode_key(
     _echo(f"wrote a new 256-bit key to {output}: share it with the other custodians only", quiet)
 
 
-@app.command("link-encodings")
+@app.command("link-encodings", cls=_Command)
 @_handle_errors
 def link_encodings_cmd(
-    left: Annotated[Path, typer.Argument(help="One custodian's encodings (.csv or .parquet).")],
-    right: Annotated[Path, typer.Argument(help="Another custodian's encodings.")],
+    left: Annotated[
+        Path,
+        typer.Argument(metavar="LEFT", help="One custodian's encodings (.csv or .parquet)."),
+    ],
+    right: Annotated[Path, typer.Argument(metavar="RIGHT", help="Another custodian's encodings.")],
     output: Annotated[
         Path, typer.Option("--output", "-o", metavar="FILE", help="Pairs file (.csv or .parquet).")
     ],
@@ -1192,7 +1211,7 @@ def link_encodings_cmd(
     _echo(f"wrote {len(pairs):,} linked pairs to {output}", quiet)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def serve(
     store: Annotated[
@@ -1275,7 +1294,8 @@ def serve(
         from linkage.serve import ServiceSettings
         from linkage.serve import serve as run_service
     except ImportError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        # an install step, not a bad option value: one error line, no usage
+        raise LinkageError(str(exc)) from None
     from linkage.errors import InputError
     from linkage.share import DEFAULT_POLICY_PATH
 
@@ -1301,7 +1321,7 @@ def serve(
     run_service(settings, host=host, port=port, workers=workers, log_level=level)
 
 
-@app.command("serve-token")
+@app.command("serve-token", cls=_Command)
 @_handle_errors
 def serve_token(
     tokens: Annotated[
@@ -1335,7 +1355,7 @@ def serve_token(
         )
 
 
-@app.command("blocking")
+@app.command("blocking", cls=_Command)
 @_handle_errors
 def blocking_cmd(
     config: ConfigArg,
@@ -1406,12 +1426,15 @@ def blocking_cmd(
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def dashboard(
     config: Annotated[
         Path | None,
-        typer.Argument(help="Run config YAML (with --from: only to show the record values)."),
+        typer.Argument(
+            metavar="CONFIG",
+            help="Run config YAML (with --from: only to show the record values).",
+        ),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", metavar="DIR", help="Folder for the charts.")
@@ -1500,7 +1523,7 @@ def dashboard(
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def evaluate(
     truth: Annotated[
@@ -1532,7 +1555,7 @@ def evaluate(
         typer.echo(table.to_string(index=False))
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def demo(
     output: Annotated[
@@ -1590,10 +1613,10 @@ store_app = typer.Typer(
 app.add_typer(store_app, name="store")
 
 
-@store_app.command("check")
+@store_app.command("check", cls=_Command)
 @_handle_errors
 def store_check_cmd(
-    store: Annotated[Path, typer.Argument(help="Identity store file.")],
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="Identity store file.")],
     quiet: Quiet = False,
 ) -> None:
     """Verify a store's structure and integrity (read-only); exit 2 when a problem is found.
