@@ -31,6 +31,18 @@ CONFIG_REFERENCE = (
     "docs/engineer.md."
 )
 
+
+class _Command(typer.core.TyperCommand):
+    """A command whose usage line names its arguments as ``CONFIG`` (``[CONFIG]`` when
+    optional), not typer's ``{CONFIG}``, which reads as a template or a literal brace."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [
+            re.sub(r"^\{([^{}]+)\}(\.\.\.)?$", r"\1\2", piece)
+            for piece in super().collect_usage_pieces(ctx)
+        ]
+
+
 # Plain (not rich) help: flags are listed as flags, without a misleading <bool> value, and
 # the text reads the same in a job log as on a terminal.
 app = typer.Typer(
@@ -64,7 +76,7 @@ BadRows = Annotated[
 ]
 ConfigArg = Annotated[
     Path,
-    typer.Argument(help="Run config YAML (see the README, 'Configuration')."),
+    typer.Argument(metavar="CONFIG", help="Run config YAML (see the README, 'Configuration')."),
 ]
 
 
@@ -420,7 +432,7 @@ def _print_summary(summary: dict, quiet: bool) -> None:
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def synth(
     output: Annotated[
@@ -473,7 +485,7 @@ def synth(
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def profile(config: ConfigArg, as_json: AsJson = False, quiet: Quiet = False) -> None:
     """Print a data-quality summary per source: missing and invalid values, ID problems."""
@@ -507,7 +519,7 @@ def profile(config: ConfigArg, as_json: AsJson = False, quiet: Quiet = False) ->
     _echo(text, quiet)
 
 
-@app.command("standardize")
+@app.command("standardize", cls=_Command)
 @_handle_errors
 def standardize_cmd(
     config: ConfigArg,
@@ -579,7 +591,7 @@ def _run_spark(
     _echo(f"wrote {', '.join(str(p) for p in result.outputs.values())}", quiet)
 
 
-@app.command(epilog=CONFIG_REFERENCE)
+@app.command(cls=_Command, epilog=CONFIG_REFERENCE)
 @_handle_errors
 def run(
     config: ConfigArg,
@@ -651,7 +663,10 @@ def run(
     # every path is checked before the work and before the store transaction commits
     check_output_dir(output)
     if store is not None and engine != "spark":
+        from linkage.store import Store
+
         check_store_path(store, create=True)
+        Store.check_free(store)  # held by `linkage serve`: refused before reading the inputs
     if remove_missing and store is None:
         raise typer.BadParameter("--remove-missing applies with --store")
     linker = Linker.from_yaml(config, store=None if engine == "spark" else store)
@@ -709,10 +724,12 @@ def run(
     _echo(f"wrote {', '.join(outputs.values())}", quiet)
 
 
-@app.command(epilog=CONFIG_REFERENCE)
+@app.command(cls=_Command, epilog=CONFIG_REFERENCE)
 @_handle_errors
 def ingest(
-    config: Annotated[Path, typer.Argument(help="Run config naming the new records' files.")],
+    config: Annotated[
+        Path, typer.Argument(metavar="CONFIG", help="Run config naming the new records' files.")
+    ],
     store: Annotated[
         Path, typer.Option("--store", metavar="STORE", help="Identity store file to update.")
     ],
@@ -770,7 +787,7 @@ def _search_hit(hit: dict) -> dict:
     return {**hit, "golden": golden}
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def search(
     store: Annotated[Path, typer.Option("--store", metavar="STORE", help="Identity store file.")],
@@ -865,7 +882,7 @@ def search(
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def export(
     store: Annotated[Path, typer.Option("--store", metavar="STORE", help="Identity store file.")],
@@ -888,9 +905,15 @@ def export(
     """Write one department's view of the golden records: granted fields only, masked."""
     import os
 
+    from linkage import schema
     from linkage.paths import check_input_file, check_output_file, check_store_path
     from linkage.share import DEFAULT_POLICY_PATH, export_view, load_policy, write_export
-    from linkage.share.export import check_quasi_identifier_joins
+    from linkage.share.export import (
+        K_ANONYMITY,
+        check_own_sources,
+        check_quasi_identifier_joins,
+        k_anonymity_warning,
+    )
     from linkage.store import Store
 
     _setup_logging(True)
@@ -913,6 +936,9 @@ def export(
         key = None
         if not os.environ.get(sharing.pseudonym_key_env):
             key = opened.stored_secret("pseudonym_key")
+    # a grant whose own_sources the store lacks gives an empty-looking export: refused
+    for line in check_own_sources(links[schema.SOURCE] if len(links) else (), sharing, department):
+        logging.getLogger("linkage.share").warning(line)
     if key is None and not os.environ.get(sharing.pseudonym_key_env):
         with Store.open(store, create=False) as writable:  # a store's first export makes the key
             key = writable.secret("pseudonym_key")
@@ -920,7 +946,12 @@ def export(
     check_quasi_identifier_joins(golden, sharing, department)
     view = export_view(golden, links, sharing, department, key=key)
     path = write_export(view, output)
-    _echo(f"wrote {len(view):,} rows for department '{department}' to {path}", quiet)
+    mostly_empty = k_anonymity_warning(view, department)
+    if mostly_empty:
+        logging.getLogger("linkage.share").warning(mostly_empty)
+    suppressed = view.attrs.get(K_ANONYMITY, {}).get("rows", 0)
+    note = f" ({suppressed:,} rows suppressed for k-anonymity)" if suppressed else ""
+    _echo(f"wrote {len(view):,} rows for department '{department}' to {path}{note}", quiet)
 
 
 def _check_replaces_export(path: Path) -> None:
@@ -978,10 +1009,12 @@ def _secret(env: str, key_file: Path | None, what: str) -> bytes:
     return text.encode("utf-8")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def encode(
-    config: Annotated[Path, typer.Argument(help="Run config naming the sources to encode.")],
+    config: Annotated[
+        Path, typer.Argument(metavar="CONFIG", help="Run config naming the sources to encode.")
+    ],
     output: Annotated[
         Path,
         typer.Option("--output", "-o", metavar="FILE", help="File to write (.csv or .parquet)."),
@@ -1103,7 +1136,7 @@ def encode(
     )
 
 
-@app.command("encode-key")
+@app.command("encode-key", cls=_Command)
 @_handle_errors
 def encode_key(
     output: Annotated[
@@ -1127,11 +1160,14 @@ def encode_key(
     _echo(f"wrote a new 256-bit key to {output}: share it with the other custodians only", quiet)
 
 
-@app.command("link-encodings")
+@app.command("link-encodings", cls=_Command)
 @_handle_errors
 def link_encodings_cmd(
-    left: Annotated[Path, typer.Argument(help="One custodian's encodings (.csv or .parquet).")],
-    right: Annotated[Path, typer.Argument(help="Another custodian's encodings.")],
+    left: Annotated[
+        Path,
+        typer.Argument(metavar="LEFT", help="One custodian's encodings (.csv or .parquet)."),
+    ],
+    right: Annotated[Path, typer.Argument(metavar="RIGHT", help="Another custodian's encodings.")],
     output: Annotated[
         Path, typer.Option("--output", "-o", metavar="FILE", help="Pairs file (.csv or .parquet).")
     ],
@@ -1175,7 +1211,7 @@ def link_encodings_cmd(
     _echo(f"wrote {len(pairs):,} linked pairs to {output}", quiet)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def serve(
     store: Annotated[
@@ -1258,7 +1294,8 @@ def serve(
         from linkage.serve import ServiceSettings
         from linkage.serve import serve as run_service
     except ImportError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        # an install step, not a bad option value: one error line, no usage
+        raise LinkageError(str(exc)) from None
     from linkage.errors import InputError
     from linkage.share import DEFAULT_POLICY_PATH
 
@@ -1284,7 +1321,7 @@ def serve(
     run_service(settings, host=host, port=port, workers=workers, log_level=level)
 
 
-@app.command("serve-token")
+@app.command("serve-token", cls=_Command)
 @_handle_errors
 def serve_token(
     tokens: Annotated[
@@ -1318,7 +1355,7 @@ def serve_token(
         )
 
 
-@app.command("blocking")
+@app.command("blocking", cls=_Command)
 @_handle_errors
 def blocking_cmd(
     config: ConfigArg,
@@ -1389,12 +1426,15 @@ def blocking_cmd(
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def dashboard(
     config: Annotated[
         Path | None,
-        typer.Argument(help="Run config YAML (with --from: only to show the record values)."),
+        typer.Argument(
+            metavar="CONFIG",
+            help="Run config YAML (with --from: only to show the record values).",
+        ),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", metavar="DIR", help="Folder for the charts.")
@@ -1427,13 +1467,18 @@ def dashboard(
     from linkage.errors import InputError
     from linkage.linker import Linker, read_outputs
     from linkage.review.labels import load_labels
-    from linkage.viz import write_dashboards
+    from linkage.viz import require_chart_packages, write_dashboards
 
     _setup_logging(True)
     if output is None:
         raise typer.BadParameter("give the charts' folder with --output", param_hint="--output")
     if config is None and from_output is None:
         raise typer.BadParameter("give a run config, or --from OUTPUT", param_hint="CONFIG")
+    try:
+        # before any work: a missing extra is an install step, not an internal error
+        require_chart_packages()
+    except ImportError as exc:
+        raise LinkageError(f"linkage dashboard: {exc}") from None
     if output.exists() and not output.is_dir():
         raise InputError("--output exists and is not a folder", path=str(output))
     if from_output is not None and output.resolve() == from_output.resolve():
@@ -1478,7 +1523,7 @@ def dashboard(
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def evaluate(
     truth: Annotated[
@@ -1510,7 +1555,7 @@ def evaluate(
         typer.echo(table.to_string(index=False))
 
 
-@app.command()
+@app.command(cls=_Command)
 @_handle_errors
 def demo(
     output: Annotated[
@@ -1568,10 +1613,10 @@ store_app = typer.Typer(
 app.add_typer(store_app, name="store")
 
 
-@store_app.command("check")
+@store_app.command("check", cls=_Command)
 @_handle_errors
 def store_check_cmd(
-    store: Annotated[Path, typer.Argument(help="Identity store file.")],
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="Identity store file.")],
     quiet: Quiet = False,
 ) -> None:
     """Verify a store's structure and integrity (read-only); exit 2 when a problem is found.

@@ -872,9 +872,35 @@ def _resolve_source(name: str, entry: Any, base: Path, config_file: Path) -> dic
         merged.update(included)
     if "path" in entry and entry["path"] is not None:
         entry["path"] = str((base / str(entry["path"])).resolve())
+    if include is not None and isinstance(entry.get("columns"), dict):
+        entry["columns"] = _merge_columns(merged.get("columns"), entry["columns"])
     merged.update(entry)
+    if isinstance(merged.get("columns"), dict):
+        # a header mapped to null (~) is unmapped: it passes through under raw.<header>
+        merged["columns"] = {k: v for k, v in merged["columns"].items() if v is not None}
     merged["name"] = name
     return merged
+
+
+def _merge_columns(included: Any, override: dict) -> dict:
+    """A run config's ``columns:`` merged into its included schema's mapping.
+
+    The included entries are kept; an override entry adds a header, replaces the included
+    entry of the same header, and replaces an included entry of another header mapped to
+    the same field (one field, one header: ``姓名: name`` over an included ``居民姓名:
+    name`` is a renamed header). A header mapped to null is left for the caller to drop
+    (it unmaps an included entry). Replacing the whole mapping instead would unmap name, ID
+    and birth date when a run config adds one header, and the run would link on nothing.
+    """
+    if not isinstance(included, dict):
+        return dict(override)
+    taken = {field for header, field in override.items() if field is not None}
+    kept = {
+        header: field
+        for header, field in included.items()
+        if header not in override and field not in taken
+    }
+    return {**kept, **override}
 
 
 def _strip_tags(loc: tuple) -> list:

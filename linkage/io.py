@@ -509,13 +509,17 @@ def _is_header(values: list[str | None]) -> bool:
     )
 
 
-def _read_xlsx(path: Path, sheet: str | int | None) -> tuple[pd.DataFrame, dict[str, list[int]]]:
+def _read_xlsx(
+    path: Path, sheet: str | int | None
+) -> tuple[pd.DataFrame, dict[str, list[int]], dict[str, list[int]]]:
     """Read a worksheet as text, cell by cell, with openpyxl.
 
     Returns the table (index = Excel row number - 2, so line numbers in messages are the
     sheet's rows; empty rows skipped) and, per column, the rows of numbers too long for
-    Excel's 15 digits. pandas' ``read_excel(dtype=str)`` turns such a number into made-up
-    digits (110105198001011008) and drops zero padding kept only in the number format.
+    Excel's 15 digits: floats that lost digits, then whole numbers of 16+ digits stored as
+    integers (:func:`_long_integer`). pandas' ``read_excel(dtype=str)`` turns such a number
+    into made-up digits (110105198001011008) and drops zero padding kept only in the number
+    format.
     """
     import openpyxl
 
@@ -554,6 +558,7 @@ def _read_xlsx(path: Path, sheet: str | int | None) -> tuple[pd.DataFrame, dict[
         rows: list[list[str | None]] = []
         index: list[int] = []
         inexact: dict[int, list[int]] = {}
+        long_ints: dict[int, list[int]] = {}
         for cells in ws.iter_rows():
             values = []
             for i, cell in enumerate(cells):
@@ -563,6 +568,8 @@ def _read_xlsx(path: Path, sheet: str | int | None) -> tuple[pd.DataFrame, dict[
                     text = text.zfill(width)
                 if not exact:
                     inexact.setdefault(i, []).append(cell.row)
+                elif _long_integer(cell.value):
+                    long_ints.setdefault(i, []).append(cell.row)
                 values.append(text)
             if header is None:
                 if any(v is not None for v in values):
@@ -609,7 +616,21 @@ def _read_xlsx(path: Path, sheet: str | int | None) -> tuple[pd.DataFrame, dict[
         )
     frame = frame.iloc[:, [i for i in range(width) if header[i]]]
     frame.attrs["clean_text"] = True
-    return frame, {header[i]: at for i, at in inexact.items() if i < width and header[i]}
+
+    def by_header(rows_of: dict[int, list[int]]) -> dict[str, list[int]]:
+        return {header[i]: at for i, at in rows_of.items() if i < width and header[i]}
+
+    return frame, by_header(inexact), by_header(long_ints)
+
+
+def _long_integer(value: object) -> bool:
+    """A whole-number cell of 16 or more digits held as an integer. A sheet's XML writes
+    such a number without an exponent (4403000000002120, what Excel keeps of
+    4403000000002123), so it reads as an int, not as an inexact float; Excel holds only 15
+    significant digits, so as a record key its last digits cannot be trusted."""
+    return (
+        isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _EXCEL_EXACT_LIMIT
+    )
 
 
 def _read_raw(cfg: SourceConfig) -> tuple[pd.DataFrame, list[tuple[int, str, int, int]], Any]:
@@ -628,9 +649,11 @@ def _read_raw(cfg: SourceConfig) -> tuple[pd.DataFrame, list[tuple[int, str, int
             logger.info("%s: decoded as %s", path, used)
             frame, bad, where = _read_csv_text(text, cfg)
         elif suffix in (".xlsx", ".xlsm"):
-            frame, inexact = _read_xlsx(path, cfg.sheet)
+            frame, inexact, long_ints = _read_xlsx(path, cfg.sheet)
             _warn_inexact_columns(inexact, cfg)
-            key_rows = inexact.get(cfg.record_id, [])
+            # record keys: floats that lost digits and whole numbers of 16+ digits; other
+            # columns keep such integers (an ID's checksum judges its digits)
+            key_rows = sorted({*inexact.get(cfg.record_id, []), *long_ints.get(cfg.record_id, [])})
             where = None
         elif suffix == ".parquet":
             frame = _read_parquet(path)

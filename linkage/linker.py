@@ -142,8 +142,10 @@ class Linker:
         the result's identity ids are the store's stable ids. ``checkpoints``
         (``linkage.checkpoint``) saves each finished stage and resumes from saved ones.
         """
-        report = stage_memory(progress)
         config = self._config()
+        if self.store is not None:
+            Store.check_free(self.store)  # before the inputs are read, not after linking
+        report = stage_memory(progress)
         records = self.standardize(report, checkpoints=checkpoints)
         if self.store is not None and not self.remove_missing:
             _check_nothing_removed(self.store, records)

@@ -427,6 +427,14 @@ _INDEXES = (
 )
 
 
+# DuckDB lets one process write a file and nobody else open it meanwhile
+_IN_USE = (
+    "the identity store is in use by another process (for example `linkage serve`, which "
+    "holds it open read-only): search, export and `store check` work beside it; stop that "
+    "process to run or ingest"
+)
+
+
 class Store:
     """An identity store file; open with :meth:`open`, use as a context manager."""
 
@@ -436,6 +444,23 @@ class Store:
         self._cache: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ open / close
+
+    @staticmethod
+    def check_free(path: str | os.PathLike) -> None:
+        """Raise StoreError when another process holds the store at ``path`` open, so that a
+        run refuses before reading and linking its inputs rather than after (minutes at
+        scale). Opens and closes the file for writing; a missing file passes (a run creates
+        it), and any other problem is left to :meth:`open`, which reports it in full."""
+        path = Path(path)
+        if not path.is_file():
+            return
+        try:
+            con = duckdb.connect(str(path))
+        except duckdb.Error as exc:
+            if "lock" in str(exc).lower():
+                raise StoreError(_IN_USE, path=str(path)) from None
+            return
+        con.close()
 
     @classmethod
     def open(cls, path: str | os.PathLike, create: bool = True, read_only: bool = False) -> Store:
@@ -460,12 +485,7 @@ class Store:
             con = duckdb.connect(str(path))
         except duckdb.Error as exc:
             if "lock" in str(exc).lower():
-                raise StoreError(
-                    "the identity store is in use by another process (for example `linkage "
-                    "serve`, which holds it open read-only): search, export and `store check` "
-                    "work beside it; stop that process to run or ingest",
-                    path=str(path),
-                ) from None
+                raise StoreError(_IN_USE, path=str(path)) from None
             raise StoreError(f"cannot open identity store: {exc}", path=str(path)) from None
         finally:
             if old_umask is not None:

@@ -57,6 +57,21 @@ def _need_extra(module: str) -> ImportError:
     )
 
 
+def require_chart_packages() -> None:
+    """Raise ImportError naming the notebooks extra when a package the chart files need is
+    missing: altair draws them and vl-convert-python writes standalone HTML and PNG. Looked
+    up without importing them, so a command can refuse before any work."""
+    import importlib.util
+
+    for module, package in (("altair", "altair"), ("vl_convert", "vl-convert-python")):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a half-installed package
+            found = False
+        if not found:
+            raise _need_extra(package)
+
+
 def _alt() -> Any:
     try:
         import altair as alt

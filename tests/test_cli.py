@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from linkage.cli import app
+from linkage.share import DEFAULT_POLICY_PATH
 from linkage.store import Store
 
 runner = CliRunner()
@@ -632,6 +633,47 @@ def test_run_refused_for_bad_input_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+def test_export_for_own_sources_the_store_lacks_exits_2_listing_the_store_sources(batch, tmp_path):
+    out, _ = batch
+    policy = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    policy["departments"]["health"]["own_sources"] = ["weijian"]
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy, allow_unicode=True), encoding="utf-8")
+    target = tmp_path / "health.csv"
+    args = ["export", "--store", str(out / "ids.duckdb"), "--department", "health"]
+    result = runner.invoke(app, [*args, "--policy", str(path), "--output", str(target)])
+    assert result.exit_code == 2, result.output
+    assert "own_sources [weijian] names no source" in result.output
+    assert "it holds civil_affairs, health, police" in result.output
+    assert not target.exists()
+
+
+def test_export_that_k_anonymity_empties_warns_naming_the_columns(batch, tmp_path, caplog):
+    out, _ = batch
+    policy = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    # masked name and ID with a month of birth and own record ids: each identity its own cell
+    policy["departments"]["health"]["fields"] = {
+        "name": "surname_only",
+        "id_number": "first6",
+        "birth_date": "year_month",
+        "phone": "first3_last4",
+        "hukou_address": "district",
+    }
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy, allow_unicode=True), encoding="utf-8")
+    target = tmp_path / "health.csv"
+    args = ["export", "--store", str(out / "ids.duckdb"), "--department", "health"]
+    result = runner.invoke(app, [*args, "--policy", str(path), "--output", str(target)])
+    assert result.exit_code == 0, result.output
+    rows = len(pd.read_csv(target, dtype=str))
+    assert f"wrote {rows:,} rows" in result.output
+    assert f"({rows:,} rows suppressed for k-anonymity)" in result.output
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(
+        "name 100%" in m and "id_number 100%" in m and "docs/privacy.md" in m for m in warned
+    )
+
+
 def test_search_and_export_run_beside_a_reader_holding_the_store(batch, tmp_path):
     """`linkage serve` holds the store open read-only: search and export still work, a
     writer is refused with a message saying why (not DuckDB's lock text)."""
@@ -677,6 +719,53 @@ def test_search_and_export_run_beside_a_reader_holding_the_store(batch, tmp_path
         assert refused.exit_code == 2
         assert "in use by another process" in refused.output
         assert "-readonly" not in refused.output
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_run_into_a_store_another_process_holds_is_refused_before_reading(
+    batch, tmp_path, monkeypatch
+):
+    """`linkage serve` holds the store: a run is refused before it reads its inputs (it
+    used to read and standardize every source first, minutes at scale)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from linkage.errors import StoreError
+    from linkage.linker import Linker
+
+    out, _ = batch
+    store = tmp_path / "ids.duckdb"
+    shutil.copy(out / "ids.duckdb", store)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
+            "print('ready', flush=True); time.sleep(120)",
+            str(store),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        target = tmp_path / "o"
+        config = str(out / "d" / "run.yaml")
+        refused = runner.invoke(app, ["run", config, "--store", str(store), "-o", str(target)])
+        assert refused.exit_code == 2
+        assert "in use by another process" in refused.stderr
+        assert "reading" not in refused.stderr and not target.exists()
+
+        # the Python API too: no source is read
+        def no_reading(*args, **kwargs):
+            raise AssertionError("the inputs were read")
+
+        monkeypatch.setattr(Linker, "standardize", no_reading)
+        with pytest.raises(StoreError, match="in use by another process"):
+            Linker.from_yaml(config, store=store).run()
     finally:
         holder.kill()
         holder.wait()

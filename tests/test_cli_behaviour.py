@@ -74,6 +74,22 @@ def test_help_shows_choices_and_plain_metavars() -> None:
     assert "--engine <local|spark>" in text or "[local|spark]" in text
     assert "--output DIR" in text and "--store STORE" in text and "<str>" not in text
     assert "{CONFIG}" not in text
+    # arguments in usage lines as the README writes them, without typer's braces (the
+    # test runner calls the program 'root')
+    assert " run [OPTIONS] CONFIG\n" in text
+    missing = runner.invoke(app, ["run"])
+    assert " run [OPTIONS] CONFIG\n" in missing.stderr
+    assert "Missing argument 'CONFIG'" in missing.stderr
+    usage = {
+        "link-encodings": "[OPTIONS] LEFT RIGHT",
+        "dashboard": "[OPTIONS] [CONFIG]",
+        "ingest": "[OPTIONS] CONFIG",
+    }
+    for command, pieces in usage.items():
+        assert f" {command} {pieces}\n" in runner.invoke(app, [command, "--help"]).output
+    assert (
+        " store check [OPTIONS] STORE\n" in runner.invoke(app, ["store", "check", "--help"]).output
+    )
     encode = runner.invoke(app, ["encode", "--help"]).output
     assert "--source NAME" in encode and "list[str]" not in encode
     bad = runner.invoke(app, ["run", "c.yaml", "--output", "o", "--engine", "flink"])
@@ -144,3 +160,32 @@ def test_a_reader_that_goes_away_is_no_internal_error(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0, err
     assert "internal error" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("module", ["altair", "vl_convert"])
+def test_dashboard_without_the_notebooks_extra_names_it_before_any_work(
+    tmp_path: Path, monkeypatch, module: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
+    target = tmp_path / "dash"
+    result = runner.invoke(
+        app, ["dashboard", "--from", str(tmp_path / "no-run"), "--output", str(target)]
+    )
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: linkage dashboard:"), result.stderr
+    assert "pip install 'linkage[notebooks]'" in lines[0]
+    # refused before the --from folder is read (it does not exist) and before any output
+    assert "internal error" not in result.output and not target.exists()
+
+
+def test_serve_without_the_serve_extra_is_one_error_line(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    monkeypatch.delitem(sys.modules, "linkage.serve", raising=False)
+    result = runner.invoke(
+        app, ["serve", "--store", str(tmp_path / "s.duckdb"), "--tokens", str(tmp_path / "t")]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        "error: the lookup service needs FastAPI and uvicorn: pip install 'linkage[serve]'"
+    ]

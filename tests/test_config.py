@@ -38,6 +38,47 @@ def test_include_merges_schema_and_run_entry_overrides(write_yaml, tmp_path):
     assert src.path == (tmp_path / "p.csv").resolve()
 
 
+HEALTH_SCHEMA = {
+    "record_id": "档案编号",
+    "columns": {"居民姓名": "name", "证件号码": "id_number", "出生日期": "birth_date"},
+}
+
+
+def test_run_config_columns_add_to_the_included_mapping(write_yaml):
+    # one new header in the run config must not unmap the schema's name, ID and birth date
+    write_yaml(HEALTH_SCHEMA, "sources/health.yaml")
+    entry = {"include": "sources/health.yaml", "path": "h.csv", "columns": {"性别": "gender"}}
+    src = load_config(write_yaml({"sources": {"health": entry}})).sources["health"]
+    assert src.columns == {
+        "居民姓名": "name",
+        "证件号码": "id_number",
+        "出生日期": "birth_date",
+        "性别": "gender",
+    }
+
+
+def test_run_config_columns_override_by_header_or_field_and_null_unmaps(write_yaml):
+    write_yaml(HEALTH_SCHEMA, "sources/health.yaml")
+    columns = {"证件号码": "former_name", "姓名": "name", "出生日期": None}
+    entry = {"include": "sources/health.yaml", "path": "h.csv", "columns": columns}
+    src = load_config(write_yaml({"sources": {"health": entry}})).sources["health"]
+    # 证件号码 remapped; 姓名 takes name over 居民姓名 (a renamed header); 出生日期 unmapped
+    assert src.columns == {"证件号码": "former_name", "姓名": "name"}
+
+
+def test_run_and_ingest_read_the_same_merged_columns(write_yaml):
+    from linkage.linker import Linker
+
+    write_yaml(HEALTH_SCHEMA, "sources/health.yaml")
+    entry = {"include": "sources/health.yaml", "path": "h.csv", "columns": {"性别": "gender"}}
+    path = write_yaml({"sources": {"health": entry}})
+    # `linkage run` and `linkage ingest` both build their Linker from the YAML file
+    assert (
+        Linker.from_yaml(path).config.sources["health"].columns
+        == load_config(path).sources["health"].columns
+    )
+
+
 def test_include_path_is_relative_to_included_file(write_yaml, tmp_path):
     write_yaml({"record_id": "编号", "path": "../data/p.csv"}, "sources/p.yaml")
     src = load_config(write_yaml({"sources": {"p": {"include": "sources/p.yaml"}}})).sources["p"]

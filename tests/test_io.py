@@ -7,7 +7,7 @@ import pytest
 from linkage import schema
 from linkage.config import config_from_dict
 from linkage.errors import InputError
-from linkage.io import decode_bytes, read_source, read_sources, write_csv
+from linkage.io import RejectedRows, decode_bytes, read_source, read_sources, write_csv
 
 ROWS = [
     ["P001", "张伟", "11010519491231002X", "01088886666", "北京市朝阳区"],
@@ -348,6 +348,29 @@ def test_excel_numbers_read_as_exact_text(tmp_path, caplog):
     assert frame.loc[0, schema.PHONE] == "13800001111" and frame.loc[1, schema.PHONE] == "1.5"
     assert list(frame["raw.住址"]) == ["1980-01-02", "True", "1990-05-06"]
     assert "公民身份号码" in caplog.text and "rows 2" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "rid", [4403000000002120, 1234567890123456, -1234567890123456, 12345678901234567]
+)
+def test_excel_record_ids_of_16_or_17_digits_stored_as_integers_are_refused(tmp_path, rid):
+    # the sheet's XML holds such a number without an exponent, so it reads as an exact int;
+    # 4403000000002120 is what Excel keeps of 4403000000002123
+    cfg = _xlsx_source(tmp_path, [["P1", "张伟"], [rid, "李娜"], [999999999999999, "王芳"]])
+    with pytest.raises(InputError) as info:
+        read_source(cfg)
+    msg = str(info.value)
+    assert "column '登记编号': 1 record id(s)" in msg and "(row 3)" in msg
+    rejected = RejectedRows()
+    frame = read_source(cfg, rejected=rejected)
+    # 15 digits fit in Excel: kept
+    assert list(frame[schema.RECORD_ID]) == ["P1", "999999999999999"]
+    assert rejected.frame()[schema.REJECT_LINE].tolist() == [3]
+
+
+def test_excel_integers_of_16_digits_outside_the_record_id_are_kept(tmp_path):
+    cfg = _xlsx_source(tmp_path, [["P1", "张伟", 4403000000002120]])
+    assert read_source(cfg).loc[0, schema.ID_NUMBER] == "4403000000002120"
 
 
 def test_excel_record_ids_too_long_for_excel_are_refused(tmp_path):

@@ -280,6 +280,70 @@ def test_rows_own_keeps_identities_with_own_records():
     assert view[schema.IDENTITY_ID].tolist() == ["I1", "I2"]
 
 
+@pytest.mark.parametrize(
+    "grant, empty",
+    [({"record_ids": "own"}, "no own record ids"), ({"rows": "own"}, "no rows")],
+)
+def test_own_sources_the_store_lacks_are_refused_naming_both(grant, empty):
+    from linkage.share.export import check_own_sources
+
+    # registries stored under pinyin names, the policy naming the department's own
+    policy = policy_from_dict(
+        _policy({"fields": {"name": "none"}, "own_sources": ["health"], **grant})
+    )
+    with pytest.raises(ConfigError) as err:
+        check_own_sources(["gongan", "weijian", "gongan"], policy, "d")
+    msg = str(err.value)
+    assert "departments.d.own_sources" in msg and "[health]" in msg
+    assert "it holds gongan, weijian" in msg and empty in msg
+    with pytest.raises(ConfigError, match="it holds no records"):
+        check_own_sources([], policy, "d")
+
+
+def test_own_sources_partly_in_the_store_warn_and_unused_ones_are_not_checked():
+    from linkage.share.export import check_own_sources
+
+    both = {"fields": {"name": "none"}, "record_ids": "own", "own_sources": ["health", "clinic"]}
+    (line,) = check_own_sources(_links()[schema.SOURCE], policy_from_dict(_policy(both)), "d")
+    assert "clinic not in the store" in line and "records of health only" in line
+    one = policy_from_dict(_policy({**both, "own_sources": ["health"]}))
+    assert check_own_sources(["health"], one, "d") == []
+    # own_sources that neither record_ids nor rows use change nothing in the export
+    unused = policy_from_dict(_policy({"fields": {"name": "none"}, "own_sources": ["nowhere"]}))
+    assert check_own_sources(["police"], unused, "d") == []
+
+
+def test_an_export_emptied_by_k_anonymity_is_reported_per_column():
+    from linkage.share.export import K_ANONYMITY, k_anonymity_warning
+
+    # five identities, each alone in its cell of masked fields: every row is suppressed
+    grant = {"fields": {"name": "surname_only", "birth_date": "year"}, "record_ids": "own",
+             "own_sources": ["health"]}  # fmt: skip
+    view = export_view(_golden(), _links(), policy_from_dict(_policy(grant)), "d", key=KEY)
+    assert view[EXPORT_FLAGS].str.contains("k_anonymity_suppressed").all()
+    assert view.attrs[K_ANONYMITY]["rows"] == 5
+    line = k_anonymity_warning(view, "d")
+    assert "suppressed 5 of 5 rows (100%)" in line and "min_cell 5" in line
+    assert "name 100%" in line and "birth_date 100%" in line and "docs/privacy.md" in line
+    assert "grant record_ids: none" in line  # record ids make every cell a single row
+    # cells that hold min_cell identities lose nothing: no warning
+    loose = policy_from_dict(_policy({"fields": {"gender": "none"}}, min_cell=1))
+    assert k_anonymity_warning(export_view(_golden(), _links(), loose, "d", key=KEY), "d") is None
+    # a view that is not microdata (name unmasked) is not k-anonymized at all
+    named = policy_from_dict(_policy({"fields": {"name": "none"}}))
+    assert k_anonymity_warning(export_view(_golden(), _links(), named, "d", key=KEY), "d") is None
+
+
+def test_a_parquet_export_carries_no_frame_attrs(tmp_path):
+    import pyarrow.parquet as pq
+
+    grant = {"fields": {"name": "surname_only", "birth_date": "year"}}
+    view = export_view(_golden(), _links(), policy_from_dict(_policy(grant)), "d", key=KEY)
+    assert view.attrs  # the suppression report, for the command line only
+    metadata = pq.read_schema(write_export(view, tmp_path / "v.parquet")).metadata
+    assert b"PANDAS_ATTRS" not in metadata and b"k_anonymity" not in metadata[b"pandas"]
+
+
 def test_write_export(tmp_path):
     policy = load_policy(DEFAULT_POLICY_PATH)
     view = export_view(_golden(), _links(), policy, "health", key=KEY)

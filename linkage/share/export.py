@@ -10,7 +10,7 @@ import hmac
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -39,6 +39,8 @@ SOURCES = "sources"
 SOURCE_RECORDS = "source_records"
 PERSONS = "persons"
 EXPORT_FLAGS = "export_flags"
+# key of ``DataFrame.attrs`` where a microdata view records its k-anonymity suppression
+K_ANONYMITY = "k_anonymity"
 
 
 # --- masks: each a function of one text value, run once per distinct value of a column; a
@@ -318,6 +320,7 @@ def _k_anonymize(view: pd.DataFrame, k: int) -> pd.DataFrame:
     if not keys or k <= 1:
         return view
     suppressed = np.zeros(len(view), dtype=bool)
+    blanked = dict.fromkeys(keys, 0)
     for drop in ([SOURCES] if SOURCES in keys else []) + [None]:
         size = view[keys].fillna("\x00").groupby(keys, sort=False)[keys[0]].transform("size")
         small = (size < k).to_numpy()
@@ -325,6 +328,8 @@ def _k_anonymize(view: pd.DataFrame, k: int) -> pd.DataFrame:
             break
         suppressed |= small
         columns = [drop] if drop else keys
+        for column in columns:
+            blanked[column] += int(view.loc[small, column].notna().sum())
         view.loc[small, columns] = None
     flags = view[EXPORT_FLAGS].astype(object).to_numpy()
     view[EXPORT_FLAGS] = np.where(
@@ -332,7 +337,46 @@ def _k_anonymize(view: pd.DataFrame, k: int) -> pd.DataFrame:
         np.where(flags == "", "", flags + schema.QUALITY_SEP) + "k_anonymity_suppressed",
         flags,
     )
+    view.attrs[K_ANONYMITY] = {
+        "min_cell": k,
+        "rows": int(suppressed.sum()),
+        "blanked": {c: n for c, n in blanked.items() if n},
+    }
     return view
+
+
+def k_anonymity_warning(view: pd.DataFrame, department: str) -> str | None:
+    """A warning when k-anonymity suppression emptied most of an export, else None.
+
+    Reads what :func:`export_view` recorded in ``view.attrs["k_anonymity"]`` (microdata
+    views only): the rows suppressed and, per column, the values blanked. When a column lost
+    more than half of its values (a cell of its fields held fewer than ``min_cell``
+    identities), the file is written but mostly empty, so the line names every blanked
+    column with the share of its values blanked, and the rows suppressed.
+    """
+    report = view.attrs.get(K_ANONYMITY)
+    if not report or not report["rows"]:
+        return None
+    shares = {}
+    for column, n in report["blanked"].items():
+        kept = int(view[column].notna().sum()) if column in view.columns else 0
+        shares[column] = n / (n + kept)
+    if not shares or max(shares.values()) <= 0.5:
+        return None
+    rows = report["rows"]
+    listed = ", ".join(f"{c} {share:.0%}" for c, share in shares.items())
+    # record ids are unique per identity: a cell holding them holds one row
+    hint = (
+        "; source_records (record ids) make every row its own cell: grant record_ids: none"
+        if SOURCE_RECORDS in shares
+        else ""
+    )
+    return (
+        f"export for '{department}': k-anonymity (min_cell {report['min_cell']}) suppressed "
+        f"{rows:,} of {len(view):,} rows ({rows / len(view):.0%}), blanking these shares of "
+        f"each column's values: {listed}; the file is mostly empty. Coarser masks or fewer "
+        f"granted fields give larger cells (docs/privacy.md, 'Microdata and aggregates'){hint}"
+    )
 
 
 def row_order(identity_ids: pd.Series, master: bytes, department: str) -> np.ndarray:
@@ -368,6 +412,9 @@ def export_view(
     used instead of parsing the addresses again. Columns: the identity (``identity_id`` or ``pseudonym_id``), each granted field under its
     own name, ``sources`` / ``source_records`` where granted, and ``export_flags`` naming fields
     whose value could not be masked (left null). Aggregated views give ``persons`` per cell.
+    A microdata view (:func:`is_microdata`) records its k-anonymity suppression in
+    ``attrs["k_anonymity"]``: ``min_cell``, ``rows`` suppressed and ``blanked`` values per
+    column (read by :func:`k_anonymity_warning`).
     """
     dept = effective_department(policy, department)
     if schema.IDENTITY_ID not in golden.columns:
@@ -434,7 +481,9 @@ def export_view(
             order = row_order(ids, master, department)
         else:
             order = np.argsort(ids.astype(str).to_numpy(dtype=str), kind="stable")
+        attrs = dict(out.attrs)
         out = out.iloc[order].reset_index(drop=True)
+        out.attrs = attrs  # the k-anonymity report, whatever pandas does with attrs
     logger.info("export for %s: %d identities, columns %s", department, len(out), list(out.columns))
     return out
 
@@ -586,11 +635,62 @@ def check_quasi_identifier_joins(
         )
 
 
+def check_own_sources(
+    store_sources: Iterable[str], policy: SharingPolicy, department: str
+) -> list[str]:
+    """Check that the registries a department's grant calls its own are in the store.
+
+    ``store_sources``: the source names of the store's records (``links.source``). Applies
+    where the grant uses ``own_sources`` (``record_ids: own`` or ``rows: own``). When none
+    of them is in the store, the export would have no own record ids or no rows at all: a
+    policy written for other source names (``gongan`` in the store, ``police`` in the
+    policy) would give an export that looks fine and is useless, so this raises ConfigError
+    naming the policy's sources and the store's (exit 2). When only some are missing (a
+    registry not yet ingested), returns one warning line naming them; else an empty list.
+    """
+    dept = effective_department(policy, department)
+    uses = [
+        what
+        for what, used in (
+            ("record_ids: own", dept.record_ids == "own"),
+            ("rows: own", dept.rows == "own"),
+        )
+        if used
+    ]
+    if not uses:
+        return []
+    held = sorted({str(s) for s in store_sources})
+    missing = [s for s in dept.own_sources if s not in held]
+    if not missing:
+        return []
+    holds = f"it holds {', '.join(held)}" if held else "it holds no records"
+    if len(missing) < len(dept.own_sources):
+        present = [s for s in dept.own_sources if s not in missing]
+        return [
+            f"department '{department}': own_sources {', '.join(missing)} not in the store "
+            f"({holds}); the export has the records of {', '.join(present)} only"
+        ]
+    empty = "no rows" if dept.rows == "own" else "no own record ids (source_records empty)"
+    raise ConfigError(
+        f"department '{department}' ({' and '.join(uses)}): own_sources "
+        f"[{', '.join(dept.own_sources)}] names no source of this identity store ({holds}), "
+        f"so its export would have {empty}; name the store's source(s) under "
+        f"departments.{department}.own_sources in a copy of the policy and pass it with "
+        "--policy (a run config's department: key does not count)",
+        path=str(policy.source_path) if policy.source_path else None,
+        key=f"departments.{department}.own_sources",
+    )
+
+
 def write_export(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write an export atomically: Parquet for ``.parquet`` (raw), else UTF-8 CSV with formula
     cells neutralized for spreadsheets (``io.neutralize_formulas``) and every text cell quoted
     (a ``;`` inside a cell cannot start a new one where ``;`` separates lists)."""
     path = Path(path)
+    if frame.attrs:
+        # pandas writes attrs into Parquet metadata: the export holds its rows and nothing else
+        frame = frame.copy(deep=False)
+        frame.attrs = {}
     if path.suffix.lower() == ".parquet":
         return write_parquet(frame, path)
     if path.suffix.lower() not in (".csv", ".txt"):
