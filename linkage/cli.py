@@ -1634,10 +1634,10 @@ def store_check_cmd(
         raise typer.Exit(2)
 
 
-@store_app.command("identities")
+@store_app.command("identities", cls=_Command)
 @_handle_errors
 def store_identities_cmd(
-    store: Annotated[Path, typer.Argument(help="Identity store file.")],
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="Identity store file.")],
     output: Annotated[
         Path,
         typer.Option("--output", "-o", metavar="FILE", help="File to write (.csv or .parquet)."),
