@@ -900,6 +900,14 @@ def export(
             help="Sharing policy YAML (default: the one shipped in linkage/data/sharing.yaml).",
         ),
     ] = None,
+    bom: Annotated[
+        bool,
+        typer.Option(
+            "--bom",
+            help="Start a CSV with a UTF-8 byte-order mark, so that Excel on Chinese Windows "
+            "reads it as UTF-8 (without one it reads GBK and garbles the Chinese text).",
+        ),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Write one department's view of the golden records: granted fields only, masked."""
@@ -945,7 +953,7 @@ def export(
     # shared masked fields unique for most identities join two exports like an id
     check_quasi_identifier_joins(golden, sharing, department)
     view = export_view(golden, links, sharing, department, key=key)
-    path = write_export(view, output)
+    path = write_export(view, output, bom=bom)
     mostly_empty = k_anonymity_warning(view, department)
     if mostly_empty:
         logging.getLogger("linkage.share").warning(mostly_empty)

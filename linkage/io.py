@@ -1066,14 +1066,21 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
 
 
 def write_csv(
-    frame: pd.DataFrame, path: str | Path, *, for_people: bool = True, quote_text: bool = False
+    frame: pd.DataFrame,
+    path: str | Path,
+    *,
+    for_people: bool = True,
+    quote_text: bool = False,
+    bom: bool = False,
 ) -> Path:
     """Write a UTF-8 CSV atomically; ``for_people`` (default) neutralizes formula cells.
 
     Every CSV meant to be opened in a spreadsheet (outputs, exports, review files) goes through
     :func:`neutralize_formulas`; files only programs read pass ``for_people=False``.
     ``quote_text`` quotes every text cell (``csv.QUOTE_NONNUMERIC``), so a spreadsheet whose
-    list separator is ``;`` cannot split ``a;=1+1`` into a formula cell.
+    list separator is ``;`` cannot split ``a;=1+1`` into a formula cell. ``bom`` starts the
+    file with a UTF-8 byte-order mark: Excel on Chinese Windows reads a CSV without one as
+    GBK and shows its Chinese text garbled.
     """
     import csv
 
@@ -1082,8 +1089,9 @@ def write_csv(
     quoting = csv.QUOTE_NONNUMERIC if quote_text else csv.QUOTE_MINIMAL
 
     def write(p: Path) -> None:
-        if quote_text or not _write_csv_arrow(frame, p):
-            frame.to_csv(p, index=False, encoding="utf-8", quoting=quoting)
+        if quote_text or bom or not _write_csv_arrow(frame, p):
+            encoding = "utf-8-sig" if bom else "utf-8"
+            frame.to_csv(p, index=False, encoding=encoding, quoting=quoting)
 
     return atomic_write(path, write)
 

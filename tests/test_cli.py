@@ -834,3 +834,17 @@ def test_an_identity_store_with_an_old_model_is_refused_on_ingest(batch, tmp_pat
     message = " ".join(result.output.split())
     assert str(store) in message and "comparison 'id' has levels" in message
     assert "Retrain" in message
+
+
+def test_export_with_bom_opens_as_utf8_in_excel(batch, tmp_path):
+    """`--bom` starts the CSV with a UTF-8 byte-order mark (Excel on Chinese Windows reads a
+    CSV without one as GBK); the rows are the same as without it."""
+    out, _ = batch
+    args = ["export", "--store", str(out / "ids.duckdb"), "--department", "police"]
+    plain, marked = tmp_path / "plain.csv", tmp_path / "marked.csv"
+    assert runner.invoke(app, [*args, "--output", str(plain)]).exit_code == 0
+    result = runner.invoke(app, [*args, "--bom", "--output", str(marked)])
+    assert result.exit_code == 0, result.output
+    assert marked.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert not plain.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert marked.read_bytes()[3:] == plain.read_bytes()

@@ -682,10 +682,11 @@ def check_own_sources(
     )
 
 
-def write_export(frame: pd.DataFrame, path: str | Path) -> Path:
+def write_export(frame: pd.DataFrame, path: str | Path, bom: bool = False) -> Path:
     """Write an export atomically: Parquet for ``.parquet`` (raw), else UTF-8 CSV with formula
     cells neutralized for spreadsheets (``io.neutralize_formulas``) and every text cell quoted
-    (a ``;`` inside a cell cannot start a new one where ``;`` separates lists)."""
+    (a ``;`` inside a cell cannot start a new one where ``;`` separates lists); ``bom``: the
+    CSV starts with a UTF-8 byte-order mark, for Excel on Chinese Windows."""
     path = Path(path)
     if frame.attrs:
         # pandas writes attrs into Parquet metadata: the export holds its rows and nothing else
@@ -695,4 +696,4 @@ def write_export(frame: pd.DataFrame, path: str | Path) -> Path:
         return write_parquet(frame, path)
     if path.suffix.lower() not in (".csv", ".txt"):
         raise InputError("export file must end in .csv or .parquet", path=str(path))
-    return write_csv(frame, path, quote_text=True)
+    return write_csv(frame, path, quote_text=True, bom=bom)
