@@ -8,7 +8,7 @@ column identifiers that were checked against the key table.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import duckdb
@@ -201,22 +201,35 @@ def _key_columns(
     records: pd.DataFrame, rules: list[BlockingRule], extra_keys: list[str] | None = None
 ) -> dict[str, pd.Series]:
     """The key table's columns before blanks are made missing (see :func:`key_table`)."""
-    keys: dict[str, pd.Series] = {
-        schema.ROW: records[schema.ROW].astype(np.int64)
+    return dict(_iter_key_columns(records, rules, extra_keys))
+
+
+def _iter_key_columns(
+    records: pd.DataFrame, rules: list[BlockingRule], extra_keys: list[str] | None = None
+) -> Iterator[tuple[str, pd.Series]]:
+    """:func:`_key_columns`'s columns one at a time, ``rid`` and ``source`` first, so a caller
+    coding them need not hold every key's text at once. Raises ConfigError for unknown rule
+    keys once the known ones are given."""
+    yield (
+        schema.ROW,
+        records[schema.ROW].astype(np.int64)
         if schema.ROW in records
         else pd.Series(np.arange(len(records)), index=records.index),
-        schema.SOURCE: _col(records, schema.SOURCE),
-    }
+    )
+    yield schema.SOURCE, _col(records, schema.SOURCE)
+    done = {schema.ROW, schema.SOURCE}
     problems = []
     distinct: dict = {}  # input combinations shared by derived keys (the birth_* keys)
     for rule in rules:
         for key in rule.keys:
-            if key in keys:
+            if key in done:
                 continue
             if key in DERIVED_KEYS:
-                keys[key] = _derived_column(records, key, distinct)
+                done.add(key)
+                yield key, _derived_column(records, key, distinct)
             elif key in records.columns:
-                keys[key] = _col(records, key).astype(object)
+                done.add(key)
+                yield key, _col(records, key).astype(object)
             else:
                 problems.append(f"rule '{rule.name}': unknown key '{key}'")
     if problems:
@@ -226,13 +239,14 @@ def _key_columns(
             key="blocking.rules",
         )
     for key in extra_keys or []:
-        if key in keys:
+        if key in done:
             continue
         if key in DERIVED_KEYS and all(c in records.columns for c in DERIVED_KEYS[key][0]):
-            keys[key] = _derived_column(records, key, distinct)
+            done.add(key)
+            yield key, _derived_column(records, key, distinct)
         elif key in records.columns:
-            keys[key] = _col(records, key).astype(object)
-    return keys
+            done.add(key)
+            yield key, _col(records, key).astype(object)
 
 
 def _blank_uniques(uniques: object) -> np.ndarray:
@@ -259,17 +273,21 @@ def key_table(
     return table
 
 
-def _coded_key_columns(keys: dict[str, pd.Series]) -> pd.DataFrame:
-    """``coded_keys(key_table(...))`` from :func:`_key_columns`, factorizing each column once.
+def _coded_key_columns(keys: Iterable[tuple[str, pd.Series]]) -> pd.DataFrame:
+    """``coded_keys(key_table(...))`` from :func:`_iter_key_columns` (``rid`` first),
+    factorizing each column once.
 
     ``key_table`` factorizes a text column to find its blank values and ``coded_keys``
     factorizes it again once they are nulls; here blank values' codes become null and the
     others are renumbered in order, which is what the second factorize gives (first
-    appearance among the values left), without the text table in between.
+    appearance among the values left), without the text table in between. Each key's text
+    is dropped once coded: holding them all (a derived key is an object array and strings
+    of its own) added to the blocking stage's peak.
     """
-    coded = pd.DataFrame({schema.ROW: keys[schema.ROW].to_numpy(np.int64)})
-    for col, values in keys.items():
+    coded = pd.DataFrame()
+    for col, values in keys:
         if col == schema.ROW:
+            coded = pd.DataFrame({schema.ROW: values.to_numpy(np.int64)})
             continue
         codes, uniques = pd.factorize(values)
         codes = codes.astype(np.int32)
@@ -281,6 +299,7 @@ def _coded_key_columns(keys: dict[str, pd.Series]) -> pd.DataFrame:
                 remap[keep] = np.arange(len(keep), dtype=np.int32)
                 codes = remap[codes]  # code -1 (null) hits remap[-1] == -1
         coded[col] = pd.arrays.IntegerArray(codes, mask=codes < 0)
+        del values, uniques  # not held while the next key is made
     return coded
 
 
@@ -472,7 +491,9 @@ def _plan(
     records: pd.DataFrame, settings: BlockingSettings
 ) -> tuple[pd.DataFrame, list[str | None], list[dict]]:
     """The coded key table with one refinement column per refined rule, and the report rows."""
-    coded = _coded_key_columns(_key_columns(records, settings.rules, settings.all_refine_keys()))
+    coded = _coded_key_columns(
+        _iter_key_columns(records, settings.rules, settings.all_refine_keys())
+    )
     columns: list[str | None] = []
     rows = []
     for i, rule in enumerate(settings.rules):
@@ -519,8 +540,12 @@ def block(
     *,
     connection: duckdb.DuckDBPyConnection | None = None,
     report: list[dict] | None = None,
+    rid_dtype: type = np.int64,
 ) -> pd.DataFrame:
     """Return candidate pairs ``rid_l < rid_r`` from all rules, each once, with the first rule that found it.
+
+    ``rid_l`` and ``rid_r`` are of ``rid_dtype`` (``np.int32`` halves their memory when the
+    ``rid``s fit: each rule's part is narrowed as it is fetched, before all are joined).
 
     Blocks over ``refine_block_size`` are refined (see :func:`blocking_report`); the
     predicted pair count is checked against ``pair_budget`` before any pair is made
@@ -557,12 +582,15 @@ def block(
         # One query per rule rather than their UNION ALL: DuckDB then holds one rule's join
         # at a time (the rules exclude each other's pairs, so the parts are disjoint and
         # their union is the same; the sort below fixes the order)
-        parts = [con.execute(select).fetchnumpy() for select in selects]
-        left, right, rule_index = (
-            np.concatenate([np.asarray(p[col], dtype=dtype) for p in parts])
-            for col, dtype in ((schema.ROW_L, np.int64), (schema.ROW_R, np.int64),
-                               ("rule_index", np.int16))
-        )  # fmt: skip
+        dtypes = {schema.ROW_L: rid_dtype, schema.ROW_R: rid_dtype, "rule_index": np.int16}
+        parts = []
+        for select in selects:
+            fetched = con.execute(select).fetchnumpy()
+            parts.append(
+                {col: np.asarray(fetched[col], dtype=dtype) for col, dtype in dtypes.items()}
+            )
+            del fetched
+        left, right, rule_index = (np.concatenate([p[col] for p in parts]) for col in dtypes)
         del parts
         # a stable pair order whatever DuckDB's threads did (np.lexsort's, in one pass)
         order = packed_lexsort((right, left))
@@ -575,7 +603,7 @@ def block(
         rule_index = rule_index[order]
         del order
     else:
-        left = right = np.array([], np.int64)
+        left = right = np.array([], rid_dtype)
         rule_index = np.array([], np.int16)
     con.unregister("__keys")
     if connection is None:

@@ -33,7 +33,7 @@ from linkage.incremental import (
 )
 from linkage.io import RejectedRows, atomic_write, read_records, write_csv, write_parquet
 from linkage.model import FellegiSunterModel
-from linkage.pipeline import LinkResult, link_records, linking_columns
+from linkage.pipeline import LinkResult, link_records, linking_columns, run_columns
 from linkage.progress import (
     ProgressLike,
     StageMemory,
@@ -107,6 +107,14 @@ class Linker:
         the records are saved there (in the background: ``Checkpoints.save``; the table must
         not be changed in place), or read back when an earlier run saved them.
         """
+        return self._standardize(progress, checkpoints, None)
+
+    def _standardize(
+        self, progress: ProgressLike, checkpoints: Checkpoints | None, keep: set[str] | None
+    ) -> pd.DataFrame:
+        """:meth:`standardize`; with ``keep``, a table read here holds (and saves) only those
+        of its columns: a spilling run (``run``) drops the ones no stage reads before they
+        are saved, so the saving thread does not hold them through blocking."""
         if self.records_ is None:
             self._timings = {}
             if checkpoints is not None and checkpoints.done("records"):
@@ -117,9 +125,13 @@ class Linker:
                 self.bad_rows_ = dict((checkpoints.document("records") or {}).get("bad_rows", {}))
             else:
                 rejected = RejectedRows()
-                self.records_ = read_records(
+                records = read_records(
                     self._config(), timings=self._timings, progress=progress, rejected=rejected
                 )
+                if keep is not None:
+                    records = column_subset(records, [c for c in records.columns if c in keep])
+                self.records_ = records
+                del records
                 self.bad_rows_ = rejected.counts()
                 if checkpoints is not None:
                     # written while blocking runs (reading them back waits for it)
@@ -146,11 +158,13 @@ class Linker:
         if self.store is not None:
             Store.check_free(self.store)  # before the inputs are read, not after linking
         report = stage_memory(progress)
-        records = self.standardize(report, checkpoints=checkpoints)
+        spill = checkpoints is not None and self.store is None
+        # a spilling run holds no column that no stage reads, from the end of standardizing
+        records = self._standardize(report, checkpoints, run_columns(config) if spill else None)
         if self.store is not None and not self.remove_missing:
             _check_nothing_removed(self.store, records)
         golden_records = None
-        if checkpoints is not None and self.store is None:
+        if spill:
             # The records are saved in the checkpoint folder: blocking to clustering hold
             # only the columns they read, and golden records read theirs back from there.
             records, golden_records = _spill_records(records, config, checkpoints)
@@ -205,7 +219,8 @@ class Linker:
         A run started here saves each finished stage under ``output/.work`` (removed once the
         outputs are written) and, without a store, holds of the records only the columns
         blocking to clustering read (``pipeline.linking_columns``), reading the golden-record
-        columns back from the saved records: ``result_.records`` is that cut table; with ``resume``, stages an earlier killed run of the same config
+        columns back from the saved records (which hold only the columns some stage reads,
+        ``pipeline.run_columns``): ``result_.records`` is that cut table; with ``resume``, stages an earlier killed run of the same config
         and inputs finished are read back instead of run again (``linkage.checkpoint``).
         Raises InputError before running when ``output`` is a file or cannot be written.
         """

@@ -242,6 +242,14 @@ def linking_columns(config: RunConfig, records_columns: list[str]) -> list[str]:
     return [c for c in records_columns if c in wanted]
 
 
+def run_columns(config: RunConfig) -> set[str]:
+    """Every record column a run reads from blocking to golden records (``stage_columns``,
+    ``golden`` included): a run that spills its records keeps no other column, not even in
+    the saved records its golden records read back (``Linker.run``)."""
+    stages = stage_columns(config, build_comparisons(config.comparison_specs()))
+    return {c for cols in stages.values() for c in cols}
+
+
 def _training_sample(n_pairs: int, cap: int, seed: int) -> np.ndarray | None:
     """Sorted positions of a seeded uniform sample of ``cap`` of ``n_pairs`` pairs; None
     when all pairs fit (so small runs train on exactly what they always did)."""
@@ -403,7 +411,13 @@ def _block(
     rows: list[dict] = []
     con = _connection(config, checkpoints)
     try:
-        pairs = block(records, config.blocking, connection=con, report=rows)
+        pairs = block(
+            records,
+            config.blocking,
+            connection=con,
+            report=rows,
+            rid_dtype=_rid_dtype(len(records)),
+        )
     finally:
         con.close()
     # int32 row numbers: 9 bytes a candidate pair instead of 17 (the rule is categorical)
@@ -898,6 +912,7 @@ __all__ = [
     "golden_columns",
     "link_records",
     "linking_columns",
+    "run_columns",
     "score_pairs",
     "stage_columns",
 ]

@@ -96,6 +96,25 @@ def test_pairs_come_sorted_with_the_table_form_of_one_union_query(rows):
     )
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["police", "health"]), values, values, values),
+        min_size=0,
+        max_size=14,
+    )
+)
+def test_int32_row_numbers_give_the_same_pairs(rows):
+    """``rid_dtype=np.int32`` (the batch run's, each rule's part narrowed as fetched) gives
+    the int64 pairs in the same order, narrowed."""
+    frame = _records(rows)
+    wide = block(frame, BlockingSettings(rules=RULES))
+    narrow = block(frame, BlockingSettings(rules=RULES), rid_dtype=np.int32)
+    assert narrow[schema.ROW_L].dtype == np.int32 and narrow[schema.ROW_R].dtype == np.int32
+    expected = wide.astype({schema.ROW_L: np.int32, schema.ROW_R: np.int32})
+    pd.testing.assert_frame_equal(narrow, expected)
+
+
 def test_oversized_blocks_are_skipped_but_other_rules_still_pair():
     rows = [("p", "x", "m", "1")] * 6 + [("p", "y", "m", "1")]
     frame = _records(rows)
@@ -363,13 +382,13 @@ def test_key_codes_in_one_factorize_equal_the_key_table_coded(rows):
     """Blocking plans on key codes made with one factorize per column: they must equal the
     codes of the key table (blanks made missing first), NaN, blanks and a derived key
     included."""
-    from linkage.blocking import _coded_key_columns, _key_columns
+    from linkage.blocking import _coded_key_columns, _iter_key_columns
 
     frame = _records(rows)
     frame[schema.PHONE_STD] = frame["k1"]
     rules = [*RULES, BlockingRule(name="p", keys=["phone_last8"])]
     expected = coded_keys(key_table(frame, rules, ["k3", "gender"]))
-    got = _coded_key_columns(_key_columns(frame, rules, ["k3", "gender"]))
+    got = _coded_key_columns(_iter_key_columns(frame, rules, ["k3", "gender"]))
     pd.testing.assert_frame_equal(got, expected)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,13 +31,14 @@ from linkage.pipeline import (
     golden_columns,
     link_records,
     linking_columns,
+    run_columns,
     score_pairs,
     stage_columns,
     tf_rows,
 )
 from linkage.progress import StageMemory, _rss_bytes, release_memory
 from linkage.synth import generate
-from linkage.tables import column_subset, held_alone
+from linkage.tables import column_subset, held_alone, read_text_columns
 from linkage.training import train_model
 
 MB = 2**20
@@ -266,6 +268,24 @@ def test_spilled_columns_read_back_as_they_were(config, records, tmp_path):
     for col in cut.columns:
         if isinstance(cut[col].dtype, np.dtype):
             assert held_alone(cut[col].to_numpy()), col
+
+
+def test_a_spilling_run_saves_and_holds_only_the_columns_its_stages_read(config, records, tmp_path):
+    # the records checkpoint (what golden records read back) and the table the run holds
+    # lose every column no stage reads; the outputs stay those of the full table
+    # (test_a_written_run_equals_the_run_over_the_full_records)
+    checkpoints = Checkpoints.open(tmp_path, config, resume=False)
+    linker = Linker(config, id_key=KEY)
+    result = linker.run(checkpoints=checkpoints)
+    path = checkpoints.path("records") / "records.parquet"
+    wanted = run_columns(config)
+    kept = [c for c in records.columns if c in wanted]
+    assert pq.read_schema(path).names == kept
+    assert {"phone", "birth_date", "registered_at"} <= set(records.columns) - set(kept)
+    text = {c for c in kept if records[c].dtype == object}
+    pd.testing.assert_frame_equal(read_text_columns(path, kept, text), records[kept])
+    assert set(result.records.columns) <= wanted
+    checkpoints.remove()
 
 
 def test_column_subset_equals_the_selection_and_holds_only_its_columns():

@@ -55,6 +55,17 @@ def join_flags(*parts: pd.Series) -> pd.Series:
     return pd.Series(joined[codes], index=parts[0].index, dtype=object)
 
 
+def _flag_part(flagged: Any, code: str, index: pd.Index) -> pd.Series:
+    """``code`` where ``flagged`` (booleans, one per row) is true, else ``""``: a flag part
+    for :func:`join_flags`, as an object array of two shared strings. ``np.where(flagged,
+    code, "")`` made a fixed-width text array of the code's width per row (108 bytes a row
+    for the longest code, ~0.3 GB at 3 M records) and pandas a copy of it: the peak of the
+    standardizing stage."""
+    values = np.full(len(index), "", dtype=object)
+    values[np.asarray(flagged, dtype=bool)] = code
+    return pd.Series(values, index=index, dtype=object)
+
+
 def _joined(left: str, right: str) -> str:
     return left + schema.QUALITY_SEP + right if left != "" and right != "" else left + right
 
@@ -365,9 +376,7 @@ def standardize(
     if back.any():
         birth = birth.where(~back, earlier)
         done[schema.BIRTH_DATE] = done[schema.BIRTH_DATE].assign(**{schema.BIRTH_DATE_STD: birth})
-    flag_parts.append(
-        pd.Series(np.where(back, "birth_date_previous_century", ""), index=records.index)
-    )
+    flag_parts.append(_flag_part(back, "birth_date_previous_century", records.index))
     # only an ID whose digits are trusted (id_std set) can conflict: a float-damaged one's
     # made-up digits are no evidence against the recorded date
     birth_conflict = (
@@ -383,18 +392,10 @@ def standardize(
     not_own |= idnumber.contradicted_ids(
         birth, id_birth, (gender_conflict & birth_conflict).to_numpy(dtype=bool)
     )
-    flag_parts.append(
-        pd.Series(np.where(birth_conflict, "id_birth_conflict", ""), index=records.index)
-    )
-    flag_parts.append(
-        pd.Series(np.where(gender_conflict, "id_gender_conflict", ""), index=records.index)
-    )
-    flag_parts.append(pd.Series(np.where(not_own, "id_not_own", ""), index=records.index))
-    flag_parts.append(
-        pd.Series(
-            np.where(after_registered, "birth_date_after_registered", ""), index=records.index
-        )
-    )
+    flag_parts.append(_flag_part(birth_conflict, "id_birth_conflict", records.index))
+    flag_parts.append(_flag_part(gender_conflict, "id_gender_conflict", records.index))
+    flag_parts.append(_flag_part(not_own, "id_not_own", records.index))
+    flag_parts.append(_flag_part(after_registered, "birth_date_after_registered", records.index))
 
     derived = pd.concat(list(done.values()), axis=1)
     out = pd.concat([records, derived], axis=1)

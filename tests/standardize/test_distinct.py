@@ -255,3 +255,20 @@ def test_warmed_worker_answers_each_call_with_its_own_reply():
         assert worker.receive() == [1, 3]
     finally:
         worker.close()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.booleans(), max_size=30), st.sampled_from(["id_not_own", "x_y"]))
+def test_a_flag_part_joins_as_the_fixed_width_text_it_replaces(flagged, code):
+    """A cross-field flag part as an object array of two strings joins to what the text
+    array of ``np.where(flagged, code, "")`` joined to, with and without other parts."""
+    from linkage.standardize.combine import _flag_part, join_flags
+
+    index = pd.RangeIndex(len(flagged))
+    part = _flag_part(pd.Series(flagged, index=index, dtype=bool), code, index)
+    assert part.dtype == object and part.index.equals(index)
+    old = pd.Series(np.where(np.asarray(flagged, dtype=bool), code, ""), index=index)
+    assert part.tolist() == old.tolist()
+    other = pd.Series(["a" if i % 3 else "" for i in range(len(flagged))], index=index, dtype=object)
+    assert join_flags(other, part).tolist() == join_flags(other, old).tolist()
+    assert join_flags(part, other).tolist() == join_flags(old, other).tolist()
