@@ -445,14 +445,17 @@ def given_syllables(values: Mapping[str, np.ndarray], n: int) -> dict[str, np.nd
         fuzzy = column(values, schema.name_col(field_name, "fuzzy"), n)
         surname = column(values, schema.name_col(field_name, "surname_fuzzy"), n)
         codes, uniques = factorize_joint([fuzzy, surname])
-        # factorize_joint codes both arrays in one space: pair them per record
-        pair_codes, pair_uniques = pd.factorize(
-            pd.MultiIndex.from_arrays([codes[0], codes[1], void])
-        )
-        table = np.full((len(pair_uniques), _SYLLABLES), -1, dtype=np.int64)
-        for k, (fc, sc, vd) in enumerate(pair_uniques):
+        # factorize_joint codes both arrays in one space: one integer key per record for the
+        # (name, surname, placeholder) triple, factorized as integers
+        width = len(uniques) + 1
+        key = ((codes[0].astype(np.int64) + 1) * width + codes[1] + 1) * 2 + void
+        pair_codes, pair_keys = pd.factorize(key)
+        table = np.full((len(pair_keys), _SYLLABLES), -1, dtype=np.int64)
+        for k, packed in enumerate(np.asarray(pair_keys, dtype=np.int64).tolist()):
+            pair, vd = divmod(packed, 2)
+            fc, sc = divmod(pair, width)
             syl = _syllable_codes(
-                uniques[fc] if fc >= 0 else None, uniques[sc] if sc >= 0 else None, bool(vd)
+                uniques[fc - 1] if fc > 0 else None, uniques[sc - 1] if sc > 0 else None, bool(vd)
             )
             table[k, : len(syl)] = syl
         out[:, j * _SYLLABLES : (j + 1) * _SYLLABLES] = table[pair_codes]
