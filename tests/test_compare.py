@@ -600,7 +600,7 @@ def test_recordlinkage_adapter(case_records, case_pairs, case_vectors):
     homophone = [c[0] for c in CASES].index("homophone")
     assert _level_name(COMPARISONS["name"], got.iloc[homophone, 0]) == "pinyin"
     with pytest.raises(InputError, match="none of the columns"):
-        as_recordlinkage(IdComparison(), slim)
+        as_recordlinkage(PhoneComparison(), slim)
 
 
 def test_numbers_key_agrees_with_address_numbers():
