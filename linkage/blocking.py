@@ -545,7 +545,7 @@ def block(
     """Return candidate pairs ``rid_l < rid_r`` from all rules, each once, with the first rule that found it.
 
     ``rid_l`` and ``rid_r`` are of ``rid_dtype`` (``np.int32`` halves their memory when the
-    ``rid``s fit: each rule's part is narrowed as it is fetched, before all are joined).
+    row numbers fit: each rule's part is narrowed as it is fetched, before all are joined).
 
     Blocks over ``refine_block_size`` are refined (see :func:`blocking_report`); the
     predicted pair count is checked against ``pair_budget`` before any pair is made
