@@ -314,15 +314,17 @@ def _previous_century(
     cand = two.to_numpy(dtype=bool) & birth.notna().to_numpy(dtype=bool)
     if not cand.any():
         return none, birth
-    earlier = pd.Series(None, index=birth.index, dtype=object)
-    for i in np.flatnonzero(cand):
-        text = str(birth.iat[i])
+    # once per distinct date: a registry's two-digit years repeat
+    shifted: dict[str, str | None] = {}
+    for text in pd.unique(birth[cand].astype(str)):
         try:
-            earlier.iat[i] = datetime.date(
+            shifted[text] = datetime.date(
                 int(text[:4]) - 100, int(text[5:7]), int(text[8:10])
             ).isoformat()
         except ValueError:  # 29 February of a year that was not a leap year
-            earlier.iat[i] = None
+            shifted[text] = None
+    earlier = pd.Series(None, index=birth.index, dtype=object)
+    earlier[cand] = birth[cand].astype(str).map(shifted).to_numpy(dtype=object)
     known = earlier.notna().to_numpy(dtype=bool)
     later = registered.notna().to_numpy(dtype=bool) & (
         birth.fillna("").astype(str).to_numpy() > registered.fillna("").astype(str).to_numpy()
