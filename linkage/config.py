@@ -39,6 +39,9 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+_WARNED_NO_EFFECT: set[tuple[str, Any]] = set()
+
+
 class SourceConfig(_Model):
     """One registry: where its file is and how its headers map to canonical fields."""
 
@@ -63,9 +66,13 @@ class SourceConfig(_Model):
                 "department": "a sharing policy's own_sources",
                 "priority": "golden.source_priority",
             }[info.field_name]
-            logger.warning(
-                "source key '%s' has no effect; set %s instead", info.field_name, where
-            )
+            # once per key and value: a config is parsed more than once in a run
+            if (info.field_name, value) not in _WARNED_NO_EFFECT:
+                _WARNED_NO_EFFECT.add((info.field_name, value))
+                logger.warning(
+                    "source key '%s' (%s) has no effect; set %s instead",
+                    info.field_name, value, where,
+                )  # fmt: skip
         return value
 
     @field_validator("columns")

@@ -337,7 +337,12 @@ def test_source_keys_without_effect_warn(caplog):
         SourceConfig(path="a.csv", record_id="编号")
     assert not caplog.records
     with caplog.at_level(logging.WARNING, logger="linkage.config"):
-        SourceConfig(path="a.csv", record_id="编号", department="health", priority=2)
+        SourceConfig(path="a.csv", record_id="编号", department="卫生-once", priority=7)
     said = " ".join(r.getMessage() for r in caplog.records)
-    assert "'department' has no effect" in said and "own_sources" in said
-    assert "'priority' has no effect" in said and "golden.source_priority" in said
+    assert "'department' (卫生-once) has no effect" in said and "own_sources" in said
+    assert "'priority' (7) has no effect" in said and "golden.source_priority" in said
+    # a run parses its sources more than once: the same key and value warn once
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="linkage.config"):
+        SourceConfig(path="b.csv", record_id="编号", department="卫生-once", priority=7)
+    assert not caplog.records

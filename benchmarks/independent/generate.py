@@ -23,7 +23,6 @@ SOURCES = {
     "civil_affairs": ("civil_affairs.csv", "gbk", "gbk", R.CIVIL, "MZ"),
     "health": ("health.csv", "gb18030", "gb18030", R.HEALTH, "0"),
 }
-DEPARTMENTS = {"police": "公安", "civil_affairs": "民政", "health": "卫生健康"}
 TRUTH_COLUMNS = ["source", "record_id", "person_id", "corruptions"]
 # persons.csv: the household side of the truth, for explaining false merges
 PERSON_COLUMNS = [
@@ -185,7 +184,6 @@ def write_configs(out: Path) -> None:
         schema = {
             "record_id": id_col,
             "encoding": declared,
-            "department": DEPARTMENTS[s],
             "columns": {h: f for h, f in headers.items() if f != "record_id"},
         }
         _write_yaml(out / "sources" / f"{s}.yaml", schema)
