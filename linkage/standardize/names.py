@@ -20,7 +20,11 @@ from linkage import schema
 from linkage.standardize._distinct import map_distinct, map_one, typed_frame
 from linkage.zh.readings import READING as _READING
 from linkage.zh.readings import surname_reading as _surname_reading
-from linkage.zh.romanization import surname_from_spelling, wade_giles_to_pinyin
+from linkage.zh.romanization import (
+    is_cantonese_syllable,
+    surname_from_spelling,
+    wade_giles_to_pinyin,
+)
 from linkage.zh.script import in_gbk, t2s_batch
 from linkage.zh.surnames import split_han as _split_han
 from linkage.zh.surnames import split_surname
@@ -329,7 +333,8 @@ def _given_syllables(token: str, other: bool, flags: set[str]) -> list[str]:
     for piece in re.split(r"[-']+", token):
         if not piece:
             continue
-        split = split_syllables(piece)
+        # KUEN is one Cantonese syllable, not pinyin ku+en (pinyin would write ku'en)
+        split = None if is_cantonese_syllable(piece) else split_syllables(piece)
         if split is None and other:
             split = wade_giles_to_pinyin(piece)
             if split is not None:
@@ -358,7 +363,9 @@ def _finish_latin(clean: str, flags: set[str]) -> tuple:
     tokens = clean.split()
     # Pinyin passports never hyphenate a given name and use only pinyin syllables: a hyphen or
     # a token that is no pinyin marks a Hong Kong / Taiwan style name.
-    other = any("-" in t for t in tokens[1:]) or any(split_syllables(t) is None for t in tokens)
+    other = any("-" in t for t in tokens[1:]) or any(
+        split_syllables(t) is None or is_cantonese_syllable(t) for t in tokens
+    )
     if len(tokens) > 1:
         idx = _latin_surname_index(tokens)
         sur = _surname_syllables(tokens[idx], other, flags)

@@ -14,6 +14,7 @@ from linkage.zh.syllables import SYLLABLES
 __all__ = [
     "SURNAME_SPELLINGS",
     "cantonese_readings",
+    "is_cantonese_syllable",
     "spells_in_cantonese",
     "surname_from_spelling",
     "wade_giles_to_pinyin",
@@ -268,6 +269,30 @@ def cantonese_readings(han: str) -> tuple[frozenset[str], ...]:
         found.update(v for r in list(found) for v in _macao(r))
         out.append(frozenset(found))
     return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def _cantonese_only_syllables() -> frozenset[str]:
+    """Hong Kong spellings that pinyin reads only as two or more syllables, a later one
+    starting with a vowel (KUEN ku+en, LEE le+e, YUEN yu+en): pinyin marks such a break
+    with an apostrophe (ku'en), so written joined they are one Cantonese syllable."""
+    from linkage.zh.syllables import split_syllables
+
+    table, _ = _cantonese()
+    out = set()
+    for spelling in table.romanToChar:
+        key = spelling.lower()
+        split = split_syllables(key)
+        if split and len(split) > 1 and any(s[0] in "aeo" for s in split[1:]):
+            out.add(key)
+    return frozenset(out)
+
+
+def is_cantonese_syllable(token: str) -> bool:
+    """Whether ``token`` is one Hong Kong romanized syllable that pinyin would split at a
+    vowel ("Kuen", "Lee", "Yuen", "Chuen"); source: the Hong Kong government romanization
+    table of package cantonese-romanisation."""
+    return token.lower() in _cantonese_only_syllables()
 
 
 # Macao's spellings of the same sounds differ from Hong Kong's in a few regular ways

@@ -399,6 +399,27 @@ def test_non_pinyin_latin_is_flagged_but_keyed():
     assert row[col("pinyin")] is not None and row[col("pinyin")].isascii()
 
 
+@pytest.mark.parametrize(
+    "raw, pinyin_",
+    [
+        ("LAW Kuen", "luo kuen"),  # KUEN (娟/权/泉) is one Hong Kong syllable, not ku+en
+        ("Wong Kuen-ling", "huang kuen ling"),
+        ("Lee Ka Kuen", "li ka kuen"),
+        ("Kwan Lee", "guan lee"),  # LEE as a given name is one syllable, not le+e
+        ("Li Yuen", "li yuen"),
+    ],
+)
+def test_cantonese_syllables_are_not_split_as_pinyin(raw, pinyin_):
+    assert one(raw)[col("pinyin")] == pinyin_
+    assert "name_non_pinyin" in flags_of(raw)
+
+
+def test_joined_pinyin_with_a_vowel_syllable_still_splits():
+    # pinyin passports drop the apostrophe (嘉恩 JIAEN): not a Hong Kong syllable, so split
+    assert one("Zhang Jiaen")[col("pinyin")] == "zhang jia en"
+    assert "name_non_pinyin" not in flags_of("Zhang Jiaen")
+
+
 def test_mixed_script():
     row = one("张Wei")
     assert row[col("script")] == "mixed"
