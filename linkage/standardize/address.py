@@ -470,9 +470,9 @@ def _cities_without_districts() -> frozenset[str]:
 
 CITIES_WITHOUT_DISTRICTS = _cities_without_districts()
 
-# Towns (镇) and street offices (街道) directly under 东莞 and 中山, the county-level units of
-# cities without districts, from the National Bureau of Statistics' 统计用区划代码 (2023:
-# 东莞 4 街道 and 28 镇, 441900003-441900129; 中山 8 街道 and 16 镇 under 442000, names as
+# Towns (镇) and street offices (街道) directly under 东莞, 中山, 儋州 and 嘉峪关, the
+# county-level units of cities without districts, from the National Bureau of Statistics'
+# 统计用区划代码 (2023: 东莞 4 街道 and 28 镇, 441900003-441900129; 中山 8 街道 and 16 镇 under 442000, names as
 # records write them).
 # The district column of such a city holds the town, so rules keyed on the district (name +
 # current district) work there as in any other city; comparisons still see one city.
@@ -489,13 +489,26 @@ TOWNS: dict[str, tuple[str, ...]] = {
         "古镇镇", "横栏镇", "三角镇", "港口镇", "大涌镇", "沙溪镇", "三乡镇", "板芙镇",
         "神湾镇", "坦洲镇",
     ),  # fmt: skip
+    # 儋州 (460400): its 16 towns (the 洋浦 development zone and farms under it are no towns)
+    "460400": (
+        "那大镇", "和庆镇", "南丰镇", "大成镇", "雅星镇", "兰洋镇", "光村镇", "木棠镇",
+        "海头镇", "峨蔓镇", "王五镇", "白马井镇", "中和镇", "排浦镇", "东成镇", "新州镇",
+    ),  # fmt: skip
+    # 嘉峪关 (620200): its 3 towns; the city's 雄关 / 长城 / 镜铁 areas are no county-level units
+    "620200": ("新城镇", "峪泉镇", "文殊镇"),
 }
+
+
+# Cities whose towns, written without the city (常平镇锦厦路), are read in it: those of 东莞
+# and 中山; 儋州's and 嘉峪关's (新城镇, 中和镇, 大成镇) share their names with towns elsewhere.
+_TOWN_FIRST = ("441900", "442000")
 
 
 @lru_cache(maxsize=1)
 def _towns() -> tuple[dict[str, list[tuple[str, str, bool]]], re.Pattern[str], dict[str, str]]:
     """(city adcode -> (name written, town, is short) longest first, a pattern finding a full
-    town name at a text's start, full town name -> its city adcode); short names (清溪 for
+    town name of a ``_TOWN_FIRST`` city at a text's start, full town name -> its city adcode);
+    short names (清溪 for
     清溪镇) are read only after the city's own name."""
     by_city: dict[str, list[tuple[str, str, bool]]] = {}
     city_of: dict[str, str] = {}
@@ -506,7 +519,8 @@ def _towns() -> tuple[dict[str, list[tuple[str, str, bool]]], re.Pattern[str], d
             short = re.sub("(?:街道|镇)$", "", town)
             if len(short) >= 2:
                 entries.append((short, town, True))
-            city_of[town] = city
+            if city in _TOWN_FIRST:
+                city_of[town] = city
         entries.sort(key=lambda item: -len(item[0]))
     names = sorted(city_of, key=len, reverse=True)
     return by_city, re.compile("^(?:" + "|".join(map(re.escape, names)) + ")"), city_of

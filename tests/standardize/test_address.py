@@ -293,7 +293,7 @@ def test_scale_one_million_rows():
         ("广东省东莞市东莞大道88号", "东莞市", None, "东莞大道88号"),
         ("东莞市南城街道东莞大道88号", "东莞市", "南城街道", "东莞大道88号"),
         ("中山市东区中山四路20号", "中山市", "东区街道", "中山四路20号"),
-        ("海南省儋州市那大镇儋州大道9号", "儋州市", None, "那大镇儋州大道9号"),
+        ("海南省儋州市那大镇儋州大道9号", "儋州市", "那大镇", "儋州大道9号"),
         ("嘉峪关市新华街道嘉峪关路7号", "嘉峪关市", None, "新华街道嘉峪关路7号"),
     ],
 )
@@ -319,6 +319,9 @@ def test_street_repeating_the_city_name_keeps_the_detail(raw, city, district, de
         ("清溪镇江边新安路170号", "东莞市", "清溪镇", "441900", "江边新安路170号"),
         ("大朗镇东区环城路45号", "东莞市", "大朗镇", "441900", "东区环城路45号"),
         ("南城街道大岭山东纵路288号", "东莞市", "南城街道", "441900", "大岭山东纵路288号"),
+        ("海南省儋州市那大镇人民中路12号", "儋州市", "那大镇", "460400", "人民中路12号"),
+        ("儋州白马井渔港路3号", "儋州市", "白马井镇", "460400", "渔港路3号"),
+        ("甘肃省嘉峪关市新城镇观礼村5号", "嘉峪关市", "新城镇", "620200", "观礼村5号"),
     ],
 )
 def test_towns_of_cities_without_districts_are_their_district(raw, city, district, adcode, detail):
@@ -342,6 +345,14 @@ def test_a_town_written_alone_is_read_only_in_a_current_address():
     # a hukou address names its county: a bare 沙溪镇 there may be any of several towns
     out = standardize_addresses(pd.Series(["沙溪镇石门村"]), schema.HUKOU_ADDRESS).iloc[0]
     assert out[schema.address_col(schema.HUKOU_ADDRESS, "city")] is None
+
+
+@pytest.mark.parametrize("raw", ["新城镇观礼村5号", "中和镇人民路1号", "大成镇新街2号"])
+def test_a_town_name_many_counties_share_is_not_read_in_a_city(raw):
+    # 儋州's and 嘉峪关's towns are read after their city only: towns elsewhere share the names
+    out = standardize_addresses(pd.Series([raw]), schema.CURRENT_ADDRESS).iloc[0]
+    assert out[schema.address_col(schema.CURRENT_ADDRESS, "city")] is None
+    assert out[schema.address_col(schema.CURRENT_ADDRESS, "detail")] == raw
 
 
 def test_a_street_named_after_a_city_is_not_that_city():
