@@ -88,6 +88,11 @@ def _stdnum_counties() -> list[tuple[str, list[str]]]:
     return out
 
 
+def _city_key(adcode: str) -> str:
+    """The prefix a city's districts share: 4 digits, 2 for 北京 天津 上海 重庆."""
+    return adcode[:2] if adcode[:2] in _MUNICIPALITIES else adcode[:4]
+
+
 def _new_districts() -> dict[str, str]:
     """Adcode -> name of current county-level divisions that cpca's table (2015) lacks and
     python-stdnum's region table lists, created since under a new name: 深圳 龙华区 and 坪山区
@@ -98,7 +103,10 @@ def _new_districts() -> dict[str, str]:
     in_province: dict[str, set[str]] = {}
     for info in cpca.ad_2_addr_dict.values():
         if info.rank == 2:
-            shorts.setdefault(info.adcode[:4], set()).add(_DISTRICT_SUFFIX.sub("", info.name))
+            # 重庆's districts (5001) and counties (5002) are one city: 梁平县 -> 梁平区
+            shorts.setdefault(_city_key(info.adcode), set()).add(
+                _DISTRICT_SUFFIX.sub("", info.name)
+            )
             in_province.setdefault(info.adcode[:2], set()).add(info.name)
     found: dict[str, str] = {}
     for code, segments in _stdnum_counties():
@@ -112,7 +120,7 @@ def _new_districts() -> dict[str, str]:
             name in _PLACEHOLDER_NAMES
             # a place given a new code under a new parent (申扎县 when 那曲 became a city)
             or name in in_province.get(code[:2], set())
-            or _DISTRICT_SUFFIX.sub("", name) in shorts.get(code[:4], set())
+            or _DISTRICT_SUFFIX.sub("", name) in shorts.get(_city_key(code), set())
             # 三沙's island districts (a few thousand residents) would make Guangzhou's 南沙区
             # ambiguous
             or code[:4] == "4603"
@@ -613,9 +621,11 @@ def _new_district(adcode: str, remainder: str) -> tuple[str, int] | None:
     return None
 
 
-def _short_district(adcode: str, remainder: str) -> tuple[str, int] | None:
-    """(district adcode, characters it takes) when ``remainder`` (the text after the city)
-    starts with a district of that city written without its suffix (北京 + 朝阳)."""
+def _short_district(adcode: str, remainder: str) -> tuple[str, int, bool] | None:
+    """(district adcode, characters it takes, whether a suffix followed) when ``remainder``
+    (the text after the city) starts with a district of that city written without its suffix
+    (北京 + 朝阳) or with another than cpca's table has (重庆 + 梁平区: the table's 梁平县,
+    renamed in 2016, read under its old code as records written before)."""
     if adcode[4:] != "00":
         return None
     if adcode[:2] in _MUNICIPALITIES:
@@ -626,7 +636,9 @@ def _short_district(adcode: str, remainder: str) -> tuple[str, int] | None:
         return None
     for short, code in _short_districts().get(parent, ()):
         if _starts_with_place(remainder, short, True):
-            return code, len(short)
+            if remainder[len(short) : len(short) + 1] in ("区", "县", "市"):
+                return code, len(short) + 1, True
+            return code, len(short), False
     return None
 
 
@@ -705,11 +717,6 @@ _MERGED_INTO = {
     "440116": "440112",  # 萝岗区 -> 黄埔区 (2014)
     "340721": "340706",  # 铜陵县 -> 义安区 (2015; the rename rule would pick 铜官区)
 }
-
-
-def _city_key(adcode: str) -> str:
-    """The prefix a city's districts share: 4 digits, 2 for 北京 天津 上海 重庆."""
-    return adcode[:2] if adcode[:2] in _MUNICIPALITIES else adcode[:4]
 
 
 @lru_cache(maxsize=1)
@@ -1008,16 +1015,26 @@ def _parse_rows(uniques: list, field: str) -> list[tuple]:
         if district is None and not flags and remainder:
             short = _short_district(adcode, remainder)
             if short is not None:
-                adcode, taken = short
+                adcode, taken, suffixed = short
                 province, city, district = _names(adcode)
                 remainder = remainder[taken:]
-                flags = flag["address_district_short"]
+                flags = "" if suffixed else flag["address_district_short"]
         if district is None and adcode in TOWNS and remainder:
             town = _town(adcode, remainder)
             if town is not None:
                 district, remainder = town[0], remainder[town[1] :]
         if district is None and not flags and adcode not in CITIES_WITHOUT_DISTRICTS:
             flags = flag["address_no_district"]
+        if (
+            district
+            and remainder
+            and remainder[0] in "区县"
+            and district[-1] in "区县市"
+            and remainder[0] != district[-1]
+            and district[:-1] + remainder[0] in text
+        ):
+            # renamed since cpca's table (临安市 -> 临安区): it read 临安 and left the 区
+            remainder = remainder[1:]
         detail = _convert_units(remainder) if remainder else None
         rows.append((province, city, district, adcode, detail, flags, candidates))
     return rows

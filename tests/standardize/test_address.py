@@ -569,6 +569,15 @@ def test_old_names_of_renamed_counties_are_read_as_today(raw, city, district, ad
     assert row["flags"] == "hukou_address_district_abolished"
 
 
+def test_a_county_renamed_after_the_table_has_one_code_however_written():
+    # 梁平县 became 梁平区 (2016) after cpca's table: read under the old code either way, the
+    # district's suffix not left in the detail
+    rows = [_row(raw) for raw in ("重庆市梁平县梁山镇", "重庆市梁平区梁山镇", "重庆梁平梁山镇")]
+    assert {(r["adcode"], r["detail"]) for r in rows} == {("500228", "梁山镇")}
+    assert _row("杭州市临安区锦城街道1号")["detail"] == "锦城街道1号"  # not 区锦城街道1号
+    assert _row("杭州市临安市区锦城1号")["detail"] == "区锦城1号"  # 市区: the urban area
+
+
 @pytest.mark.parametrize(
     ("raw", "district"),
     [("湖南省常德市津市市新洲镇", "津市市"), ("湖南江津市路1号", "津市市"), ("湖南省南县", "南县")],
