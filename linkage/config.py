@@ -541,6 +541,9 @@ class ClusterSettings(_Model):
     max_cluster_size: int = Field(default=20, ge=2)
     # Records of one source with different valid ID numbers are never merged.
     cannot_link_same_source_ids: bool = True
+    # Nor, across sources, records whose different valid IDs each carry the record's own
+    # birth date (twins with their own IDs in two registries).
+    cannot_link_dated_ids: bool = True
 
 
 class OutputSettings(_Model):

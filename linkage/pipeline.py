@@ -163,7 +163,11 @@ def cluster_records(
     twins or siblings (``sibling_pairs``) are held out, unless ``siblings_held_out`` says
     the caller did so already (then ``scored`` needs only ``rid_l``, ``rid_r``,
     ``match_weight`` and ``match_probability``)."""
-    cannot = cannot_link_table(records) if config.clustering.cannot_link_same_source_ids else None
+    cannot = cannot_link_table(
+        records,
+        same_source=config.clustering.cannot_link_same_source_ids,
+        dated=config.clustering.cannot_link_dated_ids,
+    )
     return cluster_pairs(
         len(records),
         scored if siblings_held_out else scored[~sibling_pairs(records, scored)],
@@ -212,7 +216,7 @@ def stage_columns(config: RunConfig, comparisons: list[Comparison]) -> dict[str,
     clustering = [
         schema.ROW, schema.SOURCE, schema.RECORD_ID, schema.ID_STD, schema.ID_VALID,
         schema.QUALITY_FLAGS, schema.name_col(schema.NAME, "clean"),
-        schema.name_col(schema.NAME, "given"), schema.BIRTH_DATE_STD,
+        schema.name_col(schema.NAME, "given"), schema.BIRTH_DATE_STD, schema.ID_BIRTH_DATE,
     ]  # fmt: skip
     stages = {
         "blocking": blocking,

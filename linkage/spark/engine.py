@@ -1245,14 +1245,16 @@ def train_spark(
 # ----------------------------------------------------------------------------- clustering
 
 
-def cannot_link_spark(records: DataFrame) -> DataFrame:
+def cannot_link_spark(
+    records: DataFrame, *, same_source: bool = True, dated: bool = True
+) -> DataFrame:
     """``cluster.cannot_link_table`` per record partition: rid, key (a valid ID number that
-    is the record's own) and group (its source)."""
+    is the record's own) and group (its source, or ``cluster.DATED_GROUP``)."""
     cols = [
         c
         for c in (
             schema.ROW, schema.SOURCE, schema.ID_STD, schema.ID_VALID, schema.QUALITY_FLAGS,
-            schema.BIRTH_DATE_STD,
+            schema.BIRTH_DATE_STD, schema.ID_BIRTH_DATE,
         )
         if c in records.columns
     ]
@@ -1266,7 +1268,7 @@ def cannot_link_spark(records: DataFrame) -> DataFrame:
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            table = cannot_link_table(batch)
+            table = cannot_link_table(batch, same_source=same_source, dated=dated)
             if table is not None:
                 yield _conform(table, out_schema)
 
@@ -1443,8 +1445,14 @@ def cluster_spark(
         inside.where(F.col(schema.MATCH_PROBABILITY) < threshold).select(COMPONENT)
     )
     cannot = None
-    if settings.cannot_link_same_source_ids and schema.ID_STD in records.columns:
-        cannot = cannot_link_spark(records)
+    if (
+        settings.cannot_link_same_source_ids or settings.cannot_link_dated_ids
+    ) and schema.ID_STD in records.columns:
+        cannot = cannot_link_spark(
+            records,
+            same_source=settings.cannot_link_same_source_ids,
+            dated=settings.cannot_link_dated_ids,
+        )
         conflicts = (
             cannot.join(comp, schema.ROW)
             .groupBy(COMPONENT, CANNOT_LINK_GROUP)
