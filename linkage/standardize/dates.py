@@ -31,6 +31,8 @@ FLAGS: dict[str, str] = {
     "excel_serial": "Excel serial day number converted (informational)",
     "out_of_range": "year before 1900 or after 2100",
     "partial": "year or year-month only, no day",
+    "lunar": "written as a lunar-calendar date (农历, 阴历: 1942-12-13（农历）, 农历1972年二月初十); "
+    "converted to the solar date IDs carry",
     "placeholder": "a filler such as 不详, 无, '-', 1900-01-01 (a system's default date) or "
     "0000-00-00 (a database's zero date) "
     "instead of a date; set to null, counted as missing",
@@ -165,6 +167,37 @@ def _partial(year: int, month: int | None) -> tuple[str | None, str]:
     if month is not None and not 1 <= month <= 12:
         return None, "unparsed"
     return None, "partial"
+
+
+# A lunar-calendar note before or after the date (NFKC has made （） into ()).
+_LUNAR_NOTE = re.compile(
+    r"^\s*(?:农历|阴历|旧历|農曆|陰曆|舊曆)\s*|\s*\(?\s*(?:农历|阴历|旧历|農曆|陰曆|舊曆)\s*\)?\s*$"
+)
+# Lunar month and day words: 正月 (1), 冬月 (11), 腊月 (12), 初一..初十 (1..10).
+_LUNAR_WORDS = (
+    ("正月", "一月"), ("冬月", "十一月"), ("腊月", "十二月"), ("臘月", "十二月"), ("初十", "十"),
+    ("初", ""),
+)  # fmt: skip
+
+
+def _parse_lunar(text: str, pivot_year: int) -> tuple[str | None, str]:
+    """A date noted as lunar, read as written and converted to the solar date (lunardate);
+    ``闰`` before the month marks a leap month. Source of the calendar: lunardate's table
+    (Hong Kong Observatory data, 1900-2099)."""
+    body = _LUNAR_NOTE.sub("", text)
+    leap = "闰" in body or "閏" in body
+    body = body.replace("闰", "").replace("閏", "")
+    for word, plain in _LUNAR_WORDS:
+        body = body.replace(word, plain)
+    if not body:
+        return None, "unparsed"
+    iso, flag = _parse_text(body, pivot_year)
+    if iso is None:
+        return None, flag or "unparsed"
+    solar = lunar_to_solar(datetime.date.fromisoformat(iso), leap)
+    if solar is None:  # day 30 of a short month, or a leap month that year lacks
+        return None, "unparsed"
+    return _finish(solar.year, solar.month, solar.day, "lunar")
 
 
 def _parse_text(text: str, pivot_year: int) -> tuple[str | None, str]:
@@ -338,6 +371,8 @@ def _parse_columns(
             text = unicodedata.normalize("NFKC", text).strip()
             if is_filler_text(text) or _ZERO_DATE.match(text):
                 result = (None, "placeholder")
+            elif _LUNAR_NOTE.search(text) is not None:
+                result = _parse_lunar(text, pivot_year)
             else:
                 result = _parse_text(text, pivot_year) if text else (None, "")
         iso[i], flags[i] = result

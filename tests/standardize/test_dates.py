@@ -147,8 +147,9 @@ def test_date_objects_and_numbers():
 def test_index_columns_and_flags_documented():
     raw = pd.Series(
         ["1985-3-7", "bad", None, "85-3-7", "31113", "1985年3月", "1800-1-1", "2099-1-1", "不详"]
+        + ["农历1985年正月十六"]
     )
-    raw.index = [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    raw.index = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
     out = parse_dates(raw, today=TODAY)
     assert list(out.columns) == ["value", "quality_flags"]
     assert list(out.index) == list(raw.index)
@@ -260,6 +261,34 @@ def test_lunar_known_dates():
     # 2020 has a leap fourth month
     assert lunar_to_solar(datetime.date(2020, 4, 10), leap_month=True) == datetime.date(2020, 6, 1)
     assert lunar_to_solar(datetime.date(2020, 4, 10)) == datetime.date(2020, 5, 2)
+
+
+@pytest.mark.parametrize(
+    "raw, solar",
+    [
+        ("1985-01-16（农历）", "1985-03-07"),  # full-width brackets after the date
+        ("1985-01-16 (阴历)", "1985-03-07"),
+        ("农历1985年正月十六", "1985-03-07"),  # 正月 is the first month
+        ("农历1972年正月初一", "1972-02-15"),  # 春节 1972
+        ("农历2000年正月初一", "2000-02-05"),
+        ("農曆2020年閏四月初十", "2020-06-01"),  # traditional, a leap month
+        ("农历2020年四月初十", "2020-05-02"),
+        ("农历1958年腊月二十", "1959-01-28"),  # 腊月 is the twelfth, in the next solar year
+        ("农历1960年八月廿八", "1960-10-18"),
+    ],
+)
+def test_dates_noted_as_lunar_become_solar(raw, solar):
+    out = parse_dates(pd.Series([raw]))
+    assert out["value"].iloc[0] == solar
+    assert out["quality_flags"].iloc[0] == "lunar"
+    assert "lunar" in FLAGS
+
+
+@pytest.mark.parametrize("raw", ["农历", "农历2021年正月三十", "农历2021年闰正月初五"])
+def test_impossible_lunar_notes_are_unparsed(raw):
+    # 2021's first month has 29 days and no leap
+    out = parse_dates(pd.Series([raw]))
+    assert out["value"].iloc[0] is None and out["quality_flags"].iloc[0] == "unparsed"
 
 
 def test_lunar_impossible_dates():
