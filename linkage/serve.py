@@ -1608,6 +1608,27 @@ def check_listen(host: str, port: int) -> None:
             ) from None
 
 
+def check_served_joins(settings: ServiceSettings) -> None:
+    """Refuse to serve a department whose view ``linkage export`` refuses: the quasi-identifier
+    join check (:func:`linkage.share.export.check_quasi_identifier_joins`) for every
+    department holding a token, over the store's golden records. A search or fetch gives
+    the same masked view row by row, so without this a policy refused at export (say
+    social_security granted ``first6_last4`` next to health's full birth dates) was served,
+    and name searches rebuilt full IDs through a join with health's export. Raises
+    ConfigError naming both departments and the fields (exit 2). Units: one mask per
+    (field, mask) of the departments involved; a district mask parses every golden address
+    (about 30 s of CPU per million)."""
+    from linkage.share.export import check_quasi_identifier_joins
+
+    policy = load_policy(settings.policy)
+    departments = sorted({d for _, d in load_tokens(settings.tokens)} & set(policy.departments))
+    with Store.open(settings.store, create=False, read_only=True) as store:
+        golden = store.table("golden")
+    masked: dict[tuple[str, str], pd.Series] = {}
+    for name in departments:
+        check_quasi_identifier_joins(golden, policy, name, masked)
+
+
 def serve(
     settings: ServiceSettings,
     *,
@@ -1636,6 +1657,8 @@ def serve(
     check_listen(host, port)
     # the parent's own lines (start-up checks) in the same format as the workers'
     logging.config.dictConfig(config)
+    # the views `linkage export` refuses are not served either
+    check_served_joins(settings)
     common = dict(
         host=host,
         port=port,

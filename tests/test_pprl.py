@@ -129,6 +129,19 @@ def test_record_ids_are_pseudonyms_and_plain_ids_that_are_identifiers_are_refuse
         "0086-139-1234-5678",
         "M13912345678",
         "R110105491231002",  # a 15-digit ID inside
+        # separators other than spaces and dashes passed the check, the id went out in clear
+        "110105.19491231.0021",
+        "110105/19491231/0021",
+        "110105_19491231_0021",
+        "110105、19491231、0021",
+        "110105\u200b19491231\u200b0021",  # zero-width spaces
+        "110105\u201319491231\u20130021",  # en dashes
+        "(139)1234-5678",
+        "139.1234.5678",
+        # an ID inside a longer digit run (an ID and a visit number, a leading zero)
+        "11010519491231002X01",
+        "044030619900101002201",
+        "44030619900101002201",
     ],
 )
 def test_plain_record_ids_holding_an_identifier_anywhere_are_refused(record_id):
@@ -140,8 +153,19 @@ def test_plain_record_ids_holding_an_identifier_anywhere_are_refused(record_id):
 
 
 def test_plain_record_ids_without_an_identifier_stay_plain():
-    ids = ["44030500300015221", "JZ2024000123", "2024-03-15-0001", "H-000123", "R1"]
-    plain = encode_records(_records(["张伟"] * 5, record_ids=ids), SECRET, record_ids="plain")
+    ids = [
+        "44030500300015221",
+        "JZ2024000123",
+        "2024-03-15-0001",
+        "H-000123",
+        "R1",
+        "2024.03.15/0001_77",
+        # a 20-digit number whose 18-digit windows are no valid ID (checksum, date, province)
+        "11010519491231002101",
+    ]
+    plain = encode_records(
+        _records(["张伟"] * len(ids), record_ids=ids), SECRET, record_ids="plain"
+    )
     assert plain[schema.RECORD_ID].tolist() == ids
 
 

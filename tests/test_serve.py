@@ -33,9 +33,11 @@ from linkage.cli import app  # noqa: E402
 from linkage.errors import ConfigError  # noqa: E402
 from linkage.serve import (  # noqa: E402
     TOKENS_ENV,
+    ServiceSettings,
     _key_fields,
     add_token,
     authenticate,
+    check_served_joins,
     hash_token,
     load_tokens,
     new_token,
@@ -56,6 +58,10 @@ POLICY = {
     "audit_queries": "masked",
     # the load test below sends many requests per token at once
     "rate_limit": {"per_second": 1000, "burst": 1000},
+    # the tests of masked ID digits need social_security's first6_last4 beside health's full
+    # birth dates, a pair that `linkage export` and `linkage serve` refuse by default (a join
+    # on name, gender, birth year and ID prefix rebuilds the ID): accepted here on purpose
+    "quasi_identifier_share": 1.0,
     "departments": {
         "police": {
             "purpose": "residence registration",
@@ -330,6 +336,53 @@ def test_serve_refuses_bad_setup_with_exit_2(built, tmp_path, monkeypatch):
     missing = ["serve", "--store", str(tmp_path / "none.duckdb"), "--tokens", str(raw)]
     result = runner.invoke(app, missing)
     assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_serve_refuses_a_view_that_export_refuses_for_a_quasi_identifier_join(
+    built, tmp_path, monkeypatch
+):
+    """`linkage export` refused social_security's first6_last4 beside health's full birth
+    dates (joined on name, gender, birth year and ID prefix they rebuild the ID), but `linkage
+    serve` served the same views: name searches gave first6_last4 for each hit, and a join
+    with health's export rebuilt the full IDs. serve now runs the export's check first."""
+    data = {k: v for k, v in POLICY.items() if k != "quasi_identifier_share"}
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    common = ["--store", str(built["store"]), "--policy", str(policy)]
+    env = {"LINKAGE_PSEUDONYM_KEY": PSEUDONYM_KEY}
+    exported = runner.invoke(
+        app,
+        ["export", *common, "--department", "social_security", "--output", str(tmp_path / "e.csv")],
+        env=env,
+    )
+    assert exported.exit_code == 2, exported.output
+    import uvicorn
+
+    started = []  # without the check the service would start (and the test would block)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(a))
+    served = runner.invoke(
+        app,
+        [
+            "serve",
+            *common,
+            "--tokens",
+            str(built["tokens_file"]),
+            "--audit",
+            str(tmp_path / "a.jsonl"),
+            "--port",
+            str(_free_port()),
+        ],
+        env=env,
+    )
+    text = " ".join(served.output.split())
+    assert not started and served.exit_code == 2, served.output
+    assert "health" in text and "social_security" in text and "id_number" in text
+    # a policy that accepts such joins (its own choice, as export's) is served
+    check_served_joins(
+        ServiceSettings(
+            store=str(built["store"]), policy=str(built["policy"]), tokens=str(built["tokens_file"])
+        )
+    )
 
 
 def test_audit_log_is_never_written_through_a_link_or_into_a_file_not_its_own(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -54,11 +55,44 @@ _TOKENIZERS = {
 }
 # A resident ID or a mobile number used as a record id is an identifier in its own right,
 # also inside a longer id (`P110101199003070011`, `110101199003070011-01`), written with
-# spaces or dashes (`110101 19900307 0011`) or after +86 / 0086 (`+8613912345678`): the
-# id is searched as it is and without spaces and dashes, for a digit run of an ID's or a
-# mobile number's length (a 17-digit registration number is neither).
+# separators (`110101 19900307 0011`, `110101.19900307.0011`, `(139)1234-5678`, zero-width
+# spaces) or after +86 / 0086 (`+8613912345678`): the id is searched as it is and without
+# any character that is neither a letter nor a digit, for a digit run of an ID's or a mobile
+# number's length (a 17-digit registration number is neither). A longer digit run
+# (`11010119900307001101`, an ID and a visit number) is searched for an ID whose province,
+# birth date and check character are valid (GB 11643).
 _SENSITIVE_ID = r"(?<!\d)(?:\d{17}[\dXx]|\d{15}|(?:0086|86)?1[3-9]\d{9})(?!\d)"
-_ID_SEPARATORS = r"[\s\-]"
+_ID_SEPARATORS = r"[\W_]"
+_LONG_RUN = re.compile(r"[\dXx]{19,}")
+# GB 11643 check weights and the province codes of GB/T 2260 (the ID's first two digits)
+_ID_WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))
+_PROVINCES = frozenset(
+    "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 50 51 52 53 54 61 62 63 "
+    "64 65 71 81 82 83".split()
+)
+
+
+def _holds_checked_id(text: str) -> bool:
+    """Whether a digit run longer than an ID in ``text`` holds an 18-character resident ID
+    with a valid province code, birth date (1900-2099) and check character (GB 11643)."""
+    import datetime
+    import unicodedata
+
+    for run in _LONG_RUN.findall(unicodedata.normalize("NFKC", text)):
+        for start in range(len(run) - 17):
+            window = run[start : start + 18].upper()
+            if window[:2] not in _PROVINCES or window[6:8] not in ("19", "20"):
+                continue
+            if not window[:17].isdigit():
+                continue
+            try:
+                datetime.date(int(window[6:10]), int(window[10:12]), int(window[12:14]))
+            except ValueError:
+                continue
+            total = sum(int(c) * w for c, w in zip(window[:17], _ID_WEIGHTS, strict=True))
+            if "0123456789X"[(12 - total % 11) % 11] == window[17]:
+                return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -265,6 +299,12 @@ def encode_records(
             text.str.contains(_SENSITIVE_ID, regex=True)
             | joined.str.contains(_SENSITIVE_ID, regex=True)
         ).fillna(False)
+        # digit runs longer than an ID are rare: those few ids are checked one by one
+        long_run = joined.str.contains(_LONG_RUN.pattern, regex=True).fillna(False).to_numpy(bool)
+        if long_run.any():
+            checked = np.zeros(len(joined), dtype=bool)
+            checked[long_run] = [_holds_checked_id(str(t)) for t in joined[long_run]]
+            sensitive = sensitive.astype(bool) | checked
         if sensitive.any():
             rows = ", ".join(str(int(i)) for i in np.flatnonzero(sensitive.to_numpy())[:5])
             raise InputError(

@@ -578,7 +578,10 @@ def _aggregate(view: pd.DataFrame, min_cell: int) -> pd.DataFrame:
 
 
 def quasi_identifier_joins(
-    golden: pd.DataFrame, policy: SharingPolicy, department: str
+    golden: pd.DataFrame,
+    policy: SharingPolicy,
+    department: str,
+    masked: dict[tuple[str, str], pd.Series] | None = None,
 ) -> list[tuple[str, list[str], float]]:
     """Departments whose export joins ``department``'s on the fields both are granted.
 
@@ -587,7 +590,9 @@ def quasi_identifier_joins(
     ``policy.quasi_identifier_share`` of the identities in ``golden`` (the data exported),
     it is a join key. Returns (other department, shared fields, unique share) per such join.
     Names, birth dates and ID prefixes together are unique for nearly everyone, so this
-    measures what the field-by-field check cannot know.
+    measures what the field-by-field check cannot know. ``masked``: a dict kept between calls
+    over the same ``golden`` (field, mask) -> masked column, so that checking several
+    departments masks each column once (a district mask parses every address).
     """
     mine = effective_department(policy, department)
     out: list[tuple[str, list[str], float]] = []
@@ -605,10 +610,13 @@ def quasi_identifier_joins(
         for f in shared:
             levels = MASK_LEVELS[f]
             mask = levels[min(levels.index(mine.fields[f]), levels.index(theirs.fields[f]))]
-            column = golden[f] if f in golden.columns else pd.Series([None] * len(golden))
-            masked, _ = mask_values(column, f, mask)
-            complete &= masked.notna().to_numpy()
-            key = key + "\x1f" + masked.astype(str).to_numpy()
+            cache = {} if masked is None else masked
+            if (f, mask) not in cache:
+                column = golden[f] if f in golden.columns else pd.Series([None] * len(golden))
+                cache[(f, mask)] = mask_values(column, f, mask)[0]
+            values = cache[(f, mask)]
+            complete &= values.notna().to_numpy()
+            key = key + "\x1f" + values.astype(str).to_numpy()
         counts = key[complete].map(key[complete].value_counts())
         share = float((counts == 1).sum()) / len(golden)
         if share > policy.quasi_identifier_share:
@@ -617,13 +625,18 @@ def quasi_identifier_joins(
 
 
 def check_quasi_identifier_joins(
-    golden: pd.DataFrame, policy: SharingPolicy, department: str
+    golden: pd.DataFrame,
+    policy: SharingPolicy,
+    department: str,
+    masked: dict[tuple[str, str], pd.Series] | None = None,
 ) -> None:
     """Refuse an export that a quasi-identifier join with another department's export would
     take beyond what any of the two is granted (the ID rebuilt from its masked form and a
-    full birth date, for example). Raises ConfigError naming both departments and fields."""
+    full birth date, for example). Raises ConfigError naming both departments and fields.
+    ``masked``: as :func:`quasi_identifier_joins`. The lookup service runs it too, for every
+    department holding a token, before it starts (it serves the same views)."""
     problems = []
-    for other, shared, share in quasi_identifier_joins(golden, policy, department):
+    for other, shared, share in quasi_identifier_joins(golden, policy, department, masked):
         keys = [f"their shared fields ({', '.join(shared)}; unique for {share:.0%})"]
         keys += join_keys(policy, department, other)
         problems.extend(group_conflicts(policy, [department, other], keys))
