@@ -142,6 +142,10 @@ def _region_table() -> tuple[np.ndarray, np.ndarray]:
             full = _combine_names(province, usable_city(code[:4] + "00"), county)
         status[int(code)] = 1 if current else 2
         names[int(code)] = full
+    # Residence permits of Hong Kong, Macao and Taiwan residents (港澳台居民居住证, 2018) carry
+    # a citizen number starting 810000, 820000 or 830000; stdnum's table lacks the last
+    if status[830000] == 0:
+        status[830000], names[830000] = 1, "台湾地区"
     return status, names
 
 

@@ -204,6 +204,14 @@ def test_renamed_region_reports_current_name():
     assert row[schema.ID_REGION_NAME] == "河北省邢台市襄都区"
 
 
+def test_residence_permits_of_hong_kong_macao_and_taiwan_residents_have_a_known_region():
+    permits = [make_id(code, "19900101", "001") for code in ("810000", "820000", "830000")]
+    out = std(permits)
+    assert out[schema.ID_REGION_STATUS].tolist() == ["current"] * 3
+    assert out[schema.ID_REGION_NAME].tolist()[2] == "台湾地区"
+    assert all("id_region_unknown" not in flags_of(r) for _, r in out.iterrows())
+
+
 # ----------------------------------------------------------------------------- float damage
 
 DAMAGED = [
