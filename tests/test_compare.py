@@ -76,6 +76,9 @@ CASES = [
     ("minority-bullet", "name", {"name": "买买提•艾力"}, {"name": "买买提・艾力"}, "clean_exact"),
     ("minority-truncated", "name", {"name": "买买提·艾力·吐尔逊"}, {"name": "买买提·艾力"}, "truncated"),
     ("truncated-no-dot", "name", {"name": "买买提艾力"}, {"name": "买买提·艾力·吐尔逊"}, "truncated"),
+    # the person's own name and the father's in the other order
+    ("minority-reversed", "name", {"name": "努尔古丽·阿卜杜拉"}, {"name": "阿卜杜拉•努尔古丽"}, "transposed"),
+    ("minority-other-parts", "name", {"name": "努尔古丽·阿卜杜拉"}, {"name": "阿卜杜拉·买买提"}, "else"),
     ("homophone", "name", {"name": "张伟"}, {"name": "章伟"}, "pinyin"),
     ("homophone-given", "name", {"name": "李娜"}, {"name": "李纳"}, "pinyin"),
     ("latin-surname-first", "name", {"name": "ZHANG Wei"}, {"name": "张伟"}, "pinyin"),

@@ -65,7 +65,8 @@ class NameComparison(Comparison):
     government romanization of package cantonese-romanisation); ``fuzzy_pinyin`` dialect
     confusions (n/l, zh/z, an/ang, ...); ``lookalike`` same length, differing only in look-alike
     characters; ``similar`` a near spelling (see ``_similar``); ``transposed`` the last two
-    characters (a two-character given name) swapped, 王小明 / 王明小; ``char_dropped`` one
+    characters (a two-character given name) swapped, 王小明 / 王明小, or a minority name's
+    parts in another order (努尔古丽·阿卜杜拉 / 阿卜杜拉·努尔古丽); ``char_dropped`` one
     character of a two-character given name missing, 王小明 / 王明 (see ``_given_edits``);
     ``else``. Names with a stand-in or masked character never reach an exact level; a newborn
     placeholder (男婴, 李娜之女) is compared as missing, so a pair with it is null.
@@ -119,7 +120,7 @@ class NameComparison(Comparison):
         clean, clean_u = factorize_joint(
             [column(values, schema.name_col(f, "clean"), n) for f in fields]
         )
-        tables, strip_of, trunc_of, kind_of, wild_of = _clean_tables(clean_u)
+        tables, strip_of, trunc_of, parts_of, kind_of, wild_of = _clean_tables(clean_u)
 
         def pinyin_space(suffix: str) -> list[np.ndarray]:
             return [column(values, schema.name_col(f, suffix), n) for f in fields]
@@ -145,6 +146,7 @@ class NameComparison(Comparison):
                     "raw": raw[i],
                     "strip": np.where(void_by_flags[i], NULL_CODE, recode(c, strip_of)),
                     "trunc": recode(c, trunc_of),
+                    "parts": recode(c, parts_of),
                     "kind": np.append(kind_of, 0).astype(np.int8)[c],
                     "flag": np.append(wild_of, False)[c] | flagged_by_flags[i],
                     "py": py_alt[i],
@@ -205,6 +207,8 @@ class NameComparison(Comparison):
             hit = _lookalike(t["chars"][a["strip"][cand]], t["chars"][b["strip"][cand]])
             lvl[cand[hit]] = self.LOOKALIKE
             open_[cand[hit]] = False
+        # a minority name's parts in the other order: the transposition of such names
+        assign(same(a["parts"], b["parts"]), self.TRANSPOSED)
         self._similar(a, b, t, lvl, open_, flagged, han, la, lb)
         self._given_edits(a, b, t, lvl, open_, han, la, lb)
         return lvl
@@ -342,8 +346,9 @@ def _clean_tables(
         "".join(u.split(_DOT)[:2]) if u.count(_DOT) >= 2 else None for u in clean_u
     ]  # registries cut long minority names to the first two parts
     derare = [_without_rare(u) for u in strip]
-    (strip_of, trunc_of, derare_of), s_u = factorize_joint(
-        [np.array(x, dtype=object) for x in (strip, trunc, derare)]
+    parts = [minority_parts_key(u) for u in clean_u]
+    (strip_of, trunc_of, derare_of, parts_of), s_u = factorize_joint(
+        [np.array(x, dtype=object) for x in (strip, trunc, derare, parts)]
     )
     kind = np.array(
         [
@@ -364,7 +369,17 @@ def _clean_tables(
         "chars": fixed.view(np.uint32).reshape(len(s_list), _CHAR_WIDTH),
         "derare": by_strip,
     }
-    return tables, strip_of, trunc_of, kind, wild
+    return tables, strip_of, trunc_of, parts_of, kind, wild
+
+
+def minority_parts_key(clean: str) -> str | None:
+    """A minority name's parts in sorted order (努尔古丽·阿卜杜拉 and 阿卜杜拉·努尔古丽 share
+    it: registries write a person's own name and the father's in either order), None for a
+    name of one part."""
+    if _DOT not in clean:
+        return None
+    parts = [p for p in clean.split(_DOT) if p]
+    return "\u0000".join(sorted(parts)) if len(parts) >= 2 else None
 
 
 def _without_rare(name: str) -> str | None:

@@ -62,6 +62,7 @@ from linkage.compare.name import (
     _clean_tables,
     _nospace_codes,
     _without_rare,
+    minority_parts_key,
 )
 from linkage.standardize import idnumber as std_id
 from linkage.zh.estate import core_detail, named_part
@@ -602,13 +603,15 @@ class _NameSide(StoredSide):
             clean = _key(q.get(schema.name_col(f, "clean")))
             if any(f"{f}_{code}" in parts for code in VOID_FLAGS):
                 clean = None  # a newborn placeholder: compared as missing
-            strip = trunc = NULL_CODE
+            strip = trunc = order = NULL_CODE
             kind, wild = 0, False
             if clean is not None:
                 text = clean.replace(_DOT, "")
                 strip = self._strip_code(text, True)
                 if clean.count(_DOT) >= 2:
                     trunc = self._strip_code("".join(clean.split(_DOT)[:2]), False)
+                if (key := minority_parts_key(clean)) is not None:
+                    order = self._strip_code(key, False)
                 if _DOT in clean:
                     kind = KIND_MINORITY
                 elif _LATIN_RE.search(clean):
@@ -629,6 +632,7 @@ class _NameSide(StoredSide):
                     "raw": np.array([self.spaces["raw"].code(_key(q.get(f)))], dtype=np.int32),
                     "strip": np.array([strip], dtype=np.int32),
                     "trunc": np.array([trunc], dtype=np.int32),
+                    "parts": np.array([order], dtype=np.int32),
                     "kind": np.array([kind], dtype=np.int8),
                     "flag": np.array([wild or bool(barred & parts)], dtype=bool),
                     "py": np.array(
