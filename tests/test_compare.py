@@ -69,6 +69,8 @@ CASES = [
     # a newborn's placeholder names a parent or nobody: no evidence on the child's name
     ("name-newborn-parent", "name", {"name": "樊晨阳之女"}, {"name": "樊欣怡"}, "null"),
     ("name-newborn-both", "name", {"name": "男婴"}, {"name": "男婴"}, "null"),
+    # 许黄氏 is how a civil record writes 黄琪桂 (husband's and own surname): no given name
+    ("name-clan-form", "name", {"name": "许黄氏"}, {"name": "黄琪桂"}, "null"),
     ("name-traditional", "name", {"name": "張偉"}, {"name": "张伟"}, "clean_exact"),
     ("name-fullwidth-space", "name", {"name": "张\u3000伟"}, {"name": "张伟"}, "clean_exact"),
     ("minority-no-dot", "name", {"name": "买买提·艾力"}, {"name": "买买提艾力"}, "clean_exact"),

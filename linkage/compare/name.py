@@ -47,7 +47,7 @@ NEVER_EXACT_FLAGS: tuple[str, ...] = ("pua", "question_mark", "masked", "newborn
 # Name flags that make the name no evidence at all: a newborn's clinic file names the baby by
 # a parent (李娜之女, 高子楠(婴)) or not at all (男婴), so it neither agrees nor disagrees with
 # the child's name elsewhere; compared as missing.
-VOID_FLAGS: tuple[str, ...] = ("newborn",)
+VOID_FLAGS: tuple[str, ...] = ("newborn", "clan_form")
 _CHAR_WIDTH = 4  # names up to 4 characters get a code-point matrix (look-alike and wildcards)
 _LATIN_RE = re.compile("[A-Za-z]")
 

@@ -55,6 +55,8 @@ FLAGS: dict[str, str] = {
     "name_title": "a title such as 先生 or 女士 stands in for the given name",
     "name_multiple": "several Han names in one field (张三,李四 or 张三/李四); the first was kept",
     "name_newborn": "a newborn placeholder such as 李娜之子 or 男婴",
+    "name_clan_form": "a married woman written by surnames, 陈林氏 (husband's 陈, own 林) or "
+    "黄氏: no given name; the own surname is kept, the name compared as missing",
     "name_placeholder": "a missing-value marker (不详, 无, NULL, 测试); set to null",
     "name_empty": "nothing left after cleaning; set to null",
 }
@@ -287,6 +289,13 @@ def _finish_han(clean: str, is_minority: bool, flags: set[str]) -> tuple:
     surname, given = _split_han(clean)
     if given in _TITLES:
         flags.add("title")
+    elif given and given.endswith("氏") and len(given) <= 3 and (
+        given == "氏" or _split_han(given[:-1] + "某")[0] == given[:-1]
+    ):
+        # 陈林氏, 黄氏: a married woman written by husband's and own surname, no given name;
+        # the own surname is the one that stays the person's (blocking reads it)
+        flags.add("clan_form")
+        surname, given = (surname if given == "氏" else given[:-1]), ""
     sk = _SURNAME_KEYS[surname]
     gk = _TEXT_KEYS[given] if given else ("", "", "")
     if sk is None or gk is None:

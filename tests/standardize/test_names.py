@@ -420,6 +420,22 @@ def test_joined_pinyin_with_a_vowel_syllable_still_splits():
     assert "name_non_pinyin" not in flags_of("Zhang Jiaen")
 
 
+@pytest.mark.parametrize(
+    "raw, surname",
+    [("许黄氏", "黄"), ("陈林氏", "林"), ("欧阳林氏", "林"), ("黄氏", "黄")],
+)
+def test_clan_form_keeps_the_own_surname_and_no_given_name(raw, surname):
+    # 夫姓本姓氏: older women's records name them by husband's and own surname
+    row = one(raw)
+    assert row[col("surname")] == surname and row[col("given")] is None
+    assert "name_clan_form" in flags_of(raw)
+
+
+@pytest.mark.parametrize("raw", ["李氏华", "陈氏兰", "王先生"])
+def test_a_given_name_holding_shi_is_no_clan_form(raw):
+    assert "name_clan_form" not in flags_of(raw)
+
+
 def test_mixed_script():
     row = one("张Wei")
     assert row[col("script")] == "mixed"
