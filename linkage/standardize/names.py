@@ -339,9 +339,21 @@ def _given_syllables(token: str, other: bool, flags: set[str]) -> list[str]:
     Wade-Giles (Chih-ming -> zhi ming); Cantonese given names cannot be read back (one spelling
     stands for many Mandarin syllables) and stay as spelled, flagged non_pinyin."""
     out: list[str] = []
-    for piece in re.split(r"[-']+", token):
-        if not piece:
-            continue
+    if other and ("'" in token or "\u2019" in token):
+        # an apostrophe marks Wade-Giles aspiration (Ch'en chen, T'ing ting), not a break
+        wg = wade_giles_to_pinyin(token)
+        if wg is not None:
+            flags.add("other_romanization")
+            return wg
+    pieces = [p for p in re.split(r"[-']+", token) if p]
+    if other and len(pieces) > 1:
+        # a hyphenated Taiwan given name with a piece only Wade-Giles reads (Po-chün, chün):
+        # every piece is Wade-Giles then (Po is bo there, not pinyin po)
+        wg_pieces = [wade_giles_to_pinyin(p) for p in pieces]
+        if all(wg_pieces) and any(split_syllables(p) is None for p in pieces):
+            flags.add("other_romanization")
+            return [syl for w in wg_pieces for syl in w]
+    for piece in pieces:
         # KUEN is one Cantonese syllable, not pinyin ku+en (pinyin would write ku'en)
         split = None if is_cantonese_syllable(piece) else split_syllables(piece)
         if split is None and other:
@@ -359,6 +371,11 @@ def _surname_syllables(token: str, other: bool, flags: set[str]) -> list[str]:
     """Syllables of the surname token, reading a Cantonese / Wade-Giles spelling (CHAN, HSU,
     CHEUNG) as its surname's pinyin when the token is no pinyin, its pinyin is no common
     surname's (chan, chou), or the name is written in another romanization anyway."""
+    if "'" in token or "\u2019" in token:  # T'ang: aspirated, 唐 tang, not Tang 邓 deng
+        wg = wade_giles_to_pinyin(token)
+        if wg is not None:
+            flags.add("other_romanization")
+            return wg
     split = split_syllables(token)
     mapped = surname_from_spelling(token)
     if mapped is not None and (split is None or other or "".join(split) not in _SURNAME_PINYIN):

@@ -414,6 +414,20 @@ def test_cantonese_syllables_are_not_split_as_pinyin(raw, pinyin_):
     assert "name_non_pinyin" in flags_of(raw)
 
 
+@pytest.mark.parametrize(
+    "raw, pinyin_",
+    [
+        ("Ch'en Ming-shu", "chen ming shu"),  # the apostrophe marks aspiration: 陈 chen
+        ("T'ang Wei", "tang wei"),
+        ("Ting Po-chün", "ding bo jun"),  # chün only Wade-Giles reads, so Po is bo, not po
+        ("Chang Chih-ming", "zhang zhi ming"),
+        ("CHAN Tai-man", "chen tai man"),  # no piece only Wade-Giles reads: as spelled
+    ],
+)
+def test_wade_giles_given_names_read_whole(raw, pinyin_):
+    assert one(raw)[col("pinyin")] == pinyin_
+
+
 def test_joined_pinyin_with_a_vowel_syllable_still_splits():
     # pinyin passports drop the apostrophe (嘉恩 JIAEN): not a Hong Kong syllable, so split
     assert one("Zhang Jiaen")[col("pinyin")] == "zhang jia en"
