@@ -32,7 +32,7 @@ from linkage.progress import ProgressLike, as_progress
 from linkage.spreadsheet import neutralize_formulas, restore_formulas  # noqa: F401 - re-exported
 from linkage.standardize._distinct import PARALLEL_MIN_DISTINCT, warm_up, worker_process
 from linkage.standardize.combine import FIELDS, standardize
-from linkage.tables import _is_text_dtype, text_columns
+from linkage.tables import _is_text_dtype, shared_text, text_columns
 
 logger = logging.getLogger(__name__)
 
@@ -287,12 +287,21 @@ def _read_csv_arrow(body: str, names: list[str], cfg: SourceConfig) -> pd.DataFr
         return None
     if invalid:
         return None
+    # A column at a time, each parsed column dropped once converted: the parsed table, its
+    # trimmed copy and the Python columns were all held at once (the reading stage's peak).
+    # Arrow-backed first, so shared_text makes one Python string per distinct value.
+    names = table.column_names
+    parsed = table.columns
+    del table
     columns = {}
-    for name in table.column_names:
-        col = pc.utf8_trim_whitespace(table.column(name))
-        columns[name] = pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
-    # Arrow-backed first, so text_columns makes one Python string per distinct value
-    return text_columns(pa.table(columns).to_pandas(types_mapper=pd.ArrowDtype))
+    for i, name in enumerate(names):
+        col = pc.utf8_trim_whitespace(parsed[i])
+        parsed[i] = None
+        col = pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
+        values = shared_text(pd.Series(col, dtype=pd.ArrowDtype(col.type)))
+        del col
+        columns[name] = pd.Series(values, dtype=object, copy=False)
+    return pd.DataFrame(columns, copy=False) if columns else pd.DataFrame(columns=names)
 
 
 def _read_csv_python(body: str, names: list[str], cfg: SourceConfig, first_line: int):
@@ -398,6 +407,9 @@ def _read_csv_text(
     if not text.strip():
         raise InputError("file is empty (no header row)", path=path)
     names, header_lines, body = _csv_layout(text, cfg)
+    # the body is a copy: the whole text (~2 bytes a character) is not held while parsing,
+    # where the caller passes it without keeping a reference (``_read_raw``)
+    del text
     first_line = header_lines + 1
     frame = _read_csv_arrow(body, names, cfg)
     bad: list[tuple[int, str, int, int]] = []
@@ -633,6 +645,13 @@ def _long_integer(value: object) -> bool:
     )
 
 
+def _decoded_text(path: Path, cfg: SourceConfig) -> str:
+    """The file's text (``decode_bytes`` with the source's encoding), the encoding logged."""
+    text, used = decode_bytes(path.read_bytes(), cfg.encoding, path=str(path))
+    logger.info("%s: decoded as %s", path, used)
+    return text
+
+
 def _read_raw(cfg: SourceConfig) -> tuple[pd.DataFrame, list[tuple[int, str, int, int]], Any]:
     """Read a source as text: (table, CSV lines of the wrong field count, row locator)."""
     path = Path(cfg.path)
@@ -645,9 +664,9 @@ def _read_raw(cfg: SourceConfig) -> tuple[pd.DataFrame, list[tuple[int, str, int
     key_rows: list[int] = []
     try:
         if suffix in (".csv", ".txt", ".tsv"):
-            text, used = decode_bytes(path.read_bytes(), cfg.encoding, path=str(path))
-            logger.info("%s: decoded as %s", path, used)
-            frame, bad, where = _read_csv_text(text, cfg)
+            # no reference to the text is kept here: the reader drops it once it has cut the
+            # body out (3 M records: a 310 MB file is ~0.5 GB of text)
+            frame, bad, where = _read_csv_text(_decoded_text(path, cfg), cfg)
         elif suffix in (".xlsx", ".xlsm"):
             frame, inexact, long_ints = _read_xlsx(path, cfg.sheet)
             _warn_inexact_columns(inexact, cfg)

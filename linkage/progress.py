@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -99,6 +100,12 @@ def _rss_bytes() -> int | None:
         return None
 
 
+# Environment variable naming a file to which ``StageMemory`` appends every sample (seconds
+# since it started, RSS in MB, stage): where in a stage a peak comes, for a run whose peak
+# differs from one run to the next.
+RSS_TRACE_ENV = "LINKAGE_RSS_TRACE"
+
+
 def _sample(ref: weakref.ref, stop: threading.Event) -> None:
     """Raise the tracker's running maximum every ``_SAMPLE_SECONDS`` while it lives."""
     while not stop.wait(_SAMPLE_SECONDS):
@@ -108,6 +115,8 @@ def _sample(ref: weakref.ref, stop: threading.Event) -> None:
             return
         if rss > tracker._sampled:
             tracker._sampled = rss
+        if tracker._trace is not None:
+            tracker._log(rss)
         del tracker
 
 
@@ -120,6 +129,9 @@ class StageMemory:
     samples taken every 0.05 s by a daemon thread (a spike shorter than that can be missed).
     Worker processes (parallel standardizing) are not counted. Off Linux no figures are
     kept and ``peaks()`` is empty. ``close()`` stops the thread (so does losing the object).
+    With the environment variable ``LINKAGE_RSS_TRACE`` set to a file path, every sample is
+    appended to that file as a line ``seconds<TAB>MB<TAB>stage`` (a file that cannot be
+    opened is not traced).
     """
 
     def __init__(self, inner: ProgressLike = None):
@@ -130,6 +142,13 @@ class StageMemory:
         self.enabled = self._hwm is not None and _rss_bytes() is not None
         self._sampled = 0
         self._stop = threading.Event()
+        self._trace = None
+        self._start = time.monotonic()
+        if self.enabled and os.environ.get(RSS_TRACE_ENV):
+            try:
+                self._trace = open(os.environ[RSS_TRACE_ENV], "a", encoding="utf-8")  # noqa: SIM115
+            except OSError:
+                self._trace = None
         if self.enabled:
             self._sampled = _rss_bytes() or 0
             thread = threading.Thread(
@@ -165,9 +184,23 @@ class StageMemory:
         self._book()
         return dict(self._peaks)
 
+    def _log(self, rss: int) -> None:
+        """Append one sample to the trace file (``LINKAGE_RSS_TRACE``)."""
+        trace = self._trace
+        if trace is None:
+            return
+        try:
+            trace.write(f"{time.monotonic() - self._start:.2f}\t{rss / 2**20:.0f}\t{self.current}\n")
+            trace.flush()
+        except (OSError, ValueError):  # closed meanwhile, or the disk is full
+            pass
+
     def close(self) -> None:
-        """Stop the sampling thread."""
+        """Stop the sampling thread (and close the trace file)."""
         self._stop.set()
+        trace, self._trace = self._trace, None
+        if trace is not None:
+            trace.close()
 
     def __del__(self) -> None:
         self._stop.set()

@@ -51,6 +51,29 @@ def _tracer() -> StageMemory:
     return tracer
 
 
+def test_rss_trace_file_gets_each_sample_with_its_stage(tmp_path, monkeypatch):
+    import time
+
+    trace = tmp_path / "rss.tsv"
+    monkeypatch.setenv("LINKAGE_RSS_TRACE", str(trace))
+    tracer = _tracer()
+    tracer.stage("reading")
+    time.sleep(0.3)
+    tracer.close()
+    lines = [line.split("\t") for line in trace.read_text(encoding="utf-8").splitlines()]
+    assert lines and all(len(parts) == 3 for parts in lines)
+    assert {parts[2] for parts in lines} <= {"None", "reading"}
+    assert any(parts[2] == "reading" for parts in lines)
+    assert all(float(parts[1]) > 0 for parts in lines)
+
+
+def test_no_rss_trace_without_the_variable(monkeypatch):
+    monkeypatch.delenv("LINKAGE_RSS_TRACE", raising=False)
+    tracer = _tracer()
+    assert tracer._trace is None
+    tracer.close()
+
+
 def test_the_peak_is_booked_to_the_stage_that_made_it():
     seen = []
     tracer = StageMemory(lambda name: seen.append(name))
