@@ -1489,7 +1489,8 @@ def cluster_spark(
     constrained = cannot is not None  # the closure must not capture a DataFrame
 
     def recluster(node_frame: pd.DataFrame, edge_frame: pd.DataFrame) -> pd.DataFrame:
-        rows = np.sort(node_frame[schema.ROW].to_numpy(np.int64))
+        # a row keyed in two cannot-link groups (its source's, the dated IDs') comes twice
+        rows = np.unique(node_frame[schema.ROW].to_numpy(np.int64))
         if not len(rows):
             return pd.DataFrame({schema.ROW: [], _LABEL: []}, dtype=np.int64)
         # local row numbers keep the global order, so the smallest local row is the smallest rid
