@@ -138,18 +138,30 @@ DERIVED_KEYS: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
 }
 
 
+def _factorized(records: pd.DataFrame, name: str, cache: dict | None) -> tuple[np.ndarray, Any]:
+    """``pd.factorize`` of a record column (all null when absent), taken from ``cache`` when
+    it holds the column (a column several keys read is factorized once)."""
+    if cache is not None and name in cache:
+        return cache[name]
+    # factorize makes every kind of null code -1: no pass making them None first (_col,
+    # ~75 ms per column of a million records)
+    values = records[name] if name in records.columns else _col(records, name)
+    out = pd.factorize(values)
+    if cache is not None:
+        cache[name] = out
+    return out
+
+
 def _distinct_inputs(
-    records: pd.DataFrame, columns: tuple[str, ...]
+    records: pd.DataFrame, columns: tuple[str, ...], factorized: dict | None = None
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Codes of each row's combination of ``columns`` values, and per column the values of
-    each distinct combination (None for null). Hash-based: O(rows)."""
+    each distinct combination (None for null). Hash-based: O(rows). ``factorized``: columns
+    already factorized (``_factorized``'s cache)."""
     combined = np.zeros(len(records), dtype=np.int64)
     tables = []
     for name in columns:
-        # factorize makes every kind of null code -1: no pass making them None first (_col,
-        # ~75 ms per column of a million records)
-        values = records[name] if name in records.columns else _col(records, name)
-        codes, uniques = pd.factorize(values)
+        codes, uniques = _factorized(records, name, factorized)
         table = np.array([None, *uniques], dtype=object)  # code 0 = null
         combined = combined * len(table) + (codes.astype(np.int64) + 1)
         tables.append(table)
@@ -283,19 +295,26 @@ def _iter_key_codes(
     """
     names = _key_names(records, rules, extra_keys)
     yield schema.ROW, _rows(records).to_numpy(np.int64), None
+    keys = [schema.SOURCE, *names]
+    # columns read by more than one key (id_std, the name's pinyin) are factorized once
+    reads = [c for k in keys for c in (DERIVED_KEYS[k][0] if k in DERIVED_KEYS else (k,))]
+    twice = {c for c in reads if reads.count(c) > 1 and c in records.columns}
+    factorized: dict = {}
     distinct: dict = {}  # input combinations shared by derived keys (the birth_* keys)
-    for key in [schema.SOURCE, *names]:
+    for key in keys:
         if key in DERIVED_KEYS:
             columns, func = DERIVED_KEYS[key]
             if columns not in distinct:
-                distinct[columns] = _distinct_inputs(records, columns)
+                cache = {c: factorized[c] for c in columns if c in factorized}
+                distinct[columns] = _distinct_inputs(records, columns, cache)
+                factorized.update({c: v for c, v in cache.items() if c in twice})
             rows, args = distinct[columns]
             mapped = np.empty(len(args[0]) if args else 0, dtype=object)
             mapped[:] = [func(*vals) for vals in zip(*args, strict=True)]
             codes, uniques = pd.factorize(mapped)
             yield key, codes[rows], uniques
         elif key in records.columns:
-            codes, uniques = pd.factorize(records[key])
+            codes, uniques = _factorized(records, key, factorized if key in twice else None)
             yield key, codes, uniques
         else:  # no source column: every row null, as _col gives it
             yield key, np.full(len(records), -1, dtype=np.intp), np.array([], dtype=object)
