@@ -31,6 +31,10 @@ def _col(records: pd.DataFrame, name: str) -> pd.Series:
 
 
 def _present(value: Any) -> bool:
+    # text first: derived keys call this once or twice per distinct key input (a million
+    # calls at 1 M records), nearly all on a str or None
+    if type(value) is str:
+        return True
     return (
         value is not None
         and value is not pd.NA
@@ -134,18 +138,30 @@ DERIVED_KEYS: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
 }
 
 
+def _factorized(records: pd.DataFrame, name: str, cache: dict | None) -> tuple[np.ndarray, Any]:
+    """``pd.factorize`` of a record column (all null when absent), taken from ``cache`` when
+    it holds the column (a column several keys read is factorized once)."""
+    if cache is not None and name in cache:
+        return cache[name]
+    # factorize makes every kind of null code -1: no pass making them None first (_col,
+    # ~75 ms per column of a million records)
+    values = records[name] if name in records.columns else _col(records, name)
+    out = pd.factorize(values)
+    if cache is not None:
+        cache[name] = out
+    return out
+
+
 def _distinct_inputs(
-    records: pd.DataFrame, columns: tuple[str, ...]
+    records: pd.DataFrame, columns: tuple[str, ...], factorized: dict | None = None
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Codes of each row's combination of ``columns`` values, and per column the values of
-    each distinct combination (None for null). Hash-based: O(rows)."""
+    each distinct combination (None for null). Hash-based: O(rows). ``factorized``: columns
+    already factorized (``_factorized``'s cache)."""
     combined = np.zeros(len(records), dtype=np.int64)
     tables = []
     for name in columns:
-        # factorize makes every kind of null code -1: no pass making them None first (_col,
-        # ~75 ms per column of a million records)
-        values = records[name] if name in records.columns else _col(records, name)
-        codes, uniques = pd.factorize(values)
+        codes, uniques = _factorized(records, name, factorized)
         table = np.array([None, *uniques], dtype=object)  # code 0 = null
         combined = combined * len(table) + (codes.astype(np.int64) + 1)
         tables.append(table)
@@ -204,32 +220,21 @@ def _key_columns(
     return dict(_iter_key_columns(records, rules, extra_keys))
 
 
-def _iter_key_columns(
+def _key_names(
     records: pd.DataFrame, rules: list[BlockingRule], extra_keys: list[str] | None = None
-) -> Iterator[tuple[str, pd.Series]]:
-    """:func:`_key_columns`'s columns one at a time, ``rid`` and ``source`` first, so a caller
-    coding them need not hold every key's text at once. Raises ConfigError for unknown rule
-    keys once the known ones are given."""
-    yield (
-        schema.ROW,
-        records[schema.ROW].astype(np.int64)
-        if schema.ROW in records
-        else pd.Series(np.arange(len(records)), index=records.index),
-    )
-    yield schema.SOURCE, _col(records, schema.SOURCE)
+) -> list[str]:
+    """The key table's key columns in order (rule keys, then the ``extra_keys`` the records
+    can give). Raises ConfigError naming every unknown rule key."""
+    names: list[str] = []
     done = {schema.ROW, schema.SOURCE}
     problems = []
-    distinct: dict = {}  # input combinations shared by derived keys (the birth_* keys)
     for rule in rules:
         for key in rule.keys:
             if key in done:
                 continue
-            if key in DERIVED_KEYS:
+            if key in DERIVED_KEYS or key in records.columns:
                 done.add(key)
-                yield key, _derived_column(records, key, distinct)
-            elif key in records.columns:
-                done.add(key)
-                yield key, _col(records, key).astype(object)
+                names.append(key)
             else:
                 problems.append(f"rule '{rule.name}': unknown key '{key}'")
     if problems:
@@ -243,10 +248,76 @@ def _iter_key_columns(
             continue
         if key in DERIVED_KEYS and all(c in records.columns for c in DERIVED_KEYS[key][0]):
             done.add(key)
-            yield key, _derived_column(records, key, distinct)
+            names.append(key)
         elif key in records.columns:
             done.add(key)
+            names.append(key)
+    return names
+
+
+def _rows(records: pd.DataFrame) -> pd.Series:
+    return (
+        records[schema.ROW].astype(np.int64)
+        if schema.ROW in records
+        else pd.Series(np.arange(len(records)), index=records.index)
+    )
+
+
+def _iter_key_columns(
+    records: pd.DataFrame, rules: list[BlockingRule], extra_keys: list[str] | None = None
+) -> Iterator[tuple[str, pd.Series]]:
+    """:func:`_key_columns`'s columns one at a time, ``rid`` and ``source`` first, so a caller
+    coding them need not hold every key's text at once. Raises ConfigError for unknown rule
+    keys before any column is made."""
+    names = _key_names(records, rules, extra_keys)
+    yield schema.ROW, _rows(records)
+    yield schema.SOURCE, _col(records, schema.SOURCE)
+    distinct: dict = {}  # input combinations shared by derived keys (the birth_* keys)
+    for key in names:
+        if key in DERIVED_KEYS:
+            yield key, _derived_column(records, key, distinct)
+        else:
             yield key, _col(records, key).astype(object)
+
+
+def _iter_key_codes(
+    records: pd.DataFrame, rules: list[BlockingRule], extra_keys: list[str] | None = None
+) -> Iterator[tuple[str, np.ndarray, Any]]:
+    """:func:`_iter_key_columns`'s columns factorized: (name, codes, distinct values), codes
+    -1 for null and numbered in order of first appearance, as ``pd.factorize`` of that
+    column gives them; ``rid`` first as (``rid``, int64 row numbers, None).
+
+    No column of a million Python objects is made to be factorized: a plain key is
+    factorized as the records hold it (an Arrow text column in C), a derived key once per
+    distinct combination of its inputs, its codes then taken per row. The numbering is the
+    same: combinations are numbered in order of first appearance, so a value's first
+    combination is also its first row. Raises ConfigError for unknown rule keys.
+    """
+    names = _key_names(records, rules, extra_keys)
+    yield schema.ROW, _rows(records).to_numpy(np.int64), None
+    keys = [schema.SOURCE, *names]
+    # columns read by more than one key (id_std, the name's pinyin) are factorized once
+    reads = [c for k in keys for c in (DERIVED_KEYS[k][0] if k in DERIVED_KEYS else (k,))]
+    twice = {c for c in reads if reads.count(c) > 1 and c in records.columns}
+    factorized: dict = {}
+    distinct: dict = {}  # input combinations shared by derived keys (the birth_* keys)
+    for key in keys:
+        if key in DERIVED_KEYS:
+            columns, func = DERIVED_KEYS[key]
+            if columns not in distinct:
+                cache = {c: factorized[c] for c in columns if c in factorized}
+                distinct[columns] = _distinct_inputs(records, columns, cache)
+                factorized.update({c: v for c, v in cache.items() if c in twice})
+            rows, args = distinct[columns]
+            mapped = np.empty(len(args[0]) if args else 0, dtype=object)
+            mapped[:] = [func(*vals) for vals in zip(*args, strict=True)]
+            codes, uniques = pd.factorize(mapped)
+            yield key, codes[rows], uniques
+        elif key in records.columns:
+            codes, uniques = _factorized(records, key, factorized if key in twice else None)
+            yield key, codes, uniques
+        else:  # no source column: every row null, as _col gives it
+            yield key, np.full(len(records), -1, dtype=np.intp), np.array([], dtype=object)
 
 
 def _blank_uniques(uniques: object) -> np.ndarray:
@@ -273,33 +344,29 @@ def key_table(
     return table
 
 
-def _coded_key_columns(keys: Iterable[tuple[str, pd.Series]]) -> pd.DataFrame:
-    """``coded_keys(key_table(...))`` from :func:`_iter_key_columns` (``rid`` first),
-    factorizing each column once.
+def _coded_key_columns(keys: Iterable[tuple[str, np.ndarray, Any]]) -> pd.DataFrame:
+    """``coded_keys(key_table(...))`` from :func:`_iter_key_codes` (``rid`` first).
 
     ``key_table`` factorizes a text column to find its blank values and ``coded_keys``
     factorizes it again once they are nulls; here blank values' codes become null and the
     others are renumbered in order, which is what the second factorize gives (first
-    appearance among the values left), without the text table in between. Each key's text
-    is dropped once coded: holding them all (a derived key is an object array and strings
-    of its own) added to the blocking stage's peak.
+    appearance among the values left), without the text table in between. Each key's codes
+    are narrowed to int32 as they come: no key's text is held while the next is made.
     """
     coded = pd.DataFrame()
-    for col, values in keys:
+    for col, codes, uniques in keys:
         if col == schema.ROW:
-            coded = pd.DataFrame({schema.ROW: values.to_numpy(np.int64)})
+            coded = pd.DataFrame({schema.ROW: codes})
             continue
-        codes, uniques = pd.factorize(values)
         codes = codes.astype(np.int32)
-        if values.dtype == object:
-            blank = _blank_uniques(uniques)
-            if blank.any():
-                remap = np.full(len(uniques) + 1, -1, dtype=np.int32)
-                keep = np.flatnonzero(~blank)
-                remap[keep] = np.arange(len(keep), dtype=np.int32)
-                codes = remap[codes]  # code -1 (null) hits remap[-1] == -1
+        blank = _blank_uniques(uniques)
+        if blank.any():
+            remap = np.full(len(uniques) + 1, -1, dtype=np.int32)
+            keep = np.flatnonzero(~blank)
+            remap[keep] = np.arange(len(keep), dtype=np.int32)
+            codes = remap[codes]  # code -1 (null) hits remap[-1] == -1
         coded[col] = pd.arrays.IntegerArray(codes, mask=codes < 0)
-        del values, uniques  # not held while the next key is made
+        del uniques
     return coded
 
 
@@ -491,9 +558,7 @@ def _plan(
     records: pd.DataFrame, settings: BlockingSettings
 ) -> tuple[pd.DataFrame, list[str | None], list[dict]]:
     """The coded key table with one refinement column per refined rule, and the report rows."""
-    coded = _coded_key_columns(
-        _iter_key_columns(records, settings.rules, settings.all_refine_keys())
-    )
+    coded = _coded_key_columns(_iter_key_codes(records, settings.rules, settings.all_refine_keys()))
     columns: list[str | None] = []
     rows = []
     for i, rule in enumerate(settings.rules):

@@ -382,13 +382,13 @@ def test_key_codes_in_one_factorize_equal_the_key_table_coded(rows):
     """Blocking plans on key codes made with one factorize per column: they must equal the
     codes of the key table (blanks made missing first), NaN, blanks and a derived key
     included."""
-    from linkage.blocking import _coded_key_columns, _iter_key_columns
+    from linkage.blocking import _coded_key_columns, _iter_key_codes
 
     frame = _records(rows)
     frame[schema.PHONE_STD] = frame["k1"]
     rules = [*RULES, BlockingRule(name="p", keys=["phone_last8"])]
     expected = coded_keys(key_table(frame, rules, ["k3", "gender"]))
-    got = _coded_key_columns(_iter_key_columns(frame, rules, ["k3", "gender"]))
+    got = _coded_key_columns(_iter_key_codes(frame, rules, ["k3", "gender"]))
     pd.testing.assert_frame_equal(got, expected)
 
 

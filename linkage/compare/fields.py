@@ -437,10 +437,14 @@ def given_syllables(values: Mapping[str, np.ndarray], n: int) -> dict[str, np.nd
     """Per record, ``g0``..``g5``: codes of the current then former given name's fuzzy
     syllables (-1 none) and ``gk`` whether any is known. Per distinct (key, surname) pair."""
     flags = column(values, schema.QUALITY_FLAGS, n)
+    # per distinct flags text (a few hundred), not per record
+    flag_codes, flag_values = pd.factorize(flags)
     void = np.array(
-        ["name_newborn" in f if isinstance(f, str) else False for f in flags], dtype=bool
-    )
+        ["name_newborn" in f if isinstance(f, str) else False for f in flag_values] + [False],
+        dtype=bool,
+    )[flag_codes]
     out = np.full((n, 2 * _SYLLABLES), -1, dtype=np.int64)
+    crc: dict[str, int] = {}  # one code per distinct syllable
     for j, field_name in enumerate((schema.NAME, schema.FORMER_NAME)):
         fuzzy = column(values, schema.name_col(field_name, "fuzzy"), n)
         surname = column(values, schema.name_col(field_name, "surname_fuzzy"), n)
@@ -450,14 +454,33 @@ def given_syllables(values: Mapping[str, np.ndarray], n: int) -> dict[str, np.nd
         width = len(uniques) + 1
         key = ((codes[0].astype(np.int64) + 1) * width + codes[1] + 1) * 2 + void
         pair_codes, pair_keys = pd.factorize(key)
-        table = np.full((len(pair_keys), _SYLLABLES), -1, dtype=np.int64)
-        for k, packed in enumerate(np.asarray(pair_keys, dtype=np.int64).tolist()):
-            pair, vd = divmod(packed, 2)
-            fc, sc = divmod(pair, width)
-            syl = _syllable_codes(
-                uniques[fc - 1] if fc > 0 else None, uniques[sc - 1] if sc > 0 else None, bool(vd)
-            )
-            table[k, : len(syl)] = syl
+        # the triples decoded in numpy; _syllable_codes's steps inlined in the loop below
+        # (a call and a row assignment per triple were most of this function's time)
+        packed = np.asarray(pair_keys, dtype=np.int64)
+        pair, voids = packed // 2, (packed % 2).astype(bool)
+        table_u = np.append(np.asarray(uniques, dtype=object), None)  # code -1: None
+        names = table_u[pair // width - 1].tolist()
+        heads = table_u[pair % width - 1].tolist()
+        at_row: list[int] = []
+        at_col: list[int] = []
+        found: list[int] = []
+        for k, name in enumerate(names):
+            if voids[k] or not isinstance(name, str) or not name:
+                continue
+            parts = name.split()
+            head = heads[k]
+            head = head.split() if isinstance(head, str) else []
+            if head and parts[: len(head)] == head:
+                parts = parts[len(head) :]
+            for c, p in enumerate(parts[:_SYLLABLES]):
+                code = crc.get(p)
+                if code is None:
+                    code = crc[p] = zlib.crc32(p.encode()) & 0x7FFFFFFF
+                at_row.append(k)
+                at_col.append(c)
+                found.append(code)
+        table = np.full((len(packed), _SYLLABLES), -1, dtype=np.int64)
+        table[at_row, at_col] = found
         out[:, j * _SYLLABLES : (j + 1) * _SYLLABLES] = table[pair_codes]
     rows = {f"g{i}": out[:, i] for i in range(2 * _SYLLABLES)}
     rows["gk"] = (out >= 0).any(axis=1)
