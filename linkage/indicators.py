@@ -560,6 +560,13 @@ def coverage_indicators(
     another's are present, one of several population sources without records, or no identity
     resident long enough.
     """
+    if "kinds" in options:
+        # person_table would say "unexpected keyword argument 'kinds'": name the right ones
+        raise TypeError(
+            "coverage_indicators takes the kinds per indicator: health_file_kinds=, "
+            "vaccination_kinds=, maternal_kinds= (kinds= is for one indicator's function, "
+            "such as health_file_coverage)"
+        )
     goals = {
         "health_file": HEALTH_FILE_TARGET,
         "child_vaccination": VACCINATION_TARGET,

@@ -219,6 +219,12 @@ def test_kind_codes_not_among_the_values_raise_naming_the_values(tables):
     assert table.attrs["warnings"] == []
 
 
+def test_kinds_given_to_all_four_names_the_per_indicator_parameters(tables):
+    identities, records = tables
+    with pytest.raises(TypeError, match="health_file_kinds=, vaccination_kinds="):
+        ind.coverage_indicators(identities, records, REF, kinds=(ind.HEALTH_FILE,))
+
+
 def test_one_indicators_kinds_absent_is_a_warning_in_the_log_and_the_table(tables, caplog):
     # the other kinds prove the column and its coding right: no maternal care may be real
     identities, records = tables
