@@ -748,7 +748,8 @@ def ingest(
 ) -> None:
     """Link new records (or updated ones) against an identity store, keeping stable IDs.
 
-    With --json, stdout holds run_id and the ingest summary (new_records, updated_records,
+    With --json, stdout holds run_id and the ingest summary (new_records: records read,
+    inserted_records: those not stored before, updated_records: those already stored,
     unchanged_records, matches, touched_identities, events, seconds, ...).
     """
     from linkage.linker import Linker
@@ -767,7 +768,8 @@ def ingest(
         _print_json({"run_id": result.run_id, **s})
         return
     _echo(
-        f"run {result.run_id}: {s['new_records']:,} records ({s['updated_records']:,} updates, "
+        f"run {result.run_id}: {s['new_records']:,} records read "
+        f"({s['inserted_records']:,} new, {s['updated_records']:,} updates, "
         f"{s['unchanged_records']:,} of them unchanged), "
         f"{s['matches']:,} matches, {s['touched_identities']:,} stored identities touched",
         quiet,

@@ -694,11 +694,13 @@ class RunConfig(_Model):
         """Canonical fields at least one source maps a column to."""
         return {field for source in self.sources.values() for field in source.columns.values()}
 
-    def comparison_specs(self) -> list[Any]:
+    def comparison_specs(self, *, announce: bool = True) -> list[Any]:
         """The run's comparison specs: the configured ones, or the defaults.
 
         A default comparison over fields no source maps (ethnicity, hukou address ...) is
-        left out, said once at INFO level: it could only ever read nulls.
+        left out, said once at INFO level (unless ``announce`` is False: the config's own
+        checks, which run for an ingest or a search too, where the store's model decides the
+        comparisons and this config's would mislead): it could only ever read nulls.
         """
         if self.comparisons is not None:
             return list(self.comparisons)
@@ -707,7 +709,7 @@ class RunConfig(_Model):
         kept = [s for s in specs if any(f in mapped for f in _DEFAULT_READS.get(s.name, (None,)))]
         if not kept or len(kept) == len(specs):
             return specs
-        if not self._told_unmapped:
+        if announce and not self._told_unmapped:
             self._told_unmapped = True
             logger.info(
                 "default comparison(s) %s left out: no source maps their fields",
@@ -723,7 +725,7 @@ class RunConfig(_Model):
     def _check_references(self) -> RunConfig:
         # Written rules must name comparisons and levels that exist; the defaults of
         # ModelSettings name the default comparisons and are skipped where absent.
-        levels = {spec.name: spec.levels() for spec in self.comparison_specs()}
+        levels = {spec.name: spec.levels() for spec in self.comparison_specs(announce=False)}
         problems = []
         written = self.model.model_fields_set
         for key in ("training_sessions", "prior_rules"):

@@ -1,14 +1,17 @@
 """Service-coverage indicators per destination district: health files, child vaccination,
 maternal care and multi-registry coverage of migrants, computed over linked identities.
 
-Pure pandas over the identities and standardized records tables; imports only the schema and
-errors, never the Linker, the CLI or the store.
+"Migrant" here means an identity with a record in ``population_sources`` (default: the police
+registry of migrants, 流动人口登记); hukou is not checked, so a local registered there counts
+too. Pure pandas over the identities and standardized records tables; imports the schema, the
+errors and the date standardizer, never the Linker, the CLI or the store.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,6 +19,7 @@ import pandas as pd
 
 from linkage import schema
 from linkage.errors import InputError
+from linkage.standardize.dates import parse_date
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +70,99 @@ PERSON_COLUMNS = [
 
 
 def _date(value: object) -> pd.Timestamp:
-    try:
-        out = pd.Timestamp(value)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"reference_date {value!r} is not a date") from exc
+    """A reference date: a date or timestamp object, or text read by the project's date
+    standardizer (``2026-12-01``, ``20261201``, ``2026/12/1``, ``2026年12月1日``,
+    ``二〇二六年十二月一日``), as a birth date or registration date is read."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise InputError("reference_date is missing")
+        parsed = parse_date(value)
+        if parsed is None:
+            raise InputError(
+                f"reference_date {value!r} is not a date (write it as 2026-12-01, 20261201 "
+                "or 2026年12月1日)"
+            )
+        return pd.Timestamp(parsed)
+    if not isinstance(value, (datetime.date, np.datetime64)):
+        raise InputError(
+            f"reference_date must be a date or date text such as '2026-12-01', "
+            f"not {type(value).__name__}"
+        )
+    out = pd.Timestamp(value)
     if pd.isna(out):
         raise InputError("reference_date is missing")
     return out.normalize()
+
+
+def _listed(values: Sequence[object], limit: int = 12) -> str:
+    """Values for a message: sorted, the first ``limit``, and how many more."""
+    shown = sorted(str(v) for v in values)
+    more = f" and {len(shown) - limit} more" if len(shown) > limit else ""
+    return ", ".join(shown[:limit]) + more if shown else "(none)"
+
+
+def _check_kinds(
+    records: pd.DataFrame, kind_column: str, wanted: Mapping[str, Sequence[str]]
+) -> list[str]:
+    """Check that the record-kind column holds the kinds the indicators count.
+
+    ``wanted``: indicator name -> the kinds that cover it. Raises InputError when
+    ``kind_column`` is not in ``records`` (naming the unmapped ``raw.*`` columns found) or
+    when none of the wanted kinds is among its values (naming the values found): every such
+    indicator would read 0 % coverage. Returns one warning per indicator whose kinds alone are
+    absent while another's are present (a real zero is possible: an extract without maternal
+    care), also logged at WARNING.
+    """
+    if kind_column not in records:
+        raw = [c for c in records.columns if str(c).startswith(schema.RAW_PREFIX)]
+        raise InputError(
+            f"the record-kind column {kind_column!r} is not in the records; unmapped columns "
+            f"found: {_listed(raw)}; pass kind_column= naming the column that holds "
+            f"{_listed({k for kinds in wanted.values() for k in kinds})}"
+        )
+    found = {str(v).strip() for v in records[kind_column].dropna().unique()} - {""}
+    absent = {name: list(kinds) for name, kinds in wanted.items() if not found & set(kinds)}
+    if len(absent) == len(wanted):
+        expected = "; ".join(f"{name}: {_listed(kinds)}" for name, kinds in absent.items())
+        raise InputError(
+            f"none of the record kinds counted ({expected}) is a value of {kind_column!r}; "
+            f"its values: {_listed(found)}; pass the kinds your registry writes "
+            "(health_file_kinds=, vaccination_kinds=, maternal_kinds=, or kinds= of one "
+            "indicator)"
+        )
+    warnings = [
+        f"{name}: none of {_listed(kinds)} is a value of {kind_column!r} (its values: "
+        f"{_listed(found)}), so its coverage is 0"
+        for name, kinds in absent.items()
+    ]
+    for line in warnings:
+        logger.warning("%s", line)
+    return warnings
+
+
+def _check_population(records: pd.DataFrame, population_sources: Sequence[str]) -> list[str]:
+    """InputError when no record is in ``population_sources`` (the migrant denominator would be
+    empty); a warning (logged, returned) for each listed source with no record."""
+    if isinstance(population_sources, str):
+        raise InputError(
+            f"population_sources must be a list of source names, not the text "
+            f"{population_sources!r}"
+        )
+    present = set(records[schema.SOURCE].dropna().astype(str).unique())
+    listed = [str(s) for s in population_sources]
+    missing = [s for s in listed if s not in present]
+    if len(missing) == len(listed):
+        raise InputError(
+            f"no record is from population_sources ({_listed(listed)}), the registry that "
+            f"defines who counts as a migrant; sources in the records: {_listed(present)}"
+        )
+    warnings = [
+        f"population source {s!r} has no record (sources in the records: {_listed(present)})"
+        for s in missing
+    ]
+    for line in warnings:
+        logger.warning("%s", line)
+    return warnings
 
 
 def _dates(records: pd.DataFrame, column: str) -> pd.Series:
@@ -194,10 +284,20 @@ def person_table(
     """One row per identity as of ``reference_date``: district, age, gender, sources, kinds.
 
     Records registered after the reference date are left out; a record with no registration
-    date still counts as a service record but proves no residence. ``in_population``: the
-    identity has a record in ``population_sources`` dated at least ``residence_months`` before
-    the reference date; ``resident``: the same over every source.
+    date still counts as a service record but proves no residence. ``in_population`` (the
+    migrants the indicators count): the identity has a record in ``population_sources``
+    dated at least ``residence_months`` before the reference date; hukou is not checked, so
+    to count only people whose hukou is elsewhere, pass records filtered on a hukou column
+    (see docs/analyst.md). ``resident``: the same over every source.
+
+    ``reference_date``: default the latest registration date; a date, a timestamp or text
+    read by the project's date standardizer (``2026-12-01``, ``2026年12月1日``).
+    Raises InputError when no record is from ``population_sources`` (the names of the
+    sources found are given) or the reference date is not a date. ``attrs["warnings"]``
+    lists what was logged at WARNING: a listed population source without records, or no
+    identity resident long enough to be counted.
     """
+    warnings = _check_population(records, population_sources)
     ref = reference_date_of(records) if reference_date is None else _date(reference_date)
     cutoff = ref - pd.DateOffset(months=residence_months)
     codes, everyone = _identity_codes(identities, records)
@@ -256,8 +356,18 @@ def person_table(
     out["first_registered_population"] = first_pop.to_numpy()
     out["in_population"] = (out["first_registered_population"] <= cutoff).to_numpy()
     out["resident"] = (out["first_registered"] <= cutoff).to_numpy()
+    if not out["in_population"].any():
+        line = (
+            f"no identity has a record in population_sources ({_listed(population_sources)}) "
+            f"registered by {cutoff.date()} ({residence_months} months before {ref.date()}): "
+            "every indicator but multi_registry has no eligible person"
+        )
+        logger.warning("%s", line)
+        warnings.append(line)
+    out = out[PERSON_COLUMNS]
     out.attrs["reference_date"] = ref
-    return out[PERSON_COLUMNS]
+    out.attrs["warnings"] = warnings
+    return out
 
 
 def _has_kind(kinds: pd.Series, wanted: Sequence[str]) -> pd.Series:
@@ -348,9 +458,14 @@ def health_file_coverage(
     target: float | None = HEALTH_FILE_TARGET,
     **options: Any,
 ) -> pd.DataFrame:
-    """Share of migrants registered with the police 6+ months who have a health file."""
+    """Share of migrants registered with the police 6+ months who have a health file.
+
+    Raises InputError when ``kind_column`` is missing or holds none of ``kinds`` (see
+    :func:`_check_kinds`), and as :func:`person_table` does.
+    """
+    warnings = _check_kinds(records, kind_column, {"health_file": kinds})
     persons = person_table(identities, records, reference_date, kind_column=kind_column, **options)
-    return _health_file(persons, kinds, target)
+    return _with_warnings(_health_file(persons, kinds, target), persons, warnings)
 
 
 def child_vaccination_coverage(
@@ -364,9 +479,13 @@ def child_vaccination_coverage(
     target: float | None = VACCINATION_TARGET,
     **options: Any,
 ) -> pd.DataFrame:
-    """Share of registered migrant children aged 0–6 (completed years) with a vaccination record."""
+    """Share of registered migrant children aged 0–6 (completed years) with a vaccination record.
+
+    Raises InputError as :func:`health_file_coverage` does.
+    """
+    warnings = _check_kinds(records, kind_column, {"child_vaccination": kinds})
     persons = person_table(identities, records, reference_date, kind_column=kind_column, **options)
-    return _child_vaccination(persons, kinds, ages, target)
+    return _with_warnings(_child_vaccination(persons, kinds, ages, target), persons, warnings)
 
 
 def maternal_care_coverage(
@@ -384,9 +503,11 @@ def maternal_care_coverage(
 
     No registry records pregnancy itself, so the denominator is women of child-bearing age,
     not pregnant women: read it as maternal-care reach, with no policy target by default.
+    Raises InputError as :func:`health_file_coverage` does.
     """
+    warnings = _check_kinds(records, kind_column, {"maternal_care": kinds})
     persons = person_table(identities, records, reference_date, kind_column=kind_column, **options)
-    return _maternal_care(persons, kinds, ages, target)
+    return _with_warnings(_maternal_care(persons, kinds, ages, target), persons, warnings)
 
 
 def multi_registry_coverage(
@@ -400,7 +521,7 @@ def multi_registry_coverage(
 ) -> pd.DataFrame:
     """Share of migrants resident 6+ months (any registry) found in ``min_sources`` registries."""
     persons = person_table(identities, records, reference_date, **options)
-    return _multi_registry(persons, min_sources, target)
+    return _with_warnings(_multi_registry(persons, min_sources, target), persons, [])
 
 
 def coverage_indicators(
@@ -416,9 +537,36 @@ def coverage_indicators(
 ) -> pd.DataFrame:
     """All four indicators in one long table (person table built once).
 
+    Columns: ``indicator``; ``district`` (``overall`` first, then each destination district;
+    ``unknown`` for identities with no district in any record); ``eligible`` (identities in
+    the indicator's denominator); ``covered`` (those with a record of the indicator's kinds,
+    or in 2+ registries); ``coverage`` (covered / eligible, NaN with no eligible person);
+    ``target``, ``gap`` (coverage - target); ``unknown``: identities in the population left
+    out of the denominator because their age (or, for maternal care, gender) is unknown, so
+    the true eligible count may be up to eligible + unknown (0 for health_file and
+    multi_registry, which need neither).
+
+    "Migrant": an identity with a record in ``population_sources`` (default the police
+    registry) for ``residence_months`` (6); hukou is not checked (see :func:`person_table`).
+    ``reference_date`` may be text the date standardizer reads (``2026年12月1日``).
     ``options`` go to :func:`person_table`: population_sources, kind_column, district_columns,
     residence_months.
+
+    Loud, not silent, where a figure would be 0 % by a naming mismatch: InputError when
+    ``kind_column`` is not in the records, when none of the three indicators' kinds is among
+    its values, or when no record is from ``population_sources`` (each message names what was
+    expected and what was found). A WARNING is logged, and listed in the table's
+    ``attrs["warnings"]``, where a zero may be real: one indicator's kinds absent while
+    another's are present, one of several population sources without records, or no identity
+    resident long enough.
     """
+    if "kinds" in options:
+        # person_table would say "unexpected keyword argument 'kinds'": name the right ones
+        raise TypeError(
+            "coverage_indicators takes the kinds per indicator: health_file_kinds=, "
+            "vaccination_kinds=, maternal_kinds= (kinds= is for one indicator's function, "
+            "such as health_file_coverage)"
+        )
     goals = {
         "health_file": HEALTH_FILE_TARGET,
         "child_vaccination": VACCINATION_TARGET,
@@ -426,8 +574,17 @@ def coverage_indicators(
         "multi_registry": None,
         **(targets or {}),
     }
+    warnings = _check_kinds(
+        records,
+        options.get("kind_column", KIND_COLUMN),
+        {
+            "health_file": health_file_kinds,
+            "child_vaccination": vaccination_kinds,
+            "maternal_care": maternal_kinds,
+        },
+    )
     persons = person_table(identities, records, reference_date, **options)
-    return pd.concat(
+    table = pd.concat(
         [
             _health_file(persons, health_file_kinds, goals["health_file"]),
             _child_vaccination(persons, vaccination_kinds, (0, 6), goals["child_vaccination"]),
@@ -436,6 +593,13 @@ def coverage_indicators(
         ],
         ignore_index=True,
     )
+    return _with_warnings(table, persons, warnings)
+
+
+def _with_warnings(table: pd.DataFrame, persons: pd.DataFrame, warnings: list[str]):
+    """``table`` with ``attrs["warnings"]``: the person table's then the kind check's."""
+    table.attrs["warnings"] = [*persons.attrs.get("warnings", []), *warnings]
+    return table
 
 
 def below_target(indicators: pd.DataFrame, n: int = 10, min_eligible: int = 1) -> pd.DataFrame:

@@ -91,16 +91,19 @@ class LinkResult:
         """Return the cluster-size distribution (size, clusters, records)."""
         return cluster_size_distribution(self.identities[schema.IDENTITY_ID])
 
-    def explain(self, index: int) -> pd.DataFrame:
-        """Return the per-comparison levels and weights behind scored pair ``index`` (a label
-        of ``pairs``): columns as :meth:`FellegiSunterModel.explain`. The two records are named
-        in the header (``columns.name``, e.g. ``police P1 ~ health H7``) and in
-        ``attrs["records"]`` as two (source, record_id) tuples.
+    def explain(self, index: int | pd.Series) -> pd.DataFrame:
+        """Return the per-comparison levels and weights behind one scored pair: ``index`` is
+        a label of ``pairs`` or a row (Series) of ``pairs``, of :meth:`pairs_with_keys` or of
+        a review queue (found by its ``row_l`` / ``row_r``, else by its label). Columns as
+        :meth:`FellegiSunterModel.explain`. The two records are named in the header
+        (``columns.name``, e.g. ``police P1 ~ health H7``) and in ``attrs["records"]`` as two
+        (source, record_id) tuples.
 
-        Raises:
-            KeyError: ``index`` is not a label of ``pairs``.
+        Raises (one line each, without record values):
+            KeyError: ``index`` is not a label of ``pairs``, or the row is not a scored pair.
+            TypeError: ``index`` is neither a label nor a row.
         """
-        row = self.pairs.loc[index]
+        row = self.pairs.loc[self._pair_label(index)]
         frame = self.model.explain(row)
         left, right = int(row[schema.ROW_L]), int(row[schema.ROW_R])
         src = self.records[schema.SOURCE].to_numpy()
@@ -109,6 +112,36 @@ class LinkResult:
         frame.attrs["records"] = records
         frame.columns.name = " ~ ".join(f"{s} {r}" for s, r in records)
         return frame
+
+    def _pair_label(self, index: object) -> object:
+        """The label in ``pairs`` of a label or a row; the messages never show a record value."""
+        usage = "pass a label of result.pairs or one row of it (pairs_with_keys() rows work too)"
+        if isinstance(index, pd.Series):
+            if schema.ROW_L in index and schema.ROW_R in index:
+                try:
+                    left, right = int(index[schema.ROW_L]), int(index[schema.ROW_R])
+                except (TypeError, ValueError):
+                    raise TypeError(
+                        f"the row's {schema.ROW_L} / {schema.ROW_R} are not row numbers; {usage}"
+                    ) from None
+                hit = np.flatnonzero(
+                    (self.pairs[schema.ROW_L].to_numpy() == left)
+                    & (self.pairs[schema.ROW_R].to_numpy() == right)
+                )
+                if len(hit) == 0:
+                    raise KeyError(f"the row is not a pair of this result's pairs; {usage}")
+                return self.pairs.index[hit[0]]
+            index = index.name
+        if isinstance(index, (pd.DataFrame, list, tuple, np.ndarray, dict, set)):
+            raise TypeError(f"explain takes one pair, not a {type(index).__name__}; {usage}")
+        try:
+            found = index in self.pairs.index
+        except TypeError:
+            found = False
+        if not found:
+            # the label's type only: a wrong argument may be a record's value
+            raise KeyError(f"no scored pair has this label (a {type(index).__name__}); {usage}")
+        return index
 
     def pairs_with_keys(self) -> pd.DataFrame:
         """Return scored pairs with both records' source and record id in front."""

@@ -28,7 +28,9 @@ STANDARDIZED_COLUMN: dict[str, str] = {
 PLACEHOLDER_FLAG: dict[str, str] = {
     schema.NAME: "name_placeholder",
     schema.FORMER_NAME: "former_name_placeholder",
+    schema.GENDER: "gender_placeholder",
     schema.BIRTH_DATE: "birth_date_placeholder",
+    schema.ETHNICITY: "ethnicity_placeholder",
     schema.ID_NUMBER: "id_placeholder",
     schema.PHONE: "phone_placeholder",
     schema.HUKOU_ADDRESS: "hukou_address_placeholder",

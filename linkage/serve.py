@@ -1115,12 +1115,29 @@ class LookupService:
 
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorAnswer, "description": "a body that is not UTF-8 or nested too deeply"},
     401: {"model": ErrorAnswer, "description": "missing or unknown bearer token"},
     403: {"model": ErrorAnswer, "description": "the department's view does not allow this"},
-    413: {"model": ErrorAnswer, "description": "request body too large"},
+    404: {"model": ErrorAnswer, "description": "no identity with this id in the department's view"},
+    413: {"model": ErrorAnswer, "description": "request body over 16 KiB"},
     415: {"model": ErrorAnswer, "description": "body not sent as Content-Type: application/json"},
     422: {"model": ErrorAnswer, "description": "malformed request"},
-    429: {"model": ErrorAnswer, "description": "over the token's rate limit (Retry-After)"},
+    429: {"model": ErrorAnswer, "description": "over the department's rate limit (Retry-After)"},
+}
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of one route: what that route can answer, no more (the
+    body limit runs before routing, so every route may answer 413)."""
+    return {code: _ERROR_RESPONSES[code] for code in sorted({413, *codes})}
+
+
+# Per route, the errors its handler, dependencies and checks can raise.
+ROUTE_ERRORS: dict[str, tuple[int, ...]] = {
+    "/healthz": (),  # no token, no parameters
+    "/v1/department": (401, 429),
+    "/v1/search": (400, 401, 403, 415, 422, 429),
+    "/v1/identities/{identity}": (401, 403, 404, 422, 429),
 }
 
 
@@ -1336,9 +1353,10 @@ def create_app(
             "Does this person already exist, and what may my department see of them? "
             "Every request carries a department's bearer token; every answer is that "
             "department's view under the sharing policy (the masks and grants of "
-            "`linkage export`)."
+            "`linkage export`). Errors are JSON `{\"error\": ..., \"problems\": [...]}`; "
+            "each operation lists the ones it can answer. A method a path does not take "
+            "answers 405 and an unknown path 404, with the same JSON body."
         ),
-        responses=_ERROR_RESPONSES,
         static_url="/docs/assets",
     )
     app.state.service = service
@@ -1381,6 +1399,13 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         message = str(exc.detail)
+        if isinstance(exc.__cause__, _TooLarge):
+            # a chunked body (no Content-Length) over the limit: FastAPI wraps the counting
+            # middleware's stop in its 400 "error parsing the body"; it is a 413 like any other
+            return JSONResponse(
+                {"error": f"request body over {MAX_BODY_BYTES} bytes", "problems": []},
+                status_code=413,
+            )
         if message == "There was an error parsing the body":
             # FastAPI raises this from the parser's own error: say which limit was hit
             cause = exc.__cause__
@@ -1435,7 +1460,12 @@ def create_app(
         logger.exception("internal error on %s %s", request.method, request.url.path)
         return JSONResponse({"error": "internal error", "problems": []}, status_code=500)
 
-    @app.get("/healthz", tags=["service"], summary="Readiness (no authentication)")
+    @app.get(
+        "/healthz",
+        tags=["service"],
+        summary="Readiness (no authentication)",
+        responses=_responses(*ROUTE_ERRORS["/healthz"]),
+    )
     def healthz() -> dict:
         return {"status": "ok"}
 
@@ -1444,6 +1474,7 @@ def create_app(
         tags=["lookup"],
         summary="What the calling department is granted",
         response_model=DepartmentAnswer,
+        responses=_responses(*ROUTE_ERRORS["/v1/department"]),
     )
     async def whoami(name: Annotated[str, Depends(department)]) -> dict:
         dept = service.departments[name]
@@ -1462,6 +1493,7 @@ def create_app(
         tags=["lookup"],
         summary="Find the stored identities most likely to be this person",
         response_model=SearchAnswer,
+        responses=_responses(*ROUTE_ERRORS["/v1/search"]),
     )
     async def search(
         query: SearchQuery, request: Request, name: Annotated[str, Depends(identity_view)]
@@ -1497,6 +1529,7 @@ def create_app(
         tags=["lookup"],
         summary="One identity in the department's view",
         response_model=IdentityAnswer,
+        responses=_responses(*ROUTE_ERRORS["/v1/identities/{identity}"]),
     )
     async def fetch(
         request: Request,

@@ -314,7 +314,11 @@ def test_ingest_json_and_text_line(batch, tmp_path):
     result = runner.invoke(app, ["ingest", str(new), "--store", str(store)])
     assert result.exit_code == 0, result.output
     n = doc["new_records"]
-    assert f"({n:,} updates, {n:,} of them unchanged)" in result.stdout, result.stdout
+    assert doc["inserted_records"] + doc["updated_records"] == n
+    # was "5 records (5 updates ...)": new_records counts records read, updates included
+    assert f"{n:,} records read (0 new, {n:,} updates, {n:,} of them unchanged)" in (
+        result.stdout
+    ), result.stdout
     # delivered again unchanged: counted, but no record_updated events
     assert "{" not in result.stdout and "events:  none" in result.stdout
 

@@ -54,6 +54,24 @@ def test_profile_counts_fillers_as_missing_not_invalid() -> None:
     assert table.loc["current_address", "invalid_pct"] == 0.0
 
 
+def test_profile_counts_gender_and_ethnicity_fillers_as_missing_not_invalid() -> None:
+    # 无 was gender_unparsed and 不详 unflagged: both counted invalid, none missing
+    records = standardize(
+        _records(
+            gender=["男", "无", "不详", "3", None],
+            ethnicity=["汉族", "无", "不详", "火星族", None],
+        )
+    )
+    flags = records[schema.QUALITY_FLAGS].str.split(schema.QUALITY_SEP)
+    assert ["gender_placeholder" in f for f in flags] == [False, True, True, False, False]
+    assert ["ethnicity_placeholder" in f for f in flags] == [False, True, True, False, False]
+    table = profile_fields(records).set_index("field")
+    for field in ("gender", "ethnicity"):
+        # one value, two fillers, one unrecognized value, one empty cell
+        assert table.loc[field, "missing_pct"] == 60.0, field
+        assert table.loc[field, "invalid_pct"] == 20.0, field
+
+
 def test_float_damaged_id_never_conflicts_with_the_birth_date() -> None:
     # digits 7-14 of the float read 1990-01-01, the record says 1990-03-05: the float's digits
     # are not evidence, so no id_birth_conflict; an intact ID with the same digits conflicts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from linkage.errors import ConfigError
 from linkage.evaluate import pairwise_scores
 from linkage.incremental import ingest, key_hashes, record_key_hashes, search, write_batch
 from linkage.linker import Linker
+from linkage.model import FellegiSunterModel
 from linkage.store import Store
 
 runner = CliRunner()
@@ -122,6 +124,7 @@ def test_ingest_agrees_with_a_full_run(data, batch, tmp_path):
         identities = store.identities()
     n_new = len(pd.read_csv(data / "health_new.csv", dtype=str))
     assert result.summary["new_records"] == n_new
+    assert result.summary["inserted_records"] == n_new  # none stored before
     assert len(after) == len(before) + n_new
     active = set(identities.loc[identities["status"] == "active", schema.IDENTITY_ID])
     assert set(after[schema.IDENTITY_ID]) == active == set(golden[schema.IDENTITY_ID])
@@ -169,7 +172,8 @@ def test_ingesting_unchanged_records_counts_them_unchanged(data, batch, tmp_path
     (data / "again.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
     with Store.open(store_path) as store:
         result = ingest(store, load_config(data / "again.yaml"))
-    assert result.summary["new_records"] == 4
+    assert result.summary["new_records"] == 4  # records read, updates included
+    assert result.summary["inserted_records"] == 0
     assert result.summary["updated_records"] == 4
     assert result.summary["unchanged_records"] == 3
     # only the really changed record makes a record_updated event
@@ -740,3 +744,22 @@ def test_index_positions_equal_get_indexer(dtype):
         np.testing.assert_array_equal(index_positions(index, values), expected)
         found += int((expected >= 0).sum())
     assert found > 100
+
+
+def test_ingest_does_not_say_default_comparisons_are_left_out(data, batch, tmp_path, caplog):
+    # the health-only batch maps no ethnicity or hukou address; the store's model, which the
+    # ingest uses, compares both: "default comparison(s) ... left out" was logged, untrue
+    store_path = tmp_path / "s.duckdb"
+    batch(data / "old.yaml", store_path)
+    with caplog.at_level(logging.INFO, logger="linkage"):
+        config = load_config(data / "new.yaml")
+        with Store.open(store_path) as store:
+            ingest(store, config)
+            stored = FellegiSunterModel.from_dict(store.model()).comparisons
+    assert {"ethnicity", "hukou_address"} <= set(stored)
+    assert not [r for r in caplog.records if "left out" in r.getMessage()], caplog.text
+    # a batch run of the same config still says it
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="linkage.config"):
+        load_config(data / "new.yaml").comparison_specs()
+    assert "ethnicity" in caplog.text and "left out" in caplog.text

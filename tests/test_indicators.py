@@ -183,6 +183,120 @@ def test_default_reference_date_is_latest_registration(tables):
     assert persons.attrs["reference_date"] == pd.Timestamp("2024-08-01")
 
 
+def test_missing_kind_column_raises_naming_the_columns_found(tables):
+    identities, records = tables
+    renamed = records.rename(columns={ind.KIND_COLUMN: schema.raw_col("服务类型")})
+    for call in (ind.coverage_indicators, ind.health_file_coverage):
+        with pytest.raises(InputError) as err:
+            call(identities, renamed, REF)
+        text = str(err.value)
+        assert ind.KIND_COLUMN in text and schema.raw_col("服务类型") in text, text
+        assert "kind_column=" in text
+
+
+def test_kind_codes_not_among_the_values_raise_naming_the_values(tables):
+    identities, records = tables
+    coded = records.copy()
+    coded[ind.KIND_COLUMN] = coded[ind.KIND_COLUMN].map(
+        {ind.HEALTH_FILE: "01", ind.VACCINATION: "02", ind.MATERNAL_CARE: "03"}
+    )
+    with pytest.raises(InputError) as err:
+        ind.coverage_indicators(identities, coded, REF)
+    text = str(err.value)
+    assert "01, 02, 03" in text and ind.HEALTH_FILE in text and "health_file_kinds=" in text
+    with pytest.raises(InputError, match="its values: 01, 02, 03"):
+        ind.child_vaccination_coverage(identities, coded, REF)
+    # the registry's own codes, passed, are counted
+    table = ind.coverage_indicators(
+        identities,
+        coded,
+        REF,
+        health_file_kinds=("01",),
+        vaccination_kinds=("02",),
+        maternal_kinds=("03",),
+    )
+    assert table.equals(ind.coverage_indicators(identities, records, REF))
+    assert table.attrs["warnings"] == []
+
+
+def test_kinds_given_to_all_four_names_the_per_indicator_parameters(tables):
+    identities, records = tables
+    with pytest.raises(TypeError, match="health_file_kinds=, vaccination_kinds="):
+        ind.coverage_indicators(identities, records, REF, kinds=(ind.HEALTH_FILE,))
+
+
+def test_one_indicators_kinds_absent_is_a_warning_in_the_log_and_the_table(tables, caplog):
+    # the other kinds prove the column and its coding right: no maternal care may be real
+    identities, records = tables
+    without = records.copy()
+    without.loc[without[ind.KIND_COLUMN] == ind.MATERNAL_CARE, ind.KIND_COLUMN] = None
+    with caplog.at_level("WARNING", logger="linkage.indicators"):
+        table = ind.coverage_indicators(identities, without, REF)
+    (warning,) = table.attrs["warnings"]
+    assert warning.startswith("maternal_care:") and ind.MATERNAL_CARE in warning
+    assert ind.HEALTH_FILE in warning  # the values found
+    assert warning in caplog.text
+    maternal = table[(table["indicator"] == "maternal_care") & (table["district"] == ind.OVERALL)]
+    assert maternal["covered"].iloc[0] == 0
+
+
+def test_population_sources_absent_raise_naming_the_sources_found(tables, caplog):
+    identities, records = tables
+    with pytest.raises(InputError) as err:
+        ind.coverage_indicators(identities, records, REF, population_sources=("Police",))
+    assert "Police" in str(err.value) and "health, police" in str(err.value)
+    with pytest.raises(InputError, match="list of source names"):
+        ind.person_table(identities, records, REF, population_sources="police")
+    # one of two sources absent: a warning, the other still counts
+    with caplog.at_level("WARNING", logger="linkage.indicators"):
+        table = ind.health_file_coverage(
+            identities, records, REF, population_sources=("police", "civil")
+        )
+    assert table.attrs["warnings"] == [
+        "population source 'civil' has no record (sources in the records: health, police)"
+    ]
+    assert "'civil' has no record" in caplog.text
+    assert _row(table, ind.OVERALL)["eligible"] == 7
+
+
+def test_no_identity_resident_long_enough_is_a_warning(tables, caplog):
+    identities, records = tables
+    with caplog.at_level("WARNING", logger="linkage.indicators"):
+        table = ind.health_file_coverage(identities, records, "2022-03-01")
+    assert _row(table, ind.OVERALL)["eligible"] == 0
+    assert any(
+        "no identity has a record in population_sources" in w for w in table.attrs["warnings"]
+    )
+    assert "no eligible person" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "2024年6月30日",
+        "2024/6/30",
+        "20240630",
+        "二〇二四年六月三十日",
+        pd.Timestamp("2024-06-30 15:00"),
+        np.datetime64("2024-06-30"),
+    ],
+)
+def test_reference_date_is_read_as_the_date_standardizer_reads_dates(tables, written):
+    identities, records = tables
+    persons = ind.person_table(identities, records, written)
+    assert persons.attrs["reference_date"] == pd.Timestamp(REF)
+    assert ind.coverage_indicators(identities, records, written).equals(
+        ind.coverage_indicators(identities, records, REF)
+    )
+
+
+@pytest.mark.parametrize("bad", ["2024年13月1日", "yesterday", "", 20240630])
+def test_a_reference_date_that_is_not_a_date_raises(tables, bad):
+    identities, records = tables
+    with pytest.raises(InputError, match="reference_date"):
+        ind.person_table(identities, records, bad)
+
+
 def test_missing_identity_raises(tables):
     identities, records = tables
     with pytest.raises(InputError, match="no identity"):
@@ -222,6 +336,9 @@ def test_invariants(rows, rnd):
         )
         for i, (p, src, day, age, kind, district) in enumerate(rows)
     ]
+    # a police record and a health file: without them the indicators refuse the tables
+    recs.append(_rec("police", "rp", "P9", "2022-01-01", "1990-01-01", "F", None, "福田区"))
+    recs.append(_rec("health", "rh", "P9", "2022-01-01", "1990-01-01", "F", ind.HEALTH_FILE))
     frame = pd.DataFrame(recs)
     identities = frame[[schema.SOURCE, schema.RECORD_ID, schema.IDENTITY_ID]]
     records = frame.drop(columns=[schema.IDENTITY_ID])

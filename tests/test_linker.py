@@ -47,6 +47,33 @@ def test_one_identity_per_input_record(registries, result):
     assert result.golden["records"].sum() == len(ids)
 
 
+def test_explain_takes_a_row_and_refuses_a_bad_argument_in_one_line(result):
+    pair = result.pairs[schema.MATCH_PROBABILITY].idxmax()
+    expected = result.explain(pair)
+    # a row of pairs_with_keys() (as viz.waterfall_chart takes), of pairs, found again when
+    # its label is lost (a filtered, re-indexed table)
+    keyed = result.pairs_with_keys()
+    for row in (keyed.loc[pair], result.pairs.loc[pair], keyed.loc[pair].rename(None)):
+        got = result.explain(row)
+        pd.testing.assert_frame_equal(got, expected)
+        assert got.attrs["records"] == expected.attrs["records"]
+    # the record values a message must not show (the first records' cells, as text)
+    cells = [*keyed.loc[pair].to_numpy(), *result.records.head(50).to_numpy().ravel()]
+    values = {str(v) for v in cells} - {"nan", "None", "<NA>", "NaT"}
+    for bad, error in (
+        (max(result.pairs.index) + 1, KeyError),
+        ("WJ0000542", KeyError),
+        (keyed.iloc[:2], TypeError),
+        (list(keyed.loc[pair]), TypeError),
+        (keyed.loc[pair].drop([schema.ROW_L, schema.ROW_R]).rename("nope"), KeyError),
+    ):
+        with pytest.raises(error) as err:
+            result.explain(bad)
+        text = str(err.value)
+        assert "\n" not in text and "label of result.pairs" in text, text
+        assert not any(v in text for v in values if len(v) > 3), text
+
+
 def test_no_runaway_clusters(result):
     sizes = result.cluster_sizes()
     assert sizes["size"].max() <= 20

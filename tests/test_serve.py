@@ -32,6 +32,7 @@ from linkage import schema  # noqa: E402
 from linkage.cli import app  # noqa: E402
 from linkage.errors import ConfigError  # noqa: E402
 from linkage.serve import (  # noqa: E402
+    MAX_BODY_BYTES,
     TOKENS_ENV,
     ServiceSettings,
     _key_fields,
@@ -1185,6 +1186,61 @@ def test_wrong_method_path_and_long_id_are_4xx(server):
     assert client.get("/v1/nothing", headers=auth).status_code == 404
     response = client.get("/v1/identities/" + "x" * 500, headers=auth)
     assert response.status_code == 422 and "Traceback" not in response.text
+
+
+def test_openapi_lists_for_each_operation_the_answers_it_gives(server):
+    # was: every path 200/401/403/413/415/422/429 (the /healthz too, which needs no token);
+    # no 400 or 404 anywhere
+    client, auth = server["client"], _auth(server, "police")
+    spec = client.get("/openapi.json").json()
+    documented = {
+        (path, method): set(op["responses"])
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+    }
+    assert documented == {
+        ("/healthz", "get"): {"200", "413"},
+        ("/v1/department", "get"): {"200", "401", "413", "429"},
+        ("/v1/search", "post"): {"200", "400", "401", "403", "413", "415", "422", "429"},
+        ("/v1/identities/{identity}", "get"): {"200", "401", "403", "404", "413", "422", "429"},
+    }
+    assert "405" in spec["info"]["description"] and "404" in spec["info"]["description"]
+    # what the routes answer that the list promises: 404, 400, 413 on each
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/v1/identities/nobody", headers=auth).status_code == 404
+    bad = client.post(
+        "/v1/search", content=b"\xff\xfe\x00", headers={**ct_json, **auth}
+    )
+    assert bad.status_code == 400
+    big = b"x" * (MAX_BODY_BYTES + 1)
+    assert client.request("GET", "/healthz", content=big).status_code == 413
+
+
+def _chunks(body: bytes, size: int = 1024):
+    """The body as a generator: httpx sends it with Transfer-Encoding: chunked."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def test_a_chunked_body_over_the_limit_is_413_like_any_other(server):
+    client, auth = server["client"], _auth(server, "police")
+    # was 400 "the body could not be parsed"; a body with a Content-Length got 413
+    huge = json.dumps({"name": "张三", "address": "x" * 200_000}).encode()
+    request = client.build_request(
+        "POST", "/v1/search", content=_chunks(huge), headers={**ct_json, **auth}
+    )
+    assert request.headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in request.headers
+    response = client.send(request)
+    assert response.status_code == 413, response.text
+    assert response.json()["error"] == f"request body over {MAX_BODY_BYTES} bytes"
+    # no token: still 413 first, as for a body with a Content-Length
+    response = client.post("/v1/search", content=_chunks(huge), headers=ct_json)
+    assert response.status_code == 413
+    # a small chunked body is read and answered
+    small = json.dumps({"name": "张三"}).encode()
+    response = client.post("/v1/search", content=_chunks(small, 7), headers={**ct_json, **auth})
+    assert response.status_code == 200, response.text
 
 
 # ----------------------------------------------------------------------------- audit and load

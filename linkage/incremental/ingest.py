@@ -218,7 +218,10 @@ def ingest(store: Store, config: RunConfig, *, progress: ProgressLike = None) ->
     say(STAGES[4])
     keep = with_keys[schema.MATCH_PROBABILITY] >= config.output.pairs_min_probability
     summary = {
+        # new_records: every record the batch read (a stable key, not "not stored before");
+        # inserted_records are the ones not stored before, updated_records the others
         "new_records": int(len(new)),
+        "inserted_records": int(len(new) - updated.sum()),
         "updated_records": int(updated.sum()),
         "unchanged_records": unchanged,
         "stored_candidates": int(len(stored)),
@@ -249,9 +252,12 @@ def ingest(store: Store, config: RunConfig, *, progress: ProgressLike = None) ->
     seconds["write"] = time.perf_counter() - t
     summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     logger.info(
-        "ingest run %d: %d new records, %d matches, %d identities touched",
+        "ingest run %d: %d records read (%d inserted, %d updates), %d matches, "
+        "%d identities touched",
         run_id,
         summary["new_records"],
+        summary["inserted_records"],
+        summary["updated_records"],
         summary["matches"],
         summary["touched_identities"],
     )

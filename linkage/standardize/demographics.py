@@ -15,16 +15,22 @@ import pandas as pd
 
 from linkage import schema
 from linkage.standardize._distinct import map_distinct, map_one
+from linkage.standardize._fillers import is_filler_text
 
 logger = logging.getLogger(__name__)
 
 FLAGS: dict[str, str] = {
     "gender_unparsed": "gender value not recognized as male, female or an explicit unknown",
+    "gender_placeholder": "an unknown gender (不详, 未知, code 0 or 9) or a filler (无, '-'); "
+    "set to null",
     "ethnicity_unparsed": "ethnicity not recognized as a GB 3304 name, variant or code",
+    "ethnicity_placeholder": "an unknown ethnicity (不详, 未说明民族, 99) or a filler (无, '-'); "
+    "set to null",
 }
 
-# GB/T 2261.1: 0 unknown, 1 male, 2 female, 9 not stated. Explicit unknowns become null
-# without a flag: the clerk recorded "unknown" on purpose, nothing was mistyped.
+# GB/T 2261.1: 0 unknown, 1 male, 2 female, 9 not stated. Explicit unknowns (null in this
+# table) and the shared fillers (无, '-', N/A) become null flagged gender_placeholder, as a
+# filler in every other field: the value says "unknown", so it counts as missing, not invalid.
 _GENDER_TABLE: dict[str, str | None] = {
     "男": "M",
     "男性": "M",
@@ -177,8 +183,12 @@ def _gender_distinct(values: Sequence[object]) -> pd.DataFrame:
             out_std.append(None)
             out_flags.append("")
         elif text in _GENDER_TABLE:
-            out_std.append(_GENDER_TABLE[text])
-            out_flags.append("")
+            std = _GENDER_TABLE[text]
+            out_std.append(std)
+            out_flags.append("" if std else "gender_placeholder")
+        elif is_filler_text(text):
+            out_std.append(None)
+            out_flags.append("gender_placeholder")
         else:
             out_std.append(None)
             out_flags.append("gender_unparsed")
@@ -186,7 +196,9 @@ def _gender_distinct(values: Sequence[object]) -> pd.DataFrame:
 
 
 def standardize_gender(values: pd.Series) -> pd.DataFrame:
-    """Normalize gender to ``M`` / ``F`` / null with a ``gender_unparsed`` flag."""
+    """Normalize gender to ``M`` / ``F`` / null: ``gender_placeholder`` where the value says
+    unknown (不详, 未知, GB/T 2261.1 code 0 or 9, a filler such as 无 or '-'),
+    ``gender_unparsed`` where it is not recognized."""
     return map_distinct(values, _gender_distinct)
 
 
@@ -212,15 +224,22 @@ def _ethnicity_distinct(values: Sequence[object]) -> pd.DataFrame:
         code = ethnicity_code(value) if text else None
         names.append(ETHNICITY_NAME_BY_CODE.get(code) if code else None)
         codes.append(code)
-        unknown = text == "" or _T2S.convert(text) in _ETHNICITY_UNKNOWN
-        flags.append("" if code or unknown else _join(["ethnicity_unparsed"]))
+        if code or text == "":
+            flags.append("")
+        elif _T2S.convert(text) in _ETHNICITY_UNKNOWN or is_filler_text(text):
+            # says "unknown": missing, as a filler in every other field
+            flags.append("ethnicity_placeholder")
+        else:
+            flags.append("ethnicity_unparsed")
     return pd.DataFrame(
         {schema.ETHNICITY_STD: names, schema.ETHNICITY_CODE: codes, schema.QUALITY_FLAGS: flags}
     )
 
 
 def standardize_ethnicity(values: pd.Series) -> pd.DataFrame:
-    """Normalize ethnicity to the GB 3304 name and two-digit code, flagging unknown values."""
+    """Normalize ethnicity to the GB 3304 name and two-digit code: ``ethnicity_placeholder``
+    where the value says unknown (不详, 未说明民族, 99, a filler such as 无 or '-'),
+    ``ethnicity_unparsed`` where it is not recognized."""
     return map_distinct(values, _ethnicity_distinct)
 
 

@@ -41,12 +41,21 @@ def test_gender_female_forms(raw):
     assert _gender(raw) == ("F", "")
 
 
-@pytest.mark.parametrize("raw", ["0", "9", 9, "未知", "未说明的性别", "", "   "])
-def test_gender_explicit_unknown_is_null_without_flag(raw):
+@pytest.mark.parametrize("raw", ["", "   ", None])
+def test_gender_blank_is_null_without_flag(raw):
     assert _gender(raw) == (None, "")
 
 
-@pytest.mark.parametrize("raw", ["3", "男女", "x", "boy", "女的?"])
+# An explicit unknown and a filler are the same to the profile: missing, not invalid (the
+# README's rule for a filler in any field).
+@pytest.mark.parametrize(
+    "raw", ["0", "9", 9, "未知", "未说明的性别", "不详", "无", "暂无", "-", "?", "N/A", "x"]
+)
+def test_gender_unknown_or_filler_is_null_flagged_placeholder(raw):
+    assert _gender(raw) == (None, "gender_placeholder")
+
+
+@pytest.mark.parametrize("raw", ["3", "男女", "boy", "女的?"])
 def test_gender_unparsed_is_flagged(raw):
     assert _gender(raw) == (None, "gender_unparsed")
 
@@ -57,7 +66,7 @@ def test_gender_keeps_index_and_nulls():
     assert list(out.index) == [10, 11, 12, 13, 14]
     assert list(out.columns) == [schema.GENDER_STD, schema.QUALITY_FLAGS]
     assert out[schema.GENDER_STD].tolist() == ["M", None, "F", None, "M"]
-    assert out[schema.QUALITY_FLAGS].tolist() == ["", "", "", "gender_unparsed", ""]
+    assert out[schema.QUALITY_FLAGS].tolist() == ["", "", "", "gender_placeholder", ""]
 
 
 def test_ethnicity_table_is_gb3304():
@@ -120,14 +129,19 @@ def test_ethnicity_variants(raw, code):
     assert _ethnicity(raw) == (ETHNICITY_NAME_BY_CODE[code], code, "")
 
 
-@pytest.mark.parametrize("raw", ["哈族", "57", "0", "火星族", "汉维"])
+@pytest.mark.parametrize("raw", ["哈族", "57", "火星族", "汉维"])
 def test_ethnicity_unparsed_is_flagged(raw):
     assert _ethnicity(raw) == (None, None, "ethnicity_unparsed")
 
 
-@pytest.mark.parametrize("raw", ["", "未知", "不详", None])
-def test_ethnicity_explicit_unknown_is_null_without_flag(raw):
+@pytest.mark.parametrize("raw", ["", None])
+def test_ethnicity_blank_is_null_without_flag(raw):
     assert _ethnicity(raw) == (None, None, "")
+
+
+@pytest.mark.parametrize("raw", ["未知", "不详", "未说明民族", "99", "无", "-", "0", "N/A"])
+def test_ethnicity_unknown_or_filler_is_null_flagged_placeholder(raw):
+    assert _ethnicity(raw) == (None, None, "ethnicity_placeholder")
 
 
 @given(st.sampled_from(ETHNICITIES), st.booleans(), st.booleans())
