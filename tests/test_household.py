@@ -535,6 +535,28 @@ def test_dated_ids_forbid_links_across_sources():
     assert dated[schema.ROW].tolist() == [0, 1]
     assert dated["key"].tolist() == [TWIN_A, TWIN_B]
     assert cannot_link_table(records, dated=False)["group"].ne("\x1fdated").all()
+
+
+def test_an_id_a_float_could_have_rounded_forms_no_cross_source_constraint():
+    """430921199108189709 through a number column is 430921199108189696, and that passes the
+    check by chance: one person's two IDs, both carrying the record's date. Such a value
+    (one a float64 holds exactly) forms no cross-source constraint."""
+    true_id, rounded = "430921199108189709", "430921199108189696"
+    assert id_check_char(rounded[:17]) == rounded[17] and int(float(true_id)) == int(rounded)
+    records = standardize(
+        pd.DataFrame(
+            {
+                schema.SOURCE: ["police", "health"],
+                schema.RECORD_ID: ["p1", "h1"],
+                schema.NAME: ["孙若璇", "孙若璇"],
+                schema.BIRTH_DATE: ["1991-08-18"] * 2,
+                schema.ID_NUMBER: [true_id, rounded],
+            }
+        )
+    )
+    dated = cannot_link_table(records)
+    dated = dated[dated["group"] == "\x1fdated"]
+    assert dated["key"].tolist() == [true_id]
     assert cannot_link_table(records, same_source=False, dated=False) is None
 
 
