@@ -115,11 +115,8 @@ class FellegiSunterModel:
     ``prior``, when set, is ``lambda_`` for the last two and EM's starting value for the
     first. ``u_floor`` (default 1/(2n) of the sampled pairs) bounds u and term frequencies
     from below. ``tf_columns`` maps a
-    comparison to its exact-agreement level, the one that gets term-frequency adjustment;
-    with ``tf_below`` (default; off for model files saved without the key, which keep their
-    scores) the agreeing levels below it are lowered by the same log2(u / tf) where a name
-    is common, never raised (Splink's tf adjustment of fuzzy levels, on the larger of the
-    pair's two frequencies). Editing the result of :meth:`score` never edits its input.
+    comparison to its exact-agreement level, the one that gets term-frequency adjustment.
+    Editing the result of :meth:`score` never edits its input.
     """
 
     def __init__(
@@ -133,12 +130,8 @@ class FellegiSunterModel:
         u_floor: float | None = None,
         tf_columns: dict[str, int] | None = None,
         settings: dict | None = None,
-        tf_below: bool = True,
     ):
         self.levels = {str(k): [str(x) for x in v] for k, v in levels.items()}
-        # the tf levels' frequency also lowers the partial levels below them (_tf_shift);
-        # False for model files saved before, which keep their scores
-        self.tf_below = bool(tf_below)
         self.prior = prior
         self.max_iter = max_iter
         self.tol = tol
@@ -754,18 +747,6 @@ class FellegiSunterModel:
         m_level = self.m_[name][self.tf_columns[name]]
         return np.log2(m_level) - np.log2(np.maximum(tf, self._tf_floor(name)))
 
-    def _tf_shift(self, name: str, tf: np.ndarray) -> np.ndarray:
-        """The term-frequency adjustment of the levels below the tf level that still agree in
-        part (a homophone, a dropped character): log2(u_tf_level / max(tf, floor)), only when
-        negative, so a partial agreement on a common name never outweighs an exact agreement
-        on it (陈一鸣 / 陈一明 against 陈一鸣 / 陈一鸣). ``tf`` is the pair's larger frequency,
-        as Splink adjusts fuzzy levels (``tf_adjustment_column`` on a level, the maximum of the
-        two values' frequencies); a rare name gives no boost below the exact level."""
-        u_level = self.u_[name][self.tf_columns[name]]
-        return np.minimum(
-            0.0, np.log2(u_level) - np.log2(np.maximum(tf, self._tf_floor(name)))
-        )
-
     def _check_tf(self, tf: Mapping[str, np.ndarray] | None, n: int) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         for name, values in (tf or {}).items():
@@ -839,12 +820,8 @@ class FellegiSunterModel:
             mw = table[g + 1]  # int8 index: no 10M-element intp temporary
             if name in tf_arrays:
                 t = tf_arrays[name]
-                known = ~np.isnan(t)
-                at = (g == self.tf_columns[name]) & known
+                at = (g == self.tf_columns[name]) & ~np.isnan(t)
                 mw[at] = self._tf_weight(name, t[at])
-                if self.tf_below:
-                    below = (g > 0) & (g < self.tf_columns[name]) & known
-                    mw[below] += self._tf_shift(name, t[below])
             total += mw
             new[MW_PREFIX + name] = mw
         at = self.household_mask(gamma)
@@ -933,23 +910,12 @@ class FellegiSunterModel:
             if hh_parts and name in self.household_["m"]:
                 m_level = float(self.household_["m"][name][level])
                 u_level = float(self.household_["u"][name][level])
-            tf_level = self.tf_columns.get(name)
-            shifted = (
-                self.tf_below and tf_level is not None and 0 < level < tf_level and not hh_parts
-            )
             if mw_col in row and not pd.isna(row[mw_col]):
                 weight = float(row[mw_col])
-                tf_adjusted = (is_tf_level or shifted) and not math.isclose(
-                    weight, base, abs_tol=1e-9
-                )
-            elif tf is not None and name in tf and not pd.isna(tf[name]):
-                freq = np.array([float(tf[name])])
-                if is_tf_level:
-                    weight = float(self._tf_weight(name, freq)[0])
-                    tf_adjusted = True
-                elif shifted:
-                    weight = base + float(self._tf_shift(name, freq)[0])
-                    tf_adjusted = weight != base
+                tf_adjusted = is_tf_level and not math.isclose(weight, base, abs_tol=1e-9)
+            elif is_tf_level and tf is not None and name in tf and not pd.isna(tf[name]):
+                weight = float(self._tf_weight(name, np.array([float(tf[name])]))[0])
+                tf_adjusted = True
             records.append(
                 (
                     name,
@@ -1025,7 +991,6 @@ class FellegiSunterModel:
                 "u_floor": self.u_floor,
             },
             "tf_columns": dict(self.tf_columns),
-            "tf_below": self.tf_below,
             "lambda": float(self.lambda_),
             "m": {n: [float(x) for x in self.m_[n]] for n in self.comparisons},
             "u": {n: [float(x) for x in self.u_[n]] for n in self.comparisons},
@@ -1059,8 +1024,6 @@ class FellegiSunterModel:
                 data["levels"],
                 tf_columns={k: int(v) for k, v in data.get("tf_columns", {}).items()},
                 settings=data.get("settings"),
-                # files saved before the key existed scored partial levels without tf
-                tf_below=bool(data.get("tf_below", False)),
                 **params,
             )
             model.m_ = {n: np.asarray(data["m"][n], dtype=np.float64) for n in model.comparisons}

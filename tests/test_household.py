@@ -424,44 +424,6 @@ def test_twins_in_two_registries_with_own_ids_stay_apart(tmp_path):
         assert ids[f"A{k}"] == ids[f"A{k}c"], k
 
 
-def test_twins_clinic_files_join_the_twin_of_the_same_name(tmp_path):
-    """Twins of a common name pair (陈一鸣 / 陈一明, each under an own ID in one registry) and
-    their clinic files without ID in another: each file joins the twin whose name it writes
-    exactly, not the twin whose name only sounds the same (the model test
-    ``test_partial_name_agreement_on_a_common_name_never_outweighs_its_exact_agreement``
-    checks the weights that decide it)."""
-    cols = ["编号", "姓名", "性别", "出生日期", "身份证号", "电话", "住址"]
-    rows = []
-    names = [("一鸣", "一明"), ("浩然", "皓然")]
-    for k in range(40):
-        a, b = ("陈" + g for g in names[k % 2])  # 20 families each: a common name here
-        birth = f"2016-{(k % 12) + 1:02d}-{(k % 27) + 1:02d}"
-        body = f"4403062016{(k % 12) + 1:02d}{(k % 27) + 1:02d}{k:02d}"
-        phone, addr = f"186{k:08d}", f"广东省深圳市宝安区新安六路{k + 1}号2栋328"
-        rows.append(("police", [f"A{k}", a, "女", birth, make_id(body + "4"), phone, addr]))
-        rows.append(("police", [f"B{k}", b, "女", birth, make_id(body + "6"), phone, addr]))
-        rows.append(("health", [f"HA{k}", a, "女", birth, "", phone, addr]))
-        rows.append(("health", [f"HB{k}", b, "女", birth, "", phone, addr]))
-    for j in range(300):  # ordinary persons, one record in each registry
-        name = "赵钱孙周吴郑冯卫蒋沈韩朱秦许何吕施"[j % 17] + "建国秀英志强丽娟海燕明华"[j % 11] + "一二三四五六七八九十"[j % 10]
-        birth = f"19{60 + j % 40}-{(j % 12) + 1:02d}-{(j % 28) + 1:02d}"
-        own = make_id(f"1101051{j % 10}{birth[:4]}{birth[5:7]}{birth[8:10]}{j % 1000:03d}"[:17])
-        for s, rid in (("police", f"P{j}"), ("health", f"Q{j}")):
-            rows.append((s, [rid, name, "男", birth, own, f"135{j:08d}", f"北京市朝阳区建国路{j}号"]))
-    for source in ("police", "health"):
-        frame = pd.DataFrame([r for s, r in rows if s == source], columns=cols)
-        frame.to_csv(tmp_path / f"{source}.csv", index=False)
-    columns = {"姓名": "name", "性别": "gender", "出生日期": "birth_date",
-               "身份证号": "id_number", "电话": "phone", "住址": "current_address"}  # fmt: skip
-    config = {"sources": {s: {"path": f"{s}.csv", "record_id": "编号", "columns": columns}
-                          for s in ("police", "health")}}  # fmt: skip
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), "utf-8")
-    result = Linker.from_yaml(tmp_path / "run.yaml").run()
-    ids = result.identities.set_index(schema.RECORD_ID)[schema.IDENTITY_ID]
-    wrong = [k for k in range(40) if ids[f"HA{k}"] != ids[f"A{k}"] or ids[f"HB{k}"] != ids[f"B{k}"]]
-    assert wrong == []
-
-
 def test_a_strong_twin_pair_across_sources_is_split_by_dated_ids():
     """Where the model scores two twins' records as one person (a larger batch weighs two
     different IDs at -6.7 bits only, less than a homophone name, a birth date, a phone and a

@@ -319,42 +319,6 @@ def test_tf_adjustment_weakens_common_names(fitted):
         fitted.score(vectors, tf={"birth": np.zeros(3)})
 
 
-def test_partial_name_agreement_on_a_common_name_never_outweighs_its_exact_agreement(fitted):
-    """Twins 陈一鸣 / 陈一明 of a common name: the homophone level must weigh less than the
-    exact level does for that name (it weighed more: the exact level is tf-adjusted, the
-    levels below were not). The levels below shift by the same log2(u / tf) when it is
-    negative; a rare name gives them no boost, and an unknown frequency leaves them."""
-    exact = fitted.tf_columns["name"]
-    below = [lv for lv in range(1, exact) if fitted.weights_["name"][lv] > 0]
-    assert below  # the fixture has agreeing levels below the exact one
-    level = below[-1]
-    n = 4
-    vectors = pd.DataFrame(
-        {
-            ROW_L: np.arange(n),
-            ROW_R: np.arange(n) + n,
-            GAMMA_PREFIX + "id": np.full(n, -1, dtype=np.int8),
-            GAMMA_PREFIX + "name": np.array([exact, level, level, level], dtype=np.int8),
-            GAMMA_PREFIX + "birth": np.full(n, 2, dtype=np.int8),
-            GAMMA_PREFIX + "phone": np.full(n, -1, dtype=np.int8),
-        }
-    )
-    tf = {"name": np.array([0.08, 0.08, 1e-7, np.nan])}
-    scored = fitted.score(vectors, tf=tf)
-    mw = scored[MW_PREFIX + "name"].to_numpy()
-    base = fitted.weights_["name"][level]
-    assert mw[1] < mw[0]  # the common name's homophone below its exact agreement
-    u_exact = fitted.u_["name"][exact]
-    assert mw[1] == pytest.approx(base + np.log2(u_exact / 0.08))
-    assert mw[2] == base and mw[3] == base  # no boost for a rare name; unknown: unchanged
-    # explain shows the shifted weight, from a scored row and from a bare vector with tf
-    row = fitted.explain(scored.iloc[[1]]).set_index("comparison").loc["name"]
-    assert row["weight"] == pytest.approx(mw[1]) and bool(row["tf_adjusted"])
-    bare = {"name": level, "id": -1, "birth": 2, "phone": -1}
-    row = fitted.explain(bare, tf={"name": 0.08}).set_index("comparison").loc["name"]
-    assert row["weight"] == pytest.approx(mw[1]) and bool(row["tf_adjusted"])
-
-
 def test_explain_and_waterfall_match_the_score(fitted, sim):
     vectors, _ = sim
     pair = vectors.iloc[[7]]
