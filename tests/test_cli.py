@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pandas as pd
@@ -678,16 +679,12 @@ def test_export_that_k_anonymity_empties_warns_naming_the_columns(batch, tmp_pat
     )
 
 
-def test_search_and_export_run_beside_a_reader_holding_the_store(batch, tmp_path):
-    """`linkage serve` holds the store open read-only: search and export still work, a
-    writer is refused with a message saying why (not DuckDB's lock text)."""
-    import shutil
+@contextlib.contextmanager
+def _store_held_open(store):
+    """Another process holding ``store`` open read-only (as ``linkage serve`` does)."""
     import subprocess
     import sys
 
-    out, _ = batch
-    store = tmp_path / "ids.duckdb"
-    shutil.copy(out / "ids.duckdb", store)
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -701,6 +698,21 @@ def test_search_and_export_run_beside_a_reader_holding_the_store(batch, tmp_path
     )
     try:
         assert holder.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_search_and_export_run_beside_a_reader_holding_the_store(batch, tmp_path):
+    """`linkage serve` holds the store open read-only: search and export still work, a
+    writer is refused with a message saying why (not DuckDB's lock text)."""
+    import shutil
+
+    out, _ = batch
+    store = tmp_path / "ids.duckdb"
+    shutil.copy(out / "ids.duckdb", store)
+    with _store_held_open(store):
         found = runner.invoke(app, ["search", "--store", str(store), "--phone", "13912873456"])
         assert found.exit_code == 0, found.output
         exported = runner.invoke(
@@ -723,9 +735,6 @@ def test_search_and_export_run_beside_a_reader_holding_the_store(batch, tmp_path
         assert refused.exit_code == 2
         assert "in use by another process" in refused.output
         assert "-readonly" not in refused.output
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_run_into_a_store_another_process_holds_is_refused_before_reading(
@@ -734,8 +743,6 @@ def test_run_into_a_store_another_process_holds_is_refused_before_reading(
     """`linkage serve` holds the store: a run is refused before it reads its inputs (it
     used to read and standardize every source first, minutes at scale)."""
     import shutil
-    import subprocess
-    import sys
 
     from linkage.errors import StoreError
     from linkage.linker import Linker
@@ -743,19 +750,7 @@ def test_run_into_a_store_another_process_holds_is_refused_before_reading(
     out, _ = batch
     store = tmp_path / "ids.duckdb"
     shutil.copy(out / "ids.duckdb", store)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
-            "print('ready', flush=True); time.sleep(120)",
-            str(store),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "ready"
+    with _store_held_open(store):
         target = tmp_path / "o"
         config = str(out / "d" / "run.yaml")
         refused = runner.invoke(app, ["run", config, "--store", str(store), "-o", str(target)])
@@ -770,9 +765,6 @@ def test_run_into_a_store_another_process_holds_is_refused_before_reading(
         monkeypatch.setattr(Linker, "standardize", no_reading)
         with pytest.raises(StoreError, match="in use by another process"):
             Linker.from_yaml(config, store=store).run()
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 @pytest.mark.parametrize(

@@ -26,8 +26,8 @@ from linkage.zh.romanization import (
     wade_giles_to_pinyin,
 )
 from linkage.zh.script import in_gbk, t2s_batch
+from linkage.zh.surnames import COMPOUND_SURNAMES, split_surname
 from linkage.zh.surnames import split_han as _split_han
-from linkage.zh.surnames import split_surname
 from linkage.zh.syllables import COMPOUND_PINYIN as _COMPOUND_PINYIN
 from linkage.zh.syllables import SURNAME_PINYIN as _SURNAME_PINYIN
 from linkage.zh.syllables import fuzzy_pinyin, split_syllables
@@ -289,9 +289,7 @@ def _finish_han(clean: str, is_minority: bool, flags: set[str]) -> tuple:
     surname, given = _split_han(clean)
     if given in _TITLES:
         flags.add("title")
-    elif given and given.endswith("氏") and len(given) <= 3 and (
-        given == "氏" or _split_han(given[:-1] + "某")[0] == given[:-1]
-    ):
+    elif given.endswith("氏") and (len(given) <= 2 or given[:-1] in COMPOUND_SURNAMES):
         # 陈林氏, 黄氏: a married woman written by husband's and own surname, no given name;
         # the own surname is the one that stays the person's (blocking reads it)
         flags.add("clan_form")
