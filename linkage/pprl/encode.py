@@ -1,7 +1,7 @@
 """A data custodian's step of privacy-preserving linkage: records to hardened record-level CLKs.
 
-Pure functions over standardized records; imports schema, errors and the other pprl modules,
-never the store, config, Linker or CLI. Threat model and measured attacks: docs/privacy.md.
+Pure functions over standardized records; imports schema, errors, the other pprl modules
+(and the ID standardizer, to spot IDs in record ids), never the store, config, Linker or CLI. Threat model and measured attacks: docs/privacy.md.
 """
 
 from __future__ import annotations
@@ -64,8 +64,7 @@ _TOKENIZERS = {
 _SENSITIVE_ID = r"(?<!\d)(?:\d{17}[\dXx]|\d{15}|(?:0086|86)?1[3-9]\d{9})(?!\d)"
 _ID_SEPARATORS = r"[\W_]"
 _LONG_RUN = re.compile(r"[\dXx]{19,}")
-# GB 11643 check weights and the province codes of GB/T 2260 (the ID's first two digits)
-_ID_WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))
+# the province codes of GB/T 2260 (an ID's first two digits)
 _PROVINCES = frozenset(
     "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 50 51 52 53 54 61 62 63 "
     "64 65 71 81 82 83".split()
@@ -74,23 +73,18 @@ _PROVINCES = frozenset(
 
 def _holds_checked_id(text: str) -> bool:
     """Whether a digit run longer than an ID in ``text`` holds an 18-character resident ID
-    with a valid province code, birth date (1900-2099) and check character (GB 11643)."""
-    import datetime
+    with a valid province code, birth date and check character (GB 11643, read by the
+    standardizer's own ID rules)."""
     import unicodedata
+
+    from linkage.standardize.idnumber import standardize_id_number
 
     for run in _LONG_RUN.findall(unicodedata.normalize("NFKC", text)):
         for start in range(len(run) - 17):
             window = run[start : start + 18].upper()
             if window[:2] not in _PROVINCES or window[6:8] not in ("19", "20"):
                 continue
-            if not window[:17].isdigit():
-                continue
-            try:
-                datetime.date(int(window[6:10]), int(window[10:12]), int(window[12:14]))
-            except ValueError:
-                continue
-            total = sum(int(c) * w for c, w in zip(window[:17], _ID_WEIGHTS, strict=True))
-            if "0123456789X"[(12 - total % 11) % 11] == window[17]:
+            if standardize_id_number(window)[schema.ID_VALID] is True:
                 return True
     return False
 
