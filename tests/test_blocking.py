@@ -58,17 +58,15 @@ def _brute(frame, rules, link_type="link_and_dedupe", max_block=None):
 
 
 values = st.one_of(st.none(), st.sampled_from(["张", "王", "李"]))
+record_rows = st.lists(
+    st.tuples(st.sampled_from(["police", "health"]), values, values, values),
+    min_size=0,
+    max_size=14,
+)
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    st.lists(
-        st.tuples(st.sampled_from(["police", "health"]), values, values, values),
-        min_size=0,
-        max_size=14,
-    ),
-    st.sampled_from(["link_and_dedupe", "link_only", "dedupe_only"]),
-)
+@given(record_rows, st.sampled_from(["link_and_dedupe", "link_only", "dedupe_only"]))
 def test_block_matches_brute_force(rows, link_type):
     frame = _records(rows)
     cfg = BlockingSettings(rules=RULES, link_type=link_type)
@@ -97,13 +95,7 @@ def test_pairs_come_sorted_with_the_table_form_of_one_union_query(rows):
 
 
 @settings(max_examples=25, deadline=None)
-@given(
-    st.lists(
-        st.tuples(st.sampled_from(["police", "health"]), values, values, values),
-        min_size=0,
-        max_size=14,
-    )
-)
+@given(record_rows)
 def test_int32_row_numbers_give_the_same_pairs(rows):
     """``rid_dtype=np.int32`` (the batch run's, each rule's part narrowed as fetched) gives
     the int64 pairs in the same order, narrowed."""
