@@ -171,7 +171,7 @@ class Linker:
             records, golden_records = _spill_records(records, config, checkpoints)
             self.records_ = None
             release_memory()  # the dropped columns' pages, before blocking allocates
-        # link_records narrows a cut table after scoring: no reference to it is kept here
+        # link_records narrows a cut table once it is compared: no reference to it is kept here
         pending = [records]
         del records
         result = link_records(

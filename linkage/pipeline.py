@@ -508,8 +508,9 @@ def link_records(
     ``golden_records(columns)``, when given, returns those columns of every record (same
     rows, same order) for golden records: a caller that spilled the columns no linking
     stage reads (``linking_columns``) passes ``records`` cut to them and reads the rest back
-    here. The run then drops the comparing columns once scoring is done, holding only what
-    clustering and golden records read (``stage_columns``), and golden records ask
+    here. The run then drops the comparing columns once the comparisons are prepared and the
+    model trained (scoring reads the prepared codes), holding only what clustering and
+    golden records read (``stage_columns``), and golden records ask
     ``golden_records`` only for the columns not held; ``LinkResult.records`` is that table.
     """
     say = as_progress(progress)
@@ -559,6 +560,10 @@ def link_records(
         prepared = prepare_comparisons(records, comparisons, parallel=True, worker=worker)
     elif early is not None:
         early.close(kill=True)
+    if golden_records is not None and prepared is not None and config.model.labels is None:
+        # reviewed labels are compared from the record columns in training; else the
+        # prepared codes are all the rest of the run compares
+        records = _after_comparing(records, config, comparisons)
     if compared_now:
         train_pairs = pairs if sample is None else pairs.iloc[sample].reset_index(drop=True)
         vectors, tf = compare_pairs(
@@ -599,21 +604,15 @@ def link_records(
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    settings = config.golden_settings()
+    if golden_records is not None and (prepared is not None or scored_before):
+        records = _after_comparing(records, config, comparisons)
     scored, cluster_input, matches = _score(
         records, pairs, vectors, tf, model, comparisons, rows_tf, config, say, checkpoints,
         prepared, sample,
     )  # fmt: skip
     # the candidate pairs table and the prepared comparisons are not needed after scoring
     del vectors, tf, pairs, rows_tf, prepared
-    settings = config.golden_settings()
-    if golden_records is not None:
-        # the caller spills: the comparing columns are done with, so hold only what
-        # clustering and golden records read (columns that keep nothing else alive)
-        later = set(stage_columns(config, comparisons)["clustering"]) | set(
-            golden_columns(settings)
-        )
-        records = column_subset(records, [c for c in records.columns if c in later])
-        release_memory()
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -807,6 +806,24 @@ def _early_worker(modules: list[str], n_records: int) -> Any:
         worker.close(kill=True)
         return None
     return worker
+
+
+def _after_comparing(
+    records: pd.DataFrame, config: RunConfig, comparisons: list[Comparison]
+) -> pd.DataFrame:
+    """``records`` cut to what clustering and golden records read (``stage_columns``), for
+    a run that spills its records (golden records read the others back) once the comparisons
+    are prepared: comparing, training's u sample and scoring level pairs from the prepared
+    codes, so the comparing columns are done with and compare, training and scoring peak
+    lower. Columns are shared, not copied (``column_subset``); unchanged when cut already."""
+    stages = stage_columns(config, comparisons)
+    later = set(stages["clustering"]) | set(stages["golden"])
+    keep = [c for c in records.columns if c in later]
+    if len(keep) == records.shape[1]:
+        return records
+    records = column_subset(records, keep)
+    release_memory()
+    return records
 
 
 def _golden_input(

@@ -76,6 +76,35 @@ def test_a_year_one_digit_away_on_another_day_is_a_guardians_id():
     assert years_apart(ya, yb, mda, mdb).tolist() == [True, False, False]
 
 
+def test_a_birth_year_with_two_digits_swapped_keeps_the_persons_own_id():
+    """1958 typed for 1985 on the same month and day is a typo of the person's own date,
+    though forty years apart: the ID stays evidence linking the records (before, the
+    record's ID read as someone else's and the date disagreement split the person). A
+    swapped year on another month and day stays a guardian's ID."""
+    own = make_id("51130319850317002")  # a woman born 1985-03-17
+    records = standardize(
+        pd.DataFrame(
+            {
+                schema.SOURCE: ["police", "health", "health", "civil"],
+                schema.RECORD_ID: ["p1", "h1", "h2", "c1"],
+                schema.NAME: ["赵红梅"] * 4,
+                schema.BIRTH_DATE: ["1985-03-17", "1958-03-17", "1958-07-02", "1985-3-17"],
+                schema.ID_NUMBER: [own, own, own, own],
+            }
+        )
+    )
+    flags = records[schema.QUALITY_FLAGS].tolist()
+    assert ["id_not_own" in f for f in flags] == [False, False, True, False]
+    assert "id_birth_conflict" in flags[1]
+    from linkage.compare import compare, default_comparisons
+
+    pairs = pd.DataFrame({schema.ROW_L: [0, 0], schema.ROW_R: [1, 2]})
+    vectors = compare(records, pairs, default_comparisons())
+    assert vectors["gamma_id"].tolist() == [IdComparison.levels.index("exact"), -1]
+    ya, yb = np.array([1958, 1936, 1985, 2011]), np.array([1985, 1963, 1958, 1981])
+    assert years_apart(ya, yb).tolist() == [False, False, False, True]
+
+
 def test_a_wrong_birth_year_or_a_filler_date_keeps_the_persons_own_id():
     """An adult's own ID with a birth year a few years off (typed, misremembered) or the
     filler date 1900-01-01 is no guardian's ID: it stays evidence that links the records.

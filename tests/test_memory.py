@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linkage import Linker, schema
+from linkage import Linker, pipeline, schema
 from linkage.blocking import block
 from linkage.checkpoint import Checkpoints
 from linkage.compare import build_comparisons, compare, pair_tf
@@ -155,7 +155,7 @@ def test_run_then_write_keeps_every_stage_peak(config, tmp_path):
     assert set(summary["peak_rss_mb"]) == set(summary["seconds"]) | {"write"}
 
 
-def test_stages_read_only_the_columns_listed_for_them(config, records):
+def test_stages_read_only_the_columns_listed_for_them(config, records, monkeypatch):
     # link_records over records cut to the linking columns, golden records from the full
     # table by their own list: every output equals the run over the full table, so a stage
     # reading a column its list lacks (and so dropped) fails here
@@ -168,6 +168,14 @@ def test_stages_read_only_the_columns_listed_for_them(config, records):
         asked.append(columns)
         return records[[c for c in columns if c in records]]
 
+    scored_from: list[list[str]] = []
+    score = pipeline._score
+
+    def spy_score(records, *args, **kwargs):
+        scored_from.append(list(records.columns))
+        return score(records, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_score", spy_score)
     cut = link_records(records[cut_columns].copy(), config, id_key=KEY,
                        golden_records=golden_records)
     # golden records ask only for what the table held after scoring lacks
@@ -180,10 +188,12 @@ def test_stages_read_only_the_columns_listed_for_them(config, records):
     assert {k: v for k, v in cut.summary.items() if k not in drop} == {
         k: v for k, v in full.summary.items() if k not in drop
     }
-    # after scoring only the clustering and golden-record columns are held
+    # from the prepared comparisons on (scoring included) only the clustering and
+    # golden-record columns are held
     later = set(stage_columns(config, build_comparisons(config.comparison_specs()))["clustering"])
     later |= set(golden)
     assert list(cut.records.columns) == [c for c in cut_columns if c in later]
+    assert scored_from == [list(cut.records.columns)]
     assert len(cut.records.columns) < len(cut_columns)
 
 

@@ -166,8 +166,13 @@ def _dates(field: str, target: str) -> Standardizer:
     def run(values: pd.Series, config: StandardizeConfig, done: dict) -> pd.DataFrame:
         parsed = dates.parse_dates(values, pivot_year=config.two_digit_year_pivot)
         flags = _prefix_flags(parsed[schema.QUALITY_FLAGS], field)
+        # dtype object keeps one str per distinct date (pandas 3 would infer its Arrow str
+        # dtype, whose every to_numpy makes a str per row)
         return pd.DataFrame(
-            {target: parsed["value"].to_numpy(), schema.QUALITY_FLAGS: flags.to_numpy()},
+            {
+                target: pd.Series(parsed["value"].to_numpy(), index=values.index, dtype=object),
+                schema.QUALITY_FLAGS: flags.to_numpy(),
+            },
             index=values.index,
         )
 

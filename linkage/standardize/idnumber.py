@@ -438,7 +438,8 @@ def years_apart(
     ``id_birth_conflict``), where a gap of two years once threw it away. ``mda`` / ``mdb``:
     month and day as ``MMDD`` integers (-1 unknown), where the caller has them: a year one
     digit away on another month and day (2002-05-09 in the ID, 2022-12-10 recorded) is a
-    mother's ID on her baby's record, not a typo.
+    mother's ID on her baby's record, not a typo. Two neighbouring year digits swapped
+    (1959 recorded, 1995 in the ID) on the same month and day are a typo too.
     """
     ya, yb = np.asarray(ya, dtype=np.int64), np.asarray(yb, dtype=np.int64)
     differing = np.zeros(len(ya), dtype=np.int64)
@@ -450,7 +451,17 @@ def years_apart(
         for power in (1, 10, 100, 1000):
             differing += known & ((mda // power) % 10 != (mdb // power) % 10)
     gap = np.abs(ya - yb)
-    return (ya >= 0) & (yb >= 0) & (gap >= GUARDIAN_MIN_YEARS) & (differing > 1)
+    # two neighbouring digits of the year typed in swapped order (1959 for 1995, 1936 for
+    # 1963) on the same month and day: a typo of the person's own date, a generation apart
+    # only by accident
+    transposed = np.zeros(len(ya), dtype=bool)
+    for power in (1, 10, 100):
+        low, high = (ya // power) % 10, (ya // (power * 10)) % 10
+        swapped = ya + (high - low) * power + (low - high) * power * 10
+        transposed |= (swapped == yb) & (low != high)
+    if mda is not None and mdb is not None:
+        transposed &= ~known | (mda == mdb)
+    return (ya >= 0) & (yb >= 0) & (gap >= GUARDIAN_MIN_YEARS) & (differing > 1) & ~transposed
 
 
 def month_days(dates: np.ndarray | pd.Series) -> np.ndarray:

@@ -266,6 +266,8 @@ def cantonese_readings(han: str) -> tuple[frozenset[str], ...]:
         for ch in {original, converted}:
             for readings in table.getRoman(ch):
                 found.update(r.lower() for r in readings)
+            found |= _HK_EXTRA.get(ch, frozenset())
+        found.update(v for r in list(found) for v in _hk_forms(r))
         found.update(v for r in list(found) for v in _macao(r))
         out.append(frozenset(found))
     return tuple(out)
@@ -297,7 +299,8 @@ def is_cantonese_syllable(token: str) -> bool:
 
 # Macao's spellings of the same sounds differ from Hong Kong's in a few regular ways
 # (梁 LEUNG / LEONG, 杨 YEUNG / IEONG, 英 YING / IENG, 刘 LAU / LAO, 周 CHOW / CHAO, 许 HUI / HOI,
-# 郑 CHENG / CHEANG, 余 YU / U, 小 SIU / SIO): from the spellings on Macao identity cards.
+# 郑 CHENG / CHEANG, 余 YU / U, 小 SIU / SIO; 冯 FUNG / FONG, 俊 CHUN / CHON, 玉 YUK / IOK,
+# 淑 SHUK / SOK, 仪 YEE / I): from the spellings on Macao identity cards.
 _MACAO = (
     (re.compile("eung$"), "eong"),
     (re.compile("^y(?=[aeiou])"), "i"),
@@ -308,7 +311,36 @@ _MACAO = (
     (re.compile("ui$"), "oi"),
     (re.compile("iu$"), "io"),
     (re.compile("eng$"), "eang"),
+    (re.compile("ung$"), "ong"),
+    (re.compile("un$"), "on"),
+    (re.compile("uk$"), "ok"),
+    (re.compile("^sh"), "s"),
+    (re.compile("^(?:yee|yi|iee|ii)$"), "i"),
 )
+
+
+# Spellings on Hong Kong identity cards that the package's table lacks, for characters
+# common in given names (子 TSZ as in 陈子健 CHAN TSZ KIN; 温 WAN, only its traditional 溫 is
+# in the table), and its "jan" for 振 珍 真 震 鎮, which the cards write CHUN (李振华 LEE CHUN
+# WAH) and Macao's CHAN (冯玉珍 FONG IOK CHAN); its "aa" where the cards write A (珊 SAN).
+_HK_EXTRA: dict[str, frozenset[str]] = {
+    "子": frozenset({"tsz", "tze"}),
+    "梓": frozenset({"tsz", "tze"}),
+    "芷": frozenset({"tsz", "tze"}),
+    "紫": frozenset({"tze"}),
+    "姿": frozenset({"tsz", "chi"}),
+    "温": frozenset({"wan"}),
+}
+_HK_FORMS = ((re.compile("^jan$"), ("chun", "chan")), (re.compile("aa"), ("a",)))
+
+
+def _hk_forms(reading: str) -> set[str]:
+    """Hong Kong identity-card spellings of one of the table's readings (jan -> chun)."""
+    out: set[str] = set()
+    for pattern, repls in _HK_FORMS:
+        if pattern.search(reading):
+            out.update(pattern.sub(r, reading) for r in repls)
+    return out
 
 
 def _macao(reading: str) -> set[str]:

@@ -60,6 +60,18 @@ def raw_records(tmp_path):
     return read_sources(load_config(tmp_path / "run.yaml"))
 
 
+def test_standardized_text_columns_are_objects_shared_per_distinct_value(raw_records):
+    # pandas 3 infers its Arrow str dtype for a frame built from str objects: a column of
+    # that dtype makes a str per row at each to_numpy (the stages read dates many times)
+    out = standardize(raw_records)
+    for col in (schema.BIRTH_DATE_STD, schema.REGISTERED_AT_STD, schema.ID_STD):
+        values = out[col]
+        assert values.dtype == object, col
+        present = values.dropna()
+        assert _objects(values) == present.nunique() < len(present), col
+        assert all(isinstance(v, str) for v in present), col
+
+
 def test_parallel_standardize_equals_one_process(raw_records, monkeypatch):
     single = standardize(raw_records)
     sends = []

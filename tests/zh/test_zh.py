@@ -236,6 +236,13 @@ def test_t2s_keeps_every_character_the_standard_table_keeps():
         ("CHEONG Ka Ieng", "张嘉英"),  # Macao: ying -> ieng
         ("LAO Chi Keong", "刘志强"),  # Macao: au -> ao
         ("HOI Sio", "许笑"),  # Macao: ui -> oi, iu -> io
+        ("CHEUNG Tsz Yan", "张子欣"),  # 子 TSZ, not in the package's table
+        ("LAM Chun Kit", "林振杰"),  # 振 CHUN where the table has "jan"
+        ("WAN Chi Ming", "温志明"),  # 温: only its traditional form 溫 is in the table
+        ("IEONG Sok I", "杨淑仪"),  # Macao: shuk -> sok, yee -> i
+        ("FONG Ka Ian", "冯嘉欣"),  # Macao: ung -> ong
+        ("LEI Chon Kit", "李俊杰"),  # Macao: un -> on
+        ("Lai San Lau", "刘丽珊"),  # saan written SAN
     ],
 )
 def test_cantonese_spellings_of_han_names(romanized, han):
@@ -253,6 +260,7 @@ def test_cantonese_spellings_of_han_names(romanized, han):
         ("WONG Tai Man", "陈大文"),  # another surname
         ("Zhang Wei", "张伟"),  # pinyin, not Cantonese (the pinyin level reads it)
         ("CHAN", "陈大文"),
+        ("CHEUNG Tsz Yan", "张志强"),
     ],
 )
 def test_cantonese_spellings_that_do_not_fit(romanized, han):
