@@ -18,7 +18,7 @@ import re
 import tempfile
 import time
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1305,6 +1305,7 @@ def read_records(
     timings: dict[str, float] | None = None,
     progress: ProgressLike = None,
     rejected: RejectedRows | None = None,
+    keep: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Read every source, sort canonically and standardize: THE way records enter a run.
 
@@ -1317,7 +1318,8 @@ def read_records(
     ``rejected`` (a new collector when None), and written to that file as CSV (also when
     there are none); without it ``rejected`` is not used.
     ``progress`` gets the ``reading`` (files) and ``standardizing`` (field values:
-    records x fields) stages.
+    records x fields) stages. With ``keep`` (column names) only those columns are returned,
+    and the others are dropped while standardizing goes on (``standardize(keep=)``).
     """
     report = as_progress(progress)
     t = time.perf_counter()
@@ -1335,11 +1337,20 @@ def read_records(
             if aside is not None:
                 aside.write(config.run.bad_rows)
         raw = raw.iloc[_canonical_order(raw)]
+        raw.index = pd.RangeIndex(len(raw))
         if timings is not None:
             timings["read"] = time.perf_counter() - t
         report.stage("standardizing", total=len(raw) * len(FIELDS), unit="values")
+        # handed over: standardize frees each raw column it no longer needs
+        held = [raw]
+        del raw
         return standardize(
-            raw, config.standardize, timings=timings, step=report.advance, parallel=True
+            held.pop(),
+            config.standardize,
+            timings=timings,
+            step=report.advance,
+            parallel=True,
+            keep=keep,
         )
 
 

@@ -34,7 +34,7 @@ from linkage.incremental import (
 )
 from linkage.io import RejectedRows, atomic_write, read_records, write_csv, write_parquet
 from linkage.model import FellegiSunterModel
-from linkage.pipeline import LinkResult, link_records, linking_columns, run_columns
+from linkage.pipeline import LinkResult, held_columns, link_records, run_columns
 from linkage.progress import (
     ProgressLike,
     StageMemory,
@@ -127,10 +127,12 @@ class Linker:
             else:
                 rejected = RejectedRows()
                 records = read_records(
-                    self._config(), timings=self._timings, progress=progress, rejected=rejected
+                    self._config(),
+                    timings=self._timings,
+                    progress=progress,
+                    rejected=rejected,
+                    keep=keep,
                 )
-                if keep is not None:
-                    records = column_subset(records, [c for c in records.columns if c in keep])
                 self.records_ = records
                 del records
                 self.bad_rows_ = rejected.counts()
@@ -218,11 +220,12 @@ class Linker:
         ``output.pairs_min_probability``), model.json, cluster_sizes.csv, summary.json; each
         written atomically. ``progress`` gets the ``writing outputs`` stage, counted in files.
         A run started here saves each finished stage under ``output/.work`` (removed once the
-        outputs are written) and, without a store, holds of the records only the columns
-        blocking to clustering read (``pipeline.linking_columns``), reading the golden-record
-        columns back from the saved records (which hold only the columns some stage reads,
-        ``pipeline.run_columns``): ``result_.records`` is that cut table; with ``resume``, stages an earlier killed run of the same config
-        and inputs finished are read back instead of run again (``linkage.checkpoint``).
+        outputs are written) and, without a store, holds of the records through blocking
+        only the columns blocking reads (``pipeline.held_columns``); each later stage reads
+        its own columns back from the saved records (which hold only the columns some stage
+        reads, ``pipeline.run_columns``): ``result_.records`` holds those of clustering.
+        With ``resume``, stages an earlier killed run of the same config and inputs
+        finished are read back instead of run again (``linkage.checkpoint``).
         Raises InputError before running when ``output`` is a file or cannot be written.
         """
         from linkage.paths import check_output_dir
@@ -325,11 +328,12 @@ class _SpilledRecords:
 def _spill_records(
     records: pd.DataFrame, config: RunConfig, checkpoints: Checkpoints
 ) -> tuple[pd.DataFrame, _SpilledRecords]:
-    """The records cut to ``pipeline.linking_columns``, and a reader of any of the full
-    table's columns from the records checkpoint (``_SpilledRecords``)."""
+    """The records cut to ``pipeline.held_columns`` (what blocking reads), and a reader of
+    any of the full table's columns from the records checkpoint (``_SpilledRecords``): the
+    later stages read theirs from it."""
     dtypes = records.dtypes.to_dict()
     # columns shared where that keeps nothing else alive: the full table is freed once dropped
-    cut = column_subset(records, linking_columns(config, list(records.columns)))
+    cut = column_subset(records, held_columns(config, list(records.columns)))
     return cut, _SpilledRecords(checkpoints, dtypes)
 
 

@@ -279,6 +279,21 @@ def linking_columns(config: RunConfig, records_columns: list[str]) -> list[str]:
     return [c for c in records_columns if c in wanted]
 
 
+def held_columns(config: RunConfig, records_columns: list[str]) -> list[str]:
+    """The columns of ``records_columns`` a run that spills its records holds from the end
+    of standardizing through blocking, in the records' order: the blocking and refinement
+    keys' and the term-frequency columns (``stage_columns``). Later stages read theirs back
+    from the records checkpoint (``link_records``' ``golden_records``). With reviewed
+    labels (``model.labels``, compared from the record columns in training) every column
+    blocking to clustering reads (``linking_columns``)."""
+    if config.model.labels is not None:
+        return linking_columns(config, records_columns)
+    comparisons = build_comparisons(config.comparison_specs())
+    stages = stage_columns(config, comparisons)
+    wanted = set(stages["blocking"]) | set(config.model.term_frequency.values())
+    return [c for c in records_columns if c in wanted]
+
+
 def run_columns(config: RunConfig) -> set[str]:
     """Every record column a run reads from blocking to golden records (``stage_columns``,
     ``golden`` included): a run that spills its records keeps no other column, not even in
@@ -553,22 +568,29 @@ def link_records(
     vectors = tf = prepared = None
     # Preparing the records for the comparisons costs more than levelling the pairs: done
     # once, on both cores, for the compare stage, the u sample and the scoring chunks.
+    # a spilling run holds the blocking columns; the comparing ones are read back here
     if (need_train or not scored_before) and early is not None and early.ready():
-        prepared = early.prepare(records)
+        prepared = early.prepare(records, golden_records)
     elif need_train or not scored_before:
         worker = early.worker if early is not None else None
-        prepared = prepare_comparisons(records, comparisons, parallel=True, worker=worker)
+        prepared = prepare_comparisons(
+            _comparing_input(records, comparisons, golden_records),
+            comparisons,
+            parallel=True,
+            worker=worker,
+        )
     elif early is not None:
         early.close(kill=True)
     if golden_records is not None and prepared is not None and config.model.labels is None:
         # reviewed labels are compared from the record columns in training; else the
         # prepared codes are all the rest of the run compares
-        records = _after_comparing(records, config, comparisons)
+        records = _after_comparing(records, config, comparisons, golden_records)
     if compared_now:
         train_pairs = pairs if sample is None else pairs.iloc[sample].reset_index(drop=True)
         vectors, tf = compare_pairs(
             records, train_pairs, comparisons, rows_tf, step=say.advance, prepared=prepared
         )
+        del train_pairs  # the candidate pairs themselves when not sampled: freed after scoring
     timings["compare"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -606,7 +628,7 @@ def link_records(
     t = time.perf_counter()
     settings = config.golden_settings()
     if golden_records is not None and (prepared is not None or scored_before):
-        records = _after_comparing(records, config, comparisons)
+        records = _after_comparing(records, config, comparisons, golden_records)
     scored, cluster_input, matches = _score(
         records, pairs, vectors, tf, model, comparisons, rows_tf, config, say, checkpoints,
         prepared, sample,
@@ -631,6 +653,7 @@ def link_records(
             if checkpoints is not None:
                 frame = pd.DataFrame({"label": np.asarray(labels, dtype=np.int64)})
                 checkpoints.save("clustering", {"labels": frame})
+                del frame
         del cluster_input
         ids = cluster_ids(records, labels, id_key or process_key())
         identities = pd.DataFrame(
@@ -644,6 +667,11 @@ def link_records(
 
         t = time.perf_counter()
         _stage(say, "building golden records")
+        if golden_records is not None:
+            # clustering's own columns are done with: golden records and the result keep
+            # the keys (pairs.parquet names records by them) and the golden columns held
+            wanted = {schema.ROW, schema.SOURCE, schema.RECORD_ID, *golden_columns(settings)}
+            records = column_subset(records, [c for c in records.columns if c in wanted])
         if golden_records is None:
             golden = merge_records(records, pd.Series(ids), settings)
         elif helper is None:
@@ -758,17 +786,19 @@ class _EarlyPrepare:
                 return
             self.sent = True
 
-    def prepare(self, records: pd.DataFrame) -> list[Prepared]:
+    def prepare(
+        self, records: pd.DataFrame, read: Callable[[list[str]], pd.DataFrame] | None = None
+    ) -> list[Prepared]:
         """Every comparison prepared: this process's share here while the worker finishes
-        its own (prepared here too when the worker fails), in ``comparisons`` order."""
+        its own (prepared here too when the worker fails), in ``comparisons`` order.
+        ``read`` gives the columns ``records`` lacks (``_comparing_input``)."""
         with self.lock:
             self.closed = True  # nothing is sent from now on
         mine = [i for i in range(len(self.comparisons)) if i not in self.theirs]
         out: list[Prepared | None] = [None] * len(self.comparisons)
         try:
-            for i, p in zip(
-                mine, prepare_comparisons(records, [self.comparisons[i] for i in mine])
-            ):
+            own = [self.comparisons[i] for i in mine]
+            for i, p in zip(mine, prepare_comparisons(_comparing_input(records, own, read), own)):
                 out[i] = p
             try:
                 for i, p in zip(self.theirs, self.worker.receive(), strict=True):
@@ -777,7 +807,8 @@ class _EarlyPrepare:
                 logger.warning("preparing comparisons here: worker stopped (%s)", exc)
                 self.worker.close(kill=True)
                 rest = [self.comparisons[i] for i in self.theirs]
-                for i, p in zip(self.theirs, prepare_comparisons(records, rest)):
+                frame = _comparing_input(records, rest, read)
+                for i, p in zip(self.theirs, prepare_comparisons(frame, rest)):
                     out[i] = p
         finally:
             self.worker.close(kill=any(p is None for p in out))
@@ -808,20 +839,44 @@ def _early_worker(modules: list[str], n_records: int) -> Any:
     return worker
 
 
+def _comparing_input(
+    records: pd.DataFrame,
+    comparisons: list[Comparison],
+    read: Callable[[list[str]], pd.DataFrame] | None,
+) -> pd.DataFrame:
+    """The records with the columns ``comparisons`` read, for preparing them: ``records``
+    itself without ``read``, else its columns among those (shared) and the others from
+    ``read`` (a spilling run's records checkpoint), held only while they are prepared."""
+    if read is None:
+        return records
+    wanted = list(dict.fromkeys([schema.ROW, *(col for c in comparisons for col in c.columns)]))
+    return _golden_input(records, wanted, read)
+
+
 def _after_comparing(
-    records: pd.DataFrame, config: RunConfig, comparisons: list[Comparison]
+    records: pd.DataFrame,
+    config: RunConfig,
+    comparisons: list[Comparison],
+    read: Callable[[list[str]], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """``records`` cut to what clustering and golden records read (``stage_columns``), for
     a run that spills its records (golden records read the others back) once the comparisons
     are prepared: comparing, training's u sample and scoring level pairs from the prepared
     codes, so the comparing columns are done with and compare, training and scoring peak
-    lower. Columns are shared, not copied (``column_subset``); unchanged when cut already."""
+    lower. Columns are shared, not copied (``column_subset``); unchanged when cut already.
+    The clustering columns ``records`` lacks (a spilling run holds only the blocking ones
+    through blocking: ``held_columns``) are read from ``read``; golden records read theirs
+    when they start."""
     stages = stage_columns(config, comparisons)
     later = set(stages["clustering"]) | set(stages["golden"])
     keep = [c for c in records.columns if c in later]
-    if len(keep) == records.shape[1]:
-        return records
-    records = column_subset(records, keep)
+    missing = [c for c in stages["clustering"] if c not in records.columns]
+    if read is None or not missing:
+        if len(keep) == records.shape[1]:
+            return records
+        records = column_subset(records, keep)
+    else:
+        records = _golden_input(column_subset(records, keep), keep + missing, read)
     release_memory()
     return records
 

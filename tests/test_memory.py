@@ -29,6 +29,7 @@ from linkage.pipeline import (
     _golden_input,
     cluster_records,
     golden_columns,
+    held_columns,
     link_records,
     linking_columns,
     run_columns,
@@ -181,6 +182,19 @@ def test_stages_read_only_the_columns_listed_for_them(config, records, monkeypat
     # golden records ask only for what the table held after scoring lacks
     golden = golden_columns(config.golden_settings())
     assert asked == [[c for c in golden if c not in cut.records.columns]] and asked[0]
+    _assert_same_run(cut, full)
+    # from the prepared comparisons on (scoring included) only the clustering and
+    # golden-record columns are held
+    later = set(stage_columns(config, build_comparisons(config.comparison_specs()))["clustering"])
+    later |= set(golden)
+    assert scored_from == [[c for c in cut_columns if c in later]]
+    assert len(scored_from[0]) < len(cut_columns)
+    # golden records and the result hold the keys and the golden columns
+    keys = {schema.ROW, schema.SOURCE, schema.RECORD_ID}
+    assert list(cut.records.columns) == [c for c in cut_columns if c in set(golden) | keys]
+
+
+def _assert_same_run(cut: pipeline.LinkResult, full: pipeline.LinkResult) -> None:
     pd.testing.assert_frame_equal(cut.identities, full.identities)
     pd.testing.assert_frame_equal(cut.golden, full.golden)
     pd.testing.assert_frame_equal(cut.pairs, full.pairs)
@@ -188,13 +202,49 @@ def test_stages_read_only_the_columns_listed_for_them(config, records, monkeypat
     assert {k: v for k, v in cut.summary.items() if k not in drop} == {
         k: v for k, v in full.summary.items() if k not in drop
     }
-    # from the prepared comparisons on (scoring included) only the clustering and
-    # golden-record columns are held
-    later = set(stage_columns(config, build_comparisons(config.comparison_specs()))["clustering"])
-    later |= set(golden)
-    assert list(cut.records.columns) == [c for c in cut_columns if c in later]
-    assert scored_from == [list(cut.records.columns)]
-    assert len(cut.records.columns) < len(cut_columns)
+
+
+def test_a_run_holding_only_the_blocking_columns_reads_each_stage_s_columns(
+    config, records, monkeypatch
+):
+    # a spilling run holds the blocking and term-frequency columns through blocking; the
+    # comparing columns are read back to prepare the comparisons, the clustering ones after
+    # that, the golden ones last: the outputs equal the run over the full table
+    full = link_records(records, config, id_key=KEY)
+    stages = stage_columns(config, build_comparisons(config.comparison_specs()))
+    held = held_columns(config, list(records.columns))
+    assert set(held) <= set(stages["blocking"]) | set(config.model.term_frequency.values())
+    assert len(held) < len(linking_columns(config, list(records.columns)))
+    asked: list[list[str]] = []
+
+    def read(columns: list[str]) -> pd.DataFrame:
+        asked.append(columns)
+        return records[[c for c in columns if c in records]]
+
+    scored_from: list[list[str]] = []
+    score = pipeline._score
+
+    def spy_score(records, *args, **kwargs):
+        scored_from.append(list(records.columns))
+        return score(records, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_score", spy_score)
+    cut = link_records(records[held].copy(), config, id_key=KEY, golden_records=read)
+    _assert_same_run(cut, full)
+    # never a column held already; the comparing columns first, the clustering ones once
+    # the comparisons are prepared, the golden ones last
+    assert all(not set(cols) & set(held) for cols in asked)
+    assert len(asked) == 3
+    comparing, clustering, golden = asked
+    assert set(comparing) == set(stages["comparing"]) - set(held)
+    assert clustering == [c for c in stages["clustering"] if c not in held]
+    assert golden == [
+        c for c in golden_columns(config.golden_settings()) if c not in scored_from[0]
+    ]
+    assert set(stages["clustering"]) & set(records.columns) <= set(scored_from[0])
+    assert set(scored_from[0]) <= set(stages["clustering"]) | set(stages["golden"])
+    keys = {schema.ROW, schema.SOURCE, schema.RECORD_ID}
+    assert set(cut.records.columns) <= set(stages["golden"]) | keys
 
 
 @contextlib.contextmanager
@@ -285,9 +335,10 @@ def test_spilled_columns_read_back_as_they_were(config, records, tmp_path):
     checkpoints = Checkpoints.open(tmp_path, config, resume=False)
     checkpoints.save("records", {"records": records})
     cut, read = _spill_records(records, config, checkpoints)
-    assert list(cut.columns) == linking_columns(config, list(records.columns))
+    assert list(cut.columns) == held_columns(config, list(records.columns))
     pd.testing.assert_frame_equal(cut, records[list(cut.columns)])
-    columns = [c for c in records.columns if c not in cut.columns] + [schema.NAME]
+    columns = [c for c in records.columns if c not in cut.columns]
+    assert schema.NAME in columns  # compared, not a blocking key: read back
     back = read(columns + ["no_such_column"])
     pd.testing.assert_frame_equal(back, records[columns])
     # text columns come back as object with None for missing, as standardizing made them

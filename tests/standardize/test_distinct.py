@@ -16,7 +16,7 @@ from linkage.io import read_sources
 from linkage.standardize import _distinct, names
 from linkage.standardize.combine import standardize
 from linkage.synth import generate
-from linkage.tables import shared_text, text_columns
+from linkage.tables import held_alone, shared_text, text_columns
 
 
 def _objects(values) -> int:
@@ -284,3 +284,35 @@ def test_a_flag_part_joins_as_the_fixed_width_text_it_replaces(flagged, code):
     other = pd.Series(["a" if i % 3 else "" for i in range(len(flagged))], index=index, dtype=object)
     assert join_flags(other, part).tolist() == join_flags(other, old).tolist()
     assert join_flags(part, other).tolist() == join_flags(old, other).tolist()
+
+
+def test_standardize_keeping_some_columns_equals_the_full_table_cut(tmp_path):
+    # a spilling run keeps the columns its stages read: raw and derived columns outside
+    # them are dropped field by field, yet the kept ones equal the full table's, in order
+    from linkage.pipeline import run_columns
+    from linkage.standardize.combine import _READ_LATER
+
+    generate(400, seed=5, output=tmp_path)
+    config = load_config(tmp_path / "run.yaml")
+    raw_records = read_sources(config)
+    full = standardize(raw_records)
+    keep = run_columns(config)
+    cut = standardize(raw_records.copy(), keep=keep)
+    expected = [c for c in full.columns if c in keep]
+    assert list(cut.columns) == expected
+    pd.testing.assert_frame_equal(cut, full[expected])
+    # something of each kind was dropped: a raw field, a derived column
+    dropped = set(full.columns) - set(cut.columns)
+    assert {schema.PHONE, schema.BIRTH_DATE} <= dropped
+    assert schema.name_col(schema.NAME, "script") in dropped
+    # every kept column views only its own memory: the dropped ones are freed
+    for col in cut.columns:
+        if isinstance(cut[col].dtype, np.dtype):
+            assert held_alone(cut[col].to_numpy()), col
+    # a keep list without the columns read later (by the hukou address and the
+    # cross-field checks) still flags cross-field conflicts
+    assert not _READ_LATER & {schema.ROW, schema.QUALITY_FLAGS}
+    small = standardize(raw_records.copy(), keep={schema.ROW, schema.QUALITY_FLAGS})
+    assert list(small.columns) == [schema.ROW, schema.QUALITY_FLAGS]
+    pd.testing.assert_series_equal(small[schema.QUALITY_FLAGS], full[schema.QUALITY_FLAGS])
+    assert full[schema.QUALITY_FLAGS].str.contains("id_birth_conflict").any()
