@@ -691,6 +691,10 @@ def link_records(
                 fields={f: r for f, r in settings.fields.items() if f not in away},
             )
             share = WorkerShare(helper, str(path), text, away)
+            # the worker's fields' columns are read there: this process drops those it holds
+            keys = {schema.ROW, schema.SOURCE, schema.RECORD_ID, *golden_columns(mine)}
+            records = column_subset(records, [c for c in records.columns if c in keys])
+            release_memory()
             golden = merge_records(
                 _golden_input(records, golden_columns(mine), golden_records),
                 pd.Series(ids),

@@ -375,17 +375,32 @@ def test_worker_processes_reading_the_records_checkpoint_give_the_same_bytes(
         return original(self, func, arg)
 
     monkeypatch.setattr(_Worker, "send", send)
+    shares: list[set[str]] = []
+    merge = linkage.pipeline.merge_records
+
+    def spy_merge(records, identities, settings, **kwargs):
+        shares.append(set(kwargs["share"].fields))
+        return merge(records, identities, settings, **kwargs)
+
+    monkeypatch.setattr(linkage.pipeline, "merge_records", spy_merge)
     config_path, _ = demo
     out = tmp_path / "out"
     if kill_at is not None:
         with pytest.raises(Killed):
             Linker(_config(config_path), id_key=KEY).write(out, progress=KillAt(kill_at))
-    Linker(_config(config_path), id_key=KEY).write(out, resume=kill_at is not None)
+    linker = Linker(_config(config_path), id_key=KEY)
+    linker.write(out, resume=kill_at is not None)
     assert _outputs(out) == _outputs(reference)
     for name in ("pairs.parquet", "model.json"):
         assert (out / name).read_bytes() == (reference / name).read_bytes()
     # a worker prepared comparisons from the file, and built golden fields from it
     assert "prepare_from_file" in sent and "_golden_fields_from_file" in sent
+    # this process dropped the worker's fields' own columns when golden records began
+    fields = _config(config_path).golden_settings().fields
+    away = shares[-1]
+    mine = {c for f, r in fields.items() if f not in away for c in (r.column, r.raw)}
+    theirs = {c for f in away for c in (fields[f].column, fields[f].raw)} - mine - {None}
+    assert away and theirs and not set(linker.result_.records.columns) & theirs
 
 
 def _frame():
