@@ -520,13 +520,16 @@ def link_records(
     ``run.train_sample_pairs`` candidate pairs (a seeded sample above it). With
     ``checkpoints`` (``linkage.checkpoint``), each finished stage is saved there and a
     stage saved by an earlier, killed run of the same config and inputs is read back.
-    ``golden_records(columns)``, when given, returns those columns of every record (same
-    rows, same order) for golden records: a caller that spilled the columns no linking
-    stage reads (``linking_columns``) passes ``records`` cut to them and reads the rest back
-    here. The run then drops the comparing columns once the comparisons are prepared and the
-    model trained (scoring reads the prepared codes), holding only what clustering and
-    golden records read (``stage_columns``), and golden records ask
-    ``golden_records`` only for the columns not held; ``LinkResult.records`` is that table.
+    ``golden_records(columns)``, when given, returns those of the columns that exist, of
+    every record (same rows, same order): a caller that spilled its records (``Linker``:
+    the records checkpoint) passes ``records`` cut to what blocking reads
+    (``held_columns``; or to ``linking_columns``) and each later stage reads the columns it
+    lacks from it when it starts: the comparing columns while the comparisons are prepared,
+    the clustering columns once they are (the comparing ones then dropped: scoring levels
+    pairs from the prepared codes), the golden columns after clustering (clustering's own
+    then dropped, and the columns of the fields a worker process builds). ``LinkResult.
+    records`` is the table held at the end: ``rid``, ``source``, ``record_id`` and the
+    golden columns this process read.
     """
     say = as_progress(progress)
     timings: dict[str, float] = {}
@@ -676,7 +679,7 @@ def link_records(
             golden = merge_records(records, pd.Series(ids), settings)
         elif helper is None:
             golden = merge_records(
-                _golden_input(records, golden_columns(settings), golden_records),
+                _columns_of(records, golden_columns(settings), golden_records),
                 pd.Series(ids),
                 settings,
             )
@@ -696,7 +699,7 @@ def link_records(
             records = column_subset(records, [c for c in records.columns if c in keys])
             release_memory()
             golden = merge_records(
-                _golden_input(records, golden_columns(mine), golden_records),
+                _columns_of(records, golden_columns(mine), golden_records),
                 pd.Series(ids),
                 settings,
                 share=share,
@@ -854,7 +857,7 @@ def _comparing_input(
     if read is None:
         return records
     wanted = list(dict.fromkeys([schema.ROW, *(col for c in comparisons for col in c.columns)]))
-    return _golden_input(records, wanted, read)
+    return _columns_of(records, wanted, read)
 
 
 def _after_comparing(
@@ -880,16 +883,17 @@ def _after_comparing(
             return records
         records = column_subset(records, keep)
     else:
-        records = _golden_input(column_subset(records, keep), keep + missing, read)
+        records = _columns_of(column_subset(records, keep), keep + missing, read)
     release_memory()
     return records
 
 
-def _golden_input(
+def _columns_of(
     records: pd.DataFrame, columns: list[str], read: Callable[[list[str]], pd.DataFrame]
 ) -> pd.DataFrame:
-    """``columns`` of the records for golden records: those ``records`` holds from it (the
-    same objects), the others from ``read`` (columns neither has are left out)."""
+    """``columns`` of the records, in that order: those ``records`` holds from it (the same
+    objects), the others from ``read`` (columns neither has are left out). How a stage of a
+    run that spilled its records gets the columns it reads."""
     rest = [c for c in columns if c not in records.columns]
     back = read(rest) if rest else pd.DataFrame(index=records.index)
     back.index = records.index  # the same rows in the same order

@@ -26,7 +26,7 @@ from linkage.io import read_records
 from linkage.linker import _spill_records, write_outputs
 from linkage.merge import merge_records
 from linkage.pipeline import (
-    _golden_input,
+    _columns_of,
     cluster_records,
     golden_columns,
     held_columns,
@@ -402,7 +402,7 @@ def test_column_subset_equals_the_selection_and_holds_only_its_columns():
     assert not held_alone(both[0]) and held_alone(both) and held_alone(np.zeros(3))
 
 
-def test_golden_input_takes_held_columns_and_reads_the_rest(records):
+def test_columns_of_takes_held_columns_and_reads_the_rest(records):
     held = records[[schema.SOURCE, schema.NAME]].copy()
     asked = []
 
@@ -410,7 +410,7 @@ def test_golden_input_takes_held_columns_and_reads_the_rest(records):
         asked.append(columns)
         return records[[c for c in columns if c in records]].reset_index(drop=True)
 
-    frame = _golden_input(held, [schema.NAME, "registered_at", "no_such_column"], read)
+    frame = _columns_of(held, [schema.NAME, "registered_at", "no_such_column"], read)
     assert asked == [["registered_at", "no_such_column"]]  # only what the table lacks
     assert list(frame.columns) == [schema.NAME, "registered_at"]
     pd.testing.assert_frame_equal(frame, records[[schema.NAME, "registered_at"]])
