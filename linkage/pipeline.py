@@ -527,9 +527,9 @@ def link_records(
     lacks from it when it starts: the comparing columns while the comparisons are prepared,
     the clustering columns once they are (the comparing ones then dropped: scoring levels
     pairs from the prepared codes), the golden columns after clustering (clustering's own
-    then dropped, and the columns of the fields a worker process builds). ``LinkResult.
-    records`` is the table held at the end: ``rid``, ``source``, ``record_id`` and the
-    golden columns this process read.
+    then dropped, and the columns of the fields a worker process builds).
+    ``LinkResult.records`` is the table held at the end: ``rid``, ``source``,
+    ``record_id`` and the golden columns this process read.
     """
     say = as_progress(progress)
     timings: dict[str, float] = {}
