@@ -156,6 +156,25 @@ def test_run_then_write_keeps_every_stage_peak(config, tmp_path):
     assert set(summary["peak_rss_mb"]) == set(summary["seconds"]) | {"write"}
 
 
+def _reader_and_scoring_spy(records: pd.DataFrame, monkeypatch):
+    """A reader of ``records``' columns noting each request, the list it notes them in, and
+    the list of the columns the table given to scoring held (``pipeline._score`` spied)."""
+    asked: list[list[str]] = []
+    scored_from: list[list[str]] = []
+    score = pipeline._score
+
+    def read(columns: list[str]) -> pd.DataFrame:
+        asked.append(columns)
+        return records[[c for c in columns if c in records]]
+
+    def spy_score(table, *args, **kwargs):
+        scored_from.append(list(table.columns))
+        return score(table, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_score", spy_score)
+    return read, asked, scored_from
+
+
 def test_stages_read_only_the_columns_listed_for_them(config, records, monkeypatch):
     # link_records over records cut to the linking columns, golden records from the full
     # table by their own list: every output equals the run over the full table, so a stage
@@ -163,20 +182,7 @@ def test_stages_read_only_the_columns_listed_for_them(config, records, monkeypat
     full = link_records(records, config, id_key=KEY)
     cut_columns = linking_columns(config, list(records.columns))
     assert len(cut_columns) < len(records.columns)  # something is spilled
-    asked: list[list[str]] = []
-
-    def golden_records(columns: list[str]) -> pd.DataFrame:
-        asked.append(columns)
-        return records[[c for c in columns if c in records]]
-
-    scored_from: list[list[str]] = []
-    score = pipeline._score
-
-    def spy_score(records, *args, **kwargs):
-        scored_from.append(list(records.columns))
-        return score(records, *args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "_score", spy_score)
+    golden_records, asked, scored_from = _reader_and_scoring_spy(records, monkeypatch)
     cut = link_records(records[cut_columns].copy(), config, id_key=KEY,
                        golden_records=golden_records)
     # golden records ask only for what the table held after scoring lacks
@@ -215,20 +221,7 @@ def test_a_run_holding_only_the_blocking_columns_reads_each_stage_s_columns(
     held = held_columns(config, list(records.columns))
     assert set(held) <= set(stages["blocking"]) | set(config.model.term_frequency.values())
     assert len(held) < len(linking_columns(config, list(records.columns)))
-    asked: list[list[str]] = []
-
-    def read(columns: list[str]) -> pd.DataFrame:
-        asked.append(columns)
-        return records[[c for c in columns if c in records]]
-
-    scored_from: list[list[str]] = []
-    score = pipeline._score
-
-    def spy_score(records, *args, **kwargs):
-        scored_from.append(list(records.columns))
-        return score(records, *args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "_score", spy_score)
+    read, asked, scored_from = _reader_and_scoring_spy(records, monkeypatch)
     cut = link_records(records[held].copy(), config, id_key=KEY, golden_records=read)
     _assert_same_run(cut, full)
     # never a column held already; the comparing columns first, the clustering ones once
