@@ -24,7 +24,9 @@ columns blocking reads), runs the library's ``block`` and prints, per size, cand
 pairs, pairs per record, the recall of true pairs among the candidates and per rule the
 predicted pairs, the pairs credited to it (first rule that finds a pair) and, with
 ``--unique``, the true pairs each rule finds alone and those no other rule finds, without
-comparing, scoring or clustering.
+comparing, scoring or clustering. ``--against OLD.yaml`` blocks once more with another
+blocking section (old rules, a trial) and counts the true pairs only one of the two finds,
+writing their records beside the run: what a change of rules gains and loses, pair by pair.
 """
 
 from __future__ import annotations
@@ -183,7 +185,8 @@ def _blocking_columns(settings) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
-def _blocking_records(config, run_dir: Path, reuse: bool) -> tuple[pd.DataFrame, float, float]:
+def _blocking_records(config, run_dir: Path, reuse: bool,
+                      also=None) -> tuple[pd.DataFrame, float, float]:
     """Standardized records, only the columns blocking reads; (records, wall s, CPU s).
 
     One source at a time, in the canonical (source, record_id) order ``read_records``
@@ -195,6 +198,8 @@ def _blocking_records(config, run_dir: Path, reuse: bool) -> tuple[pd.DataFrame,
 
     cache = run_dir / "blocking_records.parquet"
     cols = _blocking_columns(config.blocking)
+    if also is not None:  # a second blocking section's columns too (``--against``)
+        cols = list(dict.fromkeys(cols + _blocking_columns(also)))
     if reuse and cache.exists():
         saved = pd.read_parquet(cache)
         if all(c in saved.columns for c in cols if c != schema.ROW):
@@ -241,10 +246,49 @@ def _true_keys(pairs: pd.DataFrame, person: np.ndarray, n: int) -> np.ndarray:
     return left[same] * n + right[same]
 
 
+def _baseline(against: Path):
+    """The blocking section of the YAML file ``against`` (a run config, or a file holding
+    ``blocking:`` alone) as ``BlockingSettings``."""
+    from linkage.config import BlockingSettings
+
+    data = yaml.safe_load(against.read_text(encoding="utf-8")) or {}
+    return BlockingSettings.model_validate(data.get("blocking") or {})
+
+
+def _against(table: pd.DataFrame, found: np.ndarray, against: Path, baseline,
+             person: np.ndarray, run_dir: Path) -> dict:
+    """The true pairs of ``table`` found by the run's blocking (``found``, ``_true_keys``)
+    against those found by ``baseline`` (the blocking section of the file ``against``):
+    counts, and the records of each pair only one side finds in
+    ``run_dir/true_pairs_only_against.csv`` (column ``pair`` ties two rows, ``found_by``
+    names the side: ``against`` or ``this``)."""
+    from linkage.blocking import block
+
+    pairs = block(table, baseline)
+    n = len(table)
+    theirs = _true_keys(pairs, person, n)
+    out = {"file": str(against), "candidate_pairs": len(pairs),
+           "true_pairs_in_candidates": len(theirs)}
+    del pairs
+    only = {"against": np.setdiff1d(theirs, found), "this": np.setdiff1d(found, theirs)}
+    out["only_against"], out["only_this"] = len(only["against"]), len(only["this"])
+    rows = []
+    for side, keys in only.items():
+        for left, right in zip(keys // n, keys % n, strict=True):
+            rows.append(table.iloc[[left, right]].assign(pair=f"{left}-{right}", found_by=side))
+    if rows:
+        path = run_dir / "true_pairs_only_against.csv"
+        pd.concat(rows).to_csv(path, index=False)
+        out["pairs_file"] = str(path)
+    return out
+
+
 def blocking_size(records: float, workdir: Path, seed: int, extra: dict | None, reuse: bool,
-                  unique: bool, registries: Path | None = None) -> dict:
+                  unique: bool, registries: Path | None = None,
+                  against: Path | None = None) -> dict:
     """Blocking alone on one size: pairs, pairs per rule, candidate recall (and unique true
-    pairs per rule with ``unique``); folders as in :func:`run_size`."""
+    pairs per rule with ``unique``; the true pairs only this run's rules or only the blocking
+    section in ``against`` find, :func:`_against`); folders as in :func:`run_size`."""
     import resource
 
     from linkage import schema
@@ -255,7 +299,8 @@ def blocking_size(records: float, workdir: Path, seed: int, extra: dict | None, 
     run_dir = workdir / f"run-{records:g}M"
     _generate(folder, records, seed)
     config = load_config(_config(folder, run_dir, 0.0, extra))
-    table, std_s, std_cpu = _blocking_records(config, run_dir, reuse)
+    baseline = _baseline(against) if against is not None else None
+    table, std_s, std_cpu = _blocking_records(config, run_dir, reuse, baseline)
     n = len(table)
     person, total = _persons(table, folder / "truth.csv")
     settings = config.blocking
@@ -263,7 +308,8 @@ def blocking_size(records: float, workdir: Path, seed: int, extra: dict | None, 
     t, cpu = time.perf_counter(), time.process_time()
     pairs = block(table, settings, report=report)
     block_s, block_cpu = time.perf_counter() - t, time.process_time() - cpu
-    found = len(_true_keys(pairs, person, n))
+    found_keys = _true_keys(pairs, person, n)
+    found = len(found_keys)
     credited = pairs[schema.RULE].value_counts()
     rules = {r["rule"]: {"predicted": int(r["pairs"]), "credited": int(credited.get(r["rule"], 0)),
                          "largest_block": int(r["largest_block"]),
@@ -275,6 +321,9 @@ def blocking_size(records: float, workdir: Path, seed: int, extra: dict | None, 
            "standardize_s": round(std_s, 1), "standardize_cpu_s": round(std_cpu, 1),
            "block_s": round(block_s, 1), "block_cpu_s": round(block_cpu, 1), "rules": rules}
     del pairs
+    if against is not None:
+        row["against"] = _against(table, found_keys, against, baseline, person, run_dir)
+    del found_keys
     if unique:
         per_rule = []
         for rule in settings.rules:
@@ -300,6 +349,15 @@ def format_blocking(rows: list[dict]) -> str:
             f"| {r['candidate_recall']:.5f} | {r['true_pairs'] - r['true_pairs_in_candidates']:,} "
             f"| {r['block_s']:.0f} ({r['block_cpu_s']:.0f}) | {r['peak_rss_gb']:.1f} |")
     lines.append("")
+    for r in rows:
+        if "against" in r:
+            a = r["against"]
+            lines.append(
+                f"{r['records']:,} records, against {a['file']}: {a['candidate_pairs']:,} "
+                f"pairs, {a['true_pairs_in_candidates']:,} true pairs among them; true pairs "
+                f"only it finds {a['only_against']:,}, only this run's rules "
+                f"{a['only_this']:,}" + (f" ({a['pairs_file']})" if "pairs_file" in a else ""))
+            lines.append("")
     names = list(dict.fromkeys(k for r in rows for k in r["rules"]))
     head = " | ".join(f"{r['records']:,}: predicted / credited / true alone / only this rule"
                       for r in rows)
@@ -376,6 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unique", action="store_true",
                         help="with --blocking-only: true pairs each rule finds alone and those "
                              "no other rule finds (one more blocking pass per rule)")
+    parser.add_argument("--against", type=Path, metavar="YAML",
+                        help="with --blocking-only: also block with the blocking section of "
+                             "this file (a run config, or blocking: alone) and count the true "
+                             "pairs only one of the two finds; their records go to "
+                             "run-<size>M/true_pairs_only_against.csv")
     parser.add_argument("--reuse-records", action="store_true",
                         help="with --blocking-only: reuse the standardized columns an earlier "
                              "run saved in the size's folder (standardization unchanged)")
@@ -387,13 +450,17 @@ def main(argv: list[str] | None = None) -> int:
         if not (section and name and value):
             parser.error(f"--set expects SECTION.KEY=VALUE, got {item!r}")
         extra.setdefault(section, {})[name] = yaml.safe_load(value)
+    if args.against is not None and not (args.blocking_only and args.against.is_file()):
+        parser.error("--against needs --blocking-only and an existing YAML file"
+                     f" (got {args.against})")
     sizes = list(args.sizes) + (list(LARGE_SIZES) if args.large else [])
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     if args.blocking_only:
         for size in sizes:
             rows.append(blocking_size(size, args.workdir, args.seed, extra, args.reuse_records,
-                                      args.unique, registries=args.registries))
+                                      args.unique, registries=args.registries,
+                                      against=args.against))
             print(f"{size:g} M done: {json.dumps(rows[-1], ensure_ascii=False)}",
                   file=sys.stderr, flush=True)
             if args.json:

@@ -19,7 +19,7 @@ from linkage import schema
 from linkage.config import DEFAULT_RULES, BlockingRule, BlockingSettings  # noqa: F401 - re-exported
 from linkage.errors import ConfigError
 from linkage.tables import packed_lexsort, sorted_unique
-from linkage.zh.estate import estate
+from linkage.zh.estate import estate, flat
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,13 @@ def _estate(detail: Any) -> Any:
     return estate(detail) if _present(detail) else None
 
 
+def _flat(detail: Any) -> Any:
+    """The unit and room after the estate and building of the current address (``6-701``):
+    splits a big name + estate block while one person's records, written with or without a
+    birth date or gender, stay together."""
+    return flat(detail) if _present(detail) else None
+
+
 def _id_region_tail(id_std: Any) -> Any:
     """Region code and last four digits of an 18-character ID (``421181`` + ``0210``): a
     typo in the birth-date digits, which some registries also copy into the birth date
@@ -129,6 +136,7 @@ DERIVED_KEYS: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
     ),
     "phone_last8": ((schema.PHONE_STD,), _phone_last8),
     "current_estate": ((schema.address_col(schema.CURRENT_ADDRESS, "detail"),), _estate),
+    "current_flat": ((schema.address_col(schema.CURRENT_ADDRESS, "detail"),), _flat),
     "id_region_tail": ((schema.ID_STD,), _id_region_tail),
     "gender": ((schema.GENDER_STD, schema.ID_GENDER), _gender),
     "given_initial": (

@@ -185,15 +185,20 @@ class BlockingSettings(_Model):
         return value
 
 
-# Three rules key on a fixed domain of common values (a common name x a birth year, a
-# common surname x a birth date, a common name x a district): their blocks grow with the
-# population, so their pairs per record grow with it too. They are refined from 6 records
-# on, by keys on which the true pairs only they find agree (measured at 1 M records with
-# national name frequencies, benchmarks/bench_scale.py --blocking-only --unique): name +
-# birth year's own pairs differ in birth date but sit in blocks of 2-4, so big blocks split
-# by date; surname + birth date's own pairs have a different given name (only 42 of 226
-# share its initial) but agree on gender and current district; name + current district's
-# own pairs are children's files without a birth date, agreeing on gender and full pinyin.
+# Nine rules key on a fixed domain of common values (a common name x a birth year, a common
+# surname x a birth date, an ID's birth date x its region, a common name x an estate...):
+# each key value is shared by a fixed share of the people, so blocks grow with the
+# population and pairs with its square, even while every block is small (at 10 M records
+# the six rules refined only from 50 records made 11 times the pairs of 3 M). They are
+# refined from 6 records on, by keys on which the true pairs only they find agree
+# (measured at 1 M and 10 M records with national name frequencies, benchmarks/
+# bench_scale.py --blocking-only --unique): name + birth year's own pairs differ in birth
+# date but sit in blocks of 2-4, so big blocks split by date; surname + birth date's own
+# pairs have a different given name (only 42 of 226 share its initial) but agree on gender
+# and current district; name + current district's own pairs are children's files without
+# a birth date, agreeing on gender and full pinyin; the estate rules' own pairs are clinic
+# files without a birth date or ID, agreeing on the flat (``current_flat``), which gender
+# or birth year would have split.
 _COMMON_VALUE_REFINE = 6
 DEFAULT_RULES: tuple[BlockingRule, ...] = (
     BlockingRule(name="id_number", keys=[schema.ID_STD]),
@@ -214,12 +219,23 @@ DEFAULT_RULES: tuple[BlockingRule, ...] = (
         ],
     ),
     BlockingRule(
-        name="given_name_birth_date", keys=[schema.name_col(schema.NAME, "given"), "birth_date"]
+        name="given_name_birth_date",
+        keys=[schema.name_col(schema.NAME, "given"), "birth_date"],
+        refine_block_size=_COMMON_VALUE_REFINE,
+        refine_keys=["gender", schema.address_col(schema.CURRENT_ADDRESS, "district")],
     ),
-    BlockingRule(name="id_birth_region", keys=[schema.ID_BIRTH_DATE, schema.ID_REGION_CODE]),
+    BlockingRule(
+        name="id_birth_region",
+        keys=[schema.ID_BIRTH_DATE, schema.ID_REGION_CODE],
+        refine_block_size=_COMMON_VALUE_REFINE,
+        refine_keys=[schema.ID_GENDER, "given_initial"],
+    ),
     BlockingRule(name="phone", keys=[schema.PHONE_STD]),
     BlockingRule(
-        name="pinyin_name_birth_month_day", keys=["name_pinyin_sorted", "birth_month_day"]
+        name="pinyin_name_birth_month_day",
+        keys=["name_pinyin_sorted", "birth_month_day"],
+        refine_block_size=_COMMON_VALUE_REFINE,
+        refine_keys=["gender", schema.address_col(schema.CURRENT_ADDRESS, "district")],
     ),
     BlockingRule(name="minority_head_birth_year", keys=["name_minority_head", "birth_year"]),
     BlockingRule(
@@ -228,6 +244,8 @@ DEFAULT_RULES: tuple[BlockingRule, ...] = (
             schema.name_col(schema.NAME, "fuzzy"),
             schema.address_col(schema.HUKOU_ADDRESS, "district"),
         ],
+        refine_block_size=_COMMON_VALUE_REFINE,
+        refine_keys=["gender", "birth_year"],
     ),
     # a child's clinic file often has no ID, no birth date and a guardian's phone, and no
     # hukou address: where the family lives is what it shares with the child's other records
@@ -242,13 +260,20 @@ DEFAULT_RULES: tuple[BlockingRule, ...] = (
     ),
     # a newborn's clinic file names the baby 男婴 or 李娜之女, has no ID and a parent's phone:
     # only the birth date and the estate it was born into match the child's other records
-    BlockingRule(name="birth_date_current_estate", keys=["birth_date", "current_estate"]),
+    BlockingRule(
+        name="birth_date_current_estate",
+        keys=["birth_date", "current_estate"],
+        refine_block_size=_COMMON_VALUE_REFINE,
+        refine_keys=["current_flat", "gender"],
+    ),
     # a clinic file with a name and an address only, whose district is not written or not
     # read (深圳市观澜街道…: a street office, no district), meets the person's other records
     # in the same building
     BlockingRule(
         name="fuzzy_name_current_estate",
         keys=[schema.name_col(schema.NAME, "fuzzy"), "current_estate"],
+        refine_block_size=_COMMON_VALUE_REFINE,
+        refine_keys=["current_flat", "gender"],
     ),
     # an ID mistyped in its birth-date digits, the same typo copied into the birth date
     BlockingRule(

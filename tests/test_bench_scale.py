@@ -91,3 +91,29 @@ def test_registries_folder_is_only_read(tmp_path):
     assert (work / "run-0.001M" / "blocking_records.parquet").is_file()
     assert not (work / "ind-0.001M").exists()
     assert again["candidate_pairs"] == first["candidate_pairs"]
+
+
+def test_blocking_against_other_rules_counts_the_true_pairs_only_one_side_finds(tmp_path):
+    # against the ID rule alone: every true pair it finds the default rules find too, and
+    # the pairs only the defaults find are written, two records a pair
+    rules = tmp_path / "id-only.yaml"
+    rules.write_text("blocking:\n  rules:\n    - {name: id_number, keys: [id_std]}\n",
+                     encoding="utf-8")
+    row = bench_scale.blocking_size(0.001, tmp_path, seed=5, extra=None, reuse=False,
+                                    unique=False, against=rules)
+    got = row["against"]
+    assert got["only_against"] == 0
+    assert got["only_this"] == row["true_pairs_in_candidates"] - got["true_pairs_in_candidates"]
+    assert 0 < got["true_pairs_in_candidates"] < row["true_pairs_in_candidates"]
+    written = pd.read_csv(got["pairs_file"], dtype=str)
+    assert len(written) == 2 * got["only_this"] and set(written["found_by"]) == {"this"}
+    assert (written.groupby("pair").size() == 2).all()
+    assert "only it finds 0" in bench_scale.format_blocking([row])
+    # against a config with the same rules (the run's own copy): nothing on either side
+    same = bench_scale.blocking_size(0.001, tmp_path, seed=5, extra=None, reuse=True,
+                                     unique=False,
+                                     against=tmp_path / "run-0.001M" / "bench_run.yaml")
+    assert same["against"]["only_against"] == same["against"]["only_this"] == 0
+    assert same["against"]["candidate_pairs"] == same["candidate_pairs"]
+    with pytest.raises(SystemExit):
+        bench_scale.main(["--against", str(rules), "--sizes", "0.001"])  # needs --blocking-only

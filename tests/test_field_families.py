@@ -265,3 +265,27 @@ def test_newborn_clinic_file_meets_the_child_by_birth_date_and_estate(tmp_path):
     # 女婴 shares no name key with 樊欣怡: only the birth date and the estate bring them together
     nameless = pairs[(pairs.record_id_l == "C3") | (pairs.record_id_r == "C3")]
     assert "birth_date_current_estate" in set(nameless[schema.RULE])
+
+
+def test_clinic_file_without_birth_date_meets_its_flat_in_a_big_name_and_estate_block(tmp_path):
+    """Nine women named 王静 live in building 3 of 锦绣华庭, one per flat: the default rule
+    ``fuzzy_name_current_estate`` has a block of nine and refines it, first by the flat
+    (``current_flat``). A clinic file with the name and the flat only (no birth date, no ID,
+    its own phone) stays with the police record of its flat (304, written 3栋304室 there and
+    3-304 here) and is not paired with the eight neighbours; refined by birth year it would
+    form a part of its own and meet no one."""
+    police = [
+        [f"P{k}", "王静", "女", f"{1970 + k}-03-0{k}",
+         _valid_id(f"35020619{70 + k}030{k}50{k}"), f"1380000000{k}",
+         f"厦门市湖里区禾山街道锦绣华庭3栋30{k}室"]
+        for k in range(1, 9)
+    ]
+    clinic = [["C1", "王静", "女", "", "", "18912345678", "湖里区锦绣华庭3-304"]]
+    run = write_run(tmp_path, police, clinic, {"output": {"pairs_min_probability": 0}})
+    result = Linker.from_yaml(run).run()
+    estate = result.summary["blocking"]["fuzzy_name_current_estate"]
+    assert estate["largest_block"] == 9 and estate["refined_by"].startswith("current_flat")
+    pairs = result.pairs_with_keys()
+    mine = pairs[(pairs.record_id_l == "C1") | (pairs.record_id_r == "C1")]
+    assert set(mine.record_id_l) | set(mine.record_id_r) == {"C1", "P4"}
+    assert set(mine[schema.RULE]) == {"fuzzy_name_current_estate"}

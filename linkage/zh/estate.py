@@ -55,14 +55,35 @@ def estate(detail: str | None) -> str | None:
     ``霄边龙洞路41号`` both give ``霄边龙洞路41号``); None for a detail opening with a number
     (``12-3-401``) or empty. Estate names repeat across cities (和谐家园, 幸福小区): the
     building keeps the key to one block of flats."""
+    return _estate_and_rest(detail)[0]
+
+
+def _estate_and_rest(detail: str | None) -> tuple[str | None, str]:
+    """(``estate(detail)``, the text after it: the unit and room of the flat)."""
     if not detail:
-        return None
+        return None, ""
     road, rest = _parts(detail)
     named = _ESTATE_RE.match(rest)
     if named:
         building = _BUILDING_RE.match(rest, named.end())
-        return named.group(0) + (building.group(0) if building else "")
-    return _VILLAGE_WORD_RE.sub("", road, count=1) if road is not None else None
+        end = building.end() if building else named.end()
+        return rest[: end], rest[end:]
+    if road is None:
+        return None, rest
+    return _VILLAGE_WORD_RE.sub("", road, count=1), rest
+
+
+def flat(detail: str | None) -> str | None:
+    """The numbers of a detail after its estate and building (``estate``), leading zeros
+    dropped: the unit and room (``6-701`` from ``西竹府13幢6单元701室`` and from
+    ``西竹府13-6-701``; ``302`` from ``固戍村2巷5号302``); None without an estate or without
+    numbers after it. Two records of one person at one address agree on it however the
+    clerk wrote the units, while people of one name in one estate seldom share a flat."""
+    named, rest = _estate_and_rest(detail)
+    if named is None:
+        return None
+    numbers = [n.lstrip("0") or "0" for n in _BUILDING_RE.findall(rest)]
+    return "-".join(numbers) or None
 
 
 # a number with the unit it counts (13幢, 6单元, 701室, 100号, 312号楼, 12组, 13-)
