@@ -58,6 +58,14 @@ class SourceConfig(_Model):
     department: str | None = None
     priority: int = 0
 
+    def field_columns(self) -> dict[str, list[str]]:
+        """Canonical field -> the headers mapped to it, in the config's order (several only
+        for ``schema.JOINABLE_FIELDS``, joined by ``io.join_field_parts``)."""
+        out: dict[str, list[str]] = {}
+        for column, field in self.columns.items():
+            out.setdefault(field, []).append(column)
+        return out
+
     @field_validator("department", "priority")
     @classmethod
     def _no_effect(cls, value: Any, info: Any) -> Any:
@@ -86,10 +94,13 @@ class SourceConfig(_Model):
                     f"column '{column}' maps to '{field}', expected one of "
                     f"{', '.join(schema.MAPPABLE_FIELDS)}"
                 )
-            elif field in seen:
-                problems.append(f"columns '{seen[field]}' and '{column}' both map to '{field}'")
+            elif field in seen and field not in schema.JOINABLE_FIELDS:
+                problems.append(
+                    f"columns '{seen[field]}' and '{column}' both map to '{field}' (only "
+                    f"{', '.join(schema.JOINABLE_FIELDS)} may be joined from several columns)"
+                )
             else:
-                seen[field] = column
+                seen.setdefault(field, column)
         if problems:
             raise ValueError("; ".join(problems))
         return columns

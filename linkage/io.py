@@ -969,16 +969,65 @@ def to_canonical(raw: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
     return _canonical(_checked(raw, [], where, cfg, None), cfg)
 
 
+def _overlap(left: str, right: str) -> int:
+    """Length of the longest end of ``left`` that ``right`` starts with, at least 2 characters
+    and not starting with a digit (``路12号`` / ``12号楼`` are two numbers), else 0."""
+    for k in range(min(len(left), len(right)), 1, -1):
+        if left.endswith(right[:k]) and not right[0].isdigit():
+            return k
+    return 0
+
+
+def join_field_parts(parts: Sequence[object]) -> str | None:
+    """One field's value from the values of the several columns mapped to it, in order
+    (``姓`` + ``名``, ``省`` + ``市`` + ``区`` + ``详细地址``); None when every part is empty.
+
+    Parts are stripped and empty ones (None, NaN, blank) skipped. A part that repeats what
+    came before (a detail written whole, ``广东省深圳市南山区粤海街道…`` after ``广东省``,
+    ``深圳市``, ``南山区``; a full name in the given-name column, ``欧阳娜娜`` after ``欧阳``)
+    continues from the overlap of at least two characters instead of repeating it; a
+    one-character overlap is kept twice (``王`` + ``王芳`` is 王王芳). Two Latin parts are
+    joined by a space (``CHAN`` + ``Tai Man``), Chinese text by nothing. The project's own
+    rule: registries' split exports have no standard for it.
+    """
+    out = ""
+    for part in parts:
+        if not isinstance(part, str):
+            continue
+        part = part.strip()
+        if not part:
+            continue
+        if not out:
+            out = part
+            continue
+        k = _overlap(out, part)
+        if k:
+            out += part[k:]
+        elif len(part) >= 2 and out.endswith(part):
+            continue
+        else:
+            latin = out[-1].isascii() and out[-1].isalnum() and part[0].isascii() and part[0].isalnum()
+            out += (" " if latin else "") + part
+    return out or None
+
+
+def _joined(raw: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """``join_field_parts`` of each row of ``raw[columns]``."""
+    values = [raw[c].to_numpy(dtype=object) for c in columns]
+    joined = [join_field_parts(row) for row in zip(*values, strict=True)]
+    return pd.Series(np.array(joined, dtype=object), index=raw.index)
+
+
 def _canonical(raw: pd.DataFrame, cfg: SourceConfig, *, clean: bool = False) -> pd.DataFrame:
     """``clean``: ``raw`` comes from ``_read_raw`` (its object columns hold str and None)."""
     ids = raw[cfg.record_id]
     out = pd.DataFrame(index=raw.index)
     out[schema.SOURCE] = cfg.name
     out[schema.RECORD_ID] = ids
-    for column, field in cfg.columns.items():
+    for field, columns in cfg.field_columns().items():
         if field == schema.RECORD_ID:
             continue
-        out[field] = raw[column]
+        out[field] = raw[columns[0]] if len(columns) == 1 else _joined(raw, columns)
     used = {cfg.record_id, *cfg.columns}
     passthrough = [c for c in raw.columns if c not in used]
     for column in passthrough:

@@ -35,6 +35,9 @@ CANONICAL_FIELDS: tuple[str, ...] = (
 )
 # Fields a source config may map to (source is added by the reader).
 MAPPABLE_FIELDS: tuple[str, ...] = tuple(f for f in CANONICAL_FIELDS if f != SOURCE)
+# Fields a source may fill from several columns, joined in the config's order
+# (``io.join_field_parts``): registries export 姓 and 名, or 省 / 市 / 区 / 详细地址, apart.
+JOINABLE_FIELDS: tuple[str, ...] = (NAME, FORMER_NAME, HUKOU_ADDRESS, CURRENT_ADDRESS)
 
 # Unmapped source columns pass through as "raw.<header>": every internal column name is a
 # Python identifier (a test checks it), so a name holding a dot can never collide with one.

@@ -94,7 +94,10 @@ def test_include_path_is_relative_to_included_file(write_yaml, tmp_path):
             lambda d: d["sources"]["police"]["columns"].update({"x": "nam"}),
             "maps to 'nam', expected one of",
         ),
-        (lambda d: d["sources"]["police"]["columns"].update({"x": "name"}), "both map to 'name'"),
+        (
+            lambda d: d["sources"]["police"]["columns"].update({"x": "id_number"}),
+            "columns '公民身份号码' and 'x' both map to 'id_number' (only name, former_name,",
+        ),
         (lambda d: d["sources"]["police"].update(encoding="latin-9"), "sources.police.encoding"),
         (lambda d: d.update(extra_top=1), "extra_top': unknown key"),
         (lambda d: d.update(sources={}), "sources'"),
@@ -346,3 +349,17 @@ def test_source_keys_without_effect_warn(caplog):
     with caplog.at_level(logging.WARNING, logger="linkage.config"):
         SourceConfig(path="b.csv", record_id="编号", department="卫生-once", priority=7)
     assert not caplog.records
+
+
+def test_name_and_address_fields_may_be_joined_from_several_columns(write_yaml):
+    import copy
+
+    data = copy.deepcopy(BASE)
+    data["sources"]["police"]["columns"] = {
+        "姓": "name", "名": "name", "省": "current_address", "详细地址": "current_address",
+        "公民身份号码": "id_number",
+    }  # fmt: skip
+    src = load_config(write_yaml(data)).sources["police"]
+    assert src.field_columns() == {
+        "name": ["姓", "名"], "current_address": ["省", "详细地址"], "id_number": ["公民身份号码"],
+    }  # fmt: skip

@@ -289,3 +289,42 @@ def test_clinic_file_without_birth_date_meets_its_flat_in_a_big_name_and_estate_
     mine = pairs[(pairs.record_id_l == "C1") | (pairs.record_id_r == "C1")]
     assert set(mine.record_id_l) | set(mine.record_id_r) == {"C1", "P4"}
     assert set(mine[schema.RULE]) == {"fuzzy_name_current_estate"}
+
+
+def test_a_registry_exporting_name_and_address_in_parts_links(tmp_path):
+    """A clinic exports 姓 / 名 and 省 / 市 / 区 / 详细地址 in columns of their own (one detail
+    written whole, province to flat): mapped several to one field, they are joined in order
+    and link with the police record of the whole name and address."""
+    police = [
+        ["P1", "欧阳娜娜", "女", "1991-05-17", _valid_id("44030519910517242"), "13712345678",
+         "广东省深圳市南山区粤海街道科苑路8号讯美科技广场3栋1201室"],
+        ["P2", "张伟", "男", "1985-02-03", _valid_id("44030619850203151"), "13800001111",
+         "广东省深圳市宝安区新安街道宝城28区7栋402室"],
+    ]
+    pd.DataFrame(police, columns=list(POLICE_COLS)).to_csv(tmp_path / "police.csv", index=False)
+    clinic = pd.DataFrame(
+        [["C1", "欧阳", "娜娜", "女", "1991-05-17", "广东省", "深圳市", "南山区",
+          "粤海街道科苑路8号讯美科技广场3栋1201室"],
+         ["C2", "张", "伟", "男", "1985-02-03", "广东省", "深圳市", "宝安区",
+          "广东省深圳市宝安区新安街道宝城28区7栋402室"]],
+        columns=["编号", "姓", "名", "性别", "出生日期", "省", "市", "区", "详细地址"],
+    )
+    clinic.to_csv(tmp_path / "clinic.csv", index=False, encoding="gb18030")
+    police_cols = {k: v for k, v in POLICE_COLS.items() if v != "record_id"}
+    clinic_cols = {"姓": "name", "名": "name", "性别": "gender", "出生日期": "birth_date",
+                   "省": "current_address", "市": "current_address", "区": "current_address",
+                   "详细地址": "current_address"}
+    config = {"sources": {
+        "police": {"path": "police.csv", "record_id": "编号", "columns": police_cols},
+        "clinic": {"path": "clinic.csv", "record_id": "编号", "columns": clinic_cols},
+    }}
+    run = tmp_path / "run.yaml"
+    # the columns are joined in the order the config lists them (YAML keeps it)
+    run.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    result = Linker.from_yaml(run).run()
+    records = result.records.set_index(schema.RECORD_ID)
+    assert records.loc["C1", schema.NAME] == "欧阳娜娜"
+    assert records.loc["C2", schema.CURRENT_ADDRESS] == police[1][6]
+    assert {frozenset({"police:P1", "clinic:C1"}), frozenset({"police:P2", "clinic:C2"})} <= groups(
+        result
+    )

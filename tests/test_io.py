@@ -834,3 +834,27 @@ def test_read_sources_keeps_none_for_columns_of_every_source_and_fills_the_other
         assert all(v is None or isinstance(v, str) for v in values), col
     assert records[schema.NAME].tolist() == ["张伟", None, "王䶮"]
     assert records[schema.raw_col("备注")].tolist() == [None, "x", None]
+
+
+@pytest.mark.parametrize(
+    ("parts", "joined"),
+    [
+        (["王", "芳"], "王芳"),
+        (["欧阳", "欧阳娜娜"], "欧阳娜娜"),  # the full name typed into the given-name column
+        (["欧阳", "阳光"], "欧阳阳光"),  # one character in common is no overlap
+        (["王", "王芳"], "王王芳"),
+        (["CHAN", "Tai Man"], "CHAN Tai Man"),
+        (["广东省", "深圳市", "南山区", "粤海街道科苑路8号"], "广东省深圳市南山区粤海街道科苑路8号"),
+        (["广东省", "深圳市", "南山区", "深圳市南山区粤海街道"], "广东省深圳市南山区粤海街道"),
+        (["广东省", "深圳市", "南山区", "广东省深圳市南山区粤海街道"], "广东省深圳市南山区粤海街道"),
+        (["广东省深圳市", "深圳市"], "广东省深圳市"),
+        (["东莞市", "", "市桥街道"], "东莞市市桥街道"),
+        (["文三路12号", "12号楼"], "文三路12号12号楼"),  # numbers never overlap
+        ([None, float("nan"), "  "], None),
+        ([" 阿依古丽·买买提 "], "阿依古丽·买买提"),
+    ],
+)
+def test_a_field_is_joined_from_its_parts(parts, joined):
+    from linkage.io import join_field_parts
+
+    assert join_field_parts(parts) == joined

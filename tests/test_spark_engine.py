@@ -340,6 +340,11 @@ def test_spark_reader_matches_the_local_reader(spark, tmp_path, write_yaml):
             "姓名": ["张伟", " 欧阳婧璇 ", None],
             "电话": ["13800138000", "", "010-12345678"],
             "备注": ["甲", "乙", "丙"],
+            # a registry exporting the name and the address in parts (joined, io.join_field_parts)
+            "姓": ["张", "欧阳", None],
+            "名": ["伟", "欧阳婧璇", None],
+            "市": ["深圳市", "广州市", None],
+            "详细地址": ["深圳市南山区粤海街道1号", "天河区体育西路2号", "  "],
         }
     )
     frame.to_csv(tmp_path / "gbk.csv", index=False, encoding="gb18030")
@@ -358,6 +363,12 @@ def test_spark_reader_matches_the_local_reader(spark, tmp_path, write_yaml):
                 },
                 "pq": {"path": "p.parquet", "record_id": "编号", "columns": columns},
                 "xl": {"path": "x.xlsx", "record_id": "编号", "columns": columns},
+                "split": {
+                    "path": "gbk.csv",
+                    "record_id": "编号",
+                    "columns": {"姓": "name", "名": "name", "市": "current_address",
+                                "详细地址": "current_address", "电话": "phone"},
+                },
             }
         }
     )
@@ -369,6 +380,11 @@ def test_spark_reader_matches_the_local_reader(spark, tmp_path, write_yaml):
         .sort_values([schema.SOURCE, schema.RECORD_ID], ignore_index=True)
     )
     assert list(remote.columns) == list(local.columns)
+    split = local[local[schema.SOURCE] == "split"]
+    assert split[schema.NAME].tolist() == ["张伟", "欧阳婧璇", None]
+    assert split[schema.CURRENT_ADDRESS].tolist() == [
+        "深圳市南山区粤海街道1号", "广州市天河区体育西路2号", None
+    ]  # fmt: skip
     assert (
         remote.astype(object)
         .where(remote.notna(), None)

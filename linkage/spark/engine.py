@@ -88,6 +88,7 @@ from linkage.io import (  # noqa: E402
     atomic_write,
     check_mapped_columns,
     decode_bytes,
+    join_field_parts,
     neutralize_formulas,
     read_raw,
     to_canonical,
@@ -323,6 +324,10 @@ def _parse_source_spark(
     return _Parsed(cfg, path, raw, suffix, corrupt, encoding, wanted)
 
 
+# io.join_field_parts as a Spark UDF over the array of one row's parts (姓 + 名, 省 + 市 + ...)
+_join_parts = F.udf(lambda parts: join_field_parts(list(parts)), T.StringType())
+
+
 def _canonical(parsed: _Parsed, raw: DataFrame) -> DataFrame:
     """Checked rows as canonical records: source, record_id, the mapped fields, then the
     other columns as ``raw.<header>``."""
@@ -332,10 +337,14 @@ def _canonical(parsed: _Parsed, raw: DataFrame) -> DataFrame:
         raw = raw.drop(corrupt)
     cols = [F.lit(cfg.name).alias(schema.SOURCE), rid_col.alias(schema.RECORD_ID)]
     taken = {schema.SOURCE, schema.RECORD_ID}
-    for column, target in cfg.columns.items():
+    for target, columns in cfg.field_columns().items():
         if target == schema.RECORD_ID:
             continue
-        cols.append(F.col(f"`{column}`").alias(target))
+        if len(columns) == 1:
+            cols.append(F.col(f"`{columns[0]}`").alias(target))
+        else:  # 姓 + 名, 省 + 市 + 详细地址: the local reader's rule, row by row
+            parts = [F.col(f"`{c}`") for c in columns]
+            cols.append(_join_parts(F.array(*parts)).alias(target))
         taken.add(target)
     used = set(wanted)
     for column in raw.columns:
