@@ -977,3 +977,27 @@ def test_address_with_the_flat_on_one_side(left, right, expected):
     pairs = pd.DataFrame({schema.ROW_L: [0, 1], schema.ROW_R: [1, 0]})
     got = compare(records, pairs, [comparison])[schema.GAMMA_PREFIX + comparison.name]
     assert [comparison.levels[g] for g in got] == [expected, expected]
+
+
+def test_one_id_with_a_gender_and_a_birth_year_mistyped_on_one_record_still_counts():
+    """Two records under one valid ID, the second typed 男 for a woman and 1983 for 1984 on
+    the ID's own month and day: one person's record with two typos, so the ID counts
+    (exact). Her brother, born on another day in 1983, under her ID: no evidence (null),
+    as is an undated record of the other gender under it (a guardian's ID)."""
+    her = make_id("43092219840823576")
+    records = standardize(
+        pd.DataFrame(
+            {
+                "source": ["police", "social", "social", "health"],
+                "record_id": ["1", "2", "3", "4"],
+                "name": ["黄丹", "黄丹", "黄强", "黄丹"],
+                "id_number": [her] * 4,
+                "birth_date": ["1984-08-23", "1983-08-23", "1983-02-11", None],
+                "gender": ["女", "男", "男", "男"],
+            }
+        )
+    )
+    pairs = pd.DataFrame({schema.ROW_L: [0, 0, 0], schema.ROW_R: [1, 2, 3]})
+    comparison = IdComparison()
+    got = compare(records, pairs, [comparison])[schema.GAMMA_PREFIX + "id"]
+    assert [comparison.levels[g] if g >= 0 else "null" for g in got] == ["exact", "null", "null"]

@@ -51,6 +51,28 @@ _NO_DAY = np.iinfo(np.int64).min  # sentinel day number: never equal to a real o
 GUARDIAN_GAP_YEARS = 15
 
 
+def _birth_of_id(
+    year: np.ndarray, md: np.ndarray, id_year: np.ndarray, id_md: np.ndarray
+) -> np.ndarray:
+    """Whether a record's birth date is the one its ID embeds: the same year, or the same
+    month and day (``MMDD``) with a year one digit or one swap of neighbouring digits away
+    (1983-08-23 recorded on ID 19840823). Siblings' years may be one digit apart too, but not
+    on the same day; -1 is unknown."""
+    year, id_year = np.asarray(year, dtype=np.int64), np.asarray(id_year, dtype=np.int64)
+    known = (year >= 0) & (id_year >= 0)
+    differing = np.zeros(len(year), dtype=np.int64)
+    swapped = np.zeros(len(year), dtype=bool)
+    for power in (1, 10, 100, 1000):
+        differing += (year // power) % 10 != (id_year // power) % 10
+    for power in (1, 10, 100):
+        low, high = (year // power) % 10, (year // (power * 10)) % 10
+        swapped |= (year + (high - low) * power + (low - high) * power * 10 == id_year) & (
+            low != high
+        )
+    typo = ((differing == 1) | swapped) & (np.asarray(md) == np.asarray(id_md)) & (id_md >= 0)
+    return known & ((year == id_year) | typo)
+
+
 class IdComparison(Comparison):
     """Resident ID numbers (``id_std``; null when either side has none or it is unusable).
 
@@ -77,8 +99,9 @@ class IdComparison(Comparison):
     and an identical ID would outweigh a different name and birth date, while the child's own
     ID elsewhere would count as disagreement. An identical ID is also no evidence when the two
     records' genders differ and one contradicts the gender the ID encodes (a guardian's ID on
-    a child's undated record), unless both records carry the birth year the ID embeds: then a
-    gender was mis-entered, and the ID still counts.
+    a child's undated record), unless both records carry the birth date the ID embeds (its
+    year, or its month and day with the year one typo away: 1983-08-23 on ID ...19840823...):
+    then a gender was mis-entered, and the ID still counts.
     """
 
     type_name = "id"
@@ -177,6 +200,7 @@ class IdComparison(Comparison):
                 "gender": genders,
                 "no_birth": no_birth,
                 "year": years,
+                "md": mds,
                 "kept": kept,
                 "head14": np.where(codes >= 0, np.append(head, -1)[codes], kept),
                 **given_syllables(values, len(ids)),
@@ -186,6 +210,7 @@ class IdComparison(Comparison):
                 "head": head,
                 "id_gender": id_gender,
                 "id_year": id_year,
+                "id_md": id_md,
                 "valid": valid,
                 "d15": d15_of,
             },
@@ -274,10 +299,13 @@ class IdComparison(Comparison):
             id_g = left.tables["id_gender"][a[eq]]
             ga, gb = left.rows["gender"][eq], right.rows["gender"][eq]
             known = (ga >= 0) & (gb >= 0) & (id_g >= 0)
-            # ... unless both records were born in the year the ID embeds: then one gender
-            # was mis-entered (a guardian's ID on a dated record is already null, above)
-            id_y = left.tables["id_year"][a[eq]]
-            own = (left.rows["year"][eq] == id_y) & (right.rows["year"][eq] == id_y) & (id_y >= 0)
+            # ... unless both records carry the ID's birth date (its year, or the month and
+            # day with the year one typo away): then one gender was mis-entered (a guardian's
+            # ID on a dated record is already null, above)
+            id_y, id_md = left.tables["id_year"][a[eq]], left.tables["id_md"][a[eq]]
+            own = _birth_of_id(left.rows["year"][eq], left.rows["md"][eq], id_y, id_md) & (
+                _birth_of_id(right.rows["year"][eq], right.rows["md"][eq], id_y, id_md)
+            )
             present[eq[known & (ga != gb) & ((ga != id_g) | (gb != id_g)) & ~own]] = False
         differ = np.flatnonzero(present & ~equal)
         if len(differ):

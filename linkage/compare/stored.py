@@ -410,6 +410,7 @@ def _id_entries(key: Any) -> dict[str, Any]:
         "head": int(text[:14]) if text and text[:14].isdigit() else -1,
         "id_gender": int(text[16]) % 2 if text and text[16].isdigit() else -1,
         "id_year": id_birth_year(text),
+        "id_md": int(text[10:14]) if text and text[10:14].isdigit() else -1,
         "valid": check_holds(text),
         "d15": int(text[14]) if text and text[14].isdigit() else -1,
     }
@@ -426,6 +427,7 @@ class _IdSide(StoredSide):
         # prepare's trailing id_year entry serves its own null codes; _levels reads the
         # tables at non-null codes only, so the spare codes follow the distinct IDs directly
         tables["id_year"] = tables["id_year"][:-1]
+        tables["id_md"] = tables["id_md"][:-1]
         self.spaces["id"] = _Space(uniques, tables)
         return Prepared(prepared.rows, self.spaces["id"].tables)
 
@@ -469,6 +471,7 @@ class _IdSide(StoredSide):
                 "gender": np.array([gender], dtype=np.int64),
                 "no_birth": np.array([year < 0 if c.birth_column else False], dtype=bool),
                 "year": years,
+                "md": np.asarray(mds, dtype=np.int64),
                 "kept": np.asarray(kept, dtype=np.int64),
                 "head14": np.array([head], dtype=np.int64),
                 "d15": np.array([d15], dtype=np.int8),
