@@ -213,6 +213,8 @@ class BlockingSettings(_Model):
 _COMMON_VALUE_REFINE = 6
 DEFAULT_RULES: tuple[BlockingRule, ...] = (
     BlockingRule(name="id_number", keys=[schema.ID_STD]),
+    # Hong Kong, Macao and Taiwan residents and foreigners carry a permit or passport number
+    BlockingRule(name="id_document", keys=[schema.ID_DOC]),
     BlockingRule(
         name="pinyin_name_birth_year",
         keys=["name_pinyin_sorted", "birth_year"],
@@ -363,6 +365,9 @@ class IdSpec(_ComparisonSpec):
     # compared as the first 14 digits (level prefix_tail_lost); null turns it off
     region_column: str | None = schema.ID_REGION_CODE
     id_birth_column: str | None = schema.ID_BIRTH_DATE
+    # another identity document's number where the record has no resident ID (a Home Return
+    # Permit, a passport): equal numbers are level exact; null turns it off
+    document_column: str | None = schema.ID_DOC
 
 
 class BirthDateSpec(_ComparisonSpec):

@@ -1001,3 +1001,28 @@ def test_one_id_with_a_gender_and_a_birth_year_mistyped_on_one_record_still_coun
     comparison = IdComparison()
     got = compare(records, pairs, [comparison])[schema.GAMMA_PREFIX + "id"]
     assert [comparison.levels[g] if g >= 0 else "null" for g in got] == ["exact", "null", "null"]
+
+
+def test_other_identity_documents_compare_exact_or_not_at_all():
+    """A Home Return Permit number on two records stands in for the missing resident ID:
+    equal numbers are ``exact``; two different numbers (a renewed passport) and a permit
+    against a resident ID are no evidence (null)."""
+    records = standardize(
+        pd.DataFrame(
+            {
+                "source": ["police", "social", "clinic", "clinic"],
+                "record_id": ["1", "2", "3", "4"],
+                "name": ["杨淑仪", "李杨淑仪", "杨淑仪", "杨淑仪"],
+                "id_number": ["H00320071", "h0032007102", "H57203946", make_id("81000019750809216")],
+                "birth_date": ["1975-08-09"] * 4,
+                "gender": ["女"] * 4,
+            }
+        )
+    )
+    assert records[schema.ID_DOC].tolist()[:3] == ["H00320071", "H00320071", "H57203946"]
+    pairs = pd.DataFrame({schema.ROW_L: [0, 0, 0], schema.ROW_R: [1, 2, 3]})
+    comparison = IdComparison()
+    got = compare(records, pairs, [comparison])[schema.GAMMA_PREFIX + "id"]
+    assert [comparison.levels[g] if g >= 0 else "null" for g in got] == ["exact", "null", "null"]
+    off = IdComparison(document_column=None)
+    assert (compare(records, pairs, [off])[schema.GAMMA_PREFIX + "id"] == -1).all()

@@ -116,6 +116,7 @@ class IdComparison(Comparison):
         gender_column: str | None = schema.GENDER_STD,
         region_column: str | None = schema.ID_REGION_CODE,
         id_birth_column: str | None = schema.ID_BIRTH_DATE,
+        document_column: str | None = schema.ID_DOC,
     ):
         self.name = name
         self.column = column
@@ -124,6 +125,7 @@ class IdComparison(Comparison):
         self.gender_column = gender_column
         self.region_column = region_column
         self.id_birth_column = id_birth_column
+        self.document_column = document_column
 
     def params(self) -> dict[str, Any]:
         """Constructor settings."""
@@ -134,6 +136,7 @@ class IdComparison(Comparison):
             "gender_column": self.gender_column,
             "region_column": self.region_column,
             "id_birth_column": self.id_birth_column,
+            "document_column": self.document_column,
         }
 
     @property
@@ -143,17 +146,34 @@ class IdComparison(Comparison):
         extra = [
             c
             for c in (
-                self.birth_column, self.gender_column, self.region_column, self.id_birth_column
+                self.birth_column, self.gender_column, self.region_column, self.id_birth_column,
+                self.document_column,
             )
             if c
-        ]
+        ]  # fmt: skip
         # the raw ID: a damaged one's 15th digit (Excel keeps 15 significant digits)
         raw = [schema.ID_NUMBER] if self.region_column and self.id_birth_column else []
         return [self.column, self.from_15_column, *extra, *raw, *GIVEN_SYLLABLE_COLUMNS]
 
+    def keys(self, values: Mapping[str, np.ndarray], n: int | None = None) -> np.ndarray:
+        """Per record the value compared: the standardized ID, else ``#`` and the other
+        document's number (``document_column``), else null. A document's key is never 18
+        characters, so no ID level but exact applies to it: two different numbers (a renewed
+        passport) or a number against a resident ID compare as null."""
+        ids = column(values, self.column, n)
+        if not self.document_column:
+            return ids
+        docs = column(values, self.document_column, len(ids))
+        use = np.array([not isinstance(i, str) and isinstance(d, str) for i, d in zip(ids, docs)])
+        if not use.any():
+            return ids
+        out = np.asarray(ids, dtype=object).copy()
+        out[use] = ["#" + d for d in docs[use]]
+        return out
+
     def prepare(self, values: Mapping[str, np.ndarray]) -> Prepared:
         """ID codes per record; fixed-width bytes and region+birth-date keys per distinct ID."""
-        ids = column(values, self.column)
+        ids = self.keys(values)
         codes, uniques = factorize(ids)
         text = [str(u) if len(str(u)) == 18 and str(u).isascii() else "" for u in uniques]
         fixed = np.array(text, dtype="S18")

@@ -421,7 +421,7 @@ class _IdSide(StoredSide):
 
     def _prepare(self, values):
         c = self.comparison
-        _, uniques = factorize(column(values, c.column))
+        _, uniques = factorize(c.keys(values))
         prepared = c.prepare(values)
         tables = dict(prepared.tables)
         # prepare's trailing id_year entry serves its own null codes; _levels reads the
@@ -435,7 +435,10 @@ class _IdSide(StoredSide):
         c = self.comparison
         space = self.spaces["id"]
         ident = q.get(c.column)
-        code = space.code(_key(ident), _id_entries)
+        key = c.keys({c.column: _one(ident), **(
+            {c.document_column: _one(q.get(c.document_column))} if c.document_column else {}
+        )})[0]
+        code = space.code(_key(key), _id_entries)
         from15 = q.get(c.from_15_column)
         from15 = False if from15 is None or pd.isna(from15) else bool(from15)
         year = -1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import re
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -24,7 +25,11 @@ from linkage.standardize._fillers import is_filler_text
 logger = logging.getLogger(__name__)
 
 FLAGS: dict[str, str] = {
-    "id_malformed": "not 15 digits or 17 digits plus a check character after cleaning",
+    "id_malformed": "not 15 digits or 17 digits plus a check character after cleaning, "
+    "nor another identity document's number",
+    "id_other_document": "not a resident ID but another identity document's number (a Hong "
+    "Kong / Macao Home Return Permit, a Taiwan residents' permit, a passport, a Hong Kong / "
+    "Macao identity card): kept as id_doc, compared only with another such number",
     "id_float_damaged": "ID went through a float (scientific notation, '.0', zeroed tail); "
     "digits lost, never linked on",
     "id_placeholder": "a filler typed when the ID is unknown (不详, 无, '-', one digit "
@@ -41,6 +46,7 @@ FLAGS: dict[str, str] = {
 # Flags this module emits itself, in output order; the conflict flags come from the combiner.
 _EMITTED: tuple[str, ...] = (
     "id_malformed",
+    "id_other_document",
     "id_float_damaged",
     "id_placeholder",
     "id_checksum",
@@ -58,8 +64,19 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
     schema.ID_REGION_NAME,
     schema.ID_REGION_STATUS,
     schema.ID_FROM_15,
+    schema.ID_DOC,
     schema.QUALITY_FLAGS,
 )
+
+# Other identity documents written in the ID column, after the ID's own cleaning (upper
+# case, no spaces or dashes) and with brackets dropped (HK identity card A123456(7)):
+# Home Return Permits of Hong Kong and Macao residents (H / M + 8 digits, older cards 2 more
+# digits counting the issues: dropped, the 8 stay for life), Taiwan residents' permits (8
+# digits), passports and Hong Kong / Macao identity cards (1-2 letters + 6-9 digits). Formats
+# from the issuing authorities' published card layouts (not a library).
+_PERMIT_RE = r"^[HM][0-9]{8}([0-9]{2})?$"
+_TAIWAN_RE = r"^[0-9]{8}$"
+_PASSPORT_RE = r"^[A-Z]{1,2}[0-9]{6,9}$"
 
 # ISO 7064 MOD 11-2 weights for positions 0..16: 2^(17-i) mod 11.
 _WEIGHTS = np.array([pow(2, 17 - i, 11) for i in range(17)], dtype=np.int64)
@@ -317,6 +334,8 @@ def _id_columns(values: Sequence) -> dict[str, np.ndarray]:
     is15 = is15.astype(bool) & ~float_marked
     cand = is18 | is15
     malformed = ~(cand | empty | float_marked)
+    doc, other_document = _other_documents(clean, malformed)
+    malformed &= ~other_document
 
     # Fixed-width (n, 18) byte matrix of every candidate; 15-digit IDs get "19" and a check.
     m = np.full((n, 18), ord("0"), dtype=np.uint8)
@@ -400,9 +419,11 @@ def _id_columns(values: Sequence) -> dict[str, np.ndarray]:
     from15[~empty] = False
     from15[is15] = True
     out[schema.ID_FROM_15] = from15
+    out[schema.ID_DOC] = doc
     out[schema.QUALITY_FLAGS] = _flag_strings(
         [
             malformed,
+            other_document,
             damaged & ~filler,
             filler | worded,
             good & is18 & ~checksum_ok,
@@ -510,6 +531,36 @@ def contradicted_ids(
         swapped = da[:4] == db[:4] and da[4:6] == db[6:8] and da[6:8] == db[4:6]
         out[i] = sum(x != y for x, y in zip(da, db, strict=True)) >= 2 and not swapped
     return out
+
+
+def _other_documents(clean: pa.Array, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(number per row or None, mask) of the ``candidates`` rows whose cleaned text is
+    another identity document's number (``_PERMIT_RE``, ``_TAIWAN_RE``, ``_PASSPORT_RE``):
+    a permit without its issue digits, a Taiwan permit as ``TW`` + digits. Digits all one or
+    counting up or down (``00000000``, ``12345678``) are a filler, not a number."""
+    n = len(candidates)
+    doc = np.full(n, None, dtype=object)
+    rows = np.flatnonzero(candidates)
+    if not len(rows):
+        return doc, np.zeros(n, dtype=bool)
+    text = pc.replace_substring_regex(pc.take(clean, pa.array(rows)), r"[()（）\[\]]", "")
+    for i, value in zip(rows, text.to_pylist(), strict=True):
+        if value is None:
+            continue
+        if re.fullmatch(_PERMIT_RE, value):
+            number = value[:9]
+        elif re.fullmatch(_TAIWAN_RE, value):
+            number = "TW" + value
+        elif re.fullmatch(_PASSPORT_RE, value):
+            number = value
+        else:
+            continue
+        digits = [int(c) for c in number if c.isdigit()]
+        steps = {b - a for a, b in zip(digits, digits[1:], strict=False)}
+        if steps <= {0} or steps == {1} or steps == {-1}:
+            continue
+        doc[i] = number
+    return doc, np.array([d is not None for d in doc], dtype=bool)
 
 
 def standardize_id_numbers(values: pd.Series) -> pd.DataFrame:

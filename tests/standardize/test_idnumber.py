@@ -479,3 +479,36 @@ def test_a_formula_that_is_no_wrapped_id_stays_malformed():
     out = standardize_id_numbers(pd.Series(['="1"', "=SUM(A1)"], dtype=object))
     assert out[schema.ID_STD].isna().all()
     assert (out[schema.QUALITY_FLAGS] == "id_malformed").all()
+
+
+@pytest.mark.parametrize(
+    ("raw", "doc"),
+    [
+        ("H00320071", "H00320071"),  # Hong Kong resident's Home Return Permit
+        ("h 0032 0071 01", "H00320071"),  # an older card: its two issue digits dropped
+        ("M76325511", "M76325511"),  # Macao
+        ("87342298", "TW87342298"),  # Taiwan residents' permit
+        ("EA5193826", "EA5193826"),  # passport
+        ("K35719462", "K35719462"),
+        ("R394752(6)", "R3947526"),  # Hong Kong identity card, check digit in brackets
+        ("12345678", None),  # counting up: a filler, not a number
+        ("H00000000", None),
+        ("AB12", None),
+        ("不详", None),
+    ],
+)
+def test_other_identity_documents_are_kept_apart_from_the_resident_id(raw, doc):
+    out = standardize_id_numbers(pd.Series([raw]))
+    assert out[schema.ID_STD].iloc[0] is None
+    assert out[schema.ID_DOC].iloc[0] == doc
+    flags = out[schema.QUALITY_FLAGS].iloc[0]
+    if doc is not None:
+        assert "id_other_document" in flags and "id_malformed" not in flags
+    else:
+        assert "id_other_document" not in flags
+
+
+def test_a_resident_id_has_no_document_number():
+    out = standardize_id_numbers(pd.Series(["810000197409072660", "110105199003070033"]))
+    assert out[schema.ID_DOC].isna().all()
+    assert out[schema.ID_STD].notna().all()
