@@ -1026,3 +1026,23 @@ def test_other_identity_documents_compare_exact_or_not_at_all():
     assert [comparison.levels[g] if g >= 0 else "null" for g in got] == ["exact", "null", "null"]
     off = IdComparison(document_column=None)
     assert (compare(records, pairs, [off])[schema.GAMMA_PREFIX + "id"] == -1).all()
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "level"),
+    [
+        ("李杨淑仪", "杨淑仪", "truncated"),  # her husband's surname in front of her own
+        ("陈李美华", "李美华", "truncated"),
+        ("欧阳娜娜", "阳娜娜", "else"),  # a compound surname is no married form
+        ("陈李华", "李华", "else"),  # three characters: surname and given name
+        ("李杨淑仪", "李淑仪", "else"),
+    ],
+)
+def test_a_married_womans_name_meets_her_own(left, right, level):
+    records = standardize(
+        pd.DataFrame({"source": ["a", "b"], "record_id": ["1", "2"], "name": [left, right]})
+    )
+    pairs = pd.DataFrame({schema.ROW_L: [0], schema.ROW_R: [1]})
+    comparison = NameComparison()
+    got = compare(records, pairs, [comparison])[schema.GAMMA_PREFIX + "name"]
+    assert comparison.levels[got.iloc[0]] == level

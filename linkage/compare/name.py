@@ -32,6 +32,7 @@ from linkage.config import NameSpec
 from linkage.zh.lookalike import lookalike_equal
 from linkage.zh.romanization import spells_in_cantonese
 from linkage.zh.script import in_gbk
+from linkage.zh.surnames import married_own_name
 from linkage.zh.syllables import fuzzy_pinyin
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,9 @@ class NameComparison(Comparison):
 
     Levels, closest last: ``exact`` raw text identical; ``clean_exact`` identical after cleaning
     (traditional, full-width, spaces, minority separators — also a missing separator);
-    ``truncated`` a minority name cut to its first two parts; ``pinyin`` homophones, and a
+    ``truncated`` a minority name cut to its first two parts, or a married woman's name with
+    her husband's surname in front (李杨淑仪 / 杨淑仪, Hong Kong, Macao and Taiwan registers);
+    ``pinyin`` homophones, and a
     romanized name equal to the Han name's pinyin in either order, or spelling its Cantonese
     sound as Hong Kong / Macao identity cards do (CHAN Tai Man / 陈大文, the Hong Kong
     government romanization of package cantonese-romanisation); ``fuzzy_pinyin`` dialect
@@ -336,15 +339,23 @@ def _cantonese(a: dict, b: dict, t: dict, open_: np.ndarray) -> np.ndarray:
     return out
 
 
+def shortened(clean: str) -> str | None:
+    """The shorter form of a clean name that level ``truncated`` matches against the other
+    name: a long minority name cut to its first two parts, as registries cut them; a married
+    woman's own name without her husband's surname in front (``married_own_name``: 杨淑仪 of
+    李杨淑仪); None for other names."""
+    if clean.count(_DOT) >= 2:
+        return "".join(clean.split(_DOT)[:2])
+    return married_own_name(clean)
+
+
 def _clean_tables(
     clean_u: np.ndarray,
 ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per distinct clean name: stripped/truncated codes, kind, wildcard flag; per stripped form:
     length, code-point matrix and the code of the form without rare characters."""
     strip = [u.replace(_DOT, "") for u in clean_u]
-    trunc = [
-        "".join(u.split(_DOT)[:2]) if u.count(_DOT) >= 2 else None for u in clean_u
-    ]  # registries cut long minority names to the first two parts
+    trunc = [shortened(u) for u in clean_u]
     derare = [_without_rare(u) for u in strip]
     parts = [minority_parts_key(u) for u in clean_u]
     (strip_of, trunc_of, derare_of, parts_of), s_u = factorize_joint(

@@ -63,6 +63,7 @@ from linkage.compare.name import (
     _nospace_codes,
     _without_rare,
     minority_parts_key,
+    shortened,
 )
 from linkage.standardize import idnumber as std_id
 from linkage.zh.estate import core_detail, named_part
@@ -614,8 +615,8 @@ class _NameSide(StoredSide):
             if clean is not None:
                 text = clean.replace(_DOT, "")
                 strip = self._strip_code(text, True)
-                if clean.count(_DOT) >= 2:
-                    trunc = self._strip_code("".join(clean.split(_DOT)[:2]), False)
+                if (short := shortened(clean)) is not None:
+                    trunc = self._strip_code(short, False)
                 if (key := minority_parts_key(clean)) is not None:
                     order = self._strip_code(key, False)
                 if _DOT in clean:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["COMMON_SURNAMES", "COMPOUND_SURNAMES", "split_han", "split_surname"]
+__all__ = [
+    "COMMON_SURNAMES", "COMPOUND_SURNAMES", "married_own_name", "split_han", "split_surname"
+]  # fmt: skip
 
 # Compound surnames from the Hundred Family Surnames and modern registers. Left out on purpose:
 # pairs whose second character is a common given-name character after a common single surname
@@ -50,3 +52,23 @@ def split_surname(clean: str) -> tuple[str, str]:
     if "·" in clean or not _HAN_NAME_RE.fullmatch(clean):
         return "", clean
     return split_han(clean)
+
+
+_COMMON_SET = frozenset(COMMON_SURNAMES)
+
+
+def married_own_name(clean: str) -> str | None:
+    """A married woman's own name in the form Hong Kong, Macao and Taiwan registers keep, her
+    husband's surname in front of her own: 杨淑仪 from 李杨淑仪, 李美华 from 陈李美华. Only a
+    name of four Han characters whose first two are both common single surnames
+    (``COMMON_SURNAMES``) and not a compound surname; None otherwise (三 characters, 陈李华,
+    read as surname and given name)."""
+    if (
+        len(clean) == 4
+        and clean[0] in _COMMON_SET
+        and clean[1] in _COMMON_SET
+        and clean[:2] not in COMPOUND_SURNAMES
+        and _HAN_NAME_RE.fullmatch(clean)
+    ):
+        return clean[1:]
+    return None
