@@ -213,7 +213,7 @@ class BlockingSettings(_Model):
 _COMMON_VALUE_REFINE = 6
 DEFAULT_RULES: tuple[BlockingRule, ...] = (
     BlockingRule(name="id_number", keys=[schema.ID_STD]),
-    # Hong Kong, Macao and Taiwan residents and foreigners carry a permit or passport number
+    # Hong Kong and Macao residents and foreigners carry a permit or passport number
     BlockingRule(name="id_document", keys=[schema.ID_DOC]),
     BlockingRule(
         name="pinyin_name_birth_year",

@@ -969,27 +969,26 @@ def to_canonical(raw: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
     return _canonical(_checked(raw, [], where, cfg, None), cfg)
 
 
-def _overlap(left: str, right: str) -> int:
-    """Length of the longest end of ``left`` that ``right`` starts with, at least 2 characters
-    and not starting with a digit (``路12号`` / ``12号楼`` are two numbers), else 0."""
-    for k in range(min(len(left), len(right)), 1, -1):
-        if left.endswith(right[:k]) and not right[0].isdigit():
-            return k
-    return 0
+def _latin(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
 
 
 def join_field_parts(parts: Sequence[object]) -> str | None:
     """One field's value from the values of the several columns mapped to it, in order
     (``姓`` + ``名``, ``省`` + ``市`` + ``区`` + ``详细地址``); None when every part is empty.
 
-    Parts are stripped and empty ones (None, NaN, blank) skipped. A part that repeats what
-    came before (a detail written whole, ``广东省深圳市南山区粤海街道…`` after ``广东省``,
-    ``深圳市``, ``南山区``; a full name in the given-name column, ``欧阳娜娜`` after ``欧阳``)
-    continues from the overlap of at least two characters instead of repeating it; a
-    one-character overlap is kept twice (``王`` + ``王芳`` is 王王芳). Two Latin parts are
-    joined by a space (``CHAN`` + ``Tai Man``), Chinese text by nothing. The project's own
-    rule: registries' split exports have no standard for it.
+    Parts are stripped and empty ones (None, NaN, blank) skipped. A part that starts with
+    the last parts joined so far, whole parts of at least two characters, continues from
+    them instead of repeating them (a detail written whole, ``广东省深圳市南山区粤海街道…``
+    after ``广东省``, ``深圳市``, ``南山区``; a full name in the given-name column, ``欧阳娜娜``
+    after ``欧阳``); a part that only repeats the end of the text so far (``深圳市`` after
+    ``广东省深圳市``) adds nothing. A one-character surname is kept twice (``王`` + ``王芳``
+    is 王王芳), and so is text that only happens to overlap (``高新区`` + ``新区大道3号``).
+    Two Latin parts are joined by a space and never merged (``HO`` + ``HOI YAN`` is
+    ``HO HOI YAN``), Chinese text by nothing. The project's own rule: registries' split
+    exports have no standard for it.
     """
+    kept: list[str] = []
     out = ""
     for part in parts:
         if not isinstance(part, str):
@@ -998,16 +997,25 @@ def join_field_parts(parts: Sequence[object]) -> str | None:
         if not part:
             continue
         if not out:
+            kept.append(part)
             out = part
             continue
-        k = _overlap(out, part)
-        if k:
-            out += part[k:]
-        elif len(part) >= 2 and out.endswith(part):
+        if _latin(out[-1]) and _latin(part[0]):
+            kept.append(part)
+            out += " " + part
             continue
+        tail = ""
+        for j in range(len(kept) - 1, -1, -1):  # the last parts, whole, longest last
+            tail = kept[j] + tail
+            if len(tail) >= 2 and part.startswith(tail) and len(part) > len(tail):
+                out = out[: len(out) - len(tail)] + part
+                kept[j:] = [part]
+                break
         else:
-            latin = out[-1].isascii() and out[-1].isalnum() and part[0].isascii() and part[0].isalnum()
-            out += (" " if latin else "") + part
+            if len(part) >= 2 and out.endswith(part) and not _latin(part[-1]):
+                continue
+            kept.append(part)
+            out += part
     return out or None
 
 

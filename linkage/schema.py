@@ -96,7 +96,7 @@ ID_REGION_NAME = "id_region_name"
 ID_REGION_STATUS = "id_region_status"  # current | historical | unknown
 ID_FROM_15 = "id_from_15"  # converted from a legacy 15-digit number
 # another identity document in the ID column: a Home Return Permit (H / M + 8 digits), a
-# Taiwan residents' permit (8 digits), a passport or Hong Kong / Macao identity card
+# passport or a Hong Kong / Macao identity card
 ID_DOC = "id_doc"
 
 # Derived date columns: "<field>_std" as ISO date string.

@@ -849,7 +849,11 @@ def test_read_sources_keeps_none_for_columns_of_every_source_and_fills_the_other
         (["广东省", "深圳市", "南山区", "广东省深圳市南山区粤海街道"], "广东省深圳市南山区粤海街道"),
         (["广东省深圳市", "深圳市"], "广东省深圳市"),
         (["东莞市", "", "市桥街道"], "东莞市市桥街道"),
-        (["文三路12号", "12号楼"], "文三路12号12号楼"),  # numbers never overlap
+        (["文三路12号", "12号楼"], "文三路12号12号楼"),  # only whole parts overlap
+        (["广东省", "深圳市", "高新区", "新区大道3号"], "广东省深圳市高新区新区大道3号"),
+        (["HO", "HOI YAN"], "HO HOI YAN"),  # Latin parts are never merged
+        (["LEE", "LEE"], "LEE LEE"),
+        (["张三", "张三"], "张三"),
         ([None, float("nan"), "  "], None),
         ([" 阿依古丽·买买提 "], "阿依古丽·买买提"),
     ],

@@ -28,8 +28,8 @@ FLAGS: dict[str, str] = {
     "id_malformed": "not 15 digits or 17 digits plus a check character after cleaning, "
     "nor another identity document's number",
     "id_other_document": "not a resident ID but another identity document's number (a Hong "
-    "Kong / Macao Home Return Permit, a Taiwan residents' permit, a passport, a Hong Kong / "
-    "Macao identity card): kept as id_doc, compared only with another such number",
+    "Kong / Macao Home Return Permit, a passport, a Hong Kong / Macao identity card): kept as "
+    "id_doc, compared only with another such number",
     "id_float_damaged": "ID went through a float (scientific notation, '.0', zeroed tail); "
     "digits lost, never linked on",
     "id_placeholder": "a filler typed when the ID is unknown (不详, 无, '-', one digit "
@@ -71,12 +71,16 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
 # Other identity documents written in the ID column, after the ID's own cleaning (upper
 # case, no spaces or dashes) and with brackets dropped (HK identity card A123456(7)):
 # Home Return Permits of Hong Kong and Macao residents (H / M + 8 digits, older cards 2 more
-# digits counting the issues: dropped, the 8 stay for life), Taiwan residents' permits (8
-# digits), passports and Hong Kong / Macao identity cards (1-2 letters + 6-9 digits). Formats
-# from the issuing authorities' published card layouts (not a library).
+# digits counting the issues: dropped, the 8 stay for life), passports and Hong Kong / Macao
+# identity cards (1-2 letters + 6-9 digits). Formats from the issuing authorities' published
+# card layouts (not a library). A Taiwan residents' permit (8 digits alone) is not read: 8
+# digits in an ID column are as often a date (19000101) or a landline, and Taiwan residents
+# now hold 18-digit residence permits (830000...) that read as IDs.
 _PERMIT_RE = r"^[HM][0-9]{8}([0-9]{2})?$"
-_TAIWAN_RE = r"^[0-9]{8}$"
 _PASSPORT_RE = r"^[A-Z]{1,2}[0-9]{6,9}$"
+# A number with this few distinct digits is a filler (H00000001, 10000000, 12121212): among
+# issued numbers of 8 random digits fewer than 1 in 100 has three or fewer.
+_MIN_DISTINCT_DIGITS = 4
 
 # ISO 7064 MOD 11-2 weights for positions 0..16: 2^(17-i) mod 11.
 _WEIGHTS = np.array([pow(2, 17 - i, 11) for i in range(17)], dtype=np.int64)
@@ -535,9 +539,10 @@ def contradicted_ids(
 
 def _other_documents(clean: pa.Array, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(number per row or None, mask) of the ``candidates`` rows whose cleaned text is
-    another identity document's number (``_PERMIT_RE``, ``_TAIWAN_RE``, ``_PASSPORT_RE``):
-    a permit without its issue digits, a Taiwan permit as ``TW`` + digits. Digits all one or
-    counting up or down (``00000000``, ``12345678``) are a filler, not a number."""
+    another identity document's number (``_PERMIT_RE``, ``_PASSPORT_RE``), a permit without
+    its issue digits. Digits of fewer than ``_MIN_DISTINCT_DIGITS`` kinds, counting up or
+    down or repeating their first half (``H00000001``, ``E12345678``, ``A1231234``) are a
+    filler, not a number."""
     n = len(candidates)
     doc = np.full(n, None, dtype=object)
     rows = np.flatnonzero(candidates)
@@ -549,15 +554,19 @@ def _other_documents(clean: pa.Array, candidates: np.ndarray) -> tuple[np.ndarra
             continue
         if re.fullmatch(_PERMIT_RE, value):
             number = value[:9]
-        elif re.fullmatch(_TAIWAN_RE, value):
-            number = "TW" + value
         elif re.fullmatch(_PASSPORT_RE, value):
             number = value
         else:
             continue
-        digits = [int(c) for c in number if c.isdigit()]
-        steps = {b - a for a, b in zip(digits, digits[1:], strict=False)}
-        if steps <= {0} or steps == {1} or steps == {-1}:
+        digits = "".join(c for c in number if c.isdigit())
+        steps = {int(b) - int(a) for a, b in zip(digits, digits[1:], strict=False)}
+        half = len(digits) // 2
+        if (
+            len(set(digits)) < _MIN_DISTINCT_DIGITS
+            or steps == {1}
+            or steps == {-1}
+            or digits[:half] == digits[half : 2 * half]
+        ):
             continue
         doc[i] = number
     return doc, np.array([d is not None for d in doc], dtype=bool)

@@ -487,12 +487,18 @@ def test_a_formula_that_is_no_wrapped_id_stays_malformed():
         ("H00320071", "H00320071"),  # Hong Kong resident's Home Return Permit
         ("h 0032 0071 01", "H00320071"),  # an older card: its two issue digits dropped
         ("M76325511", "M76325511"),  # Macao
-        ("87342298", "TW87342298"),  # Taiwan residents' permit
         ("EA5193826", "EA5193826"),  # passport
         ("K35719462", "K35719462"),
         ("R394752(6)", "R3947526"),  # Hong Kong identity card, check digit in brackets
         ("12345678", None),  # counting up: a filler, not a number
         ("H00000000", None),
+        ("H00000001", None),  # three kinds of digit or fewer: a filler
+        ("E0000001", None),
+        ("A1231234", None),  # the first half repeated
+        # 8 digits alone are a date or a landline as often as a Taiwan permit: not read
+        ("19000101", None),
+        ("87342298", None),
+        ("0755-2671", None),
         ("AB12", None),
         ("不详", None),
     ],
