@@ -567,6 +567,10 @@ def test_search_report_explains_and_falls_back_to_one_selective_field(data, batc
         report = search_report(store, {schema.ID_NUMBER: bad})
         codes = [f["code"] for f in report.fields[schema.ID_NUMBER]["flags"]]
         assert "id_checksum" in codes and report.fields[schema.ID_NUMBER]["usable"]
+        # a Home Return Permit's number is read (usable, flagged as another document)
+        report = search_report(store, {schema.ID_NUMBER: "h 0032 0071 01"})
+        codes = [f["code"] for f in report.fields[schema.ID_NUMBER]["flags"]]
+        assert codes == ["id_other_document"] and report.fields[schema.ID_NUMBER]["usable"]
         report = search_report(store, {schema.BIRTH_DATE: "not a date", schema.GENDER: "男"})
         assert report.fields[schema.BIRTH_DATE]["usable"] is False
         assert report.hits == [] and "gender alone cannot find a person" in report.message

@@ -125,6 +125,10 @@ def _flag_meanings() -> dict[str, str]:
     return all_flags()
 
 
+def _absent(v: object) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or v == ""
+
+
 def _field_report(raw: dict, row: dict, flags: dict[str, str]) -> dict[str, dict]:
     meanings = _flag_meanings()
     out = {}
@@ -132,7 +136,9 @@ def _field_report(raw: dict, row: dict, flags: dict[str, str]) -> dict[str, dict
         if f not in _READ_COLUMNS or value in (None, ""):
             continue
         v = row.get(_READ_COLUMNS[f])
-        usable = not (v is None or (isinstance(v, float) and np.isnan(v)) or v == "")
+        if f == schema.ID_NUMBER and _absent(v):
+            v = row.get(schema.ID_DOC)  # a permit or passport number: searched as one
+        usable = not _absent(v)
         codes = [c for c in flags.get(f, "").split(schema.QUALITY_SEP) if c]
         out[f] = {
             "usable": usable,
