@@ -1020,9 +1020,17 @@ def join_field_parts(parts: Sequence[object]) -> str | None:
 
 
 def _joined(raw: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """``join_field_parts`` of each row of ``raw[columns]``."""
+    """``join_field_parts`` of each row of ``raw[columns]``, once per distinct row (姓 / 名
+    and 省 / 市 / 区 combinations repeat)."""
     values = [raw[c].to_numpy(dtype=object) for c in columns]
-    joined = [join_field_parts(row) for row in zip(*values, strict=True)]
+    seen: dict[tuple, str | None] = {}
+    joined = []
+    for row in zip(*values, strict=True):
+        # NaN is no dict key that equals itself: the same row keyed with None in its place
+        key = tuple(None if not isinstance(v, str) else v for v in row)
+        if key not in seen:
+            seen[key] = join_field_parts(key)
+        joined.append(seen[key])
     return pd.Series(np.array(joined, dtype=object), index=raw.index)
 
 

@@ -60,16 +60,10 @@ def _birth_of_id(
     on the same day; -1 is unknown."""
     year, id_year = np.asarray(year, dtype=np.int64), np.asarray(id_year, dtype=np.int64)
     known = (year >= 0) & (id_year >= 0)
-    differing = np.zeros(len(year), dtype=np.int64)
-    swapped = np.zeros(len(year), dtype=bool)
-    for power in (1, 10, 100, 1000):
-        differing += (year // power) % 10 != (id_year // power) % 10
-    for power in (1, 10, 100):
-        low, high = (year // power) % 10, (year // (power * 10)) % 10
-        swapped |= (year + (high - low) * power + (low - high) * power * 10 == id_year) & (
-            low != high
-        )
-    typo = ((differing == 1) | swapped) & (np.asarray(md) == np.asarray(id_md)) & (id_md >= 0)
+    one_typo = (std_id.year_digits_differing(year, id_year) == 1) | std_id.year_digits_swapped(
+        year, id_year
+    )
+    typo = one_typo & (np.asarray(md) == np.asarray(id_md)) & (np.asarray(id_md) >= 0)
     return known & ((year == id_year) | typo)
 
 
@@ -164,7 +158,7 @@ class IdComparison(Comparison):
         if not self.document_column:
             return ids
         docs = column(values, self.document_column, len(ids))
-        use = np.array([not isinstance(i, str) and isinstance(d, str) for i, d in zip(ids, docs)])
+        use = pd.isna(ids) & ~pd.isna(docs)
         if not use.any():
             return ids
         out = np.asarray(ids, dtype=object).copy()

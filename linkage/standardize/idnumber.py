@@ -447,6 +447,27 @@ def _id_columns(values: Sequence) -> dict[str, np.ndarray]:
 GUARDIAN_MIN_YEARS = 14
 
 
+def year_digits_differing(ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
+    """Per pair of four-digit years, how many of their digits differ (0-4)."""
+    ya, yb = np.asarray(ya, dtype=np.int64), np.asarray(yb, dtype=np.int64)
+    differing = np.zeros(len(ya), dtype=np.int64)
+    for power in (1, 10, 100, 1000):
+        differing += (ya // power) % 10 != (yb // power) % 10
+    return differing
+
+
+def year_digits_swapped(ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
+    """Per pair of years, whether ``yb`` is ``ya`` with two different neighbouring digits
+    swapped (1959 / 1995)."""
+    ya, yb = np.asarray(ya, dtype=np.int64), np.asarray(yb, dtype=np.int64)
+    transposed = np.zeros(len(ya), dtype=bool)
+    for power in (1, 10, 100):
+        low, high = (ya // power) % 10, (ya // (power * 10)) % 10
+        swapped = ya + (high - low) * power + (low - high) * power * 10
+        transposed |= (swapped == yb) & (low != high)
+    return transposed
+
+
 def years_apart(
     ya: np.ndarray,
     yb: np.ndarray,
@@ -467,9 +488,7 @@ def years_apart(
     (1959 recorded, 1995 in the ID) on the same month and day are a typo too.
     """
     ya, yb = np.asarray(ya, dtype=np.int64), np.asarray(yb, dtype=np.int64)
-    differing = np.zeros(len(ya), dtype=np.int64)
-    for power in (1, 10, 100, 1000):
-        differing += (ya // power) % 10 != (yb // power) % 10
+    differing = year_digits_differing(ya, yb)
     if mda is not None and mdb is not None:
         mda, mdb = np.asarray(mda, dtype=np.int64), np.asarray(mdb, dtype=np.int64)
         known = (mda >= 0) & (mdb >= 0)
@@ -479,11 +498,7 @@ def years_apart(
     # two neighbouring digits of the year typed in swapped order (1959 for 1995, 1936 for
     # 1963) on the same month and day: a typo of the person's own date, a generation apart
     # only by accident
-    transposed = np.zeros(len(ya), dtype=bool)
-    for power in (1, 10, 100):
-        low, high = (ya // power) % 10, (ya // (power * 10)) % 10
-        swapped = ya + (high - low) * power + (low - high) * power * 10
-        transposed |= (swapped == yb) & (low != high)
+    transposed = year_digits_swapped(ya, yb)
     if mda is not None and mdb is not None:
         transposed &= ~known | (mda == mdb)
     return (ya >= 0) & (yb >= 0) & (gap >= GUARDIAN_MIN_YEARS) & (differing > 1) & ~transposed
