@@ -91,6 +91,10 @@ CASES = [
     ("cantonese-hyphen-last", "name", {"name": "Tai-man Chan"}, {"name": "陳大文"}, "pinyin"),
     ("cantonese-macao", "name", {"name": "LEONG Kin Man"}, {"name": "梁健文"}, "pinyin"),
     ("cantonese-other-given", "name", {"name": "CHAN Tai Man"}, {"name": "陈小文"}, "else"),
+    # a Vietnamese passport spells the characters' Sino-Vietnamese readings (阮氏花: ruan shi hua)
+    ("vietnamese-passport", "name", {"name": "NGUYEN THI HOA"}, {"name": "阮氏花"}, "pinyin"),
+    ("vietnamese-tone-marks", "name", {"name": "Lê Thị Lan"}, {"name": "黎氏兰"}, "pinyin"),
+    ("vietnamese-other-given", "name", {"name": "NGUYEN THI MAI"}, {"name": "阮氏花"}, "else"),
     ("dialect-n-l", "name", {"name": "刘洋"}, {"name": "牛洋"}, "fuzzy_pinyin"),
     ("dialect-eng-en", "name", {"name": "陈晨"}, {"name": "程晨"}, "fuzzy_pinyin"),
     ("latin-dialect", "name", {"name": "LIU Yang"}, {"name": "牛洋"}, "fuzzy_pinyin"),

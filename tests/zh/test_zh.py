@@ -269,6 +269,41 @@ def test_cantonese_spellings_that_do_not_fit(romanized, han):
     assert not spells_in_cantonese(romanized, han)
 
 
+@pytest.mark.parametrize(
+    "romanized, han, spelled",
+    [
+        ("NGUYEN THI HOA", "阮氏花", True),  # passport, surname first
+        ("Nguyễn Thị Hoa", "阮氏花", True),  # tone and vowel marks
+        ("Thi Hoa Nguyen", "阮氏花", True),  # Western order
+        ("PHAM THI HUONG", "范氏香", True),
+        ("DANG VAN HUNG", "邓文雄", True),  # Đặng: đ written d
+        ("VU VAN MINH", "武文明", True),  # 武: northern VU
+        ("VO VAN MINH", "武文明", True),  # 武: southern VO
+        ("HUYNH THI LAN", "黄氏兰", True),  # 黄: southern HUYNH
+        ("NGUYEN THI MAI", "阮氏花", False),  # another given name
+        ("NGUYEN HOA", "阮氏花", False),  # a syllable missing
+        ("TRAN THI HOA", "阮氏花", False),  # another surname
+        ("RUAN SHI HUA", "阮氏花", False),  # pinyin (the pinyin level reads it)
+        ("CHAN TAI MAN", "陈大文", False),  # Cantonese, not Vietnamese
+        ("NGUYEN", "阮氏花", False),
+    ],
+)
+def test_vietnamese_spellings_of_han_names(romanized, han, spelled):
+    from linkage.zh.romanization import spells_in_vietnamese
+
+    assert spells_in_vietnamese(romanized, han) is spelled
+
+
+def test_vietnamese_readings_lack_nothing_for_common_name_characters():
+    from linkage.zh.romanization import vietnamese_readings
+
+    readings = vietnamese_readings("阮陈黎范黄武氏文玉兰梅香")
+    assert all(readings)
+    assert vietnamese_readings("阮氏花") == (
+        frozenset({"nguyen"}), frozenset({"thi"}), frozenset({"hoa"})
+    )
+
+
 def test_cantonese_readings_cover_simplified_and_traditional():
     from linkage.zh.romanization import cantonese_readings
 
