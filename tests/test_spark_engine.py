@@ -1085,41 +1085,6 @@ def test_spark_blocking_jobs_do_not_grow_with_the_rules(spark):
     assert jobs[len(many)] <= jobs[len(few)], jobs
 
 
-def test_spark_rule_rows_read_the_key_table_once(spark):
-    """Every rule's rows come from one scan of the checkpointed keys (a union of one
-    selection per rule scanned them once per rule, twice per run: 36 block jobs of a 0.3 M
-    run became 12): one row per record and rule whose keys it has, under positional names."""
-    from linkage.blocking import BlockingRule, BlockingSettings, key_table
-    from linkage.spark.engine import _RULE_INDEX, _rule_rows, _RuleLayout
-
-    frame = _key_frame(seed=5)
-    rules = [
-        BlockingRule(name="a", keys=["k1"]),
-        BlockingRule(name="b", keys=["k2", "k3"]),
-        BlockingRule(name="c", keys=["k3", "k1", "k2"]),
-    ]
-    settings = BlockingSettings(rules=rules, refine_keys=["k2", "k3"])
-    table = key_table(frame, rules, settings.refine_keys)
-    table.loc[::7, "k2"] = None  # records without a key of rules b and c
-    keys = spark.createDataFrame(table).localCheckpoint()
-    layout = _RuleLayout.of(rules, settings, keys.columns)
-    rows = _rule_rows(keys, rules, layout)
-    plan = rows._jdf.queryExecution().executedPlan().toString()
-    assert plan.count("Scan ExistingRDD") == 1, plan
-    got = rows.toPandas()
-    for i, rule in enumerate(rules):
-        mine = got[got[_RULE_INDEX] == i].sort_values(schema.ROW)
-        want = table.dropna(subset=list(rule.keys)).sort_values(schema.ROW)
-        assert mine[schema.ROW].tolist() == want[schema.ROW].tolist()
-        for j, key in enumerate(rule.keys):
-            assert mine[layout.key_names[j]].tolist() == want[key].tolist()
-        # a rule with fewer keys than the longest has null pads
-        assert mine[layout.key_names[len(rule.keys):]].isna().all().all()
-        for j, extra in enumerate(layout.extras[i]):
-            got_extra = mine[layout.extra_names[j]].astype(object).fillna("<null>")
-            assert got_extra.tolist() == want[extra].astype(object).fillna("<null>").tolist()
-
-
 def test_spark_blocking_keys_read_only_the_columns_they_need(spark):
     """The key table equals the local ``key_table``, and only rid, source and the columns
     the rules and refinement keys read go to the Python workers (a standardized record's

@@ -768,72 +768,39 @@ def _padded(columns: list[str], names: list[str]) -> list:
     ]
 
 
-@dataclass
-class _RuleLayout:
-    """Every rule's keys under positional names (``__k<j>`` rule keys, ``__e<j>`` the
-    refinement keys its plan groups by; null where a rule has fewer)."""
-
-    extras: list[list[str]]
-    key_names: list[str]
-    extra_names: list[str]
-
-    @classmethod
-    def of(
-        cls, rules: list[BlockingRule], settings: BlockingSettings, columns: list[str]
-    ) -> _RuleLayout:
-        """The layout of ``rules`` over a key table with ``columns``."""
-        extras = [_rule_extra(rule, settings, columns) for rule in rules]
-        n_keys = max(len(rule.keys) for rule in rules)
-        n_extra = max((len(e) for e in extras), default=0)
-        return cls(
-            extras, [f"__k{j}" for j in range(n_keys)], [f"__e{j}" for j in range(n_extra)]
-        )
-
-
-def _rule_rows(keys: DataFrame, rules: list[BlockingRule], layout: _RuleLayout) -> DataFrame:
-    """One row per record and rule whose keys the record has: the rule's index, its keys
-    and refinement keys under the positional names of ``layout``, rid and source.
-
-    One scan of ``keys``, each record's rules exploded from an array (a rule whose keys
-    are missing leaves a null, filtered out): a union of one selection per rule scanned
-    the checkpointed keys once per rule, twice per run.
-    """
-    entries = []
-    for i, (rule, extra) in enumerate(zip(rules, layout.extras, strict=True)):
-        present = F.lit(True)
-        for k in rule.keys:
-            present = present & F.col(k).isNotNull()
-        entry = F.struct(
-            F.lit(i).cast("long").alias(_RULE_INDEX),
-            *_padded(list(rule.keys), layout.key_names),
-            *_padded(extra, layout.extra_names),
-        )
-        entries.append(F.when(present, entry))
-    mine = F.filter(F.array(*entries), lambda e: e.isNotNull())
-    return keys.select(F.explode(mine).alias("__rule"), schema.ROW, schema.SOURCE).select(
-        "__rule.*", schema.ROW, schema.SOURCE
-    )
-
-
 def plan_rules_spark(
-    rows: DataFrame, settings: BlockingSettings, layout: _RuleLayout, buckets: int
-) -> tuple[DataFrame | None, list[dict]]:
-    """Refine every rule's big blocks as ``blocking.block`` does; return the plan of all
-    rules and their report rows.
+    keys: DataFrame, settings: BlockingSettings, buckets: int
+) -> tuple[list[DataFrame | None], list[dict]]:
+    """Refine every rule's big blocks as ``blocking.block`` does; return per rule its plan
+    and report row.
 
-    ``rows``: :func:`_rule_rows`. The records with a rule's keys are counted per
-    combination of rule keys, refinement keys and source (a Spark group-by), and
-    ``blocking.plan_rule`` (the local planner, with those counts as weights) runs per
-    bucket of whole blocks; blocks are independent, so the buckets' report rows add up
-    (``blocking.combine_report_rows``) to the local report row. All rules go through one
-    job, grouped by rule and bucket under the positional names of ``layout``; one job per
-    rule cost a shuffle, a checkpoint and a collect each. The plan (None when no block of
-    any rule is refined) holds, per combination of a refined block, the rule's index, keys,
-    refinement keys (positional), its part id (unique with the rule keys) and whether that
-    part is skipped; records of other blocks take part -1.
+    The records with a rule's keys are counted per combination of rule keys, refinement
+    keys and source (a Spark group-by), and ``blocking.plan_rule`` (the local planner, with
+    those counts as weights) runs per bucket of whole blocks; blocks are independent, so the
+    buckets' report rows add up (``blocking.combine_report_rows``) to the local report row.
+    All rules go through one job: their counts are stacked under positional column names
+    (``__k<j>`` rule keys, ``__e<j>`` refinement keys, null where a rule has fewer) with the
+    rule's index, and grouped by rule and bucket; one job per rule cost a shuffle, a
+    checkpoint and a collect each. A plan (None when no block of the rule is refined) holds,
+    per combination of a refined block, the rule keys, refinement keys, its part id (unique
+    with the rule keys) and whether that part is skipped; records of other blocks take
+    part -1.
     """
     rules = settings.rules
-    key_names, extra_names = layout.key_names, layout.extra_names
+    extras = [_rule_extra(rule, settings, keys.columns) for rule in rules]
+    n_keys = max(len(rule.keys) for rule in rules)
+    n_extra = max((len(e) for e in extras), default=0)
+    key_names = [f"__k{j}" for j in range(n_keys)]
+    extra_names = [f"__e{j}" for j in range(n_extra)]
+    rows = None
+    for i, (rule, extra) in enumerate(zip(rules, extras, strict=True)):
+        mine = keys.dropna(subset=list(rule.keys)).select(
+            F.lit(i).cast("long").alias(_RULE_INDEX),
+            *_padded(list(rule.keys), key_names),
+            *_padded(extra, extra_names),
+            F.col(schema.SOURCE),
+        )
+        rows = mine if rows is None else rows.unionByName(mine)
     # every rule's records counted by one group-by (one shuffle, one job) rather than a
     # group-by per rule: with adaptive execution each shuffle is a job of its own. A null
     # pad is a group value like any other, and Spark's hash skips nulls, so the bucket is
@@ -852,7 +819,7 @@ def plan_rules_spark(
             T.StructField(_STATS, T.StringType(), True),
         ]
     )
-    plain = [(list(rule.keys), extra) for rule, extra in zip(rules, layout.extras, strict=True)]
+    plain = [(list(rule.keys), extra) for rule, extra in zip(rules, extras, strict=True)]
 
     def plan(frame: pd.DataFrame) -> pd.DataFrame:
         i = int(frame[_RULE_INDEX].iloc[0])
@@ -881,17 +848,26 @@ def plan_rules_spark(
         stacked.groupBy(_RULE_INDEX, _BUCKET).applyInPandas(plan, out_schema).localCheckpoint()
     )
     stats_rows = planned.where(F.col(_STATS).isNotNull()).select(_RULE_INDEX, _STATS).toPandas()
+    plans: list[DataFrame | None] = []
     report = []
-    for i, rule in enumerate(rules):
+    for i, (rule, extra) in enumerate(zip(rules, extras, strict=True)):
         mine = stats_rows[_RULE_INDEX].to_numpy() == i
         row = combine_report_rows(
             rule, [json.loads(t) for t in stats_rows[_STATS].to_numpy()[mine]], settings
         )
         report.append(row)
-    if not any(row["blocks_refined"] for row in report):
-        return None, report
-    body = planned.where(F.col(_STATS).isNull()).drop(_STATS)
-    return body, report
+        if not row["blocks_refined"]:
+            plans.append(None)
+            continue
+        plans.append(
+            planned.where((F.col(_RULE_INDEX) == i) & F.col(_STATS).isNull()).select(
+                *[F.col(key_names[j]).alias(k) for j, k in enumerate(rule.keys)],
+                *[F.col(extra_names[j]).alias(k) for j, k in enumerate(extra)],
+                _PART,
+                _SKIP,
+            )
+        )
+    return plans, report
 
 
 def block_spark(
@@ -902,42 +878,46 @@ def block_spark(
     As ``blocking.block``: blocks over ``refine_block_size`` are refined by ``refine_keys``
     (:func:`plan_rules_spark`), parts still over ``max_block_size`` skipped, and the
     predicted pairs checked against ``pair_budget`` before any pair is made (ConfigError
-    when over it and ``over_budget`` is ``refuse``). Then every rule's records, each with
-    its refinement part (one join of all rules' rows with the plan), are self-joined on
-    (rule, keys, part). Returns (rid_l, rid_r, rule index) and the rule names; ``report``
+    when over it and ``over_budget`` is ``refuse``). Then one self-join per rule on its keys
+    and refinement part. Returns (rid_l, rid_r, rule index) and the rule names; ``report``
     receives the rows of ``blocking.blocking_report``.
     """
     settings = config.blocking
-    layout = _RuleLayout.of(settings.rules, settings, keys.columns)
-    key_names, extra_names = layout.key_names, layout.extra_names
-    rows = _rule_rows(keys, settings.rules, layout)
-    plan, report_rows = plan_rules_spark(rows, settings, layout, buckets)
-    for rule, row in zip(settings.rules, report_rows, strict=True):
+    plans, rows = plan_rules_spark(keys, settings, buckets)
+    for rule, row in zip(settings.rules, rows, strict=True):
         warn_refined(rule, row, settings)
     if report is not None:
-        report.extend(report_rows)
-    check_budget(report_rows, settings)
-    if plan is None:
-        part = F.lit(-1).cast("long")
-        parted = rows
-    else:
-        # pads and null refinement values (a part of their own) match null-safe
-        on = [_RULE_INDEX, *key_names, *extra_names]
-        p = plan.select(*[F.col(c).alias(f"__p{c}") for c in (*on, _PART, _SKIP)])
-        cond = [F.col(c).eqNullSafe(F.col(f"__p{c}")) for c in on]
-        parted = rows.join(p, cond, "left").where(
-            F.col(f"__p{_SKIP}").isNull() | ~F.col(f"__p{_SKIP}")
+        report.extend(rows)
+    check_budget(rows, settings)
+    n_keys = max(len(rule.keys) for rule in settings.rules)
+    key_names = [f"__k{j}" for j in range(n_keys)]
+    stacked = None
+    for i, (rule, plan) in enumerate(zip(settings.rules, plans, strict=True)):
+        sub = keys.dropna(subset=list(rule.keys))
+        if plan is None:
+            part = F.lit(-1).cast("long")
+        else:
+            # null refinement values are a part of their own: match them null-safe
+            extra = [c for c in plan.columns if c not in (*rule.keys, _PART, _SKIP)]
+            p = plan.select(*[F.col(c).alias(f"__p{j}") for j, c in enumerate(plan.columns)])
+            pcol = {c: f"__p{j}" for j, c in enumerate(plan.columns)}
+            cond = [F.col(k) == F.col(pcol[k]) for k in rule.keys]
+            cond += [F.col(k).eqNullSafe(F.col(pcol[k])) for k in extra]
+            sub = sub.join(p, cond, "left").where(F.col(pcol[_SKIP]).isNull() | ~F.col(pcol[_SKIP]))
+            part = F.coalesce(F.col(pcol[_PART]), F.lit(-1)).cast("long")
+        # a rule's keys under positional names, "" where it has fewer (its records all
+        # share the pad, and the rule index keeps rules apart)
+        mine = sub.select(
+            F.lit(i).cast("short").alias(_RULE_INDEX),
+            *[
+                (F.col(rule.keys[j]) if j < len(rule.keys) else F.lit("")).alias(name)
+                for j, name in enumerate(key_names)
+            ],
+            part.alias(_PART),
+            F.col(schema.ROW),
+            F.col(schema.SOURCE),
         )
-        part = F.coalesce(F.col(f"__p{_PART}"), F.lit(-1)).cast("long")
-    # a rule's keys under positional names, "" where it has fewer (its records all share
-    # the pad, and the rule index keeps rules apart)
-    stacked = parted.select(
-        F.col(_RULE_INDEX).cast("short").alias(_RULE_INDEX),
-        *[F.coalesce(F.col(k), F.lit("")).alias(k) for k in key_names],
-        part.alias(_PART),
-        F.col(schema.ROW),
-        F.col(schema.SOURCE),
-    )
+        stacked = mine if stacked is None else stacked.unionByName(mine)
     # the block's hash leads the join keys: a sort-merge join sorts by its keys in order,
     # and Spark's sort compares an 8-byte prefix of the first key before whole rows. With
     # the rule index first (ten values) nearly every comparison fell through to the text
