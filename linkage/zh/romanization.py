@@ -378,11 +378,19 @@ def spells_in_cantonese(romanized: str, han: str) -> bool:
     tokens = re.findall(r"[a-z]+", romanized.lower())
     if len(tokens) < 2 or len(han) < 2:
         return False
-    readings = cantonese_readings(han)
+    return _spells_name(tokens, cantonese_readings(han), surname_sizes=(1, 2))
+
+
+def _spells_name(
+    tokens: list[str], readings: tuple[frozenset[str], ...], surname_sizes: tuple[int, ...]
+) -> bool:
+    """Whether ``tokens`` (a romanized name's syllables) spell ``readings`` (per character of
+    a Han name): the surname's characters one token each, first or last, and the given
+    name's readings in order in the other tokens, apart or joined."""
     if not all(readings):
         return False
-    for size in (1, 2):
-        if len(han) - size < 1 or len(tokens) - size < 1:
+    for size in surname_sizes:
+        if len(readings) - size < 1 or len(tokens) - size < 1:
             continue
         surname, given = readings[:size], readings[size:]
         for sur_tokens, rest in ((tokens[:size], tokens[size:]), (tokens[-size:], tokens[:-size])):
@@ -439,11 +447,4 @@ def spells_in_vietnamese(romanized: str, han: str) -> bool:
     tokens = re.findall(r"[a-z]+", _fold_vietnamese(romanized))
     if len(tokens) < 2 or len(han) < 2:
         return False
-    readings = vietnamese_readings(han)
-    if not all(readings):
-        return False
-    surname, given = readings[0], readings[1:]
-    for sur, rest in ((tokens[0], tokens[1:]), (tokens[-1], tokens[:-1])):
-        if sur in surname and _spells("".join(rest), given):
-            return True
-    return False
+    return _spells_name(tokens, vietnamese_readings(han), surname_sizes=(1,))
