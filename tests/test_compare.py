@@ -95,6 +95,8 @@ CASES = [
     ("vietnamese-passport", "name", {"name": "NGUYEN THI HOA"}, {"name": "阮氏花"}, "pinyin"),
     ("vietnamese-tone-marks", "name", {"name": "Lê Thị Lan"}, {"name": "黎氏兰"}, "pinyin"),
     ("vietnamese-other-given", "name", {"name": "NGUYEN THI MAI"}, {"name": "阮氏花"}, "else"),
+    # pinyin syllables only: 谭兰's pinyin, not the Vietnamese reading of 新兰 (tân lan)
+    ("vietnamese-not-pinyin", "name", {"name": "TAN LAN"}, {"name": "新兰"}, "else"),
     ("dialect-n-l", "name", {"name": "刘洋"}, {"name": "牛洋"}, "fuzzy_pinyin"),
     ("dialect-eng-en", "name", {"name": "陈晨"}, {"name": "程晨"}, "fuzzy_pinyin"),
     ("latin-dialect", "name", {"name": "LIU Yang"}, {"name": "牛洋"}, "fuzzy_pinyin"),

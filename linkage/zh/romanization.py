@@ -442,9 +442,14 @@ def spells_in_vietnamese(romanized: str, han: str) -> bool:
     """Whether a romanized name spells a Han name's Sino-Vietnamese readings, as a
     Vietnamese passport writes the name a Chinese registry keeps in characters:
     ``NGUYEN THI HOA`` / ``Nguyễn Thị Hoa`` for 阮氏花, surname first or (Western order,
-    ``Thi Hoa Nguyen``) last; tone marks ignored, syllables apart or joined.
+    ``Thi Hoa Nguyen``) last; tone marks ignored, syllables apart or joined. A name whose
+    every syllable is also a pinyin syllable (``TAN LAN``) is not read as Vietnamese.
     """
     tokens = re.findall(r"[a-z]+", _fold_vietnamese(romanized))
     if len(tokens) < 2 or len(han) < 2:
+        return False
+    # a name of pinyin syllables only (TAN LAN, HA LONG) is a Chinese name's pinyin, which the
+    # pinyin level reads: through Vietnamese readings it met strangers (TAN LAN: 新兰, tân lan)
+    if all(t in SYLLABLES for t in tokens):
         return False
     return _spells_name(tokens, vietnamese_readings(han), surname_sizes=(1,))

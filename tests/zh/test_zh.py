@@ -286,6 +286,11 @@ def test_cantonese_spellings_that_do_not_fit(romanized, han):
         ("RUAN SHI HUA", "阮氏花", False),  # pinyin (the pinyin level reads it)
         ("CHAN TAI MAN", "陈大文", False),  # Cantonese, not Vietnamese
         ("NGUYEN", "阮氏花", False),
+        ("LE QUANG HAI", "黎光海", True),  # pinyin-like syllables beside a Vietnamese one
+        # every syllable a pinyin one: a Chinese name's pinyin (谭兰, 哈龙), not tân lan
+        ("TAN LAN", "新兰", False),
+        ("HA LONG", "何龙", False),
+        ("MAI LAN", "梅兰", False),
     ],
 )
 def test_vietnamese_spellings_of_han_names(romanized, han, spelled):
