@@ -170,8 +170,13 @@ class StageMemory:
         self._sampled = now
 
     def stage(self, name: str, total: int | None = None, unit: str = "") -> None:
-        """Book the peak of the stage that ends here, then start stage ``name``."""
+        """Book the peak of the stage that ends here, hand the heap's free pages back
+        (``release_memory``: what the stage freed does not stay resident under the next
+        one), then start stage ``name``."""
         self._book()
+        release_memory()
+        if _STAGE_THRESHOLDS:
+            _set_mmap_threshold(_STAGE_THRESHOLDS.get(name, MMAP_THRESHOLD))
         self.current = None if name == "done" else name
         self.inner.stage(name, total=total, unit=unit)
 
@@ -227,40 +232,60 @@ def release_memory() -> None:
         return
 
 
-# Blocks of at least this many bytes get pages of their own from the system (a column of
-# 32,768 rows of 8 bytes), handed back when freed. glibc's default starts at 128 KiB and
-# rises to the largest block freed so far (up to 32 MiB), so a million-record column's
-# arrays end in the heap and their pages stay resident after they are freed.
-MMAP_THRESHOLD = 256 * 1024
+# Blocks of at least this many bytes get pages of their own from the system, handed back
+# when freed; smaller ones come from the heap, whose free pages go back at each stage's end
+# (``StageMemory.stage``). 32 MiB is glibc's own ceiling for its threshold (which starts at
+# 128 KiB and rises to the largest block freed); fixed there, the threshold no longer ties
+# the trimming of the heap's top to it. A lower threshold (256 KiB before) gave every
+# freed column its own mapping, and every new one fresh pages to fault in: at a million
+# records 7.7 M page faults and ~25 s of system CPU (docs/benchmarks.md).
+MMAP_THRESHOLD = 32 * 1024 * 1024
 _M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
+# From clustering on, blocks of 256 KiB and more get mappings of their own again: those
+# stages free little to reuse, and what the heap kept for reuse raised their peaks (3 M
+# records: golden records 4.04 -> 4.38 GB with 32 MiB throughout; docs/benchmarks.md).
+SMALL_MMAP_THRESHOLD = 256 * 1024
+_LATE_STAGES = ("clustering", "building golden records", "writing outputs")
+# Stage name -> threshold, filled by ``return_freed_memory`` (the library alone never sets one)
+_STAGE_THRESHOLDS: dict[str, int] = {}
+
+
+def _set_mmap_threshold(size: int) -> bool:
+    """``mallopt(M_MMAP_THRESHOLD, size)``; False off glibc or when refused."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.mallopt(_M_MMAP_THRESHOLD, size) == 1
+    except (OSError, AttributeError):  # musl and others: no mallopt
+        return False
 
 
 def return_freed_memory() -> dict[str, str]:
-    """Make this process give large freed blocks back to the system at once: glibc's mmap
-    threshold fixed at ``MMAP_THRESHOLD`` (``mallopt(M_MMAP_THRESHOLD)``), and pyarrow's
-    default memory pool set to the system allocator (``pyarrow.system_memory_pool``) rather
-    than its bundled mimalloc, which keeps freed memory for Arrow's own later use.
+    """Make this process give freed memory back to the system: glibc's mmap threshold
+    fixed at ``MMAP_THRESHOLD`` (``mallopt(M_MMAP_THRESHOLD)``; the heap's top is then
+    trimmed past glibc's fixed 128 KiB, and ``StageMemory`` trims the rest of the heap at
+    each stage's end), and pyarrow's default memory pool set to the system allocator
+    (``pyarrow.system_memory_pool``) rather than its bundled mimalloc, which keeps freed
+    memory for Arrow's own later use.
 
     A run's stages then do not each add their transients to what the earlier ones left
-    resident: on 299,428 records (`linkage run`, outputs byte-identical) the peak resident
-    size fell from 987 to 876 MB and every stage's peak by 100-150 MB, for ~3 CPU s more
-    (+5%: fresh pages are zeroed by the kernel). Process-wide, so the library never calls
-    it; the CLI's ``linkage run`` does. A setting already given through the environment
-    (``MALLOC_MMAP_THRESHOLD_``, ``ARROW_DEFAULT_MEMORY_POOL``) is left as it is; off glibc
-    only the pool changes. Returns what was set, e.g. ``{"mmap_threshold": "262144",
-    "arrow_pool": "system"}``.
+    resident, and freed blocks are reused within a stage instead of mapped afresh: on
+    997,721 records (`linkage run`, identical outputs) against a 256 KiB threshold, page
+    faults 7.7 M -> 3.2 M, system CPU 30.5 -> 14.3 s, wall 0.82x (median of 3 pairs) for
+    a peak 45 MB higher (1,730 against 1,685 MiB). Process-wide, so the library never
+    calls it; the CLI's ``linkage run`` does. A setting already given through the
+    environment (``MALLOC_MMAP_THRESHOLD_``, ``ARROW_DEFAULT_MEMORY_POOL``) is left as it
+    is; off glibc only the pool changes. Returns what was set, e.g. ``{"mmap_threshold":
+    "33554432", "arrow_pool": "system"}``.
     """
     done: dict[str, str] = {}
-    if sys.platform.startswith("linux") and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        import ctypes
-        import ctypes.util
-
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            if libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1:
-                done["mmap_threshold"] = str(MMAP_THRESHOLD)
-        except (OSError, AttributeError):  # musl and others: no mallopt
-            pass
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ and _set_mmap_threshold(MMAP_THRESHOLD):
+        done["mmap_threshold"] = str(MMAP_THRESHOLD)
+        _STAGE_THRESHOLDS.update(dict.fromkeys(_LATE_STAGES, SMALL_MMAP_THRESHOLD))
     if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
         import pyarrow as pa
 
