@@ -274,9 +274,9 @@ def return_freed_memory() -> dict[str, str]:
 
     A run's stages then do not each add their transients to what the earlier ones left
     resident, and freed blocks are reused within a stage instead of mapped afresh: on
-    997,721 records (`linkage run`, identical outputs) against a 256 KiB threshold, page
-    faults 7.7 M -> 3.2 M, system CPU 30.5 -> 14.3 s, wall 0.82x (median of 3 pairs) for
-    a peak 45 MB higher (1,730 against 1,685 MiB). Process-wide, so the library never
+    997,721 records (`linkage run`, identical outputs) against 256 KiB throughout, page
+    faults 7.7 M -> 3.2 M, system CPU 31.6 -> 13.1 s, wall 0.76x (median of 2 pairs) for
+    a peak 59 MiB higher (1,751 against 1,692); at 2,993,950 records 0.79x, peak +4%. Process-wide, so the library never
     calls it; the CLI's ``linkage run`` does. A setting already given through the
     environment (``MALLOC_MMAP_THRESHOLD_``, ``ARROW_DEFAULT_MEMORY_POOL``) is left as it
     is; off glibc only the pool changes. Returns what was set, e.g. ``{"mmap_threshold":
