@@ -8,6 +8,7 @@ once per stage, the older contract).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -15,7 +16,7 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -220,16 +221,26 @@ def release_memory() -> None:
     trimming took the resident size from 917 MB to 684 MB. Python has no call for this, so
     it goes to the C library through ctypes; elsewhere than glibc it does nothing.
     """
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _glibc() -> Any:
+    """The C library through ctypes when it is glibc (``malloc_trim`` and ``mallopt``), else
+    None (off Linux, musl): loaded once, since every stage's end calls it."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):  # musl and others: no malloc_trim
-        return
+        libc.malloc_trim, libc.mallopt  # noqa: B018 - musl and others lack them
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 # Blocks of at least this many bytes get pages of their own from the system, handed back
@@ -252,16 +263,8 @@ _STAGE_THRESHOLDS: dict[str, int] = {}
 
 def _set_mmap_threshold(size: int) -> bool:
     """``mallopt(M_MMAP_THRESHOLD, size)``; False off glibc or when refused."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.mallopt(_M_MMAP_THRESHOLD, size) == 1
-    except (OSError, AttributeError):  # musl and others: no mallopt
-        return False
+    libc = _glibc()
+    return libc is not None and libc.mallopt(_M_MMAP_THRESHOLD, size) == 1
 
 
 def return_freed_memory() -> dict[str, str]:
@@ -276,8 +279,8 @@ def return_freed_memory() -> dict[str, str]:
     resident, and freed blocks are reused within a stage instead of mapped afresh: on
     997,721 records (`linkage run`, identical outputs) against 256 KiB throughout, page
     faults 7.7 M -> 3.2 M, system CPU 31.6 -> 13.1 s, wall 0.76x (median of 2 pairs) for
-    a peak 59 MiB higher (1,751 against 1,692); at 2,993,950 records 0.79x, peak +4%. Process-wide, so the library never
-    calls it; the CLI's ``linkage run`` does. A setting already given through the
+    a peak 59 MiB higher (1,751 against 1,692); at 2,993,950 records 0.79x, peak +4%.
+    Process-wide, so the library never calls it; the CLI's ``linkage run`` does. A setting already given through the
     environment (``MALLOC_MMAP_THRESHOLD_``, ``ARROW_DEFAULT_MEMORY_POOL``) is left as it
     is; off glibc only the pool changes. Returns what was set, e.g. ``{"mmap_threshold":
     "33554432", "arrow_pool": "system"}``.
