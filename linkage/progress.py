@@ -128,7 +128,8 @@ class StageMemory:
     ``peaks()`` gives, per stage name, the highest RSS in bytes while it ran: the kernel's
     exact peak (``/proc/self/status`` VmHWM) when the stage raised it, else the highest of
     samples taken every 0.05 s by a daemon thread (a spike shorter than that can be missed).
-    Worker processes (parallel standardizing) are not counted. Off Linux no figures are
+    Worker processes (parallel standardizing) are not counted; the peaks of stages run in a
+    child process for this one are added by ``book`` (``linkage.apart``). Off Linux no figures are
     kept and ``peaks()`` is empty. ``close()`` stops the thread (so does losing the object).
     With the environment variable ``LINKAGE_RSS_TRACE`` set to a file path, every sample is
     appended to that file as a line ``seconds<TAB>MB<TAB>stage`` (a file that cannot be
@@ -189,6 +190,12 @@ class StageMemory:
         """Peak RSS in bytes per stage name, the running stage's peak so far included."""
         self._book()
         return dict(self._peaks)
+
+    def book(self, peaks: dict[str, int]) -> None:
+        """Book the peaks (bytes per stage name) of stages another process ran for this
+        one (``linkage.apart``): a stage's figure is the higher of the two processes'."""
+        for name, peak in peaks.items():
+            self._peaks[name] = max(self._peaks.get(name, 0), int(peak))
 
     def _log(self, rss: int) -> None:
         """Append one sample to the trace file (``LINKAGE_RSS_TRACE``)."""

@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "tables": 1,
     "spreadsheet": 1,
     "progress": 1,
+    "apart": 1,
     "config": 2,
     "zh": 3,
     "standardize": 4,
