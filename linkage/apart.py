@@ -49,7 +49,10 @@ class _Relay:
         self.conn = conn
 
     def stage(self, name: str, total: int | None = None, unit: str = "") -> None:
+        # waits for the parent's hook to take it, as in one process: a hook that raises
+        # (a stopped run) stops the child before the stage begins
         self.conn.send(("stage", name, total, unit))
+        self.conn.recv()
 
     def advance(self, n: int = 1) -> None:
         self.conn.send(("advance", n))
@@ -104,7 +107,8 @@ def run_apart(func: Callable[..., Any], *args: Any, progress: ProgressLike = Non
     """Return ``func(*args, progress=hook)`` computed in a forked child process.
 
     ``func`` reports through ``hook`` (a ``Progress``) as it would in-process; each call
-    reaches ``progress`` here, in order, and the child's log records reach this process's
+    reaches ``progress`` here, in order (the child waits at each stage start until
+    ``progress.stage`` has returned), and the child's log records reach this process's
     handlers. Its result must pickle (it crosses a pipe): keep it small, and write tables
     to files. When ``progress`` is a ``StageMemory``, the peak resident memory of the
     child during each of its stages is booked there (``StageMemory.book``).
@@ -118,7 +122,7 @@ def run_apart(func: Callable[..., Any], *args: Any, progress: ProgressLike = Non
         raise RuntimeError("run_apart needs fork (Linux)")
     say = as_progress(progress)
     context = multiprocessing.get_context("fork")
-    receive, send = context.Pipe(duplex=False)
+    receive, send = context.Pipe()
     with warnings.catch_warnings():
         # Python >= 3.12 warns of fork in a process with threads: the child runs func
         # alone and never takes a lock of the parent's threads (progress bar, sampling)
@@ -146,6 +150,7 @@ def run_apart(func: Callable[..., Any], *args: Any, progress: ProgressLike = Non
                 say.advance(message[1])
             elif kind == "stage":
                 say.stage(message[1], total=message[2], unit=message[3])
+                receive.send(True)
             elif kind == "log":
                 record = message[1]
                 logging.getLogger(record.name).handle(record)

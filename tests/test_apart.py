@@ -156,3 +156,25 @@ def test_a_bad_source_in_the_child_is_the_same_input_error(tmp_path):
     with pytest.raises(InputError, match=str(first.path).replace(".", r"\.")):
         linker.write(tmp_path / "out")
     assert not (tmp_path / "out" / "identities.csv").exists()
+
+
+class _Stop(Exception):
+    pass
+
+
+class _StopAt(_Calls):
+    def stage(self, name: str, total: int | None = None, unit: str = "") -> None:
+        if name == "standardizing":
+            raise _Stop(name)
+
+
+def _write_after_stage(path, *, progress) -> None:
+    progress.stage("standardizing")
+    path.write_text("the stage began")
+
+
+def test_a_hook_that_raises_stops_the_child_before_the_stage_begins(tmp_path):
+    marker = tmp_path / "began"
+    with pytest.raises(_Stop):
+        run_apart(_write_after_stage, marker, progress=_StopAt())
+    assert not marker.exists()
