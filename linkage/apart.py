@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 import traceback
 import warnings
@@ -80,7 +81,24 @@ class _LogRelay(logging.Handler):
             self.handleError(record)
 
 
-def _child(func: Callable[..., Any], args: tuple, conn: Any) -> None:
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when its parent dies (the parent killed for
+    memory must not leave its child standardizing on); exit now if it is gone already."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # no prctl: the closed pipe still ends the child
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _child(func: Callable[..., Any], args: tuple, conn: Any, parent: int) -> None:
+    _die_with(parent)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -129,7 +147,7 @@ def run_apart(func: Callable[..., Any], *args: Any, progress: ProgressLike = Non
         warnings.filterwarnings(
             "ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning
         )
-        child = context.Process(target=_child, args=(func, args, send), daemon=True)
+        child = context.Process(target=_child, args=(func, args, send, os.getpid()), daemon=True)
         child.start()
     send.close()
     try:

@@ -178,3 +178,49 @@ def test_a_hook_that_raises_stops_the_child_before_the_stage_begins(tmp_path):
     with pytest.raises(_Stop):
         run_apart(_write_after_stage, marker, progress=_StopAt())
     assert not marker.exists()
+
+
+_ORPHAN = """
+import os, sys, time
+from linkage.apart import run_apart
+
+def wait(path, *, progress):
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(60)
+
+run_apart(wait, sys.argv[1])
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            state = next(line for line in f if line.startswith("State:"))
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return "Z" in state.split()[1]  # a zombie nobody reaps here has ended
+
+
+def test_the_child_dies_with_its_parent(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    script, marker = tmp_path / "orphan.py", tmp_path / "child.pid"
+    script.write_text(_ORPHAN, encoding="utf-8")
+    parent = subprocess.Popen([sys.executable, str(script), str(marker)])
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() or not marker.read_text():
+            assert time.monotonic() < deadline and parent.poll() is None
+            time.sleep(0.05)
+        child = int(marker.read_text())
+        assert not _gone(child)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while not _gone(child):
+        assert time.monotonic() < deadline, "the child outlived its parent"
+        time.sleep(0.05)
