@@ -31,8 +31,6 @@ from typing import Any
 from linkage.errors import LinkageError
 from linkage.progress import ProgressLike, StageMemory, as_progress
 
-logger = logging.getLogger(__name__)
-
 
 class StageProcessError(LinkageError):
     """A stage's child process ended without a result (killed: out of memory, a signal)."""
