@@ -8,9 +8,11 @@ import json
 import logging
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
+import linkage
 from linkage import Linker
 from linkage.apart import StageProcessError, can_run_apart, run_apart
 from linkage.errors import InputError
@@ -209,7 +211,10 @@ def test_the_child_dies_with_its_parent(tmp_path):
 
     script, marker = tmp_path / "orphan.py", tmp_path / "child.pid"
     script.write_text(_ORPHAN, encoding="utf-8")
-    parent = subprocess.Popen([sys.executable, str(script), str(marker)])
+    # the code under test, wherever the interpreter's own install points
+    root = str(Path(linkage.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen([sys.executable, str(script), str(marker)], env=env)
     try:
         deadline = time.monotonic() + 60
         while not marker.exists() or not marker.read_text():
