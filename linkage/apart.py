@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from linkage.errors import LinkageError
-from linkage.progress import ProgressLike, StageMemory, as_progress
+from linkage.progress import ProgressLike, StageMemory, _glibc, as_progress
 
 
 class StageProcessError(LinkageError):
@@ -85,12 +85,9 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 def _die_with(parent: int) -> None:
     """Have the kernel kill this process when its parent dies (the parent killed for
     memory must not leave its child standardizing on); exit now if it is gone already."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # no prctl: the closed pipe still ends the child
-        pass
+    libc = _glibc()
+    if libc is not None:  # elsewhere the closed pipe still ends the child at its next call
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(1)
 

@@ -151,24 +151,28 @@ class Linker:
                     )
         return self.records_
 
-    def _standardize_apart(
+    def _held_from_checkpoint(
         self, config: RunConfig, checkpoints: Checkpoints, report: ProgressLike
     ) -> tuple[pd.DataFrame, _SpilledRecords]:
-        """Read and standardize in a child process (``linkage.apart``) that saves the
-        records checkpoint (the columns of ``run_columns``); return the columns blocking
-        reads (``held_columns``), read back from it, and the reader of the others.
+        """The columns blocking reads (``held_columns``), read from the records checkpoint,
+        and the reader of the others. A checkpoint an earlier run saved is read as it is;
+        else a child process (``linkage.apart``) reads and standardizes and saves it.
 
         Reading and standardizing leave the interpreter's heap fragmented (objects freed
         between those kept) and the standardizers' tables loaded: in this process that
         stayed resident through every later stage (~0.3 GB a million records)."""
         self._timings = {}
-        bad_rows, timings, dtypes = run_apart(
-            _standardize_and_save, config, checkpoints, run_columns(config), progress=report
-        )
-        self._timings = timings
-        self.bad_rows_ = dict(bad_rows)
+        if checkpoints.done("records"):
+            report.stage("reading")
+            report.stage("standardizing")
+            self.bad_rows_ = dict((checkpoints.document("records") or {}).get("bad_rows", {}))
+        else:
+            bad_rows, self._timings = run_apart(
+                _standardize_and_save, config, checkpoints, run_columns(config), progress=report
+            )
+            self.bad_rows_ = dict(bad_rows)
         t = time.perf_counter()
-        spilled = _SpilledRecords(checkpoints, dtypes)
+        spilled = _SpilledRecords.saved(checkpoints)
         records = spilled(held_columns(config, spilled.names))
         self._timings["read back"] = time.perf_counter() - t
         return records, spilled
@@ -190,23 +194,10 @@ class Linker:
         report = stage_memory(progress)
         spill = checkpoints is not None and self.store is None
         golden_records = None
-        if (
-            spill
-            and self.records_ is None
-            and not checkpoints.done("records")
-            and can_run_apart()
-        ):
-            # read and standardized in a child process, which saves the records checkpoint:
-            # this one then holds only what blocking reads, read back into a compact heap
-            records, golden_records = self._standardize_apart(config, checkpoints, report)
-        elif spill and self.records_ is None and checkpoints.done("records"):
-            # resumed: only what blocking reads, as a run that standardized holds it
-            report.stage("reading")
-            report.stage("standardizing")
-            self._timings = {}
-            self.bad_rows_ = dict((checkpoints.document("records") or {}).get("bad_rows", {}))
-            golden_records = _SpilledRecords.saved(checkpoints)
-            records = golden_records(held_columns(config, golden_records.names))
+        if spill and self.records_ is None and (checkpoints.done("records") or can_run_apart()):
+            # standardized in a child process (or by an earlier run) into the records
+            # checkpoint: this one holds only what blocking reads, read into a compact heap
+            records, golden_records = self._held_from_checkpoint(config, checkpoints, report)
         else:
             # a spilling run holds no column that no stage reads, from the end of standardizing
             records = self._standardize(report, checkpoints, run_columns(config) if spill else None)
@@ -388,19 +379,17 @@ def _standardize_and_save(
     keep: set[str],
     *,
     progress: ProgressLike = None,
-) -> tuple[dict[str, int], dict[str, float], dict[str, Any]]:
+) -> tuple[dict[str, int], dict[str, float]]:
     """Read and standardize the config's sources (``read_records`` with ``keep``), save
-    them as the ``records`` checkpoint; return the bad rows set aside per source, the
-    seconds per step (``read`` and one per standardizer group) and the table's dtypes.
-    Run in a child process by ``Linker._standardize_apart``."""
+    them as the ``records`` checkpoint; return the bad rows set aside per source and the
+    seconds per step (``read`` and one per standardizer group). Run in a child process by
+    ``Linker._held_from_checkpoint``."""
     rejected = RejectedRows()
     timings: dict[str, float] = {}
-    records = read_records(
-        config, timings=timings, progress=progress, rejected=rejected, keep=keep
-    )
+    records = read_records(config, timings=timings, progress=progress, rejected=rejected, keep=keep)
     bad_rows = rejected.counts()
     checkpoints.save("records", {"records": records}, {"bad_rows": bad_rows})
-    return bad_rows, timings, records.dtypes.to_dict()
+    return bad_rows, timings
 
 
 def _spill_records(

@@ -128,9 +128,9 @@ class StageMemory:
     ``peaks()`` gives, per stage name, the highest RSS in bytes while it ran: the kernel's
     exact peak (``/proc/self/status`` VmHWM) when the stage raised it, else the highest of
     samples taken every 0.05 s by a daemon thread (a spike shorter than that can be missed).
-    Worker processes (parallel standardizing) are not counted; the peaks of stages run in a
-    child process for this one are added by ``book`` (``linkage.apart``). Off Linux no figures are
-    kept and ``peaks()`` is empty. ``close()`` stops the thread (so does losing the object).
+    Worker processes (parallel standardizing) are not counted; the peaks of stages run in
+    a child process for this one are added by ``book`` (``linkage.apart``). Off Linux no
+    figures are kept and ``peaks()`` is empty. ``close()`` stops the thread (so does losing the object).
     With the environment variable ``LINKAGE_RSS_TRACE`` set to a file path, every sample is
     appended to that file as a line ``seconds<TAB>MB<TAB>stage`` (a file that cannot be
     opened is not traced).
@@ -287,9 +287,9 @@ def return_freed_memory() -> dict[str, str]:
     997,721 records (`linkage run`, identical outputs) against 256 KiB throughout, page
     faults 7.7 M -> 3.2 M, system CPU 31.6 -> 13.1 s, wall 0.76x (median of 2 pairs) for
     a peak 59 MiB higher (1,751 against 1,692); at 2,993,950 records 0.79x, peak +4%.
-    Process-wide, so the library never calls it; the CLI's ``linkage run`` does. A setting already given through the
-    environment (``MALLOC_MMAP_THRESHOLD_``, ``ARROW_DEFAULT_MEMORY_POOL``) is left as it
-    is; off glibc only the pool changes. Returns what was set, e.g. ``{"mmap_threshold":
+    Process-wide, so the library never calls it; the CLI's ``linkage run`` does. A
+    setting already given through the environment (``MALLOC_MMAP_THRESHOLD_``,
+    ``ARROW_DEFAULT_MEMORY_POOL``) is left as it is; off glibc only the pool changes. Returns what was set, e.g. ``{"mmap_threshold":
     "33554432", "arrow_pool": "system"}``.
     """
     done: dict[str, str] = {}
