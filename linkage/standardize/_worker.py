@@ -6,6 +6,7 @@ to stdout for each, pickled. Started by the parent with ``python -m``; not for u
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 
@@ -22,8 +23,15 @@ def main() -> None:
             reply = (True, func(arg))
         except Exception as exc:  # handed back to the parent, which raises it
             reply = (False, exc)
-        pickle.dump(reply, stdout, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.flush()
+        try:
+            pickle.dump(reply, stdout, protocol=pickle.HIGHEST_PROTOCOL)
+            stdout.flush()
+        except BrokenPipeError:
+            # the parent is gone (a run interrupted or killed): nothing to answer, and no
+            # traceback on the terminal the user interrupted (Python's documented way: the
+            # exit's own flush then goes to devnull)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+            return
 
 
 if __name__ == "__main__":

@@ -316,3 +316,19 @@ def test_standardize_keeping_some_columns_equals_the_full_table_cut(tmp_path):
     assert list(small.columns) == [schema.ROW, schema.QUALITY_FLAGS]
     pd.testing.assert_series_equal(small[schema.QUALITY_FLAGS], full[schema.QUALITY_FLAGS])
     assert full[schema.QUALITY_FLAGS].str.contains("id_birth_conflict").any()
+
+
+def test_a_worker_whose_parent_is_gone_exits_without_a_traceback():
+    import pickle
+    import subprocess
+    import sys
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "linkage.standardize._worker"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    worker.stdout.close()  # the parent's end of the replies is gone, as when it is killed
+    pickle.dump((len, "x"), worker.stdin)  # its reply meets a closed pipe
+    worker.stdin.close()
+    assert worker.wait(timeout=60) == 0
+    assert b"Traceback" not in worker.stderr.read()
