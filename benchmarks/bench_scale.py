@@ -9,10 +9,12 @@
 For each size it generates registries with national name frequencies
 (``python -m benchmarks.independent``, ~1.75 records per person; reused when the folder
 already holds them), runs ``linkage run`` under ``/usr/bin/time -v`` (peak RSS of the
-process), then ``linkage evaluate``, and prints one table: per-stage seconds from the
-run's summary.json, candidate pairs per rule, peak RSS, pairwise precision / recall / F1
-and the recall of true pairs among the candidate pairs (blocking recall), and below it the
-peak RSS of each stage (summary.json's ``peak_rss_mb``), which says where the peak is.
+largest single process), then ``linkage evaluate``, and prints one table: per-stage
+seconds from the run's summary.json, candidate pairs per rule, peak RSS, the peak of the
+run's process and its worker processes together (summary.json's ``peak_total_mb``: what
+the machine gave the run), pairwise precision / recall / F1 and the recall of true pairs
+among the candidate pairs (blocking recall), and below it the peak of each stage, the
+run's process alone (``peak_rss_mb``) and with its workers, which says where the peak is.
 
 Blocking recall needs every candidate pair in pairs.parquet, so the run's config is
 copied with ``output.pairs_min_probability: 0`` (``--floor`` changes it; with a floor
@@ -158,8 +160,9 @@ def run_size(records: float, workdir: Path, seed: int, floor: float, extra: dict
            "pairs_per_rule": summary["pairs_per_rule"], "seconds": summary["seconds"]}
     if "blocking" in summary:
         row["blocking"] = summary["blocking"]
-    if "peak_rss_mb" in summary:  # the run's own peak RSS per stage (Linux)
-        row["peak_rss_mb"] = summary["peak_rss_mb"]
+    for key in ("peak_rss_mb", "peak_total_mb"):  # per stage, Linux: alone, with workers
+        if key in summary:
+            row[key] = summary[key]
     row.update(_evaluate(folder / "truth.csv", out / "identities.csv"))
     if floor == 0:  # pairs.parquet holds every candidate only without a floor
         found, total, recall = candidate_recall(folder / "truth.csv", out / "pairs.parquet")
@@ -376,14 +379,15 @@ def format_blocking(rows: list[dict]) -> str:
 def format_rows(rows: list[dict]) -> str:
     """The benchmark table (markdown) and pairs per rule below it."""
     stages = list(dict.fromkeys(s for r in rows for s in r["seconds"]))
-    head = ["records", "pairs", "wall s", "CPU s", "peak RSS GB", "P", "R", "F1", "cand. recall",
-            " / ".join(stages) + " (s)"]
+    head = ["records", "pairs", "wall s", "CPU s", "peak RSS GB", "with workers GB", "P", "R",
+            "F1", "cand. recall", " / ".join(stages) + " (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([
             f"{r['records']:,}", f"{r['candidate_pairs'] / 1e6:.1f} M",
             f"{r.get('wall_s', float('nan')):.0f}", f"{r.get('cpu_s', float('nan')):.0f}",
             f"{r.get('peak_rss_gb', float('nan')):.1f}",
+            f"{max(r['peak_total_mb'].values()) / 1024:.1f}" if r.get("peak_total_mb") else "—",
             f"{r.get('precision', float('nan')):.4f}", f"{r.get('recall', float('nan')):.4f}",
             f"{r.get('f1', float('nan')):.4f}",
             f"{r['candidate_recall']:.4f}" if "candidate_recall" in r else "—",
@@ -392,12 +396,15 @@ def format_rows(rows: list[dict]) -> str:
     lines.append("")
     mem_stages = list(dict.fromkeys(s for r in rows for s in r.get("peak_rss_mb", {})))
     if mem_stages:
-        lines.append("| records | peak RSS per stage (GB): " + " / ".join(mem_stages) + " |")
+        lines.append("| records | peak per stage (GB): " + " / ".join(mem_stages) + " |")
         lines.append("|---|---|")
         for r in rows:
-            mb = r.get("peak_rss_mb", {})
-            cells = " / ".join(f"{mb[s] / 1024:.2f}" if s in mb else "—" for s in mem_stages)
-            lines.append(f"| {r['records']:,} | {cells} |")
+            for key, what in (("peak_rss_mb", "run's process"), ("peak_total_mb", "with workers")):
+                mb = r.get(key, {})
+                if mb:
+                    cells = " / ".join(f"{mb[s] / 1024:.2f}" if s in mb else "—"
+                                       for s in mem_stages)
+                    lines.append(f"| {r['records']:,} ({what}) | {cells} |")
         lines.append("")
     rules = list(dict.fromkeys(k for r in rows for k in r["pairs_per_rule"]))
     lines.append("| rule | " + " | ".join(f"{r['records']:,}" for r in rows) + " |")

@@ -612,8 +612,9 @@ class RunSettings(_Model):
 
     # Peak memory the run aims for, e.g. 4GB: passed to DuckDB (SET memory_limit, spilling
     # to OUTPUT/.work beyond it) and used to size the compare/score chunks. Not a cap on the
-    # process: the records and the clustering input are not bounded by it, and a stage that
-    # goes above it is reported (warning, summary.json over_memory_limit). null: no limit.
+    # run: the records and the clustering input are not bounded by it, and a stage that goes
+    # above it with its worker processes is reported (warning, summary.json
+    # over_memory_limit, from peak_total_mb). null: no limit.
     memory_limit: str | None = None
     # Candidate pairs compared and scored at a time; null: from memory_limit (1,000,000 without).
     chunk_pairs: int | None = Field(default=None, ge=1000)

@@ -469,35 +469,42 @@ _STAGE_KEYS = {
 
 def _add_memory(summary: dict, report: StageMemory) -> None:
     """Put the peak RSS of each stage so far (MB, 2**20 bytes; ``StageMemory``) in the
-    summary as ``peak_rss_mb`` (added to figures already there: ``Linker.write`` after
-    ``Linker.run``) and the stage holding the run's peak as ``peak_rss_stage``;
+    summary as ``peak_rss_mb`` (this process; added to figures already there:
+    ``Linker.write`` after ``Linker.run``), the stage holding that peak as
+    ``peak_rss_stage``, and the peak RSS of this process and its worker processes together
+    as ``peak_total_mb`` (``StageMemory.totals``: the machine's memory the run took);
     nothing where the platform gives no figures. The ``write`` figure stops before
     summary.json itself is written."""
     peaks = report.peaks()
     if not peaks:
         return
     # a run's figures stay when its outputs are written later under another hook
-    mb = dict(summary.get("peak_rss_mb") or {})
-    mb.update({_STAGE_KEYS.get(k, k): round(v / 2**20) for k, v in peaks.items()})
-    summary["peak_rss_mb"] = mb
+    for key, figures in (("peak_rss_mb", peaks), ("peak_total_mb", report.totals())):
+        mb = dict(summary.get(key) or {})
+        mb.update({_STAGE_KEYS.get(k, k): round(v / 2**20) for k, v in figures.items()})
+        summary[key] = mb
+    mb = summary["peak_rss_mb"]
     summary["peak_rss_stage"] = max(mb, key=mb.__getitem__)
 
 
 def _check_memory_limit(summary: dict, config: RunConfig) -> None:
-    """Name the stages whose peak RSS went over ``run.memory_limit`` in the summary
+    """Name the stages whose peak memory, this process's and its workers' together
+    (``peak_total_mb``), went over ``run.memory_limit`` in the summary
     (``over_memory_limit``) and in a warning: the limit sizes the chunks and DuckDB, but
     what a stage holds besides (the records' linking columns, the clustering input of
-    every link) is not bounded by it, so a run says when it did not keep to it."""
+    every link, a worker's imports) is not bounded by it, so a run says when it did not
+    keep to it."""
     limit = config.run.memory_bytes()
-    peaks = summary.get("peak_rss_mb")
+    peaks = summary.get("peak_total_mb") or summary.get("peak_rss_mb")
     if limit is None or not peaks:
         return
     over = [stage for stage, mb in peaks.items() if mb * 2**20 > limit]
     summary["over_memory_limit"] = over
     if over:
         logger.warning(
-            "run.memory_limit %s exceeded (%s MB): peak resident memory %s (summary.json "
-            "peak_rss_mb); raise the limit or lower run.chunk_pairs",
+            "run.memory_limit %s exceeded (%s MB): peak resident memory with the worker "
+            "processes %s (summary.json peak_total_mb); raise the limit or lower "
+            "run.chunk_pairs",
             config.run.memory_limit,
             f"{limit / 2**20:,.0f}",
             ", ".join(f"{stage} {peaks[stage]:,} MB" for stage in over),

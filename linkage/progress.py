@@ -101,23 +101,63 @@ def _rss_bytes() -> int | None:
         return None
 
 
+def _children(pid: str) -> list[str]:
+    """The process ids of ``pid``'s children (``/proc/PID/task/TID/children``, one file per
+    thread: a child belongs to the thread that started it); none where not readable."""
+    found: list[str] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as f:
+                found += f.read().split()
+    except OSError:  # gone meanwhile, or a kernel without the children files
+        pass
+    return found
+
+
+def _tree_rss_bytes() -> int | None:
+    """The resident set size of this process and all its descendants now, in bytes (each
+    one's statm summed): the machine's memory a run takes with its worker processes. Pages
+    a forked child still shares with its parent count in both, so this is an upper bound."""
+    total = _rss_bytes()
+    if total is None:
+        return None
+    page = os.sysconf("SC_PAGE_SIZE")
+    todo, seen = _children("self"), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            with open(f"/proc/{pid}/statm", encoding="ascii") as f:
+                total += int(f.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):  # it exited meanwhile
+            continue
+        todo += _children(pid)
+    return total
+
+
 # Environment variable naming a file to which ``StageMemory`` appends every sample (seconds
-# since it started, RSS in MB, stage): where in a stage a peak comes, for a run whose peak
-# differs from one run to the next.
+# since it started, this process's RSS in MB, stage, and the RSS of this process and its
+# descendants in MB): where in a stage a peak comes, for a run whose peak differs from one
+# run to the next.
 RSS_TRACE_ENV = "LINKAGE_RSS_TRACE"
 
 
 def _sample(ref: weakref.ref, stop: threading.Event) -> None:
-    """Raise the tracker's running maximum every ``_SAMPLE_SECONDS`` while it lives."""
+    """Raise the tracker's running maxima every ``_SAMPLE_SECONDS`` while it lives."""
     while not stop.wait(_SAMPLE_SECONDS):
         tracker = ref()
         rss = _rss_bytes()
         if tracker is None or rss is None:
             return
+        total = _tree_rss_bytes() or rss
         if rss > tracker._sampled:
             tracker._sampled = rss
+        if total > tracker._sampled_total:
+            tracker._sampled_total = total
         if tracker._trace is not None:
-            tracker._log(rss)
+            tracker._log(rss, total)
         del tracker
 
 
@@ -128,18 +168,23 @@ class StageMemory:
     ``peaks()`` gives, per stage name, the highest RSS in bytes while it ran: the kernel's
     exact peak (``/proc/self/status`` VmHWM) when the stage raised it, else the highest of
     samples taken every 0.05 s by a daemon thread (a spike shorter than that can be missed).
-    Worker processes (parallel standardizing) are not counted; the peaks of stages run in
-    a child process for this one are added by ``book`` (``linkage.apart``). Off Linux no
-    figures are kept and ``peaks()`` is empty. ``close()`` stops the thread (so does losing the object).
+    The peaks of stages run in a child process for this one are added by ``book``
+    (``linkage.apart``). ``totals()`` gives, per stage, the highest sampled RSS of this
+    process and all its descendants together (the standardizing, comparing and golden-record
+    workers, a ``linkage.apart`` child): the machine's memory the stage took, an upper bound
+    since pages a forked child shares with its parent count twice. Off Linux no figures are
+    kept and both are empty. ``close()`` stops the thread (so does losing the object).
     With the environment variable ``LINKAGE_RSS_TRACE`` set to a file path, every sample is
-    appended to that file as a line ``seconds<TAB>MB<TAB>stage`` (a file that cannot be
-    opened is not traced).
+    appended to that file as a line ``seconds<TAB>MB<TAB>stage<TAB>total MB`` (a file that
+    cannot be opened is not traced).
     """
 
     def __init__(self, inner: ProgressLike = None):
         self.inner = as_progress(inner)
         self.current: str | None = None
         self._peaks: dict[str, int] = {}
+        self._totals: dict[str, int] = {}
+        self._sampled_total = 0
         self._hwm = _peak_rss_bytes()
         self.enabled = self._hwm is not None and _rss_bytes() is not None
         self._sampled = 0
@@ -153,6 +198,7 @@ class StageMemory:
                 self._trace = None
         if self.enabled:
             self._sampled = _rss_bytes() or 0
+            self._sampled_total = _tree_rss_bytes() or self._sampled
             thread = threading.Thread(
                 target=_sample, args=(weakref.ref(self), self._stop), daemon=True,
                 name="linkage-stage-memory",
@@ -164,12 +210,17 @@ class StageMemory:
             return
         hwm = _peak_rss_bytes() or 0
         now = _rss_bytes() or 0
+        total = _tree_rss_bytes() or now
         if self.current is not None:
             # a new process peak during this stage is exact; else the samples' highest
             peak = hwm if hwm > (self._hwm or 0) else max(self._sampled, now)
             self._peaks[self.current] = max(self._peaks.get(self.current, 0), peak)
+            # the workers are only sampled: this process's exact peak is a floor for the sum
+            most = max(self._sampled_total, total, peak)
+            self._totals[self.current] = max(self._totals.get(self.current, 0), most)
         self._hwm = hwm
         self._sampled = now
+        self._sampled_total = total
 
     def stage(self, name: str, total: int | None = None, unit: str = "") -> None:
         """Book the peak of the stage that ends here, hand the heap's free pages back
@@ -191,19 +242,30 @@ class StageMemory:
         self._book()
         return dict(self._peaks)
 
+    def totals(self) -> dict[str, int]:
+        """Peak RSS in bytes per stage name of this process and its descendants together
+        (sampled), the running stage's so far included."""
+        self._book()
+        return dict(self._totals)
+
     def book(self, peaks: dict[str, int]) -> None:
         """Book the peaks (bytes per stage name) of stages another process ran for this
-        one (``linkage.apart``): a stage's figure is the higher of the two processes'."""
+        one (``linkage.apart``): a stage's figure is the higher of the two processes'; its
+        total is at least that peak (the child's exact peak between two samples)."""
         for name, peak in peaks.items():
             self._peaks[name] = max(self._peaks.get(name, 0), int(peak))
+            self._totals[name] = max(self._totals.get(name, 0), int(peak))
 
-    def _log(self, rss: int) -> None:
+    def _log(self, rss: int, total: int) -> None:
         """Append one sample to the trace file (``LINKAGE_RSS_TRACE``)."""
         trace = self._trace
         if trace is None:
             return
         try:
-            trace.write(f"{time.monotonic() - self._start:.2f}\t{rss / 2**20:.0f}\t{self.current}\n")
+            trace.write(
+                f"{time.monotonic() - self._start:.2f}\t{rss / 2**20:.0f}\t{self.current}"
+                f"\t{total / 2**20:.0f}\n"
+            )
             trace.flush()
         except (OSError, ValueError):  # closed meanwhile, or the disk is full
             pass

@@ -51,6 +51,10 @@ def test_benchmark_runs_one_small_size(tmp_path):
     assert set(row["seconds"]) >= {"block", "compare"} and row["peak_rss_gb"] > 0
     table = bench_scale.format_rows([row])
     assert f"{row['records']:,}" in table and "fuzzy_surname_birth_date" in table
+    # the peak with the worker processes, overall and per stage, never below the process's
+    total = max(row["peak_total_mb"].values()) / 1024
+    assert total >= max(row["peak_rss_mb"].values()) / 1024
+    assert f"| {total:.1f} |" in table and f"{row['records']:,} (with workers)" in table
 
 
 def test_blocking_only_counts_recall_and_pairs_only_one_rule_finds(tmp_path):

@@ -62,10 +62,12 @@ def test_rss_trace_file_gets_each_sample_with_its_stage(tmp_path, monkeypatch):
     time.sleep(0.3)
     tracer.close()
     lines = [line.split("\t") for line in trace.read_text(encoding="utf-8").splitlines()]
-    assert lines and all(len(parts) == 3 for parts in lines)
+    assert lines and all(len(parts) == 4 for parts in lines)
     assert {parts[2] for parts in lines} <= {"None", "reading"}
     assert any(parts[2] == "reading" for parts in lines)
     assert all(float(parts[1]) > 0 for parts in lines)
+    # the fourth field, this process with its descendants, is never below its own RSS
+    assert all(float(parts[3]) >= float(parts[1]) for parts in lines)
 
 
 def test_no_rss_trace_without_the_variable(monkeypatch):
@@ -91,6 +93,44 @@ def test_the_peak_is_booked_to_the_stage_that_made_it():
     assert set(peaks) == {"small", "big", "after"}
     assert peaks["big"] >= peaks["small"] + 250 * MB
     assert peaks["big"] >= peaks["after"] + 250 * MB
+
+
+def test_the_total_counts_a_worker_process_and_the_peak_does_not():
+    """A stage whose worker holds 300 MB: ``totals()`` books it (the machine's memory the
+    stage took), ``peaks()`` (this process) does not; a stage after the worker exits has
+    its total back near this process's own."""
+    import subprocess
+    import sys
+
+    tracer = _tracer()
+    tracer.stage("before")
+    tracer.stage("worker")
+    hold = "import numpy, sys, time; b = numpy.ones(300 * 2**20 // 8); print(1, flush=True); time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == b"1"  # its 300 MB are touched
+        time.sleep(0.3)
+    finally:
+        child.kill()
+        child.wait()
+    tracer.stage("after")
+    tracer.stage("done")
+    peaks, totals = tracer.peaks(), tracer.totals()
+    tracer.close()
+    assert set(totals) == set(peaks) == {"before", "worker", "after"}
+    assert totals["worker"] >= peaks["worker"] + 250 * MB
+    assert totals["worker"] >= totals["before"] + 250 * MB
+    assert totals["after"] < totals["worker"] - 250 * MB
+    assert all(totals[s] >= peaks[s] for s in peaks)
+
+
+def test_a_child_processes_peak_booked_raises_the_stage_total():
+    tracer = _tracer()
+    tracer.stage("standardizing")
+    tracer.book({"standardizing": 50_000 * MB})
+    tracer.stage("done")
+    assert tracer.totals()["standardizing"] == tracer.peaks()["standardizing"] == 50_000 * MB
+    tracer.close()
 
 
 def test_done_ends_the_last_stage():
@@ -142,6 +182,9 @@ def test_summary_gives_the_peak_of_every_stage(written):
     # no stage's peak is above the process's lifetime peak (getrusage is never reset)
     lifetime = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux gives kB
     assert max(peaks.values()) * MB <= lifetime + MB
+    totals = summary["peak_total_mb"]
+    assert set(totals) == set(peaks)
+    assert all(totals[s] >= peaks[s] for s in peaks)
 
 
 def test_run_then_write_keeps_every_stage_peak(config, tmp_path):
@@ -426,7 +469,7 @@ def test_a_run_over_its_memory_limit_says_where(config, tmp_path, caplog):
     tight = config.model_copy(update={"run": config.run.model_copy(update={"memory_limit": "64MB"})})
     result = Linker(tight, id_key=KEY).run()
     over = result.summary["over_memory_limit"]
-    assert over and set(over) <= set(result.summary["peak_rss_mb"])
+    assert over and set(over) <= set(result.summary["peak_total_mb"])
     assert "run.memory_limit 64MB exceeded" in caplog.text
     roomy = config.model_copy(update={"run": config.run.model_copy(update={"memory_limit": "1TB"})})
     assert Linker(roomy, id_key=KEY).run().summary["over_memory_limit"] == []
@@ -446,6 +489,10 @@ def test_run_prints_the_peak_and_its_stage(registries, tmp_path):
     line = next(x for x in got.stdout.splitlines() if x.startswith("peak memory:"))
     stage = summary["peak_rss_stage"]
     assert f"GB in {stage}" in line and f"{stage} {summary['peak_rss_mb'][stage]}" in line
+    totals = summary["peak_total_mb"]
+    line = next(x for x in got.stdout.splitlines() if x.startswith("with workers:"))
+    top = max(totals, key=totals.__getitem__)
+    assert f"{totals[top] / 1024:.2f} GB in {top}" in line
 
 
 def test_release_memory_hands_freed_heap_pages_back():
