@@ -33,13 +33,15 @@ from linkage.zh.estate import core_detail, named_part
 logger = logging.getLogger(__name__)
 
 _NO_NUMBERS = "\x00"  # key of a detail without numbers (a blank key would read as null)
+_REGION_ROW = np.int32  # dtype of the per-record region rows (finest, district, city)
 
 
 def _region_int(codes: np.ndarray, uniques: np.ndarray) -> np.ndarray:
-    """Six-digit adcodes as int64 per record, -1 where missing or malformed."""
+    """Six-digit adcodes as int32 per record (``_REGION_ROW``: six digits fit, a record's
+    three region rows at half the bytes of int64), -1 where missing or malformed."""
     table = np.array(
         [int(u) if str(u).isdigit() and len(str(u)) == 6 else -1 for u in uniques] + [-1],
-        dtype=np.int64,
+        dtype=_REGION_ROW,
     )
     return table[codes]
 
@@ -99,7 +101,8 @@ def _first_and_count(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         parts = [] if key is None or key == _NO_NUMBERS else str(key).split("-")
         first.append(int(parts[0][:15]) if parts else -1)
         count.append(len(parts))
-    return np.array(first, dtype=np.int64), np.array(count, dtype=np.int64)
+    # the first number may have 15 digits (int64); a count of numbers fits int16
+    return np.array(first, dtype=np.int64), np.array(count, dtype=np.int16)
 
 
 _UNIT_AFTER = frozenset("号栋幢座楼单元室房弄巷组社")

@@ -43,6 +43,10 @@ _FOURTEEN_DIGITS = re.compile(r"[0-9]{14}")
 # lookup's candidates; the batch's tables take the vectorized path).
 _SMALL_INPUT = 512
 _NO_DAY = np.iinfo(np.int64).min  # sentinel day number: never equal to a real one
+# dtypes of the ID comparison's per-record rows (``IdComparison.prepare``, and a lookup's
+# one-record side in ``compare.stored``): a birth year or MMDD (-1 unknown), a gender sign
+# (1, 0, -1) and the given-name syllable codes (31-bit, -1 none)
+_YEAR_ROW, _GENDER_ROW, _SYLLABLE_ROW = np.int16, np.int8, np.int32
 # A record with no recorded birth date cannot show that its ID is someone else's; a pair can:
 # one person never holds two IDs a generation apart, so when the older ID sits on the record
 # without a birth date it is taken for a guardian's (DOMAIN.md: children's health records are
@@ -211,10 +215,12 @@ class IdComparison(Comparison):
                 "id": codes,
                 "d15": d15.astype(np.int8),
                 "from15": from15,
-                "gender": genders,
+                # narrow per-record rows (a year, MMDD, a sign): 21 bytes a record fewer,
+                # held by the run and its comparing worker; readers widen them to compute
+                "gender": genders.astype(_GENDER_ROW),
                 "no_birth": no_birth,
-                "year": years,
-                "md": mds,
+                "year": years.astype(_YEAR_ROW),
+                "md": mds.astype(_YEAR_ROW),
                 "kept": kept,
                 "head14": np.where(codes >= 0, np.append(head, -1)[codes], kept),
                 **given_syllables(values, len(ids)),
@@ -485,7 +491,8 @@ def given_syllables(values: Mapping[str, np.ndarray], n: int) -> dict[str, np.nd
         ["name_newborn" in f if isinstance(f, str) else False for f in flag_values] + [False],
         dtype=bool,
     )[flag_codes]
-    out = np.full((n, 2 * _SYLLABLES), -1, dtype=np.int64)
+    # 31-bit codes (crc32 & 0x7FFFFFFF): int32 holds them, half the bytes of int64
+    out = np.full((n, 2 * _SYLLABLES), -1, dtype=_SYLLABLE_ROW)
     crc: dict[str, int] = {}  # one code per distinct syllable
     for j, field_name in enumerate((schema.NAME, schema.FORMER_NAME)):
         fuzzy = column(values, schema.name_col(field_name, "fuzzy"), n)
@@ -521,7 +528,7 @@ def given_syllables(values: Mapping[str, np.ndarray], n: int) -> dict[str, np.nd
                 at_row.append(k)
                 at_col.append(c)
                 found.append(code)
-        table = np.full((len(packed), _SYLLABLES), -1, dtype=np.int64)
+        table = np.full((len(packed), _SYLLABLES), -1, dtype=_SYLLABLE_ROW)
         table[at_row, at_col] = found
         out[:, j * _SYLLABLES : (j + 1) * _SYLLABLES] = table[pair_codes]
     rows = {f"g{i}": out[:, i] for i in range(2 * _SYLLABLES)}

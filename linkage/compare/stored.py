@@ -22,6 +22,7 @@ import pandas as pd
 
 from linkage import schema
 from linkage.compare.address import (
+    _REGION_ROW,
     AddressComparison,
     ContactComparison,
     _first_and_count,
@@ -38,6 +39,8 @@ from linkage.compare.base import (
     map_uniques,
 )
 from linkage.compare.fields import (
+    _GENDER_ROW,
+    _YEAR_ROW,
     BirthDateComparison,
     ExactComparison,
     IdComparison,
@@ -310,11 +313,13 @@ def _address_query(side: StoredSide, a: AddressComparison, q, prefix: str = "") 
     present = _known_one(detail_value) or has["province"] or has["city"] or adcode >= 0
     rows = {
         "present": np.array([present], dtype=bool),
-        "finest": np.array([adcode], dtype=np.int64),
+        "finest": np.array([adcode], dtype=_REGION_ROW),
         "district": np.array(
-            [adcode if has["district"] and adcode % 100 else -1], dtype=np.int64
+            [adcode if has["district"] and adcode % 100 else -1], dtype=_REGION_ROW
         ),
-        "city": np.array([adcode // 100 if has["city"] and adcode >= 0 else -1], dtype=np.int64),
+        "city": np.array(
+            [adcode // 100 if has["city"] and adcode >= 0 else -1], dtype=_REGION_ROW
+        ),
         "detail": np.array([detail], dtype=np.int32),
         "core": np.array([core], dtype=np.int32),
         "numbers": np.array([numbers], dtype=np.int32),
@@ -472,10 +477,10 @@ class _IdSide(StoredSide):
             {
                 "id": np.array([code], dtype=np.int32),
                 "from15": np.array([from15], dtype=bool),
-                "gender": np.array([gender], dtype=np.int64),
+                "gender": np.array([gender], dtype=_GENDER_ROW),
                 "no_birth": np.array([year < 0 if c.birth_column else False], dtype=bool),
-                "year": years,
-                "md": np.asarray(mds, dtype=np.int64),
+                "year": years.astype(_YEAR_ROW),
+                "md": np.asarray(mds, dtype=_YEAR_ROW),
                 "kept": np.asarray(kept, dtype=np.int64),
                 "head14": np.array([head], dtype=np.int64),
                 "d15": np.array([d15], dtype=np.int8),
