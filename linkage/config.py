@@ -629,6 +629,12 @@ class RunSettings(_Model):
     # aside there with file, line and reason, and the run goes on. null: a bad row stops
     # the run (exit 2), every one listed. Relative to the config file; --bad-rows overrides.
     bad_rows: str | None = None
+    # Worker processes: standardizing, preparing the comparisons and golden records each
+    # hand part of their work to a second process, so both cores work. false: all of it in
+    # the run's own process, for a machine short of memory (each worker holds its own
+    # interpreter and its share of the columns), at the price of wall time. The results
+    # are the same either way.
+    workers: bool = True
 
     @field_validator("memory_limit")
     @classmethod

@@ -1418,7 +1418,7 @@ def read_records(
         aside = rejected if rejected is not None else RejectedRows()
     # standardizing's worker process imports its tables on the other core while this one
     # reads: started at the first large field instead, that field waited for it
-    with worker_process(_input_bytes(config) >= _WORKER_EARLY_BYTES):
+    with worker_process(config.run.workers and _input_bytes(config) >= _WORKER_EARLY_BYTES):
         warm_up(["linkage.standardize.combine"])
         try:
             raw = read_sources(config, progress=report, rejected=aside)
@@ -1439,7 +1439,7 @@ def read_records(
             config.standardize,
             timings=timings,
             step=report.advance,
-            parallel=True,
+            parallel=config.run.workers,
             keep=keep,
         )
 

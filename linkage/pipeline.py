@@ -541,7 +541,7 @@ def link_records(
     _stage(say, "blocking")
     # the comparisons' worker imports while blocking runs, instead of when they are prepared,
     # and prepares its share from the records checkpoint as soon as that is written
-    early = _EarlyPrepare.start(comparisons, golden_records, n)
+    early = _EarlyPrepare.start(comparisons, golden_records, n) if config.run.workers else None
     try:
         pairs, blocking_rows = _block(records, config, checkpoints)
     except BaseException:
@@ -579,7 +579,7 @@ def link_records(
         prepared = prepare_comparisons(
             _comparing_input(records, comparisons, golden_records),
             comparisons,
-            parallel=True,
+            parallel=config.run.workers,
             worker=worker,
         )
     elif early is not None:
@@ -644,7 +644,7 @@ def link_records(
     _stage(say, "clustering")
     # started now, it has imported what it needs by the time golden records begin
     helper = None
-    if golden_records is not None and hasattr(golden_records, "file"):
+    if config.run.workers and golden_records is not None and hasattr(golden_records, "file"):
         helper = _early_worker(["linkage.merge"], n)
     try:
         if checkpoints is not None and checkpoints.done("clustering"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -401,6 +403,50 @@ def test_worker_processes_reading_the_records_checkpoint_give_the_same_bytes(
     mine = {c for f, r in fields.items() if f not in away for c in (r.column, r.raw)}
     theirs = {c for f in away for c in (fields[f].column, fields[f].raw)} - mine - {None}
     assert away and theirs and not set(linker.result_.records.columns) & theirs
+
+
+@pytest.mark.parametrize("workers", [True, False])
+def test_run_workers_false_starts_no_worker_and_gives_the_same_bytes(
+    demo, reference, workers, tmp_path, monkeypatch
+):
+    """``run.workers: false`` keeps standardizing, preparing and golden records in the run's
+    processes, with every threshold lowered so that each would start its worker: no worker
+    process starts (counted in a file, since standardizing runs in a forked child), and the
+    outputs are byte-identical to the reference; with ``true`` the same spy sees them."""
+    import linkage.compare
+    import linkage.io
+    from linkage.standardize import _distinct
+
+    monkeypatch.setattr(linkage.pipeline, "PARALLEL_MIN_RECORDS", 1)
+    monkeypatch.setattr(linkage.compare, "PARALLEL_MIN_RECORDS", 1)
+    monkeypatch.setattr(_distinct, "PARALLEL_MIN_DISTINCT", 1)
+    monkeypatch.setattr("linkage.standardize.combine.PARALLEL_MIN_DISTINCT", 1)
+    monkeypatch.setattr(linkage.io, "_WORKER_EARLY_BYTES", 0)
+    started = tmp_path / "started.txt"
+    original = _Worker.start
+
+    def start(self):
+        if self.proc is None:
+            with open(started, "a", encoding="utf-8") as f:
+                f.write(f"{os.getpid()}\n")
+        return original(self)
+
+    monkeypatch.setattr(_Worker, "start", start)
+    out = tmp_path / "out"
+    Linker(_config(config_path := demo[0], workers=workers), id_key=KEY).write(out)
+    assert _outputs(out) == _outputs(reference)
+    assert (out / "pairs.parquet").read_bytes() == (reference / "pairs.parquet").read_bytes()
+    # model.json records the run settings it was trained under, this one among them
+    model = (out / "model.json").read_text(encoding="utf-8")
+    assert model.replace('"workers": false', '"workers": true') == (
+        reference / "model.json"
+    ).read_text(encoding="utf-8")
+    pids = started.read_text(encoding="utf-8").split() if started.exists() else []
+    if workers:
+        # the standardizing child's worker and this process's (comparing, golden records)
+        assert len(pids) >= 3 and len(set(pids)) == 2, pids
+    else:
+        assert pids == [], config_path
 
 
 def _frame():
