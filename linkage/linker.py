@@ -503,8 +503,8 @@ def _check_memory_limit(summary: dict, config: RunConfig) -> None:
     if over:
         logger.warning(
             "run.memory_limit %s exceeded (%s MB): peak resident memory with the worker "
-            "processes %s (summary.json peak_total_mb); raise the limit or lower "
-            "run.chunk_pairs",
+            "processes %s (summary.json peak_total_mb); raise the limit, lower "
+            "run.chunk_pairs or set run.workers: false",
             config.run.memory_limit,
             f"{limit / 2**20:,.0f}",
             ", ".join(f"{stage} {peaks[stage]:,} MB" for stage in over),

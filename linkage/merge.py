@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -300,22 +300,43 @@ def _field_inputs(
     return records[rule.column], raw, valid
 
 
+def _rule_columns(rule: FieldRule) -> list[str]:
+    """The record columns one field's rule reads: its value, shown (``raw``) and, for the
+    standardized ID, ID-validity columns."""
+    columns = [rule.column] + ([rule.raw] if rule.raw is not None else [])
+    return columns + ([schema.ID_VALID] if rule.column == schema.ID_STD else [])
+
+
+def _field_frame(
+    records: pd.DataFrame, rule: FieldRule, read: Callable[[list[str]], pd.DataFrame] | None
+) -> pd.DataFrame:
+    """``records`` with the rule's columns it lacks read by ``read`` (same rows, same order;
+    a column ``read`` does not give is left out): one field's input, dropped once the field
+    is built, so that golden records never hold every field's columns at once."""
+    rest = [c for c in _rule_columns(rule) if c not in records.columns]
+    if read is None or not rest:
+        return records
+    back = read(rest)
+    back.index = records.index
+    held = [c for c in _rule_columns(rule) if c in records.columns]
+    return pd.concat([records[held], back], axis=1)
+
+
 def _golden_fields_from_file(
     arg: tuple[str, list[str], list[tuple[str, FieldRule]], _Ranks],
 ) -> list[tuple[object, np.ndarray, np.ndarray, np.ndarray | None]]:
-    """:func:`_golden_field` of several fields, their columns read from a Parquet file of
-    the records (``read_text_columns``): the worker process's share of ``merge_records``."""
+    """:func:`_golden_field` of several fields, each field's columns read from a Parquet
+    file of the records (``read_text_columns``) when it is built: the worker process's share
+    of ``merge_records``."""
     from linkage.tables import read_text_columns
 
     path, text, fields, ranks = arg
-    columns = []
-    for _, rule in fields:
-        columns += [rule.column] + ([rule.raw] if rule.raw is not None else [])
-        columns += [schema.ID_VALID] if rule.column == schema.ID_STD else []
-    records = read_text_columns(path, list(dict.fromkeys(columns)), set(text))
-    return [
-        _golden_field(field, rule, *_field_inputs(records, rule), ranks) for field, rule in fields
-    ]
+    out = []
+    for field, rule in fields:
+        frame = read_text_columns(path, list(dict.fromkeys(_rule_columns(rule))), set(text))
+        out.append(_golden_field(field, rule, *_field_inputs(frame, rule), ranks))
+        del frame
+    return out
 
 
 # Relative cost of a golden field (CPU at a million records, ~0.45 s a unit) when splitting
@@ -367,13 +388,17 @@ def merge_records(
     settings: GoldenSettings | None = None,
     *,
     share: WorkerShare | None = None,
+    read: Callable[[list[str]], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """Return one golden record per identity with ``<field>_source``/``<field>_record_id`` provenance.
 
     With ``share``, its worker builds its fields (their columns need not be in ``records``)
     while this process builds the others: fields are independent, and the result is the
     same. The worker is closed here; one that dies is logged and its fields built here
-    from the file.
+    from the file. With ``read`` (columns -> a frame of those that exist, same rows and
+    order: a spilling run's records checkpoint), a field's columns ``records`` lacks are
+    read when that field is built and dropped after it; a field whose column neither has
+    is left out, as without ``read``.
     """
     settings = settings or GoldenSettings()
     n = len(records)
@@ -395,7 +420,9 @@ def merge_records(
     ranks = _Ranks(ident_codes, n_ident, src_rank, recent_rank, key_rank)
     shared = share.fields if share is not None else set()
     fields = [
-        (f, r) for f, r in settings.fields.items() if r.column in records.columns or f in shared
+        (f, r)
+        for f, r in settings.fields.items()
+        if r.column in records.columns or f in shared or read is not None
     ]
     away = [(f, r) for f, r in fields if f in shared]
     worker = share.worker if share is not None else None
@@ -429,7 +456,12 @@ def merge_records(
     try:
         for field, rule in fields:
             if field not in {f for f, _ in away}:
-                results[field] = _golden_field(field, rule, *_field_inputs(records, rule), ranks)
+                frame = _field_frame(records, rule, read)
+                if rule.column in frame.columns:  # else neither records nor read has it
+                    results[field] = _golden_field(
+                        field, rule, *_field_inputs(frame, rule), ranks
+                    )
+                del frame
         if away:
             try:
                 results.update(zip([f for f, _ in away], worker.receive(), strict=True))
@@ -443,6 +475,7 @@ def merge_records(
     finally:
         if away:
             worker.close(kill=len(results) < len(fields))  # a reply still pending: stop it
+    fields = [(f, r) for f, r in fields if f in results]
     conflict_parts: list[np.ndarray] = []
     for field, _ in fields:
         column, chosen_rows, chosen_ident, conflict = results.pop(field)

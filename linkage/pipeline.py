@@ -678,10 +678,12 @@ def link_records(
         if golden_records is None:
             golden = merge_records(records, pd.Series(ids), settings)
         elif helper is None:
+            # each field's columns are read back when it is built (``read``), not all at once
             golden = merge_records(
-                _columns_of(records, golden_columns(settings), golden_records),
+                _golden_input(records, settings, golden_records),
                 pd.Series(ids),
                 settings,
+                read=golden_records,
             )
         else:
             import pyarrow.parquet as pq
@@ -699,10 +701,11 @@ def link_records(
             records = column_subset(records, [c for c in records.columns if c in keys])
             release_memory()
             golden = merge_records(
-                _columns_of(records, golden_columns(mine), golden_records),
+                _golden_input(records, mine, golden_records),
                 pd.Series(ids),
                 settings,
                 share=share,
+                read=golden_records,
             )
         timings["merge"] = time.perf_counter() - t
 
@@ -886,6 +889,18 @@ def _after_comparing(
         records = _columns_of(column_subset(records, keep), keep + missing, read)
     release_memory()
     return records
+
+
+def _golden_input(
+    records: pd.DataFrame, settings: GoldenSettings, read: Callable[[list[str]], pd.DataFrame]
+) -> pd.DataFrame:
+    """What golden records start from in a run that spilled its records: the keys and
+    recency column (read back when not held) and the golden columns ``records`` still holds
+    (the same objects); ``merge_records(read=)`` reads each field's other columns when it
+    builds that field."""
+    keys = [schema.SOURCE, schema.RECORD_ID, schema.REGISTERED_AT_STD]
+    held = [c for c in golden_columns(settings) if c in records.columns and c not in keys]
+    return _columns_of(records, keys + held, read)
 
 
 def _columns_of(

@@ -268,15 +268,18 @@ def test_a_run_holding_only_the_blocking_columns_reads_each_stage_s_columns(
     cut = link_records(records[held].copy(), config, id_key=KEY, golden_records=read)
     _assert_same_run(cut, full)
     # never a column held already; the comparing columns first, the clustering ones once
-    # the comparisons are prepared, the golden ones last
+    # the comparisons are prepared, the golden ones last, one field's at a time
     assert all(not set(cols) & set(held) for cols in asked)
-    assert len(asked) == 3
-    comparing, clustering, golden = asked
+    comparing, clustering, *golden_reads = asked
     assert set(comparing) == set(stages["comparing"]) - set(held)
     assert clustering == [c for c in stages["clustering"] if c not in held]
-    assert golden == [
+    golden = [c for cols in golden_reads for c in cols]
+    assert len(golden) == len(set(golden))  # each column read once
+    assert set(golden) == {
         c for c in golden_columns(config.golden_settings()) if c not in scored_from[0]
-    ]
+    }
+    values = {r.column for r in config.golden_settings().fields.values()}
+    assert len(golden_reads) > 2 and all(len(set(cols) & values) <= 1 for cols in golden_reads)
     assert set(stages["clustering"]) & set(records.columns) <= set(scored_from[0])
     assert set(scored_from[0]) <= set(stages["clustering"]) | set(stages["golden"])
     keys = {schema.ROW, schema.SOURCE, schema.RECORD_ID}
