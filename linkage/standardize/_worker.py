@@ -10,6 +10,8 @@ import os
 import pickle
 import sys
 
+from linkage.progress import release_memory
+
 
 def main() -> None:
     """Serve calls from stdin until end of input."""
@@ -23,9 +25,14 @@ def main() -> None:
             reply = (True, func(arg))
         except Exception as exc:  # handed back to the parent, which raises it
             reply = (False, exc)
+        del func, arg
         try:
             pickle.dump(reply, stdout, protocol=pickle.HIGHEST_PROTOCOL)
             stdout.flush()
+            del reply
+            # the call's arguments and result are freed: their heap pages go back to the
+            # system instead of staying resident beside the run's own process
+            release_memory()
         except BrokenPipeError:
             # the parent is gone (a run interrupted or killed): nothing to answer, and no
             # traceback on the terminal the user interrupted (Python's documented way: the
