@@ -431,10 +431,10 @@ def _print_summary(summary: dict, quiet: bool) -> None:
             f"peak memory:      {peaks[stage] / 1024:.2f} GB in {stage}  (MB: {_pairs_text(peaks)})"
         )
     totals = summary.get("peak_total_mb")
-    if totals:  # with the worker processes: what the machine gave the run
+    if totals:  # with the worker and child processes: what the machine gave the run
         stage = max(totals, key=totals.__getitem__)
         typer.echo(
-            f"with workers:     {totals[stage] / 1024:.2f} GB in {stage}  "
+            f"all processes:    {totals[stage] / 1024:.2f} GB in {stage}  "
             f"(MB: {_pairs_text(totals)})"
         )
 

@@ -630,10 +630,11 @@ class RunSettings(_Model):
     # the run (exit 2), every one listed. Relative to the config file; --bad-rows overrides.
     bad_rows: str | None = None
     # Worker processes: standardizing, preparing the comparisons and golden records each
-    # hand part of their work to a second process, so both cores work. false: all of it in
-    # the run's own process, for a machine short of memory (each worker holds its own
-    # interpreter and its share of the columns), at the price of wall time. The results
-    # are the same either way.
+    # hand part of their work to a second process, so both cores work. false: none, for a
+    # machine short of memory (each worker holds its own interpreter and its share of the
+    # columns), at the price of wall time; a spilling run still reads and standardizes in
+    # a forked child, one process working at a time. The outputs are the same either way
+    # (model.json records the setting).
     workers: bool = True
 
     @field_validator("memory_limit")

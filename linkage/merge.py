@@ -474,7 +474,8 @@ def merge_records(
                 )
     finally:
         if away:
-            worker.close(kill=len(results) < len(fields))  # a reply still pending: stop it
+            # a reply still pending: stop it
+            worker.close(kill=any(f not in results for f, _ in away))
     fields = [(f, r) for f, r in fields if f in results]
     conflict_parts: list[np.ndarray] = []
     for field, _ in fields:

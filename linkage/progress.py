@@ -114,13 +114,12 @@ def _children(pid: str) -> list[str]:
     return found
 
 
-def _tree_rss_bytes() -> int | None:
-    """The resident set size of this process and all its descendants now, in bytes (each
-    one's statm summed): the machine's memory a run takes with its worker processes. Pages
-    a forked child still shares with its parent count in both, so this is an upper bound."""
-    total = _rss_bytes()
-    if total is None:
-        return None
+def _descendants_rss_bytes() -> int:
+    """The resident set size of all this process's descendants now, in bytes (each one's
+    statm summed): the worker processes and children a run started, and any other child
+    the calling program has. Pages a forked child still shares with its parent count in
+    both, so this process's RSS plus this is an upper bound of what the two hold."""
+    total = 0
     page = os.sysconf("SC_PAGE_SIZE")
     todo, seen = _children("self"), set()
     while todo:
@@ -150,8 +149,8 @@ _TREE_EVERY = 4
 
 
 def _sample(ref: weakref.ref, stop: threading.Event) -> None:
-    """Raise the tracker's running maxima every ``_SAMPLE_SECONDS`` (this process) and every
-    ``_TREE_EVERY`` samples (with its descendants) while it lives."""
+    """Raise the tracker's running maxima every ``_SAMPLE_SECONDS`` (this process) and walk
+    its descendants every ``_TREE_EVERY`` samples, while it lives."""
     tick = 0
     while not stop.wait(_SAMPLE_SECONDS):
         tracker = ref()
@@ -160,9 +159,12 @@ def _sample(ref: weakref.ref, stop: threading.Event) -> None:
             return
         tick += 1
         if tick % _TREE_EVERY == 0:
-            tracker._tree = _tree_rss_bytes() or rss
-        # between walks the workers count as last seen (a stage's end walks afresh)
-        total = max(tracker._tree, rss)
+            generation = tracker._generation
+            others = _descendants_rss_bytes()
+            if generation == tracker._generation:  # else a stage ended during the walk
+                tracker._others = others
+        # between walks the descendants count as last seen, added to this process's RSS now
+        total = rss + tracker._others
         if rss > tracker._sampled:
             tracker._sampled = rss
         if total > tracker._sampled_total:
@@ -181,10 +183,12 @@ class StageMemory:
     samples taken every 0.05 s by a daemon thread (a spike shorter than that can be missed).
     The peaks of stages run in a child process for this one are added by ``book``
     (``linkage.apart``). ``totals()`` gives, per stage, the highest RSS of this process and
-    all its descendants together, sampled every 0.2 s (the standardizing, comparing and golden-record
-    workers, a ``linkage.apart`` child): the machine's memory the stage took, an upper bound
-    since pages a forked child shares with its parent count twice. Off Linux no figures are
-    kept and both are empty. ``close()`` stops the thread (so does losing the object).
+    all its descendants together (the standardizing, comparing and golden-record workers, a
+    ``linkage.apart`` child, and any other child the calling program has): this process's
+    samples plus its descendants' sum from the last walk over them (every 0.2 s, and at
+    each stage's end), so a descendant's spike shorter than that can be missed, while pages
+    a forked child shares with its parent count twice. Off Linux no figures are kept and
+    both are empty. ``close()`` stops the thread (so does losing the object).
     With the environment variable ``LINKAGE_RSS_TRACE`` set to a file path, every sample is
     appended to that file as a line ``seconds<TAB>MB<TAB>stage<TAB>total MB`` (a file that
     cannot be opened is not traced).
@@ -196,7 +200,8 @@ class StageMemory:
         self._peaks: dict[str, int] = {}
         self._totals: dict[str, int] = {}
         self._sampled_total = 0
-        self._tree = 0  # the last walk's sum of this process and its descendants
+        self._others = 0  # the last walk's sum of the descendants' RSS
+        self._generation = 0  # raised at each booking: a walk begun before it is dropped
         self._hwm = _peak_rss_bytes()
         self.enabled = self._hwm is not None and _rss_bytes() is not None
         self._sampled = 0
@@ -210,7 +215,8 @@ class StageMemory:
                 self._trace = None
         if self.enabled:
             self._sampled = _rss_bytes() or 0
-            self._sampled_total = self._tree = _tree_rss_bytes() or self._sampled
+            self._others = _descendants_rss_bytes()
+            self._sampled_total = self._sampled + self._others
             thread = threading.Thread(
                 target=_sample, args=(weakref.ref(self), self._stop), daemon=True,
                 name="linkage-stage-memory",
@@ -222,7 +228,9 @@ class StageMemory:
             return
         hwm = _peak_rss_bytes() or 0
         now = _rss_bytes() or 0
-        total = _tree_rss_bytes() or now
+        self._generation += 1
+        others = _descendants_rss_bytes()
+        total = now + others
         if self.current is not None:
             # a new process peak during this stage is exact; else the samples' highest
             peak = hwm if hwm > (self._hwm or 0) else max(self._sampled, now)
@@ -232,7 +240,8 @@ class StageMemory:
             self._totals[self.current] = max(self._totals.get(self.current, 0), most)
         self._hwm = hwm
         self._sampled = now
-        self._sampled_total = self._tree = total
+        self._others = others
+        self._sampled_total = total
 
     def stage(self, name: str, total: int | None = None, unit: str = "") -> None:
         """Book the peak of the stage that ends here, hand the heap's free pages back

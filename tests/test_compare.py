@@ -985,6 +985,24 @@ def test_address_with_the_flat_on_one_side(left, right, expected):
     assert [comparison.levels[g] for g in got] == [expected, expected]
 
 
+def test_an_address_with_more_numbers_than_int16_holds_is_compared():
+    """A detail of 33,000 house numbers (a pasted list, a broken export): its count of
+    numbers is kept whole in the prepared rows (int16 overflowed there), and the pair is
+    compared, not refused."""
+    long = "北京市朝阳区" + "1号," * 33_000
+    records = standardize(
+        pd.DataFrame(
+            {"source": "a", "record_id": ["1", "2"], "current_address": [long, long]}
+        )
+    )
+    comparison = AddressComparison(field="current_address")
+    prepared = comparison.prepare({c: records[c].to_numpy() for c in comparison.columns})
+    assert int(prepared.rows["n_count"][0]) >= 33_000
+    pairs = pd.DataFrame({schema.ROW_L: [0], schema.ROW_R: [1]})
+    got = compare(records, pairs, [comparison])[schema.GAMMA_PREFIX + comparison.name]
+    assert [comparison.levels[g] for g in got] == ["same_detail"]
+
+
 def test_one_id_with_a_gender_and_a_birth_year_mistyped_on_one_record_still_counts():
     """Two records under one valid ID, the second typed 男 for a woman and 1983 for 1984 on
     the ID's own month and day: one person's record with two typos, so the ID counts

@@ -65,9 +65,7 @@ def test_rss_trace_file_gets_each_sample_with_its_stage(tmp_path, monkeypatch):
     assert lines and all(len(parts) == 4 for parts in lines)
     assert {parts[2] for parts in lines} <= {"None", "reading"}
     assert any(parts[2] == "reading" for parts in lines)
-    assert all(float(parts[1]) > 0 for parts in lines)
-    # the fourth field, this process with its descendants, is never below its own RSS
-    assert all(float(parts[3]) >= float(parts[1]) for parts in lines)
+    assert all(float(parts[1]) > 0 and float(parts[3]) > 0 for parts in lines)
 
 
 def test_no_rss_trace_without_the_variable(monkeypatch):
@@ -96,32 +94,63 @@ def test_the_peak_is_booked_to_the_stage_that_made_it():
 
 
 def test_the_total_counts_a_worker_process_and_the_peak_does_not():
-    """A stage whose worker holds 300 MB: ``totals()`` books it (the machine's memory the
-    stage took), ``peaks()`` (this process) does not; a stage after the worker exits has
-    its total back near this process's own."""
+    """A stage whose child process holds 300 MB: ``totals()`` books it (the machine's memory
+    the stage took), ``peaks()`` (this process) does not, and a stage begun after the child
+    exited has its total back down. The stage ends while the child lives, so the walk at
+    each stage's end sees it whatever the sampling thread did."""
     import subprocess
     import sys
 
-    tracer = _tracer()
-    tracer.stage("before")
-    tracer.stage("worker")
-    hold = "import numpy, sys, time; b = numpy.ones(300 * 2**20 // 8); print(1, flush=True); time.sleep(60)"
+    tracker = _tracer()
+    tracker.stage("before")
+    tracker.stage("worker")
+    hold = "import numpy, time; b = numpy.ones(300 * 2**20 // 8); print(1, flush=True); time.sleep(60)"
     child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE)
     try:
         assert child.stdout.readline().strip() == b"1"  # its 300 MB are touched
-        time.sleep(0.3)
+        tracker.stage("exiting")  # books "worker" with the child alive
     finally:
         child.kill()
         child.wait()
-    tracer.stage("after")
-    tracer.stage("done")
-    peaks, totals = tracer.peaks(), tracer.totals()
-    tracer.close()
-    assert set(totals) == set(peaks) == {"before", "worker", "after"}
+        child.stdout.close()
+    tracker.stage("after")  # "after" starts from a walk without the child
+    tracker.stage("done")
+    peaks, totals = tracker.peaks(), tracker.totals()
+    tracker.close()
+    assert set(totals) == set(peaks) == {"before", "worker", "exiting", "after"}
     assert totals["worker"] >= peaks["worker"] + 250 * MB
     assert totals["worker"] >= totals["before"] + 250 * MB
     assert totals["after"] < totals["worker"] - 250 * MB
-    assert all(totals[s] >= peaks[s] for s in peaks)
+
+
+def test_a_walk_begun_before_a_stage_ended_is_not_booked_to_the_next(monkeypatch):
+    """The sampling thread's walk over the descendants that a stage's end overtakes (it read
+    a worker since gone) is dropped, not booked to the stage that follows."""
+    import threading
+
+    from linkage import progress
+
+    tracker = _tracer()
+    tracker.stage("first")
+    walking, release = threading.Event(), threading.Event()
+    gone = 10_000 * MB
+
+    def slow_walk() -> int:
+        if threading.current_thread().name == "linkage-stage-memory" and not walking.is_set():
+            walking.set()
+            release.wait(5)
+            return gone  # what it saw before the stage ended: a worker since exited
+        return 0  # every later walk: the worker is gone
+
+    monkeypatch.setattr(progress, "_descendants_rss_bytes", slow_walk)
+    assert walking.wait(5)  # the thread is inside a walk
+    tracker.stage("second")  # the stage ends meanwhile (its own walk: nothing)
+    release.set()
+    time.sleep(0.3)  # the late walk returns, later samples come
+    tracker.stage("done")
+    totals = tracker.totals()
+    tracker.close()
+    assert totals["second"] < gone
 
 
 def test_a_child_processes_peak_booked_raises_the_stage_total():
@@ -182,9 +211,7 @@ def test_summary_gives_the_peak_of_every_stage(written):
     # no stage's peak is above the process's lifetime peak (getrusage is never reset)
     lifetime = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux gives kB
     assert max(peaks.values()) * MB <= lifetime + MB
-    totals = summary["peak_total_mb"]
-    assert set(totals) == set(peaks)
-    assert all(totals[s] >= peaks[s] for s in peaks)
+    assert set(summary["peak_total_mb"]) == set(peaks)
 
 
 def test_run_then_write_keeps_every_stage_peak(config, tmp_path):
@@ -493,7 +520,7 @@ def test_run_prints_the_peak_and_its_stage(registries, tmp_path):
     stage = summary["peak_rss_stage"]
     assert f"GB in {stage}" in line and f"{stage} {summary['peak_rss_mb'][stage]}" in line
     totals = summary["peak_total_mb"]
-    line = next(x for x in got.stdout.splitlines() if x.startswith("with workers:"))
+    line = next(x for x in got.stdout.splitlines() if x.startswith("all processes:"))
     top = max(totals, key=totals.__getitem__)
     assert f"{totals[top] / 1024:.2f} GB in {top}" in line
 

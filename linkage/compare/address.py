@@ -101,8 +101,9 @@ def _first_and_count(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         parts = [] if key is None or key == _NO_NUMBERS else str(key).split("-")
         first.append(int(parts[0][:15]) if parts else -1)
         count.append(len(parts))
-    # the first number may have 15 digits (int64); a count of numbers fits int16
-    return np.array(first, dtype=np.int64), np.array(count, dtype=np.int16)
+    # the first number may have 15 digits (int64); a count of numbers fits int32 (int16
+    # would not: nothing bounds an address's length)
+    return np.array(first, dtype=np.int64), np.array(count, dtype=np.int32)
 
 
 _UNIT_AFTER = frozenset("号栋幢座楼单元室房弄巷组社")

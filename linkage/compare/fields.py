@@ -215,8 +215,9 @@ class IdComparison(Comparison):
                 "id": codes,
                 "d15": d15.astype(np.int8),
                 "from15": from15,
-                # narrow per-record rows (a year, MMDD, a sign): 21 bytes a record fewer,
-                # held by the run and its comparing worker; readers widen them to compute
+                # narrow per-record rows (a year, MMDD, a sign): 19 bytes a record fewer,
+                # held by the run and its comparing worker; only compared, or widened first
+                # (_birth_of_id)
                 "gender": genders.astype(_GENDER_ROW),
                 "no_birth": no_birth,
                 "year": years.astype(_YEAR_ROW),
