@@ -18,7 +18,7 @@ import pandas as pd
 from linkage import schema
 from linkage.config import DEFAULT_FIELDS, FieldRule, GoldenSettings  # noqa: F401 - re-exported
 from linkage.standardize._fillers import FILLER_TEXTS, is_filler_text
-from linkage.tables import packed_lexsort, shared_text, sorted_unique
+from linkage.tables import columns_of, packed_lexsort, shared_text, sorted_unique
 
 logger = logging.getLogger(__name__)
 
@@ -310,16 +310,10 @@ def _rule_columns(rule: FieldRule) -> list[str]:
 def _field_frame(
     records: pd.DataFrame, rule: FieldRule, read: Callable[[list[str]], pd.DataFrame] | None
 ) -> pd.DataFrame:
-    """``records`` with the rule's columns it lacks read by ``read`` (same rows, same order;
-    a column ``read`` does not give is left out): one field's input, dropped once the field
-    is built, so that golden records never hold every field's columns at once."""
-    rest = [c for c in _rule_columns(rule) if c not in records.columns]
-    if read is None or not rest:
-        return records
-    back = read(rest)
-    back.index = records.index
-    held = [c for c in _rule_columns(rule) if c in records.columns]
-    return pd.concat([records[held], back], axis=1)
+    """``records``, or with ``read`` the rule's columns (``tables.columns_of``): one field's
+    input, dropped once the field is built, so that golden records never hold every
+    field's columns at once."""
+    return records if read is None else columns_of(records, _rule_columns(rule), read)
 
 
 def _golden_fields_from_file(

@@ -52,7 +52,7 @@ from linkage.io import write_parquet
 from linkage.merge import WorkerShare, merge_records, worker_fields
 from linkage.model import FellegiSunterModel
 from linkage.progress import Progress, ProgressLike, as_progress, release_memory
-from linkage.tables import attach_keys, column_subset
+from linkage.tables import attach_keys, column_subset, columns_of
 from linkage.training import check_model_levels, new_model, train_model
 
 logger = logging.getLogger(__name__)
@@ -860,7 +860,7 @@ def _comparing_input(
     if read is None:
         return records
     wanted = list(dict.fromkeys([schema.ROW, *(col for c in comparisons for col in c.columns)]))
-    return _columns_of(records, wanted, read)
+    return columns_of(records, wanted, read)
 
 
 def _after_comparing(
@@ -886,7 +886,7 @@ def _after_comparing(
             return records
         records = column_subset(records, keep)
     else:
-        records = _columns_of(column_subset(records, keep), keep + missing, read)
+        records = columns_of(column_subset(records, keep), keep + missing, read)
     release_memory()
     return records
 
@@ -900,25 +900,7 @@ def _golden_input(
     builds that field."""
     keys = [schema.SOURCE, schema.RECORD_ID, schema.REGISTERED_AT_STD]
     held = [c for c in golden_columns(settings) if c in records.columns and c not in keys]
-    return _columns_of(records, keys + held, read)
-
-
-def _columns_of(
-    records: pd.DataFrame, columns: list[str], read: Callable[[list[str]], pd.DataFrame]
-) -> pd.DataFrame:
-    """``columns`` of the records, in that order: those ``records`` holds from it (the same
-    objects), the others from ``read`` (columns neither has are left out). How a stage of a
-    run that spilled its records gets the columns it reads."""
-    rest = [c for c in columns if c not in records.columns]
-    back = read(rest) if rest else pd.DataFrame(index=records.index)
-    back.index = records.index  # the same rows in the same order
-    frame = {}
-    for col in columns:
-        if col in records.columns:
-            frame[col] = records[col]
-        elif col in back.columns:
-            frame[col] = back[col]
-    return pd.DataFrame(frame, index=records.index)
+    return columns_of(records, keys + held, read)
 
 
 def _score(

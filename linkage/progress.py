@@ -372,8 +372,8 @@ def return_freed_memory() -> dict[str, str]:
     a peak 59 MiB higher (1,751 against 1,692); at 2,993,950 records 0.79x, peak +4%.
     Process-wide, so the library never calls it; the CLI's ``linkage run`` does. A
     setting already given through the environment (``MALLOC_MMAP_THRESHOLD_``,
-    ``ARROW_DEFAULT_MEMORY_POOL``) is left as it is; off glibc only the pool changes. Returns what was set, e.g. ``{"mmap_threshold":
-    "33554432", "arrow_pool": "system"}``.
+    ``ARROW_DEFAULT_MEMORY_POOL``) is left as it is; off glibc only the pool changes.
+    Returns what was set, e.g. ``{"mmap_threshold": "33554432", "arrow_pool": "system"}``.
     """
     done: dict[str, str] = {}
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ and _set_mmap_threshold(MMAP_THRESHOLD):

@@ -9,7 +9,7 @@ two, so no module builds the lookup by hand; ``text_columns`` gives text columns
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +128,25 @@ def read_text_columns(path: str | Path, columns: list[str], text: set[str]) -> p
     if not out:
         return pd.read_parquet(path, columns=[])
     return pd.DataFrame(out)
+
+
+def columns_of(
+    records: pd.DataFrame, columns: list[str], read: Callable[[list[str]], pd.DataFrame]
+) -> pd.DataFrame:
+    """``columns`` of the records, in that order: those ``records`` holds from it (the same
+    objects), the others from ``read`` (columns -> a frame of those that exist, the same
+    rows in the same order; columns neither has are left out). How a stage of a run that
+    spilled its records (the records checkpoint) gets the columns it reads."""
+    rest = [c for c in columns if c not in records.columns]
+    back = read(rest) if rest else pd.DataFrame(index=records.index)
+    back.index = records.index  # the same rows in the same order
+    frame = {}
+    for col in columns:
+        if col in records.columns:
+            frame[col] = records[col]
+        elif col in back.columns:
+            frame[col] = back[col]
+    return pd.DataFrame(frame, index=records.index)
 
 
 def held_alone(values: np.ndarray) -> bool:

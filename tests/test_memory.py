@@ -26,7 +26,6 @@ from linkage.io import read_records
 from linkage.linker import _spill_records, write_outputs
 from linkage.merge import merge_records
 from linkage.pipeline import (
-    _columns_of,
     cluster_records,
     golden_columns,
     held_columns,
@@ -39,7 +38,7 @@ from linkage.pipeline import (
 )
 from linkage.progress import StageMemory, _rss_bytes, release_memory
 from linkage.synth import generate
-from linkage.tables import column_subset, held_alone, read_text_columns
+from linkage.tables import column_subset, columns_of, held_alone, read_text_columns
 from linkage.training import train_model
 
 MB = 2**20
@@ -476,7 +475,7 @@ def test_columns_of_takes_held_columns_and_reads_the_rest(records):
         asked.append(columns)
         return records[[c for c in columns if c in records]].reset_index(drop=True)
 
-    frame = _columns_of(held, [schema.NAME, "registered_at", "no_such_column"], read)
+    frame = columns_of(held, [schema.NAME, "registered_at", "no_such_column"], read)
     assert asked == [["registered_at", "no_such_column"]]  # only what the table lacks
     assert list(frame.columns) == [schema.NAME, "registered_at"]
     pd.testing.assert_frame_equal(frame, records[[schema.NAME, "registered_at"]])
