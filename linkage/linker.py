@@ -446,6 +446,7 @@ def write_outputs(
     paths.update({name: done(path) for name, path in small.items()})
     if isinstance(report, StageMemory):
         _add_memory(result.summary, report)
+        _check_memory_limit(result.summary, config, only=("write",))
     text = json.dumps(result.summary, ensure_ascii=False, indent=2)
     paths["summary"] = done(
         atomic_write(output / "summary.json", lambda p: p.write_text(text, encoding="utf-8"))
@@ -483,27 +484,33 @@ def _add_memory(summary: dict, report: StageMemory) -> None:
         mb = dict(summary.get(key) or {})
         mb.update({_STAGE_KEYS.get(k, k): round(v / 2**20) for k, v in figures.items()})
         summary[key] = mb
-    mb = summary["peak_rss_mb"]
-    summary["peak_rss_stage"] = max(mb, key=mb.__getitem__)
+    for key in ("peak_rss", "peak_total"):
+        mb = summary[f"{key}_mb"]
+        summary[f"{key}_stage"] = max(mb, key=mb.__getitem__)
 
 
-def _check_memory_limit(summary: dict, config: RunConfig) -> None:
+def _check_memory_limit(
+    summary: dict, config: RunConfig, only: tuple[str, ...] | None = None
+) -> None:
     """Name the stages whose peak memory, this process's and its workers' together
     (``peak_total_mb``), went over ``run.memory_limit`` in the summary
     (``over_memory_limit``) and in a warning: the limit sizes the chunks and DuckDB, but
     what a stage holds besides (the records' linking columns, the clustering input of
     every link, a worker's imports) is not bounded by it, so a run says when it did not
-    keep to it."""
+    keep to it. ``only``: warn about those stages alone (writing, after the run's own
+    stages were checked), the list keeping the earlier ones."""
     limit = config.run.memory_bytes()
     peaks = summary.get("peak_total_mb") or summary.get("peak_rss_mb")
     if limit is None or not peaks:
         return
     over = [stage for stage, mb in peaks.items() if mb * 2**20 > limit]
     summary["over_memory_limit"] = over
+    if only is not None:
+        over = [stage for stage in over if stage in only]
     if over:
         logger.warning(
-            "run.memory_limit %s exceeded (%s MB): peak resident memory with the worker "
-            "processes %s (summary.json peak_total_mb); raise the limit, lower "
+            "run.memory_limit %s exceeded (the limit is %s MiB): peak resident memory with "
+            "the worker processes %s (summary.json peak_total_mb); raise the limit, lower "
             "run.chunk_pairs or set run.workers: false",
             config.run.memory_limit,
             f"{limit / 2**20:,.0f}",

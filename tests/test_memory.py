@@ -502,6 +502,14 @@ def test_a_run_over_its_memory_limit_says_where(config, tmp_path, caplog):
     assert "run.memory_limit 64MB exceeded" in caplog.text
     roomy = config.model_copy(update={"run": config.run.model_copy(update={"memory_limit": "1TB"})})
     assert Linker(roomy, id_key=KEY).run().summary["over_memory_limit"] == []
+    # writing outputs is checked too, once its figure is known
+    caplog.clear()
+    Linker(tight, id_key=KEY).write(tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert "write" in summary["over_memory_limit"]
+    assert "write " in caplog.text.split("run.memory_limit 64MB exceeded")[-1]
+    totals = summary["peak_total_mb"]
+    assert summary["peak_total_stage"] == max(totals, key=totals.__getitem__)
 
 
 def test_run_prints_the_peak_and_its_stage(registries, tmp_path):
