@@ -1,7 +1,8 @@
 """The worker process of ``_distinct.worker_process``: runs pickled ``(func, arg)`` calls.
 
 Reads calls from stdin until it closes; writes ``(True, result)`` or ``(False, exception)``
-to stdout for each, pickled. Started by the parent with ``python -m``; not for users.
+to stdout for each, pickled (what the calls print goes to stderr). Started by the parent with
+``python -m``; not for users.
 """
 
 from __future__ import annotations
@@ -9,13 +10,32 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+from typing import BinaryIO
 
 from linkage.progress import release_memory
 
 
+def _channel() -> tuple[BinaryIO, BinaryIO]:
+    """Buffered binary streams over the pipes of stdin and stdout, and fd 1 pointed at stderr.
+
+    ``sys.stdout.buffer`` is the raw file under ``python -u`` or ``PYTHONUNBUFFERED`` (set in
+    many container images): its ``write`` is one system call, which a pipe ends early when
+    the process is stopped and continued (Ctrl-Z then ``fg``, a scheduler suspending the
+    job), and ``pickle.dump`` ignores the count, so the rest of a reply was lost and the
+    parent waited for it forever. A buffered writer writes until done. The protocol moves
+    to a copy of fd 1 so that anything an imported library prints goes to stderr instead of
+    into a pickle stream.
+    """
+    out = os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    stdin = open(sys.stdin.fileno(), "rb", closefd=False)  # noqa: SIM115 - for the process's life
+    stdout = open(out, "wb")  # noqa: SIM115 - for the process's life
+    return stdin, stdout
+
+
 def main() -> None:
     """Serve calls from stdin until end of input."""
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdin, stdout = _channel()
     while True:
         try:
             func, arg = pickle.load(stdin)

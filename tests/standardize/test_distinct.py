@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import sys
 
 import numpy as np
 import pandas as pd
@@ -332,3 +334,52 @@ def test_a_worker_whose_parent_is_gone_exits_without_a_traceback():
     worker.stdin.close()
     assert worker.wait(timeout=60) == 0
     assert b"Traceback" not in worker.stderr.read()
+
+
+def _blocked_writing(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return "pipe_write" in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc, sends SIGSTOP")
+def test_a_reply_survives_the_worker_being_stopped_and_continued(monkeypatch):
+    # Ctrl-Z then fg, or a scheduler suspending the job, while the worker writes a reply
+    # bigger than the pipe; under PYTHONUNBUFFERED (many container images) the worker's raw
+    # stdout ended that write early and the rest of the reply was lost
+    import signal
+    import threading
+    import time
+
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+    worker = _distinct._Worker()
+    try:
+        worker.send(np.arange, 4_000_000)  # a 32 MB reply: the worker blocks on the full pipe
+        deadline = time.monotonic() + 60
+        while not _blocked_writing(worker.proc.pid):
+            assert time.monotonic() < deadline, "the worker never blocked writing its reply"
+            time.sleep(0.01)
+        os.kill(worker.proc.pid, signal.SIGSTOP)
+        time.sleep(0.05)
+        os.kill(worker.proc.pid, signal.SIGCONT)
+        got: list = []
+        reader = threading.Thread(target=lambda: got.append(worker.receive()), daemon=True)
+        reader.start()
+        reader.join(timeout=60)
+        assert not reader.is_alive(), "the reply was cut short: receive waits forever"
+        np.testing.assert_array_equal(got[0], np.arange(4_000_000))
+    finally:
+        worker.close(kill=True)
+
+
+def test_what_a_call_prints_does_not_reach_the_reply_stream():
+    worker = _distinct._Worker()
+    try:
+        worker.send(print, "printed by a library, not a reply")
+        assert worker.receive() is None
+        worker.send(len, "abc")
+        assert worker.receive() == 3
+    finally:
+        worker.close()
