@@ -9,6 +9,7 @@ steps a run reports, in order. Must not import the incremental layer, the Linker
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import threading
 import time
@@ -161,15 +162,27 @@ def compare_pairs(
     step: Callable[[int], None] | None = None,
     *,
     prepared: list[Prepared] | None = None,
+    threads: int = 1,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Compare candidate pairs; return the vectors (with ``rule`` when pairs have it) and
     the per-pair term frequencies of each comparison in ``tf_rows`` (per-row frequencies).
     ``step(n)`` is told each chunk of ``n`` compared pairs; ``prepared`` is
-    ``compare.prepare_comparisons(records, comparisons)`` when the caller holds it."""
-    vectors = compare(records, pairs, comparisons, step=step, prepared=prepared)
+    ``compare.prepare_comparisons(records, comparisons)`` when the caller holds it;
+    ``threads``: chunks levelled at once (``compare.compare``)."""
+    vectors = compare(records, pairs, comparisons, step=step, prepared=prepared, threads=threads)
     if schema.RULE in pairs:
         vectors[schema.RULE] = pairs[schema.RULE].to_numpy()
     return vectors, {name: pair_tf(values, vectors) for name, values in tf_rows.items()}
+
+
+def compare_threads() -> int:
+    """Threads a run levels comparison chunks with: the cores this process may use (its CPU
+    affinity, which container limits set), at most 4 (each holds a chunk's temporaries)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
 
 
 def score_pairs(
@@ -591,8 +604,9 @@ def link_records(
     if compared_now:
         train_pairs = pairs if sample is None else pairs.iloc[sample].reset_index(drop=True)
         vectors, tf = compare_pairs(
-            records, train_pairs, comparisons, rows_tf, step=say.advance, prepared=prepared
-        )
+            records, train_pairs, comparisons, rows_tf, step=say.advance, prepared=prepared,
+            threads=compare_threads(),
+        )  # fmt: skip
         del train_pairs  # the candidate pairs themselves when not sampled: freed after scoring
     timings["compare"] = time.perf_counter() - t
 
@@ -986,14 +1000,21 @@ def _compare_chunk(
     in all pairs), taking the training sample's pairs from ``vectors`` (their rows in
     ``sample`` order) rather than comparing them twice; the rows come back in ``part``'s
     order, as comparing them all would give them."""
+    threads = compare_threads()
     if vectors is None or sample is None:
-        return compare_pairs(records, part, comparisons, rows_tf, prepared=prepared)
+        return compare_pairs(
+            records, part, comparisons, rows_tf, prepared=prepared, threads=threads
+        )
     lo, hi = np.searchsorted(sample, [start, start + len(part)])
     if lo == hi:
-        return compare_pairs(records, part, comparisons, rows_tf, prepared=prepared)
+        return compare_pairs(
+            records, part, comparisons, rows_tf, prepared=prepared, threads=threads
+        )
     seen = np.zeros(len(part), dtype=bool)
     seen[sample[lo:hi] - start] = True
-    rest, _ = compare_pairs(records, part[~seen], comparisons, rows_tf, prepared=prepared)
+    rest, _ = compare_pairs(
+        records, part[~seen], comparisons, rows_tf, prepared=prepared, threads=threads
+    )
     known = vectors.iloc[lo:hi]
     columns = {}
     for col in rest.columns:

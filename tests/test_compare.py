@@ -345,6 +345,35 @@ def test_chunking_does_not_change_levels(case_records, chunk, pairs):
     pd.testing.assert_frame_equal(back[gammas], whole[gammas])
 
 
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    chunk=st.integers(min_value=1, max_value=30),
+    threads=st.integers(min_value=2, max_value=4),
+    pairs=st.lists(st.tuples(st.integers(0, 2 * len(CASES) - 1), st.integers(0, 2 * len(CASES) - 1)), max_size=120),
+)  # fmt: skip
+def test_threads_level_the_same_vectors_and_report_chunks_in_order(
+    case_records, chunk, threads, pairs
+):
+    frame = pd.DataFrame(pairs, columns=[schema.ROW_L, schema.ROW_R], dtype=np.int64)
+    comparisons = list(COMPARISONS.values())
+    steps_one: list[int] = []
+    whole = compare(case_records, frame, comparisons, chunk_size=chunk, step=steps_one.append)
+    steps = []
+    threaded = compare(
+        case_records, frame, comparisons, chunk_size=chunk, step=steps.append, threads=threads
+    )
+    pd.testing.assert_frame_equal(whole, threaded)
+    assert steps == steps_one == [min(chunk, len(pairs) - s) for s in range(0, len(pairs), chunk)]
+
+
+def test_compare_refuses_fewer_than_one_thread(case_records):
+    frame = pd.DataFrame({schema.ROW_L: [0], schema.ROW_R: [1]})
+    with pytest.raises(ValueError, match="threads"):
+        compare(case_records, frame, list(COMPARISONS.values()), threads=0)
+
+
 def test_same_record_agrees_with_itself(case_records):
     n = len(case_records)
     pairs = pd.DataFrame({schema.ROW_L: np.arange(n), schema.ROW_R: np.arange(n)})

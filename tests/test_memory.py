@@ -482,6 +482,32 @@ def test_columns_of_takes_held_columns_and_reads_the_rest(records):
     assert frame[schema.NAME].to_numpy()[0] is held[schema.NAME].to_numpy()[0]
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.none(), st.sampled_from(["", "张伟", "a", "b|c", "王芳"]),
+                              st.text(max_size=6)), max_size=60),
+    row_group=st.integers(1, 9),
+    large=st.booleans(),
+)  # fmt: skip
+def test_text_read_back_by_dictionary_equals_the_pandas_read(tmp_path_factory, values,
+                                                             row_group, large):  # fmt: skip
+    # row groups of their own dictionaries (pyarrow unifies them), nulls, empty strings,
+    # no rows at all: the same values as pandas reads and shared_text shares, one str each
+    import pyarrow as pa
+
+    path = tmp_path_factory.mktemp("text") / "t.parquet"
+    kind = pa.large_string() if large else pa.string()
+    pq.write_table(pa.table({"t": pa.array(values, kind), "n": pa.array(range(len(values)))}),
+                   path, row_group_size=row_group)  # fmt: skip
+    got = read_text_columns(path, ["t", "n"], {"t"})
+    assert got["t"].dtype == object
+    assert got["t"].tolist() == values
+    expected = pd.read_parquet(path, columns=["n"])["n"]
+    pd.testing.assert_series_equal(got["n"], expected)
+    kept = [v for v in got["t"].to_numpy() if v is not None]
+    assert len({id(v) for v in kept}) == len(set(kept))  # one object per distinct value
+
+
 def test_a_written_run_equals_the_run_over_the_full_records(config, written, tmp_path):
     # Linker.write holds the cut table and reads golden columns back; Linker.run keeps
     # every column: the files are byte-identical

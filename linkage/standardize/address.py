@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
 
+import ahocorasick
 import cn2an
 import cpca
 import numpy as np
@@ -865,6 +866,22 @@ def _current_name_at(text: str, start: int, old: str) -> bool:
     return any(text.startswith(n, start) for n in _longer_current_names().get(old, ()))
 
 
+@lru_cache(maxsize=1)
+def _old_name_automaton() -> ahocorasick.Automaton | None:
+    """An Aho-Corasick automaton of the old names (``_old_names``): whether a text holds one
+    at all in one pass, where the regex alternation of ~400 names cost ~4 µs a text (2% of a
+    run's CPU at a million records, nearly every text without one). pyahocorasick is cpca's
+    own matcher."""
+    table, _ = _old_names()
+    if not table:
+        return None
+    automaton = ahocorasick.Automaton()
+    for name in table:
+        automaton.add_word(name, len(name))
+    automaton.make_automaton()
+    return automaton
+
+
 def _old_county(text: str) -> tuple[str, int] | None:
     """(successor adcode, characters up to the old name's end) when ``text`` names a renamed
     or merged county by its old name (开县临江镇, 重庆市开县, 四川达州达县), either first or after
@@ -873,6 +890,10 @@ def _old_county(text: str) -> tuple[str, int] | None:
     湖南's 津市市 and 潼南县 as 南县."""
     table, pattern = _old_names()
     if pattern is None:
+        return None
+    # the regex finds only names inside the first 16 characters: none there, none found
+    head = text[:16]
+    if next(_old_name_automaton().iter(head), None) is None:
         return None
     for match in pattern.finditer(text, 0, 16):
         if _current_name_at(text, match.start(), match.group(0)):
