@@ -9,7 +9,6 @@ steps a run reports, in order. Must not import the incremental layer, the Linker
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import threading
 import time
@@ -42,6 +41,7 @@ from linkage.compare import (
     Prepared,
     build_comparisons,
     compare,
+    compare_threads,
     pair_tf,
     prepare_comparisons,
     prepare_from_file,
@@ -173,16 +173,6 @@ def compare_pairs(
     if schema.RULE in pairs:
         vectors[schema.RULE] = pairs[schema.RULE].to_numpy()
     return vectors, {name: pair_tf(values, vectors) for name, values in tf_rows.items()}
-
-
-def compare_threads() -> int:
-    """Threads a run levels comparison chunks with: the cores this process may use (its CPU
-    affinity, which container limits set), at most 4 (each holds a chunk's temporaries)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 4))
 
 
 def score_pairs(

@@ -17,7 +17,7 @@ import pandas as pd
 
 from linkage import schema
 from linkage.blocking import sample_random_pairs
-from linkage.compare import Comparison, Prepared, compare
+from linkage.compare import Comparison, Prepared, compare, compare_threads
 from linkage.config import RunConfig
 from linkage.errors import InputError
 from linkage.model import FellegiSunterModel
@@ -156,7 +156,10 @@ def train_model(
     """
     settings = config.model
     model = new_model(comparisons, config, list(tf))
-    random = compare(records, random_pairs_for_u(records, config), comparisons, prepared=prepared)
+    random = compare(
+        records, random_pairs_for_u(records, config), comparisons, prepared=prepared,
+        threads=compare_threads(),
+    )  # fmt: skip
     model.estimate_u(random)
     if len(vectors):
         sessions = level_rules(settings.training_sessions, comparisons)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pickle
 import select
 import time
@@ -51,6 +52,7 @@ __all__ = [
     "NameComparison",
     "PhoneComparison",
     "Prepared",
+    "compare_threads",
     "StringComparison",
     "as_recordlinkage",
     "build_comparisons",
@@ -285,6 +287,17 @@ def _ready(worker: Any) -> bool:
         return True
     readable, _, _ = select.select([worker.proc.stdout], [], [], 0)
     return bool(readable)
+
+
+def compare_threads() -> int:
+    """Threads to level comparison chunks with (``compare(threads=)``): the cores this
+    process may use (its CPU affinity, which container limits set), at most 4 (each holds
+    a chunk's temporaries)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
 
 
 def compare(
