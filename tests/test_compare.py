@@ -365,7 +365,11 @@ def test_threads_level_the_same_vectors_and_report_chunks_in_order(
         case_records, frame, comparisons, chunk_size=chunk, step=steps.append, threads=threads
     )
     pd.testing.assert_frame_equal(whole, threaded)
-    assert steps == steps_one == [min(chunk, len(pairs) - s) for s in range(0, len(pairs), chunk)]
+    n = len(pairs)
+    assert steps_one == [min(chunk, n - s) for s in range(0, n, chunk)]
+    # each thread levels its share of a chunk: the pairs in flight stay one chunk
+    share = max(chunk // threads, 1)
+    assert steps == [min(share, n - s) for s in range(0, n, share)]
 
 
 def test_compare_refuses_fewer_than_one_thread(case_records):
