@@ -1103,3 +1103,20 @@ def test_a_married_womans_name_meets_her_own(left, right, level):
     comparison = NameComparison()
     got = compare(records, pairs, [comparison])[schema.GAMMA_PREFIX + "name"]
     assert comparison.levels[got.iloc[0]] == level
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "quota"),
+    [("150000 100000\n", 2), ("100000 100000\n", 1), ("50000 100000\n", 1),
+     ("max 100000\n", None), ("garbage\n", None), (None, None)],
+)  # fmt: skip
+def test_threads_follow_a_cgroup_cpu_quota(tmp_path, monkeypatch, cpu_max, quota):
+    import linkage.compare as compare_module
+
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max, encoding="ascii")
+    monkeypatch.setattr(compare_module, "_CPU_MAX", str(path))
+    assert compare_module._cgroup_cpu_quota() == quota
+    threads = compare_module.compare_threads()
+    assert 1 <= threads <= 4 and (quota is None or threads <= quota)

@@ -291,13 +291,33 @@ def _ready(worker: Any) -> bool:
 
 def compare_threads() -> int:
     """Threads to level comparison chunks with (``compare(threads=)``): the cores this
-    process may use (its CPU affinity, which container limits set), at most 4 (each holds
-    a chunk's temporaries)."""
+    process may use, at most 4 (each holds a share of a chunk's temporaries). The cores
+    are its CPU affinity (a cpuset), lowered to a cgroup v2 CPU quota (``cpu.max``: what
+    ``docker --cpus`` and a Kubernetes CPU limit set, which affinity does not show)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, quota)
     return max(1, min(cores, 4))
+
+
+_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """Whole CPUs of this process's cgroup v2 quota (``/sys/fs/cgroup/cpu.max``: ``QUOTA
+    PERIOD`` or ``max PERIOD``), rounded up; None without one or where it cannot be read."""
+    try:
+        with open(_CPU_MAX, encoding="ascii") as f:
+            quota, period = f.read().split()[:2]
+        if quota == "max":
+            return None
+        return max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 def compare(

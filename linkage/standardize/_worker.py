@@ -23,11 +23,15 @@ def _channel() -> tuple[BinaryIO, BinaryIO]:
     the process is stopped and continued (Ctrl-Z then ``fg``, a scheduler suspending the
     job), and ``pickle.dump`` ignores the count, so the rest of a reply was lost and the
     parent waited for it forever. A buffered writer writes until done. The protocol moves
-    to a copy of fd 1 so that anything an imported library prints goes to stderr instead of
-    into a pickle stream.
+    to a copy of fd 1 so that anything an imported library prints goes to stderr (to
+    ``os.devnull`` when the process has none) instead of into a pickle stream.
     """
     out = os.dup(sys.stdout.fileno())
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    try:
+        errors = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # started without a stderr (2>&-, a daemon)
+        errors = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(errors, sys.stdout.fileno())
     stdin = open(sys.stdin.fileno(), "rb", closefd=False)  # noqa: SIM115 - for the process's life
     stdout = open(out, "wb")  # noqa: SIM115 - for the process's life
     return stdin, stdout
