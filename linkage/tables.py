@@ -101,6 +101,12 @@ def shared_text(values: pd.Series) -> np.ndarray:
     NaN, pd.NA) become None; non-string values keep their form, as ``to_numpy`` gives them.
     """
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return _take_text(uniques, codes)
+
+
+def _take_text(uniques: object, codes: np.ndarray) -> np.ndarray:
+    """``uniques[codes]`` as an object array, code -1 giving None: each distinct value's one
+    object shared by every row that holds it."""
     pool = np.empty(len(uniques) + 1, dtype=object)
     pool[: len(uniques)] = np.asarray(uniques, dtype=object)
     pool[-1] = None  # code -1 (null) points here
@@ -146,12 +152,9 @@ def _dictionary_text(path: str | Path, col: str) -> np.ndarray:
     if chunked.num_chunks == 0:
         return np.empty(0, dtype=object)
     chunked = chunked.unify_dictionaries()  # each row group's dictionary made one
-    dictionary = chunked.chunk(0).dictionary
-    pool = np.empty(len(dictionary) + 1, dtype=object)
-    pool[: len(dictionary)] = dictionary.to_numpy(zero_copy_only=False)
-    pool[-1] = None  # a null's index (-1) points here
+    uniques = chunked.chunk(0).dictionary.to_numpy(zero_copy_only=False)
     codes = [chunk.indices.fill_null(-1).to_numpy() for chunk in chunked.chunks]
-    return pool[np.concatenate(codes)]
+    return _take_text(uniques, np.concatenate(codes))
 
 
 def columns_of(

@@ -892,8 +892,7 @@ def _old_county(text: str) -> tuple[str, int] | None:
     if pattern is None:
         return None
     # the regex finds only names inside the first 16 characters: none there, none found
-    head = text[:16]
-    if next(_old_name_automaton().iter(head), None) is None:
+    if next(_old_name_automaton().iter(text[:16]), None) is None:
         return None
     for match in pattern.finditer(text, 0, 16):
         if _current_name_at(text, match.start(), match.group(0)):
