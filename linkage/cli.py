@@ -1684,9 +1684,29 @@ def store_identities_cmd(
     )
 
 
+def _closed_stdio_to_devnull() -> None:
+    """Point a standard stream the process was started without (``2>&-``, a daemon) at
+    ``os.devnull``: Python then leaves ``sys.stderr`` None, which the progress display and
+    logging cannot write to, and the next file opened would take fd 2 (or 1), so that a
+    library's or a worker's writes to it would land in that file."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_WRONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "w", closefd=False))  # noqa: SIM115 - the process's own
+
+
 def main() -> None:
     """Console entry point: click's own usage errors (an unknown option, a missing value) are
     printed with the ``error:`` prefix every other error has, and exit 2."""
+    _closed_stdio_to_devnull()
     try:
         code = app(standalone_mode=False)
     except _USAGE_ERROR as exc:

@@ -189,3 +189,27 @@ def test_serve_without_the_serve_extra_is_one_error_line(tmp_path: Path, monkeyp
     assert result.stderr.strip().splitlines() == [
         "error: the lookup service needs FastAPI and uvicorn: pip install 'linkage[serve]'"
     ]
+
+
+@pytest.mark.parametrize("closed", ["2>&-", ">&-", ">&- 2>&-"])
+def test_a_run_started_without_stderr_or_stdout_finishes(tmp_path: Path, closed: str) -> None:
+    """A job started with a standard stream closed (`2>&-`, a daemon) runs to the end with
+    its progress display and log lines: Python leaves ``sys.stderr`` None there, which the
+    display cannot ask whether it is a terminal (the run exited 1 with nothing said)."""
+    (tmp_path / "police.csv").write_text("\n".join([HEADER, *ROWS]) + "\n", encoding="utf-8")
+    columns = {"姓名": "name", "性别": "gender", "出生日期": "birth_date"}
+    doc = {
+        "sources": {"police": {"path": "police.csv", "record_id": "编号", "columns": columns}},
+        "model": {"u_sample_pairs": 1000},
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        ["bash", "-c", f'exec "$0" run "$1" --output "$2" {closed}', str(LINKAGE),
+         str(tmp_path / "run.yaml"), str(out)],
+        capture_output=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc
+    ids = (out / "identities.csv").read_text(encoding="utf-8").splitlines()
+    assert len(ids) == 1 + len(ROWS)
+    assert (out / "summary.json").exists()

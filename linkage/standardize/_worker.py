@@ -66,4 +66,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        # Ctrl-C reaches the whole process group: the parent reports the interruption
+        # once (`interrupted`); a traceback from here would only be noise above it
+        os._exit(130)

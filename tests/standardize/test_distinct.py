@@ -336,6 +336,28 @@ def test_a_worker_whose_parent_is_gone_exits_without_a_traceback():
     assert b"Traceback" not in worker.stderr.read()
 
 
+def test_ctrl_c_stops_a_busy_worker_without_a_traceback():
+    """Ctrl-C reaches the worker as well as the run (one process group): it stops, and
+    only the run says `interrupted` (the worker printed a KeyboardInterrupt traceback)."""
+    import pickle
+    import signal
+    import subprocess
+    import time
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "linkage.standardize._worker"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    pickle.dump((len, "ready"), worker.stdin)
+    pickle.dump((time.sleep, 60), worker.stdin)  # busy in a call when the signal comes
+    worker.stdin.flush()
+    assert pickle.load(worker.stdout) == (True, 5)
+    time.sleep(0.3)
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(timeout=30) == 130
+    assert worker.stderr.read() == b""
+
+
 def _wchan(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/wchan") as f:
