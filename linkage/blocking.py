@@ -19,7 +19,7 @@ from linkage import schema
 from linkage.config import DEFAULT_RULES, BlockingRule, BlockingSettings  # noqa: F401 - re-exported
 from linkage.errors import ConfigError
 from linkage.tables import packed_lexsort, sorted_unique
-from linkage.zh.estate import estate, flat
+from linkage.zh.estate import estate, estate_and_flat, flat
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,59 @@ def _id_region_tail(id_std: Any) -> Any:
     typo in the birth-date digits, which some registries also copy into the birth date
     field (18901213 from ``421181189012130210``), leaves them intact."""
     return id_std[:6] + id_std[-4:] if _present(id_std) and len(id_std) == 18 else None
+
+
+def _estate_flat_batch(key: str, args: list[np.ndarray], memo: dict) -> list:
+    """``current_estate`` or ``current_flat`` of each distinct detail, both made by one parse
+    (``estate_and_flat``) kept in ``memo`` for the other key of the same details."""
+    (details,) = args
+    both = memo.get("estate_and_flat")
+    if both is None or both[0] is not details:
+        both = (
+            details,
+            [estate_and_flat(d) if _present(d) else (None, None) for d in details],
+        )
+        memo["estate_and_flat"] = both
+    part = 0 if key == "current_estate" else 1
+    return [pair[part] for pair in both[1]]
+
+
+def _id_region_tail_batch(key: str, args: list[np.ndarray], memo: dict) -> list:
+    """``_id_region_tail`` of each distinct ID, the test inline (no call per ID)."""
+    (ids,) = args
+    return [
+        v[:6] + v[-4:] if type(v) is str and len(v) == 18 else _id_region_tail(v) for v in ids
+    ]
+
+
+# Derived keys with a cheaper form over all distinct inputs at once than one call each:
+# key -> f(key, per input column the distinct combinations' values, memo shared by the keys
+# of one call) -> one key value per combination, equal to DERIVED_KEYS' function's.
+_BATCH_KEYS: dict[str, Callable[[str, list[np.ndarray], dict], list]] = {
+    "current_estate": _estate_flat_batch,
+    "current_flat": _estate_flat_batch,
+    "id_region_tail": _id_region_tail_batch,
+}
+
+
+def _minority_head_codes(records: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """``name_minority_head``'s codes and distinct values as factorizing the derived column
+    gives them, made from the minority names' rows alone (a few percent of the records)
+    instead of every distinct (name, minority) combination; None when a column is absent."""
+    clean, flag = DERIVED_KEYS["name_minority_head"][0]
+    if clean not in records.columns or flag not in records.columns:
+        return None
+    flag_codes, flag_values = pd.factorize(records[flag])
+    truth = np.array([_present(v) and bool(v) for v in flag_values] + [False], dtype=bool)
+    rows = np.flatnonzero(truth[flag_codes])  # code -1 (null) reads the appended False
+    name_codes, names = pd.factorize(records[clean].to_numpy()[rows])
+    heads = np.empty(len(names) + 1, dtype=object)
+    heads[:-1] = [_minority_head(v, True) for v in names]
+    heads[-1] = None
+    codes = np.full(len(records), -1, dtype=np.intp)
+    head_codes, uniques = pd.factorize(heads[name_codes])
+    codes[rows] = head_codes
+    return codes, np.asarray(uniques, dtype=object)
 
 
 _BIRTH = (schema.BIRTH_DATE_STD, schema.ID_BIRTH_DATE)
@@ -309,8 +362,12 @@ def _iter_key_codes(
     twice = {c for c in reads if reads.count(c) > 1 and c in records.columns}
     factorized: dict = {}
     distinct: dict = {}  # input combinations shared by derived keys (the birth_* keys)
+    memo: dict = {}  # what _BATCH_KEYS' functions share (one parse of each address)
     for key in keys:
-        if key in DERIVED_KEYS:
+        coded = _minority_head_codes(records) if key == "name_minority_head" else None
+        if coded is not None:
+            yield key, *coded
+        elif key in DERIVED_KEYS:
             columns, func = DERIVED_KEYS[key]
             if columns not in distinct:
                 cache = {c: factorized[c] for c in columns if c in factorized}
@@ -318,7 +375,11 @@ def _iter_key_codes(
                 factorized.update({c: v for c, v in cache.items() if c in twice})
             rows, args = distinct[columns]
             mapped = np.empty(len(args[0]) if args else 0, dtype=object)
-            mapped[:] = [func(*vals) for vals in zip(*args, strict=True)]
+            batch = _BATCH_KEYS.get(key)
+            if batch is not None:
+                mapped[:] = batch(key, args, memo)
+            else:
+                mapped[:] = [func(*vals) for vals in zip(*args, strict=True)]
             codes, uniques = pd.factorize(mapped)
             yield key, codes[rows], uniques
         elif key in records.columns:
@@ -330,7 +391,11 @@ def _iter_key_codes(
 
 def _blank_uniques(uniques: object) -> np.ndarray:
     """Which distinct key values are blank (empty or whitespace): missing, never a shared key."""
-    return np.array([str(u).strip() == "" for u in uniques], dtype=bool)
+    # isspace is strip's own test of whitespace, without making the stripped copy
+    return np.array(
+        [(not u or u.isspace()) if type(u) is str else str(u).strip() == "" for u in uniques],
+        dtype=bool,
+    )
 
 
 def key_table(

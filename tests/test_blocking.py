@@ -459,3 +459,52 @@ def test_id_region_tail_survives_a_typo_in_the_birth_digits():
     assert tail("421181189012130210") == tail("421181199012130210") == "4211810210"
     assert tail(None) is None and tail("12345") is None
     assert any(rule.name == "fuzzy_name_id_region_tail" for rule in DEFAULT_RULES)
+
+
+_DETAILS = st.sampled_from(
+    [
+        None, "", " ", "西竹府13幢6单元701室", "丰潭路405号西竹府13-6-070", "固戍村2巷5号302",
+        "霄边社区龙洞路41号", "12-3-401", "五常街道", "吴湾村10组", "文三路100号",
+    ]
+)  # fmt: skip
+_IDS = st.one_of(
+    st.sampled_from([None, "", "110101199003070012", "11010119900307001X", "110101900307001"]),
+    st.text(alphabet="0123456789X张", min_size=17, max_size=19),
+)
+_NAMES = st.sampled_from([None, "", "张伟", "阿依古丽·买买提", "·买买提", "热依拉·阿不都·热合曼"])
+_MINORITY = st.sampled_from([None, float("nan"), True, False, 1, 0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_DETAILS, _IDS, _NAMES, _MINORITY), min_size=0, max_size=14))
+def test_keys_made_over_all_distinct_inputs_at_once_equal_the_per_value_keys(rows):
+    """current_estate and current_flat from one parse of each detail, id_region_tail without
+    a call per ID and name_minority_head from the minority rows alone give the key table's
+    codes (each key's own function per value)."""
+    from linkage.blocking import _coded_key_columns, _iter_key_codes
+
+    detail = schema.address_col(schema.CURRENT_ADDRESS, "detail")
+    clean = schema.name_col(schema.NAME, "clean")
+    minority = schema.name_col(schema.NAME, "is_minority")
+    frame = pd.DataFrame(
+        rows, columns=[detail, schema.ID_STD, clean, minority], dtype=object
+    )
+    frame.insert(0, schema.SOURCE, "police")
+    frame.insert(0, schema.ROW, np.arange(len(frame), dtype=np.int64))
+    rules = [
+        BlockingRule(name="estate", keys=["current_estate"]),
+        BlockingRule(name="tail", keys=["id_region_tail"]),
+        BlockingRule(name="head", keys=["name_minority_head"]),
+    ]
+    expected = coded_keys(key_table(frame, rules, ["current_flat"]))
+    got = _coded_key_columns(_iter_key_codes(frame, rules, ["current_flat"]))
+    pd.testing.assert_frame_equal(got, expected)
+    assert list(got.columns) == [schema.ROW, schema.SOURCE, "current_estate",
+                                 "id_region_tail", "name_minority_head", "current_flat"]  # fmt: skip
+
+
+def test_estate_and_flat_is_estate_and_flat():
+    from linkage.zh.estate import estate, estate_and_flat, flat
+
+    for detail in ["西竹府13幢6单元701室", "西竹府13-6-701", "固戍村2巷5号302", "12-3-401", ""]:
+        assert estate_and_flat(detail) == (estate(detail), flat(detail))

@@ -86,6 +86,16 @@ def flat(detail: str | None) -> str | None:
     return "-".join(numbers) or None
 
 
+def estate_and_flat(detail: str | None) -> tuple[str | None, str | None]:
+    """``(estate(detail), flat(detail))`` parsing the detail once (blocking makes both keys
+    of every distinct current address)."""
+    named, rest = _estate_and_rest(detail)
+    if named is None:
+        return None, None
+    numbers = [n.lstrip("0") or "0" for n in _BUILDING_RE.findall(rest)]
+    return named, "-".join(numbers) or None
+
+
 # a number with the unit it counts (13幢, 6单元, 701室, 100号, 312号楼, 12组, 13-)
 _NUMBERED_RE = re.compile(r"\d+(?:号楼|单元|幢|栋|室|号|楼|层|组|-|#)?")
 
