@@ -18,7 +18,7 @@ import pandas as pd
 from linkage import schema
 from linkage.config import DEFAULT_RULES, BlockingRule, BlockingSettings  # noqa: F401 - re-exported
 from linkage.errors import ConfigError
-from linkage.tables import packed_lexsort, sorted_unique
+from linkage.tables import _take_text, packed_lexsort, sorted_unique
 from linkage.zh.estate import estate, estate_and_flat, flat
 
 logger = logging.getLogger(__name__)
@@ -242,7 +242,15 @@ def _derived_column(records: pd.DataFrame, key: str, cache: dict | None = None) 
     if columns not in cache:
         cache[columns] = _distinct_inputs(records, columns)
     codes, args = cache[columns]
-    mapped = np.array([func(*vals) for vals in zip(*args, strict=True)] + [None], dtype=object)
+    batch = _BATCH_KEYS.get(key)
+    values = (
+        batch(key, args, cache.setdefault("__batch_memo", {}))
+        if batch is not None
+        else [func(*vals) for vals in zip(*args, strict=True)]
+    )
+    mapped = np.empty(len(values) + 1, dtype=object)
+    mapped[:-1] = values
+    mapped[-1] = None  # code -1 (no combination: a null input row) reads it
     return pd.Series(mapped[codes], index=records.index, dtype=object)
 
 
@@ -335,7 +343,11 @@ def _iter_key_columns(
     yield schema.SOURCE, _col(records, schema.SOURCE)
     distinct: dict = {}  # input combinations shared by derived keys (the birth_* keys)
     for key in names:
-        if key in DERIVED_KEYS:
+        coded = _minority_head_codes(records) if key == "name_minority_head" else None
+        if coded is not None:
+            codes, uniques = coded
+            yield key, pd.Series(_take_text(uniques, codes), index=records.index, dtype=object)
+        elif key in DERIVED_KEYS:
             yield key, _derived_column(records, key, distinct)
         else:
             yield key, _col(records, key).astype(object)

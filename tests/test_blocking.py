@@ -479,8 +479,11 @@ _MINORITY = st.sampled_from([None, float("nan"), True, False, 1, 0])
 @given(st.lists(st.tuples(_DETAILS, _IDS, _NAMES, _MINORITY), min_size=0, max_size=14))
 def test_keys_made_over_all_distinct_inputs_at_once_equal_the_per_value_keys(rows):
     """current_estate and current_flat from one parse of each detail, id_region_tail without
-    a call per ID and name_minority_head from the minority rows alone give the key table's
-    codes (each key's own function per value)."""
+    a call per ID and name_minority_head from the minority rows alone give the keys of each
+    key's own function per value: in the key table (the Spark engine's) and in its codes."""
+    from unittest import mock
+
+    import linkage.blocking as blocking
     from linkage.blocking import _coded_key_columns, _iter_key_codes
 
     detail = schema.address_col(schema.CURRENT_ADDRESS, "detail")
@@ -496,7 +499,14 @@ def test_keys_made_over_all_distinct_inputs_at_once_equal_the_per_value_keys(row
         BlockingRule(name="tail", keys=["id_region_tail"]),
         BlockingRule(name="head", keys=["name_minority_head"]),
     ]
-    expected = coded_keys(key_table(frame, rules, ["current_flat"]))
+    with (
+        mock.patch.object(blocking, "_BATCH_KEYS", {}),
+        mock.patch.object(blocking, "_minority_head_codes", lambda records: None),
+    ):
+        per_value = key_table(frame, rules, ["current_flat"])
+    table = key_table(frame, rules, ["current_flat"])
+    pd.testing.assert_frame_equal(table, per_value)
+    expected = coded_keys(per_value)
     got = _coded_key_columns(_iter_key_codes(frame, rules, ["current_flat"]))
     pd.testing.assert_frame_equal(got, expected)
     assert list(got.columns) == [schema.ROW, schema.SOURCE, "current_estate",
