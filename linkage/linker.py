@@ -368,9 +368,12 @@ class _SpilledRecords:
         path = self.checkpoints.path("records") / "records.parquet"
         self.checkpoints.after_save("records", lambda: callback(path, set(self.text)))
 
-    def __call__(self, columns: list[str]) -> pd.DataFrame:
+    # merge.merge_records passes ``factorized`` (read_text_columns') to a reader that says so
+    fills_factorized = True
+
+    def __call__(self, columns: list[str], factorized: dict | None = None) -> pd.DataFrame:
         path, text = self.file()
-        return read_text_columns(path, columns, text)
+        return read_text_columns(path, columns, text, factorized=factorized)
 
 
 def _standardize_and_save(

@@ -6,6 +6,7 @@ its settings from config and the filler list of the standardize stage.
 
 from __future__ import annotations
 
+import functools
 import logging
 import pickle
 from collections.abc import Callable, Collection
@@ -206,6 +207,7 @@ def _golden_field(
     raw: pd.Series | None,
     valid: np.ndarray,
     ranks: _Ranks,
+    factorized: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[object, np.ndarray, np.ndarray, np.ndarray | None]:
     """One field of the golden records: its column (``_picked``), the chosen record of
     each identity that has a value (rows and identity codes, for the provenance columns)
@@ -213,10 +215,16 @@ def _golden_field(
 
     ``values``: the rule's column; ``raw``: the shown column (``rule.raw``) when the records
     have it; ``valid``: the ID-validity mask (all True unless the field reads ``id_std``).
-    A function, so that its arrays and strings are freed when it returns.
+    ``factorized``: ``values``' codes and distinct values when the reader had them
+    (``tables.read_text_columns``); only which rows share a value matters here, not how
+    the values are numbered. A function, so that its arrays and strings are freed when it
+    returns.
     """
     ident_codes, n_ident = ranks.ident_codes, ranks.n_ident
-    value_codes, value_names = pd.factorize(pd.Series(values.to_numpy(), dtype=object))
+    if factorized is not None:
+        value_codes, value_names = factorized
+    else:
+        value_codes, value_names = pd.factorize(pd.Series(values.to_numpy(), dtype=object))
     # raw columns (addresses) may hold fillers such as 不详: never a golden value
     filler = np.append(_filler_mask(np.asarray(value_names, dtype=object)), False)
     present = (value_codes >= 0) & ~filler[value_codes]
@@ -308,12 +316,20 @@ def _rule_columns(rule: FieldRule) -> list[str]:
 
 
 def _field_frame(
-    records: pd.DataFrame, rule: FieldRule, read: Callable[[list[str]], pd.DataFrame] | None
+    records: pd.DataFrame,
+    rule: FieldRule,
+    read: Callable[[list[str]], pd.DataFrame] | None,
+    factorized: dict | None = None,
 ) -> pd.DataFrame:
     """``records``, or with ``read`` the rule's columns (``tables.columns_of``): one field's
     input, dropped once the field is built, so that golden records never hold every
-    field's columns at once."""
-    return records if read is None else columns_of(records, _rule_columns(rule), read)
+    field's columns at once. A ``read`` with a true ``fills_factorized`` attribute takes a
+    ``factorized`` keyword (``tables.read_text_columns``'), passed ``factorized`` here."""
+    if read is None:
+        return records
+    if factorized is not None and getattr(read, "fills_factorized", False):
+        read = functools.partial(read, factorized=factorized)
+    return columns_of(records, _rule_columns(rule), read)
 
 
 def _golden_fields_from_file(
@@ -327,9 +343,16 @@ def _golden_fields_from_file(
     path, text, fields, ranks = arg
     out = []
     for field, rule in fields:
-        frame = read_text_columns(path, list(dict.fromkeys(_rule_columns(rule))), set(text))
-        out.append(_golden_field(field, rule, *_field_inputs(frame, rule), ranks))
-        del frame
+        found: dict = {}
+        frame = read_text_columns(
+            path, list(dict.fromkeys(_rule_columns(rule))), set(text), factorized=found
+        )
+        out.append(
+            _golden_field(
+                field, rule, *_field_inputs(frame, rule), ranks, found.get(rule.column)
+            )
+        )
+        del frame, found
     return out
 
 
@@ -450,12 +473,13 @@ def merge_records(
     try:
         for field, rule in fields:
             if field not in {f for f, _ in away}:
-                frame = _field_frame(records, rule, read)
+                found: dict = {}  # codes of the columns read from a file (not held)
+                frame = _field_frame(records, rule, read, found)
                 if rule.column in frame.columns:  # else neither records nor read has it
                     results[field] = _golden_field(
-                        field, rule, *_field_inputs(frame, rule), ranks
+                        field, rule, *_field_inputs(frame, rule), ranks, found.get(rule.column)
                     )
-                del frame
+                del frame, found
         if away:
             try:
                 results.update(zip([f for f, _ in away], worker.receive(), strict=True))

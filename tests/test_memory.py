@@ -499,9 +499,15 @@ def test_text_read_back_by_dictionary_equals_the_pandas_read(tmp_path_factory, v
     kind = pa.large_string() if large else pa.string()
     pq.write_table(pa.table({"t": pa.array(values, kind), "n": pa.array(range(len(values)))}),
                    path, row_group_size=row_group)  # fmt: skip
-    got = read_text_columns(path, ["t", "n"], {"t"})
+    found = {}
+    got = read_text_columns(path, ["t", "n"], {"t"}, factorized=found)
     assert got["t"].dtype == object
     assert got["t"].tolist() == values
+    # the dictionary's codes are a factorization of the column: each value once, -1 null
+    codes, uniques = found.pop("t")
+    assert not found  # text columns only
+    assert len(set(uniques.tolist())) == len(uniques)
+    assert [None if c < 0 else uniques[c] for c in codes] == values
     expected = pd.read_parquet(path, columns=["n"])["n"]
     pd.testing.assert_series_equal(got["n"], expected)
     kept = [v for v in got["t"].to_numpy() if v is not None]
