@@ -25,22 +25,21 @@ ROWS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("cli")
-    (tmp / "police.csv").write_text("\n".join([HEADER, *ROWS]) + "\n", encoding="utf-8")
-    columns = {
-        "姓名": "name",
-        "性别": "gender",
-        "出生日期": "birth_date",
-        "公民身份号码": "id_number",
-        "户籍地址": "hukou_address",
-    }
+def _write_config(folder: Path, more_columns: dict[str, str]) -> None:
+    """police.csv of ROWS and run.yaml reading it (name, gender, birth date and more)."""
+    (folder / "police.csv").write_text("\n".join([HEADER, *ROWS]) + "\n", encoding="utf-8")
+    columns = {"姓名": "name", "性别": "gender", "出生日期": "birth_date", **more_columns}
     doc = {
         "sources": {"police": {"path": "police.csv", "record_id": "编号", "columns": columns}},
         "model": {"u_sample_pairs": 1000},
     }
-    (tmp / "run.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    (folder / "run.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("cli")
+    _write_config(tmp, {"公民身份号码": "id_number", "户籍地址": "hukou_address"})
     path = tmp / "ids.duckdb"
     result = runner.invoke(
         app, ["run", str(tmp / "run.yaml"), "--output", str(tmp / "out"), "--store", str(path)]
@@ -196,13 +195,7 @@ def test_a_run_started_without_stderr_or_stdout_finishes(tmp_path: Path, closed:
     """A job started with a standard stream closed (`2>&-`, a daemon) runs to the end with
     its progress display and log lines: Python leaves ``sys.stderr`` None there, which the
     display cannot ask whether it is a terminal (the run exited 1 with nothing said)."""
-    (tmp_path / "police.csv").write_text("\n".join([HEADER, *ROWS]) + "\n", encoding="utf-8")
-    columns = {"姓名": "name", "性别": "gender", "出生日期": "birth_date"}
-    doc = {
-        "sources": {"police": {"path": "police.csv", "record_id": "编号", "columns": columns}},
-        "model": {"u_sample_pairs": 1000},
-    }
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    _write_config(tmp_path, {})
     out = tmp_path / "out"
     proc = subprocess.run(
         ["bash", "-c", f'exec "$0" run "$1" --output "$2" {closed}', str(LINKAGE),
