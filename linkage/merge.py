@@ -338,6 +338,7 @@ def _golden_fields_from_file(
     """:func:`_golden_field` of several fields, each field's columns read from a Parquet
     file of the records (``read_text_columns``) when it is built: the worker process's share
     of ``merge_records``."""
+    from linkage.progress import release_memory
     from linkage.tables import read_text_columns
 
     path, text, fields, ranks = arg
@@ -353,6 +354,9 @@ def _golden_fields_from_file(
             )
         )
         del frame, found
+        # the field's columns and scratch handed back before the next field is read, not
+        # kept resident beside the results until the reply (as compare.prepare_from_file)
+        release_memory()
     return out
 
 

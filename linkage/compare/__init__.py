@@ -192,6 +192,7 @@ def prepare_from_file(arg: tuple[str, list[str], list[Comparison]]) -> list[Prep
     (``tables.read_text_columns``: the names of its text columns are given), one comparison
     at a time: a worker process's share of a run's preparing, read from the records
     checkpoint instead of sent through its pipe."""
+    from linkage.progress import release_memory
     from linkage.tables import read_text_columns
 
     path, text, comparisons = arg
@@ -199,6 +200,11 @@ def prepare_from_file(arg: tuple[str, list[str], list[Comparison]]) -> list[Prep
     for comparison in comparisons:
         frame = read_text_columns(path, list(comparison.columns), set(text))
         out.append(comparison.prepare(_record_columns(frame, comparison)))
+        # the columns and the preparing's scratch are freed before the next comparison is
+        # read: their heap pages handed back, not kept beside the results until the reply
+        # (the worker's share at a million records: resident 937 -> 634 MB once done)
+        del frame
+        release_memory()
     return out
 
 
