@@ -14,7 +14,9 @@ seconds from the run's summary.json, candidate pairs per rule, peak RSS, the pea
 run's process and its worker processes together (summary.json's ``peak_total_mb``: what
 the machine gave the run), pairwise precision / recall / F1 and the recall of true pairs
 among the candidate pairs (blocking recall), and below it the peak of each stage, the
-run's process alone (``peak_rss_mb``) and with its workers, which says where the peak is.
+run's process alone (``peak_rss_mb``) and with its workers, which says where the peak is,
+and the CPU seconds of each stage (``cpu_seconds``: the run's processes together) with
+the cores it kept busy (CPU over the stage's seconds), which says where the second core idles.
 
 Blocking recall needs every candidate pair in pairs.parquet, so the run's config is
 copied with ``output.pairs_min_probability: 0`` (``--floor`` changes it; with a floor
@@ -160,7 +162,8 @@ def run_size(records: float, workdir: Path, seed: int, floor: float, extra: dict
            "pairs_per_rule": summary["pairs_per_rule"], "seconds": summary["seconds"]}
     if "blocking" in summary:
         row["blocking"] = summary["blocking"]
-    for key in ("peak_rss_mb", "peak_total_mb"):  # per stage, Linux: alone, with workers
+    # per stage, Linux: peak alone and with workers; CPU seconds of all the run's processes
+    for key in ("peak_rss_mb", "peak_total_mb", "cpu_seconds"):
         if key in summary:
             row[key] = summary[key]
     row.update(_evaluate(folder / "truth.csv", out / "identities.csv"))
@@ -405,6 +408,20 @@ def format_rows(rows: list[dict]) -> str:
                     cells = " / ".join(f"{mb[s] / 1024:.2f}" if s in mb else "—"
                                        for s in mem_stages)
                     lines.append(f"| {r['records']:,} ({what}) | {cells} |")
+        lines.append("")
+    cpu_stages = list(dict.fromkeys(s for r in rows for s in r.get("cpu_seconds", {})))
+    if cpu_stages:
+        # CPU over the stage's own seconds: how many of the machine's cores the stage used
+        lines.append("| records | CPU s per stage (cores busy): " + " / ".join(cpu_stages) + " |")
+        lines.append("|---|---|")
+        for r in rows:
+            cpu, wall = r.get("cpu_seconds", {}), r["seconds"]
+            cells = " / ".join(
+                (f"{cpu[s]:.0f}" + (f" ({cpu[s] / wall[s]:.1f})" if wall.get(s) else ""))
+                if s in cpu else "—"
+                for s in cpu_stages
+            )
+            lines.append(f"| {r['records']:,} | {cells} |")
         lines.append("")
     rules = list(dict.fromkeys(k for r in rows for k in r["pairs_per_rule"]))
     lines.append("| rule | " + " | ".join(f"{r['records']:,}" for r in rows) + " |")

@@ -476,7 +476,8 @@ def _add_memory(summary: dict, report: StageMemory) -> None:
     summary as ``peak_rss_mb`` (this process; added to figures already there:
     ``Linker.write`` after ``Linker.run``), the stage holding that peak as
     ``peak_rss_stage``, and the peak RSS of this process and its worker processes together
-    as ``peak_total_mb`` (``StageMemory.totals``: the machine's memory the run took);
+    as ``peak_total_mb`` (``StageMemory.totals``: the machine's memory the run took), and
+    the CPU seconds of those processes per stage as ``cpu_seconds`` (``StageMemory.cpu``);
     nothing where the platform gives no figures. The ``write`` figure stops before
     summary.json itself is written."""
     peaks = report.peaks()
@@ -490,6 +491,9 @@ def _add_memory(summary: dict, report: StageMemory) -> None:
     for key in ("peak_rss", "peak_total"):
         mb = summary[f"{key}_mb"]
         summary[f"{key}_stage"] = max(mb, key=mb.__getitem__)
+    cpu = dict(summary.get("cpu_seconds") or {})
+    cpu.update({_STAGE_KEYS.get(k, k): round(v, 1) for k, v in report.cpu().items()})
+    summary["cpu_seconds"] = cpu
 
 
 def _check_memory_limit(

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -114,6 +114,18 @@ def _children(pid: str) -> list[str]:
     return found
 
 
+def _descendant_pids() -> Iterator[str]:
+    """The process ids of all this process's descendants now (each once)."""
+    todo, seen = _children("self"), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        yield pid
+        todo += _children(pid)
+
+
 def _descendants_rss_bytes() -> int:
     """The resident set size of all this process's descendants now, in bytes (each one's
     statm summed): the worker processes and children a run started, and any other child
@@ -121,18 +133,32 @@ def _descendants_rss_bytes() -> int:
     both, so this process's RSS plus this is an upper bound of what the two hold."""
     total = 0
     page = os.sysconf("SC_PAGE_SIZE")
-    todo, seen = _children("self"), set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
+    for pid in _descendant_pids():
         try:
             with open(f"/proc/{pid}/statm", encoding="ascii") as f:
                 total += int(f.read().split()[1]) * page
         except (OSError, ValueError, IndexError):  # it exited meanwhile
             continue
-        todo += _children(pid)
+    return total
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process and every descendant: its
+    own and its waited-for children's (``os.times``; a child's figure moves there when it
+    is reaped, its own reaped children's included), plus each live descendant's own and
+    its reaped children's (``/proc/PID/stat`` fields 14-17, ``proc(5)``). A descendant
+    that exits between two readings and is reaped by this process counts once."""
+    times = os.times()
+    total = times.user + times.system + times.children_user + times.children_system
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in _descendant_pids():
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            # after the command's closing parenthesis field 3 (state) comes first
+            total += sum(int(v) for v in fields[11:15]) / ticks
+        except (OSError, ValueError, IndexError):  # it exited meanwhile
+            continue
     return total
 
 
@@ -187,8 +213,10 @@ class StageMemory:
     ``linkage.apart`` child, and any other child the calling program has): this process's
     samples plus its descendants' sum from the last walk over them (every 0.2 s, and at
     each stage's end), so a descendant's spike shorter than that can be missed, while pages
-    a forked child shares with its parent count twice. Off Linux no figures are kept and
-    both are empty. ``close()`` stops the thread (so does losing the object).
+    a forked child shares with its parent count twice. ``cpu()`` gives, per stage, the CPU
+    seconds of this process and its descendants together (read at the stage's start and
+    end, not sampled). Off Linux no figures are kept and all three are empty. ``close()``
+    stops the thread (so does losing the object).
     With the environment variable ``LINKAGE_RSS_TRACE`` set to a file path, every sample is
     appended to that file as a line ``seconds<TAB>MB<TAB>stage<TAB>total MB`` (a file that
     cannot be opened is not traced).
@@ -205,6 +233,8 @@ class StageMemory:
         self._hwm = _peak_rss_bytes()
         self.enabled = self._hwm is not None and _rss_bytes() is not None
         self._sampled = 0
+        self._cpu: dict[str, float] = {}
+        self._cpu_at = _cpu_seconds() if self.enabled else 0.0
         self._stop = threading.Event()
         self._trace = None
         self._start = time.monotonic()
@@ -231,7 +261,9 @@ class StageMemory:
         self._generation += 1
         others = _descendants_rss_bytes()
         total = now + others
+        cpu = _cpu_seconds()
         if self.current is not None:
+            self._cpu[self.current] = self._cpu.get(self.current, 0.0) + cpu - self._cpu_at
             # a new process peak during this stage is exact; else the samples' highest
             peak = hwm if hwm > (self._hwm or 0) else max(self._sampled, now)
             self._peaks[self.current] = max(self._peaks.get(self.current, 0), peak)
@@ -242,6 +274,7 @@ class StageMemory:
         self._sampled = now
         self._others = others
         self._sampled_total = total
+        self._cpu_at = cpu
 
     def stage(self, name: str, total: int | None = None, unit: str = "") -> None:
         """Book the peak of the stage that ends here, hand the heap's free pages back
@@ -268,6 +301,14 @@ class StageMemory:
         (sampled), the running stage's so far included."""
         self._book()
         return dict(self._totals)
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds (user + system) per stage name of this process and its descendants
+        together (``_cpu_seconds`` read at each stage's start and end), the running stage's
+        so far included: divided by the stage's wall seconds, how many cores it kept busy.
+        Empty off Linux."""
+        self._book()
+        return dict(self._cpu)
 
     def book(self, peaks: dict[str, int]) -> None:
         """Book the peaks (bytes per stage name) of stages another process ran for this

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -122,6 +123,51 @@ def test_the_total_counts_a_worker_process_and_the_peak_does_not():
     assert totals["after"] < totals["worker"] - 250 * MB
 
 
+def _burn(seconds: float) -> None:
+    """Spend about ``seconds`` of this process's CPU time."""
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_cpu_seconds_are_booked_to_the_stage_that_spent_them():
+    """This process's CPU goes to the stage that spent it; a child process's CPU too, both
+    once it was waited for (``os.times``' children figures) and while it still runs (the
+    walk over the live descendants), and never twice when the child exits in between."""
+    import subprocess
+    import sys
+
+    tracker = _tracer()
+    tracker.stage("idle")
+    time.sleep(0.3)
+    tracker.stage("here")
+    _burn(0.4)
+    tracker.stage("reaped child")
+    spin = "import time\nend = time.process_time() + {}\nwhile time.process_time() < end: pass\n"
+    subprocess.run([sys.executable, "-c", spin.format(0.6)], check=True)
+    tracker.stage("live child")
+    live = subprocess.Popen(
+        [sys.executable, "-c", spin.format(0.6) + "print(1, flush=True)\nimport time; time.sleep(60)"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert live.stdout.readline().strip() == b"1"  # its 0.6 s spent, still alive
+        tracker.stage("child exits")  # books "live child" with the child alive
+    finally:
+        live.kill()
+        live.wait()  # reaped during "child exits": its CPU moves to os.times' children
+        live.stdout.close()
+    tracker.stage("done")
+    cpu = tracker.cpu()
+    tracker.close()
+    assert set(cpu) == {"idle", "here", "reaped child", "live child", "child exits"}
+    assert cpu["idle"] < 0.2
+    assert 0.35 <= cpu["here"] < 0.9
+    assert 0.55 <= cpu["reaped child"]
+    assert 0.55 <= cpu["live child"]
+    assert cpu["child exits"] < 0.2  # its CPU was booked while it lived, not again
+
+
 def test_a_walk_begun_before_a_stage_ended_is_not_booked_to_the_next(monkeypatch):
     """The sampling thread's walk over the descendants that a stage's end overtakes (it read
     a worker since gone) is dropped, not booked to the stage that follows."""
@@ -211,6 +257,14 @@ def test_summary_gives_the_peak_of_every_stage(written):
     lifetime = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux gives kB
     assert max(peaks.values()) * MB <= lifetime + MB
     assert set(summary["peak_total_mb"]) == set(peaks)
+    # CPU seconds per stage; counted once: together no more than this process and its
+    # reaped children have used in all (the run's workers and child were waited for)
+    cpu = summary["cpu_seconds"]
+    assert set(cpu) == set(peaks)
+    assert all(isinstance(v, float) and v >= 0 for v in cpu.values())
+    assert sum(cpu.values()) > 0
+    used = os.times()
+    assert sum(cpu.values()) <= used.user + used.system + used.children_user + used.children_system + 0.5
 
 
 def test_run_then_write_keeps_every_stage_peak(config, tmp_path):
@@ -564,6 +618,8 @@ def test_run_prints_the_peak_and_its_stage(registries, tmp_path):
     line = next(x for x in got.stdout.splitlines() if x.startswith("all processes:"))
     top = max(totals, key=totals.__getitem__)
     assert f"{totals[top] / 1024:.2f} GB in {top}" in line
+    line = next(x for x in got.stdout.splitlines() if x.startswith("cpu seconds:"))
+    assert all(f"{k} {v:.1f}" in line for k, v in summary["cpu_seconds"].items())
 
 
 def test_release_memory_hands_freed_heap_pages_back():
