@@ -123,17 +123,26 @@ def _id_region_tail(id_std: Any) -> Any:
 
 def _estate_flat_batch(key: str, args: list[np.ndarray], memo: dict) -> list:
     """``current_estate`` or ``current_flat`` of each distinct detail, both made by one parse
-    (``estate_and_flat``) kept in ``memo`` for the other key of the same details."""
+    (``estate_and_flat``) kept in ``memo`` for the other key of the same details, and only
+    while that key is still to come (``memo["keys_to_come"]`` where the caller knows it):
+    the parsed pairs are ~200 bytes a distinct detail."""
     (details,) = args
-    both = memo.get("estate_and_flat")
-    if both is None or both[0] is not details:
-        both = (
+    part = 0 if key == "current_estate" else 1
+    other = ("current_flat", "current_estate")[part]
+    entry = memo.get("estate_and_flat")
+    if entry is None or entry[0] is not details:
+        entry = (
             details,
             [estate_and_flat(d) if _present(d) else (None, None) for d in details],
+            set(),
         )
-        memo["estate_and_flat"] = both
-    part = 0 if key == "current_estate" else 1
-    return [pair[part] for pair in both[1]]
+    entry[2].add(key)
+    later = memo.get("keys_to_come")
+    if len(entry[2]) == 2 or (later is not None and other not in later):
+        memo.pop("estate_and_flat", None)
+    else:
+        memo["estate_and_flat"] = entry
+    return [pair[part] for pair in entry[1]]
 
 
 def _id_region_tail_batch(key: str, args: list[np.ndarray], memo: dict) -> list:
@@ -375,7 +384,8 @@ def _iter_key_codes(
     factorized: dict = {}
     distinct: dict = {}  # input combinations shared by derived keys (the birth_* keys)
     memo: dict = {}  # what _BATCH_KEYS' functions share (one parse of each address)
-    for key in keys:
+    for i, key in enumerate(keys):
+        memo["keys_to_come"] = set(keys[i + 1 :])
         coded = _minority_head_codes(records) if key == "name_minority_head" else None
         if coded is not None:
             yield key, *coded

@@ -140,7 +140,7 @@ def read_text_columns(
     for col in [c for c in columns if c in file_schema.names]:
         kind = file_schema.field(col).type
         if col in text and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-            uniques, codes, unique = _dictionary_parts(path, col)
+            uniques, codes, unique = _dictionary_parts(path, col, factorized is not None)
             out[col] = pd.Series(_take_text(uniques, codes), dtype=object)
             if factorized is not None and unique:
                 factorized[col] = (codes, uniques)
@@ -154,20 +154,13 @@ def read_text_columns(
     return pd.DataFrame(out)
 
 
-def _dictionary_text(path: str | Path, col: str) -> np.ndarray:
-    """The text column ``col`` of a Parquet file as :func:`shared_text` gives it, read as
-    pyarrow's dictionary (the file's own dictionary pages where it wrote them, else hashed
-    in pyarrow): ~30% less time than pandas' factorizing of the Arrow column at a million
-    records (10.3 against 7.1 s for a checkpoint's 38 text columns, measured)."""
-    uniques, codes, _ = _dictionary_parts(path, col)
-    return _take_text(uniques, codes)
-
-
-def _dictionary_parts(path: str | Path, col: str) -> tuple[np.ndarray, np.ndarray, bool]:
+def _dictionary_parts(
+    path: str | Path, col: str, check_unique: bool = True
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """The text column ``col`` of a Parquet file as pyarrow's dictionary: its values (object
     array of ``str``), each row's code into them (-1 for null) and whether no value is
-    there twice (pyarrow's unified dictionaries hold each value once; checked in C++, as a
-    caller grouping by the codes depends on it)."""
+    there twice (checked in C++ with ``check_unique``, as a caller grouping by the codes
+    depends on it; False without the check)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -176,7 +169,7 @@ def _dictionary_parts(path: str | Path, col: str) -> tuple[np.ndarray, np.ndarra
         return np.empty(0, dtype=object), np.empty(0, dtype=np.int32), True
     chunked = chunked.unify_dictionaries()  # each row group's dictionary made one
     dictionary = chunked.chunk(0).dictionary
-    unique = pc.count_distinct(dictionary, mode="all").as_py() == len(dictionary)
+    unique = check_unique and pc.count_distinct(dictionary, mode="all").as_py() == len(dictionary)
     uniques = dictionary.to_numpy(zero_copy_only=False)
     codes = np.concatenate([chunk.indices.fill_null(-1).to_numpy() for chunk in chunked.chunks])
     return uniques, codes, unique

@@ -518,3 +518,28 @@ def test_estate_and_flat_is_estate_and_flat():
 
     for detail in ["西竹府13幢6单元701室", "西竹府13-6-701", "固戍村2巷5号302", "12-3-401", ""]:
         assert estate_and_flat(detail) == (estate(detail), flat(detail))
+
+
+def test_one_parse_of_each_detail_is_kept_only_while_the_other_key_is_to_come():
+    """current_estate and current_flat share one parse per distinct detail; the parsed pairs
+    are dropped once both keys took theirs, or at once when the other key is not to come."""
+    from linkage.blocking import _estate_flat_batch
+    from linkage.zh.estate import estate, flat
+
+    details = np.array(["西竹府13幢6单元701室", None, "固戍村2巷5号302"], dtype=object)
+    want_estate = [estate(d) if d else None for d in details]
+    want_flat = [flat(d) if d else None for d in details]
+    memo: dict = {"keys_to_come": {"current_flat"}}
+    assert _estate_flat_batch("current_estate", [details], memo) == want_estate
+    assert "estate_and_flat" in memo  # kept for current_flat
+    memo["keys_to_come"] = set()
+    assert _estate_flat_batch("current_flat", [details], memo) == want_flat
+    assert "estate_and_flat" not in memo
+    only = {"keys_to_come": {"id_region_tail"}}  # a config without current_flat
+    assert _estate_flat_batch("current_estate", [details], only) == want_estate
+    assert "estate_and_flat" not in only
+    unknown: dict = {}  # a caller that does not say what is to come: kept until both took
+    _estate_flat_batch("current_flat", [details], unknown)
+    assert "estate_and_flat" in unknown
+    assert _estate_flat_batch("current_estate", [details], unknown) == want_estate
+    assert "estate_and_flat" not in unknown
