@@ -16,7 +16,8 @@ the machine gave the run), pairwise precision / recall / F1 and the recall of tr
 among the candidate pairs (blocking recall), and below it the peak of each stage, the
 run's process alone (``peak_rss_mb``) and with its workers, which says where the peak is,
 and the CPU seconds of each stage (``cpu_seconds``: the run's processes together) with
-the cores it kept busy (CPU over the stage's seconds), which says where the second core idles.
+the cores it kept busy (``cores_busy``: CPU over the stage's wall time), which says where
+the second core idles.
 
 Blocking recall needs every candidate pair in pairs.parquet, so the run's config is
 copied with ``output.pairs_min_probability: 0`` (``--floor`` changes it; with a floor
@@ -163,7 +164,7 @@ def run_size(records: float, workdir: Path, seed: int, floor: float, extra: dict
     if "blocking" in summary:
         row["blocking"] = summary["blocking"]
     # per stage, Linux: peak alone and with workers; CPU seconds of all the run's processes
-    for key in ("peak_rss_mb", "peak_total_mb", "cpu_seconds"):
+    for key in ("peak_rss_mb", "peak_total_mb", "cpu_seconds", "cores_busy"):
         if key in summary:
             row[key] = summary[key]
     row.update(_evaluate(folder / "truth.csv", out / "identities.csv"))
@@ -411,13 +412,13 @@ def format_rows(rows: list[dict]) -> str:
         lines.append("")
     cpu_stages = list(dict.fromkeys(s for r in rows for s in r.get("cpu_seconds", {})))
     if cpu_stages:
-        # CPU over the stage's own seconds: how many of the machine's cores the stage used
+        # CPU over the stage's wall time: how many of the machine's cores the stage used
         lines.append("| records | CPU s per stage (cores busy): " + " / ".join(cpu_stages) + " |")
         lines.append("|---|---|")
         for r in rows:
-            cpu, wall = r.get("cpu_seconds", {}), r["seconds"]
+            cpu, cores = r.get("cpu_seconds", {}), r.get("cores_busy", {})
             cells = " / ".join(
-                (f"{cpu[s]:.0f}" + (f" ({cpu[s] / wall[s]:.1f})" if wall.get(s) else ""))
+                (f"{cpu[s]:.0f}" + (f" ({cores[s]:.1f})" if s in cores else ""))
                 if s in cpu else "—"
                 for s in cpu_stages
             )

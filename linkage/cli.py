@@ -424,9 +424,15 @@ def _print_summary(summary: dict, quiet: bool) -> None:
     typer.echo(
         "seconds:          " + ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items())
     )
-    cpu = summary.get("cpu_seconds")
-    if cpu:  # Linux only: the run's processes together; over the stage's seconds, cores busy
-        typer.echo("cpu seconds:      " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+    cpu, cores = summary.get("cpu_seconds"), summary.get("cores_busy") or {}
+    if cpu:  # Linux only: the run's processes together, and the cores each stage kept busy
+        typer.echo(
+            "cpu seconds:      "
+            + ", ".join(
+                f"{k} {v:.1f}" + (f" ({cores[k]:.2f} cores)" if k in cores else "")
+                for k, v in cpu.items()
+            )
+        )
     peaks = summary.get("peak_rss_mb")
     if peaks:  # Linux only: the run's resident memory per stage
         stage = summary.get("peak_rss_stage", max(peaks, key=peaks.__getitem__))

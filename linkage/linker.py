@@ -477,7 +477,8 @@ def _add_memory(summary: dict, report: StageMemory) -> None:
     ``Linker.write`` after ``Linker.run``), the stage holding that peak as
     ``peak_rss_stage``, and the peak RSS of this process and its worker processes together
     as ``peak_total_mb`` (``StageMemory.totals``: the machine's memory the run took), and
-    the CPU seconds of those processes per stage as ``cpu_seconds`` (``StageMemory.cpu``);
+    the CPU seconds of those processes per stage as ``cpu_seconds`` (``StageMemory.cpu``)
+    and over the stage's wall seconds as ``cores_busy`` (stages of a second or more);
     nothing where the platform gives no figures. The ``write`` figure stops before
     summary.json itself is written."""
     peaks = report.peaks()
@@ -491,9 +492,14 @@ def _add_memory(summary: dict, report: StageMemory) -> None:
     for key in ("peak_rss", "peak_total"):
         mb = summary[f"{key}_mb"]
         summary[f"{key}_stage"] = max(mb, key=mb.__getitem__)
-    cpu = dict(summary.get("cpu_seconds") or {})
-    cpu.update({_STAGE_KEYS.get(k, k): round(v, 1) for k, v in report.cpu().items()})
-    summary["cpu_seconds"] = cpu
+    cpu, cores = dict(summary.get("cpu_seconds") or {}), dict(summary.get("cores_busy") or {})
+    wall = report.wall()
+    for stage, seconds in report.cpu().items():
+        cpu[_STAGE_KEYS.get(stage, stage)] = round(seconds, 1)
+        # over a second at least: the kernel counts CPU in ticks (10 ms)
+        if wall.get(stage, 0.0) >= 1.0:
+            cores[_STAGE_KEYS.get(stage, stage)] = round(seconds / wall[stage], 2)
+    summary["cpu_seconds"], summary["cores_busy"] = cpu, cores
 
 
 def _check_memory_limit(

@@ -235,6 +235,8 @@ class StageMemory:
         self._sampled = 0
         self._cpu: dict[str, float] = {}
         self._cpu_at = _cpu_seconds() if self.enabled else 0.0
+        self._wall: dict[str, float] = {}
+        self._wall_at = time.monotonic()
         self._stop = threading.Event()
         self._trace = None
         self._start = time.monotonic()
@@ -262,8 +264,10 @@ class StageMemory:
         others = _descendants_rss_bytes()
         total = now + others
         cpu = _cpu_seconds()
+        wall = time.monotonic()
         if self.current is not None:
             self._cpu[self.current] = self._cpu.get(self.current, 0.0) + cpu - self._cpu_at
+            self._wall[self.current] = self._wall.get(self.current, 0.0) + wall - self._wall_at
             # a new process peak during this stage is exact; else the samples' highest
             peak = hwm if hwm > (self._hwm or 0) else max(self._sampled, now)
             self._peaks[self.current] = max(self._peaks.get(self.current, 0), peak)
@@ -275,6 +279,7 @@ class StageMemory:
         self._others = others
         self._sampled_total = total
         self._cpu_at = cpu
+        self._wall_at = wall
 
     def stage(self, name: str, total: int | None = None, unit: str = "") -> None:
         """Book the peak of the stage that ends here, hand the heap's free pages back
@@ -305,10 +310,18 @@ class StageMemory:
     def cpu(self) -> dict[str, float]:
         """CPU seconds (user + system) per stage name of this process and its descendants
         together (``_cpu_seconds`` read at each stage's start and end), the running stage's
-        so far included: divided by the stage's wall seconds, how many cores it kept busy.
+        so far included: divided by :meth:`wall`'s, how many cores the stage kept busy.
         Empty off Linux."""
         self._book()
         return dict(self._cpu)
+
+    def wall(self) -> dict[str, float]:
+        """Wall seconds per stage name from its start to its end as this hook saw them (a
+        stage's ``seconds`` in summary.json time its own work only: standardizing's leave
+        out the records checkpoint's writing and reading back), the running stage's so far
+        included. Empty off Linux."""
+        self._book()
+        return dict(self._wall)
 
     def book(self, peaks: dict[str, int]) -> None:
         """Book the peaks (bytes per stage name) of stages another process ran for this

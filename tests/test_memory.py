@@ -166,6 +166,8 @@ def test_cpu_seconds_are_booked_to_the_stage_that_spent_them():
     assert 0.55 <= cpu["reaped child"]
     assert 0.55 <= cpu["live child"]
     assert cpu["child exits"] < 0.2  # its CPU was booked while it lived, not again
+    wall = tracker.wall()
+    assert set(wall) == set(cpu) and wall["idle"] >= 0.3
 
 
 def test_a_walk_begun_before_a_stage_ended_is_not_booked_to_the_next(monkeypatch):
@@ -265,6 +267,10 @@ def test_summary_gives_the_peak_of_every_stage(written):
     assert sum(cpu.values()) > 0
     used = os.times()
     assert sum(cpu.values()) <= used.user + used.system + used.children_user + used.children_system + 0.5
+    # cores busy: CPU over the stage's wall time, never above the machine's cores
+    cores = summary["cores_busy"]
+    assert set(cores) <= set(cpu)
+    assert all(0 <= v <= (os.cpu_count() or 1) + 0.15 for v in cores.values())
 
 
 def test_run_then_write_keeps_every_stage_peak(config, tmp_path):
@@ -620,6 +626,7 @@ def test_run_prints_the_peak_and_its_stage(registries, tmp_path):
     assert f"{totals[top] / 1024:.2f} GB in {top}" in line
     line = next(x for x in got.stdout.splitlines() if x.startswith("cpu seconds:"))
     assert all(f"{k} {v:.1f}" in line for k, v in summary["cpu_seconds"].items())
+    assert all(f"({v:.2f} cores)" in line for v in summary["cores_busy"].values())
 
 
 def test_release_memory_hands_freed_heap_pages_back():

@@ -269,11 +269,13 @@ def test_spark_summary_has_the_local_format(runs, capsys):
     local, spark = (
         json.loads((runs[e] / "summary.json").read_text(encoding="utf-8")) for e in ENGINES
     )
-    # the peak resident memory per stage is the local engine's process; Spark's work runs in
-    # the JVM and its Python workers (bench_spark measures those), so its summary has none
+    # the peak resident memory and CPU per stage are the local engine's processes; Spark's
+    # work runs in the JVM and its Python workers (bench_spark measures those), so its
+    # summary has none
     memory_keys = {
-        "peak_rss_mb", "peak_rss_stage", "peak_total_mb", "peak_total_stage", "over_memory_limit"
-    }
+        "peak_rss_mb", "peak_rss_stage", "peak_total_mb", "peak_total_stage", "over_memory_limit",
+        "cpu_seconds", "cores_busy",
+    }  # fmt: skip
     assert not memory_keys & set(spark)
     local = {k: v for k, v in local.items() if k not in memory_keys}
     assert list(spark)[: len(local)] == list(local)
