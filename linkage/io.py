@@ -294,14 +294,19 @@ def _read_csv_arrow(body: str, names: list[str], cfg: SourceConfig) -> pd.DataFr
     names = table.column_names
     parsed = table.columns
     del table
-    columns = {}
-    for i, name in enumerate(names):
+
+    def convert(i: int) -> pd.Series:
         col = pc.utf8_trim_whitespace(parsed[i])
         parsed[i] = None
         col = pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
         values = shared_text(pd.Series(col, dtype=pd.ArrowDtype(col.type)))
         del col
-        columns[name] = pd.Series(values, dtype=object, copy=False)
+        return pd.Series(values, dtype=object, copy=False)
+
+    # Two columns at a time: the trimming and hashing of one (pyarrow, without the
+    # interpreter lock) run while the other's strings are made
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        columns = dict(zip(names, pool.map(convert, range(len(names))), strict=True))
     return pd.DataFrame(columns, copy=False) if columns else pd.DataFrame(columns=names)
 
 
