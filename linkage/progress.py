@@ -215,8 +215,9 @@ class StageMemory:
     each stage's end), so a descendant's spike shorter than that can be missed, while pages
     a forked child shares with its parent count twice. ``cpu()`` gives, per stage, the CPU
     seconds of this process and its descendants together (read at the stage's start and
-    end, not sampled). Off Linux no figures are kept and all three are empty. ``close()``
-    stops the thread (so does losing the object).
+    end, not sampled) and ``wall()`` the stage's wall seconds between the same readings.
+    Off Linux no figures are kept and all four are empty. ``close()`` stops the thread (so
+    does losing the object).
     With the environment variable ``LINKAGE_RSS_TRACE`` set to a file path, every sample is
     appended to that file as a line ``seconds<TAB>MB<TAB>stage<TAB>total MB`` (a file that
     cannot be opened is not traced).
