@@ -418,7 +418,7 @@ def format_rows(rows: list[dict]) -> str:
         for r in rows:
             cpu, cores = r.get("cpu_seconds", {}), r.get("cores_busy", {})
             cells = " / ".join(
-                (f"{cpu[s]:.0f}" + (f" ({cores[s]:.1f})" if s in cores else ""))
+                (f"{cpu[s]:.0f}" + (f" ({cores[s]:.1f})" if cores.get(s) is not None else ""))
                 if s in cpu else "—"
                 for s in cpu_stages
             )

@@ -429,7 +429,7 @@ def _print_summary(summary: dict, quiet: bool) -> None:
         typer.echo(
             "cpu seconds:      "
             + ", ".join(
-                f"{k} {v:.1f}" + (f" ({cores[k]:.2f} cores)" if k in cores else "")
+                f"{k} {v:.1f}" + (f" ({cores[k]:.2f} cores)" if cores.get(k) is not None else "")
                 for k, v in cpu.items()
             )
         )

@@ -478,7 +478,7 @@ def _add_memory(summary: dict, report: StageMemory) -> None:
     ``peak_rss_stage``, and the peak RSS of this process and its worker processes together
     as ``peak_total_mb`` (``StageMemory.totals``: the machine's memory the run took), and
     the CPU seconds of those processes per stage as ``cpu_seconds`` (``StageMemory.cpu``)
-    and over the stage's wall seconds as ``cores_busy`` (stages of a second or more);
+    and over the stage's wall seconds as ``cores_busy`` (null for a stage under a second);
     nothing where the platform gives no figures. The ``write`` figure stops before
     summary.json itself is written."""
     peaks = report.peaks()
@@ -496,9 +496,10 @@ def _add_memory(summary: dict, report: StageMemory) -> None:
     wall = report.wall()
     for stage, seconds in report.cpu().items():
         cpu[_STAGE_KEYS.get(stage, stage)] = round(seconds, 1)
-        # over a second at least: the kernel counts CPU in ticks (10 ms)
-        if wall.get(stage, 0.0) >= 1.0:
-            cores[_STAGE_KEYS.get(stage, stage)] = round(seconds / wall[stage], 2)
+        # over a second at least (the kernel counts CPU in ticks of 10 ms); null below,
+        # so that both keep the same stages
+        long = wall.get(stage, 0.0) >= 1.0
+        cores[_STAGE_KEYS.get(stage, stage)] = round(seconds / wall[stage], 2) if long else None
     summary["cpu_seconds"], summary["cores_busy"] = cpu, cores
 
 

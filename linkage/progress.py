@@ -142,6 +142,14 @@ def _descendants_rss_bytes() -> int:
     return total
 
 
+@functools.cache
+def _children_listed() -> bool:
+    """Whether this kernel lists a process's children (``/proc/PID/task/TID/children``,
+    ``CONFIG_PROC_CHILDREN``): without it a live worker's CPU would be seen only once the
+    worker is reaped, all of it in that stage, so no CPU figures are kept."""
+    return os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
 def _cpu_seconds() -> float:
     """CPU seconds (user + system) used so far by this process and every descendant: its
     own and its waited-for children's (``os.times``; a child's figure moves there when it
@@ -235,7 +243,8 @@ class StageMemory:
         self.enabled = self._hwm is not None and _rss_bytes() is not None
         self._sampled = 0
         self._cpu: dict[str, float] = {}
-        self._cpu_at = _cpu_seconds() if self.enabled else 0.0
+        self._cpu_kept = self.enabled and _children_listed()
+        self._cpu_at = _cpu_seconds() if self._cpu_kept else 0.0
         self._wall: dict[str, float] = {}
         self._wall_at = time.monotonic()
         self._stop = threading.Event()
@@ -264,11 +273,15 @@ class StageMemory:
         self._generation += 1
         others = _descendants_rss_bytes()
         total = now + others
-        cpu = _cpu_seconds()
+        cpu = _cpu_seconds() if self._cpu_kept else 0.0
         wall = time.monotonic()
-        if self.current is not None:
-            self._cpu[self.current] = self._cpu.get(self.current, 0.0) + cpu - self._cpu_at
+        if self.current is not None and self._cpu_kept:
+            # never below 0: a descendant orphaned meanwhile (its parent exited first) leaves
+            # the tree walk, and what was counted of it would be taken back out
+            spent = max(cpu - self._cpu_at, 0.0)
+            self._cpu[self.current] = self._cpu.get(self.current, 0.0) + spent
             self._wall[self.current] = self._wall.get(self.current, 0.0) + wall - self._wall_at
+        if self.current is not None:
             # a new process peak during this stage is exact; else the samples' highest
             peak = hwm if hwm > (self._hwm or 0) else max(self._sampled, now)
             self._peaks[self.current] = max(self._peaks.get(self.current, 0), peak)
@@ -312,7 +325,9 @@ class StageMemory:
         """CPU seconds (user + system) per stage name of this process and its descendants
         together (``_cpu_seconds`` read at each stage's start and end), the running stage's
         so far included: divided by :meth:`wall`'s, how many cores the stage kept busy.
-        Empty off Linux."""
+        Empty off Linux and where the kernel does not list a process's children. A
+        descendant orphaned before it ends (its own parent exited first: the run's
+        processes wait for theirs) is counted only while it was in the tree."""
         self._book()
         return dict(self._cpu)
 
