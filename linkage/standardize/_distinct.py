@@ -6,13 +6,16 @@ Registries repeat names, dates and addresses heavily, so this is the main speed 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import logging
 import pickle
 import subprocess
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -22,6 +25,11 @@ from linkage.tables import _is_text_dtype, shared_text, text_columns
 # Distinct values below this are standardized in this process: starting a worker costs
 # ~1-2 s (a fresh interpreter imports pandas and the name tables), 20,000-50,000 names' work.
 PARALLEL_MIN_DISTINCT = 50_000
+
+# Share of a large field's distinct values the worker standardizes; this process takes the
+# rest. This process also factorizes each field, maps the results back to its rows and runs
+# the cross-field checks, so an even split left the worker waiting on it.
+WORKER_SHARE = 0.5
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +101,10 @@ class _Worker:
         self._discard += 1
 
     def receive(self) -> object:
-        self._finish_write()
+        """The reply to the oldest call not yet answered. Read while a later call may still
+        be being written: the worker writes this reply before it reads that call, so waiting
+        for the write first would wait for ever. A write's error comes with the next ``send``
+        (or as this read's end of file when the worker died)."""
         while self._discard:
             self._discard -= 1
             ok, value = pickle.load(self.proc.stdout)
@@ -105,6 +116,7 @@ class _Worker:
         return value
 
     def close(self, kill: bool = False) -> None:
+        self._discard = 0  # a warm-up's reply dies with its process; a new one owes none
         if self.proc is not None:
             proc, self.proc = self.proc, None
             if kill or (self._writer is not None and self._writer.is_alive()):
@@ -123,6 +135,24 @@ class _Worker:
 
 
 _worker: _Worker | None = None
+
+
+@dataclass
+class _Ahead:
+    """A field factorized ahead of its ``map_distinct`` call (``send_ahead``), and the
+    worker process its share went to (None when it went nowhere)."""
+
+    values: pd.Series
+    func: Callable
+    codes: np.ndarray
+    uniques: pd.Index
+    split: int  # this process standardizes distinct[:split], the worker the rest
+    proc: subprocess.Popen | None
+
+
+# Fields sent ahead, in the order of their coming map_distinct calls: the worker answers in
+# the order it was asked.
+_ahead: deque[_Ahead] = deque()
 
 
 def _import_modules(modules: list[str]) -> None:
@@ -163,37 +193,132 @@ def worker_process(enabled: bool = True) -> Iterator[None]:
     try:
         yield
     finally:
+        drop_ahead()
         worker, _worker = _worker, None
         worker.close()
 
 
-def _call(func: Callable[[Sequence[str]], pd.DataFrame], distinct: list) -> pd.DataFrame:
-    """``func(distinct)``, split between this process and the worker when one is open."""
-    worker = _worker
-    if worker is None or worker.broken or len(distinct) < PARALLEL_MIN_DISTINCT:
-        return func(distinct)
-    half = len(distinct) // 2
+def _split(n_distinct: int) -> int:
+    """Where ``n_distinct`` values divide between this process (before) and the worker."""
+    return n_distinct - int(n_distinct * WORKER_SHARE)
+
+
+def _send(worker: _Worker, func: Callable, part: list) -> bool:
+    """Send ``func(part)`` to the worker; False (and the worker marked broken) when it cannot
+    start or has died, so that the caller works here from now on."""
     try:
-        worker.send(func, distinct[half:])
-    except OSError as exc:  # the worker could not start or died: work here from now on
+        worker.send(func, part)
+    except OSError as exc:
         logger.warning("standardizing in one process: worker unavailable (%s)", exc)
         worker.broken = True
         worker.close(kill=True)
-        return func(distinct)
+        return False
+    return True
+
+
+def _finish(
+    worker: _Worker, func: Callable, distinct: list, split: int, proc: object
+) -> pd.DataFrame:
+    """``func(distinct)``: ``distinct[:split]`` here, then the worker's reply for the rest,
+    sent earlier to the worker process ``proc``; the rest here too when that process has
+    gone meanwhile (killed after an error, died)."""
     try:
-        first = func(distinct[:half])
+        first = func(distinct[:split])
     except BaseException:
-        # its pending reply would answer the next call: stop it (the next call restarts it)
+        # its pending replies would answer the next calls: stop it (the next call restarts it)
         worker.close(kill=True)
         raise
+    if split >= len(distinct):
+        return first
+    if proc is None or worker.proc is not proc:
+        return pd.concat([first, func(distinct[split:])], ignore_index=True)
     try:
         second = worker.receive()
     except (EOFError, OSError, pickle.UnpicklingError) as exc:
         logger.warning("standardizing in one process: worker stopped (%s)", exc)
         worker.broken = True
         worker.close(kill=True)
-        second = func(distinct[half:])
+        second = func(distinct[split:])
     return pd.concat([first, second], ignore_index=True)
+
+
+def _call(func: Callable[[Sequence[str]], pd.DataFrame], distinct: list) -> pd.DataFrame:
+    """``func(distinct)``, split between this process and the worker when one is open (and
+    has no field sent ahead waiting: its reply must come first)."""
+    worker = _worker
+    if (
+        worker is None
+        or worker.broken
+        or len(distinct) < PARALLEL_MIN_DISTINCT
+        or any(a.proc is not None for a in _ahead)
+    ):
+        return func(distinct)
+    split = _split(len(distinct))
+    if not _send(worker, func, distinct[split:]):
+        return func(distinct)
+    return _finish(worker, func, distinct, split, worker.proc)
+
+
+def send_ahead(values: pd.Series, func: Callable[[Sequence[str]], pd.DataFrame]) -> None:
+    """Factorize ``values`` now and send the open worker its share of ``func`` over their
+    distinct values, so that it works on them while this process finishes an earlier field.
+
+    The next ``map_distinct`` call with this very Series and an equal ``func`` (the same
+    function, or ``functools.partial`` of it with equal arguments) takes the codes and the
+    worker's reply instead of factorizing again; calls are taken in the order they were
+    sent. A field with fewer than ``PARALLEL_MIN_DISTINCT`` distinct values is only
+    factorized; without an open worker nothing happens. ``func`` must be picklable (see
+    ``worker_process``). Call ``drop_ahead`` when the calls may not all come (an error).
+    """
+    worker = _worker
+    if worker is None or worker.broken:
+        return
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    proc, split = None, len(uniques)
+    if len(uniques) >= PARALLEL_MIN_DISTINCT:
+        split = _split(len(uniques))
+        if _send(worker, func, list(uniques[split:])):
+            proc = worker.proc
+        else:
+            split = len(uniques)
+    _ahead.append(_Ahead(values, func, codes, uniques, split, proc))
+
+
+def drop_ahead() -> None:
+    """Forget the fields sent ahead whose ``map_distinct`` calls have not come; the worker
+    is stopped when it still owes replies for them (unread, they would answer later calls
+    and block its writing)."""
+    worker = _worker
+    owed = worker is not None and any(
+        a.proc is not None and a.proc is worker.proc for a in _ahead
+    )
+    _ahead.clear()
+    if owed:
+        worker.close(kill=True)
+
+
+def _same_call(a: Callable, b: Callable) -> bool:
+    if a is b:
+        return True
+    if isinstance(a, functools.partial) and isinstance(b, functools.partial):
+        return a.func is b.func and a.args == b.args and a.keywords == b.keywords
+    return False
+
+
+def _distinct_results(
+    values: pd.Series, func: Callable[[Sequence[str]], pd.DataFrame]
+) -> tuple[np.ndarray, pd.Index, pd.DataFrame]:
+    """Codes and distinct values of ``values`` and ``func`` over the distinct values: from
+    the field sent ahead for this call when there is one (``send_ahead``)."""
+    if _ahead and _ahead[0].values is values and _same_call(_ahead[0].func, func):
+        ahead = _ahead.popleft()
+        distinct = list(ahead.uniques)
+        if _worker is None:  # closed meanwhile: nothing to take from it
+            return ahead.codes, ahead.uniques, func(distinct)
+        result = _finish(_worker, func, distinct, ahead.split, ahead.proc)
+        return ahead.codes, ahead.uniques, result
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return codes, uniques, _call(func, list(uniques))
 
 
 def typed_frame(columns: dict[str, object]) -> pd.DataFrame:
@@ -241,8 +366,7 @@ def map_distinct(
     an empty flag string where the result has a ``quality_flags`` column. Text columns come
     back as dtype object holding ``str`` or ``None`` (``linkage.tables.text_columns``).
     """
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    distinct = _call(func, list(uniques))
+    codes, uniques, distinct = _distinct_results(values, func)
     if len(distinct) != len(uniques):
         raise ValueError("normalizer returned a different number of rows than it was given")
     distinct = distinct.reset_index(drop=True)

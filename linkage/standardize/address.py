@@ -10,7 +10,7 @@ import importlib.resources
 import logging
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import ahocorasick
@@ -1138,6 +1138,13 @@ def _by_batch_city(out: pd.DataFrame, pending: pd.Series, field: str) -> None:
         out[column] = pd.Series(column_values, index=out.index, dtype=object)
 
 
+def distinct_parser(field: str) -> Callable[[Sequence[object]], pd.DataFrame]:
+    """The function :func:`standardize_addresses` maps over a column's distinct values:
+    the derived columns, flags and the candidate adcodes an ambiguous district leaves for
+    the region codes or the batch to decide."""
+    return functools.partial(_parse_distinct, field=field)
+
+
 def standardize_addresses(
     values: pd.Series,
     field: str,
@@ -1153,7 +1160,7 @@ def standardize_addresses(
     ``*_district_from_batch``; rows then depend on the batch they arrive in, which is one city's
     registry in practice.
     """
-    out = map_distinct(values, functools.partial(_parse_distinct, field=field))
+    out = map_distinct(values, distinct_parser(field))
     pending = out[_CANDIDATES]
     out = out.drop(columns=_CANDIDATES)
     if by_batch and pending.notna().any():

@@ -12,7 +12,7 @@ import datetime
 import logging
 import time
 import unicodedata
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,12 @@ import pandas as pd
 from linkage import schema
 from linkage.config import StandardizeConfig
 from linkage.standardize import address, dates, demographics, idnumber, names, phone
-from linkage.standardize._distinct import PARALLEL_MIN_DISTINCT, worker_process
+from linkage.standardize._distinct import (
+    PARALLEL_MIN_DISTINCT,
+    drop_ahead,
+    send_ahead,
+    worker_process,
+)
 from linkage.tables import column_subset
 
 logger = logging.getLogger(__name__)
@@ -145,12 +150,14 @@ OneStandardizer = Callable[[str, StandardizeConfig, dict[str, dict]], dict]
 @dataclass(frozen=True)
 class FieldStandardizer:
     """One row of ``FIELDS``: the raw field read, its standardizer (a column, and one value),
-    its timing label."""
+    its timing label, and the function ``run`` maps over the column's distinct values
+    (given the config; ``standardize`` sends it to the worker process ahead of ``run``)."""
 
     field: str
     run: Standardizer
     timing: str
     one: OneStandardizer
+    parser: Callable[[StandardizeConfig], Callable[[Sequence[object]], pd.DataFrame]]
 
 
 def _prefix_codes(codes: object, field: str) -> str:
@@ -268,48 +275,56 @@ FIELDS: tuple[FieldStandardizer, ...] = (
         _names(schema.NAME),
         "names",
         lambda v, c, d: names.standardize_name(v, field=schema.NAME),
+        lambda c: names.distinct_parser(schema.NAME),
     ),
     FieldStandardizer(
         schema.FORMER_NAME,
         _names(schema.FORMER_NAME),
         "names",
         lambda v, c, d: names.standardize_name(v, field=schema.FORMER_NAME),
+        lambda c: names.distinct_parser(schema.FORMER_NAME),
     ),
     FieldStandardizer(
         schema.ID_NUMBER,
         lambda v, c, d: idnumber.standardize_id_numbers(v),
         "id_number",
         lambda v, c, d: idnumber.standardize_id_number(v),
+        lambda c: idnumber.distinct_parser(),
     ),
     FieldStandardizer(
         schema.BIRTH_DATE,
         _dates(schema.BIRTH_DATE, schema.BIRTH_DATE_STD),
         "dates",
         _date_one(schema.BIRTH_DATE, schema.BIRTH_DATE_STD),
+        lambda c: dates.distinct_parser(c.two_digit_year_pivot),
     ),
     FieldStandardizer(
         schema.REGISTERED_AT,
         _dates(schema.REGISTERED_AT, schema.REGISTERED_AT_STD),
         "dates",
         _date_one(schema.REGISTERED_AT, schema.REGISTERED_AT_STD),
+        lambda c: dates.distinct_parser(c.two_digit_year_pivot),
     ),
     FieldStandardizer(
         schema.GENDER,
         lambda v, c, d: demographics.standardize_gender(v),
         "gender_ethnicity",
         lambda v, c, d: demographics.standardize_gender_value(v),
+        lambda c: demographics.gender_parser(),
     ),
     FieldStandardizer(
         schema.ETHNICITY,
         lambda v, c, d: demographics.standardize_ethnicity(v),
         "gender_ethnicity",
         lambda v, c, d: demographics.standardize_ethnicity_value(v),
+        lambda c: demographics.ethnicity_parser(),
     ),
     FieldStandardizer(
         schema.PHONE,
         lambda v, c, d: phone.standardize_phones(v),
         "phone",
         lambda v, c, d: phone.standardize_phone(v),
+        lambda c: phone.distinct_parser(),
     ),
     FieldStandardizer(
         schema.HUKOU_ADDRESS,
@@ -320,8 +335,15 @@ FIELDS: tuple[FieldStandardizer, ...] = (
         lambda v, c, d: address.standardize_address(
             v, schema.HUKOU_ADDRESS, region_code=_region_code(d)
         ),
+        lambda c: address.distinct_parser(schema.HUKOU_ADDRESS),
     ),
-    FieldStandardizer(schema.CURRENT_ADDRESS, _current_addresses, "addresses", _current_address),
+    FieldStandardizer(
+        schema.CURRENT_ADDRESS,
+        _current_addresses,
+        "addresses",
+        _current_address,
+        lambda c: address.distinct_parser(schema.CURRENT_ADDRESS),
+    ),
 )
 
 
@@ -428,24 +450,39 @@ def standardize(
     flags = _FlagJoin(records.index)
     birth_flags: pd.Series | None = None
     with worker_process(parallel and len(records) >= PARALLEL_MIN_DISTINCT):
-        for entry in FIELDS:
-            t = time.perf_counter()
-            frame = entry.run(_column(records, entry.field), config, done)
-            part = frame.pop(schema.QUALITY_FLAGS)
-            flags.add(part)
-            if entry.field == schema.BIRTH_DATE:
-                birth_flags = part
-            del part
-            if keep is not None:
-                wanted = [c for c in frame.columns if c in keep or c in _READ_LATER]
-                if len(wanted) < frame.shape[1]:
-                    frame = column_subset(frame, wanted)
-                if entry.field in records.columns and entry.field not in keep:
-                    del records[entry.field]  # held alone: freed here
-            done[entry.field] = frame
-            spent[entry.timing] = spent.get(entry.timing, 0.0) + time.perf_counter() - t
-            if step is not None:
-                step(len(records))
+        # Each field's share for the worker is sent one field ahead: the worker works on it
+        # while this process maps the field before back to its rows (no field's parsing
+        # reads another's result; only what ``run`` does after it does).
+        upcoming = _column(records, FIELDS[0].field)
+        send_ahead(upcoming, FIELDS[0].parser(config))
+        try:
+            for position, entry in enumerate(FIELDS):
+                t = time.perf_counter()
+                values = upcoming
+                if position + 1 < len(FIELDS):
+                    following = FIELDS[position + 1]
+                    upcoming = _column(records, following.field)
+                    send_ahead(upcoming, following.parser(config))
+                frame = entry.run(values, config, done)
+                del values
+                part = frame.pop(schema.QUALITY_FLAGS)
+                flags.add(part)
+                if entry.field == schema.BIRTH_DATE:
+                    birth_flags = part
+                del part
+                if keep is not None:
+                    wanted = [c for c in frame.columns if c in keep or c in _READ_LATER]
+                    if len(wanted) < frame.shape[1]:
+                        frame = column_subset(frame, wanted)
+                    if entry.field in records.columns and entry.field not in keep:
+                        del records[entry.field]  # held alone: freed here
+                done[entry.field] = frame
+                spent[entry.timing] = spent.get(entry.timing, 0.0) + time.perf_counter() - t
+                if step is not None:
+                    step(len(records))
+        finally:
+            drop_ahead()  # a field that raised: the ones sent after it never come
+        del upcoming  # the last field's raw values, freed here when not kept
 
     # Cross-field checks: the ID embeds birth date and gender; a disagreement means one of
     # the two was mistyped, which the comparison stage must weigh.

@@ -11,7 +11,7 @@ import logging
 import math
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -394,12 +394,18 @@ def parse_dates(
     after ``today`` (default: the machine's date) is set to null and flagged ``future``: no
     registry records a birth, or a registration, that has not happened yet.
     """
+    return map_distinct(values, distinct_parser(pivot_year, today))
+
+
+def distinct_parser(
+    pivot_year: int = 30, today: datetime.date | None = None
+) -> Callable[[Sequence], pd.DataFrame]:
+    """The function :func:`parse_dates` maps over a column's distinct values. Raises
+    ValueError for a ``pivot_year`` outside 0..99."""
     if not 0 <= pivot_year <= 99:
         raise ValueError(f"pivot_year must be 0..99, got {pivot_year}")
     limit = (today or datetime.date.today()).isoformat()
-    return map_distinct(
-        values, functools.partial(_parse_distinct, pivot_year=pivot_year, limit=limit)
-    )
+    return functools.partial(_parse_distinct, pivot_year=pivot_year, limit=limit)
 
 
 def parse_date_value(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import opencc
 import pandas as pd
@@ -199,7 +199,12 @@ def standardize_gender(values: pd.Series) -> pd.DataFrame:
     """Normalize gender to ``M`` / ``F`` / null: ``gender_placeholder`` where the value says
     unknown (不详, 未知, GB/T 2261.1 code 0 or 9, a filler such as 无 or '-'),
     ``gender_unparsed`` where it is not recognized."""
-    return map_distinct(values, _gender_distinct)
+    return map_distinct(values, gender_parser())
+
+
+def gender_parser() -> Callable[[Sequence[object]], pd.DataFrame]:
+    """The function :func:`standardize_gender` maps over a column's distinct values."""
+    return _gender_distinct
 
 
 def ethnicity_code(value: object) -> str | None:
@@ -240,7 +245,12 @@ def standardize_ethnicity(values: pd.Series) -> pd.DataFrame:
     """Normalize ethnicity to the GB 3304 name and two-digit code: ``ethnicity_placeholder``
     where the value says unknown (不详, 未说明民族, 99, a filler such as 无 or '-'),
     ``ethnicity_unparsed`` where it is not recognized."""
-    return map_distinct(values, _ethnicity_distinct)
+    return map_distinct(values, ethnicity_parser())
+
+
+def ethnicity_parser() -> Callable[[Sequence[object]], pd.DataFrame]:
+    """The function :func:`standardize_ethnicity` maps over a column's distinct values."""
+    return _ethnicity_distinct
 
 
 def standardize_gender_value(value: str) -> dict:

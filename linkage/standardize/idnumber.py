@@ -9,7 +9,7 @@ import datetime
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
@@ -587,9 +587,14 @@ def _other_documents(clean: pa.Array, candidates: np.ndarray) -> tuple[np.ndarra
     return doc, np.array([d is not None for d in doc], dtype=bool)
 
 
+def distinct_parser() -> Callable[[Sequence], pd.DataFrame]:
+    """The function :func:`standardize_id_numbers` maps over a column's distinct values."""
+    return _standardize_distinct
+
+
 def standardize_id_numbers(values: pd.Series) -> pd.DataFrame:
     """Standardize raw resident ID numbers; returns the derived ID columns on the same index."""
-    out = map_distinct(values, _standardize_distinct)
+    out = map_distinct(values, distinct_parser())
     for col in (schema.ID_VALID, schema.ID_FROM_15):
         out[col] = out[col].astype("boolean")
     return out

@@ -10,7 +10,7 @@ import gc
 import logging
 import re
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -555,13 +555,19 @@ def _names_columns(distinct: Sequence[str], field: str) -> dict[str, np.ndarray]
     return data
 
 
+def distinct_parser(field: str = "name") -> Callable[[Sequence[str]], pd.DataFrame]:
+    """The function :func:`standardize_names` maps over a column's distinct values (what
+    ``_distinct.send_ahead`` is given to start a worker on them early)."""
+    return functools.partial(_names_frame, field=field)
+
+
 def standardize_names(values: pd.Series, field: str = "name") -> pd.DataFrame:
     """Derived name columns plus quality flags, one row per input row, same index."""
     null_row = {
         schema.name_col(field, "script"): "empty",
         schema.name_col(field, "is_minority"): False,
     }
-    out = map_distinct(values, functools.partial(_names_frame, field=field), null_row=null_row)
+    out = map_distinct(values, distinct_parser(field), null_row=null_row)
     logger.debug("standardized %d %s values", len(values), field)
     return out
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -171,7 +171,12 @@ def _phones_distinct(values: Sequence[object]) -> pd.DataFrame:
 
 def standardize_phones(values: pd.Series) -> pd.DataFrame:
     """Normalize phone numbers to digits with type ``mobile`` / ``landline`` and quality flags."""
-    return map_distinct(values, _phones_distinct)
+    return map_distinct(values, distinct_parser())
+
+
+def distinct_parser() -> Callable[[Sequence[object]], pd.DataFrame]:
+    """The function :func:`standardize_phones` maps over a column's distinct values."""
+    return _phones_distinct
 
 
 def _phone_columns(values: Sequence[object]) -> dict[str, np.ndarray]:

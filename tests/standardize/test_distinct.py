@@ -431,3 +431,100 @@ def test_a_worker_started_without_stderr_still_answers():
     replies, _ = worker.communicate(pickle.dumps((len, "abc")), timeout=60)
     assert pickle.loads(replies) == (True, 3)
     assert worker.returncode == 0
+
+
+def test_a_reply_is_read_while_a_later_call_is_still_being_written():
+    """Two large calls in flight (a field sent ahead while the one before is answered): the
+    worker writes the first reply before it reads the second call, so reading that reply
+    must not wait for the second call's write to finish."""
+    import threading
+
+    worker = _distinct._Worker()
+    big = ["张伟" * 20] * 200_000  # ~12 MB each way, far over a pipe's 64 kB
+    replies: list = []
+    try:
+        worker.send(list, big)
+        worker.send(list, big[:150_000])
+        reader = threading.Thread(
+            target=lambda: replies.extend([worker.receive(), worker.receive()])
+        )
+        reader.start()
+        reader.join(timeout=60)
+        assert not reader.is_alive(), "the replies were never read"
+        assert replies == [big, big[:150_000]]
+    finally:
+        worker.close(kill=True)
+
+
+def _frame_of(column):
+    # a function the worker can import (pandas'), giving a one-column frame of its values
+    return functools.partial(pd.DataFrame, columns=[column])
+
+
+def test_fields_sent_ahead_are_taken_in_order_and_give_the_plain_results(monkeypatch):
+    monkeypatch.setattr(_distinct, "PARALLEL_MIN_DISTINCT", 1)
+    first = pd.Series(["b", "a", None, "b", "c", "d"], dtype=object)
+    second = pd.Series(["x", "y", "x", "z", None], dtype=object)
+    other = pd.Series(["p", "q", "p"], dtype=object)
+    plain = [_distinct.map_distinct(v, _frame_of(c)) for v, c in ((first, "v"), (second, "w"))]
+    sends = []
+    send = _distinct._Worker.send
+    monkeypatch.setattr(
+        _distinct._Worker, "send", lambda self, f, a: (sends.append(list(a)), send(self, f, a))
+    )
+    with _distinct.worker_process():
+        _distinct.send_ahead(first, _frame_of("v"))
+        _distinct.send_ahead(second, _frame_of("w"))
+        assert sends == [["c", "d"], ["z"]]  # the worker's shares went before any call
+        # a call nobody sent ahead runs here whole: the worker owes replies to earlier calls
+        assert _distinct.map_distinct(other, _frame_of("u"))["u"].tolist() == ["p", "q", "p"]
+        assert len(sends) == 2
+        # an equal partial (a new object) takes the field sent ahead
+        pd.testing.assert_frame_equal(_distinct.map_distinct(first, _frame_of("v")), plain[0])
+        pd.testing.assert_frame_equal(_distinct.map_distinct(second, _frame_of("w")), plain[1])
+        assert not _distinct._ahead
+        assert _distinct._worker.proc.poll() is None
+    assert not _distinct._ahead
+
+
+def test_dropping_fields_sent_ahead_stops_a_worker_that_owes_replies(monkeypatch):
+    monkeypatch.setattr(_distinct, "PARALLEL_MIN_DISTINCT", 1)
+    values = pd.Series(["a", "b", "c", "d"], dtype=object)
+    with _distinct.worker_process():
+        _distinct.warm_up(["linkage.standardize.combine"])  # a warm-up reply still owed too
+        _distinct.send_ahead(values, _frame_of("v"))
+        _distinct.drop_ahead()
+        assert _distinct._worker.proc is None and not _distinct._ahead
+        # the next call starts a new worker, which owes no earlier reply
+        out = _distinct._call(_frame_of("v"), ["e", "f", "g"])
+        assert out["v"].tolist() == ["e", "f", "g"]
+        assert _distinct._worker.proc is not None
+
+
+def test_an_error_here_leaves_the_later_fields_sent_ahead_to_this_process(monkeypatch):
+    monkeypatch.setattr(_distinct, "PARALLEL_MIN_DISTINCT", 1)
+    failing = pd.Series(["xyz", "efg", "ab", "cd"], dtype=object)  # dict() fails on this half
+    later = pd.Series(["a", "b", "c", "b"], dtype=object)
+    with _distinct.worker_process():
+        _distinct.send_ahead(failing, dict)
+        _distinct.send_ahead(later, _frame_of("v"))
+        with pytest.raises(ValueError):
+            _distinct.map_distinct(failing, dict)
+        assert _distinct._worker.proc is None  # killed: its replies would be out of step
+        out = _distinct.map_distinct(later, _frame_of("v"))
+    assert out["v"].tolist() == ["a", "b", "c", "b"]
+
+
+def test_a_standardizing_field_that_raises_drops_the_fields_sent_after_it(
+    raw_records, monkeypatch
+):
+    monkeypatch.setattr(_distinct, "PARALLEL_MIN_DISTINCT", 10)
+    monkeypatch.setattr("linkage.standardize.combine.PARALLEL_MIN_DISTINCT", 10)
+
+    def broken(values, field=schema.NAME):
+        raise RuntimeError("name tables missing")
+
+    monkeypatch.setattr("linkage.standardize.names.standardize_names", broken)
+    with pytest.raises(RuntimeError, match="name tables"):
+        standardize(raw_records, parallel=True)
+    assert not _distinct._ahead and _distinct._worker is None
