@@ -126,12 +126,12 @@ def test_a_worker_killed_during_a_send_is_reported_by_receive():
 def test_worker_error_is_raised_here_and_worker_is_usable_after(monkeypatch):
     monkeypatch.setattr(_distinct, "PARALLEL_MIN_DISTINCT", 1)
     with _distinct.worker_process():
-        # dict() of 2-letter strings works (this half); of a 3-letter one fails (worker's half)
+        # rows of 2-letter strings work (this half); of 3-letter ones fail (worker's half)
         with pytest.raises(ValueError):
-            _distinct._call(dict, ["ab", "cd", "xyz", "efg"])
+            _distinct.map_distinct(_text(["ab", "cd", "xyz", "efg"]), _letter_pairs)
         # a function the worker can import (not one of this test module's): its half is
         # done there, and the worker is still alive afterwards
-        out = _distinct._call(functools.partial(pd.DataFrame, columns=["v"]), ["a", "b", "c", "d"])
+        out = _distinct.map_distinct(_text(["a", "b", "c", "d"]), _frame_of("v"))
         assert _distinct._worker.proc is not None and _distinct._worker.proc.poll() is None
     assert out["v"].tolist() == ["a", "b", "c", "d"]
 
@@ -140,10 +140,19 @@ def test_local_error_stops_the_worker(monkeypatch):
     monkeypatch.setattr(_distinct, "PARALLEL_MIN_DISTINCT", 1)
     with _distinct.worker_process():
         with pytest.raises(ValueError):
-            _distinct._call(dict, ["xyz", "efg", "ab", "cd"])
+            _distinct.map_distinct(_text(["xyz", "efg", "ab", "cd"]), _letter_pairs)
         assert _distinct._worker.proc is None  # its reply would have answered the next call
-        out = _distinct._call(_upper_frame, ["a", "b"])
+        out = _distinct.map_distinct(_text(["a", "b"]), _upper_frame)
     assert out["v"].tolist() == ["A", "B"]
+
+
+# a frame of two columns from 2-letter strings; ValueError for longer ones (importable by
+# the worker: pandas' own)
+_letter_pairs = functools.partial(pd.DataFrame.from_records, columns=["a", "b"])
+
+
+def _text(values):
+    return pd.Series(values, dtype=object)
 
 
 def _upper_frame(values):
@@ -156,7 +165,7 @@ def test_a_dead_worker_leaves_the_work_to_this_process(monkeypatch):
         _distinct._worker.start()
         _distinct._worker.proc.kill()
         _distinct._worker.proc.wait()
-        out = _distinct._call(_upper_frame, ["a", "b", "c"])
+        out = _distinct.map_distinct(_text(["a", "b", "c"]), _upper_frame)
         assert _distinct._worker.broken
     assert out["v"].tolist() == ["A", "B", "C"]
 
@@ -496,20 +505,20 @@ def test_dropping_fields_sent_ahead_stops_a_worker_that_owes_replies(monkeypatch
         _distinct.drop_ahead()
         assert _distinct._worker.proc is None and not _distinct._ahead
         # the next call starts a new worker, which owes no earlier reply
-        out = _distinct._call(_frame_of("v"), ["e", "f", "g"])
+        out = _distinct.map_distinct(_text(["e", "f", "g"]), _frame_of("v"))
         assert out["v"].tolist() == ["e", "f", "g"]
         assert _distinct._worker.proc is not None
 
 
 def test_an_error_here_leaves_the_later_fields_sent_ahead_to_this_process(monkeypatch):
     monkeypatch.setattr(_distinct, "PARALLEL_MIN_DISTINCT", 1)
-    failing = pd.Series(["xyz", "efg", "ab", "cd"], dtype=object)  # dict() fails on this half
+    failing = _text(["xyz", "efg", "ab", "cd"])  # _letter_pairs fails on this half
     later = pd.Series(["a", "b", "c", "b"], dtype=object)
     with _distinct.worker_process():
-        _distinct.send_ahead(failing, dict)
+        _distinct.send_ahead(failing, _letter_pairs)
         _distinct.send_ahead(later, _frame_of("v"))
         with pytest.raises(ValueError):
-            _distinct.map_distinct(failing, dict)
+            _distinct.map_distinct(failing, _letter_pairs)
         assert _distinct._worker.proc is None  # killed: its replies would be out of step
         out = _distinct.map_distinct(later, _frame_of("v"))
     assert out["v"].tolist() == ["a", "b", "c", "b"]
@@ -528,3 +537,66 @@ def test_a_standardizing_field_that_raises_drops_the_fields_sent_after_it(
     with pytest.raises(RuntimeError, match="name tables"):
         standardize(raw_records, parallel=True)
     assert not _distinct._ahead and _distinct._worker is None
+
+
+def _mixed(values):
+    """A normalizer with every kind of column map_distinct meets: text with None and NaN,
+    bool, a pandas string dtype, quality flags, unhashable values, and a copy of the input."""
+    return pd.DataFrame(
+        {
+            "text": np.array([v.upper() if len(v) > 1 else None for v in values], dtype=object),
+            "nan": np.array([np.nan if v == "b" else v[-1] for v in values], dtype=object),
+            "flag": [len(v) > 1 for v in values],
+            "str": pd.array([v[:1] for v in values], dtype="string"),
+            "quality_flags": np.array(["short" if len(v) == 1 else "" for v in values], dtype=object),
+            "lists": pd.Series([[v] for v in values], dtype=object),
+            "same": np.array(["".join(list(v)) for v in values], dtype=object),  # a new object
+        }
+    )
+
+
+_MIXED_NULL = {"text": None, "nan": None, "flag": False, "str": None, "quality_flags": "",
+               "lists": None, "same": None}  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "cd", "CD", "ef", "a b"]))),
+    st.integers(0, 8),
+)
+def test_map_distinct_gives_each_row_its_values_result_whole_or_in_two_parts(values, cut):
+    series = pd.Series([None if v is None else "".join(list(v)) for v in values], dtype=object)
+    out = _distinct.map_distinct(series, _mixed, null_row={"flag": False})
+    assert list(out.columns) == list(_MIXED_NULL) and out.index.equals(series.index)
+    for i, v in enumerate(series):
+        want = _MIXED_NULL if v is None else _mixed([v]).iloc[0].to_dict()
+        for col, expected in want.items():
+            got = out[col].iloc[i]
+            if col != "flag":
+                expected = None if expected is not None and np.all(pd.isna(expected)) else expected
+            assert got == expected or (got is None and expected is None), (v, col, got)
+    # text as str or None in dtype object columns, one object per distinct value, and a
+    # derived value equal to an input held as that input's own object
+    for col in ("text", "nan", "str", "quality_flags", "same"):
+        assert out[col].dtype == object
+        present = [x for x in out[col] if x is not None]
+        assert len({id(x) for x in present}) == len(set(present))
+    inputs = {id(x) for x in series if x is not None}
+    assert all(id(x) in inputs for x in out["same"] if x is not None)
+    # the worker's part and this process's joined give what the whole gives
+    distinct = list(pd.unique(series.dropna()))
+    k = min(cut, len(distinct))
+    joined = _distinct._join(
+        _distinct._coded(_mixed(distinct[:k])), _distinct._coded(_mixed(distinct[k:]))
+    )
+    whole = _distinct._coded(_mixed(distinct))
+    assert joined.length == whole.length == len(distinct)
+    for col in whole.columns:
+        assert _distinct._plain(joined, col).tolist() == _distinct._plain(whole, col).tolist()
+
+
+def test_parts_with_different_columns_are_refused():
+    first = _distinct._coded(pd.DataFrame({"a": ["x"]}))
+    second = _distinct._coded(pd.DataFrame({"b": ["y"]}))
+    with pytest.raises(ValueError, match="different columns"):
+        _distinct._join(first, second)
