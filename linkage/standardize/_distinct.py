@@ -348,7 +348,9 @@ def send_ahead(values: pd.Series, func: Callable[[Sequence[str]], pd.DataFrame])
         return
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     proc, split = None, len(uniques)
-    if len(uniques) >= PARALLEL_MIN_DISTINCT:
+    # at most two calls owed: a third's write would wait for the worker, the worker for
+    # this process to read the first reply, and this process for that write (see receive)
+    if len(uniques) >= PARALLEL_MIN_DISTINCT and _owed(worker) < 2:
         split = _split(len(uniques))
         if _send(worker, functools.partial(_coded_call, func), list(uniques[split:])):
             proc = worker.proc
@@ -357,14 +359,17 @@ def send_ahead(values: pd.Series, func: Callable[[Sequence[str]], pd.DataFrame])
     _ahead.append(_Ahead(values, func, codes, uniques, split, proc))
 
 
+def _owed(worker: _Worker) -> int:
+    """Calls sent ahead to ``worker``'s current process whose replies are still to be read."""
+    return sum(1 for a in _ahead if a.proc is not None and a.proc is worker.proc)
+
+
 def drop_ahead() -> None:
     """Forget the fields sent ahead whose ``map_distinct`` calls have not come; the worker
     is stopped when it still owes replies for them (unread, they would answer later calls
     and block its writing)."""
     worker = _worker
-    owed = worker is not None and any(
-        a.proc is not None and a.proc is worker.proc for a in _ahead
-    )
+    owed = worker is not None and _owed(worker) > 0
     _ahead.clear()
     if owed:
         worker.close(kill=True)
@@ -382,7 +387,11 @@ def _distinct_results(
     values: pd.Series, func: Callable[[Sequence[str]], pd.DataFrame]
 ) -> tuple[np.ndarray, pd.Index, _Coded]:
     """Codes and distinct values of ``values`` and ``func`` over the distinct values: from
-    the field sent ahead for this call when there is one (``send_ahead``)."""
+    the field sent ahead for this call when there is one (``send_ahead``). The values sent
+    ahead under another function (a date parser built again after midnight) are dropped
+    with those after them: their replies would answer later calls out of turn."""
+    if _ahead and _ahead[0].values is values and not _same_call(_ahead[0].func, func):
+        drop_ahead()
     if _ahead and _ahead[0].values is values and _same_call(_ahead[0].func, func):
         ahead = _ahead.popleft()
         distinct = list(ahead.uniques)

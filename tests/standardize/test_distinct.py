@@ -600,3 +600,58 @@ def test_parts_with_different_columns_are_refused():
     second = _distinct._coded(pd.DataFrame({"b": ["y"]}))
     with pytest.raises(ValueError, match="different columns"):
         _distinct._join(first, second)
+
+
+def _long_texts(tag):
+    # replies and calls far over a pipe's 64 kB
+    return pd.Series([f"{tag}{i:07d}" * 8 for i in range(40_000)], dtype=object)
+
+
+def _within(seconds, work):
+    """Run ``work`` in a thread; fail (instead of hanging the suite) when it is not done."""
+    import threading
+
+    done: list = []
+    thread = threading.Thread(target=lambda: done.append(work()), daemon=True)
+    thread.start()
+    thread.join(timeout=seconds)
+    assert done, f"still waiting after {seconds} s"
+    return done[0]
+
+
+def test_values_sent_ahead_under_another_function_are_dropped_not_left_at_the_head(
+    monkeypatch,
+):
+    """A date parser built again after midnight differs from the one sent ahead: that
+    field and the ones after it must not stay owed while more fields are sent."""
+    monkeypatch.setattr(_distinct, "PARALLEL_MIN_DISTINCT", 1)
+    a, b, c = _long_texts("a"), _long_texts("b"), _long_texts("c")
+
+    def fields():
+        with _distinct.worker_process():
+            _distinct.send_ahead(a, _frame_of("v"))
+            first = _distinct.map_distinct(a, _frame_of("w"))  # not the function sent
+            _distinct.send_ahead(b, _frame_of("v"))
+            _distinct.send_ahead(c, _frame_of("v"))
+            return first, _distinct.map_distinct(b, _frame_of("v")), _distinct.map_distinct(
+                c, _frame_of("v")
+            )
+
+    first, second, third = _within(60, fields)
+    assert first["w"].tolist() == a.tolist()
+    assert second["v"].tolist() == b.tolist() and third["v"].tolist() == c.tolist()
+
+
+def test_a_third_field_sent_ahead_is_not_sent_until_a_reply_is_read(monkeypatch):
+    monkeypatch.setattr(_distinct, "PARALLEL_MIN_DISTINCT", 1)
+    parts = [_long_texts(t) for t in "xyz"]
+
+    def fields():
+        with _distinct.worker_process():
+            for part in parts:
+                _distinct.send_ahead(part, _frame_of("v"))
+            assert [a.proc is not None for a in _distinct._ahead] == [True, True, False]
+            return [_distinct.map_distinct(p, _frame_of("v")) for p in parts]
+
+    for part, out in zip(parts, _within(60, fields), strict=True):
+        assert out["v"].tolist() == part.tolist()
