@@ -323,7 +323,7 @@ def _call(func: Callable[[Sequence[str]], pd.DataFrame], distinct: list) -> _Cod
         worker is None
         or worker.broken
         or len(distinct) < PARALLEL_MIN_DISTINCT
-        or any(a.proc is not None for a in _ahead)
+        or _owed(worker)
     ):
         return _coded_call(func, distinct)
     split = _split(len(distinct))
@@ -392,7 +392,7 @@ def _distinct_results(
     with those after them: their replies would answer later calls out of turn."""
     if _ahead and _ahead[0].values is values and not _same_call(_ahead[0].func, func):
         drop_ahead()
-    if _ahead and _ahead[0].values is values and _same_call(_ahead[0].func, func):
+    if _ahead and _ahead[0].values is values:
         ahead = _ahead.popleft()
         distinct = list(ahead.uniques)
         if _worker is None:  # closed meanwhile: nothing to take from it
