@@ -353,9 +353,13 @@ def test_ctrl_c_stops_a_busy_worker_without_a_traceback():
     import subprocess
     import time
 
+    # Ctrl-C's default action in the worker whatever started the tests: a background job of
+    # a non-interactive shell (`pytest &` in a script) runs with SIGINT ignored, which its
+    # children inherit, and a worker that ignores it could not show what this test checks
     worker = subprocess.Popen(
         [sys.executable, "-m", "linkage.standardize._worker"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     pickle.dump((len, "ready"), worker.stdin)
     pickle.dump((time.sleep, 60), worker.stdin)  # busy in a call when the signal comes
