@@ -881,8 +881,8 @@ def block_spark(
     predicted pairs checked against ``pair_budget`` before any pair is made (ConfigError
     when over it and ``over_budget`` is ``refuse``). Then one self-join of every rule's
     records on their block: a 96-bit hash (xxhash64 and Murmur3) of the rule, its keys and
-    refinement part, so only rid, rule and hashes are shuffled. Returns (rid_l, rid_r, rule index) and the rule names; ``report``
-    receives the rows of ``blocking.blocking_report``.
+    refinement part, so only rid, rule and hashes are shuffled. Returns (rid_l, rid_r, rule
+    index) and the rule names; ``report`` receives the rows of ``blocking.blocking_report``.
     """
     settings = config.blocking
     plans, rows = plan_rules_spark(keys, settings, buckets)
@@ -923,10 +923,10 @@ def block_spark(
     # A block is joined by two hashes of (rule, keys, part), xxhash64 and Murmur3 (96 bits),
     # not by its text keys: the shuffled and sorted rows shrink from about 130 to 40 bytes
     # (rid, rule, the hashes; the source only where the link type reads it). Two blocks
-    # share both hashes with probability ~2^-96 per pair of blocks (~1e-11 for the 40 M
-    # rule rows of 3 M records), and a collision would add candidate pairs to score, never
-    # lose one. The hash leads: a sort-merge join sorts by its keys in order, and Spark's
-    # sort compares an 8-byte prefix of the first key before whole rows.
+    # of one rule share both hashes with probability ~2^-96 per pair of blocks (below 1e-14
+    # for the ~40 M rule rows of 3 M records), and a collision would add candidate pairs to
+    # score, never lose one. The hash leads: a sort-merge join sorts by its keys in order,
+    # and Spark's sort compares an 8-byte prefix of the first key before whole rows.
     block_hash = F.xxhash64(_RULE_INDEX, *key_names, _PART).alias(_BLOCK_HASH)
     block_check = F.hash(_RULE_INDEX, *key_names, _PART).alias(_BLOCK_CHECK)
     by_source = [F.col(schema.SOURCE)] if settings.link_type != "link_and_dedupe" else []
