@@ -116,7 +116,6 @@ _BUCKET = "__bucket"
 _TF_PREFIX = "__tf_"
 _RULE_INDEX = "__rule_index"
 _BLOCK_HASH = "__block_hash"
-_BLOCK_CHECK = "__block_check"
 _LABEL = "__label"
 # Java charset names for the reader's ``encoding`` option; GBK and GB2312 are read as their
 # superset GB18030, as the local reader does.
@@ -879,10 +878,9 @@ def block_spark(
     As ``blocking.block``: blocks over ``refine_block_size`` are refined by ``refine_keys``
     (:func:`plan_rules_spark`), parts still over ``max_block_size`` skipped, and the
     predicted pairs checked against ``pair_budget`` before any pair is made (ConfigError
-    when over it and ``over_budget`` is ``refuse``). Then one self-join of every rule's
-    records on their block: a 96-bit hash (xxhash64 and Murmur3) of the rule, its keys and
-    refinement part, so only rid, rule and hashes are shuffled. Returns (rid_l, rid_r, rule
-    index) and the rule names; ``report`` receives the rows of ``blocking.blocking_report``.
+    when over it and ``over_budget`` is ``refuse``). Then one self-join per rule on its keys
+    and refinement part. Returns (rid_l, rid_r, rule index) and the rule names; ``report``
+    receives the rows of ``blocking.blocking_report``.
     """
     settings = config.blocking
     plans, rows = plan_rules_spark(keys, settings, buckets)
@@ -920,23 +918,17 @@ def block_spark(
             F.col(schema.SOURCE),
         )
         stacked = mine if stacked is None else stacked.unionByName(mine)
-    # A block is joined by two hashes of (rule, keys, part), xxhash64 and Murmur3 (96 bits),
-    # not by its text keys: the shuffled and sorted rows shrink from about 130 to 40 bytes
-    # (rid, rule, the hashes; the source only where the link type reads it). Two blocks
-    # of one rule share both hashes with probability ~2^-96 per pair of blocks (below 1e-14
-    # for the ~40 M rule rows of 3 M records), and a collision would add candidate pairs to
-    # score, never lose one. The hash leads: a sort-merge join sorts by its keys in order,
-    # and Spark's sort compares an 8-byte prefix of the first key before whole rows.
+    # the block's hash leads the join keys: a sort-merge join sorts by its keys in order,
+    # and Spark's sort compares an 8-byte prefix of the first key before whole rows. With
+    # the rule index first (ten values) nearly every comparison fell through to the text
+    # keys, most of the block stage's sort time; the text keys stay join keys, so a hash
+    # collision costs a comparison, never a pair
     block_hash = F.xxhash64(_RULE_INDEX, *key_names, _PART).alias(_BLOCK_HASH)
-    block_check = F.hash(_RULE_INDEX, *key_names, _PART).alias(_BLOCK_CHECK)
-    by_source = [F.col(schema.SOURCE)] if settings.link_type != "link_and_dedupe" else []
-    stacked = stacked.select(
-        block_hash, block_check, F.col(_RULE_INDEX), F.col(schema.ROW), *by_source
-    )
-    # one self-join of every rule's records on its block rather than a join per rule: the
-    # two sides are one plan, so Spark shuffles it once and reuses the exchange (a job per
-    # shuffle with adaptive execution: 10 rules cost about 30 jobs)
-    join_keys = [_BLOCK_HASH, _BLOCK_CHECK, _RULE_INDEX]
+    stacked = stacked.select(block_hash, *stacked.columns)
+    # one self-join of every rule's records on (rule, keys, part) rather than a join per
+    # rule: the two sides are one plan, so Spark shuffles it once and reuses the exchange
+    # (a job per shuffle with adaptive execution: 10 rules cost about 30 jobs)
+    join_keys = [_BLOCK_HASH, _RULE_INDEX, *key_names, _PART]
     left, right = stacked.alias("l"), stacked.alias("r")
     cond = [F.col(f"l.{k}") == F.col(f"r.{k}") for k in join_keys]
     cond.append(F.col(f"l.{schema.ROW}") < F.col(f"r.{schema.ROW}"))
