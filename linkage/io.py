@@ -18,7 +18,7 @@ import re
 import tempfile
 import time
 import unicodedata
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -1303,6 +1303,85 @@ def _write_row_groups(frame: pd.DataFrame, p: Path, typed: pd.DataFrame | None, 
             pending.result()
 
 
+def write_parquet_chunks(frames: Iterable[pd.DataFrame], path: str | Path) -> tuple[Path, int]:
+    """Write the frames of ``frames`` one after another as one Parquet file, atomically;
+    return its path and row count. Each frame is converted and written (in row groups, as
+    :func:`write_parquet` writes a large frame) before the next is asked for, so a caller
+    that makes them one at a time (``read_records_chunks``) never holds two. The frames
+    share their columns and dtypes (the first one's); text columns are ``str`` or None and
+    written as Arrow strings, also when a frame holds no value in them (the file's schema
+    is fixed by the first frame, before the others exist). The file reads back as the
+    frames joined (``pd.concat``), row for row.
+
+    Raises ``ValueError`` when a frame's columns differ from the first frame's, what
+    pyarrow raises for a text column holding anything but ``str`` and None (``ArrowTypeError``)
+    and ``ValueError`` when ``frames`` is empty; the file is then not written.
+    """
+    import pyarrow.parquet as pq
+
+    total = 0
+
+    def write(p: Path) -> None:
+        nonlocal total
+        writer = schema = columns = pending = None
+        # each row group written in a second thread (pyarrow compresses without the
+        # interpreter lock) while this one converts the next or makes the next frame
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            for frame in frames:
+                if schema is None:
+                    columns = list(frame.columns)
+                    schema = _chunk_schema(frame)
+                    writer = pq.ParquetWriter(p, schema)
+                elif list(frame.columns) != columns:
+                    raise ValueError(
+                        f"chunk of {path} has columns {list(frame.columns)}, expected {columns}"
+                    )
+                rows = max(
+                    1, min(PARQUET_ROWS_AT_ONCE, PARQUET_CELLS_AT_ONCE // max(len(columns), 1))
+                )
+                for start in range(0, len(frame), rows):
+                    table = _arrow_rows(frame.iloc[start : start + rows], schema)
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(writer.write_table, table)
+                    del table
+                total += len(frame)
+                del frame
+            if pending is not None:
+                pending.result()
+                pending = None
+            if writer is None:
+                raise ValueError(f"no rows to write to {path}: no chunk was made")
+        finally:
+            if pending is not None:
+                pending.cancel()
+            pool.shutdown(wait=True)
+            if writer is not None:
+                writer.close()
+
+    return atomic_write(path, write), total
+
+
+def _chunk_schema(frame: pd.DataFrame) -> Any:
+    """The Arrow schema (with pandas' metadata) :func:`write_parquet` gives ``frame``, each
+    object column's type string: a column all null in the first chunk has no value to
+    infer its type from (null), and text is all a records table's object columns hold."""
+    import pyarrow as pa
+
+    typed = _first_text_rows(frame)
+    if typed is None:
+        typed = _type_rows(frame)
+    schema = pa.Schema.from_pandas(frame if typed is None else typed, preserve_index=False)
+    for j in range(frame.shape[1]):
+        dtype = frame.dtypes.iloc[j]
+        if pa.types.is_null(schema.field(j).type) and (
+            pd.api.types.is_object_dtype(dtype) or _is_text_dtype(dtype)
+        ):
+            schema = schema.set(j, schema.field(j).with_type(pa.string()))
+    return schema
+
+
 def _arrow_rows(part: pd.DataFrame, schema: Any) -> Any:
     """``part`` as a pyarrow Table of ``schema`` (``Schema.from_pandas`` of the frame, in its
     column order), converted a column at a time: ``Table.from_pandas`` took ~1.2 s more
@@ -1416,6 +1495,40 @@ def read_records(
     records x fields) stages. With ``keep`` (column names) only those columns are returned,
     and the others are dropped while standardizing goes on (``standardize(keep=)``).
     """
+    chunks = read_records_chunks(
+        config, None, timings=timings, progress=progress, rejected=rejected, keep=keep
+    )
+    try:
+        return next(chunks)
+    finally:
+        chunks.close()  # its standardizing worker stopped now, not when collected
+
+
+def read_records_chunks(
+    config: RunConfig,
+    chunk_records: int | None,
+    *,
+    timings: dict[str, float] | None = None,
+    progress: ProgressLike = None,
+    rejected: RejectedRows | None = None,
+    keep: Collection[str] | None = None,
+) -> Iterator[pd.DataFrame]:
+    """:func:`read_records` ``chunk_records`` records at a time: the standardized records
+    table in canonical order, cut into consecutive frames of that many rows (the last one
+    shorter), ``rid`` continuing from frame to frame; one frame when ``chunk_records`` is
+    None or not below the record count. Joined, the frames are ``read_records``' table:
+    standardizing is a function of each record alone (its values and their cross-field
+    checks), so where a record's chunk ends changes nothing.
+
+    All sources are read and sorted before the first frame is made; each frame is
+    standardized when it is asked for, and the raw rows of the frames not yet made are the
+    only other rows held. A run that writes each frame out before asking for the next
+    (``write_parquet_chunks``: ``linkage run``'s records checkpoint) holds one chunk's
+    standardized columns instead of all of them (the standardizing stage's peak). Distinct
+    values are standardized once per chunk, not once per run: a value in several chunks
+    costs its work in each. Raises what :func:`read_records` raises, when the first frame
+    is asked for.
+    """
     report = as_progress(progress)
     t = time.perf_counter()
     aside = None
@@ -1431,22 +1544,67 @@ def read_records(
             # written even when a source is refused afterwards: it tells why it had no row left
             if aside is not None:
                 aside.write(config.run.bad_rows)
-        raw = raw.iloc[_canonical_order(raw)]
-        raw.index = pd.RangeIndex(len(raw))
+        order = _canonical_order(raw)
+        n = len(raw)
+        size = n if chunk_records is None or chunk_records >= n else max(1, chunk_records)
+        starts = list(range(0, n, size)) or [0]
+        # each chunk's rows taken now (its own arrays): the whole table is freed at once,
+        # and each chunk's raw columns as it is standardized
+        parts = []
+        for start in reversed(starts):
+            part = raw.iloc[order[start : start + size]]
+            part.index = pd.RangeIndex(len(part))
+            parts.append(part)
+            del part
+        del raw, order
         if timings is not None:
             timings["read"] = time.perf_counter() - t
-        report.stage("standardizing", total=len(raw) * len(FIELDS), unit="values")
-        # handed over: standardize frees each raw column it no longer needs
-        held = [raw]
-        del raw
-        return standardize(
-            held.pop(),
-            config.standardize,
-            timings=timings,
-            step=report.advance,
-            parallel=config.run.workers,
-            keep=keep,
-        )
+        many = len(parts) > 1
+        report.stage("standardizing", total=n * (len(FIELDS) + many), unit="values")
+        # the one rule of a record that reads the others: an ambiguous current district
+        # is read in the batch's city, counted over every chunk before any is made
+        cities = _batch_cities(parts, timings, report.advance) if many else None
+        for start in starts:
+            spent: dict[str, float] = {}
+            # handed over: standardize frees each raw column it no longer needs
+            frame = standardize(
+                parts.pop(),
+                config.standardize,
+                timings=spent,
+                step=report.advance,
+                parallel=config.run.workers,
+                keep=keep,
+                batch_cities=cities,
+            )
+            if start:
+                frame[schema.ROW] = np.arange(start, start + len(frame), dtype=np.int64)
+            if timings is not None:
+                for key, seconds in spent.items():
+                    timings[key] = timings.get(key, 0.0) + seconds
+            held = [frame]
+            del frame  # no reference kept here while the caller holds the chunk
+            yield held.pop()
+
+
+def _batch_cities(
+    parts: list[pd.DataFrame], timings: dict[str, float] | None, step: Callable[[int], None]
+) -> pd.Series:
+    """``address.current_address_cities`` of the current addresses of all ``parts`` (raw
+    chunks), counted a chunk at a time: each chunk's addresses parsed and dropped (they are
+    parsed again when their chunk is standardized: holding every chunk's parse would hold
+    what chunking spares). Seconds are added to ``timings["addresses"]``."""
+    from linkage.standardize.address import current_address_cities
+
+    t = time.perf_counter()
+    total = pd.Series(dtype=np.int64)
+    for part in parts:
+        if schema.CURRENT_ADDRESS in part.columns:
+            counts = current_address_cities(part[schema.CURRENT_ADDRESS].astype(object))
+            total = total.add(counts, fill_value=0)
+        step(len(part))
+    if timings is not None:
+        timings["addresses"] = timings.get("addresses", 0.0) + time.perf_counter() - t
+    return total.astype(np.int64)
 
 
 # Input bytes from which standardizing's worker starts before the files are read: a field

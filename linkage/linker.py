@@ -33,7 +33,15 @@ from linkage.incremental import (
     search_report,
     write_batch,
 )
-from linkage.io import RejectedRows, atomic_write, read_records, write_csv, write_parquet
+from linkage.io import (
+    RejectedRows,
+    atomic_write,
+    read_records,
+    read_records_chunks,
+    write_csv,
+    write_parquet,
+    write_parquet_chunks,
+)
 from linkage.model import FellegiSunterModel
 from linkage.pipeline import LinkResult, held_columns, link_records, run_columns
 from linkage.progress import (
@@ -383,15 +391,28 @@ def _standardize_and_save(
     *,
     progress: ProgressLike = None,
 ) -> tuple[dict[str, int], dict[str, float]]:
-    """Read and standardize the config's sources (``read_records`` with ``keep``), save
-    them as the ``records`` checkpoint; return the bad rows set aside per source and the
-    seconds per step (``read`` and one per standardizer group). Run in a child process by
+    """Read and standardize the config's sources (``read_records_chunks`` with ``keep``,
+    ``run.records_per_chunk()`` records at a time), save them as the ``records`` checkpoint
+    a chunk at a time; return the bad rows set aside per source and the seconds per step
+    (``read`` and one per standardizer group). Run in a child process by
     ``Linker._held_from_checkpoint``."""
     rejected = RejectedRows()
     timings: dict[str, float] = {}
-    records = read_records(config, timings=timings, progress=progress, rejected=rejected, keep=keep)
+    chunks = read_records_chunks(
+        config,
+        config.run.records_per_chunk(),
+        timings=timings,
+        progress=progress,
+        rejected=rejected,
+        keep=keep,
+    )
+    try:
+        # each chunk written before the next is standardized: one chunk's columns held
+        write_parquet_chunks(chunks, checkpoints.path("records") / "records.parquet")
+    finally:
+        chunks.close()
     bad_rows = rejected.counts()
-    checkpoints.save("records", {"records": records}, {"bad_rows": bad_rows})
+    checkpoints.save("records", None, {"bad_rows": bad_rows})
     return bad_rows, timings
 
 

@@ -298,6 +298,7 @@ def test_checkpoints_open_clears_without_resume(demo, tmp_path):
 
 def test_refused_input_leaves_no_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setattr(linkage.linker, "read_records", _refuse)
+    monkeypatch.setattr(linkage.linker, "read_records_chunks", _refuse)  # linkage run's child
     config = tmp_path / "run.yaml"
     (tmp_path / "a.csv").write_text("id,name\n1,张伟\n", encoding="utf-8")
     config.write_text("sources:\n  a: {path: a.csv, record_id: id}\n", encoding="utf-8")

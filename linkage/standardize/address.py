@@ -1108,11 +1108,42 @@ def standardize_address(value: str, field: str, region_code: object = None) -> d
 BATCH_CITY_SHARE = 0.9
 
 
-def _by_batch_city(out: pd.DataFrame, pending: pd.Series, field: str) -> None:
-    """Resolve ``pending`` candidates (rows of ``out``) by the city of the batch's other rows."""
+def _city_counts(out: pd.DataFrame, pending: pd.Series, field: str) -> pd.Series:
+    """Rows per city (4-digit adcode prefix, a province's own ``..00`` left out) of the
+    parsed addresses ``out`` whose district is not ambiguous (``pending`` null)."""
     adcodes = out[schema.address_col(field, "adcode")]
     cities = adcodes[pending.isna() & adcodes.notna()].astype(str).str.slice(0, 4)
-    counts = cities[~cities.str.endswith("00")].value_counts()
+    return cities[~cities.str.endswith("00")].value_counts()
+
+
+def current_address_cities(values: pd.Series) -> pd.Series:
+    """Rows per city (index: 4-digit adcode prefix; int counts) of the current addresses
+    ``values`` that name an unambiguous district: what :func:`standardize_addresses` with
+    ``by_batch`` decides an ambiguous district by. Counts add up over the chunks of a
+    batch (``Series.add(..., fill_value=0)``), for a batch standardized a chunk at a time
+    (``io.read_records_chunks``): each chunk is then decided by the whole batch's counts
+    (``batch_cities``), as when standardized at once."""
+    field = schema.CURRENT_ADDRESS
+    # parsed once per distinct value and weighed by its rows: no frame of a row per record
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    rows = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    out = map_distinct(pd.Series(uniques, dtype=object), distinct_parser(field))
+    adcodes = out[schema.address_col(field, "adcode")]
+    known = (out[_CANDIDATES].isna() & adcodes.notna()).to_numpy()
+    cities = pd.Series([str(a)[:4] for a in adcodes[known]], dtype=object)
+    weights = pd.Series(rows[known], dtype=np.int64)
+    counts = weights.groupby(cities.to_numpy(), sort=False).sum()
+    counts = counts[[not c.endswith("00") for c in counts.index]]
+    return counts.astype(np.int64)
+
+
+def _by_batch_city(
+    out: pd.DataFrame, pending: pd.Series, field: str, counts: pd.Series | None = None
+) -> None:
+    """Resolve ``pending`` candidates (rows of ``out``) by the city of the batch's other rows
+    (``counts``, ``current_address_cities`` of the whole batch; None: of ``out``'s rows)."""
+    if counts is None:
+        counts = _city_counts(out, pending, field)
     if counts.empty:
         return
     chosen: dict[str, tuple] = {}
@@ -1150,6 +1181,7 @@ def standardize_addresses(
     field: str,
     region_codes: pd.Series | None = None,
     by_batch: bool = False,
+    batch_cities: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Split addresses into province, city, district, adcode and a normalized detail, with flags.
 
@@ -1158,13 +1190,14 @@ def standardize_addresses(
     ``by_batch`` (current addresses, which the ID's hukou region does not tell), such a name is
     read in the city where the batch's other addresses lie (``BATCH_CITY_SHARE``), flagged
     ``*_district_from_batch``; rows then depend on the batch they arrive in, which is one city's
-    registry in practice.
+    registry in practice. ``batch_cities`` (``current_address_cities`` of the whole batch)
+    stands for the batch when ``values`` is one chunk of it.
     """
     out = map_distinct(values, distinct_parser(field))
     pending = out[_CANDIDATES]
     out = out.drop(columns=_CANDIDATES)
     if by_batch and pending.notna().any():
-        _by_batch_city(out, pending, field)
+        _by_batch_city(out, pending, field, batch_cities)
     if region_codes is None or not pending.notna().any():
         return out
     if not region_codes.index.equals(values.index):

@@ -214,12 +214,17 @@ def _same_as_hukou(value: object) -> bool:
 
 
 def _current_addresses(
-    values: pd.Series, config: StandardizeConfig, done: dict[str, pd.DataFrame]
+    values: pd.Series,
+    config: StandardizeConfig,
+    done: dict[str, pd.DataFrame],
+    batch_cities: pd.Series | None = None,
 ) -> pd.DataFrame:
     """The current address column; a "same as hukou" value takes the hukou address's parts
     (null without a hukou address: the text itself would agree with every other such
-    value as an address detail)."""
-    out = address.standardize_addresses(values, schema.CURRENT_ADDRESS, by_batch=True)
+    value as an address detail). ``batch_cities``: ``standardize``'s."""
+    out = address.standardize_addresses(
+        values, schema.CURRENT_ADDRESS, by_batch=True, batch_cities=batch_cities
+    )
     if not len(values):
         return out
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
@@ -419,6 +424,7 @@ def standardize(
     step: Callable[[int], None] | None = None,
     parallel: bool = False,
     keep: Collection[str] | None = None,
+    batch_cities: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Return ``records`` with derived columns, ``rid`` row keys and ``quality_flags`` added.
 
@@ -436,6 +442,13 @@ def standardize(
     keeps 43 of 65 columns: ~0.25 GB less at the stage's peak per million records). The
     caller should hand ``records`` over (hold no other reference to it) for its raw columns
     to be freed.
+
+    Each record is standardized from its own values, but for one rule: a current address
+    naming an ambiguous district without its city is read in the city most of the batch's
+    current addresses lie in (``address.standardize_addresses``' ``by_batch``). When
+    ``records`` is one chunk of a batch, ``batch_cities`` (``address.current_address_cities``
+    of the whole batch's current addresses) stands for the batch there, so that the chunks
+    come out as the batch would.
     """
     config = config or StandardizeConfig()
     if not records.index.equals(pd.RangeIndex(len(records))):
@@ -463,7 +476,10 @@ def standardize(
                     following = FIELDS[position + 1]
                     upcoming = _column(records, following.field)
                     send_ahead(upcoming, following.parser(config))
-                frame = entry.run(values, config, done)
+                if batch_cities is not None and entry.field == schema.CURRENT_ADDRESS:
+                    frame = _current_addresses(values, config, done, batch_cities)
+                else:
+                    frame = entry.run(values, config, done)
                 del values
                 part = frame.pop(schema.QUALITY_FLAGS)
                 flags.add(part)

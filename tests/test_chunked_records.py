@@ -1,0 +1,175 @@
+"""Records standardized a chunk at a time (``io.read_records_chunks``) and written to one
+Parquet file a chunk at a time (``io.write_parquet_chunks``): the same table, the same run."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from linkage import Linker, schema
+from linkage.config import RunSettings, load_config
+from linkage.io import read_records, read_records_chunks, write_parquet, write_parquet_chunks
+from linkage.pipeline import run_columns
+from linkage.synth import generate
+from linkage.tables import read_text_columns
+
+KEY = b"chunked-records-test-key-0123"
+
+
+@pytest.fixture(scope="module")
+def registries(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    generate(900, seed=23, output=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def config(registries):
+    return load_config(registries / "run.yaml")
+
+
+@pytest.fixture(scope="module")
+def records(config):
+    return read_records(config)
+
+
+def _with_run(config, **update):
+    return config.model_copy(update={"run": config.run.model_copy(update=update)})
+
+
+@pytest.mark.parametrize("size", [97, 500])
+def test_chunks_joined_are_the_records_table(config, records, size):
+    timings: dict[str, float] = {}
+    chunks = list(read_records_chunks(config, size, timings=timings))
+    n = len(records)
+    assert [len(c) for c in chunks] == [min(size, n - s) for s in range(0, n, size)]
+    joined = pd.concat(chunks, ignore_index=True)
+    pd.testing.assert_frame_equal(joined, records)
+    # rid continues from chunk to chunk: 0..n-1 over the joined table
+    assert joined[schema.ROW].tolist() == list(range(n))
+    # each standardizer group's seconds summed over the chunks, with the reading's
+    assert "read" in timings and len(timings) > 1 and all(v >= 0 for v in timings.values())
+
+
+def test_no_chunk_size_or_a_larger_one_gives_one_chunk(config, records):
+    for size in (None, len(records), 10 * len(records)):
+        chunks = list(read_records_chunks(config, size))
+        assert len(chunks) == 1
+        pd.testing.assert_frame_equal(chunks[0], records)
+
+
+def test_chunks_keep_only_the_columns_asked_for(config, records):
+    keep = run_columns(config)
+    chunks = list(read_records_chunks(config, 250, keep=keep))
+    joined = pd.concat(chunks, ignore_index=True)
+    expected = records[[c for c in records.columns if c in keep]]
+    pd.testing.assert_frame_equal(joined, expected)
+
+
+def test_progress_counts_every_value_once_over_the_chunks(config, records):
+    seen: dict[str, int] = {}
+    totals: dict[str, int | None] = {}
+    current = []
+
+    class Hook:
+        def stage(self, name, total=None, unit=""):
+            current[:] = [name]
+            totals[name] = total
+            seen.setdefault(name, 0)
+
+        def advance(self, n=1):
+            seen[current[0]] += n
+
+    list(read_records_chunks(config, 128, progress=Hook()))
+    assert totals["standardizing"] == seen["standardizing"] > len(records)
+
+
+def test_written_chunks_read_back_as_the_table(records, tmp_path):
+    path = tmp_path / "records.parquet"
+    parts = [records.iloc[s : s + 300] for s in range(0, len(records), 300)]
+    got, rows = write_parquet_chunks(iter(parts), path)
+    assert got == path and rows == len(records)
+    assert pq.ParquetFile(path).metadata.num_row_groups >= len(parts)
+    # the table write_parquet writes in one go, in the same types but for a column all
+    # null in the first chunk (text here, null there), read back as the run reads it
+    whole = write_parquet(records, tmp_path / "whole.parquet")
+    mine, theirs = pq.read_schema(path), pq.read_schema(whole)
+    assert mine.names == theirs.names
+    for a, b in zip(mine, theirs, strict=True):
+        assert a.type == b.type or (a.type == pa.string() and b.type == pa.null())
+    text = {f.name for f in theirs if f.type in (pa.string(), pa.null())}
+    pd.testing.assert_frame_equal(
+        read_text_columns(path, mine.names, text), read_text_columns(whole, mine.names, text)
+    )
+    pd.testing.assert_frame_equal(read_text_columns(path, mine.names, text), records)
+
+
+def test_a_text_column_empty_in_the_first_chunk_is_text(tmp_path):
+    first = pd.DataFrame({"rid": [0, 1], "t": [None, None], "b": pd.array([True, None], "boolean")})
+    second = pd.DataFrame({"rid": [2], "t": ["王伟"], "b": pd.array([False], "boolean")})
+    path = tmp_path / "x.parquet"
+    write_parquet_chunks([first, second], path)
+    assert pq.read_schema(path).field("t").type == pa.string()
+    back = read_text_columns(path, ["rid", "t", "b"], {"t"})
+    assert back["t"].tolist() == [None, None, "王伟"] and back["rid"].tolist() == [0, 1, 2]
+    assert back["b"].dtype == "boolean" and back["b"].isna().tolist() == [False, True, False]
+
+
+def test_chunks_of_other_columns_or_none_write_no_file(tmp_path):
+    path = tmp_path / "x.parquet"
+    one = pd.DataFrame({"a": ["x"]})
+    with pytest.raises(ValueError, match="columns"):
+        write_parquet_chunks([one, pd.DataFrame({"b": ["y"]})], path)
+    with pytest.raises(ValueError, match="no chunk"):
+        write_parquet_chunks([], path)
+    assert list(tmp_path.iterdir()) == []  # no file and no temporary left
+
+
+def test_chunk_size_setting(config):
+    assert RunSettings().records_per_chunk() is None  # all at once
+    assert RunSettings(chunk_records=5000).records_per_chunk() == 5000
+    assert RunSettings(memory_limit="8GB").records_per_chunk() == 2_000_000  # 8e9 / 4 / 1,000
+    assert RunSettings(memory_limit="64MB").records_per_chunk() == 100_000
+    assert RunSettings(memory_limit="1TB").records_per_chunk() == 250_000_000
+    assert RunSettings(memory_limit="8GB", chunk_records=5000).records_per_chunk() == 5000
+    with pytest.raises(ValueError):
+        RunSettings(chunk_records=10)
+
+
+def test_a_run_standardized_in_chunks_writes_the_same_files(config, records, tmp_path):
+    # linkage run's records checkpoint made 1,000 records at a time, against one chunk
+    assert len(records) > 1000
+    Linker(config, id_key=KEY).write(tmp_path / "whole")
+    Linker(_with_run(config, chunk_records=1000), id_key=KEY).write(tmp_path / "chunked")
+    for name in ("identities.csv", "golden_records.csv", "cluster_sizes.csv"):
+        assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "chunked" / name).read_bytes()
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "whole" / "pairs.parquet"),
+        pd.read_parquet(tmp_path / "chunked" / "pairs.parquet"),
+    )
+
+
+def test_an_ambiguous_district_is_read_by_the_whole_batch_not_its_chunk(write_yaml, tmp_path):
+    # 南山区 without its city is a district of 深圳 and of 鹤岗: a registry whose other
+    # current addresses lie in 深圳 reads it there. The record is alone in its chunk (the
+    # last of three), whose own addresses would leave it ambiguous.
+    rows = [f"P{i:04d},张{i},广东省深圳市福田区华强北路{i}号" for i in range(2400)]
+    rows.append("Q001,李四,南山区科技园南区2栋")  # sorted last
+    (tmp_path / "police.csv").write_text(
+        "编号,姓名,现住址\n" + "\n".join(rows) + "\n", encoding="utf-8"
+    )
+    columns = {"姓名": "name", "现住址": "current_address"}
+    path = write_yaml(
+        {"sources": {"police": {"path": "police.csv", "record_id": "编号", "columns": columns}}}
+    )
+    config = load_config(path)
+    whole = read_records(config)
+    chunks = list(read_records_chunks(config, 1200))
+    assert [len(c) for c in chunks] == [1200, 1200, 1]
+    last = chunks[-1].iloc[0]
+    assert last[schema.RECORD_ID] == "Q001"
+    assert last["current_address_city"] == "深圳市" and last["current_address_adcode"] == "440305"
+    assert "current_address_district_from_batch" in last[schema.QUALITY_FLAGS]
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
