@@ -1083,6 +1083,18 @@ def read_sources(
     so one InputError names the problems of all of them; a missing source file is refused
     before any file is read.
     """
+    return _stacked(_source_frames(config, progress, rejected))
+
+
+def _source_frames(
+    config: RunConfig,
+    progress: ProgressLike,
+    rejected: RejectedRows | None,
+    convert: Callable[[pd.DataFrame], Any] | None = None,
+) -> list[Any]:
+    """Each source read (:func:`read_source`), checked as :func:`read_sources` says, and
+    passed through ``convert`` as soon as it is read (before the next file is), in config
+    order."""
     # paths first: a missing file is known before any file is read (one error names all)
     absent = [
         InputError("file not found" if not p.exists() else "is a folder, expected a file",
@@ -1120,7 +1132,8 @@ def read_sources(
                     path=str(cfg.path),
                 )
             )
-        frames.append(frame)
+        frames.append(frame if convert is None else convert(frame))
+        del frame
         report.advance(1)
     if len(refused) == 1:
         raise refused[0]
@@ -1128,6 +1141,11 @@ def read_sources(
         raise InputError(
             f"{len(refused)} sources cannot be used as given:\n" + "\n".join(map(str, refused))
         )
+    return frames
+
+
+def _stacked(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The sources' frames stacked as :func:`read_sources` returns them."""
     records = pd.concat(frames, ignore_index=True, sort=False)
     for field in schema.CANONICAL_FIELDS:
         if field not in records.columns:
@@ -1138,6 +1156,62 @@ def read_sources(
     everywhere = set.intersection(*(set(f.columns) for f in frames)) if frames else set()
     ordered = records[front + [c for c in records.columns if c not in front]]
     return text_columns(ordered, clean=everywhere)
+
+
+def _arrow_source(frame: pd.DataFrame) -> Any:
+    """A source's frame (text columns of ``str`` and None) as a pyarrow Table of strings:
+    ~20 bytes a value instead of a Python object and its pointer. The frame itself when a
+    column is not text or holds a string UTF-8 cannot encode (a lone surrogate)."""
+    import pyarrow as pa
+
+    try:
+        return pa.table(
+            {
+                str(c): pa.array(frame[c].to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+                for c in frame.columns
+            }
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+        return frame
+
+
+def _stacked_arrow(parts: list[Any]) -> Any:
+    """The sources' tables (``_arrow_source``) stacked with :func:`read_sources`' columns, in
+    its order (the canonical fields first, then the others in order of first appearance),
+    a column a source lacks null; None when a source could not be held as Arrow (the caller
+    then stacks them as frames: ``_as_frame``)."""
+    import pyarrow as pa
+
+    if not all(isinstance(p, pa.Table) for p in parts):
+        return None
+    names = list(dict.fromkeys(c for p in parts for c in p.column_names))
+    front = list(schema.CANONICAL_FIELDS)
+    order = front + [c for c in names if c not in front]
+    aligned = [
+        pa.table(
+            [
+                p.column(c) if c in p.column_names else pa.nulls(p.num_rows, pa.string())
+                for c in order
+            ],
+            names=order,
+        )
+        for p in parts
+    ]
+    return pa.concat_tables(aligned)
+
+
+def _as_frame(table: Any) -> pd.DataFrame:
+    """A table of strings (``_stacked_arrow``'s rows) as the records frame the stages take:
+    columns of ``str`` or None, one ``str`` per distinct value (``shared_text``)."""
+    import pyarrow as pa
+
+    if isinstance(table, pd.DataFrame):
+        return table
+    columns = {}
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        values = shared_text(pd.Series(col, dtype=pd.ArrowDtype(pa.string())))
+        columns[name] = pd.Series(values, dtype=object, copy=False)
+    return pd.DataFrame(columns, copy=False)
 
 
 def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
@@ -1473,6 +1547,17 @@ def _canonical_order(raw: pd.DataFrame) -> np.ndarray:
     return order.to_numpy().astype(np.int64, copy=False)
 
 
+def _canonical_order_arrow(table: Any) -> np.ndarray:
+    """:func:`_canonical_order` of a table of strings (``_stacked_arrow``)."""
+    import pyarrow.compute as pc
+
+    keys = [schema.SOURCE, schema.RECORD_ID]
+    if any(table.column(k).null_count for k in keys):
+        return _canonical_order(_as_frame(table.select(keys)))
+    order = pc.sort_indices(table.select(keys), sort_keys=[(k, "ascending") for k in keys])
+    return order.to_numpy().astype(np.int64, copy=False)
+
+
 def read_records(
     config: RunConfig,
     *,
@@ -1522,7 +1607,8 @@ def read_records_chunks(
 
     All sources are read and sorted before the first frame is made; each frame is
     standardized when it is asked for, and the raw rows of the frames not yet made are the
-    only other rows held. A run that writes each frame out before asking for the next
+    only other rows held: with ``chunk_records`` given, as Arrow strings (each source
+    converted once read; a source whose text Arrow cannot hold stays as Python objects). A run that writes each frame out before asking for the next
     (``write_parquet_chunks``: ``linkage run``'s records checkpoint) holds one chunk's
     standardized columns instead of all of them (the standardizing stage's peak). Distinct
     values are standardized once per chunk, not once per run: a value in several chunks
@@ -1539,19 +1625,32 @@ def read_records_chunks(
     with worker_process(config.run.workers and _input_bytes(config) >= _WORKER_EARLY_BYTES):
         warm_up(["linkage.standardize.combine"])
         try:
-            raw = read_sources(config, progress=report, rejected=aside)
+            if chunk_records is None:
+                raw = read_sources(config, progress=report, rejected=aside)
+            else:
+                # each source held as Arrow strings once read (a Python object per value
+                # no longer): the rows wait as Arrow until their chunk is standardized
+                sources = _source_frames(config, report, aside, convert=_arrow_source)
+                raw = _stacked_arrow(sources)
+                if raw is None:  # a source not held as Arrow: all as frames, as always
+                    raw = _stacked([_as_frame(p) for p in sources])
+                del sources
         finally:
             # written even when a source is refused afterwards: it tells why it had no row left
             if aside is not None:
                 aside.write(config.run.bad_rows)
-        order = _canonical_order(raw)
+        arrow = not isinstance(raw, pd.DataFrame)
+        order = _canonical_order_arrow(raw) if arrow else _canonical_order(raw)
         n = len(raw)
         size = n if chunk_records is None or chunk_records >= n else max(1, chunk_records)
         starts = list(range(0, n, size)) or [0]
         # each chunk's rows taken now (its own arrays): the whole table is freed at once,
         # and each chunk's raw columns as it is standardized
-        parts = []
+        parts: list[Any] = []
         for start in reversed(starts):
+            if arrow:
+                parts.append(raw.take(order[start : start + size]))
+                continue
             part = raw.iloc[order[start : start + size]]
             part.index = pd.RangeIndex(len(part))
             parts.append(part)
@@ -1568,7 +1667,7 @@ def read_records_chunks(
             spent: dict[str, float] = {}
             # handed over: standardize frees each raw column it no longer needs
             frame = standardize(
-                parts.pop(),
+                _as_frame(parts.pop()),
                 config.standardize,
                 timings=spent,
                 step=report.advance,
@@ -1587,10 +1686,10 @@ def read_records_chunks(
 
 
 def _batch_cities(
-    parts: list[pd.DataFrame], timings: dict[str, float] | None, step: Callable[[int], None]
+    parts: list[Any], timings: dict[str, float] | None, step: Callable[[int], None]
 ) -> pd.Series:
     """``address.current_address_cities`` of the current addresses of all ``parts`` (raw
-    chunks), counted a chunk at a time: each chunk's addresses parsed and dropped (they are
+    chunks, frames or Arrow tables), counted a chunk at a time: each chunk's addresses parsed and dropped (they are
     parsed again when their chunk is standardized: holding every chunk's parse would hold
     what chunking spares). Seconds are added to ``timings["addresses"]``."""
     from linkage.standardize.address import current_address_cities
@@ -1598,7 +1697,10 @@ def _batch_cities(
     t = time.perf_counter()
     total = pd.Series(dtype=np.int64)
     for part in parts:
-        if schema.CURRENT_ADDRESS in part.columns:
+        names = part.columns if isinstance(part, pd.DataFrame) else part.column_names
+        if schema.CURRENT_ADDRESS in names:
+            if not isinstance(part, pd.DataFrame):  # Arrow rows: this column as text
+                part = _as_frame(part.select([schema.CURRENT_ADDRESS]))
             counts = current_address_cities(part[schema.CURRENT_ADDRESS].astype(object))
             total = total.add(counts, fill_value=0)
         step(len(part))

@@ -173,3 +173,30 @@ def test_an_ambiguous_district_is_read_by_the_whole_batch_not_its_chunk(write_ya
     assert last["current_address_city"] == "深圳市" and last["current_address_adcode"] == "440305"
     assert "current_address_district_from_batch" in last[schema.QUALITY_FLAGS]
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
+
+
+def test_sources_wait_as_arrow_and_a_source_arrow_cannot_hold_stays_python(
+    config, records, monkeypatch
+):
+    import linkage.io as io
+
+    frame = pd.DataFrame({"a": ["张伟", None], "b": ["x", "y"]}, dtype=object)
+    table = io._arrow_source(frame)
+    assert isinstance(table, pa.Table) and table.column("a").to_pylist() == ["张伟", None]
+    pd.testing.assert_frame_equal(io._as_frame(table), frame)
+    # a lone surrogate has no UTF-8 form: the frame is kept, and the stack falls back
+    odd = pd.DataFrame({"a": ["\ud800"], "b": ["z"]}, dtype=object)
+    assert io._arrow_source(odd) is odd
+    assert io._stacked_arrow([table, odd]) is None
+    # a run whose first source stays Python objects gives the same chunks all the same
+    seen = []
+    to_arrow = io._arrow_source
+
+    def first_kept(frame):
+        seen.append(frame)
+        return frame if len(seen) == 1 else to_arrow(frame)
+
+    monkeypatch.setattr(io, "_arrow_source", first_kept)
+    joined = pd.concat(list(read_records_chunks(config, 400)), ignore_index=True)
+    assert len(seen) == len(config.sources) > 1
+    pd.testing.assert_frame_equal(joined, records)
