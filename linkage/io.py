@@ -1335,7 +1335,7 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write a Parquet file atomically; a large frame is converted and written in row groups
     of ``PARQUET_ROWS_AT_ONCE`` rows, fewer for a wide frame (``PARQUET_CELLS_AT_ONCE``
     cells); the same table reads back."""
-    rows = max(1, min(PARQUET_ROWS_AT_ONCE, PARQUET_CELLS_AT_ONCE // max(frame.shape[1], 1)))
+    rows = _rows_at_once(frame.shape[1])
     if len(frame) <= rows:
         return atomic_write(path, lambda p: frame.to_parquet(p, index=False))
 
@@ -1366,15 +1366,29 @@ def _write_row_groups(frame: pd.DataFrame, p: Path, typed: pd.DataFrame | None, 
 
     schema = pa.Schema.from_pandas(frame if typed is None else typed, preserve_index=False)
     with pq.ParquetWriter(p, schema) as writer, ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None
-        for start in range(0, len(frame), rows):
-            table = _arrow_rows(frame.iloc[start : start + rows], schema)
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(writer.write_table, table)
-            del table
+        pending = _write_groups(frame, schema, writer, pool, rows, None)
         if pending is not None:
             pending.result()
+
+
+def _write_groups(
+    frame: pd.DataFrame, schema: Any, writer: Any, pool: ThreadPoolExecutor, rows: int, pending: Any
+) -> Any:
+    """Convert ``frame`` ``rows`` rows at a time (``_arrow_rows``) and hand each group to
+    ``pool`` to be written by ``writer`` once the group before it (``pending``, a future or
+    None) is written; return the last group's future (``pending`` for an empty frame)."""
+    for start in range(0, len(frame), rows):
+        table = _arrow_rows(frame.iloc[start : start + rows], schema)
+        if pending is not None:
+            pending.result()
+        pending = pool.submit(writer.write_table, table)
+        del table
+    return pending
+
+
+def _rows_at_once(n_columns: int) -> int:
+    """Rows converted to Arrow at a time for a table of ``n_columns`` columns."""
+    return max(1, min(PARQUET_ROWS_AT_ONCE, PARQUET_CELLS_AT_ONCE // max(n_columns, 1)))
 
 
 def write_parquet_chunks(frames: Iterable[pd.DataFrame], path: str | Path) -> tuple[Path, int]:
@@ -1411,15 +1425,8 @@ def write_parquet_chunks(frames: Iterable[pd.DataFrame], path: str | Path) -> tu
                     raise ValueError(
                         f"chunk of {path} has columns {list(frame.columns)}, expected {columns}"
                     )
-                rows = max(
-                    1, min(PARQUET_ROWS_AT_ONCE, PARQUET_CELLS_AT_ONCE // max(len(columns), 1))
-                )
-                for start in range(0, len(frame), rows):
-                    table = _arrow_rows(frame.iloc[start : start + rows], schema)
-                    if pending is not None:
-                        pending.result()
-                    pending = pool.submit(writer.write_table, table)
-                    del table
+                rows = _rows_at_once(len(columns))
+                pending = _write_groups(frame, schema, writer, pool, rows, pending)
                 total += len(frame)
                 del frame
             if pending is not None:

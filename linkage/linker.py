@@ -406,9 +406,14 @@ def _standardize_and_save(
         rejected=rejected,
         keep=keep,
     )
+    folder = checkpoints.path("records")
+    # a run killed while writing (for a chunked run, the whole of standardizing) left its
+    # temporary file (atomic_write's): removed before this run writes its own
+    for stale in folder.glob(".records.parquet.*.tmp"):
+        stale.unlink(missing_ok=True)
     try:
         # each chunk written before the next is standardized: one chunk's columns held
-        write_parquet_chunks(chunks, checkpoints.path("records") / "records.parquet")
+        write_parquet_chunks(chunks, folder / "records.parquet")
     finally:
         chunks.close()
     bad_rows = rejected.counts()

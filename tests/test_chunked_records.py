@@ -200,3 +200,19 @@ def test_sources_wait_as_arrow_and_a_source_arrow_cannot_hold_stays_python(
     joined = pd.concat(list(read_records_chunks(config, 400)), ignore_index=True)
     assert len(seen) == len(config.sources) > 1
     pd.testing.assert_frame_equal(joined, records)
+
+
+def test_a_killed_run_s_partial_records_file_is_removed_when_run_again(config, tmp_path):
+    # a run killed while its child wrote the records checkpoint leaves atomic_write's
+    # temporary file; the next run (resumed or not) removes it before writing its own
+    from linkage.checkpoint import Checkpoints
+    from linkage.linker import _standardize_and_save
+
+    checkpoints = Checkpoints.open(tmp_path / "out", config, resume=False)
+    stale = checkpoints.path("records") / ".records.parquet.abc123.tmp"
+    stale.write_bytes(b"PAR1 half a file")
+    small = _with_run(config, chunk_records=1000)
+    _standardize_and_save(small, checkpoints, run_columns(small))
+    assert not stale.exists()
+    assert checkpoints.done("records")
+    assert [p.name for p in checkpoints.path("records").iterdir()] == ["records.parquet"]
