@@ -669,7 +669,7 @@ class RunSettings(_Model):
         None (all records at once) without either. Chunks cost time (a value in several
         chunks is standardized in each, and the current addresses are parsed twice: 84 s of
         standardizing against 54 for 3 M records in 1 M chunks), so a run is cut into chunks
-        only when asked."""
+        only when ``chunk_records`` or ``memory_limit`` is set."""
         if self.chunk_records is not None:
             return self.chunk_records
         limit = self.memory_bytes()

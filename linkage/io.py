@@ -1610,12 +1610,15 @@ def read_records_chunks(
     shorter), ``rid`` continuing from frame to frame; one frame when ``chunk_records`` is
     None or not below the record count. Joined, the frames are ``read_records``' table:
     standardizing is a function of each record alone (its values and their cross-field
-    checks), so where a record's chunk ends changes nothing.
+    checks, and two facts of the whole batch decided before the first chunk), so where a
+    record's chunk ends changes nothing.
 
     All sources are read and sorted before the first frame is made; each frame is
     standardized when it is asked for, and the raw rows of the frames not yet made are the
     only other rows held: with ``chunk_records`` given, as Arrow strings (each source
-    converted once read; a source whose text Arrow cannot hold stays as Python objects). A run that writes each frame out before asking for the next
+    converted once read; a source whose text Arrow cannot hold stays as Python objects).
+    The two rules of standardizing that read other records (``standardize``'s
+    ``batch_cities`` and ``id_verdict``) are decided over all chunks first. A run that writes each frame out before asking for the next
     (``write_parquet_chunks``: ``linkage run``'s records checkpoint) holds one chunk's
     standardized columns instead of all of them (the standardizing stage's peak). Distinct
     values are standardized once per chunk, not once per run: a value in several chunks
@@ -1667,9 +1670,12 @@ def read_records_chunks(
             timings["read"] = time.perf_counter() - t
         many = len(parts) > 1
         report.stage("standardizing", total=n * (len(FIELDS) + many), unit="values")
-        # the one rule of a record that reads the others: an ambiguous current district
-        # is read in the batch's city, counted over every chunk before any is made
-        cities = _batch_cities(parts, timings, report.advance) if many else None
+        # the two rules that read other records (an ambiguous current district is read in
+        # the batch's city; an ID column's float damage is judged over all its IDs),
+        # decided over every chunk before any is made
+        cities, id_verdict = (
+            _batch_facts(parts, timings, report.advance) if many else (None, None)
+        )
         for start in starts:
             spent: dict[str, float] = {}
             # handed over: standardize frees each raw column it no longer needs
@@ -1681,8 +1687,9 @@ def read_records_chunks(
                 parallel=config.run.workers,
                 keep=keep,
                 batch_cities=cities,
+                id_verdict=id_verdict,
             )
-            if start:
+            if start and schema.ROW in frame.columns:  # ``keep`` may leave it out
                 frame[schema.ROW] = np.arange(start, start + len(frame), dtype=np.int64)
             if timings is not None:
                 for key, seconds in spent.items():
@@ -1692,28 +1699,51 @@ def read_records_chunks(
             yield held.pop()
 
 
-def _batch_cities(
+def _batch_facts(
     parts: list[Any], timings: dict[str, float] | None, step: Callable[[int], None]
-) -> pd.Series:
-    """``address.current_address_cities`` of the current addresses of all ``parts`` (raw
-    chunks, frames or Arrow tables), counted a chunk at a time: each chunk's addresses parsed and dropped (they are
-    parsed again when their chunk is standardized: holding every chunk's parse would hold
-    what chunking spares). Seconds are added to ``timings["addresses"]``."""
+) -> tuple[pd.Series, tuple[bool, bool]]:
+    """What standardizing reads of the whole batch, over all ``parts`` (raw chunks, frames
+    or Arrow tables): ``address.current_address_cities`` of the current addresses, counted a
+    chunk at a time (each chunk's addresses parsed and dropped: they are parsed again when
+    their chunk is standardized, since holding every chunk's parse would hold what chunking
+    spares), and ``idnumber.column_verdict`` of the distinct ID numbers of all chunks.
+    Seconds are added to ``timings`` (``addresses``, ``id_number``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     from linkage.standardize.address import current_address_cities
+    from linkage.standardize.idnumber import column_verdict
 
     t = time.perf_counter()
-    total = pd.Series(dtype=np.int64)
+    cities = pd.Series(dtype=np.int64)
     for part in parts:
-        names = part.columns if isinstance(part, pd.DataFrame) else part.column_names
-        if schema.CURRENT_ADDRESS in names:
+        if schema.CURRENT_ADDRESS in _names_of(part):
             if not isinstance(part, pd.DataFrame):  # Arrow rows: this column as text
                 part = _as_frame(part.select([schema.CURRENT_ADDRESS]))
             counts = current_address_cities(part[schema.CURRENT_ADDRESS].astype(object))
-            total = total.add(counts, fill_value=0)
+            cities = cities.add(counts, fill_value=0)
         step(len(part))
+    t_ids = time.perf_counter()
+    held = [p for p in parts if schema.ID_NUMBER in _names_of(p)]
+    if held and all(isinstance(p, pa.Table) for p in held):
+        ids = pa.chunked_array(
+            [c for p in held for c in p.column(schema.ID_NUMBER).chunks], type=pa.string()
+        )
+        distinct: Any = pc.unique(ids).drop_null()
+    else:
+        columns = [np.asarray(_as_frame(p)[schema.ID_NUMBER], dtype=object) for p in held]
+        joined = pd.Series(np.concatenate(columns) if columns else [], dtype=object)
+        distinct = list(pd.unique(joined[joined.notna()].to_numpy(dtype=object)))
+    verdict = column_verdict(distinct)
     if timings is not None:
-        timings["addresses"] = timings.get("addresses", 0.0) + time.perf_counter() - t
-    return total.astype(np.int64)
+        timings["addresses"] = timings.get("addresses", 0.0) + t_ids - t
+        timings["id_number"] = timings.get("id_number", 0.0) + time.perf_counter() - t_ids
+    return cities.astype(np.int64), verdict
+
+
+def _names_of(part: Any) -> list[str]:
+    """Column names of a raw chunk, a frame or an Arrow table."""
+    return list(part.columns) if isinstance(part, pd.DataFrame) else part.column_names
 
 
 # Input bytes from which standardizing's worker starts before the files are read: a field

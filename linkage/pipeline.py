@@ -670,6 +670,11 @@ def link_records(
                 schema.IDENTITY_ID: ids,
             }
         )
+        # the identities table holds its own column of the ids (Arrow text under pandas 3):
+        # the per-record object array's strings (~90 bytes an identity) are freed here
+        # rather than held through golden records
+        identity_ids = identities[schema.IDENTITY_ID]
+        del ids
         timings["cluster"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -680,12 +685,12 @@ def link_records(
             wanted = {schema.ROW, schema.SOURCE, schema.RECORD_ID, *golden_columns(settings)}
             records = column_subset(records, [c for c in records.columns if c in wanted])
         if golden_records is None:
-            golden = merge_records(records, pd.Series(ids), settings)
+            golden = merge_records(records, identity_ids, settings)
         elif helper is None:
             # each field's columns are read back when it is built (``read``), not all at once
             golden = merge_records(
                 _golden_input(records, settings, golden_records),
-                pd.Series(ids),
+                identity_ids,
                 settings,
                 read=golden_records,
             )
@@ -706,14 +711,14 @@ def link_records(
             release_memory()
             golden = merge_records(
                 _golden_input(records, mine, golden_records),
-                pd.Series(ids),
+                identity_ids,
                 settings,
                 share=share,
                 read=golden_records,
             )
         timings["merge"] = time.perf_counter() - t
 
-        stats = cluster_stats(pd.Series(ids))
+        stats = cluster_stats(identity_ids)
         summary = {
             "records": int(n),
             "records_per_source": {

@@ -216,3 +216,104 @@ def test_a_killed_run_s_partial_records_file_is_removed_when_run_again(config, t
     assert not stale.exists()
     assert checkpoints.done("records")
     assert [p.name for p in checkpoints.path("records").iterdir()] == ["records.parquet"]
+
+
+def _ids_ending_000(count: int, start: int) -> list[str]:
+    """Valid 18-digit IDs whose last three characters are 000 (check digit 0)."""
+    import datetime
+
+    from linkage.standardize.idnumber import id_check_char
+
+    out, serial = [], start
+    while len(out) < count:
+        day = datetime.date(1980, 1, 1) + datetime.timedelta(days=serial // 10)
+        body = f"440305{day:%Y%m%d}{serial % 10}00"
+        serial += 1
+        if id_check_char(body) == "0":
+            out.append(body + "0")
+    return out
+
+
+def _valid_ids(count: int) -> list[str]:
+    from linkage.standardize.idnumber import id_check_char
+
+    out = []
+    for i in range(count):
+        body = f"110105{19700101 + i % 28:08d}{i // 28 % 999 + 1:03d}"  # no 00 tail
+        check = id_check_char(body)
+        out.append(body + check)
+    return out
+
+
+def test_an_excel_damaged_id_column_is_judged_by_the_whole_batch_not_its_chunk(
+    write_yaml, tmp_path
+):
+    # source a: 1,000 records, 300 IDs ending in 000 (30%: alone, an Excel-damaged
+    # column); source b: 2,400 ordinary IDs. Over the batch, 300 of 3,400 (9%) end in 000:
+    # the column is not damaged, and those 300 IDs are kept, in one go as in chunks.
+    tail = _ids_ending_000(300, 0)
+    plain = _valid_ids(3100)
+    a = [f"A{i:04d},张{i},{tail[i] if i < 300 else plain[i]}" for i in range(1000)]
+    b = [f"B{i:04d},李{i},{plain[1000 + i % 2100]}" for i in range(2400)]
+    for name, rows in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.csv").write_text(
+            "编号,姓名,身份证号\n" + "\n".join(rows) + "\n", encoding="utf-8"
+        )
+    columns = {"姓名": "name", "身份证号": "id_number"}
+    path = write_yaml(
+        {
+            "sources": {
+                s: {"path": f"{s}.csv", "record_id": "编号", "columns": columns} for s in "ab"
+            }
+        }
+    )
+    config = load_config(path)
+    whole = read_records(config)
+    flags = whole[schema.QUALITY_FLAGS].str.contains("id_float_damaged")
+    assert not flags.any() and whole[schema.ID_STD].notna().all()
+    chunks = list(read_records_chunks(config, 1000))
+    assert len(chunks[0]) == 1000 and (chunks[0][schema.SOURCE] == "a").all()
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
+
+
+def test_an_id_column_split_between_processes_is_judged_as_a_whole():
+    # what the worker process's half and this process's half each get: the column's verdict
+    from linkage.standardize.idnumber import column_verdict, standardize_id_numbers
+
+    values = pd.Series(_ids_ending_000(300, 0) + _valid_ids(1500), dtype=object)
+    verdict = column_verdict(list(values))
+    assert verdict == (False, False)
+    whole = standardize_id_numbers(values)
+    first = standardize_id_numbers(values.iloc[:400])  # judged alone: 300 of 400 end in 000
+    assert first[schema.ID_STD].isna().sum() == 300
+    halves = pd.concat(
+        [standardize_id_numbers(values.iloc[:400], verdict),
+         standardize_id_numbers(values.iloc[400:], verdict)]
+    )  # fmt: skip
+    pd.testing.assert_frame_equal(halves, whole)
+    assert whole[schema.ID_STD].notna().all()
+
+
+def test_chunks_keeping_no_rid_get_none(config, records):
+    chunks = list(read_records_chunks(config, 300, keep={"source", "record_id"}))
+    assert all(list(c.columns) == ["source", "record_id"] for c in chunks)
+    joined = pd.concat(chunks, ignore_index=True)
+    pd.testing.assert_frame_equal(joined, records[["source", "record_id"]])
+
+
+def test_a_same_as_hukou_current_address_keeps_object_columns():
+    from linkage.standardize.combine import standardize
+
+    raw = pd.DataFrame(
+        {
+            "source": ["s", "s"],
+            "record_id": ["1", "2"],
+            "hukou_address": ["广东省深圳市福田区华强北路1号", None],
+            "current_address": ["同户籍地址", "广东省深圳市南山区科技园2栋"],
+        },
+        dtype=object,
+    )
+    out = standardize(raw)
+    for column in [c for c in out.columns if c.startswith("current_address_")]:
+        assert out[column].dtype == object, column
+    assert out["current_address_city"].tolist() == ["深圳市", "深圳市"]

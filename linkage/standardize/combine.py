@@ -131,6 +131,11 @@ def _prefix_flags(flags: pd.Series, field: str) -> pd.Series:
     return pd.Series(mapped[codes] if len(mapped) else "", index=flags.index, dtype=object)
 
 
+def _distinct(values: pd.Series) -> list:
+    """The distinct non-null values of a raw column, as ``map_distinct`` sees them."""
+    return list(pd.unique(values[values.notna()].to_numpy(dtype=object)))
+
+
 def _column(records: pd.DataFrame, field: str) -> pd.Series:
     if field in records.columns:
         return records[field].astype(object)
@@ -240,10 +245,12 @@ def _current_addresses(
         else:
             source = hukou[schema.address_col(schema.HUKOU_ADDRESS, suffix)].to_numpy(dtype=object)
             target[same] = source[same]
-        out[column] = target
+        # object, str or None, as every standardized column (pandas 3 would infer its
+        # str dtype, NaN for None, for this column alone in a batch with such values)
+        out[column] = pd.Series(target, index=out.index, dtype=object)
     flags = out[schema.QUALITY_FLAGS].to_numpy(dtype=object).copy()
     flags[same] = _SAME_AS_HUKOU_FLAG
-    out[schema.QUALITY_FLAGS] = flags
+    out[schema.QUALITY_FLAGS] = pd.Series(flags, index=out.index, dtype=object)
     return out
 
 
@@ -425,6 +432,7 @@ def standardize(
     parallel: bool = False,
     keep: Collection[str] | None = None,
     batch_cities: pd.Series | None = None,
+    id_verdict: tuple[bool, bool] | None = None,
 ) -> pd.DataFrame:
     """Return ``records`` with derived columns, ``rid`` row keys and ``quality_flags`` added.
 
@@ -443,12 +451,16 @@ def standardize(
     caller should hand ``records`` over (hold no other reference to it) for its raw columns
     to be freed.
 
-    Each record is standardized from its own values, but for one rule: a current address
-    naming an ambiguous district without its city is read in the city most of the batch's
-    current addresses lie in (``address.standardize_addresses``' ``by_batch``). When
-    ``records`` is one chunk of a batch, ``batch_cities`` (``address.current_address_cities``
-    of the whole batch's current addresses) stands for the batch there, so that the chunks
-    come out as the batch would.
+    Each record is standardized from its own values, but for two rules that read the
+    batch: a current address naming an ambiguous district without its city is read in the
+    city most of the batch's current addresses lie in (``address.standardize_addresses``'
+    ``by_batch``), and an ID column that went through Excel or float64 as a whole has its
+    tail-000 or float-exact IDs flagged damaged (``idnumber.column_verdict``, judged once
+    over the column's distinct values, also when a worker process standardizes half of
+    them). When ``records`` is one chunk of a batch, ``batch_cities``
+    (``address.current_address_cities`` of the whole batch's current addresses) and
+    ``id_verdict`` (``idnumber.column_verdict`` of the whole batch's distinct IDs) stand
+    for the batch, so that the chunks come out as the batch would.
     """
     config = config or StandardizeConfig()
     if not records.index.equals(pd.RangeIndex(len(records))):
@@ -466,8 +478,18 @@ def standardize(
         # Each field's share for the worker is sent one field ahead: the worker works on it
         # while this process maps the field before back to its rows (no field's parsing
         # reads another's result; only what ``run`` does after it does).
+        if id_verdict is None and schema.ID_NUMBER in records.columns:
+            t = time.perf_counter()
+            id_verdict = idnumber.column_verdict(_distinct(records[schema.ID_NUMBER]))
+            spent["id_number"] = time.perf_counter() - t
+
+        def parser(entry: FieldStandardizer) -> Callable[[Sequence[object]], pd.DataFrame]:
+            if entry.field == schema.ID_NUMBER:  # the column's verdict, in either process
+                return idnumber.distinct_parser(id_verdict)
+            return entry.parser(config)
+
         upcoming = _column(records, FIELDS[0].field)
-        send_ahead(upcoming, FIELDS[0].parser(config))
+        send_ahead(upcoming, parser(FIELDS[0]))
         try:
             for position, entry in enumerate(FIELDS):
                 t = time.perf_counter()
@@ -475,9 +497,11 @@ def standardize(
                 if position + 1 < len(FIELDS):
                     following = FIELDS[position + 1]
                     upcoming = _column(records, following.field)
-                    send_ahead(upcoming, following.parser(config))
+                    send_ahead(upcoming, parser(following))
                 if batch_cities is not None and entry.field == schema.CURRENT_ADDRESS:
                     frame = _current_addresses(values, config, done, batch_cities)
+                elif entry.field == schema.ID_NUMBER:
+                    frame = idnumber.standardize_id_numbers(values, id_verdict)
                 else:
                     frame = entry.run(values, config, done)
                 del values

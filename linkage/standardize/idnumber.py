@@ -6,12 +6,14 @@ Imports only schema, _distinct and python-stdnum's region table (never stdnum's 
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import math
 import re
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -244,25 +246,49 @@ def _flag_strings(masks: list[np.ndarray]) -> np.ndarray:
     return text[inverse.ravel()]
 
 
-def _column_float_damage(matrix: np.ndarray, numeric: np.ndarray) -> np.ndarray:
-    """Rows damaged by a whole column having gone through Excel or float64.
+def _column_counts(matrix: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+    """(18-digit IDs, those with tail '000', those float64 holds exactly) of the (n, 18)
+    digit matrix of distinct 18-digit IDs: what :func:`_verdict_of` judges a column by;
+    counts of disjoint sets of distinct values add up."""
+    zero_tail = numeric & (matrix[:, 15:18] == ord("0")).all(axis=1)
+    exact = _float_exact(matrix, numeric)
+    return np.array([len(matrix), zero_tail.sum(), exact.sum()], dtype=np.int64)
+
+
+def _verdict_of(counts: np.ndarray) -> tuple[bool, bool]:
+    """Whether a whole ID column went through Excel or float64, from its
+    :func:`_column_counts`: (tail '000' far above chance, float-exact far above chance);
+    (False, False) under ``_MIN_IDS_FOR_COLUMN_TEST`` distinct 18-digit IDs.
 
     One ID alone cannot show a float history unless its text does ('e+17', '.0'); a column
     can: Excel keeps 15 significant digits (tail '000'), and pandas' float64 makes every
     value a multiple of 16..128. Either at a share far above chance marks the column.
     """
-    damaged = np.zeros(len(matrix), dtype=bool)
-    if len(matrix) < _MIN_IDS_FOR_COLUMN_TEST:
-        return damaged
-    zero_tail = numeric & (matrix[:, 15:18] == ord("0")).all(axis=1)
-    if zero_tail.mean() > _ZERO_TAIL_SHARE:
-        logger.info("ID column looks truncated to 15 digits by Excel; tail-000 IDs flagged")
-        damaged |= zero_tail
+    n, zero_tail, exact = (int(c) for c in counts)
+    if n < _MIN_IDS_FOR_COLUMN_TEST:
+        return False, False
+    return zero_tail / n > _ZERO_TAIL_SHARE, exact / n > _FLOAT_EXACT_SHARE
+
+
+def _float_exact(matrix: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+    """Rows of the digit matrix whose number float64 holds exactly."""
     as_int = (matrix.astype(np.int64) - 48) @ (10 ** np.arange(17, -1, -1, dtype=np.int64))
-    exact = numeric & (as_int.astype(np.float64).astype(np.int64) == as_int)
-    if exact.mean() > _FLOAT_EXACT_SHARE:
+    return numeric & (as_int.astype(np.float64).astype(np.int64) == as_int)
+
+
+def _column_float_damage(
+    matrix: np.ndarray, numeric: np.ndarray, verdict: tuple[bool, bool]
+) -> np.ndarray:
+    """Rows damaged by a whole column having gone through Excel or float64, by the
+    column's ``verdict`` (:func:`_verdict_of`): its tail-000 IDs, its float-exact IDs."""
+    damaged = np.zeros(len(matrix), dtype=bool)
+    zero_tail_column, exact_column = verdict
+    if zero_tail_column:
+        logger.info("ID column looks truncated to 15 digits by Excel; tail-000 IDs flagged")
+        damaged |= numeric & (matrix[:, 15:18] == ord("0")).all(axis=1)
+    if exact_column:
         logger.info("ID column looks rounded through float64; float-exact IDs flagged")
-        damaged |= exact
+        damaged |= _float_exact(matrix, numeric)
     return damaged
 
 
@@ -290,13 +316,41 @@ def _placeholder_rows(digits: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- core
 
 
-def _standardize_distinct(values: Sequence) -> pd.DataFrame:
-    """Standardize distinct raw IDs; one output row per input value, in order."""
-    return typed_frame(_id_columns(values))
+def _standardize_distinct(
+    values: Sequence, verdict: tuple[bool, bool] | None = None
+) -> pd.DataFrame:
+    """Standardize distinct raw IDs; one output row per input value, in order. ``verdict``:
+    the whole column's (``column_verdict``); None: judged over ``values``."""
+    return typed_frame(_id_columns(values, verdict))
 
 
-def _id_columns(values: Sequence) -> dict[str, np.ndarray]:
-    """:func:`_standardize_distinct`'s columns (``OUTPUT_COLUMNS``) as numpy arrays, no frame."""
+# Distinct IDs judged at a time by column_verdict: its digit matrices stay small.
+_VERDICT_PIECE = 250_000
+
+
+def column_verdict(values: Sequence) -> tuple[bool, bool]:
+    """Whether the ID column whose distinct raw values are ``values`` (a list, or a pyarrow
+    array of strings) went through Excel (tail '000' on far more than chance's share of its
+    18-digit IDs) or float64 (far more float-exact ones than chance): ``(excel, float64)``.
+    Decided once for a whole column, so that every part of it is read alike (a column
+    split between this process and the worker, or a batch standardized a chunk at a time:
+    ``standardize_id_numbers(verdict=)``). Counted ``_VERDICT_PIECE`` values at a time.
+    """
+    total = np.zeros(3, dtype=np.int64)
+    for start in range(0, len(values), _VERDICT_PIECE):
+        piece = values[start : start + _VERDICT_PIECE]
+        if isinstance(piece, (pa.Array, pa.ChunkedArray)):
+            piece = piece.to_pylist()
+        total += _id_columns(piece, verdict_only=True)
+    return _verdict_of(total)
+
+
+def _id_columns(
+    values: Sequence, verdict: tuple[bool, bool] | None = None, *, verdict_only: bool = False
+) -> Any:
+    """:func:`_standardize_distinct`'s columns (``OUTPUT_COLUMNS``) as numpy arrays, no frame;
+    with ``verdict_only``, only the counts the column's verdict is judged by
+    (``_column_counts`` of ``values``, for ``column_verdict``)."""
     n = len(values)
     raw = pa.array(_to_text(values), type=pa.string())
     text = pc.utf8_trim_whitespace(pc.utf8_normalize(raw, "NFKC"))
@@ -338,8 +392,9 @@ def _id_columns(values: Sequence) -> dict[str, np.ndarray]:
     is15 = is15.astype(bool) & ~float_marked
     cand = is18 | is15
     malformed = ~(cand | empty | float_marked)
-    doc, other_document = _other_documents(clean, malformed)
-    malformed &= ~other_document
+    if not verdict_only:  # other documents are no 18-digit IDs: the verdict skips them
+        doc, other_document = _other_documents(clean, malformed)
+        malformed &= ~other_document
 
     # Fixed-width (n, 18) byte matrix of every candidate; 15-digit IDs get "19" and a check.
     m = np.full((n, 18), ord("0"), dtype=np.uint8)
@@ -356,13 +411,17 @@ def _id_columns(values: Sequence) -> dict[str, np.ndarray]:
 
     # Float damage: marked in the text, a zeroed tail with a failing check, or the column.
     numeric = is18 & (m[:, 17] != ord("X"))
+    if verdict_only:
+        return _column_counts(m[is18], numeric[is18])
+    if verdict is None:
+        verdict = _verdict_of(_column_counts(m[is18], numeric[is18]))
     zero_tail = numeric & (m[:, 15:18] == ord("0")).all(axis=1)
     filler = np.zeros(n, dtype=bool)
     filler[is18] = _placeholder_rows(digits[is18])
     filler[rows15] = _placeholder_rows(m15.astype(np.int64) - 48)
     filler &= ~float_marked
     damaged = float_marked | (zero_tail & ~checksum_ok)
-    damaged[is18] |= _column_float_damage(m[is18], numeric[is18])
+    damaged[is18] |= _column_float_damage(m[is18], numeric[is18], verdict)
     damaged = (damaged & ~filler) | filler  # a filler carries no digits worth keeping
 
     # Embedded birth date, checked without datetime per row.
@@ -587,14 +646,30 @@ def _other_documents(clean: pa.Array, candidates: np.ndarray) -> tuple[np.ndarra
     return doc, np.array([d is not None for d in doc], dtype=bool)
 
 
-def distinct_parser() -> Callable[[Sequence], pd.DataFrame]:
-    """The function :func:`standardize_id_numbers` maps over a column's distinct values."""
-    return _standardize_distinct
+def distinct_parser(
+    verdict: tuple[bool, bool] | None = None,
+) -> Callable[[Sequence], pd.DataFrame]:
+    """The function :func:`standardize_id_numbers` maps over a column's distinct values,
+    with the column's ``verdict`` (:func:`column_verdict`; None: judged over the values
+    it is given)."""
+    if verdict is None:
+        return _standardize_distinct
+    return functools.partial(_standardize_distinct, verdict=verdict)
 
 
-def standardize_id_numbers(values: pd.Series) -> pd.DataFrame:
-    """Standardize raw resident ID numbers; returns the derived ID columns on the same index."""
-    out = map_distinct(values, distinct_parser())
+def standardize_id_numbers(
+    values: pd.Series, verdict: tuple[bool, bool] | None = None
+) -> pd.DataFrame:
+    """Standardize raw resident ID numbers; returns the derived ID columns on the same index.
+
+    Whether the column went through Excel or float64 (its tail-000 or float-exact IDs then
+    flagged ``id_float_damaged``) is judged once over its distinct values
+    (:func:`column_verdict`), or taken from ``verdict`` (a batch's, when ``values`` is a
+    chunk of it), never over a part of them alone.
+    """
+    if verdict is None:
+        verdict = column_verdict(list(pd.unique(values.dropna())))
+    out = map_distinct(values, distinct_parser(verdict))
     for col in (schema.ID_VALID, schema.ID_FROM_15):
         out[col] = out[col].astype("boolean")
     return out
