@@ -619,8 +619,8 @@ class RunSettings(_Model):
     # Candidate pairs compared and scored at a time; null: from memory_limit (1,000,000 without).
     chunk_pairs: int | None = Field(default=None, ge=1000)
     # Records standardized at a time by a run that spills its records (`linkage run` with
-    # an output folder): each chunk is written to the records checkpoint before the next is
-    # standardized. null: from memory_limit, else all at once.
+    # an output folder and no --store): each chunk is written to the records checkpoint
+    # before the next is standardized. null: from memory_limit, else all at once.
     chunk_records: int | None = Field(default=None, ge=1000)
     # Candidate pairs the EM training sessions see; above it a seeded uniform sample is drawn.
     train_sample_pairs: int = Field(default=5_000_000, ge=1000)
