@@ -32,7 +32,7 @@ from linkage.errors import InputError
 from linkage.progress import ProgressLike, as_progress
 from linkage.spreadsheet import neutralize_formulas, restore_formulas  # noqa: F401 - re-exported
 from linkage.standardize._distinct import PARALLEL_MIN_DISTINCT, warm_up, worker_process
-from linkage.standardize.combine import FIELDS, standardize
+from linkage.standardize.combine import FIELDS, BatchFacts, standardize
 from linkage.tables import _is_text_dtype, shared_text, text_columns
 
 logger = logging.getLogger(__name__)
@@ -1537,7 +1537,6 @@ def _canonical_order(raw: pd.DataFrame) -> np.ndarray:
     record_id], kind="stable")``'s order, by Arrow's stable sort (C++; UTF-8 bytes sort in
     code point order, as Python compares ``str``); pandas' own sort where a key is not text."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     keys = [schema.SOURCE, schema.RECORD_ID]
     try:
@@ -1550,8 +1549,7 @@ def _canonical_order(raw: pd.DataFrame) -> np.ndarray:
     if table is None or any(table.column(k).null_count for k in keys):
         order = raw.reset_index(drop=True).sort_values(keys, kind="stable").index
         return np.asarray(order, dtype=np.int64)
-    order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys])
-    return order.to_numpy().astype(np.int64, copy=False)
+    return _canonical_order_arrow(table)
 
 
 def _canonical_order_arrow(table: Any) -> np.ndarray:
@@ -1617,9 +1615,9 @@ def read_records_chunks(
     standardized when it is asked for, and the raw rows of the frames not yet made are the
     only other rows held: with ``chunk_records`` given, as Arrow strings (each source
     converted once read; a source whose text Arrow cannot hold stays as Python objects).
-    The two rules of standardizing that read other records (``standardize``'s
-    ``batch_cities`` and ``id_verdict``) are decided over all chunks first. A run that writes each frame out before asking for the next
-    (``write_parquet_chunks``: ``linkage run``'s records checkpoint) holds one chunk's
+    The two rules of standardizing that read other records (``standardize``'s ``batch``)
+    are decided over all chunks first. A run that writes each frame out before asking for
+    the next (``write_parquet_chunks``: ``linkage run``'s records checkpoint) holds one chunk's
     standardized columns instead of all of them (the standardizing stage's peak). Distinct
     values are standardized once per chunk, not once per run: a value in several chunks
     costs its work in each. Raises what :func:`read_records` raises, when the first frame
@@ -1673,9 +1671,7 @@ def read_records_chunks(
         # the two rules that read other records (an ambiguous current district is read in
         # the batch's city; an ID column's float damage is judged over all its IDs),
         # decided over every chunk before any is made
-        cities, id_verdict = (
-            _batch_facts(parts, timings, report.advance) if many else (None, None)
-        )
+        batch = _batch_facts(parts, timings, report.advance) if many else None
         for start in starts:
             spent: dict[str, float] = {}
             # handed over: standardize frees each raw column it no longer needs
@@ -1686,8 +1682,7 @@ def read_records_chunks(
                 step=report.advance,
                 parallel=config.run.workers,
                 keep=keep,
-                batch_cities=cities,
-                id_verdict=id_verdict,
+                batch=batch,
             )
             if start and schema.ROW in frame.columns:  # ``keep`` may leave it out
                 frame[schema.ROW] = np.arange(start, start + len(frame), dtype=np.int64)
@@ -1701,9 +1696,9 @@ def read_records_chunks(
 
 def _batch_facts(
     parts: list[Any], timings: dict[str, float] | None, step: Callable[[int], None]
-) -> tuple[pd.Series, tuple[bool, bool]]:
-    """What standardizing reads of the whole batch, over all ``parts`` (raw chunks, frames
-    or Arrow tables): ``address.current_address_cities`` of the current addresses, counted a
+) -> BatchFacts:
+    """What standardizing reads of the whole batch (``BatchFacts``), over all ``parts`` (raw
+    chunks, frames or Arrow tables): ``address.current_address_cities`` of the current addresses, counted a
     chunk at a time (each chunk's addresses parsed and dropped: they are parsed again when
     their chunk is standardized, since holding every chunk's parse would hold what chunking
     spares), and ``idnumber.column_verdict`` of the distinct ID numbers of all chunks.
@@ -1738,7 +1733,7 @@ def _batch_facts(
     if timings is not None:
         timings["addresses"] = timings.get("addresses", 0.0) + t_ids - t
         timings["id_number"] = timings.get("id_number", 0.0) + time.perf_counter() - t_ids
-    return cities.astype(np.int64), verdict
+    return BatchFacts(cities=cities.astype(np.int64), id_verdict=verdict)
 
 
 def _names_of(part: Any) -> list[str]:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from linkage import schema
 from linkage.config import DEFAULT_FIELDS, FieldRule, GoldenSettings  # noqa: F401 - re-exported
+from linkage.progress import release_memory
 from linkage.standardize._fillers import FILLER_TEXTS, is_filler_text
 from linkage.tables import columns_of, packed_lexsort, shared_text, sorted_unique
 
@@ -338,7 +339,6 @@ def _golden_fields_from_file(
     """:func:`_golden_field` of several fields, each field's columns read from a Parquet
     file of the records (``read_text_columns``) when it is built: the worker process's share
     of ``merge_records``."""
-    from linkage.progress import release_memory
     from linkage.tables import read_text_columns
 
     path, text, fields, ranks = arg
@@ -472,8 +472,6 @@ def merge_records(
         int(m): "|".join(s for i, s in enumerate(names) if m >> i & 1) for m in sorted_unique(masks)
     }
     golden["sources"] = [mask_text[int(m)] for m in masks]
-
-    from linkage.progress import release_memory
 
     results = {}
     try:

@@ -8,6 +8,7 @@ differ in a field or an option. Must not import the linking stages, the Linker o
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import time
@@ -142,9 +143,23 @@ def _column(records: pd.DataFrame, field: str) -> pd.Series:
     return pd.Series([None] * len(records), index=records.index, dtype=object)
 
 
-# A field standardizer: (raw values, config, frames of the fields before it) -> derived
-# columns plus QUALITY_FLAGS, on the values' index.
-Standardizer = Callable[[pd.Series, StandardizeConfig, dict[str, pd.DataFrame]], pd.DataFrame]
+@dataclass(frozen=True)
+class BatchFacts:
+    """What standardizing reads of the whole batch rather than of one record, decided once
+    for it: ``cities`` (``address.current_address_cities`` of its current addresses; None:
+    counted over the values standardized) and ``id_verdict`` (``idnumber.column_verdict`` of
+    its distinct IDs; None: judged over the values standardized). A batch standardized a
+    chunk at a time passes the whole batch's to every chunk."""
+
+    cities: pd.Series | None = None
+    id_verdict: tuple[bool, bool] | None = None
+
+
+# A field standardizer: (raw values, config, frames of the fields before it, the batch's
+# facts) -> derived columns plus QUALITY_FLAGS, on the values' index.
+Standardizer = Callable[
+    [pd.Series, StandardizeConfig, dict[str, pd.DataFrame], BatchFacts], pd.DataFrame
+]
 
 
 # The same for one non-null value: (value, config, dicts of the fields before it) -> derived
@@ -156,13 +171,14 @@ OneStandardizer = Callable[[str, StandardizeConfig, dict[str, dict]], dict]
 class FieldStandardizer:
     """One row of ``FIELDS``: the raw field read, its standardizer (a column, and one value),
     its timing label, and the function ``run`` maps over the column's distinct values
-    (given the config; ``standardize`` sends it to the worker process ahead of ``run``)."""
+    (given the config and the batch's facts; ``standardize`` sends it to the worker process
+    ahead of ``run``, which must map the same function)."""
 
     field: str
     run: Standardizer
     timing: str
     one: OneStandardizer
-    parser: Callable[[StandardizeConfig], Callable[[Sequence[object]], pd.DataFrame]]
+    parser: Callable[[StandardizeConfig, BatchFacts], Callable[[Sequence[object]], pd.DataFrame]]
 
 
 def _prefix_codes(codes: object, field: str) -> str:
@@ -172,11 +188,13 @@ def _prefix_codes(codes: object, field: str) -> str:
 
 
 def _names(field: str) -> Standardizer:
-    return lambda values, config, done: names.standardize_names(values, field=field)
+    return lambda values, config, done, batch: names.standardize_names(values, field=field)
 
 
 def _dates(field: str, target: str) -> Standardizer:
-    def run(values: pd.Series, config: StandardizeConfig, done: dict) -> pd.DataFrame:
+    def run(
+        values: pd.Series, config: StandardizeConfig, done: dict, batch: BatchFacts
+    ) -> pd.DataFrame:
         parsed = dates.parse_dates(values, pivot_year=config.two_digit_year_pivot)
         flags = _prefix_flags(parsed[schema.QUALITY_FLAGS], field)
         # dtype object keeps one str per distinct date (pandas 3 would infer its Arrow str
@@ -222,13 +240,13 @@ def _current_addresses(
     values: pd.Series,
     config: StandardizeConfig,
     done: dict[str, pd.DataFrame],
-    batch_cities: pd.Series | None = None,
+    batch: BatchFacts,
 ) -> pd.DataFrame:
     """The current address column; a "same as hukou" value takes the hukou address's parts
     (null without a hukou address: the text itself would agree with every other such
-    value as an address detail). ``batch_cities``: ``standardize``'s."""
+    value as an address detail). An ambiguous district is read by ``batch.cities``."""
     out = address.standardize_addresses(
-        values, schema.CURRENT_ADDRESS, by_batch=True, batch_cities=batch_cities
+        values, schema.CURRENT_ADDRESS, by_batch=True, batch_cities=batch.cities
     )
     if not len(values):
         return out
@@ -287,74 +305,74 @@ FIELDS: tuple[FieldStandardizer, ...] = (
         _names(schema.NAME),
         "names",
         lambda v, c, d: names.standardize_name(v, field=schema.NAME),
-        lambda c: names.distinct_parser(schema.NAME),
+        lambda c, b: names.distinct_parser(schema.NAME),
     ),
     FieldStandardizer(
         schema.FORMER_NAME,
         _names(schema.FORMER_NAME),
         "names",
         lambda v, c, d: names.standardize_name(v, field=schema.FORMER_NAME),
-        lambda c: names.distinct_parser(schema.FORMER_NAME),
+        lambda c, b: names.distinct_parser(schema.FORMER_NAME),
     ),
     FieldStandardizer(
         schema.ID_NUMBER,
-        lambda v, c, d: idnumber.standardize_id_numbers(v),
+        lambda v, c, d, b: idnumber.standardize_id_numbers(v, b.id_verdict),
         "id_number",
         lambda v, c, d: idnumber.standardize_id_number(v),
-        lambda c: idnumber.distinct_parser(),
+        lambda c, b: idnumber.distinct_parser(b.id_verdict),
     ),
     FieldStandardizer(
         schema.BIRTH_DATE,
         _dates(schema.BIRTH_DATE, schema.BIRTH_DATE_STD),
         "dates",
         _date_one(schema.BIRTH_DATE, schema.BIRTH_DATE_STD),
-        lambda c: dates.distinct_parser(c.two_digit_year_pivot),
+        lambda c, b: dates.distinct_parser(c.two_digit_year_pivot),
     ),
     FieldStandardizer(
         schema.REGISTERED_AT,
         _dates(schema.REGISTERED_AT, schema.REGISTERED_AT_STD),
         "dates",
         _date_one(schema.REGISTERED_AT, schema.REGISTERED_AT_STD),
-        lambda c: dates.distinct_parser(c.two_digit_year_pivot),
+        lambda c, b: dates.distinct_parser(c.two_digit_year_pivot),
     ),
     FieldStandardizer(
         schema.GENDER,
-        lambda v, c, d: demographics.standardize_gender(v),
+        lambda v, c, d, b: demographics.standardize_gender(v),
         "gender_ethnicity",
         lambda v, c, d: demographics.standardize_gender_value(v),
-        lambda c: demographics.gender_parser(),
+        lambda c, b: demographics.gender_parser(),
     ),
     FieldStandardizer(
         schema.ETHNICITY,
-        lambda v, c, d: demographics.standardize_ethnicity(v),
+        lambda v, c, d, b: demographics.standardize_ethnicity(v),
         "gender_ethnicity",
         lambda v, c, d: demographics.standardize_ethnicity_value(v),
-        lambda c: demographics.ethnicity_parser(),
+        lambda c, b: demographics.ethnicity_parser(),
     ),
     FieldStandardizer(
         schema.PHONE,
-        lambda v, c, d: phone.standardize_phones(v),
+        lambda v, c, d, b: phone.standardize_phones(v),
         "phone",
         lambda v, c, d: phone.standardize_phone(v),
-        lambda c: phone.distinct_parser(),
+        lambda c, b: phone.distinct_parser(),
     ),
     FieldStandardizer(
         schema.HUKOU_ADDRESS,
-        lambda v, c, d: address.standardize_addresses(
+        lambda v, c, d, b: address.standardize_addresses(
             v, schema.HUKOU_ADDRESS, region_codes=_region_codes(d)
         ),
         "addresses",
         lambda v, c, d: address.standardize_address(
             v, schema.HUKOU_ADDRESS, region_code=_region_code(d)
         ),
-        lambda c: address.distinct_parser(schema.HUKOU_ADDRESS),
+        lambda c, b: address.distinct_parser(schema.HUKOU_ADDRESS),
     ),
     FieldStandardizer(
         schema.CURRENT_ADDRESS,
         _current_addresses,
         "addresses",
         _current_address,
-        lambda c: address.distinct_parser(schema.CURRENT_ADDRESS),
+        lambda c, b: address.distinct_parser(schema.CURRENT_ADDRESS),
     ),
 )
 
@@ -431,8 +449,7 @@ def standardize(
     step: Callable[[int], None] | None = None,
     parallel: bool = False,
     keep: Collection[str] | None = None,
-    batch_cities: pd.Series | None = None,
-    id_verdict: tuple[bool, bool] | None = None,
+    batch: BatchFacts | None = None,
 ) -> pd.DataFrame:
     """Return ``records`` with derived columns, ``rid`` row keys and ``quality_flags`` added.
 
@@ -457,10 +474,8 @@ def standardize(
     ``by_batch``), and an ID column that went through Excel or float64 as a whole has its
     tail-000 or float-exact IDs flagged damaged (``idnumber.column_verdict``, judged once
     over the column's distinct values, also when a worker process standardizes half of
-    them). When ``records`` is one chunk of a batch, ``batch_cities``
-    (``address.current_address_cities`` of the whole batch's current addresses) and
-    ``id_verdict`` (``idnumber.column_verdict`` of the whole batch's distinct IDs) stand
-    for the batch, so that the chunks come out as the batch would.
+    them). When ``records`` is one chunk of a batch, ``batch`` (:class:`BatchFacts` of the
+    whole batch) stands for it, so that the chunks come out as the batch would.
     """
     config = config or StandardizeConfig()
     if not records.index.equals(pd.RangeIndex(len(records))):
@@ -478,18 +493,15 @@ def standardize(
         # Each field's share for the worker is sent one field ahead: the worker works on it
         # while this process maps the field before back to its rows (no field's parsing
         # reads another's result; only what ``run`` does after it does).
-        if id_verdict is None and schema.ID_NUMBER in records.columns:
+        batch = batch or BatchFacts()
+        if batch.id_verdict is None and schema.ID_NUMBER in records.columns:
+            # judged before the worker takes its half of the IDs: both read them alike
             t = time.perf_counter()
-            id_verdict = idnumber.column_verdict(_distinct(records[schema.ID_NUMBER]))
+            verdict = idnumber.column_verdict(_distinct(records[schema.ID_NUMBER]))
+            batch = dataclasses.replace(batch, id_verdict=verdict)
             spent["id_number"] = time.perf_counter() - t
-
-        def parser(entry: FieldStandardizer) -> Callable[[Sequence[object]], pd.DataFrame]:
-            if entry.field == schema.ID_NUMBER:  # the column's verdict, in either process
-                return idnumber.distinct_parser(id_verdict)
-            return entry.parser(config)
-
         upcoming = _column(records, FIELDS[0].field)
-        send_ahead(upcoming, parser(FIELDS[0]))
+        send_ahead(upcoming, FIELDS[0].parser(config, batch))
         try:
             for position, entry in enumerate(FIELDS):
                 t = time.perf_counter()
@@ -497,13 +509,8 @@ def standardize(
                 if position + 1 < len(FIELDS):
                     following = FIELDS[position + 1]
                     upcoming = _column(records, following.field)
-                    send_ahead(upcoming, parser(following))
-                if batch_cities is not None and entry.field == schema.CURRENT_ADDRESS:
-                    frame = _current_addresses(values, config, done, batch_cities)
-                elif entry.field == schema.ID_NUMBER:
-                    frame = idnumber.standardize_id_numbers(values, id_verdict)
-                else:
-                    frame = entry.run(values, config, done)
+                    send_ahead(upcoming, following.parser(config, batch))
+                frame = entry.run(values, config, done, batch)
                 del values
                 part = frame.pop(schema.QUALITY_FLAGS)
                 flags.add(part)
@@ -600,7 +607,7 @@ def standardize_record(
         value = record.get(entry.field)
         if value is None or value == "":
             continue
-        frame = entry.run(pd.Series([value], dtype=object), config, done)
+        frame = entry.run(pd.Series([value], dtype=object), config, done, BatchFacts())
         if flags is not None:
             codes = str(frame[schema.QUALITY_FLAGS].iloc[0] or "")
             if codes:
