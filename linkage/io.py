@@ -29,7 +29,7 @@ import pandas as pd
 from linkage import schema
 from linkage.config import RunConfig, SourceConfig
 from linkage.errors import InputError
-from linkage.progress import ProgressLike, as_progress
+from linkage.progress import ProgressLike, as_progress, release_memory
 from linkage.spreadsheet import neutralize_formulas, restore_formulas  # noqa: F401 - re-exported
 from linkage.standardize._distinct import PARALLEL_MIN_DISTINCT, warm_up, worker_process
 from linkage.standardize.combine import FIELDS, BatchFacts, standardize
@@ -1664,6 +1664,8 @@ def read_records_chunks(
             parts.append(part)
             del part
         del raw, order
+        # reading's scratch (the files' decoded text) handed back before standardizing
+        release_memory()
         if timings is not None:
             timings["read"] = time.perf_counter() - t
         many = len(parts) > 1

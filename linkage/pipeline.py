@@ -233,7 +233,9 @@ def stage_columns(config: RunConfig, comparisons: list[Comparison]) -> dict[str,
     ``blocking``: ``rid``, ``source`` and every blocking and refinement key (a derived key's
     input columns, ``blocking.DERIVED_KEYS``); ``comparing``: the comparisons' columns and the
     term-frequency columns; ``training``: ``source`` and ``record_id`` (the u sample's
-    same-source rule, reviewed labels) besides what comparing reads; ``clustering``: the
+    same-source rule, reviewed labels) besides what comparing reads; ``scoring``: what the
+    twin, sibling and guardian checks read as each chunk of pairs is scored
+    (``cluster.sibling_parts``, through ``_ClusterInput.add``); ``clustering``: the
     cannot-link rule's (``cluster.cannot_link_table``), the twin and guardian rules'
     (``cluster.sibling_parts``) and the identity key's (``identity.cluster_ids``) columns;
     ``golden``: what ``merge.merge_records`` reads under the run's survivorship settings.
@@ -249,6 +251,10 @@ def stage_columns(config: RunConfig, comparisons: list[Comparison]) -> dict[str,
     comparing = [schema.ROW] + [col for c in comparisons for col in c.columns]
     comparing += list(config.model.term_frequency.values())
     training = [schema.ROW, schema.SOURCE, schema.RECORD_ID, *comparing]
+    scoring = [
+        schema.ROW, schema.name_col(schema.NAME, "clean"), schema.name_col(schema.NAME, "given"),
+        schema.BIRTH_DATE_STD,
+    ]  # fmt: skip
     clustering = [
         schema.ROW, schema.SOURCE, schema.RECORD_ID, schema.ID_STD, schema.ID_VALID,
         schema.QUALITY_FLAGS, schema.name_col(schema.NAME, "clean"),
@@ -258,6 +264,7 @@ def stage_columns(config: RunConfig, comparisons: list[Comparison]) -> dict[str,
         "blocking": blocking,
         "comparing": comparing,
         "training": training,
+        "scoring": scoring,
         "clustering": clustering,
         "golden": golden_columns(config.golden_settings()),
     }
@@ -528,9 +535,10 @@ def link_records(
     the records checkpoint) passes ``records`` cut to what blocking reads
     (``held_columns``; or to ``linking_columns``) and each later stage reads the columns it
     lacks from it when it starts: the comparing columns while the comparisons are prepared,
-    the clustering columns once they are (the comparing ones then dropped: scoring levels
-    pairs from the prepared codes), the golden columns after clustering (clustering's own
-    then dropped, and the columns of the fields a worker process builds).
+    the twin and sibling checks' columns once they are (every other column then dropped:
+    scoring levels pairs from the prepared codes), the clustering columns once the
+    comparisons are freed after scoring, the golden columns after clustering (clustering's
+    own then dropped, and the columns of the fields a worker process builds).
     ``LinkResult.records`` is the table held at the end: ``rid``, ``source``,
     ``record_id`` and the golden columns this process read.
     """
@@ -651,6 +659,10 @@ def link_records(
     if config.run.workers and golden_records is not None and hasattr(golden_records, "file"):
         helper = _early_worker(["linkage.merge"], n)
     try:
+        if golden_records is not None:
+            # the prepared comparisons are freed: clustering's columns come back now
+            release_memory()
+            records = _for_clustering(records, config, comparisons, golden_records)
         if checkpoints is not None and checkpoints.done("clustering"):
             labels = checkpoints.frame("clustering", "labels")["label"]
         else:
@@ -878,25 +890,56 @@ def _after_comparing(
     comparisons: list[Comparison],
     read: Callable[[list[str]], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """``records`` cut to what clustering and golden records read (``stage_columns``), for
-    a run that spills its records (golden records read the others back) once the comparisons
-    are prepared: comparing, training's u sample and scoring level pairs from the prepared
-    codes, so the comparing columns are done with and compare, training and scoring peak
-    lower. Columns are shared, not copied (``column_subset``); unchanged when cut already.
-    The clustering columns ``records`` lacks (a spilling run holds only the blocking ones
-    through blocking: ``held_columns``) are read from ``read``; golden records read theirs
-    when they start."""
+    """``records`` cut, once the comparisons are prepared, to what the rest of the run
+    reads: comparing, training's u sample and scoring level pairs from the prepared codes,
+    so the comparing columns are done with. With ``read`` (a run that spills its records)
+    only what scoring reads is held (``stage_columns``' ``scoring``, read from ``read``
+    where missing): the prepared comparisons and the pair vectors peak then, and clustering
+    reads its own columns back once they are freed (``_for_clustering``), golden records
+    theirs after that. Without ``read`` the clustering and golden-record columns are kept.
+    Columns are shared, not copied (``column_subset``); unchanged when cut already."""
     stages = stage_columns(config, comparisons)
-    later = set(stages["clustering"]) | set(stages["golden"])
-    keep = [c for c in records.columns if c in later]
-    missing = [c for c in stages["clustering"] if c not in records.columns]
-    if read is None or not missing:
+    if read is None:
+        later = set(stages["clustering"]) | set(stages["golden"])
+        keep = [c for c in records.columns if c in later]
         if len(keep) == records.shape[1]:
             return records
         records = column_subset(records, keep)
     else:
-        records = columns_of(column_subset(records, keep), keep + missing, read)
+        # at three million records the clustering and golden columns a run held through
+        # scoring (record ids, IDs, phones as Python strings) were ~0.6 GB of its peak
+        records = _columns_for(records, stages["scoring"], read)
     release_memory()
+    return records
+
+
+def _for_clustering(
+    records: pd.DataFrame,
+    config: RunConfig,
+    comparisons: list[Comparison],
+    read: Callable[[list[str]], pd.DataFrame],
+) -> pd.DataFrame:
+    """``records`` (a spilling run's, after scoring) with the columns clustering reads
+    (``stage_columns``' ``clustering``): those held, the others read from ``read``. The
+    golden columns still held are kept (golden records do not read them again)."""
+    stages = stage_columns(config, comparisons)
+    held = [c for c in records.columns if c in set(stages["golden"])]
+    return _columns_for(records, list(dict.fromkeys(stages["clustering"] + held)), read)
+
+
+def _columns_for(
+    records: pd.DataFrame, wanted: list[str], read: Callable[[list[str]], pd.DataFrame]
+) -> pd.DataFrame:
+    """``records`` cut to ``wanted`` in the records' order, then the wanted columns it
+    lacks read from ``read``; unchanged when it holds exactly those."""
+    keep = [c for c in records.columns if c in set(wanted)]
+    missing = [c for c in wanted if c not in records.columns]
+    if not missing and len(keep) == records.shape[1]:
+        return records
+    records = column_subset(records, keep)
+    if missing:
+        release_memory()  # the columns dropped go before those read come
+        records = columns_of(records, keep + missing, read)
     return records
 
 

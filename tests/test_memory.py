@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from linkage import Linker, pipeline, schema
 from linkage.blocking import block
 from linkage.checkpoint import Checkpoints
+from linkage.cluster import sibling_parts
 from linkage.compare import build_comparisons, compare, pair_tf
 from linkage.config import load_config
 from linkage.identity import cluster_ids
@@ -346,19 +347,23 @@ def test_stages_read_only_the_columns_listed_for_them(config, records, monkeypat
     golden_records, asked, scored_from = _reader_and_scoring_spy(records, monkeypatch)
     cut = link_records(records[cut_columns].copy(), config, id_key=KEY,
                        golden_records=golden_records)
-    # golden records ask only for what the table held after scoring lacks
-    golden = golden_columns(config.golden_settings())
-    assert asked == [[c for c in golden if c not in cut.records.columns]] and asked[0]
     _assert_same_run(cut, full)
-    # from the prepared comparisons on (scoring included) only the clustering and
-    # golden-record columns are held
-    later = set(stage_columns(config, build_comparisons(config.comparison_specs()))["clustering"])
-    later |= set(golden)
-    assert scored_from == [[c for c in cut_columns if c in later]]
+    stages = stage_columns(config, build_comparisons(config.comparison_specs()))
+    golden = golden_columns(config.golden_settings())
+    # from the prepared comparisons on (scoring included) only what the twin and sibling
+    # checks read is held; clustering reads its columns back once scoring is done, golden
+    # records what the table held after clustering lacks
+    assert scored_from == [[c for c in cut_columns if c in set(stages["scoring"])]]
     assert len(scored_from[0]) < len(cut_columns)
+    clustering, *golden_reads = asked
+    assert clustering == [c for c in stages["clustering"] if c not in scored_from[0]]
+    after_clustering = set(scored_from[0]) | set(clustering)
+    assert [c for cols in golden_reads for c in cols] == [
+        c for c in golden if c not in after_clustering
+    ]
     # golden records and the result hold the keys and the golden columns
     keys = {schema.ROW, schema.SOURCE, schema.RECORD_ID}
-    assert list(cut.records.columns) == [c for c in cut_columns if c in set(golden) | keys]
+    assert set(cut.records.columns) == (after_clustering & (set(golden) | keys))
 
 
 def _assert_same_run(cut: pipeline.LinkResult, full: pipeline.LinkResult) -> None:
@@ -385,21 +390,22 @@ def test_a_run_holding_only_the_blocking_columns_reads_each_stage_s_columns(
     read, asked, scored_from = _reader_and_scoring_spy(records, monkeypatch)
     cut = link_records(records[held].copy(), config, id_key=KEY, golden_records=read)
     _assert_same_run(cut, full)
-    # never a column held already; the comparing columns first, the clustering ones once
-    # the comparisons are prepared, the golden ones last, one field's at a time
-    assert all(not set(cols) & set(held) for cols in asked)
+    # the comparing columns first; scoring holds only what the twin and sibling checks
+    # read (held already); the clustering columns once scoring is done, the golden ones
+    # last, one field's at a time
     comparing, clustering, *golden_reads = asked
     assert set(comparing) == set(stages["comparing"]) - set(held)
-    assert clustering == [c for c in stages["clustering"] if c not in held]
+    assert set(stages["scoring"]) <= set(held)
+    assert scored_from == [[c for c in held if c in set(stages["scoring"])]]
+    assert clustering == [c for c in stages["clustering"] if c not in scored_from[0]]
     golden = [c for cols in golden_reads for c in cols]
     assert len(golden) == len(set(golden))  # each column read once
     assert set(golden) == {
-        c for c in golden_columns(config.golden_settings()) if c not in scored_from[0]
+        c for c in golden_columns(config.golden_settings())
+        if c not in set(scored_from[0]) | set(clustering)
     }
     values = {r.column for r in config.golden_settings().fields.values()}
     assert len(golden_reads) > 2 and all(len(set(cols) & values) <= 1 for cols in golden_reads)
-    assert set(stages["clustering"]) & set(records.columns) <= set(scored_from[0])
-    assert set(scored_from[0]) <= set(stages["clustering"]) | set(stages["golden"])
     keys = {schema.ROW, schema.SOURCE, schema.RECORD_ID}
     assert set(cut.records.columns) <= set(stages["golden"]) | keys
 
@@ -451,6 +457,9 @@ def test_no_stage_reads_a_column_missing_from_its_list(config, records, monkeypa
         model = train_model(table, vectors, comparisons, config, tf)
     assert seen <= set(stages["training"]), seen - set(stages["training"])
     scored = score_pairs(vectors, model, comparisons, tf)
+    with _columns_read(table, monkeypatch) as seen:
+        sibling_parts(table, scored)
+    assert seen <= set(stages["scoring"]), seen - set(stages["scoring"])
     with _columns_read(table, monkeypatch) as seen:
         labels = cluster_records(table, scored, config)
         cluster_ids(table, labels, KEY)
