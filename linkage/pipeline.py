@@ -649,7 +649,14 @@ def link_records(
         prepared, sample,
     )  # fmt: skip
     # the candidate pairs table and the prepared comparisons are not needed after scoring
-    del vectors, tf, pairs, rows_tf, prepared
+    del vectors, tf, pairs, rows_tf, prepared, sample
+    # the kept pairs, saved chunk by chunk in the scoring checkpoint, are read back after
+    # golden records rather than held through clustering and golden records (~200 MB at
+    # three million records); one chunk's keep its own index labels, so those stay
+    spilled = checkpoints is not None and scored.index.equals(pd.RangeIndex(len(scored)))
+    if spilled:
+        n_scored = len(scored)
+        del scored
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -729,6 +736,12 @@ def link_records(
                 read=golden_records,
             )
         timings["merge"] = time.perf_counter() - t
+        if spilled:
+            scored = _saved_kept(checkpoints)
+            if len(scored) != n_scored:
+                raise RuntimeError(
+                    f"the scoring checkpoint holds {len(scored)} kept pairs, expected {n_scored}"
+                )
 
         stats = cluster_stats(identity_ids)
         summary = {
@@ -980,9 +993,8 @@ def _score(
         _stage(say, "scoring")
         doc = checkpoints.document("scoring")
         folder = checkpoints.path("scoring")
-        kept_parts = [p for p in checkpoints.parts("scoring") if p.name.endswith(".kept.parquet")]
         return (
-            pd.concat([pd.read_parquet(p) for p in kept_parts], ignore_index=True),
+            _saved_kept(checkpoints),
             _ClusterInput.saved(len(records), threshold, folder),
             int(doc["matches"]),
         )
@@ -1022,6 +1034,13 @@ def _score(
     if checkpoints is not None:
         checkpoints.save("scoring", None, {"matches": matches})
     return scored_all, cluster_input, matches
+
+
+def _saved_kept(checkpoints: Checkpoints) -> pd.DataFrame:
+    """The kept scored pairs ``_score`` saved a chunk at a time in the scoring checkpoint,
+    joined as it joins them (a new ``RangeIndex``)."""
+    parts = [p for p in checkpoints.parts("scoring") if p.name.endswith(".kept.parquet")]
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
 
 
 def _compare_chunk(

@@ -149,13 +149,23 @@ def test_resume_without_checkpoints_runs_from_the_start(demo, reference, tmp_pat
     assert "no checkpoints" in caplog.text
 
 
-def test_small_chunks_give_the_same_result(demo, reference, tmp_path):
+def test_small_chunks_give_the_same_result(demo, reference, tmp_path, monkeypatch):
     config_path, _ = demo
     out = tmp_path / "chunked"
     linker = Linker(_config(config_path, chunk_pairs=1000), id_key=KEY)
+    read_back = []
+    saved_kept = linkage.pipeline._saved_kept
+    monkeypatch.setattr(
+        linkage.pipeline, "_saved_kept", lambda c: read_back.append(1) or saved_kept(c)
+    )
     linker.write(out)
+    assert read_back == [1]  # the kept pairs were dropped after scoring and read back
     assert linker.result_.summary["candidate_pairs"] > 1500  # two chunks or more
     assert _outputs(out) == _outputs(reference)
+    # a run with checkpoints reads its kept pairs back from them after golden records (not
+    # held through clustering): the same table a run without checkpoints holds throughout
+    held = Linker(_config(config_path, chunk_pairs=1000), id_key=KEY).run()
+    pd.testing.assert_frame_equal(linker.result_.pairs, held.pairs)
     a = pd.read_parquet(out / "pairs.parquet")
     b = pd.read_parquet(reference / "pairs.parquet")
     pd.testing.assert_frame_equal(a, b)

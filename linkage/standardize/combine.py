@@ -22,7 +22,6 @@ import pandas as pd
 
 from linkage import schema
 from linkage.config import StandardizeConfig
-from linkage.progress import release_memory
 from linkage.standardize import address, dates, demographics, idnumber, names, phone
 from linkage.standardize._distinct import (
     PARALLEL_MIN_DISTINCT,
@@ -525,8 +524,6 @@ def standardize(
                     if entry.field in records.columns and entry.field not in keep:
                         del records[entry.field]  # held alone: freed here
                 done[entry.field] = frame
-                del frame
-                release_memory()  # the field's scratch (distinct values' tables) handed back
                 spent[entry.timing] = spent.get(entry.timing, 0.0) + time.perf_counter() - t
                 if step is not None:
                     step(len(records))
