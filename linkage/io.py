@@ -1391,7 +1391,9 @@ def _rows_at_once(n_columns: int) -> int:
     return max(1, min(PARQUET_ROWS_AT_ONCE, PARQUET_CELLS_AT_ONCE // max(n_columns, 1)))
 
 
-def write_parquet_chunks(frames: Iterable[pd.DataFrame], path: str | Path) -> tuple[Path, int]:
+def write_parquet_chunks(
+    frames: Iterable[pd.DataFrame], path: str | Path, *, text_codes: bool = False
+) -> tuple[Path, int]:
     """Write the frames of ``frames`` one after another as one Parquet file, atomically;
     return its path and row count. Each frame is converted and written (in row groups, as
     :func:`write_parquet` writes a large frame) before the next is asked for, so a caller
@@ -1400,6 +1402,11 @@ def write_parquet_chunks(frames: Iterable[pd.DataFrame], path: str | Path) -> tu
     written as Arrow strings, also when a frame holds no value in them (the file's schema
     is fixed by the first frame, before the others exist). The file reads back as the
     frames joined (``pd.concat``), row for row.
+
+    ``text_codes``: the frames' Categorical columns hold text as codes
+    (``read_records_chunks(compact=True)``) and are written as the text columns they stand
+    for, the file the frames with object columns give; without it a Categorical column is
+    written as Arrow's dictionary type, as :func:`write_parquet` writes it.
 
     Raises ``ValueError`` when a frame's columns differ from the first frame's, what
     pyarrow raises for a text column holding anything but ``str`` and None (``ArrowTypeError``)
@@ -1419,7 +1426,7 @@ def write_parquet_chunks(frames: Iterable[pd.DataFrame], path: str | Path) -> tu
             for frame in frames:
                 if schema is None:
                     columns = list(frame.columns)
-                    schema = _chunk_schema(frame)
+                    schema = _chunk_schema(frame, text_codes)
                     writer = pq.ParquetWriter(p, schema)
                 elif list(frame.columns) != columns:
                     raise ValueError(
@@ -1444,20 +1451,44 @@ def write_parquet_chunks(frames: Iterable[pd.DataFrame], path: str | Path) -> tu
     return atomic_write(path, write), total
 
 
-def _chunk_schema(frame: pd.DataFrame) -> Any:
+def _chunk_schema(frame: pd.DataFrame, text_codes: bool = False) -> Any:
     """The Arrow schema (with pandas' metadata) :func:`write_parquet` gives ``frame``, each
     object column's type string: a column all null in the first chunk has no value to
-    infer its type from (null), and text is all a records table's object columns hold."""
+    infer its type from (null), and text is all a records table's object columns hold.
+    With ``text_codes``, a Categorical column is typed as the object column of its values
+    (``standardize(compact=)``), not as a dictionary."""
     import pyarrow as pa
 
-    typed = _first_text_rows(frame)
-    if typed is None:
-        typed = _type_rows(frame)
+    coded = [
+        j for j in range(frame.shape[1])
+        if text_codes and isinstance(frame.dtypes.iloc[j], pd.CategoricalDtype)
+    ]  # fmt: skip
+    if coded:
+        rest = frame.iloc[:, [j for j in range(frame.shape[1]) if j not in set(coded)]]
+        typed = _first_text_rows(rest)
+        if typed is None:
+            typed = _type_rows(rest)
+        if typed is None:  # another value than text: the whole columns, as always
+            frame = frame.assign(
+                **{frame.columns[j]: np.asarray(frame.iloc[:, j], dtype=object) for j in coded}
+            )
+        else:
+            rows = {j: _categorical_row(frame.iloc[:, j]) for j in coded}
+            others = iter(range(typed.shape[1]))
+            typed = pd.concat(
+                [rows[j] if j in rows else typed.iloc[:, next(others)]
+                 for j in range(frame.shape[1])],
+                axis=1,
+            )  # fmt: skip
+    else:
+        typed = _first_text_rows(frame)
+        if typed is None:
+            typed = _type_rows(frame)
     schema = pa.Schema.from_pandas(frame if typed is None else typed, preserve_index=False)
     for j in range(frame.shape[1]):
         dtype = frame.dtypes.iloc[j]
         if pa.types.is_null(schema.field(j).type) and (
-            pd.api.types.is_object_dtype(dtype) or _is_text_dtype(dtype)
+            pd.api.types.is_object_dtype(dtype) or _is_text_dtype(dtype) or j in coded
         ):
             schema = schema.set(j, schema.field(j).with_type(pa.string()))
     return schema
@@ -1473,6 +1504,9 @@ def _arrow_rows(part: pd.DataFrame, schema: Any) -> Any:
     arrays = []
     for j, field in enumerate(schema):
         column = part.iloc[:, j]
+        if isinstance(column.dtype, pd.CategoricalDtype) and not pa.types.is_dictionary(field.type):
+            # a column of text held as codes (``standardize(compact=)``): its values
+            column = pd.Series(np.asarray(column, dtype=object), dtype=object)
         if column.dtype == object:
             arrays.append(pa.array(column.to_numpy(), type=field.type, from_pandas=True))
         else:
@@ -1509,6 +1543,15 @@ def _first_text_rows(frame: pd.DataFrame, look: int = 64) -> pd.DataFrame | None
                             return None
         parts.append(values.iloc[row : row + 1].reset_index(drop=True))
     return pd.concat(parts, axis=1)
+
+
+def _categorical_row(values: pd.Series) -> pd.Series:
+    """A Categorical column's first non-null value (None when all are null) as a one-row
+    object column: what ``_first_text_rows`` takes of the object column it stands for."""
+    codes = values.cat.codes.to_numpy()
+    present = np.flatnonzero(codes >= 0)
+    value = values.cat.categories[codes[present[0]]] if len(present) else None
+    return pd.Series([value], dtype=object, name=values.name)
 
 
 def _type_rows(frame: pd.DataFrame) -> pd.DataFrame | None:
@@ -1602,6 +1645,7 @@ def read_records_chunks(
     progress: ProgressLike = None,
     rejected: RejectedRows | None = None,
     keep: Collection[str] | None = None,
+    compact: bool = False,
 ) -> Iterator[pd.DataFrame]:
     """:func:`read_records` ``chunk_records`` records at a time: the standardized records
     table in canonical order, cut into consecutive frames of that many rows (the last one
@@ -1618,7 +1662,9 @@ def read_records_chunks(
     The two rules of standardizing that read other records (``standardize``'s ``batch``)
     are decided over all chunks first. A run that writes each frame out before asking for
     the next (``write_parquet_chunks``: ``linkage run``'s records checkpoint) holds one chunk's
-    standardized columns instead of all of them (the standardizing stage's peak). Distinct
+    standardized columns instead of all of them (the standardizing stage's peak); with
+    ``compact`` (and ``keep``) the frames' text columns of few distinct values are
+    ``pandas.Categorical`` (``standardize(compact=)``), for such a writer only. Distinct
     values are standardized once per chunk, not once per run: a value in several chunks
     costs its work in each. Raises what :func:`read_records` raises, when the first frame
     is asked for.
@@ -1685,6 +1731,7 @@ def read_records_chunks(
                 parallel=config.run.workers,
                 keep=keep,
                 batch=batch,
+                compact=compact,
             )
             if start and schema.ROW in frame.columns:  # ``keep`` may leave it out
                 frame[schema.ROW] = np.arange(start, start + len(frame), dtype=np.int64)

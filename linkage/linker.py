@@ -405,6 +405,8 @@ def _standardize_and_save(
         progress=progress,
         rejected=rejected,
         keep=keep,
+        # few-valued text columns held as codes until written (the stage's peak)
+        compact=True,
     )
     folder = checkpoints.path("records")
     # a run killed while writing (for a chunked run, the whole of standardizing) left its
@@ -413,7 +415,7 @@ def _standardize_and_save(
         stale.unlink(missing_ok=True)
     try:
         # each chunk written before the next is standardized: one chunk's columns held
-        write_parquet_chunks(chunks, folder / "records.parquet")
+        write_parquet_chunks(chunks, folder / "records.parquet", text_codes=True)
     finally:
         chunks.close()
     bad_rows = rejected.counts()

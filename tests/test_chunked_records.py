@@ -3,6 +3,7 @@ Parquet file a chunk at a time (``io.write_parquet_chunks``): the same table, th
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -317,3 +318,51 @@ def test_a_same_as_hukou_current_address_keeps_object_columns():
     for column in [c for c in out.columns if c.startswith("current_address_")]:
         assert out[column].dtype == object, column
     assert out["current_address_city"].tolist() == ["深圳市", "深圳市"]
+
+
+@pytest.mark.parametrize("size", [None, 400])
+def test_compact_chunks_hold_codes_and_write_the_same_file(
+    config, records, size, tmp_path, monkeypatch
+):
+    # ``compact`` holds few-valued text columns as Categoricals of the same values; written
+    # with ``text_codes`` they give the file the object columns give, byte for byte
+    import linkage.standardize.combine as combine
+
+    monkeypatch.setattr(combine, "_COMPACT_SAMPLE", 40)
+    monkeypatch.setattr(combine, "_COMPACT_SAMPLE_DISTINCT", 30)
+    keep = run_columns(config)
+    plain = list(read_records_chunks(config, size, keep=keep))
+    compact = list(read_records_chunks(config, size, keep=keep, compact=True))
+    coded = [c for c in compact[0] if isinstance(compact[0][c].dtype, pd.CategoricalDtype)]
+    # the sources, the genders (read by the ID checks, coded after them) and the flags
+    for col in (schema.SOURCE, schema.GENDER_STD, schema.QUALITY_FLAGS):
+        assert col in coded
+    assert schema.RECORD_ID not in coded  # every value distinct: left as it is
+    for a, b in zip(plain, compact, strict=True):
+        assert list(a.columns) == list(b.columns)
+        # a chunk's own: a column may be coded in one chunk and not another
+        coded = [c for c in b if isinstance(b[c].dtype, pd.CategoricalDtype)]
+        for col in coded:
+            values = pd.Series(np.asarray(b[col], dtype=object), dtype=object)
+            pd.testing.assert_series_equal(
+                values.where(values.notna(), None), a[col], check_names=False
+            )
+        assert all(a[c].equals(b[c]) for c in a.columns if c not in coded)
+    path_a, rows = write_parquet_chunks(iter(plain), tmp_path / "plain.parquet")
+    path_b, _ = write_parquet_chunks(iter(compact), tmp_path / "codes.parquet", text_codes=True)
+    assert rows == len(records)
+    assert path_a.read_bytes() == path_b.read_bytes()
+    # without text_codes a Categorical is Arrow's dictionary, as write_parquet writes it
+    path_c, _ = write_parquet_chunks(iter(compact[:1]), tmp_path / "dict.parquet")
+    assert pa.types.is_dictionary(pq.read_schema(path_c).field(schema.SOURCE).type)
+
+
+def test_a_column_of_codes_all_null_in_the_first_chunk_is_text(tmp_path):
+    frames = [
+        pd.DataFrame({"a": pd.Categorical([None, None], categories=pd.Index([], dtype=object)),
+                      "b": ["x", "y"]}),
+        pd.DataFrame({"a": pd.Categorical(["甲", None]), "b": ["z", None]}),
+    ]  # fmt: skip
+    path, _ = write_parquet_chunks(iter(frames), tmp_path / "t.parquet", text_codes=True)
+    assert pq.read_schema(path).field("a").type == pa.string()
+    assert pd.read_parquet(path)["a"].tolist()[2] == "甲"

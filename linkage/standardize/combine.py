@@ -389,6 +389,44 @@ _READ_LATER = frozenset(
 )  # fmt: skip
 
 
+# Distinct values below which a kept text column is held as a Categorical (``compact``):
+# int8, int16 or int32 codes, a quarter to an eighth of the pointers of an object column
+COMPACT_MAX = 2**16
+# Rows looked at first: a column with this share of them distinct is not factorized whole
+# (names, IDs, phones, address details: millions of distinct values, ~0.5 s each at 3 M)
+_COMPACT_SAMPLE = 20_000
+_COMPACT_SAMPLE_DISTINCT = 18_000
+
+
+def _compacted(frame: pd.DataFrame, skip: Collection[str] = ()) -> pd.DataFrame:
+    """``frame`` with each object column not in ``skip`` that has fewer than
+    ``COMPACT_MAX`` distinct values as a ``pandas.Categorical`` of those values (objects,
+    in order of first appearance; nulls as missing). The other columns are shared."""
+    columns: dict[str, pd.Series] = {}
+    changed = False
+    for col in frame.columns:
+        values = frame[col]
+        columns[col] = values
+        if col in skip or values.dtype != object or len(values) < 2 * _COMPACT_SAMPLE:
+            continue
+        array = values.to_numpy()
+        if len(pd.unique(array[:_COMPACT_SAMPLE])) > _COMPACT_SAMPLE_DISTINCT:
+            continue
+        codes, uniques = pd.factorize(array, use_na_sentinel=True)
+        if len(uniques) >= COMPACT_MAX:
+            continue
+        categories = pd.Index(np.asarray(uniques, dtype=object), dtype=object)
+        columns[col] = pd.Series(
+            pd.Categorical.from_codes(codes, categories=categories, validate=False),
+            index=frame.index,
+            name=col,
+        )
+        changed = True
+    if not changed:
+        return frame
+    return pd.DataFrame(columns, index=frame.index, copy=False)
+
+
 def _previous_century(
     birth: pd.Series, flags: pd.Series | None, registered: pd.Series, id_birth: pd.Series
 ) -> tuple[np.ndarray, pd.Series]:
@@ -450,6 +488,7 @@ def standardize(
     parallel: bool = False,
     keep: Collection[str] | None = None,
     batch: BatchFacts | None = None,
+    compact: bool = False,
 ) -> pd.DataFrame:
     """Return ``records`` with derived columns, ``rid`` row keys and ``quality_flags`` added.
 
@@ -476,6 +515,13 @@ def standardize(
     over the column's distinct values, also when a worker process standardizes half of
     them). When ``records`` is one chunk of a batch, ``batch`` (:class:`BatchFacts` of the
     whole batch) stands for it, so that the chunks come out as the batch would.
+
+    With ``compact`` (and ``keep``), each kept text column of fewer than ``COMPACT_MAX``
+    distinct values is held as a ``pandas.Categorical`` (``_compacted``) from the end of its
+    field on (after the cross-field checks for those they read): 1 to 4 bytes a row instead
+    of an 8-byte pointer. For a caller that writes the table out: ``io.write_parquet_chunks``
+    writes such a column as the text column it stands for (the same file). At three million
+    records, ~0.4 GB less for the standardizing stage of ``linkage run``.
     """
     config = config or StandardizeConfig()
     if not records.index.equals(pd.RangeIndex(len(records))):
@@ -521,6 +567,8 @@ def standardize(
                     wanted = [c for c in frame.columns if c in keep or c in _READ_LATER]
                     if len(wanted) < frame.shape[1]:
                         frame = column_subset(frame, wanted)
+                    if compact:
+                        frame = _compacted(frame, skip=_READ_LATER)
                     if entry.field in records.columns and entry.field not in keep:
                         del records[entry.field]  # held alone: freed here
                 done[entry.field] = frame
@@ -562,6 +610,12 @@ def standardize(
     flags.add(_flag_part(not_own, "id_not_own", records.index))
     flags.add(_flag_part(after_registered, "birth_date_after_registered", records.index))
 
+    if keep is not None and compact:
+        # the kept columns later fields and the checks above read, now done with, and the
+        # raw columns kept (the source's name)
+        dropped = [c for frame in [records, *done.values()] for c in frame if c not in keep]
+        done = {field: _compacted(frame, skip=dropped) for field, frame in done.items()}
+        records = _compacted(records, skip=dropped)
     if keep is None:
         derived = pd.concat(list(done.values()), axis=1)
         out = pd.concat([records, derived], axis=1)
@@ -574,6 +628,8 @@ def standardize(
         del columns
     del done
     out[schema.QUALITY_FLAGS] = flags.series()
+    if keep is not None and compact:
+        out = _compacted(out, skip=[c for c in out.columns if c != schema.QUALITY_FLAGS])
     out.insert(0, schema.ROW, np.arange(len(out), dtype=np.int64))
     if keep is not None:
         out = column_subset(out, [c for c in out.columns if c in keep])
