@@ -258,8 +258,11 @@ def _golden_field(
     sorted_ident = ic[order]
     first = np.ones(len(order), dtype=bool)
     first[1:] = sorted_ident[1:] != sorted_ident[:-1]
-    chosen_rows = rows[order[first]]
-    chosen_ident = sorted_ident[first]
+    # int32 where they fit: every field's are held until the golden table is put together
+    # (two arrays an identity a field: ~0.15 GB less at three million records)
+    small = np.int32 if len(shown) < 2**31 else np.int64
+    chosen_rows = rows[order[first]].astype(small)
+    chosen_ident = sorted_ident[first].astype(small)
     column = _picked(shown.to_numpy(dtype=object), None, chosen_rows, chosen_ident, n_ident)
     conflict = None
     if field in CONFLICT_FIELDS:

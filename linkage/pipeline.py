@@ -535,10 +535,11 @@ def link_records(
     the records checkpoint) passes ``records`` cut to what blocking reads
     (``held_columns``; or to ``linking_columns``) and each later stage reads the columns it
     lacks from it when it starts: the comparing columns while the comparisons are prepared,
-    the twin and sibling checks' columns once they are (every other column then dropped:
-    scoring levels pairs from the prepared codes), the clustering columns once the
-    comparisons are freed after scoring, the golden columns after clustering (clustering's
-    own then dropped, and the columns of the fields a worker process builds).
+    the twin and sibling checks' columns once they are (every other column but the
+    clustering ones then dropped: scoring levels pairs from the prepared codes), the other
+    clustering columns once the comparisons are freed after scoring, the golden columns
+    after clustering (clustering's own then dropped, and the columns of the fields a worker
+    process builds).
     ``LinkResult.records`` is the table held at the end: ``rid``, ``source``,
     ``record_id`` and the golden columns this process read.
     """
@@ -906,10 +907,11 @@ def _after_comparing(
     """``records`` cut, once the comparisons are prepared, to what the rest of the run
     reads: comparing, training's u sample and scoring level pairs from the prepared codes,
     so the comparing columns are done with. With ``read`` (a run that spills its records)
-    only what scoring reads is held (``stage_columns``' ``scoring``, read from ``read``
-    where missing): the prepared comparisons and the pair vectors peak then, and clustering
-    reads its own columns back once they are freed (``_for_clustering``), golden records
-    theirs after that. Without ``read`` the clustering and golden-record columns are kept.
+    only what scoring reads (``stage_columns``' ``scoring``, read from ``read`` where
+    missing) and the clustering columns ``records`` holds are kept: the prepared
+    comparisons and the pair vectors peak then, and clustering reads its other columns
+    once they are freed (``_for_clustering``), golden records theirs after that. Without
+    ``read`` the clustering and golden-record columns are kept.
     Columns are shared, not copied (``column_subset``); unchanged when cut already."""
     stages = stage_columns(config, comparisons)
     if read is None:
@@ -919,9 +921,11 @@ def _after_comparing(
             return records
         records = column_subset(records, keep)
     else:
-        # at three million records the clustering and golden columns a run held through
-        # scoring (record ids, IDs, phones as Python strings) were ~0.6 GB of its peak
-        records = _columns_for(records, stages["scoring"], read)
+        # the clustering columns held already stay (read back, the IDs cost ~1 s at three
+        # million records); the others, and the golden ones, wait: at three million records
+        # the record ids and phones as Python strings were ~0.3 GB of scoring's peak
+        held = [c for c in stages["clustering"] if c in records.columns]
+        records = _columns_for(records, list(dict.fromkeys(stages["scoring"] + held)), read)
     release_memory()
     return records
 
