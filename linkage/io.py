@@ -37,6 +37,11 @@ from linkage.tables import _is_text_dtype, shared_text, text_columns
 
 logger = logging.getLogger(__name__)
 
+# Records from which ``read_records_chunks(compact=True)`` holds few-valued text as codes in
+# one go: at 997,721 records the reading child's peak (1.3 GB) is below the run's later
+# stages' (1.4-1.5 GB) and the codes cost ~1 s; at 2,993,950 it was the run's peak
+COMPACT_MIN_RECORDS = 2_000_000
+
 # GBK and GB2312 are decoded as GB18030, their superset: a GB18030-only character breaks
 # the gbk codec, and gb2312 turns the middle dot of minority names into U+30FB.
 _CODEC = {"gbk": "gb18030", "gb2312": "gb18030", "utf-8": "utf-8", "utf-8-sig": "utf-8-sig"}
@@ -1664,7 +1669,8 @@ def read_records_chunks(
     the next (``write_parquet_chunks``: ``linkage run``'s records checkpoint) holds one chunk's
     standardized columns instead of all of them (the standardizing stage's peak); with
     ``compact`` (and ``keep``) the frames' text columns of few distinct values are
-    ``pandas.Categorical`` (``standardize(compact=)``), for such a writer only. Distinct
+    ``pandas.Categorical`` (``standardize(compact=)``), for such a writer only, when the
+    batch is chunked or has at least ``COMPACT_MIN_RECORDS`` records. Distinct
     values are standardized once per chunk, not once per run: a value in several chunks
     costs its work in each. Raises what :func:`read_records` raises, when the first frame
     is asked for.
@@ -1720,6 +1726,9 @@ def read_records_chunks(
         # the batch's city; an ID column's float damage is judged over all its IDs),
         # decided over every chunk before any is made
         batch = _batch_facts(parts, timings, report.advance) if many else None
+        # codes cost ~1 s of factorizing a million records: worth it where the child's peak
+        # is the run's (a large batch in one go, or a chunked run asked to stay small)
+        compact = compact and (many or n >= COMPACT_MIN_RECORDS)
         for start in starts:
             spent: dict[str, float] = {}
             # handed over: standardize frees each raw column it no longer needs

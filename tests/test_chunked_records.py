@@ -326,11 +326,17 @@ def test_compact_chunks_hold_codes_and_write_the_same_file(
 ):
     # ``compact`` holds few-valued text columns as Categoricals of the same values; written
     # with ``text_codes`` they give the file the object columns give, byte for byte
+    import linkage.io
     import linkage.standardize.combine as combine
 
     monkeypatch.setattr(combine, "_COMPACT_SAMPLE", 40)
     monkeypatch.setattr(combine, "_COMPACT_SAMPLE_DISTINCT", 30)
     keep = run_columns(config)
+    if size is None:
+        # a batch in one go below COMPACT_MIN_RECORDS is not coded (its peak is not the run's)
+        (whole,) = read_records_chunks(config, None, keep=keep, compact=True)
+        assert not any(isinstance(t, pd.CategoricalDtype) for t in whole.dtypes)
+        monkeypatch.setattr(linkage.io, "COMPACT_MIN_RECORDS", 100)
     plain = list(read_records_chunks(config, size, keep=keep))
     compact = list(read_records_chunks(config, size, keep=keep, compact=True))
     coded = [c for c in compact[0] if isinstance(compact[0][c].dtype, pd.CategoricalDtype)]
