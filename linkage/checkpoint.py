@@ -83,6 +83,13 @@ class _Background:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def part_order(path: Path) -> tuple[int, str]:
+    """Sort key of a part file ``part-<number>.<kind>.parquet``: its number, then its name
+    (names alone misorder from ``part-100000`` on, past the zero padding)."""
+    number = path.name.split(".", 1)[0].removeprefix("part-")
+    return (int(number) if number.isdigit() else -1, path.name)
+
+
 class Checkpoints:
     """Stage outputs of one run under ``folder`` (``OUTPUT/.work``), valid for one fingerprint.
 
@@ -292,8 +299,9 @@ class Checkpoints:
         return pd.read_parquet(self.folder / stage / f"{name}.parquet", columns=columns)
 
     def parts(self, stage: str) -> list[Path]:
-        """Parquet parts written into ``stage``'s folder, in name order."""
-        return sorted((self.folder / stage).glob("part-*.parquet"))
+        """Parquet parts written into ``stage``'s folder (``part-<number>...parquet``), in
+        the order of their numbers (``part_order``)."""
+        return sorted((self.folder / stage).glob("part-*.parquet"), key=part_order)
 
     def remove(self) -> None:
         """Delete the checkpoint folder and its key (the run's outputs are written, or it

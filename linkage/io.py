@@ -1470,13 +1470,21 @@ def _chunk_schema(frame: pd.DataFrame, text_codes: bool = False) -> Any:
     ]  # fmt: skip
     if coded:
         rest = frame.iloc[:, [j for j in range(frame.shape[1]) if j not in set(coded)]]
-        typed = _first_text_rows(rest)
-        if typed is None:
-            typed = _type_rows(rest)
+        typed = pd.DataFrame(index=range(1))
+        if rest.shape[1]:
+            typed = _first_text_rows(rest)
+            if typed is None:
+                typed = _type_rows(rest)
         if typed is None:  # another value than text: the whole columns, as always
             frame = frame.assign(
-                **{frame.columns[j]: np.asarray(frame.iloc[:, j], dtype=object) for j in coded}
-            )
+                **{
+                    frame.columns[j]: pd.Series(
+                        np.asarray(frame.iloc[:, j], dtype=object), dtype=object,
+                        index=frame.index,
+                    )
+                    for j in coded
+                }
+            )  # fmt: skip
         else:
             rows = {j: _categorical_row(frame.iloc[:, j]) for j in coded}
             others = iter(range(typed.shape[1]))

@@ -25,7 +25,7 @@ from scipy.sparse.csgraph import connected_components
 
 from linkage import schema
 from linkage.blocking import DERIVED_KEYS, block
-from linkage.checkpoint import Checkpoints
+from linkage.checkpoint import Checkpoints, part_order
 from linkage.cluster import (
     cannot_link_table,
     cluster_pairs,
@@ -391,7 +391,7 @@ class _ClusterInput:
     def saved(cls, n_records: int, threshold: float, folder: Path) -> _ClusterInput:
         """The input an earlier run of this stage saved in ``folder`` (see ``save``)."""
         out = cls(n_records, threshold, folder)
-        parts = sorted(folder.glob("part-*.parquet"))
+        parts = sorted(folder.glob("part-*.parquet"), key=part_order)
         out.links = [pd.read_parquet(p) for p in parts if p.name.endswith(".links.parquet")]
         out.below = [p for p in parts if p.name.endswith(".below.parquet")]
         out.partnered = pd.read_parquet(folder / "partnered.parquet")["partnered"].to_numpy()

@@ -12,7 +12,7 @@ import linkage.checkpoint
 import linkage.linker
 import linkage.pipeline
 from linkage import schema, synth
-from linkage.checkpoint import KEY_FILE, WORK_DIR, Checkpoints, fingerprint
+from linkage.checkpoint import KEY_FILE, WORK_DIR, Checkpoints, fingerprint, part_order
 from linkage.cli import app
 from linkage.cluster import sibling_pairs
 from linkage.compare.name import NameComparison
@@ -494,3 +494,14 @@ def test_background_save_reads_back_and_calls_back_once(tmp_path):
     checkpoints.after_save("blocking", lambda: called.append("never"))  # neither saved
     assert called == ["early", "late"]
     assert checkpoints._verified("records")
+
+
+def test_parts_are_read_in_the_order_of_their_numbers(tmp_path):
+    # zero-padded to five digits: from part-100000 on, names alone misorder them
+    names = ["part-100000.kept.parquet", "part-99999.kept.parquet", "part-00002.links.parquet",
+             "part-00002.below.parquet", "part-00010.kept.parquet"]
+    ordered = sorted((tmp_path / n for n in names), key=part_order)
+    assert [p.name for p in ordered] == [
+        "part-00002.below.parquet", "part-00002.links.parquet", "part-00010.kept.parquet",
+        "part-99999.kept.parquet", "part-100000.kept.parquet",
+    ]

@@ -372,3 +372,18 @@ def test_a_column_of_codes_all_null_in_the_first_chunk_is_text(tmp_path):
     path, _ = write_parquet_chunks(iter(frames), tmp_path / "t.parquet", text_codes=True)
     assert pq.read_schema(path).field("a").type == pa.string()
     assert pd.read_parquet(path)["a"].tolist()[2] == "甲"
+
+
+def test_codes_beside_a_column_of_other_values_or_alone_write_the_same_file(tmp_path):
+    # an object column holding numbers types the file from whole columns; every column
+    # coded leaves none to type from: both give the file of the object columns
+    text = pd.Series(["甲", None, "乙", "甲"] * 10, dtype=object)
+    plain = pd.DataFrame({"n": pd.Series([1, 2, None, 3] * 10, dtype=object), "t": text})
+    coded = plain.assign(t=pd.Categorical(text))
+    a, _ = write_parquet_chunks(iter([plain, plain]), tmp_path / "a.parquet")
+    b, _ = write_parquet_chunks(iter([coded, coded]), tmp_path / "b.parquet", text_codes=True)
+    assert a.read_bytes() == b.read_bytes()
+    alone = pd.DataFrame({"t": pd.Categorical(text)})
+    c, _ = write_parquet_chunks(iter([plain[["t"]]]), tmp_path / "c.parquet")
+    d, _ = write_parquet_chunks(iter([alone]), tmp_path / "d.parquet", text_codes=True)
+    assert c.read_bytes() == d.read_bytes()
