@@ -683,6 +683,7 @@ def link_records(
                 del frame
         del cluster_input
         ids = cluster_ids(records, labels, id_key or process_key())
+        del labels  # a label per record (int64): not needed past the ids
         identities = pd.DataFrame(
             {
                 schema.SOURCE: records[schema.SOURCE].to_numpy(),
