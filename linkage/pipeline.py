@@ -669,7 +669,6 @@ def link_records(
     try:
         if golden_records is not None:
             # the prepared comparisons are freed: clustering's columns come back now
-            release_memory()
             records = _for_clustering(records, config, comparisons, golden_records)
         if checkpoints is not None and checkpoints.done("clustering"):
             labels = checkpoints.frame("clustering", "labels")["label"]

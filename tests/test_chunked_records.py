@@ -329,8 +329,9 @@ def test_compact_chunks_hold_codes_and_write_the_same_file(
     import linkage.io
     import linkage.standardize.combine as combine
 
-    monkeypatch.setattr(combine, "_COMPACT_SAMPLE", 40)
-    monkeypatch.setattr(combine, "_COMPACT_SAMPLE_DISTINCT", 30)
+    monkeypatch.setattr(combine, "_COMPACT_MIN_ROWS", 80)
+    monkeypatch.setattr(combine, "_COMPACT_PREFIX", 40)
+    monkeypatch.setattr(combine, "COMPACT_MAX", 30)
     keep = run_columns(config)
     if size is None:
         # a batch in one go below COMPACT_MIN_RECORDS is not coded (its peak is not the run's)

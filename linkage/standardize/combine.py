@@ -392,39 +392,47 @@ _READ_LATER = frozenset(
 # Distinct values below which a kept text column is held as a Categorical (``compact``):
 # int8, int16 or int32 codes, a quarter to an eighth of the pointers of an object column
 COMPACT_MAX = 2**16
-# Rows looked at first: a column with this share of them distinct is not factorized whole
-# (names, IDs, phones, address details: millions of distinct values, ~0.5 s each at 3 M)
-_COMPACT_SAMPLE = 20_000
-_COMPACT_SAMPLE_DISTINCT = 18_000
+# Rows a column needs to be coded: below, its pointers are a few hundred kilobytes
+_COMPACT_MIN_ROWS = 40_000
+# Rows looked at first: a column with COMPACT_MAX distinct values among them has at least
+# as many in all, and is not factorized whole (names, IDs, phones, address details:
+# hundreds of thousands of distinct values, 0.3-1 s each at three million records)
+_COMPACT_PREFIX = 200_000
 
 
-def _compacted(frame: pd.DataFrame, skip: Collection[str] = ()) -> pd.DataFrame:
-    """``frame`` with each object column not in ``skip`` that has fewer than
-    ``COMPACT_MAX`` distinct values as a ``pandas.Categorical`` of those values (objects,
-    in order of first appearance; nulls as missing). The other columns are shared."""
-    columns: dict[str, pd.Series] = {}
-    changed = False
+def _compact_column(values: pd.Series) -> pd.Series | None:
+    """``values`` (an object column) as a ``pandas.Categorical`` of its values (objects, in
+    order of first appearance; nulls as missing) when it has fewer than ``COMPACT_MAX``
+    distinct values and at least ``_COMPACT_MIN_ROWS`` rows; else None."""
+    if values.dtype != object or len(values) < _COMPACT_MIN_ROWS:
+        return None
+    array = values.to_numpy()
+    if len(array) > _COMPACT_PREFIX and len(pd.unique(array[:_COMPACT_PREFIX])) >= COMPACT_MAX:
+        return None
+    codes, uniques = pd.factorize(array, use_na_sentinel=True)
+    if len(uniques) >= COMPACT_MAX:
+        return None
+    categories = pd.Index(np.asarray(uniques, dtype=object), dtype=object)
+    return pd.Series(
+        pd.Categorical.from_codes(codes, categories=categories, validate=False),
+        index=values.index,
+        name=values.name,
+    )
+
+
+def _compacted(frame: pd.DataFrame, columns: Collection[str]) -> pd.DataFrame:
+    """``frame`` with those of ``columns`` that ``_compact_column`` codes as Categoricals;
+    the other columns shared."""
+    coded = {}
     for col in frame.columns:
-        values = frame[col]
-        columns[col] = values
-        if col in skip or values.dtype != object or len(values) < 2 * _COMPACT_SAMPLE:
-            continue
-        array = values.to_numpy()
-        if len(pd.unique(array[:_COMPACT_SAMPLE])) > _COMPACT_SAMPLE_DISTINCT:
-            continue
-        codes, uniques = pd.factorize(array, use_na_sentinel=True)
-        if len(uniques) >= COMPACT_MAX:
-            continue
-        categories = pd.Index(np.asarray(uniques, dtype=object), dtype=object)
-        columns[col] = pd.Series(
-            pd.Categorical.from_codes(codes, categories=categories, validate=False),
-            index=frame.index,
-            name=col,
-        )
-        changed = True
-    if not changed:
+        if col in columns:
+            values = _compact_column(frame[col])
+            if values is not None:
+                coded[col] = values
+    if not coded:
         return frame
-    return pd.DataFrame(columns, index=frame.index, copy=False)
+    out = {col: coded.get(col, frame[col]) for col in frame.columns}
+    return pd.DataFrame(out, index=frame.index, copy=False)
 
 
 def _previous_century(
@@ -567,8 +575,10 @@ def standardize(
                     wanted = [c for c in frame.columns if c in keep or c in _READ_LATER]
                     if len(wanted) < frame.shape[1]:
                         frame = column_subset(frame, wanted)
-                    if compact:
-                        frame = _compacted(frame, skip=_READ_LATER)
+                    if compact:  # those later fields and checks read: after them
+                        frame = _compacted(
+                            frame, [c for c in frame.columns if c in keep and c not in _READ_LATER]
+                        )
                     if entry.field in records.columns and entry.field not in keep:
                         del records[entry.field]  # held alone: freed here
                 done[entry.field] = frame
@@ -611,11 +621,11 @@ def standardize(
     flags.add(_flag_part(after_registered, "birth_date_after_registered", records.index))
 
     if keep is not None and compact:
-        # the kept columns later fields and the checks above read, now done with, and the
-        # raw columns kept (the source's name)
-        dropped = [c for frame in [records, *done.values()] for c in frame if c not in keep]
-        done = {field: _compacted(frame, skip=dropped) for field, frame in done.items()}
-        records = _compacted(records, skip=dropped)
+        # the kept columns later fields and the checks above read, now done with (the
+        # others were coded as their field ended), and the raw columns kept (the sources)
+        later = [c for c in _READ_LATER if c in keep]
+        done = {field: _compacted(frame, later) for field, frame in done.items()}
+        records = _compacted(records, [c for c in records.columns if c in keep])
     if keep is None:
         derived = pd.concat(list(done.values()), axis=1)
         out = pd.concat([records, derived], axis=1)
@@ -628,8 +638,10 @@ def standardize(
         del columns
     del done
     out[schema.QUALITY_FLAGS] = flags.series()
-    if keep is not None and compact:
-        out = _compacted(out, skip=[c for c in out.columns if c != schema.QUALITY_FLAGS])
+    if keep is not None and compact and schema.QUALITY_FLAGS in keep:
+        coded = _compact_column(out[schema.QUALITY_FLAGS])
+        if coded is not None:
+            out[schema.QUALITY_FLAGS] = coded
     out.insert(0, schema.ROW, np.arange(len(out), dtype=np.int64))
     if keep is not None:
         out = column_subset(out, [c for c in out.columns if c in keep])
