@@ -654,10 +654,9 @@ def link_records(
     # the kept pairs, saved chunk by chunk in the scoring checkpoint, are read back after
     # golden records rather than held through clustering and golden records (~200 MB at
     # three million records); one chunk's keep its own index labels, so those stay
-    spilled = checkpoints is not None and scored.index.equals(pd.RangeIndex(len(scored)))
+    spilled = isinstance(scored, int)
     if spilled:
-        n_scored = len(scored)
-        del scored
+        n_scored = scored
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -985,20 +984,30 @@ def _score(
     checkpoints: Checkpoints | None,
     prepared: list[Prepared] | None = None,
     sample: np.ndarray | None = None,
-) -> tuple[pd.DataFrame, _ClusterInput, int]:
+) -> tuple[pd.DataFrame | int, _ClusterInput, int]:
     """Score all candidate pairs a chunk at a time (comparing them first unless ``vectors``
-    holds them all); return the kept full rows (``_kept_rows``), clustering's share of every
-    pair (``_ClusterInput``) and the number of matches. With ``sample`` (sorted positions
-    in ``pairs``), ``vectors`` and ``tf`` hold the training sample's rows: those pairs are
-    not compared again. With ``checkpoints`` each chunk's kept rows and clustering share
-    are spilled to the checkpoint folder."""
+    holds them all); return the kept scored pairs (``score_pairs``' columns, those at or
+    above ``output.pairs_min_probability`` and a sample below it), clustering's share of
+    every pair (``_ClusterInput``) and the number of matches. With ``sample`` (sorted
+    positions in ``pairs``), ``vectors`` and ``tf`` hold the training sample's rows: those
+    pairs are not compared again. With ``checkpoints`` each chunk's kept rows and
+    clustering share are spilled to the checkpoint folder; where that is two chunks or
+    more, the kept pairs are not held at all and their number is returned in their place
+    (``_saved_kept`` reads them back: the same table, joined with a new ``RangeIndex``)."""
     threshold = config.clustering.threshold
     if checkpoints is not None and checkpoints.done("scoring"):
         _stage(say, "scoring")
         doc = checkpoints.document("scoring")
         folder = checkpoints.path("scoring")
+        parts = _kept_parts(checkpoints)
+        if len(parts) > 1:
+            import pyarrow.parquet as pq
+
+            kept_saved: pd.DataFrame | int = sum(pq.read_metadata(p).num_rows for p in parts)
+        else:
+            kept_saved = _saved_kept(checkpoints)
         return (
-            _saved_kept(checkpoints),
+            kept_saved,
             _ClusterInput.saved(len(records), threshold, folder),
             int(doc["matches"]),
         )
@@ -1009,7 +1018,11 @@ def _score(
     folder = checkpoints.path("scoring") if checkpoints is not None else None
     cluster_input = _ClusterInput(len(records), threshold, folder)
     kept: list[pd.DataFrame] = []
-    matches = 0
+    # two chunks or more spilled: each chunk's kept rows are only written, not held (nor
+    # joined at the end: the list and its join held twice the kept pairs, ~400 MB at three
+    # million records, at the scoring stage's end)
+    spill = folder is not None and len(pairs) > step
+    n_kept = matches = 0
     for i, start in enumerate(range(0, max(len(pairs), 1), step)):
         stop = min(start + step, len(pairs))
         if vectors is not None and sample is None:
@@ -1027,24 +1040,50 @@ def _score(
         keep = (prob >= floor) | _below_floor_sample(
             scored[schema.ROW_L].to_numpy(), scored[schema.ROW_R].to_numpy(), fraction
         )
-        kept.append(scored if keep.all() else scored[keep])
+        part = scored if keep.all() else scored[keep]
         cluster_input.add(records, scored, i)
         del scored
         if folder is not None:
-            write_parquet(kept[-1], folder / f"part-{i:05d}.kept.parquet")
+            write_parquet(part, folder / f"part-{i:05d}.kept.parquet")
+        n_kept += len(part)
+        if not spill:
+            kept.append(part)
+        del part
         say.advance(stop - start)
     cluster_input.save()
-    scored_all = pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0]
     if checkpoints is not None:
         checkpoints.save("scoring", None, {"matches": matches})
+    if spill:
+        return n_kept, cluster_input, matches
+    scored_all = pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0]
     return scored_all, cluster_input, matches
+
+
+def _kept_parts(checkpoints: Checkpoints) -> list[Path]:
+    """The scoring checkpoint's files of kept scored pairs, in chunk order."""
+    return [p for p in checkpoints.parts("scoring") if p.name.endswith(".kept.parquet")]
 
 
 def _saved_kept(checkpoints: Checkpoints) -> pd.DataFrame:
     """The kept scored pairs ``_score`` saved a chunk at a time in the scoring checkpoint,
-    joined as it joins them (a new ``RangeIndex``)."""
-    parts = [p for p in checkpoints.parts("scoring") if p.name.endswith(".kept.parquet")]
-    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    joined as it joins them (``pd.concat(..., ignore_index=True)`` of each file's table).
+
+    Joined a column at a time: each column's parts are read and joined into the table being
+    built, so the reading holds the table and one column's parts at once, not every part's
+    table beside their join (twice the kept pairs, the golden-records stage's peak at three
+    million records)."""
+    parts = _kept_parts(checkpoints)
+    if len(parts) == 1:
+        return pd.read_parquet(parts[0])
+    import pyarrow.parquet as pq
+
+    first, *rest = pq.read_schema(parts[0]).names
+    frame = pd.concat([pd.read_parquet(p, columns=[first]) for p in parts], ignore_index=True)
+    for name in rest:
+        column = pd.concat([pd.read_parquet(p, columns=[name]) for p in parts], ignore_index=True)
+        frame[name] = column[name]
+        del column
+    return frame
 
 
 def _compare_chunk(

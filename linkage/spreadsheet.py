@@ -16,6 +16,9 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # only can call no function, so phone numbers and filler dashes stay as they are.
 _PLAIN_SIGNED = r"^[+-][\d\s.()\-]*$"
 _ESCAPED = r"^'+[=+\-@\t\r]"
+# A cell that starts with a formula start or ``'``, or holds a ``;``: all that
+# ``_may_need_escape`` looks for (RE2, one pass).
+_MAY_ESCAPE = r"^[=+\-@'\t\r]|;"
 # Inside a cell: a ';' then (after quotes, spaces or tabs) a formula start. A spreadsheet
 # whose list separator is ';' (the usual one where the decimal mark is a comma) splits the
 # line there, whatever the CSV quoting, and runs the piece after it as a formula.
@@ -33,12 +36,22 @@ def _may_need_escape(values: pd.Series) -> np.ndarray:
     anything but text and nulls is answered True everywhere (all cells take the full path).
     """
     try:
-        arr = pa.array(values, type=pa.string(), from_pandas=True)
+        # the column's own Arrow text when it has one (pandas 3's ``str``): cast to another
+        # string type or sliced, a copy of each column was made beside the others being
+        # written (the writing stage's peak at three million records)
+        arr = pa.array(values, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
         return np.ones(len(values), dtype=bool)
-    first = pc.utf8_slice_codeunits(arr, 0, 1)
-    starts = pc.is_in(first, value_set=pa.array(_FORMULA_START + ("'",)))
-    either = pc.or_(starts, pc.match_substring(arr, ";"))
+    if pa.types.is_null(arr.type):
+        return np.zeros(len(values), dtype=bool)
+    if pa.types.is_dictionary(arr.type):  # a Categorical: its text
+        try:
+            arr = arr.cast(arr.type.value_type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return np.ones(len(values), dtype=bool)
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return np.ones(len(values), dtype=bool)
+    either = pc.match_substring_regex(arr, _MAY_ESCAPE)
     return np.asarray(either.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
 

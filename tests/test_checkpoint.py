@@ -153,13 +153,19 @@ def test_small_chunks_give_the_same_result(demo, reference, tmp_path, monkeypatc
     config_path, _ = demo
     out = tmp_path / "chunked"
     linker = Linker(_config(config_path, chunk_pairs=1000), id_key=KEY)
-    read_back = []
-    saved_kept = linkage.pipeline._saved_kept
+    read_back, scored = [], []
+    saved_kept, score = linkage.pipeline._saved_kept, linkage.pipeline._score
     monkeypatch.setattr(
         linkage.pipeline, "_saved_kept", lambda c: read_back.append(1) or saved_kept(c)
     )
+    monkeypatch.setattr(
+        linkage.pipeline, "_score", lambda *a, **k: scored.append(score(*a, **k)) or scored[-1]
+    )
     linker.write(out)
     assert read_back == [1]  # the kept pairs were dropped after scoring and read back
+    # scoring held none of them: each chunk's were written to the checkpoint, not kept (nor
+    # joined) in memory, and only their number came back
+    assert isinstance(scored[0][0], int) and scored[0][0] == len(linker.result_.pairs)
     assert linker.result_.summary["candidate_pairs"] > 1500  # two chunks or more
     assert _outputs(out) == _outputs(reference)
     # a run with checkpoints reads its kept pairs back from them after golden records (not

@@ -117,6 +117,28 @@ def test_neutralize_then_restore_is_exact_and_leaves_no_formula(values):
     assert back["n"].tolist() == frame["n"].tolist()
 
 
+@given(
+    st.lists(st.one_of(st.none(), st.text(alphabet=";'\" \t\r=+-@a1王", max_size=6)), max_size=8),
+    st.sampled_from(["object", "str", "string", "category"]),
+)
+def test_the_prefilter_misses_no_cell_the_escaping_changes(values, dtype):
+    """``neutralize_formulas`` escapes only the cells ``_may_need_escape`` picks (one Arrow
+    pass over the column's own text, whatever its dtype): it must pick every cell the
+    escaping would change, so the result equals escaping every cell."""
+    from linkage.spreadsheet import _escape_cells, _may_need_escape
+
+    column = pd.Series(values, dtype=object).astype(dtype)
+    picked = _may_need_escape(column)
+    _, changed = _escape_cells(column.astype(object))
+    assert not (changed & ~picked).any()
+    safe = neutralize_formulas(pd.DataFrame({"v": column, "n": range(len(values))}))
+    escaped, mask = _escape_cells(column.astype(object))
+    expected = [e if m else v for v, e, m in zip(column.astype(object), escaped.astype(object), mask)]
+    assert [None if pd.isna(v) else v for v in safe["v"].astype(object)] == [
+        None if pd.isna(v) else v for v in expected
+    ]
+
+
 def test_encode_never_copies_identifier_record_ids(tmp_path, monkeypatch):
     (tmp_path / "a.csv").write_text(
         "sfz,name,birth\n110105194912310021,张伟,1949-12-31\n44030619900101002X,李娜,1990-01-01\n",
