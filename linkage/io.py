@@ -32,7 +32,7 @@ from linkage.errors import InputError
 from linkage.progress import ProgressLike, as_progress, release_memory
 from linkage.spreadsheet import neutralize_formulas, restore_formulas  # noqa: F401 - re-exported
 from linkage.standardize._distinct import PARALLEL_MIN_DISTINCT, warm_up, worker_process
-from linkage.standardize.combine import FIELDS, BatchFacts, standardize
+from linkage.standardize.combine import FIELDS, BatchFacts, _arrow_text, standardize
 from linkage.tables import _is_text_dtype, shared_text, text_columns
 
 logger = logging.getLogger(__name__)
@@ -1219,6 +1219,23 @@ def _as_frame(table: Any) -> pd.DataFrame:
     return pd.DataFrame(columns, copy=False)
 
 
+def _lazy_frame(table: Any) -> pd.DataFrame:
+    """A table of strings (``_stacked_arrow``'s rows) as a frame of Arrow string columns
+    (``pd.ArrowDtype(pa.string())``, no copy) for ``standardize``, which converts each to
+    ``_as_frame``'s objects when its field reads it: the raw rows are never all held as
+    Python objects at once (~3 times their Arrow size). A frame is returned as it is."""
+    import pyarrow as pa
+
+    if isinstance(table, pd.DataFrame):
+        return table
+    dtype = pd.ArrowDtype(pa.string())
+    columns = {
+        name: pd.Series(pd.arrays.ArrowExtensionArray(col.cast(pa.string())), dtype=dtype)
+        for name, col in zip(table.column_names, table.columns, strict=True)
+    }
+    return pd.DataFrame(columns, copy=False)
+
+
 def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     """Write a file through ``writer(tmp_path)`` then move it into place in one step."""
     path = Path(path)
@@ -1461,12 +1478,15 @@ def _chunk_schema(frame: pd.DataFrame, text_codes: bool = False) -> Any:
     object column's type string: a column all null in the first chunk has no value to
     infer its type from (null), and text is all a records table's object columns hold.
     With ``text_codes``, a Categorical column is typed as the object column of its values
-    (``standardize(compact=)``), not as a dictionary."""
+    (``standardize(compact=)``), not as a dictionary, and so is a column of Arrow strings
+    (a raw column ``standardize`` kept as it was read)."""
     import pyarrow as pa
 
     coded = [
         j for j in range(frame.shape[1])
-        if text_codes and isinstance(frame.dtypes.iloc[j], pd.CategoricalDtype)
+        if text_codes and (
+            isinstance(frame.dtypes.iloc[j], pd.CategoricalDtype) or _arrow_text(frame.iloc[:, j])
+        )
     ]  # fmt: skip
     if coded:
         rest = frame.iloc[:, [j for j in range(frame.shape[1]) if j not in set(coded)]]
@@ -1520,6 +1540,10 @@ def _arrow_rows(part: pd.DataFrame, schema: Any) -> Any:
         if isinstance(column.dtype, pd.CategoricalDtype) and not pa.types.is_dictionary(field.type):
             # a column of text held as codes (``standardize(compact=)``): its values
             column = pd.Series(np.asarray(column, dtype=object), dtype=object)
+        if _arrow_text(column) and pa.types.is_string(field.type):
+            # Arrow strings written as the text column they stand for: their own buffers
+            arrays.append(pa.array(column.array).cast(field.type))
+            continue
         if column.dtype == object:
             arrays.append(pa.array(column.to_numpy(), type=field.type, from_pandas=True))
         else:
@@ -1559,8 +1583,13 @@ def _first_text_rows(frame: pd.DataFrame, look: int = 64) -> pd.DataFrame | None
 
 
 def _categorical_row(values: pd.Series) -> pd.Series:
-    """A Categorical column's first non-null value (None when all are null) as a one-row
-    object column: what ``_first_text_rows`` takes of the object column it stands for."""
+    """A Categorical (or Arrow string) column's first non-null value (None when all are
+    null) as a one-row object column: what ``_first_text_rows`` takes of the object column
+    it stands for."""
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        present = values.dropna()
+        value = present.iloc[0] if len(present) else None
+        return pd.Series([value], dtype=object, name=values.name)
     codes = values.cat.codes.to_numpy()
     present = np.flatnonzero(codes >= 0)
     value = values.cat.categories[codes[present[0]]] if len(present) else None
@@ -1670,8 +1699,9 @@ def read_records_chunks(
 
     All sources are read and sorted before the first frame is made; each frame is
     standardized when it is asked for, and the raw rows of the frames not yet made are the
-    only other rows held: with ``chunk_records`` given, as Arrow strings (each source
-    converted once read; a source whose text Arrow cannot hold stays as Python objects).
+    only other rows held: with ``chunk_records`` or ``compact`` given, as Arrow strings
+    (each source converted once read; a source whose text Arrow cannot hold stays as Python
+    objects), a raw column converted to Python objects only when its field is standardized.
     The two rules of standardizing that read other records (``standardize``'s ``batch``)
     are decided over all chunks first. A run that writes each frame out before asking for
     the next (``write_parquet_chunks``: ``linkage run``'s records checkpoint) holds one chunk's
@@ -1693,11 +1723,12 @@ def read_records_chunks(
     with worker_process(config.run.workers and _input_bytes(config) >= _WORKER_EARLY_BYTES):
         warm_up(["linkage.standardize.combine"])
         try:
-            if chunk_records is None:
+            if chunk_records is None and not compact:
                 raw = read_sources(config, progress=report, rejected=aside)
             else:
                 # each source held as Arrow strings once read (a Python object per value
-                # no longer): the rows wait as Arrow until their chunk is standardized
+                # no longer): the rows wait as Arrow until their chunk is standardized,
+                # each column until its field is (``_lazy_frame``)
                 sources = _source_frames(config, report, aside, convert=_arrow_source)
                 raw = _stacked_arrow(sources)
                 if raw is None:  # a source not held as Arrow: all as frames, as always
@@ -1741,7 +1772,7 @@ def read_records_chunks(
             spent: dict[str, float] = {}
             # handed over: standardize frees each raw column it no longer needs
             frame = standardize(
-                _as_frame(parts.pop()),
+                _lazy_frame(parts.pop()),
                 config.standardize,
                 timings=spent,
                 step=report.advance,

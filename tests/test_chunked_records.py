@@ -345,10 +345,15 @@ def test_compact_chunks_hold_codes_and_write_the_same_file(
     for col in (schema.SOURCE, schema.GENDER_STD, schema.QUALITY_FLAGS):
         assert col in coded
     assert schema.RECORD_ID not in coded  # every value distinct: left as it is
+    # the raw columns kept as they were read stay Arrow strings (the sources' few values
+    # coded instead); their fields read them as objects
+    arrow = [c for c in compact[0] if isinstance(compact[0][c].dtype, pd.ArrowDtype)]
+    assert schema.RECORD_ID in arrow and schema.NAME in arrow
+    assert all(c in (schema.RECORD_ID, *schema.CANONICAL_FIELDS) for c in arrow)
     for a, b in zip(plain, compact, strict=True):
         assert list(a.columns) == list(b.columns)
         # a chunk's own: a column may be coded in one chunk and not another
-        coded = [c for c in b if isinstance(b[c].dtype, pd.CategoricalDtype)]
+        coded = [c for c in b if isinstance(b[c].dtype, (pd.CategoricalDtype, pd.ArrowDtype))]
         for col in coded:
             values = pd.Series(np.asarray(b[col], dtype=object), dtype=object)
             pd.testing.assert_series_equal(

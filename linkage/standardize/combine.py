@@ -29,7 +29,7 @@ from linkage.standardize._distinct import (
     send_ahead,
     worker_process,
 )
-from linkage.tables import column_subset
+from linkage.tables import column_subset, shared_text
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +138,42 @@ def _distinct(values: pd.Series) -> list:
 
 
 def _column(records: pd.DataFrame, field: str) -> pd.Series:
+    """The raw column ``field`` as ``str`` objects and None (all None when absent): a
+    column held as Arrow strings (``_arrow_text``) is converted here, when its field is
+    standardized, one ``str`` per distinct value as the records frame would hold it."""
     if field in records.columns:
-        return records[field].astype(object)
+        values = records[field]
+        if _arrow_text(values):
+            return pd.Series(shared_text(values), index=records.index, dtype=object)
+        return values.astype(object)
     return pd.Series([None] * len(records), index=records.index, dtype=object)
+
+
+def _arrow_text(values: pd.Series) -> bool:
+    """Whether ``values`` is a raw column ``standardize`` takes as Arrow strings
+    (``pd.ArrowDtype(pa.string())``, ``io.read_records_chunks``' rows waiting for their
+    field) rather than Python objects."""
+    dtype = values.dtype
+    if not isinstance(dtype, pd.ArrowDtype):
+        return False
+    import pyarrow as pa
+
+    return pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)
+
+
+def _as_objects(records: pd.DataFrame, columns: Collection[str] | None = None) -> pd.DataFrame:
+    """``records`` with its Arrow string columns (``_arrow_text``; of ``columns`` when
+    given) as ``str`` objects and None, one ``str`` per distinct value: the raw columns no
+    field converted (those kept as they are, and the sources' own), as the output holds
+    them."""
+    names = records.columns if columns is None else [c for c in records.columns if c in columns]
+    arrow = [c for c in names if _arrow_text(records[c])]
+    if not arrow:
+        return records
+    records = records.copy(deep=False)
+    for c in arrow:
+        records[c] = pd.Series(shared_text(records[c]), index=records.index, dtype=object)
+    return records
 
 
 @dataclass(frozen=True)
@@ -420,6 +453,22 @@ def _compact_column(values: pd.Series) -> pd.Series | None:
     )
 
 
+def _few_valued(values: pd.Series) -> bool:
+    """Whether ``_compact_column`` would code the Arrow string column ``values`` once
+    converted to objects: at least ``_COMPACT_MIN_ROWS`` rows, fewer than ``COMPACT_MAX``
+    distinct values (nulls aside), counted in Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(values) < _COMPACT_MIN_ROWS:
+        return False
+    array = pa.array(values.array)
+    if len(values) > _COMPACT_PREFIX:
+        if pc.count_distinct(array.slice(0, _COMPACT_PREFIX)).as_py() >= COMPACT_MAX:
+            return False
+    return pc.count_distinct(array).as_py() < COMPACT_MAX
+
+
 def _compacted(frame: pd.DataFrame, columns: Collection[str]) -> pd.DataFrame:
     """``frame`` with those of ``columns`` that ``_compact_column`` codes as Categoricals;
     the other columns shared."""
@@ -524,6 +573,11 @@ def standardize(
     them). When ``records`` is one chunk of a batch, ``batch`` (:class:`BatchFacts` of the
     whole batch) stands for it, so that the chunks come out as the batch would.
 
+    A raw column may be held as Arrow strings (``pd.ArrowDtype(pa.string())``): it is
+    converted to ``str`` objects when its field reads it (or at the end, when no field
+    does), so that a caller holding the raw rows as Arrow (``io.read_records_chunks``) never
+    holds every raw column as objects at once; the result is that of the object columns.
+
     With ``compact`` (and ``keep``), each kept text column of fewer than ``COMPACT_MAX``
     distinct values is held as a ``pandas.Categorical`` (``_compacted``) from the end of its
     field on (after the cross-field checks for those they read): 1 to 4 bytes a row instead
@@ -551,7 +605,7 @@ def standardize(
         if batch.id_verdict is None and schema.ID_NUMBER in records.columns:
             # judged before the worker takes its half of the IDs: both read them alike
             t = time.perf_counter()
-            verdict = idnumber.column_verdict(_distinct(records[schema.ID_NUMBER]))
+            verdict = idnumber.column_verdict(_distinct(_column(records, schema.ID_NUMBER)))
             batch = dataclasses.replace(batch, id_verdict=verdict)
             spent["id_number"] = time.perf_counter() - t
         upcoming = _column(records, FIELDS[0].field)
@@ -620,6 +674,14 @@ def standardize(
     flags.add(_flag_part(not_own, "id_not_own", records.index))
     flags.add(_flag_part(after_registered, "birth_date_after_registered", records.index))
 
+    if keep is not None and compact:
+        # a kept raw column held as Arrow strings stays so, but for those of few values
+        # (coded below): for a caller that writes the table out (``io.write_parquet_chunks``
+        # with ``text_codes`` writes either as text), as for the codes
+        held = [c for c in records.columns if _arrow_text(records[c])]
+        records = _as_objects(records, [c for c in held if _few_valued(records[c])])
+    else:
+        records = _as_objects(records)
     if keep is not None and compact:
         # the kept columns later fields and the checks above read, now done with (the
         # others were coded as their field ended), and the raw columns kept (the sources)
