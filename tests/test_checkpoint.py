@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -261,18 +262,33 @@ def test_memory_limit_reaches_duckdb(demo, reference, tmp_path, monkeypatch):
     seen = []
     original = linkage.pipeline._connection
 
-    def spy(config, checkpoints):
-        con = original(config, checkpoints)
+    def spy(config, spill):
+        con = original(config, spill)
         seen.append(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
         seen.append(con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0])
         return con
 
     monkeypatch.setattr(linkage.pipeline, "_connection", spy)
     out = tmp_path / "limited"
-    Linker(_config(config_path, memory_limit="300MB"), id_key=KEY).write(out)
-    assert seen[0].replace(" ", "") in ("286.1MiB", "300.0MB", "286MiB")
+    # a quarter of the run's limit for the joins (the records are held beside them), at
+    # least 256 MiB; spilling under the output's work folder
+    Linker(_config(config_path, memory_limit="4GB"), id_key=KEY).write(out)
+    assert seen[0].replace(" ", "") in ("953.6MiB", "953MiB", "1000.0MB")
     assert seen[1].endswith(f"{WORK_DIR}/duckdb_tmp")
     assert _outputs(out) == _outputs(reference)
+    seen.clear()
+    Linker(_config(config_path, memory_limit="300MB"), id_key=KEY).write(tmp_path / "small")
+    assert seen[0].replace(" ", "") in ("256.0MiB", "256MiB", "268.4MB")
+    # without run.memory_limit: DUCKDB_MEMORY, not DuckDB's 80% of the machine; a run
+    # without checkpoints spills into a folder of its own, removed after blocking (not
+    # DuckDB's default .tmp in the working directory)
+    seen.clear()
+    monkeypatch.chdir(tmp_path)
+    result = Linker(_config(config_path), id_key=KEY).run()
+    assert len(result.identities)
+    assert seen[0].replace(" ", "") in ("1.0GiB", "1024.0MiB", "1GiB")
+    assert "linkage-duckdb-" in seen[1] and not Path(seen[1]).exists()
+    assert not (tmp_path / ".tmp").exists()
 
 
 def test_cli_resume_keeps_the_new_identity_key(demo, tmp_path, monkeypatch):
