@@ -610,8 +610,9 @@ def parse_size(text: str) -> int:
 class RunSettings(_Model):
     """How a local run uses the machine: memory, chunk size, checkpoints."""
 
-    # Peak memory the run aims for, e.g. 4GB: passed to DuckDB (SET memory_limit, spilling
-    # to OUTPUT/.work beyond it) and used to size the compare/score chunks. Not a cap on the
+    # Peak memory the run aims for, e.g. 4GB: a quarter of it is DuckDB's limit for
+    # blocking's joins (SET memory_limit, at least 256 MB, spilling to OUTPUT/.work beyond
+    # it; without memory_limit 1 GiB) and it sizes the compare/score chunks. Not a cap on the
     # run: the records and the clustering input are not bounded by it, and a stage that goes
     # above it with its worker processes is reported (warning, summary.json
     # over_memory_limit, from peak_total_mb). null: no limit.
