@@ -1304,6 +1304,14 @@ def _csv_arrow_table(frame: pd.DataFrame) -> Any:
         if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iu":
             columns.append(pa.array(values.to_numpy()))
             continue
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            # codes and their text (golden records' provenance sources): a byte a cell
+            # rather than a text column as long as the table, cast to text as it is written
+            text = _csv_categories(values)
+            if text is None:
+                return None
+            columns.append(text)
+            continue
         if not (values.dtype == object or _is_text_dtype(values.dtype)):
             return None
         if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in (
@@ -1319,6 +1327,24 @@ def _csv_arrow_table(frame: pd.DataFrame) -> Any:
             return None
         columns.append(text)
     return pa.table(columns, names=[f"c{j}" for j in range(len(columns))])
+
+
+def _csv_categories(values: pd.Series) -> Any:
+    """A categorical column of text as a pyarrow dictionary array (its codes, its
+    categories as ``large_string``), or None when a category is not text or one pandas
+    would quote (``_NEEDS_QUOTES``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    categories = np.asarray(values.cat.categories, dtype=object)
+    if pd.api.types.infer_dtype(categories, skipna=False) not in ("string", "empty"):
+        return None
+    dictionary = pa.array(categories, type=pa.large_string())
+    if len(dictionary) and pc.any(pc.match_substring_regex(dictionary, _NEEDS_QUOTES)).as_py():
+        return None
+    codes = np.asarray(values.cat.codes)
+    indices = pa.array(codes.astype(np.int32), mask=codes < 0)
+    return pa.DictionaryArray.from_arrays(indices, dictionary)
 
 
 def _write_csv_arrow(frame: pd.DataFrame, path: Path) -> bool:

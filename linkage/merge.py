@@ -141,6 +141,62 @@ def _text_objects(column: pd.Series) -> np.ndarray:
     return shared_text(column.astype(str))
 
 
+def _key_text(column: pd.Series) -> tuple[np.ndarray | None, object | None]:
+    """A record key column (``source``, ``record_id``) for :func:`_picked`: its Arrow text
+    straight from an Arrow-backed text column without nulls (no objects), else its objects
+    (``_text_objects``) and their Arrow form. A Python ``str`` per record of an Arrow
+    column was ~65 bytes a record held through the golden table's assembly (two keys: ~1.3
+    GB at ten million records)."""
+    import pyarrow as pa
+
+    if (
+        isinstance(column.dtype, pd.StringDtype)
+        and getattr(column.dtype, "storage", None) == "pyarrow"
+        and isinstance(_TEXT_DTYPE, pd.StringDtype)
+        and not column.hasnans
+    ):
+        arrow = pa.chunked_array(pa.array(column.array)).combine_chunks()
+        if arrow.type != pa.large_string():
+            arrow = arrow.cast(pa.large_string())
+        return None, arrow
+    values = _text_objects(column)
+    return values, _arrow_text(values)
+
+
+def _provenance_sources(
+    codes: np.ndarray,
+    dtype: pd.CategoricalDtype,
+    rows: np.ndarray,
+    owners: np.ndarray,
+    n_owners: int,
+) -> pd.Categorical:
+    """A ``<field>_source`` column as a categorical of the source names (a byte a golden
+    record, not an Arrow string: ~15 bytes a cell, eight fields, ~0.6 GB at ten million
+    records): source ``codes[rows[i]]`` (codes into ``dtype``'s categories) for owner
+    ``owners[i]``, null for owners without a chosen record."""
+    out = np.full(n_owners, -1, dtype=np.int8 if len(dtype.categories) < 127 else np.int32)
+    out[owners] = codes[rows]
+    return pd.Categorical.from_codes(out, dtype=dtype)
+
+
+def _as_text(column: pd.Categorical) -> object:
+    """A categorical of text as the column an object array of its values (``str`` or None)
+    gives when assigned to a frame: Arrow text under pandas 3 (``_TEXT_DTYPE``), taken
+    from the categories in one pass; objects when every value is null or under pandas 2."""
+    codes = np.asarray(column.codes)
+    present = codes >= 0
+    if present.any() and getattr(_TEXT_DTYPE, "storage", None) == "pyarrow":
+        import pyarrow as pa
+
+        dictionary = pa.array(np.asarray(column.categories, dtype=object), pa.large_string())
+        indices = pa.array(codes.astype(np.int32), mask=~present)
+        text = pa.DictionaryArray.from_arrays(indices, dictionary).cast(pa.large_string())
+        return pd.array(text, dtype=_TEXT_DTYPE)
+    values = np.full(len(codes), None, dtype=object)
+    values[present] = np.asarray(column.categories, dtype=object)[codes[present]]
+    return values
+
+
 # The dtype pandas gives a column assigned an object array of ``str`` and None: pandas 3's
 # Arrow-backed ``str`` (NaN for missing); object under pandas 2.
 _TEXT_DTYPE = pd.Series(np.array(["a", None], dtype=object)).dtype
@@ -162,7 +218,7 @@ def _arrow_text(values: np.ndarray) -> object | None:
 
 
 def _picked(
-    values: np.ndarray,
+    values: np.ndarray | None,
     arrow: object | None,
     rows: np.ndarray,
     owners: np.ndarray,
@@ -171,7 +227,8 @@ def _picked(
     """A golden column: ``values[rows[i]]`` for owner ``owners[i]`` (each owner once), null
     for owners without a row; the same column an object array of those values gives when
     assigned to a frame. ``arrow`` is ``values``' Arrow form (``_arrow_text``) when the
-    caller has it for several columns, else None.
+    caller has it for several columns, else None; with ``arrow``, ``values`` may be None
+    (it is read only for a column of nulls).
 
     With pandas 3 that assignment converts every cell to Arrow in Python (pandas'
     ``ensure_string_array``, ~0.05 s per 170,000 cells, 27 golden columns); taking the
@@ -187,7 +244,8 @@ def _picked(
         picked, at = arrow, rows
     if picked is None or not len(rows) or picked.null_count == len(picked):
         out = np.full(n_owners, None, dtype=object)
-        out[owners] = values[rows]
+        if values is not None:  # else every value is null
+            out[owners] = values[rows]
         return out
     take = np.zeros(n_owners, dtype=np.int64)
     take[owners] = at
@@ -195,9 +253,7 @@ def _picked(
     missing[owners] = False
     column = pc.take(picked, pa.array(take, mask=missing))
     if column.null_count == len(column):  # every picked value null (object, as above)
-        out = np.full(n_owners, None, dtype=object)
-        out[owners] = values[rows]
-        return out
+        return np.full(n_owners, None, dtype=object)
     return pd.array(column, dtype=_TEXT_DTYPE)
 
 
@@ -413,8 +469,17 @@ def merge_records(
     *,
     share: WorkerShare | None = None,
     read: Callable[[list[str]], pd.DataFrame] | None = None,
+    source_codes: bool = False,
 ) -> pd.DataFrame:
     """Return one golden record per identity with ``<field>_source``/``<field>_record_id`` provenance.
+
+    ``records``: the standardized records (``source``, ``record_id``, the rules' columns of
+    ``settings`` and ``registered_at_std`` when present); ``identities``: an identity id per
+    record, aligned by position. The result has ``identity_id``, ``records`` (the count),
+    ``sources`` (``|``-joined), then per field its value, ``<field>_source`` and
+    ``<field>_record_id``, and ``conflicts``. With ``source_codes`` the ``<field>_source``
+    columns are pandas categoricals of the source names (a byte a cell; a batch run's
+    golden table at millions of identities), else text.
 
     With ``share``, its worker builds its fields (their columns need not be in ``records``)
     while this process builds the others: fields are independent, and the result is the
@@ -459,9 +524,12 @@ def merge_records(
             away = []
     elif worker is not None:
         worker.close()
-    src_np, rid_np = _text_objects(records[schema.SOURCE]), _text_objects(records[schema.RECORD_ID])
-    # Arrow forms once, for the provenance columns of every field (None: built from objects)
-    src_arrow, rid_arrow = _arrow_text(src_np), _arrow_text(rid_np)
+    # the record ids' Arrow form once, for the provenance columns of every field (objects
+    # only when the column is not Arrow text); the sources as codes of their names
+    rid_np, rid_arrow = _key_text(records[schema.RECORD_ID])
+    src_codes, src_names = pd.factorize(sources, sort=True)
+    src_codes = src_codes.astype(np.int8 if len(src_names) < 127 else np.int32)
+    src_dtype = pd.CategoricalDtype(pd.Index(np.asarray(src_names, dtype=object), dtype=str))
 
     golden = pd.DataFrame({schema.IDENTITY_ID: np.asarray(ident_names, dtype=object)})
     golden["records"] = np.bincount(ident_codes, minlength=n_ident)
@@ -475,6 +543,7 @@ def merge_records(
         int(m): "|".join(s for i, s in enumerate(names) if m >> i & 1) for m in sorted_unique(masks)
     }
     golden["sources"] = [mask_text[int(m)] for m in masks]
+    del sources, bits
 
     results = {}
     try:
@@ -511,7 +580,8 @@ def merge_records(
     for field, _ in fields:
         column, chosen_rows, chosen_ident, conflict = results.pop(field)
         golden[field] = column
-        golden[f"{field}_source"] = _picked(src_np, src_arrow, chosen_rows, chosen_ident, n_ident)
+        sources_of = _provenance_sources(src_codes, src_dtype, chosen_rows, chosen_ident, n_ident)
+        golden[f"{field}_source"] = sources_of if source_codes else _as_text(sources_of)
         golden[f"{field}_record_id"] = _picked(
             rid_np, rid_arrow, chosen_rows, chosen_ident, n_ident
         )

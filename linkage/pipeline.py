@@ -79,7 +79,9 @@ STAGES: tuple[str, ...] = (
 class LinkResult:
     """Tables of one batch run; every table is a pandas DataFrame.
 
-    ``summary`` holds counts and ``summary["seconds"]``, the seconds spent per stage.
+    ``golden`` is ``merge.merge_records``' table with its ``<field>_source`` columns as
+    pandas categoricals of the source names. ``summary`` holds counts and
+    ``summary["seconds"]``, the seconds spent per stage.
     """
 
     records: pd.DataFrame
@@ -723,8 +725,9 @@ def link_records(
             # the keys (pairs.parquet names records by them) and the golden columns held
             wanted = {schema.ROW, schema.SOURCE, schema.RECORD_ID, *golden_columns(settings)}
             records = column_subset(records, [c for c in records.columns if c in wanted])
+        # the provenance sources as categoricals (``merge_records(source_codes=)``)
         if golden_records is None:
-            golden = merge_records(records, identity_ids, settings)
+            golden = merge_records(records, identity_ids, settings, source_codes=True)
         elif helper is None:
             # each field's columns are read back when it is built (``read``), not all at once
             golden = merge_records(
@@ -732,6 +735,7 @@ def link_records(
                 identity_ids,
                 settings,
                 read=golden_records,
+                source_codes=True,
             )
         else:
             import pyarrow.parquet as pq
@@ -754,6 +758,7 @@ def link_records(
                 settings,
                 share=share,
                 read=golden_records,
+                source_codes=True,
             )
         timings["merge"] = time.perf_counter() - t
         if spilled:

@@ -74,7 +74,8 @@ def _escape_cells(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
 def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     """Prefix a ``'`` to text cells a spreadsheet would evaluate (OWASP CSV injection guidance).
 
-    Columns taken and returned alike; only object/string columns change, and only cells that
+    Columns taken and returned alike; only object/string columns (and categoricals whose
+    categories need escaping, as objects) change, and only cells that
     start with ``= + - @``, tab or CR, except a sign followed by digits, spaces, dots, dashes or
     brackets only (phone numbers, "-" fillers). Inside a cell, a ``;`` followed (after quotes
     and spaces) by ``= + - @`` gets a ``'`` after it: a spreadsheet whose list separator is
@@ -83,6 +84,12 @@ def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     changed = {}
     for col in frame.columns:
         values = frame[col]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            # its categories are its text: a column whose categories need nothing is kept as
+            # it is (golden records' provenance sources), else it is escaped as objects
+            if not _may_need_escape(pd.Series(values.cat.categories, dtype=object)).any():
+                continue
+            values = values.astype(object)
         if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
             continue
         # the checks below cost Python per cell: run them on the few candidate cells only

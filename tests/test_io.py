@@ -669,7 +669,7 @@ def test_csv_written_through_arrow_equals_pandas_to_csv(tmp_path_factory, data, 
     tmp = tmp_path_factory.mktemp("csv")
     columns = {}
     for j in range(ncols):
-        kind = data.draw(st.sampled_from(["object", "str", "int"]))
+        kind = data.draw(st.sampled_from(["object", "str", "int", "category"]))
         if kind == "int":
             columns[f"i{j}"] = np.array(data.draw(st.lists(st.integers(-(2**62), 2**62),
                                                            min_size=nrows, max_size=nrows)))  # fmt: skip
@@ -677,8 +677,8 @@ def test_csv_written_through_arrow_equals_pandas_to_csv(tmp_path_factory, data, 
         cells = data.draw(st.lists(_CELL, min_size=nrows, max_size=nrows))
         values = np.empty(nrows, dtype=object)
         values[:] = cells
-        columns[f"t,{j}" if j == 1 else f"t{j}"] = (
-            pd.Series(values, dtype=object) if kind == "object" else pd.Series(values, dtype="str")
+        columns[f"t,{j}" if j == 1 else f"t{j}"] = pd.Series(
+            values, dtype={"object": object, "str": "str", "category": "category"}[kind]
         )
     frame = pd.DataFrame(columns)
     got = write_csv(frame, tmp / "got.csv", for_people=False).read_bytes()
@@ -693,6 +693,11 @@ def test_plain_text_and_integer_tables_take_the_arrow_writer(tmp_path):
     assert linkage_io._write_csv_arrow(frame, tmp_path / "a.csv")
     frame.to_csv(tmp_path / "b.csv", index=False, encoding="utf-8")
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    # a categorical of text (golden records' provenance sources) is written as its text
+    coded = frame.assign(name=pd.Categorical(["police", None, "health"]))
+    assert linkage_io._write_csv_arrow(coded, tmp_path / "c.csv")
+    coded.to_csv(tmp_path / "d.csv", index=False, encoding="utf-8")
+    assert (tmp_path / "c.csv").read_bytes() == (tmp_path / "d.csv").read_bytes()
     # what the arrow writer would render otherwise is left to pandas
     for other in (
         frame.assign(name=["a,b", "c", "d"]),  # a cell pandas quotes

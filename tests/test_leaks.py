@@ -102,6 +102,18 @@ def test_formula_cells_are_neutralized_in_every_csv_for_people(tmp_path):
     assert "'-2+3+cmd|' /C calc'!A0" in set(golden["current_address"])
 
 
+def test_a_categorical_column_is_neutralized_as_its_text():
+    """Categoricals (golden records' provenance sources) are escaped by their categories."""
+    values = ["=1+1", "police", None, "@SUM(1)", "police"]
+    frame = pd.DataFrame({"v": pd.Categorical(values), "n": range(5)})
+    safe = neutralize_formulas(frame)
+    as_text = neutralize_formulas(frame.assign(v=pd.Series(values, dtype=object)))
+    cells = [[None if pd.isna(v) else v for v in f["v"]] for f in (safe, as_text)]
+    assert cells[0] == cells[1] == ["'=1+1", "police", None, "'@SUM(1)", "police"]
+    plain = pd.DataFrame({"v": pd.Categorical(["police", None, "health"]), "n": range(3)})
+    assert neutralize_formulas(plain) is plain  # nothing to escape: no copy, still coded
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(st.none(), st.text(max_size=8)), min_size=1, max_size=10))
 def test_neutralize_then_restore_is_exact_and_leaves_no_formula(values):
