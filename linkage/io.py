@@ -183,7 +183,15 @@ _LAYOUT_HEAD = 1 << 16
 
 
 def _csv_layout(text: str, cfg: SourceConfig) -> tuple[list[str], int, str]:
-    """Return (column names, header line count, body text) of a CSV file.
+    """Return (column names, header line count, body text) of a CSV file
+    (:func:`_csv_layout_at`, the body cut out)."""
+    names, header_lines, body_start = _csv_layout_at(text, cfg)
+    return names, header_lines, text[body_start:]
+
+
+def _csv_layout_at(text: str, cfg: SourceConfig) -> tuple[list[str], int, int]:
+    """Return (column names, header line count, where the body starts in ``text``) of a
+    CSV file.
 
     The field count every line must have is the header's, except that lines ending in a
     delimiter add an unnamed empty column: when the header and the first data line differ
@@ -222,7 +230,7 @@ def _csv_layout(text: str, cfg: SourceConfig) -> tuple[list[str], int, str]:
             names = (names + [""] * len(first))[: len(first)]
     _check_unique_headers(names, path)
     names = [n or _UNNAMED.format(i + 1) for i, n in enumerate(names)]
-    return names, header_lines, text[body_start:]
+    return names, header_lines, body_start
 
 
 def _check_unique_headers(names: list[str], path: str) -> None:
@@ -260,11 +268,51 @@ def _bad_field_counts(
     ]
 
 
+class _EncodedText(io.RawIOBase):
+    """A read-only binary stream of ``text[start:]`` as UTF-8, encoded a slice at a time as
+    it is read: neither the body's copy nor its whole UTF-8 bytes are made for pyarrow."""
+
+    SLICE = 1 << 22  # characters encoded at a time
+
+    def __init__(self, text: str, start: int = 0):
+        super().__init__()
+        self._text, self._at, self._pending = text, start, memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` (a short count only at the end of the text; 0: the end)."""
+        out, done = memoryview(buffer).cast("B"), 0
+        while done < len(out):
+            if not len(self._pending):
+                if self._at >= len(self._text):
+                    break  # end of stream
+                end = self._at + self.SLICE
+                self._pending = memoryview(self._text[self._at : end].encode("utf-8"))
+                self._at = end
+            n = min(len(out) - done, len(self._pending))
+            out[done : done + n] = self._pending[:n]
+            self._pending = self._pending[n:]
+            done += n
+        return done
+
+
 def _read_csv_arrow(body: str, names: list[str], cfg: SourceConfig) -> pd.DataFrame | None:
     """Parse with pyarrow (multithreaded, trims in C++); None when a line has the wrong
     field count (collected by the invalid-row handler) or Arrow cannot parse the file."""
+    table = _parse_csv_arrow(_EncodedText(body), names, cfg)
+    if table is None:
+        return None
+    names, parsed = table.column_names, table.columns
+    del table
+    return _arrow_csv_frame(parsed, names)
+
+
+def _parse_csv_arrow(stream: Any, names: list[str], cfg: SourceConfig) -> Any:
+    """The pyarrow table (text columns) of a CSV body read from the binary ``stream``, or
+    None when a line has the wrong field count or Arrow cannot parse it."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     invalid: list[str] = []
@@ -277,7 +325,7 @@ def _read_csv_arrow(body: str, names: list[str], cfg: SourceConfig) -> pd.DataFr
 
     try:
         table = pacsv.read_csv(
-            io.BytesIO(body.encode("utf-8")),
+            stream,
             read_options=pacsv.ReadOptions(column_names=names),
             parse_options=pacsv.ParseOptions(
                 delimiter=cfg.delimiter, newlines_in_values=True, invalid_row_handler=on_invalid
@@ -291,14 +339,19 @@ def _read_csv_arrow(body: str, names: list[str], cfg: SourceConfig) -> pd.DataFr
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
-    if invalid:
-        return None
+    return None if invalid else table
+
+
+def _arrow_csv_frame(parsed: list, names: list[str]) -> pd.DataFrame:
+    """The parsed CSV table's columns ``parsed`` (the caller holds no table of them) as
+    trimmed object columns named ``names`` with None for blanks; each entry of ``parsed``
+    is set to None once converted."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     # A column at a time, each parsed column dropped once converted: the parsed table, its
     # trimmed copy and the Python columns were all held at once (the reading stage's peak).
     # Arrow-backed first, so shared_text makes one Python string per distinct value.
-    names = table.column_names
-    parsed = table.columns
-    del table
 
     def convert(i: int) -> pd.Series:
         col = pc.utf8_trim_whitespace(parsed[i])
@@ -325,11 +378,15 @@ def _read_csv_python(body: str, names: list[str], cfg: SourceConfig, first_line:
     return pd.DataFrame(rows, columns=names, dtype=object)
 
 
-def _drop_unnamed(frame: pd.DataFrame, body: str, cfg: SourceConfig, first_line: int):
-    """Drop empty columns without a header; one holding values is an error naming its lines."""
+def _drop_unnamed(
+    frame: pd.DataFrame, body: str | Callable[[], str], cfg: SourceConfig, first_line: int
+):
+    """Drop empty columns without a header; one holding values is an error naming its lines
+    (``body``: the CSV body, or a function reading it again)."""
     unnamed = [c for c in frame.columns if c.startswith(_UNNAMED.format(""))]
     held = [c for c in unnamed if frame[c].notna().any()]
     if held:
+        body = body() if callable(body) else body
         positions = [list(frame.columns).index(c) for c in held]
         lines = [
             line
@@ -351,9 +408,19 @@ class _CsvLines:
 
     unit = "line"
 
-    def __init__(self, body: str, width: int, cfg: SourceConfig, first_line: int):
-        self.body, self.width, self.cfg, self.first_line = body, width, cfg, first_line
+    def __init__(
+        self, body: str | Callable[[], str], width: int, cfg: SourceConfig, first_line: int
+    ):
+        # ``body``: the text, or a function reading it again from the file when first needed
+        self._body, self.width, self.cfg, self.first_line = body, width, cfg, first_line
         self._spans: list[tuple[int, int]] | None = None
+
+    @property
+    def body(self) -> str:
+        """The CSV body (the text after the header lines)."""
+        if callable(self._body):
+            self._body = self._body()
+        return self._body
 
     def lines(self, positions: list[int]) -> list[int]:
         spans = self.spans()
@@ -418,9 +485,14 @@ def _read_csv_text(
     if not text.strip():
         raise InputError("file is empty (no header row)", path=path)
     names, header_lines, body = _csv_layout(text, cfg)
-    # the body is a copy: the whole text (~2 bytes a character) is not held while parsing,
-    # where the caller passes it without keeping a reference (``_read_raw``)
     del text
+    return _read_csv_body(names, header_lines, body, cfg)
+
+
+def _read_csv_body(
+    names: list[str], header_lines: int, body: str, cfg: SourceConfig
+) -> tuple[pd.DataFrame, list[tuple[int, str, int, int]], _CsvLines]:
+    """:func:`_read_csv_text` from the layout (header names, header line count, body)."""
     first_line = header_lines + 1
     frame = _read_csv_arrow(body, names, cfg)
     bad: list[tuple[int, str, int, int]] = []
@@ -663,6 +735,45 @@ def _decoded_text(path: Path, cfg: SourceConfig) -> str:
     return text
 
 
+def _read_csv_file(
+    path: Path, cfg: SourceConfig
+) -> tuple[pd.DataFrame, list[tuple[int, str, int, int]], _CsvLines]:
+    """:func:`_read_csv_text` of the file's decoded text, holding less of it: pyarrow
+    parses the body from the text in place (``_EncodedText``; no copy of the body, no
+    UTF-8 bytes of it), and the text is dropped before the columns are converted to
+    Python strings; the lines are found again from the file only when a message names one
+    (``_CsvLines``). The 10 M police file (1.0 GB, 4.15 M rows) was held as its text, the
+    body's copy and the body's bytes (~5.6 GB) while parsed, and as the body beside the
+    converted columns. A file whose lines are not all of the header's field count takes
+    the exact reader over the body, as before."""
+    text = _decoded_text(path, cfg)
+    if not text or text.isspace():  # ``text.strip()`` would copy it
+        raise InputError("file is empty (no header row)", path=str(path))
+    names, header_lines, start = _csv_layout_at(text, cfg)
+    table = _parse_csv_arrow(_EncodedText(text, start), names, cfg)
+    if table is None:
+        body = text[start:]
+        del text
+        return _read_csv_body(names, header_lines, body, cfg)
+    size = len(text) - start
+    del text
+    columns, parsed = table.column_names, table.columns
+    del table
+    frame = _arrow_csv_frame(parsed, columns)
+
+    def body() -> str:
+        again = _decoded_text(path, cfg)
+        at = _csv_layout_at(again, cfg)[2]
+        if len(again) - at != size:
+            raise InputError("changed while it was being read: run again", path=str(path))
+        return again[at:]
+
+    first_line = header_lines + 1
+    frame = _drop_unnamed(frame, body, cfg, first_line)
+    frame.attrs["clean_text"] = True  # already trimmed text with None for blanks
+    return frame, [], _CsvLines(body, len(names), cfg, first_line)
+
+
 def _read_raw(cfg: SourceConfig) -> tuple[pd.DataFrame, list[tuple[int, str, int, int]], Any]:
     """Read a source as text: (table, CSV lines of the wrong field count, row locator)."""
     path = Path(cfg.path)
@@ -677,7 +788,7 @@ def _read_raw(cfg: SourceConfig) -> tuple[pd.DataFrame, list[tuple[int, str, int
         if suffix in (".csv", ".txt", ".tsv"):
             # no reference to the text is kept here: the reader drops it once it has cut the
             # body out (3 M records: a 310 MB file is ~0.5 GB of text)
-            frame, bad, where = _read_csv_text(_decoded_text(path, cfg), cfg)
+            frame, bad, where = _read_csv_file(path, cfg)
         elif suffix in (".xlsx", ".xlsm"):
             frame, inexact, long_ints = _read_xlsx(path, cfg.sheet)
             _warn_inexact_columns(inexact, cfg)

@@ -867,3 +867,66 @@ def test_a_field_is_joined_from_its_parts(parts, joined):
     from linkage.io import join_field_parts
 
     assert join_field_parts(parts) == joined
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.text(alphabet=st.sampled_from(list('ab,"\n\r 张伟\u3000\U00020000')), max_size=60),
+    st.integers(0, 20),
+    st.integers(1, 9),
+    st.lists(st.integers(1, 17), min_size=1, max_size=30),
+)
+def test_encoded_text_streams_the_utf8_of_the_text(text, start, slice_size, reads):
+    """The stream pyarrow parses a CSV body from gives ``text[start:].encode()``, whatever
+    the slice size and the sizes asked for."""
+    stream = linkage_io._EncodedText(text, min(start, len(text)))
+    stream.SLICE = slice_size
+    got = b""
+    for n in reads * 10:
+        part = stream.read(n)
+        if not part:
+            break
+        got += part
+    got += stream.read()
+    assert got == text[min(start, len(text)) :].encode("utf-8")
+
+
+def test_a_csv_file_read_in_place_equals_its_text_read(tmp_path):
+    """``_read_csv_file`` (the body parsed from the text in place, the text dropped before
+    the columns are converted, lines found again from the file) gives the table and the
+    line numbers and raw lines ``_read_csv_text`` gives."""
+    text = (
+        "\ufeff" + ",".join(HEADER) + "\r\n"
+        'P1, 张伟 ,"11010519491231002X",,"北京市朝阳区, 某路\r\n3号"\r\n'
+        'P2,"李""娜",   ,138 0000 1111,\r\n'
+        "\r\n"
+        "P3,王芳,,,上海\r\n"
+    )
+    path = tmp_path / "p.csv"
+    path.write_bytes(text.encode("utf-8"))
+    cfg = _cfg(path)
+    frame, bad, lines = linkage_io._read_csv_file(path, cfg)
+    want, want_bad, want_lines = linkage_io._read_csv_text(text.removeprefix("\ufeff"), cfg)
+    pd.testing.assert_frame_equal(frame, want)
+    assert bad == want_bad == []
+    assert callable(lines._body)  # not held: read again when a line is named
+    assert lines.lines([0, 1, 2]) == want_lines.lines([0, 1, 2]) == [2, 4, 6]
+    assert lines.raw([0, 2]) == want_lines.raw([0, 2])
+    assert lines.raw([2]) == ["P3,王芳,,,上海"]
+    # a file changed after it was read is not named by stale line numbers
+    frame, _, lines = linkage_io._read_csv_file(path, cfg)
+    path.write_bytes((text + "P4,李四,,,北京\r\n").encode("utf-8"))
+    with pytest.raises(InputError, match="changed while it was being read"):
+        lines.lines([0])
+
+
+def test_a_bad_key_in_a_large_csv_is_named_by_its_line(tmp_path):
+    """A rejected row of a file read in place is named by its line in the file (the body
+    read again), after a quoted value spanning two lines."""
+    rows = [",".join(HEADER)] + [f"P{i},张伟{i},,,北京" for i in range(1, 6)]
+    rows[2] = 'P2,"王\n芳",,,上海'
+    rows[4] = ",李娜,,,广州"  # no record id
+    path = tmp_path / "p.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"line 6\b"):
+        read_source(_cfg(path))
