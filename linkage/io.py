@@ -33,7 +33,7 @@ from linkage.progress import ProgressLike, as_progress, release_memory
 from linkage.spreadsheet import neutralize_formulas, restore_formulas  # noqa: F401 - re-exported
 from linkage.standardize._distinct import PARALLEL_MIN_DISTINCT, warm_up, worker_process
 from linkage.standardize.combine import FIELDS, BatchFacts, _arrow_text, standardize
-from linkage.tables import _is_text_dtype, shared_text, text_columns
+from linkage.tables import _is_text_dtype, categorical_arrow, shared_text, text_columns
 
 logger = logging.getLogger(__name__)
 
@@ -1444,18 +1444,14 @@ def _csv_categories(values: pd.Series) -> Any:
     """A categorical column of text as a pyarrow dictionary array (its codes, its
     categories as ``large_string``), or None when a category is not text or one pandas
     would quote (``_NEEDS_QUOTES``)."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     categories = np.asarray(values.cat.categories, dtype=object)
     if pd.api.types.infer_dtype(categories, skipna=False) not in ("string", "empty"):
         return None
-    dictionary = pa.array(categories, type=pa.large_string())
-    if len(dictionary) and pc.any(pc.match_substring_regex(dictionary, _NEEDS_QUOTES)).as_py():
-        return None
-    codes = np.asarray(values.cat.codes)
-    indices = pa.array(codes.astype(np.int32), mask=codes < 0)
-    return pa.DictionaryArray.from_arrays(indices, dictionary)
+    coded = categorical_arrow(values)
+    quoted = pc.match_substring_regex(coded.dictionary, _NEEDS_QUOTES)
+    return None if len(coded.dictionary) and pc.any(quoted).as_py() else coded
 
 
 def _write_csv_arrow(frame: pd.DataFrame, path: Path) -> bool:

@@ -20,7 +20,13 @@ from linkage import schema
 from linkage.config import DEFAULT_FIELDS, FieldRule, GoldenSettings  # noqa: F401 - re-exported
 from linkage.progress import release_memory
 from linkage.standardize._fillers import FILLER_TEXTS, is_filler_text
-from linkage.tables import columns_of, packed_lexsort, shared_text, sorted_unique
+from linkage.tables import (
+    categorical_arrow,
+    columns_of,
+    packed_lexsort,
+    shared_text,
+    sorted_unique,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -188,9 +194,7 @@ def _as_text(column: pd.Categorical) -> object:
     if present.any() and getattr(_TEXT_DTYPE, "storage", None) == "pyarrow":
         import pyarrow as pa
 
-        dictionary = pa.array(np.asarray(column.categories, dtype=object), pa.large_string())
-        indices = pa.array(codes.astype(np.int32), mask=~present)
-        text = pa.DictionaryArray.from_arrays(indices, dictionary).cast(pa.large_string())
+        text = categorical_arrow(column).cast(pa.large_string())
         return pd.array(text, dtype=_TEXT_DTYPE)
     values = np.full(len(codes), None, dtype=object)
     values[present] = np.asarray(column.categories, dtype=object)[codes[present]]

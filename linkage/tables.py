@@ -91,6 +91,19 @@ def _is_text_dtype(dtype: object) -> bool:
     return isinstance(dtype, pd.ArrowDtype) and str(dtype.pyarrow_dtype) in ("string", "large_string")
 
 
+def categorical_arrow(values: pd.Categorical | pd.Series) -> object:
+    """A categorical as a pyarrow dictionary array: int32 codes (null where missing) into
+    its categories as ``large_string`` (raises pyarrow's errors for categories that are
+    not text). One pass in C to write or cast it; no Python object per cell."""
+    import pyarrow as pa
+
+    values = pd.Categorical(values)
+    codes = np.asarray(values.codes)
+    dictionary = pa.array(np.asarray(values.categories, dtype=object), pa.large_string())
+    indices = pa.array(codes.astype(np.int32), mask=codes < 0)
+    return pa.DictionaryArray.from_arrays(indices, dictionary)
+
+
 def shared_text(values: pd.Series) -> np.ndarray:
     """Return ``values`` as an object array of ``str`` or ``None`` with ONE ``str`` object per
     distinct value.
