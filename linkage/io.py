@@ -342,21 +342,27 @@ def _parse_csv_arrow(stream: Any, names: list[str], cfg: SourceConfig) -> Any:
     return None if invalid else table
 
 
+def _trimmed(column: Any) -> Any:
+    """A parsed CSV text column trimmed of whitespace (Arrow's Unicode whitespace), blanks
+    null: the readers' form of a cell."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = pc.utf8_trim_whitespace(column)
+    return pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+
+
 def _arrow_csv_frame(parsed: list, names: list[str]) -> pd.DataFrame:
     """The parsed CSV table's columns ``parsed`` (the caller holds no table of them) as
     trimmed object columns named ``names`` with None for blanks; each entry of ``parsed``
     is set to None once converted."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     # A column at a time, each parsed column dropped once converted: the parsed table, its
     # trimmed copy and the Python columns were all held at once (the reading stage's peak).
     # Arrow-backed first, so shared_text makes one Python string per distinct value.
 
     def convert(i: int) -> pd.Series:
-        col = pc.utf8_trim_whitespace(parsed[i])
+        col = _trimmed(parsed[i])
         parsed[i] = None
-        col = pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
         values = shared_text(pd.Series(col, dtype=pd.ArrowDtype(col.type)))
         del col
         return pd.Series(values, dtype=object, copy=False)
@@ -383,15 +389,30 @@ def _drop_unnamed(
 ):
     """Drop empty columns without a header; one holding values is an error naming its lines
     (``body``: the CSV body, or a function reading it again)."""
-    unnamed = [c for c in frame.columns if c.startswith(_UNNAMED.format(""))]
-    held = [c for c in unnamed if frame[c].notna().any()]
+    unnamed = _unnamed_columns(
+        list(frame.columns), lambda c: bool(frame[c].notna().any()), body, cfg, first_line
+    )
+    return frame.drop(columns=unnamed)
+
+
+def _unnamed_columns(
+    columns: list[str],
+    holds_values: Callable[[str], bool],
+    body: str | Callable[[], str],
+    cfg: SourceConfig,
+    first_line: int,
+) -> list[str]:
+    """The columns without a header (to drop); raise InputError naming the lines of any
+    that holds a value (``holds_values(column)``)."""
+    unnamed = [c for c in columns if c.startswith(_UNNAMED.format(""))]
+    held = [c for c in unnamed if holds_values(c)]
     if held:
         body = body() if callable(body) else body
-        positions = [list(frame.columns).index(c) for c in held]
+        positions = [columns.index(c) for c in held]
         lines = [
             line
             for line, row in _csv_rows(body, cfg.delimiter, str(cfg.path), first_line)
-            if len(row) == len(frame.columns) and any(row[i].strip() for i in positions)
+            if len(row) == len(columns) and any(row[i].strip() for i in positions)
         ]
         listed = ", ".join(map(str, lines[:_MAX_LINES_LISTED]))
         raise InputError(
@@ -399,7 +420,7 @@ def _drop_unnamed(
             f"values on {len(lines)} line(s): {listed}; name them in the header",
             path=str(cfg.path),
         )
-    return frame.drop(columns=unnamed)
+    return unnamed
 
 
 class _CsvLines:
@@ -735,17 +756,16 @@ def _decoded_text(path: Path, cfg: SourceConfig) -> str:
     return text
 
 
-def _read_csv_file(
+def _parse_csv_file(
     path: Path, cfg: SourceConfig
-) -> tuple[pd.DataFrame, list[tuple[int, str, int, int]], _CsvLines]:
-    """:func:`_read_csv_text` of the file's decoded text, holding less of it: pyarrow
-    parses the body from the text in place (``_EncodedText``; no copy of the body, no
-    UTF-8 bytes of it), and the text is dropped before the columns are converted to
-    Python strings; the lines are found again from the file only when a message names one
-    (``_CsvLines``). The 10 M police file (1.0 GB, 4.15 M rows) was held as its text, the
-    body's copy and the body's bytes (~5.6 GB) while parsed, and as the body beside the
-    converted columns. A file whose lines are not all of the header's field count takes
-    the exact reader over the body, as before."""
+) -> tuple[Any, list[str], int, str | Callable[[], str]]:
+    """The file's decoded text parsed by pyarrow in place (``_EncodedText``; no copy of the
+    body, no UTF-8 bytes of it): (pyarrow table of its text columns, or None when a line
+    has the wrong field count or Arrow cannot parse it; header names; header line count;
+    the body: its text where the table is None, for the exact reader, else a function
+    reading it again from the file, for a message naming a line (``_CsvLines``), which
+    raises InputError when the file changed meanwhile). Raises InputError for an empty
+    file."""
     text = _decoded_text(path, cfg)
     if not text or text.isspace():  # ``text.strip()`` would copy it
         raise InputError("file is empty (no header row)", path=str(path))
@@ -754,12 +774,9 @@ def _read_csv_file(
     if table is None:
         body = text[start:]
         del text
-        return _read_csv_body(names, header_lines, body, cfg)
+        return None, names, header_lines, body
     size = len(text) - start
     del text
-    columns, parsed = table.column_names, table.columns
-    del table
-    frame = _arrow_csv_frame(parsed, columns)
 
     def body() -> str:
         again = _decoded_text(path, cfg)
@@ -768,10 +785,56 @@ def _read_csv_file(
             raise InputError("changed while it was being read: run again", path=str(path))
         return again[at:]
 
+    return table, names, header_lines, body
+
+
+def _read_csv_file(
+    path: Path, cfg: SourceConfig
+) -> tuple[pd.DataFrame, list[tuple[int, str, int, int]], _CsvLines]:
+    """:func:`_read_csv_text` of the file's decoded text, holding less of it: parsed in
+    place (``_parse_csv_file``), the text dropped before the columns are converted to
+    Python strings, the lines found again from the file only when a message names one
+    (``_CsvLines``). The 10 M police file (1.0 GB, 4.15 M rows) was held as its text, the
+    body's copy and the body's bytes (~5.6 GB) while parsed, and as the body beside the
+    converted columns. A file whose lines are not all of the header's field count takes
+    the exact reader over the body, as before."""
+    table, names, header_lines, body = _parse_csv_file(path, cfg)
+    if table is None:
+        return _read_csv_body(names, header_lines, body, cfg)
+    columns, parsed = table.column_names, table.columns
+    del table
+    frame = _arrow_csv_frame(parsed, columns)
     first_line = header_lines + 1
     frame = _drop_unnamed(frame, body, cfg, first_line)
     frame.attrs["clean_text"] = True  # already trimmed text with None for blanks
     return frame, [], _CsvLines(body, len(names), cfg, first_line)
+
+
+def _read_csv_table(path: Path, cfg: SourceConfig) -> tuple[Any, _CsvLines] | None:
+    """:func:`_read_csv_file` kept in Arrow: a pyarrow table of trimmed text columns (null
+    for blanks; headers trimmed, the unnamed empty columns dropped) and where each row came
+    from; None where the file needs the exact reader (a line of the wrong field count, or
+    text Arrow cannot parse). No Python object is made per cell."""
+    table, names, header_lines, body = _parse_csv_file(path, cfg)
+    if table is None:
+        return None
+    first_line = header_lines + 1
+    parsed = table.columns
+    del table
+    held = {}
+    for i, name in enumerate(names):  # each parsed column dropped once trimmed
+        held[name] = _trimmed(parsed[i])
+        parsed[i] = None
+    unnamed = _unnamed_columns(
+        names, lambda c: held[c].null_count < len(held[c]), body, cfg, first_line
+    )
+    import pyarrow as pa
+
+    kept = [c for c in names if c not in unnamed]
+    headers = [str(c).strip().removeprefix("\ufeff") for c in kept]
+    _check_unique_headers(headers, str(path))
+    out = pa.table([held.pop(c) for c in kept], names=headers)
+    return out, _CsvLines(body, len(names), cfg, first_line)
 
 
 def _read_raw(cfg: SourceConfig) -> tuple[pd.DataFrame, list[tuple[int, str, int, int]], Any]:
@@ -961,12 +1024,25 @@ def _scientific(ids: pd.Series) -> np.ndarray:
     """``ids.str.fullmatch(_SCIENTIFIC, na=False)`` as a bool array: the pattern is tried
     only on the ids holding an ``e`` or ``E`` (every match holds one), not on a million
     plain ids one regex call each."""
-    values = ids.to_numpy(dtype=object)
-    out = np.zeros(len(values), dtype=bool)
-    maybe = [i for i, v in enumerate(values) if not isinstance(v, str) or "e" in v or "E" in v]
+    out = np.zeros(len(ids), dtype=bool)
+    if _is_arrow_text(ids):
+        # Arrow text: the ids holding an e found in C, no Python string per id
+        import pyarrow.compute as pc
+
+        has_e = pc.match_substring(ids.array.__arrow_array__(), "e", ignore_case=True)
+        maybe = np.flatnonzero(has_e.fill_null(False).to_numpy(zero_copy_only=False)).tolist()
+    else:
+        values = ids.to_numpy(dtype=object)
+        maybe = [i for i, v in enumerate(values) if not isinstance(v, str) or "e" in v or "E" in v]
     if maybe:
-        out[maybe] = np.array(ids.iloc[maybe].str.fullmatch(_SCIENTIFIC, na=False), dtype=bool)
+        subset = ids.iloc[maybe].astype(object)  # the few ids with an e, as Python text
+        out[maybe] = np.array(subset.str.fullmatch(_SCIENTIFIC, na=False), dtype=bool)
     return out
+
+
+def _is_arrow_text(values: pd.Series) -> bool:
+    dtype = values.dtype
+    return isinstance(dtype, pd.ArrowDtype) and str(dtype.pyarrow_dtype) in ("string", "large_string")
 
 
 def _bad_record_ids(
@@ -1033,15 +1109,31 @@ def _checked(
     """The rows of ``raw`` that can be keyed. Every bad row of the file (wrong field count,
     empty, float-damaged or duplicate record id) is named in ONE InputError, or, with
     ``rejected``, set aside there with its line and reason."""
-    path = str(cfg.path)
-    check_mapped_columns(list(raw.columns), cfg)
     inexact = raw.attrs.get(_INEXACT_KEYS) or []
-    found = _bad_record_ids(raw[cfg.record_id], cfg, where, known=inexact)
+    keep = _kept_rows(list(raw.columns), raw[cfg.record_id], inexact, bad_lines, where, cfg, rejected)
+    return raw if keep is None else raw.iloc[keep]
+
+
+def _kept_rows(
+    columns: list[str],
+    ids: pd.Series,
+    inexact: Sequence[int],
+    bad_lines: list[tuple[int, str, int, int]],
+    where: Any,
+    cfg: SourceConfig,
+    rejected: RejectedRows | None,
+) -> np.ndarray | None:
+    """:func:`_checked` of a table with these ``columns`` and record ``ids`` (object or Arrow
+    text): a bool mask of the rows kept, None when all are; raises InputError as it says.
+    ``inexact``: positions of ids a sheet stored as long numbers."""
+    path = str(cfg.path)
+    check_mapped_columns(columns, cfg)
+    found = _bad_record_ids(ids, cfg, where, known=inexact)
     if inexact:
         found.insert(0, _inexact_keys_problem(cfg, where, inexact))
     problems = ([_field_count_problem(bad_lines)] if bad_lines else []) + [t for t, _ in found]
     if not problems:
-        return raw
+        return None
     if rejected is None:
         raise InputError(
             _problem_list(problems)
@@ -1073,9 +1165,9 @@ def _checked(
         ", ".join(f"{kind} {n}" for kind, n in kinds.items()),
         _listed(where.unit, lines),
     )
-    keep = np.ones(len(raw), dtype=bool)
+    keep = np.ones(len(ids), dtype=bool)
     keep[pos] = False
-    return raw.iloc[keep]
+    return keep
 
 
 def to_canonical(raw: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
@@ -1187,6 +1279,59 @@ def read_source(cfg: SourceConfig, *, rejected: RejectedRows | None = None) -> p
     return _canonical(_checked(raw, bad, where, cfg, rejected), cfg, clean=True)
 
 
+def _read_source_arrow(cfg: SourceConfig, rejected: RejectedRows | None) -> Any:
+    """:func:`read_source`'s table as :func:`_arrow_source` makes it (a pyarrow Table of
+    strings, or the frame where Arrow cannot hold it), read without a Python object per
+    cell where the file is a CSV pyarrow parses (``_read_csv_table``): a source of 8.3 M
+    rows was ~4 GB of Python objects between its text and its Arrow table. Other files,
+    and CSVs needing the exact reader, are read by :func:`read_source`. Raises as it does."""
+    import pyarrow as pa
+
+    path = Path(cfg.path)
+    got = None
+    if path.suffix.lower() in (".csv", ".txt", ".tsv") and path.is_file():
+        try:
+            got = _read_csv_table(path, cfg)
+        except PermissionError:
+            raise InputError("cannot be read: permission denied", path=str(path)) from None
+    if got is None:
+        return _arrow_source(read_source(cfg, rejected=rejected))
+    table, where = got
+    ids = pd.Series(pd.arrays.ArrowExtensionArray(table.column(cfg.record_id)))
+    keep = _kept_rows(table.column_names, ids, [], [], where, cfg, rejected)
+    del ids
+    if keep is not None:
+        table = table.filter(pa.array(keep))
+    return _canonical_arrow(table, cfg)
+
+
+def _canonical_arrow(table: Any, cfg: SourceConfig) -> Any:
+    """:func:`_canonical` of a checked source table kept in Arrow (``_read_source_arrow``):
+    the same columns in the same order, as pyarrow strings; a field joined from several
+    columns (``join_field_parts``) is joined over those columns alone as Python text."""
+    import pyarrow as pa
+
+    n = table.num_rows
+    # the source name in every row: a one-value dictionary decoded in C
+    source = pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(n, dtype=np.int32)), pa.array([cfg.name], type=pa.string())
+    ).cast(pa.string())
+    out: dict[str, Any] = {schema.SOURCE: source, schema.RECORD_ID: table.column(cfg.record_id)}
+    for field, columns in cfg.field_columns().items():
+        if field == schema.RECORD_ID:
+            continue
+        if len(columns) == 1:
+            out[field] = table.column(columns[0])
+            continue
+        joined = _joined(_as_frame(table.select(columns)), columns)
+        out[field] = pa.array(joined.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    used = {cfg.record_id, *cfg.columns}
+    for column in table.column_names:
+        if column not in used:
+            out[schema.raw_col(column)] = table.column(column)
+    return pa.table(out)
+
+
 def read_sources(
     config: RunConfig, *, progress: ProgressLike = None, rejected: RejectedRows | None = None
 ) -> pd.DataFrame:
@@ -1206,11 +1351,13 @@ def _source_frames(
     config: RunConfig,
     progress: ProgressLike,
     rejected: RejectedRows | None,
-    convert: Callable[[pd.DataFrame], Any] | None = None,
+    convert: Callable[[Any], Any] | None = None,
+    *,
+    arrow: bool = False,
 ) -> list[Any]:
-    """Each source read (:func:`read_source`), checked as :func:`read_sources` says, and
-    passed through ``convert`` as soon as it is read (before the next file is), in config
-    order."""
+    """Each source read (:func:`read_source`; with ``arrow``, :func:`_read_source_arrow`),
+    checked as :func:`read_sources` says, and passed through ``convert`` as soon as it is
+    read (before the next file is), in config order."""
     # paths first: a missing file is known before any file is read (one error names all)
     absent = [
         InputError("file not found" if not p.exists() else "is a folder, expected a file",
@@ -1230,11 +1377,13 @@ def _source_frames(
     refused: list[InputError] = []  # every source is read: all their problems in one error
     for cfg in config.sources.values():
         try:
-            frame = read_source(cfg, rejected=rejected)
+            frame = (
+                _read_source_arrow(cfg, rejected) if arrow else read_source(cfg, rejected=rejected)
+            )
         except InputError as exc:
             refused.append(exc)
             continue
-        if frame.empty:
+        if not len(frame):
             aside = (rejected.counts() if rejected is not None else {}).get(cfg.name, 0)
             why = (
                 f"all {aside} data row(s) were bad rows"
@@ -1291,15 +1440,31 @@ def _arrow_source(frame: pd.DataFrame) -> Any:
         return frame
 
 
-def _stacked_arrow(parts: list[Any]) -> Any:
+def _by_record_id(part: Any) -> Any:
+    """A source's pyarrow table (``_read_source_arrow``) sorted by record id (Arrow's stable
+    sort: UTF-8 bytes in code point order, as ``_canonical_order``); a frame, or a table
+    with a null id, as it is."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not isinstance(part, pa.Table) or part.column(schema.RECORD_ID).null_count:
+        return part
+    order = pc.sort_indices(part, sort_keys=[(schema.RECORD_ID, "ascending")])
+    return part.take(order)
+
+
+def _stacked_arrow(parts: list[Any], stack: Sequence[int] | None = None) -> Any:
     """The sources' tables (``_arrow_source``) stacked with :func:`read_sources`' columns, in
-    its order (the canonical fields first, then the others in order of first appearance),
-    a column a source lacks null; None when a source could not be held as Arrow (the caller
-    then stacks them as frames: ``_as_frame``)."""
+    its order (the canonical fields first, then the others in order of first appearance in
+    ``parts``), a column a source lacks null; None when a source could not be held as
+    Arrow (the caller then stacks them as frames: ``_as_frame``). ``stack``: the positions
+    of ``parts`` in the order their rows are stacked (default: as given)."""
     import pyarrow as pa
 
     if not all(isinstance(p, pa.Table) for p in parts):
         return None
+    if any(p.column(schema.RECORD_ID).null_count for p in parts):
+        return None  # not in canonical order by source and id: stacked as frames
     names = list(dict.fromkeys(c for p in parts for c in p.column_names))
     front = list(schema.CANONICAL_FIELDS)
     order = front + [c for c in names if c not in front]
@@ -1311,7 +1476,7 @@ def _stacked_arrow(parts: list[Any]) -> Any:
             ],
             names=order,
         )
-        for p in parts
+        for p in (parts if stack is None else [parts[i] for i in stack])
     ]
     return pa.concat_tables(aligned)
 
@@ -1859,11 +2024,16 @@ def read_records_chunks(
             if chunk_records is None and not compact:
                 raw = read_sources(config, progress=report, rejected=aside)
             else:
-                # each source held as Arrow strings once read (a Python object per value
-                # no longer): the rows wait as Arrow until their chunk is standardized,
-                # each column until its field is (``_lazy_frame``)
-                sources = _source_frames(config, report, aside, convert=_arrow_source)
-                raw = _stacked_arrow(sources)
+                # each source read into Arrow strings (no Python object per value) and put
+                # in record-id order as it is read: stacked in source-name order they are
+                # in canonical order, so the chunks are slices of them, not copies. The
+                # rows wait as Arrow until their chunk is standardized, each column until
+                # its field is (``_lazy_frame``)
+                sources = _source_frames(
+                    config, report, aside, convert=_by_record_id, arrow=True
+                )
+                names = list(config.sources)  # one table per source, in config order
+                raw = _stacked_arrow(sources, sorted(range(len(names)), key=names.__getitem__))
                 if raw is None:  # a source not held as Arrow: all as frames, as always
                     raw = _stacked([_as_frame(p) for p in sources])
                 del sources
@@ -1872,16 +2042,18 @@ def read_records_chunks(
             if aside is not None:
                 aside.write(config.run.bad_rows)
         arrow = not isinstance(raw, pd.DataFrame)
-        order = _canonical_order_arrow(raw) if arrow else _canonical_order(raw)
+        # the Arrow table is in canonical order already (``_by_record_id``)
+        order = None if arrow else _canonical_order(raw)
         n = len(raw)
         size = n if chunk_records is None or chunk_records >= n else max(1, chunk_records)
         starts = list(range(0, n, size)) or [0]
-        # each chunk's rows taken now (its own arrays): the whole table is freed at once,
-        # and each chunk's raw columns as it is standardized
+        # a frame's chunks taken now (their own arrays): the whole frame is freed at once,
+        # and each chunk's raw columns as it is standardized; an Arrow table's are slices
+        # (no copy), a source's buffers freed once its last chunk is standardized
         parts: list[Any] = []
         for start in reversed(starts):
             if arrow:
-                parts.append(raw.take(order[start : start + size]))
+                parts.append(raw.slice(start, size))
                 continue
             part = raw.iloc[order[start : start + size]]
             part.index = pd.RangeIndex(len(part))

@@ -191,13 +191,13 @@ def test_sources_wait_as_arrow_and_a_source_arrow_cannot_hold_stays_python(
     assert io._stacked_arrow([table, odd]) is None
     # a run whose first source stays Python objects gives the same chunks all the same
     seen = []
-    to_arrow = io._arrow_source
+    to_arrow = io._read_source_arrow
 
-    def first_kept(frame):
-        seen.append(frame)
-        return frame if len(seen) == 1 else to_arrow(frame)
+    def first_kept(cfg, rejected):
+        seen.append(cfg)
+        return io.read_source(cfg, rejected=rejected) if len(seen) == 1 else to_arrow(cfg, rejected)
 
-    monkeypatch.setattr(io, "_arrow_source", first_kept)
+    monkeypatch.setattr(io, "_read_source_arrow", first_kept)
     joined = pd.concat(list(read_records_chunks(config, 400)), ignore_index=True)
     assert len(seen) == len(config.sources) > 1
     pd.testing.assert_frame_equal(joined, records)
