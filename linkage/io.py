@@ -1109,6 +1109,7 @@ def _checked(
     """The rows of ``raw`` that can be keyed. Every bad row of the file (wrong field count,
     empty, float-damaged or duplicate record id) is named in ONE InputError, or, with
     ``rejected``, set aside there with its line and reason."""
+    check_mapped_columns(list(raw.columns), cfg)  # before a missing key column is read
     inexact = raw.attrs.get(_INEXACT_KEYS) or []
     keep = _kept_rows(list(raw.columns), raw[cfg.record_id], inexact, bad_lines, where, cfg, rejected)
     return raw if keep is None else raw.iloc[keep]
@@ -1297,6 +1298,7 @@ def _read_source_arrow(cfg: SourceConfig, rejected: RejectedRows | None) -> Any:
     if got is None:
         return _arrow_source(read_source(cfg, rejected=rejected))
     table, where = got
+    check_mapped_columns(table.column_names, cfg)  # before a missing key column is read
     ids = pd.Series(pd.arrays.ArrowExtensionArray(table.column(cfg.record_id)))
     keep = _kept_rows(table.column_names, ids, [], [], where, cfg, rejected)
     del ids

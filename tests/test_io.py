@@ -1007,3 +1007,17 @@ def test_a_run_s_chunks_come_from_sources_read_into_arrow(tmp_path, monkeypatch)
     assert [len(c) for c in chunks] == [4, 4, 4, 3]
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
     assert list(whole[schema.SOURCE][:6]) == ["alpha"] * 6
+
+
+@pytest.mark.parametrize("header", [["编号", "姓名", "公民身份号码", "联系电话", "住址"],
+                                    ["登记编号", "名字", "公民身份号码", "联系电话", "住址"]])  # fmt: skip
+def test_a_source_read_into_arrow_refuses_a_missing_column_as_the_frame_reader(tmp_path, header):
+    """A missing record-id or mapped column is the same InputError from both readers."""
+    path = tmp_path / "p.csv"
+    path.write_text(_csv_text(header=header), encoding="utf-8")
+    cfg = _cfg(path)
+    with pytest.raises(InputError) as want:
+        read_source(cfg)
+    with pytest.raises(InputError) as got:
+        linkage_io._read_source_arrow(cfg, None)
+    assert str(got.value) == str(want.value) and "not in the file" in str(got.value)
