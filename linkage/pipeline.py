@@ -80,7 +80,8 @@ class LinkResult:
     """Tables of one batch run; every table is a pandas DataFrame.
 
     ``golden`` is ``merge.merge_records``' table with its ``<field>_source`` columns as
-    pandas categoricals of the source names. ``summary`` holds counts and
+    pandas categoricals of the source names and its ``<field>_record_id`` columns as
+    categoricals of the record ids (``source_codes``). ``summary`` holds counts and
     ``summary["seconds"]``, the seconds spent per stage.
     """
 
@@ -606,6 +607,17 @@ def link_records(
     # Preparing the records for the comparisons costs more than levelling the pairs: done
     # once, on both cores, for the compare stage, the u sample and the scoring chunks.
     # a spilling run holds the blocking columns; the comparing ones are read back here
+    if (
+        golden_records is not None
+        and config.model.labels is None
+        and (need_train or not scored_before)
+    ):
+        # the blocking columns are done with: cut to what scoring and clustering hold
+        # before the comparing columns are read back and prepared beside them (at 20 M
+        # records the blocking columns held through preparing were ~6 GB of its peak)
+        records = _after_comparing(records, config, comparisons, golden_records)
+    # compacted (rows held once per distinct row: a person's records, and people of one
+    # name, repeat them): held from here through scoring, the run's largest table
     if (need_train or not scored_before) and early is not None and early.ready():
         prepared = early.prepare(records, golden_records)
     elif need_train or not scored_before:
@@ -615,6 +627,7 @@ def link_records(
             comparisons,
             parallel=config.run.workers,
             worker=worker,
+            compact=True,
         )
     elif early is not None:
         early.close(kill=True)
@@ -847,7 +860,8 @@ class _EarlyPrepare:
         with self.lock:
             if self.closed:
                 return
-            arg = (str(path), sorted(text), [self.comparisons[i] for i in self.theirs])
+            # compacted in the worker, so the reply it pickles back is the small one
+            arg = (str(path), sorted(text), [self.comparisons[i] for i in self.theirs], True)
             try:
                 self.worker.send(prepare_from_file, arg)
             except OSError as exc:
@@ -867,8 +881,10 @@ class _EarlyPrepare:
         out: list[Prepared | None] = [None] * len(self.comparisons)
         try:
             own = [self.comparisons[i] for i in mine]
-            for i, p in zip(mine, prepare_comparisons(_comparing_input(records, own, read), own)):
+            frame = _comparing_input(records, own, read)
+            for i, p in zip(mine, prepare_comparisons(frame, own, compact=True)):
                 out[i] = p
+            del frame
             try:
                 for i, p in zip(self.theirs, self.worker.receive(), strict=True):
                     out[i] = p
@@ -877,7 +893,7 @@ class _EarlyPrepare:
                 self.worker.close(kill=True)
                 rest = [self.comparisons[i] for i in self.theirs]
                 frame = _comparing_input(records, rest, read)
-                for i, p in zip(self.theirs, prepare_comparisons(frame, rest)):
+                for i, p in zip(self.theirs, prepare_comparisons(frame, rest, compact=True)):
                     out[i] = p
         finally:
             self.worker.close(kill=any(p is None for p in out))

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from linkage import schema
 from linkage.compare.address import AddressComparison, ContactComparison
-from linkage.compare.base import Comparison, Prepared
+from linkage.compare.base import Comparison, Prepared, compact_prepared
 from linkage.compare.fields import (
     BirthDateComparison,
     DateComparison,
@@ -56,6 +56,7 @@ __all__ = [
     "StringComparison",
     "as_recordlinkage",
     "build_comparisons",
+    "compact_prepared",
     "compare",
     "comparison_types",
     "comparisons_from_config",
@@ -181,29 +182,43 @@ def _check_inputs(records: pd.DataFrame, pairs: pd.DataFrame, comparisons: Seque
 PARALLEL_MIN_RECORDS = 50_000
 
 
-def _prepare_one(arg: tuple[Comparison, dict[str, np.ndarray]]) -> Prepared:
-    """``comparison.prepare(columns)``: the worker process's share of ``prepare_comparisons``."""
-    comparison, columns = arg
-    return comparison.prepare(columns)
+def _compacted(comparison: Comparison, prepared: Prepared) -> Prepared:
+    """``compact_prepared(prepared)`` for a comparison that levels pairs through
+    ``Prepared.take`` (the base ``compare_prepared``); ``prepared`` itself for one that
+    overrides it, which may read the per-record rows directly."""
+    if type(comparison).compare_prepared is not Comparison.compare_prepared:
+        return prepared
+    return compact_prepared(prepared)
 
 
-def prepare_from_file(arg: tuple[str, list[str], list[Comparison]]) -> list[Prepared]:
+def _prepare_one(arg: tuple[Comparison, dict[str, np.ndarray], bool]) -> Prepared:
+    """``comparison.prepare(columns)``, compacted when asked: the worker process's share of
+    ``prepare_comparisons`` (compacted there, so the reply pickled back is the small one)."""
+    comparison, columns, compact = arg
+    prepared = comparison.prepare(columns)
+    return _compacted(comparison, prepared) if compact else prepared
+
+
+def prepare_from_file(arg: tuple[str, list[str], list[Comparison], bool]) -> list[Prepared]:
     """Each comparison's ``prepare`` over its columns read from a Parquet file of the records
     (``tables.read_text_columns``: the names of its text columns are given), one comparison
     at a time: a worker process's share of a run's preparing, read from the records
-    checkpoint instead of sent through its pipe."""
+    checkpoint instead of sent through its pipe. The last item of ``arg``: compact each
+    result (``compact_prepared``) as ``prepare_comparisons(compact=True)`` does."""
     from linkage.progress import release_memory
     from linkage.tables import read_text_columns
 
-    path, text, comparisons = arg
+    path, text, comparisons, compact = arg
     out = []
     for comparison in comparisons:
         frame = read_text_columns(path, list(comparison.columns), set(text))
-        out.append(comparison.prepare(_record_columns(frame, comparison)))
+        prepared = comparison.prepare(_record_columns(frame, comparison))
         # the columns and the preparing's scratch are freed before the next comparison is
         # read: their heap pages handed back, not kept beside the results until the reply
         # (the worker's share at a million records: resident 937 -> 634 MB once done)
         del frame
+        out.append(_compacted(comparison, prepared) if compact else prepared)
+        del prepared
         release_memory()
     return out
 
@@ -214,6 +229,7 @@ def prepare_comparisons(
     *,
     parallel: bool = False,
     worker: Any = None,
+    compact: bool = False,
 ) -> list[Prepared]:
     """Each comparison's ``prepare`` over the record columns, in the order of ``comparisons``.
 
@@ -230,9 +246,19 @@ def prepare_comparisons(
     a worker that cannot start or dies is logged and its comparison prepared here.
     ``worker``: a ``standardize._distinct._Worker`` the caller started earlier (``warm``),
     used instead of a new one with ``parallel``, and closed here in any case.
+
+    With ``compact``, each result is compacted (``compact_prepared``: rows held once per
+    distinct row, an int32 code per record) as soon as it is prepared, in the worker too;
+    levels from it are the same. Not for a caller that reads ``Prepared.rows`` as one entry
+    per record; a comparison overriding ``compare_prepared`` is never compacted.
     """
     comparisons = list(default_comparisons() if comparisons is None else comparisons)
     out: list[Prepared | None] = [None] * len(comparisons)
+
+    def here(i: int) -> Prepared:
+        prepared = comparisons[i].prepare(_record_columns(records, comparisons[i]))
+        return _compacted(comparisons[i], prepared) if compact else prepared
+
     # costliest first: a comparison's prepare_cost where it declares one, else its columns
     queue = sorted(
         range(len(comparisons)),
@@ -242,7 +268,7 @@ def prepare_comparisons(
         if worker is not None:
             worker.close()
         for i in queue:
-            out[i] = comparisons[i].prepare(_record_columns(records, comparisons[i]))
+            out[i] = here(i)
         return out
     from linkage.standardize._distinct import _Worker
 
@@ -255,7 +281,11 @@ def prepare_comparisons(
                 try:
                     worker.send(
                         _prepare_one,
-                        (comparisons[pending], _record_columns(records, comparisons[pending])),
+                        (
+                            comparisons[pending],
+                            _record_columns(records, comparisons[pending]),
+                            compact,
+                        ),
                     )
                 except OSError as exc:  # the worker could not start or died: work here
                     logger.warning(
@@ -267,7 +297,7 @@ def prepare_comparisons(
                     pending = None
             if queue and (pending is None or not _ready(worker)):
                 i = queue.pop(0)
-                out[i] = comparisons[i].prepare(_record_columns(records, comparisons[i]))
+                out[i] = here(i)
                 continue
             if pending is not None:
                 try:

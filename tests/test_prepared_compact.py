@@ -1,0 +1,348 @@
+"""Prepared comparisons held once per distinct row (``compare.compact_prepared``): the same
+levels as the per-record rows, never a wrong grouping, fewer bytes held by a run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import linkage.compare as compare_module
+import linkage.compare.base as base
+import linkage.pipeline as pipeline
+from linkage import schema, synth
+from linkage.compare import (
+    NameComparison,
+    Prepared,
+    compact_prepared,
+    compare,
+    default_comparisons,
+    prepare_comparisons,
+    prepare_from_file,
+)
+from linkage.config import RunSettings, load_config
+from linkage.io import read_records
+from linkage.linker import Linker
+from linkage.standardize import _distinct
+
+KEY = b"compact-test-identity-key-0123456789"
+NAMES = [c.name for c in default_comparisons()]
+# compacted even where it saves nothing (gender: an int32 code for an int32 code)
+ALWAYS = -np.inf
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compact")
+    return synth.generate(400, seed=5, output=out / "demo").paths["config"]
+
+
+@pytest.fixture(scope="module")
+def records(demo):
+    return read_records(load_config(demo))
+
+
+@pytest.fixture(scope="module")
+def prepared(records):
+    comparisons = default_comparisons()
+    return comparisons, prepare_comparisons(records, comparisons)
+
+
+def _nbytes(p: Prepared) -> int:
+    """Bytes of the per-record arrays (and the index) a Prepared holds; tables not counted."""
+    out = 0 if p.index is None else p.index.nbytes
+    for value in p.rows.values():
+        out += _nbytes(value) if isinstance(value, Prepared) else value.nbytes
+    return out
+
+
+def _assert_same_rows(a: Prepared, b: Prepared) -> None:
+    assert a.index is None and b.index is None  # take never returns a compacted one
+    assert a.tables is b.tables and a.rows.keys() == b.rows.keys()
+    for key, value in a.rows.items():
+        if isinstance(value, Prepared):
+            _assert_same_rows(value, b.rows[key])
+        else:
+            assert value.dtype == b.rows[key].dtype, key
+            np.testing.assert_array_equal(value, b.rows[key], err_msg=key)
+
+
+def _pairs(n: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, n, count), rng.integers(0, n, count)
+
+
+# ----------------------------------------------------------------------------- levels
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compacted_levels_equal_the_per_record_levels(prepared, records, name):
+    comparisons, per_record = prepared
+    i = NAMES.index(name)
+    comparison, full = comparisons[i], per_record[i]
+    small = compact_prepared(full, min_saving=ALWAYS)
+    assert small.index is not None and small.index.dtype == np.int32
+    assert len(small.index) == len(records)
+    assert small.tables is full.tables
+    left, right = _pairs(len(records), 20_000, seed=i)
+    np.testing.assert_array_equal(
+        comparison.compare_prepared(small, left, right),
+        comparison.compare_prepared(full, left, right),
+    )
+    # every record with itself and with its neighbours: the agreeing levels too
+    rows = np.arange(len(records))
+    for other in (rows, np.roll(rows, 1)):
+        np.testing.assert_array_equal(
+            comparison.compare_prepared(small, rows, other),
+            comparison.compare_prepared(full, rows, other),
+        )
+    _assert_same_rows(small.take(left), full.take(left))
+
+
+@settings(max_examples=25)
+@given(seed=st.integers(0, 2**32 - 1), count=st.integers(0, 3000))
+def test_compacted_levels_equal_on_random_pairs(prepared, records, seed, count):
+    comparisons, per_record = prepared
+    left, right = _pairs(len(records), count, seed)
+    for comparison, full in zip(comparisons, per_record, strict=True):
+        small = compact_prepared(full, min_saving=ALWAYS)
+        np.testing.assert_array_equal(
+            comparison.compare_prepared(small, left, right),
+            comparison.compare_prepared(full, left, right),
+        )
+
+
+_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.float32, np.float64, bool]
+
+
+@st.composite
+def _prepareds(draw):
+    """A Prepared of few distinct values per array (repeats to group), some nested, one
+    2-D array at times, and negative numbers, NaN and -0.0 among the values."""
+    n = draw(st.integers(2, 60))
+    values = st.sampled_from([-1, 0, 1, 2, 127])
+
+    def array(dtype):
+        picked = draw(st.lists(values, min_size=n, max_size=n))
+        out = np.array(picked).astype(dtype)
+        if np.dtype(dtype).kind == "f" and draw(st.booleans()):
+            out[draw(st.integers(0, n - 1))] = draw(st.sampled_from([np.nan, -0.0]))
+        return out
+
+    def rows(depth: int) -> dict:
+        out = {}
+        for k in range(draw(st.integers(1, 4))):
+            if depth == 0 and draw(st.integers(0, 4)) == 0:
+                out[f"p{k}"] = Prepared(rows(1), {"t": np.arange(3)})
+            elif draw(st.integers(0, 5)) == 0:
+                out[f"m{k}"] = np.stack([array(np.int32), array(np.int32)], axis=1)
+            else:
+                out[f"a{k}"] = array(draw(st.sampled_from(_DTYPES)))
+        return out
+
+    return Prepared(rows(0), {"table": np.arange(5)})
+
+
+@settings(max_examples=200)
+@given(p=_prepareds(), data=st.data())
+def test_take_of_a_compacted_prepared_equals_take_of_the_input(p, data):
+    small = compact_prepared(p, min_saving=ALWAYS)
+    assert small.index is not None
+    n = len(small.index)
+    at = np.array(data.draw(st.lists(st.integers(0, n - 1), max_size=80)), dtype=np.int64)
+    _assert_same_rows(small.take(at), p.take(at))
+    _assert_same_rows(small.take(np.arange(n)), p.take(np.arange(n)))
+    # one row per distinct row: no two kept rows alike, and every one some record's
+    kept = Prepared(small.rows, small.tables)
+    flat = pd.DataFrame({f"c{i}": a for i, a in enumerate(_columns(kept))})
+    assert not flat.duplicated().any()
+    assert np.array_equal(np.unique(small.index), np.arange(len(flat)))
+
+
+def _columns(p: Prepared) -> list[np.ndarray]:
+    out = []
+    for value in p.rows.values():
+        if isinstance(value, Prepared):
+            out += _columns(value)
+        else:  # bits, so NaN equals NaN and -0.0 differs from 0.0, as compaction groups
+            bits = value.reshape(len(value), -1)
+            if bits.dtype.kind == "f":
+                bits = bits.view(f"u{bits.dtype.itemsize}")
+            out += list(bits.T)
+    return out
+
+
+# ----------------------------------------------------------------------------- left as it is
+
+
+@pytest.mark.parametrize("hashes", ["constant", "tiny modulus"])
+def test_a_hash_collision_leaves_the_input_unchanged(prepared, records, monkeypatch, hashes):
+    comparisons, per_record = prepared
+    row_hashes = base._row_hashes
+
+    def colliding(words, n):
+        if hashes == "constant":
+            return np.zeros(n, dtype=np.uint64)
+        return row_hashes(words, n) % np.uint64(3)
+
+    monkeypatch.setattr(base, "_row_hashes", colliding)
+    left, right = _pairs(len(records), 5000, seed=11)
+    for comparison, full in zip(comparisons, per_record, strict=True):
+        assert compact_prepared(full, min_saving=ALWAYS) is full, comparison.name
+    got = prepare_comparisons(records, comparisons, compact=True)
+    assert all(p.index is None for p in got)
+    for comparison, full, p in zip(comparisons, per_record, got, strict=True):
+        np.testing.assert_array_equal(
+            comparison.compare_prepared(p, left, right),
+            comparison.compare_prepared(full, left, right),
+        )
+
+
+def test_what_saves_too_little_or_cannot_be_hashed_is_left_as_it_is(prepared):
+    comparisons, per_record = prepared
+    gender = per_record[NAMES.index("gender")]
+    assert compact_prepared(gender) is gender  # an int32 index saves nothing on int32 codes
+    codes = np.arange(1000, dtype=np.int64)
+    unique = Prepared({"v": codes, "w": codes})  # every row distinct
+    assert compact_prepared(unique) is unique
+    text = Prepared({"v": np.zeros(10, dtype=np.int64), "s": np.array(["a"] * 10, dtype=object)})
+    assert compact_prepared(text, min_saving=ALWAYS) is text
+    nested = Prepared({"p": text, "v": np.zeros(10, dtype=np.int64)})
+    assert compact_prepared(nested, min_saving=ALWAYS) is nested
+    ragged = Prepared({"v": np.zeros(10, dtype=np.int64), "w": np.zeros(9, dtype=np.int64)})
+    assert compact_prepared(ragged, min_saving=ALWAYS) is ragged
+    empty = Prepared({})
+    assert compact_prepared(empty, min_saving=ALWAYS) is empty
+    name = per_record[NAMES.index("name")]
+    once = compact_prepared(name)
+    assert once.index is not None and compact_prepared(once) is once
+
+
+def test_a_comparison_reading_rows_itself_is_not_compacted(records):
+    class OwnRows(NameComparison):
+        """Levels from the per-record rows, as one entry per record, not through ``take``."""
+
+        def compare_prepared(self, prepared, rows_left, rows_right):
+            assert prepared.index is None
+            return super().compare_prepared(prepared, rows_left, rows_right)
+
+    own, plain = OwnRows(name="own"), NameComparison()
+    got = prepare_comparisons(records, [own, plain], compact=True)
+    assert got[0].index is None and got[1].index is not None
+    left, right = _pairs(len(records), 2000, seed=9)
+    np.testing.assert_array_equal(
+        own.compare_prepared(got[0], left, right), plain.compare_prepared(got[1], left, right)
+    )
+
+
+# ----------------------------------------------------------------------------- a run's preparing
+
+
+def test_compacted_comparisons_hold_fewer_bytes(records, prepared):
+    comparisons, per_record = prepared
+    small = prepare_comparisons(records, comparisons, compact=True)
+    before = [_nbytes(p) for p in per_record]
+    after = [_nbytes(p) for p in small]
+    # each person has several records (three registries, repeats), people share names
+    assert sum(after) < 0.75 * sum(before), (before, after)
+    for name in ("name", "id", "contact", "hukou_address"):
+        i = NAMES.index(name)
+        assert small[i].index is not None and after[i] < before[i], name
+    assert all(a <= b for a, b in zip(after, before, strict=True))  # never larger
+    pairs = pd.DataFrame(dict(zip((schema.ROW_L, schema.ROW_R), _pairs(len(records), 5000, 3))))
+    pd.testing.assert_frame_equal(
+        compare(records, pairs, comparisons, prepared=small, chunk_size=700, threads=2),
+        compare(records, pairs, comparisons, prepared=per_record),
+    )
+
+
+def test_the_worker_sends_back_its_comparisons_compacted(records, prepared, monkeypatch):
+    comparisons, per_record = prepared
+    sent: list[tuple] = []
+    send = _distinct._Worker.send
+
+    def counted(self, func, arg):
+        sent.append(arg)
+        return send(self, func, arg)
+
+    monkeypatch.setattr(compare_module, "PARALLEL_MIN_RECORDS", 10)
+    monkeypatch.setattr(_distinct._Worker, "send", counted)
+    got = prepare_comparisons(records, comparisons, parallel=True, compact=True)
+    assert sent and all(arg[2] is True for arg in sent)
+    # the costliest, the names, went to the worker first and came back compacted
+    assert sent[0][0].name == "name" and got[NAMES.index("name")].index is not None
+    left, right = _pairs(len(records), 5000, seed=4)
+    for comparison, full, p in zip(comparisons, per_record, got, strict=True):
+        np.testing.assert_array_equal(
+            comparison.compare_prepared(p, left, right),
+            comparison.compare_prepared(full, left, right),
+        )
+
+
+def test_preparing_from_the_records_file_compacts_when_asked(records, prepared, tmp_path):
+    comparisons, per_record = prepared
+    path = tmp_path / "records.parquet"
+    records.to_parquet(path)
+    text = [c for c in records.columns if records[c].dtype == object]
+    got = prepare_from_file((str(path), text, comparisons, True))
+    plain = prepare_from_file((str(path), text, comparisons, False))
+    assert got[NAMES.index("name")].index is not None
+    assert all(p.index is None for p in plain)
+    left, right = _pairs(len(records), 5000, seed=5)
+    for comparison, full, p, q in zip(comparisons, per_record, got, plain, strict=True):
+        expected = comparison.compare_prepared(full, left, right)
+        np.testing.assert_array_equal(comparison.compare_prepared(p, left, right), expected)
+        np.testing.assert_array_equal(comparison.compare_prepared(q, left, right), expected)
+
+
+def _config(path):
+    config = load_config(path)
+    model = config.model.model_copy(update={"u_sample_pairs": 20_000})
+    # chunked scoring beyond the training sample: the compacted rows serve every stage
+    run = RunSettings(chunk_pairs=1000, train_sample_pairs=1000)
+    return config.model_copy(update={"model": model, "run": run})
+
+
+def test_a_run_links_the_same_with_and_without_compaction(demo, monkeypatch):
+    compacted: list[bool] = []
+    real = compare_module.compact_prepared
+
+    def spy(p, *args, **kwargs):
+        out = real(p, *args, **kwargs)
+        compacted.append(out.index is not None)
+        return out
+
+    monkeypatch.setattr(compare_module, "compact_prepared", spy)
+    on = Linker(_config(demo), id_key=KEY).run()
+    assert len(compacted) == len(NAMES) and sum(compacted) >= 4
+
+    monkeypatch.setattr(compare_module, "compact_prepared", lambda p, *a, **k: p)
+    off = Linker(_config(demo), id_key=KEY).run()
+    pd.testing.assert_frame_equal(on.pairs, off.pairs)
+    pd.testing.assert_frame_equal(on.identities, off.identities)
+    assert on.summary["candidate_pairs"] == off.summary["candidate_pairs"]
+
+
+def test_a_run_preparing_in_its_early_worker_links_the_same(demo, tmp_path, monkeypatch):
+    # the early worker (reading the records checkpoint) prepares and compacts its share in
+    # its own process; the reference prepares everything here, uncompacted
+    monkeypatch.setattr(compare_module, "compact_prepared", lambda p, *a, **k: p)
+    Linker(_config(demo), id_key=KEY).write(tmp_path / "off")
+    monkeypatch.undo()
+
+    monkeypatch.setattr(pipeline, "PARALLEL_MIN_RECORDS", 1)
+    sent: list[tuple] = []
+    send = _distinct._Worker.send
+
+    def spy(self, func, arg):
+        if func is prepare_from_file:
+            sent.append(arg)
+        return send(self, func, arg)
+
+    monkeypatch.setattr(_distinct._Worker, "send", spy)
+    Linker(_config(demo), id_key=KEY).write(tmp_path / "on")
+    assert sent and sent[0][3] is True
+    for name in ("pairs.parquet", "identities.csv", "golden_records.csv", "cluster_sizes.csv"):
+        assert (tmp_path / "on" / name).read_bytes() == (tmp_path / "off" / name).read_bytes()
