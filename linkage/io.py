@@ -315,6 +315,8 @@ def _parse_csv_arrow(stream: Any, names: list[str], cfg: SourceConfig) -> Any:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    if not cfg.delimiter.isascii():
+        return None  # pyarrow splits on ASCII only: a full-width comma takes the exact reader
     invalid: list[str] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:

@@ -1021,3 +1021,14 @@ def test_a_source_read_into_arrow_refuses_a_missing_column_as_the_frame_reader(t
     with pytest.raises(InputError) as got:
         linkage_io._read_source_arrow(cfg, None)
     assert str(got.value) == str(want.value) and "not in the file" in str(got.value)
+
+
+def test_a_full_width_comma_delimiter_is_read_by_the_exact_reader(tmp_path):
+    """pyarrow splits on ASCII delimiters only: a source delimited by a full-width comma
+    (，) is read by the exact reader, in both readers, instead of failing."""
+    path = tmp_path / "p.csv"
+    path.write_text("\n".join("，".join(r) for r in [HEADER, *ROWS]) + "\n", encoding="utf-8")
+    cfg = _cfg(path, delimiter="，")
+    frame = read_source(cfg)
+    assert list(frame[schema.NAME]) == ["张伟", "买买提·艾力", "王䶮"]
+    assert linkage_io._read_source_arrow(cfg, None).equals(linkage_io._arrow_source(frame))
