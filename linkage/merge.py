@@ -176,12 +176,10 @@ def _provenance_sources(
     owners: np.ndarray,
     n_owners: int,
 ) -> pd.Categorical:
-    """A provenance column as a categorical: ``<field>_source`` of the source names (a byte
-    a golden record, not an Arrow string: ~15 bytes a cell, eight fields, ~0.6 GB at ten
-    million records), ``<field>_record_id`` of the record ids (four bytes a cell, each id
-    once in the categories shared by every field): ``codes[rows[i]]`` (each record's code
-    into ``dtype``'s categories) for owner ``owners[i]``, null for owners without a chosen
-    record."""
+    """A ``<field>_source`` column as a categorical of the source names (a byte a golden
+    record, not an Arrow string: ~15 bytes a cell, eight fields, ~0.6 GB at ten million
+    records): source ``codes[rows[i]]`` (codes into ``dtype``'s categories) for owner
+    ``owners[i]``, null for owners without a chosen record."""
     out = np.full(n_owners, -1, dtype=np.int8 if len(dtype.categories) < 127 else np.int32)
     out[owners] = codes[rows]
     return pd.Categorical.from_codes(out, dtype=dtype)
@@ -485,10 +483,9 @@ def merge_records(
     ``sources`` (``|``-joined), then per field its value, ``<field>_source`` and
     ``<field>_record_id``, and ``conflicts``. With ``source_codes`` (a batch run's golden
     table at millions of identities) the ``<field>_source`` columns are pandas categoricals
-    of the source names (a byte a cell), the ``<field>_record_id`` columns categoricals of
-    the record ids (int32 codes into one set of categories shared by every field) and
-    ``identity_id`` Arrow text where ``identities`` is; else text. Their values are the
-    same either way.
+    of the source names (a byte a cell) and ``identity_id`` is taken from ``identities``'
+    Arrow text where it is (no Python string per identity); else text. Their values are
+    the same either way.
 
     With ``share``, its worker builds its fields (their columns need not be in ``records``)
     while this process builds the others: fields are independent, and the result is the
@@ -534,16 +531,11 @@ def merge_records(
     elif worker is not None:
         worker.close()
     # the record ids' Arrow form once, for the provenance columns of every field (objects
-    # only when the column is not Arrow text), or with ``source_codes`` their codes into
-    # the distinct ids (an Arrow text column per field was ~22 bytes a golden record, eight
-    # fields, ~2 GB at twenty million records); the sources as codes of their names
-    if source_codes:
-        rid_codes, rid_names = pd.factorize(records[schema.RECORD_ID])
-        rid_codes = rid_codes.astype(np.int32)
-        rid_dtype = pd.CategoricalDtype(pd.Index(rid_names, dtype=str))
-        del rid_names
-    else:
-        rid_np, rid_arrow = _key_text(records[schema.RECORD_ID])
+    # only when the column is not Arrow text); the sources as codes of their names. (The
+    # record ids as a categorical were tried: its categories' uniqueness check builds a
+    # hash table of a Python string per record id, ~1.8 GB held at twenty million records,
+    # more than the Arrow text columns it spared.)
+    rid_np, rid_arrow = _key_text(records[schema.RECORD_ID])
     src_codes, src_names = pd.factorize(sources, sort=True)
     src_codes = src_codes.astype(np.int8 if len(src_names) < 127 else np.int32)
     src_dtype = pd.CategoricalDtype(pd.Index(np.asarray(src_names, dtype=object), dtype=str))
@@ -604,14 +596,9 @@ def merge_records(
         golden[field] = column
         sources_of = _provenance_sources(src_codes, src_dtype, chosen_rows, chosen_ident, n_ident)
         golden[f"{field}_source"] = sources_of if source_codes else _as_text(sources_of)
-        if source_codes:
-            golden[f"{field}_record_id"] = _provenance_sources(
-                rid_codes, rid_dtype, chosen_rows, chosen_ident, n_ident
-            )
-        else:
-            golden[f"{field}_record_id"] = _picked(
-                rid_np, rid_arrow, chosen_rows, chosen_ident, n_ident
-            )
+        golden[f"{field}_record_id"] = _picked(
+            rid_np, rid_arrow, chosen_rows, chosen_ident, n_ident
+        )
         if conflict is not None:
             conflict_parts.append(conflict)
     conflicts = np.full(n_ident, "", dtype=object)

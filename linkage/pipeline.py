@@ -80,8 +80,7 @@ class LinkResult:
     """Tables of one batch run; every table is a pandas DataFrame.
 
     ``golden`` is ``merge.merge_records``' table with its ``<field>_source`` columns as
-    pandas categoricals of the source names and its ``<field>_record_id`` columns as
-    categoricals of the record ids (``source_codes``). ``summary`` holds counts and
+    pandas categoricals of the source names. ``summary`` holds counts and
     ``summary["seconds"]``, the seconds spent per stage.
     """
 
