@@ -79,3 +79,22 @@ def spark():
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def synth400_config(tmp_path_factory) -> Path:
+    """The run config of 400 generated persons' registries (seed 5), made once a session:
+    the comparison-preparing tests run the same small batch."""
+    from linkage import synth
+
+    out = tmp_path_factory.mktemp("synth400")
+    return synth.generate(400, seed=5, output=out / "demo").paths["config"]
+
+
+@pytest.fixture(scope="session")
+def synth400_records(synth400_config):
+    """The standardized records of ``synth400_config`` (do not change them in place)."""
+    from linkage.config import load_config
+    from linkage.io import read_records
+
+    return read_records(load_config(synth400_config))

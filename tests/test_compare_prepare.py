@@ -9,25 +9,23 @@ import pandas as pd
 import pytest
 
 import linkage.compare as compare_module
-from linkage import schema, synth
+from linkage import schema
 from linkage.compare import compare, default_comparisons, prepare_comparisons
 from linkage.config import RunSettings, load_config
-from linkage.io import read_records
 from linkage.linker import Linker
 from linkage.standardize import _distinct
 
 KEY = b"prepare-test-identity-key-0123456789"
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("prepare")
-    return synth.generate(400, seed=5, output=out / "demo").paths["config"]
+@pytest.fixture(scope="session")
+def demo(synth400_config):
+    return synth400_config
 
 
-@pytest.fixture(scope="module")
-def records(demo):
-    return read_records(load_config(demo))
+@pytest.fixture(scope="session")
+def records(synth400_records):
+    return synth400_records
 
 
 def _pairs(n: int, count: int, seed: int = 3) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import linkage.compare as compare_module
 import linkage.compare.base as base
 import linkage.pipeline as pipeline
-from linkage import schema, synth
+from linkage import schema
 from linkage.compare import (
     NameComparison,
     Prepared,
@@ -23,7 +23,6 @@ from linkage.compare import (
     prepare_from_file,
 )
 from linkage.config import RunSettings, load_config
-from linkage.io import read_records
 from linkage.linker import Linker
 from linkage.standardize import _distinct
 
@@ -33,15 +32,14 @@ NAMES = [c.name for c in default_comparisons()]
 ALWAYS = -np.inf
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("compact")
-    return synth.generate(400, seed=5, output=out / "demo").paths["config"]
+@pytest.fixture(scope="session")
+def demo(synth400_config):
+    return synth400_config
 
 
-@pytest.fixture(scope="module")
-def records(demo):
-    return read_records(load_config(demo))
+@pytest.fixture(scope="session")
+def records(synth400_records):
+    return synth400_records
 
 
 @pytest.fixture(scope="module")
