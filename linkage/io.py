@@ -1936,17 +1936,9 @@ def _canonical_order(raw: pd.DataFrame) -> np.ndarray:
     if table is None or any(table.column(k).null_count for k in keys):
         order = raw.reset_index(drop=True).sort_values(keys, kind="stable").index
         return np.asarray(order, dtype=np.int64)
-    return _canonical_order_arrow(table)
-
-
-def _canonical_order_arrow(table: Any) -> np.ndarray:
-    """:func:`_canonical_order` of a table of strings (``_stacked_arrow``)."""
     import pyarrow.compute as pc
 
-    keys = [schema.SOURCE, schema.RECORD_ID]
-    if any(table.column(k).null_count for k in keys):
-        return _canonical_order(_as_frame(table.select(keys)))
-    order = pc.sort_indices(table.select(keys), sort_keys=[(k, "ascending") for k in keys])
+    order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys])
     return order.to_numpy().astype(np.int64, copy=False)
 
 
