@@ -101,6 +101,91 @@ def cannot_link_table(
     return pd.concat(parts, ignore_index=True).dropna(subset=[CANNOT_LINK_KEY])
 
 
+def cannot_link_codes(
+    records: pd.DataFrame, *, same_source: bool = True, dated: bool = True
+) -> pd.DataFrame | None:
+    """:func:`cannot_link_table`'s constraints as integer codes, as ``cluster_pairs`` uses
+    them (``row``, ``group``, ``key``: the same rows, and two constraints share a code
+    exactly where they share the group or key text), without the text table: each rule is
+    decided once per distinct ID, flag set, source and birth date, not per record. At twenty
+    million records the text table (two rows per record, the IDs as Arrow text twice, a
+    group string made per record) was gigabytes of the clustering stage. Takes the columns
+    :func:`cannot_link_table` takes; None where it gives None. Raises InputError for a
+    ``rid`` outside 0..len(records)-1.
+    """
+    if schema.ID_STD not in records or not (same_source or dated):
+        return None
+    n = len(records)
+    key_codes, key_values = pd.factorize(records[schema.ID_STD])
+    key_codes = np.asarray(key_codes)
+    values = pd.Series(np.asarray(key_values, dtype=object), dtype=object)
+    text = values.astype("string")
+    # per distinct ID: an Excel-rounded tail or empty text forms no constraint
+    usable = ~(text.str.endswith(EXCEL_TAIL).fillna(False) | text.eq("").fillna(False))
+    valid = key_codes >= 0
+    valid &= np.append(usable.to_numpy(dtype=bool), False)[key_codes]
+    if schema.ID_VALID in records:
+        valid &= records[schema.ID_VALID].eq(True).to_numpy(dtype=bool, na_value=False)
+    if schema.QUALITY_FLAGS in records:
+        flag_codes, flags = pd.factorize(records[schema.QUALITY_FLAGS])
+        not_own = pd.Series(np.asarray(flags, dtype=object), dtype=object).astype(str)
+        not_own = not_own.str.contains("id_not_own").to_numpy(dtype=bool)
+        valid &= ~np.append(not_own, False)[np.asarray(flag_codes)]
+    rows_all = records[schema.ROW].to_numpy()
+    src_codes, src_names = pd.factorize(records[schema.SOURCE].astype(object))
+    src_codes = np.asarray(src_codes, dtype=np.int64)
+    undated = (
+        records[schema.BIRTH_DATE_STD].isna().to_numpy()
+        if schema.BIRTH_DATE_STD in records
+        else np.zeros(n, dtype=bool)
+    )
+    # group texts as cannot_link_table writes them: source, source + UNDATED_GROUP, and
+    # DATED_GROUP last; one code per distinct text
+    names = [str(s) for s in src_names]
+    texts = names + [s + UNDATED_GROUP for s in names] + [DATED_GROUP]
+    group_of, group_texts = pd.factorize(pd.Series(texts, dtype=object))
+    group_of = np.asarray(group_of, dtype=np.int64)
+    collided = len(group_texts) < len(texts)
+    parts = []
+    if same_source:
+        at = np.flatnonzero(valid)
+        group = group_of[src_codes[at] + len(names) * undated[at]]
+        parts.append((at, group))
+    if dated and schema.BIRTH_DATE_STD in records and schema.ID_BIRTH_DATE in records:
+        own = _same_text(records[schema.BIRTH_DATE_STD], records[schema.ID_BIRTH_DATE])
+        exact = np.append(_float_exact(values), False)[key_codes]
+        at = np.flatnonzero(valid & own & ~exact)
+        parts.append((at, np.full(len(at), group_of[-1], dtype=np.int64)))
+    if not parts:
+        return None
+    at = np.concatenate([a for a, _ in parts])
+    rows = _row_numbers(pd.Series(rows_all[at]), n, schema.ROW)
+    codes = pd.DataFrame(
+        {
+            "row": rows,
+            "group": np.concatenate([g for _, g in parts]),
+            "key": key_codes[at].astype(np.int64),
+        }
+    )
+    # two group texts alike (a source named as another's undated group): the table's rows
+    # then repeat, as _cannot_link_codes sees them
+    return _unique_codes(codes) if collided else codes
+
+
+def _same_text(left: pd.Series, right: pd.Series) -> np.ndarray:
+    """``(left.astype("string") == right.astype("string")).fillna(False)`` as a numpy bool
+    array, the text made once per distinct value rather than per row."""
+    left_codes, left_values = pd.factorize(left)
+    left_text = pd.Series(np.asarray(left_values, dtype=object), dtype=object).astype("string")
+    text_codes, texts = pd.factorize(left_text)
+    per_left = np.append(np.asarray(text_codes), -1)[np.asarray(left_codes)]
+    right_codes, right_values = pd.factorize(right)
+    right_text = pd.Series(np.asarray(right_values, dtype=object), dtype=object).astype("string")
+    found = pd.Index(texts).get_indexer(right_text)
+    per_right = np.append(found, -1)[np.asarray(right_codes)]
+    return (per_left >= 0) & (per_left == per_right)
+
+
 def _float_exact(ids: pd.Series) -> np.ndarray:
     """IDs a float64 holds exactly (digits only): what a number column makes of any ID, its
     last digits rounded to a multiple of 16-128 (430921199108189709 -> ...696), passing
@@ -132,6 +217,7 @@ def cluster_pairs(
     max_cluster_size: int = 20,
     bridge_ratio: float = DEFAULT_BRIDGE_RATIO,
     recluster_contradicted: bool = True,
+    cannot_link_coded: pd.DataFrame | None = None,
 ) -> pd.Series:
     """Return a cluster label per row 0..n_records-1: the smallest row number in its cluster.
 
@@ -146,6 +232,8 @@ def cluster_pairs(
     those observed pairs are above threshold. Unobserved pairs count for nothing, so a chain
     a-b-c-d whose non-neighbours were never compared still merges. A component none of
     these flag is kept whole: with all its observed pairs above threshold, nothing splits it.
+    ``cannot_link_coded``: the rule already as :func:`cannot_link_codes` gives it, in place
+    of ``cannot_link``.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be strictly between 0 and 1, got {threshold}")
@@ -169,7 +257,9 @@ def cluster_pairs(
     sizes = np.bincount(comp, minlength=n_comp)
     flagged = sizes > max_cluster_size
     n_big = int(flagged.sum())
-    cl = _cannot_link_codes(cannot_link, n_records) if cannot_link is not None else None
+    cl = cannot_link_coded
+    if cl is None and cannot_link is not None:
+        cl = _cannot_link_codes(cannot_link, n_records)
     if cl is not None:
         flagged[_conflicting_components(comp, cl)] = True
     if recluster_contradicted:
@@ -313,9 +403,14 @@ def _cannot_link_codes(cannot_link: pd.DataFrame, n_records: int) -> pd.DataFram
         groups = pd.factorize(cannot_link[CANNOT_LINK_GROUP][keep])[0]
     else:
         groups = np.zeros(len(rows), dtype=np.int64)
-    codes = pd.DataFrame(
-        {"row": rows, "group": groups, "key": pd.factorize(key[keep])[0]}
-    ).drop_duplicates()
+    codes = pd.DataFrame({"row": rows, "group": groups, "key": pd.factorize(key[keep])[0]})
+    return _unique_codes(codes)
+
+
+def _unique_codes(codes: pd.DataFrame) -> pd.DataFrame:
+    """The cannot-link codes less repeated rows; InputError where a row has two different
+    keys in one group."""
+    codes = codes.drop_duplicates()
     clash = codes.duplicated(["row", "group"], keep=False)
     if clash.any():
         examples = ", ".join(str(r) for r in codes["row"][clash].unique()[:_EXAMPLES])

@@ -93,17 +93,9 @@ def identity_names(
         raise ValueError(f"identity key must be at least {_MIN_KEY_BYTES} bytes")
     records = np.asarray(smallest_keys, dtype=object).tolist()
     out = np.empty(len(records), dtype=object)
-    # every key hashed without a salt in one pass, from a copy of an HMAC already holding the
-    # key (hmac.digest sets the key up again for each message); when no two names and no
-    # taken name meet (nearly always: 80 bits) they are the names the loop below gives
-    keyed = hmac.new(key, digestmod="sha256")
-
-    def name_of(record: str) -> str:
-        h = keyed.copy()
-        h.update(record.encode("utf-8"))
-        return "ID" + h.digest()[:10].hex().upper()
-
-    names = [name_of(r) for r in records]
+    # when no two names and no taken name meet (nearly always: 80 bits) the unsalted names
+    # are the names the loop below gives
+    names = _unsalted_names(records, key)
     if len(set(names)) == len(names) and not any(name in taken for name in names):
         out[:] = names
         return out
@@ -119,30 +111,112 @@ def identity_names(
     return out
 
 
+def _unsalted_names(records: list[str], key: bytes) -> list[str]:
+    """``_hash_id(key, record, 0)`` of each record key, in one pass from a copy of an HMAC
+    already holding the key (``hmac.digest`` sets the key up again for each message)."""
+    keyed = hmac.new(key, digestmod="sha256")
+
+    def name_of(record: str) -> str:
+        h = keyed.copy()
+        h.update(record.encode("utf-8"))
+        return "ID" + h.digest()[:10].hex().upper()
+
+    return [name_of(r) for r in records]
+
+
 def fresh_ids(smallest_keys: np.ndarray, taken: set[str], key: bytes | None = None) -> np.ndarray:
     """Names for new clusters of a store run: :func:`identity_names` with the run's key."""
     return identity_names(smallest_keys, key or process_key(), taken)
 
 
-def cluster_ids(records: pd.DataFrame, labels: pd.Series | np.ndarray, key: bytes) -> np.ndarray:
+def cluster_ids(
+    records: pd.DataFrame, labels: pd.Series | np.ndarray, key: bytes
+) -> np.ndarray | pd.api.extensions.ExtensionArray:
     """One identity id per row of ``records`` (``source``, ``record_id``) from cluster ``labels``.
 
     Each cluster is named after its smallest record key, so ids do not depend on row order.
+    Returns an object array of ``str``, or (pandas 3, keys in increasing order as a batch's
+    records come) the same ids as pandas' Arrow-backed text: no Python string per record
+    key nor per record's id (~2 GB at twenty million records).
     """
     keys = record_key(records[schema.SOURCE], records[schema.RECORD_ID])
-    values = keys.to_numpy(dtype=object)
-    if len(values) > 1 and not bool((values[1:] > values[:-1]).all()):
-        smallest = keys.groupby(np.asarray(labels)).transform("min")
-        codes, uniques = pd.factorize(smallest, sort=True)
-        return identity_names(np.asarray(uniques, dtype=object), key)[codes]
+    arrow = _arrow_keys(keys)
+    if arrow is not None and len(arrow) > 1:
+        import pyarrow.compute as pc
+
+        rising = pc.greater(arrow.slice(1), arrow.slice(0, len(arrow) - 1)).fill_null(False)
+        if not pc.all(rising).as_py():
+            arrow = None
+    if arrow is None:
+        values = keys.to_numpy(dtype=object)
+        if len(values) > 1 and not bool((values[1:] > values[:-1]).all()):
+            smallest = keys.groupby(np.asarray(labels)).transform("min")
+            codes, uniques = pd.factorize(smallest, sort=True)
+            return identity_names(np.asarray(uniques, dtype=object), key)[codes]
+    del keys
     # Keys in increasing order, as a batch's records come (io.read_records sorts them by
     # source and record id): a cluster's smallest key is at its smallest row, an integer
     # min rather than a string min per cluster.
     label_codes, n_labels = pd.factorize(np.asarray(labels))
-    smallest = np.full(len(n_labels), len(values), dtype=np.int64)
-    np.minimum.at(smallest, label_codes, np.arange(len(values)))
+    n = len(records)
+    smallest = np.full(len(n_labels), n, dtype=np.int64)
+    np.minimum.at(smallest, label_codes, np.arange(n))
     first, codes = np.unique(smallest[label_codes], return_inverse=True)
-    return identity_names(values[first], key)[codes.ravel()]
+    del smallest, label_codes
+    if arrow is None:
+        return identity_names(values[first], key)[codes.ravel()]
+    names = _arrow_names(arrow.take(first), key)
+    if names is None:  # two clusters' names met: the salting rule, over objects
+        names = _arrow_text_array(identity_names(arrow.take(first).to_pylist(), key))
+    return pd.array(names.take(codes.ravel()), dtype=_TEXT_DTYPE)
+
+
+# pandas' dtype for an object array of ``str`` and None: Arrow-backed ``str`` under pandas 3
+_TEXT_DTYPE = pd.Series(np.array(["a", None], dtype=object)).dtype
+
+
+def _arrow_keys(keys: pd.Series) -> object | None:
+    """Record keys as one pyarrow ``large_string`` array (no nulls) when pandas holds text as
+    Arrow (pandas 3), else None."""
+    if getattr(_TEXT_DTYPE, "storage", None) != "pyarrow" or keys.hasnans:
+        return None
+    import pyarrow as pa
+
+    try:
+        arrow = pa.chunked_array(pa.array(keys.array)).combine_chunks()
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    return arrow if arrow.type == pa.large_string() else arrow.cast(pa.large_string())
+
+
+def _arrow_text_array(values: list[str] | np.ndarray) -> object:
+    import pyarrow as pa
+
+    return pa.array(values, type=pa.large_string())
+
+
+# Record keys hashed at a time: a million keys and names as Python strings (~0.15 GB)
+_NAMES_AT_ONCE = 1_000_000
+
+
+def _arrow_names(smallest_keys: object, key: bytes) -> object | None:
+    """:func:`identity_names` of ``smallest_keys`` (pyarrow text) without ``taken``, as
+    pyarrow text: the unsalted names, ``_NAMES_AT_ONCE`` keys at a time; None when two
+    names meet (then the salting rule of :func:`identity_names` needs every name at once)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(key) < _MIN_KEY_BYTES:
+        raise ValueError(f"identity key must be at least {_MIN_KEY_BYTES} bytes")
+    parts = []
+    for start in range(0, len(smallest_keys), _NAMES_AT_ONCE):
+        chunk = smallest_keys.slice(start, _NAMES_AT_ONCE).to_pylist()
+        parts.append(_arrow_text_array(_unsalted_names(chunk, key)))
+        del chunk
+    names = pa.concat_arrays(parts) if parts else pa.array([], type=pa.large_string())
+    if pc.count_distinct(names).as_py() != len(names):
+        return None
+    return names
 
 
 def process_key() -> bytes:

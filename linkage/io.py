@@ -1562,6 +1562,46 @@ def write_csv(
     return atomic_write(path, write)
 
 
+def write_csv_frames(
+    frames: Iterable[pd.DataFrame], columns: Sequence[str], path: str | Path
+) -> Path:
+    """Write the frames of ``frames`` (one table ``columns`` wide, a range of its rows
+    each) as one UTF-8 CSV, atomically: the bytes :func:`write_csv` writes for them joined
+    (``for_people``: formula cells neutralized). One frame is converted and written before
+    the next is asked for (``merge.GoldenParts.frames``: a batch run's golden records,
+    never held whole). Raises ``ValueError`` when a frame's columns are not ``columns``."""
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as out:
+            pd.DataFrame(columns=list(columns)).to_csv(out, index=False, encoding="utf-8")
+            for frame in frames:
+                if list(frame.columns) != list(columns):
+                    raise ValueError(
+                        f"rows for {path} have columns {list(frame.columns)}, expected "
+                        f"{list(columns)}"
+                    )
+                if not len(frame):
+                    continue
+                frame = neutralize_formulas(frame)
+                # each range by the fastest sure rendering; cell by cell they are the same
+                table = _csv_arrow_table(frame)
+                if table is None:
+                    frame.to_csv(out, index=False, header=False, encoding="utf-8")
+                else:
+                    _write_csv_rows(table, out)
+                del frame, table
+
+    return atomic_write(path, write)
+
+
+def _write_csv_rows(table: Any, out: Any) -> None:
+    """``table``'s rows, unquoted and without a header, to the open binary file ``out``."""
+    import pyarrow.csv as pacsv
+
+    options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+    pacsv.write_csv(table, out, write_options=options)
+
+
 # Characters that make Python's csv module (pandas' ``to_csv``) quote a cell under
 # QUOTE_MINIMAL with pandas' dialect: the delimiter, the quote character, line endings.
 _NEEDS_QUOTES = '[",\r\n]'
@@ -1629,8 +1669,6 @@ def _write_csv_arrow(frame: pd.DataFrame, path: Path) -> bool:
     ~12 s of a million-record run's golden records); False, writing nothing, where the
     rendering could differ (see :func:`_csv_arrow_table`). The header goes through Python's
     csv module with pandas' dialect, as pandas writes it."""
-    import pyarrow.csv as pacsv
-
     table = _csv_arrow_table(frame)
     if table is None:
         return False
@@ -1639,8 +1677,7 @@ def _write_csv_arrow(frame: pd.DataFrame, path: Path) -> bool:
         csv.writer(header, lineterminator="\n").writerow([str(c) for c in frame.columns])
         out.write(header.getvalue().encode("utf-8"))
         if len(frame):
-            options = pacsv.WriteOptions(include_header=False, quoting_style="none")
-            pacsv.write_csv(table, out, write_options=options)
+            _write_csv_rows(table, out)
     return True
 
 

@@ -39,6 +39,7 @@ from linkage.io import (
     read_records,
     read_records_chunks,
     write_csv,
+    write_csv_frames,
     write_parquet,
     write_parquet_chunks,
 )
@@ -291,6 +292,11 @@ class Linker:
         finally:
             if progress is not given:  # made here: stop its sampling thread
                 progress.close()
+        parts = result.golden_parts()
+        if parts is not None:
+            # its parts go with the checkpoints: read back from the written file if asked for
+            like, path = dict(parts.dtypes), paths["golden"]
+            result.golden = lambda: read_golden_csv(path, like)
         if checkpoints is not None:
             checkpoints.remove()
         return paths
@@ -462,7 +468,7 @@ def write_outputs(
     with ThreadPoolExecutor(max_workers=3) as pool:
         big = {
             "identities": pool.submit(write_csv, result.identities, output / "identities.csv"),
-            "golden": pool.submit(write_csv, result.golden, output / "golden_records.csv"),
+            "golden": pool.submit(_write_golden, result, output / "golden_records.csv"),
             "pairs": pool.submit(
                 _write_keyed_pairs, pairs, keep, result.records, output / "pairs.parquet"
             ),
@@ -483,6 +489,43 @@ def write_outputs(
         atomic_write(output / "summary.json", lambda p: p.write_text(text, encoding="utf-8"))
     )
     return paths
+
+
+def _write_golden(result: LinkResult, path: Path) -> Path:
+    """golden_records.csv: a spilled golden table (``LinkResult.golden_parts``) a range of
+    rows at a time, never held whole; else the table."""
+    parts = result.golden_parts()
+    if parts is None:
+        return write_csv(result.golden, path)
+    return write_csv_frames(parts.frames(), parts.columns, path)
+
+
+def read_golden_csv(path: str | Path, like: dict[str, Any]) -> pd.DataFrame:
+    """golden_records.csv as the golden table it was written from (``write_outputs``):
+    ``like`` gives each column's dtype then (``GoldenParts.dtypes``). Formula cells are
+    restored (``restore_formulas``); empty cells are null but in ``conflicts`` (where
+    no conflict is the empty text). Raises InputError naming the file when it cannot be
+    read."""
+    from linkage.io import restore_formulas
+
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read golden records: {exc}", path=str(path)) from None
+    frame = restore_formulas(frame)
+    columns = {}
+    for name in frame.columns:
+        dtype = like.get(name)
+        values = frame[name].to_numpy(dtype=object)
+        if name != "conflicts":
+            values = np.where(values == "", None, values)
+        if dtype is not None and isinstance(dtype, np.dtype) and dtype.kind in "iu":
+            columns[name] = values.astype(dtype)
+        elif isinstance(dtype, pd.CategoricalDtype):
+            columns[name] = pd.Categorical(values, dtype=dtype)
+        else:
+            columns[name] = values  # str or object, as pandas infers it from the text
+    return pd.DataFrame(columns)
 
 
 # summary.json's stage keys (those of ``summary["seconds"]``) for the progress stage names

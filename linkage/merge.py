@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 import logging
 import pickle
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -474,7 +475,8 @@ def merge_records(
     share: WorkerShare | None = None,
     read: Callable[[list[str]], pd.DataFrame] | None = None,
     source_codes: bool = False,
-) -> pd.DataFrame:
+    spill: str | Path | None = None,
+) -> pd.DataFrame | GoldenParts:
     """Return one golden record per identity with ``<field>_source``/``<field>_record_id`` provenance.
 
     ``records``: the standardized records (``source``, ``record_id``, the rules' columns of
@@ -494,6 +496,13 @@ def merge_records(
     order: a spilling run's records checkpoint), a field's columns ``records`` lacks are
     read when that field is built and dropped after it; a field whose column neither has
     is left out, as without ``read``.
+
+    With ``spill`` (an empty or new folder), the table is never held whole: each field's
+    three columns are written there (:class:`GoldenParts`) as soon as the field is built
+    and dropped, and the :class:`GoldenParts` is returned in place of the table (the same
+    table, row for row and dtype for dtype, through ``to_pandas``; a range of rows at a
+    time through ``frames``). At twenty million records the table held whole (11 M
+    identities, 28 columns of Arrow text) was ~5 GB of the golden-records stage's peak.
     """
     settings = settings or GoldenSettings()
     n = len(records)
@@ -558,6 +567,30 @@ def merge_records(
     }
     golden["sources"] = [mask_text[int(m)] for m in masks]
     del sources, bits
+    parts = GoldenParts(spill) if spill is not None else None
+    if parts is not None:
+        parts.add(golden, "keys")
+        golden = None
+    conflict_of: dict[str, np.ndarray] = {}
+    emitted: list[str] = []  # fields whose columns are in the table (or its parts)
+
+    def emit(field: str) -> None:
+        """Put one built field's value and provenance columns in the table (or its parts)."""
+        column, chosen_rows, chosen_ident, conflict = results.pop(field)
+        columns = golden if parts is None else pd.DataFrame({field: column})
+        if parts is None:
+            golden[field] = column
+        del column
+        sources_of = _provenance_sources(src_codes, src_dtype, chosen_rows, chosen_ident, n_ident)
+        columns[f"{field}_source"] = sources_of if source_codes else _as_text(sources_of)
+        columns[f"{field}_record_id"] = _picked(
+            rid_np, rid_arrow, chosen_rows, chosen_ident, n_ident
+        )
+        if parts is not None:
+            parts.add(columns, field)
+        if conflict is not None:
+            conflict_of[field] = conflict
+        emitted.append(field)
 
     results = {}
     try:
@@ -574,6 +607,8 @@ def merge_records(
                         field, rule, *_field_inputs(frame, rule), ranks, found.get(rule.column)
                     )
                 del frame, found
+                if parts is not None and field in results:
+                    emit(field)  # written now: no two fields' columns held at once
         release_memory()
         if away:
             try:
@@ -589,21 +624,111 @@ def merge_records(
         if away:
             # a reply still pending: stop it
             worker.close(kill=any(f not in results for f, _ in away))
-    fields = [(f, r) for f, r in fields if f in results]
-    conflict_parts: list[np.ndarray] = []
-    for field, _ in fields:
-        column, chosen_rows, chosen_ident, conflict = results.pop(field)
-        golden[field] = column
-        sources_of = _provenance_sources(src_codes, src_dtype, chosen_rows, chosen_ident, n_ident)
-        golden[f"{field}_source"] = sources_of if source_codes else _as_text(sources_of)
-        golden[f"{field}_record_id"] = _picked(
-            rid_np, rid_arrow, chosen_rows, chosen_ident, n_ident
-        )
-        if conflict is not None:
-            conflict_parts.append(conflict)
+    built = [f for f, _ in fields if f in results or f in emitted]
+    for field in built:
+        if field in results:
+            emit(field)
     conflicts = np.full(n_ident, "", dtype=object)
-    for part in conflict_parts:
+    for field in built:  # joined in the fields' order
+        part = conflict_of.pop(field, None)
+        if part is None:
+            continue
         both = (conflicts != "") & (part != "")
         conflicts = np.where(both, conflicts + "; " + part, conflicts + part)
+    if parts is not None:
+        parts.add(pd.DataFrame({"conflicts": conflicts}), "conflicts")
+        keys = [schema.IDENTITY_ID, "records", "sources"]
+        provenance = [[f, f"{f}_source", f"{f}_record_id"] for f in built]
+        parts.order([*keys, *(c for cols in provenance for c in cols), "conflicts"])
+        return parts
     golden["conflicts"] = conflicts
     return golden
+
+
+# Golden records a spilled table's row groups hold: the rows a batch run converts and
+# writes to golden_records.csv at a time (~250 MB of Arrow text at 28 columns)
+GOLDEN_ROWS_AT_ONCE = 500_000
+
+
+class GoldenParts:
+    """A golden table (``merge_records(spill=)``) held as Parquet files of a few columns
+    each in one folder, every file in row groups of the same ``rows`` rows, so that row
+    group *i* of every file holds the same identities.
+
+    ``columns``: the table's columns in order; ``len()``: its rows. ``frames()`` yields
+    the table ``rows`` rows at a time (pandas frames, the columns in order, each with the
+    dtypes of the table ``merge_records`` returns without ``spill``); ``to_pandas()`` the
+    whole table. The files are the caller's to remove (a batch run writes them under its
+    checkpoint folder, removed with it).
+
+    Written here rather than with DuckDB: the columns are made one field at a time and
+    rows are needed back in the order they were made, which aligned Parquet row groups
+    give without a join.
+    """
+
+    def __init__(self, folder: str | Path, rows: int | None = None):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.rows = rows or GOLDEN_ROWS_AT_ONCE
+        self.files: list[tuple[Path, list[str]]] = []
+        self.dtypes: dict[str, Any] = {}
+        self._order: list[str] = []
+        self._n: int | None = None
+
+    def add(self, frame: pd.DataFrame, name: str) -> None:
+        """Write ``frame``'s columns (as long as every earlier part) as one more file."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._n is not None and len(frame) != self._n:
+            raise ValueError(f"golden part {name} has {len(frame)} rows, expected {self._n}")
+        self._n = len(frame)
+        path = self.folder / f"{len(self.files):03d}-{name}.parquet"
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        pq.write_table(table, path, row_group_size=self.rows)
+        del table
+        self.files.append((path, list(frame.columns)))
+        self.dtypes.update(frame.dtypes.to_dict())
+
+    def order(self, columns: list[str]) -> None:
+        """Set the table's column order (every written column, once)."""
+        if sorted(columns) != sorted(self.dtypes):
+            raise ValueError(f"golden columns {columns} are not the parts' {list(self.dtypes)}")
+        self._order = list(columns)
+
+    @property
+    def columns(self) -> list[str]:
+        return self._order or [c for _, names in self.files for c in names]
+
+    def __len__(self) -> int:
+        return self._n or 0
+
+    def _typed(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` (read from the files) with the written dtypes: a categorical's
+        categories are those written, not only those of the row group read."""
+        for name, dtype in self.dtypes.items():
+            if isinstance(dtype, pd.CategoricalDtype) and frame[name].dtype != dtype:
+                frame[name] = frame[name].astype(object).astype(dtype)
+        return frame[self.columns]
+
+    def frames(self) -> Iterator[pd.DataFrame]:
+        """The table ``rows`` rows at a time, as pandas frames (index from 0 in each)."""
+        import pyarrow.parquet as pq
+
+        handles = [pq.ParquetFile(path) for path, _ in self.files]
+        groups = handles[0].num_row_groups if handles else 0
+        for i in range(groups):
+            parts = [h.read_row_group(i).to_pandas() for h in handles]
+            frame = parts[0] if len(parts) == 1 else pd.concat(parts, axis=1)
+            del parts
+            yield self._typed(frame)
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The whole table, as ``merge_records`` without ``spill`` returns it."""
+        import pyarrow.parquet as pq
+
+        parts = [pq.read_table(path).to_pandas() for path, _ in self.files]
+        if not parts:
+            return pd.DataFrame()
+        frame = parts[0] if len(parts) == 1 else pd.concat(parts, axis=1)
+        return self._typed(frame)

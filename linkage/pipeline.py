@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
+import shutil
 import tempfile
 import threading
 import time
@@ -29,7 +30,7 @@ from linkage import schema
 from linkage.blocking import DERIVED_KEYS, block
 from linkage.checkpoint import Checkpoints, part_order
 from linkage.cluster import (
-    cannot_link_table,
+    cannot_link_codes,
     cluster_pairs,
     cluster_size_distribution,
     cluster_stats,
@@ -52,7 +53,7 @@ from linkage.compare import (
 from linkage.config import GoldenSettings, RunConfig
 from linkage.identity import cluster_ids, process_key
 from linkage.io import write_parquet
-from linkage.merge import WorkerShare, merge_records, worker_fields
+from linkage.merge import GoldenParts, WorkerShare, merge_records, worker_fields
 from linkage.model import FellegiSunterModel
 from linkage.progress import Progress, ProgressLike, as_progress, release_memory
 from linkage.tables import attach_keys, column_subset, columns_of
@@ -80,7 +81,10 @@ class LinkResult:
     """Tables of one batch run; every table is a pandas DataFrame.
 
     ``golden`` is ``merge.merge_records``' table with its ``<field>_source`` columns as
-    pandas categoricals of the source names. ``summary`` holds counts and
+    pandas categoricals of the source names. A run that spills its records
+    (``Linker.write``) holds it as ``merge.GoldenParts`` files until it is written
+    (``golden_parts``); ``golden`` reads it (or, once written and the parts removed,
+    golden_records.csv) the first time it is asked for. ``summary`` holds counts and
     ``summary["seconds"]``, the seconds spent per stage.
     """
 
@@ -91,6 +95,11 @@ class LinkResult:
     model: FellegiSunterModel
     comparisons: list[Comparison]
     summary: dict = field(default_factory=dict)
+
+    def golden_parts(self) -> GoldenParts | None:
+        """The golden table's Parquet parts while it is held so (unread), else None."""
+        table = self.__dict__.get("_golden")
+        return table if isinstance(table, GoldenParts) else None
 
     def cluster_sizes(self) -> pd.DataFrame:
         """Return the cluster-size distribution (size, clusters, records)."""
@@ -153,6 +162,24 @@ class LinkResult:
         return attach_keys(self.pairs, self.records)
 
 
+def _golden(self: LinkResult) -> pd.DataFrame:
+    table = self.__dict__["_golden"]
+    if isinstance(table, GoldenParts) or callable(table):
+        # spilled (a whole city's golden table is not held unless asked for): read once
+        table = table.to_pandas() if isinstance(table, GoldenParts) else table()
+        self.__dict__["_golden"] = table
+    return table
+
+
+def _set_golden(self: LinkResult, table: pd.DataFrame | GoldenParts | Callable) -> None:
+    self.__dict__["_golden"] = table
+
+
+# ``golden`` stays a dataclass field (constructor, fields()) read through this property:
+# a table, GoldenParts or a function giving the table
+LinkResult.golden = property(_golden, _set_golden, doc="The golden records (one per identity).")
+
+
 def _stage(report: Progress, name: str, total: int | None = None, unit: str = "") -> None:
     assert name in STAGES, name  # a new stage must be listed in STAGES
     report.stage(name, total=total, unit=unit)
@@ -203,7 +230,8 @@ def cluster_records(
     twins or siblings (``sibling_pairs``) are held out, unless ``siblings_held_out`` says
     the caller did so already (then ``scored`` needs only ``rid_l``, ``rid_r``,
     ``match_weight`` and ``match_probability``)."""
-    cannot = cannot_link_table(
+    # as integer codes (cluster.cannot_link_codes): the text table was gigabytes at 20 M
+    cannot = cannot_link_codes(
         records,
         same_source=config.clustering.cannot_link_same_source_ids,
         dated=config.clustering.cannot_link_dated_ids,
@@ -212,7 +240,7 @@ def cluster_records(
         len(records),
         scored if siblings_held_out else scored[~sibling_pairs(records, scored)],
         config.clustering.threshold,
-        cannot_link=cannot,
+        cannot_link_coded=cannot,
         max_cluster_size=config.clustering.max_cluster_size,
     )
 
@@ -240,7 +268,7 @@ def stage_columns(config: RunConfig, comparisons: list[Comparison]) -> dict[str,
     same-source rule, reviewed labels) besides what comparing reads; ``scoring``: what the
     twin, sibling and guardian checks read as each chunk of pairs is scored
     (``cluster.sibling_parts``, through ``_ClusterInput.add``); ``clustering``: the
-    cannot-link rule's (``cluster.cannot_link_table``), the twin and guardian rules'
+    cannot-link rule's (``cluster.cannot_link_codes``), the twin and guardian rules'
     (``cluster.sibling_parts``) and the identity key's (``identity.cluster_ids``) columns;
     ``golden``: what ``merge.merge_records`` reads under the run's survivorship settings.
     Columns a stage reads only when present are listed all the same; a caller keeps the
@@ -563,7 +591,9 @@ def link_records(
     after clustering (clustering's own then dropped, and the columns of the fields a worker
     process builds).
     ``LinkResult.records`` is the table held at the end: ``rid``, ``source``,
-    ``record_id`` and the golden columns this process read.
+    ``record_id`` and the golden columns this process read (with ``checkpoints`` and
+    ``golden_records``, the golden table is spilled there, ``merge_records(spill=)``, and
+    only the keys are kept).
     """
     say = as_progress(progress)
     timings: dict[str, float] = {}
@@ -737,7 +767,13 @@ def link_records(
             # the keys (pairs.parquet names records by them) and the golden columns held
             wanted = {schema.ROW, schema.SOURCE, schema.RECORD_ID, *golden_columns(settings)}
             records = column_subset(records, [c for c in records.columns if c in wanted])
-        # the provenance sources as categoricals (``merge_records(source_codes=)``)
+        # the provenance sources as categoricals (``merge_records(source_codes=)``); a
+        # spilling run's table is written a field at a time to the checkpoint folder, not
+        # held (``LinkResult.golden_parts``; ~5 GB at twenty million records)
+        spill = None
+        if golden_records is not None and checkpoints is not None:
+            spill = checkpoints.folder / "golden"
+            shutil.rmtree(spill, ignore_errors=True)  # a killed run's parts
         if golden_records is None:
             golden = merge_records(records, identity_ids, settings, source_codes=True)
         elif helper is None:
@@ -748,6 +784,7 @@ def link_records(
                 settings,
                 read=golden_records,
                 source_codes=True,
+                spill=spill,
             )
         else:
             import pyarrow.parquet as pq
@@ -771,7 +808,15 @@ def link_records(
                 share=share,
                 read=golden_records,
                 source_codes=True,
+                spill=spill,
             )
+        if spill is not None:
+            # the golden table is written from its parts: the outputs read only the keys
+            # (at twenty million records the golden columns held, IDs and names as
+            # objects, were ~1.5 GB of writing's peak)
+            keys = {schema.ROW, schema.SOURCE, schema.RECORD_ID}
+            records = column_subset(records, [c for c in records.columns if c in keys])
+            release_memory()
         timings["merge"] = time.perf_counter() - t
         if spilled:
             scored = _saved_kept(checkpoints)

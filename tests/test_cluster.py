@@ -478,3 +478,62 @@ def test_a_dropped_or_transposed_given_name_is_held_out_without_gender_and_birth
     exact_id = IdComparison.levels.index("exact")
     tied = pairs.assign(gamma_id=[exact_id, -1, -1, exact_id, -1, -1, -1, -1])
     assert edit_siblings(tied).tolist() == [False, False, False, False, True, False, False, False]
+
+
+def _canonical_codes(codes: pd.DataFrame) -> list[tuple[int, int, int]]:
+    """Cannot-link codes with groups and keys renumbered by first appearance: equal for two
+    tables whose rows, in order, share groups and keys alike."""
+    group = pd.factorize(codes["group"].to_numpy())[0]
+    key = pd.factorize(codes["key"].to_numpy())[0]
+    return list(zip(codes["row"].tolist(), group.tolist(), key.tolist(), strict=True))
+
+
+_IDS = st.sampled_from(
+    [None, "", "11010519491231002X", "110105194912310021", "110105194912310000",
+     "440304201506010032", "44030420150601003X", "123456789012345678", "1234567890123456.0"]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["police", "health", "police\x1fundated", "\x1fdated"]),
+            _IDS,
+            st.sampled_from([True, False, None]),
+            st.sampled_from([None, "", "id_not_own", "a;id_not_own", "name_filler"]),
+            st.sampled_from([None, "1949-12-31", "2015-06-01", "1234-56-78"]),
+            st.sampled_from([None, "1949-12-31", "2015-06-01"]),
+        ),
+        max_size=25,
+    ),
+    same_source=st.booleans(),
+    dated=st.booleans(),
+    shuffled=st.randoms(use_true_random=False),
+)
+def test_cannot_link_codes_equal_the_coded_text_table(rows, same_source, dated, shuffled):
+    """The rule coded once per distinct value (``cannot_link_codes``) is the text table
+    coded (``_cannot_link_codes(cannot_link_table(...))``): the same rows in the same order,
+    sharing groups and keys alike; sources named like another's undated or the dated group
+    included, ``rid`` not in row order."""
+    from linkage.cluster import _cannot_link_codes, cannot_link_codes, cannot_link_table
+
+    columns = [schema.SOURCE, schema.ID_STD, schema.ID_VALID, schema.QUALITY_FLAGS,
+               schema.BIRTH_DATE_STD, schema.ID_BIRTH_DATE]  # fmt: skip
+    records = pd.DataFrame(rows, columns=columns, dtype=object)
+    order = list(range(len(records)))
+    shuffled.shuffle(order)
+    records.insert(0, schema.ROW, np.array(order, dtype=np.int64))
+    table = cannot_link_table(records, same_source=same_source, dated=dated)
+    coded = cannot_link_codes(records, same_source=same_source, dated=dated)
+    if table is None:
+        assert coded is None
+        return
+    assert _canonical_codes(coded) == _canonical_codes(_cannot_link_codes(table, len(records)))
+    # without the optional columns too
+    less = records.drop(columns=[schema.ID_BIRTH_DATE, schema.QUALITY_FLAGS, schema.ID_VALID])
+    table = cannot_link_table(less, same_source=same_source, dated=dated)
+    coded = cannot_link_codes(less, same_source=same_source, dated=dated)
+    assert (coded is None) == (table is None)
+    if table is not None:
+        assert _canonical_codes(coded) == _canonical_codes(_cannot_link_codes(table, len(less)))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -274,3 +278,38 @@ def test_cluster_ids_same_for_sorted_and_shuffled_records(labels, rnd):
         assert {named[k] for k in zip(group[schema.SOURCE], group[schema.RECORD_ID])} == {
             named[smallest]
         }
+
+
+@pytest.mark.parametrize("collide", [False, True])
+def test_cluster_ids_named_in_arrow_equal_the_object_path(monkeypatch, collide):
+    """Sorted record keys are named in Arrow a chunk of clusters at a time (no Python
+    string per record): the same ids as the object path, also when two clusters' unsalted
+    names meet (then the salting rule over every name decides, as always)."""
+    import linkage.identity as identity
+
+    rnd = random.Random(5)
+    n = 300
+    records = pd.DataFrame(
+        {
+            schema.SOURCE: [rnd.choice(["health", "police", "户籍"]) for _ in range(n)],
+            schema.RECORD_ID: [f"r{i:04d}" for i in range(n)],
+        }
+    ).sort_values([schema.SOURCE, schema.RECORD_ID], ignore_index=True)
+    labels = pd.Series([rnd.randrange(120) for _ in range(n)])
+    named: list[int] = []
+    if collide:  # every unsalted name the same: the salting loop names them
+        monkeypatch.setattr(identity, "_unsalted_names", lambda keys, key: ["IDSAME"] * len(keys))
+        real = identity.identity_names
+        monkeypatch.setattr(
+            identity, "identity_names", lambda keys, key: named.append(len(keys)) or real(keys, key)
+        )
+    monkeypatch.setattr(identity, "_NAMES_AT_ONCE", 7)  # chunks of clusters
+    fast = cluster_ids(records, labels, KEY)
+    monkeypatch.setattr(identity, "_arrow_keys", lambda keys: None)
+    slow = cluster_ids(records, labels, KEY)
+    assert list(fast) == list(slow)
+    assert isinstance(slow, np.ndarray) and len(set(slow)) == labels.nunique()
+    if pd.Series(np.array(["a"], dtype=object)).dtype != object:  # pandas 3: Arrow text
+        assert isinstance(fast.dtype, pd.StringDtype)
+    # with the names met, both paths went through the salting loop over every cluster
+    assert named == ([labels.nunique()] * 2 if collide else [])

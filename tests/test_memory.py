@@ -272,11 +272,52 @@ def records(config):
 
 
 @pytest.fixture(scope="module")
-def written(config, tmp_path_factory) -> Path:
-    """The output folder of ``Linker.write`` on the registries (two tests read it)."""
+def written_linker(config, tmp_path_factory) -> tuple[Linker, Path]:
+    """A Linker that wrote its run on the registries, and the output folder."""
     folder = tmp_path_factory.mktemp("written")
-    Linker(config, id_key=KEY).write(folder)
-    return folder
+    linker = Linker(config, id_key=KEY)
+    linker.write(folder)
+    return linker, folder
+
+
+@pytest.fixture(scope="module")
+def written(written_linker) -> Path:
+    """The output folder of ``Linker.write`` on the registries (several tests read it)."""
+    return written_linker[1]
+
+
+def test_a_written_runs_golden_table_is_spilled_and_read_back_as_held(
+    config, written_linker, monkeypatch
+):
+    """``Linker.write`` builds the golden table as Parquet parts under the checkpoint
+    folder and writes golden_records.csv from them a range at a time; the result's
+    ``golden`` is then read back from that file as the table ``Linker.run`` holds."""
+    import linkage.io
+    import linkage.merge
+
+    linker, folder = written_linker
+    assert not (folder / ".work").exists()  # the parts went with the checkpoints
+    held = Linker(config, id_key=KEY).run().golden
+    assert linker.result_.golden_parts() is None
+    pd.testing.assert_frame_equal(linker.result_.golden, held)
+    # several ranges of rows, and a range pandas' writer renders (a cell with a comma)
+    monkeypatch.setattr(linkage.merge, "GOLDEN_ROWS_AT_ONCE", 37)
+    ranges: list[int] = []
+    real = linkage.io._csv_arrow_table
+
+    def rendered(frame):  # the second range of golden records through pandas' writer
+        if "conflicts" not in frame.columns:
+            return real(frame)  # another file's (written in another thread)
+        ranges.append(len(frame))
+        return None if len(ranges) == 2 else real(frame)
+
+    monkeypatch.setattr(linkage.io, "_csv_arrow_table", rendered)
+    again = folder.parent / (folder.name + "-again")
+    Linker(config, id_key=KEY).write(again)
+    assert len(ranges) > 2 and set(ranges[:-1]) == {37}
+    assert (again / "golden_records.csv").read_bytes() == (
+        folder / "golden_records.csv"
+    ).read_bytes()
 
 
 def test_summary_gives_the_peak_of_every_stage(written):

@@ -361,3 +361,60 @@ def test_worker_fields_split_the_cost():
     away = worker_fields(settings, columns)
     assert away and away < set(settings.fields)
     assert worker_fields(settings, [schema.NAME]) == set()  # no field column: nothing
+
+
+@pytest.mark.parametrize("source_codes", [False, True])
+@pytest.mark.parametrize("with_worker", [False, True])
+def test_spilled_golden_table_equals_the_held_one(
+    source_codes, with_worker, tmp_path, monkeypatch
+):
+    """``merge_records(spill=)``: the golden table written a field at a time as Parquet
+    parts reads back (whole, or a range of rows at a time) as the table held in memory:
+    same columns in the same order, dtypes (categorical sources with every category) and
+    values, the worker's fields included."""
+    import linkage.merge as merge
+    from linkage.merge import GoldenParts
+
+    records = pd.concat([_records()] * 3, ignore_index=True)
+    records[schema.RECORD_ID] = [f"r{i}" for i in range(len(records))]
+    records[schema.SOURCE] = records[schema.SOURCE].astype("str")
+    records[schema.RECORD_ID] = records[schema.RECORD_ID].astype("str")
+    identities = pd.Series(list("ABCDEFGHI") * 2, dtype="str")
+    # the second row group of four identities below holds no hukou address
+    records.loc[identities.isin(list("EFGH")).to_numpy(), schema.HUKOU_ADDRESS] = None
+    settings = GoldenSettings(source_priority=["police", "civil_affairs", "health"])
+    held = merge_records(records, identities, settings, source_codes=source_codes)
+    share = None
+    if with_worker:
+        path = tmp_path / "records.parquet"
+        records.to_parquet(path, index=False)
+        text = {c for c in records.columns if records[c].dtype != bool}
+        share = WorkerShare(_Worker(), str(path), text, {schema.NAME, schema.BIRTH_DATE})
+    parts = merge_records(
+        records, identities, settings, source_codes=source_codes, share=share,
+        spill=tmp_path / "golden",
+    )  # fmt: skip
+    assert isinstance(parts, GoldenParts)
+    assert len(parts) == len(held) == 9 and parts.columns == list(held.columns)
+    pd.testing.assert_frame_equal(parts.to_pandas(), held)
+    # row groups of 4 identities: the last holds 1, and one holds no hukou address (all
+    # null there); joined they are the table
+    monkeypatch.setattr(merge, "GOLDEN_ROWS_AT_ONCE", 4)
+    small = merge_records(
+        records, identities, settings, source_codes=source_codes, spill=tmp_path / "small"
+    )
+    frames = list(small.frames())
+    assert [len(f) for f in frames] == [4, 4, 1]
+    assert frames[1]["hukou_address"].isna().all()
+    pd.testing.assert_frame_equal(pd.concat(frames, ignore_index=True), held)
+
+
+def test_golden_parts_refuse_parts_of_other_lengths(tmp_path):
+    from linkage.merge import GoldenParts
+
+    parts = GoldenParts(tmp_path)
+    parts.add(pd.DataFrame({"a": [1, 2]}), "a")
+    with pytest.raises(ValueError, match="3 rows, expected 2"):
+        parts.add(pd.DataFrame({"b": [1, 2, 3]}), "b")
+    with pytest.raises(ValueError, match="not the parts'"):
+        parts.order(["a", "b"])
