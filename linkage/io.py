@@ -1457,6 +1457,26 @@ def _by_record_id(part: Any) -> Any:
     return part.take(order)
 
 
+def _sorted_needed(keep: Collection[str] | None) -> Callable[[Any], Any]:
+    """``_by_record_id`` of a source's pyarrow table less the columns ``standardize(keep=)``
+    would drop at once (neither in ``keep`` nor read by a field: unmapped pass-through
+    columns such as a registering unit), so that they are not held, nor sorted, through
+    reading and standardizing (~40 bytes a record of the independent registries); a frame,
+    or with ``keep`` None, only sorted."""
+    import pyarrow as pa
+
+    if keep is None:
+        return _by_record_id
+    wanted = {*keep, *(entry.field for entry in FIELDS), schema.SOURCE, schema.RECORD_ID}
+
+    def convert(part: Any) -> Any:
+        if isinstance(part, pa.Table):
+            part = part.select([c for c in part.column_names if c in wanted])
+        return _by_record_id(part)
+
+    return convert
+
+
 def _stacked_arrow(parts: list[Any], stack: Sequence[int] | None = None) -> Any:
     """The sources' tables (``_arrow_source``) stacked with :func:`read_sources`' columns, in
     its order (the canonical fields first, then the others in order of first appearance in
@@ -2063,7 +2083,7 @@ def read_records_chunks(
                 # rows wait as Arrow until their chunk is standardized, each column until
                 # its field is (``_lazy_frame``)
                 sources = _source_frames(
-                    config, report, aside, convert=_by_record_id, arrow=True
+                    config, report, aside, convert=_sorted_needed(keep), arrow=True
                 )
                 names = list(config.sources)  # one table per source, in config order
                 raw = _stacked_arrow(sources, sorted(range(len(names)), key=names.__getitem__))

@@ -61,12 +61,26 @@ def test_no_chunk_size_or_a_larger_one_gives_one_chunk(config, records):
         pd.testing.assert_frame_equal(chunks[0], records)
 
 
-def test_chunks_keep_only_the_columns_asked_for(config, records):
+def test_chunks_keep_only_the_columns_asked_for(config, records, monkeypatch):
+    import linkage.io
+
     keep = run_columns(config)
+    stacked: list[list[str]] = []
+    real = linkage.io._stacked_arrow
+    monkeypatch.setattr(
+        linkage.io, "_stacked_arrow",
+        lambda parts, stack=None: stacked.extend(p.column_names for p in parts)
+        or real(parts, stack),
+    )  # fmt: skip
     chunks = list(read_records_chunks(config, 250, keep=keep))
     joined = pd.concat(chunks, ignore_index=True)
     expected = records[[c for c in records.columns if c in keep]]
     pd.testing.assert_frame_equal(joined, expected)
+    # unmapped pass-through columns no stage reads are dropped as each source is read,
+    # not held as raw rows until their chunk is standardized
+    passed = [c for c in records.columns if c.startswith(schema.RAW_PREFIX)]
+    assert passed and not set(passed) & keep
+    assert stacked and not {c for names in stacked for c in names} & set(passed)
 
 
 def test_progress_counts_every_value_once_over_the_chunks(config, records):
