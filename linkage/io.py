@@ -108,7 +108,9 @@ def decode_bytes(data: bytes, encoding: str = "auto", *, path: str = "") -> tupl
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError as exc:
         utf8_fails = exc.start
-    candidates: list[tuple[float, str, str]] = []
+    # each candidate's text scored then dropped, the winner decoded again: two texts of a
+    # large file (and Big5's simplified copy) were held at once
+    candidates: list[tuple[float, str]] = []
     for codec in ("gb18030", "big5"):
         try:
             text = data.decode(codec)
@@ -117,11 +119,13 @@ def decode_bytes(data: bytes, encoding: str = "auto", *, path: str = "") -> tupl
         # Big5 holds traditional characters, which GB2312's common simplified ones do not
         # include: judged in simplified form (陳大文 -> 陈大文), as the names will be
         scored = _traditional_to_simplified(text) if codec == "big5" else text
-        candidates.append((_han_plausibility(scored), codec, text))
+        del text
+        candidates.append((_han_plausibility(scored), codec))
+        del scored
     if candidates:
-        score, codec, text = max(candidates, key=lambda c: (c[0], c[1] == "gb18030"))
+        score, codec = max(candidates, key=lambda c: (c[0], c[1] == "gb18030"))
         if score >= _COMMON_HAN_SHARE:
-            return text, codec
+            return data.decode(codec), codec
     from charset_normalizer import from_bytes
 
     best = from_bytes(data).best()
@@ -198,12 +202,20 @@ def _csv_layout_at(text: str, cfg: SourceConfig) -> tuple[list[str], int, int]:
     only by empty trailing fields, the first data line's count is taken. Columns without a
     header get placeholder names (``_UNNAMED``); duplicate headers are an error.
     """
+    return _csv_layout_of(lambda size: (text[:size], size >= len(text)), cfg)
+
+
+def _csv_layout_of(
+    head: Callable[[int], tuple[str, bool]], cfg: SourceConfig
+) -> tuple[list[str], int, int]:
+    """:func:`_csv_layout_at` of a text given by its head: ``head(size)`` is (the first
+    ``size`` characters, whether they are the whole text)."""
     path = str(cfg.path)
     # Parsed from the head of the text: a StringIO of the whole file copies all of it (~2 s
     # per million records). The head is long enough once the first data row ends inside it.
     size = _LAYOUT_HEAD
     while True:
-        part = text if size >= len(text) else text[:size]
+        part, whole = head(size)
         handle = io.StringIO(part, newline="")
         reader = csv.reader(handle, delimiter=cfg.delimiter, strict=True)
         try:
@@ -212,13 +224,13 @@ def _csv_layout_at(text: str, cfg: SourceConfig) -> tuple[list[str], int, int]:
             body_start = handle.tell()
             first = next((row for row in reader if row), None)
         except csv.Error as exc:
-            if part is not text:
+            if not whole:
                 size *= 16
                 continue
             raise InputError(
                 f"CSV cannot be parsed ({exc})", path=path, row=reader.line_num
             ) from None
-        if part is text or (first is not None and handle.tell() < len(part)):
+        if whole or (first is not None and handle.tell() < len(part)):
             break
         size *= 16
     if header is None:
@@ -768,6 +780,16 @@ def _parse_csv_file(
     reading it again from the file, for a message naming a line (``_CsvLines``), which
     raises InputError when the file changed meanwhile). Raises InputError for an empty
     file."""
+    streamed = _utf8_layout(path, cfg)
+    if streamed is not None:
+        names, header_lines, offset, size = streamed
+        import pyarrow as pa
+
+        with pa.OSFile(str(path)) as stream:
+            stream.seek(offset)
+            table = _parse_csv_arrow(stream, names, cfg)
+        if table is not None:
+            return table, names, header_lines, lambda: _body_again(path, cfg, size)
     text = _decoded_text(path, cfg)
     if not text or text.isspace():  # ``text.strip()`` would copy it
         raise InputError("file is empty (no header row)", path=str(path))
@@ -788,6 +810,70 @@ def _parse_csv_file(
         return again[at:]
 
     return table, names, header_lines, body
+
+
+def _body_again(path: Path, cfg: SourceConfig, size: int) -> str:
+    """The body's text of a file read before when it was ``size`` bytes long (for a message
+    naming a line); InputError when it is no longer that long."""
+    if path.stat().st_size != size:
+        raise InputError("changed while it was being read: run again", path=str(path))
+    again = _decoded_text(path, cfg)
+    return again[_csv_layout_at(again, cfg)[2] :]
+
+
+# Bytes of a file checked as UTF-8 at a time (``_utf8_layout``)
+_UTF8_BLOCK = 1 << 24
+_UTF8_ENCODINGS = ("auto", "utf-8", "utf-8-sig")
+
+
+def _utf8_layout(path: Path, cfg: SourceConfig) -> tuple[list[str], int, int, int] | None:
+    """(column names, header line count, byte offset of the body, file size in bytes) of a
+    file whose source encoding is UTF-8 or ``auto`` and whose bytes are all UTF-8 (a
+    leading byte-order mark skipped, as ``decode_bytes`` drops it); None for any other file
+    (an empty or blank one, another encoding, a byte that is not UTF-8): the caller then
+    decodes the whole text as always.
+
+    The bytes are checked a block at a time and only the head is decoded for the layout
+    (``_csv_layout_of``), so pyarrow parses the body straight from the file: neither the
+    file's bytes nor its text are held whole (a 2 GB police file took ~5 GB while decoded,
+    the reading stage's peak at twenty million records). The body pyarrow reads is then
+    the bytes ``_EncodedText`` gives of the decoded text: valid UTF-8 decodes and encodes
+    back to the same bytes."""
+    import codecs
+
+    if cfg.encoding.lower() not in _UTF8_ENCODINGS:
+        return None
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            mark = 3 if handle.read(3) == b"\xef\xbb\xbf" else 0
+            handle.seek(mark)
+            decoder = codecs.getincrementaldecoder("utf-8")("strict")
+            blank = True
+            while block := handle.read(_UTF8_BLOCK):
+                text = decoder.decode(block)
+                blank = blank and (not text or text.isspace())
+                del text
+            decoder.decode(b"", final=True)
+    except (OSError, UnicodeDecodeError):
+        return None
+    if blank or path.stat().st_size != size:
+        return None
+
+    def head(chars: int) -> tuple[str, bool]:
+        with open(path, "rb") as handle:
+            handle.seek(mark)
+            data = handle.read(4 * chars)  # a character is at most 4 bytes
+            whole = not handle.read(1)
+        text = codecs.getincrementaldecoder("utf-8")("strict").decode(data, final=whole)
+        return text[:chars], whole and len(text) <= chars
+
+    try:
+        names, header_lines, start = _csv_layout_of(head, cfg)
+    except UnicodeDecodeError:  # changed since it was checked: decoded whole, as always
+        return None
+    offset = mark + len(head(start)[0].encode("utf-8"))
+    return names, header_lines, offset, size
 
 
 def _read_csv_file(

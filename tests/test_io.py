@@ -1032,3 +1032,70 @@ def test_a_full_width_comma_delimiter_is_read_by_the_exact_reader(tmp_path):
     frame = read_source(cfg)
     assert list(frame[schema.NAME]) == ["张伟", "买买提·艾力", "王䶮"]
     assert linkage_io._read_source_arrow(cfg, None).equals(linkage_io._arrow_source(frame))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    head=st.lists(st.sampled_from(["登记编号", " 姓名", '"住\n址"', "", "备注"]), min_size=1,
+                  max_size=4),
+    rows=st.lists(st.lists(_TEXT, min_size=1, max_size=5), max_size=6),
+    mark=st.booleans(),
+    blank_lines=st.integers(0, 2),
+    tail=st.sampled_from([b"", b"\n", b"\xff", b"\xe5\xbc", b"   \n"]),
+    encoding=st.sampled_from(["auto", "utf-8", "utf-8-sig", "gbk"]),
+    layout_head=st.sampled_from([1, 3, 1 << 16]),
+    block=st.sampled_from([1, 5, 1 << 24]),
+)
+def test_a_utf8_file_parsed_from_the_file_equals_its_decoded_text_parsed(
+    tmp_path_factory, head, rows, mark, blank_lines, tail, encoding, layout_head, block
+):
+    """A UTF-8 source is parsed by pyarrow straight from the file (``_utf8_layout``: checked
+    a block at a time, only the head decoded): the same table, header and body text as the
+    whole decoded text gives, or the same error; a BOM, quoted line ends in the header,
+    blank lines, a partial or invalid last byte and other encodings (decoded as always)
+    included."""
+    import csv
+    import io as stdio
+
+    buffer = stdio.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    text = "\n" * blank_lines + ",".join(head) + "\n"
+    for row in rows:
+        writer.writerow(row)
+    data = ("\ufeff" if mark else "").encode("utf-8") + (text + buffer.getvalue()).encode("utf-8")
+    path = tmp_path_factory.mktemp("utf8") / "p.csv"
+    path.write_bytes(data + tail)
+    cfg = _cfg(path).model_copy(update={"encoding": encoding})
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(linkage_io, "_LAYOUT_HEAD", layout_head)
+    monkeypatch.setattr(linkage_io, "_UTF8_BLOCK", block)
+
+    def parsed():
+        try:
+            table, names, lines, body = linkage_io._parse_csv_file(path, cfg)
+        except InputError as exc:
+            return "error", str(exc)
+        return table, names, lines, body if isinstance(body, str) else body()
+
+    try:
+        try:
+            streamed = linkage_io._utf8_layout(path, cfg)
+        except InputError:  # the header's own errors, raised as the decoded text raises them
+            streamed = "error"
+        got = parsed()
+        monkeypatch.setattr(linkage_io, "_utf8_layout", lambda path, cfg: None)
+        want = parsed()
+    finally:
+        monkeypatch.undo()
+    if isinstance(got[0], str) or isinstance(want[0], str):  # an error
+        assert got == want
+        return
+    assert (got[0] is None) == (want[0] is None)
+    assert got[0] is None or got[0].equals(want[0])
+    assert got[1:] == want[1:]
+    # the streamed path is taken exactly for UTF-8 files of some text
+    utf8 = tail in (b"", b"\n", b"   \n") and encoding != "gbk"
+    if streamed is not None:
+        assert utf8
+    elif utf8 and (text + buffer.getvalue()).strip():
+        pytest.fail("a UTF-8 file of some text was decoded whole")
