@@ -1447,7 +1447,8 @@ def _source_frames(
 ) -> list[Any]:
     """Each source read (:func:`read_source`; with ``arrow``, :func:`_read_source_arrow`),
     checked as :func:`read_sources` says, and passed through ``convert`` as soon as it is
-    read (before the next file is), in config order."""
+    read (before the next file is), in config order. ``convert`` is handed the table in a
+    one-element list (no other reference to it is kept here) and returns what is kept."""
     # paths first: a missing file is known before any file is read (one error names all)
     absent = [
         InputError("file not found" if not p.exists() else "is a folder, expected a file",
@@ -1487,7 +1488,11 @@ def _source_frames(
                     path=str(cfg.path),
                 )
             )
-        frames.append(frame if convert is None else convert(frame))
+        if convert is not None:
+            box = [frame]  # handed over: convert frees what it no longer needs
+            del frame
+            frame = convert(box)
+        frames.append(frame)
         del frame
         report.advance(1)
     if len(refused) == 1:
@@ -1530,35 +1535,47 @@ def _arrow_source(frame: pd.DataFrame) -> Any:
         return frame
 
 
-def _by_record_id(part: Any) -> Any:
-    """A source's pyarrow table (``_read_source_arrow``) sorted by record id (Arrow's stable
-    sort: UTF-8 bytes in code point order, as ``_canonical_order``); a frame, or a table
-    with a null id, as it is."""
+def _by_record_id(box: list[Any]) -> Any:
+    """A source's pyarrow table (``_read_source_arrow``), handed over in the one-element
+    list ``box`` (emptied here), sorted by record id (Arrow's stable sort: UTF-8 bytes in
+    code point order, as ``_canonical_order``); a frame, or a table with a null id, as it
+    is. Taken a column at a time, each unsorted column freed once its sorted copy is made:
+    the whole table's copy beside it was the reading stage's peak (the 2 GB police file of
+    twenty million records)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    part = box.pop()
     if not isinstance(part, pa.Table) or part.column(schema.RECORD_ID).null_count:
         return part
-    order = pc.sort_indices(part, sort_keys=[(schema.RECORD_ID, "ascending")])
-    return part.take(order)
+    order = pc.sort_indices(part.column(schema.RECORD_ID))
+    names, columns = part.column_names, part.columns
+    del part
+    for i, column in enumerate(columns):
+        columns[i] = None
+        columns[i] = column.take(order)
+        del column
+    return pa.table(columns, names=names)
 
 
-def _sorted_needed(keep: Collection[str] | None) -> Callable[[Any], Any]:
+def _sorted_needed(keep: Collection[str] | None) -> Callable[[list[Any]], Any]:
     """``_by_record_id`` of a source's pyarrow table less the columns ``standardize(keep=)``
     would drop at once (neither in ``keep`` nor read by a field: unmapped pass-through
     columns such as a registering unit), so that they are not held, nor sorted, through
     reading and standardizing (~40 bytes a record of the independent registries); a frame,
-    or with ``keep`` None, only sorted."""
+    or with ``keep`` None, only sorted. Takes the table handed over as ``_by_record_id``."""
     import pyarrow as pa
 
     if keep is None:
         return _by_record_id
     wanted = {*keep, *(entry.field for entry in FIELDS), schema.SOURCE, schema.RECORD_ID}
 
-    def convert(part: Any) -> Any:
-        if isinstance(part, pa.Table):
-            part = part.select([c for c in part.column_names if c in wanted])
-        return _by_record_id(part)
+    def convert(box: list[Any]) -> Any:
+        if isinstance(box[0], pa.Table):
+            part = box.pop()
+            box.append(part.select([c for c in part.column_names if c in wanted]))
+            del part
+        return _by_record_id(box)
 
     return convert
 
