@@ -127,10 +127,16 @@ def cannot_link_codes(
     if schema.ID_VALID in records:
         valid &= records[schema.ID_VALID].eq(True).to_numpy(dtype=bool, na_value=False)
     if schema.QUALITY_FLAGS in records:
-        flag_codes, flags = pd.factorize(records[schema.QUALITY_FLAGS])
-        not_own = pd.Series(np.asarray(flags, dtype=object), dtype=object).astype(str)
-        not_own = not_own.str.contains("id_not_own").to_numpy(dtype=bool)
-        valid &= ~np.append(not_own, False)[np.asarray(flag_codes)]
+        flags = records[schema.QUALITY_FLAGS]
+        try:
+            flag_codes, distinct = pd.factorize(flags)
+        except TypeError:  # unhashable flag values (lists): their text, row by row
+            text = flags.astype(str)
+            valid &= ~text.str.contains("id_not_own").to_numpy(dtype=bool)
+        else:
+            not_own = pd.Series(np.asarray(distinct, dtype=object), dtype=object).astype(str)
+            not_own = not_own.str.contains("id_not_own").to_numpy(dtype=bool)
+            valid &= ~np.append(not_own, False)[np.asarray(flag_codes)]
     rows_all = records[schema.ROW].to_numpy()
     src_codes, src_names = pd.factorize(records[schema.SOURCE].astype(object))
     src_codes = np.asarray(src_codes, dtype=np.int64)
@@ -150,6 +156,7 @@ def cannot_link_codes(
     if same_source:
         at = np.flatnonzero(valid)
         group = group_of[src_codes[at] + len(names) * undated[at]]
+        group[src_codes[at] < 0] = -1  # a null source: a null group, as factorize codes it
         parts.append((at, group))
     if dated and schema.BIRTH_DATE_STD in records and schema.ID_BIRTH_DATE in records:
         own = _same_text(records[schema.BIRTH_DATE_STD], records[schema.ID_BIRTH_DATE])

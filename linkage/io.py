@@ -780,7 +780,11 @@ def _parse_csv_file(
     reading it again from the file, for a message naming a line (``_CsvLines``), which
     raises InputError when the file changed meanwhile). Raises InputError for an empty
     file."""
-    streamed = _utf8_layout(path, cfg)
+    try:
+        before = _file_state(path)
+    except OSError:  # reading it says why
+        before = None
+    streamed = _utf8_layout(path, cfg) if before is not None else None
     if streamed is not None:
         names, header_lines, offset, size = streamed
         import pyarrow as pa
@@ -788,7 +792,11 @@ def _parse_csv_file(
         with pa.OSFile(str(path)) as stream:
             stream.seek(offset)
             table = _parse_csv_arrow(stream, names, cfg)
+        # read several times (checked, its head, parsed): refused if written meanwhile
+        if _file_state(path) != before:
+            raise InputError("changed while it was being read: run again", path=str(path))
         if table is not None:
+            logger.info("%s: read as utf-8", path)
             return table, names, header_lines, lambda: _body_again(path, cfg, size)
     text = _decoded_text(path, cfg)
     if not text or text.isspace():  # ``text.strip()`` would copy it
@@ -810,6 +818,12 @@ def _parse_csv_file(
         return again[at:]
 
     return table, names, header_lines, body
+
+
+def _file_state(path: Path) -> tuple[int, int, int]:
+    """(size, modification time in ns, inode) of a file: changed when it is written."""
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
 def _body_again(path: Path, cfg: SourceConfig, size: int) -> str:
@@ -846,7 +860,10 @@ def _utf8_layout(path: Path, cfg: SourceConfig) -> tuple[list[str], int, int, in
     try:
         size = path.stat().st_size
         with open(path, "rb") as handle:
-            mark = 3 if handle.read(3) == b"\xef\xbb\xbf" else 0
+            start = handle.read(6)
+            mark = 3 if start[:3] == b"\xef\xbb\xbf" else 0
+            if mark and start[3:] == start[:3]:
+                return None  # a second mark: which ones go depends on the codec
             handle.seek(mark)
             decoder = codecs.getincrementaldecoder("utf-8")("strict")
             blank = True

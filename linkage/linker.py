@@ -504,12 +504,13 @@ def read_golden_csv(path: str | Path, like: dict[str, Any]) -> pd.DataFrame:
     """golden_records.csv as the golden table it was written from (``write_outputs``):
     ``like`` gives each column's dtype then (``GoldenParts.dtypes``). Formula cells are
     restored (``restore_formulas``); empty cells are null but in ``conflicts`` (where
-    no conflict is the empty text). Raises InputError naming the file when it cannot be
-    read."""
+    no conflict is the empty text; a golden value is never empty: standardizing makes a
+    blank value null). Raises InputError naming the file when it cannot be read."""
     from linkage.io import restore_formulas
 
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        # lines end in \n only (write_csv): a lone \r is a cell's own character
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, lineterminator="\n")
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read golden records: {exc}", path=str(path)) from None
     frame = restore_formulas(frame)
@@ -525,7 +526,10 @@ def read_golden_csv(path: str | Path, like: dict[str, Any]) -> pd.DataFrame:
             columns[name] = pd.Categorical(values, dtype=dtype)
         else:
             columns[name] = values  # str or object, as pandas infers it from the text
-    return pd.DataFrame(columns)
+    table = pd.DataFrame(columns)
+    if not len(table):  # no identities: no text to infer a dtype from
+        table = table.astype({c: d for c, d in like.items() if c in table.columns})
+    return table
 
 
 # summary.json's stage keys (those of ``summary["seconds"]``) for the progress stage names

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import pickle
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -668,7 +669,10 @@ class GoldenParts:
 
     def __init__(self, folder: str | Path, rows: int | None = None):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        # personal data (names, IDs, addresses): readable by the run's user only, as the
+        # checkpoint folder (linkage.checkpoint) and the outputs' atomic writes are
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.folder.chmod(0o700)
         self.rows = rows or GOLDEN_ROWS_AT_ONCE
         self.files: list[tuple[Path, list[str]]] = []
         self.dtypes: dict[str, Any] = {}
@@ -685,7 +689,9 @@ class GoldenParts:
         self._n = len(frame)
         path = self.folder / f"{len(self.files):03d}-{name}.parquet"
         table = pa.Table.from_pandas(frame, preserve_index=False)
-        pq.write_table(table, path, row_group_size=self.rows)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            pq.write_table(table, handle, row_group_size=self.rows)
         del table
         self.files.append((path, list(frame.columns)))
         self.dtypes.update(frame.dtypes.to_dict())

@@ -537,3 +537,25 @@ def test_cannot_link_codes_equal_the_coded_text_table(rows, same_source, dated, 
     assert (coded is None) == (table is None)
     if table is not None:
         assert _canonical_codes(coded) == _canonical_codes(_cannot_link_codes(table, len(less)))
+
+
+def test_cannot_link_codes_of_a_null_source_or_listed_flags_equal_the_text_table():
+    """A record without a source forms no same-source group (a null group, as the text
+    table codes it), and flags held as lists are read as their text."""
+    from linkage.cluster import _cannot_link_codes, cannot_link_codes, cannot_link_table
+
+    records = pd.DataFrame(
+        {
+            schema.ROW: [0, 1, 2],
+            schema.SOURCE: [None, "a", "a"],
+            schema.ID_STD: ["11010519491231002X", "110105194912310021", "440304201506010032"],
+            schema.ID_VALID: [True, True, True],
+            schema.QUALITY_FLAGS: [["x"], ["id_not_own"], None],
+            schema.BIRTH_DATE_STD: [None, "1980-01-01", None],
+        },
+        dtype=object,
+    )
+    want = _cannot_link_codes(cannot_link_table(records), 3)
+    got = cannot_link_codes(records)
+    assert _canonical_codes(got) == _canonical_codes(want)
+    assert got["group"].tolist()[0] == -1

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -1099,3 +1101,37 @@ def test_a_utf8_file_parsed_from_the_file_equals_its_decoded_text_parsed(
         assert utf8
     elif utf8 and (text + buffer.getvalue()).strip():
         pytest.fail("a UTF-8 file of some text was decoded whole")
+
+
+@pytest.mark.parametrize("encoding", ["auto", "utf-8", "utf-8-sig"])
+def test_a_file_with_two_byte_order_marks_reads_as_its_decoded_text(tmp_path, encoding):
+    """Two marks: ``utf-8-sig`` drops both, the others one (the second is then text, and
+    dropped from the first header as a header's mark always is), as decoding the whole
+    file does: such a file is decoded whole, not parsed from its bytes."""
+    path = tmp_path / "p.csv"
+    mark = "\ufeff".encode()
+    path.write_bytes(mark * 2 + (",".join(HEADER) + "\nP1,张伟,,,北京\n").encode("utf-8"))
+    cfg = _cfg(path).model_copy(update={"encoding": encoding})
+    assert linkage_io._utf8_layout(path, cfg) is None
+    assert read_source(cfg)[schema.RECORD_ID].tolist() == ["P1"]
+    # one mark: parsed from the bytes, the same table
+    path.write_bytes(mark + (",".join(HEADER) + "\nP1,张伟,,,北京\n").encode("utf-8"))
+    assert linkage_io._utf8_layout(path, cfg) is not None
+    assert read_source(cfg)[schema.RECORD_ID].tolist() == ["P1"]
+
+
+def test_a_file_written_while_it_is_parsed_is_refused(tmp_path, monkeypatch):
+    """A UTF-8 file is read more than once (checked, its head, parsed): one rewritten in
+    between (even to the same size) is refused rather than parsed under another header."""
+    path = tmp_path / "p.csv"
+    path.write_text(",".join(HEADER) + "\nP001,张伟,,,北京\n", encoding="utf-8")
+    real = linkage_io._parse_csv_arrow
+
+    def rewritten(stream, names, cfg):
+        time.sleep(0.01)  # a later modification time, also on coarse clocks
+        path.write_text(",".join(HEADER) + "\nP009,李四,,,北京\n", encoding="utf-8")
+        return real(stream, names, cfg)
+
+    monkeypatch.setattr(linkage_io, "_parse_csv_arrow", rewritten)
+    with pytest.raises(InputError, match="changed while it was being read"):
+        read_source(_cfg(path))

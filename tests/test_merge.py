@@ -418,3 +418,38 @@ def test_golden_parts_refuse_parts_of_other_lengths(tmp_path):
         parts.add(pd.DataFrame({"b": [1, 2, 3]}), "b")
     with pytest.raises(ValueError, match="not the parts'"):
         parts.order(["a", "b"])
+
+
+def test_golden_csv_reads_back_as_the_table_written(tmp_path):
+    """``read_golden_csv`` (a written run's ``LinkResult.golden``) gives back the table
+    ``write_csv`` wrote: a lone carriage return, a comma, a quote, a line end and a formula
+    inside values, categorical sources, counts; and an empty table keeps its dtypes."""
+    from linkage.io import write_csv
+    from linkage.linker import read_golden_csv
+
+    records = _records()
+    records[schema.HUKOU_ADDRESS] = ["北京\r朝阳", "湖南,长沙", '四川"成都', "=1+1", "a\nb", None]
+    identities = pd.Series(["A", "B", "C", "D", "E", "E"])  # each value shown
+    for table in (
+        merge_records(records, identities, source_codes=True),
+        merge_records(records.iloc[:0], identities.iloc[:0], source_codes=True),
+    ):
+        path = write_csv(table, tmp_path / "golden_records.csv")
+        back = read_golden_csv(path, table.dtypes.to_dict())
+        pd.testing.assert_frame_equal(back, table)
+        assert not len(table) or "北京\r朝阳" in set(back[schema.HUKOU_ADDRESS])
+
+
+def test_spilled_golden_parts_are_readable_by_their_owner_only(tmp_path):
+    """The parts hold names, IDs and addresses: a folder of mode 0700 and files of 0600
+    whatever the umask, as the checkpoint folder and the outputs are."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        parts = merge_records(_records(), pd.Series(list("AABBCC")), spill=tmp_path / "g")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(parts.folder.stat().st_mode) == 0o700
+    assert parts.files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p, _ in parts.files)
