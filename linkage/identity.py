@@ -139,8 +139,10 @@ def cluster_ids(
     records come) the same ids as pandas' Arrow-backed text: no Python string per record
     key nor per record's id (~2 GB at twenty million records).
     """
-    keys = record_key(records[schema.SOURCE], records[schema.RECORD_ID])
-    arrow = _arrow_keys(keys)
+    arrow = _arrow_record_keys(records[schema.SOURCE], records[schema.RECORD_ID])
+    keys = record_key(records[schema.SOURCE], records[schema.RECORD_ID]) if arrow is None else None
+    if arrow is None:
+        arrow = _arrow_keys(keys)
     if arrow is not None and len(arrow) > 1:
         import pyarrow.compute as pc
 
@@ -148,6 +150,8 @@ def cluster_ids(
         if not pc.all(rising).as_py():
             arrow = None
     if arrow is None:
+        if keys is None:
+            keys = record_key(records[schema.SOURCE], records[schema.RECORD_ID])
         values = keys.to_numpy(dtype=object)
         if len(values) > 1 and not bool((values[1:] > values[:-1]).all()):
             smallest = keys.groupby(np.asarray(labels)).transform("min")
@@ -187,6 +191,33 @@ def _arrow_keys(keys: pd.Series) -> object | None:
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
     return arrow if arrow.type == pa.large_string() else arrow.cast(pa.large_string())
+
+
+def _arrow_record_keys(sources: pd.Series, record_ids: pd.Series) -> object | None:
+    """:func:`record_key` of text columns without nulls joined in pyarrow (one Arrow copy
+    of each column and the joined keys; pandas' ``+`` made each step's text column, ~3.6
+    GB at twenty million records), as pyarrow ``large_string``; None when pandas does not
+    hold text as Arrow or a column is not all text (then :func:`record_key` decides)."""
+    if getattr(_TEXT_DTYPE, "storage", None) != "pyarrow":
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = []
+    for column in (sources, record_ids):
+        if isinstance(column.dtype, pd.StringDtype):
+            if column.hasnans:
+                return None
+            part = pa.chunked_array(pa.array(column.array)).combine_chunks()
+        elif column.dtype == object and pd.api.types.infer_dtype(column, skipna=False) == "string":
+            try:
+                part = pa.array(column.to_numpy(), type=pa.large_string())
+            except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+                return None
+        else:
+            return None
+        parts.append(part.cast(pa.large_string()) if part.type != pa.large_string() else part)
+    return pc.binary_join_element_wise(parts[0], parts[1], pa.scalar("\x1f", pa.large_string()))
 
 
 def _arrow_text_array(values: list[str] | np.ndarray) -> object:

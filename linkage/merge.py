@@ -245,9 +245,16 @@ def _picked(
     import pyarrow.compute as pc
 
     if arrow is None:
-        picked, at = _arrow_text(values[rows]), np.arange(len(rows), dtype=np.int64)
-    else:
-        picked, at = arrow, rows
+        # the column made in one conversion of an object array as long as the table, not
+        # the picked values' Arrow copy and then its ``take`` (two copies of the column at
+        # golden records' peak: ~1 GB a field at eleven million identities)
+        out = np.full(n_owners, None, dtype=object)
+        out[owners] = values[rows]
+        column = _arrow_text(out)
+        if column is None or not len(rows) or column.null_count == len(column):
+            return out  # pandas 2, a value that is not text, or every value null
+        return pd.array(column, dtype=_TEXT_DTYPE)
+    picked, at = arrow, rows
     if picked is None or not len(rows) or picked.null_count == len(picked):
         out = np.full(n_owners, None, dtype=object)
         if values is not None:  # else every value is null

@@ -306,6 +306,7 @@ def test_cluster_ids_named_in_arrow_equal_the_object_path(monkeypatch, collide):
     monkeypatch.setattr(identity, "_NAMES_AT_ONCE", 7)  # chunks of clusters
     fast = cluster_ids(records, labels, KEY)
     monkeypatch.setattr(identity, "_arrow_keys", lambda keys: None)
+    monkeypatch.setattr(identity, "_arrow_record_keys", lambda sources, ids: None)
     slow = cluster_ids(records, labels, KEY)
     assert list(fast) == list(slow)
     assert isinstance(slow, np.ndarray) and len(set(slow)) == labels.nunique()
@@ -313,3 +314,24 @@ def test_cluster_ids_named_in_arrow_equal_the_object_path(monkeypatch, collide):
         assert isinstance(fast.dtype, pd.StringDtype)
     # with the names met, both paths went through the salting loop over every cluster
     assert named == ([labels.nunique()] * 2 if collide else [])
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [["r1", "户籍2", "𠀀3"], pd.array(["r1", "户籍2", "𠀀3"], dtype="str"), [1, 2, 3], ["r1", None, "r3"]],
+)
+def test_record_keys_joined_in_arrow_equal_record_key(ids):
+    """Record keys joined in pyarrow are :func:`record_key`'s text; ids that are not all
+    text (numbers, a null) are left to it."""
+    from linkage.identity import _arrow_record_keys, record_key
+
+    sources = pd.Series(["police", "health", "police"], dtype=object)
+    record_ids = pd.Series(ids, dtype=ids.dtype if hasattr(ids, "dtype") else object)
+    arrow = _arrow_record_keys(sources, record_ids)
+    text = isinstance(record_ids.dtype, pd.StringDtype) or all(isinstance(v, str) for v in ids)
+    if pd.Series(np.array(["a"], dtype=object)).dtype == object:  # pandas 2: never Arrow
+        assert arrow is None
+    elif text:
+        assert arrow.to_pylist() == record_key(sources, record_ids).tolist()
+    else:
+        assert arrow is None
