@@ -8,6 +8,7 @@ Nothing else in the package imports it except the CLI.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -296,7 +297,7 @@ class Linker:
         if parts is not None:
             # its parts go with the checkpoints: read back from the written file if asked for
             like, path = dict(parts.dtypes), paths["golden"]
-            result.golden = lambda: read_golden_csv(path, like)
+            result.golden = functools.partial(read_golden_csv, path, like)  # picklable
         if checkpoints is not None:
             checkpoints.remove()
         return paths

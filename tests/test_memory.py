@@ -299,7 +299,11 @@ def test_a_written_runs_golden_table_is_spilled_and_read_back_as_held(
     assert not (folder / ".work").exists()  # the parts went with the checkpoints
     held = Linker(config, id_key=KEY).run().golden
     assert linker.result_.golden_parts() is None
+    import pickle
+
+    unread = pickle.loads(pickle.dumps(linker.result_))  # the reader of the file travels
     pd.testing.assert_frame_equal(linker.result_.golden, held)
+    pd.testing.assert_frame_equal(unread.golden, held)
     # several ranges of rows, and a range pandas' writer renders (a cell with a comma)
     monkeypatch.setattr(linkage.merge, "GOLDEN_ROWS_AT_ONCE", 37)
     ranges: list[int] = []
