@@ -18,16 +18,6 @@ from linkage.standardize import _distinct
 KEY = b"prepare-test-identity-key-0123456789"
 
 
-@pytest.fixture(scope="session")
-def demo(synth400_config):
-    return synth400_config
-
-
-@pytest.fixture(scope="session")
-def records(synth400_records):
-    return synth400_records
-
-
 def _pairs(n: int, count: int, seed: int = 3) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     left = rng.integers(0, n, count)
@@ -35,17 +25,17 @@ def _pairs(n: int, count: int, seed: int = 3) -> pd.DataFrame:
     return pd.DataFrame({schema.ROW_L: left, schema.ROW_R: right})
 
 
-def test_prepared_once_levels_like_preparing_per_call(records):
+def test_prepared_once_levels_like_preparing_per_call(synth400_records):
     comparisons = default_comparisons()
-    pairs = _pairs(len(records), 5000)
-    prepared = prepare_comparisons(records, comparisons)
+    pairs = _pairs(len(synth400_records), 5000)
+    prepared = prepare_comparisons(synth400_records, comparisons)
     assert len(prepared) == len(comparisons)
     pd.testing.assert_frame_equal(
-        compare(records, pairs, comparisons, prepared=prepared),
-        compare(records, pairs, comparisons),
+        compare(synth400_records, pairs, comparisons, prepared=prepared),
+        compare(synth400_records, pairs, comparisons),
     )
     with pytest.raises(ValueError, match="prepared holds"):
-        compare(records, pairs, comparisons, prepared=prepared[:-1])
+        compare(synth400_records, pairs, comparisons, prepared=prepared[:-1])
 
 
 def _count_sent(monkeypatch) -> list[str]:
@@ -62,24 +52,24 @@ def _count_sent(monkeypatch) -> list[str]:
     return sent
 
 
-def test_parallel_prepare_equals_one_process(records, monkeypatch):
+def test_parallel_prepare_equals_one_process(synth400_records, monkeypatch):
     comparisons = default_comparisons()
-    pairs = _pairs(len(records), 5000)
+    pairs = _pairs(len(synth400_records), 5000)
     sent = _count_sent(monkeypatch)
-    both = prepare_comparisons(records, comparisons, parallel=True)
+    both = prepare_comparisons(synth400_records, comparisons, parallel=True)
     # the costliest comparison goes to the worker first; no comparison is lost or repeated
     assert sent and sent[0] == "name" and len(set(sent)) == len(sent)
     assert all(p is not None for p in both)
     pd.testing.assert_frame_equal(
-        compare(records, pairs, comparisons, prepared=both),
-        compare(records, pairs, comparisons),
+        compare(synth400_records, pairs, comparisons, prepared=both),
+        compare(synth400_records, pairs, comparisons),
     )
 
 
-def test_an_error_in_the_worker_is_raised_here(records, monkeypatch):
+def test_an_error_in_the_worker_is_raised_here(synth400_records, monkeypatch):
     # the name comparison (most columns) goes to the worker, where an unhashable name
     # fails to factorize; the comparisons left to this process succeed
-    broken = records.copy()
+    broken = synth400_records.copy()
     broken[schema.NAME] = [[v] for v in broken[schema.NAME]]
     sent = _count_sent(monkeypatch)
     with pytest.raises(TypeError, match="unhashable"):
@@ -87,7 +77,7 @@ def test_an_error_in_the_worker_is_raised_here(records, monkeypatch):
     assert sent[0] == "name"
 
 
-def test_a_dead_worker_leaves_the_work_to_this_process(records, monkeypatch, caplog):
+def test_a_dead_worker_leaves_the_work_to_this_process(synth400_records, monkeypatch, caplog):
     start = _distinct._Worker.start
 
     def start_and_die(self):
@@ -99,16 +89,16 @@ def test_a_dead_worker_leaves_the_work_to_this_process(records, monkeypatch, cap
     monkeypatch.setattr(_distinct._Worker, "start", start_and_die)
     comparisons = default_comparisons()
     with caplog.at_level(logging.WARNING, logger="linkage.compare"):
-        got = prepare_comparisons(records, comparisons, parallel=True)
+        got = prepare_comparisons(synth400_records, comparisons, parallel=True)
     assert "in one process" in caplog.text or "in this process" in caplog.text
-    pairs = _pairs(len(records), 2000)
+    pairs = _pairs(len(synth400_records), 2000)
     pd.testing.assert_frame_equal(
-        compare(records, pairs, comparisons, prepared=got),
-        compare(records, pairs, comparisons),
+        compare(synth400_records, pairs, comparisons, prepared=got),
+        compare(synth400_records, pairs, comparisons),
     )
 
 
-def test_a_run_prepares_each_comparison_once(demo, monkeypatch):
+def test_a_run_prepares_each_comparison_once(synth400_config, monkeypatch):
     # chunked scoring beyond a training sample used to prepare the records again for the
     # u sample and for every chunk; now once, whatever the chunks
     calls: dict[str, int] = {}
@@ -123,7 +113,7 @@ def test_a_run_prepares_each_comparison_once(demo, monkeypatch):
 
     for cls in compare_module._TYPES:
         monkeypatch.setattr(cls, "prepare", counting(cls))
-    config = load_config(demo)
+    config = load_config(synth400_config)
     model = config.model.model_copy(update={"u_sample_pairs": 20_000})
     run = RunSettings(chunk_pairs=1000, train_sample_pairs=1000)
     result = Linker(config.model_copy(update={"model": model, "run": run}), id_key=KEY).run()
@@ -132,12 +122,12 @@ def test_a_run_prepares_each_comparison_once(demo, monkeypatch):
     assert calls and set(calls.values()) == {1}, calls
 
 
-def test_scoring_takes_the_training_sample_from_the_compare_stage(demo, monkeypatch):
+def test_scoring_takes_the_training_sample_from_the_compare_stage(synth400_config, monkeypatch):
     # above train_sample_pairs, the compare stage levels a sample for EM; scoring levels
     # only the other pairs and gets the same rows, in the same order, as levelling them all
     import linkage.pipeline as pipeline
 
-    config = load_config(demo)
+    config = load_config(synth400_config)
     model = config.model.model_copy(update={"u_sample_pairs": 20_000})
     run = RunSettings(chunk_pairs=1000, train_sample_pairs=1000)
     config = config.model_copy(update={"model": model, "run": run})

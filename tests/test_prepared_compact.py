@@ -32,20 +32,10 @@ NAMES = [c.name for c in default_comparisons()]
 ALWAYS = -np.inf
 
 
-@pytest.fixture(scope="session")
-def demo(synth400_config):
-    return synth400_config
-
-
-@pytest.fixture(scope="session")
-def records(synth400_records):
-    return synth400_records
-
-
 @pytest.fixture(scope="module")
-def prepared(records):
+def prepared(synth400_records):
     comparisons = default_comparisons()
-    return comparisons, prepare_comparisons(records, comparisons)
+    return comparisons, prepare_comparisons(synth400_records, comparisons)
 
 
 def _nbytes(p: Prepared) -> int:
@@ -76,21 +66,21 @@ def _pairs(n: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_compacted_levels_equal_the_per_record_levels(prepared, records, name):
+def test_compacted_levels_equal_the_per_record_levels(prepared, synth400_records, name):
     comparisons, per_record = prepared
     i = NAMES.index(name)
     comparison, full = comparisons[i], per_record[i]
     small = compact_prepared(full, min_saving=ALWAYS)
     assert small.index is not None and small.index.dtype == np.int32
-    assert len(small.index) == len(records)
+    assert len(small.index) == len(synth400_records)
     assert small.tables is full.tables
-    left, right = _pairs(len(records), 20_000, seed=i)
+    left, right = _pairs(len(synth400_records), 20_000, seed=i)
     np.testing.assert_array_equal(
         comparison.compare_prepared(small, left, right),
         comparison.compare_prepared(full, left, right),
     )
     # every record with itself and with its neighbours: the agreeing levels too
-    rows = np.arange(len(records))
+    rows = np.arange(len(synth400_records))
     for other in (rows, np.roll(rows, 1)):
         np.testing.assert_array_equal(
             comparison.compare_prepared(small, rows, other),
@@ -101,9 +91,9 @@ def test_compacted_levels_equal_the_per_record_levels(prepared, records, name):
 
 @settings(max_examples=25)
 @given(seed=st.integers(0, 2**32 - 1), count=st.integers(0, 3000))
-def test_compacted_levels_equal_on_random_pairs(prepared, records, seed, count):
+def test_compacted_levels_equal_on_random_pairs(prepared, synth400_records, seed, count):
     comparisons, per_record = prepared
-    left, right = _pairs(len(records), count, seed)
+    left, right = _pairs(len(synth400_records), count, seed)
     for comparison, full in zip(comparisons, per_record, strict=True):
         small = compact_prepared(full, min_saving=ALWAYS)
         np.testing.assert_array_equal(
@@ -176,7 +166,7 @@ def _columns(p: Prepared) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("hashes", ["constant", "tiny modulus"])
-def test_a_hash_collision_leaves_the_input_unchanged(prepared, records, monkeypatch, hashes):
+def test_a_hash_collision_leaves_the_input_unchanged(prepared, synth400_records, monkeypatch, hashes):
     comparisons, per_record = prepared
     row_hashes = base._row_hashes
 
@@ -186,10 +176,10 @@ def test_a_hash_collision_leaves_the_input_unchanged(prepared, records, monkeypa
         return row_hashes(words, n) % np.uint64(3)
 
     monkeypatch.setattr(base, "_row_hashes", colliding)
-    left, right = _pairs(len(records), 5000, seed=11)
+    left, right = _pairs(len(synth400_records), 5000, seed=11)
     for comparison, full in zip(comparisons, per_record, strict=True):
         assert compact_prepared(full, min_saving=ALWAYS) is full, comparison.name
-    got = prepare_comparisons(records, comparisons, compact=True)
+    got = prepare_comparisons(synth400_records, comparisons, compact=True)
     assert all(p.index is None for p in got)
     for comparison, full, p in zip(comparisons, per_record, got, strict=True):
         np.testing.assert_array_equal(
@@ -218,7 +208,7 @@ def test_what_saves_too_little_or_cannot_be_hashed_is_left_as_it_is(prepared):
     assert once.index is not None and compact_prepared(once) is once
 
 
-def test_a_comparison_reading_rows_itself_is_not_compacted(records):
+def test_a_comparison_reading_rows_itself_is_not_compacted(synth400_records):
     class OwnRows(NameComparison):
         """Levels from the per-record rows, as one entry per record, not through ``take``."""
 
@@ -227,9 +217,9 @@ def test_a_comparison_reading_rows_itself_is_not_compacted(records):
             return super().compare_prepared(prepared, rows_left, rows_right)
 
     own, plain = OwnRows(name="own"), NameComparison()
-    got = prepare_comparisons(records, [own, plain], compact=True)
+    got = prepare_comparisons(synth400_records, [own, plain], compact=True)
     assert got[0].index is None and got[1].index is not None
-    left, right = _pairs(len(records), 2000, seed=9)
+    left, right = _pairs(len(synth400_records), 2000, seed=9)
     np.testing.assert_array_equal(
         own.compare_prepared(got[0], left, right), plain.compare_prepared(got[1], left, right)
     )
@@ -238,9 +228,9 @@ def test_a_comparison_reading_rows_itself_is_not_compacted(records):
 # ----------------------------------------------------------------------------- a run's preparing
 
 
-def test_compacted_comparisons_hold_fewer_bytes(records, prepared):
+def test_compacted_comparisons_hold_fewer_bytes(synth400_records, prepared):
     comparisons, per_record = prepared
-    small = prepare_comparisons(records, comparisons, compact=True)
+    small = prepare_comparisons(synth400_records, comparisons, compact=True)
     before = [_nbytes(p) for p in per_record]
     after = [_nbytes(p) for p in small]
     # each person has several records (three registries, repeats), people share names
@@ -249,14 +239,14 @@ def test_compacted_comparisons_hold_fewer_bytes(records, prepared):
         i = NAMES.index(name)
         assert small[i].index is not None and after[i] < before[i], name
     assert all(a <= b for a, b in zip(after, before, strict=True))  # never larger
-    pairs = pd.DataFrame(dict(zip((schema.ROW_L, schema.ROW_R), _pairs(len(records), 5000, 3))))
+    pairs = pd.DataFrame(dict(zip((schema.ROW_L, schema.ROW_R), _pairs(len(synth400_records), 5000, 3))))
     pd.testing.assert_frame_equal(
-        compare(records, pairs, comparisons, prepared=small, chunk_size=700, threads=2),
-        compare(records, pairs, comparisons, prepared=per_record),
+        compare(synth400_records, pairs, comparisons, prepared=small, chunk_size=700, threads=2),
+        compare(synth400_records, pairs, comparisons, prepared=per_record),
     )
 
 
-def test_the_worker_sends_back_its_comparisons_compacted(records, prepared, monkeypatch):
+def test_the_worker_sends_back_its_comparisons_compacted(synth400_records, prepared, monkeypatch):
     comparisons, per_record = prepared
     sent: list[tuple] = []
     send = _distinct._Worker.send
@@ -267,11 +257,11 @@ def test_the_worker_sends_back_its_comparisons_compacted(records, prepared, monk
 
     monkeypatch.setattr(compare_module, "PARALLEL_MIN_RECORDS", 10)
     monkeypatch.setattr(_distinct._Worker, "send", counted)
-    got = prepare_comparisons(records, comparisons, parallel=True, compact=True)
+    got = prepare_comparisons(synth400_records, comparisons, parallel=True, compact=True)
     assert sent and all(arg[2] is True for arg in sent)
     # the costliest, the names, went to the worker first and came back compacted
     assert sent[0][0].name == "name" and got[NAMES.index("name")].index is not None
-    left, right = _pairs(len(records), 5000, seed=4)
+    left, right = _pairs(len(synth400_records), 5000, seed=4)
     for comparison, full, p in zip(comparisons, per_record, got, strict=True):
         np.testing.assert_array_equal(
             comparison.compare_prepared(p, left, right),
@@ -279,16 +269,16 @@ def test_the_worker_sends_back_its_comparisons_compacted(records, prepared, monk
         )
 
 
-def test_preparing_from_the_records_file_compacts_when_asked(records, prepared, tmp_path):
+def test_preparing_from_the_records_file_compacts_when_asked(synth400_records, prepared, tmp_path):
     comparisons, per_record = prepared
     path = tmp_path / "records.parquet"
-    records.to_parquet(path)
-    text = [c for c in records.columns if records[c].dtype == object]
+    synth400_records.to_parquet(path)
+    text = [c for c in synth400_records.columns if synth400_records[c].dtype == object]
     got = prepare_from_file((str(path), text, comparisons, True))
     plain = prepare_from_file((str(path), text, comparisons, False))
     assert got[NAMES.index("name")].index is not None
     assert all(p.index is None for p in plain)
-    left, right = _pairs(len(records), 5000, seed=5)
+    left, right = _pairs(len(synth400_records), 5000, seed=5)
     for comparison, full, p, q in zip(comparisons, per_record, got, plain, strict=True):
         expected = comparison.compare_prepared(full, left, right)
         np.testing.assert_array_equal(comparison.compare_prepared(p, left, right), expected)
@@ -303,7 +293,7 @@ def _config(path):
     return config.model_copy(update={"model": model, "run": run})
 
 
-def test_a_run_links_the_same_with_and_without_compaction(demo, monkeypatch):
+def test_a_run_links_the_same_with_and_without_compaction(synth400_config, monkeypatch):
     compacted: list[bool] = []
     real = compare_module.compact_prepared
 
@@ -313,21 +303,21 @@ def test_a_run_links_the_same_with_and_without_compaction(demo, monkeypatch):
         return out
 
     monkeypatch.setattr(compare_module, "compact_prepared", spy)
-    on = Linker(_config(demo), id_key=KEY).run()
+    on = Linker(_config(synth400_config), id_key=KEY).run()
     assert len(compacted) == len(NAMES) and sum(compacted) >= 4
 
     monkeypatch.setattr(compare_module, "compact_prepared", lambda p, *a, **k: p)
-    off = Linker(_config(demo), id_key=KEY).run()
+    off = Linker(_config(synth400_config), id_key=KEY).run()
     pd.testing.assert_frame_equal(on.pairs, off.pairs)
     pd.testing.assert_frame_equal(on.identities, off.identities)
     assert on.summary["candidate_pairs"] == off.summary["candidate_pairs"]
 
 
-def test_a_run_preparing_in_its_early_worker_links_the_same(demo, tmp_path, monkeypatch):
+def test_a_run_preparing_in_its_early_worker_links_the_same(synth400_config, tmp_path, monkeypatch):
     # the early worker (reading the records checkpoint) prepares and compacts its share in
     # its own process; the reference prepares everything here, uncompacted
     monkeypatch.setattr(compare_module, "compact_prepared", lambda p, *a, **k: p)
-    Linker(_config(demo), id_key=KEY).write(tmp_path / "off")
+    Linker(_config(synth400_config), id_key=KEY).write(tmp_path / "off")
     monkeypatch.undo()
 
     monkeypatch.setattr(pipeline, "PARALLEL_MIN_RECORDS", 1)
@@ -340,7 +330,7 @@ def test_a_run_preparing_in_its_early_worker_links_the_same(demo, tmp_path, monk
         return send(self, func, arg)
 
     monkeypatch.setattr(_distinct._Worker, "send", spy)
-    Linker(_config(demo), id_key=KEY).write(tmp_path / "on")
+    Linker(_config(synth400_config), id_key=KEY).write(tmp_path / "on")
     assert sent and sent[0][3] is True
     for name in ("pairs.parquet", "identities.csv", "golden_records.csv", "cluster_sizes.csv"):
         assert (tmp_path / "on" / name).read_bytes() == (tmp_path / "off" / name).read_bytes()
