@@ -19,6 +19,7 @@ import pandas as pd
 
 from linkage import schema
 from linkage.errors import ConfigError
+from linkage.tables import arrow_large_text
 
 logger = logging.getLogger(__name__)
 
@@ -182,15 +183,9 @@ _TEXT_DTYPE = pd.Series(np.array(["a", None], dtype=object)).dtype
 def _arrow_keys(keys: pd.Series) -> object | None:
     """Record keys as one pyarrow ``large_string`` array (no nulls) when pandas holds text as
     Arrow (pandas 3), else None."""
-    if getattr(_TEXT_DTYPE, "storage", None) != "pyarrow" or keys.hasnans:
+    if getattr(_TEXT_DTYPE, "storage", None) != "pyarrow":
         return None
-    import pyarrow as pa
-
-    try:
-        arrow = pa.chunked_array(pa.array(keys.array)).combine_chunks()
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return None
-    return arrow if arrow.type == pa.large_string() else arrow.cast(pa.large_string())
+    return arrow_large_text(keys)
 
 
 def _arrow_record_keys(sources: pd.Series, record_ids: pd.Series) -> object | None:
@@ -206,9 +201,9 @@ def _arrow_record_keys(sources: pd.Series, record_ids: pd.Series) -> object | No
     parts = []
     for column in (sources, record_ids):
         if isinstance(column.dtype, pd.StringDtype):
-            if column.hasnans:
+            part = arrow_large_text(column)
+            if part is None:
                 return None
-            part = pa.chunked_array(pa.array(column.array)).combine_chunks()
         elif column.dtype == object and pd.api.types.infer_dtype(column, skipna=False) == "string":
             try:
                 part = pa.array(column.to_numpy(), type=pa.large_string())
@@ -216,7 +211,7 @@ def _arrow_record_keys(sources: pd.Series, record_ids: pd.Series) -> object | No
                 return None
         else:
             return None
-        parts.append(part.cast(pa.large_string()) if part.type != pa.large_string() else part)
+        parts.append(part)
     return pc.binary_join_element_wise(parts[0], parts[1], pa.scalar("\x1f", pa.large_string()))
 
 

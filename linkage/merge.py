@@ -23,6 +23,7 @@ from linkage.config import DEFAULT_FIELDS, FieldRule, GoldenSettings  # noqa: F4
 from linkage.progress import release_memory
 from linkage.standardize._fillers import FILLER_TEXTS, is_filler_text
 from linkage.tables import (
+    arrow_large_text,
     categorical_arrow,
     columns_of,
     packed_lexsort,
@@ -155,17 +156,8 @@ def _key_text(column: pd.Series) -> tuple[np.ndarray | None, object | None]:
     (``_text_objects``) and their Arrow form. A Python ``str`` per record of an Arrow
     column was ~65 bytes a record held through the golden table's assembly (two keys: ~1.3
     GB at ten million records)."""
-    import pyarrow as pa
-
-    if (
-        isinstance(column.dtype, pd.StringDtype)
-        and getattr(column.dtype, "storage", None) == "pyarrow"
-        and isinstance(_TEXT_DTYPE, pd.StringDtype)
-        and not column.hasnans
-    ):
-        arrow = pa.chunked_array(pa.array(column.array)).combine_chunks()
-        if arrow.type != pa.large_string():
-            arrow = arrow.cast(pa.large_string())
+    arrow = arrow_large_text(column) if isinstance(_TEXT_DTYPE, pd.StringDtype) else None
+    if arrow is not None:
         return None, arrow
     values = _text_objects(column)
     return values, _arrow_text(values)

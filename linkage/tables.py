@@ -91,6 +91,22 @@ def _is_text_dtype(dtype: object) -> bool:
     return isinstance(dtype, pd.ArrowDtype) and str(dtype.pyarrow_dtype) in ("string", "large_string")
 
 
+def arrow_large_text(column: pd.Series) -> object | None:
+    """An Arrow-backed pandas text column without nulls as one pyarrow ``large_string``
+    array (pandas' own buffers, joined and cast only where they are chunked or 32-bit);
+    None for any other column (objects, NaN, pandas 2's object text)."""
+    if not (
+        isinstance(column.dtype, pd.StringDtype)
+        and getattr(column.dtype, "storage", None) == "pyarrow"
+        and not column.hasnans
+    ):
+        return None
+    import pyarrow as pa
+
+    arrow = pa.chunked_array(pa.array(column.array)).combine_chunks()
+    return arrow if arrow.type == pa.large_string() else arrow.cast(pa.large_string())
+
+
 def categorical_arrow(values: pd.Categorical | pd.Series) -> object:
     """A categorical as a pyarrow dictionary array: int32 codes (null where missing) into
     its categories as ``large_string`` (raises pyarrow's errors for categories that are
