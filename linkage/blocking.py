@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -216,7 +217,9 @@ def _factorized(records: pd.DataFrame, name: str, cache: dict | None) -> tuple[n
     # factorize makes every kind of null code -1: no pass making them None first (_col,
     # ~75 ms per column of a million records)
     values = records[name] if name in records.columns else _col(records, name)
-    out = pd.factorize(values)
+    codes, uniques = pd.factorize(values)
+    # int32 codes where the rows allow: a cached column's are held while later keys read it
+    out = (codes.astype(np.int32) if len(codes) < 2**31 else codes, uniques)
     if cache is not None:
         cache[name] = out
     return out
@@ -379,11 +382,17 @@ def _iter_key_codes(
     yield schema.ROW, _rows(records).to_numpy(np.int64), None
     keys = [schema.SOURCE, *names]
     # columns read by more than one key (id_std, the name's pinyin) are factorized once
-    reads = [c for k in keys for c in (DERIVED_KEYS[k][0] if k in DERIVED_KEYS else (k,))]
+    inputs = [DERIVED_KEYS[k][0] if k in DERIVED_KEYS else (k,) for k in keys]
+    reads = [c for cols in inputs for c in cols]
     twice = {c for c in reads if reads.count(c) > 1 and c in records.columns}
+    # the last key reading each column (combination): its codes are dropped after that key,
+    # not held to the end (at twenty million records each was 80-160 MB of blocking's peak)
+    last_read = {c: i for i, cols in enumerate(inputs) for c in cols}
+    last_combination = {cols: i for i, cols in enumerate(inputs)}
     factorized: dict = {}
     distinct: dict = {}  # input combinations shared by derived keys (the birth_* keys)
     memo: dict = {}  # what _BATCH_KEYS' functions share (one parse of each address)
+    small = np.int32 if len(records) < 2**31 else np.int64
     for i, key in enumerate(keys):
         memo["keys_to_come"] = set(keys[i + 1 :])
         coded = _minority_head_codes(records) if key == "name_minority_head" else None
@@ -396,19 +405,27 @@ def _iter_key_codes(
                 distinct[columns] = _distinct_inputs(records, columns, cache)
                 factorized.update({c: v for c, v in cache.items() if c in twice})
             rows, args = distinct[columns]
+            if last_combination[columns] == i:
+                del distinct[columns]
             mapped = np.empty(len(args[0]) if args else 0, dtype=object)
             batch = _BATCH_KEYS.get(key)
             if batch is not None:
                 mapped[:] = batch(key, args, memo)
             else:
                 mapped[:] = [func(*vals) for vals in zip(*args, strict=True)]
+            del args
             codes, uniques = pd.factorize(mapped)
-            yield key, codes[rows], uniques
+            del mapped
+            yield key, codes.astype(small)[rows], uniques
+            del rows
         elif key in records.columns:
             codes, uniques = _factorized(records, key, factorized if key in twice else None)
             yield key, codes, uniques
+            del codes, uniques
         else:  # no source column: every row null, as _col gives it
             yield key, np.full(len(records), -1, dtype=np.intp), np.array([], dtype=object)
+        for column in [c for c in factorized if last_read.get(c) == i]:
+            del factorized[column]
 
 
 def _blank_uniques(uniques: object) -> np.ndarray:
@@ -586,7 +603,9 @@ def plan_rule(
     row["pairs"] = _pairs_in_blocks(
         pd.factorize(final[~skipped])[0], sources[~skipped], settings.link_type, w[~skipped]
     )
-    column = np.full(n, -1, dtype=np.int64)
+    # int32 where the rows allow (part ids are below the row count): the column is held
+    # with the key codes through every rule's join (~80 MB a refined rule at 20 M records)
+    column = np.full(n, -1, dtype=np.int32 if n < 2**31 else np.int64)
     column[idx] = part
     mask = np.zeros(n, dtype=bool)
     mask[idx[skipped]] = True
@@ -694,13 +713,36 @@ def _rule_condition(rule: BlockingRule, refine_col: str | None) -> str:
     return "(" + " AND ".join(parts) + ")"
 
 
+@dataclass
+class BlockingPlan:
+    """What :func:`block` joins, made from the records (:func:`plan_blocking`): ``coded``,
+    the key table as int32 codes per key (``rid`` int64, null = NA) with one refinement
+    column ``__refine_<i>`` per refined rule; ``refine_columns``, that column's name per
+    rule (None when the rule is not refined); ``rows``, the report rows of
+    :func:`blocking_report`."""
+
+    coded: pd.DataFrame
+    refine_columns: list[str | None]
+    rows: list[dict]
+
+
+def plan_blocking(records: pd.DataFrame, settings: BlockingSettings) -> BlockingPlan:
+    """The coded keys, refinement columns and report rows :func:`block` joins on: all it
+    reads of ``records`` (standardized records with ``rid``, ``source`` and the rules'
+    key columns). A caller done with the records' key columns drops them after this and
+    before ``block(plan=)``: at twenty million records they were ~5 GB held beside
+    DuckDB's joins. Raises ConfigError for an unknown rule key."""
+    return BlockingPlan(*_plan(records, settings))
+
+
 def block(
-    records: pd.DataFrame,
+    records: pd.DataFrame | None,
     settings: BlockingSettings | None = None,
     *,
     connection: duckdb.DuckDBPyConnection | None = None,
     report: list[dict] | None = None,
     rid_dtype: type = np.int64,
+    plan: BlockingPlan | None = None,
 ) -> pd.DataFrame:
     """Return candidate pairs ``rid_l < rid_r`` from all rules, each once, with the first rule that found it.
 
@@ -710,11 +752,17 @@ def block(
     Blocks over ``refine_block_size`` are refined (see :func:`blocking_report`); the
     predicted pair count is checked against ``pair_budget`` before any pair is made
     (``ConfigError`` when over it and ``over_budget`` is ``refuse``). ``report``, when
-    given, receives the rows of :func:`blocking_report`.
+    given, receives the rows of :func:`blocking_report`. ``plan``: :func:`plan_blocking`
+    of the records under ``settings``, made by the caller (``records`` is then not read
+    and may be None); made here from ``records`` without it.
     """
     settings = settings or BlockingSettings()
     rules = settings.rules
-    coded, refine_cols, rows = _plan(records, settings)
+    if plan is None:
+        if records is None:
+            raise ValueError("block needs the records or their plan")
+        plan = plan_blocking(records, settings)
+    coded, refine_cols, rows = plan.coded, plan.refine_columns, plan.rows
     if report is not None:
         report.extend(rows)
     check_budget(rows, settings)

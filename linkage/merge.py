@@ -62,7 +62,6 @@ def _filler_mask(values: np.ndarray) -> np.ndarray:
     each (a million distinct addresses cost ~3 s in Python); the rest go through
     ``is_filler_text`` itself."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     out = np.zeros(len(values), dtype=bool)
     try:
@@ -70,10 +69,30 @@ def _filler_mask(values: np.ndarray) -> np.ndarray:
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text: every value in Python
         settled = np.zeros(len(values), dtype=bool)
     else:
-        found = pc.match_substring_regex(text, _NOT_FILLER_HAN).fill_null(False)
-        settled = found.to_numpy(zero_copy_only=False)
+        settled = _settled(text)
     rest = np.flatnonzero(~settled)
     out[rest] = [is_filler_text(v) for v in values[rest]]
+    return out
+
+
+def _settled(text: Any) -> np.ndarray:
+    """Which values of a pyarrow text array hold a character no filler has (null: False)."""
+    import pyarrow.compute as pc
+
+    found = pc.match_substring_regex(text, _NOT_FILLER_HAN).fill_null(False)
+    return found.to_numpy(zero_copy_only=False)
+
+
+def _filler_mask_arrow(text: Any) -> np.ndarray:
+    """:func:`_filler_mask` of a pyarrow text array without nulls (the distinct values of a
+    column read as a dictionary): only the values the Arrow pass leaves unsettled become
+    Python strings."""
+    import pyarrow as pa
+
+    out = np.zeros(len(text), dtype=bool)
+    rest = np.flatnonzero(~_settled(text))
+    if len(rest):
+        out[rest] = [is_filler_text(v) for v in text.take(pa.array(rest)).to_pylist()]
     return out
 
 
@@ -282,7 +301,7 @@ def _golden_field(
     the values are numbered. A function, so that its arrays and strings are freed when it
     returns.
     """
-    ident_codes, n_ident = ranks.ident_codes, ranks.n_ident
+    n_ident = ranks.n_ident
     if factorized is not None:
         value_codes, value_names = factorized
     else:
@@ -297,8 +316,44 @@ def _golden_field(
         # one object per distinct shown value: golden records keep references to them
         shown = pd.Series(_stripped_text(raw), index=values.index, dtype=object)
         held = shown.to_numpy(dtype=object)[rows] == values.to_numpy(dtype=object)[rows]
+    chosen_rows, chosen_ident, conflict = _choose(
+        field,
+        rule,
+        rows,
+        held,
+        value_codes,
+        lambda at: np.asarray(value_names, dtype=object)[at],
+        len(value_names),
+        valid,
+        ranks,
+    )
+    column = _picked(shown.to_numpy(dtype=object), None, chosen_rows, chosen_ident, n_ident)
+    return column, chosen_rows, chosen_ident, conflict
+
+
+def _choose(
+    field: str,
+    rule: FieldRule,
+    rows: np.ndarray,
+    held: np.ndarray,
+    value_codes: np.ndarray,
+    value_text: Callable[[np.ndarray], np.ndarray],
+    n_values: int,
+    valid: np.ndarray,
+    ranks: _Ranks,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The survivorship choice of one field: for each identity with a value, the chosen
+    record (rows into the records) and the identity's code, and for a ``CONFLICT_FIELDS``
+    field its conflict text per identity (else None).
+
+    ``rows``: the records with a value (not null, not a filler), ascending; ``held``: per
+    row of ``rows``, whether the shown value is the standardized one; ``value_codes``: a
+    code per record of its value (``n_values`` distinct values, each once; only which rows
+    share a value matters, not how they are numbered); ``value_text(codes)``: those values
+    as an object array of ``str``, for the conflict text."""
+    ident_codes, n_ident = ranks.ident_codes, ranks.n_ident
     ic, vc = ident_codes[rows], value_codes[rows].astype(np.int64)
-    pair_key = ic.astype(np.int64) * (len(value_names) + 1) + vc
+    pair_key = ic.astype(np.int64) * (n_values + 1) + vc
     freq = _group_counts(pair_key)
     v_ok, s_rank, r_rank, k_rank = (
         valid[rows],
@@ -321,15 +376,14 @@ def _golden_field(
     first[1:] = sorted_ident[1:] != sorted_ident[:-1]
     # int32 where they fit: every field's are held until the golden table is put together
     # (two arrays an identity a field: ~0.15 GB less at three million records)
-    small = np.int32 if len(shown) < 2**31 else np.int64
+    small = np.int32 if len(value_codes) < 2**31 else np.int64
     chosen_rows = rows[order[first]].astype(small)
     chosen_ident = sorted_ident[first].astype(small)
-    column = _picked(shown.to_numpy(dtype=object), None, chosen_rows, chosen_ident, n_ident)
     conflict = None
     if field in CONFLICT_FIELDS:
         pool = v_ok if rule.rule == "valid_id" else np.ones(len(rows), dtype=bool)
         distinct = sorted_unique(pair_key[pool])
-        owners = distinct // (len(value_names) + 1)
+        owners = distinct // (n_values + 1)
         n_distinct = np.bincount(owners, minlength=n_ident)
         conflict = np.full(n_ident, "", dtype=object)
         several = np.flatnonzero(n_distinct > 1)
@@ -338,14 +392,128 @@ def _golden_field(
             frame = pd.DataFrame(
                 {
                     "owner": owners[keep],
-                    "value": np.asarray(value_names, dtype=object)[
-                        distinct[keep] % (len(value_names) + 1)
-                    ],
+                    "value": value_text(distinct[keep] % (n_values + 1)),
                 }
             )
             joined = frame.groupby("owner")["value"].agg(lambda v: "|".join(sorted(map(str, v))))
             conflict[joined.index.to_numpy()] = (f"{field}=" + joined).to_numpy()
+    return chosen_rows, chosen_ident, conflict
+
+
+@dataclass(frozen=True)
+class _Coded:
+    """A text column as ``codes`` (int32 per record, -1 for null) into ``dictionary`` (a
+    pyarrow ``large_string`` array without nulls, each value once): read from a Parquet
+    dictionary (``tables.read_coded_text``) without a Python object per value."""
+
+    codes: np.ndarray
+    dictionary: Any
+
+
+def _golden_field_coded(
+    field: str,
+    rule: FieldRule,
+    values: _Coded,
+    raw: _Coded | None,
+    valid: np.ndarray,
+    ranks: _Ranks,
+) -> tuple[object, np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`_golden_field` of columns held as codes into their distinct values (Arrow
+    text): the same column, chosen rows, identities and conflicts, with no object array
+    per record nor Python string per distinct value. At twenty million records the
+    addresses read as objects (value and shown column) were ~2.5 GB of the golden-records
+    stage's peak. The shown values are stripped in pyarrow (``utf8_trim_whitespace``, what
+    pandas' Arrow ``str.strip`` calls); used where pandas holds text as Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names, value_codes = values.dictionary, values.codes
+    filler = np.append(_filler_mask_arrow(names), False)  # code -1 (null) reads False
+    rows = np.flatnonzero((value_codes >= 0) & ~filler[value_codes])
+    del filler
+    if raw is not None:
+        pool, shown_codes = pc.utf8_trim_whitespace(raw.dictionary), raw.codes
+        # whether the stripped shown value is the value, once per distinct (shown, value)
+        width = len(names) + 1
+        pair = raw.codes[rows].astype(np.int64) * width + value_codes[rows]
+        pair_codes, pairs = pd.factorize(pair)
+        pairs = np.asarray(pairs)
+        shown_at, value_at = pairs // width, pairs % width  # shown -1 (null): floor -1
+        same = pc.equal(
+            pool.take(pa.array(shown_at, mask=shown_at < 0)), names.take(pa.array(value_at))
+        )
+        held = same.fill_null(False).to_numpy(zero_copy_only=False)[pair_codes]
+        del pair, pair_codes, pairs, shown_at, value_at, same
+    else:
+        pool, shown_codes = names, value_codes
+        held = np.ones(len(rows), dtype=bool)
+    chosen_rows, chosen_ident, conflict = _choose(
+        field,
+        rule,
+        rows,
+        held,
+        value_codes,
+        lambda at: np.array(names.take(pa.array(at)).to_pylist(), dtype=object),
+        len(names),
+        valid,
+        ranks,
+    )
+    del rows, held
+    column = _picked_coded(pool, shown_codes[chosen_rows], chosen_ident, ranks.n_ident)
     return column, chosen_rows, chosen_ident, conflict
+
+
+def _picked_coded(
+    pool: Any, codes: np.ndarray, owners: np.ndarray, n_owners: int
+) -> pd.api.extensions.ExtensionArray | np.ndarray:
+    """:func:`_picked` of coded text: ``pool[codes[i]]`` (a pyarrow text array) for owner
+    ``owners[i]``, null for owners without one or with code -1; the same column (Arrow
+    text, or an object array of None when every value is null)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    take = np.zeros(n_owners, dtype=np.int64)
+    take[owners] = codes
+    missing = np.ones(n_owners, dtype=bool)
+    missing[owners] = codes < 0
+    if missing.all():
+        return np.full(n_owners, None, dtype=object)
+    column = pc.take(pool, pa.array(take, mask=missing))
+    if column.type != pa.large_string():
+        column = column.cast(pa.large_string())
+    return pd.array(column, dtype=_TEXT_DTYPE)
+
+
+def _coded_inputs(
+    path: str | Path, text: Collection[str], rule: FieldRule
+) -> tuple[_Coded, _Coded | None, np.ndarray] | None:
+    """One field's value column, shown (``raw``) column (None when the file lacks it) and
+    ID-validity mask read from a Parquet file of the records as :class:`_Coded`, for
+    :func:`_golden_field_coded`; None when that path does not apply (pandas holds text as
+    objects, the value column is absent or not text, or a dictionary repeats a value):
+    the caller then reads the columns as objects."""
+    import pyarrow.parquet as pq
+
+    from linkage.tables import read_coded_text
+
+    if getattr(_TEXT_DTYPE, "storage", None) != "pyarrow":
+        return None
+    names = set(pq.read_schema(path).names)
+    wanted = [rule.column] + ([rule.raw] if rule.raw is not None and rule.raw in names else [])
+    if any(c not in names or c not in text for c in wanted):
+        return None
+    coded = []
+    for column in wanted:
+        read = read_coded_text(path, column)
+        if read is None:
+            return None
+        coded.append(_Coded(*read))
+    if rule.column == schema.ID_STD and schema.ID_VALID in names:
+        flags = pd.read_parquet(path, columns=[schema.ID_VALID])[schema.ID_VALID]
+        valid = flags.eq(True).to_numpy(dtype=bool, na_value=False)
+    else:
+        valid = np.ones(len(coded[0].codes), dtype=bool)
+    return coded[0], (coded[1] if len(coded) > 1 else None), valid
 
 
 @dataclass(frozen=True)
@@ -408,6 +576,12 @@ def _golden_fields_from_file(
     path, text, fields, ranks = arg
     out = []
     for field, rule in fields:
+        coded = _coded_inputs(path, text, rule)
+        if coded is not None:
+            out.append(_golden_field_coded(field, rule, *coded, ranks))
+            del coded
+            release_memory()
+            continue
         found: dict = {}
         frame = read_text_columns(
             path, list(dict.fromkeys(_rule_columns(rule))), set(text), factorized=found
@@ -513,14 +687,20 @@ def merge_records(
     else:
         ident_codes, ident_names = pd.factorize(pd.Series(identities.to_numpy(), dtype=object))
     n_ident = len(ident_names)
+    # the ranks as int32 where the rows allow: four arrays a record held through every
+    # field and sent to the worker (~0.3 GB less at twenty million records)
+    small = np.int32 if n < 2**31 else np.int64
+    ident_codes = ident_codes.astype(small)
     sources = records[schema.SOURCE].astype(str)
     record_ids = records[schema.RECORD_ID].astype(str)
     # Integer keys once; every sort below is an integer lexsort, not a string sort per field.
-    src_rank = _source_rank(sources, settings.source_priority)
-    key_rank = _key_rank(sources + "\x1f" + record_ids)
+    src_rank = _source_rank(sources, settings.source_priority).astype(small)
+    key_rank = _key_rank(sources + "\x1f" + record_ids).astype(small)
     del record_ids  # its Arrow copy is not needed past the key ranks
     recent = records.get(schema.REGISTERED_AT_STD)
-    recent_rank = _dense_rank(recent) if recent is not None else np.full(n, -1, np.int64)
+    recent_rank = (
+        _dense_rank(recent).astype(small) if recent is not None else np.full(n, -1, small)
+    )
     ranks = _Ranks(ident_codes, n_ident, src_rank, recent_rank, key_rank)
     shared = share.fields if share is not None else set()
     fields = [
@@ -600,13 +780,21 @@ def merge_records(
                 # field's columns are read (as _golden_fields_from_file does): at a million
                 # records the stage's peak, reading the addresses, fell 1,780 -> 1,596 MiB
                 release_memory()
-                found: dict = {}  # codes of the columns read from a file (not held)
-                frame = _field_frame(records, rule, read, found)
-                if rule.column in frame.columns:  # else neither records nor read has it
-                    results[field] = _golden_field(
-                        field, rule, *_field_inputs(frame, rule), ranks, found.get(rule.column)
-                    )
-                del frame, found
+                coded = None
+                if hasattr(read, "file") and not set(_rule_columns(rule)) & set(records.columns):
+                    # none of its columns held: read as codes into Arrow text, not objects
+                    coded = _coded_inputs(*read.file(), rule)
+                if coded is not None:
+                    results[field] = _golden_field_coded(field, rule, *coded, ranks)
+                    del coded
+                else:
+                    found: dict = {}  # codes of the columns read from a file (not held)
+                    frame = _field_frame(records, rule, read, found)
+                    if rule.column in frame.columns:  # else neither records nor read has it
+                        results[field] = _golden_field(
+                            field, rule, *_field_inputs(frame, rule), ranks, found.get(rule.column)
+                        )
+                    del frame, found
                 if parts is not None and field in results:
                     emit(field)  # written now: no two fields' columns held at once
         release_memory()

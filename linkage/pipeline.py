@@ -9,6 +9,7 @@ steps a run reports, in order. Must not import the incremental layer, the Linker
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import pickle
 import shutil
@@ -27,7 +28,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from linkage import schema
-from linkage.blocking import DERIVED_KEYS, block
+from linkage.blocking import DERIVED_KEYS, block, plan_blocking
 from linkage.checkpoint import Checkpoints, part_order
 from linkage.cluster import (
     cannot_link_codes,
@@ -56,7 +57,7 @@ from linkage.io import write_parquet
 from linkage.merge import GoldenParts, WorkerShare, merge_records, worker_fields
 from linkage.model import FellegiSunterModel
 from linkage.progress import Progress, ProgressLike, as_progress, release_memory
-from linkage.tables import attach_keys, column_subset, columns_of
+from linkage.tables import as_arrow_text, attach_keys, column_subset, columns_of
 from linkage.training import check_model_levels, new_model, train_model
 
 logger = logging.getLogger(__name__)
@@ -499,22 +500,36 @@ def _rid_dtype(n_records: int) -> type:
 
 
 def _block(
-    records: pd.DataFrame, config: RunConfig, checkpoints: Checkpoints | None
+    box: list[pd.DataFrame],
+    config: RunConfig,
+    checkpoints: Checkpoints | None,
+    cut: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, list[dict]]:
+    """The candidate pairs (int32 ``rid_l``, ``rid_r``, categorical ``rule``) and the
+    blocking report rows of the records ``box[0]`` (a one-item list, so that the table
+    it holds can be replaced); read back when the checkpoint has them. With ``cut``,
+    ``box[0]`` is replaced by ``cut(box[0])`` once the keys are coded, before DuckDB joins
+    them: a caller that drops the key columns then frees them for the joins."""
+    n = len(box[0])
     if checkpoints is not None and checkpoints.done("blocking"):
+        if cut is not None:
+            box[0] = cut(box[0])
         doc = checkpoints.document("blocking")
         saved = checkpoints.frame("blocking", "pairs")
         names = np.array(doc["rules"], dtype=object)
         pairs = pd.DataFrame(
             {
-                schema.ROW_L: saved[schema.ROW_L].to_numpy(_rid_dtype(len(records))),
-                schema.ROW_R: saved[schema.ROW_R].to_numpy(_rid_dtype(len(records))),
+                schema.ROW_L: saved[schema.ROW_L].to_numpy(_rid_dtype(n)),
+                schema.ROW_R: saved[schema.ROW_R].to_numpy(_rid_dtype(n)),
                 schema.RULE: pd.Categorical.from_codes(
                     saved["rule_index"].to_numpy(np.int16), categories=names
                 ),
             }
         )
         return pairs, doc["report"]
+    plan = plan_blocking(box[0], config.blocking)
+    if cut is not None:
+        box[0] = cut(box[0])
     rows: list[dict] = []
     with contextlib.ExitStack() as stack:
         # DuckDB spills under the checkpoint folder (OUTPUT/.work), else a folder of its own
@@ -526,14 +541,16 @@ def _block(
         con = _connection(config, spill)
         stack.callback(con.close)
         pairs = block(
-            records,
+            None,
             config.blocking,
             connection=con,
             report=rows,
-            rid_dtype=_rid_dtype(len(records)),
+            rid_dtype=_rid_dtype(n),
+            plan=plan,
         )
+        del plan  # the coded keys, before the pairs are copied below
     # int32 row numbers: 9 bytes a candidate pair instead of 17 (the rule is categorical)
-    rid = _rid_dtype(len(records))
+    rid = _rid_dtype(n)
     pairs = pd.DataFrame(
         {
             schema.ROW_L: pairs[schema.ROW_L].to_numpy(rid),
@@ -606,12 +623,23 @@ def link_records(
     # the comparisons' worker imports while blocking runs, instead of when they are prepared,
     # and prepares its share from the records checkpoint as soon as that is written
     early = _EarlyPrepare.start(comparisons, golden_records, n) if config.run.workers else None
+    cut = None
+    if golden_records is not None and config.model.labels is None:
+        # a spilling run's blocking columns are done with once the keys are coded: cut to
+        # what scoring and clustering hold (as right after blocking) before DuckDB joins
+        # the keys (at twenty million records ~5 GB held beside the joins)
+        cut = functools.partial(
+            _after_comparing, config=config, comparisons=comparisons, read=golden_records
+        )
+    box = [records]
+    del records
     try:
-        pairs, blocking_rows = _block(records, config, checkpoints)
+        pairs, blocking_rows = _block(box, config, checkpoints, cut)
     except BaseException:
         if early is not None:
             early.close(kill=True)
         raise
+    records = box.pop()
     n_pairs = len(pairs)
     pairs_per_rule = {
         str(k): int(v) for k, v in pairs[schema.RULE].value_counts(sort=False).items()
@@ -744,12 +772,20 @@ def link_records(
                 checkpoints.save("clustering", {"labels": frame})
                 del frame
         del cluster_input
+        if golden_records is not None:
+            # the keys as Arrow text, shared by the records, the identities table and golden
+            # records: read back as objects they were a Python str per record id (~1.3 GB
+            # at twenty million records) beside the identities table's Arrow copy of them
+            records = records.assign(
+                **{c: as_arrow_text(records[c]) for c in (schema.SOURCE, schema.RECORD_ID)}
+            )
+            release_memory()  # the objects' pages, before the naming allocates
         ids = cluster_ids(records, labels, id_key or process_key())
         del labels  # a label per record (int64): not needed past the ids
         identities = pd.DataFrame(
             {
-                schema.SOURCE: records[schema.SOURCE].to_numpy(),
-                schema.RECORD_ID: records[schema.RECORD_ID].to_numpy(),
+                schema.SOURCE: _shared(records[schema.SOURCE]),
+                schema.RECORD_ID: _shared(records[schema.RECORD_ID]),
                 schema.IDENTITY_ID: ids,
             }
         )
@@ -1042,6 +1078,15 @@ def _columns_for(
         release_memory()  # the columns dropped go before those read come
         records = columns_of(records, keep + missing, read)
     return records
+
+
+def _shared(column: pd.Series) -> object:
+    """A column's values for another frame: its Arrow array (the frame's copy of it
+    shares pyarrow's immutable buffers; ``to_numpy`` made a Python object per row of
+    Arrow text), else its NumPy values."""
+    if isinstance(column.dtype, pd.StringDtype):
+        return column.array
+    return column.to_numpy()
 
 
 def _golden_input(

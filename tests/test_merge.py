@@ -453,3 +453,109 @@ def test_spilled_golden_parts_are_readable_by_their_owner_only(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(parts.folder.stat().st_mode) == 0o700
     assert parts.files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p, _ in parts.files)
+
+
+_CODED_TEXT = st.one_of(
+    st.none(),
+    st.sampled_from(["张伟", " 张伟 ", "张伟\u3000", "章伟", "不详", "无", "", " ", "李娜", "\t李娜"]),
+    st.text(alphabet="张李王 \u3000\t伟娜-0", max_size=4),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(_CODED_TEXT, _CODED_TEXT, st.sampled_from([True, False, None])),
+             min_size=1, max_size=30),
+    st.data(),
+    st.sampled_from(["most_frequent", "valid_id", "most_recent", "source_priority"]),
+)  # fmt: skip
+def test_golden_field_from_coded_columns_equals_the_object_path(rows, data, rule_name):
+    """A field built from its columns read as Parquet dictionaries (codes into Arrow text,
+    the shown values stripped in pyarrow) equals the field built from object columns:
+    column, chosen records, identities and conflicts; fillers, blank and padded shown
+    values, nulls on either side and the ID-validity mask included."""
+    import tempfile
+    from pathlib import Path
+
+    from linkage.config import FieldRule
+    from linkage.merge import (
+        _coded_inputs,
+        _field_inputs,
+        _golden_field,
+        _golden_field_coded,
+        _Ranks,
+    )
+    from linkage.tables import read_text_columns
+
+    n = len(rows)
+    value = "id_std" if rule_name == "valid_id" else NAME_CLEAN
+    records = pd.DataFrame(
+        {
+            value: pd.Series([v.strip() if v else v for v, _, _ in rows], dtype=object),
+            schema.NAME: pd.Series([r for _, r, _ in rows], dtype=object),
+            schema.ID_VALID: pd.Series([f for _, _, f in rows], dtype=object),
+        }
+    )
+    rule = FieldRule(column=value, rule=rule_name, raw=schema.NAME)
+    n_ident = data.draw(st.integers(1, n))
+    ranks = _Ranks(
+        np.array(data.draw(st.lists(st.integers(0, n_ident - 1), min_size=n, max_size=n)),
+                 dtype=np.int32),
+        n_ident,
+        np.array(data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)), dtype=np.int32),
+        np.array(data.draw(st.lists(st.integers(-1, 3), min_size=n, max_size=n)), dtype=np.int32),
+        np.arange(n, dtype=np.int32),
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "records.parquet"
+        records.to_parquet(path, index=False)
+        text = {value, schema.NAME}
+        coded = _coded_inputs(path, text, rule)
+        if coded is None:  # a column of nulls only is not text in the file: objects then
+            assert records[value].isna().all() or records[schema.NAME].isna().all()
+            return
+        got = _golden_field_coded("id_number", rule, *coded, ranks)
+        found: dict = {}
+        frame = read_text_columns(path, [value, schema.NAME, schema.ID_VALID], text, found)
+    want = _golden_field("id_number", rule, *_field_inputs(frame, rule), ranks, found.get(value))
+    table = pd.DataFrame({"x": np.zeros(n_ident)})
+    table["got"], table["want"] = got[0], want[0]
+    pd.testing.assert_series_equal(table["got"], table["want"], check_names=False)
+    for a, b in zip(got[1:3], want[1:3], strict=True):
+        assert np.array_equal(a, b)
+    assert (got[3] is None) == (want[3] is None)
+    if want[3] is not None:
+        assert list(got[3]) == list(want[3])
+
+
+def test_golden_records_read_as_codes_equal_the_held_table(tmp_path):
+    """merge_records reading each field's columns from the records' Parquet file (a
+    reader with ``file``, as a batch run's checkpoint) builds them from codes into Arrow
+    text, and the table equals the one built from the records held."""
+    from linkage.tables import read_text_columns
+
+    records = pd.concat([_records()] * 4, ignore_index=True)
+    records[schema.RECORD_ID] = [f"r{i}" for i in range(len(records))]
+    records[schema.NAME] = [" 张伟", "章伟 ", None, "李娜", "不详", "\u3000李娜"] * 4
+    identities = pd.Series(list("ABCDEFGH") * 3)
+    settings = GoldenSettings(source_priority=["police", "civil_affairs", "health"])
+    held = merge_records(records, identities, settings)
+    path = tmp_path / "records.parquet"
+    records.to_parquet(path, index=False)
+    text = {c for c in records.columns if c != schema.ID_VALID}
+    calls = []
+
+    class Reader:
+        fills_factorized = True
+
+        def file(self):
+            calls.append("file")
+            return path, text
+
+        def __call__(self, columns, factorized=None):
+            return read_text_columns(path, columns, text, factorized=factorized)
+
+    keys = records[[schema.SOURCE, schema.RECORD_ID, schema.REGISTERED_AT_STD]]
+    got = merge_records(keys, identities, settings, read=Reader())
+    assert len(calls) == len(settings.fields)  # every field read as codes
+    pd.testing.assert_frame_equal(got, held)
