@@ -50,6 +50,7 @@ from linkage.compare import (
     prepare_comparisons,
     prepare_from_file,
     term_frequencies,
+    with_few_rows_columns,
 )
 from linkage.config import GoldenSettings, RunConfig
 from linkage.identity import cluster_ids, process_key
@@ -960,11 +961,14 @@ class _EarlyPrepare:
         mine = [i for i in range(len(self.comparisons)) if i not in self.theirs]
         out: list[Prepared | None] = [None] * len(self.comparisons)
         try:
-            own = [self.comparisons[i] for i in mine]
-            frame = _comparing_input(records, own, read)
-            for i, p in zip(mine, prepare_comparisons(frame, own, compact=True)):
-                out[i] = p
-            del frame
+            # one comparison's columns read at a time: the ID comparison's thirteen are not
+            # held beside the others' while it prepares (its preparing is this stage's peak)
+            for i in mine:
+                own = [self.comparisons[i]]
+                frame = _comparing_input(records, own, read)
+                out[i] = prepare_comparisons(frame, own, compact=True)[0]
+                del frame
+                release_memory()
             try:
                 for i, p in zip(self.theirs, self.worker.receive(), strict=True):
                     out[i] = p
@@ -1015,7 +1019,13 @@ def _comparing_input(
     if read is None:
         return records
     wanted = list(dict.fromkeys([schema.ROW, *(col for c in comparisons for col in c.columns)]))
-    return columns_of(records, wanted, read)
+    few = {col for c in comparisons for col in c.few_rows_columns} - set(records.columns)
+    if not few or not hasattr(read, "file"):
+        return columns_of(records, wanted, read)
+    # read at a few rows: as Arrow text, not an object per record (the raw IDs)
+    frame = columns_of(records, [c for c in wanted if c not in few], read)
+    frame = with_few_rows_columns(frame, read.file()[0], [c for c in wanted if c in few])
+    return frame[[c for c in wanted if c in frame.columns]]
 
 
 def _after_comparing(

@@ -543,3 +543,60 @@ def test_one_parse_of_each_detail_is_kept_only_while_the_other_key_is_to_come():
     assert "estate_and_flat" in unknown
     assert _estate_flat_batch("current_estate", [details], unknown) == want_estate
     assert "estate_and_flat" not in unknown
+
+
+_DATES = st.one_of(st.none(), st.sampled_from(["1990-01-02", "1990-03-04", "1985-01-02", ""]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["police", "health"]), _DATES, _DATES, _KEY_VALUES,
+                  st.sampled_from(["M", "F", None])),
+        min_size=0, max_size=16,
+    )
+)  # fmt: skip
+def test_key_codes_with_shared_inputs_dropped_after_their_last_key(rows):
+    """Derived keys reading the same columns (the birth keys, gender from two columns) and
+    plain keys read by several keys: each input's codes are dropped after the last key
+    reading it, and the codes still equal the key table's coded, whatever the order."""
+    from linkage.blocking import _coded_key_columns, _iter_key_codes
+
+    frame = pd.DataFrame(
+        rows,
+        columns=[schema.SOURCE, schema.BIRTH_DATE_STD, schema.ID_BIRTH_DATE, "k1",
+                 schema.GENDER_STD],
+        dtype=object,
+    )  # fmt: skip
+    frame.insert(0, schema.ROW, np.arange(len(frame), dtype=np.int64))
+    frame[schema.ID_GENDER] = frame[schema.GENDER_STD]
+    rules = [
+        BlockingRule(name="by", keys=["birth_year", "k1"]),
+        BlockingRule(name="bd", keys=["birth_date"]),
+        BlockingRule(name="k", keys=["k1", schema.BIRTH_DATE_STD]),
+        BlockingRule(name="g", keys=["gender", "birth_month_day"]),
+    ]
+    expected = coded_keys(key_table(frame, rules, ["k1", "gender"]))
+    got = _coded_key_columns(_iter_key_codes(frame, rules, ["k1", "gender"]))
+    pd.testing.assert_frame_equal(got, expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(record_rows)
+def test_block_from_a_plan_made_before_equals_block_of_the_records(rows):
+    """``block(None, plan=plan_blocking(...))`` (a run dropping its key columns between the
+    two) gives the pairs and report ``block(records)`` gives; the records are not read."""
+    from linkage.blocking import plan_blocking
+
+    frame = _records(rows)
+    cfg = BlockingSettings(rules=RULES, refine_block_size=2, max_block_size=3)
+    report_a: list = []
+    want = block(frame, cfg, report=report_a)
+    plan = plan_blocking(frame, cfg)
+    del frame
+    report_b: list = []
+    got = block(None, cfg, report=report_b, plan=plan)
+    pd.testing.assert_frame_equal(got, want)
+    assert report_b == report_a
+    with pytest.raises(ValueError, match="records or their plan"):
+        block(None, cfg)

@@ -7,6 +7,8 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import linkage.compare as compare_module
 from linkage import schema
@@ -155,3 +157,77 @@ def test_scoring_takes_the_training_sample_from_the_compare_stage(synth400_confi
     assert sum(levelled) == n_pairs + 1000
     pd.testing.assert_frame_equal(once.pairs, twice.pairs)
     pd.testing.assert_frame_equal(once.identities, twice.identities)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(*[st.one_of(st.just(-1), st.integers(0, 9999), st.sampled_from([1990, 1991,
+                   1909, 2010, 101, 1231, 229]))] * 4),
+        min_size=0, max_size=40,
+    ),
+    st.booleans(),
+)  # fmt: skip
+def test_years_apart_per_distinct_combination_equals_per_record(rows, out_of_range):
+    """The ID comparison's borrowed-ID test computed once per distinct (year, year, MMDD,
+    MMDD) equals the function per record; values outside -1..9999 go per record."""
+    from linkage.compare.fields import _years_apart_per_distinct
+    from linkage.standardize import idnumber as std_id
+
+    arrays = [np.array([r[k] for r in rows], dtype=np.int64) for k in range(4)]
+    if out_of_range and rows:
+        arrays[0][0] = 12345
+    want = std_id.years_apart(*arrays)
+    got = _years_apart_per_distinct(*arrays)
+    assert got.dtype == bool and np.array_equal(got, want)
+
+
+def test_rows_of_takes_rows_from_arrow_text_objects_or_nothing():
+    from linkage.compare.base import rows_of
+
+    arrow = pd.Series(["a", None, "c"], dtype="str")
+    objects = np.array(["a", None, "c"], dtype=object)
+    rows = np.array([2, 0, 1])
+    taken = rows_of({"x": arrow.array}, "x", rows)
+    assert taken[:2] == ["c", "a"] and pd.isna(taken[2])
+    assert rows_of({"x": objects}, "x", rows) == ["c", "a", None]
+    assert rows_of({}, "x", rows) == [None, None, None]
+
+
+def test_id_comparison_prepared_from_the_raw_ids_as_arrow_equals_objects(tmp_path):
+    """A run reads the raw ID (read only where an ID was damaged) as Arrow text from its
+    records checkpoint (``read_comparison_columns``); the prepared rows equal those made
+    from the object columns, the damaged IDs' 15th digits included."""
+    import pyarrow.parquet as pq
+
+    from linkage.compare import read_comparison_columns
+    from linkage.compare.fields import IdComparison
+    from linkage.standardize.combine import standardize
+
+    raw = pd.DataFrame(
+        {
+            schema.SOURCE: ["police"] * 6,
+            schema.RECORD_ID: [f"r{i}" for i in range(6)],
+            schema.NAME: ["王伟", "王伟", "李娜", "李娜", "周敏", "周敏"],
+            schema.ID_NUMBER: ["4.40106199001011e+17", "440106199001011234",
+                               "440106198502030000", "44010619850203512X", None, "不详"],
+            schema.BIRTH_DATE: ["1990-01-01", "1990-01-01", "1985-02-03", None, None, None],
+        },
+        dtype=object,
+    )  # fmt: skip
+    records = standardize(raw)
+    comparison = IdComparison()
+    assert comparison.few_rows_columns == (schema.ID_NUMBER,)
+    want = prepare_comparisons(records, [comparison])[0]
+    path = tmp_path / "records.parquet"
+    records.to_parquet(path, index=False)
+    text = {f.name for f in pq.read_schema(path) if str(f.type) in ("string", "large_string")}
+    frame = read_comparison_columns(path, text, comparison)
+    assert isinstance(frame[schema.ID_NUMBER].dtype, pd.StringDtype) or (
+        frame[schema.ID_NUMBER].dtype == object  # pandas 2 reads text as objects
+    )
+    got = prepare_comparisons(frame, [comparison])[0]
+    assert (want.rows["kept"] >= 0).any() and (want.rows["d15"] >= 0).any()
+    assert want.rows.keys() == got.rows.keys()
+    for key in want.rows:
+        assert np.array_equal(np.asarray(want.rows[key]), np.asarray(got.rows[key])), key

@@ -151,7 +151,9 @@ def _record_columns(records: pd.DataFrame, comparison: Comparison) -> dict[str, 
     n = len(records)
     values = {}
     for col in comparison.columns:
-        if col in records.columns:
+        if col in records.columns and col in comparison.few_rows_columns:
+            values[col] = records[col].array  # read at a few rows (``base.rows_of``)
+        elif col in records.columns:
             values[col] = records[col].to_numpy()
         else:
             logger.debug("comparison %s: column %s absent, read as null", comparison.name, col)
@@ -206,12 +208,11 @@ def prepare_from_file(arg: tuple[str, list[str], list[Comparison], bool]) -> lis
     checkpoint instead of sent through its pipe. The last item of ``arg``: compact each
     result (``compact_prepared``) as ``prepare_comparisons(compact=True)`` does."""
     from linkage.progress import release_memory
-    from linkage.tables import read_text_columns
 
     path, text, comparisons, compact = arg
     out = []
     for comparison in comparisons:
-        frame = read_text_columns(path, list(comparison.columns), set(text))
+        frame = read_comparison_columns(path, set(text), comparison)
         prepared = comparison.prepare(_record_columns(frame, comparison))
         # the columns and the preparing's scratch are freed before the next comparison is
         # read: their heap pages handed back, not kept beside the results until the reply
@@ -221,6 +222,37 @@ def prepare_from_file(arg: tuple[str, list[str], list[Comparison], bool]) -> lis
         del prepared
         release_memory()
     return out
+
+
+def read_comparison_columns(
+    path: str | os.PathLike[str], text: set[str], comparison: Comparison
+) -> pd.DataFrame:
+    """The columns a comparison reads from a Parquet file of the records
+    (``tables.read_text_columns``; ``text`` names its text columns), those
+    it reads at a few rows (``few_rows_columns``) as pandas holds the file's text (Arrow
+    under pandas 3: the raw IDs of twenty million records were ~1.4 GB as objects)."""
+    from linkage.tables import read_text_columns
+
+    wanted = list(comparison.columns)
+    few = [c for c in wanted if c in comparison.few_rows_columns]
+    frame = read_text_columns(path, [c for c in wanted if c not in few], text)
+    return with_few_rows_columns(frame, path, few)
+
+
+def with_few_rows_columns(
+    frame: pd.DataFrame, path: str | os.PathLike[str], columns: list[str]
+) -> pd.DataFrame:
+    """``frame`` (rows of a Parquet file of the records, in order) with those of
+    ``columns`` the file has, read as pandas reads them (Arrow text under pandas 3, not a
+    Python string per record): a comparison's ``few_rows_columns``."""
+    import pyarrow.parquet as pq
+
+    there = [c for c in columns if c in pq.read_schema(path).names]
+    if not there:
+        return frame
+    read = pd.read_parquet(path, columns=there)
+    return frame.assign(**{c: read[c].to_numpy() if read[c].dtype == object else read[c].array
+                           for c in there})  # fmt: skip
 
 
 def prepare_comparisons(

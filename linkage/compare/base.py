@@ -56,6 +56,10 @@ class Comparison:
     """
 
     type_name: ClassVar[str] = ""
+    # columns ``prepare`` reads at a few rows only (``rows_of``): handed to it as they are
+    # held (a run reading them from its records checkpoint holds them as Arrow text, not a
+    # Python string per record)
+    few_rows_columns: ClassVar[tuple[str, ...]] = ()
     levels: list[str]
     name: str
 
@@ -270,6 +274,21 @@ def column(values: Mapping[str, Any], name: str, n: int | None = None) -> np.nda
     if n is None:
         n = len(next(iter(values.values()))) if values else 0
     return np.full(n, None, dtype=object)
+
+
+def rows_of(values: Mapping[str, Any], name: str, rows: np.ndarray) -> list:
+    """``column(values, name)[rows]`` as a list, taking the rows from the array as it is
+    (a pandas Arrow text array: no Python object per record, only per row taken); None per
+    row when the column is absent. For a column read at a few rows (the raw ID of damaged
+    IDs), held as Arrow text by a run that reads it from its records checkpoint."""
+    arr = values.get(name)
+    if arr is None:
+        return [None] * len(rows)
+    if isinstance(arr, pd.Series | pd.Index):
+        arr = arr.array
+    if isinstance(arr, pd.api.extensions.ExtensionArray):
+        return list(np.asarray(arr.take(np.asarray(rows, dtype=np.intp)), dtype=object))
+    return list(column(values, name)[rows])
 
 
 # Up to this many values, factorize by a dict: pd.factorize costs ~60 µs a call, and a
