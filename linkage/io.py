@@ -785,18 +785,29 @@ def _parse_csv_file(
     except OSError:  # reading it says why
         before = None
     streamed = _utf8_layout(path, cfg) if before is not None else None
-    if streamed is not None:
-        names, header_lines, offset, size = streamed
+    transcoded = None
+    if streamed is None and before is not None:
+        transcoded = _transcoded_layout(path, cfg)
+    if streamed is not None or transcoded is not None:
         import pyarrow as pa
 
-        with pa.OSFile(str(path)) as stream:
+        if streamed is not None:
+            names, header_lines, offset, size = streamed
+            stream, used = pa.OSFile(str(path)), "utf-8"
             stream.seek(offset)
-            table = _parse_csv_arrow(stream, names, cfg)
+        else:
+            names, header_lines, start, size, codec = transcoded
+            stream, used = _TranscodedFile(path, codec, start), cfg.encoding
+        try:
+            with stream:
+                table = _parse_csv_arrow(stream, names, cfg)
+        except UnicodeDecodeError:  # changed since it was checked
+            raise InputError("changed while it was being read: run again", path=str(path)) from None
         # read several times (checked, its head, parsed): refused if written meanwhile
         if _file_state(path) != before:
             raise InputError("changed while it was being read: run again", path=str(path))
         if table is not None:
-            logger.info("%s: read as utf-8", path)
+            logger.info("%s: read as %s", path, used)
             return table, names, header_lines, lambda: _body_again(path, cfg, size)
     text = _decoded_text(path, cfg)
     if not text or text.isspace():  # ``text.strip()`` would copy it
@@ -891,6 +902,109 @@ def _utf8_layout(path: Path, cfg: SourceConfig) -> tuple[list[str], int, int, in
         return None
     offset = mark + len(head(start)[0].encode("utf-8"))
     return names, header_lines, offset, size
+
+
+def _transcoded_layout(
+    path: Path, cfg: SourceConfig
+) -> tuple[list[str], int, int, int, str] | None:
+    """(column names, header line count, characters before the body, file size in bytes,
+    codec) of a file whose source names an encoding other than UTF-8 (``gbk``,
+    ``gb18030``, ``big5``) and whose bytes all decode in it; None for any other file (an
+    empty or blank one, ``auto`` or UTF-8, a byte that does not decode): the caller then
+    decodes the whole text as always, and raises the error naming the line.
+
+    The bytes are decoded a block at a time to be checked, only the head kept for the
+    layout (``_csv_layout_of``); pyarrow then parses the body from :class:`_TranscodedFile`
+    (decoded and encoded as UTF-8 a block at a time), so neither the file's bytes nor its
+    text are held whole (a 730 MB GBK file was ~2.2 GB of bytes and text while parsed)."""
+    import codecs
+
+    encoding = cfg.encoding.lower()
+    if encoding == "auto" or encoding in _UTF8_ENCODINGS:
+        return None
+    codec = _CODEC.get(encoding, encoding)
+    try:
+        decoder = codecs.getincrementaldecoder(codec)("strict")
+    except LookupError:  # an unknown encoding: decode_bytes names it
+        return None
+    try:
+        size = path.stat().st_size
+        blank = True
+        with open(path, "rb") as handle:
+            while block := handle.read(_UTF8_BLOCK):
+                text = decoder.decode(block)
+                blank = blank and (not text or text.isspace())
+                del text
+            text = decoder.decode(b"", final=True)
+            blank = blank and (not text or text.isspace())
+    except (OSError, UnicodeDecodeError):
+        return None
+    if blank or path.stat().st_size != size:
+        return None
+
+    def head(chars: int) -> tuple[str, bool]:
+        with open(path, "rb") as handle:
+            data = handle.read(4 * (chars + 1))  # a character is at most 4 bytes
+            whole = not handle.read(1)
+        text = codecs.getincrementaldecoder(codec)("strict").decode(data, final=whole)
+        text = text.removeprefix("\ufeff")  # as decode_bytes drops it
+        return text[:chars], whole and len(text) <= chars
+
+    try:
+        names, header_lines, start = _csv_layout_of(head, cfg)
+    except UnicodeDecodeError:  # changed since it was checked: decoded whole, as always
+        return None
+    return names, header_lines, start, size, codec
+
+
+class _TranscodedFile(io.RawIOBase):
+    """A read-only binary stream of a file's text in ``codec`` from character ``start`` on
+    (a leading byte-order mark dropped first, as ``decode_bytes`` drops it) as UTF-8:
+    the file decoded and encoded a block of ``_UTF8_BLOCK`` bytes at a time as it is read.
+    Raises UnicodeDecodeError where a byte does not decode (a file checked before by
+    :func:`_transcoded_layout` and changed since)."""
+
+    def __init__(self, path: Path, codec: str, start: int):
+        import codecs
+
+        super().__init__()
+        self._handle = open(path, "rb")  # noqa: SIM115 - closed with this stream
+        self._decoder = codecs.getincrementaldecoder(codec)("strict")
+        self._skip, self._begun, self._ended = start, False, False
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()
+
+    def _decode_next(self) -> None:
+        block = self._handle.read(_UTF8_BLOCK)
+        self._ended = not block
+        text = self._decoder.decode(block, final=self._ended)
+        if not self._begun and text:
+            text, self._begun = text.removeprefix("\ufeff"), True
+        if self._skip:  # the header's characters
+            cut = min(self._skip, len(text))
+            text, self._skip = text[cut:], self._skip - cut
+        self._pending = memoryview(text.encode("utf-8"))
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` (a short count only at the end of the file; 0: the end)."""
+        out, done = memoryview(buffer).cast("B"), 0
+        while done < len(out):
+            if not len(self._pending):
+                if self._ended:
+                    break
+                self._decode_next()
+                continue
+            n = min(len(out) - done, len(self._pending))
+            out[done : done + n] = self._pending[:n]
+            self._pending = self._pending[n:]
+            done += n
+        return done
 
 
 def _read_csv_file(

@@ -1103,6 +1103,95 @@ def test_a_utf8_file_parsed_from_the_file_equals_its_decoded_text_parsed(
         pytest.fail("a UTF-8 file of some text was decoded whole")
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    head=st.lists(st.sampled_from(["登记编号", " 姓名", '"住\n址"', "", "備註"]), min_size=1,
+                  max_size=4),
+    rows=st.lists(st.lists(_TEXT, min_size=1, max_size=5), max_size=6),
+    mark=st.booleans(),
+    blank_lines=st.integers(0, 2),
+    tail=st.sampled_from([b"", b"\n", b"\xff", b"\x81", b"   \n"]),
+    encoding=st.sampled_from(["gbk", "gb18030", "big5", "auto"]),
+    layout_head=st.sampled_from([1, 3, 1 << 16]),
+    block=st.sampled_from([1, 2, 5, 1 << 24]),
+)
+def test_a_file_in_another_encoding_transcoded_a_block_at_a_time_equals_its_decoded_text(
+    tmp_path_factory, head, rows, mark, blank_lines, tail, encoding, layout_head, block
+):
+    """A GBK, GB18030 or Big5 source is decoded and parsed a block at a time
+    (``_transcoded_layout``, ``_TranscodedFile``: multi-byte characters split across
+    blocks, a byte-order mark): the same table, header and body text as the whole decoded
+    text gives, or the same error (a byte that does not decode, ``auto``: decoded whole)."""
+    import csv
+    import io as stdio
+
+    buffer = stdio.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    text = "\n" * blank_lines + ",".join(head) + "\n"
+    for row in rows:
+        writer.writerow(row)
+    codec = {"gbk": "gb18030"}.get(encoding, encoding if encoding != "auto" else "gb18030")
+    body = ("\ufeff" if mark else "") + text + buffer.getvalue()
+    try:
+        data = body.encode(codec)
+    except UnicodeEncodeError:  # a character the encoding lacks (Big5 and 䶮)
+        return
+    path = tmp_path_factory.mktemp("gbk") / "p.csv"
+    path.write_bytes(data + tail)
+    cfg = _cfg(path).model_copy(update={"encoding": encoding})
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(linkage_io, "_LAYOUT_HEAD", layout_head)
+    monkeypatch.setattr(linkage_io, "_UTF8_BLOCK", block)
+
+    def parsed():
+        try:
+            table, names, lines, body = linkage_io._parse_csv_file(path, cfg)
+        except InputError as exc:
+            return "error", str(exc)
+        return table, names, lines, body if isinstance(body, str) else body()
+
+    try:
+        try:
+            streamed = linkage_io._transcoded_layout(path, cfg)
+        except InputError:  # the header's own errors, raised as the decoded text raises them
+            streamed = "error"
+        got = parsed()
+        monkeypatch.setattr(linkage_io, "_transcoded_layout", lambda path, cfg: None)
+        want = parsed()
+    finally:
+        monkeypatch.undo()
+    if isinstance(got[0], str) or isinstance(want[0], str):  # an error
+        assert got == want
+        return
+    assert (got[0] is None) == (want[0] is None)
+    assert got[0] is None or got[0].equals(want[0])
+    assert got[1:] == want[1:]
+    # the stream is taken exactly for a named encoding's files of some text
+    decodes = tail in (b"", b"\n", b"   \n") and encoding != "auto"
+    if streamed is not None:
+        assert decodes
+    elif decodes and (text + buffer.getvalue()).strip():
+        pytest.fail("a file of some text in a named encoding was decoded whole")
+
+
+def test_a_gbk_file_is_never_held_whole_as_text(tmp_path, monkeypatch):
+    """A GBK source of some size is parsed from the transcoding stream: the whole-file
+    decoding (``_decoded_text``) is never called, and the table is the same."""
+    path = tmp_path / "p.csv"
+    lines = [",".join(HEADER)] + [f"P{i},张伟{i % 7},,,北京市海淀区{i}号" for i in range(5000)]
+    path.write_bytes(("\n".join(lines) + "\n").encode("gbk"))
+    cfg = _cfg(path).model_copy(update={"encoding": "gbk"})
+    want = read_source(cfg)
+    monkeypatch.setattr(linkage_io, "_UTF8_BLOCK", 4093)  # blocks ending inside a character
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("decoded whole")
+
+    monkeypatch.setattr(linkage_io, "_decoded_text", refuse)
+    got = read_source(cfg)
+    pd.testing.assert_frame_equal(got, want)
+
+
 @pytest.mark.parametrize("encoding", ["auto", "utf-8", "utf-8-sig"])
 def test_a_file_with_two_byte_order_marks_reads_as_its_decoded_text(tmp_path, encoding):
     """Two marks: ``utf-8-sig`` drops both, the others one (the second is then text, and
