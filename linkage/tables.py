@@ -186,8 +186,9 @@ def read_text_columns(
     import pyarrow.parquet as pq
 
     file_schema = pq.read_schema(path)
+    there = [c for c in columns if c in file_schema.names]
     out = {}
-    for col in [c for c in columns if c in file_schema.names]:
+    for col in _largest_first(path, there):
         kind = file_schema.field(col).type
         if col in text and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             uniques, codes, unique = _dictionary_parts(path, col, factorized is not None)
@@ -201,7 +202,28 @@ def read_text_columns(
         out[col] = values
     if not out:
         return pd.read_parquet(path, columns=[])
-    return pd.DataFrame(out)
+    return pd.DataFrame({c: out[c] for c in there})
+
+
+def _largest_first(path: str | Path, columns: list[str]) -> list[str]:
+    """``columns`` in the order of their uncompressed size in the Parquet file, largest
+    first (the order of ``columns`` among equals): a column's reading needs several times
+    its held size for a moment, so the large ones are read while little else is held (the
+    twenty columns blocking holds, read back at twenty million records, peaked at 9.9 GB
+    in the order of the records)."""
+    import pyarrow.parquet as pq
+
+    if len(columns) < 2:
+        return columns
+    meta = pq.ParquetFile(path).metadata
+    at = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
+    size = dict.fromkeys(columns, 0)
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for col in columns:
+            if col in at:
+                size[col] += group.column(at[col]).total_uncompressed_size
+    return sorted(columns, key=lambda c: -size[c])
 
 
 def _dictionary_parts(

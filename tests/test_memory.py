@@ -912,3 +912,35 @@ def test_packed_lexsort_packs_keys_that_fit_and_leaves_the_rest_to_lexsort(monke
     floats = (rng.random(10),)
     assert (tables.packed_lexsort(floats) == real(floats)).all()
     assert len(calls) == 2
+
+
+def test_text_columns_read_largest_first_come_back_in_the_order_asked(tmp_path, monkeypatch):
+    """read_text_columns reads the largest columns first (the moment a column needs
+    several times its held size comes while little else is held) and returns them in the
+    order asked, each equal to the column read alone."""
+    import linkage.tables as tables
+
+    n = 2000
+    frame = pd.DataFrame(
+        {
+            "small": [str(i % 3) for i in range(n)],
+            "large": [f"北京市海淀区中关村大街{i}号院{i % 17}单元" for i in range(n)],
+            "number": np.arange(n),
+            "middle": [f"ID{i:08d}" for i in range(n)],
+        }
+    )
+    path = tmp_path / "r.parquet"
+    frame.to_parquet(path, index=False)
+    seen = []
+    real = tables._dictionary_parts
+    monkeypatch.setattr(
+        tables, "_dictionary_parts", lambda p, c, *a: (seen.append(c), real(p, c, *a))[1]
+    )
+    asked = ["small", "number", "middle", "large", "absent"]
+    got = read_text_columns(path, asked, {"small", "middle", "large"})
+    assert seen == ["large", "middle", "small"]
+    assert list(got.columns) == ["small", "number", "middle", "large"]
+    for col in got.columns:
+        alone = read_text_columns(path, [col], {"small", "middle", "large"})
+        pd.testing.assert_series_equal(got[col], alone[col])
+    assert tables._largest_first(path, ["small", "large"]) == ["large", "small"]
