@@ -603,9 +603,10 @@ def plan_rule(
     row["pairs"] = _pairs_in_blocks(
         pd.factorize(final[~skipped])[0], sources[~skipped], settings.link_type, w[~skipped]
     )
-    # int32 where the rows allow (part ids are below the row count): the column is held
-    # with the key codes through every rule's join (~80 MB a refined rule at 20 M records)
-    column = np.full(n, -1, dtype=np.int32 if n < 2**31 else np.int64)
+    # int32 where the part ids fit: the column is held with the key codes through every
+    # rule's join (~80 MB a refined rule at 20 M records)
+    wide = int(part.max(initial=-1)) >= np.iinfo(np.int32).max
+    column = np.full(n, -1, dtype=np.int64 if wide else np.int32)
     column[idx] = part
     mask = np.zeros(n, dtype=bool)
     mask[idx[skipped]] = True

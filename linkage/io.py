@@ -929,14 +929,17 @@ def _transcoded_layout(
         return None
     try:
         size = path.stat().st_size
-        blank = True
+        blank, begun = True, False
         with open(path, "rb") as handle:
-            while block := handle.read(_UTF8_BLOCK):
-                text = decoder.decode(block)
+            while True:
+                block = handle.read(_UTF8_BLOCK)
+                text = decoder.decode(block, final=not block)
+                if not begun and text:  # the mark is not text (decode_bytes drops it)
+                    text, begun = text.removeprefix("\ufeff"), True
                 blank = blank and (not text or text.isspace())
                 del text
-            text = decoder.decode(b"", final=True)
-            blank = blank and (not text or text.isspace())
+                if not block:
+                    break
     except (OSError, UnicodeDecodeError):
         return None
     if blank or path.stat().st_size != size:

@@ -58,7 +58,13 @@ from linkage.io import write_parquet
 from linkage.merge import GoldenParts, WorkerShare, merge_records, worker_fields
 from linkage.model import FellegiSunterModel
 from linkage.progress import Progress, ProgressLike, as_progress, release_memory
-from linkage.tables import as_arrow_text, attach_keys, column_subset, columns_of
+from linkage.tables import (
+    TEXT_DTYPE,
+    as_arrow_text,
+    attach_keys,
+    column_subset,
+    columns_of,
+)
 from linkage.training import check_model_levels, new_model, train_model
 
 logger = logging.getLogger(__name__)
@@ -1091,10 +1097,11 @@ def _columns_for(
 
 
 def _shared(column: pd.Series) -> object:
-    """A column's values for another frame: its Arrow array (the frame's copy of it
+    """A column's values for another frame, which gets the dtype ``to_numpy``'s values
+    give it: a column of pandas' default text dtype as its Arrow array (the frame's copy
     shares pyarrow's immutable buffers; ``to_numpy`` made a Python object per row of
-    Arrow text), else its NumPy values."""
-    if isinstance(column.dtype, pd.StringDtype):
+    Arrow text), any other as its NumPy values."""
+    if column.dtype == TEXT_DTYPE and isinstance(column.dtype, pd.StringDtype):
         return column.array
     return column.to_numpy()
 

@@ -108,13 +108,18 @@ def arrow_large_text(column: pd.Series) -> object | None:
     return arrow if arrow.type == pa.large_string() else arrow.cast(pa.large_string())
 
 
+# The dtype pandas gives a column of ``str`` objects and None: Arrow-backed ``str`` under
+# pandas 3, object under pandas 2
+TEXT_DTYPE = pd.Series(np.array(["a", None], dtype=object)).dtype
+
+
 def as_arrow_text(column: pd.Series) -> pd.Series:
     """A column of ``str`` objects without nulls as pandas 3's Arrow-backed ``str`` column
     (``large_string``: no Python object per row), the same values and index; ``column``
     itself when it is anything else (already Arrow, nulls, a value not text) or when
     pandas holds text as objects (pandas 2). A column that is one distinct ``str`` per row
     (record ids) costs ~65 bytes a row as objects, ~20 as Arrow text."""
-    text_dtype = pd.Series(np.array(["a", None], dtype=object)).dtype
+    text_dtype = TEXT_DTYPE
     if getattr(text_dtype, "storage", None) != "pyarrow" or column.dtype != object:
         return column
     if pd.api.types.infer_dtype(column, skipna=False) != "string":

@@ -1224,3 +1224,16 @@ def test_a_file_written_while_it_is_parsed_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(linkage_io, "_parse_csv_arrow", rewritten)
     with pytest.raises(InputError, match="changed while it was being read"):
         read_source(_cfg(path))
+
+
+@pytest.mark.parametrize("encoding", ["gbk", "gb18030", "big5"])
+@pytest.mark.parametrize("mark", [b"", b"\x84\x31\x95\x33"])
+def test_a_named_encoding_file_of_a_mark_and_blank_lines_is_empty(tmp_path, encoding, mark):
+    """A byte-order mark is not text: a file of a mark and blank lines is refused as empty,
+    transcoded or decoded whole."""
+    path = tmp_path / "p.csv"
+    path.write_bytes((mark if encoding == "gb18030" else b"") + b" \n \n")
+    cfg = _cfg(path).model_copy(update={"encoding": encoding})
+    assert linkage_io._transcoded_layout(path, cfg) is None
+    with pytest.raises(InputError, match="file is empty"):
+        linkage_io._parse_csv_file(path, cfg)

@@ -944,3 +944,16 @@ def test_text_columns_read_largest_first_come_back_in_the_order_asked(tmp_path, 
         alone = read_text_columns(path, [col], {"small", "middle", "large"})
         pd.testing.assert_series_equal(got[col], alone[col])
     assert tables._largest_first(path, ["small", "large"]) == ["large", "small"]
+
+
+@pytest.mark.parametrize("dtype", ["str", "string", object])
+def test_identities_keys_shared_keep_the_dtype_their_values_gave(dtype):
+    """The identities table takes the records' key column itself only where that gives
+    the dtype its values gave before (pandas' default text); a ``string`` column (a
+    caller's own) or objects go through their values as before."""
+    from linkage.pipeline import _shared
+
+    column = pd.Series(["a", "b", None], dtype=dtype)
+    want = pd.DataFrame({"k": column.to_numpy()})["k"]
+    got = pd.DataFrame({"k": _shared(column)})["k"]
+    pd.testing.assert_series_equal(got, want)
