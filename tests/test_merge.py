@@ -485,7 +485,7 @@ def test_golden_field_from_coded_columns_equals_the_object_path(rows, data, rule
         _golden_field_coded,
         _Ranks,
     )
-    from linkage.tables import read_text_columns
+    from linkage.tables import TEXT_DTYPE, read_text_columns
 
     n = len(rows)
     value = "id_std" if rule_name == "valid_id" else NAME_CLEAN
@@ -511,6 +511,9 @@ def test_golden_field_from_coded_columns_equals_the_object_path(rows, data, rule
         records.to_parquet(path, index=False)
         text = {value, schema.NAME}
         coded = _coded_inputs(path, text, rule)
+        if getattr(TEXT_DTYPE, "storage", None) != "pyarrow":
+            assert coded is None  # pandas 2 holds text as objects: the object path
+            return
         if coded is None:  # a column of nulls only is not text in the file: objects then
             assert records[value].isna().all() or records[schema.NAME].isna().all()
             return
@@ -532,7 +535,7 @@ def test_golden_records_read_as_codes_equal_the_held_table(tmp_path):
     """merge_records reading each field's columns from the records' Parquet file (a
     reader with ``file``, as a batch run's checkpoint) builds them from codes into Arrow
     text, and the table equals the one built from the records held."""
-    from linkage.tables import read_text_columns
+    from linkage.tables import TEXT_DTYPE, read_text_columns
 
     records = pd.concat([_records()] * 4, ignore_index=True)
     records[schema.RECORD_ID] = [f"r{i}" for i in range(len(records))]
@@ -557,5 +560,6 @@ def test_golden_records_read_as_codes_equal_the_held_table(tmp_path):
 
     keys = records[[schema.SOURCE, schema.RECORD_ID, schema.REGISTERED_AT_STD]]
     got = merge_records(keys, identities, settings, read=Reader())
-    assert len(calls) == len(settings.fields)  # every field read as codes
+    if getattr(TEXT_DTYPE, "storage", None) == "pyarrow":
+        assert len(calls) == len(settings.fields)  # every field read as codes
     pd.testing.assert_frame_equal(got, held)
