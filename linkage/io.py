@@ -280,7 +280,38 @@ def _bad_field_counts(
     ]
 
 
-class _EncodedText(io.RawIOBase):
+class _PieceStream(io.RawIOBase):
+    """A read-only binary stream made a piece at a time: ``_next_piece`` returns the next
+    bytes (possibly empty), or None at the end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def _next_piece(self) -> bytes | None:
+        raise NotImplementedError
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` (a short count only at the end of the stream; 0: the end)."""
+        out, done = memoryview(buffer).cast("B"), 0
+        while done < len(out):
+            if not len(self._pending):
+                piece = self._next_piece()
+                if piece is None:
+                    break  # end of stream
+                self._pending = memoryview(piece)
+                continue
+            n = min(len(out) - done, len(self._pending))
+            out[done : done + n] = self._pending[:n]
+            self._pending = self._pending[n:]
+            done += n
+        return done
+
+
+class _EncodedText(_PieceStream):
     """A read-only binary stream of ``text[start:]`` as UTF-8, encoded a slice at a time as
     it is read: neither the body's copy nor its whole UTF-8 bytes are made for pyarrow."""
 
@@ -288,26 +319,15 @@ class _EncodedText(io.RawIOBase):
 
     def __init__(self, text: str, start: int = 0):
         super().__init__()
-        self._text, self._at, self._pending = text, start, memoryview(b"")
+        self._text, self._at = text, start
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        """Fill ``buffer`` (a short count only at the end of the text; 0: the end)."""
-        out, done = memoryview(buffer).cast("B"), 0
-        while done < len(out):
-            if not len(self._pending):
-                if self._at >= len(self._text):
-                    break  # end of stream
-                end = self._at + self.SLICE
-                self._pending = memoryview(self._text[self._at : end].encode("utf-8"))
-                self._at = end
-            n = min(len(out) - done, len(self._pending))
-            out[done : done + n] = self._pending[:n]
-            self._pending = self._pending[n:]
-            done += n
-        return done
+    def _next_piece(self) -> bytes | None:
+        if self._at >= len(self._text):
+            return None
+        end = self._at + self.SLICE
+        piece = self._text[self._at : end].encode("utf-8")
+        self._at = end
+        return piece
 
 
 def _read_csv_arrow(body: str, names: list[str], cfg: SourceConfig) -> pd.DataFrame | None:
@@ -960,7 +980,7 @@ def _transcoded_layout(
     return names, header_lines, start, size, codec
 
 
-class _TranscodedFile(io.RawIOBase):
+class _TranscodedFile(_PieceStream):
     """A read-only binary stream of a file's text in ``codec`` from character ``start`` on
     (a leading byte-order mark dropped first, as ``decode_bytes`` drops it) as UTF-8:
     the file decoded and encoded a block of ``_UTF8_BLOCK`` bytes at a time as it is read.
@@ -974,16 +994,14 @@ class _TranscodedFile(io.RawIOBase):
         self._handle = open(path, "rb")  # noqa: SIM115 - closed with this stream
         self._decoder = codecs.getincrementaldecoder(codec)("strict")
         self._skip, self._begun, self._ended = start, False, False
-        self._pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
 
     def close(self) -> None:
         self._handle.close()
         super().close()
 
-    def _decode_next(self) -> None:
+    def _next_piece(self) -> bytes | None:
+        if self._ended:
+            return None
         block = self._handle.read(_UTF8_BLOCK)
         self._ended = not block
         text = self._decoder.decode(block, final=self._ended)
@@ -992,22 +1010,7 @@ class _TranscodedFile(io.RawIOBase):
         if self._skip:  # the header's characters
             cut = min(self._skip, len(text))
             text, self._skip = text[cut:], self._skip - cut
-        self._pending = memoryview(text.encode("utf-8"))
-
-    def readinto(self, buffer: Any) -> int:
-        """Fill ``buffer`` (a short count only at the end of the file; 0: the end)."""
-        out, done = memoryview(buffer).cast("B"), 0
-        while done < len(out):
-            if not len(self._pending):
-                if self._ended:
-                    break
-                self._decode_next()
-                continue
-            n = min(len(out) - done, len(self._pending))
-            out[done : done + n] = self._pending[:n]
-            self._pending = self._pending[n:]
-            done += n
-        return done
+        return text.encode("utf-8")
 
 
 def _read_csv_file(
