@@ -1036,6 +1036,34 @@ def test_a_full_width_comma_delimiter_is_read_by_the_exact_reader(tmp_path):
     assert linkage_io._read_source_arrow(cfg, None).equals(linkage_io._arrow_source(frame))
 
 
+def _parsed_both_ways(path, cfg, layout, layout_head, block):
+    """(the streamed layout or "error", ``_parse_csv_file`` through the stream, the same
+    with ``layout`` turned off: the whole decoded text), each parse as (table, names,
+    header lines, body text) or ("error", message)."""
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(linkage_io, "_LAYOUT_HEAD", layout_head)
+    monkeypatch.setattr(linkage_io, "_UTF8_BLOCK", block)
+
+    def parsed():
+        try:
+            table, names, lines, body = linkage_io._parse_csv_file(path, cfg)
+        except InputError as exc:
+            return "error", str(exc)
+        return table, names, lines, body if isinstance(body, str) else body()
+
+    try:
+        try:
+            streamed = getattr(linkage_io, layout)(path, cfg)
+        except InputError:  # the header's own errors, raised as the decoded text raises them
+            streamed = "error"
+        got = parsed()
+        monkeypatch.setattr(linkage_io, layout, lambda path, cfg: None)
+        want = parsed()
+    finally:
+        monkeypatch.undo()
+    return streamed, got, want
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     head=st.lists(st.sampled_from(["登记编号", " 姓名", '"住\n址"', "", "备注"]), min_size=1,
@@ -1068,27 +1096,7 @@ def test_a_utf8_file_parsed_from_the_file_equals_its_decoded_text_parsed(
     path = tmp_path_factory.mktemp("utf8") / "p.csv"
     path.write_bytes(data + tail)
     cfg = _cfg(path).model_copy(update={"encoding": encoding})
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(linkage_io, "_LAYOUT_HEAD", layout_head)
-    monkeypatch.setattr(linkage_io, "_UTF8_BLOCK", block)
-
-    def parsed():
-        try:
-            table, names, lines, body = linkage_io._parse_csv_file(path, cfg)
-        except InputError as exc:
-            return "error", str(exc)
-        return table, names, lines, body if isinstance(body, str) else body()
-
-    try:
-        try:
-            streamed = linkage_io._utf8_layout(path, cfg)
-        except InputError:  # the header's own errors, raised as the decoded text raises them
-            streamed = "error"
-        got = parsed()
-        monkeypatch.setattr(linkage_io, "_utf8_layout", lambda path, cfg: None)
-        want = parsed()
-    finally:
-        monkeypatch.undo()
+    streamed, got, want = _parsed_both_ways(path, cfg, "_utf8_layout", layout_head, block)
     if isinstance(got[0], str) or isinstance(want[0], str):  # an error
         assert got == want
         return
@@ -1139,27 +1147,7 @@ def test_a_file_in_another_encoding_transcoded_a_block_at_a_time_equals_its_deco
     path = tmp_path_factory.mktemp("gbk") / "p.csv"
     path.write_bytes(data + tail)
     cfg = _cfg(path).model_copy(update={"encoding": encoding})
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(linkage_io, "_LAYOUT_HEAD", layout_head)
-    monkeypatch.setattr(linkage_io, "_UTF8_BLOCK", block)
-
-    def parsed():
-        try:
-            table, names, lines, body = linkage_io._parse_csv_file(path, cfg)
-        except InputError as exc:
-            return "error", str(exc)
-        return table, names, lines, body if isinstance(body, str) else body()
-
-    try:
-        try:
-            streamed = linkage_io._transcoded_layout(path, cfg)
-        except InputError:  # the header's own errors, raised as the decoded text raises them
-            streamed = "error"
-        got = parsed()
-        monkeypatch.setattr(linkage_io, "_transcoded_layout", lambda path, cfg: None)
-        want = parsed()
-    finally:
-        monkeypatch.undo()
+    streamed, got, want = _parsed_both_ways(path, cfg, "_transcoded_layout", layout_head, block)
     if isinstance(got[0], str) or isinstance(want[0], str):  # an error
         assert got == want
         return
