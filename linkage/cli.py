@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from linkage.errors import LinkageError
+from linkage.errors import LinkageError, OutputError, is_out_of_space, out_of_space_message
 
 CONFIG_REFERENCE = (
     "The run config (YAML) is described in the README, section 'Configuration', and in "
@@ -209,6 +209,11 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(0) from None
         except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+            if is_out_of_space(exc):
+                # a full disk is the machine's state, not a bug: said as an error of its own
+                # (a write outside ``io.atomic_write``, DuckDB's spill files), exit 2
+                typer.echo(f"error: {out_of_space_message()} ({exc})", err=True)
+                raise typer.Exit(2) from None
             logging.getLogger("linkage").exception("internal error")
             typer.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -718,6 +723,8 @@ def run(
             # runs first; the Linker checks paths
             paths = linker.write(output, progress=report, resume=resume)
             result = linker.result_
+    except OutputError:
+        raise  # a full disk: the checkpoints and the pending key stay for --resume
     except LinkageError:
         # refused input leaves nothing behind (a kill or crash keeps .work for --resume)
         pending.unlink(missing_ok=True)

@@ -28,7 +28,7 @@ import pandas as pd
 
 from linkage import schema
 from linkage.config import RunConfig, SourceConfig
-from linkage.errors import InputError
+from linkage.errors import InputError, OutputError, is_out_of_space, out_of_space_message
 from linkage.progress import ProgressLike, as_progress, release_memory
 from linkage.spreadsheet import neutralize_formulas, restore_formulas  # noqa: F401 - re-exported
 from linkage.standardize._distinct import PARALLEL_MIN_DISTINCT, warm_up, worker_process
@@ -1777,7 +1777,11 @@ def _lazy_frame(table: Any) -> pd.DataFrame:
 
 
 def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
-    """Write a file through ``writer(tmp_path)`` then move it into place in one step."""
+    """Write a file through ``writer(tmp_path)`` then move it into place in one step.
+
+    Raises ``OutputError`` naming ``path`` when the device or disk quota fills up while
+    writing (the temporary file is removed first, so the space it took is free again);
+    any other error of ``writer`` as it is."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -1785,8 +1789,11 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     try:
         writer(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and is_out_of_space(exc):
+            message = out_of_space_message(path.parent)
+            raise OutputError(message, path=str(path)) from exc
         raise
     return path
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -130,6 +131,63 @@ def test_internal_error_exits_1(tmp_path, monkeypatch):
     result = runner.invoke(app, ["run", str(path), "--output", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert "internal error: RuntimeError: simulated failure" in result.output
+
+
+def test_a_full_disk_is_an_error_naming_the_file_and_resume_finishes(tmp_path, monkeypatch):
+    """Writing the outputs onto a full disk (the CSV rows' write fails with ENOSPC, as
+    pyarrow's does) stops the run with exit 2 naming the file, not an internal error; once
+    there is room, ``--resume`` finishes from the checkpoints."""
+    import errno
+
+    import linkage.io
+
+    (tmp_path / "a.csv").write_text("id,姓名\n1,张伟\n2,李娜\n", encoding="utf-8")
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "sources:\n  a: {path: a.csv, record_id: id, columns: {姓名: name}}\n", encoding="utf-8"
+    )
+    out = tmp_path / "o"
+
+    def full(table, stream):
+        stream.write(b"1,")
+        raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(linkage.io, "_write_csv_rows", full)
+        result = runner.invoke(app, ["run", str(path), "--output", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "internal error" not in result.output and "Traceback" not in result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"error: {out}{os.sep}") and ".csv: no space left on the device" in line
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+    result = runner.invoke(app, ["run", str(path), "--output", str(out), "--quiet", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(out / "identities.csv")) == 2
+
+
+def test_an_engine_error_of_a_full_disk_exits_2(tmp_path, monkeypatch):
+    """An error that carries the C library's words but no errno (DuckDB's spill files) is
+    the same clear error, exit 2."""
+    import duckdb
+
+    import linkage.linker
+
+    def spill_full(self, progress=None, **kwargs):
+        raise duckdb.IOException(
+            'Could not write file "/x/.tmp/duckdb_temp_block": No space left on device'
+        )
+
+    monkeypatch.setattr(linkage.linker.Linker, "run", spill_full)
+    (tmp_path / "a.csv").write_text("id,姓名\n1,张伟\n", encoding="utf-8")
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "sources:\n  a: {path: a.csv, record_id: id, columns: {姓名: name}}\n", encoding="utf-8"
+    )
+    result = runner.invoke(app, ["run", str(path), "--output", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "error: no space left on the device; free some space" in result.output
+    assert "duckdb_temp_block" in result.output and "internal error" not in result.output
 
 
 def test_demo_runs_end_to_end(tmp_path):

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import errno
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -225,6 +228,74 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         write_csv(Boom({"a": [2]}), target)
     assert target.read_text() == "a\n1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def _full_device() -> bool:
+    """Whether this machine has Linux's ``/dev/full`` (a character device whose writes fail
+    with ENOSPC); a container may lack it."""
+    import stat
+
+    try:
+        return stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    except OSError:
+        return False
+
+
+def _no_space(tmp: Path) -> None:
+    """A writer that writes part of a file, then fails as pyarrow's writers do on a full
+    disk (``OSError`` errno 28 with pyarrow's message)."""
+    tmp.write_bytes(b"x" * 1000)
+    raise OSError(
+        errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device"
+    )
+
+
+def _onto_full_device(tmp: Path) -> None:
+    """A writer whose bytes go to ``/dev/full``: the kernel's own ENOSPC, through pyarrow."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pa.OSFile("/dev/full", "wb") as sink:
+        pq.write_table(pa.table({"a": list(range(100_000))}), sink)
+
+
+@pytest.mark.parametrize(
+    "writer",
+    [
+        _no_space,
+        pytest.param(
+            _onto_full_device,
+            marks=pytest.mark.skipif(not _full_device(), reason="no /dev/full device here"),
+        ),
+    ],
+)
+def test_atomic_write_on_a_full_device_names_the_file(tmp_path, writer):
+    """A write refused with ENOSPC is an ``OutputError`` naming the file, and leaves the old
+    file and no temporary."""
+    from linkage.errors import LinkageError, OutputError
+    from linkage.io import atomic_write
+
+    target = tmp_path / "golden_records.parquet"
+    target.write_bytes(b"before")
+    with pytest.raises(OutputError) as err:
+        atomic_write(target, writer)
+    assert isinstance(err.value, LinkageError) and err.value.path == str(target)
+    assert str(err.value).startswith(f"{target}: no space left on the device (")
+    assert "MiB free there now" in str(err.value) and "--resume" in str(err.value)
+    assert isinstance(err.value.__cause__, OSError) and err.value.__cause__.errno == errno.ENOSPC
+    assert target.read_bytes() == b"before"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_atomic_write_passes_other_os_errors_as_they_are(tmp_path):
+    from linkage.io import atomic_write
+
+    def refused(tmp: Path) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
+
+    with pytest.raises(PermissionError):
+        atomic_write(tmp_path / "out.csv", refused)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_quoted_fields_and_whitespace(tmp_path):
