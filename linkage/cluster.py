@@ -1,7 +1,8 @@
 """Clustering stage: scored record pairs -> one cluster label per record.
 
 Connected components first, then constrained reclustering of suspect components.
-Imports only ``linkage.schema``, ``linkage.errors`` and ``linkage.zh`` from the package.
+Imports only ``linkage.schema``, ``linkage.errors``, ``linkage.tables`` and ``linkage.zh``
+from the package.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from scipy.sparse.csgraph import connected_components
 
 from linkage import schema
 from linkage.errors import InputError
+from linkage.tables import sorted_unique
 from linkage.zh.surnames import split_han
 
 logger = logging.getLogger(__name__)
@@ -116,14 +118,24 @@ def cannot_link_codes(
     if schema.ID_STD not in records or not (same_source or dated):
         return None
     n = len(records)
-    key_codes, key_values = pd.factorize(records[schema.ID_STD])
-    key_codes = np.asarray(key_codes)
-    values = pd.Series(np.asarray(key_values, dtype=object), dtype=object)
-    text = values.astype("string")
-    # per distinct ID: an Excel-rounded tail or empty text forms no constraint
-    usable = ~(text.str.endswith(EXCEL_TAIL).fillna(False) | text.eq("").fillna(False))
-    valid = key_codes >= 0
-    valid &= np.append(usable.to_numpy(dtype=bool), False)[key_codes]
+    arrow_ids = _arrow_text(records[schema.ID_STD])
+    if arrow_ids is None:
+        key_codes, key_values = pd.factorize(records[schema.ID_STD])
+        key_codes = np.asarray(key_codes)
+        values = pd.Series(np.asarray(key_values, dtype=object), dtype=object)
+        text = values.astype("string")
+        # per distinct ID: an Excel-rounded tail or empty text forms no constraint
+        usable = ~(text.str.endswith(EXCEL_TAIL).fillna(False) | text.eq("").fillna(False))
+        valid = key_codes >= 0
+        valid &= np.append(usable.to_numpy(dtype=bool), False)[key_codes]
+    else:
+        # Arrow text (a spilling run's IDs, nearly one distinct value per record): checked
+        # per row in pyarrow and coded by sorting, without a Python string per ID
+        import pyarrow.compute as pc
+
+        key_codes = _sorted_codes(arrow_ids)
+        unusable = pc.or_(pc.ends_with(arrow_ids, EXCEL_TAIL), pc.equal(arrow_ids, ""))
+        valid = (key_codes >= 0) & ~unusable.fill_null(False).to_numpy(zero_copy_only=False)
     if schema.ID_VALID in records:
         valid &= records[schema.ID_VALID].eq(True).to_numpy(dtype=bool, na_value=False)
     if schema.QUALITY_FLAGS in records:
@@ -138,7 +150,11 @@ def cannot_link_codes(
             not_own = not_own.str.contains("id_not_own").to_numpy(dtype=bool)
             valid &= ~np.append(not_own, False)[np.asarray(flag_codes)]
     rows_all = records[schema.ROW].to_numpy()
-    src_codes, src_names = pd.factorize(records[schema.SOURCE].astype(object))
+    sources = records[schema.SOURCE]
+    # Arrow text factorizes as it is; ``astype(object)`` would make a str per record
+    src_codes, src_names = pd.factorize(
+        sources if _is_arrow_text(sources.dtype) else sources.astype(object)
+    )
     src_codes = np.asarray(src_codes, dtype=np.int64)
     undated = (
         records[schema.BIRTH_DATE_STD].isna().to_numpy()
@@ -160,23 +176,174 @@ def cannot_link_codes(
         parts.append((at, group))
     if dated and schema.BIRTH_DATE_STD in records and schema.ID_BIRTH_DATE in records:
         own = _same_text(records[schema.BIRTH_DATE_STD], records[schema.ID_BIRTH_DATE])
-        exact = np.append(_float_exact(values), False)[key_codes]
+        if arrow_ids is None:
+            exact = np.append(_float_exact(values), False)[key_codes]
+        else:
+            exact = _float_exact_arrow(arrow_ids)
         at = np.flatnonzero(valid & own & ~exact)
         parts.append((at, np.full(len(at), group_of[-1], dtype=np.int64)))
     if not parts:
         return None
     at = np.concatenate([a for a, _ in parts])
     rows = _row_numbers(pd.Series(rows_all[at]), n, schema.ROW)
+    group = np.concatenate([g for _, g in parts])
+    del parts
+    # int32 where the values fit (up to two constraints a record: ~0.4 GB fewer at twenty
+    # million records), each column its own array (``copy=False``: not copied into a block)
+    narrow = np.int32 if n < 2**31 else np.int64
     codes = pd.DataFrame(
         {
-            "row": rows,
-            "group": np.concatenate([g for _, g in parts]),
-            "key": key_codes[at].astype(np.int64),
-        }
+            "row": rows.astype(narrow),
+            "group": group.astype(np.int32),
+            "key": key_codes[at].astype(narrow),
+        },
+        copy=False,
     )
+    del rows, group, at
     # two group texts alike (a source named as another's undated group): the table's rows
     # then repeat, as _cannot_link_codes sees them
     return _unique_codes(codes) if collided else codes
+
+
+def _is_arrow_text(dtype: object) -> bool:
+    """Whether pandas holds a column of ``dtype`` as Arrow (pandas 3's ``str``, a
+    ``string[pyarrow]``, or an ``ArrowDtype``; text or not)."""
+    return isinstance(dtype, pd.ArrowDtype) or (
+        isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"
+    )
+
+
+def _arrow_text(column: pd.Series) -> object | None:
+    """The column's values as one pyarrow ``large_string`` array when pandas holds it as
+    Arrow-backed text (pandas 3's ``str``, or ``ArrowDtype`` of a string type); else None."""
+    if not _is_arrow_text(column.dtype):
+        return None
+    import pyarrow as pa
+
+    values = pa.array(column.array)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return None
+    return values.cast(pa.large_string())
+
+
+# Rows compared at a time when coding sorted text (``_sorted_codes``)
+_CODED_AT_ONCE = 1 << 20
+
+
+def _sorted_codes(values: object) -> np.ndarray:
+    """An int64 code per row of pyarrow text ``values``, -1 for null; two rows share a code
+    exactly where their texts are equal (codes in sorted order, not order of appearance).
+
+    Sorting rather than hashing: a hash table of twenty million distinct IDs (pandas'
+    ``factorize``, pyarrow's ``dictionary_encode``) held ~3 GB for 10 s. Texts in the form
+    of a resident ID (17 ASCII digits and a check digit or ``X``, GB 11643-1999) are read
+    from the Arrow buffers a block at a time as one int64 each (the 17 digits x 11 + the
+    check's value) and sorted as numbers; any others by pyarrow's ``sort_indices`` of their
+    text (~19 s for 20 M IDs in random order) and coded after them."""
+    import pyarrow as pa
+
+    n = len(values)
+    codes = np.full(n, -1, dtype=np.int64)
+    if n == values.null_count:
+        return codes
+    if values.type != pa.large_string():
+        values = values.cast(pa.large_string())
+    null = _nulls(values)
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[values.offset :][: n + 1]
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8) if values.buffers()[2] else None
+    candidates = np.flatnonzero((np.diff(offsets) == _ID_WIDTH) & ~null)
+    shaped = np.zeros(n, dtype=bool)
+    numbers = np.empty(len(candidates), dtype=np.int64)
+    kept = np.zeros(len(candidates), dtype=bool)
+    weights = 10 ** np.arange(_ID_WIDTH - 2, -1, -1, dtype=np.int64)  # of the 17 digits
+    for start in range(0, len(candidates), _CODED_AT_ONCE):
+        rows = candidates[start : start + _CODED_AT_ONCE]
+        chars = data[offsets[rows][:, None] + np.arange(_ID_WIDTH)]
+        digits = chars[:, :-1] - ord("0")  # uint8: a character below "0" wraps past 9
+        last = chars[:, -1]
+        ok = (digits <= 9).all(axis=1) & (((last - ord("0")) <= 9) | (last == ord("X")))
+        check = np.where(last == ord("X"), 10, last.astype(np.int64) - ord("0"))
+        numbers[start : start + len(rows)] = (digits.astype(np.int64) @ weights) * 11 + check
+        kept[start : start + len(rows)] = ok
+        del chars, digits
+    as_id = candidates[kept]
+    numbers = numbers[kept]
+    shaped[as_id] = True
+    n_codes = 0
+    if len(as_id):
+        order = np.argsort(numbers)  # any order among equal numbers: they share a code
+        ranked = numbers[order]
+        new = np.empty(len(ranked), dtype=bool)
+        new[0] = True
+        np.not_equal(ranked[1:], ranked[:-1], out=new[1:])
+        del ranked, numbers
+        codes[as_id[order]] = np.cumsum(new) - 1
+        n_codes = int(new.sum())
+        del order, new
+    rest = np.flatnonzero(~shaped & ~null)
+    if len(rest):
+        codes[rest] = n_codes + _text_sort_codes(values.take(pa.array(rest)))
+    return codes
+
+
+# A resident ID's characters (GB 11643-1999)
+_ID_WIDTH = 18
+
+
+def _nulls(values: object) -> np.ndarray:
+    """Per row of a pyarrow array: whether it is null (numpy bool)."""
+    import pyarrow.compute as pc
+
+    return pc.is_null(values).to_numpy(zero_copy_only=False)
+
+
+def _text_sort_codes(values: object) -> np.ndarray:
+    """:func:`_sorted_codes` of pyarrow text without nulls, by sorting the texts
+    (``sort_indices``), each against the one before it a block of rows at a time."""
+    import pyarrow.compute as pc
+
+    n = len(values)
+    codes = np.empty(n, dtype=np.int64)
+    if n == 0:
+        return codes
+    order = pc.sort_indices(values).to_numpy()
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    for start in range(1, n, _CODED_AT_ONCE):
+        stop = min(start + _CODED_AT_ONCE, n)
+        block = values.take(order[start - 1 : stop])
+        differs = pc.not_equal(block.slice(1), block.slice(0, len(block) - 1))
+        new[start:stop] = differs.to_numpy(zero_copy_only=False)
+    codes[order] = np.cumsum(new) - 1
+    return codes
+
+
+def _float_exact_arrow(ids: object) -> np.ndarray:
+    """:func:`_float_exact` of pyarrow text, per row: the 18-digit IDs checked in pyarrow,
+    the rare ones written in other Unicode digits (which Python's digit class also matches) as
+    :func:`_float_exact` checks them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = np.zeros(len(ids), dtype=bool)
+    ascii_digits = pc.match_substring_regex(ids, r"^[0-9]{18}$").fill_null(False)
+    at = np.flatnonzero(ascii_digits.to_numpy(zero_copy_only=False))
+    if len(at):
+        values = pc.cast(ids.take(pa.array(at)), pa.int64()).to_numpy()
+        out[at] = values.astype(np.float64).astype(np.int64) == values
+    # only rows that are not ASCII can hold other digits: the Unicode test on those alone
+    others = np.flatnonzero(
+        pc.invert(pc.string_is_ascii(ids)).fill_null(False).to_numpy(zero_copy_only=False)
+    )
+    rare = others
+    if len(others):
+        digits = pc.match_substring_regex(ids.take(pa.array(others)), r"^\p{Nd}{18}$")
+        rare = others[digits.fill_null(False).to_numpy(zero_copy_only=False)]
+    if len(rare):
+        out[rare] = _float_exact(pd.Series(ids.take(pa.array(rare)).to_pylist(), dtype=object))
+    return out
 
 
 def _same_text(left: pd.Series, right: pd.Series) -> np.ndarray:
@@ -429,11 +596,34 @@ def _unique_codes(codes: pd.DataFrame) -> pd.DataFrame:
 
 
 def _conflicting_components(comp: np.ndarray, codes: pd.DataFrame) -> np.ndarray:
-    """Return ids of components holding >= 2 distinct keys within one group."""
+    """Return ids of components holding >= 2 distinct keys within one group (sorted).
+
+    Each constraint's (component, group, key) is packed into one int64 (mixed radix) and
+    sorted once (``tables.sorted_unique``): pandas' ``drop_duplicates`` over the three
+    columns took ~3 GB above the run's tables and 27 s for twenty million records'
+    constraints, the packed values 2 s."""
+    rows = codes["row"].to_numpy()
+    if len(rows) == 0:
+        return np.empty(0, dtype=np.int64)
+    comps = comp[rows].astype(np.int64)
+    group = codes["group"].to_numpy(dtype=np.int64) + 1  # a null group's -1 becomes 0
+    key = codes["key"].to_numpy(dtype=np.int64)
+    n_groups, n_keys = int(group.max()) + 1, int(key.max()) + 1
+    if (
+        int(comps.min()) >= 0
+        and int(group.min()) >= 0
+        and int(key.min()) >= 0
+        and (int(comps.max()) + 1) * n_groups * n_keys < 2**63
+    ):
+        distinct = sorted_unique((comps * n_groups + group) * n_keys + key)
+        comp_group = distinct // n_keys
+        second = comp_group[1:][comp_group[1:] == comp_group[:-1]]
+        return sorted_unique(second // n_groups)
     per_comp = pd.DataFrame(
         {"comp": comp[codes["row"].to_numpy()], "group": codes["group"], "key": codes["key"]}
     ).drop_duplicates()
-    return per_comp["comp"][per_comp.duplicated(["comp", "group"])].unique()
+    # codes too wide to pack: the same question through pandas
+    return np.sort(per_comp["comp"][per_comp.duplicated(["comp", "group"])].unique())
 
 
 def _local_keys(codes: pd.DataFrame, local: np.ndarray) -> dict[int, dict[int, int]]:

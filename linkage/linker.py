@@ -54,7 +54,13 @@ from linkage.progress import (
     stage_memory,
 )
 from linkage.store import Store
-from linkage.tables import attach_keys, column_subset, read_text_columns, text_columns
+from linkage.tables import (
+    attach_keys,
+    column_subset,
+    read_arrow_text_columns,
+    read_text_columns,
+    text_columns,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -389,6 +395,12 @@ class _SpilledRecords:
     def __call__(self, columns: list[str], factorized: dict | None = None) -> pd.DataFrame:
         path, text = self.file()
         return read_text_columns(path, columns, text, factorized=factorized)
+
+    def arrow(self, columns: list[str]) -> pd.DataFrame:
+        """The columns as ``__call__`` reads them, text as pandas' Arrow-backed text where
+        pandas holds text so (``tables.read_arrow_text_columns``)."""
+        path, text = self.file()
+        return read_arrow_text_columns(path, columns, text)
 
 
 def _standardize_and_save(

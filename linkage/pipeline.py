@@ -1077,7 +1077,52 @@ def _for_clustering(
     golden columns still held are kept (golden records do not read them again)."""
     stages = stage_columns(config, comparisons)
     held = [c for c in records.columns if c in set(stages["golden"])]
-    return _columns_for(records, list(dict.fromkeys(stages["clustering"] + held)), read)
+    # the twin and guardian rules' names were read at scoring, which held those pairs out
+    # (``cluster_records(siblings_held_out=True)``): not read again
+    siblings = {schema.name_col(schema.NAME, "clean"), schema.name_col(schema.NAME, "given")}
+    wanted = [c for c in stages["clustering"] if c not in siblings or c in held]
+    if hasattr(read, "arrow"):
+        # those held as ``str`` objects since blocking (the IDs, ~1.4 GB at twenty million
+        # records) are dropped and read back as Arrow text (~0.5 GB)
+        records = column_subset(
+            records,
+            [
+                c
+                for c in records.columns
+                if c not in _ARROW_AT_CLUSTERING or records[c].dtype != object
+            ],
+        )
+    return _columns_for(records, list(dict.fromkeys(wanted + held)), _clustering_reader(read))
+
+
+# Clustering's columns read as Arrow text (``_SpilledRecords.arrow``): one distinct value per
+# record or nearly (~20 bytes a row against ~65 as ``str`` objects: 2.6 GB of the clustering
+# stage at twenty million records), and read only through pyarrow and pandas' vectorized
+# calls (``cluster.cannot_link_codes``, ``identity.cluster_ids``). The other text columns
+# repeat their values (dates, flags): one shared ``str`` per distinct value holds less.
+_ARROW_AT_CLUSTERING = (schema.SOURCE, schema.RECORD_ID, schema.ID_STD)
+
+
+def _clustering_reader(
+    read: Callable[[list[str]], pd.DataFrame],
+) -> Callable[[list[str]], pd.DataFrame]:
+    """``read``, with the ``_ARROW_AT_CLUSTERING`` columns read by its ``arrow`` (when it has
+    one); the frame's columns in the order asked."""
+    arrow = getattr(read, "arrow", None)
+    if arrow is None:
+        return read
+
+    def both(columns: list[str]) -> pd.DataFrame:
+        as_arrow = [c for c in columns if c in _ARROW_AT_CLUSTERING]
+        rest = [c for c in columns if c not in as_arrow]
+        got: dict[str, pd.Series] = {}
+        if as_arrow:
+            got.update(arrow(as_arrow).items())
+        if rest:
+            got.update(read(rest).items())
+        return pd.DataFrame({c: got[c] for c in columns if c in got})
+
+    return both
 
 
 def _columns_for(

@@ -210,6 +210,38 @@ def read_text_columns(
     return pd.DataFrame({c: out[c] for c in there})
 
 
+def read_arrow_text_columns(path: str | Path, columns: list[str], text: set[str]) -> pd.DataFrame:
+    """``columns`` of a Parquet file (those it has, in that order), the ``text`` ones as
+    pandas' Arrow-backed text (``TEXT_DTYPE`` under pandas 3: no Python object per row or
+    per distinct value); what :func:`read_text_columns` gives where pandas holds text as
+    objects (pandas 2). For a stage whose columns are mostly distinct per record (record
+    ids, ID numbers: ~20 bytes a row as Arrow text, ~65 as ``str`` objects) and that reads
+    them only through pyarrow or pandas' vectorized calls."""
+    if getattr(TEXT_DTYPE, "storage", None) != "pyarrow":
+        return read_text_columns(path, columns, text)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    file_schema = pq.read_schema(path)
+    there = [c for c in columns if c in file_schema.names]
+    out = {}
+    for col in _largest_first(path, there):
+        kind = file_schema.field(col).type
+        if col in text and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            chunked = pq.read_table(path, columns=[col]).column(0)
+            arrow = chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
+            del chunked
+            out[col] = pd.Series(pd.array(arrow.cast(pa.large_string()), dtype=TEXT_DTYPE))
+            continue
+        values = pd.read_parquet(path, columns=[col])[col]
+        if col in text and not pd.api.types.is_object_dtype(values.dtype):
+            values = pd.Series(shared_text(values), dtype=object)  # all-null text columns
+        out[col] = values
+    if not out:
+        return pd.read_parquet(path, columns=[])
+    return pd.DataFrame({c: out[c] for c in there})
+
+
 def _largest_first(path: str | Path, columns: list[str]) -> list[str]:
     """``columns`` in the order of their uncompressed size in the Parquet file, largest
     first (the order of ``columns`` among equals): a column's reading needs several times

@@ -490,7 +490,9 @@ def _canonical_codes(codes: pd.DataFrame) -> list[tuple[int, int, int]]:
 
 _IDS = st.sampled_from(
     [None, "", "11010519491231002X", "110105194912310021", "110105194912310000",
-     "440304201506010032", "44030420150601003X", "123456789012345678", "1234567890123456.0"]
+     "440304201506010032", "44030420150601003X", "123456789012345678", "1234567890123456.0",
+     "430921199108189696", "\uff14\uff13\uff10\uff19\uff12\uff11\uff11\uff19\uff19\uff11"
+     "\uff10\uff18\uff11\uff18\uff19\uff16\uff19\uff16", "000000000000000000"]
 )  # fmt: skip
 
 
@@ -510,13 +512,19 @@ _IDS = st.sampled_from(
     same_source=st.booleans(),
     dated=st.booleans(),
     shuffled=st.randoms(use_true_random=False),
+    arrow=st.sampled_from([None, "str", "large_string"]),
 )
-def test_cannot_link_codes_equal_the_coded_text_table(rows, same_source, dated, shuffled):
+def test_cannot_link_codes_equal_the_coded_text_table(rows, same_source, dated, shuffled, arrow):
     """The rule coded once per distinct value (``cannot_link_codes``) is the text table
     coded (``_cannot_link_codes(cannot_link_table(...))``): the same rows in the same order,
     sharing groups and keys alike; sources named like another's undated or the dated group
-    included, ``rid`` not in row order."""
+    included, ``rid`` not in row order. ``arrow``: the sources and IDs as Arrow-backed text
+    (pandas 3's ``str``, or ``ArrowDtype``), as a spilling run reads them at clustering:
+    coded by sorting and checked in pyarrow, the same codes (IDs in full-width digits too)."""
+    import pyarrow as pa
+
     from linkage.cluster import _cannot_link_codes, cannot_link_codes, cannot_link_table
+    from linkage.tables import TEXT_DTYPE
 
     columns = [schema.SOURCE, schema.ID_STD, schema.ID_VALID, schema.QUALITY_FLAGS,
                schema.BIRTH_DATE_STD, schema.ID_BIRTH_DATE]  # fmt: skip
@@ -525,6 +533,12 @@ def test_cannot_link_codes_equal_the_coded_text_table(rows, same_source, dated, 
     shuffled.shuffle(order)
     records.insert(0, schema.ROW, np.array(order, dtype=np.int64))
     table = cannot_link_table(records, same_source=same_source, dated=dated)
+    if arrow == "str" and getattr(TEXT_DTYPE, "storage", None) != "pyarrow":
+        arrow = "large_string"  # pandas 2: no Arrow-backed default text
+    if arrow is not None:
+        dtype = TEXT_DTYPE if arrow == "str" else pd.ArrowDtype(pa.large_string())
+        for col in (schema.SOURCE, schema.ID_STD):
+            records[col] = pd.Series(records[col].tolist(), dtype=dtype)
     coded = cannot_link_codes(records, same_source=same_source, dated=dated)
     if table is None:
         assert coded is None
@@ -532,7 +546,7 @@ def test_cannot_link_codes_equal_the_coded_text_table(rows, same_source, dated, 
     assert _canonical_codes(coded) == _canonical_codes(_cannot_link_codes(table, len(records)))
     # without the optional columns too
     less = records.drop(columns=[schema.ID_BIRTH_DATE, schema.QUALITY_FLAGS, schema.ID_VALID])
-    table = cannot_link_table(less, same_source=same_source, dated=dated)
+    table = cannot_link_table(less.astype(object), same_source=same_source, dated=dated)
     coded = cannot_link_codes(less, same_source=same_source, dated=dated)
     assert (coded is None) == (table is None)
     if table is not None:
@@ -559,3 +573,62 @@ def test_cannot_link_codes_of_a_null_source_or_listed_flags_equal_the_text_table
     got = cannot_link_codes(records)
     assert _canonical_codes(got) == _canonical_codes(want)
     assert got["group"].tolist()[0] == -1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.lists(
+        st.tuples(
+            st.integers(0, 30), st.integers(-1, 3), st.integers(0, 6)
+        ),  # row, group (-1: a null source's), key
+        max_size=60,
+    ),
+    n_comp=st.integers(1, 8),
+    wide=st.booleans(),
+)
+def test_conflicting_components_packed_equal_pandas(data, n_comp, wide):
+    """Packing (component, group, key) into one int64 finds the components pandas'
+    ``drop_duplicates`` finds; keys too wide to pack go the pandas way, same answer."""
+    from linkage.cluster import _conflicting_components
+
+    comp = np.arange(31) % n_comp
+    codes = pd.DataFrame(data, columns=["row", "group", "key"], dtype=np.int64)
+    if wide:
+        codes["key"] = codes["key"] * 2**60
+    per_comp = pd.DataFrame(
+        {"comp": comp[codes["row"].to_numpy()], "group": codes["group"], "key": codes["key"]}
+    ).drop_duplicates()
+    expected = sorted(per_comp["comp"][per_comp.duplicated(["comp", "group"])].unique())
+    assert list(_conflicting_components(comp, codes)) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(
+        st.sampled_from(
+            [None, "", "a", "ab", "b", "张伟", "\x00", "a\x00", "11010519491231002X",
+             "110105194912310021", "110105194912310030", "00000000000000000X", "000000000000000010",
+             "99999999999999999X", "999999999999999999", "11010519491231002x", "1101051949123100"]
+        ),
+        max_size=40,
+    )
+)  # fmt: skip
+def test_sorted_codes_share_a_code_exactly_where_texts_are_equal(values):
+    """Codes by sorting (IDs as numbers, other texts as text, a few rows compared at a time
+    here) group rows as pandas' ``factorize`` does: equal text, equal code; null -1. The
+    IDs' numbers (17 digits x 11 + check) never meet: ``...X`` is 10, ``...10`` ends in 0."""
+    import pyarrow as pa
+
+    import linkage.cluster as cluster
+
+    before = cluster._CODED_AT_ONCE
+    cluster._CODED_AT_ONCE = 3
+    try:
+        codes = cluster._sorted_codes(pa.array(values, type=pa.large_string()))
+    finally:
+        cluster._CODED_AT_ONCE = before
+    expected = pd.factorize(pd.Series(values, dtype=object))[0]
+    assert ((codes == -1) == (expected == -1)).all()
+    pairs = list(zip(codes.tolist(), expected.tolist(), strict=True))
+    assert len({c for c, _ in pairs}) == len({e for _, e in pairs})
+    assert len(set(pairs)) == len({e for _, e in pairs})

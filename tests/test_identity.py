@@ -280,11 +280,14 @@ def test_cluster_ids_same_for_sorted_and_shuffled_records(labels, rnd):
         }
 
 
-@pytest.mark.parametrize("collide", [False, True])
+@pytest.mark.parametrize("collide", [False, True, "same", "prefix"])
 def test_cluster_ids_named_in_arrow_equal_the_object_path(monkeypatch, collide):
     """Sorted record keys are named in Arrow a chunk of clusters at a time (no Python
     string per record): the same ids as the object path, also when two clusters' unsalted
-    names meet (then the salting rule over every name decides, as always)."""
+    names meet (then the salting rule over every name decides, as always). ``True``: names
+    not of ``_hash_id``'s width; ``"same"``: every name one valid name; ``"prefix"``: names
+    alike in their first 16 hex digits only (the uint64 check cannot tell them apart,
+    the exact count does: no salting)."""
     import linkage.identity as identity
 
     rnd = random.Random(5)
@@ -297,8 +300,16 @@ def test_cluster_ids_named_in_arrow_equal_the_object_path(monkeypatch, collide):
     ).sort_values([schema.SOURCE, schema.RECORD_ID], ignore_index=True)
     labels = pd.Series([rnd.randrange(120) for _ in range(n)])
     named: list[int] = []
-    if collide:  # every unsalted name the same: the salting loop names them
-        monkeypatch.setattr(identity, "_unsalted_names", lambda keys, key: ["IDSAME"] * len(keys))
+    unsalted = identity._unsalted_names
+    if collide == "prefix":
+        monkeypatch.setattr(
+            identity,
+            "_unsalted_names",
+            lambda keys, key: ["ID" + "F" * 16 + name[-4:] for name in unsalted(keys, key)],
+        )
+    elif collide:  # every unsalted name the same: the salting loop names them
+        same = "IDSAME" if collide is True else "ID" + "0A" * 10
+        monkeypatch.setattr(identity, "_unsalted_names", lambda keys, key: [same] * len(keys))
         real = identity.identity_names
         monkeypatch.setattr(
             identity, "identity_names", lambda keys, key: named.append(len(keys)) or real(keys, key)
@@ -313,7 +324,9 @@ def test_cluster_ids_named_in_arrow_equal_the_object_path(monkeypatch, collide):
     if pd.Series(np.array(["a"], dtype=object)).dtype != object:  # pandas 3: Arrow text
         assert isinstance(fast.dtype, pd.StringDtype)
     # with the names met, both paths went through the salting loop over every cluster
-    assert named == ([labels.nunique()] * 2 if collide else [])
+    assert named == ([labels.nunique()] * 2 if collide in (True, "same") else [])
+    if collide == "prefix":
+        assert {name[:18] for name in fast} == {"ID" + "F" * 16}
 
 
 @pytest.mark.parametrize(
@@ -335,3 +348,18 @@ def test_record_keys_joined_in_arrow_equal_record_key(ids):
         assert arrow.to_pylist() == record_key(sources, record_ids).tolist()
     else:
         assert arrow is None
+
+
+def test_distinct_names_reads_the_hex_prefix():
+    """The uint64 check reads ``_hash_id``'s 16 first hex digits: names differing there are
+    distinct; a prefix shared, even by distinct names, is not shown distinct."""
+    from linkage.identity import _NAME_WIDTH, _distinct_names
+
+    def rows(names):
+        return np.frombuffer("".join(names).encode("ascii"), np.uint8).reshape(-1, _NAME_WIDTH)
+
+    names = ["ID" + f"{i:016X}" + "0000" for i in (0, 9, 10, 15, 2**64 - 1)]
+    assert _distinct_names(rows(names))
+    assert not _distinct_names(rows(names + [names[2]]))
+    assert not _distinct_names(rows(["ID" + "A" * 16 + "0001", "ID" + "A" * 16 + "0002"]))
+    assert _distinct_names(rows(names[:1])) and _distinct_names(rows([]).reshape(0, _NAME_WIDTH))

@@ -671,6 +671,44 @@ def test_text_read_back_by_dictionary_equals_the_pandas_read(tmp_path_factory, v
     assert len({id(v) for v in kept}) == len(set(kept))  # one object per distinct value
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.none(), st.sampled_from(["", "张伟", "a", "𠀀"]),
+                              st.text(max_size=6)), max_size=60),
+    row_group=st.integers(1, 9),
+    large=st.booleans(),
+)  # fmt: skip
+def test_text_read_back_as_arrow_equals_the_object_read(tmp_path_factory, values, row_group,
+                                                        large):  # fmt: skip
+    """``read_arrow_text_columns``: the same values as ``read_text_columns``, in the order
+    asked, text as pandas' Arrow-backed text where pandas holds text so (objects else);
+    a column of Arrow's null type and a number column read as the object reader reads them."""
+    import pyarrow as pa
+
+    from linkage.tables import TEXT_DTYPE, read_arrow_text_columns
+
+    path = tmp_path_factory.mktemp("text") / "t.parquet"
+    kind = pa.large_string() if large else pa.string()
+    table = pa.table(
+        {
+            "n": pa.array(range(len(values))),
+            "t": pa.array(values, kind),
+            "none": pa.array([None] * len(values), pa.null()),
+        }
+    )
+    pq.write_table(table, path, row_group_size=row_group)
+    asked = ["t", "missing", "none", "n"]
+    got = read_arrow_text_columns(path, asked, {"t", "none"})
+    want = read_text_columns(path, asked, {"t", "none"})
+    assert list(got.columns) == ["t", "none", "n"] == list(want.columns)
+    assert got["t"].tolist() == values or got["t"].isna().tolist() == [v is None for v in values]
+    assert [None if pd.isna(v) else v for v in got["t"]] == values
+    assert got["t"].dtype == (TEXT_DTYPE if getattr(TEXT_DTYPE, "storage", None) == "pyarrow"
+                              else object)  # fmt: skip
+    pd.testing.assert_series_equal(got["none"], want["none"])
+    pd.testing.assert_series_equal(got["n"], want["n"])
+
+
 def test_a_written_run_equals_the_run_over_the_full_records(config, written, tmp_path):
     # Linker.write holds the cut table and reads golden columns back; Linker.run keeps
     # every column: the files are byte-identical
