@@ -231,3 +231,81 @@ def test_id_comparison_prepared_from_the_raw_ids_as_arrow_equals_objects(tmp_pat
     assert want.rows.keys() == got.rows.keys()
     for key in want.rows:
         assert np.array_equal(np.asarray(want.rows[key]), np.asarray(got.rows[key])), key
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ids=st.lists(
+        st.one_of(
+            st.text(alphabet="0123456789X", min_size=18, max_size=18),
+            st.text(alphabet="0123456789 Xa-\x00\x7f", min_size=18, max_size=18),
+            st.just(""),
+        ),
+        max_size=30,
+    )
+)
+def test_fixed_head_and_gender_digit_equal_the_per_id_rule(ids):
+    """The region-and-birth head, the 17th digit and the MOD 11-2 check read from the
+    fixed-width IDs in numpy (a few IDs at a time here) are what ``int(t[:14]) if
+    t[:14].isdigit()``, ``int(t[16]) % 2`` and ``check_holds`` give per ID."""
+    import linkage.compare.fields as fields
+    from linkage.compare.fields import _checks_hold, check_holds, fixed_digit, fixed_head
+    from linkage.standardize import idnumber
+
+    # half of the 17-digit ones given their right check character
+    ids = [
+        t[:17] + idnumber.id_check_char(t[:17]) if i % 2 and t[:17].isdigit() else t
+        for i, t in enumerate(ids)
+    ]
+    fixed = np.array(ids, dtype="S18")
+    before = fields._IDS_AT_ONCE
+    fields._IDS_AT_ONCE = 4
+    try:
+        head, holds = fixed_head(fixed), _checks_hold(fixed)
+    finally:
+        fields._IDS_AT_ONCE = before
+    want = [int(t[:14]) if t and t[:14].isdigit() else -1 for t in ids]
+    assert head.tolist() == want
+    assert holds.tolist() == [check_holds(t) for t in ids]
+    digit = fixed_digit(fixed, 16).astype(np.int64)
+    gender = np.where(digit >= 0, digit % 2, -1).tolist()
+    assert gender == [int(t[16]) % 2 if t and t[16].isdigit() else -1 for t in ids]
+
+
+_FUZZY = st.sampled_from([None, "", "  ", "zhang wei", "zhang", "wei", "ou yang na", "li na na",
+                          "zhang wei wei ming hua li xia", "wang", "a b c d e f g h"])  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(_FUZZY, _FUZZY, _FUZZY, _FUZZY,
+                  st.sampled_from([None, "", "name_newborn", "x;name_newborn", "x"])),
+        min_size=1,
+        max_size=30,
+    )
+)  # fmt: skip
+def test_given_syllables_equal_the_per_record_rule(rows):
+    """``given_syllables`` (each column factorized on its own, a table per distinct triple)
+    gives every record the codes ``_syllable_codes`` gives it alone, current name then
+    former, -1 padded; ``gk`` where any is known."""
+    from linkage.compare.fields import _SYLLABLES, _syllable_codes, given_syllables
+
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            schema.name_col(schema.NAME, "fuzzy"), schema.name_col(schema.NAME, "surname_fuzzy"),
+            schema.name_col(schema.FORMER_NAME, "fuzzy"),
+            schema.name_col(schema.FORMER_NAME, "surname_fuzzy"), schema.QUALITY_FLAGS,
+        ],
+        dtype=object,
+    )  # fmt: skip
+    got = given_syllables({c: frame[c].to_numpy() for c in frame.columns}, len(frame))
+    for i, (name, surname, former, former_surname, flags) in enumerate(rows):
+        void = isinstance(flags, str) and "name_newborn" in flags
+        want = []
+        for fuzzy, head in ((name, surname), (former, former_surname)):
+            codes = _syllable_codes(fuzzy, head, void)
+            want += codes + [-1] * (_SYLLABLES - len(codes))
+        assert [int(got[f"g{k}"][i]) for k in range(2 * _SYLLABLES)] == want
+        assert bool(got["gk"][i]) == any(c >= 0 for c in want)

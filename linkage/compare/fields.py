@@ -200,9 +200,8 @@ class IdComparison(Comparison):
         codes, uniques = factorize(ids)
         text = [str(u) if len(str(u)) == 18 and str(u).isascii() else "" for u in uniques]
         fixed = np.array(text, dtype="S18")
-        head = np.array(
-            [int(t[:14]) if t and t[:14].isdigit() else -1 for t in text], dtype=np.int64
-        )
+        del text
+        head = fixed_head(fixed)
         from15 = as_bool(column(values, self.from_15_column, len(ids)))
         # year of the recorded birth date per record, and the year the ID embeds per distinct ID
         years = np.full(len(ids), -1, dtype=np.int64)
@@ -223,7 +222,9 @@ class IdComparison(Comparison):
         borrowed = _years_apart_per_distinct(years, id_year[codes], mds, id_md[codes])
         borrowed &= codes >= 0
         codes = np.where(borrowed, NULL_CODE, codes).astype(codes.dtype)
-        id_gender = np.array([int(t[16]) % 2 if t and t[16].isdigit() else -1 for t in text])
+        digit17 = fixed_digit(fixed, 16).astype(np.int64)
+        id_gender = np.where(digit17 >= 0, digit17 % 2, -1)
+        del digit17
         # the MOD 11-2 check holds (ISO 7064): two such IDs that differ are two numbers
         # issued, never one typed wrong (a single wrong digit or swap always breaks it)
         valid = _checks_hold(fixed)
@@ -235,22 +236,26 @@ class IdComparison(Comparison):
         damaged = np.flatnonzero(kept >= 0)
         if len(damaged):
             d15[damaged] = [fifteenth_digit(v) for v in rows_of(values, schema.ID_NUMBER, damaged)]
+        n = len(ids)
+        rows = {
+            "id": codes,
+            "d15": d15.astype(np.int8),
+            "from15": from15,
+            # narrow per-record rows (a year, MMDD, a sign): 19 bytes a record fewer,
+            # held by the run and its comparing worker; only compared, or widened first
+            # (_birth_of_id)
+            "gender": genders.astype(_GENDER_ROW),
+            "no_birth": no_birth,
+            "year": years.astype(_YEAR_ROW),
+            "md": mds.astype(_YEAR_ROW),
+            "kept": kept,
+            "head14": np.where(codes >= 0, np.append(head, -1)[codes], kept),
+        }
+        # the wide per-record scratch freed before the given names' tables are made (~0.8
+        # GB of this comparison's peak at twenty million records)
+        del d15, genders, years, mds, ids, uniques
         return Prepared(
-            {
-                "id": codes,
-                "d15": d15.astype(np.int8),
-                "from15": from15,
-                # narrow per-record rows (a year, MMDD, a sign): 19 bytes a record fewer,
-                # held by the run and its comparing worker; only compared, or widened first
-                # (_birth_of_id)
-                "gender": genders.astype(_GENDER_ROW),
-                "no_birth": no_birth,
-                "year": years.astype(_YEAR_ROW),
-                "md": mds.astype(_YEAR_ROW),
-                "kept": kept,
-                "head14": np.where(codes >= 0, np.append(head, -1)[codes], kept),
-                **given_syllables(values, len(ids)),
-            },
+            {**rows, **given_syllables(values, n)},
             {
                 "fixed": fixed,
                 "head": head,
@@ -432,14 +437,23 @@ _CHECK_CHARS = np.frombuffer(b"10X98765432", dtype=np.uint8)
 
 def _checks_hold(fixed: np.ndarray) -> np.ndarray:
     """:func:`check_holds` over fixed-width IDs (dtype S18; b"" for none), vectorized: a
-    Python call per distinct ID cost ~4 s at a million records."""
+    Python call per distinct ID cost ~4 s at a million records. A block of IDs at a time:
+    their digits as int64 are 136 bytes an ID (2.8 GB at twenty million distinct IDs)."""
+    out = np.zeros(len(fixed), dtype=bool)
     if len(fixed) == 0:
-        return np.zeros(0, dtype=bool)
+        return out
     chars = np.ascontiguousarray(fixed, dtype="S18").view(np.uint8).reshape(len(fixed), 18)
-    digits = chars[:, :17].astype(np.int64) - ord("0")
-    ok = ((digits >= 0) & (digits <= 9)).all(axis=1)
-    expected = _CHECK_CHARS[(digits * _WEIGHTS).sum(axis=1) % 11]
-    return ok & (chars[:, 17] == expected)
+    for start in range(0, len(fixed), _IDS_AT_ONCE):
+        block = chars[start : start + _IDS_AT_ONCE]
+        digits = block[:, :17].astype(np.int64) - ord("0")
+        ok = ((digits >= 0) & (digits <= 9)).all(axis=1)
+        expected = _CHECK_CHARS[(digits * _WEIGHTS).sum(axis=1) % 11]
+        out[start : start + len(block)] = ok & (block[:, 17] == expected)
+    return out
+
+
+# Fixed-width IDs turned into int64 digits at a time (``_checks_hold``, ``fixed_head``)
+_IDS_AT_ONCE = 1 << 20
 
 
 def fixed_digit(fixed: np.ndarray, at: int) -> np.ndarray:
@@ -449,6 +463,23 @@ def fixed_digit(fixed: np.ndarray, at: int) -> np.ndarray:
     chars = np.ascontiguousarray(fixed, dtype="S18").view(np.uint8).reshape(len(fixed), 18)
     digit = chars[:, at].astype(np.int16) - ord("0")
     return np.where((digit >= 0) & (digit <= 9), digit, -1).astype(np.int8)
+
+
+def fixed_head(fixed: np.ndarray) -> np.ndarray:
+    """The first 14 characters (region code and birth date) of fixed-width IDs (dtype S18)
+    as int64 where they are 14 ASCII digits, -1 elsewhere: ``int(t[:14]) if
+    t[:14].isdigit()`` per ID, in numpy (a Python int per distinct ID was ~0.8 GB at
+    twenty million IDs)."""
+    out = np.full(len(fixed), -1, dtype=np.int64)
+    if len(fixed) == 0:
+        return out
+    chars = np.ascontiguousarray(fixed, dtype="S18").view(np.uint8).reshape(len(fixed), 18)
+    for start in range(0, len(fixed), _IDS_AT_ONCE):  # a block at a time: int64 digits
+        digits = chars[start : start + _IDS_AT_ONCE, :14] - np.uint8(ord("0"))  # wraps past 9
+        ok = (digits <= 9).all(axis=1)
+        value = digits.astype(np.int64) @ (10 ** np.arange(13, -1, -1, dtype=np.int64))
+        out[start : start + len(digits)] = np.where(ok, value, -1)
+    return out
 
 
 def check_holds(text: str) -> bool:
@@ -523,19 +554,25 @@ def given_syllables(values: Mapping[str, np.ndarray], n: int) -> dict[str, np.nd
     for j, field_name in enumerate((schema.NAME, schema.FORMER_NAME)):
         fuzzy = column(values, schema.name_col(field_name, "fuzzy"), n)
         surname = column(values, schema.name_col(field_name, "surname_fuzzy"), n)
-        codes, uniques = factorize_joint([fuzzy, surname])
-        # factorize_joint codes both arrays in one space: one integer key per record for the
-        # (name, surname, placeholder) triple, factorized as integers
-        width = len(uniques) + 1
-        key = ((codes[0].astype(np.int64) + 1) * width + codes[1] + 1) * 2 + void
+        # each column factorized on its own (one hash table of n values at a time, not of
+        # the two joined: ~1 GB of this function's peak at twenty million records), then
+        # one integer key per record for the (name, surname, placeholder) triple
+        name_codes, name_uniques = factorize(fuzzy)
+        del fuzzy
+        head_codes, head_uniques = factorize(surname)
+        del surname
+        width = len(head_uniques) + 1
+        key = ((name_codes.astype(np.int64) + 1) * width + head_codes + 1) * 2 + void
+        del name_codes, head_codes
         pair_codes, pair_keys = pd.factorize(key)
+        del key
         # the triples decoded in numpy; _syllable_codes's steps inlined in the loop below
         # (a call and a row assignment per triple were most of this function's time)
         packed = np.asarray(pair_keys, dtype=np.int64)
         pair, voids = packed // 2, (packed % 2).astype(bool)
-        table_u = np.append(np.asarray(uniques, dtype=object), None)  # code -1: None
-        names = table_u[pair // width - 1].tolist()
-        heads = table_u[pair % width - 1].tolist()
+        names = np.append(np.asarray(name_uniques, dtype=object), None)[pair // width - 1]
+        heads = np.append(np.asarray(head_uniques, dtype=object), None)[pair % width - 1]
+        names, heads = names.tolist(), heads.tolist()
         at_row: list[int] = []
         at_col: list[int] = []
         found: list[int] = []
@@ -556,7 +593,8 @@ def given_syllables(values: Mapping[str, np.ndarray], n: int) -> dict[str, np.nd
                 found.append(code)
         table = np.full((len(packed), _SYLLABLES), -1, dtype=_SYLLABLE_ROW)
         table[at_row, at_col] = found
-        out[:, j * _SYLLABLES : (j + 1) * _SYLLABLES] = table[pair_codes]
+        for c in range(_SYLLABLES):  # a column at a time: no (n, 6) temporary
+            out[:, j * _SYLLABLES + c] = table[:, c][pair_codes]
     rows = {f"g{i}": out[:, i] for i in range(2 * _SYLLABLES)}
     rows["gk"] = (out >= 0).any(axis=1)
     return rows
