@@ -248,9 +248,10 @@ def _arrow_names(smallest_keys: object, key: bytes) -> object | None:
     data = np.empty(n * _NAME_WIDTH, dtype=np.uint8)
     for start in range(0, n, _NAMES_AT_ONCE):
         chunk = _unsalted_names(smallest_keys.slice(start, _NAMES_AT_ONCE).to_pylist(), key)
-        text = "".join(chunk).encode("ascii")
-        if len(text) != len(chunk) * _NAME_WIDTH:  # not ``_hash_id``'s form: the object path
+        # not ``_hash_id``'s form (never expected): the names over objects decide
+        if any(len(name) != _NAME_WIDTH for name in chunk) or not all(map(str.isascii, chunk)):
             return None
+        text = "".join(chunk).encode("ascii")
         data[start * _NAME_WIDTH : start * _NAME_WIDTH + len(text)] = np.frombuffer(text, np.uint8)
         del chunk, text
     offsets = np.arange(n + 1, dtype=np.int64) * _NAME_WIDTH

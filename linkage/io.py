@@ -1783,16 +1783,18 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     writing (the temporary file is removed first, so the space it took is free again);
     any other error of ``writer`` as it is."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         writer(Path(tmp))
         os.replace(tmp, path)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError) and is_out_of_space(exc):
-            message = out_of_space_message(path.parent)
+            message = out_of_space_message(path.parent if path.parent.is_dir() else None)
             raise OutputError(message, path=str(path)) from exc
         raise
     return path

@@ -26,7 +26,7 @@ from linkage import schema
 from linkage.apart import can_run_apart, run_apart
 from linkage.checkpoint import Checkpoints
 from linkage.config import RunConfig, load_config
-from linkage.errors import InputError, LinkageError
+from linkage.errors import InputError, LinkageError, OutputError
 from linkage.incremental import (
     IngestResult,
     SearchReport,
@@ -290,6 +290,8 @@ class Linker:
             checkpoints = Checkpoints.open(output, self._config(), resume=resume, extra=extra)
         try:
             result = self.result_ or self.run(progress, checkpoints=checkpoints)
+        except OutputError:
+            raise  # a full disk while saving a stage: the finished stages stay for --resume
         except LinkageError:
             if checkpoints is not None:  # refused input: nothing to resume
                 checkpoints.remove()

@@ -166,6 +166,53 @@ def test_a_full_disk_is_an_error_naming_the_file_and_resume_finishes(tmp_path, m
     assert len(pd.read_csv(out / "identities.csv")) == 2
 
 
+def test_a_full_disk_while_saving_a_stage_keeps_the_finished_stages(tmp_path, monkeypatch):
+    """The disk fills while the clustering checkpoint is saved: exit 2 naming that file,
+    the stages saved before it stay (not removed as for refused input), and ``--resume``
+    finishes with the identities of a run that never stopped."""
+    import errno
+
+    import linkage.io
+
+    rows = "id,姓名,身份证号\n1,张伟,11010519491231002X\n2,张伟,11010519491231002X\n3,李娜,\n"
+    (tmp_path / "a.csv").write_text(rows, encoding="utf-8")
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "sources:\n  a: {path: a.csv, record_id: id, columns: {姓名: name, 身份证号: id_number}}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "o"
+    real = linkage.io.atomic_write
+
+    def full_at_clustering(target, writer):
+        if f"{os.sep}clustering{os.sep}" in str(target):
+
+            def writer(tmp):  # noqa: F811 - the disk fills instead
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        return real(target, writer)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(linkage.io, "atomic_write", full_at_clustering)
+        result = runner.invoke(app, ["run", str(path), "--output", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert f"{os.sep}.work{os.sep}clustering{os.sep}" in line and "no space left" in line
+    saved = {p.name for p in (out / ".work").iterdir()}
+    assert {"records.done", "blocking.done", "scoring.done"} <= saved
+    assert "clustering.done" not in saved and (out / ".identity.key.pending").is_file()
+
+    result = runner.invoke(app, ["run", str(path), "--output", str(out), "--quiet", "--resume"])
+    assert result.exit_code == 0, result.output
+    again = tmp_path / "again"
+    key = (out / "identity.key").read_text()
+    (again).mkdir()
+    (again / "identity.key").write_text(key)
+    result = runner.invoke(app, ["run", str(path), "--output", str(again), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (out / "identities.csv").read_bytes() == (again / "identities.csv").read_bytes()
+
+
 def test_an_engine_error_of_a_full_disk_exits_2(tmp_path, monkeypatch):
     """An error that carries the C library's words but no errno (DuckDB's spill files) is
     the same clear error, exit 2."""

@@ -280,7 +280,7 @@ def test_cluster_ids_same_for_sorted_and_shuffled_records(labels, rnd):
         }
 
 
-@pytest.mark.parametrize("collide", [False, True, "same", "prefix"])
+@pytest.mark.parametrize("collide", [False, True, "same", "prefix", "uneven", "非ascii"])
 def test_cluster_ids_named_in_arrow_equal_the_object_path(monkeypatch, collide):
     """Sorted record keys are named in Arrow a chunk of clusters at a time (no Python
     string per record): the same ids as the object path, also when two clusters' unsalted
@@ -301,7 +301,17 @@ def test_cluster_ids_named_in_arrow_equal_the_object_path(monkeypatch, collide):
     labels = pd.Series([rnd.randrange(120) for _ in range(n)])
     named: list[int] = []
     unsalted = identity._unsalted_names
-    if collide == "prefix":
+    if collide in ("uneven", "非ascii"):
+        # names of another form whose widths add up to 22 a name, or not ASCII: the
+        # object path names them (never from ``_hash_id``, which writes 22 ASCII digits)
+        def other_form(keys, key):
+            names = unsalted(keys, key)
+            if collide == "uneven":
+                return [n[:21] if i % 2 else n + "Z" for i, n in enumerate(names)]
+            return [n[:-1] + "名" for n in names]
+
+        monkeypatch.setattr(identity, "_unsalted_names", other_form)
+    elif collide == "prefix":
         monkeypatch.setattr(
             identity,
             "_unsalted_names",

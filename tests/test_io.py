@@ -287,6 +287,24 @@ def test_atomic_write_on_a_full_device_names_the_file(tmp_path, writer):
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
 
 
+def test_atomic_write_with_no_room_for_its_temporary_file(tmp_path, monkeypatch):
+    """No room even to create the temporary file (``mkstemp`` fails with ENOSPC): the same
+    ``OutputError`` naming the file, nothing left behind."""
+    import tempfile
+
+    from linkage.errors import OutputError
+    from linkage.io import atomic_write
+
+    def no_room(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_room)
+    target = tmp_path / "out.csv"
+    with pytest.raises(OutputError, match="out.csv: no space left on the device"):
+        atomic_write(target, lambda p: p.write_text("x"))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_atomic_write_passes_other_os_errors_as_they_are(tmp_path):
     from linkage.io import atomic_write
 
