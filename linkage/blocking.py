@@ -511,13 +511,16 @@ def _combine(group: np.ndarray, values: np.ndarray) -> np.ndarray:
     return pd.factorize(group * (int(values.max(initial=0)) + 2) + (values + 1))[0]
 
 
-def _sizes(ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Records per id: each row counts ``weights`` records (1 for a record table)."""
+def _sizes(ids: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """Records per id: each row counts ``weights`` records (None: one each, a record
+    table; counted as integers, without a float64 weight per row)."""
+    if weights is None:
+        return np.bincount(ids)
     return np.bincount(ids, weights=weights).round().astype(np.int64)
 
 
 def _pairs_in_blocks(
-    block_ids: np.ndarray, sources: np.ndarray, link_type: str, weights: np.ndarray
+    block_ids: np.ndarray, sources: np.ndarray, link_type: str, weights: np.ndarray | None
 ) -> int:
     """Pairs a join on equal block ids yields: n(n-1)/2 per block (link_and_dedupe), within
     a source only (dedupe_only) or across sources only (link_only); Splink's
@@ -551,13 +554,14 @@ def plan_rule(
     report rows added up (:func:`combine_report_rows`).
     """
     n = len(coded)
-    w = np.ones(n, dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
     limit, refine_keys = settings.refinement(rule)
     has = coded[rule.keys].notna().all(axis=1).to_numpy()
     idx = np.flatnonzero(has)
-    w = w[idx]
+    # a record table's rows count one each: no weight per row (two int64 arrays of the
+    # records at twenty million, at each rule's peak)
+    w = None if weights is None else np.asarray(weights, dtype=np.int64)[idx]
     row = _empty_row(rule)
-    row["records_with_key"] = int(w.sum())
+    row["records_with_key"] = len(idx) if w is None else int(w.sum())
     if len(idx) == 0:
         return None, row
     group = np.zeros(len(idx), dtype=np.int64)
@@ -585,7 +589,7 @@ def plan_rule(
         split = _combine(sub, _codes(coded, key)[idx[active]])
         if split.max() > sub.max():
             used.append(key)
-        split_sizes = _sizes(split, w[active])
+        split_sizes = _sizes(split, None if w is None else w[active])
         done = split_sizes[split] <= limit
         part[active[done]] = next_id + split[done]
         next_id += int(split.max()) + 1
@@ -593,7 +597,7 @@ def plan_rule(
     skipped = np.zeros(len(idx), dtype=bool)
     if len(active):
         # parts still over the limit after every key: kept up to max_block_size, else skipped
-        sub_sizes = _sizes(sub, w[active])
+        sub_sizes = _sizes(sub, None if w is None else w[active])
         too_big = sub_sizes[sub] > settings.max_block_size
         part[active[~too_big]] = next_id + sub[~too_big]
         skipped[active[too_big]] = True
@@ -601,7 +605,10 @@ def plan_rule(
     row["refined_by"] = " > ".join(used)
     final = np.where(part >= 0, group.max() + 1 + part, group)
     row["pairs"] = _pairs_in_blocks(
-        pd.factorize(final[~skipped])[0], sources[~skipped], settings.link_type, w[~skipped]
+        pd.factorize(final[~skipped])[0],
+        sources[~skipped],
+        settings.link_type,
+        None if w is None else w[~skipped],
     )
     # int32 where the part ids fit: the column is held with the key codes through every
     # rule's join (~80 MB a refined rule at 20 M records)

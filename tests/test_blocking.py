@@ -240,6 +240,12 @@ def test_planning_counted_combinations_per_bucket_gives_the_plan_of_the_records(
     )
     keys = key_table(frame, [rule], cfg.refine_keys)
     column, whole = plan_rule(coded_keys(keys), rule, cfg)
+    # a record table's rows counted as integers (no weights) = a weight of one each
+    ones, ones_row = plan_rule(coded_keys(keys), rule, cfg, np.ones(len(keys), dtype=np.int64))
+    assert ones_row == whole
+    assert (column is None and ones is None) or (
+        column.to_numpy(na_value=-9).tolist() == ones.to_numpy(na_value=-9).tolist()
+    )
     cols = ["k1", "k2", "k3", schema.SOURCE]
     with_key = keys[keys["k1"].notna()].fillna("<null>")
     counts = with_key.groupby(cols).size().rename("n").reset_index()
