@@ -187,27 +187,14 @@ def read_text_columns(
     bytes for an address), and holding every column's Arrow form at once added to the
     golden-records stage's peak (~0.5 GB at a million records).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    file_schema = pq.read_schema(path)
-    there = [c for c in columns if c in file_schema.names]
-    out = {}
-    for col in _largest_first(path, there):
-        kind = file_schema.field(col).type
-        if col in text and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-            uniques, codes, unique = _dictionary_parts(path, col, factorized is not None)
-            out[col] = pd.Series(_take_text(uniques, codes), dtype=object)
-            if factorized is not None and unique:
-                factorized[col] = (codes, uniques)
-            continue
-        values = pd.read_parquet(path, columns=[col])[col]
-        if col in text and not pd.api.types.is_object_dtype(values.dtype):
-            values = pd.Series(shared_text(values), dtype=object)
-        out[col] = values
-    if not out:
-        return pd.read_parquet(path, columns=[])
-    return pd.DataFrame({c: out[c] for c in there})
+    def as_objects(col: str) -> pd.Series:
+        uniques, codes, unique = _dictionary_parts(path, col, factorized is not None)
+        if factorized is not None and unique:
+            factorized[col] = (codes, uniques)
+        return pd.Series(_take_text(uniques, codes), dtype=object)
+
+    return _read_columns(path, columns, text, as_objects)
 
 
 def read_arrow_text_columns(path: str | Path, columns: list[str], text: set[str]) -> pd.DataFrame:
@@ -222,20 +209,36 @@ def read_arrow_text_columns(path: str | Path, columns: list[str], text: set[str]
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    def as_arrow(col: str) -> pd.Series:
+        chunked = pq.read_table(path, columns=[col]).column(0)
+        arrow = chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
+        del chunked
+        return pd.Series(pd.array(arrow.cast(pa.large_string()), dtype=TEXT_DTYPE))
+
+    return _read_columns(path, columns, text, as_arrow)
+
+
+def _read_columns(
+    path: str | Path, columns: list[str], text: set[str], read_text: Callable[[str], pd.Series]
+) -> pd.DataFrame:
+    """The columns of a Parquet file among ``columns`` (in that order), read a column at a
+    time, largest first: the ``text`` ones stored as Arrow text by ``read_text(column)``,
+    the others by pandas (a ``text`` column stored otherwise, e.g. all-null, as shared
+    ``str`` objects); the rows alone when there is none of them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     file_schema = pq.read_schema(path)
     there = [c for c in columns if c in file_schema.names]
     out = {}
     for col in _largest_first(path, there):
         kind = file_schema.field(col).type
         if col in text and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-            chunked = pq.read_table(path, columns=[col]).column(0)
-            arrow = chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
-            del chunked
-            out[col] = pd.Series(pd.array(arrow.cast(pa.large_string()), dtype=TEXT_DTYPE))
+            out[col] = read_text(col)
             continue
         values = pd.read_parquet(path, columns=[col])[col]
         if col in text and not pd.api.types.is_object_dtype(values.dtype):
-            values = pd.Series(shared_text(values), dtype=object)  # all-null text columns
+            values = pd.Series(shared_text(values), dtype=object)
         out[col] = values
     if not out:
         return pd.read_parquet(path, columns=[])
