@@ -279,8 +279,7 @@ def _sorted_codes(values: object) -> np.ndarray:
         new[0] = True
         np.not_equal(ranked[1:], ranked[:-1], out=new[1:])
         del ranked, numbers
-        codes[as_id[order]] = np.cumsum(new) - 1
-        n_codes = int(new.sum())
+        n_codes = _code_runs(codes, as_id[order], new)
         del order, new
     rest = np.flatnonzero(~shaped & ~null)
     if len(rest):
@@ -316,8 +315,16 @@ def _text_sort_codes(values: object) -> np.ndarray:
         block = values.take(order[start - 1 : stop])
         differs = pc.not_equal(block.slice(1), block.slice(0, len(block) - 1))
         new[start:stop] = differs.to_numpy(zero_copy_only=False)
-    codes[order] = np.cumsum(new) - 1
+    _code_runs(codes, order, new)
     return codes
+
+
+def _code_runs(codes: np.ndarray, order: np.ndarray, new: np.ndarray) -> int:
+    """Give ``codes[order[i]]`` the number of its run of equal values in sorted order
+    (``new[i]``: row ``order[i]`` starts a run); return how many runs there are."""
+    runs = np.cumsum(new)
+    codes[order] = runs - 1
+    return int(runs[-1]) if len(runs) else 0
 
 
 def _float_exact_arrow(ids: object) -> np.ndarray:
