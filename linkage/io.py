@@ -31,7 +31,12 @@ from linkage.config import RunConfig, SourceConfig
 from linkage.errors import InputError, OutputError, is_out_of_space, out_of_space_message
 from linkage.progress import ProgressLike, as_progress, release_memory
 from linkage.spreadsheet import neutralize_formulas, restore_formulas  # noqa: F401 - re-exported
-from linkage.standardize._distinct import PARALLEL_MIN_DISTINCT, warm_up, worker_process
+from linkage.standardize._distinct import (
+    PARALLEL_MIN_DISTINCT,
+    DistinctResults,
+    warm_up,
+    worker_process,
+)
 from linkage.standardize.combine import FIELDS, BatchFacts, _arrow_text, standardize
 from linkage.tables import _is_text_dtype, categorical_arrow, shared_text, text_columns
 
@@ -2371,12 +2376,13 @@ def read_records_chunks(
         # the two rules that read other records (an ambiguous current district is read in
         # the batch's city; an ID column's float damage is judged over all its IDs),
         # decided over every chunk before any is made
-        batch = _batch_facts(parts, timings, report.advance) if many else None
+        batch = _batch_facts(parts, timings, report.advance, config) if many else None
         # codes cost ~1 s of factorizing a million records: worth it where the child's peak
         # is the run's (a large batch in one go, or a chunked run asked to stay small)
         compact = compact and (many or n >= COMPACT_MIN_RECORDS)
         for start in starts:
             spent: dict[str, float] = {}
+            rows = _chunk_rows(parts[-1], batch)
             # handed over: standardize frees each raw column it no longer needs
             frame = standardize(
                 _lazy_frame(parts.pop()),
@@ -2387,7 +2393,9 @@ def read_records_chunks(
                 keep=keep,
                 batch=batch,
                 compact=compact,
+                distinct_rows=rows,
             )
+            del rows
             if start and schema.ROW in frame.columns:  # ``keep`` may leave it out
                 frame[schema.ROW] = np.arange(start, start + len(frame), dtype=np.int64)
             if timings is not None:
@@ -2398,46 +2406,129 @@ def read_records_chunks(
             yield held.pop()
 
 
+# Fields whose distinct values are parsed once for a whole chunked batch
+# (``_distinct_results``) rather than once per chunk: a person's name and addresses recur
+# in the chunks of each registry (20 M records of the independent registries: 2.6 M
+# distinct names, 5.5 M current and 5.2 M hukou addresses; 10.0 M, 12.4 M and 8.1 M
+# counted chunk by chunk), and these parsers cost the most per value. Held as a pyarrow
+# dictionary, their raw columns also shrink to one string per distinct value and an int32
+# per row. IDs and phones are left per chunk: nearly one distinct value per person, their
+# results would hold more than their parsing costs.
+_PARSED_WHOLE = (schema.NAME, schema.HUKOU_ADDRESS, schema.CURRENT_ADDRESS)
+
+
 def _batch_facts(
-    parts: list[Any], timings: dict[str, float] | None, step: Callable[[int], None]
+    parts: list[Any],
+    timings: dict[str, float] | None,
+    step: Callable[[int], None],
+    config: RunConfig,
 ) -> BatchFacts:
     """What standardizing reads of the whole batch (``BatchFacts``), over all ``parts`` (raw
-    chunks, frames or Arrow tables): ``address.current_address_cities`` of the current addresses, counted a
-    chunk at a time (each chunk's addresses parsed and dropped: they are parsed again when
-    their chunk is standardized, since holding every chunk's parse would hold what chunking
-    spares), and ``idnumber.column_verdict`` of the distinct ID numbers of all chunks.
+    chunks, frames or Arrow tables): ``address.current_address_cities`` of the current
+    addresses and ``idnumber.column_verdict`` of the distinct ID numbers of all chunks.
+
+    Where every part is an Arrow table, the ``_PARSED_WHOLE`` fields are parsed here once
+    per distinct value of the whole batch (``_distinct_results``; ``BatchFacts.distinct``)
+    and each part's column becomes its rows of the batch's dictionary (``parts`` is
+    updated in place); the cities are counted from those results. Otherwise the current
+    addresses are parsed a chunk at a time and dropped (holding every chunk's parse would
+    hold what chunking spares), and parsed again when their chunk is standardized.
     Seconds are added to ``timings`` (``addresses``, ``id_number``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from linkage.standardize.address import current_address_cities
+    from linkage.standardize.address import current_address_cities, parsed_address_cities
     from linkage.standardize.idnumber import column_verdict
 
     t = time.perf_counter()
-    cities = pd.Series(dtype=np.int64)
-    for part in parts:
-        if schema.CURRENT_ADDRESS in _names_of(part):
-            if not isinstance(part, pd.DataFrame):  # Arrow rows: this column as text
-                part = _as_frame(part.select([schema.CURRENT_ADDRESS]))
-            counts = current_address_cities(part[schema.CURRENT_ADDRESS].astype(object))
-            cities = cities.add(counts, fill_value=0)
-        step(len(part))
+    distinct: dict[str, DistinctResults] = {}
+    if all(isinstance(p, pa.Table) for p in parts):
+        parsers = {entry.field: entry.parser for entry in FIELDS}
+        for field in _PARSED_WHOLE:
+            if all(field in p.column_names for p in parts):
+                func = parsers[field](config.standardize, BatchFacts())
+                distinct[field] = _distinct_results(parts, field, func)
+    if schema.CURRENT_ADDRESS in distinct:
+        cities = parsed_address_cities(
+            distinct[schema.CURRENT_ADDRESS],
+            np.concatenate([_dictionary_rows(p, schema.CURRENT_ADDRESS) for p in parts]),
+        )
+        step(sum(len(p) for p in parts))
+    else:
+        cities = pd.Series(dtype=np.int64)
+        for part in parts:
+            if schema.CURRENT_ADDRESS in _names_of(part):
+                if not isinstance(part, pd.DataFrame):  # Arrow rows: this column as text
+                    part = _as_frame(part.select([schema.CURRENT_ADDRESS]))
+                counts = current_address_cities(part[schema.CURRENT_ADDRESS].astype(object))
+                cities = cities.add(counts, fill_value=0)
+            step(len(part))
     t_ids = time.perf_counter()
     held = [p for p in parts if schema.ID_NUMBER in _names_of(p)]
     if held and all(isinstance(p, pa.Table) for p in held):
         ids = pa.chunked_array(
             [c for p in held for c in p.column(schema.ID_NUMBER).chunks], type=pa.string()
         )
-        distinct: Any = pc.unique(ids).drop_null()
+        verdict_of: Any = pc.unique(ids).drop_null()
     else:
         columns = [np.asarray(_as_frame(p)[schema.ID_NUMBER], dtype=object) for p in held]
         joined = pd.Series(np.concatenate(columns) if columns else [], dtype=object)
-        distinct = list(pd.unique(joined[joined.notna()].to_numpy(dtype=object)))
-    verdict = column_verdict(distinct)
+        verdict_of = list(pd.unique(joined[joined.notna()].to_numpy(dtype=object)))
+    verdict = column_verdict(verdict_of)
     if timings is not None:
         timings["addresses"] = timings.get("addresses", 0.0) + t_ids - t
         timings["id_number"] = timings.get("id_number", 0.0) + time.perf_counter() - t_ids
-    return BatchFacts(cities=cities.astype(np.int64), id_verdict=verdict)
+    return BatchFacts(
+        cities=cities.astype(np.int64), id_verdict=verdict, distinct=distinct or None
+    )
+
+
+def _distinct_results(
+    parts: list[Any], field: str, func: Callable[[Sequence[str]], pd.DataFrame]
+) -> DistinctResults:
+    """``func`` over the distinct values of ``field`` in all ``parts`` (Arrow tables),
+    each part's column replaced in ``parts`` by the same rows dictionary-encoded over the
+    whole batch (``pyarrow.compute.dictionary_encode``; ``_dictionary_rows`` reads them):
+    the raw strings are then held once per distinct value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = pa.chunked_array(
+        [c for p in parts for c in p.column(field).chunks], type=pa.string()
+    )
+    encoded = pc.dictionary_encode(column)
+    del column
+    # pyarrow hands every chunk the one final dictionary; unified where it would not
+    if len({c.dictionary.buffers()[-1].address for c in encoded.chunks}) > 1:
+        encoded = encoded.unify_dictionaries()
+    dictionary = encoded.chunks[0].dictionary if encoded.num_chunks else pa.array([], pa.string())
+    offset = 0
+    for i, part in enumerate(parts):
+        rows = encoded.slice(offset, part.num_rows)
+        offset += part.num_rows
+        parts[i] = part.set_column(part.column_names.index(field), field, rows)
+    del encoded, part
+    return DistinctResults.parse(dictionary, func)
+
+
+def _dictionary_rows(part: Any, field: str) -> np.ndarray:
+    """The position in the batch's dictionary of each row's ``field`` value (-1: null), of
+    a part ``_distinct_results`` encoded."""
+    import pyarrow as pa
+
+    column = part.column(field)
+    if not column.num_chunks:
+        return np.empty(0, dtype=np.int32)
+    indices = pa.chunked_array([c.indices for c in column.chunks], type=pa.int32())
+    return indices.fill_null(-1).to_numpy()
+
+
+def _chunk_rows(part: Any, batch: BatchFacts | None) -> dict[str, np.ndarray] | None:
+    """``standardize``'s ``distinct_rows`` for one part: each field of ``batch.distinct``
+    as ``_dictionary_rows``; None without them."""
+    if batch is None or not batch.distinct or isinstance(part, pd.DataFrame):
+        return None
+    return {field: _dictionary_rows(part, field) for field in batch.distinct}
 
 
 def _names_of(part: Any) -> list[str]:

@@ -407,3 +407,120 @@ def test_codes_beside_a_column_of_other_values_or_alone_write_the_same_file(tmp_
     c, _ = write_parquet_chunks(iter([plain[["t"]]]), tmp_path / "c.parquet")
     d, _ = write_parquet_chunks(iter([alone]), tmp_path / "d.parquet", text_codes=True)
     assert c.read_bytes() == d.read_bytes()
+
+
+@pytest.mark.parametrize("batch", [7, 500_000])
+def test_a_chunked_batch_parses_each_distinct_name_and_address_once(
+    config, records, monkeypatch, batch
+):
+    import linkage.standardize._distinct as distinct
+    from linkage.standardize import address, names
+
+    monkeypatch.setattr(distinct, "_PARSE_BATCH", batch)
+    parsed: list[str] = []
+    parse_address = address._parse_distinct
+    parse_names = names._names_columns
+
+    def counted_address(values, field):
+        parsed.extend(f"{field}:{v}" for v in values)
+        return parse_address(values, field)
+
+    def counted_names(values, field):
+        parsed.extend(f"{field}:{v}" for v in values)
+        return parse_names(values, field)
+
+    monkeypatch.setattr(address, "_parse_distinct", counted_address)
+    monkeypatch.setattr(names, "_names_columns", counted_names)
+    joined = pd.concat(list(read_records_chunks(config, 97)), ignore_index=True)
+    pd.testing.assert_frame_equal(joined, records)
+    # every distinct name and address of the batch once, though most recur in several
+    # chunks; former names (few) a chunk at a time
+    once = (schema.NAME, schema.HUKOU_ADDRESS, schema.CURRENT_ADDRESS)
+    got = [p for p in parsed if p.split(":")[0] in once]
+    expected = {f"{field}:{v}" for field in once for v in records[field].dropna()}
+    assert sorted(got) == sorted(expected)
+
+
+def test_distinct_results_give_map_distinct_s_rows(monkeypatch):
+    import linkage.standardize._distinct as distinct
+    from linkage.standardize import names
+
+    monkeypatch.setattr(distinct, "_PARSE_BATCH", 3)
+    values = ["张伟", "欧阳娜娜", "阿依古丽·买买提", "李 娜", "王伟", "张伟", "Zhang Wei", "李娜"]
+    dictionary = pa.array(sorted(set(values)), type=pa.string())
+    func = names.distinct_parser(schema.NAME)
+    results = distinct.DistinctResults.parse(dictionary, func)
+    position = {v: i for i, v in enumerate(dictionary.to_pylist())}
+    # two chunks, with nulls and values of both, in another order than the dictionary's
+    for chunk in ([values[3], None, values[0], values[6], values[0]], [None, None], values):
+        rows = np.array([-1 if v is None else position[v] for v in chunk], dtype=np.int32)
+        index = pd.RangeIndex(10, 10 + len(chunk))
+        given = results.use(rows, index)
+        plain = pd.Series(chunk, index=index, dtype=object)
+        assert given.tolist() == plain.tolist() and given.index.equals(index)
+        pd.testing.assert_frame_equal(
+            distinct.map_distinct(given, func), distinct.map_distinct(plain, func)
+        )
+    assert not distinct._given  # each taken by its call
+    # held as Arrow text and int32 codes, the bool column as it came
+    codes, uniques = results.text["name_pinyin"]
+    assert codes.dtype == np.int32 and isinstance(uniques, pa.Array)
+    assert results.other["name_is_minority"].dtype == bool
+
+
+def test_values_given_results_are_not_sent_ahead_and_an_error_forgets_them():
+    import linkage.standardize._distinct as distinct
+    from linkage.standardize import phone
+
+    func = phone.distinct_parser()
+    dictionary = pa.array(["13800138000", "010-12345678"], type=pa.string())
+    results = distinct.DistinctResults.parse(dictionary, func)
+    given = results.use(np.array([1, 0, 1]), pd.RangeIndex(3))
+    with distinct.worker_process():
+        distinct.send_ahead(given, func)
+        assert not distinct._ahead  # its results are here already: nothing for the worker
+    distinct.drop_ahead()
+    assert not distinct._given
+
+
+def test_cities_of_a_batch_parsed_whole_are_those_counted_by_row(config, records):
+    import linkage.standardize._distinct as distinct
+    from linkage.standardize import address
+
+    values = records[schema.CURRENT_ADDRESS]
+    # an ambiguous district among them, and a province's own code (left out of the counts)
+    values = pd.concat(
+        [
+            values,
+            pd.Series(
+                ["南山区科技园", "广东省", None, "北京市朝阳区建国路1号", "上海市浦东新区世纪大道2号"]
+                + ["上海市浦东新区世纪大道3号", "南山区科技园"],
+                dtype=object,
+            ),
+        ],
+        ignore_index=True,
+    )
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    dictionary = pa.array(list(uniques), type=pa.string())
+    results = distinct.DistinctResults.parse(
+        dictionary, address.distinct_parser(schema.CURRENT_ADDRESS)
+    )
+    got = address.parsed_address_cities(results, codes)
+    want = address.current_address_cities(values)
+    assert len(want) == 3
+    pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_names=False)
+
+
+def test_distinct_rows_of_another_length_are_refused(config, records):
+    import linkage.standardize._distinct as distinct
+    from linkage.standardize import address
+    from linkage.standardize.combine import BatchFacts, standardize
+
+    raw = records[[schema.CURRENT_ADDRESS]].head(5)
+    dictionary = pa.array(raw[schema.CURRENT_ADDRESS].dropna().unique().tolist(), pa.string())
+    results = distinct.DistinctResults.parse(
+        dictionary, address.distinct_parser(schema.CURRENT_ADDRESS)
+    )
+    batch = BatchFacts(distinct={schema.CURRENT_ADDRESS: results})
+    with pytest.raises(ValueError, match="current_address: 4 distinct rows given for 5 records"):
+        standardize(raw, batch=batch, distinct_rows={schema.CURRENT_ADDRESS: np.zeros(4, int)})

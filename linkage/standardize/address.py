@@ -21,7 +21,13 @@ import opencc
 import pandas as pd
 
 from linkage import schema
-from linkage.standardize._distinct import map_distinct, map_one, object_columns
+from linkage.standardize._distinct import (
+    DistinctResults,
+    held_values,
+    map_distinct,
+    map_one,
+    object_columns,
+)
 from linkage.standardize._fillers import is_filler_text
 from linkage.standardize.demographics import ETHNICITIES
 from linkage.tables import text_columns
@@ -1133,6 +1139,28 @@ def current_address_cities(values: pd.Series) -> pd.Series:
     cities = pd.Series([str(a)[:4] for a in adcodes[known]], dtype=object)
     weights = pd.Series(rows[known], dtype=np.int64)
     counts = weights.groupby(cities.to_numpy(), sort=False).sum()
+    counts = counts[[not c.endswith("00") for c in counts.index]]
+    return counts.astype(np.int64)
+
+
+def parsed_address_cities(results: DistinctResults, rows: np.ndarray) -> pd.Series:
+    """:func:`current_address_cities` of a batch whose current addresses were parsed once
+    per distinct value (``DistinctResults`` of ``distinct_parser(CURRENT_ADDRESS)``):
+    ``rows`` gives each record's position in ``results.dictionary`` (-1: null; int array).
+    The same counts, summed per distinct adcode instead of per row."""
+    adcode = schema.address_col(schema.CURRENT_ADDRESS, "adcode")
+    weights = np.bincount(rows[rows >= 0], minlength=len(results.dictionary))
+    codes, uniques = results.text[adcode]
+    pending = results.text[_CANDIDATES][0] if _CANDIDATES in results.text else None
+    known = codes >= 0
+    if pending is not None:
+        known &= pending < 0
+    per_adcode = np.bincount(codes[known], weights=weights[known], minlength=len(uniques))
+    held = np.flatnonzero(per_adcode > 0)
+    cities = pd.Series([str(a)[:4] for a in held_values(uniques, held)], dtype=object)
+    counts = pd.Series(per_adcode[held].astype(np.int64)).groupby(
+        cities.to_numpy(), sort=False
+    ).sum()
     counts = counts[[not c.endswith("00") for c in counts.index]]
     return counts.astype(np.int64)
 

@@ -25,6 +25,7 @@ from linkage.config import StandardizeConfig
 from linkage.standardize import address, dates, demographics, idnumber, names, phone
 from linkage.standardize._distinct import (
     PARALLEL_MIN_DISTINCT,
+    DistinctResults,
     drop_ahead,
     send_ahead,
     worker_process,
@@ -137,6 +138,24 @@ def _distinct(values: pd.Series) -> list:
     return list(pd.unique(values[values.notna()].to_numpy(dtype=object)))
 
 
+def _field_values(
+    records: pd.DataFrame,
+    field: str,
+    batch: BatchFacts,
+    distinct_rows: Mapping[str, np.ndarray] | None,
+) -> pd.Series:
+    """The raw column ``field`` as ``_column`` gives it; for a field of ``batch.distinct``
+    with its rows in ``distinct_rows``, built from those results, which its
+    ``map_distinct`` call then takes (``DistinctResults.use``) instead of parsing."""
+    results = (batch.distinct or {}).get(field)
+    rows = (distinct_rows or {}).get(field)
+    if results is None or rows is None or field not in records.columns:
+        return _column(records, field)
+    if len(rows) != len(records):
+        raise ValueError(f"{field}: {len(rows)} distinct rows given for {len(records)} records")
+    return results.use(rows, records.index)
+
+
 def _column(records: pd.DataFrame, field: str) -> pd.Series:
     """The raw column ``field`` as ``str`` objects and None (all None when absent): a
     column held as Arrow strings (``_arrow_text``) is converted here, when its field is
@@ -182,10 +201,13 @@ class BatchFacts:
     for it: ``cities`` (``address.current_address_cities`` of its current addresses; None:
     counted over the values standardized) and ``id_verdict`` (``idnumber.column_verdict`` of
     its distinct IDs; None: judged over the values standardized). A batch standardized a
-    chunk at a time passes the whole batch's to every chunk."""
+    chunk at a time passes the whole batch's to every chunk, and may hold ``distinct``:
+    fields whose parser already ran over the whole batch's distinct values
+    (``DistinctResults``), which ``standardize``'s ``distinct_rows`` index."""
 
     cities: pd.Series | None = None
     id_verdict: tuple[bool, bool] | None = None
+    distinct: Mapping[str, DistinctResults] | None = None
 
 
 # A field standardizer: (raw values, config, frames of the fields before it, the batch's
@@ -546,6 +568,7 @@ def standardize(
     keep: Collection[str] | None = None,
     batch: BatchFacts | None = None,
     compact: bool = False,
+    distinct_rows: Mapping[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Return ``records`` with derived columns, ``rid`` row keys and ``quality_flags`` added.
 
@@ -571,7 +594,12 @@ def standardize(
     tail-000 or float-exact IDs flagged damaged (``idnumber.column_verdict``, judged once
     over the column's distinct values, also when a worker process standardizes half of
     them). When ``records`` is one chunk of a batch, ``batch`` (:class:`BatchFacts` of the
-    whole batch) stands for it, so that the chunks come out as the batch would.
+    whole batch) stands for it, so that the chunks come out as the batch would. A field of
+    ``batch.distinct`` (parsed over the batch's distinct values once) with its rows in
+    ``distinct_rows`` (field -> each record's position in that field's
+    ``DistinctResults.dictionary``, -1 for null; int array of len(records)) takes its
+    parsed values from there: the same values as parsing the chunk's own. Raises
+    ValueError when such an array is not len(records) long.
 
     A raw column may be held as Arrow strings (``pd.ArrowDtype(pa.string())``): it is
     converted to ``str`` objects when its field reads it (or at the end, when no field
@@ -608,7 +636,7 @@ def standardize(
             verdict = idnumber.column_verdict(_distinct(_column(records, schema.ID_NUMBER)))
             batch = dataclasses.replace(batch, id_verdict=verdict)
             spent["id_number"] = time.perf_counter() - t
-        upcoming = _column(records, FIELDS[0].field)
+        upcoming = _field_values(records, FIELDS[0].field, batch, distinct_rows)
         send_ahead(upcoming, FIELDS[0].parser(config, batch))
         try:
             for position, entry in enumerate(FIELDS):
@@ -616,7 +644,7 @@ def standardize(
                 values = upcoming
                 if position + 1 < len(FIELDS):
                     following = FIELDS[position + 1]
-                    upcoming = _column(records, following.field)
+                    upcoming = _field_values(records, following.field, batch, distinct_rows)
                     send_ahead(upcoming, following.parser(config, batch))
                 frame = entry.run(values, config, done, batch)
                 del values
