@@ -1766,7 +1766,8 @@ def _as_frame(table: Any) -> pd.DataFrame:
 
 def _lazy_frame(table: Any) -> pd.DataFrame:
     """A table of strings (``_stacked_arrow``'s rows) as a frame of Arrow string columns
-    (``pd.ArrowDtype(pa.string())``, no copy) for ``standardize``, which converts each to
+    (``pd.ArrowDtype(pa.string())``; no copy, but for a column ``_parse_whole`` held as a
+    dictionary, decoded here) for ``standardize``, which converts each to
     ``_as_frame``'s objects when its field reads it: the raw rows are never all held as
     Python objects at once (~3 times their Arrow size). A frame is returned as it is."""
     import pyarrow as pa
@@ -2313,10 +2314,11 @@ def read_records_chunks(
     standardized columns instead of all of them (the standardizing stage's peak); with
     ``compact`` (and ``keep``) the frames' text columns of few distinct values are
     ``pandas.Categorical`` (``standardize(compact=)``), for such a writer only, when the
-    batch is chunked or has at least ``COMPACT_MIN_RECORDS`` records. Distinct
-    values are standardized once per chunk, not once per run: a value in several chunks
-    costs its work in each. Raises what :func:`read_records` raises, when the first frame
-    is asked for.
+    batch is chunked or has at least ``COMPACT_MIN_RECORDS`` records. The ``_PARSED_WHOLE``
+    fields (names and addresses) of a batch held as Arrow are parsed once per distinct
+    value of the whole batch before the first frame (``_batch_facts``); the other fields'
+    distinct values once per chunk: a value in several chunks costs its work in each.
+    Raises what :func:`read_records` raises, when the first frame is asked for.
     """
     report = as_progress(progress)
     t = time.perf_counter()
@@ -2396,6 +2398,8 @@ def read_records_chunks(
                 distinct_rows=rows,
             )
             del rows
+            if not parts:  # the batch's parsed values, not held while the last chunk is written
+                batch = None
             if start and schema.ROW in frame.columns:  # ``keep`` may leave it out
                 frame[schema.ROW] = np.arange(start, start + len(frame), dtype=np.int64)
             if timings is not None:
@@ -2407,7 +2411,7 @@ def read_records_chunks(
 
 
 # Fields whose distinct values are parsed once for a whole chunked batch
-# (``_distinct_results``) rather than once per chunk: a person's name and addresses recur
+# (``_parse_whole``) rather than once per chunk: a person's name and addresses recur
 # in the chunks of each registry (20 M records of the independent registries: 2.6 M
 # distinct names, 5.5 M current and 5.2 M hukou addresses; 10.0 M, 12.4 M and 8.1 M
 # counted chunk by chunk), and these parsers cost the most per value. Held as a pyarrow
@@ -2428,26 +2432,33 @@ def _batch_facts(
     addresses and ``idnumber.column_verdict`` of the distinct ID numbers of all chunks.
 
     Where every part is an Arrow table, the ``_PARSED_WHOLE`` fields are parsed here once
-    per distinct value of the whole batch (``_distinct_results``; ``BatchFacts.distinct``)
+    per distinct value of the whole batch (``_parse_whole``; ``BatchFacts.distinct``)
     and each part's column becomes its rows of the batch's dictionary (``parts`` is
     updated in place); the cities are counted from those results. Otherwise the current
     addresses are parsed a chunk at a time and dropped (holding every chunk's parse would
     hold what chunking spares), and parsed again when their chunk is standardized.
-    Seconds are added to ``timings`` (``addresses``, ``id_number``)."""
+    Seconds are added to ``timings`` (each parsed field's ``FieldStandardizer.timing``,
+    ``addresses`` for the cities, ``id_number``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from linkage.standardize.address import current_address_cities, parsed_address_cities
     from linkage.standardize.idnumber import column_verdict
 
-    t = time.perf_counter()
     distinct: dict[str, DistinctResults] = {}
     if all(isinstance(p, pa.Table) for p in parts):
-        parsers = {entry.field: entry.parser for entry in FIELDS}
+        entries = {entry.field: entry for entry in FIELDS}
         for field in _PARSED_WHOLE:
             if all(field in p.column_names for p in parts):
-                func = parsers[field](config.standardize, BatchFacts())
-                distinct[field] = _distinct_results(parts, field, func)
+                t = time.perf_counter()
+                # these parsers read nothing of the batch (``_given_for`` checks the same
+                # function is asked for when each chunk takes its results)
+                func = entries[field].parser(config.standardize, BatchFacts())
+                distinct[field] = _parse_whole(parts, field, func)
+                if timings is not None:
+                    label = entries[field].timing
+                    timings[label] = timings.get(label, 0.0) + time.perf_counter() - t
+    t = time.perf_counter()
     if schema.CURRENT_ADDRESS in distinct:
         cities = parsed_address_cities(
             distinct[schema.CURRENT_ADDRESS],
@@ -2483,7 +2494,7 @@ def _batch_facts(
     )
 
 
-def _distinct_results(
+def _parse_whole(
     parts: list[Any], field: str, func: Callable[[Sequence[str]], pd.DataFrame]
 ) -> DistinctResults:
     """``func`` over the distinct values of ``field`` in all ``parts`` (Arrow tables),
@@ -2498,10 +2509,12 @@ def _distinct_results(
     )
     encoded = pc.dictionary_encode(column)
     del column
-    # pyarrow hands every chunk the one final dictionary; unified where it would not
-    if len({c.dictionary.buffers()[-1].address for c in encoded.chunks}) > 1:
+    dictionary = encoded.chunks[-1].dictionary if encoded.num_chunks else pa.array([], pa.string())
+    # pyarrow hands every chunk the one final dictionary (the same buffers); unified
+    # where a version would not
+    if not all(_same_array(c.dictionary, dictionary) for c in encoded.chunks):
         encoded = encoded.unify_dictionaries()
-    dictionary = encoded.chunks[0].dictionary if encoded.num_chunks else pa.array([], pa.string())
+        dictionary = encoded.chunks[-1].dictionary
     offset = 0
     for i, part in enumerate(parts):
         rows = encoded.slice(offset, part.num_rows)
@@ -2511,9 +2524,17 @@ def _distinct_results(
     return DistinctResults.parse(dictionary, func)
 
 
+def _same_array(a: Any, b: Any) -> bool:
+    """Whether two pyarrow arrays are the same values by their buffers (same length and
+    offset, every buffer at the same address): no comparison of values."""
+    if len(a) != len(b) or a.offset != b.offset:
+        return False
+    return [x and x.address for x in a.buffers()] == [y and y.address for y in b.buffers()]
+
+
 def _dictionary_rows(part: Any, field: str) -> np.ndarray:
     """The position in the batch's dictionary of each row's ``field`` value (-1: null), of
-    a part ``_distinct_results`` encoded."""
+    a part ``_parse_whole`` encoded."""
     import pyarrow as pa
 
     column = part.column(field)

@@ -524,3 +524,43 @@ def test_distinct_rows_of_another_length_are_refused(config, records):
     batch = BatchFacts(distinct={schema.CURRENT_ADDRESS: results})
     with pytest.raises(ValueError, match="current_address: 4 distinct rows given for 5 records"):
         standardize(raw, batch=batch, distinct_rows={schema.CURRENT_ADDRESS: np.zeros(4, int)})
+
+
+def _odd_values(values):
+    """A parser (one row per value, from that value alone) whose text is not all ``str``,
+    and whose second column is bool in one batch and objects in another."""
+    kinds = [np.str_, lambda v: v.encode(), lambda v: v + "\ud800", str]
+    first = [kinds[int(v[1]) % 4](v) for v in values]
+    # True, or None: a bool column for a batch of only "b" words, else objects
+    second = [True if v.startswith("b") else None for v in values]
+    return pd.DataFrame({"a": pd.Series(first, dtype=object), "b": second})
+
+
+def test_distinct_results_hold_other_values_as_map_distinct_does(monkeypatch):
+    import linkage.standardize._distinct as distinct
+
+    monkeypatch.setattr(distinct, "_PARSE_BATCH", 2)
+    words = ["b1", "b2", "c1", "b3", "c2", "c3", "b4"]
+    results = distinct.DistinctResults.parse(pa.array(words, type=pa.string()), _odd_values)
+    rows = np.array([6, -1, 0, 2, 5, 0, 3, 1, 4], dtype=np.int32)
+    given = results.use(rows, pd.RangeIndex(len(rows)))
+    plain = pd.Series(given.tolist(), dtype=object)
+    got = distinct.map_distinct(given, _odd_values)
+    want = distinct.map_distinct(plain, _odd_values)
+    # the parser's own values back: bytes as bytes, np.str_ as np.str_, surrogates kept
+    assert [type(v) for v in got["a"]] == [type(v) for v in want["a"]]
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want)
+
+
+def test_results_of_another_function_are_not_taken(monkeypatch):
+    import linkage.standardize._distinct as distinct
+    from linkage.standardize import phone
+
+    results = distinct.DistinctResults.parse(pa.array(["b1", "c1"], pa.string()), _odd_values)
+    given = results.use(np.array([0, 1]), pd.RangeIndex(2))
+    # the Series asked for with another parser: that parser's rows, and nothing left held
+    got = distinct.map_distinct(given, phone.distinct_parser())
+    pd.testing.assert_frame_equal(
+        got, distinct.map_distinct(pd.Series(["b1", "c1"], dtype=object), phone.distinct_parser())
+    )
+    assert not distinct._given

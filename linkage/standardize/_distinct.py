@@ -407,11 +407,13 @@ class DistinctResults:
     def __init__(
         self,
         dictionary: Any,
+        func: Callable[[Sequence[str]], pd.DataFrame],
         columns: list[str],
         text: dict[str, tuple[np.ndarray, Any]],
         other: pd.DataFrame,
     ) -> None:
         self.dictionary = dictionary
+        self.func = func
         self.columns = columns
         self.text = text
         self.other = other
@@ -421,52 +423,54 @@ class DistinctResults:
         cls, dictionary: Any, func: Callable[[Sequence[str]], pd.DataFrame]
     ) -> DistinctResults:
         """``func`` over ``dictionary``'s values (a pyarrow string array without nulls),
-        ``_PARSE_BATCH`` at a time, each batch split with the open worker (``_call``).
-        Raises what ``func`` raises; ValueError when it returns another number of rows or
-        other columns for two batches."""
-        import pyarrow as pa
-
-        codes: dict[str, list[np.ndarray]] = {}
-        uniques: dict[str, list[np.ndarray]] = {}
-        others: list[pd.DataFrame] = []
-        columns: list[str] | None = None
+        ``_PARSE_BATCH`` at a time, each batch split with the open worker (``_call``) and
+        its derived text turned to pyarrow strings as it comes (text columns that are not
+        all ``str`` stay Python objects; a column text in one batch and not in another is
+        held as it came, as ``map_distinct`` would hold it). Raises what ``func`` raises;
+        ValueError when it returns another number of rows, or other columns for two
+        batches."""
+        batches: list[_Coded] = []
         # no value at all: one call all the same, which gives the columns
         for start in range(0, max(len(dictionary), 1), _PARSE_BATCH):
             part = dictionary.slice(start, _PARSE_BATCH).to_pylist()
             coded = _call(func, part)
             if coded.length != len(part):
                 raise ValueError("normalizer returned a different number of rows than it was given")
-            del part
-            if columns is None:
-                columns = coded.columns
-            elif coded.columns != columns or set(coded.text) != set(codes):
+            if batches and coded.columns != batches[0].columns:
                 raise ValueError("normalizer returned different columns for two parts of its input")
+            del part
             for col, (col_codes, col_uniques) in coded.text.items():
-                # each batch's distinct values appended whole (a few repeat across batches:
-                # renumbering them over the batch would cost more than their bytes)
-                offset = sum(len(u) for u in uniques.get(col, []))
-                shifted = np.where(col_codes < 0, -1, col_codes + offset).astype(np.int32)
-                codes.setdefault(col, []).append(shifted)
-                uniques.setdefault(col, []).append(col_uniques)
-            others.append(coded.other)
+                coded.text[col] = (col_codes.astype(np.int32), _held_text(col_uniques))
+            batches.append(coded)
             del coded
+        columns = list(batches[0].columns)
+        coded_in_all = [c for c in columns if all(c in b.text for b in batches)]
         text: dict[str, tuple[np.ndarray, Any]] = {}
-        for col in codes:
-            joined = np.concatenate(uniques.pop(col))
-            try:
-                held: Any = pa.array(joined, type=pa.string())
-            except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text: kept as objects
-                held = joined
-            del joined
-            text[col] = (np.concatenate(codes[col]), held)
-        other = pd.concat(others, ignore_index=True) if others else pd.DataFrame()
-        return cls(dictionary, columns or [], text, other)
+        for col in coded_in_all:
+            parts = [b.text.pop(col) for b in batches]
+            # each batch's distinct values appended whole (a few repeat across batches:
+            # renumbering them over the batch would cost more than their bytes)
+            offsets = np.cumsum([0] + [len(u) for _, u in parts[:-1]])
+            codes = np.concatenate(
+                [np.where(c < 0, -1, c + o).astype(np.int32) for (c, _), o in zip(parts, offsets)]
+            )
+            text[col] = (codes, _joined_held([u for _, u in parts]))
+            del parts
+        other = pd.DataFrame(
+            {
+                c: pd.concat([_plain(_text_as_objects(b, c), c) for b in batches], ignore_index=True)
+                for c in columns
+                if c not in text
+            }
+        )
+        return cls(dictionary, func, columns, text, other)
 
     def use(self, rows: np.ndarray, index: pd.Index) -> pd.Series:
         """The raw values of a chunk whose row ``i`` holds ``dictionary[rows[i]]`` (-1:
-        null), as ``str`` objects and None on ``index``: the next ``map_distinct`` call
-        given this very Series takes its results from here instead of calling its
-        function (``drop_ahead`` forgets it when that call does not come)."""
+        null; an int array of len(index)), as ``str`` objects and None on ``index``: the
+        next ``map_distinct`` call given this very Series and this object's ``func`` takes
+        its results from here instead of calling ``func`` (``drop_ahead`` forgets them when
+        that call does not come)."""
         codes, distinct = _renumbered(np.asarray(rows))
         uniques = held_values(self.dictionary, distinct)
         text = {}
@@ -475,12 +479,44 @@ class DistinctResults:
             text[col] = (sub, held_values(col_uniques, which))
         if len(self.other.columns):
             other = self.other.iloc[distinct].reset_index(drop=True)
-        else:  # a frame without columns may have lost its rows in the join: none to take
+        else:  # a frame without columns has no rows to take
             other = pd.DataFrame(index=pd.RangeIndex(len(distinct)))
         coded = _Coded(list(self.columns), text, other, len(distinct))
         values = pd.Series(_take_text(uniques, codes), index=index, dtype=object)
-        _given.append(_Given(values, codes, uniques, coded))
+        _given.append(_Given(values, self.func, codes, uniques, coded))
         return values
+
+
+def _held_text(uniques: np.ndarray) -> Any:
+    """A text column's distinct values as pyarrow strings where every one is a ``str``
+    (no Python object per value); else as they are. Bytes, ``np.str_`` or a lone surrogate
+    would not come back from pyarrow as they went in."""
+    import pyarrow as pa
+
+    if not all(type(v) is str for v in uniques):
+        return uniques
+    try:
+        return pa.array(uniques, type=pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+        return uniques
+
+
+def _joined_held(parts: list[Any]) -> Any:
+    """Consecutive ``_held_text`` arrays as one: pyarrow strings when all are."""
+    import pyarrow as pa
+
+    if all(isinstance(p, pa.Array) for p in parts):
+        return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+    return np.concatenate([held_values(p, np.arange(len(p))) for p in parts])
+
+
+def _text_as_objects(coded: _Coded, col: str) -> _Coded:
+    """``coded`` with column ``col``'s distinct text values as Python objects (``_plain``
+    reads them so)."""
+    if col in coded.text:
+        codes, uniques = coded.text[col]
+        coded.text[col] = (codes, held_values(uniques, np.arange(len(uniques))))
+    return coded
 
 
 def _renumbered(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -506,9 +542,11 @@ def held_values(held: Any, positions: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Given:
-    """A chunk's values whose results came from a ``DistinctResults`` (``use``)."""
+    """A chunk's values whose results came from a ``DistinctResults`` (``use``) of
+    ``func``."""
 
     values: pd.Series
+    func: Callable
     codes: np.ndarray
     uniques: np.ndarray
     coded: _Coded
@@ -518,23 +556,25 @@ class _Given:
 _given: list[_Given] = []
 
 
-def _given_for(values: pd.Series) -> _Given | None:
-    """The results handed to this very Series (taken off the list), or None."""
+def _given_for(values: pd.Series, func: Callable) -> _Given | None:
+    """The results of ``func`` handed to this very Series (taken off the list), or None;
+    results of another function for it are dropped (parsed again by the caller)."""
     for i, given in enumerate(_given):
         if given.values is values:
-            return _given.pop(i)
+            del _given[i]
+            return given if _same_call(given.func, func) else None
     return None
 
 
 def _distinct_results(
     values: pd.Series, func: Callable[[Sequence[str]], pd.DataFrame]
-) -> tuple[np.ndarray, pd.Index, _Coded]:
+) -> tuple[np.ndarray, pd.Index | np.ndarray, _Coded]:
     """Codes and distinct values of ``values`` and ``func`` over the distinct values: from
     the field sent ahead for this call when there is one (``send_ahead``). The values sent
     ahead under another function (a date parser built again after midnight) are dropped
     with those after them: their replies would answer later calls out of turn. Values
     handed results by ``DistinctResults.use`` take those."""
-    given = _given_for(values)
+    given = _given_for(values, func)
     if given is not None:
         return given.codes, given.uniques, given.coded
     if _ahead and _ahead[0].values is values and not _same_call(_ahead[0].func, func):

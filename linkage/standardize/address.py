@@ -1149,12 +1149,15 @@ def parsed_address_cities(results: DistinctResults, rows: np.ndarray) -> pd.Seri
     ``rows`` gives each record's position in ``results.dictionary`` (-1: null; int array).
     The same counts, summed per distinct adcode instead of per row."""
     adcode = schema.address_col(schema.CURRENT_ADDRESS, "adcode")
+    if adcode not in results.text:
+        raise ValueError(f"{adcode} is not held as text codes in the parsed results")
     weights = np.bincount(rows[rows >= 0], minlength=len(results.dictionary))
     codes, uniques = results.text[adcode]
-    pending = results.text[_CANDIDATES][0] if _CANDIDATES in results.text else None
     known = codes >= 0
-    if pending is not None:
-        known &= pending < 0
+    if _CANDIDATES in results.text:
+        known &= results.text[_CANDIDATES][0] < 0
+    else:
+        known &= results.other[_CANDIDATES].isna().to_numpy(dtype=bool)
     per_adcode = np.bincount(codes[known], weights=weights[known], minlength=len(uniques))
     held = np.flatnonzero(per_adcode > 0)
     cities = pd.Series([str(a)[:4] for a in held_values(uniques, held)], dtype=object)
