@@ -1136,8 +1136,14 @@ def current_address_cities(values: pd.Series) -> pd.Series:
     out = map_distinct(pd.Series(uniques, dtype=object), distinct_parser(field))
     adcodes = out[schema.address_col(field, "adcode")]
     known = (out[_CANDIDATES].isna() & adcodes.notna()).to_numpy()
-    cities = pd.Series([str(a)[:4] for a in adcodes[known]], dtype=object)
-    weights = pd.Series(rows[known], dtype=np.int64)
+    return _rows_per_city(adcodes[known], rows[known])
+
+
+def _rows_per_city(adcodes: Sequence[object], rows: np.ndarray) -> pd.Series:
+    """Rows per city (index: 4-digit adcode prefix; int64 counts) of ``adcodes`` weighed by
+    ``rows`` (one count each), a province's own ``..00`` left out."""
+    cities = pd.Series([str(a)[:4] for a in adcodes], dtype=object)
+    weights = pd.Series(np.asarray(rows, dtype=np.int64))
     counts = weights.groupby(cities.to_numpy(), sort=False).sum()
     counts = counts[[not c.endswith("00") for c in counts.index]]
     return counts.astype(np.int64)
@@ -1160,12 +1166,7 @@ def parsed_address_cities(results: DistinctResults, rows: np.ndarray) -> pd.Seri
         known &= results.other[_CANDIDATES].isna().to_numpy(dtype=bool)
     per_adcode = np.bincount(codes[known], weights=weights[known], minlength=len(uniques))
     held = np.flatnonzero(per_adcode > 0)
-    cities = pd.Series([str(a)[:4] for a in held_values(uniques, held)], dtype=object)
-    counts = pd.Series(per_adcode[held].astype(np.int64)).groupby(
-        cities.to_numpy(), sort=False
-    ).sum()
-    counts = counts[[not c.endswith("00") for c in counts.index]]
-    return counts.astype(np.int64)
+    return _rows_per_city(held_values(uniques, held), per_adcode[held])
 
 
 def _by_batch_city(
