@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from linkage.errors import LinkageError
-from linkage.progress import ProgressLike, StageMemory, _glibc, as_progress
+from linkage.progress import ProgressLike, StageMemory, _glibc, as_progress, keep_freed_memory
 
 
 class StageProcessError(LinkageError):
@@ -98,6 +98,7 @@ def _child(func: Callable[..., Any], args: tuple, conn: Any, parent: int) -> Non
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.addHandler(_LogRelay(conn))
+    keep_freed_memory()  # this process ends with func: Arrow reuses its own freed blocks
     memory = StageMemory(_Relay(conn))
     try:
         result = func(*args, progress=memory)
