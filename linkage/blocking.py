@@ -19,7 +19,14 @@ import pandas as pd
 from linkage import schema
 from linkage.config import DEFAULT_RULES, BlockingRule, BlockingSettings  # noqa: F401 - re-exported
 from linkage.errors import ConfigError
-from linkage.tables import _take_text, packed_lexsort, sorted_unique
+from linkage.tables import (
+    _take_text,
+    blank_text,
+    factorize_text,
+    packed_lexsort,
+    sorted_unique,
+    text_at,
+)
 from linkage.zh.estate import estate, estate_and_flat, flat
 
 logger = logging.getLogger(__name__)
@@ -174,7 +181,7 @@ def _minority_head_codes(records: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]
     flag_codes, flag_values = pd.factorize(records[flag])
     truth = np.array([_present(v) and bool(v) for v in flag_values] + [False], dtype=bool)
     rows = np.flatnonzero(truth[flag_codes])  # code -1 (null) reads the appended False
-    name_codes, names = pd.factorize(records[clean].to_numpy()[rows])
+    name_codes, names = pd.factorize(text_at(records[clean], rows))
     heads = np.empty(len(names) + 1, dtype=object)
     heads[:-1] = [_minority_head(v, True) for v in names]
     heads[-1] = None
@@ -211,13 +218,16 @@ DERIVED_KEYS: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
 
 def _factorized(records: pd.DataFrame, name: str, cache: dict | None) -> tuple[np.ndarray, Any]:
     """``pd.factorize`` of a record column (all null when absent), taken from ``cache`` when
-    it holds the column (a column several keys read is factorized once)."""
+    it holds the column (a column several keys read is factorized once). The distinct
+    values of a column held as a dictionary are a pyarrow array (``tables.factorize_text``):
+    a plain key only tests them for blanks, a derived key makes them objects."""
     if cache is not None and name in cache:
         return cache[name]
     # factorize makes every kind of null code -1: no pass making them None first (_col,
-    # ~75 ms per column of a million records)
+    # ~75 ms per column of a million records); a column held as a dictionary is renumbered
+    # from its codes (hashing a string per row took 10-30 s a column at twenty million)
     values = records[name] if name in records.columns else _col(records, name)
-    codes, uniques = pd.factorize(values)
+    codes, uniques = factorize_text(values, arrow=True)
     # int32 codes where the rows allow: a cached column's are held while later keys read it
     out = (codes.astype(np.int32) if len(codes) < 2**31 else codes, uniques)
     if cache is not None:
@@ -235,7 +245,10 @@ def _distinct_inputs(
     tables = []
     for name in columns:
         codes, uniques = _factorized(records, name, factorized)
-        table = np.array([None, *uniques], dtype=object)  # code 0 = null
+        table = np.empty(len(uniques) + 1, dtype=object)
+        table[0] = None  # code 0 = null
+        # a pyarrow array's values as Python objects, not as pyarrow scalars
+        table[1:] = uniques.to_numpy(zero_copy_only=False) if _is_arrow(uniques) else uniques
         combined = combined * len(table) + (codes.astype(np.int64) + 1)
         tables.append(table)
     codes, distinct = pd.factorize(combined)
@@ -428,8 +441,17 @@ def _iter_key_codes(
             del factorized[column]
 
 
+def _is_arrow(values: object) -> bool:
+    """Whether ``values`` is a pyarrow array (``_factorized``'s values of a dictionary column)."""
+    import pyarrow as pa
+
+    return isinstance(values, pa.Array)
+
+
 def _blank_uniques(uniques: object) -> np.ndarray:
     """Which distinct key values are blank (empty or whitespace): missing, never a shared key."""
+    if _is_arrow(uniques):  # a key held as a dictionary
+        return blank_text(uniques)
     # isspace is strip's own test of whitespace, without making the stripped copy
     return np.array(
         [(not u or u.isspace()) if type(u) is str else str(u).strip() == "" for u in uniques],

@@ -64,6 +64,7 @@ from linkage.tables import (
     attach_keys,
     column_subset,
     columns_of,
+    dictionaries_as_objects,
 )
 from linkage.training import check_model_levels, new_model, train_model
 
@@ -614,6 +615,9 @@ def link_records(
     clustering columns once the comparisons are freed after scoring, the golden columns
     after clustering (clustering's own then dropped, and the columns of the fields a worker
     process builds).
+    Text columns of ``records`` may be Arrow dictionaries
+    (``tables.read_dictionary_columns``, as ``Linker`` reads them back): term frequencies
+    and blocking read their codes, and they are made ``str`` objects once blocking is done.
     ``LinkResult.records`` is the table held at the end: ``rid``, ``source``,
     ``record_id`` and the golden columns this process read (with ``checkpoints`` and
     ``golden_records``, the golden table is spilled there, ``merge_records(spill=)``, and
@@ -646,7 +650,9 @@ def link_records(
         if early is not None:
             early.close(kill=True)
         raise
-    records = box.pop()
+    # text held as Arrow dictionaries through blocking (Linker's records read back from
+    # the checkpoint) becomes ``str`` objects, as every later stage reads it
+    records = dictionaries_as_objects(box.pop())
     n_pairs = len(pairs)
     pairs_per_rule = {
         str(k): int(v) for k, v in pairs[schema.RULE].value_counts(sort=False).items()

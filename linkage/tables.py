@@ -9,6 +9,8 @@ two, so no module builds the lookup by hand; ``text_columns`` gives text columns
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -281,23 +283,177 @@ def _arrow_dictionary(
     path: str | Path, col: str, check_unique: bool
 ) -> tuple[Any, np.ndarray, bool]:
     """:func:`_dictionary_parts` with the values as pyarrow's array."""
+    chunked, unique = _unified_dictionary(path, col, check_unique)
+    dictionary, codes = _chunked_codes(chunked)
+    return dictionary, codes, unique
+
+
+def _unified_dictionary(path: str | Path, col: str, check_unique: bool) -> tuple[Any, bool]:
+    """The text column ``col`` of a Parquet file as a pyarrow ``ChunkedArray`` of
+    dictionaries, every chunk on one dictionary (at least one chunk), and whether no value
+    is in it twice (checked in C++ with ``check_unique``; False without the check)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     chunked = pq.read_table(path, columns=[col], read_dictionary=[col]).column(0)
     if chunked.num_chunks == 0:
-        return pa.array([], pa.large_string()), np.empty(0, dtype=np.int32), True
+        empty = pa.DictionaryArray.from_arrays(
+            pa.array([], pa.int32()), pa.array([], pa.large_string())
+        )
+        return pa.chunked_array([empty]), True
     chunked = chunked.unify_dictionaries()  # each row group's dictionary made one
     dictionary = chunked.chunk(0).dictionary
     unique = check_unique and pc.count_distinct(dictionary, mode="all").as_py() == len(dictionary)
+    return chunked, unique
+
+
+def _chunked_codes(chunked: Any) -> tuple[Any, np.ndarray]:
+    """A ``ChunkedArray`` of dictionaries sharing one dictionary (at least one chunk) as
+    that dictionary and each row's int32 code into it (-1 for null)."""
     codes = np.concatenate(
         [
             chunk.indices.fill_null(-1).to_numpy().astype(np.int32, copy=False)
             for chunk in chunked.chunks
         ]
     )
-    return dictionary, codes, unique
+    return chunked.chunk(0).dictionary, codes
+
+
+def read_dictionary_columns(
+    path: str | Path, columns: list[str], text: set[str]
+) -> pd.DataFrame:
+    """``columns`` of a Parquet file (those it has, in that order), the ``text`` ones as
+    pandas columns of Arrow dictionaries (``pd.ArrowDtype`` of ``dictionary<int32,
+    string>``: an int32 code per row, each distinct value once as Arrow text, no Python
+    object per row or per value) where the file's dictionary holds each value once, else
+    as :func:`read_text_columns` reads them.
+
+    For a stage that only groups rows by those columns (blocking codes its keys:
+    :func:`factorize_text`); :func:`dictionaries_as_objects` turns them into what
+    :func:`read_text_columns` gives. At twenty million records a column of ``str``
+    objects costs 160 MB of pointers besides its distinct values; as codes 80 MB.
+    """
+
+    import pyarrow as pa
+
+    def as_dictionary(col: str) -> pd.Series:
+        chunked, unique = _unified_dictionary(path, col, True)
+        if not unique:
+            dictionary, codes = _chunked_codes(chunked)
+            return pd.Series(_take_text(dictionary.to_numpy(zero_copy_only=False), codes))
+        # one chunk: each call on a chunked one (a chunk per row group) unifies it anew
+        dictionary = chunked.chunk(0).dictionary
+        indices = pa.concat_arrays([c.indices for c in chunked.chunks])
+        del chunked
+        one = pa.DictionaryArray.from_arrays(indices, dictionary)
+        return pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array([one])))
+
+    return _read_columns(path, columns, text, as_dictionary)
+
+
+def _is_dictionary(dtype: Any) -> bool:
+    """Whether ``dtype`` is pandas' Arrow dtype of a dictionary (:func:`read_dictionary_columns`)."""
+    import pyarrow as pa
+
+    return isinstance(dtype, pd.ArrowDtype) and pa.types.is_dictionary(dtype.pyarrow_dtype)
+
+
+def dictionary_codes(values: pd.Series) -> tuple[Any, np.ndarray] | None:
+    """A column read by :func:`read_dictionary_columns` as (its dictionary, a pyarrow
+    array of distinct values; each row's int32 code into it, -1 for null); None for a
+    column of any other dtype."""
+    import pyarrow as pa
+
+    dtype = values.dtype
+    if not _is_dictionary(dtype):
+        return None
+    chunked = values.array._pa_array  # pandas' ArrowExtensionArray holds a ChunkedArray
+    if chunked.num_chunks == 0:
+        return pa.array([], dtype.pyarrow_dtype.value_type), np.empty(0, dtype=np.int32)
+    if chunked.num_chunks > 1:
+        chunked = chunked.unify_dictionaries()
+    return _chunked_codes(chunked)
+
+
+def factorize_text(values: pd.Series, arrow: bool = False) -> tuple[np.ndarray, Any]:
+    """``pd.factorize(values)``: (codes, distinct values), codes -1 for null, the values
+    numbered in order of first appearance. A dictionary column
+    (:func:`read_dictionary_columns`; its dictionary holds each value once) is renumbered
+    from its int32 codes, without hashing a string per row; its distinct values are an
+    object array of ``str``, or with ``arrow`` a pyarrow array (no Python object per
+    value: a caller that only tests them, :func:`blank_text`). Any other through pandas."""
+    parts = dictionary_codes(values)
+    if parts is None:
+        return pd.factorize(values)
+    import pyarrow as pa
+
+    dictionary, codes = parts
+    order = pd.unique(codes)  # the dictionary's codes in order of first appearance
+    order = order[order >= 0]
+    renumber = np.full(len(dictionary) + 1, -1, dtype=np.int32)  # [-1] is null's
+    renumber[order] = np.arange(len(order), dtype=np.int32)
+    uniques = dictionary.take(pa.array(order))
+    if not arrow:
+        uniques = np.asarray(uniques.to_numpy(zero_copy_only=False), dtype=object)
+    return renumber[codes], uniques
+
+
+@functools.cache
+def _blank_pattern() -> str:
+    """A regular expression (RE2, pyarrow's) matching text of only the characters Python's
+    ``str.isspace`` calls whitespace, or none."""
+    spaces = "".join(f"\\x{{{ord(c):x}}}" for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
+    return f"^[{spaces}]*$"
+
+
+def blank_text(values: Any) -> np.ndarray:
+    """Per value of a pyarrow text array, whether it is blank as ``not value.strip()`` says
+    in Python (empty, or whitespace alone); False for null. Tested in C++ (pyarrow's RE2),
+    without a Python object per value."""
+    import pyarrow.compute as pc
+
+    found = pc.match_substring_regex(values, _blank_pattern())
+    return found.fill_null(False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
+
+
+def text_at(values: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """``values.to_numpy()[rows]`` as an object array (None for null); a dictionary column
+    (:func:`read_dictionary_columns`) gives a ``str`` per row taken, made from its codes
+    without a Python object per row of the whole column."""
+    parts = dictionary_codes(values)
+    if parts is None:
+        return np.asarray(values.to_numpy()[rows], dtype=object)
+    import pyarrow as pa
+
+    dictionary, codes = parts
+    taken = codes[rows]
+    return np.asarray(
+        dictionary.take(pa.array(taken, mask=taken < 0)).to_numpy(zero_copy_only=False),
+        dtype=object,
+    )
+
+
+def dictionaries_as_objects(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each dictionary column (:func:`read_dictionary_columns`) as an object
+    column of ``str`` or None, one ``str`` per distinct value, as :func:`read_text_columns`
+    reads it; the other columns shared; ``frame`` itself when it has no such column."""
+    if not any(_is_dictionary(d) for d in frame.dtypes):
+        return frame
+    out = {}
+    for col in frame.columns:
+        parts = dictionary_codes(frame[col])
+        if parts is None:
+            out[col] = frame[col]
+            continue
+        dictionary, codes = parts
+        out[col] = pd.Series(
+            _take_text(dictionary.to_numpy(zero_copy_only=False), codes),
+            index=frame.index,
+            dtype=object,
+        )
+        del dictionary, codes
+    return pd.DataFrame(out, index=frame.index, copy=False)
 
 
 def read_coded_text(path: str | Path, col: str) -> tuple[np.ndarray, Any] | None:

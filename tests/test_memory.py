@@ -709,6 +709,127 @@ def test_text_read_back_as_arrow_equals_the_object_read(tmp_path_factory, values
     pd.testing.assert_series_equal(got["n"], want["n"])
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.none(), st.sampled_from(["", " ", "张伟", "a", "𠀀"]),
+                              st.text(max_size=6)), max_size=60),
+    row_group=st.integers(1, 9),
+    large=st.booleans(),
+)  # fmt: skip
+def test_text_read_as_dictionaries_groups_and_reads_back_as_the_object_read(
+    tmp_path_factory, values, row_group, large
+):
+    """``read_dictionary_columns``: codes per row, no Python object per value; factorized
+    it gives ``pd.factorize``'s codes and values of the object column, its rows
+    ``to_numpy``'s, its term frequencies the object column's, and made objects it is
+    ``read_text_columns``' column (one ``str`` per distinct value)."""
+    import pyarrow as pa
+
+    from linkage.compare import term_frequencies
+    from linkage.tables import (
+        dictionaries_as_objects,
+        dictionary_codes,
+        factorize_text,
+        read_dictionary_columns,
+        text_at,
+    )
+
+    path = tmp_path_factory.mktemp("text") / "t.parquet"
+    kind = pa.large_string() if large else pa.string()
+    pq.write_table(pa.table({"n": pa.array(range(len(values))), "t": pa.array(values, kind)}),
+                   path, row_group_size=row_group)  # fmt: skip
+    got = read_dictionary_columns(path, ["t", "n"], {"t"})
+    want = read_text_columns(path, ["t", "n"], {"t"})
+    assert list(got.columns) == ["t", "n"]
+    assert dictionary_codes(got["t"]) is not None  # codes, not objects
+    assert dictionary_codes(want["t"]) is None
+    codes, uniques = factorize_text(got["t"])
+    want_codes, want_uniques = pd.factorize(want["t"])
+    np.testing.assert_array_equal(codes, want_codes)
+    assert list(uniques) == list(want_uniques)
+    rows = np.arange(len(values))[::2]
+    assert text_at(got["t"], rows).tolist() == want["t"].to_numpy()[rows].tolist()
+    np.testing.assert_array_equal(term_frequencies(got, "t"), term_frequencies(want, "t"))
+    back = dictionaries_as_objects(got)
+    pd.testing.assert_frame_equal(back, want)
+    kept = [v for v in back["t"] if v is not None]
+    assert len({id(v) for v in kept}) == len(set(kept))  # one object per distinct value
+    assert dictionaries_as_objects(want) is want  # nothing to turn
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), st.text(alphabet=st.characters(), max_size=4),
+                                 st.text(alphabet=" \t\u3000\x1c\x85\xa0\u200b\ufeff",
+                                         max_size=3)), max_size=40))  # fmt: skip
+def test_blank_text_is_python_s_strip_test(values):
+    # every character Python's str.isspace calls whitespace, and look-alikes it does not
+    # (zero-width space, byte order mark): the same answer as ``not value.strip()``
+    import sys
+
+    import pyarrow as pa
+
+    from linkage.tables import blank_text
+
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    values = values + spaces + ["".join(spaces), "\u200b", "a ", ""]
+    got = blank_text(pa.array(values, pa.large_string()))
+    assert got.tolist() == [v is not None and not v.strip() for v in values]
+
+
+def test_a_dictionary_repeating_a_value_is_read_as_objects(tmp_path):
+    # a file whose dictionary holds a value twice (not one pyarrow writes from text, but
+    # a valid file) cannot be grouped by its codes: read as str objects instead
+    import pyarrow as pa
+
+    from linkage.tables import dictionary_codes, factorize_text, read_dictionary_columns
+
+    path = tmp_path / "t.parquet"
+    column = pa.DictionaryArray.from_arrays(
+        pa.array([0, 1, None, 2, 1], pa.int32()), pa.array(["a", "a", "b"])
+    )
+    pq.write_table(pa.table({"t": column}), path)
+    got = read_dictionary_columns(path, ["t"], {"t"})
+    assert dictionary_codes(got["t"]) is None
+    assert got["t"].tolist() == ["a", "a", None, "b", "a"]
+    codes, uniques = factorize_text(got["t"])
+    assert codes.tolist() == [0, 0, -1, 1, 0] and list(uniques) == ["a", "b"]
+
+
+def test_blocking_plans_the_same_on_records_read_as_dictionaries(config, records, tmp_path):
+    """What a spilling run holds through blocking (``Linker``: the records checkpoint's
+    blocking columns read as dictionaries) gives the same coded keys, refinement columns,
+    report rows, term frequencies and pairs as the same columns held as objects."""
+    import pyarrow as pa
+
+    from linkage.blocking import plan_blocking
+    from linkage.compare import term_frequencies
+    from linkage.tables import dictionary_codes, read_dictionary_columns
+
+    held = held_columns(config, list(records.columns))
+    as_objects = records[held].copy()
+    # blank text among them: a key's blank values must still be nulls, not a shared key
+    for col in (schema.name_col(schema.NAME, "pinyin"), schema.name_col(schema.NAME, "clean")):
+        as_objects.loc[as_objects.index[:5], col] = " "
+    path = tmp_path / "held.parquet"
+    as_objects.to_parquet(path)
+    text = {c for c in held if as_objects[c].dtype == object}
+    as_codes = read_dictionary_columns(path, held, text)
+    stored = {f.name for f in pq.read_schema(path) if f.type in (pa.string(), pa.large_string())}
+    assert len(stored & text) > 10
+    assert all(dictionary_codes(as_codes[c]) is not None for c in stored & text)
+    settings_ = config.blocking
+    got, want = plan_blocking(as_codes, settings_), plan_blocking(as_objects, settings_)
+    pd.testing.assert_frame_equal(got.coded, want.coded)
+    assert got.refine_columns == want.refine_columns and got.rows == want.rows
+    for column in config.model.term_frequency.values():
+        np.testing.assert_array_equal(
+            term_frequencies(as_codes, column), term_frequencies(as_objects, column)
+        )
+    pairs = block(None, settings_, plan=got)
+    assert len(pairs) > 100
+    pd.testing.assert_frame_equal(pairs, block(None, settings_, plan=want))
+
+
 def test_a_written_run_equals_the_run_over_the_full_records(config, written, tmp_path):
     # Linker.write holds the cut table and reads golden columns back; Linker.run keeps
     # every column: the files are byte-identical

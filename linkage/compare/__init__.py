@@ -519,8 +519,18 @@ def term_frequencies(records: pd.DataFrame, column: str) -> np.ndarray:
     if column not in records.columns:
         raise InputError(f"records have no column '{column}' for term frequencies", column=column)
     from linkage.compare.base import factorize
+    from linkage.tables import blank_text, dictionary_codes
 
-    codes, _ = factorize(records[column].to_numpy())
+    parts = dictionary_codes(records[column])
+    if parts is None:
+        codes, _ = factorize(records[column].to_numpy())
+    else:
+        # a column held as a dictionary (tables.read_dictionary_columns) is counted by its
+        # codes, blank values null as factorize makes them
+        dictionary, codes = parts
+        blank = blank_text(dictionary)
+        if blank.any():
+            codes = np.where(np.append(blank, False)[codes], -1, codes)
     present = codes >= 0
     counts = np.bincount(codes[present])
     tf = np.full(len(codes), np.nan)
