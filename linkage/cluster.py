@@ -19,7 +19,7 @@ from scipy.sparse.csgraph import connected_components
 
 from linkage import schema
 from linkage.errors import InputError
-from linkage.tables import sorted_unique
+from linkage.tables import factorize_text, sorted_unique, text_at
 from linkage.zh.surnames import split_han
 
 logger = logging.getLogger(__name__)
@@ -821,14 +821,17 @@ def sibling_parts(
     if not _SIBLING_LEVELS <= set(pairs.columns) or clean_col not in records:
         return none, none, none
     left, right = pairs[schema.ROW_L].to_numpy(), pairs[schema.ROW_R].to_numpy()
-    clean = records[clean_col].to_numpy(dtype=object)
     # lone siblings sharing a generation character need no partner (sibling_mask)
-    counts = given_char_counts(clean) if given_counts is None else given_counts
+    counts = (
+        given_char_counts(_distinct_text(records[clean_col])) if given_counts is None else given_counts
+    )
     # sibling_mask without partners and with every record partnered, the names of the
-    # sibling-like pairs read once for both (half of this function's Python work)
+    # sibling-like pairs read once for both (half of this function's Python work); taken
+    # at those rows alone (a column held as an Arrow dictionary makes a str per row taken)
     sibling_like, ids_apart, edited = _sibling_rule(pairs)
     cand = np.flatnonzero(sibling_like)
-    left_names, right_names = clean[left[cand]], clean[right[cand]]
+    left_names = text_at(records[clean_col], left[cand])
+    right_names = text_at(records[clean_col], right[cand])
     shaped = _sibling_names(left_names, right_names)
     lone = np.zeros(len(pairs), dtype=bool)  # held out without a partner
     for i, a, b in zip(cand[shaped], left_names[shaped], right_names[shaped], strict=True):
@@ -843,6 +846,13 @@ def sibling_parts(
 
 
 _SIBLING_LEVELS = {"gamma_name", "gamma_birth_date"}
+
+
+def _distinct_text(values: pd.Series) -> np.ndarray:
+    """The distinct values of a text column (objects; a column held as an Arrow dictionary
+    gives those its rows hold, without an object per row): what ``given_char_counts``
+    counts over."""
+    return np.asarray(factorize_text(values)[1], dtype=object)
 
 
 def partner_pairs(pairs: pd.DataFrame) -> np.ndarray:
@@ -1054,9 +1064,34 @@ def guardian_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
     if schema.BIRTH_DATE_STD not in records or given_col not in records:
         return np.zeros(len(pairs), dtype=bool)
     no_birth = records[schema.BIRTH_DATE_STD].isna().to_numpy()
-    given = records[given_col].to_numpy(dtype=object)
     rows_l, rows_r = pairs[schema.ROW_L].to_numpy(), pairs[schema.ROW_R].to_numpy()
-    return guardian_mask(pairs, no_birth[rows_l], no_birth[rows_r], given[rows_l], given[rows_r])
+    no_birth_l, no_birth_r = no_birth[rows_l], no_birth[rows_r]
+    # the given names of the pairs guardian_mask reads them for (an exact ID, no name
+    # level, a birth date missing) alone: a column held as an Arrow dictionary makes a
+    # str per row taken, and a chunk holds millions of pairs
+    given_l = np.full(len(pairs), None, dtype=object)
+    given_r = np.full(len(pairs), None, dtype=object)
+    cand = np.flatnonzero(_guardian_candidates(pairs, no_birth_l, no_birth_r))
+    given_l[cand] = text_at(records[given_col], rows_l[cand])
+    given_r[cand] = text_at(records[given_col], rows_r[cand])
+    return guardian_mask(pairs, no_birth_l, no_birth_r, given_l, given_r)
+
+
+def _guardian_candidates(
+    pairs: pd.DataFrame, no_birth_l: np.ndarray, no_birth_r: np.ndarray
+) -> np.ndarray:
+    """Mask of the pairs :func:`guardian_mask` tests the given names of: ``gamma_id``
+    ``exact``, ``gamma_name`` 0 and a birth date missing on either side (all False
+    without both levels)."""
+    if not {"gamma_id", "gamma_name"} <= set(pairs.columns):
+        return np.zeros(len(pairs), dtype=bool)
+    from linkage.compare.fields import IdComparison
+
+    return (
+        (pairs["gamma_id"].to_numpy() == IdComparison.levels.index("exact"))
+        & (pairs["gamma_name"].to_numpy() == 0)
+        & (np.asarray(no_birth_l, dtype=bool) | np.asarray(no_birth_r, dtype=bool))
+    )
 
 
 def guardian_mask(
@@ -1070,15 +1105,7 @@ def guardian_mask(
     birth date is missing and the given name: the Spark engine joins those to each pair and
     applies this per pair partition. Takes ``gamma_id`` and ``gamma_name`` from ``pairs``."""
     out = np.zeros(len(pairs), dtype=bool)
-    if not {"gamma_id", "gamma_name"} <= set(pairs.columns):
-        return out
-    from linkage.compare.fields import IdComparison
-
-    cand = np.flatnonzero(
-        (pairs["gamma_id"].to_numpy() == IdComparison.levels.index("exact"))
-        & (pairs["gamma_name"].to_numpy() == 0)
-        & (np.asarray(no_birth_l, dtype=bool) | np.asarray(no_birth_r, dtype=bool))
-    )
+    cand = np.flatnonzero(_guardian_candidates(pairs, no_birth_l, no_birth_r))
     left = np.asarray(given_l, dtype=object)[cand]
     right = np.asarray(given_r, dtype=object)[cand]
     for i, a, b in zip(cand, left, right, strict=True):

@@ -65,6 +65,7 @@ from linkage.tables import (
     column_subset,
     columns_of,
     dictionaries_as_objects,
+    factorize_text,
 )
 from linkage.training import check_model_levels, new_model, train_model
 
@@ -402,7 +403,9 @@ class _ClusterInput:
         """Take clustering's share of one chunk of scored pairs."""
         clean = schema.name_col(schema.NAME, "clean")
         if self.given_counts is None and clean in records:
-            self.given_counts = given_char_counts(records[clean].to_numpy(dtype=object))
+            # over the distinct names: a column held as an Arrow dictionary is not made
+            # an object per row
+            self.given_counts = given_char_counts(factorize_text(records[clean])[1])
         held_out, if_partnered, partners = sibling_parts(records, scored, self.given_counts)
         left = scored[schema.ROW_L].to_numpy()
         right = scored[schema.ROW_R].to_numpy()
@@ -617,7 +620,9 @@ def link_records(
     process builds).
     Text columns of ``records`` may be Arrow dictionaries
     (``tables.read_dictionary_columns``, as ``Linker`` reads them back): term frequencies
-    and blocking read their codes, and they are made ``str`` objects once blocking is done.
+    and blocking read their codes; they are made ``str`` objects once blocking is done, or
+    with ``golden_records`` (the table then cut) once scoring is, the comparisons taking
+    theirs as objects while they are prepared and the twin and sibling checks their rows'.
     ``LinkResult.records`` is the table held at the end: ``rid``, ``source``,
     ``record_id`` and the golden columns this process read (with ``checkpoints`` and
     ``golden_records``, the golden table is spilled there, ``merge_records(spill=)``, and
@@ -650,9 +655,14 @@ def link_records(
         if early is not None:
             early.close(kill=True)
         raise
-    # text held as Arrow dictionaries through blocking (Linker's records read back from
-    # the checkpoint) becomes ``str`` objects, as every later stage reads it
-    records = dictionaries_as_objects(box.pop())
+    records = box.pop()
+    if cut is None:
+        # text held as Arrow dictionaries (Linker's records read back from the checkpoint)
+        # becomes ``str`` objects here; a cut table's once scored: preparing the
+        # comparisons takes its columns as objects (``_comparing_input``), the twin and
+        # sibling checks take their rows' names (``cluster.sibling_parts``), and at twenty
+        # million records the dictionaries held ~1.2 GB less through those stages
+        records = dictionaries_as_objects(records)
     n_pairs = len(pairs)
     pairs_per_rule = {
         str(k): int(v) for k, v in pairs[schema.RULE].value_counts(sort=False).items()
@@ -754,6 +764,7 @@ def link_records(
         records, pairs, vectors, tf, model, comparisons, rows_tf, config, say, checkpoints,
         prepared, sample,
     )  # fmt: skip
+    records = dictionaries_as_objects(records)  # clustering reads objects
     # the candidate pairs table and the prepared comparisons are not needed after scoring
     del vectors, tf, pairs, rows_tf, prepared, sample
     # the kept pairs, saved chunk by chunk in the scoring checkpoint, are read back after
@@ -914,11 +925,13 @@ class _EarlyPrepare:
     def __init__(self, worker: Any, comparisons: list[Comparison]):
         self.worker = worker
         self.comparisons = comparisons
-        # the worker's share: all but the comparison reading the most columns (this process
-        # prepares it when blocking is done) and those reading one or two (cheaper here
-        # than read from the file there)
+        # the worker's share: all but those reading one or two columns (cheaper here than
+        # read from the file there), the one reading the most first. The ID comparison's
+        # thirteen columns as objects and its preparing were the comparing stage's peak in
+        # this process (8.7 GB at twenty million records, beside the pairs and the cut
+        # records); the worker prepares it while blocking runs here, and is done before it
         order = sorted(range(len(comparisons)), key=lambda i: -len(comparisons[i].columns))
-        self.theirs = [i for i in order[1:] if len(comparisons[i].columns) > 2]
+        self.theirs = [i for i in order if len(comparisons[i].columns) > 2]
         self.lock = threading.Lock()
         self.sent = False
         self.closed = False
@@ -1027,17 +1040,19 @@ def _comparing_input(
 ) -> pd.DataFrame:
     """The records with the columns ``comparisons`` read, for preparing them: ``records``
     itself without ``read``, else its columns among those (shared) and the others from
-    ``read`` (a spilling run's records checkpoint), held only while they are prepared."""
+    ``read`` (a spilling run's records checkpoint), held only while they are prepared.
+    Columns held as Arrow dictionaries come as ``str`` objects (``dictionaries_as_objects``),
+    as the comparisons read them."""
     if read is None:
-        return records
+        return dictionaries_as_objects(records)
     wanted = list(dict.fromkeys([schema.ROW, *(col for c in comparisons for col in c.columns)]))
     few = {col for c in comparisons for col in c.few_rows_columns} - set(records.columns)
     if not few or not hasattr(read, "file"):
-        return columns_of(records, wanted, read)
+        return dictionaries_as_objects(columns_of(records, wanted, read))
     # read at a few rows: as Arrow text, not an object per record (the raw IDs)
     frame = columns_of(records, [c for c in wanted if c not in few], read)
     frame = with_few_rows_columns(frame, read.file()[0], [c for c in wanted if c in few])
-    return frame[[c for c in wanted if c in frame.columns]]
+    return dictionaries_as_objects(frame[[c for c in wanted if c in frame.columns]])
 
 
 def _after_comparing(

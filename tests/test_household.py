@@ -248,6 +248,7 @@ def test_sibling_pairs_mask():
     # generation character in place (赵明华 / 赵朋华: siblings), the same tied by an ID one
     # typo apart; a character no other name holds against a common one (刘婧涵 / 刘婧番: a
     # typo of one person); lone names sharing no character (孙小明 / 孙大伟: a changed name)
+    assert_same_on_dictionaries(records, pairs)
     assert sibling_pairs(records, pairs).tolist() == [
         True,
         False,
@@ -383,6 +384,33 @@ def test_guardian_pairs_mask():
     # both birth dates recorded (the standardizer judges those); IDs differ; same name;
     # the same given-name characters reordered (one person, mistyped)
     assert guardian_pairs(records, pairs).tolist() == [True, False, False, False, False]
+    assert_same_on_dictionaries(records, pairs)
+
+
+def assert_same_on_dictionaries(records: pd.DataFrame, pairs: pd.DataFrame) -> None:
+    """The twin, sibling and guardian masks of scoring (``sibling_parts``) are the same on
+    the records' text held as Arrow dictionaries (as a spilling run holds it through
+    scoring: ``tables.read_dictionary_columns``) as on ``str`` objects."""
+    import tempfile
+
+    from linkage.cluster import sibling_parts
+    from linkage.tables import dictionary_codes, read_dictionary_columns
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/records.parquet"
+        records.to_parquet(path)
+        coded = read_dictionary_columns(path, list(records.columns), set(records.columns))
+    assert all(dictionary_codes(coded[c]) is not None for c in records.columns)
+    with_levels = pairs.assign(
+        **{c: pairs.get(c, pd.Series(0, index=pairs.index)) for c in
+           ("gamma_name", "gamma_birth_date", "gamma_id")}
+    )  # fmt: skip
+    for got, want in zip(
+        sibling_parts(coded, with_levels), sibling_parts(records, with_levels), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+    if schema.BIRTH_DATE_STD in records:
+        np.testing.assert_array_equal(guardian_pairs(coded, pairs), guardian_pairs(records, pairs))
 
 
 def test_child_without_birth_date_links_to_its_own_records(tmp_path):
