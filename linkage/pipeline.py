@@ -66,6 +66,7 @@ from linkage.tables import (
     columns_of,
     dictionaries_as_objects,
     factorize_text,
+    is_dictionary_column,
 )
 from linkage.training import check_model_levels, new_model, train_model
 
@@ -764,7 +765,6 @@ def link_records(
         records, pairs, vectors, tf, model, comparisons, rows_tf, config, say, checkpoints,
         prepared, sample,
     )  # fmt: skip
-    records = dictionaries_as_objects(records)  # clustering reads objects
     # the candidate pairs table and the prepared comparisons are not needed after scoring
     del vectors, tf, pairs, rows_tf, prepared, sample
     # the kept pairs, saved chunk by chunk in the scoring checkpoint, are read back after
@@ -785,6 +785,9 @@ def link_records(
         if golden_records is not None:
             # the prepared comparisons are freed: clustering's columns come back now
             records = _for_clustering(records, config, comparisons, golden_records)
+        # those held as Arrow dictionaries since blocking and kept, as objects (once the
+        # comparisons are freed: made beside them, scoring's end peaked 2 GB higher)
+        records = dictionaries_as_objects(records)
         if checkpoints is not None and checkpoints.done("clustering"):
             labels = checkpoints.frame("clustering", "labels")["label"]
         else:
@@ -1103,14 +1106,16 @@ def _for_clustering(
     siblings = {schema.name_col(schema.NAME, "clean"), schema.name_col(schema.NAME, "given")}
     wanted = [c for c in stages["clustering"] if c not in siblings or c in held]
     if hasattr(read, "arrow"):
-        # those held as ``str`` objects since blocking (the IDs, ~1.4 GB at twenty million
-        # records) are dropped and read back as Arrow text (~0.5 GB)
+        # those held as ``str`` objects or Arrow dictionaries since blocking (the IDs, ~1.4
+        # GB at twenty million records as objects) are dropped and read back as Arrow text
+        # (~0.5 GB)
         records = column_subset(
             records,
             [
                 c
                 for c in records.columns
-                if c not in _ARROW_AT_CLUSTERING or records[c].dtype != object
+                if c not in _ARROW_AT_CLUSTERING
+                or not (records[c].dtype == object or is_dictionary_column(records[c]))
             ],
         )
     return _columns_for(records, list(dict.fromkeys(wanted + held)), _clustering_reader(read))

@@ -359,6 +359,11 @@ def _is_dictionary(dtype: Any) -> bool:
     return isinstance(dtype, pd.ArrowDtype) and pa.types.is_dictionary(dtype.pyarrow_dtype)
 
 
+def is_dictionary_column(values: pd.Series) -> bool:
+    """Whether ``values`` is held as an Arrow dictionary (:func:`read_dictionary_columns`)."""
+    return _is_dictionary(values.dtype)
+
+
 def dictionary_codes(values: pd.Series) -> tuple[Any, np.ndarray] | None:
     """A column read by :func:`read_dictionary_columns` as (its dictionary, a pyarrow
     array of distinct values; each row's int32 code into it, -1 for null); None for a
