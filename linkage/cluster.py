@@ -822,9 +822,7 @@ def sibling_parts(
         return none, none, none
     left, right = pairs[schema.ROW_L].to_numpy(), pairs[schema.ROW_R].to_numpy()
     # lone siblings sharing a generation character need no partner (sibling_mask)
-    counts = (
-        given_char_counts(_distinct_text(records[clean_col])) if given_counts is None else given_counts
-    )
+    counts = given_char_counts(records[clean_col]) if given_counts is None else given_counts
     # sibling_mask without partners and with every record partnered, the names of the
     # sibling-like pairs read once for both (half of this function's Python work); taken
     # at those rows alone (a column held as an Arrow dictionary makes a str per row taken)
@@ -846,13 +844,6 @@ def sibling_parts(
 
 
 _SIBLING_LEVELS = {"gamma_name", "gamma_birth_date"}
-
-
-def _distinct_text(values: pd.Series) -> np.ndarray:
-    """The distinct values of a text column (objects; a column held as an Arrow dictionary
-    gives those its rows hold, without an object per row): what ``given_char_counts``
-    counts over."""
-    return np.asarray(factorize_text(values)[1], dtype=object)
 
 
 def partner_pairs(pairs: pd.DataFrame) -> np.ndarray:
@@ -970,10 +961,14 @@ def _generation_shared(a: str, b: str, given_counts: Mapping[str, int] | None) -
 _TYPO_SHARE = 0.05
 
 
-def given_char_counts(names: Iterable[object]) -> dict[str, int]:
+def given_char_counts(names: Iterable[object] | pd.Series) -> dict[str, int]:
     """Per character, the number of distinct Han names (clean, ``name_clean``) whose given
     name holds it; minority (``·``), Latin and masked names are skipped. Input of
-    :func:`sibling_mask`."""
+    :func:`sibling_mask`. ``names``: the names, or the records' column of them (a column
+    held as an Arrow dictionary is read per distinct value)."""
+    if isinstance(names, pd.Series):
+        # a column's distinct values (one held as an Arrow dictionary: no object per row)
+        names = factorize_text(names)[1]
     distinct = pd.unique(pd.Series(np.asarray(names, dtype=object)).dropna())
     # one string of each name's distinct given-name characters, counted in one pass; a
     # given name of one character, or of two that differ, is its own such string
@@ -1065,16 +1060,14 @@ def guardian_pairs(records: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
         return np.zeros(len(pairs), dtype=bool)
     no_birth = records[schema.BIRTH_DATE_STD].isna().to_numpy()
     rows_l, rows_r = pairs[schema.ROW_L].to_numpy(), pairs[schema.ROW_R].to_numpy()
-    no_birth_l, no_birth_r = no_birth[rows_l], no_birth[rows_r]
-    # the given names of the pairs guardian_mask reads them for (an exact ID, no name
-    # level, a birth date missing) alone: a column held as an Arrow dictionary makes a
-    # str per row taken, and a chunk holds millions of pairs
-    given_l = np.full(len(pairs), None, dtype=object)
-    given_r = np.full(len(pairs), None, dtype=object)
-    cand = np.flatnonzero(_guardian_candidates(pairs, no_birth_l, no_birth_r))
-    given_l[cand] = text_at(records[given_col], rows_l[cand])
-    given_r[cand] = text_at(records[given_col], rows_r[cand])
-    return guardian_mask(pairs, no_birth_l, no_birth_r, given_l, given_r)
+    # the given names read at the candidates alone (an exact ID, no name level, a birth
+    # date missing): a column held as an Arrow dictionary makes a str per row taken, and a
+    # chunk holds millions of pairs
+    cand = np.flatnonzero(_guardian_candidates(pairs, no_birth[rows_l], no_birth[rows_r]))
+    given = records[given_col]
+    return _guardian_names(
+        len(pairs), cand, text_at(given, rows_l[cand]), text_at(given, rows_r[cand])
+    )
 
 
 def _guardian_candidates(
@@ -1104,10 +1097,19 @@ def guardian_mask(
     """The rule of :func:`guardian_pairs` on pairs given, for both records, whether the
     birth date is missing and the given name: the Spark engine joins those to each pair and
     applies this per pair partition. Takes ``gamma_id`` and ``gamma_name`` from ``pairs``."""
-    out = np.zeros(len(pairs), dtype=bool)
     cand = np.flatnonzero(_guardian_candidates(pairs, no_birth_l, no_birth_r))
-    left = np.asarray(given_l, dtype=object)[cand]
-    right = np.asarray(given_r, dtype=object)[cand]
+    return _guardian_names(
+        len(pairs),
+        cand,
+        np.asarray(given_l, dtype=object)[cand],
+        np.asarray(given_r, dtype=object)[cand],
+    )
+
+
+def _guardian_names(n: int, cand: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Mask over ``n`` pairs: True at the candidates ``cand`` whose given names (``left``,
+    ``right``, one per candidate) are both there and share no character."""
+    out = np.zeros(n, dtype=bool)
     for i, a, b in zip(cand, left, right, strict=True):
         out[i] = isinstance(a, str) and isinstance(b, str) and a != "" and not set(a) & set(b)
     return out

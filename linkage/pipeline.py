@@ -65,7 +65,6 @@ from linkage.tables import (
     column_subset,
     columns_of,
     dictionaries_as_objects,
-    factorize_text,
     is_dictionary_column,
 )
 from linkage.training import check_model_levels, new_model, train_model
@@ -404,9 +403,7 @@ class _ClusterInput:
         """Take clustering's share of one chunk of scored pairs."""
         clean = schema.name_col(schema.NAME, "clean")
         if self.given_counts is None and clean in records:
-            # over the distinct names: a column held as an Arrow dictionary is not made
-            # an object per row
-            self.given_counts = given_char_counts(factorize_text(records[clean])[1])
+            self.given_counts = given_char_counts(records[clean])
         held_out, if_partnered, partners = sibling_parts(records, scored, self.given_counts)
         left = scored[schema.ROW_L].to_numpy()
         right = scored[schema.ROW_R].to_numpy()

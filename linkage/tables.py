@@ -426,17 +426,14 @@ def text_at(values: pd.Series, rows: np.ndarray) -> np.ndarray:
     """``values.to_numpy()[rows]`` as an object array (None for null); a dictionary column
     (:func:`read_dictionary_columns`) gives a ``str`` per row taken, made from its codes
     without a Python object per row of the whole column."""
-    parts = dictionary_codes(values)
-    if parts is None:
+    if not is_dictionary_column(values):
         return np.asarray(values.to_numpy()[rows], dtype=object)
     import pyarrow as pa
 
-    dictionary, codes = parts
-    taken = codes[rows]
-    return np.asarray(
-        dictionary.take(pa.array(taken, mask=taken < 0)).to_numpy(zero_copy_only=False),
-        dtype=object,
-    )
+    # the rows' codes taken in Arrow: not every row's codes copied out per call (the twin
+    # checks call this on each chunk of scored pairs)
+    taken = values.array._pa_array.take(pa.array(np.asarray(rows, dtype=np.int64)))
+    return np.asarray(taken.cast(taken.type.value_type).to_numpy(), dtype=object)
 
 
 def dictionaries_as_objects(frame: pd.DataFrame) -> pd.DataFrame:

@@ -639,13 +639,15 @@ def test_columns_of_takes_held_columns_and_reads_the_rest(records):
     assert frame[schema.NAME].to_numpy()[0] is held[schema.NAME].to_numpy()[0]
 
 
+def _text_lists(*samples: str) -> st.SearchStrategy:
+    """Lists of text written to a Parquet column: nulls, ``samples`` and any short text."""
+    return st.lists(
+        st.one_of(st.none(), st.sampled_from(samples), st.text(max_size=6)), max_size=60
+    )
+
+
 @settings(max_examples=40, deadline=None)
-@given(
-    values=st.lists(st.one_of(st.none(), st.sampled_from(["", "张伟", "a", "b|c", "王芳"]),
-                              st.text(max_size=6)), max_size=60),
-    row_group=st.integers(1, 9),
-    large=st.booleans(),
-)  # fmt: skip
+@given(values=_text_lists("", "张伟", "a", "b|c", "王芳"), row_group=st.integers(1, 9), large=st.booleans())
 def test_text_read_back_by_dictionary_equals_the_pandas_read(tmp_path_factory, values,
                                                              row_group, large):  # fmt: skip
     # row groups of their own dictionaries (pyarrow unifies them), nulls, empty strings,
@@ -672,12 +674,7 @@ def test_text_read_back_by_dictionary_equals_the_pandas_read(tmp_path_factory, v
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    values=st.lists(st.one_of(st.none(), st.sampled_from(["", "张伟", "a", "𠀀"]),
-                              st.text(max_size=6)), max_size=60),
-    row_group=st.integers(1, 9),
-    large=st.booleans(),
-)  # fmt: skip
+@given(values=_text_lists("", "张伟", "a", "𠀀"), row_group=st.integers(1, 9), large=st.booleans())
 def test_text_read_back_as_arrow_equals_the_object_read(tmp_path_factory, values, row_group,
                                                         large):  # fmt: skip
     """``read_arrow_text_columns``: the same values as ``read_text_columns``, in the order
@@ -710,12 +707,7 @@ def test_text_read_back_as_arrow_equals_the_object_read(tmp_path_factory, values
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    values=st.lists(st.one_of(st.none(), st.sampled_from(["", " ", "张伟", "a", "𠀀"]),
-                              st.text(max_size=6)), max_size=60),
-    row_group=st.integers(1, 9),
-    large=st.booleans(),
-)  # fmt: skip
+@given(values=_text_lists("", " ", "张伟", "a", "𠀀"), row_group=st.integers(1, 9), large=st.booleans())
 def test_text_read_as_dictionaries_groups_and_reads_back_as_the_object_read(
     tmp_path_factory, values, row_group, large
 ):
