@@ -30,7 +30,9 @@ from linkage import schema
 from linkage.config import RunConfig, SourceConfig
 from linkage.errors import InputError, OutputError, is_out_of_space, out_of_space_message
 from linkage.progress import ProgressLike, as_progress, release_memory
-from linkage.spreadsheet import neutralize_formulas, restore_formulas  # noqa: F401 - re-exported
+
+# neutralize_formulas and restore_formulas are re-exported
+from linkage.spreadsheet import holds_bytes, neutralize_formulas, restore_formulas  # noqa: F401
 from linkage.standardize._distinct import (
     PARALLEL_MIN_DISTINCT,
     DistinctResults,
@@ -1878,8 +1880,9 @@ def _write_csv_rows(table: Any, out: Any) -> None:
 
 
 # Characters that make Python's csv module (pandas' ``to_csv``) quote a cell under
-# QUOTE_MINIMAL with pandas' dialect: the delimiter, the quote character, line endings.
-_NEEDS_QUOTES = '[",\r\n]'
+# QUOTE_MINIMAL with pandas' dialect: the delimiter, the quote character, line endings
+# (looked for byte by byte, ``spreadsheet.holds_bytes``).
+_NEEDS_QUOTES = b'",\r\n'
 
 
 def _csv_arrow_table(frame: pd.DataFrame) -> Any:
@@ -1889,7 +1892,6 @@ def _csv_arrow_table(frame: pd.DataFrame) -> Any:
     would quote (``_NEEDS_QUOTES``), a one-column frame (an empty cell alone on a line is
     quoted), or a line ending other than ``\n``."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if os.linesep != "\n" or frame.shape[1] < 2 or isinstance(frame.columns, pd.MultiIndex):
         return None
@@ -1918,7 +1920,7 @@ def _csv_arrow_table(frame: pd.DataFrame) -> Any:
             text = pa.array(values, type=pa.large_string(), from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
             return None
-        if pc.any(pc.match_substring_regex(text, _NEEDS_QUOTES)).as_py():
+        if holds_bytes(text, _NEEDS_QUOTES).any():
             return None
         columns.append(text)
     return pa.table(columns, names=[f"c{j}" for j in range(len(columns))])
@@ -1928,14 +1930,11 @@ def _csv_categories(values: pd.Series) -> Any:
     """A categorical column of text as a pyarrow dictionary array (its codes, its
     categories as ``large_string``), or None when a category is not text or one pandas
     would quote (``_NEEDS_QUOTES``)."""
-    import pyarrow.compute as pc
-
     categories = np.asarray(values.cat.categories, dtype=object)
     if pd.api.types.infer_dtype(categories, skipna=False) not in ("string", "empty"):
         return None
     coded = categorical_arrow(values)
-    quoted = pc.match_substring_regex(coded.dictionary, _NEEDS_QUOTES)
-    return None if len(coded.dictionary) and pc.any(quoted).as_py() else coded
+    return None if holds_bytes(coded.dictionary, _NEEDS_QUOTES).any() else coded
 
 
 def _write_csv_arrow(frame: pd.DataFrame, path: Path) -> bool:

@@ -566,36 +566,112 @@ def _field_frame(
 
 
 def _golden_fields_from_file(
-    arg: tuple[str, list[str], list[tuple[str, FieldRule]], _Ranks],
-) -> list[tuple[object, np.ndarray, np.ndarray, np.ndarray | None]]:
+    arg: tuple[str, list[str], list[tuple[str, FieldRule]], _Ranks, str | None],
+) -> list[tuple[object, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]]:
     """:func:`_golden_field` of several fields, each field's columns read from a Parquet
     file of the records (``read_text_columns``) when it is built: the worker process's share
-    of ``merge_records``."""
+    of ``merge_records``. Each field's conflicts come as :func:`_sparse_conflicts`. With a
+    folder (``arg[4]``, a spilling run's golden parts), a field whose column is Arrow text
+    is written there as it is built (:class:`_SpilledField`, its column and chosen rows
+    and identities read back when the field is put in the table): the reply of every
+    field at once (~1.9 GB at twenty million records) was the stage's peak."""
     from linkage.tables import read_text_columns
 
-    path, text, fields, ranks = arg
+    path, text, fields, ranks, folder = arg
     out = []
     for field, rule in fields:
         coded = _coded_inputs(path, text, rule)
         if coded is not None:
-            out.append(_golden_field_coded(field, rule, *coded, ranks))
+            built = _golden_field_coded(field, rule, *coded, ranks)
             del coded
-            release_memory()
-            continue
-        found: dict = {}
-        frame = read_text_columns(
-            path, list(dict.fromkeys(_rule_columns(rule))), set(text), factorized=found
-        )
-        out.append(
-            _golden_field(
+        else:
+            found: dict = {}
+            frame = read_text_columns(
+                path, list(dict.fromkeys(_rule_columns(rule))), set(text), factorized=found
+            )
+            built = _golden_field(
                 field, rule, *_field_inputs(frame, rule), ranks, found.get(rule.column)
             )
-        )
-        del frame, found
+            del frame, found
+        column, chosen_rows, chosen_ident, conflict = built
+        del built
+        conflicts = _sparse_conflicts(conflict)
+        del conflict
+        if folder is not None and _SpilledField.takes(column):
+            out.append((_SpilledField.write(folder, field, column, chosen_rows, chosen_ident),
+                        None, None, conflicts))  # fmt: skip
+        else:
+            out.append((column, chosen_rows, chosen_ident, conflicts))
+        del column, chosen_rows, chosen_ident, conflicts
         # the field's columns and scratch handed back before the next field is read, not
         # kept resident beside the results until the reply (as compare.prepare_from_file)
         release_memory()
     return out
+
+
+def _sparse_conflicts(conflict: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """A field's conflict text per identity (``_choose``: "" where none) as the identities
+    that have one and their text: a few thousand strings, not an array as long as the
+    identities (~90 MB a field at eleven million) held until the table is done."""
+    if conflict is None:
+        return None
+    at = np.flatnonzero(conflict != "")
+    return at, conflict[at]
+
+
+@dataclass(frozen=True)
+class _SpilledField:
+    """One golden field a worker built and wrote to files: its column (Arrow text, a
+    Parquet file) and its chosen rows and identities (``.npy``), read back by ``read``
+    and removed."""
+
+    column: str
+    rows: str
+    ident: str
+
+    @staticmethod
+    def takes(column: object) -> bool:
+        """Whether ``column`` is Arrow text, which a Parquet file gives back as it was."""
+        return (
+            isinstance(column, pd.api.extensions.ExtensionArray)
+            and getattr(_TEXT_DTYPE, "storage", None) == "pyarrow"
+            and column.dtype == _TEXT_DTYPE
+        )
+
+    @classmethod
+    def write(
+        cls, folder: str, field: str, column: Any, rows: np.ndarray, ident: np.ndarray
+    ) -> _SpilledField:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        Path(folder).mkdir(parents=True, exist_ok=True, mode=0o700)
+        base = Path(folder) / f"worker-{field}"
+        out = cls(f"{base}.parquet", f"{base}.rows.npy", f"{base}.ident.npy")
+        # personal data: readable by the run's user only, as the golden parts
+        for path, write in (
+            (out.column, lambda h: pq.write_table(pa.table({"v": pa.array(column)}), h)),
+            (out.rows, lambda h: np.save(h, rows, allow_pickle=False)),
+            (out.ident, lambda h: np.save(h, ident, allow_pickle=False)),
+        ):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+        return out
+
+    def read(self) -> tuple[Any, np.ndarray, np.ndarray]:
+        """The column (as :func:`_picked_coded` made it), chosen rows and identities; the
+        files are removed."""
+        import pyarrow.parquet as pq
+
+        arrow = pq.read_table(self.column).column(0).combine_chunks()
+        column = pd.array(arrow, dtype=_TEXT_DTYPE)
+        del arrow
+        rows = np.load(self.rows, allow_pickle=False)
+        ident = np.load(self.ident, allow_pickle=False)
+        for path in (self.column, self.rows, self.ident):
+            os.unlink(path)
+        return column, rows, ident
 
 
 # Relative cost of a golden field (CPU at a million records, ~0.45 s a unit) when splitting
@@ -712,7 +788,10 @@ def merge_records(
     worker = share.worker if share is not None else None
     if away:
         try:
-            worker.send(_golden_fields_from_file, (share.path, sorted(share.text), away, ranks))
+            folder = str(spill) if spill is not None else None
+            worker.send(
+                _golden_fields_from_file, (share.path, sorted(share.text), away, ranks, folder)
+            )
         except OSError as exc:  # the worker could not start or died: all fields here
             logger.warning("golden records in one process: worker unavailable (%s)", exc)
             worker.close(kill=True)
@@ -751,12 +830,14 @@ def merge_records(
     if parts is not None:
         parts.add(golden, "keys")
         golden = None
-    conflict_of: dict[str, np.ndarray] = {}
+    conflict_of: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     emitted: list[str] = []  # fields whose columns are in the table (or its parts)
 
     def emit(field: str) -> None:
         """Put one built field's value and provenance columns in the table (or its parts)."""
         column, chosen_rows, chosen_ident, conflict = results.pop(field)
+        if isinstance(column, _SpilledField):  # built by the worker, written to files
+            column, chosen_rows, chosen_ident = column.read()
         columns = golden if parts is None else pd.DataFrame({field: column})
         if parts is None:
             golden[field] = column
@@ -769,7 +850,7 @@ def merge_records(
         if parts is not None:
             parts.add(columns, field)
         if conflict is not None:
-            conflict_of[field] = conflict
+            conflict_of[field] = conflict if isinstance(conflict, tuple) else _sparse_conflicts(conflict)
         emitted.append(field)
 
     results = {}
@@ -804,7 +885,7 @@ def merge_records(
             except (EOFError, OSError, pickle.UnpicklingError) as exc:
                 logger.warning("golden records: worker stopped (%s): its fields built here", exc)
                 worker.close(kill=True)
-                arg = (share.path, sorted(share.text), away, ranks)
+                arg = (share.path, sorted(share.text), away, ranks, None)
                 results.update(
                     zip([f for f, _ in away], _golden_fields_from_file(arg), strict=True)
                 )
@@ -817,12 +898,15 @@ def merge_records(
         if field in results:
             emit(field)
     conflicts = np.full(n_ident, "", dtype=object)
-    for field in built:  # joined in the fields' order
+    for field in built:  # joined in the fields' order, "; " between two
         part = conflict_of.pop(field, None)
-        if part is None:
+        if part is None or not len(part[0]):
             continue
-        both = (conflicts != "") & (part != "")
-        conflicts = np.where(both, conflicts + "; " + part, conflicts + part)
+        # only at the identities with one: the text of every identity made anew for each
+        # field was ~1.5 GB at eleven million identities, at the stage's end
+        at, text = part
+        before = conflicts[at]
+        conflicts[at] = np.where(before != "", before + "; " + text, text)
     if parts is not None:
         parts.add(pd.DataFrame({"conflicts": conflicts}), "conflicts")
         keys = [schema.IDENTITY_ID, "records", "sources"]

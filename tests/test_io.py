@@ -1314,3 +1314,82 @@ def test_a_named_encoding_file_of_a_mark_and_blank_lines_is_empty(tmp_path, enco
     assert linkage_io._transcoded_layout(path, cfg) is None
     with pytest.raises(InputError, match="file is empty"):
         linkage_io._parse_csv_file(path, cfg)
+
+
+# ---------------------------------------------------------------- byte searches, equal to RE2
+_BYTE_TEXT = st.one_of(
+    st.none(),
+    st.text(alphabet=st.sampled_from(list(';=+-@\'"\t\r\n, a1张伟\u3000\u2028\U00020000é')), max_size=7),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(_BYTE_TEXT, max_size=12),
+    st.sampled_from(["string", "large_string"]),
+    st.integers(0, 3),
+    st.integers(1, 5),
+)
+def test_byte_searches_equal_the_regular_expressions(values, kind, cut, block):
+    """``holds_bytes`` and ``starts_with_bytes`` read Arrow's bytes in place: on sliced and
+    chunked arrays, nulls and multi-byte characters they give what pyarrow's RE2 gives, a
+    few bytes at a time as at once."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from linkage import spreadsheet
+    from linkage.spreadsheet import holds_bytes, starts_with_bytes
+
+    whole = pa.array(values, type=getattr(pa, kind)())
+    sliced = whole.slice(min(cut, len(whole)))  # a non-zero array offset
+    chunked = pa.chunked_array([whole.slice(0, cut), whole.slice(cut)], type=whole.type)
+    none = pa.chunked_array([], type=whole.type)  # no chunk at all
+    assert not len(holds_bytes(none, b";")) and not len(starts_with_bytes(none, b";"))
+    old = spreadsheet._BYTES_AT_ONCE
+    spreadsheet._BYTES_AT_ONCE = block  # block edges inside values
+    try:
+        for arr in (whole, sliced, chunked):
+            for chars, pattern in ((b";", ";"), (b'",\r\n', '[",\r\n]')):
+                want = pc.match_substring_regex(arr, pattern).fill_null(False)
+                assert holds_bytes(arr, chars).tolist() == want.to_pylist()
+            want = pc.match_substring_regex(arr, r"^[=+\-@'\t\r]").fill_null(False)
+            assert starts_with_bytes(arr, b"=+-@'\t\r").tolist() == want.to_pylist()
+    finally:
+        spreadsheet._BYTES_AT_ONCE = old
+
+
+def test_byte_searches_take_ascii_only():
+    import pyarrow as pa
+
+    from linkage.spreadsheet import holds_bytes, starts_with_bytes
+
+    arr = pa.array(["张伟"])
+    with pytest.raises(ValueError, match="ASCII"):
+        holds_bytes(arr, "张".encode())
+    with pytest.raises(ValueError, match="ASCII"):
+        starts_with_bytes(arr, b"")
+
+
+def test_pair_keys_taken_from_arrow_text_equal_those_taken_from_objects():
+    """pairs.parquet's keys: records keyed by Arrow text (a batch run's keys at clustering)
+    give the same object columns as records keyed by ``str`` objects."""
+    import pyarrow as pa
+
+    from linkage.tables import as_arrow_text, attach_keys, text_at
+
+    records = pd.DataFrame(
+        {
+            schema.SOURCE: np.array(["police", "health", "police", "civil"], dtype=object),
+            schema.RECORD_ID: np.array(["P1", "H𠀀2", "P3", "C4"], dtype=object),
+        }
+    )
+    arrow = records.assign(**{c: as_arrow_text(records[c]) for c in records.columns})
+    if getattr(arrow[schema.SOURCE].dtype, "storage", None) != "pyarrow":
+        pytest.skip("pandas holds text as objects here")
+    pairs = pd.DataFrame({schema.ROW_L: [0, 2, 1], schema.ROW_R: [3, 1, 2], "p": [0.9, 0.5, 0.1]})
+    want, got = attach_keys(pairs, records), attach_keys(pairs, arrow)
+    assert got.dtypes.tolist() == want.dtypes.tolist()
+    pd.testing.assert_frame_equal(got, want)
+    assert pa.Schema.from_pandas(got).equals(pa.Schema.from_pandas(want), check_metadata=True)
+    text = pd.Series(pd.array(["a", None, "b"], dtype=pd.ArrowDtype(pa.large_string())))
+    assert text_at(text, np.array([2, 1, 0])).tolist() == ["b", None, "a"]

@@ -96,6 +96,25 @@ def test_survivorship_and_provenance():
     assert b[schema.PHONE] == "13911111111"
 
 
+def test_conflicts_of_several_fields_are_joined_in_the_fields_order():
+    """The conflicts column: each conflicting field's text, "; " between two, in the order
+    of the golden fields; the empty text for an identity without any."""
+    records = _records()
+    records.loc[3, schema.BIRTH_DATE_STD] = "1980-01-02"  # B: two IDs and two birth dates
+    identities = pd.Series(["A", "A", "A", "B", "B", "B"])
+    settings = GoldenSettings(source_priority=["police", "civil_affairs", "health"])
+    golden = merge_records(records, identities, settings).set_index(schema.IDENTITY_ID)
+    texts = {
+        schema.ID_NUMBER: "id_number=110105198001010012|110105198001010039",
+        schema.BIRTH_DATE: "birth_date=1980-01-01|1980-01-02",
+    }
+    order = [f for f in settings.fields if f in texts]
+    assert golden.loc["B", "conflicts"] == "; ".join(texts[f] for f in order)
+    assert golden.loc["A", "conflicts"] == "birth_date=1949-12-30|1949-12-31"
+    one = merge_records(records.iloc[:1], identities.iloc[:1], settings)
+    assert one["conflicts"].tolist() == [""]
+
+
 def test_golden_records_do_not_depend_on_row_order():
     records = _records()
     identities = pd.Series(["A", "A", "A", "B", "B", "B"])
@@ -390,11 +409,20 @@ def test_spilled_golden_table_equals_the_held_one(
         records.to_parquet(path, index=False)
         text = {c for c in records.columns if records[c].dtype != bool}
         share = WorkerShare(_Worker(), str(path), text, {schema.NAME, schema.BIRTH_DATE})
+    reads = []
+    real_read = merge._SpilledField.read
+    monkeypatch.setattr(
+        merge._SpilledField, "read", lambda self: reads.append(self) or real_read(self)
+    )
     parts = merge_records(
         records, identities, settings, source_codes=source_codes, share=share,
         spill=tmp_path / "golden",
     )  # fmt: skip
     assert isinstance(parts, GoldenParts)
+    # the worker's fields came as files, read back and removed when put in the table
+    arrow_text = getattr(merge._TEXT_DTYPE, "storage", None) == "pyarrow"
+    assert len(reads) == (2 if with_worker and arrow_text else 0)
+    assert not list((tmp_path / "golden").glob("worker-*"))
     assert len(parts) == len(held) == 9 and parts.columns == list(held.columns)
     pd.testing.assert_frame_equal(parts.to_pandas(), held)
     # row groups of 4 identities: the last holds 1, and one holds no hukou address (all
