@@ -508,6 +508,11 @@ def _coded_inputs(
         if read is None:
             return None
         coded.append(_Coded(*read))
+        del read
+        # the reading's scratch (each row group's dictionary, their unifying) handed back
+        # before the shown column is read beside this one (an address's two columns of
+        # twenty million records: the golden-records stage's peak)
+        release_memory()
     if rule.column == schema.ID_STD and schema.ID_VALID in names:
         flags = pd.read_parquet(path, columns=[schema.ID_VALID])[schema.ID_VALID]
         valid = flags.eq(True).to_numpy(dtype=bool, na_value=False)

@@ -824,8 +824,14 @@ def link_records(
         _stage(say, "building golden records")
         if golden_records is not None:
             # clustering's own columns are done with: golden records and the result keep
-            # the keys (pairs.parquet names records by them) and the golden columns held
-            wanted = {schema.ROW, schema.SOURCE, schema.RECORD_ID, *golden_columns(settings)}
+            # the keys (pairs.parquet names records by them) and the golden columns held.
+            # Where the records file can be read as codes (``hasattr(read, "file")``) none:
+            # each field reads its columns there as codes into their distinct values. At
+            # twenty million records the IDs held (Arrow text) were made a str per record
+            # to be grouped, the stage's peak (7.2 GB) and 20 s.
+            wanted = {schema.ROW, schema.SOURCE, schema.RECORD_ID}
+            if not hasattr(golden_records, "file"):
+                wanted |= set(golden_columns(settings))
             records = column_subset(records, [c for c in records.columns if c in wanted])
         # the provenance sources as categoricals (``merge_records(source_codes=)``); a
         # spilling run's table is written a field at a time to the checkpoint folder, not
@@ -857,9 +863,6 @@ def link_records(
                 fields={f: r for f, r in settings.fields.items() if f not in away},
             )
             share = WorkerShare(helper, str(path), text, away)
-            # the worker's fields' columns are read there: this process drops those it holds
-            keys = {schema.ROW, schema.SOURCE, schema.RECORD_ID, *golden_columns(mine)}
-            records = column_subset(records, [c for c in records.columns if c in keys])
             release_memory()
             golden = merge_records(
                 _golden_input(records, mine, golden_records),
