@@ -432,13 +432,14 @@ def test_worker_processes_reading_the_records_checkpoint_give_the_same_bytes(
         assert (out / name).read_bytes() == (reference / name).read_bytes()
     # a worker prepared comparisons from the file, and built golden fields from it
     assert "prepare_from_file" in sent and "_golden_fields_from_file" in sent
-    # this process dropped the worker's fields' own columns when golden records began
+    # golden records began from the keys and recency alone: every field's columns, the
+    # worker's and this process's, are read from the records file as codes
     fields = _config(config_path).golden_settings().fields
     away = shares[-1]
-    mine = {c for f, r in fields.items() if f not in away for c in (r.column, r.raw)}
+    mine = {c for f, r in fields.items() if f not in away for c in (r.column, r.raw)} - {None}
     theirs = {c for f in away for c in (fields[f].column, fields[f].raw)} - mine - {None}
-    assert away and theirs and not held[-1] & theirs
-    assert held[-1] & mine  # this process's own fields' columns it held stay
+    assert away and theirs and mine
+    assert held[-1] == {"source", "record_id", "registered_at_std"}
     # the golden table was spilled: the result keeps the record keys only
     assert set(linker.result_.records.columns) == {"rid", "source", "record_id"}
 
