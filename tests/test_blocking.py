@@ -606,3 +606,51 @@ def test_block_from_a_plan_made_before_equals_block_of_the_records(rows):
     assert report_b == report_a
     with pytest.raises(ValueError, match="records or their plan"):
         block(None, cfg)
+
+
+def test_packed_pairs_sort_as_the_pair_columns_do():
+    """``block`` packs each pair as one uint64 (``rid_l``, ``rid_r``, rule) and sorts those
+    in place: the same columns in the same order as the stable sort of the three columns,
+    unpacked a slice at a time or at once, for int32 and int64 row numbers."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    import linkage.blocking as blocking
+    from linkage.blocking import _PairPacking, _sorted_pairs
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        st.integers(2, 5000),
+        st.integers(1, 9),
+        st.data(),
+        st.sampled_from([np.int32, np.int64]),
+        st.integers(1, 7),
+    )
+    def check(n, n_rules, data, rid_dtype, at_once):
+        pairs = data.draw(
+            st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), unique=True)
+        )
+        pairs = [(a, b) for a, b in pairs if a < b]
+        rules = data.draw(st.lists(st.integers(0, n_rules - 1), min_size=len(pairs),
+                                   max_size=len(pairs)))  # fmt: skip
+        left = np.array([a for a, _ in pairs], dtype=np.int64)
+        right = np.array([b for _, b in pairs], dtype=np.int64)
+        rule = np.array(rules, dtype=np.int16)
+        cut = data.draw(st.integers(0, len(pairs)))
+        packing = _PairPacking.fits(n, n_rules)
+        parts = [packing.pack(left[:cut], right[:cut], rule[:cut]),
+                 packing.pack(left[cut:], right[cut:], rule[cut:])]  # fmt: skip
+        old = blocking._UNPACK_AT_ONCE
+        blocking._UNPACK_AT_ONCE = at_once
+        try:
+            got = packing.sorted(parts, rid_dtype)
+        finally:
+            blocking._UNPACK_AT_ONCE = old
+        want = _sorted_pairs(left.astype(rid_dtype), right.astype(rid_dtype), rule)
+        assert not parts
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype and g.tolist() == w.tolist()
+
+    check()
+    assert _PairPacking.fits(2**30, 16) is not None
+    assert _PairPacking.fits(2**31, 8) is None  # 31 + 31 + 3 bits: the columns are sorted
