@@ -827,7 +827,7 @@ def block(
         # at a time (the rules exclude each other's pairs, so the parts are disjoint and
         # their union is the same; the sort below fixes the order)
         dtypes = {schema.ROW_L: rid_dtype, schema.ROW_R: rid_dtype, "rule_index": np.int16}
-        packing = _PairPacking.fits(len(coded), len(rules))
+        packing = _PairPacking.fits(coded[schema.ROW].to_numpy(), len(rules))
         parts = []
         for select in selects:
             fetched = con.execute(select).fetchnumpy()
@@ -892,10 +892,13 @@ class _PairPacking:
     rule_bits: int
 
     @classmethod
-    def fits(cls, n_records: int, n_rules: int) -> _PairPacking | None:
-        """The packing of pairs of ``n_records`` rows under ``n_rules`` rules; None when
-        two row numbers and a rule index do not fit in 64 bits together."""
-        rid_bits = max(int(n_records - 1).bit_length(), 1)
+    def fits(cls, rids: np.ndarray, n_rules: int) -> _PairPacking | None:
+        """The packing of pairs of the row numbers ``rids`` (the key table's ``rid``, not
+        necessarily 0..n-1) under ``n_rules`` rules; None when one is negative or two row
+        numbers and a rule index do not fit in 64 bits together."""
+        if len(rids) and int(rids.min()) < 0:
+            return None
+        rid_bits = max(int(rids.max()).bit_length() if len(rids) else 1, 1)
         rule_bits = max(int(n_rules - 1).bit_length(), 1)
         return cls(rid_bits, rule_bits) if 2 * rid_bits + rule_bits <= 64 else None
 

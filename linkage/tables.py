@@ -44,9 +44,15 @@ def attach_keys(pairs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
 def _keys_at(column: pd.Series, rows: np.ndarray) -> np.ndarray:
     """``column.to_numpy()[rows]``; Arrow text taken in Arrow (:func:`text_at`), not made a
     Python object per record first."""
-    if _is_text_dtype(column.dtype) and getattr(column.dtype, "storage", "pyarrow") == "pyarrow":
+    if _is_arrow_text(column.dtype):
         return text_at(column, rows)
     return column.to_numpy()[rows]
+
+
+def _is_arrow_text(dtype: object) -> bool:
+    """Text held in Arrow: pandas 3's ``str``, ``string[pyarrow]`` or an ``ArrowDtype`` of
+    text (not ``string[python]``)."""
+    return _is_text_dtype(dtype) and getattr(dtype, "storage", "pyarrow") == "pyarrow"
 
 
 def record_keys_index(
@@ -436,7 +442,7 @@ def text_at(values: pd.Series, rows: np.ndarray) -> np.ndarray:
     whole column."""
     import pyarrow as pa
 
-    if _is_text_dtype(values.dtype) and getattr(values.dtype, "storage", "pyarrow") == "pyarrow":
+    if _is_arrow_text(values.dtype):
         # to_numpy() made a str per row of the column at each call: pairs.parquet's keys
         # of twenty million records, ~40 million objects a slice of 500,000 pairs
         arrow = pa.chunked_array(pa.array(values.array))

@@ -637,7 +637,7 @@ def test_packed_pairs_sort_as_the_pair_columns_do():
         right = np.array([b for _, b in pairs], dtype=np.int64)
         rule = np.array(rules, dtype=np.int16)
         cut = data.draw(st.integers(0, len(pairs)))
-        packing = _PairPacking.fits(n, n_rules)
+        packing = _PairPacking.fits(np.arange(n), n_rules)
         parts = [packing.pack(left[:cut], right[:cut], rule[:cut]),
                  packing.pack(left[cut:], right[cut:], rule[cut:])]  # fmt: skip
         old = blocking._UNPACK_AT_ONCE
@@ -652,5 +652,27 @@ def test_packed_pairs_sort_as_the_pair_columns_do():
             assert g.dtype == w.dtype and g.tolist() == w.tolist()
 
     check()
-    assert _PairPacking.fits(2**30, 16) is not None
-    assert _PairPacking.fits(2**31, 8) is None  # 31 + 31 + 3 bits: the columns are sorted
+    assert _PairPacking.fits(np.array([0, 2**30 - 1]), 16) is not None
+    # 31 + 31 + 3 bits, or a negative row number: the columns are sorted instead
+    assert _PairPacking.fits(np.array([0, 2**31 - 1]), 8) is None
+    assert _PairPacking.fits(np.array([-1, 5]), 2) is None
+
+
+def test_block_packs_pairs_of_row_numbers_not_starting_at_zero(monkeypatch):
+    """The packing's width comes from the largest ``rid`` (records of an ingest or a
+    subset are not numbered 0..n-1): the same pairs as the column sort."""
+    import linkage.blocking as blocking
+
+    records = pd.DataFrame(
+        {
+            schema.ROW: np.array([10**6, 10**6 + 7, 5 * 10**6, 9 * 10**6, 9 * 10**6 + 3]),
+            schema.SOURCE: ["a", "b", "a", "b", "a"],
+            schema.BIRTH_DATE_STD: ["1990-01-01"] * 3 + ["1985-02-02"] * 2,
+        }
+    )
+    settings = BlockingSettings(rules=[{"name": "birth", "keys": [schema.BIRTH_DATE_STD]}])
+    packed = block(records, settings)
+    monkeypatch.setattr(blocking._PairPacking, "fits", classmethod(lambda cls, r, n: None))
+    sorted_columns = block(records, settings)
+    pd.testing.assert_frame_equal(packed, sorted_columns)
+    assert len(packed) == 4 and packed[schema.ROW_R].max() == 9 * 10**6 + 3
