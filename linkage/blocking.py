@@ -167,6 +167,56 @@ def _id_region_tail_batch(key: str, args: list[np.ndarray], memo: dict) -> list:
     ]
 
 
+def _id_region_tail_arrow(ids: Any) -> Any:
+    """``_id_region_tail`` of each value of a pyarrow text array (null where it gives None),
+    computed by pyarrow's string kernels: at twenty million records the distinct IDs as
+    ``str`` objects and their tails as new ones were ~2 GB of blocking's peak."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # pyarrow's utf8_* kernels count code points, as Python's len and slicing do
+    joined = pc.binary_join_element_wise(
+        pc.utf8_slice_codeunits(ids, 0, 6),
+        pc.utf8_slice_codeunits(ids, 14, 18),
+        pa.scalar("", ids.type),  # string or large_string, as the values
+    )
+    whole = pc.equal(pc.utf8_length(ids), 18)
+    return pc.if_else(whole, joined, pa.scalar(None, joined.type))
+
+
+# Derived keys of one text column with a pyarrow form over its distinct values (an Arrow
+# array, where the column is held as a dictionary): key -> f(pyarrow array) -> a pyarrow
+# array of the key values, null where DERIVED_KEYS' function gives None.
+_ARROW_KEYS: dict[str, Callable[[Any], Any]] = {
+    "id_region_tail": _id_region_tail_arrow,
+}
+
+
+def _arrow_key_codes(
+    records: pd.DataFrame, key: str, cache: dict | None
+) -> tuple[np.ndarray, Any] | None:
+    """An ``_ARROW_KEYS`` key's codes per row and distinct values (a pyarrow array), as
+    factorizing the derived column gives them (first appearance, -1 for null); None when
+    its column is not held as a dictionary (then the key is made per distinct value in
+    Python; also for text types other than ``string`` and ``large_string``). ``cache``:
+    ``_factorized``'s."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    (column,) = DERIVED_KEYS[key][0]
+    if column not in records.columns:
+        return None
+    codes, uniques = _factorized(records, column, cache)
+    if not (_is_arrow(uniques) and uniques.type in (pa.string(), pa.large_string())):
+        return None
+    # the input's distinct values are numbered in order of first appearance, so the key
+    # values' first appearance among them is their first appearance among the rows
+    encoded = pc.dictionary_encode(_ARROW_KEYS[key](uniques))
+    of_value = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    table = np.append(of_value, -1).astype(codes.dtype)  # code -1 (null input) reads -1
+    return table[codes], encoded.dictionary
+
+
 # Derived keys with a cheaper form over all distinct inputs at once than one call each:
 # key -> f(key, per input column the distinct combinations' values, memo shared by the keys
 # of one call) -> one key value per combination, equal to DERIVED_KEYS' function's.
@@ -415,6 +465,9 @@ def _iter_key_codes(
     for i, key in enumerate(keys):
         memo["keys_to_come"] = set(keys[i + 1 :])
         coded = _minority_head_codes(records) if key == "name_minority_head" else None
+        if coded is None and key in _ARROW_KEYS:
+            column = DERIVED_KEYS[key][0][0]
+            coded = _arrow_key_codes(records, key, factorized if column in twice else None)
         if coded is not None:
             yield key, *coded
         elif key in DERIVED_KEYS:
@@ -708,7 +761,14 @@ def _plan(
     records: pd.DataFrame, settings: BlockingSettings
 ) -> tuple[pd.DataFrame, list[str | None], list[dict]]:
     """The coded key table with one refinement column per refined rule, and the report rows."""
-    coded = _coded_key_columns(_iter_key_codes(records, settings.rules, settings.all_refine_keys()))
+    return _plan_coded(key_codes(records, settings), settings)
+
+
+def _plan_coded(
+    coded: pd.DataFrame, settings: BlockingSettings
+) -> tuple[pd.DataFrame, list[str | None], list[dict]]:
+    """:func:`_plan` of the key codes (:func:`key_codes`); adds the refinement columns to
+    ``coded`` in place."""
     columns: list[str | None] = []
     rows = []
     for i, rule in enumerate(settings.rules):
@@ -765,10 +825,30 @@ class BlockingPlan:
 def plan_blocking(records: pd.DataFrame, settings: BlockingSettings) -> BlockingPlan:
     """The coded keys, refinement columns and report rows :func:`block` joins on: all it
     reads of ``records`` (standardized records with ``rid``, ``source`` and the rules'
-    key columns). A caller done with the records' key columns drops them after this and
-    before ``block(plan=)``: at twenty million records they were ~5 GB held beside
-    DuckDB's joins. Raises ConfigError for an unknown rule key."""
+    key columns). The same as ``plan_keys(key_codes(records, settings), settings)``: a
+    caller done with the records' key columns calls those two and drops the columns in
+    between, so that neither the rules' planning nor ``block(plan=)``'s joins hold them
+    (at twenty million records ~2.5 GB of planning's peak). Raises ConfigError for an
+    unknown rule key."""
     return BlockingPlan(*_plan(records, settings))
+
+
+def key_codes(records: pd.DataFrame, settings: BlockingSettings) -> pd.DataFrame:
+    """The records' blocking and refinement keys as codes: ``rid`` (int64) then ``source``
+    and one column per key (rule keys first, then the refinement keys the records can
+    give), each a nullable int32 code per record (NA where the key is null or blank; equal
+    codes, equal key values). All that :func:`plan_keys` and :func:`block` read of the
+    records: a caller may drop the records' key columns once it has this, before the
+    rules are planned (at twenty million records the columns held were ~2.5 GB of
+    planning's peak). Raises ConfigError for an unknown rule key."""
+    return _coded_key_columns(_iter_key_codes(records, settings.rules, settings.all_refine_keys()))
+
+
+def plan_keys(coded: pd.DataFrame, settings: BlockingSettings) -> BlockingPlan:
+    """:func:`plan_blocking` from the key codes (:func:`key_codes` of the same
+    ``settings``), which become the plan's ``coded`` (its refinement columns are added to
+    that table)."""
+    return BlockingPlan(*_plan_coded(coded, settings))
 
 
 def block(

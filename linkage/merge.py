@@ -403,8 +403,9 @@ def _choose(
 @dataclass(frozen=True)
 class _Coded:
     """A text column as ``codes`` (int32 per record, -1 for null) into ``dictionary`` (a
-    pyarrow ``large_string`` array without nulls, each value once): read from a Parquet
-    dictionary (``tables.read_coded_text``) without a Python object per value."""
+    pyarrow ``large_string`` array without nulls, each value once): a Parquet column
+    dictionary-encoded by pyarrow (``tables.read_coded_text``), without a Python object
+    per value."""
 
     codes: np.ndarray
     dictionary: Any
@@ -490,7 +491,7 @@ def _coded_inputs(
     """One field's value column, shown (``raw``) column (None when the file lacks it) and
     ID-validity mask read from a Parquet file of the records as :class:`_Coded`, for
     :func:`_golden_field_coded`; None when that path does not apply (pandas holds text as
-    objects, the value column is absent or not text, or a dictionary repeats a value):
+    objects, or the value column is absent or not text):
     the caller then reads the columns as objects."""
     import pyarrow.parquet as pq
 
@@ -509,7 +510,7 @@ def _coded_inputs(
             return None
         coded.append(_Coded(*read))
         del read
-        # the reading's scratch (each row group's dictionary, their unifying) handed back
+        # the reading's scratch (the plain text read, its dictionary encoding) handed back
         # before the shown column is read beside this one (an address's two columns of
         # twenty million records: the golden-records stage's peak)
         release_memory()

@@ -28,7 +28,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from linkage import schema
-from linkage.blocking import DERIVED_KEYS, block, plan_blocking
+from linkage.blocking import DERIVED_KEYS, block, key_codes, plan_keys
 from linkage.checkpoint import Checkpoints, part_order
 from linkage.cluster import (
     cannot_link_codes,
@@ -517,8 +517,9 @@ def _block(
     """The candidate pairs (int32 ``rid_l``, ``rid_r``, categorical ``rule``) and the
     blocking report rows of the records ``box[0]`` (a one-item list, so that the table
     it holds can be replaced); read back when the checkpoint has them. With ``cut``,
-    ``box[0]`` is replaced by ``cut(box[0])`` once the keys are coded, before DuckDB joins
-    them: a caller that drops the key columns then frees them for the joins."""
+    ``box[0]`` is replaced by ``cut(box[0])`` once the keys are coded, before the rules
+    are planned and DuckDB joins them: a caller that drops the key columns then frees them
+    for both."""
     n = len(box[0])
     if checkpoints is not None and checkpoints.done("blocking"):
         if cut is not None:
@@ -536,9 +537,13 @@ def _block(
             }
         )
         return pairs, doc["report"]
-    plan = plan_blocking(box[0], config.blocking)
+    coded = key_codes(box[0], config.blocking)
     if cut is not None:
+        # before the rules are planned: each rule's grouping allocates ~1-2 GB at twenty
+        # million records, and the key columns held beside it were ~2.5 GB more
         box[0] = cut(box[0])
+    plan = plan_keys(coded, config.blocking)
+    del coded  # the plan's own table
     rows: list[dict] = []
     with contextlib.ExitStack() as stack:
         # DuckDB spills under the checkpoint folder (OUTPUT/.work), else a folder of its own
@@ -640,8 +645,9 @@ def link_records(
     cut = None
     if golden_records is not None and config.model.labels is None:
         # a spilling run's blocking columns are done with once the keys are coded: cut to
-        # what scoring and clustering hold (as right after blocking) before DuckDB joins
-        # the keys (at twenty million records ~5 GB held beside the joins)
+        # what scoring and clustering hold (as right after blocking) before the rules are
+        # planned and DuckDB joins the keys (at twenty million records ~2.5 GB held beside
+        # the planning's grouping and ~5 GB beside the joins)
         cut = functools.partial(
             _after_comparing, config=config, comparisons=comparisons, read=golden_records
         )

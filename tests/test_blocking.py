@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -517,6 +518,72 @@ def test_keys_made_over_all_distinct_inputs_at_once_equal_the_per_value_keys(row
     pd.testing.assert_frame_equal(got, expected)
     assert list(got.columns) == [schema.ROW, schema.SOURCE, "current_estate",
                                  "id_region_tail", "name_minority_head", "current_flat"]  # fmt: skip
+
+
+_ARROW_IDS = st.one_of(
+    _IDS,
+    st.sampled_from(["   ", " " * 18, "𠀀" * 18, "一二三四五六七八九十一二三四五六七八"]),
+    st.text(min_size=16, max_size=20),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ids=st.lists(_ARROW_IDS, max_size=30),
+    row_group=st.integers(1, 7),
+    twice=st.booleans(),
+    large=st.booleans(),
+)
+def test_id_region_tail_of_a_dictionary_column_equals_the_per_value_key(
+    tmp_path_factory, ids, row_group, twice, large
+):
+    """IDs held as an Arrow dictionary (``read_dictionary_columns``, as a spilling run holds
+    them through blocking) get their ``id_region_tail`` codes from pyarrow's string kernels
+    over the distinct IDs: the same codes, in the same order, as the Python function of
+    each value gives on the IDs as objects; any text (astral, spaces, lengths around 18)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import linkage.blocking as blocking
+    from linkage.blocking import _coded_key_columns, _iter_key_codes
+    from linkage.tables import dictionary_codes, read_dictionary_columns, read_text_columns
+
+    path = tmp_path_factory.mktemp("ids") / "ids.parquet"
+    table = pa.table(
+        {
+            schema.ROW: pa.array(range(len(ids)), pa.int64()),
+            schema.SOURCE: pa.array(["police"] * len(ids), pa.string()),
+            schema.ID_STD: pa.array(ids, pa.string()),
+        }
+    )
+    pq.write_table(table, path, row_group_size=row_group)
+    columns, text = [schema.ROW, schema.SOURCE, schema.ID_STD], {schema.SOURCE, schema.ID_STD}
+    as_codes = read_dictionary_columns(path, columns, text)
+    assert dictionary_codes(as_codes[schema.ID_STD]) is not None
+    if large:  # a caller's own frame of large_string dictionaries
+        big = pa.dictionary(pa.int32(), pa.large_string())
+        as_codes[schema.ID_STD] = pd.Series(
+            pd.arrays.ArrowExtensionArray(pa.chunked_array([pa.array(ids, pa.string())]).cast(big))
+        )
+        assert dictionary_codes(as_codes[schema.ID_STD]) is not None
+    as_objects = read_text_columns(path, columns, text)
+    # with the ID a key of its own too (the default rules), its factorizing is shared
+    rules = [BlockingRule(name="id", keys=[schema.ID_STD])] if twice else []
+    rules.append(BlockingRule(name="tail", keys=["id_region_tail"]))
+    seen = []
+    real = blocking._ARROW_KEYS["id_region_tail"]
+    with mock.patch.dict(
+        blocking._ARROW_KEYS, {"id_region_tail": lambda v: (seen.append(1), real(v))[1]}
+    ):
+        got = _coded_key_columns(_iter_key_codes(as_codes, rules))
+    assert seen  # made by pyarrow
+    want = _coded_key_columns(_iter_key_codes(as_objects, rules))
+    pd.testing.assert_frame_equal(got, want)
+    tail = blocking.DERIVED_KEYS["id_region_tail"][1]
+    # a blank key value (an ID of spaces) is missing, never a shared key
+    tails = [t if t is not None and t.strip() else None for t in map(tail, ids)]
+    expected = pd.factorize(pd.Series(tails, dtype=object))[0]
+    assert got["id_region_tail"].fillna(-1).astype(int).tolist() == expected.tolist()
 
 
 def test_estate_and_flat_is_estate_and_flat():

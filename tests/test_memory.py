@@ -4,6 +4,7 @@ spill of the columns no linking stage reads."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -594,6 +595,45 @@ def test_a_spilling_run_saves_and_holds_only_the_columns_its_stages_read(config,
     checkpoints.remove()
 
 
+def test_a_spilling_run_cuts_its_records_before_the_rules_are_planned(
+    config, tmp_path, monkeypatch
+):
+    """Once the blocking keys are coded (``blocking.key_codes``), a spilling run drops the
+    table they came from before any rule is planned (``plan_keys``): the records then hold
+    only what scoring and clustering read. The plan is the one made from the records whole
+    (``plan_blocking``), and the run's pairs are unchanged."""
+    import weakref
+
+    from linkage.blocking import plan_blocking
+
+    seen: dict = {}
+    real_codes, real_plan = pipeline.key_codes, pipeline.plan_keys
+
+    def key_codes(records, settings):
+        seen["table"] = weakref.ref(records)
+        seen["expected"] = plan_blocking(records, settings)
+        return real_codes(records, settings)
+
+    def plan_keys(coded, settings):
+        gc.collect()
+        seen["freed"] = seen["table"]() is None  # nothing holds the keys' table any more
+        plan = real_plan(coded, settings)
+        pd.testing.assert_frame_equal(plan.coded, seen["expected"].coded)
+        assert plan.rows == seen["expected"].rows
+        return plan
+
+    monkeypatch.setattr(pipeline, "key_codes", key_codes)
+    monkeypatch.setattr(pipeline, "plan_keys", plan_keys)
+    checkpoints = Checkpoints.open(tmp_path, config, resume=False)
+    result = Linker(config, id_key=KEY).run(checkpoints=checkpoints)
+    checkpoints.remove()
+    assert seen["freed"] is True
+    monkeypatch.undo()
+    held = Linker(config, id_key=KEY).run()
+    assert result.summary["pairs_per_rule"] == held.summary["pairs_per_rule"]
+    pd.testing.assert_frame_equal(result.identities, held.identities)
+
+
 def test_column_subset_equals_the_selection_and_holds_only_its_columns():
     n = 50
     frame = pd.DataFrame(
@@ -1108,3 +1148,60 @@ def test_identities_keys_shared_keep_the_dtype_their_values_gave(dtype):
     want = pd.DataFrame({"k": column.to_numpy()})["k"]
     got = pd.DataFrame({"k": _shared(column)})["k"]
     pd.testing.assert_series_equal(got, want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=_text_lists("", "张伟", "a", "𠀀", "王芳"), row_group=st.integers(1, 9), large=st.booleans())
+def test_coded_text_read_is_a_factorization_in_order_of_first_appearance(
+    tmp_path_factory, values, row_group, large
+):
+    """``read_coded_text`` (golden records read their fields' columns so): int32 codes per
+    row and each distinct value once as ``large_string``, numbered as ``pd.factorize``
+    numbers the column (first appearance, -1 null), over any number of row groups."""
+    import pyarrow as pa
+
+    from linkage.tables import read_coded_text
+
+    path = tmp_path_factory.mktemp("coded") / "t.parquet"
+    kind = pa.large_string() if large else pa.string()
+    table = pa.table({"t": pa.array(values, kind), "n": pa.array(range(len(values)))})
+    pq.write_table(table, path, row_group_size=row_group)
+    codes, dictionary = read_coded_text(path, "t")
+    want_codes, want_values = pd.factorize(pd.Series(values, dtype=object))
+    assert codes.dtype == np.int32 and dictionary.type == pa.large_string()
+    assert codes.tolist() == want_codes.tolist()
+    assert dictionary.to_pylist() == list(want_values)
+    assert read_coded_text(path, "n") is None  # not text
+
+
+def test_coded_text_read_unifies_chunks_encoded_apart(tmp_path, monkeypatch):
+    """Where a pyarrow's encoding left the chunks with dictionaries of their own (the same
+    size, other values), ``read_coded_text`` unifies them rather than reading every chunk's
+    codes into the first chunk's dictionary."""
+    import pyarrow as pa
+
+    from linkage.tables import read_coded_text
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"t": pa.array(["a", "b", "c", "a"])}), path, row_group_size=2)
+    real = pq.read_table
+
+    class _Column:  # a column whose encoding gives each chunk its own dictionary
+        def __init__(self, chunked):
+            self.chunked = chunked
+
+        def dictionary_encode(self):
+            return pa.chunked_array([c.dictionary_encode() for c in self.chunked.chunks])
+
+    class _Table:
+        def __init__(self, table):
+            self.table = table
+
+        def column(self, i):
+            return _Column(self.table.column(i))
+
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: _Table(real(*a, **k)))
+    codes, dictionary = read_coded_text(path, "t")
+    assert [dictionary[c].as_py() for c in codes] == ["a", "b", "c", "a"]
+    monkeypatch.setattr(pq, "read_table", real)
+    assert read_coded_text(path, "t")[0].tolist() == [0, 1, 2, 0]
