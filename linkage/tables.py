@@ -505,10 +505,7 @@ def read_coded_text(path: str | Path, col: str) -> tuple[np.ndarray, Any] | None
         for c in encoded.chunks
     ):
         encoded = encoded.unify_dictionaries()
-    codes = np.concatenate(
-        [c.indices.fill_null(-1).to_numpy().astype(np.int32, copy=False) for c in encoded.chunks]
-    )
-    dictionary = encoded.chunk(0).dictionary
+    dictionary, codes = _chunked_codes(encoded)
     del encoded
     if dictionary.type != pa.large_string():
         dictionary = dictionary.cast(pa.large_string())
