@@ -2154,8 +2154,13 @@ def _arrow_rows(part: pd.DataFrame, schema: Any) -> Any:
             # a column of text held as codes (``standardize(compact=)``): its values
             column = pd.Series(np.asarray(column, dtype=object), dtype=object)
         if _arrow_text(column) and pa.types.is_string(field.type):
-            # Arrow strings written as the text column they stand for: their own buffers
-            arrays.append(pa.array(column.array).cast(field.type))
+            # Arrow strings written as the text column they stand for: their own buffers,
+            # in one piece (a column of several, as a source was read, pages the group
+            # otherwise: the same values, in other bytes than the object column's)
+            array = pa.array(column.array)
+            if isinstance(array, pa.ChunkedArray):
+                array = array.combine_chunks()
+            arrays.append(array.cast(field.type))
             continue
         if column.dtype == object:
             arrays.append(pa.array(column.to_numpy(), type=field.type, from_pandas=True))
@@ -2313,7 +2318,9 @@ def read_records_chunks(
     standardized columns instead of all of them (the standardizing stage's peak); with
     ``compact`` (and ``keep``) the frames' text columns of few distinct values are
     ``pandas.Categorical`` (``standardize(compact=)``), for such a writer only, when the
-    batch is chunked or has at least ``COMPACT_MIN_RECORDS`` records. The ``_PARSED_WHOLE``
+    batch is chunked or has at least ``COMPACT_MIN_RECORDS`` records, and the raw text
+    columns kept as they were read stay Arrow strings in any case (``standardize(keep_arrow=)``:
+    such a writer writes them as they are). The ``_PARSED_WHOLE``
     fields (names and addresses) of a batch held as Arrow are parsed once per distinct
     value of the whole batch before the first frame (``_batch_facts``); the other fields'
     distinct values once per chunk: a value in several chunks costs its work in each.
@@ -2380,6 +2387,8 @@ def read_records_chunks(
         batch = _batch_facts(parts, timings, report.advance, config) if many else None
         # codes cost ~1 s of factorizing a million records: worth it where the child's peak
         # is the run's (a large batch in one go, or a chunked run asked to stay small)
+        # the raw text columns kept as Arrow strings all the same: a writer's, as it reads them
+        keep_arrow = compact
         compact = compact and (many or n >= COMPACT_MIN_RECORDS)
         for start in starts:
             spent: dict[str, float] = {}
@@ -2395,6 +2404,7 @@ def read_records_chunks(
                 batch=batch,
                 compact=compact,
                 distinct_rows=rows,
+                keep_arrow=keep_arrow,
             )
             del rows
             if not parts:  # the batch's parsed values, not held while the last chunk is written

@@ -45,7 +45,7 @@ from linkage.io import (
     write_parquet_chunks,
 )
 from linkage.model import FellegiSunterModel
-from linkage.pipeline import LinkResult, held_columns, link_records, run_columns
+from linkage.pipeline import LinkResult, held_columns, link_records, prepare_ahead, run_columns
 from linkage.progress import (
     ProgressLike,
     StageMemory,
@@ -170,9 +170,10 @@ class Linker:
 
     def _held_from_checkpoint(
         self, config: RunConfig, checkpoints: Checkpoints, report: ProgressLike
-    ) -> tuple[pd.DataFrame, _SpilledRecords]:
+    ) -> tuple[pd.DataFrame, _SpilledRecords, Any]:
         """The columns blocking reads (``held_columns``), read from the records checkpoint,
-        and the reader of the others. A checkpoint an earlier run saved is read as it is;
+        the reader of the others, and the comparisons' worker started before the read
+        (``pipeline.prepare_ahead``; None when none is). A checkpoint an earlier run saved is read as it is;
         else a child process (``linkage.apart``) reads and standardizes and saves it.
 
         Reading and standardizing leave the interpreter's heap fragmented (objects freed
@@ -190,11 +191,21 @@ class Linker:
             self.bad_rows_ = dict(bad_rows)
         t = time.perf_counter()
         spilled = _SpilledRecords.saved(checkpoints)
-        # as codes: blocking groups rows by them, and the ones kept after it are made
-        # objects once its joins are done (20 M records: 5.5 GB as objects at its start)
-        records = spilled.dictionary(held_columns(config, spilled.names))
+        # the comparisons' worker starts on its share now, not once these are read back
+        # (none for a run resumed after scoring: nothing is prepared again)
+        preparing = None
+        if not checkpoints.done("scoring"):
+            preparing = prepare_ahead(config, spilled, spilled.n_records())
+        try:
+            # as codes: blocking groups rows by them, and the ones kept after it are made
+            # objects once its joins are done (20 M records: 5.5 GB as objects at its start)
+            records = spilled.dictionary(held_columns(config, spilled.names))
+        except BaseException:
+            if preparing is not None:
+                preparing.close(kill=True)
+            raise
         self._timings["read back"] = time.perf_counter() - t
-        return records, spilled
+        return records, spilled, preparing
 
     def run(
         self, progress: ProgressLike = None, *, checkpoints: Checkpoints | None = None
@@ -212,11 +223,13 @@ class Linker:
             Store.check_free(self.store)  # before the inputs are read, not after linking
         report = stage_memory(progress)
         spill = checkpoints is not None and self.store is None
-        golden_records = None
+        golden_records = preparing = None
         if spill and self.records_ is None and (checkpoints.done("records") or can_run_apart()):
             # standardized in a child process (or by an earlier run) into the records
             # checkpoint: this one holds only what blocking reads, read into a compact heap
-            records, golden_records = self._held_from_checkpoint(config, checkpoints, report)
+            records, golden_records, preparing = self._held_from_checkpoint(
+                config, checkpoints, report
+            )
         else:
             # a spilling run holds no column that no stage reads, from the end of standardizing
             records = self._standardize(report, checkpoints, run_columns(config) if spill else None)
@@ -231,15 +244,21 @@ class Linker:
         # link_records narrows a cut table once it is compared: no reference to it is kept here
         pending = [records]
         del records
-        result = link_records(
-            pending.pop(),
-            config,
-            model=self.model,
-            progress=report,
-            id_key=self.id_key,
-            checkpoints=checkpoints,
-            golden_records=golden_records,
-        )
+        try:
+            result = link_records(
+                pending.pop(),
+                config,
+                model=self.model,
+                progress=report,
+                id_key=self.id_key,
+                checkpoints=checkpoints,
+                golden_records=golden_records,
+                preparing=preparing,
+            )
+        except BaseException:
+            if preparing is not None:  # closed there unless it failed before taking it
+                preparing.close(kill=True)
+            raise
         if checkpoints is not None:
             checkpoints.wait()  # the records' save failing is an error of the run
         read = self._timings.get("read", 0.0)
@@ -381,6 +400,12 @@ class _SpilledRecords:
         schema_ = pq.read_schema(checkpoints.path("records") / "records.parquet")
         text = (pa.string(), pa.large_string(), pa.null())
         return cls(checkpoints, {f.name: object if f.type in text else f.type for f in schema_})
+
+    def n_records(self) -> int:
+        """Rows of the checkpoint's file (its footer read)."""
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(self.file()[0]).metadata.num_rows
 
     def file(self) -> tuple[Path, set[str]]:
         """The checkpoint's Parquet file (once written) and the names of its text columns,

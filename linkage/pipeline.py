@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import pickle
 import shutil
 import tempfile
 import threading
@@ -48,7 +47,8 @@ from linkage.compare import (
     compare_threads,
     pair_tf,
     prepare_comparisons,
-    prepare_from_file,
+    prepare_kept,
+    take_kept,
     term_frequencies,
     with_few_rows_columns,
 )
@@ -594,6 +594,7 @@ def link_records(
     id_key: bytes | None = None,
     checkpoints: Checkpoints | None = None,
     golden_records: Callable[[list[str]], pd.DataFrame] | None = None,
+    preparing: _EarlyPrepare | None = None,
 ) -> LinkResult:
     """Link standardized records (with ``rid`` 0..n-1) into identities; return every table.
 
@@ -630,6 +631,8 @@ def link_records(
     ``record_id`` and the golden columns this process read (with ``checkpoints`` and
     ``golden_records``, the golden table is spilled there, ``merge_records(spill=)``, and
     only the keys are kept).
+    ``preparing``: the worker :func:`prepare_ahead` started for this config and these
+    records (``golden_records``) before they were read back; taken over (and closed) here.
     """
     say = as_progress(progress)
     timings: dict[str, float] = {}
@@ -641,7 +644,46 @@ def link_records(
     _stage(say, "blocking")
     # the comparisons' worker imports while blocking runs, instead of when they are prepared,
     # and prepares its share from the records checkpoint as soon as that is written
-    early = _EarlyPrepare.start(comparisons, golden_records, n) if config.run.workers else None
+    early = preparing
+    if early is not None and [c.name for c in early.comparisons] != [c.name for c in comparisons]:
+        early.close(kill=True)
+        raise ValueError("preparing was started for other comparisons than this config's")
+    if early is None and config.run.workers:
+        early = _EarlyPrepare.start(comparisons, golden_records, n, _may_share(config))
+    # handed over in a list: no reference to the table is kept in this frame (it is cut
+    # as the stages go, ``_after_comparing``)
+    pending = [records]
+    del records
+    try:
+        return _link_started(
+            pending, config, comparisons, rows_tf, early, say, timings, t,
+            model=model, id_key=id_key, checkpoints=checkpoints, golden_records=golden_records,
+        )  # fmt: skip
+    finally:
+        if early is not None:  # closed by then unless a stage failed first: not left running
+            early.close(kill=True)
+
+
+def _link_started(
+    pending: list[pd.DataFrame],
+    config: RunConfig,
+    comparisons: list[Comparison],
+    rows_tf: dict,
+    early: _EarlyPrepare | None,
+    say: Progress,
+    timings: dict[str, float],
+    t: float,
+    *,
+    model: FellegiSunterModel | None,
+    id_key: bytes | None,
+    checkpoints: Checkpoints | None,
+    golden_records: Callable[[list[str]], pd.DataFrame] | None,
+) -> LinkResult:
+    """``link_records`` from blocking on, the records table the one item of ``pending``
+    (taken out), the comparisons' worker ``early`` (or None) started; ``t`` is when
+    blocking began."""
+    records = pending.pop()
+    n = len(records)
     cut = None
     if golden_records is not None and config.model.labels is None:
         # a spilling run's blocking columns are done with once the keys are coded: cut to
@@ -927,101 +969,208 @@ def link_records(
 
 class _EarlyPrepare:
     """Comparisons a worker process prepares while blocking runs: started before blocking
-    (importing ``linkage.compare``), it is sent its share by the thread writing the records
-    checkpoint once the file is written (``compare.prepare_from_file``) and reads its
-    columns from there, so this process neither waits for it nor pickles columns to it."""
+    (importing ``linkage.compare``), it is sent its share one comparison at a time by a
+    feeding thread from the moment the records checkpoint is written (``compare.prepare_kept``:
+    it reads its columns from there, so this process neither waits for it nor pickles columns
+    to it, and keeps each result until asked, ``compare.take_kept``, so that none is held here
+    beside blocking's peak). Once blocking is done this process prepares those of the
+    worker's share it has not begun, the lightest first, but for the ID comparison and the
+    names (``_RESERVED``), while the worker goes on with those: at a million records the
+    worker's share was ~11 CPU s, of which blocking (two cores busy) left it half, and this
+    process waited ~7 s for the rest (measured) when the whole share went as one call. A
+    run given a memory budget (``_may_share``) leaves the whole share to the worker."""
 
-    def __init__(self, worker: Any, comparisons: list[Comparison]):
+    # Comparisons of the worker's share (by the order of ``theirs``) never prepared here
+    # but when the worker fails: the ID comparison's thirteen columns as objects and its
+    # preparing were the comparing stage's peak in this process (8.7 GB at twenty million
+    # records, beside the pairs and the cut records), and the names' eleven come next
+    _RESERVED = 2
+
+    def __init__(self, worker: Any, comparisons: list[Comparison], share: bool = True):
         self.worker = worker
         self.comparisons = comparisons
         # the worker's share: all but those reading one or two columns (cheaper here than
-        # read from the file there), the one reading the most first. The ID comparison's
-        # thirteen columns as objects and its preparing were the comparing stage's peak in
-        # this process (8.7 GB at twenty million records, beside the pairs and the cut
-        # records); the worker prepares it while blocking runs here, and is done before it
+        # read from the file there), the one reading the most first
         order = sorted(range(len(comparisons)), key=lambda i: -len(comparisons[i].columns))
         self.theirs = [i for i in order if len(comparisons[i].columns) > 2]
+        # without ``share`` (a run given a memory budget) this process takes none of them
+        self.reserved = set(self.theirs[: self._RESERVED] if share else self.theirs)
         self.lock = threading.Lock()
         self.sent = False
         self.closed = False
+        # not yet begun by the worker: it takes from the front, this process from the back
+        self.waiting = list(self.theirs)
+        self.kept: list[int] = []  # prepared by the worker and kept there
+        self.feeder: threading.Thread | None = None
         self._written: Callable[[], Any] = lambda: None  # waits for the records checkpoint
 
     @classmethod
     def start(
-        cls, comparisons: list[Comparison], golden_records: Callable | None, n_records: int
+        cls,
+        comparisons: list[Comparison],
+        golden_records: Callable | None,
+        n_records: int,
+        share: bool = True,
     ) -> _EarlyPrepare | None:
         """One started for these records, or None: fewer than ``PARALLEL_MIN_RECORDS``,
         no records file a worker can read (``golden_records.when_written``) or a worker
-        that cannot start."""
+        that cannot start. ``share``: this process may prepare those of the worker's share
+        it has not begun (but the reserved ones) once blocking is done."""
         if golden_records is None or not hasattr(golden_records, "when_written"):
             return None
         worker = _early_worker(["linkage.compare"], n_records)
         if worker is None:
             return None
-        early = cls(worker, comparisons)
+        early = cls(worker, comparisons, share)
         early._written = golden_records.file
         if early.theirs:
             golden_records.when_written(early._send)
         return early
 
     def ready(self) -> bool:
-        """Whether the worker has its share (once the records checkpoint is written)."""
+        """Whether the worker is being fed its share (once the records checkpoint is
+        written)."""
         self._written()
         with self.lock:
             return self.sent
 
     def _send(self, path: Path, text: set[str]) -> None:
-        """Send the worker its share (from the checkpoint's writing thread)."""
+        """Start feeding the worker its share (called from the checkpoint's writing thread,
+        or at once when it is written already)."""
         with self.lock:
             if self.closed:
                 return
-            # compacted in the worker, so the reply it pickles back is the small one
-            arg = (str(path), sorted(text), [self.comparisons[i] for i in self.theirs], True)
-            try:
-                self.worker.send(prepare_from_file, arg)
-            except OSError as exc:
-                logger.warning("preparing comparisons in one process: worker unavailable (%s)", exc)
-                return
             self.sent = True
+            self.feeder = threading.Thread(
+                target=self._feed, args=(str(path), sorted(text)), name="linkage-prepare-feed",
+                daemon=True,
+            )  # fmt: skip
+            self.feeder.start()
+
+    def _feed(self, path: str, text: list[str]) -> None:
+        """The feeding thread: one comparison at a time to the worker, the heaviest no
+        process has begun, its (small) answer read before the next is sent. A worker that
+        fails or is closed ends the feeding; what it had not prepared is prepared in
+        ``prepare``."""
+        while True:
+            with self.lock:  # sent under the lock: ``close`` never races a send
+                if self.closed or not self.waiting:
+                    return
+                i = self.waiting.pop(0)
+                # compacted in the worker, so what it keeps and hands back is the small one
+                arg = (i, (path, text, [self.comparisons[i]], True))
+                try:
+                    self.worker.send(prepare_kept, arg)
+                except OSError as exc:
+                    self._stop(exc)
+                    return
+            try:
+                key = self.worker.receive()
+            # anything: the worker's own error, its end, or its pipe closed by ``close``
+            # under this read; this process prepares the comparison again and raises there
+            except Exception as exc:  # noqa: BLE001
+                with self.lock:
+                    self._stop(exc)
+                return
+            with self.lock:
+                if key == i:
+                    self.kept.append(i)
+
+    def _stop(self, exc: BaseException) -> None:
+        """Stop feeding (the lock held); said once, unless this run closed the worker."""
+        if not self.closed:
+            logger.warning("preparing comparisons in one process: worker stopped (%s)", exc)
+        self.closed = True
 
     def prepare(
         self, records: pd.DataFrame, read: Callable[[list[str]], pd.DataFrame] | None = None
     ) -> list[Prepared]:
-        """Every comparison prepared: this process's share here while the worker finishes
-        its own (prepared here too when the worker fails), in ``comparisons`` order.
-        ``read`` gives the columns ``records`` lacks (``_comparing_input``)."""
-        with self.lock:
-            self.closed = True  # nothing is sent from now on
+        """Every comparison prepared, in ``comparisons`` order: this process's share here,
+        then those of the worker's it has not begun (the lightest first, not the reserved
+        ones), then the worker's results taken from it (a comparison it failed on prepared
+        here too). ``read`` gives the columns ``records`` lacks (``_comparing_input``)."""
         mine = [i for i in range(len(self.comparisons)) if i not in self.theirs]
         out: list[Prepared | None] = [None] * len(self.comparisons)
-        try:
+
+        def here(i: int) -> None:
             # one comparison's columns read at a time: the ID comparison's thirteen are not
             # held beside the others' while it prepares (its preparing is this stage's peak)
+            own = [self.comparisons[i]]
+            frame = _comparing_input(records, own, read)
+            out[i] = prepare_comparisons(frame, own, compact=True)[0]
+            del frame
+            release_memory()
+
+        try:
             for i in mine:
-                own = [self.comparisons[i]]
-                frame = _comparing_input(records, own, read)
-                out[i] = prepare_comparisons(frame, own, compact=True)[0]
-                del frame
-                release_memory()
-            try:
-                for i, p in zip(self.theirs, self.worker.receive(), strict=True):
-                    out[i] = p
-            except (EOFError, OSError, pickle.UnpicklingError) as exc:
-                logger.warning("preparing comparisons here: worker stopped (%s)", exc)
-                self.worker.close(kill=True)
-                rest = [self.comparisons[i] for i in self.theirs]
-                frame = _comparing_input(records, rest, read)
-                for i, p in zip(self.theirs, prepare_comparisons(frame, rest, compact=True)):
-                    out[i] = p
+                here(i)
+            while True:
+                with self.lock:
+                    free = [i for i in self.waiting if i not in self.reserved]
+                    if free:
+                        self.waiting.remove(free[-1])
+                if not free:
+                    break
+                here(free[-1])
+            if self.feeder is not None:
+                self.feeder.join()
+            with self.lock:
+                self.closed = True
+                kept = list(self.kept)
+            if kept:
+                try:
+                    self.worker.send(take_kept, kept)
+                    for i, p in zip(kept, self.worker.receive(), strict=True):
+                        out[i] = p
+                # the worker's end or its own error: what it kept is prepared here
+                except Exception as exc:  # noqa: BLE001
+                    logger.warning("preparing comparisons here: worker stopped (%s)", exc)
+                    self.worker.close(kill=True)
+            for i in self.theirs:
+                if out[i] is None:  # not begun, or begun by a worker that stopped
+                    here(i)
         finally:
+            with self.lock:
+                self.closed = True
             self.worker.close(kill=any(p is None for p in out))
+            if self.feeder is not None:
+                self.feeder.join()
         return out
 
     def close(self, kill: bool = False) -> None:
-        """Stop the worker (its share is not needed)."""
+        """Stop the worker (its share is not needed); what it kept goes with it."""
         with self.lock:
             self.closed = True
         self.worker.close(kill=kill)
+        if self.feeder is not None:
+            self.feeder.join()
+
+
+def prepare_ahead(
+    config: RunConfig, golden_records: Callable[[list[str]], pd.DataFrame], n_records: int
+) -> _EarlyPrepare | None:
+    """Start the worker that prepares the heavy comparisons from the records checkpoint
+    now, for a later ``link_records(..., golden_records=golden_records,
+    preparing=...)`` of this config (``Linker``: before it reads the blocking columns back,
+    ~2 s at a million records that the worker then spends preparing instead of waiting).
+    ``golden_records`` is the checkpoint's reader (``when_written``, ``file``); ``n_records``
+    its row count. None where ``link_records`` would start none: ``run.workers`` off, fewer
+    than ``PARALLEL_MIN_RECORDS`` records, a ``golden_records`` without ``when_written``,
+    or no worker could start. The caller must hand it to ``link_records`` (which closes it
+    whatever happens, and raises ValueError when its config's comparisons are not these) or
+    ``close(kill=True)`` it."""
+    if not config.run.workers:
+        return None
+    comparisons = build_comparisons(config.comparison_specs())
+    return _EarlyPrepare.start(comparisons, golden_records, n_records, _may_share(config))
+
+
+def _may_share(config: RunConfig) -> bool:
+    """Whether this process may prepare comparisons of the early worker's share (those it
+    has not begun once blocking is done): not in a run given a memory budget
+    (``run.memory_limit`` or ``run.chunk_records``), where their columns would be held here
+    beside the candidate pairs and the cut records (the comparing stage's peak)."""
+    return config.run.records_per_chunk() is None
 
 
 def _early_worker(modules: list[str], n_records: int) -> Any:
@@ -1371,6 +1520,7 @@ __all__ = [
     "golden_columns",
     "link_records",
     "linking_columns",
+    "prepare_ahead",
     "run_columns",
     "score_pairs",
     "stage_columns",

@@ -431,7 +431,7 @@ def test_worker_processes_reading_the_records_checkpoint_give_the_same_bytes(
     for name in ("pairs.parquet", "model.json"):
         assert (out / name).read_bytes() == (reference / name).read_bytes()
     # a worker prepared comparisons from the file, and built golden fields from it
-    assert "prepare_from_file" in sent and "_golden_fields_from_file" in sent
+    assert "prepare_kept" in sent and "_golden_fields_from_file" in sent
     # golden records began from the keys and recency alone: every field's columns, the
     # worker's and this process's, are read from the records file as codes
     fields = _config(config_path).golden_settings().fields

@@ -351,6 +351,14 @@ def test_compact_chunks_hold_codes_and_write_the_same_file(
         # a batch in one go below COMPACT_MIN_RECORDS is not coded (its peak is not the run's)
         (whole,) = read_records_chunks(config, None, keep=keep, compact=True)
         assert not any(isinstance(t, pd.CategoricalDtype) for t in whole.dtypes)
+        # but its raw columns stay as they were read, Arrow strings, and write the same file
+        arrow = [c for c in whole if isinstance(whole[c].dtype, pd.ArrowDtype)]
+        assert schema.RECORD_ID in arrow and schema.NAME in arrow and schema.SOURCE in arrow
+        (held,) = read_records_chunks(config, None, keep=keep)
+        assert not any(isinstance(t, pd.ArrowDtype) for t in held.dtypes)
+        path_a, _ = write_parquet_chunks(iter([held]), tmp_path / "objects.parquet")
+        path_b, _ = write_parquet_chunks(iter([whole]), tmp_path / "arrow.parquet", text_codes=True)
+        assert path_a.read_bytes() == path_b.read_bytes()
         monkeypatch.setattr(linkage.io, "COMPACT_MIN_RECORDS", 100)
     plain = list(read_records_chunks(config, size, keep=keep))
     compact = list(read_records_chunks(config, size, keep=keep, compact=True))
@@ -564,3 +572,18 @@ def test_results_of_another_function_are_not_taken(monkeypatch):
         got, distinct.map_distinct(pd.Series(["b1", "c1"], dtype=object), phone.distinct_parser())
     )
     assert not distinct._given
+
+
+def test_arrow_text_in_several_pieces_writes_the_file_of_its_objects(tmp_path):
+    # a raw column as a source was read: Arrow strings in several pieces. Its dictionary
+    # outgrows Parquet's page limit (1 MB), where pieces written one by one paged the
+    # column otherwise: the same values in other bytes
+    values = [f"广东省深圳市南山区科技园{i:07d}号" for i in range(80_000)]
+    values[5] = None
+    pieces = pa.chunked_array([pa.array(values[i : i + 7_000]) for i in range(0, 80_000, 7_000)])
+    arrow = pd.DataFrame({"a": pd.Series(pd.arrays.ArrowExtensionArray(pieces))})
+    objects = pd.DataFrame({"a": pd.Series(values, dtype=object)})
+    assert arrow["a"].array._pa_array.num_chunks > 1
+    path_a, _ = write_parquet_chunks(iter([objects]), tmp_path / "objects.parquet")
+    path_b, _ = write_parquet_chunks(iter([arrow]), tmp_path / "arrow.parquet", text_codes=True)
+    assert path_a.read_bytes() == path_b.read_bytes()

@@ -790,7 +790,10 @@ def test_text_read_as_dictionaries_groups_and_reads_back_as_the_object_read(
 
 
 @settings(max_examples=60, deadline=None)
-@given(values=st.lists(st.one_of(st.none(), st.text(alphabet=st.characters(), max_size=4),
+# no lone surrogate: Arrow text is UTF-8, which cannot hold one (pyarrow refuses it)
+@given(values=st.lists(st.one_of(st.none(),
+                                 st.text(alphabet=st.characters(exclude_categories=("Cs",)),
+                                         max_size=4),
                                  st.text(alphabet=" \t\u3000\x1c\x85\xa0\u200b\ufeff",
                                          max_size=3)), max_size=40))  # fmt: skip
 def test_blank_text_is_python_s_strip_test(values):

@@ -3,6 +3,8 @@ levels as the per-record rows, never a wrong grouping, fewer bytes held by a run
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,6 +25,7 @@ from linkage.compare import (
     prepare_from_file,
 )
 from linkage.config import RunSettings, load_config
+from linkage.io import read_records
 from linkage.linker import Linker
 from linkage.standardize import _distinct
 
@@ -325,8 +328,8 @@ def test_a_run_preparing_in_its_early_worker_links_the_same(synth400_config, tmp
     send = _distinct._Worker.send
 
     def spy(self, func, arg):
-        if func is prepare_from_file:
-            sent.append(arg)
+        if func is compare_module.prepare_kept:
+            sent.append(arg[1])  # prepare_from_file's argument, under its key
         return send(self, func, arg)
 
     monkeypatch.setattr(_distinct._Worker, "send", spy)
@@ -334,3 +337,224 @@ def test_a_run_preparing_in_its_early_worker_links_the_same(synth400_config, tmp
     assert sent and sent[0][3] is True
     for name in ("pairs.parquet", "identities.csv", "golden_records.csv", "cluster_sizes.csv"):
         assert (tmp_path / "on" / name).read_bytes() == (tmp_path / "off" / name).read_bytes()
+
+
+class _RecordsFile:
+    """A records checkpoint as ``link_records`` reads it (``golden_records``): the columns
+    asked for, ``file()`` and ``when_written`` (written already: the callback at once)."""
+
+    def __init__(self, records: pd.DataFrame, path):
+        records.to_parquet(path)
+        self.records = records
+        self.path = path
+        self.text = {c for c in records.columns if records[c].dtype == object}
+
+    def __call__(self, columns: list[str]) -> pd.DataFrame:
+        return self.records[[c for c in columns if c in self.records.columns]]
+
+    def file(self):
+        return self.path, set(self.text)
+
+    def when_written(self, callback) -> None:
+        callback(self.path, set(self.text))
+
+
+def _assert_same_levels(comparisons, expected, got, n, seed):
+    left, right = _pairs(n, 5000, seed=seed)
+    for comparison, full, p in zip(comparisons, expected, got, strict=True):
+        np.testing.assert_array_equal(
+            comparison.compare_prepared(p, left, right),
+            comparison.compare_prepared(full, left, right),
+            err_msg=comparison.name,
+        )
+
+
+def test_this_process_prepares_what_the_early_worker_has_not_begun(
+    synth400_records, prepared, tmp_path, monkeypatch
+):
+    # the worker's answer for its first comparison is read only once this process has taken
+    # every one it may: it prepares those itself (the lightest first) instead of waiting,
+    # but never the ID comparison or the names, which stay the worker's
+    comparisons, per_record = prepared
+    monkeypatch.setattr(pipeline, "PARALLEL_MIN_RECORDS", 1)
+    sent: list[str] = []
+    taken: list[str] = []
+    kept: list[list[int]] = []
+    made: list[pipeline._EarlyPrepare] = []  # set before its feeding thread starts
+    send, receive = _distinct._Worker.send, _distinct._Worker.receive
+    init = pipeline._EarlyPrepare.__init__
+    real_prepare = pipeline.prepare_comparisons
+
+    def spy_init(self, *args):
+        init(self, *args)
+        made.append(self)
+
+    def spy_send(self, func, arg):
+        if func is compare_module.prepare_kept:
+            sent.extend(c.name for c in arg[1][2])
+        if func is compare_module.take_kept:
+            kept.append(list(arg))
+        return send(self, func, arg)
+
+    def late_receive(self):
+        if sent and not kept:  # a run that never takes them fails below, not hangs
+            early, waited = made[0], threading.Event()
+            for _ in range(3000):
+                if all(i in early.reserved for i in early.waiting) or waited.wait(0.01):
+                    break
+        return receive(self)
+
+    def spy_prepare(frame, own, **kwargs):
+        taken.extend(c.name for c in own)
+        return real_prepare(frame, own, **kwargs)
+
+    monkeypatch.setattr(pipeline._EarlyPrepare, "__init__", spy_init)
+    monkeypatch.setattr(_distinct._Worker, "send", spy_send)
+    monkeypatch.setattr(_distinct._Worker, "receive", late_receive)
+    monkeypatch.setattr(pipeline, "prepare_comparisons", spy_prepare)
+    source = _RecordsFile(synth400_records, tmp_path / "records.parquet")
+    cut = synth400_records[[schema.ROW]]
+    early = pipeline._EarlyPrepare.start(comparisons, source, len(synth400_records))
+    assert early is made[0] and early.ready()
+    got = early.prepare(cut, source)
+    heavy = sorted(comparisons, key=lambda c: -len(c.columns))
+    theirs = [c.name for c in heavy if len(c.columns) > 2]
+    assert theirs[:2] == ["id", "name"] and len(theirs) >= 3
+    # the ID comparison and the names went to the worker, the others of its share were
+    # prepared here, the lightest first, after this process's own
+    assert sent == theirs[:2]
+    assert taken[-(len(theirs) - 2) :] == theirs[:1:-1]
+    assert not set(theirs[:2]) & set(taken)
+    # the worker kept its two results until blocking was done, then handed them over
+    assert [[comparisons[i].name for i in keys] for keys in kept] == [theirs[:2]]
+    assert early.worker.proc is None  # closed
+    _assert_same_levels(comparisons, per_record, got, len(synth400_records), seed=7)
+
+
+def test_a_comparison_the_early_worker_fails_is_prepared_here(
+    synth400_records, prepared, tmp_path, monkeypatch, caplog
+):
+    comparisons, per_record = prepared
+    monkeypatch.setattr(pipeline, "PARALLEL_MIN_RECORDS", 1)
+    replies = [0]
+
+    def dying(self):
+        replies[0] += 1
+        raise EOFError("worker died")
+
+    monkeypatch.setattr(_distinct._Worker, "receive", dying)
+    source = _RecordsFile(synth400_records, tmp_path / "records.parquet")
+    early = pipeline._EarlyPrepare.start(comparisons, source, len(synth400_records))
+    assert early is not None and early.ready()
+    with caplog.at_level("WARNING", logger="linkage.pipeline"):
+        got = early.prepare(synth400_records[[schema.ROW]], source)
+    assert replies == [1]  # fed nothing after it failed
+    assert "worker stopped (worker died)" in caplog.text
+    assert all(p is not None for p in got)
+    _assert_same_levels(comparisons, per_record, got, len(synth400_records), seed=8)
+
+
+def test_a_run_starts_its_comparisons_worker_before_reading_back(
+    synth400_config, tmp_path, monkeypatch
+):
+    import linkage.linker as linker_module
+
+    monkeypatch.setattr(pipeline, "PARALLEL_MIN_RECORDS", 1)
+    events: list[str] = []
+    handed: list[object] = []
+    start, link = linker_module.prepare_ahead, linker_module.link_records
+    dictionary = linker_module._SpilledRecords.dictionary
+
+    def spy_start(config, golden_records, n_records):
+        events.append("worker")
+        return start(config, golden_records, n_records)
+
+    def spy_dictionary(self, columns):
+        events.append("read back")
+        return dictionary(self, columns)
+
+    def spy_link(records, config, **kwargs):
+        handed.append(kwargs["preparing"])
+        return link(records, config, **kwargs)
+
+    monkeypatch.setattr(linker_module, "prepare_ahead", spy_start)
+    monkeypatch.setattr(linker_module._SpilledRecords, "dictionary", spy_dictionary)
+    monkeypatch.setattr(linker_module, "link_records", spy_link)
+    Linker(_config(synth400_config), id_key=KEY).write(tmp_path / "on")
+    assert events == ["worker", "read back"]
+    assert len(handed) == 1 and isinstance(handed[0], pipeline._EarlyPrepare)
+    assert handed[0].worker.proc is None  # closed by the run
+    monkeypatch.undo()
+    Linker(_config(synth400_config), id_key=KEY).write(tmp_path / "off")
+    for name in ("pairs.parquet", "identities.csv", "golden_records.csv"):
+        assert (tmp_path / "on" / name).read_bytes() == (tmp_path / "off" / name).read_bytes()
+
+
+def test_linking_failing_after_blocking_stops_its_comparisons_worker(
+    synth400_config, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(pipeline, "PARALLEL_MIN_RECORDS", 1)
+    made: list[pipeline._EarlyPrepare] = []
+    init = pipeline._EarlyPrepare.__init__
+
+    def spy_init(self, *args):
+        init(self, *args)
+        made.append(self)
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("a stage failed")
+
+    monkeypatch.setattr(pipeline._EarlyPrepare, "__init__", spy_init)
+    monkeypatch.setattr(pipeline, "_training_sample", failing)
+    records = read_records(_config(synth400_config))
+    source = _RecordsFile(records, tmp_path / "records.parquet")
+    with pytest.raises(RuntimeError, match="a stage failed"):
+        pipeline.link_records(
+            records, _config(synth400_config), id_key=KEY, golden_records=source
+        )
+    assert len(made) == 1
+    assert made[0].closed and made[0].worker.proc is None
+    assert made[0].feeder is None or not made[0].feeder.is_alive()
+
+
+def test_preparing_for_other_comparisons_is_refused(synth400_config, synth400_records, monkeypatch):
+    monkeypatch.setattr(pipeline, "PARALLEL_MIN_RECORDS", 1)
+    config = _config(synth400_config)
+    other = pipeline._EarlyPrepare(_distinct._Worker(), list(reversed(default_comparisons())))
+    with pytest.raises(ValueError, match="other comparisons"):
+        pipeline.link_records(synth400_records, config, id_key=KEY, preparing=other)
+    assert other.closed
+
+
+def test_a_run_with_a_memory_budget_leaves_the_whole_share_to_the_worker(
+    synth400_config, synth400_records, prepared, tmp_path, monkeypatch
+):
+    # its columns would be held here beside the pairs and the records: none is taken here
+    comparisons, per_record = prepared
+    config = _config(synth400_config)
+    assert pipeline._may_share(config)
+    budget = config.model_copy(update={"run": RunSettings(chunk_records=1000)})
+    assert not pipeline._may_share(budget)
+    monkeypatch.setattr(pipeline, "PARALLEL_MIN_RECORDS", 1)
+    sent: list[str] = []
+    taken: list[str] = []
+    send, real_prepare = _distinct._Worker.send, pipeline.prepare_comparisons
+
+    def spy_send(self, func, arg):
+        if func is compare_module.prepare_kept:
+            sent.extend(c.name for c in arg[1][2])
+        return send(self, func, arg)
+
+    def spy_prepare(frame, own, **kwargs):
+        taken.extend(c.name for c in own)
+        return real_prepare(frame, own, **kwargs)
+
+    monkeypatch.setattr(_distinct._Worker, "send", spy_send)
+    monkeypatch.setattr(pipeline, "prepare_comparisons", spy_prepare)
+    source = _RecordsFile(synth400_records, tmp_path / "records.parquet")
+    early = pipeline.prepare_ahead(budget, source, len(synth400_records))
+    assert early is not None and early.ready()
+    got = early.prepare(synth400_records[[schema.ROW]], source)
+    theirs = [c.name for c in sorted(comparisons, key=lambda c: -len(c.columns)) if len(c.columns) > 2]
+    assert sent == theirs and not set(theirs) & set(taken)
+    _assert_same_levels(comparisons, per_record, got, len(synth400_records), seed=9)

@@ -224,6 +224,26 @@ def prepare_from_file(arg: tuple[str, list[str], list[Comparison], bool]) -> lis
     return out
 
 
+# A worker process's results of ``prepare_kept``, by key, until ``take_kept`` hands them over
+_KEPT: dict[object, Prepared] = {}
+
+
+def prepare_kept(arg: tuple[object, tuple[str, list[str], list[Comparison], bool]]) -> object:
+    """``prepare_from_file`` of ``arg[1]`` (one comparison), its result kept in this process
+    under the key ``arg[0]`` until :func:`take_kept` asks for it; returns the key. A worker
+    process's call: the caller (blocking meanwhile) is handed each result only once it can
+    use it, so the results are not held beside blocking's own peak."""
+    key, rest = arg
+    (_KEPT[key],) = prepare_from_file(rest)
+    return key
+
+
+def take_kept(keys: list[object]) -> list[Prepared]:
+    """The results :func:`prepare_kept` kept under ``keys``, in that order, no longer kept
+    here. Raises KeyError for a key it never kept."""
+    return [_KEPT.pop(key) for key in keys]
+
+
 def read_comparison_columns(
     path: str | os.PathLike[str], text: set[str], comparison: Comparison
 ) -> pd.DataFrame:
