@@ -244,21 +244,17 @@ class Linker:
         # link_records narrows a cut table once it is compared: no reference to it is kept here
         pending = [records]
         del records
-        try:
-            result = link_records(
-                pending.pop(),
-                config,
-                model=self.model,
-                progress=report,
-                id_key=self.id_key,
-                checkpoints=checkpoints,
-                golden_records=golden_records,
-                preparing=preparing,
-            )
-        except BaseException:
-            if preparing is not None:  # closed there unless it failed before taking it
-                preparing.close(kill=True)
-            raise
+        # link_records closes ``preparing`` whatever happens
+        result = link_records(
+            pending.pop(),
+            config,
+            model=self.model,
+            progress=report,
+            id_key=self.id_key,
+            checkpoints=checkpoints,
+            golden_records=golden_records,
+            preparing=preparing,
+        )
         if checkpoints is not None:
             checkpoints.wait()  # the records' save failing is an error of the run
         read = self._timings.get("read", 0.0)

@@ -636,25 +636,25 @@ def link_records(
     """
     say = as_progress(progress)
     timings: dict[str, float] = {}
-    comparisons = build_comparisons(config.comparison_specs())
-    n = len(records)
-    rows_tf = tf_rows(records, config, comparisons)
-
-    t = time.perf_counter()
-    _stage(say, "blocking")
-    # the comparisons' worker imports while blocking runs, instead of when they are prepared,
-    # and prepares its share from the records checkpoint as soon as that is written
-    early = preparing
-    if early is not None and [c.name for c in early.comparisons] != [c.name for c in comparisons]:
-        early.close(kill=True)
-        raise ValueError("preparing was started for other comparisons than this config's")
-    if early is None and config.run.workers:
-        early = _EarlyPrepare.start(comparisons, golden_records, n, _may_share(config))
     # handed over in a list: no reference to the table is kept in this frame (it is cut
     # as the stages go, ``_after_comparing``)
     pending = [records]
     del records
+    early = preparing
     try:
+        comparisons = build_comparisons(config.comparison_specs())
+        if early is not None and [c.name for c in early.comparisons] != [
+            c.name for c in comparisons
+        ]:
+            raise ValueError("preparing was started for other comparisons than this config's")
+        n = len(pending[0])
+        rows_tf = tf_rows(pending[0], config, comparisons)
+        t = time.perf_counter()
+        _stage(say, "blocking")
+        # the comparisons' worker imports while blocking runs, instead of when they are
+        # prepared, and prepares its share from the records checkpoint once that is written
+        if early is None and config.run.workers:
+            early = _EarlyPrepare.start(comparisons, golden_records, n, _may_share(config))
         return _link_started(
             pending, config, comparisons, rows_tf, early, say, timings, t,
             model=model, id_key=id_key, checkpoints=checkpoints, golden_records=golden_records,
@@ -695,12 +695,7 @@ def _link_started(
         )
     box = [records]
     del records
-    try:
-        pairs, blocking_rows = _block(box, config, checkpoints, cut)
-    except BaseException:
-        if early is not None:
-            early.close(kill=True)
-        raise
+    pairs, blocking_rows = _block(box, config, checkpoints, cut)  # a failure closes ``early``
     records = box.pop()
     if cut is None:
         # text held as Arrow dictionaries (Linker's records read back from the checkpoint)
