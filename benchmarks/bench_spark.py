@@ -237,6 +237,7 @@ def _worker(
             linker.write(output)
             summary = result.summary
             shuffle = {}
+            shuffle_partitions = None
             stage_cpu = {}
             stage_cpu_split = {}
         else:
@@ -245,7 +246,7 @@ def _worker(
 
             spark = get_session(
                 master,
-                shuffle_partitions=partitions,
+                shuffle_partitions=partitions or None,
                 conf={
                     "spark.ui.enabled": "true",
                     "spark.driver.memory": memory,
@@ -281,6 +282,7 @@ def _worker(
             }
             summary = result.summary
             shuffle = _shuffle_per_stage(spark)
+            shuffle_partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
             spark.stop()
         wall = time.perf_counter() - t
     return {
@@ -301,6 +303,8 @@ def _worker(
         "jvm_thread_cpu_s": peak.jvm_thread_cpu() if engine == "spark" else {},
         "peak_rss_mb": {k: round(v / 2**20) for k, v in peak.peak.items()},
         "shuffle_bytes": shuffle,
+        # Spark only: the shuffle partitions the run used (--partitions, or the engine's own)
+        "shuffle_partitions": shuffle_partitions,
     }
 
 
@@ -309,7 +313,13 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=8,
+        help="spark.sql.shuffle.partitions; 0: the engine's own sizing (one per 16 MB of "
+        "sources, at least one per core), as `linkage run --engine spark` gives it",
+    )
     parser.add_argument(
         "--driver-memory",
         default="4g",

@@ -75,6 +75,64 @@ def test_local_workers_default_to_the_driver_python(monkeypatch):
     assert os.environ["PYSPARK_PYTHON"] == "/opt/python3"
 
 
+def test_a_local_master_gets_the_throughput_collector_unless_one_is_named(tmp_path, monkeypatch):
+    """A local master's driver JVM runs ParallelGC, unless the run's conf, the Java option
+    variables or spark-defaults.conf name a collector: two stop the JVM at its start."""
+    pytest.importorskip("pyspark")
+    from linkage.spark.session import LOCAL_COLLECTOR, driver_java_options, names_collector
+
+    for name in ("JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS", "PYSPARK_SUBMIT_ARGS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("SPARK_HOME", raising=False)
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
+    assert driver_java_options("local[2]").split()[0] == LOCAL_COLLECTOR
+    assert "log4j2.properties" in driver_java_options("local[2]")
+    # a cluster's executors are other JVMs: their collector is the cluster's to set
+    assert LOCAL_COLLECTOR not in driver_java_options("yarn")
+    assert LOCAL_COLLECTOR not in driver_java_options("spark://host:7077")
+    named = {"spark.driver.defaultJavaOptions": "-Xss4m -XX:+UseSerialGC"}
+    assert names_collector(named)
+    assert LOCAL_COLLECTOR not in driver_java_options("local[2]", named)
+    assert not names_collector({"spark.driver.defaultJavaOptions": "-XX:+UseStringDeduplication"})
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-XX:+UseG1GC")
+    assert LOCAL_COLLECTOR not in driver_java_options("local[2]")
+    monkeypatch.delenv("JAVA_TOOL_OPTIONS")
+    (tmp_path / "spark-defaults.conf").write_text(
+        "spark.driver.defaultJavaOptions  -XX:+UseZGC\n", encoding="utf-8"
+    )
+    assert LOCAL_COLLECTOR not in driver_java_options("local[2]")
+
+
+@pytest.mark.parametrize(
+    ("tool_options", "collector"), [(None, "PS MarkSweep"), ("-XX:+UseG1GC", "G1 Old Generation")]
+)
+def test_the_driver_jvm_starts_with_the_collector_chosen(tmp_path, tool_options, collector):
+    """A real session: ParallelGC by default, and a collector named outside the run's conf
+    (JAVA_TOOL_OPTIONS here) starts the JVM with that one, not a conflict."""
+    pytest.importorskip("pyspark")
+    env = {k: v for k, v in os.environ.items() if k not in ("JAVA_TOOL_OPTIONS", "SPARK_HOME")}
+    env["SPARK_CONF_DIR"] = str(tmp_path)
+    if tool_options:
+        env["JAVA_TOOL_OPTIONS"] = tool_options
+    code = """
+        from linkage.spark.session import get_session
+        spark = get_session("local[1]", conf={"spark.driver.memory": "512m"})
+        beans = spark._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+        print("GC:" + ";".join(bean.getName() for bean in beans))
+        spark.stop()
+        """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    names = next(line for line in done.stdout.splitlines() if line.startswith("GC:"))
+    assert collector in names.split(":", 1)[1].split(";"), names
+
+
 def test_missing_pyspark_is_an_error_naming_the_extra(tmp_path):
     generate(20, seed=2, output=tmp_path)
     done = _python(

@@ -994,11 +994,8 @@ def _compare_batch(
     """One batch of joined pairs (``<col>__l``, ``<col>__r``) to its comparison vectors.
 
     Returns the ``keep`` columns, ``gamma_<name>`` (int8) per comparison and the pair's term
-    frequency per tf setting. Used by ``compare_spark`` per Arrow batch and by the u sample
-    on the driver, so both give the same levels.
+    frequency per tf setting. Used by ``compare_spark`` per Arrow batch.
     """
-    left = _restore_booleans(pd.DataFrame({c: batch[f"{c}__l"] for c in value_cols}), bool_cols)
-    right = _restore_booleans(pd.DataFrame({c: batch[f"{c}__r"] for c in value_cols}), bool_cols)
     out = batch[keep].copy()
     n = len(batch)
     # each record once, as the local ``compare.compare`` prepares records: a record is in
@@ -1007,16 +1004,22 @@ def _compare_batch(
         [batch[schema.ROW_L].to_numpy(np.int64), batch[schema.ROW_R].to_numpy(np.int64)]
     )
     _, first, where = np.unique(rids, return_index=True, return_inverse=True)
+    # a column's values are taken for those records before they become Python objects, and
+    # once for every comparison that reads it: converting both sides of every pair, once per
+    # comparison, was most of this function's time outside the comparisons
+    values: dict[str, np.ndarray] = {}
+    for col in dict.fromkeys(col for c in comparisons for col in c.columns):
+        if col not in value_cols:  # absent columns read as null, as locally
+            values[col] = np.full(len(first), None, dtype=object)
+            continue
+        both = pd.concat([batch[f"{col}__l"], batch[f"{col}__r"]], ignore_index=True)
+        picked = both.take(first)
+        if col in bool_cols:  # Arrow hands nullable booleans back as objects
+            picked = picked.astype("boolean")
+        values[col] = picked.to_numpy()
     for c in comparisons:
-        values = {
-            col: np.concatenate([left[col].to_numpy(), right[col].to_numpy()])[first]
-            for col in c.columns
-            if col in value_cols
-        }
-        for col in c.columns:
-            if col not in value_cols:  # absent columns read as null, as locally
-                values[col] = np.full(len(first), None, dtype=object)
-        levels = c.compare_prepared(c.prepare(values), where[:n], where[n:])
+        mine = {col: values[col] for col in c.columns}
+        levels = c.compare_prepared(c.prepare(mine), where[:n], where[n:])
         out[schema.GAMMA_PREFIX + c.name] = levels.astype(np.int8)
     for tf in tf_cols.values():
         out[tf] = np.fmax(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator, Mapping
@@ -36,6 +37,46 @@ def use_driver_python(master: str) -> None:
         os.environ["PYSPARK_PYTHON"] = sys.executable
 
 
+# The JVM's garbage collector for a local master, whose one JVM is the driver and every
+# executor: the throughput collector, not Java 17's default G1, whose concurrent marking
+# threads and write barriers take CPU from a batch on few cores to keep pauses short
+# (docs/national-scale.md, "The throughput collector on a local master"). It is Java 8's
+# default; SPARK-53084 proposed it as Spark's own default for the same change of Java.
+LOCAL_COLLECTOR = "-XX:+UseParallelGC"
+_COLLECTOR = re.compile(r"-XX:\+Use\w*GC\b")
+# where else a driver JVM's options come from: a second collector stops the JVM at its start
+# ("Multiple garbage collectors selected")
+_JAVA_ENV = ("JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS", "PYSPARK_SUBMIT_ARGS")
+
+
+def names_collector(conf: Mapping[str, str]) -> bool:
+    """Whether a garbage collector (``-XX:+Use...GC``) is chosen for the driver JVM already:
+    by ``conf``'s values, the Java and pyspark option variables of the environment, or
+    ``spark-defaults.conf`` (``$SPARK_CONF_DIR``, else ``$SPARK_HOME/conf``)."""
+    texts = [str(v) for v in conf.values()]
+    texts += [os.environ.get(name, "") for name in _JAVA_ENV]
+    conf_dir = os.environ.get("SPARK_CONF_DIR") or (
+        os.path.join(os.environ["SPARK_HOME"], "conf") if os.environ.get("SPARK_HOME") else None
+    )
+    if conf_dir:
+        defaults = Path(conf_dir) / "spark-defaults.conf"
+        if defaults.is_file():
+            texts.append(defaults.read_text(encoding="utf-8", errors="replace"))
+    return any(_COLLECTOR.search(text) for text in texts)
+
+
+def driver_java_options(master: str, conf: Mapping[str, str] | None = None) -> str:
+    """The ``spark.driver.extraJavaOptions`` :func:`get_session` sets when ``conf`` has none:
+    the project's log4j2 file (the driver JVM logs errors only, from its start on) and, on a
+    ``local`` master where no collector is named (:func:`names_collector`),
+    :data:`LOCAL_COLLECTOR`."""
+    log4j = Path(__file__).with_name("log4j2.properties")
+    options = [f"-Dlog4j2.configurationFile={log4j.as_uri()}"]
+    if master.startswith("local") and not names_collector(conf or {}):
+        options.insert(0, LOCAL_COLLECTOR)
+    return " ".join(options)
+
+
 def get_session(
     master: str = "local[*]",
     *,
@@ -46,7 +87,10 @@ def get_session(
     """Return a SparkSession on ``master`` (an existing one is reused, as Spark does).
 
     Arrow carries the pandas batches of mapInPandas/applyInPandas; the console progress bar
-    is off because the CLI prints its own progress.
+    is off because the CLI prints its own progress. Unless ``conf`` sets
+    ``spark.driver.extraJavaOptions`` itself, the driver JVM gets
+    :func:`driver_java_options`; a cluster's executors keep the collector their
+    administrators set.
     """
     use_driver_python(master)
     builder = (
@@ -75,11 +119,7 @@ def get_session(
     if master.startswith("local"):
         builder = builder.config("spark.ui.enabled", "false")
     if "spark.driver.extraJavaOptions" not in (conf or {}):
-        # the driver JVM logs errors only (log4j2.properties here), from its start on
-        log4j = Path(__file__).with_name("log4j2.properties")
-        builder = builder.config(
-            "spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j.as_uri()}"
-        )
+        builder = builder.config("spark.driver.extraJavaOptions", driver_java_options(master, conf))
     if shuffle_partitions is not None:
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     for key, value in (conf or {}).items():
