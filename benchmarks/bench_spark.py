@@ -246,7 +246,8 @@ def _worker(
 
             spark = get_session(
                 master,
-                shuffle_partitions=partitions or None,
+                # 0: what `linkage run` gives, the config's own setting or the engine's sizing
+                shuffle_partitions=partitions or config.spark.shuffle_partitions,
                 conf={
                     "spark.ui.enabled": "true",
                     "spark.driver.memory": memory,
@@ -317,8 +318,8 @@ def main() -> None:
         "--partitions",
         type=int,
         default=8,
-        help="spark.sql.shuffle.partitions; 0: the engine's own sizing (one per 16 MB of "
-        "sources, at least one per core), as `linkage run --engine spark` gives it",
+        help="spark.sql.shuffle.partitions; 0: as `linkage run --engine spark` gives it (the "
+        "config's spark.shuffle_partitions, else one per 16 MB of sources, at least one per core)",
     )
     parser.add_argument(
         "--driver-memory",

@@ -75,48 +75,89 @@ def test_local_workers_default_to_the_driver_python(monkeypatch):
     assert os.environ["PYSPARK_PYTHON"] == "/opt/python3"
 
 
+_JAVA_ENV = (
+    "JAVA_TOOL_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "_JAVA_OPTIONS",
+    "SPARK_SUBMIT_OPTS",
+    "PYSPARK_SUBMIT_ARGS",
+    "SPARK_HOME",
+)
+
+
 def test_a_local_master_gets_the_throughput_collector_unless_one_is_named(tmp_path, monkeypatch):
-    """A local master's driver JVM runs ParallelGC, unless the run's conf, the Java option
-    variables or spark-defaults.conf name a collector: two stop the JVM at its start."""
+    """A local master's driver JVM runs ParallelGC, unless a collector is named where the
+    JVM or spark-submit reads options: two stop the JVM at its start."""
     pytest.importorskip("pyspark")
     from linkage.spark.session import LOCAL_COLLECTOR, driver_java_options, names_collector
 
-    for name in ("JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS", "PYSPARK_SUBMIT_ARGS"):
+    for name in _JAVA_ENV:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("SPARK_HOME", raising=False)
     monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
+
+    def added(master: str = "local[2]", conf: dict | None = None) -> bool:
+        return LOCAL_COLLECTOR in driver_java_options(master, conf).split()
+
     assert driver_java_options("local[2]").split()[0] == LOCAL_COLLECTOR
     assert "log4j2.properties" in driver_java_options("local[2]")
-    # a cluster's executors are other JVMs: their collector is the cluster's to set
-    assert LOCAL_COLLECTOR not in driver_java_options("yarn")
-    assert LOCAL_COLLECTOR not in driver_java_options("spark://host:7077")
+    assert added("local") and added("local[*]") and added("local[4,2]")
+    # executors in JVMs of their own: their collector is the cluster's to set
+    for master in ("yarn", "spark://host:7077", "k8s://https://host", "local-cluster[2,1,1024]"):
+        assert not added(master), master
     named = {"spark.driver.defaultJavaOptions": "-Xss4m -XX:+UseSerialGC"}
-    assert names_collector(named)
-    assert LOCAL_COLLECTOR not in driver_java_options("local[2]", named)
+    assert names_collector(named) and not added(conf=named)
     assert not names_collector({"spark.driver.defaultJavaOptions": "-XX:+UseStringDeduplication"})
-    monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-XX:+UseG1GC")
-    assert LOCAL_COLLECTOR not in driver_java_options("local[2]")
-    monkeypatch.delenv("JAVA_TOOL_OPTIONS")
-    (tmp_path / "spark-defaults.conf").write_text(
-        "spark.driver.defaultJavaOptions  -XX:+UseZGC\n", encoding="utf-8"
-    )
-    assert LOCAL_COLLECTOR not in driver_java_options("local[2]")
+    assert not added(conf={"spark.driver.defaultJavaOptions": "-XX:VMOptionsFile=/etc/jvm.opts"})
+    for name, value in [
+        ("JAVA_TOOL_OPTIONS", "-XX:+UseG1GC"),
+        ("JDK_JAVA_OPTIONS", "-XX:+UseShenandoahGC"),
+        ("_JAVA_OPTIONS", "-XX:+UseZGC"),
+        ("SPARK_SUBMIT_OPTS", "-Dx=1 -XX:+UseSerialGC"),
+        ("PYSPARK_SUBMIT_ARGS", "--driver-java-options -XX:+UseG1GC pyspark-shell"),
+    ]:
+        monkeypatch.setenv(name, value)
+        assert not added(), name
+        monkeypatch.delenv(name)
+    assert added()
+    # a properties file PYSPARK_SUBMIT_ARGS names, and spark-submit's files in the conf folder
+    props = tmp_path / "job.properties"
+    props.write_text("spark.driver.extraJavaOptions -XX:+UseG1GC\n", encoding="utf-8")
+    monkeypatch.setenv("PYSPARK_SUBMIT_ARGS", f"--properties-file {props} pyspark-shell")
+    assert not added()
+    monkeypatch.delenv("PYSPARK_SUBMIT_ARGS")
+    for file, text in [
+        ("spark-defaults.conf", "spark.driver.defaultJavaOptions  -XX:+UseZGC\n"),
+        ("java-opts", "-XX:+UseG1GC\n"),
+        ("spark-env.sh", "export SPARK_SUBMIT_OPTS='-XX:+UseSerialGC'\n"),
+    ]:
+        (tmp_path / file).write_text(text, encoding="utf-8")
+        assert not added(), file
+        (tmp_path / file).unlink()
+    assert added()
 
 
 @pytest.mark.parametrize(
-    ("tool_options", "collector"), [(None, "PS MarkSweep"), ("-XX:+UseG1GC", "G1 Old Generation")]
+    ("tool_options", "blind", "collector"),
+    [
+        (None, False, "PS MarkSweep"),
+        ("-XX:+UseG1GC", False, "G1 Old Generation"),
+        # a collector the check cannot see: the JVM refuses two and starts again without ours
+        ("-XX:+UseG1GC", True, "G1 Old Generation"),
+    ],
 )
-def test_the_driver_jvm_starts_with_the_collector_chosen(tmp_path, tool_options, collector):
-    """A real session: ParallelGC by default, and a collector named outside the run's conf
+def test_the_driver_jvm_starts_with_the_collector_chosen(tmp_path, tool_options, blind, collector):
+    """A real session: ParallelGC by default; a collector named outside the run's conf
     (JAVA_TOOL_OPTIONS here) starts the JVM with that one, not a conflict."""
     pytest.importorskip("pyspark")
-    env = {k: v for k, v in os.environ.items() if k not in ("JAVA_TOOL_OPTIONS", "SPARK_HOME")}
+    env = {k: v for k, v in os.environ.items() if k not in _JAVA_ENV}
     env["SPARK_CONF_DIR"] = str(tmp_path)
     if tool_options:
         env["JAVA_TOOL_OPTIONS"] = tool_options
-    code = """
-        from linkage.spark.session import get_session
-        spark = get_session("local[1]", conf={"spark.driver.memory": "512m"})
+    code = f"""
+        import linkage.spark.session as session
+        if {blind}:
+            session.names_collector = lambda conf: False
+        spark = session.get_session("local[1]", conf={{"spark.driver.memory": "512m"}})
         beans = spark._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
         print("GC:" + ";".join(bean.getName() for bean in beans))
         spark.stop()
@@ -131,6 +172,7 @@ def test_the_driver_jvm_starts_with_the_collector_chosen(tmp_path, tool_options,
     assert done.returncode == 0, done.stderr
     names = next(line for line in done.stdout.splitlines() if line.startswith("GC:"))
     assert collector in names.split(":", 1)[1].split(";"), names
+    assert ("did not start with -XX:+UseParallelGC" in done.stderr) == blind, done.stderr
 
 
 def test_missing_pyspark_is_an_error_naming_the_extra(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -21,6 +22,7 @@ from pyspark.sql import SparkSession  # noqa: E402
 warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
 warnings.filterwarnings("ignore", "The copy keyword is deprecated", module="pyspark")
 _WORKER_WARNINGS = "ignore::FutureWarning,ignore::DeprecationWarning"
+logger = logging.getLogger(__name__)
 
 
 def use_driver_python(master: str) -> None:
@@ -40,29 +42,65 @@ def use_driver_python(master: str) -> None:
 # The JVM's garbage collector for a local master, whose one JVM is the driver and every
 # executor: the throughput collector, not Java 17's default G1, whose concurrent marking
 # threads and write barriers take CPU from a batch on few cores to keep pauses short
-# (docs/national-scale.md, "The throughput collector on a local master"). It is Java 8's
-# default; SPARK-53084 proposed it as Spark's own default for the same change of Java.
+# (docs/national-scale.md, "The throughput collector on a local master, and compare's
+# conversions"). It is Java 8's default; SPARK-53084 proposed it as Spark's own default for
+# the same change of Java.
 LOCAL_COLLECTOR = "-XX:+UseParallelGC"
 _COLLECTOR = re.compile(r"-XX:\+Use\w*GC\b")
-# where else a driver JVM's options come from: a second collector stops the JVM at its start
-# ("Multiple garbage collectors selected")
-_JAVA_ENV = ("JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS", "PYSPARK_SUBMIT_ARGS")
+# options read from a file the check cannot follow: treated as naming a collector
+_OPAQUE = re.compile(r"-XX:(VMOptionsFile|Flags)=")
+# where else a driver JVM's options come from (the JVM, spark-submit, pyspark's launcher):
+# a second collector stops the JVM at its start ("Multiple garbage collectors selected")
+_JAVA_ENV = (
+    "JAVA_TOOL_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "_JAVA_OPTIONS",
+    "SPARK_SUBMIT_OPTS",
+    "PYSPARK_SUBMIT_ARGS",
+)
+# spark-submit's files in the conf folder: properties, java-opts lines, spark-env.sh exports
+_CONF_FILES = ("spark-defaults.conf", "java-opts", "spark-env.sh")
+_PROPERTIES_FILE = re.compile(r"--(?:extra-)?properties-file[= ](\S+)")
+
+
+def _spark_conf_dir() -> Path | None:
+    """The conf folder spark-submit reads: ``$SPARK_CONF_DIR``, else ``$SPARK_HOME/conf``,
+    else the one of the SPARK_HOME pyspark's launcher finds (its own package folder for a
+    pip install, ``pyspark.find_spark_home``)."""
+    if os.environ.get("SPARK_CONF_DIR"):
+        return Path(os.environ["SPARK_CONF_DIR"])
+    try:
+        from pyspark.find_spark_home import _find_spark_home
+
+        return Path(_find_spark_home()) / "conf"
+    except Exception:  # noqa: BLE001 - no SPARK_HOME to find: no conf folder to read
+        return None
 
 
 def names_collector(conf: Mapping[str, str]) -> bool:
-    """Whether a garbage collector (``-XX:+Use...GC``) is chosen for the driver JVM already:
-    by ``conf``'s values, the Java and pyspark option variables of the environment, or
-    ``spark-defaults.conf`` (``$SPARK_CONF_DIR``, else ``$SPARK_HOME/conf``)."""
+    """Whether a garbage collector (``-XX:+Use...GC``) may be chosen for the driver JVM
+    already: by ``conf``'s values, the Java and Spark option variables of the environment
+    (``SPARK_SUBMIT_OPTS`` and ``PYSPARK_SUBMIT_ARGS`` among them), a properties file
+    ``PYSPARK_SUBMIT_ARGS`` names, or the conf folder's ``spark-defaults.conf``,
+    ``java-opts`` and ``spark-env.sh``. An options file the JVM reads itself
+    (``-XX:VMOptionsFile``, ``-XX:Flags``) counts as naming one: a false yes only leaves
+    Java's default collector, a false no stops the JVM."""
     texts = [str(v) for v in conf.values()]
     texts += [os.environ.get(name, "") for name in _JAVA_ENV]
-    conf_dir = os.environ.get("SPARK_CONF_DIR") or (
-        os.path.join(os.environ["SPARK_HOME"], "conf") if os.environ.get("SPARK_HOME") else None
-    )
-    if conf_dir:
-        defaults = Path(conf_dir) / "spark-defaults.conf"
-        if defaults.is_file():
-            texts.append(defaults.read_text(encoding="utf-8", errors="replace"))
-    return any(_COLLECTOR.search(text) for text in texts)
+    files = [Path(m) for m in _PROPERTIES_FILE.findall(os.environ.get("PYSPARK_SUBMIT_ARGS", ""))]
+    conf_dir = _spark_conf_dir()
+    if conf_dir is not None:
+        files += [conf_dir / name for name in _CONF_FILES]
+    for path in files:
+        if path.is_file():
+            texts.append(path.read_text(encoding="utf-8", errors="replace"))
+    return any(_COLLECTOR.search(text) or _OPAQUE.search(text) for text in texts)
+
+
+def _single_jvm(master: str) -> bool:
+    """``local``, ``local[N]``, ``local[N,F]``: the driver JVM runs the executors too
+    (``local-cluster[...]`` starts executor JVMs of its own)."""
+    return master == "local" or master.startswith("local[")
 
 
 def driver_java_options(master: str, conf: Mapping[str, str] | None = None) -> str:
@@ -72,7 +110,7 @@ def driver_java_options(master: str, conf: Mapping[str, str] | None = None) -> s
     :data:`LOCAL_COLLECTOR`."""
     log4j = Path(__file__).with_name("log4j2.properties")
     options = [f"-Dlog4j2.configurationFile={log4j.as_uri()}"]
-    if master.startswith("local") and not names_collector(conf or {}):
+    if _single_jvm(master) and not names_collector(conf or {}):
         options.insert(0, LOCAL_COLLECTOR)
     return " ".join(options)
 
@@ -118,13 +156,26 @@ def get_session(
     )
     if master.startswith("local"):
         builder = builder.config("spark.ui.enabled", "false")
+    options = None
     if "spark.driver.extraJavaOptions" not in (conf or {}):
-        builder = builder.config("spark.driver.extraJavaOptions", driver_java_options(master, conf))
+        options = driver_java_options(master, conf)
+        builder = builder.config("spark.driver.extraJavaOptions", options)
     if shuffle_partitions is not None:
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
+    try:
+        session = builder.getOrCreate()
+    except Exception:
+        if options is None or LOCAL_COLLECTOR not in options.split():
+            raise
+        # a collector named where names_collector does not look (an @argfile, a wrapper
+        # script): the JVM refuses two, so it starts again with the one it was given
+        logger.warning(
+            "the Spark driver JVM did not start with %s; starting it without", LOCAL_COLLECTOR
+        )
+        plain = " ".join(o for o in options.split() if o != LOCAL_COLLECTOR)
+        session = builder.config("spark.driver.extraJavaOptions", plain).getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
 
