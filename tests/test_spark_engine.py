@@ -75,14 +75,11 @@ def test_local_workers_default_to_the_driver_python(monkeypatch):
     assert os.environ["PYSPARK_PYTHON"] == "/opt/python3"
 
 
-_JAVA_ENV = (
-    "JAVA_TOOL_OPTIONS",
-    "JDK_JAVA_OPTIONS",
-    "_JAVA_OPTIONS",
-    "SPARK_SUBMIT_OPTS",
-    "PYSPARK_SUBMIT_ARGS",
-    "SPARK_HOME",
-)
+def _java_env() -> tuple[str, ...]:
+    """The variables a driver JVM's options come from, and SPARK_HOME (its conf folder)."""
+    from linkage.spark.session import _JAVA_ENV
+
+    return (*_JAVA_ENV, "SPARK_HOME")
 
 
 def test_a_local_master_gets_the_throughput_collector_unless_one_is_named(tmp_path, monkeypatch):
@@ -91,7 +88,7 @@ def test_a_local_master_gets_the_throughput_collector_unless_one_is_named(tmp_pa
     pytest.importorskip("pyspark")
     from linkage.spark.session import LOCAL_COLLECTOR, driver_java_options, names_collector
 
-    for name in _JAVA_ENV:
+    for name in _java_env():
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
 
@@ -149,7 +146,7 @@ def test_the_driver_jvm_starts_with_the_collector_chosen(tmp_path, tool_options,
     """A real session: ParallelGC by default; a collector named outside the run's conf
     (JAVA_TOOL_OPTIONS here) starts the JVM with that one, not a conflict."""
     pytest.importorskip("pyspark")
-    env = {k: v for k, v in os.environ.items() if k not in _JAVA_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in _java_env()}
     env["SPARK_CONF_DIR"] = str(tmp_path)
     if tool_options:
         env["JAVA_TOOL_OPTIONS"] = tool_options
