@@ -73,7 +73,8 @@ def _spark_conf_dir() -> Path | None:
         from pyspark.find_spark_home import _find_spark_home
 
         return Path(_find_spark_home()) / "conf"
-    except Exception:  # noqa: BLE001 - no SPARK_HOME to find: no conf folder to read
+    except (Exception, SystemExit):  # noqa: BLE001 - it exits when it finds none
+        # no SPARK_HOME: no conf folder to read (and the JVM's launch fails on its own)
         return None
 
 
@@ -170,9 +171,10 @@ def get_session(
         if options is None or LOCAL_COLLECTOR not in options.split():
             raise
         # a collector named where names_collector does not look (an @argfile, a wrapper
-        # script): the JVM refuses two, so it starts again with the one it was given
+        # script): the JVM refuses two, so it starts again with the one it was given; a
+        # launch failing for another reason fails again and raises that error
         logger.warning(
-            "the Spark driver JVM did not start with %s; starting it without", LOCAL_COLLECTOR
+            "the Spark driver JVM did not start; starting it again without %s", LOCAL_COLLECTOR
         )
         plain = " ".join(o for o in options.split() if o != LOCAL_COLLECTOR)
         session = builder.config("spark.driver.extraJavaOptions", plain).getOrCreate()
