@@ -1116,6 +1116,49 @@ def test_spark_blocking_refines_skips_and_refuses_like_the_local_engine(spark):
         block_spark(keys, SimpleNamespace(blocking=tight), buckets=3)
 
 
+@pytest.mark.parametrize("link_type", ["link_and_dedupe", "link_only", "dedupe_only"])
+def test_spark_blocking_report_equals_the_local_one_for_every_link_type(spark, link_type):
+    """The planner's report rows, added up over buckets of blocks, equal the local engine's
+    for every link type: with small blocks over ``warn_block_size``, a rule whose blocks
+    are all refined, one with none refined and one no record has keys for."""
+    from types import SimpleNamespace
+
+    from linkage.blocking import BlockingRule, BlockingSettings, block, key_table
+    from linkage.spark.engine import _RULE_INDEX, block_spark
+
+    frame = _key_frame(seed=11, n=200)
+    frame["none"] = None
+    rules = [
+        BlockingRule(name="all_big", keys=["k1"]),
+        BlockingRule(name="mixed", keys=["k2", "k3"], refine_block_size=20),
+        BlockingRule(name="small", keys=["k1", "k2", "k3"], refine_block_size=40),
+        BlockingRule(name="empty", keys=["none"]),
+    ]
+    settings = BlockingSettings(
+        rules=rules,
+        link_type=link_type,
+        refine_block_size=8,
+        warn_block_size=6,
+        max_block_size=50,
+        refine_keys=["k2", "k3"],
+    )
+    local_report: list[dict] = []
+    local = block(frame, settings, report=local_report)
+    keys = spark.createDataFrame(key_table(frame, rules, settings.refine_keys))
+    spark_report: list[dict] = []
+    pairs, names = block_spark(
+        keys, SimpleNamespace(blocking=settings), buckets=3, report=spark_report
+    )
+    assert spark_report == local_report
+    by_name = {r["rule"]: r for r in local_report}
+    assert by_name["mixed"]["blocks_refined"] > 0 and by_name["small"]["blocks_refined"] == 0
+    assert by_name["small"]["blocks_over_warning"] > 0 and by_name["empty"]["records_with_key"] == 0
+    got = pairs.toPandas().sort_values([schema.ROW_L, schema.ROW_R], ignore_index=True)
+    assert got[schema.ROW_L].tolist() == local[schema.ROW_L].tolist()
+    assert got[schema.ROW_R].tolist() == local[schema.ROW_R].tolist()
+    assert [names[i] for i in got[_RULE_INDEX]] == local[schema.RULE].astype(str).tolist()
+
+
 def test_spark_blocking_sorts_its_self_join_by_the_block_hash_first(spark):
     """The self-join's sort compares an 8-byte prefix of its first key before whole rows:
     the block's hash leads, and the rule index and text keys follow, so the pairs are the
