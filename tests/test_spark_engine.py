@@ -1085,35 +1085,61 @@ def _key_frame(seed: int, n: int = 150) -> pd.DataFrame:
     )
 
 
-def test_spark_blocking_refines_skips_and_refuses_like_the_local_engine(spark):
+def _blocked_by_both(spark, frame: pd.DataFrame, settings) -> dict[str, Any]:
+    """``frame``'s key table blocked by the local engine and by ``block_spark`` (3 buckets):
+    the local pairs and report, Spark's report, sorted pairs, rule names and key table."""
     from types import SimpleNamespace
 
-    from linkage.blocking import BlockingRule, BlockingSettings, block, key_table
-    from linkage.errors import ConfigError
-    from linkage.spark.engine import _RULE_INDEX, block_spark
+    from linkage.blocking import block, key_table
+    from linkage.spark.engine import block_spark
 
-    frame = _key_frame(seed=3)
-    rules = [BlockingRule(name="a", keys=["k1"]), BlockingRule(name="b", keys=["k2", "k3"])]
-    settings = BlockingSettings(
-        rules=rules, refine_block_size=8, max_block_size=12, refine_keys=["k2", "k3"]
-    )
     local_report: list[dict] = []
     local = block(frame, settings, report=local_report)
-    keys = spark.createDataFrame(key_table(frame, rules, settings.refine_keys))
+    keys = spark.createDataFrame(key_table(frame, settings.rules, settings.refine_keys))
     spark_report: list[dict] = []
     pairs, names = block_spark(
         keys, SimpleNamespace(blocking=settings), buckets=3, report=spark_report
     )
     got = pairs.toPandas().sort_values([schema.ROW_L, schema.ROW_R], ignore_index=True)
-    assert spark_report == local_report
-    assert local_report[0]["blocks_refined"] > 0 and local_report[0]["blocks_skipped"] > 0
+    return {
+        "local": local,
+        "local_report": local_report,
+        "spark_report": spark_report,
+        "got": got,
+        "names": names,
+        "keys": keys,
+    }
+
+
+def _assert_same_pairs(got: pd.DataFrame, names: list[str], local: pd.DataFrame) -> None:
+    """Spark's sorted pairs and their first rules equal the local engine's."""
+    from linkage.spark.engine import _RULE_INDEX
+
     assert got[schema.ROW_L].tolist() == local[schema.ROW_L].tolist()
     assert got[schema.ROW_R].tolist() == local[schema.ROW_R].tolist()
     assert [names[i] for i in got[_RULE_INDEX]] == local[schema.RULE].astype(str).tolist()
+
+
+def test_spark_blocking_refines_skips_and_refuses_like_the_local_engine(spark):
+    from types import SimpleNamespace
+
+    from linkage.blocking import BlockingRule, BlockingSettings
+    from linkage.errors import ConfigError
+    from linkage.spark.engine import block_spark
+
+    rules = [BlockingRule(name="a", keys=["k1"]), BlockingRule(name="b", keys=["k2", "k3"])]
+    settings = BlockingSettings(
+        rules=rules, refine_block_size=8, max_block_size=12, refine_keys=["k2", "k3"]
+    )
+    both = _blocked_by_both(spark, _key_frame(seed=3), settings)
+    local_report = both["local_report"]
+    assert both["spark_report"] == local_report
+    assert local_report[0]["blocks_refined"] > 0 and local_report[0]["blocks_skipped"] > 0
+    _assert_same_pairs(both["got"], both["names"], both["local"])
     # over the pair budget with over_budget: refuse, nothing is joined
     tight = settings.model_copy(update={"pair_budget": 10, "over_budget": "refuse"})
     with pytest.raises(ConfigError, match="pair_budget"):
-        block_spark(keys, SimpleNamespace(blocking=tight), buckets=3)
+        block_spark(both["keys"], SimpleNamespace(blocking=tight), buckets=3)
 
 
 @pytest.mark.parametrize("link_type", ["link_and_dedupe", "link_only", "dedupe_only"])
@@ -1121,10 +1147,7 @@ def test_spark_blocking_report_equals_the_local_one_for_every_link_type(spark, l
     """The planner's report rows, added up over buckets of blocks, equal the local engine's
     for every link type: with small blocks over ``warn_block_size``, a rule whose blocks
     are all refined, one with none refined and one no record has keys for."""
-    from types import SimpleNamespace
-
-    from linkage.blocking import BlockingRule, BlockingSettings, block, key_table
-    from linkage.spark.engine import _RULE_INDEX, block_spark
+    from linkage.blocking import BlockingRule, BlockingSettings
 
     frame = _key_frame(seed=11, n=200)
     frame["none"] = None
@@ -1142,21 +1165,12 @@ def test_spark_blocking_report_equals_the_local_one_for_every_link_type(spark, l
         max_block_size=50,
         refine_keys=["k2", "k3"],
     )
-    local_report: list[dict] = []
-    local = block(frame, settings, report=local_report)
-    keys = spark.createDataFrame(key_table(frame, rules, settings.refine_keys))
-    spark_report: list[dict] = []
-    pairs, names = block_spark(
-        keys, SimpleNamespace(blocking=settings), buckets=3, report=spark_report
-    )
-    assert spark_report == local_report
-    by_name = {r["rule"]: r for r in local_report}
+    both = _blocked_by_both(spark, frame, settings)
+    assert both["spark_report"] == both["local_report"]
+    by_name = {r["rule"]: r for r in both["local_report"]}
     assert by_name["mixed"]["blocks_refined"] > 0 and by_name["small"]["blocks_refined"] == 0
     assert by_name["small"]["blocks_over_warning"] > 0 and by_name["empty"]["records_with_key"] == 0
-    got = pairs.toPandas().sort_values([schema.ROW_L, schema.ROW_R], ignore_index=True)
-    assert got[schema.ROW_L].tolist() == local[schema.ROW_L].tolist()
-    assert got[schema.ROW_R].tolist() == local[schema.ROW_R].tolist()
-    assert [names[i] for i in got[_RULE_INDEX]] == local[schema.RULE].astype(str).tolist()
+    _assert_same_pairs(both["got"], both["names"], both["local"])
 
 
 def test_spark_blocking_sorts_its_self_join_by_the_block_hash_first(spark):
@@ -1197,7 +1211,7 @@ def test_spark_blocking_jobs_do_not_grow_with_the_rules(spark):
     from types import SimpleNamespace
 
     from linkage.blocking import BlockingRule, BlockingSettings, block, key_table
-    from linkage.spark.engine import _RULE_INDEX, block_spark
+    from linkage.spark.engine import block_spark
 
     frame = _key_frame(seed=5)
     few = [BlockingRule(name="a", keys=["k1"]), BlockingRule(name="b", keys=["k2", "k3"])]
@@ -1220,9 +1234,7 @@ def test_spark_blocking_jobs_do_not_grow_with_the_rules(spark):
 
         (pairs, names), jobs[len(rules)] = _jobs_of(spark, f"block_{len(rules)}", pairs_of)
         got = pairs.toPandas().sort_values([schema.ROW_L, schema.ROW_R], ignore_index=True)
-        assert got[schema.ROW_L].tolist() == local[schema.ROW_L].tolist()
-        assert got[schema.ROW_R].tolist() == local[schema.ROW_R].tolist()
-        assert [names[i] for i in got[_RULE_INDEX]] == local[schema.RULE].astype(str).tolist()
+        _assert_same_pairs(got, names, local)
         report = []
         block(frame, settings, report=report)
         assert [r["blocks_refined"] > 0 for r in report] == [True] + [False] * (len(rules) - 1)
