@@ -633,6 +633,29 @@ def test_spark_reader_names_bad_parquet_rows(spark, tmp_path, write_yaml):
     assert "1 duplicate record id value(s), e.g. 'a' (rows 1, 4)" in str(raised.value)
 
 
+
+@pytest.mark.parametrize(
+    "content, cause",
+    [(b"PAR1garbage", "is not a Parquet file"), (b"PAR1" + b"\0" * 64 + b"PAR1", "corrupted file")],
+    ids=["too-short", "bad-footer"],
+)
+def test_spark_reader_says_why_a_damaged_parquet_file_cannot_be_read(
+    spark, tmp_path, write_yaml, content, cause
+):
+    """The Java error's own cause, not Py4J's "An error occurred while calling o100.parquet"."""
+    from linkage.spark.engine import read_sources_spark
+
+    (tmp_path / "b.parquet").write_bytes(content)
+    config = load_config(
+        write_yaml({"sources": {"s": {"path": "b.parquet", "record_id": "rid", "columns": {}}}})
+    )
+    with pytest.raises(InputError) as raised:
+        read_sources_spark(spark, config)
+    text = str(raised.value)
+    assert "b.parquet" in text and cause in text, text
+    assert "An error occurred while calling" not in text
+    assert "\tat " not in text and len(text.splitlines()) == 1, text
+
 def test_spark_cli_on_bad_input_prints_no_java_stack_trace(tmp_path, write_yaml):
     """The run as a user starts it: exit 2, the file and its bad lines named, and nothing of
     Spark's Java logging (the JVM writes to the process's own stderr, so a subprocess)."""

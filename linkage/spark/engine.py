@@ -40,7 +40,7 @@ from linkage.spark.badrows import (
 
 require_pyspark()
 
-from py4j.protocol import Py4JJavaError  # noqa: E402
+from py4j.protocol import Py4JError, Py4JJavaError  # noqa: E402
 from pyspark.errors import PySparkException  # noqa: E402
 from pyspark.sql import Column, DataFrame, Observation, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
@@ -191,7 +191,24 @@ def _quiet_spark_logs(spark: SparkSession) -> Iterator[None]:
 
 
 def _spark_message(exc: BaseException) -> str:
-    """The first line of a Spark error, without its Java stack trace."""
+    """The first line of a Spark error, without its Java stack trace.
+
+    A Java error reaches Python as ``Py4JJavaError``, whose first line only names the JVM
+    call ("An error occurred while calling o100.parquet."); its Java exception's innermost
+    cause says what is wrong with the file ("... is not a Parquet file"), so that is used.
+    """
+    java, root = getattr(exc, "java_exception", None), None
+    for _ in range(20):  # a cause chain is short; the bound only guards against a cycle
+        if java is None:
+            break
+        try:
+            message, java = java.getMessage(), java.getCause()
+        except Py4JError:  # the JVM gone: fall back to the Python text
+            break
+        if message and message.strip():
+            root = message.strip().splitlines()[0]
+    if root:
+        return root[:300]
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
 
