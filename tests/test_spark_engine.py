@@ -133,6 +133,86 @@ def test_a_local_master_gets_the_throughput_collector_unless_one_is_named(tmp_pa
     assert added()
 
 
+def test_a_local_master_gets_a_quarter_of_the_memory_unless_its_heap_is_set(
+    tmp_path, monkeypatch
+):
+    """Spark's default driver heap is 1g, and a local master's one JVM holds every executor:
+    a quarter of the machine's memory instead (the JVM's own default), unless the heap is
+    set where spark-submit or the JVM reads it; a cluster's memory is its own to set."""
+    pytest.importorskip("pyspark")
+    from linkage.spark import session
+    from linkage.spark.session import local_driver_memory, machine_memory
+
+    for name in (*_java_env(), "SPARK_DRIVER_MEMORY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
+    total = machine_memory()
+    assert total is not None and total > 2**30
+    assert local_driver_memory("local[2]") == f"{max(1024, total // 4 // 2**20)}m"
+    monkeypatch.setattr(session, "machine_memory", lambda: 24 * 2**30)
+    assert local_driver_memory("local[*]") == "6144m"
+    monkeypatch.setattr(session, "machine_memory", lambda: 2 * 2**30)
+    assert local_driver_memory("local") == "1024m"  # never below Spark's own default
+    monkeypatch.setattr(session, "machine_memory", lambda: None)
+    assert local_driver_memory("local[2]") is None
+    monkeypatch.setattr(session, "machine_memory", lambda: 24 * 2**30)
+    for master in ("yarn", "spark://host:7077", "local-cluster[2,1,1024]"):
+        assert local_driver_memory(master) is None, master
+    assert local_driver_memory("local[2]", {"spark.driver.memory": "2g"}) is None
+    for name, value in [
+        ("SPARK_DRIVER_MEMORY", "3g"),
+        ("PYSPARK_SUBMIT_ARGS", "--driver-memory 3g pyspark-shell"),
+        ("PYSPARK_SUBMIT_ARGS", "--conf spark.driver.memory=3g pyspark-shell"),
+        ("JAVA_TOOL_OPTIONS", "-Xmx3g"),
+    ]:
+        monkeypatch.setenv(name, value)
+        assert local_driver_memory("local[2]") is None, name
+        monkeypatch.delenv(name)
+    for file, text in [
+        ("spark-defaults.conf", "spark.driver.memory  3g\n"),
+        ("spark-env.sh", "export SPARK_DRIVER_MEMORY=3g\n"),
+    ]:
+        (tmp_path / file).write_text(text, encoding="utf-8")
+        assert local_driver_memory("local[2]") is None, file
+        (tmp_path / file).unlink()
+    assert local_driver_memory("local[2]") == "6144m"
+
+
+def test_the_local_driver_jvm_starts_with_the_heap_chosen(tmp_path):
+    """A real session: the JVM's maximum heap is the one local_driver_memory chose, not 1g."""
+    pytest.importorskip("pyspark")
+    from linkage.spark.session import local_driver_memory
+
+    env = {k: v for k, v in os.environ.items() if k not in (*_java_env(), "SPARK_DRIVER_MEMORY")}
+    env["SPARK_CONF_DIR"] = str(tmp_path)
+    code = """
+        import os
+        from linkage.spark.session import get_session, local_driver_memory
+        spark = get_session("local[1]")
+        print("HEAP:", spark._jvm.java.lang.Runtime.getRuntime().maxMemory(),
+              spark.sparkContext.getConf().get("spark.driver.memory"))
+        spark.stop()
+        """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stdout.splitlines() if line.startswith("HEAP:"))
+    heap, setting = int(line.split()[1]), line.split()[2]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPARK_CONF_DIR", str(tmp_path))
+        for name in (*_java_env(), "SPARK_DRIVER_MEMORY"):
+            patch.delenv(name, raising=False)
+        chosen = local_driver_memory("local[1]")
+    assert chosen is not None and setting == chosen
+    # the JVM reports a little less than -Xmx (one survivor space is not counted)
+    assert 0.8 * int(chosen[:-1]) * 2**20 <= heap <= int(chosen[:-1]) * 2**20
+
+
 @pytest.mark.parametrize(
     ("tool_options", "blind", "collector"),
     [

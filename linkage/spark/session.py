@@ -78,15 +78,12 @@ def _spark_conf_dir() -> Path | None:
         return None
 
 
-def names_collector(conf: Mapping[str, str]) -> bool:
-    """Whether a garbage collector (``-XX:+Use...GC``) may be chosen for the driver JVM
-    already: by ``conf``'s values, the Java and Spark option variables of the environment
-    (``SPARK_SUBMIT_OPTS`` and ``PYSPARK_SUBMIT_ARGS`` among them), a properties file
-    ``PYSPARK_SUBMIT_ARGS`` names, or the conf folder's ``spark-defaults.conf``,
-    ``java-opts`` and ``spark-env.sh``. An options file the JVM reads itself
-    (``-XX:VMOptionsFile``, ``-XX:Flags``) counts as naming one: a false yes only leaves
-    Java's default collector, a false no stops the JVM."""
-    texts = [str(v) for v in conf.values()]
+def _launch_texts(conf: Mapping[str, str], keys: bool = False) -> list[str]:
+    """What the driver JVM's launch reads besides the session builder: ``conf``'s values
+    (and keys with ``keys``), the Java and Spark option variables of the environment, a
+    properties file ``PYSPARK_SUBMIT_ARGS`` names, and the conf folder's
+    ``spark-defaults.conf``, ``java-opts`` and ``spark-env.sh``."""
+    texts = [f"{k} {v}" if keys else str(v) for k, v in conf.items()]
     texts += [os.environ.get(name, "") for name in _JAVA_ENV]
     files = [Path(m) for m in _PROPERTIES_FILE.findall(os.environ.get("PYSPARK_SUBMIT_ARGS", ""))]
     conf_dir = _spark_conf_dir()
@@ -95,7 +92,67 @@ def names_collector(conf: Mapping[str, str]) -> bool:
     for path in files:
         if path.is_file():
             texts.append(path.read_text(encoding="utf-8", errors="replace"))
-    return any(_COLLECTOR.search(text) or _OPAQUE.search(text) for text in texts)
+    return texts
+
+
+def names_collector(conf: Mapping[str, str]) -> bool:
+    """Whether a garbage collector (``-XX:+Use...GC``) may be chosen for the driver JVM
+    already: by ``conf``'s values, the Java and Spark option variables of the environment
+    (``SPARK_SUBMIT_OPTS`` and ``PYSPARK_SUBMIT_ARGS`` among them), a properties file
+    ``PYSPARK_SUBMIT_ARGS`` names, or the conf folder's ``spark-defaults.conf``,
+    ``java-opts`` and ``spark-env.sh``. An options file the JVM reads itself
+    (``-XX:VMOptionsFile``, ``-XX:Flags``) counts as naming one: a false yes only leaves
+    Java's default collector, a false no stops the JVM."""
+    return any(_COLLECTOR.search(t) or _OPAQUE.search(t) for t in _launch_texts(conf))
+
+
+# where a driver's heap can be set besides spark.driver.memory: spark-submit's flag, its
+# environment variable (also in spark-env.sh) and a heap size among the JVM's own options
+_DRIVER_MEMORY = re.compile(r"spark\.driver\.memory|--driver-memory|SPARK_DRIVER_MEMORY|-Xmx")
+# the share of the machine's memory a local master's JVM gets when nothing sets it: the
+# JVM's own default maximum heap (MaxRAMPercentage=25); Spark replaces that with 1g
+_LOCAL_HEAP_SHARE = 4
+_MIB = 2**20
+
+
+def machine_memory() -> int | None:
+    """Bytes of memory this process may use: the physical memory, or the cgroup's limit
+    (``/sys/fs/cgroup/memory.max``, v1's ``memory.limit_in_bytes``) where that is lower;
+    None where neither can be read."""
+    sizes = []
+    try:
+        sizes.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        pass
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit).read_text(encoding="ascii").strip()
+        except OSError:
+            continue
+        if text.isdigit():  # "max": no limit
+            sizes.append(int(text))
+    return min(sizes) if sizes else None
+
+
+def local_driver_memory(master: str, conf: Mapping[str, str] | None = None) -> str | None:
+    """The ``spark.driver.memory`` :func:`get_session` sets on a ``local`` master where
+    nothing else sets the driver's heap (``conf``, ``--driver-memory`` or
+    ``spark.driver.memory`` in ``PYSPARK_SUBMIT_ARGS`` or a properties file,
+    ``SPARK_DRIVER_MEMORY``, ``-Xmx``): a quarter of :func:`machine_memory`, at least 1g.
+
+    Spark's own default is 1g, and on a local master that one heap holds every executor:
+    at 1 M records the run spent most of its time collecting garbage (docs/national-scale.md,
+    "A local master's heap"). None for a cluster master (its executors' memory is the
+    cluster's to set) or when the heap is set elsewhere or the memory cannot be read.
+    """
+    texts = _launch_texts(conf or {}, keys=True)
+    texts.append("SPARK_DRIVER_MEMORY" if os.environ.get("SPARK_DRIVER_MEMORY") else "")
+    if not _single_jvm(master) or any(_DRIVER_MEMORY.search(t) for t in texts):
+        return None
+    total = machine_memory()
+    if total is None:
+        return None
+    return f"{max(1024, total // _LOCAL_HEAP_SHARE // _MIB)}m"
 
 
 def _single_jvm(master: str) -> bool:
@@ -129,7 +186,8 @@ def get_session(
     is off because the CLI prints its own progress. Unless ``conf`` sets
     ``spark.driver.extraJavaOptions`` itself, the driver JVM gets
     :func:`driver_java_options`; a cluster's executors keep the collector their
-    administrators set.
+    administrators set. A ``local`` master's heap is :func:`local_driver_memory` unless
+    set elsewhere.
     """
     use_driver_python(master)
     builder = (
@@ -161,6 +219,9 @@ def get_session(
     if "spark.driver.extraJavaOptions" not in (conf or {}):
         options = driver_java_options(master, conf)
         builder = builder.config("spark.driver.extraJavaOptions", options)
+    heap = local_driver_memory(master, conf)
+    if heap is not None:
+        builder = builder.config("spark.driver.memory", heap)
     if shuffle_partitions is not None:
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     for key, value in (conf or {}).items():
