@@ -675,7 +675,7 @@ def run(
     """
     from linkage.identity import ID_KEY_FILE, batch_key, env_key, read_key_file, write_key_file
     from linkage.linker import Linker
-    from linkage.paths import check_output_dir, check_store_path
+    from linkage.paths import check_output_dir, check_run_output, check_store_path
     from linkage.progress import return_freed_memory
 
     _setup_logging(quiet)
@@ -691,6 +691,15 @@ def run(
     if remove_missing and store is None:
         raise typer.BadParameter("--remove-missing applies with --store")
     linker = Linker.from_yaml(config, store=None if engine == "spark" else store)
+    if (engine or linker.config.engine) == "spark" and resume:
+        raise typer.BadParameter(
+            "--resume is for the local engine: a Spark run keeps no checkpoints (run it again)"
+        )
+    if (engine or linker.config.engine) != "spark" and spark_master is not None:
+        raise typer.BadParameter("--spark-master is for --engine spark (or engine: spark)")
+    if (engine or linker.config.engine) != "spark":
+        # a Spark run's folders where this run writes files: refused before the pending key
+        check_run_output(output)
     linker.remove_missing = remove_missing
     linker.config = _with_bad_rows(linker.config, bad_rows, output=output, store=store)
     # without a store the ids are keyed by $LINKAGE_ID_KEY or OUTPUT/identity.key (created once),
@@ -776,12 +785,13 @@ def ingest(
     unchanged_records, matches, touched_identities, events, seconds, ...).
     """
     from linkage.linker import Linker
-    from linkage.paths import check_output_dir, check_store_path
+    from linkage.paths import check_output_dir, check_output_names, check_store_path
 
     _setup_logging(quiet)
     check_store_path(store, create=False)
     if output is not None:
         check_output_dir(output)
+        check_output_names(output, ("identities.csv", "events.csv"))
     linker = Linker.from_yaml(config, store=store)
     linker.config = _with_bad_rows(linker.config, bad_rows, output=output, store=store)
     with _progress(quiet) as report:
@@ -1563,7 +1573,12 @@ def evaluate(
         Path, typer.Option("--truth", metavar="FILE", help="CSV with source, record_id, person_id.")
     ],
     pred: Annotated[
-        Path, typer.Option("--pred", metavar="FILE", help="identities.csv from a run.")
+        Path,
+        typer.Option(
+            "--pred",
+            metavar="FILE",
+            help="A run's identities.csv, or identities.parquet (a file or a Spark run's folder).",
+        ),
     ],
     by_tag: Annotated[
         bool, typer.Option(help="Also print recall per corruption type (truth column corruptions).")
@@ -1602,12 +1617,12 @@ def demo(
     from linkage.evaluate import evaluate_files, format_scores
     from linkage.identity import ID_KEY_FILE, batch_key, write_key_file
     from linkage.linker import Linker
-    from linkage.paths import check_output_dir
+    from linkage.paths import check_run_output
     from linkage.profile import format_profile
     from linkage.synth import generate
 
     _setup_logging(True)
-    check_output_dir(output)
+    check_run_output(output)
     data_dir = output / "data"
     with _progress(quiet) as report:
         report.stage(f"generating registries for {persons:,} persons")

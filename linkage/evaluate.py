@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Hashable, Sequence
 from os import PathLike
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -134,18 +135,26 @@ def recall_by_tag(
 
 
 def evaluate_files(truth_path: str | PathLike, pred_path: str | PathLike) -> dict:
-    """Read truth and predicted-identity CSVs as text and return ``evaluate`` of them."""
-    return evaluate(_read_csv(truth_path), _read_csv(pred_path))
+    """Read truth and predicted identities and return ``evaluate`` of them.
+
+    Each path is a CSV (read as text), a Parquet file or a folder of Parquet part files (a
+    Spark run's ``identities.parquet``). Raises InputError naming a path that is missing,
+    a folder without Parquet parts, or not readable as its suffix says.
+    """
+    _is_parquet(pred_path)  # a wrong --pred is refused before the truth is read
+    return evaluate(_read_table(truth_path), _read_table(pred_path))
 
 
 def recall_by_tag_files(
     truth_path: str | PathLike, pred_path: str | PathLike, tag_column: str = schema.CORRUPTIONS
 ) -> pd.DataFrame | None:
-    """Return ``recall_by_tag`` of two CSVs, or None when the truth has no tag column."""
-    truth = _read_csv(truth_path)
+    """Return ``recall_by_tag`` of two files (as ``evaluate_files`` reads them), or None when
+    the truth has no tag column."""
+    _is_parquet(pred_path)
+    truth = _read_table(truth_path)
     if tag_column not in truth.columns:
         return None
-    return recall_by_tag(truth, _read_csv(pred_path), tag_column)
+    return recall_by_tag(truth, _read_table(pred_path), tag_column)
 
 
 def format_scores(scores: dict) -> str:
@@ -168,20 +177,51 @@ def format_scores(scores: dict) -> str:
     return "\n".join(lines)
 
 
-def _read_csv(path: str | PathLike) -> pd.DataFrame:
-    """Read a CSV with every column as text (record ids keep their leading zeros).
+_EXPECTED = "expected a .csv file, a .parquet file or a folder of .parquet part files"
 
-    Cells the package escaped against spreadsheet formulas get their value back.
+
+def _read_table(path: str | PathLike) -> pd.DataFrame:
+    """Read a CSV with every column as text (record ids keep their leading zeros), or a
+    Parquet file or folder of part files as written (``_key_codes`` compares keys as text).
+
+    Cells the package escaped against spreadsheet formulas get their value back (CSV only:
+    Parquet files are written raw).
     """
+    if _is_parquet(path):
+        return _read_parquet(path)
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-        frame = restore_formulas(frame)
-        frame.attrs["path"] = str(path)  # named in the errors of _join
-        return frame
-    except FileNotFoundError as exc:
-        raise InputError("file not found", path=str(path)) from exc
-    except (UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise InputError(f"not a readable UTF-8 CSV ({exc})", path=str(path)) from exc
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"not a readable UTF-8 CSV ({exc}); {_EXPECTED}", path=str(path)) from None
+    frame = restore_formulas(frame)
+    frame.attrs["path"] = str(path)  # named in the errors of _join
+    return frame
+
+
+def _is_parquet(path: str | PathLike) -> bool:
+    """Whether ``path`` is read as Parquet (a .parquet file or a folder of part files) or as
+    a CSV; raises InputError for a missing path or a folder without Parquet part files."""
+    where = Path(path)
+    if where.is_dir():
+        # a Spark run writes its tables as folders of part files (beside _SUCCESS, .crc)
+        if not any(p.name[0] not in "._" for p in where.rglob("*.parquet")):
+            raise InputError(f"is a folder without Parquet part files; {_EXPECTED}", path=str(path))
+        return True
+    if not where.exists():
+        raise InputError(f"file not found; {_EXPECTED}", path=str(path))
+    return where.suffix.lower() == ".parquet"
+
+
+def _read_parquet(path: str | PathLike) -> pd.DataFrame:
+    """A Parquet file, or a folder of part files read as one table."""
+    import pyarrow as pa
+
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise InputError(f"not readable as Parquet ({exc}); {_EXPECTED}", path=str(path)) from None
+    frame.attrs["path"] = str(path)
+    return frame
 
 
 def _join(

@@ -1566,6 +1566,52 @@ def _canonical_arrow(table: Any, cfg: SourceConfig) -> Any:
     return pa.table(out)
 
 
+def check_source_paths(config: RunConfig) -> None:
+    """Raise one InputError naming every source path that is missing or a folder (each
+    source is one file), before any file is read; both engines call it first."""
+    absent = [
+        InputError("file not found" if not p.exists() else "is a folder, expected a file",
+                   path=str(p))
+        for p in (Path(cfg.path) for cfg in config.sources.values())
+        if not p.is_file()
+    ]  # fmt: skip
+    if len(absent) == 1:
+        raise absent[0]
+    if absent:
+        raise InputError(
+            f"{len(absent)} source files cannot be read:\n  " + "\n  ".join(map(str, absent))
+        )
+
+
+def empty_source_error(cfg: SourceConfig, rejected: RejectedRows | None) -> InputError:
+    """The error for a source left with no record: a header and no data rows, or only bad
+    rows (set aside in ``rejected``); an empty export is almost always an upstream failure."""
+    aside = (rejected.counts() if rejected is not None else {}).get(cfg.name, 0)
+    why = f"all {aside} data row(s) were bad rows" if aside else "it has a header and no data rows"
+    return InputError(
+        f"source '{cfg.name}' has 0 records ({why}); an empty export is almost "
+        "always an upstream failure",
+        path=str(cfg.path),
+    )
+
+
+def sources_error(refused: list[InputError]) -> InputError:
+    """One InputError for the problems of several sources (the one itself for one)."""
+    if len(refused) == 1:
+        return refused[0]
+    return InputError(
+        f"{len(refused)} sources cannot be used as given:\n" + "\n".join(map(str, refused))
+    )
+
+
+def read_checked_raw(cfg: SourceConfig, rejected: RejectedRows | None) -> pd.DataFrame:
+    """A source as :func:`read_raw` reads it (all text, original headers), less its bad rows:
+    every bad row named in one InputError, or with ``rejected`` set aside there (the rows
+    :func:`read_source` keeps, before they are mapped to canonical fields)."""
+    raw, bad, where = _read_raw(cfg)
+    return _checked(raw, bad, where, cfg, rejected)
+
+
 def read_sources(
     config: RunConfig, *, progress: ProgressLike = None, rejected: RejectedRows | None = None
 ) -> pd.DataFrame:
@@ -1593,19 +1639,7 @@ def _source_frames(
     checked as :func:`read_sources` says, and passed through ``convert`` as soon as it is
     read (before the next file is), in config order. ``convert`` is handed the table in a
     one-element list (no other reference to it is kept here) and returns what is kept."""
-    # paths first: a missing file is known before any file is read (one error names all)
-    absent = [
-        InputError("file not found" if not p.exists() else "is a folder, expected a file",
-                   path=str(p))
-        for p in (Path(cfg.path) for cfg in config.sources.values())
-        if not p.is_file()
-    ]  # fmt: skip
-    if len(absent) == 1:
-        raise absent[0]
-    if absent:
-        raise InputError(
-            f"{len(absent)} source files cannot be read:\n  " + "\n  ".join(map(str, absent))
-        )
+    check_source_paths(config)
     report = as_progress(progress)
     report.stage("reading", total=len(config.sources), unit="files")
     frames = []
@@ -1619,19 +1653,7 @@ def _source_frames(
             refused.append(exc)
             continue
         if not len(frame):
-            aside = (rejected.counts() if rejected is not None else {}).get(cfg.name, 0)
-            why = (
-                f"all {aside} data row(s) were bad rows"
-                if aside
-                else "it has a header and no data rows"
-            )
-            refused.append(
-                InputError(
-                    f"source '{cfg.name}' has 0 records ({why}); an empty export is almost "
-                    "always an upstream failure",
-                    path=str(cfg.path),
-                )
-            )
+            refused.append(empty_source_error(cfg, rejected))
         if convert is not None:
             box = [frame]  # handed over: convert frees what it no longer needs
             del frame
@@ -1639,12 +1661,8 @@ def _source_frames(
         frames.append(frame)
         del frame
         report.advance(1)
-    if len(refused) == 1:
-        raise refused[0]
     if refused:
-        raise InputError(
-            f"{len(refused)} sources cannot be used as given:\n" + "\n".join(map(str, refused))
-        )
+        raise sources_error(refused)
     return frames
 
 

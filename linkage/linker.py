@@ -296,11 +296,13 @@ class Linker:
         reads, ``pipeline.run_columns``): ``result_.records`` holds those of clustering.
         With ``resume``, stages an earlier killed run of the same config and inputs
         finished are read back instead of run again (``linkage.checkpoint``).
-        Raises InputError before running when ``output`` is a file or cannot be written.
+        Raises InputError before running when ``output`` is a file or cannot be written, or
+        holds a folder where an output file goes or a Spark run's outputs
+        (``paths.check_run_output``).
         """
-        from linkage.paths import check_output_dir
+        from linkage.paths import check_run_output
 
-        check_output_dir(output, what="output")
+        check_run_output(output, what="output")
         checkpoints = None
         given, progress = progress, stage_memory(progress)
         if self.result_ is None:

@@ -15,8 +15,10 @@ from typing import Any
 from linkage.errors import InputError
 from linkage.store import check_file, precheck_damage
 
-# Files `linkage run` writes into its output folder (linker.write_outputs, the CLI's key)
-RUN_OUTPUT_FILES = (
+# Files the local engine's `linkage run` writes into its output folder (linker.write_outputs,
+# the CLI's key), then its folders: one standing there as the other kind would fail the run
+# after all its work
+LOCAL_RUN_FILES = (
     "identities.csv",
     "golden_records.csv",
     "pairs.parquet",
@@ -26,8 +28,16 @@ RUN_OUTPUT_FILES = (
     "identity.key",
     ".identity.key.pending",
     ".checkpoint.key",
-    "events.csv",
 )
+LOCAL_RUN_FOLDERS = (".work",)
+# ... and what `linkage ingest` writes there
+RUN_OUTPUT_FILES = (*LOCAL_RUN_FILES, "events.csv")
+# Outputs only the Spark engine writes: a local run would leave them beside its own
+SPARK_ONLY_OUTPUTS = ("identities.parquet", "golden_records.parquet")
+# Files the Spark engine writes (write_spark_outputs, the CLI's key; its Parquet outputs are
+# folders it replaces), and what only a local run leaves, which a Spark run would not replace
+SPARK_RUN_FILES = ("model.json", "cluster_sizes.csv", "summary.json", "identity.key")
+LOCAL_ONLY_OUTPUTS = ("golden_records.csv", ".work", ".checkpoint.key", ".identity.key.pending")
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -77,6 +87,80 @@ def check_output_dir(path: str | os.PathLike, what: str = "--output") -> Path:
         _probe_writable(path, what, path)
         return path
     _check_parents(path, what)
+    return path
+
+
+def check_output_names(
+    folder: str | os.PathLike,
+    files: tuple[str, ...],
+    what: str = "--output",
+    *,
+    folders: tuple[str, ...] = (),
+    foreign: tuple[str, ...] = (),
+) -> None:
+    """Check the names a command will write in ``folder`` before it does any work.
+
+    Raises InputError naming every conflict at once: a name of ``files`` that exists as a
+    folder (the Spark engine writes its Parquet outputs as folders of part files), a name of
+    ``folders`` that exists as something else, and any of ``foreign`` that exists (another
+    kind of run's outputs the command would not replace, leaving two runs' outputs in one
+    folder: a Spark run's Parquet folders for a local run, a local run's CSVs for Spark).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return  # the command creates it: nothing stands in the way
+    as_folders = [n for n in files if (folder / n).is_dir()]
+    as_files = [n for n in folders if (folder / n).exists() and not (folder / n).is_dir()]
+    stale = [n for n in foreign if (folder / n).exists() or (folder / n).is_symlink()]
+    problems = []
+    if as_folders:
+        one = len(as_folders) == 1
+        problems.append(
+            f"{', '.join(as_folders)} {'is a folder' if one else 'are folders'} where this "
+            f"command writes {'a file' if one else 'files'}"
+        )
+    if as_files:
+        one = len(as_files) == 1
+        problems.append(
+            f"{', '.join(as_files)} {'is a file' if one else 'are files'} where this "
+            f"command keeps {'a folder' if one else 'folders'}"
+        )
+    if stale:
+        one = len(stale) == 1
+        problems.append(
+            f"{', '.join(stale)} {'is an output' if one else 'are outputs'} of "
+            f"{'a Spark run' if set(stale) <= set(SPARK_ONLY_OUTPUTS) else 'another run'} that "
+            "this command would not replace, leaving two runs' outputs in one folder"
+        )
+    if problems:
+        raise InputError(
+            f"{'; '.join(problems)}. Choose a new or empty {what} folder, or remove them",
+            path=str(folder),
+        )
+
+
+def check_run_output(path: str | os.PathLike, what: str = "--output") -> Path:
+    """Check the output folder of a local-engine batch run (``linkage run``, ``demo``,
+    ``Linker.write``): ``check_output_dir``, then ``check_output_names`` with the files and
+    folders the run writes and the Spark engine's outputs it would not replace."""
+    path = check_output_dir(path, what)
+    check_output_names(
+        path, LOCAL_RUN_FILES, what, folders=LOCAL_RUN_FOLDERS, foreign=SPARK_ONLY_OUTPUTS
+    )
+    return path
+
+
+def check_spark_run_output(
+    path: str | os.PathLike, identities_csv: bool, what: str = "--output"
+) -> Path:
+    """Check the output folder of a Spark-engine run before Spark starts: ``check_output_dir``,
+    then ``check_output_names`` with the files the run writes and the outputs it would not
+    replace (a local run's ``golden_records.csv`` and checkpoints, and ``identities.csv``
+    when this run writes none: ``identities_csv`` false), which would look like this run's."""
+    path = check_output_dir(path, what)
+    files = (*SPARK_RUN_FILES, *(("identities.csv",) if identities_csv else ()))
+    stale = (*LOCAL_ONLY_OUTPUTS, *(() if identities_csv else ("identities.csv",)))
+    check_output_names(path, files, what, foreign=stale)
     return path
 
 

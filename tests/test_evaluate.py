@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from linkage import schema
+from linkage.cli import app
 from linkage.errors import InputError
 from linkage.evaluate import (
     bcubed_scores,
@@ -290,3 +294,86 @@ def test_evaluate_file_errors_name_the_file(tmp_path):
     with pytest.raises(InputError) as err:
         evaluate_files(tmp_path / "truth.csv", tmp_path / "part.csv")
     assert f"truth {tmp_path / 'truth.csv'}, predicted {tmp_path / 'part.csv'}" in str(err.value)
+
+
+# --- predictions as Parquet: a file, or a Spark run's folder of part files ---------------------
+
+
+@pytest.fixture(scope="module")
+def spark_like(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """Generated truth, and predictions that split one person in two written as a CSV and,
+    as a Spark run writes identities.parquet, a folder of two part files (with _SUCCESS,
+    checksum files and created_run) whose rows are in another order."""
+    from linkage.synth import generate
+
+    out = tmp_path_factory.mktemp("eval")
+    truth_path = generate(120, seed=8, output=out / "d").paths["truth"]
+    truth = pd.read_csv(truth_path, dtype=str, keep_default_na=False)
+    predicted = truth[[schema.SOURCE, schema.RECORD_ID]].copy()
+    predicted[schema.IDENTITY_ID] = "I" + truth[schema.PERSON_ID]
+    big = truth[schema.PERSON_ID].value_counts().index[0]
+    split = truth.index[truth[schema.PERSON_ID] == big][0]
+    predicted.loc[split, schema.IDENTITY_ID] = "I-split"
+    predicted.to_csv(out / "identities.csv", index=False)
+    folder = out / "identities.parquet"
+    folder.mkdir()
+    shuffled = predicted.assign(created_run=1).sample(frac=1, random_state=0)
+    half = len(shuffled) // 2
+    shuffled.iloc[:half].to_parquet(folder / "part-00000-a.snappy.parquet", index=False)
+    shuffled.iloc[half:].to_parquet(folder / "part-00001-a.snappy.parquet", index=False)
+    (folder / "_SUCCESS").write_bytes(b"")
+    (folder / ".part-00000-a.snappy.parquet.crc").write_bytes(b"not parquet")
+    return truth_path, out / "identities.csv", folder
+
+
+def test_evaluate_reads_a_spark_folder_of_parquet_parts(spark_like) -> None:
+    truth, csv, folder = spark_like
+    from_csv = evaluate_files(truth, csv)
+    # the split person: every predicted pair is true, one true pair or more is missed
+    assert from_csv["pairwise"]["precision"] == 1.0 and from_csv["pairwise"]["recall"] < 1.0
+    assert evaluate_files(truth, folder) == from_csv
+    assert recall_by_tag_files(truth, folder).equals(recall_by_tag_files(truth, csv))
+    result = CliRunner().invoke(
+        app, ["evaluate", "--truth", str(truth), "--pred", str(folder), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert scores["records"] == len(pd.read_csv(truth)) == from_csv["records"]
+    assert scores["pairwise"]["f1"] == round(from_csv["pairwise"]["f1"], 6)
+
+
+def test_evaluate_reads_a_parquet_file(spark_like, tmp_path) -> None:
+    truth, csv, _ = spark_like
+    pd.read_csv(csv, dtype=str).to_parquet(tmp_path / "identities.parquet", index=False)
+    assert evaluate_files(truth, tmp_path / "identities.parquet") == evaluate_files(truth, csv)
+
+
+def _evaluate_cli(truth: Path, pred: Path):
+    return CliRunner().invoke(app, ["evaluate", "--truth", str(truth), "--pred", str(pred)])
+
+
+def test_evaluate_refuses_what_is_no_identities_table(spark_like, tmp_path) -> None:
+    truth, csv, _ = spark_like
+    expected = "expected a .csv file, a .parquet file or a folder of .parquet part files"
+    not_parquet = tmp_path / "csvs"
+    not_parquet.mkdir()
+    (not_parquet / "identities.csv").write_bytes(csv.read_bytes())
+    (tmp_path / "text.parquet").write_text("source,record_id\n", encoding="utf-8")
+    lacking = tmp_path / "lacking.parquet"
+    lacking.mkdir()
+    pd.read_csv(csv, dtype=str).drop(columns=schema.IDENTITY_ID).to_parquet(
+        lacking / "part-0.parquet", index=False
+    )
+    for pred, says in [
+        (tmp_path / "missing" / "identities.parquet", f"file not found; {expected}"),
+        (not_parquet, f"is a folder without Parquet part files; {expected}"),
+        (tmp_path / "text.parquet", "not readable as Parquet"),
+        (lacking, "column 'identity_id': predicted table lacks a required column"),
+    ]:
+        result = _evaluate_cli(truth, pred)
+        assert result.exit_code == 2, (pred, result.output)
+        assert "Traceback" not in result.output and "internal error" not in result.output
+        assert f"error: {pred}" in result.output and says in result.output, result.output
+    # a wrong --pred is named before the truth is read
+    result = _evaluate_cli(tmp_path / "no-truth.csv", not_parquet)
+    assert result.exit_code == 2 and f"error: {not_parquet}" in result.output

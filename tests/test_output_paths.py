@@ -192,3 +192,106 @@ def test_job_log_names_lines_and_kinds_of_bad_rows_not_their_ids(tmp_path: Path,
     assert "5 bad row(s) set aside" in civil and "lines 5, 6, 7, 8, 9" in civil
     assert "duplicate record id 4" in civil and "no record id 1" in civil
     assert "130102197503140018" not in civil and "HYPERLINK" not in civil
+
+
+# --- a folder holding another run's outputs ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synth_config(tmp_path_factory) -> Path:
+    from linkage.synth import generate
+
+    return generate(150, seed=3, output=tmp_path_factory.mktemp("synth") / "d").paths["config"]
+
+
+def _spark_outputs(out: Path) -> None:
+    """What a Spark run leaves in ``out``: its Parquet tables as folders of part files (with
+    _SUCCESS and checksum files), beside single files."""
+    frame = pd.DataFrame({schema.SOURCE: ["police"], schema.RECORD_ID: ["1"], "x": [0.5]})
+    for name in ("identities.parquet", "golden_records.parquet", "pairs.parquet"):
+        (out / name).mkdir(parents=True)
+        frame.to_parquet(out / name / "part-00000.snappy.parquet", index=False)
+        (out / name / "_SUCCESS").write_bytes(b"")
+        (out / name / ".part-00000.snappy.parquet.crc").write_bytes(b"crc")
+    (out / "summary.json").write_text("{}", encoding="utf-8")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def test_run_into_a_spark_run_folder_is_refused_before_any_work(synth_config, tmp_path) -> None:
+    from linkage.errors import InputError
+    from linkage.linker import Linker
+
+    out = tmp_path / "mix"
+    _spark_outputs(out)
+    before = _files(out)
+    result = _run(synth_config, out)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    text = " ".join(result.output.split())
+    assert f"{out}: pairs.parquet is a folder where this command writes a file" in text
+    assert "identities.parquet, golden_records.parquet are outputs of a Spark run" in text
+    assert "Choose a new or empty --output folder, or remove them" in text
+    # nothing written: no identities.csv beside the Spark folders, no .work, no keys
+    assert _files(out) == before and sorted(p.name for p in out.iterdir()) == sorted(
+        ["identities.parquet", "golden_records.parquet", "pairs.parquet", "summary.json"]
+    )
+    # the Python API checks the same before it runs
+    with pytest.raises(InputError, match="pairs.parquet is a folder"):
+        Linker.from_yaml(synth_config).write(out)
+    assert _files(out) == before
+    # as the message says: with the Spark outputs removed the run writes into the folder
+    for name in ("identities.parquet", "golden_records.parquet", "pairs.parquet"):
+        for part in (out / name).iterdir():
+            part.unlink()
+        (out / name).rmdir()
+    result = _run(synth_config, out)
+    assert result.exit_code == 0, result.output
+    assert (out / "pairs.parquet").is_file() and (out / "identities.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "says"),
+    [
+        ("identities.csv", "folder", "identities.csv is a folder where this command writes a file"),
+        ("identity.key", "folder", "identity.key is a folder where this command writes a file"),
+        (".work", "file", ".work is a file where this command keeps a folder"),
+        ("golden_records.parquet", "file", "golden_records.parquet is an output of a Spark run"),
+    ],
+)
+def test_run_refuses_each_output_name_taken_by_the_wrong_kind(
+    synth_config, tmp_path, name, kind, says
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    if kind == "folder":
+        (out / name).mkdir()
+    else:
+        (out / name).write_text("x", encoding="utf-8")
+    result = _run(synth_config, out)
+    assert result.exit_code == 2, result.output
+    assert says in " ".join(result.output.split())
+    assert sorted(p.name for p in out.iterdir()) == [name]  # nothing else written
+
+
+def test_ingest_output_with_a_folder_in_the_way_is_refused_before_the_store(
+    synth_config, tmp_path
+) -> None:
+    import shutil
+
+    made = _run(synth_config, tmp_path / "first", "--store", str(tmp_path / "made.duckdb"))
+    assert made.exit_code == 0, made.output
+    store = tmp_path / "ids.duckdb"
+    shutil.copyfile(tmp_path / "made.duckdb", store)
+    before = store.read_bytes()
+    out = tmp_path / "out"
+    (out / "events.csv").mkdir(parents=True)
+    args = ["ingest", str(synth_config), "--store", str(store), "--output", str(out), "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "events.csv is a folder where this command writes a file" in result.output
+    assert store.read_bytes() == before  # the store took no batch
+    assert sorted(p.name for p in out.iterdir()) == ["events.csv"]

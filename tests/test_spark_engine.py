@@ -661,7 +661,7 @@ def test_spark_reader_names_every_bad_line_of_a_file_at_once(spark, tmp_path, wr
 def test_spark_reader_checks_every_file_in_one_query_and_in_file_order(spark, tmp_path, write_yaml):
     """The bad-row check runs once over all files: two more clean files cost only their
     header reads, not a count and a duplicate search each. A bad file is still named with
-    its lines, and before a missing file later in the config, as a file-by-file read would."""
+    its lines; a missing file is refused first, as the local reader refuses it."""
     from linkage.spark.engine import read_sources_spark
 
     for name in ("a", "b", "c"):
@@ -685,17 +685,21 @@ def test_spark_reader_checks_every_file_in_one_query_and_in_file_order(spark, tm
     # about five more jobs per file
     assert jobs_three - jobs_one <= 2, (jobs_one, jobs_three)
     config = load_config(
-        write_yaml({"sources": {n: source(n) for n in ("a", "dup", "gone")}}, name="bad.yaml")
+        write_yaml({"sources": {n: source(n) for n in ("a", "dup")}}, name="bad.yaml")
     )
     with pytest.raises(InputError, match="duplicate record id") as raised:
         read_sources_spark(spark, config)
     assert "dup.csv" in str(raised.value)
+    # paths first, as the local reader: a missing file is refused before any file is read
     config = load_config(
-        write_yaml({"sources": {n: source(n) for n in ("a", "gone", "dup")}}, name="gone.yaml")
+        write_yaml({"sources": {n: source(n) for n in ("a", "dup", "gone")}}, name="gone.yaml")
     )
     with pytest.raises(InputError, match="file not found") as raised:
         read_sources_spark(spark, config)
-    assert "gone.csv" in str(raised.value)
+    assert "gone.csv" in str(raised.value) and "dup.csv" not in str(raised.value)
+    with pytest.raises(InputError) as local:
+        read_sources(config)
+    assert str(local.value) == str(raised.value)
 
 
 def test_spark_reader_names_bad_parquet_rows(spark, tmp_path, write_yaml):
@@ -1452,3 +1456,206 @@ def test_engines_give_the_same_identities_on_households(households, tmp_path):
     local, spark = outputs["local"], outputs["spark"]
     assert _pairs_of(local) == _pairs_of(spark)
     assert local[schema.IDENTITY_ID].equals(spark[schema.IDENTITY_ID])
+
+
+# ------------------------------------------------------------- the reader's refusals
+def _one_source(write_yaml, path: str, **extra: Any) -> Path:
+    source = {"path": path, "record_id": "编号", "columns": {"姓名": "name"}, **extra}
+    return write_yaml({"sources": {"s": source}, "spark": {"shuffle_partitions": 2}})
+
+
+def _refusals(config: Path) -> dict[str, str]:
+    """Each engine's error for a config both must refuse before linking."""
+    from linkage.spark.engine import read_sources_spark
+    from linkage.spark.session import get_session
+
+    got = {}
+    with pytest.raises(InputError) as local:
+        read_sources(load_config(config))
+    got["local"] = str(local.value)
+    with pytest.raises(InputError) as remote:
+        read_sources_spark(get_session("local[2]"), load_config(config))
+    got["spark"] = str(remote.value)
+    return got
+
+
+def test_spark_refuses_bytes_its_encoding_cannot_decode_as_the_local_reader(
+    spark, tmp_path, write_yaml, monkeypatch
+):
+    """Spark's CSV reader puts U+FFFD for bytes it cannot decode and goes on: a name from
+    another encoding would be linked as garbage. The run stops with the local error."""
+    head = "编号,姓名\nA1,张伟\n".encode()
+    (tmp_path / "mixed.csv").write_bytes(head + b"A2," + "李娜".encode("gbk") + b"\nA3,x\n")
+    got = _refusals(_one_source(write_yaml, "mixed.csv", encoding="utf-8"))
+    assert "mixed.csv, line 3: cannot be decoded as utf-8 (byte 27)" in got["spark"], got
+    assert got["spark"] == got["local"]
+    # auto: the head Spark's charset is chosen from holds the line (UTF-8 fails at byte 27)
+    got = _refusals(_one_source(write_yaml, "mixed.csv", encoding="auto"))
+    assert "line 3, byte 27" in got["spark"] and got["spark"] == got["local"]
+    # auto, the line past that head (16 bytes here, 4 MB in a run): Spark reads UTF-8, and
+    # the U+FFFD it puts sends the driver to the file
+    from linkage.spark import engine
+
+    monkeypatch.setattr(engine, "_SNIFF_BYTES", 16)
+    got = _refusals(_one_source(write_yaml, "mixed.csv", encoding="auto"))
+    assert "mixed.csv, line 3: cannot be decoded as utf-8 (byte 27)" in got["spark"], got
+    # a whole file in GBK read as UTF-8: the header cannot be decoded, said so (not "mapped
+    # columns not in the file")
+    (tmp_path / "gbk.csv").write_bytes("编号,姓名\nA1,张伟\n".encode("gbk"))
+    got = _refusals(_one_source(write_yaml, "gbk.csv", encoding="utf-8"))
+    assert "gbk.csv, line 1: cannot be decoded as utf-8 (byte 0)" in got["spark"], got
+    assert got["spark"] == got["local"]
+
+
+def test_spark_keeps_a_u_fffd_the_file_really_holds(spark, tmp_path, write_yaml):
+    """A U+FFFD written in a valid UTF-8 file is a character, not a decoding failure."""
+    from linkage.spark.engine import read_sources_spark
+
+    (tmp_path / "ok.csv").write_text("编号,姓名\nA1,张\ufffd\nA2,李娜\n", encoding="utf-8")
+    config = load_config(_one_source(write_yaml, "ok.csv", encoding="utf-8"))
+    got = read_sources_spark(spark, config).toPandas().sort_values(schema.RECORD_ID)
+    assert got[schema.NAME].tolist() == ["张\ufffd", "李娜"]
+
+
+def test_spark_refuses_empty_files_and_folders_as_the_local_reader(spark, tmp_path, write_yaml):
+    (tmp_path / "empty.csv").write_bytes(b"")
+    got = _refusals(_one_source(write_yaml, "empty.csv"))
+    assert got["spark"] == got["local"] and "file is empty (no header row)" in got["spark"]
+    # Spark would read a folder's part files as one source; each source is one file
+    (tmp_path / "parts.csv").mkdir()
+    (tmp_path / "parts.csv" / "a.csv").write_text("编号,姓名\nA1,张伟\n", encoding="utf-8")
+    got = _refusals(_one_source(write_yaml, "parts.csv"))
+    assert got["spark"] == got["local"] and "is a folder, expected a file" in got["spark"]
+
+
+def test_spark_names_the_bad_rows_of_every_source_in_one_error(spark, tmp_path, write_yaml):
+    (tmp_path / "a.csv").write_text("编号,姓名\nA1,张伟\nA1,李娜\n", encoding="utf-8")
+    (tmp_path / "b.csv").write_bytes("编号,姓名\nB1,王芳\nB2,赵,多\n".encode("gb18030"))
+    one = {"record_id": "编号", "columns": {"姓名": "name"}}
+    config = write_yaml(
+        {
+            "sources": {
+                "a": {"path": "a.csv", **one},
+                "b": {"path": "b.csv", "encoding": "gb18030", **one},
+            }
+        }
+    )
+    got = _refusals(config)
+    text = got["spark"]
+    assert text.startswith("2 sources cannot be used as given"), text
+    assert text.index("a.csv") < text.index("b.csv")
+    assert "'A1' (lines 2, 3)" in text and "line 3 has 3" in text
+    assert text == got["local"]
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_spark_refuses_a_source_with_no_records_as_the_local_engine(tmp_path, write_yaml, kind):
+    """A header and no data rows is almost always an upstream failure: both engines stop
+    with exit 2 naming the source, rather than link without it."""
+    generate(40, seed=3, output=tmp_path)
+    run = yaml.safe_load((tmp_path / "run.yaml").read_text(encoding="utf-8"))
+    name = next(iter(run["sources"]))
+    source = run["sources"][name]
+    path = tmp_path / source["path"]
+    header = pd.read_csv(path, dtype=str, nrows=0, encoding=source.get("encoding", "utf-8"))
+    if kind == "csv":
+        header.to_csv(tmp_path / "empty.csv", index=False)
+    else:
+        header.to_parquet(tmp_path / "empty.parquet", index=False)
+    source["path"] = f"empty.{kind}"
+    source.pop("encoding", None)
+    config = write_yaml(run, name="empty.yaml")
+    for engine in ENGINES:
+        done = CliRunner().invoke(
+            app, ["run", str(config), "-o", str(tmp_path / engine), "--engine", engine, "-q"]
+        )
+        assert done.exit_code == 2, (engine, done.output)
+        assert f"source '{name}' has 0 records (it has a header and no data rows)" in done.output
+        assert not (tmp_path / engine / "identities.csv").exists()
+
+
+def test_spark_sets_bad_excel_rows_aside_as_the_local_engine(tmp_path, write_yaml):
+    """``--bad-rows`` covers Excel sources on Spark too: the same rows set aside, none lost."""
+    rows = [["A1", "张伟"], ["A2", "李娜"], ["A2", "王芳"], [None, "赵敏"], ["A5", "孙丽"]]
+    pd.DataFrame(rows, columns=["编号", "姓名"]).to_excel(tmp_path / "s.xlsx", index=False)
+    config = write_yaml(
+        {
+            "sources": {"s": {"path": "s.xlsx", "record_id": "编号", "columns": {"姓名": "name"}}},
+            "model": {"u_sample_pairs": 1000},
+            "spark": {"shuffle_partitions": 2},
+        }
+    )
+    found = {}
+    for engine in ENGINES:
+        out, aside = tmp_path / f"out_{engine}", tmp_path / f"bad_{engine}.csv"
+        args = ["run", str(config), "-o", str(out), "--engine", engine, "--bad-rows", str(aside)]
+        done = CliRunner().invoke(app, [*args, "-q"])
+        assert done.exit_code == 0, (engine, done.output)
+        ids = pd.read_csv(out / "identities.csv", dtype=str)
+        found[engine] = (pd.read_csv(aside, dtype=str), sorted(ids[schema.RECORD_ID]))
+    pd.testing.assert_frame_equal(found["spark"][0], found["local"][0])
+    assert len(found["spark"][0]) == 3  # both A2 rows and the row without an id
+    assert found["spark"][1] == found["local"][1] == ["A1", "A5"]
+
+
+def test_spark_run_checks_its_paths_and_options_before_spark_starts(
+    tmp_path, write_yaml, monkeypatch
+):
+    """A missing file, --resume (a Spark run keeps no checkpoints) and --spark-master without
+    the Spark engine: exit 2 in a moment, before any JVM would start."""
+    import linkage.spark.engine as engine
+
+    def no_spark(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("Spark started")
+
+    monkeypatch.setattr(engine, "get_session", no_spark)
+    generate(20, seed=4, output=tmp_path)
+    config = str(tmp_path / "run.yaml")
+    missing = _one_source(write_yaml, "nowhere.csv")
+    cases = [
+        (["run", str(missing), "--engine", "spark"], "nowhere.csv: file not found"),
+        (["run", config, "--engine", "spark", "--resume"], "--resume is for the local engine"),
+        (["run", config, "--spark-master", "local[2]"], "--spark-master is for --engine spark"),
+    ]
+    for args, message in cases:
+        done = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "out"), "-q"])
+        assert done.exit_code == 2, (args, done.output)
+        assert message in " ".join(done.output.split()), (args, done.output)
+
+
+@pytest.mark.parametrize(
+    ("left", "with_csv", "message"),
+    [
+        ("golden_records.csv", True, "golden_records.csv is an output of another run"),
+        (".work/", True, ".work is an output of another run"),
+        ("identities.csv", False, "identities.csv is an output of another run"),
+        ("summary.json/", True, "summary.json is a folder where this command writes a file"),
+    ],
+)
+def test_a_spark_run_refuses_a_folder_with_outputs_it_would_not_replace(
+    tmp_path, write_yaml, monkeypatch, left, with_csv, message
+):
+    """A local run's golden_records.csv (Spark writes golden_records.parquet) or checkpoints,
+    or an identities.csv a run with ``identities_csv: false`` would leave looking like its
+    own: exit 2 before Spark starts, nothing written."""
+    import linkage.spark.engine as engine
+
+    def no_spark(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("Spark started")
+
+    monkeypatch.setattr(engine, "get_session", no_spark)
+    generate(20, seed=4, output=tmp_path / "d")
+    run = yaml.safe_load((tmp_path / "d" / "run.yaml").read_text(encoding="utf-8"))
+    run["spark"] = {"identities_csv": with_csv}
+    config = write_yaml(run, name="d/spark.yaml")  # beside the registries it names
+    out = tmp_path / "out"
+    if left.endswith("/"):
+        (out / left.rstrip("/")).mkdir(parents=True)
+    else:
+        out.mkdir()
+        (out / left).write_text("old", encoding="utf-8")
+    before = sorted(p.name for p in out.iterdir())
+    done = CliRunner().invoke(app, ["run", str(config), "-o", str(out), "--engine", "spark"])
+    assert done.exit_code == 2, done.output
+    assert message in " ".join(done.output.split()), done.output
+    assert sorted(p.name for p in out.iterdir()) == before

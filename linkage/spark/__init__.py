@@ -11,7 +11,8 @@ from __future__ import annotations
 from types import ModuleType
 
 SPARK_EXTRA_HINT = (
-    "the Spark engine needs pyspark>=4 and a Java runtime (17 or 21): pip install 'linkage[spark]'"
+    "the Spark engine needs pyspark>=4 and a Java runtime (17 or 21): install the [spark] "
+    "extra (pip install -e '.[spark]' in a checkout, pip install 'linkage[spark]' from a package)"
 )
 
 

@@ -85,17 +85,21 @@ from linkage.identity import (  # noqa: E402
 )
 from linkage.io import (  # noqa: E402
     RejectedRows,
+    _listed,
     atomic_write,
     check_mapped_columns,
+    check_source_paths,
     decode_bytes,
+    empty_source_error,
     join_field_parts,
     neutralize_formulas,
-    read_raw,
-    to_canonical,
+    read_checked_raw,
+    sources_error,
     write_csv,
 )
 from linkage.merge import merge_records  # noqa: E402
 from linkage.model import FellegiSunterModel  # noqa: E402
+from linkage.paths import check_spark_run_output  # noqa: E402
 from linkage.spark.components import COMPONENT, connected_components  # noqa: E402
 from linkage.spark.session import adaptive_off, get_session  # noqa: E402
 
@@ -222,8 +226,10 @@ def read_source_spark(
     """Read one source into canonical records (all text), with the local reader's checks.
 
     CSV is read by Spark with the ``encoding`` option; Parquet by Spark; Excel locally
-    (``io.read_raw``, checked by ``io.to_canonical``) and then parallelized. Raises InputError
-    naming the file for a missing file, unmapped columns, and in one message every row with
+    (``io.read_checked_raw``, the local reader with its checks) and then parallelized.
+    Raises InputError naming the file for a missing file or a folder, an empty file, bytes
+    the encoding cannot decode (byte offset and line, as ``io.decode_bytes``: Spark itself
+    would put U+FFFD and go on), unmapped columns, and in one message every row with
     the wrong number of fields, without a record id or with a duplicate record id, each with
     its line number (``linkage.spark.badrows``). With ``rejected`` (``run.bad_rows``) those
     rows are set aside there instead, with the local reader's reasons, and left out. Spark's
@@ -232,8 +238,12 @@ def read_source_spark(
     the checks and the row numbering that follow; the kept frame is appended here for the
     caller to unpersist once the records are numbered. Without it nothing is kept.
     """
-    parsed = _parse_source(spark, cfg, cached)
-    return _canonical(parsed, _checked(spark, parsed, rejected))
+    parsed = _parse_source(spark, cfg, cached, rejected)
+    suspect, replaced = _files_with_bad_rows(spark, [parsed])
+    undecodable = _undecodable_error(parsed) if replaced else None
+    if undecodable is not None:
+        raise undecodable
+    return _canonical(parsed, _checked(spark, parsed, rejected) if suspect else parsed.raw)
 
 
 @dataclass
@@ -262,15 +272,21 @@ def _reading(spark: SparkSession, path: Path) -> Iterator[None]:
 
 
 def _parse_source(
-    spark: SparkSession, cfg: SourceConfig, cached: list[DataFrame] | None = None
+    spark: SparkSession,
+    cfg: SourceConfig,
+    cached: list[DataFrame] | None = None,
+    rejected: RejectedRows | None = None,
 ) -> _Parsed:
-    """Parse a source (see ``read_source_spark``); raises InputError for a missing file, an
-    unsupported type or unmapped columns."""
+    """Parse a source (see ``read_source_spark``); raises InputError for a missing file or a
+    folder, an empty file, an unsupported type, a header that cannot be decoded or unmapped
+    columns. An Excel file's bad rows are refused or set aside in ``rejected`` here."""
     path = Path(cfg.path)
     if not path.exists():
         raise InputError("file not found", path=str(path))
+    if not path.is_file():  # Spark would read a folder's files as one source: one file each
+        raise InputError("is a folder, expected a file", path=str(path))
     with _reading(spark, path):
-        return _parse_source_spark(spark, cfg, path, cached)
+        return _parse_source_spark(spark, cfg, path, cached, rejected)
 
 
 def _checked(spark: SparkSession, parsed: _Parsed, rejected: RejectedRows | None) -> DataFrame:
@@ -295,6 +311,7 @@ def _parse_source_spark(
     cfg: SourceConfig,
     path: Path,
     cached: list[DataFrame] | None = None,
+    rejected: RejectedRows | None = None,
 ) -> _Parsed:
     suffix = path.suffix.lower()
     corrupt = None
@@ -311,6 +328,14 @@ def _parse_source_spark(
             "multiLine": True,
         }
         names = spark.read.csv(str(path), inferSchema=False, **options).columns
+        if not names:
+            raise InputError("file is empty (no header row)", path=str(path))
+        if any("\ufffd" in name for name in names):
+            # Spark puts U+FFFD for bytes its charset cannot decode: the local reader's error
+            label = cfg.encoding if cfg.encoding != "auto" else ""
+            found = _first_undecodable(path, encoding, label)
+            if found is not None:
+                raise found
         corrupt = "__corrupt_record"
         text_schema = T.StructType(
             [T.StructField(n, T.StringType(), True) for n in [*names, corrupt]]
@@ -328,8 +353,9 @@ def _parse_source_spark(
     elif suffix == ".parquet":
         raw = spark.read.parquet(str(path))
     elif suffix in (".xlsx", ".xlsm"):
-        local = read_raw(cfg)  # openpyxl reads a workbook whole: Excel files stay small
-        to_canonical(local, cfg)  # the local reader's checks, with Excel row numbers
+        # openpyxl reads a workbook whole: Excel files stay small. The local reader's checks,
+        # with Excel row numbers; bad rows refused or set aside as locally
+        local = read_checked_raw(cfg, rejected)
         text = T.StructType([T.StructField(str(c), T.StringType(), True) for c in local.columns])
         raw = spark.createDataFrame(local.astype(object).where(local.notna(), None), text)
     else:
@@ -443,16 +469,25 @@ def _check_rows(
         raise InputError(bad_rows_message(found, cfg.record_id, n_dup, unit=unit), path=str(path))
     reject(found, cfg, rejected)
     # the job log gets counts and lines only: record ids can be personal data
+    kinds = {
+        "wrong number of fields": len(found.wrong_fields),
+        "no record id": len(found.empty_id),
+        "record id in scientific notation": len(found.floated),
+        "duplicate record id": len(_lines(found.duplicates)),
+    }
+    lines = sorted(
+        [line for line, _ in found.wrong_fields]
+        + found.empty_id
+        + [line for line, _ in found.floated]
+        + _lines(found.duplicates)
+    )
+    # the local reader's line: kinds that occur and the lines, no record id (personal data)
     logger.warning(
-        "%s: %d bad row(s) set aside (wrong number of fields %d, no record id %d, record id "
-        "in scientific notation %d, duplicate record id %d); reasons and rows are in the "
-        "bad-rows file",
+        "%s: %d bad row(s) set aside (%s; %s); reasons and rows are in the bad-rows file",
         path,
         found.count(),
-        len(found.wrong_fields),
-        len(found.empty_id),
-        len(found.floated),
-        len(_lines(found.duplicates)),
+        ", ".join(f"{kind} {n}" for kind, n in kinds.items() if n),
+        _listed(unit, lines),
     )
     good = raw.where(keyed)
     if dup_values:
@@ -501,10 +536,60 @@ def _parquet_rows_text(path: Path, rows: list[int]) -> dict[int, str]:
     return out
 
 
-def _files_with_bad_rows(spark: SparkSession, parsed: list[_Parsed]) -> set[int]:
+_DECODE_CHUNK = 16 << 20
+
+
+def _first_undecodable(path: Path, java_encoding: str | None, label: str = "") -> InputError | None:
+    """The local reader's error (``io.decode_bytes``) for the first bytes of ``path`` that
+    its encoding cannot decode, with their byte offset and line; None when it all decodes.
+
+    Spark's CSV reader puts U+FFFD for such bytes and goes on: a name from another encoding
+    would be linked as garbage. The file is decoded in pieces cut at line ends (0x0A is
+    never inside a UTF-8, GB18030 or Big5 character), so memory stays one piece.
+    """
+    codec = _PYTHON_CODEC.get(java_encoding or "", java_encoding or "utf-8")
+    label = label or codec.removesuffix("-sig")
+    offset, lines, rest = 0, 0, b""
+    with open(path, "rb") as handle:
+        first = True
+        while True:
+            chunk = handle.read(_DECODE_CHUNK)
+            data = rest + chunk
+            if first and data.startswith(b"\xef\xbb\xbf") and codec.startswith("utf-8"):
+                data, offset = data[3:], 3
+            first = False
+            if not data:
+                return None
+            cut = data.rfind(b"\n") + 1 if chunk else len(data)
+            piece, rest = (data[:cut], data[cut:]) if cut else (b"", data)
+            try:
+                piece.decode(codec.removesuffix("-sig"))
+            except UnicodeDecodeError as exc:
+                return InputError(
+                    f"cannot be decoded as {label} (byte {offset + exc.start}); check "
+                    "'encoding' in the config",
+                    path=str(path),
+                    row=lines + piece[: exc.start].count(b"\n") + 1,
+                )
+            offset += len(piece)
+            lines += piece.count(b"\n")
+            if not chunk:
+                return None
+
+
+def _undecodable_error(parsed: _Parsed) -> InputError | None:
+    """:func:`_first_undecodable` for a parsed CSV source, named in its config's terms."""
+    label = parsed.cfg.encoding if parsed.cfg.encoding != "auto" else ""
+    return _first_undecodable(parsed.path, parsed.encoding, label)
+
+
+def _files_with_bad_rows(spark: SparkSession, parsed: list[_Parsed]) -> tuple[set[int], set[int]]:
     """Positions in ``parsed`` of the CSV and Parquet files that hold a bad row (the wrong
     number of fields, no record id, an id in scientific notation, a duplicate id), found by
-    one query over every file; ``_check_rows`` then names those files' rows.
+    one query over every file; ``_check_rows`` then names those files' rows. Second, the
+    CSV files with a U+FFFD in a row (Spark's mark for bytes it could not decode), which
+    :func:`_undecodable_error` then looks for in the file itself (a file may hold U+FFFD
+    as a character); they count among the first too, so their rows are checked either way.
 
     ``_check_rows`` on each file cost a count and a duplicate search, about five Spark jobs
     per file, on files that are nearly always clean; this is one grouping of all of them.
@@ -519,7 +604,9 @@ def _files_with_bad_rows(spark: SparkSession, parsed: list[_Parsed]) -> set[int]
         floated = rid.isNotNull() & rid.rlike(SCIENTIFIC_PATTERN)
         kind = F.when(rid.isNull(), 2).when(floated, 3).otherwise(0)
         if p.corrupt is not None:
-            kind = F.when(F.col(p.corrupt).isNotNull(), 1).otherwise(kind)
+            cells = [F.col(f"`{c}`") for c in p.raw.columns if c != p.corrupt]
+            replaced = F.concat_ws("\t", *cells).contains("\ufffd")
+            kind = F.when(F.col(p.corrupt).isNotNull(), 1).when(replaced, 4).otherwise(kind)
         parts.append(
             p.raw.select(
                 F.lit(i).alias("__file"),
@@ -528,7 +615,7 @@ def _files_with_bad_rows(spark: SparkSession, parsed: list[_Parsed]) -> set[int]
             )
         )
     if not parts:
-        return set()
+        return set(), set()
     rows = parts[0]
     for more in parts[1:]:
         rows = rows.unionByName(more)
@@ -537,13 +624,14 @@ def _files_with_bad_rows(spark: SparkSession, parsed: list[_Parsed]) -> set[int]
         .count()
         .where((F.col("__kind") != 0) | (F.col("count") > 1))
         .groupBy("__file")
-        .count()
+        .agg(F.max((F.col("__kind") == 4).cast("int")).alias("__replaced"))
     )
     try:
         with _quiet_spark_logs(spark):
-            return {int(r["__file"]) for r in bad.collect()}
+            found = bad.collect()
     except (PySparkException, Py4JJavaError):
-        return set(range(len(parsed)))
+        return set(range(len(parsed))), set()
+    return {int(r["__file"]) for r in found}, {int(r["__file"]) for r in found if r["__replaced"]}
 
 
 def read_sources_spark(
@@ -556,22 +644,29 @@ def read_sources_spark(
     ``rejected``: where bad rows are set aside (``run.bad_rows``); without it they are refused.
     ``cached``: receives the parsed CSV files kept for reuse (see ``read_source_spark``).
     """
+    check_source_paths(config)
     parsed: list[_Parsed] = []
-    refused = None
-    for cfg in config.sources.values():
+    order: list[int] = []  # each parsed file's position among the sources
+    refused: dict[int, InputError] = {}  # every source is checked: one error names them all
+    for at, cfg in enumerate(config.sources.values()):
         try:
-            parsed.append(_parse_source(spark, cfg, cached))
+            parsed.append(_parse_source(spark, cfg, cached, rejected))
+            order.append(at)
         except InputError as exc:
-            # raised after the files before it are checked, as a file-by-file read would
-            refused = exc
-            break
-    suspect = _files_with_bad_rows(spark, parsed)
-    frames = [
-        _canonical(p, _checked(spark, p, rejected) if i in suspect else p.raw)
-        for i, p in enumerate(parsed)
-    ]
-    if refused is not None:
-        raise refused
+            refused[at] = exc
+    suspect, replaced = _files_with_bad_rows(spark, parsed)
+    frames = []
+    for i, p in enumerate(parsed):
+        undecodable = _undecodable_error(p) if i in replaced else None
+        if undecodable is not None:
+            refused[order[i]] = undecodable
+            continue
+        try:
+            frames.append(_canonical(p, _checked(spark, p, rejected) if i in suspect else p.raw))
+        except InputError as exc:
+            refused[order[i]] = exc
+    if refused:
+        raise sources_error([refused[at] for at in sorted(refused)])
     records = frames[0]
     for frame in frames[1:]:
         records = records.unionByName(frame, allowMissingColumns=True)
@@ -715,7 +810,14 @@ def standardize_spark(records: DataFrame, config: RunConfig) -> tuple[DataFrame,
     """
     std_config = config.standardize
     sample = records.limit(20).toPandas()
-    probe = standardize(sample.drop(columns=[schema.ROW]), std_config)
+    # the probe's own "standardized 20 records" line would read as the run's count
+    quiet = logging.getLogger("linkage.standardize.combine")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        probe = standardize(sample.drop(columns=[schema.ROW]), std_config)
+    finally:
+        quiet.setLevel(level)
     probe[schema.ROW] = sample[schema.ROW].to_numpy()
     out_schema = _schema_of(probe)
     bool_cols = [f.name for f in out_schema.fields if isinstance(f.dataType, T.BooleanType)]
@@ -1722,6 +1824,10 @@ def run_spark(
     """
     say = progress or (lambda _msg: None)
     key = id_key or process_key()
+    check_source_paths(config)  # before Spark starts: a missing file is known in a second
+    if output is not None:
+        with_csv = config.spark.identities_csv if identities_csv is None else identities_csv
+        check_spark_run_output(output, with_csv)
     if spark is None:
         settings = config.spark
         spark = get_session(
@@ -1754,6 +1860,12 @@ def run_spark(
         if rejected is not None:
             rejected.write(config.run.bad_rows)
     raw, per_source = number_rows(raw)  # checkpointed: the parsed files are no longer read
+    sources = config.sources.values()
+    empty = [empty_source_error(c, rejected) for c in sources if c.name not in per_source]
+    if empty:  # as the local reader: a source with no records is an upstream failure
+        for frame in parsed:
+            frame.unpersist()
+        raise sources_error(empty)
     for frame in parsed:
         frame.unpersist()
     n = sum(per_source.values())
