@@ -133,6 +133,19 @@ def test_a_local_master_gets_the_throughput_collector_unless_one_is_named(tmp_pa
     assert added()
 
 
+def _in_a_new_driver(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run ``code`` in a new Python process (its own driver JVM) with ``env``; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_a_local_master_gets_a_quarter_of_the_memory_unless_its_heap_is_set(
     tmp_path, monkeypatch
 ):
@@ -186,21 +199,13 @@ def test_the_local_driver_jvm_starts_with_the_heap_chosen(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in (*_java_env(), "SPARK_DRIVER_MEMORY")}
     env["SPARK_CONF_DIR"] = str(tmp_path)
     code = """
-        import os
-        from linkage.spark.session import get_session, local_driver_memory
+        from linkage.spark.session import get_session
         spark = get_session("local[1]")
         print("HEAP:", spark._jvm.java.lang.Runtime.getRuntime().maxMemory(),
               spark.sparkContext.getConf().get("spark.driver.memory"))
         spark.stop()
         """
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _in_a_new_driver(code, env)
     line = next(line for line in done.stdout.splitlines() if line.startswith("HEAP:"))
     heap, setting = int(line.split()[1]), line.split()[2]
     with pytest.MonkeyPatch.context() as patch:
@@ -239,14 +244,7 @@ def test_the_driver_jvm_starts_with_the_collector_chosen(tmp_path, tool_options,
         print("GC:" + ";".join(bean.getName() for bean in beans))
         spark.stop()
         """
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _in_a_new_driver(code, env)
     names = next(line for line in done.stdout.splitlines() if line.startswith("GC:"))
     assert collector in names.split(":", 1)[1].split(";"), names
     assert ("starting it again without -XX:+UseParallelGC" in done.stderr) == blind, done.stderr
