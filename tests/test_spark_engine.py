@@ -818,6 +818,24 @@ BAD_EXPECTED = {
 }
 
 
+def _both_engines_setting_rows_aside(
+    config: Path, tmp_path: Path
+) -> dict[str, tuple[dict, pd.DataFrame, pd.DataFrame]]:
+    """``linkage run CONFIG --bad-rows`` on each engine: (summary, bad-rows file, identities)."""
+    found = {}
+    for engine in ENGINES:
+        out, aside = tmp_path / f"out_{engine}", tmp_path / f"bad_{engine}.csv"
+        args = ["run", str(config), "-o", str(out), "--engine", engine, "--bad-rows", str(aside)]
+        done = CliRunner().invoke(app, [*args, "--json", "-q"])
+        assert done.exit_code == 0, (engine, done.output)
+        found[engine] = (
+            json.loads(done.stdout),
+            pd.read_csv(aside, dtype=str, keep_default_na=False),
+            pd.read_csv(out / "identities.csv", dtype=str),
+        )
+    return found
+
+
 def test_engines_set_the_same_bad_rows_aside(tmp_path, write_yaml):
     """``--bad-rows`` on Spark: the same rows, lines, reasons and raw text as the local
     engine, the same summary counts, and no row lost."""
@@ -846,16 +864,7 @@ def test_engines_set_the_same_bad_rows_aside(tmp_path, write_yaml):
             "spark": {"shuffle_partitions": 2},
         }
     )
-    found = {}
-    for engine in ENGINES:
-        out, aside = tmp_path / f"out_{engine}", tmp_path / f"bad_{engine}.csv"
-        args = ["run", str(config), "-o", str(out), "--engine", engine, "--bad-rows", str(aside)]
-        done = CliRunner().invoke(app, [*args, "--json", "-q"])
-        assert done.exit_code == 0, done.output
-        summary = json.loads(done.stdout)
-        bad = pd.read_csv(aside, dtype=str, keep_default_na=False)
-        ids = pd.read_csv(out / "identities.csv", dtype=str)
-        found[engine] = (summary, bad, ids)
+    found = _both_engines_setting_rows_aside(config, tmp_path)
     (local, local_bad, local_ids), (spark, spark_bad, spark_ids) = found["local"], found["spark"]
     assert list(spark_bad.columns) == list(schema.REJECT_COLUMNS)
     lines = spark_bad[schema.REJECT_LINE].astype(int)
@@ -1583,17 +1592,12 @@ def test_spark_sets_bad_excel_rows_aside_as_the_local_engine(tmp_path, write_yam
             "spark": {"shuffle_partitions": 2},
         }
     )
-    found = {}
-    for engine in ENGINES:
-        out, aside = tmp_path / f"out_{engine}", tmp_path / f"bad_{engine}.csv"
-        args = ["run", str(config), "-o", str(out), "--engine", engine, "--bad-rows", str(aside)]
-        done = CliRunner().invoke(app, [*args, "-q"])
-        assert done.exit_code == 0, (engine, done.output)
-        ids = pd.read_csv(out / "identities.csv", dtype=str)
-        found[engine] = (pd.read_csv(aside, dtype=str), sorted(ids[schema.RECORD_ID]))
-    pd.testing.assert_frame_equal(found["spark"][0], found["local"][0])
-    assert len(found["spark"][0]) == 3  # both A2 rows and the row without an id
-    assert found["spark"][1] == found["local"][1] == ["A1", "A5"]
+    found = _both_engines_setting_rows_aside(config, tmp_path)
+    (_, local_bad, local_ids), (_, spark_bad, spark_ids) = found["local"], found["spark"]
+    pd.testing.assert_frame_equal(spark_bad, local_bad)
+    assert len(spark_bad) == 3  # both A2 rows and the row without an id
+    kept = [sorted(ids[schema.RECORD_ID]) for ids in (spark_ids, local_ids)]
+    assert kept[0] == kept[1] == ["A1", "A5"]
 
 
 def test_spark_run_checks_its_paths_and_options_before_spark_starts(
