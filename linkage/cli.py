@@ -578,6 +578,11 @@ def standardize_cmd(
         _echo(f"bad rows: {n_bad:,} set aside in {cfg.run.bad_rows}", quiet)
 
 
+def _not_py4j(record: logging.LogRecord) -> bool:
+    """A log filter: False for a record py4j's own code made."""
+    return f"{os.sep}py4j{os.sep}" not in record.pathname
+
+
 def _run_spark(
     config: Any,
     output: Path,
@@ -601,10 +606,26 @@ def _run_spark(
         from linkage.spark.engine import run_spark
     except ImportError as exc:
         raise ConfigError(str(exc), key="engine") from None
-    with _progress(quiet) as report:
-        result = run_spark(
-            config, output, master=master, previous=previous, id_key=id_key, progress=report.stage
-        )
+    from linkage.spark.session import kill_jvm
+
+    # py4j logs its own connection faults (an interrupt during a JVM call: one on the root
+    # logger) with tracebacks; they reach Python as exceptions the CLI reports in one line
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_py4j)
+    try:
+        with _progress(quiet) as report:
+            result = run_spark(
+                config,
+                output,
+                master=master,
+                previous=previous,
+                id_key=id_key,
+                progress=report.stage,
+                exit_on_interrupt=True,
+            )
+    except KeyboardInterrupt:
+        kill_jvm()  # "interrupted" and exit 130 follow, with no JVM logging after them
+        raise
     if as_json:
         _print_json({**result.summary, "outputs": {k: str(p) for k, p in result.outputs.items()}})
         return

@@ -1661,3 +1661,31 @@ def test_a_spark_run_refuses_a_folder_with_outputs_it_would_not_replace(
     assert done.exit_code == 2, done.output
     assert message in " ".join(done.output.split()), done.output
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_ctrl_c_during_a_spark_run_prints_one_line_and_ends_the_jvm(tmp_path):
+    """Ctrl-C in the middle of a Spark stage: exit 130 and ``interrupted``, without py4j's
+    tracebacks (pyspark's own handler calls the JVM from inside the signal) and without the
+    JVM logging the tasks cut off."""
+    import signal as signals
+
+    generate(1500, seed=5, output=tmp_path / "d")
+    env = {k: v for k, v in os.environ.items() if k not in _java_env()}
+    env["SPARK_CONF_DIR"] = str(tmp_path)
+    args = [sys.executable, "-m", "linkage.cli", "run", str(tmp_path / "d" / "run.yaml")]
+    args += ["-o", str(tmp_path / "out"), "--engine", "spark", "--spark-master", "local[2]"]
+    with subprocess.Popen(
+        args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+    ) as proc:
+        seen = []
+        for line in proc.stderr:  # one timed line per stage: Spark is at work by the second
+            seen.append(line)
+            if "standardizing" in line:
+                proc.send_signal(signals.SIGINT)
+                break
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=120)
+    assert any("standardizing" in line for line in seen), seen
+    assert code == 130, rest
+    assert rest.strip().splitlines()[-1:] == ["interrupted"], rest
+    assert "Traceback" not in rest and "ERROR" not in rest, rest

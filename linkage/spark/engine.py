@@ -1808,6 +1808,7 @@ def run_spark(
     identities_csv: bool | None = None,
     id_key: bytes | None = None,
     progress: Progress | None = None,
+    exit_on_interrupt: bool = False,
 ) -> SparkResult:
     """Run the whole batch on Spark; with ``output``, write the outputs there.
 
@@ -1820,6 +1821,7 @@ def run_spark(
     ``spark.identities_csv``), ``identities.csv``. ``previous``: a previous
     run's identities (.csv or .parquet) whose ids are kept. ``id_key``: the identity key
     (``identity.batch_key``); without one, the process key (names stable within the process).
+    ``exit_on_interrupt``: see ``session.get_session`` (the CLI's batch run).
     Raises ConfigError/InputError as the local engine does.
     """
     say = progress or (lambda _msg: None)
@@ -1834,6 +1836,7 @@ def run_spark(
             master or settings.master,
             shuffle_partitions=settings.shuffle_partitions,
             conf=settings.conf,
+            exit_on_interrupt=exit_on_interrupt,
         )
     partitions = _size_shuffle_partitions(spark, config)
     timings: dict[str, float] = {}

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -179,6 +181,7 @@ def get_session(
     shuffle_partitions: int | None = None,
     conf: Mapping[str, str] | None = None,
     app_name: str = "linkage",
+    exit_on_interrupt: bool = False,
 ) -> SparkSession:
     """Return a SparkSession on ``master`` (an existing one is reused, as Spark does).
 
@@ -187,7 +190,10 @@ def get_session(
     ``spark.driver.extraJavaOptions`` itself, the driver JVM gets
     :func:`driver_java_options`; a cluster's executors keep the collector their
     administrators set. A ``local`` master's heap is :func:`local_driver_memory` unless
-    set elsewhere.
+    set elsewhere. ``exit_on_interrupt`` (a batch job): Ctrl-C raises KeyboardInterrupt at
+    once, as Python does, instead of pyspark's handler, which calls the JVM to cancel the
+    jobs from inside the signal and, while the main thread waits on that same connection,
+    prints py4j tracebacks; the caller then ends the JVM (:func:`kill_jvm`).
     """
     use_driver_python(master)
     builder = (
@@ -240,7 +246,19 @@ def get_session(
         plain = " ".join(o for o in options.split() if o != LOCAL_COLLECTOR)
         session = builder.config("spark.driver.extraJavaOptions", plain).getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
+    if exit_on_interrupt and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     return session
+
+
+def kill_jvm() -> None:
+    """End the driver JVM pyspark started, at once (an interrupted batch job: its executors
+    would log the failures of tasks cut off while the process exits)."""
+    from pyspark import SparkContext
+
+    proc = getattr(SparkContext._gateway, "proc", None)
+    if proc is not None:
+        proc.kill()
 
 
 _ADAPTIVE = "spark.sql.adaptive.enabled"
