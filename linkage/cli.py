@@ -1608,11 +1608,15 @@ def evaluate(
     quiet: Quiet = False,
 ) -> None:
     """Print pairwise precision, recall, F1 and B-cubed scores of a run against ground truth."""
-    from linkage.evaluate import evaluate_files, format_scores, recall_by_tag_files
+    from linkage import schema
+    from linkage.evaluate import evaluate as score
+    from linkage.evaluate import format_scores, read_tables, recall_by_tag
 
     _setup_logging(True)
-    scores = evaluate_files(truth, pred)
-    table = recall_by_tag_files(truth, pred) if by_tag else None
+    truth_table, pred_table = read_tables(truth, pred)  # each file read once for both
+    scores = score(truth_table, pred_table)
+    tagged = by_tag and schema.CORRUPTIONS in truth_table.columns
+    table = recall_by_tag(truth_table, pred_table) if tagged else None
     if as_json:
         _print_json({**scores, "recall_by_tag": _rows(table)})
         return

@@ -141,8 +141,18 @@ def evaluate_files(truth_path: str | PathLike, pred_path: str | PathLike) -> dic
     Spark run's ``identities.parquet``). Raises InputError naming a path that is missing,
     a folder without Parquet parts, or not readable as its suffix says.
     """
-    _is_parquet(pred_path)  # a wrong --pred is refused before the truth is read
-    return evaluate(_read_table(truth_path), _read_table(pred_path))
+    return evaluate(*read_tables(truth_path, pred_path))
+
+
+def read_tables(
+    truth_path: str | PathLike, pred_path: str | PathLike
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read the truth (source, record_id, person_id and any tag column) and the predicted
+    identities (source, record_id, identity_id) as :func:`evaluate_files` does, each once,
+    for :func:`evaluate` and :func:`recall_by_tag` both. Raises InputError as
+    :func:`evaluate_files` does; a wrong ``pred_path`` before the truth is read."""
+    _is_parquet(pred_path)
+    return _read_table(truth_path), _read_table(pred_path)
 
 
 def recall_by_tag_files(

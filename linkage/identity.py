@@ -403,6 +403,7 @@ def assign_stable_ids(
     *,
     updated: pd.Series | None = None,
     key: bytes | None = None,
+    clusters: str = "clusters",
 ) -> StableIds:
     """Assign identity IDs to the clusters of ``current`` keeping the IDs of ``previous``.
 
@@ -411,6 +412,8 @@ def assign_stable_ids(
     every stored identity with identity_id, status, created_run (for age and to never reuse
     an ID). ``updated``: optional boolean per ``current`` row, the record replaced a stored one.
     ``key``: the identity key that names new clusters (the store's; see :func:`identity_names`).
+    ``clusters``: what the clusters of ``current`` are, for the log line (a caller that passes
+    only some of its clusters says which).
     """
     cur_key = record_key(current[schema.SOURCE], current[schema.RECORD_ID]).to_numpy()
     labels = pd.factorize(current[CLUSTER].to_numpy())[0]
@@ -457,8 +460,9 @@ def assign_stable_ids(
     )
     identities = _identity_rows(rows, known, run_id)
     logger.info(
-        "stable ids: %d clusters, %d kept an id, %d fresh, %d events",
+        "stable ids: %d %s, %d kept an id, %d fresh, %d events",
         n_clusters,
+        clusters,
         int(kept.sum()),
         len(fresh),
         len(events),

@@ -88,6 +88,16 @@ def _traditional_to_simplified(text: str, sample: int = 20000) -> str:
     return opencc.OpenCC("t2s").convert(text[:sample])
 
 
+def undecodable_error(encoding: str, byte: int, line: int, path: str) -> InputError:
+    """The error for bytes of ``path`` that ``encoding`` cannot decode, at byte offset
+    ``byte`` on line ``line`` (1-based): :func:`decode_bytes`' and the Spark reader's."""
+    return InputError(
+        f"cannot be decoded as {encoding} (byte {byte}); check 'encoding' in the config",
+        path=path,
+        row=line,
+    )
+
+
 def decode_bytes(data: bytes, encoding: str = "auto", *, path: str = "") -> tuple[str, str]:
     """Decode a file's bytes; return (text, encoding used). ``auto`` detects UTF-8/GB18030/Big5."""
     if encoding != "auto":
@@ -96,11 +106,7 @@ def decode_bytes(data: bytes, encoding: str = "auto", *, path: str = "") -> tupl
             text = data.decode(codec)
         except UnicodeDecodeError as exc:
             line = data[: exc.start].count(b"\n") + 1
-            raise InputError(
-                f"cannot be decoded as {encoding} (byte {exc.start}); check 'encoding' in the config",
-                path=path,
-                row=line,
-            ) from None
+            raise undecodable_error(encoding, exc.start, line, path) from None
         return text.removeprefix("\ufeff"), encoding
     if data.startswith(b"\xef\xbb\xbf"):
         try:

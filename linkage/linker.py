@@ -49,6 +49,7 @@ from linkage.pipeline import LinkResult, held_columns, link_records, prepare_ahe
 from linkage.progress import (
     ProgressLike,
     StageMemory,
+    add_stage_figures,
     as_progress,
     release_memory,
     stage_memory,
@@ -525,6 +526,10 @@ def write_outputs(
         small = {}
         if has_model:
             small["model"] = result.model.save(output / "model.json")
+        else:
+            from linkage.paths import remove_stale_output
+
+            remove_stale_output(output / "model.json", keep=[config.model.load])
         sizes = result.cluster_sizes()
         small["cluster_sizes"] = write_csv(sizes, output / "cluster_sizes.csv")
         paths = {name: done(future.result()) for name, future in big.items()}
@@ -595,35 +600,8 @@ _STAGE_KEYS = {
 
 
 def _add_memory(summary: dict, report: StageMemory) -> None:
-    """Put the peak RSS of each stage so far (MB, 2**20 bytes; ``StageMemory``) in the
-    summary as ``peak_rss_mb`` (this process; added to figures already there:
-    ``Linker.write`` after ``Linker.run``), the stage holding that peak as
-    ``peak_rss_stage``, and the peak RSS of this process and its worker processes together
-    as ``peak_total_mb`` (``StageMemory.totals``: the machine's memory the run took), and
-    the CPU seconds of those processes per stage as ``cpu_seconds`` (``StageMemory.cpu``)
-    and over the stage's wall seconds as ``cores_busy`` (null for a stage under a second);
-    nothing where the platform gives no figures. The ``write`` figure stops before
-    summary.json itself is written."""
-    peaks = report.peaks()
-    if not peaks:
-        return
-    # a run's figures stay when its outputs are written later under another hook
-    for key, figures in (("peak_rss_mb", peaks), ("peak_total_mb", report.totals())):
-        mb = dict(summary.get(key) or {})
-        mb.update({_STAGE_KEYS.get(k, k): round(v / 2**20) for k, v in figures.items()})
-        summary[key] = mb
-    for key in ("peak_rss", "peak_total"):
-        mb = summary[f"{key}_mb"]
-        summary[f"{key}_stage"] = max(mb, key=mb.__getitem__)
-    cpu, cores = dict(summary.get("cpu_seconds") or {}), dict(summary.get("cores_busy") or {})
-    wall = report.wall()
-    for stage, seconds in report.cpu().items():
-        cpu[_STAGE_KEYS.get(stage, stage)] = round(seconds, 1)
-        # over a second at least (the kernel counts CPU in ticks of 10 ms); null below,
-        # so that both keep the same stages
-        long = wall.get(stage, 0.0) >= 1.0
-        cores[_STAGE_KEYS.get(stage, stage)] = round(seconds / wall[stage], 2) if long else None
-    summary["cpu_seconds"], summary["cores_busy"] = cpu, cores
+    """``progress.add_stage_figures`` under summary.json's stage keys (``_STAGE_KEYS``)."""
+    add_stage_figures(summary, report, _STAGE_KEYS)
 
 
 def _check_memory_limit(

@@ -219,6 +219,19 @@ def same_file(path: str | os.PathLike, other: str | os.PathLike) -> bool:
         return output_file_path(path) == Path(other).expanduser().resolve()
 
 
+def remove_stale_output(path: str | os.PathLike, keep: Any = ()) -> None:
+    """Remove ``path``, an output this run does not write (``model.json`` of a run that found
+    no candidate pairs, so fitted no model), where an earlier run left it: beside this
+    run's outputs it would pass for theirs. A path that is one of ``keep`` (this run's
+    inputs, such as ``model.load``; None entries skipped) stays."""
+    path = Path(path)
+    if not (path.is_file() or path.is_symlink()):
+        return
+    if any(other is not None and same_file(path, other) for other in keep):
+        return
+    path.unlink(missing_ok=True)
+
+
 def run_files(
     config: Any, output: str | os.PathLike | None = None, store: str | os.PathLike | None = None
 ) -> dict[str, Path]:

@@ -342,6 +342,23 @@ def test_evaluate_reads_a_spark_folder_of_parquet_parts(spark_like) -> None:
     assert scores["pairwise"]["f1"] == round(from_csv["pairwise"]["f1"], 6)
 
 
+def test_evaluate_by_tag_reads_each_file_once(spark_like, monkeypatch) -> None:
+    """The scores and the recall per tag come from one reading of each file."""
+    import linkage.evaluate as evaluation
+
+    truth, csv, folder = spark_like
+    read = []
+    real = evaluation._read_table
+    monkeypatch.setattr(evaluation, "_read_table", lambda p: read.append(p) or real(p))
+    args = ["evaluate", "--truth", str(truth), "--pred", str(folder), "--json", "--by-tag"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert read == [truth, folder]
+    scores = json.loads(result.stdout)
+    expected = recall_by_tag_files(truth, folder)
+    assert len(expected) and [r["tag"] for r in scores["recall_by_tag"]] == list(expected["tag"])
+
+
 def test_evaluate_reads_a_parquet_file(spark_like, tmp_path) -> None:
     truth, csv, _ = spark_like
     pd.read_csv(csv, dtype=str).to_parquet(tmp_path / "identities.parquet", index=False)

@@ -295,3 +295,29 @@ def test_ingest_output_with_a_folder_in_the_way_is_refused_before_the_store(
     assert "events.csv is a folder where this command writes a file" in result.output
     assert store.read_bytes() == before  # the store took no batch
     assert sorted(p.name for p in out.iterdir()) == ["events.csv"]
+
+
+def test_an_earlier_output_a_run_does_not_write_is_removed_unless_it_is_an_input(
+    tmp_path: Path,
+) -> None:
+    """``remove_stale_output``: an earlier run's model.json goes (this run fitted none), but
+    not when this run loads it (``model.load``), also through a link or a hard link."""
+    from linkage.paths import remove_stale_output
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / "model.json"
+    stale.write_text("earlier", encoding="utf-8")
+    remove_stale_output(stale, keep=[None, tmp_path / "other.json"])
+    assert not stale.exists()
+    remove_stale_output(stale, keep=[None])  # nothing there: nothing to do
+    stale.write_text("loaded", encoding="utf-8")
+    remove_stale_output(stale, keep=[str(stale)])
+    assert stale.read_text(encoding="utf-8") == "loaded"
+    (tmp_path / "link.json").symlink_to(stale)
+    os.link(stale, tmp_path / "hard.json")
+    for other in ("link.json", "hard.json"):
+        remove_stale_output(stale, keep=[tmp_path / other])
+        assert stale.read_text(encoding="utf-8") == "loaded", other
+    remove_stale_output(stale)
+    assert not stale.exists() and (tmp_path / "hard.json").exists()

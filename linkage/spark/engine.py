@@ -95,16 +95,21 @@ from linkage.io import (  # noqa: E402
     neutralize_formulas,
     read_checked_raw,
     sources_error,
+    undecodable_error,
     write_csv,
 )
 from linkage.merge import merge_records  # noqa: E402
 from linkage.model import FellegiSunterModel  # noqa: E402
-from linkage.paths import check_spark_run_output  # noqa: E402
+from linkage.paths import check_spark_run_output, remove_stale_output  # noqa: E402
+from linkage.progress import StageMemory, add_stage_figures  # noqa: E402
 from linkage.spark.components import COMPONENT, connected_components  # noqa: E402
-from linkage.spark.session import adaptive_off, get_session  # noqa: E402
+from linkage.spark.session import adaptive_off, get_session, single_jvm  # noqa: E402
 
 # Records from which the cluster stage runs with adaptive execution (see run_spark)
 ADAPTIVE_CLUSTER_MIN = 20_000
+# A local master's process tree is summed every this many memory samples (2 s): a walk over
+# the JVM's threads costs about 3 ms, and its memory moves slowly
+_JVM_TREE_EVERY = 40
 from linkage.standardize.combine import standardize  # noqa: E402
 from linkage.training import check_model_levels, fit_household, level_rules, new_model  # noqa: E402
 
@@ -565,12 +570,8 @@ def _first_undecodable(path: Path, java_encoding: str | None, label: str = "") -
             try:
                 piece.decode(codec.removesuffix("-sig"))
             except UnicodeDecodeError as exc:
-                return InputError(
-                    f"cannot be decoded as {label} (byte {offset + exc.start}); check "
-                    "'encoding' in the config",
-                    path=str(path),
-                    row=lines + piece[: exc.start].count(b"\n") + 1,
-                )
+                line = lines + piece[: exc.start].count(b"\n") + 1
+                return undecodable_error(label, offset + exc.start, line, str(path))
             offset += len(piece)
             lines += piece.count(b"\n")
             if not chunk:
@@ -1481,7 +1482,14 @@ def hold_out_siblings_spark(records: DataFrame, scored: DataFrame) -> DataFrame:
         def char_counts(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             for batch in batches:
                 counts = given_char_counts(batch[clean].to_numpy(dtype=object))
-                yield pd.DataFrame({"ch": list(counts), "n": list(counts.values())})
+                # typed columns: a batch without counts (minority, Latin or masked names
+                # only) would give float64 columns, which Arrow cannot make strings of
+                yield pd.DataFrame(
+                    {
+                        "ch": pd.Series(list(counts), dtype=object),
+                        "n": np.fromiter(counts.values(), dtype=np.int64, count=len(counts)),
+                    }
+                )
 
         given_counts = {
             row["ch"]: int(row["n"])
@@ -1737,7 +1745,14 @@ def stable_ids_spark(
     )
     previous_rows = prev.join(scope_prev, "__prev", "left_semi").drop("__age").toPandas()
     previous_rows = previous_rows.rename(columns={"__prev": schema.IDENTITY_ID})
-    assigned = assign_stable_ids(current, previous_rows, known, run_id=this_run, key=key)
+    assigned = assign_stable_ids(
+        current,
+        previous_rows,
+        known,
+        run_id=this_run,
+        key=key,
+        clusters="clusters sharing a record with a previous identity (the others get fresh ids)",
+    )
     ids = np.asarray(assigned.identity_ids, dtype=object)
     ages = pd.Series(
         known[schema.CREATED_RUN].to_numpy(np.int64), index=known[schema.IDENTITY_ID].to_numpy()
@@ -1839,6 +1854,17 @@ def run_spark(
             exit_on_interrupt=exit_on_interrupt,
         )
     partitions = _size_shuffle_partitions(spark, config)
+    # a local master's JVM and its Python workers are this process's descendants: summary.json
+    # gets the local engine's CPU and memory figures (a cluster's executors are elsewhere)
+    memory = (
+        StageMemory(tree_every=_JVM_TREE_EVERY) if single_jvm(spark.sparkContext.master) else None
+    )
+
+    def stage(name: str) -> None:
+        _job_group(spark, name)
+        if memory is not None:
+            memory.stage(name)
+
     timings: dict[str, float] = {}
     comparisons = build_comparisons(config.comparison_specs())
     # A saved model is checked before any Spark work: wrong levels would mis-score every pair.
@@ -1848,7 +1874,7 @@ def run_spark(
     prev_table = _read_previous(spark, previous) if previous is not None else None
 
     t = time.perf_counter()
-    _stage(spark, "read")
+    stage("read")
     say("reading sources with Spark")
     rejected = RejectedRows() if config.run.bad_rows is not None else None
     parsed: list[DataFrame] = []
@@ -1875,14 +1901,14 @@ def run_spark(
     timings["read"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _stage(spark, "standardize")
+    stage("standardize")
     say(f"standardizing {n:,} records")
     records, bool_cols = standardize_spark(raw, config)
     records = records.localCheckpoint()
     timings["standardize"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _stage(spark, "block")
+    stage("block")
     say("blocking")
     keys = blocking_keys_spark(records, config.blocking)
     blocking_rows: list[dict] = []
@@ -1896,7 +1922,7 @@ def run_spark(
     timings["block"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _stage(spark, "compare")
+    stage("compare")
     value_cols = _comparison_columns(comparisons, records)
     prepared, tf_cols = _with_tf(
         records.select(schema.ROW, schema.SOURCE, *value_cols), config, comparisons
@@ -1912,7 +1938,7 @@ def run_spark(
     timings["compare"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _stage(spark, "train")
+    stage("train")
     say("training model")
     model = saved_model
     if model is None:
@@ -1932,7 +1958,7 @@ def run_spark(
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _stage(spark, "score")
+    stage("score")
     say("scoring")
     rule_map = spark.createDataFrame(
         pd.DataFrame(
@@ -1947,7 +1973,7 @@ def run_spark(
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _stage(spark, "cluster")
+    stage("cluster")
     say("clustering")
     # without adaptive execution each query below is one Spark job, not one per shuffle:
     # on small runs the jobs' fixed costs, not the rows, were most of this stage (52 of a
@@ -1970,7 +1996,7 @@ def run_spark(
     timings["cluster"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _stage(spark, "merge")
+    stage("merge")
     say("building golden records")
     golden = golden_spark(records, identities, config, bool_cols, buckets=partitions)
     golden = golden.localCheckpoint()
@@ -2009,11 +2035,18 @@ def run_spark(
         cluster_sizes=sizes,
     )
     if output is not None:
-        _stage(spark, "write")
+        stage("write")
         say("writing outputs")
         if identities_csv is None:
             identities_csv = config.spark.identities_csv
-        result.outputs = write_spark_outputs(result, output, config, identities_csv=identities_csv)
+        result.outputs = write_spark_outputs(
+            result, output, config, identities_csv=identities_csv, report=memory
+        )
+    elif memory is not None:
+        add_stage_figures(summary, memory)
+    if memory is not None:
+        memory.stage("done")
+        memory.close()
     return result
 
 
@@ -2065,7 +2098,7 @@ def checkpoint_counting(frame: DataFrame, **conditions: Column) -> tuple[DataFra
     return kept, {name: int(observation.get[name]) for name in conditions}
 
 
-def _stage(spark: SparkSession, name: str) -> None:
+def _job_group(spark: SparkSession, name: str) -> None:
     """Tag the following Spark jobs with the engine stage (the job group in Spark's UI/REST API)."""
     spark.sparkContext.setJobGroup(name, f"linkage {name}")
 
@@ -2129,9 +2162,18 @@ def _write_parquet_dir(frame: DataFrame, path: Path) -> Path:
 
 
 def write_spark_outputs(
-    result: SparkResult, output: str | Path, config: RunConfig, *, identities_csv: bool = True
+    result: SparkResult,
+    output: str | Path,
+    config: RunConfig,
+    *,
+    identities_csv: bool = True,
+    report: StageMemory | None = None,
 ) -> dict[str, Path]:
-    """Write the outputs of :func:`run_spark` (see there) atomically; return their paths."""
+    """Write the outputs of :func:`run_spark` (see there) atomically; return their paths.
+
+    ``report``: the run's CPU and memory figures per stage, added to summary.json
+    (``progress.add_stage_figures``; the write stage's stop before summary.json is written).
+    """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -2162,12 +2204,16 @@ def write_spark_outputs(
     paths["pairs"] = _write_parquet_dir(with_keys, output / "pairs.parquet")
     if result.summary.get("candidate_pairs"):
         paths["model"] = result.model.save(output / "model.json")
+    else:
+        remove_stale_output(output / "model.json", keep=[config.model.load])
     if result.cluster_sizes is not None:
         paths["cluster_sizes"] = write_csv(result.cluster_sizes, output / "cluster_sizes.csv")
     if identities_csv:
         paths["identities"] = atomic_write(
             output / "identities.csv", lambda p: _stream_csv(result.identities, p)
         )
+    if report is not None:
+        add_stage_figures(result.summary, report)
     text = json.dumps(result.summary, ensure_ascii=False, indent=2)
     paths["summary"] = atomic_write(
         output / "summary.json", lambda p: p.write_text(text, encoding="utf-8")

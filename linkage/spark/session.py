@@ -149,7 +149,7 @@ def local_driver_memory(master: str, conf: Mapping[str, str] | None = None) -> s
     """
     texts = _launch_texts(conf or {}, keys=True)
     texts.append("SPARK_DRIVER_MEMORY" if os.environ.get("SPARK_DRIVER_MEMORY") else "")
-    if not _single_jvm(master) or any(_DRIVER_MEMORY.search(t) for t in texts):
+    if not single_jvm(master) or any(_DRIVER_MEMORY.search(t) for t in texts):
         return None
     total = machine_memory()
     if total is None:
@@ -157,7 +157,7 @@ def local_driver_memory(master: str, conf: Mapping[str, str] | None = None) -> s
     return f"{max(1024, total // _LOCAL_HEAP_SHARE // _MIB)}m"
 
 
-def _single_jvm(master: str) -> bool:
+def single_jvm(master: str) -> bool:
     """``local``, ``local[N]``, ``local[N,F]``: the driver JVM runs the executors too
     (``local-cluster[...]`` starts executor JVMs of its own)."""
     return master == "local" or master.startswith("local[")
@@ -170,7 +170,7 @@ def driver_java_options(master: str, conf: Mapping[str, str] | None = None) -> s
     :data:`LOCAL_COLLECTOR`."""
     log4j = Path(__file__).with_name("log4j2.properties")
     options = [f"-Dlog4j2.configurationFile={log4j.as_uri()}"]
-    if _single_jvm(master) and not names_collector(conf or {}):
+    if single_jvm(master) and not names_collector(conf or {}):
         options.insert(0, LOCAL_COLLECTOR)
     return " ".join(options)
 
