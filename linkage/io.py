@@ -248,18 +248,24 @@ def _csv_layout_of(
         size *= 16
     if header is None:
         raise InputError("file is empty (no header row)", path=path)
-    names = [h.strip().removeprefix("\ufeff").strip() for h in header]
+    names = [clean_header(h) for h in header]
     if first is not None and len(first) != len(names):
         extra = first[len(names) :] if len(first) > len(names) else names[len(first) :]
         if all(not f.strip() for f in extra):
             names = (names + [""] * len(first))[: len(first)]
-    _check_unique_headers(names, path)
+    check_unique_headers(names, path)
     names = [n or _UNNAMED.format(i + 1) for i, n in enumerate(names)]
     return names, header_lines, body_start
 
 
-def _check_unique_headers(names: list[str], path: str) -> None:
-    """Raise an InputError naming every header given to more than one column."""
+def clean_header(name: str) -> str:
+    """A header as both readers name its column: spaces and a byte-order mark trimmed."""
+    return name.strip().removeprefix("\ufeff").strip()
+
+
+def check_unique_headers(names: list[str], path: str) -> None:
+    """Raise an InputError naming every header given to more than one column (``names``
+    after :func:`clean_header`; the empty name is a column without a header)."""
     seen: dict[str, list[int]] = {}
     for i, name in enumerate(names):
         if name:
@@ -763,7 +769,7 @@ def _read_xlsx(
                     ", ".join(map(str, title_rows)))
     width = max([len(header), *(len(r) for r in rows)])
     header = [h.removeprefix("\ufeff").strip() for h in header] + [""] * (width - len(header))
-    _check_unique_headers(header, str(path))
+    check_unique_headers(header, str(path))
     frame = pd.DataFrame(
         [r + [None] * (width - len(r)) for r in rows], columns=header, index=index, dtype=object
     )
@@ -1070,7 +1076,7 @@ def _read_csv_table(path: Path, cfg: SourceConfig) -> tuple[Any, _CsvLines] | No
 
     kept = [c for c in names if c not in unnamed]
     headers = [str(c).strip().removeprefix("\ufeff") for c in kept]
-    _check_unique_headers(headers, str(path))
+    check_unique_headers(headers, str(path))
     out = pa.table([held.pop(c) for c in kept], names=headers)
     return out, _CsvLines(body, len(names), cfg, first_line)
 
@@ -1108,7 +1114,7 @@ def _read_raw(cfg: SourceConfig) -> tuple[pd.DataFrame, list[tuple[int, str, int
     except PermissionError:
         raise InputError("cannot be read: permission denied", path=str(path)) from None
     frame.columns = [str(c).strip().removeprefix("\ufeff") for c in frame.columns]
-    _check_unique_headers(list(frame.columns), str(path))
+    check_unique_headers(list(frame.columns), str(path))
     if getattr(frame, "attrs", {}).get("clean_text"):
         # the CSV readers' object columns hold str and None already
         frame = text_columns(frame, clean=set(frame.columns))

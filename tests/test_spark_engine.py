@@ -1712,6 +1712,81 @@ def test_a_run_finding_no_pairs_leaves_no_earlier_model_json(spark, tmp_path, wr
         assert not (out / "model.json").exists(), engine
 
 
+# Small inputs a registry export can be, each once through both engines: (header, rows, the
+# columns mapped, what both must do: the identities' partition or the error's words)
+EDGE_INPUTS = {
+    # one record: no random pairs for u (Spark could not make a table of none)
+    "one record": (
+        "rid,姓名,性别,出生日期,身份证号",
+        ["A1,张伟,男,1990-03-07,110101199003070019"],
+        {"姓名": "name", "性别": "gender", "出生日期": "birth_date", "身份证号": "id_number"},
+        [["A1"]],
+    ),
+    # a backtick in a header, mapped or passed through as raw.<header> (Spark read it as
+    # the start of a quoted name)
+    "backtick in headers": (
+        "rid,姓`名,出生日期,备注`1",
+        ["A1,张伟,1990-03-07,x", "A2,张伟,1990-03-07,y", "A3,李娜,1985-03-07,z"],
+        {"姓`名": "name", "出生日期": "birth_date"},
+        None,  # whatever the local engine gives (a model of three records links nothing)
+    ),
+    # a header repeated: the local reader refuses it, Spark renamed the copies and went on
+    "repeated header": (
+        "rid,姓名,出生日期,备注, 备注",
+        ["A1,张伟,1990-03-07,x,y", "A2,李娜,1985-03-07,y,z"],
+        {"姓名": "name", "出生日期": "birth_date"},
+        "header names a column more than once (after trimming spaces): '备注' in columns 4, 5",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(EDGE_INPUTS))
+def test_engines_do_the_same_with_small_odd_inputs(spark, tmp_path, write_yaml, case):
+    """The same partition (every record once) or the same error from both engines."""
+    header, rows, columns, expected = EDGE_INPUTS[case]
+    partitions = []
+    (tmp_path / "a.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    source = {"path": "a.csv", "record_id": "rid", "columns": columns}
+    config = write_yaml({"sources": {"a": source}, "model": {"u_sample_pairs": 1000}})
+    for engine in ENGINES:
+        out = tmp_path / f"out_{engine}"
+        done = CliRunner().invoke(app, ["run", str(config), "-o", str(out), "--engine", engine])
+        if isinstance(expected, str):
+            assert done.exit_code == 2, (engine, done.output)
+            assert expected in done.output, (engine, done.output)
+            assert not (out / "identities.csv").exists(), engine
+            continue
+        assert done.exit_code == 0, (engine, done.output)
+        ids = pd.read_csv(out / "identities.csv", dtype=str)
+        assert sorted(ids[schema.RECORD_ID]) == sorted(r.split(",")[0] for r in rows), engine
+        groups = ids.groupby(schema.IDENTITY_ID)[schema.RECORD_ID].apply(sorted)
+        partitions.append(sorted(groups.tolist()))
+    if not isinstance(expected, str):
+        assert partitions[0] == partitions[1]
+        assert expected is None or partitions[0] == expected
+
+
+def test_spark_previous_identities_sharing_no_record_or_none(spark, tmp_path):
+    """``--previous`` with identities of other records only, or a file of none: every
+    identity gets a fresh id of run 1 (Spark could not make a table of no kept ids)."""
+    from linkage.spark.engine import run_spark
+
+    generate(40, seed=3, output=tmp_path / "d")
+    config = load_config(tmp_path / "d" / "run.yaml")
+    others = pd.DataFrame(
+        {schema.SOURCE: ["elsewhere"] * 2, schema.RECORD_ID: ["x1", "x2"], "identity_id": "IDX"}
+    )
+    others.to_csv(tmp_path / "others.csv", index=False)
+    others.iloc[:0].to_csv(tmp_path / "none.csv", index=False)
+    for previous in ("others.csv", "none.csv"):
+        result = run_spark(config, spark=spark, previous=tmp_path / previous)
+        ids = result.identities.toPandas()
+        assert len(ids) == sum(result.summary["records_per_source"].values()), previous
+        assert "IDX" not in set(ids[schema.IDENTITY_ID]), previous
+        # no previous id: run 0 for the file's ids, so this run's are run 1
+        assert set(ids[schema.CREATED_RUN]) == {1}, previous
+
+
 def test_ctrl_c_during_a_spark_run_prints_one_line_and_ends_the_jvm(tmp_path):
     """Ctrl-C in the middle of a Spark stage: exit 130 and ``interrupted``, without py4j's
     tracebacks (pyspark's own handler calls the JVM from inside the signal) and without the

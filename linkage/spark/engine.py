@@ -13,6 +13,7 @@ are Spark expressions.
 from __future__ import annotations
 
 import contextlib
+import csv
 import itertools
 import json
 import logging
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 from typing import TextIO
 
@@ -89,6 +91,8 @@ from linkage.io import (  # noqa: E402
     atomic_write,
     check_mapped_columns,
     check_source_paths,
+    check_unique_headers,
+    clean_header,
     decode_bytes,
     empty_source_error,
     join_field_parts,
@@ -179,8 +183,8 @@ def _as_text_columns(frame: DataFrame) -> DataFrame:
     """Every column as trimmed text, blanks as null; headers stripped of spaces and BOM."""
     cols = []
     for name, dtype in frame.dtypes:
-        clean = name.strip().removeprefix("\ufeff")
-        value = F.col(f"`{name}`")
+        clean = clean_header(name)
+        value = _column(name)
         if dtype != "string":
             value = value.cast("string")
         value = F.trim(value)
@@ -298,7 +302,7 @@ def _checked(spark: SparkSession, parsed: _Parsed, rejected: RejectedRows | None
     """The parsed rows after ``_check_rows`` (Excel was checked as it was read)."""
     if parsed.suffix in (".xlsx", ".xlsm"):
         return parsed.raw
-    rid_col = F.col(f"`{parsed.cfg.record_id}`")
+    rid_col = _column(parsed.cfg.record_id)
     with _reading(spark, parsed.path):
         return _check_rows(
             parsed.raw,
@@ -341,6 +345,10 @@ def _parse_source_spark(
             found = _first_undecodable(path, encoding, label)
             if found is not None:
                 raise found
+        # Spark gives a repeated header new names (备注 -> 备注3, 备注4); the local reader
+        # refuses it
+        cells = _header_cells(path, encoding, cfg.delimiter)
+        check_unique_headers([clean_header(c) for c in cells], str(path))
         corrupt = "__corrupt_record"
         text_schema = T.StructType(
             [T.StructField(n, T.StringType(), True) for n in [*names, corrupt]]
@@ -380,7 +388,7 @@ def _canonical(parsed: _Parsed, raw: DataFrame) -> DataFrame:
     """Checked rows as canonical records: source, record_id, the mapped fields, then the
     other columns as ``raw.<header>``."""
     cfg, corrupt, wanted = parsed.cfg, parsed.corrupt, parsed.wanted
-    rid_col = F.col(f"`{cfg.record_id}`")
+    rid_col = _column(cfg.record_id)
     if corrupt is not None:
         raw = raw.drop(corrupt)
     cols = [F.lit(cfg.name).alias(schema.SOURCE), rid_col.alias(schema.RECORD_ID)]
@@ -389,9 +397,9 @@ def _canonical(parsed: _Parsed, raw: DataFrame) -> DataFrame:
         if target == schema.RECORD_ID:
             continue
         if len(columns) == 1:
-            cols.append(F.col(f"`{columns[0]}`").alias(target))
+            cols.append(_column(columns[0]).alias(target))
         else:  # 姓 + 名, 省 + 市 + 详细地址: the local reader's rule, row by row
-            parts = [F.col(f"`{c}`") for c in columns]
+            parts = [_column(c) for c in columns]
             cols.append(_join_parts(F.array(*parts)).alias(target))
         taken.add(target)
     used = set(wanted)
@@ -399,7 +407,7 @@ def _canonical(parsed: _Parsed, raw: DataFrame) -> DataFrame:
         if column in used:
             continue
         # namespaced as the local reader does (io.to_canonical): no header can collide
-        cols.append(F.col(f"`{column}`").alias(schema.raw_col(column)))
+        cols.append(_column(column).alias(schema.raw_col(column)))
     return raw.select(*cols)
 
 
@@ -544,6 +552,16 @@ def _parquet_rows_text(path: Path, rows: list[int]) -> dict[int, str]:
 _DECODE_CHUNK = 16 << 20
 
 
+def _header_cells(path: Path, java_encoding: str | None, delimiter: str) -> list[str]:
+    """The header row's cells as written in the file, read by the driver (Python's csv
+    module: quotes as in the local reader) from the file's first megabyte: no Spark job."""
+    codec = _PYTHON_CODEC.get(java_encoding or "", java_encoding or "utf-8")
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 20)
+    text = head.decode(codec.removesuffix("-sig"), errors="replace").removeprefix("\ufeff")
+    return next(csv.reader(StringIO(text), delimiter=delimiter), [])
+
+
 def _first_undecodable(path: Path, java_encoding: str | None, label: str = "") -> InputError | None:
     """The local reader's error (``io.decode_bytes``) for the first bytes of ``path`` that
     its encoding cannot decode, with their byte offset and line; None when it all decodes.
@@ -601,11 +619,11 @@ def _files_with_bad_rows(spark: SparkSession, parsed: list[_Parsed]) -> tuple[se
     for i, p in enumerate(parsed):
         if p.suffix in (".xlsx", ".xlsm"):
             continue
-        rid = F.col(f"`{p.cfg.record_id}`")
+        rid = _column(p.cfg.record_id)
         floated = rid.isNotNull() & rid.rlike(SCIENTIFIC_PATTERN)
         kind = F.when(rid.isNull(), 2).when(floated, 3).otherwise(0)
         if p.corrupt is not None:
-            cells = [F.col(f"`{c}`") for c in p.raw.columns if c != p.corrupt]
+            cells = [_column(c) for c in p.raw.columns if c != p.corrupt]
             replaced = F.concat_ws("\t", *cells).contains("\ufffd")
             kind = F.when(F.col(p.corrupt).isNotNull(), 1).when(replaced, 4).otherwise(kind)
         parts.append(
@@ -676,7 +694,7 @@ def read_sources_spark(
             records = records.withColumn(name, F.lit(None).cast("string"))
     front = list(schema.CANONICAL_FIELDS)
     rest = [c for c in records.columns if c not in front]
-    return records.select(*[F.col(f"`{c}`") for c in front + rest])
+    return records.select(*[_column(c) for c in front + rest])
 
 
 def number_rows(records: DataFrame) -> tuple[DataFrame, dict[str, int]]:
@@ -709,7 +727,7 @@ def number_rows(records: DataFrame) -> tuple[DataFrame, dict[str, int]]:
     offsets = tagged.sparkSession.createDataFrame(counts[["__pid", "__first", "__offset"]])
     numbered = tagged.join(F.broadcast(offsets), "__pid").select(
         (F.col("__mid") - F.col("__first") + F.col("__offset")).cast("long").alias(schema.ROW),
-        *[F.col(f"`{c}`") for c in records.columns],
+        *[_column(c) for c in records.columns],
     )
     return numbered, dict(sorted(per_source.items()))
 
@@ -737,6 +755,13 @@ def _restore_booleans(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         if col in frame.columns:
             frame[col] = frame[col].astype("boolean")
     return frame
+
+
+def _column(name: str) -> Column:
+    """The column ``name`` as it is, whatever it holds: quoted in backticks (a header's dots
+    and spaces are its own), a backtick in it doubled (Spark SQL's escape in a quoted
+    identifier)."""
+    return F.col("`" + name.replace("`", "``") + "`")
 
 
 def _conform(frame: pd.DataFrame, struct: T.StructType) -> pd.DataFrame:
@@ -849,7 +874,7 @@ def blocking_keys_spark(records: DataFrame, settings: BlockingSettings) -> DataF
     wanted = {schema.ROW, schema.SOURCE, *extra}
     for key in [k for rule in rules for k in rule.keys] + list(extra):
         wanted.update(DERIVED_KEYS[key][0] if key in DERIVED_KEYS else (key,))
-    read = records.select(*[F.col(f"`{c}`") for c in records.columns if c in wanted])
+    read = records.select(*[_column(c) for c in records.columns if c in wanted])
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
@@ -1295,7 +1320,11 @@ def random_pair_vectors(
 
     spark = prepared.sparkSession
     rids = np.unique(random_pairs[[schema.ROW_L, schema.ROW_R]].to_numpy().ravel())
-    wanted = spark.createDataFrame(pd.DataFrame({schema.ROW: rids.astype(np.int64)}))
+    # the schema given: a run of one record has no random pairs, and Spark infers none
+    # from an empty table
+    wanted = spark.createDataFrame(
+        pd.DataFrame({schema.ROW: rids.astype(np.int64)}), f"{schema.ROW} long"
+    )
     cols = [schema.ROW, schema.SOURCE, *value_cols]
     rows = prepared.select(*cols).join(F.broadcast(wanted), schema.ROW).toPandas()
     rows = rows.sort_values(schema.ROW).reset_index(drop=True)
@@ -1712,7 +1741,12 @@ def stable_ids_spark(
     source, record_id, label, identity_id) with created_run added.
     """
     prev = (
-        previous if isinstance(previous, DataFrame) else spark.createDataFrame(previous.astype(str))
+        previous
+        if isinstance(previous, DataFrame)
+        else spark.createDataFrame(  # as text, with the schema given: the file may be empty
+            previous.astype(str),
+            T.StructType([T.StructField(str(c), T.StringType()) for c in previous.columns]),
+        )
     )
     age = (
         F.col(schema.CREATED_RUN).cast("long")
@@ -1764,7 +1798,10 @@ def stable_ids_spark(
             "__created": ages.reindex(ids).fillna(this_run).to_numpy(np.int64),
         }
     ).drop_duplicates(CLUSTER)
-    mapped = spark.createDataFrame(mapping).withColumnRenamed(CLUSTER, _LABEL)
+    # the schema given: no cluster may share a record with a previous identity
+    mapped = spark.createDataFrame(
+        mapping, f"{_LABEL} long, __stable string, __created long"
+    )
     return identities.join(
         F.broadcast(mapped) if len(mapping) < 1_000_000 else mapped, _LABEL, "left"
     ).select(
@@ -1788,7 +1825,7 @@ def golden_spark(
     for rule in settings.fields.values():
         used += [rule.column] + ([rule.raw] if rule.raw is not None else [])
     used = [c for c in dict.fromkeys(used) if c in records.columns]
-    records = records.select(*[F.col(f"`{c}`") for c in used])
+    records = records.select(*[_column(c) for c in used])
     with_ids = records.join(identities.select(schema.ROW, schema.IDENTITY_ID), schema.ROW)
     with_ids = with_ids.select(
         "*", (F.abs(F.hash(F.col(schema.IDENTITY_ID))) % buckets).alias(_BUCKET)
