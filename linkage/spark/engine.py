@@ -1869,8 +1869,11 @@ def run_spark(
     input record),
     ``golden_records.parquet``, ``pairs.parquet`` (pairs at or above
     ``output.pairs_min_probability`` with both records' keys), ``model.json``,
-    ``summary.json`` and, with ``identities_csv`` (default: the config's
-    ``spark.identities_csv``), ``identities.csv``. ``previous``: a previous
+    ``summary.json`` (on a ``local`` master with each stage's CPU seconds and peak memory of
+    the driver, its JVM and its Python workers: ``progress.add_stage_figures``) and, with
+    ``identities_csv`` (default: the config's ``spark.identities_csv``), ``identities.csv``.
+    A run that finds no candidate pairs writes no ``model.json`` and removes an earlier
+    one there (``paths.remove_stale_output``). ``previous``: a previous
     run's identities (.csv or .parquet) whose ids are kept. ``id_key``: the identity key
     (``identity.batch_key``); without one, the process key (names stable within the process).
     ``exit_on_interrupt``: see ``session.get_session`` (the CLI's batch run).
