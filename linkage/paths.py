@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +220,9 @@ def same_file(path: str | os.PathLike, other: str | os.PathLike) -> bool:
         return output_file_path(path) == Path(other).expanduser().resolve()
 
 
-def remove_stale_output(path: str | os.PathLike, keep: Any = ()) -> None:
+def remove_stale_output(
+    path: str | os.PathLike, keep: Iterable[str | os.PathLike | None] = ()
+) -> None:
     """Remove ``path``, an output this run does not write (``model.json`` of a run that found
     no candidate pairs, so fitted no model), where an earlier run left it: beside this
     run's outputs it would pass for theirs. A path that is one of ``keep`` (this run's
