@@ -768,7 +768,7 @@ def _read_xlsx(
         logger.info("%s, %s: row(s) %s read as a title above the header", path, which,
                     ", ".join(map(str, title_rows)))
     width = max([len(header), *(len(r) for r in rows)])
-    header = [h.removeprefix("\ufeff").strip() for h in header] + [""] * (width - len(header))
+    header = [clean_header(h) for h in header] + [""] * (width - len(header))
     check_unique_headers(header, str(path))
     frame = pd.DataFrame(
         [r + [None] * (width - len(r)) for r in rows], columns=header, index=index, dtype=object
@@ -943,6 +943,35 @@ def _utf8_layout(path: Path, cfg: SourceConfig) -> tuple[list[str], int, int, in
     return names, header_lines, offset, size
 
 
+def _decoded_head(
+    path: Path, codec: str, errors: str = "strict"
+) -> Callable[[int], tuple[str, bool]]:
+    """``head`` for :func:`_csv_layout_of`: the first ``chars`` characters of ``path``
+    decoded in ``codec`` (a byte-order mark dropped, as decode_bytes drops it), and whether
+    they are the whole text."""
+    import codecs
+
+    def head(chars: int) -> tuple[str, bool]:
+        with open(path, "rb") as handle:
+            data = handle.read(4 * (chars + 1))  # a character is at most 4 bytes
+            whole = not handle.read(1)
+        text = codecs.getincrementaldecoder(codec)(errors).decode(data, final=whole)
+        text = text.removeprefix("\ufeff")
+        return text[:chars], whole and len(text) <= chars
+
+    return head
+
+
+def csv_header_names(path: Path, cfg: SourceConfig, codec: str) -> list[str]:
+    """The column names this reader gives the header of CSV file ``path``
+    (:func:`_csv_layout_at`'s rules: a header naming a column twice refused, an empty file
+    refused, columns without a header named), read from its head decoded in ``codec``
+    (bytes that do not decode replaced: the caller checks them): for the Spark engine's
+    reader, which parses the body itself and renames a repeated header. Raises
+    InputError naming the file."""
+    return _csv_layout_of(_decoded_head(path, codec, "replace"), cfg)[0]
+
+
 def _transcoded_layout(
     path: Path, cfg: SourceConfig
 ) -> tuple[list[str], int, int, int, str] | None:
@@ -984,16 +1013,8 @@ def _transcoded_layout(
     if blank or path.stat().st_size != size:
         return None
 
-    def head(chars: int) -> tuple[str, bool]:
-        with open(path, "rb") as handle:
-            data = handle.read(4 * (chars + 1))  # a character is at most 4 bytes
-            whole = not handle.read(1)
-        text = codecs.getincrementaldecoder(codec)("strict").decode(data, final=whole)
-        text = text.removeprefix("\ufeff")  # as decode_bytes drops it
-        return text[:chars], whole and len(text) <= chars
-
     try:
-        names, header_lines, start = _csv_layout_of(head, cfg)
+        names, header_lines, start = _csv_layout_of(_decoded_head(path, codec), cfg)
     except UnicodeDecodeError:  # changed since it was checked: decoded whole, as always
         return None
     return names, header_lines, start, size, codec
@@ -1075,7 +1096,7 @@ def _read_csv_table(path: Path, cfg: SourceConfig) -> tuple[Any, _CsvLines] | No
     import pyarrow as pa
 
     kept = [c for c in names if c not in unnamed]
-    headers = [str(c).strip().removeprefix("\ufeff") for c in kept]
+    headers = [clean_header(str(c)) for c in kept]
     check_unique_headers(headers, str(path))
     out = pa.table([held.pop(c) for c in kept], names=headers)
     return out, _CsvLines(body, len(names), cfg, first_line)

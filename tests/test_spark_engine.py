@@ -805,6 +805,7 @@ def test_spark_cli_on_bad_input_prints_no_java_stack_trace(tmp_path, write_yaml)
 # Bad rows of every kind, police.csv (GB18030, header = line 1); line 9 is one record over
 # two lines (a quoted line break) with too few fields.
 BAD_HEADER = "登记编号,姓名,性别,出生日期,公民身份号码"
+BAD_COLUMNS = {"姓名": "name", "性别": "gender", "出生日期": "birth_date", "公民身份号码": "id_number"}
 BAD_LINES = [
     "R01,赵建国,男,1971-02-03,11010519710203001X",
     "R02,钱秀英,女,1983-07-19,320102198307190023,多出的一列",
@@ -851,12 +852,7 @@ def test_engines_set_the_same_bad_rows_aside(tmp_path, write_yaml):
     (tmp_path / "police.csv").write_bytes(text.encode("gb18030"))
     good = ["H01,赵建国,男,1971-02-03,11010519710203001X", "H02,李红梅,女,1966-04-08,"]
     (tmp_path / "health.csv").write_text("\n".join([BAD_HEADER, *good]) + "\n", encoding="utf-8")
-    columns = {
-        "姓名": "name",
-        "性别": "gender",
-        "出生日期": "birth_date",
-        "公民身份号码": "id_number",
-    }
+    columns = BAD_COLUMNS
     config = write_yaml(
         {
             "sources": {
@@ -1691,13 +1687,7 @@ def test_a_run_finding_no_pairs_leaves_no_earlier_model_json(spark, tmp_path, wr
         "A3,买买提·艾力,男,1978-06-30,650102197806301115,乌鲁木齐市天山区",
     ]
     (tmp_path / "police.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
-    columns = {
-        "姓名": "name",
-        "性别": "gender",
-        "出生日期": "birth_date",
-        "公民身份号码": "id_number",
-        "现住址": "current_address",
-    }
+    columns = {**BAD_COLUMNS, "现住址": "current_address"}
     source = {"path": "police.csv", "record_id": "登记编号", "columns": columns}
     config = write_yaml({"sources": {"police": source}})
     for engine in ENGINES:

@@ -13,7 +13,6 @@ are Spark expressions.
 from __future__ import annotations
 
 import contextlib
-import csv
 import itertools
 import json
 import logging
@@ -22,7 +21,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from io import StringIO
 from pathlib import Path
 from typing import TextIO
 
@@ -91,8 +89,8 @@ from linkage.io import (  # noqa: E402
     atomic_write,
     check_mapped_columns,
     check_source_paths,
-    check_unique_headers,
     clean_header,
+    csv_header_names,
     decode_bytes,
     empty_source_error,
     join_field_parts,
@@ -345,10 +343,9 @@ def _parse_source_spark(
             found = _first_undecodable(path, encoding, label)
             if found is not None:
                 raise found
-        # Spark gives a repeated header new names (备注 -> 备注3, 备注4); the local reader
-        # refuses it
-        cells = _header_cells(path, encoding, cfg.delimiter)
-        check_unique_headers([clean_header(c) for c in cells], str(path))
+        # Spark gives a repeated header new names (备注 -> 备注3, 备注4): the local reader's
+        # header rules, which refuse it, on the file's head (no Spark job)
+        csv_header_names(path, cfg, _PYTHON_CODEC.get(encoding, encoding))
         corrupt = "__corrupt_record"
         text_schema = T.StructType(
             [T.StructField(n, T.StringType(), True) for n in [*names, corrupt]]
@@ -550,16 +547,6 @@ def _parquet_rows_text(path: Path, rows: list[int]) -> dict[int, str]:
 
 
 _DECODE_CHUNK = 16 << 20
-
-
-def _header_cells(path: Path, java_encoding: str | None, delimiter: str) -> list[str]:
-    """The header row's cells as written in the file, read by the driver (Python's csv
-    module: quotes as in the local reader) from the file's first megabyte: no Spark job."""
-    codec = _PYTHON_CODEC.get(java_encoding or "", java_encoding or "utf-8")
-    with open(path, "rb") as handle:
-        head = handle.read(1 << 20)
-    text = head.decode(codec.removesuffix("-sig"), errors="replace").removeprefix("\ufeff")
-    return next(csv.reader(StringIO(text), delimiter=delimiter), [])
 
 
 def _first_undecodable(path: Path, java_encoding: str | None, label: str = "") -> InputError | None:
