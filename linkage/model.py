@@ -1001,6 +1001,8 @@ class FellegiSunterModel:
                 "history": [float(x) for x in getattr(self, "history_", [])],
                 # every training session had too few pairs: weights unreliable (said on use)
                 "weak": bool(getattr(self, "weak_fit_", False)),
+                # comparisons whose m and u a weak fit took from the reference model
+                "reference": list(getattr(self, "reference_", [])),
             },
             "household": _household_to_json(getattr(self, "household_", None)),
             "settings": self.settings,
@@ -1044,6 +1046,7 @@ class FellegiSunterModel:
         model.converged_ = bool(fit.get("converged", True))
         model.history_ = [float(x) for x in fit.get("history", [])]
         model.weak_fit_ = bool(fit.get("weak", False))
+        model.reference_ = [str(name) for name in fit.get("reference", [])]
         return model
 
     def save(self, path: str | os.PathLike) -> Path:

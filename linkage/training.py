@@ -9,8 +9,10 @@ review notebook uses too; the pipeline calls it. Imports config, blocking, compa
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -101,6 +103,77 @@ def check_model_levels(
         )
 
 
+# m and u of the default comparisons, fitted by the default config on about 87,000 records
+# of the independent benchmark registries (benchmarks/reference_model.py writes it)
+REFERENCE_MODEL_PATH = Path(__file__).resolve().parent / "data" / "reference_model.json"
+
+
+@functools.cache
+def reference_model() -> FellegiSunterModel:
+    """The shipped reference model (``REFERENCE_MODEL_PATH``), read once per process."""
+    return FellegiSunterModel.load(REFERENCE_MODEL_PATH)
+
+
+def settle_weak_fit(
+    model: FellegiSunterModel, comparisons: list[Comparison], n_pairs: int
+) -> None:
+    """A fit where no training session had enough pairs: reference m and u, no tf.
+
+    With a few dozen records u comes from a handful of random pairs, many of them the
+    batch's own duplicates (two identical records among 6 are 1 of 15 pairs, so u of an
+    exact name came out 1/15), and EM's m from a few candidates; a name held by 2 of 6
+    records has a term frequency of 1/3. Identical records then stayed apart while near
+    ones linked; the pilot's prior from its rule hits is its duplicates' share as well. So
+    each comparison whose spec (``Comparison.to_config``) equals the
+    reference model's takes its m and u (population figures, as a saved model given by
+    ``model.load``), the term-frequency adjustment is dropped (``tf_columns`` emptied),
+    and lambda is the reference model's too (unless ``model.prior`` sets it): a pair needs
+    strong evidence (about 19 bits: an exact name and birth date, not a similar name and a
+    birth date) to link. The model is marked
+    ``weak_fit_`` and ``reference_`` lists the comparisons taken; the run warns.
+    Does nothing when a session estimated anything (``model.sessions_``).
+    """
+    sessions = getattr(model, "sessions_", [])
+    if not sessions or any(info["estimated"] for info in sessions):
+        return
+    model.weak_fit_ = True
+    reference = reference_model()
+    specs = {
+        c.get("name"): c for c in (reference.settings or {}).get("comparisons", [])
+    }
+    taken = []
+    for comparison in comparisons:
+        name = comparison.name
+        if specs.get(name) != comparison.to_config() or reference.levels.get(name) != list(
+            model.levels[name]
+        ):
+            continue
+        model.m_[name] = reference.m_[name].copy()
+        model.u_[name] = reference.u_[name].copy()
+        model.u_floor_[name] = reference.u_floor_.get(name, model.u_floor_.get(name, 1e-12))
+        taken.append(name)
+    if taken and model.prior is None:
+        # the pilot's own prior (its rule hits over its few record pairs) is its duplicates'
+        # share too: with it, 4 records of two namesakes born the same day linked on a
+        # similar name alone; the reference registry's keeps only strong evidence linking
+        model.lambda_ = reference.lambda_
+    model.reference_ = taken
+    dropped = sorted(model.tf_columns)
+    model.tf_columns = {}
+    logger.warning(
+        "every training session had too few pairs (%d candidate pairs in all): m and u of "
+        "%s%s are the shipped reference model's%s%s; train on a larger batch of these "
+        "registries and reuse its model (model.load: OUTPUT/model.json)",
+        n_pairs,
+        ", ".join(taken) if taken else "no comparison",
+        " and the prior" if taken and model.prior is None else "",
+        "" if len(taken) == len(comparisons) else (
+            ", the others rest on EM over those pairs and a weak prior"
+        ),
+        f", and no term-frequency adjustment ({', '.join(dropped)})" if dropped else "",
+    )
+
+
 def random_pairs_for_u(records: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
     """Random record pairs for u: only pairs that could be candidates under the link type."""
     settings = config.model
@@ -186,15 +259,7 @@ def train_model(
                     for info in model.sessions_
                 ),
             )
-            if not any(info["estimated"] for info in model.sessions_):
-                model.weak_fit_ = True
-                logger.warning(
-                    "every training session had too few pairs (%d candidate pairs in all): "
-                    "m rests on EM over those pairs and a weak prior, so match weights are "
-                    "unreliable; train on a larger batch and reuse its model "
-                    "(model.load: OUTPUT/model.json)",
-                    len(vectors),
-                )
+            settle_weak_fit(model, comparisons, len(vectors))
         else:
             model.fit(vectors)
         fit_household(model, vectors, comparisons, config)

@@ -1720,6 +1720,22 @@ EDGE_INPUTS = {
         {"姓`名": "name", "出生日期": "birth_date"},
         None,  # whatever the local engine gives (a model of three records links nothing)
     ),
+    # a pilot too small to train: exact duplicates, a dot typed two ways, a birth date in two
+    # formats; both engines take the reference model's m and u (training.settle_weak_fit)
+    "pilot with duplicates": (
+        "rid,姓名,性别,出生日期",
+        [
+            "A1,阿依古丽·吐尔逊,女,1990-01-02",
+            "A2,阿依古丽·吐尔逊,女,1990-01-02",
+            "A3,买买提•艾力,男,1985-06-01",
+            "A4,买买提.艾力,男,1985-06-01",
+            "A5,张伟,男,1990年3月7日",
+            "A6,张伟,男,19900307",
+            "A7,张伟,男,1978-11-11",
+        ],
+        {"姓名": "name", "性别": "gender", "出生日期": "birth_date"},
+        [["A1", "A2"], ["A3", "A4"], ["A5", "A6"], ["A7"]],
+    ),
     # a header repeated: the local reader refuses it, Spark renamed the copies and went on
     "repeated header": (
         "rid,姓名,出生日期,备注, 备注",
@@ -1734,7 +1750,7 @@ EDGE_INPUTS = {
 def test_engines_do_the_same_with_small_odd_inputs(spark, tmp_path, write_yaml, case):
     """The same partition (every record once) or the same error from both engines."""
     header, rows, columns, expected = EDGE_INPUTS[case]
-    partitions = []
+    partitions, fits = [], []
     (tmp_path / "a.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
     source = {"path": "a.csv", "record_id": "rid", "columns": columns}
     config = write_yaml({"sources": {"a": source}, "model": {"u_sample_pairs": 1000}})
@@ -1751,8 +1767,15 @@ def test_engines_do_the_same_with_small_odd_inputs(spark, tmp_path, write_yaml, 
         assert sorted(ids[schema.RECORD_ID]) == sorted(r.split(",")[0] for r in rows), engine
         groups = ids.groupby(schema.IDENTITY_ID)[schema.RECORD_ID].apply(sorted)
         partitions.append(sorted(groups.tolist()))
+        saved = out / "model.json"
+        if saved.exists():  # none when no pair was found
+            model = json.loads(saved.read_text(encoding="utf-8"))
+            fits.append((model["fit"]["weak"], model["fit"]["reference"], model["tf_columns"]))
+        else:
+            fits.append(None)
     if not isinstance(expected, str):
         assert partitions[0] == partitions[1]
+        assert fits[0] == fits[1]  # the same weak fit, reference comparisons and tf
         assert expected is None or partitions[0] == expected
 
 

@@ -113,7 +113,13 @@ ADAPTIVE_CLUSTER_MIN = 20_000
 # the JVM's threads costs about 3 ms, and its memory moves slowly
 _JVM_TREE_EVERY = 40
 from linkage.standardize.combine import standardize  # noqa: E402
-from linkage.training import check_model_levels, fit_household, level_rules, new_model  # noqa: E402
+from linkage.training import (  # noqa: E402
+    check_model_levels,
+    fit_household,
+    level_rules,
+    new_model,
+    settle_weak_fit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -1232,6 +1238,8 @@ def score_spark(
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             tf = {name: batch.pop(col).to_numpy(dtype=float) for name, col in tf_cols.items()}
+            # a weak fit scores without term frequencies (training.settle_weak_fit)
+            tf = {name: v for name, v in tf.items() if name in model.tf_columns}
             scored = model.score(batch, tf=tf or None)
             yield scored[names]
 
@@ -1345,7 +1353,8 @@ def train_spark(
     The same calls as ``training.train_model``: the model from ``training.new_model``, u from
     ``blocking.sample_random_pairs`` (same seed, same pairs as the local engine) compared by
     ``u_vectors`` (``random_pair_vectors``: filtered by the link type, as locally), m from
-    ``fit_sessions`` (or ``fit``) over the candidates.
+    ``fit_sessions`` (or ``fit``) over the candidates; a fit whose every session had too few
+    pairs takes the reference model's m and u (``training.settle_weak_fit``).
     """
     from linkage.blocking import sample_random_pairs
 
@@ -1386,6 +1395,7 @@ def train_spark(
         if settings.prior is None:
             model.lambda_ = prior
     logger.info("training sessions: %s", model.sessions_)
+    settle_weak_fit(model, comparisons, total)
     fit_household(model, expanded, comparisons, config)
     return model
 
