@@ -134,8 +134,16 @@ def _new_districts() -> dict[str, str]:
         ):
             continue
         found[code] = name
+    for code, name in _LATER_THAN_STDNUM.items():
+        found.setdefault(code, name)
     return found
 
+
+# County-level divisions python-stdnum 2.2's table lacks: it ends 下城区 and 江干区 in 2021
+# but has not their successors. Hangzhou's 2021 redivision (the State Council's approval of
+# March 2021; codes from the Ministry of Civil Affairs' division code list): 临平区 out of
+# 余杭区, 钱塘区 out of 江干区 and 萧山区.
+_LATER_THAN_STDNUM = {"330113": "临平区", "330114": "钱塘区"}
 
 _NEW_DISTRICTS = _new_districts()
 _NAME_BY_CODE.update(_NEW_DISTRICTS)
@@ -951,6 +959,11 @@ def _none(value: object) -> object:
     return None if value is None or value != value else value  # value != value: NaN
 
 
+# a street office (街道), town (镇) or township (乡) at the start of an address, its name
+# holding no division's suffix (大理州金牛镇 starts with a prefecture)
+_STREET_FIRST = re.compile("^(?:(?![省市州区县盟旗])[\u4e00-\u9fff]){2,6}?(?:街道|镇|乡)")
+
+
 def _parse_rows(uniques: list, field: str) -> list[tuple]:
     """One row per distinct prenormalized text: the derived address columns, flags, candidates."""
     flag = {code: field + code.removeprefix("address") for code in FLAGS}
@@ -958,11 +971,11 @@ def _parse_rows(uniques: list, field: str) -> list[tuple]:
         return []
     parsed = _run_cpca(uniques)
     rows = []
-    for text, remainder, adcode, city_name, district, prov_pos, city_pos in zip(
+    for text, remainder, adcode, city_name, district, prov_pos, city_pos, county_pos in zip(
         uniques,
         *(
             [_none(v) for v in parsed[c].tolist()]
-            for c in ("地址", "adcode", "市", "区", "省_pos", "市_pos")
+            for c in ("地址", "adcode", "市", "区", "省_pos", "市_pos", "区_pos")
         ),
         strict=True,
     ):
@@ -977,6 +990,13 @@ def _parse_rows(uniques: list, field: str) -> list[tuple]:
         street_only, repeat_detail = _city_repeat(text, city_name, city_pos, prov_pos, district)
         if street_only:
             adcode = None
+        if county_pos not in (None, -1) and prov_pos == -1 and city_pos == -1:
+            if _STREET_FIRST.match(text):
+                # a street office or town written first, without its city (九堡街道新民村,
+                # 五常街道建设村): the county cpca found is that street's own name or a
+                # village or estate after it (新民市 in 辽宁, 五常市 in 黑龙江), not where
+                # the address lies
+                adcode = None
         lead = _NEW_DISTRICT_RE.match(text) if _NEW_DISTRICTS else None
         if lead and lead.group(0) not in AMBIGUOUS_DISTRICTS:
             # a division cpca lacks, written first (光明区光明街道沙河西路: cpca reads 沙河市

@@ -616,6 +616,11 @@ def test_every_successor_is_a_current_district():
         ("成都郫都犀浦镇", "成都市", "郫都区", "510117", "犀浦镇"),
         # renamed with the same everyday name: cpca's old code, as 重庆梁平县 reads
         ("重庆梁平金土镇", "重庆市", "梁平县", "500228", "金土镇"),
+        # Hangzhou's 2021 districts, which python-stdnum's table lacks too
+        ("浙江省杭州市临平区南苑街道迎宾路1号", "杭州市", "临平区", "330113", "南苑街道迎宾路1号"),
+        ("杭州市钱塘区下沙街道学林街2号", "杭州市", "钱塘区", "330114", "下沙街道学林街2号"),
+        ("临平区乔司街道三角村", "杭州市", "临平区", "330113", "乔司街道三角村"),
+        ("钱塘区白杨街道6号", "杭州市", "钱塘区", "330114", "白杨街道6号"),
     ],
 )
 def test_districts_created_after_cpcas_table_are_read(raw, city, district, adcode, detail):
@@ -654,3 +659,20 @@ def test_ambiguous_current_district_is_read_in_the_batchs_city():
     # without the batch's evidence (one record alone) the name stays ambiguous
     alone = standardize_addresses(values[:1], schema.CURRENT_ADDRESS, by_batch=True)
     assert alone[schema.QUALITY_FLAGS].iloc[0] == "current_address_ambiguous_district"
+
+
+@pytest.mark.parametrize(
+    "raw", ["九堡街道新民村1组61号", "五常街道建设村6组140号", "笕桥街道东港雅苑3幢", "沙河镇1号"]
+)
+def test_a_street_office_written_first_names_no_county_inside_or_after_it(raw):
+    """A health record's address often starts at the street office; cpca read a county
+    from the street's own name or an estate after it (五常市 in 黑龙江, 新民市 and 东港市
+    in 辽宁): the address is unparsed instead, its whole text the detail."""
+    row = _row(raw)
+    assert (row["province"], row["city"], row["district"], row["adcode"]) == (None,) * 4
+    assert row["detail"] == raw and row["flags"] == "hukou_address_unparsed"
+
+
+def test_a_street_office_after_its_city_or_a_prefecture_still_reads():
+    assert _row("杭州市余杭区五常街道1号")["district"] == "余杭区"
+    assert _row("大理州金牛镇8号")["adcode"] == "532900"
