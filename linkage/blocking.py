@@ -740,20 +740,25 @@ def warn_refined(rule: BlockingRule, row: dict, settings: BlockingSettings) -> N
     """Log the refinement of a rule's big blocks (a report row with ``blocks_refined``).
 
     Refining is the designed behaviour of the default rules (INFO); a WARNING only when
-    pairs are lost: a part still over ``max_block_size`` was skipped, or no key split a block.
+    pairs are lost: a part still over ``max_block_size`` was skipped. A block no refinement
+    key splits is compared whole when it fits ``max_block_size`` (``plan_rule``): nothing is
+    lost, so that is INFO too.
     """
     if not row["blocks_refined"]:
         return
-    lost = bool(row["blocks_skipped"]) or not row["refined_by"]
     logger.log(
-        logging.WARNING if lost else logging.INFO,
-        "blocking rule '%s': %d block(s) over %d records refined by %s; %d part(s) over %d skipped",
+        logging.WARNING if row["blocks_skipped"] else logging.INFO,
+        "blocking rule '%s': %d block(s) over %d records refined by %s; %d part(s) over %d "
+        "skipped%s",
         rule.name,
         row["blocks_refined"],
         settings.refinement(rule)[0],
-        row["refined_by"] or "no key that splits them",
+        row["refined_by"] or "no key that splits them (compared whole)",
         row["blocks_skipped"],
         settings.max_block_size,
+        ", their pairs not compared: raise blocking.max_block_size or add refine_keys"
+        if row["blocks_skipped"]
+        else "",
     )
 
 

@@ -288,17 +288,23 @@ def test_big_block_is_refined_not_skipped_and_recorded():
 
 def test_refinement_logs_info_and_warns_only_when_pairs_are_lost(caplog):
     # k2 splits the block: the default rules' normal work, INFO; k3 is "1" everywhere, so no
-    # key splits it and its pairs are lost: a WARNING
+    # key splits it: over max_block_size its pairs are lost (a WARNING saying what to do),
+    # within it the block is compared whole and nothing is lost (INFO)
     rows = [("p", "x", "m", "1")] * 4 + [("p", "x", "n", "1")] * 4
-    for key, needle, level in (("k2", "refined by k2", "INFO"), ("k3", "skipped", "WARNING")):
+    cases = (
+        ("k2", 5, "refined by k2", "INFO", 12),
+        ("k3", 5, "raise blocking.max_block_size", "WARNING", 0),
+        ("k3", 10, "no key that splits them (compared whole)", "INFO", 28),
+    )
+    for key, limit, needle, level, n_pairs in cases:
         caplog.clear()
         cfg = BlockingSettings(
-            rules=[RULES[0]], refine_block_size=5, max_block_size=5, refine_keys=[key]
+            rules=[RULES[0]], refine_block_size=5, max_block_size=limit, refine_keys=[key]
         )
         with caplog.at_level("INFO", logger="linkage.blocking"):
-            block(_records(rows), cfg)
+            assert len(block(_records(rows), cfg)) == n_pairs, (key, limit)
         logged = [r.levelname for r in caplog.records if needle in r.getMessage()]
-        assert logged == [level], key
+        assert logged == [level], (key, limit)
 
 
 def test_refinement_keeps_records_missing_the_refinement_key_together():
