@@ -1065,6 +1065,11 @@ def _parse_rows(uniques: list, field: str) -> list[tuple]:
                 province, city, district = _names(adcode)
                 remainder = remainder[taken:]
                 flags = "" if suffixed else flag["address_district_short"]
+                if adcode in _MERGED_INTO:
+                    # merged since, written short (杭州江干, 杭州下城): as the full name reads
+                    adcode = _MERGED_INTO[adcode]
+                    province, city, district = _names(adcode)
+                    flags = flag["address_district_abolished"]
         if district is None and adcode in TOWNS and remainder:
             town = _town(adcode, remainder)
             if town is not None:

@@ -676,3 +676,18 @@ def test_a_street_office_written_first_names_no_county_inside_or_after_it(raw):
 def test_a_street_office_after_its_city_or_a_prefecture_still_reads():
     assert _row("杭州市余杭区五常街道1号")["district"] == "余杭区"
     assert _row("大理州金牛镇8号")["adcode"] == "532900"
+
+
+@pytest.mark.parametrize(
+    ("raw", "district", "adcode"),
+    [
+        ("浙江杭州江干九堡街道1号", "上城区", "330102"),
+        ("杭州下城武林街道1号", "拱墅区", "330105"),
+        ("杭州市江干区九堡街道1号", "上城区", "330102"),
+    ],
+)
+def test_a_merged_district_written_short_reads_as_its_successor(raw, district, adcode):
+    """杭州江干 is read as 上城区, as 杭州市江干区 is (merged in 2021); it stayed 江干区."""
+    row = _row(raw)
+    assert (row["district"], row["adcode"]) == (district, adcode)
+    assert row["flags"] == "hukou_address_district_abolished"
